@@ -1,0 +1,177 @@
+//! [`ConfigError`]: every load failure, located at `file:line:col` and naming
+//! the key (or URI attribute) that is wrong.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::model::Location;
+use crate::pkcs11_uri::UriError;
+
+/// A configuration file could not be loaded.
+///
+/// `Display` is self-contained: `"{file}:{line}:{col}: {kind}"`, or
+/// `"{file}: {kind}"` when there is no position (`line == 0`, read errors).
+/// The underlying I/O or URI error stays reachable through
+/// [`std::error::Error::source`].
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line of the offending value; 0 if the error has no position.
+    pub line: usize,
+    /// 1-based column (in characters) of the offending value; 0 if none.
+    pub col: usize,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    pub(crate) fn at(location: Location, kind: ConfigErrorKind) -> Self {
+        let Location { file, line, col } = location;
+        Self {
+            file,
+            line,
+            col,
+            kind,
+        }
+    }
+
+    /// Where the error is, as a [`Location`].
+    pub fn location(&self) -> Location {
+        Location {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file.display(), self.kind),
+            _ => write!(f, "{}: {}", self.location(), self.kind),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// The cause of a [`ConfigError`]. Variants with a `key` name the offending
+/// key in dotted form, e.g. `listener[0].address` or `tls.key`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// The file could not be read.
+    #[error("cannot read the config file: {0}")]
+    Read(#[source] std::io::Error),
+    /// TOML syntax error, unknown key, missing key or wrong value type
+    /// (the TOML parser's message, first line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value breaks a validation rule.
+    #[error("`{key}`: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+    /// The key string is not a valid PKCS#11 URI.
+    #[error("`{key}`: invalid PKCS#11 URI: {source}")]
+    Uri {
+        /// The offending key (`tls.key`).
+        key: String,
+        /// The parser's error, naming the attribute.
+        #[source]
+        source: Box<UriError>,
+    },
+    /// No PIN source is configured.
+    #[error("`{key}`: no PIN source: set pin_file, pin_env or pin-source in the key URI")]
+    MissingPin {
+        /// The key the error is reported on (`tls.key`).
+        key: String,
+    },
+    /// More than one PIN source is configured.
+    #[error("`{key}`: several PIN sources given ({}); keep exactly one", .sources.join(", "))]
+    ConflictingPin {
+        /// The later of the conflicting keys.
+        key: String,
+        /// All the PIN sources found.
+        sources: Vec<String>,
+    },
+    /// Neither `[pkcs11].module` nor the key URI's `module-path` is set.
+    #[error("`{key}`: no PKCS#11 module: set [pkcs11].module or module-path in the key URI")]
+    MissingModule {
+        /// `pkcs11.module`.
+        key: String,
+    },
+    /// `[pkcs11].module` and the key URI's `module-path` disagree.
+    #[error(
+        "`{key}`: {config:?} differs from the key URI's module-path {uri:?}; give one, or the same path"
+    )]
+    ModuleConflict {
+        /// `pkcs11.module`.
+        key: String,
+        /// The path in `[pkcs11].module`.
+        config: PathBuf,
+        /// The path in the URI's `module-path`.
+        uri: PathBuf,
+    },
+}
+
+impl ConfigErrorKind {
+    /// The offending key, if the error concerns one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. }
+            | Self::Uri { key, .. }
+            | Self::MissingPin { key }
+            | Self::ConflictingPin { key, .. }
+            | Self::MissingModule { key }
+            | Self::ModuleConflict { key, .. } => Some(key),
+            Self::Read(_) | Self::Syntax(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_with_and_without_position() {
+        let loc = Location {
+            file: "/etc/h.toml".into(),
+            line: 3,
+            col: 9,
+        };
+        let kind = ConfigErrorKind::Invalid {
+            key: "tls.certificate".into(),
+            reason: "must not be empty".into(),
+        };
+        let e = ConfigError::at(loc, kind);
+        assert_eq!(
+            e.to_string(),
+            "/etc/h.toml:3:9: `tls.certificate`: must not be empty"
+        );
+        assert_eq!(e.kind.key(), Some("tls.certificate"));
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = ConfigError {
+            file: "/etc/h.toml".into(),
+            line: 0,
+            col: 0,
+            kind: ConfigErrorKind::Read(io),
+        };
+        assert!(e.to_string().starts_with("/etc/h.toml: cannot read"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(
+            size_of::<ConfigError>() <= 128,
+            "keep Result<_, ConfigError> small"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! hsmgate configuration: the native TOML file is parsed, then validated once
+//! into a typed [`Config`]. Every error is a [`ConfigError`] naming
+//! `file:line:col` and the offending key (or PKCS#11 URI attribute).
+//!
+//! The private key is named by an RFC 7512 PKCS#11 URI ([`Pkcs11Uri`]); the
+//! nginx/OpenSSL-engine form `engine:pkcs11:pkcs11:...` is accepted too. PINs
+//! are held in [`Secret`], which never prints its value.
+//!
+//! # File format
+//!
+//! ```toml
+//! # hsmgate.toml
+//! [[listener]]                     # one or more; addresses must be distinct
+//! address = "127.0.0.1:8443"       # required, socket address (IPv6 "[::1]:8443" ok)
+//! tls_versions = ["1.2", "1.3"]    # optional, default both; non-empty, values "1.2", "1.3"
+//! http2 = true                     # optional, default true (offer ALPN h2 besides http/1.1)
+//!
+//! [tls]
+//! certificate = "cert.pem"         # required; PEM chain, relative to the config file's directory
+//! # RFC 7512 URI or "engine:pkcs11:pkcs11:..."; must name a token (token= or serial=) and
+//! # an object (object= or id=); type, if given, must be private
+//! key = "pkcs11:token=demo;object=tls-rsa;type=private?pin-source=file:pin.txt"
+//!
+//! [pkcs11]
+//! # required unless the key URI has module-path; if both are given they must be equal.
+//! # Passed to the dynamic loader as written.
+//! module = "/usr/lib/softhsm/libsofthsm2.so"
+//! # Exactly one PIN source: pin-source=file:PATH or pin-value=PIN in the key URI (pin-value
+//! # is accepted with a warning), or one of these (relative paths: config file's directory):
+//! # pin_file = "pin.txt"
+//! # pin_env = "HSMGATE_PIN"
+//! sessions = 4                     # optional, default 4, 1..=256
+//! queue_depth = 1024               # optional, default 1024, 1..=1_000_000
+//! sign_timeout_ms = 2000           # optional, default 2000, 1..=60000
+//! # optional: environment applied while the module is loaded and initialised
+//! env = { SOFTHSM2_CONF = "/tmp/x/softhsm2.conf" }
+//!
+//! [upstream]
+//! address = "127.0.0.1:8080"       # required, host:port (host may be a name; port 1..=65535)
+//! connect_timeout_ms = 3000        # optional, default 3000, 1..=600000
+//! request_timeout_ms = 60000       # optional, default 60000, 1..=86400000
+//!
+//! [shutdown]                       # optional section
+//! grace_ms = 10000                 # optional, default 10000, 0..=600000
+//! ```
+//!
+//! Unknown keys are errors. Existence of files (certificate, PIN file, module)
+//! is not checked here; the components that open them report their errors.
+//!
+//! # Modules
+//!
+//! - [`load()`](load::load) / [`load_str`]: entry points (`load`), with the rules in
+//!   `validate` and the serde mirror of the file in `raw`.
+//! - [`model`]: the validated types.
+//! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
+//! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
+//!
+//! ```
+//! let text = r#"
+//! [[listener]]
+//! address = "127.0.0.1:8443"
+//! [tls]
+//! certificate = "cert.pem"
+//! key = "engine:pkcs11:pkcs11:token=demo;id=%01?module-path=/usr/lib/p11.so"
+//! [pkcs11]
+//! pin_env = "HSMGATE_PIN"
+//! [upstream]
+//! address = "localhost:8080"
+//! "#;
+//! let config = hsmgate_config::load_str(text, "/etc/hsmgate/hsmgate.toml".as_ref())?;
+//! assert_eq!(config.tls.certificate_chain, std::path::Path::new("/etc/hsmgate/cert.pem"));
+//! # Ok::<(), hsmgate_config::ConfigError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod pkcs11_uri;
+mod raw;
+mod secret;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrorKind};
+pub use load::{load, load_str};
+pub use model::{
+    Config, ConfigWarning, KeyRef, Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
+};
+pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};
+pub use secret::Secret;

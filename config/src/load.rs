@@ -1,0 +1,217 @@
+//! Loading: read the file, parse the TOML into the raw mirror, turn byte spans
+//! into 1-based `line:col`, then validate once into the [`Config`] model.
+
+use std::path::Path;
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::model::{Config, Location};
+use crate::raw::RawConfig;
+use crate::validate::validate;
+
+/// Reads and validates the config file at `path`. Relative paths inside it are
+/// resolved against `path`'s directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        col: 0,
+        kind: ConfigErrorKind::Read(e),
+    })?;
+    let config = load_str(&text, path)?;
+    tracing::debug!(file = %path.display(), listeners = config.listeners.len(), "configuration loaded");
+    Ok(config)
+}
+
+/// Validates config `text` as if read from `source` (used in messages and to
+/// resolve relative paths); `source` itself is not read.
+pub fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let src = Source {
+        text,
+        file: source,
+        dir: source.parent().unwrap_or(Path::new("")),
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let message = e.message().lines().next().unwrap_or("invalid TOML");
+        src.error(
+            offset,
+            ConfigErrorKind::Syntax(src.name_key(offset, message)),
+        )
+    })?;
+    validate(raw, &src)
+}
+
+/// The text being loaded and where it came from.
+pub(crate) struct Source<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) file: &'a Path,
+    /// Directory that relative paths are resolved against.
+    pub(crate) dir: &'a Path,
+}
+
+impl Source<'_> {
+    /// The 1-based line and column (in characters) of byte `offset`.
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: self.file.to_path_buf(),
+            line: before.matches('\n').count() + 1,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    /// Adds the dotted key (or the section of an unknown key) to a TOML parser
+    /// message, found from the text before `offset`.
+    fn name_key(&self, offset: usize, message: &str) -> String {
+        let before = self.text.get(..offset).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let section = before[..line_start]
+            .lines()
+            .rev()
+            .find_map(|l| l.trim_start().strip_prefix('['))
+            .and_then(|h| h.trim_start_matches('[').split(']').next())
+            .map(str::trim);
+        let is_key = |k: &&str| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.\"".contains(&b))
+        };
+        let key = before[line_start..]
+            .trim_end()
+            .strip_suffix('=')
+            .map(str::trim)
+            .filter(is_key);
+        match (section, key) {
+            (Some(s), Some(k)) => format!("`{s}.{k}`: {message}"),
+            (None, Some(k)) => format!("`{k}`: {message}"),
+            (Some(s), None) if message.starts_with("unknown field") => {
+                format!("{message} (in [{s}])")
+            }
+            _ => message.to_owned(),
+        }
+    }
+
+    pub(crate) fn error(&self, offset: usize, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError::at(self.location(offset), kind)
+    }
+
+    pub(crate) fn invalid(
+        &self,
+        offset: usize,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        self.error(
+            offset,
+            ConfigErrorKind::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PinSource;
+
+    /// The example in the crate documentation.
+    fn doc_example() -> String {
+        let doc: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .collect();
+        let start = doc
+            .iter()
+            .position(|l| l.trim() == "```toml")
+            .expect("toml example")
+            + 1;
+        let len = doc[start..]
+            .iter()
+            .position(|l| l.trim() == "```")
+            .expect("end of example");
+        doc[start..start + len]
+            .iter()
+            .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+            .collect()
+    }
+
+    fn syntax_error(text: &str) -> ConfigError {
+        let e = load_str(text, Path::new("/etc/hsmgate/hsmgate.toml")).unwrap_err();
+        assert!(matches!(e.kind, ConfigErrorKind::Syntax(_)), "{e}");
+        e
+    }
+
+    #[test]
+    fn documented_example_loads_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hsmgate.toml");
+        std::fs::write(&path, doc_example()).unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.source, path);
+        assert_eq!(config.tls.certificate_chain, dir.path().join("cert.pem"));
+        assert_eq!(
+            config.pkcs11.pin,
+            PinSource::File(dir.path().join("pin.txt"))
+        );
+        assert_eq!(
+            config.tls.key.location.line,
+            config.tls.key.location.line.max(1)
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn read_error_names_the_file_only() {
+        let e = load(Path::new("/nonexistent/hsmgate.toml")).unwrap_err();
+        assert!(matches!(e.kind, ConfigErrorKind::Read(_)));
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/hsmgate.toml: cannot read the config file: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_located_and_named() {
+        let text = doc_example().replace("http2 = true", "http2 = true\nhttp3 = true");
+        let line = text.lines().position(|l| l.starts_with("http3")).unwrap() + 1;
+        let e = syntax_error(&text);
+        assert_eq!((e.line, e.col), (line, 1), "{e}");
+        assert!(e.to_string().contains("unknown field `http3`"), "{e}");
+        assert!(e.to_string().contains("(in [listener])"), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_one_line() {
+        let e = syntax_error("[[listener]]\naddress = \"127.0.0.1:1\"\nhttp2 = yes\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        let e = syntax_error("[[listener]]\naddress = \"127.0.0.1:1\"\nhttp2 = 1\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(
+            e.to_string().contains("`listener.http2`: invalid type")
+                && e.to_string().contains("bool"),
+            "{e}"
+        );
+        let e = syntax_error("[[listener]]\naddress = \"127.0.0.1:1\"\n");
+        assert!(e.to_string().contains("missing field `tls`"), "{e}");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let src = Source {
+            text: "a = \"é\"\nbé = 1",
+            file: Path::new("f"),
+            dir: Path::new(""),
+        };
+        assert_eq!(src.location(12).to_string(), "f:2:3");
+        assert_eq!(src.location(0).to_string(), "f:1:1");
+    }
+}

@@ -1,0 +1,159 @@
+//! The validated configuration model: what the signer and the proxy use.
+//!
+//! Values here have passed every rule of [`crate::load()`]; relative paths are
+//! already resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pkcs11_uri::{Pkcs11Uri, Secret};
+
+/// A validated hsmgate configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file the configuration was loaded from.
+    pub source: PathBuf,
+    /// TLS listeners (at least one, addresses distinct).
+    pub listeners: Vec<Listener>,
+    /// Certificate chain and private key.
+    pub tls: TlsConfig,
+    /// PKCS#11 module, PIN and signing pool.
+    pub pkcs11: Pkcs11Config,
+    /// The plain-HTTP backend.
+    pub upstream: Upstream,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Accepted but discouraged settings; the caller should log them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Socket address to bind.
+    pub address: SocketAddr,
+    /// Offer TLS 1.2.
+    pub tls12: bool,
+    /// Offer TLS 1.3.
+    pub tls13: bool,
+    /// Offer ALPN `h2` besides `http/1.1`.
+    pub http2: bool,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, resolved relative to the config file's directory
+    /// (existence is not checked here).
+    pub certificate_chain: PathBuf,
+    /// The private key in the token.
+    pub key: KeyRef,
+}
+
+/// A private key named by a PKCS#11 URI, with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRef {
+    /// The parsed URI (`pin-value`, if any, is a [`Secret`]).
+    pub uri: Pkcs11Uri,
+    /// Location of the key string in the config file.
+    pub location: Location,
+}
+
+/// A position in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+/// `[pkcs11]`, merged with the module and PIN settings of the key URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pkcs11Config {
+    /// The module (shared library) to load, as written (a bare file name is
+    /// left to the dynamic loader's search path).
+    pub module: PathBuf,
+    /// Environment applied while the module is loaded and initialised.
+    pub env: BTreeMap<String, String>,
+    /// Where the PIN comes from (authoritative over the URI's PIN attributes).
+    pub pin: PinSource,
+    /// Number of token sessions (signing workers).
+    pub sessions: usize,
+    /// Maximum number of queued signing requests.
+    pub queue_depth: usize,
+    /// Time limit for one signature.
+    pub sign_timeout: Duration,
+}
+
+/// Where the token PIN comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PinSource {
+    /// Read from this file (trailing newline to be stripped by the reader).
+    File(PathBuf),
+    /// Read from this environment variable.
+    Env(String),
+    /// Written in the config (`pin-value`); prints as `***`.
+    Value(Secret),
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `host:port`; the host may be a name, an IPv4 or a bracketed IPv6 address.
+    pub address: String,
+    /// Time limit for connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// Time limit for one proxied request.
+    pub request_timeout: Duration,
+}
+
+/// A setting that is accepted but discouraged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Where the setting is.
+    pub location: Location,
+    /// What to change (never contains secrets).
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_and_warning_display() {
+        let location = Location {
+            file: "a/h.toml".into(),
+            line: 2,
+            col: 7,
+        };
+        assert_eq!(location.to_string(), "a/h.toml:2:7");
+        let w = ConfigWarning {
+            location,
+            message: "careful".into(),
+        };
+        assert_eq!(w.to_string(), "a/h.toml:2:7: careful");
+        assert_eq!(
+            format!("{:?}", PinSource::Value(Secret::new("1234"))),
+            "Value(***)"
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! The validation rules: raw TOML mirror → [`Config`], failing on the first
+//! broken rule with the location of the offending value and its key name.
+//! The `[pkcs11]` rules (module, PIN, pool) are in [`mod@pkcs11`].
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use self::pkcs11::pkcs11;
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::load::Source;
+use crate::model::{Config, KeyRef, Listener, TlsConfig, Upstream};
+use crate::pkcs11_uri::{ObjectType, parse_key_string};
+use crate::raw::{RawConfig, RawListener, RawTls, RawUpstream};
+
+mod pkcs11;
+
+pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let listeners = listeners(&raw.listener, src)?;
+    let (tls, key_offset) = tls(&raw.tls, src)?;
+    let pkcs11 = pkcs11(&raw.pkcs11, &tls.key, key_offset, src, &mut warnings)?;
+    let upstream = upstream(&raw.upstream, src)?;
+    let grace = int(
+        raw.shutdown.grace_ms.as_ref(),
+        "shutdown.grace_ms",
+        0..=600_000,
+        10_000,
+        src,
+    )?;
+    Ok(Config {
+        source: src.file.to_path_buf(),
+        listeners,
+        tls,
+        pkcs11,
+        upstream,
+        shutdown_grace: Duration::from_millis(grace),
+        warnings,
+    })
+}
+
+fn listeners(raw: &[Spanned<RawListener>], src: &Source<'_>) -> Result<Vec<Listener>, ConfigError> {
+    if raw.is_empty() {
+        return Err(src.invalid(
+            0,
+            "listener",
+            "at least one [[listener]] section is required",
+        ));
+    }
+    let mut out: Vec<Listener> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().map(Spanned::get_ref).enumerate() {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        let (text, at) = (l.address.get_ref(), l.address.span().start);
+        let address: SocketAddr = text.parse().map_err(|e| {
+            src.invalid(
+                at,
+                key("address"),
+                format!("\"{text}\" is not a socket address ({e})"),
+            )
+        })?;
+        if let Some(first) = out.iter().position(|o| o.address == address) {
+            return Err(src.invalid(
+                at,
+                key("address"),
+                format!("{address} is already used by listener[{first}]"),
+            ));
+        }
+        let (mut tls12, mut tls13) = (true, true);
+        if let Some(versions) = &l.tls_versions {
+            if versions.get_ref().is_empty() {
+                let reason = "must list at least one of \"1.2\", \"1.3\"";
+                return Err(src.invalid(versions.span().start, key("tls_versions"), reason));
+            }
+            (tls12, tls13) = (false, false);
+            for (j, v) in versions.get_ref().iter().enumerate() {
+                match v.get_ref().as_str() {
+                    "1.2" => tls12 = true,
+                    "1.3" => tls13 = true,
+                    other => {
+                        let reason = format!(
+                            "unknown TLS version \"{other}\" (expected \"1.2\" or \"1.3\")"
+                        );
+                        return Err(src.invalid(
+                            v.span().start,
+                            key(&format!("tls_versions[{j}]")),
+                            reason,
+                        ));
+                    }
+                }
+            }
+        }
+        out.push(Listener {
+            address,
+            tls12,
+            tls13,
+            http2: l.http2.unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+/// Returns the TLS settings and the byte offset of the key string.
+fn tls(raw: &RawTls, src: &Source<'_>) -> Result<(TlsConfig, usize), ConfigError> {
+    let cert = &raw.certificate;
+    if cert.get_ref().trim().is_empty() {
+        return Err(src.invalid(cert.span().start, "tls.certificate", "must not be empty"));
+    }
+    let key = &raw.key;
+    let at = key.span().start;
+    let uri = parse_key_string(key.get_ref()).map_err(|e| {
+        // Point into the string when its source text is the value verbatim (no escapes).
+        let inner = src.text.get(at + 1..key.span().end.saturating_sub(1));
+        let offset = if inner == Some(key.get_ref().as_str()) {
+            at + 1 + e.offset
+        } else {
+            at
+        };
+        src.error(
+            offset,
+            ConfigErrorKind::Uri {
+                key: "tls.key".into(),
+                source: Box::new(e),
+            },
+        )
+    })?;
+    let reason = if uri.token.is_none() && uri.serial.is_none() {
+        Some("the URI must name a token (token= or serial=)".to_owned())
+    } else if uri.object.is_none() && uri.id.is_none() {
+        Some("the URI must name the key object (object= or id=)".to_owned())
+    } else {
+        uri.object_type
+            .filter(|t| *t != ObjectType::Private)
+            .map(|t| format!("attribute \"type\" is \"{t}\"; the TLS key must be type=private"))
+    };
+    if let Some(reason) = reason {
+        return Err(src.invalid(at, "tls.key", reason));
+    }
+    let tls = TlsConfig {
+        certificate_chain: src.dir.join(cert.get_ref()),
+        key: KeyRef {
+            uri,
+            location: src.location(at),
+        },
+    };
+    Ok((tls, at))
+}
+
+fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError> {
+    let (address, at) = (raw.address.get_ref(), raw.address.span().start);
+    check_host_port(address).map_err(|reason| src.invalid(at, "upstream.address", reason))?;
+    let ms = |v, key, range, default| int(v, key, range, default, src).map(Duration::from_millis);
+    Ok(Upstream {
+        address: address.clone(),
+        connect_timeout: ms(
+            raw.connect_timeout_ms.as_ref(),
+            "upstream.connect_timeout_ms",
+            1..=600_000,
+            3000,
+        )?,
+        request_timeout: ms(
+            raw.request_timeout_ms.as_ref(),
+            "upstream.request_timeout_ms",
+            1..=86_400_000,
+            60_000,
+        )?,
+    })
+}
+
+/// Checks `host:port`; the reason is wrapped with a location by the caller.
+fn check_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("\"{s}\" has no port (expected host:port)"))?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| format!("\"{v6}\" is not an IPv6 address"))?;
+    } else if host.contains(':') {
+        return Err(format!(
+            "\"{s}\": an IPv6 host must be in brackets, e.g. \"[::1]:8080\""
+        ));
+    } else if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(format!("\"{host}\" is not a host name or IP address"));
+    }
+    match port.parse::<u16>() {
+        Ok(1..) => Ok(()),
+        _ => Err(format!("port \"{port}\" is not in 1..=65535")),
+    }
+}
+
+/// An optional integer with a default, checked against `range`.
+pub(crate) fn int(
+    value: Option<&Spanned<i64>>,
+    key: &str,
+    range: RangeInclusive<i64>,
+    default: i64,
+    src: &Source<'_>,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default.unsigned_abs());
+    };
+    let n = *value.get_ref();
+    if !range.contains(&n) {
+        let reason = format!(
+            "must be between {} and {} (got {n})",
+            range.start(),
+            range.end()
+        );
+        return Err(src.invalid(value.span().start, key, reason));
+    }
+    Ok(n.unsigned_abs())
+}
+
+#[cfg(test)]
+mod fixture {
+    //! A small valid config and helpers to break it.
+
+    use std::path::Path;
+
+    use crate::{Config, ConfigError, load_str};
+
+    pub(crate) const FILE: &str = "/etc/hsmgate/hsmgate.toml";
+    /// Lines: 2 address, 6 key, 9 module, 12 upstream address.
+    pub(crate) const BASE: &str = r#"[[listener]]
+address = "127.0.0.1:8443"
+
+[tls]
+certificate = "cert.pem"
+key = "pkcs11:token=demo;object=tls-rsa;type=private?pin-source=file:pin.txt"
+
+[pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+
+[upstream]
+address = "127.0.0.1:8080"
+"#;
+
+    pub(crate) fn edit(edits: &[(&str, &str)]) -> String {
+        edits.iter().fold(BASE.to_owned(), |text, (from, to)| {
+            assert!(text.contains(from), "{from:?} not in base");
+            text.replacen(from, to, 1)
+        })
+    }
+
+    pub(crate) fn good(edits: &[(&str, &str)]) -> Config {
+        load_str(&edit(edits), Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Asserts that the edited base fails at `line` with a message containing `needles`.
+    pub(crate) fn bad(edits: &[(&str, &str)], line: usize, needles: &[&str]) -> ConfigError {
+        let e = load_str(&edit(edits), Path::new(FILE)).expect_err("should fail");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("{FILE}:{line}:")),
+            "expected line {line}: {msg}"
+        );
+        for needle in needles {
+            assert!(msg.contains(needle), "expected {needle:?} in: {msg}");
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::fixture::{bad, good};
+
+    #[test]
+    fn base_loads_with_defaults() {
+        let c = good(&[]);
+        let l = &c.listeners[0];
+        assert_eq!(
+            (l.address.port(), l.tls12, l.tls13, l.http2),
+            (8443, true, true, true)
+        );
+        assert_eq!(c.tls.certificate_chain, Path::new("/etc/hsmgate/cert.pem"));
+        assert_eq!((c.tls.key.location.line, c.tls.key.location.col), (6, 7));
+        assert_eq!(
+            c.pkcs11.pin,
+            crate::PinSource::File("/etc/hsmgate/pin.txt".into())
+        );
+        assert_eq!((c.pkcs11.sessions, c.pkcs11.queue_depth), (4, 1024));
+        assert_eq!(c.pkcs11.sign_timeout.as_millis(), 2000);
+        assert_eq!(c.upstream.connect_timeout.as_millis(), 3000);
+        assert_eq!(c.upstream.request_timeout.as_millis(), 60_000);
+        assert_eq!(c.shutdown_grace.as_millis(), 10_000);
+        let v6 = good(&[(
+            "8443\"",
+            "8443\"\ntls_versions = [\"1.3\"]\nhttp2 = false\n\n[[listener]]\naddress = \"[::1]:8443\"",
+        )]);
+        let (a, b) = (&v6.listeners[0], &v6.listeners[1]);
+        assert_eq!(
+            (a.tls12, a.tls13, a.http2, b.address.is_ipv6()),
+            (false, true, false, true)
+        );
+    }
+
+    #[test]
+    fn listener_rules() {
+        bad(
+            &[("[[listener]]\naddress = \"127.0.0.1:8443\"\n", "")],
+            1,
+            &["`listener`", "at least one"],
+        );
+        bad(
+            &[("127.0.0.1:8443", "localhost:8443")],
+            2,
+            &["`listener[0].address`", "localhost:8443"],
+        );
+        let dup = "8443\"\n[[listener]]\nhttp2 = false\naddress = \"127.0.0.1:8443\"";
+        bad(
+            &[("8443\"", dup)],
+            5,
+            &["`listener[1].address`", "already used by listener[0]"],
+        );
+        bad(
+            &[("8443\"", "8443\"\ntls_versions = []")],
+            3,
+            &["`listener[0].tls_versions`", "at least one"],
+        );
+        let bad_version = "8443\"\ntls_versions = [\"1.3\",\n  \"1.1\"]";
+        bad(
+            &[("8443\"", bad_version)],
+            4,
+            &["`listener[0].tls_versions[1]`", "\"1.1\""],
+        );
+    }
+
+    #[test]
+    fn certificate_and_key_rules() {
+        bad(
+            &[("\"cert.pem\"", "\"\"")],
+            5,
+            &["`tls.certificate`", "empty"],
+        );
+        let e = bad(
+            &[("object=tls-rsa", "object=tls-rsa;colour=red")],
+            6,
+            &["`tls.key`", "attribute \"colour\""],
+        );
+        assert_eq!(
+            e.col,
+            7 + 1 + "pkcs11:token=demo;object=tls-rsa;".len(),
+            "column points at the attribute"
+        );
+        bad(
+            &[("token=demo;", "token=%zz;")],
+            6,
+            &["`tls.key`", "attribute \"token\"", "\"%zz\""],
+        );
+        bad(
+            &[("\"pkcs11:", "\"engine:tpm2:pkcs11:")],
+            6,
+            &["`tls.key`", "engine \"tpm2\""],
+        );
+        bad(
+            &[("token=demo;", "")],
+            6,
+            &["`tls.key`", "token= or serial="],
+        );
+        bad(
+            &[("object=tls-rsa;", "")],
+            6,
+            &["`tls.key`", "object= or id="],
+        );
+        bad(
+            &[("type=private", "type=cert")],
+            6,
+            &["`tls.key`", "attribute \"type\" is \"cert\""],
+        );
+        let c = good(&[(
+            "\"pkcs11:token=demo;object=tls-rsa;",
+            "\"engine:pkcs11:pkcs11:serial=42;id=%01;",
+        )]);
+        assert_eq!(c.tls.key.uri.id, Some(vec![1]));
+    }
+
+    #[test]
+    fn ranges_and_upstream() {
+        let m = "libsofthsm2.so\"";
+        for (line, needle) in [
+            (
+                "sessions = 0",
+                "`pkcs11.sessions`: must be between 1 and 256 (got 0)",
+            ),
+            ("sessions = 257", "`pkcs11.sessions`"),
+            ("queue_depth = 1000001", "`pkcs11.queue_depth`"),
+            ("sign_timeout_ms = 0", "`pkcs11.sign_timeout_ms`"),
+            ("sign_timeout_ms = -5", "(got -5)"),
+            ("env = { \"A=B\" = \"x\" }", "`pkcs11.env.A=B`"),
+        ] {
+            bad(&[(m, &format!("{m}\n{line}"))], 10, &[needle]);
+        }
+        let u = "8080\"";
+        for (line, needle) in [
+            ("connect_timeout_ms = 0", "`upstream.connect_timeout_ms`"),
+            (
+                "request_timeout_ms = 86400001",
+                "`upstream.request_timeout_ms`",
+            ),
+        ] {
+            bad(&[(u, &format!("{u}\n{line}"))], 13, &[needle]);
+        }
+        bad(
+            &[(u, "8080\"\n\n[shutdown]\ngrace_ms = 600001")],
+            15,
+            &["`shutdown.grace_ms`"],
+        );
+        for (addr, needle) in [
+            ("127.0.0.1", "no port"),
+            ("127.0.0.1:0", "port \"0\""),
+            ("127.0.0.1:70000", "port \"70000\""),
+            ("::1:8080", "brackets"),
+            ("[::g]:8080", "IPv6"),
+            (":8080", "host name"),
+        ] {
+            bad(
+                &[("127.0.0.1:8080", addr)],
+                12,
+                &["`upstream.address`", needle],
+            );
+        }
+        let c = good(&[(
+            "127.0.0.1:8080\"",
+            "backend.internal:80\"\nconnect_timeout_ms = 5",
+        )]);
+        assert_eq!(
+            (
+                c.upstream.address.as_str(),
+                c.upstream.connect_timeout.as_millis()
+            ),
+            ("backend.internal:80", 5)
+        );
+        assert_eq!(
+            good(&[("127.0.0.1:8080", "[::1]:8080")]).upstream.address,
+            "[::1]:8080"
+        );
+        let env = good(&[(m, &format!("{m}\nenv = {{ SOFTHSM2_CONF = \"/x\" }}"))]);
+        assert_eq!(
+            env.pkcs11.env.get("SOFTHSM2_CONF").map(String::as_str),
+            Some("/x")
+        );
+    }
+}

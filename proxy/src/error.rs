@@ -1,0 +1,67 @@
+//! `ProxyError`: start-up failures of the proxy, each naming the file, token or address
+//! involved. Request-time failures become HTTP statuses in `forward`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] hsmgate_config::ConfigError),
+    /// The signer could not start (module, token, PIN, key).
+    #[error(transparent)]
+    Signer(#[from] hsmgate_signer::SignerError),
+    /// The certificate chain file could not be read or holds no certificate.
+    #[error("certificate chain {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The certificate's public key is not the token key's.
+    #[error(
+        "certificate {cert} (subject {subject}) does not match key {key} on token {token}: the certificate's public key is {cert_key}, the token key's is {token_key}"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its subject.
+        subject: String,
+        /// The key URI (without PIN).
+        key: String,
+        /// The token label.
+        token: String,
+        /// A short description of the certificate's key.
+        cert_key: String,
+        /// A short description of the token's key.
+        token_key: String,
+    },
+    /// rustls refused the TLS settings.
+    #[error("TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something else failed with an I/O error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo could not make its token or certificate.
+    #[error("demo: {0}")]
+    Demo(String),
+}

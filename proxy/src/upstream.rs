@@ -1,0 +1,48 @@
+//! A small built-in HTTP/1.1 upstream for the demo and the tests: it answers every
+//! request with a text page naming itself and echoing the request line, the headers it
+//! received (so forwarded headers can be seen) and the request body.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Serve the echo page on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, name: &'static str) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(move |req| echo(req, name));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn echo(req: Request<Incoming>, name: &'static str) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let mut page = format!(
+        "hello from {name}\n{} {} {:?}\n",
+        req.method(),
+        req.uri(),
+        req.version()
+    );
+    for (k, v) in req.headers() {
+        page.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    let body = req.into_body().collect().await?.to_bytes();
+    if !body.is_empty() {
+        page.push('\n');
+        page.push_str(&String::from_utf8_lossy(&body));
+    }
+    Ok(Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-upstream", name)
+        .body(Full::new(Bytes::from(page)))
+        .expect("static response parts are valid"))
+}

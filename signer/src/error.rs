@@ -1,0 +1,201 @@
+//! `SignerError`: what went wrong in the signer, naming the token, the PKCS#11 function
+//! and its CKR code. A PIN never appears in any variant.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cryptoki::error::{Error as CkError, RvError};
+
+/// An error from the signer: loading a module, finding a token or key, or signing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignerError {
+    /// The PKCS#11 module could not be loaded (dlopen / C_GetFunctionList).
+    #[error("cannot load PKCS#11 module {path}: {source}")]
+    Load {
+        /// The module's path.
+        path: PathBuf,
+        /// What cryptoki reported.
+        #[source]
+        source: CkError,
+    },
+    /// A PKCS#11 function returned an error code.
+    #[error("token {token}: {function} failed: {rv}")]
+    Pkcs11 {
+        /// Which token (label, or the module path before a token is chosen).
+        token: String,
+        /// The PKCS#11 function, e.g. `C_Login`.
+        function: String,
+        /// The CKR code, e.g. `CKR_PIN_INCORRECT`.
+        rv: String,
+        /// The raw error, when cryptoki gave one (kept for retry decisions).
+        #[source]
+        source: Option<CkError>,
+    },
+    /// No slot holds a token matching the URI.
+    #[error("no token matching {wanted} in module {module} (tokens present: {present})")]
+    TokenNotFound {
+        /// The token attributes asked for.
+        wanted: String,
+        /// The module searched.
+        module: PathBuf,
+        /// The labels of the tokens that are there.
+        present: String,
+    },
+    /// No private key object matches the URI on the token.
+    #[error("token {token}: no private key object matching {wanted}")]
+    KeyNotFound {
+        /// The token searched.
+        token: String,
+        /// The object attributes asked for.
+        wanted: String,
+    },
+    /// Several private keys match and the URI does not say which.
+    #[error("token {token}: {count} private key objects match {wanted}; add id= or object= to the URI")]
+    KeyAmbiguous {
+        /// The token searched.
+        token: String,
+        /// The object attributes asked for.
+        wanted: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The key's type or size is one we do not sign with.
+    #[error("token {token}: key {key}: {reason}")]
+    UnsupportedKey {
+        /// The token.
+        token: String,
+        /// The key (object label).
+        key: String,
+        /// Why it is not supported.
+        reason: String,
+    },
+    /// The PIN could not be read from its source.
+    #[error("cannot read the PIN from {source_name}: {reason}")]
+    Pin {
+        /// Where the PIN was to come from (file path or variable name; never the PIN).
+        source_name: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// The signer's queue is full: the request was refused at once.
+    #[error("signer queue for token {token} is full ({capacity} waiting)")]
+    Overloaded {
+        /// The token.
+        token: String,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The signer did not answer within the deadline (a hung or slow HSM).
+    #[error("token {token} did not answer within {after:?} (hung or overloaded HSM?)")]
+    Timeout {
+        /// The token.
+        token: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// The pool's threads have stopped.
+    #[error("signer pool for token {token} has shut down")]
+    Closed {
+        /// The token.
+        token: String,
+    },
+    /// The key cannot make the signature scheme asked for.
+    #[error("token {token}: key cannot sign with {scheme}")]
+    UnsupportedScheme {
+        /// The token.
+        token: String,
+        /// The scheme asked for.
+        scheme: String,
+    },
+    /// The start-up test signature did not verify with the key's public key.
+    #[error("token {token}: key {key}: test signature ({scheme}) does not verify with its public key")]
+    SelfTest {
+        /// The token.
+        token: String,
+        /// The key.
+        key: String,
+        /// The scheme tried.
+        scheme: String,
+    },
+    /// A signer thread could not be started.
+    #[error("cannot start a signer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The token returned a signature we cannot use.
+    #[error("token {token}: malformed signature from {function}: {reason}")]
+    BadSignature {
+        /// The token.
+        token: String,
+        /// The function that produced it.
+        function: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl SignerError {
+    /// Wrap a cryptoki error from `function` on `token`.
+    pub(crate) fn pkcs11(token: &str, function: &str, err: CkError) -> Self {
+        let (function, rv) = match &err {
+            CkError::Pkcs11(rv, f) => (format!("C_{f:?}"), ckr_name(*rv)),
+            other => (function.to_string(), other.to_string()),
+        };
+        SignerError::Pkcs11 {
+            token: token.to_string(),
+            function,
+            rv,
+            source: Some(err),
+        }
+    }
+
+    /// The CKR code if this is a PKCS#11 error.
+    pub fn rv(&self) -> Option<RvError> {
+        match self {
+            SignerError::Pkcs11 {
+                source: Some(CkError::Pkcs11(rv, _)),
+                ..
+            } => Some(*rv),
+            _ => None,
+        }
+    }
+}
+
+/// `CKR_PIN_INCORRECT` style name of a return value (cryptoki's Display gives prose).
+pub(crate) fn ckr_name(rv: RvError) -> String {
+    // cryptoki's Debug is the variant name in CamelCase, e.g. `PinIncorrect`.
+    let camel = format!("{rv:?}");
+    let mut out = String::from("CKR");
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() || (ch.is_ascii_digit() && i > 0 && !camel[..i].ends_with(|c: char| c.is_ascii_digit())) {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ckr_names_match_the_spec() {
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(ckr_name(RvError::DeviceError), "CKR_DEVICE_ERROR");
+        assert_eq!(ckr_name(RvError::UserAlreadyLoggedIn), "CKR_USER_ALREADY_LOGGED_IN");
+    }
+
+    #[test]
+    fn pkcs11_error_names_function_and_code() {
+        let err = SignerError::pkcs11(
+            "demo",
+            "C_Login",
+            CkError::Pkcs11(RvError::PinIncorrect, cryptoki::context::Function::Login),
+        );
+        let text = err.to_string();
+        assert!(text.contains("token demo"), "{text}");
+        assert!(text.contains("C_Login"), "{text}");
+        assert!(text.contains("CKR_PIN_INCORRECT"), "{text}");
+        assert_eq!(err.rv(), Some(RvError::PinIncorrect));
+    }
+}

@@ -1,0 +1,105 @@
+//! Making a token and a key pair on it, through PKCS#11 itself: `C_InitToken`,
+//! `C_InitPIN` and `C_GenerateKeyPair`. Used by `hsmgate demo`; the private key is
+//! generated on the token as sensitive and non-extractable.
+
+use std::sync::Arc;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use hsmgate_config::Secret;
+
+use crate::der;
+use crate::error::SignerError;
+use crate::module::Module;
+use crate::token::KeyKind;
+
+/// Initialise the first uninitialised slot's token as `label` and set its user PIN.
+pub fn init_token(module: &Arc<Module>, label: &str, so_pin: &Secret, pin: &Secret) -> Result<(), SignerError> {
+    let ctx = module.ctx();
+    let name = module.path().display().to_string();
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| SignerError::pkcs11(&name, "C_GetSlotList", e))?;
+    let mut free = None;
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| SignerError::pkcs11(&name, "C_GetTokenInfo", e))?;
+        if !info.token_initialized() {
+            free = Some(slot);
+            break;
+        }
+    }
+    let slot = free.ok_or_else(|| SignerError::TokenNotFound {
+        wanted: "an uninitialised token".into(),
+        module: module.path().to_path_buf(),
+        present: "only initialised tokens".into(),
+    })?;
+    let so = AuthPin::from(so_pin.expose().to_string());
+    ctx.init_token(slot, &so, label)
+        .map_err(|e| SignerError::pkcs11(label, "C_InitToken", e))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| SignerError::pkcs11(label, "C_OpenSession", e))?;
+    session
+        .login(UserType::So, Some(&so))
+        .map_err(|e| SignerError::pkcs11(label, "C_Login", e))?;
+    session
+        .init_pin(&AuthPin::from(pin.expose().to_string()))
+        .map_err(|e| SignerError::pkcs11(label, "C_InitPIN", e))?;
+    session
+        .logout()
+        .map_err(|e| SignerError::pkcs11(label, "C_Logout", e))?;
+    Ok(())
+}
+
+/// Generate a key pair on `token` (already initialised), labelled `label` with `id`.
+pub fn generate_key_pair(
+    token: &crate::Token,
+    pin: &Secret,
+    kind: KeyKind,
+    label: &str,
+    id: &[u8],
+) -> Result<(), SignerError> {
+    let session = token.open_rw_session()?;
+    token.login(&session, pin)?;
+    let common = |private: bool| {
+        let mut attrs = vec![
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        if private {
+            attrs.extend([
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+            ]);
+        } else {
+            attrs.push(Attribute::Verify(true));
+        }
+        attrs
+    };
+    let mut public = common(false);
+    let mechanism = match kind {
+        KeyKind::Rsa(bits) => {
+            public.push(Attribute::ModulusBits((bits as u64).into()));
+            public.push(Attribute::PublicExponent(vec![1, 0, 1]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeyKind::EcP256 | KeyKind::EcP384 => {
+            let oid = if kind == KeyKind::EcP256 { der::OID_P256 } else { der::OID_P384 };
+            let mut params = vec![0x06, oid.len() as u8];
+            params.extend_from_slice(oid);
+            public.push(Attribute::EcParams(params));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    session
+        .generate_key_pair(&mechanism, &public, &common(true))
+        .map_err(|e| SignerError::pkcs11(token.label(), "C_GenerateKeyPair", e))?;
+    Ok(())
+}
