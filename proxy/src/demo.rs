@@ -59,7 +59,12 @@ pub fn find_softhsm() -> Result<PathBuf, ProxyError> {
 }
 
 /// Make the token, key, certificate and configuration. `upstream` is where the proxy forwards to.
-pub fn prepare(listen: SocketAddr, upstream: SocketAddr, kind: KeyKind, module_path: Option<PathBuf>) -> Result<Demo, ProxyError> {
+pub fn prepare(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    kind: KeyKind,
+    module_path: Option<PathBuf>,
+) -> Result<Demo, ProxyError> {
     let module_path = match module_path {
         Some(p) => p,
         None => find_softhsm()?,
@@ -69,7 +74,8 @@ pub fn prepare(listen: SocketAddr, upstream: SocketAddr, kind: KeyKind, module_p
         .tempdir()
         .map_err(|source| io("create the demo directory", source))?;
     let root = dir.path().to_path_buf();
-    std::fs::create_dir(root.join("tokens")).map_err(|source| io("create the token directory", source))?;
+    std::fs::create_dir(root.join("tokens"))
+        .map_err(|source| io("create the token directory", source))?;
     let softhsm_conf = root.join("softhsm2.conf");
     write(
         &softhsm_conf,
@@ -78,7 +84,10 @@ pub fn prepare(listen: SocketAddr, upstream: SocketAddr, kind: KeyKind, module_p
             root.join("tokens").display()
         ),
     )?;
-    let env = BTreeMap::from([("SOFTHSM2_CONF".to_string(), softhsm_conf.display().to_string())]);
+    let env = BTreeMap::from([(
+        "SOFTHSM2_CONF".to_string(),
+        softhsm_conf.display().to_string(),
+    )]);
 
     let pin = Secret::new(random_hex(8));
     let so_pin = Secret::new(random_hex(8));
@@ -190,8 +199,14 @@ fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
         .map_err(|e| ProxyError::Demo(format!("token public key: {e}")))?;
     let (alg, scheme) = match kind {
         KeyKind::Rsa(_) => (&rcgen::PKCS_RSA_SHA256, SignatureScheme::RSA_PKCS1_SHA256),
-        KeyKind::EcP256 => (&rcgen::PKCS_ECDSA_P256_SHA256, SignatureScheme::ECDSA_NISTP256_SHA256),
-        KeyKind::EcP384 => (&rcgen::PKCS_ECDSA_P384_SHA384, SignatureScheme::ECDSA_NISTP384_SHA384),
+        KeyKind::EcP256 => (
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+        ),
+        KeyKind::EcP384 => (
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+        ),
     };
     let key = TokenCertKey {
         pool,
@@ -204,9 +219,9 @@ fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
     params
         .subject_alt_names
         .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ));
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "hsmgate demo");

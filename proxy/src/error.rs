@@ -23,23 +23,8 @@ pub enum ProxyError {
         reason: String,
     },
     /// The certificate's public key is not the token key's.
-    #[error(
-        "certificate {cert} (subject {subject}) does not match key {key} on token {token}: the certificate's public key is {cert_key}, the token key's is {token_key}"
-    )]
-    KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// Its subject.
-        subject: String,
-        /// The key URI (without PIN).
-        key: String,
-        /// The token label.
-        token: String,
-        /// A short description of the certificate's key.
-        cert_key: String,
-        /// A short description of the token's key.
-        token_key: String,
-    },
+    #[error(transparent)]
+    KeyMismatch(Box<KeyMismatch>),
     /// rustls refused the TLS settings.
     #[error("TLS settings: {0}")]
     Tls(#[from] rustls::Error),
@@ -64,4 +49,24 @@ pub enum ProxyError {
     /// The demo could not make its token or certificate.
     #[error("demo: {0}")]
     Demo(String),
+}
+
+/// A certificate whose public key is not the token key's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "certificate {cert} (subject {subject}) does not match key {key} on token {token}: the certificate's public key is {cert_key}, the token key's is {token_key}"
+)]
+pub struct KeyMismatch {
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// Its subject.
+    pub subject: String,
+    /// The key URI (without PIN).
+    pub key: String,
+    /// The token label.
+    pub token: String,
+    /// A short description of the certificate's key.
+    pub cert_key: String,
+    /// A short description of the token's key.
+    pub token_key: String,
 }

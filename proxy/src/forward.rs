@@ -58,7 +58,11 @@ impl Forwarder {
     }
 
     /// Forward one request from `peer`; never fails: errors become 502/504 responses.
-    pub async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let method = req.method().clone();
         let path = req
             .uri()
@@ -70,10 +74,13 @@ impl Forwarder {
             Err(_) => return status(StatusCode::BAD_REQUEST, "bad request target\n"),
         };
         // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host header.
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(host) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                req.headers_mut().insert(header::HOST, host);
-            }
+        if !req.headers().contains_key(header::HOST)
+            && let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, host);
         }
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
@@ -89,7 +96,10 @@ impl Forwarder {
             }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.upstream, %method, %path, error = %error_chain(&e), "upstream request failed: 502");
-                status(StatusCode::BAD_GATEWAY, "502 Bad Gateway: upstream unavailable\n")
+                status(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: upstream unavailable\n",
+                )
             }
             Err(_) => {
                 tracing::warn!(upstream = %self.upstream, %method, %path, timeout = ?self.request_timeout, "upstream did not answer in time: 504");
@@ -161,7 +171,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));

@@ -14,7 +14,11 @@ use hsmgate_signer::KeyKind;
 #[command(name = "hsmgate", version, about)]
 struct Cli {
     /// Configuration file (native TOML).
-    #[arg(short = 'c', long = "config", default_value = "/etc/hsmgate/hsmgate.toml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "/etc/hsmgate/hsmgate.toml"
+    )]
     config: PathBuf,
     /// Test the configuration (including the token, key and certificate) and exit.
     #[arg(short = 't', long = "test")]
@@ -68,10 +72,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     hsmgate_signer::metrics::describe();
     let result = match cli.command {
-        Some(Command::Demo { listen, key, module }) => run_demo(listen, key.into(), module),
+        Some(Command::Demo {
+            listen,
+            key,
+            module,
+        }) => run_demo(listen, key.into(), module),
         None if cli.test => test_config(&cli.config),
         None => run(&cli.config),
     };
@@ -94,9 +103,15 @@ fn load(path: &std::path::Path) -> Result<hsmgate_config::Config, ProxyError> {
 
 fn test_config(path: &std::path::Path) -> Result<(), ProxyError> {
     let config = load(path)?;
-    println!("hsmgate: the configuration file {} syntax is ok", path.display());
+    println!(
+        "hsmgate: the configuration file {} syntax is ok",
+        path.display()
+    );
     Proxy::check(&config)?;
-    println!("hsmgate: configuration file {} test is successful", path.display());
+    println!(
+        "hsmgate: configuration file {} test is successful",
+        path.display()
+    );
     Ok(())
 }
 
@@ -107,14 +122,17 @@ fn run(path: &std::path::Path) -> Result<(), ProxyError> {
 }
 
 fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Result<(), ProxyError> {
-    let upstream_socket = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ProxyError::Io {
-        what: "bind the demo upstream on 127.0.0.1".into(),
-        source,
-    })?;
-    let upstream_addr = upstream_socket.local_addr().map_err(|source| ProxyError::Io {
-        what: "demo upstream address".into(),
-        source,
-    })?;
+    let upstream_socket =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ProxyError::Io {
+            what: "bind the demo upstream on 127.0.0.1".into(),
+            source,
+        })?;
+    let upstream_addr = upstream_socket
+        .local_addr()
+        .map_err(|source| ProxyError::Io {
+            what: "demo upstream address".into(),
+            source,
+        })?;
     let demo = demo::prepare(listen, upstream_addr, kind, module)?;
     let config = load(&demo.config)?;
     let proxy = Proxy::build(&config)?;
@@ -129,13 +147,17 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
     use std::io::Write;
     let _ = std::io::stdout().flush();
     runtime()?.block_on(async move {
-        upstream_socket.set_nonblocking(true).map_err(|source| ProxyError::Io {
-            what: "demo upstream socket".into(),
-            source,
-        })?;
-        let listener = tokio::net::TcpListener::from_std(upstream_socket).map_err(|source| ProxyError::Io {
-            what: "demo upstream socket".into(),
-            source,
+        upstream_socket
+            .set_nonblocking(true)
+            .map_err(|source| ProxyError::Io {
+                what: "demo upstream socket".into(),
+                source,
+            })?;
+        let listener = tokio::net::TcpListener::from_std(upstream_socket).map_err(|source| {
+            ProxyError::Io {
+                what: "demo upstream socket".into(),
+                source,
+            }
         })?;
         let upstream = tokio::spawn(upstream::serve(listener, "hsmgate-demo-upstream"));
         let result = proxy.run(shutdown_signal()).await;

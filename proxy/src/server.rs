@@ -42,14 +42,17 @@ impl Proxy {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let server_config = tls::server_config(l, &key)?;
-            let socket = std::net::TcpListener::bind(l.address).map_err(|source| ProxyError::Bind {
-                addr: l.address,
-                source,
-            })?;
-            socket.set_nonblocking(true).map_err(|source| ProxyError::Bind {
-                addr: l.address,
-                source,
-            })?;
+            let socket =
+                std::net::TcpListener::bind(l.address).map_err(|source| ProxyError::Bind {
+                    addr: l.address,
+                    source,
+                })?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|source| ProxyError::Bind {
+                    addr: l.address,
+                    source,
+                })?;
             listeners.push((socket, server_config));
         }
         Ok(Proxy {
@@ -70,7 +73,9 @@ impl Proxy {
         Ok(())
     }
 
-    fn signing(config: &Config) -> Result<(SignerPool, Arc<rustls::sign::CertifiedKey>), ProxyError> {
+    fn signing(
+        config: &Config,
+    ) -> Result<(SignerPool, Arc<rustls::sign::CertifiedKey>), ProxyError> {
         let settings = PoolSettings::from_config(config)?;
         let pool = SignerPool::start(&settings)?;
         let chain = tls::load_chain(&config.tls.certificate_chain)?;
@@ -105,12 +110,15 @@ impl Proxy {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut accept_loops = Vec::new();
         for (socket, server_config) in self.listeners {
-            let addr = socket.local_addr().ok();
-            let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
-                what: format!("listener {addr:?}"),
+            let addr = socket.local_addr().map_err(|source| ProxyError::Io {
+                what: "listener address".into(),
                 source,
             })?;
-            tracing::info!(address = ?addr, "listening");
+            let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
+                what: format!("listener {addr}"),
+                source,
+            })?;
+            tracing::info!(address = %addr, "listening");
             let acceptor = TlsAcceptor::from(server_config);
             let ctx = ConnContext {
                 acceptor,
@@ -129,10 +137,13 @@ impl Proxy {
         for l in accept_loops {
             let _ = l.await;
         }
-        let graceful = Arc::try_unwrap(graceful).expect("accept loops have ended and dropped their handles");
+        let graceful =
+            Arc::try_unwrap(graceful).expect("accept loops have ended and dropped their handles");
         match tokio::time::timeout(self.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained"),
-            Err(_) => tracing::warn!(grace = ?self.grace, "grace period over; closing the remaining connections"),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "grace period over; closing the remaining connections")
+            }
         }
         Ok(())
     }

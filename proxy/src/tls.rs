@@ -14,7 +14,7 @@ use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::error::ProxyError;
+use crate::error::{KeyMismatch, ProxyError};
 
 /// Read a PEM certificate chain (leaf first).
 pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
@@ -29,7 +29,8 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyErro
     if chain.is_empty() {
         return Err(bad("no CERTIFICATE block in the file".into()));
     }
-    X509Certificate::from_der(&chain[0]).map_err(|e| bad(format!("leaf certificate does not parse: {e}")))?;
+    X509Certificate::from_der(&chain[0])
+        .map_err(|e| bad(format!("leaf certificate does not parse: {e}")))?;
     Ok(chain)
 }
 
@@ -46,23 +47,29 @@ pub fn certified_key(
     })?;
     let cert_spki = leaf.public_key().raw;
     if !same_public_key(cert_spki, pool.spki()) {
-        return Err(ProxyError::KeyMismatch {
+        return Err(ProxyError::KeyMismatch(Box::new(KeyMismatch {
             cert: chain_path.to_path_buf(),
             subject: leaf.subject().to_string(),
             key: key_uri.to_string(),
             token: pool.token_label().to_string(),
             cert_key: describe_key(cert_spki),
             token_key: describe_key(pool.spki()),
-        });
+        })));
     }
-    Ok(Arc::new(CertifiedKey::new(chain, HsmSigningKey::new(pool.clone()))))
+    Ok(Arc::new(CertifiedKey::new(
+        chain,
+        HsmSigningKey::new(pool.clone()),
+    )))
 }
 
 /// Compare two SubjectPublicKeyInfos by algorithm, parameters and key bits, so that
 /// equivalent encodings (e.g. RSA parameters NULL vs absent) compare equal.
 fn same_public_key(a: &[u8], b: &[u8]) -> bool {
     use x509_parser::x509::SubjectPublicKeyInfo;
-    match (SubjectPublicKeyInfo::from_der(a), SubjectPublicKeyInfo::from_der(b)) {
+    match (
+        SubjectPublicKeyInfo::from_der(a),
+        SubjectPublicKeyInfo::from_der(b),
+    ) {
         (Ok((_, a)), Ok((_, b))) => {
             let params = |s: &SubjectPublicKeyInfo<'_>| {
                 s.algorithm
@@ -86,10 +93,20 @@ fn describe_key(spki: &[u8]) -> String {
     let Ok((_, parsed)) = SubjectPublicKeyInfo::from_der(spki) else {
         return "unparsable".into();
     };
-    let head = |b: &[u8]| b.iter().take(8).map(|x| format!("{x:02x}")).collect::<String>();
+    let head = |b: &[u8]| {
+        b.iter()
+            .take(8)
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
     match parsed.parsed() {
         Ok(PublicKey::RSA(rsa)) => {
-            let n = rsa.modulus.iter().skip_while(|b| **b == 0).copied().collect::<Vec<_>>();
+            let n = rsa
+                .modulus
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<_>>();
             format!("RSA-{} (modulus {}…)", n.len() * 8, head(&n))
         }
         Ok(PublicKey::EC(point)) => format!("EC (point {}…)", head(point.data())),
@@ -109,7 +126,10 @@ impl ResolvesServerCert for SingleCert {
 }
 
 /// The rustls configuration of one listener.
-pub fn server_config(listener: &Listener, key: &Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, ProxyError> {
+pub fn server_config(
+    listener: &Listener,
+    key: &Arc<CertifiedKey>,
+) -> Result<Arc<ServerConfig>, ProxyError> {
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if listener.tls13 {
         versions.push(&rustls::version::TLS13);

@@ -25,7 +25,10 @@ pub async fn serve(listener: TcpListener, name: &'static str) {
     }
 }
 
-async fn echo(req: Request<Incoming>, name: &'static str) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn echo(
+    req: Request<Incoming>,
+    name: &'static str,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let mut page = format!(
         "hello from {name}\n{} {} {:?}\n",
         req.method(),

@@ -10,7 +10,8 @@ const TAG_OID: u8 = 0x06;
 const TAG_SEQUENCE: u8 = 0x30;
 
 /// rsaEncryption, 1.2.840.113549.1.1.1
-pub(crate) const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+pub(crate) const OID_RSA_ENCRYPTION: &[u8] =
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// id-ecPublicKey, 1.2.840.10045.2.1
 pub(crate) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 /// prime256v1 / secp256r1, 1.2.840.10045.3.1.7
@@ -81,7 +82,7 @@ pub(crate) fn ec_spki(curve_oid: &[u8], point: &[u8]) -> Vec<u8> {
 
 /// `Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` from PKCS#11's `r || s`.
 pub(crate) fn ecdsa_signature(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -152,7 +153,10 @@ mod tests {
         let (rest, parsed) =
             x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).expect("valid DER");
         assert!(rest.is_empty());
-        assert_eq!(parsed.algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.1");
+        assert_eq!(
+            parsed.algorithm.algorithm.to_id_string(),
+            "1.2.840.113549.1.1.1"
+        );
         let ec = ec_spki(OID_P256, &[4; 65]);
         let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&ec).expect("valid");
         assert_eq!(parsed.subject_public_key.data.len(), 65);

@@ -51,7 +51,9 @@ pub enum SignerError {
         wanted: String,
     },
     /// Several private keys match and the URI does not say which.
-    #[error("token {token}: {count} private key objects match {wanted}; add id= or object= to the URI")]
+    #[error(
+        "token {token}: {count} private key objects match {wanted}; add id= or object= to the URI"
+    )]
     KeyAmbiguous {
         /// The token searched.
         token: String,
@@ -109,7 +111,9 @@ pub enum SignerError {
         scheme: String,
     },
     /// The start-up test signature did not verify with the key's public key.
-    #[error("token {token}: key {key}: test signature ({scheme}) does not verify with its public key")]
+    #[error(
+        "token {token}: key {key}: test signature ({scheme}) does not verify with its public key"
+    )]
     SelfTest {
         /// The token.
         token: String,
@@ -165,8 +169,8 @@ pub(crate) fn ckr_name(rv: RvError) -> String {
     // cryptoki's Debug is the variant name in CamelCase, e.g. `PinIncorrect`.
     let camel = format!("{rv:?}");
     let mut out = String::from("CKR");
-    for (i, ch) in camel.chars().enumerate() {
-        if ch.is_ascii_uppercase() || (ch.is_ascii_digit() && i > 0 && !camel[..i].ends_with(|c: char| c.is_ascii_digit())) {
+    for ch in camel.chars() {
+        if ch.is_ascii_uppercase() {
             out.push('_');
         }
         out.push(ch.to_ascii_uppercase());
@@ -182,7 +186,10 @@ mod tests {
     fn ckr_names_match_the_spec() {
         assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
         assert_eq!(ckr_name(RvError::DeviceError), "CKR_DEVICE_ERROR");
-        assert_eq!(ckr_name(RvError::UserAlreadyLoggedIn), "CKR_USER_ALREADY_LOGGED_IN");
+        assert_eq!(
+            ckr_name(RvError::UserAlreadyLoggedIn),
+            "CKR_USER_ALREADY_LOGGED_IN"
+        );
     }
 
     #[test]

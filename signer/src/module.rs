@@ -54,7 +54,11 @@ impl Module {
                     tracing::warn!(module = %path.display(), "PKCS#11 module was already initialised in this process; its first configuration stays in effect");
                     Ok(ctx)
                 }
-                Err(e) => Err(SignerError::pkcs11(&path.display().to_string(), "C_Initialize", e)),
+                Err(e) => Err(SignerError::pkcs11(
+                    &path.display().to_string(),
+                    "C_Initialize",
+                    e,
+                )),
             }
         })?;
         let module = Arc::new(Module {
@@ -87,8 +91,10 @@ fn with_env<T>(env: &BTreeMap<String, String>, f: impl FnOnce() -> T) -> T {
     if env.is_empty() {
         return f();
     }
-    let saved: Vec<(String, Option<OsString>)> =
-        env.keys().map(|k| (k.clone(), std::env::var_os(k))).collect();
+    let saved: Vec<(String, Option<OsString>)> = env
+        .keys()
+        .map(|k| (k.clone(), std::env::var_os(k)))
+        .collect();
     for (k, v) in env {
         // SAFETY: setenv races only with concurrent getenv/setenv from other threads.
         // hsmgate loads modules at start-up and on reload while holding LOADED; its own

@@ -50,7 +50,9 @@ mod tests {
         let pin = read_pin(&PinSource::File(path.clone())).expect("pin");
         assert_eq!(pin.expose(), "s3cret");
         std::fs::write(&path, "\n").expect("write");
-        let err = read_pin(&PinSource::File(path)).expect_err("empty").to_string();
+        let err = read_pin(&PinSource::File(path))
+            .expect_err("empty")
+            .to_string();
         assert!(err.contains("empty"), "{err}");
         let missing = read_pin(&PinSource::File(dir.path().join("nope"))).expect_err("missing");
         assert!(missing.to_string().contains("nope"));

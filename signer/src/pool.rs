@@ -77,6 +77,7 @@ struct Inner {
     token: Token,
     key: KeyInfo,
     schemes: Vec<SignatureScheme>,
+    ops: Vec<(SignatureScheme, SignOp)>,
     timeout: Duration,
     capacity: usize,
 }
@@ -91,8 +92,9 @@ impl SignerPool {
         let first = token.open_session()?;
         token.login(&first, &settings.pin)?;
         let key = token.find_key(&first, &settings.uri)?;
-        let schemes = scheme::supported(&token, key.kind);
-        let Some(&test_scheme) = schemes.first() else {
+        let ops = scheme::supported(&token, key.kind);
+        let schemes: Vec<SignatureScheme> = ops.iter().map(|(s, _)| *s).collect();
+        let Some(&(test_scheme, test_op)) = ops.first() else {
             return Err(SignerError::UnsupportedKey {
                 token: token.label.clone(),
                 key: key.name.clone(),
@@ -105,7 +107,7 @@ impl SignerPool {
             in_flight: AtomicUsize::new(0),
             batch_max: settings.batch_max.max(1),
         });
-        self_test(&first, &shared, &key, test_scheme)?;
+        self_test(&first, &shared, &key, test_scheme, test_op)?;
         let mut sessions = vec![first];
         for _ in 1..settings.sessions.max(1) {
             sessions.push(token.open_session()?);
@@ -113,7 +115,8 @@ impl SignerPool {
         let capacity = settings.queue_depth.max(1);
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         for (i, session) in sessions.into_iter().enumerate() {
-            worker::spawn(i, session, Arc::clone(&shared), rx.clone()).map_err(SignerError::Thread)?;
+            worker::spawn(i, session, Arc::clone(&shared), rx.clone())
+                .map_err(SignerError::Thread)?;
         }
         tracing::info!(
             token = %token.label,
@@ -130,6 +133,7 @@ impl SignerPool {
                 token,
                 key,
                 schemes,
+                ops,
                 timeout: settings.sign_timeout,
                 capacity,
             }),
@@ -143,8 +147,10 @@ impl SignerPool {
     /// established connections keep being served while the token is slow or hung.
     pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, SignerError> {
         let inner = &*self.inner;
-        let op = SignOp::for_scheme(scheme)
-            .filter(|_| inner.schemes.contains(&scheme))
+        let op = inner
+            .ops
+            .iter()
+            .find_map(|(s, op)| (*s == scheme).then_some(*op))
             .ok_or_else(|| SignerError::UnsupportedScheme {
                 token: inner.token.label.clone(),
                 scheme: format!("{scheme:?}"),
@@ -225,7 +231,9 @@ impl SignerPool {
 /// Run a blocking wait without stalling a tokio worker thread.
 fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
         _ => wait(),
     }
 }
@@ -236,9 +244,9 @@ fn self_test(
     shared: &Shared,
     key: &KeyInfo,
     scheme: SignatureScheme,
+    op: SignOp,
 ) -> Result<(), SignerError> {
     const MESSAGE: &[u8] = b"hsmgate start-up self-test";
-    let op = SignOp::for_scheme(scheme).expect("supported() only returns known schemes");
     let signature = worker::sign(session, shared, op, MESSAGE)?;
     if crate::verify::verify(&key.spki, scheme, MESSAGE, &signature) {
         Ok(())

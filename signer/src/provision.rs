@@ -16,7 +16,12 @@ use crate::module::Module;
 use crate::token::KeyKind;
 
 /// Initialise the first uninitialised slot's token as `label` and set its user PIN.
-pub fn init_token(module: &Arc<Module>, label: &str, so_pin: &Secret, pin: &Secret) -> Result<(), SignerError> {
+pub fn init_token(
+    module: &Arc<Module>,
+    label: &str,
+    so_pin: &Secret,
+    pin: &Secret,
+) -> Result<(), SignerError> {
     let ctx = module.ctx();
     let name = module.path().display().to_string();
     let slots = ctx
@@ -91,7 +96,11 @@ pub fn generate_key_pair(
             Mechanism::RsaPkcsKeyPairGen
         }
         KeyKind::EcP256 | KeyKind::EcP384 => {
-            let oid = if kind == KeyKind::EcP256 { der::OID_P256 } else { der::OID_P384 };
+            let oid = if kind == KeyKind::EcP256 {
+                der::OID_P256
+            } else {
+                der::OID_P384
+            };
             let mut params = vec![0x06, oid.len() as u8];
             params.extend_from_slice(oid);
             public.push(Attribute::EcParams(params));

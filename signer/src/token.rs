@@ -98,9 +98,18 @@ impl Token {
                 .map_err(|e| SignerError::pkcs11(&mod_name, "C_GetTokenInfo", e))?;
             let label = info.label().trim_end().to_string();
             let matches = uri.token.as_deref().is_none_or(|t| t == label)
-                && uri.serial.as_deref().is_none_or(|s| s == info.serial_number().trim_end())
-                && uri.manufacturer.as_deref().is_none_or(|m| m == info.manufacturer_id().trim_end())
-                && uri.model.as_deref().is_none_or(|m| m == info.model().trim_end());
+                && uri
+                    .serial
+                    .as_deref()
+                    .is_none_or(|s| s == info.serial_number().trim_end())
+                && uri
+                    .manufacturer
+                    .as_deref()
+                    .is_none_or(|m| m == info.manufacturer_id().trim_end())
+                && uri
+                    .model
+                    .as_deref()
+                    .is_none_or(|m| m == info.model().trim_end());
             if matches {
                 // Ask for the mechanisms we use one by one: C_GetMechanismList returns
                 // vendor and legacy mechanisms that cryptoki logs as errors.
@@ -196,7 +205,11 @@ impl Token {
         let attrs = self.attributes(
             session,
             handle,
-            &[AttributeType::KeyType, AttributeType::Label, AttributeType::Id],
+            &[
+                AttributeType::KeyType,
+                AttributeType::Label,
+                AttributeType::Id,
+            ],
         )?;
         let (mut key_type, mut label, mut id) = (None, None, Vec::new());
         for a in attrs {
@@ -207,7 +220,9 @@ impl Token {
                 _ => {}
             }
         }
-        let name = label.filter(|l| !l.is_empty()).unwrap_or_else(|| format!("id={}", hex(&id)));
+        let name = label
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| format!("id={}", hex(&id)));
         let unsupported = |reason: String| SignerError::UnsupportedKey {
             token: self.label.clone(),
             key: name.clone(),
@@ -238,12 +253,19 @@ impl Token {
     }
 
     /// The public key object with the same CKA_ID, if there is one.
-    fn public_twin(&self, session: &Session, id: &[u8]) -> Result<Option<ObjectHandle>, SignerError> {
+    fn public_twin(
+        &self,
+        session: &Session,
+        id: &[u8],
+    ) -> Result<Option<ObjectHandle>, SignerError> {
         if id.is_empty() {
             return Ok(None);
         }
         let found = session
-            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id.to_vec())])
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(id.to_vec()),
+            ])
             .map_err(|e| SignerError::pkcs11(&self.label, "C_FindObjects", e))?;
         Ok(found.first().copied())
     }
@@ -256,7 +278,8 @@ impl Token {
         unsupported: &dyn Fn(String) -> SignerError,
     ) -> Result<(KeyKind, Vec<u8>), SignerError> {
         let wanted = [AttributeType::Modulus, AttributeType::PublicExponent];
-        let read = |h| -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), SignerError> {
+        type Parts = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let read = |h| -> Result<Parts, SignerError> {
             let (mut n, mut e) = (None, None);
             for a in self.attributes(session, h, &wanted)? {
                 match a {
@@ -268,17 +291,21 @@ impl Token {
             Ok((n, e))
         };
         let (mut n, mut e) = read(handle)?;
-        if n.is_none() || e.is_none() {
-            if let Some(public) = self.public_twin(session, id)? {
-                (n, e) = read(public)?;
-            }
+        if (n.is_none() || e.is_none())
+            && let Some(public) = self.public_twin(session, id)?
+        {
+            (n, e) = read(public)?;
         }
         let (Some(n), Some(e)) = (n, e) else {
-            return Err(unsupported("cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)".into()));
+            return Err(unsupported(
+                "cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)".into(),
+            ));
         };
         let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
         if !(2048..=8192).contains(&bits) {
-            return Err(unsupported(format!("RSA-{bits} is outside 2048..8192 bits")));
+            return Err(unsupported(format!(
+                "RSA-{bits} is outside 2048..8192 bits"
+            )));
         }
         Ok((KeyKind::Rsa(bits), der::rsa_spki(&n, &e)))
     }

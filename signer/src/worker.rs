@@ -37,7 +37,10 @@ pub(crate) struct Shared {
 impl Shared {
     /// Record that a request left the pool (answered, expired or refused).
     pub(crate) fn done(&self, result: String) {
-        let left = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let left = self
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         metrics::gauge!(m::IN_FLIGHT, "token" => self.token.clone()).set(left as f64);
         metrics::counter!(m::OPERATIONS, "token" => self.token.clone(), "result" => result)
             .increment(1);

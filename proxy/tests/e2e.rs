@@ -1,0 +1,13 @@
+//! End-to-end tests: the `hsmgate` binary against real SoftHSM tokens, with real clients
+//! (curl, openssl s_client, a rustls client). One test binary, submodules by topic.
+
+mod support;
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/clients.rs"]
+mod clients;
+#[path = "e2e/frozen_token.rs"]
+mod frozen_token;
+#[path = "e2e/rustls_client.rs"]
+mod rustls_client;

@@ -1,0 +1,133 @@
+//! The `hsmgate` binary as a subprocess.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::hsm::TestToken;
+
+/// A running `hsmgate`, killed (by PID) on drop.
+pub struct ProxyProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// A configuration for `token` in front of `upstream`, plus `extra` TOML lines appended
+/// to the `[pkcs11]` section.
+pub fn config_for(token: &TestToken, upstream: SocketAddr, extra_pkcs11: &str) -> String {
+    format!(
+        r#"[[listener]]
+address = "127.0.0.1:0"
+
+[tls]
+certificate = "{chain}"
+key = "{key}"
+
+[pkcs11]
+module = "{module}"
+env = {{ SOFTHSM2_CONF = "{conf}" }}
+{extra_pkcs11}
+
+[upstream]
+address = "{upstream}"
+connect_timeout_ms = 1000
+
+[shutdown]
+grace_ms = 2000
+"#,
+        chain = token.chain_pem.display(),
+        key = token.key_uri(),
+        module = token.module.display(),
+        conf = token.conf.display(),
+    )
+}
+
+impl ProxyProcess {
+    /// Write `config` into `dir` and start `hsmgate -c` on it; wait until it listens.
+    /// Err carries the log when it exits instead.
+    pub fn start(dir: &Path, config: &str) -> Result<ProxyProcess, String> {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<ProxyProcess, String> {
+        let (path, log) = write_config(dir, config);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsmgate"));
+        cmd.arg("-c")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let mut child = cmd.spawn().expect("start hsmgate");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("listening address=").nth(1))
+                .and_then(|a| a.trim().parse().ok())
+            {
+                return Ok(ProxyProcess { child, addr, log });
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Err(format!("hsmgate exited ({status}):\n{text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "hsmgate did not start listening within 30 s:\n{text}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, config: &str) -> (PathBuf, PathBuf) {
+    let path = dir.join("hsmgate.toml");
+    std::fs::write(&path, config).expect("write config");
+    (path, dir.join("hsmgate.log"))
+}
+
+/// Run `hsmgate` with `args` to completion (for start-up failures and `-t`).
+pub fn run_hsmgate(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
+    let (path, _) = write_config(dir, config);
+    Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+        .args(args)
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hsmgate")
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the system packages hsmgate's demo and tests use, when missing (Debian 12).
+# Needs root (or sudo) only when something is missing.
+#   softhsm2        the PKCS#11 token in the demo and the tests
+#   p11-kit(-modules) p11-kit server/client: a token as a separate, killable "network HSM"
+#   opensc          pkcs11-tool, used by the tests to make keys on tokens
+#   curl openssl nghttp2-client   real TLS clients for the end-to-end tests
+set -euo pipefail
+need=()
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v p11-kit >/dev/null || need+=(p11-kit)
+compgen -G "/usr/lib/*/pkcs11/p11-kit-client.so" >/dev/null || need+=(p11-kit-modules)
+command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v cc >/dev/null || need+=(gcc)
+((${#need[@]})) || exit 0
+SUDO=""
+if [[ $(id -u) != 0 ]]; then
+  command -v sudo >/dev/null || { echo "missing packages: ${need[*]} (run as root or install them)" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "installing: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+for attempt in $(seq 1 30); do   # another apt may hold the dpkg lock: wait and retry
+  if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
+    exit 0
+  fi
+  echo "apt-get failed (attempt $attempt), retrying in 5 s" >&2
+  sleep 5
+done
+echo "could not install: ${need[*]}" >&2
+exit 1
