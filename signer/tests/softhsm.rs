@@ -1,0 +1,194 @@
+//! The signer against a real SoftHSM token, in process: a token made through PKCS#11
+//! (C_InitToken, C_InitPIN, C_GenerateKeyPair), pools for RSA-2048 and ECDSA P-256 keys,
+//! every offered scheme signed and verified, key lookup errors, and a full queue.
+//!
+//! A PKCS#11 module is initialised once per process and SoftHSM reads its configuration
+//! then, so every test here shares one token directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hsmgate_config::{Pkcs11Uri, Secret};
+use hsmgate_signer::{
+    KeyKind, Module, PoolSettings, SignerError, SignerPool, Token, provision, verify,
+};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    module: PathBuf,
+    env: BTreeMap<String, String>,
+    pin: Secret,
+    _loaded: Arc<Module>,
+}
+
+fn softhsm() -> PathBuf {
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("SoftHSM is installed (scripts/deps.sh)")
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("tokens")).expect("tokens");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .expect("conf");
+        let env = BTreeMap::from([("SOFTHSM2_CONF".to_string(), conf.display().to_string())]);
+        let module = softhsm();
+        let loaded = Module::load(&module, &env).expect("load SoftHSM");
+        let pin = Secret::new("signer-test-pin");
+        provision::init_token(
+            &loaded,
+            "signer-test",
+            &Secret::new("so-pin-1234"),
+            &pin,
+        )
+        .expect("init token");
+        let token = Token::find(&loaded, &uri("object=any")).expect("token");
+        provision::generate_key_pair(&token, &pin, KeyKind::Rsa(2048), "rsa", &[1])
+            .expect("RSA key");
+        provision::generate_key_pair(&token, &pin, KeyKind::EcP256, "ec", &[2]).expect("EC key");
+        Fixture {
+            _dir: dir,
+            module,
+            env,
+            pin,
+            _loaded: loaded,
+        }
+    })
+}
+
+fn uri(object: &str) -> Pkcs11Uri {
+    format!("pkcs11:token=signer-test;{object};type=private")
+        .parse()
+        .expect("uri")
+}
+
+fn settings(object: &str, sessions: usize, queue_depth: usize) -> PoolSettings {
+    let f = fixture();
+    PoolSettings {
+        module: f.module.clone(),
+        env: f.env.clone(),
+        uri: uri(object),
+        pin: f.pin.clone(),
+        sessions,
+        queue_depth,
+        sign_timeout: Duration::from_secs(10),
+        batch_max: 8,
+    }
+}
+
+#[test]
+fn rsa_pool_signs_every_offered_scheme_verifiably() {
+    let pool = SignerPool::start(&settings("object=rsa", 2, 16)).expect("pool");
+    assert_eq!(pool.key_kind(), KeyKind::Rsa(2048));
+    assert_eq!(pool.schemes().len(), 6, "{:?}", pool.schemes());
+    for &scheme in pool.schemes() {
+        let message = format!("message for {scheme:?}");
+        let sig = pool.sign(scheme, message.as_bytes()).expect("sign");
+        assert!(
+            verify::verify(pool.spki(), scheme, message.as_bytes(), &sig),
+            "{scheme:?}"
+        );
+        assert!(
+            !verify::verify(pool.spki(), scheme, b"another message", &sig),
+            "{scheme:?}"
+        );
+    }
+    assert_eq!(pool.in_flight(), 0);
+}
+
+#[test]
+fn ecdsa_pool_hashes_on_the_host_and_returns_der() {
+    let pool = SignerPool::start(&settings("id=%02", 1, 16)).expect("pool");
+    assert_eq!(pool.key_kind(), KeyKind::EcP256);
+    assert_eq!(
+        pool.schemes(),
+        &[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]
+    );
+    let sig = pool
+        .sign(rustls::SignatureScheme::ECDSA_NISTP256_SHA256, b"hello")
+        .expect("sign");
+    assert_eq!(sig[0], 0x30, "DER SEQUENCE");
+    assert!(verify::verify(
+        pool.spki(),
+        rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+        b"hello",
+        &sig
+    ));
+    // A scheme the key cannot make is refused before reaching the token.
+    let err = pool
+        .sign(rustls::SignatureScheme::RSA_PSS_SHA256, b"x")
+        .expect_err("wrong scheme");
+    assert!(
+        matches!(err, SignerError::UnsupportedScheme { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn lookup_errors_name_what_was_asked_for() {
+    let err = SignerPool::start(&settings("object=missing", 1, 4)).expect_err("no such key");
+    assert_eq!(
+        err.to_string(),
+        "token signer-test: no private key object matching object=missing"
+    );
+    let mut s = settings("object=rsa", 1, 4);
+    s.uri.token = Some("nope".into());
+    let err = SignerPool::start(&s)
+        .expect_err("no such token")
+        .to_string();
+    assert!(
+        err.starts_with("no token matching token=nope in module "),
+        "{err}"
+    );
+    assert!(err.contains("\"signer-test\""), "{err}");
+    // Two keys match when only the type is given.
+    let mut s = settings("object=rsa", 1, 4);
+    s.uri.object = None;
+    let err = SignerPool::start(&s).expect_err("ambiguous").to_string();
+    assert!(err.contains("2 private key objects match"), "{err}");
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
+    let pool = SignerPool::start(&settings("object=rsa", 1, 1)).expect("pool");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| s.spawn(|| pool.sign(scheme, b"burst")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut ok = 0;
+    for r in results {
+        match r {
+            Ok(sig) => {
+                assert!(verify::verify(pool.spki(), scheme, b"burst", &sig));
+                ok += 1;
+            }
+            Err(SignerError::Overloaded { capacity: 1, .. }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(ok >= 1);
+    assert_eq!(pool.in_flight(), 0);
+}
