@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hsmgate_config::Listener;
-use hsmgate_signer::{HsmSigningKey, SignerPool};
+use hsmgate_signer::{ExpectedKey, HsmSigningKey, SignerPool, verify};
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -34,6 +34,25 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyErro
     Ok(chain)
 }
 
+/// The leaf certificate's public key, which every HSM member's key must match.
+pub fn expected_key(
+    chain: &[CertificateDer<'static>],
+    chain_path: &Path,
+) -> Result<ExpectedKey, ProxyError> {
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| ProxyError::Certificate {
+        path: chain_path.to_path_buf(),
+        reason: format!("leaf certificate does not parse: {e}"),
+    })?;
+    Ok(ExpectedKey {
+        spki: leaf.public_key().raw.to_vec(),
+        from: format!(
+            "certificate {} (subject {})",
+            chain_path.display(),
+            leaf.subject()
+        ),
+    })
+}
+
 /// The certificate chain with the token key, after checking that they belong together.
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
@@ -46,73 +65,20 @@ pub fn certified_key(
         reason: format!("leaf certificate does not parse: {e}"),
     })?;
     let cert_spki = leaf.public_key().raw;
-    if !same_public_key(cert_spki, pool.spki()) {
+    if !verify::same_public_key(cert_spki, pool.spki()) {
         return Err(ProxyError::KeyMismatch(Box::new(KeyMismatch {
             cert: chain_path.to_path_buf(),
             subject: leaf.subject().to_string(),
             key: key_uri.to_string(),
             token: pool.token_label().to_string(),
-            cert_key: describe_key(cert_spki),
-            token_key: describe_key(pool.spki()),
+            cert_key: verify::describe_key(cert_spki),
+            token_key: verify::describe_key(pool.spki()),
         })));
     }
     Ok(Arc::new(CertifiedKey::new(
         chain,
         HsmSigningKey::new(pool.clone()),
     )))
-}
-
-/// Compare two SubjectPublicKeyInfos by algorithm, parameters and key bits, so that
-/// equivalent encodings (e.g. RSA parameters NULL vs absent) compare equal.
-fn same_public_key(a: &[u8], b: &[u8]) -> bool {
-    use x509_parser::x509::SubjectPublicKeyInfo;
-    match (
-        SubjectPublicKeyInfo::from_der(a),
-        SubjectPublicKeyInfo::from_der(b),
-    ) {
-        (Ok((_, a)), Ok((_, b))) => {
-            let params = |s: &SubjectPublicKeyInfo<'_>| {
-                s.algorithm
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.as_oid().ok())
-                    .map(|o| o.to_id_string())
-            };
-            a.algorithm.algorithm == b.algorithm.algorithm
-                && params(&a) == params(&b)
-                && a.subject_public_key.data == b.subject_public_key.data
-        }
-        _ => false,
-    }
-}
-
-/// "RSA-2048 (modulus 00c3a1…)" or "EC P-256 (point 04ab12…)", for mismatch errors.
-fn describe_key(spki: &[u8]) -> String {
-    use x509_parser::public_key::PublicKey;
-    use x509_parser::x509::SubjectPublicKeyInfo;
-    let Ok((_, parsed)) = SubjectPublicKeyInfo::from_der(spki) else {
-        return "unparsable".into();
-    };
-    let head = |b: &[u8]| {
-        b.iter()
-            .take(8)
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
-    match parsed.parsed() {
-        Ok(PublicKey::RSA(rsa)) => {
-            let n = rsa
-                .modulus
-                .iter()
-                .skip_while(|b| **b == 0)
-                .copied()
-                .collect::<Vec<_>>();
-            format!("RSA-{} (modulus {}…)", n.len() * 8, head(&n))
-        }
-        Ok(PublicKey::EC(point)) => format!("EC (point {}…)", head(point.data())),
-        Ok(other) => format!("{:?}", std::mem::discriminant(&other)),
-        Err(_) => "unparsable".into(),
-    }
 }
 
 /// One certified key for every connection (SNI-based choice comes with virtual hosts).

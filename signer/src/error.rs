@@ -125,6 +125,23 @@ pub enum SignerError {
     /// A signer thread could not be started.
     #[error("cannot start a signer thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// No member of the group is healthy (or every one refused the request).
+    #[error("HSM group {group}: no healthy member can sign ({detail})")]
+    NoHealthyMember {
+        /// The group.
+        group: String,
+        /// Each member's state and last error.
+        detail: String,
+    },
+    /// A member was fenced (hung) or taken down while the request waited in its queue.
+    #[error("HSM member {member} was taken out of rotation while the request waited")]
+    MemberLost {
+        /// The member.
+        member: String,
+    },
+    /// A member's key is not the key of the certificate (or of the other members).
+    #[error(transparent)]
+    KeyDiffers(Box<KeyDiffers>),
     /// The token returned a signature we cannot use.
     #[error("token {token}: malformed signature from {function}: {reason}")]
     BadSignature {
@@ -152,6 +169,55 @@ impl SignerError {
         }
     }
 
+    /// Whether the error says the device (or our connection to it) failed, so that
+    /// the same request may succeed on another member; errors about the request itself
+    /// (mechanism, data, key) are not.
+    pub fn is_device_error(&self) -> bool {
+        match self {
+            SignerError::Pkcs11 {
+                source: Some(CkError::Pkcs11(rv, _)),
+                ..
+            } => matches!(
+                rv,
+                RvError::DeviceError
+                    | RvError::DeviceRemoved
+                    | RvError::DeviceMemory
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::SlotIdInvalid
+                    | RvError::GeneralError
+                    | RvError::FunctionFailed
+                    | RvError::CryptokiNotInitialized
+                    | RvError::UserNotLoggedIn
+                    | RvError::HostMemory
+            ),
+            SignerError::Pkcs11 {
+                source: Some(_), ..
+            } => false,
+            SignerError::Pkcs11 { source: None, .. } => true,
+            SignerError::Timeout { .. }
+            | SignerError::Closed { .. }
+            | SignerError::MemberLost { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether retrying can never help (a wrong or locked PIN: retries would lock the token).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(
+                RvError::PinIncorrect
+                    | RvError::PinLocked
+                    | RvError::PinExpired
+                    | RvError::PinInvalid
+                    | RvError::PinLenRange
+            )
+        ) || matches!(self, SignerError::KeyDiffers(_) | SignerError::Pin { .. })
+    }
+
     /// The CKR code if this is a PKCS#11 error.
     pub fn rv(&self) -> Option<RvError> {
         match self {
@@ -162,6 +228,26 @@ impl SignerError {
             _ => None,
         }
     }
+}
+
+/// A member whose key is not the expected one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "HSM member {member}: key {key} on token {token} does not match {expected_from}: its public key is {found}, expected {expected}; member refused"
+)]
+pub struct KeyDiffers {
+    /// The member.
+    pub member: String,
+    /// The token's label.
+    pub token: String,
+    /// The key's name.
+    pub key: String,
+    /// What the expected key comes from, e.g. "certificate /etc/x.pem (subject CN=a)".
+    pub expected_from: String,
+    /// Its public key (short form).
+    pub found: String,
+    /// The expected public key (short form).
+    pub expected: String,
 }
 
 /// `CKR_PIN_INCORRECT` style name of a return value (cryptoki's Display gives prose).

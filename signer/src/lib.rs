@@ -11,7 +11,9 @@
 //! - [`module`]: load and initialise a PKCS#11 module once per process.
 //! - [`token`]: find the token and key an RFC 7512 URI names; log in; read the public key.
 //! - `scheme`: TLS signature schemes ↔ PKCS#11 mechanisms.
-//! - [`pool`] and `worker`: the queue and the signer threads.
+//! - [`pool`]: settings and [`SignerPool`]; `group`: HA group, member choice, failover,
+//!   supervisor (fencing, probes, recovery); `member`: one HSM's instances, sessions and
+//!   state; `worker`: one signer thread.
 //! - [`rustls_key`]: the pool as a rustls `SigningKey`.
 //! - [`provision`]: make a token and a key pair on it (for `hsmgate demo`).
 //! - `der`, [`verify`], [`pin`], [`metrics`], [`error`]: helpers.
@@ -19,6 +21,8 @@
 
 mod der;
 pub mod error;
+mod group;
+mod member;
 pub mod metrics;
 pub mod module;
 pub mod pin;
@@ -31,7 +35,10 @@ pub mod verify;
 mod worker;
 
 pub use error::SignerError;
+pub use member::MemberState;
 pub use module::Module;
-pub use pool::{PoolSettings, SignerPool};
+pub use pool::{
+    ExpectedKey, GroupSettings, MemberSettings, MemberStatus, PoolSettings, SignerPool,
+};
 pub use rustls_key::HsmSigningKey;
 pub use token::{KeyKind, Token};

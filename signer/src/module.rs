@@ -19,11 +19,15 @@ use cryptoki::error::{Error as CkError, RvError};
 
 use crate::error::SignerError;
 
-/// A loaded and initialised PKCS#11 module.
+/// A loaded and initialised PKCS#11 module instance.
 #[derive(Debug)]
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
+    /// Whether our C_Initialize succeeded and no C_Finalize was made since: only then
+    /// does dropping the instance finalise it (a module with one global state, like
+    /// SoftHSM, must not be finalised under another instance's feet).
+    owns_init: std::sync::atomic::AtomicBool,
 }
 
 type Key = (PathBuf, BTreeMap<String, String>);
@@ -41,6 +45,25 @@ impl Module {
             return Ok(module);
         }
         // The lock on LOADED is held: no other thread of ours loads a module now.
+        let module = Arc::new(Self::init(path, env)?);
+        map.insert(key, Arc::downgrade(&module));
+        Ok(module)
+    }
+
+    /// Load a new instance of `path`, not shared with anyone: for an HSM member that must
+    /// be re-initialised on its own (p11-kit-client gives an independent instance, with
+    /// its own connection, on every C_GetFunctionList).
+    pub fn load_fresh(
+        path: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Arc<Module>, SignerError> {
+        let _guard = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Arc::new(Self::init(path, env)?))
+    }
+
+    /// dlopen + C_GetFunctionList + C_Initialize with `env` applied. Caller holds LOADED.
+    fn init(path: &Path, env: &BTreeMap<String, String>) -> Result<Module, SignerError> {
+        let mut owns = true;
         let ctx = with_env(env, || {
             let ctx = Pkcs11::new(path).map_err(|source| SignerError::Load {
                 path: path.to_path_buf(),
@@ -49,6 +72,7 @@ impl Module {
             match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
                 Ok(()) => Ok(ctx),
                 Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+                    owns = false;
                     // A module that keeps one global state (SoftHSM does) was initialised
                     // earlier by another user in this process, maybe with another environment.
                     tracing::warn!(module = %path.display(), "PKCS#11 module was already initialised in this process; its first configuration stays in effect");
@@ -61,12 +85,23 @@ impl Module {
                 )),
             }
         })?;
-        let module = Arc::new(Module {
+        Ok(Module {
             ctx,
             path: path.to_path_buf(),
-        });
-        map.insert(key, Arc::downgrade(&module));
-        Ok(module)
+            owns_init: std::sync::atomic::AtomicBool::new(owns),
+        })
+    }
+
+    /// C_Finalize this instance now (its sessions become invalid). May block for as
+    /// long as the module does: call it from a thread that may be abandoned.
+    pub fn finalize(&self) -> Result<(), SignerError> {
+        use std::sync::atomic::Ordering;
+        if self.owns_init.swap(false, Ordering::AcqRel) {
+            self.ctx.clone().finalize().map_err(|e| {
+                SignerError::pkcs11(&self.path.display().to_string(), "C_Finalize", e)
+            })?;
+        }
+        Ok(())
     }
 
     /// The cryptoki context.
@@ -82,7 +117,7 @@ impl Module {
 
 impl Drop for Module {
     fn drop(&mut self) {
-        let _ = self.ctx.clone().finalize();
+        let _ = self.finalize();
     }
 }
 

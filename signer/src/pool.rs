@@ -1,32 +1,89 @@
-//! The signer pool: a token's key, a bounded queue, and one thread per PKCS#11 session.
+//! The public face of the signer: settings for a group of HSM members (or a single
+//! token), and [`SignerPool`], which signs through the group.
 //!
 //! ```text
-//!  rustls handshake ──sign()──▶ [bounded queue] ──▶ hsm-signer-0 (session 0) ──C_Sign──▶ token
-//!      (waits with a deadline,                   ├─▶ hsm-signer-1 (session 1)
-//!       off the async workers)  ◀── one-shot ────┘   …
+//!  rustls handshake ──sign()──▶ group: pick member ──▶ [member queue] ──▶ hsm-<member>-0 (session) ──C_Sign──▶ HSM
+//!      (waits with a deadline,        ▲   retry on another member  ├─▶ hsm-<member>-1 (session)
+//!       off the async workers) ◀──────┴── one-shot answer ─────────┘   …
 //! ```
-//!
-//! A full queue refuses at once (`Overloaded`); a waiter gives up at its deadline
-//! (`Timeout`), and a request that waited past its deadline is dropped unsigned.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use hsmgate_config::{Pkcs11Uri, Secret};
 use rustls::SignatureScheme;
-use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::error::SignerError;
-use crate::module::Module;
-use crate::scheme::{self, SignOp};
-use crate::token::{KeyInfo, KeyKind, Token};
-use crate::worker::{self, Request, Shared};
+use crate::group::Group;
+use crate::member::MemberState;
+use crate::token::KeyKind;
 
-/// Everything needed to start a pool.
+/// One token of one HSM member.
+#[derive(Debug, Clone)]
+pub struct MemberSettings {
+    /// Name in logs and metrics (e.g. `hsm-a`).
+    pub name: String,
+    /// Region name.
+    pub region: String,
+    /// Whether the region is primary (else standby).
+    pub primary: bool,
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// Environment applied while the module instance is loaded and initialised.
+    pub env: BTreeMap<String, String>,
+    /// The token (token/serial attributes) and key (object/id) to use on it.
+    pub uri: Pkcs11Uri,
+    /// The user PIN.
+    pub pin: Secret,
+    /// Sessions (threads) per module instance.
+    pub sessions: usize,
+    /// Module instances (connections) to open; more than one when a single module
+    /// connection caps throughput (p11-kit serves one connection on one core).
+    pub connections: usize,
+    /// Rated capacity in signatures/s, for spreading load (equal when not known).
+    pub capacity: f64,
+}
+
+/// The public key every member's key must have.
+#[derive(Debug, Clone)]
+pub struct ExpectedKey {
+    /// DER SubjectPublicKeyInfo.
+    pub spki: Vec<u8>,
+    /// Where it comes from, for errors: e.g. "certificate /etc/x.pem (subject CN=a)".
+    pub from: String,
+}
+
+/// A group of HSM members holding the same key.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Group name.
+    pub name: String,
+    /// The members, primary and standby.
+    pub members: Vec<MemberSettings>,
+    /// The key the certificate names; `None` takes the first member's key as reference.
+    pub expected: Option<ExpectedKey>,
+    /// Deadline for one signature, retries included.
+    pub sign_timeout: Duration,
+    /// Deadline for one attempt on one member; a call running longer fences the member.
+    pub op_timeout: Duration,
+    /// Queue capacity per member.
+    pub queue_depth: usize,
+    /// How many queued requests a thread takes per wake-up.
+    pub batch_max: usize,
+    /// Use the standby region when every primary member's queue is full.
+    pub standby_when_saturated: bool,
+    /// How often an up member gets a test signature.
+    pub probe_interval: Duration,
+    /// How long a recovery attempt (or start-up) may take before it is abandoned.
+    pub recovery_timeout: Duration,
+    /// How many threads may be abandoned in one member's hung calls before recovery waits.
+    pub max_abandoned: usize,
+}
+
+/// A single token: the walking-skeleton form, turned into a one-member group.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Path of the PKCS#11 module.
@@ -62,199 +119,179 @@ impl PoolSettings {
             batch_max: 32,
         })
     }
+
+    /// The one-member group: the member is named after the token, and a hung call
+    /// fences it once the signature deadline passes, so later handshakes fail at once
+    /// until it is back instead of each waiting out the deadline.
+    pub fn into_group(self, expected: Option<ExpectedKey>) -> GroupSettings {
+        let name = self
+            .uri
+            .token
+            .clone()
+            .or_else(|| self.uri.serial.clone())
+            .unwrap_or_else(|| "token".into());
+        GroupSettings {
+            name: name.clone(),
+            members: vec![MemberSettings {
+                name,
+                region: "local".into(),
+                primary: true,
+                module: self.module,
+                env: self.env,
+                uri: self.uri,
+                pin: self.pin,
+                sessions: self.sessions,
+                connections: 1,
+                capacity: 1.0,
+            }],
+            expected,
+            sign_timeout: self.sign_timeout,
+            op_timeout: self.sign_timeout,
+            queue_depth: self.queue_depth,
+            batch_max: self.batch_max,
+            standby_when_saturated: false,
+            probe_interval: Duration::from_secs(5),
+            recovery_timeout: self.sign_timeout.max(Duration::from_secs(3)),
+            max_abandoned: 4 * self.sessions.max(1) + 4,
+        }
+    }
 }
 
-/// A pool of signer threads for one key on one token. Cheap to clone.
+/// The state of one member, for `/readyz` and logs.
 #[derive(Debug, Clone)]
-pub struct SignerPool {
-    inner: Arc<Inner>,
+pub struct MemberStatus {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// Whether the region is primary.
+    pub primary: bool,
+    /// Its state.
+    pub state: MemberState,
+    /// Signatures queued or being signed on it.
+    pub in_flight: usize,
+    /// Threads abandoned in its hung calls.
+    pub abandoned: usize,
+    /// Its last error (empty when none).
+    pub last_error: String,
 }
 
-#[derive(Debug)]
-struct Inner {
-    queue: Sender<Request>,
-    shared: Arc<Shared>,
-    token: Token,
-    key: KeyInfo,
-    schemes: Vec<SignatureScheme>,
-    ops: Vec<(SignatureScheme, SignOp)>,
-    timeout: Duration,
-    capacity: usize,
+/// A group of signer threads over one or more HSM members holding one key. Cheap to clone.
+#[derive(Clone)]
+pub struct SignerPool {
+    group: Arc<Group>,
+}
+
+impl std::fmt::Debug for SignerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerPool")
+            .field("group", &self.group.settings.name)
+            .field("members", &self.group.describe_members())
+            .finish()
+    }
 }
 
 impl SignerPool {
-    /// Load the module, find the token and key, log in, check the key with one test
-    /// signature, and start `sessions` signer threads.
+    /// A pool over one token (see [`PoolSettings::into_group`]).
     pub fn start(settings: &PoolSettings) -> Result<SignerPool, SignerError> {
-        let module = Module::load(&settings.module, &settings.env)?;
-        let token = Token::find(&module, &settings.uri)?;
-        // Sessions are opened one after another: SoftHSM races when many open at once.
-        let first = token.open_session()?;
-        token.login(&first, &settings.pin)?;
-        let key = token.find_key(&first, &settings.uri)?;
-        let ops = scheme::supported(&token, key.kind);
-        let schemes: Vec<SignatureScheme> = ops.iter().map(|(s, _)| *s).collect();
-        let Some(&(test_scheme, test_op)) = ops.first() else {
-            return Err(SignerError::UnsupportedKey {
-                token: token.label.clone(),
-                key: key.name.clone(),
-                reason: "the token offers no signing mechanism for it".into(),
-            });
-        };
-        let shared = Arc::new(Shared {
-            token: token.label.clone(),
-            key: key.handle,
-            in_flight: AtomicUsize::new(0),
-            batch_max: settings.batch_max.max(1),
-        });
-        self_test(&first, &shared, &key, test_scheme, test_op)?;
-        let mut sessions = vec![first];
-        for _ in 1..settings.sessions.max(1) {
-            sessions.push(token.open_session()?);
-        }
-        let capacity = settings.queue_depth.max(1);
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
-        for (i, session) in sessions.into_iter().enumerate() {
-            worker::spawn(i, session, Arc::clone(&shared), rx.clone())
-                .map_err(SignerError::Thread)?;
-        }
-        tracing::info!(
-            token = %token.label,
-            key = %key.name,
-            kind = ?key.kind,
-            sessions = settings.sessions,
-            schemes = ?schemes,
-            "signer pool started"
-        );
-        Ok(SignerPool {
-            inner: Arc::new(Inner {
-                queue: tx,
-                shared,
-                token,
-                key,
-                schemes,
-                ops,
-                timeout: settings.sign_timeout,
-                capacity,
-            }),
-        })
+        Self::start_group(settings.clone().into_group(None))
     }
 
-    /// Sign `message` with `scheme`, waiting up to the pool's deadline.
+    /// Bring up the group's members (each checked against the expected key with one
+    /// verified test signature) and start its supervisor. Fails only when no member
+    /// could be brought up.
+    pub fn start_group(settings: GroupSettings) -> Result<SignerPool, SignerError> {
+        let group = Group::start(settings)?;
+        tracing::info!(
+            group = %group.settings.name,
+            key = %group.key_name,
+            kind = ?group.kind,
+            schemes = ?group.schemes,
+            members = %group.describe_members(),
+            "signer pool started"
+        );
+        Ok(SignerPool { group })
+    }
+
+    /// Sign `message` with `scheme`, with failover, waiting up to the signature deadline.
     ///
     /// This blocks the calling thread. On a tokio multi-thread worker it waits inside
     /// `block_in_place`, so the runtime moves its other tasks to another thread and
-    /// established connections keep being served while the token is slow or hung.
+    /// established connections keep being served while an HSM is slow or hung.
     pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let inner = &*self.inner;
-        let op = inner
-            .ops
-            .iter()
-            .find_map(|(s, op)| (*s == scheme).then_some(*op))
-            .ok_or_else(|| SignerError::UnsupportedScheme {
-                token: inner.token.label.clone(),
-                scheme: format!("{scheme:?}"),
-            })?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let enqueued = Instant::now();
-        let deadline = enqueued + inner.timeout;
-        inner.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let request = Request {
-            op,
-            message: message.to_vec(),
-            enqueued,
-            deadline,
-            reply,
-        };
-        if let Err(e) = inner.queue.try_send(request) {
-            let (result, err) = match e {
-                TrySendError::Full(_) => (
-                    "overloaded",
-                    SignerError::Overloaded {
-                        token: inner.token.label.clone(),
-                        capacity: inner.capacity,
-                    },
-                ),
-                TrySendError::Disconnected(_) => (
-                    "closed",
-                    SignerError::Closed {
-                        token: inner.token.label.clone(),
-                    },
-                ),
-            };
-            inner.shared.done(result.into());
-            return Err(err);
-        }
-        match off_runtime(|| answer.recv_deadline(deadline)) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(SignerError::Timeout {
-                token: inner.token.label.clone(),
-                after: inner.timeout,
-            }),
-            Err(RecvTimeoutError::Disconnected) => Err(SignerError::Closed {
-                token: inner.token.label.clone(),
-            }),
-        }
+        self.group.sign(scheme, message)
     }
 
     /// The schemes the key can make, best first.
     pub fn schemes(&self) -> &[SignatureScheme] {
-        &self.inner.schemes
+        &self.group.schemes
     }
 
     /// The key's kind and size.
     pub fn key_kind(&self) -> KeyKind {
-        self.inner.key.kind
+        self.group.kind
     }
 
     /// The key's public key, DER SubjectPublicKeyInfo.
     pub fn spki(&self) -> &[u8] {
-        &self.inner.key.spki
+        &self.group.expected.spki
     }
 
-    /// The token's label.
+    /// The token label of the first member that came up.
     pub fn token_label(&self) -> &str {
-        &self.inner.token.label
+        &self.group.token_label
     }
 
     /// The key's name (label, or id).
     pub fn key_name(&self) -> &str {
-        &self.inner.key.name
+        &self.group.key_name
     }
 
-    /// Signatures queued or being signed now.
+    /// The group's name.
+    pub fn group_name(&self) -> &str {
+        &self.group.settings.name
+    }
+
+    /// Signatures queued or being signed now, over all members.
     pub fn in_flight(&self) -> usize {
-        self.inner.shared.in_flight.load(Ordering::Relaxed)
+        self.group
+            .members
+            .iter()
+            .filter_map(|m| m.live())
+            .map(|l| l.shared.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
-}
 
-/// Run a blocking wait without stalling a tokio worker thread.
-fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
+    /// Whether at least one member can sign.
+    pub fn ready(&self) -> bool {
+        self.group.ready()
     }
-}
 
-/// Sign a fixed message and verify it against the key's public key.
-fn self_test(
-    session: &cryptoki::session::Session,
-    shared: &Shared,
-    key: &KeyInfo,
-    scheme: SignatureScheme,
-    op: SignOp,
-) -> Result<(), SignerError> {
-    const MESSAGE: &[u8] = b"hsmgate start-up self-test";
-    let signature = worker::sign(session, shared, op, MESSAGE)?;
-    if crate::verify::verify(&key.spki, scheme, MESSAGE, &signature) {
-        Ok(())
-    } else {
-        Err(SignerError::SelfTest {
-            token: shared.token.clone(),
-            key: key.name.clone(),
-            scheme: format!("{scheme:?}"),
-        })
+    /// Every member's state.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.group
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                name: m.name().to_string(),
+                region: m.settings.region.clone(),
+                primary: m.primary,
+                state: m.state(),
+                in_flight: m
+                    .live()
+                    .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed)),
+                abandoned: m.abandoned.load(Ordering::Acquire),
+                last_error: if m.state() == MemberState::Up {
+                    String::new()
+                } else {
+                    m.last_error()
+                },
+            })
+            .collect()
+    }
+
+    /// "hsm-a up; hsm-b down (…)".
+    pub fn describe_members(&self) -> String {
+        self.group.describe_members()
     }
 }

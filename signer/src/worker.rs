@@ -1,11 +1,15 @@
 //! One signer thread: owns one PKCS#11 session (`Session` is `Send` but not `Sync`),
-//! takes requests from the pool's bounded queue, signs, and answers on the request's
+//! takes requests from its member's bounded queue, signs, and answers on the request's
 //! one-shot channel. A request whose deadline passed while it waited is not signed.
+//! The thread marks itself busy while inside C_Sign, so a call that never returns (a
+//! hung HSM) can be seen and the member fenced; a thread abandoned that way ends as
+//! soon as its call returns.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use cryptoki::object::ObjectHandle;
@@ -19,69 +23,122 @@ use crate::scheme::SignOp;
 /// A signing request as queued.
 pub(crate) struct Request {
     pub(crate) op: SignOp,
-    pub(crate) message: Vec<u8>,
+    pub(crate) message: Arc<[u8]>,
     pub(crate) enqueued: Instant,
     pub(crate) deadline: Instant,
     pub(crate) reply: Sender<Result<Vec<u8>, SignerError>>,
 }
 
-/// What the workers of one pool share.
+/// What the workers of one member generation share.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// The member's name (metric label and messages).
+    pub(crate) member: String,
+    /// The token's label.
     pub(crate) token: String,
     pub(crate) key: ObjectHandle,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) batch_max: usize,
+    /// Threads of this member abandoned in a call that did not return (all generations).
+    pub(crate) abandoned: Arc<AtomicUsize>,
 }
 
 impl Shared {
-    /// Record that a request left the pool (answered, expired or refused).
+    /// Record that a request left the queue (answered, expired or handed back).
     pub(crate) fn done(&self, result: String) {
         let left = self
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        metrics::gauge!(m::IN_FLIGHT, "token" => self.token.clone()).set(left as f64);
-        metrics::counter!(m::OPERATIONS, "token" => self.token.clone(), "result" => result)
+        metrics::gauge!(m::IN_FLIGHT, "member" => self.member.clone()).set(left as f64);
+        metrics::counter!(m::OPERATIONS, "member" => self.member.clone(), "result" => result)
             .increment(1);
     }
 }
 
-/// Start a signer thread that owns `session`.
-pub(crate) fn spawn(
-    index: usize,
-    session: Session,
-    shared: Arc<Shared>,
-    queue: Receiver<Request>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("hsm-signer-{index}"))
-        .spawn(move || run(session, &shared, &queue))
+/// A worker's busy mark, read by the supervisor.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// Milliseconds since [`epoch`] when the current call started; 0 when idle.
+    busy_since: AtomicU64,
+    /// Set when the member was fenced while this worker was in a call.
+    abandoned: AtomicBool,
 }
 
-fn run(session: Session, shared: &Shared, queue: &Receiver<Request>) {
-    // The queue closes when the pool is dropped: then the thread ends and the session closes.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    // +1 so that 0 can mean idle.
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl Slot {
+    /// How long the current call has been running, if there is one.
+    pub(crate) fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+
+    /// Abandon the thread if it is in a call; returns whether it was.
+    pub(crate) fn abandon_if_busy(&self) -> bool {
+        self.busy_since.load(Ordering::Acquire) != 0 && !self.abandoned.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Start a signer thread that owns `session` and keeps its module instance alive: the
+/// instance is finalised (when its last user drops it) only after every session on it
+/// is closed. Finalising under a thread still in a call crashes some modules (p11-kit
+/// asserts), so this order matters.
+pub(crate) fn spawn(
+    name: String,
+    session: Session,
+    module: Arc<crate::module::Module>,
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    queue: Receiver<Request>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        run(session, &shared, &slot, &queue);
+        drop(module);
+    })
+}
+
+fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>) {
+    // The queue closes when the member generation is dropped: then the thread ends and
+    // the session closes.
     while let Ok(first) = queue.recv() {
-        serve(&session, shared, first);
+        if !serve(&session, shared, slot, first) {
+            return;
+        }
         // Drain what is already queued before sleeping again.
         let mut batch = 1;
         while batch < shared.batch_max {
             let Ok(next) = queue.try_recv() else { break };
-            serve(&session, shared, next);
+            if !serve(&session, shared, slot, next) {
+                return;
+            }
             batch += 1;
         }
-        metrics::histogram!(m::BATCH_SIZE, "token" => shared.token.clone()).record(batch as f64);
+        metrics::histogram!(m::BATCH_SIZE, "member" => shared.member.clone()).record(batch as f64);
     }
 }
 
-fn serve(session: &Session, shared: &Shared, req: Request) {
+/// Serve one request; false when this thread was abandoned and must end.
+fn serve(session: &Session, shared: &Shared, slot: &Slot, req: Request) -> bool {
     if Instant::now() >= req.deadline {
         // The waiter has given up; signing now would only delay the requests behind it.
         shared.done("expired".into());
-        return;
+        return true;
     }
+    slot.busy_since.store(now_ms(), Ordering::Release);
     let result = sign(session, shared, req.op, &req.message);
-    metrics::histogram!(m::LATENCY, "token" => shared.token.clone())
+    slot.busy_since.store(0, Ordering::Release);
+    metrics::histogram!(m::LATENCY, "member" => shared.member.clone())
         .record(req.enqueued.elapsed().as_secs_f64());
     let label = match &result {
         Ok(_) => "ok".to_string(),
@@ -90,9 +147,15 @@ fn serve(session: &Session, shared: &Shared, req: Request) {
     shared.done(label);
     // The waiter may have timed out and gone: nothing to do then.
     let _ = req.reply.send(result);
+    if slot.abandoned.load(Ordering::Acquire) {
+        shared.abandoned.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!(member = %shared.member, "a signer thread abandoned in a hung call has returned");
+        return false;
+    }
+    true
 }
 
-/// Sign `message` with the pool's key in this session.
+/// Sign `message` with the key in this session.
 pub(crate) fn sign(
     session: &Session,
     shared: &Shared,

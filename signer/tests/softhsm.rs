@@ -52,13 +52,8 @@ fn fixture() -> &'static Fixture {
         let module = softhsm();
         let loaded = Module::load(&module, &env).expect("load SoftHSM");
         let pin = Secret::new("signer-test-pin");
-        provision::init_token(
-            &loaded,
-            "signer-test",
-            &Secret::new("so-pin-1234"),
-            &pin,
-        )
-        .expect("init token");
+        provision::init_token(&loaded, "signer-test", &Secret::new("so-pin-1234"), &pin)
+            .expect("init token");
         let token = Token::find(&loaded, &uri("object=any")).expect("token");
         provision::generate_key_pair(&token, &pin, KeyKind::Rsa(2048), "rsa", &[1])
             .expect("RSA key");
