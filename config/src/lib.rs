@@ -44,6 +44,33 @@
 //! grace_ms = 10000                 # optional, default 10000, 0..=600000
 //! ```
 //!
+//! Instead of `[pkcs11]` (one token), the key may live in an HA group of HSMs; the key
+//! URI then names no token and no PIN, and each member names its own:
+//!
+//! ```toml
+//! [[hsm.group]]
+//! name = "main"
+//! sign_timeout_ms = 2000           # one signature, retries on other members included
+//! op_timeout_ms = 500              # one attempt; a call running longer fences the member
+//! queue_depth = 1024               # per member
+//! standby_when_saturated = false   # standby region also when every primary member is full
+//! probe_interval_ms = 5000         # test signature on healthy members
+//! recovery_timeout_ms = 3000       # a recovery attempt running longer is abandoned
+//! max_abandoned_threads = 64       # per member, threads left in hung calls
+//! [[hsm.group.region]]
+//! name = "eu-west"
+//! role = "primary"                 # or "standby"
+//! [[hsm.group.region.member]]
+//! name = "hsm-a"
+//! module = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+//! env = { P11_KIT_SERVER_ADDRESS = "unix:path=/run/hsm-a.sock" }
+//! token = "hsm-a"                  # or serial = "..."
+//! pin_file = "pin-a"               # or pin_env = "..."
+//! sessions = 8                     # per connection, default 4
+//! connections = 1                  # module instances, default 1
+//! capacity = 10000                 # rated signatures/s, for spreading load
+//! ```
+//!
 //! Unknown keys are errors. Existence of files (certificate, PIN file, module)
 //! is not checked here; the components that open them report their errors.
 //!
@@ -85,7 +112,8 @@ mod validate;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
-    Config, ConfigWarning, KeyRef, Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
+    Config, ConfigWarning, HsmGroup, HsmMember, HsmRegion, KeyRef, Listener, Location, PinSource,
+    Pkcs11Config, TlsConfig, Upstream,
 };
 pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};
 pub use secret::Secret;

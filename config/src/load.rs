@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(config.source, path);
         assert_eq!(config.tls.certificate_chain, dir.path().join("cert.pem"));
         assert_eq!(
-            config.pkcs11.pin,
+            config.pkcs11.as_ref().expect("single token").pin,
             PinSource::File(dir.path().join("pin.txt"))
         );
         assert_eq!(

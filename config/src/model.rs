@@ -20,8 +20,11 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Certificate chain and private key.
     pub tls: TlsConfig,
-    /// PKCS#11 module, PIN and signing pool.
-    pub pkcs11: Pkcs11Config,
+    /// One token: PKCS#11 module, PIN and signing pool (`[pkcs11]`). `None` when the
+    /// key lives in an HA group of HSMs (`[[hsm.group]]`).
+    pub pkcs11: Option<Pkcs11Config>,
+    /// The HA group of HSM members that holds the key (`[[hsm.group]]`), if used.
+    pub hsm: Option<HsmGroup>,
     /// The plain-HTTP backend.
     pub upstream: Upstream,
     /// How long in-flight requests may finish after a shutdown signal.
@@ -95,6 +98,65 @@ pub struct Pkcs11Config {
     pub queue_depth: usize,
     /// Time limit for one signature.
     pub sign_timeout: Duration,
+}
+
+/// An HA group of HSMs holding the same key: regions of members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HsmGroup {
+    /// The group's name.
+    pub name: String,
+    /// Deadline for one signature, retries on other members included.
+    pub sign_timeout: Duration,
+    /// Deadline for one attempt on one member; a call running longer fences the member.
+    pub op_timeout: Duration,
+    /// Queue capacity per member.
+    pub queue_depth: usize,
+    /// Use the standby region when every primary member is saturated.
+    pub standby_when_saturated: bool,
+    /// How often an up member gets a test signature.
+    pub probe_interval: Duration,
+    /// How long a recovery attempt may take before it is abandoned.
+    pub recovery_timeout: Duration,
+    /// Threads that may be abandoned in one member's hung calls before recovery waits.
+    pub max_abandoned_threads: usize,
+    /// The regions, in file order.
+    pub regions: Vec<HsmRegion>,
+}
+
+/// A region of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HsmRegion {
+    /// Its name.
+    pub name: String,
+    /// `role = "primary"` (else standby).
+    pub primary: bool,
+    /// Its members.
+    pub members: Vec<HsmMember>,
+}
+
+/// One HSM: one PKCS#11 module instance (or several, `connections`) and its token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HsmMember {
+    /// Its name (logs, metrics).
+    pub name: String,
+    /// The module to load.
+    pub module: PathBuf,
+    /// Environment applied while its function list is loaded and initialised.
+    pub env: BTreeMap<String, String>,
+    /// Token label.
+    pub token: Option<String>,
+    /// Token serial.
+    pub serial: Option<String>,
+    /// Where its PIN comes from.
+    pub pin: PinSource,
+    /// Sessions (threads) per connection.
+    pub sessions: usize,
+    /// Module instances to open.
+    pub connections: usize,
+    /// Rated capacity, signatures/s.
+    pub capacity: Option<f64>,
+    /// Where the member is written.
+    pub location: Location,
 }
 
 /// Where the token PIN comes from.

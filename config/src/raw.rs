@@ -15,11 +15,61 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) listener: Vec<Spanned<RawListener>>,
     pub(crate) tls: RawTls,
-    #[serde(default)]
-    pub(crate) pkcs11: RawPkcs11,
+    pub(crate) pkcs11: Option<RawPkcs11>,
     pub(crate) upstream: RawUpstream,
     #[serde(default)]
     pub(crate) shutdown: RawShutdown,
+    pub(crate) hsm: Option<RawHsm>,
+}
+
+/// `[hsm]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHsm {
+    #[serde(default)]
+    pub(crate) group: Vec<Spanned<RawGroup>>,
+}
+
+/// `[[hsm.group]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub(crate) name: Spanned<String>,
+    pub(crate) sign_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) op_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) queue_depth: Option<Spanned<i64>>,
+    pub(crate) standby_when_saturated: Option<bool>,
+    pub(crate) probe_interval_ms: Option<Spanned<i64>>,
+    pub(crate) recovery_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) max_abandoned_threads: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) region: Vec<Spanned<RawRegion>>,
+}
+
+/// `[[hsm.group.region]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegion {
+    pub(crate) name: Spanned<String>,
+    pub(crate) role: Spanned<String>,
+    #[serde(default)]
+    pub(crate) member: Vec<Spanned<RawMember>>,
+}
+
+/// `[[hsm.group.region.member]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMember {
+    pub(crate) name: Spanned<String>,
+    pub(crate) module: Spanned<String>,
+    pub(crate) env: Option<Spanned<BTreeMap<String, String>>>,
+    pub(crate) token: Option<Spanned<String>>,
+    pub(crate) serial: Option<Spanned<String>>,
+    pub(crate) pin_file: Option<Spanned<String>>,
+    pub(crate) pin_env: Option<Spanned<String>>,
+    pub(crate) sessions: Option<Spanned<i64>>,
+    pub(crate) connections: Option<Spanned<i64>>,
+    pub(crate) capacity: Option<Spanned<f64>>,
 }
 
 /// `[[listener]]`.
@@ -37,6 +87,7 @@ pub(crate) struct RawListener {
 pub(crate) struct RawTls {
     pub(crate) certificate: Spanned<String>,
     pub(crate) key: Spanned<String>,
+    pub(crate) group: Option<Spanned<String>>,
 }
 
 /// `[pkcs11]`.

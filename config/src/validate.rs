@@ -15,13 +15,30 @@ use crate::model::{Config, KeyRef, Listener, TlsConfig, Upstream};
 use crate::pkcs11_uri::{ObjectType, parse_key_string};
 use crate::raw::{RawConfig, RawListener, RawTls, RawUpstream};
 
+mod hsm;
 mod pkcs11;
 
 pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let listeners = listeners(&raw.listener, src)?;
-    let (tls, key_offset) = tls(&raw.tls, src)?;
-    let pkcs11 = pkcs11(&raw.pkcs11, &tls.key, key_offset, src, &mut warnings)?;
+    let grouped = raw.hsm.is_some();
+    let (tls, key_offset) = tls(&raw.tls, grouped, src)?;
+    let (pkcs11, hsm) = match (&raw.pkcs11, &raw.hsm) {
+        (Some(_), Some(h)) => {
+            let reason = "use either [pkcs11] (one token) or [[hsm.group]] (HA group), not both";
+            let at = h.group.first().map_or(0, |g| g.span().start);
+            return Err(src.invalid(at, "pkcs11", reason));
+        }
+        (_, Some(h)) => (None, Some(hsm::group(h, &raw.tls, &tls.key, src)?)),
+        (p, None) => {
+            let empty = crate::raw::RawPkcs11::default();
+            let p = p.as_ref().unwrap_or(&empty);
+            (
+                Some(pkcs11(p, &tls.key, key_offset, src, &mut warnings)?),
+                None,
+            )
+        }
+    };
     let upstream = upstream(&raw.upstream, src)?;
     let grace = int(
         raw.shutdown.grace_ms.as_ref(),
@@ -35,6 +52,7 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         listeners,
         tls,
         pkcs11,
+        hsm,
         upstream,
         shutdown_grace: Duration::from_millis(grace),
         warnings,
@@ -102,7 +120,7 @@ fn listeners(raw: &[Spanned<RawListener>], src: &Source<'_>) -> Result<Vec<Liste
 }
 
 /// Returns the TLS settings and the byte offset of the key string.
-fn tls(raw: &RawTls, src: &Source<'_>) -> Result<(TlsConfig, usize), ConfigError> {
+fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usize), ConfigError> {
     let cert = &raw.certificate;
     if cert.get_ref().trim().is_empty() {
         return Err(src.invalid(cert.span().start, "tls.certificate", "must not be empty"));
@@ -125,7 +143,11 @@ fn tls(raw: &RawTls, src: &Source<'_>) -> Result<(TlsConfig, usize), ConfigError
             },
         )
     })?;
-    let reason = if uri.token.is_none() && uri.serial.is_none() {
+    let reason = if grouped && (uri.token.is_some() || uri.serial.is_some()) {
+        Some("with [[hsm.group]] the key URI names no token: each member names its own".to_owned())
+    } else if grouped && (uri.pin_source.is_some() || uri.pin_value.is_some()) {
+        Some("with [[hsm.group]] each member has its own PIN (pin_file or pin_env)".to_owned())
+    } else if !grouped && uri.token.is_none() && uri.serial.is_none() {
         Some("the URI must name a token (token= or serial=)".to_owned())
     } else if uri.object.is_none() && uri.id.is_none() {
         Some("the URI must name the key object (object= or id=)".to_owned())
@@ -283,11 +305,24 @@ mod tests {
         assert_eq!(c.tls.certificate_chain, Path::new("/etc/hsmgate/cert.pem"));
         assert_eq!((c.tls.key.location.line, c.tls.key.location.col), (6, 7));
         assert_eq!(
-            c.pkcs11.pin,
+            c.pkcs11.as_ref().expect("single token").pin,
             crate::PinSource::File("/etc/hsmgate/pin.txt".into())
         );
-        assert_eq!((c.pkcs11.sessions, c.pkcs11.queue_depth), (4, 1024));
-        assert_eq!(c.pkcs11.sign_timeout.as_millis(), 2000);
+        assert_eq!(
+            (
+                c.pkcs11.as_ref().expect("single token").sessions,
+                c.pkcs11.as_ref().expect("single token").queue_depth
+            ),
+            (4, 1024)
+        );
+        assert_eq!(
+            c.pkcs11
+                .as_ref()
+                .expect("single token")
+                .sign_timeout
+                .as_millis(),
+            2000
+        );
         assert_eq!(c.upstream.connect_timeout.as_millis(), 3000);
         assert_eq!(c.upstream.request_timeout.as_millis(), 60_000);
         assert_eq!(c.shutdown_grace.as_millis(), 10_000);
@@ -444,7 +479,12 @@ mod tests {
         );
         let env = good(&[(m, &format!("{m}\nenv = {{ SOFTHSM2_CONF = \"/x\" }}"))]);
         assert_eq!(
-            env.pkcs11.env.get("SOFTHSM2_CONF").map(String::as_str),
+            env.pkcs11
+                .as_ref()
+                .expect("single token")
+                .env
+                .get("SOFTHSM2_CONF")
+                .map(String::as_str),
             Some("/x")
         );
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsmgate_config::Config;
-use hsmgate_signer::{PoolSettings, SignerPool};
+use hsmgate_signer::{GroupSettings, SignerPool};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -76,9 +76,11 @@ impl Proxy {
     fn signing(
         config: &Config,
     ) -> Result<(SignerPool, Arc<rustls::sign::CertifiedKey>), ProxyError> {
-        let settings = PoolSettings::from_config(config)?;
-        let pool = SignerPool::start(&settings)?;
         let chain = tls::load_chain(&config.tls.certificate_chain)?;
+        // Every HSM member's key is checked against the certificate's before use.
+        let expected = tls::expected_key(&chain, &config.tls.certificate_chain)?;
+        let settings = GroupSettings::from_config(config, Some(expected))?;
+        let pool = SignerPool::start_group(settings)?;
         let key = tls::certified_key(
             chain,
             &config.tls.certificate_chain,

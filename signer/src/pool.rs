@@ -83,6 +83,49 @@ pub struct GroupSettings {
     pub max_abandoned: usize,
 }
 
+impl GroupSettings {
+    /// Settings from a validated configuration: its `[[hsm.group]]`, or its single
+    /// `[pkcs11]` token as a one-member group. Reads every member's PIN.
+    pub fn from_config(config: &hsmgate_config::Config, expected: Option<ExpectedKey>) -> Result<Self, SignerError> {
+        let Some(g) = &config.hsm else {
+            return Ok(PoolSettings::from_config(config)?.into_group(expected));
+        };
+        let mut members = Vec::new();
+        for region in &g.regions {
+            for m in &region.members {
+                let mut uri = config.tls.key.uri.clone();
+                uri.token = m.token.clone();
+                uri.serial = m.serial.clone();
+                members.push(MemberSettings {
+                    name: m.name.clone(),
+                    region: region.name.clone(),
+                    primary: region.primary,
+                    module: m.module.clone(),
+                    env: m.env.clone(),
+                    uri,
+                    pin: crate::pin::read_pin(&m.pin)?,
+                    sessions: m.sessions,
+                    connections: m.connections,
+                    capacity: m.capacity.unwrap_or(1.0),
+                });
+            }
+        }
+        Ok(GroupSettings {
+            name: g.name.clone(),
+            members,
+            expected,
+            sign_timeout: g.sign_timeout,
+            op_timeout: g.op_timeout,
+            queue_depth: g.queue_depth,
+            batch_max: 32,
+            standby_when_saturated: g.standby_when_saturated,
+            probe_interval: g.probe_interval,
+            recovery_timeout: g.recovery_timeout,
+            max_abandoned: g.max_abandoned_threads,
+        })
+    }
+}
+
 /// A single token: the walking-skeleton form, turned into a one-member group.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -107,7 +150,10 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// Settings from a validated configuration (reads the PIN from its source).
     pub fn from_config(config: &hsmgate_config::Config) -> Result<Self, SignerError> {
-        let p = &config.pkcs11;
+        let p = config.pkcs11.as_ref().ok_or_else(|| SignerError::NoHealthyMember {
+            group: "-".into(),
+            detail: "the configuration has no [pkcs11] section".into(),
+        })?;
         Ok(PoolSettings {
             module: p.module.clone(),
             env: p.env.clone(),

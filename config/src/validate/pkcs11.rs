@@ -212,16 +212,24 @@ mod tests {
             ("?pin-source=file:pin.txt", ""),
             ("libsofthsm2.so\"", "libsofthsm2.so\"\npin_env = \"P\""),
         ]);
-        assert_eq!(env.pkcs11.pin, crate::PinSource::Env("P".into()));
+        assert_eq!(
+            env.pkcs11.as_ref().expect("single token").pin,
+            crate::PinSource::Env("P".into())
+        );
         let abs = good(&[("file:pin.txt", "file:///run/pin")]);
-        assert_eq!(abs.pkcs11.pin, crate::PinSource::File("/run/pin".into()));
+        assert_eq!(
+            abs.pkcs11.as_ref().expect("single token").pin,
+            crate::PinSource::File("/run/pin".into())
+        );
     }
 
     #[test]
     fn pin_value_is_accepted_with_a_warning_and_never_printed() {
         const PIN: &str = "s3cr3t-PIN-4711";
         let c = good(&[("pin-source=file:pin.txt", &format!("pin-value={PIN}"))]);
-        assert!(matches!(&c.pkcs11.pin, crate::PinSource::Value(s) if s.expose() == PIN));
+        assert!(
+            matches!(&c.pkcs11.as_ref().expect("single token").pin, crate::PinSource::Value(s) if s.expose() == PIN)
+        );
         assert_eq!(c.warnings.len(), 1);
         let w = &c.warnings[0];
         assert_eq!(w.location.line, 6);
@@ -257,13 +265,16 @@ mod tests {
         let no_module = ("module = \"/usr/lib/softhsm/libsofthsm2.so\"", "");
         bad(&[no_module], 6, &["`pkcs11.module`", "no PKCS#11 module"]);
         let c = good(&[no_module, ("pin.txt", "pin.txt&module-path=/opt/p11.so")]);
-        assert_eq!(c.pkcs11.module, Path::new("/opt/p11.so"));
+        assert_eq!(
+            c.pkcs11.as_ref().expect("single token").module,
+            Path::new("/opt/p11.so")
+        );
         let same = good(&[(
             "pin.txt",
             "pin.txt&module-path=/usr/lib/softhsm/libsofthsm2.so",
         )]);
         assert_eq!(
-            same.pkcs11.module,
+            same.pkcs11.as_ref().expect("single token").module,
             Path::new("/usr/lib/softhsm/libsofthsm2.so")
         );
         bad(
