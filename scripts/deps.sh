@@ -14,6 +14,7 @@ command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v nginx >/dev/null || need+=(nginx)   # `nginx -t` is the oracle of the nginx-config tests
 command -v cc >/dev/null || need+=(gcc)
 ((${#need[@]})) || exit 0
 SUDO=""

@@ -122,12 +122,87 @@ pub enum ConfigErrorKind {
         /// The path in the URI's `module-path`.
         uri: PathBuf,
     },
+    /// nginx syntax: a token where it may not be (`unexpected "}"`,
+    /// `unexpected end of file, expecting ";" or "}"`), worded as nginx does.
+    #[error("unexpected {found}{}", expecting_suffix(*.expecting))]
+    Unexpected {
+        /// The directive being read, if any.
+        directive: Option<String>,
+        /// What was found: `"}"`, `";"`, `"{"`, `end of file`, …
+        found: String,
+        /// What nginx would have accepted there, e.g. `";" or "}"`.
+        expecting: Option<&'static str>,
+    },
+    /// An nginx directive that hsmgate neither implements nor may ignore.
+    #[error("unknown directive \"{directive}\"")]
+    UnknownDirective {
+        /// The directive name.
+        directive: String,
+    },
+    /// A known nginx directive in the wrong block.
+    #[error("\"{directive}\" directive is not allowed here")]
+    NotAllowedHere {
+        /// The directive name.
+        directive: String,
+    },
+    /// Wrong argument count, or a block where none is expected (or the reverse).
+    #[error("{reason} in \"{directive}\" directive")]
+    Arguments {
+        /// The directive name.
+        directive: String,
+        /// nginx's wording: `invalid number of arguments`, `no opening "{"`, …
+        reason: &'static str,
+    },
+    /// An `include`d file could not be read (reported at the `include`).
+    #[error("open() \"{}\" failed: {source}", .path.display())]
+    Include {
+        /// `include`.
+        directive: String,
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file includes itself, directly or through others.
+    #[error("include loop: {}", chain_text(.chain))]
+    IncludeLoop {
+        /// `include`.
+        directive: String,
+        /// The files from the outermost to the one included again.
+        chain: Vec<PathBuf>,
+    },
+    /// A `$variable` that hsmgate does not provide.
+    #[error("unknown \"{variable}\" variable in \"{directive}\" directive")]
+    UnknownVariable {
+        /// The directive the variable is used in.
+        directive: String,
+        /// The variable name, without `$`.
+        variable: String,
+    },
+}
+
+fn expecting_suffix(expecting: Option<&'static str>) -> String {
+    expecting.map_or_else(String::new, |e| format!(", expecting {e}"))
+}
+
+fn chain_text(chain: &[PathBuf]) -> String {
+    let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+    names.join(" -> ")
 }
 
 impl ConfigErrorKind {
-    /// The offending key, if the error concerns one.
+    /// The offending key (for nginx files: the directive), if the error
+    /// concerns one.
     pub fn key(&self) -> Option<&str> {
         match self {
+            Self::Unexpected { directive, .. } => directive.as_deref(),
+            Self::UnknownDirective { directive }
+            | Self::NotAllowedHere { directive }
+            | Self::Arguments { directive, .. }
+            | Self::Include { directive, .. }
+            | Self::IncludeLoop { directive, .. }
+            | Self::UnknownVariable { directive, .. } => Some(directive),
             Self::Invalid { key, .. }
             | Self::Uri { key, .. }
             | Self::MissingPin { key }

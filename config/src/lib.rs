@@ -81,6 +81,8 @@
 //! - [`model`]: the validated types.
 //! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
 //! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
+//! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
+//!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
 //!
 //! ```
 //! let text = r#"
@@ -104,6 +106,7 @@
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod nginx;
 pub mod pkcs11_uri;
 mod raw;
 mod secret;
@@ -115,5 +118,6 @@ pub use model::{
     Config, ConfigWarning, HsmGroup, HsmMember, HsmRegion, KeyRef, Listener, Location, PinSource,
     Pkcs11Config, TlsConfig, Upstream,
 };
+pub use nginx::{NginxConfig, NginxOptions};
 pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};
 pub use secret::Secret;

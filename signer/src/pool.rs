@@ -86,7 +86,10 @@ pub struct GroupSettings {
 impl GroupSettings {
     /// Settings from a validated configuration: its `[[hsm.group]]`, or its single
     /// `[pkcs11]` token as a one-member group. Reads every member's PIN.
-    pub fn from_config(config: &hsmgate_config::Config, expected: Option<ExpectedKey>) -> Result<Self, SignerError> {
+    pub fn from_config(
+        config: &hsmgate_config::Config,
+        expected: Option<ExpectedKey>,
+    ) -> Result<Self, SignerError> {
         let Some(g) = &config.hsm else {
             return Ok(PoolSettings::from_config(config)?.into_group(expected));
         };
@@ -150,10 +153,13 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// Settings from a validated configuration (reads the PIN from its source).
     pub fn from_config(config: &hsmgate_config::Config) -> Result<Self, SignerError> {
-        let p = config.pkcs11.as_ref().ok_or_else(|| SignerError::NoHealthyMember {
-            group: "-".into(),
-            detail: "the configuration has no [pkcs11] section".into(),
-        })?;
+        let p = config
+            .pkcs11
+            .as_ref()
+            .ok_or_else(|| SignerError::NoHealthyMember {
+                group: "-".into(),
+                detail: "the configuration has no [pkcs11] section".into(),
+            })?;
         Ok(PoolSettings {
             module: p.module.clone(),
             env: p.env.clone(),

@@ -38,8 +38,7 @@ pub(crate) fn group(
     }
     let name = non_empty(&gr.name, "hsm.group.name", src)?;
     let ms = |v: Option<&Spanned<i64>>, key: &str, range, default| {
-        int(v, &format!("hsm.group.{key}"), range, default, src)
-            .map(|n| Duration::from_millis(n as u64))
+        int(v, &format!("hsm.group.{key}"), range, default, src).map(Duration::from_millis)
     };
     let sign_timeout = ms(
         gr.sign_timeout_ms.as_ref(),

@@ -68,11 +68,24 @@ fn certificate_for_another_key_is_refused_naming_both() {
         &other.chain_pem.display().to_string(),
     );
     let err = fails_to_start(&token, &config);
-    let last = err.lines().find(|l| l.starts_with("hsmgate: ")).expect("the error line");
-    assert!(last.contains("key tls on token hsmgate-test does not match certificate"), "{last}");
-    assert!(last.contains(&other.chain_pem.display().to_string()), "{last}");
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("hsmgate: "))
+        .expect("the error line");
+    assert!(
+        last.contains("key tls on token hsmgate-test does not match certificate"),
+        "{last}"
+    );
+    assert!(
+        last.contains(&other.chain_pem.display().to_string()),
+        "{last}"
+    );
     assert!(last.contains("(subject CN=localhost)"), "{last}");
-    assert_eq!(last.matches("RSA-2048 (modulus").count(), 2, "describes both keys: {last}");
+    assert_eq!(
+        last.matches("RSA-2048 (modulus").count(),
+        2,
+        "describes both keys: {last}"
+    );
 }
 
 #[test]

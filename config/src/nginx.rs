@@ -1,0 +1,161 @@
+//! The nginx configuration reader: hsmgate as a drop-in for nginx used as an
+//! SSL-offload front. [`load`] reads `nginx.conf` (with its `include`s) and
+//! validates the subset below into an [`NginxConfig`]; anything outside it is
+//! an error naming `file:line:col` and the directive, so a config is never
+//! half-understood.
+//!
+//! # Paths
+//!
+//! As in nginx: `include`, `ssl_certificate`, `ssl_certificate_key` and
+//! `ssl_session_ticket_key` are relative to the main file's directory
+//! (nginx's conf prefix); `pid`, `error_log` and `access_log` to the prefix
+//! ([`NginxOptions::prefix`], nginx's `-p`; by default the parent of the main
+//! file's directory, as in nginx's own layout `PREFIX/conf/nginx.conf`). A
+//! relative main file is taken relative to the prefix when one is given.
+//!
+//! # Directives
+//!
+//! - main: `user`, `worker_processes` (recorded; hsmgate is one
+//!   multi-threaded process), `pid` (where `-s` finds the process),
+//!   `error_log`, `env`, `ssl_engine pkcs11` (any other engine is an error),
+//!   `events { worker_connections }`, `http`.
+//! - `http`: `server`, `upstream NAME { server ADDR [weight=N] [max_fails=N]
+//!   [fail_timeout=T] [backup] [down]; keepalive N; }`, `log_format`, and the
+//!   settings below.
+//! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
+//!   `ipv6only=`, `backlog=`), `server_name`, `location`, `return`, settings.
+//! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http://HOST[:PORT][URI]`
+//!   (a named upstream or an address), `return`, nested `location`, settings.
+//! - settings (inherited `http` → `server` → `location`; a level with its own
+//!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
+//!   outer ones, as in nginx): `proxy_set_header`, `add_header`,
+//!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
+//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`;
+//!   in `http` and `server` also `ssl_certificate`, `ssl_certificate_key`
+//!   (a file, `engine:pkcs11:pkcs11:…` or `pkcs11:…`), `ssl_protocols`
+//!   (TLSv1/TLSv1.1 dropped with a warning), `ssl_ciphers` (mapped to rustls
+//!   suites; others dropped with a warning), `ssl_prefer_server_ciphers`,
+//!   `ssl_session_cache`, `ssl_session_timeout`, `ssl_session_tickets`,
+//!   `ssl_session_ticket_key`.
+//!
+//! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
+//! must be in [`SUPPORTED_VARIABLES`] (or `$http_NAME`).
+//!
+//! # Directives ignored with a warning
+//!
+//! | directive | why ignoring it is safe |
+//! |---|---|
+//! | `sendfile`, `open_file_cache*`, `types {}`, `default_type` | hsmgate serves no files |
+//! | `tcp_nopush`, `tcp_nodelay` | socket tuning; hsmgate sets its own options (TCP_NODELAY on) |
+//! | `types_hash_*`, `server_names_hash_*` | nginx hash-table sizing |
+//! | `server_tokens` | hsmgate adds no version to responses |
+//! | `charset` | responses pass as the upstream sent them |
+//! | `gzip*` | responses pass as the upstream sent them (not compressed) |
+//! | `ssl_dhparam` | rustls has no DHE suites |
+//! | `ssl_ecdh_curve` | rustls negotiates its own groups |
+//! | `ssl_stapling*`, `ssl_trusted_certificate` | no OCSP stapling; clients do their own checks |
+//! | `resolver`, `resolver_timeout` | the system resolver is used |
+//! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
+//! | `proxy_redirect` | `Location` passes unchanged, as with `proxy_redirect off` |
+//! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
+//! | `http2` (directive form) | h2 is enabled per `listen … http2` |
+//! | `keepalive_requests` | connections are not closed after a request count |
+//! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
+//!
+//! # Known differences from nginx
+//!
+//! - `pkcs11:…` keys are accepted directly (nginx would read a file of that name).
+//! - `listen` takes literal addresses and `localhost` (as 127.0.0.1); other
+//!   names are not resolved.
+//! - Regexes use the `regex` crate, not PCRE: no look-around or backreferences.
+//! - nginx's automatic `301` for `/prefix` → `/prefix/` on `proxy_pass`
+//!   locations is not modelled by [`location_match`].
+
+mod build;
+mod ignored;
+mod lexer;
+mod location;
+mod model;
+mod parse;
+mod scope;
+mod select;
+mod server;
+mod template;
+mod tls;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+pub use self::model::{
+    AccessLog, Action, AddHeader, CertPair, ErrorLog, HttpVersion, KeySource, Listen,
+    LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
+    ProxySettings, Return, Server, ServerName, UpstreamGroup, UpstreamRef, UpstreamServer,
+};
+pub use self::parse::SourceFile;
+pub use self::select::{location_match, proxy_pass_uri, select_server};
+pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
+pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// How nginx was invoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NginxOptions {
+    /// `-p PREFIX`; default: the parent of the main file's directory.
+    pub prefix: Option<PathBuf>,
+    /// `-g "directives;"`: main-context directives read before the file.
+    pub globals: Option<String>,
+}
+
+/// Reads the nginx configuration at `path` (and its includes) and validates it.
+pub fn load(path: &Path, opts: &NginxOptions) -> Result<NginxConfig, ConfigError> {
+    let path = match &opts.prefix {
+        Some(prefix) if path.is_relative() => prefix.join(path),
+        _ => path.to_path_buf(),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+        file: path.clone(),
+        line: 0,
+        col: 0,
+        kind: ConfigErrorKind::Read(e),
+    })?;
+    load_text(&path, text, opts)
+}
+
+/// [`load`] with the main file's text already read (includes are still read
+/// from disk).
+pub(crate) fn load_text(
+    path: &Path,
+    text: String,
+    opts: &NginxOptions,
+) -> Result<NginxConfig, ConfigError> {
+    let conf_prefix = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let prefix = opts
+        .prefix
+        .clone()
+        .unwrap_or_else(|| match conf_prefix.parent() {
+            Some(p) if !conf_prefix.as_os_str().is_empty() => p.to_path_buf(),
+            _ => conf_prefix.clone(),
+        });
+    let mut parser = parse::Parser::new(&conf_prefix);
+    let mut main = match &opts.globals {
+        Some(g) => parser.parse_text("command line".into(), g.clone())?,
+        None => Vec::new(),
+    };
+    main.extend(parser.parse_text(path.to_path_buf(), text)?);
+    let sources = parser.sources;
+    let mut ctx = build::Ctx {
+        sources: &sources,
+        prefix: &prefix,
+        conf_prefix: &conf_prefix,
+        warnings: Vec::new(),
+        log_formats: Default::default(),
+    };
+    let mut config = build::build(&mut ctx, &main, path)?;
+    config.files = sources.files;
+    tracing::debug!(file = %path.display(), servers = config.servers.len(), "nginx configuration loaded");
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;

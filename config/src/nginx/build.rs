@@ -1,0 +1,446 @@
+//! Validation of the directive tree into [`NginxConfig`]: the main, `events`,
+//! `http` and `upstream` contexts, and the settings every level shares
+//! ([`Scope`], merged with nginx's inheritance rules).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ignored;
+use super::model::Server;
+use super::model::{LogEscape, LogFormat, NginxConfig, UpstreamGroup, UpstreamServer};
+use super::parse::{Arg, Directive, Pos, Sources};
+use super::scope::{Level, Scope, error_log, set};
+use super::server::{build_server, check_listens};
+use super::template::{Template, TemplateError};
+use super::values::{host_port, parse_time};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::model::{ConfigWarning, Location};
+
+/// Every directive hsmgate implements somewhere (to tell "not allowed here"
+/// from "unknown").
+const KNOWN: &[&str] = &[
+    "user",
+    "worker_processes",
+    "pid",
+    "error_log",
+    "env",
+    "ssl_engine",
+    "events",
+    "http",
+    "worker_connections",
+    "server",
+    "upstream",
+    "keepalive",
+    "log_format",
+    "access_log",
+    "proxy_set_header",
+    "add_header",
+    "proxy_http_version",
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "proxy_send_timeout",
+    "client_max_body_size",
+    "keepalive_timeout",
+    "listen",
+    "server_name",
+    "location",
+    "return",
+    "proxy_pass",
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "ssl_protocols",
+    "ssl_ciphers",
+    "ssl_prefer_server_ciphers",
+    "ssl_session_cache",
+    "ssl_session_timeout",
+    "ssl_session_tickets",
+    "ssl_session_ticket_key",
+];
+
+const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+
+/// What validation needs: the sources (for locations), the two prefixes and
+/// what it has gathered so far.
+pub(crate) struct Ctx<'a> {
+    pub(crate) sources: &'a Sources,
+    pub(crate) prefix: &'a Path,
+    pub(crate) conf_prefix: &'a Path,
+    pub(crate) warnings: Vec<ConfigWarning>,
+    pub(crate) log_formats: BTreeMap<String, LogFormat>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn loc(&self, at: Pos) -> Location {
+        self.sources.location(at)
+    }
+
+    pub(crate) fn err(&self, at: Pos, kind: ConfigErrorKind) -> ConfigError {
+        self.sources.error(at, kind)
+    }
+
+    /// A bad value of `d` at `at`.
+    pub(crate) fn invalid(&self, d: &Directive, at: Pos, reason: impl Into<String>) -> ConfigError {
+        let key = d.name.clone();
+        self.err(
+            at,
+            ConfigErrorKind::Invalid {
+                key,
+                reason: reason.into(),
+            },
+        )
+    }
+
+    pub(crate) fn duplicate(&self, d: &Directive) -> ConfigError {
+        self.invalid(d, d.at, "directive is duplicate")
+    }
+
+    pub(crate) fn warn(&mut self, at: Pos, message: String) {
+        let location = self.loc(at);
+        self.warnings.push(ConfigWarning { location, message });
+    }
+
+    pub(crate) fn arguments(&self, d: &Directive, reason: &'static str) -> ConfigError {
+        let directive = d.name.clone();
+        self.err(d.at, ConfigErrorKind::Arguments { directive, reason })
+    }
+
+    /// The arguments of a simple directive (no block), `min..=max` of them.
+    pub(crate) fn args<'d>(
+        &self,
+        d: &'d Directive,
+        min: usize,
+        max: usize,
+    ) -> Result<&'d [Arg], ConfigError> {
+        if d.block.is_some() {
+            return Err(self.arguments(d, "no terminating \";\""));
+        }
+        if !(min..=max).contains(&d.args.len()) {
+            return Err(self.arguments(d, "invalid number of arguments"));
+        }
+        Ok(&d.args)
+    }
+
+    /// The single argument of a simple directive.
+    pub(crate) fn one<'d>(&self, d: &'d Directive) -> Result<&'d Arg, ConfigError> {
+        Ok(&self.args(d, 1, 1)?[0])
+    }
+
+    /// The body of a block directive with `min..=max` arguments.
+    pub(crate) fn block<'d>(
+        &self,
+        d: &'d Directive,
+        min: usize,
+        max: usize,
+    ) -> Result<&'d [Directive], ConfigError> {
+        let Some(block) = &d.block else {
+            return Err(self.arguments(d, "no opening \"{\""));
+        };
+        if !(min..=max).contains(&d.args.len()) {
+            return Err(self.arguments(d, "invalid number of arguments"));
+        }
+        Ok(block)
+    }
+
+    /// `arg` of `d` as a [`Template`]; errors point into the argument.
+    pub(crate) fn template(&self, d: &Directive, arg: &Arg) -> Result<Template, ConfigError> {
+        Template::parse(&arg.value).map_err(|e| {
+            let at = |offset: usize| Pos {
+                offset: arg.at.offset + usize::from(arg.quoted) + offset,
+                ..arg.at
+            };
+            match e {
+                TemplateError::InvalidName(o) => self.invalid(d, at(o), "invalid variable name"),
+                TemplateError::Unknown(o, variable) => {
+                    let directive = d.name.clone();
+                    self.err(
+                        at(o),
+                        ConfigErrorKind::UnknownVariable {
+                            directive,
+                            variable,
+                        },
+                    )
+                }
+            }
+        })
+    }
+
+    /// A path relative to the prefix (`pid`, logs).
+    pub(crate) fn prefix_path(&self, p: &str) -> PathBuf {
+        self.prefix.join(p)
+    }
+
+    /// A path relative to the conf prefix (`ssl_*` files).
+    pub(crate) fn conf_path(&self, p: &str) -> PathBuf {
+        self.conf_prefix.join(p)
+    }
+
+    /// A directive this context does not handle: ignored with a warning if it
+    /// is in the safe list, else an error.
+    pub(crate) fn other(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        if let Some(why) = ignored::reason(&d.name) {
+            self.warn(d.at, format!("\"{}\" ignored: {why}", d.name));
+            return Ok(());
+        }
+        let directive = d.name.clone();
+        Err(self.err(
+            d.at,
+            match KNOWN.contains(&d.name.as_str()) {
+                true => ConfigErrorKind::NotAllowedHere { directive },
+                false => ConfigErrorKind::UnknownDirective { directive },
+            },
+        ))
+    }
+}
+
+/// The main context.
+pub(crate) fn build(
+    ctx: &mut Ctx<'_>,
+    main: &[Directive],
+    main_file: &Path,
+) -> Result<NginxConfig, ConfigError> {
+    let combined = LogFormat {
+        escape: LogEscape::Default,
+        template: Template::parse(COMBINED).expect("nginx's combined format"),
+    };
+    ctx.log_formats.insert("combined".into(), combined);
+    let (mut user, mut workers, mut pid, mut events, mut http) = (None, None, None, None, None);
+    let mut error_logs = Vec::new();
+    let mut env = Vec::new();
+    let mut engine = None;
+    for d in main {
+        match d.name.as_str() {
+            "user" => {
+                let a = ctx.args(d, 1, 2)?;
+                set(
+                    ctx,
+                    d,
+                    &mut user,
+                    (a[0].value.clone(), a.get(1).map(|g| g.value.clone())),
+                )?;
+            }
+            "worker_processes" => {
+                let arg = ctx.one(d)?;
+                let n = match arg.value.as_str() {
+                    "auto" => None,
+                    v => Some(
+                        v.parse::<u32>()
+                            .map_err(|_| ctx.invalid(d, arg.at, "invalid value"))?,
+                    ),
+                };
+                set(ctx, d, &mut workers, n)?;
+            }
+            "pid" => {
+                let path = ctx.prefix_path(&ctx.one(d)?.value);
+                set(ctx, d, &mut pid, path)?;
+            }
+            "error_log" => error_logs.push(error_log(ctx, d)?),
+            "env" => {
+                let v = &ctx.one(d)?.value;
+                env.push(match v.split_once('=') {
+                    Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                    None => (v.clone(), None),
+                });
+            }
+            "ssl_engine" => {
+                let arg = ctx.one(d)?;
+                if arg.value != "pkcs11" {
+                    let reason = format!(
+                        "engine \"{}\" is not supported: only \"pkcs11\" (keys named by PKCS#11 URIs)",
+                        arg.value
+                    );
+                    return Err(ctx.invalid(d, arg.at, reason));
+                }
+                set(ctx, d, &mut engine, ())?;
+            }
+            "events" => {
+                let block = ctx.block(d, 0, 0)?;
+                let connections = events_block(ctx, block)?;
+                set(ctx, d, &mut events, connections)?;
+            }
+            "http" => {
+                let block = ctx.block(d, 0, 0)?;
+                set(ctx, d, &mut http, block)?;
+            }
+            _ => ctx.other(d)?,
+        }
+    }
+    let Some(worker_connections) = events else {
+        return Err(ConfigError {
+            file: main_file.to_path_buf(),
+            line: 0,
+            col: 0,
+            kind: ConfigErrorKind::Invalid {
+                key: "events".into(),
+                reason: "no \"events\" section in configuration".into(),
+            },
+        });
+    };
+    let (servers, upstreams) = match http {
+        Some(block) => http_block(ctx, block)?,
+        None => Default::default(),
+    };
+    Ok(NginxConfig {
+        servers,
+        upstreams,
+        user,
+        worker_processes: workers.flatten(),
+        worker_connections,
+        pid,
+        error_logs,
+        env,
+        ssl_engine_pkcs11: engine.is_some(),
+        log_formats: std::mem::take(&mut ctx.log_formats),
+        prefix: ctx.prefix.to_path_buf(),
+        conf_prefix: ctx.conf_prefix.to_path_buf(),
+        warnings: std::mem::take(&mut ctx.warnings),
+        files: Vec::new(),
+    })
+}
+
+fn events_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Option<u32>, ConfigError> {
+    let mut connections = None;
+    for d in block {
+        match d.name.as_str() {
+            "worker_connections" => {
+                let arg = ctx.one(d)?;
+                let n = arg
+                    .value
+                    .parse()
+                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                set(ctx, d, &mut connections, n)?;
+            }
+            _ => ctx.other(d)?,
+        }
+    }
+    Ok(connections)
+}
+
+type Servers = (Vec<Server>, BTreeMap<String, UpstreamGroup>);
+
+fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigError> {
+    let mut scope = Scope::default();
+    let mut upstreams = BTreeMap::new();
+    let mut servers = Vec::new();
+    for d in block {
+        match d.name.as_str() {
+            "server" => servers.push(d),
+            "upstream" => {
+                let body = ctx.block(d, 1, 1)?;
+                let name = d.args[0].value.clone();
+                if upstreams.contains_key(&name) {
+                    return Err(ctx.invalid(
+                        d,
+                        d.args[0].at,
+                        format!("duplicate upstream \"{name}\""),
+                    ));
+                }
+                let group = upstream(ctx, d, body)?;
+                upstreams.insert(name, group);
+            }
+            "log_format" => log_format(ctx, d)?,
+            _ if scope.directive(ctx, d, Level::Http)? => {}
+            _ => ctx.other(d)?,
+        }
+    }
+    let mut out = Vec::new();
+    let mut listen_pos = Vec::new();
+    for d in servers {
+        let body = ctx.block(d, 0, 0)?;
+        let (server, pos) = build_server(ctx, d, body, &scope, &upstreams)?;
+        out.push(server);
+        listen_pos.push(pos);
+    }
+    check_listens(ctx, &mut out, &listen_pos)?;
+    Ok((out, upstreams))
+}
+
+fn log_format(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(), ConfigError> {
+    let args = ctx.args(d, 2, usize::MAX)?;
+    let name = args[0].value.clone();
+    if ctx.log_formats.contains_key(&name) {
+        return Err(ctx.invalid(
+            d,
+            args[0].at,
+            format!("duplicate \"log_format\" name \"{name}\""),
+        ));
+    }
+    let (escape, strings) = match args[1].value.strip_prefix("escape=") {
+        Some(e) => {
+            let escape = match e {
+                "default" => LogEscape::Default,
+                "json" => LogEscape::Json,
+                "none" => LogEscape::None,
+                _ => {
+                    return Err(ctx.invalid(
+                        d,
+                        args[1].at,
+                        format!("unknown log format escaping \"{e}\""),
+                    ));
+                }
+            };
+            (escape, &args[2..])
+        }
+        None => (LogEscape::Default, &args[1..]),
+    };
+    let mut template = Template::default();
+    for a in strings {
+        template.parts.extend(ctx.template(d, a)?.parts);
+    }
+    ctx.log_formats.insert(name, LogFormat { escape, template });
+    Ok(())
+}
+
+fn upstream(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    body: &[Directive],
+) -> Result<UpstreamGroup, ConfigError> {
+    let mut servers = Vec::new();
+    let mut keepalive = None;
+    for s in body {
+        match s.name.as_str() {
+            "server" => servers.push(upstream_server(ctx, s)?),
+            "keepalive" => {
+                let arg = ctx.one(s)?;
+                let n = arg.value.parse().ok().filter(|&n| n > 0);
+                let n = n.ok_or_else(|| ctx.invalid(s, arg.at, "invalid value"))?;
+                set(ctx, s, &mut keepalive, n)?;
+            }
+            _ => ctx.other(s)?,
+        }
+    }
+    if servers.is_empty() {
+        return Err(ctx.invalid(d, d.at, "no servers are inside upstream"));
+    }
+    Ok(UpstreamGroup {
+        servers,
+        keepalive,
+        location: ctx.loc(d.at),
+    })
+}
+
+fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, ConfigError> {
+    let args = ctx.args(d, 1, 6)?;
+    let addr = host_port(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
+    let mut s = UpstreamServer {
+        addr,
+        weight: 1,
+        max_fails: 1,
+        fail_timeout: Duration::from_secs(10),
+        backup: false,
+        down: false,
+    };
+    for a in &args[1..] {
+        let bad = || ctx.invalid(d, a.at, format!("invalid parameter \"{}\"", a.value));
+        match a.value.split_once('=') {
+            Some(("weight", n)) => s.weight = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?,
+            Some(("max_fails", n)) => s.max_fails = n.parse().map_err(|_| bad())?,
+            Some(("fail_timeout", t)) => s.fail_timeout = parse_time(t).ok_or_else(bad)?,
+            None if a.value == "backup" => s.backup = true,
+            None if a.value == "down" => s.down = true,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,129 @@
+//! Directives accepted and ignored with a [`ConfigWarning`](crate::ConfigWarning),
+//! each with the reason it is safe (the table is repeated in the module docs of
+//! [`crate::nginx`]).
+
+/// Exact names, and why ignoring each is safe.
+const IGNORED: &[(&str, &str)] = &[
+    ("sendfile", "hsmgate serves no files"),
+    (
+        "tcp_nopush",
+        "socket tuning for sendfile; hsmgate sets its own socket options",
+    ),
+    ("tcp_nodelay", "hsmgate always sets TCP_NODELAY"),
+    (
+        "types",
+        "MIME types are for static files, which hsmgate does not serve",
+    ),
+    (
+        "default_type",
+        "MIME types are for static files, which hsmgate does not serve",
+    ),
+    ("types_hash_max_size", "nginx hash-table sizing"),
+    ("types_hash_bucket_size", "nginx hash-table sizing"),
+    ("server_names_hash_bucket_size", "nginx hash-table sizing"),
+    ("server_names_hash_max_size", "nginx hash-table sizing"),
+    (
+        "server_tokens",
+        "hsmgate does not add a version to responses",
+    ),
+    (
+        "charset",
+        "responses are passed as the upstream sent them (no charset added or converted)",
+    ),
+    ("ssl_dhparam", "rustls has no DHE suites"),
+    (
+        "ssl_ecdh_curve",
+        "rustls negotiates its own groups (X25519, P-256, P-384)",
+    ),
+    (
+        "ssl_trusted_certificate",
+        "only used for OCSP stapling and client certificates",
+    ),
+    (
+        "resolver",
+        "upstream names are resolved with the system resolver",
+    ),
+    (
+        "resolver_timeout",
+        "upstream names are resolved with the system resolver",
+    ),
+    (
+        "proxy_buffering",
+        "hsmgate streams responses without disk buffering",
+    ),
+    (
+        "proxy_buffers",
+        "hsmgate streams responses without disk buffering",
+    ),
+    (
+        "proxy_buffer_size",
+        "hsmgate streams responses without disk buffering",
+    ),
+    (
+        "proxy_busy_buffers_size",
+        "hsmgate streams responses without disk buffering",
+    ),
+    (
+        "proxy_redirect",
+        "Location headers are passed unchanged, as with `proxy_redirect off`",
+    ),
+    (
+        "multi_accept",
+        "event-loop tuning; tokio accepts in its own way",
+    ),
+    ("use", "event-loop tuning; tokio chooses epoll"),
+    ("accept_mutex", "event-loop tuning; hsmgate is one process"),
+    (
+        "worker_rlimit_nofile",
+        "raise the file limit with systemd/ulimit instead",
+    ),
+    ("http2", "ALPN h2 is set per `listen ... http2`"),
+    (
+        "keepalive_requests",
+        "connections are not closed after a request count",
+    ),
+    ("open_file_cache", "hsmgate serves no files"),
+    ("open_file_cache_valid", "hsmgate serves no files"),
+    ("open_file_cache_min_uses", "hsmgate serves no files"),
+    ("open_file_cache_errors", "hsmgate serves no files"),
+];
+
+/// Prefixes: every directive starting with one is ignored.
+const IGNORED_PREFIXES: &[(&str, &str)] = &[
+    (
+        "gzip",
+        "responses are passed uncompressed-as-received (no gzip added)",
+    ),
+    (
+        "ssl_stapling",
+        "OCSP responses are not stapled; clients fall back to their own checks",
+    ),
+    (
+        "limit_",
+        "NOT ENFORCED: rate and connection limits are not applied by hsmgate",
+    ),
+];
+
+/// Why ignoring directive `name` is safe, if it is in the list.
+pub(crate) fn reason(name: &str) -> Option<&'static str> {
+    IGNORED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .or_else(|| IGNORED_PREFIXES.iter().find(|(p, _)| name.starts_with(p)))
+        .map(|(_, why)| *why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_prefixes() {
+        assert!(reason("sendfile").is_some());
+        assert!(reason("gzip_types").is_some());
+        assert!(reason("limit_req_zone").unwrap().contains("NOT ENFORCED"));
+        assert!(reason("ssl_stapling_verify").is_some());
+        assert_eq!(reason("proxy_pass"), None);
+        assert_eq!(reason("sendfile_max_chunk"), None);
+    }
+}

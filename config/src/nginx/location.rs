@@ -1,0 +1,236 @@
+//! `location` blocks, `proxy_pass` and `return`, with nginx's load-time rules:
+//! no URI part in `proxy_pass` of a regex location, nested prefix locations
+//! inside their parent's prefix, nothing nested in an exact location, no
+//! duplicate locations.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::build::Ctx;
+use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
+use super::parse::Directive;
+use super::scope::{Level, Scope};
+use super::values::host_port;
+use crate::error::ConfigError;
+
+/// One `location` (and its nested ones), merged with `outer`.
+pub(crate) fn build_location(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    outer: &Scope,
+    upstreams: &BTreeMap<String, UpstreamGroup>,
+    parent: Option<&Matcher>,
+) -> Result<LocationBlock, ConfigError> {
+    let body = ctx.block(d, 1, 2)?;
+    let matcher = matcher(ctx, d)?;
+    if let Some(p) = parent {
+        check_nesting(ctx, d, p, &matcher)?;
+    }
+    let mut scope = Scope::default();
+    let (mut pass, mut ret, mut nested) = (None, None, vec![]);
+    for s in body {
+        match s.name.as_str() {
+            "proxy_pass" => {
+                let p = proxy_pass(ctx, s, &matcher, upstreams)?;
+                super::scope::set(ctx, s, &mut pass, p)?;
+            }
+            "return" => {
+                let r = parse_return(ctx, s)?;
+                ret.get_or_insert(r);
+            }
+            "location" => nested.push(s),
+            _ if scope.directive(ctx, s, Level::Location)? => {}
+            _ => ctx.other(s)?,
+        }
+    }
+    scope.inherit(outer);
+    let mut locations = Vec::new();
+    for n in &nested {
+        locations.push(build_location(ctx, n, &scope, upstreams, Some(&matcher))?);
+    }
+    check_duplicates(ctx, &locations, &nested)?;
+    if ret.is_some() && pass.is_some() {
+        ctx.warn(
+            d.at,
+            "\"proxy_pass\" is never used: \"return\" answers first".into(),
+        );
+    }
+    let action = ret.map(Action::Return).or(pass.map(Action::ProxyPass));
+    Ok(LocationBlock {
+        matcher,
+        action,
+        settings: scope.settings(),
+        locations,
+        location: ctx.loc(d.at),
+    })
+}
+
+fn matcher(ctx: &Ctx<'_>, d: &Directive) -> Result<Matcher, ConfigError> {
+    let (modifier, pattern, at) = match d.args.as_slice() {
+        [m, p] => (m.value.as_str(), p.value.clone(), p.at),
+        [p] => {
+            let v = p.value.as_str();
+            match ["=", "~*", "~", "^~"]
+                .into_iter()
+                .find(|m| v.starts_with(m) && v.len() > m.len())
+            {
+                Some(m) => (m, v[m.len()..].to_owned(), p.at),
+                None => ("", v.to_owned(), p.at),
+            }
+        }
+        _ => unreachable!("ctx.block checked 1..=2 arguments"),
+    };
+    if pattern.starts_with('@') {
+        return Err(ctx.invalid(d, at, "named locations are not supported"));
+    }
+    let regex = |ci: bool| {
+        let source = if ci {
+            format!("(?i){pattern}")
+        } else {
+            pattern.clone()
+        };
+        Regex::new(&source)
+            .map_err(|e| ctx.invalid(d, at, format!("invalid regex \"{pattern}\": {e}")))
+    };
+    Ok(match modifier {
+        "=" => Matcher::Exact(pattern),
+        "" => Matcher::Prefix(pattern),
+        "^~" => Matcher::PrefixNoRegex(pattern),
+        "~" => Matcher::Regex {
+            case_insensitive: false,
+            regex: regex(false)?,
+            pattern,
+        },
+        "~*" => Matcher::Regex {
+            case_insensitive: true,
+            regex: regex(true)?,
+            pattern,
+        },
+        m => {
+            return Err(ctx.invalid(
+                d,
+                d.args[0].at,
+                format!("invalid location modifier \"{m}\""),
+            ));
+        }
+    })
+}
+
+fn check_nesting(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    parent: &Matcher,
+    child: &Matcher,
+) -> Result<(), ConfigError> {
+    let (p, c) = (parent.pattern(), child.pattern());
+    match (parent, child) {
+        (Matcher::Exact(_), _) => Err(ctx.invalid(
+            d,
+            d.at,
+            format!("location \"{c}\" cannot be inside the exact location \"{p}\""),
+        )),
+        (Matcher::Regex { .. }, _) | (_, Matcher::Regex { .. }) => Ok(()),
+        _ if !c.starts_with(p) => Err(ctx.invalid(
+            d,
+            d.at,
+            format!("location \"{c}\" is outside location \"{p}\""),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// nginx's "duplicate location" check for one level.
+pub(crate) fn check_duplicates(
+    ctx: &Ctx<'_>,
+    built: &[LocationBlock],
+    ds: &[&Directive],
+) -> Result<(), ConfigError> {
+    for (i, l) in built.iter().enumerate() {
+        let same = |o: &LocationBlock| match (&o.matcher, &l.matcher) {
+            (Matcher::Exact(a), Matcher::Exact(b)) => a == b,
+            (
+                Matcher::Prefix(a) | Matcher::PrefixNoRegex(a),
+                Matcher::Prefix(b) | Matcher::PrefixNoRegex(b),
+            ) => a == b,
+            _ => false,
+        };
+        if built[..i].iter().any(same) {
+            return Err(ctx.invalid(
+                ds[i],
+                ds[i].at,
+                format!("duplicate location \"{}\"", l.matcher.pattern()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn proxy_pass(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    m: &Matcher,
+    upstreams: &BTreeMap<String, UpstreamGroup>,
+) -> Result<ProxyPass, ConfigError> {
+    let arg = ctx.one(d)?;
+    let v = arg.value.as_str();
+    if v.contains('$') {
+        return Err(ctx.invalid(d, arg.at, "variables in \"proxy_pass\" are not supported"));
+    }
+    let lower = v.to_ascii_lowercase();
+    let rest = match () {
+        _ if lower.starts_with("http://") => &v[7..],
+        _ if lower.starts_with("https://") => {
+            return Err(ctx.invalid(
+                d,
+                arg.at,
+                "https upstreams are not supported (hsmgate speaks plain HTTP to upstreams)",
+            ));
+        }
+        _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
+    };
+    let (host, uri) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+        None => (rest, None),
+    };
+    if uri.is_some() && matches!(m, Matcher::Regex { .. }) {
+        return Err(ctx.invalid(
+            d,
+            arg.at,
+            "\"proxy_pass\" cannot have URI part in location given by regular expression",
+        ));
+    }
+    let target = match upstreams.contains_key(host) {
+        true => UpstreamRef::Named(host.to_owned()),
+        false => UpstreamRef::Addr(host_port(host).map_err(|e| ctx.invalid(d, arg.at, e))?),
+    };
+    Ok(ProxyPass { target, uri })
+}
+
+/// `return code [text|URL]` / `return URL`.
+pub(crate) fn parse_return(ctx: &Ctx<'_>, d: &Directive) -> Result<Return, ConfigError> {
+    let args = ctx.args(d, 1, 2)?;
+    let first = &args[0];
+    let code = first.value.parse::<u16>().ok().filter(|&c| c <= 999);
+    match (code, args.get(1)) {
+        (Some(code), text) => {
+            let text_or_url = text.map(|t| ctx.template(d, t)).transpose()?;
+            Ok(Return { code, text_or_url })
+        }
+        (None, None)
+            if ["http://", "https://", "$scheme"]
+                .iter()
+                .any(|p| first.value.starts_with(p)) =>
+        {
+            Ok(Return {
+                code: 302,
+                text_or_url: Some(ctx.template(d, first)?),
+            })
+        }
+        (None, _) => Err(ctx.invalid(
+            d,
+            first.at,
+            format!("invalid return code \"{}\"", first.value),
+        )),
+    }
+}

@@ -1,0 +1,382 @@
+//! The validated nginx model: what an nginx configuration means to hsmgate.
+//!
+//! Per-location settings are already merged (`http` → `server` → `location`)
+//! with nginx's rules, so the proxy reads one [`ProxySettings`] per request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::parse::SourceFile;
+use super::template::Template;
+use super::tls::TlsSettings;
+use crate::model::{ConfigWarning, Location};
+use crate::pkcs11_uri::Pkcs11Uri;
+
+/// A loaded nginx configuration.
+#[derive(Debug, Clone)]
+pub struct NginxConfig {
+    /// `server` blocks, in file order.
+    pub servers: Vec<Server>,
+    /// `upstream` blocks by name.
+    pub upstreams: BTreeMap<String, UpstreamGroup>,
+    /// `user USER [GROUP]`: recorded so the binary may drop privileges after binding.
+    pub user: Option<(String, Option<String>)>,
+    /// `worker_processes`: hsmgate is one multi-threaded process; the value is
+    /// only recorded (`None` = `auto` or unset).
+    pub worker_processes: Option<u32>,
+    /// `events { worker_connections N; }`: a connection limit hint (nginx's
+    /// default is 512).
+    pub worker_connections: Option<u32>,
+    /// `pid`: where the running process writes its pid, used by `-s`
+    /// (relative paths resolved against the prefix).
+    pub pid: Option<PathBuf>,
+    /// Main-level `error_log`s (empty: nginx's compiled-in default).
+    pub error_logs: Vec<ErrorLog>,
+    /// `env NAME` / `env NAME=VALUE`: variables kept (or set) for the process.
+    pub env: Vec<(String, Option<String>)>,
+    /// `ssl_engine pkcs11;` was given (the only engine accepted).
+    pub ssl_engine_pkcs11: bool,
+    /// `log_format`s by name, including nginx's predefined `combined`.
+    pub log_formats: BTreeMap<String, LogFormat>,
+    /// nginx's prefix (`-p`): base of relative `pid`, `error_log`, `access_log` paths.
+    pub prefix: PathBuf,
+    /// The main file's directory: base of `include` and `ssl_*` file paths.
+    pub conf_prefix: PathBuf,
+    /// Ignored directives and dropped settings; the caller should log them.
+    pub warnings: Vec<ConfigWarning>,
+    pub(crate) files: Vec<SourceFile>,
+}
+
+impl NginxConfig {
+    /// Every file read, in the order nginx reads them (the `-g` directives
+    /// first, as `command line`, when given).
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// The files as `nginx -T` prints them: `# configuration file PATH:`,
+    /// the text, then an empty line.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for f in self
+            .files
+            .iter()
+            .filter(|f| f.path != std::path::Path::new("command line"))
+        {
+            out.push_str(&format!(
+                "# configuration file {}:\n{}\n",
+                f.path.display(),
+                f.text
+            ));
+        }
+        out
+    }
+}
+
+/// One `server` block.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `listen` (nginx's default when absent: `*:80`).
+    pub listens: Vec<Listen>,
+    /// `server_name`s in order (empty: nginx's default `""`).
+    pub server_names: Vec<ServerName>,
+    /// Certificate/key pairs (e.g. RSA and ECDSA), inherited from `http` if none here.
+    pub certs: Vec<CertPair>,
+    /// TLS settings, merged with `http`'s.
+    pub tls: TlsSettings,
+    /// A server-level `return`, answered before any location is looked at.
+    pub server_return: Option<Return>,
+    /// Settings at server level (used when no location matches).
+    pub settings: ProxySettings,
+    /// `location` blocks in file order.
+    pub locations: Vec<LocationBlock>,
+    /// Where the block starts.
+    pub location: Location,
+}
+
+/// One `listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The address; `8443` means `0.0.0.0:8443`, `*:443` too; `localhost` is `127.0.0.1`.
+    pub addr: SocketAddr,
+    /// `ssl`.
+    pub ssl: bool,
+    /// `http2` (offer ALPN `h2`).
+    pub http2: bool,
+    /// `default_server` (or `default`).
+    pub default_server: bool,
+    /// `reuseport`.
+    pub reuseport: bool,
+    /// `ipv6only=on|off` (nginx's default: on).
+    pub ipv6only: Option<bool>,
+    /// `backlog=N`.
+    pub backlog: Option<u32>,
+}
+
+/// One `server_name`, lower-cased.
+#[derive(Debug, Clone)]
+pub enum ServerName {
+    /// `example.com` (and `""`, which matches a request without `Host`).
+    Exact(String),
+    /// `*.example.com`, `.example.com` (also matches `example.com`) or `www.example.*`.
+    Wildcard(String),
+    /// `~regex`, compiled (case-sensitively, as nginx does).
+    Regex(Regex),
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertPair {
+    /// PEM chain, resolved against the conf prefix.
+    pub cert: PathBuf,
+    /// The key.
+    pub key: KeySource,
+    /// Where `ssl_certificate_key` is.
+    pub location: Location,
+}
+
+/// Where a private key is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    /// `engine:pkcs11:pkcs11:…` or `pkcs11:…`: in a token.
+    Pkcs11(Box<Pkcs11Uri>),
+    /// A PEM file, resolved against the conf prefix.
+    File(PathBuf),
+}
+
+/// A `location` block.
+#[derive(Debug, Clone)]
+pub struct LocationBlock {
+    /// The modifier and pattern.
+    pub matcher: Matcher,
+    /// `proxy_pass` or `return` (`return` wins when both are given, as the
+    /// rewrite phase runs first). `None`: nginx would serve files; hsmgate
+    /// answers 404.
+    pub action: Option<Action>,
+    /// Settings merged from `http`, `server` and enclosing locations.
+    pub settings: ProxySettings,
+    /// Nested `location`s.
+    pub locations: Vec<LocationBlock>,
+    /// Where the block starts.
+    pub location: Location,
+}
+
+/// How a location matches.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `= /path`
+    Exact(String),
+    /// `/prefix`
+    Prefix(String),
+    /// `^~ /prefix`: when the longest prefix, regexes are not tried.
+    PrefixNoRegex(String),
+    /// `~ re` or `~* re`.
+    Regex {
+        /// `~*`.
+        case_insensitive: bool,
+        /// The pattern as written.
+        pattern: String,
+        /// Compiled (with `(?i)` for `~*`).
+        regex: Regex,
+    },
+}
+
+/// The kind of [`Matcher`], for comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationModifier {
+    /// `=`
+    Exact,
+    /// none
+    Prefix,
+    /// `^~`
+    PrefixNoRegex,
+    /// `~` (false) or `~*` (true).
+    Regex {
+        /// `~*`.
+        case_insensitive: bool,
+    },
+}
+
+impl Matcher {
+    /// The modifier.
+    pub fn modifier(&self) -> LocationModifier {
+        match self {
+            Self::Exact(_) => LocationModifier::Exact,
+            Self::Prefix(_) => LocationModifier::Prefix,
+            Self::PrefixNoRegex(_) => LocationModifier::PrefixNoRegex,
+            Self::Regex {
+                case_insensitive, ..
+            } => LocationModifier::Regex {
+                case_insensitive: *case_insensitive,
+            },
+        }
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        match self {
+            Self::Exact(p) | Self::Prefix(p) | Self::PrefixNoRegex(p) => p,
+            Self::Regex { pattern, .. } => pattern,
+        }
+    }
+}
+
+/// What a location does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `proxy_pass`.
+    ProxyPass(ProxyPass),
+    /// `return`.
+    Return(Return),
+}
+
+/// `proxy_pass http://TARGET[URI]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPass {
+    /// The backend.
+    pub target: UpstreamRef,
+    /// The URI part (`/v1/` in `http://b/v1/`), which replaces the matched
+    /// location prefix; `None`: the request URI is passed unchanged.
+    pub uri: Option<String>,
+}
+
+/// A `proxy_pass` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamRef {
+    /// An `upstream` block of that name.
+    Named(String),
+    /// `host:port` (port 80 when not written).
+    Addr(String),
+}
+
+/// `return code [text|URL]` or `return URL` (302).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Return {
+    /// The status; 444 closes the connection without a response.
+    pub code: u16,
+    /// For 301, 302, 303, 307, 308: the `Location`; otherwise the body.
+    pub text_or_url: Option<Template>,
+}
+
+/// Settings of one level, merged with nginx's inheritance rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// `proxy_set_header`s (not inherited by a level that has its own). The
+    /// proxy adds nginx's defaults `Host: $proxy_host` and `Connection: close`
+    /// unless these set them.
+    pub proxy_set_header: Vec<(String, Template)>,
+    /// `add_header NAME VALUE [always]` (same inheritance rule).
+    pub add_header: Vec<AddHeader>,
+    /// `proxy_http_version` (default 1.0).
+    pub proxy_http_version: HttpVersion,
+    /// `proxy_connect_timeout` (default 60s).
+    pub proxy_connect_timeout: Duration,
+    /// `proxy_read_timeout` (default 60s).
+    pub proxy_read_timeout: Duration,
+    /// `proxy_send_timeout` (default 60s).
+    pub proxy_send_timeout: Duration,
+    /// `client_max_body_size` in bytes (default 1m); `None`: unlimited (`0`).
+    pub client_max_body_size: Option<u64>,
+    /// `keepalive_timeout` (default 75s; `0` disables keep-alive).
+    pub keepalive_timeout: Duration,
+    /// `access_log`s (empty: not set at any level, nginx's default
+    /// `logs/access.log combined`; `[Off]`: off).
+    pub access_logs: Vec<AccessLog>,
+    /// `error_log`s of this level (empty: the main ones).
+    pub error_logs: Vec<ErrorLog>,
+}
+
+/// `add_header`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddHeader {
+    /// Header name.
+    pub name: String,
+    /// Value template.
+    pub value: Template,
+    /// `always`: also on error responses.
+    pub always: bool,
+}
+
+/// `proxy_http_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// `1.0`
+    Http10,
+    /// `1.1`
+    Http11,
+}
+
+/// `access_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// `access_log off`.
+    Off,
+    /// `access_log PATH [FORMAT]` (format `combined` when not given).
+    File {
+        /// Resolved against the prefix.
+        path: PathBuf,
+        /// A key of [`NginxConfig::log_formats`].
+        format: String,
+    },
+}
+
+/// `log_format NAME [escape=…] STRING…`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogFormat {
+    /// `escape=`.
+    pub escape: LogEscape,
+    /// The strings, concatenated.
+    pub template: Template,
+}
+
+/// `escape=` of `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEscape {
+    /// `default`: `"`, `\` and control bytes as `\xHH`.
+    Default,
+    /// `json`.
+    Json,
+    /// `none`.
+    None,
+}
+
+/// `error_log TARGET [LEVEL]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLog {
+    /// A file (resolved against the prefix), or `None` for `stderr`.
+    pub path: Option<PathBuf>,
+    /// `debug`, `info`, `notice`, `warn`, `error` (default), `crit`, `alert`, `emerg`.
+    pub level: String,
+}
+
+/// `upstream NAME { … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamGroup {
+    /// `server` lines, in order.
+    pub servers: Vec<UpstreamServer>,
+    /// `keepalive N`: idle connections kept per worker.
+    pub keepalive: Option<u32>,
+    /// Where the block starts.
+    pub location: Location,
+}
+
+/// `server ADDR [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// `host:port` (port 80 when not written).
+    pub addr: String,
+    /// `weight` (default 1).
+    pub weight: u32,
+    /// `max_fails` (default 1; 0 disables).
+    pub max_fails: u32,
+    /// `fail_timeout` (default 10s).
+    pub fail_timeout: Duration,
+    /// `backup`.
+    pub backup: bool,
+    /// `down`.
+    pub down: bool,
+}

@@ -1,0 +1,238 @@
+//! Settings every level shares (`http`, `server`, `location`): the proxy,
+//! header, timeout, body-size and log directives, kept per level in a
+//! [`Scope`] and merged with nginx's inheritance rules.
+
+use std::time::Duration;
+
+use super::build::Ctx;
+use super::model::{AccessLog, AddHeader, ErrorLog, HttpVersion, ProxySettings};
+use super::parse::{Arg, Directive};
+use super::template::Template;
+use super::tls::TlsScope;
+use super::values::{parse_size, parse_time};
+use crate::error::ConfigError;
+
+/// Where a [`Scope`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Http,
+    Server,
+    Location,
+}
+
+/// Settings of one level before merging (`None`: not set at this level).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    headers: Option<Vec<(String, Template)>>,
+    add_headers: Option<Vec<AddHeader>>,
+    http_version: Option<HttpVersion>,
+    timeouts: [Option<Duration>; 3],
+    body: Option<Option<u64>>,
+    keepalive: Option<Duration>,
+    access: Option<Vec<AccessLog>>,
+    errors: Option<Vec<ErrorLog>>,
+    pub(crate) tls: TlsScope,
+}
+
+impl Scope {
+    /// Fills what this level leaves unset from `outer` (lists are taken
+    /// whole: a level with its own `proxy_set_header` inherits none).
+    pub(crate) fn inherit(&mut self, outer: &Scope) {
+        macro_rules! fill { ($($f:ident),*) => { $(if self.$f.is_none() { self.$f = outer.$f.clone(); })* } }
+        fill!(
+            headers,
+            add_headers,
+            http_version,
+            body,
+            keepalive,
+            access,
+            errors
+        );
+        for (t, o) in self.timeouts.iter_mut().zip(outer.timeouts) {
+            *t = t.or(o);
+        }
+        self.tls.inherit(&outer.tls);
+    }
+
+    /// The merged settings, with nginx's defaults.
+    pub(crate) fn settings(&self) -> ProxySettings {
+        let t = |i: usize| self.timeouts[i].unwrap_or(Duration::from_secs(60));
+        ProxySettings {
+            proxy_set_header: self.headers.clone().unwrap_or_default(),
+            add_header: self.add_headers.clone().unwrap_or_default(),
+            proxy_http_version: self.http_version.unwrap_or(HttpVersion::Http10),
+            proxy_connect_timeout: t(0),
+            proxy_read_timeout: t(1),
+            proxy_send_timeout: t(2),
+            client_max_body_size: self.body.unwrap_or(Some(1 << 20)),
+            keepalive_timeout: self.keepalive.unwrap_or(Duration::from_secs(75)),
+            access_logs: self.access.clone().unwrap_or_default(),
+            error_logs: self.errors.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Handles `d` if it is a setting allowed at `level`.
+    pub(crate) fn directive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: &Directive,
+        level: Level,
+    ) -> Result<bool, ConfigError> {
+        let time = |ctx: &Ctx<'_>, arg: &Arg| {
+            parse_time(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid time"))
+        };
+        match d.name.as_str() {
+            "proxy_set_header" => {
+                let args = ctx.args(d, 2, 2)?;
+                let value = ctx.template(d, &args[1])?;
+                self.headers
+                    .get_or_insert_with(Vec::new)
+                    .push((args[0].value.clone(), value));
+            }
+            "add_header" => {
+                let args = ctx.args(d, 2, 3)?;
+                let always = match args.get(2) {
+                    None => false,
+                    Some(a) if a.value == "always" => true,
+                    Some(a) => {
+                        return Err(ctx.invalid(
+                            d,
+                            a.at,
+                            format!("invalid parameter \"{}\"", a.value),
+                        ));
+                    }
+                };
+                let value = ctx.template(d, &args[1])?;
+                let name = args[0].value.clone();
+                self.add_headers
+                    .get_or_insert_with(Vec::new)
+                    .push(AddHeader {
+                        name,
+                        value,
+                        always,
+                    });
+            }
+            "proxy_http_version" => {
+                let arg = ctx.one(d)?;
+                let v = match arg.value.as_str() {
+                    "1.0" => HttpVersion::Http10,
+                    "1.1" => HttpVersion::Http11,
+                    _ => {
+                        return Err(ctx.invalid(
+                            d,
+                            arg.at,
+                            format!("invalid value \"{}\"", arg.value),
+                        ));
+                    }
+                };
+                set(ctx, d, &mut self.http_version, v)?;
+            }
+            n @ ("proxy_connect_timeout" | "proxy_read_timeout" | "proxy_send_timeout") => {
+                let i = [
+                    "proxy_connect_timeout",
+                    "proxy_read_timeout",
+                    "proxy_send_timeout",
+                ]
+                .iter()
+                .position(|x| *x == n)
+                .unwrap_or(0);
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.timeouts[i], v)?;
+            }
+            "keepalive_timeout" => {
+                let args = ctx.args(d, 1, 2)?;
+                let v = time(ctx, &args[0])?;
+                if let Some(a) = args.get(1) {
+                    time(ctx, a)?;
+                }
+                set(ctx, d, &mut self.keepalive, v)?;
+            }
+            "client_max_body_size" => {
+                let arg = ctx.one(d)?;
+                let v =
+                    parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
+                set(ctx, d, &mut self.body, Some(v).filter(|&v| v != 0))?;
+            }
+            "access_log" => {
+                let log = access_log(ctx, d)?;
+                self.access.get_or_insert_with(Vec::new).push(log);
+            }
+            "error_log" => {
+                let log = error_log(ctx, d)?;
+                self.errors.get_or_insert_with(Vec::new).push(log);
+            }
+            _ if level != Level::Location => return self.tls.directive(ctx, d),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+pub(crate) fn set<T>(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    slot: &mut Option<T>,
+    value: T,
+) -> Result<(), ConfigError> {
+    if slot.is_some() {
+        return Err(ctx.duplicate(d));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+pub(crate) fn access_log(ctx: &Ctx<'_>, d: &Directive) -> Result<AccessLog, ConfigError> {
+    let args = ctx.args(d, 1, 6)?;
+    if args[0].value == "off" {
+        return match args.len() {
+            1 => Ok(AccessLog::Off),
+            _ => Err(ctx.arguments(d, "invalid number of arguments")),
+        };
+    }
+    let format = args.get(1).map_or("combined", |a| a.value.as_str());
+    if let Some(a) = args
+        .get(1)
+        .filter(|_| !ctx.log_formats.contains_key(format))
+    {
+        return Err(ctx.invalid(d, a.at, format!("unknown log format \"{format}\"")));
+    }
+    for a in args.iter().skip(2) {
+        if !(a.value.starts_with("buffer=") || a.value.starts_with("flush=")) {
+            return Err(ctx.invalid(
+                d,
+                a.at,
+                format!("parameter \"{}\" is not supported", a.value),
+            ));
+        }
+    }
+    if args[0].value.starts_with("syslog:") || args[0].value.contains('$') {
+        return Err(ctx.invalid(d, args[0].at, "only plain file paths are supported"));
+    }
+    Ok(AccessLog::File {
+        path: ctx.prefix_path(&args[0].value),
+        format: format.to_owned(),
+    })
+}
+
+pub(crate) fn error_log(ctx: &Ctx<'_>, d: &Directive) -> Result<ErrorLog, ConfigError> {
+    const LEVELS: [&str; 8] = [
+        "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
+    ];
+    let args = ctx.args(d, 1, 2)?;
+    let level = args.get(1).map_or("error", |a| a.value.as_str());
+    if let Some(a) = args.get(1).filter(|_| !LEVELS.contains(&level)) {
+        return Err(ctx.invalid(d, a.at, format!("invalid log level \"{level}\"")));
+    }
+    let target = args[0].value.as_str();
+    let path = match target {
+        "stderr" => None,
+        t if t.starts_with("syslog:") || t.starts_with("memory:") => {
+            return Err(ctx.invalid(d, args[0].at, "only a file or stderr is supported"));
+        }
+        t => Some(ctx.prefix_path(t)),
+    };
+    Ok(ErrorLog {
+        path,
+        level: level.to_owned(),
+    })
+}

@@ -1,0 +1,194 @@
+//! Request routing with nginx's rules: [`select_server`] (by address, then
+//! `Host`), [`location_match`] and [`proxy_pass_uri`].
+
+use std::net::SocketAddr;
+
+use super::model::{LocationBlock, Matcher, Server, ServerName};
+
+/// The location nginx would pick for `path` (the normalised path, without the
+/// query string).
+///
+/// At each level: an exact `=` match wins at once; otherwise the longest
+/// matching prefix is remembered and its nested locations are searched; if
+/// that prefix is `^~`, regexes are not tried; else the regexes of the level
+/// are tried in config order and the first match wins (its nested locations
+/// are searched too); else the remembered prefix is used.
+pub fn location_match<'a>(locations: &'a [LocationBlock], path: &str) -> Option<&'a LocationBlock> {
+    let mut found = None;
+    find(locations, path, &mut found);
+    found
+}
+
+/// One level of nginx's `ngx_http_core_find_location`; true: stop searching.
+fn find<'a>(
+    locations: &'a [LocationBlock],
+    path: &str,
+    found: &mut Option<&'a LocationBlock>,
+) -> bool {
+    if let Some(exact) = locations
+        .iter()
+        .find(|l| matches!(&l.matcher, Matcher::Exact(p) if p == path))
+    {
+        *found = Some(exact);
+        return true;
+    }
+    let prefix = locations
+        .iter()
+        .filter(|l| match &l.matcher {
+            Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) => path.starts_with(p.as_str()),
+            _ => false,
+        })
+        .max_by_key(|l| l.matcher.pattern().len());
+    let mut noregex = false;
+    if let Some(p) = prefix {
+        *found = Some(p);
+        noregex = matches!(p.matcher, Matcher::PrefixNoRegex(_));
+        if find(&p.locations, path, found) {
+            return true;
+        }
+    }
+    if noregex {
+        return false;
+    }
+    for l in locations {
+        if matches!(&l.matcher, Matcher::Regex { regex, .. } if regex.is_match(path)) {
+            *found = Some(l);
+            find(&l.locations, path, found);
+            return true;
+        }
+    }
+    false
+}
+
+/// The URI sent upstream for `request_path_and_query`, as nginx builds it:
+/// with a URI part (`target_uri`, e.g. `/v1/` in `proxy_pass http://b/v1/;`)
+/// the part of the path matched by the location's prefix is replaced by it
+/// and the query is kept; without one the request URI is passed unchanged.
+/// (Regex locations cannot have a URI part; the loader rejects it.)
+pub fn proxy_pass_uri(
+    location: &LocationBlock,
+    target_uri: Option<&str>,
+    request_path_and_query: &str,
+) -> String {
+    let Some(uri) = target_uri else {
+        return request_path_and_query.to_owned();
+    };
+    let (path, query) = match request_path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (request_path_and_query, None),
+    };
+    let rest = match &location.matcher {
+        Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) => {
+            path.strip_prefix(p.as_str()).unwrap_or(path)
+        }
+        Matcher::Regex { .. } => return request_path_and_query.to_owned(),
+    };
+    let mut out = format!("{uri}{rest}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The server nginx would pick for a connection to `local_addr` with `Host`
+/// `host` (a port in `host` is ignored). Servers listening on exactly
+/// `local_addr` are the candidates, or if none, those on the wildcard address
+/// of that port. Among them: an exact name, then the longest leading wildcard
+/// (`*.example.com`, `.example.com`), then the longest trailing wildcard
+/// (`www.example.*`), then the first matching regex in config order, else the
+/// `default_server` of the address, else the first server on it.
+pub fn select_server<'a>(
+    servers: &'a [Server],
+    local_addr: SocketAddr,
+    host: Option<&str>,
+) -> Option<&'a Server> {
+    let on = |want: SocketAddr| {
+        let found: Vec<(&'a Server, bool)> = servers
+            .iter()
+            .filter_map(|s| {
+                s.listens
+                    .iter()
+                    .find(|l| l.addr == want)
+                    .map(|l| (s, l.default_server))
+            })
+            .collect();
+        found
+    };
+    let mut candidates = on(local_addr);
+    if candidates.is_empty() {
+        let any = match local_addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        candidates = on(SocketAddr::new(any, local_addr.port()));
+    }
+    let fallback = candidates
+        .iter()
+        .find(|(_, d)| *d)
+        .or(candidates.first())
+        .map(|(s, _)| *s);
+    let Some(host) = host else {
+        return fallback;
+    };
+    let host = normalize_host(host);
+    let names = || {
+        candidates
+            .iter()
+            .flat_map(|(s, _)| s.server_names.iter().map(move |n| (*s, n)))
+    };
+    if let Some((s, _)) = names().find(|(_, n)| matches!(n, ServerName::Exact(e) if *e == host)) {
+        return Some(s);
+    }
+    let leading = names()
+        .filter_map(|(s, n)| match n {
+            ServerName::Wildcard(w) if w.starts_with('.') || w.starts_with("*.") => {
+                let suffix = w.trim_start_matches('*');
+                let hit = host.ends_with(suffix) || (w.starts_with('.') && host == suffix[1..]);
+                hit.then_some((s, w.len()))
+            }
+            _ => None,
+        })
+        .fold(None, |best: Option<(&Server, usize)>, c| {
+            if best.is_none_or(|b| c.1 > b.1) {
+                Some(c)
+            } else {
+                best
+            }
+        });
+    if let Some((s, _)) = leading {
+        return Some(s);
+    }
+    let trailing = names()
+        .filter_map(|(s, n)| match n {
+            ServerName::Wildcard(w) if w.ends_with(".*") => {
+                host.starts_with(&w[..w.len() - 1]).then_some((s, w.len()))
+            }
+            _ => None,
+        })
+        .fold(None, |best: Option<(&Server, usize)>, c| {
+            if best.is_none_or(|b| c.1 > b.1) {
+                Some(c)
+            } else {
+                best
+            }
+        });
+    if let Some((s, _)) = trailing {
+        return Some(s);
+    }
+    if let Some((s, _)) =
+        names().find(|(_, n)| matches!(n, ServerName::Regex(r) if r.is_match(&host)))
+    {
+        return Some(s);
+    }
+    fallback
+}
+
+/// Lower-cased, without a port and a trailing dot.
+fn normalize_host(host: &str) -> String {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map_or(host, |h| &host[..h.len() + 2]),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}

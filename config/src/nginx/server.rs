@@ -1,0 +1,282 @@
+//! `server` blocks: `listen`, `server_name`, certificates and the checks
+//! nginx makes across servers (one `default_server` per address; `ssl` and
+//! `http2` belong to the address, whichever server says them).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use regex::Regex;
+
+use super::build::Ctx;
+use super::location::{build_location, check_duplicates, parse_return};
+use super::model::{CertPair, KeySource, Listen, Server, ServerName, UpstreamGroup};
+use super::parse::{Directive, Pos};
+use super::scope::{Level, Scope};
+use super::values::listen_addr;
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::pkcs11_uri::parse_key_string;
+
+/// One `server`; also returns where each `listen` is.
+pub(crate) fn build_server(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    body: &[Directive],
+    http: &Scope,
+    upstreams: &BTreeMap<String, UpstreamGroup>,
+) -> Result<(Server, Vec<Pos>), ConfigError> {
+    let mut scope = Scope::default();
+    let (mut listens, mut listen_pos, mut names, mut locations) = (vec![], vec![], vec![], vec![]);
+    let mut server_return = None;
+    for s in body {
+        match s.name.as_str() {
+            "listen" => {
+                listens.push(listen(ctx, s)?);
+                listen_pos.push(s.at);
+            }
+            "server_name" => {
+                for a in ctx.args(s, 1, usize::MAX)? {
+                    names.push(server_name(&a.value).map_err(|e| ctx.invalid(s, a.at, e))?);
+                }
+            }
+            "location" => locations.push(s),
+            "return" => {
+                let r = parse_return(ctx, s)?;
+                server_return.get_or_insert(r);
+            }
+            _ if scope.directive(ctx, s, Level::Server)? => {}
+            _ => ctx.other(s)?,
+        }
+    }
+    if listens.is_empty() {
+        listens.push(Listen {
+            addr: SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 80),
+            ssl: false,
+            http2: false,
+            default_server: false,
+            reuseport: false,
+            ipv6only: None,
+            backlog: None,
+        });
+        listen_pos.push(d.at);
+    }
+    scope.inherit(http);
+    let certs = cert_pairs(ctx, &scope)?;
+    if let Some(i) = listens
+        .iter()
+        .position(|l| l.ssl)
+        .filter(|_| certs.is_empty())
+    {
+        let reason = "no \"ssl_certificate\" is defined for the listen ... ssl directive";
+        let at = listen_pos[i];
+        return Err(ctx.err(
+            at,
+            ConfigErrorKind::Invalid {
+                key: "listen".into(),
+                reason: reason.into(),
+            },
+        ));
+    }
+    let mut built = Vec::new();
+    for l in &locations {
+        built.push(build_location(ctx, l, &scope, upstreams, None)?);
+    }
+    check_duplicates(ctx, &built, &locations)?;
+    let server = Server {
+        listens,
+        server_names: names,
+        certs,
+        tls: scope.tls.settings(),
+        server_return,
+        settings: scope.settings(),
+        locations: built,
+        location: ctx.loc(d.at),
+    };
+    Ok((server, listen_pos))
+}
+
+fn listen(ctx: &Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
+    let args = ctx.args(d, 1, usize::MAX)?;
+    let addr = listen_addr(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
+    let mut l = Listen {
+        addr,
+        ssl: false,
+        http2: false,
+        default_server: false,
+        reuseport: false,
+        ipv6only: None,
+        backlog: None,
+    };
+    for a in &args[1..] {
+        let bad = || ctx.invalid(d, a.at, format!("invalid parameter \"{}\"", a.value));
+        match a.value.as_str() {
+            "ssl" => l.ssl = true,
+            "http2" => l.http2 = true,
+            "default_server" | "default" => l.default_server = true,
+            "reuseport" => l.reuseport = true,
+            "bind" | "deferred" => {}
+            "ipv6only=on" => l.ipv6only = Some(true),
+            "ipv6only=off" => l.ipv6only = Some(false),
+            v => match v.strip_prefix("backlog=") {
+                Some(n) => l.backlog = Some(n.parse().map_err(|_| bad())?),
+                None => return Err(bad()),
+            },
+        }
+    }
+    Ok(l)
+}
+
+/// `server_name` value, lower-cased (regexes are kept as written).
+fn server_name(v: &str) -> Result<ServerName, String> {
+    if let Some(re) = v.strip_prefix('~') {
+        return Regex::new(re)
+            .map(ServerName::Regex)
+            .map_err(|e| format!("invalid regex \"{re}\": {e}"));
+    }
+    let v = v.to_ascii_lowercase();
+    let stars = v.matches('*').count();
+    let wildcard = (stars == 1 && (v.starts_with("*.") || v.ends_with(".*")))
+        || (stars == 0 && v.starts_with('.'));
+    match (stars, wildcard) {
+        (_, true) if v.len() > 2 => Ok(ServerName::Wildcard(v)),
+        (0, false) => Ok(ServerName::Exact(v)),
+        _ => Err(format!("invalid server name or wildcard \"{v}\"")),
+    }
+}
+
+/// Pairs the i-th `ssl_certificate` with the i-th `ssl_certificate_key`.
+fn cert_pairs(ctx: &Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigError> {
+    let certs = scope.tls.certs.clone().unwrap_or_default();
+    let keys = scope.tls.keys.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, cert) in certs.iter().enumerate() {
+        let Some(key) = keys.get(i) else {
+            let reason = format!(
+                "no \"ssl_certificate_key\" is defined for certificate \"{}\"",
+                cert.value
+            );
+            let kind = ConfigErrorKind::Invalid {
+                key: "ssl_certificate".into(),
+                reason,
+            };
+            return Err(ctx.err(cert.at, kind));
+        };
+        let invalid = |at, reason: &str| {
+            ctx.err(
+                at,
+                ConfigErrorKind::Invalid {
+                    key: "ssl_certificate_key".into(),
+                    reason: reason.into(),
+                },
+            )
+        };
+        if cert.value.contains('$')
+            || cert.value.starts_with("data:")
+            || cert.value.starts_with("engine:")
+        {
+            let kind = ConfigErrorKind::Invalid {
+                key: "ssl_certificate".into(),
+                reason: "only a PEM file path is supported".into(),
+            };
+            return Err(ctx.err(cert.at, kind));
+        }
+        let source = if key.value.starts_with("engine:") || key.value.starts_with("pkcs11:") {
+            let uri = parse_key_string(&key.value).map_err(|e| {
+                let at = Pos {
+                    offset: key.at.offset + usize::from(key.quoted) + e.offset,
+                    ..key.at
+                };
+                ctx.err(
+                    at,
+                    ConfigErrorKind::Uri {
+                        key: "ssl_certificate_key".into(),
+                        source: Box::new(e),
+                    },
+                )
+            })?;
+            KeySource::Pkcs11(Box::new(uri))
+        } else if key.value.contains('$') || key.value.starts_with("data:") {
+            return Err(invalid(
+                key.at,
+                "only a PEM file path or a PKCS#11 URI is supported",
+            ));
+        } else {
+            KeySource::File(ctx.conf_path(&key.value))
+        };
+        out.push(CertPair {
+            cert: ctx.conf_path(&cert.value),
+            key: source,
+            location: ctx.loc(key.at),
+        });
+    }
+    if keys.len() > certs.len() {
+        let key = &keys[certs.len()];
+        let kind = ConfigErrorKind::Invalid {
+            key: "ssl_certificate_key".into(),
+            reason: "no \"ssl_certificate\" for this key".into(),
+        };
+        return Err(ctx.err(key.at, kind));
+    }
+    Ok(out)
+}
+
+/// Cross-server checks: `ssl`/`http2` are per address (any server's `listen`
+/// sets them for all), and at most one `default_server` per address.
+pub(crate) fn check_listens(
+    ctx: &Ctx<'_>,
+    servers: &mut [Server],
+    pos: &[Vec<Pos>],
+) -> Result<(), ConfigError> {
+    let mut flags: BTreeMap<SocketAddr, (bool, bool, bool)> = BTreeMap::new();
+    for (s, p) in servers.iter().zip(pos) {
+        for (l, at) in s.listens.iter().zip(p) {
+            let f = flags.entry(l.addr).or_default();
+            if l.default_server && f.2 {
+                let reason = format!("a duplicate default server for {}", l.addr);
+                return Err(ctx.err(
+                    *at,
+                    ConfigErrorKind::Invalid {
+                        key: "listen".into(),
+                        reason,
+                    },
+                ));
+            }
+            *f = (f.0 || l.ssl, f.1 || l.http2, f.2 || l.default_server);
+        }
+    }
+    for l in servers.iter_mut().flat_map(|s| s.listens.iter_mut()) {
+        let (ssl, http2, _) = flags[&l.addr];
+        (l.ssl, l.http2) = (ssl, http2);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names() {
+        assert!(
+            matches!(server_name("Example.COM"), Ok(ServerName::Exact(n)) if n == "example.com")
+        );
+        assert!(matches!(
+            server_name("*.example.com"),
+            Ok(ServerName::Wildcard(_))
+        ));
+        assert!(matches!(
+            server_name("www.example.*"),
+            Ok(ServerName::Wildcard(_))
+        ));
+        assert!(matches!(
+            server_name(".example.com"),
+            Ok(ServerName::Wildcard(_))
+        ));
+        assert!(matches!(
+            server_name("~^(www|api)\\.example\\.com$"),
+            Ok(ServerName::Regex(_))
+        ));
+        assert!(matches!(server_name(""), Ok(ServerName::Exact(n)) if n.is_empty()));
+        assert!(server_name("w*w.example.com").is_err());
+        assert!(server_name("~(").is_err());
+    }
+}

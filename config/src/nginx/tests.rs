@@ -1,0 +1,342 @@
+//! Unit tests of the nginx reader on in-memory configs (fixtures checked
+//! against real nginx are in `config/tests/nginx_subset.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/x/conf/nginx.conf";
+
+fn load_str(text: &str) -> Result<NginxConfig, ConfigError> {
+    load_text(Path::new(FILE), text.to_owned(), &NginxOptions::default())
+}
+
+fn http(body: &str) -> String {
+    format!("events {{}}\nhttp {{\n{body}\n}}\n")
+}
+
+fn err(text: &str) -> String {
+    load_str(text).expect_err(text).to_string()
+}
+
+const ROUTES: &str = "
+  server {
+    listen 127.0.0.1:20443 ssl;
+    ssl_certificate a.crt; ssl_certificate_key a.key;
+    location = / { return 200 root; }
+    location / { return 200 prefix; }
+    location /api/ { proxy_pass http://b/v1/;
+      location /api/admin/ { return 403; }
+      location ~ \\.json$ { return 200 nested-json; }
+    }
+    location ^~ /static/ { return 200 static; }
+    location ~* \\.(png|jpg)$ { return 200 image; }
+    location ~ ^/api/v2 { proxy_pass http://b; }
+    location /exact { proxy_pass http://b/e; }
+  }";
+
+fn text_of(l: Option<&LocationBlock>) -> String {
+    match l.and_then(|l| l.action.as_ref()) {
+        Some(Action::Return(r)) => r
+            .text_or_url
+            .as_ref()
+            .map_or(r.code.to_string(), |t| t.to_string()),
+        Some(Action::ProxyPass(p)) => {
+            format!(
+                "proxy {}",
+                l.map(|l| l.matcher.pattern()).unwrap_or_default()
+            ) + &p.uri.clone().unwrap_or_default()
+        }
+        None => "none".into(),
+    }
+}
+
+#[test]
+fn location_matching_follows_nginx() {
+    let c = load_str(&http(ROUTES)).unwrap();
+    let locs = &c.servers[0].locations;
+    let m = |p: &str| text_of(location_match(locs, p));
+    assert_eq!(m("/"), "root");
+    assert_eq!(m("/index.html"), "prefix");
+    assert_eq!(m("/static/a.png"), "static", "^~ stops regexes");
+    assert_eq!(m("/img/a.PNG"), "image", "~* is case-insensitive");
+    assert_eq!(m("/api/x"), "proxy /api//v1/");
+    assert_eq!(m("/api/v2/x"), "proxy ^/api/v2", "regex beats plain prefix");
+    assert_eq!(m("/api/admin/x"), "403", "nested prefix");
+    assert_eq!(m("/api/a.json"), "nested-json", "nested regex first");
+    assert_eq!(m("/exactly"), "proxy /exact/e");
+    let modifiers: Vec<LocationModifier> = locs.iter().map(|l| l.matcher.modifier()).collect();
+    assert_eq!(
+        modifiers[..4],
+        [
+            LocationModifier::Exact,
+            LocationModifier::Prefix,
+            LocationModifier::Prefix,
+            LocationModifier::PrefixNoRegex
+        ]
+    );
+    assert!(location_match(&[], "/").is_none());
+}
+
+#[test]
+fn proxy_pass_uri_replacement() {
+    let c = load_str(&http(ROUTES)).unwrap();
+    let locs = &c.servers[0].locations;
+    let api = location_match(locs, "/api/x").unwrap();
+    assert_eq!(
+        proxy_pass_uri(api, Some("/v1/"), "/api/users?id=1"),
+        "/v1/users?id=1"
+    );
+    assert_eq!(
+        proxy_pass_uri(api, None, "/api/users?id=1"),
+        "/api/users?id=1"
+    );
+    let exact = location_match(locs, "/exact").unwrap();
+    assert_eq!(proxy_pass_uri(exact, Some("/e"), "/exact/more"), "/e/more");
+    assert_eq!(proxy_pass_uri(exact, Some("/"), "/exact"), "/");
+    let regex = location_match(locs, "/api/v2").unwrap();
+    assert_eq!(proxy_pass_uri(regex, None, "/api/v2?a"), "/api/v2?a");
+}
+
+#[test]
+fn server_selection() {
+    let c = load_str(&http(
+        "server { listen 20080; server_name first.test; }
+         server { listen 20080 default_server; server_name www.example.com; }
+         server { listen 20080; server_name *.example.com .example.org; }
+         server { listen 20080; server_name *.a.example.com www.example.*; }
+         server { listen 20080; server_name ~^api\\d+\\.example\\.net$; }
+         server { listen 127.0.0.1:20080; server_name local.test; }",
+    ))
+    .unwrap();
+    let any: SocketAddr = "10.0.0.1:20080".parse().unwrap();
+    let pick = |addr, host| {
+        select_server(&c.servers, addr, host)
+            .map(|s| c.servers.iter().position(|x| std::ptr::eq(x, s)).unwrap())
+    };
+    assert_eq!(pick(any, Some("WWW.example.com:443")), Some(1));
+    assert_eq!(pick(any, Some("x.example.com")), Some(2));
+    assert_eq!(
+        pick(any, Some("x.a.example.com")),
+        Some(3),
+        "longest leading wildcard"
+    );
+    assert_eq!(
+        pick(any, Some("example.org")),
+        Some(2),
+        ".example.org matches itself"
+    );
+    assert_eq!(pick(any, Some("www.example.de")), Some(3));
+    assert_eq!(pick(any, Some("api7.example.net")), Some(4));
+    assert_eq!(pick(any, Some("unknown")), Some(1), "default_server");
+    assert_eq!(pick(any, None), Some(1));
+    let local: SocketAddr = "127.0.0.1:20080".parse().unwrap();
+    assert_eq!(
+        pick(local, Some("www.example.com")),
+        Some(5),
+        "specific address wins"
+    );
+    assert_eq!(pick("10.0.0.1:9".parse().unwrap(), None), None);
+}
+
+#[test]
+fn settings_inherit_like_nginx() {
+    let c = load_str(&http(
+        "proxy_set_header Host $host; proxy_set_header X-A a;
+         add_header X-H h; proxy_read_timeout 5m; client_max_body_size 0;
+         server { listen 20080;
+           proxy_http_version 1.1;
+           location / { proxy_pass http://127.0.0.1:9000; }
+           location /b { proxy_set_header X-B b; add_header X-L l always; client_max_body_size 10k;
+                         proxy_pass http://127.0.0.1:9000; keepalive_timeout 500ms; }
+         }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let (a, b) = (&s.locations[0].settings, &s.locations[1].settings);
+    let names = |h: &[(String, Template)]| h.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a.proxy_set_header), ["Host", "X-A"]);
+    assert_eq!(
+        names(&b.proxy_set_header),
+        ["X-B"],
+        "own list replaces the outer one"
+    );
+    assert_eq!(a.add_header[0].name, "X-H");
+    assert!(b.add_header.len() == 1 && b.add_header[0].always);
+    assert_eq!(a.proxy_read_timeout, Duration::from_secs(300));
+    assert_eq!(a.proxy_connect_timeout, Duration::from_secs(60));
+    assert_eq!(
+        (a.client_max_body_size, b.client_max_body_size),
+        (None, Some(10240))
+    );
+    assert_eq!(b.proxy_http_version, HttpVersion::Http11);
+    assert_eq!(b.keepalive_timeout, Duration::from_millis(500));
+    assert_eq!(s.listens[0].addr, "0.0.0.0:20080".parse().unwrap());
+    assert_eq!(
+        s.locations[0].action,
+        Some(Action::ProxyPass(ProxyPass {
+            target: UpstreamRef::Addr("127.0.0.1:9000".into()),
+            uri: None
+        }))
+    );
+}
+
+#[test]
+fn tls_keys_and_warnings() {
+    let c = load_str(&http(
+        "ssl_protocols TLSv1 TLSv1.2 TLSv1.3; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-SHA:HIGH;
+         ssl_session_cache shared:SSL:10m; ssl_session_timeout 1h; sendfile on;
+         server { listen 20443 ssl http2;
+           ssl_certificate rsa.crt; ssl_certificate_key \"engine:pkcs11:pkcs11:token=t;object=k\";
+           ssl_certificate ec.crt; ssl_certificate_key /k/ec.pem; ssl_session_tickets off;
+         }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    assert!(s.listens[0].ssl && s.listens[0].http2);
+    assert_eq!(s.certs.len(), 2);
+    assert_eq!(s.certs[0].cert, Path::new("/x/conf/rsa.crt"));
+    assert!(matches!(&s.certs[0].key, KeySource::Pkcs11(u) if u.object.as_deref() == Some("k")));
+    assert_eq!(s.certs[1].key, KeySource::File("/k/ec.pem".into()));
+    assert_eq!(s.tls.protocols, [TlsVersion::Tls12, TlsVersion::Tls13]);
+    assert_eq!(s.tls.ciphers, [CipherSuite::EcdheRsaAes128Gcm]);
+    assert_eq!(
+        s.tls.session_cache,
+        SessionCache::Cache {
+            builtin: None,
+            shared: Some(("SSL".into(), 10 << 20))
+        }
+    );
+    assert_eq!(s.tls.session_timeout, Duration::from_secs(3600));
+    assert!(!s.tls.session_tickets);
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w[0].starts_with("/x/conf/nginx.conf:3:15: ssl_protocols: TLSv1 "),
+        "{w:?}"
+    );
+    assert!(w[1].contains("DHE-RSA-AES128-SHA:HIGH"), "{w:?}");
+    assert!(w[2].contains("\"sendfile\" ignored"), "{w:?}");
+    assert_eq!(
+        c.prefix,
+        Path::new("/x"),
+        "default prefix: parent of the conf dir"
+    );
+}
+
+#[test]
+fn main_context_and_globals() {
+    let opts = NginxOptions {
+        prefix: Some("/p".into()),
+        globals: Some("pid run/g.pid;".into()),
+    };
+    let text = "user www-data adm; worker_processes auto; env TZ; env A=b; ssl_engine pkcs11;
+                error_log logs/e.log warn; events { worker_connections 1024; }";
+    let c = load_text(Path::new(FILE), text.into(), &opts).unwrap();
+    assert_eq!(c.pid.as_deref(), Some(Path::new("/p/run/g.pid")));
+    assert_eq!(c.user, Some(("www-data".into(), Some("adm".into()))));
+    assert_eq!(
+        (c.worker_processes, c.worker_connections),
+        (None, Some(1024))
+    );
+    assert_eq!(c.env, [("TZ".into(), None), ("A".into(), Some("b".into()))]);
+    assert!(c.ssl_engine_pkcs11);
+    assert_eq!(
+        c.error_logs[0].path.as_deref(),
+        Some(Path::new("/p/logs/e.log"))
+    );
+    assert_eq!(c.files().len(), 2);
+    assert!(
+        c.dump()
+            .starts_with("# configuration file /x/conf/nginx.conf:\nuser www-data")
+    );
+    let e = load_text(Path::new(FILE), "pid a; events {}".into(), &opts).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/x/conf/nginx.conf:1:1: `pid`: directive is duplicate"
+    );
+}
+
+#[test]
+fn errors_are_located() {
+    let e = err(&http("server { listen 20080; foo on; }"));
+    assert_eq!(e, "/x/conf/nginx.conf:3:24: unknown directive \"foo\"");
+    assert_eq!(
+        err(&http("listen 80;")),
+        "/x/conf/nginx.conf:3:1: \"listen\" directive is not allowed here"
+    );
+    assert_eq!(
+        err(&http("server { return 301 https://$host$reqest_uri; }")),
+        "/x/conf/nginx.conf:3:34: unknown \"reqest_uri\" variable in \"return\" directive"
+    );
+    assert_eq!(
+        err("events {}\nssl_engine foo;\n"),
+        "/x/conf/nginx.conf:2:12: `ssl_engine`: engine \"foo\" is not supported: only \"pkcs11\" (keys named by PKCS#11 URIs)"
+    );
+    assert_eq!(
+        err(&http(
+            "server { location ~ ^/a { proxy_pass http://b/x; } }"
+        )),
+        "/x/conf/nginx.conf:3:38: `proxy_pass`: \"proxy_pass\" cannot have URI part in location given by regular expression"
+    );
+    let e = err(&http(
+        "server { ssl_certificate a; ssl_certificate_key \"engine:pkcs11:pkcs11:token=t;colour=red\"; }",
+    ));
+    assert!(e.starts_with("/x/conf/nginx.conf:3:79: `ssl_certificate_key`: invalid PKCS#11 URI: attribute \"colour\""), "{e}");
+    assert!(
+        err(&http("server { listen 20443 ssl; }")).contains("no \"ssl_certificate\" is defined")
+    );
+    assert!(
+        err(&http(
+            "server { listen 1 default_server; } server { listen 1 default; }"
+        ))
+        .contains("duplicate default server")
+    );
+    assert!(
+        err(&http("server { location /a { location /b { } } }")).contains("is outside location")
+    );
+    assert!(
+        err(&http("server { location /a { } location /a { } }"))
+            .contains("duplicate location \"/a\"")
+    );
+    assert!(
+        err(&http("server { access_log x.log nope; }")).contains("unknown log format \"nope\"")
+    );
+    assert!(err(&http("upstream u { keepalive 2; }")).contains("no servers are inside upstream"));
+    assert!(err("http {}").contains("no \"events\" section"));
+    assert_eq!(
+        err("events {} server;"),
+        "/x/conf/nginx.conf:1:11: \"server\" directive is not allowed here"
+    );
+    assert_eq!(
+        err("events;"),
+        "/x/conf/nginx.conf:1:1: no opening \"{\" in \"events\" directive"
+    );
+}
+
+#[test]
+fn upstreams() {
+    let c = load_str(&http(
+        "upstream app { server 10.0.0.1:8080 weight=3 max_fails=2 fail_timeout=30s; server b backup; server c:81 down; keepalive 16; }
+         server { location / { proxy_pass http://app; } }",
+    ))
+    .unwrap();
+    let u = &c.upstreams["app"];
+    assert_eq!(u.keepalive, Some(16));
+    assert_eq!(
+        u.servers
+            .iter()
+            .map(|s| (s.addr.as_str(), s.weight, s.max_fails, s.backup, s.down))
+            .collect::<Vec<_>>(),
+        [
+            ("10.0.0.1:8080", 3, 2, false, false),
+            ("b:80", 1, 1, true, false),
+            ("c:81", 1, 1, false, true)
+        ]
+    );
+    assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(30));
+    assert!(
+        matches!(&c.servers[0].locations[0].action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Named("app".into()))
+    );
+}

@@ -1,0 +1,285 @@
+//! `ssl_*` directives: protocols, ciphers (OpenSSL names mapped to the suites
+//! rustls implements), session cache/timeout/tickets, certificates and keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::build::Ctx;
+use super::parse::{Arg, Directive};
+use super::scope::set;
+use super::values::{parse_flag, parse_size, parse_time};
+use crate::error::ConfigError;
+
+/// TLS settings of a server (merged with `http`'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ssl_protocols`, less what rustls lacks (default TLS 1.2 and 1.3).
+    pub protocols: Vec<TlsVersion>,
+    /// `ssl_ciphers` mapped to rustls suites, in order; empty: rustls' defaults
+    /// (nginx's default `HIGH:!aNULL:!MD5` maps to nothing more specific).
+    pub ciphers: Vec<CipherSuite>,
+    /// `ssl_prefer_server_ciphers` (default off).
+    pub prefer_server_ciphers: bool,
+    /// `ssl_session_cache` (default `none`).
+    pub session_cache: SessionCache,
+    /// `ssl_session_timeout` (default 5m).
+    pub session_timeout: Duration,
+    /// `ssl_session_tickets` (default on).
+    pub session_tickets: bool,
+    /// `ssl_session_ticket_key` files (first encrypts), resolved against the conf prefix.
+    pub session_ticket_keys: Vec<PathBuf>,
+}
+
+/// A TLS version rustls offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLSv1.2`
+    Tls12,
+    /// `TLSv1.3`
+    Tls13,
+}
+
+/// `ssl_session_cache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCache {
+    /// `off`: clients are told sessions are not reused.
+    Off,
+    /// `none` (nginx's default): no server-side cache.
+    None,
+    /// `builtin[:N]` and/or `shared:NAME:SIZE`: an in-memory cache.
+    Cache {
+        /// `builtin[:N]`: N sessions (nginx's default 20480).
+        builtin: Option<u64>,
+        /// `shared:NAME:SIZE`: the zone name and size in bytes (about 4000
+        /// sessions per megabyte).
+        shared: Option<(String, u64)>,
+    },
+}
+
+macro_rules! suites {
+    ($($v:ident = $openssl:literal, $rustls:literal;)*) => {
+        /// A cipher suite rustls implements.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum CipherSuite {
+            $(#[doc = concat!("`", $openssl, "`: rustls `", $rustls, "`.")] $v,)*
+        }
+        impl CipherSuite {
+            const ALL: &[(CipherSuite, &'static str)] = &[$((CipherSuite::$v, $openssl),)*];
+            /// The rustls (IANA) name, as in `rustls::CipherSuite`'s `Debug`.
+            pub fn rustls_name(self) -> &'static str {
+                match self { $(Self::$v => $rustls,)* }
+            }
+        }
+    };
+}
+
+suites! {
+    EcdheEcdsaAes128Gcm = "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+    EcdheRsaAes128Gcm = "ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
+    EcdheEcdsaAes256Gcm = "ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384";
+    EcdheRsaAes256Gcm = "ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384";
+    EcdheEcdsaChacha20 = "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256";
+    EcdheRsaChacha20 = "ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256";
+    Tls13Aes128Gcm = "TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256";
+    Tls13Aes256Gcm = "TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384";
+    Tls13Chacha20 = "TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256";
+}
+
+/// `ssl_*` values of one level, before merging.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsScope {
+    protocols: Option<Vec<TlsVersion>>,
+    ciphers: Option<Vec<CipherSuite>>,
+    prefer: Option<bool>,
+    cache: Option<SessionCache>,
+    timeout: Option<Duration>,
+    tickets: Option<bool>,
+    ticket_keys: Option<Vec<PathBuf>>,
+    pub(crate) certs: Option<Vec<Arg>>,
+    pub(crate) keys: Option<Vec<Arg>>,
+}
+
+impl TlsScope {
+    /// Fills what this level leaves unset from `outer`.
+    pub(crate) fn inherit(&mut self, outer: &TlsScope) {
+        macro_rules! fill { ($($f:ident),*) => { $(if self.$f.is_none() { self.$f = outer.$f.clone(); })* } }
+        fill!(
+            protocols,
+            ciphers,
+            prefer,
+            cache,
+            timeout,
+            tickets,
+            ticket_keys,
+            certs,
+            keys
+        );
+    }
+
+    /// The merged settings, with nginx's defaults.
+    pub(crate) fn settings(&self) -> TlsSettings {
+        TlsSettings {
+            protocols: self
+                .protocols
+                .clone()
+                .unwrap_or(vec![TlsVersion::Tls12, TlsVersion::Tls13]),
+            ciphers: self.ciphers.clone().unwrap_or_default(),
+            prefer_server_ciphers: self.prefer.unwrap_or(false),
+            session_cache: self.cache.clone().unwrap_or(SessionCache::None),
+            session_timeout: self.timeout.unwrap_or(Duration::from_secs(300)),
+            session_tickets: self.tickets.unwrap_or(true),
+            session_ticket_keys: self.ticket_keys.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Handles `d` if it is an `ssl_*` directive of this scope.
+    pub(crate) fn directive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: &Directive,
+    ) -> Result<bool, ConfigError> {
+        match d.name.as_str() {
+            "ssl_certificate" | "ssl_certificate_key" => {
+                let arg = ctx.one(d)?;
+                let list = if d.name == "ssl_certificate" {
+                    &mut self.certs
+                } else {
+                    &mut self.keys
+                };
+                list.get_or_insert_with(Vec::new).push(arg.clone());
+            }
+            "ssl_protocols" => {
+                let mut out = Vec::new();
+                for a in ctx.args(d, 1, usize::MAX)? {
+                    match a.value.as_str() {
+                        "TLSv1.2" => out.push(TlsVersion::Tls12),
+                        "TLSv1.3" => out.push(TlsVersion::Tls13),
+                        old @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
+                            let msg = format!(
+                                "ssl_protocols: {old} is not supported by rustls and is left out"
+                            );
+                            ctx.warn(a.at, msg);
+                        }
+                        other => {
+                            return Err(ctx.invalid(d, a.at, format!("invalid value \"{other}\"")));
+                        }
+                    }
+                }
+                out.sort();
+                out.dedup();
+                if out.is_empty() {
+                    return Err(ctx.invalid(
+                        d,
+                        d.at,
+                        "no protocol left that rustls supports (TLSv1.2, TLSv1.3)",
+                    ));
+                }
+                set(ctx, d, &mut self.protocols, out)?;
+            }
+            "ssl_ciphers" => {
+                let arg = ctx.one(d)?;
+                let mut out = Vec::new();
+                let mut ignored = Vec::new();
+                for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
+                    match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
+                        Some((s, _)) if !out.contains(s) => out.push(*s),
+                        Some(_) => {}
+                        None => ignored.push(name),
+                    }
+                }
+                if !ignored.is_empty() {
+                    let msg = format!(
+                        "ssl_ciphers: not mapped to a rustls suite, ignored: {}{}",
+                        ignored.join(":"),
+                        if out.is_empty() {
+                            " (rustls' default suites are used)"
+                        } else {
+                            ""
+                        }
+                    );
+                    ctx.warn(arg.at, msg);
+                }
+                set(ctx, d, &mut self.ciphers, out)?;
+            }
+            "ssl_prefer_server_ciphers" => set_flag(ctx, d, &mut self.prefer)?,
+            "ssl_session_tickets" => set_flag(ctx, d, &mut self.tickets)?,
+            "ssl_session_timeout" => {
+                let arg = ctx.one(d)?;
+                let t =
+                    parse_time(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid time"))?;
+                set(ctx, d, &mut self.timeout, t)?;
+            }
+            "ssl_session_ticket_key" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                self.ticket_keys.get_or_insert_with(Vec::new).push(path);
+            }
+            "ssl_session_cache" => {
+                let cache = session_cache(ctx, d)?;
+                set(ctx, d, &mut self.cache, cache)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+fn session_cache(ctx: &Ctx<'_>, d: &Directive) -> Result<SessionCache, ConfigError> {
+    let args = ctx.args(d, 1, 2)?;
+    match args
+        .iter()
+        .map(|a| a.value.as_str())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["off"] => return Ok(SessionCache::Off),
+        ["none"] => return Ok(SessionCache::None),
+        _ => {}
+    }
+    let (mut builtin, mut shared) = (None, None);
+    for a in args {
+        let bad = || ctx.invalid(d, a.at, format!("invalid session cache \"{}\"", a.value));
+        match a.value.split(':').collect::<Vec<_>>().as_slice() {
+            ["builtin"] => builtin = Some(20480),
+            ["builtin", n] => builtin = Some(n.parse().map_err(|_| bad())?),
+            ["shared", name, size] if !name.is_empty() => {
+                let size = parse_size(size).filter(|&s| s >= 8 << 10).ok_or_else(bad)?;
+                shared = Some(((*name).to_owned(), size));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(SessionCache::Cache { builtin, shared })
+}
+
+fn set_flag(ctx: &Ctx<'_>, d: &Directive, slot: &mut Option<bool>) -> Result<(), ConfigError> {
+    let arg = ctx.one(d)?;
+    let v = parse_flag(&arg.value).ok_or_else(|| {
+        ctx.invalid(
+            d,
+            arg.at,
+            format!(
+                "invalid value \"{}\", it must be \"on\" or \"off\"",
+                arg.value
+            ),
+        )
+    })?;
+    set(ctx, d, slot, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_names() {
+        assert_eq!(CipherSuite::ALL.len(), 9);
+        assert_eq!(
+            CipherSuite::EcdheRsaAes128Gcm.rustls_name(),
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        );
+        let s = TlsScope::default().settings();
+        assert_eq!(s.protocols, [TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert_eq!(s.session_cache, SessionCache::None);
+    }
+}
