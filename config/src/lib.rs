@@ -40,6 +40,9 @@
 //! connect_timeout_ms = 3000        # optional, default 3000, 1..=600000
 //! request_timeout_ms = 60000       # optional, default 60000, 1..=86400000
 //!
+//! [admin]                          # optional: /metrics, /healthz, /readyz over plain HTTP
+//! address = "127.0.0.1:9901"
+//!
 //! [shutdown]                       # optional section
 //! grace_ms = 10000                 # optional, default 10000, 0..=600000
 //! ```

@@ -27,6 +27,8 @@ pub struct Config {
     pub hsm: Option<HsmGroup>,
     /// The plain-HTTP backend.
     pub upstream: Upstream,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), plain HTTP, if any.
+    pub admin: Option<SocketAddr>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Accepted but discouraged settings; the caller should log them.

@@ -20,6 +20,14 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) shutdown: RawShutdown,
     pub(crate) hsm: Option<RawHsm>,
+    pub(crate) admin: Option<RawAdmin>,
+}
+
+/// `[admin]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) address: Spanned<String>,
 }
 
 /// `[hsm]`.

@@ -47,8 +47,30 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         10_000,
         src,
     )?;
+    let admin = match &raw.admin {
+        None => None,
+        Some(a) => {
+            let (text, at) = (a.address.get_ref(), a.address.span().start);
+            let addr: SocketAddr = text.parse().map_err(|e| {
+                src.invalid(
+                    at,
+                    "admin.address",
+                    format!("\"{text}\" is not a socket address ({e})"),
+                )
+            })?;
+            if addr.port() != 0 && listeners.iter().any(|l| l.address == addr) {
+                return Err(src.invalid(
+                    at,
+                    "admin.address",
+                    format!("{addr} is also a TLS listener"),
+                ));
+            }
+            Some(addr)
+        }
+    };
     Ok(Config {
         source: src.file.to_path_buf(),
+        admin,
         listeners,
         tls,
         pkcs11,
@@ -78,7 +100,10 @@ fn listeners(raw: &[Spanned<RawListener>], src: &Source<'_>) -> Result<Vec<Liste
                 format!("\"{text}\" is not a socket address ({e})"),
             )
         })?;
-        if let Some(first) = out.iter().position(|o| o.address == address) {
+        if let Some(first) = out
+            .iter()
+            .position(|o| address.port() != 0 && o.address == address)
+        {
             return Err(src.invalid(
                 at,
                 key("address"),

@@ -8,11 +8,13 @@
 //!                  └─ hyper HTTP/1.1 | HTTP/2 ─▶ forward ─HTTP/1.1 keep-alive─▶ upstream
 //! ```
 //!
-//! Parts: [`server`] (listeners, connections, drain), [`tls`] (rustls settings and the
+//! Parts: [`server`] (listeners, connections, drain), [`admin`] (`/healthz`, `/readyz`,
+//! `/metrics`), [`tls`] (rustls settings and the
 //! certificate/key check), [`forward`] (upstream client), [`demo`] (`hsmgate demo`),
 //! [`upstream`] (the built-in echo upstream), [`error`].
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod demo;
 pub mod error;
 pub mod forward;

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let metrics = hsmgate_proxy::admin::install_recorder();
     hsmgate_signer::metrics::describe();
     let result = match cli.command {
         Some(Command::Demo {
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
             module,
         }) => run_demo(listen, key.into(), module),
         None if cli.test => test_config(&cli.config),
-        None => run(&cli.config),
+        None => run(&cli.config, metrics),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,9 +116,12 @@ fn test_config(path: &std::path::Path) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn run(path: &std::path::Path) -> Result<(), ProxyError> {
+fn run(
+    path: &std::path::Path,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<(), ProxyError> {
     let config = load(path)?;
-    let proxy = Proxy::build(&config)?;
+    let proxy = Proxy::build(&config)?.with_metrics(metrics);
     runtime()?.block_on(proxy.run(shutdown_signal()))
 }
 

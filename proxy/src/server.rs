@@ -32,6 +32,8 @@ pub struct Proxy {
     forwarder_config: hsmgate_config::Upstream,
     pool: SignerPool,
     grace: Duration,
+    admin: Option<std::net::TcpListener>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Proxy {
@@ -55,11 +57,24 @@ impl Proxy {
                 })?;
             listeners.push((socket, server_config));
         }
+        let admin = match config.admin {
+            Some(addr) => {
+                let socket = std::net::TcpListener::bind(addr)
+                    .map_err(|source| ProxyError::Bind { addr, source })?;
+                socket
+                    .set_nonblocking(true)
+                    .map_err(|source| ProxyError::Bind { addr, source })?;
+                Some(socket)
+            }
+            None => None,
+        };
         Ok(Proxy {
             listeners,
             forwarder_config: config.upstream.clone(),
             pool,
             grace: config.shutdown_grace,
+            admin,
+            metrics: None,
         })
     }
 
@@ -88,6 +103,15 @@ impl Proxy {
             &config.tls.key.uri.to_string(),
         )?;
         Ok((pool, key))
+    }
+
+    /// Serve `/metrics` from this Prometheus handle.
+    pub fn with_metrics(
+        mut self,
+        handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Proxy {
+        self.metrics = handle;
+        self
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -133,7 +157,28 @@ impl Proxy {
                 stop_rx.clone(),
             )));
         }
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin = match self.admin {
+            Some(socket) => {
+                let addr = socket.local_addr().ok();
+                let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
+                    what: "admin listener".into(),
+                    source,
+                })?;
+                if let Some(addr) = addr {
+                    tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
+                }
+                let state = crate::admin::AdminState {
+                    pool: self.pool.clone(),
+                    draining: Arc::clone(&draining),
+                    metrics: self.metrics.clone(),
+                };
+                Some(tokio::spawn(crate::admin::serve(listener, state)))
+            }
+            None => None,
+        };
         shutdown.await;
+        draining.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(grace = ?self.grace, "shutting down: no new connections, draining open ones");
         let _ = stop_tx.send(true);
         for l in accept_loops {
@@ -146,6 +191,9 @@ impl Proxy {
             Err(_) => {
                 tracing::warn!(grace = ?self.grace, "grace period over; closing the remaining connections")
             }
+        }
+        if let Some(admin) = admin {
+            admin.abort();
         }
         Ok(())
     }

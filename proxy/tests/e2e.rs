@@ -9,5 +9,7 @@ mod bad_input;
 mod clients;
 #[path = "e2e/frozen_token.rs"]
 mod frozen_token;
+#[path = "e2e/ha.rs"]
+mod ha;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;

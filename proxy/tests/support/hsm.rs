@@ -171,7 +171,7 @@ impl TestToken {
             }
         }
         let spki = std::fs::read(&pub_der).expect("public key");
-        let (ca_pem, chain_pem) = issue_certificate(root, &spki);
+        let (ca_pem, chain_pem) = issue_certificate_for(root, &spki);
         let pin_file = root.join("pin");
         std::fs::write(&pin_file, format!("{PIN}\n")).expect("pin file");
         TestToken {
@@ -201,7 +201,7 @@ impl TestToken {
 }
 
 /// A test CA (file key, made by rcgen) and a leaf certificate for `spki` signed by it.
-fn issue_certificate(dir: &Path, spki: &[u8]) -> (PathBuf, PathBuf) {
+pub fn issue_certificate_for(dir: &Path, spki: &[u8]) -> (PathBuf, PathBuf) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -241,15 +241,26 @@ pub struct P11KitServer {
 
 impl P11KitServer {
     pub fn start(token: &TestToken) -> P11KitServer {
+        Self::start_at(
+            &token.conf,
+            &token.module,
+            &token.label,
+            &token.path().join("p11kit.sock"),
+        )
+    }
+
+    /// Serve token `label` of the SoftHSM store `conf` on unix socket `socket`.
+    pub fn start_at(conf: &Path, module: &Path, label: &str, socket: &Path) -> P11KitServer {
         use std::os::unix::process::CommandExt;
-        let socket = token.path().join("p11kit.sock");
+        let socket = socket.to_path_buf();
+        let _ = std::fs::remove_file(&socket);
         let child = Command::new("p11-kit")
-            .env("SOFTHSM2_CONF", &token.conf)
+            .env("SOFTHSM2_CONF", conf)
             .args(["server", "-f", "--provider"])
-            .arg(&token.module)
+            .arg(module)
             .arg("-n")
             .arg(&socket)
-            .arg(format!("pkcs11:token={}", token.label))
+            .arg(format!("pkcs11:token={label}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod hsm;
+pub mod lab;
 pub mod net;
 pub mod proxy;
 

@@ -89,6 +89,28 @@ impl ProxyProcess {
         }
     }
 
+    /// The admin listener's address (waits for its log line).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = self
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("admin listening"))
+                .find_map(|l| l.split("address=").nth(1))
+                .and_then(|a| a.trim().parse().ok())
+            {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin listener:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

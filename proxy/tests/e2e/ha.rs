@@ -1,0 +1,257 @@
+//! HA groups with real, killable HSMs: four SoftHSM tokens with the same key, each
+//! behind its own `p11-kit server`, two in a primary region and two in a standby one.
+//! Under steady handshake load from rustls clients: SIGKILL a primary member (no failed
+//! handshake; back in rotation after restart without restarting the proxy), SIGSTOP
+//! one (fenced, no failed handshake, back after SIGCONT), kill both primaries (the
+//! standby region serves), kill everything (new handshakes fail fast, `/readyz` is
+//! false, the log names the cause) and bring everything back (recovers by itself).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::client::{client_config, connect};
+use crate::support::lab::HaLab;
+use crate::support::{ProxyProcess, start_upstream};
+
+/// Full handshakes in a loop on `workers` tasks, counting successes and failures.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    last_error: Arc<std::sync::Mutex<String>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, ca: &std::path::Path, workers: usize) -> Load {
+        let (ok, failed, stop) = (
+            Arc::default(),
+            Arc::default(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
+        let config = client_config(ca, &[b"http/1.1"]);
+        let tasks = (0..workers)
+            .map(|_| {
+                let (ok, failed, stop): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicBool>) =
+                    (Arc::clone(&ok), Arc::clone(&failed), Arc::clone(&stop));
+                let (config, last_error) = (Arc::clone(&config), Arc::clone(&last_error));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(
+                            Duration::from_secs(5),
+                            connect(addr, Arc::clone(&config)),
+                        )
+                        .await
+                        {
+                            Ok(Ok(_tls)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Err(e)) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                *last_error.lock().expect("lock") = e.to_string();
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                *last_error.lock().expect("lock") =
+                                    "handshake timed out after 5 s".into();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            stop,
+            tasks,
+            last_error,
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// GET `path` on the admin listener: (status, body).
+async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Wait until `/readyz` mentions `needle`; how long it took.
+async fn wait_readyz(admin: SocketAddr, needle: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (_, body) = admin_get(admin, "/readyz").await;
+        if body.contains(needle) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "/readyz never showed {needle:?} within {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_fencing_standby_and_recovery_under_load() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b", "hsm-c", "hsm-d"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "op_timeout_ms = 400\nsign_timeout_ms = 3000\nprobe_interval_ms = 1000",
+        &[
+            ("eu-1", true, &["hsm-a", "hsm-b"]),
+            ("eu-2", false, &["hsm-c", "hsm-d"]),
+        ],
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let admin = proxy.admin_addr();
+    assert_eq!(admin_get(admin, "/healthz").await.0, 200);
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    for m in ["hsm-a up", "hsm-b up", "hsm-c up", "hsm-d up"] {
+        assert!(body.contains(m), "{body}");
+    }
+    let load = Load::start(proxy.addr, &lab.ca_pem, 4);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // 1. SIGKILL a primary member: no handshake fails; back after restart, no proxy restart.
+    lab.kill("hsm-a");
+    wait_readyz(admin, "hsm-a down", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    lab.restart("hsm-a");
+    let recovered = wait_readyz(admin, "hsm-a up", Duration::from_secs(10)).await;
+    eprintln!("hsm-a back in rotation {recovered:?} after its restart");
+    assert!(
+        recovered < Duration::from_secs(5),
+        "recovery took {recovered:?}"
+    );
+    let (ok, failed) = load.counts();
+    assert_eq!(
+        failed,
+        0,
+        "handshakes failed across a member kill: {}\n{}",
+        load.last_error.lock().expect("lock"),
+        proxy.log_text()
+    );
+    assert!(ok > 0);
+
+    // 2. SIGSTOP a primary member: fenced within the op deadline, nothing fails.
+    lab.signal("hsm-b", "STOP");
+    let fenced = wait_readyz(admin, "hsm-b fenced", Duration::from_secs(5)).await;
+    eprintln!("hsm-b fenced {fenced:?} after SIGSTOP");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    lab.signal("hsm-b", "CONT");
+    wait_readyz(admin, "hsm-b up", Duration::from_secs(10)).await;
+    let (ok2, failed) = load.counts();
+    assert_eq!(
+        failed,
+        0,
+        "handshakes failed across a member freeze: {}",
+        load.last_error.lock().expect("lock")
+    );
+    assert!(ok2 > ok);
+
+    // 3. Both primary members killed: the standby region serves.
+    lab.kill("hsm-a");
+    lab.kill("hsm-b");
+    wait_readyz(admin, "hsm-b down", Duration::from_secs(5)).await;
+    let before = load.counts().0;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (after, failed) = load.counts();
+    assert_eq!(
+        failed,
+        0,
+        "handshakes failed when the standby region took over: {}",
+        load.last_error.lock().expect("lock")
+    );
+    assert!(after > before, "the standby region served nothing");
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("hsmgate_signer_operations_total{member=\"hsm-c\",result=\"ok\"}")
+            || l.starts_with("hsmgate_signer_operations_total{result=\"ok\",member=\"hsm-c\"}")),
+        "no signatures counted on the standby member:\n{metrics}"
+    );
+
+    // 4. Every member down: new handshakes fail fast, /readyz is false, the log says why.
+    lab.kill("hsm-c");
+    lab.kill("hsm-d");
+    wait_readyz(admin, "hsm-d down", Duration::from_secs(5)).await;
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let t = Instant::now();
+    let refused = connect(proxy.addr, client_config(&lab.ca_pem, &[b"http/1.1"])).await;
+    assert!(
+        refused.is_err(),
+        "a handshake succeeded with every HSM down"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "failing took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        proxy.log_text().contains("no healthy member can sign"),
+        "{}",
+        proxy.log_text()
+    );
+
+    // 5. Members return: everything recovers by itself.
+    for m in ["hsm-a", "hsm-b", "hsm-c", "hsm-d"] {
+        lab.restart(m);
+    }
+    wait_readyz(
+        admin,
+        "hsm-a up; hsm-b up; hsm-c up; hsm-d up",
+        Duration::from_secs(15),
+    )
+    .await;
+    let (status, _) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200);
+    let (ok_before, _) = load.counts();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok_final, _) = load.stop().await;
+    assert!(ok_final > ok_before, "no handshake after recovery");
+}
