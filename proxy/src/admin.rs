@@ -29,7 +29,7 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )
         });
-    match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+    match builder.and_then(|b| b.install_recorder()) {
         Ok(handle) => Some(handle),
         Err(e) => {
             tracing::warn!(error = %e, "metrics recorder not installed");
