@@ -46,6 +46,31 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// A failure tied to a place in the configuration (`file:line`).
+    #[error("{source} in {at}")]
+    At {
+        /// `file:line`.
+        at: String,
+        /// What failed there.
+        #[source]
+        source: Box<ProxyError>,
+    },
+    /// A private key file could not be used.
+    #[error("private key {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No PKCS#11 module is known for a token key.
+    #[error(
+        "no PKCS#11 module for key {0}: add module-path=… to the URI, MODULE_PATH to the pkcs11 section of OPENSSL_CONF, or pass --pkcs11-module / set HSMGATE_PKCS11_MODULE"
+    )]
+    NoModule(String),
+    /// The configuration is consistent but cannot be served as written.
+    #[error("{0}")]
+    Invalid(String),
     /// The demo could not make its token or certificate.
     #[error("demo: {0}")]
     Demo(String),

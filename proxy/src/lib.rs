@@ -8,19 +8,38 @@
 //!                  └─ hyper HTTP/1.1 | HTTP/2 ─▶ forward ─HTTP/1.1 keep-alive─▶ upstream
 //! ```
 //!
-//! Parts: [`server`] (listeners, connections, drain), [`admin`] (`/healthz`, `/readyz`,
-//! `/metrics`), [`tls`] (rustls settings and the
-//! certificate/key check), [`forward`] (upstream client), [`demo`] (`hsmgate demo`),
-//! [`upstream`] (the built-in echo upstream), [`error`].
+//! Either configuration format becomes the same runtime model ([`site`]): listeners →
+//! servers → locations. Parts, in request order:
+//! - [`server`]: sockets, accept loops, connections, reload/stop ([`server::Control`]);
+//! - [`generation`]: everything one configuration builds, swapped whole on reload
+//!   (the format is chosen by file name: `*.toml` native, anything else nginx);
+//! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
+//! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
+//! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
+//! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
+//! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
+//! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
+//! - [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`demo`] (`hsmgate demo`),
+//!   [`upstream`] (the built-in echo upstream), [`error`].
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod balance;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod generation;
+pub mod keys;
+pub mod notify;
+pub mod route;
 pub mod server;
+pub mod site;
 pub mod tls;
 pub mod upstream;
+pub mod vars;
 
 pub use error::ProxyError;
-pub use server::Proxy;
+pub use generation::{ConfigSource, Generation};
+pub use server::{Control, Proxy};

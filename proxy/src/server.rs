@@ -1,108 +1,126 @@
-//! The proxy: listeners bound at build time, an accept loop per listener, a TLS
-//! handshake per connection (bounded in time), then HTTP/1.1 or HTTP/2 served by hyper
-//! with each request forwarded upstream. Shutdown stops accepting and drains the open
-//! connections for at most the grace period.
+//! The proxy at run time: sockets bound once per address, an accept loop per
+//! address reading the current [`Generation`] through a `watch` channel, a TLS
+//! handshake per connection (bounded in time), then HTTP/1.1 or HTTP/2 served by
+//! hyper with each request routed by [`route`](crate::route).
+//!
+//! One control path ([`Control`]): `Reload` builds the next generation off the async
+//! workers and swaps it in only if everything opened (sockets of unchanged addresses
+//! are kept, new ones bound, removed ones closed; open connections finish on their
+//! generation); `Quit` stops accepting and drains for the grace period; `Stop` does the
+//! same with a one-second grace; `Reopen` reopens the log files.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hsmgate_config::Config;
-use hsmgate_signer::{GroupSettings, SignerPool};
+use hsmgate_signer::SignerPool;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::ProxyError;
-use crate::forward::Forwarder;
-use crate::tls;
+use crate::generation::{ConfigSource, Generation, ListenerRt};
+use crate::keys::{KeyDefaults, PoolCache};
+use crate::site::{ListenSpec, Site};
+use crate::vars::ConnInfo;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The drain of a fast stop (SIGTERM, SIGINT).
+const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// A proxy ready to run: signer started, key checked, sockets bound.
+/// What the running proxy is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Reopen log files (SIGUSR1).
+    Reopen,
+    /// Fast stop (SIGTERM, SIGINT).
+    Stop,
+    /// Graceful stop: drain in-flight requests (SIGQUIT).
+    Quit,
+}
+
+/// A proxy ready to run: keys opened and checked, sockets bound.
 #[derive(Debug)]
 pub struct Proxy {
-    listeners: Vec<(std::net::TcpListener, Arc<ServerConfig>)>,
-    forwarder_config: hsmgate_config::Upstream,
-    pool: SignerPool,
-    grace: Duration,
+    source: Option<ConfigSource>,
+    defaults: KeyDefaults,
+    generation: Arc<Generation>,
+    sockets: HashMap<SocketAddr, std::net::TcpListener>,
     admin: Option<std::net::TcpListener>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    on_reopen: Option<ReopenHook>,
+}
+
+/// Called on [`Control::Reopen`] besides the access logs.
+#[derive(Clone)]
+pub struct ReopenHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ReopenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReopenHook")
+    }
 }
 
 impl Proxy {
-    /// Start the signer pool, check the certificate against the token key, build the TLS
-    /// settings and bind every listener. Needs no async runtime.
+    /// From a native configuration (no reload source). Needs no async runtime.
     pub fn build(config: &Config) -> Result<Proxy, ProxyError> {
-        let (pool, key) = Self::signing(config)?;
-        let mut listeners = Vec::new();
-        for l in &config.listeners {
-            let server_config = tls::server_config(l, &key)?;
-            let socket =
-                std::net::TcpListener::bind(l.address).map_err(|source| ProxyError::Bind {
-                    addr: l.address,
-                    source,
-                })?;
-            socket
-                .set_nonblocking(true)
-                .map_err(|source| ProxyError::Bind {
-                    addr: l.address,
-                    source,
-                })?;
-            listeners.push((socket, server_config));
+        Self::from_site(Site::from_native(config), None, KeyDefaults::default())
+    }
+
+    /// From a configuration file (either format), reloadable.
+    pub fn from_source(source: ConfigSource, defaults: KeyDefaults) -> Result<Proxy, ProxyError> {
+        let site = load_logged(&source)?;
+        Self::from_site(site, Some(source), defaults)
+    }
+
+    fn from_site(
+        site: Site,
+        source: Option<ConfigSource>,
+        defaults: KeyDefaults,
+    ) -> Result<Proxy, ProxyError> {
+        let admin = site.admin.map(bind_plain).transpose()?;
+        let generation = Generation::build(site, &defaults, &PoolCache::default())?;
+        let mut sockets = HashMap::new();
+        for l in generation.listeners.values() {
+            sockets.insert(l.spec.addr, bind(&l.spec)?);
         }
-        let admin = match config.admin {
-            Some(addr) => {
-                let socket = std::net::TcpListener::bind(addr)
-                    .map_err(|source| ProxyError::Bind { addr, source })?;
-                socket
-                    .set_nonblocking(true)
-                    .map_err(|source| ProxyError::Bind { addr, source })?;
-                Some(socket)
-            }
-            None => None,
-        };
         Ok(Proxy {
-            listeners,
-            forwarder_config: config.upstream.clone(),
-            pool,
-            grace: config.shutdown_grace,
+            source,
+            defaults,
+            generation: Arc::new(generation),
+            sockets,
             admin,
             metrics: None,
+            on_reopen: None,
         })
     }
 
-    /// What `hsmgate -t` checks beyond the file: the token, PIN, key, certificate and
+    /// What `hsmgate -t` checks beyond the file: tokens, PINs, keys, certificates and
     /// TLS settings, without binding any socket.
     pub fn check(config: &Config) -> Result<(), ProxyError> {
-        let (_pool, key) = Self::signing(config)?;
-        for l in &config.listeners {
-            tls::server_config(l, &key)?;
-        }
-        Ok(())
+        Generation::build(
+            Site::from_native(config),
+            &KeyDefaults::default(),
+            &PoolCache::default(),
+        )
+        .map(drop)
     }
 
-    fn signing(
-        config: &Config,
-    ) -> Result<(SignerPool, Arc<rustls::sign::CertifiedKey>), ProxyError> {
-        let chain = tls::load_chain(&config.tls.certificate_chain)?;
-        // Every HSM member's key is checked against the certificate's before use.
-        let expected = tls::expected_key(&chain, &config.tls.certificate_chain)?;
-        let settings = GroupSettings::from_config(config, Some(expected))?;
-        let pool = SignerPool::start_group(settings)?;
-        let key = tls::certified_key(
-            chain,
-            &config.tls.certificate_chain,
-            &pool,
-            &config.tls.key.uri.to_string(),
-        )?;
-        Ok((pool, key))
+    /// [`check`](Self::check) for a configuration file of either format.
+    pub fn check_source(source: &ConfigSource, defaults: &KeyDefaults) -> Result<(), ProxyError> {
+        let site = load_logged(source)?;
+        Generation::build(site, defaults, &PoolCache::default()).map(drop)
     }
 
     /// Serve `/metrics` from this Prometheus handle.
@@ -114,114 +132,282 @@ impl Proxy {
         self
     }
 
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+    /// Also call `f` on [`Control::Reopen`] (e.g. to reopen the error log).
+    pub fn on_reopen(mut self, f: ReopenHook) -> Proxy {
+        self.on_reopen = Some(f);
+        self
     }
 
-    /// The signer pool.
-    pub fn pool(&self) -> &SignerPool {
-        &self.pool
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self
+            .sockets
+            .values()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// The first signer pool (the native format's key).
+    pub fn pool(&self) -> Option<&SignerPool> {
+        self.generation.pools.pools().next()
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> &Arc<Generation> {
+        &self.generation
     }
 
     /// Serve until `shutdown` completes, then drain for at most the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
-        let forwarder = Forwarder::new(&self.forwarder_config);
-        // Accept loops hold the Arc to make a watcher per connection; once they have
-        // stopped, it is unwrapped to signal the drain.
+        let (tx, rx) = mpsc::channel(4);
+        let stop = async move {
+            shutdown.await;
+            let _ = tx.send(Control::Quit).await;
+            // Keep the sender alive so the control loop sees Quit, not a closed channel.
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            r = self.run_controlled(rx) => r,
+            _ = stop => Ok(()),
+        }
+    }
+
+    /// Serve, obeying `control` until a stop; a closed channel is a graceful stop.
+    pub async fn run_controlled(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+    ) -> Result<(), ProxyError> {
         let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (gen_tx, gen_rx) = watch::channel(Arc::clone(&self.generation));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ids = Arc::new(AtomicU64::new(0));
         let mut accept_loops = Vec::new();
-        for (socket, server_config) in self.listeners {
-            let addr = socket.local_addr().map_err(|source| ProxyError::Io {
-                what: "listener address".into(),
-                source,
-            })?;
+        let mut live: HashSet<SocketAddr> = HashSet::new();
+        let spawn_loop = |addr: SocketAddr, socket: std::net::TcpListener| {
             let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
                 what: format!("listener {addr}"),
                 source,
             })?;
-            tracing::info!(address = %addr, "listening");
-            let acceptor = TlsAcceptor::from(server_config);
-            let ctx = ConnContext {
-                acceptor,
-                forwarder: forwarder.clone(),
-            };
-            accept_loops.push(tokio::spawn(accept_loop(
+            if let Ok(actual) = listener.local_addr() {
+                tracing::info!(address = %actual, "listening");
+            }
+            Ok::<_, ProxyError>(tokio::spawn(accept_loop(
+                addr,
                 listener,
-                ctx,
+                gen_rx.clone(),
                 Arc::clone(&graceful),
                 stop_rx.clone(),
-            )));
-        }
-        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let admin = match self.admin {
-            Some(socket) => {
-                let addr = socket.local_addr().ok();
-                let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
-                    what: "admin listener".into(),
-                    source,
-                })?;
-                if let Some(addr) = addr {
-                    tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
-                }
-                let state = crate::admin::AdminState {
-                    pool: self.pool.clone(),
-                    draining: Arc::clone(&draining),
-                    metrics: self.metrics.clone(),
-                };
-                Some(tokio::spawn(crate::admin::serve(listener, state)))
-            }
-            None => None,
+                Arc::clone(&ids),
+            )))
         };
-        shutdown.await;
-        draining.store(true, std::sync::atomic::Ordering::Release);
-        tracing::info!(grace = ?self.grace, "shutting down: no new connections, draining open ones");
+        for (addr, socket) in std::mem::take(&mut self.sockets) {
+            live.insert(addr);
+            accept_loops.push(spawn_loop(addr, socket)?);
+        }
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin = self.start_admin(&draining)?;
+        crate::notify::notify("READY=1");
+        let mut current = Arc::clone(&self.generation);
+        let fast = loop {
+            match control.recv().await {
+                Some(Control::Reload) => {
+                    crate::notify::reloading();
+                    match self.reload(&current, &live).await {
+                        Ok((next, sockets)) => {
+                            live = next.addrs().into_iter().collect();
+                            current = Arc::new(next);
+                            let _ = gen_tx.send(Arc::clone(&current));
+                            for (addr, socket) in sockets {
+                                accept_loops.push(spawn_loop(addr, socket)?);
+                            }
+                            tracing::info!(config = %current.site.source.display(), "configuration reloaded");
+                        }
+                        Err(e) => tracing::error!(
+                            "reload failed, the previous configuration keeps serving: {e}"
+                        ),
+                    }
+                    crate::notify::notify("READY=1");
+                }
+                Some(Control::Reopen) => {
+                    tracing::info!("reopening log files");
+                    crate::access_log::AccessLogWriter::get().reopen();
+                    if let Some(f) = &self.on_reopen {
+                        (f.0)();
+                    }
+                }
+                Some(Control::Stop) => break true,
+                Some(Control::Quit) | None => break false,
+            }
+        };
+        crate::notify::notify("STOPPING=1");
+        draining.store(true, Ordering::Release);
+        let grace = if fast {
+            FAST_STOP_GRACE.min(current.site.grace)
+        } else {
+            current.site.grace
+        };
+        tracing::info!(
+            ?grace,
+            fast,
+            "shutting down: no new connections, draining open ones"
+        );
         let _ = stop_tx.send(true);
         for l in accept_loops {
             let _ = l.await;
         }
         let graceful =
             Arc::try_unwrap(graceful).expect("accept loops have ended and dropped their handles");
-        match tokio::time::timeout(self.grace, graceful.shutdown()).await {
+        match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained"),
             Err(_) => {
-                tracing::warn!(grace = ?self.grace, "grace period over; closing the remaining connections")
+                tracing::warn!(
+                    ?grace,
+                    "grace period over; closing the remaining connections"
+                )
             }
         }
         if let Some(admin) = admin {
             admin.abort();
         }
+        crate::access_log::AccessLogWriter::get().flush();
         Ok(())
+    }
+
+    /// Build the next generation (off the async workers) and bind its new addresses.
+    async fn reload(
+        &self,
+        current: &Arc<Generation>,
+        live: &HashSet<SocketAddr>,
+    ) -> Result<(Generation, Vec<(SocketAddr, std::net::TcpListener)>), ProxyError> {
+        let Some(source) = self.source.clone() else {
+            return Err(ProxyError::Invalid(
+                "this proxy was not started from a configuration file".into(),
+            ));
+        };
+        tracing::info!(config = %source.path.display(), "reloading the configuration");
+        let defaults = self.defaults.clone();
+        let previous = current.pools.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            let site = load_logged(&source)?;
+            Generation::build(site, &defaults, &previous)
+        })
+        .await
+        .map_err(|e| ProxyError::Invalid(format!("reload task failed: {e}")))??;
+        let mut sockets = Vec::new();
+        for spec in &next.site.listens {
+            if !live.contains(&spec.addr) {
+                sockets.push((spec.addr, bind(spec)?));
+            }
+        }
+        Ok((next, sockets))
+    }
+
+    fn start_admin(
+        &mut self,
+        draining: &Arc<AtomicBool>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, ProxyError> {
+        let (Some(socket), Some(pool)) = (self.admin.take(), self.pool().cloned()) else {
+            return Ok(None);
+        };
+        let addr = socket.local_addr().ok();
+        let listener = TcpListener::from_std(socket).map_err(|source| ProxyError::Io {
+            what: "admin listener".into(),
+            source,
+        })?;
+        if let Some(addr) = addr {
+            tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
+        }
+        let state = crate::admin::AdminState {
+            pool,
+            draining: Arc::clone(draining),
+            metrics: self.metrics.clone(),
+        };
+        Ok(Some(tokio::spawn(crate::admin::serve(listener, state))))
     }
 }
 
-/// What every connection of a listener needs.
-#[derive(Clone)]
-struct ConnContext {
-    acceptor: TlsAcceptor,
-    forwarder: Forwarder,
+/// Load the configuration, logging its warnings.
+fn load_logged(source: &ConfigSource) -> Result<Site, ProxyError> {
+    let (site, warnings) = source.load()?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(site)
+}
+
+/// Bind a listening socket with the `listen` options.
+pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
+    use socket2::{Domain, Socket, Type};
+    let addr = spec.addr;
+    let err = |source| ProxyError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if spec.reuseport {
+        socket.set_reuse_port(true).map_err(err)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(spec.ipv6only).map_err(err)?;
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    socket
+        .listen(i32::try_from(spec.backlog).unwrap_or(511))
+        .map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
+}
+
+fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
+    let socket =
+        std::net::TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| ProxyError::Bind { addr, source })?;
+    Ok(socket)
 }
 
 async fn accept_loop(
+    addr: SocketAddr,
     listener: TcpListener,
-    ctx: ConnContext,
+    mut generations: watch::Receiver<Arc<Generation>>,
     graceful: Arc<GracefulShutdown>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    ids: Arc<AtomicU64>,
 ) {
     loop {
         let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            a = listener.accept() => a,
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+            changed = generations.changed() => {
+                if changed.is_err() || !generations.borrow().listeners.contains_key(&addr) {
+                    tracing::info!(address = %addr, "listener closed: not in the configuration any more");
+                    break;
+                }
+                continue;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
+                let generation = Arc::clone(&generations.borrow());
+                let Some(listener_rt) = generation.listeners.get(&addr).cloned() else {
+                    break;
+                };
+                let conn = ConnInfo {
+                    peer,
+                    listen: addr,
+                    local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
+                    tls: None,
+                    id: ids.fetch_add(1, Ordering::Relaxed) + 1,
+                };
                 let watcher = graceful.watcher();
-                tokio::spawn(serve_connection(stream, peer, ctx.clone(), watcher));
+                tokio::spawn(serve_connection(
+                    stream,
+                    conn,
+                    listener_rt,
+                    generation,
+                    watcher,
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -232,10 +418,22 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: ConnContext, watcher: Watcher) {
+async fn serve_connection(
+    stream: TcpStream,
+    mut conn: ConnInfo,
+    listener: ListenerRt,
+    generation: Arc<Generation>,
+    watcher: Watcher,
+) {
     let _ = stream.set_nodelay(true);
+    let Some(tls_config) = &listener.tls else {
+        serve_http(stream, conn, &listener, generation, watcher).await;
+        return;
+    };
     // The handshake may call the signer, which waits off the async workers.
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ctx.acceptor.accept(stream)).await {
+    let peer = conn.peer;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls_config));
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -246,14 +444,46 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: ConnContext,
             return;
         }
     };
-    let forwarder = ctx.forwarder;
+    let session = tls.get_ref().1;
+    conn.tls = Some((
+        match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            _ => String::new(),
+        },
+        session
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default(),
+    ));
+    serve_http(tls, conn, &listener, generation, watcher).await;
+}
+
+async fn serve_http<I>(
+    io: I,
+    conn: ConnInfo,
+    listener: &ListenerRt,
+    generation: Arc<Generation>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
     let service = service_fn(move |req| {
-        let forwarder = forwarder.clone();
-        async move { Ok::<_, std::convert::Infallible>(forwarder.forward(req, peer).await) }
+        crate::route::handle(Arc::clone(&generation), Arc::clone(&conn), req)
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if listener.keepalive.is_zero() {
+        builder.http1().keep_alive(false);
+    } else {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(listener.keepalive);
+    }
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(served.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -115,3 +115,130 @@ pub fn server_config(
     };
     Ok(Arc::new(config))
 }
+
+/// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
+pub type ServerKeys = Arc<Vec<Vec<Arc<CertifiedKey>>>>;
+
+/// Picks the certificate for a handshake on one listening address: the server by SNI
+/// (nginx's `server_name` rules), then among its pairs the ECDSA one if the client
+/// offers an ECDSA signature scheme, else the first (usually RSA).
+#[derive(Debug)]
+pub struct SniResolver {
+    servers: Arc<Vec<hsmgate_config::nginx::Server>>,
+    keys: ServerKeys,
+    listen: std::net::SocketAddr,
+    fallback: usize,
+}
+
+impl SniResolver {
+    /// For connections to `listen`; `fallback` is the default server's index.
+    pub fn new(
+        servers: Arc<Vec<hsmgate_config::nginx::Server>>,
+        keys: ServerKeys,
+        listen: std::net::SocketAddr,
+        fallback: usize,
+    ) -> SniResolver {
+        SniResolver {
+            servers,
+            keys,
+            listen,
+            fallback,
+        }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen =
+            hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
+                .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
+                .filter(|&i| !self.keys[i].is_empty())
+                .unwrap_or(self.fallback);
+        let pairs = self.keys.get(chosen)?;
+        let wants_ecdsa = hello.signature_schemes().iter().any(|s| {
+            matches!(
+                s,
+                rustls::SignatureScheme::ECDSA_NISTP256_SHA256
+                    | rustls::SignatureScheme::ECDSA_NISTP384_SHA384
+                    | rustls::SignatureScheme::ECDSA_NISTP521_SHA512
+            )
+        });
+        let is_ecdsa =
+            |k: &&Arc<CertifiedKey>| k.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
+        let pick = if wants_ecdsa {
+            pairs.iter().find(is_ecdsa)
+        } else {
+            pairs.iter().find(|k| !is_ecdsa(k))
+        };
+        pick.or(pairs.first()).cloned()
+    }
+}
+
+/// The rustls configuration of one TLS listening address, from its default server's
+/// `ssl_*` settings (rustls has one configuration per socket, so per-server protocol
+/// and cipher settings on a shared address follow the default server).
+pub fn listener_config(
+    spec: &crate::site::ListenSpec,
+    settings: &hsmgate_config::nginx::TlsSettings,
+    resolver: Arc<SniResolver>,
+) -> Result<Arc<ServerConfig>, ProxyError> {
+    use hsmgate_config::nginx::{SessionCache, TlsVersion};
+    let protocols = spec.protocols.clone().unwrap_or(settings.protocols.clone());
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if protocols.contains(&TlsVersion::Tls13) {
+        versions.push(&rustls::version::TLS13);
+    }
+    if protocols.contains(&TlsVersion::Tls12) {
+        versions.push(&rustls::version::TLS12);
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !settings.ciphers.is_empty() {
+        let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+        let wanted: Vec<&str> = settings.ciphers.iter().map(|c| c.rustls_name()).collect();
+        let lists_tls13 = wanted.iter().any(|w| w.starts_with("TLS13_"));
+        let mut suites: Vec<rustls::SupportedCipherSuite> = Vec::new();
+        for w in &wanted {
+            if let Some(s) = provider.cipher_suites.iter().find(|s| named(s) == *w) {
+                suites.push(*s);
+            }
+        }
+        // nginx's ssl_ciphers does not govern TLS 1.3 suites (OpenSSL keeps them).
+        if !lists_tls13 {
+            suites.extend(
+                provider
+                    .cipher_suites
+                    .iter()
+                    .filter(|s| s.version() == &rustls::version::TLS13),
+            );
+        }
+        provider.cipher_suites = suites;
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.ignore_client_order = settings.prefer_server_ciphers;
+    match &settings.session_cache {
+        SessionCache::Off | SessionCache::None => {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
+        SessionCache::Cache { builtin, shared } => {
+            let n = shared
+                .as_ref()
+                .map(|(_, bytes)| (bytes / (1 << 20) * 4000) as usize)
+                .or(builtin.map(|n| n as usize))
+                .unwrap_or(20480)
+                .max(16);
+            config.session_storage = rustls::server::ServerSessionMemoryCache::new(n);
+        }
+    }
+    if settings.session_tickets && spec.protocols.is_none() {
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    }
+    config.alpn_protocols = if spec.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}

@@ -1,6 +1,8 @@
 //! A small built-in HTTP/1.1 upstream for the demo and the tests: it answers every
 //! request with a text page naming itself and echoing the request line, the headers it
-//! received (so forwarded headers can be seen) and the request body.
+//! received (so forwarded headers can be seen) and the request body. A query
+//! parameter `delay_ms=N` delays the answer by N milliseconds (at most 60 s), to test
+//! draining.
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -29,6 +31,14 @@ async fn echo(
     req: Request<Incoming>,
     name: &'static str,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let delay = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let mut page = format!(
         "hello from {name}\n{} {} {:?}\n",
         req.method(),

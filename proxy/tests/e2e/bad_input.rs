@@ -93,7 +93,8 @@ fn config_errors_name_file_and_line_and_t_checks_everything() {
     let token = TestToken::new(KeyType::EcP256);
     let good = config_for(&token, "127.0.0.1:9".parse().expect("addr"), "");
     let out = run_hsmgate(token.path(), &good, &["-t"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Like nginx, the -t verdict goes to stderr.
+    let stdout = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "{}",

@@ -1,0 +1,303 @@
+//! A generation: everything one configuration builds — the [`Site`], opened keys
+//! (signer pools), rustls settings per listening address, upstream groups and access
+//! log targets. Built off the async workers (PKCS#11 calls block), then swapped in
+//! whole; connections keep the generation they were accepted on until they close.
+//!
+//! The format is chosen by the file name: `*.toml` is the native format, anything
+//! else is read as nginx syntax.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsmgate_config::nginx::{
+    AccessLog, Action, LocationBlock, NginxOptions, ProxySettings, Server, UpstreamRef,
+};
+use rustls::sign::CertifiedKey;
+
+use crate::balance::Balancer;
+use crate::error::ProxyError;
+use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
+use crate::site::{ListenSpec, Site, at};
+use crate::tls::{self, SniResolver};
+
+/// Where the configuration comes from (`-c`, `-p`, `-g`).
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// nginx's `-p`.
+    pub prefix: Option<PathBuf>,
+    /// nginx's `-g`.
+    pub globals: Option<String>,
+}
+
+impl ConfigSource {
+    /// True for the native TOML format (`*.toml`).
+    pub fn is_native(&self) -> bool {
+        self.path.extension().is_some_and(|e| e == "toml")
+    }
+
+    /// Read and validate the file (no keys opened). Warnings are returned as text.
+    pub fn load(&self) -> Result<(Site, Vec<String>), ProxyError> {
+        if self.is_native() {
+            let config = hsmgate_config::load(&self.path)?;
+            let warnings = config.warnings.iter().map(ToString::to_string).collect();
+            return Ok((Site::from_native(&config), warnings));
+        }
+        let opts = NginxOptions {
+            prefix: self.prefix.clone(),
+            globals: self.globals.clone(),
+        };
+        let config = hsmgate_config::nginx::load(&self.path, &opts)?;
+        let warnings = config.warnings.iter().map(ToString::to_string).collect();
+        Ok((Site::from_nginx(self.path.clone(), config), warnings))
+    }
+
+    /// The `nginx -T` dump of the files read (nginx format only).
+    pub fn dump(&self) -> Result<Option<String>, ProxyError> {
+        if self.is_native() {
+            return Ok(std::fs::read_to_string(&self.path)
+                .ok()
+                .map(|t| format!("# configuration file {}:\n{t}\n", self.path.display())));
+        }
+        let opts = NginxOptions {
+            prefix: self.prefix.clone(),
+            globals: self.globals.clone(),
+        };
+        Ok(Some(hsmgate_config::nginx::load(&self.path, &opts)?.dump()))
+    }
+}
+
+/// A listening address at run time.
+#[derive(Debug, Clone)]
+pub struct ListenerRt {
+    /// How it is configured.
+    pub spec: ListenSpec,
+    /// The TLS acceptor (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The default server's `keepalive_timeout`.
+    pub keepalive: Duration,
+}
+
+/// Everything one configuration builds.
+#[derive(Debug)]
+pub struct Generation {
+    /// The model.
+    pub site: Site,
+    /// The servers (shared with the TLS resolvers).
+    pub servers: Arc<Vec<Server>>,
+    /// By configured address.
+    pub listeners: HashMap<SocketAddr, ListenerRt>,
+    balancers: HashMap<String, Arc<Balancer>>,
+    /// The opened token keys.
+    pub pools: PoolCache,
+    log_paths: HashMap<PathBuf, Arc<PathBuf>>,
+}
+
+impl Generation {
+    /// Open keys, check certificates, make TLS settings and upstream groups. Blocking.
+    pub fn build(
+        site: Site,
+        defaults: &KeyDefaults,
+        previous: &PoolCache,
+    ) -> Result<Generation, ProxyError> {
+        let mut opener = KeyOpener {
+            defaults,
+            env: &site.env,
+            previous,
+            next: PoolCache::default(),
+        };
+        let mut keys: Vec<Vec<Arc<CertifiedKey>>> = Vec::new();
+        for server in &site.servers {
+            let mut pairs = Vec::new();
+            if let Some(native) = &site.native {
+                pairs.push(opener.native(native)?);
+            } else {
+                for pair in &server.certs {
+                    pairs.push(opener.pair(pair)?);
+                }
+            }
+            if pairs.is_empty() && server.listens.iter().any(|l| l.ssl) {
+                return Err(ProxyError::At {
+                    at: at(&server.location),
+                    source: Box::new(ProxyError::Invalid(
+                        "no \"ssl_certificate\" is defined for the server with a \"listen ... ssl\""
+                            .into(),
+                    )),
+                });
+            }
+            keys.push(pairs);
+        }
+        let servers = Arc::new(site.servers.clone());
+        let keys = Arc::new(keys);
+        let mut listeners = HashMap::new();
+        for spec in &site.listens {
+            let Some((default, server)) = site.default_server(spec.addr) else {
+                continue;
+            };
+            let tls = if spec.ssl {
+                let fallback = site
+                    .servers_on(spec.addr)
+                    .map(|(i, _)| i)
+                    .find(|&i| !keys[i].is_empty())
+                    .unwrap_or(default);
+                let resolver = Arc::new(SniResolver::new(
+                    Arc::clone(&servers),
+                    Arc::clone(&keys),
+                    spec.addr,
+                    fallback,
+                ));
+                let config = tls::listener_config(spec, &server.tls, resolver).map_err(|e| {
+                    ProxyError::At {
+                        at: at(&server.location),
+                        source: Box::new(e),
+                    }
+                })?;
+                Some(config)
+            } else {
+                None
+            };
+            listeners.insert(
+                spec.addr,
+                ListenerRt {
+                    spec: spec.clone(),
+                    tls,
+                    keepalive: server.settings.keepalive_timeout,
+                },
+            );
+        }
+        let mut generation = Generation {
+            servers,
+            listeners,
+            balancers: HashMap::new(),
+            pools: opener.next,
+            log_paths: HashMap::new(),
+            site,
+        };
+        generation.prepare_locations()?;
+        Ok(generation)
+    }
+
+    /// Upstream groups and access logs of every location.
+    fn prepare_locations(&mut self) -> Result<(), ProxyError> {
+        let servers = Arc::clone(&self.servers);
+        for s in servers.iter() {
+            self.prepare_settings(&s.settings)?;
+            let mut stack: Vec<&LocationBlock> = s.locations.iter().collect();
+            while let Some(l) = stack.pop() {
+                stack.extend(l.locations.iter());
+                self.prepare_settings(&l.settings)?;
+                if let Some(Action::ProxyPass(p)) = &l.action {
+                    let key = balancer_key(&p.target, &l.settings);
+                    if !self.balancers.contains_key(&key) {
+                        let timeout = l.settings.proxy_connect_timeout;
+                        let b = match &p.target {
+                            UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
+                                Some(g) => Balancer::group(n, g, timeout),
+                                None => Balancer::single(&format!("{n}:80"), timeout),
+                            },
+                            UpstreamRef::Addr(a) => Balancer::single(a, timeout),
+                        };
+                        self.balancers.insert(key, Arc::new(b));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_settings(&mut self, settings: &ProxySettings) -> Result<(), ProxyError> {
+        for path in self.access_log_targets(settings) {
+            if self.log_paths.contains_key(&path) {
+                continue;
+            }
+            crate::access_log::check_open(&path).map_err(|source| ProxyError::Io {
+                what: format!("open access log {}", path.display()),
+                source,
+            })?;
+            self.log_paths.insert(path.clone(), Arc::new(path));
+        }
+        Ok(())
+    }
+
+    fn access_log_targets(&self, settings: &ProxySettings) -> Vec<PathBuf> {
+        if self.site.native.is_some() {
+            return Vec::new();
+        }
+        if settings.access_logs.is_empty() {
+            return vec![self.site.prefix.join("logs/access.log")];
+        }
+        settings
+            .access_logs
+            .iter()
+            .filter_map(|l| match l {
+                AccessLog::Off => None,
+                AccessLog::File { path, .. } => Some(path.clone()),
+            })
+            .collect()
+    }
+
+    /// Access log targets of a level: (file, format name).
+    pub fn access_logs(&self, settings: &ProxySettings) -> Vec<(Arc<PathBuf>, String)> {
+        if self.site.native.is_some() {
+            return Vec::new();
+        }
+        let default = [AccessLog::File {
+            path: self.site.prefix.join("logs/access.log"),
+            format: "combined".into(),
+        }];
+        let logs = if settings.access_logs.is_empty() {
+            &default[..]
+        } else {
+            &settings.access_logs[..]
+        };
+        logs.iter()
+            .filter_map(|l| match l {
+                AccessLog::Off => None,
+                AccessLog::File { path, format } => self
+                    .log_paths
+                    .get(path)
+                    .map(|p| (Arc::clone(p), format.clone())),
+            })
+            .collect()
+    }
+
+    /// The upstream group of a `proxy_pass` in a location with `settings`.
+    pub fn balancer(&self, target: &UpstreamRef, settings: &ProxySettings) -> Option<&Balancer> {
+        self.balancers
+            .get(&balancer_key(target, settings))
+            .map(|b| &**b)
+    }
+
+    /// The listening addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.site.listens.iter().map(|l| l.addr).collect()
+    }
+
+    /// The pid file, resolved against the prefix.
+    pub fn pid_file(&self) -> Option<PathBuf> {
+        self.site
+            .pid
+            .as_ref()
+            .map(|p| resolve(&self.site.prefix, p))
+    }
+}
+
+fn resolve(prefix: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        prefix.join(p)
+    }
+}
+
+fn balancer_key(target: &UpstreamRef, settings: &ProxySettings) -> String {
+    let ms = settings.proxy_connect_timeout.as_millis();
+    match target {
+        UpstreamRef::Named(n) => format!("{n}|{ms}"),
+        UpstreamRef::Addr(a) => format!("={a}|{ms}"),
+    }
+}

@@ -1,0 +1,465 @@
+//! One request through a generation, as nginx would route it: the server by
+//! address and `Host`, the location by nginx's matching order, then `return` or
+//! `proxy_pass` (with nginx's URI replacement, `proxy_set_header` templates, the
+//! default `Host: $proxy_host` and `Connection: close`), `add_header`,
+//! `client_max_body_size` (413) and the access log line once the body is sent.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use hsmgate_config::nginx::{
+    Action, AddHeader, LocationBlock, ProxyPass, ProxySettings, Return, location_match,
+    proxy_pass_uri, select_server,
+};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+
+use crate::access_log::{AccessLogWriter, escape};
+use crate::balance::UpstreamBody;
+use crate::forward::{ProxyBody, error_chain, status, strip_hop_by_hop};
+use crate::generation::Generation;
+use crate::vars::{ConnInfo, Vars};
+
+/// `return 444`: close the connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed without a response (return 444)")]
+pub struct Abort;
+
+/// Serve one request.
+pub async fn handle(
+    generation: Arc<Generation>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Abort> {
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let (parts, body) = req.into_parts();
+    let http_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let request_uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let protocol = match parts.version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    };
+    let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
+        return Ok(status(StatusCode::NOT_FOUND, "404 Not Found\n"));
+    };
+    let server_name = server
+        .server_names
+        .iter()
+        .find_map(|n| match n {
+            hsmgate_config::nginx::ServerName::Exact(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let normalized = normalize(parts.uri.path());
+    let mut log = LogCtx {
+        generation: Arc::clone(&generation),
+        conn: Arc::clone(&conn),
+        headers: HeaderMap::new(),
+        method: parts.method.to_string(),
+        request_uri,
+        uri: normalized.clone().unwrap_or_default(),
+        protocol,
+        http_host,
+        server_name,
+        proxy_host: String::new(),
+        upstream_addr: String::new(),
+        started,
+        t0,
+        status: 0,
+        targets: Vec::new(),
+    };
+    let (settings, action, location) = match (&server.server_return, &normalized) {
+        (Some(r), _) => (&server.settings, Some(ActionRef::Return(r)), None),
+        (None, None) => (&server.settings, None, None),
+        (None, Some(path)) => match location_match(&server.locations, path) {
+            Some(l) => (&l.settings, l.action.as_ref().map(ActionRef::from), Some(l)),
+            None => (&server.settings, None, None),
+        },
+    };
+    log.targets = generation.access_logs(settings);
+    if !log.targets.is_empty() {
+        log.headers = parts.headers.clone();
+    }
+    let mut resp = match (action, &normalized) {
+        (_, None) => status(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+        (None, _) => status(StatusCode::NOT_FOUND, "404 Not Found\n"),
+        (Some(ActionRef::Return(r)), _) => {
+            if r.code == 444 {
+                log.status = 444;
+                return Err(Abort);
+            }
+            return_response(r, &log.vars(&parts.headers))
+        }
+        (Some(ActionRef::Proxy(p)), _) => {
+            let location = location.expect("a proxy_pass action comes from a location");
+            proxy(&generation, settings, location, p, parts, body, &mut log).await
+        }
+    };
+    add_headers(&settings.add_header, &mut resp, &log);
+    log.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = LoggedBody {
+        inner: body,
+        sent: 0,
+        log: (!log.targets.is_empty()).then(|| Box::new(log)),
+    };
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+enum ActionRef<'a> {
+    Proxy(&'a ProxyPass),
+    Return(&'a Return),
+}
+
+impl<'a> From<&'a Action> for ActionRef<'a> {
+    fn from(a: &'a Action) -> Self {
+        match a {
+            Action::ProxyPass(p) => ActionRef::Proxy(p),
+            Action::Return(r) => ActionRef::Return(r),
+        }
+    }
+}
+
+async fn proxy(
+    generation: &Generation,
+    settings: &ProxySettings,
+    location: &LocationBlock,
+    pass: &ProxyPass,
+    parts: http::request::Parts,
+    body: Incoming,
+    log: &mut LogCtx,
+) -> Response<ProxyBody> {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(len)) = (settings.client_max_body_size, length)
+        && len > max
+    {
+        return status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 Request Entity Too Large\n",
+        );
+    }
+    let Some(balancer) = generation.balancer(&pass.target, settings) else {
+        return status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+    };
+    log.proxy_host = balancer.name.clone();
+    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri);
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    let (mut set_host, mut set_connection) = (false, false);
+    {
+        let vars = log.vars(&parts.headers);
+        for (name, template) in &settings.proxy_set_header {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            set_host |= name == header::HOST;
+            set_connection |= name == header::CONNECTION;
+            headers.remove(&name);
+            let value = vars.expand(template);
+            if let Ok(v) = HeaderValue::from_str(&value)
+                && !value.is_empty()
+            {
+                headers.insert(name, v);
+            }
+        }
+    }
+    if !set_host && let Ok(v) = HeaderValue::from_str(&balancer.name) {
+        headers.insert(header::HOST, v);
+    }
+    if !set_connection {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // Without a body the request can be sent again to the next server when a
+    // connection cannot be made (nginx's `proxy_next_upstream error`).
+    let mut body = if body.is_end_stream() {
+        None
+    } else {
+        let limited: UpstreamBody = match settings.client_max_body_size {
+            Some(max) => Limited::new(body, max as usize).boxed(),
+            None => body.map_err(Into::into).boxed(),
+        };
+        Some(limited)
+    };
+    let retry = body.is_none();
+    let order = balancer.order();
+    for (n, addr) in order.iter().enumerate() {
+        log.upstream_addr = (*addr).to_owned();
+        let uri = match format!("http://{addr}{path}").parse::<http::Uri>() {
+            Ok(u) => u,
+            Err(_) => return status(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+        };
+        let req_body: UpstreamBody = body
+            .take()
+            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
+        let mut req = Request::new(req_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers.clone();
+        let sent =
+            tokio::time::timeout(settings.proxy_read_timeout, balancer.client.request(req)).await;
+        match sent {
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                return resp.map(|b| b.boxed());
+            }
+            Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
+                tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
+                return status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
+                return status(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n");
+            }
+        }
+    }
+    status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+}
+
+fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
+    let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = r.text_or_url.as_ref().map(|t| vars.expand(t));
+    let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
+    let (body, location) = match (redirect, text) {
+        (true, url) => {
+            let reason = code.canonical_reason().unwrap_or("");
+            let page = format!(
+                "<html>\r\n<head><title>{} {reason}</title></head>\r\n<body>\r\n<center><h1>{} {reason}</h1></center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n",
+                r.code, r.code
+            );
+            (page, url)
+        }
+        (false, Some(text)) => (text, None),
+        (false, None) => (String::new(), None),
+    };
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = code;
+    let ct = if redirect { "text/html" } else { "text/plain" };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    if let Some(url) = location.and_then(|u| HeaderValue::from_str(&u).ok()) {
+        resp.headers_mut().insert(header::LOCATION, url);
+    }
+    resp
+}
+
+/// `add_header`: only on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 unless `always`.
+fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx) {
+    if list.is_empty() {
+        return;
+    }
+    let ok = matches!(
+        resp.status().as_u16(),
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    );
+    let empty = HeaderMap::new();
+    let vars = log.vars(&empty);
+    for h in list.iter().filter(|h| ok || h.always) {
+        let value = vars.expand(&h.value);
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) && !value.is_empty()
+        {
+            resp.headers_mut().append(n, v);
+        }
+    }
+}
+
+/// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
+/// resolved. None when `..` climbs above the root or the path is not UTF-8 (400).
+pub fn normalize(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Ok(b) = u8::from_str_radix(path.get(i + 1..i + 3).unwrap_or("zz"), 16)
+        {
+            decoded.push(b);
+            i += 3;
+            continue;
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8(decoded).ok()?;
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop()?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out = format!("/{}", segments.join("/"));
+    if trailing && out != "/" {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// What the access log line needs, owned (it is written when the body is done).
+struct LogCtx {
+    generation: Arc<Generation>,
+    conn: Arc<ConnInfo>,
+    headers: HeaderMap,
+    method: String,
+    request_uri: String,
+    uri: String,
+    protocol: &'static str,
+    http_host: Option<String>,
+    server_name: String,
+    proxy_host: String,
+    upstream_addr: String,
+    started: SystemTime,
+    t0: Instant,
+    status: u16,
+    targets: Vec<(Arc<std::path::PathBuf>, String)>,
+}
+
+impl LogCtx {
+    fn vars<'a>(&'a self, headers: &'a HeaderMap) -> Vars<'a> {
+        self.vars_sent(headers, 0)
+    }
+
+    fn vars_sent<'a>(&'a self, headers: &'a HeaderMap, sent: u64) -> Vars<'a> {
+        Vars {
+            conn: &self.conn,
+            headers,
+            method: &self.method,
+            request_uri: &self.request_uri,
+            uri: &self.uri,
+            protocol: self.protocol,
+            http_host: self.http_host.as_deref(),
+            server_name: &self.server_name,
+            proxy_host: &self.proxy_host,
+            upstream_addr: &self.upstream_addr,
+            status: self.status,
+            body_bytes_sent: sent,
+            started: self.started,
+            elapsed: self.t0.elapsed(),
+        }
+    }
+
+    fn write(&self, sent: u64) {
+        let vars = self.vars_sent(&self.headers, sent);
+        for (path, format) in &self.targets {
+            let Some(f) = self.generation.site.log_formats.get(format) else {
+                continue;
+            };
+            let mut line = String::new();
+            for p in &f.template.parts {
+                match p {
+                    hsmgate_config::nginx::TemplatePart::Literal(s) => line.push_str(s),
+                    hsmgate_config::nginx::TemplatePart::Var(v) => {
+                        let value = vars.get(v);
+                        if value.is_empty() && f.escape != hsmgate_config::nginx::LogEscape::Json {
+                            line.push('-');
+                        } else {
+                            line.push_str(&escape(&value, f.escape));
+                        }
+                    }
+                }
+            }
+            AccessLogWriter::get().log(path, line);
+        }
+    }
+}
+
+/// A response body that counts the bytes sent and writes the access log line when
+/// it ends (or is dropped).
+struct LoggedBody {
+    inner: ProxyBody,
+    sent: u64,
+    log: Option<Box<LogCtx>>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.write(self.sent);
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_like_nginx() {
+        assert_eq!(normalize("/a//b/./c/../d").as_deref(), Some("/a/b/d"));
+        assert_eq!(normalize("/%61pi/").as_deref(), Some("/api/"));
+        assert_eq!(normalize("/").as_deref(), Some("/"));
+        assert_eq!(normalize("/a/.."), Some("/".into()));
+        assert_eq!(normalize("/.."), None);
+        assert_eq!(normalize("/%zz").as_deref(), Some("/%zz"));
+    }
+}

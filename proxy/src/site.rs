@@ -1,0 +1,311 @@
+//! The runtime model every configuration becomes, whatever its format: listeners
+//! (address, TLS or plain) → servers (names, certificate/key pairs) → locations
+//! (proxy to an upstream or `return`), with nginx's merged per-location settings.
+//!
+//! An nginx configuration maps one to one. A native TOML configuration becomes one
+//! `default_server` on every listener with one `location /` that proxies to its
+//! upstream, keeping the client's `Host` and setting `X-Forwarded-For` and
+//! `X-Forwarded-Proto` — so both formats take the same request path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hsmgate_config::Config;
+use hsmgate_config::model::Location;
+use hsmgate_config::nginx::{
+    AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
+    LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
+    TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef,
+};
+
+/// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
+/// configuration does not say (nginx waits forever; a unit's `TimeoutStopSec`
+/// should be longer than this).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything a configuration describes, before keys are opened or sockets bound.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// `server` blocks, in file order.
+    pub servers: Vec<Server>,
+    /// `upstream` blocks by name.
+    pub upstreams: BTreeMap<String, UpstreamGroup>,
+    /// One entry per distinct listening address.
+    pub listens: Vec<ListenSpec>,
+    /// `log_format`s by name (with `combined`).
+    pub log_formats: BTreeMap<String, LogFormat>,
+    /// `pid` file (nginx format only).
+    pub pid: Option<PathBuf>,
+    /// Main-level `error_log`s (nginx format only).
+    pub error_logs: Vec<ErrorLog>,
+    /// `env NAME=VALUE` pairs, applied while a PKCS#11 module is loaded.
+    pub env: BTreeMap<String, String>,
+    /// How long a graceful stop drains.
+    pub grace: Duration,
+    /// The admin listener (native format only).
+    pub admin: Option<SocketAddr>,
+    /// Where nginx's relative paths are resolved (`-p`).
+    pub prefix: PathBuf,
+    /// The native configuration, whose single key may be an HA group.
+    pub native: Option<Box<Config>>,
+    /// `worker_processes N`: runtime threads (None: one per CPU).
+    pub workers: Option<u32>,
+    /// `user`: recorded; hsmgate does not switch users (use systemd's `User=`).
+    pub user: Option<String>,
+}
+
+/// A listening address and how it is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The address (as configured; port 0 asks the OS for one).
+    pub addr: SocketAddr,
+    /// TLS on this address.
+    pub ssl: bool,
+    /// ALPN `h2` offered.
+    pub http2: bool,
+    /// `SO_REUSEPORT`.
+    pub reuseport: bool,
+    /// `IPV6_V6ONLY` for IPv6 addresses (nginx's default: on).
+    pub ipv6only: bool,
+    /// `listen(2)` backlog (nginx's default 511).
+    pub backlog: u32,
+    /// TLS versions forced by the native format's listener (else the default server's).
+    pub protocols: Option<Vec<TlsVersion>>,
+}
+
+impl Site {
+    /// The model of an nginx configuration.
+    pub fn from_nginx(source: PathBuf, config: NginxConfig) -> Site {
+        let env = config
+            .env
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect();
+        let listens = listen_specs(&config.servers);
+        Site {
+            source,
+            listens,
+            servers: config.servers,
+            upstreams: config.upstreams,
+            log_formats: config.log_formats,
+            pid: Some(
+                config
+                    .pid
+                    .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_PID)),
+            ),
+            error_logs: config.error_logs,
+            env,
+            grace: DEFAULT_GRACE,
+            admin: None,
+            prefix: config.prefix,
+            native: None,
+            workers: config.worker_processes,
+            user: config.user.map(|(u, _)| u),
+        }
+    }
+
+    /// The model of a native configuration: one server, one `location /`.
+    pub fn from_native(config: &Config) -> Site {
+        let at = config.tls.key.location.clone();
+        let header = |name: &str, var: &str| {
+            (
+                name.to_owned(),
+                Template {
+                    parts: if var.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![TemplatePart::Var(var.to_owned())]
+                    },
+                },
+            )
+        };
+        let settings = ProxySettings {
+            proxy_set_header: vec![
+                header("Host", "http_host"),
+                header("X-Forwarded-For", "proxy_add_x_forwarded_for"),
+                header("X-Forwarded-Proto", "scheme"),
+                header("Connection", ""),
+            ],
+            add_header: Vec::new(),
+            proxy_http_version: HttpVersion::Http11,
+            proxy_connect_timeout: config.upstream.connect_timeout,
+            proxy_read_timeout: config.upstream.request_timeout,
+            proxy_send_timeout: config.upstream.request_timeout,
+            client_max_body_size: None,
+            keepalive_timeout: Duration::from_secs(75),
+            access_logs: vec![AccessLog::Off],
+            error_logs: Vec::new(),
+        };
+        let location = LocationBlock {
+            matcher: Matcher::Prefix("/".into()),
+            action: Some(Action::ProxyPass(ProxyPass {
+                target: UpstreamRef::Addr(config.upstream.address.clone()),
+                uri: None,
+            })),
+            settings: settings.clone(),
+            locations: Vec::new(),
+            location: at.clone(),
+        };
+        let listens: Vec<Listen> = config
+            .listeners
+            .iter()
+            .map(|l| Listen {
+                addr: l.address,
+                ssl: true,
+                http2: l.http2,
+                default_server: true,
+                reuseport: false,
+                ipv6only: None,
+                backlog: None,
+            })
+            .collect();
+        let server = Server {
+            listens,
+            server_names: Vec::new(),
+            certs: vec![CertPair {
+                cert: config.tls.certificate_chain.clone(),
+                key: KeySource::Pkcs11(Box::new(config.tls.key.uri.clone())),
+                location: at.clone(),
+            }],
+            tls: TlsSettings {
+                protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+                ciphers: Vec::new(),
+                prefer_server_ciphers: false,
+                session_cache: SessionCache::Cache {
+                    builtin: Some(256),
+                    shared: None,
+                },
+                session_timeout: Duration::from_secs(300),
+                session_tickets: false,
+                session_ticket_keys: Vec::new(),
+            },
+            server_return: None,
+            settings,
+            locations: vec![location],
+            location: at,
+        };
+        let mut listens = listen_specs(std::slice::from_ref(&server));
+        for (spec, l) in listens.iter_mut().zip(&config.listeners) {
+            let mut p = Vec::new();
+            if l.tls12 {
+                p.push(TlsVersion::Tls12);
+            }
+            if l.tls13 {
+                p.push(TlsVersion::Tls13);
+            }
+            spec.protocols = Some(p);
+        }
+        Site {
+            source: config.source.clone(),
+            servers: vec![server],
+            upstreams: BTreeMap::new(),
+            listens,
+            log_formats: BTreeMap::new(),
+            pid: None,
+            error_logs: Vec::new(),
+            env: BTreeMap::new(),
+            grace: config.shutdown_grace,
+            admin: config.admin,
+            prefix: config
+                .source
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            native: Some(Box::new(config.clone())),
+            workers: None,
+            user: None,
+        }
+    }
+
+    /// Servers with a `listen` on `addr` (or on the wildcard address of its port).
+    pub fn servers_on(&self, addr: SocketAddr) -> impl Iterator<Item = (usize, &Server)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.listens.iter().any(|l| l.addr == addr))
+    }
+
+    /// The default server of `addr`: the one marked `default_server`, else the first.
+    pub fn default_server(&self, addr: SocketAddr) -> Option<(usize, &Server)> {
+        let mut first = None;
+        for (i, s) in self.servers_on(addr) {
+            if s.listens.iter().any(|l| l.addr == addr && l.default_server) {
+                return Some((i, s));
+            }
+            first.get_or_insert((i, s));
+        }
+        first
+    }
+}
+
+/// One [`ListenSpec`] per distinct address; options written on any `listen` of the
+/// address apply to it (nginx allows them once per address).
+fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
+    let mut out: Vec<ListenSpec> = Vec::new();
+    for l in servers.iter().flat_map(|s| &s.listens) {
+        match out.iter_mut().find(|s| s.addr == l.addr) {
+            Some(spec) => {
+                spec.ssl |= l.ssl;
+                spec.http2 |= l.http2;
+                spec.reuseport |= l.reuseport;
+                if let Some(v6) = l.ipv6only {
+                    spec.ipv6only = v6;
+                }
+                if let Some(b) = l.backlog {
+                    spec.backlog = b;
+                }
+            }
+            None => out.push(ListenSpec {
+                addr: l.addr,
+                ssl: l.ssl,
+                http2: l.http2,
+                reuseport: l.reuseport,
+                ipv6only: l.ipv6only.unwrap_or(true),
+                backlog: l.backlog.unwrap_or(511),
+                protocols: None,
+            }),
+        }
+    }
+    out
+}
+
+/// Where a configuration element is written, for messages.
+pub fn at(location: &Location) -> String {
+    format!("{}:{}", location.file.display(), location.line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_config_becomes_one_server_with_location_slash() {
+        let text = r#"
+[[listener]]
+address = "127.0.0.1:0"
+[tls]
+certificate = "/x/chain.pem"
+key = "pkcs11:token=t;object=k?pin-value=1234"
+[pkcs11]
+module = "/x/m.so"
+[upstream]
+address = "127.0.0.1:9"
+"#;
+        let config = hsmgate_config::load_str(text, std::path::Path::new("/x/h.toml"))
+            .expect("native config");
+        let site = Site::from_native(&config);
+        assert_eq!(site.servers.len(), 1);
+        assert_eq!(site.listens.len(), 1);
+        assert!(site.listens[0].ssl);
+        let loc = &site.servers[0].locations[0];
+        assert!(matches!(&loc.matcher, Matcher::Prefix(p) if p == "/"));
+        assert!(
+            matches!(&loc.action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Addr("127.0.0.1:9".into()))
+        );
+        assert!(site.default_server(site.listens[0].addr).is_some());
+    }
+}
