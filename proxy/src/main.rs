@@ -286,8 +286,11 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
     if !quiet {
         eprintln!("hsmgate: the configuration file {path} syntax is ok");
     }
-    if let Err(e) = Proxy::check_source(source, defaults) {
-        return failed(&e);
+    match Proxy::check_source(source, defaults) {
+        // The process ends now: the token sessions close with it (an orderly
+        // teardown here would race the module's finalisation and log noise).
+        Ok(generation) => std::mem::forget(generation),
+        Err(e) => return failed(&e),
     }
     if !quiet {
         eprintln!("hsmgate: configuration file {path} test is successful");

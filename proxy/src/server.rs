@@ -117,10 +117,14 @@ impl Proxy {
         .map(drop)
     }
 
-    /// [`check`](Self::check) for a configuration file of either format.
-    pub fn check_source(source: &ConfigSource, defaults: &KeyDefaults) -> Result<(), ProxyError> {
+    /// [`check`](Self::check) for a configuration file of either format; the built
+    /// generation is returned (keys still open).
+    pub fn check_source(
+        source: &ConfigSource,
+        defaults: &KeyDefaults,
+    ) -> Result<Generation, ProxyError> {
         let site = load_logged(source)?;
-        Generation::build(site, defaults, &PoolCache::default()).map(drop)
+        Generation::build(site, defaults, &PoolCache::default())
     }
 
     /// Serve `/metrics` from this Prometheus handle.

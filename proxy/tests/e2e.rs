@@ -11,5 +11,7 @@ mod clients;
 mod frozen_token;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/nginx.rs"]
+mod nginx;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;

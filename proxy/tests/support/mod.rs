@@ -8,6 +8,7 @@ pub mod client;
 pub mod hsm;
 pub mod lab;
 pub mod net;
+pub mod nginx;
 pub mod proxy;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
