@@ -21,10 +21,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = threads.parse()?;
     let run = Duration::from_secs_f64(seconds.parse()?);
     let pool = SignerPool::start_group(GroupSettings::from_config(&config, None)?)?;
-    let scheme = [SignatureScheme::RSA_PKCS1_SHA256, SignatureScheme::ECDSA_NISTP256_SHA256]
-        .into_iter()
-        .find(|s| pool.schemes().contains(s))
-        .unwrap_or(pool.schemes()[0]);
+    let scheme = [
+        SignatureScheme::RSA_PKCS1_SHA256,
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+    ]
+    .into_iter()
+    .find(|s| pool.schemes().contains(s))
+    .unwrap_or(pool.schemes()[0]);
     // Warm up every session once.
     for _ in 0..threads {
         pool.sign(scheme, b"warm-up")?;
@@ -48,13 +51,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     let secs = start.elapsed().as_secs_f64();
     let errors: usize = results.iter().map(|r| r.1).sum();
     let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     println!(
         "scheme={scheme:?} threads={threads} ops={} secs={secs:.2} ops_per_s={:.1} p50_ms={:.3} p99_ms={:.3} errors={errors} members={}",
         lat.len(),

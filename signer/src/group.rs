@@ -276,6 +276,10 @@ impl Group {
                 capacity: self.settings.queue_depth,
             });
         }
+        // Every member was tried and at least one was merely slow: say so, not "unhealthy".
+        if let Some(e @ SignerError::Timeout { .. }) = last_error {
+            return Err(e);
+        }
         Err(SignerError::NoHealthyMember {
             group: self.settings.name.clone(),
             detail: self.describe_members(),

@@ -111,20 +111,26 @@ pub(crate) fn spawn(
 fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>) {
     // The queue closes when the member generation is dropped: then the thread ends and
     // the session closes.
-    while let Ok(first) = queue.recv() {
+    'serve: while let Ok(first) = queue.recv() {
         if !serve(&session, shared, slot, first) {
-            return;
+            break 'serve;
         }
         // Drain what is already queued before sleeping again.
         let mut batch = 1;
         while batch < shared.batch_max {
             let Ok(next) = queue.try_recv() else { break };
             if !serve(&session, shared, slot, next) {
-                return;
+                break 'serve;
             }
             batch += 1;
         }
         metrics::histogram!(m::BATCH_SIZE, "member" => shared.member.clone()).record(batch as f64);
+    }
+    // Counted as abandoned when the member was fenced while this thread was in a call:
+    // it has returned now.
+    if slot.abandoned.swap(false, Ordering::AcqRel) {
+        shared.abandoned.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!(member = %shared.member, "a signer thread abandoned in a hung call has returned");
     }
 }
 
@@ -147,12 +153,8 @@ fn serve(session: &Session, shared: &Shared, slot: &Slot, req: Request) -> bool 
     shared.done(label);
     // The waiter may have timed out and gone: nothing to do then.
     let _ = req.reply.send(result);
-    if slot.abandoned.load(Ordering::Acquire) {
-        shared.abandoned.fetch_sub(1, Ordering::AcqRel);
-        tracing::info!(member = %shared.member, "a signer thread abandoned in a hung call has returned");
-        return false;
-    }
-    true
+    // An abandoned thread ends (its member was fenced; a new generation serves).
+    !slot.abandoned.load(Ordering::Acquire)
 }
 
 /// Sign `message` with the key in this session.

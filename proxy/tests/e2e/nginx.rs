@@ -396,8 +396,14 @@ async fn reload_under_load_loses_nothing_and_a_broken_reload_keeps_serving() {
             get(&mut None, addr, &config, &path).await.expect("request")
         }
     };
+    let extra_port = free_port();
     for n in 1..=3 {
-        corpus.write(&prefix, Keys::Token, &l, &reload_location(n));
+        let mut extra = reload_location(n);
+        if n == 2 {
+            // A new address: bound by the reload, closed by the next one.
+            extra.push_str(&format!("    listen 127.0.0.1:{extra_port} ssl;\n"));
+        }
+        corpus.write(&prefix, Keys::Token, &l, &extra);
         if n == 3 {
             // Through the pid file, as `nginx -s reload`.
             let out = hsmgate(&["-s", "reload", "-c", s(&conf), "-p", s(&prefix)]);
@@ -450,7 +456,31 @@ async fn sigquit_drains_in_flight_requests_and_usr1_reopens_logs() {
     let l = layout();
     let prefix = corpus.prefix("hsmgate");
     let conf = corpus.write(&prefix, Keys::Token, &l, "");
-    let mut server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    // systemd's notification socket.
+    let notify_path = prefix.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let next_notification = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut server = Server::hsmgate_with_env(
+        &prefix,
+        &conf,
+        &[l.https, l.http],
+        &[("NOTIFY_SOCKET", &notify_path)],
+    );
+    assert_eq!(next_notification(), "READY=1");
+    server.signal("HUP");
+    let reloading = next_notification();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next_notification(), "READY=1");
     let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
     let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
     let pid_file = prefix.join("logs/nginx.pid");
@@ -517,6 +547,7 @@ async fn sigquit_drains_in_flight_requests_and_usr1_reopens_logs() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.signal("QUIT");
     server.wait_log("shutting down", 1, Duration::from_secs(5));
+    assert_eq!(next_notification(), "STOPPING=1");
     // No new connections once draining.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -532,6 +563,27 @@ async fn sigquit_drains_in_flight_requests_and_usr1_reopens_logs() {
     assert!(status.success(), "exit status {status}");
     assert!(!pid_file.exists(), "pid file left behind");
     assert!(server.log_text().contains("all connections drained"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_a_fast_stop() {
+    let corpus = Corpus::new();
+    let l = layout();
+    let prefix = corpus.prefix("hsmgate");
+    let conf = corpus.write(&prefix, Keys::Token, &l, "");
+    let mut server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
+    let slow = tokio::spawn(async move {
+        get(&mut None, addr, &config, "/slow?delay_ms=8000").await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let t0 = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(slow.await.expect("task").is_err(), "the slow request was cut");
 }
 
 /// A minimal configuration around `body` (inside `http {}`), in `dir`.

@@ -441,6 +441,16 @@ impl Server {
 
     /// `hsmgate -c conf -p prefix -e stderr`, waiting until `ports` accept.
     pub fn hsmgate(prefix: &Path, conf: &Path, ports: &[u16]) -> Server {
+        Self::hsmgate_with_env(prefix, conf, ports, &[])
+    }
+
+    /// [`hsmgate`](Self::hsmgate) with extra environment variables.
+    pub fn hsmgate_with_env(
+        prefix: &Path,
+        conf: &Path,
+        ports: &[u16],
+        env: &[(&str, &Path)],
+    ) -> Server {
         let log = prefix.join("logs/hsmgate.stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
             .arg("-c")
@@ -449,6 +459,7 @@ impl Server {
             .arg(prefix)
             .args(["-e", "stderr"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
