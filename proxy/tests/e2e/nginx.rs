@@ -574,16 +574,18 @@ async fn sigterm_is_a_fast_stop() {
     let mut server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
     let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
     let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
-    let slow = tokio::spawn(async move {
-        get(&mut None, addr, &config, "/slow?delay_ms=8000").await
-    });
+    let slow =
+        tokio::spawn(async move { get(&mut None, addr, &config, "/slow?delay_ms=8000").await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let t0 = std::time::Instant::now();
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status}");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert!(slow.await.expect("task").is_err(), "the slow request was cut");
+    assert!(
+        slow.await.expect("task").is_err(),
+        "the slow request was cut"
+    );
 }
 
 /// A minimal configuration around `body` (inside `http {}`), in `dir`.
