@@ -54,6 +54,9 @@ pub async fn handle(
         Version::HTTP_2 => "HTTP/2.0",
         _ => "HTTP/1.1",
     };
+    if http_host.as_deref().is_some_and(|h| !valid_host(h)) {
+        return Ok(status(StatusCode::BAD_REQUEST, "400 Bad Request\n"));
+    }
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(status(StatusCode::NOT_FOUND, "404 Not Found\n"));
     };
@@ -292,6 +295,13 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
     }
 }
 
+/// nginx's `Host` check (`ngx_http_validate_host`): no `/`, `\\`, NUL, `..`, no
+/// leading dot.
+pub fn valid_host(host: &str) -> bool {
+    let bad_char = host.bytes().any(|b| matches!(b, b'/' | b'\\' | 0));
+    !(bad_char || host.contains("..") || host.starts_with('.'))
+}
+
 /// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
 /// resolved. None when `..` climbs above the root or the path is not UTF-8 (400).
 pub fn normalize(path: &str) -> Option<String> {
@@ -452,6 +462,15 @@ impl Drop for LoggedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_nginx_rejects() {
+        assert!(valid_host("www.example.test:443"));
+        assert!(valid_host("[::1]:443"));
+        for bad in ["a/b", "a..b", ".a", "a\\b"] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn normalizes_like_nginx() {

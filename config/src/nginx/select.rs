@@ -187,8 +187,26 @@ pub fn select_server<'a>(
 /// Lower-cased, without a port and a trailing dot.
 fn normalize_host(host: &str) -> String {
     let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().map_or(host, |h| &host[..h.len() + 2]),
+        // `[::1]:443` → `[::1]`; an unclosed `[` (a client's bytes) stays as it is.
+        Some(v6) => match v6.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        },
         None => host.split(':').next().unwrap_or(host),
     };
     host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_host;
+
+    #[test]
+    fn hosts_from_clients_never_panic() {
+        assert_eq!(normalize_host("[::1]:443"), "[::1]");
+        assert_eq!(normalize_host("["), "[");
+        assert_eq!(normalize_host("[::1"), "[::1");
+        assert_eq!(normalize_host("WWW.Example.test.:8443"), "www.example.test");
+        assert_eq!(normalize_host(""), "");
+    }
 }

@@ -207,6 +207,15 @@ fn differential_nginx_and_hsmgate_answer_alike() {
             _ => panic!("one answered from an upstream, the other not: {what}"),
         }
     }
+    // Host headers nginx refuses (an unclosed "[" it accepts: it must not upset routing).
+    for (bad, want) in [("a..b", 400), ("a/b", 400), ("[::1", 200)] {
+        let header = format!("Host: {bad}");
+        for port in [nl.https, hl.https] {
+            let url = format!("https://www.example.test:{port}/");
+            let r = fetch(ca, "www.example.test", port, &url, &["-H", &header]);
+            assert_eq!(r.status, want, "Host {bad} on {port}: {r:?}");
+        }
+    }
     // The redirect server on plain HTTP.
     for (port, https) in [(nl.http, nl.https), (hl.http, hl.https)] {
         let r = fetch(
