@@ -10,12 +10,14 @@
 //!
 //! Either configuration format becomes the same runtime model ([`site`]): listeners →
 //! servers → locations. Parts, in request order:
-//! - [`server`]: sockets, accept loops, connections, reload/stop ([`server::Control`]);
+//! - [`server`]: the control loop: reload/stop ([`server::Control`]); [`conn`]: sockets,
+//!   accept loops, connections;
 //! - [`generation`]: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
+//!   [`reqlog`]: a request's access log line;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
@@ -26,6 +28,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod error;
@@ -33,6 +36,7 @@ pub mod forward;
 pub mod generation;
 pub mod keys;
 pub mod notify;
+pub mod reqlog;
 pub mod route;
 pub mod server;
 pub mod site;

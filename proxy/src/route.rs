@@ -4,9 +4,7 @@
 //! default `Host: $proxy_host` and `Connection: close`), `add_header`,
 //! `client_max_body_size` (413) and the access log line once the body is sent.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -17,12 +15,12 @@ use hsmgate_config::nginx::{
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Body, Incoming};
 
-use crate::access_log::{AccessLogWriter, escape};
 use crate::balance::UpstreamBody;
 use crate::forward::{ProxyBody, error_chain, status, strip_hop_by_hop};
 use crate::generation::Generation;
+use crate::reqlog::{LogCtx, LoggedBody};
 use crate::vars::{ConnInfo, Vars};
 
 /// `return 444`: close the connection without a response.
@@ -336,127 +334,6 @@ pub fn normalize(path: &str) -> Option<String> {
         out.push('/');
     }
     Some(out)
-}
-
-/// What the access log line needs, owned (it is written when the body is done).
-struct LogCtx {
-    generation: Arc<Generation>,
-    conn: Arc<ConnInfo>,
-    headers: HeaderMap,
-    method: String,
-    request_uri: String,
-    uri: String,
-    protocol: &'static str,
-    http_host: Option<String>,
-    server_name: String,
-    proxy_host: String,
-    upstream_addr: String,
-    started: SystemTime,
-    t0: Instant,
-    status: u16,
-    targets: Vec<(Arc<std::path::PathBuf>, String)>,
-}
-
-impl LogCtx {
-    fn vars<'a>(&'a self, headers: &'a HeaderMap) -> Vars<'a> {
-        self.vars_sent(headers, 0)
-    }
-
-    fn vars_sent<'a>(&'a self, headers: &'a HeaderMap, sent: u64) -> Vars<'a> {
-        Vars {
-            conn: &self.conn,
-            headers,
-            method: &self.method,
-            request_uri: &self.request_uri,
-            uri: &self.uri,
-            protocol: self.protocol,
-            http_host: self.http_host.as_deref(),
-            server_name: &self.server_name,
-            proxy_host: &self.proxy_host,
-            upstream_addr: &self.upstream_addr,
-            status: self.status,
-            body_bytes_sent: sent,
-            started: self.started,
-            elapsed: self.t0.elapsed(),
-        }
-    }
-
-    fn write(&self, sent: u64) {
-        let vars = self.vars_sent(&self.headers, sent);
-        for (path, format) in &self.targets {
-            let Some(f) = self.generation.site.log_formats.get(format) else {
-                continue;
-            };
-            let mut line = String::new();
-            for p in &f.template.parts {
-                match p {
-                    hsmgate_config::nginx::TemplatePart::Literal(s) => line.push_str(s),
-                    hsmgate_config::nginx::TemplatePart::Var(v) => {
-                        let value = vars.get(v);
-                        if value.is_empty() && f.escape != hsmgate_config::nginx::LogEscape::Json {
-                            line.push('-');
-                        } else {
-                            line.push_str(&escape(&value, f.escape));
-                        }
-                    }
-                }
-            }
-            AccessLogWriter::get().log(path, line);
-        }
-    }
-}
-
-/// A response body that counts the bytes sent and writes the access log line when
-/// it ends (or is dropped).
-struct LoggedBody {
-    inner: ProxyBody,
-    sent: u64,
-    log: Option<Box<LogCtx>>,
-}
-
-impl LoggedBody {
-    fn finish(&mut self) {
-        if let Some(log) = self.log.take() {
-            log.write(self.sent);
-        }
-    }
-}
-
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    this.sent += d.len() as u64;
-                }
-            }
-            Poll::Ready(None) => this.finish(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
-//! The proxy at run time: sockets bound once per address, an accept loop per
-//! address reading the current [`Generation`] through a `watch` channel, a TLS
-//! handshake per connection (bounded in time), then HTTP/1.1 or HTTP/2 served by
-//! hyper with each request routed by [`route`](crate::route).
+//! The proxy at run time: sockets bound once per address, an accept loop per address
+//! ([`conn`](crate::conn)) reading the current [`Generation`] through a `watch` channel.
 //!
 //! One control path ([`Control`]): `Reload` builds the next generation off the async
 //! workers and swaps it in only if everything opened (sockets of unchanged addresses
@@ -18,22 +16,16 @@ use std::time::Duration;
 
 use hsmgate_config::Config;
 use hsmgate_signer::SignerPool;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::conn::{accept_loop, bind, bind_plain};
 use crate::error::ProxyError;
-use crate::generation::{ConfigSource, Generation, ListenerRt};
+use crate::generation::{ConfigSource, Generation};
 use crate::keys::{KeyDefaults, PoolCache};
-use crate::site::{ListenSpec, Site};
-use crate::vars::ConnInfo;
+use crate::site::Site;
 
-/// How long a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The drain of a fast stop (SIGTERM, SIGINT).
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -339,155 +331,4 @@ fn load_logged(source: &ConfigSource) -> Result<Site, ProxyError> {
         tracing::warn!("{w}");
     }
     Ok(site)
-}
-
-/// Bind a listening socket with the `listen` options.
-pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
-    use socket2::{Domain, Socket, Type};
-    let addr = spec.addr;
-    let err = |source| ProxyError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
-    socket.set_reuse_address(true).map_err(err)?;
-    if spec.reuseport {
-        socket.set_reuse_port(true).map_err(err)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(spec.ipv6only).map_err(err)?;
-    }
-    socket.bind(&addr.into()).map_err(err)?;
-    socket
-        .listen(i32::try_from(spec.backlog).unwrap_or(511))
-        .map_err(err)?;
-    socket.set_nonblocking(true).map_err(err)?;
-    Ok(socket.into())
-}
-
-fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
-    let socket =
-        std::net::TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
-    socket
-        .set_nonblocking(true)
-        .map_err(|source| ProxyError::Bind { addr, source })?;
-    Ok(socket)
-}
-
-async fn accept_loop(
-    addr: SocketAddr,
-    listener: TcpListener,
-    mut generations: watch::Receiver<Arc<Generation>>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-    ids: Arc<AtomicU64>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => break,
-            changed = generations.changed() => {
-                if changed.is_err() || !generations.borrow().listeners.contains_key(&addr) {
-                    tracing::info!(address = %addr, "listener closed: not in the configuration any more");
-                    break;
-                }
-                continue;
-            }
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let generation = Arc::clone(&generations.borrow());
-                let Some(listener_rt) = generation.listeners.get(&addr).cloned() else {
-                    break;
-                };
-                let conn = ConnInfo {
-                    peer,
-                    listen: addr,
-                    local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
-                    tls: None,
-                    id: ids.fetch_add(1, Ordering::Relaxed) + 1,
-                };
-                let watcher = graceful.watcher();
-                tokio::spawn(serve_connection(
-                    stream,
-                    conn,
-                    listener_rt,
-                    generation,
-                    watcher,
-                ));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    mut conn: ConnInfo,
-    listener: ListenerRt,
-    generation: Arc<Generation>,
-    watcher: Watcher,
-) {
-    let _ = stream.set_nodelay(true);
-    let Some(tls_config) = &listener.tls else {
-        serve_http(stream, conn, &listener, generation, watcher).await;
-        return;
-    };
-    // The handshake may call the signer, which waits off the async workers.
-    let peer = conn.peer;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls_config));
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let session = tls.get_ref().1;
-    conn.tls = Some((
-        match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-            _ => String::new(),
-        },
-        session
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default(),
-    ));
-    serve_http(tls, conn, &listener, generation, watcher).await;
-}
-
-async fn serve_http<I>(
-    io: I,
-    conn: ConnInfo,
-    listener: &ListenerRt,
-    generation: Arc<Generation>,
-    watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        crate::route::handle(Arc::clone(&generation), Arc::clone(&conn), req)
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if listener.keepalive.is_zero() {
-        builder.http1().keep_alive(false);
-    } else {
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(listener.keepalive);
-    }
-    let served = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(served.into_owned()).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
 }

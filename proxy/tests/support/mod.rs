@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod client;
+pub mod corpus;
 pub mod hsm;
 pub mod lab;
 pub mod net;
