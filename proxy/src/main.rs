@@ -119,7 +119,8 @@ fn main() -> ExitCode {
         return exit(send_signal(&source, name));
     }
     if cli.test || cli.dump {
-        init_logging(None, if cli.quiet { "error" } else { "warn" });
+        // Warnings are printed nginx-style by test_config; the log shows errors only.
+        init_logging(None, "error");
         return test_config(&source, &defaults, cli.quiet, cli.dump);
     }
     // The error log comes from the configuration; a broken one is reported on stderr.
@@ -280,10 +281,14 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
         eprintln!("hsmgate: configuration file {path} test failed");
         ExitCode::FAILURE
     };
-    if let Err(e) = source.load() {
-        return failed(&e);
-    }
+    let warnings = match source.load() {
+        Ok((_, warnings)) => warnings,
+        Err(e) => return failed(&e),
+    };
     if !quiet {
+        for w in warnings {
+            eprintln!("hsmgate: [warn] {w}");
+        }
         eprintln!("hsmgate: the configuration file {path} syntax is ok");
     }
     match Proxy::check_source(source, defaults) {

@@ -226,6 +226,12 @@ async fn proxy(
             Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
                 tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
             }
+            Ok(Err(e)) if body_too_large(&e) => {
+                return status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "413 Request Entity Too Large\n",
+                );
+            }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
                 return status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
@@ -237,6 +243,19 @@ async fn proxy(
         }
     }
     status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+}
+
+/// The request body went over `client_max_body_size` while streaming (no
+/// `Content-Length` to check up front).
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {

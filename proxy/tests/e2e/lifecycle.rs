@@ -332,3 +332,39 @@ async fn sigterm_is_a_fast_stop() {
         "the slow request was cut"
     );
 }
+
+#[test]
+fn native_toml_reloads_on_sighup_too() {
+    use crate::support::{KeyType, ProxyProcess, TestToken, config_for, curl, start_upstream};
+    let token = TestToken::new(KeyType::EcP256);
+    let (one, two) = (start_upstream("one"), start_upstream("two"));
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, one, "")).expect("start");
+    let ca = token.ca_pem.to_str().expect("utf-8").to_owned();
+    let body = |proxy: &ProxyProcess| {
+        let out = curl(&["--cacert", &ca, &proxy.url("/x")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(body(&proxy).starts_with("hello from one"));
+    // Same listener (port 0 stays the bound socket), new upstream.
+    std::fs::write(
+        token.path().join("hsmgate.toml"),
+        config_for(&token, two, ""),
+    )
+    .expect("rewrite");
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !proxy.log_text().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        body(&proxy).starts_with("hello from two"),
+        "{}",
+        proxy.log_text()
+    );
+}
