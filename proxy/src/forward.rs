@@ -121,6 +121,34 @@ pub fn status(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
     resp
 }
 
+/// A page in nginx's shape for a status hsmgate answers itself (`<center>hsmgate`
+/// where nginx says `nginx`), as `text/html`.
+pub fn error_page(code: StatusCode) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(page(code)))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
+}
+
+/// The HTML of [`error_page`] (also the body of redirects).
+pub fn page(code: StatusCode) -> String {
+    // nginx's reason phrases where they differ from RFC 9110's.
+    let reason = match code.as_u16() {
+        413 => "Request Entity Too Large",
+        504 => "Gateway Time-out",
+        302 => "Found",
+        _ => code.canonical_reason().unwrap_or(""),
+    };
+    let n = code.as_u16();
+    format!(
+        "<html>\r\n<head><title>{n} {reason}</title></head>\r\n<body>\r\n<center><h1>{n} {reason}</h1></center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n"
+    )
+}
+
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers

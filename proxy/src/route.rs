@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
-use crate::forward::{ProxyBody, error_chain, status, strip_hop_by_hop};
+use crate::forward::{ProxyBody, error_chain, error_page, page, strip_hop_by_hop};
 use crate::generation::Generation;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::vars::{ConnInfo, Vars};
@@ -52,11 +52,11 @@ pub async fn handle(
         Version::HTTP_2 => "HTTP/2.0",
         _ => "HTTP/1.1",
     };
-    if http_host.as_deref().is_some_and(|h| !valid_host(h)) {
-        return Ok(status(StatusCode::BAD_REQUEST, "400 Bad Request\n"));
-    }
+    // A Host nginx refuses: 400 from the default server (and logged there).
+    let bad_host = http_host.as_deref().is_some_and(|h| !valid_host(h));
+    let http_host = http_host.filter(|_| !bad_host);
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
-        return Ok(status(StatusCode::NOT_FOUND, "404 Not Found\n"));
+        return Ok(error_page(StatusCode::NOT_FOUND));
     };
     let server_name = server
         .server_names
@@ -66,7 +66,7 @@ pub async fn handle(
             _ => None,
         })
         .unwrap_or_default();
-    let normalized = normalize(parts.uri.path());
+    let normalized = normalize(parts.uri.path()).filter(|_| !bad_host);
     let mut log = LogCtx {
         generation: Arc::clone(&generation),
         conn: Arc::clone(&conn),
@@ -85,8 +85,8 @@ pub async fn handle(
         targets: Vec::new(),
     };
     let (settings, action, location) = match (&server.server_return, &normalized) {
+        (_, None) => (&server.settings, None, None),
         (Some(r), _) => (&server.settings, Some(ActionRef::Return(r)), None),
-        (None, None) => (&server.settings, None, None),
         (None, Some(path)) => match location_match(&server.locations, path) {
             Some(l) => (&l.settings, l.action.as_ref().map(ActionRef::from), Some(l)),
             None => (&server.settings, None, None),
@@ -97,8 +97,8 @@ pub async fn handle(
         log.headers = parts.headers.clone();
     }
     let mut resp = match (action, &normalized) {
-        (_, None) => status(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
-        (None, _) => status(StatusCode::NOT_FOUND, "404 Not Found\n"),
+        (_, None) => error_page(StatusCode::BAD_REQUEST),
+        (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
             if r.code == 444 {
                 log.status = 444;
@@ -153,13 +153,10 @@ async fn proxy(
     if let (Some(max), Some(len)) = (settings.client_max_body_size, length)
         && len > max
     {
-        return status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "413 Request Entity Too Large\n",
-        );
+        return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let Some(balancer) = generation.balancer(&pass.target, settings) else {
-        return status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+        return error_page(StatusCode::BAD_GATEWAY);
     };
     log.proxy_host = balancer.name.clone();
     let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri);
@@ -207,7 +204,7 @@ async fn proxy(
         log.upstream_addr = (*addr).to_owned();
         let uri = match format!("http://{addr}{path}").parse::<http::Uri>() {
             Ok(u) => u,
-            Err(_) => return status(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+            Err(_) => return error_page(StatusCode::BAD_REQUEST),
         };
         let req_body: UpstreamBody = body
             .take()
@@ -227,22 +224,19 @@ async fn proxy(
                 tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
             }
             Ok(Err(e)) if body_too_large(&e) => {
-                return status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "413 Request Entity Too Large\n",
-                );
+                return error_page(StatusCode::PAYLOAD_TOO_LARGE);
             }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
-                return status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+                return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) => {
                 tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
-                return status(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out\n");
+                return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
         }
     }
-    status(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+    error_page(StatusCode::BAD_GATEWAY)
 }
 
 /// The request body went over `client_max_body_size` while streaming (no
@@ -262,16 +256,12 @@ fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
     let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let text = r.text_or_url.as_ref().map(|t| vars.expand(t));
     let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
-    let (body, location) = match (redirect, text) {
-        (true, url) => {
-            let reason = code.canonical_reason().unwrap_or("");
-            let page = format!(
-                "<html>\r\n<head><title>{} {reason}</title></head>\r\n<body>\r\n<center><h1>{} {reason}</h1></center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n",
-                r.code, r.code
-            );
-            (page, url)
-        }
+    // nginx: a redirect and a bare `return 4xx|5xx` get the standard page.
+    let html = redirect || (text.is_none() && r.code >= 400);
+    let (body, location): (String, Option<String>) = match (redirect, text) {
+        (true, url) => (page(code), url),
         (false, Some(text)) => (text, None),
+        (false, None) if html => (page(code), None),
         (false, None) => (String::new(), None),
     };
     let mut resp = Response::new(
@@ -280,7 +270,7 @@ fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
             .boxed(),
     );
     *resp.status_mut() = code;
-    let ct = if redirect { "text/html" } else { "text/plain" };
+    let ct = if html { "text/html" } else { "text/plain" };
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Some(url) = location.and_then(|u| HeaderValue::from_str(&u).ok()) {

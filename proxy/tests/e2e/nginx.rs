@@ -196,7 +196,8 @@ fn differential_nginx_and_hsmgate_answer_alike() {
     for (bad, want) in [("a..b", 400), ("a/b", 400), ("[::1", 200)] {
         let header = format!("Host: {bad}");
         for port in [nl.https, hl.https] {
-            let url = format!("https://www.example.test:{port}/");
+            // (/static/: one server, so the round-robin of `app` is not involved.)
+            let url = format!("https://www.example.test:{port}/static/h");
             let r = fetch(ca, "www.example.test", port, &url, &["-H", &header]);
             assert_eq!(r.status, want, "Host {bad} on {port}: {r:?}");
         }
@@ -222,14 +223,41 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         assert_eq!(peer_key(port, "ECDSA+SHA256:RSA-PSS+SHA256"), "ECDSA");
         assert_eq!(peer_key(port, "RSA-PSS+SHA256:RSA+SHA256"), "RSA");
     }
-    // The access log in the configured format, healthz not logged.
+    // Access logs: the same lines as nginx's (but for the time), in the configured
+    // format and in nginx's default `combined`; `access_log off` honoured.
+    for file in ["logs/access.log", "logs/api.log"] {
+        let lines = |prefix: &Path| {
+            let text = std::fs::read_to_string(prefix.join(file)).expect("access log");
+            // Known differences: the time; the size of pages hsmgate makes itself
+            // ("hsmgate" is two bytes longer than "nginx"); a Host nginx refuses
+            // (nginx stops reading headers there: no User-Agent); a streamed body
+            // over the limit (hsmgate had picked an upstream already).
+            text.lines()
+                .filter(|l| !l.contains("\" 400 ") && !l.contains("/upload/chunked"))
+                .map(|l| {
+                    let mut l = match (l.find('['), l.find(']')) {
+                        (Some(a), Some(b)) if a < b => format!("{}[TIME]{}", &l[..a], &l[b + 1..]),
+                        _ => l.to_owned(),
+                    };
+                    if l.ends_with("up=-") {
+                        let fields: Vec<&str> = l.split(' ').collect();
+                        if let Some(i) = fields.iter().position(|f| f.ends_with('"')) {
+                            let mut f = fields.clone();
+                            if let Some(size) = f.get_mut(i + 2) {
+                                *size = "SIZE";
+                            }
+                            l = f.join(" ");
+                        }
+                    }
+                    l
+                })
+                .collect::<Vec<_>>()
+        };
+        let (n, h) = (lines(&np), lines(&hp));
+        assert!(!h.is_empty(), "{file} is empty");
+        assert_eq!(n, h, "{file}");
+    }
     let log = std::fs::read_to_string(hp.join("logs/access.log")).expect("access log");
-    assert!(
-        log.lines()
-            .any(|l| l.contains("\"GET /a/b?x=1 HTTP/1.1\" 200 ")
-                && l.contains("host=www.example.test up=")),
-        "{log}"
-    );
     assert!(!log.contains("/healthz"), "{log}");
     drop(nginx);
     drop(hsm);

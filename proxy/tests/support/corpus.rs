@@ -341,6 +341,9 @@ server {{
 
     proxy_set_header Host $host;
     proxy_set_header X-Request-Id $http_x_request_id;
+
+    # nginx's default format (combined).
+    access_log logs/api.log;
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
 
     location / {{
