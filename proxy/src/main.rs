@@ -148,6 +148,9 @@ fn main() -> ExitCode {
 }
 
 fn exit(result: Result<(), ProxyError>) -> ExitCode {
+    // Every signer thread closes its sessions and releases its module instance before
+    // the process exits: p11-kit aborts when its exit-time cleanup races with them.
+    hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -361,7 +364,7 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
     println!("{}", demo::curl_line(bound, &demo.certificate));
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    runtime(None)?.block_on(async move {
+    let result = runtime(None)?.block_on(async move {
         upstream_socket
             .set_nonblocking(true)
             .map_err(|source| ProxyError::Io {
@@ -382,7 +385,10 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
         forwarder.abort();
         upstream.abort();
         result
-    })
+    });
+    // The signer threads close their sessions before the demo's token goes away.
+    hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
+    result
     // `demo` (and its token directory) is dropped here, after the proxy has stopped.
 }
 

@@ -343,6 +343,11 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.shutdown();
+        // Close every member's queue: idle threads end, close their sessions and
+        // release their module instances (see `wait_for_workers`).
+        for member in &self.members {
+            member.retire_for_shutdown();
+        }
     }
 }
 

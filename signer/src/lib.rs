@@ -42,3 +42,4 @@ pub use pool::{
 };
 pub use rustls_key::HsmSigningKey;
 pub use token::{KeyKind, Token};
+pub use worker::wait_for_workers;

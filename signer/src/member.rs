@@ -208,6 +208,13 @@ impl Member {
         retire(live);
     }
 
+    /// Let the current generation go without logging (the pool is being dropped).
+    pub(crate) fn retire_for_shutdown(&self) {
+        if let Some(live) = lock(&self.live).take() {
+            retire(live);
+        }
+    }
+
     /// Bring up a new generation: fresh module instance(s), token, login, key (checked
     /// against `expected` SPKI), one verified test signature, sessions on threads.
     pub(crate) fn bring_up(

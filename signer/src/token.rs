@@ -143,11 +143,12 @@ impl Token {
         &self.label
     }
 
-    /// Open a read-only session.
+    /// Open a read-only session. It is not closed on drop: its owner closes it (see
+    /// `worker`); sessions left open are closed when the module instance is finalised.
     pub fn open_session(&self) -> Result<Session, SignerError> {
         self.module
             .ctx()
-            .open_ro_session(self.slot)
+            .open_ro_session_no_drop(self.slot)
             .map_err(|e| SignerError::pkcs11(&self.label, "C_OpenSession", e))
     }
 

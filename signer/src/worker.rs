@@ -90,6 +90,29 @@ impl Slot {
     }
 }
 
+/// Signer threads alive in this process (all groups, all generations).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Wait until every signer thread has ended (their sessions closed and module instances
+/// finalised), for at most `timeout`. Call it before the process exits: some modules
+/// (p11-kit) abort when their exit-time destructors race with a thread still in a call.
+/// Threads stuck in a hung HSM never end; the wait gives up at `timeout`. Returns
+/// whether every thread ended.
+pub fn wait_for_workers(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while RUNNING.load(Ordering::Acquire) > 0 {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                threads = RUNNING.load(Ordering::Acquire),
+                "signer threads still in PKCS#11 calls at exit"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 /// Start a signer thread that owns `session` and keeps its module instance alive: the
 /// instance is finalised (when its last user drops it) only after every session on it
 /// is closed. Finalising under a thread still in a call crashes some modules (p11-kit
@@ -102,10 +125,16 @@ pub(crate) fn spawn(
     slot: Arc<Slot>,
     queue: Receiver<Request>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(move || {
+    RUNNING.fetch_add(1, Ordering::AcqRel);
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
         run(session, &shared, &slot, &queue);
         drop(module);
-    })
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    });
+    if spawned.is_err() {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+    spawned
 }
 
 fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>) {
@@ -125,6 +154,11 @@ fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>
             batch += 1;
         }
         metrics::histogram!(m::BATCH_SIZE, "member" => shared.member.clone()).record(batch as f64);
+    }
+    // Closed here, not on drop: a session of a dead HSM fails to close, and that is
+    // expected (cryptoki's drop would log it as an error).
+    if let Err(e) = session.close() {
+        tracing::debug!(member = %shared.member, error = %e, "closing the session failed");
     }
     // Counted as abandoned when the member was fenced while this thread was in a call:
     // it has returned now.
