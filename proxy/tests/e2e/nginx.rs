@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::support::corpus::{Corpus, Keys, layout};
-use crate::support::nginx::{Server, fetch, hsmgate, nginx_t};
+use crate::support::nginx::{Server, fetch, fetch_at, hsmgate, nginx_t};
 
 pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -72,7 +72,7 @@ fn corpus_passes_nginx_t_and_hsmgate_t() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("does not match"), "{err}");
     // The pair is reported at its ssl_certificate_key line.
-    assert!(err.contains(&format!("{}:6", www.display())), "{err}");
+    assert!(err.contains(&format!("{}:7", www.display())), "{err}");
     assert!(err.contains("test failed"), "{err}");
 }
 
@@ -202,6 +202,19 @@ fn differential_nginx_and_hsmgate_answer_alike() {
             assert_eq!(r.status, want, "Host {bad} on {port}: {r:?}");
         }
     }
+    // IPv6: the same vhost on [::1].
+    let v6: Vec<_> = [nl.https6, hl.https6]
+        .iter()
+        .map(|&port| {
+            let url = format!("https://www.example.test:{port}/static/v6");
+            let r = fetch_at(ca, "www.example.test", port, "[::1]", &url, &[]);
+            let (name, path, headers) = r.upstream().expect("upstream answer");
+            let real_ip = headers.iter().find(|(n, _)| n == "x-real-ip").cloned();
+            (r.status, name, path, real_ip)
+        })
+        .collect();
+    assert_eq!(v6[0], v6[1]);
+    assert_eq!(v6[0].3.as_ref().map(|(_, v)| v.as_str()), Some("::1"));
     // The redirect server on plain HTTP.
     for (port, https) in [(nl.http, nl.https), (hl.http, hl.https)] {
         let r = fetch(

@@ -36,6 +36,8 @@ pub enum Keys {
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     pub https: u16,
+    /// The www server also listens on [::1]:https6.
+    pub https6: u16,
     pub http: u16,
     pub app_a: SocketAddr,
     pub app_b: SocketAddr,
@@ -216,6 +218,7 @@ impl Corpus {
         };
         let Layout {
             https,
+            https6,
             http,
             app_a,
             app_b,
@@ -284,6 +287,7 @@ http {{
         let www = format!(
             r#"server {{
     listen 127.0.0.1:{https} ssl http2 default_server;
+    listen [::1]:{https6} ssl http2;
     server_name www.example.test example.test;
 
     ssl_certificate {rsa_cert};
@@ -392,6 +396,10 @@ server {{
 pub fn layout() -> Layout {
     Layout {
         https: super::free_port(),
+        https6: std::net::TcpListener::bind("[::1]:0")
+            .and_then(|l| l.local_addr())
+            .expect("an IPv6 loopback port")
+            .port(),
         http: super::free_port(),
         app_a: super::start_upstream("app-a"),
         app_b: super::start_upstream("app-b"),

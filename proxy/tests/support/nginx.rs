@@ -199,11 +199,16 @@ impl Seen {
 
 /// `curl -i` of `url` with `host` resolved to 127.0.0.1.
 pub fn fetch(ca: &Path, host: &str, port: u16, url: &str, extra: &[&str]) -> Seen {
+    fetch_at(ca, host, port, "127.0.0.1", url, extra)
+}
+
+/// `curl -i` of `url` with `host` resolved to `ip` (`[::1]` for IPv6).
+pub fn fetch_at(ca: &Path, host: &str, port: u16, ip: &str, url: &str, extra: &[&str]) -> Seen {
     let out = Command::new("curl")
         .args(["-sS", "-i", "--http1.1", "--max-time", "10", "--cacert"])
         .arg(ca)
         .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("{host}:{port}:{ip}"))
         .args(extra)
         .arg(url)
         .output()
