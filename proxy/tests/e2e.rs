@@ -13,6 +13,8 @@ mod frozen_token;
 mod ha;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/measure.rs"]
+mod measure;
 #[path = "e2e/nginx.rs"]
 mod nginx;
 #[path = "e2e/rustls_client.rs"]

@@ -70,7 +70,12 @@ impl Server {
         env: &[(&str, &Path)],
     ) -> Server {
         let log = prefix.join("logs/hsmgate.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+        // HSMGATE_BIN: another build (e.g. release) for measurements.
+        let bin = std::env::var_os("HSMGATE_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_hsmgate")),
+            PathBuf::from,
+        );
+        let child = Command::new(bin)
             .arg("-c")
             .arg(conf)
             .arg("-p")
