@@ -2,9 +2,11 @@
 //! `server`s of an `upstream` block (a `proxy_pass host:port` is a group of one),
 //! with a keep-alive connection pool per group. `down` servers are skipped;
 //! `backup` servers are used only when a request could not connect to any primary.
+//! Passive health as nginx: `max_fails` failures (default 1) take a server out of the
+//! rotation for `fail_timeout` (default 10 s); when every primary is out, all are tried.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::UpstreamGroup;
@@ -34,6 +36,33 @@ struct Peer {
     addr: String,
     weight: i64,
     backup: bool,
+    max_fails: u32,
+    fail_timeout: Duration,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    fails: u32,
+    out_until: Option<Instant>,
+}
+
+impl Peer {
+    fn new(addr: &str, weight: u32, backup: bool, max_fails: u32, fail_timeout: Duration) -> Peer {
+        Peer {
+            addr: addr.to_owned(),
+            weight: i64::from(weight.max(1)),
+            backup,
+            max_fails,
+            fail_timeout,
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.out_until.is_none_or(|t| t <= now)
+    }
 }
 
 impl Balancer {
@@ -43,11 +72,7 @@ impl Balancer {
             .servers
             .iter()
             .filter(|s| !s.down)
-            .map(|s| Peer {
-                addr: s.addr.clone(),
-                weight: i64::from(s.weight.max(1)),
-                backup: s.backup,
-            })
+            .map(|s| Peer::new(&s.addr, s.weight, s.backup, s.max_fails, s.fail_timeout))
             .collect();
         Self::new(name.to_owned(), servers, group.keepalive, connect_timeout)
     }
@@ -55,11 +80,8 @@ impl Balancer {
     /// A group of one server (`proxy_pass http://host:port`), pooled.
     pub fn single(addr: &str, connect_timeout: Duration) -> Balancer {
         let name = addr.strip_suffix(":80").unwrap_or(addr).to_owned();
-        let peer = Peer {
-            addr: addr.to_owned(),
-            weight: 1,
-            backup: false,
-        };
+        // nginx: a lone server is never taken out of the rotation.
+        let peer = Peer::new(addr, 1, false, 0, Duration::ZERO);
         Self::new(name, vec![peer], Some(256), connect_timeout)
     }
 
@@ -89,9 +111,16 @@ impl Balancer {
     /// round-robin pick on, then backups.
     pub fn order(&self) -> Vec<&str> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let primaries: Vec<usize> = (0..self.servers.len())
+        let now = Instant::now();
+        let all: Vec<usize> = (0..self.servers.len())
             .filter(|&i| !self.servers[i].backup)
             .collect();
+        let up: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| self.servers[i].available(now))
+            .collect();
+        let primaries = if up.is_empty() { all } else { up };
         let mut out = Vec::with_capacity(self.servers.len());
         if !primaries.is_empty() {
             // nginx's smooth weighted round-robin.
@@ -117,10 +146,35 @@ impl Balancer {
         out.extend(
             self.servers
                 .iter()
-                .filter(|s| s.backup)
+                .filter(|s| s.backup && s.available(now))
                 .map(|s| s.addr.as_str()),
         );
         out
+    }
+
+    /// A request to `addr` failed (connect error, error, timeout).
+    pub fn failed(&self, addr: &str) {
+        let Some(peer) = self.servers.iter().find(|p| p.addr == addr) else {
+            return;
+        };
+        if peer.max_fails == 0 {
+            return;
+        }
+        let mut h = peer.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.fails += 1;
+        if h.fails >= peer.max_fails {
+            h.fails = 0;
+            h.out_until = Some(Instant::now() + peer.fail_timeout);
+            tracing::warn!(upstream = %self.name, server = %addr, for_ = ?peer.fail_timeout, "upstream server temporarily disabled");
+        }
+    }
+
+    /// A request to `addr` got a response.
+    pub fn succeeded(&self, addr: &str) {
+        if let Some(peer) = self.servers.iter().find(|p| p.addr == addr) {
+            let mut h = peer.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.fails = 0;
+        }
     }
 }
 
@@ -161,5 +215,33 @@ mod tests {
         assert_eq!(picks.iter().filter(|p| *p == "b:1").count(), 2);
         assert_eq!(b.order().last().copied(), Some("c:1"));
         assert_eq!(Balancer::single("h:80", Duration::from_secs(1)).name, "h");
+    }
+
+    #[tokio::test]
+    async fn failed_servers_leave_the_rotation_for_fail_timeout() {
+        let mut a = server("a:1", 1, false);
+        a.fail_timeout = Duration::from_millis(200);
+        let group = UpstreamGroup {
+            servers: vec![a, server("b:1", 1, false)],
+            keepalive: None,
+            location: hsmgate_config::model::Location {
+                file: "f".into(),
+                line: 1,
+                col: 1,
+            },
+        };
+        let b = Balancer::group("app", &group, Duration::from_secs(1));
+        b.failed("a:1");
+        for _ in 0..4 {
+            assert_eq!(b.order(), ["b:1"]);
+        }
+        b.failed("b:1");
+        assert_eq!(b.order().len(), 2, "all out: all are tried");
+        std::thread::sleep(Duration::from_millis(250));
+        let firsts: Vec<&str> = (0..4).map(|_| b.order()[0]).collect();
+        assert!(firsts.contains(&"a:1"), "{firsts:?}");
+        let single = Balancer::single("h:1", Duration::from_secs(1));
+        single.failed("h:1");
+        assert_eq!(single.order(), ["h:1"]);
     }
 }

@@ -217,20 +217,24 @@ async fn proxy(
             tokio::time::timeout(settings.proxy_read_timeout, balancer.client.request(req)).await;
         match sent {
             Ok(Ok(mut resp)) => {
+                balancer.succeeded(addr);
                 strip_hop_by_hop(resp.headers_mut());
                 return resp.map(|b| b.boxed());
             }
             Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
+                balancer.failed(addr);
                 tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
             }
             Ok(Err(e)) if body_too_large(&e) => {
                 return error_page(StatusCode::PAYLOAD_TOO_LARGE);
             }
             Ok(Err(e)) => {
+                balancer.failed(addr);
                 tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) => {
+                balancer.failed(addr);
                 tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }

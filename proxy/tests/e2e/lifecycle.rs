@@ -368,3 +368,39 @@ fn native_toml_reloads_on_sighup_too() {
         proxy.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_server_is_retried_then_left_out() {
+    let corpus = Corpus::new();
+    let mut l = layout();
+    l.app_b = ([127, 0, 0, 1], free_port()).into(); // nothing listens there
+    let prefix = corpus.prefix("hsmgate");
+    let conf = corpus.write(&prefix, Keys::Token, &l, "");
+    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
+    // GETs: a connect failure goes on to the next server (nginx's proxy_next_upstream error).
+    for _ in 0..6 {
+        let (status, body) = get(&mut None, addr, &config, "/g").await.expect("get");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("hello from app-a"), "{body}");
+    }
+    server.wait_log(
+        "upstream server temporarily disabled",
+        1,
+        Duration::from_secs(5),
+    );
+    // With the dead server out of the rotation, requests with a body reach app-a too.
+    let ca = corpus.ca_pem.to_str().expect("utf-8");
+    for _ in 0..4 {
+        let out = crate::support::curl(&[
+            "--cacert",
+            ca,
+            "--data-binary",
+            "x",
+            &format!("https://127.0.0.1:{}/p", l.https),
+        ]);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.starts_with("hello from app-a"), "{body}");
+    }
+}
