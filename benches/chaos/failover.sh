@@ -48,6 +48,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", "3"); self.end_headers(); self.wfile.write(b"ok\n")
     def log_message(self, *a): pass
 socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer.request_queue_size = 1024   # the default backlog of 5 refuses bursts
+socketserver.ThreadingTCPServer.daemon_threads = True
 socketserver.ThreadingTCPServer(("127.0.0.1", 8080), H).serve_forever()' &
 PIDS+=($!)
 "$ROOT/target/release/hsmgate" -c "$RUN/hsmgate.toml" 2>"$RUN/hsmgate.log" &
