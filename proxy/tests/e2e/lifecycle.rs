@@ -305,7 +305,11 @@ async fn sigquit_drains_in_flight_requests_and_usr1_reopens_logs() {
         assert!(body.contains("GET /slow?delay_ms=1500"), "{body}");
     }
     let status = server.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status}");
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        server.log_text()
+    );
     assert!(!pid_file.exists(), "pid file left behind");
     assert!(server.log_text().contains("all connections drained"));
 }
@@ -325,7 +329,7 @@ async fn sigterm_is_a_fast_stop() {
     let t0 = std::time::Instant::now();
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(5));
-    assert!(status.success(), "{status}");
+    assert!(status.success(), "{status}:\n{}", server.log_text());
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(
         slow.await.expect("task").is_err(),
@@ -367,6 +371,12 @@ fn native_toml_reloads_on_sighup_too() {
         "{}",
         proxy.log_text()
     );
+    // The old generation is gone by now; the new one's key still signs.
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        let b = body(&proxy);
+        assert!(b.starts_with("hello from two"), "{b}\n{}", proxy.log_text());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
