@@ -216,7 +216,11 @@ impl Proxy {
                             current = Arc::new(next);
                             let _ = gen_tx.send(Arc::clone(&current));
                             for (addr, socket) in sockets {
-                                accept_loops.push(spawn_loop(addr, socket)?);
+                                // A socket tokio cannot take is logged; the proxy serves on.
+                                match spawn_loop(addr, socket) {
+                                    Ok(l) => accept_loops.push(l),
+                                    Err(e) => tracing::error!("{e}"),
+                                }
                             }
                             tracing::info!(config = %current.site.source.display(), "configuration reloaded");
                         }
