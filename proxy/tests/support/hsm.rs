@@ -29,16 +29,35 @@ pub struct TestToken {
 }
 
 pub fn softhsm_module() -> PathBuf {
-    for p in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    ] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("SoftHSM is not installed (apt-get install softhsm2); .ci/run installs it")
+    hsmgate_proxy::demo::find_softhsm().expect("SoftHSM is installed (scripts/deps.sh)")
+}
+
+/// A SoftHSM store in `dir` (its own `softhsm2.conf`) with one token `label`, user PIN
+/// [`PIN`]; returns the path of the `softhsm2.conf`.
+pub fn init_softhsm_token(dir: &Path, label: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    run(Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            PIN,
+            "--so-pin",
+            SO_PIN,
+        ]));
+    conf
 }
 
 pub fn p11kit_client_module() -> PathBuf {
@@ -78,29 +97,8 @@ impl TestToken {
             .tempdir()
             .expect("tempdir");
         let root = dir.path();
-        std::fs::create_dir(root.join("tokens")).expect("token dir");
-        let conf = root.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                root.join("tokens").display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let conf = init_softhsm_token(root, label);
         let module = softhsm_module();
-        run(Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                SO_PIN,
-            ]));
         let p11tool = |args: &[&str]| {
             let mut cmd = Command::new("pkcs11-tool");
             cmd.env("SOFTHSM2_CONF", &conf)

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::hsm::{
-    P11KitServer, PIN, issue_certificate_for, p11kit_client_module, run, softhsm_module,
+    P11KitServer, PIN, init_softhsm_token, issue_certificate_for, p11kit_client_module, run,
+    softhsm_module,
 };
 
 pub struct LabMember {
@@ -52,25 +53,7 @@ impl HaLab {
         let mut members = Vec::new();
         for name in names {
             let d = root.join(name);
-            std::fs::create_dir_all(d.join("tokens")).expect("token dir");
-            let conf = d.join("softhsm2.conf");
-            std::fs::write(
-                &conf,
-                format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", d.join("tokens").display()),
-            )
-            .expect("conf");
-            run(Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args([
-                    "--init-token",
-                    "--free",
-                    "--label",
-                    name,
-                    "--pin",
-                    PIN,
-                    "--so-pin",
-                    "12345678",
-                ]));
+            let conf = init_softhsm_token(&d, name);
             run(Command::new("softhsm2-util")
                 .env("SOFTHSM2_CONF", &conf)
                 .arg("--import")
