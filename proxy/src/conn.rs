@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt};
@@ -62,8 +62,24 @@ pub(crate) async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
     ids: Arc<AtomicU64>,
+    limit: Option<Arc<Semaphore>>,
 ) {
     loop {
+        // Bounded: at the limit, stop accepting (the kernel's backlog queues) until a
+        // connection closes, as nginx does when worker_connections run out.
+        let permit = match &limit {
+            None => None,
+            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    warn_limit(sem);
+                    tokio::select! {
+                        p = Arc::clone(sem).acquire_owned() => p.ok(),
+                        _ = stop.changed() => break,
+                    }
+                }
+            },
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.changed() => break,
@@ -89,13 +105,10 @@ pub(crate) async fn accept_loop(
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                 };
                 let watcher = graceful.watcher();
-                tokio::spawn(serve_connection(
-                    stream,
-                    conn,
-                    listener_rt,
-                    generation,
-                    watcher,
-                ));
+                tokio::spawn(async move {
+                    serve_connection(stream, conn, listener_rt, generation, watcher).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -103,6 +116,20 @@ pub(crate) async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// "worker_connections are not enough", at most once a second.
+fn warn_limit(sem: &Semaphore) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(
+            available = sem.available_permits(),
+            "connection limit reached (worker_connections × worker_processes): not accepting until a connection closes"
+        );
     }
 }
 

@@ -18,7 +18,7 @@ use hsmgate_config::Config;
 use hsmgate_signer::SignerPool;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::conn::{accept_loop, bind, bind_plain};
 use crate::error::ProxyError;
@@ -179,6 +179,12 @@ impl Proxy {
         let (gen_tx, gen_rx) = watch::channel(Arc::clone(&self.generation));
         let (stop_tx, stop_rx) = watch::channel(false);
         let ids = Arc::new(AtomicU64::new(0));
+        // Sized by the configuration at start (a reload does not resize it).
+        let limit = self
+            .generation
+            .site
+            .connections
+            .map(|n| Arc::new(Semaphore::new(n)));
         let mut accept_loops = Vec::new();
         let mut live: HashSet<SocketAddr> = HashSet::new();
         let spawn_loop = |addr: SocketAddr, socket: std::net::TcpListener| {
@@ -196,6 +202,7 @@ impl Proxy {
                 Arc::clone(&graceful),
                 stop_rx.clone(),
                 Arc::clone(&ids),
+                limit.clone(),
             )))
         };
         for (addr, socket) in std::mem::take(&mut self.sockets) {

@@ -56,6 +56,10 @@ pub struct Site {
     pub workers: Option<u32>,
     /// `user`: recorded; hsmgate does not switch users (use systemd's `User=`).
     pub user: Option<String>,
+    /// Open client connections at most: `worker_connections` (default 512) times
+    /// `worker_processes` (default one per CPU), as nginx's processes would allow.
+    /// None: no limit (native format).
+    pub connections: Option<usize>,
 }
 
 /// A listening address and how it is served.
@@ -105,6 +109,10 @@ impl Site {
             native: None,
             workers: config.worker_processes,
             user: config.user.map(|(u, _)| u),
+            connections: Some(connection_limit(
+                config.worker_connections,
+                config.worker_processes,
+            )),
         }
     }
 
@@ -218,6 +226,7 @@ impl Site {
             native: Some(Box::new(config.clone())),
             workers: None,
             user: None,
+            connections: None,
         }
     }
 
@@ -273,6 +282,16 @@ fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
     out
 }
 
+/// `worker_connections` × `worker_processes` with nginx's defaults (512; `auto`, one
+/// per CPU).
+fn connection_limit(per_worker: Option<u32>, workers: Option<u32>) -> usize {
+    let workers = workers.filter(|&w| w > 0).map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |w| w as usize,
+    );
+    per_worker.unwrap_or(512) as usize * workers
+}
+
 /// Where a configuration element is written, for messages.
 pub fn at(location: &Location) -> String {
     format!("{}:{}", location.file.display(), location.line)
@@ -307,5 +326,8 @@ address = "127.0.0.1:9"
             matches!(&loc.action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Addr("127.0.0.1:9".into()))
         );
         assert!(site.default_server(site.listens[0].addr).is_some());
+        assert_eq!(site.connections, None);
+        assert_eq!(connection_limit(Some(100), Some(3)), 300);
+        assert!(connection_limit(None, None) >= 512);
     }
 }

@@ -414,3 +414,65 @@ async fn a_dead_upstream_server_is_retried_then_left_out() {
         assert!(body.starts_with("hello from app-a"), "{body}");
     }
 }
+
+/// One HTTP/1.1 keep-alive request on `stream`; the status line, or None on timeout.
+fn request(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+#[test]
+fn worker_connections_bound_the_open_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid logs/h.pid;\nworker_processes 1;\nevents {{ worker_connections 2; }}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
+        ),
+    )
+    .expect("conf");
+    let server = Server::hsmgate(dir.path(), &conf, &[]);
+    let addr = ("127.0.0.1", port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut first = loop {
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut second = std::net::TcpStream::connect(addr).expect("connect");
+    assert_eq!(request(&mut first).as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+    // The third connection waits in the backlog: no answer while two are open…
+    let mut third = std::net::TcpStream::connect(addr).expect("connect (backlog)");
+    assert_eq!(request(&mut third), None);
+    server.wait_log("connection limit reached", 1, Duration::from_secs(5));
+    // …and is served once one closes.
+    drop(first);
+    let mut buf = [0u8; 512];
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let n = std::io::Read::read(&mut third, &mut buf).expect("answer after a close");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+}
