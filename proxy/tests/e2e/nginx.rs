@@ -99,6 +99,7 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         ("www.example.test", "/a/b?x=1", vec![]),
         ("www.example.test", "/", vec![]),
         ("www.example.test", "/healthz", vec![]),
+        ("www.example.test", "/h2/x?y=1", vec!["--http2"]),
         ("www.example.test", "/static/app.css", vec![]),
         ("www.example.test", "/img/logo.PNG", vec![]),
         ("www.example.test", "/static/logo.png", vec![]),
@@ -272,6 +273,7 @@ fn differential_nginx_and_hsmgate_answer_alike() {
     }
     let log = std::fs::read_to_string(hp.join("logs/access.log")).expect("access log");
     assert!(!log.contains("/healthz"), "{log}");
+    assert!(log.contains("\"GET /h2/x?y=1 HTTP/2.0\" 200 "), "{log}");
     drop(nginx);
     drop(hsm);
 }
