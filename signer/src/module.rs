@@ -24,10 +24,20 @@ use crate::error::SignerError;
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
-    /// Whether our C_Initialize succeeded and no C_Finalize was made since: only then
-    /// does dropping the instance finalise it (a module with one global state, like
-    /// SoftHSM, must not be finalised under another instance's feet).
-    owns_init: std::sync::atomic::AtomicBool,
+}
+
+/// Live instances per module path, and the environment the first was initialised
+/// with. A module with one global state (SoftHSM) gives every instance the same state,
+/// so C_Finalize waits until the last instance of that path is dropped; a module with
+/// independent instances (p11-kit-client) just keeps a dead member's instance until
+/// then, which costs nothing (its connection is gone).
+static INSTANCES: Mutex<Option<Instances>> = Mutex::new(None);
+
+/// Path → (live instances, environment of the first).
+type Instances = HashMap<PathBuf, (usize, BTreeMap<String, String>)>;
+
+fn instances() -> std::sync::MutexGuard<'static, Option<Instances>> {
+    INSTANCES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 type Key = (PathBuf, BTreeMap<String, String>);
@@ -63,7 +73,6 @@ impl Module {
 
     /// dlopen + C_GetFunctionList + C_Initialize with `env` applied. Caller holds LOADED.
     fn init(path: &Path, env: &BTreeMap<String, String>) -> Result<Module, SignerError> {
-        let mut owns = true;
         let ctx = with_env(env, || {
             let ctx = Pkcs11::new(path).map_err(|source| SignerError::Load {
                 path: path.to_path_buf(),
@@ -72,10 +81,15 @@ impl Module {
             match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
                 Ok(()) => Ok(ctx),
                 Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
-                    owns = false;
                     // A module that keeps one global state (SoftHSM does) was initialised
-                    // earlier by another user in this process, maybe with another environment.
-                    tracing::warn!(module = %path.display(), "PKCS#11 module was already initialised in this process; its first configuration stays in effect");
+                    // earlier in this process: its first configuration stays in effect.
+                    let first_env = instances()
+                        .as_ref()
+                        .and_then(|m| m.get(path))
+                        .map(|(_, e)| e.clone());
+                    if first_env.is_some_and(|first| first != *env) {
+                        tracing::warn!(module = %path.display(), "PKCS#11 module already initialised in this process with another environment; the first one stays in effect");
+                    }
                     Ok(ctx)
                 }
                 Err(e) => Err(SignerError::pkcs11(
@@ -85,23 +99,15 @@ impl Module {
                 )),
             }
         })?;
+        instances()
+            .get_or_insert_with(HashMap::new)
+            .entry(path.to_path_buf())
+            .or_insert_with(|| (0, env.clone()))
+            .0 += 1;
         Ok(Module {
             ctx,
             path: path.to_path_buf(),
-            owns_init: std::sync::atomic::AtomicBool::new(owns),
         })
-    }
-
-    /// C_Finalize this instance now (its sessions become invalid). May block for as
-    /// long as the module does: call it from a thread that may be abandoned.
-    pub fn finalize(&self) -> Result<(), SignerError> {
-        use std::sync::atomic::Ordering;
-        if self.owns_init.swap(false, Ordering::AcqRel) {
-            self.ctx.clone().finalize().map_err(|e| {
-                SignerError::pkcs11(&self.path.display().to_string(), "C_Finalize", e)
-            })?;
-        }
-        Ok(())
     }
 
     /// The cryptoki context.
@@ -116,8 +122,26 @@ impl Module {
 }
 
 impl Drop for Module {
+    /// The last instance of a module path finalises it. This may block for as long as
+    /// the module does, so the last holders are signer threads, never async workers.
     fn drop(&mut self) {
-        let _ = self.finalize();
+        let last = {
+            let mut map = instances();
+            let map = map.get_or_insert_with(HashMap::new);
+            match map.get_mut(&self.path) {
+                Some((n, _)) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    map.remove(&self.path);
+                    true
+                }
+            }
+        };
+        if last && let Err(e) = self.ctx.clone().finalize() {
+            tracing::debug!(module = %self.path.display(), error = %e, "C_Finalize failed");
+        }
     }
 }
 
