@@ -23,6 +23,12 @@ use crate::generation::Generation;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::vars::{ConnInfo, Vars};
 
+/// Request bodies up to this size (with a `Content-Length`) are read before the upstream
+/// is picked, so they can be sent again (nginx's `client_body_buffer_size`, 16k).
+const BODY_BUFFER: u64 = 16 * 1024;
+/// How long reading such a body may take (nginx's `client_body_timeout`, 60 s).
+const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed without a response (return 444)")]
@@ -187,18 +193,27 @@ async fn proxy(
     if !set_connection {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    // Without a body the request can be sent again to the next server when a
-    // connection cannot be made (nginx's `proxy_next_upstream error`).
-    let mut body = if body.is_end_stream() {
-        None
+    // A request without a body, or with a small one read into memory first (nginx's
+    // client_body_buffer_size), can be sent again to the next server when a connection
+    // cannot be made (nginx's `proxy_next_upstream error`); a larger one is streamed.
+    let mut buffered: Option<Bytes> = None;
+    let mut streamed: Option<UpstreamBody> = None;
+    if body.is_end_stream() {
+        buffered = Some(Bytes::new());
+    } else if length.is_some_and(|n| n <= BODY_BUFFER) {
+        let read = Limited::new(body, BODY_BUFFER as usize).collect();
+        match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
+            Ok(Ok(collected)) => buffered = Some(collected.to_bytes()),
+            Ok(Err(_)) => return error_page(StatusCode::BAD_REQUEST),
+            Err(_) => return error_page(StatusCode::REQUEST_TIMEOUT),
+        }
     } else {
-        let limited: UpstreamBody = match settings.client_max_body_size {
+        streamed = Some(match settings.client_max_body_size {
             Some(max) => Limited::new(body, max as usize).boxed(),
             None => body.map_err(Into::into).boxed(),
-        };
-        Some(limited)
-    };
-    let retry = body.is_none();
+        });
+    }
+    let retry = buffered.is_some();
     let order = balancer.order();
     for (n, addr) in order.iter().enumerate() {
         log.upstream_addr = (*addr).to_owned();
@@ -206,9 +221,16 @@ async fn proxy(
             Ok(u) => u,
             Err(_) => return error_page(StatusCode::BAD_REQUEST),
         };
-        let req_body: UpstreamBody = body
-            .take()
-            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
+        let req_body: UpstreamBody = match (&buffered, streamed.take()) {
+            (Some(bytes), _) if bytes.is_empty() => {
+                Empty::new().map_err(|never| match never {}).boxed()
+            }
+            (Some(bytes), _) => Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+            (None, Some(b)) => b,
+            (None, None) => Empty::new().map_err(|never| match never {}).boxed(),
+        };
         let mut req = Request::new(req_body);
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
