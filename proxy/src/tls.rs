@@ -1,11 +1,12 @@
-//! The rustls server configuration: the certificate chain from its PEM file, the token
-//! key behind it (checked to be the certificate's key), the listener's TLS versions,
-//! and ALPN `h2` and `http/1.1`.
+//! The rustls side: certificate chains from PEM files, the token key behind a
+//! certificate (checked to be the certificate's key), the choice of certificate per
+//! handshake ([`SniResolver`]: the server by SNI, then ECDSA or RSA by what the client
+//! offers) and the rustls configuration of one listening address ([`listener_config`]:
+//! TLS versions, cipher suites, session cache and tickets, ALPN `h2`/`http/1.1`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hsmgate_config::Listener;
 use hsmgate_signer::{ExpectedKey, HsmSigningKey, SignerPool, verify};
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -79,41 +80,6 @@ pub fn certified_key(
         chain,
         HsmSigningKey::new(pool.clone()),
     )))
-}
-
-/// One certified key for every connection (SNI-based choice comes with virtual hosts).
-#[derive(Debug)]
-struct SingleCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for SingleCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-}
-
-/// The rustls configuration of one listener.
-pub fn server_config(
-    listener: &Listener,
-    key: &Arc<CertifiedKey>,
-) -> Result<Arc<ServerConfig>, ProxyError> {
-    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-    if listener.tls13 {
-        versions.push(&rustls::version::TLS13);
-    }
-    if listener.tls12 {
-        versions.push(&rustls::version::TLS12);
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCert(Arc::clone(key))));
-    config.alpn_protocols = if listener.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Arc::new(config))
 }
 
 /// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
