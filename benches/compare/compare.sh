@@ -31,7 +31,9 @@
 # benches/results/compare-DATE.md and printed; the sweep as JSON lines and an SVG plot
 # (src/bin/plot-sweep.rs) next to it.
 #
-# Knobs: REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), SWEEP (factors,
+# Knobs: REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), RESUME_CONNS (6: the
+#        load generator's rustls client keeps at most 8 TLS 1.3 tickets per server, so more
+#        concurrent connections than that find no ticket and do full handshakes), SWEEP (factors,
 #        "0.25 0.5 1 1.5 2 3"), SWEEP_TIMEOUT (3s), SIGN_SECS (3), LOAD_CPU, SERVER_CPU,
 #        SHARED (path of shared/, default ../shared next to the repo), RESULTS (directory),
 #        QUICK=1 (1 rep, 2 s runs, 3 sweep points: a smoke run), KEEP=1 (keep the work dir),
@@ -47,7 +49,7 @@ BASE="$SHARED/nginx-baseline"
 if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
-REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
+REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50} RESUME_CONNS=${RESUME_CONNS:-6}
 SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
@@ -236,12 +238,12 @@ for REP in $(seq 1 "$REPS"); do
     [[ $s == hsmgate ]] || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
     run_load "$s" ka-proxy --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
     if [[ $s == hsmgate ]]; then
-      run_load "$s" resume --mode resume --tls 1.3 -c "$CONNS" -d "$DURATION"
+      run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
     fi
     stop_all
     if [[ $s != hsmgate ]]; then
       start_server "$s" resume
-      run_load "$s" resume --mode resume --tls 1.3 -c "$CONNS" -d "$DURATION"
+      run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
       stop_all
     fi
   done
@@ -284,7 +286,7 @@ cp "$RAW" "$RESULTS/compare-$STAMP-raw.tsv"
 : >"$SWEEP_MED"
 for s in "${SERVERS[@]}"; do
   for f in $SWEEP; do
-    pick() { sed -n "s/.*\"server\":\"$s\",\"factor\":$f,.*\"$1\":\([0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"; }
+    pick() { sed -n "s/.*\"server\":\"$s\",\"factor\":$f,.*\"$1\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"; }
     off=$(pick offered | median) good=$(pick goodput | median) p99=$(pick p99_ms | median) err=$(pick errors | median)
     [[ $p99 == NA ]] && p99=null
     printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s}\n' "$s" "$f" "$off" "$good" "$p99" "$err" >>"$SWEEP_MED"
@@ -335,7 +337,8 @@ row_table() { # ROW TITLE UNIT
       "$(med "sign$th" raw-softhsm)" "$(range "sign$th" raw-softhsm)"
   done
   echo
-  echo "Notes: the resume column lists the share of handshakes that resumed, per rep. nginx's resume row uses"
+  echo "Notes: the resume row runs $RESUME_CONNS connections (the client keeps at most 8 TLS 1.3 tickets per server); its notes give the share of"
+  echo "handshakes that resumed, per rep. nginx's resume row uses"
   echo "\`ssl_session_cache shared:SSL:10m; ssl_session_tickets on;\` and one \`ssl_session_ticket_key\` for both instances."
   echo "Keep-alive rows are bound by the single load-generator thread as much as by the servers."
   echo

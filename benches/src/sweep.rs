@@ -129,6 +129,8 @@ pub fn plot_svg(points: &[SweepPoint], title: &str, out: &Path) -> Result<(), Sw
         .configure_mesh()
         .x_desc("offered handshakes/s")
         .y_desc("successful handshakes/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     goodput
         .draw_series(LineSeries::new(
@@ -148,6 +150,8 @@ pub fn plot_svg(points: &[SweepPoint], title: &str, out: &Path) -> Result<(), Sw
         .configure_mesh()
         .x_desc("offered handshakes/s")
         .y_desc("p99 ms")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v}"))
         .draw()?;
 
     for (i, (name, pts)) in series.iter().enumerate() {
