@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
-    Action, AddHeader, LocationBlock, ProxyPass, ProxySettings, Return, location_match,
+    Action, AddHeader, LocationBlock, Matcher, ProxyPass, ProxySettings, Return, location_match,
     proxy_pass_uri, select_server,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -93,9 +93,12 @@ pub async fn handle(
     let (settings, action, location) = match (&server.server_return, &normalized) {
         (_, None) => (&server.settings, None, None),
         (Some(r), _) => (&server.settings, Some(ActionRef::Return(r)), None),
-        (None, Some(path)) => match location_match(&server.locations, path) {
-            Some(l) => (&l.settings, l.action.as_ref().map(ActionRef::from), Some(l)),
-            None => (&server.settings, None, None),
+        (None, Some(path)) => match auto_slash(&server.locations, path) {
+            Some(l) => (&l.settings, Some(ActionRef::AddSlash), Some(l)),
+            None => match location_match(&server.locations, path) {
+                Some(l) => (&l.settings, l.action.as_ref().map(ActionRef::from), Some(l)),
+                None => (&server.settings, None, None),
+            },
         },
     };
     log.targets = generation.access_logs(settings);
@@ -111,6 +114,12 @@ pub async fn handle(
                 return Err(Abort);
             }
             return_response(r, &log.vars(&parts.headers))
+        }
+        (Some(ActionRef::AddSlash), Some(path)) => {
+            let vars = log.vars(&parts.headers);
+            let args = vars.get("is_args").into_owned() + &vars.get("args");
+            let url = absolute(&vars, &format!("{path}/{args}"));
+            redirect(StatusCode::MOVED_PERMANENTLY, &url)
         }
         (Some(ActionRef::Proxy(p)), _) => {
             let location = location.expect("a proxy_pass action comes from a location");
@@ -131,6 +140,8 @@ pub async fn handle(
 enum ActionRef<'a> {
     Proxy(&'a ProxyPass),
     Return(&'a Return),
+    /// nginx's 301 from `/prefix` to `/prefix/` for a `proxy_pass` location `/prefix/`.
+    AddSlash,
 }
 
 impl<'a> From<&'a Action> for ActionRef<'a> {
@@ -278,10 +289,52 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is
+/// written for `PATH` itself: nginx answers 301 to `PATH/` (before trying regexes).
+fn auto_slash<'a>(locations: &'a [LocationBlock], path: &str) -> Option<&'a LocationBlock> {
+    let with_slash = format!("{path}/");
+    let target = locations.iter().find(|l| {
+        matches!(&l.matcher, Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if *p == with_slash)
+            && matches!(l.action, Some(Action::ProxyPass(_)))
+    })?;
+    let written = locations.iter().any(|l| {
+        matches!(&l.matcher, Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if p == path)
+    });
+    (!written).then_some(target)
+}
+
+/// nginx's `absolute_redirect on`: a redirect to `/path` names scheme, host and (when
+/// not the scheme's default) port.
+fn absolute(vars: &Vars<'_>, target: &str) -> String {
+    if !target.starts_with('/') {
+        return target.to_owned();
+    }
+    let scheme = vars.get("scheme");
+    let default = if scheme == "https" { 443 } else { 80 };
+    let port = match vars.conn.local_port {
+        p if p == default => String::new(),
+        p => format!(":{p}"),
+    };
+    format!("{scheme}://{}{port}{target}", vars.host())
+}
+
+/// A redirect with nginx's page.
+fn redirect(code: StatusCode, url: &str) -> Response<ProxyBody> {
+    let mut resp = error_page(code);
+    if let Ok(v) = HeaderValue::from_str(url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
     let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let text = r.text_or_url.as_ref().map(|t| vars.expand(t));
     let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
+    let text = r
+        .text_or_url
+        .as_ref()
+        .map(|t| vars.expand(t))
+        .map(|t| if redirect { absolute(vars, &t) } else { t });
     // nginx: a redirect and a bare `return 4xx|5xx` get the standard page.
     let html = redirect || (text.is_none() && r.code >= 400);
     let (body, location): (String, Option<String>) = match (redirect, text) {

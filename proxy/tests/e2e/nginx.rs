@@ -105,6 +105,9 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         ("www.example.test", "/static/logo.png", vec![]),
         ("www.example.test", "/api/users?id=7", vec![]),
         ("www.example.test", "/old/page?q=2", vec![]),
+        ("www.example.test", "/rel", vec![]),
+        ("www.example.test", "/api", vec![]),
+        ("www.example.test", "/api?x=1", vec![]),
         (
             "example.test",
             "/x",
@@ -177,6 +180,14 @@ fn differential_nginx_and_hsmgate_answer_alike() {
                 .map(|l| l.replace(&format!(":{port}"), ":PORT"))
         };
         assert_eq!(loc(&n, nl.https), loc(&h, hl.https), "Location of {what}");
+        let expected = match *path {
+            "/api?x=1" => Some("https://www.example.test:PORT/api/?x=1"),
+            "/rel" => Some("https://www.example.test:PORT/elsewhere?from=rel"),
+            _ => None,
+        };
+        if let Some(e) = expected {
+            assert_eq!(loc(&h, hl.https).as_deref(), Some(e), "{what}");
+        }
         match (n.upstream(), h.upstream()) {
             (Some((nn, np, nh)), Some((hn, hp, hh))) => {
                 assert_eq!(nn, hn, "upstream of {what}");

@@ -326,6 +326,10 @@ http {{
     location /old/ {{
         return 302 https://$host/new$request_uri;
     }}
+
+    location = /rel {{
+        return 302 /elsewhere?from=rel;
+    }}
 {extra}
 }}
 "#,
