@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hsmgate_config::nginx::{CertPair, KeySource};
@@ -52,43 +52,6 @@ impl PoolCache {
     }
 }
 
-/// Every signer pool this process started, in order, with its module path. A module
-/// that keeps one global state (SoftHSM) is finalised by the instance that initialised
-/// it first, and that invalidates the sessions of every other pool on the module; so
-/// no pool is dropped while the proxy runs (a key a reload dropped leaves an idle
-/// pool), and [`shutdown_pools`] drops the others before the first ones.
-static STARTED: Mutex<Vec<(PathBuf, SignerPool)>> = Mutex::new(Vec::new());
-
-fn started(module: PathBuf, pool: &SignerPool) {
-    STARTED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((module, pool.clone()));
-}
-
-/// At exit, once nothing else holds a pool: close every token session, the pools that
-/// initialised a module last, and wait (at most `timeout`) for the signer threads.
-pub fn shutdown_pools(timeout: Duration) -> bool {
-    let pools = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut seen = std::collections::HashSet::new();
-    let (mut firsts, mut others) = (Vec::new(), Vec::new());
-    for (module, pool) in pools {
-        if seen.insert(module) {
-            firsts.push(pool);
-        } else {
-            others.push(pool);
-        }
-    }
-    if !others.is_empty() {
-        drop(others);
-        // Their threads wake on the closed queues and close their sessions at once;
-        // there is no per-pool wait in the signer's API.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(firsts);
-    hsmgate_signer::wait_for_workers(timeout)
-}
-
 /// Opens the keys of one configuration.
 pub(crate) struct KeyOpener<'a> {
     pub(crate) defaults: &'a KeyDefaults,
@@ -109,16 +72,7 @@ impl KeyOpener<'_> {
         );
         let pool = match self.previous.pools.get(&id) {
             Some(p) => p.clone(),
-            None => {
-                let settings = GroupSettings::from_config(config, Some(expected))?;
-                let pool = SignerPool::start_group(settings)?;
-                let module = match &config.pkcs11 {
-                    Some(p) => p.module.clone(),
-                    None => PathBuf::from(format!("group:{id}")),
-                };
-                started(module, &pool);
-                pool
-            }
+            None => SignerPool::start_group(GroupSettings::from_config(config, Some(expected))?)?,
         };
         self.next.pools.insert(id, pool.clone());
         tls::certified_key(
@@ -160,12 +114,7 @@ impl KeyOpener<'_> {
                 let id = identity(&settings);
                 let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
                     Some(p) => p.clone(),
-                    None => {
-                        let module = settings.module.clone();
-                        let pool = SignerPool::start_group(settings.into_group(Some(expected)))?;
-                        started(module, &pool);
-                        pool
-                    }
+                    None => SignerPool::start_group(settings.into_group(Some(expected)))?,
                 };
                 self.next.pools.insert(id, pool.clone());
                 tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())

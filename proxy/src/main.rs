@@ -149,9 +149,8 @@ fn main() -> ExitCode {
 
 fn exit(result: Result<(), ProxyError>) -> ExitCode {
     // Every signer thread closes its sessions and releases its module instance before
-    // the process exits: p11-kit aborts when its exit-time cleanup races with them, and
-    // SoftHSM's global state goes with the instance that initialised it (keys.rs).
-    hsmgate_proxy::keys::shutdown_pools(std::time::Duration::from_secs(3));
+    // the process exits: p11-kit aborts when its exit-time cleanup races with them.
+    hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -296,10 +295,10 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
         eprintln!("hsmgate: the configuration file {path} syntax is ok");
     }
     match Proxy::check_source(source, defaults) {
-        // Keys were opened to check them; close them in order (keys.rs).
+        // Keys were opened to check them; their sessions close before the exit.
         Ok(generation) => {
             drop(generation);
-            hsmgate_proxy::keys::shutdown_pools(std::time::Duration::from_secs(3));
+            hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
         }
         Err(e) => return failed(&e),
     }
@@ -390,7 +389,7 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
         result
     });
     // The signer threads close their sessions before the demo's token goes away.
-    hsmgate_proxy::keys::shutdown_pools(std::time::Duration::from_secs(3));
+    hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
     result
     // `demo` (and its token directory) is dropped here, after the proxy has stopped.
 }

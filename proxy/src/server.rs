@@ -175,13 +175,24 @@ impl Proxy {
         mut self,
         mut control: mpsc::Receiver<Control>,
     ) -> Result<(), ProxyError> {
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin = self.start_admin(&draining)?;
+        // The proxy lets go of its generation: each one lives as long as the watch
+        // channel or an open connection holds it (its signer pools too).
+        let Proxy {
+            source,
+            defaults,
+            generation,
+            sockets,
+            on_reopen,
+            ..
+        } = self;
         let graceful = Arc::new(GracefulShutdown::new());
-        let (gen_tx, gen_rx) = watch::channel(Arc::clone(&self.generation));
+        let (gen_tx, gen_rx) = watch::channel(Arc::clone(&generation));
         let (stop_tx, stop_rx) = watch::channel(false);
         let ids = Arc::new(AtomicU64::new(0));
         // Sized by the configuration at start (a reload does not resize it).
-        let limit = self
-            .generation
+        let limit = generation
             .site
             .connections
             .map(|n| Arc::new(Semaphore::new(n)));
@@ -205,19 +216,17 @@ impl Proxy {
                 limit.clone(),
             )))
         };
-        for (addr, socket) in std::mem::take(&mut self.sockets) {
+        for (addr, socket) in sockets {
             live.insert(addr);
             accept_loops.push(spawn_loop(addr, socket)?);
         }
-        let draining = Arc::new(AtomicBool::new(false));
-        let admin = self.start_admin(&draining)?;
         crate::notify::notify("READY=1");
-        let mut current = Arc::clone(&self.generation);
+        let mut current = generation;
         let fast = loop {
             match control.recv().await {
                 Some(Control::Reload) => {
                     crate::notify::reloading();
-                    match self.reload(&current, &live).await {
+                    match reload(source.as_ref(), &defaults, &current, &live).await {
                         Ok((next, sockets)) => {
                             live = next.addrs().into_iter().collect();
                             current = Arc::new(next);
@@ -240,7 +249,7 @@ impl Proxy {
                 Some(Control::Reopen) => {
                     tracing::info!("reopening log files");
                     crate::access_log::AccessLogWriter::get().reopen();
-                    if let Some(f) = &self.on_reopen {
+                    if let Some(f) = &on_reopen {
                         (f.0)();
                     }
                 }
@@ -282,35 +291,6 @@ impl Proxy {
         Ok(())
     }
 
-    /// Build the next generation (off the async workers) and bind its new addresses.
-    async fn reload(
-        &self,
-        current: &Arc<Generation>,
-        live: &HashSet<SocketAddr>,
-    ) -> Result<(Generation, Vec<(SocketAddr, std::net::TcpListener)>), ProxyError> {
-        let Some(source) = self.source.clone() else {
-            return Err(ProxyError::Invalid(
-                "this proxy was not started from a configuration file".into(),
-            ));
-        };
-        tracing::info!(config = %source.path.display(), "reloading the configuration");
-        let defaults = self.defaults.clone();
-        let previous = current.pools.clone();
-        let next = tokio::task::spawn_blocking(move || {
-            let site = load_logged(&source)?;
-            Generation::build(site, &defaults, &previous)
-        })
-        .await
-        .map_err(|e| ProxyError::Invalid(format!("reload task failed: {e}")))??;
-        let mut sockets = Vec::new();
-        for spec in &next.site.listens {
-            if !live.contains(&spec.addr) {
-                sockets.push((spec.addr, bind(spec)?));
-            }
-        }
-        Ok((next, sockets))
-    }
-
     fn start_admin(
         &mut self,
         draining: &Arc<AtomicBool>,
@@ -333,6 +313,36 @@ impl Proxy {
         };
         Ok(Some(tokio::spawn(crate::admin::serve(listener, state))))
     }
+}
+
+/// Build the next generation (off the async workers) and bind its new addresses.
+async fn reload(
+    source: Option<&ConfigSource>,
+    defaults: &KeyDefaults,
+    current: &Arc<Generation>,
+    live: &HashSet<SocketAddr>,
+) -> Result<(Generation, Vec<(SocketAddr, std::net::TcpListener)>), ProxyError> {
+    let Some(source) = source.cloned() else {
+        return Err(ProxyError::Invalid(
+            "this proxy was not started from a configuration file".into(),
+        ));
+    };
+    tracing::info!(config = %source.path.display(), "reloading the configuration");
+    let defaults = defaults.clone();
+    let previous = current.pools.clone();
+    let next = tokio::task::spawn_blocking(move || {
+        let site = load_logged(&source)?;
+        Generation::build(site, &defaults, &previous)
+    })
+    .await
+    .map_err(|e| ProxyError::Invalid(format!("reload task failed: {e}")))??;
+    let mut sockets = Vec::new();
+    for spec in &next.site.listens {
+        if !live.contains(&spec.addr) {
+            sockets.push((spec.addr, bind(spec)?));
+        }
+    }
+    Ok((next, sockets))
 }
 
 /// Load the configuration, logging its warnings.

@@ -484,3 +484,66 @@ fn worker_connections_bound_the_open_connections() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
     assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
+    let corpus = Corpus::new();
+    let l = layout();
+    let prefix = corpus.prefix("hsmgate");
+    let conf = corpus.write(&prefix, Keys::Token, &l, "");
+    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
+    assert_eq!(
+        get(&mut None, addr, &config, "/k").await.expect("get").0,
+        200
+    );
+    // Signer threads (named hsm-MEMBER-N; both pools' member is the token).
+    let signers = || {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|c| c.starts_with("hsm-hsmgate"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = signers();
+    assert!(before >= 2, "{before} signer threads");
+    // Only the ECDSA key stays: the RSA key's pool (the first on the SoftHSM module)
+    // goes once no generation holds it (a second reload replaces the first).
+    let (rsa, ec) = (
+        corpus.certs[0].display().to_string(),
+        corpus.certs[1].display().to_string(),
+    );
+    for f in ["conf.d/10-www.conf", "conf.d/20-api.conf"] {
+        let path = prefix.join(f);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text
+            .replace(&rsa, &ec)
+            .replace("object=tls;", "object=tls-ec;");
+        std::fs::write(&path, text).expect("write");
+    }
+    for n in 1..=2 {
+        server.signal("HUP");
+        server.wait_log("configuration reloaded", n, Duration::from_secs(20));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let (status, body) = get(&mut None, addr, &config, "/k").await.expect("get");
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = signers();
+    assert!(
+        after < before,
+        "the RSA pool's threads ended: {before} -> {after}"
+    );
+    assert!(after > 0, "the ECDSA pool is still there");
+    assert!(
+        !server.log_text().contains("ERROR"),
+        "{}",
+        server.log_text()
+    );
+}
