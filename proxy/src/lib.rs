@@ -17,7 +17,7 @@
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
-//!   [`reqlog`]: a request's access log line;
+//!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
@@ -42,6 +42,7 @@ pub mod server;
 pub mod site;
 pub mod tls;
 pub mod upstream;
+pub mod uri;
 pub mod vars;
 
 pub use error::ProxyError;

@@ -21,6 +21,7 @@ use crate::balance::UpstreamBody;
 use crate::forward::{ProxyBody, error_chain, error_page, page, strip_hop_by_hop};
 use crate::generation::Generation;
 use crate::reqlog::{LogCtx, LoggedBody};
+use crate::uri::{normalize, valid_host};
 use crate::vars::{ConnInfo, Vars};
 
 /// Request bodies up to this size (with a `Content-Length`) are read before the upstream
@@ -378,72 +379,5 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
         {
             resp.headers_mut().append(n, v);
         }
-    }
-}
-
-/// nginx's `Host` check (`ngx_http_validate_host`): no `/`, `\\`, NUL, `..`, no
-/// leading dot.
-pub fn valid_host(host: &str) -> bool {
-    let bad_char = host.bytes().any(|b| matches!(b, b'/' | b'\\' | 0));
-    !(bad_char || host.contains("..") || host.starts_with('.'))
-}
-
-/// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
-/// resolved. None when `..` climbs above the root or the path is not UTF-8 (400).
-pub fn normalize(path: &str) -> Option<String> {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Ok(b) = u8::from_str_radix(path.get(i + 1..i + 3).unwrap_or("zz"), 16)
-        {
-            decoded.push(b);
-            i += 3;
-            continue;
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    let decoded = String::from_utf8(decoded).ok()?;
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop()?;
-            }
-            s => segments.push(s),
-        }
-    }
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    let mut out = format!("/{}", segments.join("/"));
-    if trailing && out != "/" {
-        out.push('/');
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_nginx_rejects() {
-        assert!(valid_host("www.example.test:443"));
-        assert!(valid_host("[::1]:443"));
-        for bad in ["a/b", "a..b", ".a", "a\\b"] {
-            assert!(!valid_host(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn normalizes_like_nginx() {
-        assert_eq!(normalize("/a//b/./c/../d").as_deref(), Some("/a/b/d"));
-        assert_eq!(normalize("/%61pi/").as_deref(), Some("/api/"));
-        assert_eq!(normalize("/").as_deref(), Some("/"));
-        assert_eq!(normalize("/a/.."), Some("/".into()));
-        assert_eq!(normalize("/.."), None);
-        assert_eq!(normalize("/%zz").as_deref(), Some("/%zz"));
     }
 }

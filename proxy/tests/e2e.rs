@@ -17,5 +17,7 @@ mod lifecycle;
 mod measure;
 #[path = "e2e/nginx.rs"]
 mod nginx;
+#[path = "e2e/resources.rs"]
+mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;

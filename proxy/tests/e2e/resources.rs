@@ -1,0 +1,181 @@
+//! Resources with a running hsmgate: a dead upstream server (retried, then out of the
+//! rotation for fail_timeout), `worker_connections` bounding open connections, and a
+//! key removed by a reload (its signer pool closed, the other key still signing).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::lifecycle::get;
+use crate::support::client::client_config;
+use crate::support::corpus::{Corpus, Keys, layout};
+use crate::support::free_port;
+use crate::support::nginx::Server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_server_is_retried_then_left_out() {
+    let corpus = Corpus::new();
+    let mut l = layout();
+    l.app_b = ([127, 0, 0, 1], free_port()).into(); // nothing listens there
+    let prefix = corpus.prefix("hsmgate");
+    let conf = corpus.write(&prefix, Keys::Token, &l, "");
+    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
+    // A connect failure goes on to the next server (nginx's proxy_next_upstream error),
+    // for small bodies too (read first, as nginx's client_body_buffer_size).
+    let ca = corpus.ca_pem.to_str().expect("utf-8");
+    for i in 0..4 {
+        let out = crate::support::curl(&[
+            "--cacert",
+            ca,
+            "--data-binary",
+            &format!("body-{i}"),
+            &format!("https://127.0.0.1:{}/p", l.https),
+        ]);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.starts_with("hello from app-a"), "{body}");
+        assert!(body.ends_with(&format!("body-{i}")), "{body}");
+    }
+    server.wait_log(
+        "upstream server temporarily disabled",
+        1,
+        Duration::from_secs(5),
+    );
+    // Out of the rotation now: GETs go to app-a without a retry.
+    for _ in 0..4 {
+        let (status, body) = get(&mut None, addr, &config, "/g").await.expect("get");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("hello from app-a"), "{body}");
+    }
+    assert_eq!(
+        server.log_text().matches("trying the next server").count(),
+        1,
+        "{}",
+        server.log_text()
+    );
+}
+
+/// One HTTP/1.1 keep-alive request on `stream`; the status line, or None on timeout.
+fn request(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+#[test]
+fn worker_connections_bound_the_open_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid logs/h.pid;\nworker_processes 1;\nevents {{ worker_connections 2; }}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
+        ),
+    )
+    .expect("conf");
+    let server = Server::hsmgate(dir.path(), &conf, &[]);
+    let addr = ("127.0.0.1", port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut first = loop {
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut second = std::net::TcpStream::connect(addr).expect("connect");
+    assert_eq!(request(&mut first).as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+    // The third connection waits in the backlog: no answer while two are open…
+    let mut third = std::net::TcpStream::connect(addr).expect("connect (backlog)");
+    assert_eq!(request(&mut third), None);
+    server.wait_log("connection limit reached", 1, Duration::from_secs(5));
+    // …and is served once one closes.
+    drop(first);
+    let mut buf = [0u8; 512];
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let n = std::io::Read::read(&mut third, &mut buf).expect("answer after a close");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
+    let corpus = Corpus::new();
+    let l = layout();
+    let prefix = corpus.prefix("hsmgate");
+    let conf = corpus.write(&prefix, Keys::Token, &l, "");
+    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
+    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
+    assert_eq!(
+        get(&mut None, addr, &config, "/k").await.expect("get").0,
+        200
+    );
+    // Signer threads (named hsm-MEMBER-N; both pools' member is the token).
+    let signers = || {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|c| c.starts_with("hsm-hsmgate"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = signers();
+    assert!(before >= 2, "{before} signer threads");
+    // Only the ECDSA key stays: the RSA key's pool (the first on the SoftHSM module)
+    // goes once no generation holds it (a second reload replaces the first).
+    let (rsa, ec) = (
+        corpus.certs[0].display().to_string(),
+        corpus.certs[1].display().to_string(),
+    );
+    for f in ["conf.d/10-www.conf", "conf.d/20-api.conf"] {
+        let path = prefix.join(f);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text
+            .replace(&rsa, &ec)
+            .replace("object=tls;", "object=tls-ec;");
+        std::fs::write(&path, text).expect("write");
+    }
+    for n in 1..=2 {
+        server.signal("HUP");
+        server.wait_log("configuration reloaded", n, Duration::from_secs(20));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let (status, body) = get(&mut None, addr, &config, "/k").await.expect("get");
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = signers();
+    assert!(
+        after < before,
+        "the RSA pool's threads ended: {before} -> {after}"
+    );
+    assert!(after > 0, "the ECDSA pool is still there");
+    assert!(
+        !server.log_text().contains("ERROR"),
+        "{}",
+        server.log_text()
+    );
+}
