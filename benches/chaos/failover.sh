@@ -52,6 +52,7 @@ socketserver.ThreadingTCPServer.request_queue_size = 1024   # the default backlo
 socketserver.ThreadingTCPServer.daemon_threads = True
 socketserver.ThreadingTCPServer(("127.0.0.1", 8080), H).serve_forever()' &
 PIDS+=($!)
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 0.1; done
 "$ROOT/target/release/hsmgate" -c "$RUN/hsmgate.toml" 2>"$RUN/hsmgate.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:9901/readyz && break; sleep 0.1; done
