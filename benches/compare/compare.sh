@@ -198,8 +198,11 @@ url() { # SERVER ROW
 jnum() { sed -n "s/.*\"$1\":\(null\|[0-9.eE+-][0-9.eE+-]*\).*/\1/p" <<<"$2"; }
 jerrors() { sed -n 's/.*"errors":\({[^}]*}\).*/\1/p' <<<"$1"; }
 
-# run_load SERVER ROW ARGS... -> appends "ROW SERVER REP rate cpu_us resumed% errors" to raw.tsv
-RAW="$WORK/raw.tsv" SWEEP_RAW="$WORK/sweep-raw.jsonl"
+# run_load SERVER ROW ARGS... -> appends "ROW SERVER REP rate cpu_us resumed% errors" to the raw TSV.
+# Raw numbers go to RESULTS as they come, so an interrupted run keeps what it measured.
+mkdir -p "$RESULTS"
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RAW="$RESULTS/compare-$STAMP-raw.tsv" SWEEP_RAW="$RESULTS/compare-$STAMP-sweep-raw.jsonl"
 : >"$RAW"
 : >"$SWEEP_RAW"
 run_load() {
@@ -260,28 +263,27 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) p
 declare -A CAP
 for s in "${SERVERS[@]}"; do CAP[$s]=$(med hs13 "$s"); done
 say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
+# Each point gets a freshly started server: an overloaded point leaves thousands of queued
+# connections behind, which would otherwise be served during the next point.
 for REP in $(seq 1 "$REPS"); do
   for s in "${SERVERS[@]}"; do
-    start_server "$s"
     for f in $SWEEP; do
+      start_server "$s"
       rate=$(awk -v c="${CAP[$s]}" -v f="$f" 'BEGIN{printf "%.0f", (c * f < 1 ? 1 : c * f)}')
       out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" --mode handshake --tls 1.3 \
         --rate "$rate" --duration "$DURATION" --timeout "$SWEEP_TIMEOUT" "$(url "$s" sweep)" 2>"$WORK/load.err") \
-        || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $s (sweep at $rate/s)"; }
+        || { say "  sweep $s ${f}x: hsmgate-load failed ($(head -c 200 "$WORK/load.err")), counted as no goodput"
+             out="{\"rate\":0,\"p99_ms\":null,\"error_total\":-1,\"errors\":{}}"; }
       printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s,"rep":%s}\n' \
         "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$REP" >>"$SWEEP_RAW"
       say "  sweep $s ${f}x = $rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out")"
+      stop_all
     done
-    stop_all
   done
 done
 
 # --- report -------------------------------------------------------------------------------------
-mkdir -p "$RESULTS"
-STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUT="$RESULTS/compare-$STAMP.md" SWEEP_MED="$RESULTS/compare-$STAMP-sweep.jsonl" SVG="$RESULTS/compare-$STAMP-sweep.svg"
-cp "$SWEEP_RAW" "$RESULTS/compare-$STAMP-sweep-raw.jsonl"
-cp "$RAW" "$RESULTS/compare-$STAMP-raw.tsv"
 # Medians per (server, factor) over the repetitions, as plot-sweep input.
 : >"$SWEEP_MED"
 for s in "${SERVERS[@]}"; do
@@ -289,6 +291,7 @@ for s in "${SERVERS[@]}"; do
     pick() { sed -n "s/.*\"server\":\"$s\",\"factor\":$f,.*\"$1\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"; }
     off=$(pick offered | median) good=$(pick goodput | median) p99=$(pick p99_ms | median) err=$(pick errors | median)
     [[ $p99 == NA ]] && p99=null
+    [[ $err == NA ]] && err=null
     printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s}\n' "$s" "$f" "$off" "$good" "$p99" "$err" >>"$SWEEP_MED"
   done
 done
