@@ -140,40 +140,24 @@ pub fn select_server<'a>(
     if let Some((s, _)) = names().find(|(_, n)| matches!(n, ServerName::Exact(e) if *e == host)) {
         return Some(s);
     }
-    let leading = names()
-        .filter_map(|(s, n)| match n {
-            ServerName::Wildcard(w) if w.starts_with('.') || w.starts_with("*.") => {
-                let suffix = w.trim_start_matches('*');
-                let hit = host.ends_with(suffix) || (w.starts_with('.') && host == suffix[1..]);
-                hit.then_some((s, w.len()))
-            }
-            _ => None,
-        })
-        .fold(None, |best: Option<(&Server, usize)>, c| {
-            if best.is_none_or(|b| c.1 > b.1) {
-                Some(c)
-            } else {
-                best
-            }
-        });
-    if let Some((s, _)) = leading {
+    let leading = longest(names().filter_map(|(s, n)| match n {
+        ServerName::Wildcard(w) if w.starts_with('.') || w.starts_with("*.") => {
+            let suffix = w.trim_start_matches('*');
+            let hit = host.ends_with(suffix) || (w.starts_with('.') && host == suffix[1..]);
+            hit.then_some((s, w.len()))
+        }
+        _ => None,
+    }));
+    if let Some(s) = leading {
         return Some(s);
     }
-    let trailing = names()
-        .filter_map(|(s, n)| match n {
-            ServerName::Wildcard(w) if w.ends_with(".*") => {
-                host.starts_with(&w[..w.len() - 1]).then_some((s, w.len()))
-            }
-            _ => None,
-        })
-        .fold(None, |best: Option<(&Server, usize)>, c| {
-            if best.is_none_or(|b| c.1 > b.1) {
-                Some(c)
-            } else {
-                best
-            }
-        });
-    if let Some((s, _)) = trailing {
+    let trailing = longest(names().filter_map(|(s, n)| match n {
+        ServerName::Wildcard(w) if w.ends_with(".*") => {
+            host.starts_with(&w[..w.len() - 1]).then_some((s, w.len()))
+        }
+        _ => None,
+    }));
+    if let Some(s) = trailing {
         return Some(s);
     }
     if let Some((s, _)) =
@@ -195,6 +179,19 @@ fn normalize_host(host: &str) -> String {
         None => host.split(':').next().unwrap_or(host),
     };
     host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The server of the longest matching wildcard; the first one written wins a tie.
+fn longest<'a>(matches: impl Iterator<Item = (&'a Server, usize)>) -> Option<&'a Server> {
+    matches
+        .fold(None, |best: Option<(&Server, usize)>, c| {
+            if best.is_none_or(|b| c.1 > b.1) {
+                Some(c)
+            } else {
+                best
+            }
+        })
+        .map(|(s, _)| s)
 }
 
 #[cfg(test)]
