@@ -133,6 +133,42 @@ async fn wait_readyz(admin: SocketAddr, needle: &str, limit: Duration) -> Durati
     }
 }
 
+/// Wait until `member` has been fenced (again); how long it took. `/readyz` shows "fenced"
+/// only until the first recovery attempt starts (100 ms later), which a poll on a busy
+/// machine can miss, so the log line the fence writes counts too.
+async fn wait_fenced(
+    admin: SocketAddr,
+    proxy: &ProxyProcess,
+    member: &str,
+    fences_before: usize,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    let needle = format!("{member} fenced");
+    loop {
+        let (_, body) = admin_get(admin, "/readyz").await;
+        if body.contains(&needle) || fence_lines(proxy, member) > fences_before {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{member} was not fenced within {limit:?}: /readyz says {body}\n{}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// How many times the log says `member` was fenced.
+fn fence_lines(proxy: &ProxyProcess, member: &str) -> usize {
+    let field = format!("member={member} ");
+    proxy
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("HSM member fenced") && l.contains(&field))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_fencing_standby_and_recovery_under_load() {
     let mut lab = HaLab::new(&["hsm-a", "hsm-b", "hsm-c", "hsm-d"]);
@@ -178,8 +214,16 @@ async fn failover_fencing_standby_and_recovery_under_load() {
     assert!(ok > 0);
 
     // 2. SIGSTOP a primary member: fenced within the op deadline, nothing fails.
+    let fences_before = fence_lines(&proxy, "hsm-b");
     lab.signal("hsm-b", "STOP");
-    let fenced = wait_readyz(admin, "hsm-b fenced", Duration::from_secs(5)).await;
+    let fenced = wait_fenced(
+        admin,
+        &proxy,
+        "hsm-b",
+        fences_before,
+        Duration::from_secs(5),
+    )
+    .await;
     eprintln!("hsm-b fenced {fenced:?} after SIGSTOP");
     tokio::time::sleep(Duration::from_millis(700)).await;
     lab.signal("hsm-b", "CONT");
