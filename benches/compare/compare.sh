@@ -55,8 +55,9 @@ RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
 PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE")
 
-say() { echo "compare: $*" >&2; }
-die() { say "$*"; exit 1; }
+SCRIPT=compare
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 # --- tools and ports, before anything is started -------------------------------------------
 [[ -x "$BASE/setup-token.sh" && -x "$BASE/nginx-conf.sh" && -f "$BASE/p11sign.c" ]] \
@@ -77,9 +78,7 @@ if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; t
 fi
 ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (apt-get install -y nginx libengine-pkcs11-openssl softhsm2 opensc nghttp2-client gcc)"
 command -v cargo >/dev/null || die "missing: cargo"
-for port in "${PORTS[@]}"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is busy (needs ${PORTS[*]} free)"; fi
-done
+ports_free "${PORTS[@]}"
 
 if (($(nproc) >= 2)); then
   LOAD_CPU=${LOAD_CPU:-0} SERVER_CPU=${SERVER_CPU:-1}
@@ -100,18 +99,6 @@ PLOT="$ROOT/target/release/plot-sweep"
 # --- work dir, token, processes by PID --------------------------------------------------------
 WORK=$(mktemp -d -t hsmgate-compare.XXXXXX)
 PIDS=()
-stop_all() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 30); do
-    local alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
 finish() {
   stop_all
   if [[ ${KEEP:-0} == 1 ]]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
@@ -145,12 +132,6 @@ address = "127.0.0.1:$PORT_UP"
 grace_ms = 500
 EOT
 
-wait_port() {
-  local _
-  for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  die "nothing listens on :$1 (logs in $WORK)"
-}
-cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
 # start_nginx file|token [resume] [INSTANCE...]: single-process instances on SERVER_CPU.
 start_nginx() {
@@ -168,8 +149,8 @@ start_nginx() {
     "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
     PIDS+=($!)
   done
-  wait_port "$PORT_TLS13"
-  wait_port "$PORT_UP"
+  wait_port "$PORT_TLS13" "$WORK"
+  wait_port "$PORT_UP" "$WORK"
 }
 start_server() { # SERVER [resume]
   case $1 in
@@ -179,7 +160,7 @@ start_server() { # SERVER [resume]
       start_nginx file "" 9 # the plain upstream (:8080); its own TLS ports stay idle
       "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate.toml" >"$WORK/hsmgate.log" 2>&1 &
       PIDS+=($!)
-      wait_port "$PORT_HSMGATE" ;;
+      wait_port "$PORT_HSMGATE" "$WORK" ;;
   esac
   sleep 0.3
   local p
@@ -195,8 +176,6 @@ url() { # SERVER ROW
     *) echo "https://127.0.0.1:$PORT_TLS13/proxy" ;;
   esac
 }
-jnum() { sed -n "s/.*\"$1\":\(null\|[0-9.eE+-][0-9.eE+-]*\).*/\1/p" <<<"$2"; }
-jerrors() { sed -n 's/.*"errors":\({[^}]*}\).*/\1/p' <<<"$1"; }
 
 # run_load SERVER ROW ARGS... -> appends "ROW SERVER REP rate cpu_us resumed% errors" to the raw TSV.
 # Raw numbers go to RESULTS as they come, so an interrupted run keeps what it measured.
@@ -253,11 +232,9 @@ for REP in $(seq 1 "$REPS"); do
 done
 
 # --- statistics helpers -----------------------------------------------------------------------
-median() { sort -g | awk '{a[NR]=$1} END{if (NR == 0) {print "NA"; exit} if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
 vals() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-4}" '$1 == r && $2 == s {print $c}' "$RAW"; }
 med() { vals "$@" | grep -v '^-$' | median; }
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 
 # --- open-loop sweep: offered = factor x each server's median TLS 1.3 capacity ------------------
 declare -A CAP

@@ -192,6 +192,12 @@ impl SignerError {
                     | RvError::CryptokiNotInitialized
                     | RvError::UserNotLoggedIn
                     | RvError::HostMemory
+                    // The handle was this member's own, found at bring-up: if the HSM
+                    // no longer knows it, the member lost its state (key re-created,
+                    // partition restored, a new connection behind the same module), and
+                    // a recovery that finds the key again is what fixes it.
+                    | RvError::ObjectHandleInvalid
+                    | RvError::KeyHandleInvalid
             ),
             SignerError::Pkcs11 {
                 source: Some(_), ..
@@ -290,5 +296,32 @@ mod tests {
         assert!(text.contains("C_Login"), "{text}");
         assert!(text.contains("CKR_PIN_INCORRECT"), "{text}");
         assert_eq!(err.rv(), Some(RvError::PinIncorrect));
+    }
+
+    #[test]
+    fn device_and_lost_state_errors_move_to_another_member_request_errors_do_not() {
+        let err = |rv| {
+            SignerError::pkcs11(
+                "t",
+                "C_SignInit",
+                CkError::Pkcs11(rv, cryptoki::context::Function::SignInit),
+            )
+        };
+        for rv in [
+            RvError::DeviceError,
+            RvError::SessionHandleInvalid,
+            RvError::TokenNotPresent,
+            RvError::ObjectHandleInvalid,
+            RvError::KeyHandleInvalid,
+        ] {
+            assert!(err(rv).is_device_error(), "{rv:?}");
+        }
+        for rv in [
+            RvError::MechanismInvalid,
+            RvError::DataLenRange,
+            RvError::KeyFunctionNotPermitted,
+        ] {
+            assert!(!err(rv).is_device_error(), "{rv:?}");
+        }
     }
 }

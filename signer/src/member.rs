@@ -16,7 +16,7 @@ use crate::pool::{ExpectedKey, GroupSettings, MemberSettings};
 use crate::scheme::{self, SignOp};
 use crate::token::{KeyInfo, Token};
 use crate::verify;
-use crate::worker::{self, Request, Shared, Slot};
+use crate::worker::{self, Conn, Request, Shared, Slot};
 
 /// A member's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,35 +223,50 @@ impl Member {
         expected: Option<&ExpectedKey>,
     ) -> Result<Arc<Live>, SignerError> {
         let s = &self.settings;
-        let mut sessions = Vec::new();
+        let mut conns: Vec<Conn> = Vec::new();
         let mut found: Option<(Token, KeyInfo)> = None;
         for _ in 0..s.connections.max(1) {
             let module = Module::load_fresh(&s.module, &s.env)?;
             let token = Token::find(&module, &s.uri)?;
             let first = token.open_session()?;
             token.login(&first, &s.pin)?;
+            // Object handles belong to one module instance: look the key up on each.
+            let key = token.find_key(&first, &s.uri)?;
+            let expected_spki = match (&found, expected) {
+                (Some((_, k)), _) => Some((k.spki.as_slice(), "its other connection".to_string())),
+                (None, Some(e)) => Some((e.spki.as_slice(), e.from.clone())),
+                (None, None) => None,
+            };
+            if let Some((spki, from)) = expected_spki
+                && !verify::same_public_key(spki, &key.spki)
+            {
+                return Err(SignerError::KeyDiffers(Box::new(
+                    crate::error::KeyDiffers {
+                        member: s.name.clone(),
+                        token: token.label.clone(),
+                        key: key.name.clone(),
+                        expected_from: from,
+                        found: verify::describe_key(&key.spki),
+                        expected: verify::describe_key(spki),
+                    },
+                )));
+            }
+            let handle = key.handle;
             if found.is_none() {
-                let key = token.find_key(&first, &s.uri)?;
-                if let Some(expected) = expected
-                    && !verify::same_public_key(&expected.spki, &key.spki)
-                {
-                    return Err(SignerError::KeyDiffers(Box::new(
-                        crate::error::KeyDiffers {
-                            member: s.name.clone(),
-                            token: token.label.clone(),
-                            key: key.name.clone(),
-                            expected_from: expected.from.clone(),
-                            found: verify::describe_key(&key.spki),
-                            expected: verify::describe_key(&expected.spki),
-                        },
-                    )));
-                }
                 found = Some((token.clone(), key));
             }
-            sessions.push((first, Arc::clone(&module)));
+            conns.push(Conn {
+                session: first,
+                key: handle,
+                module: Arc::clone(&module),
+            });
             // Sessions are opened one after another: SoftHSM races when many open at once.
             for _ in 1..s.sessions.max(1) {
-                sessions.push((token.open_session()?, Arc::clone(&module)));
+                conns.push(Conn {
+                    session: token.open_session()?,
+                    key: handle,
+                    module: Arc::clone(&module),
+                });
             }
         }
         let (token, key) = found.expect("at least one connection");
@@ -266,13 +281,12 @@ impl Member {
         let shared = Arc::new(Shared {
             member: s.name.clone(),
             token: token.label.clone(),
-            key: key.handle,
             in_flight: AtomicUsize::new(0),
             batch_max: group.batch_max.max(1),
             abandoned: Arc::clone(&self.abandoned),
         });
         const MESSAGE: &[u8] = b"hsmgate member self-test";
-        let signature = worker::sign(&sessions[0].0, &shared, test_op, MESSAGE)?;
+        let signature = worker::sign(&conns[0].session, conns[0].key, &shared, test_op, MESSAGE)?;
         if !verify::verify(&key.spki, test_scheme, MESSAGE, &signature) {
             return Err(SignerError::SelfTest {
                 token: token.label.clone(),
@@ -282,12 +296,11 @@ impl Member {
         }
         let (tx, rx) = crossbeam_channel::bounded(group.queue_depth.max(1));
         let mut slots = Vec::new();
-        for (i, (session, module)) in sessions.into_iter().enumerate() {
+        for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());
             worker::spawn(
                 format!("hsm-{}-{i}", s.name),
-                session,
-                module,
+                conn,
                 Arc::clone(&shared),
                 Arc::clone(&slot),
                 rx.clone(),

@@ -29,6 +29,16 @@ pub(crate) struct Request {
     pub(crate) reply: Sender<Result<Vec<u8>, SignerError>>,
 }
 
+/// One signer thread's connection to the HSM: its session, the key's handle in that
+/// session's module instance (handles differ between instances, e.g. between two
+/// p11-kit connections to the same HSM), and the instance itself, kept alive by the
+/// thread.
+pub(crate) struct Conn {
+    pub(crate) session: Session,
+    pub(crate) key: ObjectHandle,
+    pub(crate) module: Arc<crate::module::Module>,
+}
+
 /// What the workers of one member generation share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -36,7 +46,6 @@ pub(crate) struct Shared {
     pub(crate) member: String,
     /// The token's label.
     pub(crate) token: String,
-    pub(crate) key: ObjectHandle,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) batch_max: usize,
     /// Threads of this member abandoned in a call that did not return (all generations).
@@ -119,15 +128,19 @@ pub fn wait_for_workers(timeout: Duration) -> bool {
 /// asserts), so this order matters.
 pub(crate) fn spawn(
     name: String,
-    session: Session,
-    module: Arc<crate::module::Module>,
+    conn: Conn,
     shared: Arc<Shared>,
     slot: Arc<Slot>,
     queue: Receiver<Request>,
 ) -> std::io::Result<JoinHandle<()>> {
     RUNNING.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        run(session, &shared, &slot, &queue);
+        let Conn {
+            session,
+            key,
+            module,
+        } = conn;
+        run(session, key, &shared, &slot, &queue);
         drop(module);
         RUNNING.fetch_sub(1, Ordering::AcqRel);
     });
@@ -137,18 +150,24 @@ pub(crate) fn spawn(
     spawned
 }
 
-fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>) {
+fn run(
+    session: Session,
+    key: ObjectHandle,
+    shared: &Shared,
+    slot: &Slot,
+    queue: &Receiver<Request>,
+) {
     // The queue closes when the member generation is dropped: then the thread ends and
     // the session closes.
     'serve: while let Ok(first) = queue.recv() {
-        if !serve(&session, shared, slot, first) {
+        if !serve(&session, key, shared, slot, first) {
             break 'serve;
         }
         // Drain what is already queued before sleeping again.
         let mut batch = 1;
         while batch < shared.batch_max {
             let Ok(next) = queue.try_recv() else { break };
-            if !serve(&session, shared, slot, next) {
+            if !serve(&session, key, shared, slot, next) {
                 break 'serve;
             }
             batch += 1;
@@ -169,14 +188,14 @@ fn run(session: Session, shared: &Shared, slot: &Slot, queue: &Receiver<Request>
 }
 
 /// Serve one request; false when this thread was abandoned and must end.
-fn serve(session: &Session, shared: &Shared, slot: &Slot, req: Request) -> bool {
+fn serve(session: &Session, key: ObjectHandle, shared: &Shared, slot: &Slot, req: Request) -> bool {
     if Instant::now() >= req.deadline {
         // The waiter has given up; signing now would only delay the requests behind it.
         shared.done("expired".into());
         return true;
     }
     slot.busy_since.store(now_ms(), Ordering::Release);
-    let result = sign(session, shared, req.op, &req.message);
+    let result = sign(session, key, shared, req.op, &req.message);
     slot.busy_since.store(0, Ordering::Release);
     metrics::histogram!(m::LATENCY, "member" => shared.member.clone())
         .record(req.enqueued.elapsed().as_secs_f64());
@@ -191,15 +210,16 @@ fn serve(session: &Session, shared: &Shared, slot: &Slot, req: Request) -> bool 
     !slot.abandoned.load(Ordering::Acquire)
 }
 
-/// Sign `message` with the key in this session.
+/// Sign `message` with `key` (a handle valid in this session's module instance).
 pub(crate) fn sign(
     session: &Session,
+    key: ObjectHandle,
     shared: &Shared,
     op: SignOp,
     message: &[u8],
 ) -> Result<Vec<u8>, SignerError> {
     let raw = session
-        .sign(&op.mechanism(), shared.key, &op.input(message))
+        .sign(&op.mechanism(), key, &op.input(message))
         .map_err(|e| SignerError::pkcs11(&shared.token, "C_Sign", e))?;
     if op.needs_der() {
         der::ecdsa_signature(&raw).ok_or_else(|| SignerError::BadSignature {

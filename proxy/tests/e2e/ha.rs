@@ -180,6 +180,7 @@ async fn failover_fencing_standby_and_recovery_under_load() {
             ("eu-1", true, &["hsm-a", "hsm-b"]),
             ("eu-2", false, &["hsm-c", "hsm-d"]),
         ],
+        "sessions = 2\n",
     );
     let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
     let admin = proxy.admin_addr();
@@ -298,4 +299,34 @@ async fn failover_fencing_standby_and_recovery_under_load() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok_final, _) = load.stop().await;
     assert!(ok_final > ok_before, "no handshake after recovery");
+}
+
+/// `connections = 2`: two p11-kit connections to one HSM are two module instances, each
+/// with its own sessions and its own lookup of the key (PKCS#11 object handles belong to
+/// one instance), all serving the member's one queue without a failed handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_two_connections_signs_through_both() {
+    let lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 16\nconnections = 2\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    // 8 handshakes at a time over one queue feeding 4 sessions (2 per connection).
+    let load = Load::start(proxy.addr, &lab.ca_pem, 8);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last_error = load.last_error.lock().expect("lock").clone();
+    let (ok, failed) = load.stop().await;
+    assert_eq!(
+        failed,
+        0,
+        "handshakes failed with two connections: {last_error}\n{}",
+        proxy.log_text()
+    );
+    assert!(ok >= 20, "only {ok} handshakes in 1.5 s");
+    let (_, metrics) = admin_get(proxy.admin_addr(), "/metrics").await;
+    assert!(!metrics.contains("CKR_OBJECT_HANDLE_INVALID"), "{metrics}");
 }

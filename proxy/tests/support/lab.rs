@@ -115,12 +115,14 @@ impl HaLab {
         m.server = Some(P11KitServer::start_at(&m.conf, &module, &m.name, &m.socket));
     }
 
-    /// A configuration with `[[hsm.group]]`: `regions` are (name, primary, member names).
+    /// A configuration with `[[hsm.group]]`: `regions` are (name, primary, member names);
+    /// `member_extra` is added to every member's table (e.g. `sessions = 2\n`).
     pub fn config(
         &self,
         upstream: std::net::SocketAddr,
         group_extra: &str,
         regions: &[(&str, bool, &[&str])],
+        member_extra: &str,
     ) -> String {
         let client = p11kit_client_module();
         let mut out = format!(
@@ -155,7 +157,7 @@ name = "lab"
                     .find(|m| m.name == *name)
                     .expect("lab member");
                 out.push_str(&format!(
-                    "\n[[hsm.group.region.member]]\nname = \"{name}\"\nmodule = \"{}\"\nenv = {{ P11_KIT_SERVER_ADDRESS = \"unix:path={}\" }}\ntoken = \"{name}\"\npin_file = \"{}\"\nsessions = 2\n",
+                    "\n[[hsm.group.region.member]]\nname = \"{name}\"\nmodule = \"{}\"\nenv = {{ P11_KIT_SERVER_ADDRESS = \"unix:path={}\" }}\ntoken = \"{name}\"\npin_file = \"{}\"\n{member_extra}",
                     client.display(),
                     m.socket.display(),
                     self.pin_file.display()

@@ -1,0 +1,43 @@
+# lib.sh: helpers shared by compare.sh and lab-sweep.sh (sourced, not run).
+# The caller sets SCRIPT (its name, for messages) and keeps the PIDs it starts in PIDS.
+
+say() { echo "${SCRIPT:-bench}: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# Stop every process in PIDS: SIGTERM, up to 3 s, then SIGKILL; reap them.
+stop_all() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# die unless every port given is free
+ports_free() {
+  local port
+  for port in "$@"; do port_busy "$port" && die "port $port is busy (needs $* free)"; done
+  return 0
+}
+# wait_port PORT [WHERE]: up to 15 s for something to listen on 127.0.0.1:PORT
+wait_port() {
+  local _
+  for _ in $(seq 1 150); do port_busy "$1" && return 0; sleep 0.1; done
+  die "nothing listens on :$1 (logs in ${2:-the work dir})"
+}
+# utime+stime clock ticks of the given PIDs
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+
+# Numbers out of hsmgate-load's one-line --json report.
+jnum() { sed -n "s/.*\"$1\":\(null\|[0-9.eE+-][0-9.eE+-]*\).*/\1/p" <<<"$2"; }
+jerrors() { sed -n 's/.*"errors":\({[^}]*}\).*/\1/p' <<<"$1"; }
+
+# Median of the numbers on stdin ("NA" when there are none).
+median() { sort -g | awk '{a[NR]=$1} END{if (NR == 0) {print "NA"; exit} if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2f", a / b}'; }
