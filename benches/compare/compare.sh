@@ -97,14 +97,7 @@ HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
 PLOT="$ROOT/target/release/plot-sweep"
 
 # --- work dir, token, processes by PID --------------------------------------------------------
-WORK=$(mktemp -d -t hsmgate-compare.XXXXXX)
-PIDS=()
-finish() {
-  stop_all
-  if [[ ${KEEP:-0} == 1 ]]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+make_work compare
 
 say "making the token (setup-token.sh)"
 "$BASE/setup-token.sh" "$WORK" >"$WORK/setup.log" 2>&1 || { cat "$WORK/setup.log" >&2; die "setup-token.sh failed"; }

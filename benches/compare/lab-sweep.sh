@@ -87,15 +87,8 @@ HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
 PLOT="$ROOT/target/release/plot-sweep"
 
 # --- the lab, processes by PID --------------------------------------------------------------
-WORK=$(mktemp -d -t hsmgate-labsweep.XXXXXX)
-PIDS=()
-finish() {
-  stop_all
-  LAB_DIR="$WORK/lab" "$LAB" down >/dev/null 2>&1 || true
-  if [[ ${KEEP:-0} == 1 ]]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+lab_down() { LAB_DIR="$WORK/lab" "$LAB" down >/dev/null 2>&1; }
+make_work labsweep lab_down
 
 say "starting the HSM lab: 2 members, hop ${HOP_MS} ms each way"
 LAB_DIR="$WORK/lab" "$LAB" up "$WORK/lab" 2 "$HOP_MS" >"$WORK/lab.log" 2>&1 || { cat "$WORK/lab.log" >&2; die "lab.sh up failed"; }
@@ -249,14 +242,19 @@ for REP in $(seq 1 "$REPS"); do
   for c in $CASES; do
     cap=$(raw_sign "$c")
     [[ -n $cap ]] || die "p11bench gave no rate for case $c"
-    printf '%s\traw\t%s\t%s\t-\t0\n' "$c" "$REP" "$cap" >>"$RAW"
+    printf '%s\traw\t%s\t%s\t-\t0\t-\n' "$c" "$REP" "$cap" >>"$RAW"
     say "rep $REP/$REPS, $c: raw sign rate of both HSMs $cap/s"
     CAPACITY[$c]=${CAPACITY[$c]:-$cap} # the sweep's scale: the first rep's raw rate
     for s in "${SERVERS[@]}"; do
       start_server "$s" "$c"
+      c0=$(cpu_ticks "${PIDS[@]:$SERVER_PIDS_FROM}")
       out=$(load "$s" -c "$CONNS")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$REP" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" >>"$RAW"
-      say "  $s closed loop: $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out")"
+      c1=$(cpu_ticks "${PIDS[@]:$SERVER_PIDS_FROM}")
+      # The server's own CPU (not the upstream's) over warm-up + run, per handshake.
+      cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v r="$(jnum rate "$out")" -v w="${WARMUP%s}" -v s="$(jnum duration_s "$out")" \
+        'BEGIN{n = r * (w + s); printf "%.0f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$REP" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$cpu" >>"$RAW"
+      say "  $s closed loop: $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out") server-cpu=${cpu}us/handshake"
       stop_server
       # A fresh server per point: an overloaded point leaves queued connections behind.
       for f in $SWEEP; do
@@ -286,18 +284,18 @@ casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * 
   echo "# hsmgate vs nginx + libp11 over the HSM lab, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Host: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr). $LAYOUT."
-  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), SoftHSM $(softhsm2-util --version 2>/dev/null), p11-kit $(p11-kit --version 2>/dev/null | head -1 | awk '{print $NF}'), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release)."
+  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), SoftHSM $(softhsm2-util --version 2>/dev/null), p11-kit $(dpkg-query -W -f='${Version}' p11-kit 2>/dev/null || echo '?'), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release)."
   echo "HSMs: 2 SoftHSM tokens behind p11-kit server (one RSA-2048 key), through p11-kit-client.so. hsmgate: $SESSIONS sessions over $CONNECTIONS connections per member."
   echo "Load: hsmgate-load, 1 thread, TLS 1.3 full handshakes + GET /proxy, $DURATION after $WARMUP warm-up. Median of $REPS rep(s) (min..max)."
   echo
-  echo "| HSM path | server | closed-loop handshakes/s, $CONNS conns | / nginx+libp11 | p99 ms | raw sign/s of both HSMs |"
-  echo "|---|---|---|---|---|---|"
+  echo "| HSM path | server | closed-loop handshakes/s, $CONNS conns | / nginx+libp11 | p99 ms | server CPU µs/handshake | raw sign/s of both HSMs |"
+  echo "|---|---|---|---|---|---|---|"
   for c in $CASES; do
     ref=$(med "$c" nginx-libp11)
     for s in "${SERVERS[@]}"; do
       m=$(med "$c" "$s")
-      printf '| %s | %s | %s (%s) | %s | %s | %s |\n' "$(casename "$c")" "$(name "$s")" "$m" "$(range "$c" "$s")" \
-        "$(ratio "$m" "$ref")" "$(med "$c" "$s" 5)" "$(med "$c" raw)"
+      printf '| %s | %s | %s (%s) | %s | %s | %s | %s |\n' "$(casename "$c")" "$(name "$s")" "$m" "$(range "$c" "$s")" \
+        "$(ratio "$m" "$ref")" "$(med "$c" "$s" 5)" "$(med "$c" "$s" 7)" "$(med "$c" raw)"
     done
   done
   for c in $CASES; do

@@ -41,3 +41,18 @@ jerrors() { sed -n 's/.*"errors":\({[^}]*}\).*/\1/p' <<<"$1"; }
 # Median of the numbers on stdin ("NA" when there are none).
 median() { sort -g | awk '{a[NR]=$1} END{if (NR == 0) {print "NA"; exit} if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2f", a / b}'; }
+
+# make_work NAME [CLEANUP]: WORK = a fresh temporary directory, PIDS = (); on exit, run
+# CLEANUP (a function name), stop every process in PIDS and remove WORK (KEEP=1 keeps it).
+make_work() {
+  WORK=$(mktemp -d -t "hsmgate-$1.XXXXXX")
+  PIDS=()
+  WORK_CLEANUP=${2:-}
+  trap finish_work EXIT
+  trap 'exit 130' INT TERM
+}
+finish_work() {
+  stop_all
+  if [[ -n ${WORK_CLEANUP:-} ]]; then "$WORK_CLEANUP" || true; fi
+  if [[ ${KEEP:-0} == 1 ]]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! client ─TLS─▶ server (accept, handshake ─sign─▶ hsmgate_signer pool ─▶ token)
-//!                  └─ hyper HTTP/1.1 | HTTP/2 ─▶ forward ─HTTP/1.1 keep-alive─▶ upstream
+//!                  └─ hyper HTTP/1.1 | HTTP/2 ─▶ route ─HTTP/1.1 keep-alive─▶ upstream
 //! ```
 //!
 //! Either configuration format becomes the same runtime model ([`site`]): listeners →
