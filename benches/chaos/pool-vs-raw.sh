@@ -5,6 +5,9 @@
 # Prints a markdown table. Knobs: SHARED, SECS (5), REPS (3).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+SCRIPT=pool-vs-raw
+# shellcheck source=../compare/lib.sh
+. "$HERE/../compare/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
 LAB="$SHARED/hsm-lab/lab.sh"
@@ -35,7 +38,6 @@ config() { # NAME SESSIONS ADDR...  -> writes $RUN/NAME.toml (one primary region
   } >"$RUN/$name.toml"
 }
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n",(a[NR/2]+a[NR/2+1])/2}'; }
 raw() { # ADDR(S) THREADS  (several addresses: one instance each, p11bench -c)
   if [[ "$1" == *";"* ]]; then "$P11BENCH" -m "$P11_CLIENT" -c "$1" -T "$2" -d "$SECS" -M rsa -q 2>/dev/null | field ops_per_s
   else P11_KIT_SERVER_ADDRESS="$1" "$P11BENCH" -m "$P11_CLIENT" -t hsm-a -T "$2" -d "$SECS" -M rsa -q 2>/dev/null | field ops_per_s; fi

@@ -13,6 +13,9 @@
 # Ports (127.0.0.1 only): 8080 (nginx upstream), 8443 (nginx TLS 1.3), 9443 (hsmgate).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+SCRIPT=handshakes
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
 REPS=${REPS:-3} N=${N:-6000} C=${C:-50} SIGN_SECS=${SIGN_SECS:-3}
@@ -23,9 +26,7 @@ for t in nginx h2load softhsm2-util pkcs11-tool openssl cc; do
 done
 [[ -e /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so || -e /usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so ]] \
   || { echo "missing libengine-pkcs11-openssl" >&2; exit 1; }
-for port in 8080 8443 9443; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
-done
+ports_free 8080 8443 9443
 
 WORK=$(mktemp -d -t hsmgate-hs.XXXXXX)
 PIDS=()
@@ -64,7 +65,6 @@ env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
 address = "127.0.0.1:8080"
 EOT
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 # load PORT PIDS... -> "handshakes_per_s cpu_us_per_handshake"
 load() {
@@ -115,19 +115,20 @@ for rep in $(seq 1 "$REPS"); do
   cleanup
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR%2)print a[(NR+1)/2]; else printf "%.1f\n",(a[NR/2]+a[NR/2+1])/2}'; }
+# the numbers of a space-separated list, one per line, for lib.sh's median
+words() { tr ' ' '\n' | grep -v '^$'; }
 range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{m=$1}{x=$1}END{printf "%s..%s", m, x}'; }
-ref=$(median <<<"${R[nginx_token]}")
+ref=$(words <<<"${R[nginx_token]}" | median)
 echo
 echo "Full TLS 1.3 handshakes/s, RSA-2048, $(nproc) cores shared by servers and h2load; h2load --h1 -H 'Connection: close' -n $N -c $C; median of $REPS (min..max)"
 echo
 echo "| server | handshakes/s | ratio to nginx+libp11 | server CPU µs/handshake |"
 echo "|---|---|---|---|"
 for k in hsmgate nginx_token nginx_file; do
-  m=$(median <<<"${R[$k]}")
+  m=$(words <<<"${R[$k]}" | median)
   name=$k; [[ $k == nginx_token ]] && name="nginx + libp11 (token key)"; [[ $k == nginx_file ]] && name="nginx (file key)"; [[ $k == hsmgate ]] && name="hsmgate (token key)"
-  printf '| %s | %s (%s) | %.2f | %s |\n' "$name" "$m" "$(range <<<"${R[$k]}")" "$(awk -v a="$m" -v b="$ref" 'BEGIN{print a/b}')" "$(median <<<"${CPU[$k]}")"
+  printf '| %s | %s (%s) | %.2f | %s |\n' "$name" "$m" "$(range <<<"${R[$k]}")" "$(awk -v a="$m" -v b="$ref" 'BEGIN{print a/b}')" "$(words <<<"${CPU[$k]}" | median)"
 done
 for th in 1 2; do
-  printf '| raw SoftHSM C_Sign RSA-PSS, %s thread(s) | %s sign/s (%s) | | |\n' "$th" "$(median <<<"${R[raw$th]}")" "$(range <<<"${R[raw$th]}")"
+  printf '| raw SoftHSM C_Sign RSA-PSS, %s thread(s) | %s sign/s (%s) | | |\n' "$th" "$(words <<<"${R[raw$th]}" | median)" "$(range <<<"${R[raw$th]}")"
 done
