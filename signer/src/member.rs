@@ -216,7 +216,8 @@ impl Member {
     }
 
     /// Bring up a new generation: fresh module instance(s), token, login, key (checked
-    /// against `expected` SPKI), one verified test signature, sessions on threads.
+    /// against `expected` SPKI), one verified test signature per connection, sessions on
+    /// threads.
     pub(crate) fn bring_up(
         &self,
         group: &GroupSettings,
@@ -285,14 +286,17 @@ impl Member {
             batch_max: group.batch_max.max(1),
             abandoned: Arc::clone(&self.abandoned),
         });
+        // One verified test signature through each connection (its first session).
         const MESSAGE: &[u8] = b"hsmgate member self-test";
-        let signature = worker::sign(&conns[0].session, conns[0].key, &shared, test_op, MESSAGE)?;
-        if !verify::verify(&key.spki, test_scheme, MESSAGE, &signature) {
-            return Err(SignerError::SelfTest {
-                token: token.label.clone(),
-                key: key.name.clone(),
-                scheme: format!("{test_scheme:?}"),
-            });
+        for conn in conns.iter().step_by(s.sessions.max(1)) {
+            let signature = worker::sign(&conn.session, conn.key, &shared, test_op, MESSAGE)?;
+            if !verify::verify(&key.spki, test_scheme, MESSAGE, &signature) {
+                return Err(SignerError::SelfTest {
+                    token: token.label.clone(),
+                    key: key.name.clone(),
+                    scheme: format!("{test_scheme:?}"),
+                });
+            }
         }
         let (tx, rx) = crossbeam_channel::bounded(group.queue_depth.max(1));
         let mut slots = Vec::new();
