@@ -170,6 +170,9 @@ start_nginx() { # CASE
     P11_KIT_SERVER_ADDRESS=$(addr "$1" "$member") OPENSSL_CONF="$WORK/openssl-pkcs11.cnf" \
       "${SERVER_PIN[@]}" nginx -c "$d/nginx.conf" -p "$d" >"$d/stdout" 2>&1 &
     PIDS+=($!)
+    # One at a time: nginx writes its pid file once the key is loaded, and SoftHSM
+    # behind p11-kit fails logins that race (shared/hsm-lab/RESULTS.md).
+    for _ in $(seq 1 100); do [[ -s $d/nginx.pid ]] && break; kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.05; done
   done
   wait_port "$PORT_TLS" "$WORK/nginx-$1-1"
 }
