@@ -18,7 +18,7 @@ use crate::nginx::s;
 use crate::support::client::{client_config, connect};
 use crate::support::corpus::{Corpus, Keys, layout};
 use crate::support::free_port;
-use crate::support::nginx::{Server, hsmgate};
+use crate::support::nginx::{CorpusHsmgate, Server, hsmgate};
 
 /// A GET through hsmgate on a new or kept connection, counting failures instead of
 /// panicking.
@@ -125,12 +125,14 @@ fn reload_location(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_nothing_and_a_broken_reload_keeps_serving() {
-    let corpus = Corpus::new();
-    let l = layout();
-    let prefix = corpus.prefix("hsmgate");
-    let conf = corpus.write(&prefix, Keys::Token, &l, "");
-    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
-    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let CorpusHsmgate {
+        corpus,
+        layout: l,
+        prefix,
+        conf,
+        server,
+        https: addr,
+    } = CorpusHsmgate::start(layout());
     let ca = corpus.ca_pem.clone();
     let load = Load::start(addr, &ca, 6, "/a");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -316,12 +318,12 @@ async fn sigquit_drains_in_flight_requests_and_usr1_reopens_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_is_a_fast_stop() {
-    let corpus = Corpus::new();
-    let l = layout();
-    let prefix = corpus.prefix("hsmgate");
-    let conf = corpus.write(&prefix, Keys::Token, &l, "");
-    let mut server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
-    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let CorpusHsmgate {
+        corpus,
+        mut server,
+        https: addr,
+        ..
+    } = CorpusHsmgate::start(layout());
     let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
     let slow =
         tokio::spawn(async move { get(&mut None, addr, &config, "/slow?delay_ms=8000").await });

@@ -2,24 +2,25 @@
 //! rotation for fail_timeout), `worker_connections` bounding open connections, and a
 //! key removed by a reload (its signer pool closed, the other key still signing).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::lifecycle::get;
 use crate::support::client::client_config;
-use crate::support::corpus::{Corpus, Keys, layout};
+use crate::support::corpus::layout;
 use crate::support::free_port;
-use crate::support::nginx::Server;
+use crate::support::nginx::{CorpusHsmgate, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_server_is_retried_then_left_out() {
-    let corpus = Corpus::new();
     let mut l = layout();
     l.app_b = ([127, 0, 0, 1], free_port()).into(); // nothing listens there
-    let prefix = corpus.prefix("hsmgate");
-    let conf = corpus.write(&prefix, Keys::Token, &l, "");
-    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
-    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let CorpusHsmgate {
+        corpus,
+        layout: l,
+        server,
+        https: addr,
+        ..
+    } = CorpusHsmgate::start(l);
     let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
     // A connect failure goes on to the next server (nginx's proxy_next_upstream error),
     // for small bodies too (read first, as nginx's client_body_buffer_size).
@@ -119,12 +120,13 @@ fn worker_connections_bound_the_open_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
-    let corpus = Corpus::new();
-    let l = layout();
-    let prefix = corpus.prefix("hsmgate");
-    let conf = corpus.write(&prefix, Keys::Token, &l, "");
-    let server = Server::hsmgate(&prefix, &conf, &[l.https, l.http]);
-    let addr: SocketAddr = ([127, 0, 0, 1], l.https).into();
+    let CorpusHsmgate {
+        corpus,
+        prefix,
+        server,
+        https: addr,
+        ..
+    } = CorpusHsmgate::start(layout());
     let config = client_config(&corpus.ca_pem, &[b"http/1.1"]);
     assert_eq!(
         get(&mut None, addr, &config, "/k").await.expect("get").0,

@@ -15,3 +15,20 @@ pub mod proxy;
 pub use hsm::{KeyType, P11KitServer, TestToken};
 pub use net::{curl, free_port, start_upstream};
 pub use proxy::{ProxyProcess, config_for};
+
+/// Call `check` every 20 ms until it gives a value. After `within`, panic with `what()`
+/// (which usually ends with the process's log).
+pub fn poll<T>(
+    within: std::time::Duration,
+    what: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

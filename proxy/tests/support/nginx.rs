@@ -1,9 +1,13 @@
 //! Runners for Debian's nginx and for `hsmgate -c nginx.conf` as subprocesses, and
 //! curl as the client that sees both the same way.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::corpus::{Corpus, Keys, Layout};
+use super::poll;
 
 /// `hsmgate ARGS` to completion.
 pub fn hsmgate(args: &[&str]) -> std::process::Output {
@@ -29,6 +33,37 @@ pub fn nginx_t(prefix: &Path, conf: &Path) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// hsmgate serving the corpus with token keys under its own prefix: how the lifecycle and
+/// resource tests begin.
+pub struct CorpusHsmgate {
+    pub corpus: Corpus,
+    pub layout: Layout,
+    pub prefix: PathBuf,
+    pub conf: PathBuf,
+    pub server: Server,
+    /// The HTTPS listener.
+    pub https: SocketAddr,
+}
+
+impl CorpusHsmgate {
+    /// Write the corpus for `layout` and start hsmgate on it (HTTPS and HTTP ports open).
+    pub fn start(layout: Layout) -> CorpusHsmgate {
+        let corpus = Corpus::new();
+        let prefix = corpus.prefix("hsmgate");
+        let conf = corpus.write(&prefix, Keys::Token, &layout, "");
+        let server = Server::hsmgate(&prefix, &conf, &[layout.https, layout.http]);
+        let https = ([127, 0, 0, 1], layout.https).into();
+        CorpusHsmgate {
+            corpus,
+            layout,
+            prefix,
+            conf,
+            server,
+            https,
+        }
+    }
 }
 
 /// A server process (nginx or hsmgate), killed by PID on drop.
@@ -94,19 +129,19 @@ impl Server {
     }
 
     fn wait_ports(&mut self, ports: &[u16]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let log = self.log.clone();
+        let text = move || std::fs::read_to_string(&log).unwrap_or_default();
         for &port in ports {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = self.child.try_wait().expect("wait") {
-                    panic!("server exited ({status}):\n{}", self.log_text());
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "port {port} not open within 30 s:\n{}",
-                    self.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            poll(
+                Duration::from_secs(30),
+                || format!("port {port} not open within 30 s:\n{}", text()),
+                || {
+                    if let Some(status) = self.child.try_wait().expect("wait") {
+                        panic!("server exited ({status}):\n{}", text());
+                    }
+                    std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+                },
+            );
         }
     }
 
@@ -131,34 +166,33 @@ impl Server {
 
     /// Wait for `needle` to appear `count` times in the log.
     pub fn wait_log(&self, needle: &str, count: usize, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let text = self.log_text();
-            if text.matches(needle).count() >= count {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{count}× {needle:?} not logged within {within:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            within,
+            || {
+                format!(
+                    "{count}× {needle:?} not logged within {within:?}:\n{}",
+                    self.log_text()
+                )
+            },
+            || {
+                let text = self.log_text();
+                (text.matches(needle).count() >= count).then_some(text)
+            },
+        )
     }
 
     /// Wait for the process to exit.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = &self.log;
+        let child = &mut self.child;
+        poll(
+            within,
+            || {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                format!("still running after {within:?}:\n{text}")
+            },
+            || child.try_wait().expect("wait"),
+        )
     }
 }
 

@@ -91,24 +91,17 @@ impl ProxyProcess {
 
     /// The admin listener's address (waits for its log line).
     pub fn admin_addr(&self) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(addr) = self
-                .log_text()
-                .lines()
-                .filter(|l| l.contains("admin listening"))
-                .find_map(|l| l.split("address=").nth(1))
-                .and_then(|a| a.trim().parse().ok())
-            {
-                return addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin listener:\n{}",
+        super::poll(
+            Duration::from_secs(10),
+            || format!("no admin listener:\n{}", self.log_text()),
+            || {
                 self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                    .lines()
+                    .filter(|l| l.contains("admin listening"))
+                    .find_map(|l| l.split("address=").nth(1))
+                    .and_then(|a| a.trim().parse().ok())
+            },
+        )
     }
 
     pub fn log_text(&self) -> String {
