@@ -80,21 +80,15 @@ fi
 command -v cargo >/dev/null || die "missing: cargo"
 ports_free "${PORTS[@]}"
 
-if (($(nproc) >= 2)); then
-  LOAD_CPU=${LOAD_CPU:-0} SERVER_CPU=${SERVER_CPU:-1}
-  LOAD_PIN=(taskset -c "$LOAD_CPU") SERVER_PIN=(taskset -c "$SERVER_CPU")
+pin_layout
+if ((PINNED)); then
   LAYOUT="hsmgate-load (1 thread) pinned to CPU $LOAD_CPU; every server process pinned to CPU $SERVER_CPU"
 else
-  LOAD_PIN=() SERVER_PIN=()
   LAYOUT="one CPU: load generator and servers share it (nothing pinned)"
 fi
 
 # --- build (nothing runs yet) --------------------------------------------------------------
-say "building hsmgate, hsmgate-load, plot-sweep (release)"
-(cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
-  && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
-HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
-PLOT="$ROOT/target/release/plot-sweep"
+build_release
 
 # --- work dir, token, processes by PID --------------------------------------------------------
 make_work compare

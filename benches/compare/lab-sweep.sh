@@ -71,20 +71,14 @@ fi
 ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (apt-get install -y nginx libengine-pkcs11-openssl socat python3)"
 command -v cargo >/dev/null || die "missing: cargo"
 ports_free "$PORT_UP" "$PORT_TLS" "$PORT_HSMGATE"
-if (($(nproc) >= 2)); then
-  LOAD_CPU=${LOAD_CPU:-0} SERVER_CPU=${SERVER_CPU:-1}
-  LOAD_PIN=(taskset -c "$LOAD_CPU") SERVER_PIN=(taskset -c "$SERVER_CPU")
+pin_layout
+if ((PINNED)); then
   LAYOUT="servers pinned to CPU $SERVER_CPU; hsmgate-load (1 thread) and the lab's HSM processes to CPU $LOAD_CPU"
 else
-  LOAD_PIN=() SERVER_PIN=()
   LAYOUT="one CPU: nothing pinned"
 fi
 
-say "building hsmgate, hsmgate-load, plot-sweep (release)"
-(cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
-  && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
-HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
-PLOT="$ROOT/target/release/plot-sweep"
+build_release
 
 # --- the lab, processes by PID --------------------------------------------------------------
 lab_down() { LAB_DIR="$WORK/lab" "$LAB" down >/dev/null 2>&1; }

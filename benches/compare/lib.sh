@@ -56,3 +56,23 @@ finish_work() {
   if [[ -n ${WORK_CLEANUP:-} ]]; then "$WORK_CLEANUP" || true; fi
   if [[ ${KEEP:-0} == 1 ]]; then say "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
+
+# pin_layout: LOAD_PIN / SERVER_PIN (taskset prefixes; empty on one CPU) from LOAD_CPU (0)
+# and SERVER_CPU (1); PINNED=1 when pinned.
+pin_layout() {
+  if (($(nproc) >= 2)); then
+    LOAD_CPU=${LOAD_CPU:-0} SERVER_CPU=${SERVER_CPU:-1}
+    LOAD_PIN=(taskset -c "$LOAD_CPU") SERVER_PIN=(taskset -c "$SERVER_CPU") PINNED=1
+  else
+    LOAD_PIN=() SERVER_PIN=() PINNED=0
+  fi
+}
+
+# build_release: hsmgate, hsmgate-load and plot-sweep (release); sets HSMGATE, LOAD, PLOT.
+build_release() {
+  say "building hsmgate, hsmgate-load, plot-sweep (release)"
+  (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
+    && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
+  HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
+  PLOT="$ROOT/target/release/plot-sweep"
+}
