@@ -150,10 +150,7 @@ start_server() { # SERVER [resume]
       wait_port "$PORT_HSMGATE" "$WORK" ;;
   esac
   sleep 0.3
-  local p
-  for p in "${PIDS[@]}"; do
-    kill -0 "$p" 2>/dev/null || die "$1: a server process exited at start (another program on one of the ports ${PORTS[*]}?); logs in $WORK (KEEP=1 keeps them)"
-  done
+  all_alive "$1: a server process exited at start (another program on one of the ports ${PORTS[*]}?); logs in $WORK (KEEP=1 keeps them)"
 }
 url() { # SERVER ROW
   case $1:$2 in

@@ -199,10 +199,7 @@ start_server() { # SERVER CASE
     hsmgate) start_hsmgate "$2" ;;
   esac
   sleep 0.3
-  local p
-  for p in "${PIDS[@]}"; do
-    kill -0 "$p" 2>/dev/null || die "$1 ($2): a server process exited at start; logs in $WORK (KEEP=1 keeps them)"
-  done
+  all_alive "$1 ($2): a server process exited at start; logs in $WORK (KEEP=1 keeps them)"
 }
 stop_server() {
   local keep=("${PIDS[@]:0:$SERVER_PIDS_FROM}")

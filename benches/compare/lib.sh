@@ -18,6 +18,12 @@ stop_all() {
   PIDS=()
 }
 
+# die with MESSAGE unless every process in PIDS still runs (a server that failed at start)
+all_alive() {
+  local p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "$1"; done
+}
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # die unless every port given is free
 ports_free() {

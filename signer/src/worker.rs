@@ -30,9 +30,9 @@ pub(crate) struct Request {
 }
 
 /// One signer thread's connection to the HSM: its session, the key's handle in that
-/// session's module instance (handles differ between instances, e.g. between two
-/// p11-kit connections to the same HSM), and the instance itself, kept alive by the
-/// thread.
+/// session's module instance (a handle belongs to one instance, and two p11-kit
+/// connections to the same HSM are two instances), and the instance itself, kept alive
+/// by the thread.
 pub(crate) struct Conn {
     pub(crate) session: Session,
     pub(crate) key: ObjectHandle,
