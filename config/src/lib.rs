@@ -32,6 +32,7 @@
 //! sessions = 4                     # optional, default 4, 1..=256
 //! queue_depth = 1024               # optional, default 1024, 1..=1_000_000
 //! sign_timeout_ms = 2000           # optional, default 2000, 1..=60000
+//! capacity = 2000                  # optional, signatures/s; default: measured at start
 //! # optional: environment applied while the module is loaded and initialised
 //! env = { SOFTHSM2_CONF = "/tmp/x/softhsm2.conf" }
 //!
@@ -45,6 +46,12 @@
 //!
 //! [shutdown]                       # optional section
 //! grace_ms = 10000                 # optional, default 10000, 0..=600000
+//!
+//! [admission]                      # optional: admission control of full TLS handshakes
+//! enabled = true                   # optional, default true
+//! target_wait_ms = 5               # optional, default 5, 0..=10000: shed at arrival beyond it
+//! max_wait_ms = 50                 # optional, default 50, 0..=60000, >= target_wait_ms
+//! max_waiting = 1024               # optional, default 1024: waiting handshakes per key group
 //! ```
 //!
 //! Instead of `[pkcs11]` (one token), the key may live in an HA group of HSMs; the key
@@ -71,7 +78,7 @@
 //! pin_file = "pin-a"               # or pin_env = "..."
 //! sessions = 8                     # per connection, default 4
 //! connections = 1                  # module instances, default 1
-//! capacity = 10000                 # rated signatures/s, for spreading load
+//! capacity = 10000                 # rated signatures/s (default: measured at start)
 //! ```
 //!
 //! Unknown keys are errors. Existence of files (certificate, PIN file, module)
@@ -118,8 +125,8 @@ mod validate;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
-    Config, ConfigWarning, HsmGroup, HsmMember, HsmRegion, KeyRef, Listener, Location, PinSource,
-    Pkcs11Config, TlsConfig, Upstream,
+    Admission, Config, ConfigWarning, EnvSettingError, HsmGroup, HsmMember, HsmRegion, KeyRef,
+    Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
 };
 pub use nginx::{NginxConfig, NginxOptions};
 pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};

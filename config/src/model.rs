@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Admission control of full TLS handshakes (`[admission]`).
+    pub admission: Admission,
     /// Accepted but discouraged settings; the caller should log them.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -100,6 +102,8 @@ pub struct Pkcs11Config {
     pub queue_depth: usize,
     /// Time limit for one signature.
     pub sign_timeout: Duration,
+    /// Rated capacity, signatures/s (`None`: measured by a calibration burst at start).
+    pub capacity: Option<f64>,
 }
 
 /// An HA group of HSMs holding the same key: regions of members.
@@ -161,6 +165,110 @@ pub struct HsmMember {
     pub location: Location,
 }
 
+/// `[admission]`: how full TLS handshakes (those that need a private-key operation) are
+/// admitted to the signer. Every default is here, and only here.
+///
+/// A handshake is admitted while the signer's adaptive concurrency limit has room;
+/// otherwise it waits in a bounded queue when its expected wait is within
+/// `target_wait`, and is shed at once (a TLS alert, before any key exchange) when it
+/// is not. A waiter not admitted within `max_wait` is shed too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    /// Admission control on (the default) or off.
+    pub enabled: bool,
+    /// The queueing delay a waiting handshake may expect before it is shed at arrival.
+    pub target_wait: Duration,
+    /// The longest a handshake waits for admission.
+    pub max_wait: Duration,
+    /// At most this many handshakes wait (per key group).
+    pub max_waiting: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            enabled: true,
+            target_wait: Duration::from_millis(5),
+            max_wait: Duration::from_millis(50),
+            max_waiting: 1024,
+        }
+    }
+}
+
+/// A bad admission setting in the environment (`HSMGATE_ADMISSION*`), for
+/// configurations without an `[admission]` section (nginx's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}={value:?}: {reason}")]
+pub struct EnvSettingError {
+    /// The variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Admission {
+    /// The variable that turns admission control on or off (`on`/`off`).
+    pub const ENV_ENABLED: &'static str = "HSMGATE_ADMISSION";
+    /// The variable for [`target_wait`](Self::target_wait), milliseconds.
+    pub const ENV_TARGET_WAIT: &'static str = "HSMGATE_ADMISSION_TARGET_WAIT_MS";
+    /// The variable for [`max_wait`](Self::max_wait), milliseconds.
+    pub const ENV_MAX_WAIT: &'static str = "HSMGATE_ADMISSION_MAX_WAIT_MS";
+    /// The variable for [`max_waiting`](Self::max_waiting).
+    pub const ENV_MAX_WAITING: &'static str = "HSMGATE_ADMISSION_MAX_WAITING";
+
+    /// The defaults, changed by whichever of the `HSMGATE_ADMISSION*` variables `get`
+    /// finds (the process environment, or nginx's `env NAME=VALUE` directives).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Admission, EnvSettingError> {
+        let mut a = Admission::default();
+        let bad = |var: &str, value: &str, reason: &str| EnvSettingError {
+            var: var.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        if let Some(v) = get(Self::ENV_ENABLED) {
+            a.enabled = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => true,
+                "off" | "false" | "0" | "no" => false,
+                _ => return Err(bad(Self::ENV_ENABLED, &v, "expected on or off")),
+            };
+        }
+        let number = |var: &str,
+                      range: std::ops::RangeInclusive<u64>|
+         -> Result<Option<u64>, EnvSettingError> {
+            let Some(v) = get(var) else { return Ok(None) };
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(var, &v, "expected a whole number"))?;
+            if !range.contains(&n) {
+                let reason = format!("must be between {} and {}", range.start(), range.end());
+                return Err(bad(var, &v, &reason));
+            }
+            Ok(Some(n))
+        };
+        if let Some(ms) = number(Self::ENV_TARGET_WAIT, 0..=10_000)? {
+            a.target_wait = Duration::from_millis(ms);
+        }
+        if let Some(ms) = number(Self::ENV_MAX_WAIT, 0..=60_000)? {
+            a.max_wait = Duration::from_millis(ms);
+        }
+        if let Some(n) = number(Self::ENV_MAX_WAITING, 0..=1_000_000)? {
+            a.max_waiting = n as usize;
+        }
+        if a.max_wait < a.target_wait {
+            let v = a.max_wait.as_millis().to_string();
+            return Err(bad(
+                Self::ENV_MAX_WAIT,
+                &v,
+                "must not be less than the target wait",
+            ));
+        }
+        Ok(a)
+    }
+}
+
 /// Where the token PIN comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PinSource {
@@ -201,6 +309,40 @@ impl fmt::Display for ConfigWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_from_vars() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        assert_eq!(Admission::from_vars(vars(&[])), Ok(Admission::default()));
+        let a = Admission::from_vars(vars(&[
+            ("HSMGATE_ADMISSION", "off"),
+            ("HSMGATE_ADMISSION_TARGET_WAIT_MS", "10"),
+            ("HSMGATE_ADMISSION_MAX_WAIT_MS", "200"),
+            ("HSMGATE_ADMISSION_MAX_WAITING", "64"),
+        ]))
+        .expect("valid");
+        assert!(!a.enabled);
+        assert_eq!(a.target_wait, Duration::from_millis(10));
+        assert_eq!(a.max_wait, Duration::from_millis(200));
+        assert_eq!(a.max_waiting, 64);
+        let e = Admission::from_vars(vars(&[("HSMGATE_ADMISSION", "maybe")])).unwrap_err();
+        assert_eq!(e.var, "HSMGATE_ADMISSION");
+        assert!(e.to_string().contains("expected on or off"), "{e}");
+        let e = Admission::from_vars(vars(&[("HSMGATE_ADMISSION_MAX_WAIT_MS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("less than the target wait"), "{e}");
+        let e = Admission::from_vars(vars(&[("HSMGATE_ADMISSION_MAX_WAITING", "-3")])).unwrap_err();
+        assert!(
+            e.to_string().contains("HSMGATE_ADMISSION_MAX_WAITING"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn location_and_warning_display() {

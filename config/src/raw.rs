@@ -21,6 +21,18 @@ pub(crate) struct RawConfig {
     pub(crate) shutdown: RawShutdown,
     pub(crate) hsm: Option<RawHsm>,
     pub(crate) admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub(crate) admission: RawAdmission,
+}
+
+/// `[admission]`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmission {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) target_wait_ms: Option<Spanned<i64>>,
+    pub(crate) max_wait_ms: Option<Spanned<i64>>,
+    pub(crate) max_waiting: Option<Spanned<i64>>,
 }
 
 /// `[admin]`.
@@ -109,6 +121,7 @@ pub(crate) struct RawPkcs11 {
     pub(crate) queue_depth: Option<Spanned<i64>>,
     pub(crate) sign_timeout_ms: Option<Spanned<i64>>,
     pub(crate) env: Option<Spanned<BTreeMap<String, String>>>,
+    pub(crate) capacity: Option<Spanned<f64>>,
 }
 
 /// `[upstream]`.

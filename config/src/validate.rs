@@ -11,12 +11,12 @@ use toml::Spanned;
 use self::pkcs11::pkcs11;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
-use crate::model::{Config, KeyRef, Listener, TlsConfig, Upstream};
+use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, Upstream};
 use crate::pkcs11_uri::{ObjectType, parse_key_string};
-use crate::raw::{RawConfig, RawListener, RawTls, RawUpstream};
+use crate::raw::{RawAdmission, RawConfig, RawListener, RawTls, RawUpstream};
 
 mod hsm;
-mod pkcs11;
+pub(crate) mod pkcs11;
 
 pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
@@ -68,8 +68,10 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
             Some(addr)
         }
     };
+    let admission = admission(&raw.admission, src)?;
     Ok(Config {
         source: src.file.to_path_buf(),
+        admission,
         admin,
         listeners,
         tls,
@@ -78,6 +80,50 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         upstream,
         shutdown_grace: Duration::from_millis(grace),
         warnings,
+    })
+}
+
+/// `[admission]`: every value optional, defaults from [`Admission::default`].
+fn admission(raw: &RawAdmission, src: &Source<'_>) -> Result<Admission, ConfigError> {
+    let d = Admission::default();
+    let ms = |v: Option<&Spanned<i64>>, key, range, default: Duration| {
+        int(v, key, range, default.as_millis() as i64, src).map(Duration::from_millis)
+    };
+    let target_wait = ms(
+        raw.target_wait_ms.as_ref(),
+        "admission.target_wait_ms",
+        0..=10_000,
+        d.target_wait,
+    )?;
+    let max_wait = ms(
+        raw.max_wait_ms.as_ref(),
+        "admission.max_wait_ms",
+        0..=60_000,
+        d.max_wait,
+    )?;
+    if max_wait < target_wait {
+        let at = raw.max_wait_ms.as_ref().map_or(0, |v| v.span().start);
+        return Err(src.invalid(
+            at,
+            "admission.max_wait_ms",
+            format!(
+                "must not be less than target_wait_ms ({} ms)",
+                target_wait.as_millis()
+            ),
+        ));
+    }
+    let max_waiting = int(
+        raw.max_waiting.as_ref(),
+        "admission.max_waiting",
+        0..=1_000_000,
+        d.max_waiting as i64,
+        src,
+    )? as usize;
+    Ok(Admission {
+        enabled: raw.enabled.unwrap_or(d.enabled),
+        target_wait,
+        max_wait,
+        max_waiting,
     })
 }
 

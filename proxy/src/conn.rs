@@ -18,9 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ProxyError;
-use crate::generation::{Generation, ListenerRt};
+use crate::generation::{Generation, ListenerRt, TlsListener};
+use crate::hello::HelloKind;
 use crate::site::ListenSpec;
 use crate::vars::ConnInfo;
+use hsmgate_signer::Gate;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,19 +143,17 @@ async fn serve_connection(
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(tls_config) = &listener.tls else {
+    let Some(tls_listener) = &listener.tls else {
         serve_http(stream, conn, &listener, generation, watcher).await;
         return;
     };
-    // The handshake may call the signer, which waits off the async workers.
+    // Admission, then the handshake; the signer waits off the async workers.
     let peer = conn.peer;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls_config));
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, tls_listener, peer))
+        .await
+    {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
@@ -172,6 +172,58 @@ async fn serve_connection(
             .unwrap_or_default(),
     ));
     serve_http(tls, conn, &listener, generation, watcher).await;
+}
+
+/// Read the ClientHello, admit a full handshake (or shed it with an alert before any
+/// key exchange), then complete the handshake with the admission in scope so that the
+/// signature claims the permit.
+async fn handshake(
+    mut stream: TcpStream,
+    listener: &TlsListener,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let (accepted, raw) = match crate::hello::read(&mut stream).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+    };
+    let limiter = listener
+        .resolver
+        .choose(&accepted.client_hello())
+        .and_then(|k| k.limiter.clone());
+    let gate = match limiter {
+        None => None,
+        Some(limiter) => match crate::hello::classify(&raw, listener.tls13) {
+            HelloKind::Resumption => {
+                limiter.note_resumption();
+                Some(Gate::Resumption)
+            }
+            HelloKind::Full => match limiter.acquire().await {
+                Ok(permit) => Some(Gate::Admitted(permit)),
+                Err(reason) => {
+                    tracing::debug!(%peer, %reason, "handshake shed");
+                    let _ =
+                        crate::hello::write_and_close(&mut stream, &crate::hello::SHED_ALERT).await;
+                    return None;
+                }
+            },
+        },
+    };
+    let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
+    let accept = start.into_stream(Arc::clone(&listener.config));
+    let result = match gate {
+        Some(gate) => hsmgate_signer::admission::scope(gate, accept).await,
+        None => accept.await,
+    };
+    match result {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 async fn serve_http<I>(

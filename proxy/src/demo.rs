@@ -112,6 +112,12 @@ pub fn prepare(
         queue_depth: 4,
         sign_timeout: std::time::Duration::from_secs(10),
         batch_max: 1,
+        // Only to sign the certificate: no calibration burst, no admission.
+        capacity: Some(1.0),
+        admission: hsmgate_config::Admission {
+            enabled: false,
+            ..hsmgate_config::Admission::default()
+        },
     })?;
     let cert_pem = self_signed(&pool, kind)?;
     drop(pool);

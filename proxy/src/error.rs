@@ -25,6 +25,9 @@ pub enum ProxyError {
     /// The certificate's public key is not the token key's.
     #[error(transparent)]
     KeyMismatch(Box<KeyMismatch>),
+    /// A bad `HSMGATE_ADMISSION*` setting (environment or nginx `env` directive).
+    #[error("admission settings: {0}")]
+    Admission(#[from] hsmgate_config::EnvSettingError),
     /// rustls refused the TLS settings.
     #[error("TLS settings: {0}")]
     Tls(#[from] rustls::Error),

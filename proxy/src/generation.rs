@@ -15,13 +15,12 @@ use std::time::Duration;
 use hsmgate_config::nginx::{
     AccessLog, Action, LocationBlock, NginxOptions, ProxySettings, Server, UpstreamRef,
 };
-use rustls::sign::CertifiedKey;
 
 use crate::balance::Balancer;
 use crate::error::ProxyError;
 use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
-use crate::tls::{self, SniResolver};
+use crate::tls::{self, KeyEntry, SniResolver};
 
 /// Where the configuration comes from (`-c`, `-p`, `-g`).
 #[derive(Debug, Clone)]
@@ -76,10 +75,21 @@ impl ConfigSource {
 pub struct ListenerRt {
     /// How it is configured.
     pub spec: ListenSpec,
-    /// The TLS acceptor (None: plain HTTP).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS settings (None: plain HTTP).
+    pub tls: Option<TlsListener>,
     /// The default server's `keepalive_timeout`.
     pub keepalive: Duration,
+}
+
+/// The TLS side of a listening address.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// The rustls settings.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The certificate choice, also asked which signer pool a ClientHello will use.
+    pub resolver: Arc<SniResolver>,
+    /// TLS 1.3 is offered (for telling resumption attempts from full handshakes).
+    pub tls13: bool,
 }
 
 /// Everything one configuration builds.
@@ -110,7 +120,7 @@ impl Generation {
             previous,
             next: PoolCache::default(),
         };
-        let mut keys: Vec<Vec<Arc<CertifiedKey>>> = Vec::new();
+        let mut keys: Vec<Vec<KeyEntry>> = Vec::new();
         for server in &site.servers {
             let mut pairs = Vec::new();
             if let Some(native) = &site.native {
@@ -150,13 +160,21 @@ impl Generation {
                     spec.addr,
                     fallback,
                 ));
-                let config = tls::listener_config(spec, &server.tls, resolver).map_err(|e| {
-                    ProxyError::At {
+                let config = tls::listener_config(spec, &server.tls, Arc::clone(&resolver))
+                    .map_err(|e| ProxyError::At {
                         at: at(&server.location),
                         source: Box::new(e),
-                    }
-                })?;
-                Some(config)
+                    })?;
+                let tls13 = spec
+                    .protocols
+                    .as_ref()
+                    .unwrap_or(&server.tls.protocols)
+                    .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
+                Some(TlsListener {
+                    config,
+                    resolver,
+                    tls13,
+                })
             } else {
                 None
             };

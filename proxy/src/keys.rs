@@ -23,7 +23,7 @@ use rustls::sign::CertifiedKey;
 use sha2::Digest;
 
 use crate::error::ProxyError;
-use crate::tls;
+use crate::tls::{self, KeyEntry};
 
 /// The environment variable holding the PIN when the URI names none.
 pub const PIN_ENV: &str = "HSMGATE_PIN";
@@ -62,7 +62,7 @@ pub(crate) struct KeyOpener<'a> {
 
 impl KeyOpener<'_> {
     /// The certified key of the native format's single key (maybe an HA group).
-    pub(crate) fn native(&mut self, config: &Config) -> Result<Arc<CertifiedKey>, ProxyError> {
+    pub(crate) fn native(&mut self, config: &Config) -> Result<KeyEntry, ProxyError> {
         let chain = tls::load_chain(&config.tls.certificate_chain)?;
         let expected = tls::expected_key(&chain, &config.tls.certificate_chain)?;
         // The same key settings on reload: the same pool (PINs print as ***).
@@ -75,24 +75,27 @@ impl KeyOpener<'_> {
             None => SignerPool::start_group(GroupSettings::from_config(config, Some(expected))?)?,
         };
         self.next.pools.insert(id, pool.clone());
-        tls::certified_key(
-            chain,
-            &config.tls.certificate_chain,
-            &pool,
-            &config.tls.key.uri.to_string(),
-        )
+        Ok(KeyEntry {
+            certified: tls::certified_key(
+                chain,
+                &config.tls.certificate_chain,
+                &pool,
+                &config.tls.key.uri.to_string(),
+            )?,
+            limiter: Some(Arc::clone(pool.limiter())),
+        })
     }
 
     /// The certified key of one `ssl_certificate`/`ssl_certificate_key` pair; errors
     /// name where the key is written.
-    pub(crate) fn pair(&mut self, pair: &CertPair) -> Result<Arc<CertifiedKey>, ProxyError> {
+    pub(crate) fn pair(&mut self, pair: &CertPair) -> Result<KeyEntry, ProxyError> {
         self.open(pair).map_err(|e| ProxyError::At {
             at: crate::site::at(&pair.location),
             source: Box::new(e),
         })
     }
 
-    fn open(&mut self, pair: &CertPair) -> Result<Arc<CertifiedKey>, ProxyError> {
+    fn open(&mut self, pair: &CertPair) -> Result<KeyEntry, ProxyError> {
         let chain = tls::load_chain(&pair.cert)?;
         match &pair.key {
             KeySource::File(path) => {
@@ -106,7 +109,10 @@ impl KeyOpener<'_> {
                         path: path.clone(),
                         reason: format!("does not fit certificate {}: {e}", pair.cert.display()),
                     })?;
-                Ok(Arc::new(key))
+                Ok(KeyEntry {
+                    certified: Arc::new(key),
+                    limiter: None,
+                })
             }
             KeySource::Pkcs11(uri) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;
@@ -117,7 +123,10 @@ impl KeyOpener<'_> {
                     None => SignerPool::start_group(settings.into_group(Some(expected)))?,
                 };
                 self.next.pools.insert(id, pool.clone());
-                tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())
+                Ok(KeyEntry {
+                    certified: tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())?,
+                    limiter: Some(Arc::clone(pool.limiter())),
+                })
             }
         }
     }
@@ -151,8 +160,21 @@ impl KeyOpener<'_> {
             queue_depth: 1024,
             sign_timeout: Duration::from_secs(5),
             batch_max: 32,
+            capacity: None,
+            admission: admission_settings(self.env)?,
         })
     }
+}
+
+/// Admission settings for nginx configurations (which have no `[admission]` section):
+/// the defaults, changed by `HSMGATE_ADMISSION*` from nginx's `env NAME=VALUE;`
+/// directives or else the process environment.
+pub(crate) fn admission_settings(
+    env: &BTreeMap<String, String>,
+) -> Result<hsmgate_config::Admission, ProxyError> {
+    Ok(hsmgate_config::Admission::from_vars(|k| {
+        env.get(k).cloned().or_else(|| std::env::var(k).ok())
+    })?)
 }
 
 /// A pool's identity: module, environment, key URI and a digest of the PIN.

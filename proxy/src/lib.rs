@@ -16,6 +16,8 @@
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
+//!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
+//!   (admission control: [`hsmgate_signer::admission`]);
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
@@ -34,6 +36,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod generation;
+pub mod hello;
 pub mod keys;
 pub mod notify;
 pub mod reqlog;

@@ -82,8 +82,18 @@ pub fn certified_key(
     )))
 }
 
+/// A certificate with its key, and the admission limiter of the signer pool that holds
+/// the key (None for a key in a file).
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    /// What rustls serves.
+    pub certified: Arc<CertifiedKey>,
+    /// Admission control of the full handshakes this key signs.
+    pub limiter: Option<Arc<hsmgate_signer::Limiter>>,
+}
+
 /// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
-pub type ServerKeys = Arc<Vec<Vec<Arc<CertifiedKey>>>>;
+pub type ServerKeys = Arc<Vec<Vec<KeyEntry>>>;
 
 /// Picks the certificate for a handshake on one listening address: the server by SNI
 /// (nginx's `server_name` rules), then among its pairs the ECDSA one if the client
@@ -113,8 +123,11 @@ impl SniResolver {
     }
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl SniResolver {
+    /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).
+    ///
+    /// [`resolve`]: ResolvesServerCert::resolve
+    pub fn choose(&self, hello: &rustls::server::ClientHello<'_>) -> Option<&KeyEntry> {
         let chosen =
             hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
                 .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
@@ -130,13 +143,19 @@ impl ResolvesServerCert for SniResolver {
             )
         });
         let is_ecdsa =
-            |k: &&Arc<CertifiedKey>| k.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
+            |k: &&KeyEntry| k.certified.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
         let pick = if wants_ecdsa {
             pairs.iter().find(is_ecdsa)
         } else {
             pairs.iter().find(|k| !is_ecdsa(k))
         };
-        pick.or(pairs.first()).cloned()
+        pick.or(pairs.first())
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(&hello).map(|k| Arc::clone(&k.certified))
     }
 }
 

@@ -88,6 +88,14 @@ pub enum SignerError {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// Admission control refused the signature (the handshake was not admitted).
+    #[error("HSM group {group}: handshake shed: {reason}")]
+    Shed {
+        /// The group.
+        group: String,
+        /// Why.
+        reason: crate::admission::ShedReason,
+    },
     /// The signer did not answer within the deadline (a hung or slow HSM).
     #[error("token {token} did not answer within {after:?} (hung or overloaded HSM?)")]
     Timeout {

@@ -19,6 +19,7 @@ use crossbeam_channel::{RecvTimeoutError, TrySendError};
 use rustls::SignatureScheme;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use crate::admission::Limiter;
 use crate::error::SignerError;
 use crate::member::{Live, Member, MemberState, retire};
 use crate::metrics as m;
@@ -40,6 +41,8 @@ pub(crate) struct Group {
     pub(crate) token_label: String,
     stop: AtomicBool,
     last_probe: Mutex<Instant>,
+    /// Admission control of the full handshakes this group signs.
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 impl Group {
@@ -156,7 +159,14 @@ impl Group {
                 }
             });
         };
+        let limiter = Arc::new(Limiter::new(
+            &settings.name,
+            settings.admission.clone(),
+            0.0,
+            1,
+        ));
         let group = Arc::new(Group {
+            limiter,
             expected: expected.expect("set by the first member up"),
             settings,
             members,
@@ -167,6 +177,8 @@ impl Group {
             stop: AtomicBool::new(false),
             last_probe: Mutex::new(Instant::now()),
         });
+        let (capacity, sessions) = group.serving_capacity();
+        group.limiter.set_capacity(capacity, sessions);
         let weak = Arc::downgrade(&group);
         std::thread::Builder::new()
             .name(format!("hsm-supervisor-{}", group.settings.name))
@@ -220,7 +232,10 @@ impl Group {
                 }
             }
             match off_runtime(|| answer.recv_deadline(op_deadline)) {
-                Ok(Ok(signature)) => return Ok(signature),
+                Ok(Ok(signature)) => {
+                    self.limiter.observe(start.elapsed());
+                    return Ok(signature);
+                }
                 Ok(Err(e)) if e.is_device_error() => {
                     if !matches!(e, SignerError::MemberLost { .. }) {
                         member.take_out(false, &e.to_string());
@@ -307,7 +322,7 @@ impl Group {
                 let live = m.live()?;
                 let op = live.op(scheme)?;
                 let load = (live.shared.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
-                    / m.settings.capacity.max(1.0);
+                    / m.capacity().max(1.0);
                 Some((i, live, op, !m.primary, load))
             })
             .min_by(|a, b| {
@@ -328,6 +343,48 @@ impl Group {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// Which members count toward the group's capacity now: up, and primary — or
+    /// standby while no primary member is up (or when the standby takes overflow).
+    pub(crate) fn serving(&self) -> Vec<bool> {
+        let primary_up = self
+            .members
+            .iter()
+            .any(|m| m.primary && m.state() == MemberState::Up);
+        self.members
+            .iter()
+            .map(|m| {
+                m.state() == MemberState::Up
+                    && (m.primary || !primary_up || self.settings.standby_when_saturated)
+            })
+            .collect()
+    }
+
+    /// Signatures/s the serving members can make, and how many sessions they have.
+    pub(crate) fn serving_capacity(&self) -> (f64, usize) {
+        self.members
+            .iter()
+            .zip(self.serving())
+            .filter(|(_, serving)| *serving)
+            .fold((0.0, 0), |(c, s), (m, _)| {
+                (c + m.capacity(), s + m.threads())
+            })
+    }
+
+    /// Once a window: each member's rate, utilisation and capacity estimate (metrics).
+    fn update_capacity(&self) {
+        let now = Instant::now();
+        for member in &self.members {
+            let mut cap = member.capacity.lock().unwrap_or_else(|e| e.into_inner());
+            if cap.update(&member.meter, member.threads(), now) {
+                let (rate, util) = cap.observed();
+                let name = member.name().to_string();
+                metrics::gauge!(m::CAPACITY, "member" => name.clone()).set(cap.current());
+                metrics::gauge!(m::RATE, "member" => name.clone()).set(rate);
+                metrics::gauge!(m::UTILISATION, "member" => name).set(util);
+            }
+        }
     }
 
     /// At least one member can sign.
@@ -376,6 +433,10 @@ fn supervise(group: &Weak<Group>) {
         if group.stop.load(Ordering::Acquire) {
             return;
         }
+        // Admission follows the members that serve now (a death takes its share at once).
+        group.update_capacity();
+        let (capacity, sessions) = group.serving_capacity();
+        group.limiter.set_capacity(capacity, sessions);
         let probe_due = {
             let mut last = group.last_probe.lock().unwrap_or_else(|e| e.into_inner());
             let due = last.elapsed() >= group.settings.probe_interval;

@@ -15,10 +15,15 @@
 //!   supervisor (fencing, probes, recovery); `member`: one HSM's instances, sessions and
 //!   state; `worker`: one signer thread.
 //! - [`rustls_key`]: the pool as a rustls `SigningKey`.
+//! - [`admission`]: the limiter of full handshakes per pool (adaptive concurrency limit,
+//!   bounded wait, shedding); `capacity`: each member's signatures/s (calibration burst,
+//!   live estimate).
 //! - [`provision`]: make a token and a key pair on it (for `hsmgate demo`).
 //! - `der`, [`verify`], [`pin`], [`metrics`], [`error`]: helpers.
 #![deny(unsafe_code)]
 
+pub mod admission;
+mod capacity;
 mod der;
 pub mod error;
 mod group;
@@ -34,6 +39,8 @@ pub mod token;
 pub mod verify;
 mod worker;
 
+pub use admission::{AdmissionStatus, Gate, Limiter, Permit, ShedReason};
+pub use capacity::CapacitySource;
 pub use error::SignerError;
 pub use member::MemberState;
 pub use module::Module;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use rustls::SignatureScheme;
 
+use crate::capacity::{Capacity, Meter};
 use crate::error::SignerError;
 use crate::metrics as m;
 use crate::module::Module;
@@ -87,6 +88,10 @@ pub(crate) struct Member {
     pub(crate) last_error: Mutex<String>,
     /// Recovery bookkeeping, owned by the supervisor.
     pub(crate) recovery: Mutex<Recovery>,
+    /// What its signer threads did (all generations).
+    pub(crate) meter: Arc<Meter>,
+    /// Its capacity estimate.
+    pub(crate) capacity: Mutex<Capacity>,
 }
 
 /// When to try again, and which attempt is current.
@@ -106,12 +111,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Member {
     pub(crate) fn new(settings: MemberSettings, primary: bool) -> Member {
         let m = Member {
-            settings,
             primary,
             state: AtomicU8::new(MemberState::Down as u8),
             live: Mutex::new(None),
             abandoned: Arc::new(AtomicUsize::new(0)),
             last_error: Mutex::new("not started".into()),
+            meter: Arc::new(Meter::default()),
+            capacity: Mutex::new(Capacity::new(settings.capacity)),
             recovery: Mutex::new(Recovery {
                 next_attempt: Instant::now(),
                 backoff: std::time::Duration::from_millis(100),
@@ -119,6 +125,7 @@ impl Member {
                 attempt_started: None,
                 out_since: Some(Instant::now()),
             }),
+            settings,
         };
         m.publish_state(MemberState::Down);
         m
@@ -151,6 +158,16 @@ impl Member {
 
     pub(crate) fn last_error(&self) -> String {
         lock(&self.last_error).clone()
+    }
+
+    /// Signatures/s it can make (configured, calibrated or measured; 0 if not known).
+    pub(crate) fn capacity(&self) -> f64 {
+        lock(&self.capacity).current()
+    }
+
+    /// Its signer threads: sessions × connections.
+    pub(crate) fn threads(&self) -> usize {
+        self.settings.sessions.max(1) * self.settings.connections.max(1)
     }
 
     /// Put a freshly started generation into rotation.
@@ -285,6 +302,7 @@ impl Member {
             in_flight: AtomicUsize::new(0),
             batch_max: group.batch_max.max(1),
             abandoned: Arc::clone(&self.abandoned),
+            meter: Arc::clone(&self.meter),
         });
         // One verified test signature through each connection (its first session).
         const MESSAGE: &[u8] = b"hsmgate member self-test";
@@ -298,6 +316,15 @@ impl Member {
                 });
             }
         }
+        let conns = if lock(&self.capacity).needs_calibration() {
+            let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
+            lock(&self.capacity).calibrated(rate);
+            tracing::info!(member = %s.name, capacity_ops = rate.round(), sessions = conns.len(), "HSM member calibrated");
+            conns
+        } else {
+            conns
+        };
+        metrics::gauge!(m::CAPACITY, "member" => s.name.clone()).set(self.capacity());
         let (tx, rx) = crossbeam_channel::bounded(group.queue_depth.max(1));
         let mut slots = Vec::new();
         for (i, conn) in conns.into_iter().enumerate() {

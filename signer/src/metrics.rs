@@ -17,6 +17,31 @@ pub const ABANDONED: &str = "hsmgate_signer_abandoned_threads";
 /// Counter: operations retried on another member, by `reason`.
 pub const RETRIES: &str = "hsmgate_signer_retries_total";
 
+/// Gauge: the member's capacity in signatures/s (configured, calibrated at start, or
+/// measured while saturated).
+pub const CAPACITY: &str = "hsmgate_signer_capacity_ops";
+/// Gauge: signatures/s the member made over the last second.
+pub const RATE: &str = "hsmgate_signer_rate_ops";
+/// Gauge: share of the member's sessions' time spent in C_Sign over the last second.
+pub const UTILISATION: &str = "hsmgate_signer_utilisation_ratio";
+
+/// Counter: full handshakes admitted, by `group`.
+pub const ADMITTED: &str = "hsmgate_admission_admitted_total";
+/// Counter: resumption attempts let through without admission, by `group`.
+pub const RESUMED: &str = "hsmgate_admission_resumed_total";
+/// Counter: full handshakes shed, by `group` and `reason`.
+pub const SHED: &str = "hsmgate_admission_shed_total";
+/// Histogram (seconds): how long admitted handshakes waited for admission.
+pub const ADMISSION_WAIT: &str = "hsmgate_admission_wait_seconds";
+/// Gauge: the current concurrency limit of full handshakes.
+pub const ADMISSION_LIMIT: &str = "hsmgate_admission_limit";
+/// Gauge: handshakes admitted and not yet signed.
+pub const ADMISSION_IN_FLIGHT: &str = "hsmgate_admission_in_flight";
+/// Gauge: handshakes waiting for admission.
+pub const ADMISSION_WAITING: &str = "hsmgate_admission_waiting";
+/// Gauge: signatures/s the group's serving members can make.
+pub const ADMISSION_CAPACITY: &str = "hsmgate_admission_capacity_ops";
+
 /// Describe the metrics (help text and units) to the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(OPERATIONS, "Private-key operations by member and result");
@@ -36,4 +61,28 @@ pub fn describe() {
         "Signer threads abandoned in PKCS#11 calls that have not returned"
     );
     metrics::describe_counter!(RETRIES, "Signatures retried on another member, by reason");
+    metrics::describe_gauge!(CAPACITY, "Member capacity, signatures/s");
+    metrics::describe_gauge!(RATE, "Signatures/s made by the member over the last second");
+    metrics::describe_gauge!(
+        UTILISATION,
+        "Share of the member's session time spent in C_Sign over the last second"
+    );
+    metrics::describe_counter!(ADMITTED, "Full TLS handshakes admitted to the signer");
+    metrics::describe_counter!(RESUMED, "Resumption attempts let through without admission");
+    metrics::describe_counter!(SHED, "Full TLS handshakes shed, by reason");
+    metrics::describe_histogram!(
+        ADMISSION_WAIT,
+        metrics::Unit::Seconds,
+        "Time admitted handshakes waited for admission"
+    );
+    metrics::describe_gauge!(ADMISSION_LIMIT, "Concurrency limit of full handshakes");
+    metrics::describe_gauge!(
+        ADMISSION_IN_FLIGHT,
+        "Full handshakes admitted, not yet signed"
+    );
+    metrics::describe_gauge!(ADMISSION_WAITING, "Full handshakes waiting for admission");
+    metrics::describe_gauge!(
+        ADMISSION_CAPACITY,
+        "Signatures/s the group's serving members can make"
+    );
 }

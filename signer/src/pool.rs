@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hsmgate_config::{Pkcs11Uri, Secret};
+use hsmgate_config::{Admission, Pkcs11Uri, Secret};
 use rustls::SignatureScheme;
 
+use crate::admission::Limiter;
+use crate::capacity::CapacitySource;
 use crate::error::SignerError;
 use crate::group::Group;
 use crate::member::MemberState;
@@ -43,8 +45,8 @@ pub struct MemberSettings {
     /// Module instances (connections) to open; more than one when a single module
     /// connection caps throughput (p11-kit serves one connection on one core).
     pub connections: usize,
-    /// Rated capacity in signatures/s, for spreading load (equal when not known).
-    pub capacity: f64,
+    /// Rated capacity in signatures/s (`None`: measured by a calibration burst).
+    pub capacity: Option<f64>,
 }
 
 /// The public key every member's key must have.
@@ -81,6 +83,8 @@ pub struct GroupSettings {
     pub recovery_timeout: Duration,
     /// How many threads may be abandoned in one member's hung calls before recovery waits.
     pub max_abandoned: usize,
+    /// Admission control of full handshakes signed by this group.
+    pub admission: Admission,
 }
 
 impl GroupSettings {
@@ -109,7 +113,7 @@ impl GroupSettings {
                     pin: crate::pin::read_pin(&m.pin)?,
                     sessions: m.sessions,
                     connections: m.connections,
-                    capacity: m.capacity.unwrap_or(1.0),
+                    capacity: m.capacity,
                 });
             }
         }
@@ -125,6 +129,7 @@ impl GroupSettings {
             probe_interval: g.probe_interval,
             recovery_timeout: g.recovery_timeout,
             max_abandoned: g.max_abandoned_threads,
+            admission: config.admission.clone(),
         })
     }
 }
@@ -148,6 +153,10 @@ pub struct PoolSettings {
     pub sign_timeout: Duration,
     /// How many queued requests a thread takes per wake-up.
     pub batch_max: usize,
+    /// Rated capacity, signatures/s (`None`: measured by a calibration burst).
+    pub capacity: Option<f64>,
+    /// Admission control of full handshakes signed by this token.
+    pub admission: Admission,
 }
 
 impl PoolSettings {
@@ -169,6 +178,8 @@ impl PoolSettings {
             queue_depth: p.queue_depth,
             sign_timeout: p.sign_timeout,
             batch_max: 32,
+            capacity: p.capacity,
+            admission: config.admission.clone(),
         })
     }
 
@@ -194,7 +205,7 @@ impl PoolSettings {
                 pin: self.pin,
                 sessions: self.sessions,
                 connections: 1,
-                capacity: 1.0,
+                capacity: self.capacity,
             }],
             expected,
             sign_timeout: self.sign_timeout,
@@ -205,6 +216,7 @@ impl PoolSettings {
             probe_interval: Duration::from_secs(5),
             recovery_timeout: self.sign_timeout.max(Duration::from_secs(3)),
             max_abandoned: 4 * self.sessions.max(1) + 4,
+            admission: self.admission,
         }
     }
 }
@@ -226,6 +238,16 @@ pub struct MemberStatus {
     pub abandoned: usize,
     /// Its last error (empty when none).
     pub last_error: String,
+    /// Signatures/s it can make (0: not known yet).
+    pub capacity: f64,
+    /// Where that figure comes from.
+    pub capacity_source: CapacitySource,
+    /// Signatures/s it made over the last second.
+    pub rate: f64,
+    /// Share of its sessions' time in C_Sign over the last second.
+    pub utilisation: f64,
+    /// Whether it counts toward the group's capacity now (up, and primary or needed).
+    pub serving: bool,
 }
 
 /// A group of signer threads over one or more HSM members holding one key. Cheap to clone.
@@ -254,12 +276,16 @@ impl SignerPool {
     /// could be brought up.
     pub fn start_group(settings: GroupSettings) -> Result<SignerPool, SignerError> {
         let group = Group::start(settings)?;
+        let (capacity, sessions) = group.serving_capacity();
         tracing::info!(
             group = %group.settings.name,
             key = %group.key_name,
-            kind = ?group.kind,
+            kind = %group.kind,
             schemes = ?group.schemes,
             members = %group.describe_members(),
+            capacity_ops = capacity.round(),
+            sessions,
+            admission = if group.settings.admission.enabled { "on" } else { "off" },
             "signer pool started"
         );
         Ok(SignerPool { group })
@@ -319,25 +345,46 @@ impl SignerPool {
         self.group.ready()
     }
 
+    /// The admission limiter of full handshakes signed by this pool.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.group.limiter
+    }
+
+    /// Signatures/s the serving members can make, and their sessions.
+    pub fn capacity(&self) -> (f64, usize) {
+        self.group.serving_capacity()
+    }
+
     /// Every member's state.
     pub fn members(&self) -> Vec<MemberStatus> {
+        let serving = self.group.serving();
         self.group
             .members
             .iter()
-            .map(|m| MemberStatus {
-                name: m.name().to_string(),
-                region: m.settings.region.clone(),
-                primary: m.primary,
-                state: m.state(),
-                in_flight: m
-                    .live()
-                    .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed)),
-                abandoned: m.abandoned.load(Ordering::Acquire),
-                last_error: if m.state() == MemberState::Up {
-                    String::new()
-                } else {
-                    m.last_error()
-                },
+            .zip(serving)
+            .map(|(m, serving)| {
+                let cap = m.capacity.lock().unwrap_or_else(|e| e.into_inner());
+                let (rate, utilisation) = cap.observed();
+                MemberStatus {
+                    name: m.name().to_string(),
+                    region: m.settings.region.clone(),
+                    primary: m.primary,
+                    state: m.state(),
+                    in_flight: m
+                        .live()
+                        .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed)),
+                    abandoned: m.abandoned.load(Ordering::Acquire),
+                    last_error: if m.state() == MemberState::Up {
+                        String::new()
+                    } else {
+                        m.last_error()
+                    },
+                    capacity: cap.current(),
+                    capacity_source: cap.source(),
+                    rate,
+                    utilisation,
+                    serving,
+                }
             })
             .collect()
     }

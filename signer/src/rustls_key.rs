@@ -7,6 +7,7 @@ use rustls::pki_types::SubjectPublicKeyInfoDer;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
+use crate::error::SignerError;
 use crate::pool::SignerPool;
 use crate::token::KeyKind;
 
@@ -58,10 +59,21 @@ struct HsmSigner {
 
 impl Signer for HsmSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.pool.sign(self.scheme, message).map_err(|e| {
+        // The handshake's admission permit, released once the signature is made.
+        let permit = crate::admission::claim(self.pool.limiter()).map_err(|reason| {
+            let e = SignerError::Shed {
+                group: self.pool.group_name().to_string(),
+                reason,
+            };
+            tracing::debug!(error = %e, "handshake aborted");
+            rustls::Error::Other(rustls::OtherError(Arc::new(e)))
+        })?;
+        let signed = self.pool.sign(self.scheme, message).map_err(|e| {
             tracing::warn!(error = %e, "handshake aborted: private-key operation failed");
-            rustls::Error::General(e.to_string())
-        })
+            rustls::Error::Other(rustls::OtherError(Arc::new(e)))
+        });
+        drop(permit);
+        signed
     }
 
     fn scheme(&self) -> SignatureScheme {

@@ -37,6 +37,16 @@ pub enum KeyKind {
     EcP384,
 }
 
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyKind::Rsa(bits) => write!(f, "RSA-{bits}"),
+            KeyKind::EcP256 => f.write_str("ECDSA P-256"),
+            KeyKind::EcP384 => f.write_str("ECDSA P-384"),
+        }
+    }
+}
+
 /// A private key on the token, with its public half.
 #[derive(Debug, Clone)]
 pub struct KeyInfo {

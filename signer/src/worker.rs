@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) batch_max: usize,
     /// Threads of this member abandoned in a call that did not return (all generations).
     pub(crate) abandoned: Arc<AtomicUsize>,
+    /// Operations and time in the token, for the capacity model (all generations).
+    pub(crate) meter: Arc<crate::capacity::Meter>,
 }
 
 impl Shared {
@@ -195,7 +197,9 @@ fn serve(session: &Session, key: ObjectHandle, shared: &Shared, slot: &Slot, req
         return true;
     }
     slot.busy_since.store(now_ms(), Ordering::Release);
+    let started = Instant::now();
     let result = sign(session, key, shared, req.op, &req.message);
+    shared.meter.record(started.elapsed());
     slot.busy_since.store(0, Ordering::Release);
     metrics::histogram!(m::LATENCY, "member" => shared.member.clone())
         .record(req.enqueued.elapsed().as_secs_f64());

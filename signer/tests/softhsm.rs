@@ -85,6 +85,8 @@ fn settings(object: &str, sessions: usize, queue_depth: usize) -> PoolSettings {
         queue_depth,
         sign_timeout: Duration::from_secs(10),
         batch_max: 8,
+        capacity: None,
+        admission: hsmgate_config::Admission::default(),
     }
 }
 

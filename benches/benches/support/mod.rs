@@ -96,6 +96,8 @@ impl SoftHsm {
             queue_depth: 1024,
             sign_timeout: Duration::from_secs(10),
             batch_max: 32,
+            capacity: None,
+            admission: hsmgate_config::Admission::default(),
         })
         .expect("signer pool")
     }

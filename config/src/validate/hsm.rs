@@ -225,16 +225,7 @@ fn member(
             ));
         }
     };
-    let capacity = match &raw.capacity {
-        Some(c) if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) => {
-            return Err(src.invalid(
-                c.span().start,
-                key("capacity"),
-                "must be a positive number of signatures/s",
-            ));
-        }
-        c => c.as_ref().map(|c| *c.get_ref()),
-    };
+    let capacity = super::pkcs11::capacity(raw.capacity.as_ref(), &key("capacity"), src)?;
     Ok(HsmMember {
         name,
         module,

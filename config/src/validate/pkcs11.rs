@@ -88,7 +88,24 @@ pub(crate) fn pkcs11(
             2000,
             src,
         )?),
+        capacity: capacity(raw.capacity.as_ref(), "pkcs11.capacity", src)?,
     })
+}
+
+/// A rated capacity: a positive number of signatures/s.
+pub(crate) fn capacity(
+    raw: Option<&toml::Spanned<f64>>,
+    key: &str,
+    src: &Source<'_>,
+) -> Result<Option<f64>, ConfigError> {
+    match raw {
+        Some(c) if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) => Err(src.invalid(
+            c.span().start,
+            key,
+            "must be a positive number of signatures/s",
+        )),
+        c => Ok(c.map(|c| *c.get_ref())),
+    }
 }
 
 /// Exactly one of: URI `pin-source=file:`, URI `pin-value`, `pin_file`, `pin_env`.

@@ -1,0 +1,311 @@
+//! The ClientHello, read before any crypto: rustls' [`Acceptor`] parses it (and answers
+//! a malformed one with its alert), and [`HelloKind`] says from its raw bytes whether
+//! the handshake will need a private-key operation (a full handshake) or is a
+//! resumption attempt (a TLS 1.3 PSK, a TLS 1.2 session ticket or session id), which
+//! admission control never throttles.
+//!
+//! rustls' `ClientHello` does not expose the PSK and session-ticket extensions, so the
+//! few fields needed are read here from the bytes rustls has already accepted.
+
+use std::time::Duration;
+
+use rustls::server::{Accepted, Acceptor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest ClientHello we keep bytes of for classification (records included).
+const MAX_HELLO: usize = 1 << 17;
+
+/// What a ClientHello asks for, as far as the server's private key is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloKind {
+    /// A full handshake: the server will sign.
+    Full,
+    /// A resumption attempt: no signature if the server accepts it.
+    Resumption,
+}
+
+/// Why no ClientHello could be had.
+#[derive(Debug)]
+pub enum HelloError {
+    /// The socket failed or closed first.
+    Io(std::io::Error),
+    /// rustls refused the ClientHello (its alert has been sent).
+    Tls(rustls::Error),
+}
+
+impl std::fmt::Display for HelloError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelloError::Io(e) => write!(f, "reading the ClientHello: {e}"),
+            HelloError::Tls(e) => write!(f, "bad ClientHello: {e}"),
+        }
+    }
+}
+
+/// Read records until rustls has a whole ClientHello. Returns it with the bytes read
+/// (for [`classify`]).
+pub async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloError> {
+    let mut acceptor = Acceptor::default();
+    let mut raw: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024 + 5];
+    loop {
+        let n = stream.read(&mut buf).await.map_err(HelloError::Io)?;
+        if n == 0 {
+            return Err(HelloError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        if raw.len() < MAX_HELLO {
+            raw.extend_from_slice(&buf[..n.min(MAX_HELLO - raw.len())]);
+        }
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            acceptor.read_tls(&mut chunk).map_err(HelloError::Io)?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    if !chunk.is_empty() {
+                        // More than the ClientHello in one read (a pipelining client):
+                        // rustls keeps what read_tls took; the rest cannot be handed
+                        // back, so refuse rather than lose it.
+                        let e = rustls::Error::General(
+                            "data after the ClientHello before the server's answer".into(),
+                        );
+                        return Err(HelloError::Tls(e));
+                    }
+                    return Ok((accepted, raw));
+                }
+                Ok(None) => {}
+                Err((e, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    let _ = write_and_close(stream, &out).await;
+                    return Err(HelloError::Tls(e));
+                }
+            }
+        }
+    }
+}
+
+/// A fatal `internal_error` alert in a TLS 1.2-format plaintext record: the answer to a
+/// shed handshake (there is no "busy" alert in TLS; this one says the failure is the
+/// server's, not the client's).
+pub const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
+
+/// Write `bytes` and close the connection, giving up after a short while.
+pub async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let io = async {
+        stream.write_all(bytes).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(Duration::from_millis(500), io)
+        .await
+        .unwrap_or(Ok(()))
+}
+
+/// Whether the ClientHello in `raw` (TLS records as received) attempts a resumption that,
+/// if accepted, needs no signature. `tls13`: the server offers TLS 1.3 on this address
+/// (then a client offering 1.3 gets 1.3, and only a PSK resumes). Anything unreadable is
+/// a full handshake.
+pub fn classify(raw: &[u8], tls13: bool) -> HelloKind {
+    match parse(raw) {
+        Some(h) => {
+            let resumes = if tls13 && h.offers_tls13 {
+                h.psk
+            } else {
+                h.ticket || h.session_id
+            };
+            if resumes {
+                HelloKind::Resumption
+            } else {
+                HelloKind::Full
+            }
+        }
+        None => HelloKind::Full,
+    }
+}
+
+/// The fields of a ClientHello that matter for resumption.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fields {
+    offers_tls13: bool,
+    psk: bool,
+    ticket: bool,
+    session_id: bool,
+}
+
+/// A byte cursor that fails (None) on any overrun.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| usize::from(b[0]))
+    }
+
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    fn u24(&mut self) -> Option<usize> {
+        self.take(3)
+            .map(|b| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]))
+    }
+
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(n)
+    }
+
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(n)
+    }
+}
+
+fn parse(raw: &[u8]) -> Option<Fields> {
+    // Handshake-record payloads, concatenated, until the ClientHello is whole.
+    let mut records = Cursor(raw);
+    let mut hs: Vec<u8> = Vec::new();
+    loop {
+        let content_type = records.u8()?;
+        records.take(2)?;
+        let body = records.vec16()?;
+        if content_type != 22 {
+            return None;
+        }
+        hs.extend_from_slice(body);
+        if hs.len() >= 4 {
+            let len = Cursor(&hs[1..4]).u24()?;
+            if hs.len() >= 4 + len {
+                break;
+            }
+        }
+    }
+    let mut msg = Cursor(&hs);
+    if msg.u8()? != 1 {
+        return None;
+    }
+    let len = msg.u24()?;
+    let mut hello = Cursor(msg.take(len)?);
+    hello.take(2 + 32)?; // legacy_version, random
+    let mut f = Fields {
+        session_id: !hello.vec8()?.is_empty(),
+        ..Fields::default()
+    };
+    hello.vec16()?; // cipher suites
+    hello.vec8()?; // compression methods
+    if hello.0.is_empty() {
+        return Some(f);
+    }
+    let mut exts = Cursor(hello.vec16()?);
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let data = exts.vec16()?;
+        match typ {
+            // pre_shared_key
+            41 => f.psk = true,
+            // session_ticket (RFC 5077): empty asks for a new ticket, non-empty resumes
+            35 => f.ticket = !data.is_empty(),
+            // supported_versions
+            43 => {
+                let mut v = Cursor(data);
+                let list = v.vec8()?;
+                f.offers_tls13 = list.chunks(2).any(|c| c == [0x03, 0x04]);
+            }
+            _ => {}
+        }
+    }
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello in one record, with the given session id and extensions.
+    fn hello(session_id: &[u8], exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(session_id.len() as u8);
+        body.extend_from_slice(session_id);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
+        body.extend_from_slice(&[1, 0]); // null compression
+        let mut e = Vec::new();
+        for (t, d) in exts {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            e.extend_from_slice(d);
+        }
+        body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        body.extend_from_slice(&e);
+        let mut hs = vec![1u8];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![22u8, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    fn versions13() -> (u16, Vec<u8>) {
+        (43, vec![4, 0x03, 0x04, 0x03, 0x03])
+    }
+
+    #[test]
+    fn tls13_resumes_only_with_a_psk() {
+        // A TLS 1.3 client sends a legacy session id for middlebox compatibility:
+        // without a PSK that is a full handshake.
+        let full = hello(&[1; 32], &[versions13()]);
+        assert_eq!(classify(&full, true), HelloKind::Full);
+        let psk = hello(&[1; 32], &[versions13(), (41, vec![0; 8])]);
+        assert_eq!(classify(&psk, true), HelloKind::Resumption);
+        // On a TLS 1.2-only address the session id is what resumes.
+        assert_eq!(classify(&full, false), HelloKind::Resumption);
+    }
+
+    #[test]
+    fn tls12_resumes_with_a_ticket_or_session_id() {
+        assert_eq!(classify(&hello(&[], &[]), true), HelloKind::Full);
+        assert_eq!(
+            classify(&hello(&[], &[(35, vec![])]), true),
+            HelloKind::Full,
+            "an empty ticket extension only asks for a ticket"
+        );
+        assert_eq!(
+            classify(&hello(&[], &[(35, vec![9; 100])]), true),
+            HelloKind::Resumption
+        );
+        assert_eq!(classify(&hello(&[5; 32], &[]), true), HelloKind::Resumption);
+    }
+
+    #[test]
+    fn a_hello_split_over_records_is_read_whole() {
+        let one = hello(&[], &[versions13(), (41, vec![0; 300])]);
+        let payload = &one[5..];
+        let mut split = Vec::new();
+        for part in payload.chunks(100) {
+            split.extend_from_slice(&[22, 3, 3]);
+            split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        assert_eq!(classify(&split, true), HelloKind::Resumption);
+    }
+
+    #[test]
+    fn anything_unreadable_is_a_full_handshake() {
+        let good = hello(&[], &[versions13(), (41, vec![0; 8])]);
+        for cut in 0..good.len() {
+            assert_eq!(classify(&good[..cut], true), HelloKind::Full, "cut {cut}");
+        }
+        assert_eq!(classify(&[23, 3, 3, 0, 1, 0], true), HelloKind::Full);
+        assert_eq!(classify(&[], true), HelloKind::Full);
+    }
+}

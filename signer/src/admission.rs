@@ -1,0 +1,790 @@
+//! Admission control: how many full TLS handshakes may be on their way to the HSMs at
+//! once, so that handshakes offered beyond what the HSMs can sign are shed early and
+//! cheaply instead of all waiting and timing out together.
+//!
+//! One [`Limiter`] per signer pool (key group). The proxy asks it for a [`Permit`] when a
+//! ClientHello that needs a private-key operation arrives, before any key exchange:
+//!
+//! ```text
+//! ClientHello ─▶ in_flight < limit? ─yes─▶ Permit (released when the signature is made)
+//!                     │ no
+//!                     ▼
+//!     expected wait ≤ target and waiting < max_waiting? ─no─▶ shed now (queue_full)
+//!                     │ yes
+//!                     ▼
+//!     wait (FIFO) for a released slot, at most max_wait ─timeout─▶ shed (wait_timeout)
+//! ```
+//!
+//! The expected wait is the number of waiters ahead × the mean time a permit is held ÷
+//! the limit. The target is `target_wait`, or one mean hold time if that is longer: a
+//! waiter may always wait about as long as its own handshake takes the HSMs (so a few
+//! closed-loop clients on a slow HSM are queued, not shed, while an open-loop flood
+//! builds no queue longer than that). `max_wait` is at least twice the target.
+//!
+//! **The limit** is a concurrency limit (handshakes admitted and not yet signed) that
+//! adapts to the signing latency the pool observes, TCP-Vegas style: with `floor` the
+//! unloaded latency and `rtt` the recent one, `limit × (1 − floor/rtt)` estimates how many
+//! signatures are queued rather than being signed. Fewer than α queued: the HSMs have
+//! room, the limit grows; more than β: it shrinks. So the HSMs stay busy with a short
+//! queue, and several hsmgate instances sharing the same HSMs each back off as the
+//! latency rises: together they neither overload the HSMs nor leave them idle, with no
+//! coordinator. The limit is bounded by what the serving members can sign
+//! ([`Limiter::set_capacity`]): a member that dies takes its share away at once, one that
+//! comes back gives it back.
+//!
+//! **Which signature belongs to which permit**: rustls signs synchronously inside the
+//! handshake, on the task that drives it. The proxy runs the handshake inside [`scope`];
+//! [`claim`] (called by the signing key) takes the task's permit, so the permit is
+//! released as soon as the signature is made, not when the client's Finished arrives. A
+//! handshake admitted as a resumption (no permit) that turns out to need a signature
+//! after all (an unknown ticket, a forged PSK) gets a permit only if one is free at once.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hsmgate_config::Admission;
+use tokio::sync::oneshot;
+
+use crate::metrics as m;
+
+/// Why a handshake was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShedReason {
+    /// The expected wait exceeded the target, or the wait queue is full.
+    QueueFull,
+    /// It waited `max_wait` without a slot.
+    WaitTimeout,
+    /// No HSM member can sign now.
+    NoCapacity,
+    /// A resumption that fell back to a full handshake found no free slot.
+    ResumptionFallback,
+}
+
+impl ShedReason {
+    /// The `reason` label of the shed counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedReason::QueueFull => "queue_full",
+            ShedReason::WaitTimeout => "wait_timeout",
+            ShedReason::NoCapacity => "no_capacity",
+            ShedReason::ResumptionFallback => "resumption_fallback",
+        }
+    }
+}
+
+impl std::fmt::Display for ShedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShedReason::QueueFull => "the expected wait for the HSMs is over the target",
+            ShedReason::WaitTimeout => "no signing slot within the maximum wait",
+            ShedReason::NoCapacity => "no HSM member can sign",
+            ShedReason::ResumptionFallback => {
+                "a failed resumption needs a signature and no slot is free"
+            }
+        })
+    }
+}
+
+/// A snapshot of a limiter, for logs, `/readyz` and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionStatus {
+    /// Whether admission control is on.
+    pub enabled: bool,
+    /// The current concurrency limit.
+    pub limit: f64,
+    /// Handshakes admitted and not yet signed.
+    pub in_flight: usize,
+    /// Handshakes waiting for admission.
+    pub waiting: usize,
+    /// Signatures/s the serving members can make.
+    pub capacity: f64,
+    /// The unloaded signing latency.
+    pub floor: Duration,
+}
+
+/// Vegas thresholds (signatures queued, scaled by log10 of the limit as in Netflix's
+/// concurrency-limits) and the bounds of the limit.
+const ALPHA: f64 = 3.0;
+const BETA: f64 = 6.0;
+const MIN_LIMIT: f64 = 1.0;
+/// The unloaded latency is the minimum over two windows of this length.
+const FLOOR_WINDOW: Duration = Duration::from_secs(30);
+/// Latency samples are averaged over at least this long before the limit moves.
+const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The admission limiter of one signer pool.
+pub struct Limiter {
+    group: String,
+    settings: Admission,
+    state: Mutex<State>,
+    /// Sheds since the last log line, and the second of that line.
+    shed_since_log: AtomicU64,
+    last_log_second: AtomicU64,
+}
+
+struct State {
+    limit: f64,
+    max_limit: f64,
+    in_flight: usize,
+    waiters: VecDeque<Waiter>,
+    next_id: u64,
+    capacity: f64,
+    /// Sessions of the serving members: the limit never needs to be far above it.
+    sessions: usize,
+    floor: Floor,
+    /// Mean time a permit is held (admission → signature), seconds.
+    hold: f64,
+    window: Window,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<()>,
+}
+
+/// Windowed minimum of the signing latency.
+struct Floor {
+    current: f64,
+    previous: f64,
+    since: Instant,
+}
+
+impl Floor {
+    fn observe(&mut self, rtt: f64, now: Instant) {
+        if now.duration_since(self.since) >= FLOOR_WINDOW {
+            self.previous = self.current;
+            self.current = f64::INFINITY;
+            self.since = now;
+        }
+        self.current = self.current.min(rtt);
+    }
+
+    fn get(&self) -> f64 {
+        self.current.min(self.previous)
+    }
+}
+
+/// Latency samples since the last limit update.
+struct Window {
+    sum: f64,
+    count: u32,
+    started: Instant,
+}
+
+impl Limiter {
+    /// A limiter for the pool `group`, starting at `sessions` concurrent handshakes.
+    pub fn new(group: &str, settings: Admission, capacity: f64, sessions: usize) -> Limiter {
+        let now = Instant::now();
+        let sessions = sessions.max(1);
+        let limiter = Limiter {
+            group: group.to_string(),
+            settings,
+            state: Mutex::new(State {
+                limit: sessions as f64,
+                max_limit: max_limit(capacity, sessions, f64::INFINITY),
+                in_flight: 0,
+                waiters: VecDeque::new(),
+                next_id: 0,
+                capacity,
+                sessions,
+                floor: Floor {
+                    current: f64::INFINITY,
+                    previous: f64::INFINITY,
+                    since: now,
+                },
+                hold: 0.0,
+                window: Window {
+                    sum: 0.0,
+                    count: 0,
+                    started: now,
+                },
+            }),
+            shed_since_log: AtomicU64::new(0),
+            last_log_second: AtomicU64::new(0),
+        };
+        limiter.publish(&limiter.lock());
+        limiter
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether admission control is on (off: every handshake is admitted).
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Admission {
+        &self.settings
+    }
+
+    /// The pool's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Admit a full handshake, waiting (bounded) for a slot; `Err` means shed it now.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, ShedReason> {
+        if !self.settings.enabled {
+            return Ok(self.admitted(false));
+        }
+        let (id, mut rx, max_wait) = {
+            let mut s = self.lock();
+            if s.capacity <= 0.0 {
+                drop(s);
+                return Err(self.shed(ShedReason::NoCapacity));
+            }
+            if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+                s.in_flight += 1;
+                self.publish(&s);
+                drop(s);
+                metrics::histogram!(m::ADMISSION_WAIT, "group" => self.group.clone()).record(0.0);
+                return Ok(self.admitted(true));
+            }
+            // Each slot frees about every hold/limit seconds. A waiter may expect to wait
+            // the target, or one handshake's own time if that is longer (a slow HSM).
+            let floor = s.floor.get();
+            let hold = if s.hold > 0.0 {
+                s.hold
+            } else if floor.is_finite() {
+                floor
+            } else {
+                0.0 // nothing measured yet: queue up to max_waiting
+            };
+            let per_slot = hold / s.limit.max(MIN_LIMIT);
+            let expected = (s.waiters.len() + 1) as f64 * per_slot;
+            let target = self.settings.target_wait.as_secs_f64().max(s.hold);
+            if s.waiters.len() >= self.settings.max_waiting
+                || expected.is_nan()
+                || expected > target
+            {
+                drop(s);
+                return Err(self.shed(ShedReason::QueueFull));
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = s.next_id;
+            s.next_id += 1;
+            s.waiters.push_back(Waiter { id, tx });
+            self.publish(&s);
+            let max_wait = self
+                .settings
+                .max_wait
+                .max(Duration::from_secs_f64((2.0 * target).min(60.0)));
+            (id, rx, max_wait)
+        };
+        // Leaves the queue if the handshake is dropped while waiting (client gone).
+        let mut guard = WaitGuard {
+            limiter: self,
+            id,
+            armed: true,
+        };
+        let started = Instant::now();
+        let granted = tokio::select! {
+            r = &mut rx => r.is_ok(),
+            _ = tokio::time::sleep(max_wait) => {
+                // Granted just as the wait ended? Then the slot is ours.
+                !guard.leave() && rx.try_recv().is_ok()
+            }
+        };
+        guard.armed = false;
+        if granted {
+            metrics::histogram!(m::ADMISSION_WAIT, "group" => self.group.clone())
+                .record(started.elapsed().as_secs_f64());
+            Ok(self.admitted(true))
+        } else {
+            Err(self.shed(ShedReason::WaitTimeout))
+        }
+    }
+
+    /// Admit without waiting, if a slot is free (a resumption that fell back to a full
+    /// handshake, or a signature made outside any handshake scope).
+    pub fn try_acquire(self: &Arc<Self>, reason: ShedReason) -> Result<Permit, ShedReason> {
+        if !self.settings.enabled {
+            return Ok(self.admitted(false));
+        }
+        let mut s = self.lock();
+        if s.capacity > 0.0 && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+            s.in_flight += 1;
+            self.publish(&s);
+            drop(s);
+            return Ok(self.admitted(true));
+        }
+        drop(s);
+        Err(self.shed(reason))
+    }
+
+    fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
+        metrics::counter!(m::ADMITTED, "group" => self.group.clone()).increment(1);
+        Permit {
+            limiter: Arc::clone(self),
+            since: Instant::now(),
+            counted,
+        }
+    }
+
+    /// Count a resumption attempt let through without a permit.
+    pub fn note_resumption(&self) {
+        metrics::counter!(m::RESUMED, "group" => self.group.clone()).increment(1);
+    }
+
+    fn shed(&self, reason: ShedReason) -> ShedReason {
+        metrics::counter!(m::SHED, "group" => self.group.clone(), "reason" => reason.as_str())
+            .increment(1);
+        // One log line a second at most, with the count since the last one.
+        let shed = self.shed_since_log.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_log_second.swap(now, Ordering::Relaxed) != now {
+            self.shed_since_log.store(0, Ordering::Relaxed);
+            let st = self.status();
+            tracing::warn!(
+                group = %self.group,
+                shed,
+                last_reason = reason.as_str(),
+                limit = st.limit.floor(),
+                in_flight = st.in_flight,
+                waiting = st.waiting,
+                capacity_ops = st.capacity.round(),
+                "shedding full TLS handshakes: more offered than the HSMs can sign"
+            );
+        }
+        reason
+    }
+
+    fn release(&self, held: Duration, counted: bool) {
+        if !counted {
+            return;
+        }
+        let mut s = self.lock();
+        let held = held.as_secs_f64();
+        s.hold = if s.hold == 0.0 {
+            held
+        } else {
+            0.9 * s.hold + 0.1 * held
+        };
+        s.in_flight = s.in_flight.saturating_sub(1);
+        self.dispatch(&mut s);
+    }
+
+    /// Hand free slots to the oldest waiters.
+    fn dispatch(&self, s: &mut State) {
+        while (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+            let Some(w) = s.waiters.pop_front() else {
+                break;
+            };
+            if w.tx.send(()).is_ok() {
+                s.in_flight += 1;
+            }
+        }
+        self.publish(s);
+    }
+
+    /// A signing latency observed by the pool (queue + HSM), for the Vegas update.
+    pub fn observe(&self, latency: Duration) {
+        let now = Instant::now();
+        let rtt = latency.as_secs_f64().max(1e-6);
+        let mut s = self.lock();
+        s.floor.observe(rtt, now);
+        s.window.sum += rtt;
+        s.window.count += 1;
+        let floor = s.floor.get();
+        let interval = MIN_UPDATE_INTERVAL.max(Duration::from_secs_f64((2.0 * floor).min(1.0)));
+        if now.duration_since(s.window.started) < interval {
+            return;
+        }
+        let mean = s.window.sum / f64::from(s.window.count);
+        s.window = Window {
+            sum: 0.0,
+            count: 0,
+            started: now,
+        };
+        let limit = s.limit;
+        let queued = limit * (1.0 - floor / mean);
+        let step = limit.log10().max(1.0);
+        if queued < ALPHA * step {
+            // Grow only when the limit is what holds handshakes back.
+            if (s.in_flight as f64) * 2.0 >= limit || !s.waiters.is_empty() {
+                s.limit = (limit + step).min(s.max_limit);
+            }
+        } else if queued > BETA * step {
+            s.limit = (limit - step).max(MIN_LIMIT);
+        }
+        self.dispatch(&mut s);
+    }
+
+    /// What the serving members can sign now (signatures/s) and their sessions. A drop
+    /// (a member died) lowers the limit at once in proportion; a rise raises it.
+    pub fn set_capacity(&self, capacity: f64, sessions: usize) {
+        let mut s = self.lock();
+        let before = s.capacity;
+        if (capacity - before).abs() < f64::EPSILON && sessions.max(1) == s.sessions {
+            return;
+        }
+        s.sessions = sessions.max(1);
+        s.capacity = capacity;
+        let floor = s.floor.get();
+        s.max_limit = max_limit(capacity, s.sessions, floor);
+        if before > 0.0 && capacity > 0.0 {
+            s.limit *= capacity / before;
+        } else if capacity > 0.0 {
+            s.limit = s.sessions as f64;
+        }
+        s.limit = s.limit.clamp(MIN_LIMIT, s.max_limit);
+        if capacity <= 0.0 {
+            // Nobody can sign: the waiters are shed now rather than at max_wait.
+            s.waiters.clear();
+        }
+        self.dispatch(&mut s);
+        metrics::gauge!(m::ADMISSION_CAPACITY, "group" => self.group.clone()).set(capacity);
+    }
+
+    /// A snapshot of the state.
+    pub fn status(&self) -> AdmissionStatus {
+        let s = self.lock();
+        AdmissionStatus {
+            enabled: self.settings.enabled,
+            limit: s.limit,
+            in_flight: s.in_flight,
+            waiting: s.waiters.len(),
+            capacity: s.capacity,
+            floor: Duration::from_secs_f64(if s.floor.get().is_finite() {
+                s.floor.get()
+            } else {
+                0.0
+            }),
+        }
+    }
+
+    fn publish(&self, s: &State) {
+        let g = self.group.clone();
+        metrics::gauge!(m::ADMISSION_LIMIT, "group" => g.clone()).set(s.limit.floor());
+        metrics::gauge!(m::ADMISSION_IN_FLIGHT, "group" => g.clone()).set(s.in_flight as f64);
+        metrics::gauge!(m::ADMISSION_WAITING, "group" => g).set(s.waiters.len() as f64);
+    }
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("group", &self.group)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// The highest sensible limit: what it takes to keep the serving members busy (their
+/// sessions, or capacity × latency by Little's law) with room for the Vegas queue.
+fn max_limit(capacity: f64, sessions: usize, floor: f64) -> f64 {
+    let little = if floor.is_finite() {
+        capacity * floor
+    } else {
+        0.0
+    };
+    (2.0 * (sessions as f64).max(little) + BETA * 2.0).max(MIN_LIMIT)
+}
+
+/// Removes a waiter that gave up (or whose handshake was dropped) from the queue.
+struct WaitGuard<'a> {
+    limiter: &'a Limiter,
+    id: u64,
+    armed: bool,
+}
+
+impl WaitGuard<'_> {
+    /// Leave the queue; false if the waiter was no longer in it (it was granted a slot).
+    fn leave(&mut self) -> bool {
+        self.armed = false;
+        let mut s = self.limiter.lock();
+        let before = s.waiters.len();
+        let id = self.id;
+        s.waiters.retain(|w| w.id != id);
+        let left = s.waiters.len() != before;
+        self.limiter.publish(&s);
+        left
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Dropped while waiting: leave the queue; a slot granted meanwhile is the
+            // oneshot's, whose receiver is gone, so give it back.
+            if !self.leave() {
+                self.limiter.release(Duration::ZERO, true);
+            }
+        }
+    }
+}
+
+/// One admitted full handshake. Released (the slot handed to the next waiter) when
+/// dropped: after the signature, or when the handshake ends without one.
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    since: Instant,
+    counted: bool,
+}
+
+impl Permit {
+    /// Whether this permit is `limiter`'s.
+    pub fn is_for(&self, limiter: &Arc<Limiter>) -> bool {
+        Arc::ptr_eq(&self.limiter, limiter)
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("group", &self.limiter.group)
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release(self.since.elapsed(), self.counted);
+    }
+}
+
+/// What a handshake was admitted as, carried through the handshake by [`scope`].
+#[derive(Debug)]
+pub enum Gate {
+    /// A full handshake with its permit.
+    Admitted(Permit),
+    /// A resumption attempt, let through without a permit.
+    Resumption,
+    /// The permit was claimed by a signature already.
+    Spent,
+}
+
+tokio::task_local! {
+    static GATE: RefCell<Gate>;
+}
+
+/// Drive `handshake` with `gate` as its admission: signatures made inside (by
+/// [`crate::HsmSigningKey`], on this task) claim it.
+pub async fn scope<F: Future>(gate: Gate, handshake: F) -> F::Output {
+    GATE.scope(RefCell::new(gate), handshake).await
+}
+
+/// The permit for a signature through `limiter`, if the caller is inside a handshake
+/// [`scope`]: the handshake's own permit, or — for a resumption that fell back to a full
+/// handshake — a slot if one is free now. Outside any scope (benchmarks, tools) `Ok(None)`:
+/// no admission.
+pub fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason> {
+    let taken = GATE.try_with(|g| std::mem::replace(&mut *g.borrow_mut(), Gate::Spent));
+    match taken {
+        Err(_) => Ok(None),
+        Ok(Gate::Admitted(p)) if p.is_for(limiter) => Ok(Some(p)),
+        // Admitted for another key (cannot happen with one resolver) or a second
+        // signature in one handshake: only a free slot will do.
+        Ok(Gate::Admitted(_) | Gate::Spent) => limiter.try_acquire(ShedReason::QueueFull).map(Some),
+        Ok(Gate::Resumption) => limiter
+            .try_acquire(ShedReason::ResumptionFallback)
+            .map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Admission {
+        Admission {
+            enabled: true,
+            target_wait: Duration::from_millis(20),
+            max_wait: Duration::from_millis(60),
+            max_waiting: 4,
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn admits_up_to_the_limit_then_queues_then_sheds() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 2));
+            let a = l.acquire().await.expect("first");
+            let b = l.acquire().await.expect("second");
+            assert_eq!(l.status().in_flight, 2);
+            // Full: a waiter is queued (expected wait from the floor is tiny) and gets
+            // the slot the moment one is released.
+            let l2 = Arc::clone(&l);
+            let waiter = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+            tokio::task::yield_now().await;
+            assert_eq!(l.status().waiting, 1);
+            drop(a);
+            assert_eq!(waiter.await.expect("join"), Ok(()));
+            drop(b);
+            assert_eq!(l.status().in_flight, 0);
+        });
+    }
+
+    #[test]
+    fn a_waiter_past_max_wait_is_shed_and_leaves_the_queue() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let _held = l.acquire().await.expect("first");
+            let started = Instant::now();
+            assert_eq!(l.acquire().await.err(), Some(ShedReason::WaitTimeout));
+            assert!(started.elapsed() >= Duration::from_millis(60));
+            assert_eq!(l.status().waiting, 0);
+        });
+    }
+
+    #[test]
+    fn sheds_at_once_when_the_expected_wait_is_over_the_target() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            // Each permit is held ~100 ms: one waiter may wait that long (its own
+            // handshake's time), a second would wait 200 ms: shed at once.
+            let p = l.acquire().await.expect("first");
+            l.lock().hold = 0.1;
+            let l2 = Arc::clone(&l);
+            let first = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+            tokio::task::yield_now().await;
+            assert_eq!(l.status().waiting, 1);
+            let started = Instant::now();
+            assert_eq!(l.acquire().await.err(), Some(ShedReason::QueueFull));
+            assert!(started.elapsed() < Duration::from_millis(10));
+            drop(p);
+            assert_eq!(first.await.expect("join"), Ok(()));
+        });
+    }
+
+    #[test]
+    fn the_wait_queue_is_bounded() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let _p = l.acquire().await.expect("first");
+            let mut waiting = Vec::new();
+            for _ in 0..4 {
+                let l = Arc::clone(&l);
+                waiting.push(tokio::spawn(async move { l.acquire().await.map(|_| ()) }));
+            }
+            tokio::task::yield_now().await;
+            assert_eq!(l.status().waiting, 4);
+            assert_eq!(l.acquire().await.err(), Some(ShedReason::QueueFull));
+            for w in waiting {
+                assert_eq!(w.await.expect("join"), Err(ShedReason::WaitTimeout));
+            }
+        });
+    }
+
+    #[test]
+    fn a_dropped_waiter_leaves_the_queue() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let p = l.acquire().await.expect("first");
+            let l2 = Arc::clone(&l);
+            let waiter = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+            tokio::task::yield_now().await;
+            assert_eq!(l.status().waiting, 1);
+            waiter.abort();
+            let _ = waiter.await;
+            assert_eq!(l.status().waiting, 0);
+            drop(p);
+            assert_eq!(l.status().in_flight, 0);
+        });
+    }
+
+    #[test]
+    fn no_capacity_sheds_everything_and_clears_waiters() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let p = l.acquire().await.expect("first");
+            l.set_capacity(0.0, 0);
+            assert_eq!(l.acquire().await.err(), Some(ShedReason::NoCapacity));
+            drop(p);
+            l.set_capacity(500.0, 2);
+            assert!(l.acquire().await.is_ok());
+        });
+    }
+
+    #[test]
+    fn the_limit_follows_the_latency() {
+        let l = Arc::new(Limiter::new("g", settings(), 1000.0, 4));
+        let start = l.status().limit;
+        // Unloaded latency 1 ms, and the limit in use: it grows.
+        l.lock().in_flight = 4;
+        for _ in 0..50 {
+            l.observe(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(11));
+        }
+        let grown = l.status().limit;
+        assert!(grown > start, "{start} -> {grown}");
+        // Latency 10× the floor: most of the limit is queueing; it shrinks.
+        for _ in 0..50 {
+            l.observe(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(21));
+        }
+        let shrunk = l.status().limit;
+        assert!(shrunk < grown, "{grown} -> {shrunk}");
+        l.lock().in_flight = 0;
+    }
+
+    #[test]
+    fn losing_capacity_lowers_the_limit_at_once() {
+        let l = Limiter::new("g", settings(), 1000.0, 8);
+        assert_eq!(l.status().limit, 8.0);
+        l.set_capacity(500.0, 4);
+        assert_eq!(l.status().limit, 4.0);
+        l.set_capacity(1000.0, 8);
+        assert_eq!(l.status().limit, 8.0);
+    }
+
+    #[test]
+    fn claim_takes_the_scope_permit_or_a_free_slot() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            // Outside a scope: no admission.
+            assert!(claim(&l).expect("no scope").is_none());
+            let p = l.acquire().await.expect("admit");
+            scope(Gate::Admitted(p), async {
+                let got = claim(&l).expect("own permit");
+                assert!(got.is_some());
+                assert_eq!(l.status().in_flight, 1);
+            })
+            .await;
+            assert_eq!(l.status().in_flight, 0);
+            // A resumption that falls back: a free slot is taken; none free: shed.
+            let held = l.acquire().await.expect("admit");
+            let shed = scope(Gate::Resumption, async { claim(&l).map(|_| ()) }).await;
+            assert_eq!(shed, Err(ShedReason::ResumptionFallback));
+            drop(held);
+            let ok = scope(Gate::Resumption, async { claim(&l).map(|p| p.is_some()) }).await;
+            assert_eq!(ok, Ok(true));
+        });
+    }
+
+    #[test]
+    fn disabled_admits_everything() {
+        rt().block_on(async {
+            let mut s = settings();
+            s.enabled = false;
+            let l = Arc::new(Limiter::new("g", s, 0.0, 1));
+            let permits: Vec<_> = futures_lite_join(&l, 10).await;
+            assert_eq!(permits.len(), 10);
+            assert_eq!(l.status().in_flight, 0);
+        });
+    }
+
+    async fn futures_lite_join(l: &Arc<Limiter>, n: usize) -> Vec<Permit> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(l.acquire().await.expect("admitted"));
+        }
+        v
+    }
+}
