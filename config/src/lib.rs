@@ -50,7 +50,7 @@
 //! [admission]                      # optional: admission control of full TLS handshakes
 //! enabled = true                   # optional, default true
 //! target_wait_ms = 5               # optional, default 5, 0..=10000: shed at arrival beyond it
-//! max_wait_ms = 50                 # optional, default 50, 0..=60000, >= target_wait_ms
+//! max_wait_ms = 250                # optional, default 250, 0..=60000, >= target_wait_ms
 //! max_waiting = 1024               # optional, default 1024: waiting handshakes per key group
 //! ```
 //!

@@ -189,7 +189,7 @@ impl Default for Admission {
         Admission {
             enabled: true,
             target_wait: Duration::from_millis(5),
-            max_wait: Duration::from_millis(50),
+            max_wait: Duration::from_millis(250),
             max_waiting: 1024,
         }
     }

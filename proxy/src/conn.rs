@@ -211,8 +211,11 @@ async fn handshake(
             },
         },
     };
+    // `into_stream` processes the ClientHello, and so signs, as it is called: it must
+    // run inside the scope.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
-    let accept = start.into_stream(Arc::clone(&listener.config));
+    let config = Arc::clone(&listener.config);
+    let accept = async move { start.into_stream(config).await };
     let result = match gate {
         Some(gate) => hsmgate_signer::admission::scope(gate, accept).await,
         None => accept.await,

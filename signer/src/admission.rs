@@ -28,9 +28,9 @@
 //! room, the limit grows; more than β: it shrinks. So the HSMs stay busy with a short
 //! queue, and several hsmgate instances sharing the same HSMs each back off as the
 //! latency rises: together they neither overload the HSMs nor leave them idle, with no
-//! coordinator. The limit is bounded by what the serving members can sign
-//! ([`Limiter::set_capacity`]): a member that dies takes its share away at once, one that
-//! comes back gives it back.
+//! coordinator. The limit follows the members that serve ([`Limiter::set_capacity`]): a
+//! member that dies takes its share of the limit away at once, one that comes back gives
+//! it back; with none serving, every full handshake is shed at once.
 //!
 //! **Which signature belongs to which permit**: rustls signs synchronously inside the
 //! handshake, on the task that drives it. The proxy runs the handshake inside [`scope`];
@@ -133,7 +133,7 @@ struct State {
     waiters: VecDeque<Waiter>,
     next_id: u64,
     capacity: f64,
-    /// Sessions of the serving members: the limit never needs to be far above it.
+    /// Sessions of the serving members (the last known, while none serves).
     sessions: usize,
     floor: Floor,
     /// Mean time a permit is held (admission → signature), seconds.
@@ -419,25 +419,30 @@ impl Limiter {
         self.dispatch(&mut s);
     }
 
-    /// What the serving members can sign now (signatures/s) and their sessions. A drop
-    /// (a member died) lowers the limit at once in proportion; a rise raises it.
+    /// What the serving members can sign now (signatures/s) and their sessions. Losing
+    /// members (a death, a fence) lowers the limit at once in proportion to the sessions
+    /// lost, members coming back raise it; the latency then fine-tunes it. (Sessions, not
+    /// the capacity figures: those are estimates, the sessions are configuration.)
     pub fn set_capacity(&self, capacity: f64, sessions: usize) {
         let mut s = self.lock();
-        let before = s.capacity;
-        if (capacity - before).abs() < f64::EPSILON && sessions.max(1) == s.sessions {
+        let serving = if capacity > 0.0 { sessions.max(1) } else { 0 };
+        let before = if s.capacity > 0.0 { s.sessions } else { 0 };
+        if (capacity - s.capacity).abs() < f64::EPSILON && serving == before {
             return;
         }
-        s.sessions = sessions.max(1);
         s.capacity = capacity;
+        if serving > 0 {
+            s.sessions = serving;
+        }
         let floor = s.floor.get();
         s.max_limit = max_limit(capacity, s.sessions, floor);
-        if before > 0.0 && capacity > 0.0 {
-            s.limit *= capacity / before;
-        } else if capacity > 0.0 {
-            s.limit = s.sessions as f64;
+        if before > 0 && serving > 0 {
+            s.limit *= serving as f64 / before as f64;
+        } else if serving > 0 {
+            s.limit = serving as f64;
         }
         s.limit = s.limit.clamp(MIN_LIMIT, s.max_limit);
-        if capacity <= 0.0 {
+        if serving == 0 {
             // Nobody can sign: the waiters are shed now rather than at max_wait.
             s.waiters.clear();
         }
