@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "e2e/admission.rs"]
+mod admission;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/clients.rs"]

@@ -45,18 +45,28 @@ pub async fn connect(
 pub struct KeepAlive {
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     addr: SocketAddr,
+    kind: Option<rustls::HandshakeKind>,
 }
 
 impl KeepAlive {
     pub async fn open(addr: SocketAddr, ca_pem: &Path) -> KeepAlive {
-        let tls = connect(addr, client_config(ca_pem, &[b"http/1.1"]))
-            .await
-            .expect("handshake");
+        Self::open_with(addr, client_config(ca_pem, &[b"http/1.1"])).await
+    }
+
+    /// With this client configuration (e.g. one that resumes).
+    pub async fn open_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> KeepAlive {
+        let tls = connect(addr, config).await.expect("handshake");
+        let kind = tls.get_ref().1.handshake_kind();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .expect("http1");
         tokio::spawn(conn);
-        KeepAlive { sender, addr }
+        KeepAlive { sender, addr, kind }
+    }
+
+    /// Full or resumed.
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        self.kind
     }
 
     /// GET `path`; the status and body.
@@ -94,4 +104,42 @@ pub async fn h2_get(addr: SocketAddr, ca_pem: &Path, path: &str) -> (Option<Vec<
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (alpn, status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET `path` on the (plain HTTP) admin listener: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("admin connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum of the Prometheus samples of `name` whose labels contain every one of
+/// `labels` (e.g. `reason="queue_full"`) in a `/metrics` body; 0 when there are none.
+pub fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }

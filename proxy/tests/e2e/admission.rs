@@ -1,0 +1,303 @@
+//! Admission control, end to end: a real SoftHSM token (in process, or behind `p11-kit
+//! server` in the lab), real rustls clients. A flood of full handshakes far above what
+//! the token can sign is shed promptly with a TLS alert while the wait queue stays
+//! bounded and an established keep-alive connection keeps being served; resumptions
+//! pass while full handshakes are shed; the group's capacity follows its members.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::support::client::{KeepAlive, admin_get, client_config, metric};
+use crate::support::lab::HaLab;
+use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+
+/// How one handshake ended, and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// The server's `internal_error` alert: shed.
+    Shed,
+    Other,
+}
+
+async fn handshake(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").expect("name");
+        TlsConnector::from(config).connect(name, tcp).await
+    };
+    let outcome = match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+        Ok(Ok(_tls)) => Outcome::Ok,
+        Ok(Err(e)) if e.to_string().contains("InternalError") => Outcome::Shed,
+        Ok(Err(e)) => {
+            eprintln!("handshake failed otherwise: {e}");
+            Outcome::Other
+        }
+        Err(_) => Outcome::Other,
+    };
+    (outcome, started.elapsed())
+}
+
+/// A client that keeps TLS 1.3 tickets (resumption on).
+fn resuming_client(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut config = (*client_config(ca, &[b"http/1.1"])).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    Arc::new(config)
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
+    let token = TestToken::new(KeyType::Rsa2048);
+    let upstream = start_upstream("echo");
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n[admission]\nmax_waiting = 8\n",
+        config_for(&token, upstream, "sessions = 1")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+
+    let mut established = KeepAlive::open(proxy.addr, &token.ca_pem).await;
+    assert_eq!(established.get("/before").await.0, 200);
+
+    // Open loop: waves of 120 simultaneous full handshakes, every 100 ms, for 2 s —
+    // far more than one session of a software token signs (with the clients' own
+    // crypto on the same two cores), so most must be shed.
+    let client = client_config(&token.ca_pem, &[b"http/1.1"]);
+    let flood = {
+        let client = Arc::clone(&client);
+        let addr = proxy.addr;
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..20 {
+                for _ in 0..120 {
+                    tasks.push(tokio::spawn(handshake(addr, Arc::clone(&client))));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("handshake task"));
+            }
+            out
+        })
+    };
+    // Meanwhile: the keep-alive connection is served, and the wait queue never exceeds
+    // its bound.
+    let mut most_waiting = 0.0f64;
+    let mut slowest = Duration::ZERO;
+    let mut served = 0;
+    while !flood.is_finished() {
+        let t = Instant::now();
+        let (status, body) = established.get(&format!("/during/{served}")).await;
+        assert_eq!(status, 200, "{body}");
+        slowest = slowest.max(t.elapsed());
+        served += 1;
+        let (_, metrics) = admin_get(admin, "/metrics").await;
+        most_waiting = most_waiting.max(metric(&metrics, "hsmgate_admission_waiting", &[]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcomes = flood.await.expect("flood");
+    let count = |o| outcomes.iter().filter(|(x, _)| *x == o).count();
+    let (ok, shed, other) = (
+        count(Outcome::Ok),
+        count(Outcome::Shed),
+        count(Outcome::Other),
+    );
+    let shed_times: Vec<Duration> = outcomes
+        .iter()
+        .filter(|(o, _)| *o == Outcome::Shed)
+        .map(|(_, t)| *t)
+        .collect();
+    let ok_times: Vec<Duration> = outcomes
+        .iter()
+        .filter(|(o, _)| *o == Outcome::Ok)
+        .map(|(_, t)| *t)
+        .collect();
+    eprintln!(
+        "flood of {}: {ok} completed (p99 {:?}), {shed} shed (p50 {:?}, p99 {:?}), {other} other; \
+         keep-alive: {served} requests, slowest {slowest:?}; most waiting {most_waiting}",
+        outcomes.len(),
+        percentile(ok_times, 0.99),
+        percentile(shed_times.clone(), 0.5),
+        percentile(shed_times.clone(), 0.99),
+    );
+    assert_eq!(other, 0, "every handshake completes or gets the shed alert");
+    assert!(ok > 0, "some handshakes are admitted and complete");
+    assert!(shed > 0, "a flood far above capacity is shed");
+    assert!(
+        most_waiting <= 8.0,
+        "the wait queue exceeded max_waiting: {most_waiting}"
+    );
+    // Shed means answered long before any timeout (handshake 10 s, signature 2 s).
+    assert!(
+        percentile(shed_times, 0.99) < Duration::from_secs(2),
+        "shed handshakes were answered slowly"
+    );
+    assert!(
+        served > 0,
+        "the established connection was served during the flood"
+    );
+    assert_eq!(established.get("/after").await.0, 200);
+
+    // The counters match what the clients saw (the keep-alive's handshake was admitted).
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_shed_total", &[]) as usize,
+        shed,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_admitted_total", &[]) as usize,
+        ok + 1,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "hsmgate_admission_capacity_ops", &[]) > 0.0);
+    assert!(proxy.log_text().contains("shedding full TLS handshakes"));
+}
+
+/// With the only HSM dead, a full handshake is refused at once with the alert (not after
+/// the signing deadline), while a client holding a ticket resumes: no signature needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumptions_pass_while_full_handshakes_are_shed() {
+    let mut lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 2\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let admin = proxy.admin_addr();
+
+    // A first full handshake and a request: the client keeps the TLS 1.3 tickets.
+    let resuming = resuming_client(&lab.ca_pem);
+    let mut first = KeepAlive::open_with(proxy.addr, Arc::clone(&resuming)).await;
+    assert_eq!(first.get("/first").await.0, 200);
+    drop(first);
+
+    lab.kill("hsm-a");
+    crate::support::poll(
+        Duration::from_secs(10),
+        || format!("capacity never fell to 0:\n{}", proxy.log_text()),
+        || {
+            let body = metrics_now(admin);
+            (metric(&body, "hsmgate_admission_capacity_ops", &[]) == 0.0).then_some(())
+        },
+    );
+
+    let fresh = client_config(&lab.ca_pem, &[b"http/1.1"]);
+    let (outcome, took) = handshake(proxy.addr, fresh).await;
+    assert_eq!(outcome, Outcome::Shed, "{}", proxy.log_text());
+    assert!(took < Duration::from_secs(1), "shed after {took:?}");
+
+    let mut resumed = KeepAlive::open_with(proxy.addr, Arc::clone(&resuming)).await;
+    assert_eq!(resumed.get("/resumed").await.0, 200);
+    assert_eq!(
+        resumed.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the second connection resumed"
+    );
+
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "hsmgate_admission_shed_total",
+            &["reason=\"no_capacity\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "hsmgate_admission_resumed_total", &[]) >= 1.0,
+        "{metrics}"
+    );
+}
+
+/// The group's capacity is the sum over its serving members: a killed member takes its
+/// share away, a restarted one gives it back; handshakes meanwhile either complete or
+/// are shed with the alert, never anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_follows_members_that_die_and_come_back() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a", "hsm-b"])],
+        "sessions = 2\ncapacity = 500\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let admin = proxy.admin_addr();
+    wait_for_blocking(admin, 1000.0);
+
+    let client = client_config(&lab.ca_pem, &[b"http/1.1"]);
+    let load = {
+        let (client, addr) = (Arc::clone(&client), proxy.addr);
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                let batch: Vec<_> = (0..4)
+                    .map(|_| tokio::spawn(handshake(addr, Arc::clone(&client))))
+                    .collect();
+                for b in batch {
+                    outcomes.push(b.await.expect("task").0);
+                }
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lab.kill("hsm-b");
+    tokio::task::spawn_blocking(move || wait_for_blocking(admin, 500.0))
+        .await
+        .expect("wait");
+    lab.restart("hsm-b");
+    tokio::task::spawn_blocking(move || wait_for_blocking(admin, 1000.0))
+        .await
+        .expect("wait");
+    let outcomes = load.await.expect("load");
+    assert!(
+        outcomes.iter().all(|o| *o != Outcome::Other),
+        "handshakes failed other than by shedding: {outcomes:?}\n{}",
+        proxy.log_text()
+    );
+    assert!(outcomes.contains(&Outcome::Ok));
+}
+
+fn wait_for_blocking(admin: SocketAddr, want: f64) {
+    crate::support::poll(
+        Duration::from_secs(10),
+        || format!("capacity never became {want}"),
+        || {
+            let body = metrics_now(admin);
+            (metric(&body, "hsmgate_admission_capacity_ops", &[]) == want).then_some(())
+        },
+    )
+}
+
+/// `/metrics`, fetched with a blocking socket (for `poll`'s closures).
+fn metrics_now(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    buf
+}
