@@ -87,7 +87,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::model::{
-    AccessLog, Action, AddHeader, CertPair, ErrorLog, HttpVersion, KeySource, Listen,
+    AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
     LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
     ProxySettings, Return, Server, ServerName, UpstreamGroup, UpstreamRef, UpstreamServer,
 };

@@ -17,8 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use hsmgate_config::nginx::select_server;
+
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, TlsListener};
+use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::site::ListenSpec;
 use crate::vars::ConnInfo;
@@ -26,6 +29,13 @@ use hsmgate_signer::Gate;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 streams a client may open and reset before they are served, per connection,
+/// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2 streams hsmgate may reset because of the client's protocol errors, per
+/// connection, before it closes the connection (hyper's default is 1024).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
 /// Bind a listening socket with the `listen` options.
 pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
@@ -239,19 +249,41 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    // The default server of the address sets the client limits (as in nginx).
+    let limits = select_server(&generation.servers, listener.spec.addr, None)
+        .map(|s| s.settings.client)
+        .unwrap_or_default();
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         crate::route::handle(Arc::clone(&generation), Arc::clone(&conn), req)
     });
+    let (buffers, size) = limits.large_header_buffers;
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let head = HeadLimits {
+        line: size,
+        total: size.saturating_mul(buffers as usize),
+        timeout: limits.header_timeout,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if listener.keepalive.is_zero() {
         builder.http1().keep_alive(false);
     } else {
+        // The wait for the next request (the head itself is bounded by the guard).
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(listener.keepalive);
     }
+    builder
+        .http2()
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(head.total).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams the client opens and resets before they
+        // are served; h2's default, stated.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        // Streams the client makes us reset with protocol errors (CVE-2025-8671 style).
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+    let io = H1Guard::new(io, head, peer);
     let served = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(served.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -35,11 +35,26 @@ pub fn error_page(code: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
+/// nginx's 400 for a header line or head over `large_client_header_buffers` (its
+/// internal 494, "Request Header Or Cookie Too Large").
+pub fn header_too_large_page() -> Response<ProxyBody> {
+    let why = "Request Header Or Cookie Too Large";
+    let html = format!(
+        "<html>\r\n<head><title>400 {why}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{why}</center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut resp = error_page(StatusCode::BAD_REQUEST);
+    *resp.body_mut() = Full::new(Bytes::from(html))
+        .map_err(|never| match never {})
+        .boxed();
+    resp
+}
+
 /// The HTML of [`error_page`] (also the body of redirects).
 pub fn page(code: StatusCode) -> String {
     // nginx's reason phrases where they differ from RFC 9110's.
     let reason = match code.as_u16() {
         413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
         504 => "Gateway Time-out",
         302 => "Found",
         _ => code.canonical_reason().unwrap_or(""),

@@ -20,6 +20,8 @@
 //!   (admission control: [`hsmgate_signer::admission`]);
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
+//! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
+//!   [`body`]: a streamed request body whose failure is the client's;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
@@ -30,12 +32,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod body;
 pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod generation;
+pub mod h1guard;
 pub mod hello;
 pub mod keys;
 pub mod notify;

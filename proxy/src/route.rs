@@ -18,8 +18,12 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
-use crate::forward::{ProxyBody, error_chain, error_page, page, strip_hop_by_hop};
+use crate::body::{BodyFault, ClientBody};
+use crate::forward::{
+    ProxyBody, error_chain, error_page, header_too_large_page, page, strip_hop_by_hop,
+};
 use crate::generation::Generation;
+use crate::h1guard::REJECT;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::uri::{normalize, valid_host};
 use crate::vars::{ConnInfo, Vars};
@@ -44,12 +48,17 @@ pub async fn handle(
     let started = SystemTime::now();
     let t0 = Instant::now();
     let (parts, body) = req.into_parts();
-    let http_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host` (nginx's
+    // `$host`); for HTTP/2 it is `:authority`. Routing and forwarding use this one name.
+    let http_host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    // A head the HTTP/1.1 guard refused, or an HTTP/2 request nginx refuses.
+    let refused = refusal(&parts);
     let request_uri = parts
         .uri
         .path_and_query()
@@ -60,7 +69,7 @@ pub async fn handle(
         _ => "HTTP/1.1",
     };
     // A Host nginx refuses: 400 from the default server (and logged there).
-    let bad_host = http_host.as_deref().is_some_and(|h| !valid_host(h));
+    let bad_host = refused.is_some() || http_host.as_deref().is_some_and(|h| !valid_host(h));
     let http_host = http_host.filter(|_| !bad_host);
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
@@ -107,6 +116,9 @@ pub async fn handle(
         log.headers = parts.headers.clone();
     }
     let mut resp = match (action, &normalized) {
+        _ if refused.is_some() => {
+            refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
+        }
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
@@ -136,6 +148,44 @@ pub async fn handle(
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request
+/// refused before routing: by [`crate::h1guard`] (HTTP/1.x), or an HTTP/2 request whose
+/// `host` disagrees with `:authority` or that has two (RFC 9113 §8.3.1).
+fn refusal(parts: &http::request::Parts) -> Option<u16> {
+    if let Some(code) = parts.headers.get(REJECT) {
+        return Some(
+            code.to_str()
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(400),
+        );
+    }
+    if parts.version != Version::HTTP_2 {
+        return None;
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    match (first, second, authority) {
+        (Some(_), Some(_), _) => {
+            tracing::info!("client sent duplicate host header (HTTP/2): 400");
+            Some(400)
+        }
+        (Some(host), None, Some(authority)) if !host.as_bytes().eq_ignore_ascii_case(authority) => {
+            tracing::info!("client sent a host header that differs from :authority (HTTP/2): 400");
+            Some(400)
+        }
+        _ => None,
+    }
+}
+
+fn refusal_page(code: u16) -> Response<ProxyBody> {
+    match code {
+        494 => header_too_large_page(),
+        code => error_page(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)),
+    }
 }
 
 enum ActionRef<'a> {
@@ -208,6 +258,7 @@ async fn proxy(
     // A request without a body, or with a small one read into memory first (nginx's
     // client_body_buffer_size), can be sent again to the next server when a connection
     // cannot be made (nginx's `proxy_next_upstream error`); a larger one is streamed.
+    let fault = BodyFault::default();
     let mut buffered: Option<Bytes> = None;
     let mut streamed: Option<UpstreamBody> = None;
     if body.is_end_stream() {
@@ -220,10 +271,9 @@ async fn proxy(
             Err(_) => return error_page(StatusCode::REQUEST_TIMEOUT),
         }
     } else {
-        streamed = Some(match settings.client_max_body_size {
-            Some(max) => Limited::new(body, max as usize).boxed(),
-            None => body.map_err(Into::into).boxed(),
-        });
+        let timeout = CLIENT_BODY_TIMEOUT;
+        let client = ClientBody::new(body, settings.client_max_body_size, timeout, fault.clone());
+        streamed = Some(client.boxed());
     }
     let retry = buffered.is_some();
     let order = balancer.order();
@@ -255,17 +305,22 @@ async fn proxy(
                 strip_hop_by_hop(resp.headers_mut());
                 return resp.map(|b| b.boxed());
             }
+            // The client's body failed: the client's fault, not the server's.
+            Ok(Err(e)) if fault.status().is_some() => {
+                tracing::info!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "client request body failed");
+                return error_page(fault.status().unwrap_or(StatusCode::BAD_REQUEST));
+            }
             Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
                 balancer.failed(addr);
                 tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
-            }
-            Ok(Err(e)) if body_too_large(&e) => {
-                return error_page(StatusCode::PAYLOAD_TOO_LARGE);
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
                 tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
+            }
+            Err(_) if fault.status().is_some() => {
+                return error_page(fault.status().unwrap_or(StatusCode::REQUEST_TIMEOUT));
             }
             Err(_) => {
                 balancer.failed(addr);
@@ -275,19 +330,6 @@ async fn proxy(
         }
     }
     error_page(StatusCode::BAD_GATEWAY)
-}
-
-/// The request body went over `client_max_body_size` while streaming (no
-/// `Content-Length` to check up front).
-fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is

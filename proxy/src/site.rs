@@ -147,6 +147,8 @@ impl Site {
             keepalive_timeout: Duration::from_secs(75),
             access_logs: vec![AccessLog::Off],
             error_logs: Vec::new(),
+            // nginx's defaults (the TOML format has no keys for them yet).
+            client: hsmgate_config::nginx::ClientLimits::default(),
         };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),

@@ -23,3 +23,5 @@ mod nginx;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/strict.rs"]
+mod strict;

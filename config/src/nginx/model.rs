@@ -288,6 +288,37 @@ pub struct ProxySettings {
     pub access_logs: Vec<AccessLog>,
     /// `error_log`s of this level (empty: the main ones).
     pub error_logs: Vec<ErrorLog>,
+    /// What a client may send (`http` and `server` levels).
+    pub client: ClientLimits,
+}
+
+/// Limits on a client's requests (`http` and `server` levels; the default server of an
+/// address sets them for its connections). nginx's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// `client_header_buffer_size` (default 1k). nginx reads a head into this buffer
+    /// first; it changes memory use, not what is accepted, and is only recorded.
+    pub header_buffer_size: u64,
+    /// `large_client_header_buffers NUMBER SIZE` (default 4 8k): a request line longer
+    /// than SIZE is a 414, a header line longer than SIZE or a head longer than
+    /// NUMBER × SIZE a 400 ("Request Header Or Cookie Too Large"); for HTTP/2, the
+    /// longest header field and header list.
+    pub large_header_buffers: (u32, u64),
+    /// `client_header_timeout` (default 60s): how long reading a request head may take.
+    pub header_timeout: Duration,
+    /// `http2_max_concurrent_streams` (default 128).
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_buffer_size: 1 << 10,
+            large_header_buffers: (4, 8 << 10),
+            header_timeout: Duration::from_secs(60),
+            http2_max_concurrent_streams: 128,
+        }
+    }
 }
 
 /// `add_header`.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::build::Ctx;
-use super::model::{AccessLog, AddHeader, ErrorLog, HttpVersion, ProxySettings};
+use super::model::{AccessLog, AddHeader, ClientLimits, ErrorLog, HttpVersion, ProxySettings};
 use super::parse::{Arg, Directive};
 use super::template::Template;
 use super::tls::TlsScope;
@@ -31,7 +31,17 @@ pub(crate) struct Scope {
     keepalive: Option<Duration>,
     access: Option<Vec<AccessLog>>,
     errors: Option<Vec<ErrorLog>>,
+    client: ClientScope,
     pub(crate) tls: TlsScope,
+}
+
+/// The [`ClientLimits`] directives of one level.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientScope {
+    header_buffer_size: Option<u64>,
+    large_header_buffers: Option<(u32, u64)>,
+    header_timeout: Option<Duration>,
+    http2_max_concurrent_streams: Option<u32>,
 }
 
 impl Scope {
@@ -48,6 +58,13 @@ impl Scope {
             access,
             errors
         );
+        let (c, o) = (&mut self.client, outer.client);
+        c.header_buffer_size = c.header_buffer_size.or(o.header_buffer_size);
+        c.large_header_buffers = c.large_header_buffers.or(o.large_header_buffers);
+        c.header_timeout = c.header_timeout.or(o.header_timeout);
+        c.http2_max_concurrent_streams = c
+            .http2_max_concurrent_streams
+            .or(o.http2_max_concurrent_streams);
         for (t, o) in self.timeouts.iter_mut().zip(outer.timeouts) {
             *t = t.or(o);
         }
@@ -68,6 +85,17 @@ impl Scope {
             keepalive_timeout: self.keepalive.unwrap_or(Duration::from_secs(75)),
             access_logs: self.access.clone().unwrap_or_default(),
             error_logs: self.errors.clone().unwrap_or_default(),
+            client: {
+                let (c, d) = (self.client, ClientLimits::default());
+                ClientLimits {
+                    header_buffer_size: c.header_buffer_size.unwrap_or(d.header_buffer_size),
+                    large_header_buffers: c.large_header_buffers.unwrap_or(d.large_header_buffers),
+                    header_timeout: c.header_timeout.unwrap_or(d.header_timeout),
+                    http2_max_concurrent_streams: c
+                        .http2_max_concurrent_streams
+                        .unwrap_or(d.http2_max_concurrent_streams),
+                }
+            },
         }
     }
 
@@ -78,6 +106,9 @@ impl Scope {
         d: &Directive,
         level: Level,
     ) -> Result<bool, ConfigError> {
+        let size = |ctx: &Ctx<'_>, arg: &Arg| {
+            parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))
+        };
         let time = |ctx: &Ctx<'_>, arg: &Arg| {
             parse_time(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid time"))
         };
@@ -160,6 +191,37 @@ impl Scope {
             "error_log" => {
                 let log = error_log(ctx, d)?;
                 self.errors.get_or_insert_with(Vec::new).push(log);
+            }
+            "client_header_buffer_size" if level != Level::Location => {
+                let arg = ctx.one(d)?;
+                let v = size(ctx, arg)?;
+                set(ctx, d, &mut self.client.header_buffer_size, v)?;
+            }
+            "large_client_header_buffers" if level != Level::Location => {
+                let args = ctx.args(d, 2, 2)?;
+                let number = args[0]
+                    .value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| ctx.invalid(d, args[0].at, "invalid value"))?;
+                let v = size(ctx, &args[1])?;
+                if v < 1024 {
+                    return Err(ctx.invalid(d, args[1].at, "a buffer of at least 1k is needed"));
+                }
+                set(ctx, d, &mut self.client.large_header_buffers, (number, v))?;
+            }
+            "client_header_timeout" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.header_timeout, v)?;
+            }
+            "http2_max_concurrent_streams" if level != Level::Location => {
+                let arg = ctx.one(d)?;
+                let v = arg
+                    .value
+                    .parse::<u32>()
+                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                set(ctx, d, &mut self.client.http2_max_concurrent_streams, v)?;
             }
             _ if level != Level::Location => return self.tls.directive(ctx, d),
             _ => return Ok(false),

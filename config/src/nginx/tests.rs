@@ -340,3 +340,33 @@ fn upstreams() {
         matches!(&c.servers[0].locations[0].action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Named("app".into()))
     );
 }
+
+#[test]
+fn client_limits_inherit_and_default_to_nginx() {
+    let c = load_str(&http(
+        "large_client_header_buffers 2 4k; client_header_timeout 5s;
+         server { listen 20080; http2_max_concurrent_streams 16;
+           location / { proxy_pass http://127.0.0.1:9000; } }
+         server { listen 20081; client_header_buffer_size 2k;
+           location / { proxy_pass http://127.0.0.1:9000; } }",
+    ))
+    .unwrap();
+    let (a, b) = (&c.servers[0].settings.client, &c.servers[1].settings.client);
+    assert_eq!(a.large_header_buffers, (2, 4096));
+    assert_eq!(a.header_timeout, Duration::from_secs(5));
+    assert_eq!(a.http2_max_concurrent_streams, 16);
+    assert_eq!(b.http2_max_concurrent_streams, 128, "nginx's default");
+    assert_eq!(b.header_buffer_size, 2048);
+    assert_eq!(
+        c.servers[0].locations[0].settings.client, *a,
+        "locations carry their server's"
+    );
+    assert!(err(&http("large_client_header_buffers 4 100;")).contains("at least 1k"));
+    assert!(err(&http("large_client_header_buffers 0 8k;")).contains("invalid value"));
+    assert!(
+        err(&http(
+            "server { listen 1; location / { client_header_timeout 1s; } }"
+        ))
+        .contains("client_header_timeout")
+    );
+}

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod net;
 pub mod nginx;
 pub mod proxy;
+pub mod raw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
 pub use net::{curl, free_port, start_upstream};

@@ -1,0 +1,131 @@
+//! A client's request body on its way upstream, streamed: when it goes wrong (bad
+//! chunked encoding, shorter than its `Content-Length`, over `client_max_body_size`, no
+//! bytes for `client_body_timeout`), the upstream request fails too, and [`BodyFault`]
+//! tells [`crate::route`] that the client is to blame: a 400, 413 or 408 for the client,
+//! and no mark against the upstream server.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Sleep;
+
+use crate::balance::BodyError;
+
+/// What went wrong with the client's body, shared between the body and the request.
+#[derive(Debug, Clone, Default)]
+pub struct BodyFault(Arc<AtomicU8>);
+
+const NONE: u8 = 0;
+const MALFORMED: u8 = 1;
+const TOO_LARGE: u8 = 2;
+const TIMEOUT: u8 = 3;
+
+impl BodyFault {
+    /// The status for the client when its body failed (None: it did not).
+    pub fn status(&self) -> Option<StatusCode> {
+        match self.0.load(Ordering::Acquire) {
+            MALFORMED => Some(StatusCode::BAD_REQUEST),
+            TOO_LARGE => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            TIMEOUT => Some(StatusCode::REQUEST_TIMEOUT),
+            _ => None,
+        }
+    }
+
+    fn set(&self, fault: u8) {
+        let _ = self
+            .0
+            .compare_exchange(NONE, fault, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Why the body ended early (the error the upstream request sees).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// The client's framing was wrong or the connection ended.
+    #[error("client sent an invalid request body")]
+    Malformed(#[source] hyper::Error),
+    /// More than `client_max_body_size`.
+    #[error("client sent a body over client_max_body_size ({0} bytes)")]
+    TooLarge(u64),
+    /// No bytes for `client_body_timeout`.
+    #[error("client_body_timeout: no body bytes for {0:?}")]
+    Timeout(Duration),
+}
+
+/// The client's body, limited and timed, recording its faults.
+pub struct ClientBody {
+    inner: Incoming,
+    fault: BodyFault,
+    max: Option<u64>,
+    seen: u64,
+    timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+}
+
+impl ClientBody {
+    /// Wrap `inner`: at most `max` bytes, and at most `timeout` between two reads.
+    pub fn new(inner: Incoming, max: Option<u64>, timeout: Duration, fault: BodyFault) -> Self {
+        ClientBody {
+            inner,
+            fault,
+            max,
+            seen: 0,
+            timeout,
+            idle: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+// === impl ClientBody ===
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if let Some(max) = this.max.filter(|&m| this.seen > m) {
+                        this.fault.set(TOO_LARGE);
+                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge(max).into())));
+                    }
+                }
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.set(MALFORMED);
+                Poll::Ready(Some(Err(ClientBodyError::Malformed(e).into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    this.fault.set(TIMEOUT);
+                    return Poll::Ready(Some(Err(ClientBodyError::Timeout(this.timeout).into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

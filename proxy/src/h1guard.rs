@@ -1,0 +1,621 @@
+//! The raw HTTP/1.1 request heads, checked as nginx checks them before hyper parses them.
+//!
+//! hyper accepts (and re-frames) requests nginx refuses, and some of what nginx refuses is
+//! gone from the parsed request (a `Content-Length` next to `Transfer-Encoding` is dropped,
+//! the whitespace before a value is trimmed). So the client's bytes go through [`H1Guard`]
+//! first: it reads each request head whole (bounded by `large_client_header_buffers`),
+//! checks it, and passes it on unchanged, then follows the body's framing to the next head.
+//! A head nginx would refuse is replaced by a bodiless request that carries the verdict in
+//! [`REJECT`]; [`crate::route`] answers it with nginx's page and the connection closes.
+//! A chunked body the guard cannot follow ends the stream with an error, which hyper turns
+//! into a body error (a 400 for that request). The HTTP/2 preface switches the guard off.
+//!
+//! It also enforces `client_header_timeout`: a head must be complete within it, counted from
+//! the connection's start for the first request and from the first byte for later ones (the
+//! wait between requests is `keepalive_timeout`, hyper's `header_read_timeout`).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// The header of the stand-in request that carries a rejection to [`crate::route`]:
+/// `400`, `414`, `494` (nginx's "Request Header Or Cookie Too Large", sent as 400) or `501`.
+/// A client that sends this header itself gets a 400.
+pub const REJECT: &str = "x-hsmgate-reject";
+
+/// What a request head may be (nginx's `client_header_buffer_size`,
+/// `large_client_header_buffers` and `client_header_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The longest request line or header line (`large_client_header_buffers`' size, 8k).
+    pub line: usize,
+    /// The longest head (`large_client_header_buffers`' number × size, 4 × 8k).
+    pub total: usize,
+    /// How long reading a head may take (60 s).
+    pub timeout: Duration,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            line: 8 * 1024,
+            total: 4 * 8 * 1024,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection's bytes, checked head by head (see the module documentation).
+pub struct H1Guard<I> {
+    io: I,
+    limits: HeadLimits,
+    peer: std::net::SocketAddr,
+    state: State,
+    /// The head being read.
+    head: Vec<u8>,
+    /// Bytes checked and ready for hyper.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The deadline of the head being read (None between requests).
+    deadline: Option<Pin<Box<Sleep>>>,
+    scratch: Box<[u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a request head.
+    Head,
+    /// A `Content-Length` body: bytes left.
+    Fixed(u64),
+    /// A chunked body.
+    Chunked(Chunk),
+    /// HTTP/2 (or a stream the guard stopped following after passing it on).
+    Passthrough,
+    /// The client's stream ended: end of stream once `out` is drained.
+    Done,
+    /// A rejection was passed on: nothing more is read (hyper closes the connection
+    /// after answering the stand-in request's `connection: close`).
+    Refused,
+    /// The body could not be followed: an error once `out` is drained.
+    Broken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { value: u64, digits: u8 },
+    Ext { value: u64, len: usize },
+    SizeLf { value: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer { len: usize },
+    TrailerLf { len: usize },
+}
+
+/// Longest chunk extension or trailer line followed (hyper's own limits are larger).
+const CHUNK_LINE_MAX: usize = 4096;
+
+impl<I> H1Guard<I> {
+    /// Guard `io` (a new connection) with `limits`.
+    pub fn new(io: I, limits: HeadLimits, peer: std::net::SocketAddr) -> Self {
+        H1Guard {
+            io,
+            limits,
+            peer,
+            state: State::Head,
+            head: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+        }
+    }
+
+    /// Take `input`, moving what is checked to `out`.
+    fn feed(&mut self, mut input: &[u8]) {
+        while !input.is_empty() {
+            match self.state {
+                State::Head => input = self.feed_head(input),
+                State::Fixed(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    self.out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.state = match left - n as u64 {
+                        0 => State::Head,
+                        left => State::Fixed(left),
+                    };
+                }
+                State::Chunked(c) => input = self.feed_chunked(c, input),
+                State::Passthrough => {
+                    self.out.extend_from_slice(input);
+                    return;
+                }
+                State::Done | State::Refused | State::Broken => return,
+            }
+        }
+    }
+
+    fn feed_head<'a>(&mut self, input: &'a [u8]) -> &'a [u8] {
+        if self.head.is_empty() && self.deadline.is_none() {
+            // The first byte of a later request: its head must follow in time.
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.limits.timeout)));
+        }
+        let line_start = self
+            .head
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let (take, complete_line) = match input.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (input.len(), false),
+        };
+        self.head.extend_from_slice(&input[..take]);
+        let rest = &input[take..];
+        let line_len = self.head.len() - line_start;
+        let first_line = line_start == 0;
+        if line_len > self.limits.line + 2 || self.head.len() > self.limits.total {
+            let code = if first_line { 414 } else { 494 };
+            tracing::info!(peer = %self.peer, code, "client sent too long header line or request line");
+            self.reject(code);
+            return &[];
+        }
+        if !complete_line {
+            return rest;
+        }
+        let line = trim_eol(&self.head[line_start..]);
+        if first_line && line.is_empty() {
+            // Empty lines before the request line are allowed (RFC 9112 §2.2).
+            self.out.extend_from_slice(&self.head);
+            self.head.clear();
+            return rest;
+        }
+        if first_line && line == b"PRI * HTTP/2.0" {
+            self.out.extend_from_slice(&self.head);
+            self.out.extend_from_slice(rest);
+            self.head.clear();
+            self.state = State::Passthrough;
+            self.deadline = None;
+            return &[];
+        }
+        if !line.is_empty() {
+            return rest;
+        }
+        // The whole head.
+        self.deadline = None;
+        match check_head(&self.head) {
+            Ok(next) => {
+                self.out.append(&mut self.head);
+                self.state = next;
+            }
+            Err((code, why)) => {
+                tracing::info!(peer = %self.peer, code, "{why}");
+                self.reject(code);
+                return &[];
+            }
+        }
+        rest
+    }
+
+    fn feed_chunked<'a>(&mut self, c: Chunk, input: &'a [u8]) -> &'a [u8] {
+        if let Chunk::Data(left) = c {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+            self.out.extend_from_slice(&input[..n]);
+            self.state = State::Chunked(match left - n as u64 {
+                0 => Chunk::DataCr,
+                left => Chunk::Data(left),
+            });
+            return &input[n..];
+        }
+        let b = input[0];
+        let next = match (c, b) {
+            (Chunk::Size { value, digits }, _) if b.is_ascii_hexdigit() && digits < 15 => {
+                let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                Some(State::Chunked(Chunk::Size {
+                    value: value * 16 + d,
+                    digits: digits + 1,
+                }))
+            }
+            (Chunk::Size { value, digits }, b';' | b' ' | b'\t') if digits > 0 => {
+                Some(State::Chunked(Chunk::Ext { value, len: 0 }))
+            }
+            (Chunk::Size { value, digits }, b'\r') if digits > 0 => {
+                Some(State::Chunked(Chunk::SizeLf { value }))
+            }
+            (Chunk::Ext { value, .. }, b'\r') => Some(State::Chunked(Chunk::SizeLf { value })),
+            (Chunk::Ext { value, len }, _) if b != b'\n' && len < CHUNK_LINE_MAX => {
+                Some(State::Chunked(Chunk::Ext {
+                    value,
+                    len: len + 1,
+                }))
+            }
+            (Chunk::SizeLf { value: 0 }, b'\n') => Some(State::Chunked(Chunk::Trailer { len: 0 })),
+            (Chunk::SizeLf { value }, b'\n') => Some(State::Chunked(Chunk::Data(value))),
+            (Chunk::DataCr, b'\r') => Some(State::Chunked(Chunk::DataLf)),
+            (Chunk::DataLf, b'\n') => Some(State::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            })),
+            (Chunk::Trailer { len }, b'\r') => Some(State::Chunked(Chunk::TrailerLf { len })),
+            (Chunk::Trailer { len }, _) if b != b'\n' && len < CHUNK_LINE_MAX => {
+                Some(State::Chunked(Chunk::Trailer { len: len + 1 }))
+            }
+            (Chunk::TrailerLf { len: 0 }, b'\n') => Some(State::Head),
+            (Chunk::TrailerLf { .. }, b'\n') => Some(State::Chunked(Chunk::Trailer { len: 0 })),
+            _ => None,
+        };
+        match next {
+            Some(next) => {
+                self.out.push(b);
+                self.state = next;
+                &input[1..]
+            }
+            None => {
+                tracing::info!(peer = %self.peer, "client sent invalid chunked body");
+                self.state = State::Broken;
+                &[]
+            }
+        }
+    }
+
+    /// Replace the head being read by the stand-in request carrying `code`.
+    fn reject(&mut self, code: u16) {
+        let line = self
+            .head
+            .split(|&b| b == b'\n')
+            .next()
+            .map(trim_eol)
+            .unwrap_or_default();
+        // The client's method and target (for the access log), always answered as 1.1.
+        let request_line = match std::str::from_utf8(line) {
+            Ok(l) if l.len() <= self.limits.line && plausible_request_line(l) => {
+                l.rsplit_once(' ').map_or("GET /", |(start, _)| start)
+            }
+            _ => "GET /",
+        };
+        self.out.extend_from_slice(
+            format!("{request_line} HTTP/1.1\r\n{REJECT}: {code}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        self.head.clear();
+        self.deadline = None;
+        self.state = State::Refused;
+    }
+}
+
+/// `METHOD SP TARGET SP HTTP/1.x` with a token method and a visible target.
+fn plausible_request_line(line: &str) -> bool {
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+        && !target.is_empty()
+        && target.bytes().all(|b| b.is_ascii_graphic())
+        && (version == "HTTP/1.1" || version == "HTTP/1.0")
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim_ows_end(v: &[u8]) -> &[u8] {
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    &v[..end]
+}
+
+/// nginx's checks of a whole head (`ngx_http_process_request_headers` and
+/// `ngx_http_process_request_header`): the framing of its body, or the status and why.
+fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
+    let mut lines = head.split(|&b| b == b'\n').map(trim_eol);
+    let request_line = lines.next().unwrap_or_default();
+    let Some(version) = request_line.rsplit(|&b| b == b' ').next() else {
+        return Ok(State::Head);
+    };
+    let http11 = match version {
+        b"HTTP/1.1" => true,
+        b"HTTP/1.0" => false,
+        // Not HTTP/1.x: hyper refuses it.
+        _ => return Ok(State::Passthrough),
+    };
+    let (mut hosts, mut length, mut chunked) = (0, None::<u64>, None::<bool>);
+    for line in lines.filter(|l| !l.is_empty()) {
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err((400, "client sent obsolete line folding"));
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            // hyper refuses it.
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err((400, "client sent duplicate host header"));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let v = trim_ows_end(value.trim_ascii_start());
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (length, n) {
+                (Some(_), _) => return Err((400, "client sent duplicate Content-Length header")),
+                (None, None) => return Err((400, "client sent invalid Content-Length header")),
+                (None, Some(n)) => length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if chunked.is_some() {
+                return Err((400, "client sent duplicate Transfer-Encoding header"));
+            }
+            // nginx skips spaces, not tabs, before a value.
+            let v = trim_ows_end(&value[value.iter().take_while(|&&b| b == b' ').count()..]);
+            chunked = Some(v.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(REJECT.as_bytes()) {
+            return Err((400, "client sent the internal rejection header"));
+        }
+    }
+    if http11 && hosts == 0 {
+        return Err((400, "client sent HTTP/1.1 request without \"Host\" header"));
+    }
+    match (chunked, length) {
+        (Some(_), _) if !http11 => Err((400, "client sent Transfer-Encoding in HTTP/1.0 request")),
+        (Some(_), Some(_)) => Err((
+            400,
+            "client sent \"Content-Length\" and \"Transfer-Encoding\" headers at the same time",
+        )),
+        (Some(false), None) => Err((501, "client sent unknown \"Transfer-Encoding\"")),
+        (Some(true), None) => Ok(State::Chunked(Chunk::Size {
+            value: 0,
+            digits: 0,
+        })),
+        (None, Some(0) | None) => Ok(State::Head),
+        (None, Some(n)) => Ok(State::Fixed(n)),
+    }
+}
+
+// === impl H1Guard ===
+
+impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.state {
+                State::Passthrough => return Pin::new(&mut this.io).poll_read(cx, buf),
+                State::Done => return Poll::Ready(Ok(())),
+                State::Refused => return Poll::Pending,
+                State::Broken => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "invalid chunked body",
+                    )));
+                }
+                // A large body: straight into hyper's buffer.
+                State::Fixed(left) => {
+                    let before = buf.filled().len();
+                    let want = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.remaining());
+                    let mut limited = ReadBuf::new(buf.initialize_unfilled_to(want));
+                    ready!(Pin::new(&mut this.io).poll_read(cx, &mut limited))?;
+                    let n = limited.filled().len();
+                    buf.advance(n);
+                    debug_assert_eq!(buf.filled().len(), before + n);
+                    if n > 0 {
+                        this.state = match left - n as u64 {
+                            0 => State::Head,
+                            left => State::Fixed(left),
+                        };
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                State::Head | State::Chunked(_) => {}
+            }
+            if let Some(deadline) = this.deadline.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!(peer = %this.peer, "client timed out reading the request head");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client_header_timeout",
+                )));
+            }
+            let mut scratch = std::mem::take(&mut this.scratch);
+            let mut rb = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            match polled {
+                Poll::Ready(Ok(())) if n == 0 => {
+                    this.scratch = scratch;
+                    // End of stream: hyper sees what was read so far, then the end.
+                    let partial = std::mem::take(&mut this.head);
+                    this.out.extend_from_slice(&partial);
+                    this.state = State::Done;
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {
+                    this.feed(&scratch[..n]);
+                    this.scratch = scratch;
+                }
+                other => {
+                    this.scratch = scratch;
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(head: &str) -> Result<State, u16> {
+        check_head(head.as_bytes()).map_err(|(code, _)| code)
+    }
+
+    #[test]
+    fn heads_nginx_refuses() {
+        let h = |rest: &str| format!("POST / HTTP/1.1\r\nHost: a\r\n{rest}\r\n");
+        assert_eq!(verdict(&h("")), Ok(State::Head));
+        assert_eq!(verdict(&h("Content-Length: 5\r\n")), Ok(State::Fixed(5)));
+        assert!(matches!(
+            verdict(&h("Transfer-Encoding: Chunked \r\n")),
+            Ok(State::Chunked(_))
+        ));
+        assert_eq!(verdict("GET / HTTP/1.1\r\n\r\n"), Err(400), "no Host");
+        assert_eq!(
+            verdict("GET / HTTP/1.0\r\n\r\n"),
+            Ok(State::Head),
+            "1.0 needs none"
+        );
+        assert_eq!(verdict(&h("host: b\r\n")), Err(400));
+        assert_eq!(
+            verdict(&h("Content-Length: 5\r\nContent-Length: 5\r\n")),
+            Err(400)
+        );
+        assert_eq!(verdict(&h("Content-Length: +5\r\n")), Err(400));
+        let te = "Transfer-Encoding: chunked\r\n";
+        assert_eq!(verdict(&h(&format!("Content-Length: 5\r\n{te}"))), Err(400));
+        assert_eq!(verdict(&h(&format!("{te}Content-Length: 5\r\n"))), Err(400));
+        assert_eq!(verdict(&h(&format!("{te}{te}"))), Err(400));
+        for odd in [
+            "xchunked",
+            "chunked, chunked",
+            "identity, chunked",
+            "\tchunked",
+            "gzip",
+        ] {
+            assert_eq!(
+                verdict(&h(&format!("Transfer-Encoding: {odd}\r\n"))),
+                Err(501),
+                "{odd}"
+            );
+        }
+        assert_eq!(
+            verdict(&h("Transfer-Encoding:\r\n chunked\r\n")),
+            Err(400),
+            "obs-fold"
+        );
+        assert_eq!(verdict(&format!("POST / HTTP/1.0\r\n{te}\r\n")), Err(400));
+        assert_eq!(verdict(&h("X-Hsmgate-Reject: 200\r\n")), Err(400));
+        assert_eq!(verdict("GET / HTTP/2.0\r\n\r\n"), Ok(State::Passthrough));
+    }
+
+    fn guard() -> H1Guard<tokio::io::Empty> {
+        let limits = HeadLimits {
+            line: 64,
+            total: 128,
+            timeout: Duration::from_secs(1),
+        };
+        H1Guard::new(tokio::io::empty(), limits, ([127, 0, 0, 1], 1).into())
+    }
+
+    #[tokio::test]
+    async fn follows_bodies_to_the_next_head_and_refuses_long_lines() {
+        let mut g = guard();
+        let input = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n\
+                     POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi\
+                     GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        // Byte by byte: the state survives every split.
+        for b in input.as_bytes() {
+            g.feed(std::slice::from_ref(b));
+        }
+        let out = String::from_utf8(g.out.clone()).expect("utf-8");
+        let (passed, refused) =
+            out.split_at(out.find("GET / HTTP/1.1\r\nx-hsmgate").expect("stand-in"));
+        assert_eq!(passed, &input[..passed.len()], "passed unchanged");
+        assert!(
+            refused.contains("x-hsmgate-reject: 400\r\nconnection: close"),
+            "{refused}"
+        );
+        assert_eq!(g.state, State::Refused);
+
+        let mut g = guard();
+        g.feed(format!("GET /{} HTTP/1.1\r\n", "a".repeat(70)).as_bytes());
+        assert!(String::from_utf8_lossy(&g.out).contains("reject: 414"));
+        let mut g = guard();
+        g.feed(format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(70)).as_bytes());
+        assert!(String::from_utf8_lossy(&g.out).contains("reject: 494"));
+        let mut g = guard();
+        g.feed(b"GET / HTTP/1.1\r\n");
+        for _ in 0..3 {
+            g.feed(format!("X: {}\r\n", "a".repeat(40)).as_bytes());
+        }
+        assert!(
+            String::from_utf8_lossy(&g.out).contains("reject: 494"),
+            "total"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_it_cannot_follow_breaks_the_stream() {
+        for body in ["zz\r\n", "3\r\nabcX", "3\nabc\r\n", "\r\n"] {
+            let mut g = guard();
+            g.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+            g.feed(body.as_bytes());
+            assert_eq!(g.state, State::Broken, "{body:?}");
+        }
+        let mut g = guard();
+        g.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00");
+        assert_eq!(g.state, State::Passthrough);
+        assert_eq!(g.out.len(), 26);
+    }
+}
