@@ -174,6 +174,8 @@ pub(crate) struct Exchange {
     pub(crate) result: Result<Instant, ErrorKind>,
     /// `Some(resumed)` if the request made a new TLS connection.
     pub(crate) handshake: Option<bool>,
+    /// When it ended (success or failure).
+    pub(crate) ended: Instant,
 }
 
 impl Exchange {
@@ -184,7 +186,12 @@ impl Exchange {
         }
         match self.result {
             Ok(done) => stats.record_ok(done.saturating_duration_since(origin)),
-            Err(kind) => stats.record_error(kind),
+            Err(kind) => {
+                stats.record_error(kind);
+                if kind == ErrorKind::TlsAlert {
+                    stats.record_alert(self.ended.saturating_duration_since(origin));
+                }
+            }
         }
     }
 }
@@ -252,6 +259,7 @@ impl Lane {
         Exchange {
             result,
             handshake: self.handshake.take(),
+            ended: Instant::now(),
         }
     }
 

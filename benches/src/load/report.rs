@@ -45,6 +45,10 @@ pub struct Report {
     pub p99_ms: Option<f64>,
     /// 99.9th percentile.
     pub p999_ms: Option<f64>,
+    /// Median time to a TLS alert (shed handshakes), ms.
+    pub alert_p50_ms: Option<f64>,
+    /// 99th percentile of the time to a TLS alert, ms.
+    pub alert_p99_ms: Option<f64>,
     /// Maximum.
     pub max_ms: Option<f64>,
     /// Mean.
@@ -96,6 +100,8 @@ impl Report {
             p90_ms: ms(stats.quantile_ms(0.9)),
             p99_ms: ms(stats.quantile_ms(0.99)),
             p999_ms: ms(stats.quantile_ms(0.999)),
+            alert_p50_ms: ms(stats.alert_quantile_ms(0.5)),
+            alert_p99_ms: ms(stats.alert_quantile_ms(0.99)),
             max_ms: ms(stats.max_ms()),
             mean_ms: ms(stats.mean_ms()),
             handshakes: stats.handshakes(),

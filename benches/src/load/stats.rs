@@ -20,6 +20,8 @@ pub struct Stats {
     http: BTreeMap<u16, u64>,
     handshakes: u64,
     resumed: u64,
+    /// Time to a TLS alert from the server (a shed handshake), microseconds.
+    alert_us: Histogram<u64>,
 }
 
 impl Default for Stats {
@@ -40,7 +42,20 @@ impl Stats {
             http: BTreeMap::new(),
             handshakes: 0,
             resumed: 0,
+            alert_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("static histogram bounds are valid"),
         }
+    }
+
+    /// Records how long a request took to end in a TLS alert.
+    pub fn record_alert(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.alert_us.saturating_record(us.clamp(1, MAX_LATENCY_US));
+    }
+
+    /// The `q` quantile (0..=1) of the time to a TLS alert, milliseconds.
+    pub fn alert_quantile_ms(&self, q: f64) -> Option<f64> {
+        (!self.alert_us.is_empty()).then(|| self.alert_us.value_at_quantile(q) as f64 / 1000.0)
     }
 
     /// Records a successful request and its latency.
@@ -82,6 +97,7 @@ impl Stats {
         }
         self.handshakes += other.handshakes;
         self.resumed += other.resumed;
+        let _ = self.alert_us.add(&other.alert_us);
     }
 
     /// Successful requests.
