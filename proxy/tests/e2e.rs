@@ -21,3 +21,5 @@ mod nginx;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/sidecar.rs"]
+mod sidecar;
