@@ -5,6 +5,7 @@
 #   p11-kit(-modules) p11-kit server/client: a token as a separate, killable "network HSM"
 #   opensc          pkcs11-tool, used by the tests to make keys on tokens
 #   curl openssl nghttp2-client   real TLS clients for the end-to-end tests
+#   systemd         systemd-analyze verify on the units scripts/install.sh installs
 set -euo pipefail
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -16,6 +17,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx)   # `nginx -t` is the oracle of the nginx-config tests
 command -v cc >/dev/null || need+=(gcc)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 ((${#need[@]})) || exit 0
 SUDO=""
 if [[ $(id -u) != 0 ]]; then

@@ -11,6 +11,8 @@ mod clients;
 mod frozen_token;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/install.rs"]
+mod install;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/measure.rs"]
