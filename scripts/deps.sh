@@ -5,6 +5,8 @@
 #   p11-kit(-modules) p11-kit server/client: a token as a separate, killable "network HSM"
 #   opensc          pkcs11-tool, used by the tests to make keys on tokens
 #   curl openssl nghttp2-client   real TLS clients for the end-to-end tests
+#   systemd         systemd-analyze verify on the units scripts/install.sh installs
+#   podman runc     build and run the container image (deploy/container) in its test
 set -euo pipefail
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -16,6 +18,13 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx)   # `nginx -t` is the oracle of the nginx-config tests
 command -v cc >/dev/null || need+=(gcc)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+# kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
+if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
+  pip3 install --quiet kubernetes-validate || echo "pip3 install kubernetes-validate failed: its test will be skipped" >&2
+fi
 ((${#need[@]})) || exit 0
 SUDO=""
 if [[ $(id -u) != 0 ]]; then

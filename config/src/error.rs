@@ -4,18 +4,21 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::env::{Origin, Setting};
 use crate::model::Location;
 use crate::pkcs11_uri::UriError;
 
 /// A configuration file could not be loaded.
 ///
 /// `Display` is self-contained: `"{file}:{line}:{col}: {kind}"`, or
-/// `"{file}: {kind}"` when there is no position (`line == 0`, read errors).
+/// `"{file}: {kind}"` when there is no position (`line == 0`, read errors), or just
+/// `"{kind}"` when `file` is empty (settings from flags and the environment, whose
+/// kind names the flag or variable).
 /// The underlying I/O or URI error stays reachable through
 /// [`std::error::Error::source`].
 #[derive(Debug)]
 pub struct ConfigError {
-    /// The config file.
+    /// The config file (empty for settings from flags and the environment).
     pub file: PathBuf,
     /// 1-based line of the offending value; 0 if the error has no position.
     pub line: usize,
@@ -36,6 +39,16 @@ impl ConfigError {
         }
     }
 
+    /// An error about flags or environment variables, in no file.
+    pub(crate) fn setting(kind: ConfigErrorKind) -> Self {
+        Self {
+            file: PathBuf::new(),
+            line: 0,
+            col: 0,
+            kind,
+        }
+    }
+
     /// Where the error is, as a [`Location`].
     pub fn location(&self) -> Location {
         Location {
@@ -49,6 +62,7 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
+            0 if self.file.as_os_str().is_empty() => write!(f, "{}", self.kind),
             0 => write!(f, "{}: {}", self.file.display(), self.kind),
             _ => write!(f, "{}: {}", self.location(), self.kind),
         }
@@ -122,6 +136,29 @@ pub enum ConfigErrorKind {
         /// The path in the URI's `module-path`.
         uri: PathBuf,
     },
+    /// A flag or `HSMGATE_*` environment variable is wrong; `value` is shown with any
+    /// `pin-value` masked, `source` says why (naming the file key it stands for).
+    #[error("{origin}={value:?}: {source}")]
+    Setting {
+        /// The flag or variable.
+        origin: Origin,
+        /// Its value, `pin-value` masked.
+        value: String,
+        /// What is wrong.
+        #[source]
+        source: Box<ConfigErrorKind>,
+    },
+    /// Without a configuration file, a required setting is not given.
+    #[error("{} (or {}) is required without a configuration file (-c){}", .setting.env(), .setting.flag(), .unless.map_or_else(String::new, |u| format!(", unless {u}")))]
+    MissingSetting {
+        /// The setting.
+        setting: Setting,
+        /// When it is not required.
+        unless: Option<&'static str>,
+    },
+    /// A value is rejected (for settings from flags and the environment).
+    #[error("{0}")]
+    Value(String),
     /// nginx syntax: a token where it may not be (`unexpected "}"`,
     /// `unexpected end of file, expecting ";" or "}"`), worded as nginx does.
     #[error("unexpected {found}{}", expecting_suffix(*.expecting))]
@@ -209,7 +246,9 @@ impl ConfigErrorKind {
             | Self::ConflictingPin { key, .. }
             | Self::MissingModule { key }
             | Self::ModuleConflict { key, .. } => Some(key),
-            Self::Read(_) | Self::Syntax(_) => None,
+            Self::Setting { origin, .. } => Some(origin.name()),
+            Self::MissingSetting { setting, .. } => Some(setting.env()),
+            Self::Read(_) | Self::Syntax(_) | Self::Value(_) => None,
         }
     }
 }

@@ -90,6 +90,9 @@
 //!   `validate` and the serde mirror of the file in `raw`.
 //! - [`model`]: the validated types.
 //! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
+//! - [`env`]: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
+//!   through [`Strings`]), laid over a file or standing alone (`overlay`:
+//!   [`Overrides::load`]), validated by the same rules.
 //! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
 //! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
 //!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
@@ -113,15 +116,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod env;
 pub mod error;
 pub mod load;
 pub mod model;
 pub mod nginx;
+mod overlay;
 pub mod pkcs11_uri;
 mod raw;
 mod secret;
 mod validate;
 
+pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
@@ -129,5 +135,6 @@ pub use model::{
     Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
 };
 pub use nginx::{NginxConfig, NginxOptions};
+pub use overlay::ENVIRONMENT;
 pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};
 pub use secret::Secret;

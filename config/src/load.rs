@@ -11,15 +11,20 @@ use crate::validate::validate;
 /// Reads and validates the config file at `path`. Relative paths inside it are
 /// resolved against `path`'s directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read(path)?;
+    let config = load_str(&text, path)?;
+    tracing::debug!(file = %path.display(), listeners = config.listeners.len(), "configuration loaded");
+    Ok(config)
+}
+
+/// The text of the config file at `path`.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         col: 0,
         kind: ConfigErrorKind::Read(e),
-    })?;
-    let config = load_str(&text, path)?;
-    tracing::debug!(file = %path.display(), listeners = config.listeners.len(), "configuration loaded");
-    Ok(config)
+    })
 }
 
 /// Validates config `text` as if read from `source` (used in messages and to

@@ -74,7 +74,8 @@ pub struct KeyRef {
 pub struct Location {
     /// The config file.
     pub file: PathBuf,
-    /// 1-based line.
+    /// 1-based line; 0 for a value from a flag or environment variable, which
+    /// `file` then names.
     pub line: usize,
     /// 1-based column, in characters.
     pub col: usize,
@@ -82,7 +83,11 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+        match self.line {
+            // A value from a flag or the environment: `file` names it.
+            0 => write!(f, "{}", self.file.display()),
+            _ => write!(f, "{}:{}:{}", self.file.display(), self.line, self.col),
+        }
     }
 }
 

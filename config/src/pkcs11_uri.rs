@@ -146,8 +146,15 @@ impl Pkcs11Uri {
             return Ok(());
         }
         let vpos = pos + name.len() + 1;
-        let bytes =
-            decode(raw).map_err(|(i, bad)| err(vpos + i, UriErrorReason::BadEscape(bad)))?;
+        let bytes = decode(raw).map_err(|(i, bad)| {
+            // Part of a PIN is never echoed.
+            let bad = if name == "pin-value" {
+                "%..".into()
+            } else {
+                bad
+            };
+            err(vpos + i, UriErrorReason::BadEscape(bad))
+        })?;
         let text =
             || String::from_utf8(bytes.clone()).map_err(|_| err(vpos, UriErrorReason::NotUtf8));
         let duplicate = || err(pos, UriErrorReason::Duplicate);

@@ -22,27 +22,30 @@ use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
 use crate::tls::{self, KeyEntry, SniResolver};
 
-/// Where the configuration comes from (`-c`, `-p`, `-g`).
+/// Where the configuration comes from (`-c`, `-p`, `-g`, flags and `HSMGATE_*`).
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
-    /// The file.
+    /// The file; empty when flags and the environment stand for it.
     pub path: PathBuf,
     /// nginx's `-p`.
     pub prefix: Option<PathBuf>,
     /// nginx's `-g`.
     pub globals: Option<String>,
+    /// Flags and `HSMGATE_*` variables over a native file, or instead of one.
+    pub overrides: hsmgate_config::Overrides,
 }
 
 impl ConfigSource {
-    /// True for the native TOML format (`*.toml`).
+    /// True for the native TOML format (`*.toml`, or no file).
     pub fn is_native(&self) -> bool {
-        self.path.extension().is_some_and(|e| e == "toml")
+        self.path.as_os_str().is_empty() || self.path.extension().is_some_and(|e| e == "toml")
     }
 
     /// Read and validate the file (no keys opened). Warnings are returned as text.
     pub fn load(&self) -> Result<(Site, Vec<String>), ProxyError> {
         if self.is_native() {
-            let config = hsmgate_config::load(&self.path)?;
+            let file = Some(self.path.as_path()).filter(|p| !p.as_os_str().is_empty());
+            let config = self.overrides.load(file)?;
             let warnings = config.warnings.iter().map(ToString::to_string).collect();
             return Ok((Site::from_native(&config), warnings));
         }

@@ -1,6 +1,7 @@
-//! The `hsmgate` command, with nginx's flags (`-c -p -g -t -T -q -s -e`): flags,
-//! logging, configuration, runtime, signals. Thin on purpose; the work is in the
-//! library.
+//! The `hsmgate` command, with nginx's flags (`-c -p -g -t -T -q -s -e`) and the
+//! sidecar's (`--listen --upstream --cert --key --pin-file --pkcs11-module --admin
+//! --log-format`, or their `HSMGATE_*` variables): flags, logging, configuration,
+//! runtime, signals. Thin on purpose; the work is in the library.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hsmgate_config::{ConfigError, LogFormat, Overrides, ProcessEnv, Setting};
 use hsmgate_proxy::control::{self, PidFile, Signals};
 use hsmgate_proxy::keys::KeyDefaults;
 use hsmgate_proxy::server::ReopenHook;
@@ -19,16 +21,15 @@ use hsmgate_signer::KeyKind;
 ///
 /// The configuration format is chosen by the file name: `*.toml` is hsmgate's native
 /// format, any other name is read as nginx syntax (e.g. `-c /etc/nginx/nginx.conf`).
+/// The sidecar flags (each also an `HSMGATE_*` variable; a flag wins) replace values of
+/// a native file, or, without `-c`, the whole file.
 #[derive(Debug, Parser)]
 #[command(name = "hsmgate", version, about)]
 struct Cli {
-    /// Configuration file: `*.toml` native, anything else nginx syntax.
-    #[arg(
-        short = 'c',
-        long = "config",
-        default_value = "/etc/hsmgate/hsmgate.toml"
-    )]
-    config: PathBuf,
+    /// Configuration file: `*.toml` native, anything else nginx syntax [default:
+    /// /etc/hsmgate/hsmgate.toml, unless sidecar flags or variables configure hsmgate].
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
     /// nginx's prefix path (base of relative `pid`, log paths and the main file).
     #[arg(short = 'p', long = "prefix")]
     prefix: Option<PathBuf>,
@@ -50,10 +51,32 @@ struct Cli {
     /// Error log: `stderr` or a file, instead of the configuration's `error_log`.
     #[arg(short = 'e', long = "error-log")]
     error_log: Option<PathBuf>,
-    /// PKCS#11 module for token keys whose URI and OpenSSL configuration name none
-    /// (default: $HSMGATE_PKCS11_MODULE).
+    /// PKCS#11 module [env: HSMGATE_PKCS11_MODULE]. Native format: replaces
+    /// `[pkcs11] module` (and the key URI's module-path); nginx: for token keys whose
+    /// URI and OpenSSL configuration name none.
     #[arg(long)]
-    pkcs11_module: Option<PathBuf>,
+    pkcs11_module: Option<String>,
+    /// TLS listen address(es), comma-separated [env: HSMGATE_LISTEN].
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
+    listen: Option<String>,
+    /// Upstream `host:port` [env: HSMGATE_UPSTREAM].
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: Option<String>,
+    /// PEM certificate chain, leaf first [env: HSMGATE_CERT].
+    #[arg(long, value_name = "PATH")]
+    cert: Option<String>,
+    /// The private key's RFC 7512 `pkcs11:` URI [env: HSMGATE_KEY].
+    #[arg(long, value_name = "URI")]
+    key: Option<String>,
+    /// File holding the token PIN [env: HSMGATE_PIN_FILE].
+    #[arg(long, value_name = "PATH")]
+    pin_file: Option<String>,
+    /// Admin listener (/healthz, /readyz, /metrics) [env: HSMGATE_ADMIN].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Log format: text or json [env: HSMGATE_LOG_FORMAT; default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -96,31 +119,36 @@ impl From<DemoKey> for KeyKind {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let (source, format) = match config_source(&mut cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hsmgate: [emerg] {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::Demo {
         listen,
         key,
         module,
     }) = cli.command
     {
-        init_logging(None, "info");
+        init_logging(None, "info", format);
         return exit(run_demo(listen, key.into(), module));
     }
-    let source = ConfigSource {
-        path: cli.config.clone(),
-        prefix: cli.prefix.clone(),
-        globals: cli.globals.clone(),
-    };
     let defaults = KeyDefaults {
-        module: cli.pkcs11_module.clone(),
+        module: source
+            .overrides
+            .get(Setting::Module)
+            .map(|g| PathBuf::from(&g.text)),
     };
     if let Some(name) = &cli.signal {
-        init_logging(None, "warn");
+        init_logging(None, "warn", format);
         return exit(send_signal(&source, name));
     }
     if cli.test || cli.dump {
         // Warnings are printed nginx-style by test_config; the log shows errors only.
-        init_logging(None, "error");
+        init_logging(None, "error", format);
         return test_config(&source, &defaults, cli.quiet, cli.dump);
     }
     // The error log comes from the configuration; a broken one is reported on stderr.
@@ -131,7 +159,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reopen = match error_log(&cli, &site) {
+    let reopen = match error_log(&cli, &site, format) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hsmgate: [emerg] {e}");
@@ -145,6 +173,49 @@ fn main() -> ExitCode {
         );
     }
     exit(run(source, defaults, site.workers, reopen))
+}
+
+/// The configuration: `-c FILE` with the sidecar flags and `HSMGATE_*` variables over
+/// it (native format), or those alone when there is no `-c` and they configure
+/// something, else the default file. Also the log format.
+fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError> {
+    let mut overrides = Overrides::from_env(&ProcessEnv)?;
+    for (setting, flag) in [
+        (Setting::Listen, cli.listen.take()),
+        (Setting::Upstream, cli.upstream.take()),
+        (Setting::Cert, cli.cert.take()),
+        (Setting::Key, cli.key.take()),
+        (Setting::PinFile, cli.pin_file.take()),
+        (Setting::Module, cli.pkcs11_module.take()),
+        (Setting::Admin, cli.admin.take()),
+        (Setting::LogFormat, cli.log_format.take()),
+    ] {
+        overrides.flag(setting, flag)?;
+    }
+    let format = overrides.log_format()?;
+    let path = match cli.config.take() {
+        Some(path) => path,
+        None if overrides.configure() => PathBuf::new(),
+        None => PathBuf::from("/etc/hsmgate/hsmgate.toml"),
+    };
+    let source = ConfigSource {
+        path,
+        prefix: cli.prefix.clone(),
+        globals: cli.globals.clone(),
+        overrides,
+    };
+    if !source.is_native() {
+        source.overrides.check_nginx(&source.path)?;
+    }
+    Ok((source, format))
+}
+
+/// The configuration's name in messages.
+fn describe(source: &ConfigSource) -> String {
+    match source.path.as_os_str().is_empty() {
+        true => hsmgate_config::ENVIRONMENT.to_owned(),
+        false => source.path.display().to_string(),
+    }
 }
 
 fn exit(result: Result<(), ProxyError>) -> ExitCode {
@@ -166,23 +237,28 @@ fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
 }
 
-fn init_logging(file: Option<Arc<LogFile>>, level: &str) {
+fn init_logging(file: Option<Arc<LogFile>>, level: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter(level));
-    match file {
-        Some(f) => builder
+    match (file, format) {
+        (Some(f), LogFormat::Text) => builder
             .with_ansi(false)
             .with_writer(move || LogWriter(Arc::clone(&f)))
             .init(),
-        None => builder
+        (Some(f), LogFormat::Json) => builder
+            .json()
+            .with_writer(move || LogWriter(Arc::clone(&f)))
+            .init(),
+        (None, LogFormat::Text) => builder
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
+        (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).init(),
     }
 }
 
 /// Route logs to the configuration's main `error_log` file (or stderr); the returned
 /// hook reopens the file on SIGUSR1.
-fn error_log(cli: &Cli, site: &Site) -> Result<Option<ReopenHook>, ProxyError> {
+fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenHook>, ProxyError> {
     let configured = site.error_logs.first();
     let level = match configured.map(|l| l.level.as_str()) {
         Some("debug") => "debug",
@@ -197,11 +273,11 @@ fn error_log(cli: &Cli, site: &Site) -> Result<Option<ReopenHook>, ProxyError> {
         None => configured.and_then(|l| l.path.clone()),
     };
     let Some(path) = path else {
-        init_logging(None, level);
+        init_logging(None, level, format);
         return Ok(None);
     };
     let file = Arc::new(LogFile::open(path)?);
-    init_logging(Some(Arc::clone(&file)), level);
+    init_logging(Some(Arc::clone(&file)), level, format);
     Ok(Some(ReopenHook(Arc::new(move || {
         if let Err(e) = file.reopen() {
             eprintln!("hsmgate: [alert] {e}");
@@ -278,7 +354,7 @@ fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
 }
 
 fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump: bool) -> ExitCode {
-    let path = source.path.display();
+    let path = describe(source);
     let failed = |e: &dyn std::fmt::Display| {
         eprintln!("hsmgate: [emerg] {e}");
         eprintln!("hsmgate: configuration file {path} test failed");

@@ -9,10 +9,16 @@ mod admission;
 mod bad_input;
 #[path = "e2e/clients.rs"]
 mod clients;
+#[path = "e2e/container.rs"]
+mod container;
 #[path = "e2e/frozen_token.rs"]
 mod frozen_token;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/install.rs"]
+mod install;
+#[path = "e2e/k8s.rs"]
+mod k8s;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/measure.rs"]
@@ -23,5 +29,7 @@ mod nginx;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/sidecar.rs"]
+mod sidecar;
 #[path = "e2e/strict.rs"]
 mod strict;

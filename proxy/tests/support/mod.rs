@@ -14,7 +14,7 @@ pub mod proxy;
 pub mod raw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
-pub use net::{curl, free_port, start_upstream};
+pub use net::{curl, free_port, free_port_in_range, start_upstream, start_upstream_in_range};
 pub use proxy::{ProxyProcess, config_for};
 
 /// Call `check` every 20 ms until it gives a value. After `within`, panic with `what()`

@@ -5,7 +5,39 @@ use std::process::{Command, Output};
 
 /// Start the built-in echo upstream (named `name`) on its own thread and runtime.
 pub fn start_upstream(name: &'static str) -> SocketAddr {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    serve_upstream(
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream"),
+        name,
+    )
+}
+
+/// [`start_upstream`] on a port of the range 21000-21999 (for tests whose other
+/// processes must reach it there, e.g. a container on the host network).
+pub fn start_upstream_in_range(name: &'static str) -> SocketAddr {
+    serve_upstream(bind_in_range(), name)
+}
+
+/// A free port of 127.0.0.1 in 21000-21999 (bound, then released).
+pub fn free_port_in_range() -> u16 {
+    bind_in_range().local_addr().expect("addr").port()
+}
+
+/// Binds 127.0.0.1 on a free port of 21000-21999, starting at a place that differs
+/// between processes and calls so parallel tests rarely race for one.
+fn bind_in_range() -> std::net::TcpListener {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() as u16).wrapping_mul(7) % 1000;
+    for _ in 0..1000 {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 1000;
+        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", 21000 + offset)) {
+            return socket;
+        }
+    }
+    panic!("no free port in 21000-21999");
+}
+
+fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> SocketAddr {
     let addr = socket.local_addr().expect("upstream addr");
     socket.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {

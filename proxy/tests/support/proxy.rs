@@ -65,7 +65,50 @@ impl ProxyProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        let mut child = cmd.spawn().expect("start hsmgate");
+        let child = cmd.spawn().expect("start hsmgate");
+        Self::wait_listening(child, log)
+    }
+
+    /// Start `hsmgate ARGS` in `dir` with `env` added and no configuration file
+    /// written; wait until `addr` accepts connections (any log format). The log is
+    /// `dir/hsmgate.log`.
+    pub fn start_args(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        addr: SocketAddr,
+    ) -> Result<ProxyProcess, String> {
+        let log = dir.join("hsmgate.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start hsmgate");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            let text = || std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Err(format!("hsmgate exited ({status}):\n{}", text()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "hsmgate did not listen on {addr} within 30 s:\n{}",
+                    text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(ProxyProcess { child, addr, log })
+    }
+
+    fn wait_listening(mut child: Child, log: PathBuf) -> Result<ProxyProcess, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();

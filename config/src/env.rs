@@ -1,0 +1,434 @@
+//! Settings from command-line flags and `HSMGATE_*` environment variables, for
+//! hsmgate as a sidecar (as ghostunnel is configured): [`Overrides`] holds them, laid
+//! over a native file's values or standing for the whole configuration when no file
+//! is given (see [`Overrides::load`], in `overlay`).
+//!
+//! The environment is read through [`Strings`], so tests hand in a fake one instead of
+//! changing the process's environment. A flag wins over its variable.
+//!
+//! | variable | flag | file key it replaces |
+//! |---|---|---|
+//! | `HSMGATE_LISTEN` | `--listen` | `[[listener]] address` (comma-separated list) |
+//! | `HSMGATE_UPSTREAM` | `--upstream` | `[upstream] address` |
+//! | `HSMGATE_CERT` | `--cert` | `[tls] certificate` |
+//! | `HSMGATE_KEY` | `--key` | `[tls] key` |
+//! | `HSMGATE_PIN_FILE` | `--pin-file` | `[pkcs11] pin_file` |
+//! | `HSMGATE_PKCS11_MODULE` | `--pkcs11-module` | `[pkcs11] module` |
+//! | `HSMGATE_ADMIN` | `--admin` | `[admin] address` |
+//! | `HSMGATE_LOG_FORMAT` | `--log-format` | (none: `text` or `json`) |
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// Where settings come from: the process environment ([`ProcessEnv`]) or, in tests,
+/// a fixed list.
+pub trait Strings {
+    /// The value of variable `name`, if set.
+    fn get(&self, name: &str) -> Option<OsString>;
+}
+
+/// The process's own environment (read only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Strings for ProcessEnv {
+    fn get(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+}
+
+/// A fixed environment (tests).
+impl Strings for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<OsString> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| OsString::from(v))
+    }
+}
+
+impl<const N: usize> Strings for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<OsString> {
+        Strings::get(&self[..], name)
+    }
+}
+
+/// One setting that a flag or a variable can give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Setting {
+    /// TLS listen address(es).
+    Listen,
+    /// The upstream `host:port`.
+    Upstream,
+    /// The PEM certificate chain.
+    Cert,
+    /// The key's PKCS#11 URI.
+    Key,
+    /// The file holding the PIN.
+    PinFile,
+    /// The PKCS#11 module.
+    Module,
+    /// The admin listener's address.
+    Admin,
+    /// `text` or `json` logs.
+    LogFormat,
+}
+
+impl Setting {
+    /// Every setting, in the order of the README's table.
+    pub const ALL: [Setting; 8] = [
+        Setting::Listen,
+        Setting::Upstream,
+        Setting::Cert,
+        Setting::Key,
+        Setting::PinFile,
+        Setting::Module,
+        Setting::Admin,
+        Setting::LogFormat,
+    ];
+
+    /// Its environment variable.
+    pub fn env(self) -> &'static str {
+        match self {
+            Setting::Listen => "HSMGATE_LISTEN",
+            Setting::Upstream => "HSMGATE_UPSTREAM",
+            Setting::Cert => "HSMGATE_CERT",
+            Setting::Key => "HSMGATE_KEY",
+            Setting::PinFile => "HSMGATE_PIN_FILE",
+            Setting::Module => "HSMGATE_PKCS11_MODULE",
+            Setting::Admin => "HSMGATE_ADMIN",
+            Setting::LogFormat => "HSMGATE_LOG_FORMAT",
+        }
+    }
+
+    /// Its command-line flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::Listen => "--listen",
+            Setting::Upstream => "--upstream",
+            Setting::Cert => "--cert",
+            Setting::Key => "--key",
+            Setting::PinFile => "--pin-file",
+            Setting::Module => "--pkcs11-module",
+            Setting::Admin => "--admin",
+            Setting::LogFormat => "--log-format",
+        }
+    }
+
+    /// True for the settings that make up a configuration (without a file, these
+    /// replace it).
+    pub fn configures(self) -> bool {
+        !matches!(self, Setting::LogFormat)
+    }
+}
+
+/// Where a value was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The setting's environment variable.
+    Env(Setting),
+    /// The setting's command-line flag.
+    Flag(Setting),
+}
+
+impl Origin {
+    /// The variable or flag name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Env(s) => s.env(),
+            Origin::Flag(s) => s.flag(),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Env(s) => write!(f, "environment variable {}", s.env()),
+            Origin::Flag(s) => write!(f, "flag {}", s.flag()),
+        }
+    }
+}
+
+/// A value and where it was given.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Given {
+    /// The value as written (for [`Setting::Key`] it may hold a PIN: see [`Given::shown`]).
+    pub text: String,
+    /// The variable or flag.
+    pub origin: Origin,
+}
+
+impl Given {
+    /// The value as it may appear in messages: a `pin-value` is printed as `***`.
+    pub fn shown(&self) -> String {
+        mask_pin_value(&self.text)
+    }
+
+    /// An error about this value.
+    pub(crate) fn error(&self, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError::setting(ConfigErrorKind::Setting {
+            origin: self.origin,
+            value: self.shown(),
+            source: Box::new(kind),
+        })
+    }
+}
+
+impl fmt::Debug for Given {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}", self.origin.name(), self.shown())
+    }
+}
+
+/// Log output format (`HSMGATE_LOG_FORMAT`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings given by flags and `HSMGATE_*` variables; see the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    values: BTreeMap<Setting, Given>,
+}
+
+impl Overrides {
+    /// Reads every `HSMGATE_*` variable of the table. A set but empty variable, or
+    /// one that is not UTF-8, is an error naming it.
+    pub fn from_env(env: &(impl Strings + ?Sized)) -> Result<Overrides, ConfigError> {
+        let mut values = BTreeMap::new();
+        for setting in Setting::ALL {
+            let Some(raw) = env.get(setting.env()) else {
+                continue;
+            };
+            let given = Given {
+                text: raw.to_string_lossy().into_owned(),
+                origin: Origin::Env(setting),
+            };
+            if raw.to_str().is_none() {
+                return Err(given.error(ConfigErrorKind::Value("not valid UTF-8".into())));
+            }
+            check_not_empty(&given)?;
+            values.insert(setting, given);
+        }
+        Ok(Overrides { values })
+    }
+
+    /// Sets `setting` from its flag (a flag wins over the variable).
+    pub fn flag(&mut self, setting: Setting, value: Option<String>) -> Result<(), ConfigError> {
+        let Some(text) = value else { return Ok(()) };
+        let given = Given {
+            text,
+            origin: Origin::Flag(setting),
+        };
+        check_not_empty(&given)?;
+        self.values.insert(setting, given);
+        Ok(())
+    }
+
+    /// The value of `setting`, if given.
+    pub fn get(&self, setting: Setting) -> Option<&Given> {
+        self.values.get(&setting)
+    }
+
+    /// True when some setting that makes up a configuration is given (without a file,
+    /// they then replace it).
+    pub fn configure(&self) -> bool {
+        self.values.keys().any(|s| s.configures())
+    }
+
+    /// The log format (text unless given as `json`).
+    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        let Some(given) = self.get(Setting::LogFormat) else {
+            return Ok(LogFormat::Text);
+        };
+        match given.text.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(given.error(ConfigErrorKind::Value(
+                "expected \"text\" or \"json\"".into(),
+            ))),
+        }
+    }
+
+    /// Checks that only settings an nginx configuration can take are given: the module
+    /// (its default for token keys) and the log format.
+    pub fn check_nginx(&self, file: &std::path::Path) -> Result<(), ConfigError> {
+        let other = self
+            .values
+            .iter()
+            .find(|(s, _)| !matches!(s, Setting::Module | Setting::LogFormat));
+        match other {
+            None => Ok(()),
+            Some((_, given)) => Err(given.error(ConfigErrorKind::Value(format!(
+                "applies to the native format only; {} is read as nginx syntax (its name does not end in .toml)",
+                file.display()
+            )))),
+        }
+    }
+}
+
+fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
+    match given.text.trim().is_empty() {
+        true => Err(given.error(ConfigErrorKind::Value(
+            "is empty (unset it to use the file's value or the default)".into(),
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// `s` with the value of every `pin-value=` attribute replaced by `***` (also in
+/// strings that are not valid URIs, since those are printed in errors).
+pub(crate) fn mask_pin_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        let Some(at) = rest.find("pin-value=") else {
+            out.push_str(rest);
+            return out;
+        };
+        let starts_attribute = at == 0 || rest[..at].ends_with([';', '?', '&', ':']);
+        let (head, tail) = rest.split_at(at + "pin-value=".len());
+        out.push_str(head);
+        if !starts_attribute {
+            rest = tail;
+            continue;
+        }
+        let end = tail.find([';', '&']).unwrap_or(tail.len());
+        out.push_str("***");
+        rest = &tail[end..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_variable_and_flags_win() {
+        let env = [
+            ("HSMGATE_LISTEN", "0.0.0.0:8443"),
+            ("HSMGATE_UPSTREAM", "127.0.0.1:8080"),
+            ("HSMGATE_LOG_FORMAT", "json"),
+            ("OTHER", "x"),
+        ];
+        let mut o = Overrides::from_env(&env).unwrap();
+        assert!(o.configure());
+        assert_eq!(o.log_format().unwrap(), LogFormat::Json);
+        o.flag(Setting::Listen, Some("127.0.0.1:9443".into()))
+            .unwrap();
+        o.flag(Setting::Upstream, None).unwrap();
+        let listen = o.get(Setting::Listen).unwrap();
+        assert_eq!(
+            (listen.text.as_str(), listen.origin),
+            ("127.0.0.1:9443", Origin::Flag(Setting::Listen))
+        );
+        let upstream = o.get(Setting::Upstream).unwrap();
+        assert_eq!(upstream.origin, Origin::Env(Setting::Upstream));
+        assert_eq!(o.get(Setting::Cert), None);
+    }
+
+    #[test]
+    fn names_are_distinct_and_prefixed() {
+        let mut seen = std::collections::HashSet::new();
+        for s in Setting::ALL {
+            assert!(s.env().starts_with("HSMGATE_") && s.flag().starts_with("--"));
+            assert!(seen.insert(s.env()) && seen.insert(s.flag()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn log_format_alone_configures_nothing() {
+        let o = Overrides::from_env(&[("HSMGATE_LOG_FORMAT", "text")]).unwrap();
+        assert!(!o.configure());
+        assert_eq!(o.log_format().unwrap(), LogFormat::Text);
+        let o = Overrides::from_env(&[("HSMGATE_LOG_FORMAT", "xml")]).unwrap();
+        let e = o.log_format().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "environment variable HSMGATE_LOG_FORMAT=\"xml\": expected \"text\" or \"json\""
+        );
+    }
+
+    #[test]
+    fn empty_values_are_errors_naming_the_variable_or_flag() {
+        let e = Overrides::from_env(&[("HSMGATE_CERT", " ")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment variable HSMGATE_CERT=\" \": is empty"),
+            "{e}"
+        );
+        assert_eq!(e.kind.key(), Some("HSMGATE_CERT"));
+        let e = Overrides::default()
+            .flag(Setting::Key, Some(String::new()))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("flag --key=\"\": is empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nginx_takes_only_the_module_and_the_log_format() {
+        let nginx = std::path::Path::new("/etc/nginx/nginx.conf");
+        let env = [
+            ("HSMGATE_PKCS11_MODULE", "/m.so"),
+            ("HSMGATE_LOG_FORMAT", "json"),
+        ];
+        Overrides::from_env(&env)
+            .unwrap()
+            .check_nginx(nginx)
+            .unwrap();
+        let env = [("HSMGATE_UPSTREAM", "a:1")];
+        let e = Overrides::from_env(&env)
+            .unwrap()
+            .check_nginx(nginx)
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "environment variable HSMGATE_UPSTREAM=\"a:1\": applies to the native format only; /etc/nginx/nginx.conf"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pin_values_are_masked() {
+        for (raw, shown) in [
+            (
+                "pkcs11:token=a;object=k?pin-value=1234",
+                "pkcs11:token=a;object=k?pin-value=***",
+            ),
+            (
+                "pkcs11:token=a?pin-value=12%zz&module-path=/m.so",
+                "pkcs11:token=a?pin-value=***&module-path=/m.so",
+            ),
+            (
+                "pkcs11:pin-value=1;pin-value=2",
+                "pkcs11:pin-value=***;pin-value=***",
+            ),
+            (
+                "pkcs11:object=my-pin-value=1",
+                "pkcs11:object=my-pin-value=1",
+            ),
+            ("pin-value=", "pin-value=***"),
+        ] {
+            assert_eq!(mask_pin_value(raw), shown);
+        }
+        let given = Given {
+            text: "pkcs11:token=a?pin-value=1234".into(),
+            origin: Origin::Env(Setting::Key),
+        };
+        assert_eq!(
+            format!("{given:?}"),
+            "HSMGATE_KEY=\"pkcs11:token=a?pin-value=***\""
+        );
+    }
+}
