@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# admission.sh: admission control under overload, side by side, in one run on one machine.
+#
+# Servers (RSA-2048 key on one SoftHSM token, 127.0.0.1 only, all pinned to SERVER_CPU):
+#   hsmgate-on    target/release/hsmgate, admission control on (the default)
+#   hsmgate-off   the same with [admission] enabled = false
+#   nginx-libp11  2 single-process nginx instances + libp11 (as compare.sh)
+# each in front of a plain nginx upstream.
+#
+# Capacity: hsmgate-off's closed-loop TLS 1.3 full-handshake rate (CONNS connections).
+# Then, for each factor in SWEEP (0.5 1 1.5 2 3 5), every server gets the same offered open
+# loop of factor x capacity new TLS 1.3 connections/s (hsmgate-load --rate, one thread,
+# per-attempt timeout SWEEP_TIMEOUT), while a second hsmgate-load keeps ONE keep-alive
+# connection (opened 1 s before the flood) sending KA_RATE requests/s: the established
+# client's latency under the flood. Recorded per point: goodput (completed handshakes/s),
+# p50/p99 of completed handshakes, shed count (TLS alerts) and time to the alert (p50/p99),
+# timeouts, the keep-alive p50/p99, and the server's resident memory after the point.
+#
+# Output: benches/results/admission-DATE.md (table) and -raw.jsonl.
+# Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
+# SERVER_CPU, SHARED (path of shared/), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
+# PORT_HSMGATE (9543), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
+BASE="$SHARED/nginx-baseline"
+SWEEP=${SWEEP:-"0.5 1 1.5 2 3 5"} DURATION=${DURATION:-5s} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s}
+CONNS=${CONNS:-50} KA_RATE=${KA_RATE:-50} RESULTS=${RESULTS:-$ROOT/benches/results}
+PORT_UP=${PORT_UP:-8180} PORT_TLS12=${PORT_TLS12:-8542} PORT_TLS13=${PORT_TLS13:-8543} PORT_HSMGATE=${PORT_HSMGATE:-9543}
+SERVERS=(${SERVERS:-hsmgate-on hsmgate-off nginx-libp11})
+SCRIPT=admission
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+[[ -d $BASE ]] || die "nginx-baseline not found (set SHARED)"
+dpkg -s libengine-pkcs11-openssl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libengine-pkcs11-openssl >/dev/null || die "needs libengine-pkcs11-openssl"
+ports_free "$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE"
+pin_layout
+build_release
+make_work admission
+mkdir -p "$RESULTS"
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RAW="$RESULTS/admission-$STAMP-raw.jsonl" OUT="$RESULTS/admission-$STAMP.md"
+
+"$BASE/setup-token.sh" "$WORK" >"$WORK/setup.log" 2>&1 || { cat "$WORK/setup.log" >&2; die "setup-token.sh failed"; }
+# shellcheck disable=SC1091
+. "$WORK/env.sh"
+export SOFTHSM2_CONF OPENSSL_CONF="$WORK/openssl-pkcs11.cnf"
+printf '1234' >"$WORK/pin"
+for mode in on off; do
+  enabled=true; [[ $mode == off ]] && enabled=false
+  cat >"$WORK/hsmgate-$mode.toml" <<EOT
+[[listener]]
+address = "127.0.0.1:$PORT_HSMGATE"
+tls_versions = ["1.2", "1.3"]
+[tls]
+certificate = "$WORK/rsa-token.crt"
+key = "pkcs11:token=proxy;object=proxy-rsa;type=private?pin-source=file:$WORK/pin"
+[pkcs11]
+module = "$MODULE"
+sessions = 4
+env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
+[upstream]
+address = "127.0.0.1:$PORT_UP"
+[admission]
+enabled = $enabled
+[shutdown]
+grace_ms = 500
+EOT
+done
+
+SERVER_PID=""
+start_nginx() { # VARIANT INSTANCE...
+  local variant=$1 conf dir i
+  shift
+  for i in "$@"; do
+    conf=$("$BASE/nginx-conf.sh" "$WORK" "$variant" single "$i")
+    dir=$(dirname "$conf")
+    sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT_UP/g" -e "s/127\.0\.0\.1:8442/127.0.0.1:$PORT_TLS12/" \
+      -e "s/127\.0\.0\.1:8443/127.0.0.1:$PORT_TLS13/" "$conf"
+    "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
+    PIDS+=($!)
+    SERVER_PID="$SERVER_PID $!"
+  done
+  wait_port "$PORT_UP" "$WORK"
+}
+start_server() {
+  SERVER_PID=""
+  case $1 in
+    nginx-libp11) start_nginx token 1 2; wait_port "$PORT_TLS13" "$WORK"; SERVER_URL="https://127.0.0.1:$PORT_TLS13/proxy" ;;
+    hsmgate-*)
+      start_nginx file 9
+      SERVER_PID=""
+      "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate-${1#hsmgate-}.toml" >"$WORK/$1.log" 2>&1 &
+      PIDS+=($!)
+      SERVER_PID=$!
+      wait_port "$PORT_HSMGATE" "$WORK"
+      SERVER_URL="https://127.0.0.1:$PORT_HSMGATE/proxy" ;;
+  esac
+  sleep 0.5
+  all_alive "$1: a server process exited at start; logs in $WORK (KEEP=1 keeps them)"
+}
+rss_kb() { local t=0 p; for p in $SERVER_PID; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
+load() { "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json "$@"; }
+
+say "layout: load on CPU ${LOAD_CPU:-any}, servers on CPU ${SERVER_CPU:-any}"
+start_server hsmgate-off
+cap_out=$(load --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION" "$SERVER_URL")
+CAP=$(jnum rate "$cap_out")
+stop_all
+say "capacity (hsmgate-off, closed loop, $CONNS connections): $CAP handshakes/s"
+
+for s in "${SERVERS[@]}"; do
+  start_server "$s"
+  for f in $SWEEP; do
+    rate=$(awk -v c="$CAP" -v f="$f" 'BEGIN{printf "%.0f", c * f}')
+    ka_secs=$(( ${DURATION%s} + 3 ))
+    load --mode keepalive --tls 1.3 -c 1 --rate "$KA_RATE" --warmup 0s -d "${ka_secs}s" "$SERVER_URL" >"$WORK/ka.json" 2>"$WORK/ka.err" &
+    ka=$!
+    sleep 1
+    out=$(load --mode handshake --tls 1.3 --rate "$rate" -d "$DURATION" --timeout "$SWEEP_TIMEOUT" "$SERVER_URL" 2>"$WORK/load.err") \
+      || out='{"rate":0,"error_total":-1,"errors":{}}'
+    wait "$ka" || true
+    kao=$(cat "$WORK/ka.json")
+    alerts=$(sed -n 's/.*"tls_alert":\([0-9]*\).*/\1/p' <<<"$out"); alerts=${alerts:-0}
+    timeouts=$(sed -n 's/.*"timeout":\([0-9]*\).*/\1/p' <<<"$out"); timeouts=${timeouts:-0}
+    rss=$(rss_kb)
+    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
+      "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$alerts" \
+      "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$timeouts" "$(jerrors "$out")" \
+      "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" >>"$RAW"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms, shed $alerts (p99 $(jnum alert_p99_ms "$out") ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
+  done
+  stop_all
+done
+
+{
+  echo "# Admission control under overload ($(date -u +%Y-%m-%d), hsmgate $(git -C "$ROOT" rev-parse --short HEAD))"
+  echo
+  echo "$(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load on CPU ${LOAD_CPU:-any}, servers on CPU ${SERVER_CPU:-any}."
+  echo "Capacity = hsmgate-off's closed-loop TLS 1.3 full handshakes/s with $CONNS connections: **$CAP/s**."
+  echo "Each point: $DURATION open loop of new TLS 1.3 connections at factor x capacity (timeout $SWEEP_TIMEOUT), one run;"
+  echo "meanwhile one keep-alive connection opened 1 s earlier sends $KA_RATE requests/s."
+  echo
+  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | shed | shed p50 ms | shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  while read -r line; do
+    g() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$line"; }
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
+      "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" \
+      "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')"
+  done <"$RAW"
+} >"$OUT"
+cat "$OUT"
+say "written: $OUT"
