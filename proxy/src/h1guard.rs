@@ -63,7 +63,15 @@ pub struct H1Guard<I> {
     /// The deadline of the head being read (None between requests).
     deadline: Option<Pin<Box<Sleep>>>,
     scratch: Box<[u8]>,
+    /// After a refusal: the end of the lingering close (nginx's `lingering_close`).
+    linger: Option<Pin<Box<Sleep>>>,
+    /// The write side is shut (the answer and close_notify are out).
+    shut: bool,
 }
+
+/// How long a refused connection keeps reading (and discarding) what the client still
+/// sends after the answer, so that the client can read the answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -112,6 +120,8 @@ impl<I> H1Guard<I> {
             out_pos: 0,
             deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
             scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            linger: None,
+            shut: false,
         }
     }
 
@@ -472,7 +482,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -498,7 +508,37 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.state != State::Refused {
+            return Pin::new(&mut this.io).poll_shutdown(cx);
+        }
+        // Lingering close: the answer goes out with our half closed, then what the client
+        // is still sending (the rest of a huge head) is read and dropped until it stops,
+        // for at most LINGER; closing at once would reset the connection and the client
+        // could lose the answer.
+        if !this.shut {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.shut = true;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        loop {
+            if let Some(linger) = this.linger.as_mut()
+                && linger.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = std::mem::take(&mut this.scratch);
+            let mut rb = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            this.scratch = scratch;
+            match polled {
+                Poll::Ready(Ok(())) if n > 0 => continue,
+                // End of stream or an error: nothing more to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
