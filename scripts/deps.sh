@@ -23,7 +23,9 @@ command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
 if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
-  pip3 install --quiet kubernetes-validate || echo "pip3 install kubernetes-validate failed: its test will be skipped" >&2
+  pip3 install --quiet kubernetes-validate 2>/dev/null \
+    || pip3 install --quiet --break-system-packages kubernetes-validate \
+    || echo "pip3 install kubernetes-validate failed: its test will be skipped" >&2
 fi
 ((${#need[@]})) || exit 0
 SUDO=""
