@@ -434,7 +434,7 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
     let proxy = Proxy::build(&config)?.with_metrics(metrics);
     let bound = proxy.local_addrs().first().copied().unwrap_or(listen);
     println!(
-        "hsmgate demo: {kind:?} key generated on SoftHSM token \"hsmgate-demo\" in {} (configuration: {})",
+        "hsmgate demo: {kind} key generated on SoftHSM token \"hsmgate-demo\" in {} (configuration: {})",
         demo.dir().display(),
         demo.config.display()
     );
