@@ -37,7 +37,7 @@ fn bind_in_range() -> std::net::TcpListener {
     panic!("no free port in 21000-21999");
 }
 
-fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> SocketAddr {
+pub fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> SocketAddr {
     let addr = socket.local_addr().expect("upstream addr");
     socket.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {

@@ -35,19 +35,7 @@ pub fn upstream_in_range(name: &'static str) -> SocketAddr {
             break s;
         }
     };
-    let addr = socket.local_addr().expect("addr");
-    socket.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(socket).expect("listener");
-            hsmgate_proxy::upstream::serve(listener, name).await;
-        });
-    });
-    addr
+    super::net::serve_upstream(socket, name)
 }
 
 /// hsmgate on an nginx configuration: server `localhost` proxies to the upstream group
