@@ -73,16 +73,11 @@ done
 
 SERVER_PID=""
 start_nginx() { # VARIANT INSTANCE...
-  local variant=$1 conf dir i
+  local variant=$1 i
   shift
   for i in "$@"; do
-    conf=$("$BASE/nginx-conf.sh" "$WORK" "$variant" single "$i")
-    dir=$(dirname "$conf")
-    sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT_UP/g" -e "s/127\.0\.0\.1:8442/127.0.0.1:$PORT_TLS12/" \
-      -e "s/127\.0\.0\.1:8443/127.0.0.1:$PORT_TLS13/" "$conf"
-    "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
-    PIDS+=($!)
-    SERVER_PID="$SERVER_PID $!"
+    start_nginx_instance "$variant" "$i"
+    SERVER_PID="$SERVER_PID $LAST_PID"
   done
   wait_port "$PORT_UP" "$WORK"
 }

@@ -122,20 +122,14 @@ EOT
 
 # start_nginx file|token [resume] [INSTANCE...]: single-process instances on SERVER_CPU.
 start_nginx() {
-  local variant=$1 resume=$2 conf dir i
+  local variant=$1 resume=$2 i
+  local extra=()
+  if [[ $resume == resume ]]; then
+    extra=(-e 's/ssl_session_cache off;/ssl_session_cache shared:SSL:10m;/'
+      -e "s|ssl_session_tickets off;|ssl_session_tickets on; ssl_session_ticket_key $WORK/ticket.key;|")
+  fi
   shift 2
-  for i in "$@"; do
-    conf=$("$BASE/nginx-conf.sh" "$WORK" "$variant" single "$i")
-    dir=$(dirname "$conf")
-    sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT_UP/g" -e "s/127\.0\.0\.1:8442/127.0.0.1:$PORT_TLS12/" \
-      -e "s/127\.0\.0\.1:8443/127.0.0.1:$PORT_TLS13/" "$conf"
-    if [[ $resume == resume ]]; then
-      sed -i -e 's/ssl_session_cache off;/ssl_session_cache shared:SSL:10m;/' \
-        -e "s|ssl_session_tickets off;|ssl_session_tickets on; ssl_session_ticket_key $WORK/ticket.key;|" "$conf"
-    fi
-    "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
-    PIDS+=($!)
-  done
+  for i in "$@"; do start_nginx_instance "$variant" "$i" "${extra[@]}"; done
   wait_port "$PORT_TLS13" "$WORK"
   wait_port "$PORT_UP" "$WORK"
 }

@@ -82,3 +82,19 @@ build_release() {
   HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
   PLOT="$ROOT/target/release/plot-sweep"
 }
+
+# start_nginx_instance VARIANT INSTANCE [SED_EXPR...]: one single-process nginx from
+# $BASE/nginx-conf.sh (file|token), its fixed ports rewritten to PORT_UP, PORT_TLS12 and
+# PORT_TLS13, then any further sed expressions applied; started under SERVER_PIN, its PID
+# added to PIDS and left in LAST_PID.
+start_nginx_instance() {
+  local variant=$1 i=$2 conf dir
+  shift 2
+  conf=$("$BASE/nginx-conf.sh" "$WORK" "$variant" single "$i")
+  dir=$(dirname "$conf")
+  sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT_UP/g" -e "s/127\.0\.0\.1:8442/127.0.0.1:$PORT_TLS12/" \
+    -e "s/127\.0\.0\.1:8443/127.0.0.1:$PORT_TLS13/" "$@" "$conf"
+  "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
