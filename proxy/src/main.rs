@@ -270,6 +270,10 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
     let path = match &cli.error_log {
         Some(p) if p == Path::new("stderr") => None,
         Some(p) => Some(p.clone()),
+        // No error_log: the replaced nginx's compiled-in one (stderr for Debian's).
+        None if configured.is_none() && site.native.is_none() => {
+            hsmgate_config::nginx::compiled_paths().error_log.clone()
+        }
         None => configured.and_then(|l| l.path.clone()),
     };
     let Some(path) = path else {
