@@ -172,32 +172,22 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
-/// `27/Nov/2026:06:42:44 +0000` (always UTC).
+/// nginx's `$time_local`: `27/Nov/2026:07:42:44 +0100`, in the system's time zone (`TZ`,
+/// else `/etc/localtime`; UTC when neither is readable), read once per process.
 pub fn time_local(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    time_in(t, local_zone())
+}
+
+fn local_zone() -> &'static jiff::tz::TimeZone {
+    static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    ZONE.get_or_init(|| jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC))
+}
+
+fn time_in(t: SystemTime, zone: &jiff::tz::TimeZone) -> String {
+    let ts = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ts.to_zoned(zone.clone())
+        .strftime("%d/%b/%Y:%H:%M:%S %z")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -205,13 +195,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_local_is_nginx_format() {
+    fn time_local_is_nginx_format_in_the_zone() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_761_764);
-        assert_eq!(time_local(t), "27/Nov/2026:06:42:44 +0000");
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(time_in(t, &utc), "27/Nov/2026:06:42:44 +0000");
         assert_eq!(
-            time_local(SystemTime::UNIX_EPOCH),
+            time_in(SystemTime::UNIX_EPOCH, &utc),
             "01/Jan/1970:00:00:00 +0000"
         );
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin");
+        if let Ok(berlin) = berlin {
+            assert_eq!(time_in(t, &berlin), "27/Nov/2026:07:42:44 +0100");
+        }
+        let fixed = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
+        assert_eq!(time_in(t, &fixed), "27/Nov/2026:01:42:44 -0500");
     }
 
     #[test]
