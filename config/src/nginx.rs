@@ -85,6 +85,7 @@ mod compiled;
 mod ignored;
 mod lexer;
 mod location;
+mod map;
 mod model;
 mod parse;
 mod scope;
@@ -97,6 +98,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
+pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
     LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
@@ -161,6 +163,8 @@ pub(crate) fn load_text(
         conf_prefix: &conf_prefix,
         warnings: Vec::new(),
         log_formats: Default::default(),
+        map_names: Default::default(),
+        maps: Default::default(),
     };
     let mut config = build::build(&mut ctx, &main, path)?;
     config.files = sources.files;

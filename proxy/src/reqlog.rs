@@ -56,6 +56,7 @@ impl LogCtx {
             body_bytes_sent: sent,
             started: self.started,
             elapsed: self.t0.elapsed(),
+            maps: &self.generation.site.maps,
         }
     }
 

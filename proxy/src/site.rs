@@ -17,7 +17,7 @@ use hsmgate_config::model::Location;
 use hsmgate_config::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
-    TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef,
+    TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef, VarMap,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -38,6 +38,8 @@ pub struct Site {
     pub listens: Vec<ListenSpec>,
     /// `log_format`s by name (with `combined`).
     pub log_formats: BTreeMap<String, LogFormat>,
+    /// `map` variables by name (nginx format only).
+    pub maps: BTreeMap<String, VarMap>,
     /// `pid` file (nginx format only).
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (nginx format only).
@@ -110,6 +112,7 @@ impl Site {
             servers: config.servers,
             upstreams: config.upstreams,
             log_formats: config.log_formats,
+            maps: config.maps,
             pid: Some(
                 config
                     .pid
@@ -234,6 +237,7 @@ impl Site {
             upstreams: BTreeMap::new(),
             listens,
             log_formats: BTreeMap::new(),
+            maps: BTreeMap::new(),
             pid: None,
             error_logs: Vec::new(),
             default_access_log: None,

@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use hsmgate_config::nginx::{Template, TemplatePart};
+use std::collections::BTreeMap;
+
+use hsmgate_config::nginx::{Template, TemplatePart, VarMap};
 use http::HeaderMap;
 
 /// What is known about the connection a request came on.
@@ -54,7 +56,12 @@ pub struct Vars<'a> {
     pub started: SystemTime,
     /// How long it took so far.
     pub elapsed: Duration,
+    /// `map` variables.
+    pub maps: &'a BTreeMap<String, VarMap>,
 }
+
+/// How deep `map` values may refer to other maps (a loop ends as an empty value).
+const MAP_DEPTH: u8 = 8;
 
 impl Vars<'_> {
     /// `$host`: `Host` without the port, lower-cased, else the server name.
@@ -67,6 +74,17 @@ impl Vars<'_> {
 
     /// The value of variable `name` (without `$`); unknown ones are empty.
     pub fn get(&self, name: &str) -> Cow<'_, str> {
+        self.get_at(name, 0)
+    }
+
+    fn get_at(&self, name: &str, depth: u8) -> Cow<'_, str> {
+        if let Some(map) = self.maps.get(name) {
+            if depth >= MAP_DEPTH {
+                return "".into();
+            }
+            let source = self.expand_at(&map.source, depth + 1);
+            return self.expand_at(map.lookup(&source), depth + 1).into();
+        }
         match name {
             "host" => self.host().into(),
             "http_host" => self.http_host.unwrap_or("").into(),
@@ -150,11 +168,15 @@ impl Vars<'_> {
 
     /// `template` with its variables replaced.
     pub fn expand(&self, template: &Template) -> String {
+        self.expand_at(template, 0)
+    }
+
+    fn expand_at(&self, template: &Template, depth: u8) -> String {
         let mut out = String::new();
         for p in &template.parts {
             match p {
                 TemplatePart::Literal(s) => out.push_str(s),
-                TemplatePart::Var(v) => out.push_str(&self.get(v)),
+                TemplatePart::Var(v) => out.push_str(&self.get_at(v, depth)),
             }
         }
         out
@@ -245,6 +267,7 @@ mod tests {
             body_bytes_sent: 0,
             started: SystemTime::now(),
             elapsed: Duration::ZERO,
+            maps: &BTreeMap::new(),
         };
         assert_eq!(v.get("host"), "www.example.test");
         assert_eq!(v.get("proxy_add_x_forwarded_for"), "1.2.3.4, 10.0.0.7");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ignored;
+use super::map::VarMap;
 use super::model::Server;
 use super::model::{LogEscape, LogFormat, NginxConfig, UpstreamGroup, UpstreamServer};
 use super::parse::{Arg, Directive, Pos, Sources};
@@ -56,6 +57,7 @@ const KNOWN: &[&str] = &[
     "ssl_session_timeout",
     "ssl_session_tickets",
     "ssl_session_ticket_key",
+    "map",
 ];
 
 const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
@@ -68,6 +70,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) conf_prefix: &'a Path,
     pub(crate) warnings: Vec<ConfigWarning>,
     pub(crate) log_formats: BTreeMap<String, LogFormat>,
+    /// The variables `map` blocks define (known before any other `http` directive).
+    pub(crate) map_names: std::collections::BTreeSet<String>,
+    /// The `map` blocks, by the variable they define.
+    pub(crate) maps: BTreeMap<String, VarMap>,
 }
 
 impl Ctx<'_> {
@@ -144,7 +150,7 @@ impl Ctx<'_> {
 
     /// `arg` of `d` as a [`Template`]; errors point into the argument.
     pub(crate) fn template(&self, d: &Directive, arg: &Arg) -> Result<Template, ConfigError> {
-        Template::parse(&arg.value).map_err(|e| {
+        Template::parse_with(&arg.value, &|name| self.map_names.contains(name)).map_err(|e| {
             let at = |offset: usize| Pos {
                 offset: arg.at.offset + usize::from(arg.quoted) + offset,
                 ..arg.at
@@ -295,6 +301,7 @@ pub(crate) fn build(
         env,
         ssl_engine_pkcs11: engine.is_some(),
         log_formats: std::mem::take(&mut ctx.log_formats),
+        maps: std::mem::take(&mut ctx.maps),
         prefix: ctx.prefix.to_path_buf(),
         conf_prefix: ctx.conf_prefix.to_path_buf(),
         warnings: std::mem::take(&mut ctx.warnings),
@@ -326,8 +333,25 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
     let mut scope = Scope::default();
     let mut upstreams = BTreeMap::new();
     let mut servers = Vec::new();
+    // `map` variables may be used before their block (nginx resolves them at the end):
+    // their names first, then the blocks, whose values may use each other.
+    for d in block.iter().filter(|d| d.name == "map") {
+        let name = super::map::defined_name(ctx, d)?;
+        if !ctx.map_names.insert(name.clone()) {
+            return Err(ctx.invalid(
+                d,
+                d.args[1].at,
+                format!("duplicate \"{}\" variable", d.args[1].value),
+            ));
+        }
+    }
+    for d in block.iter().filter(|d| d.name == "map") {
+        let (name, map) = super::map::var_map(ctx, d)?;
+        ctx.maps.insert(name, map);
+    }
     for d in block {
         match d.name.as_str() {
+            "map" => {}
             "server" => servers.push(d),
             "upstream" => {
                 let body = ctx.block(d, 1, 1)?;

@@ -49,6 +49,8 @@ pub struct NginxConfig {
     pub ssl_engine_pkcs11: bool,
     /// `log_format`s by name, including nginx's predefined `combined`.
     pub log_formats: BTreeMap<String, LogFormat>,
+    /// `map` blocks by the variable they define (lower case, without `$`).
+    pub maps: BTreeMap<String, super::VarMap>,
     /// nginx's prefix (`-p`): base of relative `pid`, `error_log`, `access_log` paths.
     pub prefix: PathBuf,
     /// The main file's directory: base of `include` and `ssl_*` file paths.

@@ -62,6 +62,15 @@ pub(crate) enum TemplateError {
 impl Template {
     /// Parses `text`, checking every variable against [`SUPPORTED_VARIABLES`].
     pub(crate) fn parse(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_with(text, &|_| false)
+    }
+
+    /// [`Template::parse`], also accepting the (lower-case) names `extra` knows (the
+    /// variables `map` blocks define).
+    pub(crate) fn parse_with(
+        text: &str,
+        extra: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -86,7 +95,8 @@ impl Template {
             }
             let lower = name.to_ascii_lowercase();
             let known = SUPPORTED_VARIABLES.contains(&lower.as_str())
-                || lower.strip_prefix("http_").is_some_and(|h| !h.is_empty());
+                || lower.strip_prefix("http_").is_some_and(|h| !h.is_empty())
+                || extra(&lower);
             if !known {
                 return Err(TemplateError::Unknown(offset, name.to_owned()));
             }

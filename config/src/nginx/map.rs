@@ -1,0 +1,270 @@
+//! `map SOURCE $NAME { … }` (nginx's `ngx_http_map_module`): a variable whose value is
+//! chosen by matching another string. As nginx: exact keys match ignoring case, then
+//! (with `hostnames`) wildcard names (`*.example.com`, `.example.com`, `www.example.*`,
+//! the longest first), then `~regex` / `~*regex` keys in order, then `default` (empty when
+//! not given). Values may hold variables, including other maps'. `volatile` is accepted
+//! (hsmgate caches no map value); named captures in values are not supported.
+//!
+//! The usual use is WebSocket proxying:
+//! `map $http_upgrade $connection_upgrade { default upgrade; '' close; }`.
+
+use std::collections::HashMap;
+
+use regex::{Regex, RegexBuilder};
+
+use super::build::Ctx;
+use super::parse::Directive;
+use super::template::Template;
+use crate::error::ConfigError;
+use crate::model::Location;
+
+/// One `map` block.
+#[derive(Debug, Clone)]
+pub struct VarMap {
+    /// What is matched (`$http_upgrade`).
+    pub source: Template,
+    /// Exact keys, lower-cased.
+    pub exact: HashMap<String, Template>,
+    /// `hostnames` wildcard keys.
+    pub wildcards: Vec<(MapKey, Template)>,
+    /// `~` / `~*` keys, in file order.
+    pub regexes: Vec<(Regex, Template)>,
+    /// `default` (empty when not given).
+    pub default: Template,
+    /// The block.
+    pub location: Location,
+}
+
+/// A `hostnames` wildcard key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapKey {
+    /// `*.example.com` (subdomains) or `.example.com` (the name and its subdomains),
+    /// stored as `.example.com`; `bare` when the name itself matches too.
+    Suffix {
+        /// `.example.com`, lower case.
+        suffix: String,
+        /// `.example.com` form: `example.com` itself matches.
+        bare: bool,
+    },
+    /// `www.example.*`, stored as `www.example.`.
+    Prefix(String),
+}
+
+impl MapKey {
+    fn matches(&self, value: &str) -> Option<usize> {
+        match self {
+            MapKey::Suffix { suffix, bare } => {
+                let hit = value.ends_with(suffix.as_str()) && value.len() > suffix.len()
+                    || *bare && value == &suffix[1..];
+                hit.then_some(suffix.len())
+            }
+            MapKey::Prefix(prefix) => (value.starts_with(prefix.as_str())
+                && value.len() > prefix.len())
+            .then_some(prefix.len()),
+        }
+    }
+}
+
+impl VarMap {
+    /// The value template for a source value.
+    pub fn lookup(&self, value: &str) -> &Template {
+        let lower = value.to_ascii_lowercase();
+        if let Some(t) = self.exact.get(&lower) {
+            return t;
+        }
+        let wildcard = (self.wildcards.iter())
+            .filter_map(|(k, t)| k.matches(&lower).map(|len| (len, t)))
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, t)) = wildcard {
+            return t;
+        }
+        (self.regexes.iter())
+            .find(|(r, _)| r.is_match(value))
+            .map_or(&self.default, |(_, t)| t)
+    }
+}
+
+/// The variable a `map` directive defines (lower case, without `$`), checked.
+pub(crate) fn defined_name(ctx: &Ctx<'_>, d: &Directive) -> Result<String, ConfigError> {
+    ctx.block(d, 2, 2)?;
+    let arg = &d.args[1];
+    match arg.value.strip_prefix('$') {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Ok(n.to_ascii_lowercase())
+        }
+        _ => Err(ctx.invalid(
+            d,
+            arg.at,
+            format!("invalid variable name \"{}\"", arg.value),
+        )),
+    }
+}
+
+/// A `map` block into its [`VarMap`].
+pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMap), ConfigError> {
+    let name = defined_name(ctx, d)?;
+    let body = ctx.block(d, 2, 2)?;
+    let source = ctx.template(d, &d.args[0])?;
+    let mut map = VarMap {
+        source,
+        exact: HashMap::new(),
+        wildcards: Vec::new(),
+        regexes: Vec::new(),
+        default: Template::default(),
+        location: ctx.loc(d.at),
+    };
+    let mut hostnames = false;
+    let mut default_seen = false;
+    for e in body {
+        if e.block.is_some() {
+            return Err(ctx.arguments(e, "unexpected \"{\""));
+        }
+        // In a map block the "directive name" is the key.
+        let key = e.name.as_str();
+        match (key, e.args.len()) {
+            ("hostnames", 0) => {
+                hostnames = true;
+                continue;
+            }
+            ("volatile", 0) => continue,
+            (_, 1) => {}
+            _ => return Err(ctx.arguments(e, "invalid number of the map parameters")),
+        }
+        let value = ctx.template(e, &e.args[0])?;
+        if key == "default" {
+            if default_seen {
+                return Err(ctx.invalid(e, e.at, "duplicate default map parameter"));
+            }
+            default_seen = true;
+            map.default = value;
+        } else if let Some(pattern) = key.strip_prefix('~') {
+            let (pattern, ci) = match pattern.strip_prefix('*') {
+                Some(p) => (p, true),
+                None => (pattern, false),
+            };
+            let regex = RegexBuilder::new(pattern)
+                .case_insensitive(ci)
+                .build()
+                .map_err(|err| {
+                    ctx.invalid(e, e.at, format!("invalid regex \"{pattern}\": {err}"))
+                })?;
+            map.regexes.push((regex, value));
+        } else {
+            let key = key.strip_prefix('\\').unwrap_or(key).to_ascii_lowercase();
+            let wildcard = match hostnames {
+                true if key.starts_with("*.") => Some(MapKey::Suffix {
+                    suffix: key[1..].to_owned(),
+                    bare: false,
+                }),
+                true if key.starts_with('.') && key.len() > 1 => Some(MapKey::Suffix {
+                    suffix: key.clone(),
+                    bare: true,
+                }),
+                true if key.ends_with(".*") => {
+                    Some(MapKey::Prefix(key[..key.len() - 1].to_owned()))
+                }
+                _ => None,
+            };
+            let duplicate = match wildcard {
+                Some(w) if map.wildcards.iter().any(|(k, _)| *k == w) => true,
+                Some(w) => {
+                    map.wildcards.push((w, value));
+                    false
+                }
+                None => map.exact.insert(key.clone(), value).is_some(),
+            };
+            if duplicate {
+                return Err(ctx.invalid(e, e.at, format!("conflicting parameter \"{key}\"")));
+            }
+        }
+    }
+    Ok((name, map))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::nginx::{NginxOptions, TemplatePart, load_text};
+
+    fn load(http: &str) -> Result<crate::nginx::NginxConfig, String> {
+        let text = format!("events {{}}\nhttp {{\n{http}\n}}\n");
+        load_text(Path::new("/t/nginx.conf"), text, &NginxOptions::default())
+            .map_err(|e| e.to_string())
+    }
+
+    fn var(t: &crate::nginx::Template) -> String {
+        t.as_literal().unwrap_or_else(|| match &t.parts[..] {
+            [TemplatePart::Var(v)] => format!("${v}"),
+            other => format!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn the_websocket_map_and_its_use_before_the_block() {
+        let c = load(
+            "proxy_set_header Connection $connection_upgrade;\n\
+             map $http_upgrade $connection_upgrade { default upgrade; '' close; }",
+        )
+        .unwrap();
+        let m = &c.maps["connection_upgrade"];
+        assert_eq!(var(&m.source), "$http_upgrade");
+        assert_eq!(var(m.lookup("websocket")), "upgrade");
+        assert_eq!(var(m.lookup("")), "close");
+    }
+
+    #[test]
+    fn exact_ignores_case_then_wildcards_then_regexes_then_default() {
+        let c = load(
+            "map $http_host $tenant {\n hostnames;\n default none;\n Example.COM exact;\n\
+             *.example.com sub;\n .shop.test shop;\n www.example.* pre;\n ~^api\\d+\\. re;\n\
+             ~*^ADMIN\\. ci;\n}\n map $tenant $pool { default $tenant; none idle; }",
+        )
+        .unwrap();
+        let m = &c.maps["tenant"];
+        for (host, want) in [
+            ("example.com", "exact"),
+            ("EXAMPLE.com", "exact"),
+            ("a.example.com", "sub"),
+            ("shop.test", "shop"),
+            ("x.shop.test", "shop"),
+            ("www.example.org", "pre"),
+            ("api7.other", "re"),
+            ("Api7.other", "none"),
+            ("admin.other", "ci"),
+            ("elsewhere", "none"),
+        ] {
+            assert_eq!(var(m.lookup(host)), want, "{host}");
+        }
+        assert_eq!(var(c.maps["pool"].lookup("x")), "$tenant");
+    }
+
+    #[test]
+    fn bad_maps_name_file_and_line() {
+        for (http, want) in [
+            ("map $host b { }", "invalid variable name \"b\""),
+            (
+                "map $host $b { x; }",
+                "invalid number of the map parameters",
+            ),
+            (
+                "map $host $b { default 1; default 2; }",
+                "duplicate default",
+            ),
+            ("map $host $b { x 1; X 2; }", "conflicting parameter \"x\""),
+            ("map $host $b { ~( 1; }", "invalid regex"),
+            (
+                "map $host $b { }\nmap $uri $b { }",
+                "duplicate \"$b\" variable",
+            ),
+            ("map $nope $b { }", "unknown \"nope\" variable"),
+            ("map $host $b;", "no opening"),
+        ] {
+            let e = load(http).expect_err(http);
+            assert!(
+                e.contains(want) && e.contains("/t/nginx.conf:"),
+                "{http}: {e}"
+            );
+        }
+    }
+}
