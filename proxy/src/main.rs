@@ -71,7 +71,7 @@ struct Cli {
     /// File holding the token PIN [env: HSMGATE_PIN_FILE].
     #[arg(long, value_name = "PATH")]
     pin_file: Option<String>,
-    /// Admin listener (/healthz, /readyz, /metrics) [env: HSMGATE_ADMIN].
+    /// Admin listener (/healthz, /readyz, /metrics, /status) [env: HSMGATE_ADMIN].
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Log format: text or json [env: HSMGATE_LOG_FORMAT; default: text].
