@@ -24,6 +24,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v chromium >/dev/null || need+=(chromium)
+# chromium only recommends fonts: without one its screenshot shows empty boxes.
+compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || need+=(fonts-dejavu-core)
 command -v tmux >/dev/null || need+=(tmux)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
 if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
