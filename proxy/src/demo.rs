@@ -64,6 +64,7 @@ pub fn prepare(
     upstream: SocketAddr,
     kind: KeyKind,
     module_path: Option<PathBuf>,
+    admin: Option<SocketAddr>,
 ) -> Result<Demo, ProxyError> {
     let module_path = match module_path {
         Some(p) => p,
@@ -143,7 +144,7 @@ env = {{ SOFTHSM2_CONF = {conf} }}
 
 [upstream]
 address = {upstream}
-"#,
+{admin}"#,
             listen = quote(&listen.to_string()),
             key = quote(&format!(
                 "pkcs11:token={TOKEN_LABEL};object={KEY_LABEL};type=private?pin-source=file:{}",
@@ -152,6 +153,10 @@ address = {upstream}
             module = quote(&module_path.display().to_string()),
             conf = quote(&softhsm_conf.display().to_string()),
             upstream = quote(&upstream.to_string()),
+            admin = admin.map_or_else(String::new, |a| format!(
+                "\n[admin]\naddress = {}\n",
+                quote(&a.to_string())
+            )),
         ),
     )?;
     Ok(Demo {
@@ -170,6 +175,20 @@ pub fn curl_line(listen: SocketAddr, certificate: &Path) -> String {
         other => other.to_string(),
     };
     format!("curl --cacert {} https://{host}/", certificate.display())
+}
+
+/// One line per admin endpoint: `healthz: http://ADDR/healthz`, then readyz, metrics,
+/// status.
+pub fn admin_lines(admin: SocketAddr) -> Vec<String> {
+    let host = match admin {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
+    };
+    ["healthz", "readyz", "metrics", "status"]
+        .iter()
+        .map(|p| format!("{p}: http://{host}/{p}"))
+        .collect()
 }
 
 /// The rcgen view of a token key: rcgen builds the certificate, the token signs it.
