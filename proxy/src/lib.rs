@@ -26,6 +26,7 @@
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`demo`] (`hsmgate demo`),
+//!   [`token_cli`] (`hsmgate token`: key and certificate on your own token),
 //!   [`upstream`] (the built-in echo upstream), [`error`].
 #![forbid(unsafe_code)]
 
@@ -48,6 +49,7 @@ pub mod route;
 pub mod server;
 pub mod site;
 pub mod tls;
+pub mod token_cli;
 pub mod upstream;
 pub mod uri;
 pub mod vars;

@@ -33,3 +33,5 @@ mod rustls_client;
 mod sidecar;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/token_cmd.rs"]
+mod token_cmd;
