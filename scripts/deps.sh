@@ -9,6 +9,9 @@
 #   podman runc     build and run the container image (deploy/container) in its test
 #   chromium        renders the /status page headless in its test (DOM and screenshot)
 #   tmux            runs `hsmgate top` in a real terminal in its test
+#   python3         the README walk's stand-in upstream (scripts/newcomer-walk.sh) and
+#                   the HSM lab's latency hop (benches/hsm-lab/delayfwd.py)
+#   socat           the HSM lab's TCP hop (benches/hsm-lab)
 set -euo pipefail
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -27,6 +30,8 @@ command -v chromium >/dev/null || need+=(chromium)
 # chromium only recommends fonts: without one its screenshot shows empty boxes.
 compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || need+=(fonts-dejavu-core)
 command -v tmux >/dev/null || need+=(tmux)
+command -v python3 >/dev/null || need+=(python3)
+command -v socat >/dev/null || need+=(socat)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
 if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
   pip3 install --quiet kubernetes-validate 2>/dev/null \

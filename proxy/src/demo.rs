@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hsmgate_config::{Pkcs11Uri, Secret};
-use hsmgate_signer::{KeyKind, Module, PoolSettings, SignerPool, Token, provision};
-use rustls::SignatureScheme;
+use hsmgate_signer::{KeyKind, Module, Token, provision};
 
 use crate::error::ProxyError;
 
@@ -104,23 +103,8 @@ pub fn prepare(
     provision::generate_key_pair(&token, &pin, kind, KEY_LABEL, &[1])?;
 
     // Sign the certificate with the token key through the same pool the proxy uses.
-    let pool = SignerPool::start(&PoolSettings {
-        module: module_path.clone(),
-        env: env.clone(),
-        uri,
-        pin,
-        sessions: 1,
-        queue_depth: 4,
-        sign_timeout: std::time::Duration::from_secs(10),
-        batch_max: 1,
-        // Only to sign the certificate: no calibration burst, no admission.
-        capacity: Some(1.0),
-        admission: hsmgate_config::Admission {
-            enabled: false,
-            ..hsmgate_config::Admission::default()
-        },
-    })?;
-    let cert_pem = self_signed(&pool, kind)?;
+    let pool = provision::signing_pool(&module_path, &env, uri, pin)?;
+    let cert_pem = provision::self_signed(&pool, &certificate_params()?)?;
     drop(pool);
     let certificate = root.join("cert.pem");
     write(&certificate, &cert_pem)?;
@@ -191,54 +175,8 @@ pub fn admin_lines(admin: SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// The rcgen view of a token key: rcgen builds the certificate, the token signs it.
-struct TokenCertKey<'a> {
-    pool: &'a SignerPool,
-    public: Vec<u8>,
-    alg: &'static rcgen::SignatureAlgorithm,
-    scheme: SignatureScheme,
-}
-
-impl rcgen::PublicKeyData for TokenCertKey<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        &self.public
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.alg
-    }
-}
-
-impl rcgen::SigningKey for TokenCertKey<'_> {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.pool.sign(self.scheme, msg).map_err(|e| {
-            tracing::error!(error = %e, "demo: the token could not sign the certificate");
-            rcgen::Error::RemoteKeyError
-        })
-    }
-}
-
-fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
-    use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(pool.spki())
-        .map_err(|e| ProxyError::Demo(format!("token public key: {e}")))?;
-    let (alg, scheme) = match kind {
-        KeyKind::Rsa(_) => (&rcgen::PKCS_RSA_SHA256, SignatureScheme::RSA_PKCS1_SHA256),
-        KeyKind::EcP256 => (
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-        ),
-        KeyKind::EcP384 => (
-            &rcgen::PKCS_ECDSA_P384_SHA384,
-            SignatureScheme::ECDSA_NISTP384_SHA384,
-        ),
-    };
-    let key = TokenCertKey {
-        pool,
-        public: spki.subject_public_key.data.to_vec(),
-        alg,
-        scheme,
-    };
+/// The demo certificate: `localhost`, 127.0.0.1 and ::1.
+fn certificate_params() -> Result<rcgen::CertificateParams, ProxyError> {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .map_err(|e| ProxyError::Demo(e.to_string()))?;
     params
@@ -250,10 +188,7 @@ fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "hsmgate demo");
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| ProxyError::Demo(format!("self-signed certificate: {e}")))?;
-    Ok(cert.pem())
+    Ok(params)
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -27,8 +27,9 @@
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
 //!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
-//!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`upstream`] (the built-in
-//!   echo upstream), [`error`].
+//!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
+//!   token`: key and certificate on your own token), [`upstream`] (the built-in echo
+//!   upstream), [`error`].
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -54,6 +55,7 @@ pub mod status;
 pub mod status_page;
 pub mod tls;
 pub mod top;
+pub mod token_cli;
 pub mod upstream;
 pub mod uri;
 pub mod vars;

@@ -111,6 +111,11 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Put a key and a certificate on your own token: list, init, keygen, csr.
+    Token {
+        #[command(subcommand)]
+        command: hsmgate_proxy::token_cli::TokenCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -136,6 +141,18 @@ impl From<DemoKey> for KeyKind {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Token { .. }))
+        && let Some(Command::Token { command }) = cli.command.take()
+    {
+        init_logging(None, "warn", LogFormat::Text);
+        return match hsmgate_proxy::token_cli::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hsmgate token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (source, format) = match config_source(&mut cli) {
         Ok(s) => s,
         Err(e) => {
@@ -265,12 +282,18 @@ fn exit(result: Result<(), ProxyError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line on the terminal; the error log gets it too when it is a file.
+            if LOG_TO_FILE.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!("{e}");
+            }
             eprintln!("hsmgate: [emerg] {e}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Whether logs go to a file (`error_log`, `-e FILE`) rather than stderr.
+static LOG_TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -321,6 +344,7 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
         return Ok(None);
     };
     let file = Arc::new(LogFile::open(path)?);
+    LOG_TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
     init_logging(Some(Arc::clone(&file)), level, format);
     Ok(Some(ReopenHook(Arc::new(move || {
         if let Err(e) = file.reopen() {
@@ -511,7 +535,7 @@ fn run_demo(
                 source,
             }
         })?;
-        let upstream = tokio::spawn(upstream::serve(listener, "hsmgate-demo-upstream"));
+        let upstream = tokio::spawn(upstream::serve_logging(listener, "hsmgate-demo-upstream"));
         let signals = Signals::install()?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let forwarder = tokio::spawn(signals.forward(tx));

@@ -39,3 +39,5 @@ mod sidecar;
 mod status_ui;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/token_cmd.rs"]
+mod token_cmd;
