@@ -191,7 +191,8 @@ fn main() -> ExitCode {
                 }
             };
         }
-        None => {}
+        // Handled before the configuration is read.
+        Some(Command::Token { .. }) | None => {}
     }
     let defaults = KeyDefaults {
         module: source
