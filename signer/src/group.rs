@@ -89,16 +89,27 @@ impl Group {
         let mut expected = settings.expected.clone();
         let mut reference: Option<(KeyKind, String, String, Vec<SignatureScheme>)> = None;
         let mut errors = Vec::new();
+        // With one member its error is the start-up error, which the caller reports
+        // once, worded for a single token: no HA-group log line besides it.
+        let single = members.len() == 1;
         for (member, result) in members.iter().zip(results) {
             match result {
                 None => {
                     member.abandoned.fetch_add(1, Ordering::AcqRel);
                     let reason = format!("did not come up within {:?}", settings.recovery_timeout);
-                    tracing::warn!(member = %member.name(), %reason, "HSM member down at start");
+                    if !single {
+                        tracing::warn!(member = %member.name(), %reason, "HSM member down at start");
+                    }
                     *member.last_error.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
-                    errors.push(SignerError::NoHealthyMember {
-                        group: settings.name.clone(),
-                        detail: format!("{}: {reason}", member.name()),
+                    errors.push(match single {
+                        true => SignerError::Timeout {
+                            token: member.name().to_string(),
+                            after: settings.recovery_timeout,
+                        },
+                        false => SignerError::NoHealthyMember {
+                            group: settings.name.clone(),
+                            detail: format!("{}: {reason}", member.name()),
+                        },
                     });
                 }
                 Some(Ok(live)) => {
@@ -116,7 +127,9 @@ impl Group {
                             found: crate::verify::describe_key(&live.key.spki),
                             expected: crate::verify::describe_key(&exp.spki),
                         }));
-                        refuse(member, &e);
+                        if !single {
+                            refuse(member, &e);
+                        }
                         retire(live);
                         errors.push(e);
                         continue;
@@ -132,6 +145,7 @@ impl Group {
                     }
                     member.install(live);
                 }
+                Some(Err(e)) if single => errors.push(e),
                 Some(Err(e)) => {
                     if e.is_permanent() {
                         refuse(member, &e);

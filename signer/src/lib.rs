@@ -18,7 +18,8 @@
 //! - [`admission`]: the limiter of full handshakes per pool (adaptive concurrency limit,
 //!   bounded wait, shedding); `capacity`: each member's signatures/s (calibration burst,
 //!   live estimate).
-//! - [`provision`]: make a token and a key pair on it (for `hsmgate demo`).
+//! - [`provision`]: make a token, a key pair on it, and a certificate or CSR the token
+//!   signs (for `hsmgate demo` and `hsmgate token`).
 //! - `der`, [`verify`], [`pin`], [`metrics`], [`error`]: helpers.
 #![deny(unsafe_code)]
 
