@@ -11,6 +11,7 @@
 #   tmux            runs `hsmgate top` in a real terminal in its test
 #   python3         the README walk's stand-in upstream (scripts/newcomer-walk.sh) and
 #                   the HSM lab's latency hop (benches/hsm-lab/delayfwd.py)
+#   python3-websockets  WebSocket client and echo server of the Upgrade test
 #   socat           the HSM lab's TCP hop (benches/hsm-lab)
 set -euo pipefail
 need=()
@@ -32,6 +33,8 @@ compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || need+
 command -v tmux >/dev/null || need+=(tmux)
 command -v python3 >/dev/null || need+=(python3)
 command -v socat >/dev/null || need+=(socat)
+# A real WebSocket client and server for the Upgrade pass-through test (Debian's python3).
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
 if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
   pip3 install --quiet kubernetes-validate 2>/dev/null \

@@ -321,7 +321,8 @@ async fn serve_http<I>(
         // Streams the client makes us reset with protocol errors (CVE-2025-8671 style).
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     let io = H1Guard::new(io, head, peer);
-    let served = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(served.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -8,7 +8,11 @@
 //! A head nginx would refuse is replaced by a bodiless request that carries the verdict in
 //! [`REJECT`]; [`crate::route`] answers it with nginx's page and the connection closes.
 //! A chunked body the guard cannot follow ends the stream with an error, which hyper turns
-//! into a body error (a 400 for that request). The HTTP/2 preface switches the guard off.
+//! into a body error (a 400 for that request). The HTTP/2 preface switches the guard off,
+//! and so does an HTTP/1.1 upgrade request without a body (`Upgrade` with `Connection:
+//! upgrade`, e.g. a WebSocket handshake): what follows may be the tunnel's bytes.
+//! [`crate::route`] then closes the connection after any answer but `101`, so nothing
+//! unchecked is ever read as a request.
 //!
 //! It also enforces `client_header_timeout`: a head must be complete within it, counted from
 //! the connection's start for the first request and from the first byte for later ones (the
@@ -341,6 +345,7 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
         _ => return Ok(State::Passthrough),
     };
     let (mut hosts, mut length, mut chunked) = (0, None::<u64>, None::<bool>);
+    let (mut upgrade, mut connection_upgrade) = (false, false);
     for line in lines.filter(|l| !l.is_empty()) {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err((400, "client sent obsolete line folding"));
@@ -373,6 +378,12 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
             // nginx skips spaces, not tabs, before a value.
             let v = trim_ows_end(&value[value.iter().take_while(|&&b| b == b' ').count()..]);
             chunked = Some(v.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_upgrade |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
         } else if name.eq_ignore_ascii_case(REJECT.as_bytes()) {
             return Err((400, "client sent the internal rejection header"));
         }
@@ -391,6 +402,8 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
             value: 0,
             digits: 0,
         })),
+        // An upgrade: what follows may be the tunnel (see the module documentation).
+        (None, Some(0) | None) if http11 && upgrade && connection_upgrade => Ok(State::Passthrough),
         (None, Some(0) | None) => Ok(State::Head),
         (None, Some(n)) => Ok(State::Fixed(n)),
     }
@@ -596,6 +609,30 @@ mod tests {
         assert_eq!(verdict(&format!("POST / HTTP/1.0\r\n{te}\r\n")), Err(400));
         assert_eq!(verdict(&h("X-Hsmgate-Reject: 200\r\n")), Err(400));
         assert_eq!(verdict("GET / HTTP/2.0\r\n\r\n"), Ok(State::Passthrough));
+    }
+
+    #[test]
+    fn an_upgrade_without_a_body_stops_the_guard() {
+        let ws = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n";
+        for connection in ["Connection: Upgrade", "connection: keep-alive, upgrade"] {
+            assert_eq!(
+                verdict(&format!("{ws}{connection}\r\n\r\n")),
+                Ok(State::Passthrough),
+                "{connection}"
+            );
+        }
+        // Not an upgrade: no `Connection: upgrade`, HTTP/1.0, or a body to follow.
+        assert_eq!(verdict(&format!("{ws}\r\n")), Ok(State::Head));
+        assert_eq!(
+            verdict("GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            Ok(State::Head)
+        );
+        assert_eq!(
+            verdict(&format!(
+                "{ws}Connection: upgrade\r\nContent-Length: 3\r\n\r\n"
+            )),
+            Ok(State::Fixed(3))
+        );
     }
 
     fn guard() -> H1Guard<tokio::io::Empty> {

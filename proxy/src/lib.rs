@@ -22,6 +22,7 @@
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
 //!   [`body`]: a streamed request body whose failure is the client's;
+//! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
@@ -56,6 +57,7 @@ pub mod status_page;
 pub mod tls;
 pub mod token_cli;
 pub mod top;
+pub mod tunnel;
 pub mod upstream;
 pub mod uri;
 pub mod vars;

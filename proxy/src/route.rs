@@ -61,6 +61,7 @@ async fn serve(
     let started = SystemTime::now();
     let t0 = Instant::now();
     let (parts, body) = req.into_parts();
+    let upgrade = crate::tunnel::wants_upgrade(parts.version, &parts.headers);
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host` (nginx's
     // `$host`); for HTTP/2 it is `:authority`. Routing and forwarding use this one name.
     let http_host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
@@ -153,6 +154,9 @@ async fn serve(
         }
     };
     add_headers(&settings.add_header, &mut resp, &log);
+    if upgrade {
+        crate::tunnel::close_unless_switched(&mut resp);
+    }
     log.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let body = LoggedBody {
@@ -222,7 +226,7 @@ async fn proxy(
     settings: &ProxySettings,
     location: &LocationBlock,
     pass: &ProxyPass,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     log: &mut LogCtx,
 ) -> Response<ProxyBody> {
@@ -268,6 +272,14 @@ async fn proxy(
     if !set_connection {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    // A tunnel when the client asks for one and the configuration forwards its Upgrade
+    // (nginx forwards it only when `proxy_set_header Upgrade` says so).
+    let client_upgrade = match crate::tunnel::wants_upgrade(parts.version, &parts.headers)
+        && headers.contains_key(header::UPGRADE)
+    {
+        true => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        false => None,
+    };
     // A request without a body, or with a small one read into memory first (nginx's
     // client_body_buffer_size), can be sent again to the next server when a connection
     // cannot be made (nginx's `proxy_next_upstream error`); a larger one is streamed.
@@ -322,7 +334,23 @@ async fn proxy(
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
+                let upstream_headers = resp.headers().clone();
                 strip_hop_by_hop(resp.headers_mut());
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let Some(client) = client_upgrade else {
+                        // A 101 nobody asked for cannot be passed on.
+                        tracing::warn!(upstream = %addr, "upstream switched protocols unasked: 502");
+                        return error_page(StatusCode::BAD_GATEWAY);
+                    };
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
+                    tokio::spawn(crate::tunnel::run(
+                        client,
+                        upstream,
+                        settings.proxy_read_timeout,
+                        (*addr).to_owned(),
+                    ));
+                }
                 return resp.map(|b| b.boxed());
             }
             // The client's body failed: the client's fault, not the server's.

@@ -41,3 +41,5 @@ mod status_ui;
 mod strict;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
+#[path = "e2e/websocket.rs"]
+mod websocket;
