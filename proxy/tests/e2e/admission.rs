@@ -142,9 +142,24 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
         most_waiting <= 8.0,
         "the wait queue exceeded max_waiting: {most_waiting}"
     );
-    // Shed means answered long before any timeout (handshake 10 s, signature 2 s).
+    // Shed at the door, not refused after waiting out the signing deadline (2 s): no
+    // signature request expired or was refused by a full queue. The alert comes long
+    // before the handshake timeout (10 s) even on a loaded machine: the clients' own
+    // crypto shares the two cores (p99 0.3 s on a quiet machine, 2.7 s at load 10).
+    let (_, ops) = admin_get(admin, "/metrics").await;
+    for result in ["expired", "lost", "overloaded"] {
+        assert_eq!(
+            metric(
+                &ops,
+                "hsmgate_signer_operations_total",
+                &[&format!("result=\"{result}\"")]
+            ),
+            0.0,
+            "signatures {result}: {ops}"
+        );
+    }
     assert!(
-        percentile(shed_times, 0.99) < Duration::from_secs(2),
+        percentile(shed_times, 0.99) < Duration::from_secs(5),
         "shed handshakes were answered slowly"
     );
     assert!(
