@@ -14,7 +14,7 @@ use cryptoki::types::AuthPin;
 use hsmgate_config::{Pkcs11Uri, Secret};
 
 use crate::der;
-use crate::error::SignerError;
+use crate::error::{Function, SignerError};
 use crate::module::Module;
 
 /// A token found in a module's slot list.
@@ -97,7 +97,7 @@ impl Token {
         let ctx = module.ctx();
         let slots = ctx
             .get_slots_with_token()
-            .map_err(|e| SignerError::pkcs11(&mod_name, "C_GetSlotList", e))?;
+            .map_err(|e| SignerError::pkcs11(&mod_name, Function::GetSlotList, e))?;
         let mut present = Vec::new();
         for slot in slots {
             if uri.slot_id.is_some_and(|id| id != slot.id()) {
@@ -105,7 +105,7 @@ impl Token {
             }
             let info = ctx
                 .get_token_info(slot)
-                .map_err(|e| SignerError::pkcs11(&mod_name, "C_GetTokenInfo", e))?;
+                .map_err(|e| SignerError::pkcs11(&mod_name, Function::GetTokenInfo, e))?;
             let label = info.label().trim_end().to_string();
             let matches = uri.token.as_deref().is_none_or(|t| t == label)
                 && uri
@@ -159,7 +159,7 @@ impl Token {
         self.module
             .ctx()
             .open_ro_session_no_drop(self.slot)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_OpenSession", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::OpenSession, e))
     }
 
     /// Open a read-write session (for provisioning).
@@ -167,7 +167,7 @@ impl Token {
         self.module
             .ctx()
             .open_rw_session(self.slot)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_OpenSession", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::OpenSession, e))
     }
 
     /// Log the application in. Login is per application, not per session: a second
@@ -176,7 +176,7 @@ impl Token {
         let pin = AuthPin::from(pin.expose().to_string());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(e) => Err(SignerError::pkcs11(&self.label, "C_Login", e)),
+            Err(e) => Err(SignerError::pkcs11(&self.label, Function::Login, e)),
         }
     }
 
@@ -196,7 +196,7 @@ impl Token {
         }
         let found = session
             .find_objects(&template)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_FindObjects", e))?;
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::FindObjects, e))?;
         let handle = match found.as_slice() {
             [one] => *one,
             [] => {
@@ -260,7 +260,7 @@ impl Token {
     ) -> Result<Vec<Attribute>, SignerError> {
         session
             .get_attributes(handle, types)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_GetAttributeValue", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::GetAttributeValue, e))
     }
 
     /// The public key object with the same CKA_ID, if there is one.
@@ -277,7 +277,7 @@ impl Token {
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::Id(id.to_vec()),
             ])
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_FindObjects", e))?;
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::FindObjects, e))?;
         Ok(found.first().copied())
     }
 
