@@ -23,8 +23,10 @@ pub enum SignerError {
         source: CkError,
     },
     /// A PKCS#11 function returned an error code.
-    #[error("token {token}: C_{function:?} failed: {}", ckr_name(*rv))]
+    #[error("{}token {token}: C_{function:?} failed: {}", in_member(member, token), ckr_name(*rv))]
     Pkcs11 {
+        /// The group member whose call it was, once known (see [`SignerError::in_member`]).
+        member: Option<String>,
         /// Which token (label, or the module path before a token is chosen).
         token: String,
         /// The PKCS#11 function, e.g. `Login` (shown as `C_Login`).
@@ -34,8 +36,13 @@ pub enum SignerError {
     },
     /// cryptoki refused a call before or after the module answered (a missing function,
     /// a value it cannot convert).
-    #[error("token {token}: C_{function:?} failed: {source}")]
+    #[error(
+        "{}token {token}: C_{function:?} failed: {source}",
+        in_member(member, token)
+    )]
     Cryptoki {
+        /// The group member whose call it was, once known.
+        member: Option<String>,
         /// Which token (label, or the module path before a token is chosen).
         token: String,
         /// The PKCS#11 function called.
@@ -196,16 +203,28 @@ impl SignerError {
     pub(crate) fn pkcs11(token: &str, function: Function, err: CkError) -> Self {
         match err {
             CkError::Pkcs11(rv, function) => SignerError::Pkcs11 {
+                member: None,
                 token: token.to_string(),
                 function,
                 rv,
             },
             source => SignerError::Cryptoki {
+                member: None,
                 token: token.to_string(),
                 function,
                 source,
             },
         }
+    }
+
+    /// Name the group member a PKCS#11 error came from (its message then starts with
+    /// `HSM member <name>: `, unless the member is named after its token).
+    pub(crate) fn in_member(mut self, name: &str) -> Self {
+        if let SignerError::Pkcs11 { member, .. } | SignerError::Cryptoki { member, .. } = &mut self
+        {
+            member.get_or_insert_with(|| name.to_string());
+        }
+        self
     }
 
     /// Whether the error says the device (or our connection to it) failed, so that
@@ -291,6 +310,14 @@ pub enum PinProblem {
     EmptyVariable,
 }
 
+/// "HSM member hsm-a: " before a token's error, when it names another member than the token.
+fn in_member(member: &Option<String>, token: &str) -> String {
+    match member {
+        Some(m) if m != token => format!("HSM member {m}: "),
+        _ => String::new(),
+    }
+}
+
 fn join(errors: &[SignerError]) -> String {
     errors
         .iter()
@@ -360,6 +387,22 @@ mod tests {
         assert!(text.contains("CKR_PIN_INCORRECT"), "{text}");
         assert_eq!(err.rv(), Some(RvError::PinIncorrect));
         assert!(matches!(err.function(), Some(Function::Login)));
+        // In a group, the member is named too (unless it is named after its token).
+        let text = err.in_member("hsm-a").to_string();
+        assert!(
+            text.starts_with("HSM member hsm-a: token demo: C_Login failed: CKR_PIN_INCORRECT"),
+            "{text}"
+        );
+        let same = SignerError::pkcs11(
+            "demo",
+            Function::Login,
+            CkError::Pkcs11(RvError::PinIncorrect, Function::Login),
+        )
+        .in_member("demo");
+        assert_eq!(
+            same.to_string(),
+            "token demo: C_Login failed: CKR_PIN_INCORRECT"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A scripted backend for unit tests of selection, failover, supervision and start-up:
 //! each member answers at once with a signature (its own name) or a chosen CKR code,
 //! refuses with a full queue, or hangs until released; its start succeeds, fails with
-//! a chosen CKR code, or hangs until released.
+//! a chosen CKR code (member `a` has token `tok-a`), or hangs until released.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -144,7 +144,8 @@ impl Backend for Fake {
         drop(hangs);
         if let Err(rv) = *lock(&self.0.start) {
             return Err(SignerError::Pkcs11 {
-                token: self.0.name.clone(),
+                member: None,
+                token: format!("tok-{}", self.0.name),
                 function: Function::Login,
                 rv,
             });
@@ -152,7 +153,7 @@ impl Backend for Fake {
         let generation = Arc::new(FakeGeneration {
             fake: Arc::downgrade(&self.0),
             key: MemberKey {
-                token: self.0.name.clone(),
+                token: format!("tok-{}", self.0.name),
                 name: "key".into(),
                 kind: KeyKind::EcP256,
                 spki: lock(&self.0.spki).clone(),
@@ -223,7 +224,8 @@ impl Generation for FakeGeneration {
             }
             Behaviour::Fail(rv) => {
                 let _ = reply.send(Err(SignerError::Pkcs11 {
-                    token: fake.name.clone(),
+                    member: None,
+                    token: self.key.token.clone(),
                     function: Function::Sign,
                     rv,
                 }));

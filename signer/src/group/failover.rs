@@ -65,7 +65,8 @@ impl Group {
                     metrics::counter!(m::RETRIES, "member" => member.name().to_string(), "reason" => "device").increment(1);
                     last_error = Some(e);
                 }
-                Ok(Err(e)) => return Err(e),
+                // About the request: another member would refuse it too.
+                Ok(Err(e)) => return Err(e.in_member(member.name())),
                 Err(RecvTimeoutError::Timeout) => {
                     let hung = live
                         .longest_call()
@@ -174,6 +175,11 @@ mod tests {
             let g = TestGroup::primaries(&[&a, &b]);
             let err = g.group.sign(SCHEME, b"m").expect_err("no retry");
             assert_eq!(err.rv(), Some(rv));
+            let text = err.to_string();
+            assert!(
+                text.starts_with("HSM member a: token tok-a: C_Sign failed: CKR_"),
+                "{text}"
+            );
             assert_eq!(b.calls(), 0, "{rv:?}: not retried on b");
             assert_eq!(g.state(0), MemberState::Up, "{rv:?}: a stays in rotation");
         }
@@ -253,7 +259,7 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, SignerError::NoHealthyMember { .. }), "{text}");
         assert!(
-            text.contains("a down (token a: C_Sign failed: CKR_DEVICE_ERROR)"),
+            text.contains("a down (token tok-a: C_Sign failed: CKR_DEVICE_ERROR)"),
             "{text}"
         );
         assert!(text.contains("CKR_SESSION_HANDLE_INVALID"), "{text}");

@@ -94,7 +94,7 @@ impl Group {
                         tracing::warn!(member = %member.name(), error = %e, "HSM member down at start");
                         member.set_last_error(e.to_string());
                     }
-                    errors.push(e);
+                    errors.push(e.in_member(member.name()));
                 }
             }
         }
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(g.state(0), MemberState::Down);
         assert_eq!(g.state(1), MemberState::Up);
         assert!(g.group.members[0].last_error().contains("CKR_DEVICE_ERROR"));
-        assert_eq!(g.group.token_label, "b");
+        assert_eq!(g.group.token_label, "tok-b");
     }
 
     #[test]
@@ -300,7 +300,7 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, SignerError::NoMemberStarted { .. }), "{text}");
         assert!(
-            text.contains("token a: C_Login failed: CKR_DEVICE_ERROR"),
+            text.contains("HSM member a: token tok-a: C_Login failed: CKR_DEVICE_ERROR"),
             "{text}"
         );
         assert!(text.contains("CKR_PIN_INCORRECT"), "{text}");
