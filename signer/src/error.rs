@@ -61,6 +61,12 @@ pub enum SignerError {
         /// The labels of the tokens that are there.
         present: String,
     },
+    /// Every slot's token is initialised already: none to make a new token in.
+    #[error("no uninitialised token in module {module}: every slot's token is initialised")]
+    NoFreeSlot {
+        /// The module searched.
+        module: PathBuf,
+    },
     /// No private key object matches the URI on the token.
     #[error("token {token}: no private key object matching {wanted}")]
     KeyNotFound {

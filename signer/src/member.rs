@@ -290,3 +290,96 @@ impl Member {
         self.transition(from, MemberState::Refused);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::fake::{Fake, TestGroup};
+
+    fn recovery() -> Recovery {
+        Recovery {
+            next_attempt: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            attempt: 0,
+            attempt_started: None,
+            out_since: None,
+        }
+    }
+
+    #[test]
+    fn the_current_attempt_is_claimed_once() {
+        let mut r = recovery();
+        let n = r.begin();
+        assert_eq!(r.claim(n), Claim::Current);
+        // Claimed: the supervisor can no longer give it up, and it is not claimed twice.
+        assert!(!r.give_up_if_older(Duration::ZERO));
+        assert_eq!(r.claim(n), Claim::GivenUp);
+    }
+
+    #[test]
+    fn a_given_up_attempt_is_not_claimed_and_backs_off() {
+        let mut r = recovery();
+        let n = r.begin();
+        assert!(!r.give_up_if_older(Duration::from_secs(60)), "not old yet");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(r.give_up_if_older(Duration::from_millis(1)));
+        assert_eq!(r.claim(n), Claim::GivenUp);
+        assert_eq!(r.backoff, FIRST_BACKOFF * 2);
+        assert!(r.next_attempt > Instant::now());
+        // A later attempt is its own.
+        let m = r.begin();
+        assert_ne!(m, n);
+        assert_eq!(r.claim(m), Claim::Current);
+    }
+
+    #[test]
+    fn of_many_concurrent_failures_one_takes_the_member_out() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = Arc::clone(&g.group.members[0]);
+        let took: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let member = &member;
+                    s.spawn(move || member.take_out(i % 2 == 0, "device error"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().expect("no panic")))
+                .sum()
+        });
+        assert_eq!(took, 1);
+        assert!(matches!(
+            member.state(),
+            MemberState::Down | MemberState::Fenced
+        ));
+        assert!(
+            member.live().is_none(),
+            "out of rotation means no generation"
+        );
+    }
+
+    #[test]
+    fn install_is_refused_once_the_state_moved_on() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = &g.group.members[0];
+        let spare = member.live().expect("up");
+        // Up already: a second install (say, a late start-up result) is handed back.
+        assert!(
+            member
+                .install(MemberState::Down, Arc::clone(&spare))
+                .is_err()
+        );
+        assert!(member.take_out(false, "device error"));
+        // Not taken out twice, and a recovery that was not claimed cannot install.
+        assert!(!member.take_out(true, "hung"));
+        assert!(member.install(MemberState::Recovering, spare).is_err());
+        assert_eq!(member.state(), MemberState::Down);
+        assert!(member.live().is_none());
+    }
+}

@@ -37,10 +37,8 @@ pub fn init_token(
             break;
         }
     }
-    let slot = free.ok_or_else(|| SignerError::TokenNotFound {
-        wanted: "an uninitialised token".into(),
+    let slot = free.ok_or_else(|| SignerError::NoFreeSlot {
         module: module.path().to_path_buf(),
-        present: "only initialised tokens".into(),
     })?;
     let so = AuthPin::from(so_pin.expose().to_string());
     ctx.init_token(slot, &so, label)

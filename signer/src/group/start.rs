@@ -196,8 +196,9 @@ fn bring_up_all(
                 startup.done.notify_all();
             });
         if let Err(e) = spawned {
-            // Threads already started find their slots given up (not counted: they are
-            // marked done when they return, and their results dropped with `startup`).
+            // Threads already started store their results when they return (their slots
+            // are still `Starting`, so nothing is counted as abandoned), and the results
+            // are dropped with the last reference to `startup`.
             return Err(SignerError::Thread(e));
         }
     }
