@@ -95,7 +95,7 @@ pub enum SignerError {
         /// The key (object label).
         key: String,
         /// Why it is not supported.
-        reason: String,
+        reason: KeyProblem,
     },
     /// The PIN could not be read from its source.
     #[error("cannot read the PIN from {source_name}: {reason}")]
@@ -298,6 +298,35 @@ impl SignerError {
     }
 }
 
+/// Why a key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// Neither RSA nor EC (`None`: the token did not say).
+    #[error("key type {0:?} is not RSA or EC")]
+    KeyType(Option<cryptoki::object::KeyType>),
+    /// An RSA key whose public half cannot be read.
+    #[error("cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)")]
+    NoRsaPublicKey,
+    /// An RSA modulus of this many bits.
+    #[error("RSA-{0} is outside 2048..8192 bits")]
+    RsaSize(usize),
+    /// An EC key without its curve.
+    #[error("no CKA_EC_PARAMS")]
+    NoEcParams,
+    /// An EC key on another curve.
+    #[error("EC curve is not P-256 or P-384")]
+    Curve,
+    /// An EC key whose public point cannot be found.
+    #[error(
+        "no public key object with the same CKA_ID to read CKA_EC_POINT from (needed to check the certificate)"
+    )]
+    NoEcPoint,
+    /// The token offers none of the mechanisms that sign with it.
+    #[error("the token offers no signing mechanism for it")]
+    NoMechanism,
+}
+
 /// Why a PIN could not be read from its source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -419,6 +448,19 @@ mod tests {
         assert!(std::error::Error::source(&err).is_some());
         assert_eq!(err.rv(), None);
         assert!(!err.is_device_error());
+    }
+
+    #[test]
+    fn unsupported_keys_say_why_in_words() {
+        let err = SignerError::UnsupportedKey {
+            token: "t".into(),
+            key: "k".into(),
+            reason: KeyProblem::RsaSize(1024),
+        };
+        assert_eq!(
+            err.to_string(),
+            "token t: key k: RSA-1024 is outside 2048..8192 bits"
+        );
     }
 
     #[test]

@@ -68,4 +68,4 @@ pub use token::{KeyInfo, KeyKind, Token};
 pub use verify::{describe_key, same_public_key, verify};
 
 /* --- errors --- */
-pub use error::{KeyDiffers, PinProblem, SignerError};
+pub use error::{KeyDiffers, KeyProblem, PinProblem, SignerError};

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustls::SignatureScheme;
 
 use crate::backend::{Answer, Backend, Generation, MemberKey, Refused, StartCtx, Started};
-use crate::error::{KeyDiffers, SignerError};
+use crate::error::{KeyDiffers, KeyProblem, SignerError};
 use crate::metrics as m;
 use crate::module::Module;
 use crate::pool::MemberSettings;
@@ -178,7 +178,7 @@ impl Backend for Pkcs11Backend {
             return Err(SignerError::UnsupportedKey {
                 token: token.label.clone(),
                 key: key.name.clone(),
-                reason: "the token offers no signing mechanism for it".into(),
+                reason: KeyProblem::NoMechanism,
             });
         };
         let shared = Arc::new(Shared {

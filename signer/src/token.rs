@@ -14,7 +14,7 @@ use cryptoki::types::AuthPin;
 use hsmgate_config::{Pkcs11Uri, Secret};
 
 use crate::der;
-use crate::error::{Function, SignerError};
+use crate::error::{Function, KeyProblem, SignerError};
 use crate::module::Module;
 
 /// A token found in a module's slot list.
@@ -234,7 +234,7 @@ impl Token {
         let name = label
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| format!("id={}", hex(&id)));
-        let unsupported = |reason: String| SignerError::UnsupportedKey {
+        let unsupported = |reason: KeyProblem| SignerError::UnsupportedKey {
             token: self.label.clone(),
             key: name.clone(),
             reason,
@@ -242,7 +242,7 @@ impl Token {
         let (kind, spki) = match key_type {
             Some(KeyType::RSA) => self.rsa_public(session, handle, &id, &unsupported)?,
             Some(KeyType::EC) => self.ec_public(session, handle, &id, &unsupported)?,
-            other => return Err(unsupported(format!("key type {other:?} is not RSA or EC"))),
+            other => return Err(unsupported(KeyProblem::KeyType(other))),
         };
         Ok(KeyInfo {
             handle,
@@ -286,7 +286,7 @@ impl Token {
         session: &Session,
         handle: ObjectHandle,
         id: &[u8],
-        unsupported: &dyn Fn(String) -> SignerError,
+        unsupported: &dyn Fn(KeyProblem) -> SignerError,
     ) -> Result<(KeyKind, Vec<u8>), SignerError> {
         let wanted = [AttributeType::Modulus, AttributeType::PublicExponent];
         type Parts = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -308,15 +308,11 @@ impl Token {
             (n, e) = read(public)?;
         }
         let (Some(n), Some(e)) = (n, e) else {
-            return Err(unsupported(
-                "cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)".into(),
-            ));
+            return Err(unsupported(KeyProblem::NoRsaPublicKey));
         };
         let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
         if !(2048..=8192).contains(&bits) {
-            return Err(unsupported(format!(
-                "RSA-{bits} is outside 2048..8192 bits"
-            )));
+            return Err(unsupported(KeyProblem::RsaSize(bits)));
         }
         Ok((KeyKind::Rsa(bits), der::rsa_spki(&n, &e)))
     }
@@ -326,7 +322,7 @@ impl Token {
         session: &Session,
         handle: ObjectHandle,
         id: &[u8],
-        unsupported: &dyn Fn(String) -> SignerError,
+        unsupported: &dyn Fn(KeyProblem) -> SignerError,
     ) -> Result<(KeyKind, Vec<u8>), SignerError> {
         let params = self
             .attributes(session, handle, &[AttributeType::EcParams])?
@@ -335,11 +331,11 @@ impl Token {
                 Attribute::EcParams(p) => Some(p),
                 _ => None,
             })
-            .ok_or_else(|| unsupported("no CKA_EC_PARAMS".into()))?;
+            .ok_or_else(|| unsupported(KeyProblem::NoEcParams))?;
         let (kind, curve) = match der::named_curve(&params) {
             Some(oid) if oid == der::OID_P256 => (KeyKind::EcP256, der::OID_P256),
             Some(oid) if oid == der::OID_P384 => (KeyKind::EcP384, der::OID_P384),
-            _ => return Err(unsupported("EC curve is not P-256 or P-384".into())),
+            _ => return Err(unsupported(KeyProblem::Curve)),
         };
         // The private key object has no CKA_EC_POINT: read it from the public key.
         let point = match self.public_twin(session, id)? {
@@ -352,11 +348,7 @@ impl Token {
                 }),
             None => None,
         }
-        .ok_or_else(|| {
-            unsupported(
-                "no public key object with the same CKA_ID to read CKA_EC_POINT from (needed to check the certificate)".into(),
-            )
-        })?;
+        .ok_or_else(|| unsupported(KeyProblem::NoEcPoint))?;
         Ok((kind, der::ec_spki(curve, der::ec_point(&point))))
     }
 }
