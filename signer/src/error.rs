@@ -25,7 +25,7 @@ pub enum SignerError {
     /// A PKCS#11 function returned an error code.
     #[error("{}token {token}: C_{function:?} failed: {}", in_member(member, token), ckr_name(*rv))]
     Pkcs11 {
-        /// The group member whose call it was, once known (see [`SignerError::in_member`]).
+        /// The group member whose call it was, once known (named by the group when it hands the error on).
         member: Option<String>,
         /// Which token (label, or the module path before a token is chosen).
         token: String,

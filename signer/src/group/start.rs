@@ -266,7 +266,7 @@ mod tests {
         let b = Fake::new("b");
         let started = Instant::now();
         let g = TestGroup::build(&[&a, &b], &[true, true], |s| {
-            s.recovery_timeout = Duration::from_millis(50);
+            s.recovery_timeout = Duration::from_millis(200);
         });
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(g.state(0), MemberState::Down);

@@ -280,14 +280,14 @@ mod tests {
     fn a_hung_recovery_is_given_up_and_its_late_return_counted_once() {
         let a = Fake::new("a").signing(Behaviour::Fail(RvError::DeviceError));
         let g = TestGroup::build(&[&a], &[true], |s| {
-            s.recovery_timeout = Duration::from_millis(30);
+            s.recovery_timeout = Duration::from_millis(100);
         });
         let _ = g.group.sign(SCHEME, b"m");
         assert_eq!(g.state(0), MemberState::Down);
         a.set_start_hangs(true);
         // The attempt starts, hangs, and is given up: its thread is abandoned.
         assert!(tick_until(&g, || g.abandoned(0) == 1));
-        // A taken-out-while-recovering race cannot write over Recovering either.
+        // A late device error finds it out already and changes nothing.
         assert!(!g.group.members[0].take_out(false, "late device error"));
         // The hung attempt returns (with a working generation): it is discarded, and
         // the abandoned count goes back to zero without wrapping.
@@ -296,8 +296,7 @@ mod tests {
         assert!(tick_until(&g, || g.abandoned(0) == 0));
         assert!(g.abandoned(0) < 1_000, "no wrap: {}", g.abandoned(0));
         // A later, normal attempt brings it back.
-        assert!(tick_until(&g, || g.state(0) == MemberState::Up));
-        assert_eq!(g.abandoned(0), 0);
+        assert!(tick_until(&g, || g.state(0) == MemberState::Up && g.abandoned(0) == 0));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 ///   └──wrong PIN, other key──▶ Refused ◀──permanent error── Recovering
 /// ```
 ///
-/// Invariant: a state changes only by [`StateCell::transition`], a compare-and-swap from
-/// the state its caller saw along an edge of [`MemberState::may_become`]; a caller whose
+/// Invariant: a state changes only by `StateCell::transition`, a compare-and-swap from
+/// the state its caller saw along one of the edges drawn above (`may_become`); a caller whose
 /// swap fails did not make the change and must not act as if it had. So exactly one
 /// caller takes a member out of rotation (the first to see its failure), a recovery
 /// attempt is the only writer while the member is `Recovering`, and `Refused` is final.
