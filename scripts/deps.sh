@@ -7,6 +7,11 @@
 #   curl openssl nghttp2-client   real TLS clients for the end-to-end tests
 #   systemd         systemd-analyze verify on the units scripts/install.sh installs
 #   podman runc     build and run the container image (deploy/container) in its test
+#   chromium        renders the /status page headless in its test (DOM and screenshot)
+#   tmux            runs `hsmgate top` in a real terminal in its test
+#   python3         the README walk's stand-in upstream (scripts/newcomer-walk.sh) and
+#                   the HSM lab's latency hop (benches/hsm-lab/delayfwd.py)
+#   socat           the HSM lab's TCP hop (benches/hsm-lab)
 set -euo pipefail
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -21,6 +26,12 @@ command -v cc >/dev/null || need+=(gcc)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
+command -v chromium >/dev/null || need+=(chromium)
+# chromium only recommends fonts: without one its screenshot shows empty boxes.
+compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || need+=(fonts-dejavu-core)
+command -v tmux >/dev/null || need+=(tmux)
+command -v python3 >/dev/null || need+=(python3)
+command -v socat >/dev/null || need+=(socat)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.
 if ! command -v kubernetes-validate >/dev/null && command -v pip3 >/dev/null; then
   pip3 install --quiet kubernetes-validate 2>/dev/null \

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # Failover under load against the HSM lab: four SoftHSM tokens with the same key, each
-# behind its own p11-kit server (../shared/hsm-lab/lab.sh), hsmgate configured from
+# behind its own p11-kit server (benches/hsm-lab/lab.sh), hsmgate configured from
 # deploy/examples/ha-lab.toml (hsm-a, hsm-b primary; hsm-c, hsm-d standby), and a steady
 # full-handshake load from hsmgate-load. While the load runs:
 #   SIGKILL hsm-a, restart it          (recovered_s: restart → hsm-a's first signature)
 #   SIGSTOP hsm-b, SIGCONT it          (fenced, then back)
 #   SIGKILL hsm-a and hsm-b, restart   (the standby region serves meanwhile)
 # Ends with one line:  handshakes=N failed=F recovered_s=S
-# Knobs: SHARED (path of ../shared), LAB_RUN (lab dir, default a temp dir), CONNS (8).
+# Knobs: HSM_LAB (default benches/hsm-lab), LAB_RUN (lab dir, default a temp dir), CONNS (8).
 # Uses 127.0.0.1 ports 9443 (hsmgate), 9901 (admin), 8080 (echo upstream).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-LAB="$SHARED/hsm-lab/lab.sh"
-[[ -x "$LAB" ]] || { echo "needs ../shared/hsm-lab/lab.sh (set SHARED=...)" >&2; exit 1; }
+LAB=${HSM_LAB:-$ROOT/benches/hsm-lab}/lab.sh
+[[ -x "$LAB" ]] || { echo "needs benches/hsm-lab/lab.sh (or HSM_LAB=DIR)" >&2; exit 1; }
 for t in curl python3; do command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }; done
 for port in 9443 9901 8080; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Signatures/s through hsmgate's signer pool vs the raw PKCS#11 rate of the same HSM lab
-# (../shared/hsm-lab: SoftHSM behind p11-kit server; p11bench is the raw C loop), in one run:
+# (benches/hsm-lab: SoftHSM behind p11-kit server; p11bench is the raw C loop), in one run:
 #   1 member, 2 members (unix socket), and 1 member through the +2 ms round-trip TCP hop.
-# Prints a markdown table. Knobs: SHARED, SECS (5), REPS (3).
+# Prints a markdown table. Knobs: HSM_LAB (default benches/hsm-lab), SECS (5), REPS (3).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SCRIPT=pool-vs-raw
 # shellcheck source=../compare/lib.sh
 . "$HERE/../compare/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-LAB="$SHARED/hsm-lab/lab.sh"
-[[ -x "$LAB" ]] || { echo "needs ../shared/hsm-lab/lab.sh (set SHARED=...)" >&2; exit 1; }
+LAB=${HSM_LAB:-$ROOT/benches/hsm-lab}/lab.sh
+[[ -x "$LAB" ]] || { echo "needs benches/hsm-lab/lab.sh (or HSM_LAB=DIR)" >&2; exit 1; }
 SECS=${SECS:-5} REPS=${REPS:-3}
 RUN=$(mktemp -d -t hsmgate-poolbench.XXXXXX)
 trap 'LAB_DIR="$RUN" "$LAB" down >/dev/null 2>&1 || true' EXIT

@@ -18,14 +18,13 @@
 #
 # Output: benches/results/admission-DATE.md (table) and -raw.jsonl.
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
-# SERVER_CPU, SHARED (path of shared/), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
+# SERVER_CPU, NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
 # PORT_HSMGATE (9543), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-BASE="$SHARED/nginx-baseline"
+BASE=${NGINX_BASELINE:-$ROOT/benches/nginx-baseline}
 SWEEP=${SWEEP:-"0.5 1 1.5 2 3 5"} DURATION=${DURATION:-5s} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s}
 CONNS=${CONNS:-50} KA_RATE=${KA_RATE:-50} RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8180} PORT_TLS12=${PORT_TLS12:-8542} PORT_TLS13=${PORT_TLS13:-8543} PORT_HSMGATE=${PORT_HSMGATE:-9543}
@@ -34,7 +33,7 @@ SCRIPT=admission
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-[[ -d $BASE ]] || die "nginx-baseline not found (set SHARED)"
+[[ -d $BASE ]] || die "benches/nginx-baseline not found (or set NGINX_BASELINE)"
 dpkg -s libengine-pkcs11-openssl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libengine-pkcs11-openssl >/dev/null || die "needs libengine-pkcs11-openssl"
 ports_free "$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE"
 pin_layout

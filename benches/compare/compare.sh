@@ -5,10 +5,10 @@
 #   nginx-file     nginx, key in a PEM file           2 single-process instances, reuseport
 #   nginx-libp11   nginx + libp11 (OpenSSL engine),   2 single-process instances, reuseport
 #                  key on the token                   (stock nginx cannot use a token key in
-#                                                     forked workers: shared/nginx-baseline/RESULTS.md)
+#                                                     forked workers: benches/nginx-baseline/RESULTS.md)
 #   hsmgate        target/release/hsmgate -c hsmgate.toml, key on the token through the
 #                  signer pool; proxies everything to a plain nginx upstream on :8080
-# plus the raw sign rate of the token (shared/nginx-baseline/p11sign.c, CKM_RSA_PKCS_PSS).
+# plus the raw sign rate of the token (benches/nginx-baseline/p11sign.c, CKM_RSA_PKCS_PSS).
 #
 # Load: target/release/hsmgate-load, one thread. Rows:
 #   TLS 1.3 / TLS 1.2 full handshakes/s   --mode handshake (new connection, no resumption)
@@ -35,7 +35,7 @@
 #        load generator's rustls client keeps at most 8 TLS 1.3 tickets per server, so more
 #        concurrent connections than that find no ticket and do full handshakes), SWEEP (factors,
 #        "0.25 0.5 1 1.5 2 3"), SWEEP_TIMEOUT (3s), SIGN_SECS (3), LOAD_CPU, SERVER_CPU,
-#        SHARED (path of shared/, default ../shared next to the repo), RESULTS (directory),
+#        NGINX_BASELINE (default benches/nginx-baseline), RESULTS (directory),
 #        QUICK=1 (1 rep, 2 s runs, 3 sweep points: a smoke run), KEEP=1 (keep the work dir),
 #        PORT_UP (8080, upstream), PORT_TLS12 (8442, nginx TLS 1.2), PORT_TLS13 (8443, nginx
 #        TLS 1.3), PORT_HSMGATE (9443): all on 127.0.0.1, checked free before anything starts;
@@ -44,8 +44,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-BASE="$SHARED/nginx-baseline"
+BASE=${NGINX_BASELINE:-$ROOT/benches/nginx-baseline}
 if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
@@ -61,7 +60,7 @@ SCRIPT=compare
 
 # --- tools and ports, before anything is started -------------------------------------------
 [[ -x "$BASE/setup-token.sh" && -x "$BASE/nginx-conf.sh" && -f "$BASE/p11sign.c" ]] \
-  || die "needs shared/nginx-baseline (setup-token.sh, nginx-conf.sh, p11sign.c); set SHARED=/path/to/shared"
+  || die "needs benches/nginx-baseline (setup-token.sh, nginx-conf.sh, p11sign.c), or NGINX_BASELINE=DIR"
 engine_ok() { compgen -G "/usr/lib/*-linux-gnu/engines-3/pkcs11.so" >/dev/null; }
 missing=()
 for t in nginx softhsm2-util pkcs11-tool openssl cc taskset; do command -v "$t" >/dev/null || missing+=("$t"); done

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Full TLS 1.3 handshakes/s with an RSA-2048 key in SoftHSM, side by side on this machine:
-#   raw   SoftHSM C_Sign rate (RSA-PSS, 1 and 2 threads; ../shared/nginx-baseline/p11sign.c)
+#   raw   SoftHSM C_Sign rate (RSA-PSS, 1 and 2 threads; benches/nginx-baseline/p11sign.c)
 #   nginx+libp11, token key: 2 single-process instances with reuseport (stock nginx cannot
-#         use a token key in forked workers; see ../shared/nginx-baseline/RESULTS.md)
+#         use a token key in forked workers; see ../benches/nginx-baseline/RESULTS.md)
 #   nginx, file key: same layout, for reference
 #   hsmgate, token key (release build)
 # Each repetition runs the servers back to back (interleaved), with the same load:
 #   h2load --h1 -H 'Connection: close' -n N -c C  (one full handshake per request; session
 #   cache and tickets are off in nginx; h2load does not resume).
 # Prints a markdown table of medians (and min..max) and the ratios to nginx+libp11.
-# Knobs: REPS (3), N (6000), C (50), SIGN_SECS (3), SHARED (path of ../shared).
+# Knobs: REPS (3), N (6000), C (50), SIGN_SECS (3), NGINX_BASELINE (default benches/nginx-baseline).
 # Ports (127.0.0.1 only): 8080 (nginx upstream), 8443 (nginx TLS 1.3), 9443 (hsmgate).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,10 +17,9 @@ SCRIPT=handshakes
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
 REPS=${REPS:-3} N=${N:-6000} C=${C:-50} SIGN_SECS=${SIGN_SECS:-3}
-BASE="$SHARED/nginx-baseline"
-[[ -x "$BASE/setup-token.sh" ]] || { echo "needs ../shared/nginx-baseline (set SHARED=...)" >&2; exit 1; }
+BASE=${NGINX_BASELINE:-$ROOT/benches/nginx-baseline}
+[[ -x "$BASE/setup-token.sh" ]] || { echo "needs benches/nginx-baseline (or NGINX_BASELINE=DIR)" >&2; exit 1; }
 for t in nginx h2load softhsm2-util pkcs11-tool openssl cc; do
   command -v "$t" >/dev/null || { echo "missing tool: $t (apt-get install nginx libengine-pkcs11-openssl nghttp2-client softhsm2 opensc gcc)" >&2; exit 1; }
 done

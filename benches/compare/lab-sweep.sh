@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lab-sweep.sh: hsmgate vs nginx + libp11 in front of "network HSMs": the HSM lab
-# (shared/hsm-lab: two SoftHSM tokens with the same RSA-2048 key, each behind its own
+# (benches/hsm-lab: two SoftHSM tokens with the same RSA-2048 key, each behind its own
 # `p11-kit server`), reached through p11-kit-client.so, once over unix sockets and once
 # through the lab's TCP hop that adds HOP_MS each way (+2 ms round trip by default).
 #
@@ -27,7 +27,7 @@
 #
 # Knobs: REPS (3), DURATION (5s), WARMUP (1s), CONNS (50), SWEEP ("0.25 0.5 1 1.5 2 3"),
 #        TIMEOUT (3s), CASES ("unix hop"), HOP_MS (1, one way), NGINX_INSTANCES (2),
-#        SESSIONS (16), CONNECTIONS (2), SIGN_SECS (3), LOAD_CPU, SERVER_CPU, SHARED,
+#        SESSIONS (16), CONNECTIONS (2), SIGN_SECS (3), LOAD_CPU, SERVER_CPU, HSM_LAB (default benches/hsm-lab),
 #        RESULTS, QUICK=1 (1 rep, 2 s, 3 points), KEEP=1, PORT_UP (8080), PORT_TLS (8443,
 #        nginx), PORT_HSMGATE (9443).
 set -euo pipefail
@@ -37,8 +37,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SCRIPT=lab-sweep
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-LAB="$SHARED/hsm-lab/lab.sh"
+LAB=${HSM_LAB:-$ROOT/benches/hsm-lab}/lab.sh
 if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
@@ -51,7 +50,7 @@ PORT_UP=${PORT_UP:-8080} PORT_TLS=${PORT_TLS:-8443} PORT_HSMGATE=${PORT_HSMGATE:
 SERVERS=(nginx-libp11 hsmgate)
 
 # --- tools and ports, before anything is started -------------------------------------------
-[[ -x "$LAB" ]] || die "needs shared/hsm-lab/lab.sh; set SHARED=/path/to/shared"
+[[ -x "$LAB" ]] || die "needs benches/hsm-lab/lab.sh (or HSM_LAB=DIR)"
 for c in $CASES; do [[ $c == unix || $c == hop ]] || die "CASES: unknown case '$c' (unix, hop)"; done
 engine_ok() { compgen -G "/usr/lib/*-linux-gnu/engines-3/pkcs11.so" >/dev/null; }
 missing=()
@@ -165,7 +164,7 @@ start_nginx() { # CASE
       "${SERVER_PIN[@]}" nginx -c "$d/nginx.conf" -p "$d" >"$d/stdout" 2>&1 &
     PIDS+=($!)
     # One at a time: nginx writes its pid file once the key is loaded, and SoftHSM
-    # behind p11-kit fails logins that race (shared/hsm-lab/RESULTS.md).
+    # behind p11-kit fails logins that race (benches/hsm-lab/README.md).
     for _ in $(seq 1 100); do [[ -s $d/nginx.pid ]] && break; kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.05; done
   done
   wait_port "$PORT_TLS" "$WORK/nginx-$1-1"

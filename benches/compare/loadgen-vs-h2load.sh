@@ -7,7 +7,7 @@
 # that spends less than 1/rate seconds of CPU per handshake still has headroom on its core.
 #
 # Knobs: REPS (3), N (h2load requests, 20000), DURATION (hsmgate-load, 10s), CONNS (50),
-#        SHARED, RESULTS, KEEP=1, PORT_TLS13 (8443), PORT_UP (8080).
+#        NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_TLS13 (8443), PORT_UP (8080).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -15,13 +15,12 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SCRIPT=loadgen-vs-h2load
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd || true)}
-BASE="$SHARED/nginx-baseline"
+BASE=${NGINX_BASELINE:-$ROOT/benches/nginx-baseline}
 REPS=${REPS:-3} N=${N:-20000} DURATION=${DURATION:-10s} CONNS=${CONNS:-50}
 PORT_TLS13=${PORT_TLS13:-8443} PORT_UP=${PORT_UP:-8080}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 
-[[ -x "$BASE/setup-token.sh" && -x "$BASE/nginx-conf.sh" ]] || die "needs shared/nginx-baseline; set SHARED=/path/to/shared"
+[[ -x "$BASE/setup-token.sh" && -x "$BASE/nginx-conf.sh" ]] || die "needs benches/nginx-baseline (or NGINX_BASELINE=DIR)"
 for t in nginx h2load taskset softhsm2-util pkcs11-tool; do
   command -v "$t" >/dev/null || die "missing: $t (apt-get install -y nginx nghttp2-client softhsm2 opensc util-linux)"
 done

@@ -37,10 +37,10 @@ pub fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        let message = e.message().lines().next().unwrap_or("invalid TOML");
+        let message = plain_types(e.message().lines().next().unwrap_or("invalid TOML"));
         src.error(
             offset,
-            ConfigErrorKind::Syntax(src.name_key(offset, message)),
+            ConfigErrorKind::Syntax(src.name_key(offset, &message)),
         )
     })?;
     validate(raw, &src)
@@ -71,10 +71,26 @@ impl Source<'_> {
     }
 
     /// Adds the dotted key (or the section of an unknown key) to a TOML parser
-    /// message, found from the text before `offset`.
+    /// message, found from the text before `offset`. An unknown field in a table
+    /// header (`[upstreams]`) is an unknown section, named as such.
     fn name_key(&self, offset: usize, message: &str) -> String {
         let before = self.text.get(..offset).unwrap_or_default();
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[line_start..].lines().next().unwrap_or_default();
+        if let (Some(header), Some(rest)) = (
+            line.trim_start().strip_prefix('['),
+            message.strip_prefix("unknown field `"),
+        ) {
+            let header = header.trim_start_matches('[');
+            let header = header.split(']').next().unwrap_or(header).trim();
+            let expected = rest.split_once('`').map_or("", |(_, tail)| tail);
+            return match header.rsplit_once('.') {
+                Some((parent, _)) => {
+                    format!("unknown section `[{header}]`{expected} (in [{parent}])")
+                }
+                None => format!("unknown section `[{header}]`{expected}"),
+            };
+        }
         let section = before[..line_start]
             .lines()
             .rev()
@@ -119,6 +135,21 @@ impl Source<'_> {
             },
         )
     }
+}
+
+/// serde's Rust type names in a message, in words: `expected i64` → `expected an integer`.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, words) in [
+        ("i64", "an integer"),
+        ("u64", "a non-negative integer"),
+        ("u32", "a non-negative integer"),
+        ("u16", "a non-negative integer"),
+        ("f64", "a number"),
+    ] {
+        out = out.replace(&format!("expected {rust}"), &format!("expected {words}"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -207,6 +238,39 @@ mod tests {
         );
         let e = syntax_error("[[listener]]\naddress = \"127.0.0.1:1\"\n");
         assert!(e.to_string().contains("missing field `tls`"), "{e}");
+    }
+
+    #[test]
+    fn misspelled_top_level_section_is_an_unknown_section() {
+        let text = doc_example().replace("[upstream]", "[upstreams]");
+        let line = text.lines().position(|l| l == "[upstreams]").unwrap() + 1;
+        let e = syntax_error(&text);
+        assert_eq!(e.line, line, "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains("unknown section `[upstreams]`, expected one of"),
+            "{message}"
+        );
+        assert!(message.contains("`upstream`"), "{message}");
+        assert!(!message.contains("(in ["), "{message}");
+        let text = doc_example().replace("[admission]", "[admisson]");
+        if text != doc_example() {
+            let e = syntax_error(&text);
+            assert!(
+                e.to_string().contains("unknown section `[admisson]`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_value_types_are_named_in_words() {
+        let text = doc_example().replace("sessions = 4", "sessions = \"four\"");
+        assert_ne!(text, doc_example(), "the example sets sessions = 4");
+        let e = syntax_error(&text);
+        let message = e.to_string();
+        assert!(message.contains("expected an integer"), "{message}");
+        assert!(!message.contains("i64"), "{message}");
     }
 
     #[test]

@@ -61,6 +61,15 @@
 //! | `http2` (directive form) | h2 is enabled per `listen … http2` |
 //! | `keepalive_requests` | connections are not closed after a request count |
 //! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
+//! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | hsmgate writes no temporary files (bodies are streamed) |
+//!
+//! # Paths left unset
+//!
+//! Without `access_log` at any level, requests are logged where the replaced nginx
+//! would log them: its compiled-in `--http-log-path` read from `nginx -V`, or Debian's
+//! `/var/log/nginx/access.log` when no nginx is installed ([`compiled_paths`]). Without
+//! `error_log`, its `--error-log-path` (Debian's: stderr). A file that cannot be opened
+//! is an error naming the `access_log` line, or the `http` block that sets none.
 //!
 //! # Known differences from nginx
 //!
@@ -72,6 +81,7 @@
 //!   locations is not modelled by [`location_match`].
 
 mod build;
+mod compiled;
 mod ignored;
 mod lexer;
 mod location;
@@ -86,6 +96,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
     LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,

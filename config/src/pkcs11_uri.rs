@@ -181,8 +181,10 @@ impl Pkcs11Uri {
                     .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
                 self.slot_id = Some(n.ok_or_else(|| err(vpos, UriErrorReason::NotANumber(value)))?);
             }
-            (Part::Query, "pin-value") if self.pin_value.is_some() => return Err(duplicate()),
-            (Part::Query, "pin-value") => self.pin_value = Some(Secret::new(text()?)),
+            // RFC 7512 puts pin-value in the query; libp11 (and the guides written for
+            // it) also take it in the path, so both are accepted.
+            (_, "pin-value") if self.pin_value.is_some() => return Err(duplicate()),
+            (_, "pin-value") => self.pin_value = Some(Secret::new(text()?)),
             _ => {
                 let Some(field) = self.text_field(part, name) else {
                     let reason = match part {
@@ -414,9 +416,15 @@ mod tests {
             UriErrorReason::EmptyAttribute
         );
         assert_eq!(fail("pkcs11:token").reason, UriErrorReason::MissingEquals);
-        let e = fail("pkcs11:token=a;pin-value=1234");
+        let e = fail("pkcs11:token=a;pin-source=file:/p");
+        assert!(matches!(e.reason, UriErrorReason::WrongPart(_)), "{e}");
+        // pin-value in the path, as libp11 takes it; twice (path and query) is an error
+        // that does not echo the PIN.
+        let u = parse_key_string("pkcs11:token=shop;object=k;type=private;pin-value=1234").unwrap();
+        assert_eq!(u.pin_value.as_ref().map(Secret::expose), Some("1234"));
+        let e = fail("pkcs11:token=a;pin-value=1234?pin-value=1234");
         assert!(
-            matches!(e.reason, UriErrorReason::WrongPart(_)) && !e.to_string().contains("1234"),
+            e.reason == UriErrorReason::Duplicate && !e.to_string().contains("1234"),
             "{e}"
         );
     }

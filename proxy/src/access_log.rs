@@ -46,7 +46,7 @@ impl AccessLogWriter {
         match self.tx.try_send(Msg::Line(Arc::clone(path), line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                metrics::counter!("hsmgate_access_log_dropped_total").increment(1);
+                metrics::counter!(crate::metrics::ACCESS_LOG_DROPPED).increment(1);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }

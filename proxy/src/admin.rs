@@ -1,13 +1,17 @@
 //! The admin listener, plain HTTP: `/healthz` (the process answers), `/readyz` (every
-//! configured key has at least one healthy HSM member, and the proxy is not draining;
-//! the body lists the members' states), and `/metrics` (Prometheus text format).
+//! key of the *current* generation has at least one HSM member that can sign, and the
+//! proxy is not draining; the body lists each key's members), `/metrics` (Prometheus
+//! text format) and `/status` ([`status`](crate::status): JSON with
+//! `?format=json` or `Accept: application/json`, else the HTML page of
+//! [`status_page`](crate::status_page)). The state follows reloads through the same
+//! `watch` channel the accept loops read.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
-use hsmgate_signer::SignerPool;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -15,6 +19,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::generation::Generation;
 
 /// Install the process-wide Prometheus recorder (once), returning its handle.
 pub fn install_recorder() -> Option<PrometheusHandle> {
@@ -41,12 +48,14 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
 /// What the admin endpoints look at.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The signer pool (readiness).
-    pub pool: SignerPool,
+    /// The current generation (its signer pools), following reloads.
+    pub generation: watch::Receiver<Arc<Generation>>,
     /// Set when the proxy is draining: `/readyz` turns false.
     pub draining: Arc<AtomicBool>,
     /// The Prometheus handle, if a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// When the admin listener started (uptime in `/status`).
+    pub started: Instant,
 }
 
 /// Serve the admin endpoints on `listener` until the task is dropped.
@@ -75,46 +84,134 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            let members = state.pool.describe_members();
-            if state.draining.load(Ordering::Acquire) {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: draining\n{members}\n"),
-                )
-            } else if state.pool.ready() {
-                text(StatusCode::OK, format!("ready\n{members}\n"))
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: no healthy HSM member\n{members}\n"),
-                )
+        "/readyz" => readyz(state),
+        "/status" if wants_json(req) => {
+            let generation = Arc::clone(&state.generation.borrow());
+            let status = crate::status::build(
+                &generation,
+                state.draining.load(Ordering::Acquire),
+                state.started.elapsed(),
+            );
+            match serde_json::to_string_pretty(&status) {
+                Ok(body) => with_type(text(StatusCode::OK, body + "\n"), "application/json"),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
         }
+        "/status" => with_type(
+            text(StatusCode::OK, crate::status_page::PAGE.to_owned()),
+            "text/html; charset=utf-8",
+        ),
         "/metrics" => match &state.metrics {
-            Some(handle) => {
-                let mut resp = text(StatusCode::OK, handle.render());
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                resp
-            }
+            Some(handle) => with_type(
+                text(StatusCode::OK, handle.render()),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
             None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics\n".into(),
+            "not found: try /healthz, /readyz, /metrics, /status\n".into(),
         ),
+    }
+}
+
+/// Ready when not draining and every key of the current generation has a member that
+/// can sign; the body lists each key's members.
+fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
+    let generation = Arc::clone(&state.generation.borrow());
+    let mut pools: Vec<_> = generation.pools.pools().collect();
+    pools.sort_by(|a, b| (a.group_name(), a.key_name()).cmp(&(b.group_name(), b.key_name())));
+    let members: String = pools
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({}): {}\n",
+                p.group_name(),
+                p.key_name(),
+                p.describe_members()
+            )
+        })
+        .collect();
+    let unable: Vec<&str> = pools
+        .iter()
+        .filter(|p| !p.ready())
+        .map(|p| p.group_name())
+        .collect();
+    if state.draining.load(Ordering::Acquire) {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: draining\n{members}"),
+        )
+    } else if unable.is_empty() {
+        text(StatusCode::OK, format!("ready\n{members}"))
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: no healthy HSM member for {}\n{members}",
+                unable.join(", ")
+            ),
+        )
+    }
+}
+
+/// `/status?format=json`, or an `Accept` header that names JSON before HTML.
+fn wants_json(req: &Request<Incoming>) -> bool {
+    let query = req.uri().query().unwrap_or("");
+    if query.split('&').any(|p| p == "format=json") {
+        return true;
+    }
+    if query.split('&').any(|p| p == "format=html") {
+        return false;
+    }
+    accepts_json(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    )
+}
+
+fn accepts_json(accept: &str) -> bool {
+    let json = accept.find("application/json");
+    let html = accept.find("text/html");
+    match (json, html) {
+        (Some(j), Some(h)) => j < h,
+        (Some(_), None) => true,
+        _ => false,
     }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
+    with_type(resp, "text/plain; charset=utf-8")
+}
+
+fn with_type(mut resp: Response<Full<Bytes>>, content_type: &'static str) -> Response<Full<Bytes>> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_json;
+
+    #[test]
+    fn json_is_chosen_by_the_accept_header() {
+        assert!(accepts_json("application/json"));
+        assert!(accepts_json("application/json, text/html;q=0.5"));
+        assert!(!accepts_json(
+            "text/html,application/xhtml+xml,application/json;q=0.9"
+        ));
+        assert!(!accepts_json("*/*"));
+        assert!(!accepts_json(""));
+    }
 }

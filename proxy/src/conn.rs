@@ -23,6 +23,7 @@ use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
+use crate::metrics::{self, HandshakeResult};
 use crate::site::ListenSpec;
 use crate::vars::ConnInfo;
 use hsmgate_signer::Gate;
@@ -159,22 +160,31 @@ async fn serve_connection(
     };
     // Admission, then the handshake; the signer waits off the async workers.
     let peer = conn.peer;
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, tls_listener, peer))
-        .await
+    let mut resumption = false;
+    let tls = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(stream, tls_listener, peer, &mut resumption),
+    )
+    .await
     {
         Ok(Some(tls)) => tls,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
+            metrics::handshake(
+                HandshakeResult::Timeout,
+                "unknown",
+                resumption,
+                Duration::ZERO,
+            );
             return;
         }
     };
     let session = tls.get_ref().1;
     conn.tls = Some((
         match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-            _ => String::new(),
+            v @ Some(_) => metrics::version_label(v).into(),
+            None => String::new(),
         },
         session
             .negotiated_cipher_suite()
@@ -187,25 +197,41 @@ async fn serve_connection(
 /// Read the ClientHello, admit a full handshake (or shed it with an alert before any
 /// key exchange), then complete the handshake with the admission in scope so that the
 /// signature claims the permit.
+///
+/// Counts the handshake in [`HANDSHAKES`](crate::metrics::HANDSHAKES) (the caller
+/// counts a timeout); `resumption` is set when the ClientHello attempts one.
 async fn handshake(
     mut stream: TcpStream,
     listener: &TlsListener,
     peer: SocketAddr,
+    resumption: &mut bool,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let failed = |resumption: bool| {
+        metrics::handshake(
+            HandshakeResult::Failed,
+            "unknown",
+            resumption,
+            Duration::ZERO,
+        )
+    };
     let (accepted, raw) = match crate::hello::read(&mut stream).await {
         Ok(hello) => hello,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            failed(false);
             return None;
         }
     };
+    let started = std::time::Instant::now();
+    let kind = crate::hello::classify(&raw, listener.tls13);
+    *resumption = kind == HelloKind::Resumption;
     let limiter = listener
         .resolver
         .choose(&accepted.client_hello())
         .and_then(|k| k.limiter.clone());
     let gate = match limiter {
         None => None,
-        Some(limiter) => match crate::hello::classify(&raw, listener.tls13) {
+        Some(limiter) => match kind {
             HelloKind::Resumption => {
                 limiter.note_resumption();
                 Some(Gate::Resumption)
@@ -214,6 +240,7 @@ async fn handshake(
                 Ok(permit) => Some(Gate::Admitted(permit)),
                 Err(reason) => {
                     tracing::debug!(%peer, %reason, "handshake shed");
+                    metrics::handshake(HandshakeResult::Shed, "unknown", false, Duration::ZERO);
                     let _ =
                         crate::hello::write_and_close(&mut stream, &crate::hello::SHED_ALERT).await;
                     return None;
@@ -231,9 +258,19 @@ async fn handshake(
         None => accept.await,
     };
     match result {
-        Ok(tls) => Some(tls),
+        Ok(tls) => {
+            let session = tls.get_ref().1;
+            metrics::handshake(
+                HandshakeResult::Ok,
+                metrics::version_label(session.protocol_version()),
+                session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                started.elapsed(),
+            );
+            Some(tls)
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            failed(*resumption);
             None
         }
     }

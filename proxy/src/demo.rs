@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hsmgate_config::{Pkcs11Uri, Secret};
-use hsmgate_signer::{KeyKind, Module, PoolSettings, SignerPool, Token, provision};
-use rustls::SignatureScheme;
+use hsmgate_signer::{KeyKind, Module, Token, provision};
 
 use crate::error::ProxyError;
 
@@ -64,6 +63,7 @@ pub fn prepare(
     upstream: SocketAddr,
     kind: KeyKind,
     module_path: Option<PathBuf>,
+    admin: Option<SocketAddr>,
 ) -> Result<Demo, ProxyError> {
     let module_path = match module_path {
         Some(p) => p,
@@ -103,23 +103,8 @@ pub fn prepare(
     provision::generate_key_pair(&token, &pin, kind, KEY_LABEL, &[1])?;
 
     // Sign the certificate with the token key through the same pool the proxy uses.
-    let pool = SignerPool::start(&PoolSettings {
-        module: module_path.clone(),
-        env: env.clone(),
-        uri,
-        pin,
-        sessions: 1,
-        queue_depth: 4,
-        sign_timeout: std::time::Duration::from_secs(10),
-        batch_max: 1,
-        // Only to sign the certificate: no calibration burst, no admission.
-        capacity: Some(1.0),
-        admission: hsmgate_config::Admission {
-            enabled: false,
-            ..hsmgate_config::Admission::default()
-        },
-    })?;
-    let cert_pem = self_signed(&pool, kind)?;
+    let pool = provision::signing_pool(&module_path, &env, uri, pin)?;
+    let cert_pem = provision::self_signed(&pool, &certificate_params()?)?;
     drop(pool);
     let certificate = root.join("cert.pem");
     write(&certificate, &cert_pem)?;
@@ -143,7 +128,7 @@ env = {{ SOFTHSM2_CONF = {conf} }}
 
 [upstream]
 address = {upstream}
-"#,
+{admin}"#,
             listen = quote(&listen.to_string()),
             key = quote(&format!(
                 "pkcs11:token={TOKEN_LABEL};object={KEY_LABEL};type=private?pin-source=file:{}",
@@ -152,6 +137,10 @@ address = {upstream}
             module = quote(&module_path.display().to_string()),
             conf = quote(&softhsm_conf.display().to_string()),
             upstream = quote(&upstream.to_string()),
+            admin = admin.map_or_else(String::new, |a| format!(
+                "\n[admin]\naddress = {}\n",
+                quote(&a.to_string())
+            )),
         ),
     )?;
     Ok(Demo {
@@ -172,54 +161,22 @@ pub fn curl_line(listen: SocketAddr, certificate: &Path) -> String {
     format!("curl --cacert {} https://{host}/", certificate.display())
 }
 
-/// The rcgen view of a token key: rcgen builds the certificate, the token signs it.
-struct TokenCertKey<'a> {
-    pool: &'a SignerPool,
-    public: Vec<u8>,
-    alg: &'static rcgen::SignatureAlgorithm,
-    scheme: SignatureScheme,
-}
-
-impl rcgen::PublicKeyData for TokenCertKey<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        &self.public
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.alg
-    }
-}
-
-impl rcgen::SigningKey for TokenCertKey<'_> {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.pool.sign(self.scheme, msg).map_err(|e| {
-            tracing::error!(error = %e, "demo: the token could not sign the certificate");
-            rcgen::Error::RemoteKeyError
-        })
-    }
-}
-
-fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
-    use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(pool.spki())
-        .map_err(|e| ProxyError::Demo(format!("token public key: {e}")))?;
-    let (alg, scheme) = match kind {
-        KeyKind::Rsa(_) => (&rcgen::PKCS_RSA_SHA256, SignatureScheme::RSA_PKCS1_SHA256),
-        KeyKind::EcP256 => (
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-        ),
-        KeyKind::EcP384 => (
-            &rcgen::PKCS_ECDSA_P384_SHA384,
-            SignatureScheme::ECDSA_NISTP384_SHA384,
-        ),
+/// One line per admin endpoint: `healthz: http://ADDR/healthz`, then readyz, metrics,
+/// status.
+pub fn admin_lines(admin: SocketAddr) -> Vec<String> {
+    let host = match admin {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
     };
-    let key = TokenCertKey {
-        pool,
-        public: spki.subject_public_key.data.to_vec(),
-        alg,
-        scheme,
-    };
+    ["healthz", "readyz", "metrics", "status"]
+        .iter()
+        .map(|p| format!("{p}: http://{host}/{p}"))
+        .collect()
+}
+
+/// The demo certificate: `localhost`, 127.0.0.1 and ::1.
+fn certificate_params() -> Result<rcgen::CertificateParams, ProxyError> {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .map_err(|e| ProxyError::Demo(e.to_string()))?;
     params
@@ -231,10 +188,7 @@ fn self_signed(pool: &SignerPool, kind: KeyKind) -> Result<String, ProxyError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "hsmgate demo");
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| ProxyError::Demo(format!("self-signed certificate: {e}")))?;
-    Ok(cert.pem())
+    Ok(params)
 }
 
 fn random_hex(bytes: usize) -> String {

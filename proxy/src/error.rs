@@ -14,6 +14,9 @@ pub enum ProxyError {
     /// The signer could not start (module, token, PIN, key).
     #[error(transparent)]
     Signer(#[from] hsmgate_signer::SignerError),
+    /// A token, key pair or certificate could not be made (demo).
+    #[error(transparent)]
+    Provision(#[from] hsmgate_signer::provision::ProvisionError),
     /// The certificate chain file could not be read or holds no certificate.
     #[error("certificate chain {path}: {reason}")]
     Certificate {

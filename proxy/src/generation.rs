@@ -231,12 +231,12 @@ impl Generation {
     }
 
     fn prepare_settings(&mut self, settings: &ProxySettings) -> Result<(), ProxyError> {
-        for path in self.access_log_targets(settings) {
+        for (path, origin) in self.access_log_targets(settings) {
             if self.log_paths.contains_key(&path) {
                 continue;
             }
             crate::access_log::check_open(&path).map_err(|source| ProxyError::Io {
-                what: format!("open access log {}", path.display()),
+                what: format!("open access log {} ({origin})", path.display()),
                 source,
             })?;
             self.log_paths.insert(path.clone(), Arc::new(path));
@@ -244,41 +244,49 @@ impl Generation {
         Ok(())
     }
 
-    fn access_log_targets(&self, settings: &ProxySettings) -> Vec<PathBuf> {
-        if self.site.native.is_some() {
-            return Vec::new();
-        }
+    /// The files a level logs to, each with what leads to it (for errors): the
+    /// `access_log` directive, or the default where none is set.
+    fn access_log_targets(&self, settings: &ProxySettings) -> Vec<(PathBuf, String)> {
         if settings.access_logs.is_empty() {
-            return vec![self.site.prefix.join("logs/access.log")];
+            return self
+                .site
+                .default_access_log
+                .iter()
+                .map(|d| {
+                    let why = match &d.http_at {
+                        Some(at) => {
+                            format!("{}: no access_log in the http block at {at}", d.origin)
+                        }
+                        None => format!("{}: no access_log is set", d.origin),
+                    };
+                    (d.path.clone(), why)
+                })
+                .collect();
         }
         settings
             .access_logs
             .iter()
             .filter_map(|l| match l {
                 AccessLog::Off => None,
-                AccessLog::File { path, .. } => Some(path.clone()),
+                AccessLog::File { path, at, .. } => {
+                    Some((path.clone(), format!("access_log at {at}")))
+                }
             })
             .collect()
     }
 
     /// Access log targets of a level: (file, format name).
     pub fn access_logs(&self, settings: &ProxySettings) -> Vec<(Arc<PathBuf>, String)> {
-        if self.site.native.is_some() {
-            return Vec::new();
+        if settings.access_logs.is_empty() {
+            return (self.site.default_access_log.iter())
+                .filter_map(|d| self.log_paths.get(&d.path))
+                .map(|p| (Arc::clone(p), "combined".to_owned()))
+                .collect();
         }
-        let default = [AccessLog::File {
-            path: self.site.prefix.join("logs/access.log"),
-            format: "combined".into(),
-        }];
-        let logs = if settings.access_logs.is_empty() {
-            &default[..]
-        } else {
-            &settings.access_logs[..]
-        };
-        logs.iter()
+        (settings.access_logs.iter())
             .filter_map(|l| match l {
                 AccessLog::Off => None,
-                AccessLog::File { path, format } => self
+                AccessLog::File { path, format, .. } => self
                     .log_paths
                     .get(path)
                     .map(|p| (Arc::clone(p), format.clone())),

@@ -25,8 +25,11 @@
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
-//! - [`admin`] (`/healthz`, `/readyz`, `/metrics`), [`demo`] (`hsmgate demo`),
-//!   [`upstream`] (the built-in echo upstream), [`error`].
+//! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
+//!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
+//!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
+//!   token`: key and certificate on your own token), [`upstream`] (the built-in echo
+//!   upstream), [`error`].
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -42,12 +45,17 @@ pub mod generation;
 pub mod h1guard;
 pub mod hello;
 pub mod keys;
+pub mod metrics;
 pub mod notify;
 pub mod reqlog;
 pub mod route;
 pub mod server;
 pub mod site;
+pub mod status;
+pub mod status_page;
 pub mod tls;
+pub mod token_cli;
+pub mod top;
 pub mod upstream;
 pub mod uri;
 pub mod vars;

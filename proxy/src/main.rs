@@ -71,7 +71,7 @@ struct Cli {
     /// File holding the token PIN [env: HSMGATE_PIN_FILE].
     #[arg(long, value_name = "PATH")]
     pin_file: Option<String>,
-    /// Admin listener (/healthz, /readyz, /metrics) [env: HSMGATE_ADMIN].
+    /// Admin listener (/healthz, /readyz, /metrics, /status) [env: HSMGATE_ADMIN].
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Log format: text or json [env: HSMGATE_LOG_FORMAT; default: text].
@@ -94,6 +94,27 @@ enum Command {
         /// SoftHSM's PKCS#11 module (found in the usual places when not given).
         #[arg(long)]
         module: Option<PathBuf>,
+        /// Admin listener (/healthz, /readyz, /metrics, /status), plain HTTP.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// Watch a running hsmgate's HSMs: polls the admin `/status` and redraws like top
+    /// (q or Ctrl-C quits).
+    Top {
+        /// Admin address [default: HSMGATE_ADMIN, else 127.0.0.1:9901].
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one frame, without escapes, and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Put a key and a certificate on your own token: list, init, keygen, csr.
+    Token {
+        #[command(subcommand)]
+        command: hsmgate_proxy::token_cli::TokenCommand,
     },
 }
 
@@ -120,6 +141,18 @@ impl From<DemoKey> for KeyKind {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Token { .. }))
+        && let Some(Command::Token { command }) = cli.command.take()
+    {
+        init_logging(None, "warn", LogFormat::Text);
+        return match hsmgate_proxy::token_cli::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hsmgate token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (source, format) = match config_source(&mut cli) {
         Ok(s) => s,
         Err(e) => {
@@ -127,14 +160,39 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Demo {
-        listen,
-        key,
-        module,
-    }) = cli.command
-    {
-        init_logging(None, "info", format);
-        return exit(run_demo(listen, key.into(), module));
+    match cli.command {
+        Some(Command::Demo {
+            listen,
+            key,
+            module,
+            admin,
+        }) => {
+            init_logging(None, "info", format);
+            return exit(run_demo(listen, key.into(), module, admin));
+        }
+        Some(Command::Top {
+            admin,
+            interval,
+            once,
+        }) => {
+            let admin = admin
+                .or_else(|| source.overrides.get(Setting::Admin).map(|g| g.text.clone()))
+                .unwrap_or_else(|| "127.0.0.1:9901".to_owned());
+            let opts = hsmgate_proxy::top::TopOptions {
+                admin,
+                interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+                once,
+            };
+            return match hsmgate_proxy::top::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hsmgate top: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        // Handled before the configuration is read.
+        Some(Command::Token { .. }) | None => {}
     }
     let defaults = KeyDefaults {
         module: source
@@ -225,12 +283,18 @@ fn exit(result: Result<(), ProxyError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line on the terminal; the error log gets it too when it is a file.
+            if LOG_TO_FILE.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!("{e}");
+            }
             eprintln!("hsmgate: [emerg] {e}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Whether logs go to a file (`error_log`, `-e FILE`) rather than stderr.
+static LOG_TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -270,6 +334,10 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
     let path = match &cli.error_log {
         Some(p) if p == Path::new("stderr") => None,
         Some(p) => Some(p.clone()),
+        // No error_log: the replaced nginx's compiled-in one (stderr for Debian's).
+        None if configured.is_none() && site.native.is_none() => {
+            hsmgate_config::nginx::compiled_paths().error_log.clone()
+        }
         None => configured.and_then(|l| l.path.clone()),
     };
     let Some(path) = path else {
@@ -277,6 +345,7 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
         return Ok(None);
     };
     let file = Arc::new(LogFile::open(path)?);
+    LOG_TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
     init_logging(Some(Arc::clone(&file)), level, format);
     Ok(Some(ReopenHook(Arc::new(move || {
         if let Err(e) = file.reopen() {
@@ -399,6 +468,7 @@ fn run(
 ) -> Result<(), ProxyError> {
     let metrics = hsmgate_proxy::admin::install_recorder();
     hsmgate_signer::metrics::describe();
+    hsmgate_proxy::metrics::describe();
     let mut proxy = Proxy::from_source(source, defaults)?.with_metrics(metrics);
     if let Some(hook) = reopen {
         proxy = proxy.on_reopen(hook);
@@ -415,9 +485,15 @@ fn run(
     })
 }
 
-fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Result<(), ProxyError> {
+fn run_demo(
+    listen: SocketAddr,
+    kind: KeyKind,
+    module: Option<PathBuf>,
+    admin: SocketAddr,
+) -> Result<(), ProxyError> {
     let metrics = hsmgate_proxy::admin::install_recorder();
     hsmgate_signer::metrics::describe();
+    hsmgate_proxy::metrics::describe();
     let upstream_socket =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ProxyError::Io {
             what: "bind the demo upstream on 127.0.0.1".into(),
@@ -429,7 +505,7 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
             what: "demo upstream address".into(),
             source,
         })?;
-    let demo = demo::prepare(listen, upstream_addr, kind, module)?;
+    let demo = demo::prepare(listen, upstream_addr, kind, module, Some(admin))?;
     let config = hsmgate_config::load(&demo.config)?;
     let proxy = Proxy::build(&config)?.with_metrics(metrics);
     let bound = proxy.local_addrs().first().copied().unwrap_or(listen);
@@ -440,6 +516,11 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
     );
     println!("upstream: built-in echo server on http://{upstream_addr}; press Ctrl-C to stop");
     println!("{}", demo::curl_line(bound, &demo.certificate));
+    if let Some(admin) = proxy.admin_addr() {
+        for line in demo::admin_lines(admin) {
+            println!("{line}");
+        }
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let result = runtime(None)?.block_on(async move {
@@ -455,7 +536,7 @@ fn run_demo(listen: SocketAddr, kind: KeyKind, module: Option<PathBuf>) -> Resul
                 source,
             }
         })?;
-        let upstream = tokio::spawn(upstream::serve(listener, "hsmgate-demo-upstream"));
+        let upstream = tokio::spawn(upstream::serve_logging(listener, "hsmgate-demo-upstream"));
         let signals = Signals::install()?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let forwarder = tokio::spawn(signals.forward(tx));

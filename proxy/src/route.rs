@@ -39,8 +39,21 @@ const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 #[error("connection closed without a response (return 444)")]
 pub struct Abort;
 
-/// Serve one request.
+/// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
 pub async fn handle(
+    generation: Arc<Generation>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Abort> {
+    let answer = serve(generation, conn, req).await;
+    crate::metrics::request(match &answer {
+        Ok(resp) => resp.status().as_u16(),
+        Err(Abort) => 444,
+    });
+    answer
+}
+
+async fn serve(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -297,8 +310,15 @@ async fn proxy(
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers.clone();
+        let sent_at = Instant::now();
         let sent =
             tokio::time::timeout(settings.proxy_read_timeout, balancer.client.request(req)).await;
+        let result = match &sent {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        crate::metrics::upstream(&balancer.name, result, sent_at.elapsed());
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);

@@ -145,6 +145,11 @@ impl Proxy {
         addrs
     }
 
+    /// The admin listener's address, if one is configured (useful with port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
     /// The first signer pool (the native format's key).
     pub fn pool(&self) -> Option<&SignerPool> {
         self.generation.pools.pools().next()
@@ -176,7 +181,8 @@ impl Proxy {
         mut control: mpsc::Receiver<Control>,
     ) -> Result<(), ProxyError> {
         let draining = Arc::new(AtomicBool::new(false));
-        let admin = self.start_admin(&draining)?;
+        let (gen_tx, gen_rx) = watch::channel(Arc::clone(&self.generation));
+        let admin = self.start_admin(&draining, gen_rx.clone())?;
         // The proxy lets go of its generation: each one lives as long as the watch
         // channel or an open connection holds it (its signer pools too).
         let Proxy {
@@ -188,7 +194,6 @@ impl Proxy {
             ..
         } = self;
         let graceful = Arc::new(GracefulShutdown::new());
-        let (gen_tx, gen_rx) = watch::channel(Arc::clone(&generation));
         let (stop_tx, stop_rx) = watch::channel(false);
         let ids = Arc::new(AtomicU64::new(0));
         // Sized by the configuration at start (a reload does not resize it).
@@ -291,11 +296,14 @@ impl Proxy {
         Ok(())
     }
 
+    /// Serve the admin endpoints; they read the generation `generation` carries, so
+    /// they follow reloads (all keys of the current configuration).
     fn start_admin(
         &mut self,
         draining: &Arc<AtomicBool>,
+        generation: watch::Receiver<Arc<Generation>>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, ProxyError> {
-        let (Some(socket), Some(pool)) = (self.admin.take(), self.pool().cloned()) else {
+        let Some(socket) = self.admin.take() else {
             return Ok(None);
         };
         let addr = socket.local_addr().ok();
@@ -304,12 +312,13 @@ impl Proxy {
             source,
         })?;
         if let Some(addr) = addr {
-            tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
+            tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics /status)");
         }
         let state = crate::admin::AdminState {
-            pool,
+            generation,
             draining: Arc::clone(draining),
             metrics: self.metrics.clone(),
+            started: std::time::Instant::now(),
         };
         Ok(Some(tokio::spawn(crate::admin::serve(listener, state))))
     }

@@ -42,6 +42,8 @@ pub struct Site {
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (nginx format only).
     pub error_logs: Vec<ErrorLog>,
+    /// The access log of levels that set none (nginx format only).
+    pub default_access_log: Option<DefaultAccessLog>,
     /// `env NAME=VALUE` pairs, applied while a PKCS#11 module is loaded.
     pub env: BTreeMap<String, String>,
     /// How long a graceful stop drains.
@@ -60,6 +62,18 @@ pub struct Site {
     /// `worker_processes` (default one per CPU), as nginx's processes would allow.
     /// None: no limit (native format).
     pub connections: Option<usize>,
+}
+
+/// The access log where no level sets `access_log`: the replaced nginx's compiled-in
+/// path ([`hsmgate_config::nginx::compiled_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultAccessLog {
+    /// The file.
+    pub path: PathBuf,
+    /// Where the path comes from, e.g. "Debian's nginx default".
+    pub origin: &'static str,
+    /// The `http` block, if any (named when the file cannot be opened).
+    pub http_at: Option<Location>,
 }
 
 /// A listening address and how it is served.
@@ -102,6 +116,11 @@ impl Site {
                     .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_PID)),
             ),
             error_logs: config.error_logs,
+            default_access_log: Some(DefaultAccessLog {
+                path: config.default_access_log,
+                origin: config.default_access_log_origin,
+                http_at: config.http_at,
+            }),
             env,
             grace: DEFAULT_GRACE,
             admin: None,
@@ -217,6 +236,7 @@ impl Site {
             log_formats: BTreeMap::new(),
             pid: None,
             error_logs: Vec::new(),
+            default_access_log: None,
             env: BTreeMap::new(),
             grace: config.shutdown_grace,
             admin: config.admin,

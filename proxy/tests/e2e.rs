@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/admission.rs"]
 mod admission;
 #[path = "e2e/bad_input.rs"]
@@ -25,11 +27,17 @@ mod lifecycle;
 mod measure;
 #[path = "e2e/nginx.rs"]
 mod nginx;
+#[path = "e2e/pin.rs"]
+mod pin;
 #[path = "e2e/resources.rs"]
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
+#[path = "e2e/status_ui.rs"]
+mod status_ui;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/token_cmd.rs"]
+mod token_cmd;

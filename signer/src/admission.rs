@@ -104,6 +104,12 @@ pub struct AdmissionStatus {
     pub capacity: f64,
     /// The unloaded signing latency.
     pub floor: Duration,
+    /// Full handshakes admitted since start.
+    pub admitted: u64,
+    /// Resumption attempts let through since start.
+    pub resumed: u64,
+    /// Full handshakes shed since start.
+    pub shed: u64,
 }
 
 /// Vegas thresholds (signatures queued, scaled by log10 of the limit as in Netflix's
@@ -124,6 +130,8 @@ pub struct Limiter {
     /// Sheds since the last log line, and the second of that line.
     shed_since_log: AtomicU64,
     last_log_second: AtomicU64,
+    /// Decisions since start (for `/status`): admitted, resumed, shed.
+    decisions: [AtomicU64; 3],
 }
 
 struct State {
@@ -205,6 +213,7 @@ impl Limiter {
             }),
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
+            decisions: Default::default(),
         };
         limiter.publish(&limiter.lock());
         limiter
@@ -321,6 +330,7 @@ impl Limiter {
 
     fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
         metrics::counter!(m::ADMITTED, "group" => self.group.clone()).increment(1);
+        self.decisions[0].fetch_add(1, Ordering::Relaxed);
         Permit {
             limiter: Arc::clone(self),
             since: Instant::now(),
@@ -331,11 +341,13 @@ impl Limiter {
     /// Count a resumption attempt let through without a permit.
     pub fn note_resumption(&self) {
         metrics::counter!(m::RESUMED, "group" => self.group.clone()).increment(1);
+        self.decisions[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn shed(&self, reason: ShedReason) -> ShedReason {
         metrics::counter!(m::SHED, "group" => self.group.clone(), "reason" => reason.as_str())
             .increment(1);
+        self.decisions[2].fetch_add(1, Ordering::Relaxed);
         // One log line a second at most, with the count since the last one.
         let shed = self.shed_since_log.fetch_add(1, Ordering::Relaxed) + 1;
         let now = std::time::SystemTime::now()
@@ -464,6 +476,9 @@ impl Limiter {
             } else {
                 0.0
             }),
+            admitted: self.decisions[0].load(Ordering::Relaxed),
+            resumed: self.decisions[1].load(Ordering::Relaxed),
+            shed: self.decisions[2].load(Ordering::Relaxed),
         }
     }
 

@@ -32,7 +32,14 @@ const GAIN: f64 = 0.3;
 pub(crate) struct Meter {
     ops: AtomicU64,
     busy_ns: AtomicU64,
+    /// Answers that were errors (any CKR code, a bad signature).
+    errors: AtomicU64,
+    /// EWMA of enqueue → answer latency, nanoseconds as `f64` bits (0: none yet).
+    latency_ewma: AtomicU64,
 }
+
+/// Weight of a new latency sample in the member's EWMA (for `/status`).
+const LATENCY_GAIN: f64 = 0.1;
 
 impl Meter {
     /// One operation that spent `busy` inside the token.
@@ -40,6 +47,38 @@ impl Meter {
         self.ops.fetch_add(1, Ordering::Relaxed);
         self.busy_ns
             .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// One answer (a signature or an error) `latency` after the request was queued.
+    pub(crate) fn answered(&self, latency: Duration, ok: bool) {
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let sample = latency.as_nanos() as f64;
+        let _ = self
+            .latency_ewma
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let old = f64::from_bits(bits);
+                let new = if old > 0.0 {
+                    old + LATENCY_GAIN * (sample - old)
+                } else {
+                    sample
+                };
+                Some(new.to_bits())
+            });
+    }
+
+    /// Operations signed (all generations) and answers that were errors.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.ops.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The EWMA of answer latency (zero before the first answer).
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_nanos(f64::from_bits(self.latency_ewma.load(Ordering::Relaxed)) as u64)
     }
 
     fn read(&self) -> (u64, u64) {
@@ -194,6 +233,18 @@ pub(crate) fn calibrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_feed_the_latency_average_and_error_count() {
+        let meter = Meter::default();
+        assert_eq!(meter.latency(), Duration::ZERO);
+        meter.answered(Duration::from_millis(10), true);
+        assert_eq!(meter.latency(), Duration::from_millis(10));
+        meter.answered(Duration::from_millis(20), false);
+        // 10 + 0.1 × (20 − 10) = 11 ms.
+        assert_eq!(meter.latency().as_micros(), 11_000);
+        assert_eq!(meter.totals().1, 1);
+    }
 
     #[test]
     fn configured_capacity_is_kept() {

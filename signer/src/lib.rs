@@ -22,7 +22,8 @@
 //! - [`HsmSigningKey`] (`rustls_key`): the pool as a rustls `SigningKey`.
 //! - `admission`: the limiter of full handshakes per pool ([`Limiter`]); `capacity`:
 //!   each member's signatures/s (calibration burst, live estimate).
-//! - [`provision`]: make a token and a key pair on it (for `hsmgate demo`).
+//! - [`provision`]: make a token, a key pair on it, and a certificate or CSR the token
+//!   signs (for `hsmgate demo` and `hsmgate token`).
 //! - [`metrics`]: metric names and their descriptions.
 //! - `error`: [`SignerError`], typed: the PKCS#11 function and CKR code as values.
 //! - `der`, `verify`, `pin`: helpers.

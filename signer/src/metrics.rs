@@ -19,9 +19,9 @@ pub const RETRIES: &str = "hsmgate_signer_retries_total";
 
 /// Gauge: the member's capacity in signatures/s (configured, calibrated at start, or
 /// measured while saturated).
-pub const CAPACITY: &str = "hsmgate_signer_capacity_ops";
+pub const CAPACITY: &str = "hsmgate_signer_capacity_ops_per_second";
 /// Gauge: signatures/s the member made over the last second.
-pub const RATE: &str = "hsmgate_signer_rate_ops";
+pub const RATE: &str = "hsmgate_signer_rate_ops_per_second";
 /// Gauge: share of the member's sessions' time spent in C_Sign over the last second.
 pub const UTILISATION: &str = "hsmgate_signer_utilisation_ratio";
 
@@ -40,7 +40,7 @@ pub const ADMISSION_IN_FLIGHT: &str = "hsmgate_admission_in_flight";
 /// Gauge: handshakes waiting for admission.
 pub const ADMISSION_WAITING: &str = "hsmgate_admission_waiting";
 /// Gauge: signatures/s the group's serving members can make.
-pub const ADMISSION_CAPACITY: &str = "hsmgate_admission_capacity_ops";
+pub const ADMISSION_CAPACITY: &str = "hsmgate_admission_capacity_ops_per_second";
 
 /// Describe the metrics (help text and units) to the installed recorder.
 pub fn describe() {

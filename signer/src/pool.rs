@@ -242,6 +242,14 @@ pub struct MemberStatus {
     pub utilisation: f64,
     /// Whether it counts toward the group's capacity now (up, and primary or needed).
     pub serving: bool,
+    /// Its signer threads (sessions × connections).
+    pub sessions: usize,
+    /// Moving average (EWMA) of the time from queueing a signature to its answer.
+    pub latency: Duration,
+    /// Signatures attempted on it since start (all its generations).
+    pub operations: u64,
+    /// Of those, answers that were errors.
+    pub errors: u64,
 }
 
 /// A group of signer threads over one or more HSM members holding one key. Cheap to clone.
@@ -371,6 +379,10 @@ impl SignerPool {
                     rate,
                     utilisation,
                     serving,
+                    sessions: m.threads(),
+                    latency: m.meter.latency(),
+                    operations: m.meter.totals().0,
+                    errors: m.meter.totals().1,
                 }
             })
             .collect()

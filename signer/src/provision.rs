@@ -1,18 +1,35 @@
 //! Making a token and a key pair on it, through PKCS#11 itself: `C_InitToken`,
-//! `C_InitPIN` and `C_GenerateKeyPair`. Used by `hsmgate demo`; the private key is
-//! generated on the token as sensitive and non-extractable.
+//! `C_InitPIN` and `C_GenerateKeyPair`, then a certificate or a CSR that the token
+//! signs. Used by `hsmgate demo` and `hsmgate token`; the private key is generated on
+//! the token as sensitive and non-extractable.
+//!
+//! Parts: this file (token, key pair, the one-session pool that signs certificates),
+//! `cert` (rcgen builds the certificate or CSR, the token signs it), `slots` (what a
+//! module's slots hold, for `hsmgate token list`), `error`.
 
+mod cert;
+mod error;
+mod slots;
+
+pub use cert::{self_signed, signing_request, valid_for_days};
+pub use error::ProvisionError;
+pub use slots::{PublicKeySummary, SlotSummary, TokenSummary, list_slots};
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
+use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hsmgate_config::Secret;
+use hsmgate_config::{Admission, Pkcs11Uri, Secret};
 
 use crate::der;
 use crate::error::{Function, SignerError};
 use crate::module::Module;
+use crate::pool::{PoolSettings, SignerPool};
 use crate::token::KeyKind;
 
 /// Initialise the first uninitialised slot's token as `label` and set its user PIN.
@@ -59,15 +76,32 @@ pub fn init_token(
 }
 
 /// Generate a key pair on `token` (already initialised), labelled `label` with `id`.
+/// Refuses when the token already holds a private key with that label or id (a second
+/// one would make the key's URI ambiguous).
 pub fn generate_key_pair(
     token: &crate::Token,
     pin: &Secret,
     kind: KeyKind,
     label: &str,
     id: &[u8],
-) -> Result<(), SignerError> {
+) -> Result<(), ProvisionError> {
     let session = token.open_rw_session()?;
     token.login(&session, pin)?;
+    for existing in [
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ] {
+        let found = session
+            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), existing])
+            .map_err(|e| SignerError::pkcs11(token.label(), Function::FindObjects, e))?;
+        if !found.is_empty() {
+            return Err(ProvisionError::KeyExists {
+                token: token.label().to_string(),
+                label: label.to_string(),
+                id: crate::token::hex(id),
+            });
+        }
+    }
     let common = |private: bool| {
         let mut attrs = vec![
             Attribute::Token(true),
@@ -82,7 +116,8 @@ pub fn generate_key_pair(
                 Attribute::Sign(true),
             ]);
         } else {
-            attrs.push(Attribute::Verify(true));
+            // Readable without a PIN, so `hsmgate token list` can show it.
+            attrs.extend([Attribute::Private(false), Attribute::Verify(true)]);
         }
         attrs
     };
@@ -109,4 +144,30 @@ pub fn generate_key_pair(
         .generate_key_pair(&mechanism, &public, &common(true))
         .map_err(|e| SignerError::pkcs11(token.label(), Function::GenerateKeyPair, e))?;
     Ok(())
+}
+
+/// A one-session pool on the key `uri` names, only to sign a certificate or a CSR: no
+/// calibration burst, no admission control. It makes and checks a test signature at
+/// start, like the proxy's pools.
+pub fn signing_pool(
+    module: &Path,
+    env: &BTreeMap<String, String>,
+    uri: Pkcs11Uri,
+    pin: Secret,
+) -> Result<SignerPool, SignerError> {
+    SignerPool::start(&PoolSettings {
+        module: module.to_path_buf(),
+        env: env.clone(),
+        uri,
+        pin,
+        sessions: 1,
+        queue_depth: 4,
+        sign_timeout: Duration::from_secs(10),
+        batch_max: 1,
+        capacity: Some(1.0),
+        admission: Admission {
+            enabled: false,
+            ..Admission::default()
+        },
+    })
 }

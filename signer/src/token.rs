@@ -135,7 +135,10 @@ impl Token {
                     mechanisms,
                 });
             }
-            present.push(format!("{label:?}"));
+            present.push(match info.token_initialized() {
+                true => format!("{label:?}"),
+                false => format!("an uninitialised token in slot {}", slot.id()),
+            });
         }
         Err(SignerError::TokenNotFound {
             wanted: describe_token(uri),

@@ -201,8 +201,10 @@ fn serve(session: &Session, key: ObjectHandle, shared: &Shared, slot: &Slot, req
     let result = sign(session, key, shared, req.op, &req.message);
     shared.meter.record(started.elapsed());
     slot.busy_since.store(0, Ordering::Release);
+    let latency = req.enqueued.elapsed();
     metrics::histogram!(m::LATENCY, "member" => shared.member.clone())
-        .record(req.enqueued.elapsed().as_secs_f64());
+        .record(latency.as_secs_f64());
+    shared.meter.answered(latency, result.is_ok());
     let label = match &result {
         Ok(_) => "ok".to_string(),
         Err(e) => e.rv().map(ckr_name).unwrap_or_else(|| "error".into()),

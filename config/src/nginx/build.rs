@@ -260,7 +260,7 @@ pub(crate) fn build(
             }
             "http" => {
                 let block = ctx.block(d, 0, 0)?;
-                set(ctx, d, &mut http, block)?;
+                set(ctx, d, &mut http, (block, ctx.loc(d.at)))?;
             }
             _ => ctx.other(d)?,
         }
@@ -276,10 +276,11 @@ pub(crate) fn build(
             },
         });
     };
-    let (servers, upstreams) = match http {
-        Some(block) => http_block(ctx, block)?,
+    let (servers, upstreams) = match &http {
+        Some((block, _)) => http_block(ctx, block)?,
         None => Default::default(),
     };
+    let compiled = super::compiled_paths();
     Ok(NginxConfig {
         servers,
         upstreams,
@@ -288,6 +289,9 @@ pub(crate) fn build(
         worker_connections,
         pid,
         error_logs,
+        default_access_log: compiled.http_log.clone(),
+        default_access_log_origin: compiled.origin,
+        http_at: http.map(|(_, at)| at),
         env,
         ssl_engine_pkcs11: engine.is_some(),
         log_formats: std::mem::take(&mut ctx.log_formats),

@@ -86,6 +86,26 @@ const IGNORED: &[(&str, &str)] = &[
     ("open_file_cache_valid", "hsmgate serves no files"),
     ("open_file_cache_min_uses", "hsmgate serves no files"),
     ("open_file_cache_errors", "hsmgate serves no files"),
+    (
+        "client_body_temp_path",
+        "hsmgate writes no temporary files: request and response bodies are streamed",
+    ),
+    (
+        "proxy_temp_path",
+        "hsmgate writes no temporary files: request and response bodies are streamed",
+    ),
+    (
+        "fastcgi_temp_path",
+        "hsmgate writes no temporary files: request and response bodies are streamed",
+    ),
+    (
+        "uwsgi_temp_path",
+        "hsmgate writes no temporary files: request and response bodies are streamed",
+    ),
+    (
+        "scgi_temp_path",
+        "hsmgate writes no temporary files: request and response bodies are streamed",
+    ),
 ];
 
 /// Prefixes: every directive starting with one is ignored.
@@ -125,5 +145,8 @@ mod tests {
         assert!(reason("ssl_stapling_verify").is_some());
         assert_eq!(reason("proxy_pass"), None);
         assert_eq!(reason("sendfile_max_chunk"), None);
+        for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            assert!(reason(&format!("{t}_temp_path")).is_some(), "{t}");
+        }
     }
 }

@@ -36,6 +36,13 @@ pub struct NginxConfig {
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (empty: nginx's compiled-in default).
     pub error_logs: Vec<ErrorLog>,
+    /// The access log of levels where no `access_log` is set: the replaced nginx's
+    /// compiled-in `--http-log-path` ([`compiled_paths`](super::compiled_paths)).
+    pub default_access_log: PathBuf,
+    /// Where that default comes from (e.g. "Debian's nginx default"), for messages.
+    pub default_access_log_origin: &'static str,
+    /// The `http` block, named when the default access log cannot be opened.
+    pub http_at: Option<Location>,
     /// `env NAME` / `env NAME=VALUE`: variables kept (or set) for the process.
     pub env: Vec<(String, Option<String>)>,
     /// `ssl_engine pkcs11;` was given (the only engine accepted).
@@ -352,6 +359,8 @@ pub enum AccessLog {
         path: PathBuf,
         /// A key of [`NginxConfig::log_formats`].
         format: String,
+        /// The `access_log` directive.
+        at: Location,
     },
 }
 

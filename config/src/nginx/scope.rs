@@ -273,6 +273,7 @@ pub(crate) fn access_log(ctx: &Ctx<'_>, d: &Directive) -> Result<AccessLog, Conf
     Ok(AccessLog::File {
         path: ctx.prefix_path(&args[0].value),
         format: format.to_owned(),
+        at: ctx.loc(d.at),
     })
 }
 

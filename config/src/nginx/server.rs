@@ -144,7 +144,7 @@ fn server_name(v: &str) -> Result<ServerName, String> {
 }
 
 /// Pairs the i-th `ssl_certificate` with the i-th `ssl_certificate_key`.
-fn cert_pairs(ctx: &Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigError> {
+fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigError> {
     let certs = scope.tls.certs.clone().unwrap_or_default();
     let keys = scope.tls.keys.clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -193,6 +193,10 @@ fn cert_pairs(ctx: &Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigError
                     },
                 )
             })?;
+            if uri.pin_value.is_some() {
+                // Accepted in the path too, as libp11 does (guides write it there).
+                ctx.warn(key.at, crate::validate::pkcs11::PIN_VALUE_WARNING.into());
+            }
             KeySource::Pkcs11(Box::new(uri))
         } else if key.value.contains('$') || key.value.starts_with("data:") {
             return Err(invalid(

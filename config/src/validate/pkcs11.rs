@@ -11,7 +11,7 @@ use crate::load::Source;
 use crate::model::{ConfigWarning, KeyRef, PinSource, Pkcs11Config};
 use crate::raw::RawPkcs11;
 
-const PIN_VALUE_WARNING: &str =
+pub(crate) const PIN_VALUE_WARNING: &str =
     "the PIN is written in the config file (pin-value); prefer pin-source=file: or pin_env";
 
 pub(crate) fn pkcs11(

@@ -165,7 +165,7 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
         ok + 1,
         "{metrics}"
     );
-    assert!(metric(&metrics, "hsmgate_admission_capacity_ops", &[]) > 0.0);
+    assert!(metric(&metrics, "hsmgate_admission_capacity_ops_per_second", &[]) > 0.0);
     assert!(proxy.log_text().contains("shedding full TLS handshakes"));
 }
 
@@ -196,7 +196,7 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
         || format!("capacity never fell to 0:\n{}", proxy.log_text()),
         || {
             let body = metrics_now(admin);
-            (metric(&body, "hsmgate_admission_capacity_ops", &[]) == 0.0).then_some(())
+            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
         },
     );
 
@@ -286,7 +286,7 @@ fn wait_for_blocking(admin: SocketAddr, want: f64) {
         || format!("capacity never became {want}"),
         || {
             let body = metrics_now(admin);
-            (metric(&body, "hsmgate_admission_capacity_ops", &[]) == want).then_some(())
+            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == want).then_some(())
         },
     )
 }

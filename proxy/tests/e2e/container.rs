@@ -4,7 +4,7 @@
 //! PIN mounted in, in front of an upstream on the host; a request through it gets a 200.
 //! Skipped with a message where podman or runc is missing (apt-get install podman runc).
 //!
-//! podman's defaults fail on these machines (../shared/container-facts.md): runc, and
+//! podman's defaults fail on these machines (deploy/container/container-facts.md): runc, and
 //! explicit nofile/nproc limits, are needed.
 
 use std::net::SocketAddr;

@@ -397,3 +397,101 @@ fn bad_input_is_an_error_naming_file_and_line() {
         }
     }
 }
+
+/// What libp11-era configurations write and Debian's nginx accepts: `pin-value` in the
+/// URI's path (with the query form's warning, never the PIN), the `*_temp_path`
+/// directives (ignored with a warning), and no `access_log` at all (the replaced nginx's
+/// compiled-in path; an unopenable one names the `http` block).
+#[test]
+fn configurations_written_for_libp11_pass_t() {
+    use crate::support::hsm::{KeyType, PIN, TestToken};
+    let token = TestToken::new(KeyType::Rsa2048);
+    let d = token.path();
+    let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("    {t}_temp_path {}/tmp/{t};\n", d.display()))
+        .collect();
+    let conf = d.join("nginx.conf");
+    let write = |access_log: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "env SOFTHSM2_CONF={softhsm};\nevents {{}}\nhttp {{\n{temp_paths}{access_log}\
+                 \n    server {{\n        listen 127.0.0.1:1 ssl;\n        ssl_certificate {chain};\n        \
+                 ssl_certificate_key \"engine:pkcs11:pkcs11:token={label};object=tls;type=private;pin-value={PIN}\";\n        \
+                 location / {{ return 200; }}\n    }}\n}}\n",
+                softhsm = token.conf.display(),
+                chain = token.chain_pem.display(),
+                label = token.label,
+            ),
+        )
+        .expect("conf");
+    };
+    let module = token.module.display().to_string();
+    let t = |path_env: Option<&std::ffi::OsStr>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hsmgate"));
+        cmd.args(["-t", "--pkcs11-module", &module, "-c", s(&conf), "-p", s(d)]);
+        if let Some(p) = path_env {
+            cmd.env("PATH", p);
+        }
+        let out = cmd.output().expect("hsmgate -t");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(PIN), "the PIN was printed: {text}");
+        (out.status.code(), text)
+    };
+
+    // An explicit access_log: passes, with the warnings.
+    write(&format!("    access_log {}/access.log;", d.display()));
+    let (code, text) = t(None);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("pin-value"), "no pin-value warning: {text}");
+    for dir in ["client_body_temp_path", "scgi_temp_path"] {
+        assert!(
+            text.contains(dir) && text.contains("temporary files"),
+            "no warning for {dir}: {text}"
+        );
+    }
+
+    // No access_log: the nginx on PATH says where its default goes (`nginx -V`). A fake
+    // one names a directory that does not exist: the error names the file and the http
+    // block that leads to it.
+    write("");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let missing = d.join("missing/access.log");
+    let fake = bin.join("nginx");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho 'nginx version: nginx/1.99.0' >&2\n\
+             echo 'configure arguments: --prefix=/opt/nginx --http-log-path={}' >&2\n",
+            missing.display()
+        ),
+    )
+    .expect("fake nginx");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
+    let (code, text) = t(Some(&path));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&missing.display().to_string())
+            && text.contains(&format!("http block at {}:", conf.display())),
+        "{text}"
+    );
+    // An access_log in a missing directory names its own line.
+    write(&format!("    access_log {};", missing.display()));
+    let (code, text) = t(None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("access_log at {}:", conf.display())),
+        "{text}"
+    );
+}

@@ -143,3 +143,44 @@ pub fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
         })
         .sum()
 }
+
+/// GET `path` on the admin listener with a blocking socket (for `poll`'s closures and
+/// plain `#[test]`s): (status, body).
+pub fn admin_get_blocking(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `/status?format=json`, parsed.
+pub fn status_json(addr: SocketAddr) -> serde_json::Value {
+    let (code, body) = admin_get_blocking(addr, "/status?format=json");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+/// The state of member `name` in a `/status` document (any key).
+pub fn member_state(status: &serde_json::Value, name: &str) -> Option<String> {
+    status["keys"]
+        .as_array()?
+        .iter()
+        .flat_map(|k| k["members"].as_array().into_iter().flatten())
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["state"].as_str())
+        .map(str::to_owned)
+}

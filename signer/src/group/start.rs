@@ -53,8 +53,17 @@ impl Group {
         let mut expected = settings.expected.clone();
         let mut reference: Option<Arc<dyn Generation>> = None;
         let mut errors = Vec::new();
+        // With one member its error is the start-up error, which the caller reports
+        // once, worded for a single token: no HA-group log line besides it.
+        let single = members.len() == 1;
         for (member, result) in members.iter().zip(results) {
             match result {
+                Err(SignerError::StartTimeout { after, .. }) if single => {
+                    errors.push(SignerError::Timeout {
+                        token: member.name().to_string(),
+                        after,
+                    });
+                }
                 Err(e @ SignerError::StartTimeout { .. }) => {
                     tracing::warn!(member = %member.name(), error = %e, "HSM member down at start");
                     member.set_last_error(e.to_string());
@@ -76,7 +85,9 @@ impl Group {
                             found: crate::verify::describe_key(&key.spki),
                             expected: crate::verify::describe_key(&exp.spki),
                         }));
-                        member.refuse(MemberState::Down, &e);
+                        if !single {
+                            member.refuse(MemberState::Down, &e);
+                        }
                         errors.push(e);
                         continue;
                     }
@@ -87,6 +98,7 @@ impl Group {
                         );
                     }
                 }
+                Err(e) if single => errors.push(e),
                 Err(e) => {
                     if e.is_permanent() {
                         member.refuse(MemberState::Down, &e);

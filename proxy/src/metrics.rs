@@ -1,0 +1,115 @@
+//! Metric names of the proxy (TLS handshakes, HTTP requests, upstream answers), in one
+//! place, and the helpers that record them. The signer's are in
+//! [`hsmgate_signer::metrics`]; README "Metrics" has the whole table.
+
+use std::time::Duration;
+
+/// Counter: TLS handshakes by `result` (`ok`, `failed`, `shed`, `timeout`), `version`
+/// (`TLSv1.3`, `TLSv1.2`, `unknown` when it failed before one was chosen) and `kind`
+/// (`full`, `resumed`; for a failed handshake, what the ClientHello attempted).
+pub const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
+/// Histogram (seconds): ClientHello read → handshake complete, by `kind`.
+pub const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
+/// Counter: HTTP requests answered, by `status` (the code sent, or 444 for a closed one).
+pub const REQUESTS: &str = "hsmgate_http_requests_total";
+/// Histogram (seconds): request sent upstream → response head, by `upstream` and
+/// `result` (`ok`, `error`, `timeout`).
+pub const UPSTREAM_DURATION: &str = "hsmgate_upstream_response_duration_seconds";
+/// Counter: access log lines dropped because the writer's queue was full.
+pub const ACCESS_LOG_DROPPED: &str = "hsmgate_access_log_dropped_total";
+
+/// How a handshake ended, for [`HANDSHAKES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeResult {
+    /// Completed.
+    Ok,
+    /// The client or the signer failed it (bad ClientHello, alert, signing error).
+    Failed,
+    /// Shed by admission control before any key exchange.
+    Shed,
+    /// Not complete within the handshake timeout.
+    Timeout,
+}
+
+impl HandshakeResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            HandshakeResult::Ok => "ok",
+            HandshakeResult::Failed => "failed",
+            HandshakeResult::Shed => "shed",
+            HandshakeResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// Count one handshake; `took` is recorded for completed ones.
+pub fn handshake(result: HandshakeResult, version: &'static str, resumed: bool, took: Duration) {
+    let kind = if resumed { "resumed" } else { "full" };
+    metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind)
+        .increment(1);
+    if result == HandshakeResult::Ok {
+        metrics::histogram!(HANDSHAKE_DURATION, "kind" => kind).record(took.as_secs_f64());
+    }
+}
+
+/// The label of a negotiated protocol version.
+pub fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    }
+}
+
+/// Count one answered request.
+pub fn request(status: u16) {
+    metrics::counter!(REQUESTS, "status" => status.to_string()).increment(1);
+}
+
+/// Record one upstream exchange.
+pub fn upstream(name: &str, result: &'static str, took: Duration) {
+    metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result)
+        .record(took.as_secs_f64());
+}
+
+/// Describe the proxy's metrics (help text and units) to the installed recorder.
+pub fn describe() {
+    metrics::describe_counter!(
+        HANDSHAKES,
+        "TLS handshakes by result, protocol version and kind (full or resumed)"
+    );
+    metrics::describe_histogram!(
+        HANDSHAKE_DURATION,
+        metrics::Unit::Seconds,
+        "Time from the ClientHello to the end of a completed handshake"
+    );
+    metrics::describe_counter!(REQUESTS, "HTTP requests answered, by status code");
+    metrics::describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time from sending a request upstream to its response head, by upstream and result"
+    );
+    metrics::describe_counter!(
+        ACCESS_LOG_DROPPED,
+        "Access log lines dropped because the writer's queue was full"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_labels() {
+        assert_eq!(
+            version_label(Some(rustls::ProtocolVersion::TLSv1_3)),
+            "TLSv1.3"
+        );
+        assert_eq!(
+            version_label(Some(rustls::ProtocolVersion::TLSv1_2)),
+            "TLSv1.2"
+        );
+        assert_eq!(version_label(None), "unknown");
+        assert_eq!(HandshakeResult::Shed.as_str(), "shed");
+    }
+}

@@ -1,0 +1,328 @@
+//! The admin endpoints against the HSM lab: `/readyz` turns 503 when no member can sign
+//! and 200 after recovery, also after a reload that changes the key (the admin state
+//! follows the current generation); `/status` JSON and `/metrics` member states follow a
+//! kill and a restart; the handshake and request counters move by exactly what the
+//! clients did; every metric the Grafana dashboard queries exists.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::client::{
+    KeepAlive, admin_get_blocking, client_config, connect, member_state, metric, status_json,
+};
+use crate::support::lab::HaLab;
+use crate::support::{KeyType, ProxyProcess, TestToken, config_for, poll, start_upstream};
+
+const FAST_PROBES: &str = "op_timeout_ms = 400\nsign_timeout_ms = 2000\nprobe_interval_ms = 300";
+
+/// Wait until `/readyz` answers `code`; the body.
+fn wait_ready(admin: SocketAddr, code: u16, proxy: &ProxyProcess) -> String {
+    poll(
+        Duration::from_secs(15),
+        || {
+            format!(
+                "/readyz never answered {code}: {:?}\n{}",
+                admin_get_blocking(admin, "/readyz"),
+                proxy.log_text()
+            )
+        },
+        || {
+            let (c, body) = admin_get_blocking(admin, "/readyz");
+            (c == code).then_some(body)
+        },
+    )
+}
+
+fn wait_state(admin: SocketAddr, member: &str, want: &str, proxy: &ProxyProcess) {
+    poll(
+        Duration::from_secs(15),
+        || {
+            format!(
+                "{member} never became {want}: {}\n{}",
+                status_json(admin),
+                proxy.log_text()
+            )
+        },
+        || (member_state(&status_json(admin), member).as_deref() == Some(want)).then_some(()),
+    )
+}
+
+fn reload(proxy: &ProxyProcess, dir: &std::path::Path, config: &str) {
+    std::fs::write(dir.join("hsmgate.toml"), config).expect("write config");
+    let before = proxy.log_text().matches("configuration reloaded").count();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    poll(
+        Duration::from_secs(20),
+        || format!("no reload:\n{}", proxy.log_text()),
+        || (proxy.log_text().matches("configuration reloaded").count() > before).then_some(()),
+    );
+}
+
+#[test]
+fn readyz_follows_members_and_reloads_to_another_key() {
+    let mut lab_a = HaLab::new(&["hsm-a"]);
+    let mut lab_b = HaLab::new(&["hsm-b"]);
+    let upstream = start_upstream("echo");
+    let regions_a: &[(&str, bool, &[&str])] = &[("eu-1", true, &["hsm-a"])];
+    let regions_b: &[(&str, bool, &[&str])] = &[("us-1", true, &["hsm-b"])];
+    let config_a = lab_a.config(upstream, FAST_PROBES, regions_a, "sessions = 1\n");
+    let config_b = lab_b.config(upstream, FAST_PROBES, regions_b, "sessions = 1\n");
+    let proxy = ProxyProcess::start(lab_a.path(), &config_a).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+
+    let body = wait_ready(admin, 200, &proxy);
+    assert!(body.contains("hsm-a up"), "{body}");
+    lab_a.kill("hsm-a");
+    let body = wait_ready(admin, 503, &proxy);
+    assert!(body.contains("no healthy HSM member"), "{body}");
+    lab_a.restart("hsm-a");
+    wait_ready(admin, 200, &proxy);
+
+    // A reload to another key on another HSM: /readyz now answers for that one only.
+    reload(&proxy, lab_a.path(), &config_b);
+    let body = wait_ready(admin, 200, &proxy);
+    assert!(
+        body.contains("hsm-b up") && !body.contains("hsm-a"),
+        "/readyz after the reload: {body}"
+    );
+    // The old key's HSM dying changes nothing now.
+    lab_a.kill("hsm-a");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(admin_get_blocking(admin, "/readyz").0, 200);
+    lab_b.kill("hsm-b");
+    let body = wait_ready(admin, 503, &proxy);
+    assert!(body.contains("hsm-b"), "{body}");
+    lab_b.restart("hsm-b");
+    let body = wait_ready(admin, 200, &proxy);
+    assert!(body.contains("hsm-b up"), "{body}");
+}
+
+#[test]
+fn status_and_metrics_follow_a_kill_and_a_restart() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b", "hsm-c"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        FAST_PROBES,
+        &[
+            ("eu-1", true, &["hsm-a", "hsm-b"]),
+            ("us-1", false, &["hsm-c"]),
+        ],
+        "sessions = 1\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let status = status_json(admin);
+    assert_eq!(status["ready"], true, "{status}");
+    let key = &status["keys"][0];
+    assert_eq!(key["group"], "lab", "{status}");
+    assert_eq!(key["kind"], "RSA-2048", "{status}");
+    let members = key["members"].as_array().expect("members");
+    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names, ["hsm-a", "hsm-b", "hsm-c"], "{status}");
+    assert_eq!(members[2]["region"], "us-1");
+    assert_eq!(members[2]["primary"], false);
+    for m in members {
+        assert_eq!(m["state"], "up", "{status}");
+        assert!(m["capacity_ops_per_second"].as_f64() > Some(0.0), "{m}");
+    }
+    assert!(key["admission"]["limit"].as_f64() >= Some(1.0), "{status}");
+    // Signatures give the members operations and a latency.
+    let ca = lab.ca_pem.display().to_string();
+    for _ in 0..4 {
+        let out = crate::support::curl(&["--cacert", &ca, &proxy.url("/")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let status = status_json(admin);
+    let signed: Vec<&serde_json::Value> = status["keys"][0]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["operations"].as_u64() > Some(0))
+        .collect();
+    assert!(!signed.is_empty(), "{status}");
+    assert!(
+        signed.iter().all(|m| m["latency_ms"].as_f64() > Some(0.0)),
+        "{status}"
+    );
+    assert_eq!(status["keys"][0]["admission"]["admitted"], 4, "{status}");
+
+    let state_metric = |member: &str| {
+        let (_, body) = admin_get_blocking(admin, "/metrics");
+        metric(
+            &body,
+            "hsmgate_signer_member_state",
+            &[&format!("member=\"{member}\"")],
+        )
+    };
+    assert_eq!(state_metric("hsm-b"), 0.0);
+    lab.kill("hsm-b");
+    wait_state(admin, "hsm-b", "down", &proxy);
+    let status = status_json(admin);
+    let b = &status["keys"][0]["members"][1];
+    assert!(!b["last_error"].as_str().unwrap_or("").is_empty(), "{b}");
+    assert_eq!(b["serving"], false, "{b}");
+    assert_eq!(status["ready"], true, "hsm-a still signs: {status}");
+    assert_eq!(state_metric("hsm-b"), 2.0, "down is 2");
+    lab.restart("hsm-b");
+    wait_state(admin, "hsm-b", "up", &proxy);
+    assert_eq!(state_metric("hsm-b"), 0.0);
+    let (_, page) = admin_get_blocking(admin, "/status");
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+}
+
+/// N full handshakes carrying M requests move the counters by exactly N and M.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_the_handshakes_and_requests_made() {
+    let token = TestToken::new(KeyType::EcP256);
+    let upstream = start_upstream("echo");
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, upstream, "")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let counts = move || {
+        let (_, body) = admin_get_blocking(admin, "/metrics");
+        (
+            metric(
+                &body,
+                "hsmgate_tls_handshakes_total",
+                &["result=\"ok\"", "kind=\"full\""],
+            ),
+            metric(&body, "hsmgate_tls_handshakes_total", &[]),
+            metric(&body, "hsmgate_http_requests_total", &["status=\"200\""]),
+            metric(
+                &body,
+                "hsmgate_upstream_response_duration_seconds_count",
+                &[],
+            ),
+            metric(&body, "hsmgate_admission_admitted_total", &[]),
+        )
+    };
+    let before = tokio::task::spawn_blocking(counts).await.expect("metrics");
+    const N: usize = 3;
+    const M: [usize; N] = [1, 4, 2];
+    for requests in M {
+        let mut conn = KeepAlive::open(proxy.addr, &token.ca_pem).await;
+        assert_eq!(
+            conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "the test client does not resume"
+        );
+        for i in 0..requests {
+            assert_eq!(conn.get(&format!("/count/{i}")).await.0, 200);
+        }
+    }
+    let after = tokio::task::spawn_blocking(counts).await.expect("metrics");
+    let m: usize = M.iter().sum();
+    assert_eq!(after.0 - before.0, N as f64, "full handshakes");
+    assert_eq!(after.1 - before.1, N as f64, "all handshakes");
+    assert_eq!(after.2 - before.2, m as f64, "requests answered 200");
+    assert_eq!(after.3 - before.3, m as f64, "upstream exchanges");
+    assert_eq!(after.4 - before.4, N as f64, "admitted full handshakes");
+}
+
+/// Every metric `deploy/grafana/hsmgate.json` queries is in a live `/metrics` once
+/// traffic (including a shed handshake and a member down) has made the series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queries_only_metrics_that_exist() {
+    let dashboard =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/hsmgate.json");
+    let text = std::fs::read_to_string(&dashboard).expect("dashboard");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&json, &mut exprs);
+    assert!(exprs.len() >= 10, "the dashboard has queries: {exprs:?}");
+    let mut names: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    names.sort();
+    names.dedup();
+
+    let mut lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        FAST_PROBES,
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 1\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    // A full handshake, then a resumption with its ticket.
+    let mut resuming = (*client_config(&lab.ca_pem, &[b"http/1.1"])).clone();
+    resuming.resumption = rustls::client::Resumption::default();
+    let resuming = std::sync::Arc::new(resuming);
+    for _ in 0..2 {
+        let mut conn = KeepAlive::open_with(proxy.addr, std::sync::Arc::clone(&resuming)).await;
+        assert_eq!(conn.get("/").await.0, 200);
+    }
+    // The rate and utilisation gauges are set once a window (a second) has closed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lab.kill("hsm-a");
+    tokio::task::spawn_blocking(move || {
+        poll(
+            Duration::from_secs(15),
+            || "the group's capacity never fell to 0".into(),
+            || {
+                let (_, body) = admin_get_blocking(admin, "/metrics");
+                (member_state(&status_json(admin), "hsm-a").as_deref() == Some("down")
+                    && metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0)
+                    .then_some(())
+            },
+        )
+    })
+    .await
+    .expect("poll");
+    let shed = connect(proxy.addr, client_config(&lab.ca_pem, &[b"http/1.1"])).await;
+    assert!(shed.is_err(), "no member: the handshake is shed");
+    let (_, body) = tokio::task::spawn_blocking(move || admin_get_blocking(admin, "/metrics"))
+        .await
+        .expect("metrics");
+    let present: std::collections::HashSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not have: {missing:?}\n{body}"
+    );
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}
+
+/// The `hsmgate_*` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("hsmgate_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
