@@ -304,6 +304,27 @@ mod tests {
     }
 
     #[test]
+    fn a_single_member_fails_with_its_own_error_in_token_wording() {
+        let a = Fake::new("a").starting(Err(RvError::PinIncorrect));
+        let Err(err) = TestGroup::try_build(&[&a], &[true], |_| {}) else {
+            panic!("it should not come up");
+        };
+        let text = err.to_string();
+        assert_eq!(err.rv(), Some(RvError::PinIncorrect));
+        assert!(!text.contains("member"), "{text}");
+
+        let hung = Fake::new("b");
+        hung.set_start_hangs(true);
+        let Err(err) = TestGroup::try_build(&[&hung], &[true], |s| {
+            s.recovery_timeout = Duration::from_millis(20);
+        }) else {
+            panic!("it should not come up");
+        };
+        assert!(matches!(err, SignerError::Timeout { .. }), "{err}");
+        hung.set_start_hangs(false);
+    }
+
+    #[test]
     fn nothing_up_names_every_member() {
         let a = Fake::new("a").starting(Err(RvError::DeviceError));
         let b = Fake::new("b").starting(Err(RvError::PinIncorrect));
