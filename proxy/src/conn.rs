@@ -254,7 +254,7 @@ async fn handshake(
     let config = Arc::clone(&listener.config);
     let accept = async move { start.into_stream(config).await };
     let result = match gate {
-        Some(gate) => hsmgate_signer::admission::scope(gate, accept).await,
+        Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
         None => accept.await,
     };
     match result {

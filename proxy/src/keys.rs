@@ -150,7 +150,7 @@ impl KeyOpener<'_> {
         } else {
             PinSource::Env(PIN_ENV.into())
         };
-        let pin = hsmgate_signer::pin::read_pin(&source)?;
+        let pin = hsmgate_signer::read_pin(&source)?;
         Ok(PoolSettings {
             module,
             env: self.env.clone(),

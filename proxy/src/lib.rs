@@ -17,7 +17,7 @@
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
 //!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::admission`]);
+//!   (admission control: [`hsmgate_signer::Limiter`]);
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hsmgate_signer::{ExpectedKey, HsmSigningKey, SignerPool, verify};
+use hsmgate_signer::{ExpectedKey, HsmSigningKey, SignerPool, describe_key, same_public_key};
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -66,14 +66,14 @@ pub fn certified_key(
         reason: format!("leaf certificate does not parse: {e}"),
     })?;
     let cert_spki = leaf.public_key().raw;
-    if !verify::same_public_key(cert_spki, pool.spki()) {
+    if !same_public_key(cert_spki, pool.spki()) {
         return Err(ProxyError::KeyMismatch(Box::new(KeyMismatch {
             cert: chain_path.to_path_buf(),
             subject: leaf.subject().to_string(),
             key: key_uri.to_string(),
             token: pool.token_label().to_string(),
-            cert_key: verify::describe_key(cert_spki),
-            token_key: verify::describe_key(pool.spki()),
+            cert_key: describe_key(cert_spki),
+            token_key: describe_key(pool.spki()),
         })));
     }
     Ok(Arc::new(CertifiedKey::new(

@@ -285,7 +285,7 @@ fn load(module: Option<PathBuf>) -> Result<std::sync::Arc<Module>, TokenCliError
 }
 
 fn read_pin(path: &Path) -> Result<Secret, TokenCliError> {
-    Ok(hsmgate_signer::pin::read_pin(&PinSource::File(
+    Ok(hsmgate_signer::read_pin(&PinSource::File(
         path.to_path_buf(),
     ))?)
 }

@@ -597,7 +597,7 @@ pub async fn scope<F: Future>(gate: Gate, handshake: F) -> F::Output {
 /// [`scope`]: the handshake's own permit, or — for a resumption that fell back to a full
 /// handshake — a slot if one is free now. Outside any scope (benchmarks, tools) `Ok(None)`:
 /// no admission.
-pub fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason> {
+pub(crate) fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason> {
     let taken = GATE.try_with(|g| std::mem::replace(&mut *g.borrow_mut(), Gate::Spent));
     match taken {
         Err(_) => Ok(None),

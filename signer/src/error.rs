@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cryptoki::error::{Error as CkError, RvError};
+pub(crate) use cryptoki::context::Function;
+use cryptoki::error::Error as CkError;
+pub(crate) use cryptoki::error::RvError;
+use rustls::SignatureScheme;
 
 /// An error from the signer: loading a module, finding a token or key, or signing.
 #[derive(Debug, thiserror::Error)]
@@ -20,17 +23,33 @@ pub enum SignerError {
         source: CkError,
     },
     /// A PKCS#11 function returned an error code.
-    #[error("token {token}: {function} failed: {rv}")]
+    #[error("{}token {token}: C_{function:?} failed: {}", in_member(member, token), ckr_name(*rv))]
     Pkcs11 {
+        /// The group member whose call it was, once known (named by the group when it hands the error on).
+        member: Option<String>,
         /// Which token (label, or the module path before a token is chosen).
         token: String,
-        /// The PKCS#11 function, e.g. `C_Login`.
-        function: String,
-        /// The CKR code, e.g. `CKR_PIN_INCORRECT`.
-        rv: String,
-        /// The raw error, when cryptoki gave one (kept for retry decisions).
+        /// The PKCS#11 function, e.g. `Login` (shown as `C_Login`).
+        function: Function,
+        /// The CKR code, e.g. `PinIncorrect` (shown as `CKR_PIN_INCORRECT`).
+        rv: RvError,
+    },
+    /// cryptoki refused a call before or after the module answered (a missing function,
+    /// a value it cannot convert).
+    #[error(
+        "{}token {token}: C_{function:?} failed: {source}",
+        in_member(member, token)
+    )]
+    Cryptoki {
+        /// The group member whose call it was, once known.
+        member: Option<String>,
+        /// Which token (label, or the module path before a token is chosen).
+        token: String,
+        /// The PKCS#11 function called.
+        function: Function,
+        /// What cryptoki reported.
         #[source]
-        source: Option<CkError>,
+        source: CkError,
     },
     /// No slot holds a token matching the URI.
     #[error("no token matching {wanted} in module {module} (tokens present: {present})")]
@@ -41,6 +60,12 @@ pub enum SignerError {
         module: PathBuf,
         /// The labels of the tokens that are there.
         present: String,
+    },
+    /// Every slot's token is initialised already: none to make a new token in.
+    #[error("no uninitialised token in module {module}: every slot's token is initialised")]
+    NoFreeSlot {
+        /// The module searched.
+        module: PathBuf,
     },
     /// No private key object matches the URI on the token.
     #[error("token {token}: no private key object matching {wanted}")]
@@ -70,7 +95,7 @@ pub enum SignerError {
         /// The key (object label).
         key: String,
         /// Why it is not supported.
-        reason: String,
+        reason: KeyProblem,
     },
     /// The PIN could not be read from its source.
     #[error("cannot read the PIN from {source_name}: {reason}")]
@@ -78,7 +103,8 @@ pub enum SignerError {
         /// Where the PIN was to come from (file path or variable name; never the PIN).
         source_name: String,
         /// Why it could not be read.
-        reason: String,
+        #[source]
+        reason: PinProblem,
     },
     /// The signer's queue is full: the request was refused at once.
     #[error("signer queue for token {token} is full ({capacity} waiting)")]
@@ -104,23 +130,17 @@ pub enum SignerError {
         /// How long we waited.
         after: Duration,
     },
-    /// The pool's threads have stopped.
-    #[error("signer pool for token {token} has shut down")]
-    Closed {
-        /// The token.
-        token: String,
-    },
     /// The key cannot make the signature scheme asked for.
-    #[error("token {token}: key cannot sign with {scheme}")]
+    #[error("token {token}: key cannot sign with {scheme:?}")]
     UnsupportedScheme {
         /// The token.
         token: String,
         /// The scheme asked for.
-        scheme: String,
+        scheme: SignatureScheme,
     },
     /// The start-up test signature did not verify with the key's public key.
     #[error(
-        "token {token}: key {key}: test signature ({scheme}) does not verify with its public key"
+        "token {token}: key {key}: test signature ({scheme:?}) does not verify with its public key"
     )]
     SelfTest {
         /// The token.
@@ -128,7 +148,7 @@ pub enum SignerError {
         /// The key.
         key: String,
         /// The scheme tried.
-        scheme: String,
+        scheme: SignatureScheme,
     },
     /// A signer thread could not be started.
     #[error("cannot start a signer thread: {0}")]
@@ -138,9 +158,28 @@ pub enum SignerError {
     NoHealthyMember {
         /// The group.
         group: String,
-        /// Each member's state and last error.
+        /// Each member's state and last error, e.g. `hsm-a up; hsm-b down (…)`.
         detail: String,
     },
+    /// A member's start-up did not finish within the recovery timeout (a hung module).
+    #[error("HSM member {member}: did not come up within {after:?}")]
+    StartTimeout {
+        /// The member.
+        member: String,
+        /// How long start-up waited.
+        after: Duration,
+    },
+    /// Several members failed to start: each one's error.
+    #[error("HSM group {group}: no healthy member can sign ({})", join(.members))]
+    NoMemberStarted {
+        /// The group.
+        group: String,
+        /// Each member's start-up error.
+        members: Vec<SignerError>,
+    },
+    /// The configuration has no `[pkcs11]` token (and no HSM group).
+    #[error("the configuration has no [pkcs11] section")]
+    NoToken,
     /// A member was fenced (hung) or taken down while the request waited in its queue.
     #[error("HSM member {member} was taken out of rotation while the request waited")]
     MemberLost {
@@ -151,30 +190,47 @@ pub enum SignerError {
     #[error(transparent)]
     KeyDiffers(Box<KeyDiffers>),
     /// The token returned a signature we cannot use.
-    #[error("token {token}: malformed signature from {function}: {reason}")]
+    #[error(
+        "token {token}: malformed signature from C_{function:?}: ECDSA signature of odd length {length}"
+    )]
     BadSignature {
         /// The token.
         token: String,
         /// The function that produced it.
-        function: &'static str,
-        /// What is wrong.
-        reason: String,
+        function: Function,
+        /// Its length in bytes (an `r || s` pair has an even length).
+        length: usize,
     },
 }
 
 impl SignerError {
-    /// Wrap a cryptoki error from `function` on `token`.
-    pub(crate) fn pkcs11(token: &str, function: &str, err: CkError) -> Self {
-        let (function, rv) = match &err {
-            CkError::Pkcs11(rv, f) => (format!("C_{f:?}"), ckr_name(*rv)),
-            other => (function.to_string(), other.to_string()),
-        };
-        SignerError::Pkcs11 {
-            token: token.to_string(),
-            function,
-            rv,
-            source: Some(err),
+    /// Wrap a cryptoki error from `function` on `token`: a CKR code keeps the function
+    /// the module answered for.
+    pub(crate) fn pkcs11(token: &str, function: Function, err: CkError) -> Self {
+        match err {
+            CkError::Pkcs11(rv, function) => SignerError::Pkcs11 {
+                member: None,
+                token: token.to_string(),
+                function,
+                rv,
+            },
+            source => SignerError::Cryptoki {
+                member: None,
+                token: token.to_string(),
+                function,
+                source,
+            },
         }
+    }
+
+    /// Name the group member a PKCS#11 error came from (its message then starts with
+    /// `HSM member <name>: `, unless the member is named after its token).
+    pub(crate) fn in_member(mut self, name: &str) -> Self {
+        if let SignerError::Pkcs11 { member, .. } | SignerError::Cryptoki { member, .. } = &mut self
+        {
+            member.get_or_insert_with(|| name.to_string());
+        }
+        self
     }
 
     /// Whether the error says the device (or our connection to it) failed, so that
@@ -182,10 +238,7 @@ impl SignerError {
     /// (mechanism, data, key) are not.
     pub fn is_device_error(&self) -> bool {
         match self {
-            SignerError::Pkcs11 {
-                source: Some(CkError::Pkcs11(rv, _)),
-                ..
-            } => matches!(
+            SignerError::Pkcs11 { rv, .. } => matches!(
                 rv,
                 RvError::DeviceError
                     | RvError::DeviceRemoved
@@ -207,13 +260,7 @@ impl SignerError {
                     | RvError::ObjectHandleInvalid
                     | RvError::KeyHandleInvalid
             ),
-            SignerError::Pkcs11 {
-                source: Some(_), ..
-            } => false,
-            SignerError::Pkcs11 { source: None, .. } => true,
-            SignerError::Timeout { .. }
-            | SignerError::Closed { .. }
-            | SignerError::MemberLost { .. } => true,
+            SignerError::Timeout { .. } | SignerError::MemberLost { .. } => true,
             _ => false,
         }
     }
@@ -235,13 +282,83 @@ impl SignerError {
     /// The CKR code if this is a PKCS#11 error.
     pub fn rv(&self) -> Option<RvError> {
         match self {
-            SignerError::Pkcs11 {
-                source: Some(CkError::Pkcs11(rv, _)),
-                ..
-            } => Some(*rv),
+            SignerError::Pkcs11 { rv, .. } => Some(*rv),
             _ => None,
         }
     }
+
+    /// The PKCS#11 function that failed, if one did.
+    pub fn function(&self) -> Option<Function> {
+        match self {
+            SignerError::Pkcs11 { function, .. }
+            | SignerError::Cryptoki { function, .. }
+            | SignerError::BadSignature { function, .. } => Some(*function),
+            _ => None,
+        }
+    }
+}
+
+/// Why a key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// Neither RSA nor EC (`None`: the token did not say).
+    #[error("key type {0:?} is not RSA or EC")]
+    KeyType(Option<cryptoki::object::KeyType>),
+    /// An RSA key whose public half cannot be read.
+    #[error("cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)")]
+    NoRsaPublicKey,
+    /// An RSA modulus of this many bits.
+    #[error("RSA-{0} is outside 2048..8192 bits")]
+    RsaSize(usize),
+    /// An EC key without its curve.
+    #[error("no CKA_EC_PARAMS")]
+    NoEcParams,
+    /// An EC key on another curve.
+    #[error("EC curve is not P-256 or P-384")]
+    Curve,
+    /// An EC key whose public point cannot be found.
+    #[error(
+        "no public key object with the same CKA_ID to read CKA_EC_POINT from (needed to check the certificate)"
+    )]
+    NoEcPoint,
+    /// The token offers none of the mechanisms that sign with it.
+    #[error("the token offers no signing mechanism for it")]
+    NoMechanism,
+}
+
+/// Why a PIN could not be read from its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinProblem {
+    /// The file could not be read.
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    /// The file holds nothing but a line end.
+    #[error("the file is empty")]
+    EmptyFile,
+    /// The variable is not set, or not Unicode.
+    #[error("{0}")]
+    Unset(#[source] std::env::VarError),
+    /// The variable is set to the empty string.
+    #[error("it is empty")]
+    EmptyVariable,
+}
+
+/// "HSM member hsm-a: " before a token's error, when it names another member than the token.
+fn in_member(member: &Option<String>, token: &str) -> String {
+    match member {
+        Some(m) if m != token => format!("HSM member {m}: "),
+        _ => String::new(),
+    }
+}
+
+fn join(errors: &[SignerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A member whose key is not the expected one.
@@ -296,25 +413,82 @@ mod tests {
     fn pkcs11_error_names_function_and_code() {
         let err = SignerError::pkcs11(
             "demo",
-            "C_Login",
-            CkError::Pkcs11(RvError::PinIncorrect, cryptoki::context::Function::Login),
+            Function::Login,
+            CkError::Pkcs11(RvError::PinIncorrect, Function::Login),
         );
         let text = err.to_string();
         assert!(text.contains("token demo"), "{text}");
         assert!(text.contains("C_Login"), "{text}");
         assert!(text.contains("CKR_PIN_INCORRECT"), "{text}");
         assert_eq!(err.rv(), Some(RvError::PinIncorrect));
+        assert!(matches!(err.function(), Some(Function::Login)));
+        // In a group, the member is named too (unless it is named after its token).
+        let text = err.in_member("hsm-a").to_string();
+        assert!(
+            text.starts_with("HSM member hsm-a: token demo: C_Login failed: CKR_PIN_INCORRECT"),
+            "{text}"
+        );
+        let same = SignerError::pkcs11(
+            "demo",
+            Function::Login,
+            CkError::Pkcs11(RvError::PinIncorrect, Function::Login),
+        )
+        .in_member("demo");
+        assert_eq!(
+            same.to_string(),
+            "token demo: C_Login failed: CKR_PIN_INCORRECT"
+        );
+    }
+
+    #[test]
+    fn cryptoki_errors_keep_their_source_and_function() {
+        let err = SignerError::pkcs11("demo", Function::Sign, CkError::NullFunctionPointer);
+        let text = err.to_string();
+        assert!(text.contains("C_Sign"), "{text}");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.rv(), None);
+        assert!(!err.is_device_error());
+    }
+
+    #[test]
+    fn unsupported_keys_say_why_in_words() {
+        let err = SignerError::UnsupportedKey {
+            token: "t".into(),
+            key: "k".into(),
+            reason: KeyProblem::RsaSize(1024),
+        };
+        assert_eq!(
+            err.to_string(),
+            "token t: key k: RSA-1024 is outside 2048..8192 bits"
+        );
+    }
+
+    #[test]
+    fn several_start_errors_name_every_member() {
+        let err = SignerError::NoMemberStarted {
+            group: "g".into(),
+            members: vec![
+                SignerError::StartTimeout {
+                    member: "hsm-a".into(),
+                    after: Duration::from_secs(3),
+                },
+                SignerError::pkcs11(
+                    "b",
+                    Function::Login,
+                    CkError::Pkcs11(RvError::DeviceError, Function::Login),
+                ),
+            ],
+        };
+        let text = err.to_string();
+        assert!(text.contains("no healthy member can sign"), "{text}");
+        assert!(text.contains("hsm-a: did not come up within 3s"), "{text}");
+        assert!(text.contains("C_Login failed: CKR_DEVICE_ERROR"), "{text}");
     }
 
     #[test]
     fn device_and_lost_state_errors_move_to_another_member_request_errors_do_not() {
-        let err = |rv| {
-            SignerError::pkcs11(
-                "t",
-                "C_SignInit",
-                CkError::Pkcs11(rv, cryptoki::context::Function::SignInit),
-            )
-        };
+        let err =
+            |rv| SignerError::pkcs11("t", Function::Sign, CkError::Pkcs11(rv, Function::Sign));
         for rv in [
             RvError::DeviceError,
             RvError::SessionHandleInvalid,

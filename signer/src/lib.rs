@@ -7,47 +7,66 @@
 //! side (rustls' [`Signer::sign`](rustls::sign::Signer)) waits outside the runtime's
 //! core threads.
 //!
-//! Parts:
-//! - [`module`]: load and initialise a PKCS#11 module once per process.
-//! - [`token`]: find the token and key an RFC 7512 URI names; log in; read the public key.
-//! - `scheme`: TLS signature schemes ↔ PKCS#11 mechanisms.
-//! - [`pool`]: settings and [`SignerPool`]; `group`: HA group, member choice, failover,
-//!   supervisor (fencing, probes, recovery); `member`: one HSM's instances, sessions and
-//!   state; `worker`: one signer thread.
-//! - [`rustls_key`]: the pool as a rustls `SigningKey`.
-//! - [`admission`]: the limiter of full handshakes per pool (adaptive concurrency limit,
-//!   bounded wait, shedding); `capacity`: each member's signatures/s (calibration burst,
-//!   live estimate).
+//! Parts (private modules; the public surface is the `pub use` list below):
+//! - `pool`: settings and [`SignerPool`], the public face of a group.
+//! - `group`: an HA group, one file per job: `group/start` (bring-up), `group/select`
+//!   (which member signs), `group/failover` (retry within the deadline),
+//!   `group/supervise` (fencing, probes, recovery).
+//! - `member`: one HSM's health state (compare-and-swap transitions, see
+//!   [`MemberState`]) and the generation in rotation.
+//! - `backend`: the small trait a member signs through; `pkcs11` is the real backend
+//!   (module instances, login, key check, self-test), `worker` one signer thread.
+//! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
+//!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
+//!   PKCS#11 mechanisms.
+//! - [`HsmSigningKey`] (`rustls_key`): the pool as a rustls `SigningKey`.
+//! - `admission`: the limiter of full handshakes per pool ([`Limiter`]); `capacity`:
+//!   each member's signatures/s (calibration burst, live estimate).
 //! - [`provision`]: make a token, a key pair on it, and a certificate or CSR the token
 //!   signs (for `hsmgate demo` and `hsmgate token`).
-//! - `der`, [`verify`], [`pin`], [`metrics`], [`error`]: helpers.
+//! - [`metrics`]: metric names and their descriptions.
+//! - `error`: [`SignerError`], typed: the PKCS#11 function and CKR code as values.
+//! - `der`, `verify`, `pin`: helpers.
 #![deny(unsafe_code)]
 
-pub mod admission;
+mod admission;
+mod backend;
 mod capacity;
 mod der;
-pub mod error;
+mod error;
 mod group;
 mod member;
 pub mod metrics;
-pub mod module;
-pub mod pin;
-pub mod pool;
+mod module;
+mod pin;
+mod pkcs11;
+mod pool;
 pub mod provision;
-pub mod rustls_key;
+mod rustls_key;
 mod scheme;
-pub mod token;
-pub mod verify;
+mod token;
+mod verify;
 mod worker;
 
-pub use admission::{AdmissionStatus, Gate, Limiter, Permit, ShedReason};
-pub use capacity::CapacitySource;
-pub use error::SignerError;
-pub use member::MemberState;
-pub use module::Module;
+/* --- the pool and its settings --- */
 pub use pool::{
     ExpectedKey, GroupSettings, MemberSettings, MemberStatus, PoolSettings, SignerPool,
 };
 pub use rustls_key::HsmSigningKey;
-pub use token::{KeyKind, Token};
 pub use worker::wait_for_workers;
+
+/* --- members --- */
+pub use capacity::CapacitySource;
+pub use member::MemberState;
+
+/* --- admission control --- */
+pub use admission::{AdmissionStatus, Gate, Limiter, Permit, ShedReason, scope as admission_scope};
+
+/* --- tokens and keys --- */
+pub use module::Module;
+pub use pin::read_pin;
+pub use token::{KeyInfo, KeyKind, Token};
+pub use verify::{describe_key, same_public_key, verify};
+
+/* --- errors --- */
+pub use error::{KeyDiffers, KeyProblem, PinProblem, SignerError};

@@ -1,92 +1,42 @@
-//! One HSM member of a group: its module instance(s), sessions and signer threads
-//! (together a *generation*), its health state, and how it is taken out of rotation
-//! (down on a device error, fenced when a call hangs) and brought back.
+//! One HSM member of a group: its backend, the generation in rotation, its health
+//! state, and how it is taken out of rotation (down on a device error, fenced when a
+//! call hangs) and put back.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+mod state;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use rustls::SignatureScheme;
+pub use state::MemberState;
+use state::StateCell;
 
+use crate::backend::{Backend, Generation, StartCtx};
 use crate::capacity::{Capacity, Meter};
 use crate::error::SignerError;
 use crate::metrics as m;
-use crate::module::Module;
 use crate::pool::{ExpectedKey, GroupSettings, MemberSettings};
-use crate::scheme::{self, SignOp};
-use crate::token::{KeyInfo, Token};
-use crate::verify;
-use crate::worker::{self, Conn, Request, Shared, Slot};
 
-/// A member's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum MemberState {
-    /// In rotation.
-    Up = 0,
-    /// A call hung: its threads are abandoned, no work goes to it.
-    Fenced = 1,
-    /// A device-level error, or it could not be brought up.
-    Down = 2,
-    /// A recovery attempt is running.
-    Recovering = 3,
-    /// Never used: wrong PIN, or a key that differs from the certificate's.
-    Refused = 4,
-}
-
-impl MemberState {
-    fn from_u8(v: u8) -> MemberState {
-        match v {
-            0 => MemberState::Up,
-            1 => MemberState::Fenced,
-            2 => MemberState::Down,
-            3 => MemberState::Recovering,
-            _ => MemberState::Refused,
-        }
-    }
-
-    /// Lower-case name for logs and `/readyz`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Up => "up",
-            MemberState::Fenced => "fenced",
-            MemberState::Down => "down",
-            MemberState::Recovering => "recovering",
-            MemberState::Refused => "refused",
-        }
-    }
-}
-
-/// A running generation: instances, sessions on threads, and their queue.
-pub(crate) struct Live {
-    pub(crate) queue: Sender<Request>,
-    drain: Receiver<Request>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) ops: Vec<(SignatureScheme, SignOp)>,
-    pub(crate) slots: Vec<Arc<Slot>>,
-    pub(crate) key: KeyInfo,
-}
-
-impl Live {
-    /// The operation for `scheme` on this member, if it can make it.
-    pub(crate) fn op(&self, scheme: SignatureScheme) -> Option<SignOp> {
-        self.ops
-            .iter()
-            .find_map(|(s, op)| (*s == scheme).then_some(*op))
-    }
-}
+/// The first wait before a recovery attempt.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One HSM.
+///
+/// Invariant: the state is `Up` exactly when a generation is installed; both change
+/// together under the `live` lock (in [`Member::install`] and [`Member::take_out`]).
+/// Other transitions are compare-and-swaps on the state alone (see [`MemberState`]).
 pub(crate) struct Member {
     pub(crate) settings: MemberSettings,
     pub(crate) primary: bool,
-    state: AtomicU8,
-    live: Mutex<Option<Arc<Live>>>,
-    /// Threads abandoned in hung calls (signer threads and recovery attempts).
+    backend: Box<dyn Backend>,
+    state: StateCell,
+    live: Mutex<Option<Arc<dyn Generation>>>,
+    /// Threads abandoned in hung calls: signer threads, and start-up or recovery
+    /// attempts given up on. Whoever gives a thread up adds it (before the thread can
+    /// see that it was given up); the thread subtracts itself when it returns.
     pub(crate) abandoned: Arc<AtomicUsize>,
     pub(crate) last_error: Mutex<String>,
-    /// Recovery bookkeeping, owned by the supervisor.
+    /// Recovery bookkeeping (see [`Recovery`]).
     pub(crate) recovery: Mutex<Recovery>,
     /// What its signer threads did (all generations).
     pub(crate) meter: Arc<Meter>,
@@ -95,13 +45,63 @@ pub(crate) struct Member {
 }
 
 /// When to try again, and which attempt is current.
+///
+/// An attempt belongs to the supervisor while `attempt_started` is set: it may give it
+/// up as hung (a new `attempt` number, the thread counted as abandoned). The attempt's
+/// thread, when it returns, [`claims`](Recovery::claim) it under the same lock: then it
+/// alone ends the `Recovering` state.
 #[derive(Debug)]
 pub(crate) struct Recovery {
     pub(crate) next_attempt: Instant,
-    pub(crate) backoff: std::time::Duration,
+    pub(crate) backoff: Duration,
     pub(crate) attempt: u64,
     pub(crate) attempt_started: Option<Instant>,
     pub(crate) out_since: Option<Instant>,
+}
+
+/// What a returning recovery thread finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Its attempt is current: the thread owns the `Recovering` state now.
+    Current,
+    /// Its attempt was given up as hung and counted as abandoned.
+    GivenUp,
+}
+
+impl Recovery {
+    /// Start attempt number `attempt + 1` now.
+    pub(crate) fn begin(&mut self) -> u64 {
+        self.attempt += 1;
+        self.attempt_started = Some(Instant::now());
+        self.attempt
+    }
+
+    /// Called by attempt `attempt`'s thread when it returns.
+    pub(crate) fn claim(&mut self, attempt: u64) -> Claim {
+        if self.attempt == attempt && self.attempt_started.take().is_some() {
+            Claim::Current
+        } else {
+            Claim::GivenUp
+        }
+    }
+
+    /// Give the running attempt up if it has run longer than `limit`: it no longer
+    /// counts, and the caller counts its thread as abandoned (under this lock).
+    pub(crate) fn give_up_if_older(&mut self, limit: Duration) -> bool {
+        if self.attempt_started.is_none_or(|t| t.elapsed() <= limit) {
+            return false;
+        }
+        self.attempt += 1;
+        self.attempt_started = None;
+        self.retry_later();
+        true
+    }
+
+    /// The attempt failed: wait longer before the next one.
+    pub(crate) fn retry_later(&mut self) {
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(crate::group::MAX_BACKOFF);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,10 +109,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Member {
-    pub(crate) fn new(settings: MemberSettings, primary: bool) -> Member {
+    pub(crate) fn new(settings: MemberSettings, backend: Box<dyn Backend>) -> Member {
         let m = Member {
-            primary,
-            state: AtomicU8::new(MemberState::Down as u8),
+            primary: settings.primary,
+            backend,
+            state: StateCell::new(MemberState::Down),
             live: Mutex::new(None),
             abandoned: Arc::new(AtomicUsize::new(0)),
             last_error: Mutex::new("not started".into()),
@@ -120,7 +121,7 @@ impl Member {
             capacity: Mutex::new(Capacity::new(settings.capacity)),
             recovery: Mutex::new(Recovery {
                 next_attempt: Instant::now(),
-                backoff: std::time::Duration::from_millis(100),
+                backoff: FIRST_BACKOFF,
                 attempt: 0,
                 attempt_started: None,
                 out_since: Some(Instant::now()),
@@ -136,12 +137,17 @@ impl Member {
     }
 
     pub(crate) fn state(&self) -> MemberState {
-        MemberState::from_u8(self.state.load(Ordering::Acquire))
+        self.state.get()
     }
 
-    pub(crate) fn set_state(&self, s: MemberState) {
-        self.state.store(s as u8, Ordering::Release);
-        self.publish_state(s);
+    /// A state change that involves no generation (see [`MemberState`] for the edges).
+    pub(crate) fn transition(&self, from: MemberState, to: MemberState) -> bool {
+        debug_assert!(from != MemberState::Up && to != MemberState::Up);
+        let done = self.state.transition(from, to).is_ok();
+        if done {
+            self.publish_state(to);
+        }
+        done
     }
 
     fn publish_state(&self, s: MemberState) {
@@ -149,15 +155,20 @@ impl Member {
     }
 
     /// The current generation, if the member is up.
-    pub(crate) fn live(&self) -> Option<Arc<Live>> {
+    pub(crate) fn live(&self) -> Option<Arc<dyn Generation>> {
+        let live = lock(&self.live);
         if self.state() != MemberState::Up {
             return None;
         }
-        lock(&self.live).clone()
+        live.clone()
     }
 
     pub(crate) fn last_error(&self) -> String {
         lock(&self.last_error).clone()
+    }
+
+    pub(crate) fn set_last_error(&self, text: String) {
+        *lock(&self.last_error) = text;
     }
 
     /// Signatures/s it can make (configured, calibrated or measured; 0 if not known).
@@ -170,189 +181,205 @@ impl Member {
         self.settings.sessions.max(1) * self.settings.connections.max(1)
     }
 
-    /// Put a freshly started generation into rotation.
-    pub(crate) fn install(&self, live: Arc<Live>) {
-        *lock(&self.live) = Some(live);
-        self.set_state(MemberState::Up);
+    /// Signatures queued or being signed on it.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.live().map_or(0, |l| l.in_flight())
+    }
+
+    /// Put a freshly started generation into rotation, moving from `from` (`Down` at
+    /// start-up, `Recovering` for a claimed recovery attempt). If the state is no longer
+    /// `from`, the generation is not installed and is handed back.
+    pub(crate) fn install(
+        &self,
+        from: MemberState,
+        generation: Arc<dyn Generation>,
+    ) -> Result<(), Arc<dyn Generation>> {
+        {
+            let mut live = lock(&self.live);
+            if self.state.transition(from, MemberState::Up).is_err() {
+                return Err(generation);
+            }
+            *live = Some(generation);
+        }
+        self.publish_state(MemberState::Up);
         let mut r = lock(&self.recovery);
-        r.backoff = std::time::Duration::from_millis(100);
+        r.backoff = FIRST_BACKOFF;
         r.attempt_started = None;
         if let Some(since) = r.out_since.take() {
             tracing::info!(member = %self.settings.name, out_for = ?since.elapsed(), "HSM member in rotation");
         }
+        Ok(())
     }
 
-    /// Take the member out of rotation. `hung`: its calls do not return (fence: busy
-    /// threads are abandoned); otherwise a device error (down). Queued requests are
-    /// handed back to their callers at once so they retry elsewhere.
-    pub(crate) fn take_out(&self, hung: bool, reason: &str) {
+    /// Take the member out of rotation if it is up. `hung`: its calls do not return
+    /// (fenced: threads in a call are abandoned); otherwise a device error (down).
+    /// Queued requests are handed back to their callers at once so they retry
+    /// elsewhere. Returns whether this call took it out (false: it was not up).
+    pub(crate) fn take_out(&self, hung: bool, reason: &str) -> bool {
         let new_state = if hung {
             MemberState::Fenced
         } else {
             MemberState::Down
         };
-        let previous = self.state.swap(new_state as u8, Ordering::AcqRel);
-        if MemberState::from_u8(previous) != MemberState::Up {
-            // Already out (or being recovered): keep the earlier state.
-            self.state.store(previous, Ordering::Release);
-            return;
-        }
-        self.publish_state(new_state);
-        *lock(&self.last_error) = reason.to_string();
-        {
+        let generation = {
+            let mut live = lock(&self.live);
+            if self.state.transition(MemberState::Up, new_state).is_err() {
+                // Already out, or being recovered: whoever changed it owns it.
+                return false;
+            }
+            self.set_last_error(reason.to_string());
             let mut r = lock(&self.recovery);
             r.out_since = Some(Instant::now());
             r.next_attempt = Instant::now() + r.backoff;
-        }
-        let Some(live) = lock(&self.live).take() else {
-            return;
+            drop(r);
+            live.take()
         };
+        self.publish_state(new_state);
+        let Some(generation) = generation else {
+            return true;
+        };
+        let stuck = generation.retire(hung);
         if hung {
-            let stuck = live.slots.iter().filter(|s| s.abandon_if_busy()).count();
-            self.abandoned.fetch_add(stuck, Ordering::AcqRel);
-            metrics::gauge!(m::ABANDONED, "member" => self.settings.name.clone())
-                .set(self.abandoned.load(Ordering::Acquire) as f64);
             tracing::warn!(member = %self.settings.name, abandoned_threads = stuck, %reason, "HSM member fenced");
         } else {
             tracing::warn!(member = %self.settings.name, %reason, "HSM member down");
         }
-        while let Ok(req) = live.drain.try_recv() {
-            live.shared.done("lost".into());
-            let _ = req.reply.send(Err(SignerError::MemberLost {
-                member: self.settings.name.clone(),
-            }));
-        }
-        retire(live);
+        true
     }
 
     /// Let the current generation go without logging (the pool is being dropped).
     pub(crate) fn retire_for_shutdown(&self) {
-        if let Some(live) = lock(&self.live).take() {
-            retire(live);
-        }
+        lock(&self.live).take();
     }
 
-    /// Bring up a new generation: fresh module instance(s), token, login, key (checked
-    /// against `expected` SPKI), one verified test signature per connection, sessions on
-    /// threads.
+    /// Start a new generation through the backend (calibrating it if no capacity figure
+    /// is known yet). Blocks as long as the HSM does.
     pub(crate) fn bring_up(
         &self,
         group: &GroupSettings,
         expected: Option<&ExpectedKey>,
-    ) -> Result<Arc<Live>, SignerError> {
-        let s = &self.settings;
-        let mut conns: Vec<Conn> = Vec::new();
-        let mut found: Option<(Token, KeyInfo)> = None;
-        for _ in 0..s.connections.max(1) {
-            let module = Module::load_fresh(&s.module, &s.env)?;
-            let token = Token::find(&module, &s.uri)?;
-            let first = token.open_session()?;
-            token.login(&first, &s.pin)?;
-            // Object handles belong to one module instance: look the key up on each.
-            let key = token.find_key(&first, &s.uri)?;
-            let expected_spki = match (&found, expected) {
-                (Some((_, k)), _) => Some((k.spki.as_slice(), "its other connection".to_string())),
-                (None, Some(e)) => Some((e.spki.as_slice(), e.from.clone())),
-                (None, None) => None,
-            };
-            if let Some((spki, from)) = expected_spki
-                && !verify::same_public_key(spki, &key.spki)
-            {
-                return Err(SignerError::KeyDiffers(Box::new(
-                    crate::error::KeyDiffers {
-                        member: s.name.clone(),
-                        token: token.label.clone(),
-                        key: key.name.clone(),
-                        expected_from: from,
-                        found: verify::describe_key(&key.spki),
-                        expected: verify::describe_key(spki),
-                    },
-                )));
-            }
-            let handle = key.handle;
-            if found.is_none() {
-                found = Some((token.clone(), key));
-            }
-            conns.push(Conn {
-                session: first,
-                key: handle,
-                module: Arc::clone(&module),
-            });
-            // Sessions are opened one after another: SoftHSM races when many open at once.
-            for _ in 1..s.sessions.max(1) {
-                conns.push(Conn {
-                    session: token.open_session()?,
-                    key: handle,
-                    module: Arc::clone(&module),
-                });
-            }
-        }
-        let (token, key) = found.expect("at least one connection");
-        let ops = scheme::supported(&token, key.kind);
-        let Some(&(test_scheme, test_op)) = ops.first() else {
-            return Err(SignerError::UnsupportedKey {
-                token: token.label.clone(),
-                key: key.name.clone(),
-                reason: "the token offers no signing mechanism for it".into(),
-            });
-        };
-        let shared = Arc::new(Shared {
-            member: s.name.clone(),
-            token: token.label.clone(),
-            in_flight: AtomicUsize::new(0),
-            batch_max: group.batch_max.max(1),
-            abandoned: Arc::clone(&self.abandoned),
-            meter: Arc::clone(&self.meter),
-        });
-        // One verified test signature through each connection (its first session).
-        const MESSAGE: &[u8] = b"hsmgate member self-test";
-        for conn in conns.iter().step_by(s.sessions.max(1)) {
-            let signature = worker::sign(&conn.session, conn.key, &shared, test_op, MESSAGE)?;
-            if !verify::verify(&key.spki, test_scheme, MESSAGE, &signature) {
-                return Err(SignerError::SelfTest {
-                    token: token.label.clone(),
-                    key: key.name.clone(),
-                    scheme: format!("{test_scheme:?}"),
-                });
-            }
-        }
-        let conns = if lock(&self.capacity).needs_calibration() {
-            let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
+    ) -> Result<Arc<dyn Generation>, SignerError> {
+        let calibrate = lock(&self.capacity).needs_calibration();
+        let started = self.backend.start(&StartCtx {
+            group,
+            expected,
+            calibrate,
+            abandoned: &self.abandoned,
+            meter: &self.meter,
+        })?;
+        if let Some(rate) = started.calibrated {
             lock(&self.capacity).calibrated(rate);
-            tracing::info!(member = %s.name, capacity_ops = rate.round(), sessions = conns.len(), "HSM member calibrated");
-            conns
-        } else {
-            conns
-        };
-        metrics::gauge!(m::CAPACITY, "member" => s.name.clone()).set(self.capacity());
-        let (tx, rx) = crossbeam_channel::bounded(group.queue_depth.max(1));
-        let mut slots = Vec::new();
-        for (i, conn) in conns.into_iter().enumerate() {
-            let slot = Arc::new(Slot::default());
-            worker::spawn(
-                format!("hsm-{}-{i}", s.name),
-                conn,
-                Arc::clone(&shared),
-                Arc::clone(&slot),
-                rx.clone(),
-            )
-            .map_err(SignerError::Thread)?;
-            slots.push(slot);
         }
-        Ok(Arc::new(Live {
-            queue: tx,
-            drain: rx,
-            shared,
-            ops,
-            slots,
-            key,
-        }))
+        metrics::gauge!(m::CAPACITY, "member" => self.settings.name.clone()).set(self.capacity());
+        Ok(started.generation)
+    }
+
+    /// A thread of this member that was given up on has returned.
+    pub(crate) fn abandoned_thread_returned(&self) {
+        let before = self.abandoned.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(
+            before > 0,
+            "an abandoned thread was counted before it returned"
+        );
+    }
+
+    /// Refuse the member for good (wrong PIN, another key), from `from`.
+    pub(crate) fn refuse(&self, from: MemberState, e: &SignerError) {
+        tracing::error!(member = %self.name(), error = %e, "HSM member refused: it will not be used");
+        self.set_last_error(e.to_string());
+        self.transition(from, MemberState::Refused);
     }
 }
 
-/// Let an old generation go: closing its queue ends its idle threads; each module
-/// instance is finalised when the last thread using it ends (a thread stuck in a hung
-/// call keeps its instance alive until the call returns).
-pub(crate) fn retire(live: Arc<Live>) {
-    drop(live);
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::fake::{Fake, TestGroup};
+
+    fn recovery() -> Recovery {
+        Recovery {
+            next_attempt: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            attempt: 0,
+            attempt_started: None,
+            out_since: None,
+        }
+    }
+
+    #[test]
+    fn the_current_attempt_is_claimed_once() {
+        let mut r = recovery();
+        let n = r.begin();
+        assert_eq!(r.claim(n), Claim::Current);
+        // Claimed: the supervisor can no longer give it up, and it is not claimed twice.
+        assert!(!r.give_up_if_older(Duration::ZERO));
+        assert_eq!(r.claim(n), Claim::GivenUp);
+    }
+
+    #[test]
+    fn a_given_up_attempt_is_not_claimed_and_backs_off() {
+        let mut r = recovery();
+        let n = r.begin();
+        assert!(!r.give_up_if_older(Duration::from_secs(60)), "not old yet");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(r.give_up_if_older(Duration::from_millis(1)));
+        assert_eq!(r.claim(n), Claim::GivenUp);
+        assert_eq!(r.backoff, FIRST_BACKOFF * 2);
+        assert!(r.next_attempt > Instant::now());
+        // A later attempt is its own.
+        let m = r.begin();
+        assert_ne!(m, n);
+        assert_eq!(r.claim(m), Claim::Current);
+    }
+
+    #[test]
+    fn of_many_concurrent_failures_one_takes_the_member_out() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = Arc::clone(&g.group.members[0]);
+        let took: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let member = &member;
+                    s.spawn(move || member.take_out(i % 2 == 0, "device error"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().expect("no panic")))
+                .sum()
+        });
+        assert_eq!(took, 1);
+        assert!(matches!(
+            member.state(),
+            MemberState::Down | MemberState::Fenced
+        ));
+        assert!(
+            member.live().is_none(),
+            "out of rotation means no generation"
+        );
+    }
+
+    #[test]
+    fn install_is_refused_once_the_state_moved_on() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = &g.group.members[0];
+        let spare = member.live().expect("up");
+        // Up already: a second install (say, a late start-up result) is handed back.
+        assert!(
+            member
+                .install(MemberState::Down, Arc::clone(&spare))
+                .is_err()
+        );
+        assert!(member.take_out(false, "device error"));
+        // Not taken out twice, and a recovery that was not claimed cannot install.
+        assert!(!member.take_out(true, "hung"));
+        assert!(member.install(MemberState::Recovering, spare).is_err());
+        assert_eq!(member.state(), MemberState::Down);
+        assert!(member.live().is_none());
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 
-use crate::error::SignerError;
+use crate::error::{Function, SignerError};
 
 /// A loaded and initialised PKCS#11 module instance.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl Module {
                 }
                 Err(e) => Err(SignerError::pkcs11(
                     &path.display().to_string(),
-                    "C_Initialize",
+                    Function::Initialize,
                     e,
                 )),
             }

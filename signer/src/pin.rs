@@ -3,7 +3,7 @@
 
 use hsmgate_config::{PinSource, Secret};
 
-use crate::error::SignerError;
+use crate::error::{PinProblem, SignerError};
 
 /// Resolve a PIN source to the PIN.
 pub fn read_pin(source: &PinSource) -> Result<Secret, SignerError> {
@@ -12,14 +12,14 @@ pub fn read_pin(source: &PinSource) -> Result<Secret, SignerError> {
         PinSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| SignerError::Pin {
                 source_name: format!("file {}", path.display()),
-                reason: e.to_string(),
+                reason: PinProblem::Unreadable(e),
             })?;
             let pin = text.strip_suffix('\n').unwrap_or(&text);
             let pin = pin.strip_suffix('\r').unwrap_or(pin);
             if pin.is_empty() {
                 return Err(SignerError::Pin {
                     source_name: format!("file {}", path.display()),
-                    reason: "the file is empty".into(),
+                    reason: PinProblem::EmptyFile,
                 });
             }
             Ok(Secret::new(pin.to_string()))
@@ -28,11 +28,11 @@ pub fn read_pin(source: &PinSource) -> Result<Secret, SignerError> {
             Ok(pin) if !pin.is_empty() => Ok(Secret::new(pin)),
             Ok(_) => Err(SignerError::Pin {
                 source_name: format!("environment variable {name}"),
-                reason: "it is empty".into(),
+                reason: PinProblem::EmptyVariable,
             }),
             Err(e) => Err(SignerError::Pin {
                 source_name: format!("environment variable {name}"),
-                reason: e.to_string(),
+                reason: PinProblem::Unset(e),
             }),
         },
     }

@@ -162,13 +162,7 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// Settings from a validated configuration (reads the PIN from its source).
     pub fn from_config(config: &hsmgate_config::Config) -> Result<Self, SignerError> {
-        let p = config
-            .pkcs11
-            .as_ref()
-            .ok_or_else(|| SignerError::NoHealthyMember {
-                group: "-".into(),
-                detail: "the configuration has no [pkcs11] section".into(),
-            })?;
+        let p = config.pkcs11.as_ref().ok_or(SignerError::NoToken)?;
         Ok(PoolSettings {
             module: p.module.clone(),
             env: p.env.clone(),
@@ -340,12 +334,7 @@ impl SignerPool {
 
     /// Signatures queued or being signed now, over all members.
     pub fn in_flight(&self) -> usize {
-        self.group
-            .members
-            .iter()
-            .filter_map(|m| m.live())
-            .map(|l| l.shared.in_flight.load(Ordering::Relaxed))
-            .sum()
+        self.group.members.iter().map(|m| m.in_flight()).sum()
     }
 
     /// Whether at least one member can sign.
@@ -378,9 +367,7 @@ impl SignerPool {
                     region: m.settings.region.clone(),
                     primary: m.primary,
                     state: m.state(),
-                    in_flight: m
-                        .live()
-                        .map_or(0, |l| l.shared.in_flight.load(Ordering::Relaxed)),
+                    in_flight: m.in_flight(),
                     abandoned: m.abandoned.load(Ordering::Acquire),
                     last_error: if m.state() == MemberState::Up {
                         String::new()

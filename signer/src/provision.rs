@@ -27,7 +27,7 @@ use cryptoki::types::AuthPin;
 use hsmgate_config::{Admission, Pkcs11Uri, Secret};
 
 use crate::der;
-use crate::error::SignerError;
+use crate::error::{Function, SignerError};
 use crate::module::Module;
 use crate::pool::{PoolSettings, SignerPool};
 use crate::token::KeyKind;
@@ -43,37 +43,35 @@ pub fn init_token(
     let name = module.path().display().to_string();
     let slots = ctx
         .get_slots_with_token()
-        .map_err(|e| SignerError::pkcs11(&name, "C_GetSlotList", e))?;
+        .map_err(|e| SignerError::pkcs11(&name, Function::GetSlotList, e))?;
     let mut free = None;
     for slot in slots {
         let info = ctx
             .get_token_info(slot)
-            .map_err(|e| SignerError::pkcs11(&name, "C_GetTokenInfo", e))?;
+            .map_err(|e| SignerError::pkcs11(&name, Function::GetTokenInfo, e))?;
         if !info.token_initialized() {
             free = Some(slot);
             break;
         }
     }
-    let slot = free.ok_or_else(|| SignerError::TokenNotFound {
-        wanted: "an uninitialised token".into(),
+    let slot = free.ok_or_else(|| SignerError::NoFreeSlot {
         module: module.path().to_path_buf(),
-        present: "only initialised tokens".into(),
     })?;
     let so = AuthPin::from(so_pin.expose().to_string());
     ctx.init_token(slot, &so, label)
-        .map_err(|e| SignerError::pkcs11(label, "C_InitToken", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::InitToken, e))?;
     let session = ctx
         .open_rw_session(slot)
-        .map_err(|e| SignerError::pkcs11(label, "C_OpenSession", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::OpenSession, e))?;
     session
         .login(UserType::So, Some(&so))
-        .map_err(|e| SignerError::pkcs11(label, "C_Login", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::Login, e))?;
     session
         .init_pin(&AuthPin::from(pin.expose().to_string()))
-        .map_err(|e| SignerError::pkcs11(label, "C_InitPIN", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::InitPIN, e))?;
     session
         .logout()
-        .map_err(|e| SignerError::pkcs11(label, "C_Logout", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::Logout, e))?;
     Ok(())
 }
 
@@ -95,7 +93,7 @@ pub fn generate_key_pair(
     ] {
         let found = session
             .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), existing])
-            .map_err(|e| SignerError::pkcs11(token.label(), "C_FindObjects", e))?;
+            .map_err(|e| SignerError::pkcs11(token.label(), Function::FindObjects, e))?;
         if !found.is_empty() {
             return Err(ProvisionError::KeyExists {
                 token: token.label().to_string(),
@@ -144,7 +142,7 @@ pub fn generate_key_pair(
     };
     session
         .generate_key_pair(&mechanism, &public, &common(true))
-        .map_err(|e| SignerError::pkcs11(token.label(), "C_GenerateKeyPair", e))?;
+        .map_err(|e| SignerError::pkcs11(token.label(), Function::GenerateKeyPair, e))?;
     Ok(())
 }
 

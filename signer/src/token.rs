@@ -14,7 +14,7 @@ use cryptoki::types::AuthPin;
 use hsmgate_config::{Pkcs11Uri, Secret};
 
 use crate::der;
-use crate::error::SignerError;
+use crate::error::{Function, KeyProblem, SignerError};
 use crate::module::Module;
 
 /// A token found in a module's slot list.
@@ -97,7 +97,7 @@ impl Token {
         let ctx = module.ctx();
         let slots = ctx
             .get_slots_with_token()
-            .map_err(|e| SignerError::pkcs11(&mod_name, "C_GetSlotList", e))?;
+            .map_err(|e| SignerError::pkcs11(&mod_name, Function::GetSlotList, e))?;
         let mut present = Vec::new();
         for slot in slots {
             if uri.slot_id.is_some_and(|id| id != slot.id()) {
@@ -105,7 +105,7 @@ impl Token {
             }
             let info = ctx
                 .get_token_info(slot)
-                .map_err(|e| SignerError::pkcs11(&mod_name, "C_GetTokenInfo", e))?;
+                .map_err(|e| SignerError::pkcs11(&mod_name, Function::GetTokenInfo, e))?;
             let label = info.label().trim_end().to_string();
             let matches = uri.token.as_deref().is_none_or(|t| t == label)
                 && uri
@@ -162,7 +162,7 @@ impl Token {
         self.module
             .ctx()
             .open_ro_session_no_drop(self.slot)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_OpenSession", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::OpenSession, e))
     }
 
     /// Open a read-write session (for provisioning).
@@ -170,7 +170,7 @@ impl Token {
         self.module
             .ctx()
             .open_rw_session(self.slot)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_OpenSession", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::OpenSession, e))
     }
 
     /// Log the application in. Login is per application, not per session: a second
@@ -179,7 +179,7 @@ impl Token {
         let pin = AuthPin::from(pin.expose().to_string());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(e) => Err(SignerError::pkcs11(&self.label, "C_Login", e)),
+            Err(e) => Err(SignerError::pkcs11(&self.label, Function::Login, e)),
         }
     }
 
@@ -199,7 +199,7 @@ impl Token {
         }
         let found = session
             .find_objects(&template)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_FindObjects", e))?;
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::FindObjects, e))?;
         let handle = match found.as_slice() {
             [one] => *one,
             [] => {
@@ -237,7 +237,7 @@ impl Token {
         let name = label
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| format!("id={}", hex(&id)));
-        let unsupported = |reason: String| SignerError::UnsupportedKey {
+        let unsupported = |reason: KeyProblem| SignerError::UnsupportedKey {
             token: self.label.clone(),
             key: name.clone(),
             reason,
@@ -245,7 +245,7 @@ impl Token {
         let (kind, spki) = match key_type {
             Some(KeyType::RSA) => self.rsa_public(session, handle, &id, &unsupported)?,
             Some(KeyType::EC) => self.ec_public(session, handle, &id, &unsupported)?,
-            other => return Err(unsupported(format!("key type {other:?} is not RSA or EC"))),
+            other => return Err(unsupported(KeyProblem::KeyType(other))),
         };
         Ok(KeyInfo {
             handle,
@@ -263,7 +263,7 @@ impl Token {
     ) -> Result<Vec<Attribute>, SignerError> {
         session
             .get_attributes(handle, types)
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_GetAttributeValue", e))
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::GetAttributeValue, e))
     }
 
     /// The public key object with the same CKA_ID, if there is one.
@@ -280,7 +280,7 @@ impl Token {
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::Id(id.to_vec()),
             ])
-            .map_err(|e| SignerError::pkcs11(&self.label, "C_FindObjects", e))?;
+            .map_err(|e| SignerError::pkcs11(&self.label, Function::FindObjects, e))?;
         Ok(found.first().copied())
     }
 
@@ -289,7 +289,7 @@ impl Token {
         session: &Session,
         handle: ObjectHandle,
         id: &[u8],
-        unsupported: &dyn Fn(String) -> SignerError,
+        unsupported: &dyn Fn(KeyProblem) -> SignerError,
     ) -> Result<(KeyKind, Vec<u8>), SignerError> {
         let wanted = [AttributeType::Modulus, AttributeType::PublicExponent];
         type Parts = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -311,15 +311,11 @@ impl Token {
             (n, e) = read(public)?;
         }
         let (Some(n), Some(e)) = (n, e) else {
-            return Err(unsupported(
-                "cannot read the RSA public key (CKA_MODULUS, CKA_PUBLIC_EXPONENT)".into(),
-            ));
+            return Err(unsupported(KeyProblem::NoRsaPublicKey));
         };
         let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
         if !(2048..=8192).contains(&bits) {
-            return Err(unsupported(format!(
-                "RSA-{bits} is outside 2048..8192 bits"
-            )));
+            return Err(unsupported(KeyProblem::RsaSize(bits)));
         }
         Ok((KeyKind::Rsa(bits), der::rsa_spki(&n, &e)))
     }
@@ -329,7 +325,7 @@ impl Token {
         session: &Session,
         handle: ObjectHandle,
         id: &[u8],
-        unsupported: &dyn Fn(String) -> SignerError,
+        unsupported: &dyn Fn(KeyProblem) -> SignerError,
     ) -> Result<(KeyKind, Vec<u8>), SignerError> {
         let params = self
             .attributes(session, handle, &[AttributeType::EcParams])?
@@ -338,11 +334,11 @@ impl Token {
                 Attribute::EcParams(p) => Some(p),
                 _ => None,
             })
-            .ok_or_else(|| unsupported("no CKA_EC_PARAMS".into()))?;
+            .ok_or_else(|| unsupported(KeyProblem::NoEcParams))?;
         let (kind, curve) = match der::named_curve(&params) {
             Some(oid) if oid == der::OID_P256 => (KeyKind::EcP256, der::OID_P256),
             Some(oid) if oid == der::OID_P384 => (KeyKind::EcP384, der::OID_P384),
-            _ => return Err(unsupported("EC curve is not P-256 or P-384".into())),
+            _ => return Err(unsupported(KeyProblem::Curve)),
         };
         // The private key object has no CKA_EC_POINT: read it from the public key.
         let point = match self.public_twin(session, id)? {
@@ -355,11 +351,7 @@ impl Token {
                 }),
             None => None,
         }
-        .ok_or_else(|| {
-            unsupported(
-                "no public key object with the same CKA_ID to read CKA_EC_POINT from (needed to check the certificate)".into(),
-            )
-        })?;
+        .ok_or_else(|| unsupported(KeyProblem::NoEcPoint))?;
         Ok((kind, der::ec_spki(curve, der::ec_point(&point))))
     }
 }

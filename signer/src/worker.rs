@@ -16,7 +16,7 @@ use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
 use crate::der;
-use crate::error::{SignerError, ckr_name};
+use crate::error::{Function, SignerError, ckr_name};
 use crate::metrics as m;
 use crate::scheme::SignOp;
 
@@ -226,12 +226,12 @@ pub(crate) fn sign(
 ) -> Result<Vec<u8>, SignerError> {
     let raw = session
         .sign(&op.mechanism(), key, &op.input(message))
-        .map_err(|e| SignerError::pkcs11(&shared.token, "C_Sign", e))?;
+        .map_err(|e| SignerError::pkcs11(&shared.token, Function::Sign, e))?;
     if op.needs_der() {
         der::ecdsa_signature(&raw).ok_or_else(|| SignerError::BadSignature {
             token: shared.token.clone(),
-            function: "C_Sign",
-            reason: format!("ECDSA signature of odd length {}", raw.len()),
+            function: Function::Sign,
+            length: raw.len(),
         })
     } else {
         Ok(raw)

@@ -99,11 +99,11 @@ fn rsa_pool_signs_every_offered_scheme_verifiably() {
         let message = format!("message for {scheme:?}");
         let sig = pool.sign(scheme, message.as_bytes()).expect("sign");
         assert!(
-            verify::verify(pool.spki(), scheme, message.as_bytes(), &sig),
+            verify(pool.spki(), scheme, message.as_bytes(), &sig),
             "{scheme:?}"
         );
         assert!(
-            !verify::verify(pool.spki(), scheme, b"another message", &sig),
+            !verify(pool.spki(), scheme, b"another message", &sig),
             "{scheme:?}"
         );
     }
@@ -122,7 +122,7 @@ fn ecdsa_pool_hashes_on_the_host_and_returns_der() {
         .sign(rustls::SignatureScheme::ECDSA_NISTP256_SHA256, b"hello")
         .expect("sign");
     assert_eq!(sig[0], 0x30, "DER SEQUENCE");
-    assert!(verify::verify(
+    assert!(verify(
         pool.spki(),
         rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
         b"hello",
@@ -179,7 +179,7 @@ fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
     for r in results {
         match r {
             Ok(sig) => {
-                assert!(verify::verify(pool.spki(), scheme, b"burst", &sig));
+                assert!(verify(pool.spki(), scheme, b"burst", &sig));
                 ok += 1;
             }
             Err(SignerError::Overloaded { capacity: 1, .. }) => {}

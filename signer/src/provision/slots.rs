@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 
-use crate::error::SignerError;
+use crate::error::{Function, SignerError};
 use crate::module::Module;
 use crate::token::hex;
 
@@ -54,18 +54,18 @@ pub fn list_slots(module: &Arc<Module>) -> Result<Vec<SlotSummary>, SignerError>
     let name = module.path().display().to_string();
     let slots = ctx
         .get_all_slots()
-        .map_err(|e| SignerError::pkcs11(&name, "C_GetSlotList", e))?;
+        .map_err(|e| SignerError::pkcs11(&name, Function::GetSlotList, e))?;
     let mut out = Vec::with_capacity(slots.len());
     for slot in slots {
         let info = ctx
             .get_slot_info(slot)
-            .map_err(|e| SignerError::pkcs11(&name, "C_GetSlotInfo", e))?;
+            .map_err(|e| SignerError::pkcs11(&name, Function::GetSlotInfo, e))?;
         let token = match info.token_present() {
             false => None,
             true => {
                 let t = ctx
                     .get_token_info(slot)
-                    .map_err(|e| SignerError::pkcs11(&name, "C_GetTokenInfo", e))?;
+                    .map_err(|e| SignerError::pkcs11(&name, Function::GetTokenInfo, e))?;
                 let label = t
                     .token_initialized()
                     .then(|| t.label().trim_end().to_string());
@@ -100,10 +100,10 @@ fn public_keys(
     let session = module
         .ctx()
         .open_ro_session(slot)
-        .map_err(|e| SignerError::pkcs11(label, "C_OpenSession", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::OpenSession, e))?;
     let handles = session
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
-        .map_err(|e| SignerError::pkcs11(label, "C_FindObjects", e))?;
+        .map_err(|e| SignerError::pkcs11(label, Function::FindObjects, e))?;
     let mut keys = Vec::with_capacity(handles.len());
     for handle in handles {
         let attrs = session
@@ -115,7 +115,7 @@ fn public_keys(
                     AttributeType::KeyType,
                 ],
             )
-            .map_err(|e| SignerError::pkcs11(label, "C_GetAttributeValue", e))?;
+            .map_err(|e| SignerError::pkcs11(label, Function::GetAttributeValue, e))?;
         let mut key = PublicKeySummary {
             label: String::new(),
             id: String::new(),

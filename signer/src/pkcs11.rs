@@ -1,0 +1,243 @@
+//! The real backend: a generation is fresh module instance(s), a login, the key (checked
+//! against the expected public key), one verified test signature per connection, and
+//! sessions on signer threads (`worker`) fed by one bounded queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rustls::SignatureScheme;
+
+use crate::backend::{Answer, Backend, Generation, MemberKey, Refused, StartCtx, Started};
+use crate::error::{KeyDiffers, KeyProblem, SignerError};
+use crate::metrics as m;
+use crate::module::Module;
+use crate::pool::MemberSettings;
+use crate::scheme::{self, SignOp};
+use crate::token::{KeyInfo, Token};
+use crate::verify::{self, verify};
+use crate::worker::{self, Conn, Request, Shared, Slot};
+
+/// One member's HSM over PKCS#11.
+pub(crate) struct Pkcs11Backend {
+    settings: MemberSettings,
+}
+
+impl Pkcs11Backend {
+    pub(crate) fn new(settings: MemberSettings) -> Pkcs11Backend {
+        Pkcs11Backend { settings }
+    }
+}
+
+/// A running generation: instances, sessions on threads, and their queue.
+pub(crate) struct Live {
+    queue: Sender<Request>,
+    drain: Receiver<Request>,
+    shared: Arc<Shared>,
+    ops: Vec<(SignatureScheme, SignOp)>,
+    slots: Vec<Arc<Slot>>,
+    key: MemberKey,
+}
+
+impl Live {
+    /// The operation for `scheme` on this member, if it can make it.
+    fn op(&self, scheme: SignatureScheme) -> Option<SignOp> {
+        self.ops
+            .iter()
+            .find_map(|(s, op)| (*s == scheme).then_some(*op))
+    }
+}
+
+impl Generation for Live {
+    fn key(&self) -> &MemberKey {
+        &self.key
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.ops.iter().map(|(s, _)| *s).collect()
+    }
+
+    fn can_sign(&self, scheme: SignatureScheme) -> bool {
+        self.op(scheme).is_some()
+    }
+
+    fn submit(
+        &self,
+        scheme: SignatureScheme,
+        message: Arc<[u8]>,
+        deadline: Instant,
+    ) -> Result<Answer, Refused> {
+        let op = self.op(scheme).ok_or(Refused::Closed)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            op,
+            message,
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+        };
+        match self.queue.try_send(request) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => {
+                self.shared.done("overloaded".into());
+                Err(Refused::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.done("closed".into());
+                Err(Refused::Closed)
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn longest_call(&self) -> Option<Duration> {
+        self.slots.iter().filter_map(|s| s.busy_for()).max()
+    }
+
+    fn retire(&self, fence: bool) -> usize {
+        let mut stuck = 0;
+        if fence {
+            for slot in &self.slots {
+                // Counted before the mark: the thread subtracts itself once its call
+                // returns and it sees the mark, never before this addition.
+                self.shared.abandoned.fetch_add(1, Ordering::AcqRel);
+                if slot.abandon_if_busy() {
+                    stuck += 1;
+                } else {
+                    self.shared.abandoned.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            metrics::gauge!(m::ABANDONED, "member" => self.shared.member.clone())
+                .set(self.shared.abandoned.load(Ordering::Acquire) as f64);
+        }
+        while let Ok(req) = self.drain.try_recv() {
+            self.shared.done("lost".into());
+            let _ = req.reply.send(Err(SignerError::MemberLost {
+                member: self.shared.member.clone(),
+            }));
+        }
+        stuck
+    }
+}
+
+impl Backend for Pkcs11Backend {
+    fn start(&self, ctx: &StartCtx<'_>) -> Result<Started, SignerError> {
+        let s = &self.settings;
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut found: Option<(Token, KeyInfo)> = None;
+        for _ in 0..s.connections.max(1) {
+            let module = Module::load_fresh(&s.module, &s.env)?;
+            let token = Token::find(&module, &s.uri)?;
+            let first = token.open_session()?;
+            token.login(&first, &s.pin)?;
+            // Object handles belong to one module instance: look the key up on each.
+            let key = token.find_key(&first, &s.uri)?;
+            let expected_spki = match (&found, ctx.expected) {
+                (Some((_, k)), _) => Some((k.spki.as_slice(), "its other connection".to_string())),
+                (None, Some(e)) => Some((e.spki.as_slice(), e.from.clone())),
+                (None, None) => None,
+            };
+            if let Some((spki, from)) = expected_spki
+                && !verify::same_public_key(spki, &key.spki)
+            {
+                return Err(SignerError::KeyDiffers(Box::new(KeyDiffers {
+                    member: s.name.clone(),
+                    token: token.label.clone(),
+                    key: key.name.clone(),
+                    expected_from: from,
+                    found: verify::describe_key(&key.spki),
+                    expected: verify::describe_key(spki),
+                })));
+            }
+            let handle = key.handle;
+            if found.is_none() {
+                found = Some((token.clone(), key));
+            }
+            conns.push(Conn {
+                session: first,
+                key: handle,
+                module: Arc::clone(&module),
+            });
+            // Sessions are opened one after another: SoftHSM races when many open at once.
+            for _ in 1..s.sessions.max(1) {
+                conns.push(Conn {
+                    session: token.open_session()?,
+                    key: handle,
+                    module: Arc::clone(&module),
+                });
+            }
+        }
+        let (token, key) = found.expect("at least one connection");
+        let ops = scheme::supported(&token, key.kind);
+        let Some(&(test_scheme, test_op)) = ops.first() else {
+            return Err(SignerError::UnsupportedKey {
+                token: token.label.clone(),
+                key: key.name.clone(),
+                reason: KeyProblem::NoMechanism,
+            });
+        };
+        let shared = Arc::new(Shared {
+            member: s.name.clone(),
+            token: token.label.clone(),
+            in_flight: AtomicUsize::new(0),
+            batch_max: ctx.group.batch_max.max(1),
+            abandoned: Arc::clone(ctx.abandoned),
+            meter: Arc::clone(ctx.meter),
+        });
+        // One verified test signature through each connection (its first session).
+        const MESSAGE: &[u8] = b"hsmgate member self-test";
+        for conn in conns.iter().step_by(s.sessions.max(1)) {
+            let signature = worker::sign(&conn.session, conn.key, &shared, test_op, MESSAGE)?;
+            if !verify(&key.spki, test_scheme, MESSAGE, &signature) {
+                return Err(SignerError::SelfTest {
+                    token: token.label.clone(),
+                    key: key.name.clone(),
+                    scheme: test_scheme,
+                });
+            }
+        }
+        let (conns, calibrated) = if ctx.calibrate {
+            let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
+            tracing::info!(member = %s.name, capacity_ops = rate.round(), sessions = conns.len(), "HSM member calibrated");
+            (conns, Some(rate))
+        } else {
+            (conns, None)
+        };
+        let (tx, rx) = crossbeam_channel::bounded(ctx.group.queue_depth.max(1));
+        let mut slots = Vec::new();
+        for (i, conn) in conns.into_iter().enumerate() {
+            let slot = Arc::new(Slot::default());
+            worker::spawn(
+                format!("hsm-{}-{i}", s.name),
+                conn,
+                Arc::clone(&shared),
+                Arc::clone(&slot),
+                rx.clone(),
+            )
+            .map_err(SignerError::Thread)?;
+            slots.push(slot);
+        }
+        let key = MemberKey {
+            token: token.label.clone(),
+            name: key.name,
+            kind: key.kind,
+            spki: key.spki,
+        };
+        Ok(Started {
+            generation: Arc::new(Live {
+                queue: tx,
+                drain: rx,
+                shared,
+                ops,
+                slots,
+                key,
+            }),
+            calibrated,
+        })
+    }
+}
