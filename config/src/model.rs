@@ -58,6 +58,14 @@ pub struct TlsConfig {
     pub certificate_chain: PathBuf,
     /// The private key in the token.
     pub key: KeyRef,
+    /// `session_tickets` (default true): TLS 1.2 and 1.3 session tickets.
+    pub session_tickets: bool,
+    /// `session_ticket_key_files` (resolved against the file's directory): the first
+    /// encrypts, all decrypt; none: a random key per configuration.
+    pub session_ticket_keys: Vec<PathBuf>,
+    /// `session_timeout_ms` (default 300000, nginx's `ssl_session_timeout`): tickets'
+    /// and cached sessions' lifetime.
+    pub session_timeout: Duration,
 }
 
 /// A private key named by a PKCS#11 URI, with where it was written.

@@ -108,6 +108,9 @@ pub(crate) struct RawTls {
     pub(crate) certificate: Spanned<String>,
     pub(crate) key: Spanned<String>,
     pub(crate) group: Option<Spanned<String>>,
+    pub(crate) session_tickets: Option<Spanned<bool>>,
+    pub(crate) session_ticket_key_files: Option<Spanned<Vec<String>>>,
+    pub(crate) session_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// `[pkcs11]`.

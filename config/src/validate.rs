@@ -230,12 +230,31 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
     if let Some(reason) = reason {
         return Err(src.invalid(at, "tls.key", reason));
     }
+    let files = raw.session_ticket_key_files.as_ref();
+    if let Some(f) = files.filter(|f| f.get_ref().iter().any(|p| p.trim().is_empty())) {
+        return Err(src.invalid(
+            f.span().start,
+            "tls.session_ticket_key_files",
+            "a file name must not be empty",
+        ));
+    }
     let tls = TlsConfig {
         certificate_chain: src.dir.join(cert.get_ref()),
         key: KeyRef {
             uri,
             location: src.location(at),
         },
+        session_tickets: raw.session_tickets.as_ref().is_none_or(|t| *t.get_ref()),
+        session_ticket_keys: files
+            .map(|f| f.get_ref().iter().map(|p| src.dir.join(p)).collect())
+            .unwrap_or_default(),
+        session_timeout: Duration::from_millis(int(
+            raw.session_timeout_ms.as_ref(),
+            "tls.session_timeout_ms",
+            1000..=86_400_000,
+            300_000,
+            src,
+        )?),
     };
     Ok((tls, at))
 }

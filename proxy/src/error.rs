@@ -61,6 +61,14 @@ pub enum ProxyError {
         #[source]
         source: Box<ProxyError>,
     },
+    /// A session ticket key file that cannot be used.
+    #[error("ssl_session_ticket_key {file}: {reason}")]
+    TicketKey {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A private key file could not be used.
     #[error("private key {path}: {reason}")]
     Key {

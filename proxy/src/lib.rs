@@ -15,6 +15,7 @@
 //! - [`generation`]: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
+//! - [`tickets`]: session tickets from `ssl_session_ticket_key` files (shared, rotated);
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
 //!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
 //!   (admission control: [`hsmgate_signer::Limiter`]);
@@ -54,6 +55,7 @@ pub mod server;
 pub mod site;
 pub mod status;
 pub mod status_page;
+pub mod tickets;
 pub mod tls;
 pub mod token_cli;
 pub mod top;

@@ -217,8 +217,17 @@ pub fn listener_config(
             config.session_storage = rustls::server::ServerSessionMemoryCache::new(n);
         }
     }
-    if settings.session_tickets && spec.protocols.is_none() {
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    if settings.session_tickets {
+        let lifetime = u32::try_from(settings.session_timeout.as_secs()).unwrap_or(u32::MAX);
+        config.ticketer = match settings.session_ticket_keys.is_empty() {
+            // A random key per configuration (rustls rotates it): tickets do not
+            // outlive a reload, as nginx without ticket key files.
+            true => rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            false => Arc::new(crate::tickets::FileTicketer::load(
+                &settings.session_ticket_keys,
+                lifetime,
+            )?),
+        };
     }
     config.alpn_protocols = if spec.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
