@@ -11,6 +11,8 @@
 #                  hsm-b alternately. Each nginx process signs one handshake at a time.
 #   hsmgate        one process, one HA group of both members (one primary region), SESSIONS
 #                  signer sessions over CONNECTIONS p11-kit connections per member.
+#   hsmgate-off    the same with admission control off ([admission] enabled = false).
+#   SERVERS="..." picks among the three (default all).
 # Per case (unix, hop) and repetition:
 #   raw     p11bench, 16 threads over both members: what the two HSMs can sign (capacity)
 #   closed  hsmgate-load --mode handshake -c CONNS: handshakes/s each server sustains
@@ -47,7 +49,7 @@ HOP_MS=${HOP_MS:-1} NGINX_INSTANCES=${NGINX_INSTANCES:-2} SESSIONS=${SESSIONS:-1
 CONNECTIONS=${CONNECTIONS:-2} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS=${PORT_TLS:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
-SERVERS=(nginx-libp11 hsmgate)
+read -r -a SERVERS <<<"${SERVERS:-nginx-libp11 hsmgate hsmgate-off}"
 
 # --- tools and ports, before anything is started -------------------------------------------
 [[ -x "$LAB" ]] || die "needs benches/hsm-lab/lab.sh (or HSM_LAB=DIR)"
@@ -170,9 +172,11 @@ start_nginx() { # CASE
   wait_port "$PORT_TLS" "$WORK/nginx-$1-1"
 }
 
-start_hsmgate() { # CASE
+start_hsmgate() { # CASE [off: admission control off]
   local conf="$WORK/hsmgate-$1.toml" m
   {
+    [[ ${2:-} == off ]] && printf '[admission]\nenabled = false\n'
+
     printf '[[listener]]\naddress = "127.0.0.1:%s"\ntls_versions = ["1.3"]\n' "$PORT_HSMGATE"
     printf '[tls]\ncertificate = "%s"\nkey = "pkcs11:object=tls-rsa;type=private"\n' "$CERT"
     printf '[upstream]\naddress = "127.0.0.1:%s"\n[shutdown]\ngrace_ms = 500\n' "$PORT_UP"
@@ -196,6 +200,7 @@ start_server() { # SERVER CASE
   case $1 in
     nginx-libp11) start_nginx "$2" ;;
     hsmgate) start_hsmgate "$2" ;;
+    hsmgate-off) start_hsmgate "$2" off ;;
   esac
   sleep 0.3
   all_alive "$1 ($2): a server process exited at start; logs in $WORK (KEEP=1 keeps them)"
@@ -206,7 +211,7 @@ stop_server() {
   stop_all
   PIDS=("${keep[@]}")
 }
-url() { [[ $1 == hsmgate ]] && echo "https://127.0.0.1:$PORT_HSMGATE/proxy" || echo "https://127.0.0.1:$PORT_TLS/proxy"; }
+url() { [[ $1 == hsmgate* ]] && echo "https://127.0.0.1:$PORT_HSMGATE/proxy" || echo "https://127.0.0.1:$PORT_TLS/proxy"; }
 
 # --- runs -----------------------------------------------------------------------------------------
 mkdir -p "$RESULTS"
@@ -271,7 +276,13 @@ range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf 
 pick() { # CASE SERVER FACTOR FIELD -> values over the reps
   sed -n "s/.*\"case\":\"$1\",\"server\":\"$2\",\"factor\":$3,.*\"$4\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"
 }
-name() { case $1 in nginx-libp11) echo "nginx + libp11 ($NGINX_INSTANCES single-process instances)" ;; hsmgate) echo "hsmgate" ;; esac; }
+name() {
+  case $1 in
+    nginx-libp11) echo "nginx + libp11 ($NGINX_INSTANCES single-process instances)" ;;
+    hsmgate) echo "hsmgate (admission on, the default)" ;;
+    hsmgate-off) echo "hsmgate, admission off" ;;
+  esac
+}
 casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * HOP_MS)) ms RTT" ;; esac; }
 {
   echo "# hsmgate vs nginx + libp11 over the HSM lab, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -295,19 +306,23 @@ casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * 
     echo
     echo "## Open-loop sweep, $(casename "$c") (offered = factor x ${CAPACITY[$c]}/s, the raw sign rate; timeout $TIMEOUT)"
     echo
-    echo "| factor | offered/s | nginx+libp11 goodput/s | p99 ms | hsmgate goodput/s | p99 ms | goodput ratio |"
-    echo "|---|---|---|---|---|---|---|"
+    head="| factor | offered/s |" rule="|---|---|"
+    for s in "${SERVERS[@]}"; do head+=" $s goodput/s | p99 ms | errors (shed) |"; rule+="---|---|---|"; done
+    echo "$head"
+    echo "$rule"
     sweep_med="$RESULTS/lab-sweep-$STAMP-$c.jsonl"
     : >"$sweep_med"
     for f in $SWEEP; do
       row=("$f" "$(pick "$c" nginx-libp11 "$f" offered | median)")
       for s in "${SERVERS[@]}"; do
         good=$(pick "$c" "$s" "$f" goodput | median) p99=$(pick "$c" "$s" "$f" p99_ms | median)
-        row+=("$good" "$p99")
+        errs=$(pick "$c" "$s" "$f" errors | median)
+        row+=("$good" "$p99" "$errs")
         [[ $p99 == NA ]] && p99=null
         printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s}\n' "$s" "$f" "${row[1]}" "$good" "$p99" >>"$sweep_med"
       done
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${row[@]}" "$(ratio "${row[4]}" "${row[2]}")"
+      printf '| %s ' "${row[@]}"
+      printf '|\n'
     done
     "$PLOT" "$sweep_med" "$RESULTS/lab-sweep-$STAMP-$c.svg" "HSM lab, $(casename "$c"): TLS 1.3 handshakes, RSA-2048" 2>/dev/null \
       || say "plot-sweep failed for $c (the table is still written)"
