@@ -258,13 +258,27 @@ impl Overrides {
         }
     }
 
+    /// `--admin` / `HSMGATE_ADMIN` as an address, if given (for nginx configurations,
+    /// where it wins over the file's `env HSMGATE_ADMIN=…;`).
+    pub fn admin_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(given) = self.get(Setting::Admin) else {
+            return Ok(None);
+        };
+        given.text.trim().parse().map(Some).map_err(|_| {
+            given.error(ConfigErrorKind::Value(format!(
+                "\"{}\" is not an IP:port address",
+                given.text
+            )))
+        })
+    }
+
     /// Checks that only settings an nginx configuration can take are given: the module
-    /// (its default for token keys) and the log format.
+    /// (its default for token keys), the admin listener and the log format.
     pub fn check_nginx(&self, file: &std::path::Path) -> Result<(), ConfigError> {
         let other = self
             .values
             .iter()
-            .find(|(s, _)| !matches!(s, Setting::Module | Setting::LogFormat));
+            .find(|(s, _)| !matches!(s, Setting::Module | Setting::LogFormat | Setting::Admin));
         match other {
             None => Ok(()),
             Some((_, given)) => Err(given.error(ConfigErrorKind::Value(format!(

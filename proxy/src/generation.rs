@@ -55,7 +55,12 @@ impl ConfigSource {
         };
         let config = hsmgate_config::nginx::load(&self.path, &opts)?;
         let warnings = config.warnings.iter().map(ToString::to_string).collect();
-        Ok((Site::from_nginx(self.path.clone(), config), warnings))
+        let mut site = Site::from_nginx(self.path.clone(), config);
+        // --admin / HSMGATE_ADMIN in the environment win over the file's env line.
+        if let Some(addr) = self.overrides.admin_addr()? {
+            site.admin = Some(addr);
+        }
+        Ok((site, warnings))
     }
 
     /// The `nginx -T` dump of the files read (nginx format only).

@@ -425,6 +425,9 @@ fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
 fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump: bool) -> ExitCode {
     let path = describe(source);
     let failed = |e: &dyn std::fmt::Display| {
+        // A build that failed after opening keys has signer threads winding down: they
+        // end before the process does (the module's exit-time cleanup must not race them).
+        hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
         eprintln!("hsmgate: [emerg] {e}");
         eprintln!("hsmgate: configuration file {path} test failed");
         ExitCode::FAILURE

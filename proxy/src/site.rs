@@ -50,7 +50,8 @@ pub struct Site {
     pub env: BTreeMap<String, String>,
     /// How long a graceful stop drains.
     pub grace: Duration,
-    /// The admin listener (native format only).
+    /// The admin listener (TOML `[admin]`; nginx `env HSMGATE_ADMIN=ADDR;`; both:
+    /// `--admin`, `HSMGATE_ADMIN`).
     pub admin: Option<SocketAddr>,
     /// Where nginx's relative paths are resolved (`-p`).
     pub prefix: PathBuf,
@@ -126,7 +127,7 @@ impl Site {
             }),
             env,
             grace: DEFAULT_GRACE,
-            admin: None,
+            admin: config.admin,
             prefix: config.prefix,
             native: None,
             workers: config.worker_processes,

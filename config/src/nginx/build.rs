@@ -214,6 +214,7 @@ pub(crate) fn build(
     let mut error_logs = Vec::new();
     let mut env = Vec::new();
     let mut engine = None;
+    let mut admin = None;
     for d in main {
         match d.name.as_str() {
             "user" => {
@@ -242,7 +243,20 @@ pub(crate) fn build(
             }
             "error_log" => error_logs.push(error_log(ctx, d)?),
             "env" => {
-                let v = &ctx.one(d)?.value;
+                let arg = ctx.one(d)?;
+                let v = &arg.value;
+                // `env HSMGATE_ADMIN=ADDR;`: hsmgate's admin listener, spelled so that
+                // nginx -t accepts the same file.
+                if let Some(addr) = v.strip_prefix("HSMGATE_ADMIN=") {
+                    let parsed = addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                        ctx.invalid(
+                            d,
+                            arg.at,
+                            format!("HSMGATE_ADMIN: \"{addr}\" is not an IP:port address"),
+                        )
+                    })?;
+                    set(ctx, d, &mut admin, parsed)?;
+                }
                 env.push(match v.split_once('=') {
                     Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
                     None => (v.clone(), None),
@@ -295,6 +309,7 @@ pub(crate) fn build(
         worker_connections,
         pid,
         error_logs,
+        admin,
         default_access_log: compiled.http_log.clone(),
         default_access_log_origin: compiled.origin,
         http_at: http.map(|(_, at)| at),

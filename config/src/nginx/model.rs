@@ -36,6 +36,9 @@ pub struct NginxConfig {
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (empty: nginx's compiled-in default).
     pub error_logs: Vec<ErrorLog>,
+    /// hsmgate's admin listener (`/healthz`, `/readyz`, `/metrics`, `/status`) from
+    /// `env HSMGATE_ADMIN=ADDR;` (a line nginx accepts too).
+    pub admin: Option<SocketAddr>,
     /// The access log of levels where no `access_log` is set: the replaced nginx's
     /// compiled-in `--http-log-path` ([`compiled_paths`](super::compiled_paths)).
     pub default_access_log: PathBuf,

@@ -495,3 +495,86 @@ fn configurations_written_for_libp11_pass_t() {
         "{text}"
     );
 }
+
+/// The admin listener from an nginx configuration: `env HSMGATE_ADMIN=ADDR;` (a line
+/// Debian's `nginx -t` accepts as well), serving /readyz and /metrics for the token key;
+/// a bad address is an error at its file:line.
+#[test]
+fn nginx_configurations_get_the_admin_listener_from_an_env_line() {
+    use crate::support::hsm::{KeyType, TestToken};
+    use crate::support::net::free_port;
+    let token = TestToken::new(KeyType::EcP256);
+    let d = token.path();
+    std::fs::create_dir_all(d.join("logs")).expect("logs");
+    let (https, admin) = (free_port(), free_port());
+    let conf = d.join("nginx.conf");
+    let write = |admin_line: &str, chain: &Path, key: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "{admin_line}\nenv SOFTHSM2_CONF={softhsm};\npid {dir}/logs/nginx.pid;\nevents {{}}\n\
+                 http {{\n    access_log off;\n    server {{\n        listen 127.0.0.1:{https} ssl;\n        \
+                 ssl_certificate {chain};\n        ssl_certificate_key {key};\n        \
+                 location / {{ return 200 \"ok\\n\"; }}\n    }}\n}}\n",
+                softhsm = token.conf.display(),
+                dir = d.display(),
+                chain = chain.display(),
+            ),
+        )
+        .expect("conf");
+    };
+    let token_key = format!(
+        "\"pkcs11:token={};object=tls;type=private?pin-source=file:{}\"",
+        token.label,
+        token.pin_file.display()
+    );
+    // nginx itself accepts the line (with a file key: nginx cannot read the token one).
+    let file_key = d.join("file-key.pem");
+    let file_cert = d.join("file-cert.pem");
+    let k = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&k)
+        .expect("cert");
+    std::fs::write(&file_key, k.serialize_pem()).expect("key file");
+    std::fs::write(&file_cert, cert.pem()).expect("cert file");
+    let admin_line = format!("env HSMGATE_ADMIN=127.0.0.1:{admin};");
+    write(&admin_line, &file_cert, &file_key.display().to_string());
+    let (ok, err) = nginx_t(d, &conf);
+    assert!(ok, "nginx -t refused the env line: {err}");
+
+    write(&admin_line, &token.chain_pem, &token_key);
+    let server = Server::hsmgate_with_env(
+        d,
+        &conf,
+        &[https, admin],
+        &[("HSMGATE_PKCS11_MODULE", &token.module)],
+    );
+    let get = |path: &str| {
+        let out = crate::support::net::curl(&[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:{admin}{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ready = get("/readyz");
+    assert!(ready.ends_with("200"), "{ready}\n{}", server.log_text());
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("hsmgate_signer_capacity_ops_per_second"),
+        "{metrics}"
+    );
+    drop(server);
+
+    // A bad address: hsmgate -t names the line.
+    write("env HSMGATE_ADMIN=localhost;", &token.chain_pem, &token_key);
+    let out = hsmgate(&["-t", "-c", s(&conf), "-p", s(d)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}:1", conf.display())) && err.contains("HSMGATE_ADMIN"),
+        "{err}"
+    );
+}
