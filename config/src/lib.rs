@@ -88,7 +88,7 @@
 //!
 //! - [`load()`](load::load) / [`load_str`]: entry points (`load`), with the rules in
 //!   `validate` and the serde mirror of the file in `raw`.
-//! - [`model`]: the validated types.
+//! - [`model`]: the validated types; [`defaults`]: every default, in one place.
 //! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
 //! - [`env`]: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
 //!   through [`Strings`]), laid over a file or standing alone (`overlay`:
@@ -116,6 +116,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 pub mod env;
 pub mod error;
 pub mod load;

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
+use hsmgate_config::defaults;
 use hsmgate_config::nginx::{CertPair, KeySource};
 use hsmgate_config::{Config, PinSource, Pkcs11Uri, Secret};
 use hsmgate_signer::{GroupSettings, PoolSettings, SignerPool};
@@ -156,10 +156,10 @@ impl KeyOpener<'_> {
             env: self.env.clone(),
             uri: uri.clone(),
             pin,
-            sessions: 4,
-            queue_depth: 1024,
-            sign_timeout: Duration::from_secs(5),
-            batch_max: 32,
+            sessions: defaults::SESSIONS,
+            queue_depth: defaults::QUEUE_DEPTH,
+            sign_timeout: defaults::SIGN_TIMEOUT,
+            batch_max: defaults::BATCH_MAX,
             capacity: None,
             admission: admission_settings(self.env)?,
         })

@@ -124,7 +124,7 @@ impl GroupSettings {
             sign_timeout: g.sign_timeout,
             op_timeout: g.op_timeout,
             queue_depth: g.queue_depth,
-            batch_max: 32,
+            batch_max: hsmgate_config::defaults::BATCH_MAX,
             standby_when_saturated: g.standby_when_saturated,
             probe_interval: g.probe_interval,
             recovery_timeout: g.recovery_timeout,
@@ -171,7 +171,7 @@ impl PoolSettings {
             sessions: p.sessions,
             queue_depth: p.queue_depth,
             sign_timeout: p.sign_timeout,
-            batch_max: 32,
+            batch_max: hsmgate_config::defaults::BATCH_MAX,
             capacity: p.capacity,
             admission: config.admission.clone(),
         })
