@@ -82,6 +82,7 @@
 
 mod build;
 mod compiled;
+mod hsm_group;
 mod ignored;
 mod lexer;
 mod location;
@@ -165,6 +166,7 @@ pub(crate) fn load_text(
         log_formats: Default::default(),
         map_names: Default::default(),
         maps: Default::default(),
+        hsm_groups: Default::default(),
     };
     let mut config = build::build(&mut ctx, &main, path)?;
     config.files = sources.files;

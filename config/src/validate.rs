@@ -16,7 +16,7 @@ use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, Upstream};
 use crate::pkcs11_uri::{ObjectType, parse_key_string};
 use crate::raw::{RawAdmission, RawConfig, RawListener, RawTls, RawUpstream};
 
-mod hsm;
+pub(crate) mod hsm;
 pub(crate) mod pkcs11;
 
 pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {

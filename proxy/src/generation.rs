@@ -125,6 +125,7 @@ impl Generation {
         let mut opener = KeyOpener {
             defaults,
             env: &site.env,
+            groups: &site.hsm_groups,
             previous,
             next: PoolCache::default(),
         };

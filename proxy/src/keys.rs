@@ -56,6 +56,8 @@ impl PoolCache {
 pub(crate) struct KeyOpener<'a> {
     pub(crate) defaults: &'a KeyDefaults,
     pub(crate) env: &'a BTreeMap<String, String>,
+    /// HA groups of HSMs a key may name (`x-hsmgate-group`).
+    pub(crate) groups: &'a BTreeMap<String, hsmgate_config::HsmGroup>,
     pub(crate) previous: &'a PoolCache,
     pub(crate) next: PoolCache,
 }
@@ -112,6 +114,30 @@ impl KeyOpener<'_> {
                 Ok(KeyEntry {
                     certified: Arc::new(key),
                     limiter: None,
+                })
+            }
+            KeySource::Pkcs11(uri) if uri.group.is_some() => {
+                let expected = tls::expected_key(&chain, &pair.cert)?;
+                let name = uri.group.as_deref().unwrap_or_default();
+                let group = self.groups.get(name).ok_or_else(|| ProxyError::NoGroup {
+                    group: name.to_owned(),
+                    key: uri.to_string(),
+                })?;
+                // The same group and key on reload: the same pool (PINs print as ***).
+                let id = format!("group|{uri}|{group:?}");
+                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
+                    Some(p) => p.clone(),
+                    None => SignerPool::start_group(GroupSettings::from_group(
+                        group,
+                        uri,
+                        admission_settings(self.env)?,
+                        Some(expected),
+                    )?)?,
+                };
+                self.next.pools.insert(id, pool.clone());
+                Ok(KeyEntry {
+                    certified: tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())?,
+                    limiter: Some(Arc::clone(pool.limiter())),
                 })
             }
             KeySource::Pkcs11(uri) => {

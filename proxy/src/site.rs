@@ -40,6 +40,8 @@ pub struct Site {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` variables by name (nginx format only).
     pub maps: BTreeMap<String, VarMap>,
+    /// HA groups of HSMs keys may name (nginx format: `$hsmgate_group_` maps).
+    pub hsm_groups: BTreeMap<String, hsmgate_config::HsmGroup>,
     /// `pid` file (nginx format only).
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (nginx format only).
@@ -114,6 +116,7 @@ impl Site {
             upstreams: config.upstreams,
             log_formats: config.log_formats,
             maps: config.maps,
+            hsm_groups: config.hsm_groups,
             pid: Some(
                 config
                     .pid
@@ -239,6 +242,7 @@ impl Site {
             listens,
             log_formats: BTreeMap::new(),
             maps: BTreeMap::new(),
+            hsm_groups: BTreeMap::new(),
             pid: None,
             error_logs: Vec::new(),
             default_access_log: None,

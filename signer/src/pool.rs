@@ -97,12 +97,25 @@ impl GroupSettings {
         let Some(g) = &config.hsm else {
             return Ok(PoolSettings::from_config(config)?.into_group(expected));
         };
+        Self::from_group(g, &config.tls.key.uri, config.admission.clone(), expected)
+    }
+
+    /// Settings of HA group `g` holding the key `key` names (its object and id; each
+    /// member names its own token). Reads every member's PIN. Both configuration
+    /// formats come here: TOML's `[[hsm.group]]` and nginx's `$hsmgate_group_` maps.
+    pub fn from_group(
+        g: &hsmgate_config::HsmGroup,
+        key: &Pkcs11Uri,
+        admission: Admission,
+        expected: Option<ExpectedKey>,
+    ) -> Result<Self, SignerError> {
         let mut members = Vec::new();
         for region in &g.regions {
             for m in &region.members {
-                let mut uri = config.tls.key.uri.clone();
+                let mut uri = key.clone();
                 uri.token = m.token.clone();
                 uri.serial = m.serial.clone();
+                uri.group = None;
                 members.push(MemberSettings {
                     name: m.name.clone(),
                     region: region.name.clone(),
@@ -129,7 +142,7 @@ impl GroupSettings {
             probe_interval: g.probe_interval,
             recovery_timeout: g.recovery_timeout,
             max_abandoned: g.max_abandoned_threads,
-            admission: config.admission.clone(),
+            admission,
         })
     }
 }

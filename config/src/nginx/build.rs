@@ -74,6 +74,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) map_names: std::collections::BTreeSet<String>,
     /// The `map` blocks, by the variable they define.
     pub(crate) maps: BTreeMap<String, VarMap>,
+    /// HA groups of HSMs (`map … $hsmgate_group_NAME`), by name.
+    pub(crate) hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
 }
 
 impl Ctx<'_> {
@@ -317,6 +319,7 @@ pub(crate) fn build(
         ssl_engine_pkcs11: engine.is_some(),
         log_formats: std::mem::take(&mut ctx.log_formats),
         maps: std::mem::take(&mut ctx.maps),
+        hsm_groups: std::mem::take(&mut ctx.hsm_groups),
         prefix: ctx.prefix.to_path_buf(),
         conf_prefix: ctx.conf_prefix.to_path_buf(),
         warnings: std::mem::take(&mut ctx.warnings),
@@ -361,6 +364,12 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
         }
     }
     for d in block.iter().filter(|d| d.name == "map") {
+        let name = super::map::defined_name(ctx, d)?;
+        if let Some(group) = name.strip_prefix(super::hsm_group::PREFIX) {
+            let g = super::hsm_group::group(ctx, d, group)?;
+            ctx.hsm_groups.insert(group.to_owned(), g);
+            continue;
+        }
         let (name, map) = super::map::var_map(ctx, d)?;
         ctx.maps.insert(name, map);
     }

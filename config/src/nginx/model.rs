@@ -54,6 +54,9 @@ pub struct NginxConfig {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` blocks by the variable they define (lower case, without `$`).
     pub maps: BTreeMap<String, super::VarMap>,
+    /// HA groups of HSMs (`map … $hsmgate_group_NAME { … }`), by name; a key names one
+    /// with `x-hsmgate-group=NAME` in its URI.
+    pub hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
     /// nginx's prefix (`-p`): base of relative `pid`, `error_log`, `access_log` paths.
     pub prefix: PathBuf,
     /// The main file's directory: base of `include` and `ssl_*` file paths.

@@ -193,6 +193,27 @@ fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigE
                     },
                 )
             })?;
+            if let Some(group) = &uri.group {
+                let reason = if !ctx.hsm_groups.contains_key(group) {
+                    Some(format!(
+                        "no HA group \"{group}\" (a `map $host $hsmgate_group_{group} {{ … }}` block in http)"
+                    ))
+                } else if uri.token.is_some() || uri.serial.is_some() {
+                    Some("with x-hsmgate-group the key URI names no token: each member names its own".into())
+                } else if uri.pin_source.is_some() || uri.pin_value.is_some() {
+                    Some(
+                        "with x-hsmgate-group each member has its own PIN (pin_file or pin_env)"
+                            .into(),
+                    )
+                } else if uri.object.is_none() && uri.id.is_none() {
+                    Some("the URI must name the key object (object= or id=)".into())
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(invalid(key.at, &reason));
+                }
+            }
             if uri.pin_value.is_some() {
                 // Accepted in the path too, as libp11 does (guides write it there).
                 ctx.warn(key.at, crate::validate::pkcs11::PIN_VALUE_WARNING.into());

@@ -37,6 +37,11 @@ pub(crate) fn group(
         let reason = format!("no [[hsm.group]] named \"{}\"", wanted.get_ref());
         return Err(src.invalid(wanted.span().start, "tls.group", reason));
     }
+    one_group(gr, src)
+}
+
+/// One `[[hsm.group]]` table (also built from an nginx `map $hsmgate_group_NAME` block).
+pub(crate) fn one_group(gr: &RawGroup, src: &Source<'_>) -> Result<HsmGroup, ConfigError> {
     let name = non_empty(&gr.name, "hsm.group.name", src)?;
     let ms = |v: Option<&Spanned<i64>>, key: &str, range, default| {
         int(v, &format!("hsm.group.{key}"), range, default, src).map(Duration::from_millis)
