@@ -39,6 +39,8 @@ mod sidecar;
 mod status_ui;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/tenants.rs"]
+mod tenants;
 #[path = "e2e/tickets.rs"]
 mod tickets;
 #[path = "e2e/token_cmd.rs"]
