@@ -17,10 +17,13 @@
 //! | upstream request timeout | [`UPSTREAM_REQUEST_TIMEOUT`] = 60 s | `upstream.request_timeout_ms` |
 //! | graceful stop | [`SHUTDOWN_GRACE`] = 10 s | `shutdown.grace_ms` (nginx files: 30 s, nginx's own) |
 //! | session lifetime | [`SESSION_TIMEOUT`] = 5 min | `tls.session_timeout_ms`, nginx's `ssl_session_timeout` |
+//! | pid file of nginx configurations | [`PID_FILE`] | nginx's `pid` |
 //! | admission control | [`Admission::default`](crate::Admission) | `[admission]`, `HSMGATE_ADMISSION*` |
 
 use std::time::Duration;
 
+/// The pid file of an nginx configuration without `pid` (`-s` finds the process by it).
+pub const PID_FILE: &str = "/run/hsmgate/hsmgate.pid";
 /// Signer threads (one PKCS#11 session each) per token or member.
 pub const SESSIONS: usize = 4;
 /// Signatures queued per token or member before new ones are refused.

@@ -96,6 +96,8 @@
 //! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
 //! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
 //!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
+//! - [`site`]: the runtime model both formats become ([`site::Site::from_native`],
+//!   [`site::Site::from_nginx`]): listeners → servers → locations, keys, HA groups.
 //!
 //! ```
 //! let text = r#"
@@ -126,6 +128,7 @@ mod overlay;
 pub mod pkcs11_uri;
 mod raw;
 mod secret;
+pub mod site;
 mod validate;
 
 pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings};

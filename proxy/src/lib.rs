@@ -52,7 +52,7 @@ pub mod notify;
 pub mod reqlog;
 pub mod route;
 pub mod server;
-pub mod site;
+pub use hsmgate_config::site;
 pub mod status;
 pub mod status_page;
 pub mod tickets;

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hsmgate_config::Config;
-use hsmgate_config::model::Location;
-use hsmgate_config::nginx::{
+use crate::Config;
+use crate::model::Location;
+use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
     TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef, VarMap,
@@ -41,7 +41,7 @@ pub struct Site {
     /// `map` variables by name (nginx format only).
     pub maps: BTreeMap<String, VarMap>,
     /// HA groups of HSMs keys may name (nginx format: `$hsmgate_group_` maps).
-    pub hsm_groups: BTreeMap<String, hsmgate_config::HsmGroup>,
+    pub hsm_groups: BTreeMap<String, crate::HsmGroup>,
     /// `pid` file (nginx format only).
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (nginx format only).
@@ -70,7 +70,7 @@ pub struct Site {
 }
 
 /// The access log where no level sets `access_log`: the replaced nginx's compiled-in
-/// path ([`hsmgate_config::nginx::compiled_paths`]).
+/// path ([`crate::nginx::compiled_paths`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultAccessLog {
     /// The file.
@@ -120,7 +120,7 @@ impl Site {
             pid: Some(
                 config
                     .pid
-                    .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_PID)),
+                    .unwrap_or_else(|| PathBuf::from(crate::defaults::PID_FILE)),
             ),
             error_logs: config.error_logs,
             default_access_log: Some(DefaultAccessLog {
@@ -174,7 +174,7 @@ impl Site {
             access_logs: vec![AccessLog::Off],
             error_logs: Vec::new(),
             // nginx's defaults (the TOML format has no keys for them yet).
-            client: hsmgate_config::nginx::ClientLimits::default(),
+            client: crate::nginx::ClientLimits::default(),
         };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),
@@ -345,7 +345,7 @@ module = "/x/m.so"
 [upstream]
 address = "127.0.0.1:9"
 "#;
-        let config = hsmgate_config::load_str(text, std::path::Path::new("/x/h.toml"))
+        let config = crate::load_str(text, std::path::Path::new("/x/h.toml"))
             .expect("native config");
         let site = Site::from_native(&config);
         assert_eq!(site.servers.len(), 1);
