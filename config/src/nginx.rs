@@ -103,7 +103,8 @@ pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
     LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
-    ProxySettings, Return, Server, ServerName, UpstreamGroup, UpstreamRef, UpstreamServer,
+    ProxySettings, Return, Server, ServerName, TokenKey, UpstreamGroup, UpstreamRef,
+    UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::select::{location_match, proxy_pass_uri, select_server};

@@ -17,7 +17,7 @@ use crate::model::Location;
 use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
-    TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef, VarMap,
+    TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -57,8 +57,11 @@ pub struct Site {
     pub admin: Option<SocketAddr>,
     /// Where nginx's relative paths are resolved (`-p`).
     pub prefix: PathBuf,
-    /// The native configuration, whose single key may be an HA group.
-    pub native: Option<Box<Config>>,
+    /// Read from the native (TOML) format.
+    pub native: bool,
+    /// Admission control settings (TOML `[admission]`); `None`: the defaults, changed by
+    /// `HSMGATE_ADMISSION*` variables (nginx configurations).
+    pub admission: Option<crate::Admission>,
     /// `worker_processes N`: runtime threads (None: one per CPU).
     pub workers: Option<u32>,
     /// `user`: recorded; hsmgate does not switch users (use systemd's `User=`).
@@ -132,7 +135,8 @@ impl Site {
             grace: DEFAULT_GRACE,
             admin: config.admin,
             prefix: config.prefix,
-            native: None,
+            native: false,
+            admission: None,
             workers: config.worker_processes,
             user: config.user.map(|(u, _)| u),
             connections: Some(connection_limit(
@@ -204,7 +208,7 @@ impl Site {
             server_names: Vec::new(),
             certs: vec![CertPair {
                 cert: config.tls.certificate_chain.clone(),
-                key: KeySource::Pkcs11(Box::new(config.tls.key.uri.clone())),
+                key: native_key(config),
                 location: at.clone(),
             }],
             tls: TlsSettings {
@@ -242,7 +246,11 @@ impl Site {
             listens,
             log_formats: BTreeMap::new(),
             maps: BTreeMap::new(),
-            hsm_groups: BTreeMap::new(),
+            hsm_groups: config
+                .hsm
+                .iter()
+                .map(|g| (g.name.clone(), g.clone()))
+                .collect(),
             pid: None,
             error_logs: Vec::new(),
             default_access_log: None,
@@ -254,7 +262,8 @@ impl Site {
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_default(),
-            native: Some(Box::new(config.clone())),
+            native: true,
+            admission: Some(config.admission.clone()),
             workers: None,
             user: None,
             connections: None,
@@ -323,6 +332,23 @@ fn connection_limit(per_worker: Option<u32>, workers: Option<u32>) -> usize {
     per_worker.unwrap_or(512) as usize * workers
 }
 
+/// The key of a native configuration: in its HA group (named by the URI, as nginx
+/// configurations do), or in its one `[pkcs11]` token.
+fn native_key(config: &Config) -> KeySource {
+    let mut uri = config.tls.key.uri.clone();
+    match (&config.hsm, &config.pkcs11) {
+        (Some(g), _) => {
+            uri.group = Some(g.name.clone());
+            KeySource::Pkcs11(Box::new(uri))
+        }
+        (None, Some(pkcs11)) => KeySource::Token(Box::new(TokenKey {
+            uri,
+            pkcs11: pkcs11.clone(),
+        })),
+        (None, None) => KeySource::Pkcs11(Box::new(uri)),
+    }
+}
+
 /// Where a configuration element is written, for messages.
 pub fn at(location: &Location) -> String {
     format!("{}:{}", location.file.display(), location.line)
@@ -345,8 +371,8 @@ module = "/x/m.so"
 [upstream]
 address = "127.0.0.1:9"
 "#;
-        let config = crate::load_str(text, std::path::Path::new("/x/h.toml"))
-            .expect("native config");
+        let config =
+            crate::load_str(text, std::path::Path::new("/x/h.toml")).expect("native config");
         let site = Site::from_native(&config);
         assert_eq!(site.servers.len(), 1);
         assert_eq!(site.listens.len(), 1);

@@ -157,10 +157,24 @@ pub struct CertPair {
 /// Where a private key is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
-    /// `engine:pkcs11:pkcs11:…` or `pkcs11:…`: in a token.
+    /// `engine:pkcs11:pkcs11:…` or `pkcs11:…`: in a token whose module and PIN are found
+    /// as nginx's engine would (the URI, OpenSSL's configuration, the defaults), or in the
+    /// HA group its `x-hsmgate-group` names.
     Pkcs11(Box<Pkcs11Uri>),
+    /// In one token whose settings are all given (the TOML format's `[pkcs11]`).
+    Token(Box<TokenKey>),
     /// A PEM file, resolved against the conf prefix.
     File(PathBuf),
+}
+
+/// A key in one token, with the token's settings resolved (module, PIN source, sessions,
+/// queue, deadline, capacity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenKey {
+    /// The key.
+    pub uri: Pkcs11Uri,
+    /// The token's settings.
+    pub pkcs11: crate::model::Pkcs11Config,
 }
 
 /// A `location` block.
