@@ -16,8 +16,10 @@
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
+//!   [`kx`]: the P-521 key exchange rustls' provider lacks;
 //!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::admission`]);
+//!   (admission control: [`hsmgate_signer::admission`]); [`tls_io`]: the TLS stream
+//!   that sends rustls' own records (alerts) after every read;
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
@@ -42,12 +44,14 @@ pub mod generation;
 pub mod h1guard;
 pub mod hello;
 pub mod keys;
+pub mod kx;
 pub mod notify;
 pub mod reqlog;
 pub mod route;
 pub mod server;
 pub mod site;
 pub mod tls;
+pub mod tls_io;
 pub mod upstream;
 pub mod uri;
 pub mod vars;

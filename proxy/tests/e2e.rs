@@ -7,6 +7,8 @@ mod support;
 mod admission;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/cipher_order.rs"]
+mod cipher_order;
 #[path = "e2e/clients.rs"]
 mod clients;
 #[path = "e2e/container.rs"]
@@ -29,7 +31,11 @@ mod nginx;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/second_module.rs"]
+mod second_module;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/tls_probes.rs"]
+mod tls_probes;
