@@ -5,13 +5,14 @@
 # suite runs 256). Prints a Markdown table: target, cases, wall time, result; a failure
 # prints proptest's minimal failing input above it. Exit status: 1 if any target failed.
 #
-#   PROPTEST_CASES=100000 scripts/fuzz.sh > benches/results/fuzz-$(date -u +%F).md
+#   PROPTEST_CASES=100000 [FUZZ_RELEASE=1] scripts/fuzz.sh > benches/results/fuzz-$(date -u +%F).md
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cases=${PROPTEST_CASES:-20000}
 export PROPTEST_CASES=$cases
-# Release build: the same code, more cases per second.
-cargo=(nice -n 10 cargo test --release --locked)
+# The test profile (what the suite builds); FUZZ_RELEASE=1 for more cases per second.
+cargo=(nice -n 10 cargo test --locked)
+[[ ${FUZZ_RELEASE:-0} == 1 ]] && cargo+=(--release)
 "${cargo[@]}" -p hsmgate-config --test fuzz --no-run >&2 || exit 1
 "${cargo[@]}" -p hsmgate-proxy --lib --no-run >&2 || exit 1
 

@@ -154,10 +154,38 @@ fn nginx_text() -> impl Strategy<Value = String> {
         1 => any::<String>().prop_map(|s| s.chars().take(8).collect()),
     ];
     let sep = prop::sample::select(&[" ", " ", "\t", "\n", ";\n", " { ", " }\n", "\"", "'"][..]);
+    let word_sep = (word.clone(), sep);
+    // Well-formed blocks with words from the vocabulary in every slot: these get past the
+    // lexer and parser into the builder's checks.
+    let directive = (
+        prop::sample::select(NGINX_WORDS),
+        prop::collection::vec(word, 0..4),
+    )
+        .prop_map(|(name, args)| format!("{name} {};", args.join(" ")));
+    let directives = prop_oneof![
+        Just(String::new()),
+        prop::collection::vec(directive, 1..6).prop_map(|d| d.join("\n")),
+    ];
+    let skeleton = (
+        directives.clone(),
+        directives.clone(),
+        directives.clone(),
+        directives,
+        any::<bool>(),
+    )
+        .prop_map(|(main, http, server, location, inc)| {
+            let include = if inc { "include inc.conf;" } else { "" };
+            format!(
+                "{main}\nevents {{ }}\nhttp {{ {http}\n upstream app {{ server 127.0.0.1:8080; }}\n \
+                 server {{ listen 127.0.0.1:8443; {server}\n {include}\n \
+                 location / {{ proxy_pass http://app; {location} }} }} }}\n"
+            )
+        });
     prop_oneof![
-        6 => prop::collection::vec((word, sep), 0..80).prop_map(|parts| {
+        4 => prop::collection::vec(word_sep, 0..80).prop_map(|parts| {
             parts.into_iter().map(|(w, s)| format!("{w}{s}")).collect()
         }),
+        4 => skeleton,
         1 => any::<String>(),
     ]
 }
@@ -362,4 +390,16 @@ fn the_generators_reach_the_formats_words() {
         saw_listener |= t.contains("[[listener]]");
     }
     assert!(saw_server && saw_listener);
+    // Some nginx texts are whole, valid configurations: the builder's end is reached.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("main.conf");
+    std::fs::write(dir.path().join("inc.conf"), "").expect("inc");
+    let loaded = (0..200)
+        .filter(|_| {
+            let text = nginx_text().new_tree(&mut runner).expect("tree").current();
+            std::fs::write(&path, text).expect("write");
+            nginx::load(&path, &NginxOptions::default()).is_ok()
+        })
+        .count();
+    assert!(loaded > 0, "no generated nginx configuration loads");
 }
