@@ -6,6 +6,12 @@
 //!
 //! rustls' `ClientHello` does not expose the PSK and session-ticket extensions, so the
 //! few fields needed are read here from the bytes rustls has already accepted.
+//!
+//! Before rustls sees them, the records are checked with RFC 8446's alerts
+//! ([`check_record`]) and the message is re-framed in 16 KiB records ([`HelloReader`]),
+//! so that a legal ClientHello of nearly 64 KiB in small records fits rustls' buffer.
+//! A refusal sends its alert and reads what the client still sends for a moment before
+//! closing ([`write_and_close`]).
 
 use std::time::Duration;
 
