@@ -214,7 +214,9 @@ impl Site {
             tls: TlsSettings {
                 protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
                 ciphers: Vec::new(),
-                prefer_server_ciphers: false,
+                // The server's order (rustls': AES-256-GCM, AES-128-GCM, ChaCha20 per
+                // version, forward-secret ECDHE only): scanners flag the client's order.
+                prefer_server_ciphers: true,
                 session_cache: SessionCache::Cache {
                     builtin: Some(256),
                     shared: None,

@@ -9,6 +9,8 @@ mod admin;
 mod admission;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/cipher_order.rs"]
+mod cipher_order;
 #[path = "e2e/clients.rs"]
 mod clients;
 #[path = "e2e/container.rs"]
@@ -33,6 +35,8 @@ mod pin;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/second_module.rs"]
+mod second_module;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
 #[path = "e2e/status_ui.rs"]
@@ -43,6 +47,8 @@ mod strict;
 mod tenants;
 #[path = "e2e/tickets.rs"]
 mod tickets;
+#[path = "e2e/tls_probes.rs"]
+mod tls_probes;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
 #[path = "e2e/websocket.rs"]
