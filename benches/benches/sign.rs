@@ -1,8 +1,13 @@
 //! One signature on a SoftHSM token: through hsmgate's [`SignerPool`] (queue, signer
-//! thread, one-shot reply) against a raw `C_Sign` through cryptoki on a session of the same
-//! token in the same process. The difference is the pool's overhead per operation.
+//! thread, one-shot reply) against raw calls through cryptoki on a session of the same
+//! token in the same process, one signature in flight. Two raw lines:
+//! - `raw C_Sign`: cryptoki's `Session::sign` (C_SignInit, C_Sign for the length, C_Sign);
+//! - `raw sign_into`: C_SignInit + one C_Sign into a buffer, the calls the pool makes.
 //!
-//! Groups (each prints `pool` and `raw` side by side):
+//! `pool` − `raw sign_into` is the pool's dispatch (queue, wake-up of the signer thread,
+//! answer, wake-up of the caller) per operation.
+//!
+//! Groups (each prints `pool` and the raw lines side by side):
 //! - `sign/rsa2048-pss-sha256`: `CKM_SHA256_RSA_PKCS_PSS` (the token hashes), salt 32;
 //! - `sign/ecdsa-p256-sha256`: SHA-256 on the host, then `CKM_ECDSA` (the pool also
 //!   DER-encodes `r || s`, as TLS needs).
@@ -70,6 +75,15 @@ fn bench_sign(c: &mut Criterion) {
     g.bench_function("raw C_Sign", |b| {
         b.iter(|| session.sign(&pss, key, black_box(MESSAGE)).expect("C_Sign"))
     });
+    g.bench_function("raw sign_into", |b| {
+        b.iter(|| {
+            let mut sig = [0u8; 256];
+            let len = session
+                .sign_into(&pss, key, black_box(MESSAGE), &mut sig)
+                .expect("C_Sign");
+            sig[..len].to_vec()
+        })
+    });
     g.finish();
     drop(pool);
 
@@ -90,6 +104,16 @@ fn bench_sign(c: &mut Criterion) {
             session
                 .sign(&Mechanism::Ecdsa, key, &digest)
                 .expect("C_Sign")
+        })
+    });
+    g.bench_function("raw sign_into", |b| {
+        b.iter(|| {
+            let digest = sha2::Sha256::digest(black_box(MESSAGE));
+            let mut sig = [0u8; 64];
+            let len = session
+                .sign_into(&Mechanism::Ecdsa, key, &digest, &mut sig)
+                .expect("C_Sign");
+            sig[..len].to_vec()
         })
     });
     g.finish();

@@ -210,7 +210,7 @@ impl Group {
             let member = &self.members[i];
             let now = Instant::now();
             let op_deadline = (now + self.settings.op_timeout).min(deadline);
-            let (reply, answer) = crossbeam_channel::bounded(1);
+            let (reply, answer) = crate::handoff::oneshot();
             live.shared.in_flight.fetch_add(1, Ordering::Relaxed);
             let request = Request {
                 op,
@@ -566,7 +566,7 @@ fn spawn_probe(group: &Arc<Group>, i: usize) {
             let Some(&(_, op)) = live.ops.first() else {
                 return;
             };
-            let (reply, answer) = crossbeam_channel::bounded(1);
+            let (reply, answer) = crate::handoff::oneshot();
             let now = Instant::now();
             live.shared.in_flight.fetch_add(1, Ordering::Relaxed);
             let request = Request {

@@ -13,7 +13,7 @@
 //! - `scheme`: TLS signature schemes ↔ PKCS#11 mechanisms.
 //! - [`pool`]: settings and [`SignerPool`]; `group`: HA group, member choice, failover,
 //!   supervisor (fencing, probes, recovery); `member`: one HSM's instances, sessions and
-//!   state; `worker`: one signer thread.
+//!   state; `worker`: one signer thread; `handoff`: its request queue and answers.
 //! - [`rustls_key`]: the pool as a rustls `SigningKey`.
 //! - [`admission`]: the limiter of full handshakes per pool (adaptive concurrency limit,
 //!   bounded wait, shedding); `capacity`: each member's signatures/s (calibration burst,
@@ -27,6 +27,7 @@ mod capacity;
 mod der;
 pub mod error;
 mod group;
+mod handoff;
 mod member;
 pub mod metrics;
 pub mod module;

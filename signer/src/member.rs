@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{Receiver, Sender};
 use rustls::SignatureScheme;
 
 use crate::capacity::{Capacity, Meter};
@@ -325,7 +325,7 @@ impl Member {
             conns
         };
         metrics::gauge!(m::CAPACITY, "member" => s.name.clone()).set(self.capacity());
-        let (tx, rx) = crossbeam_channel::bounded(group.queue_depth.max(1));
+        let (tx, rx) = crate::handoff::bounded(group.queue_depth.max(1));
         let mut slots = Vec::new();
         for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());
