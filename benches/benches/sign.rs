@@ -195,7 +195,7 @@ fn paired(name: &str, signer: &SignerPool, pool: &mut dyn FnMut(), raw: &mut dyn
     let member = &signer.members()[0];
     let on_thread = member.utilisation / member.rate.max(1.0) * 1e6;
     println!(
-        "dispatch/{name}: pool alone {whole:.1} µs/signature, of which C_Sign on the signer thread {on_thread:.1} (pool meter: busy share ÷ rate over its last 1 s window), dispatch {:.1}",
+        "dispatch/{name}: pool alone {whole:.1} µs/signature, of which C_Sign on the signer thread {on_thread:.1}, outside C_Sign {:.1} (pool meter: busy share ÷ rate, last 1 s window)",
         whole - on_thread
     );
     println!(
