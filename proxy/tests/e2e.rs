@@ -13,6 +13,8 @@ mod bad_input;
 mod clients;
 #[path = "e2e/container.rs"]
 mod container;
+#[path = "e2e/corpus.rs"]
+mod corpus;
 #[path = "e2e/frozen_token.rs"]
 mod frozen_token;
 #[path = "e2e/ha.rs"]
