@@ -74,6 +74,9 @@ const ANSWERED: &[&str] = &[
 /// What the checks found, for the test to assert on beyond equality.
 struct Answers {
     seen: Vec<(String, Seen)>,
+    corpus: Corpus,
+    /// hsmgate's tree (token keys).
+    hsmgate: RealWorld,
 }
 
 impl Answers {
@@ -102,6 +105,7 @@ fn differential(name: &str, sites: &[&str], requests: &[Req], expect_warnings: &
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name}: hsmgate -t: {err}");
     assert!(err.contains("test is successful"), "{name}: {err}");
+    eprintln!("{name}: hsmgate -t:\n{err}");
     for w in expect_warnings {
         assert!(err.contains(w), "{name}: no warning about {w}: {err}");
     }
@@ -195,7 +199,12 @@ fn differential(name: &str, sites: &[&str], requests: &[Req], expect_warnings: &
         let key = format!("{}{}{}", if r.https { "" } else { "http:" }, r.host, r.path);
         seen.push((key, hr));
     }
-    Answers { seen }
+    drop(hsm);
+    Answers {
+        seen,
+        corpus,
+        hsmgate: h,
+    }
 }
 
 /// Debian 12's nginx.conf, mime.types, proxy_params and snippets as shipped; the
@@ -245,6 +254,22 @@ fn debian_default_site_as_ssl_offload() {
         .upstream()
         .expect("proxied");
     assert!(headers.contains(&("x-forwarded-proto".into(), "http".into())));
+    // With a dynamic module package installed, Debian's modules-enabled/ holds
+    // load_module lines (none is installed here, so nginx -t cannot read this one).
+    let h = &a.hsmgate;
+    std::fs::write(
+        h.root
+            .join("etc/nginx/modules-enabled/50-mod-http-image-filter.conf"),
+        "load_module modules/ngx_http_image_filter_module.so;\n",
+    )
+    .expect("module conf");
+    let out = hsmgate_token(&a.corpus, &["-t", "-c", s(&h.conf), "-p", s(&h.root)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("50-mod-http-image-filter.conf:1:1: \"load_module\" ignored"),
+        "{err}"
+    );
 }
 
 /// The Mozilla generator's intermediate output (nginx 1.22, OpenSSL 3) with a proxied
