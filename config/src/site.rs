@@ -226,6 +226,7 @@ impl Site {
                 session_ticket_keys: config.tls.session_ticket_keys.clone(),
             },
             server_return: None,
+            server_ifs: Vec::new(),
             settings,
             locations: vec![location],
             location: at,

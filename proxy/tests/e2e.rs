@@ -15,6 +15,8 @@ mod cipher_order;
 mod clients;
 #[path = "e2e/container.rs"]
 mod container;
+#[path = "e2e/corpus.rs"]
+mod corpus;
 #[path = "e2e/frozen_token.rs"]
 mod frozen_token;
 #[path = "e2e/ha.rs"]

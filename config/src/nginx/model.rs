@@ -105,6 +105,9 @@ pub struct Server {
     pub tls: TlsSettings,
     /// A server-level `return`, answered before any location is looked at.
     pub server_return: Option<Return>,
+    /// Server-level `if (…) { return …; }` before any `return`, tried in order
+    /// before [`server_return`](Self::server_return).
+    pub server_ifs: Vec<super::ServerIf>,
     /// Settings at server level (used when no location matches).
     pub settings: ProxySettings,
     /// `location` blocks in file order.

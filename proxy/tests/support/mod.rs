@@ -12,6 +12,7 @@ pub mod net;
 pub mod nginx;
 pub mod proxy;
 pub mod raw;
+pub mod realworld;
 pub mod tls13;
 pub mod tlsraw;
 
