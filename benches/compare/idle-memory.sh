@@ -22,7 +22,9 @@ PY=$(command -v /usr/bin/python3 || command -v python3)
 for t in nginx openssl; do command -v "$t" >/dev/null || die "missing: $t"; done
 [[ -n $PY ]] || die "missing: python3"
 ports_free "$PORT"
-ulimit -n 65536 || die "cannot raise the open-file limit to 65536 (needed for 10k connections)"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) > $(tr ' ' '\n' <<<"$STEPS" | sort -n | tail -1) + 500)) \
+  || die "the open-file limit ($(ulimit -n)) is too low for $(tr ' ' '\n' <<<"$STEPS" | sort -n | tail -1) connections"
 pin_layout
 build_release
 make_work idlemem
@@ -37,7 +39,7 @@ mkdir -p "$WORK/tmp" "$WORK/logs"
 cat >"$WORK/nginx.conf" <<EOF
 master_process off; daemon off; worker_processes 1;
 pid $WORK/nginx.pid; error_log $WORK/logs/error.log warn;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 events { worker_connections 30000; }
 http {
     access_log off;

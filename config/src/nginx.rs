@@ -63,6 +63,7 @@
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
 //! | `proxy_redirect` | `Location` passes unchanged, as with `proxy_redirect off` |
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
+//! | `master_process`, `daemon` | hsmgate is one process and stays in the foreground (systemd `Type=notify`) |
 //! | `keepalive_requests` | connections are not closed after a request count |
 //! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
 //! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |

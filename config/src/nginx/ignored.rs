@@ -6,6 +6,14 @@
 const IGNORED: &[(&str, &str)] = &[
     ("sendfile", "hsmgate serves no files"),
     (
+        "master_process",
+        "hsmgate is one multi-threaded process (no master and workers)",
+    ),
+    (
+        "daemon",
+        "hsmgate stays in the foreground (run it under systemd, Type=notify)",
+    ),
+    (
         "tcp_nopush",
         "socket tuning for sendfile; hsmgate sets its own socket options",
     ),
@@ -176,6 +184,8 @@ pub(crate) enum Shape {
 /// The shapes of the ignored directives the corpus uses; others are not checked.
 const SHAPES: &[(&str, Shape)] = &[
     ("load_module", Shape::One),
+    ("master_process", Shape::Flag),
+    ("daemon", Shape::Flag),
     ("root", Shape::One),
     ("index", Shape::Some),
     ("log_not_found", Shape::Flag),
