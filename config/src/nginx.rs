@@ -88,6 +88,7 @@ mod location;
 mod map;
 mod model;
 mod parse;
+mod proxy_ssl;
 mod scope;
 mod select;
 mod server;
@@ -105,6 +106,7 @@ pub use self::model::{
     ProxySettings, Return, Server, ServerName, UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
+pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::select::{location_match, proxy_pass_uri, select_server};
 pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion};
