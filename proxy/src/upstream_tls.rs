@@ -6,8 +6,9 @@
 //!   ([`AnyCertificate`]), so the session is at least bound to that key.
 //! - `proxy_ssl_verify on` checks the chain against `proxy_ssl_trusted_certificate` and
 //!   the name (`proxy_ssl_name`) with webpki, then the path length against
-//!   `proxy_ssl_verify_depth` as OpenSSL counts it: depth N allows a chain of N + 1
-//!   certificates with the trusted CA (depth 1: issued directly by a trusted CA).
+//!   `proxy_ssl_verify_depth` as OpenSSL 3 counts it (checked against Debian's nginx):
+//!   depth N allows N intermediate CAs between the certificate and the trusted CA (the
+//!   default 1: one intermediate; 0: issued directly by a trusted CA).
 //! - `proxy_ssl_server_name off` sends no SNI; the name is still what is verified.
 //! - `proxy_ssl_session_reuse off` disables resumption.
 
@@ -20,9 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::error::ProxyError;
 
@@ -214,13 +213,10 @@ impl ServerCertVerifier for Verified {
             ocsp_response,
             now,
         )?;
-        // OpenSSL: at most depth + 1 certificates, the trusted CA included.
-        let allowed = (self.depth as usize).saturating_sub(1);
-        let too_long = || {
-            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
-                Arc::new(ChainTooLong(self.depth)),
-            )))
-        };
+        // OpenSSL: levels 0 (the certificate) to depth + 1 (the trusted CA).
+        let allowed = self.depth as usize;
+        let too_long =
+            || rustls::Error::Other(rustls::OtherError(Arc::new(ChainTooLong(self.depth))));
         let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|_| too_long())?;
         let check = |path: &webpki::VerifiedPath<'_>| match path.intermediate_certificates().count()
         {

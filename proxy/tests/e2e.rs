@@ -43,5 +43,7 @@ mod strict;
 mod tickets;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
+#[path = "e2e/upstream_tls.rs"]
+mod upstream_tls;
 #[path = "e2e/websocket.rs"]
 mod websocket;

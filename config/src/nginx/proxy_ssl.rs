@@ -1,6 +1,6 @@
 //! `proxy_ssl_*`: TLS to upstreams (`proxy_pass https://…`), with nginx's defaults:
 //! no verification, no SNI, the name `$proxy_host`, TLSv1.2 and TLSv1.3, sessions
-//! reused, a verify depth of 1 and no client certificate.
+//! reused, a verify depth of 1 (one intermediate CA) and no client certificate.
 //!
 //! As nginx, `proxy_ssl_verify on` needs `proxy_ssl_trusted_certificate` (checked where a
 //! location passes to `https://`), and the client key of `proxy_ssl_certificate_key`
@@ -26,8 +26,8 @@ pub struct ProxySsl {
     /// `proxy_ssl_trusted_certificate`: PEM CA file (resolved against the conf prefix)
     /// and where the directive is.
     pub trusted_certificate: Option<(PathBuf, Location)>,
-    /// `proxy_ssl_verify_depth` (default 1: the upstream's certificate is issued by a
-    /// trusted CA, no intermediate).
+    /// `proxy_ssl_verify_depth` (default 1): how many intermediate CAs may stand between
+    /// the upstream's certificate and a trusted CA, as OpenSSL counts.
     pub verify_depth: u32,
     /// `proxy_ssl_server_name` (default off: no SNI is sent).
     pub server_name: bool,
