@@ -29,6 +29,8 @@ mod measure;
 mod nginx;
 #[path = "e2e/pin.rs"]
 mod pin;
+#[path = "e2e/request_body.rs"]
+mod request_body;
 #[path = "e2e/resources.rs"]
 mod resources;
 #[path = "e2e/rustls_client.rs"]
