@@ -24,13 +24,20 @@
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
 //!   `ipv6only=`, `backlog=`), `server_name`, `location`, `return`, settings.
-//! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http://HOST[:PORT][URI]`
-//!   (a named upstream or an address), `return`, nested `location`, settings.
+//! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http[s]://HOST[:PORT][URI]`
+//!   (a named upstream or an address; `https` per `proxy_ssl_*`), `return`, nested
+//!   `location`, settings.
 //! - settings (inherited `http` → `server` → `location`; a level with its own
 //!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
 //!   outer ones, as in nginx): `proxy_set_header`, `add_header`,
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
-//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`;
+//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
+//!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
+//!   chosen), `client_body_buffer_size` (in memory up to it, then an unlinked temporary
+//!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
+//!   `proxy_ssl_verify_depth`, `proxy_ssl_server_name`, `proxy_ssl_name`,
+//!   `proxy_ssl_protocols`, `proxy_ssl_session_reuse`, `proxy_ssl_certificate` and
+//!   `proxy_ssl_certificate_key` (PEM files);
 //!   in `http` and `server` also `ssl_certificate`, `ssl_certificate_key`
 //!   (a file, `engine:pkcs11:pkcs11:…` or `pkcs11:…`), `ssl_protocols`
 //!   (TLSv1/TLSv1.1 dropped with a warning), `ssl_ciphers` (mapped to rustls
@@ -61,7 +68,7 @@
 //! | `http2` (directive form) | h2 is enabled per `listen … http2` |
 //! | `keepalive_requests` | connections are not closed after a request count |
 //! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
-//! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | hsmgate writes no temporary files (bodies are streamed) |
+//! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
 //!
 //! # Paths left unset
 //!

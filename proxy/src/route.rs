@@ -292,6 +292,8 @@ async fn proxy(
         let memory = settings.client_body_buffer_size;
         match crate::spool::read(body, max, memory, CLIENT_BODY_TIMEOUT).await {
             Ok(spooled) => {
+                // The body is here: nothing to continue (nginx does not pass Expect).
+                headers.remove(header::EXPECT);
                 headers.remove(header::TRANSFER_ENCODING);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
                 buffered = Some(spooled);
