@@ -111,7 +111,7 @@ impl Lab {
         ssl_client_certificate {r}/ca.pem;
         ssl_verify_client optional;
         location / {{
-            return 200 "{name} sni=[$ssl_server_name] $ssl_protocol client=$ssl_client_verify reused=$ssl_session_reused uri=$request_uri host=$http_host\n";
+            return 200 "{name} sni=[$ssl_server_name] $ssl_protocol client=$ssl_client_verify reused=$ssl_session_reused reqs=$connection_requests uri=$request_uri host=$http_host\n";
         }}
     }}"#
             )
@@ -436,4 +436,46 @@ fn bad_proxy_ssl_values_are_file_line_errors() {
             assert!(!ok, "nginx -t accepted {body}: {nginx_err}");
         }
     }
+}
+
+#[test]
+fn pools_are_per_tls_settings() {
+    let lab = Lab::start();
+    let port = lab.direct;
+    let ca = lab.path("ca.pem").display().to_string();
+    let wrong = lab.path("wrong-ca.pem").display().to_string();
+    // Keep-alive to the same address from two locations: a connection verified with the
+    // right CA must not serve the location that trusts another CA.
+    let http = "    proxy_http_version 1.1;\n    proxy_set_header Connection \"\";";
+    let locs = format!(
+        r#"
+        location /right/ {{
+            proxy_pass https://127.0.0.1:{port};
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_name backend.test;
+        }}
+        location /wrong/ {{
+            proxy_pass https://127.0.0.1:{port};
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {wrong};
+            proxy_ssl_name backend.test;
+        }}
+"#
+    );
+    let hp = free_port();
+    let (prefix, conf) = lab.front("pools", hp, http, &locs);
+    let mine = Server::hsmgate(&prefix, &conf, &[hp]);
+    for _ in 0..2 {
+        assert_eq!(get(hp, "/right/x", "front.test").0, 200);
+        assert_eq!(
+            get(hp, "/wrong/x", "front.test").0,
+            502,
+            "{}",
+            mine.log_text()
+        );
+    }
+    // The right location's connection was kept alive and reused meanwhile.
+    let again = get(hp, "/right/x", "front.test").1;
+    assert!(again.contains("reqs=3"), "{again}");
 }
