@@ -268,6 +268,7 @@ mod tests {
         let name = |s: &str| server_name(s).map(|n| n.to_str().into_owned());
         assert_eq!(name("backend.example:8443").unwrap(), "backend.example");
         assert_eq!(name("backend").unwrap(), "backend");
+        assert_eq!(name("backend_app").unwrap(), "backend_app");
         assert_eq!(name("127.0.0.1:443").unwrap(), "127.0.0.1");
         assert_eq!(name("[::1]:443").unwrap(), "::1");
         assert!(name("bad name").is_err());

@@ -227,3 +227,53 @@ fn flag(ctx: &Ctx<'_>, d: &Directive, slot: &mut Option<bool>) -> Result<(), Con
     })?;
     set(ctx, d, slot, v)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::nginx::{Action, NginxOptions, UpstreamRef, load_text};
+
+    fn location(http: &str, loc: &str) -> crate::nginx::LocationBlock {
+        let text = format!(
+            "events {{}}\nhttp {{\n{http}\nserver {{ listen 127.0.0.1:8080;\nlocation / {{ {loc} }}\n}}\n}}\n"
+        );
+        let config = load_text(
+            Path::new("/x/conf/nginx.conf"),
+            text,
+            &NginxOptions::default(),
+        )
+        .expect("valid");
+        config.servers[0].locations[0].clone()
+    }
+
+    #[test]
+    fn defaults_and_inheritance_as_nginx() {
+        let l = location("", "proxy_pass https://backend.example;");
+        let Some(Action::ProxyPass(p)) = &l.action else {
+            panic!("proxy_pass")
+        };
+        assert!(p.https);
+        assert_eq!(p.target, UpstreamRef::Addr("backend.example:443".into()));
+        assert_eq!(l.settings.proxy_ssl, super::ProxySsl::default());
+        assert!(l.settings.proxy_request_buffering);
+        assert_eq!(l.settings.client_body_buffer_size, 16 << 10);
+
+        let http = "proxy_ssl_verify on; proxy_ssl_trusted_certificate ca.pem;\n\
+                    proxy_ssl_protocols TLSv1.2; proxy_request_buffering off;\n\
+                    client_body_buffer_size 1m;";
+        let l = location(
+            http,
+            "proxy_pass https://b:8443; proxy_ssl_name $host; proxy_ssl_verify_depth 3;",
+        );
+        let ssl = &l.settings.proxy_ssl;
+        assert!(ssl.verify);
+        let ca = ssl.trusted_certificate.as_ref().map(|(p, _)| p.clone());
+        assert_eq!(ca, Some("/x/conf/ca.pem".into()));
+        assert_eq!(ssl.protocols, [super::TlsVersion::Tls12]);
+        assert_eq!(ssl.verify_depth, 3);
+        assert!(ssl.name.as_ref().is_some_and(|t| t.as_literal().is_none()));
+        assert!(!l.settings.proxy_request_buffering);
+        assert_eq!(l.settings.client_body_buffer_size, 1 << 20);
+    }
+}
