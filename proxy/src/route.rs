@@ -29,7 +29,11 @@ use crate::spool::Spooled;
 use crate::uri::{normalize, valid_host};
 use crate::vars::{ConnInfo, Vars};
 
-/// How long reading such a body may take (nginx's `client_body_timeout`, 60 s).
+/// One warning per process when no temporary file can be made for a request body.
+static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// How long reading a request body may pause (nginx's `client_body_timeout`, 60 s).
 const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `return 444`: close the connection without a response.
@@ -297,6 +301,15 @@ async fn proxy(
                 headers.remove(header::TRANSFER_ENCODING);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
                 buffered = Some(spooled);
+            }
+            Err(crate::spool::SpoolError::Unspooled(u)) => {
+                let u = *u;
+                if !NO_TEMP_FILE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(error = %u.error, "request bodies over client_body_buffer_size are streamed (and not retried on another server): no temporary file can be made in $TMPDIR");
+                }
+                let max = max.map(|m| m.saturating_sub(u.seen));
+                let rest = ClientBody::new(u.rest, max, CLIENT_BODY_TIMEOUT, fault.clone());
+                streamed = Some(crate::spool::Prefixed::new(u.head, rest).boxed());
             }
             Err(e) => {
                 tracing::info!(path = %log.request_uri, error = %e, "request body not read");

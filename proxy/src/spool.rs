@@ -6,6 +6,8 @@
 //! an unlinked temporary file in `$TMPDIR` (`/tmp`): `O_TMPFILE`, mode 0600, no name
 //! anyone else can open, gone when the request ends (or the process dies), as nginx
 //! spills to `client_body_temp_path`. Memory per request stays bounded by that size.
+//! Where no file can be made (a read-only `/tmp`), [`SpoolError::Unspooled`] hands back
+//! what was read and the rest of the body, and the request streams it ([`Prefixed`]).
 
 use std::fs::File;
 use std::io;
@@ -56,6 +58,23 @@ pub enum SpoolError {
     /// The temporary file failed.
     #[error("request body temporary file: {0}")]
     Io(#[from] io::Error),
+    /// No temporary file could be made (e.g. a read-only `/tmp`): what was read, and the
+    /// rest of the body, to be streamed instead.
+    #[error("no temporary file for the request body: {}", .0.error)]
+    Unspooled(Box<Unspooled>),
+}
+
+/// A body that could not be spooled: sent as it arrives instead (and not retried).
+#[derive(Debug)]
+pub struct Unspooled {
+    /// Why no file could be made.
+    pub error: io::Error,
+    /// The bytes read so far.
+    pub head: Bytes,
+    /// The rest of the client's body.
+    pub rest: Incoming,
+    /// How many bytes `head` has.
+    pub seen: u64,
 }
 
 impl SpoolError {
@@ -65,7 +84,7 @@ impl SpoolError {
             SpoolError::Malformed(_) => StatusCode::BAD_REQUEST,
             SpoolError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SpoolError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            SpoolError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SpoolError::Io(_) | SpoolError::Unspooled(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -98,9 +117,25 @@ pub async fn read(
         match &mut file {
             Some(f) => f.write_all(&data).await?,
             None if seen > memory => {
-                let std = tokio::task::spawn_blocking(tempfile::tempfile)
+                let made = tokio::task::spawn_blocking(tempfile::tempfile)
                     .await
-                    .map_err(io::Error::other)??;
+                    .map_err(io::Error::other)
+                    .and_then(|r| r);
+                let std = match made {
+                    Ok(f) => f,
+                    Err(error) => {
+                        buf.extend_from_slice(&data);
+                        let head = buf.freeze();
+                        let rest = body;
+                        let u = Unspooled {
+                            error,
+                            head,
+                            rest,
+                            seen,
+                        };
+                        return Err(SpoolError::Unspooled(Box::new(u)));
+                    }
+                };
                 let mut f = tokio::fs::File::from_std(std);
                 f.write_all(&buf).await?;
                 f.write_all(&data).await?;
@@ -201,6 +236,43 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len - self.offset)
+    }
+}
+
+/// `head`, then `rest`: an [`Unspooled`] body sent on.
+pub struct Prefixed<B> {
+    head: Option<Bytes>,
+    rest: B,
+}
+
+impl<B> Prefixed<B> {
+    /// `head` first.
+    pub fn new(head: Bytes, rest: B) -> Self {
+        Prefixed {
+            head: Some(head).filter(|h| !h.is_empty()),
+            rest,
+        }
+    }
+}
+
+// === impl Prefixed ===
+
+impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
     }
 }
 

@@ -214,3 +214,34 @@ fn buffering_off_streams_and_on_waits_for_the_whole_body() {
     );
     drop(client);
 }
+
+#[test]
+fn without_a_temporary_file_large_bodies_are_streamed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = start_upstream("live");
+    let http = "    client_max_body_size 2m;";
+    let server =
+        format!("        location / {{\n            proxy_pass http://{live};\n        }}");
+    let body = dir.path().join("body");
+    let data = payload(300_000);
+    std::fs::write(&body, &data).expect("body");
+    let hp = free_port();
+    let (prefix, conf) = front(dir.path(), "hsmgate", hp, http, &server);
+    // A read-only /tmp (a container without a writable volume there) is like this.
+    let no_tmp = dir.path().join("missing");
+    let mine = Server::hsmgate_with_env(&prefix, &conf, &[hp], &[("TMPDIR", &no_tmp)]);
+    for chunked in [false, true] {
+        let (status, answer) = post(hp, "/up", &body, chunked);
+        assert_eq!(status, 200, "chunked={chunked}: {}", mine.log_text());
+        assert!(
+            answer.ends_with(&data),
+            "chunked={chunked}: body arrived whole"
+        );
+    }
+    let log = mine.wait_log("no temporary file can be made", 1, Duration::from_secs(5));
+    assert_eq!(
+        log.matches("no temporary file can be made").count(),
+        1,
+        "warned once"
+    );
+}
