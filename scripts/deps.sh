@@ -4,6 +4,7 @@
 #   softhsm2        the PKCS#11 token in the demo and the tests
 #   p11-kit(-modules) p11-kit server/client: a token as a separate, killable "network HSM"
 #   opensc          pkcs11-tool, used by the tests to make keys on tokens
+#   libnss3-tools   certutil: an NSS softokn key database, the second PKCS#11 module of the tests
 #   curl openssl nghttp2-client   real TLS clients for the end-to-end tests
 #   systemd         systemd-analyze verify on the units scripts/install.sh installs
 #   podman runc     build and run the container image (deploy/container) in its test
@@ -19,6 +20,7 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v p11-kit >/dev/null || need+=(p11-kit)
 compgen -G "/usr/lib/*/pkcs11/p11-kit-client.so" >/dev/null || need+=(p11-kit-modules)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v certutil >/dev/null || need+=(libnss3-tools)   # brings libnss3, whose libsoftokn3.so is the module
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v h2load >/dev/null || need+=(nghttp2-client)

@@ -16,7 +16,7 @@
 # p50/p99 of completed handshakes, shed count (TLS alerts) and time to the alert (p50/p99),
 # timeouts, the keep-alive p50/p99, and the server's resident memory after the point.
 #
-# Output: benches/results/admission-DATE.md (table) and -raw.jsonl.
+# Output: benches/results/admission-DATE.md (table), -raw.jsonl and .svg (plot-sweep).
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
 # SERVER_CPU, NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
 # PORT_HSMGATE (9543), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
@@ -146,6 +146,10 @@ done
       "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" \
       "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')"
   done <"$RAW"
+  echo
+  echo "Plot: admission-$STAMP.svg (goodput and p99 against the offered rate)."
 } >"$OUT"
+"$PLOT" "$RAW" "$RESULTS/admission-$STAMP.svg" "Admission control: TLS 1.3 full handshakes, RSA-2048 SoftHSM" 2>/dev/null \
+  || say "plot-sweep failed (the table is still written)"
 cat "$OUT"
 say "written: $OUT"

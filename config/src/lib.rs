@@ -88,7 +88,7 @@
 //!
 //! - [`load()`](load::load) / [`load_str`]: entry points (`load`), with the rules in
 //!   `validate` and the serde mirror of the file in `raw`.
-//! - [`model`]: the validated types.
+//! - [`model`]: the validated types; [`defaults`]: every default, in one place.
 //! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
 //! - [`env`]: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
 //!   through [`Strings`]), laid over a file or standing alone (`overlay`:
@@ -96,6 +96,8 @@
 //! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
 //! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
 //!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
+//! - [`site`]: the runtime model both formats become ([`site::Site::from_native`],
+//!   [`site::Site::from_nginx`]): listeners → servers → locations, keys, HA groups.
 //!
 //! ```
 //! let text = r#"
@@ -116,6 +118,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 pub mod env;
 pub mod error;
 pub mod load;
@@ -125,6 +128,7 @@ mod overlay;
 pub mod pkcs11_uri;
 mod raw;
 mod secret;
+pub mod site;
 mod validate;
 
 pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings};

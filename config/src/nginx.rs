@@ -23,7 +23,12 @@
 //!   [fail_timeout=T] [backup] [down]; keepalive N; }`, `log_format`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
-//!   `ipv6only=`, `backlog=`), `server_name`, `location`, `return`, settings.
+//!   `ipv6only=`, `backlog=`), `server_name`, `location`, `return`, settings,
+//!   `http2 on|off` (nginx 1.25.1+; also in `http`: as `listen … http2` on each of
+//!   the server's addresses), and `if (CONDITION) { return …; }` (certbot's redirect
+//!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, tried in
+//!   order before the server's `return`; file tests, other directives inside, and
+//!   `if` outside a `server` are refused.
 //! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http[s]://HOST[:PORT][URI]`
 //!   (a named upstream or an address; `https` per `proxy_ssl_*`), `return`, nested
 //!   `location`, settings.
@@ -65,10 +70,25 @@
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
 //! | `proxy_redirect` | `Location` passes unchanged, as with `proxy_redirect off` |
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
-//! | `http2` (directive form) | h2 is enabled per `listen … http2` |
 //! | `keepalive_requests` | connections are not closed after a request count |
 //! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
+//! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |
+//! | `root`, `index`, `log_not_found` | hsmgate serves no files. In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
+//! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |
 //! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
+//!
+//! The arguments of the ignored directives real configurations use (`load_module`,
+//! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling*`, `resolver`,
+//! `proxy_buffering`, …) are still checked as nginx's `-t` checks them (count, `on`/`off`,
+//! block), and the files of `ssl_dhparam` and `ssl_trusted_certificate` must be
+//! readable: bad input is an error at its `file:line` (`ignored::SHAPES`).
+//!
+//! # Directives refused with a reason
+//!
+//! | directive | why it cannot be ignored |
+//! |---|---|
+//! | `try_files` | its file checks decide where nginx sends a request (a file, another URI, a code); hsmgate has no files, so ignoring it would change answers. An SSL-offload site replaces it with `proxy_pass` |
+//! | `if` outside a `server`, or other than `if (…) { return …; }` | only certbot's redirect form is implemented; rewrite-module logic in locations changes answers |
 //!
 //! # Paths left unset
 //!
@@ -89,6 +109,8 @@
 
 mod build;
 mod compiled;
+mod cond;
+mod hsm_group;
 mod ignored;
 mod lexer;
 mod location;
@@ -106,11 +128,13 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
+pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
     LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
-    ProxySettings, Return, Server, ServerName, UpstreamGroup, UpstreamRef, UpstreamServer,
+    ProxySettings, Return, Server, ServerName, TokenKey, UpstreamGroup, UpstreamRef,
+    UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
@@ -174,6 +198,8 @@ pub(crate) fn load_text(
         log_formats: Default::default(),
         map_names: Default::default(),
         maps: Default::default(),
+        hsm_groups: Default::default(),
+        http2: None,
     };
     let mut config = build::build(&mut ctx, &main, path)?;
     config.files = sources.files;

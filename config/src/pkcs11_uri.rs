@@ -89,6 +89,9 @@ pub struct Pkcs11Uri {
     pub module_name: Option<String>,
     /// `module-path` (query): module file path.
     pub module_path: Option<String>,
+    /// `x-hsmgate-group` (vendor attribute, path or query): the key is held by this HA
+    /// group of HSMs (nginx configurations; the group names the tokens).
+    pub group: Option<String>,
 }
 
 const QUERY_ATTRS: [&str; 4] = ["pin-source", "pin-value", "module-name", "module-path"];
@@ -142,7 +145,7 @@ impl Pkcs11Uri {
             offset,
             reason,
         };
-        if name.starts_with("x-") {
+        if name.starts_with("x-") && name != "x-hsmgate-group" {
             return Ok(());
         }
         let vpos = pos + name.len() + 1;
@@ -183,6 +186,8 @@ impl Pkcs11Uri {
             }
             // RFC 7512 puts pin-value in the query; libp11 (and the guides written for
             // it) also take it in the path, so both are accepted.
+            (_, "x-hsmgate-group") if self.group.is_some() => return Err(duplicate()),
+            (_, "x-hsmgate-group") => self.group = Some(text()?),
             (_, "pin-value") if self.pin_value.is_some() => return Err(duplicate()),
             (_, "pin-value") => self.pin_value = Some(Secret::new(text()?)),
             _ => {

@@ -9,13 +9,14 @@ use std::time::Duration;
 use toml::Spanned;
 
 use self::pkcs11::pkcs11;
+use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
 use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, Upstream};
 use crate::pkcs11_uri::{ObjectType, parse_key_string};
 use crate::raw::{RawAdmission, RawConfig, RawListener, RawTls, RawUpstream};
 
-mod hsm;
+pub(crate) mod hsm;
 pub(crate) mod pkcs11;
 
 pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
@@ -44,7 +45,7 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         raw.shutdown.grace_ms.as_ref(),
         "shutdown.grace_ms",
         0..=600_000,
-        10_000,
+        d::ms(d::SHUTDOWN_GRACE),
         src,
     )?;
     let admin = match &raw.admin {
@@ -252,7 +253,7 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             raw.session_timeout_ms.as_ref(),
             "tls.session_timeout_ms",
             1000..=86_400_000,
-            300_000,
+            d::ms(d::SESSION_TIMEOUT),
             src,
         )?),
     };
@@ -269,13 +270,13 @@ fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError
             raw.connect_timeout_ms.as_ref(),
             "upstream.connect_timeout_ms",
             1..=600_000,
-            3000,
+            d::ms(d::UPSTREAM_CONNECT_TIMEOUT),
         )?,
         request_timeout: ms(
             raw.request_timeout_ms.as_ref(),
             "upstream.request_timeout_ms",
             1..=86_400_000,
-            60_000,
+            d::ms(d::UPSTREAM_REQUEST_TIMEOUT),
         )?,
     })
 }

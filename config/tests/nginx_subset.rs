@@ -243,6 +243,7 @@ fn offload_corpus_passes_nginx_and_loads() -> TestResult {
         .map(|c| match &c.key {
             KeySource::Pkcs11(u) => u.object.clone().unwrap_or_default(),
             KeySource::File(f) => f.display().to_string(),
+            KeySource::Token(t) => panic!("an nginx key with all token settings: {t:?}"),
         })
         .collect();
     assert_eq!(objects, ["www-rsa", "www-ecdsa"]);

@@ -191,6 +191,7 @@ async fn serve_connection(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default(),
     ));
+    let tls = crate::tls_io::FlushingTls(tls);
     serve_http(tls, conn, &listener, generation, watcher).await;
 }
 

@@ -12,7 +12,7 @@ use crate::error::ProxyError;
 use crate::server::Control;
 
 /// The pid file of an nginx-format configuration without a `pid` directive.
-pub const DEFAULT_PID: &str = "/run/hsmgate/hsmgate.pid";
+pub const DEFAULT_PID: &str = hsmgate_config::defaults::PID_FILE;
 
 /// The pid file: written after start-up, removed at exit (when still ours).
 #[derive(Debug)]

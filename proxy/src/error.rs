@@ -61,6 +61,14 @@ pub enum ProxyError {
         #[source]
         source: Box<ProxyError>,
     },
+    /// A key names an HA group the configuration does not define.
+    #[error("no HA group \"{group}\" for key {key}")]
+    NoGroup {
+        /// The group's name.
+        group: String,
+        /// The key's URI.
+        key: String,
+    },
     /// A session ticket key file that cannot be used.
     #[error("ssl_session_ticket_key {file}: {reason}")]
     TicketKey {

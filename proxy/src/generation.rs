@@ -125,18 +125,16 @@ impl Generation {
         let mut opener = KeyOpener {
             defaults,
             env: &site.env,
+            groups: &site.hsm_groups,
+            admission: site.admission.as_ref(),
             previous,
             next: PoolCache::default(),
         };
         let mut keys: Vec<Vec<KeyEntry>> = Vec::new();
         for server in &site.servers {
             let mut pairs = Vec::new();
-            if let Some(native) = &site.native {
-                pairs.push(opener.native(native)?);
-            } else {
-                for pair in &server.certs {
-                    pairs.push(opener.pair(pair)?);
-                }
+            for pair in &server.certs {
+                pairs.push(opener.pair(pair)?);
             }
             if pairs.is_empty() && server.listens.iter().any(|l| l.ssl) {
                 return Err(ProxyError::At {

@@ -19,6 +19,7 @@
 //! wait between requests is `keepalive_timeout`, hyper's `header_read_timeout`).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -66,7 +67,6 @@ pub struct H1Guard<I> {
     out_pos: usize,
     /// The deadline of the head being read (None between requests).
     deadline: Option<Pin<Box<Sleep>>>,
-    scratch: Box<[u8]>,
     /// After a refusal: the end of the lingering close (nginx's `lingering_close`).
     linger: Option<Pin<Box<Sleep>>>,
     /// The write side is shut (the answer and close_notify are out).
@@ -108,6 +108,9 @@ enum Chunk {
     TrailerLf { len: usize },
 }
 
+/// The most the guard reads at once (on the stack of the poll).
+const SCRATCH: usize = 16 * 1024;
+
 /// Longest chunk extension or trailer line followed (hyper's own limits are larger).
 const CHUNK_LINE_MAX: usize = 4096;
 
@@ -123,7 +126,6 @@ impl<I> H1Guard<I> {
             out: Vec::new(),
             out_pos: 0,
             deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
-            scratch: vec![0; 16 * 1024].into_boxed_slice(),
             linger: None,
             shut: false,
         }
@@ -469,27 +471,22 @@ impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
                     "client_header_timeout",
                 )));
             }
-            let mut scratch = std::mem::take(&mut this.scratch);
-            let mut rb = ReadBuf::new(&mut scratch);
+            // Read into the stack, not a buffer per connection: an idle keep-alive
+            // connection holds no read buffer of the guard's.
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut rb = ReadBuf::uninit(&mut scratch);
             let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
             let n = rb.filled().len();
             match polled {
                 Poll::Ready(Ok(())) if n == 0 => {
-                    this.scratch = scratch;
                     // End of stream: hyper sees what was read so far, then the end.
                     let partial = std::mem::take(&mut this.head);
                     this.out.extend_from_slice(&partial);
                     this.state = State::Done;
                     continue;
                 }
-                Poll::Ready(Ok(())) => {
-                    this.feed(&scratch[..n]);
-                    this.scratch = scratch;
-                }
-                other => {
-                    this.scratch = scratch;
-                    return other;
-                }
+                Poll::Ready(Ok(())) => this.feed(rb.filled()),
+                other => return other,
             }
         }
     }
@@ -540,11 +537,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
             {
                 return Poll::Ready(Ok(()));
             }
-            let mut scratch = std::mem::take(&mut this.scratch);
-            let mut rb = ReadBuf::new(&mut scratch);
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut rb = ReadBuf::uninit(&mut scratch);
             let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
             let n = rb.filled().len();
-            this.scratch = scratch;
             match polled {
                 Poll::Ready(Ok(())) if n > 0 => continue,
                 // End of stream or an error: nothing more to wait for.

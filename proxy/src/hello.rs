@@ -6,6 +6,12 @@
 //!
 //! rustls' `ClientHello` does not expose the PSK and session-ticket extensions, so the
 //! few fields needed are read here from the bytes rustls has already accepted.
+//!
+//! Before rustls sees them, the records are checked with RFC 8446's alerts
+//! ([`check_record`]) and the message is re-framed in 16 KiB records ([`HelloReader`]),
+//! so that a legal ClientHello of nearly 64 KiB in small records fits rustls' buffer.
+//! A refusal sends its alert and reads what the client still sends for a moment before
+//! closing ([`write_and_close`]).
 
 use std::time::Duration;
 
@@ -44,44 +50,247 @@ impl std::fmt::Display for HelloError {
 }
 
 /// Read records until rustls has a whole ClientHello. Returns it with the bytes read
-/// (for [`classify`]).
+/// (for [`classify`]). Any failure that has an alert sends it and closes the connection
+/// without a reset.
 pub async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloError> {
-    let mut acceptor = Acceptor::default();
-    let mut raw: Vec<u8> = Vec::new();
+    let mut reader = HelloReader::default();
     let mut buf = vec![0u8; 16 * 1024 + 5];
     loop {
         let n = stream.read(&mut buf).await.map_err(HelloError::Io)?;
         if n == 0 {
             return Err(HelloError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        if raw.len() < MAX_HELLO {
-            raw.extend_from_slice(&buf[..n.min(MAX_HELLO - raw.len())]);
-        }
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            acceptor.read_tls(&mut chunk).map_err(HelloError::Io)?;
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    if !chunk.is_empty() {
-                        // More than the ClientHello in one read (a pipelining client):
-                        // rustls keeps what read_tls took; the rest cannot be handed
-                        // back, so refuse rather than lose it.
-                        let e = rustls::Error::General(
-                            "data after the ClientHello before the server's answer".into(),
-                        );
-                        return Err(HelloError::Tls(e));
-                    }
-                    return Ok((accepted, raw));
+        match reader.push(&buf[..n]) {
+            Step::More => {}
+            Step::Hello(accepted) => return Ok((*accepted, reader.raw)),
+            Step::Refused { error, alert } => {
+                if !alert.is_empty() {
+                    let _ = write_and_close(stream, &alert).await;
                 }
+                return Err(HelloError::Tls(error));
+            }
+        }
+    }
+}
+
+/// What [`HelloReader::push`] made of the bytes so far.
+pub enum Step {
+    /// The ClientHello is not whole yet.
+    More,
+    /// The ClientHello, accepted by rustls (boxed: it is large).
+    Hello(Box<Accepted>),
+    /// Refused: the alert to send (may be empty), then close.
+    Refused {
+        /// Why.
+        error: rustls::Error,
+        /// The records to send before closing.
+        alert: Vec<u8>,
+    },
+}
+
+/// The ClientHello as bytes arrive. Each record passes [`check_record`] first (the RFC
+/// 8446 §5.1 rules that rustls answers with another alert, or none); then the handshake
+/// message is joined from its records and handed to rustls' [`Acceptor`] re-framed in
+/// records of the largest size. rustls buffers at most 64 KiB of a handshake message's
+/// records, headers included: a legal ClientHello of nearly 64 KiB sent in small records
+/// would not fit as sent, but fits re-framed.
+#[derive(Default)]
+pub struct HelloReader {
+    acceptor: Acceptor,
+    /// What was received (up to [`MAX_HELLO`] bytes), for [`classify`].
+    raw: Vec<u8>,
+    /// Received bytes not yet looked at (at most one partial record).
+    pending: Vec<u8>,
+    /// The handshake bytes of the records so far, and the first record's version.
+    joined: Vec<u8>,
+    version: Option<[u8; 2]>,
+}
+
+/// The largest handshake message rustls accepts (header included).
+const MAX_MESSAGE: usize = 0xffff + 4;
+
+impl HelloReader {
+    /// Take the next bytes received. After a step other than [`Step::More`], the reader
+    /// is done.
+    pub fn push(&mut self, bytes: &[u8]) -> Step {
+        if self.raw.len() < MAX_HELLO {
+            let keep = bytes.len().min(MAX_HELLO - self.raw.len());
+            self.raw.extend_from_slice(&bytes[..keep]);
+        }
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        let step = loop {
+            let rest = &self.pending[at..];
+            let len = match check_record(rest) {
+                Ok(Some(len)) => len,
+                Ok(None) => break Step::More,
+                Err(refusal) => break refusal.step(),
+            };
+            let record = &rest[..len];
+            at += len;
+            let feed: Vec<Vec<u8>> = if record[0] == 22 && record.len() >= 5 {
+                self.version.get_or_insert([record[1], record[2]]);
+                self.joined.extend_from_slice(&record[5..]);
+                let need = self.joined.get(1..4).map(|l| {
+                    4 + ((usize::from(l[0]) << 16) | (usize::from(l[1]) << 8) | usize::from(l[2]))
+                });
+                match need {
+                    // RFC 8446 allows 2^24 bytes; rustls takes 64 KiB (OpenSSL, 128 KiB).
+                    Some(need) if need > MAX_MESSAGE => {
+                        break Refusal::new(
+                            ILLEGAL_PARAMETER,
+                            "ClientHello larger than the 64 KiB rustls accepts",
+                        )
+                        .step();
+                    }
+                    Some(need) if self.joined.len() > need => {
+                        // More than the ClientHello before the server's answer (a
+                        // pipelining client): rustls would need it back; refuse.
+                        break Refusal::new(
+                            UNEXPECTED_MESSAGE,
+                            "data after the ClientHello before the server's answer",
+                        )
+                        .step();
+                    }
+                    Some(need) if self.joined.len() == need => {}
+                    // Not whole yet: wait, up to what rustls would take (past that,
+                    // rustls refuses what it is given).
+                    _ if self.joined.len() <= MAX_MESSAGE => continue,
+                    _ => {}
+                }
+                let version = self.version.unwrap_or([3, 1]);
+                let joined = std::mem::take(&mut self.joined);
+                joined
+                    .chunks(MAX_PLAINTEXT)
+                    .map(|c| {
+                        let n = u16::try_from(c.len()).expect("at most 2^14");
+                        let mut r = vec![22, version[0], version[1]];
+                        r.extend_from_slice(&n.to_be_bytes());
+                        r.extend_from_slice(c);
+                        r
+                    })
+                    .collect()
+            } else {
+                // Not TLS at all: rustls says so.
+                vec![record.to_vec()]
+            };
+            match self.feed(&feed) {
+                Step::More => {}
+                Step::Hello(accepted) if at != self.pending.len() => {
+                    drop(accepted);
+                    break Refusal::new(
+                        UNEXPECTED_MESSAGE,
+                        "data after the ClientHello before the server's answer",
+                    )
+                    .step();
+                }
+                done => break done,
+            }
+        };
+        self.pending.drain(..at);
+        step
+    }
+
+    /// Hand `records` to rustls, one record and one `accept` at a time (before the first
+    /// `accept`, rustls buffers only one record's worth).
+    fn feed(&mut self, records: &[Vec<u8>]) -> Step {
+        for record in records {
+            let mut rest = &record[..];
+            while !rest.is_empty() {
+                // rustls refuses more than 64 KiB of records with an error (no alert).
+                if !matches!(self.acceptor.read_tls(&mut rest), Ok(n) if n > 0) {
+                    return Refusal::new(
+                        ILLEGAL_PARAMETER,
+                        "ClientHello larger than the 64 KiB rustls buffers",
+                    )
+                    .step();
+                }
+            }
+            match self.acceptor.accept() {
+                Ok(Some(accepted)) => return Step::Hello(Box::new(accepted)),
                 Ok(None) => {}
-                Err((e, mut alert)) => {
+                Err((error, mut alert)) => {
                     let mut out = Vec::new();
                     let _ = alert.write_all(&mut out);
-                    let _ = write_and_close(stream, &out).await;
-                    return Err(HelloError::Tls(e));
+                    return Step::Refused { error, alert: out };
                 }
             }
         }
+        Step::More
+    }
+}
+
+/// `unexpected_message`, `record_overflow`, `illegal_parameter` (RFC 8446 §6).
+const UNEXPECTED_MESSAGE: u8 = 10;
+const RECORD_OVERFLOW: u8 = 22;
+const ILLEGAL_PARAMETER: u8 = 47;
+
+/// The largest plaintext record payload (RFC 8446 §5.1).
+const MAX_PLAINTEXT: usize = 1 << 14;
+
+/// A record refused before rustls sees it: the fatal alert to send, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The alert description.
+    pub description: u8,
+    /// For the log.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    fn new(description: u8, reason: &'static str) -> Refusal {
+        Refusal {
+            description,
+            reason,
+        }
+    }
+
+    fn step(self) -> Step {
+        Step::Refused {
+            error: rustls::Error::General(self.reason.into()),
+            alert: self.alert().to_vec(),
+        }
+    }
+
+    /// The fatal alert in a plaintext record.
+    pub fn alert(&self) -> [u8; 7] {
+        [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, self.description]
+    }
+}
+
+/// Check the record at the front of `bytes`, received while the ClientHello is read:
+/// `Ok(Some(len))` when it is whole and acceptable (`len`: header included), `Ok(None)`
+/// when more bytes are needed. Refused, with RFC 8446's alert: a record longer than
+/// 2^14 bytes (`record_overflow`), a zero-length handshake record, and any record other
+/// than a handshake record (`unexpected_message`: no other content type may come before
+/// or inside the ClientHello). The version field and a record that is not TLS at all are
+/// left to rustls.
+pub fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
+    let Some(header) = bytes.get(..5) else {
+        return Ok(None);
+    };
+    let content_type = header[0];
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    // Not a TLS record header at all (plain HTTP on the TLS port, garbage): rustls says so.
+    if header[1] != 0x03 {
+        return Ok(Some(bytes.len()));
+    }
+    if len > MAX_PLAINTEXT {
+        return Err(Refusal::new(
+            RECORD_OVERFLOW,
+            "record longer than 2^14 bytes",
+        ));
+    }
+    match content_type {
+        22 if len == 0 => Err(Refusal::new(
+            UNEXPECTED_MESSAGE,
+            "zero-length handshake record",
+        )),
+        22 => Ok((bytes.len() >= 5 + len).then_some(5 + len)),
+        _ => Err(Refusal::new(
+            UNEXPECTED_MESSAGE,
+            "a record other than handshake before the ClientHello is whole",
+        )),
     }
 }
 
@@ -90,16 +299,30 @@ pub async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloEr
 /// server's, not the client's).
 pub const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 
-/// Write `bytes` and close the connection, giving up after a short while.
+/// Write `bytes` and close the connection, giving up after a short while. What the
+/// client still sends is read and dropped for a moment (a lingering close, as nginx's):
+/// closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the alert before the client reads it.
 pub async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let io = async {
         stream.write_all(bytes).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok(())
     };
-    tokio::time::timeout(Duration::from_millis(500), io)
-        .await
-        .unwrap_or(Ok(()))
+    tokio::time::timeout(LINGER, io).await.unwrap_or(Ok(()))
 }
+
+/// How long, and how many bytes, [`write_and_close`] reads after its answer.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Whether the ClientHello in `raw` (TLS records as received) attempts a resumption that,
 /// if accepted, needs no signature. `tls13`: the server offers TLS 1.3 on this address
@@ -225,6 +448,10 @@ fn parse(raw: &[u8]) -> Option<Fields> {
     }
     Some(f)
 }
+
+#[cfg(test)]
+#[path = "hello_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
+use hsmgate_config::defaults;
 use hsmgate_config::nginx::{CertPair, KeySource};
-use hsmgate_config::{Config, PinSource, Pkcs11Uri, Secret};
+use hsmgate_config::{PinSource, Pkcs11Uri, Secret};
 use hsmgate_signer::{GroupSettings, PoolSettings, SignerPool};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
@@ -56,36 +56,15 @@ impl PoolCache {
 pub(crate) struct KeyOpener<'a> {
     pub(crate) defaults: &'a KeyDefaults,
     pub(crate) env: &'a BTreeMap<String, String>,
+    /// HA groups of HSMs a key may name (`x-hsmgate-group`).
+    pub(crate) groups: &'a BTreeMap<String, hsmgate_config::HsmGroup>,
+    /// Admission settings of the configuration, if it has them.
+    pub(crate) admission: Option<&'a hsmgate_config::Admission>,
     pub(crate) previous: &'a PoolCache,
     pub(crate) next: PoolCache,
 }
 
 impl KeyOpener<'_> {
-    /// The certified key of the native format's single key (maybe an HA group).
-    pub(crate) fn native(&mut self, config: &Config) -> Result<KeyEntry, ProxyError> {
-        let chain = tls::load_chain(&config.tls.certificate_chain)?;
-        let expected = tls::expected_key(&chain, &config.tls.certificate_chain)?;
-        // The same key settings on reload: the same pool (PINs print as ***).
-        let id = format!(
-            "native|{}|{:?}|{:?}",
-            config.tls.key.uri, config.pkcs11, config.hsm
-        );
-        let pool = match self.previous.pools.get(&id) {
-            Some(p) => p.clone(),
-            None => SignerPool::start_group(GroupSettings::from_config(config, Some(expected))?)?,
-        };
-        self.next.pools.insert(id, pool.clone());
-        Ok(KeyEntry {
-            certified: tls::certified_key(
-                chain,
-                &config.tls.certificate_chain,
-                &pool,
-                &config.tls.key.uri.to_string(),
-            )?,
-            limiter: Some(Arc::clone(pool.limiter())),
-        })
-    }
-
     /// The certified key of one `ssl_certificate`/`ssl_certificate_key` pair; errors
     /// name where the key is written.
     pub(crate) fn pair(&mut self, pair: &CertPair) -> Result<KeyEntry, ProxyError> {
@@ -114,6 +93,57 @@ impl KeyOpener<'_> {
                     limiter: None,
                 })
             }
+            KeySource::Pkcs11(uri) if uri.group.is_some() => {
+                let expected = tls::expected_key(&chain, &pair.cert)?;
+                let name = uri.group.as_deref().unwrap_or_default();
+                let group = self.groups.get(name).ok_or_else(|| ProxyError::NoGroup {
+                    group: name.to_owned(),
+                    key: uri.to_string(),
+                })?;
+                // The same group and key on reload: the same pool (PINs print as ***).
+                let id = format!("group|{uri}|{group:?}");
+                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
+                    Some(p) => p.clone(),
+                    None => SignerPool::start_group(GroupSettings::from_group(
+                        group,
+                        uri,
+                        self.admission()?,
+                        Some(expected),
+                    )?)?,
+                };
+                self.next.pools.insert(id, pool.clone());
+                Ok(KeyEntry {
+                    certified: tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())?,
+                    limiter: Some(Arc::clone(pool.limiter())),
+                })
+            }
+            KeySource::Token(key) => {
+                let expected = tls::expected_key(&chain, &pair.cert)?;
+                let p = &key.pkcs11;
+                let settings = PoolSettings {
+                    module: p.module.clone(),
+                    env: p.env.clone(),
+                    uri: key.uri.clone(),
+                    pin: hsmgate_signer::read_pin(&p.pin)?,
+                    sessions: p.sessions,
+                    queue_depth: p.queue_depth,
+                    sign_timeout: p.sign_timeout,
+                    batch_max: defaults::BATCH_MAX,
+                    capacity: p.capacity,
+                    admission: self.admission()?,
+                };
+                // The same token settings on reload: the same pool (PINs print as ***).
+                let id = format!("token|{}|{p:?}", key.uri);
+                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
+                    Some(p) => p.clone(),
+                    None => SignerPool::start_group(settings.into_group(Some(expected)))?,
+                };
+                self.next.pools.insert(id, pool.clone());
+                Ok(KeyEntry {
+                    certified: tls::certified_key(chain, &pair.cert, &pool, &key.uri.to_string())?,
+                    limiter: Some(Arc::clone(pool.limiter())),
+                })
+            }
             KeySource::Pkcs11(uri) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;
                 let settings = self.pool_settings(uri)?;
@@ -128,6 +158,15 @@ impl KeyOpener<'_> {
                     limiter: Some(Arc::clone(pool.limiter())),
                 })
             }
+        }
+    }
+
+    /// The configuration's admission settings, else the defaults changed by
+    /// `HSMGATE_ADMISSION*` variables.
+    fn admission(&self) -> Result<hsmgate_config::Admission, ProxyError> {
+        match self.admission {
+            Some(a) => Ok(a.clone()),
+            None => admission_settings(self.env),
         }
     }
 
@@ -156,12 +195,12 @@ impl KeyOpener<'_> {
             env: self.env.clone(),
             uri: uri.clone(),
             pin,
-            sessions: 4,
-            queue_depth: 1024,
-            sign_timeout: Duration::from_secs(5),
-            batch_max: 32,
+            sessions: defaults::SESSIONS,
+            queue_depth: defaults::QUEUE_DEPTH,
+            sign_timeout: defaults::SIGN_TIMEOUT,
+            batch_max: defaults::BATCH_MAX,
             capacity: None,
-            admission: admission_settings(self.env)?,
+            admission: self.admission()?,
         })
     }
 }

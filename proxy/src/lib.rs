@@ -17,8 +17,10 @@
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
 //! - [`tickets`]: session tickets from `ssl_session_ticket_key` files (shared, rotated);
 //! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
+//!   [`kx`]: the P-521 key exchange rustls' provider lacks;
 //!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::Limiter`]);
+//!   (admission control: [`hsmgate_signer::Limiter`]); [`tls_io`]: the TLS stream
+//!   that sends rustls' own records (alerts) after every read;
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
@@ -49,17 +51,19 @@ pub mod generation;
 pub mod h1guard;
 pub mod hello;
 pub mod keys;
+pub mod kx;
 pub mod metrics;
 pub mod notify;
 pub mod reqlog;
 pub mod route;
 pub mod server;
-pub mod site;
+pub use hsmgate_config::site;
 pub mod spool;
 pub mod status;
 pub mod status_page;
 pub mod tickets;
 pub mod tls;
+pub mod tls_io;
 pub mod token_cli;
 pub mod top;
 pub mod tunnel;

@@ -335,7 +335,7 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
         Some(p) if p == Path::new("stderr") => None,
         Some(p) => Some(p.clone()),
         // No error_log: the replaced nginx's compiled-in one (stderr for Debian's).
-        None if configured.is_none() && site.native.is_none() => {
+        None if configured.is_none() && !site.native => {
             hsmgate_config::nginx::compiled_paths().error_log.clone()
         }
         None => configured.and_then(|l| l.path.clone()),

@@ -116,7 +116,8 @@ async fn serve(
         status: 0,
         targets: Vec::new(),
     };
-    let (settings, action, location) = match (&server.server_return, &normalized) {
+    let server_return = server_return(server, &log.vars(&parts.headers));
+    let (settings, action, location) = match (server_return, &normalized) {
         (_, None) => (&server.settings, None, None),
         (Some(r), _) => (&server.settings, Some(ActionRef::Return(r)), None),
         (None, Some(path)) => match auto_slash(&server.locations, path) {
@@ -167,6 +168,23 @@ async fn serve(
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The server-level answer, if any: the first `if` whose condition holds, else the
+/// server's `return`.
+fn server_return<'s>(
+    server: &'s hsmgate_config::nginx::Server,
+    vars: &Vars<'_>,
+) -> Option<&'s Return> {
+    server
+        .server_ifs
+        .iter()
+        .find(|i| {
+            let get = |name: &str| vars.get(name).into_owned();
+            i.condition.holds(&get, &|t| vars.expand(t))
+        })
+        .map(|i| &i.ret)
+        .or(server.server_return.as_ref())
 }
 
 /// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request

@@ -177,6 +177,8 @@ pub fn listener_config(
         versions.push(&rustls::version::TLS12);
     }
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // P-521 last (nginx's `ssl_ecdh_curve auto` on OpenSSL accepts it; rustls lacks it).
+    provider.kx_groups.push(crate::kx::SECP521R1);
     if !settings.ciphers.is_empty() {
         let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
         let wanted: Vec<&str> = settings.ciphers.iter().map(|c| c.rustls_name()).collect();

@@ -9,10 +9,14 @@ mod admin;
 mod admission;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/cipher_order.rs"]
+mod cipher_order;
 #[path = "e2e/clients.rs"]
 mod clients;
 #[path = "e2e/container.rs"]
 mod container;
+#[path = "e2e/corpus.rs"]
+mod corpus;
 #[path = "e2e/frozen_token.rs"]
 mod frozen_token;
 #[path = "e2e/ha.rs"]
@@ -35,14 +39,20 @@ mod request_body;
 mod resources;
 #[path = "e2e/rustls_client.rs"]
 mod rustls_client;
+#[path = "e2e/second_module.rs"]
+mod second_module;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
 #[path = "e2e/status_ui.rs"]
 mod status_ui;
 #[path = "e2e/strict.rs"]
 mod strict;
+#[path = "e2e/tenants.rs"]
+mod tenants;
 #[path = "e2e/tickets.rs"]
 mod tickets;
+#[path = "e2e/tls_probes.rs"]
+mod tls_probes;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
 #[path = "e2e/upstream_tls.rs"]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use rustls::SignatureScheme;
 
 use crate::capacity::Meter;
@@ -64,7 +63,7 @@ pub(crate) struct MemberKey {
 }
 
 /// The channel a signature's answer comes on.
-pub(crate) type Answer = Receiver<Result<Vec<u8>, SignerError>>;
+pub(crate) type Answer = crate::handoff::Answer<Result<Vec<u8>, SignerError>>;
 
 /// Why a request was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //! - `member`: one HSM's health state (compare-and-swap transitions, see
 //!   [`MemberState`]) and the generation in rotation.
 //! - `backend`: the small trait a member signs through; `pkcs11` is the real backend
-//!   (module instances, login, key check, self-test), `worker` one signer thread.
+//!   (module instances, login, key check, self-test), `worker` one signer thread,
+//!   `handoff` its request queue and answers (mutex + condvar, no spinning).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
 //!   PKCS#11 mechanisms.
@@ -35,6 +36,7 @@ mod capacity;
 mod der;
 mod error;
 mod group;
+mod handoff;
 mod member;
 pub mod metrics;
 mod module;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::TrySendError;
+
+use crate::handoff::{Receiver, Sender};
 use rustls::SignatureScheme;
 
 use crate::backend::{Answer, Backend, Generation, MemberKey, Refused, StartCtx, Started};
@@ -69,7 +71,7 @@ impl Generation for Live {
         deadline: Instant,
     ) -> Result<Answer, Refused> {
         let op = self.op(scheme).ok_or(Refused::Closed)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = crate::handoff::oneshot();
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let request = Request {
             op,
@@ -208,7 +210,7 @@ impl Backend for Pkcs11Backend {
         } else {
             (conns, None)
         };
-        let (tx, rx) = crossbeam_channel::bounded(ctx.group.queue_depth.max(1));
+        let (tx, rx) = crate::handoff::bounded(ctx.group.queue_depth.max(1));
         let mut slots = Vec::new();
         for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());

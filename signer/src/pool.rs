@@ -97,12 +97,25 @@ impl GroupSettings {
         let Some(g) = &config.hsm else {
             return Ok(PoolSettings::from_config(config)?.into_group(expected));
         };
+        Self::from_group(g, &config.tls.key.uri, config.admission.clone(), expected)
+    }
+
+    /// Settings of HA group `g` holding the key `key` names (its object and id; each
+    /// member names its own token). Reads every member's PIN. Both configuration
+    /// formats come here: TOML's `[[hsm.group]]` and nginx's `$hsmgate_group_` maps.
+    pub fn from_group(
+        g: &hsmgate_config::HsmGroup,
+        key: &Pkcs11Uri,
+        admission: Admission,
+        expected: Option<ExpectedKey>,
+    ) -> Result<Self, SignerError> {
         let mut members = Vec::new();
         for region in &g.regions {
             for m in &region.members {
-                let mut uri = config.tls.key.uri.clone();
+                let mut uri = key.clone();
                 uri.token = m.token.clone();
                 uri.serial = m.serial.clone();
+                uri.group = None;
                 members.push(MemberSettings {
                     name: m.name.clone(),
                     region: region.name.clone(),
@@ -124,12 +137,12 @@ impl GroupSettings {
             sign_timeout: g.sign_timeout,
             op_timeout: g.op_timeout,
             queue_depth: g.queue_depth,
-            batch_max: 32,
+            batch_max: hsmgate_config::defaults::BATCH_MAX,
             standby_when_saturated: g.standby_when_saturated,
             probe_interval: g.probe_interval,
             recovery_timeout: g.recovery_timeout,
             max_abandoned: g.max_abandoned_threads,
-            admission: config.admission.clone(),
+            admission,
         })
     }
 }
@@ -171,7 +184,7 @@ impl PoolSettings {
             sessions: p.sessions,
             queue_depth: p.queue_depth,
             sign_timeout: p.sign_timeout,
-            batch_max: 32,
+            batch_max: hsmgate_config::defaults::BATCH_MAX,
             capacity: p.capacity,
             admission: config.admission.clone(),
         })

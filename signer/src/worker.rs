@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
+use metrics::{Counter, Gauge, Histogram};
 
 use crate::der;
 use crate::error::{Function, SignerError, ckr_name};
+use crate::handoff::{Receiver, Reply};
 use crate::metrics as m;
 use crate::scheme::SignOp;
 
@@ -26,7 +28,7 @@ pub(crate) struct Request {
     pub(crate) message: Arc<[u8]>,
     pub(crate) enqueued: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) reply: Sender<Result<Vec<u8>, SignerError>>,
+    pub(crate) reply: Reply<Result<Vec<u8>, SignerError>>,
 }
 
 /// One signer thread's connection to the HSM: its session, the key's handle in that
@@ -57,13 +59,39 @@ pub(crate) struct Shared {
 impl Shared {
     /// Record that a request left the queue (answered, expired or handed back).
     pub(crate) fn done(&self, result: String) {
-        let left = self
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
+        let left = self.leave();
         metrics::gauge!(m::IN_FLIGHT, "member" => self.member.clone()).set(left as f64);
         metrics::counter!(m::OPERATIONS, "member" => self.member.clone(), "result" => result)
             .increment(1);
+    }
+
+    /// One request fewer in flight; returns how many are left.
+    fn leave(&self) -> usize {
+        self.in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+}
+
+/// A signer thread's metric handles, looked up once when it starts (the recorder is
+/// installed before any pool), so that a signature costs no registry look-up and no
+/// label allocation. Outcomes other than success go through [`Shared::done`].
+struct Meters {
+    latency: Histogram,
+    batch: Histogram,
+    in_flight: Gauge,
+    ok: Counter,
+}
+
+impl Meters {
+    fn new(member: &str) -> Meters {
+        let member = member.to_string();
+        Meters {
+            latency: metrics::histogram!(m::LATENCY, "member" => member.clone()),
+            batch: metrics::histogram!(m::BATCH_SIZE, "member" => member.clone()),
+            in_flight: metrics::gauge!(m::IN_FLIGHT, "member" => member.clone()),
+            ok: metrics::counter!(m::OPERATIONS, "member" => member, "result" => "ok"),
+        }
     }
 }
 
@@ -161,20 +189,21 @@ fn run(
 ) {
     // The queue closes when the member generation is dropped: then the thread ends and
     // the session closes.
+    let meters = Meters::new(&shared.member);
     'serve: while let Ok(first) = queue.recv() {
-        if !serve(&session, key, shared, slot, first) {
+        if !serve(&session, key, shared, &meters, slot, first) {
             break 'serve;
         }
         // Drain what is already queued before sleeping again.
         let mut batch = 1;
         while batch < shared.batch_max {
             let Ok(next) = queue.try_recv() else { break };
-            if !serve(&session, key, shared, slot, next) {
+            if !serve(&session, key, shared, &meters, slot, next) {
                 break 'serve;
             }
             batch += 1;
         }
-        metrics::histogram!(m::BATCH_SIZE, "member" => shared.member.clone()).record(batch as f64);
+        meters.batch.record(batch as f64);
     }
     // Closed here, not on drop: a session of a dead HSM fails to close, and that is
     // expected (cryptoki's drop would log it as an error).
@@ -190,7 +219,14 @@ fn run(
 }
 
 /// Serve one request; false when this thread was abandoned and must end.
-fn serve(session: &Session, key: ObjectHandle, shared: &Shared, slot: &Slot, req: Request) -> bool {
+fn serve(
+    session: &Session,
+    key: ObjectHandle,
+    shared: &Shared,
+    meters: &Meters,
+    slot: &Slot,
+    req: Request,
+) -> bool {
     if Instant::now() >= req.deadline {
         // The waiter has given up; signing now would only delay the requests behind it.
         shared.done("expired".into());
@@ -202,21 +238,27 @@ fn serve(session: &Session, key: ObjectHandle, shared: &Shared, slot: &Slot, req
     shared.meter.record(started.elapsed());
     slot.busy_since.store(0, Ordering::Release);
     let latency = req.enqueued.elapsed();
-    metrics::histogram!(m::LATENCY, "member" => shared.member.clone())
-        .record(latency.as_secs_f64());
+    meters.latency.record(latency.as_secs_f64());
     shared.meter.answered(latency, result.is_ok());
-    let label = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(e) => e.rv().map(ckr_name).unwrap_or_else(|| "error".into()),
-    };
-    shared.done(label);
+    match &result {
+        Ok(_) => {
+            meters.in_flight.set(shared.leave() as f64);
+            meters.ok.increment(1);
+        }
+        Err(e) => shared.done(e.rv().map(ckr_name).unwrap_or_else(|| "error".into())),
+    }
     // The waiter may have timed out and gone: nothing to do then.
     let _ = req.reply.send(result);
     // An abandoned thread ends (its member was fenced; a new generation serves).
     !slot.abandoned.load(Ordering::Acquire)
 }
 
-/// Sign `message` with `key` (a handle valid in this session's module instance).
+/// The largest signature of a key we accept: RSA-8192 (1024 bytes); an ECDSA P-384
+/// `r || s` is 96.
+const MAX_SIGNATURE: usize = 8192 / 8;
+
+/// Sign `message` with `key` (a handle valid in this session's module instance): two
+/// PKCS#11 calls, C_SignInit and C_Sign.
 pub(crate) fn sign(
     session: &Session,
     key: ObjectHandle,
@@ -224,9 +266,25 @@ pub(crate) fn sign(
     op: SignOp,
     message: &[u8],
 ) -> Result<Vec<u8>, SignerError> {
-    let raw = session
-        .sign(&op.mechanism(), key, &op.input(message))
-        .map_err(|e| SignerError::pkcs11(&shared.token, Function::Sign, e))?;
+    let failed = |e| SignerError::pkcs11(&shared.token, Function::Sign, e);
+    let (mechanism, input) = (op.mechanism(), op.input(message));
+    // C_SignInit + one C_Sign into a buffer large enough for any key we accept, instead
+    // of cryptoki's `sign`, which first asks for the length (a third call, and a round
+    // trip to a network HSM).
+    let mut buf = [0u8; MAX_SIGNATURE];
+    let raw = match session.sign_into(&mechanism, key, &input, &mut buf) {
+        Ok(len) => buf[..len].to_vec(),
+        // The operation is still active (PKCS#11 3.0 §5.2: CKR_BUFFER_TOO_SMALL does not
+        // end it): finish it with the length query and a second C_Sign.
+        Err(CkError::Pkcs11(RvError::BufferTooSmall, _)) => match session.sign_single(&input) {
+            // A module that ended the operation anyway: start again.
+            Err(CkError::Pkcs11(RvError::OperationNotInitialized, _)) => {
+                session.sign(&mechanism, key, &input).map_err(failed)?
+            }
+            other => other.map_err(failed)?,
+        },
+        Err(e) => return Err(failed(e)),
+    };
     if op.needs_der() {
         der::ecdsa_signature(&raw).ok_or_else(|| SignerError::BadSignature {
             token: shared.token.clone(),

@@ -95,7 +95,7 @@ impl SoftHsm {
             sessions,
             queue_depth: 1024,
             sign_timeout: Duration::from_secs(10),
-            batch_max: 32,
+            batch_max: hsmgate_config::defaults::BATCH_MAX,
             capacity: None,
             admission: hsmgate_config::Admission::default(),
         })

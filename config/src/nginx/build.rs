@@ -58,6 +58,8 @@ const KNOWN: &[&str] = &[
     "ssl_session_tickets",
     "ssl_session_ticket_key",
     "map",
+    "if",
+    "http2",
     "proxy_ssl_verify",
     "proxy_ssl_trusted_certificate",
     "proxy_ssl_verify_depth",
@@ -85,6 +87,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) map_names: std::collections::BTreeSet<String>,
     /// The `map` blocks, by the variable they define.
     pub(crate) maps: BTreeMap<String, VarMap>,
+    /// HA groups of HSMs (`map … $hsmgate_group_NAME`), by name.
+    pub(crate) hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
+    /// `http2 on|off` in `http` (nginx 1.25.1+), the default of each server.
+    pub(crate) http2: Option<bool>,
 }
 
 impl Ctx<'_> {
@@ -195,7 +201,11 @@ impl Ctx<'_> {
     /// A directive this context does not handle: ignored with a warning if it
     /// is in the safe list, else an error.
     pub(crate) fn other(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        if let Some(why) = ignored::refused(&d.name) {
+            return Err(self.invalid(d, d.at, why));
+        }
         if let Some(why) = ignored::reason(&d.name) {
+            self.check_shape(d)?;
             self.warn(d.at, format!("\"{}\" ignored: {why}", d.name));
             return Ok(());
         }
@@ -207,6 +217,44 @@ impl Ctx<'_> {
                 false => ConfigErrorKind::UnknownDirective { directive },
             },
         ))
+    }
+
+    /// The arguments of an ignored directive, checked as nginx's `-t` checks them.
+    fn check_shape(&self, d: &Directive) -> Result<(), ConfigError> {
+        use ignored::Shape;
+        let Some(shape) = ignored::shape(&d.name) else {
+            return Ok(());
+        };
+        match shape {
+            Shape::One => {
+                self.one(d)?;
+            }
+            Shape::Some => {
+                self.args(d, 1, usize::MAX)?;
+            }
+            Shape::Block => {
+                self.block(d, 0, 0)?;
+            }
+            Shape::Flag => {
+                let arg = self.one(d)?;
+                if super::values::parse_flag(&arg.value).is_none() {
+                    let reason = format!(
+                        "invalid value \"{}\", it must be \"on\" or \"off\"",
+                        arg.value
+                    );
+                    return Err(self.invalid(d, arg.at, reason));
+                }
+            }
+            Shape::File => {
+                let arg = self.one(d)?;
+                let path = self.conf_path(&arg.value);
+                if let Err(e) = std::fs::File::open(&path) {
+                    let reason = format!("cannot read \"{}\": {e}", path.display());
+                    return Err(self.invalid(d, arg.at, reason));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +376,7 @@ pub(crate) fn build(
         ssl_engine_pkcs11: engine.is_some(),
         log_formats: std::mem::take(&mut ctx.log_formats),
         maps: std::mem::take(&mut ctx.maps),
+        hsm_groups: std::mem::take(&mut ctx.hsm_groups),
         prefix: ctx.prefix.to_path_buf(),
         conf_prefix: ctx.conf_prefix.to_path_buf(),
         warnings: std::mem::take(&mut ctx.warnings),
@@ -372,6 +421,12 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
         }
     }
     for d in block.iter().filter(|d| d.name == "map") {
+        let name = super::map::defined_name(ctx, d)?;
+        if let Some(group) = name.strip_prefix(super::hsm_group::PREFIX) {
+            let g = super::hsm_group::group(ctx, d, group)?;
+            ctx.hsm_groups.insert(group.to_owned(), g);
+            continue;
+        }
         let (name, map) = super::map::var_map(ctx, d)?;
         ctx.maps.insert(name, map);
     }
@@ -393,6 +448,12 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
                 upstreams.insert(name, group);
             }
             "log_format" => log_format(ctx, d)?,
+            "http2" => {
+                let on = super::server::flag(ctx, d)?;
+                let mut slot = ctx.http2;
+                set(ctx, d, &mut slot, on)?;
+                ctx.http2 = slot;
+            }
             _ if scope.directive(ctx, d, Level::Http)? => {}
             _ => ctx.other(d)?,
         }

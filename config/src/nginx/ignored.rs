@@ -77,10 +77,28 @@ const IGNORED: &[(&str, &str)] = &[
         "worker_rlimit_nofile",
         "raise the file limit with systemd/ulimit instead",
     ),
-    ("http2", "ALPN h2 is set per `listen ... http2`"),
     (
         "keepalive_requests",
         "connections are not closed after a request count",
+    ),
+    (
+        "load_module",
+        "modules are built into hsmgate (the ones it implements need no loading)",
+    ),
+    (
+        "root",
+        "hsmgate serves no files: it matters only where nginx would serve them, and such \
+         locations are warned about",
+    ),
+    (
+        "index",
+        "hsmgate serves no files: it matters only where nginx would serve them, and such \
+         locations are warned about",
+    ),
+    ("log_not_found", "hsmgate serves no files"),
+    (
+        "server_name_in_redirect",
+        "redirects hsmgate makes use the Host the client sent",
     ),
     ("open_file_cache", "hsmgate serves no files"),
     ("open_file_cache_valid", "hsmgate serves no files"),
@@ -124,6 +142,79 @@ const IGNORED_PREFIXES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Directives refused with a reason: ignoring them would change which answer a
+/// request gets.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "try_files",
+        "\"try_files\" is not supported: hsmgate serves no files, and the file checks decide \
+         where nginx sends a request; replace it with \"proxy_pass\" (which forwards every \
+         request) or \"return\"",
+    ),
+    (
+        "if",
+        "\"if\" is supported only in a \"server\" block, as `if ($var = value) { return …; }` \
+         (the form certbot writes)",
+    ),
+];
+
+/// How many arguments an ignored directive takes (checked as nginx would).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// Exactly one.
+    One,
+    /// One or more.
+    Some,
+    /// `on` or `off`.
+    Flag,
+    /// A block without arguments.
+    Block,
+    /// One file that must be readable (nginx reads it at `-t`).
+    File,
+}
+
+/// The shapes of the ignored directives the corpus uses; others are not checked.
+const SHAPES: &[(&str, Shape)] = &[
+    ("load_module", Shape::One),
+    ("root", Shape::One),
+    ("index", Shape::Some),
+    ("log_not_found", Shape::Flag),
+    ("server_name_in_redirect", Shape::Flag),
+    ("sendfile", Shape::Flag),
+    ("tcp_nopush", Shape::Flag),
+    ("tcp_nodelay", Shape::Flag),
+    ("types", Shape::Block),
+    ("default_type", Shape::One),
+    ("types_hash_max_size", Shape::One),
+    ("server_tokens", Shape::One),
+    ("gzip", Shape::Flag),
+    ("gzip_vary", Shape::Flag),
+    ("gzip_types", Shape::Some),
+    ("ssl_dhparam", Shape::File),
+    ("ssl_trusted_certificate", Shape::File),
+    ("ssl_stapling", Shape::Flag),
+    ("ssl_stapling_verify", Shape::Flag),
+    ("resolver", Shape::Some),
+    ("resolver_timeout", Shape::One),
+    ("proxy_buffering", Shape::Flag),
+    ("proxy_redirect", Shape::Some),
+    ("charset", Shape::One),
+    ("multi_accept", Shape::Flag),
+];
+
+/// The shape of ignored directive `name`, if it is checked.
+pub(crate) fn shape(name: &str) -> Option<Shape> {
+    SHAPES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Why directive `name` is refused, if it is.
+pub(crate) fn refused(name: &str) -> Option<&'static str> {
+    REFUSED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
+
 /// Why ignoring directive `name` is safe, if it is in the list.
 pub(crate) fn reason(name: &str) -> Option<&'static str> {
     IGNORED
@@ -145,6 +236,15 @@ mod tests {
         assert!(reason("ssl_stapling_verify").is_some());
         assert_eq!(reason("proxy_pass"), None);
         assert_eq!(reason("sendfile_max_chunk"), None);
+        assert!(reason("load_module").is_some());
+        assert_eq!(reason("try_files"), None);
+        assert!(refused("try_files").unwrap().contains("proxy_pass"));
+        for (name, _) in SHAPES {
+            assert!(
+                reason(name).is_some(),
+                "{name} has a shape but is not ignored"
+            );
+        }
         for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             assert!(reason(&format!("{t}_temp_path")).is_some(), "{t}");
         }

@@ -55,6 +55,9 @@ pub struct NginxConfig {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` blocks by the variable they define (lower case, without `$`).
     pub maps: BTreeMap<String, super::VarMap>,
+    /// HA groups of HSMs (`map … $hsmgate_group_NAME { … }`), by name; a key names one
+    /// with `x-hsmgate-group=NAME` in its URI.
+    pub hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
     /// nginx's prefix (`-p`): base of relative `pid`, `error_log`, `access_log` paths.
     pub prefix: PathBuf,
     /// The main file's directory: base of `include` and `ssl_*` file paths.
@@ -103,6 +106,9 @@ pub struct Server {
     pub tls: TlsSettings,
     /// A server-level `return`, answered before any location is looked at.
     pub server_return: Option<Return>,
+    /// Server-level `if (…) { return …; }` before any `return`, tried in order
+    /// before [`server_return`](Self::server_return).
+    pub server_ifs: Vec<super::ServerIf>,
     /// Settings at server level (used when no location matches).
     pub settings: ProxySettings,
     /// `location` blocks in file order.
@@ -155,10 +161,24 @@ pub struct CertPair {
 /// Where a private key is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
-    /// `engine:pkcs11:pkcs11:…` or `pkcs11:…`: in a token.
+    /// `engine:pkcs11:pkcs11:…` or `pkcs11:…`: in a token whose module and PIN are found
+    /// as nginx's engine would (the URI, OpenSSL's configuration, the defaults), or in the
+    /// HA group its `x-hsmgate-group` names.
     Pkcs11(Box<Pkcs11Uri>),
+    /// In one token whose settings are all given (the TOML format's `[pkcs11]`).
+    Token(Box<TokenKey>),
     /// A PEM file, resolved against the conf prefix.
     File(PathBuf),
+}
+
+/// A key in one token, with the token's settings resolved (module, PIN source, sessions,
+/// queue, deadline, capacity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenKey {
+    /// The key.
+    pub uri: Pkcs11Uri,
+    /// The token's settings.
+    pub pkcs11: crate::model::Pkcs11Config,
 }
 
 /// A `location` block.

@@ -8,12 +8,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use regex::Regex;
 
 use super::build::Ctx;
+use super::cond::server_if;
 use super::location::{build_location, check_duplicates, parse_return};
-use super::model::{CertPair, KeySource, Listen, Server, ServerName, UpstreamGroup};
+use super::model::{CertPair, KeySource, Listen, LocationBlock, Server, ServerName, UpstreamGroup};
 use super::parse::{Directive, Pos};
-use super::scope::{Level, Scope};
-use super::values::listen_addr;
+use super::scope::{Level, Scope, set};
+use super::values::{listen_addr, parse_flag};
 use crate::error::{ConfigError, ConfigErrorKind};
+use crate::model::ConfigWarning;
 use crate::pkcs11_uri::parse_key_string;
 
 /// One `server`; also returns where each `listen` is.
@@ -27,6 +29,7 @@ pub(crate) fn build_server(
     let mut scope = Scope::default();
     let (mut listens, mut listen_pos, mut names, mut locations) = (vec![], vec![], vec![], vec![]);
     let mut server_return = None;
+    let (mut ifs, mut http2) = (Vec::new(), None);
     for s in body {
         match s.name.as_str() {
             "listen" => {
@@ -43,6 +46,21 @@ pub(crate) fn build_server(
                 let r = parse_return(ctx, s)?;
                 server_return.get_or_insert(r);
             }
+            "if" => {
+                let i = server_if(ctx, s)?;
+                match server_return {
+                    // As in nginx: the rewrite directives run in order, `return` stops.
+                    Some(_) => ctx.warn(
+                        s.at,
+                        "\"if\" is never used: a \"return\" before it answers first".into(),
+                    ),
+                    None => ifs.push(i),
+                }
+            }
+            "http2" => {
+                let on = flag(ctx, s)?;
+                set(ctx, s, &mut http2, on)?;
+            }
             _ if scope.directive(ctx, s, Level::Server)? => {}
             _ => ctx.other(s)?,
         }
@@ -58,6 +76,10 @@ pub(crate) fn build_server(
             backlog: None,
         });
         listen_pos.push(d.at);
+    }
+    if http2.or(ctx.http2) == Some(true) {
+        // `http2 on;` (nginx 1.25.1+): as `listen … http2` on each address.
+        listens.iter_mut().for_each(|l| l.http2 = true);
     }
     scope.inherit(http);
     let certs = cert_pairs(ctx, &scope)?;
@@ -81,17 +103,56 @@ pub(crate) fn build_server(
         built.push(build_location(ctx, l, &scope, upstreams, None)?);
     }
     check_duplicates(ctx, &built, &locations)?;
+    if built.is_empty() && server_return.is_none() {
+        let message = "this server has no \"location\" and no \"return\": nginx would serve \
+                       files from its \"root\", hsmgate serves no files and answers 404"
+            .to_owned();
+        ctx.warn(d.at, message);
+    }
+    warn_file_locations(ctx, &built);
     let server = Server {
         listens,
         server_names: names,
         certs,
         tls: scope.tls.settings(),
         server_return,
+        server_ifs: ifs,
         settings: scope.settings(),
         locations: built,
         location: ctx.loc(d.at),
     };
     Ok((server, listen_pos))
+}
+
+/// A location with neither `proxy_pass` nor `return` is where nginx serves files (from
+/// `root`, default `html`): hsmgate answers 404 there, which the operator must know.
+fn warn_file_locations(ctx: &mut Ctx<'_>, locations: &[LocationBlock]) {
+    for l in locations {
+        if l.action.is_none() {
+            ctx.warnings.push(ConfigWarning {
+                location: l.location.clone(),
+                message: format!(
+                    "location \"{}\" has no \"proxy_pass\" and no \"return\": nginx would \
+                     serve files there (\"root\", \"index\", \"try_files\"), hsmgate serves no \
+                     files and answers 404",
+                    l.matcher.pattern()
+                ),
+            });
+        }
+        warn_file_locations(ctx, &l.locations);
+    }
+}
+
+/// `on` or `off`.
+pub(crate) fn flag(ctx: &Ctx<'_>, d: &Directive) -> Result<bool, ConfigError> {
+    let arg = ctx.one(d)?;
+    parse_flag(&arg.value).ok_or_else(|| {
+        let reason = format!(
+            "invalid value \"{}\", it must be \"on\" or \"off\"",
+            arg.value
+        );
+        ctx.invalid(d, arg.at, reason)
+    })
 }
 
 fn listen(ctx: &Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
@@ -193,6 +254,27 @@ fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigE
                     },
                 )
             })?;
+            if let Some(group) = &uri.group {
+                let reason = if !ctx.hsm_groups.contains_key(group) {
+                    Some(format!(
+                        "no HA group \"{group}\" (a `map $host $hsmgate_group_{group} {{ … }}` block in http)"
+                    ))
+                } else if uri.token.is_some() || uri.serial.is_some() {
+                    Some("with x-hsmgate-group the key URI names no token: each member names its own".into())
+                } else if uri.pin_source.is_some() || uri.pin_value.is_some() {
+                    Some(
+                        "with x-hsmgate-group each member has its own PIN (pin_file or pin_env)"
+                            .into(),
+                    )
+                } else if uri.object.is_none() && uri.id.is_none() {
+                    Some("the URI must name the key object (object= or id=)".into())
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(invalid(key.at, &reason));
+                }
+            }
             if uri.pin_value.is_some() {
                 // Accepted in the path too, as libp11 does (guides write it there).
                 ctx.warn(key.at, crate::validate::pkcs11::PIN_VALUE_WARNING.into());

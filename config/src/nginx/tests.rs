@@ -212,7 +212,8 @@ fn tls_keys_and_warnings() {
     assert_eq!(s.tls.session_timeout, Duration::from_secs(3600));
     assert!(!s.tls.session_tickets);
     let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(w.len(), 3, "{w:?}");
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(w[3].contains("no \"location\" and no \"return\""), "{w:?}");
     assert!(
         w[0].starts_with("/x/conf/nginx.conf:3:15: ssl_protocols: TLSv1 "),
         "{w:?}"
@@ -370,4 +371,67 @@ fn client_limits_inherit_and_default_to_nginx() {
         ))
         .contains("client_header_timeout")
     );
+}
+
+/// certbot's port-80 server: `if ($host = …) { return 301 …; }` in order, then the
+/// server's `return 404`; an `if` after a `return` is never used (warned).
+#[test]
+fn server_if_and_the_corpus_directives() {
+    let c = load_str(&http(
+        "http2 on;
+  server {
+    if ($host = www.example.com) { return 301 https://$host$request_uri; }
+    if ($scheme != \"https\") { return 302 https://x/; }
+    if ($request_method !~* ^(get|head)$) { return 405; }
+    if ($http_x_flag) { return 403; }
+    listen 127.0.0.1:80;
+    root /var/www/html;
+    index index.html index.htm;
+    return 404;
+    if ($host = late) { return 410; }
+  }
+  server {
+    listen 127.0.0.1:81;
+    location / { root /srv; }
+    location /app/ { proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    assert!(s.listens[0].http2, "http2 on in http applies to the server");
+    assert_eq!(s.server_ifs.len(), 4);
+    let holds = |i: usize, vars: &[(&str, &str)]| {
+        let get = |n: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map_or(String::new(), |(_, v)| (*v).to_owned())
+        };
+        s.server_ifs[i]
+            .condition
+            .holds(&get, &|t| t.as_literal().unwrap_or_default())
+    };
+    assert!(holds(0, &[("host", "www.example.com")]));
+    assert!(!holds(0, &[("host", "example.com")]));
+    assert!(holds(1, &[("scheme", "http")]));
+    assert!(!holds(1, &[("scheme", "https")]));
+    assert!(holds(2, &[("request_method", "POST")]));
+    assert!(!holds(2, &[("request_method", "GET")]));
+    assert!(holds(3, &[("http_x_flag", "1")]));
+    assert!(!holds(3, &[("http_x_flag", "0")]));
+    assert_eq!(s.server_ifs[0].ret.code, 301);
+    assert_eq!(s.server_return.as_ref().map(|r| r.code), Some(404));
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    let has = |needle: &str| w.iter().any(|w| w.contains(needle));
+    assert!(has("\"if\" is never used"), "{w:?}");
+    assert!(has("\"root\" ignored") && has("\"index\" ignored"), "{w:?}");
+    assert!(has("location \"/\" has no \"proxy_pass\""), "{w:?}");
+    assert!(!has("location \"/app/\""), "{w:?}");
+
+    let e = err(&http(
+        "server { listen 127.0.0.1:1;\n location / { try_files $uri =404; } }",
+    ));
+    assert!(e.starts_with("/x/conf/nginx.conf:4:15: "), "{e}");
+    assert!(e.contains("try_files") && e.contains("proxy_pass"), "{e}");
+    let e = err(&format!("load_module a b;\n{}", http("")));
+    assert!(e.starts_with("/x/conf/nginx.conf:1:1: "), "{e}");
 }

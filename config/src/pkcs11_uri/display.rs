@@ -52,6 +52,7 @@ impl fmt::Display for Pkcs11Uri {
             ),
             ("module-name", q(&self.module_name)),
             ("module-path", q(&self.module_path)),
+            ("x-hsmgate-group", q(&self.group)),
         ];
         f.write_str("pkcs11:")?;
         for (list, sep, lead) in [(&path[..], ";", ""), (&query[..], "&", "?")] {

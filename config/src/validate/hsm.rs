@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::int;
+use crate::defaults as d;
 use crate::error::ConfigError;
 use crate::load::Source;
 use crate::model::{HsmGroup, HsmMember, HsmRegion, KeyRef, PinSource};
@@ -36,6 +37,11 @@ pub(crate) fn group(
         let reason = format!("no [[hsm.group]] named \"{}\"", wanted.get_ref());
         return Err(src.invalid(wanted.span().start, "tls.group", reason));
     }
+    one_group(gr, src)
+}
+
+/// One `[[hsm.group]]` table (also built from an nginx `map $hsmgate_group_NAME` block).
+pub(crate) fn one_group(gr: &RawGroup, src: &Source<'_>) -> Result<HsmGroup, ConfigError> {
     let name = non_empty(&gr.name, "hsm.group.name", src)?;
     let ms = |v: Option<&Spanned<i64>>, key: &str, range, default| {
         int(v, &format!("hsm.group.{key}"), range, default, src).map(Duration::from_millis)
@@ -44,9 +50,14 @@ pub(crate) fn group(
         gr.sign_timeout_ms.as_ref(),
         "sign_timeout_ms",
         1..=60_000,
-        2000,
+        d::ms(d::SIGN_TIMEOUT),
     )?;
-    let op_timeout = ms(gr.op_timeout_ms.as_ref(), "op_timeout_ms", 1..=60_000, 500)?;
+    let op_timeout = ms(
+        gr.op_timeout_ms.as_ref(),
+        "op_timeout_ms",
+        1..=60_000,
+        d::ms(d::OP_TIMEOUT),
+    )?;
     if op_timeout > sign_timeout
         && let Some(op) = &gr.op_timeout_ms
     {
@@ -62,7 +73,7 @@ pub(crate) fn group(
             gr.queue_depth.as_ref(),
             "hsm.group.queue_depth",
             1..=1_000_000,
-            1024,
+            d::QUEUE_DEPTH as i64,
             src,
         )? as usize,
         standby_when_saturated: gr.standby_when_saturated.unwrap_or(false),
@@ -70,19 +81,19 @@ pub(crate) fn group(
             gr.probe_interval_ms.as_ref(),
             "probe_interval_ms",
             100..=3_600_000,
-            5000,
+            d::ms(d::PROBE_INTERVAL),
         )?,
         recovery_timeout: ms(
             gr.recovery_timeout_ms.as_ref(),
             "recovery_timeout_ms",
             100..=600_000,
-            3000,
+            d::ms(d::RECOVERY_TIMEOUT),
         )?,
         max_abandoned_threads: int(
             gr.max_abandoned_threads.as_ref(),
             "hsm.group.max_abandoned_threads",
             1..=10_000,
-            64,
+            d::MAX_ABANDONED_THREADS as i64,
             src,
         )? as usize,
         regions,
@@ -233,12 +244,18 @@ fn member(
         token,
         serial,
         pin,
-        sessions: int(raw.sessions.as_ref(), &key("sessions"), 1..=256, 4, src)? as usize,
+        sessions: int(
+            raw.sessions.as_ref(),
+            &key("sessions"),
+            1..=256,
+            d::SESSIONS as i64,
+            src,
+        )? as usize,
         connections: int(
             raw.connections.as_ref(),
             &key("connections"),
             1..=64,
-            1,
+            d::CONNECTIONS as i64,
             src,
         )? as usize,
         capacity,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::int;
+use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
 use crate::model::{ConfigWarning, KeyRef, PinSource, Pkcs11Config};
@@ -74,18 +75,23 @@ pub(crate) fn pkcs11(
         module,
         env,
         pin,
-        sessions: count(raw.sessions.as_ref(), "pkcs11.sessions", 1..=256, 4)?,
+        sessions: count(
+            raw.sessions.as_ref(),
+            "pkcs11.sessions",
+            1..=256,
+            d::SESSIONS as i64,
+        )?,
         queue_depth: count(
             raw.queue_depth.as_ref(),
             "pkcs11.queue_depth",
             1..=1_000_000,
-            1024,
+            d::QUEUE_DEPTH as i64,
         )?,
         sign_timeout: Duration::from_millis(int(
             raw.sign_timeout_ms.as_ref(),
             "pkcs11.sign_timeout_ms",
             1..=60_000,
-            2000,
+            d::ms(d::SIGN_TIMEOUT),
             src,
         )?),
         capacity: capacity(raw.capacity.as_ref(), "pkcs11.capacity", src)?,

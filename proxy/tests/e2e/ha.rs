@@ -312,3 +312,66 @@ async fn a_member_with_two_connections_signs_through_both() {
     let (_, metrics) = admin_get(proxy.admin_addr(), "/metrics").await;
     assert!(!metrics.contains("CKR_OBJECT_HANDLE_INVALID"), "{metrics}");
 }
+
+/// An HA group in an nginx configuration (`map $host $hsmgate_group_NAME`, a key with
+/// `x-hsmgate-group=NAME`): the same members as TOML's `[[hsm.group]]`, failover on a
+/// killed member, the members on `/status` through `env HSMGATE_ADMIN=…;`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nginx_configuration_names_an_ha_group() {
+    use crate::support::hsm::p11kit_client_module;
+    use crate::support::net::free_port;
+    use crate::support::nginx::Server;
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b", "hsm-c"]);
+    let upstream = start_upstream("echo");
+    let (https, admin) = (free_port(), free_port());
+    let d = lab.path().to_path_buf();
+    std::fs::create_dir_all(d.join("logs")).expect("logs");
+    let client = p11kit_client_module();
+    let member = |name: &str| {
+        format!(
+            "module={} token={name} pin_file={} sessions=2 env.P11_KIT_SERVER_ADDRESS={}",
+            client.display(),
+            lab.pin_file.display(),
+            lab.address(name)
+        )
+    };
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "env HSMGATE_ADMIN=127.0.0.1:{admin};\npid {dir}/logs/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n\
+             map $host $hsmgate_group_lab {{\n        default \"sign_timeout_ms=3000 op_timeout_ms=1000\";\n        \
+             \"eu-1 primary hsm-a\" \"{a}\";\n        \"eu-1 primary hsm-b\" \"{b}\";\n        \"us-1 standby hsm-c\" \"{c}\";\n    }}\n    \
+             server {{\n        listen 127.0.0.1:{https} ssl;\n        ssl_certificate {chain};\n        \
+             ssl_certificate_key \"pkcs11:object=tls;type=private?x-hsmgate-group=lab\";\n        \
+             location / {{ proxy_pass http://{upstream}; }}\n    }}\n}}\n",
+            dir = d.display(),
+            a = member("hsm-a"),
+            b = member("hsm-b"),
+            c = member("hsm-c"),
+            chain = lab.chain_pem.display(),
+        ),
+    )
+    .expect("conf");
+    let server = Server::hsmgate(&d, &conf, &[https, admin]);
+    let addr: SocketAddr = ([127, 0, 0, 1], https).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    let config = client_config(&lab.ca_pem, &[b"http/1.1"]);
+    for _ in 0..4 {
+        connect(addr, Arc::clone(&config)).await.expect("handshake");
+    }
+    let (status, body) = admin_get(admin, "/status?format=json").await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["hsm-a", "hsm-b", "hsm-c"] {
+        assert!(body.contains(name), "{name} missing from /status: {body}");
+    }
+    // A primary dies: handshakes go on with the other one.
+    lab.kill("hsm-a");
+    for i in 0..6 {
+        connect(addr, Arc::clone(&config))
+            .await
+            .unwrap_or_else(|e| panic!("handshake {i} after the kill: {e}\n{}", server.log_text()));
+    }
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -98,6 +98,16 @@ impl HaLab {
             .signal(signal);
     }
 
+    /// `P11_KIT_SERVER_ADDRESS` of a member (for p11-kit-client.so).
+    pub fn address(&self, name: &str) -> String {
+        let m = self
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .expect("lab member");
+        format!("unix:path={}", m.socket.display())
+    }
+
     /// SIGKILL the member's whole process group.
     pub fn kill(&mut self, name: &str) {
         let m = self.member(name);

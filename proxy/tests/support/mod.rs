@@ -12,6 +12,9 @@ pub mod net;
 pub mod nginx;
 pub mod proxy;
 pub mod raw;
+pub mod realworld;
+pub mod tls13;
+pub mod tlsraw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
 pub use net::{curl, free_port, free_port_in_range, start_upstream, start_upstream_in_range};

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use cryptoki::error::RvError;
 use hsmgate_config::{Admission, Pkcs11Uri, Secret};
 use rustls::SignatureScheme;
@@ -173,7 +172,7 @@ impl Backend for Fake {
 
 /// A call that has not returned.
 struct Hung {
-    reply: Sender<Result<Vec<u8>, SignerError>>,
+    reply: crate::handoff::Reply<Result<Vec<u8>, SignerError>>,
     since: Instant,
     /// Counted in the member's abandoned threads (it was fenced).
     abandoned: bool,
@@ -217,7 +216,7 @@ impl Generation for FakeGeneration {
             return Err(Refused::Full);
         }
         fake.calls.fetch_add(1, Ordering::AcqRel);
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = crate::handoff::oneshot();
         match behaviour {
             Behaviour::Sign | Behaviour::Full => {
                 let _ = reply.send(Ok(fake.name.as_bytes().to_vec()));

@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hsmgate_config::Config;
-use hsmgate_config::model::Location;
-use hsmgate_config::nginx::{
+use crate::Config;
+use crate::model::Location;
+use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
-    TemplatePart, TlsSettings, TlsVersion, UpstreamGroup, UpstreamRef, VarMap,
+    TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -40,6 +40,8 @@ pub struct Site {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` variables by name (nginx format only).
     pub maps: BTreeMap<String, VarMap>,
+    /// HA groups of HSMs keys may name (nginx format: `$hsmgate_group_` maps).
+    pub hsm_groups: BTreeMap<String, crate::HsmGroup>,
     /// `pid` file (nginx format only).
     pub pid: Option<PathBuf>,
     /// Main-level `error_log`s (nginx format only).
@@ -55,8 +57,11 @@ pub struct Site {
     pub admin: Option<SocketAddr>,
     /// Where nginx's relative paths are resolved (`-p`).
     pub prefix: PathBuf,
-    /// The native configuration, whose single key may be an HA group.
-    pub native: Option<Box<Config>>,
+    /// Read from the native (TOML) format.
+    pub native: bool,
+    /// Admission control settings (TOML `[admission]`); `None`: the defaults, changed by
+    /// `HSMGATE_ADMISSION*` variables (nginx configurations).
+    pub admission: Option<crate::Admission>,
     /// `worker_processes N`: runtime threads (None: one per CPU).
     pub workers: Option<u32>,
     /// `user`: recorded; hsmgate does not switch users (use systemd's `User=`).
@@ -68,7 +73,7 @@ pub struct Site {
 }
 
 /// The access log where no level sets `access_log`: the replaced nginx's compiled-in
-/// path ([`hsmgate_config::nginx::compiled_paths`]).
+/// path ([`crate::nginx::compiled_paths`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultAccessLog {
     /// The file.
@@ -114,10 +119,11 @@ impl Site {
             upstreams: config.upstreams,
             log_formats: config.log_formats,
             maps: config.maps,
+            hsm_groups: config.hsm_groups,
             pid: Some(
                 config
                     .pid
-                    .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_PID)),
+                    .unwrap_or_else(|| PathBuf::from(crate::defaults::PID_FILE)),
             ),
             error_logs: config.error_logs,
             default_access_log: Some(DefaultAccessLog {
@@ -129,7 +135,8 @@ impl Site {
             grace: DEFAULT_GRACE,
             admin: config.admin,
             prefix: config.prefix,
-            native: None,
+            native: false,
+            admission: None,
             workers: config.worker_processes,
             user: config.user.map(|(u, _)| u),
             connections: Some(connection_limit(
@@ -174,7 +181,7 @@ impl Site {
             access_logs: vec![AccessLog::Off],
             error_logs: Vec::new(),
             // nginx's defaults (the TOML format has no keys for them yet).
-            client: hsmgate_config::nginx::ClientLimits::default(),
+            client: crate::nginx::ClientLimits::default(),
         };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),
@@ -205,13 +212,15 @@ impl Site {
             server_names: Vec::new(),
             certs: vec![CertPair {
                 cert: config.tls.certificate_chain.clone(),
-                key: KeySource::Pkcs11(Box::new(config.tls.key.uri.clone())),
+                key: native_key(config),
                 location: at.clone(),
             }],
             tls: TlsSettings {
                 protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
                 ciphers: Vec::new(),
-                prefer_server_ciphers: false,
+                // The server's order (rustls': AES-256-GCM, AES-128-GCM, ChaCha20 per
+                // version, forward-secret ECDHE only): scanners flag the client's order.
+                prefer_server_ciphers: true,
                 session_cache: SessionCache::Cache {
                     builtin: Some(256),
                     shared: None,
@@ -221,6 +230,7 @@ impl Site {
                 session_ticket_keys: config.tls.session_ticket_keys.clone(),
             },
             server_return: None,
+            server_ifs: Vec::new(),
             settings,
             locations: vec![location],
             location: at,
@@ -243,6 +253,11 @@ impl Site {
             listens,
             log_formats: BTreeMap::new(),
             maps: BTreeMap::new(),
+            hsm_groups: config
+                .hsm
+                .iter()
+                .map(|g| (g.name.clone(), g.clone()))
+                .collect(),
             pid: None,
             error_logs: Vec::new(),
             default_access_log: None,
@@ -254,7 +269,8 @@ impl Site {
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_default(),
-            native: Some(Box::new(config.clone())),
+            native: true,
+            admission: Some(config.admission.clone()),
             workers: None,
             user: None,
             connections: None,
@@ -323,6 +339,23 @@ fn connection_limit(per_worker: Option<u32>, workers: Option<u32>) -> usize {
     per_worker.unwrap_or(512) as usize * workers
 }
 
+/// The key of a native configuration: in its HA group (named by the URI, as nginx
+/// configurations do), or in its one `[pkcs11]` token.
+fn native_key(config: &Config) -> KeySource {
+    let mut uri = config.tls.key.uri.clone();
+    match (&config.hsm, &config.pkcs11) {
+        (Some(g), _) => {
+            uri.group = Some(g.name.clone());
+            KeySource::Pkcs11(Box::new(uri))
+        }
+        (None, Some(pkcs11)) => KeySource::Token(Box::new(TokenKey {
+            uri,
+            pkcs11: pkcs11.clone(),
+        })),
+        (None, None) => KeySource::Pkcs11(Box::new(uri)),
+    }
+}
+
 /// Where a configuration element is written, for messages.
 pub fn at(location: &Location) -> String {
     format!("{}:{}", location.file.display(), location.line)
@@ -345,8 +378,8 @@ module = "/x/m.so"
 [upstream]
 address = "127.0.0.1:9"
 "#;
-        let config = hsmgate_config::load_str(text, std::path::Path::new("/x/h.toml"))
-            .expect("native config");
+        let config =
+            crate::load_str(text, std::path::Path::new("/x/h.toml")).expect("native config");
         let site = Site::from_native(&config);
         assert_eq!(site.servers.len(), 1);
         assert_eq!(site.listens.len(), 1);

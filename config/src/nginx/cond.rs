@@ -1,0 +1,186 @@
+//! `if (CONDITION) { return …; }` at server level: the form certbot writes in the
+//! port-80 server it manages (`if ($host = example.com) { return 301
+//! https://$host$request_uri; }`), and the usual `if ($scheme != "https")` or
+//! `if ($request_method !~ ^(GET|HEAD)$)` guards.
+//!
+//! Conditions as nginx's rewrite module reads them: `($var)` (true when not empty
+//! and not `0`), `($var = value)`, `($var != value)` (exact, case-sensitive;
+//! `value` may hold variables), `($var ~ re)`, `~*`, `!~`, `!~*`. File tests
+//! (`-f`, `-d`, `-e`, `-x`) are refused: hsmgate serves no files. Inside the block
+//! only `return` is accepted; an `if` anywhere but in a `server` is refused.
+
+use regex::Regex;
+
+use super::build::Ctx;
+use super::location::parse_return;
+use super::model::Return;
+use super::parse::{Arg, Directive};
+use super::template::{Template, TemplateError, TemplatePart};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::model::Location;
+
+/// A server-level `if` whose block is a `return`.
+#[derive(Debug, Clone)]
+pub struct ServerIf {
+    /// What is tested.
+    pub condition: Condition,
+    /// Answered when it holds.
+    pub ret: Return,
+    /// Where the `if` is.
+    pub location: Location,
+}
+
+/// An `if` condition; `var` is a variable name without `$`.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// `($var)`: not empty and not `0`.
+    Set(String),
+    /// `($var = value)` or, with `negate`, `!=`.
+    Equals {
+        /// The variable tested.
+        var: String,
+        /// The value compared with (variables expanded per request).
+        value: Template,
+        /// `!=`.
+        negate: bool,
+    },
+    /// `($var ~ re)`, `~*` (case-insensitive), `!~`, `!~*`.
+    Matches {
+        /// The variable tested.
+        var: String,
+        /// Compiled (with `(?i)` for `~*`).
+        regex: Regex,
+        /// `!~`, `!~*`.
+        negate: bool,
+    },
+}
+
+impl Condition {
+    /// Whether the condition holds; `get` gives a variable's value and `expand` a
+    /// template's.
+    pub fn holds(
+        &self,
+        get: &dyn Fn(&str) -> String,
+        expand: &dyn Fn(&Template) -> String,
+    ) -> bool {
+        match self {
+            Self::Set(var) => {
+                let v = get(var);
+                !v.is_empty() && v != "0"
+            }
+            Self::Equals { var, value, negate } => (get(var) == expand(value)) != *negate,
+            Self::Matches { var, regex, negate } => regex.is_match(&get(var)) != *negate,
+        }
+    }
+}
+
+/// `if (…) { return …; }` in a server block.
+pub(crate) fn server_if(ctx: &Ctx<'_>, d: &Directive) -> Result<ServerIf, ConfigError> {
+    let body = ctx.block(d, 1, usize::MAX)?;
+    let condition = condition(ctx, d)?;
+    let mut ret = None;
+    for s in body {
+        match s.name.as_str() {
+            "return" if ret.is_none() => ret = Some(parse_return(ctx, s)?),
+            "return" => {}
+            _ => {
+                return Err(ctx.invalid(
+                    s,
+                    s.at,
+                    "only \"return\" is supported inside \"if\" (hsmgate implements the \
+                     `if ($var = value) { return …; }` form certbot writes)",
+                ));
+            }
+        }
+    }
+    let ret = ret.ok_or_else(|| {
+        ctx.invalid(
+            d,
+            d.at,
+            "an \"if\" block without \"return\" is not supported (hsmgate implements the \
+             `if ($var = value) { return …; }` form certbot writes)",
+        )
+    })?;
+    Ok(ServerIf {
+        condition,
+        ret,
+        location: ctx.loc(d.at),
+    })
+}
+
+fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, ConfigError> {
+    let invalid = |a: &Arg| ctx.invalid(d, a.at, format!("invalid condition \"{}\"", a.value));
+    let first = &d.args[0];
+    let last = &d.args[d.args.len() - 1];
+    if !first.value.starts_with('(') {
+        return Err(invalid(first));
+    }
+    if !last.value.ends_with(')') {
+        return Err(invalid(last));
+    }
+    // The words between the parentheses, with the parentheses taken off.
+    let mut words: Vec<(String, &Arg)> = d.args.iter().map(|a| (a.value.clone(), a)).collect();
+    words[0].0.remove(0);
+    let n = words.len();
+    words[n - 1].0.pop();
+    words.retain(|(w, a)| !w.is_empty() || a.quoted);
+    // A word as a template, errors at its argument.
+    let template = |w: &str, a: &Arg| {
+        Template::parse_with(w, &|n| ctx.map_names.contains(n)).map_err(|e| match e {
+            TemplateError::Unknown(_, variable) => ctx.err(
+                a.at,
+                ConfigErrorKind::UnknownVariable {
+                    directive: d.name.clone(),
+                    variable,
+                },
+            ),
+            TemplateError::InvalidName(_) => invalid(a),
+        })
+    };
+    let var = |(w, a): &(String, &Arg)| match template(w, a)?.parts.as_slice() {
+        [TemplatePart::Var(v)] => Ok(v.clone()),
+        _ => Err(invalid(a)),
+    };
+    match words.as_slice() {
+        [one] if one.0.starts_with('$') => Ok(Condition::Set(var(one)?)),
+        [op, _] if op.0.starts_with('-') || op.0.starts_with("!-") => Err(ctx.invalid(
+            d,
+            op.1.at,
+            format!(
+                "file test \"{}\" is not supported: hsmgate serves no files",
+                op.0
+            ),
+        )),
+        [v, (op, op_arg), (value, value_arg)] => {
+            let var = var(v)?;
+            match op.as_str() {
+                "=" | "!=" => {
+                    let value = template(value, value_arg)?;
+                    Ok(Condition::Equals {
+                        var,
+                        value,
+                        negate: op == "!=",
+                    })
+                }
+                "~" | "~*" | "!~" | "!~*" => {
+                    let ci = op.ends_with('*');
+                    let source = if ci {
+                        format!("(?i){value}")
+                    } else {
+                        value.clone()
+                    };
+                    let regex = Regex::new(&source).map_err(|e| {
+                        ctx.invalid(d, value_arg.at, format!("invalid regex \"{value}\": {e}"))
+                    })?;
+                    Ok(Condition::Matches {
+                        var,
+                        regex,
+                        negate: op.starts_with('!'),
+                    })
+                }
+                _ => Err(ctx.invalid(d, op_arg.at, format!("unexpected \"{op}\" in condition"))),
+            }
+        }
+        _ => Err(invalid(first)),
+    }
+}

@@ -1,0 +1,95 @@
+//! The server's cipher order (issue 10): `ssl_prefer_server_ciphers on` in an nginx
+//! configuration makes `ssl_ciphers`' order win over the client's, `off` (nginx's
+//! default) lets the client's order win; the TOML configuration always prefers the
+//! server's order. Checked with openssl s_client offering two suites in the opposite order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::raw::{Gate, upstream_in_range};
+use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+
+/// The cipher openssl s_client negotiated with `addr` when it offers `offer`
+/// (`-cipher` for TLS 1.2, `-ciphersuites` for TLS 1.3).
+fn negotiated(addr: SocketAddr, ca: &Path, version: &str, offer: &str) -> String {
+    let list = if version == "-tls1_3" {
+        "-ciphersuites"
+    } else {
+        "-cipher"
+    };
+    let out = Command::new("openssl")
+        .args(["s_client", version, list, offer, "-connect"])
+        .arg(addr.to_string())
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-brief",
+            "-CAfile",
+        ])
+        .arg(ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{version} {offer}: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Ciphersuite: "))
+        .unwrap_or_else(|| panic!("no Ciphersuite line: {text}"))
+        .trim()
+        .to_owned()
+}
+
+const SERVER_FIRST: &str = "ECDHE-ECDSA-CHACHA20-POLY1305";
+const CLIENT_FIRST: &str = "ECDHE-ECDSA-AES128-GCM-SHA256";
+
+#[test]
+fn ssl_prefer_server_ciphers_on_takes_the_servers_order_and_off_the_clients() {
+    let upstream = upstream_in_range("A");
+    let offer = format!("{CLIENT_FIRST}:{SERVER_FIRST}");
+    for (prefer, want) in [("on", SERVER_FIRST), ("off", CLIENT_FIRST)] {
+        let g = Gate::start(
+            &[upstream],
+            &format!(
+                "ssl_ciphers {SERVER_FIRST}:{CLIENT_FIRST}; ssl_prefer_server_ciphers {prefer};"
+            ),
+        );
+        let got = negotiated(g.addr, g.ca(), "-tls1_2", &offer);
+        assert_eq!(
+            got,
+            want,
+            "ssl_prefer_server_ciphers {prefer}\n{}",
+            g.server.log_text()
+        );
+    }
+}
+
+#[test]
+fn the_toml_configuration_prefers_the_servers_order() {
+    let token = TestToken::new(KeyType::EcP256);
+    let proxy = ProxyProcess::start(
+        token.path(),
+        &config_for(&token, start_upstream("echo"), ""),
+    )
+    .expect("hsmgate starts");
+    // rustls' order: AES-256-GCM, then AES-128-GCM, then ChaCha20-Poly1305.
+    let t12 = negotiated(
+        proxy.addr,
+        &token.ca_pem,
+        "-tls1_2",
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+    );
+    assert_eq!(t12, "ECDHE-ECDSA-AES256-GCM-SHA384");
+    let t13 = negotiated(
+        proxy.addr,
+        &token.ca_pem,
+        "-tls1_3",
+        "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+    );
+    assert_eq!(t13, "TLS_AES_256_GCM_SHA384");
+}
