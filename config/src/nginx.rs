@@ -41,7 +41,8 @@
 //!   chosen), `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
 //!   `proxy_ssl_verify_depth`, `proxy_ssl_server_name`, `proxy_ssl_name`,
-//!   `proxy_ssl_protocols`, `proxy_ssl_session_reuse`, `proxy_ssl_certificate` and
+//!   `proxy_ssl_protocols`, `proxy_ssl_ciphers`, `proxy_ssl_session_reuse`,
+//!   `proxy_ssl_certificate` and
 //!   `proxy_ssl_certificate_key` (PEM files);
 //!   in `http` and `server` also `ssl_certificate`, `ssl_certificate_key`
 //!   (a file, `engine:pkcs11:pkcs11:…` or `pkcs11:…`), `ssl_protocols`

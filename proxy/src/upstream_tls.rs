@@ -11,6 +11,7 @@
 //!   default 1: one intermediate; 0: issued directly by a trusted CA).
 //! - `proxy_ssl_server_name off` sends no SNI; the name is still what is verified.
 //! - `proxy_ssl_session_reuse off` disables resumption.
+//! - `proxy_ssl_ciphers`: the rustls suites it maps to (TLS 1.3 suites stay, as OpenSSL).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,22 @@ use crate::error::ProxyError;
 
 /// The rustls client settings for `ssl`.
 pub fn client_config(ssl: &ProxySsl) -> Result<Arc<ClientConfig>, ProxyError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !ssl.ciphers.is_empty() {
+        let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+        let wanted: Vec<&str> = ssl.ciphers.iter().map(|c| c.rustls_name()).collect();
+        let mut suites: Vec<rustls::SupportedCipherSuite> = (wanted.iter())
+            .filter_map(|w| provider.cipher_suites.iter().find(|s| named(s) == *w))
+            .copied()
+            .collect();
+        // As OpenSSL: a cipher list does not govern TLS 1.3 suites unless it names some.
+        if !wanted.iter().any(|w| w.starts_with("TLS13_")) {
+            let tls13 = provider.cipher_suites.iter();
+            suites.extend(tls13.filter(|s| s.version() == &rustls::version::TLS13));
+        }
+        provider.cipher_suites = suites;
+    }
+    let provider = Arc::new(provider);
     let algs = provider.signature_verification_algorithms;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = ssl
         .protocols

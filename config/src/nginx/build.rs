@@ -66,6 +66,7 @@ const KNOWN: &[&str] = &[
     "proxy_ssl_server_name",
     "proxy_ssl_name",
     "proxy_ssl_protocols",
+    "proxy_ssl_ciphers",
     "proxy_ssl_session_reuse",
     "proxy_ssl_certificate",
     "proxy_ssl_certificate_key",

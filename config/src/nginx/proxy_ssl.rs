@@ -12,7 +12,7 @@ use super::build::Ctx;
 use super::parse::Directive;
 use super::scope::set;
 use super::template::Template;
-use super::tls::TlsVersion;
+use super::tls::{CipherSuite, TlsVersion};
 use super::values::parse_flag;
 use crate::error::ConfigError;
 use crate::model::Location;
@@ -35,6 +35,10 @@ pub struct ProxySsl {
     pub name: Option<Template>,
     /// `proxy_ssl_protocols` (default TLSv1.2 TLSv1.3).
     pub protocols: Vec<TlsVersion>,
+    /// `proxy_ssl_ciphers` mapped to rustls suites, in order (unknown names are warned
+    /// about and left out); empty: rustls' defaults. As in OpenSSL, TLS 1.3 suites stay
+    /// on unless the list names some.
+    pub ciphers: Vec<CipherSuite>,
     /// `proxy_ssl_session_reuse` (default on).
     pub session_reuse: bool,
     /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key` (PEM files) and where the
@@ -62,6 +66,7 @@ impl Default for ProxySsl {
             server_name: false,
             name: None,
             protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            ciphers: Vec::new(),
             session_reuse: true,
             certificate: None,
         }
@@ -77,6 +82,7 @@ pub(crate) struct ProxySslScope {
     server_name: Option<bool>,
     name: Option<Template>,
     protocols: Option<Vec<TlsVersion>>,
+    ciphers: Option<Vec<CipherSuite>>,
     reuse: Option<bool>,
     cert: Option<(PathBuf, Location)>,
     key: Option<(PathBuf, Location)>,
@@ -93,6 +99,7 @@ impl ProxySslScope {
             server_name,
             name,
             protocols,
+            ciphers,
             reuse,
             cert,
             key
@@ -117,6 +124,7 @@ impl ProxySslScope {
             server_name: self.server_name.unwrap_or(d.server_name),
             name: self.name.clone(),
             protocols: self.protocols.clone().unwrap_or(d.protocols),
+            ciphers: self.ciphers.clone().unwrap_or(d.ciphers),
             session_reuse: self.reuse.unwrap_or(d.session_reuse),
             certificate,
         }
@@ -181,6 +189,31 @@ impl ProxySslScope {
                 }
                 let v = (ctx.conf_path(v), ctx.loc(d.at));
                 set(ctx, d, &mut self.key, v)?;
+            }
+            "proxy_ssl_ciphers" => {
+                let arg = ctx.one(d)?;
+                let mut out = Vec::new();
+                let mut ignored = Vec::new();
+                for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
+                    match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
+                        Some((s, _)) if !out.contains(s) => out.push(*s),
+                        Some(_) => {}
+                        None => ignored.push(name),
+                    }
+                }
+                if !ignored.is_empty() {
+                    let msg = format!(
+                        "proxy_ssl_ciphers: not mapped to a rustls suite, ignored: {}{}",
+                        ignored.join(":"),
+                        if out.is_empty() {
+                            " (rustls' default suites are used)"
+                        } else {
+                            ""
+                        }
+                    );
+                    ctx.warn(arg.at, msg);
+                }
+                set(ctx, d, &mut self.ciphers, out)?;
             }
             "proxy_ssl_protocols" => {
                 let mut out = Vec::new();

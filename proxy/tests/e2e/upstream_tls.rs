@@ -110,6 +110,9 @@ impl Lab {
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_client_certificate {r}/ca.pem;
         ssl_verify_client optional;
+        location /ciphers/ {{
+            return 200 "{name} cipher=$ssl_cipher\n";
+        }}
         location / {{
             return 200 "{name} sni=[$ssl_server_name] $ssl_protocol client=$ssl_client_verify reused=$ssl_session_reused reqs=$connection_requests uri=$request_uri host=$http_host\n";
         }}
@@ -265,6 +268,11 @@ fn locations(lab: &Lab) -> String {
             proxy_pass https://127.0.0.1:{d};
             proxy_ssl_protocols TLSv1.2;
         }}
+        location /ciphers/ {{
+            proxy_pass https://127.0.0.1:{d};
+            proxy_ssl_protocols TLSv1.2;
+            proxy_ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:UNKNOWN-CIPHER;
+        }}
         location /client-cert/ {{
             proxy_pass https://127.0.0.1:{d};
             proxy_ssl_certificate {client};
@@ -295,6 +303,12 @@ const CASES: &[(&str, &str, u16, &str)] = &[
     ("/chain-depth2/x", "front.test", 200, "chained sni=[]"),
     ("/tls12/x", "front.test", 200, "TLSv1.2"),
     ("/client-cert/x", "front.test", 200, "client=SUCCESS"),
+    (
+        "/ciphers/x",
+        "front.test",
+        200,
+        "cipher=ECDHE-ECDSA-AES128-GCM-SHA256",
+    ),
 ];
 
 #[test]
@@ -330,7 +344,8 @@ fn upstream_tls_as_nginx() {
             );
             assert!(hb.contains(text), "{path}: {hb:?} lacks {text:?}");
             let upstream_uri = format!("uri={path}");
-            assert!(hb.contains(&upstream_uri), "{path}: {hb:?}");
+            let cipher_page = path.starts_with("/ciphers/");
+            assert!(cipher_page || hb.contains(&upstream_uri), "{path}: {hb:?}");
         }
     }
     // The 502 names the upstream and the reason.
@@ -348,6 +363,7 @@ fn upstream_tls_as_nginx() {
         "{log}"
     );
     assert!(log.contains("proxy_ssl_verify_depth 0"), "{log}");
+    assert!(log.contains("ignored: UNKNOWN-CIPHER"), "{log}");
     drop(theirs);
 }
 
