@@ -29,13 +29,21 @@
 //!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, tried in
 //!   order before the server's `return`; file tests, other directives inside, and
 //!   `if` outside a `server` are refused.
-//! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http://HOST[:PORT][URI]`
-//!   (a named upstream or an address), `return`, nested `location`, settings.
+//! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http[s]://HOST[:PORT][URI]`
+//!   (a named upstream or an address; `https` per `proxy_ssl_*`), `return`, nested
+//!   `location`, settings.
 //! - settings (inherited `http` → `server` → `location`; a level with its own
 //!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
 //!   outer ones, as in nginx): `proxy_set_header`, `add_header`,
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
-//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`;
+//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
+//!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
+//!   chosen), `client_body_buffer_size` (in memory up to it, then an unlinked temporary
+//!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
+//!   `proxy_ssl_verify_depth`, `proxy_ssl_server_name`, `proxy_ssl_name`,
+//!   `proxy_ssl_protocols`, `proxy_ssl_ciphers`, `proxy_ssl_session_reuse`,
+//!   `proxy_ssl_certificate` and
+//!   `proxy_ssl_certificate_key` (PEM files);
 //!   in `http` and `server` also `ssl_certificate`, `ssl_certificate_key`
 //!   (a file, `engine:pkcs11:pkcs11:…` or `pkcs11:…`), `ssl_protocols`
 //!   (TLSv1/TLSv1.1 dropped with a warning), `ssl_ciphers` (mapped to rustls
@@ -69,7 +77,7 @@
 //! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |
 //! | `root`, `index`, `log_not_found` | hsmgate serves no files. In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
 //! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |
-//! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | hsmgate writes no temporary files (bodies are streamed) |
+//! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
 //!
 //! The arguments of the ignored directives real configurations use (`load_module`,
 //! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling*`, `resolver`,
@@ -111,6 +119,7 @@ mod location;
 mod map;
 mod model;
 mod parse;
+mod proxy_ssl;
 mod scope;
 mod select;
 mod server;
@@ -130,6 +139,7 @@ pub use self::model::{
     UpstreamServer,
 };
 pub use self::parse::SourceFile;
+pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::select::{location_match, proxy_pass_uri, select_server};
 pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion};

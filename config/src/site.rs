@@ -174,6 +174,9 @@ impl Site {
             proxy_read_timeout: config.upstream.request_timeout,
             proxy_send_timeout: config.upstream.request_timeout,
             client_max_body_size: None,
+            proxy_request_buffering: true,
+            client_body_buffer_size: 16 << 10,
+            proxy_ssl: Default::default(),
             keepalive_timeout: Duration::from_secs(75),
             access_logs: vec![AccessLog::Off],
             error_logs: Vec::new(),
@@ -183,6 +186,7 @@ impl Site {
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),
             action: Some(Action::ProxyPass(ProxyPass {
+                https: false,
                 target: UpstreamRef::Addr(config.upstream.address.clone()),
                 uri: None,
             })),

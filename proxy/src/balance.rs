@@ -4,13 +4,20 @@
 //! `backup` servers are used only when a request could not connect to any primary.
 //! Passive health as nginx: `max_fails` failures (default 1) take a server out of the
 //! rotation for `fail_timeout` (default 10 s); when every primary is out, all are tried.
+//!
+//! `proxy_pass https://`: the pool is per (group, TLS settings) — the generation keys
+//! groups by their location's `proxy_ssl_*` — and, within a group, per `proxy_ssl_name`
+//! value (one pool when the name is constant; a name with variables such as `$host` gets
+//! a pool per value, at most [`MAX_NAMED_POOLS`] kept).
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hsmgate_config::nginx::UpstreamGroup;
+use hsmgate_config::nginx::{Template, UpstreamGroup};
 use http_body_util::combinators::BoxBody;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -19,16 +26,37 @@ use hyper_util::rt::TokioExecutor;
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, BodyError>;
+/// A client with its connection pool (plain HTTP or TLS).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// Pools kept for the values of a `proxy_ssl_name` with variables (all are dropped when
+/// one more is needed: their connections close once idle).
+pub const MAX_NAMED_POOLS: usize = 64;
+
+/// TLS to a group's servers.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The rustls settings of the location's `proxy_ssl_*`.
+    pub config: Arc<rustls::ClientConfig>,
+    /// `proxy_ssl_name` (`None`: `$proxy_host`).
+    pub name: Option<Template>,
+}
 
 /// One group: its servers, the round-robin state and the connection pool.
 #[derive(Debug)]
 pub struct Balancer {
-    /// `$proxy_host`: the group name or the `host:port` (without `:80`).
+    /// `$proxy_host`: the group name or the `host:port` (without the scheme's port).
     pub name: String,
     servers: Vec<Peer>,
     current: Mutex<Vec<i64>>,
-    /// The client (one connection pool for the group).
-    pub client: Client<HttpConnector, UpstreamBody>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    connect_timeout: Duration,
+    keepalive: usize,
+    /// The client of a plain group, or of the constant name of a TLS group.
+    client: Option<UpstreamClient>,
+    tls: Option<UpstreamTls>,
+    named: Mutex<HashMap<String, UpstreamClient>>,
 }
 
 #[derive(Debug)]
@@ -66,23 +94,36 @@ impl Peer {
 }
 
 impl Balancer {
-    /// A group from an `upstream` block; `connect_timeout` from the location.
-    pub fn group(name: &str, group: &UpstreamGroup, connect_timeout: Duration) -> Balancer {
+    /// A group from an `upstream` block; `connect_timeout` from the location; `tls` for
+    /// `proxy_pass https://`.
+    pub fn group(
+        name: &str,
+        group: &UpstreamGroup,
+        connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Balancer {
         let servers = group
             .servers
             .iter()
             .filter(|s| !s.down)
             .map(|s| Peer::new(&s.addr, s.weight, s.backup, s.max_fails, s.fail_timeout))
             .collect();
-        Self::new(name.to_owned(), servers, group.keepalive, connect_timeout)
+        Self::new(
+            name.to_owned(),
+            servers,
+            group.keepalive,
+            connect_timeout,
+            tls,
+        )
     }
 
-    /// A group of one server (`proxy_pass http://host:port`), pooled.
-    pub fn single(addr: &str, connect_timeout: Duration) -> Balancer {
-        let name = addr.strip_suffix(":80").unwrap_or(addr).to_owned();
+    /// A group of one server (`proxy_pass http[s]://host:port`), pooled.
+    pub fn single(addr: &str, connect_timeout: Duration, tls: Option<UpstreamTls>) -> Balancer {
+        let port = if tls.is_some() { ":443" } else { ":80" };
+        let name = addr.strip_suffix(port).unwrap_or(addr).to_owned();
         // nginx: a lone server is never taken out of the rotation.
         let peer = Peer::new(addr, 1, false, 0, Duration::ZERO);
-        Self::new(name, vec![peer], Some(256), connect_timeout)
+        Self::new(name, vec![peer], Some(256), connect_timeout, tls)
     }
 
     fn new(
@@ -90,21 +131,76 @@ impl Balancer {
         servers: Vec<Peer>,
         keepalive: Option<u32>,
         connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
     ) -> Balancer {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(keepalive.unwrap_or(0) as usize)
-            .build(connector);
         let current = Mutex::new(vec![0; servers.len()]);
-        Balancer {
+        let mut b = Balancer {
+            scheme: if tls.is_some() { "https" } else { "http" },
             name,
             servers,
             current,
-            client,
+            connect_timeout,
+            keepalive: keepalive.unwrap_or(0) as usize,
+            client: None,
+            tls,
+            named: Mutex::new(HashMap::new()),
+        };
+        b.client = match &b.tls {
+            None => Some(b.build_client(None)),
+            Some(t) => match t
+                .name
+                .as_ref()
+                .map_or(Some(b.name.clone()), |n| n.as_literal())
+            {
+                // A constant name: one pool, built now (a bad name fails per request).
+                Some(n) => crate::upstream_tls::server_name(&n)
+                    .ok()
+                    .map(|n| b.build_client(Some(n))),
+                None => None,
+            },
+        };
+        b
+    }
+
+    fn build_client(&self, name: Option<rustls::pki_types::ServerName<'static>>) -> UpstreamClient {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.enforce_http(false);
+        let connector = match (&self.tls, name) {
+            (Some(tls), Some(name)) => HttpsConnectorBuilder::new()
+                .with_tls_config((*tls.config).clone())
+                .https_or_http()
+                .with_server_name_resolver(FixedServerNameResolver::new(name))
+                .enable_http1()
+                .wrap_connector(http),
+            _ => HttpsConnector::from((http, empty_tls())),
+        };
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(self.keepalive)
+            .build(connector)
+    }
+
+    /// The client (and pool) for one request: `expand` gives the value of a
+    /// `proxy_ssl_name` with variables. Err: the name is not a valid server name.
+    pub fn client(&self, expand: impl Fn(&Template) -> String) -> Result<UpstreamClient, String> {
+        let name = match (&self.client, &self.tls) {
+            (Some(c), _) => return Ok(c.clone()),
+            (None, None) => unreachable!("a plain group always has its client"),
+            (None, Some(t)) => t.name.as_ref().map_or_else(|| self.name.clone(), expand),
+        };
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = named.get(&name) {
+            return Ok(c.clone());
         }
+        let server_name = crate::upstream_tls::server_name(&name)?;
+        let client = self.build_client(Some(server_name));
+        if named.len() >= MAX_NAMED_POOLS {
+            named.clear();
+        }
+        named.insert(name, client.clone());
+        Ok(client)
     }
 
     /// The servers to try for one request, best first: primaries from the
@@ -178,6 +274,21 @@ impl Balancer {
     }
 }
 
+/// The TLS settings of a plain-HTTP connector (never used: `http://` URIs only).
+fn empty_tls() -> Arc<rustls::ClientConfig> {
+    static EMPTY: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let config = EMPTY.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports the default versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    Arc::clone(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,12 +320,15 @@ mod tests {
                 col: 1,
             },
         };
-        let b = Balancer::group("app", &group, Duration::from_secs(1));
+        let b = Balancer::group("app", &group, Duration::from_secs(1), None);
         let picks: Vec<String> = (0..12).map(|_| b.order()[0].to_owned()).collect();
         assert_eq!(picks.iter().filter(|p| *p == "a:1").count(), 10);
         assert_eq!(picks.iter().filter(|p| *p == "b:1").count(), 2);
         assert_eq!(b.order().last().copied(), Some("c:1"));
-        assert_eq!(Balancer::single("h:80", Duration::from_secs(1)).name, "h");
+        assert_eq!(
+            Balancer::single("h:80", Duration::from_secs(1), None).name,
+            "h"
+        );
     }
 
     #[tokio::test]
@@ -230,7 +344,7 @@ mod tests {
                 col: 1,
             },
         };
-        let b = Balancer::group("app", &group, Duration::from_secs(1));
+        let b = Balancer::group("app", &group, Duration::from_secs(1), None);
         b.failed("a:1");
         for _ in 0..4 {
             assert_eq!(b.order(), ["b:1"]);
@@ -240,7 +354,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         let firsts: Vec<&str> = (0..4).map(|_| b.order()[0]).collect();
         assert!(firsts.contains(&"a:1"), "{firsts:?}");
-        let single = Balancer::single("h:1", Duration::from_secs(1));
+        let single = Balancer::single("h:1", Duration::from_secs(1), None);
         single.failed("h:1");
         assert_eq!(single.order(), ["h:1"]);
     }

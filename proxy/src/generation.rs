@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsmgate_config::nginx::{
-    AccessLog, Action, LocationBlock, NginxOptions, ProxySettings, Server, UpstreamRef,
+    AccessLog, Action, LocationBlock, NginxOptions, ProxyPass, ProxySettings, Server, UpstreamRef,
 };
 
 use crate::balance::Balancer;
@@ -215,15 +215,26 @@ impl Generation {
                 stack.extend(l.locations.iter());
                 self.prepare_settings(&l.settings)?;
                 if let Some(Action::ProxyPass(p)) = &l.action {
-                    let key = balancer_key(&p.target, &l.settings);
+                    let key = balancer_key(p, &l.settings);
                     if !self.balancers.contains_key(&key) {
                         let timeout = l.settings.proxy_connect_timeout;
+                        let tls = match p.https {
+                            true => Some(crate::balance::UpstreamTls {
+                                config: crate::upstream_tls::client_config(&l.settings.proxy_ssl)
+                                    .map_err(|e| ProxyError::At {
+                                    at: at(&l.location),
+                                    source: Box::new(e),
+                                })?,
+                                name: l.settings.proxy_ssl.name.clone(),
+                            }),
+                            false => None,
+                        };
                         let b = match &p.target {
                             UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
-                                Some(g) => Balancer::group(n, g, timeout),
-                                None => Balancer::single(&format!("{n}:80"), timeout),
+                                Some(g) => Balancer::group(n, g, timeout, tls),
+                                None => Balancer::single(&format!("{n}:80"), timeout, tls),
                             },
-                            UpstreamRef::Addr(a) => Balancer::single(a, timeout),
+                            UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls),
                         };
                         self.balancers.insert(key, Arc::new(b));
                     }
@@ -298,9 +309,9 @@ impl Generation {
     }
 
     /// The upstream group of a `proxy_pass` in a location with `settings`.
-    pub fn balancer(&self, target: &UpstreamRef, settings: &ProxySettings) -> Option<&Balancer> {
+    pub fn balancer(&self, pass: &ProxyPass, settings: &ProxySettings) -> Option<&Balancer> {
         self.balancers
-            .get(&balancer_key(target, settings))
+            .get(&balancer_key(pass, settings))
             .map(|b| &**b)
     }
 
@@ -326,10 +337,15 @@ fn resolve(prefix: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn balancer_key(target: &UpstreamRef, settings: &ProxySettings) -> String {
+/// One pool per (upstream, connect timeout, TLS settings).
+fn balancer_key(pass: &ProxyPass, settings: &ProxySettings) -> String {
     let ms = settings.proxy_connect_timeout.as_millis();
-    match target {
-        UpstreamRef::Named(n) => format!("{n}|{ms}"),
-        UpstreamRef::Addr(a) => format!("={a}|{ms}"),
+    let tls = match pass.https {
+        true => format!("|{:?}", settings.proxy_ssl),
+        false => String::new(),
+    };
+    match &pass.target {
+        UpstreamRef::Named(n) => format!("{n}|{ms}{tls}"),
+        UpstreamRef::Addr(a) => format!("={a}|{ms}{tls}"),
     }
 }

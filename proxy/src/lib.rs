@@ -1,5 +1,5 @@
 //! hsmgate's proxy: TLS termination with keys held in PKCS#11 tokens, requests forwarded
-//! as plain HTTP to an upstream.
+//! to an upstream over plain HTTP or TLS.
 //!
 //! Request path:
 //!
@@ -24,9 +24,11 @@
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
-//!   [`body`]: a streamed request body whose failure is the client's;
+//!   [`body`]: a streamed request body whose failure is the client's; [`spool`]: a
+//!   buffered one (`proxy_request_buffering on`), in memory or an unlinked temp file;
 //! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
+//!   [`upstream_tls`]: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
@@ -56,6 +58,7 @@ pub mod reqlog;
 pub mod route;
 pub mod server;
 pub use hsmgate_config::site;
+pub mod spool;
 pub mod status;
 pub mod status_page;
 pub mod tickets;
@@ -65,6 +68,7 @@ pub mod token_cli;
 pub mod top;
 pub mod tunnel;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod uri;
 pub mod vars;
 

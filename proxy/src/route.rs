@@ -14,7 +14,7 @@ use hsmgate_config::nginx::{
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
@@ -25,13 +25,15 @@ use crate::forward::{
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
 use crate::reqlog::{LogCtx, LoggedBody};
+use crate::spool::Spooled;
 use crate::uri::{normalize, valid_host};
 use crate::vars::{ConnInfo, Vars};
 
-/// Request bodies up to this size (with a `Content-Length`) are read before the upstream
-/// is picked, so they can be sent again (nginx's `client_body_buffer_size`, 16k).
-const BODY_BUFFER: u64 = 16 * 1024;
-/// How long reading such a body may take (nginx's `client_body_timeout`, 60 s).
+/// One warning per process when no temporary file can be made for a request body.
+static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// How long reading a request body may pause (nginx's `client_body_timeout`, 60 s).
 const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `return 444`: close the connection without a response.
@@ -258,7 +260,7 @@ async fn proxy(
     {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    let Some(balancer) = generation.balancer(&pass.target, settings) else {
+    let Some(balancer) = generation.balancer(pass, settings) else {
         return error_page(StatusCode::BAD_GATEWAY);
     };
     log.proxy_host = balancer.name.clone();
@@ -298,41 +300,66 @@ async fn proxy(
         true => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         false => None,
     };
-    // A request without a body, or with a small one read into memory first (nginx's
-    // client_body_buffer_size), can be sent again to the next server when a connection
-    // cannot be made (nginx's `proxy_next_upstream error`); a larger one is streamed.
+    // `proxy_request_buffering on` (nginx's default): the body is read whole first, so
+    // it can be sent again to the next server when a connection cannot be made (nginx's
+    // `proxy_next_upstream error`), and one over client_max_body_size is a 413 before any
+    // upstream is contacted. `off`: streamed as it arrives, and not retried.
     let fault = BodyFault::default();
-    let mut buffered: Option<Bytes> = None;
+    let mut buffered: Option<Spooled> = None;
     let mut streamed: Option<UpstreamBody> = None;
     if body.is_end_stream() {
-        buffered = Some(Bytes::new());
-    } else if length.is_some_and(|n| n <= BODY_BUFFER) {
-        let read = Limited::new(body, BODY_BUFFER as usize).collect();
-        match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
-            Ok(Ok(collected)) => buffered = Some(collected.to_bytes()),
-            Ok(Err(_)) => return error_page(StatusCode::BAD_REQUEST),
-            Err(_) => return error_page(StatusCode::REQUEST_TIMEOUT),
+        buffered = Some(Spooled::Memory(Bytes::new()));
+    } else if settings.proxy_request_buffering {
+        let max = settings.client_max_body_size;
+        let memory = settings.client_body_buffer_size;
+        match crate::spool::read(body, max, memory, CLIENT_BODY_TIMEOUT).await {
+            Ok(spooled) => {
+                // The body is here: nothing to continue (nginx does not pass Expect).
+                headers.remove(header::EXPECT);
+                headers.remove(header::TRANSFER_ENCODING);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+                buffered = Some(spooled);
+            }
+            Err(crate::spool::SpoolError::Unspooled(u)) => {
+                let u = *u;
+                if !NO_TEMP_FILE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(error = %u.error, "request bodies over client_body_buffer_size are streamed (and not retried on another server): no temporary file can be made in $TMPDIR");
+                }
+                let max = max.map(|m| m.saturating_sub(u.seen));
+                let rest = ClientBody::new(u.rest, max, CLIENT_BODY_TIMEOUT, fault.clone());
+                streamed = Some(crate::spool::Prefixed::new(u.head, rest).boxed());
+            }
+            Err(e) => {
+                tracing::info!(path = %log.request_uri, error = %e, "request body not read");
+                return error_page(e.status());
+            }
         }
     } else {
         let timeout = CLIENT_BODY_TIMEOUT;
         let client = ClientBody::new(body, settings.client_max_body_size, timeout, fault.clone());
         streamed = Some(client.boxed());
     }
+    let client = {
+        let vars = log.vars(&parts.headers);
+        match balancer.client(|t| vars.expand(t)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(upstream = %balancer.name, error = %e, "upstream TLS name: 502");
+                return error_page(StatusCode::BAD_GATEWAY);
+            }
+        }
+    };
     let retry = buffered.is_some();
     let order = balancer.order();
     for (n, addr) in order.iter().enumerate() {
         log.upstream_addr = (*addr).to_owned();
-        let uri = match format!("http://{addr}{path}").parse::<http::Uri>() {
+        let uri = match format!("{}://{addr}{path}", balancer.scheme).parse::<http::Uri>() {
             Ok(u) => u,
             Err(_) => return error_page(StatusCode::BAD_REQUEST),
         };
         let req_body: UpstreamBody = match (&buffered, streamed.take()) {
-            (Some(bytes), _) if bytes.is_empty() => {
-                Empty::new().map_err(|never| match never {}).boxed()
-            }
-            (Some(bytes), _) => Full::new(bytes.clone())
-                .map_err(|never| match never {})
-                .boxed(),
+            (Some(b), _) if b.is_empty() => Empty::new().map_err(|never| match never {}).boxed(),
+            (Some(b), _) => b.body(),
             (None, Some(b)) => b,
             (None, None) => Empty::new().map_err(|never| match never {}).boxed(),
         };
@@ -341,8 +368,7 @@ async fn proxy(
         *req.uri_mut() = uri;
         *req.headers_mut() = headers.clone();
         let sent_at = Instant::now();
-        let sent =
-            tokio::time::timeout(settings.proxy_read_timeout, balancer.client.request(req)).await;
+        let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
         let result = match &sent {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "error",
@@ -378,11 +404,11 @@ async fn proxy(
             }
             Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, error = %error_chain(&e), "upstream connect failed; trying the next server");
+                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream connect failed; trying the next server");
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
+                tracing::warn!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) if fault.status().is_some() => {

@@ -33,6 +33,8 @@ mod measure;
 mod nginx;
 #[path = "e2e/pin.rs"]
 mod pin;
+#[path = "e2e/request_body.rs"]
+mod request_body;
 #[path = "e2e/resources.rs"]
 mod resources;
 #[path = "e2e/rustls_client.rs"]
@@ -53,5 +55,7 @@ mod tickets;
 mod tls_probes;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
+#[path = "e2e/upstream_tls.rs"]
+mod upstream_tls;
 #[path = "e2e/websocket.rs"]
 mod websocket;

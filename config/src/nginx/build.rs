@@ -60,6 +60,18 @@ const KNOWN: &[&str] = &[
     "map",
     "if",
     "http2",
+    "proxy_ssl_verify",
+    "proxy_ssl_trusted_certificate",
+    "proxy_ssl_verify_depth",
+    "proxy_ssl_server_name",
+    "proxy_ssl_name",
+    "proxy_ssl_protocols",
+    "proxy_ssl_ciphers",
+    "proxy_ssl_session_reuse",
+    "proxy_ssl_certificate",
+    "proxy_ssl_certificate_key",
+    "proxy_request_buffering",
+    "client_body_buffer_size",
 ];
 
 const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";

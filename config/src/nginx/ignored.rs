@@ -114,7 +114,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("open_file_cache_errors", "hsmgate serves no files"),
     (
         "client_body_temp_path",
-        "hsmgate writes no temporary files: request and response bodies are streamed",
+        "a request body over client_body_buffer_size goes to an unlinked file in $TMPDIR",
     ),
     (
         "proxy_temp_path",

@@ -11,7 +11,7 @@ use super::build::Ctx;
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
 use super::parse::Directive;
 use super::scope::{Level, Scope};
-use super::values::host_port;
+use super::values::host_port_or;
 use crate::error::ConfigError;
 
 /// One `location` (and its nested ones), merged with `outer`.
@@ -28,12 +28,13 @@ pub(crate) fn build_location(
         check_nesting(ctx, d, p, &matcher)?;
     }
     let mut scope = Scope::default();
-    let (mut pass, mut ret, mut nested) = (None, None, vec![]);
+    let (mut pass, mut ret, mut nested, mut pass_at) = (None, None, vec![], None);
     for s in body {
         match s.name.as_str() {
             "proxy_pass" => {
                 let p = proxy_pass(ctx, s, &matcher, upstreams)?;
                 super::scope::set(ctx, s, &mut pass, p)?;
+                pass_at = Some(s);
             }
             "return" => {
                 let r = parse_return(ctx, s)?;
@@ -45,6 +46,11 @@ pub(crate) fn build_location(
         }
     }
     scope.inherit(outer);
+    if let (Some(p), Some(at)) = (&pass, pass_at)
+        && p.https
+    {
+        check_proxy_ssl(ctx, at, &scope)?;
+    }
     let mut locations = Vec::new();
     for n in &nested {
         locations.push(build_location(ctx, n, &scope, upstreams, Some(&matcher))?);
@@ -178,15 +184,9 @@ fn proxy_pass(
         return Err(ctx.invalid(d, arg.at, "variables in \"proxy_pass\" are not supported"));
     }
     let lower = v.to_ascii_lowercase();
-    let rest = match () {
-        _ if lower.starts_with("http://") => &v[7..],
-        _ if lower.starts_with("https://") => {
-            return Err(ctx.invalid(
-                d,
-                arg.at,
-                "https upstreams are not supported (hsmgate speaks plain HTTP to upstreams)",
-            ));
-        }
+    let (https, rest) = match () {
+        _ if lower.starts_with("http://") => (false, &v[7..]),
+        _ if lower.starts_with("https://") => (true, &v[8..]),
         _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
     };
     let (host, uri) = match rest.find('/') {
@@ -200,11 +200,31 @@ fn proxy_pass(
             "\"proxy_pass\" cannot have URI part in location given by regular expression",
         ));
     }
+    let port = if https { 443 } else { 80 };
     let target = match upstreams.contains_key(host) {
         true => UpstreamRef::Named(host.to_owned()),
-        false => UpstreamRef::Addr(host_port(host).map_err(|e| ctx.invalid(d, arg.at, e))?),
+        false => {
+            UpstreamRef::Addr(host_port_or(host, port).map_err(|e| ctx.invalid(d, arg.at, e))?)
+        }
     };
-    Ok(ProxyPass { target, uri })
+    Ok(ProxyPass { https, target, uri })
+}
+
+/// nginx's load-time checks of a location passing to `https://`: verification needs
+/// trusted CAs, and a client certificate its key.
+fn check_proxy_ssl(ctx: &Ctx<'_>, d: &Directive, scope: &Scope) -> Result<(), ConfigError> {
+    let ssl = scope.proxy_ssl.settings();
+    if ssl.verify && ssl.trusted_certificate.is_none() {
+        return Err(ctx.invalid(
+            d,
+            d.at,
+            "no proxy_ssl_trusted_certificate for proxy_ssl_verify",
+        ));
+    }
+    match scope.proxy_ssl.unpaired() {
+        Some(reason) => Err(ctx.invalid(d, d.at, reason)),
+        None => Ok(()),
+    }
 }
 
 /// `return code [text|URL]` / `return URL`.

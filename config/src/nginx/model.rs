@@ -11,6 +11,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::parse::SourceFile;
+use super::proxy_ssl::ProxySsl;
 use super::template::Template;
 use super::tls::TlsSettings;
 use crate::model::{ConfigWarning, Location};
@@ -266,9 +267,11 @@ pub enum Action {
     Return(Return),
 }
 
-/// `proxy_pass http://TARGET[URI]`.
+/// `proxy_pass http[s]://TARGET[URI]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyPass {
+    /// `https://`: TLS to the upstream, with the location's `proxy_ssl_*`.
+    pub https: bool,
     /// The backend.
     pub target: UpstreamRef,
     /// The URI part (`/v1/` in `http://b/v1/`), which replaces the matched
@@ -281,7 +284,7 @@ pub struct ProxyPass {
 pub enum UpstreamRef {
     /// An `upstream` block of that name.
     Named(String),
-    /// `host:port` (port 80 when not written).
+    /// `host:port` (port 80, or 443 for `https://`, when not written).
     Addr(String),
 }
 
@@ -313,6 +316,14 @@ pub struct ProxySettings {
     pub proxy_send_timeout: Duration,
     /// `client_max_body_size` in bytes (default 1m); `None`: unlimited (`0`).
     pub client_max_body_size: Option<u64>,
+    /// `proxy_request_buffering` (default on): the whole request body is read before an
+    /// upstream is chosen, so a request with a body can move to the next server.
+    pub proxy_request_buffering: bool,
+    /// `client_body_buffer_size` (default 16k): a buffered body larger than this is
+    /// kept in an unlinked temporary file instead of memory.
+    pub client_body_buffer_size: u64,
+    /// `proxy_ssl_*`: TLS to `proxy_pass https://` upstreams.
+    pub proxy_ssl: ProxySsl,
     /// `keepalive_timeout` (default 75s; `0` disables keep-alive).
     pub keepalive_timeout: Duration,
     /// `access_log`s (empty: not set at any level, nginx's default

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::build::Ctx;
 use super::model::{AccessLog, AddHeader, ClientLimits, ErrorLog, HttpVersion, ProxySettings};
 use super::parse::{Arg, Directive};
+use super::proxy_ssl::ProxySslScope;
 use super::template::Template;
 use super::tls::TlsScope;
 use super::values::{parse_size, parse_time};
@@ -33,6 +34,9 @@ pub(crate) struct Scope {
     errors: Option<Vec<ErrorLog>>,
     client: ClientScope,
     pub(crate) tls: TlsScope,
+    pub(crate) proxy_ssl: ProxySslScope,
+    request_buffering: Option<bool>,
+    body_buffer: Option<u64>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -69,6 +73,9 @@ impl Scope {
             *t = t.or(o);
         }
         self.tls.inherit(&outer.tls);
+        self.proxy_ssl.inherit(&outer.proxy_ssl);
+        self.request_buffering = self.request_buffering.or(outer.request_buffering);
+        self.body_buffer = self.body_buffer.or(outer.body_buffer);
     }
 
     /// The merged settings, with nginx's defaults.
@@ -82,6 +89,9 @@ impl Scope {
             proxy_read_timeout: t(1),
             proxy_send_timeout: t(2),
             client_max_body_size: self.body.unwrap_or(Some(1 << 20)),
+            proxy_request_buffering: self.request_buffering.unwrap_or(true),
+            client_body_buffer_size: self.body_buffer.unwrap_or(16 << 10),
+            proxy_ssl: self.proxy_ssl.settings(),
             keepalive_timeout: self.keepalive.unwrap_or(Duration::from_secs(75)),
             access_logs: self.access.clone().unwrap_or_default(),
             error_logs: self.errors.clone().unwrap_or_default(),
@@ -184,6 +194,22 @@ impl Scope {
                     parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
                 set(ctx, d, &mut self.body, Some(v).filter(|&v| v != 0))?;
             }
+            "proxy_request_buffering" => {
+                let arg = ctx.one(d)?;
+                let v = super::values::parse_flag(&arg.value).ok_or_else(|| {
+                    let reason = format!(
+                        "invalid value \"{}\", it must be \"on\" or \"off\"",
+                        arg.value
+                    );
+                    ctx.invalid(d, arg.at, reason)
+                })?;
+                set(ctx, d, &mut self.request_buffering, v)?;
+            }
+            "client_body_buffer_size" => {
+                let v = size(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.body_buffer, v)?;
+            }
+            n if n.starts_with("proxy_ssl_") && self.proxy_ssl.directive(ctx, d)? => {}
             "access_log" => {
                 let log = access_log(ctx, d)?;
                 self.access.get_or_insert_with(Vec::new).push(log);

@@ -176,6 +176,7 @@ fn settings_inherit_like_nginx() {
     assert_eq!(
         s.locations[0].action,
         Some(Action::ProxyPass(ProxyPass {
+            https: false,
             target: UpstreamRef::Addr("127.0.0.1:9000".into()),
             uri: None
         }))

@@ -64,7 +64,7 @@ macro_rules! suites {
             $(#[doc = concat!("`", $openssl, "`: rustls `", $rustls, "`.")] $v,)*
         }
         impl CipherSuite {
-            const ALL: &[(CipherSuite, &'static str)] = &[$((CipherSuite::$v, $openssl),)*];
+            pub(crate) const ALL: &[(CipherSuite, &'static str)] = &[$((CipherSuite::$v, $openssl),)*];
             /// The rustls (IANA) name, as in `rustls::CipherSuite`'s `Debug`.
             pub fn rustls_name(self) -> &'static str {
                 match self { $(Self::$v => $rustls,)* }

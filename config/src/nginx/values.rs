@@ -59,11 +59,16 @@ pub(crate) fn parse_flag(s: &str) -> Option<bool> {
 
 /// `host[:port]` → `host:port` (port 80 by default; IPv6 in brackets).
 pub(crate) fn host_port(s: &str) -> Result<String, String> {
+    host_port_or(s, 80)
+}
+
+/// `host[:port]` → `host:port`, with `default` when no port is written.
+pub(crate) fn host_port_or(s: &str, default: u16) -> Result<String, String> {
     let (host, port) = split_host_port(s)?;
     if host.is_empty() || host.contains(['/', '$', ' ']) {
         return Err(format!("invalid host in \"{s}\""));
     }
-    Ok(format!("{host}:{}", port.unwrap_or(80)))
+    Ok(format!("{host}:{}", port.unwrap_or(default)))
 }
 
 fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
