@@ -26,7 +26,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SCRIPT=two-instance
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-LAB=${LAB:-$ROOT/benches/lab/lab.sh}
+LAB=${LAB:-${HSM_LAB:-$ROOT/benches/hsm-lab}/lab.sh}
 FACTOR=${FACTOR:-2} PHASE1=${PHASE1:-10} PHASE2=${PHASE2:-10} HOP_MS=${HOP_MS:-1}
 SESSIONS=${SESSIONS:-16} CONNECTIONS=${CONNECTIONS:-2} SIGN_SECS=${SIGN_SECS:-3} TIMEOUT=${TIMEOUT:-3s}
 RESULTS=${RESULTS:-$ROOT/benches/results}

@@ -118,8 +118,10 @@ pub(crate) async fn accept_loop(
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                 };
                 let watcher = graceful.watcher();
+                let accepted = std::time::Instant::now();
                 tokio::spawn(async move {
-                    serve_connection(stream, conn, listener_rt, generation, watcher).await;
+                    serve_connection(stream, conn, listener_rt, generation, watcher, accepted)
+                        .await;
                     drop(permit);
                 });
             }
@@ -152,6 +154,7 @@ async fn serve_connection(
     listener: ListenerRt,
     generation: Arc<Generation>,
     watcher: Watcher,
+    accepted: std::time::Instant,
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls_listener) = &listener.tls else {
@@ -163,7 +166,7 @@ async fn serve_connection(
     let mut resumption = false;
     let tls = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(stream, tls_listener, peer, &mut resumption),
+        handshake(stream, tls_listener, peer, accepted, &mut resumption),
     )
     .await
     {
@@ -205,6 +208,7 @@ async fn handshake(
     mut stream: TcpStream,
     listener: &TlsListener,
     peer: SocketAddr,
+    accepted_at: std::time::Instant,
     resumption: &mut bool,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let failed = |resumption: bool| {
@@ -237,7 +241,14 @@ async fn handshake(
                 limiter.note_resumption();
                 Some(Gate::Resumption)
             }
-            HelloKind::Full => match limiter.acquire().await {
+            HelloKind::Full => match async {
+                // A standing queue in front of the door (the proxy saturated) sheds
+                // the late ones before they take a slot.
+                limiter.door(accepted_at.elapsed())?;
+                limiter.acquire().await
+            }
+            .await
+            {
                 Ok(permit) => Some(Gate::Admitted(permit)),
                 Err(reason) => {
                     tracing::debug!(%peer, %reason, "handshake shed");

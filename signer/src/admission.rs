@@ -32,6 +32,14 @@
 //! member that dies takes its share of the limit away at once, one that comes back gives
 //! it back; with none serving, every full handshake is shed at once.
 //!
+//! **The door** ([`Limiter::door`], CoDel on the time from a connection's accept to its
+//! ClientHello reaching admission): when the proxy itself is the bottleneck (its CPU is
+//! saturated, e.g. by the HSM's client library or by the shedding itself), connections
+//! wait in the runtime's queue before admission sees them, and admitted handshakes inherit
+//! that wait. If the *shortest* such wait of a whole [`DOOR_INTERVAL`] exceeds
+//! [`DOOR_TARGET`], there is a standing queue (not a burst): full handshakes that waited
+//! longer than the target are shed (`late`) until it drains. Resumptions are never shed.
+//!
 //! **Which signature belongs to which permit**: rustls signs synchronously inside the
 //! handshake, on the task that drives it. The proxy runs the handshake inside [`scope`];
 //! [`claim`] (called by the signing key) takes the task's permit, so the permit is
@@ -62,6 +70,9 @@ pub enum ShedReason {
     NoCapacity,
     /// A resumption that fell back to a full handshake found no free slot.
     ResumptionFallback,
+    /// The proxy itself is the bottleneck: every full handshake of the last interval
+    /// reached the door later than [`DOOR_TARGET`] after its accept, and this one too.
+    Late,
 }
 
 impl ShedReason {
@@ -72,6 +83,7 @@ impl ShedReason {
             ShedReason::WaitTimeout => "wait_timeout",
             ShedReason::NoCapacity => "no_capacity",
             ShedReason::ResumptionFallback => "resumption_fallback",
+            ShedReason::Late => "late",
         }
     }
 }
@@ -82,6 +94,9 @@ impl std::fmt::Display for ShedReason {
             ShedReason::QueueFull => "the expected wait for the HSMs is over the target",
             ShedReason::WaitTimeout => "no signing slot within the maximum wait",
             ShedReason::NoCapacity => "no HSM member can sign",
+            ShedReason::Late => {
+                "the proxy is saturated: ClientHellos reach the door late (accept queue)"
+            }
             ShedReason::ResumptionFallback => {
                 "a failed resumption needs a signature and no slot is free"
             }
@@ -127,6 +142,7 @@ pub struct Limiter {
     group: String,
     settings: Admission,
     state: Mutex<State>,
+    door: Mutex<Door>,
     /// Sheds since the last log line, and the second of that line.
     shed_since_log: AtomicU64,
     last_log_second: AtomicU64,
@@ -148,6 +164,23 @@ struct State {
     hold: f64,
     window: Window,
 }
+
+/// The door's CoDel state: the shortest accept→admission wait of the current interval,
+/// and whether the last whole interval's shortest was over the target.
+struct Door {
+    started: Instant,
+    min: Duration,
+    count: u32,
+    standing: bool,
+}
+
+/// Fewer full handshakes than this in an interval say nothing about a queue.
+const DOOR_MIN_SAMPLES: u32 = 4;
+
+/// Above this accept→admission wait, a full handshake counts as late.
+pub(crate) const DOOR_TARGET: Duration = Duration::from_millis(50);
+/// The interval whose shortest wait decides whether there is a standing queue.
+pub(crate) const DOOR_INTERVAL: Duration = Duration::from_millis(100);
 
 struct Waiter {
     id: u64,
@@ -211,6 +244,12 @@ impl Limiter {
                     started: now,
                 },
             }),
+            door: Mutex::new(Door {
+                started: now,
+                min: Duration::MAX,
+                count: 0,
+                standing: false,
+            }),
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
             decisions: Default::default(),
@@ -236,6 +275,37 @@ impl Limiter {
     /// The pool's name.
     pub fn group(&self) -> &str {
         &self.group
+    }
+
+    /// The door check for a full handshake whose ClientHello reached admission `waited`
+    /// after its connection was accepted (see the module documentation): `Err(Late)` when
+    /// there is a standing queue in front of admission and this one waited in it.
+    pub fn door(&self, waited: Duration) -> Result<(), ShedReason> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let standing = {
+            let mut d = self.door.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = now.duration_since(d.started);
+            if elapsed >= DOOR_INTERVAL {
+                // The interval just closed decides, if it was busy and not followed by
+                // a quiet gap: its shortest wait over the target is a standing queue.
+                d.standing = elapsed < 2 * DOOR_INTERVAL
+                    && d.count >= DOOR_MIN_SAMPLES
+                    && d.min > DOOR_TARGET;
+                d.started = now;
+                d.min = Duration::MAX;
+                d.count = 0;
+            }
+            d.min = d.min.min(waited);
+            d.count += 1;
+            d.standing
+        };
+        match standing && waited > DOOR_TARGET {
+            true => Err(self.shed(ShedReason::Late)),
+            false => Ok(()),
+        }
     }
 
     /// Admit a full handshake, waiting (bounded) for a slot; `Err` means shed it now.
@@ -621,6 +691,60 @@ mod tests {
             target_wait: Duration::from_millis(20),
             max_wait: Duration::from_millis(60),
             max_waiting: 4,
+        }
+    }
+
+    #[test]
+    fn the_door_sheds_late_handshakes_only_behind_a_standing_queue() {
+        let l = Limiter::new("g", settings(), 1000.0, 2);
+        let (fast, late) = (Duration::from_millis(2), DOOR_TARGET * 3);
+        let interval = |l: &Limiter, waits: &[Duration]| {
+            let start = Instant::now();
+            let out: Vec<_> = waits.iter().map(|w| l.door(*w)).collect();
+            std::thread::sleep(
+                DOOR_INTERVAL.saturating_sub(start.elapsed()) + Duration::from_millis(5),
+            );
+            out
+        };
+        // The first handshakes after start never count as a queue.
+        assert!(interval(&l, &[late; 3]).iter().all(Result::is_ok));
+        // A busy interval with one fast handshake: a burst, not a standing queue.
+        assert!(
+            interval(&l, &[late, late, fast, late, late])
+                .iter()
+                .all(Result::is_ok)
+        );
+        // A busy interval of late ones only: the next interval sheds the late, not the fast.
+        assert!(interval(&l, &[late; 5]).iter().all(Result::is_ok));
+        assert_eq!(
+            interval(&l, &[late, fast, late, late]),
+            [
+                Err(ShedReason::Late),
+                Ok(()),
+                Err(ShedReason::Late),
+                Err(ShedReason::Late)
+            ]
+        );
+        // That interval had a fast one: the queue is gone.
+        assert_eq!(l.door(late), Ok(()));
+        // After a quiet gap the old interval says nothing.
+        let l = Limiter::new("g", settings(), 1000.0, 2);
+        interval(&l, &[late; 3]);
+        interval(&l, &[late; 5]);
+        std::thread::sleep(DOOR_INTERVAL * 2);
+        assert_eq!(l.door(late), Ok(()));
+        // Off: never shed.
+        let off = Limiter::new(
+            "g",
+            Admission {
+                enabled: false,
+                ..settings()
+            },
+            1000.0,
+            2,
+        );
+        for _ in 0..3 {
+            assert!(interval(&off, &[late; 5]).iter().all(Result::is_ok));
         }
     }
 
