@@ -224,12 +224,18 @@ async fn handshake(
         }
     };
     let started = std::time::Instant::now();
-    let kind = crate::hello::classify(&raw, listener.tls13);
+    // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
+    // sessions) and, through its certificate, the signer pool that admits the handshake.
+    let (server, limiter) = {
+        let hello = accepted.client_hello();
+        let limiter = listener
+            .resolver
+            .choose(&hello)
+            .and_then(|k| k.limiter.clone());
+        (listener.for_hello(&hello).clone(), limiter)
+    };
+    let kind = crate::hello::classify(&raw, server.tls13);
     *resumption = kind == HelloKind::Resumption;
-    let limiter = listener
-        .resolver
-        .choose(&accepted.client_hello())
-        .and_then(|k| k.limiter.clone());
     let gate = match limiter {
         None => None,
         Some(limiter) => match kind {
@@ -252,7 +258,7 @@ async fn handshake(
     // `into_stream` processes the ClientHello, and so signs, as it is called: it must
     // run inside the scope.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
-    let config = Arc::clone(&listener.config);
+    let config = server.config;
     let accept = async move { start.into_stream(config).await };
     let result = match gate {
         Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,

@@ -92,12 +92,35 @@ pub struct ListenerRt {
 /// The TLS side of a listening address.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
-    /// The rustls settings.
-    pub config: Arc<rustls::ServerConfig>,
+    /// The rustls settings of each server on the address (by index in
+    /// [`Generation::servers`]), built once per generation.
+    by_server: HashMap<usize, ServerTls>,
+    /// The server a ClientHello that selects no server with a certificate gets.
+    fallback: usize,
     /// The certificate choice, also asked which signer pool a ClientHello will use.
     pub resolver: Arc<SniResolver>,
+}
+
+/// The TLS settings of one server on one address.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The rustls settings.
+    pub config: Arc<rustls::ServerConfig>,
     /// TLS 1.3 is offered (for telling resumption attempts from full handshakes).
     pub tls13: bool,
+}
+
+// === impl TlsListener ===
+
+impl TlsListener {
+    /// The settings of the server this ClientHello selects (by SNI, nginx's rules).
+    pub fn for_hello(&self, hello: &rustls::server::ClientHello<'_>) -> &ServerTls {
+        let i = self.resolver.server_index(hello);
+        self.by_server
+            .get(&i)
+            .or_else(|| self.by_server.get(&self.fallback))
+            .expect("the fallback server's settings are always built")
+    }
 }
 
 /// Everything one configuration builds.
@@ -150,6 +173,7 @@ impl Generation {
         let servers = Arc::new(site.servers.clone());
         let keys = Arc::new(keys);
         let mut listeners = HashMap::new();
+        let mut caches = tls::SharedCaches::default();
         for spec in &site.listens {
             let Some((default, server)) = site.default_server(spec.addr) else {
                 continue;
@@ -166,20 +190,30 @@ impl Generation {
                     spec.addr,
                     fallback,
                 ));
-                let config = tls::listener_config(spec, &server.tls, Arc::clone(&resolver))
-                    .map_err(|e| ProxyError::At {
-                        at: at(&server.location),
-                        source: Box::new(e),
-                    })?;
-                let tls13 = spec
-                    .protocols
-                    .as_ref()
-                    .unwrap_or(&server.tls.protocols)
-                    .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
+                let mut by_server = HashMap::new();
+                for (i, s) in site.servers_on(spec.addr) {
+                    // A server without a certificate is never chosen (the resolver
+                    // falls back), unless no server of the address has one.
+                    if keys[i].is_empty() && i != fallback {
+                        continue;
+                    }
+                    let config =
+                        tls::server_config(spec, &s.tls, Arc::clone(&resolver), &mut caches)
+                            .map_err(|e| ProxyError::At {
+                                at: at(&s.location),
+                                source: Box::new(e),
+                            })?;
+                    let tls13 = spec
+                        .protocols
+                        .as_ref()
+                        .unwrap_or(&s.tls.protocols)
+                        .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
+                    by_server.insert(i, ServerTls { config, tls13 });
+                }
                 Some(TlsListener {
-                    config,
+                    by_server,
+                    fallback,
                     resolver,
-                    tls13,
                 })
             } else {
                 None

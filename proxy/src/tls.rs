@@ -1,8 +1,9 @@
 //! The rustls side: certificate chains from PEM files, the token key behind a
 //! certificate (checked to be the certificate's key), the choice of certificate per
 //! handshake ([`SniResolver`]: the server by SNI, then ECDSA or RSA by what the client
-//! offers) and the rustls configuration of one listening address ([`listener_config`]:
-//! TLS versions, cipher suites, session cache and tickets, ALPN `h2`/`http/1.1`).
+//! offers) and the rustls configuration of one server on one listening address
+//! ([`server_config`]: TLS versions, cipher suites, session cache and tickets, ALPN
+//! `h2`/`http/1.1`), chosen per ClientHello by the same SNI rule.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -124,16 +125,21 @@ impl SniResolver {
 }
 
 impl SniResolver {
+    /// The index (in [`Site::servers`](crate::site::Site)) of the server a handshake
+    /// with this ClientHello gets: by SNI with nginx's rules, else (or when that server
+    /// has no certificate) the fallback.
+    pub fn server_index(&self, hello: &rustls::server::ClientHello<'_>) -> usize {
+        hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
+            .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
+            .filter(|&i| !self.keys[i].is_empty())
+            .unwrap_or(self.fallback)
+    }
+
     /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).
     ///
     /// [`resolve`]: ResolvesServerCert::resolve
     pub fn choose(&self, hello: &rustls::server::ClientHello<'_>) -> Option<&KeyEntry> {
-        let chosen =
-            hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
-                .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
-                .filter(|&i| !self.keys[i].is_empty())
-                .unwrap_or(self.fallback);
-        let pairs = self.keys.get(chosen)?;
+        let pairs = self.keys.get(self.server_index(hello))?;
         let wants_ecdsa = hello.signature_schemes().iter().any(|s| {
             matches!(
                 s,
@@ -159,13 +165,23 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The rustls configuration of one TLS listening address, from its default server's
-/// `ssl_*` settings (rustls has one configuration per socket, so per-server protocol
-/// and cipher settings on a shared address follow the default server).
-pub fn listener_config(
+/// Session caches shared by the servers of one generation: nginx's
+/// `ssl_session_cache shared:NAME:SIZE` zone is one cache for every server that names
+/// it (rustls resumes a session only for the SNI it was made for, as OpenSSL).
+#[derive(Default)]
+pub struct SharedCaches(
+    std::collections::HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>,
+);
+
+/// The rustls configuration of one server on one TLS listening address, from that
+/// server's `ssl_*` settings. A connection gets the configuration of the server its
+/// ClientHello selects ([`SniResolver::server_index`]), so servers sharing an address
+/// keep their own protocols, ciphers and session settings.
+pub fn server_config(
     spec: &crate::site::ListenSpec,
     settings: &hsmgate_config::nginx::TlsSettings,
     resolver: Arc<SniResolver>,
+    caches: &mut SharedCaches,
 ) -> Result<Arc<ServerConfig>, ProxyError> {
     use hsmgate_config::nginx::{SessionCache, TlsVersion};
     let protocols = spec.protocols.clone().unwrap_or(settings.protocols.clone());
@@ -216,7 +232,15 @@ pub fn listener_config(
                 .or(builtin.map(|n| n as usize))
                 .unwrap_or(20480)
                 .max(16);
-            config.session_storage = rustls::server::ServerSessionMemoryCache::new(n);
+            config.session_storage = match shared {
+                Some((zone, _)) => Arc::clone(
+                    caches
+                        .0
+                        .entry(zone.clone())
+                        .or_insert_with(|| rustls::server::ServerSessionMemoryCache::new(n)),
+                ),
+                None => rustls::server::ServerSessionMemoryCache::new(n),
+            };
         }
     }
     if settings.session_tickets {

@@ -39,6 +39,8 @@ mod resources;
 mod rustls_client;
 #[path = "e2e/second_module.rs"]
 mod second_module;
+#[path = "e2e/server_tls.rs"]
+mod server_tls;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
 #[path = "e2e/status_ui.rs"]

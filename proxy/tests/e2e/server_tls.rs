@@ -1,0 +1,133 @@
+//! Per-server TLS settings on a shared address (issue 14): the ClientHello selects the
+//! server by SNI, and that server's `ssl_*` settings apply, not the default server's.
+//! Differential: Debian's nginx (file keys) and hsmgate (token keys) on the same
+//! configuration. Debian's nginx 1.22 negotiates the version with the default server's
+//! `ssl_protocols` whatever the SNI (OpenSSL picks the version before nginx's SNI
+//! callback switches the `SSL_CTX`); hsmgate applies the selected server's, as issue 14
+//! asks. The cases say where the two differ.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::corpus::{Corpus, Keys, layout};
+use crate::support::nginx::Server;
+
+/// `openssl s_client VERSION -servername NAME`: whether the handshake succeeded, and
+/// the output.
+fn handshake(addr: SocketAddr, ca: &Path, version: &str, name: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", version, "-connect", &addr.to_string()]);
+    match name {
+        Some(n) => cmd.args(["-servername", n]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd
+        .args(["-verify_return_error", "-brief", "-CAfile"])
+        .arg(ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Write the corpus for nginx (file keys) and hsmgate (token keys) with `www_extra` in
+/// the default server (www) and `api_extra` in the api.example.test server, start both,
+/// and check each `(version, SNI, hsmgate succeeds, nginx succeeds)`.
+fn differential(
+    corpus: &Corpus,
+    name: &str,
+    www_extra: &str,
+    api_extra: &str,
+    cases: &[(&str, Option<&str>, bool, bool)],
+) {
+    let (nl, hl) = (layout(), layout());
+    let write = |who: &str, keys, l| {
+        let prefix = corpus.prefix(&format!("{name}-{who}"));
+        let conf = corpus.write(&prefix, keys, l, www_extra);
+        let api = prefix.join("conf.d/20-api.conf");
+        let text = std::fs::read_to_string(&api).expect("api conf");
+        let text = text.replacen(
+            "server_name api.example.test;",
+            &format!("server_name api.example.test;\n    {api_extra}"),
+            1,
+        );
+        std::fs::write(&api, text).expect("api conf");
+        (prefix, conf)
+    };
+    let (np, nconf) = write("nginx", Keys::File, &nl);
+    let (hp, hconf) = write("hsmgate", Keys::Token, &hl);
+    let nginx = Server::nginx(&np, &nconf, &[nl.https]);
+    let hsm = Server::hsmgate(&hp, &hconf, &[hl.https]);
+    for &(version, sni, hsmgate_ok, nginx_ok) in cases {
+        for (who, port, server, ok) in [
+            ("nginx", nl.https, &nginx, nginx_ok),
+            ("hsmgate", hl.https, &hsm, hsmgate_ok),
+        ] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let (got, text) = handshake(addr, &corpus.ca_pem, version, sni);
+            assert_eq!(
+                got,
+                ok,
+                "{name}: {who} {version} {sni:?}:\n{text}\n{}",
+                server.log_text()
+            );
+            if ok {
+                let want = match version {
+                    "-tls1_2" => "Protocol version: TLSv1.2",
+                    _ => "Protocol version: TLSv1.3",
+                };
+                assert!(
+                    text.contains(want),
+                    "{name}: {who} {version} {sni:?}: {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn servers_on_one_address_keep_their_own_ssl_protocols() {
+    let corpus = Corpus::new();
+    const API: Option<&str> = Some("api.example.test");
+    const WWW: Option<&str> = Some("www.example.test");
+    // The default server (www) takes TLS 1.3 only; api.example.test takes 1.2 and 1.3.
+    // hsmgate: a TLS 1.2 client gets api by SNI and is refused by www. Debian's nginx
+    // (1.22, OpenSSL 3) picks the version with the default server's settings before
+    // the SNI callback switches servers, so it refuses TLS 1.2 for api too: the one
+    // case where hsmgate serves what the configuration says and nginx does not.
+    differential(
+        &corpus,
+        "strict-default",
+        "ssl_protocols TLSv1.3;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        &[
+            ("-tls1_2", API, true, false),
+            ("-tls1_3", API, true, true),
+            ("-tls1_2", WWW, false, false),
+            ("-tls1_3", WWW, true, true),
+            // No SNI: the default server.
+            ("-tls1_2", None, false, false),
+            ("-tls1_3", None, true, true),
+        ],
+    );
+    // The reverse: the default server takes 1.2 and 1.3, api only 1.3. nginx 1.22
+    // serves TLS 1.2 to api (the default server's versions again); hsmgate refuses it.
+    differential(
+        &corpus,
+        "strict-api",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_protocols TLSv1.3;",
+        &[
+            ("-tls1_2", API, false, true),
+            ("-tls1_3", API, true, true),
+            ("-tls1_2", WWW, true, true),
+            ("-tls1_2", None, true, true),
+        ],
+    );
+}
