@@ -7,7 +7,7 @@
 //! # Paths
 //!
 //! As in nginx: `include`, `ssl_certificate`, `ssl_certificate_key` and
-//! `ssl_session_ticket_key` are relative to the main file's directory
+//! `ssl_session_ticket_key`, `ssl_client_certificate` are relative to the main file's directory
 //! (nginx's conf prefix); `pid`, `error_log` and `access_log` to the prefix
 //! ([`NginxOptions::prefix`], nginx's `-p`; by default the parent of the main
 //! file's directory, as in nginx's own layout `PREFIX/conf/nginx.conf`). A
@@ -41,7 +41,11 @@
 //!   (TLSv1/TLSv1.1 dropped with a warning), `ssl_ciphers` (mapped to rustls
 //!   suites; others dropped with a warning), `ssl_prefer_server_ciphers`,
 //!   `ssl_session_cache`, `ssl_session_timeout`, `ssl_session_tickets`,
-//!   `ssl_session_ticket_key`.
+//!   `ssl_session_ticket_key`, `ssl_client_certificate`, `ssl_verify_client
+//!   on|optional|off` (`optional_no_ca` is refused: rustls accepts only certificates
+//!   it verifies; `on`/`optional` without `ssl_client_certificate` is nginx's error),
+//!   `ssl_verify_depth`. Each server on a shared address keeps its own `ssl_*`
+//!   settings (the ClientHello's SNI selects the server).
 //!
 //! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
 //! must be in [`SUPPORTED_VARIABLES`] (or `$http_NAME`).
@@ -131,7 +135,7 @@ pub use self::model::{
 pub use self::parse::SourceFile;
 pub use self::select::{location_match, proxy_pass_uri, select_server};
 pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
-pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion};
+pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 

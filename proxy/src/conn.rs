@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use hsmgate_config::nginx::select_server;
 
 use crate::error::ProxyError;
-use crate::generation::{Generation, ListenerRt, TlsListener};
+use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::metrics::{self, HandshakeResult};
@@ -115,6 +115,7 @@ pub(crate) async fn accept_loop(
                     listen: addr,
                     local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
                     tls: None,
+                    client_cert: None,
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                 };
                 let watcher = graceful.watcher();
@@ -161,13 +162,13 @@ async fn serve_connection(
     // Admission, then the handshake; the signer waits off the async workers.
     let peer = conn.peer;
     let mut resumption = false;
-    let tls = match tokio::time::timeout(
+    let (tls, server) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake(stream, tls_listener, peer, &mut resumption),
     )
     .await
     {
-        Ok(Some(tls)) => tls,
+        Ok(Some(done)) => done,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
@@ -191,6 +192,10 @@ async fn serve_connection(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default(),
     ));
+    conn.client_cert = server
+        .client_auth
+        .as_ref()
+        .map(|auth| Arc::new(auth.check(session.peer_certificates())));
     let tls = crate::tls_io::FlushingTls(tls);
     serve_http(tls, conn, &listener, generation, watcher).await;
 }
@@ -200,13 +205,14 @@ async fn serve_connection(
 /// signature claims the permit.
 ///
 /// Counts the handshake in [`HANDSHAKES`](crate::metrics::HANDSHAKES) (the caller
-/// counts a timeout); `resumption` is set when the ClientHello attempts one.
+/// counts a timeout); `resumption` is set when the ClientHello attempts one. Returns
+/// the connection with the settings of the server its ClientHello selected.
 async fn handshake(
     mut stream: TcpStream,
     listener: &TlsListener,
     peer: SocketAddr,
     resumption: &mut bool,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ServerTls)> {
     let failed = |resumption: bool| {
         metrics::handshake(
             HandshakeResult::Failed,
@@ -258,7 +264,7 @@ async fn handshake(
     // `into_stream` processes the ClientHello, and so signs, as it is called: it must
     // run inside the scope.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
-    let config = server.config;
+    let config = Arc::clone(&server.config);
     let accept = async move { start.into_stream(config).await };
     let result = match gate {
         Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
@@ -273,7 +279,7 @@ async fn handshake(
                 session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                 started.elapsed(),
             );
-            Some(tls)
+            Some((tls, server))
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

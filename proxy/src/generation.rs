@@ -17,6 +17,7 @@ use hsmgate_config::nginx::{
 };
 
 use crate::balance::Balancer;
+use crate::client_cert::ClientAuth;
 use crate::error::ProxyError;
 use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
@@ -108,6 +109,8 @@ pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
     /// TLS 1.3 is offered (for telling resumption attempts from full handshakes).
     pub tls13: bool,
+    /// `ssl_verify_client on|optional`: how the client's chain is judged.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 // === impl TlsListener ===
@@ -197,18 +200,32 @@ impl Generation {
                     if keys[i].is_empty() && i != fallback {
                         continue;
                     }
-                    let config =
-                        tls::server_config(spec, &s.tls, Arc::clone(&resolver), &mut caches)
-                            .map_err(|e| ProxyError::At {
-                                at: at(&s.location),
-                                source: Box::new(e),
-                            })?;
+                    let located = |e| ProxyError::At {
+                        at: at(&s.location),
+                        source: Box::new(e),
+                    };
+                    let client_auth = ClientAuth::load(&s.tls).map_err(located)?.map(Arc::new);
+                    let config = tls::server_config(
+                        spec,
+                        &s.tls,
+                        Arc::clone(&resolver),
+                        &mut caches,
+                        client_auth.as_deref(),
+                    )
+                    .map_err(located)?;
                     let tls13 = spec
                         .protocols
                         .as_ref()
                         .unwrap_or(&s.tls.protocols)
                         .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
-                    by_server.insert(i, ServerTls { config, tls13 });
+                    by_server.insert(
+                        i,
+                        ServerTls {
+                            config,
+                            tls13,
+                            client_auth,
+                        },
+                    );
                 }
                 Some(TlsListener {
                     by_server,

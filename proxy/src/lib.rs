@@ -27,6 +27,7 @@
 //!   [`body`]: a streamed request body whose failure is the client's;
 //! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
+//! - [`client_cert`]: client certificates (`ssl_verify_client`) and their variables;
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
@@ -40,6 +41,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod client_cert;
 pub mod conn;
 pub mod control;
 pub mod demo;

@@ -20,7 +20,8 @@ use hyper::body::{Body, Incoming};
 use crate::balance::UpstreamBody;
 use crate::body::{BodyFault, ClientBody};
 use crate::forward::{
-    ProxyBody, error_chain, error_page, header_too_large_page, page, strip_hop_by_hop,
+    ProxyBody, bad_request_page, error_chain, error_page, header_too_large_page, page,
+    strip_hop_by_hop,
 };
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
@@ -130,10 +131,12 @@ async fn serve(
     if !log.targets.is_empty() {
         log.headers = parts.headers.clone();
     }
+    let cert_refusal = client_cert_refusal(&conn, server);
     let mut resp = match (action, &normalized) {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
+        _ if cert_refusal.is_some() => bad_request_page(cert_refusal.unwrap_or_default()),
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
@@ -166,6 +169,27 @@ async fn serve(
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// nginx's 400 for a client certificate the server (chosen by `Host`) requires: none
+/// sent with `ssl_verify_client on`, or one that failed verification with `on` or
+/// `optional`.
+fn client_cert_refusal(
+    conn: &ConnInfo,
+    server: &hsmgate_config::nginx::Server,
+) -> Option<&'static str> {
+    use crate::client_cert::Verify;
+    use hsmgate_config::nginx::VerifyClient;
+    conn.tls.as_ref()?;
+    let verify = conn.client_cert.as_ref().map(|c| &c.verify);
+    match (server.tls.verify_client, verify) {
+        (VerifyClient::Off, _) => None,
+        (_, Some(Verify::Failed(_))) => Some("The SSL certificate error"),
+        (VerifyClient::On, None | Some(Verify::None)) => {
+            Some("No required SSL certificate was sent")
+        }
+        _ => None,
+    }
 }
 
 /// The server-level answer, if any: the first `if` whose condition holds, else the

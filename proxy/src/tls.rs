@@ -182,6 +182,7 @@ pub fn server_config(
     settings: &hsmgate_config::nginx::TlsSettings,
     resolver: Arc<SniResolver>,
     caches: &mut SharedCaches,
+    client_auth: Option<&crate::client_cert::ClientAuth>,
 ) -> Result<Arc<ServerConfig>, ProxyError> {
     use hsmgate_config::nginx::{SessionCache, TlsVersion};
     let protocols = spec.protocols.clone().unwrap_or(settings.protocols.clone());
@@ -216,10 +217,13 @@ pub fn server_config(
         }
         provider.cipher_suites = suites;
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?;
+    let builder = match client_auth {
+        Some(auth) => builder.with_client_cert_verifier(auth.handshake_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.ignore_client_order = settings.prefer_server_ciphers;
     match &settings.session_cache {
         SessionCache::Off | SessionCache::None => {

@@ -11,6 +11,8 @@ mod admission;
 mod bad_input;
 #[path = "e2e/cipher_order.rs"]
 mod cipher_order;
+#[path = "e2e/client_certs.rs"]
+mod client_certs;
 #[path = "e2e/clients.rs"]
 mod clients;
 #[path = "e2e/container.rs"]

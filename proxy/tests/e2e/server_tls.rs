@@ -36,9 +36,43 @@ fn handshake(addr: SocketAddr, ca: &Path, version: &str, name: Option<&str>) -> 
     (out.status.success(), text)
 }
 
-/// Write the corpus for nginx (file keys) and hsmgate (token keys) with `www_extra` in
-/// the default server (www) and `api_extra` in the api.example.test server, start both,
-/// and check each `(version, SNI, hsmgate succeeds, nginx succeeds)`.
+/// nginx (file keys) and hsmgate (token keys) on the corpus with `www_extra` in the
+/// default server (www) and `api_extra` in the api.example.test server.
+pub(crate) struct Pair {
+    pub nginx: Server,
+    pub nginx_port: u16,
+    pub hsmgate: Server,
+    pub hsmgate_port: u16,
+}
+
+impl Pair {
+    pub(crate) fn start(corpus: &Corpus, name: &str, www_extra: &str, api_extra: &str) -> Pair {
+        let (nl, hl) = (layout(), layout());
+        let write = |who: &str, keys, l| {
+            let prefix = corpus.prefix(&format!("{name}-{who}"));
+            let conf = corpus.write(&prefix, keys, l, www_extra);
+            let api = prefix.join("conf.d/20-api.conf");
+            let text = std::fs::read_to_string(&api).expect("api conf");
+            let text = text.replacen(
+                "server_name api.example.test;",
+                &format!("server_name api.example.test;\n    {api_extra}"),
+                1,
+            );
+            std::fs::write(&api, text).expect("api conf");
+            (prefix, conf)
+        };
+        let (np, nconf) = write("nginx", Keys::File, &nl);
+        let (hp, hconf) = write("hsmgate", Keys::Token, &hl);
+        Pair {
+            nginx: Server::nginx(&np, &nconf, &[nl.https]),
+            nginx_port: nl.https,
+            hsmgate: Server::hsmgate(&hp, &hconf, &[hl.https]),
+            hsmgate_port: hl.https,
+        }
+    }
+}
+
+/// Start a [`Pair`] and check each `(version, SNI, hsmgate succeeds, nginx succeeds)`.
 fn differential(
     corpus: &Corpus,
     name: &str,
@@ -46,28 +80,14 @@ fn differential(
     api_extra: &str,
     cases: &[(&str, Option<&str>, bool, bool)],
 ) {
-    let (nl, hl) = (layout(), layout());
-    let write = |who: &str, keys, l| {
-        let prefix = corpus.prefix(&format!("{name}-{who}"));
-        let conf = corpus.write(&prefix, keys, l, www_extra);
-        let api = prefix.join("conf.d/20-api.conf");
-        let text = std::fs::read_to_string(&api).expect("api conf");
-        let text = text.replacen(
-            "server_name api.example.test;",
-            &format!("server_name api.example.test;\n    {api_extra}"),
-            1,
-        );
-        std::fs::write(&api, text).expect("api conf");
-        (prefix, conf)
-    };
-    let (np, nconf) = write("nginx", Keys::File, &nl);
-    let (hp, hconf) = write("hsmgate", Keys::Token, &hl);
-    let nginx = Server::nginx(&np, &nconf, &[nl.https]);
-    let hsm = Server::hsmgate(&hp, &hconf, &[hl.https]);
+    let pair = Pair::start(corpus, name, www_extra, api_extra);
+    let (nginx, hsm) = (&pair.nginx, &pair.hsmgate);
+    let nl_https = pair.nginx_port;
+    let hl_https = pair.hsmgate_port;
     for &(version, sni, hsmgate_ok, nginx_ok) in cases {
         for (who, port, server, ok) in [
-            ("nginx", nl.https, &nginx, nginx_ok),
-            ("hsmgate", hl.https, &hsm, hsmgate_ok),
+            ("nginx", nl_https, nginx, nginx_ok),
+            ("hsmgate", hl_https, hsm, hsmgate_ok),
         ] {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let (got, text) = handshake(addr, &corpus.ca_pem, version, sni);

@@ -1,0 +1,185 @@
+//! Client certificates (issue 14): `ssl_client_certificate`, `ssl_verify_client
+//! on|optional`, and `$ssl_client_verify`, `$ssl_client_s_dn`,
+//! `$ssl_client_escaped_cert` forwarded with `proxy_set_header`. Differential against
+//! Debian's nginx on the same configuration: curl with and without `--cert`, with a
+//! certificate from another CA; openssl s_client sees the CA names asked for.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::server_tls::Pair;
+use crate::support::corpus::Corpus;
+use crate::support::nginx::{Seen, fetch};
+
+/// A client certificate and its key, as files.
+struct Client {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A CA (its PEM in `dir/NAME-ca.pem`) and one client certificate it issued.
+fn client_ca(dir: &Path, name: &str) -> (PathBuf, Client) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} client CA"));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("client key");
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CountryName, "DE");
+    leaf.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example, Inc.");
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} client"));
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).expect("client cert");
+    let ca_pem = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_pem, ca_cert.pem()).expect("ca");
+    let client = Client {
+        cert: dir.join(format!("{name}-client.crt")),
+        key: dir.join(format!("{name}-client.key")),
+    };
+    std::fs::write(&client.cert, cert.pem()).expect("cert");
+    std::fs::write(&client.key, key.serialize_pem()).expect("key");
+    (ca_pem, client)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The `x-client-*` headers the upstream saw.
+fn client_headers(seen: &Seen) -> Vec<(String, String)> {
+    seen.upstream()
+        .map(|(_, _, h)| {
+            h.into_iter()
+                .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-client-"))
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
+    let corpus = Corpus::new();
+    let dir = corpus.dir.path();
+    let (ca, good) = client_ca(dir, "good");
+    let (_, rogue) = client_ca(dir, "rogue");
+    let headers = "proxy_set_header X-Client-Verify $ssl_client_verify;\n    \
+                   proxy_set_header X-Client-DN $ssl_client_s_dn;\n    \
+                   proxy_set_header X-Client-Cert $ssl_client_escaped_cert;";
+    let www = format!(
+        "ssl_client_certificate {};\n    ssl_verify_client optional;\n    {headers}",
+        ca.display()
+    );
+    let api = format!(
+        "ssl_client_certificate {};\n    ssl_verify_client on;\n    ssl_verify_depth 1;\n    {headers}",
+        ca.display()
+    );
+    let pair = Pair::start(&corpus, "mtls", &www, &api);
+    fn with(c: &Client) -> Vec<&str> {
+        vec!["--cert", s(&c.cert), "--key", s(&c.key)]
+    }
+    let cases: Vec<(&str, &str, Vec<&str>, u16)> = vec![
+        ("www.example.test", "/", with(&good), 200),
+        ("www.example.test", "/", vec![], 200),
+        ("www.example.test", "/", with(&rogue), 400),
+        ("api.example.test", "/v1/items", vec![], 400),
+        ("api.example.test", "/v1/items", with(&good), 200),
+        ("api.example.test", "/v1/items", with(&rogue), 400),
+    ];
+    let pem = std::fs::read_to_string(&good.cert).expect("cert");
+    for (host, path, extra, status) in &cases {
+        let mut seen = Vec::new();
+        for (who, port, server) in [
+            ("nginx", pair.nginx_port, &pair.nginx),
+            ("hsmgate", pair.hsmgate_port, &pair.hsmgate),
+        ] {
+            let url = format!("https://{host}:{port}{path}");
+            let got = fetch(&corpus.ca_pem, host, port, &url, extra);
+            assert_eq!(
+                got.status,
+                *status,
+                "{who} {host}{path} {extra:?}: {got:?}\n{}",
+                server.log_text()
+            );
+            seen.push(got);
+        }
+        let (n, h) = (&seen[0], &seen[1]);
+        assert_eq!(
+            client_headers(n),
+            client_headers(h),
+            "{host}{path} {extra:?}"
+        );
+        if *status == 400 {
+            let why = if extra.is_empty() {
+                "No required SSL certificate was sent"
+            } else {
+                "The SSL certificate error"
+            };
+            assert!(n.body.contains(why), "nginx: {}", n.body);
+            assert!(h.body.contains(why), "hsmgate: {}", h.body);
+        } else if extra.is_empty() {
+            assert_eq!(
+                client_headers(h),
+                [("x-client-verify".to_owned(), "NONE".to_owned())]
+            );
+        } else {
+            let got = client_headers(h);
+            assert_eq!(got[0], ("x-client-verify".into(), "SUCCESS".into()));
+            assert_eq!(
+                got[1],
+                (
+                    "x-client-dn".into(),
+                    "CN=good client,O=Example\\, Inc.,C=DE".into()
+                )
+            );
+            let escaped = &got[2].1;
+            assert!(
+                escaped.starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+                "{escaped}"
+            );
+            let base64_line = pem.lines().nth(1).expect("a base64 line");
+            let unescaped = escaped
+                .replace("%0A", "\n")
+                .replace("%20", " ")
+                .replace("%2B", "+")
+                .replace("%2F", "/")
+                .replace("%3D", "=");
+            assert!(unescaped.contains(base64_line), "{escaped}");
+        }
+    }
+
+    // openssl s_client: the CertificateRequest names the client CA, and a client with a
+    // certificate completes the handshake.
+    for (who, port) in [("nginx", pair.nginx_port), ("hsmgate", pair.hsmgate_port)] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "api.example.test", "-CAfile"])
+            .arg(&corpus.ca_pem)
+            .args(["-verify_return_error", "-cert"])
+            .arg(&good.cert)
+            .arg("-key")
+            .arg(&good.key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run openssl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{who}: {text}");
+        assert!(
+            text.contains("Acceptable client certificate CA names\nCN = good client CA"),
+            "{who}: {text}"
+        );
+    }
+}
