@@ -228,6 +228,7 @@ impl Site {
                 client_certificate: None,
                 verify_client: VerifyClient::Off,
                 verify_depth: 1,
+                stapling_file: None,
             },
             server_return: None,
             server_ifs: Vec::new(),

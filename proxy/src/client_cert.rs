@@ -72,7 +72,8 @@ impl ClientAuth {
             .client_certificate
             .as_deref()
             .ok_or_else(|| ProxyError::Invalid("no ssl_client_certificate".into()))?;
-        let bad = |reason: String| ProxyError::Certificate {
+        let bad = |reason: String| ProxyError::TlsFile {
+            directive: "ssl_client_certificate",
             path: path.to_path_buf(),
             reason,
         };
@@ -206,7 +207,8 @@ impl ClientCertVerifier for Lenient {
 }
 
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
-    let bad = |reason: String| ProxyError::Certificate {
+    let bad = |reason: String| ProxyError::TlsFile {
+        directive: "ssl_client_certificate",
         path: path.to_path_buf(),
         reason,
     };

@@ -22,6 +22,7 @@ use crate::error::ProxyError;
 use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
 use crate::tls::{self, KeyEntry, SniResolver};
+use rustls::sign::CertifiedKey;
 
 /// Where the configuration comes from (`-c`, `-p`, `-g`, flags and `HSMGATE_*`).
 #[derive(Debug, Clone)]
@@ -161,6 +162,17 @@ impl Generation {
             let mut pairs = Vec::new();
             for pair in &server.certs {
                 pairs.push(opener.pair(pair)?);
+            }
+            if let Some(path) = &server.tls.stapling_file {
+                let ocsp = tls::read_ocsp(path).map_err(|e| ProxyError::At {
+                    at: at(&server.location),
+                    source: Box::new(e),
+                })?;
+                for pair in &mut pairs {
+                    let mut certified = CertifiedKey::clone(&pair.certified);
+                    certified.ocsp = Some(ocsp.clone());
+                    pair.certified = Arc::new(certified);
+                }
             }
             if pairs.is_empty() && server.listens.iter().any(|l| l.ssl) {
                 return Err(ProxyError::At {

@@ -83,6 +83,24 @@ pub fn certified_key(
     )))
 }
 
+/// The DER OCSP response of `ssl_stapling_file`, stapled as it is (as nginx does):
+/// only checked to be an OCSPResponse (a DER SEQUENCE).
+pub fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
+    let bad = |reason: String| ProxyError::TlsFile {
+        directive: "ssl_stapling_file",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if der.first() != Some(&0x30) {
+        return Err(bad(
+            "not a DER OCSP response (ssl_stapling_file takes `openssl ocsp -respout` output)"
+                .into(),
+        ));
+    }
+    Ok(der)
+}
+
 /// A certificate with its key, and the admission limiter of the signer pool that holds
 /// the key (None for a key in a file).
 #[derive(Debug, Clone)]

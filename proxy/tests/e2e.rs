@@ -45,6 +45,8 @@ mod second_module;
 mod server_tls;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
+#[path = "e2e/stapling.rs"]
+mod stapling;
 #[path = "e2e/status_ui.rs"]
 mod status_ui;
 #[path = "e2e/strict.rs"]

@@ -38,6 +38,10 @@ pub struct TlsSettings {
     pub verify_client: VerifyClient,
     /// `ssl_verify_depth` (default 1): intermediate certificates a client chain may have.
     pub verify_depth: u32,
+    /// `ssl_stapling on` with `ssl_stapling_file`: the DER OCSP response stapled to
+    /// each of the server's certificates (without a file nothing is stapled: no
+    /// responder is queried, and the configuration is warned about).
+    pub stapling_file: Option<PathBuf>,
 }
 
 /// `ssl_verify_client`.
@@ -121,6 +125,9 @@ pub(crate) struct TlsScope {
     /// The value and where it was written.
     verify_client: Option<(VerifyClient, super::parse::Pos)>,
     verify_depth: Option<u32>,
+    /// `ssl_stapling` and where it was written.
+    stapling: Option<(bool, super::parse::Pos)>,
+    stapling_file: Option<PathBuf>,
     pub(crate) certs: Option<Vec<Arg>>,
     pub(crate) keys: Option<Vec<Arg>>,
 }
@@ -140,6 +147,8 @@ impl TlsScope {
             client_certificate,
             verify_client,
             verify_depth,
+            stapling,
+            stapling_file,
             certs,
             keys
         );
@@ -161,11 +170,22 @@ impl TlsScope {
             client_certificate: self.client_certificate.clone(),
             verify_client: self.verify_client.map_or(VerifyClient::Off, |(v, _)| v),
             verify_depth: self.verify_depth.unwrap_or(1),
+            stapling_file: match self.stapling {
+                Some((true, _)) => self.stapling_file.clone(),
+                _ => None,
+            },
         }
     }
 
-    /// nginx's check of a merged server: verifying clients needs a CA bundle.
-    pub(crate) fn check(&self, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    /// nginx's check of a merged server: verifying clients needs a CA bundle. Warns
+    /// about `ssl_stapling on` without `ssl_stapling_file`.
+    pub(crate) fn check(&self, ctx: &mut Ctx<'_>) -> Result<(), ConfigError> {
+        if let (Some((true, at)), None) = (self.stapling, &self.stapling_file) {
+            let msg = "ssl_stapling: no \"ssl_stapling_file\", nothing is stapled (hsmgate \
+                       queries no OCSP responder)"
+                .to_owned();
+            ctx.warn(at, msg);
+        }
         match self.verify_client {
             Some((VerifyClient::On | VerifyClient::Optional, at))
                 if self.client_certificate.is_none() =>
@@ -295,6 +315,17 @@ impl TlsScope {
                     }
                 };
                 set(ctx, d, &mut self.verify_client, (v, d.at))?;
+            }
+            "ssl_stapling" => {
+                let mut on = None;
+                set_flag(ctx, d, &mut on)?;
+                let on = on.expect("set_flag sets it");
+                set(ctx, d, &mut self.stapling, (on, d.at))?;
+            }
+            "ssl_stapling_file" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                set(ctx, d, &mut self.stapling_file, path)?;
             }
             "ssl_verify_depth" => {
                 let arg = ctx.one(d)?;
