@@ -112,18 +112,11 @@ impl ClientAuth {
         };
         let now = UnixTime::now();
         let used = &intermediates[..intermediates.len().min(self.depth)];
+        // OpenSSL stops building the chain at the depth: what lies beyond is an
+        // unknown issuer ("unable to get local issuer certificate"), as here.
         let verify = match self.verifier.verify_client_cert(leaf, used, now) {
             Ok(_) => Verify::Success,
-            Err(_)
-                if used.len() < intermediates.len()
-                    && self
-                        .verifier
-                        .verify_client_cert(leaf, intermediates, now)
-                        .is_ok() =>
-            {
-                Verify::Failed("certificate chain too long".into())
-            }
-            Err(e) => Verify::Failed(reason(&e)),
+            Err(e) => Verify::Failed(reason(&e, intermediates.is_empty())),
         };
         ClientCert {
             verify,
@@ -133,10 +126,14 @@ impl ClientAuth {
     }
 }
 
-/// OpenSSL's `X509_verify_cert_error_string` for what rustls reports, where one maps.
-fn reason(e: &rustls::Error) -> String {
+/// OpenSSL's `X509_verify_cert_error_string` for what rustls reports, where one maps
+/// (`alone`: the client sent no intermediate, and OpenSSL then names the leaf).
+fn reason(e: &rustls::Error, alone: bool) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer if alone => {
+                "unable to verify the first certificate".into()
+            }
             CertificateError::UnknownIssuer => "unable to get local issuer certificate".into(),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "certificate has expired".into()

@@ -53,6 +53,44 @@ fn client_ca(dir: &Path, name: &str) -> (PathBuf, Client) {
     (ca_pem, client)
 }
 
+/// A CA, an intermediate it issued and a client certificate the intermediate issued;
+/// the client's file holds the leaf then the intermediate.
+fn chained_client(dir: &Path) -> (PathBuf, Client) {
+    let ca_params = |cn: &str| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p
+    };
+    let root_key = rcgen::KeyPair::generate().expect("key");
+    let root_params = ca_params("chain root CA");
+    let root = root_params.self_signed(&root_key).expect("root");
+    let root_issuer = rcgen::Issuer::new(root_params, root_key);
+    let mid_key = rcgen::KeyPair::generate().expect("key");
+    let mid_params = ca_params("chain intermediate CA");
+    let mid = mid_params.signed_by(&mid_key, &root_issuer).expect("mid");
+    let mid_issuer = rcgen::Issuer::new(mid_params, mid_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "chained client");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &mid_issuer).expect("leaf");
+    let ca = dir.join("chain-ca.pem");
+    std::fs::write(&ca, root.pem()).expect("ca");
+    let client = Client {
+        cert: dir.join("chain-client.crt"),
+        key: dir.join("chain-client.key"),
+    };
+    std::fs::write(&client.cert, cert.pem() + &mid.pem()).expect("cert");
+    std::fs::write(&client.key, key.serialize_pem()).expect("key");
+    (ca, client)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -77,7 +115,8 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
     let (_, rogue) = client_ca(dir, "rogue");
     let headers = "proxy_set_header X-Client-Verify $ssl_client_verify;\n    \
                    proxy_set_header X-Client-DN $ssl_client_s_dn;\n    \
-                   proxy_set_header X-Client-Cert $ssl_client_escaped_cert;";
+                   proxy_set_header X-Client-Cert $ssl_client_escaped_cert;\n    \
+                   add_header X-Verify $ssl_client_verify always;";
     let www = format!(
         "ssl_client_certificate {};\n    ssl_verify_client optional;\n    {headers}",
         ca.display()
@@ -116,6 +155,11 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
             seen.push(got);
         }
         let (n, h) = (&seen[0], &seen[1]);
+        assert_eq!(
+            n.header("x-verify"),
+            h.header("x-verify"),
+            "$ssl_client_verify of {host}{path} {extra:?}"
+        );
         assert_eq!(
             client_headers(n),
             client_headers(h),
@@ -181,5 +225,31 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
             text.contains("Acceptable client certificate CA names\nCN = good client CA"),
             "{who}: {text}"
         );
+    }
+}
+
+#[test]
+fn ssl_verify_depth_bounds_the_intermediates_as_in_nginx() {
+    let corpus = Corpus::new();
+    let (ca, client) = chained_client(corpus.dir.path());
+    let rules = |depth: u32| {
+        format!(
+            "ssl_client_certificate {};\n    ssl_verify_client on;\n    ssl_verify_depth {depth};\n    \
+             proxy_set_header X-Client-Verify $ssl_client_verify;\n    \
+             add_header X-Verify $ssl_client_verify always;",
+            ca.display()
+        )
+    };
+    for depth in [0, 1] {
+        let pair = Pair::start(&corpus, &format!("depth{depth}"), &rules(depth), "");
+        let mut seen = Vec::new();
+        for port in [pair.nginx_port, pair.hsmgate_port] {
+            let url = format!("https://www.example.test:{port}/");
+            let extra = ["--cert", s(&client.cert), "--key", s(&client.key)];
+            let got = fetch(&corpus.ca_pem, "www.example.test", port, &url, &extra);
+            let verify = got.header("x-verify").map(str::to_owned);
+            seen.push((got.status, client_headers(&got), verify));
+        }
+        assert_eq!(seen[0], seen[1], "ssl_verify_depth {depth}: nginx, hsmgate");
     }
 }
