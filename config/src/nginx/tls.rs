@@ -184,7 +184,15 @@ impl TlsScope {
             let msg = "ssl_stapling: no \"ssl_stapling_file\", nothing is stapled (hsmgate \
                        queries no OCSP responder)"
                 .to_owned();
-            ctx.warn(at, msg);
+            // Once, also when `http`'s line is inherited by every server.
+            let location = ctx.loc(at);
+            if !ctx
+                .warnings
+                .iter()
+                .any(|w| w.location == location && w.message == msg)
+            {
+                ctx.warn(at, msg);
+            }
         }
         match self.verify_client {
             Some((VerifyClient::On | VerifyClient::Optional, at))
