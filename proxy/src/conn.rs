@@ -115,6 +115,7 @@ pub(crate) async fn accept_loop(
                     listen: addr,
                     local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
                     tls: None,
+                    sni: None,
                     client_cert: None,
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                 };
@@ -192,6 +193,7 @@ async fn serve_connection(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default(),
     ));
+    conn.sni = session.server_name().map(str::to_owned);
     conn.client_cert = server
         .client_auth
         .as_ref()

@@ -21,6 +21,8 @@ pub struct ConnInfo {
     pub local_port: u16,
     /// TLS version and cipher suite (IANA names), when TLS.
     pub tls: Option<(String, String)>,
+    /// The server name the client sent in its ClientHello (SNI).
+    pub sni: Option<String>,
     /// The client certificate's verification (`ssl_verify_client on|optional`).
     pub client_cert: Option<std::sync::Arc<crate::client_cert::ClientCert>>,
     /// A connection number (nginx's `$connection`).
@@ -266,6 +268,7 @@ mod tests {
             listen: "127.0.0.1:443".parse().expect("addr"),
             local_port: 443,
             tls: Some(("TLSv1.3".into(), "TLS13_AES_128_GCM_SHA256".into())),
+            sni: None,
             client_cert: None,
             id: 9,
         };

@@ -136,6 +136,13 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
         ("api.example.test", "/v1/items", vec![], 400),
         ("api.example.test", "/v1/items", with(&good), 200),
         ("api.example.test", "/v1/items", with(&rogue), 400),
+        // SNI api, Host www (which verifies clients): nginx's 421.
+        (
+            "api.example.test",
+            "/v1/items",
+            [with(&good), vec!["-H", "Host: www.example.test"]].concat(),
+            421,
+        ),
     ];
     let pem = std::fs::read_to_string(&good.cert).expect("cert");
     for (host, path, extra, status) in &cases {
@@ -165,7 +172,9 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
             client_headers(h),
             "{host}{path} {extra:?}"
         );
-        if *status == 400 {
+        if *status == 421 {
+            assert!(h.body.contains("421 Misdirected Request"), "{}", h.body);
+        } else if *status == 400 {
             let why = if extra.is_empty() {
                 "No required SSL certificate was sent"
             } else {
