@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::server_tls::Pair;
-use crate::support::corpus::Corpus;
-use crate::support::nginx::{Seen, fetch};
+use crate::support::corpus::{Corpus, Keys, layout};
+use crate::support::nginx::{Seen, fetch, hsmgate, nginx_t};
 
 /// A client certificate and its key, as files.
 struct Client {
@@ -260,5 +260,60 @@ fn ssl_verify_depth_bounds_the_intermediates_as_in_nginx() {
             seen.push((got.status, client_headers(&got), verify));
         }
         assert_eq!(seen[0], seen[1], "ssl_verify_depth {depth}: nginx, hsmgate");
+    }
+}
+
+#[test]
+fn bad_client_certificate_and_stapling_input_fails_t_as_in_nginx() {
+    let corpus = Corpus::new();
+    let ca = corpus.ca_pem.display().to_string();
+    // (www server lines, nginx -t passes, what hsmgate's error names)
+    let cases = [
+        (
+            "ssl_verify_client on;".to_owned(),
+            false,
+            "no ssl_client_certificate",
+        ),
+        (
+            format!("ssl_client_certificate {ca};\n    ssl_verify_client maybe;"),
+            false,
+            "maybe",
+        ),
+        ("ssl_verify_depth x;".to_owned(), false, "invalid number"),
+        (
+            "ssl_client_certificate /nonexistent/ca.pem;\n    ssl_verify_client on;".to_owned(),
+            false,
+            "/nonexistent/ca.pem",
+        ),
+        (
+            "ssl_stapling yes;".to_owned(),
+            false,
+            "must be \"on\" or \"off\"",
+        ),
+        (
+            "ssl_stapling on;\n    ssl_stapling_file /nonexistent/ocsp.der;".to_owned(),
+            false,
+            "/nonexistent/ocsp.der",
+        ),
+        // Accepted by nginx, refused by hsmgate (documented).
+        (
+            format!("ssl_client_certificate {ca};\n    ssl_verify_client optional_no_ca;"),
+            true,
+            "optional_no_ca",
+        ),
+    ];
+    for (i, (lines, nginx_ok, needle)) in cases.iter().enumerate() {
+        let layout = layout();
+        let np = corpus.prefix(&format!("bad{i}-nginx"));
+        let nconf = corpus.write(&np, Keys::File, &layout, lines);
+        let (ok, err) = nginx_t(&np, &nconf);
+        assert_eq!(ok, *nginx_ok, "nginx -t {lines}: {err}");
+        let hp = corpus.prefix(&format!("bad{i}-hsmgate"));
+        let hconf = corpus.write(&hp, Keys::Token, &layout, lines);
+        let out = hsmgate(&["-t", "-c", s(&hconf), "-p", s(&hp)]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "hsmgate -t {lines}: {text}");
+        assert!(text.contains(needle), "hsmgate -t {lines}: {text}");
+        assert!(text.contains("10-www.conf:"), "hsmgate -t {lines}: {text}");
     }
 }
