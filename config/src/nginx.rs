@@ -7,7 +7,7 @@
 //! # Paths
 //!
 //! As in nginx: `include`, `ssl_certificate`, `ssl_certificate_key` and
-//! `ssl_session_ticket_key` are relative to the main file's directory
+//! `ssl_session_ticket_key`, `ssl_client_certificate` are relative to the main file's directory
 //! (nginx's conf prefix); `pid`, `error_log` and `access_log` to the prefix
 //! ([`NginxOptions::prefix`], nginx's `-p`; by default the parent of the main
 //! file's directory, as in nginx's own layout `PREFIX/conf/nginx.conf`). A
@@ -49,7 +49,13 @@
 //!   (TLSv1/TLSv1.1 dropped with a warning), `ssl_ciphers` (mapped to rustls
 //!   suites; others dropped with a warning), `ssl_prefer_server_ciphers`,
 //!   `ssl_session_cache`, `ssl_session_timeout`, `ssl_session_tickets`,
-//!   `ssl_session_ticket_key`.
+//!   `ssl_session_ticket_key`, `ssl_client_certificate`, `ssl_verify_client
+//!   on|optional|off` (`optional_no_ca` is refused: rustls accepts only certificates
+//!   it verifies; `on`/`optional` without `ssl_client_certificate` is nginx's error),
+//!   `ssl_verify_depth`, `ssl_stapling on|off` with `ssl_stapling_file` (the DER
+//!   response stapled to the server's certificates; `on` without a file is warned
+//!   about: no responder is queried). Each server on a shared address keeps its own `ssl_*`
+//!   settings (the ClientHello's SNI selects the server).
 //!
 //! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
 //! must be in [`SUPPORTED_VARIABLES`] (or `$http_NAME`).
@@ -66,7 +72,7 @@
 //! | `gzip*` | responses pass as the upstream sent them (not compressed) |
 //! | `ssl_dhparam` | rustls has no DHE suites |
 //! | `ssl_ecdh_curve` | rustls negotiates its own groups |
-//! | `ssl_stapling*`, `ssl_trusted_certificate` | no OCSP stapling; clients do their own checks |
+//! | `ssl_stapling_verify`, `ssl_stapling_responder`, `ssl_trusted_certificate` | no OCSP responder is queried (only `ssl_stapling_file` is stapled, as it is, like nginx); client chains are verified against `ssl_client_certificate` |
 //! | `resolver`, `resolver_timeout` | the system resolver is used |
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
 //! | `proxy_redirect` | `Location` passes unchanged, as with `proxy_redirect off` |
@@ -80,7 +86,7 @@
 //! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
 //!
 //! The arguments of the ignored directives real configurations use (`load_module`,
-//! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling*`, `resolver`,
+//! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling_verify`, `resolver`,
 //! `proxy_buffering`, …) are still checked as nginx's `-t` checks them (count, `on`/`off`,
 //! block), and the files of `ssl_dhparam` and `ssl_trusted_certificate` must be
 //! readable: bad input is an error at its `file:line` (`ignored::SHAPES`).
@@ -142,7 +148,7 @@ pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::select::{location_match, proxy_pass_uri, select_server};
 pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
-pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion};
+pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 

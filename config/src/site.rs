@@ -18,6 +18,7 @@ use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
     TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
+    VerifyClient,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -228,6 +229,10 @@ impl Site {
                 session_timeout: config.tls.session_timeout,
                 session_tickets: config.tls.session_tickets,
                 session_ticket_keys: config.tls.session_ticket_keys.clone(),
+                client_certificate: None,
+                verify_client: VerifyClient::Off,
+                verify_depth: 1,
+                stapling_file: None,
             },
             server_return: None,
             server_ifs: Vec::new(),

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use hsmgate_config::nginx::select_server;
 
 use crate::error::ProxyError;
-use crate::generation::{Generation, ListenerRt, TlsListener};
+use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::metrics::{self, HandshakeResult};
@@ -115,6 +115,8 @@ pub(crate) async fn accept_loop(
                     listen: addr,
                     local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
                     tls: None,
+                    sni: None,
+                    client_cert: None,
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                 };
                 let watcher = graceful.watcher();
@@ -164,13 +166,13 @@ async fn serve_connection(
     // Admission, then the handshake; the signer waits off the async workers.
     let peer = conn.peer;
     let mut resumption = false;
-    let tls = match tokio::time::timeout(
+    let (tls, server) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake(stream, tls_listener, peer, accepted, &mut resumption),
     )
     .await
     {
-        Ok(Some(tls)) => tls,
+        Ok(Some(done)) => done,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
@@ -194,6 +196,11 @@ async fn serve_connection(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default(),
     ));
+    conn.sni = session.server_name().map(str::to_owned);
+    conn.client_cert = server
+        .client_auth
+        .as_ref()
+        .map(|auth| Arc::new(auth.check(session.peer_certificates())));
     let tls = crate::tls_io::FlushingTls(tls);
     serve_http(tls, conn, &listener, generation, watcher).await;
 }
@@ -203,14 +210,15 @@ async fn serve_connection(
 /// signature claims the permit.
 ///
 /// Counts the handshake in [`HANDSHAKES`](crate::metrics::HANDSHAKES) (the caller
-/// counts a timeout); `resumption` is set when the ClientHello attempts one.
+/// counts a timeout); `resumption` is set when the ClientHello attempts one. Returns
+/// the connection with the settings of the server its ClientHello selected.
 async fn handshake(
     mut stream: TcpStream,
     listener: &TlsListener,
     peer: SocketAddr,
     accepted_at: std::time::Instant,
     resumption: &mut bool,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ServerTls)> {
     let failed = |resumption: bool| {
         metrics::handshake(
             HandshakeResult::Failed,
@@ -228,12 +236,18 @@ async fn handshake(
         }
     };
     let started = std::time::Instant::now();
-    let kind = crate::hello::classify(&raw, listener.tls13);
+    // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
+    // sessions) and, through its certificate, the signer pool that admits the handshake.
+    let (server, limiter) = {
+        let hello = accepted.client_hello();
+        let limiter = listener
+            .resolver
+            .choose(&hello)
+            .and_then(|k| k.limiter.clone());
+        (listener.for_hello(&hello).clone(), limiter)
+    };
+    let kind = crate::hello::classify(&raw, server.tls13);
     *resumption = kind == HelloKind::Resumption;
-    let limiter = listener
-        .resolver
-        .choose(&accepted.client_hello())
-        .and_then(|k| k.limiter.clone());
     let gate = match limiter {
         None => None,
         Some(limiter) => match kind {
@@ -263,7 +277,7 @@ async fn handshake(
     // `into_stream` processes the ClientHello, and so signs, as it is called: it must
     // run inside the scope.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
-    let config = Arc::clone(&listener.config);
+    let config = Arc::clone(&server.config);
     let accept = async move { start.into_stream(config).await };
     let result = match gate {
         Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
@@ -278,7 +292,7 @@ async fn handshake(
                 session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                 started.elapsed(),
             );
-            Some(tls)
+            Some((tls, server))
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

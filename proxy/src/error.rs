@@ -25,6 +25,17 @@ pub enum ProxyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file a TLS directive names (`ssl_client_certificate`, `ssl_stapling_file`)
+    /// could not be read or does not hold what it should.
+    #[error("{directive} {path}: {reason}")]
+    TlsFile {
+        /// The directive.
+        directive: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The certificate's public key is not the token key's.
     #[error(transparent)]
     KeyMismatch(Box<KeyMismatch>),

@@ -38,7 +38,12 @@ pub fn error_page(code: StatusCode) -> Response<ProxyBody> {
 /// nginx's 400 for a header line or head over `large_client_header_buffers` (its
 /// internal 494, "Request Header Or Cookie Too Large").
 pub fn header_too_large_page() -> Response<ProxyBody> {
-    let why = "Request Header Or Cookie Too Large";
+    bad_request_page("Request Header Or Cookie Too Large")
+}
+
+/// nginx's 400 pages with their own title (`why`): header too large, client
+/// certificate missing or failed.
+pub fn bad_request_page(why: &str) -> Response<ProxyBody> {
     let html = format!(
         "<html>\r\n<head><title>400 {why}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{why}</center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n"
     );

@@ -17,10 +17,12 @@ use hsmgate_config::nginx::{
 };
 
 use crate::balance::Balancer;
+use crate::client_cert::ClientAuth;
 use crate::error::ProxyError;
 use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
 use crate::tls::{self, KeyEntry, SniResolver};
+use rustls::sign::CertifiedKey;
 
 /// Where the configuration comes from (`-c`, `-p`, `-g`, flags and `HSMGATE_*`).
 #[derive(Debug, Clone)]
@@ -92,12 +94,37 @@ pub struct ListenerRt {
 /// The TLS side of a listening address.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
-    /// The rustls settings.
-    pub config: Arc<rustls::ServerConfig>,
+    /// The rustls settings of each server on the address (by index in
+    /// [`Generation::servers`]), built once per generation.
+    by_server: HashMap<usize, ServerTls>,
+    /// The server a ClientHello that selects no server with a certificate gets.
+    fallback: usize,
     /// The certificate choice, also asked which signer pool a ClientHello will use.
     pub resolver: Arc<SniResolver>,
+}
+
+/// The TLS settings of one server on one address.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The rustls settings.
+    pub config: Arc<rustls::ServerConfig>,
     /// TLS 1.3 is offered (for telling resumption attempts from full handshakes).
     pub tls13: bool,
+    /// `ssl_verify_client on|optional`: how the client's chain is judged.
+    pub client_auth: Option<Arc<ClientAuth>>,
+}
+
+// === impl TlsListener ===
+
+impl TlsListener {
+    /// The settings of the server this ClientHello selects (by SNI, nginx's rules).
+    pub fn for_hello(&self, hello: &rustls::server::ClientHello<'_>) -> &ServerTls {
+        let i = self.resolver.server_index(hello);
+        self.by_server
+            .get(&i)
+            .or_else(|| self.by_server.get(&self.fallback))
+            .expect("the fallback server's settings are always built")
+    }
 }
 
 /// Everything one configuration builds.
@@ -136,6 +163,17 @@ impl Generation {
             for pair in &server.certs {
                 pairs.push(opener.pair(pair)?);
             }
+            if let Some(path) = &server.tls.stapling_file {
+                let ocsp = tls::read_ocsp(path).map_err(|e| ProxyError::At {
+                    at: at(&server.location),
+                    source: Box::new(e),
+                })?;
+                for pair in &mut pairs {
+                    let mut certified = CertifiedKey::clone(&pair.certified);
+                    certified.ocsp = Some(ocsp.clone());
+                    pair.certified = Arc::new(certified);
+                }
+            }
             if pairs.is_empty() && server.listens.iter().any(|l| l.ssl) {
                 return Err(ProxyError::At {
                     at: at(&server.location),
@@ -150,6 +188,7 @@ impl Generation {
         let servers = Arc::new(site.servers.clone());
         let keys = Arc::new(keys);
         let mut listeners = HashMap::new();
+        let mut caches = tls::SharedCaches::default();
         for spec in &site.listens {
             let Some((default, server)) = site.default_server(spec.addr) else {
                 continue;
@@ -166,20 +205,44 @@ impl Generation {
                     spec.addr,
                     fallback,
                 ));
-                let config = tls::listener_config(spec, &server.tls, Arc::clone(&resolver))
-                    .map_err(|e| ProxyError::At {
-                        at: at(&server.location),
+                let mut by_server = HashMap::new();
+                for (i, s) in site.servers_on(spec.addr) {
+                    // A server without a certificate is never chosen (the resolver
+                    // falls back), unless no server of the address has one.
+                    if keys[i].is_empty() && i != fallback {
+                        continue;
+                    }
+                    let located = |e| ProxyError::At {
+                        at: at(&s.location),
                         source: Box::new(e),
-                    })?;
-                let tls13 = spec
-                    .protocols
-                    .as_ref()
-                    .unwrap_or(&server.tls.protocols)
-                    .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
+                    };
+                    let client_auth = ClientAuth::load(&s.tls).map_err(located)?.map(Arc::new);
+                    let config = tls::server_config(
+                        spec,
+                        &s.tls,
+                        Arc::clone(&resolver),
+                        &mut caches,
+                        client_auth.as_deref(),
+                    )
+                    .map_err(located)?;
+                    let tls13 = spec
+                        .protocols
+                        .as_ref()
+                        .unwrap_or(&s.tls.protocols)
+                        .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
+                    by_server.insert(
+                        i,
+                        ServerTls {
+                            config,
+                            tls13,
+                            client_auth,
+                        },
+                    );
+                }
                 Some(TlsListener {
-                    config,
+                    by_server,
+                    fallback,
                     resolver,
-                    tls13,
                 })
             } else {
                 None

@@ -29,6 +29,7 @@
 //! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //!   [`upstream_tls`]: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
+//! - [`client_cert`]: client certificates (`ssl_verify_client`) and their variables;
 //! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
@@ -42,6 +43,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod client_cert;
 pub mod conn;
 pub mod control;
 pub mod demo;

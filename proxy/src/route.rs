@@ -20,7 +20,8 @@ use hyper::body::{Body, Incoming};
 use crate::balance::UpstreamBody;
 use crate::body::{BodyFault, ClientBody};
 use crate::forward::{
-    ProxyBody, error_chain, error_page, header_too_large_page, page, strip_hop_by_hop,
+    ProxyBody, bad_request_page, error_chain, error_page, header_too_large_page, page,
+    strip_hop_by_hop,
 };
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
@@ -87,6 +88,9 @@ async fn serve(
     // A Host nginx refuses: 400 from the default server (and logged there).
     let bad_host = refused.is_some() || http_host.as_deref().is_some_and(|h| !valid_host(h));
     let http_host = http_host.filter(|_| !bad_host);
+    let http_host_name = http_host
+        .as_deref()
+        .map(|h| crate::vars::strip_port(h).to_ascii_lowercase());
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
@@ -132,10 +136,12 @@ async fn serve(
     if !log.targets.is_empty() {
         log.headers = parts.headers.clone();
     }
+    let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
     let mut resp = match (action, &normalized) {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
+        _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
@@ -168,6 +174,37 @@ async fn serve(
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// What nginx answers instead of serving, when the server `Host` selects verifies
+/// client certificates: 421 when the client sent an SNI other than that `Host` (the
+/// certificate was asked for by another server's rules); 400 "No required SSL
+/// certificate was sent" with `ssl_verify_client on` and none; 400 "The SSL certificate
+/// error" for one that failed verification.
+fn client_cert_refusal(
+    conn: &ConnInfo,
+    server: &hsmgate_config::nginx::Server,
+    host: Option<&str>,
+) -> Option<Response<ProxyBody>> {
+    use crate::client_cert::Verify;
+    use hsmgate_config::nginx::VerifyClient;
+    conn.tls.as_ref()?;
+    if server.tls.verify_client == VerifyClient::Off {
+        return None;
+    }
+    if let (Some(sni), Some(host)) = (&conn.sni, host)
+        && !sni.eq_ignore_ascii_case(host)
+    {
+        return Some(error_page(StatusCode::MISDIRECTED_REQUEST));
+    }
+    let verify = conn.client_cert.as_ref().map(|c| &c.verify);
+    match (server.tls.verify_client, verify) {
+        (_, Some(Verify::Failed(_))) => Some(bad_request_page("The SSL certificate error")),
+        (VerifyClient::On, None | Some(Verify::None)) => {
+            Some(bad_request_page("No required SSL certificate was sent"))
+        }
+        _ => None,
+    }
 }
 
 /// The server-level answer, if any: the first `if` whose condition holds, else the

@@ -1,8 +1,9 @@
 //! The rustls side: certificate chains from PEM files, the token key behind a
 //! certificate (checked to be the certificate's key), the choice of certificate per
 //! handshake ([`SniResolver`]: the server by SNI, then ECDSA or RSA by what the client
-//! offers) and the rustls configuration of one listening address ([`listener_config`]:
-//! TLS versions, cipher suites, session cache and tickets, ALPN `h2`/`http/1.1`).
+//! offers) and the rustls configuration of one server on one listening address
+//! ([`server_config`]: TLS versions, cipher suites, session cache and tickets, ALPN
+//! `h2`/`http/1.1`), chosen per ClientHello by the same SNI rule.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -82,6 +83,24 @@ pub fn certified_key(
     )))
 }
 
+/// The DER OCSP response of `ssl_stapling_file`, stapled as it is (as nginx does):
+/// only checked to be an OCSPResponse (a DER SEQUENCE).
+pub fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
+    let bad = |reason: String| ProxyError::TlsFile {
+        directive: "ssl_stapling_file",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if der.first() != Some(&0x30) {
+        return Err(bad(
+            "not a DER OCSP response (ssl_stapling_file takes `openssl ocsp -respout` output)"
+                .into(),
+        ));
+    }
+    Ok(der)
+}
+
 /// A certificate with its key, and the admission limiter of the signer pool that holds
 /// the key (None for a key in a file).
 #[derive(Debug, Clone)]
@@ -124,16 +143,21 @@ impl SniResolver {
 }
 
 impl SniResolver {
+    /// The index (in [`Site::servers`](crate::site::Site)) of the server a handshake
+    /// with this ClientHello gets: by SNI with nginx's rules, else (or when that server
+    /// has no certificate) the fallback.
+    pub fn server_index(&self, hello: &rustls::server::ClientHello<'_>) -> usize {
+        hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
+            .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
+            .filter(|&i| !self.keys[i].is_empty())
+            .unwrap_or(self.fallback)
+    }
+
     /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).
     ///
     /// [`resolve`]: ResolvesServerCert::resolve
     pub fn choose(&self, hello: &rustls::server::ClientHello<'_>) -> Option<&KeyEntry> {
-        let chosen =
-            hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
-                .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
-                .filter(|&i| !self.keys[i].is_empty())
-                .unwrap_or(self.fallback);
-        let pairs = self.keys.get(chosen)?;
+        let pairs = self.keys.get(self.server_index(hello))?;
         let wants_ecdsa = hello.signature_schemes().iter().any(|s| {
             matches!(
                 s,
@@ -159,13 +183,24 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The rustls configuration of one TLS listening address, from its default server's
-/// `ssl_*` settings (rustls has one configuration per socket, so per-server protocol
-/// and cipher settings on a shared address follow the default server).
-pub fn listener_config(
+/// Session caches shared by the servers of one generation: nginx's
+/// `ssl_session_cache shared:NAME:SIZE` zone is one cache for every server that names
+/// it (rustls resumes a session only for the SNI it was made for, as OpenSSL).
+#[derive(Default)]
+pub struct SharedCaches(
+    std::collections::HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>,
+);
+
+/// The rustls configuration of one server on one TLS listening address, from that
+/// server's `ssl_*` settings. A connection gets the configuration of the server its
+/// ClientHello selects ([`SniResolver::server_index`]), so servers sharing an address
+/// keep their own protocols, ciphers and session settings.
+pub fn server_config(
     spec: &crate::site::ListenSpec,
     settings: &hsmgate_config::nginx::TlsSettings,
     resolver: Arc<SniResolver>,
+    caches: &mut SharedCaches,
+    client_auth: Option<&crate::client_cert::ClientAuth>,
 ) -> Result<Arc<ServerConfig>, ProxyError> {
     use hsmgate_config::nginx::{SessionCache, TlsVersion};
     let protocols = spec.protocols.clone().unwrap_or(settings.protocols.clone());
@@ -200,10 +235,13 @@ pub fn listener_config(
         }
         provider.cipher_suites = suites;
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?;
+    let builder = match client_auth {
+        Some(auth) => builder.with_client_cert_verifier(auth.handshake_verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.ignore_client_order = settings.prefer_server_ciphers;
     match &settings.session_cache {
         SessionCache::Off | SessionCache::None => {
@@ -216,7 +254,15 @@ pub fn listener_config(
                 .or(builtin.map(|n| n as usize))
                 .unwrap_or(20480)
                 .max(16);
-            config.session_storage = rustls::server::ServerSessionMemoryCache::new(n);
+            config.session_storage = match shared {
+                Some((zone, _)) => Arc::clone(
+                    caches
+                        .0
+                        .entry(zone.clone())
+                        .or_insert_with(|| rustls::server::ServerSessionMemoryCache::new(n)),
+                ),
+                None => rustls::server::ServerSessionMemoryCache::new(n),
+            };
         }
     }
     if settings.session_tickets {

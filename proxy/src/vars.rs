@@ -21,6 +21,10 @@ pub struct ConnInfo {
     pub local_port: u16,
     /// TLS version and cipher suite (IANA names), when TLS.
     pub tls: Option<(String, String)>,
+    /// The server name the client sent in its ClientHello (SNI).
+    pub sni: Option<String>,
+    /// The client certificate's verification (`ssl_verify_client on|optional`).
+    pub client_cert: Option<std::sync::Arc<crate::client_cert::ClientCert>>,
     /// A connection number (nginx's `$connection`).
     pub id: u64,
 }
@@ -142,6 +146,23 @@ impl Vars<'_> {
                 .as_ref()
                 .map_or("", |(_, c)| c.as_str())
                 .into(),
+            "ssl_client_verify" => match (&self.conn.tls, &self.conn.client_cert) {
+                (None, _) => "".into(),
+                (Some(_), None) => "NONE".into(),
+                (Some(_), Some(c)) => c.verify.to_string().into(),
+            },
+            "ssl_client_s_dn" => self
+                .conn
+                .client_cert
+                .as_ref()
+                .map_or("", |c| c.s_dn.as_str())
+                .into(),
+            "ssl_client_escaped_cert" => self
+                .conn
+                .client_cert
+                .as_ref()
+                .map_or("", |c| c.escaped_cert.as_str())
+                .into(),
             "status" => format!("{:03}", self.status).into(),
             "body_bytes_sent" => self.body_bytes_sent.to_string().into(),
             "request" => format!("{} {} {}", self.method, self.request_uri, self.protocol).into(),
@@ -247,6 +268,8 @@ mod tests {
             listen: "127.0.0.1:443".parse().expect("addr"),
             local_port: 443,
             tls: Some(("TLSv1.3".into(), "TLS13_AES_128_GCM_SHA256".into())),
+            sni: None,
+            client_cert: None,
             id: 9,
         };
         let mut headers = HeaderMap::new();

@@ -11,6 +11,8 @@ mod admission;
 mod bad_input;
 #[path = "e2e/cipher_order.rs"]
 mod cipher_order;
+#[path = "e2e/client_certs.rs"]
+mod client_certs;
 #[path = "e2e/clients.rs"]
 mod clients;
 #[path = "e2e/container.rs"]
@@ -41,8 +43,12 @@ mod resources;
 mod rustls_client;
 #[path = "e2e/second_module.rs"]
 mod second_module;
+#[path = "e2e/server_tls.rs"]
+mod server_tls;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
+#[path = "e2e/stapling.rs"]
+mod stapling;
 #[path = "e2e/status_ui.rs"]
 mod status_ui;
 #[path = "e2e/strict.rs"]

@@ -45,7 +45,16 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     (
         "ssl_trusted_certificate",
-        "only used for OCSP stapling and client certificates",
+        "only used to verify OCSP responses fetched from a responder (hsmgate fetches none) and \
+         client-certificate chains (use `ssl_client_certificate`)",
+    ),
+    (
+        "ssl_stapling_verify",
+        "the response of `ssl_stapling_file` is stapled as it is (nginx does not verify it either)",
+    ),
+    (
+        "ssl_stapling_responder",
+        "no OCSP responder is queried: only `ssl_stapling_file` is stapled",
     ),
     (
         "resolver",
@@ -141,10 +150,6 @@ const IGNORED_PREFIXES: &[(&str, &str)] = &[
         "responses are passed uncompressed-as-received (no gzip added)",
     ),
     (
-        "ssl_stapling",
-        "OCSP responses are not stapled; clients fall back to their own checks",
-    ),
-    (
         "limit_",
         "NOT ENFORCED: rate and connection limits are not applied by hsmgate",
     ),
@@ -202,7 +207,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("gzip_types", Shape::Some),
     ("ssl_dhparam", Shape::File),
     ("ssl_trusted_certificate", Shape::File),
-    ("ssl_stapling", Shape::Flag),
     ("ssl_stapling_verify", Shape::Flag),
     ("resolver", Shape::Some),
     ("resolver_timeout", Shape::One),

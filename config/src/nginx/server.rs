@@ -82,6 +82,7 @@ pub(crate) fn build_server(
         listens.iter_mut().for_each(|l| l.http2 = true);
     }
     scope.inherit(http);
+    scope.tls.check(ctx)?;
     let certs = cert_pairs(ctx, &scope)?;
     if let Some(i) = listens
         .iter()

@@ -435,3 +435,80 @@ fn server_if_and_the_corpus_directives() {
     let e = err(&format!("load_module a b;\n{}", http("")));
     assert!(e.starts_with("/x/conf/nginx.conf:1:1: "), "{e}");
 }
+
+#[test]
+fn client_certificate_settings() {
+    let server = |extra: &str| {
+        http(&format!(
+            "ssl_verify_depth 2;\n  server {{\n    listen 127.0.0.1:20443 ssl;\n    ssl_certificate a.crt; ssl_certificate_key a.key;\n{extra}\n    location / {{ return 200; }}\n  }}"
+        ))
+    };
+    let c = load_str(&server(
+        "    ssl_client_certificate ca.pem;\n    ssl_verify_client optional;",
+    ))
+    .unwrap();
+    let tls = &c.servers[0].tls;
+    assert_eq!(tls.verify_client, VerifyClient::Optional);
+    assert_eq!(
+        tls.client_certificate.as_deref(),
+        Some(Path::new("/x/conf/ca.pem"))
+    );
+    assert_eq!(tls.verify_depth, 2);
+    let off = load_str(&server("")).unwrap();
+    assert_eq!(off.servers[0].tls.verify_client, VerifyClient::Off);
+    // nginx -t: "no ssl_client_certificate for ssl_verify_client".
+    let e = err(&server("    ssl_verify_client on;"));
+    assert!(e.contains("nginx.conf:7"), "{e}");
+    assert!(e.contains("no ssl_client_certificate"), "{e}");
+    let e = err(&server(
+        "    ssl_client_certificate ca.pem;\n    ssl_verify_client optional_no_ca;",
+    ));
+    assert!(
+        e.contains("nginx.conf:8") && e.contains("optional_no_ca"),
+        "{e}"
+    );
+    let e = err(&server("    ssl_verify_client maybe;"));
+    assert!(e.contains("invalid value \"maybe\""), "{e}");
+    let e = err(&server("    ssl_verify_depth x;"));
+    assert!(e.contains("invalid number"), "{e}");
+}
+
+#[test]
+fn ssl_stapling_without_a_file_is_warned_about_once() {
+    let server = |name: &str| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:20443 ssl;\n    server_name {name};\n    ssl_certificate a.crt; ssl_certificate_key a.key;\n    location / {{ return 200; }}\n  }}\n"
+        )
+    };
+    let text = http(&format!("ssl_stapling on;\n{}{}", server("a"), server("b")));
+    let c = load_str(&text).unwrap();
+    let w: Vec<String> = c
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .filter(|w| w.contains("ssl_stapling_file"))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("nginx.conf:3"), "{w:?}");
+    assert!(c.servers.iter().all(|s| s.tls.stapling_file.is_none()));
+    let with_file = http(&format!(
+        "ssl_stapling on; ssl_stapling_file ocsp.der;\n{}",
+        server("a")
+    ));
+    let c = load_str(&with_file).unwrap();
+    assert_eq!(
+        c.servers[0].tls.stapling_file.as_deref(),
+        Some(Path::new("/x/conf/ocsp.der"))
+    );
+    let off = http(&format!(
+        "ssl_stapling off; ssl_stapling_file ocsp.der;\n{}",
+        server("a")
+    ));
+    assert!(
+        load_str(&off).unwrap().servers[0]
+            .tls
+            .stapling_file
+            .is_none()
+    );
+    assert!(err(&http("ssl_stapling yes;")).contains("must be \"on\" or \"off\""));
+}

@@ -1,5 +1,8 @@
 //! `ssl_*` directives: protocols, ciphers (OpenSSL names mapped to the suites
-//! rustls implements), session cache/timeout/tickets, certificates and keys.
+//! rustls implements), session cache/timeout/tickets, certificates and keys, client
+//! certificates (`ssl_client_certificate`, `ssl_verify_client on|optional|off`,
+//! `ssl_verify_depth`; `optional_no_ca` is refused: rustls verifies every certificate it
+//! accepts, and accepting unverified ones would be a silent change of meaning).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +31,29 @@ pub struct TlsSettings {
     pub session_tickets: bool,
     /// `ssl_session_ticket_key` files (first encrypts), resolved against the conf prefix.
     pub session_ticket_keys: Vec<PathBuf>,
+    /// `ssl_client_certificate`: the CA bundle client certificates are verified against
+    /// (also the CA names sent in the CertificateRequest).
+    pub client_certificate: Option<PathBuf>,
+    /// `ssl_verify_client` (default off).
+    pub verify_client: VerifyClient,
+    /// `ssl_verify_depth` (default 1): intermediate certificates a client chain may have.
+    pub verify_depth: u32,
+    /// `ssl_stapling on` with `ssl_stapling_file`: the DER OCSP response stapled to
+    /// each of the server's certificates (without a file nothing is stapled: no
+    /// responder is queried, and the configuration is warned about).
+    pub stapling_file: Option<PathBuf>,
+}
+
+/// `ssl_verify_client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyClient {
+    /// `off`: no certificate is requested.
+    #[default]
+    Off,
+    /// `on`: a certificate is requested; a request without a valid one is answered 400.
+    On,
+    /// `optional`: a certificate is requested; an invalid one is answered 400.
+    Optional,
 }
 
 /// A TLS version rustls offers.
@@ -95,6 +121,13 @@ pub(crate) struct TlsScope {
     timeout: Option<Duration>,
     tickets: Option<bool>,
     ticket_keys: Option<Vec<PathBuf>>,
+    client_certificate: Option<PathBuf>,
+    /// The value and where it was written.
+    verify_client: Option<(VerifyClient, super::parse::Pos)>,
+    verify_depth: Option<u32>,
+    /// `ssl_stapling` and where it was written.
+    stapling: Option<(bool, super::parse::Pos)>,
+    stapling_file: Option<PathBuf>,
     pub(crate) certs: Option<Vec<Arg>>,
     pub(crate) keys: Option<Vec<Arg>>,
 }
@@ -111,6 +144,11 @@ impl TlsScope {
             timeout,
             tickets,
             ticket_keys,
+            client_certificate,
+            verify_client,
+            verify_depth,
+            stapling,
+            stapling_file,
             certs,
             keys
         );
@@ -129,6 +167,46 @@ impl TlsScope {
             session_timeout: self.timeout.unwrap_or(Duration::from_secs(300)),
             session_tickets: self.tickets.unwrap_or(true),
             session_ticket_keys: self.ticket_keys.clone().unwrap_or_default(),
+            client_certificate: self.client_certificate.clone(),
+            verify_client: self.verify_client.map_or(VerifyClient::Off, |(v, _)| v),
+            verify_depth: self.verify_depth.unwrap_or(1),
+            stapling_file: match self.stapling {
+                Some((true, _)) => self.stapling_file.clone(),
+                _ => None,
+            },
+        }
+    }
+
+    /// nginx's check of a merged server: verifying clients needs a CA bundle. Warns
+    /// about `ssl_stapling on` without `ssl_stapling_file`.
+    pub(crate) fn check(&self, ctx: &mut Ctx<'_>) -> Result<(), ConfigError> {
+        if let (Some((true, at)), None) = (self.stapling, &self.stapling_file) {
+            let msg = "ssl_stapling: no \"ssl_stapling_file\", nothing is stapled (hsmgate \
+                       queries no OCSP responder)"
+                .to_owned();
+            // Once, also when `http`'s line is inherited by every server.
+            let location = ctx.loc(at);
+            if !ctx
+                .warnings
+                .iter()
+                .any(|w| w.location == location && w.message == msg)
+            {
+                ctx.warn(at, msg);
+            }
+        }
+        match self.verify_client {
+            Some((VerifyClient::On | VerifyClient::Optional, at))
+                if self.client_certificate.is_none() =>
+            {
+                Err(ctx.err(
+                    at,
+                    crate::error::ConfigErrorKind::Invalid {
+                        key: "ssl_verify_client".into(),
+                        reason: "no ssl_client_certificate for ssl_verify_client".into(),
+                    },
+                ))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -213,6 +291,57 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 self.ticket_keys.get_or_insert_with(Vec::new).push(path);
+            }
+            "ssl_client_certificate" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                set(ctx, d, &mut self.client_certificate, path)?;
+            }
+            "ssl_verify_client" => {
+                let arg = ctx.one(d)?;
+                let v = match arg.value.as_str() {
+                    "on" => VerifyClient::On,
+                    "optional" => VerifyClient::Optional,
+                    "off" => VerifyClient::Off,
+                    "optional_no_ca" => {
+                        return Err(ctx.invalid(
+                            d,
+                            arg.at,
+                            "\"optional_no_ca\" is not supported: rustls accepts only \
+                             certificates it verifies (use \"optional\" with \
+                             ssl_client_certificate)",
+                        ));
+                    }
+                    other => {
+                        return Err(ctx.invalid(
+                            d,
+                            arg.at,
+                            format!(
+                                "invalid value \"{other}\", it must be \"on\", \"off\" or \"optional\""
+                            ),
+                        ));
+                    }
+                };
+                set(ctx, d, &mut self.verify_client, (v, d.at))?;
+            }
+            "ssl_stapling" => {
+                let mut on = None;
+                set_flag(ctx, d, &mut on)?;
+                let on = on.expect("set_flag sets it");
+                set(ctx, d, &mut self.stapling, (on, d.at))?;
+            }
+            "ssl_stapling_file" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                set(ctx, d, &mut self.stapling_file, path)?;
+            }
+            "ssl_verify_depth" => {
+                let arg = ctx.one(d)?;
+                let n = arg
+                    .value
+                    .parse::<u32>()
+                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                set(ctx, d, &mut self.verify_depth, n)?;
             }
             "ssl_session_cache" => {
                 let cache = session_cache(ctx, d)?;

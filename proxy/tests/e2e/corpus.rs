@@ -321,7 +321,7 @@ fn mozilla(site: &str) {
         "mozilla",
         &[site],
         &requests,
-        &["\"ssl_stapling\" ignored", "\"resolver\" ignored"],
+        &["no \"ssl_stapling_file\"", "\"resolver\" ignored"],
     );
     let r = a.of("www.example.test/");
     assert_eq!(
