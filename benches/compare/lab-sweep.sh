@@ -12,7 +12,8 @@
 #   hsmgate        one process, one HA group of both members (one primary region), SESSIONS
 #                  signer sessions over CONNECTIONS p11-kit connections per member.
 #   hsmgate-off    the same with admission control off ([admission] enabled = false).
-#   SERVERS="..." picks among the three (default all).
+#   SERVERS="..." picks among the three (default all); ADMISSION_TOML="key = value"
+#   lines go into hsmgate's [admission] section (e.g. target_wait_ms = 50).
 # Per case (unix, hop) and repetition:
 #   raw     p11bench, 16 threads over both members: what the two HSMs can sign (capacity)
 #   closed  hsmgate-load --mode handshake -c CONNS: handshakes/s each server sustains
@@ -175,7 +176,11 @@ start_nginx() { # CASE
 start_hsmgate() { # CASE [off: admission control off]
   local conf="$WORK/hsmgate-$1.toml" m
   {
-    [[ ${2:-} == off ]] && printf '[admission]\nenabled = false\n'
+    if [[ ${2:-} == off ]]; then
+      printf '[admission]\nenabled = false\n'
+    elif [[ -n ${ADMISSION_TOML:-} ]]; then
+      printf '[admission]\n%s\n' "$ADMISSION_TOML"
+    fi
 
     printf '[[listener]]\naddress = "127.0.0.1:%s"\ntls_versions = ["1.3"]\n' "$PORT_HSMGATE"
     printf '[tls]\ncertificate = "%s"\nkey = "pkcs11:object=tls-rsa;type=private"\n' "$CERT"
