@@ -9,8 +9,9 @@
 #   phase 2  instance B is stopped (SIGTERM); instance A alone, still offered FACTOR x R,
 #            for PHASE2 seconds: how soon A's admitted rate reaches 0.85 R
 # Both instances' /metrics are polled every 0.5 s (hsmgate_admission_admitted_total,
-# _shed_total, _limit), giving the admitted rate per half second; the table and the
-# time series go to benches/results/two-instance-DATE.md (and -series.tsv).
+# _shed_total, _limit), giving the admitted rate per half second; the table, the time
+# from B's stop to A's first window at 0.85 R, and the series go to
+# benches/results/two-instance-DATE.md (and -series.tsv).
 #
 # Layout (2+ cores): both hsmgate instances on SERVER_CPU (1); the two load generators and
 # the lab's HSM processes on LOAD_CPU (0), as in lab-sweep.sh. On a 2-core machine the HSMs
@@ -152,7 +153,7 @@ OUT="$RESULTS/two-instance-$STAMP.md"
 awk -F'\t' 'NR > 1 {dt = $1 - t; ra = $2 < a ? 0 : ($2 - a) / dt; rb = $5 < b ? 0 : ($5 - b) / dt
   printf "%.1f\t%.0f\t%.0f\t%s\t%s\n", $1, ra, rb, $4, $7}
   {t = $1; a = $2; b = $5}' "$SERIES" >"$RESULTS/two-instance-$STAMP-series.tsv"
-takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s { if ($2 >= 0.85 * r) { if (first == "") first = $1 - s } else first = "" }
+takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s && $2 >= 0.85 * r && first == "" {first = $1 - s}
   END {print (first == "" ? "never" : sprintf("%.1f s", first))}' "$RESULTS/two-instance-$STAMP-series.tsv")
 {
   echo "# Two hsmgate instances sharing two lab HSMs ($(date -u +%F), commit $(git -C "$ROOT" rev-parse --short HEAD))"
@@ -170,7 +171,7 @@ takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s { if ($2 >= 0.85 * r) {
   done
   echo "| 1 | A + B | $combined | $(ratio "$combined" "$RAW") | | | |"
   echo
-  echo "After B stopped, A's admitted rate stayed >= 0.85 R from **$takeover** on (half-second windows from /metrics)."
+  echo "After B stopped, A's admitted rate first reached 0.85 R after **$takeover** (windows of about half a second from /metrics; the series shows whether it stayed)."
   echo
   echo "Series (s since start, admitted/s A, admitted/s B, limit A, limit B): two-instance-$STAMP-series.tsv; B stopped at t=${T_STOP}s (phase 1 began at ${T_START}s)."
 } >"$OUT"
