@@ -278,9 +278,9 @@ pub fn server_config(
         };
     }
     config.alpn_protocols = if spec.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()]
     } else {
-        vec![b"http/1.1".to_vec()]
+        vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()]
     };
     Ok(Arc::new(config))
 }

@@ -218,8 +218,11 @@ fn debian_default_site_as_ssl_offload() {
         &[
             get("www.example.test", "/"),
             get("localhost", "/index.html?x=1"),
-            // (Not `--http1.0`: curl then offers ALPN "http/1.0" alone, which nginx
-            // accepts and hsmgate's TLS layer refuses; reported, proxy/src/tls.rs.)
+            // curl then offers ALPN "http/1.0" alone: both must accept it.
+            Req {
+                extra: &["--http1.0"],
+                ..get("localhost", "/http10")
+            },
             get("example.test", "/a/b"),
             Req {
                 v6: true,
