@@ -146,7 +146,10 @@ pub use self::model::{
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
-pub use self::select::{location_match, proxy_pass_uri, select_server};
+pub use self::select::{
+    listening_on, location_match, normalize_host, proxy_pass_uri, select_server,
+    select_server_index,
+};
 pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 

@@ -114,15 +114,19 @@ pub struct KeyEntry {
 /// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
 pub type ServerKeys = Arc<Vec<Vec<KeyEntry>>>;
 
-/// Picks the certificate for a handshake on one listening address: the server by SNI
-/// (nginx's `server_name` rules), then among its pairs the ECDSA one if the client
-/// offers an ECDSA signature scheme, else the first (usually RSA).
+/// Picks the certificate for a handshake on one listening address: the server by SNI,
+/// then among its pairs the ECDSA one if the client offers an ECDSA signature scheme,
+/// else the first (usually RSA). The server: an exact `server_name` of this address from
+/// a map keyed by name (as rustls' `ResolvesServerCertUsingSni`; the first server that
+/// names it wins, as in nginx), else nginx's wildcard and regex rules, else the default.
 #[derive(Debug)]
 pub struct SniResolver {
     servers: Arc<Vec<hsmgate_config::nginx::Server>>,
     keys: ServerKeys,
     listen: std::net::SocketAddr,
     fallback: usize,
+    /// Exact names of the servers on this address (lower case) → the server.
+    by_name: std::collections::HashMap<String, usize>,
 }
 
 impl SniResolver {
@@ -133,11 +137,20 @@ impl SniResolver {
         listen: std::net::SocketAddr,
         fallback: usize,
     ) -> SniResolver {
+        let mut by_name = std::collections::HashMap::new();
+        for (i, _) in hsmgate_config::nginx::listening_on(&servers, listen) {
+            for name in &servers[i].server_names {
+                if let hsmgate_config::nginx::ServerName::Exact(e) = name {
+                    by_name.entry(e.to_ascii_lowercase()).or_insert(i);
+                }
+            }
+        }
         SniResolver {
             servers,
             keys,
             listen,
             fallback,
+            by_name,
         }
     }
 }
@@ -147,10 +160,15 @@ impl SniResolver {
     /// with this ClientHello gets: by SNI with nginx's rules, else (or when that server
     /// has no certificate) the fallback.
     pub fn server_index(&self, hello: &rustls::server::ClientHello<'_>) -> usize {
-        hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
-            .and_then(|s| self.servers.iter().position(|x| std::ptr::eq(x, s)))
-            .filter(|&i| !self.keys[i].is_empty())
-            .unwrap_or(self.fallback)
+        let name = hello.server_name();
+        name.and_then(|n| {
+            self.by_name
+                .get(&hsmgate_config::nginx::normalize_host(n))
+                .copied()
+        })
+        .or_else(|| hsmgate_config::nginx::select_server_index(&self.servers, self.listen, name))
+        .filter(|&i| self.keys.get(i).is_some_and(|k| !k.is_empty()))
+        .unwrap_or(self.fallback)
     }
 
     /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).

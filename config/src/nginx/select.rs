@@ -103,31 +103,21 @@ pub fn select_server<'a>(
     local_addr: SocketAddr,
     host: Option<&str>,
 ) -> Option<&'a Server> {
-    let on = |want: SocketAddr| {
-        let found: Vec<(&'a Server, bool)> = servers
-            .iter()
-            .filter_map(|s| {
-                s.listens
-                    .iter()
-                    .find(|l| l.addr == want)
-                    .map(|l| (s, l.default_server))
-            })
-            .collect();
-        found
-    };
-    let mut candidates = on(local_addr);
-    if candidates.is_empty() {
-        let any = match local_addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        };
-        candidates = on(SocketAddr::new(any, local_addr.port()));
-    }
+    select_server_index(servers, local_addr, host).map(|i| &servers[i])
+}
+
+/// [`select_server`] as the server's index in `servers`.
+pub fn select_server_index(
+    servers: &[Server],
+    local_addr: SocketAddr,
+    host: Option<&str>,
+) -> Option<usize> {
+    let candidates = listening_on(servers, local_addr);
     let fallback = candidates
         .iter()
         .find(|(_, d)| *d)
         .or(candidates.first())
-        .map(|(s, _)| *s);
+        .map(|(i, _)| *i);
     let Some(host) = host else {
         return fallback;
     };
@@ -135,41 +125,67 @@ pub fn select_server<'a>(
     let names = || {
         candidates
             .iter()
-            .flat_map(|(s, _)| s.server_names.iter().map(move |n| (*s, n)))
+            .flat_map(|(i, _)| servers[*i].server_names.iter().map(move |n| (*i, n)))
     };
-    if let Some((s, _)) = names().find(|(_, n)| matches!(n, ServerName::Exact(e) if *e == host)) {
-        return Some(s);
+    if let Some((i, _)) = names().find(|(_, n)| matches!(n, ServerName::Exact(e) if *e == host)) {
+        return Some(i);
     }
-    let leading = longest(names().filter_map(|(s, n)| match n {
+    let leading = longest(names().filter_map(|(i, n)| match n {
         ServerName::Wildcard(w) if w.starts_with('.') || w.starts_with("*.") => {
             let suffix = w.trim_start_matches('*');
             let hit = host.ends_with(suffix) || (w.starts_with('.') && host == suffix[1..]);
-            hit.then_some((s, w.len()))
+            hit.then_some((i, w.len()))
         }
         _ => None,
     }));
-    if let Some(s) = leading {
-        return Some(s);
+    if let Some(i) = leading {
+        return Some(i);
     }
-    let trailing = longest(names().filter_map(|(s, n)| match n {
+    let trailing = longest(names().filter_map(|(i, n)| match n {
         ServerName::Wildcard(w) if w.ends_with(".*") => {
-            host.starts_with(&w[..w.len() - 1]).then_some((s, w.len()))
+            host.starts_with(&w[..w.len() - 1]).then_some((i, w.len()))
         }
         _ => None,
     }));
-    if let Some(s) = trailing {
-        return Some(s);
+    if let Some(i) = trailing {
+        return Some(i);
     }
-    if let Some((s, _)) =
+    if let Some((i, _)) =
         names().find(|(_, n)| matches!(n, ServerName::Regex(r) if r.is_match(&host)))
     {
-        return Some(s);
+        return Some(i);
     }
     fallback
 }
 
-/// Lower-cased, without a port and a trailing dot.
-fn normalize_host(host: &str) -> String {
+/// The servers (index, `default_server`) listening on exactly `local_addr`, or if none,
+/// on the wildcard address of its port, in file order.
+pub fn listening_on(servers: &[Server], local_addr: SocketAddr) -> Vec<(usize, bool)> {
+    let on = |want: SocketAddr| -> Vec<(usize, bool)> {
+        servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.listens
+                    .iter()
+                    .find(|l| l.addr == want)
+                    .map(|l| (i, l.default_server))
+            })
+            .collect()
+    };
+    let candidates = on(local_addr);
+    if !candidates.is_empty() {
+        return candidates;
+    }
+    let any = match local_addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    on(SocketAddr::new(any, local_addr.port()))
+}
+
+/// Lower-cased, without a port and a trailing dot (as server names are kept).
+pub fn normalize_host(host: &str) -> String {
     let host = match host.strip_prefix('[') {
         // `[::1]:443` → `[::1]`; an unclosed `[` (a client's bytes) stays as it is.
         Some(v6) => match v6.find(']') {
@@ -182,16 +198,16 @@ fn normalize_host(host: &str) -> String {
 }
 
 /// The server of the longest matching wildcard; the first one written wins a tie.
-fn longest<'a>(matches: impl Iterator<Item = (&'a Server, usize)>) -> Option<&'a Server> {
+fn longest(matches: impl Iterator<Item = (usize, usize)>) -> Option<usize> {
     matches
-        .fold(None, |best: Option<(&Server, usize)>, c| {
+        .fold(None, |best: Option<(usize, usize)>, c| {
             if best.is_none_or(|b| c.1 > b.1) {
                 Some(c)
             } else {
                 best
             }
         })
-        .map(|(s, _)| s)
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
