@@ -35,7 +35,7 @@
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
 //!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
-//!   token`: key and certificate on your own token), [`upstream`] (the built-in echo
+//!   token`: key and certificate on your own token), [`echo_upstream`] (the built-in echo
 //!   upstream), [`error`].
 #![forbid(unsafe_code)]
 
@@ -60,6 +60,7 @@ pub mod reqlog;
 pub mod route;
 pub mod server;
 pub use hsmgate_config::site;
+pub mod echo_upstream;
 pub mod spool;
 pub mod status;
 pub mod status_page;
@@ -69,7 +70,6 @@ pub mod tls_io;
 pub mod token_cli;
 pub mod top;
 pub mod tunnel;
-pub mod upstream;
 pub mod upstream_tls;
 pub mod uri;
 pub mod vars;

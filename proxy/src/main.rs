@@ -14,7 +14,7 @@ use hsmgate_proxy::control::{self, PidFile, Signals};
 use hsmgate_proxy::keys::KeyDefaults;
 use hsmgate_proxy::server::ReopenHook;
 use hsmgate_proxy::site::Site;
-use hsmgate_proxy::{ConfigSource, Proxy, ProxyError, demo, upstream};
+use hsmgate_proxy::{ConfigSource, Proxy, ProxyError, demo, echo_upstream};
 use hsmgate_signer::KeyKind;
 
 /// TLS-terminating reverse proxy whose private keys stay in PKCS#11 tokens.
@@ -539,7 +539,10 @@ fn run_demo(
                 source,
             }
         })?;
-        let upstream = tokio::spawn(upstream::serve_logging(listener, "hsmgate-demo-upstream"));
+        let upstream = tokio::spawn(echo_upstream::serve_logging(
+            listener,
+            "hsmgate-demo-upstream",
+        ));
         let signals = Signals::install()?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let forwarder = tokio::spawn(signals.forward(tx));

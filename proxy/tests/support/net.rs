@@ -47,7 +47,7 @@ pub fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> Sock
             .expect("runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(socket).expect("listener");
-            hsmgate_proxy::upstream::serve(listener, name).await;
+            hsmgate_proxy::echo_upstream::serve(listener, name).await;
         });
     });
     addr
