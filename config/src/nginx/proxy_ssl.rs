@@ -191,56 +191,11 @@ impl ProxySslScope {
                 set(ctx, d, &mut self.key, v)?;
             }
             "proxy_ssl_ciphers" => {
-                let arg = ctx.one(d)?;
-                let mut out = Vec::new();
-                let mut ignored = Vec::new();
-                for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
-                    match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
-                        Some((s, _)) if !out.contains(s) => out.push(*s),
-                        Some(_) => {}
-                        None => ignored.push(name),
-                    }
-                }
-                if !ignored.is_empty() {
-                    let msg = format!(
-                        "proxy_ssl_ciphers: not mapped to a rustls suite, ignored: {}{}",
-                        ignored.join(":"),
-                        if out.is_empty() {
-                            " (rustls' default suites are used)"
-                        } else {
-                            ""
-                        }
-                    );
-                    ctx.warn(arg.at, msg);
-                }
+                let out = super::tls::ciphers(ctx, d)?;
                 set(ctx, d, &mut self.ciphers, out)?;
             }
             "proxy_ssl_protocols" => {
-                let mut out = Vec::new();
-                for a in ctx.args(d, 1, usize::MAX)? {
-                    match a.value.as_str() {
-                        "TLSv1.2" => out.push(TlsVersion::Tls12),
-                        "TLSv1.3" => out.push(TlsVersion::Tls13),
-                        old @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
-                            let msg = format!(
-                                "proxy_ssl_protocols: {old} is not supported by rustls and is left out"
-                            );
-                            ctx.warn(a.at, msg);
-                        }
-                        other => {
-                            return Err(ctx.invalid(d, a.at, format!("invalid value \"{other}\"")));
-                        }
-                    }
-                }
-                out.sort();
-                out.dedup();
-                if out.is_empty() {
-                    return Err(ctx.invalid(
-                        d,
-                        d.at,
-                        "no protocol left that rustls supports (TLSv1.2, TLSv1.3)",
-                    ));
-                }
+                let out = super::tls::protocols(ctx, d)?;
                 set(ctx, d, &mut self.protocols, out)?;
             }
             _ => return Ok(false),

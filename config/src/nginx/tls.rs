@@ -227,56 +227,11 @@ impl TlsScope {
                 list.get_or_insert_with(Vec::new).push(arg.clone());
             }
             "ssl_protocols" => {
-                let mut out = Vec::new();
-                for a in ctx.args(d, 1, usize::MAX)? {
-                    match a.value.as_str() {
-                        "TLSv1.2" => out.push(TlsVersion::Tls12),
-                        "TLSv1.3" => out.push(TlsVersion::Tls13),
-                        old @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
-                            let msg = format!(
-                                "ssl_protocols: {old} is not supported by rustls and is left out"
-                            );
-                            ctx.warn(a.at, msg);
-                        }
-                        other => {
-                            return Err(ctx.invalid(d, a.at, format!("invalid value \"{other}\"")));
-                        }
-                    }
-                }
-                out.sort();
-                out.dedup();
-                if out.is_empty() {
-                    return Err(ctx.invalid(
-                        d,
-                        d.at,
-                        "no protocol left that rustls supports (TLSv1.2, TLSv1.3)",
-                    ));
-                }
+                let out = protocols(ctx, d)?;
                 set(ctx, d, &mut self.protocols, out)?;
             }
             "ssl_ciphers" => {
-                let arg = ctx.one(d)?;
-                let mut out = Vec::new();
-                let mut ignored = Vec::new();
-                for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
-                    match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
-                        Some((s, _)) if !out.contains(s) => out.push(*s),
-                        Some(_) => {}
-                        None => ignored.push(name),
-                    }
-                }
-                if !ignored.is_empty() {
-                    let msg = format!(
-                        "ssl_ciphers: not mapped to a rustls suite, ignored: {}{}",
-                        ignored.join(":"),
-                        if out.is_empty() {
-                            " (rustls' default suites are used)"
-                        } else {
-                            ""
-                        }
-                    );
-                    ctx.warn(arg.at, msg);
-                }
+                let out = ciphers(ctx, d)?;
                 set(ctx, d, &mut self.ciphers, out)?;
             }
             "ssl_prefer_server_ciphers" => set_flag(ctx, d, &mut self.prefer)?,
@@ -394,6 +349,67 @@ fn set_flag(ctx: &Ctx<'_>, d: &Directive, slot: &mut Option<bool>) -> Result<(),
         )
     })?;
     set(ctx, d, slot, v)
+}
+
+/// The versions of `ssl_protocols` / `proxy_ssl_protocols` that rustls has; older ones are
+/// left out with a warning, anything else is an error at its argument.
+pub(crate) fn protocols(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<TlsVersion>, ConfigError> {
+    let mut out = Vec::new();
+    for a in ctx.args(d, 1, usize::MAX)? {
+        match a.value.as_str() {
+            "TLSv1.2" => out.push(TlsVersion::Tls12),
+            "TLSv1.3" => out.push(TlsVersion::Tls13),
+            old @ ("SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") => {
+                let msg = format!(
+                    "{}: {old} is not supported by rustls and is left out",
+                    d.name
+                );
+                ctx.warn(a.at, msg);
+            }
+            other => {
+                return Err(ctx.invalid(d, a.at, format!("invalid value \"{other}\"")));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(ctx.invalid(
+            d,
+            d.at,
+            "no protocol left that rustls supports (TLSv1.2, TLSv1.3)",
+        ));
+    }
+    Ok(out)
+}
+
+/// The suites of `ssl_ciphers` / `proxy_ssl_ciphers` that map to rustls ones, in order;
+/// the others are ignored with one warning.
+pub(crate) fn ciphers(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<CipherSuite>, ConfigError> {
+    let arg = ctx.one(d)?;
+    let mut out = Vec::new();
+    let mut ignored = Vec::new();
+    for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
+        match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
+            Some((s, _)) if !out.contains(s) => out.push(*s),
+            Some(_) => {}
+            None => ignored.push(name),
+        }
+    }
+    if !ignored.is_empty() {
+        let msg = format!(
+            "{}: not mapped to a rustls suite, ignored: {}{}",
+            d.name,
+            ignored.join(":"),
+            if out.is_empty() {
+                " (rustls' default suites are used)"
+            } else {
+                ""
+            }
+        );
+        ctx.warn(arg.at, msg);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
