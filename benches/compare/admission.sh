@@ -50,24 +50,8 @@ export SOFTHSM2_CONF OPENSSL_CONF="$WORK/openssl-pkcs11.cnf"
 printf '1234' >"$WORK/pin"
 for mode in on off; do
   enabled=true; [[ $mode == off ]] && enabled=false
-  cat >"$WORK/hsmgate-$mode.toml" <<EOT
-[[listener]]
-address = "127.0.0.1:$PORT_HSMGATE"
-tls_versions = ["1.2", "1.3"]
-[tls]
-certificate = "$WORK/rsa-token.crt"
-key = "pkcs11:token=proxy;object=proxy-rsa;type=private?pin-source=file:$WORK/pin"
-[pkcs11]
-module = "$MODULE"
-sessions = 4
-env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
-[upstream]
-address = "127.0.0.1:$PORT_UP"
-[admission]
-enabled = $enabled
-[shutdown]
-grace_ms = 500
-EOT
+  token_toml "[admission]
+enabled = $enabled" >"$WORK/hsmgate-$mode.toml"
 done
 
 SERVER_PID=""

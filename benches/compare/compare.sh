@@ -100,23 +100,8 @@ export SOFTHSM2_CONF OPENSSL_CONF="$WORK/openssl-pkcs11.cnf"
 cc -O2 -pthread -I/usr/include/p11-kit-1 "$BASE/p11sign.c" -o "$WORK/p11sign" -ldl
 printf '1234' >"$WORK/pin"
 head -c 80 /dev/urandom >"$WORK/ticket.key"
-cat >"$WORK/hsmgate.toml" <<EOT
 # hsmgate under test: token key, TLS 1.2 + 1.3, everything proxied to the nginx upstream.
-[[listener]]
-address = "127.0.0.1:$PORT_HSMGATE"
-tls_versions = ["1.2", "1.3"]
-[tls]
-certificate = "$WORK/rsa-token.crt"
-key = "pkcs11:token=proxy;object=proxy-rsa;type=private?pin-source=file:$WORK/pin"
-[pkcs11]
-module = "$MODULE"
-sessions = 4
-env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
-[upstream]
-address = "127.0.0.1:$PORT_UP"
-[shutdown]
-grace_ms = 500
-EOT
+token_toml >"$WORK/hsmgate.toml"
 
 
 # start_nginx file|token [resume] [INSTANCE...]: single-process instances on SERVER_CPU.

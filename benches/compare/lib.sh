@@ -98,3 +98,26 @@ start_nginx_instance() {
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
+
+# token_toml [EXTRA]: hsmgate's TOML for the comparison's token key ($WORK/rsa-token.crt,
+# token "proxy", PIN in $WORK/pin, module $MODULE with $SOFTHSM2_CONF), TLS 1.2 + 1.3 on
+# PORT_HSMGATE, everything proxied to PORT_UP; EXTRA (TOML lines) goes before [shutdown].
+token_toml() {
+  cat <<EOT
+[[listener]]
+address = "127.0.0.1:$PORT_HSMGATE"
+tls_versions = ["1.2", "1.3"]
+[tls]
+certificate = "$WORK/rsa-token.crt"
+key = "pkcs11:token=proxy;object=proxy-rsa;type=private?pin-source=file:$WORK/pin"
+[pkcs11]
+module = "$MODULE"
+sessions = 4
+env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
+[upstream]
+address = "127.0.0.1:$PORT_UP"
+${1:-}
+[shutdown]
+grace_ms = 500
+EOT
+}
