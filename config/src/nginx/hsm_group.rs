@@ -220,15 +220,13 @@ fn quoted(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
-    use crate::nginx::{KeySource, NginxOptions, load_text};
+    use crate::nginx::KeySource;
+    use crate::nginx::tests::{FILE, http, load_str};
 
-    fn load(http: &str) -> Result<crate::nginx::NginxConfig, String> {
-        let text = format!("events {{}}\nhttp {{\n{http}\n}}\n");
-        load_text(Path::new("/t/nginx.conf"), text, &NginxOptions::default())
-            .map_err(|e| e.to_string())
+    fn load(body: &str) -> Result<crate::nginx::NginxConfig, String> {
+        load_str(&http(body)).map_err(|e| e.to_string())
     }
 
     const SERVER: &str = "server { listen 127.0.0.1:1 ssl; ssl_certificate c.pem;\n\
@@ -320,7 +318,7 @@ mod tests {
         ] {
             let e = load(&http).expect_err(&http);
             assert!(
-                e.contains(&format!("/t/nginx.conf:{line}:")) && e.contains(want),
+                e.contains(&format!("{FILE}:{line}:")) && e.contains(want),
                 "{http}\n=> {e}"
             );
         }

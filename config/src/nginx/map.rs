@@ -183,14 +183,11 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use crate::nginx::TemplatePart;
+    use crate::nginx::tests::{FILE, http, load_str};
 
-    use crate::nginx::{NginxOptions, TemplatePart, load_text};
-
-    fn load(http: &str) -> Result<crate::nginx::NginxConfig, String> {
-        let text = format!("events {{}}\nhttp {{\n{http}\n}}\n");
-        load_text(Path::new("/t/nginx.conf"), text, &NginxOptions::default())
-            .map_err(|e| e.to_string())
+    fn load(body: &str) -> Result<crate::nginx::NginxConfig, String> {
+        load_str(&http(body)).map_err(|e| e.to_string())
     }
 
     fn var(t: &crate::nginx::Template) -> String {
@@ -262,7 +259,7 @@ mod tests {
         ] {
             let e = load(http).expect_err(http);
             assert!(
-                e.contains(want) && e.contains("/t/nginx.conf:"),
+                e.contains(want) && e.contains(&format!("{FILE}:")),
                 "{http}: {e}"
             );
         }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::*;
 
-const FILE: &str = "/x/conf/nginx.conf";
+pub(super) const FILE: &str = "/x/conf/nginx.conf";
 
-fn load_str(text: &str) -> Result<NginxConfig, ConfigError> {
+pub(super) fn load_str(text: &str) -> Result<NginxConfig, ConfigError> {
     load_text(Path::new(FILE), text.to_owned(), &NginxOptions::default())
 }
 
-fn http(body: &str) -> String {
+pub(super) fn http(body: &str) -> String {
     format!("events {{}}\nhttp {{\n{body}\n}}\n")
 }
 
