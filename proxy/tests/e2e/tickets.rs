@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::client::{KeepAlive, admin_get, metric};
+use crate::support::client::{KeepAlive, admin_get, ca_roots, metric};
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
 
 fn random_key(path: &Path) {
@@ -38,17 +38,11 @@ fn resuming(
     ca: &Path,
     version: &'static rustls::SupportedProtocolVersion,
 ) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
-        roots.add(cert.expect("CA cert")).expect("add CA");
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[version])
         .expect("version")
-        .with_root_certificates(roots)
+        .with_root_certificates(ca_roots(ca))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = rustls::client::Resumption::in_memory_sessions(16);

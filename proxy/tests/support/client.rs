@@ -16,10 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 /// A client config that trusts only `ca_pem`, offering `alpn`.
 pub fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).expect("CA file") {
-        roots.add(cert.expect("CA cert")).expect("add CA");
-    }
+    let roots = ca_roots(ca_pem);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -29,6 +26,15 @@ pub fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig>
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
+}
+
+/// The certificates of the PEM file `ca_pem` as trust anchors.
+pub fn ca_roots(ca_pem: &Path) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).expect("CA file") {
+        roots.add(cert.expect("CA cert")).expect("add CA");
+    }
+    roots
 }
 
 /// TCP connect + full TLS handshake to `addr` as `localhost`.
