@@ -4,6 +4,8 @@
 # Servers (RSA-2048 key on one SoftHSM token, 127.0.0.1 only, all pinned to SERVER_CPU):
 #   hsmgate-on    target/release/hsmgate, admission control on (the default)
 #   hsmgate-off   the same with [admission] enabled = false
+#   hsmgate-nice0 admission on, signer threads at the process's priority (signer_nice = 0;
+#                 not in the default SERVERS: an A/B of the priority of established clients)
 #   nginx-libp11  2 single-process nginx instances + libp11 (as compare.sh)
 # each in front of a plain nginx upstream.
 #
@@ -13,13 +15,15 @@
 # per-attempt timeout SWEEP_TIMEOUT), while a second hsmgate-load keeps ONE keep-alive
 # connection (opened 1 s before the flood) sending KA_RATE requests/s: the established
 # client's latency under the flood. Recorded per point: goodput (completed handshakes/s),
-# p50/p99 of completed handshakes, shed count (TLS alerts) and time to the alert (p50/p99),
+# p50/p99 of completed handshakes, shed count (TLS alerts) and time to the alert (p50/p99
+# as the client measures it from its connect, and for hsmgate the server's own p99 from
+# accept to alert written: the bucket of hsmgate_tls_shed_duration_seconds that holds it),
 # timeouts, the keep-alive p50/p99, and the server's resident memory after the point.
 #
 # Output: benches/results/admission-DATE.md (table), -raw.jsonl and .svg (plot-sweep).
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
 # SERVER_CPU, NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
-# PORT_HSMGATE (9543), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
+# PORT_HSMGATE (9543), PORT_ADMIN (9911), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +31,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BASE=${NGINX_BASELINE:-$ROOT/benches/nginx-baseline}
 SWEEP=${SWEEP:-"0.5 1 1.5 2 3 5"} DURATION=${DURATION:-5s} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s}
 CONNS=${CONNS:-50} KA_RATE=${KA_RATE:-50} RESULTS=${RESULTS:-$ROOT/benches/results}
-PORT_UP=${PORT_UP:-8180} PORT_TLS12=${PORT_TLS12:-8542} PORT_TLS13=${PORT_TLS13:-8543} PORT_HSMGATE=${PORT_HSMGATE:-9543}
+PORT_ADMIN=${PORT_ADMIN:-9911} PORT_UP=${PORT_UP:-8180} PORT_TLS12=${PORT_TLS12:-8542} PORT_TLS13=${PORT_TLS13:-8543} PORT_HSMGATE=${PORT_HSMGATE:-9543}
 SERVERS=(${SERVERS:-hsmgate-on hsmgate-off nginx-libp11})
 SCRIPT=admission
 # shellcheck source=lib.sh
@@ -35,7 +39,7 @@ SCRIPT=admission
 
 [[ -d $BASE ]] || die "benches/nginx-baseline not found (or set NGINX_BASELINE)"
 dpkg -s libengine-pkcs11-openssl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libengine-pkcs11-openssl >/dev/null || die "needs libengine-pkcs11-openssl"
-ports_free "$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE"
+ports_free "$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" "$PORT_ADMIN"
 pin_layout
 build_release
 make_work admission
@@ -48,11 +52,30 @@ RAW="$RESULTS/admission-$STAMP-raw.jsonl" OUT="$RESULTS/admission-$STAMP.md"
 . "$WORK/env.sh"
 export SOFTHSM2_CONF OPENSSL_CONF="$WORK/openssl-pkcs11.cnf"
 printf '1234' >"$WORK/pin"
-for mode in on off; do
+for mode in on off nice0; do
   enabled=true; [[ $mode == off ]] && enabled=false
-  token_toml "[admission]
-enabled = $enabled" >"$WORK/hsmgate-$mode.toml"
+  nice=10; [[ $mode == nice0 ]] && nice=0
+  token_toml "[admin]
+address = \"127.0.0.1:$PORT_ADMIN\"
+[admission]
+enabled = $enabled
+signer_nice = $nice" >"$WORK/hsmgate-$mode.toml"
 done
+# shed_buckets: hsmgate's cumulative shed-time histogram, "le count" per line (empty for nginx).
+shed_buckets() {
+  [[ $1 == hsmgate-* ]] || return 0
+  curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" \
+    | sed -n 's/^hsmgate_tls_shed_duration_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p'
+}
+# server_shed_p99 BEFORE AFTER: the upper bound (ms) of the bucket holding the p99 of the
+# sheds between the two scrapes, or null.
+server_shed_p99() {
+  join <(sort "$1") <(sort "$2") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
+    | awk '{le[NR] = $1; c[NR] = $2} END {
+        n = c[NR]; if (n <= 0) { print "null"; exit }
+        for (i = 1; i <= NR; i++) if (c[i] >= 0.99 * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
+      }'
+}
 
 SERVER_PID=""
 start_nginx() { # VARIANT INSTANCE...
@@ -98,18 +121,22 @@ for s in "${SERVERS[@]}"; do
     load --mode keepalive --tls 1.3 -c 1 --rate "$KA_RATE" --warmup 0s -d "${ka_secs}s" "$SERVER_URL" >"$WORK/ka.json" 2>"$WORK/ka.err" &
     ka=$!
     sleep 1
+    shed_buckets "$s" >"$WORK/shed-before"
     out=$(load --mode handshake --tls 1.3 --rate "$rate" -d "$DURATION" --timeout "$SWEEP_TIMEOUT" "$SERVER_URL" 2>"$WORK/load.err") \
       || out='{"rate":0,"error_total":-1,"errors":{}}'
     wait "$ka" || true
+    shed_buckets "$s" >"$WORK/shed-after"
+    srv_shed=$(server_shed_p99 "$WORK/shed-before" "$WORK/shed-after")
+    [[ $srv_shed == inf ]] && srv_shed='">5000"'
     kao=$(cat "$WORK/ka.json")
     alerts=$(sed -n 's/.*"tls_alert":\([0-9]*\).*/\1/p' <<<"$out"); alerts=${alerts:-0}
     timeouts=$(sed -n 's/.*"timeout":\([0-9]*\).*/\1/p' <<<"$out"); timeouts=${timeouts:-0}
     rss=$(rss_kb)
-    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
+    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
       "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$alerts" \
-      "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$timeouts" "$(jerrors "$out")" \
+      "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$srv_shed" "$timeouts" "$(jerrors "$out")" \
       "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" >>"$RAW"
-    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms, shed $alerts (p99 $(jnum alert_p99_ms "$out") ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms, shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
   done
   stop_all
 done
@@ -122,12 +149,12 @@ done
   echo "Each point: $DURATION open loop of new TLS 1.3 connections at factor x capacity (timeout $SWEEP_TIMEOUT), one run;"
   echo "meanwhile one keep-alive connection opened 1 s earlier sends $KA_RATE requests/s."
   echo
-  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | shed | shed p50 ms | shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   while read -r line; do
     g() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$line"; }
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
-      "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
+      "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" "$(g server_shed_p99_ms)" \
       "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')"
   done <"$RAW"
   echo

@@ -195,6 +195,12 @@ pub struct Admission {
     pub max_wait: Duration,
     /// At most this many handshakes wait (per key group).
     pub max_waiting: usize,
+    /// The nice value (0–19) of the signer threads: when the HSM's client library uses
+    /// this machine's CPU (a software token in the process, a network HSM's client
+    /// doing its own TLS), the threads serving established connections come first, and
+    /// full handshakes, already limited by admission, take what is left. Only ever
+    /// raised (an unprivileged process cannot lower it again).
+    pub signer_nice: u8,
 }
 
 impl Default for Admission {
@@ -204,6 +210,7 @@ impl Default for Admission {
             target_wait: Duration::from_millis(5),
             max_wait: Duration::from_millis(250),
             max_waiting: 1024,
+            signer_nice: 10,
         }
     }
 }
@@ -230,6 +237,8 @@ impl Admission {
     pub const ENV_MAX_WAIT: &'static str = "HSMGATE_ADMISSION_MAX_WAIT_MS";
     /// The variable for [`max_waiting`](Self::max_waiting).
     pub const ENV_MAX_WAITING: &'static str = "HSMGATE_ADMISSION_MAX_WAITING";
+    /// The variable for [`signer_nice`](Self::signer_nice).
+    pub const ENV_SIGNER_NICE: &'static str = "HSMGATE_ADMISSION_SIGNER_NICE";
 
     /// The defaults, changed by whichever of the `HSMGATE_ADMISSION*` variables `get`
     /// finds (the process environment, or nginx's `env NAME=VALUE` directives).
@@ -269,6 +278,9 @@ impl Admission {
         }
         if let Some(n) = number(Self::ENV_MAX_WAITING, 0..=1_000_000)? {
             a.max_waiting = n as usize;
+        }
+        if let Some(n) = number(Self::ENV_SIGNER_NICE, 0..=19)? {
+            a.signer_nice = n as u8;
         }
         if a.max_wait < a.target_wait {
             let v = a.max_wait.as_millis().to_string();
@@ -339,12 +351,16 @@ mod tests {
             ("HSMGATE_ADMISSION_TARGET_WAIT_MS", "10"),
             ("HSMGATE_ADMISSION_MAX_WAIT_MS", "200"),
             ("HSMGATE_ADMISSION_MAX_WAITING", "64"),
+            ("HSMGATE_ADMISSION_SIGNER_NICE", "0"),
         ]))
         .expect("valid");
         assert!(!a.enabled);
         assert_eq!(a.target_wait, Duration::from_millis(10));
         assert_eq!(a.max_wait, Duration::from_millis(200));
         assert_eq!(a.max_waiting, 64);
+        assert_eq!(a.signer_nice, 0);
+        let e = Admission::from_vars(vars(&[("HSMGATE_ADMISSION_SIGNER_NICE", "20")])).unwrap_err();
+        assert!(e.to_string().contains("between 0 and 19"), "{e}");
         let e = Admission::from_vars(vars(&[("HSMGATE_ADMISSION", "maybe")])).unwrap_err();
         assert_eq!(e.var, "HSMGATE_ADMISSION");
         assert!(e.to_string().contains("expected on or off"), "{e}");

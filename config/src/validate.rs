@@ -120,11 +120,19 @@ fn admission(raw: &RawAdmission, src: &Source<'_>) -> Result<Admission, ConfigEr
         d.max_waiting as i64,
         src,
     )? as usize;
+    let signer_nice = int(
+        raw.signer_nice.as_ref(),
+        "admission.signer_nice",
+        0..=19,
+        i64::from(d.signer_nice),
+        src,
+    )? as u8;
     Ok(Admission {
         enabled: raw.enabled.unwrap_or(d.enabled),
         target_wait,
         max_wait,
         max_waiting,
+        signer_nice,
     })
 }
 

@@ -266,9 +266,10 @@ async fn handshake(
                 Ok(permit) => Some(Gate::Admitted(permit)),
                 Err(reason) => {
                     tracing::debug!(%peer, %reason, "handshake shed");
-                    metrics::handshake(HandshakeResult::Shed, "unknown", false, Duration::ZERO);
-                    let _ =
-                        crate::hello::write_and_close(&mut stream, &crate::hello::SHED_ALERT).await;
+                    let _ = crate::hello::answer(&mut stream, &crate::hello::SHED_ALERT).await;
+                    let took = accepted_at.elapsed();
+                    metrics::handshake(HandshakeResult::Shed, "unknown", false, took);
+                    let _ = crate::hello::linger(&mut stream).await;
                     return None;
                 }
             },

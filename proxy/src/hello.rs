@@ -304,9 +304,23 @@ pub const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 /// closing a socket with unread input makes the kernel send a reset, which can destroy
 /// the alert before the client reads it.
 pub async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    answer(stream, bytes).await?;
+    linger(stream).await
+}
+
+/// Write `bytes` and shut the write side down (the first half of [`write_and_close`]).
+pub async fn answer(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let io = async {
         stream.write_all(bytes).await?;
-        stream.shutdown().await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(LINGER, io).await.unwrap_or(Ok(()))
+}
+
+/// Read and drop what the peer still sends, until it closes (the second half of
+/// [`write_and_close`]), so that closing does not reset the answer away.
+pub async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
+    let io = async {
         let mut sink = [0u8; 4096];
         let mut left = LINGER_BYTES;
         while left > 0 {

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
 /// Histogram (seconds): ClientHello read → handshake complete, by `kind`.
 pub const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
+/// Histogram (seconds): a shed handshake's accept → its alert written (the server's
+/// side of the time a shed client waits for its answer).
+pub const SHED_DURATION: &str = "hsmgate_tls_shed_duration_seconds";
 /// Counter: HTTP requests answered, by `status` (the code sent, or 444 for a closed one).
 pub const REQUESTS: &str = "hsmgate_http_requests_total";
 /// Histogram (seconds): request sent upstream → response head, by `upstream` and
@@ -42,13 +45,16 @@ impl HandshakeResult {
     }
 }
 
-/// Count one handshake; `took` is recorded for completed ones.
+/// Count one handshake; `took` is recorded for completed ones (ClientHello → done) and
+/// for shed ones (accept → alert written).
 pub fn handshake(result: HandshakeResult, version: &'static str, resumed: bool, took: Duration) {
     let kind = if resumed { "resumed" } else { "full" };
     metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind)
         .increment(1);
     if result == HandshakeResult::Ok {
         metrics::histogram!(HANDSHAKE_DURATION, "kind" => kind).record(took.as_secs_f64());
+    } else if result == HandshakeResult::Shed {
+        metrics::histogram!(SHED_DURATION).record(took.as_secs_f64());
     }
 }
 
@@ -82,6 +88,11 @@ pub fn describe() {
         HANDSHAKE_DURATION,
         metrics::Unit::Seconds,
         "Time from the ClientHello to the end of a completed handshake"
+    );
+    metrics::describe_histogram!(
+        SHED_DURATION,
+        metrics::Unit::Seconds,
+        "Time from accepting a shed handshake's connection to its alert written"
     );
     metrics::describe_counter!(REQUESTS, "HTTP requests answered, by status code");
     metrics::describe_histogram!(

@@ -691,6 +691,7 @@ mod tests {
             target_wait: Duration::from_millis(20),
             max_wait: Duration::from_millis(60),
             max_waiting: 4,
+            signer_nice: 0,
         }
     }
 

@@ -16,7 +16,8 @@
 //!   [`MemberState`]) and the generation in rotation.
 //! - `backend`: the small trait a member signs through; `pkcs11` is the real backend
 //!   (module instances, login, key check, self-test), `worker` one signer thread,
-//!   `handoff` its request queue and answers (mutex + condvar, no spinning).
+//!   `handoff` its request queue and answers (mutex + condvar, no spinning),
+//!   `priority` its CPU priority (below the threads serving connections).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
 //!   PKCS#11 mechanisms.
@@ -43,6 +44,7 @@ mod module;
 mod pin;
 mod pkcs11;
 mod pool;
+mod priority;
 pub mod provision;
 mod rustls_key;
 mod scheme;

@@ -220,6 +220,7 @@ impl Backend for Pkcs11Backend {
                 Arc::clone(&shared),
                 Arc::clone(&slot),
                 rx.clone(),
+                ctx.group.admission.signer_nice,
             )
             .map_err(SignerError::Thread)?;
             slots.push(slot);

@@ -162,9 +162,11 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     slot: Arc<Slot>,
     queue: Receiver<Request>,
+    nice: u8,
 ) -> std::io::Result<JoinHandle<()>> {
     RUNNING.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        crate::priority::lower_this_thread(nice);
         let Conn {
             session,
             key,

@@ -72,6 +72,17 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
 
     let mut established = KeepAlive::open(proxy.addr, &token.ca_pem).await;
     assert_eq!(established.get("/before").await.0, 200);
+    // The signer thread runs below the threads that serve connections (signer_nice 10).
+    let nices = thread_nices(proxy.pid());
+    let signer: Vec<_> = nices
+        .iter()
+        .filter(|(n, _)| n.starts_with("hsm-"))
+        .collect();
+    let process_nice = nices.iter().map(|(_, v)| *v).min().expect("threads");
+    assert!(!signer.is_empty(), "no signer thread among {nices:?}");
+    for (name, nice) in &signer {
+        assert_eq!(*nice, (process_nice + 10).min(19), "{name}: {nices:?}");
+    }
 
     // Open loop: waves of 120 simultaneous full handshakes, every 100 ms, for 2 s —
     // far more than one session of a software token signs (with the clients' own
@@ -180,8 +191,32 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
         ok + 1,
         "{metrics}"
     );
+    assert_eq!(
+        metric(&metrics, "hsmgate_tls_shed_duration_seconds_count", &[]) as usize,
+        shed,
+        "every shed connection's time to its alert is recorded: {metrics}"
+    );
     assert!(metric(&metrics, "hsmgate_admission_capacity_ops_per_second", &[]) > 0.0);
     assert!(proxy.log_text().contains("shedding full TLS handshakes"));
+}
+
+/// Each thread of process `pid`: its name and nice value (`/proc/PID/task/TID/stat`).
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
+        let dir = task.expect("task").path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // After "pid (comm) ": state is field 3, nice field 19.
+        let after = &stat[stat.rfind(')').expect("stat") + 2..];
+        let nice = after.split(' ').nth(16).and_then(|v| v.parse().ok());
+        out.push((name.trim().to_string(), nice.expect("nice field")));
+    }
+    out
 }
 
 /// With the only HSM dead, a full handshake is refused at once with the alert (not after
