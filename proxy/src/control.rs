@@ -9,7 +9,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
-use crate::server::Control;
+use crate::proxy::Control;
 
 /// The pid file of an nginx-format configuration without a `pid` directive.
 pub const DEFAULT_PID: &str = hsmgate_config::defaults::PID_FILE;

@@ -10,7 +10,7 @@
 //!
 //! Either configuration format becomes the same runtime model ([`site`]): listeners →
 //! servers → locations. Parts, in request order:
-//! - [`server`]: the control loop: reload/stop ([`server::Control`]); [`conn`]: sockets,
+//! - [`proxy`]: the control loop: reload/stop ([`proxy::Control`]); [`conn`]: sockets,
 //!   accept loops, connections;
 //! - [`generation`]: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
@@ -30,7 +30,7 @@
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //!   [`upstream_tls`]: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - [`client_cert`]: client certificates (`ssl_verify_client`) and their variables;
-//! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
+//! - [`error_page`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
 //! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
 //!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
@@ -48,7 +48,7 @@ pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod error;
-pub mod forward;
+pub mod error_page;
 pub mod generation;
 pub mod h1guard;
 pub mod hello;
@@ -56,9 +56,9 @@ pub mod keys;
 pub mod kx;
 pub mod metrics;
 pub mod notify;
+pub mod proxy;
 pub mod reqlog;
 pub mod route;
-pub mod server;
 pub use hsmgate_config::site;
 pub mod echo_upstream;
 pub mod spool;
@@ -76,4 +76,4 @@ pub mod vars;
 
 pub use error::ProxyError;
 pub use generation::{ConfigSource, Generation};
-pub use server::{Control, Proxy};
+pub use proxy::{Control, Proxy};

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hsmgate_config::{ConfigError, LogFormat, Overrides, ProcessEnv, Setting};
 use hsmgate_proxy::control::{self, PidFile, Signals};
 use hsmgate_proxy::keys::KeyDefaults;
-use hsmgate_proxy::server::ReopenHook;
+use hsmgate_proxy::proxy::ReopenHook;
 use hsmgate_proxy::site::Site;
 use hsmgate_proxy::{ConfigSource, Proxy, ProxyError, demo, echo_upstream};
 use hsmgate_signer::KeyKind;

@@ -12,7 +12,7 @@ use http::HeaderMap;
 use hyper::body::{Body, Frame};
 
 use crate::access_log::{AccessLogWriter, escape};
-use crate::forward::ProxyBody;
+use crate::error_page::ProxyBody;
 use crate::generation::Generation;
 use crate::vars::{ConnInfo, Vars};
 

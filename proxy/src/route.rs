@@ -19,7 +19,7 @@ use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
 use crate::body::{BodyFault, ClientBody};
-use crate::forward::{
+use crate::error_page::{
     ProxyBody, bad_request_page, error_chain, error_page, header_too_large_page, page,
     strip_hop_by_hop,
 };
