@@ -1,4 +1,5 @@
-//! A client's request body on its way upstream, streamed: when it goes wrong (bad
+//! Body types: [`ProxyBody`], the body of every response the proxy sends, and
+//! [`ClientBody`], a client's request body on its way upstream, streamed: when it goes wrong (bad
 //! chunked encoding, shorter than its `Content-Length`, over `client_max_body_size`, no
 //! bytes for `client_body_timeout`), the upstream request fails too, and [`BodyFault`]
 //! tells [`crate::route`] that the client is to blame: a 400, 413 or 408 for the client,
@@ -12,10 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use crate::balance::BodyError;
+
+/// The body type of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// What went wrong with the client's body, shared between the body and the request.
 #[derive(Debug, Clone, Default)]

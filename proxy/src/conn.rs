@@ -19,13 +19,13 @@ use tokio::sync::{Semaphore, watch};
 
 use hsmgate_config::nginx::select_server;
 
+use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::metrics::{self, HandshakeResult};
 use crate::site::ListenSpec;
-use crate::vars::ConnInfo;
 use hsmgate_signer::Gate;
 
 /// How long a client may take to complete its TLS handshake.

@@ -1,6 +1,7 @@
-//! nginx's process control: the pid file, `-s reload|stop|quit|reopen` (a signal
-//! sent to the pid in that file) and the signals a running hsmgate obeys:
-//! SIGHUP reload, SIGTERM/SIGINT fast stop, SIGQUIT graceful stop, SIGUSR1 reopen.
+//! How a running hsmgate is controlled, as nginx's processes are: the [`Control`]
+//! messages a [`Proxy`](crate::Proxy) obeys, the signals that send them (SIGHUP reload,
+//! SIGTERM/SIGINT fast stop, SIGQUIT graceful stop, SIGUSR1 reopen), the pid file and
+//! `-s reload|stop|quit|reopen` (a signal sent to the pid in that file).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +10,23 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
-use crate::proxy::Control;
+
+/* --- the messages --- */
+
+/// What the running proxy is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Reopen log files (SIGUSR1).
+    Reopen,
+    /// Fast stop (SIGTERM, SIGINT).
+    Stop,
+    /// Graceful stop: drain in-flight requests (SIGQUIT).
+    Quit,
+}
+
+/* --- the pid file and `-s` --- */
 
 /// The pid file of an nginx-format configuration without a `pid` directive.
 pub const DEFAULT_PID: &str = hsmgate_config::defaults::PID_FILE;

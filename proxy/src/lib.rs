@@ -10,8 +10,10 @@
 //!
 //! Either configuration format becomes the same runtime model ([`site`]): listeners →
 //! servers → locations. Parts, in request order:
-//! - [`proxy`]: the control loop: reload/stop ([`proxy::Control`]); [`conn`]: sockets,
-//!   accept loops, connections;
+//! - [`proxy`]: the [`Proxy`]: built from a configuration, served, reloaded and drained
+//!   as [`Control`] messages say; [`control`]: those messages and where they come from
+//!   (signals, the pid file, `-s`); [`conn`]: sockets, accept loops, connections;
+//!   [`conn_info`]: what a request knows about its connection;
 //! - [`generation`]: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
@@ -24,14 +26,15 @@
 //! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
 //!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
 //! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
-//!   [`body`]: a streamed request body whose failure is the client's; [`spool`]: a
-//!   buffered one (`proxy_request_buffering on`), in memory or an unlinked temp file;
+//!   [`body`]: the response body type, and a streamed request body whose failure is
+//!   the client's; [`spool`]: a buffered one (`proxy_request_buffering on`), in memory
+//!   or an unlinked temp file;
 //! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
 //! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
 //!   [`upstream_tls`]: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - [`client_cert`]: client certificates (`ssl_verify_client`) and their variables;
-//! - [`error_page`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
-//! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
+//! - [`error_page`]: the pages hsmgate answers with itself; [`hop_by_hop`]: headers
+//!   never forwarded; [`access_log`]: the log writer; [`notify`]: systemd `sd_notify`;
 //! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
 //!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
@@ -45,6 +48,7 @@ pub mod balance;
 pub mod body;
 pub mod client_cert;
 pub mod conn;
+pub mod conn_info;
 pub mod control;
 pub mod demo;
 pub mod error;
@@ -52,6 +56,7 @@ pub mod error_page;
 pub mod generation;
 pub mod h1guard;
 pub mod hello;
+pub mod hop_by_hop;
 pub mod keys;
 pub mod kx;
 pub mod metrics;
@@ -74,6 +79,7 @@ pub mod upstream_tls;
 pub mod uri;
 pub mod vars;
 
+pub use control::Control;
 pub use error::ProxyError;
 pub use generation::{ConfigSource, Generation};
-pub use proxy::{Control, Proxy};
+pub use proxy::Proxy;

@@ -18,17 +18,17 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
-use crate::body::{BodyFault, ClientBody};
-use crate::error_page::{
-    ProxyBody, bad_request_page, error_chain, error_page, header_too_large_page, page,
-    strip_hop_by_hop,
-};
+use crate::body::{BodyFault, ClientBody, ProxyBody};
+use crate::conn_info::ConnInfo;
+use crate::error::error_chain;
+use crate::error_page::{bad_request_page, error_page, header_too_large_page, page};
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::spool::Spooled;
 use crate::uri::{normalize, valid_host};
-use crate::vars::{ConnInfo, Vars};
+use crate::vars::Vars;
 
 /// One warning per process when no temporary file can be made for a request body.
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =

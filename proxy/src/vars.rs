@@ -2,7 +2,6 @@
 //! evaluated for one request, and [`Template`]s expanded with them.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
@@ -10,24 +9,7 @@ use std::collections::BTreeMap;
 use hsmgate_config::nginx::{Template, TemplatePart, VarMap};
 use http::HeaderMap;
 
-/// What is known about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client.
-    pub peer: SocketAddr,
-    /// The configured listen address the connection was accepted on.
-    pub listen: SocketAddr,
-    /// The port the client connected to.
-    pub local_port: u16,
-    /// TLS version and cipher suite (IANA names), when TLS.
-    pub tls: Option<(String, String)>,
-    /// The server name the client sent in its ClientHello (SNI).
-    pub sni: Option<String>,
-    /// The client certificate's verification (`ssl_verify_client on|optional`).
-    pub client_cert: Option<std::sync::Arc<crate::client_cert::ClientCert>>,
-    /// A connection number (nginx's `$connection`).
-    pub id: u64,
-}
+use crate::conn_info::ConnInfo;
 
 /// The values of one request's variables.
 #[derive(Debug)]
