@@ -39,7 +39,7 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
 /// Bind a listening socket with the `listen` options.
-pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
+pub(crate) fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
     use socket2::{Domain, Socket, Type};
     let addr = spec.addr;
     let err = |source| ProxyError::Bind { addr, source };

@@ -9,7 +9,7 @@ use crate::client_cert::ClientCert;
 
 /// What is known about the connection a request came on.
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
     /// The configured listen address the connection was accepted on.

@@ -28,9 +28,6 @@ pub enum Control {
 
 /* --- the pid file and `-s` --- */
 
-/// The pid file of an nginx-format configuration without a `pid` directive.
-pub const DEFAULT_PID: &str = hsmgate_config::defaults::PID_FILE;
-
 /// The pid file: written after start-up, removed at exit (when still ours).
 #[derive(Debug)]
 pub struct PidFile {
@@ -76,7 +73,7 @@ pub fn signal_for(name: &str) -> Option<&'static str> {
 }
 
 /// Send `signal` (e.g. `HUP`) to the process whose pid is in `pid_file`.
-pub fn send(pid_file: &Path, signal: &str) -> Result<u32, ProxyError> {
+pub fn send_signal(pid_file: &Path, signal: &str) -> Result<u32, ProxyError> {
     let text = std::fs::read_to_string(pid_file).map_err(|source| ProxyError::Io {
         what: format!("open() \"{}\" failed", pid_file.display()),
         source,
@@ -168,7 +165,9 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(signal_for("reopen"), Some("USR1"));
         assert_eq!(signal_for("restart"), None);
-        let err = send(&path, "HUP").expect_err("no pid file").to_string();
+        let err = send_signal(&path, "HUP")
+            .expect_err("no pid file")
+            .to_string();
         assert!(err.contains("x.pid"), "{err}");
     }
 }

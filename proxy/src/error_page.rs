@@ -11,7 +11,7 @@ use crate::body::ProxyBody;
 
 /// A page in nginx's shape for a status hsmgate answers itself (`<center>hsmgate`
 /// where nginx says `nginx`), as `text/html`.
-pub fn error_page(code: StatusCode) -> Response<ProxyBody> {
+pub(crate) fn error_page(code: StatusCode) -> Response<ProxyBody> {
     let body = Full::new(Bytes::from(page(code)))
         .map_err(|never| match never {})
         .boxed();
@@ -24,13 +24,13 @@ pub fn error_page(code: StatusCode) -> Response<ProxyBody> {
 
 /// nginx's 400 for a header line or head over `large_client_header_buffers` (its
 /// internal 494, "Request Header Or Cookie Too Large").
-pub fn header_too_large_page() -> Response<ProxyBody> {
+pub(crate) fn header_too_large_page() -> Response<ProxyBody> {
     bad_request_page("Request Header Or Cookie Too Large")
 }
 
 /// nginx's 400 pages with their own title (`why`): header too large, client
 /// certificate missing or failed.
-pub fn bad_request_page(why: &str) -> Response<ProxyBody> {
+pub(crate) fn bad_request_page(why: &str) -> Response<ProxyBody> {
     let html = format!(
         "<html>\r\n<head><title>400 {why}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{why}</center>\r\n<hr><center>hsmgate</center>\r\n</body>\r\n</html>\r\n"
     );
@@ -42,7 +42,7 @@ pub fn bad_request_page(why: &str) -> Response<ProxyBody> {
 }
 
 /// The HTML of [`error_page`] (also the body of redirects).
-pub fn page(code: StatusCode) -> String {
+pub(crate) fn page(code: StatusCode) -> String {
     // nginx's reason phrases where they differ from RFC 9110's.
     let reason = match code.as_u16() {
         413 => "Request Entity Too Large",

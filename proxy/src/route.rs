@@ -40,10 +40,10 @@ const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed without a response (return 444)")]
-pub struct Abort;
+pub(crate) struct Abort;
 
 /// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
-pub async fn handle(
+pub(crate) async fn handle(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

@@ -19,7 +19,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::error::{KeyMismatch, ProxyError};
 
 /// Read a PEM certificate chain (leaf first).
-pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
+pub(crate) fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
     let bad = |reason: String| ProxyError::Certificate {
         path: path.to_path_buf(),
         reason,
@@ -37,7 +37,7 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyErro
 }
 
 /// The leaf certificate's public key, which every HSM member's key must match.
-pub fn expected_key(
+pub(crate) fn expected_key(
     chain: &[CertificateDer<'static>],
     chain_path: &Path,
 ) -> Result<ExpectedKey, ProxyError> {
@@ -56,7 +56,7 @@ pub fn expected_key(
 }
 
 /// The certificate chain with the token key, after checking that they belong together.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     chain_path: &Path,
     pool: &SignerPool,
@@ -85,7 +85,7 @@ pub fn certified_key(
 
 /// The DER OCSP response of `ssl_stapling_file`, stapled as it is (as nginx does):
 /// only checked to be an OCSPResponse (a DER SEQUENCE).
-pub fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
+pub(crate) fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
     let bad = |reason: String| ProxyError::TlsFile {
         directive: "ssl_stapling_file",
         path: path.to_path_buf(),
@@ -112,7 +112,7 @@ pub struct KeyEntry {
 }
 
 /// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
-pub type ServerKeys = Arc<Vec<Vec<KeyEntry>>>;
+pub(crate) type ServerKeys = Arc<Vec<Vec<KeyEntry>>>;
 
 /// Picks the certificate for a handshake on one listening address: the server by SNI,
 /// then among its pairs the ECDSA one if the client offers an ECDSA signature scheme,
@@ -205,7 +205,7 @@ impl ResolvesServerCert for SniResolver {
 /// `ssl_session_cache shared:NAME:SIZE` zone is one cache for every server that names
 /// it (rustls resumes a session only for the SNI it was made for, as OpenSSL).
 #[derive(Default)]
-pub struct SharedCaches(
+pub(crate) struct SharedCaches(
     std::collections::HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>,
 );
 
@@ -213,7 +213,7 @@ pub struct SharedCaches(
 /// server's `ssl_*` settings. A connection gets the configuration of the server its
 /// ClientHello selects ([`SniResolver::server_index`]), so servers sharing an address
 /// keep their own protocols, ciphers and session settings.
-pub fn server_config(
+pub(crate) fn server_config(
     spec: &crate::site::ListenSpec,
     settings: &hsmgate_config::nginx::TlsSettings,
     resolver: Arc<SniResolver>,
