@@ -86,14 +86,18 @@
 //!
 //! # Modules
 //!
-//! - [`load()`](load::load) / [`load_str`]: entry points (`load`), with the rules in
+//! Private but for `defaults`, `nginx` and `site`; the public surface is the `pub use`
+//! list at the end.
+//!
+//! - [`load()`] / [`load_str`]: entry points (`load`), with the rules in
 //!   `validate` and the serde mirror of the file in `raw`.
-//! - [`model`]: the validated types; [`defaults`]: every default, in one place.
-//! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
-//! - [`env`]: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
+//! - `model`: the validated types ([`Config`] and its parts); [`defaults`]: every
+//!   default, in one place.
+//! - `error`: [`ConfigError`] and [`ConfigErrorKind`].
+//! - `env`: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
 //!   through [`Strings`]), laid over a file or standing alone (`overlay`:
 //!   [`Overrides::load`]), validated by the same rules.
-//! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
+//! - `pkcs11_uri`: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
 //! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
 //!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
 //! - [`site`]: the runtime model both formats become ([`site::Site::from_native`],
@@ -118,14 +122,17 @@
 
 #![forbid(unsafe_code)]
 
+// Private modules, the public surface the `pub use` list below; `defaults`, `nginx` and
+// `site` stay public as namespaces (their names would collide at the root: nginx's
+// `LogFormat`, `Location`-like types, `load`).
 pub mod defaults;
-pub mod env;
-pub mod error;
-pub mod load;
-pub mod model;
+mod env;
+mod error;
+mod load;
+mod model;
 pub mod nginx;
 mod overlay;
-pub mod pkcs11_uri;
+mod pkcs11_uri;
 mod raw;
 mod secret;
 pub mod site;

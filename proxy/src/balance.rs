@@ -314,7 +314,7 @@ mod tests {
                 server("c:1", 1, true),
             ],
             keepalive: Some(4),
-            location: hsmgate_config::model::Location {
+            location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
                 col: 1,
@@ -338,7 +338,7 @@ mod tests {
         let group = UpstreamGroup {
             servers: vec![a, server("b:1", 1, false)],
             keepalive: None,
-            location: hsmgate_config::model::Location {
+            location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
                 col: 1,
