@@ -78,7 +78,7 @@ pub struct KeyRef {
 }
 
 /// A position in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The config file.
     pub file: PathBuf,
