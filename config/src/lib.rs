@@ -81,6 +81,22 @@
 //! capacity = 10000                 # rated signatures/s (default: measured at start)
 //! ```
 //!
+//! More certificate/key pairs, each in `[pkcs11]`'s token or in an HA group of its own
+//! (several `[[hsm.group]]`s: every key then names its group, `[tls]`'s with
+//! `group = "..."` under `[tls]`, and every group holds a key):
+//!
+//! ```toml
+//! [[tls.pair]]
+//! certificate = "api.pem"          # required, as [tls] certificate
+//! key = "pkcs11:object=api;type=private"  # required, as [tls] key (with [pkcs11]: module
+//!                                  # and PIN come from there, not from the URI)
+//! group = "api-hsms"               # the [[hsm.group]] holding it (optional with one group)
+//! server_names = ["api.example.com", "*.api.example.com"]  # optional: served to these
+//! # SNI names (exact or wildcard); pairs listing the same names serve them together.
+//! # Without server_names the pair joins [tls]'s (e.g. ECDSA beside RSA: chosen by the
+//! # signature schemes the client offers). Other names get [tls]'s pair.
+//! ```
+//!
 //! Unknown keys are errors. Existence of files (certificate, PIN file, module)
 //! is not checked here; the components that open them report their errors.
 //!
@@ -143,7 +159,7 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
     Admission, Config, ConfigWarning, EnvSettingError, HsmGroup, HsmMember, HsmRegion, KeyRef,
-    Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
+    Listener, Location, PinSource, Pkcs11Config, TlsConfig, TlsPair, Upstream,
 };
 pub use nginx::{NginxConfig, NginxOptions};
 pub use overlay::ENVIRONMENT;

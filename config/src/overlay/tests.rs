@@ -338,7 +338,7 @@ address = "127.0.0.1:8080"
     let config = overrides(&[("HSMGATE_UPSTREAM", "b:1")], &[])
         .load(Some(&path))
         .unwrap();
-    let member = &config.hsm.as_ref().unwrap().regions[0].members[0];
+    let member = &config.hsm[0].regions[0].members[0];
     assert_eq!(
         (member.location.line, config.upstream.address.as_str()),
         (11, "b:1")
