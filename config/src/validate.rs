@@ -675,4 +675,41 @@ mod tests {
             Some("/x")
         );
     }
+
+    #[test]
+    fn pairs_on_the_pkcs11_token() {
+        let key = "pin-source=file:pin.txt\"\n";
+        let pair = |extra: &str| {
+            format!(
+                "{key}[[tls.pair]]\ncertificate = \"ec.pem\"\nkey = \"pkcs11:token=demo;object=tls-ec\"\n{extra}"
+            )
+        };
+        let c = good(&[(key, &pair(""))]);
+        let p = &c.tls.pairs[0];
+        assert_eq!(p.certificate_chain, Path::new("/etc/hsmgate/ec.pem"));
+        assert_eq!((p.key.location.line, p.key.uri.group.as_deref()), (9, None));
+        assert!(p.server_names.is_empty());
+        let site = crate::site::Site::from_native(&c);
+        assert_eq!((site.servers.len(), site.servers[0].certs.len()), (1, 2));
+        bad(
+            &[(key, &pair("").replace("tls-ec", "tls-ec?module-path=/x.so"))],
+            9,
+            &["`tls.pair[0].key`", "from [pkcs11]"],
+        );
+        bad(
+            &[(key, &pair("group = \"g\"\n"))],
+            10,
+            &["`tls.pair[0].group`", "no [[hsm.group]]"],
+        );
+        bad(
+            &[(key, &pair("").replace("token=demo;", ""))],
+            9,
+            &["`tls.pair[0].key`", "must name a token"],
+        );
+        bad(
+            &[(key, &pair("server_names = [\"a\", \"a\"]\n"))],
+            10,
+            &["`tls.pair[0].server_names[1]`", "listed twice"],
+        );
+    }
 }
