@@ -139,7 +139,8 @@ impl Proxy {
         self.admin.as_ref().and_then(|s| s.local_addr().ok())
     }
 
-    /// The first signer pool (the native format's key).
+    /// A signer pool of the configuration (with one token key, its pool; with several,
+    /// any one of them).
     pub fn pool(&self) -> Option<&SignerPool> {
         self.generation.pools.pools().next()
     }
