@@ -83,19 +83,39 @@
 //! capacity = 10000                 # rated signatures/s (default: measured at start)
 //! ```
 //!
+//! More certificate/key pairs, each in `[pkcs11]`'s token or in an HA group of its own
+//! (several `[[hsm.group]]`s: every key then names its group, `[tls]`'s with
+//! `group = "..."` under `[tls]`, and every group holds a key):
+//!
+//! ```toml
+//! [[tls.pair]]
+//! certificate = "api.pem"          # required, as [tls] certificate
+//! key = "pkcs11:object=api;type=private"  # required, as [tls] key (with [pkcs11]: module
+//!                                  # and PIN come from there, not from the URI)
+//! group = "api-hsms"               # the [[hsm.group]] holding it (optional with one group)
+//! server_names = ["api.example.com", "*.api.example.com"]  # optional: served to these
+//! # SNI names (exact or wildcard); pairs listing the same names serve them together.
+//! # Without server_names the pair joins [tls]'s (e.g. ECDSA beside RSA: chosen by the
+//! # signature schemes the client offers). Other names get [tls]'s pair.
+//! ```
+//!
 //! Unknown keys are errors. Existence of files (certificate, PIN file, module)
 //! is not checked here; the components that open them report their errors.
 //!
 //! # Modules
 //!
-//! - [`load()`](load::load) / [`load_str`]: entry points (`load`), with the rules in
+//! Private but for `defaults`, `nginx` and `site`; the public surface is the `pub use`
+//! list at the end.
+//!
+//! - [`load()`] / [`load_str`]: entry points (`load`), with the rules in
 //!   `validate` and the serde mirror of the file in `raw`.
-//! - [`model`]: the validated types; [`defaults`]: every default, in one place.
-//! - [`error`]: [`ConfigError`] and [`ConfigErrorKind`].
-//! - [`env`]: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
+//! - `model`: the validated types ([`Config`] and its parts); [`defaults`]: every
+//!   default, in one place.
+//! - `error`: [`ConfigError`] and [`ConfigErrorKind`].
+//! - `env`: settings from flags and `HSMGATE_*` variables ([`Overrides`], read
 //!   through [`Strings`]), laid over a file or standing alone (`overlay`:
 //!   [`Overrides::load`]), validated by the same rules.
-//! - [`pkcs11_uri`]: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
+//! - `pkcs11_uri`: the RFC 7512 parser, [`Pkcs11Uri`], [`Secret`].
 //! - [`nginx`]: the nginx-configuration reader ([`nginx::load`] into an
 //!   [`NginxConfig`]), for hsmgate as a drop-in replacement for nginx.
 //! - [`site`]: the runtime model both formats become ([`site::Site::from_native`],
@@ -120,14 +140,17 @@
 
 #![forbid(unsafe_code)]
 
+// Private modules, the public surface the `pub use` list below; `defaults`, `nginx` and
+// `site` stay public as namespaces (their names would collide at the root: nginx's
+// `LogFormat`, `Location`-like types, `load`).
 pub mod defaults;
-pub mod env;
-pub mod error;
-pub mod load;
-pub mod model;
+mod env;
+mod error;
+mod load;
+mod model;
 pub mod nginx;
 mod overlay;
-pub mod pkcs11_uri;
+mod pkcs11_uri;
 mod raw;
 mod secret;
 pub mod site;
@@ -138,7 +161,7 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
     Admission, Config, ConfigWarning, EnvSettingError, HsmGroup, HsmMember, HsmRegion, KeyRef,
-    Listener, Location, PinSource, Pkcs11Config, TlsConfig, Upstream,
+    Listener, Location, PinSource, Pkcs11Config, TlsConfig, TlsPair, Upstream,
 };
 pub use nginx::{NginxConfig, NginxOptions};
 pub use overlay::ENVIRONMENT;

@@ -21,10 +21,12 @@ pub struct Config {
     /// Certificate chain and private key.
     pub tls: TlsConfig,
     /// One token: PKCS#11 module, PIN and signing pool (`[pkcs11]`). `None` when the
-    /// key lives in an HA group of HSMs (`[[hsm.group]]`).
+    /// keys live in HA groups of HSMs (`[[hsm.group]]`).
     pub pkcs11: Option<Pkcs11Config>,
-    /// The HA group of HSM members that holds the key (`[[hsm.group]]`), if used.
-    pub hsm: Option<HsmGroup>,
+    /// The HA groups of HSM members that hold the keys (`[[hsm.group]]`), in file
+    /// order; empty with `[pkcs11]`. Each key names its group in its URI's
+    /// [`group`](Pkcs11Uri::group); every group holds at least one key.
+    pub hsm: Vec<HsmGroup>,
     /// The plain-HTTP backend.
     pub upstream: Upstream,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), plain HTTP, if any.
@@ -66,6 +68,22 @@ pub struct TlsConfig {
     /// `session_timeout_ms` (default 300000, nginx's `ssl_session_timeout`): tickets'
     /// and cached sessions' lifetime.
     pub session_timeout: Duration,
+    /// `[[tls.pair]]`: more certificate/key pairs, in file order.
+    pub pairs: Vec<TlsPair>,
+}
+
+/// One `[[tls.pair]]`: a certificate chain and its key, served beside `[tls]`'s pair
+/// (no `server_names`: the client's signature schemes choose, e.g. ECDSA beside RSA)
+/// or to the SNI names it lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPair {
+    /// PEM certificate chain, resolved relative to the config file's directory.
+    pub certificate_chain: PathBuf,
+    /// The private key (in `[pkcs11]`'s token, or in the HA group its URI names).
+    pub key: KeyRef,
+    /// `server_names` (lower case; exact, or wildcards `*.example.com`,
+    /// `.example.com`, `www.example.*`); empty: the default server's.
+    pub server_names: Vec<String>,
 }
 
 /// A private key named by a PKCS#11 URI, with where it was written.
@@ -78,7 +96,7 @@ pub struct KeyRef {
 }
 
 /// A position in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The config file.
     pub file: PathBuf,

@@ -200,11 +200,16 @@ impl Overrides {
                 },
             };
         }
-        if let (Some(hsm), Some(Some(file_hsm))) = (&mut config.hsm, alone.map(|a| &a.hsm)) {
-            let members = hsm.regions.iter_mut().flat_map(|r| &mut r.members);
-            let file_members = file_hsm.regions.iter().flat_map(|r| &r.members);
-            for (m, f) in members.zip(file_members) {
-                m.location = f.location.clone();
+        if let Some(file) = alone {
+            for (p, f) in config.tls.pairs.iter_mut().zip(&file.tls.pairs) {
+                p.key.location = f.key.location.clone();
+            }
+            let members = config.hsm.iter_mut().flat_map(|g| &mut g.regions);
+            let file_members = file.hsm.iter().flat_map(|g| &g.regions);
+            for (r, f) in members.zip(file_members) {
+                for (m, f) in r.members.iter_mut().zip(&f.members) {
+                    m.location = f.location.clone();
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use self::error::{UriError, UriErrorReason};
-pub use crate::secret::Secret;
+pub(crate) use crate::secret::Secret;
 
 mod display;
 mod error;

@@ -112,6 +112,19 @@ pub(crate) struct RawTls {
     pub(crate) session_tickets: Option<Spanned<bool>>,
     pub(crate) session_ticket_key_files: Option<Spanned<Vec<String>>>,
     pub(crate) session_timeout_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) pair: Vec<Spanned<RawPair>>,
+}
+
+/// `[[tls.pair]]`: one more certificate/key pair.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPair {
+    pub(crate) certificate: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+    pub(crate) group: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) server_names: Vec<Spanned<String>>,
 }
 
 /// `[pkcs11]`.

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Config;
-use crate::model::Location;
+use crate::model::{KeyRef, Location};
 use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
-    LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, SessionCache, Template,
-    TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
+    LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, ServerName, SessionCache,
+    Template, TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
     VerifyClient,
 };
 
@@ -208,14 +208,23 @@ impl Site {
                 backlog: None,
             })
             .collect();
+        let pair = |chain: &PathBuf, key: &KeyRef| CertPair {
+            cert: chain.clone(),
+            key: native_key(config, key),
+            location: key.location.clone(),
+        };
+        // `[tls]`'s pair, with the `[[tls.pair]]`s that list no server names beside it.
+        let mut certs = vec![pair(&config.tls.certificate_chain, &config.tls.key)];
+        let unnamed = config
+            .tls
+            .pairs
+            .iter()
+            .filter(|p| p.server_names.is_empty());
+        certs.extend(unnamed.map(|p| pair(&p.certificate_chain, &p.key)));
         let server = Server {
             listens,
             server_names: Vec::new(),
-            certs: vec![CertPair {
-                cert: config.tls.certificate_chain.clone(),
-                key: native_key(config),
-                location: at.clone(),
-            }],
+            certs,
             tls: TlsSettings {
                 protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
                 ciphers: Vec::new(),
@@ -240,7 +249,36 @@ impl Site {
             locations: vec![location],
             location: at,
         };
-        let mut listens = listen_specs(std::slice::from_ref(&server));
+        // One more server per list of `server_names` (the first pair that lists them
+        // names it: its place is its key's), on every listener, not the default.
+        let mut servers = vec![server];
+        for p in config
+            .tls
+            .pairs
+            .iter()
+            .filter(|p| !p.server_names.is_empty())
+        {
+            let same = |s: &&mut Server| {
+                let mut names: Vec<String> = s.server_names.iter().map(server_name_text).collect();
+                let mut ours = p.server_names.clone();
+                names.sort();
+                ours.sort();
+                names == ours
+            };
+            if let Some(s) = servers.iter_mut().skip(1).find(same) {
+                s.certs.push(pair(&p.certificate_chain, &p.key));
+                continue;
+            }
+            let mut named = servers[0].clone();
+            for l in &mut named.listens {
+                l.default_server = false;
+            }
+            named.server_names = p.server_names.iter().map(|n| server_name(n)).collect();
+            named.certs = vec![pair(&p.certificate_chain, &p.key)];
+            named.location = p.key.location.clone();
+            servers.push(named);
+        }
+        let mut listens = listen_specs(&servers[..1]);
         for (spec, l) in listens.iter_mut().zip(&config.listeners) {
             let mut p = Vec::new();
             if l.tls12 {
@@ -253,7 +291,7 @@ impl Site {
         }
         Site {
             source: config.source.clone(),
-            servers: vec![server],
+            servers,
             upstreams: BTreeMap::new(),
             listens,
             log_formats: BTreeMap::new(),
@@ -344,20 +382,31 @@ fn connection_limit(per_worker: Option<u32>, workers: Option<u32>) -> usize {
     per_worker.unwrap_or(512) as usize * workers
 }
 
-/// The key of a native configuration: in its HA group (named by the URI, as nginx
-/// configurations do), or in its one `[pkcs11]` token.
-fn native_key(config: &Config) -> KeySource {
-    let mut uri = config.tls.key.uri.clone();
-    match (&config.hsm, &config.pkcs11) {
-        (Some(g), _) => {
-            uri.group = Some(g.name.clone());
-            KeySource::Pkcs11(Box::new(uri))
-        }
+/// A key of a native configuration: in its HA group (named by the URI, as nginx
+/// configurations do; validation wrote it there), or in the one `[pkcs11]` token.
+fn native_key(config: &Config, key: &KeyRef) -> KeySource {
+    match (&key.uri.group, &config.pkcs11) {
         (None, Some(pkcs11)) => KeySource::Token(Box::new(TokenKey {
-            uri,
+            uri: key.uri.clone(),
             pkcs11: pkcs11.clone(),
         })),
-        (None, None) => KeySource::Pkcs11(Box::new(uri)),
+        _ => KeySource::Pkcs11(Box::new(key.uri.clone())),
+    }
+}
+
+/// A `server_names` entry of `[[tls.pair]]` as nginx's reader keeps it.
+fn server_name(name: &str) -> ServerName {
+    match name.starts_with('.') || name.starts_with("*.") || name.ends_with(".*") {
+        true => ServerName::Wildcard(name.to_owned()),
+        false => ServerName::Exact(name.to_owned()),
+    }
+}
+
+/// The text of a [`server_name`].
+fn server_name_text(name: &ServerName) -> String {
+    match name {
+        ServerName::Exact(n) | ServerName::Wildcard(n) => n.clone(),
+        ServerName::Regex(r) => r.as_str().to_owned(),
     }
 }
 

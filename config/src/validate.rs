@@ -12,9 +12,9 @@ use self::pkcs11::pkcs11;
 use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
-use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, Upstream};
-use crate::pkcs11_uri::{ObjectType, parse_key_string};
-use crate::raw::{RawAdmission, RawConfig, RawListener, RawTls, RawUpstream};
+use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, TlsPair, Upstream};
+use crate::pkcs11_uri::{ObjectType, Pkcs11Uri, parse_key_string};
+use crate::raw::{RawAdmission, RawConfig, RawListener, RawPair, RawTls, RawUpstream};
 
 pub(crate) mod hsm;
 pub(crate) mod pkcs11;
@@ -23,20 +23,24 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
     let mut warnings = Vec::new();
     let listeners = listeners(&raw.listener, src)?;
     let grouped = raw.hsm.is_some();
-    let (tls, key_offset) = tls(&raw.tls, grouped, src)?;
+    let (mut tls, key_offset) = tls(&raw.tls, grouped, src)?;
     let (pkcs11, hsm) = match (&raw.pkcs11, &raw.hsm) {
         (Some(_), Some(h)) => {
             let reason = "use either [pkcs11] (one token) or [[hsm.group]] (HA group), not both";
             let at = h.group.first().map_or(0, |g| g.span().start);
             return Err(src.invalid(at, "pkcs11", reason));
         }
-        (_, Some(h)) => (None, Some(hsm::group(h, &raw.tls, &tls.key, src)?)),
+        (_, Some(h)) => {
+            let groups = hsm::groups(h, src)?;
+            hsm::assign(&raw.tls, &mut tls, &groups, h, src)?;
+            (None, groups)
+        }
         (p, None) => {
             let empty = crate::raw::RawPkcs11::default();
             let p = p.as_ref().unwrap_or(&empty);
             (
                 Some(pkcs11(p, &tls.key, key_offset, src, &mut warnings)?),
-                None,
+                Vec::new(),
             )
         }
     };
@@ -201,11 +205,54 @@ fn listeners(raw: &[Spanned<RawListener>], src: &Source<'_>) -> Result<Vec<Liste
 
 /// Returns the TLS settings and the byte offset of the key string.
 fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usize), ConfigError> {
-    let cert = &raw.certificate;
-    if cert.get_ref().trim().is_empty() {
-        return Err(src.invalid(cert.span().start, "tls.certificate", "must not be empty"));
+    certificate(&raw.certificate, "tls.certificate", src)?;
+    let (uri, at) = key(&raw.key, "tls.key", grouped, src)?;
+    let files = raw.session_ticket_key_files.as_ref();
+    if let Some(f) = files.filter(|f| f.get_ref().iter().any(|p| p.trim().is_empty())) {
+        return Err(src.invalid(
+            f.span().start,
+            "tls.session_ticket_key_files",
+            "a file name must not be empty",
+        ));
     }
-    let key = &raw.key;
+    let tls = TlsConfig {
+        certificate_chain: src.dir.join(raw.certificate.get_ref()),
+        key: KeyRef {
+            uri,
+            location: src.location(at),
+        },
+        session_tickets: raw.session_tickets.as_ref().is_none_or(|t| *t.get_ref()),
+        session_ticket_keys: files
+            .map(|f| f.get_ref().iter().map(|p| src.dir.join(p)).collect())
+            .unwrap_or_default(),
+        session_timeout: Duration::from_millis(int(
+            raw.session_timeout_ms.as_ref(),
+            "tls.session_timeout_ms",
+            1000..=86_400_000,
+            d::ms(d::SESSION_TIMEOUT),
+            src,
+        )?),
+        pairs: pairs(&raw.pair, grouped, src)?,
+    };
+    Ok((tls, at))
+}
+
+/// A certificate chain's file name: not empty.
+fn certificate(cert: &Spanned<String>, name: &str, src: &Source<'_>) -> Result<(), ConfigError> {
+    if cert.get_ref().trim().is_empty() {
+        return Err(src.invalid(cert.span().start, name, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A key string (`tls.key`, `tls.pair[i].key`): the URI and the byte offset of the
+/// string. With HA groups it names no token and no PIN; without, it names a token.
+fn key(
+    key: &Spanned<String>,
+    name: &str,
+    grouped: bool,
+    src: &Source<'_>,
+) -> Result<(Pkcs11Uri, usize), ConfigError> {
     let at = key.span().start;
     let uri = parse_key_string(key.get_ref()).map_err(|e| {
         // Point into the string when its source text is the value verbatim (no escapes).
@@ -218,7 +265,7 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
         src.error(
             offset,
             ConfigErrorKind::Uri {
-                key: "tls.key".into(),
+                key: name.into(),
                 source: Box::new(e),
             },
         )
@@ -237,35 +284,84 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             .map(|t| format!("attribute \"type\" is \"{t}\"; the TLS key must be type=private"))
     };
     if let Some(reason) = reason {
-        return Err(src.invalid(at, "tls.key", reason));
+        return Err(src.invalid(at, name, reason));
     }
-    let files = raw.session_ticket_key_files.as_ref();
-    if let Some(f) = files.filter(|f| f.get_ref().iter().any(|p| p.trim().is_empty())) {
-        return Err(src.invalid(
-            f.span().start,
-            "tls.session_ticket_key_files",
-            "a file name must not be empty",
-        ));
+    Ok((uri, at))
+}
+
+/// `[[tls.pair]]`: each pair's certificate and key (by the rules of `[tls]`'s; with
+/// `[pkcs11]`, module and PIN come from there alone) and its `server_names`: not
+/// empty, no regexes, and a name belongs to one list (pairs with the same list serve
+/// the same names, e.g. RSA and ECDSA).
+fn pairs(
+    raw: &[Spanned<RawPair>],
+    grouped: bool,
+    src: &Source<'_>,
+) -> Result<Vec<TlsPair>, ConfigError> {
+    let mut out: Vec<TlsPair> = Vec::new();
+    for (i, p) in raw.iter().map(Spanned::get_ref).enumerate() {
+        let name = |k: &str| format!("tls.pair[{i}].{k}");
+        certificate(&p.certificate, &name("certificate"), src)?;
+        let (uri, at) = key(&p.key, &name("key"), grouped, src)?;
+        if !grouped
+            && (uri.module_path.is_some() || uri.pin_source.is_some() || uri.pin_value.is_some())
+        {
+            let reason =
+                "the module and PIN of a [[tls.pair]] key come from [pkcs11]; set them there";
+            return Err(src.invalid(at, name("key"), reason));
+        }
+        if let (false, Some(g)) = (grouped, &p.group) {
+            let reason = "no [[hsm.group]] is configured (the key is in [pkcs11]'s token)";
+            return Err(src.invalid(g.span().start, name("group"), reason));
+        }
+        let mut server_names: Vec<String> = Vec::new();
+        for (j, n) in p.server_names.iter().enumerate() {
+            let lower = n.get_ref().trim().to_ascii_lowercase();
+            let reason = if lower.is_empty() {
+                Some("must not be empty".to_owned())
+            } else if lower.starts_with('~') {
+                Some("regular expressions are for nginx configurations; list the names".to_owned())
+            } else if server_names.contains(&lower) {
+                Some(format!("\"{lower}\" is listed twice"))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let key = name(&format!("server_names[{j}]"));
+                return Err(src.invalid(n.span().start, key, reason));
+            }
+            server_names.push(lower);
+        }
+        // A name belongs to one server: an earlier pair sharing a name must list the
+        // same names (then both serve them, e.g. RSA and ECDSA).
+        let mut sorted = server_names.clone();
+        sorted.sort();
+        for (k, o) in out.iter().enumerate() {
+            let mut theirs = o.server_names.clone();
+            theirs.sort();
+            let shared = server_names.iter().position(|n| theirs.contains(n));
+            if let Some(j) = shared
+                && theirs != sorted
+            {
+                let reason = format!(
+                    "\"{}\" is a server name of tls.pair[{k}], which lists other names (pairs \
+                     serving the same names list the same names)",
+                    server_names[j]
+                );
+                let key = name(&format!("server_names[{j}]"));
+                return Err(src.invalid(p.server_names[j].span().start, key, reason));
+            }
+        }
+        out.push(TlsPair {
+            certificate_chain: src.dir.join(p.certificate.get_ref()),
+            key: KeyRef {
+                uri,
+                location: src.location(at),
+            },
+            server_names,
+        });
     }
-    let tls = TlsConfig {
-        certificate_chain: src.dir.join(cert.get_ref()),
-        key: KeyRef {
-            uri,
-            location: src.location(at),
-        },
-        session_tickets: raw.session_tickets.as_ref().is_none_or(|t| *t.get_ref()),
-        session_ticket_keys: files
-            .map(|f| f.get_ref().iter().map(|p| src.dir.join(p)).collect())
-            .unwrap_or_default(),
-        session_timeout: Duration::from_millis(int(
-            raw.session_timeout_ms.as_ref(),
-            "tls.session_timeout_ms",
-            1000..=86_400_000,
-            d::ms(d::SESSION_TIMEOUT),
-            src,
-        )?),
-    };
-    Ok((tls, at))
+    Ok(out)
 }
 
 fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError> {
@@ -585,6 +681,43 @@ mod tests {
                 .get("SOFTHSM2_CONF")
                 .map(String::as_str),
             Some("/x")
+        );
+    }
+
+    #[test]
+    fn pairs_on_the_pkcs11_token() {
+        let key = "pin-source=file:pin.txt\"\n";
+        let pair = |extra: &str| {
+            format!(
+                "{key}[[tls.pair]]\ncertificate = \"ec.pem\"\nkey = \"pkcs11:token=demo;object=tls-ec\"\n{extra}"
+            )
+        };
+        let c = good(&[(key, &pair(""))]);
+        let p = &c.tls.pairs[0];
+        assert_eq!(p.certificate_chain, Path::new("/etc/hsmgate/ec.pem"));
+        assert_eq!((p.key.location.line, p.key.uri.group.as_deref()), (9, None));
+        assert!(p.server_names.is_empty());
+        let site = crate::site::Site::from_native(&c);
+        assert_eq!((site.servers.len(), site.servers[0].certs.len()), (1, 2));
+        bad(
+            &[(key, &pair("").replace("tls-ec", "tls-ec?module-path=/x.so"))],
+            9,
+            &["`tls.pair[0].key`", "from [pkcs11]"],
+        );
+        bad(
+            &[(key, &pair("group = \"g\"\n"))],
+            10,
+            &["`tls.pair[0].group`", "no [[hsm.group]]"],
+        );
+        bad(
+            &[(key, &pair("").replace("token=demo;", ""))],
+            9,
+            &["`tls.pair[0].key`", "must name a token"],
+        );
+        bad(
+            &[(key, &pair("server_names = [\"a\", \"a\"]\n"))],
+            10,
+            &["`tls.pair[0].server_names[1]`", "listed twice"],
         );
     }
 }

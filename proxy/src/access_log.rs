@@ -22,7 +22,7 @@ enum Msg {
 
 /// The process-wide writer.
 #[derive(Debug, Clone)]
-pub struct AccessLogWriter {
+pub(crate) struct AccessLogWriter {
     tx: SyncSender<Msg>,
 }
 
@@ -30,7 +30,7 @@ static WRITER: OnceLock<AccessLogWriter> = OnceLock::new();
 
 impl AccessLogWriter {
     /// The writer (its thread starts on first use).
-    pub fn get() -> &'static AccessLogWriter {
+    pub(crate) fn get() -> &'static AccessLogWriter {
         WRITER.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
             std::thread::Builder::new()
@@ -42,7 +42,7 @@ impl AccessLogWriter {
     }
 
     /// Queue `line` (without newline) for `path`; dropped if the queue is full.
-    pub fn log(&self, path: &Arc<PathBuf>, line: String) {
+    pub(crate) fn log(&self, path: &Arc<PathBuf>, line: String) {
         match self.tx.try_send(Msg::Line(Arc::clone(path), line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -53,12 +53,12 @@ impl AccessLogWriter {
     }
 
     /// Close and reopen every file before the next line.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         let _ = self.tx.send(Msg::Reopen);
     }
 
     /// Wait until queued lines are written (at exit).
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = rx.recv_timeout(std::time::Duration::from_secs(2));
@@ -67,7 +67,7 @@ impl AccessLogWriter {
 }
 
 /// Open (create) `path` for appending, as a check at configuration time.
-pub fn check_open(path: &Path) -> std::io::Result<()> {
+pub(crate) fn check_open(path: &Path) -> std::io::Result<()> {
     open(path).map(drop)
 }
 
@@ -125,7 +125,7 @@ fn write_loop(rx: Receiver<Msg>) {
 }
 
 /// A variable's value escaped as `log_format escape=` says.
-pub fn escape(value: &str, how: LogEscape) -> String {
+pub(crate) fn escape(value: &str, how: LogEscape) -> String {
     match how {
         LogEscape::None => value.to_owned(),
         LogEscape::Default => {

@@ -47,7 +47,7 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
 
 /// What the admin endpoints look at.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The current generation (its signer pools), following reloads.
     pub generation: watch::Receiver<Arc<Generation>>,
     /// Set when the proxy is draining: `/readyz` turns false.
@@ -59,7 +59,7 @@ pub struct AdminState {
 }
 
 /// Serve the admin endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: AdminState) {
+pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -23,15 +23,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Errors of a request body on its way upstream.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream.
-pub type UpstreamBody = BoxBody<Bytes, BodyError>;
+pub(crate) type UpstreamBody = BoxBody<Bytes, BodyError>;
 /// A client with its connection pool (plain HTTP or TLS).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Pools kept for the values of a `proxy_ssl_name` with variables (all are dropped when
 /// one more is needed: their connections close once idle).
-pub const MAX_NAMED_POOLS: usize = 64;
+pub(crate) const MAX_NAMED_POOLS: usize = 64;
 
 /// TLS to a group's servers.
 #[derive(Debug, Clone)]
@@ -314,7 +314,7 @@ mod tests {
                 server("c:1", 1, true),
             ],
             keepalive: Some(4),
-            location: hsmgate_config::model::Location {
+            location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
                 col: 1,
@@ -338,7 +338,7 @@ mod tests {
         let group = UpstreamGroup {
             servers: vec![a, server("b:1", 1, false)],
             keepalive: None,
-            location: hsmgate_config::model::Location {
+            location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
                 col: 1,

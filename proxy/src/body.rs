@@ -1,4 +1,5 @@
-//! A client's request body on its way upstream, streamed: when it goes wrong (bad
+//! Body types: [`ProxyBody`], the body of every response the proxy sends, and
+//! [`ClientBody`], a client's request body on its way upstream, streamed: when it goes wrong (bad
 //! chunked encoding, shorter than its `Content-Length`, over `client_max_body_size`, no
 //! bytes for `client_body_timeout`), the upstream request fails too, and [`BodyFault`]
 //! tells [`crate::route`] that the client is to blame: a 400, 413 or 408 for the client,
@@ -12,14 +13,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use crate::balance::BodyError;
 
+/// The body type of every response the proxy sends.
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
 /// What went wrong with the client's body, shared between the body and the request.
 #[derive(Debug, Clone, Default)]
-pub struct BodyFault(Arc<AtomicU8>);
+pub(crate) struct BodyFault(Arc<AtomicU8>);
 
 const NONE: u8 = 0;
 const MALFORMED: u8 = 1;
@@ -28,7 +33,7 @@ const TIMEOUT: u8 = 3;
 
 impl BodyFault {
     /// The status for the client when its body failed (None: it did not).
-    pub fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         match self.0.load(Ordering::Acquire) {
             MALFORMED => Some(StatusCode::BAD_REQUEST),
             TOO_LARGE => Some(StatusCode::PAYLOAD_TOO_LARGE),
@@ -46,7 +51,7 @@ impl BodyFault {
 
 /// Why the body ended early (the error the upstream request sees).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     /// The client's framing was wrong or the connection ended.
     #[error("client sent an invalid request body")]
     Malformed(#[source] hyper::Error),
@@ -59,7 +64,7 @@ pub enum ClientBodyError {
 }
 
 /// The client's body, limited and timed, recording its faults.
-pub struct ClientBody {
+pub(crate) struct ClientBody {
     inner: Incoming,
     fault: BodyFault,
     max: Option<u64>,
@@ -70,7 +75,12 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// Wrap `inner`: at most `max` bytes, and at most `timeout` between two reads.
-    pub fn new(inner: Incoming, max: Option<u64>, timeout: Duration, fault: BodyFault) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        max: Option<u64>,
+        timeout: Duration,
+        fault: BodyFault,
+    ) -> Self {
         ClientBody {
             inner,
             fault,

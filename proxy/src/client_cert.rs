@@ -222,7 +222,7 @@ fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
 /// The subject as OpenSSL's `X509_NAME_print_ex(.., XN_FLAG_RFC2253)` prints it (what
 /// nginx ≥ 1.11.6 gives for `$ssl_client_s_dn`): last RDN first, `,` between RDNs,
 /// `+` inside one, RFC 2253 escapes; values that are not strings as `#` and hex DER.
-pub fn subject_dn(leaf: &CertificateDer<'_>) -> String {
+pub(crate) fn subject_dn(leaf: &CertificateDer<'_>) -> String {
     let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
         return String::new();
     };

@@ -19,13 +19,13 @@ use tokio::sync::{Semaphore, watch};
 
 use hsmgate_config::nginx::select_server;
 
+use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::metrics::{self, HandshakeResult};
 use crate::site::ListenSpec;
-use crate::vars::ConnInfo;
 use hsmgate_signer::Gate;
 
 /// How long a client may take to complete its TLS handshake.
@@ -39,7 +39,7 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 
 /// Bind a listening socket with the `listen` options.
-pub fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
+pub(crate) fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
     use socket2::{Domain, Socket, Type};
     let addr = spec.addr;
     let err = |source| ProxyError::Bind { addr, source };

@@ -1,6 +1,7 @@
-//! nginx's process control: the pid file, `-s reload|stop|quit|reopen` (a signal
-//! sent to the pid in that file) and the signals a running hsmgate obeys:
-//! SIGHUP reload, SIGTERM/SIGINT fast stop, SIGQUIT graceful stop, SIGUSR1 reopen.
+//! How a running hsmgate is controlled, as nginx's processes are: the [`Control`]
+//! messages a [`Proxy`](crate::Proxy) obeys, the signals that send them (SIGHUP reload,
+//! SIGTERM/SIGINT fast stop, SIGQUIT graceful stop, SIGUSR1 reopen), the pid file and
+//! `-s reload|stop|quit|reopen` (a signal sent to the pid in that file).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,10 +10,23 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::error::ProxyError;
-use crate::server::Control;
 
-/// The pid file of an nginx-format configuration without a `pid` directive.
-pub const DEFAULT_PID: &str = hsmgate_config::defaults::PID_FILE;
+/* --- the messages --- */
+
+/// What the running proxy is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Reopen log files (SIGUSR1).
+    Reopen,
+    /// Fast stop (SIGTERM, SIGINT).
+    Stop,
+    /// Graceful stop: drain in-flight requests (SIGQUIT).
+    Quit,
+}
+
+/* --- the pid file and `-s` --- */
 
 /// The pid file: written after start-up, removed at exit (when still ours).
 #[derive(Debug)]
@@ -59,7 +73,7 @@ pub fn signal_for(name: &str) -> Option<&'static str> {
 }
 
 /// Send `signal` (e.g. `HUP`) to the process whose pid is in `pid_file`.
-pub fn send(pid_file: &Path, signal: &str) -> Result<u32, ProxyError> {
+pub fn send_signal(pid_file: &Path, signal: &str) -> Result<u32, ProxyError> {
     let text = std::fs::read_to_string(pid_file).map_err(|source| ProxyError::Io {
         what: format!("open() \"{}\" failed", pid_file.display()),
         source,
@@ -151,7 +165,9 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(signal_for("reopen"), Some("USR1"));
         assert_eq!(signal_for("restart"), None);
-        let err = send(&path, "HUP").expect_err("no pid file").to_string();
+        let err = send_signal(&path, "HUP")
+            .expect_err("no pid file")
+            .to_string();
         assert!(err.contains("x.pid"), "{err}");
     }
 }

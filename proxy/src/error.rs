@@ -1,5 +1,6 @@
 //! `ProxyError`: start-up failures of the proxy, each naming the file, token or address
-//! involved. Request-time failures become HTTP statuses in `forward`.
+//! involved, and [`error_chain`] for logging an error with its sources. Request-time
+//! failures become HTTP statuses in [`crate::route`] (pages: [`crate::error_page`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,4 +128,16 @@ pub struct KeyMismatch {
     pub cert_key: String,
     /// A short description of the token's key.
     pub token_key: String,
+}
+
+/// An error and its sources, `: `-separated (for log lines).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

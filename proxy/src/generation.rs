@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hsmgate_config::Location;
 use hsmgate_config::nginx::{
-    AccessLog, Action, LocationBlock, NginxOptions, ProxyPass, ProxySettings, Server, UpstreamRef,
+    AccessLog, Action, LocationBlock, NginxOptions, ProxyPass, ProxySettings, Server, ServerName,
+    UpstreamRef,
 };
 
 use crate::balance::Balancer;
@@ -21,7 +23,7 @@ use crate::client_cert::ClientAuth;
 use crate::error::ProxyError;
 use crate::keys::{KeyDefaults, KeyOpener, PoolCache};
 use crate::site::{ListenSpec, Site, at};
-use crate::tls::{self, KeyEntry, SniResolver};
+use crate::tls::{self, ServerKeys, SniResolver};
 use rustls::sign::CertifiedKey;
 
 /// Where the configuration comes from (`-c`, `-p`, `-g`, flags and `HSMGATE_*`).
@@ -94,11 +96,9 @@ pub struct ListenerRt {
 /// The TLS side of a listening address.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
-    /// The rustls settings of each server on the address (by index in
-    /// [`Generation::servers`]), built once per generation.
-    by_server: HashMap<usize, ServerTls>,
-    /// The server a ClientHello that selects no server with a certificate gets.
-    fallback: usize,
+    /// The rustls settings of each server on the address, by where the server is
+    /// written ([`ServerKeys::server`]), built once per generation.
+    by_server: HashMap<Location, ServerTls>,
     /// The certificate choice, also asked which signer pool a ClientHello will use.
     pub resolver: Arc<SniResolver>,
 }
@@ -119,11 +119,9 @@ pub struct ServerTls {
 impl TlsListener {
     /// The settings of the server this ClientHello selects (by SNI, nginx's rules).
     pub fn for_hello(&self, hello: &rustls::server::ClientHello<'_>) -> &ServerTls {
-        let i = self.resolver.server_index(hello);
         self.by_server
-            .get(&i)
-            .or_else(|| self.by_server.get(&self.fallback))
-            .expect("the fallback server's settings are always built")
+            .get(&self.resolver.server(hello).server)
+            .expect("the settings of every server the resolver chooses are built")
     }
 }
 
@@ -157,7 +155,8 @@ impl Generation {
             previous,
             next: PoolCache::default(),
         };
-        let mut keys: Vec<Vec<KeyEntry>> = Vec::new();
+        // Each server's pairs, by where the server is written.
+        let mut keys: HashMap<Location, Arc<ServerKeys>> = HashMap::new();
         for server in &site.servers {
             let mut pairs = Vec::new();
             for pair in &server.certs {
@@ -183,33 +182,38 @@ impl Generation {
                     )),
                 });
             }
-            keys.push(pairs);
+            let server = server.location.clone();
+            keys.insert(server.clone(), Arc::new(ServerKeys { server, pairs }));
         }
         let servers = Arc::new(site.servers.clone());
-        let keys = Arc::new(keys);
         let mut listeners = HashMap::new();
         let mut caches = tls::SharedCaches::default();
         for spec in &site.listens {
-            let Some((default, server)) = site.default_server(spec.addr) else {
+            let Some((_, server)) = site.default_server(spec.addr) else {
                 continue;
             };
             let tls = if spec.ssl {
-                let fallback = site
+                let on: Vec<(&Server, &Arc<ServerKeys>)> = site
                     .servers_on(spec.addr)
-                    .map(|(i, _)| i)
-                    .find(|&i| !keys[i].is_empty())
-                    .unwrap_or(default);
+                    .map(|(_, s)| (s, &keys[&s.location]))
+                    .collect();
+                // The first server of the address with a certificate, else the default.
+                let fallback = on
+                    .iter()
+                    .map(|(_, k)| *k)
+                    .find(|k| !k.pairs.is_empty())
+                    .unwrap_or(&keys[&server.location]);
                 let resolver = Arc::new(SniResolver::new(
                     Arc::clone(&servers),
-                    Arc::clone(&keys),
+                    on.iter().map(|(s, k)| (Arc::clone(k), exact_names(s))),
                     spec.addr,
-                    fallback,
+                    Arc::clone(fallback),
                 ));
                 let mut by_server = HashMap::new();
-                for (i, s) in site.servers_on(spec.addr) {
+                for (s, k) in &on {
                     // A server without a certificate is never chosen (the resolver
                     // falls back), unless no server of the address has one.
-                    if keys[i].is_empty() && i != fallback {
+                    if k.pairs.is_empty() && k.server != fallback.server {
                         continue;
                     }
                     let located = |e| ProxyError::At {
@@ -231,7 +235,7 @@ impl Generation {
                         .unwrap_or(&s.tls.protocols)
                         .contains(&hsmgate_config::nginx::TlsVersion::Tls13);
                     by_server.insert(
-                        i,
+                        s.location.clone(),
                         ServerTls {
                             config,
                             tls13,
@@ -241,7 +245,6 @@ impl Generation {
                 }
                 Some(TlsListener {
                     by_server,
-                    fallback,
                     resolver,
                 })
             } else {
@@ -398,6 +401,17 @@ fn resolve(prefix: &Path, p: &Path) -> PathBuf {
     } else {
         prefix.join(p)
     }
+}
+
+/// A server's exact `server_name`s (the resolver's map; wildcards and regexes follow
+/// nginx's rules over the servers).
+fn exact_names(server: &Server) -> Vec<String> {
+    (server.server_names.iter())
+        .filter_map(|n| match n {
+            ServerName::Exact(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One pool per (upstream, connect timeout, TLS settings).

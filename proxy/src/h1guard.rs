@@ -30,12 +30,12 @@ use tokio::time::Sleep;
 /// The header of the stand-in request that carries a rejection to [`crate::route`]:
 /// `400`, `414`, `494` (nginx's "Request Header Or Cookie Too Large", sent as 400) or `501`.
 /// A client that sends this header itself gets a 400.
-pub const REJECT: &str = "x-hsmgate-reject";
+pub(crate) const REJECT: &str = "x-hsmgate-reject";
 
 /// What a request head may be (nginx's `client_header_buffer_size`,
 /// `large_client_header_buffers` and `client_header_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     /// The longest request line or header line (`large_client_header_buffers`' size, 8k).
     pub line: usize,
     /// The longest head (`large_client_header_buffers`' number × size, 4 × 8k).
@@ -55,7 +55,7 @@ impl Default for HeadLimits {
 }
 
 /// An HTTP/1.1 connection's bytes, checked head by head (see the module documentation).
-pub struct H1Guard<I> {
+pub(crate) struct H1Guard<I> {
     io: I,
     limits: HeadLimits,
     peer: std::net::SocketAddr,
@@ -116,7 +116,7 @@ const CHUNK_LINE_MAX: usize = 4096;
 
 impl<I> H1Guard<I> {
     /// Guard `io` (a new connection) with `limits`.
-    pub fn new(io: I, limits: HeadLimits, peer: std::net::SocketAddr) -> Self {
+    pub(crate) fn new(io: I, limits: HeadLimits, peer: std::net::SocketAddr) -> Self {
         H1Guard {
             io,
             limits,

@@ -24,7 +24,7 @@ const MAX_HELLO: usize = 1 << 17;
 
 /// What a ClientHello asks for, as far as the server's private key is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloKind {
+pub(crate) enum HelloKind {
     /// A full handshake: the server will sign.
     Full,
     /// A resumption attempt: no signature if the server accepts it.
@@ -33,7 +33,7 @@ pub enum HelloKind {
 
 /// Why no ClientHello could be had.
 #[derive(Debug)]
-pub enum HelloError {
+pub(crate) enum HelloError {
     /// The socket failed or closed first.
     Io(std::io::Error),
     /// rustls refused the ClientHello (its alert has been sent).
@@ -52,7 +52,7 @@ impl std::fmt::Display for HelloError {
 /// Read records until rustls has a whole ClientHello. Returns it with the bytes read
 /// (for [`classify`]). Any failure that has an alert sends it and closes the connection
 /// without a reset.
-pub async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloError> {
+pub(crate) async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloError> {
     let mut reader = HelloReader::default();
     let mut buf = vec![0u8; 16 * 1024 + 5];
     loop {
@@ -74,7 +74,7 @@ pub async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloEr
 }
 
 /// What [`HelloReader::push`] made of the bytes so far.
-pub enum Step {
+pub(crate) enum Step {
     /// The ClientHello is not whole yet.
     More,
     /// The ClientHello, accepted by rustls (boxed: it is large).
@@ -95,7 +95,7 @@ pub enum Step {
 /// records, headers included: a legal ClientHello of nearly 64 KiB sent in small records
 /// would not fit as sent, but fits re-framed.
 #[derive(Default)]
-pub struct HelloReader {
+pub(crate) struct HelloReader {
     acceptor: Acceptor,
     /// What was received (up to [`MAX_HELLO`] bytes), for [`classify`].
     raw: Vec<u8>,
@@ -112,7 +112,7 @@ const MAX_MESSAGE: usize = 0xffff + 4;
 impl HelloReader {
     /// Take the next bytes received. After a step other than [`Step::More`], the reader
     /// is done.
-    pub fn push(&mut self, bytes: &[u8]) -> Step {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Step {
         if self.raw.len() < MAX_HELLO {
             let keep = bytes.len().min(MAX_HELLO - self.raw.len());
             self.raw.extend_from_slice(&bytes[..keep]);
@@ -230,7 +230,7 @@ const MAX_PLAINTEXT: usize = 1 << 14;
 
 /// A record refused before rustls sees it: the fatal alert to send, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The alert description.
     pub description: u8,
     /// For the log.
@@ -253,7 +253,7 @@ impl Refusal {
     }
 
     /// The fatal alert in a plaintext record.
-    pub fn alert(&self) -> [u8; 7] {
+    pub(crate) fn alert(&self) -> [u8; 7] {
         [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, self.description]
     }
 }
@@ -265,7 +265,7 @@ impl Refusal {
 /// than a handshake record (`unexpected_message`: no other content type may come before
 /// or inside the ClientHello). The version field and a record that is not TLS at all are
 /// left to rustls.
-pub fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
+pub(crate) fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
     let Some(header) = bytes.get(..5) else {
         return Ok(None);
     };
@@ -297,19 +297,19 @@ pub fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
 /// A fatal `internal_error` alert in a TLS 1.2-format plaintext record: the answer to a
 /// shed handshake (there is no "busy" alert in TLS; this one says the failure is the
 /// server's, not the client's).
-pub const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
+pub(crate) const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 
 /// Write `bytes` and close the connection, giving up after a short while. What the
 /// client still sends is read and dropped for a moment (a lingering close, as nginx's):
 /// closing a socket with unread input makes the kernel send a reset, which can destroy
 /// the alert before the client reads it.
-pub async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     answer(stream, bytes).await?;
     linger(stream).await
 }
 
 /// Write `bytes` and shut the write side down (the first half of [`write_and_close`]).
-pub async fn answer(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn answer(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let io = async {
         stream.write_all(bytes).await?;
         stream.shutdown().await
@@ -319,7 +319,7 @@ pub async fn answer(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()>
 
 /// Read and drop what the peer still sends, until it closes (the second half of
 /// [`write_and_close`]), so that closing does not reset the answer away.
-pub async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(crate) async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
     let io = async {
         let mut sink = [0u8; 4096];
         let mut left = LINGER_BYTES;
@@ -342,7 +342,7 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// if accepted, needs no signature. `tls13`: the server offers TLS 1.3 on this address
 /// (then a client offering 1.3 gets 1.3, and only a PSK resumes). Anything unreadable is
 /// a full handshake.
-pub fn classify(raw: &[u8], tls13: bool) -> HelloKind {
+pub(crate) fn classify(raw: &[u8], tls13: bool) -> HelloKind {
     match parse(raw) {
         Some(h) => {
             let resumes = if tls13 && h.offers_tls13 {

@@ -26,9 +26,9 @@ use crate::error::ProxyError;
 use crate::tls::{self, KeyEntry};
 
 /// The environment variable holding the PIN when the URI names none.
-pub const PIN_ENV: &str = "HSMGATE_PIN";
+pub(crate) const PIN_ENV: &str = "HSMGATE_PIN";
 /// The environment variable naming the default PKCS#11 module.
-pub const MODULE_ENV: &str = "HSMGATE_PKCS11_MODULE";
+pub(crate) const MODULE_ENV: &str = "HSMGATE_PKCS11_MODULE";
 
 /// Where token keys find their module when neither the URI nor OpenSSL's
 /// configuration names one.

@@ -10,7 +10,7 @@ use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::{Error, NamedGroup, PeerMisbehaved};
 
 /// Ephemeral ECDH on secp521r1.
-pub static SECP521R1: &dyn SupportedKxGroup = &P521;
+pub(crate) static SECP521R1: &dyn SupportedKxGroup = &P521;
 
 #[derive(Debug)]
 struct P521;

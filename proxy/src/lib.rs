@@ -8,72 +8,93 @@
 //!                  └─ hyper HTTP/1.1 | HTTP/2 ─▶ route ─HTTP/1.1 keep-alive─▶ upstream
 //! ```
 //!
-//! Either configuration format becomes the same runtime model ([`site`]): listeners →
-//! servers → locations. Parts, in request order:
-//! - [`server`]: the control loop: reload/stop ([`server::Control`]); [`conn`]: sockets,
-//!   accept loops, connections;
-//! - [`generation`]: everything one configuration builds, swapped whole on reload
+//! Either configuration format becomes the same runtime model
+//! ([`hsmgate_config::site`]): listeners → servers → locations. Parts, in request order
+//! (private modules; the public surface is the `pub use` list below and the
+//! subcommands' modules):
+//! - `proxy`: the [`Proxy`]: built from a configuration, served, reloaded and drained
+//!   as [`Control`] messages say; `control`: those messages and where they come from
+//!   (signals, the pid file, `-s`); `conn`: sockets, accept loops, connections;
+//!   `conn_info`: what a request knows about its connection;
+//! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
-//! - [`keys`]: certificate/key pairs → signer pools (token keys) or software keys;
-//! - [`tickets`]: session tickets from `ssl_session_ticket_key` files (shared, rotated);
-//! - [`tls`]: rustls settings per address, certificate choice by SNI and key type;
-//!   [`kx`]: the P-521 key exchange rustls' provider lacks;
-//!   [`hello`]: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::Limiter`]); [`tls_io`]: the TLS stream
+//! - `keys`: certificate/key pairs → signer pools (token keys) or software keys;
+//! - `tickets`: session tickets from `ssl_session_ticket_key` files (shared, rotated);
+//! - `tls`: rustls settings per address, certificate choice by SNI and key type;
+//!   `kx`: the P-521 key exchange rustls' provider lacks;
+//!   `hello`: the ClientHello read before any crypto, full handshake or resumption
+//!   (admission control: [`hsmgate_signer::Limiter`]); `tls_io`: the TLS stream
 //!   that sends rustls' own records (alerts) after every read;
-//! - [`route`]: server/location choice, `return`, `proxy_pass`; [`vars`]: `$variables`;
-//!   [`reqlog`]: a request's access log line; [`uri`]: `Host` check, path normalisation;
-//! - [`h1guard`]: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
-//!   [`body`]: a streamed request body whose failure is the client's; [`spool`]: a
-//!   buffered one (`proxy_request_buffering on`), in memory or an unlinked temp file;
-//! - [`tunnel`]: `Upgrade` (WebSocket) passed through after the upstream's `101`;
-//! - [`balance`]: upstream groups (weighted round-robin, keep-alive pools);
-//!   [`upstream_tls`]: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
-//! - [`client_cert`]: client certificates (`ssl_verify_client`) and their variables;
-//! - [`forward`]: hop-by-hop headers, error responses; [`access_log`]: the log writer;
-//! - [`control`]: pid file, `-s`, signals; [`notify`]: systemd `sd_notify`;
-//! - [`admin`] (`/healthz`, `/readyz`, `/metrics`, `/status`), [`status`] (the status
-//!   document), [`status_page`] (its HTML page), [`top`] (`hsmgate top`), [`metrics`]
+//! - `route`: server/location choice, `return`, `proxy_pass`; `vars`: `$variables`;
+//!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
+//! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
+//!   `body`: the response body type, and a streamed request body whose failure is
+//!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
+//!   or an unlinked temp file;
+//! - `tunnel`: `Upgrade` (WebSocket) passed through after the upstream's `101`;
+//! - `balance`: upstream groups (weighted round-robin, keep-alive pools);
+//!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
+//! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
+//! - `error_page`: the pages hsmgate answers with itself; `hop_by_hop`: headers
+//!   never forwarded; `access_log`: the log writer; `notify`: systemd `sd_notify`;
+//! - `admin` (`/healthz`, `/readyz`, `/metrics`, `/status`), `status` (the status
+//!   document), `status_page` (its HTML page), [`top`] (`hsmgate top`), `metrics`
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
 //!   token`: key and certificate on your own token), [`echo_upstream`] (the built-in echo
-//!   upstream), [`error`].
+//!   upstream), `error`.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod balance;
-pub mod body;
-pub mod client_cert;
-pub mod conn;
-pub mod control;
+// The modules are private: the public surface is the `pub use` list below, plus the
+// subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`), which the
+// `hsmgate` binary and the tests call as namespaces.
+mod access_log;
+mod admin;
+mod balance;
+mod body;
+mod client_cert;
+mod conn;
+mod conn_info;
+mod control;
 pub mod demo;
-pub mod error;
-pub mod forward;
-pub mod generation;
-pub mod h1guard;
-pub mod hello;
-pub mod keys;
-pub mod kx;
-pub mod metrics;
-pub mod notify;
-pub mod reqlog;
-pub mod route;
-pub mod server;
-pub use hsmgate_config::site;
 pub mod echo_upstream;
-pub mod spool;
-pub mod status;
-pub mod status_page;
-pub mod tickets;
-pub mod tls;
-pub mod tls_io;
+mod error;
+mod error_page;
+mod generation;
+mod h1guard;
+mod hello;
+mod hop_by_hop;
+mod keys;
+mod kx;
+mod metrics;
+mod notify;
+mod proxy;
+mod reqlog;
+mod route;
+mod spool;
+mod status;
+mod status_page;
+mod tickets;
+mod tls;
+mod tls_io;
 pub mod token_cli;
 pub mod top;
-pub mod tunnel;
-pub mod upstream_tls;
-pub mod uri;
-pub mod vars;
+mod tunnel;
+mod upstream_tls;
+mod uri;
+mod vars;
 
-pub use error::ProxyError;
+/// The runtime model, from `hsmgate-config` (`crate::site` inside this crate).
+use hsmgate_config::site;
+
+/* --- the proxy: build, serve, control --- */
+pub use control::{Control, PidFile, Signals, send_signal, signal_for};
 pub use generation::{ConfigSource, Generation};
-pub use server::{Control, Proxy};
+pub use keys::KeyDefaults;
+pub use proxy::{Proxy, ReopenHook};
+
+/* --- metrics --- */
+pub use admin::install_recorder;
+pub use metrics::describe as describe_metrics;
+
+/* --- errors --- */
+pub use error::ProxyError;

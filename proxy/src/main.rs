@@ -9,12 +9,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hsmgate_config::site::Site;
 use hsmgate_config::{ConfigError, LogFormat, Overrides, ProcessEnv, Setting};
-use hsmgate_proxy::control::{self, PidFile, Signals};
-use hsmgate_proxy::keys::KeyDefaults;
-use hsmgate_proxy::server::ReopenHook;
-use hsmgate_proxy::site::Site;
-use hsmgate_proxy::{ConfigSource, Proxy, ProxyError, demo, echo_upstream};
+use hsmgate_proxy::{
+    ConfigSource, KeyDefaults, PidFile, Proxy, ProxyError, ReopenHook, Signals, demo, echo_upstream,
+};
 use hsmgate_signer::KeyKind;
 
 /// TLS-terminating reverse proxy whose private keys stay in PKCS#11 tokens.
@@ -404,7 +403,7 @@ impl std::io::Write for LogWriter {
 }
 
 fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
-    let signal = control::signal_for(name).ok_or_else(|| {
+    let signal = hsmgate_proxy::signal_for(name).ok_or_else(|| {
         ProxyError::Invalid(format!(
             "invalid option: \"-s {name}\" (reload, stop, quit, reopen)"
         ))
@@ -419,7 +418,7 @@ fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
                 "the native format writes no pid file: signal the process directly (systemctl reload/stop)".into(),
             )
         })?;
-    control::send(&pid_file, signal).map(drop)
+    hsmgate_proxy::send_signal(&pid_file, signal).map(drop)
 }
 
 fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump: bool) -> ExitCode {
@@ -469,9 +468,9 @@ fn run(
     workers: Option<u32>,
     reopen: Option<ReopenHook>,
 ) -> Result<(), ProxyError> {
-    let metrics = hsmgate_proxy::admin::install_recorder();
+    let metrics = hsmgate_proxy::install_recorder();
     hsmgate_signer::metrics::describe();
-    hsmgate_proxy::metrics::describe();
+    hsmgate_proxy::describe_metrics();
     let mut proxy = Proxy::from_source(source, defaults)?.with_metrics(metrics);
     if let Some(hook) = reopen {
         proxy = proxy.on_reopen(hook);
@@ -494,9 +493,9 @@ fn run_demo(
     module: Option<PathBuf>,
     admin: SocketAddr,
 ) -> Result<(), ProxyError> {
-    let metrics = hsmgate_proxy::admin::install_recorder();
+    let metrics = hsmgate_proxy::install_recorder();
     hsmgate_signer::metrics::describe();
-    hsmgate_proxy::metrics::describe();
+    hsmgate_proxy::describe_metrics();
     let upstream_socket =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ProxyError::Io {
             what: "bind the demo upstream on 127.0.0.1".into(),

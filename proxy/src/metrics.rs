@@ -7,23 +7,23 @@ use std::time::Duration;
 /// Counter: TLS handshakes by `result` (`ok`, `failed`, `shed`, `timeout`), `version`
 /// (`TLSv1.3`, `TLSv1.2`, `unknown` when it failed before one was chosen) and `kind`
 /// (`full`, `resumed`; for a failed handshake, what the ClientHello attempted).
-pub const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
+pub(crate) const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
 /// Histogram (seconds): ClientHello read → handshake complete, by `kind`.
-pub const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
+pub(crate) const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
 /// Histogram (seconds): a shed handshake's accept → its alert written (the server's
 /// side of the time a shed client waits for its answer).
-pub const SHED_DURATION: &str = "hsmgate_tls_shed_duration_seconds";
+pub(crate) const SHED_DURATION: &str = "hsmgate_tls_shed_duration_seconds";
 /// Counter: HTTP requests answered, by `status` (the code sent, or 444 for a closed one).
-pub const REQUESTS: &str = "hsmgate_http_requests_total";
+pub(crate) const REQUESTS: &str = "hsmgate_http_requests_total";
 /// Histogram (seconds): request sent upstream → response head, by `upstream` and
 /// `result` (`ok`, `error`, `timeout`).
-pub const UPSTREAM_DURATION: &str = "hsmgate_upstream_response_duration_seconds";
+pub(crate) const UPSTREAM_DURATION: &str = "hsmgate_upstream_response_duration_seconds";
 /// Counter: access log lines dropped because the writer's queue was full.
-pub const ACCESS_LOG_DROPPED: &str = "hsmgate_access_log_dropped_total";
+pub(crate) const ACCESS_LOG_DROPPED: &str = "hsmgate_access_log_dropped_total";
 
 /// How a handshake ended, for [`HANDSHAKES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeResult {
+pub(crate) enum HandshakeResult {
     /// Completed.
     Ok,
     /// The client or the signer failed it (bad ClientHello, alert, signing error).
@@ -47,7 +47,12 @@ impl HandshakeResult {
 
 /// Count one handshake; `took` is recorded for completed ones (ClientHello → done) and
 /// for shed ones (accept → alert written).
-pub fn handshake(result: HandshakeResult, version: &'static str, resumed: bool, took: Duration) {
+pub(crate) fn handshake(
+    result: HandshakeResult,
+    version: &'static str,
+    resumed: bool,
+    took: Duration,
+) {
     let kind = if resumed { "resumed" } else { "full" };
     metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind)
         .increment(1);
@@ -59,7 +64,7 @@ pub fn handshake(result: HandshakeResult, version: &'static str, resumed: bool, 
 }
 
 /// The label of a negotiated protocol version.
-pub fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
+pub(crate) fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -68,12 +73,12 @@ pub fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str {
 }
 
 /// Count one answered request.
-pub fn request(status: u16) {
+pub(crate) fn request(status: u16) {
     metrics::counter!(REQUESTS, "status" => status.to_string()).increment(1);
 }
 
 /// Record one upstream exchange.
-pub fn upstream(name: &str, result: &'static str, took: Duration) {
+pub(crate) fn upstream(name: &str, result: &'static str, took: Duration) {
     metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result)
         .record(took.as_secs_f64());
 }

@@ -6,7 +6,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Send `state` (e.g. `READY=1`) to systemd, if hsmgate runs under it.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -17,7 +17,7 @@ pub fn notify(state: &str) {
 }
 
 /// `RELOADING=1` with the monotonic timestamp systemd wants (Type=notify-reload).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let usec = monotonic_usec();
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }

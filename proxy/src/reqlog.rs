@@ -12,9 +12,10 @@ use http::HeaderMap;
 use hyper::body::{Body, Frame};
 
 use crate::access_log::{AccessLogWriter, escape};
-use crate::forward::ProxyBody;
+use crate::body::ProxyBody;
+use crate::conn_info::ConnInfo;
 use crate::generation::Generation;
-use crate::vars::{ConnInfo, Vars};
+use crate::vars::Vars;
 
 /// What the access log line needs, owned (it is written when the body is done).
 pub(crate) struct LogCtx {

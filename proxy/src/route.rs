@@ -18,17 +18,17 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
-use crate::body::{BodyFault, ClientBody};
-use crate::forward::{
-    ProxyBody, bad_request_page, error_chain, error_page, header_too_large_page, page,
-    strip_hop_by_hop,
-};
+use crate::body::{BodyFault, ClientBody, ProxyBody};
+use crate::conn_info::ConnInfo;
+use crate::error::error_chain;
+use crate::error_page::{bad_request_page, error_page, header_too_large_page, page};
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::spool::Spooled;
 use crate::uri::{normalize, valid_host};
-use crate::vars::{ConnInfo, Vars};
+use crate::vars::Vars;
 
 /// One warning per process when no temporary file can be made for a request body.
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
@@ -40,10 +40,10 @@ const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed without a response (return 444)")]
-pub struct Abort;
+pub(crate) struct Abort;
 
 /// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
-pub async fn handle(
+pub(crate) async fn handle(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

@@ -31,7 +31,7 @@ const CHUNK: u64 = 64 * 1024;
 
 /// A request body read whole.
 #[derive(Debug, Clone)]
-pub enum Spooled {
+pub(crate) enum Spooled {
     /// Up to `client_body_buffer_size`.
     Memory(Bytes),
     /// Larger: an unlinked temporary file of `len` bytes.
@@ -45,7 +45,7 @@ pub enum Spooled {
 
 /// Why a body could not be read; the client's fault but for [`SpoolError::Io`].
 #[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
+pub(crate) enum SpoolError {
     /// Bad framing or the connection ended.
     #[error("client sent an invalid request body: {0}")]
     Malformed(#[source] hyper::Error),
@@ -66,7 +66,7 @@ pub enum SpoolError {
 
 /// A body that could not be spooled: sent as it arrives instead (and not retried).
 #[derive(Debug)]
-pub struct Unspooled {
+pub(crate) struct Unspooled {
     /// Why no file could be made.
     pub error: io::Error,
     /// The bytes read so far.
@@ -79,7 +79,7 @@ pub struct Unspooled {
 
 impl SpoolError {
     /// The status for the client.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             SpoolError::Malformed(_) => StatusCode::BAD_REQUEST,
             SpoolError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,7 +91,7 @@ impl SpoolError {
 
 /// Read `body` whole: at most `max` bytes, in memory up to `memory` bytes, at most
 /// `timeout` between two reads.
-pub async fn read(
+pub(crate) async fn read(
     mut body: Incoming,
     max: Option<u64>,
     memory: u64,
@@ -161,7 +161,7 @@ pub async fn read(
 
 impl Spooled {
     /// The body's length.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Spooled::Memory(b) => b.len() as u64,
             Spooled::File { len, .. } => *len,
@@ -169,12 +169,12 @@ impl Spooled {
     }
 
     /// True for an empty body.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// A body sending it from the start (again).
-    pub fn body(&self) -> UpstreamBody {
+    pub(crate) fn body(&self) -> UpstreamBody {
         match self {
             Spooled::Memory(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             Spooled::File { file, len } => FileBody {
@@ -240,14 +240,14 @@ impl Body for FileBody {
 }
 
 /// `head`, then `rest`: an [`Unspooled`] body sent on.
-pub struct Prefixed<B> {
+pub(crate) struct Prefixed<B> {
     head: Option<Bytes>,
     rest: B,
 }
 
 impl<B> Prefixed<B> {
     /// `head` first.
-    pub fn new(head: Bytes, rest: B) -> Self {
+    pub(crate) fn new(head: Bytes, rest: B) -> Self {
         Prefixed {
             head: Some(head).filter(|h| !h.is_empty()),
             rest,

@@ -106,7 +106,7 @@ pub struct MemberView {
 }
 
 /// Build the document from `generation`.
-pub fn build(generation: &Generation, draining: bool, uptime: Duration) -> Status {
+pub(crate) fn build(generation: &Generation, draining: bool, uptime: Duration) -> Status {
     let mut keys: Vec<KeyStatus> = generation.pools.pools().map(key_status).collect();
     keys.sort_by(|a, b| (&a.group, &a.key).cmp(&(&b.group, &b.key)));
     Status {

@@ -3,7 +3,7 @@
 //! and draws each key, its admission state and its members.
 
 /// The page, served as is.
-pub const PAGE: &str = include_str!("status_page.html");
+pub(crate) const PAGE: &str = include_str!("status_page.html");
 
 #[cfg(test)]
 mod tests {

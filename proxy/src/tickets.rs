@@ -31,7 +31,7 @@ struct TicketKey {
 }
 
 /// The keys of the configured files (first encrypts, all decrypt).
-pub struct FileTicketer {
+pub(crate) struct FileTicketer {
     keys: Vec<TicketKey>,
     lifetime: u32,
     files: Vec<PathBuf>,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for FileTicketer {
 
 impl FileTicketer {
     /// Read `files` (at least one); `lifetime` in seconds.
-    pub fn load(files: &[PathBuf], lifetime: u32) -> Result<FileTicketer, ProxyError> {
+    pub(crate) fn load(files: &[PathBuf], lifetime: u32) -> Result<FileTicketer, ProxyError> {
         let keys = files
             .iter()
             .map(|f| read_key(f))

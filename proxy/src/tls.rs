@@ -5,8 +5,11 @@
 //! ([`server_config`]: TLS versions, cipher suites, session cache and tickets, ALPN
 //! `h2`/`http/1.1`), chosen per ClientHello by the same SNI rule.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+
+use hsmgate_config::Location;
 
 use hsmgate_signer::{ExpectedKey, HsmSigningKey, SignerPool, describe_key, same_public_key};
 use rustls::ServerConfig;
@@ -19,7 +22,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::error::{KeyMismatch, ProxyError};
 
 /// Read a PEM certificate chain (leaf first).
-pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
+pub(crate) fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
     let bad = |reason: String| ProxyError::Certificate {
         path: path.to_path_buf(),
         reason,
@@ -37,7 +40,7 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyErro
 }
 
 /// The leaf certificate's public key, which every HSM member's key must match.
-pub fn expected_key(
+pub(crate) fn expected_key(
     chain: &[CertificateDer<'static>],
     chain_path: &Path,
 ) -> Result<ExpectedKey, ProxyError> {
@@ -56,7 +59,7 @@ pub fn expected_key(
 }
 
 /// The certificate chain with the token key, after checking that they belong together.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     chain_path: &Path,
     pool: &SignerPool,
@@ -85,7 +88,7 @@ pub fn certified_key(
 
 /// The DER OCSP response of `ssl_stapling_file`, stapled as it is (as nginx does):
 /// only checked to be an OCSPResponse (a DER SEQUENCE).
-pub fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
+pub(crate) fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
     let bad = |reason: String| ProxyError::TlsFile {
         directive: "ssl_stapling_file",
         path: path.to_path_buf(),
@@ -111,71 +114,86 @@ pub struct KeyEntry {
     pub limiter: Option<Arc<hsmgate_signer::Limiter>>,
 }
 
-/// The certified keys of each server (aligned with [`Site::servers`](crate::site::Site)).
-pub type ServerKeys = Arc<Vec<Vec<KeyEntry>>>;
+/// The server a handshake gets and what it serves: its certificate/key pairs, with the
+/// server named by where it is written (its `server` block's `file:line:col`, or the
+/// native format's key).
+#[derive(Debug, Clone)]
+pub struct ServerKeys {
+    /// Which server: the key of its rustls settings in [`TlsListener`](crate::generation::TlsListener).
+    pub server: Location,
+    /// Its pairs (ECDSA and RSA, chosen by what the client offers); empty for a server
+    /// without a certificate.
+    pub pairs: Vec<KeyEntry>,
+}
 
 /// Picks the certificate for a handshake on one listening address: the server by SNI,
 /// then among its pairs the ECDSA one if the client offers an ECDSA signature scheme,
 /// else the first (usually RSA). The server: an exact `server_name` of this address from
 /// a map keyed by name (as rustls' `ResolvesServerCertUsingSni`; the first server that
-/// names it wins, as in nginx), else nginx's wildcard and regex rules, else the default.
+/// names it wins, as in nginx), else nginx's wildcard and regex rules (whose server is
+/// looked up by where it is written), else the fallback. Servers without a certificate
+/// are never chosen (the fallback is).
 #[derive(Debug)]
 pub struct SniResolver {
+    /// Exact names of the servers on this address (lower case) → that server's keys.
+    by_name: HashMap<String, Arc<ServerKeys>>,
+    /// The servers on this address by where they are written, for names the map does
+    /// not hold (wildcards, regexes).
+    by_place: HashMap<Location, Arc<ServerKeys>>,
+    /// The configuration's servers, for nginx's wildcard and regex rules.
     servers: Arc<Vec<hsmgate_config::nginx::Server>>,
-    keys: ServerKeys,
     listen: std::net::SocketAddr,
-    fallback: usize,
-    /// Exact names of the servers on this address (lower case) → the server.
-    by_name: std::collections::HashMap<String, usize>,
+    /// What a ClientHello that selects no server with a certificate gets.
+    fallback: Arc<ServerKeys>,
 }
 
 impl SniResolver {
-    /// For connections to `listen`; `fallback` is the default server's index.
+    /// For connections to `listen`: `keys` are the servers on it (in file order) with
+    /// their pairs, `fallback` what a ClientHello selecting none of them gets.
     pub fn new(
         servers: Arc<Vec<hsmgate_config::nginx::Server>>,
-        keys: ServerKeys,
+        keys: impl IntoIterator<Item = (Arc<ServerKeys>, Vec<String>)>,
         listen: std::net::SocketAddr,
-        fallback: usize,
+        fallback: Arc<ServerKeys>,
     ) -> SniResolver {
-        let mut by_name = std::collections::HashMap::new();
-        for (i, _) in hsmgate_config::nginx::listening_on(&servers, listen) {
-            for name in &servers[i].server_names {
-                if let hsmgate_config::nginx::ServerName::Exact(e) = name {
-                    by_name.entry(e.to_ascii_lowercase()).or_insert(i);
-                }
+        let mut by_name = HashMap::new();
+        let mut by_place = HashMap::new();
+        for (k, names) in keys {
+            for name in names {
+                by_name
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| Arc::clone(&k));
             }
+            by_place.insert(k.server.clone(), k);
         }
         SniResolver {
+            by_name,
+            by_place,
             servers,
-            keys,
             listen,
             fallback,
-            by_name,
         }
     }
-}
 
-impl SniResolver {
-    /// The index (in [`Site::servers`](crate::site::Site)) of the server a handshake
-    /// with this ClientHello gets: by SNI with nginx's rules, else (or when that server
-    /// has no certificate) the fallback.
-    pub fn server_index(&self, hello: &rustls::server::ClientHello<'_>) -> usize {
+    /// The server a handshake with this ClientHello gets, with its keys: by SNI with
+    /// nginx's rules, else (or when that server has no certificate) the fallback.
+    pub fn server(&self, hello: &rustls::server::ClientHello<'_>) -> &ServerKeys {
         let name = hello.server_name();
-        name.and_then(|n| {
-            self.by_name
-                .get(&hsmgate_config::nginx::normalize_host(n))
-                .copied()
-        })
-        .or_else(|| hsmgate_config::nginx::select_server_index(&self.servers, self.listen, name))
-        .filter(|&i| self.keys.get(i).is_some_and(|k| !k.is_empty()))
-        .unwrap_or(self.fallback)
+        let exact = name.and_then(|n| self.by_name.get(&hsmgate_config::nginx::normalize_host(n)));
+        exact
+            .or_else(|| {
+                hsmgate_config::nginx::select_server(&self.servers, self.listen, name)
+                    .and_then(|s| self.by_place.get(&s.location))
+            })
+            .filter(|k| !k.pairs.is_empty())
+            .unwrap_or(&self.fallback)
     }
 
     /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).
     ///
     /// [`resolve`]: ResolvesServerCert::resolve
     pub fn choose(&self, hello: &rustls::server::ClientHello<'_>) -> Option<&KeyEntry> {
-        let pairs = self.keys.get(self.server_index(hello))?;
+        let pairs = &self.server(hello).pairs;
         let wants_ecdsa = hello.signature_schemes().iter().any(|s| {
             matches!(
                 s,
@@ -205,15 +223,13 @@ impl ResolvesServerCert for SniResolver {
 /// `ssl_session_cache shared:NAME:SIZE` zone is one cache for every server that names
 /// it (rustls resumes a session only for the SNI it was made for, as OpenSSL).
 #[derive(Default)]
-pub struct SharedCaches(
-    std::collections::HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>,
-);
+pub(crate) struct SharedCaches(HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>);
 
 /// The rustls configuration of one server on one TLS listening address, from that
 /// server's `ssl_*` settings. A connection gets the configuration of the server its
-/// ClientHello selects ([`SniResolver::server_index`]), so servers sharing an address
+/// ClientHello selects ([`SniResolver::server`]), so servers sharing an address
 /// keep their own protocols, ciphers and session settings.
-pub fn server_config(
+pub(crate) fn server_config(
     spec: &crate::site::ListenSpec,
     settings: &hsmgate_config::nginx::TlsSettings,
     resolver: Arc<SniResolver>,

@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 /// A server TLS stream that sends rustls' pending records after every read.
 #[derive(Debug)]
-pub struct FlushingTls(pub TlsStream<TcpStream>);
+pub(crate) struct FlushingTls(pub TlsStream<TcpStream>);
 
 impl AsyncRead for FlushingTls {
     fn poll_read(

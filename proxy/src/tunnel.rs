@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTP/1.1 request asking to switch protocols, without a body: `Upgrade` with the
 /// `upgrade` token in `Connection` (the same test as [`crate::h1guard`]'s).
-pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
     let body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get(header::CONTENT_LENGTH)
@@ -35,7 +35,7 @@ pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
 
 /// After an upgrade request: any answer but `101` ends the connection (the guard no
 /// longer checks what follows).
-pub fn close_unless_switched<B>(resp: &mut Response<B>) {
+pub(crate) fn close_unless_switched<B>(resp: &mut Response<B>) {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -44,7 +44,7 @@ pub fn close_unless_switched<B>(resp: &mut Response<B>) {
 
 /// The `101` for the client: the upstream's, with its `Upgrade` and `Connection: upgrade`
 /// (hop-by-hop headers, kept for this one answer).
-pub fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
+pub(crate) fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     if let Some(u) = upstream.get(header::UPGRADE) {
         out.insert(header::UPGRADE, u.clone());
     }
@@ -52,7 +52,12 @@ pub fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
 }
 
 /// Copy bytes both ways between the two upgraded connections (a task of its own).
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, upstream_addr: String) {
+pub(crate) async fn run(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    upstream_addr: String,
+) {
     let (client, upstream) = tokio::join!(client, upstream);
     let (client, upstream) = match (client, upstream) {
         (Ok(c), Ok(u)) => (TokioIo::new(c), TokioIo::new(u)),

@@ -27,7 +27,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use crate::error::ProxyError;
 
 /// The rustls client settings for `ssl`.
-pub fn client_config(ssl: &ProxySsl) -> Result<Arc<ClientConfig>, ProxyError> {
+pub(crate) fn client_config(ssl: &ProxySsl) -> Result<Arc<ClientConfig>, ProxyError> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     if !ssl.ciphers.is_empty() {
         let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
@@ -117,7 +117,7 @@ pub fn client_config(ssl: &ProxySsl) -> Result<Arc<ClientConfig>, ProxyError> {
 
 /// The name for SNI and verification: `proxy_ssl_name` (or `$proxy_host`) without a port
 /// and without IPv6 brackets, as nginx strips them.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, String> {
     let host = match name.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => name.rsplit_once(':').map_or(name, |(h, p)| {

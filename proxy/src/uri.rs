@@ -3,14 +3,14 @@
 
 /// nginx's `Host` check (`ngx_http_validate_host`): no `/`, `\\`, NUL, `..`, no
 /// leading dot.
-pub fn valid_host(host: &str) -> bool {
+pub(crate) fn valid_host(host: &str) -> bool {
     let bad_char = host.bytes().any(|b| matches!(b, b'/' | b'\\' | 0));
     !(bad_char || host.contains("..") || host.starts_with('.'))
 }
 
 /// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
 /// resolved. None when `..` climbs above the root or the path is not UTF-8 (400).
-pub fn normalize(path: &str) -> Option<String> {
+pub(crate) fn normalize(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -2,7 +2,6 @@
 //! evaluated for one request, and [`Template`]s expanded with them.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
@@ -10,28 +9,11 @@ use std::collections::BTreeMap;
 use hsmgate_config::nginx::{Template, TemplatePart, VarMap};
 use http::HeaderMap;
 
-/// What is known about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client.
-    pub peer: SocketAddr,
-    /// The configured listen address the connection was accepted on.
-    pub listen: SocketAddr,
-    /// The port the client connected to.
-    pub local_port: u16,
-    /// TLS version and cipher suite (IANA names), when TLS.
-    pub tls: Option<(String, String)>,
-    /// The server name the client sent in its ClientHello (SNI).
-    pub sni: Option<String>,
-    /// The client certificate's verification (`ssl_verify_client on|optional`).
-    pub client_cert: Option<std::sync::Arc<crate::client_cert::ClientCert>>,
-    /// A connection number (nginx's `$connection`).
-    pub id: u64,
-}
+use crate::conn_info::ConnInfo;
 
 /// The values of one request's variables.
 #[derive(Debug)]
-pub struct Vars<'a> {
+pub(crate) struct Vars<'a> {
     /// The connection.
     pub conn: &'a ConnInfo,
     /// Request headers as the client sent them.
@@ -69,7 +51,7 @@ const MAP_DEPTH: u8 = 8;
 
 impl Vars<'_> {
     /// `$host`: `Host` without the port, lower-cased, else the server name.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         match self.http_host {
             Some(h) if !h.is_empty() => strip_port(h).to_ascii_lowercase(),
             _ => self.server_name.to_owned(),
@@ -77,7 +59,7 @@ impl Vars<'_> {
     }
 
     /// The value of variable `name` (without `$`); unknown ones are empty.
-    pub fn get(&self, name: &str) -> Cow<'_, str> {
+    pub(crate) fn get(&self, name: &str) -> Cow<'_, str> {
         self.get_at(name, 0)
     }
 
@@ -188,7 +170,7 @@ impl Vars<'_> {
     }
 
     /// `template` with its variables replaced.
-    pub fn expand(&self, template: &Template) -> String {
+    pub(crate) fn expand(&self, template: &Template) -> String {
         self.expand_at(template, 0)
     }
 
@@ -205,7 +187,7 @@ impl Vars<'_> {
 }
 
 /// `host[:port]` → `host` (`[v6]:port` → `[v6]`).
-pub fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_inclusive(']').next().unwrap_or(host);
     }
@@ -217,7 +199,7 @@ pub fn strip_port(host: &str) -> &str {
 
 /// nginx's `$time_local`: `27/Nov/2026:07:42:44 +0100`, in the system's time zone (`TZ`,
 /// else `/etc/localtime`; UTC when neither is readable), read once per process.
-pub fn time_local(t: SystemTime) -> String {
+pub(crate) fn time_local(t: SystemTime) -> String {
     time_in(t, local_zone())
 }
 

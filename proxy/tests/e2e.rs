@@ -61,6 +61,8 @@ mod tickets;
 mod tls_probes;
 #[path = "e2e/token_cmd.rs"]
 mod token_cmd;
+#[path = "e2e/toml_groups.rs"]
+mod toml_groups;
 #[path = "e2e/upstream_tls.rs"]
 mod upstream_tls;
 #[path = "e2e/websocket.rs"]

@@ -88,13 +88,14 @@ pub struct GroupSettings {
 }
 
 impl GroupSettings {
-    /// Settings from a validated configuration: its `[[hsm.group]]`, or its single
-    /// `[pkcs11]` token as a one-member group. Reads every member's PIN.
+    /// Settings of a validated configuration's `[tls]` key: the `[[hsm.group]]` holding
+    /// it, or its single `[pkcs11]` token as a one-member group. Reads every member's PIN.
     pub fn from_config(
         config: &hsmgate_config::Config,
         expected: Option<ExpectedKey>,
     ) -> Result<Self, SignerError> {
-        let Some(g) = &config.hsm else {
+        let group = config.tls.key.uri.group.as_deref();
+        let Some(g) = config.hsm.iter().find(|g| Some(g.name.as_str()) == group) else {
             return Ok(PoolSettings::from_config(config)?.into_group(expected));
         };
         Self::from_group(g, &config.tls.key.uri, config.admission.clone(), expected)

@@ -338,7 +338,7 @@ address = "127.0.0.1:8080"
     let config = overrides(&[("HSMGATE_UPSTREAM", "b:1")], &[])
         .load(Some(&path))
         .unwrap();
-    let member = &config.hsm.as_ref().unwrap().regions[0].members[0];
+    let member = &config.hsm[0].regions[0].members[0];
     assert_eq!(
         (member.location.line, config.upstream.address.as_str()),
         (11, "b:1")
@@ -363,4 +363,34 @@ fn query_attributes_are_dropped_exactly() {
         "engine:pkcs11:pkcs11:token=a"
     );
     assert_eq!(f("pkcs11:token=a", &["module-path"]), "pkcs11:token=a");
+}
+
+#[test]
+fn pairs_and_several_groups_keep_their_file_positions_under_variables() {
+    let member = |g: &str| {
+        format!(
+            "[[hsm.group]]\nname = \"{g}\"\n[[hsm.group.region]]\nname = \"r\"\nrole = \"primary\"\n\
+             [[hsm.group.region.member]]\nname = \"{g}-a\"\nmodule = \"/m.so\"\ntoken = \"{g}\"\npin_file = \"pin\"\n"
+        )
+    };
+    let text = format!(
+        "[[listener]]\naddress = \"127.0.0.1:8443\"\n[tls]\ncertificate = \"cert.pem\"\n\
+         key = \"pkcs11:object=tls\"\ngroup = \"g1\"\n[[tls.pair]]\ncertificate = \"b.pem\"\n\
+         key = \"pkcs11:object=b\"\ngroup = \"g2\"\nserver_names = [\"b.test\"]\n\
+         [upstream]\naddress = \"127.0.0.1:8080\"\n{}{}",
+        member("g1"),
+        member("g2")
+    );
+    let (_dir, path) = file_in_tempdir(&text);
+    let config = overrides(&[("HSMGATE_UPSTREAM", "b:1")], &[])
+        .load(Some(&path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pair = &config.tls.pairs[0];
+    assert_eq!(
+        (pair.key.location.line, pair.key.uri.group.as_deref()),
+        (9, Some("g2"))
+    );
+    let second = &config.hsm[1].regions[0].members[0];
+    assert_eq!((second.name.as_str(), second.location.line), ("g2-a", 29));
+    assert_eq!(config.upstream.address, "b:1");
 }

@@ -1,6 +1,7 @@
-//! The `[[hsm.group]]` rules: one group (more come with several keys), regions with a
-//! primary or standby role, members with a module, a token (label or serial), exactly
-//! one PIN source, and sizes in range; names unique. The key URI names no token (each
+//! The `[[hsm.group]]` rules: groups with unique names, each holding at least one key
+//! (`[tls]`'s and each `[[tls.pair]]`'s key is in the group its `group` names, or the
+//! only one), regions with a primary or standby role, members with a module, a token
+//! (label or serial), exactly one PIN source, and sizes in range; names unique. The key URI names no token (each
 //! member names its own) and must be found on every member.
 
 use std::collections::BTreeMap;
@@ -13,31 +14,81 @@ use super::int;
 use crate::defaults as d;
 use crate::error::ConfigError;
 use crate::load::Source;
-use crate::model::{HsmGroup, HsmMember, HsmRegion, KeyRef, PinSource};
+use crate::model::{HsmGroup, HsmMember, HsmRegion, KeyRef, PinSource, TlsConfig};
 use crate::raw::{RawGroup, RawHsm, RawMember, RawTls};
 
-pub(crate) fn group(
-    raw: &RawHsm,
-    tls: &RawTls,
-    _key: &KeyRef,
-    src: &Source<'_>,
-) -> Result<HsmGroup, ConfigError> {
-    let g = match raw.group.as_slice() {
-        [] => return Err(src.invalid(0, "hsm.group", "at least one [[hsm.group]] is required")),
-        [one] => one,
-        [_, second, ..] => {
-            let reason = "only one [[hsm.group]] is supported for now (one TLS key)";
-            return Err(src.invalid(second.span().start, "hsm.group", reason));
-        }
-    };
-    let gr = g.get_ref();
-    if let Some(wanted) = &tls.group
-        && wanted.get_ref() != gr.name.get_ref()
-    {
-        let reason = format!("no [[hsm.group]] named \"{}\"", wanted.get_ref());
-        return Err(src.invalid(wanted.span().start, "tls.group", reason));
+/// Every `[[hsm.group]]`, names unique.
+pub(crate) fn groups(raw: &RawHsm, src: &Source<'_>) -> Result<Vec<HsmGroup>, ConfigError> {
+    if raw.group.is_empty() {
+        return Err(src.invalid(0, "hsm.group", "at least one [[hsm.group]] is required"));
     }
-    one_group(gr, src)
+    let mut out: Vec<HsmGroup> = Vec::new();
+    for g in &raw.group {
+        let group = one_group(g.get_ref(), src)?;
+        if out.iter().any(|o| o.name == group.name) {
+            let at = g.get_ref().name.span().start;
+            let reason = format!("[[hsm.group]] \"{}\" is defined twice", group.name);
+            return Err(src.invalid(at, "hsm.group.name", reason));
+        }
+        out.push(group);
+    }
+    Ok(out)
+}
+
+/// Puts each key in its group (written in its URI's `group`): the one its table's
+/// `group` names (or its URI's `x-hsmgate-group`), or the only group. Every group must
+/// hold a key.
+pub(crate) fn assign(
+    raw: &RawTls,
+    tls: &mut TlsConfig,
+    groups: &[HsmGroup],
+    raw_groups: &RawHsm,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    let mut used = vec![false; groups.len()];
+    let mut place = |named: Option<&Spanned<String>>,
+                     key: &mut KeyRef,
+                     key_at: usize,
+                     name: &str|
+     -> Result<(), ConfigError> {
+        let (wanted, at) = match (named, &key.uri.group) {
+            (Some(n), _) => (n.get_ref().clone(), n.span().start),
+            (None, Some(g)) => (g.clone(), key_at),
+            (None, None) if groups.len() == 1 => (groups[0].name.clone(), key_at),
+            (None, None) => {
+                let reason =
+                    "with several [[hsm.group]]s each key names its group (group = \"...\")";
+                return Err(src.invalid(key_at, name, reason));
+            }
+        };
+        let Some(i) = groups.iter().position(|g| g.name == wanted) else {
+            let reason = format!("no [[hsm.group]] named \"{wanted}\"");
+            return Err(src.invalid(at, name, reason));
+        };
+        used[i] = true;
+        key.uri.group = Some(wanted);
+        Ok(())
+    };
+    place(
+        raw.group.as_ref(),
+        &mut tls.key,
+        raw.key.span().start,
+        "tls.group",
+    )?;
+    for (i, (pair, r)) in tls.pairs.iter_mut().zip(&raw.pair).enumerate() {
+        let r = r.get_ref();
+        let name = format!("tls.pair[{i}].group");
+        place(r.group.as_ref(), &mut pair.key, r.key.span().start, &name)?;
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        let at = raw_groups.group[i].get_ref().name.span().start;
+        let reason = format!(
+            "no key is in [[hsm.group]] \"{}\" (name it in [tls] group or a [[tls.pair]]'s group)",
+            groups[i].name
+        );
+        return Err(src.invalid(at, "hsm.group.name", reason));
+    }
+    Ok(())
 }
 
 /// One `[[hsm.group]]` table (also built from an nginx `map $hsmgate_group_NAME` block).
@@ -320,7 +371,7 @@ connections = 2
     fn a_group_with_two_regions() {
         let c = load(BASE).expect("valid");
         assert!(c.pkcs11.is_none());
-        let g = c.hsm.expect("group");
+        let g = c.hsm.into_iter().next().expect("group");
         assert_eq!(g.name, "main");
         assert_eq!(g.op_timeout.as_millis(), 300);
         assert_eq!(g.sign_timeout.as_millis(), 2000);
@@ -403,6 +454,107 @@ connections = 2
             ),
             7,
             &["tls.group", "other"],
+        );
+    }
+
+    /// BASE with a second group ("ecdsa", one member) holding a `[[tls.pair]]` key served
+    /// to `b.example` and `*.b.example` (its `[[tls.pair]]` header is line 47, 48 when `[tls]` names its group).
+    fn two_groups(pair: &str) -> String {
+        format!(
+            r#"{BASE}[[hsm.group]]
+name = "ecdsa"
+[[hsm.group.region]]
+name = "eu-1"
+role = "primary"
+[[hsm.group.region.member]]
+name = "hsm-e"
+module = "/usr/lib/p11-kit-client.so"
+token = "hsm-e"
+pin_file = "pin-e"
+[[tls.pair]]
+{pair}"#
+        )
+    }
+
+    const PAIR: &str = "certificate = \"b.pem\"\nkey = \"pkcs11:object=b;type=private\"\ngroup = \"ecdsa\"\nserver_names = [\"B.example\", \"*.b.example\"]\n";
+
+    #[test]
+    fn several_keys_each_in_its_own_group() {
+        let text = two_groups(PAIR).replace(
+            "key = \"pkcs11:object=tls-rsa;type=private\"",
+            "key = \"pkcs11:object=tls-rsa;type=private\"\ngroup = \"main\"",
+        );
+        let c = load(&text).expect("valid");
+        let names: Vec<&str> = c.hsm.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["main", "ecdsa"]);
+        assert_eq!(c.tls.key.uri.group.as_deref(), Some("main"));
+        let pair = &c.tls.pairs[0];
+        assert_eq!(pair.key.uri.group.as_deref(), Some("ecdsa"));
+        assert_eq!(pair.server_names, ["b.example", "*.b.example"]);
+        assert_eq!(
+            pair.certificate_chain,
+            std::path::Path::new("/etc/hsmgate/b.pem")
+        );
+        assert_eq!(pair.key.location.line, 50);
+        // The model: the [tls] server by default, one more server for the pair's names.
+        let site = crate::site::Site::from_native(&c);
+        assert_eq!(site.servers.len(), 2);
+        assert!(site.servers[1].listens.iter().all(|l| !l.default_server));
+        assert_eq!(site.servers[1].certs.len(), 1);
+        assert_eq!(site.hsm_groups.len(), 2);
+    }
+
+    #[test]
+    fn several_keys_rules_name_file_line_and_key() {
+        // [tls]'s key names no group while there are two.
+        fails(
+            &two_groups(PAIR),
+            6,
+            &["tls.group", "several [[hsm.group]]s"],
+        );
+        let main = |t: String| {
+            t.replace(
+                "key = \"pkcs11:object=tls-rsa;type=private\"",
+                "key = \"pkcs11:object=tls-rsa;type=private\"\ngroup = \"main\"",
+            )
+        };
+        fails(
+            &main(two_groups(
+                &PAIR.replace("group = \"ecdsa\"", "group = \"nope\""),
+            )),
+            51,
+            &["tls.pair[0].group", "no [[hsm.group]] named \"nope\""],
+        );
+        fails(
+            &main(two_groups(
+                &PAIR.replace("group = \"ecdsa\"", "group = \"main\""),
+            )),
+            39,
+            &["hsm.group.name", "no key is in [[hsm.group]] \"ecdsa\""],
+        );
+        fails(
+            &main(two_groups(PAIR)).replace("name = \"ecdsa\"", "name = \"main\""),
+            39,
+            &["defined twice"],
+        );
+        fails(
+            &main(two_groups(
+                &PAIR.replace("type=private", "token=t;type=private"),
+            )),
+            50,
+            &["tls.pair[0].key", "names no token"],
+        );
+        fails(
+            &main(two_groups(&format!(
+                "{PAIR}[[tls.pair]]\ncertificate = \"c.pem\"\nkey = \"pkcs11:object=c\"\ngroup = \"ecdsa\"\nserver_names = [\"b.example\"]\n"
+            ))),
+            57,
+            &["tls.pair[1].server_names[0]", "lists other names"],
+        );
+        fails(
+            &main(two_groups(&PAIR.replace("\"*.b.example\"", "\"~b\""))),
+            52,
+            &["server_names[1]", "regular expressions"],
         );
     }
 }

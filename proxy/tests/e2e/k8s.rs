@@ -185,7 +185,7 @@ fn gateway_deployment_pdb_and_configuration_fit_together() {
         .expect("hsmgate.toml");
     let config = hsmgate_config::load_str(toml, Path::new("/etc/hsmgate/hsmgate.toml"))
         .unwrap_or_else(|e| panic!("the ConfigMap's hsmgate.toml: {e}"));
-    let group = config.hsm.expect("one HA group shared by the replicas");
+    let group = (config.hsm.into_iter().next()).expect("one HA group shared by the replicas");
     let members: Vec<_> = group.regions.iter().flat_map(|r| &r.members).collect();
     assert!(members.len() >= 2);
     let c = container(&template["spec"], "hsmgate");

@@ -1,7 +1,8 @@
-//! The proxy at run time: sockets bound once per address, an accept loop per address
+//! [`Proxy`]: the proxy at run time: built from a configuration (keys opened, sockets
+//! bound once per address), then served: an accept loop per address
 //! ([`conn`](crate::conn)) reading the current [`Generation`] through a `watch` channel.
 //!
-//! One control path ([`Control`]): `Reload` builds the next generation off the async
+//! It obeys one control path ([`Control`] messages, from [`crate::control`]): `Reload` builds the next generation off the async
 //! workers and swaps it in only if everything opened (sockets of unchanged addresses
 //! are kept, new ones bound, removed ones closed; open connections finish on their
 //! generation); `Quit` stops accepting and drains for the grace period; `Stop` does the
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::conn::{accept_loop, bind, bind_plain};
+use crate::control::Control;
 use crate::error::ProxyError;
 use crate::generation::{ConfigSource, Generation};
 use crate::keys::{KeyDefaults, PoolCache};
@@ -28,19 +30,6 @@ use crate::site::Site;
 
 /// The drain of a fast stop (SIGTERM, SIGINT).
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
-
-/// What the running proxy is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Re-read the configuration (SIGHUP).
-    Reload,
-    /// Reopen log files (SIGUSR1).
-    Reopen,
-    /// Fast stop (SIGTERM, SIGINT).
-    Stop,
-    /// Graceful stop: drain in-flight requests (SIGQUIT).
-    Quit,
-}
 
 /// A proxy ready to run: keys opened and checked, sockets bound.
 #[derive(Debug)]
@@ -150,7 +139,8 @@ impl Proxy {
         self.admin.as_ref().and_then(|s| s.local_addr().ok())
     }
 
-    /// The first signer pool (the native format's key).
+    /// A signer pool of the configuration (with one token key, its pool; with several,
+    /// any one of them).
     pub fn pool(&self) -> Option<&SignerPool> {
         self.generation.pools.pools().next()
     }
