@@ -206,8 +206,13 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                     ));
                 },
                 Err(e) => {
-                    proto_err!(conn: "failed HPACK decoding; err={:?}", e);
-                    return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+                    let reason = hpack_error_reason(&e);
+                    tracing::debug!(
+                        "connection error {:?} -- failed HPACK decoding; err={:?};",
+                        reason,
+                        e
+                    );
+                    return Err(Error::library_go_away(reason));
                 }
             }
 
@@ -232,8 +237,22 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             let res = frame::Settings::load(head, &bytes[frame::HEADER_LEN..]);
 
             res.map_err(|e| {
-                proto_err!(conn: "failed to load SETTINGS frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                let reason = match e {
+                    // RFC 9113 §6.5: a length not a multiple of 6, or an ACK
+                    // with a payload, is a connection error FRAME_SIZE_ERROR.
+                    frame::Error::InvalidPayloadLength
+                    | frame::Error::InvalidPayloadAckSettings => Reason::FRAME_SIZE_ERROR,
+                    // RFC 9113 §6.5.2: SETTINGS_INITIAL_WINDOW_SIZE above
+                    // 2^31-1 is a connection error FLOW_CONTROL_ERROR.
+                    frame::Error::InvalidInitialWindowSize => Reason::FLOW_CONTROL_ERROR,
+                    _ => Reason::PROTOCOL_ERROR,
+                };
+                tracing::debug!(
+                    "connection error {:?} -- failed to load SETTINGS frame; err={:?};",
+                    reason,
+                    e
+                );
+                Error::library_go_away(reason)
             })?
             .into()
         }
@@ -241,8 +260,18 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             let res = frame::Ping::load(head, &bytes[frame::HEADER_LEN..]);
 
             res.map_err(|e| {
-                proto_err!(conn: "failed to load PING frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                let reason = match e {
+                    // RFC 9113 §6.7: a length other than 8 is a connection
+                    // error FRAME_SIZE_ERROR.
+                    frame::Error::BadFrameSize => Reason::FRAME_SIZE_ERROR,
+                    _ => Reason::PROTOCOL_ERROR,
+                };
+                tracing::debug!(
+                    "connection error {:?} -- failed to load PING frame; err={:?};",
+                    reason,
+                    e
+                );
+                Error::library_go_away(reason)
             })?
             .into()
         }
@@ -300,6 +329,17 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                     let id = head.stream_id();
                     proto_err!(stream: "PRIORITY invalid dependency ID; stream={:?}", id);
                     return Err(Error::library_reset(id, Reason::PROTOCOL_ERROR));
+                }
+                Err(frame::Error::InvalidPayloadLength) => {
+                    // RFC 9113 §6.3: a PRIORITY frame with a length other
+                    // than 5 octets MUST be treated as a stream error
+                    // (Section 5.4.2) of type FRAME_SIZE_ERROR.
+                    let id = head.stream_id();
+                    tracing::debug!(
+                        "stream error FRAME_SIZE_ERROR -- PRIORITY invalid length; stream={:?};",
+                        id
+                    );
+                    return Err(Error::library_reset(id, Reason::FRAME_SIZE_ERROR));
                 }
                 Err(e) => {
                     proto_err!(conn: "failed to load PRIORITY frame; err={:?};", e);
@@ -389,8 +429,13 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                     ));
                 }
                 Err(e) => {
-                    proto_err!(conn: "failed HPACK decoding; err={:?}", e);
-                    return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+                    let reason = hpack_error_reason(&e);
+                    tracing::debug!(
+                        "connection error {:?} -- failed HPACK decoding; err={:?};",
+                        reason,
+                        e
+                    );
+                    return Err(Error::library_go_away(reason));
                 }
             }
 
@@ -408,6 +453,30 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
     };
 
     Ok(Some(frame))
+}
+
+/// The error code for a failed header block decoding (`load_hpack`).
+///
+/// RFC 9113 §4.3: a field block that cannot be decompressed is a connection
+/// error of type COMPRESSION_ERROR; RFC 7541 names these decoding errors
+/// (an index past the tables, a bad integer or Huffman code, a table size
+/// update over the limit, a block that ends inside a field). Errors from
+/// turning a decoded field into a header (an invalid name, value, method,
+/// status or pseudo-header) are not decoding errors and keep PROTOCOL_ERROR.
+fn hpack_error_reason(e: &frame::Error) -> Reason {
+    use hpack::DecoderError::*;
+    match e {
+        frame::Error::Hpack(
+            InvalidRepresentation
+            | InvalidIntegerPrefix
+            | InvalidTableIndex
+            | InvalidHuffmanCode
+            | InvalidMaxDynamicSize
+            | IntegerOverflow
+            | NeedMore(_),
+        ) => Reason::COMPRESSION_ERROR,
+        _ => Reason::PROTOCOL_ERROR,
+    }
 }
 
 impl<T> Stream for FramedRead<T>

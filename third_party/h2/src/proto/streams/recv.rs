@@ -660,10 +660,20 @@ impl Recv {
 
         let is_ignoring_frame = stream.state.is_local_error();
 
-        if !is_ignoring_frame && !stream.state.is_recv_streaming() {
-            // TODO: There are cases where this can be a stream error of
-            // STREAM_CLOSED instead...
+        if !is_ignoring_frame && (stream.state.is_recv_end_stream() || stream.state.is_closed()) {
+            // RFC 9113 §5.1 and §6.1: DATA on a stream that is half-closed
+            // (remote) or closed is a stream error of type STREAM_CLOSED. The
+            // frame still counts against the connection's flow-control
+            // window (§6.9); the caller releases it again on a stream error.
+            tracing::debug!(
+                "stream error STREAM_CLOSED -- unexpected DATA frame; stream={:?};",
+                stream.id
+            );
+            self.consume_connection_window(sz)?;
+            return Err(Error::library_reset(stream.id, Reason::STREAM_CLOSED));
+        }
 
+        if !is_ignoring_frame && !stream.state.is_recv_streaming() {
             // Receiving a DATA frame when not expecting one is a protocol
             // error.
             proto_err!(conn: "unexpected DATA frame; stream={:?}", stream.id);
