@@ -8,8 +8,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::raw::{
-    COMPRESSION_ERROR, DATA, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, Gate, H2, HEADERS, PING,
-    PRIORITY, PROTOCOL_ERROR, RST_STREAM, SETTINGS, STREAM_CLOSED, frame, get, upstream_in_range,
+    COMPRESSION_ERROR, DATA, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, Frame, GOAWAY, Gate, H2,
+    HEADERS, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, SETTINGS, STREAM_CLOSED, frame, get,
+    upstream_in_range,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -184,26 +185,13 @@ fn absolute_form_authority_wins_for_routing_and_forwarding() {
     );
 }
 
-/// The response on stream 1, or how the stream or connection ended.
-fn answer(h2: &mut H2) -> (Option<u16>, Option<(u8, u32)>) {
-    let frames = h2.until(WAIT, |f| {
-        (f.kind == HEADERS && f.stream == 1) || f.kind == GOAWAY || f.kind == RST_STREAM
-    });
-    let status = frames.iter().find_map(|f| f.status());
-    let end = frames
-        .iter()
-        .find(|f| f.kind == GOAWAY || f.kind == RST_STREAM)
-        .and_then(|f| Some((f.kind, f.error_code()?)));
-    (status, end)
-}
-
 #[test]
 fn http2_host_that_differs_from_authority_is_400() {
     let g = gate("");
     let ask = |block: Vec<u8>| {
         let mut h2 = H2::open(&g);
         h2.send(&frame(HEADERS, 0x5, 1, &block));
-        answer(&mut h2)
+        answer_on(&mut h2, 1)
     };
     let (status, _) = ask(get(Some("localhost"), "/", &[("host", "evil.invalid")]));
     assert_eq!(status, Some(400), "{}", g.server.log_text());
@@ -244,84 +232,221 @@ fn http2_settings_carry_nginx_limits() {
     assert!(settings.settings().contains(&(0x3, 8)), "{settings:?}");
 }
 
-/// Each frame error closes that connection with an error code (RFC 9113's, or
-/// PROTOCOL_ERROR where h2 0.4.20 sends that instead: README, known differences), and
-/// the server keeps serving.
+/// Sends `bytes` on a new connection once the server's SETTINGS are in, and returns
+/// the frames up to the first GOAWAY or RST_STREAM (which must come).
+fn probe(g: &Gate, what: &str, bytes: &[u8]) -> (H2, Frame) {
+    let mut h2 = H2::open(g);
+    h2.until(WAIT, |f| f.kind == SETTINGS && f.flags & 1 == 0);
+    h2.send(bytes);
+    let frames = h2.until(WAIT, |f| f.kind == GOAWAY || f.kind == RST_STREAM);
+    let end = frames
+        .iter()
+        .find(|f| f.kind == GOAWAY || f.kind == RST_STREAM)
+        .unwrap_or_else(|| panic!("{what}: no GOAWAY/RST_STREAM: {frames:?}"))
+        .clone();
+    (h2, end)
+}
+
+/// A connection error: GOAWAY with `code`, then the connection closes; the server keeps
+/// serving new connections.
+fn assert_connection_error(g: &Gate, what: &str, bytes: &[u8], code: u32) {
+    let (mut h2, end) = probe(g, what, bytes);
+    assert_eq!(
+        (end.kind, end.error_code()),
+        (GOAWAY, Some(code)),
+        "{what}: {end:?}\n{}",
+        g.server.log_text()
+    );
+    // Nothing more, and the server closes the connection (before WAIT runs out).
+    let t = Instant::now();
+    let rest = h2.until(WAIT, |_| false);
+    assert!(rest.is_empty(), "{what}: {rest:?}");
+    assert!(t.elapsed() < WAIT, "{what}: the connection stayed open");
+    let mut h2 = H2::open(g);
+    h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
+    assert_eq!(answer_on(&mut h2, 1), (Some(200), None), "{what}: then");
+}
+
+/// The response on `stream`, or how the stream or connection ended.
+fn answer_on(h2: &mut H2, stream: u32) -> (Option<u16>, Option<(u8, u32)>) {
+    let frames = h2.until(WAIT, |f| {
+        (f.kind == HEADERS && f.stream == stream)
+            || f.kind == GOAWAY
+            || (f.kind == RST_STREAM && f.stream == stream)
+    });
+    let status = frames
+        .iter()
+        .filter(|f| f.stream == stream)
+        .find_map(|f| f.status());
+    let end = frames
+        .iter()
+        .find(|f| f.kind == GOAWAY || f.kind == RST_STREAM)
+        .and_then(|f| Some((f.kind, f.error_code()?)));
+    (status, end)
+}
+
+/// RFC 9113 §6.5 and §6.7 (h2 sent PROTOCOL_ERROR before third_party/h2's patch).
 #[test]
-fn http2_frame_errors_end_the_connection_and_the_server_keeps_serving() {
+fn http2_settings_and_ping_of_bad_length_are_goaway_frame_size_error() {
     let g = gate("");
-    let probes: Vec<(&str, Vec<u8>, u8, u32)> = vec![
-        (
-            "PRIORITY of 4 bytes",
-            frame(PRIORITY, 0, 1, &[0; 4]),
-            GOAWAY,
-            FRAME_SIZE_ERROR,
-        ),
+    let probes: [(&str, Vec<u8>); 4] = [
         (
             "SETTINGS of 5 bytes",
             frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0]),
-            GOAWAY,
-            FRAME_SIZE_ERROR,
         ),
         (
-            "PING of 7 bytes",
-            frame(PING, 0, 0, &[0; 7]),
-            GOAWAY,
-            FRAME_SIZE_ERROR,
+            "SETTINGS of 7 bytes",
+            frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100, 0]),
         ),
+        ("PING of 7 bytes", frame(PING, 0, 0, &[0; 7])),
         (
             "SETTINGS ACK with a payload",
             frame(SETTINGS, 1, 0, &[0, 3, 0, 0, 0, 100]),
-            GOAWAY,
-            FRAME_SIZE_ERROR,
-        ),
-        (
-            "INITIAL_WINDOW_SIZE 2^31",
-            frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0]),
-            GOAWAY,
-            FLOW_CONTROL_ERROR,
-        ),
-        (
-            "HPACK index 190",
-            frame(HEADERS, 0x5, 1, &[0xff, 0x3f]),
-            GOAWAY,
-            COMPRESSION_ERROR,
-        ),
-        (
-            "DATA on a half-closed (remote) stream",
-            [
-                frame(
-                    HEADERS,
-                    0x5,
-                    1,
-                    &get(Some("localhost"), "/?delay_ms=500", &[]),
-                ),
-                frame(DATA, 0x1, 1, b"x"),
-            ]
-            .concat(),
-            RST_STREAM,
-            STREAM_CLOSED,
         ),
     ];
-    for (what, bytes, kind, code) in probes {
-        let mut h2 = H2::open(&g);
-        h2.until(WAIT, |f| f.kind == SETTINGS && f.flags & 1 == 0);
-        h2.send(&bytes);
-        let frames = h2.until(WAIT, |f| f.kind == GOAWAY || f.kind == RST_STREAM);
-        let end = frames
-            .iter()
-            .find(|f| f.kind == GOAWAY || f.kind == RST_STREAM)
-            .unwrap_or_else(|| panic!("{what}: no GOAWAY/RST_STREAM: {frames:?}"));
-        let got = (end.kind, end.error_code().unwrap_or(u32::MAX));
-        assert!(
-            got == (kind, code) || got == (GOAWAY, PROTOCOL_ERROR),
-            "{what}: {got:?}"
-        );
-        eprintln!("{what}: {got:?} (RFC 9113: {:?})", (kind, code));
+    for (what, bytes) in probes {
+        assert_connection_error(&g, what, &bytes, FRAME_SIZE_ERROR);
     }
+}
+
+/// RFC 9113 §6.3: a PRIORITY frame of a length other than 5 is a stream error
+/// FRAME_SIZE_ERROR (h2 sent GOAWAY PROTOCOL_ERROR before third_party/h2's patch); the
+/// connection goes on serving.
+#[test]
+fn http2_priority_of_bad_length_is_rst_stream_frame_size_error() {
+    let g = gate("");
+    // On an idle stream.
+    let (mut h2, end) = probe(&g, "PRIORITY of 4 bytes", &frame(PRIORITY, 0, 1, &[0; 4]));
+    assert_eq!(
+        (end.kind, end.stream, end.error_code()),
+        (RST_STREAM, 1, Some(FRAME_SIZE_ERROR)),
+        "{end:?}\n{}",
+        g.server.log_text()
+    );
+    // On a stream whose response is pending (h2spec's case): that stream is reset.
+    h2.send(
+        &[
+            frame(
+                HEADERS,
+                0x5,
+                3,
+                &get(Some("localhost"), "/?delay_ms=300", &[]),
+            ),
+            frame(PRIORITY, 0, 3, &[0; 6]),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        answer_on(&mut h2, 3),
+        (None, Some((RST_STREAM, FRAME_SIZE_ERROR)))
+    );
+    h2.send(&frame(HEADERS, 0x5, 5, &get(Some("localhost"), "/", &[])));
+    assert_eq!(
+        answer_on(&mut h2, 5),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+}
+
+/// RFC 9113 §6.5.2 (h2 sent PROTOCOL_ERROR before third_party/h2's patch).
+#[test]
+fn http2_initial_window_size_over_2_31_minus_1_is_goaway_flow_control_error() {
+    let g = gate("");
+    for value in [0x8000_0000u32, u32::MAX] {
+        let mut payload = vec![0, 4];
+        payload.extend_from_slice(&value.to_be_bytes());
+        let what = format!("INITIAL_WINDOW_SIZE {value}");
+        assert_connection_error(
+            &g,
+            &what,
+            &frame(SETTINGS, 0, 0, &payload),
+            FLOW_CONTROL_ERROR,
+        );
+    }
+    // Other bad values stay PROTOCOL_ERROR (§6.5.2): ENABLE_PUSH 2, MAX_FRAME_SIZE 2^24.
+    for (id, value) in [(2u16, 2u32), (5, 1 << 24)] {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend_from_slice(&value.to_be_bytes());
+        let what = format!("SETTINGS {id} = {value}");
+        assert_connection_error(&g, &what, &frame(SETTINGS, 0, 0, &payload), PROTOCOL_ERROR);
+    }
+    // 2^31-1 itself is legal.
     let mut h2 = H2::open(&g);
-    h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
-    assert_eq!(answer(&mut h2).0, Some(200), "{}", g.server.log_text());
+    h2.send(
+        &[
+            frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]),
+            frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])),
+        ]
+        .concat(),
+    );
+    assert_eq!(answer_on(&mut h2, 1), (Some(200), None));
+}
+
+/// RFC 9113 §4.3 and RFC 7541: a header block that cannot be decoded is a connection
+/// error COMPRESSION_ERROR (h2 sent PROTOCOL_ERROR before third_party/h2's patch).
+#[test]
+fn http2_undecodable_header_block_is_goaway_compression_error() {
+    let g = gate("");
+    let probes: [(&str, &[u8]); 3] = [
+        // Indexed field 190: past the static table (61) and the empty dynamic table.
+        ("HPACK index 190", &[0xff, 0x3f]),
+        // Indexed field 0 is never valid (RFC 7541 §6.1).
+        ("HPACK index 0", &[0x80]),
+        // A literal whose value's length runs past the end of the block.
+        (
+            "HPACK string past the block",
+            &[0x00, 0x01, b'a', 0x0a, b'b'],
+        ),
+    ];
+    for (what, block) in probes {
+        assert_connection_error(&g, what, &frame(HEADERS, 0x5, 1, block), COMPRESSION_ERROR);
+    }
+}
+
+/// RFC 9113 §5.1 and §6.1: DATA on a half-closed (remote) stream is a stream error
+/// STREAM_CLOSED (h2 sent GOAWAY PROTOCOL_ERROR before third_party/h2's patch); the
+/// same connection serves the next request.
+#[test]
+fn http2_data_on_half_closed_remote_stream_is_rst_stream_stream_closed() {
+    let g = gate("");
+    let (mut h2, end) = probe(
+        &g,
+        "DATA on a half-closed (remote) stream",
+        &[
+            frame(
+                HEADERS,
+                0x5,
+                1,
+                &get(Some("localhost"), "/?delay_ms=500", &[]),
+            ),
+            frame(DATA, 0x1, 1, b"x"),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (end.kind, end.stream, end.error_code()),
+        (RST_STREAM, 1, Some(STREAM_CLOSED)),
+        "{end:?}\n{}",
+        g.server.log_text()
+    );
+    h2.send(&frame(HEADERS, 0x5, 3, &get(Some("localhost"), "/", &[])));
+    assert_eq!(
+        answer_on(&mut h2, 3),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+    // Again once stream 3 is done (h2 answered that case with STREAM_CLOSED already).
+    h2.send(&frame(DATA, 0x1, 3, b"x"));
+    let end = h2.until(WAIT, |f| f.kind == GOAWAY || f.kind == RST_STREAM);
+    assert_eq!(
+        end.last().map(|f| (f.kind, f.stream, f.error_code())),
+        Some((RST_STREAM, 3, Some(STREAM_CLOSED))),
+        "{end:?}"
+    );
+    h2.send(&frame(HEADERS, 0x5, 5, &get(Some("localhost"), "/", &[])));
+    assert_eq!(answer_on(&mut h2, 5), (Some(200), None));
 }
 
 #[test]
