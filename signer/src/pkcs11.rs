@@ -215,7 +215,7 @@ impl Backend for Pkcs11Backend {
         for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());
             worker::spawn(
-                format!("hsm-{}-{i}", s.name),
+                format!("sign-{}-{i}", s.name),
                 conn,
                 Arc::clone(&shared),
                 Arc::clone(&slot),

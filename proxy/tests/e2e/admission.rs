@@ -72,11 +72,11 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
 
     let mut established = KeepAlive::open(proxy.addr, &token.ca_pem).await;
     assert_eq!(established.get("/before").await.0, 200);
-    // The signer thread runs below the threads that serve connections (signer_nice 10).
+    // The signer thread (named sign-MEMBER-N) runs below the threads that serve connections (signer_nice 10).
     let nices = thread_nices(proxy.pid());
     let signer: Vec<_> = nices
         .iter()
-        .filter(|(n, _)| n.starts_with("hsm-"))
+        .filter(|(n, _)| n.starts_with("sign-"))
         .collect();
     let process_nice = nices.iter().map(|(_, v)| *v).min().expect("threads");
     assert!(!signer.is_empty(), "no signer thread among {nices:?}");
