@@ -132,14 +132,14 @@ async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
         get(&mut None, addr, &config, "/k").await.expect("get").0,
         200
     );
-    // Signer threads (named hsm-MEMBER-N; both pools' member is the token).
+    // Signer threads (named sign-MEMBER-N; both pools' member is the token).
     let signers = || {
         std::fs::read_dir(format!("/proc/{}/task", server.pid()))
             .map(|tasks| {
                 tasks
                     .filter_map(Result::ok)
                     .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                    .filter(|c| c.starts_with("hsm-hsmgate"))
+                    .filter(|c| c.starts_with("sign-hsmgate"))
                     .count()
             })
             .unwrap_or(0)
