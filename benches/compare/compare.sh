@@ -211,22 +211,35 @@ STAMP=$(date -u +%Y%m%d-%H%M%S)
 RAW="$RESULTS/compare-$STAMP-raw.tsv" SWEEP_RAW="$RESULTS/compare-$STAMP-sweep-raw.jsonl"
 : >"$RAW"
 : >"$SWEEP_RAW"
+# Context switches (voluntary and not) of every live thread of the given PIDs, and their
+# thread count: "switches threads". A thread that ends during a run takes its switches with
+# it, so the difference over a run is a lower bound.
+ctx_threads() {
+  local p files=()
+  for p in "$@"; do files+=("/proc/$p/task/"*/status); done
+  cat "${files[@]}" 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/{s += $2} /^Name:/{n++} END{print s + 0, n + 0}'
+}
 run_load() {
-  local server=$1 row=$2 c0 c1 out rate ok errs hs res cpu resumed="-"
+  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-"
   shift 2
+  read -r x0 _ < <(ctx_threads "${PIDS[@]}")
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
     || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server ($row)"; }
   c1=$(cpu_ticks "${PIDS[@]}")
+  read -r x1 threads < <(ctx_threads "${PIDS[@]}")
   rate=$(jnum rate "$out") ok=$(jnum ok "$out") errs=$(jnum error_total "$out") hs=$(jnum handshakes "$out")
   res=$(jnum resumed "$out")
   # CPU includes the warm-up, so divide by the requests of the whole run (approximately rate * (warmup + duration)).
   cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v r="$rate" -v w="${WARMUP%s}" -v s="$(jnum duration_s "$out")" \
     'BEGIN{n = r * (w + s); printf "%.0f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+  ctx=$(awk -v d=$((x1 - x0)) -v r="$rate" -v w="${WARMUP%s}" -v s="$(jnum duration_s "$out")" \
+    'BEGIN{n = r * (w + s); printf "%.1f", (n > 0 ? d / n : 0)}')
   [[ $res != null && -n $res ]] && resumed=$(awk -v a="$res" -v b="$hs" 'BEGIN{printf "%.0f%%", (b > 0 ? 100 * a / b : 0)}')
   ((errs == 0)) || say "$server $row: $errs errors $(jerrors "$out")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" >>"$RAW"
-  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req resumed=$resumed"
+  # row server rep rate cpu_us resumed errors context_switches_per_req server_threads
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" "$ctx" "$threads" >>"$RAW"
+  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req ctx-switches=${ctx}/req threads=$threads resumed=$resumed"
 }
 
 SERVERS=(nginx-file nginx-libp11 hsmgate)
@@ -367,13 +380,14 @@ row_table() { # ROW TITLE UNIT: one table line per server with numbers in ROW
   for s in $(printf '%s\n' "${SERVERS[@]}" "${KEY_SERVERS[@]}" | awk '!seen[$0]++'); do
     [[ -n $(vals "$row" "$s") ]] || continue
     m=$(med "$row" "$s")
-    printf '| %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n' "$2" "$(name "$s")" "$3" "$m" "$(range "$row" "$s")" \
-      "$(ratio "$m" "$ref_t")" "$(ratio "$m" "$ref_f")" "$(med "$row" "$s" 5)" "$(notes "$row" "$s")"
+    printf '| %s | %s | %s | %s (%s) | %s | %s | %s | %s (%s) | %s |\n' "$2" "$(name "$s")" "$3" "$m" "$(range "$row" "$s")" \
+      "$(ratio "$m" "$ref_t")" "$(ratio "$m" "$ref_f")" "$(med "$row" "$s" 5)" "$(med "$row" "$s" 8)" "$(med "$row" "$s" 9)" \
+      "$(notes "$row" "$s")"
   done
 }
 sign_row() { # ROW SERVER TITLE NOTE
   [[ -n $(vals "$1" "$2") ]] || return 0
-  printf '| %s | %s | sign/s | %s (%s) | | | %s (%s) | %s |\n' "$3" "$(name "$2")" "$(med "$1" "$2")" "$(range "$1" "$2")" \
+  printf '| %s | %s | sign/s | %s (%s) | | | %s (%s) | | %s |\n' "$3" "$(name "$2")" "$(med "$1" "$2")" "$(range "$1" "$2")" \
     "$(med "$1" "$2" 5)" "$(vals "$1" "$2" 5 | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}')" "$4"
 }
 # per_rep ROW SERVER [COL]: "rep value" lines
@@ -412,9 +426,10 @@ target() {
   echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version 2>/dev/null), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release)."
   echo "Load: hsmgate-load, 1 thread, $CONNS connections (closed loop), $DURATION measured after $WARMUP warm-up, \`-k\` (no chain check; handshake signatures verified)."
   echo "Rows: $ROWS. Median of $REPS rep(s) (min..max). Servers are run back to back within each rep. Server CPU = utime+stime of every server process (nginx instances, upstream, hsmgate) over the run / requests."
+  echo "Context switches: voluntary + involuntary of every live thread of those processes over the run / requests (threads that ended during the run are not counted); threads: their count at the end of the run."
   echo
-  echo "| test | server | unit | median (min..max) | / nginx+libp11 | / nginx file | server CPU µs/req | notes |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| test | server | unit | median (min..max) | / nginx+libp11 | / nginx file | server CPU µs/req | server context switches/req (threads) | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   row_table hs13 "TLS 1.3 full handshake, RSA-2048 (/proxy)" "handshakes/s"
   row_table hs12 "TLS 1.2 full handshake, ECDHE-RSA (/proxy)" "handshakes/s"
   row_table ec13 "TLS 1.3 full handshake, P-256 (/proxy)" "handshakes/s"
@@ -423,8 +438,8 @@ target() {
   row_table ka-direct "keep-alive, nginx /direct (return 200)" "req/s"
   row_table ka-proxy "keep-alive, through the upstream" "req/s"
   echo
-  echo "| raw signature | signer | unit | median (min..max) | | | CPU µs/sign (min..max) | notes |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| raw signature | signer | unit | median (min..max) | | | CPU µs/sign (min..max) | | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   sign_row sign1 raw-softhsm "RSA-2048, 1 thread on the server CPU" "CKM_RSA_PKCS_PSS, p11sign"
   sign_row sign2 raw-softhsm "RSA-2048, 2 threads" "CKM_RSA_PKCS_PSS, p11sign"
   sign_row filesign file-sign "RSA-2048, 1 thread on the server CPU" "rsa_pss_rsae_sha256, file-sign"
