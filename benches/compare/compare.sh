@@ -10,6 +10,26 @@
 #                  signer pool; proxies everything to a plain nginx upstream on :8080
 # plus the raw sign rate of the token (benches/nginx-baseline/p11sign.c, CKM_RSA_PKCS_PSS).
 #
+# Key-source rows (issue 11 items 2 and 3; ROWS=keys runs only these): setup-token.sh
+# imports its PEM keys into the token, so a file key and a token key are the same key.
+#   hsmgate-file       hsmgate, RSA-2048 key from the PEM file   } one nginx-syntax config,
+#   hsmgate-conf       hsmgate, the same key on the token        } only ssl_certificate_key
+#                      (engine:pkcs11: URI, 4 sessions)          } differs; session cache
+#   hsmgate-ec-file    hsmgate, P-256 key from the PEM file      } and tickets off as in
+#   hsmgate-ec-token   hsmgate, the same P-256 key on the token  } nginx; proxied to :8080;
+#                                                                } admission control off
+#   (a closed loop of 50 connections is past the token's rate, and admission would shed
+#   part of them with an alert: those cost CPU but are not handshakes, and the file-key
+#   servers, which have no signer, shed nothing)
+#   nginx-ec-file      nginx, P-256 file key       } 2 single-process instances, as above;
+#   nginx-ec-libp11    nginx + libp11, P-256 token } TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256
+# with the raw CPU of one signature: token C_Sign (p11sign, RSA-PSS and ECDSA, one thread
+# on SERVER_CPU, getrusage around the signatures) and the same key in software
+# (target/release/file-sign, rustls' aws-lc-rs signer, the thread's own run time).
+# The report decomposes a token-key handshake's server CPU: (token key) - (file key) -
+# (raw C_Sign) = the offload's own cost minus the software signature of the file-key
+# handshake; adding that signature back gives the offload's own cost.
+#
 # Load: target/release/hsmgate-load, one thread. Rows:
 #   TLS 1.3 / TLS 1.2 full handshakes/s   --mode handshake (new connection, no resumption)
 #   TLS 1.3 resumed handshakes/s          --mode resume; nginx configs get a session cache,
@@ -31,7 +51,8 @@
 # benches/results/compare-DATE.md and printed; the sweep as JSON lines and an SVG plot
 # (src/bin/plot-sweep.rs) next to it.
 #
-# Knobs: REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), RESUME_CONNS (6: the
+# Knobs: ROWS (all: every row; base: the RSA rows and the sweep; keys: the key-source rows
+#        alone), REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), RESUME_CONNS (6: the
 #        load generator's rustls client keeps at most 8 TLS 1.3 tickets per server, so more
 #        concurrent connections than that find no ticket and do full handshakes), SWEEP (factors,
 #        "0.25 0.5 1 1.5 2 3"), SWEEP_TIMEOUT (3s), SIGN_SECS (3), LOAD_CPU, SERVER_CPU,
@@ -49,6 +70,8 @@ if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
 REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50} RESUME_CONNS=${RESUME_CONNS:-6}
+ROWS=${ROWS:-all}
+[[ $ROWS == all || $ROWS == base || $ROWS == keys ]] || { echo "compare: ROWS must be all, base or keys" >&2; exit 2; }
 SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
@@ -117,23 +140,65 @@ start_nginx() {
   wait_port "$PORT_TLS13" "$WORK"
   wait_port "$PORT_UP" "$WORK"
 }
+# hsmgate_conf SERVER: $WORK/SERVER/nginx.conf for one of the key-source hsmgate servers:
+# the same nginx-syntax config for all four but for the key (and TLS 1.2's suite).
+hsmgate_conf() {
+  local dir="$WORK/$1" cert key suite=ECDHE-RSA-AES128-GCM-SHA256
+  case $1 in
+    hsmgate-file) cert="$WORK/rsa-file.crt" key="$WORK/rsa-file.key" ;;
+    hsmgate-conf) cert="$WORK/rsa-token.crt" key="engine:pkcs11:$RSA_URI" ;;
+    hsmgate-ec-file) cert="$WORK/ec-file.crt" key="$WORK/ec-file.key" suite=ECDHE-ECDSA-AES128-GCM-SHA256 ;;
+    hsmgate-ec-token) cert="$WORK/ec-token.crt" key="engine:pkcs11:$EC_URI" suite=ECDHE-ECDSA-AES128-GCM-SHA256 ;;
+    *) die "hsmgate_conf: unknown server $1" ;;
+  esac
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+pid $dir/hsmgate.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:$PORT_UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PORT_HSMGATE ssl backlog=4096;
+        ssl_certificate     $cert;
+        ssl_certificate_key "$key";
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers $suite;
+        ssl_prefer_server_ciphers on;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location = /proxy { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+}
 start_server() { # SERVER [resume]
   case $1 in
     nginx-file) start_nginx file "${2:-}" 1 2 ;;
     nginx-libp11) start_nginx token "${2:-}" 1 2 ;;
+    nginx-ec-file) start_nginx ec-file "${2:-}" 1 2 ;;
+    nginx-ec-libp11) start_nginx ec-token "${2:-}" 1 2 ;;
     hsmgate)
       start_nginx file "" 9 # the plain upstream (:8080); its own TLS ports stay idle
       "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate.toml" >"$WORK/hsmgate.log" 2>&1 &
       PIDS+=($!)
       wait_port "$PORT_HSMGATE" "$WORK" ;;
+    hsmgate-*)
+      start_nginx file "" 9
+      hsmgate_conf "$1"
+      HSMGATE_ADMISSION=off HSMGATE_PKCS11_MODULE=$MODULE "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/$1/nginx.conf" -p "$WORK/$1" \
+        >"$WORK/$1/stdout" 2>&1 &
+      PIDS+=($!)
+      wait_port "$PORT_HSMGATE" "$WORK/$1" ;;
   esac
   sleep 0.3
   all_alive "$1: a server process exited at start (another program on one of the ports ${PORTS[*]}?); logs in $WORK (KEEP=1 keeps them)"
 }
 url() { # SERVER ROW
   case $1:$2 in
-    hsmgate:*) echo "https://127.0.0.1:$PORT_HSMGATE/proxy" ;;
-    *:hs12) echo "https://127.0.0.1:$PORT_TLS12/proxy" ;;
+    hsmgate*:*) echo "https://127.0.0.1:$PORT_HSMGATE/proxy" ;;
+    *:hs12 | *:ec12) echo "https://127.0.0.1:$PORT_TLS12/proxy" ;;
     *:ka-direct) echo "https://127.0.0.1:$PORT_TLS13/direct" ;;
     *) echo "https://127.0.0.1:$PORT_TLS13/proxy" ;;
   esac
@@ -146,151 +211,287 @@ STAMP=$(date -u +%Y%m%d-%H%M%S)
 RAW="$RESULTS/compare-$STAMP-raw.tsv" SWEEP_RAW="$RESULTS/compare-$STAMP-sweep-raw.jsonl"
 : >"$RAW"
 : >"$SWEEP_RAW"
+# Context switches (voluntary and not) of every live thread of the given PIDs, and their
+# thread count: "switches threads". A thread that ends during a run takes its switches with
+# it, so the difference over a run is a lower bound.
+ctx_threads() {
+  local p files=()
+  for p in "$@"; do files+=("/proc/$p/task/"*/status); done
+  cat "${files[@]}" 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/{s += $2} /^Name:/{n++} END{print s + 0, n + 0}'
+}
 run_load() {
-  local server=$1 row=$2 c0 c1 out rate ok errs hs res cpu resumed="-"
+  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-"
   shift 2
+  read -r x0 _ < <(ctx_threads "${PIDS[@]}")
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
     || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server ($row)"; }
   c1=$(cpu_ticks "${PIDS[@]}")
+  read -r x1 threads < <(ctx_threads "${PIDS[@]}")
   rate=$(jnum rate "$out") ok=$(jnum ok "$out") errs=$(jnum error_total "$out") hs=$(jnum handshakes "$out")
   res=$(jnum resumed "$out")
   # CPU includes the warm-up, so divide by the requests of the whole run (approximately rate * (warmup + duration)).
   cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v r="$rate" -v w="${WARMUP%s}" -v s="$(jnum duration_s "$out")" \
     'BEGIN{n = r * (w + s); printf "%.0f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+  ctx=$(awk -v d=$((x1 - x0)) -v r="$rate" -v w="${WARMUP%s}" -v s="$(jnum duration_s "$out")" \
+    'BEGIN{n = r * (w + s); printf "%.1f", (n > 0 ? d / n : 0)}')
   [[ $res != null && -n $res ]] && resumed=$(awk -v a="$res" -v b="$hs" 'BEGIN{printf "%.0f%%", (b > 0 ? 100 * a / b : 0)}')
   ((errs == 0)) || say "$server $row: $errs errors $(jerrors "$out")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" >>"$RAW"
-  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req resumed=$resumed"
+  # row server rep rate cpu_us resumed errors context_switches_per_req server_threads
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" "$ctx" "$threads" >>"$RAW"
+  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req ctx-switches=${ctx}/req threads=$threads resumed=$resumed"
 }
 
 SERVERS=(nginx-file nginx-libp11 hsmgate)
-say "layout: $LAYOUT; $REPS rep(s) of $DURATION (+$WARMUP warm-up) per run, $CONNS connections"
+KEY_SERVERS=(hsmgate-file hsmgate-conf nginx-ec-file nginx-ec-libp11 hsmgate-ec-file hsmgate-ec-token)
+# ROWS=keys: nginx + libp11's RSA handshakes too, for hsmgate-conf's ratio.
+[[ $ROWS == keys ]] && KEY_SERVERS=(nginx-libp11 "${KEY_SERVERS[@]}")
+say "layout: $LAYOUT; rows: $ROWS; $REPS rep(s) of $DURATION (+$WARMUP warm-up) per run, $CONNS connections"
+# raw_sign ROW MECH KEY_LABEL THREADS: p11sign's rate and CPU µs per signature into the raw TSV
+# (one thread: pinned to SERVER_CPU, where the servers sign).
+raw_sign() {
+  local pin=() out
+  (($4 == 1)) && pin=("${SERVER_PIN[@]}")
+  out=$("${pin[@]}" "$WORK/p11sign" "$MODULE" proxy 1234 "$3" "$2" "$4" "$SIGN_SECS" own)
+  printf '%s\traw-softhsm\t%s\t%s\t%s\t-\t0\n' "$1" "$REP" "$(cut -f5 <<<"$out")" "$(cut -f6 <<<"$out")" >>"$RAW"
+  say "  raw C_Sign $2, $4 thread(s): $(cut -f5 <<<"$out")/s, $(cut -f6 <<<"$out") µs CPU/sign"
+}
+# file_sign ROW SCHEME KEY: the same key signed in software (rustls' aws-lc-rs), on SERVER_CPU.
+file_sign() {
+  local out
+  out=$("${SERVER_PIN[@]}" "$FILE_SIGN" "$3" "$2" "$SIGN_SECS")
+  printf '%s\tfile-sign\t%s\t%s\t%s\t-\t0\n' "$1" "$REP" "$(cut -f4 <<<"$out")" "$(cut -f5 <<<"$out")" >>"$RAW"
+  say "  software sign $2 (file key): $(cut -f4 <<<"$out")/s, $(cut -f5 <<<"$out") µs CPU/sign"
+}
 for REP in $(seq 1 "$REPS"); do
   say "rep $REP/$REPS"
-  for th in 1 2; do
-    pin=()
-    ((th == 1)) && pin=("${SERVER_PIN[@]}")
-    r=$("${pin[@]}" "$WORK/p11sign" "$MODULE" proxy 1234 proxy-rsa rsa-pss "$th" "$SIGN_SECS" own | cut -f5)
-    printf 'sign%s\traw-softhsm\t%s\t%s\t-\t-\t0\n' "$th" "$REP" "$r" >>"$RAW"
-    say "  raw C_Sign RSA-PSS, $th thread(s): $r/s"
-  done
-  for s in "${SERVERS[@]}"; do
-    start_server "$s"
-    run_load "$s" hs13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
-    run_load "$s" hs12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION"
-    [[ $s == hsmgate ]] || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
-    run_load "$s" ka-proxy --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
-    if [[ $s == hsmgate ]]; then
-      run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
-    fi
-    stop_all
-    if [[ $s != hsmgate ]]; then
-      start_server "$s" resume
-      run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
+  raw_sign sign1 rsa-pss proxy-rsa 1
+  [[ $ROWS == keys ]] || raw_sign sign2 rsa-pss proxy-rsa 2
+  if [[ $ROWS != base ]]; then
+    raw_sign ecsign1 ecdsa proxy-ec 1
+    file_sign filesign rsa-pss "$WORK/rsa-file.key"
+    file_sign ecfilesign ecdsa "$WORK/ec-file.key"
+  fi
+  if [[ $ROWS != keys ]]; then
+    for s in "${SERVERS[@]}"; do
+      start_server "$s"
+      run_load "$s" hs13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
+      run_load "$s" hs12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION"
+      [[ $s == hsmgate ]] || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
+      run_load "$s" ka-proxy --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
+      if [[ $s == hsmgate ]]; then
+        run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
+      fi
       stop_all
-    fi
-  done
+      if [[ $s != hsmgate ]]; then
+        start_server "$s" resume
+        run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
+        stop_all
+      fi
+    done
+  fi
+  if [[ $ROWS != base ]]; then
+    for s in "${KEY_SERVERS[@]}"; do
+      start_server "$s"
+      case $s in
+        *ec*) run_load "$s" ec13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
+              run_load "$s" ec12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION" ;;
+        *) run_load "$s" hs13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
+           run_load "$s" hs12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION" ;;
+      esac
+      stop_all
+    done
+  fi
 done
 
 # --- statistics helpers -----------------------------------------------------------------------
 vals() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-4}" '$1 == r && $2 == s {print $c}' "$RAW"; }
-med() { vals "$@" | grep -v '^-$' | median; }
+med() { vals "$@" | { grep -v '^-$' || true; } | median; }
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 
 # --- open-loop sweep: offered = factor x each server's median TLS 1.3 capacity ------------------
-declare -A CAP
-for s in "${SERVERS[@]}"; do CAP[$s]=$(med hs13 "$s"); done
-say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
-# Each point gets a freshly started server: an overloaded point leaves thousands of queued
-# connections behind, which would otherwise be served during the next point.
-for REP in $(seq 1 "$REPS"); do
-  for s in "${SERVERS[@]}"; do
-    for f in $SWEEP; do
-      start_server "$s"
-      rate=$(awk -v c="${CAP[$s]}" -v f="$f" 'BEGIN{printf "%.0f", (c * f < 1 ? 1 : c * f)}')
-      out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" --mode handshake --tls 1.3 \
-        --rate "$rate" --duration "$DURATION" --timeout "$SWEEP_TIMEOUT" "$(url "$s" sweep)" 2>"$WORK/load.err") \
-        || { say "  sweep $s ${f}x: hsmgate-load failed ($(head -c 200 "$WORK/load.err")), counted as no goodput"
-             out="{\"rate\":0,\"p99_ms\":null,\"error_total\":-1,\"errors\":{}}"; }
-      printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s,"rep":%s}\n' \
-        "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$REP" >>"$SWEEP_RAW"
-      say "  sweep $s ${f}x = $rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out")"
-      stop_all
+if [[ $ROWS != keys ]]; then
+  declare -A CAP
+  for s in "${SERVERS[@]}"; do CAP[$s]=$(med hs13 "$s"); done
+  say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
+  # Each point gets a freshly started server: an overloaded point leaves thousands of queued
+  # connections behind, which would otherwise be served during the next point.
+  for REP in $(seq 1 "$REPS"); do
+    for s in "${SERVERS[@]}"; do
+      for f in $SWEEP; do
+        start_server "$s"
+        rate=$(awk -v c="${CAP[$s]}" -v f="$f" 'BEGIN{printf "%.0f", (c * f < 1 ? 1 : c * f)}')
+        out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" --mode handshake --tls 1.3 \
+          --rate "$rate" --duration "$DURATION" --timeout "$SWEEP_TIMEOUT" "$(url "$s" sweep)" 2>"$WORK/load.err") \
+          || { say "  sweep $s ${f}x: hsmgate-load failed ($(head -c 200 "$WORK/load.err")), counted as no goodput"
+               out="{\"rate\":0,\"p99_ms\":null,\"error_total\":-1,\"errors\":{}}"; }
+        printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s,"rep":%s}\n' \
+          "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$REP" >>"$SWEEP_RAW"
+        say "  sweep $s ${f}x = $rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out")"
+        stop_all
+      done
     done
   done
-done
+fi
 
 # --- report -------------------------------------------------------------------------------------
 OUT="$RESULTS/compare-$STAMP.md" SWEEP_MED="$RESULTS/compare-$STAMP-sweep.jsonl" SVG="$RESULTS/compare-$STAMP-sweep.svg"
-# Medians per (server, factor) over the repetitions, as plot-sweep input.
-: >"$SWEEP_MED"
-for s in "${SERVERS[@]}"; do
-  for f in $SWEEP; do
-    pick() { sed -n "s/.*\"server\":\"$s\",\"factor\":$f,.*\"$1\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"; }
-    off=$(pick offered | median) good=$(pick goodput | median) p99=$(pick p99_ms | median) err=$(pick errors | median)
-    [[ $p99 == NA ]] && p99=null
-    [[ $err == NA ]] && err=null
-    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s}\n' "$s" "$f" "$off" "$good" "$p99" "$err" >>"$SWEEP_MED"
+if [[ $ROWS != keys ]]; then
+  # Medians per (server, factor) over the repetitions, as plot-sweep input.
+  : >"$SWEEP_MED"
+  for s in "${SERVERS[@]}"; do
+    for f in $SWEEP; do
+      pick() { sed -n "s/.*\"server\":\"$s\",\"factor\":$f,.*\"$1\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"; }
+      off=$(pick offered | median) good=$(pick goodput | median) p99=$(pick p99_ms | median) err=$(pick errors | median)
+      [[ $p99 == NA ]] && p99=null
+      [[ $err == NA ]] && err=null
+      printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s}\n' "$s" "$f" "$off" "$good" "$p99" "$err" >>"$SWEEP_MED"
+    done
   done
-done
-"$PLOT" "$SWEEP_MED" "$SVG" "open-loop TLS 1.3 handshakes, RSA-2048 ($REPS rep median, $DURATION each)" 2>/dev/null \
-  || say "plot-sweep failed (the table is still written)"
+  "$PLOT" "$SWEEP_MED" "$SVG" "open-loop TLS 1.3 handshakes, RSA-2048 ($REPS rep median, $DURATION each)" 2>/dev/null \
+    || say "plot-sweep failed (the table is still written)"
+else
+  rm -f "$SWEEP_RAW"
+fi
 
 name() {
   case $1 in
     nginx-file) echo "nginx, file key" ;;
     nginx-libp11) echo "nginx + libp11, token key" ;;
     hsmgate) echo "hsmgate, token key" ;;
+    hsmgate-conf) echo "hsmgate, token key (nginx-syntax config, admission off)" ;;
+    hsmgate-file) echo "hsmgate, same key from a file (nginx-syntax config)" ;;
+    nginx-ec-file) echo "nginx, P-256 file key" ;;
+    nginx-ec-libp11) echo "nginx + libp11, P-256 token key" ;;
+    hsmgate-ec-token) echo "hsmgate, P-256 token key (admission off)" ;;
+    hsmgate-ec-file) echo "hsmgate, same P-256 key from a file" ;;
     raw-softhsm) echo "raw SoftHSM C_Sign" ;;
+    file-sign) echo "software sign, same key (aws-lc-rs)" ;;
   esac
 }
 notes() { # ROW SERVER -> "resumed 99% 98%" and/or "errors: N"
   awk -F'\t' -v r="$1" -v s="$2" '$1 == r && $2 == s {if ($6 != "-") res = res " " $6; e += $7}
     END{out = res != "" ? "resumed" res : ""; if (e > 0) out = out (out != "" ? "; " : "") "errors: " e; print out}' "$RAW"
 }
-row_table() { # ROW TITLE UNIT
-  local row=$1 s m ref_t ref_f
-  ref_t=$(med "$row" nginx-libp11) ref_f=$(med "$row" nginx-file)
-  for s in "${SERVERS[@]}"; do
+row_table() { # ROW TITLE UNIT: one table line per server with numbers in ROW
+  local row=$1 s m ref_t ref_f lib=nginx-libp11 file=nginx-file
+  [[ $row == ec* ]] && lib=nginx-ec-libp11 file=nginx-ec-file
+  ref_t=$(med "$row" "$lib") ref_f=$(med "$row" "$file")
+  for s in $(printf '%s\n' "${SERVERS[@]}" "${KEY_SERVERS[@]}" | awk '!seen[$0]++'); do
     [[ -n $(vals "$row" "$s") ]] || continue
     m=$(med "$row" "$s")
-    printf '| %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n' "$2" "$(name "$s")" "$3" "$m" "$(range "$row" "$s")" \
-      "$(ratio "$m" "$ref_t")" "$(ratio "$m" "$ref_f")" "$(med "$row" "$s" 5)" "$(notes "$row" "$s")"
+    printf '| %s | %s | %s | %s (%s) | %s | %s | %s | %s (%s) | %s |\n' "$2" "$(name "$s")" "$3" "$m" "$(range "$row" "$s")" \
+      "$(ratio "$m" "$ref_t")" "$(ratio "$m" "$ref_f")" "$(med "$row" "$s" 5)" "$(med "$row" "$s" 8)" "$(med "$row" "$s" 9)" \
+      "$(notes "$row" "$s")"
   done
+}
+sign_row() { # ROW SERVER TITLE NOTE
+  [[ -n $(vals "$1" "$2") ]] || return 0
+  printf '| %s | %s | sign/s | %s (%s) | | | %s (%s) | | %s |\n' "$3" "$(name "$2")" "$(med "$1" "$2")" "$(range "$1" "$2")" \
+    "$(med "$1" "$2" 5)" "$(vals "$1" "$2" 5 | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}')" "$4"
+}
+# per_rep ROW SERVER [COL]: "rep value" lines
+per_rep() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-5}" '$1 == r && $2 == s {print $3, $c}' "$RAW"; }
+# decompose ROW TOKEN FILE RAW_ROW SOFT_ROW: per rep, T - F - C and T - F - C + S (server CPU µs
+# per handshake with the token key T and the file key F, raw C_Sign CPU C, software sign CPU S);
+# prints "| ... |" with the medians of T, F, C, S and of both results (min..max over reps).
+decompose() {
+  local row=$1 tok=$2 fil=$3 rawr=$4 soft=$5 title=$6
+  [[ -n $(vals "$row" "$tok") && -n $(vals "$row" "$fil") ]] || return 0
+  join <(per_rep "$row" "$tok" | sort) <(per_rep "$row" "$fil" | sort) \
+    | join - <(per_rep "$rawr" raw-softhsm | sort) | join - <(per_rep "$soft" file-sign | sort) >"$WORK/decomp"
+  local lit own
+  lit=$(awk '{printf "%.0f\n", $2 - $3 - $4}' "$WORK/decomp")
+  own=$(awk '{printf "%.0f\n", $2 - $3 - $4 + $5}' "$WORK/decomp")
+  printf '| %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
+    "$(med "$rawr" raw-softhsm 5)" "$(med "$soft" file-sign 5)" \
+    "$(median <<<"$lit")" "$(sort -g <<<"$lit" | awk 'NR==1{m=$1} {x=$1} END{printf "%s..%s", m, x}')" \
+    "$(median <<<"$own")" "$(sort -g <<<"$own" | awk 'NR==1{m=$1} {x=$1} END{printf "%s..%s", m, x}')"
+}
+# target LABEL ROW SERVER REFERENCE GOAL: "| label | rate ratio | verdict | CPU ratio | verdict |":
+# SERVER's median handshakes/s over REFERENCE's, and REFERENCE's server CPU per handshake over
+# SERVER's (the rate ratio when the server core is the only limit: on a shared machine the
+# rate ratio also carries how much of the core each server got).
+target() {
+  local r c
+  r=$(ratio "$(med "$2" "$3")" "$(med "$2" "$4")") c=$(ratio "$(med "$2" "$4" 5)" "$(med "$2" "$3" 5)")
+  verdict() { awk -v v="$1" -v g="$2" 'BEGIN{if (v == "-") print "-"; else print (v + 0 >= g + 0 ? "met" : "not met")}'; }
+  printf '| %s | ≥ %s | %s | %s | %s | %s |\n' "$1" "$5" "$r" "$(verdict "$r" "$5")" "$c" "$(verdict "$c" "$5")"
 }
 {
   echo "# hsmgate vs nginx, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Host: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr). $LAYOUT."
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version 2>/dev/null), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release)."
   echo "Load: hsmgate-load, 1 thread, $CONNS connections (closed loop), $DURATION measured after $WARMUP warm-up, \`-k\` (no chain check; handshake signatures verified)."
-  echo "Median of $REPS rep(s) (min..max). Servers are run back to back within each rep. Server CPU = utime+stime of every server process (nginx instances, upstream, hsmgate) over the run / requests."
+  echo "Rows: $ROWS. Median of $REPS rep(s) (min..max). Servers are run back to back within each rep. Server CPU = utime+stime of every server process (nginx instances, upstream, hsmgate) over the run / requests."
+  echo "Context switches: voluntary + involuntary of every live thread of those processes over the run / requests (threads that ended during the run are not counted); threads: their count at the end of the run."
   echo
-  echo "| test | server | unit | median (min..max) | / nginx+libp11 | / nginx file | server CPU µs/req | notes |"
-  echo "|---|---|---|---|---|---|---|---|"
-  row_table hs13 "TLS 1.3 full handshake (/proxy)" "handshakes/s"
+  echo "| test | server | unit | median (min..max) | / nginx+libp11 | / nginx file | server CPU µs/req | server context switches/req (threads) | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  row_table hs13 "TLS 1.3 full handshake, RSA-2048 (/proxy)" "handshakes/s"
   row_table hs12 "TLS 1.2 full handshake, ECDHE-RSA (/proxy)" "handshakes/s"
+  row_table ec13 "TLS 1.3 full handshake, P-256 (/proxy)" "handshakes/s"
+  row_table ec12 "TLS 1.2 full handshake, ECDHE-ECDSA (/proxy)" "handshakes/s"
   row_table resume "TLS 1.3 resumed handshake (/proxy)" "handshakes/s"
   row_table ka-direct "keep-alive, nginx /direct (return 200)" "req/s"
   row_table ka-proxy "keep-alive, through the upstream" "req/s"
-  for th in 1 2; do
-    printf '| raw token sign rate, %s thread(s) | %s | sign/s | %s (%s) | | | | CKM_RSA_PKCS_PSS, p11sign |\n' "$th" "$(name raw-softhsm)" \
-      "$(med "sign$th" raw-softhsm)" "$(range "sign$th" raw-softhsm)"
-  done
   echo
-  echo "Notes: the resume row runs $RESUME_CONNS connections (the client keeps at most 8 TLS 1.3 tickets per server); its notes give the share of"
-  echo "handshakes that resumed, per rep. nginx's resume row uses"
-  echo "\`ssl_session_cache shared:SSL:10m; ssl_session_tickets on;\` and one \`ssl_session_ticket_key\` for both instances."
-  echo "Keep-alive rows are bound by the single load-generator thread as much as by the servers."
-  echo
-  echo "## Open-loop sweep (TLS 1.3 full handshakes; offered = factor x the server's closed-loop median above; timeout $SWEEP_TIMEOUT)"
-  echo
-  echo "| server | factor | offered/s | goodput/s | p99 ms | errors |"
-  echo "|---|---|---|---|---|---|"
-  sed 's/^{"server":"\([^"]*\)","factor":\([^,]*\),"offered":\([^,]*\),"goodput":\([^,]*\),"p99_ms":\([^,]*\),"errors":\([^}]*\)}$/| \1 | \2 | \3 | \4 | \5 | \6 |/' "$SWEEP_MED"
-  echo
-  echo "Plot: $(basename "$SVG") (goodput and p99 vs offered). Raw numbers: compare-$STAMP-raw.tsv, compare-$STAMP-sweep-raw.jsonl."
+  echo "| raw signature | signer | unit | median (min..max) | | | CPU µs/sign (min..max) | | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  sign_row sign1 raw-softhsm "RSA-2048, 1 thread on the server CPU" "CKM_RSA_PKCS_PSS, p11sign"
+  sign_row sign2 raw-softhsm "RSA-2048, 2 threads" "CKM_RSA_PKCS_PSS, p11sign"
+  sign_row filesign file-sign "RSA-2048, 1 thread on the server CPU" "rsa_pss_rsae_sha256, file-sign"
+  sign_row ecsign1 raw-softhsm "P-256, 1 thread on the server CPU" "CKM_ECDSA, p11sign"
+  sign_row ecfilesign file-sign "P-256, 1 thread on the server CPU" "ecdsa_secp256r1_sha256, file-sign"
+  if [[ $ROWS != base ]]; then
+    echo
+    echo "## The offload's own cost (server CPU µs per full handshake, hsmgate, one nginx-syntax config, token key vs the same key from a file)"
+    echo
+    echo "T = token key, F = the same key from a file, C = raw \`C_Sign\` CPU of one signature (p11sign), S = the same signature in software (file-sign)."
+    echo "T − F − C is the issue's formula; it still subtracts the software signature F contains, so T − F − C + S is the offload's own cost."
+    echo "Both are taken per rep (T, F, C, S of the same rep); median (min..max)."
+    echo
+    echo "| handshake | T | F | C | S | T − F − C | offload's own: T − F − C + S |"
+    echo "|---|---|---|---|---|---|---|"
+    decompose hs13 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.3, RSA-2048"
+    decompose hs12 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.2 ECDHE-RSA, RSA-2048"
+    decompose ec13 hsmgate-ec-token hsmgate-ec-file ecsign1 ecfilesign "TLS 1.3, P-256"
+    decompose ec12 hsmgate-ec-token hsmgate-ec-file ecsign1 ecfilesign "TLS 1.2 ECDHE-ECDSA, P-256"
+    echo
+    echo "## Targets (issue 11 items 2 and 3)"
+    echo
+    echo "| ratio | target | handshakes/s (medians) | | server CPU per handshake, inverse | |"
+    echo "|---|---|---|---|---|---|"
+    [[ $ROWS == all ]] && target "TLS 1.3 RSA-2048: hsmgate (TOML, admission on) / nginx + libp11" hs13 hsmgate nginx-libp11 1.2
+    target "TLS 1.3 RSA-2048: hsmgate (nginx-syntax, admission off) / nginx + libp11" hs13 hsmgate-conf nginx-libp11 1.2
+    for r in ec13 ec12; do
+      v=$([[ $r == ec13 ]] && echo "TLS 1.3" || echo "TLS 1.2 ECDHE-ECDSA")
+      target "$v P-256: hsmgate token / hsmgate same key from a file" $r hsmgate-ec-token hsmgate-ec-file 0.9
+      target "$v P-256: hsmgate token / nginx + libp11 token" $r hsmgate-ec-token nginx-ec-libp11 1.5
+    done
+    echo
+    echo "Offload's own cost, target ≤ 60 µs per handshake: see the last column above (TLS 1.3, RSA-2048)."
+  fi
+  if [[ $ROWS != keys ]]; then
+    echo
+    echo "Notes: the resume row runs $RESUME_CONNS connections (the client keeps at most 8 TLS 1.3 tickets per server); its notes give the share of"
+    echo "handshakes that resumed, per rep. nginx's resume row uses"
+    echo "\`ssl_session_cache shared:SSL:10m; ssl_session_tickets on;\` and one \`ssl_session_ticket_key\` for both instances."
+    echo "Keep-alive rows are bound by the single load-generator thread as much as by the servers."
+    echo
+    echo "## Open-loop sweep (TLS 1.3 full handshakes; offered = factor x the server's closed-loop median above; timeout $SWEEP_TIMEOUT)"
+    echo
+    echo "| server | factor | offered/s | goodput/s | p99 ms | errors |"
+    echo "|---|---|---|---|---|---|"
+    sed 's/^{"server":"\([^"]*\)","factor":\([^,]*\),"offered":\([^,]*\),"goodput":\([^,]*\),"p99_ms":\([^,]*\),"errors":\([^}]*\)}$/| \1 | \2 | \3 | \4 | \5 | \6 |/' "$SWEEP_MED"
+    echo
+    echo "Plot: $(basename "$SVG") (goodput and p99 vs offered). Raw numbers: compare-$STAMP-raw.tsv, compare-$STAMP-sweep-raw.jsonl."
+  else
+    echo
+    echo "Raw numbers: compare-$STAMP-raw.tsv."
+  fi
 } >"$OUT"
 cat "$OUT"
-say "written: $OUT, $SVG"
+if [[ $ROWS == keys ]]; then say "written: $OUT"; else say "written: $OUT, $SVG"; fi

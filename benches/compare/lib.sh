@@ -74,28 +74,45 @@ pin_layout() {
   fi
 }
 
-# build_release: hsmgate, hsmgate-load and plot-sweep (release); sets HSMGATE, LOAD, PLOT.
+# build_release: hsmgate, hsmgate-load, plot-sweep and file-sign (release); sets HSMGATE,
+# LOAD, PLOT, FILE_SIGN. The binaries are where cargo puts them (CARGO_TARGET_DIR if set).
 build_release() {
-  say "building hsmgate, hsmgate-load, plot-sweep (release)"
+  say "building hsmgate, hsmgate-load, plot-sweep, file-sign (release)"
   (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
-    && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
-  HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
-  PLOT="$ROOT/target/release/plot-sweep"
+    && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep --bin file-sign)
+  local bin=${CARGO_TARGET_DIR:-$ROOT/target}/release
+  HSMGATE="$bin/hsmgate" LOAD="$bin/hsmgate-load" PLOT="$bin/plot-sweep" FILE_SIGN="$bin/file-sign"
 }
 
 # start_nginx_instance VARIANT INSTANCE [SED_EXPR...]: one single-process nginx from
 # $BASE/nginx-conf.sh (file|token), its fixed ports rewritten to PORT_UP, PORT_TLS12 and
 # PORT_TLS13, then any further sed expressions applied; started under SERVER_PIN, its PID
-# added to PIDS and left in LAST_PID.
+# added to PIDS and left in LAST_PID. Returns once the instance has loaded its key and
+# opened its ports (it wrote its pid file). nginx + libp11 instances starting at the same
+# time on one SoftHSM store crash now and then (SIGSEGV at start, 2 to 6 of 25 paired
+# starts here), so instances start one at a time, and one that died at start is started
+# once more.
 start_nginx_instance() {
-  local variant=$1 i=$2 conf dir
+  local variant=$1 i=$2 conf dir try p
   shift 2
   conf=$("$BASE/nginx-conf.sh" "$WORK" "$variant" single "$i")
   dir=$(dirname "$conf")
   sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT_UP/g" -e "s/127\.0\.0\.1:8442/127.0.0.1:$PORT_TLS12/" \
     -e "s/127\.0\.0\.1:8443/127.0.0.1:$PORT_TLS13/" "$@" "$conf"
-  "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
-  LAST_PID=$!
+  for try in 1 2; do
+    rm -f "$dir/nginx.pid"
+    "${SERVER_PIN[@]}" nginx -c "$conf" -p "$dir" >"$dir/logs/stdout" 2>&1 &
+    p=$!
+    for _ in $(seq 1 150); do
+      [[ -s $dir/nginx.pid ]] && break
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$p" 2>/dev/null; then break; fi
+    wait "$p" 2>/dev/null || true
+    ((try == 1)) && say "nginx ($variant, instance $i) exited at start; starting it once more"
+  done
+  LAST_PID=$p
   PIDS+=("$LAST_PID")
 }
 
