@@ -7,7 +7,10 @@
 #                  key on the token                   (stock nginx cannot use a token key in
 #                                                     forked workers: benches/nginx-baseline/RESULTS.md)
 #   hsmgate        target/release/hsmgate -c hsmgate.toml, key on the token through the
-#                  signer pool; proxies everything to a plain nginx upstream on :8080
+#                  signer pool; proxies everything to a plain nginx upstream on :8080;
+#                  admission control off: a closed loop of 50 connections measures how
+#                  many handshakes it can complete, which shedding (alerts) would hide
+#                  (benches/compare/admission.sh measures admission under overload)
 # plus the raw sign rate of the token (benches/nginx-baseline/p11sign.c, CKM_RSA_PKCS_PSS).
 #
 # Key-source rows (issue 11 items 2 and 3; ROWS=keys runs only these): setup-token.sh
@@ -124,7 +127,8 @@ cc -O2 -pthread -I/usr/include/p11-kit-1 "$BASE/p11sign.c" -o "$WORK/p11sign" -l
 printf '1234' >"$WORK/pin"
 head -c 80 /dev/urandom >"$WORK/ticket.key"
 # hsmgate under test: token key, TLS 1.2 + 1.3, everything proxied to the nginx upstream.
-token_toml >"$WORK/hsmgate.toml"
+token_toml "[admission]
+enabled = false" >"$WORK/hsmgate.toml"
 
 
 # start_nginx file|token [resume] [INSTANCE...]: single-process instances on SERVER_CPU.
