@@ -40,6 +40,16 @@
 #        PORT_UP (8080, upstream), PORT_TLS12 (8442, nginx TLS 1.2), PORT_TLS13 (8443, nginx
 #        TLS 1.3), PORT_HSMGATE (9443): all on 127.0.0.1, checked free before anything starts;
 #        nginx-conf.sh's fixed ports are rewritten in the generated configs when changed.
+#        ROWS: the rows to run, of "sign hs13 hs12 ka-direct ka-proxy resume sweep" (default
+#        all); e.g. ROWS=ka-proxy for the keep-alive row through the upstream alone.
+#        UPSTREAM: "inproc" (default) or "separate". inproc: each nginx instance also serves
+#        the upstream (:PORT_UP) itself, so nginx's /proxy often stays in one process and event
+#        loop, while hsmgate's upstream is a separate nginx process (instance 9). separate:
+#        every server, nginx too, proxies to that one separate upstream process (the nginx
+#        instances' own upstream listeners are moved off PORT_UP); same upstream for all.
+#        HSMGATE_B=PATH: a second hsmgate binary (e.g. a build of another commit), run as
+#        "hsmgate-b" right after hsmgate in every rep with the same configuration, upstream
+#        and rows, for an A/B in one run (its ratios are in the same table).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,9 +62,13 @@ REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
 SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
-PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE")
+PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" $((PORT_UP + 1)) $((PORT_UP + 2)) $((PORT_UP + 3)))
 
 SCRIPT=compare
+UPSTREAM=${UPSTREAM:-inproc}
+[[ $UPSTREAM == inproc || $UPSTREAM == separate ]] || { echo "compare: UPSTREAM is inproc or separate" >&2; exit 1; }
+ROWS=" ${ROWS:-sign hs13 hs12 ka-direct ka-proxy resume sweep} "
+want() { [[ $ROWS == *" $1 "* ]]; }
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
@@ -85,9 +99,16 @@ if ((PINNED)); then
 else
   LAYOUT="one CPU: load generator and servers share it (nothing pinned)"
 fi
+case $UPSTREAM in
+  inproc) LAYOUT+="; upstream: nginx serves it in its own instances, hsmgate proxies to a separate nginx process" ;;
+  separate) LAYOUT+="; upstream: one separate nginx process for every server" ;;
+esac
 
 # --- build (nothing runs yet) --------------------------------------------------------------
 build_release
+if [[ -n ${HSMGATE_B:-} ]]; then
+  [[ -x $HSMGATE_B ]] || die "HSMGATE_B=$HSMGATE_B is not an executable"
+fi
 
 # --- work dir, token, processes by PID --------------------------------------------------------
 make_work compare
@@ -113,17 +134,32 @@ start_nginx() {
       -e "s|ssl_session_tickets off;|ssl_session_tickets on; ssl_session_ticket_key $WORK/ticket.key;|")
   fi
   shift 2
+  if [[ $UPSTREAM == separate ]]; then
+    # The TLS instances' own upstream listener off PORT_UP (to the port above it); the
+    # separate upstream serves PORT_UP.
+    extra+=(-e "s/listen 127.0.0.1:$PORT_UP /listen 127.0.0.1:$((PORT_UP + 1)) /")
+    start_upstream
+  fi
   for i in "$@"; do start_nginx_instance "$variant" "$i" "${extra[@]}"; done
   wait_port "$PORT_TLS13" "$WORK"
+  wait_port "$PORT_UP" "$WORK"
+}
+# start_upstream: the separate plain upstream on PORT_UP (nginx instance 9, file key); its
+# TLS listeners are moved to the two ports above PORT_UP + 1, so that it takes no TLS clients.
+start_upstream() {
+  start_nginx_instance file 9 -e "s/listen 127.0.0.1:$PORT_TLS12 /listen 127.0.0.1:$((PORT_UP + 2)) /" \
+    -e "s/listen 127.0.0.1:$PORT_TLS13 /listen 127.0.0.1:$((PORT_UP + 3)) /"
   wait_port "$PORT_UP" "$WORK"
 }
 start_server() { # SERVER [resume]
   case $1 in
     nginx-file) start_nginx file "${2:-}" 1 2 ;;
     nginx-libp11) start_nginx token "${2:-}" 1 2 ;;
-    hsmgate)
-      start_nginx file "" 9 # the plain upstream (:8080); its own TLS ports stay idle
-      "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate.toml" >"$WORK/hsmgate.log" 2>&1 &
+    hsmgate | hsmgate-b)
+      local bin=$HSMGATE
+      [[ $1 == hsmgate-b ]] && bin=$HSMGATE_B
+      start_upstream
+      "${SERVER_PIN[@]}" "$bin" -c "$WORK/hsmgate.toml" >"$WORK/$1.log" 2>&1 &
       PIDS+=($!)
       wait_port "$PORT_HSMGATE" "$WORK" ;;
   esac
@@ -132,7 +168,7 @@ start_server() { # SERVER [resume]
 }
 url() { # SERVER ROW
   case $1:$2 in
-    hsmgate:*) echo "https://127.0.0.1:$PORT_HSMGATE/proxy" ;;
+    hsmgate*:*) echo "https://127.0.0.1:$PORT_HSMGATE/proxy" ;;
     *:hs12) echo "https://127.0.0.1:$PORT_TLS12/proxy" ;;
     *:ka-direct) echo "https://127.0.0.1:$PORT_TLS13/direct" ;;
     *) echo "https://127.0.0.1:$PORT_TLS13/proxy" ;;
@@ -149,6 +185,7 @@ RAW="$RESULTS/compare-$STAMP-raw.tsv" SWEEP_RAW="$RESULTS/compare-$STAMP-sweep-r
 run_load() {
   local server=$1 row=$2 c0 c1 out rate ok errs hs res cpu resumed="-"
   shift 2
+  want "$row" || return 0
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
     || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server ($row)"; }
@@ -165,27 +202,34 @@ run_load() {
 }
 
 SERVERS=(nginx-file nginx-libp11 hsmgate)
+[[ -n ${HSMGATE_B:-} ]] && SERVERS+=(hsmgate-b)
+# is_gate SERVER: an hsmgate (A or B)
+is_gate() { [[ $1 == hsmgate* ]]; }
 say "layout: $LAYOUT; $REPS rep(s) of $DURATION (+$WARMUP warm-up) per run, $CONNS connections"
 for REP in $(seq 1 "$REPS"); do
   say "rep $REP/$REPS"
   for th in 1 2; do
+    want sign || break
     pin=()
     ((th == 1)) && pin=("${SERVER_PIN[@]}")
     r=$("${pin[@]}" "$WORK/p11sign" "$MODULE" proxy 1234 proxy-rsa rsa-pss "$th" "$SIGN_SECS" own | cut -f5)
     printf 'sign%s\traw-softhsm\t%s\t%s\t-\t-\t0\n' "$th" "$REP" "$r" >>"$RAW"
     say "  raw C_Sign RSA-PSS, $th thread(s): $r/s"
   done
-  for s in "${SERVERS[@]}"; do
+  order=("${SERVERS[@]}")
+  # With an A/B, odd reps run A then B and even reps B then A (drift of the busy machine).
+  ((REP % 2 == 0)) && [[ -n ${HSMGATE_B:-} ]] && order=(nginx-file nginx-libp11 hsmgate-b hsmgate)
+  for s in "${order[@]}"; do
     start_server "$s"
     run_load "$s" hs13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
     run_load "$s" hs12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION"
-    [[ $s == hsmgate ]] || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
+    is_gate "$s" || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
     run_load "$s" ka-proxy --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
-    if [[ $s == hsmgate ]]; then
+    if is_gate "$s"; then
       run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
     fi
     stop_all
-    if [[ $s != hsmgate ]]; then
+    if ! is_gate "$s" && want resume; then
       start_server "$s" resume
       run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
       stop_all
@@ -195,13 +239,14 @@ done
 
 # --- statistics helpers -----------------------------------------------------------------------
 vals() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-4}" '$1 == r && $2 == s {print $c}' "$RAW"; }
-med() { vals "$@" | grep -v '^-$' | median; }
+med() { vals "$@" | { grep -v '^-$' || true; } | median; }
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 
 # --- open-loop sweep: offered = factor x each server's median TLS 1.3 capacity ------------------
 declare -A CAP
+want sweep && want hs13 || SWEEP="" # the sweep needs the TLS 1.3 capacities
 for s in "${SERVERS[@]}"; do CAP[$s]=$(med hs13 "$s"); done
-say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
+[[ -n $SWEEP ]] && say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
 # Each point gets a freshly started server: an overloaded point leaves thousands of queued
 # connections behind, which would otherwise be served during the next point.
 for REP in $(seq 1 "$REPS"); do
@@ -242,6 +287,7 @@ name() {
     nginx-file) echo "nginx, file key" ;;
     nginx-libp11) echo "nginx + libp11, token key" ;;
     hsmgate) echo "hsmgate, token key" ;;
+    hsmgate-b) echo "hsmgate B ($(basename "$(dirname "$HSMGATE_B")")/$(basename "$HSMGATE_B")), token key" ;;
     raw-softhsm) echo "raw SoftHSM C_Sign" ;;
   esac
 }
