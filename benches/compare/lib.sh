@@ -75,10 +75,15 @@ pin_layout() {
 }
 
 # build_release: hsmgate, hsmgate-load and plot-sweep (release); sets HSMGATE, LOAD, PLOT.
+# NO_BUILD=1 takes the binaries as they are (e.g. while another cargo holds the target dir).
 build_release() {
-  say "building hsmgate, hsmgate-load, plot-sweep (release)"
-  (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
-    && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
+  if [[ ${NO_BUILD:-0} == 1 ]]; then
+    say "NO_BUILD=1: using the release binaries as built"
+  else
+    say "building hsmgate, hsmgate-load, plot-sweep (release)"
+    (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
+      && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep)
+  fi
   HSMGATE="$ROOT/target/release/hsmgate" LOAD="$ROOT/target/release/hsmgate-load"
   PLOT="$ROOT/target/release/plot-sweep"
 }

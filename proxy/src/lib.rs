@@ -70,6 +70,7 @@ pub mod tls_io;
 pub mod token_cli;
 pub mod top;
 pub mod tunnel;
+pub mod upstream_pool;
 pub mod upstream_tls;
 pub mod uri;
 pub mod vars;
