@@ -54,8 +54,10 @@
 # benches/results/compare-DATE.md and printed; the sweep as JSON lines and an SVG plot
 # (src/bin/plot-sweep.rs) next to it.
 #
-# Knobs: ROWS (all: every row; base: the RSA rows and the sweep; keys: the key-source rows
-#        alone), REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), RESUME_CONNS (6: the
+# Knobs: ROWS: the rows to run, any of "sign hs13 hs12 ka-direct ka-proxy resume sweep keys",
+#        or "all" (the default: every row), "base" (all but keys); e.g. ROWS=ka-proxy for the
+#        keep-alive row through the upstream alone, ROWS=keys for the key-source rows.
+#        REPS (3), DURATION (5s per run), WARMUP (1s), CONNS (50), RESUME_CONNS (6: the
 #        load generator's rustls client keeps at most 8 TLS 1.3 tickets per server, so more
 #        concurrent connections than that find no ticket and do full handshakes), SWEEP (factors,
 #        "0.25 0.5 1 1.5 2 3"), SWEEP_TIMEOUT (3s), SIGN_SECS (3), LOAD_CPU, SERVER_CPU,
@@ -64,6 +66,14 @@
 #        PORT_UP (8080, upstream), PORT_TLS12 (8442, nginx TLS 1.2), PORT_TLS13 (8443, nginx
 #        TLS 1.3), PORT_HSMGATE (9443): all on 127.0.0.1, checked free before anything starts;
 #        nginx-conf.sh's fixed ports are rewritten in the generated configs when changed.
+#        UPSTREAM: "inproc" (default) or "separate". inproc: each nginx instance also serves
+#        the upstream (:PORT_UP) itself, so nginx's /proxy often stays in one process and event
+#        loop, while hsmgate's upstream is a separate nginx process (instance 9). separate:
+#        every server, nginx too, proxies to that one separate upstream process (the nginx
+#        instances' own upstream listeners are moved off PORT_UP); same upstream for all.
+#        HSMGATE_B=PATH: a second hsmgate binary (e.g. a build of another commit), run as
+#        "hsmgate-b" right after hsmgate in every rep with the same configuration, upstream
+#        and rows, for an A/B in one run (its ratios are in the same table).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -73,14 +83,24 @@ if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
 REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50} RESUME_CONNS=${RESUME_CONNS:-6}
-ROWS=${ROWS:-all}
-[[ $ROWS == all || $ROWS == base || $ROWS == keys ]] || { echo "compare: ROWS must be all, base or keys" >&2; exit 2; }
 SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
-PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE")
+PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" $((PORT_UP + 1)) $((PORT_UP + 2)) $((PORT_UP + 3)))
 
 SCRIPT=compare
+UPSTREAM=${UPSTREAM:-inproc}
+[[ $UPSTREAM == inproc || $UPSTREAM == separate ]] || { echo "compare: UPSTREAM is inproc or separate" >&2; exit 1; }
+BASE_ROWS="sign hs13 hs12 ka-direct ka-proxy resume sweep"
+ROWS=" ${ROWS:-all} "
+ROWS=${ROWS// all / $BASE_ROWS keys }
+ROWS=${ROWS// base / $BASE_ROWS }
+for r in $ROWS; do
+  [[ " $BASE_ROWS keys " == *" $r "* ]] || { echo "compare: unknown row $r in ROWS (rows: $BASE_ROWS keys; all; base)" >&2; exit 2; }
+done
+want() { [[ $ROWS == *" $1 "* ]]; }
+# any_base_row: a row of the three base servers (nginx-file, nginx-libp11, hsmgate) is chosen.
+any_base_row() { local r; for r in hs13 hs12 ka-direct ka-proxy resume sweep; do want "$r" && return 0; done; return 1; }
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
@@ -111,9 +131,16 @@ if ((PINNED)); then
 else
   LAYOUT="one CPU: load generator and servers share it (nothing pinned)"
 fi
+case $UPSTREAM in
+  inproc) LAYOUT+="; upstream: nginx serves it in its own instances, hsmgate proxies to a separate nginx process" ;;
+  separate) LAYOUT+="; upstream: one separate nginx process for every server" ;;
+esac
 
 # --- build (nothing runs yet) --------------------------------------------------------------
 build_release
+if [[ -n ${HSMGATE_B:-} ]]; then
+  [[ -x $HSMGATE_B ]] || die "HSMGATE_B=$HSMGATE_B is not an executable"
+fi
 
 # --- work dir, token, processes by PID --------------------------------------------------------
 make_work compare
@@ -140,6 +167,12 @@ start_nginx() {
       -e "s|ssl_session_tickets off;|ssl_session_tickets on; ssl_session_ticket_key $WORK/ticket.key;|")
   fi
   shift 2
+  if [[ $UPSTREAM == separate ]]; then
+    # The TLS instances' own upstream listener off PORT_UP (to the port above it); the
+    # separate upstream serves PORT_UP.
+    extra+=(-e "s/listen 127.0.0.1:$PORT_UP /listen 127.0.0.1:$((PORT_UP + 1)) /")
+    start_upstream
+  fi
   for i in "$@"; do start_nginx_instance "$variant" "$i" "${extra[@]}"; done
   wait_port "$PORT_TLS13" "$WORK"
   wait_port "$PORT_UP" "$WORK"
@@ -177,15 +210,24 @@ http {
 }
 EOF
 }
+# start_upstream: the separate plain upstream on PORT_UP (nginx instance 9, file key); its
+# TLS listeners are moved to the two ports above PORT_UP + 1, so that it takes no TLS clients.
+start_upstream() {
+  start_nginx_instance file 9 -e "s/listen 127.0.0.1:$PORT_TLS12 /listen 127.0.0.1:$((PORT_UP + 2)) /" \
+    -e "s/listen 127.0.0.1:$PORT_TLS13 /listen 127.0.0.1:$((PORT_UP + 3)) /"
+  wait_port "$PORT_UP" "$WORK"
+}
 start_server() { # SERVER [resume]
   case $1 in
     nginx-file) start_nginx file "${2:-}" 1 2 ;;
     nginx-libp11) start_nginx token "${2:-}" 1 2 ;;
     nginx-ec-file) start_nginx ec-file "${2:-}" 1 2 ;;
     nginx-ec-libp11) start_nginx ec-token "${2:-}" 1 2 ;;
-    hsmgate)
-      start_nginx file "" 9 # the plain upstream (:8080); its own TLS ports stay idle
-      "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate.toml" >"$WORK/hsmgate.log" 2>&1 &
+    hsmgate | hsmgate-b)
+      local bin=$HSMGATE
+      [[ $1 == hsmgate-b ]] && bin=$HSMGATE_B
+      start_upstream
+      "${SERVER_PIN[@]}" "$bin" -c "$WORK/hsmgate.toml" >"$WORK/$1.log" 2>&1 &
       PIDS+=($!)
       wait_port "$PORT_HSMGATE" "$WORK" ;;
     hsmgate-*)
@@ -226,6 +268,8 @@ ctx_threads() {
 run_load() {
   local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-"
   shift 2
+  # The base servers run only the chosen rows; the key-source servers run theirs.
+  ((KEY_LOOP)) || want "$row" || return 0
   read -r x0 _ < <(ctx_threads "${PIDS[@]}")
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
@@ -247,10 +291,13 @@ run_load() {
 }
 
 SERVERS=(nginx-file nginx-libp11 hsmgate)
+[[ -n ${HSMGATE_B:-} ]] && SERVERS+=(hsmgate-b)
+# is_gate SERVER: an hsmgate (A or B)
+is_gate() { [[ $1 == hsmgate* ]]; }
 KEY_SERVERS=(hsmgate-file hsmgate-conf nginx-ec-file nginx-ec-libp11 hsmgate-ec-file hsmgate-ec-token)
-# ROWS=keys: nginx + libp11's RSA handshakes too, for hsmgate-conf's ratio.
-[[ $ROWS == keys ]] && KEY_SERVERS=(nginx-libp11 "${KEY_SERVERS[@]}")
-say "layout: $LAYOUT; rows: $ROWS; $REPS rep(s) of $DURATION (+$WARMUP warm-up) per run, $CONNS connections"
+# Without the base TLS 1.3 row: nginx + libp11's RSA handshakes too, for hsmgate-conf's ratio.
+want hs13 || KEY_SERVERS=(nginx-libp11 "${KEY_SERVERS[@]}")
+say "layout: $LAYOUT; rows:$ROWS; $REPS rep(s) of $DURATION (+$WARMUP warm-up) per run, $CONNS connections"
 # raw_sign ROW MECH KEY_LABEL THREADS: p11sign's rate and CPU µs per signature into the raw TSV
 # (one thread: pinned to SERVER_CPU, where the servers sign).
 raw_sign() {
@@ -267,34 +314,39 @@ file_sign() {
   printf '%s\tfile-sign\t%s\t%s\t%s\t-\t0\n' "$1" "$REP" "$(cut -f4 <<<"$out")" "$(cut -f5 <<<"$out")" >>"$RAW"
   say "  software sign $2 (file key): $(cut -f4 <<<"$out")/s, $(cut -f5 <<<"$out") µs CPU/sign"
 }
+KEY_LOOP=0
 for REP in $(seq 1 "$REPS"); do
   say "rep $REP/$REPS"
-  raw_sign sign1 rsa-pss proxy-rsa 1
-  [[ $ROWS == keys ]] || raw_sign sign2 rsa-pss proxy-rsa 2
-  if [[ $ROWS != base ]]; then
+  if want sign || want keys; then raw_sign sign1 rsa-pss proxy-rsa 1; fi
+  if want sign; then raw_sign sign2 rsa-pss proxy-rsa 2; fi
+  if want keys; then
     raw_sign ecsign1 ecdsa proxy-ec 1
     file_sign filesign rsa-pss "$WORK/rsa-file.key"
     file_sign ecfilesign ecdsa "$WORK/ec-file.key"
   fi
-  if [[ $ROWS != keys ]]; then
-    for s in "${SERVERS[@]}"; do
+  if any_base_row; then
+    order=("${SERVERS[@]}")
+    # With an A/B, odd reps run A then B and even reps B then A (drift of the busy machine).
+    ((REP % 2 == 0)) && [[ -n ${HSMGATE_B:-} ]] && order=(nginx-file nginx-libp11 hsmgate-b hsmgate)
+    for s in "${order[@]}"; do
       start_server "$s"
       run_load "$s" hs13 --mode handshake --tls 1.3 -c "$CONNS" -d "$DURATION"
       run_load "$s" hs12 --mode handshake --tls 1.2 -c "$CONNS" -d "$DURATION"
-      [[ $s == hsmgate ]] || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
+      is_gate "$s" || run_load "$s" ka-direct --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
       run_load "$s" ka-proxy --mode keepalive --tls 1.3 -c "$CONNS" -d "$DURATION"
-      if [[ $s == hsmgate ]]; then
+      if is_gate "$s"; then
         run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
       fi
       stop_all
-      if [[ $s != hsmgate ]]; then
+      if ! is_gate "$s" && want resume; then
         start_server "$s" resume
         run_load "$s" resume --mode resume --tls 1.3 -c "$RESUME_CONNS" -d "$DURATION"
         stop_all
       fi
     done
   fi
-  if [[ $ROWS != base ]]; then
+  if want keys; then
+    KEY_LOOP=1
     for s in "${KEY_SERVERS[@]}"; do
       start_server "$s"
       case $s in
@@ -305,6 +357,7 @@ for REP in $(seq 1 "$REPS"); do
       esac
       stop_all
     done
+    KEY_LOOP=0
   fi
 done
 
@@ -314,7 +367,7 @@ med() { vals "$@" | { grep -v '^-$' || true; } | median; }
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 
 # --- open-loop sweep: offered = factor x each server's median TLS 1.3 capacity ------------------
-if [[ $ROWS != keys ]]; then
+if want sweep && want hs13; then  # the sweep needs the TLS 1.3 capacities
   declare -A CAP
   for s in "${SERVERS[@]}"; do CAP[$s]=$(med hs13 "$s"); done
   say "sweep factors: $SWEEP; capacities: nginx-file ${CAP[nginx-file]}, nginx-libp11 ${CAP[nginx-libp11]}, hsmgate ${CAP[hsmgate]}"
@@ -340,7 +393,7 @@ fi
 
 # --- report -------------------------------------------------------------------------------------
 OUT="$RESULTS/compare-$STAMP.md" SWEEP_MED="$RESULTS/compare-$STAMP-sweep.jsonl" SVG="$RESULTS/compare-$STAMP-sweep.svg"
-if [[ $ROWS != keys ]]; then
+if want sweep && want hs13; then
   # Medians per (server, factor) over the repetitions, as plot-sweep input.
   : >"$SWEEP_MED"
   for s in "${SERVERS[@]}"; do
@@ -369,6 +422,7 @@ name() {
     nginx-ec-libp11) echo "nginx + libp11, P-256 token key" ;;
     hsmgate-ec-token) echo "hsmgate, P-256 token key (admission off)" ;;
     hsmgate-ec-file) echo "hsmgate, same P-256 key from a file" ;;
+    hsmgate-b) echo "hsmgate B ($(basename "$(dirname "$HSMGATE_B")")/$(basename "$HSMGATE_B")), token key" ;;
     raw-softhsm) echo "raw SoftHSM C_Sign" ;;
     file-sign) echo "software sign, same key (aws-lc-rs)" ;;
   esac
@@ -449,7 +503,7 @@ target() {
   sign_row filesign file-sign "RSA-2048, 1 thread on the server CPU" "rsa_pss_rsae_sha256, file-sign"
   sign_row ecsign1 raw-softhsm "P-256, 1 thread on the server CPU" "CKM_ECDSA, p11sign"
   sign_row ecfilesign file-sign "P-256, 1 thread on the server CPU" "ecdsa_secp256r1_sha256, file-sign"
-  if [[ $ROWS != base ]]; then
+  if want keys; then
     echo
     echo "## The offload's own cost (server CPU µs per full handshake, hsmgate, one nginx-syntax config, token key vs the same key from a file)"
     echo
@@ -468,7 +522,7 @@ target() {
     echo
     echo "| ratio | target | handshakes/s (medians) | | server CPU per handshake, inverse | |"
     echo "|---|---|---|---|---|---|"
-    [[ $ROWS == all ]] && target "TLS 1.3 RSA-2048: hsmgate (TOML, admission on) / nginx + libp11" hs13 hsmgate nginx-libp11 1.2
+    want hs13 && target "TLS 1.3 RSA-2048: hsmgate (TOML, admission off) / nginx + libp11" hs13 hsmgate nginx-libp11 1.2
     target "TLS 1.3 RSA-2048: hsmgate (nginx-syntax, admission off) / nginx + libp11" hs13 hsmgate-conf nginx-libp11 1.2
     for r in ec13 ec12; do
       v=$([[ $r == ec13 ]] && echo "TLS 1.3" || echo "TLS 1.2 ECDHE-ECDSA")
@@ -478,7 +532,7 @@ target() {
     echo
     echo "Offload's own cost, target ≤ 60 µs per handshake: see the last column above (TLS 1.3, RSA-2048)."
   fi
-  if [[ $ROWS != keys ]]; then
+  if want sweep && want hs13; then
     echo
     echo "Notes: the resume row runs $RESUME_CONNS connections (the client keeps at most 8 TLS 1.3 tickets per server); its notes give the share of"
     echo "handshakes that resumed, per rep. nginx's resume row uses"
@@ -498,4 +552,4 @@ target() {
   fi
 } >"$OUT"
 cat "$OUT"
-if [[ $ROWS == keys ]]; then say "written: $OUT"; else say "written: $OUT, $SVG"; fi
+if want sweep && want hs13; then say "written: $OUT, $SVG"; else say "written: $OUT"; fi

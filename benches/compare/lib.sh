@@ -76,10 +76,15 @@ pin_layout() {
 
 # build_release: hsmgate, hsmgate-load, plot-sweep and file-sign (release); sets HSMGATE,
 # LOAD, PLOT, FILE_SIGN. The binaries are where cargo puts them (CARGO_TARGET_DIR if set).
+# NO_BUILD=1 takes the binaries as they are (e.g. while another cargo holds the target dir).
 build_release() {
-  say "building hsmgate, hsmgate-load, plot-sweep, file-sign (release)"
-  (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
-    && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep --bin file-sign)
+  if [[ ${NO_BUILD:-0} == 1 ]]; then
+    say "NO_BUILD=1: using the release binaries as built"
+  else
+    say "building hsmgate, hsmgate-load, plot-sweep, file-sign (release)"
+    (cd "$ROOT" && cargo build --release -q -p hsmgate-proxy --bin hsmgate \
+      && cargo build --release -q -p hsmgate-benches --bin hsmgate-load --bin plot-sweep --bin file-sign)
+  fi
   local bin=${CARGO_TARGET_DIR:-$ROOT/target}/release
   HSMGATE="$bin/hsmgate" LOAD="$bin/hsmgate-load" PLOT="$bin/plot-sweep" FILE_SIGN="$bin/file-sign"
 }

@@ -37,7 +37,10 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
             )
         });
     match builder.and_then(|b| b.install_recorder()) {
-        Ok(handle) => Some(handle),
+        Ok(handle) => {
+            crate::metrics::recorder_installed();
+            Some(handle)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "metrics recorder not installed");
             None

@@ -18,16 +18,14 @@ use bytes::Bytes;
 use hsmgate_config::nginx::{Template, UpstreamGroup};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// Errors of a request body on its way upstream.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream.
 pub(crate) type UpstreamBody = BoxBody<Bytes, BodyError>;
 /// A client with its connection pool (plain HTTP or TLS).
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub(crate) use crate::upstream_pool::UpstreamClient;
 
 /// Pools kept for the values of a `proxy_ssl_name` with variables (all are dropped when
 /// one more is needed: their connections close once idle).
@@ -176,15 +174,12 @@ impl Balancer {
                 .wrap_connector(http),
             _ => HttpsConnector::from((http, empty_tls())),
         };
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(self.keepalive)
-            .build(connector)
+        UpstreamClient::new(connector, self.keepalive)
     }
 
     /// The client (and pool) for one request: `expand` gives the value of a
     /// `proxy_ssl_name` with variables. Err: the name is not a valid server name.
-    pub fn client(&self, expand: impl Fn(&Template) -> String) -> Result<UpstreamClient, String> {
+    pub(crate) fn client(&self, expand: impl Fn(&Template) -> String) -> Result<UpstreamClient, String> {
         let name = match (&self.client, &self.tls) {
             (Some(c), _) => return Ok(c.clone()),
             (None, None) => unreachable!("a plain group always has its client"),

@@ -32,7 +32,8 @@
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
 //!   or an unlinked temp file;
 //! - `tunnel`: `Upgrade` (WebSocket) passed through after the upstream's `101`;
-//! - `balance`: upstream groups (weighted round-robin, keep-alive pools);
+//! - `balance`: upstream groups (weighted round-robin); `upstream_pool`: keep-alive
+//!   connections to upstream servers, each driven by the request that uses it;
 //!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
 //! - `error_page`: the pages hsmgate answers with itself; `hop_by_hop`: headers
@@ -79,6 +80,7 @@ mod tls_io;
 pub mod token_cli;
 pub mod top;
 mod tunnel;
+mod upstream_pool;
 mod upstream_tls;
 mod uri;
 mod vars;

@@ -2,6 +2,9 @@
 //! place, and the helpers that record them. The signer's are in
 //! [`hsmgate_signer::metrics`]; README "Metrics" has the whole table.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 /// Counter: TLS handshakes by `result` (`ok`, `failed`, `shed`, `timeout`), `version`
@@ -74,13 +77,48 @@ pub(crate) fn version_label(v: Option<rustls::ProtocolVersion>) -> &'static str 
 
 /// Count one answered request.
 pub(crate) fn request(status: u16) {
-    metrics::counter!(REQUESTS, "status" => status.to_string()).increment(1);
+    // One handle per status, taken once: no registry lookup and label string per request.
+    static COUNTERS: [OnceLock<metrics::Counter>; 600] = [const { OnceLock::new() }; 600];
+    let register = || metrics::counter!(REQUESTS, "status" => status.to_string());
+    match COUNTERS.get(usize::from(status)) {
+        Some(slot) if INSTALLED.load(Ordering::Acquire) => slot.get_or_init(register).increment(1),
+        _ => register().increment(1),
+    }
 }
 
 /// Record one upstream exchange.
 pub(crate) fn upstream(name: &str, result: &'static str, took: Duration) {
-    metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result)
-        .record(took.as_secs_f64());
+    // The handles of each upstream, taken once (as for `request`).
+    type Handles = HashMap<String, [metrics::Histogram; 3]>;
+    static HANDLES: OnceLock<RwLock<Handles>> = OnceLock::new();
+    let register = |result: &'static str| metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result);
+    let i = match result {
+        "ok" => 0,
+        "error" => 1,
+        "timeout" => 2,
+        _ => return register(result).record(took.as_secs_f64()),
+    };
+    if !INSTALLED.load(Ordering::Acquire) {
+        return register(result).record(took.as_secs_f64());
+    }
+    let handles = HANDLES.get_or_init(Default::default);
+    if let Some(h) = handles.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return h[i].record(took.as_secs_f64());
+    }
+    let mut all = handles.write().unwrap_or_else(|e| e.into_inner());
+    let h = all
+        .entry(name.to_owned())
+        .or_insert_with(|| ["ok", "error", "timeout"].map(register));
+    h[i].record(took.as_secs_f64());
+}
+
+/// Handles are kept (by [`request`] and [`upstream`]) only once a recorder is installed:
+/// one taken before would stay the no-op recorder's.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// A recorder has been installed (by [`crate::admin::install_recorder`]).
+pub(crate) fn recorder_installed() {
+    INSTALLED.store(true, Ordering::Release);
 }
 
 /// Describe the proxy's metrics (help text and units) to the installed recorder.

@@ -403,7 +403,11 @@ async fn proxy(
         let mut req = Request::new(req_body);
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
+        // The last try takes the headers; earlier ones (retries) copy them.
+        *req.headers_mut() = match n + 1 == order.len() {
+            true => std::mem::take(&mut headers),
+            false => headers.clone(),
+        };
         let sent_at = Instant::now();
         let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
         let result = match &sent {
@@ -415,7 +419,12 @@ async fn proxy(
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
-                let upstream_headers = resp.headers().clone();
+                // The upstream's own headers, for a 101 (its Upgrade and Connection).
+                let upstream_headers = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers().clone()
+                } else {
+                    HeaderMap::new()
+                };
                 strip_hop_by_hop(resp.headers_mut());
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let Some(client) = client_upgrade else {

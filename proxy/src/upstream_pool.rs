@@ -1,0 +1,394 @@
+//! Keep-alive connections to upstream servers, driven by the task of the request that
+//! uses them.
+//!
+//! hyper's pooled client (`hyper_util::client::legacy`) runs every upstream connection
+//! in a task of its own: each request crosses from the client connection's task to that
+//! task and back (request, response head, body chunks), and a response with a body
+//! spawns one more task per request to return the connection to the pool. Here a request
+//! checks a connection out of the pool (or connects), and its own task polls hyper's
+//! HTTP/1 [`Connection`](hyper::client::conn::http1::Connection) while it waits for the
+//! response head and, through [`UpstreamResponseBody`], while the client is sent the
+//! body; at the end of the body the connection goes back to the pool, idle and polled by
+//! nobody. A connection is bound to a request only while it is served, as in nginx's
+//! `keepalive` cache (last in, first out; at most `keepalive` idle per server, none kept
+//! with 0; dropped after 60 s idle).
+//!
+//! Taking an idle connection polls it once: one the server has closed (or written to
+//! while idle) is dropped there. A request that finds its reused connection closed before
+//! any of it was written is sent again on another (as hyper's client does); a `101`
+//! hands the connection to a task of its own, which completes the upgrade.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use crate::balance::{BodyError, UpstreamBody};
+
+/// How long an idle connection is kept (hyper's client kept them as long).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The connector of a pool: plain TCP, or TLS for `proxy_pass https://`.
+pub(crate) type Connector = HttpsConnector<HttpConnector>;
+
+/// A connection's dispatcher (hyper's `Connection`, with upgrades), polled by whichever
+/// task uses the connection.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One upstream connection: the sending half and the dispatcher to poll.
+struct Conn {
+    send: http1::SendRequest<UpstreamBody>,
+    /// In a mutex only to be `Sync` (as response bodies must be): reached by `get_mut`,
+    /// never locked.
+    drive: Mutex<Driver>,
+    /// The dispatcher has completed (closed, failed or upgraded): never polled again.
+    ended: bool,
+    idle_since: Instant,
+}
+
+impl Conn {
+    /// Poll the dispatcher (unless it has completed); true once it has.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
+        let drive = self.drive.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !self.ended && drive.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        self.ended
+    }
+
+    /// Poll the dispatcher once without a task (nothing is woken later): false when the
+    /// connection has ended (closed by the server, or an error).
+    fn poll_alive(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !self.poll_ended(&mut cx) && !self.send.is_closed()
+    }
+}
+
+/// A pool of keep-alive connections to the servers of one upstream group (and TLS name);
+/// cheap to clone.
+#[derive(Clone)]
+pub(crate) struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    /// Idle connections kept per server (`keepalive`; 0 keeps none).
+    keepalive: usize,
+    /// Idle connections by server address (`host:port`), the most recent last.
+    idle: Mutex<HashMap<String, Vec<Conn>>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("keepalive", &self.inner.keepalive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request got no response from its server.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No connection could be made (TCP, TLS or the connect timeout).
+    #[error("connect error")]
+    Connect(#[source] BodyError),
+    /// The request failed on its connection.
+    #[error("request failed")]
+    Request(#[source] hyper::Error),
+    /// The connection ended without an answer to the request.
+    #[error("connection closed before the response")]
+    Closed,
+}
+
+impl SendError {
+    /// The server could not be connected to (a request on an established connection
+    /// failed otherwise).
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_))
+    }
+}
+
+impl UpstreamClient {
+    /// A pool connecting through `connector`, keeping at most `keepalive` idle
+    /// connections per server.
+    pub(crate) fn new(connector: Connector, keepalive: usize) -> UpstreamClient {
+        UpstreamClient {
+            inner: Arc::new(Inner {
+                connector,
+                keepalive,
+                idle: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Send `req` (an absolute URI: `http[s]://host:port/path`) to its server and wait for
+    /// the response head, polling the connection in this task. The body of the response
+    /// keeps polling it; a `Host` is added from the URI when the request has none.
+    pub(crate) async fn request(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, SendError> {
+        let uri = req.uri().clone();
+        let key = uri.authority().map_or("", |a| a.as_str());
+        if let Some(host) = uri.host() {
+            req.headers_mut().entry(HOST).or_insert_with(|| {
+                let value = match uri.port() {
+                    Some(p) if !is_default_port(&uri, p.as_u16()) => format!("{host}:{p}"),
+                    _ => host.to_owned(),
+                };
+                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""))
+            });
+        }
+        *req.uri_mut() = origin_form(&uri);
+        loop {
+            let (mut conn, reused) = match self.checkout(key) {
+                Some(conn) => (conn, true),
+                None => (self.connect(&uri).await?, false),
+            };
+            match exchange(&mut conn, req).await {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    // The upgrade completes when the dispatcher sees the 101 through: a task
+                    // of its own (the tunnel waits for it), the connection not reused.
+                    if !conn.ended {
+                        let Conn { send, drive, .. } = conn;
+                        let drive = drive.into_inner().unwrap_or_else(|e| e.into_inner());
+                        tokio::spawn(async move {
+                            let _ = drive.await;
+                            drop(send);
+                        });
+                    }
+                    return Ok(resp.map(|inner| UpstreamResponseBody {
+                        inner,
+                        conn: None,
+                        pool: None,
+                    }));
+                }
+                Ok(resp) => {
+                    let pool = Some((self.clone(), key.to_owned()));
+                    return Ok(resp.map(|inner| UpstreamResponseBody {
+                        inner,
+                        conn: Some(conn),
+                        pool,
+                    }));
+                }
+                Err(Failed::Unsent(r, _)) if reused => {
+                    // A kept connection the server closed under us: nothing was written,
+                    // so the request goes again (on another kept one, or a new one).
+                    req = *r;
+                }
+                Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
+                Err(Failed::Ended) => return Err(SendError::Closed),
+            }
+        }
+    }
+
+    /// The most recently idle live connection to `key`, if any.
+    fn checkout(&self, key: &str) -> Option<Conn> {
+        if self.inner.keepalive == 0 {
+            return None;
+        }
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        let now = Instant::now();
+        // The oldest first: expired ones are dropped from the front.
+        let expired = list
+            .iter()
+            .take_while(|c| now.duration_since(c.idle_since) >= IDLE_TIMEOUT)
+            .count();
+        list.drain(..expired);
+        while let Some(mut conn) = list.pop() {
+            if conn.poll_alive() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Return a connection whose exchange is complete; dropped (closed) when it cannot
+    /// take another request or the server has `keepalive` idle ones already.
+    fn checkin(&self, key: String, mut conn: Conn) {
+        if self.inner.keepalive == 0 || !conn.poll_alive() || !conn.send.is_ready() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(key).or_default();
+        if list.len() < self.inner.keepalive {
+            list.push(conn);
+        }
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Conn, SendError> {
+        let mut connector = self.inner.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(uri.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (send, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        Ok(Conn {
+            send,
+            drive: Mutex::new(Box::pin(conn.with_upgrades())),
+            ended: false,
+            idle_since: Instant::now(),
+        })
+    }
+}
+
+/// How one exchange failed.
+enum Failed {
+    /// Before any of the request was written: the request is given back.
+    Unsent(Box<Request<UpstreamBody>>, hyper::Error),
+    /// After.
+    Sent(hyper::Error),
+    /// The connection ended and the request got no answer (not expected of hyper).
+    Ended,
+}
+
+/// Send `req` on `conn` and wait for the response head, polling the connection here.
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, Failed> {
+    let mut sent = std::pin::pin!(conn.send.try_send_request(req));
+    std::future::poll_fn(|cx| {
+        let ended = conn.poll_ended(cx);
+        match sent.as_mut().poll(cx) {
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
+            Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
+                Some(req) => Failed::Unsent(Box::new(req), e.into_error()),
+                None => Failed::Sent(e.into_error()),
+            })),
+            // The dispatcher answers every request before it ends; in case it does not.
+            Poll::Pending if ended => Poll::Ready(Err(Failed::Ended)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The body of an upstream response: reading it polls the connection, which goes back
+/// to the pool when the body is complete (or is dropped complete).
+pub(crate) struct UpstreamResponseBody {
+    inner: Incoming,
+    conn: Option<Conn>,
+    pool: Option<(UpstreamClient, String)>,
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamResponseBody {
+    /// The body is complete: the connection goes back to the pool if it can be reused.
+    fn release(&mut self) {
+        if let (Some(conn), Some((pool, key))) = (self.conn.take(), self.pool.take()) {
+            pool.checkin(key, conn);
+        }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        // What the dispatcher has already read, then more from the connection.
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if let Some(conn) = &mut this.conn
+                && conn.poll_ended(cx)
+            {
+                // Ended (closed after this response, or failed): not reusable; the body
+                // sees the end or the error through its channel.
+                this.conn = None;
+            }
+            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamResponseBody {
+    fn drop(&mut self) {
+        // Dropped complete (a body the server never had to poll, such as a HEAD's or a
+        // 304's): reusable. Dropped before its end: the connection closes.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+fn is_default_port(uri: &Uri, port: u16) -> bool {
+    matches!(
+        (uri.scheme_str(), port),
+        (Some("http"), 80) | (Some("https"), 443)
+    )
+}
+
+/// `/path?query` of an absolute URI, as an HTTP/1.1 request line has it.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(p) if p.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(p.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_keeps_path_and_query() {
+        let u: Uri = "http://h:81/a/b?x=1".parse().unwrap();
+        assert_eq!(origin_form(&u).to_string(), "/a/b?x=1");
+        let u: Uri = "http://h:81".parse().unwrap();
+        assert_eq!(origin_form(&u).to_string(), "/");
+        let u: Uri = "https://h:443/".parse().unwrap();
+        assert!(is_default_port(&u, 443));
+        assert!(!is_default_port(&u, 80));
+    }
+}
