@@ -9,7 +9,7 @@ use kernel::KernelConnection;
 
 use crate::common_state::{CommonState, Context, DEFAULT_BUFFER_LIMIT, IoState, State};
 use crate::enums::{AlertDescription, ContentType, ProtocolVersion};
-use crate::error::{Error, PeerMisbehaved};
+use crate::error::{Error, InvalidMessage, PeerMisbehaved};
 use crate::log::trace;
 use crate::msgs::deframer::DeframerIter;
 use crate::msgs::deframer::buffers::{BufferProgress, DeframerVecBuffer, Delocator, Locator};
@@ -1086,10 +1086,26 @@ impl<Data> ConnectionCore<Data> {
                 // types.  That is, if a handshake message is split over two or more
                 // records, there MUST NOT be any other records between them."
                 // https://www.rfc-editor.org/rfc/rfc8446#section-5.1
-                return Err(PeerMisbehaved::MessageInterleavedWithHandshakeMessage.into());
+                return Err(self.common_state.send_fatal_alert(
+                    AlertDescription::UnexpectedMessage,
+                    PeerMisbehaved::MessageInterleavedWithHandshakeMessage,
+                ));
             }
 
             match message.payload.len() {
+                // "Implementations MUST NOT send Handshake and Alert records that have a
+                // zero-length TLSInnerPlaintext.content; if such a message is received, the
+                // receiving implementation MUST terminate the connection with an
+                // "unexpected_message" alert."
+                // https://www.rfc-editor.org/rfc/rfc8446#section-5.4
+                0 if version_is_tls13
+                    && matches!(message.typ, ContentType::Handshake | ContentType::Alert) =>
+                {
+                    return Err(self.common_state.send_fatal_alert(
+                        AlertDescription::UnexpectedMessage,
+                        InvalidMessage::InvalidEmptyPayload,
+                    ));
+                }
                 0 => {
                     if self.seen_consecutive_empty_fragments
                         == ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX
@@ -1140,6 +1156,15 @@ impl<Data> ConnectionCore<Data> {
 
     fn handle_deframe_error(&mut self, error: Error, state: Option<&dyn State<Data>>) -> Error {
         match error {
+            // A zero-length record of a type other than application data: in TLS 1.3, as
+            // for a protected one (see `process_more_input`), "unexpected_message".
+            // https://www.rfc-editor.org/rfc/rfc8446#section-5.4
+            Error::InvalidMessage(InvalidMessage::InvalidEmptyPayload)
+                if self.common_state.is_tls13() =>
+            {
+                self.common_state
+                    .send_fatal_alert(AlertDescription::UnexpectedMessage, error)
+            }
             error @ Error::InvalidMessage(_) => {
                 if self.common_state.is_quic() {
                     self.common_state.quic.alert = Some(AlertDescription::DecodeError);
@@ -1160,6 +1185,13 @@ impl<Data> ConnectionCore<Data> {
                     .send_fatal_alert(AlertDescription::BadRecordMac, error)
             }
             Error::PeerMisbehaved(PeerMisbehaved::IllegalMiddleboxChangeCipherSpec) => self
+                .common_state
+                .send_fatal_alert(AlertDescription::UnexpectedMessage, error),
+            // "If a receiving implementation does not find a non-zero octet in the
+            // cleartext, it MUST terminate the connection with an "unexpected_message"
+            // alert."
+            // https://www.rfc-editor.org/rfc/rfc8446#section-5.4
+            Error::PeerMisbehaved(PeerMisbehaved::IllegalTlsInnerPlaintext) => self
                 .common_state
                 .send_fatal_alert(AlertDescription::UnexpectedMessage, error),
 

@@ -1360,6 +1360,20 @@ impl State<ClientConnectionData> for ExpectFinished {
             .key_schedule
             .sign_server_finish(&handshake_hash);
 
+        // A verify_data of the wrong length is a message that cannot be decoded
+        // (Hash.length bytes, https://www.rfc-editor.org/rfc/rfc8446#section-4.4.4;
+        // "decode_error", section 6), not one that fails verification.
+        let (got, want) = (finished.bytes().len(), expect_verify_data.as_ref().len());
+        if got != want {
+            let error = match got < want {
+                true => InvalidMessage::MessageTooShort,
+                false => InvalidMessage::TrailingData("Finished"),
+            };
+            return Err(cx
+                .common
+                .send_fatal_alert(AlertDescription::DecodeError, error));
+        }
+
         let fin = match ConstantTimeEq::ct_eq(expect_verify_data.as_ref(), finished.bytes()).into()
         {
             true => verify::FinishedMessageVerified::assertion(),
