@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::raw::{
     COMPRESSION_ERROR, DATA, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, Frame, GOAWAY, Gate, H2,
-    HEADERS, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, SETTINGS, STREAM_CLOSED, frame, get,
-    upstream_in_range,
+    HEADERS, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
+    frame, get, upstream_in_range,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -302,6 +302,51 @@ fn http2_settings_and_ping_of_bad_length_are_goaway_frame_size_error() {
         (
             "SETTINGS ACK with a payload",
             frame(SETTINGS, 1, 0, &[0, 3, 0, 0, 0, 100]),
+        ),
+    ];
+    for (what, bytes) in probes {
+        assert_connection_error(&g, what, &bytes, FRAME_SIZE_ERROR);
+    }
+}
+
+/// RFC 9113 §6.9 and §6.4: WINDOW_UPDATE and RST_STREAM of a length other than 4 are
+/// connection errors FRAME_SIZE_ERROR (h2 sent PROTOCOL_ERROR before third_party/h2's
+/// patch).
+#[test]
+fn http2_window_update_and_rst_stream_of_bad_length_are_goaway_frame_size_error() {
+    let g = gate("");
+    let probes: [(&str, Vec<u8>); 5] = [
+        (
+            "WINDOW_UPDATE of 3 bytes",
+            frame(WINDOW_UPDATE, 0, 0, &[0, 0, 1]),
+        ),
+        (
+            "WINDOW_UPDATE of 5 bytes",
+            frame(WINDOW_UPDATE, 0, 0, &[0, 0, 1, 0, 0]),
+        ),
+        (
+            "WINDOW_UPDATE of 5 bytes on a stream",
+            [
+                frame(HEADERS, 0x4, 1, &get(Some("localhost"), "/", &[])),
+                frame(WINDOW_UPDATE, 0, 1, &[0, 0, 1, 0, 0]),
+            ]
+            .concat(),
+        ),
+        (
+            "RST_STREAM of 3 bytes",
+            [
+                frame(HEADERS, 0x4, 1, &get(Some("localhost"), "/", &[])),
+                frame(RST_STREAM, 0, 1, &[0, 0, 8]),
+            ]
+            .concat(),
+        ),
+        (
+            "RST_STREAM of 5 bytes",
+            [
+                frame(HEADERS, 0x4, 1, &get(Some("localhost"), "/", &[])),
+                frame(RST_STREAM, 0, 1, &[0, 0, 0, 8, 0]),
+            ]
+            .concat(),
         ),
     ];
     for (what, bytes) in probes {

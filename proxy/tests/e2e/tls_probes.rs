@@ -1,8 +1,8 @@
 //! Hostile TLS (issue 10): malformed records and handshake messages written by hand over
 //! a plain socket, and a TLS 1.2 renegotiation by openssl s_client. Each probe checks
-//! the alert on the wire that RFC 8446 (or OpenSSL, for renegotiation) prescribes, where
-//! hsmgate can give it; the probes rustls answers differently are listed in the README
-//! ("Known differences from nginx (TLS)") and checked here to stay as documented.
+//! the alert on the wire that RFC 8446 (or OpenSSL, for renegotiation) prescribes; the
+//! encrypted TLS 1.3 ones are rustls' to answer, with third_party/rustls' patch (README,
+//! "Known differences from nginx (TLS)").
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -270,36 +270,47 @@ struct Encrypted {
     send: fn(&mut Tls13Probe),
     /// The alert RFC 8446 prescribes.
     rfc: u8,
-    /// rustls 0.23.46's answer where it differs (README, "Known differences from nginx
-    /// (TLS)"): None means no alert at all.
-    rustls: Option<Option<u8>>,
 }
 
-/// Encrypted TLS 1.3 records and handshake messages: hsmgate's answer is rustls'. Where
-/// it is not the RFC's, the test pins what the README documents, so that a rustls
-/// release that fixes it shows up here.
+/// TLS 1.3 records and handshake messages after the server's Finished (encrypted, or in
+/// plaintext where the probe says so): hsmgate's answer is rustls', each the fatal alert
+/// RFC 8446 prescribes. rustls 0.23.46 as published answered the zero-length, zero
+/// content type and interleaved records with no alert or `decode_error`, and a Finished
+/// of the wrong length with `decrypt_error` (third_party/rustls/PATCHES.md); the
+/// ChangeCipherSpec, the wrong verify_data and the oversized record are controls.
 #[test]
-fn malformed_encrypted_tls13_records_are_answered_as_documented() {
+fn malformed_encrypted_tls13_records_get_the_rfc_8446_alert() {
     let g = gate();
     let probes = [
         Encrypted {
             name: "zero-length handshake record",
             send: |p| p.send(HANDSHAKE, &[], 0),
             rfc: UNEXPECTED_MESSAGE,
-            // Ignored as an empty fragment (up to 32 in a row).
-            rustls: Some(None),
+        },
+        Encrypted {
+            name: "zero-length handshake record with padding",
+            send: |p| p.send(HANDSHAKE, &[], 5),
+            rfc: UNEXPECTED_MESSAGE,
+        },
+        Encrypted {
+            name: "zero-length handshake record in plaintext",
+            send: |p| p.send_raw(&record(HANDSHAKE, &[])),
+            rfc: UNEXPECTED_MESSAGE,
         },
         Encrypted {
             name: "zero content type (all-zero TLSInnerPlaintext)",
             send: |p| p.send_inner(&[0; 16]),
             rfc: UNEXPECTED_MESSAGE,
-            rustls: Some(None),
         },
         Encrypted {
             name: "empty alert",
             send: |p| p.send(ALERT, &[], 0),
             rfc: UNEXPECTED_MESSAGE,
-            rustls: Some(Some(DECODE_ERROR)),
+        },
+        Encrypted {
+            name: "empty alert in plaintext",
+            send: |p| p.send_raw(&record(ALERT, &[])),
+            rfc: UNEXPECTED_MESSAGE,
         },
         Encrypted {
             name: "application data inside the Finished message",
@@ -310,13 +321,11 @@ fn malformed_encrypted_tls13_records_are_answered_as_documented() {
                 p.send(HANDSHAKE, &fin[10..], 0);
             },
             rfc: UNEXPECTED_MESSAGE,
-            rustls: Some(None),
         },
         Encrypted {
             name: "two-byte ChangeCipherSpec",
             send: |p| p.send_raw(&record(CCS, &[1, 1])),
             rfc: UNEXPECTED_MESSAGE,
-            rustls: None,
         },
         Encrypted {
             name: "Finished padded with a zero byte",
@@ -326,7 +335,6 @@ fn malformed_encrypted_tls13_records_are_answered_as_documented() {
                 p.send(HANDSHAKE, &Tls13Probe::message(20, &body), 0);
             },
             rfc: DECODE_ERROR,
-            rustls: Some(Some(DECRYPT_ERROR)),
         },
         Encrypted {
             name: "Finished truncated by a byte",
@@ -335,13 +343,20 @@ fn malformed_encrypted_tls13_records_are_answered_as_documented() {
                 p.send(HANDSHAKE, &Tls13Probe::message(20, &body), 0);
             },
             rfc: DECODE_ERROR,
-            rustls: Some(Some(DECRYPT_ERROR)),
+        },
+        Encrypted {
+            name: "Finished of the right length with a wrong verify_data",
+            send: |p| {
+                let mut fin = p.finished();
+                fin[10] ^= 1;
+                p.send(HANDSHAKE, &fin, 0);
+            },
+            rfc: DECRYPT_ERROR,
         },
         Encrypted {
             name: "16,531-byte TLSInnerPlaintext",
             send: |p| p.send(HANDSHAKE, &[0x14; 16_530], 0),
             rfc: RECORD_OVERFLOW,
-            rustls: None,
         },
     ];
     let mut report = Vec::new();
@@ -350,7 +365,7 @@ fn malformed_encrypted_tls13_records_are_answered_as_documented() {
         let mut p = Tls13Probe::connect(g.addr);
         (probe.send)(&mut p);
         let got = p.verdict();
-        let want = probe.rustls.unwrap_or(Some(probe.rfc));
+        let want = Some(probe.rfc);
         report.push(format!(
             "{}: RFC {} / got {:?} then {:?}",
             probe.name, probe.rfc, got.alert, got.end

@@ -279,8 +279,18 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             let res = frame::WindowUpdate::load(head, &bytes[frame::HEADER_LEN..]);
 
             res.map_err(|e| {
-                proto_err!(conn: "failed to load WINDOW_UPDATE frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                let reason = match e {
+                    // RFC 9113 §6.9: a length other than 4 is a connection
+                    // error FRAME_SIZE_ERROR.
+                    frame::Error::BadFrameSize => Reason::FRAME_SIZE_ERROR,
+                    _ => Reason::PROTOCOL_ERROR,
+                };
+                tracing::debug!(
+                    "connection error {:?} -- failed to load WINDOW_UPDATE frame; err={:?};",
+                    reason,
+                    e
+                );
+                Error::library_go_away(reason)
             })?
             .into()
         }
@@ -299,8 +309,18 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
         Kind::Reset => {
             let res = frame::Reset::load(head, &bytes[frame::HEADER_LEN..]);
             res.map_err(|e| {
-                proto_err!(conn: "failed to load RESET frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                let reason = match e {
+                    // RFC 9113 §6.4: a length other than 4 is a connection
+                    // error FRAME_SIZE_ERROR.
+                    frame::Error::InvalidPayloadLength => Reason::FRAME_SIZE_ERROR,
+                    _ => Reason::PROTOCOL_ERROR,
+                };
+                tracing::debug!(
+                    "connection error {:?} -- failed to load RESET frame; err={:?};",
+                    reason,
+                    e
+                );
+                Error::library_go_away(reason)
             })?
             .into()
         }

@@ -58,6 +58,36 @@ async fn recv_ping_of_bad_length_is_frame_size_error() {
 }
 
 #[tokio::test]
+async fn recv_window_update_of_bad_length_is_frame_size_error() {
+    // Section 6.9: a length other than 4.
+    expect_go_away(
+        &[0, 0, 3, 8, 0, 0, 0, 0, 0, 0, 0, 1],
+        Reason::FRAME_SIZE_ERROR,
+    )
+    .await;
+    expect_go_away(
+        &[0, 0, 5, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+        Reason::FRAME_SIZE_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn recv_rst_stream_of_bad_length_is_frame_size_error() {
+    // Section 6.4: a length other than 4.
+    expect_go_away(
+        &[0, 0, 3, 3, 0, 0, 0, 0, 1, 0, 0, 8],
+        Reason::FRAME_SIZE_ERROR,
+    )
+    .await;
+    expect_go_away(
+        &[0, 0, 5, 3, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0],
+        Reason::FRAME_SIZE_ERROR,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn recv_initial_window_size_over_max_is_flow_control_error() {
     // Section 6.5.2: SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1.
     expect_go_away(
