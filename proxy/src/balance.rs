@@ -179,7 +179,10 @@ impl Balancer {
 
     /// The client (and pool) for one request: `expand` gives the value of a
     /// `proxy_ssl_name` with variables. Err: the name is not a valid server name.
-    pub(crate) fn client(&self, expand: impl Fn(&Template) -> String) -> Result<UpstreamClient, String> {
+    pub(crate) fn client(
+        &self,
+        expand: impl Fn(&Template) -> String,
+    ) -> Result<UpstreamClient, String> {
         let name = match (&self.client, &self.tls) {
             (Some(c), _) => return Ok(c.clone()),
             (None, None) => unreachable!("a plain group always has its client"),

@@ -22,19 +22,24 @@ pub fn free_port_in_range() -> u16 {
     bind_in_range().local_addr().expect("addr").port()
 }
 
-/// Binds 127.0.0.1 on a free port of 21000-21999, starting at a place that differs
-/// between processes and calls so parallel tests rarely race for one.
+/// Binds 127.0.0.1 on a free port of 21000-21999.
 fn bind_in_range() -> std::net::TcpListener {
+    bind_free(21000, 1000)
+}
+
+/// Binds 127.0.0.1 on a free port of `first..first + count`, starting at a place that
+/// differs between processes and calls so parallel tests rarely race for one.
+fn bind_free(first: u16, count: u16) -> std::net::TcpListener {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() as u16).wrapping_mul(7) % 1000;
-    for _ in 0..1000 {
-        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 1000;
-        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", 21000 + offset)) {
+    let start = (std::process::id() as u16).wrapping_mul(7) % count;
+    for _ in 0..count {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % count;
+        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", first + offset)) {
             return socket;
         }
     }
-    panic!("no free port in 21000-21999");
+    panic!("no free port in {first}-{}", first + count - 1);
 }
 
 pub fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> SocketAddr {
@@ -53,13 +58,12 @@ pub fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> Sock
     addr
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on (bound, then released), for a server process to bind
+/// next. Taken from 23000-31999, below the kernel's ephemeral range (32768-60999): a port
+/// from there (`bind(0)`) can become another test's client source port between its
+/// release and the server's bind, which then fails with "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    bind_free(23000, 9000).local_addr().expect("addr").port()
 }
 
 /// Run curl with `args`; `-sS --max-time 10` are added.
