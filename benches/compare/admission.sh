@@ -23,7 +23,7 @@
 # Output: benches/results/admission-DATE.md (table), -raw.jsonl and .svg (plot-sweep).
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
 # SERVER_CPU, NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
-# PORT_HSMGATE (9543), PORT_ADMIN (9911), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
+# PORT_HSMGATE (9543), PORT_ADMIN (9911), ON_NICE (hsmgate-on's signer_nice; default: hsmgate's), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -54,12 +54,12 @@ export SOFTHSM2_CONF OPENSSL_CONF="$WORK/openssl-pkcs11.cnf"
 printf '1234' >"$WORK/pin"
 for mode in on off nice0; do
   enabled=true; [[ $mode == off ]] && enabled=false
-  nice=10; [[ $mode == nice0 ]] && nice=0
+  nice=${ON_NICE:-}; [[ $mode == nice0 ]] && nice=0
   token_toml "[admin]
 address = \"127.0.0.1:$PORT_ADMIN\"
 [admission]
 enabled = $enabled
-signer_nice = $nice" >"$WORK/hsmgate-$mode.toml"
+${nice:+signer_nice = $nice}" >"$WORK/hsmgate-$mode.toml"
 done
 # shed_buckets: hsmgate's cumulative shed-time histogram, "le count" per line (empty for nginx).
 shed_buckets() {
@@ -70,7 +70,7 @@ shed_buckets() {
 # server_shed_p99 BEFORE AFTER: the upper bound (ms) of the bucket holding the p99 of the
 # sheds between the two scrapes, or null.
 server_shed_p99() {
-  join <(sort "$1") <(sort "$2") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
+  join -a 2 -e 0 -o 0,1.2,2.2 <(sort "$1") <(sort "$2") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
     | awk '{le[NR] = $1; c[NR] = $2} END {
         n = c[NR]; if (n <= 0) { print "null"; exit }
         for (i = 1; i <= NR; i++) if (c[i] >= 0.99 * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }

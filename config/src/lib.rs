@@ -52,7 +52,7 @@
 //! target_wait_ms = 5               # optional, default 5, 0..=10000: shed at arrival beyond it
 //! max_wait_ms = 250                # optional, default 250, 0..=60000, >= target_wait_ms
 //! max_waiting = 1024               # optional, default 1024: waiting handshakes per key group
-//! signer_nice = 10                 # optional, default 10, 0..=19: CPU priority (nice) of the
+//! signer_nice = 5                  # optional, default 5, 0..=19: CPU priority (nice) of the
 //!                                  # signer threads, below the threads serving connections
 //! ```
 //!

@@ -228,7 +228,7 @@ impl Default for Admission {
             target_wait: Duration::from_millis(5),
             max_wait: Duration::from_millis(250),
             max_waiting: 1024,
-            signer_nice: 10,
+            signer_nice: 5,
         }
     }
 }
