@@ -266,10 +266,13 @@ async fn handshake(
                 Ok(permit) => Some(Gate::Admitted(permit)),
                 Err(reason) => {
                     tracing::debug!(%peer, %reason, "handshake shed");
-                    let _ = crate::hello::answer(&mut stream, &crate::hello::SHED_ALERT).await;
-                    let took = accepted_at.elapsed();
-                    metrics::handshake(HandshakeResult::Shed, "unknown", false, took);
-                    let _ = crate::hello::linger(&mut stream).await;
+                    // Timed to the alert written, not to the client's close.
+                    let answered = || {
+                        let took = accepted_at.elapsed();
+                        metrics::handshake(HandshakeResult::Shed, "unknown", false, took);
+                    };
+                    let alert = &crate::hello::SHED_ALERT;
+                    let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
                     return None;
                 }
             },

@@ -65,7 +65,7 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), 
             Step::Hello(accepted) => return Ok((*accepted, reader.raw)),
             Step::Refused { error, alert } => {
                 if !alert.is_empty() {
-                    let _ = write_and_close(stream, &alert).await;
+                    let _ = write_and_close(stream, &alert, || ()).await;
                 }
                 return Err(HelloError::Tls(error));
             }
@@ -302,25 +302,24 @@ pub(crate) const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 /// Write `bytes` and close the connection, giving up after a short while. What the
 /// client still sends is read and dropped for a moment (a lingering close, as nginx's):
 /// closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the alert before the client reads it.
-pub(crate) async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    answer(stream, bytes).await?;
-    linger(stream).await
-}
-
-/// Write `bytes` and shut the write side down (the first half of [`write_and_close`]).
-pub(crate) async fn answer(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    let io = async {
+/// the alert before the client reads it. `answered` is called once the write is done
+/// (written, failed or given up), before the lingering.
+pub(crate) async fn write_and_close(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    answered: impl FnOnce(),
+) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let answer = async {
         stream.write_all(bytes).await?;
         stream.shutdown().await
     };
-    tokio::time::timeout(LINGER, io).await.unwrap_or(Ok(()))
-}
-
-/// Read and drop what the peer still sends, until it closes (the second half of
-/// [`write_and_close`]), so that closing does not reset the answer away.
-pub(crate) async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
-    let io = async {
+    let written = tokio::time::timeout_at(deadline, answer)
+        .await
+        .unwrap_or(Ok(()));
+    answered();
+    written?;
+    let linger = async {
         let mut sink = [0u8; 4096];
         let mut left = LINGER_BYTES;
         while left > 0 {
@@ -331,10 +330,13 @@ pub(crate) async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
         }
         Ok(())
     };
-    tokio::time::timeout(LINGER, io).await.unwrap_or(Ok(()))
+    tokio::time::timeout_at(deadline, linger)
+        .await
+        .unwrap_or(Ok(()))
 }
 
-/// How long, and how many bytes, [`write_and_close`] reads after its answer.
+/// How long [`write_and_close`] may take in all, and how many bytes it reads after its
+/// answer.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 
