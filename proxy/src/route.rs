@@ -404,9 +404,10 @@ async fn proxy(
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
         // The last try takes the headers; earlier ones (retries) copy them.
-        *req.headers_mut() = match n + 1 == order.len() {
-            true => std::mem::take(&mut headers),
-            false => headers.clone(),
+        *req.headers_mut() = if n + 1 == order.len() {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
         };
         let sent_at = Instant::now();
         let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
@@ -419,28 +420,26 @@ async fn proxy(
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
-                // The upstream's own headers, for a 101 (its Upgrade and Connection).
-                let upstream_headers = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    resp.headers().clone()
-                } else {
-                    HeaderMap::new()
-                };
-                strip_hop_by_hop(resp.headers_mut());
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let Some(client) = client_upgrade else {
-                        // A 101 nobody asked for cannot be passed on.
-                        tracing::warn!(upstream = %addr, "upstream switched protocols unasked: 502");
-                        return error_page(StatusCode::BAD_GATEWAY);
-                    };
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
-                    tokio::spawn(crate::tunnel::run(
-                        client,
-                        upstream,
-                        settings.proxy_read_timeout,
-                        (*addr).to_owned(),
-                    ));
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(resp.headers_mut());
+                    return resp.map(|b| b.boxed());
                 }
+                let Some(client) = client_upgrade else {
+                    // A 101 nobody asked for cannot be passed on.
+                    tracing::warn!(upstream = %addr, "upstream switched protocols unasked: 502");
+                    return error_page(StatusCode::BAD_GATEWAY);
+                };
+                // The upstream's own Upgrade and Connection, before hop-by-hop headers go.
+                let upstream_headers = resp.headers().clone();
+                strip_hop_by_hop(resp.headers_mut());
+                let upstream = hyper::upgrade::on(&mut resp);
+                crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
+                tokio::spawn(crate::tunnel::run(
+                    client,
+                    upstream,
+                    settings.proxy_read_timeout,
+                    (*addr).to_owned(),
+                ));
                 return resp.map(|b| b.boxed());
             }
             // The client's body failed: the client's fault, not the server's.
