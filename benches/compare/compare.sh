@@ -231,7 +231,7 @@ start_server() { # SERVER [resume]
       PIDS+=($!)
       wait_port "$PORT_HSMGATE" "$WORK" ;;
     hsmgate-*)
-      start_nginx file "" 9
+      start_upstream
       hsmgate_conf "$1"
       HSMGATE_ADMISSION=off HSMGATE_PKCS11_MODULE=$MODULE "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/$1/nginx.conf" -p "$WORK/$1" \
         >"$WORK/$1/stdout" 2>&1 &
