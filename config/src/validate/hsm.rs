@@ -1,8 +1,8 @@
 //! The `[[hsm.group]]` rules: groups with unique names, each holding at least one key
 //! (`[tls]`'s and each `[[tls.pair]]`'s key is in the group its `group` names, or the
 //! only one), regions with a primary or standby role, members with a module, a token
-//! (label or serial), exactly one PIN source, and sizes in range; names unique. The key URI names no token (each
-//! member names its own) and must be found on every member.
+//! (label or serial), exactly one PIN source, and sizes in range; names unique. The key
+//! URI names no token (each member names its own) and must be found on every member.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
