@@ -55,6 +55,8 @@ pub struct Balancer {
     client: Option<UpstreamClient>,
     tls: Option<UpstreamTls>,
     named: Mutex<HashMap<String, UpstreamClient>>,
+    /// Response times of this group's exchanges, by result (`/metrics`).
+    pub(crate) times: crate::metrics::UpstreamTimes,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ impl Balancer {
         let current = Mutex::new(vec![0; servers.len()]);
         let mut b = Balancer {
             scheme: if tls.is_some() { "https" } else { "http" },
+            times: crate::metrics::UpstreamTimes::new(&name),
             name,
             servers,
             current,

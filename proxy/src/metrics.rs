@@ -2,9 +2,8 @@
 //! place, and the helpers that record them. The signer's are in
 //! [`hsmgate_signer::metrics`]; README "Metrics" has the whole table.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 /// Counter: TLS handshakes by `result` (`ok`, `failed`, `shed`, `timeout`), `version`
@@ -86,34 +85,56 @@ pub(crate) fn request(status: u16) {
     }
 }
 
-/// Record one upstream exchange.
-pub(crate) fn upstream(name: &str, result: &'static str, took: Duration) {
-    // The handles of each upstream, taken once (as for `request`).
-    type Handles = HashMap<String, [metrics::Histogram; 3]>;
-    static HANDLES: OnceLock<RwLock<Handles>> = OnceLock::new();
-    let register = |result: &'static str| metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result);
-    let i = match result {
-        "ok" => 0,
-        "error" => 1,
-        "timeout" => 2,
-        _ => return register(result).record(took.as_secs_f64()),
-    };
-    if !INSTALLED.load(Ordering::Acquire) {
-        return register(result).record(took.as_secs_f64());
-    }
-    let handles = HANDLES.get_or_init(Default::default);
-    if let Some(h) = handles.read().unwrap_or_else(|e| e.into_inner()).get(name) {
-        return h[i].record(took.as_secs_f64());
-    }
-    let mut all = handles.write().unwrap_or_else(|e| e.into_inner());
-    let h = all
-        .entry(name.to_owned())
-        .or_insert_with(|| ["ok", "error", "timeout"].map(register));
-    h[i].record(took.as_secs_f64());
+/// How one upstream exchange ended, the `result` label of [`UPSTREAM_DURATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamResult {
+    /// A response head arrived.
+    Ok,
+    /// The exchange failed (connect, request or connection).
+    Error,
+    /// No response head within `proxy_read_timeout`.
+    Timeout,
 }
 
-/// Handles are kept (by [`request`] and [`upstream`]) only once a recorder is installed:
-/// one taken before would stay the no-op recorder's.
+impl UpstreamResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            UpstreamResult::Ok => "ok",
+            UpstreamResult::Error => "error",
+            UpstreamResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// The [`UPSTREAM_DURATION`] histograms of one upstream group, one per result: taken
+/// when the group is built (with its generation, after the recorder is installed), so
+/// a request records without a label string and a registry lookup.
+pub(crate) struct UpstreamTimes([metrics::Histogram; 3]);
+
+impl UpstreamTimes {
+    /// The handles of the upstream group `name`.
+    pub(crate) fn new(name: &str) -> UpstreamTimes {
+        // In the order of the variants: `record` indexes by the variant.
+        use UpstreamResult::{Error, Ok, Timeout};
+        UpstreamTimes([Ok, Error, Timeout].map(|result| {
+            metrics::histogram!(UPSTREAM_DURATION, "upstream" => name.to_owned(), "result" => result.as_str())
+        }))
+    }
+
+    /// Record one exchange.
+    pub(crate) fn record(&self, result: UpstreamResult, took: Duration) {
+        self.0[result as usize].record(took.as_secs_f64());
+    }
+}
+
+impl std::fmt::Debug for UpstreamTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamTimes")
+    }
+}
+
+/// Handles are kept (by [`request`]) only once a recorder is installed: one taken
+/// before would stay the no-op recorder's.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// A recorder has been installed (by [`crate::admin::install_recorder`]).

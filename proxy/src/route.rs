@@ -25,6 +25,7 @@ use crate::error_page::{bad_request_page, error_page, header_too_large_page, pag
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
 use crate::hop_by_hop::strip_hop_by_hop;
+use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::spool::Spooled;
 use crate::uri::{normalize, valid_host};
@@ -412,11 +413,11 @@ async fn proxy(
         let sent_at = Instant::now();
         let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
         let result = match &sent {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "error",
-            Err(_) => "timeout",
+            Ok(Ok(_)) => UpstreamResult::Ok,
+            Ok(Err(_)) => UpstreamResult::Error,
+            Err(_) => UpstreamResult::Timeout,
         };
-        crate::metrics::upstream(&balancer.name, result, sent_at.elapsed());
+        balancer.times.record(result, sent_at.elapsed());
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
