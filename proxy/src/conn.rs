@@ -168,7 +168,13 @@ async fn serve_connection(
     let mut resumption = false;
     let (tls, server) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(stream, tls_listener, peer, accepted, &mut resumption),
+        Box::pin(handshake(
+            stream,
+            tls_listener,
+            peer,
+            accepted,
+            &mut resumption,
+        )),
     )
     .await
     {
@@ -321,8 +327,14 @@ async fn serve_http<I>(
         .map(|s| s.settings.client)
         .unwrap_or_default();
     let conn = Arc::new(conn);
+    // Boxed: hyper keeps one slot per connection sized for the service's future, for the
+    // connection's whole life; a box holds a request's state only while it is served.
     let service = service_fn(move |req| {
-        crate::route::handle(Arc::clone(&generation), Arc::clone(&conn), req)
+        Box::pin(crate::route::handle(
+            Arc::clone(&generation),
+            Arc::clone(&conn),
+            req,
+        ))
     });
     let (buffers, size) = limits.large_header_buffers;
     let size = usize::try_from(size).unwrap_or(usize::MAX);

@@ -23,6 +23,8 @@ mod corpus;
 mod frozen_token;
 #[path = "e2e/ha.rs"]
 mod ha;
+#[path = "e2e/idle_buffers.rs"]
+mod idle_buffers;
 #[path = "e2e/install.rs"]
 mod install;
 #[path = "e2e/k8s.rs"]

@@ -108,11 +108,12 @@ where
     /// Calling this function may result in the current contents of the buffer
     /// to be flushed to `T`.
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
-        if !self.encoder.has_capacity() {
+        // hsmgate patch: `has_capacity` makes the buffer again where `flush` gave it back.
+        if !self.has_capacity() {
             // Try flushing
             ready!(self.flush(cx))?;
 
-            if !self.encoder.has_capacity() {
+            if !self.has_capacity() {
                 return Poll::Pending;
             }
         }
@@ -122,7 +123,9 @@ where
 
     /// Returns whether a frame can be buffered without first flushing the
     /// underlying I/O object.
-    pub(crate) fn has_capacity(&self) -> bool {
+    pub(crate) fn has_capacity(&mut self) -> bool {
+        // hsmgate patch: the buffer may have been given back (`release_buffer`).
+        self.encoder.make_buffer();
         self.encoder.has_capacity()
     }
 
@@ -173,6 +176,7 @@ where
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
 
+        self.encoder.release_buffer();
         Poll::Ready(Ok(()))
     }
 
@@ -304,6 +308,22 @@ where
         }
 
         Ok(())
+    }
+
+    /// hsmgate patch: the buffer is given back once everything in it is written (an idle
+    /// connection keeps none); `poll_ready` makes it again before a frame is buffered.
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0
+        {
+            self.buf = Cursor::new(BytesMut::new());
+        }
+    }
+
+    /// hsmgate patch: see `release_buffer`.
+    fn make_buffer(&mut self) {
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
     }
 
     fn has_capacity(&self) -> bool {

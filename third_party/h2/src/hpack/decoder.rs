@@ -10,6 +10,9 @@ use std::cmp;
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::ops::ControlFlow;
+
+/// The buffer of Huffman-decoded strings, as it is made (hsmgate patch: named).
+const STRING_BUFFER_CAPACITY: usize = 4096;
 use std::str::Utf8Error;
 
 /// Decodes headers using HPACK
@@ -158,7 +161,7 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            buffer: BytesMut::with_capacity(STRING_BUFFER_CAPACITY),
         }
     }
 
@@ -174,6 +177,14 @@ impl Decoder {
     }
 
     /// Decodes the headers found in the given buffer.
+    /// hsmgate patch: give back the buffer of decoded strings while the connection idles
+    /// (the strings already handed out keep their part of it alive).
+    pub fn release_buffer(&mut self) {
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::new();
+        }
+    }
+
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
@@ -214,8 +225,10 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    // Insert the header into the table (hsmgate patch: a copy of its
+                    // bytes, so that the table does not pin the read buffer they came
+                    // from for the connection's life)
+                    self.table.insert(entry.to_owned_bytes());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -335,6 +348,10 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                // hsmgate patch: the buffer may have been given back (`release_buffer`).
+                if self.buffer.capacity() == 0 {
+                    self.buffer.reserve(STRING_BUFFER_CAPACITY);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,

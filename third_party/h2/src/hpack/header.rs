@@ -261,6 +261,28 @@ impl<'a> Name<'a> {
     }
 }
 
+impl Header {
+    /// hsmgate patch: the same header with its bytes in allocations of their own. A
+    /// decoded header shares the frame's buffer; one kept in the dynamic table would
+    /// keep that whole buffer alive.
+    pub(crate) fn to_owned_bytes(&self) -> Header {
+        use self::Header::*;
+        match self {
+            // `Header::new` made the name and the value with `from_bytes`: copies already.
+            Field { name, value } => Field {
+                name: name.clone(),
+                value: value.clone(),
+            },
+            Authority(v) => Authority(BytesStr::from(v.as_str())),
+            Scheme(v) => Scheme(BytesStr::from(v.as_str())),
+            Path(v) => Path(BytesStr::from(v.as_str())),
+            Protocol(v) => Protocol(crate::ext::Protocol::from(v.as_str())),
+            Method(v) => Method(v.clone()),
+            Status(v) => Status(*v),
+        }
+    }
+}
+
 // ===== impl BytesStr =====
 
 impl BytesStr {

@@ -221,10 +221,28 @@ where
                     self.partial_len = None;
                 }
             }
-            if ready!(self.poll_read_from_io(cx)).map_err(crate::Error::new_io)? == 0 {
+            let read = self.poll_read_from_io(cx);
+            if read.is_pending() {
+                self.release_idle();
+            }
+            if ready!(read).map_err(crate::Error::new_io)? == 0 {
                 trace!("parse eof");
                 return Poll::Ready(Err(crate::Error::new_incomplete()));
             }
+        }
+    }
+
+    /// hsmgate patch: a connection waiting for a message head with nothing buffered (an
+    /// idle keep-alive connection) keeps no buffers, as nginx frees its header buffers
+    /// while a connection idles. The next read allocates the strategy's size again; the
+    /// next head reserves its own. Only here, between messages: a body that streams
+    /// keeps its buffer across its waits.
+    fn release_idle(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if self.write_buf.remaining() == 0 {
+            self.write_buf.release();
         }
     }
 
@@ -544,6 +562,12 @@ impl<B: Buf> WriteBuf<B> {
 
     fn set_strategy(&mut self, strategy: WriteStrategy) {
         self.strategy = strategy;
+    }
+
+    /// hsmgate patch: give the headers buffer's memory back (nothing in it is unsent).
+    fn release(&mut self) {
+        debug_assert_eq!(self.headers.remaining(), 0);
+        self.headers = Cursor::new(Vec::new());
     }
 
     pub(super) fn buffer<BB: Buf + Into<B>>(&mut self, mut buf: BB) {
