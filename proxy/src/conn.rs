@@ -77,6 +77,10 @@ pub(crate) async fn accept_loop(
     ids: Arc<AtomicU64>,
     limit: Option<Arc<Semaphore>>,
 ) {
+    // Kernel receive times for admission's door (accepted sockets inherit the option).
+    if let Err(e) = crate::arrival::enable(&listener) {
+        tracing::warn!(address = %addr, error = %e, "SO_TIMESTAMPNS: admission will not see the accept queue's wait");
+    }
     loop {
         // Bounded: at the limit, stop accepting (the kernel's backlog queues) until a
         // connection closes, as nginx does when worker_connections run out.
@@ -233,7 +237,11 @@ async fn handshake(
             Duration::ZERO,
         )
     };
-    let (accepted, raw) = match crate::hello::read(&mut stream).await {
+    let crate::hello::Hello {
+        accepted,
+        raw,
+        arrived,
+    } = match crate::hello::read(&mut stream).await {
         Ok(hello) => hello,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -264,7 +272,10 @@ async fn handshake(
             HelloKind::Full => match async {
                 // A standing queue in front of the door (the proxy saturated) sheds
                 // the late ones before they take a slot.
-                limiter.door(accepted_at.elapsed())?;
+                // Its wait counts from the kernel's receipt of the ClientHello where
+                // the listener timestamps: the accept queue is part of the queue.
+                let waited = accepted_at.elapsed();
+                limiter.door(arrived.map_or(waited, |t| waited.max(crate::arrival::age(t))))?;
                 limiter.acquire().await
             }
             .await

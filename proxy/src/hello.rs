@@ -49,20 +49,47 @@ impl std::fmt::Display for HelloError {
     }
 }
 
-/// Read records until rustls has a whole ClientHello. Returns it with the bytes read
-/// (for [`classify`]). Any failure that has an alert sends it and closes the connection
-/// without a reset.
-pub(crate) async fn read(stream: &mut TcpStream) -> Result<(Accepted, Vec<u8>), HelloError> {
+/// A ClientHello as [`read`] returns it.
+pub(crate) struct Hello {
+    /// rustls' view of it.
+    pub(crate) accepted: Accepted,
+    /// Its bytes, records included (for [`classify`]).
+    pub(crate) raw: Vec<u8>,
+    /// When the kernel received its first bytes, where the listener timestamps
+    /// ([`crate::arrival`]).
+    pub(crate) arrived: Option<std::time::SystemTime>,
+}
+
+/// Read records until rustls has a whole ClientHello. Any failure that has an alert
+/// sends it and closes the connection without a reset.
+pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
     let mut reader = HelloReader::default();
     let mut buf = vec![0u8; 16 * 1024 + 5];
+    let mut arrived = None;
+    let mut first = true;
     loop {
-        let n = stream.read(&mut buf).await.map_err(HelloError::Io)?;
+        let n = if first {
+            first = false;
+            let (n, stamp) = crate::arrival::recv_stamped(stream, &mut buf)
+                .await
+                .map_err(HelloError::Io)?;
+            arrived = stamp;
+            n
+        } else {
+            stream.read(&mut buf).await.map_err(HelloError::Io)?
+        };
         if n == 0 {
             return Err(HelloError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         match reader.push(&buf[..n]) {
             Step::More => {}
-            Step::Hello(accepted) => return Ok((*accepted, reader.raw)),
+            Step::Hello(accepted) => {
+                return Ok(Hello {
+                    accepted: *accepted,
+                    raw: reader.raw,
+                    arrived,
+                });
+            }
             Step::Refused { error, alert } => {
                 if !alert.is_empty() {
                     let _ = write_and_close(stream, &alert, || ()).await;

@@ -23,7 +23,8 @@
 //! - `tls`: rustls settings per address, certificate choice by SNI and key type;
 //!   `kx`: the P-521 key exchange rustls' provider lacks;
 //!   `hello`: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::Limiter`]); `tls_io`: the TLS stream
+//!   (admission control: [`hsmgate_signer::Limiter`]); `arrival`: when the kernel
+//!   received it (the accept queue's wait, for admission's door); `tls_io`: the TLS stream
 //!   that sends rustls' own records (alerts) after every read;
 //! - `route`: server/location choice, `return`, `proxy_pass`; `vars`: `$variables`;
 //!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
@@ -50,6 +51,7 @@
 // `hsmgate` binary and the tests call as namespaces.
 mod access_log;
 mod admin;
+mod arrival;
 mod balance;
 mod body;
 mod client_cert;

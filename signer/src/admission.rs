@@ -32,11 +32,12 @@
 //! member that dies takes its share of the limit away at once, one that comes back gives
 //! it back; with none serving, every full handshake is shed at once.
 //!
-//! **The door** ([`Limiter::door`], CoDel on the time from a connection's accept to its
-//! ClientHello reaching admission): when the proxy itself is the bottleneck (its CPU is
-//! saturated, e.g. by the HSM's client library or by the shedding itself), connections
-//! wait in the runtime's queue before admission sees them, and admitted handshakes inherit
-//! that wait. If the *shortest* such wait of a whole [`DOOR_INTERVAL`] exceeds
+//! **The door** ([`Limiter::door`], CoDel on the time from the kernel's receipt of a
+//! connection's ClientHello, or from its accept where the socket has no receive
+//! timestamp, to the ClientHello reaching admission): when the proxy itself is the
+//! bottleneck (its CPU is saturated, e.g. by the HSM's client library or by the shedding
+//! itself), connections wait in the kernel's accept queue and in the runtime's queue
+//! before admission sees them, and admitted handshakes inherit that wait. If the *shortest* such wait of a whole [`DOOR_INTERVAL`] exceeds
 //! [`DOOR_TARGET`], there is a standing queue (not a burst): full handshakes that waited
 //! longer than the target are shed (`late`) until it drains. Resumptions are never shed.
 //!
@@ -71,7 +72,8 @@ pub enum ShedReason {
     /// A resumption that fell back to a full handshake found no free slot.
     ResumptionFallback,
     /// The proxy itself is the bottleneck: every full handshake of the last interval
-    /// reached the door later than [`DOOR_TARGET`] after its accept, and this one too.
+    /// reached the door later than [`DOOR_TARGET`] after its ClientHello reached the
+    /// machine (or after its accept), and this one too.
     Late,
 }
 
@@ -278,7 +280,7 @@ impl Limiter {
     }
 
     /// The door check for a full handshake whose ClientHello reached admission `waited`
-    /// after its connection was accepted (see the module documentation): `Err(Late)` when
+    /// after the kernel received it (or after its accept; see the module documentation): `Err(Late)` when
     /// there is a standing queue in front of admission and this one waited in it.
     pub fn door(&self, waited: Duration) -> Result<(), ShedReason> {
         if !self.settings.enabled {
