@@ -18,6 +18,7 @@
 # share a core with the load generators, so R (measured alone) is an upper bound.
 #
 # Knobs: FACTOR (2), PHASE1 (10 s), PHASE2 (10 s), HOP_MS (1, one way), SESSIONS (16),
+#        SIGNER_NICE ([admission] signer_nice; the default when unset),
 #        CONNECTIONS (2), SIGN_SECS (3), TIMEOUT (3s), LAB (path of lab.sh), RESULTS,
 #        KEEP=1, PORT_UP (8180), PORT_A (9543), PORT_B (9544), ADMIN_A (9901), ADMIN_B (9902).
 set -euo pipefail
@@ -72,6 +73,7 @@ start_instance() { # NAME PORT ADMIN -> PID in LAST_PID
     printf '[admin]\naddress = "127.0.0.1:%s"\n' "$3"
     printf '[tls]\ncertificate = "%s"\nkey = "pkcs11:object=tls-rsa;type=private"\n' "$CERT"
     printf '[upstream]\naddress = "127.0.0.1:%s"\n[shutdown]\ngrace_ms = 500\n' "$PORT_UP"
+    [[ -n ${SIGNER_NICE:-} ]] && printf '[admission]\nsigner_nice = %s\n' "$SIGNER_NICE"
     printf '[[hsm.group]]\nname = "lab"\nsign_timeout_ms = 3000\nop_timeout_ms = 2000\n'
     printf '[[hsm.group.region]]\nname = "r1"\nrole = "primary"\n'
     for m in a b; do
@@ -105,6 +107,23 @@ poll() { # -> time, then admitted/shed/limit of A and of B, every 0.5 s until ki
     sleep 0.5
   done
 }
+# wait_buckets ADMIN_PORT OUT: the instance's cumulative histogram of full handshakes'
+# waits from the kernel's receipt of the ClientHello (hsmgate_tls_handshake_wait_seconds),
+# "le count" per line: the admitted latency as the server sees it, accept queue included
+# and the load generator's own lag excluded.
+wait_buckets() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
+    | sed -n 's/^hsmgate_tls_handshake_wait_seconds_bucket{kind="full",le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' >"$2"
+}
+# bucket_quantile Q BEFORE AFTER: the upper bound (ms) of the bucket holding quantile Q of
+# what was recorded between the two scrapes ("inf" past the last bound, "-" if none).
+bucket_quantile() {
+  join -a 2 -e 0 -o 0,1.2,2.2 <(sort "$2") <(sort "$3") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
+    | awk -v q="$1" '{le[NR] = $1; c[NR] = $2} END {
+        n = c[NR]; if (n <= 0) { print "-"; exit }
+        for (i = 1; i <= NR; i++) if (c[i] >= q * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
+      }'
+}
 load() { # PORT SECONDS OUT: hsmgate-load at FACTOR x R, its JSON line to OUT
   "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup 0s --mode handshake --tls 1.3 --duration "$2s" \
     --rate "$RATE" --timeout "$TIMEOUT" "https://127.0.0.1:$1/" >"$3" 2>"$3.err" \
@@ -130,16 +149,21 @@ POLLER=$!
 PIDS+=("$POLLER")
 sleep 0.6
 T_START=$(tail -n1 "$SERIES" | cut -f1)
+wait_buckets "$ADMIN_A" "$WORK/a0.hist"
+wait_buckets "$ADMIN_B" "$WORK/b0.hist"
 say "phase 1: both instances, ${PHASE1} s"
 load "$PORT_A" "$PHASE1" "$WORK/a1.json" &
 la=$!
 load "$PORT_B" "$PHASE1" "$WORK/b1.json" &
 lb=$!
 wait "$la" "$lb"
+wait_buckets "$ADMIN_A" "$WORK/a1.hist"
+wait_buckets "$ADMIN_B" "$WORK/b1.hist"
 say "phase 2: instance B stopped; instance A alone, ${PHASE2} s"
 kill -TERM "$PID_B"
 T_STOP=$(tail -n1 "$SERIES" | cut -f1)
 load "$PORT_A" "$PHASE2" "$WORK/a2.json"
+wait_buckets "$ADMIN_A" "$WORK/a2.hist"
 sleep 0.6
 kill "$POLLER" 2>/dev/null || true
 
@@ -162,14 +186,17 @@ takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s && $2 >= 0.85 * r && fi
   echo "Hop: ${HOP_MS} ms each way. Raw pipelined sign rate of both HSMs (p11bench, 16 threads): **$RAW/s** = R."
   echo "Each instance offered $FACTOR x R = $RATE full TLS 1.3 handshakes/s (open loop, timeout $TIMEOUT)."
   echo
-  echo "| phase | instance | goodput/s | goodput / R | admitted p50 ms | p99 ms | errors (shed + other) |"
-  echo "|---|---|---|---|---|---|---|"
-  for row in "1 A a1" "1 B b1" "2 A a2"; do
+  echo "| phase | instance | goodput/s | goodput / R | admitted p50 ms | p99 ms | server's p50 / p99 ms | errors (shed + other) | load generator ran |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for row in "1 A a1 a0 $PHASE1" "1 B b1 b0 $PHASE1" "2 A a2 a1 $PHASE2"; do
     set -- $row
     j=$(cat "$WORK/$3.json")
-    echo "| $1 | $2 | $(jnum rate "$j") | $(ratio "$(jnum rate "$j")" "$RAW") | $(jnum p50_ms "$j") | $(jnum p99_ms "$j") | $(jnum error_total "$j") |"
+    server="≤ $(bucket_quantile 0.5 "$WORK/$4.hist" "$WORK/$3.hist") / ≤ $(bucket_quantile 0.99 "$WORK/$4.hist" "$WORK/$3.hist")"
+    echo "| $1 | $2 | $(jnum rate "$j") | $(ratio "$(jnum rate "$j")" "$RAW") | $(jnum p50_ms "$j") | $(jnum p99_ms "$j") | $server | $(jnum error_total "$j") | $(jnum duration_s "$j") s for $5 s |"
   done
-  echo "| 1 | A + B | $combined | $(ratio "$combined" "$RAW") | | | |"
+  echo "| 1 | A + B | $combined | $(ratio "$combined" "$RAW") | | | | | |"
+  echo
+  echo "Admitted p50/p99: the load generator's, from each connection's scheduled start (its own lag included: it ran longer than the phase when its core could not keep up). Server's: the bucket of hsmgate_tls_handshake_wait_seconds holding the quantile, from the kernel's receipt of the ClientHello (the accept queue included) to the handshake's end."
   echo
   echo "After B stopped, A's admitted rate first reached 0.85 R after **$takeover** (windows of about half a second from /metrics; the series shows whether it stayed)."
   echo

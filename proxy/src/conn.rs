@@ -307,12 +307,16 @@ async fn handshake(
     match result {
         Ok(tls) => {
             let session = tls.get_ref().1;
+            let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             metrics::handshake(
                 HandshakeResult::Ok,
                 metrics::version_label(session.protocol_version()),
-                session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                resumed,
                 started.elapsed(),
             );
+            if let Some(at) = arrived {
+                metrics::handshake_wait(resumed, crate::arrival::age(at));
+            }
             Some((tls, server))
         }
         Err(e) => {

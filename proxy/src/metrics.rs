@@ -12,6 +12,10 @@ use std::time::Duration;
 pub(crate) const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
 /// Histogram (seconds): ClientHello read → handshake complete, by `kind`.
 pub(crate) const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
+/// Histogram (seconds): the kernel's receipt of the ClientHello → handshake complete, by
+/// `kind`: what the client waited for its handshake, accept queue included, seen from
+/// the server (recorded where the listener timestamps; see `arrival`).
+pub(crate) const HANDSHAKE_WAIT: &str = "hsmgate_tls_handshake_wait_seconds";
 /// Histogram (seconds): a shed handshake's accept → its alert written (the server's
 /// side of the time a shed client waits for its answer).
 pub(crate) const SHED_DURATION: &str = "hsmgate_tls_shed_duration_seconds";
@@ -63,6 +67,12 @@ pub(crate) fn handshake(
     } else if result == HandshakeResult::Shed {
         metrics::histogram!(SHED_DURATION).record(took.as_secs_f64());
     }
+}
+
+/// Record a completed handshake's whole wait (see [`HANDSHAKE_WAIT`]).
+pub(crate) fn handshake_wait(resumed: bool, waited: Duration) {
+    let kind = if resumed { "resumed" } else { "full" };
+    metrics::histogram!(HANDSHAKE_WAIT, "kind" => kind).record(waited.as_secs_f64());
 }
 
 /// The label of a negotiated protocol version.
@@ -152,6 +162,11 @@ pub fn describe() {
         HANDSHAKE_DURATION,
         metrics::Unit::Seconds,
         "Time from the ClientHello to the end of a completed handshake"
+    );
+    metrics::describe_histogram!(
+        HANDSHAKE_WAIT,
+        metrics::Unit::Seconds,
+        "Time from the kernel's receipt of the ClientHello (the accept queue included) to the end of a completed handshake"
     );
     metrics::describe_histogram!(
         SHED_DURATION,
