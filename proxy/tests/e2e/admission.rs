@@ -196,6 +196,17 @@ async fn a_flood_is_shed_with_an_alert_and_established_clients_are_served() {
         shed,
         "every shed connection's time to its alert is recorded: {metrics}"
     );
+    // Every completed full handshake's wait from the kernel's receipt of its ClientHello
+    // (the listener timestamps): the flood's and the keep-alive connection's.
+    assert_eq!(
+        metric(
+            &metrics,
+            "hsmgate_tls_handshake_wait_seconds_count",
+            &["kind=\"full\""]
+        ) as usize,
+        ok + 1,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "hsmgate_admission_capacity_ops_per_second", &[]) > 0.0);
     assert!(proxy.log_text().contains("shedding full TLS handshakes"));
 }
