@@ -15,7 +15,9 @@
 # per-attempt timeout SWEEP_TIMEOUT), while a second hsmgate-load keeps ONE keep-alive
 # connection (opened 1 s before the flood) sending KA_RATE requests/s: the established
 # client's latency under the flood. Recorded per point: goodput (completed handshakes/s),
-# p50/p99 of completed handshakes, shed count (TLS alerts) and time to the alert (p50/p99
+# p50/p99 of completed handshakes (and for hsmgate the server's p99: the bucket of
+# hsmgate_tls_handshake_wait_seconds, from the kernel's receipt of the ClientHello, that
+# holds it), shed count (TLS alerts) and time to the alert (p50/p99
 # as the client measures it from its connect, and for hsmgate the server's own p99 from
 # accept to alert written: the bucket of hsmgate_tls_shed_duration_seconds that holds it),
 # timeouts, the keep-alive p50/p99, and the server's resident memory after the point.
@@ -61,20 +63,15 @@ address = \"127.0.0.1:$PORT_ADMIN\"
 enabled = $enabled
 ${nice:+signer_nice = $nice}" >"$WORK/hsmgate-$mode.toml"
 done
-# shed_buckets: hsmgate's cumulative shed-time histogram, "le count" per line (empty for nginx).
-shed_buckets() {
+# server_buckets SERVER PREFIX: hsmgate's shed-time histogram (PREFIX.shed) and its
+# histogram of completed full handshakes' waits from the kernel's receipt of the
+# ClientHello (PREFIX.wait); empty for nginx.
+server_buckets() {
+  : >"$2.shed"
+  : >"$2.wait"
   [[ $1 == hsmgate-* ]] || return 0
-  curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" \
-    | sed -n 's/^hsmgate_tls_shed_duration_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p'
-}
-# server_shed_p99 BEFORE AFTER: the upper bound (ms) of the bucket holding the p99 of the
-# sheds between the two scrapes, or null.
-server_shed_p99() {
-  join -a 2 -e 0 -o 0,1.2,2.2 <(sort "$1") <(sort "$2") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
-    | awk '{le[NR] = $1; c[NR] = $2} END {
-        n = c[NR]; if (n <= 0) { print "null"; exit }
-        for (i = 1; i <= NR; i++) if (c[i] >= 0.99 * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
-      }'
+  hist_buckets "$PORT_ADMIN" hsmgate_tls_shed_duration_seconds_bucket "$2.shed"
+  hist_buckets "$PORT_ADMIN" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$2.wait"
 }
 
 SERVER_PID=""
@@ -121,22 +118,27 @@ for s in "${SERVERS[@]}"; do
     load --mode keepalive --tls 1.3 -c 1 --rate "$KA_RATE" --warmup 0s -d "${ka_secs}s" "$SERVER_URL" >"$WORK/ka.json" 2>"$WORK/ka.err" &
     ka=$!
     sleep 1
-    shed_buckets "$s" >"$WORK/shed-before"
-    out=$(load --mode handshake --tls 1.3 --rate "$rate" -d "$DURATION" --timeout "$SWEEP_TIMEOUT" "$SERVER_URL" 2>"$WORK/load.err") \
+    # The server's histograms from the end of the load generator's warm-up (1 s), as its own.
+    (sleep 1 && server_buckets "$s" "$WORK/before") &
+    scrape=$!
+    out=$(load --mode handshake --tls 1.3 --rate "$rate" --warmup 1s -d "$DURATION" --timeout "$SWEEP_TIMEOUT" "$SERVER_URL" 2>"$WORK/load.err") \
       || out='{"rate":0,"error_total":-1,"errors":{}}'
+    wait "$scrape" || true
     wait "$ka" || true
-    shed_buckets "$s" >"$WORK/shed-after"
-    srv_shed=$(server_shed_p99 "$WORK/shed-before" "$WORK/shed-after")
+    server_buckets "$s" "$WORK/after"
+    srv_shed=$(bucket_quantile 0.99 "$WORK/before.shed" "$WORK/after.shed")
     [[ $srv_shed == inf ]] && srv_shed='">5000"'
+    srv_p99=$(bucket_quantile 0.99 "$WORK/before.wait" "$WORK/after.wait")
+    [[ $srv_p99 == inf ]] && srv_p99='">5000"'
     kao=$(cat "$WORK/ka.json")
     alerts=$(sed -n 's/.*"tls_alert":\([0-9]*\).*/\1/p' <<<"$out"); alerts=${alerts:-0}
     timeouts=$(sed -n 's/.*"timeout":\([0-9]*\).*/\1/p' <<<"$out"); timeouts=${timeouts:-0}
     rss=$(rss_kb)
-    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
-      "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$alerts" \
+    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"server_p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
+      "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$srv_p99" "$alerts" \
       "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$srv_shed" "$timeouts" "$(jerrors "$out")" \
       "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" >>"$RAW"
-    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms, shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
   done
   stop_all
 done
@@ -149,12 +151,12 @@ done
   echo "Each point: $DURATION open loop of new TLS 1.3 connections at factor x capacity (timeout $SWEEP_TIMEOUT), one run;"
   echo "meanwhile one keep-alive connection opened 1 s earlier sends $KA_RATE requests/s."
   echo
-  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | server's p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   while read -r line; do
     g() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$line"; }
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
-      "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" "$(g server_shed_p99_ms)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
+      "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g server_p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" "$(g server_shed_p99_ms)" \
       "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')"
   done <"$RAW"
   echo

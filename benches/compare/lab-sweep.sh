@@ -18,7 +18,12 @@
 #   raw     p11bench, 16 threads over both members: what the two HSMs can sign (capacity)
 #   closed  hsmgate-load --mode handshake -c CONNS: handshakes/s each server sustains
 #   sweep   hsmgate-load --rate R for R = factor x capacity (SWEEP), the same offered rates
-#           for both servers: goodput and p99 (TIMEOUT per handshake)
+#           for both servers: goodput and p99 (TIMEOUT per handshake); for hsmgate also
+#           the server's p99 (the bucket of hsmgate_tls_handshake_wait_seconds, from the
+#           kernel's receipt of the ClientHello, that holds it) and how long the load
+#           generator took to send the point's connections (longer than DURATION when
+#           its core could not keep up: its p99, counted from each connection's
+#           scheduled start, then includes its own lag)
 # Layout (2+ cores): servers (nginx instances, upstream, hsmgate) on SERVER_CPU (1); the
 # load generator and the lab's HSM processes (p11-kit servers, their per-connection
 # children, the hop forwarders) on LOAD_CPU (0), since the HSMs stand for other machines.
@@ -32,7 +37,7 @@
 #        TIMEOUT (3s), CASES ("unix hop"), HOP_MS (1, one way), NGINX_INSTANCES (2),
 #        SESSIONS (16), CONNECTIONS (2), SIGN_SECS (3), LOAD_CPU, SERVER_CPU, HSM_LAB (default benches/hsm-lab),
 #        RESULTS, QUICK=1 (1 rep, 2 s, 3 points), KEEP=1, PORT_UP (8080), PORT_TLS (8443,
-#        nginx), PORT_HSMGATE (9443).
+#        nginx), PORT_HSMGATE (9443), PORT_ADMIN (9912, hsmgate's /metrics).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +55,7 @@ HOP_MS=${HOP_MS:-1} NGINX_INSTANCES=${NGINX_INSTANCES:-2} SESSIONS=${SESSIONS:-1
 CONNECTIONS=${CONNECTIONS:-2} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS=${PORT_TLS:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
+PORT_ADMIN=${PORT_ADMIN:-9912}
 read -r -a SERVERS <<<"${SERVERS:-nginx-libp11 hsmgate hsmgate-off}"
 
 # --- tools and ports, before anything is started -------------------------------------------
@@ -72,7 +78,7 @@ if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; t
 fi
 ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (apt-get install -y nginx libengine-pkcs11-openssl socat python3)"
 command -v cargo >/dev/null || die "missing: cargo"
-ports_free "$PORT_UP" "$PORT_TLS" "$PORT_HSMGATE"
+ports_free "$PORT_UP" "$PORT_TLS" "$PORT_HSMGATE" "$PORT_ADMIN"
 pin_layout
 if ((PINNED)); then
   LAYOUT="servers pinned to CPU $SERVER_CPU; hsmgate-load (1 thread) and the lab's HSM processes to CPU $LOAD_CPU"
@@ -183,6 +189,7 @@ start_hsmgate() { # CASE [off: admission control off]
     fi
 
     printf '[[listener]]\naddress = "127.0.0.1:%s"\ntls_versions = ["1.3"]\n' "$PORT_HSMGATE"
+    printf '[admin]\naddress = "127.0.0.1:%s"\n' "$PORT_ADMIN"
     printf '[tls]\ncertificate = "%s"\nkey = "pkcs11:object=tls-rsa;type=private"\n' "$CERT"
     printf '[upstream]\naddress = "127.0.0.1:%s"\n[shutdown]\ngrace_ms = 500\n' "$PORT_UP"
     printf '[[hsm.group]]\nname = "lab"\nsign_timeout_ms = 3000\nop_timeout_ms = 2000\n'
@@ -216,6 +223,9 @@ stop_server() {
   stop_all
   PIDS=("${keep[@]}")
 }
+# wait_buckets OUT: hsmgate's histogram of completed full handshakes' waits from the
+# kernel's receipt of the ClientHello.
+wait_buckets() { hist_buckets "$PORT_ADMIN" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$1"; }
 url() { [[ $1 == hsmgate* ]] && echo "https://127.0.0.1:$PORT_HSMGATE/proxy" || echo "https://127.0.0.1:$PORT_TLS/proxy"; }
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -263,11 +273,20 @@ for REP in $(seq 1 "$REPS"); do
       for f in $SWEEP; do
         rate=$(awk -v c="${CAPACITY[$c]}" -v f="$f" 'BEGIN{printf "%.0f", (c * f < 1 ? 1 : c * f)}')
         start_server "$s" "$c"
+        : >"$WORK/wait-before"
+        : >"$WORK/wait-after"
+        # The server's histogram from the end of the load generator's warm-up, as its own.
+        scrape=""
+        if [[ $s == hsmgate* ]]; then (sleep "${WARMUP%s}" && wait_buckets "$WORK/wait-before") & scrape=$!; fi
         out=$(load "$s" --rate "$rate" --timeout "$TIMEOUT")
+        [[ -n $scrape ]] && wait "$scrape"
+        [[ $s == hsmgate* ]] && wait_buckets "$WORK/wait-after"
         stop_server
-        printf '{"case":"%s","server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"errors":%s,"rep":%s}\n' \
-          "$c" "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$REP" >>"$SWEEP_RAW"
-        say "  $s sweep ${f}x = $rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out")"
+        srv=$(bucket_quantile 0.99 "$WORK/wait-before" "$WORK/wait-after")
+        [[ $srv == inf ]] && srv='">5000"'
+        printf '{"case":"%s","server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s,"server_p99_ms":%s,"ran_s":%s,"errors":%s,"rep":%s}\n' \
+          "$c" "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$srv" "$(jnum duration_s "$out")" "$(jnum error_total "$out")" "$REP" >>"$SWEEP_RAW"
+        say "  $s sweep ${f}x = $rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv ms; sent in $(jnum duration_s "$out") s) errors $(jnum error_total "$out") $(jerrors "$out")"
       done
     done
   done
@@ -276,7 +295,7 @@ done
 # --- report ----------------------------------------------------------------------------------------
 OUT="$RESULTS/lab-sweep-$STAMP.md"
 vals() { awk -F'\t' -v c="$1" -v s="$2" -v k="${3:-4}" '$1 == c && $2 == s {print $k}' "$RAW"; }
-med() { vals "$@" | grep -v '^-$' | grep -v '^null$' | median; }
+med() { vals "$@" | { grep -v -e '^-$' -e '^null$' || true; } | median; } # NA when none (e.g. a server not in SERVERS)
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 pick() { # CASE SERVER FACTOR FIELD -> values over the reps
   sed -n "s/.*\"case\":\"$1\",\"server\":\"$2\",\"factor\":$3,.*\"$4\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"
@@ -312,17 +331,22 @@ casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * 
     echo "## Open-loop sweep, $(casename "$c") (offered = factor x ${CAPACITY[$c]}/s, the raw sign rate; timeout $TIMEOUT)"
     echo
     head="| factor | offered/s |" rule="|---|---|"
-    for s in "${SERVERS[@]}"; do head+=" $s goodput/s | p99 ms | errors (shed) |"; rule+="---|---|---|"; done
+    for s in "${SERVERS[@]}"; do
+      head+=" $s goodput/s | p99 ms | errors (shed) |"
+      rule+="---|---|---|"
+      [[ $s == hsmgate* ]] && head+=" server's p99 ms | sent in s |" && rule+="---|---|"
+    done
     echo "$head"
     echo "$rule"
     sweep_med="$RESULTS/lab-sweep-$STAMP-$c.jsonl"
     : >"$sweep_med"
     for f in $SWEEP; do
-      row=("$f" "$(pick "$c" nginx-libp11 "$f" offered | median)")
+      row=("$f" "$(pick "$c" "${SERVERS[0]}" "$f" offered | median)")
       for s in "${SERVERS[@]}"; do
         good=$(pick "$c" "$s" "$f" goodput | median) p99=$(pick "$c" "$s" "$f" p99_ms | median)
         errs=$(pick "$c" "$s" "$f" errors | median)
         row+=("$good" "$p99" "$errs")
+        [[ $s == hsmgate* ]] && row+=("≤ $(pick "$c" "$s" "$f" server_p99_ms | median)" "$(pick "$c" "$s" "$f" ran_s | median)")
         [[ $p99 == NA ]] && p99=null
         printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p99_ms":%s}\n' "$s" "$f" "${row[1]}" "$good" "$p99" >>"$sweep_med"
       done

@@ -143,3 +143,23 @@ ${1:-}
 grace_ms = 500
 EOT
 }
+
+# hist_buckets ADMIN_PORT SERIES OUT: a cumulative histogram of hsmgate's /metrics, "le
+# count" per line, into OUT (empty when unreachable). SERIES is the bucket series' name and
+# labels before le, e.g. 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",'.
+hist_buckets() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
+    | awk -v s="$2" 'index($0, s "le=\"") == 1 || index($0, s "{le=\"") == 1 {
+        le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le); print le, $NF }' >"$3"
+}
+
+# bucket_quantile Q BEFORE AFTER: the upper bound (ms) of the bucket holding quantile Q of
+# what was recorded between two hist_buckets scrapes ("inf" past the last bound, "null"
+# when nothing was).
+bucket_quantile() {
+  join -a 2 -e 0 -o 0,1.2,2.2 <(sort "$2") <(sort "$3") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
+    | awk -v q="$1" '{le[NR] = $1; c[NR] = $2} END {
+        n = c[NR]; if (n <= 0) { print "null"; exit }
+        for (i = 1; i <= NR; i++) if (c[i] >= q * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
+      }'
+}

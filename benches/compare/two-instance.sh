@@ -107,23 +107,10 @@ poll() { # -> time, then admitted/shed/limit of A and of B, every 0.5 s until ki
     sleep 0.5
   done
 }
-# wait_buckets ADMIN_PORT OUT: the instance's cumulative histogram of full handshakes'
-# waits from the kernel's receipt of the ClientHello (hsmgate_tls_handshake_wait_seconds),
-# "le count" per line: the admitted latency as the server sees it, accept queue included
-# and the load generator's own lag excluded.
-wait_buckets() {
-  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
-    | sed -n 's/^hsmgate_tls_handshake_wait_seconds_bucket{kind="full",le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' >"$2"
-}
-# bucket_quantile Q BEFORE AFTER: the upper bound (ms) of the bucket holding quantile Q of
-# what was recorded between the two scrapes ("inf" past the last bound, "-" if none).
-bucket_quantile() {
-  join -a 2 -e 0 -o 0,1.2,2.2 <(sort "$2") <(sort "$3") | awk '{le = ($1 == "+Inf") ? 1e9 : $1; print le, $3 - $2}' | sort -g \
-    | awk -v q="$1" '{le[NR] = $1; c[NR] = $2} END {
-        n = c[NR]; if (n <= 0) { print "-"; exit }
-        for (i = 1; i <= NR; i++) if (c[i] >= q * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
-      }'
-}
+# wait_buckets ADMIN_PORT OUT: the instance's histogram of full handshakes' waits from the
+# kernel's receipt of the ClientHello: the admitted latency as the server sees it, accept
+# queue included and the load generator's own lag excluded.
+wait_buckets() { hist_buckets "$1" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$2"; }
 load() { # PORT SECONDS OUT: hsmgate-load at FACTOR x R, its JSON line to OUT
   "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup 0s --mode handshake --tls 1.3 --duration "$2s" \
     --rate "$RATE" --timeout "$TIMEOUT" "https://127.0.0.1:$1/" >"$3" 2>"$3.err" \
