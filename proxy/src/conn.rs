@@ -170,6 +170,8 @@ async fn serve_connection(
     // Admission, then the handshake; the signer waits off the async workers.
     let peer = conn.peer;
     let mut resumption = false;
+    // Boxed: the handshake's state is freed when it ends, instead of sizing the
+    // connection's task for its whole life.
     let (tls, server) = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         Box::pin(handshake(
