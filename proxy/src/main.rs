@@ -16,6 +16,9 @@ use hsmgate_proxy::{
 };
 use hsmgate_signer::KeyKind;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// TLS-terminating reverse proxy whose private keys stay in PKCS#11 tokens.
 ///
 /// The configuration format is chosen by the file name: `*.toml` is hsmgate's native
