@@ -138,3 +138,64 @@ async fn http2_connection_idles_between_streams_and_keeps_its_header_table() {
         tokio::time::sleep(IDLE).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_http11_requests_are_answered_in_order_across_an_idle_gap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let token = TestToken::new(KeyType::Rsa2048);
+    let upstream = start_upstream("echo");
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
+        .expect("hsmgate starts");
+    let mut tls = connect(proxy.addr, client_config(&token.ca_pem, &[b"http/1.1"]))
+        .await
+        .expect("handshake");
+
+    // Two requests in one write (the second, with a body, waits in the read buffer while
+    // the first is served), then an idle gap, then two more in one write, the last
+    // closing the connection.
+    let body = body(7, 20_000);
+    let mut first = b"GET /p1 HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
+    first.extend_from_slice(
+        format!(
+            "POST /p2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    first.extend_from_slice(&body);
+    tls.write_all(&first).await.expect("write");
+    tokio::time::sleep(IDLE).await;
+    tls.write_all(
+        b"GET /p3 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p4 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .expect("all four answered and the connection closed within 10 s")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        4,
+        "four responses: {}",
+        &text[..text.len().min(2000)]
+    );
+    let at = |line: &str| {
+        text.find(line)
+            .unwrap_or_else(|| panic!("{line} not answered"))
+    };
+    let order = [
+        at("GET /p1 HTTP/1.1"),
+        at("POST /p2 HTTP/1.1"),
+        at("GET /p3 HTTP/1.1"),
+        at("GET /p4 HTTP/1.1"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "answered in order");
+    assert!(
+        answer.windows(body.len()).any(|w| w == body.as_slice()),
+        "the pipelined body was forwarded whole"
+    );
+}
