@@ -71,7 +71,7 @@ server_buckets() {
   : >"$2.wait"
   [[ $1 == hsmgate-* ]] || return 0
   hist_buckets "$PORT_ADMIN" hsmgate_tls_shed_duration_seconds_bucket "$2.shed"
-  hist_buckets "$PORT_ADMIN" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$2.wait"
+  wait_buckets "$PORT_ADMIN" "$2.wait"
 }
 
 SERVER_PID=""

@@ -223,9 +223,6 @@ stop_server() {
   stop_all
   PIDS=("${keep[@]}")
 }
-# wait_buckets OUT: hsmgate's histogram of completed full handshakes' waits from the
-# kernel's receipt of the ClientHello.
-wait_buckets() { hist_buckets "$PORT_ADMIN" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$1"; }
 url() { [[ $1 == hsmgate* ]] && echo "https://127.0.0.1:$PORT_HSMGATE/proxy" || echo "https://127.0.0.1:$PORT_TLS/proxy"; }
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -277,10 +274,10 @@ for REP in $(seq 1 "$REPS"); do
         : >"$WORK/wait-after"
         # The server's histogram from the end of the load generator's warm-up, as its own.
         scrape=""
-        if [[ $s == hsmgate* ]]; then (sleep "${WARMUP%s}" && wait_buckets "$WORK/wait-before") & scrape=$!; fi
+        if [[ $s == hsmgate* ]]; then (sleep "${WARMUP%s}" && wait_buckets "$PORT_ADMIN" "$WORK/wait-before") & scrape=$!; fi
         out=$(load "$s" --rate "$rate" --timeout "$TIMEOUT")
         [[ -n $scrape ]] && wait "$scrape"
-        [[ $s == hsmgate* ]] && wait_buckets "$WORK/wait-after"
+        [[ $s == hsmgate* ]] && wait_buckets "$PORT_ADMIN" "$WORK/wait-after"
         stop_server
         srv=$(bucket_quantile 0.99 "$WORK/wait-before" "$WORK/wait-after")
         [[ $srv == inf ]] && srv='">5000"'

@@ -153,6 +153,11 @@ hist_buckets() {
         le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le); print le, $NF }' >"$3"
 }
 
+# wait_buckets ADMIN_PORT OUT: hsmgate's histogram of completed full handshakes' waits from
+# the kernel's receipt of the ClientHello: the admitted latency as the server sees it,
+# accept queue included and the load generator's own lag excluded.
+wait_buckets() { hist_buckets "$1" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$2"; }
+
 # bucket_quantile Q BEFORE AFTER: the upper bound (ms) of the bucket holding quantile Q of
 # what was recorded between two hist_buckets scrapes ("inf" past the last bound, "null"
 # when nothing was).

@@ -107,10 +107,6 @@ poll() { # -> time, then admitted/shed/limit of A and of B, every 0.5 s until ki
     sleep 0.5
   done
 }
-# wait_buckets ADMIN_PORT OUT: the instance's histogram of full handshakes' waits from the
-# kernel's receipt of the ClientHello: the admitted latency as the server sees it, accept
-# queue included and the load generator's own lag excluded.
-wait_buckets() { hist_buckets "$1" 'hsmgate_tls_handshake_wait_seconds_bucket{kind="full",' "$2"; }
 load() { # PORT SECONDS OUT: hsmgate-load at FACTOR x R, its JSON line to OUT
   "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup 0s --mode handshake --tls 1.3 --duration "$2s" \
     --rate "$RATE" --timeout "$TIMEOUT" "https://127.0.0.1:$1/" >"$3" 2>"$3.err" \

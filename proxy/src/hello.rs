@@ -65,19 +65,11 @@ pub(crate) struct Hello {
 pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
     let mut reader = HelloReader::default();
     let mut buf = vec![0u8; 16 * 1024 + 5];
-    let mut arrived = None;
-    let mut first = true;
+    // The first read also takes the kernel's receive time of the ClientHello.
+    let (mut n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
+        .await
+        .map_err(HelloError::Io)?;
     loop {
-        let n = if first {
-            first = false;
-            let (n, stamp) = crate::arrival::recv_stamped(stream, &mut buf)
-                .await
-                .map_err(HelloError::Io)?;
-            arrived = stamp;
-            n
-        } else {
-            stream.read(&mut buf).await.map_err(HelloError::Io)?
-        };
         if n == 0 {
             return Err(HelloError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -97,6 +89,7 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
                 return Err(HelloError::Tls(error));
             }
         }
+        n = stream.read(&mut buf).await.map_err(HelloError::Io)?;
     }
 }
 
