@@ -59,7 +59,7 @@ pub(crate) fn handshake(
     resumed: bool,
     took: Duration,
 ) {
-    let kind = if resumed { "resumed" } else { "full" };
+    let kind = kind_label(resumed);
     metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind)
         .increment(1);
     if result == HandshakeResult::Ok {
@@ -71,8 +71,12 @@ pub(crate) fn handshake(
 
 /// Record a completed handshake's whole wait (see [`HANDSHAKE_WAIT`]).
 pub(crate) fn handshake_wait(resumed: bool, waited: Duration) {
-    let kind = if resumed { "resumed" } else { "full" };
-    metrics::histogram!(HANDSHAKE_WAIT, "kind" => kind).record(waited.as_secs_f64());
+    metrics::histogram!(HANDSHAKE_WAIT, "kind" => kind_label(resumed)).record(waited.as_secs_f64());
+}
+
+/// The `kind` label of the handshake metrics.
+fn kind_label(resumed: bool) -> &'static str {
+    if resumed { "resumed" } else { "full" }
 }
 
 /// The label of a negotiated protocol version.
