@@ -17,6 +17,9 @@
 # Per case (unix, hop) and repetition:
 #   raw     p11bench, 16 threads over both members: what the two HSMs can sign (capacity)
 #   closed  hsmgate-load --mode handshake -c CONNS: handshakes/s each server sustains
+#   one     the same with one connection (ONE=0 skips it): one handshake at a time, the
+#           handshake's latency at low load (p50/p99), where each signature's PKCS#11
+#           round trips over the hop show (issue 11, item 4)
 #   sweep   hsmgate-load --rate R for R = factor x capacity (SWEEP), the same offered rates
 #           for both servers: goodput and p99 (TIMEOUT per handshake); for hsmgate also
 #           the server's p99 (the bucket of hsmgate_tls_handshake_wait_seconds, from the
@@ -34,7 +37,7 @@
 # per case (goodput and p99 against offered rate), raw numbers next to them.
 #
 # Knobs: REPS (3), DURATION (5s), WARMUP (1s), CONNS (50), SWEEP ("0.25 0.5 1 1.5 2 3"),
-#        TIMEOUT (3s), CASES ("unix hop"), HOP_MS (1, one way), NGINX_INSTANCES (2),
+#        TIMEOUT (3s), ONE (1), CASES ("unix hop"), HOP_MS (1, one way), NGINX_INSTANCES (2),
 #        SESSIONS (16), CONNECTIONS (2), SIGN_SECS (3), LOAD_CPU, SERVER_CPU, HSM_LAB (default benches/hsm-lab),
 #        RESULTS, QUICK=1 (1 rep, 2 s, 3 points), KEEP=1, PORT_UP (8080), PORT_TLS (8443,
 #        nginx), PORT_HSMGATE (9443), PORT_ADMIN (9912, hsmgate's /metrics).
@@ -50,7 +53,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
   REPS=${REPS:-1} DURATION=${DURATION:-2s} SWEEP=${SWEEP:-"0.5 1 2"}
 fi
 REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
-SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} TIMEOUT=${TIMEOUT:-3s} CASES=${CASES:-"unix hop"}
+SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} TIMEOUT=${TIMEOUT:-3s} ONE=${ONE:-1} CASES=${CASES:-"unix hop"}
 HOP_MS=${HOP_MS:-1} NGINX_INSTANCES=${NGINX_INSTANCES:-2} SESSIONS=${SESSIONS:-16}
 CONNECTIONS=${CONNECTIONS:-2} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
@@ -229,7 +232,9 @@ url() { [[ $1 == hsmgate* ]] && echo "https://127.0.0.1:$PORT_HSMGATE/proxy" || 
 mkdir -p "$RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 RAW="$RESULTS/lab-sweep-$STAMP-raw.tsv" SWEEP_RAW="$RESULTS/lab-sweep-$STAMP-sweep-raw.jsonl"
+ONE_RAW="$RESULTS/lab-sweep-$STAMP-one-raw.tsv"
 : >"$RAW"
+: >"$ONE_RAW"
 : >"$SWEEP_RAW"
 load() { # SERVER ARGS... -> hsmgate-load's JSON line (a failed run counts as no goodput)
   local server=$1 out
@@ -265,6 +270,13 @@ for REP in $(seq 1 "$REPS"); do
         'BEGIN{n = r * (w + s); printf "%.0f", (n > 0 ? d / hz * 1e6 / n : 0)}')
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$REP" "$(jnum rate "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" "$cpu" >>"$RAW"
       say "  $s closed loop: $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out") $(jerrors "$out") server-cpu=${cpu}us/handshake"
+      if ((ONE)); then
+        # One connection: each handshake waits for the one before it (low load).
+        out=$(load "$s" -c 1)
+        # case server rep handshakes/s p50 p99 errors
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$REP" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$(jnum error_total "$out")" >>"$ONE_RAW"
+        say "  $s one connection: $(jnum rate "$out")/s p50 $(jnum p50_ms "$out") ms p99 $(jnum p99_ms "$out") ms errors $(jnum error_total "$out")"
+      fi
       stop_server
       # A fresh server per point: an overloaded point leaves queued connections behind.
       for f in $SWEEP; do
@@ -294,6 +306,9 @@ OUT="$RESULTS/lab-sweep-$STAMP.md"
 vals() { awk -F'\t' -v c="$1" -v s="$2" -v k="${3:-4}" '$1 == c && $2 == s {print $k}' "$RAW"; }
 med() { vals "$@" | { grep -v -e '^-$' -e '^null$' || true; } | median; } # NA when none (e.g. a server not in SERVERS)
 range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
+one_vals() { awk -F'\t' -v c="$1" -v s="$2" -v k="$3" '$1 == c && $2 == s && $k != "null" {print $k}' "$ONE_RAW"; }
+one_med() { one_vals "$@" | median; }
+one_range() { one_vals "$@" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 pick() { # CASE SERVER FACTOR FIELD -> values over the reps
   sed -n "s/.*\"case\":\"$1\",\"server\":\"$2\",\"factor\":$3,.*\"$4\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"
 }
@@ -323,6 +338,21 @@ casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * 
         "$(ratio "$m" "$ref")" "$(med "$c" "$s" 5)" "$(med "$c" "$s" 7)" "$(med "$c" raw)"
     done
   done
+  if ((ONE)); then
+    echo
+    echo "## Low load: one connection, one handshake at a time (closed loop, $DURATION; median of $REPS rep(s), min..max)"
+    echo
+    echo "| HSM path | server | handshakes/s | p50 ms | p99 ms | p50 / nginx+libp11's |"
+    echo "|---|---|---|---|---|---|"
+    for c in $CASES; do
+      ref=$(one_med "$c" nginx-libp11 5)
+      for s in "${SERVERS[@]}"; do
+        p50=$(one_med "$c" "$s" 5)
+        printf '| %s | %s | %s | %s (%s) | %s (%s) | %s |\n' "$(casename "$c")" "$(name "$s")" "$(one_med "$c" "$s" 4)" \
+          "$p50" "$(one_range "$c" "$s" 5)" "$(one_med "$c" "$s" 6)" "$(one_range "$c" "$s" 6)" "$(ratio "$p50" "$ref")"
+      done
+    done
+  fi
   for c in $CASES; do
     echo
     echo "## Open-loop sweep, $(casename "$c") (offered = factor x ${CAPACITY[$c]}/s, the raw sign rate; timeout $TIMEOUT)"
@@ -356,7 +386,7 @@ casename() { case $1 in unix) echo "unix socket" ;; hop) echo "TCP hop, +$((2 * 
     echo "Plot: lab-sweep-$STAMP-$c.svg"
   done
   echo
-  echo "Raw numbers: lab-sweep-$STAMP-raw.tsv, lab-sweep-$STAMP-sweep-raw.jsonl."
+  echo "Raw numbers: lab-sweep-$STAMP-raw.tsv, lab-sweep-$STAMP-sweep-raw.jsonl$( ((ONE)) && echo ", lab-sweep-$STAMP-one-raw.tsv")."
 } >"$OUT"
 cat "$OUT"
 say "written: $OUT"
