@@ -20,6 +20,10 @@
 //! # RFC 7512 URI or "engine:pkcs11:pkcs11:..."; must name a token (token= or serial=) and
 //! # an object (object= or id=); type, if given, must be private
 //! key = "pkcs11:token=demo;object=tls-rsa;type=private?pin-source=file:pin.txt"
+//! # Optional: the cipher suites offered, in the server's order (it always wins over the
+//! # client's); OpenSSL or IANA names, each once. Default: rustls' (AES-256-GCM first).
+//! # No TLS 1.3 suite listed: rustls' three follow; TLS 1.2 listeners need a TLS 1.2 one.
+//! # ciphers = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"]
 //!
 //! [pkcs11]
 //! # required unless the key URI has module-path; if both are given they must be equal.

@@ -68,6 +68,10 @@ pub struct TlsConfig {
     /// `session_timeout_ms` (default 300000, nginx's `ssl_session_timeout`): tickets'
     /// and cached sessions' lifetime.
     pub session_timeout: Duration,
+    /// `ciphers`: the cipher suites offered, in the server's order of preference; empty:
+    /// rustls' suites and order. With no TLS 1.3 suite listed, rustls' three follow the
+    /// listed ones (as nginx, whose `ssl_ciphers` does not govern TLS 1.3).
+    pub ciphers: Vec<crate::nginx::CipherSuite>,
     /// `[[tls.pair]]`: more certificate/key pairs, in file order.
     pub pairs: Vec<TlsPair>,
 }

@@ -112,6 +112,7 @@ pub(crate) struct RawTls {
     pub(crate) session_tickets: Option<Spanned<bool>>,
     pub(crate) session_ticket_key_files: Option<Spanned<Vec<String>>>,
     pub(crate) session_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) ciphers: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(crate) pair: Vec<Spanned<RawPair>>,
 }

@@ -227,9 +227,10 @@ impl Site {
             certs,
             tls: TlsSettings {
                 protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
-                ciphers: Vec::new(),
-                // The server's order (rustls': AES-256-GCM, AES-128-GCM, ChaCha20 per
-                // version, forward-secret ECDHE only): scanners flag the client's order.
+                ciphers: config.tls.ciphers.clone(),
+                // The server's order (`[tls] ciphers`, or rustls': AES-256-GCM,
+                // AES-128-GCM, ChaCha20 per version, forward-secret ECDHE only): scanners
+                // flag the client's order.
                 prefer_server_ciphers: true,
                 session_cache: SessionCache::Cache {
                     builtin: Some(256),

@@ -13,6 +13,7 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
 use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, TlsPair, Upstream};
+use crate::nginx::CipherSuite;
 use crate::pkcs11_uri::{ObjectType, Pkcs11Uri, parse_key_string};
 use crate::raw::{RawAdmission, RawConfig, RawListener, RawPair, RawTls, RawUpstream};
 
@@ -44,6 +45,16 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
             )
         }
     };
+    if let Some(list) = raw.tls.ciphers.as_ref()
+        && listeners.iter().any(|l| l.tls12)
+        && !tls.ciphers.iter().any(|c| !c.is_tls13())
+    {
+        return Err(src.invalid(
+            list.span().start,
+            "tls.ciphers",
+            "lists no TLS 1.2 suite, but a listener offers TLS 1.2 (list one, e.g. \"ECDHE-RSA-AES128-GCM-SHA256\", or set that listener's tls_versions = [\"1.3\"])",
+        ));
+    }
     let upstream = upstream(&raw.upstream, src)?;
     let grace = int(
         raw.shutdown.grace_ms.as_ref(),
@@ -232,9 +243,52 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             d::ms(d::SESSION_TIMEOUT),
             src,
         )?),
+        ciphers: ciphers(raw.ciphers.as_ref(), src)?,
         pairs: pairs(&raw.pair, grouped, src)?,
     };
     Ok((tls, at))
+}
+
+/// `tls.ciphers`: OpenSSL's or IANA's suite names, each known to rustls and listed once.
+fn ciphers(
+    raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    src: &Source<'_>,
+) -> Result<Vec<CipherSuite>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if raw.get_ref().is_empty() {
+        return Err(src.invalid(
+            raw.span().start,
+            "tls.ciphers",
+            "must not be empty (leave it out for rustls' suites)",
+        ));
+    }
+    let mut out = Vec::new();
+    for name in raw.get_ref() {
+        let at = name.span().start;
+        let Some(suite) = CipherSuite::from_name(name.get_ref()) else {
+            let known: Vec<&str> = CipherSuite::ALL.iter().map(|(_, n)| *n).collect();
+            return Err(src.invalid(
+                at,
+                "tls.ciphers",
+                format!(
+                    "\"{}\" is not a cipher suite hsmgate offers (one of: {})",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            ));
+        };
+        if out.contains(&suite) {
+            return Err(src.invalid(
+                at,
+                "tls.ciphers",
+                format!("\"{}\" is listed twice", name.get_ref()),
+            ));
+        }
+        out.push(suite);
+    }
+    Ok(out)
 }
 
 /// A certificate chain's file name: not empty.
@@ -530,6 +584,54 @@ mod tests {
             (a.tls12, a.tls13, a.http2, b.address.is_ipv6()),
             (false, true, false, true)
         );
+    }
+
+    #[test]
+    fn tls_ciphers_are_the_servers_order() {
+        use crate::nginx::CipherSuite as C;
+        assert!(good(&[]).tls.ciphers.is_empty(), "rustls' order by default");
+        let key_line = "type=private?pin-source=file:pin.txt\"";
+        let listed = format!(
+            "{key_line}\nciphers = [\"TLS_AES_128_GCM_SHA256\", \"TLS13_AES_256_GCM_SHA384\",\n  \"ECDHE-RSA-AES128-GCM-SHA256\"]"
+        );
+        let c = good(&[(key_line, &listed)]);
+        assert_eq!(
+            c.tls.ciphers,
+            [C::Tls13Aes128Gcm, C::Tls13Aes256Gcm, C::EcdheRsaAes128Gcm]
+        );
+        // Unknown, twice, empty: located at the value.
+        let unknown =
+            format!("{key_line}\nciphers = [\"TLS_AES_128_GCM_SHA256\",\n  \"AES128-SHA\"]");
+        bad(
+            &[(key_line, &unknown)],
+            8,
+            &[
+                "`tls.ciphers`",
+                "\"AES128-SHA\"",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+            ],
+        );
+        let twice = format!(
+            "{key_line}\nciphers = [\"ECDHE-RSA-AES128-GCM-SHA256\", \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]"
+        );
+        bad(&[(key_line, &twice)], 7, &["`tls.ciphers`", "listed twice"]);
+        bad(
+            &[(key_line, &format!("{key_line}\nciphers = []"))],
+            7,
+            &["`tls.ciphers`", "must not be empty"],
+        );
+        // TLS 1.3 suites alone: fine for TLS 1.3-only listeners, an error beside TLS 1.2.
+        let only13 = format!("{key_line}\nciphers = [\"TLS_AES_128_GCM_SHA256\"]");
+        bad(
+            &[(key_line, &only13)],
+            7,
+            &["`tls.ciphers`", "no TLS 1.2 suite"],
+        );
+        let c = good(&[
+            (key_line, &only13),
+            ("8443\"", "8443\"\ntls_versions = [\"1.3\"]"),
+        ]);
+        assert_eq!(c.tls.ciphers, [C::Tls13Aes128Gcm]);
     }
 
     #[test]

@@ -95,6 +95,14 @@ macro_rules! suites {
             pub fn rustls_name(self) -> &'static str {
                 match self { $(Self::$v => $rustls,)* }
             }
+            /// The suite named by its OpenSSL name or its rustls (IANA) name.
+            pub fn from_name(name: &str) -> Option<CipherSuite> {
+                match name { $($openssl | $rustls => Some(Self::$v),)* _ => None }
+            }
+            /// A TLS 1.3 suite (the others are TLS 1.2's).
+            pub fn is_tls13(self) -> bool {
+                self.rustls_name().starts_with("TLS13_")
+            }
         }
     };
 }
@@ -419,6 +427,13 @@ mod tests {
     #[test]
     fn suite_names() {
         assert_eq!(CipherSuite::ALL.len(), 9);
+        for (suite, openssl) in CipherSuite::ALL {
+            assert_eq!(CipherSuite::from_name(openssl), Some(*suite));
+            assert_eq!(CipherSuite::from_name(suite.rustls_name()), Some(*suite));
+        }
+        assert_eq!(CipherSuite::from_name("AES128-SHA"), None);
+        assert!(CipherSuite::Tls13Aes128Gcm.is_tls13());
+        assert!(!CipherSuite::EcdheRsaAes128Gcm.is_tls13());
         assert_eq!(
             CipherSuite::EcdheRsaAes128Gcm.rustls_name(),
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"

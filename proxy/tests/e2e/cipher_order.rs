@@ -93,3 +93,49 @@ fn the_toml_configuration_prefers_the_servers_order() {
     );
     assert_eq!(t13, "TLS_AES_256_GCM_SHA384");
 }
+
+#[test]
+fn tls_ciphers_in_toml_set_the_servers_suites_and_order() {
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("echo"), "").replacen(
+        "\n\n[pkcs11]",
+        "\nciphers = [\"TLS_AES_128_GCM_SHA256\", \"TLS_CHACHA20_POLY1305_SHA256\", \"ECDHE-ECDSA-CHACHA20-POLY1305\", \"ECDHE-ECDSA-AES128-GCM-SHA256\"]\n\n[pkcs11]",
+        1,
+    );
+    assert!(config.contains("ciphers = "), "{config}");
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    // The listed order wins over the client's.
+    let t13 = negotiated(
+        proxy.addr,
+        &token.ca_pem,
+        "-tls1_3",
+        "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+    );
+    assert_eq!(t13, "TLS_AES_128_GCM_SHA256");
+    let t12 = negotiated(
+        proxy.addr,
+        &token.ca_pem,
+        "-tls1_2",
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+    );
+    assert_eq!(t12, "ECDHE-ECDSA-CHACHA20-POLY1305");
+    // A suite not listed is not offered: a client that offers only it is refused.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_256_GCM_SHA384",
+            "-connect",
+        ])
+        .arg(proxy.addr.to_string())
+        .args(["-servername", "localhost", "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("handshake failure"),
+        "AES-256-GCM is not listed, so not offered: {text}"
+    );
+}
