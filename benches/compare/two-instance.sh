@@ -8,8 +8,11 @@
 #            for PHASE1 seconds: combined goodput / R, each instance's admitted p99
 #   phase 2  instance B is stopped (SIGTERM); instance A alone, still offered FACTOR x R,
 #            for PHASE2 seconds: how soon A's admitted rate reaches 0.85 R
+#   baseline before phase 1: A's signing latency with one handshake at a time, against
+#            which phase 2's is read (several times it: the HSMs are saturated)
 # Both instances' /metrics are polled every 0.5 s (hsmgate_admission_admitted_total,
-# _shed_total, _limit), giving the admitted rate per half second; the table, the time
+# _shed_total, _limit, and A's hsmgate_signer_latency_seconds), giving the admitted rate,
+# A's signatures/s and its mean signing latency per half second; the table, the time
 # from B's stop to A's first window at 0.85 R, and the series go to
 # benches/results/two-instance-DATE.md (and -series.tsv).
 #
@@ -91,9 +94,20 @@ start_instance() { # NAME PORT ADMIN -> PID in LAST_PID
 
 metric() { # ADMIN_PORT NAME -> the sum of NAME's samples (0 when absent or unreachable)
   curl -s --max-time 0.4 "http://127.0.0.1:$1/metrics" 2>/dev/null \
-    | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $NF} END {printf "%.0f\n", s + 0}'
+    | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $NF} END {printf "%.4f\n", s + 0}'
 }
-poll() { # -> time, then admitted/shed/limit of A and of B, every 0.5 s until killed
+# signing ADMIN_PORT -> "count sum": the instance's signatures and their summed latency
+# (enqueue → answer, seconds) so far, over both members
+signing() {
+  curl -s --max-time 0.4 "http://127.0.0.1:$1/metrics" 2>/dev/null \
+    | awk 'index($1, "hsmgate_signer_latency_seconds_count{") == 1 {c += $NF}
+           index($1, "hsmgate_signer_latency_seconds_sum{") == 1 {s += $NF}
+           END {printf "%.0f %.6f\n", c, s}'
+}
+# mean_ms "C0 S0" "C1 S1" -> mean latency in ms of the signatures between two readings
+mean_ms() { awk -v a="$1" -v b="$2" 'BEGIN{split(a, x, " "); split(b, y, " "); n = y[1] - x[1]
+  printf "%s", (n > 0 ? sprintf("%.1f", 1000 * (y[2] - x[2]) / n) : "NA")}'; }
+poll() { # -> time, admitted/shed/limit of A and of B, A's signatures and latency sum, every 0.5 s
   local t0 now
   t0=$(date +%s.%N)
   while :; do
@@ -103,7 +117,7 @@ poll() { # -> time, then admitted/shed/limit of A and of B, every 0.5 s until ki
       printf '\t%s\t%s\t%s' "$(metric "$a" hsmgate_admission_admitted_total)" \
         "$(metric "$a" hsmgate_admission_shed_total)" "$(metric "$a" hsmgate_admission_limit)"
     done
-    printf '\n'
+    printf '\t%s\t%s\n' $(signing "$ADMIN_A")
     sleep 0.5
   done
 }
@@ -125,6 +139,14 @@ start_instance b "$PORT_B" "$ADMIN_B"
 PID_B=$LAST_PID
 sleep 1
 all_alive "an instance exited at start; logs in $WORK (KEEP=1 keeps them)"
+
+# A's signing latency with one handshake at a time (the HSMs idle but for it): the
+# baseline phase 2's latency is read against.
+s0=$(signing "$ADMIN_A")
+"${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup 0s --mode handshake --tls 1.3 --duration 2s \
+  -c 1 "https://127.0.0.1:$PORT_A/" >"$WORK/idle.json" 2>"$WORK/idle.err" || true
+IDLE_MS=$(mean_ms "$s0" "$(signing "$ADMIN_A")")
+say "A's signing latency, one handshake at a time: $IDLE_MS ms"
 
 SERIES="$WORK/series.tsv"
 poll >"$SERIES" &
@@ -158,8 +180,12 @@ mkdir -p "$RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUT="$RESULTS/two-instance-$STAMP.md"
 awk -F'\t' 'NR > 1 {dt = $1 - t; ra = $2 < a ? 0 : ($2 - a) / dt; rb = $5 < b ? 0 : ($5 - b) / dt
-  printf "%.1f\t%.0f\t%.0f\t%s\t%s\n", $1, ra, rb, $4, $7}
-  {t = $1; a = $2; b = $5}' "$SERIES" >"$RESULTS/two-instance-$STAMP-series.tsv"
+  n = $8 - c; ms = n > 0 ? sprintf("%.1f", 1000 * ($9 - l) / n) : "NA"
+  printf "%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", $1, ra, rb, $4, $7, n / dt, ms}
+  {t = $1; a = $2; b = $5; c = $8; l = $9}' "$SERIES" >"$RESULTS/two-instance-$STAMP-series.tsv"
+# Phase 2 (after B's stop, the first second left out): A's signatures/s and mean latency.
+read -r P2_OPS P2_MS < <(awk -F'\t' -v s="$T_STOP" '$1 > s + 1 && $7 != "NA" {n += $6 * 1; w += $6 * $7; k++}
+  END {if (k && n > 0) printf "%.0f %.1f\n", n / k, w / n; else print "NA NA"}' "$RESULTS/two-instance-$STAMP-series.tsv")
 takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s && $2 >= 0.85 * r && first == "" {first = $1 - s}
   END {print (first == "" ? "never" : sprintf("%.1f s", first))}' "$RESULTS/two-instance-$STAMP-series.tsv")
 {
@@ -183,7 +209,9 @@ takeover=$(awk -F'\t' -v s="$T_STOP" -v r="$RAW" '$1 > s && $2 >= 0.85 * r && fi
   echo
   echo "After B stopped, A's admitted rate first reached 0.85 R after **$takeover** (windows of about half a second from /metrics; the series shows whether it stayed)."
   echo
-  echo "Series (s since start, admitted/s A, admitted/s B, limit A, limit B): two-instance-$STAMP-series.tsv; B stopped at t=${T_STOP}s (phase 1 began at ${T_START}s)."
+  echo "A's signing latency (enqueue → signature, both members): $IDLE_MS ms with one handshake at a time before phase 1; $P2_MS ms mean over phase 2 at $P2_OPS signatures/s. Several times the idle figure with A's limit no longer growing means the HSMs are saturated: A then has what they can sign beside the load generator that shares their core, which is less than R measured alone."
+  echo
+  echo "Series (s since start, admitted/s A, admitted/s B, limit A, limit B, A's signatures/s, A's mean signing latency ms): two-instance-$STAMP-series.tsv; B stopped at t=${T_STOP}s (phase 1 began at ${T_START}s)."
 } >"$OUT"
 cat "$OUT"
 say "written: $OUT"
