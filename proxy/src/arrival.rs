@@ -7,6 +7,10 @@
 //! kernel received it is the connection's whole wait, accept queue included. The
 //! listening socket asks for timestamps ([`enable`]; accepted sockets inherit the
 //! option) and the first read of each connection takes them ([`recv_stamped`]).
+//!
+//! The kernel turns receive timestamps on for the machine with a deferred work item the
+//! first time a socket asks (`net_enable_timestamp`): packets that arrive before it has
+//! run carry no stamp, and those connections count from their accept instead.
 
 use std::io;
 use std::io::IoSliceMut;
@@ -71,10 +75,33 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// Connect to `listener`, send a byte, accept and read it: whether it was stamped.
+    async fn stamped_once(listener: &tokio::net::TcpListener) -> bool {
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client.write_all(b"x").await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4];
+        let (n, stamp) = recv_stamped(&server, &mut buf).await.unwrap();
+        assert_eq!(n, 1);
+        stamp.is_some()
+    }
+
     #[tokio::test]
     async fn an_accepted_socket_inherits_the_option_and_its_first_read_is_stamped() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         enable(&listener).unwrap();
+        // The first socket on the machine that asks for receive timestamps turns them on
+        // for all packets through a deferred kernel work item (`net_enable_timestamp`):
+        // until it has run, arriving packets carry no stamp (the proxy then counts from
+        // the accept). Wait for it, so that the packet measured below is stamped.
+        let mut tries = 0;
+        while !stamped_once(&listener).await {
+            tries += 1;
+            assert!(tries < 200, "the kernel never stamped a received packet");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
