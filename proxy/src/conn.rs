@@ -316,9 +316,10 @@ async fn handshake(
                 resumed,
                 started.elapsed(),
             );
-            if let Some(at) = arrived {
-                metrics::handshake_wait(resumed, crate::arrival::age(at));
-            }
+            // From the kernel's receipt of the ClientHello; from the accept when the
+            // packet carries no stamp (see `arrival`).
+            let waited = arrived.map_or_else(|| accepted_at.elapsed(), crate::arrival::age);
+            metrics::handshake_wait(resumed, waited);
             Some((tls, server))
         }
         Err(e) => {

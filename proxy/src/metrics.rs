@@ -14,7 +14,8 @@ pub(crate) const HANDSHAKES: &str = "hsmgate_tls_handshakes_total";
 pub(crate) const HANDSHAKE_DURATION: &str = "hsmgate_tls_handshake_duration_seconds";
 /// Histogram (seconds): the kernel's receipt of the ClientHello → handshake complete, by
 /// `kind`: what the client waited for its handshake, accept queue included, seen from
-/// the server (recorded where the listener timestamps; see `arrival`).
+/// the server (from the accept for a connection whose ClientHello carries no kernel
+/// timestamp; see `arrival`).
 pub(crate) const HANDSHAKE_WAIT: &str = "hsmgate_tls_handshake_wait_seconds";
 /// Histogram (seconds): a shed handshake's accept → its alert written (the server's
 /// side of the time a shed client waits for its answer).
@@ -170,7 +171,7 @@ pub fn describe() {
     metrics::describe_histogram!(
         HANDSHAKE_WAIT,
         metrics::Unit::Seconds,
-        "Time from the kernel's receipt of the ClientHello (the accept queue included) to the end of a completed handshake"
+        "Time from the kernel's receipt of the ClientHello (the accept queue included; the accept where the kernel gave no timestamp) to the end of a completed handshake"
     );
     metrics::describe_histogram!(
         SHED_DURATION,
