@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::hsm::PIN;
 use crate::support::proxy::run_hsmgate;
 use crate::support::{
-    KeyType, ProxyProcess, TestToken, config_for, curl, free_port, start_upstream,
+    KeyType, ProxyProcess, TestToken, config_for, curl, free_port, start_echo_proxy, start_upstream,
 };
 
 /// Start-up must fail; returns stderr.
@@ -143,10 +143,7 @@ fn pin_value_is_accepted_with_a_warning_and_never_logged() {
 /// Bytes that are not a TLS ClientHello: the connection is closed, the server keeps serving.
 #[test]
 fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
-    let token = TestToken::new(KeyType::EcP256);
-    let upstream = start_upstream("echo");
-    let mut proxy =
-        ProxyProcess::start(token.path(), &config_for(&token, upstream, "")).expect("starts");
+    let (token, mut proxy) = start_echo_proxy(KeyType::EcP256);
     let mut garbage = vec![0u8; 4096];
     for (i, b) in garbage.iter_mut().enumerate() {
         *b = (i * 7919 % 251) as u8;

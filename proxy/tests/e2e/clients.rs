@@ -3,15 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{KeyType, ProxyProcess, TestToken, config_for, curl, start_upstream};
-
-fn start(key: KeyType) -> (TestToken, ProxyProcess) {
-    let token = TestToken::new(key);
-    let upstream = start_upstream("echo");
-    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
-        .expect("hsmgate starts");
-    (token, proxy)
-}
+use crate::support::{KeyType, ProxyProcess, TestToken, curl, start_echo_proxy as start};
 
 fn curl_ok(token: &TestToken, proxy: &ProxyProcess, extra: &[&str]) -> String {
     let ca = token.ca_pem.to_str().expect("utf-8");

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::support::client::{client_config, connect};
-use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+use crate::support::{KeyType, start_echo_proxy};
 
 /// Long enough for the connection to be seen idle (its reads pending) on a busy machine.
 const IDLE: Duration = Duration::from_millis(150);
@@ -42,10 +42,7 @@ fn check_echo(echo: &[u8], header: (&str, &str), sent: &[u8], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_keepalive_connection_idles_between_large_requests() {
-    let token = TestToken::new(KeyType::Rsa2048);
-    let upstream = start_upstream("echo");
-    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
-        .expect("hsmgate starts");
+    let (token, proxy) = start_echo_proxy(KeyType::Rsa2048);
 
     let tls = connect(proxy.addr, client_config(&token.ca_pem, &[b"http/1.1"]))
         .await
@@ -81,10 +78,7 @@ async fn http11_keepalive_connection_idles_between_large_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_connection_idles_between_streams_and_keeps_its_header_table() {
-    let token = TestToken::new(KeyType::Rsa2048);
-    let upstream = start_upstream("echo");
-    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
-        .expect("hsmgate starts");
+    let (token, proxy) = start_echo_proxy(KeyType::Rsa2048);
 
     let tls = connect(proxy.addr, client_config(&token.ca_pem, &[b"h2"]))
         .await
@@ -143,10 +137,7 @@ async fn http2_connection_idles_between_streams_and_keeps_its_header_table() {
 async fn pipelined_http11_requests_are_answered_in_order_across_an_idle_gap() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let token = TestToken::new(KeyType::Rsa2048);
-    let upstream = start_upstream("echo");
-    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
-        .expect("hsmgate starts");
+    let (token, proxy) = start_echo_proxy(KeyType::Rsa2048);
     let mut tls = connect(proxy.addr, client_config(&token.ca_pem, &[b"http/1.1"]))
         .await
         .expect("handshake");

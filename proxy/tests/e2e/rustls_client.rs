@@ -2,14 +2,11 @@
 //! requests over one handshake.
 
 use crate::support::client::{KeepAlive, h2_get};
-use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+use crate::support::{KeyType, start_echo_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rustls_client_h2_and_http11_keepalive() {
-    let token = TestToken::new(KeyType::Rsa2048);
-    let upstream = start_upstream("echo");
-    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
-        .expect("hsmgate starts");
+    let (token, proxy) = start_echo_proxy(KeyType::Rsa2048);
 
     let (alpn, status, body) = h2_get(proxy.addr, &token.ca_pem, "/h2").await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));

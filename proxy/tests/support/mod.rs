@@ -18,7 +18,7 @@ pub mod tlsraw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
 pub use net::{curl, free_port, free_port_in_range, start_upstream, start_upstream_in_range};
-pub use proxy::{ProxyProcess, config_for};
+pub use proxy::{ProxyProcess, config_for, start_echo_proxy};
 
 /// Call `check` every 20 ms until it gives a value. After `within`, panic with `what()`
 /// (which usually ends with the process's log).

@@ -44,6 +44,16 @@ grace_ms = 2000
     )
 }
 
+/// A fresh token with a `key` key and `hsmgate` on it in front of the built-in echo
+/// upstream (the default configuration); the token is returned to outlive the proxy.
+pub fn start_echo_proxy(key: super::hsm::KeyType) -> (TestToken, ProxyProcess) {
+    let token = TestToken::new(key);
+    let upstream = super::net::start_upstream("echo");
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, upstream, ""))
+        .expect("hsmgate starts");
+    (token, proxy)
+}
+
 impl ProxyProcess {
     /// Write `config` into `dir` and start `hsmgate -c` on it; wait until it listens.
     /// Err carries the log when it exits instead.
