@@ -15,7 +15,7 @@
 use std::io;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use tokio::io::Interest;
@@ -68,6 +68,12 @@ fn recv_once(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<Sy
 /// How long ago the kernel received bytes stamped `at` (zero if the clock went back).
 pub(crate) fn age(at: SystemTime) -> Duration {
     SystemTime::now().duration_since(at).unwrap_or_default()
+}
+
+/// How long a connection has waited: since the kernel received its ClientHello
+/// (`arrived`), or since its accept where the kernel gave no stamp.
+pub(crate) fn waited(arrived: Option<SystemTime>, accepted: Instant) -> Duration {
+    arrived.map_or_else(|| accepted.elapsed(), age)
 }
 
 #[cfg(test)]

@@ -276,8 +276,8 @@ async fn handshake(
                 // the late ones before they take a slot.
                 // Its wait counts from the kernel's receipt of the ClientHello where
                 // the listener timestamps: the accept queue is part of the queue.
-                let waited = accepted_at.elapsed();
-                limiter.door(arrived.map_or(waited, |t| waited.max(crate::arrival::age(t))))?;
+                let waited = crate::arrival::waited(arrived, accepted_at);
+                limiter.door(waited.max(accepted_at.elapsed()))?;
                 limiter.acquire().await
             }
             .await
@@ -316,10 +316,7 @@ async fn handshake(
                 resumed,
                 started.elapsed(),
             );
-            // From the kernel's receipt of the ClientHello; from the accept when the
-            // packet carries no stamp (see `arrival`).
-            let waited = arrived.map_or_else(|| accepted_at.elapsed(), crate::arrival::age);
-            metrics::handshake_wait(resumed, waited);
+            metrics::handshake_wait(resumed, crate::arrival::waited(arrived, accepted_at));
             Some((tls, server))
         }
         Err(e) => {
