@@ -10,10 +10,10 @@ use std::cmp;
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::ops::ControlFlow;
+use std::str::Utf8Error;
 
 /// The buffer of Huffman-decoded strings, as it is made (hsmgate patch: named).
 const STRING_BUFFER_CAPACITY: usize = 4096;
-use std::str::Utf8Error;
 
 /// Decodes headers using HPACK
 #[derive(Debug)]
@@ -176,7 +176,6 @@ impl Decoder {
         self.max_size_update = Some(size);
     }
 
-    /// Decodes the headers found in the given buffer.
     /// hsmgate patch: give back the buffer of decoded strings while the connection idles
     /// (the strings already handed out keep their part of it alive).
     pub fn release_buffer(&mut self) {
@@ -185,6 +184,7 @@ impl Decoder {
         }
     }
 
+    /// Decodes the headers found in the given buffer.
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
