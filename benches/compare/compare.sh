@@ -364,7 +364,7 @@ done
 # --- statistics helpers -----------------------------------------------------------------------
 vals() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-4}" '$1 == r && $2 == s {print $c}' "$RAW"; }
 med() { vals "$@" | { grep -v '^-$' || true; } | median; }
-range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
+range() { vals "$1" "$2" | span; }
 
 # --- open-loop sweep: offered = factor x each server's median TLS 1.3 capacity ------------------
 if want sweep && want hs13; then  # the sweep needs the TLS 1.3 capacities
@@ -446,7 +446,7 @@ row_table() { # ROW TITLE UNIT: one table line per server with numbers in ROW
 sign_row() { # ROW SERVER TITLE NOTE
   [[ -n $(vals "$1" "$2") ]] || return 0
   printf '| %s | %s | sign/s | %s (%s) | | | %s (%s) | | %s |\n' "$3" "$(name "$2")" "$(med "$1" "$2")" "$(range "$1" "$2")" \
-    "$(med "$1" "$2" 5)" "$(vals "$1" "$2" 5 | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}')" "$4"
+    "$(med "$1" "$2" 5)" "$(vals "$1" "$2" 5 | span)" "$4"
 }
 # per_rep ROW SERVER [COL]: "rep value" lines
 per_rep() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-5}" '$1 == r && $2 == s {print $3, $c}' "$RAW"; }
@@ -463,8 +463,8 @@ decompose() {
   own=$(awk '{printf "%.0f\n", $2 - $3 - $4 + $5}' "$WORK/decomp")
   printf '| %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
     "$(med "$rawr" raw-softhsm 5)" "$(med "$soft" file-sign 5)" \
-    "$(median <<<"$lit")" "$(sort -g <<<"$lit" | awk 'NR==1{m=$1} {x=$1} END{printf "%s..%s", m, x}')" \
-    "$(median <<<"$own")" "$(sort -g <<<"$own" | awk 'NR==1{m=$1} {x=$1} END{printf "%s..%s", m, x}')"
+    "$(median <<<"$lit")" "$(span <<<"$lit")" \
+    "$(median <<<"$own")" "$(span <<<"$own")"
 }
 # target LABEL ROW SERVER REFERENCE GOAL: "| label | rate ratio | verdict | CPU ratio | verdict |":
 # SERVER's median handshakes/s over REFERENCE's, and REFERENCE's server CPU per handshake over

@@ -151,7 +151,7 @@ done
 mkdir -p "$RESULTS"
 OUT="$RESULTS/ka-split-$(date -u +%Y%m%d-%H%M%S).md"
 col() { awk -F'\t' -v s="$1" -v p="$2" -v k="$3" '$1 == s && $2 == p {print $k}' "$RAW"; }
-cell() { printf '%s (%s)' "$(col "$@" | median)" "$(col "$@" | sort -g | awk 'NR==1{m=$1} {x=$1} END{printf "%s..%s", m, x}')"; }
+cell() { printf '%s (%s)' "$(col "$@" | median)" "$(col "$@" | span)"; }
 {
   echo "# Keep-alive CPU per request, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo

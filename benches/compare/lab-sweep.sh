@@ -305,10 +305,10 @@ done
 OUT="$RESULTS/lab-sweep-$STAMP.md"
 vals() { awk -F'\t' -v c="$1" -v s="$2" -v k="${3:-4}" '$1 == c && $2 == s {print $k}' "$RAW"; }
 med() { vals "$@" | { grep -v -e '^-$' -e '^null$' || true; } | median; } # NA when none (e.g. a server not in SERVERS)
-range() { vals "$1" "$2" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
+range() { vals "$1" "$2" | span; }
 one_vals() { awk -F'\t' -v c="$1" -v s="$2" -v k="$3" '$1 == c && $2 == s && $k != "null" {print $k}' "$ONE_RAW"; }
 one_med() { one_vals "$@" | median; }
-one_range() { one_vals "$@" | sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
+one_range() { one_vals "$@" | span; }
 pick() { # CASE SERVER FACTOR FIELD -> values over the reps
   sed -n "s/.*\"case\":\"$1\",\"server\":\"$2\",\"factor\":$3,.*\"$4\":\([0-9][0-9.eE+-]*\).*/\1/p" "$SWEEP_RAW"
 }

@@ -46,6 +46,8 @@ jerrors() { sed -n 's/.*"errors":\({[^}]*}\).*/\1/p' <<<"$1"; }
 
 # Median of the numbers on stdin ("NA" when there are none).
 median() { sort -g | awk '{a[NR]=$1} END{if (NR == 0) {print "NA"; exit} if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
+# The smallest and largest of the numbers on stdin as "MIN..MAX" (nothing when none).
+span() { sort -g | awk 'NR==1{m=$1} {x=$1} END{if (NR) printf "%s..%s", m, x}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "NA" || b == "NA" || b == 0) print "-"; else printf "%.2f", a / b}'; }
 
 # make_work NAME [CLEANUP]: WORK = a fresh temporary directory, PIDS = (); on exit, run
