@@ -58,6 +58,9 @@
 //! max_waiting = 1024               # optional, default 1024: waiting handshakes per key group
 //! signer_nice = 5                  # optional, default 5, 0..=19: CPU priority (nice) of the
 //!                                  # signer threads, below the threads serving connections
+//! inline_signing = true            # optional, default true: a token that signs in this
+//!                                  # process and fast (a software token's ECDSA) signs on
+//!                                  # the connection's thread, without a signer thread
 //! ```
 //!
 //! Instead of `[pkcs11]` (one token), the key may live in an HA group of HSMs; the key

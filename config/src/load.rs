@@ -201,6 +201,10 @@ mod tests {
             config.tls.key.location.line.max(1)
         );
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.admission, crate::Admission::default());
+        let text = doc_example().replace("inline_signing = true", "inline_signing = false");
+        std::fs::write(&path, text).unwrap();
+        assert!(!load(&path).unwrap().admission.inline_signing);
     }
 
     #[test]

@@ -223,6 +223,11 @@ pub struct Admission {
     /// full handshakes, already limited by admission, take what is left. Only ever
     /// raised (an unprivileged process cannot lower it again).
     pub signer_nice: u8,
+    /// Sign on the thread of the connection whose handshake needs the signature, instead
+    /// of handing it to a signer thread, when the token computes in this process and
+    /// fast (a software token's ECDSA: the probe at start decides; HSMs elsewhere, and
+    /// slow operations such as a software token's RSA, keep the signer threads).
+    pub inline_signing: bool,
 }
 
 impl Default for Admission {
@@ -233,6 +238,7 @@ impl Default for Admission {
             max_wait: Duration::from_millis(250),
             max_waiting: 1024,
             signer_nice: 5,
+            inline_signing: true,
         }
     }
 }
@@ -261,6 +267,8 @@ impl Admission {
     pub const ENV_MAX_WAITING: &'static str = "HSMGATE_ADMISSION_MAX_WAITING";
     /// The variable for [`signer_nice`](Self::signer_nice).
     pub const ENV_SIGNER_NICE: &'static str = "HSMGATE_ADMISSION_SIGNER_NICE";
+    /// The variable for [`inline_signing`](Self::inline_signing) (`on`/`off`).
+    pub const ENV_INLINE_SIGNING: &'static str = "HSMGATE_ADMISSION_INLINE_SIGNING";
 
     /// The defaults, changed by whichever of the `HSMGATE_ADMISSION*` variables `get`
     /// finds (the process environment, or nginx's `env NAME=VALUE` directives).
@@ -271,12 +279,19 @@ impl Admission {
             value: value.into(),
             reason: reason.into(),
         };
-        if let Some(v) = get(Self::ENV_ENABLED) {
-            a.enabled = match v.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" | "yes" => true,
-                "off" | "false" | "0" | "no" => false,
-                _ => return Err(bad(Self::ENV_ENABLED, &v, "expected on or off")),
-            };
+        let switch = |var: &str| -> Result<Option<bool>, EnvSettingError> {
+            let Some(v) = get(var) else { return Ok(None) };
+            match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => Ok(Some(true)),
+                "off" | "false" | "0" | "no" => Ok(Some(false)),
+                _ => Err(bad(var, &v, "expected on or off")),
+            }
+        };
+        if let Some(on) = switch(Self::ENV_ENABLED)? {
+            a.enabled = on;
+        }
+        if let Some(on) = switch(Self::ENV_INLINE_SIGNING)? {
+            a.inline_signing = on;
         }
         let number = |var: &str,
                       range: std::ops::RangeInclusive<u64>|
@@ -374,8 +389,10 @@ mod tests {
             ("HSMGATE_ADMISSION_MAX_WAIT_MS", "200"),
             ("HSMGATE_ADMISSION_MAX_WAITING", "64"),
             ("HSMGATE_ADMISSION_SIGNER_NICE", "0"),
+            ("HSMGATE_ADMISSION_INLINE_SIGNING", "off"),
         ]))
         .expect("valid");
+        assert!(!a.inline_signing);
         assert!(!a.enabled);
         assert_eq!(a.target_wait, Duration::from_millis(10));
         assert_eq!(a.max_wait, Duration::from_millis(200));

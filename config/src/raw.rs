@@ -34,6 +34,7 @@ pub(crate) struct RawAdmission {
     pub(crate) max_wait_ms: Option<Spanned<i64>>,
     pub(crate) max_waiting: Option<Spanned<i64>>,
     pub(crate) signer_nice: Option<Spanned<i64>>,
+    pub(crate) inline_signing: Option<bool>,
 }
 
 /// `[admin]`.

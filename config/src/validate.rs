@@ -148,6 +148,7 @@ fn admission(raw: &RawAdmission, src: &Source<'_>) -> Result<Admission, ConfigEr
         max_wait,
         max_waiting,
         signer_nice,
+        inline_signing: raw.inline_signing.unwrap_or(d.inline_signing),
     })
 }
 

@@ -25,6 +25,8 @@ mod frozen_token;
 mod ha;
 #[path = "e2e/idle_buffers.rs"]
 mod idle_buffers;
+#[path = "e2e/inline_signing.rs"]
+mod inline_signing;
 #[path = "e2e/install.rs"]
 mod install;
 #[path = "e2e/k8s.rs"]

@@ -694,6 +694,7 @@ mod tests {
             max_wait: Duration::from_millis(60),
             max_waiting: 4,
             signer_nice: 0,
+            inline_signing: false,
         }
     }
 

@@ -94,6 +94,17 @@ pub(crate) trait Generation: Send + Sync {
         deadline: Instant,
     ) -> Result<Answer, Refused>;
 
+    /// Sign on the calling thread, if this generation does that (`inline`: a token that
+    /// computes in the process and fast) and has an idle session for it; `None` means
+    /// [`submit`](Self::submit) instead.
+    fn sign_inline(
+        &self,
+        _scheme: SignatureScheme,
+        _message: &[u8],
+    ) -> Option<Result<Vec<u8>, SignerError>> {
+        None
+    }
+
     /// Signatures queued or being signed.
     fn in_flight(&self) -> usize;
 

@@ -17,7 +17,9 @@
 //! - `backend`: the small trait a member signs through; `pkcs11` is the real backend
 //!   (module instances, login, key check, self-test), `worker` one signer thread,
 //!   `handoff` its request queue and answers (mutex + condvar, no spinning),
-//!   `priority` its CPU priority (below the threads serving connections).
+//!   `priority` its CPU priority (below the threads serving connections), `inline`
+//!   signing on the caller's thread instead for a token that computes in the process
+//!   and fast (a software token's ECDSA).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
 //!   PKCS#11 mechanisms.
@@ -38,6 +40,7 @@ mod der;
 mod error;
 mod group;
 mod handoff;
+mod inline;
 mod member;
 pub mod metrics;
 mod module;

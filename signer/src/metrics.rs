@@ -16,6 +16,9 @@ pub const STATE: &str = "hsmgate_signer_member_state";
 pub const ABANDONED: &str = "hsmgate_signer_abandoned_threads";
 /// Counter: operations retried on another member, by `reason`.
 pub const RETRIES: &str = "hsmgate_signer_retries_total";
+/// Gauge: 1 when the member signs on the connections' threads (a token that computes in
+/// the process and fast), 0 when on signer threads.
+pub const INLINE: &str = "hsmgate_signer_inline";
 
 /// Gauge: the member's capacity in signatures/s (configured, calibrated at start, or
 /// measured while saturated).
@@ -61,6 +64,10 @@ pub fn describe() {
         "Signer threads abandoned in PKCS#11 calls that have not returned"
     );
     metrics::describe_counter!(RETRIES, "Signatures retried on another member, by reason");
+    metrics::describe_gauge!(
+        INLINE,
+        "1 when the member signs on the connections' threads, 0 on signer threads"
+    );
     metrics::describe_gauge!(CAPACITY, "Member capacity, signatures/s");
     metrics::describe_gauge!(RATE, "Signatures/s made by the member over the last second");
     metrics::describe_gauge!(

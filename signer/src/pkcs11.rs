@@ -1,6 +1,7 @@
 //! The real backend: a generation is fresh module instance(s), a login, the key (checked
 //! against the expected public key), one verified test signature per connection, and
-//! sessions on signer threads (`worker`) fed by one bounded queue.
+//! sessions on signer threads (`worker`) fed by one bounded queue, and, for a token
+//! that computes in the process and fast, sessions for callers' threads (`inline`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use rustls::SignatureScheme;
 
 use crate::backend::{Answer, Backend, Generation, MemberKey, Refused, StartCtx, Started};
 use crate::error::{KeyDiffers, KeyProblem, SignerError};
+use crate::inline::{self, Inline};
 use crate::metrics as m;
 use crate::module::Module;
 use crate::pool::MemberSettings;
@@ -40,6 +42,8 @@ pub(crate) struct Live {
     ops: Vec<(SignatureScheme, SignOp)>,
     slots: Vec<Arc<Slot>>,
     key: MemberKey,
+    /// Signing on callers' threads, when the probe at start found the token eligible.
+    inline: Option<Inline>,
 }
 
 impl Live {
@@ -93,6 +97,15 @@ impl Generation for Live {
         }
     }
 
+    fn sign_inline(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Option<Result<Vec<u8>, SignerError>> {
+        let inline = self.inline.as_ref()?;
+        inline.sign(&self.shared, self.op(scheme)?, message)
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
@@ -102,6 +115,9 @@ impl Generation for Live {
     }
 
     fn retire(&self, fence: bool) -> usize {
+        if let Some(inline) = &self.inline {
+            inline.turn_off();
+        }
         let mut stuck = 0;
         if fence {
             for slot in &self.slots {
@@ -203,6 +219,12 @@ impl Backend for Pkcs11Backend {
                 });
             }
         }
+        let inline = match ctx.group.admission.inline_signing {
+            true => start_inline(&conns[0], &token, &shared, test_op, MESSAGE, s)?,
+            false => None,
+        };
+        metrics::gauge!(m::INLINE, "member" => s.name.clone())
+            .set(f64::from(u8::from(inline.is_some())));
         let (conns, calibrated) = if ctx.calibrate {
             let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
             tracing::info!(member = %s.name, capacity_ops = rate.round(), sessions = conns.len(), "HSM member calibrated");
@@ -211,7 +233,8 @@ impl Backend for Pkcs11Backend {
             (conns, None)
         };
         let (tx, rx) = crate::handoff::bounded(ctx.group.queue_depth.max(1));
-        let mut slots = Vec::new();
+        // The inline sessions' marks too: the supervisor sees a hung call there as well.
+        let mut slots: Vec<Arc<Slot>> = inline.as_ref().map(Inline::marks).unwrap_or_default();
         for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());
             worker::spawn(
@@ -239,8 +262,49 @@ impl Backend for Pkcs11Backend {
                 ops,
                 slots,
                 key,
+                inline,
             }),
             calibrated,
         })
     }
+}
+
+/// Probe whether the member may sign on callers' threads (`inline`), and if so open its
+/// sessions for that (as many as it has signer threads).
+fn start_inline(
+    first: &Conn,
+    token: &Token,
+    shared: &Shared,
+    op: SignOp,
+    message: &[u8],
+    s: &MemberSettings,
+) -> Result<Option<Inline>, SignerError> {
+    let probe = inline::probe(first, shared, op, message)?;
+    if !probe.eligible() {
+        tracing::debug!(
+            member = %s.name,
+            cpu_us = probe.cpu_median.as_micros() as u64,
+            wall_us = probe.wall_median.as_micros() as u64,
+            cpu_share = probe.best_share,
+            "signing on signer threads (the token is slow, or waits for another process or a network)"
+        );
+        return Ok(None);
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..s.sessions.max(1) {
+        let conn = Conn {
+            session: token.open_session()?,
+            key: first.key,
+            module: Arc::clone(&first.module),
+        };
+        sessions.push((conn, Arc::new(Slot::default())));
+    }
+    tracing::info!(
+        member = %s.name,
+        cpu_us = probe.cpu_median.as_micros() as u64,
+        wall_us = probe.wall_median.as_micros() as u64,
+        cpu_share = format!("{:.2}", probe.best_share),
+        "the token signs in this process and fast: signing on the connections' threads"
+    );
+    Ok(Some(Inline::new(sessions, &s.name, probe.wall_median)))
 }

@@ -76,7 +76,7 @@ impl Shared {
 /// A signer thread's metric handles, looked up once when it starts (the recorder is
 /// installed before any pool), so that a signature costs no registry look-up and no
 /// label allocation. Outcomes other than success go through [`Shared::done`].
-struct Meters {
+pub(crate) struct Meters {
     latency: Histogram,
     batch: Histogram,
     in_flight: Gauge,
@@ -84,7 +84,7 @@ struct Meters {
 }
 
 impl Meters {
-    fn new(member: &str) -> Meters {
+    pub(crate) fn new(member: &str) -> Meters {
         let member = member.to_string();
         Meters {
             latency: metrics::histogram!(m::LATENCY, "member" => member.clone()),
@@ -101,7 +101,7 @@ pub(crate) struct Slot {
     /// Milliseconds since [`epoch`] when the current call started; 0 when idle.
     busy_since: AtomicU64,
     /// Set when the member was fenced while this worker was in a call.
-    abandoned: AtomicBool,
+    pub(crate) abandoned: AtomicBool,
 }
 
 fn epoch() -> Instant {
@@ -234,12 +234,42 @@ fn serve(
         shared.done("expired".into());
         return true;
     }
+    let result = sign_marked(
+        session,
+        key,
+        shared,
+        meters,
+        slot,
+        req.op,
+        &req.message,
+        req.enqueued,
+    );
+    // The waiter may have timed out and gone: nothing to do then.
+    let _ = req.reply.send(result);
+    // An abandoned thread ends (its member was fenced; a new generation serves).
+    !slot.abandoned.load(Ordering::Acquire)
+}
+
+/// Sign one request counted in flight (since `enqueued`) with `slot` marked busy for the
+/// call, and record it: the token's time, the latency since `enqueued`, the outcome.
+/// Used by the signer threads and by signing on the caller's thread (`inline`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sign_marked(
+    session: &Session,
+    key: ObjectHandle,
+    shared: &Shared,
+    meters: &Meters,
+    slot: &Slot,
+    op: SignOp,
+    message: &[u8],
+    enqueued: Instant,
+) -> Result<Vec<u8>, SignerError> {
     slot.busy_since.store(now_ms(), Ordering::Release);
     let started = Instant::now();
-    let result = sign(session, key, shared, req.op, &req.message);
+    let result = sign(session, key, shared, op, message);
     shared.meter.record(started.elapsed());
     slot.busy_since.store(0, Ordering::Release);
-    let latency = req.enqueued.elapsed();
+    let latency = enqueued.elapsed();
     meters.latency.record(latency.as_secs_f64());
     shared.meter.answered(latency, result.is_ok());
     match &result {
@@ -249,10 +279,7 @@ fn serve(
         }
         Err(e) => shared.done(e.rv().map(ckr_name).unwrap_or_else(|| "error".into())),
     }
-    // The waiter may have timed out and gone: nothing to do then.
-    let _ = req.reply.send(result);
-    // An abandoned thread ends (its member was fenced; a new generation serves).
-    !slot.abandoned.load(Ordering::Acquire)
+    result
 }
 
 /// The largest signature of a key we accept: RSA-8192 (1024 bytes); an ECDSA P-384

@@ -12,7 +12,19 @@ use crate::support::{KeyType, P11KitServer, ProxyProcess, TestToken, config_for,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_token_does_not_block_established_connections() {
-    let token = TestToken::new(KeyType::Rsa2048);
+    frozen_token_with(KeyType::Rsa2048).await;
+}
+
+/// The same with a P-256 key, which the token signs fast: a token behind another process
+/// must keep its signer threads however fast it signs (`inline_signing` would make a
+/// frozen one hang the connections' threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_fast_token_does_not_block_established_connections() {
+    frozen_token_with(KeyType::EcP256).await;
+}
+
+async fn frozen_token_with(key: KeyType) {
+    let token = TestToken::new(key);
     let server = P11KitServer::start(&token);
     let upstream = start_upstream("echo");
     let config = config_for(&token, upstream, "sessions = 2\nsign_timeout_ms = 1000")

@@ -1,5 +1,6 @@
 //! Failover and retry: one signature, tried on one member after another until one
-//! answers or the signature's deadline passes.
+//! answers or the signature's deadline passes. Each attempt signs on the calling thread
+//! when the member does that (`inline`), and otherwise queues for its signer threads.
 //!
 //! - A device error (`CKR_DEVICE_ERROR`, `CKR_SESSION_HANDLE_INVALID`, a lost member…,
 //!   see [`SignerError::is_device_error`]) takes the member down and the signature
@@ -45,15 +46,20 @@ impl Group {
             let member = &self.members[i];
             let now = Instant::now();
             let op_deadline = (now + self.settings.op_timeout).min(deadline);
-            let answer = match live.submit(scheme, Arc::clone(&message), op_deadline) {
-                Ok(answer) => answer,
-                Err(Refused::Full) => {
-                    saturated = true;
-                    continue;
-                }
-                Err(Refused::Closed) => continue,
+            // A token that computes in the process and fast signs on this thread
+            // (`inline`); otherwise a signer thread signs and this one waits.
+            let outcome = match live.sign_inline(scheme, &message) {
+                Some(result) => Ok(result),
+                None => match live.submit(scheme, Arc::clone(&message), op_deadline) {
+                    Ok(answer) => off_runtime(|| answer.recv_deadline(op_deadline)),
+                    Err(Refused::Full) => {
+                        saturated = true;
+                        continue;
+                    }
+                    Err(Refused::Closed) => continue,
+                },
             };
-            match off_runtime(|| answer.recv_deadline(op_deadline)) {
+            match outcome {
                 Ok(Ok(signature)) => {
                     self.limiter.observe(start.elapsed());
                     return Ok(signature);

@@ -1,0 +1,91 @@
+//! Signing on the connections' threads (`[admission] inline_signing`, on by default): a
+//! token that computes in the process and fast (SoftHSM's P-256) signs there; a slow
+//! operation (SoftHSM's RSA-2048) keeps the signer threads, and so does a token behind
+//! another process (p11-kit's server, in `frozen_token`), whatever its speed; the setting
+//! turns it off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::support::client::{client_config, connect, metric};
+use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+
+/// `/metrics` from the admin listener.
+fn metrics_now(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    buf
+}
+
+/// Start hsmgate on a fresh `key` token with `admission` as its `[admission]` section,
+/// make `n` full handshakes (eight at a time) and return the proxy's /metrics and log.
+async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, String) {
+    let token = TestToken::new(key);
+    let upstream = start_upstream("echo");
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n[admission]\n{admission}\n",
+        config_for(&token, upstream, "sessions = 2")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let client = client_config(&token.ca_pem, &[b"http/1.1"]);
+    for _ in 0..n.div_ceil(8) {
+        let batch: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(connect(proxy.addr, Arc::clone(&client))))
+            .collect();
+        for b in batch {
+            if let Err(e) = b.await.expect("task") {
+                panic!("handshake failed: {e}\n{}", proxy.log_text());
+            }
+        }
+    }
+    (metrics_now(proxy.admin_addr()), proxy.log_text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
+    let (metrics, log) = handshakes_with(KeyType::EcP256, "", 40).await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_inline", &[]),
+        1.0,
+        "{metrics}\n{log}"
+    );
+    assert!(
+        log.contains("signing on the connections' threads"),
+        "no log line says so:\n{log}"
+    );
+    // Every signature is counted as before, wherever it was made.
+    let ok = metric(
+        &metrics,
+        "hsmgate_signer_operations_total",
+        &["result=\"ok\""],
+    );
+    assert!(
+        ok >= 40.0,
+        "{ok} signatures counted for 40 handshakes\n{metrics}"
+    );
+    assert!(metric(&metrics, "hsmgate_signer_latency_seconds_count", &[]) >= 40.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
+    let (metrics, log) = handshakes_with(KeyType::Rsa2048, "", 8).await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_inline", &[]),
+        0.0,
+        "RSA-2048 in SoftHSM takes a millisecond or more\n{metrics}\n{log}"
+    );
+    let (metrics, log) = handshakes_with(KeyType::EcP256, "inline_signing = false", 8).await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_inline", &[]),
+        0.0,
+        "inline_signing = false\n{metrics}\n{log}"
+    );
+    assert!(
+        !log.contains("signing on the connections' threads"),
+        "{log}"
+    );
+}
