@@ -5,7 +5,9 @@
 //! belongs to one OS thread of a [`SignerPool`], requests reach the threads through a
 //! bounded queue and come back on a one-shot channel with a deadline, and the waiting
 //! side (rustls' [`Signer::sign`](rustls::sign::Signer)) waits outside the runtime's
-//! core threads.
+//! core threads. The one exception is a token that computes in the process and fast (a
+//! software token's ECDSA, measured by a probe at start: `inline`), whose calls cannot
+//! hang on anything but this process's CPU: it signs on the caller's thread.
 //!
 //! Parts (private modules; the public surface is the `pub use` list below):
 //! - `pool`: settings and [`SignerPool`], the public face of a group.
