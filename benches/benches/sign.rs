@@ -4,8 +4,11 @@
 //! - `raw C_Sign`: cryptoki's `Session::sign` (C_SignInit, C_Sign for the length, C_Sign);
 //! - `raw sign_into`: C_SignInit + one C_Sign into a buffer, the calls the pool makes.
 //!
-//! `pool` − `raw sign_into` is the pool's dispatch (queue, wake-up of the signer thread,
-//! answer, wake-up of the caller) per operation.
+//! `pool` − `raw sign_into` is the pool's dispatch per operation: for RSA-2048 the queue,
+//! the wake-up of the signer thread, the answer and the wake-up of the caller; for P-256,
+//! which SoftHSM in the process signs fast, the default pool signs on the caller's thread
+//! (`inline`), so `dispatch/ecdsa-p256-sha256-signer-thread` measures the same key with
+//! `inline_signing = false`.
 //!
 //! Groups (each prints `pool` and the raw lines side by side):
 //! - `sign/rsa2048-pss-sha256`: `CKM_SHA256_RSA_PKCS_PSS` (the token hashes), salt 32;
@@ -207,27 +210,37 @@ fn paired(name: &str, signer: &SignerPool, pool: &mut dyn FnMut(), raw: &mut dyn
 }
 
 fn bench_dispatch(hsm: &SoftHsm) {
-    let pool = hsm.pool("ec", 1);
     let (session, key) = raw_session(hsm, "ec");
-    paired(
-        "ecdsa-p256-sha256",
-        &pool,
-        &mut || {
-            black_box(
-                pool.sign(SignatureScheme::ECDSA_NISTP256_SHA256, black_box(MESSAGE))
-                    .expect("pool sign"),
-            );
-        },
-        &mut || {
-            let digest = sha2::Sha256::digest(black_box(MESSAGE));
-            let mut sig = [0u8; 64];
-            let len = session
-                .sign_into(&Mechanism::Ecdsa, key, &digest, &mut sig)
-                .expect("C_Sign");
-            black_box(sig[..len].to_vec());
-        },
-    );
-    drop(pool);
+    // P-256 twice: as configured by default (SoftHSM in the process signs it fast, so on
+    // the caller's thread), and through a signer thread (`inline_signing = false`).
+    for (name, inline) in [
+        ("ecdsa-p256-sha256", true),
+        ("ecdsa-p256-sha256-signer-thread", false),
+    ] {
+        let admission = hsmgate_config::Admission {
+            inline_signing: inline,
+            ..Default::default()
+        };
+        let pool = hsm.pool_with("ec", 1, admission);
+        paired(
+            name,
+            &pool,
+            &mut || {
+                black_box(
+                    pool.sign(SignatureScheme::ECDSA_NISTP256_SHA256, black_box(MESSAGE))
+                        .expect("pool sign"),
+                );
+            },
+            &mut || {
+                let digest = sha2::Sha256::digest(black_box(MESSAGE));
+                let mut sig = [0u8; 64];
+                let len = session
+                    .sign_into(&Mechanism::Ecdsa, key, &digest, &mut sig)
+                    .expect("C_Sign");
+                black_box(sig[..len].to_vec());
+            },
+        );
+    }
     let pool = hsm.pool("rsa", 1);
     let (session, key) = raw_session(hsm, "rsa");
     let pss = Mechanism::Sha256RsaPkcsPss(PkcsPssParams {

@@ -85,8 +85,19 @@ impl SoftHsm {
         }
     }
 
-    /// A signer pool over the key `object` (a label) with `sessions` threads.
+    /// A signer pool over the key `object` (a label) with `sessions` threads, default
+    /// settings (a key the token signs fast, P-256, signs on the caller's thread).
     pub(crate) fn pool(&self, object: &str, sessions: usize) -> SignerPool {
+        self.pool_with(object, sessions, hsmgate_config::Admission::default())
+    }
+
+    /// The same with `admission`'s settings (`inline_signing`, `signer_nice`).
+    pub(crate) fn pool_with(
+        &self,
+        object: &str,
+        sessions: usize,
+        admission: hsmgate_config::Admission,
+    ) -> SignerPool {
         SignerPool::start(&PoolSettings {
             module: self.module_path.clone(),
             env: self.env.clone(),
@@ -97,7 +108,7 @@ impl SoftHsm {
             sign_timeout: Duration::from_secs(10),
             batch_max: hsmgate_config::defaults::BATCH_MAX,
             capacity: None,
-            admission: hsmgate_config::Admission::default(),
+            admission,
         })
         .expect("signer pool")
     }
