@@ -20,10 +20,11 @@
 //! a slow operation (a software token's RSA, 1–2 ms) keeps the signer threads and their
 //! lower priority (`priority`).
 //!
-//! While serving, a moving average of the calls' time over [`SLOW_AVERAGE`] turns inline
-//! signing off for the generation (one call stretched by preemption does not: the
-//! average follows a sustained change), and so does taking the generation out of
-//! rotation. Each inline session has a busy mark the supervisor reads like a signer
+//! While serving, a moving average of the calls' CPU time over [`SLOW_AVERAGE`] turns
+//! inline signing off for the generation (CPU time, not wall clock: a saturated core
+//! stretches every call by preemption, and that is no reason to hand signatures to
+//! threads that would wait for the same core; the average follows a sustained change,
+//! not one call), and so does taking the generation out of rotation. Each inline session has a busy mark the supervisor reads like a signer
 //! thread's: a call that hangs fences the member, so that no further signature goes
 //! there, but the caller's thread stays in that call until it returns (the price of
 //! having no hand-off; the probe makes it unlikely). A new generation probes again.
@@ -43,7 +44,7 @@ pub(crate) const MAX_CALL: Duration = Duration::from_micros(400);
 pub(crate) const MIN_CPU_SHARE: f64 = 0.75;
 /// The probe stops at a call this long: the member is not eligible.
 const SLOW_CALL: Duration = Duration::from_millis(5);
-/// A moving average of the calls' time over this turns inline signing off.
+/// A moving average of the calls' CPU time over this turns inline signing off.
 pub(crate) const SLOW_AVERAGE: Duration = Duration::from_millis(2);
 /// The weight of one call in that average: 1/16.
 const AVERAGE_SHIFT: u32 = 4;
@@ -125,14 +126,14 @@ pub(crate) struct Inline {
     /// Idle sessions, each with the busy mark it carries while in a call.
     sessions: Mutex<Vec<(Conn, Arc<Slot>)>>,
     on: AtomicBool,
-    /// Moving average of the calls' wall-clock time, nanoseconds.
+    /// Moving average of the calls' CPU time on the calling thread, nanoseconds.
     average_ns: AtomicU64,
     meters: Meters,
 }
 
 impl Inline {
     /// `sessions` with their marks (also given to the supervisor as the generation's);
-    /// `typical`: the probe's median call.
+    /// `typical`: the probe's median call (CPU time).
     pub(crate) fn new(sessions: Vec<(Conn, Arc<Slot>)>, member: &str, typical: Duration) -> Inline {
         Inline {
             sessions: Mutex::new(sessions),
@@ -160,7 +161,7 @@ impl Inline {
         new > SLOW_AVERAGE.as_nanos() as u64
     }
 
-    /// No more signing on callers' threads (the generation is retired, or a call was slow).
+    /// No more signing on callers' threads (the generation is retired).
     pub(crate) fn turn_off(&self) {
         self.on.store(false, Ordering::Release);
     }
@@ -177,7 +178,7 @@ impl Inline {
             return None;
         }
         let (conn, slot) = self.lock().pop()?;
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), thread_cpu_time());
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = worker::sign_marked(
             &conn.session,
@@ -189,7 +190,8 @@ impl Inline {
             message,
             started,
         );
-        if self.slow_on_average(started.elapsed()) && self.on.swap(false, Ordering::AcqRel) {
+        let took = thread_cpu_time().saturating_sub(cpu);
+        if self.slow_on_average(took) && self.on.swap(false, Ordering::AcqRel) {
             tracing::info!(
                 member = %shared.member,
                 average_us = self.average_ns.load(Ordering::Relaxed) / 1000,

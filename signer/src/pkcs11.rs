@@ -306,5 +306,5 @@ fn start_inline(
         cpu_share = format!("{:.2}", probe.best_share),
         "the token signs in this process and fast: signing on the connections' threads"
     );
-    Ok(Some(Inline::new(sessions, &s.name, probe.wall_median)))
+    Ok(Some(Inline::new(sessions, &s.name, probe.cpu_median)))
 }
