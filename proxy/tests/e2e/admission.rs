@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::client::{KeepAlive, admin_get, client_config, metric};
+use crate::support::client::{KeepAlive, admin_get, client_config, metric, metrics_now};
 use crate::support::lab::HaLab;
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
 
@@ -350,15 +350,4 @@ fn wait_for_blocking(admin: SocketAddr, want: f64) {
             (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == want).then_some(())
         },
     )
-}
-
-/// `/metrics`, fetched with a blocking socket (for `poll`'s closures).
-fn metrics_now(admin: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
-    buf
 }

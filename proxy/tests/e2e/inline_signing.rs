@@ -4,22 +4,10 @@
 //! another process (p11-kit's server, in `frozen_token`), whatever its speed; the setting
 //! turns it off.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::support::client::{client_config, connect, metric};
+use crate::support::client::{client_config, connect, metric, metrics_now};
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
-
-/// `/metrics` from the admin listener.
-fn metrics_now(admin: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
-    buf
-}
 
 /// Start hsmgate on a fresh `key` token with `admission` as its `[admission]` section,
 /// make `n` full handshakes (eight at a time) and return the proxy's /metrics and log.
