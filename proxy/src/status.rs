@@ -103,6 +103,10 @@ pub struct MemberView {
     pub last_error: String,
     /// Threads abandoned in hung calls.
     pub abandoned_threads: usize,
+    /// Signs on the connections' threads (a token that computes in the process and
+    /// fast) rather than on signer threads.
+    #[serde(default)]
+    pub signs_inline: bool,
 }
 
 /// Build the document from `generation`.
@@ -160,6 +164,7 @@ fn member_view(m: MemberStatus) -> MemberView {
         errors: m.errors,
         last_error: m.last_error,
         abandoned_threads: m.abandoned,
+        signs_inline: m.signs_inline,
         name: m.name,
         region: m.region,
         primary: m.primary,

@@ -391,6 +391,7 @@ mod tests {
             capacity_source: "measured".into(),
             rate_ops_per_second: 12.5,
             utilisation: 0.25,
+            signs_inline: false,
             latency_ms: 1.5,
             operations: 42,
             errors: 1,

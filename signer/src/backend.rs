@@ -105,6 +105,11 @@ pub(crate) trait Generation: Send + Sync {
         None
     }
 
+    /// Whether it signs on callers' threads now (see [`sign_inline`](Self::sign_inline)).
+    fn signs_inline(&self) -> bool {
+        false
+    }
+
     /// Signatures queued or being signed.
     fn in_flight(&self) -> usize;
 

@@ -143,6 +143,11 @@ impl Inline {
         }
     }
 
+    /// Whether it is on (not turned off by slowness or retirement).
+    pub(crate) fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
     /// The sessions' busy marks, for the supervisor.
     pub(crate) fn marks(&self) -> Vec<Arc<Slot>> {
         self.lock()

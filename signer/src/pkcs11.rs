@@ -106,6 +106,10 @@ impl Generation for Live {
         inline.sign(&self.shared, self.op(scheme)?, message)
     }
 
+    fn signs_inline(&self) -> bool {
+        self.inline.as_ref().is_some_and(Inline::is_on)
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }

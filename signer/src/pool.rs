@@ -264,6 +264,9 @@ pub struct MemberStatus {
     pub operations: u64,
     /// Of those, answers that were errors.
     pub errors: u64,
+    /// Whether it signs on the connections' threads (a token that computes in the
+    /// process and fast) rather than on its signer threads.
+    pub signs_inline: bool,
 }
 
 /// A group of signer threads over one or more HSM members holding one key. Cheap to clone.
@@ -397,6 +400,7 @@ impl SignerPool {
                     latency: m.meter.latency(),
                     operations: m.meter.totals().0,
                     errors: m.meter.totals().1,
+                    signs_inline: m.live().is_some_and(|l| l.signs_inline()),
                 }
             })
             .collect()

@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::client::{KeepAlive, admin_get, client_config, metric, metrics_now};
+use crate::support::client::{KeepAlive, admin_get, admin_get_blocking, client_config, metric};
 use crate::support::lab::HaLab;
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
 
@@ -256,7 +256,7 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
         Duration::from_secs(10),
         || format!("capacity never fell to 0:\n{}", proxy.log_text()),
         || {
-            let body = metrics_now(admin);
+            let body = admin_get_blocking(admin, "/metrics").1;
             (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
         },
     );
@@ -346,7 +346,7 @@ fn wait_for_blocking(admin: SocketAddr, want: f64) {
         Duration::from_secs(10),
         || format!("capacity never became {want}"),
         || {
-            let body = metrics_now(admin);
+            let body = admin_get_blocking(admin, "/metrics").1;
             (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == want).then_some(())
         },
     )

@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use crate::support::client::{client_config, connect, metric, metrics_now};
+use crate::support::client::{admin_get_blocking, client_config, connect, metric};
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
 
 /// Start hsmgate on a fresh `key` token with `admission` as its `[admission]` section,
-/// make `n` full handshakes (eight at a time) and return the proxy's /metrics and log.
-async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, String) {
+/// make `n` full handshakes (eight at a time) and return the proxy's /metrics, /status
+/// and log.
+async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, String, String) {
     let token = TestToken::new(key);
     let upstream = start_upstream("echo");
     let config = format!(
@@ -30,12 +31,19 @@ async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, St
             }
         }
     }
-    (metrics_now(proxy.admin_addr()), proxy.log_text())
+    let admin = proxy.admin_addr();
+    let metrics = admin_get_blocking(admin, "/metrics").1;
+    let status = admin_get_blocking(admin, "/status?format=json").1;
+    (metrics, status, proxy.log_text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
-    let (metrics, log) = handshakes_with(KeyType::EcP256, "", 40).await;
+    let (metrics, status, log) = handshakes_with(KeyType::EcP256, "", 40).await;
+    assert!(
+        status.contains("\"signs_inline\": true"),
+        "/status: {status}"
+    );
     assert_eq!(
         metric(&metrics, "hsmgate_signer_inline", &[]),
         1.0,
@@ -60,13 +68,17 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
-    let (metrics, log) = handshakes_with(KeyType::Rsa2048, "", 8).await;
+    let (metrics, status, log) = handshakes_with(KeyType::Rsa2048, "", 8).await;
+    assert!(
+        status.contains("\"signs_inline\": false"),
+        "/status: {status}"
+    );
     assert_eq!(
         metric(&metrics, "hsmgate_signer_inline", &[]),
         0.0,
         "RSA-2048 in SoftHSM takes a millisecond or more\n{metrics}\n{log}"
     );
-    let (metrics, log) = handshakes_with(KeyType::EcP256, "inline_signing = false", 8).await;
+    let (metrics, _, log) = handshakes_with(KeyType::EcP256, "inline_signing = false", 8).await;
     assert_eq!(
         metric(&metrics, "hsmgate_signer_inline", &[]),
         0.0,

@@ -135,18 +135,6 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// `/metrics` from the admin listener at `admin`, fetched with a blocking socket (for
-/// `poll`'s closures and plain threads).
-pub fn metrics_now(admin: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).expect("admin connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
-    buf
-}
-
 /// The sum of the Prometheus samples of `name` whose labels contain every one of
 /// `labels` (e.g. `reason="queue_full"`) in a `/metrics` body; 0 when there are none.
 pub fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {

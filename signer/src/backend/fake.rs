@@ -44,6 +44,10 @@ struct Inner {
     start_gate: Condvar,
     starts: AtomicUsize,
     calls: AtomicUsize,
+    /// Signatures made on the caller's thread (`sign_inline`).
+    inline_calls: AtomicUsize,
+    /// Whether its generations sign on the caller's thread, as a fast in-process token.
+    inline: AtomicBool,
     generations: Mutex<Vec<Arc<FakeGeneration>>>,
 }
 
@@ -69,6 +73,8 @@ impl Fake {
             start_gate: Condvar::new(),
             starts: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
+            inline_calls: AtomicUsize::new(0),
+            inline: AtomicBool::new(false),
             generations: Mutex::new(Vec::new()),
         }))
     }
@@ -87,6 +93,19 @@ impl Fake {
     pub(crate) fn with_other_key(self) -> Fake {
         *lock(&self.0.spki) = spki(5);
         self
+    }
+
+    /// Sign on the caller's thread (`sign_inline`) where the behaviour allows: `Sign`
+    /// and `Fail` answer there; `Full` and `Hang` fall back to the queue, as a busy
+    /// inline pool does.
+    pub(crate) fn inline(self) -> Fake {
+        self.0.inline.store(true, Ordering::Release);
+        self
+    }
+
+    /// Signatures made on the caller's thread.
+    pub(crate) fn inline_calls(&self) -> usize {
+        self.0.inline_calls.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_signing(&self, b: Behaviour) {
@@ -199,6 +218,29 @@ impl Generation for FakeGeneration {
 
     fn can_sign(&self, scheme: SignatureScheme) -> bool {
         scheme == SignatureScheme::ECDSA_NISTP256_SHA256
+    }
+
+    fn sign_inline(
+        &self,
+        _scheme: SignatureScheme,
+        _message: &[u8],
+    ) -> Option<Result<Vec<u8>, SignerError>> {
+        let fake = self.fake.upgrade()?;
+        if !fake.inline.load(Ordering::Acquire) || self.retired.load(Ordering::Acquire) {
+            return None;
+        }
+        let result = match *lock(&fake.signing) {
+            Behaviour::Sign => Ok(fake.name.as_bytes().to_vec()),
+            Behaviour::Fail(rv) => Err(SignerError::Pkcs11 {
+                member: None,
+                token: self.key.token.clone(),
+                function: Function::Sign,
+                rv,
+            }),
+            Behaviour::Full | Behaviour::Hang => return None,
+        };
+        fake.inline_calls.fetch_add(1, Ordering::AcqRel);
+        Some(result)
     }
 
     fn submit(

@@ -170,6 +170,33 @@ mod tests {
     }
 
     #[test]
+    fn a_member_signing_on_the_callers_thread_fails_over_like_the_others() {
+        // Signs inline: the queue is not used.
+        let a = Fake::new("a").inline();
+        let g = TestGroup::primaries(&[&a]);
+        assert_eq!(g.group.sign(SCHEME, b"m").expect("a signs"), b"a");
+        assert_eq!((a.inline_calls(), a.calls()), (1, 0));
+        // A device error inline takes the member down and the signature moves on.
+        let a = Fake::new("a")
+            .inline()
+            .signing(Behaviour::Fail(RvError::DeviceError));
+        let b = Fake::new("b");
+        let g = TestGroup::primaries(&[&a, &b]);
+        assert_eq!(g.group.sign(SCHEME, b"m").expect("b signs"), b"b");
+        assert_eq!(g.state(0), MemberState::Down);
+        assert_eq!((a.inline_calls(), b.calls()), (1, 1));
+        // A request error inline is returned at once, naming the member.
+        let a = Fake::new("a")
+            .inline()
+            .signing(Behaviour::Fail(RvError::DataLenRange));
+        let b = Fake::new("b");
+        let g = TestGroup::primaries(&[&a, &b]);
+        let err = g.group.sign(SCHEME, b"m").expect_err("no retry");
+        assert!(err.to_string().starts_with("HSM member a: "), "{err}");
+        assert_eq!(b.calls(), 0);
+    }
+
+    #[test]
     fn request_errors_are_returned_without_a_retry() {
         for rv in [
             RvError::DataLenRange,
