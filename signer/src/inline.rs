@@ -205,9 +205,7 @@ impl Inline {
             metrics::gauge!(crate::metrics::INLINE, "member" => shared.member.clone()).set(0.0);
         }
         // Fenced while in the call: the generation counted this session as abandoned.
-        if slot.abandoned.swap(false, Ordering::AcqRel) {
-            shared.abandoned.fetch_sub(1, Ordering::AcqRel);
-        }
+        slot.call_returned(&shared.abandoned);
         self.lock().push((conn, slot));
         Some(result)
     }

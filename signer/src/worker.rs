@@ -101,7 +101,7 @@ pub(crate) struct Slot {
     /// Milliseconds since [`epoch`] when the current call started; 0 when idle.
     busy_since: AtomicU64,
     /// Set when the member was fenced while this worker was in a call.
-    pub(crate) abandoned: AtomicBool,
+    abandoned: AtomicBool,
 }
 
 fn epoch() -> Instant {
@@ -126,6 +126,17 @@ impl Slot {
     /// Abandon the thread if it is in a call; returns whether it was.
     pub(crate) fn abandon_if_busy(&self) -> bool {
         self.busy_since.load(Ordering::Acquire) != 0 && !self.abandoned.swap(true, Ordering::AcqRel)
+    }
+
+    /// Once the call has returned: if the member was fenced during it, this slot was
+    /// counted in the member's `abandoned` threads; take it off that count. Returns
+    /// whether it had been abandoned.
+    pub(crate) fn call_returned(&self, abandoned: &AtomicUsize) -> bool {
+        let was = self.abandoned.swap(false, Ordering::AcqRel);
+        if was {
+            abandoned.fetch_sub(1, Ordering::AcqRel);
+        }
+        was
     }
 }
 
@@ -214,8 +225,7 @@ fn run(
     }
     // Counted as abandoned when the member was fenced while this thread was in a call:
     // it has returned now.
-    if slot.abandoned.swap(false, Ordering::AcqRel) {
-        shared.abandoned.fetch_sub(1, Ordering::AcqRel);
+    if slot.call_returned(&shared.abandoned) {
         tracing::info!(member = %shared.member, "a signer thread abandoned in a hung call has returned");
     }
 }

@@ -207,6 +207,18 @@ pub(crate) struct FakeGeneration {
     retired: AtomicBool,
 }
 
+impl FakeGeneration {
+    /// `C_Sign` failing with `rv`, as a real member reports it.
+    fn sign_failed(&self, rv: RvError) -> SignerError {
+        SignerError::Pkcs11 {
+            member: None,
+            token: self.key.token.clone(),
+            function: Function::Sign,
+            rv,
+        }
+    }
+}
+
 impl Generation for FakeGeneration {
     fn key(&self) -> &MemberKey {
         &self.key
@@ -231,12 +243,7 @@ impl Generation for FakeGeneration {
         }
         let result = match *lock(&fake.signing) {
             Behaviour::Sign => Ok(fake.name.as_bytes().to_vec()),
-            Behaviour::Fail(rv) => Err(SignerError::Pkcs11 {
-                member: None,
-                token: self.key.token.clone(),
-                function: Function::Sign,
-                rv,
-            }),
+            Behaviour::Fail(rv) => Err(self.sign_failed(rv)),
             Behaviour::Full | Behaviour::Hang => return None,
         };
         fake.inline_calls.fetch_add(1, Ordering::AcqRel);
@@ -264,12 +271,7 @@ impl Generation for FakeGeneration {
                 let _ = reply.send(Ok(fake.name.as_bytes().to_vec()));
             }
             Behaviour::Fail(rv) => {
-                let _ = reply.send(Err(SignerError::Pkcs11 {
-                    member: None,
-                    token: self.key.token.clone(),
-                    function: Function::Sign,
-                    rv,
-                }));
+                let _ = reply.send(Err(self.sign_failed(rv)));
             }
             Behaviour::Hang => {
                 self.in_flight.fetch_add(1, Ordering::AcqRel);
