@@ -31,7 +31,9 @@
 # (target/release/file-sign, rustls' aws-lc-rs signer, the thread's own run time).
 # The report decomposes a token-key handshake's server CPU: (token key) - (file key) -
 # (raw C_Sign) = the offload's own cost minus the software signature of the file-key
-# handshake; adding that signature back gives the offload's own cost.
+# handshake; adding that signature back gives the offload's own cost. The token servers
+# have an admin listener (PORT_ADMIN) whose hsmgate_signer_call_cpu_seconds gives the
+# CPU of their own signatures in the same run; the offload's own cost subtracts that one.
 #
 # Load: target/release/hsmgate-load, one thread. Rows:
 #   TLS 1.3 / TLS 1.2 full handshakes/s   --mode handshake (new connection, no resumption)
@@ -86,7 +88,9 @@ REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
 SWEEP=${SWEEP:-"0.25 0.5 1 1.5 2 3"} SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-3s} SIGN_SECS=${SIGN_SECS:-3}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 PORT_UP=${PORT_UP:-8080} PORT_TLS12=${PORT_TLS12:-8442} PORT_TLS13=${PORT_TLS13:-8443} PORT_HSMGATE=${PORT_HSMGATE:-9443}
-PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" $((PORT_UP + 1)) $((PORT_UP + 2)) $((PORT_UP + 3)))
+# PORT_ADMIN: the admin listener of the key-source hsmgate servers (their signatures' CPU).
+PORT_ADMIN=${PORT_ADMIN:-9444}
+PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" $((PORT_UP + 1)) $((PORT_UP + 2)) $((PORT_UP + 3)) "$PORT_ADMIN")
 
 SCRIPT=compare
 UPSTREAM=${UPSTREAM:-inproc}
@@ -192,6 +196,7 @@ hsmgate_conf() {
   cat >"$dir/nginx.conf" <<EOF
 pid $dir/hsmgate.pid;
 error_log $dir/logs/error.log warn;
+env HSMGATE_ADMIN=127.0.0.1:$PORT_ADMIN;
 events { worker_connections 8192; }
 http {
     access_log off;
@@ -265,17 +270,30 @@ ctx_threads() {
   for p in "$@"; do files+=("/proc/$p/task/"*/status); done
   cat "${files[@]}" 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/{s += $2} /^Name:/{n++} END{print s + 0, n + 0}'
 }
+# sign_cpu: "seconds calls" of hsmgate's hsmgate_signer_call_cpu_seconds (the CPU its
+# signatures' PKCS#11 calls took, on the threads that made them), or "" without an admin.
+sign_cpu() {
+  local sum count
+  sum=$(metric_total "$PORT_ADMIN" hsmgate_signer_call_cpu_seconds_sum)
+  count=$(metric_total "$PORT_ADMIN" hsmgate_signer_call_cpu_seconds_count)
+  [[ -n $sum && -n $count ]] && echo "$sum $count"
+}
 run_load() {
-  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-"
+  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-" s0="" s1="" csign="-"
   shift 2
   # The base servers run only the chosen rows; the key-source servers run theirs.
   ((KEY_LOOP)) || want "$row" || return 0
+  [[ $server == hsmgate-conf || $server == hsmgate-ec-token ]] && s0=$(sign_cpu)
   read -r x0 _ < <(ctx_threads "${PIDS[@]}")
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
     || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server ($row)"; }
   c1=$(cpu_ticks "${PIDS[@]}")
   read -r x1 threads < <(ctx_threads "${PIDS[@]}")
+  [[ -n $s0 ]] && s1=$(sign_cpu)
+  # C measured in the run itself: CPU µs per signature in the token's calls, same window as the server CPU.
+  [[ -n $s0 && -n $s1 ]] && csign=$(awk -v a="$s0" -v b="$s1" 'BEGIN{split(a, x, " "); split(b, y, " ");
+    n = y[2] - x[2]; if (n > 0) printf "%.0f", (y[1] - x[1]) / n * 1e6; else print "-"}')
   rate=$(jnum rate "$out") ok=$(jnum ok "$out") errs=$(jnum error_total "$out") hs=$(jnum handshakes "$out")
   res=$(jnum resumed "$out")
   # CPU includes the warm-up, so divide by the requests of the whole run (approximately rate * (warmup + duration)).
@@ -285,9 +303,9 @@ run_load() {
     'BEGIN{n = r * (w + s); printf "%.1f", (n > 0 ? d / n : 0)}')
   [[ $res != null && -n $res ]] && resumed=$(awk -v a="$res" -v b="$hs" 'BEGIN{printf "%.0f%%", (b > 0 ? 100 * a / b : 0)}')
   ((errs == 0)) || say "$server $row: $errs errors $(jerrors "$out")"
-  # row server rep rate cpu_us resumed errors context_switches_per_req server_threads
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" "$ctx" "$threads" >>"$RAW"
-  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req ctx-switches=${ctx}/req threads=$threads resumed=$resumed"
+  # row server rep rate cpu_us resumed errors context_switches_per_req server_threads sign_cpu_us
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$server" "$REP" "$rate" "$cpu" "$resumed" "$errs" "$ctx" "$threads" "$csign" >>"$RAW"
+  say "  $server $row: $rate/s ok=$ok errors=$errs server-cpu=${cpu}us/req ctx-switches=${ctx}/req threads=$threads resumed=$resumed sign-cpu=${csign}us/sign"
 }
 
 SERVERS=(nginx-file nginx-libp11 hsmgate)
@@ -450,19 +468,23 @@ sign_row() { # ROW SERVER TITLE NOTE
 }
 # per_rep ROW SERVER [COL]: "rep value" lines
 per_rep() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-5}" '$1 == r && $2 == s {print $3, $c}' "$RAW"; }
-# decompose ROW TOKEN FILE RAW_ROW SOFT_ROW: per rep, T - F - C and T - F - C + S (server CPU µs
-# per handshake with the token key T and the file key F, raw C_Sign CPU C, software sign CPU S);
-# prints "| ... |" with the medians of T, F, C, S and of both results (min..max over reps).
+# decompose ROW TOKEN FILE RAW_ROW SOFT_ROW: per rep, T - F - C and T - F - Cr + S (server CPU µs
+# per handshake with the token key T and the file key F, raw C_Sign CPU C from p11sign, the
+# token's calls' CPU per signature Cr measured inside hsmgate in the same run as T, software
+# sign CPU S); prints "| ... |" with the medians of T, F, C, Cr, S and of both results
+# (min..max over reps). Cr is SoftHSM's cost in that very run, so its run-to-run spread
+# (±250 µs for RSA-2048 on this host) no longer lands in the offload's figure.
 decompose() {
   local row=$1 tok=$2 fil=$3 rawr=$4 soft=$5 title=$6
   [[ -n $(vals "$row" "$tok") && -n $(vals "$row" "$fil") ]] || return 0
   join <(per_rep "$row" "$tok" | sort) <(per_rep "$row" "$fil" | sort) \
-    | join - <(per_rep "$rawr" raw-softhsm | sort) | join - <(per_rep "$soft" file-sign | sort) >"$WORK/decomp"
+    | join - <(per_rep "$rawr" raw-softhsm | sort) | join - <(per_rep "$soft" file-sign | sort) \
+    | join - <(per_rep "$row" "$tok" 10 | sort) >"$WORK/decomp"
   local lit own
   lit=$(awk '{printf "%.0f\n", $2 - $3 - $4}' "$WORK/decomp")
-  own=$(awk '{printf "%.0f\n", $2 - $3 - $4 + $5}' "$WORK/decomp")
-  printf '| %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
-    "$(med "$rawr" raw-softhsm 5)" "$(med "$soft" file-sign 5)" \
+  own=$(awk '$6 != "-" {printf "%.0f\n", $2 - $3 - $6 + $5}' "$WORK/decomp")
+  printf '| %s | %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
+    "$(med "$rawr" raw-softhsm 5)" "$(median <<<"$(awk '$6 != "-" {print $6}' "$WORK/decomp")")" "$(med "$soft" file-sign 5)" \
     "$(median <<<"$lit")" "$(span <<<"$lit")" \
     "$(median <<<"$own")" "$(span <<<"$own")"
 }
@@ -507,12 +529,14 @@ target() {
     echo
     echo "## The offload's own cost (server CPU µs per full handshake, hsmgate, one nginx-syntax config, token key vs the same key from a file)"
     echo
-    echo "T = token key, F = the same key from a file, C = raw \`C_Sign\` CPU of one signature (p11sign), S = the same signature in software (file-sign)."
-    echo "T − F − C is the issue's formula; it still subtracts the software signature F contains, so T − F − C + S is the offload's own cost."
-    echo "Both are taken per rep (T, F, C, S of the same rep); median (min..max)."
+    echo "T = token key, F = the same key from a file, C = raw \`C_Sign\` CPU of one signature (p11sign, a separate run),"
+    echo "Cr = the CPU hsmgate's threads spent in the token's calls per signature in T's own run (\`hsmgate_signer_call_cpu_seconds\`),"
+    echo "S = the same signature in software (file-sign). T − F − C is the issue's formula; it still subtracts the software signature F"
+    echo "contains, and SoftHSM's cost moves between runs, so T − F − Cr + S (the signature as it cost in that run) is the offload's own cost."
+    echo "Both are taken per rep (T, F, C, Cr, S of the same rep); median (min..max)."
     echo
-    echo "| handshake | T | F | C | S | T − F − C | offload's own: T − F − C + S |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| handshake | T | F | C | Cr | S | T − F − C | offload's own: T − F − Cr + S |"
+    echo "|---|---|---|---|---|---|---|---|"
     decompose hs13 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.3, RSA-2048"
     decompose hs12 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.2 ECDHE-RSA, RSA-2048"
     decompose ec13 hsmgate-ec-token hsmgate-ec-file ecsign1 ecfilesign "TLS 1.3, P-256"

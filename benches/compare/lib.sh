@@ -155,6 +155,13 @@ hist_buckets() {
         le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le); print le, $NF }' >"$3"
 }
 
+# metric_total ADMIN_PORT NAME: the sum over every series of NAME (exact name, any labels)
+# on hsmgate's /metrics; empty when unreachable.
+metric_total() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
+    | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF; seen = 1 } END { if (seen) printf "%.9f\n", s }'
+}
+
 # wait_buckets ADMIN_PORT OUT: hsmgate's histogram of completed full handshakes' waits from
 # the kernel's receipt of the ClientHello: the admitted latency as the server sees it,
 # accept queue included and the load generator's own lag excluded.

@@ -28,12 +28,11 @@
 //! thread's: a call that hangs fences the member, so that no further signature goes
 //! there, but the caller's thread stays in that call until it returns (the price of
 //! having no hand-off; the probe makes it unlikely). A new generation probes again.
-#![allow(unsafe_code)]
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cpu_time::thread_cpu_time;
 use crate::error::SignerError;
 use crate::scheme::SignOp;
 use crate::worker::{self, Conn, Meters, Shared, Slot};
@@ -107,20 +106,6 @@ fn median(v: &mut [Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or(Duration::MAX)
 }
 
-/// The CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// A member's sessions for signing on callers' threads.
 pub(crate) struct Inline {
     /// Idle sessions, each with the busy mark it carries while in a call.
@@ -183,9 +168,8 @@ impl Inline {
             return None;
         }
         let (conn, slot) = self.lock().pop()?;
-        let (started, cpu) = (Instant::now(), thread_cpu_time());
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = worker::sign_marked(
+        let (result, took) = worker::sign_marked(
             &conn.session,
             conn.key,
             shared,
@@ -193,9 +177,8 @@ impl Inline {
             &slot,
             op,
             message,
-            started,
+            Instant::now(),
         );
-        let took = thread_cpu_time().saturating_sub(cpu);
         if self.slow_on_average(took) && self.on.swap(false, Ordering::AcqRel) {
             tracing::info!(
                 member = %shared.member,
@@ -255,27 +238,5 @@ mod tests {
             assert!(calls < 20, "a sustained 5 ms must turn it off");
         }
         assert!(calls >= 3, "after a few calls, not at the first ({calls})");
-    }
-
-    #[test]
-    fn thread_cpu_time_counts_this_threads_work_only() {
-        let c0 = thread_cpu_time();
-        std::thread::sleep(Duration::from_millis(20));
-        let slept = thread_cpu_time().saturating_sub(c0);
-        assert!(
-            slept < Duration::from_millis(10),
-            "sleeping is not CPU: {slept:?}"
-        );
-        let c1 = thread_cpu_time();
-        let t = Instant::now();
-        let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(20) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        let spun = thread_cpu_time().saturating_sub(c1);
-        assert!(
-            spun >= Duration::from_millis(5),
-            "spinning is CPU: {spun:?}"
-        );
     }
 }

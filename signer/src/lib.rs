@@ -21,7 +21,8 @@
 //!   `handoff` its request queue and answers (mutex + condvar, no spinning),
 //!   `priority` its CPU priority (below the threads serving connections), `inline`
 //!   signing on the caller's thread instead for a token that computes in the process
-//!   and fast (a software token's ECDSA).
+//!   and fast (a software token's ECDSA), `cpu_time` the calling thread's CPU clock (the
+//!   probe's and each signature's CPU cost).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
 //!   PKCS#11 mechanisms.
@@ -38,6 +39,7 @@
 mod admission;
 mod backend;
 mod capacity;
+mod cpu_time;
 mod der;
 mod error;
 mod group;

@@ -6,6 +6,11 @@
 pub const OPERATIONS: &str = "hsmgate_signer_operations_total";
 /// Histogram (seconds): time from enqueue to the token's answer.
 pub const LATENCY: &str = "hsmgate_signer_latency_seconds";
+/// Histogram (seconds): the CPU time this process spent in one signature's PKCS#11 calls
+/// (`C_SignInit` + `C_Sign`), on the thread that made them: the client library's own
+/// share of this machine (a software token's whole signature; a network HSM's client
+/// mostly waits, so little).
+pub const CALL_CPU: &str = "hsmgate_signer_call_cpu_seconds";
 /// Gauge: operations queued or being signed.
 pub const IN_FLIGHT: &str = "hsmgate_signer_in_flight";
 /// Histogram: how many requests a worker took in one wake-up.
@@ -52,6 +57,11 @@ pub fn describe() {
         LATENCY,
         metrics::Unit::Seconds,
         "Time from queueing a signature to the token's answer"
+    );
+    metrics::describe_histogram!(
+        CALL_CPU,
+        metrics::Unit::Seconds,
+        "CPU time this process spent in one signature's PKCS#11 calls"
     );
     metrics::describe_gauge!(IN_FLIGHT, "Signatures queued or being signed");
     metrics::describe_histogram!(BATCH_SIZE, "Requests taken by a signer thread per wake-up");

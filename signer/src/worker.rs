@@ -16,6 +16,7 @@ use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::cpu_time::thread_cpu_time;
 use crate::der;
 use crate::error::{Function, SignerError, ckr_name};
 use crate::handoff::{Receiver, Reply};
@@ -78,6 +79,7 @@ impl Shared {
 /// label allocation. Outcomes other than success go through [`Shared::done`].
 pub(crate) struct Meters {
     latency: Histogram,
+    cpu: Histogram,
     batch: Histogram,
     in_flight: Gauge,
     ok: Counter,
@@ -88,6 +90,7 @@ impl Meters {
         let member = member.to_string();
         Meters {
             latency: metrics::histogram!(m::LATENCY, "member" => member.clone()),
+            cpu: metrics::histogram!(m::CALL_CPU, "member" => member.clone()),
             batch: metrics::histogram!(m::BATCH_SIZE, "member" => member.clone()),
             in_flight: metrics::gauge!(m::IN_FLIGHT, "member" => member.clone()),
             ok: metrics::counter!(m::OPERATIONS, "member" => member, "result" => "ok"),
@@ -244,7 +247,7 @@ fn serve(
         shared.done("expired".into());
         return true;
     }
-    let result = sign_marked(
+    let (result, _cpu) = sign_marked(
         session,
         key,
         shared,
@@ -261,7 +264,8 @@ fn serve(
 }
 
 /// Sign one request counted in flight (since `enqueued`) with `slot` marked busy for the
-/// call, and record it: the token's time, the latency since `enqueued`, the outcome.
+/// call, and record it: the token's time, the CPU time this thread spent in the calls,
+/// the latency since `enqueued`, the outcome. Returns the result and that CPU time.
 /// Used by the signer threads and by signing on the caller's thread (`inline`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sign_marked(
@@ -273,12 +277,14 @@ pub(crate) fn sign_marked(
     op: SignOp,
     message: &[u8],
     enqueued: Instant,
-) -> Result<Vec<u8>, SignerError> {
+) -> (Result<Vec<u8>, SignerError>, Duration) {
     slot.busy_since.store(now_ms(), Ordering::Release);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), thread_cpu_time());
     let result = sign(session, key, shared, op, message);
+    let cpu = thread_cpu_time().saturating_sub(cpu);
     shared.meter.record(started.elapsed());
     slot.busy_since.store(0, Ordering::Release);
+    meters.cpu.record(cpu.as_secs_f64());
     let latency = enqueued.elapsed();
     meters.latency.record(latency.as_secs_f64());
     shared.meter.answered(latency, result.is_ok());
@@ -289,7 +295,7 @@ pub(crate) fn sign_marked(
         }
         Err(e) => shared.done(e.rv().map(ckr_name).unwrap_or_else(|| "error".into())),
     }
-    result
+    (result, cpu)
 }
 
 /// The largest signature of a key we accept: RSA-8192 (1024 bytes); an ECDSA P-384

@@ -66,6 +66,11 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
         "{ok} signatures counted for 40 handshakes\n{metrics}"
     );
     assert!(metric(&metrics, "hsmgate_signer_latency_seconds_count", &[]) >= 40.0);
+    // And so is each signature's CPU time, on the thread that made it.
+    let calls = metric(&metrics, "hsmgate_signer_call_cpu_seconds_count", &[]);
+    let cpu = metric(&metrics, "hsmgate_signer_call_cpu_seconds_sum", &[]);
+    assert!(calls >= 40.0, "{calls} signatures' CPU time\n{metrics}");
+    assert!(cpu > 0.0, "P-256 in SoftHSM takes CPU: {cpu} s\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +84,16 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         metric(&metrics, "hsmgate_signer_inline", &[]),
         0.0,
         "RSA-2048 in SoftHSM takes a millisecond or more\n{metrics}\n{log}"
+    );
+    // On the signer threads too, each signature's CPU is counted: SoftHSM's RSA-2048
+    // computes in this process, on the signer thread, for a good part of a millisecond.
+    let calls = metric(&metrics, "hsmgate_signer_call_cpu_seconds_count", &[]);
+    let cpu = metric(&metrics, "hsmgate_signer_call_cpu_seconds_sum", &[]);
+    assert!(calls >= 8.0, "{calls} signatures' CPU time\n{metrics}");
+    assert!(
+        cpu / calls > 100e-6,
+        "{} µs of CPU per RSA-2048 signature\n{metrics}",
+        cpu / calls * 1e6
     );
     let (metrics, _, log) = handshakes_with(KeyType::EcP256, "inline_signing = false", 8).await;
     assert_eq!(
