@@ -31,9 +31,10 @@
 # (target/release/file-sign, rustls' aws-lc-rs signer, the thread's own run time).
 # The report decomposes a token-key handshake's server CPU: (token key) - (file key) -
 # (raw C_Sign) = the offload's own cost minus the software signature of the file-key
-# handshake; adding that signature back gives the offload's own cost. The token servers
-# have an admin listener (PORT_ADMIN) whose hsmgate_signer_call_cpu_seconds gives the
-# CPU of their own signatures in the same run; the offload's own cost subtracts that one.
+# handshake; adding that signature back gives the offload's own cost. The four
+# key-source hsmgate servers have an admin listener (PORT_ADMIN) whose
+# hsmgate_signer_call_cpu_seconds (token) and hsmgate_tls_file_key_sign_cpu_seconds (file)
+# give the CPU of their own signatures in the same run: the offload's own cost uses those.
 #
 # Load: target/release/hsmgate-load, one thread. Rows:
 #   TLS 1.3 / TLS 1.2 full handshakes/s   --mode handshake (new connection, no resumption)
@@ -270,28 +271,35 @@ ctx_threads() {
   for p in "$@"; do files+=("/proc/$p/task/"*/status); done
   cat "${files[@]}" 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/{s += $2} /^Name:/{n++} END{print s + 0, n + 0}'
 }
-# sign_cpu: "seconds calls" of hsmgate's hsmgate_signer_call_cpu_seconds (the CPU its
-# signatures' PKCS#11 calls took, on the threads that made them), or "" without an admin.
+# sign_cpu METRIC: "seconds signatures" of hsmgate's histogram METRIC (the CPU its
+# signatures took on the threads that made them: hsmgate_signer_call_cpu_seconds for a
+# token key, hsmgate_tls_file_key_sign_cpu_seconds for a file key), or "" without an admin.
 sign_cpu() {
   local sum count
-  sum=$(metric_total "$PORT_ADMIN" hsmgate_signer_call_cpu_seconds_sum)
-  count=$(metric_total "$PORT_ADMIN" hsmgate_signer_call_cpu_seconds_count)
+  sum=$(metric_total "$PORT_ADMIN" "$1_sum")
+  count=$(metric_total "$PORT_ADMIN" "$1_count")
   [[ -n $sum && -n $count ]] && echo "$sum $count"
 }
 run_load() {
-  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-" s0="" s1="" csign="-"
+  local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-" s0="" s1="" csign="-" smetric
   shift 2
   # The base servers run only the chosen rows; the key-source servers run theirs.
   ((KEY_LOOP)) || want "$row" || return 0
-  [[ $server == hsmgate-conf || $server == hsmgate-ec-token ]] && s0=$(sign_cpu)
+  case $server in
+    hsmgate-conf | hsmgate-ec-token) smetric=hsmgate_signer_call_cpu_seconds ;;
+    hsmgate-file | hsmgate-ec-file) smetric=hsmgate_tls_file_key_sign_cpu_seconds ;;
+    *) smetric="" ;;
+  esac
+  [[ -n $smetric ]] && s0=$(sign_cpu "$smetric")
   read -r x0 _ < <(ctx_threads "${PIDS[@]}")
   c0=$(cpu_ticks "${PIDS[@]}")
   out=$("${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" "$@" "$(url "$server" "$row")" 2>"$WORK/load.err") \
     || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server ($row)"; }
   c1=$(cpu_ticks "${PIDS[@]}")
   read -r x1 threads < <(ctx_threads "${PIDS[@]}")
-  [[ -n $s0 ]] && s1=$(sign_cpu)
-  # C measured in the run itself: CPU µs per signature in the token's calls, same window as the server CPU.
+  [[ -n $s0 ]] && s1=$(sign_cpu "$smetric")
+  # The signatures' CPU measured in the run itself (µs per signature: the token's calls, or the
+  # software signature of a file key), same window as the server CPU.
   [[ -n $s0 && -n $s1 ]] && csign=$(awk -v a="$s0" -v b="$s1" 'BEGIN{split(a, x, " "); split(b, y, " ");
     n = y[2] - x[2]; if (n > 0) printf "%.0f", (y[1] - x[1]) / n * 1e6; else print "-"}')
   rate=$(jnum rate "$out") ok=$(jnum ok "$out") errs=$(jnum error_total "$out") hs=$(jnum handshakes "$out")
@@ -468,23 +476,24 @@ sign_row() { # ROW SERVER TITLE NOTE
 }
 # per_rep ROW SERVER [COL]: "rep value" lines
 per_rep() { awk -F'\t' -v r="$1" -v s="$2" -v c="${3:-5}" '$1 == r && $2 == s {print $3, $c}' "$RAW"; }
-# decompose ROW TOKEN FILE RAW_ROW SOFT_ROW: per rep, T - F - C and T - F - Cr + S (server CPU µs
-# per handshake with the token key T and the file key F, raw C_Sign CPU C from p11sign, the
-# token's calls' CPU per signature Cr measured inside hsmgate in the same run as T, software
-# sign CPU S); prints "| ... |" with the medians of T, F, C, Cr, S and of both results
-# (min..max over reps). Cr is SoftHSM's cost in that very run, so its run-to-run spread
-# (±250 µs for RSA-2048 on this host) no longer lands in the offload's figure.
+# decompose ROW TOKEN FILE RAW_ROW SOFT_ROW: per rep, T - F - C and T - F - Cr + Sr (server CPU
+# µs per handshake with the token key T and the file key F; raw C_Sign CPU C from p11sign and
+# the software signature's S from file-sign, each in a tight loop of its own; Cr and Sr, the
+# same two signatures' CPU measured inside hsmgate in T's and F's own runs). A signature in a
+# handshake costs more than in a tight loop (caches), and SoftHSM's moves between runs, so the
+# offload's own cost subtracts each run's own; the loop figures are shown beside them.
 decompose() {
   local row=$1 tok=$2 fil=$3 rawr=$4 soft=$5 title=$6
   [[ -n $(vals "$row" "$tok") && -n $(vals "$row" "$fil") ]] || return 0
   join <(per_rep "$row" "$tok" | sort) <(per_rep "$row" "$fil" | sort) \
     | join - <(per_rep "$rawr" raw-softhsm | sort) | join - <(per_rep "$soft" file-sign | sort) \
-    | join - <(per_rep "$row" "$tok" 10 | sort) >"$WORK/decomp"
+    | join - <(per_rep "$row" "$tok" 10 | sort) | join - <(per_rep "$row" "$fil" 10 | sort) >"$WORK/decomp"
+  # columns: rep T F C S Cr Sr
   local lit own
   lit=$(awk '{printf "%.0f\n", $2 - $3 - $4}' "$WORK/decomp")
-  own=$(awk '$6 != "-" {printf "%.0f\n", $2 - $3 - $6 + $5}' "$WORK/decomp")
-  printf '| %s | %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
-    "$(med "$rawr" raw-softhsm 5)" "$(median <<<"$(awk '$6 != "-" {print $6}' "$WORK/decomp")")" "$(med "$soft" file-sign 5)" \
+  own=$(awk '$6 != "-" && $7 != "-" {printf "%.0f\n", $2 - $3 - $6 + $7}' "$WORK/decomp")
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s (%s) | **%s** (%s) |\n' "$title" "$(med "$row" "$tok" 5)" "$(med "$row" "$fil" 5)" \
+    "$(med "$rawr" raw-softhsm 5)" "$(med "$row" "$tok" 10)" "$(med "$soft" file-sign 5)" "$(med "$row" "$fil" 10)" \
     "$(median <<<"$lit")" "$(span <<<"$lit")" \
     "$(median <<<"$own")" "$(span <<<"$own")"
 }
@@ -529,14 +538,15 @@ target() {
     echo
     echo "## The offload's own cost (server CPU µs per full handshake, hsmgate, one nginx-syntax config, token key vs the same key from a file)"
     echo
-    echo "T = token key, F = the same key from a file, C = raw \`C_Sign\` CPU of one signature (p11sign, a separate run),"
-    echo "Cr = the CPU hsmgate's threads spent in the token's calls per signature in T's own run (\`hsmgate_signer_call_cpu_seconds\`),"
-    echo "S = the same signature in software (file-sign). T − F − C is the issue's formula; it still subtracts the software signature F"
-    echo "contains, and SoftHSM's cost moves between runs, so T − F − Cr + S (the signature as it cost in that run) is the offload's own cost."
-    echo "Both are taken per rep (T, F, C, Cr, S of the same rep); median (min..max)."
+    echo "T = token key, F = the same key from a file (server CPU per handshake). C = raw \`C_Sign\` CPU of one signature (p11sign) and"
+    echo "S = the same signature in software (file-sign), each in a tight loop of its own; Cr and Sr = the same two signatures' CPU inside"
+    echo "hsmgate, in T's and F's own runs (\`hsmgate_signer_call_cpu_seconds\`, \`hsmgate_tls_file_key_sign_cpu_seconds\`)."
+    echo "T − F − C is the issue's formula; it still subtracts the software signature F contains and a loop's figure for the token's, so"
+    echo "T − F − Cr + Sr (each signature as it cost in its own handshakes) is the offload's own cost."
+    echo "Both are taken per rep (T, F, C, S, Cr, Sr of the same rep); median (min..max)."
     echo
-    echo "| handshake | T | F | C | Cr | S | T − F − C | offload's own: T − F − Cr + S |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| handshake | T | F | C | Cr | S | Sr | T − F − C | offload's own: T − F − Cr + Sr |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     decompose hs13 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.3, RSA-2048"
     decompose hs12 hsmgate-conf hsmgate-file sign1 filesign "TLS 1.2 ECDHE-RSA, RSA-2048"
     decompose ec13 hsmgate-ec-token hsmgate-ec-file ecsign1 ecfilesign "TLS 1.3, P-256"

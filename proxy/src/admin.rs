@@ -23,6 +23,11 @@ use tokio::sync::watch;
 
 use crate::generation::Generation;
 
+/// Buckets of a signature's CPU time (seconds), 50 µs … 50 ms.
+const SIGN_CPU: [f64; 9] = [
+    0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+];
+
 /// Install the process-wide Prometheus recorder (once), returning its handle.
 pub fn install_recorder() -> Option<PrometheusHandle> {
     let latency = [
@@ -34,9 +39,13 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
             // A signature's CPU: P-256 in a software token ~0.1 ms, RSA-2048 ~1.7 ms.
             b.set_buckets_for_metric(
                 Matcher::Full(hsmgate_signer::metrics::CALL_CPU.into()),
-                &[
-                    0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
-                ],
+                &SIGN_CPU,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(crate::metrics::FILE_KEY_SIGN_CPU.into()),
+                &SIGN_CPU,
             )
         })
         .and_then(|b| {

@@ -19,7 +19,6 @@ use hsmgate_config::{PinSource, Pkcs11Uri, Secret};
 use hsmgate_signer::{GroupSettings, PoolSettings, SignerPool};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::sign::CertifiedKey;
 use sha2::Digest;
 
 use crate::error::ProxyError;
@@ -83,11 +82,12 @@ impl KeyOpener<'_> {
                     reason: e.to_string(),
                 })?;
                 let provider = rustls::crypto::aws_lc_rs::default_provider();
-                let key =
-                    CertifiedKey::from_der(chain, der, &provider).map_err(|e| ProxyError::Key {
+                let key = crate::file_key::certified_key(chain, der, &provider).map_err(|e| {
+                    ProxyError::Key {
                         path: path.clone(),
                         reason: format!("does not fit certificate {}: {e}", pair.cert.display()),
-                    })?;
+                    }
+                })?;
                 Ok(KeyEntry {
                     certified: Arc::new(key),
                     limiter: None,

@@ -18,7 +18,8 @@
 //!   `conn_info`: what a request knows about its connection;
 //! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
-//! - `keys`: certificate/key pairs → signer pools (token keys) or software keys;
+//! - `keys`: certificate/key pairs → signer pools (token keys) or software keys
+//!   (`file_key`: a PEM file's key, its signatures' CPU time measured);
 //! - `tickets`: session tickets from `ssl_session_ticket_key` files (shared, rotated);
 //! - `tls`: rustls settings per address, certificate choice by SNI and key type;
 //!   `kx`: the P-521 key exchange rustls' provider lacks;
@@ -62,6 +63,7 @@ pub mod demo;
 pub mod echo_upstream;
 mod error;
 mod error_page;
+mod file_key;
 mod generation;
 mod h1guard;
 mod hello;

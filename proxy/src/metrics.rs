@@ -25,6 +25,10 @@ pub(crate) const REQUESTS: &str = "hsmgate_http_requests_total";
 /// Histogram (seconds): request sent upstream → response head, by `upstream` and
 /// `result` (`ok`, `error`, `timeout`).
 pub(crate) const UPSTREAM_DURATION: &str = "hsmgate_upstream_response_duration_seconds";
+/// Histogram (seconds): the CPU time of one signature with a key from a PEM file, made in
+/// software on the connection's thread (the counterpart of the signer's
+/// `hsmgate_signer_call_cpu_seconds`).
+pub(crate) const FILE_KEY_SIGN_CPU: &str = "hsmgate_tls_file_key_sign_cpu_seconds";
 /// Counter: access log lines dropped because the writer's queue was full.
 pub(crate) const ACCESS_LOG_DROPPED: &str = "hsmgate_access_log_dropped_total";
 

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-/// The CPU time the calling thread has used.
-pub(crate) fn thread_cpu_time() -> Duration {
+/// The CPU time the calling thread has used (user and system; zero if the clock cannot
+/// be read).
+pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

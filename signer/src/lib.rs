@@ -79,5 +79,8 @@ pub use pin::read_pin;
 pub use token::{KeyInfo, KeyKind, Token};
 pub use verify::{describe_key, same_public_key, verify};
 
+/* --- measuring --- */
+pub use cpu_time::thread_cpu_time;
+
 /* --- errors --- */
 pub use error::{KeyDiffers, KeyProblem, PinProblem, SignerError};
