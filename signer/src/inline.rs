@@ -41,8 +41,10 @@ use crate::worker::{self, Conn, Meters, Shared, Slot};
 pub(crate) const MAX_CALL: Duration = Duration::from_micros(400);
 /// The least share of a call's wall-clock time the calling thread must spend on the CPU.
 pub(crate) const MIN_CPU_SHARE: f64 = 0.75;
-/// The probe stops at a call this long: the member is not eligible.
-const SLOW_CALL: Duration = Duration::from_millis(5);
+/// The probe stops once its calls have taken this long together, so that a slow HSM is
+/// not kept waiting long. (Not at the first slow call: on a busy machine one call may be
+/// preempted for a few milliseconds, and the least preempted call is what counts.)
+const PROBE_BUDGET: Duration = Duration::from_millis(50);
 /// A moving average of the calls' CPU time over this turns inline signing off.
 pub(crate) const SLOW_AVERAGE: Duration = Duration::from_millis(2);
 /// The weight of one call in that average: 1/16.
@@ -72,8 +74,8 @@ impl Probe {
 }
 
 /// Time up to [`PROBE_CALLS`] signatures on `conn`; stops as soon as the median is
-/// known to be over [`MAX_CALL`], or at a call over [`SLOW_CALL`] (then the member is not
-/// eligible, and a slow HSM is not kept waiting long).
+/// known to be over [`MAX_CALL`], or once the calls have taken [`PROBE_BUDGET`] (a slow
+/// HSM, which is then not eligible, is not kept waiting long).
 pub(crate) fn probe(
     conn: &Conn,
     shared: &Shared,
@@ -82,6 +84,7 @@ pub(crate) fn probe(
 ) -> Result<Probe, SignerError> {
     let (mut walls, mut cpus) = (Vec::new(), Vec::new());
     let mut best_share: f64 = 0.0;
+    let started = Instant::now();
     for _ in 0..PROBE_CALLS {
         let (w0, c0) = (Instant::now(), thread_cpu_time());
         worker::sign(&conn.session, conn.key, shared, op, message)?;
@@ -90,7 +93,9 @@ pub(crate) fn probe(
         walls.push(wall);
         cpus.push(cpu);
         // Past half the calls over MAX_CALL the median is too: no need to go on.
-        if wall > SLOW_CALL || cpus.iter().filter(|c| **c > MAX_CALL).count() > PROBE_CALLS / 2 {
+        if started.elapsed() > PROBE_BUDGET
+            || cpus.iter().filter(|c| **c > MAX_CALL).count() > PROBE_CALLS / 2
+        {
             break;
         }
     }

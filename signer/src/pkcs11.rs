@@ -285,11 +285,11 @@ fn start_inline(
 ) -> Result<Option<Inline>, SignerError> {
     let probe = inline::probe(first, shared, op, message)?;
     if !probe.eligible() {
-        tracing::debug!(
+        tracing::info!(
             member = %s.name,
             cpu_us = probe.cpu_median.as_micros() as u64,
             wall_us = probe.wall_median.as_micros() as u64,
-            cpu_share = probe.best_share,
+            cpu_share = format!("{:.2}", probe.best_share),
             "signing on signer threads (the token is slow, or waits for another process or a network)"
         );
         return Ok(None);

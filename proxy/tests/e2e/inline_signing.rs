@@ -44,7 +44,7 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
     let (metrics, status, log) = handshakes_with(KeyType::EcP256, "", 40).await;
     assert!(
         status.contains("\"signs_inline\": true"),
-        "/status: {status}"
+        "/status: {status}\n{log}"
     );
     assert_eq!(
         metric(&metrics, "hsmgate_signer_inline", &[]),
