@@ -56,6 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hsmgate_config::Admission;
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::oneshot;
 
 use crate::metrics as m;
@@ -78,6 +79,20 @@ pub enum ShedReason {
 }
 
 impl ShedReason {
+    /// How many reasons there are.
+    const COUNT: usize = 5;
+
+    /// A distinct index below [`COUNT`](Self::COUNT) (the limiter's counter handles).
+    fn index(self) -> usize {
+        match self {
+            ShedReason::QueueFull => 0,
+            ShedReason::WaitTimeout => 1,
+            ShedReason::NoCapacity => 2,
+            ShedReason::ResumptionFallback => 3,
+            ShedReason::Late => 4,
+        }
+    }
+
     /// The `reason` label of the shed counter.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -150,6 +165,39 @@ pub struct Limiter {
     last_log_second: AtomicU64,
     /// Decisions since start (for `/status`): admitted, resumed, shed.
     decisions: [AtomicU64; 3],
+    meters: Meters,
+}
+
+/// The limiter's metric handles, made once rather than looked up by name and label on
+/// every decision (some are taken under the state's lock). The counters and the wait
+/// histogram are made at their first use: a series appears once it has counted
+/// something.
+struct Meters {
+    limit: Gauge,
+    in_flight: Gauge,
+    waiting: Gauge,
+    capacity: Gauge,
+    wait: std::sync::OnceLock<Histogram>,
+    admitted: std::sync::OnceLock<Counter>,
+    resumed: std::sync::OnceLock<Counter>,
+    /// By [`ShedReason::index`].
+    shed: [std::sync::OnceLock<Counter>; ShedReason::COUNT],
+}
+
+impl Meters {
+    fn new(group: &str) -> Meters {
+        let g = || group.to_string();
+        Meters {
+            limit: metrics::gauge!(m::ADMISSION_LIMIT, "group" => g()),
+            in_flight: metrics::gauge!(m::ADMISSION_IN_FLIGHT, "group" => g()),
+            waiting: metrics::gauge!(m::ADMISSION_WAITING, "group" => g()),
+            capacity: metrics::gauge!(m::ADMISSION_CAPACITY, "group" => g()),
+            wait: std::sync::OnceLock::new(),
+            admitted: std::sync::OnceLock::new(),
+            resumed: std::sync::OnceLock::new(),
+            shed: Default::default(),
+        }
+    }
 }
 
 struct State {
@@ -255,6 +303,7 @@ impl Limiter {
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
             decisions: Default::default(),
+            meters: Meters::new(group),
         };
         limiter.publish(&limiter.lock());
         limiter
@@ -325,7 +374,7 @@ impl Limiter {
                 s.in_flight += 1;
                 self.publish(&s);
                 drop(s);
-                metrics::histogram!(m::ADMISSION_WAIT, "group" => self.group.clone()).record(0.0);
+                self.wait_histogram().record(0.0);
                 return Ok(self.admitted(true));
             }
             // Each slot frees about every hold/limit seconds. A waiter may expect to wait
@@ -375,7 +424,7 @@ impl Limiter {
         };
         guard.armed = false;
         if granted {
-            metrics::histogram!(m::ADMISSION_WAIT, "group" => self.group.clone())
+            self.wait_histogram()
                 .record(started.elapsed().as_secs_f64());
             Ok(self.admitted(true))
         } else {
@@ -401,7 +450,11 @@ impl Limiter {
     }
 
     fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
-        metrics::counter!(m::ADMITTED, "group" => self.group.clone()).increment(1);
+        let group = &self.group;
+        self.meters
+            .admitted
+            .get_or_init(|| metrics::counter!(m::ADMITTED, "group" => group.clone()))
+            .increment(1);
         self.decisions[0].fetch_add(1, Ordering::Relaxed);
         Permit {
             limiter: Arc::clone(self),
@@ -412,12 +465,20 @@ impl Limiter {
 
     /// Count a resumption attempt let through without a permit.
     pub fn note_resumption(&self) {
-        metrics::counter!(m::RESUMED, "group" => self.group.clone()).increment(1);
+        let group = &self.group;
+        self.meters
+            .resumed
+            .get_or_init(|| metrics::counter!(m::RESUMED, "group" => group.clone()))
+            .increment(1);
         self.decisions[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn shed(&self, reason: ShedReason) -> ShedReason {
-        metrics::counter!(m::SHED, "group" => self.group.clone(), "reason" => reason.as_str())
+        let group = &self.group;
+        self.meters.shed[reason.index()]
+            .get_or_init(|| {
+                metrics::counter!(m::SHED, "group" => group.clone(), "reason" => reason.as_str())
+            })
             .increment(1);
         self.decisions[2].fetch_add(1, Ordering::Relaxed);
         // One log line a second at most, with the count since the last one.
@@ -531,7 +592,7 @@ impl Limiter {
             s.waiters.clear();
         }
         self.dispatch(&mut s);
-        metrics::gauge!(m::ADMISSION_CAPACITY, "group" => self.group.clone()).set(capacity);
+        self.meters.capacity.set(capacity);
     }
 
     /// A snapshot of the state.
@@ -555,10 +616,16 @@ impl Limiter {
     }
 
     fn publish(&self, s: &State) {
-        let g = self.group.clone();
-        metrics::gauge!(m::ADMISSION_LIMIT, "group" => g.clone()).set(s.limit.floor());
-        metrics::gauge!(m::ADMISSION_IN_FLIGHT, "group" => g.clone()).set(s.in_flight as f64);
-        metrics::gauge!(m::ADMISSION_WAITING, "group" => g).set(s.waiters.len() as f64);
+        self.meters.limit.set(s.limit.floor());
+        self.meters.in_flight.set(s.in_flight as f64);
+        self.meters.waiting.set(s.waiters.len() as f64);
+    }
+
+    fn wait_histogram(&self) -> &Histogram {
+        let group = &self.group;
+        self.meters
+            .wait
+            .get_or_init(|| metrics::histogram!(m::ADMISSION_WAIT, "group" => group.clone()))
     }
 }
 
@@ -696,6 +763,22 @@ mod tests {
             signer_nice: 0,
             inline_signing: false,
         }
+    }
+
+    #[test]
+    fn each_shed_reason_has_its_own_counter_slot() {
+        let all = [
+            ShedReason::QueueFull,
+            ShedReason::WaitTimeout,
+            ShedReason::NoCapacity,
+            ShedReason::ResumptionFallback,
+            ShedReason::Late,
+        ];
+        let mut seen = [false; ShedReason::COUNT];
+        for r in all {
+            assert!(!std::mem::replace(&mut seen[r.index()], true), "{r:?}");
+        }
+        assert!(seen.iter().all(|s| *s));
     }
 
     #[test]
