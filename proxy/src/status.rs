@@ -95,6 +95,10 @@ pub struct MemberView {
     pub utilisation: f64,
     /// Moving average of queue + signing time, milliseconds.
     pub latency_ms: f64,
+    /// Moving average of the CPU time one signature's PKCS#11 calls take in this process,
+    /// microseconds (what the HSM's client library costs this machine).
+    #[serde(default)]
+    pub cpu_us_per_signature: f64,
     /// Signatures attempted since start.
     pub operations: u64,
     /// Of those, errors.
@@ -157,6 +161,7 @@ fn member_view(m: MemberStatus) -> MemberView {
         rate_ops_per_second: round(m.rate, 1),
         utilisation: round(m.utilisation, 3),
         latency_ms: round(m.latency.as_secs_f64() * 1e3, 3),
+        cpu_us_per_signature: round(m.cpu_per_signature.as_secs_f64() * 1e6, 1),
         serving: m.serving,
         sessions: m.sessions,
         in_flight: m.in_flight,

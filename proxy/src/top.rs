@@ -189,7 +189,7 @@ pub fn render(
     lines
 }
 
-const HEADER: &str = "  MEMBER       REGION      STATE       SESS   CAP/s  RATE/s  UTIL  LAT ms  INFL        OPS    ERR  LAST ERROR";
+const HEADER: &str = "  MEMBER       REGION      STATE       SESS   CAP/s  RATE/s  UTIL  LAT ms  CPU us  INFL        OPS    ERR  LAST ERROR";
 /// Where the state column starts in a member line, and its width.
 const STATE_AT: usize = 27;
 const STATE_WIDTH: usize = 10;
@@ -238,7 +238,7 @@ fn member_line(m: &MemberView) -> String {
         format!("{}*", m.region)
     };
     format!(
-        "  {:<12} {:<11} {:<width$}  {:>4} {:>7.0} {:>7.1} {:>4.0}% {:>7.2} {:>5} {:>10} {:>6}  {}",
+        "  {:<12} {:<11} {:<width$}  {:>4} {:>7.0} {:>7.1} {:>4.0}% {:>7.2} {:>7.0} {:>5} {:>10} {:>6}  {}",
         cut(&m.name, 12),
         cut(&region, 11),
         cut(&m.state, STATE_WIDTH),
@@ -247,6 +247,7 @@ fn member_line(m: &MemberView) -> String {
         m.rate_ops_per_second,
         m.utilisation * 100.0,
         m.latency_ms,
+        m.cpu_us_per_signature,
         m.in_flight,
         m.operations,
         m.errors,
@@ -393,6 +394,7 @@ mod tests {
             utilisation: 0.25,
             signs_inline: false,
             latency_ms: 1.5,
+            cpu_us_per_signature: 120.0,
             operations: 42,
             errors: 1,
             last_error: if state == "up" {

@@ -36,10 +36,29 @@ pub(crate) struct Meter {
     errors: AtomicU64,
     /// EWMA of enqueue → answer latency, nanoseconds as `f64` bits (0: none yet).
     latency_ewma: AtomicU64,
+    /// EWMA of the CPU time one signature's calls took on the calling thread,
+    /// nanoseconds as `f64` bits (0: none yet).
+    cpu_ewma: AtomicU64,
 }
 
-/// Weight of a new latency sample in the member's EWMA (for `/status`).
+/// Weight of a new sample in the member's EWMAs (latency, CPU per signature; for
+/// `/status`).
 const LATENCY_GAIN: f64 = 0.1;
+
+/// Move the EWMA stored (as `f64` nanosecond bits) in `avg` toward `sample`; the first
+/// sample sets it.
+fn ewma(avg: &AtomicU64, sample: Duration) {
+    let sample = sample.as_nanos() as f64;
+    let _ = avg.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        let old = f64::from_bits(bits);
+        let new = if old > 0.0 {
+            old + LATENCY_GAIN * (sample - old)
+        } else {
+            sample
+        };
+        Some(new.to_bits())
+    });
+}
 
 impl Meter {
     /// One operation that spent `busy` inside the token.
@@ -54,18 +73,17 @@ impl Meter {
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let sample = latency.as_nanos() as f64;
-        let _ = self
-            .latency_ewma
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                let old = f64::from_bits(bits);
-                let new = if old > 0.0 {
-                    old + LATENCY_GAIN * (sample - old)
-                } else {
-                    sample
-                };
-                Some(new.to_bits())
-            });
+        ewma(&self.latency_ewma, latency);
+    }
+
+    /// The CPU time one signature's PKCS#11 calls took on the thread that made them.
+    pub(crate) fn cpu(&self, cpu: Duration) {
+        ewma(&self.cpu_ewma, cpu);
+    }
+
+    /// The EWMA of a signature's CPU time on the calling thread (zero before the first).
+    pub(crate) fn cpu_per_signature(&self) -> Duration {
+        Duration::from_nanos(f64::from_bits(self.cpu_ewma.load(Ordering::Relaxed)) as u64)
     }
 
     /// Operations signed (all generations) and answers that were errors.

@@ -260,6 +260,10 @@ pub struct MemberStatus {
     pub sessions: usize,
     /// Moving average (EWMA) of the time from queueing a signature to its answer.
     pub latency: Duration,
+    /// Moving average (EWMA) of the CPU time one signature's PKCS#11 calls take on the
+    /// thread that makes them: what the HSM's client library costs this machine per
+    /// signature (a software token's whole signature; a network HSM's client, little).
+    pub cpu_per_signature: Duration,
     /// Signatures attempted on it since start (all its generations).
     pub operations: u64,
     /// Of those, answers that were errors.
@@ -398,6 +402,7 @@ impl SignerPool {
                     serving,
                     sessions: m.threads(),
                     latency: m.meter.latency(),
+                    cpu_per_signature: m.meter.cpu_per_signature(),
                     operations: m.meter.totals().0,
                     errors: m.meter.totals().1,
                     signs_inline: m.live().is_some_and(|l| l.signs_inline()),

@@ -283,6 +283,7 @@ pub(crate) fn sign_marked(
     let result = sign(session, key, shared, op, message);
     let cpu = thread_cpu_time().saturating_sub(cpu);
     shared.meter.record(started.elapsed());
+    shared.meter.cpu(cpu);
     slot.busy_since.store(0, Ordering::Release);
     meters.cpu.record(cpu.as_secs_f64());
     let latency = enqueued.elapsed();

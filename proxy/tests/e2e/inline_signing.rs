@@ -71,6 +71,12 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
     let cpu = metric(&metrics, "hsmgate_signer_call_cpu_seconds_sum", &[]);
     assert!(calls >= 40.0, "{calls} signatures' CPU time\n{metrics}");
     assert!(cpu > 0.0, "P-256 in SoftHSM takes CPU: {cpu} s\n{metrics}");
+    // /status shows it per member, as a moving average.
+    let doc: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let per_signature = doc["keys"][0]["members"][0]["cpu_us_per_signature"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!(per_signature > 0.0, "/status: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
