@@ -36,17 +36,10 @@ pub(crate) fn certified_key(
 }
 
 /// A software key whose signers time their signatures.
+#[derive(Debug)]
 struct TimedKey {
     inner: Arc<dyn SigningKey>,
     cpu: Histogram,
-}
-
-impl std::fmt::Debug for TimedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimedKey")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
 }
 
 impl SigningKey for TimedKey {
@@ -67,17 +60,10 @@ impl SigningKey for TimedKey {
     }
 }
 
+#[derive(Debug)]
 struct TimedSigner {
     inner: Box<dyn Signer>,
     cpu: Histogram,
-}
-
-impl std::fmt::Debug for TimedSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimedSigner")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Signer for TimedSigner {
