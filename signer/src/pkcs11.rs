@@ -284,31 +284,30 @@ fn start_inline(
     s: &MemberSettings,
 ) -> Result<Option<Inline>, SignerError> {
     let probe = inline::probe(first, shared, op, message)?;
-    if !probe.eligible() {
-        tracing::info!(
-            member = %s.name,
-            cpu_us = probe.cpu_median.as_micros() as u64,
-            wall_us = probe.wall_median.as_micros() as u64,
-            cpu_share = format!("{:.2}", probe.best_share),
-            "signing on signer threads (the token is slow, or waits for another process or a network)"
-        );
-        return Ok(None);
-    }
-    let mut sessions = Vec::new();
-    for _ in 0..s.sessions.max(1) {
-        let conn = Conn {
-            session: token.open_session()?,
-            key: first.key,
-            module: Arc::clone(&first.module),
-        };
-        sessions.push((conn, Arc::new(Slot::default())));
-    }
+    let sessions = if probe.eligible() {
+        let mut sessions = Vec::new();
+        for _ in 0..s.sessions.max(1) {
+            let conn = Conn {
+                session: token.open_session()?,
+                key: first.key,
+                module: Arc::clone(&first.module),
+            };
+            sessions.push((conn, Arc::new(Slot::default())));
+        }
+        Some(sessions)
+    } else {
+        None
+    };
     tracing::info!(
         member = %s.name,
         cpu_us = probe.cpu_median.as_micros() as u64,
         wall_us = probe.wall_median.as_micros() as u64,
         cpu_share = format!("{:.2}", probe.best_share),
-        "the token signs in this process and fast: signing on the connections' threads"
+        "{}",
+        match sessions {
+            Some(_) => "the token signs in this process and fast: signing on the connections' threads",
+            None => "signing on signer threads (the token is slow, or waits for another process or a network)",
+        }
     );
-    Ok(Some(Inline::new(sessions, &s.name, probe.cpu_median)))
+    Ok(sessions.map(|sessions| Inline::new(sessions, &s.name, probe.cpu_median)))
 }
