@@ -274,12 +274,7 @@ ctx_threads() {
 # sign_cpu METRIC: "seconds signatures" of hsmgate's histogram METRIC (the CPU its
 # signatures took on the threads that made them: hsmgate_signer_call_cpu_seconds for a
 # token key, hsmgate_tls_file_key_sign_cpu_seconds for a file key), or "" without an admin.
-sign_cpu() {
-  local sum count
-  sum=$(metric_total "$PORT_ADMIN" "$1_sum")
-  count=$(metric_total "$PORT_ADMIN" "$1_count")
-  [[ -n $sum && -n $count ]] && echo "$sum $count"
-}
+sign_cpu() { hist_totals "$PORT_ADMIN" "$1"; }
 run_load() {
   local server=$1 row=$2 c0 c1 x0 x1 threads out rate ok errs hs res cpu ctx resumed="-" s0="" s1="" csign="-" smetric
   shift 2

@@ -155,11 +155,14 @@ hist_buckets() {
         le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le); print le, $NF }' >"$3"
 }
 
-# metric_total ADMIN_PORT NAME: the sum over every series of NAME (exact name, any labels)
-# on hsmgate's /metrics; empty when unreachable.
-metric_total() {
+# hist_totals ADMIN_PORT NAME: "sum count" of hsmgate's histogram NAME on /metrics, over
+# every series (any labels), from one scrape; empty when unreachable or not there yet.
+hist_totals() {
   curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null \
-    | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF; seen = 1 } END { if (seen) printf "%.9f\n", s }'
+    | awk -v n="$2" '
+        $1 == n "_sum" || index($1, n "_sum{") == 1 { s += $NF; seen_s = 1 }
+        $1 == n "_count" || index($1, n "_count{") == 1 { c += $NF; seen_c = 1 }
+        END { if (seen_s && seen_c) printf "%.9f %d\n", s, c }'
 }
 
 # wait_buckets ADMIN_PORT OUT: hsmgate's histogram of completed full handshakes' waits from
