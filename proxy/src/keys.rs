@@ -19,7 +19,6 @@ use hsmgate_config::{PinSource, Pkcs11Uri, Secret};
 use hsmgate_signer::{GroupSettings, PoolSettings, SignerPool};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use sha2::Digest;
 
 use crate::error::ProxyError;
 use crate::tls::{self, KeyEntry};
@@ -100,16 +99,13 @@ impl KeyOpener<'_> {
                     group: name.to_owned(),
                     key: uri.to_string(),
                 })?;
-                // The same group and key on reload: the same pool (PINs print as ***).
-                let id = format!("group|{uri}|{group:?}");
+                // The same group, key and PINs on reload: the same pool.
+                let settings =
+                    GroupSettings::from_group(group, uri, self.admission()?, Some(expected))?;
+                let id = settings.identity();
                 let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
                     Some(p) => p.clone(),
-                    None => SignerPool::start_group(GroupSettings::from_group(
-                        group,
-                        uri,
-                        self.admission()?,
-                        Some(expected),
-                    )?)?,
+                    None => SignerPool::start_group(settings)?,
                 };
                 self.next.pools.insert(id, pool.clone());
                 Ok(KeyEntry {
@@ -132,11 +128,12 @@ impl KeyOpener<'_> {
                     capacity: p.capacity,
                     admission: self.admission()?,
                 };
-                // The same token settings on reload: the same pool (PINs print as ***).
-                let id = format!("token|{}|{p:?}", key.uri);
+                // The same token settings and PIN on reload: the same pool.
+                let settings = settings.into_group(Some(expected));
+                let id = settings.identity();
                 let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
                     Some(p) => p.clone(),
-                    None => SignerPool::start_group(settings.into_group(Some(expected)))?,
+                    None => SignerPool::start_group(settings)?,
                 };
                 self.next.pools.insert(id, pool.clone());
                 Ok(KeyEntry {
@@ -146,11 +143,11 @@ impl KeyOpener<'_> {
             }
             KeySource::Pkcs11(uri) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;
-                let settings = self.pool_settings(uri)?;
-                let id = identity(&settings);
+                let settings = self.pool_settings(uri)?.into_group(Some(expected));
+                let id = settings.identity();
                 let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
                     Some(p) => p.clone(),
-                    None => SignerPool::start_group(settings.into_group(Some(expected)))?,
+                    None => SignerPool::start_group(settings)?,
                 };
                 self.next.pools.insert(id, pool.clone());
                 Ok(KeyEntry {
@@ -214,13 +211,6 @@ pub(crate) fn admission_settings(
     Ok(hsmgate_config::Admission::from_vars(|k| {
         env.get(k).cloned().or_else(|| std::env::var(k).ok())
     })?)
-}
-
-/// A pool's identity: module, environment, key URI and a digest of the PIN.
-fn identity(s: &PoolSettings) -> String {
-    let pin = sha2::Sha256::digest(s.pin.expose().as_bytes());
-    let pin: String = pin.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{}|{:?}|{}|{pin}", s.module.display(), s.env, s.uri)
 }
 
 /// What libp11's engine section of an OpenSSL configuration says.

@@ -43,8 +43,9 @@
 //! - `admin` (`/healthz`, `/readyz`, `/metrics`, `/status`), `status` (the status
 //!   document), `status_page` (its HTML page), [`top`] (`hsmgate top`), `metrics`
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
-//!   token`: key and certificate on your own token), [`echo_upstream`] (the built-in echo
-//!   upstream), `error`.
+//!   token`: key and certificate on your own token), [`pin_check`] (a PIN checked in a
+//!   child process when this one is already logged in), [`echo_upstream`] (the built-in
+//!   echo upstream), `error`.
 #![forbid(unsafe_code)]
 
 // The modules are private: the public surface is the `pub use` list below, plus the
@@ -72,6 +73,7 @@ mod keys;
 mod kx;
 mod metrics;
 mod notify;
+pub mod pin_check;
 mod proxy;
 mod reqlog;
 mod route;

@@ -155,6 +155,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Serving processes check a changed PIN in a child (`token check-pin`), never
+    // the child itself.
+    hsmgate_proxy::pin_check::install();
     let (source, format) = match config_source(&mut cli) {
         Ok(s) => s,
         Err(e) => {

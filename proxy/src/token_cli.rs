@@ -95,6 +95,25 @@ pub enum TokenCommand {
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
     },
+    /// Log in to a token with a PIN (C_Login) to check it: exit status 0 when the token
+    /// accepts it; otherwise the error names the CKR code. hsmgate runs this itself to
+    /// check a changed PIN on reload, which its own process, already logged in to the
+    /// token, cannot.
+    CheckPin(CheckPin),
+}
+
+/// `check-pin`, a variant of its own so that `TokenCommand` stays small.
+#[derive(Debug, clap::Args)]
+pub struct CheckPin {
+    /// PKCS#11 module [default: the URI's module-path, else SoftHSM's].
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// The token, as a pkcs11: URI (its token attributes are used).
+    #[arg(long)]
+    token: String,
+    /// File holding the user PIN; `-` reads it from standard input.
+    #[arg(long)]
+    pin_file: PathBuf,
 }
 
 /// Key types `keygen` makes.
@@ -271,6 +290,22 @@ pub fn run(command: TokenCommand) -> Result<(), TokenCliError> {
                 source,
             })?;
             let _ = writeln!(out, "{what} for {uri} written to {}", path.display());
+        }
+        TokenCommand::CheckPin(CheckPin {
+            module,
+            token,
+            pin_file,
+        }) => {
+            let uri = hsmgate_config::parse_key_string(&token)?;
+            let module = load(module.or_else(|| uri.module_path.as_ref().map(PathBuf::from)))?;
+            let pin = match pin_file.as_os_str() == "-" {
+                true => read_pin(Path::new("/dev/stdin"))?,
+                false => read_pin(&pin_file)?,
+            };
+            let found = Token::find(&module, &uri)?;
+            let session = found.open_session()?;
+            found.login(&session, &pin)?;
+            let _ = writeln!(out, "token {:?} accepts the PIN", found.label());
         }
     }
     Ok(())

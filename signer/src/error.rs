@@ -106,6 +106,17 @@ pub enum SignerError {
         #[source]
         reason: PinProblem,
     },
+    /// A PIN could not be checked: this process is already logged in to the token (so
+    /// its `C_Login` answers for no PIN), and the check elsewhere did not answer.
+    #[error(
+        "token {token}: cannot check the PIN (this process is already logged in to the token): {reason}"
+    )]
+    PinNotChecked {
+        /// The token.
+        token: String,
+        /// Why the check did not answer.
+        reason: String,
+    },
     /// The signer's queue is full: the request was refused at once.
     #[error("signer queue for token {token} is full ({capacity} waiting)")]
     Overloaded {

@@ -33,6 +33,8 @@
 //!   signs (for `hsmgate demo` and `hsmgate token`).
 //! - [`metrics`]: metric names and their descriptions.
 //! - `error`: [`SignerError`], typed: the PKCS#11 function and CKR code as values.
+//! - `pin_check`: a PIN the module cannot check because this process is already logged
+//!   in (a reload, a second key on the token) is checked elsewhere.
 //! - `der`, `verify`, `pin`: helpers.
 #![deny(unsafe_code)]
 
@@ -49,6 +51,7 @@ mod member;
 pub mod metrics;
 mod module;
 mod pin;
+mod pin_check;
 mod pkcs11;
 mod pool;
 mod priority;
@@ -76,6 +79,7 @@ pub use admission::{AdmissionStatus, Gate, Limiter, Permit, ShedReason, scope as
 /* --- tokens and keys --- */
 pub use module::Module;
 pub use pin::read_pin;
+pub use pin_check::{PinCheck, PinChecker, set_pin_checker};
 pub use token::{KeyInfo, KeyKind, Token};
 pub use verify::{describe_key, same_public_key, verify};
 

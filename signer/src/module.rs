@@ -24,6 +24,8 @@ use crate::error::{Function, SignerError};
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
+    /// The environment it was loaded with.
+    env: BTreeMap<String, String>,
 }
 
 /// Live instances per module path, and the environment the first was initialised
@@ -107,6 +109,7 @@ impl Module {
         Ok(Module {
             ctx,
             path: path.to_path_buf(),
+            env: env.clone(),
         })
     }
 
@@ -118,6 +121,11 @@ impl Module {
     /// The path it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The environment it was loaded with.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
     }
 }
 

@@ -88,6 +88,35 @@ pub struct GroupSettings {
 }
 
 impl GroupSettings {
+    /// What makes two settings the same pool on reload: everything but the expected
+    /// key (the certificate is checked against the pool's key anyway) and admission,
+    /// with each member's PIN as a digest (so a changed PIN starts a new pool, whose
+    /// login checks it). Kept in memory only.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let pin = sha2::Sha256::digest(m.pin.expose().as_bytes());
+                let pin: String = pin.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("{m:?}|pin {pin}")
+            })
+            .collect();
+        format!(
+            "{}|{members:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{}",
+            self.name,
+            self.sign_timeout,
+            self.op_timeout,
+            self.queue_depth,
+            self.batch_max,
+            self.standby_when_saturated,
+            self.probe_interval,
+            self.recovery_timeout,
+            self.max_abandoned,
+        )
+    }
+
     /// Settings of a validated configuration's `[tls]` key: the `[[hsm.group]]` holding
     /// it, or its single `[pkcs11]` token as a one-member group. Reads every member's PIN.
     pub fn from_config(
@@ -414,5 +443,40 @@ impl SignerPool {
     /// "hsm-a up; hsm-b down (…)".
     pub fn describe_members(&self) -> String {
         self.group.describe_members()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pin: &str) -> GroupSettings {
+        PoolSettings {
+            module: PathBuf::from("/m.so"),
+            env: BTreeMap::new(),
+            uri: Pkcs11Uri {
+                token: Some("web".into()),
+                ..Pkcs11Uri::default()
+            },
+            pin: Secret::new(pin),
+            sessions: 4,
+            queue_depth: 64,
+            sign_timeout: Duration::from_secs(2),
+            batch_max: 8,
+            capacity: None,
+            admission: Admission::default(),
+        }
+        .into_group(None)
+    }
+
+    #[test]
+    fn a_changed_pin_is_another_pool_and_the_identity_hides_it() {
+        let a = settings("1234").identity();
+        assert_eq!(a, settings("1234").identity());
+        assert_ne!(a, settings("4321").identity());
+        assert!(!a.contains("1234"), "{a}");
+        let mut other = settings("1234");
+        other.admission.enabled = false;
+        assert_eq!(a, other.identity(), "admission is not the pool's identity");
     }
 }

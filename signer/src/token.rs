@@ -16,6 +16,7 @@ use hsmgate_config::{Pkcs11Uri, Secret};
 use crate::der;
 use crate::error::{Function, KeyProblem, SignerError};
 use crate::module::Module;
+use crate::pin_check::{self, PinCheck};
 
 /// A token found in a module's slot list.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Token {
     pub(crate) slot: Slot,
     pub(crate) label: String,
     pub(crate) mechanisms: Vec<MechanismType>,
+    /// The URI's token attributes (to find it again elsewhere; no PIN, no object).
+    pub(crate) selector: Pkcs11Uri,
 }
 
 /// The kind and size of a private key.
@@ -128,11 +131,20 @@ impl Token {
                     .copied()
                     .filter(|m| ctx.get_mechanism_info(slot, *m).is_ok())
                     .collect();
+                let selector = Pkcs11Uri {
+                    token: uri.token.clone(),
+                    manufacturer: uri.manufacturer.clone(),
+                    serial: uri.serial.clone(),
+                    model: uri.model.clone(),
+                    slot_id: uri.slot_id,
+                    ..Pkcs11Uri::default()
+                };
                 return Ok(Token {
                     module: Arc::clone(module),
                     slot,
                     label,
                     mechanisms,
+                    selector,
                 });
             }
             present.push(match info.token_initialized() {
@@ -174,11 +186,26 @@ impl Token {
     }
 
     /// Log the application in. Login is per application, not per session: a second
-    /// login answers CKR_USER_ALREADY_LOGGED_IN, which is success here.
+    /// login answers CKR_USER_ALREADY_LOGGED_IN whatever the PIN, which is success
+    /// when the PIN is the one this process logged in with, and otherwise is checked
+    /// elsewhere (see `pin_check`).
     pub fn login(&self, session: &Session, pin: &Secret) -> Result<(), SignerError> {
-        let pin = AuthPin::from(pin.expose().to_string());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        let auth = AuthPin::from(pin.expose().to_string());
+        match session.login(UserType::User, Some(&auth)) {
+            Ok(()) => {
+                pin_check::logged_in(self.module.path(), self.slot.id(), &self.label, pin);
+                Ok(())
+            }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                let check = PinCheck {
+                    module: self.module.path(),
+                    env: self.module.env(),
+                    token: &self.selector,
+                    label: &self.label,
+                    pin,
+                };
+                pin_check::already_logged_in(&check, self.slot.id())
+            }
             Err(e) => Err(SignerError::pkcs11(&self.label, Function::Login, e)),
         }
     }

@@ -186,3 +186,45 @@ fn no_pin_in_logs_metrics_status_or_errors() {
         output_text(&start)
     );
 }
+
+/// SoftHSM in the process keeps one login for the whole process: a reload's new pool
+/// gets CKR_USER_ALREADY_LOGGED_IN whatever PIN it gives. A changed PIN must still be
+/// checked (in a child process): a wrong one fails the reload, naming the token's
+/// refusal, and the old configuration keeps serving; the right one reloads.
+#[test]
+fn a_reload_checks_a_changed_pin_although_the_process_is_logged_in() {
+    let token = TestToken::new(KeyType::EcP256);
+    let upstream = start_upstream("echo");
+    let config = config_for(&token, upstream, "");
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let ca = token.ca_pem.display().to_string();
+    let get = |path: &str| {
+        let out = curl(&["--cacert", &ca, &proxy.url(path)]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    };
+    get("/before");
+    let hup = |marker: &str| {
+        let before = proxy.log_text().matches(marker).count();
+        Command::new("kill")
+            .args(["-HUP", &proxy.pid().to_string()])
+            .status()
+            .expect("kill");
+        poll(
+            Duration::from_secs(20),
+            || format!("no {marker:?} in the log:\n{}", proxy.log_text()),
+            || (proxy.log_text().matches(marker).count() > before).then_some(()),
+        );
+    };
+    std::fs::write(&token.pin_file, format!("{WRONG_FILE_PIN}\n")).expect("pin file");
+    hup("reload failed");
+    let log = proxy.log_text();
+    assert!(log.contains("CKR_PIN_INCORRECT"), "{log}");
+    assert!(
+        !log.contains(WRONG_FILE_PIN),
+        "the PIN is in the log:\n{log}"
+    );
+    get("/after-the-failed-reload");
+    std::fs::write(&token.pin_file, format!("{PIN}\n")).expect("pin file");
+    hup("configuration reloaded");
+    get("/after-the-good-reload");
+}
