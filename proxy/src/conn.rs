@@ -262,7 +262,9 @@ async fn handshake(
             .and_then(|k| k.limiter.clone());
         (listener.for_hello(&hello).clone(), limiter)
     };
-    let kind = crate::hello::classify(&raw, server.tls13);
+    let kind = crate::hello::classify(&raw, server.tls13, |offer| {
+        crate::hello::server_knows(&server.config, offer)
+    });
     *resumption = kind == HelloKind::Resumption;
     let gate = match limiter {
         None => None,
@@ -302,9 +304,9 @@ async fn handshake(
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
     let config = Arc::clone(&server.config);
     let accept = async move { start.into_stream(config).await };
-    let result = match gate {
+    let (result, shed) = match gate {
         Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
-        None => accept.await,
+        None => (accept.await, None),
     };
     match result {
         Ok(tls) => {
@@ -318,6 +320,19 @@ async fn handshake(
             );
             metrics::handshake_wait(resumed, crate::arrival::waited(arrived, accepted_at));
             Some((tls, server))
+        }
+        Err(e) if shed.is_some() => {
+            // A resumption that fell back to a full handshake and found no slot: shed
+            // (rustls has sent `internal_error`), timed to the alert written.
+            tracing::debug!(%peer, reason = ?shed, "handshake shed");
+            metrics::handshake(
+                HandshakeResult::Shed,
+                "unknown",
+                false,
+                accepted_at.elapsed(),
+            );
+            drop(e);
+            None
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -360,25 +360,51 @@ pub(crate) async fn write_and_close(
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 
+/// What a ClientHello offers to resume with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer<'a> {
+    /// A TLS 1.2 session id (RFC 5246): a session in the server's cache.
+    SessionId(&'a [u8]),
+    /// A TLS 1.2 session ticket (RFC 5077), or a TLS 1.3 PSK identity (RFC 8446 §4.2.11):
+    /// a ticket the server issued, or the key of a session in its cache.
+    Ticket(&'a [u8]),
+}
+
 /// Whether the ClientHello in `raw` (TLS records as received) attempts a resumption that,
 /// if accepted, needs no signature. `tls13`: the server offers TLS 1.3 on this address
-/// (then a client offering 1.3 gets 1.3, and only a PSK resumes). Anything unreadable is
-/// a full handshake.
-pub(crate) fn classify(raw: &[u8], tls13: bool) -> HelloKind {
-    match parse(raw) {
-        Some(h) => {
-            let resumes = if tls13 && h.offers_tls13 {
-                h.psk
-            } else {
-                h.ticket || h.session_id
-            };
-            if resumes {
-                HelloKind::Resumption
-            } else {
-                HelloKind::Full
-            }
+/// (then a client offering 1.3 gets 1.3, and only a PSK resumes). `known`: whether the
+/// server can resume what is offered ([`server_knows`]): a TLS 1.3-capable client sends a
+/// random session id to every server (RFC 8446 §D.4), and a stale or forged ticket gets
+/// a full handshake, so neither is a resumption. Anything unreadable is a full
+/// handshake.
+pub(crate) fn classify(raw: &[u8], tls13: bool, known: impl Fn(Offer<'_>) -> bool) -> HelloKind {
+    let Some(h) = parse(raw) else {
+        return HelloKind::Full;
+    };
+    let resumes = if tls13 && h.offers_tls13 {
+        h.psk_identities.iter().any(|id| known(Offer::Ticket(id)))
+    } else {
+        h.ticket.as_deref().is_some_and(|t| known(Offer::Ticket(t)))
+            || h.session_id
+                .as_deref()
+                .is_some_and(|id| known(Offer::SessionId(id)))
+    };
+    match resumes {
+        true => HelloKind::Resumption,
+        false => HelloKind::Full,
+    }
+}
+
+/// Whether `config` can resume `offer`: a session id in its session cache; a ticket its
+/// ticketer decrypts, or (TLS 1.3 without tickets) a PSK identity in its cache. A look
+/// only: the cache keeps the session (rustls takes it in the handshake).
+pub(crate) fn server_knows(config: &rustls::ServerConfig, offer: Offer<'_>) -> bool {
+    match offer {
+        Offer::SessionId(id) => config.session_storage.get(id).is_some(),
+        Offer::Ticket(ticket) => {
+            (config.ticketer.enabled() && config.ticketer.decrypt(ticket).is_some())
+                || config.session_storage.get(ticket).is_some()
         }
-        None => HelloKind::Full,
     }
 }
 
@@ -386,9 +412,12 @@ pub(crate) fn classify(raw: &[u8], tls13: bool) -> HelloKind {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Fields {
     offers_tls13: bool,
-    psk: bool,
-    ticket: bool,
-    session_id: bool,
+    /// The `pre_shared_key` extension's identities.
+    psk_identities: Vec<Vec<u8>>,
+    /// A non-empty `session_ticket` extension.
+    ticket: Option<Vec<u8>>,
+    /// A non-empty legacy session id.
+    session_id: Option<Vec<u8>>,
 }
 
 /// A byte cursor that fails (None) on any overrun.
@@ -429,8 +458,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse(raw: &[u8]) -> Option<Fields> {
-    // Handshake-record payloads, concatenated, until the ClientHello is whole.
+/// The ClientHello's handshake message (its records' payloads joined), if whole.
+fn message(raw: &[u8]) -> Option<Vec<u8>> {
     let mut records = Cursor(raw);
     let mut hs: Vec<u8> = Vec::new();
     loop {
@@ -444,10 +473,14 @@ fn parse(raw: &[u8]) -> Option<Fields> {
         if hs.len() >= 4 {
             let len = Cursor(&hs[1..4]).u24()?;
             if hs.len() >= 4 + len {
-                break;
+                return Some(hs);
             }
         }
     }
+}
+
+fn parse(raw: &[u8]) -> Option<Fields> {
+    let hs = message(raw)?;
     let mut msg = Cursor(&hs);
     if msg.u8()? != 1 {
         return None;
@@ -455,8 +488,9 @@ fn parse(raw: &[u8]) -> Option<Fields> {
     let len = msg.u24()?;
     let mut hello = Cursor(msg.take(len)?);
     hello.take(2 + 32)?; // legacy_version, random
+    let session_id = hello.vec8()?;
     let mut f = Fields {
-        session_id: !hello.vec8()?.is_empty(),
+        session_id: (!session_id.is_empty()).then(|| session_id.to_vec()),
         ..Fields::default()
     };
     hello.vec16()?; // cipher suites
@@ -469,10 +503,17 @@ fn parse(raw: &[u8]) -> Option<Fields> {
         let typ = exts.u16()?;
         let data = exts.vec16()?;
         match typ {
-            // pre_shared_key
-            41 => f.psk = true,
+            // pre_shared_key: identities<7..2^16-1> of (identity<1..2^16-1>,
+            // obfuscated_ticket_age u32), then the binders
+            41 => {
+                let mut ids = Cursor(Cursor(data).vec16()?);
+                while !ids.0.is_empty() {
+                    f.psk_identities.push(ids.vec16()?.to_vec());
+                    ids.take(4)?;
+                }
+            }
             // session_ticket (RFC 5077): empty asks for a new ticket, non-empty resumes
-            35 => f.ticket = !data.is_empty(),
+            35 => f.ticket = (!data.is_empty()).then(|| data.to_vec()),
             // supported_versions
             43 => {
                 let mut v = Cursor(data);
@@ -522,36 +563,74 @@ mod tests {
         (43, vec![4, 0x03, 0x04, 0x03, 0x03])
     }
 
-    #[test]
-    fn tls13_resumes_only_with_a_psk() {
-        // A TLS 1.3 client sends a legacy session id for middlebox compatibility:
-        // without a PSK that is a full handshake.
-        let full = hello(&[1; 32], &[versions13()]);
-        assert_eq!(classify(&full, true), HelloKind::Full);
-        let psk = hello(&[1; 32], &[versions13(), (41, vec![0; 8])]);
-        assert_eq!(classify(&psk, true), HelloKind::Resumption);
-        // On a TLS 1.2-only address the session id is what resumes.
-        assert_eq!(classify(&full, false), HelloKind::Resumption);
+    /// A `pre_shared_key` extension with these identities (and one binder).
+    fn psk(ids: &[&[u8]]) -> (u16, Vec<u8>) {
+        let mut list = Vec::new();
+        for id in ids {
+            list.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            list.extend_from_slice(id);
+            list.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        let mut p = (list.len() as u16).to_be_bytes().to_vec();
+        p.extend_from_slice(&list);
+        p.extend_from_slice(&[0, 33, 32]);
+        p.extend_from_slice(&[7; 32]);
+        (41, p)
+    }
+
+    /// The server knows these tickets and session ids.
+    fn knows<'a>(known: &'a [&'a [u8]]) -> impl Fn(Offer<'_>) -> bool + 'a {
+        move |o| match o {
+            Offer::Ticket(t) | Offer::SessionId(t) => known.contains(&t),
+        }
     }
 
     #[test]
-    fn tls12_resumes_with_a_ticket_or_session_id() {
-        assert_eq!(classify(&hello(&[], &[]), true), HelloKind::Full);
+    fn tls13_resumes_only_with_a_psk_the_server_knows() {
+        // A TLS 1.3 client sends a legacy session id for middlebox compatibility:
+        // without a PSK that is a full handshake.
+        let full = hello(&[1; 32], &[versions13()]);
+        assert_eq!(classify(&full, true, |_| true), HelloKind::Full);
+        let with_psk = hello(&[1; 32], &[versions13(), psk(&[b"old", b"good"])]);
         assert_eq!(
-            classify(&hello(&[], &[(35, vec![])]), true),
+            classify(&with_psk, true, knows(&[b"good"])),
+            HelloKind::Resumption
+        );
+        assert_eq!(
+            classify(&with_psk, true, knows(&[b"other"])),
+            HelloKind::Full,
+            "a stale or forged PSK gets a full handshake"
+        );
+        // On a TLS 1.2-only address the session id is what resumes, if the server has
+        // it: the random one a TLS 1.3 client sends everywhere is a full handshake.
+        assert_eq!(
+            classify(&full, false, knows(&[&[1; 32]])),
+            HelloKind::Resumption
+        );
+        assert_eq!(classify(&full, false, knows(&[])), HelloKind::Full);
+    }
+
+    #[test]
+    fn tls12_resumes_with_a_ticket_or_session_id_the_server_knows() {
+        let all = |_: Offer<'_>| true;
+        assert_eq!(classify(&hello(&[], &[]), true, all), HelloKind::Full);
+        assert_eq!(
+            classify(&hello(&[], &[(35, vec![])]), true, all),
             HelloKind::Full,
             "an empty ticket extension only asks for a ticket"
         );
+        let ticket = hello(&[], &[(35, vec![9; 100])]);
+        assert_eq!(classify(&ticket, true, all), HelloKind::Resumption);
+        assert_eq!(classify(&ticket, true, knows(&[])), HelloKind::Full);
         assert_eq!(
-            classify(&hello(&[], &[(35, vec![9; 100])]), true),
+            classify(&hello(&[5; 32], &[]), true, all),
             HelloKind::Resumption
         );
-        assert_eq!(classify(&hello(&[5; 32], &[]), true), HelloKind::Resumption);
     }
 
     #[test]
     fn a_hello_split_over_records_is_read_whole() {
-        let one = hello(&[], &[versions13(), (41, vec![0; 300])]);
+        let one = hello(&[], &[versions13(), psk(&[&[3; 300]])]);
         let payload = &one[5..];
         let mut split = Vec::new();
         for part in payload.chunks(100) {
@@ -559,16 +638,24 @@ mod tests {
             split.extend_from_slice(&(part.len() as u16).to_be_bytes());
             split.extend_from_slice(part);
         }
-        assert_eq!(classify(&split, true), HelloKind::Resumption);
+        assert_eq!(classify(&split, true, |_| true), HelloKind::Resumption);
     }
 
     #[test]
     fn anything_unreadable_is_a_full_handshake() {
-        let good = hello(&[], &[versions13(), (41, vec![0; 8])]);
+        let good = hello(&[], &[versions13(), psk(&[b"t"])]);
+        assert_eq!(classify(&good, true, |_| true), HelloKind::Resumption);
         for cut in 0..good.len() {
-            assert_eq!(classify(&good[..cut], true), HelloKind::Full, "cut {cut}");
+            assert_eq!(
+                classify(&good[..cut], true, |_| true),
+                HelloKind::Full,
+                "cut {cut}"
+            );
         }
-        assert_eq!(classify(&[23, 3, 3, 0, 1, 0], true), HelloKind::Full);
-        assert_eq!(classify(&[], true), HelloKind::Full);
+        assert_eq!(
+            classify(&[23, 3, 3, 0, 1, 0], true, |_| true),
+            HelloKind::Full
+        );
+        assert_eq!(classify(&[], true, |_| true), HelloKind::Full);
     }
 }

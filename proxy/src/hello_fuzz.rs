@@ -96,8 +96,8 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096),
                                    cuts in proptest::collection::vec(1usize..600, 1..8)) {
-        let _ = classify(&bytes, true);
-        let _ = classify(&bytes, false);
+        let _ = classify(&bytes, true, |_| true);
+        let _ = classify(&bytes, false, |_| true);
         if let Ok(Some(len)) = check_record(&bytes) {
             prop_assert!(len <= bytes.len());
         }
@@ -130,7 +130,8 @@ proptest! {
             Step::More => prop_assert!(false, "a whole hello left waiting"),
         }
         let kind = if psk { HelloKind::Resumption } else { HelloKind::Full };
-        prop_assert_eq!(classify(&wire, true), kind);
+        prop_assert_eq!(classify(&wire, true, |o| o == Offer::Ticket(&[1, 2, 3, 4])), kind);
+        prop_assert_eq!(classify(&wire, true, |_| false), HelloKind::Full);
     }
 
     #[test]
@@ -148,7 +149,7 @@ proptest! {
         }
         wire.truncate(cut.index(wire.len()) + 1);
         wire.extend_from_slice(&extra);
-        let _ = classify(&wire, true);
+        let _ = classify(&wire, true, |_| true);
         if let Step::Refused { alert, .. } = deliver(&wire, &[wire.len()]) {
             prop_assert!(alert.is_empty() || alert[0] == 0x15, "{alert:?}");
         }

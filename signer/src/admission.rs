@@ -720,6 +720,9 @@ pub enum Gate {
     Resumption,
     /// The permit was claimed by a signature already.
     Spent,
+    /// A signature found no slot (a resumption that fell back to a full handshake, or
+    /// a second signature): the handshake was shed.
+    Shed(ShedReason),
 }
 
 tokio::task_local! {
@@ -727,9 +730,18 @@ tokio::task_local! {
 }
 
 /// Drive `handshake` with `gate` as its admission: signatures made inside (by
-/// [`crate::HsmSigningKey`], on this task) claim it.
-pub async fn scope<F: Future>(gate: Gate, handshake: F) -> F::Output {
-    GATE.scope(RefCell::new(gate), handshake).await
+/// [`crate::HsmSigningKey`], on this task) claim it. Also returns why a signature inside
+/// was refused a slot, if one was (the handshake was then shed).
+pub async fn scope<F: Future>(gate: Gate, handshake: F) -> (F::Output, Option<ShedReason>) {
+    GATE.scope(RefCell::new(gate), async {
+        let out = handshake.await;
+        let shed = GATE.with(|g| match *g.borrow() {
+            Gate::Shed(reason) => Some(reason),
+            _ => None,
+        });
+        (out, shed)
+    })
+    .await
 }
 
 /// The permit for a signature through `limiter`, if the caller is inside a handshake
@@ -738,16 +750,20 @@ pub async fn scope<F: Future>(gate: Gate, handshake: F) -> F::Output {
 /// no admission.
 pub(crate) fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason> {
     let taken = GATE.try_with(|g| std::mem::replace(&mut *g.borrow_mut(), Gate::Spent));
-    match taken {
-        Err(_) => Ok(None),
-        Ok(Gate::Admitted(p)) if p.is_for(limiter) => Ok(Some(p)),
+    let claimed = match taken {
+        Err(_) => return Ok(None),
+        Ok(Gate::Admitted(p)) if p.is_for(limiter) => return Ok(Some(p)),
         // Admitted for another key (cannot happen with one resolver) or a second
         // signature in one handshake: only a free slot will do.
-        Ok(Gate::Admitted(_) | Gate::Spent) => limiter.try_acquire(ShedReason::QueueFull).map(Some),
-        Ok(Gate::Resumption) => limiter
-            .try_acquire(ShedReason::ResumptionFallback)
-            .map(Some),
+        Ok(Gate::Admitted(_) | Gate::Spent | Gate::Shed(_)) => {
+            limiter.try_acquire(ShedReason::QueueFull)
+        }
+        Ok(Gate::Resumption) => limiter.try_acquire(ShedReason::ResumptionFallback),
+    };
+    if let Err(reason) = claimed {
+        let _ = GATE.try_with(|g| *g.borrow_mut() = Gate::Shed(reason));
     }
+    claimed.map(Some)
 }
 
 #[cfg(test)]
@@ -993,11 +1009,14 @@ mod tests {
             assert_eq!(l.status().in_flight, 0);
             // A resumption that falls back: a free slot is taken; none free: shed.
             let held = l.acquire().await.expect("admit");
-            let shed = scope(Gate::Resumption, async { claim(&l).map(|_| ()) }).await;
+            let (shed, reported) = scope(Gate::Resumption, async { claim(&l).map(|_| ()) }).await;
             assert_eq!(shed, Err(ShedReason::ResumptionFallback));
+            assert_eq!(reported, Some(ShedReason::ResumptionFallback));
             drop(held);
-            let ok = scope(Gate::Resumption, async { claim(&l).map(|p| p.is_some()) }).await;
+            let (ok, reported) =
+                scope(Gate::Resumption, async { claim(&l).map(|p| p.is_some()) }).await;
             assert_eq!(ok, Ok(true));
+            assert_eq!(reported, None);
         });
     }
 

@@ -351,3 +351,90 @@ fn wait_for_blocking(admin: SocketAddr, want: f64) {
         },
     )
 }
+
+/// A ticket this server cannot resume (here: issued by another instance, with another
+/// ticket key) asks for a full handshake: it goes through admission as one and is shed
+/// at the door with the alert, not let through as a resumption that then fails. And a
+/// TLS 1.3 client's random legacy session id on a TLS 1.2 address is no resumption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_the_server_cannot_resume_is_a_full_handshake() {
+    let mut lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 2\n",
+    );
+    let issuer = ProxyProcess::start(lab.path(), &config).expect("the first instance starts");
+    let other_dir = lab.path().join("other");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let other = ProxyProcess::start(&other_dir, &config).expect("the second instance starts");
+    let admin = other.admin_addr();
+
+    let resuming = resuming_client(&lab.ca_pem);
+    let mut first = KeepAlive::open_with(issuer.addr, Arc::clone(&resuming)).await;
+    assert_eq!(first.get("/ticket").await.0, 200);
+    drop(first);
+
+    lab.kill("hsm-a");
+    crate::support::poll(
+        Duration::from_secs(10),
+        || format!("capacity never fell to 0:\n{}", other.log_text()),
+        || {
+            let body = admin_get_blocking(admin, "/metrics").1;
+            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
+        },
+    );
+    let (outcome, took) = handshake(other.addr, Arc::clone(&resuming)).await;
+    assert_eq!(outcome, Outcome::Shed, "{}", other.log_text());
+    assert!(took < Duration::from_secs(1), "shed after {took:?}");
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "hsmgate_admission_shed_total",
+            &["reason=\"no_capacity\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_resumed_total", &[]),
+        0.0,
+        "{metrics}"
+    );
+}
+
+/// When the HSMs cannot sign (every member killed, before a probe notices; admission
+/// off, so nothing is shed first), the client gets rustls' `internal_error` alert, in
+/// TLS 1.3 and TLS 1.2, not a bare close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_that_fails_is_answered_with_an_alert() {
+    let mut lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "op_timeout_ms = 400\nsign_timeout_ms = 1000\nprobe_interval_ms = 600000",
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 1\n",
+    ) + "\n[admission]\nenabled = false\n";
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    lab.kill("hsm-a");
+    let tls12 = {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut c = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("versions")
+            .with_root_certificates(crate::support::client::ca_roots(&lab.ca_pem))
+            .with_no_client_auth();
+        c.resumption = rustls::client::Resumption::disabled();
+        Arc::new(c)
+    };
+    for (version, config) in [
+        ("TLS 1.3", client_config(&lab.ca_pem, &[b"http/1.1"])),
+        ("TLS 1.2", tls12),
+    ] {
+        let (outcome, _) = handshake(proxy.addr, config).await;
+        assert_eq!(outcome, Outcome::Shed, "{version}: {}", proxy.log_text());
+    }
+}

@@ -203,13 +203,19 @@ mod client_hello {
             if let Some(ocsp_response) = ocsp_response {
                 emit_cert_status(&mut flight, ocsp_response);
             }
+            // hsmgate patch 3: a failure here (the signature, typically a key held by an
+            // HSM that could not sign) is answered with `internal_error`, not a bare close.
             let server_kx = emit_server_kx(
                 &mut flight,
                 sigschemes,
                 selected_kxg,
                 server_key.get_key(),
                 &self.randoms,
-            )?;
+            )
+            .map_err(|e| {
+                cx.common
+                    .send_fatal_alert(AlertDescription::InternalError, e)
+            })?;
             let doing_client_auth = emit_certificate_req(&mut flight, &self.config)?;
             emit_server_hello_done(&mut flight);
 

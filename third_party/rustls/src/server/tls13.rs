@@ -842,7 +842,11 @@ mod client_hello {
             })?;
 
         let scheme = signer.scheme();
-        let sig = signer.sign(message.as_ref())?;
+        // hsmgate patch 3: a signature that fails (a key held by an HSM that could not
+        // sign) is answered with `internal_error`, not a bare close.
+        let sig = signer
+            .sign(message.as_ref())
+            .map_err(|e| common.send_fatal_alert(AlertDescription::InternalError, e))?;
 
         let cv = DigitallySignedStruct::new(scheme, sig);
 
