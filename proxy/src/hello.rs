@@ -154,6 +154,20 @@ impl HelloReader {
                 let need = self.joined.get(1..4).map(|l| {
                     4 + ((usize::from(l[0]) << 16) | (usize::from(l[1]) << 8) | usize::from(l[2]))
                 });
+                // The first handshake message must be a ClientHello (RFC 8446 §4): rustls
+                // refuses any other without an alert; OpenSSL answers unexpected_message.
+                if self.joined.first().is_some_and(|&t| t != CLIENT_HELLO) {
+                    break Refusal::new(
+                        UNEXPECTED_MESSAGE,
+                        "the first handshake message is not a ClientHello",
+                    )
+                    .step();
+                }
+                if need.is_some_and(|need| self.joined.len() == need)
+                    && let Some(refusal) = version_refusal(&self.joined)
+                {
+                    break refusal.step();
+                }
                 match need {
                     // RFC 8446 allows 2^24 bytes; rustls takes 64 KiB (OpenSSL, 128 KiB).
                     Some(need) if need > MAX_MESSAGE => {
@@ -242,6 +256,9 @@ impl HelloReader {
 
 /// `unexpected_message`, `record_overflow`, `illegal_parameter` (RFC 8446 §6).
 const UNEXPECTED_MESSAGE: u8 = 10;
+const PROTOCOL_VERSION: u8 = 70;
+/// The ClientHello's handshake type.
+const CLIENT_HELLO: u8 = 1;
 const RECORD_OVERFLOW: u8 = 22;
 const ILLEGAL_PARAMETER: u8 = 47;
 
@@ -359,6 +376,39 @@ pub(crate) async fn write_and_close(
 /// answer.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
+
+/// A whole ClientHello message (`msg`, header included) that offers nothing from TLS 1.2
+/// up: `protocol_version` (RFC 8446 Appendix D.2: "If the server only supports versions
+/// greater than ClientHello.legacy_version, it MUST abort the handshake with a
+/// "protocol_version" alert"). rustls would first miss TLS 1.2's extensions and answer
+/// handshake_failure. Anything unreadable is left to rustls.
+fn version_refusal(msg: &[u8]) -> Option<Refusal> {
+    let mut hello = Cursor(msg.get(4..)?);
+    let legacy = hello.u16()?;
+    if legacy >= 0x0303 {
+        return None;
+    }
+    hello.take(32)?; // random
+    hello.vec8()?; // session id
+    hello.vec16()?; // cipher suites
+    hello.vec8()?; // compression methods
+    let mut newest = legacy;
+    if !hello.0.is_empty() {
+        let mut exts = Cursor(hello.vec16()?);
+        while !exts.0.is_empty() {
+            let typ = exts.u16()?;
+            let data = exts.vec16()?;
+            if typ == 43 {
+                let list = Cursor(data).vec8()?;
+                for v in list.chunks_exact(2) {
+                    newest = newest.max(usize::from(u16::from_be_bytes([v[0], v[1]])));
+                }
+            }
+        }
+    }
+    (newest < 0x0303)
+        .then(|| Refusal::new(PROTOCOL_VERSION, "the client offers only TLS 1.1 or older"))
+}
 
 /// What a ClientHello offers to resume with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,6 +676,37 @@ mod tests {
             classify(&hello(&[5; 32], &[]), true, all),
             HelloKind::Resumption
         );
+    }
+
+    /// The alert description a refusal of `bytes` sends, if refused.
+    fn refused_with(bytes: &[u8]) -> Option<u8> {
+        match HelloReader::default().push(bytes) {
+            Step::Refused { alert, .. } => alert.last().copied(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn another_first_message_is_unexpected_and_tls11_is_protocol_version() {
+        // A Finished, a ClientKeyExchange and a HelloRequest where the ClientHello goes.
+        for msg in [
+            [&[20u8, 0, 0, 32][..], &[0; 32]].concat(),
+            vec![16, 0, 0, 3, 2, 0, 0],
+            vec![0, 0, 0, 0],
+        ] {
+            let mut rec = vec![22, 3, 1];
+            rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            rec.extend_from_slice(&msg);
+            assert_eq!(refused_with(&rec), Some(UNEXPECTED_MESSAGE), "{msg:?}");
+        }
+        // A TLS 1.1 ClientHello (legacy_version 3.2, no supported_versions).
+        let mut tls11 = hello(&[], &[]);
+        tls11[9..11].copy_from_slice(&[3, 2]);
+        assert_eq!(refused_with(&tls11), Some(PROTOCOL_VERSION));
+        // legacy_version 3.2 with supported_versions offering TLS 1.3 is not refused here.
+        let mut modern = hello(&[], &[versions13()]);
+        modern[9..11].copy_from_slice(&[3, 2]);
+        assert_ne!(refused_with(&modern), Some(PROTOCOL_VERSION));
     }
 
     #[test]

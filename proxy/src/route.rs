@@ -237,6 +237,9 @@ fn refusal(parts: &http::request::Parts) -> Option<u16> {
                 .unwrap_or(400),
         );
     }
+    if let Some(code) = target_refusal(parts) {
+        return Some(code);
+    }
     if parts.version != Version::HTTP_2 {
         return None;
     }
@@ -244,6 +247,10 @@ fn refusal(parts: &http::request::Parts) -> Option<u16> {
     let (first, second) = (hosts.next(), hosts.next());
     let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
     match (first, second, authority) {
+        (None, None, None) => {
+            tracing::info!("client sent neither :authority nor host (HTTP/2): 400");
+            Some(400)
+        }
         (Some(_), Some(_), _) => {
             tracing::info!("client sent duplicate host header (HTTP/2): 400");
             Some(400)
@@ -254,6 +261,38 @@ fn refusal(parts: &http::request::Parts) -> Option<u16> {
         }
         _ => None,
     }
+}
+
+/// The method and request target as nginx's request-line parser takes them: a method
+/// of `A`–`Z`, `_` and `-` only; a target in origin form (`/…`), or absolute form with a
+/// host and no userinfo (RFC 9110 §4.2.2 and §4.2.4). The authority form (`host:port`,
+/// CONNECT's: hsmgate is no forward proxy) and the asterisk form (`OPTIONS *`: a
+/// request to the server itself, never forwarded) are 400, as nginx answers them.
+fn target_refusal(parts: &http::request::Parts) -> Option<u16> {
+    let method = parts.method.as_str();
+    if !method
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        tracing::info!(%method, "client sent an invalid method: 400");
+        return Some(400);
+    }
+    let uri = &parts.uri;
+    if let Some(authority) = uri.authority() {
+        if uri.scheme().is_none() && parts.version != Version::HTTP_2 {
+            tracing::info!(target = %uri, "client sent a request target in authority form: 400");
+            return Some(400);
+        }
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            tracing::info!(target = %uri, "client sent an absolute URI with userinfo or no host: 400");
+            return Some(400);
+        }
+    }
+    if !uri.path().starts_with('/') {
+        tracing::info!(target = %uri, "client sent a request target not starting with /: 400");
+        return Some(400);
+    }
+    None
 }
 
 fn refusal_page(code: u16) -> Response<ProxyBody> {

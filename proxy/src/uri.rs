@@ -4,21 +4,31 @@
 /// nginx's `Host` check (`ngx_http_validate_host`): no `/`, `\\`, NUL, `..`, no
 /// leading dot.
 pub(crate) fn valid_host(host: &str) -> bool {
-    let bad_char = host.bytes().any(|b| matches!(b, b'/' | b'\\' | 0));
-    !(bad_char || host.contains("..") || host.starts_with('.'))
+    // nginx's `ngx_http_validate_host`: no separators, no control bytes or spaces, and
+    // not empty (RFC 9112 §3.2: an invalid Host is a 400).
+    let bad_char = host
+        .bytes()
+        .any(|b| matches!(b, b'/' | b'\\' | 0..=b' ' | 0x7f));
+    !(host.is_empty() || bad_char || host.contains("..") || host.starts_with('.'))
 }
 
 /// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
-/// resolved. None when `..` climbs above the root or the path is not UTF-8 (400).
+/// resolved. None (400, as nginx) when `..` climbs above the root, a `%` is not followed
+/// by two hex digits, a byte decodes to NUL, or the path is not UTF-8.
 pub(crate) fn normalize(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Ok(b) = u8::from_str_radix(path.get(i + 1..i + 3).unwrap_or("zz"), 16)
-        {
-            decoded.push(b);
+        if bytes[i] == b'%' {
+            let hex = path.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            match u8::from_str_radix(hex, 16).ok()? {
+                0 => return None,
+                b => decoded.push(b),
+            }
             i += 3;
             continue;
         }
@@ -52,7 +62,9 @@ mod tests {
     fn hosts_nginx_rejects() {
         assert!(valid_host("www.example.test:443"));
         assert!(valid_host("[::1]:443"));
-        for bad in ["a/b", "a..b", ".a", "a\\b"] {
+        for bad in [
+            "a/b", "a..b", ".a", "a\\b", "", "a b", "a\tb", "a,\x7fb", "a\nb",
+        ] {
             assert!(!valid_host(bad), "{bad}");
         }
     }
@@ -64,6 +76,9 @@ mod tests {
         assert_eq!(normalize("/").as_deref(), Some("/"));
         assert_eq!(normalize("/a/.."), Some("/".into()));
         assert_eq!(normalize("/.."), None);
-        assert_eq!(normalize("/%zz").as_deref(), Some("/%zz"));
+        // nginx: 400 for a `%` without two hex digits, and for an encoded NUL.
+        assert_eq!(normalize("/%zz"), None);
+        assert_eq!(normalize("/a%2"), None);
+        assert_eq!(normalize("/a%00b"), None);
     }
 }

@@ -192,6 +192,70 @@ fn absolute_form_authority_wins_for_routing_and_forwarding() {
     );
 }
 
+/// Request targets and methods nginx's request-line parser refuses (RFC 9112 §3.2, RFC
+/// 9110 §4.2): answered 400 by hsmgate itself, never forwarded, and never counted
+/// against an upstream (an `OPTIONS *` used to reach the upstream as a broken URI and
+/// take every server out of rotation).
+#[test]
+fn request_targets_hosts_and_methods_nginx_refuses_are_400_and_never_forwarded() {
+    let g = gate("");
+    let req = |line: &str, host: &str| {
+        format!("{line}\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let probes: Vec<(&str, Vec<u8>)> = vec![
+        ("asterisk form", req("OPTIONS * HTTP/1.1", "localhost")),
+        ("asterisk form GET", req("GET * HTTP/1.1", "localhost")),
+        (
+            "authority form GET",
+            req("GET evil.invalid HTTP/1.1", "localhost"),
+        ),
+        (
+            "authority form CONNECT",
+            req("CONNECT localhost:443 HTTP/1.1", "localhost:443"),
+        ),
+        (
+            "userinfo in an absolute URI",
+            req("GET https://localhost@evil.invalid/ HTTP/1.1", "localhost"),
+        ),
+        (
+            "empty host in an absolute URI",
+            req("GET https://:443/ HTTP/1.1", "localhost"),
+        ),
+        ("space in Host", req("GET / HTTP/1.1", "evil.invalid x")),
+        (
+            "tab in Host",
+            req("GET / HTTP/1.1", "evil.invalid\tlocalhost"),
+        ),
+        ("empty Host", req("GET / HTTP/1.1", "")),
+        ("lower-case method", req("get / HTTP/1.1", "localhost")),
+        (
+            "bad percent-encoding",
+            req("GET /%zz HTTP/1.1", "localhost"),
+        ),
+        ("encoded NUL", req("GET /a%00b HTTP/1.1", "localhost")),
+    ];
+    for (what, bytes) in probes {
+        let r = g.h1(&bytes);
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert!(r.upstream().is_none(), "{what} reached the upstream: {r:?}");
+    }
+    // Both servers are still in rotation.
+    let mut seen = spread(&g, 4);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2, "an upstream was taken out: {seen:?}");
+    // HTTP/2: `:path *`, and neither `:authority` nor `host`.
+    let ask = |block: Vec<u8>| {
+        let mut h2 = H2::open(&g);
+        h2.send(&frame(HEADERS, 0x5, 1, &block));
+        answer_on(&mut h2, 1)
+    };
+    let (status, _) = ask(get(Some("localhost"), "*", &[]));
+    assert_eq!(status, Some(400), "{}", g.server.log_text());
+    let (status, _) = ask(get(None, "/", &[]));
+    assert_eq!(status, Some(400), "{}", g.server.log_text());
+}
+
 #[test]
 fn http2_host_that_differs_from_authority_is_400() {
     let g = gate("");

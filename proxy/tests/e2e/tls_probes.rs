@@ -74,6 +74,21 @@ fn malformed_records_before_the_handshake_get_their_alert() {
             record(HANDSHAKE, &client_hello(Offer::Tls13, 16_531)),
             RECORD_OVERFLOW,
         ),
+        (
+            "a Finished where the ClientHello goes",
+            record(HANDSHAKE, &[&[20u8, 0, 0, 32][..], &[0; 32]].concat()),
+            UNEXPECTED_MESSAGE,
+        ),
+        (
+            "a ClientKeyExchange where the ClientHello goes",
+            record(HANDSHAKE, &[16, 0, 0, 3, 2, 0, 0]),
+            UNEXPECTED_MESSAGE,
+        ),
+        (
+            "a HelloRequest where the ClientHello goes",
+            record(HANDSHAKE, &[0, 0, 0, 0]),
+            UNEXPECTED_MESSAGE,
+        ),
     ];
     let mut wrong = Vec::new();
     for (name, bytes, want) in &probes {
@@ -96,6 +111,33 @@ fn malformed_records_before_the_handshake_get_their_alert() {
     assert_eq!(
         g.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").status,
         200
+    );
+}
+
+/// A client that offers only TLS 1.1 (openssl s_client -tls1_1) gets `protocol_version`
+/// (RFC 8446 Appendix D.2), as from nginx, not `handshake_failure`.
+#[test]
+fn a_tls11_client_gets_protocol_version() {
+    let g = gate();
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-msg",
+            "-connect",
+        ])
+        .arg(g.addr.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("protocol version") || text.contains("protocol_version"),
+        "{text}\n{}",
+        g.server.log_text()
     );
 }
 
