@@ -21,6 +21,7 @@
 //! - `keys`: certificate/key pairs → signer pools (token keys) or software keys
 //!   (`file_key`: a PEM file's key, its signatures' CPU time measured);
 //! - `tickets`: session tickets from `ssl_session_ticket_key` files (shared, rotated);
+//!   `session_lifetime`: `ssl_session_timeout` enforced on cached and ticket sessions;
 //! - `tls`: rustls settings per address, certificate choice by SNI and key type;
 //!   `kx`: the P-521 key exchange rustls' provider lacks;
 //!   `hello`: the ClientHello read before any crypto, full handshake or resumption
@@ -77,6 +78,7 @@ pub mod pin_check;
 mod proxy;
 mod reqlog;
 mod route;
+mod session_lifetime;
 mod spool;
 mod status;
 mod status_page;

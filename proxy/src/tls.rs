@@ -299,17 +299,23 @@ pub(crate) fn server_config(
             };
         }
     }
+    let lifetime = u32::try_from(settings.session_timeout.as_secs()).unwrap_or(u32::MAX);
+    if config.session_storage.can_cache() {
+        config.session_storage =
+            crate::session_lifetime::TimedStore::new(Arc::clone(&config.session_storage), lifetime);
+    }
     if settings.session_tickets {
-        let lifetime = u32::try_from(settings.session_timeout.as_secs()).unwrap_or(u32::MAX);
-        config.ticketer = match settings.session_ticket_keys.is_empty() {
-            // A random key per configuration (rustls rotates it): tickets do not
-            // outlive a reload, as nginx without ticket key files.
-            true => rustls::crypto::aws_lc_rs::Ticketer::new()?,
-            false => Arc::new(crate::tickets::FileTicketer::load(
-                &settings.session_ticket_keys,
-                lifetime,
-            )?),
-        };
+        let tickets: Arc<dyn rustls::server::ProducesTickets> =
+            match settings.session_ticket_keys.is_empty() {
+                // A random key per configuration (rustls rotates it): tickets do not
+                // outlive a reload, as nginx without ticket key files.
+                true => rustls::crypto::aws_lc_rs::Ticketer::new()?,
+                false => Arc::new(crate::tickets::FileTicketer::load(
+                    &settings.session_ticket_keys,
+                    lifetime,
+                )?),
+            };
+        config.ticketer = crate::session_lifetime::TimedTickets::new(tickets, lifetime);
     }
     config.alpn_protocols = if spec.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()]

@@ -120,3 +120,47 @@ async fn tickets_from_key_files_survive_reloads_and_resume_on_another_instance()
         assert!(signatures(&c).await > before, "{version:?}: c did not sign");
     }
 }
+
+/// `session_timeout_ms` (nginx's `ssl_session_timeout`) bounds resumption, for tickets
+/// (TLS 1.3 and 1.2) as for the session cache: within it the session resumes; past it
+/// the client gets a full handshake (and a new session), as from nginx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_within_the_session_timeout_and_not_after() {
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("echo"), "")
+        .replace("\n[pkcs11]", "session_timeout_ms = 2000\n\n[pkcs11]");
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let mut clients = Vec::new();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = resuming(&token.ca_pem, version);
+        assert_eq!(visit(&proxy, &client).await, rustls::HandshakeKind::Full);
+        assert_eq!(
+            visit(&proxy, &client).await,
+            rustls::HandshakeKind::Resumed,
+            "{version:?} within the timeout"
+        );
+        clients.push((version, client));
+    }
+    // A TLS 1.2 client that offers no ticket: the session cache (by session id).
+    let no_ticket = {
+        let mut c = (*resuming(&token.ca_pem, &rustls::version::TLS12)).clone();
+        c.resumption = c
+            .resumption
+            .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+        Arc::new(c)
+    };
+    assert_eq!(visit(&proxy, &no_ticket).await, rustls::HandshakeKind::Full);
+    assert_eq!(
+        visit(&proxy, &no_ticket).await,
+        rustls::HandshakeKind::Resumed
+    );
+    clients.push((&rustls::version::TLS12, no_ticket));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for (version, client) in &clients {
+        assert_eq!(
+            visit(&proxy, client).await,
+            rustls::HandshakeKind::Full,
+            "{version:?} past the timeout"
+        );
+    }
+}
