@@ -157,6 +157,8 @@ const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(10);
 /// The admission limiter of one signer pool.
 pub struct Limiter {
     group: String,
+    /// Its metrics' labels: `group` and `key`.
+    labels: Vec<metrics::Label>,
     settings: Admission,
     state: Mutex<State>,
     door: Mutex<Door>,
@@ -185,13 +187,12 @@ struct Meters {
 }
 
 impl Meters {
-    fn new(group: &str) -> Meters {
-        let g = || group.to_string();
+    fn new(labels: &[metrics::Label]) -> Meters {
         Meters {
-            limit: metrics::gauge!(m::ADMISSION_LIMIT, "group" => g()),
-            in_flight: metrics::gauge!(m::ADMISSION_IN_FLIGHT, "group" => g()),
-            waiting: metrics::gauge!(m::ADMISSION_WAITING, "group" => g()),
-            capacity: metrics::gauge!(m::ADMISSION_CAPACITY, "group" => g()),
+            limit: metrics::gauge!(m::ADMISSION_LIMIT, labels.to_vec()),
+            in_flight: metrics::gauge!(m::ADMISSION_IN_FLIGHT, labels.to_vec()),
+            waiting: metrics::gauge!(m::ADMISSION_WAITING, labels.to_vec()),
+            capacity: metrics::gauge!(m::ADMISSION_CAPACITY, labels.to_vec()),
             wait: std::sync::OnceLock::new(),
             admitted: std::sync::OnceLock::new(),
             resumed: std::sync::OnceLock::new(),
@@ -268,11 +269,23 @@ struct Window {
 
 impl Limiter {
     /// A limiter for the pool `group`, starting at `sessions` concurrent handshakes.
-    pub fn new(group: &str, settings: Admission, capacity: f64, sessions: usize) -> Limiter {
+    pub fn new(
+        group: &str,
+        key: &str,
+        settings: Admission,
+        capacity: f64,
+        sessions: usize,
+    ) -> Limiter {
         let now = Instant::now();
         let sessions = sessions.max(1);
+        let labels = vec![
+            metrics::Label::new("group", group.to_owned()),
+            metrics::Label::new("key", key.to_owned()),
+        ];
         let limiter = Limiter {
             group: group.to_string(),
+            meters: Meters::new(&labels),
+            labels,
             settings,
             state: Mutex::new(State {
                 limit: sessions as f64,
@@ -303,7 +316,6 @@ impl Limiter {
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
             decisions: Default::default(),
-            meters: Meters::new(group),
         };
         limiter.publish(&limiter.lock());
         limiter
@@ -450,10 +462,9 @@ impl Limiter {
     }
 
     fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
-        let group = &self.group;
         self.meters
             .admitted
-            .get_or_init(|| metrics::counter!(m::ADMITTED, "group" => group.clone()))
+            .get_or_init(|| metrics::counter!(m::ADMITTED, self.labels.clone()))
             .increment(1);
         self.decisions[0].fetch_add(1, Ordering::Relaxed);
         Permit {
@@ -465,19 +476,17 @@ impl Limiter {
 
     /// Count a resumption attempt let through without a permit.
     pub fn note_resumption(&self) {
-        let group = &self.group;
         self.meters
             .resumed
-            .get_or_init(|| metrics::counter!(m::RESUMED, "group" => group.clone()))
+            .get_or_init(|| metrics::counter!(m::RESUMED, self.labels.clone()))
             .increment(1);
         self.decisions[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn shed(&self, reason: ShedReason) -> ShedReason {
-        let group = &self.group;
         self.meters.shed[reason.index()]
             .get_or_init(|| {
-                metrics::counter!(m::SHED, "group" => group.clone(), "reason" => reason.as_str())
+                metrics::counter!(m::SHED, m::with(&self.labels, "reason", reason.as_str()))
             })
             .increment(1);
         self.decisions[2].fetch_add(1, Ordering::Relaxed);
@@ -622,10 +631,9 @@ impl Limiter {
     }
 
     fn wait_histogram(&self) -> &Histogram {
-        let group = &self.group;
         self.meters
             .wait
-            .get_or_init(|| metrics::histogram!(m::ADMISSION_WAIT, "group" => group.clone()))
+            .get_or_init(|| metrics::histogram!(m::ADMISSION_WAIT, self.labels.clone()))
     }
 }
 
@@ -799,7 +807,7 @@ mod tests {
 
     #[test]
     fn the_door_sheds_late_handshakes_only_behind_a_standing_queue() {
-        let l = Limiter::new("g", settings(), 1000.0, 2);
+        let l = Limiter::new("g", "k", settings(), 1000.0, 2);
         let (fast, late) = (Duration::from_millis(2), DOOR_TARGET * 3);
         let interval = |l: &Limiter, waits: &[Duration]| {
             let start = Instant::now();
@@ -831,7 +839,7 @@ mod tests {
         // That interval had a fast one: the queue is gone.
         assert_eq!(l.door(late), Ok(()));
         // After a quiet gap the old interval says nothing.
-        let l = Limiter::new("g", settings(), 1000.0, 2);
+        let l = Limiter::new("g", "k", settings(), 1000.0, 2);
         interval(&l, &[late; 3]);
         interval(&l, &[late; 5]);
         std::thread::sleep(DOOR_INTERVAL * 2);
@@ -839,6 +847,7 @@ mod tests {
         // Off: never shed.
         let off = Limiter::new(
             "g",
+            "k",
             Admission {
                 enabled: false,
                 ..settings()
@@ -861,7 +870,7 @@ mod tests {
     #[test]
     fn admits_up_to_the_limit_then_queues_then_sheds() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 2));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 2));
             let a = l.acquire().await.expect("first");
             let b = l.acquire().await.expect("second");
             assert_eq!(l.status().in_flight, 2);
@@ -881,7 +890,7 @@ mod tests {
     #[test]
     fn a_waiter_past_max_wait_is_shed_and_leaves_the_queue() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             let _held = l.acquire().await.expect("first");
             let started = Instant::now();
             assert_eq!(l.acquire().await.err(), Some(ShedReason::WaitTimeout));
@@ -893,7 +902,7 @@ mod tests {
     #[test]
     fn sheds_at_once_when_the_expected_wait_is_over_the_target() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             // Each permit is held ~100 ms: one waiter may wait that long (its own
             // handshake's time), a second would wait 200 ms: shed at once.
             let p = l.acquire().await.expect("first");
@@ -915,7 +924,7 @@ mod tests {
     #[test]
     fn the_wait_queue_is_bounded() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             let _p = l.acquire().await.expect("first");
             let mut waiting = Vec::new();
             for _ in 0..4 {
@@ -934,7 +943,7 @@ mod tests {
     #[test]
     fn a_dropped_waiter_leaves_the_queue() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             let p = l.acquire().await.expect("first");
             let l2 = Arc::clone(&l);
             let waiter = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
@@ -951,7 +960,7 @@ mod tests {
     #[test]
     fn no_capacity_sheds_everything_and_clears_waiters() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             let p = l.acquire().await.expect("first");
             l.set_capacity(0.0, 0);
             assert_eq!(l.acquire().await.err(), Some(ShedReason::NoCapacity));
@@ -963,7 +972,7 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_latency() {
-        let l = Arc::new(Limiter::new("g", settings(), 1000.0, 4));
+        let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 4));
         let start = l.status().limit;
         // Unloaded latency 1 ms, and the limit in use: it grows.
         l.lock().in_flight = 4;
@@ -985,7 +994,7 @@ mod tests {
 
     #[test]
     fn losing_capacity_lowers_the_limit_at_once() {
-        let l = Limiter::new("g", settings(), 1000.0, 8);
+        let l = Limiter::new("g", "k", settings(), 1000.0, 8);
         assert_eq!(l.status().limit, 8.0);
         l.set_capacity(500.0, 4);
         assert_eq!(l.status().limit, 4.0);
@@ -996,7 +1005,7 @@ mod tests {
     #[test]
     fn claim_takes_the_scope_permit_or_a_free_slot() {
         rt().block_on(async {
-            let l = Arc::new(Limiter::new("g", settings(), 1000.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             // Outside a scope: no admission.
             assert!(claim(&l).expect("no scope").is_none());
             let p = l.acquire().await.expect("admit");
@@ -1025,7 +1034,7 @@ mod tests {
         rt().block_on(async {
             let mut s = settings();
             s.enabled = false;
-            let l = Arc::new(Limiter::new("g", s, 0.0, 1));
+            let l = Arc::new(Limiter::new("g", "k", s, 0.0, 1));
             let permits: Vec<_> = futures_lite_join(&l, 10).await;
             assert_eq!(permits.len(), 10);
             assert_eq!(l.status().in_flight, 0);

@@ -124,12 +124,16 @@ pub(crate) struct Inline {
 impl Inline {
     /// `sessions` with their marks (also given to the supervisor as the generation's);
     /// `typical`: the probe's median call (CPU time).
-    pub(crate) fn new(sessions: Vec<(Conn, Arc<Slot>)>, member: &str, typical: Duration) -> Inline {
+    pub(crate) fn new(
+        sessions: Vec<(Conn, Arc<Slot>)>,
+        labels: &[metrics::Label],
+        typical: Duration,
+    ) -> Inline {
         Inline {
             sessions: Mutex::new(sessions),
             on: AtomicBool::new(true),
             average_ns: AtomicU64::new(typical.as_nanos() as u64),
-            meters: Meters::new(member),
+            meters: Meters::new(labels),
         }
     }
 
@@ -190,7 +194,7 @@ impl Inline {
                 average_us = self.average_ns.load(Ordering::Relaxed) / 1000,
                 "signatures on the connections' threads have become slow: signing on the signer threads from now on"
             );
-            metrics::gauge!(crate::metrics::INLINE, "member" => shared.member.clone()).set(0.0);
+            metrics::gauge!(crate::metrics::INLINE, shared.labels.clone()).set(0.0);
         }
         // Fenced while in the call: the generation counted this session as abandoned.
         slot.call_returned(&shared.abandoned);
@@ -229,7 +233,7 @@ mod tests {
 
     #[test]
     fn one_slow_call_does_not_turn_it_off_a_slow_token_does() {
-        let inline = Inline::new(Vec::new(), "m", Duration::from_micros(100));
+        let inline = Inline::new(Vec::new(), &[], Duration::from_micros(100));
         assert!(
             !inline.slow_on_average(Duration::from_millis(10)),
             "one preempted call"

@@ -27,6 +27,8 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Other transitions are compare-and-swaps on the state alone (see [`MemberState`]).
 pub(crate) struct Member {
     pub(crate) settings: MemberSettings,
+    /// Its metrics' labels (group, key, member).
+    pub(crate) labels: Vec<metrics::Label>,
     pub(crate) primary: bool,
     backend: Box<dyn Backend>,
     state: StateCell,
@@ -109,8 +111,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Member {
-    pub(crate) fn new(settings: MemberSettings, backend: Box<dyn Backend>) -> Member {
+    pub(crate) fn new(
+        settings: MemberSettings,
+        labels: Vec<metrics::Label>,
+        backend: Box<dyn Backend>,
+    ) -> Member {
         let m = Member {
+            labels,
             primary: settings.primary,
             backend,
             state: StateCell::new(MemberState::Down),
@@ -151,7 +158,7 @@ impl Member {
     }
 
     fn publish_state(&self, s: MemberState) {
-        metrics::gauge!(m::STATE, "member" => self.settings.name.clone()).set(f64::from(s as u8));
+        metrics::gauge!(m::STATE, self.labels.clone()).set(f64::from(s as u8));
     }
 
     /// The current generation, if the member is up.
@@ -270,7 +277,7 @@ impl Member {
         if let Some(rate) = started.calibrated {
             lock(&self.capacity).calibrated(rate);
         }
-        metrics::gauge!(m::CAPACITY, "member" => self.settings.name.clone()).set(self.capacity());
+        metrics::gauge!(m::CAPACITY, self.labels.clone()).set(self.capacity());
         Ok(started.generation)
     }
 

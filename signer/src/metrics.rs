@@ -1,6 +1,26 @@
 //! Metric names of the signer, in one place. Recorded through the `metrics` facade: free
 //! when no recorder is installed; the proxy installs a Prometheus one for `/metrics`.
-//! Every signer metric carries a `member` label (the HSM member's name).
+//! Every member metric carries `group`, `key` and `member` labels ([`member_labels`]:
+//! a member's name alone is not unique, with two keys on one token or one name in two
+//! groups); admission metrics carry `group` and `key`.
+
+use metrics::Label;
+
+/// The labels of a member's metrics.
+pub(crate) fn member_labels(group: &crate::GroupSettings, member: &str) -> Vec<Label> {
+    vec![
+        Label::new("group", group.name.clone()),
+        Label::new("key", group.key_label()),
+        Label::new("member", member.to_owned()),
+    ]
+}
+
+/// `labels` and one more.
+pub(crate) fn with(labels: &[Label], key: &'static str, value: impl Into<String>) -> Vec<Label> {
+    let mut out = labels.to_vec();
+    out.push(Label::new(key, value.into()));
+    out
+}
 
 /// Counter: signing operations by `result` (`ok`, a CKR code, `expired`, `lost`, `overloaded`).
 pub const OPERATIONS: &str = "hsmgate_signer_operations_total";

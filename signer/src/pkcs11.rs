@@ -134,7 +134,7 @@ impl Generation for Live {
                     self.shared.abandoned.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-            metrics::gauge!(m::ABANDONED, "member" => self.shared.member.clone())
+            metrics::gauge!(m::ABANDONED, self.shared.labels.clone())
                 .set(self.shared.abandoned.load(Ordering::Acquire) as f64);
         }
         while let Ok(req) = self.drain.try_recv() {
@@ -205,6 +205,7 @@ impl Backend for Pkcs11Backend {
         };
         let shared = Arc::new(Shared {
             member: s.name.clone(),
+            labels: crate::metrics::member_labels(ctx.group, &s.name),
             token: token.label.clone(),
             in_flight: AtomicUsize::new(0),
             batch_max: ctx.group.batch_max.max(1),
@@ -227,7 +228,7 @@ impl Backend for Pkcs11Backend {
             true => start_inline(&conns[0], &token, &shared, test_op, MESSAGE, s)?,
             false => None,
         };
-        metrics::gauge!(m::INLINE, "member" => s.name.clone())
+        metrics::gauge!(m::INLINE, shared.labels.clone())
             .set(f64::from(u8::from(inline.is_some())));
         let (conns, calibrated) = if ctx.calibrate {
             let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
@@ -309,5 +310,5 @@ fn start_inline(
             None => "signing on signer threads (the token is slow, or waits for another process or a network)",
         }
     );
-    Ok(sessions.map(|sessions| Inline::new(sessions, &s.name, probe.cpu_median)))
+    Ok(sessions.map(|sessions| Inline::new(sessions, &shared.labels, probe.cpu_median)))
 }

@@ -117,6 +117,20 @@ impl GroupSettings {
         )
     }
 
+    /// The key as its members' URI names it (object label, else `id=` in hex): the `key`
+    /// label of the group's metrics.
+    pub fn key_label(&self) -> String {
+        let uri = self.members.first().map(|m| &m.uri);
+        match (
+            uri.and_then(|u| u.object.as_ref()),
+            uri.and_then(|u| u.id.as_ref()),
+        ) {
+            (Some(object), _) => object.clone(),
+            (None, Some(id)) => format!("id={}", crate::token::hex(id)),
+            (None, None) => "key".into(),
+        }
+    }
+
     /// Settings of a validated configuration's `[tls]` key: the `[[hsm.group]]` holding
     /// it, or its single `[pkcs11]` token as a one-member group. Reads every member's PIN.
     pub fn from_config(

@@ -45,8 +45,10 @@ pub(crate) struct Conn {
 /// What the workers of one member generation share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The member's name (metric label and messages).
+    /// The member's name (messages).
     pub(crate) member: String,
+    /// Its metrics' labels ([`m::member_labels`]).
+    pub(crate) labels: Vec<metrics::Label>,
     /// The token's label.
     pub(crate) token: String,
     pub(crate) in_flight: AtomicUsize,
@@ -61,9 +63,8 @@ impl Shared {
     /// Record that a request left the queue (answered, expired or handed back).
     pub(crate) fn done(&self, result: String) {
         let left = self.leave();
-        metrics::gauge!(m::IN_FLIGHT, "member" => self.member.clone()).set(left as f64);
-        metrics::counter!(m::OPERATIONS, "member" => self.member.clone(), "result" => result)
-            .increment(1);
+        metrics::gauge!(m::IN_FLIGHT, self.labels.clone()).set(left as f64);
+        metrics::counter!(m::OPERATIONS, m::with(&self.labels, "result", result)).increment(1);
     }
 
     /// One request fewer in flight; returns how many are left.
@@ -86,14 +87,13 @@ pub(crate) struct Meters {
 }
 
 impl Meters {
-    pub(crate) fn new(member: &str) -> Meters {
-        let member = member.to_string();
+    pub(crate) fn new(labels: &[metrics::Label]) -> Meters {
         Meters {
-            latency: metrics::histogram!(m::LATENCY, "member" => member.clone()),
-            cpu: metrics::histogram!(m::CALL_CPU, "member" => member.clone()),
-            batch: metrics::histogram!(m::BATCH_SIZE, "member" => member.clone()),
-            in_flight: metrics::gauge!(m::IN_FLIGHT, "member" => member.clone()),
-            ok: metrics::counter!(m::OPERATIONS, "member" => member, "result" => "ok"),
+            latency: metrics::histogram!(m::LATENCY, labels.to_vec()),
+            cpu: metrics::histogram!(m::CALL_CPU, labels.to_vec()),
+            batch: metrics::histogram!(m::BATCH_SIZE, labels.to_vec()),
+            in_flight: metrics::gauge!(m::IN_FLIGHT, labels.to_vec()),
+            ok: metrics::counter!(m::OPERATIONS, m::with(labels, "result", "ok")),
         }
     }
 }
@@ -205,7 +205,7 @@ fn run(
 ) {
     // The queue closes when the member generation is dropped: then the thread ends and
     // the session closes.
-    let meters = Meters::new(&shared.member);
+    let meters = Meters::new(&shared.labels);
     'serve: while let Ok(first) = queue.recv() {
         if !serve(&session, key, shared, &meters, slot, first) {
             break 'serve;

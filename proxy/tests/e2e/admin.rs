@@ -326,3 +326,91 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// Two keys on one token (an RSA key and an ECDSA key, the README's layout) are two
+/// signer pools whose members have the same name: their metrics stay apart by their
+/// `key` label, each with its own capacity and operations, instead of one series that
+/// both overwrite.
+#[test]
+fn two_keys_on_one_token_keep_their_metrics_apart() {
+    let token = TestToken::new(KeyType::Rsa2048);
+    let hsmgate = env!("CARGO_BIN_EXE_hsmgate");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(hsmgate)
+            .env("SOFTHSM2_CONF", &token.conf)
+            .args(args)
+            .output()
+            .expect("hsmgate token");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let module = token.module.display().to_string();
+    let pin = token.pin_file.display().to_string();
+    run(&[
+        "token",
+        "keygen",
+        "--module",
+        &module,
+        "--token",
+        &token.label,
+        "--label",
+        "ec",
+        "--key",
+        "p256",
+        "--id",
+        "02",
+        "--pin-file",
+        &pin,
+    ]);
+    let ec_cert = token.path().join("ec.pem");
+    run(&[
+        "token",
+        "csr",
+        "--module",
+        &module,
+        "--pin-file",
+        &pin,
+        "--self-signed",
+        "--subject",
+        "CN=localhost",
+        "-o",
+        &ec_cert.display().to_string(),
+        "--key",
+        &format!("pkcs11:token={};object=ec;type=private", token.label),
+    ]);
+    let config = config_for(&token, start_upstream("echo"), "").replace(
+        "\n[pkcs11]",
+        &format!(
+            "\n[[tls.pair]]\ncertificate = \"{}\"\nkey = \"pkcs11:token={};object=ec;type=private\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[pkcs11]",
+            ec_cert.display(),
+            token.label
+        ),
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let (_, body) = admin_get_blocking(proxy.admin_addr(), "/metrics");
+    let capacity = |key: &str| {
+        metric(
+            &body,
+            "hsmgate_signer_capacity_ops_per_second",
+            &[
+                &format!("key=\"{key}\""),
+                &format!("member=\"{}\"", token.label),
+            ],
+        )
+    };
+    assert!(capacity("tls") > 0.0, "{body}");
+    assert!(capacity("ec") > 0.0, "{body}");
+    let series = body
+        .lines()
+        .filter(|l| l.starts_with("hsmgate_signer_capacity_ops_per_second{"))
+        .count();
+    assert_eq!(series, 2, "one series per key:\n{body}");
+    let limits = body
+        .lines()
+        .filter(|l| l.starts_with("hsmgate_admission_limit{"))
+        .count();
+    assert_eq!(limits, 2, "one admission series per key:\n{body}");
+}

@@ -68,7 +68,8 @@ impl Group {
                     if !matches!(e, SignerError::MemberLost { .. }) {
                         member.take_out(false, &e.to_string());
                     }
-                    metrics::counter!(m::RETRIES, "member" => member.name().to_string(), "reason" => "device").increment(1);
+                    metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "device"))
+                        .increment(1);
                     last_error = Some(e);
                 }
                 // About the request: another member would refuse it too.
@@ -87,7 +88,8 @@ impl Group {
                     if Instant::now() >= deadline {
                         break;
                     }
-                    metrics::counter!(m::RETRIES, "member" => member.name().to_string(), "reason" => "timeout").increment(1);
+                    metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "timeout"))
+                        .increment(1);
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     last_error = Some(SignerError::MemberLost {

@@ -47,7 +47,10 @@ impl Group {
             .members
             .iter()
             .zip(backends)
-            .map(|(m, backend)| Arc::new(Member::new(m.clone(), backend)))
+            .map(|(m, backend)| {
+                let labels = crate::metrics::member_labels(&settings, &m.name);
+                Arc::new(Member::new(m.clone(), labels, backend))
+            })
             .collect();
         let results = bring_up_all(&settings, &members)?;
         let mut expected = settings.expected.clone();
@@ -124,6 +127,7 @@ impl Group {
         let key = reference.key();
         let limiter = Arc::new(Limiter::new(
             &settings.name,
+            &settings.key_label(),
             settings.admission.clone(),
             0.0,
             1,

@@ -87,10 +87,9 @@ impl Group {
             let mut cap = member.capacity.lock().unwrap_or_else(|e| e.into_inner());
             if cap.update(&member.meter, member.threads(), now) {
                 let (rate, util) = cap.observed();
-                let name = member.name().to_string();
-                metrics::gauge!(m::CAPACITY, "member" => name.clone()).set(cap.current());
-                metrics::gauge!(m::RATE, "member" => name.clone()).set(rate);
-                metrics::gauge!(m::UTILISATION, "member" => name).set(util);
+                metrics::gauge!(m::CAPACITY, member.labels.clone()).set(cap.current());
+                metrics::gauge!(m::RATE, member.labels.clone()).set(rate);
+                metrics::gauge!(m::UTILISATION, member.labels.clone()).set(util);
             }
         }
     }
