@@ -20,8 +20,12 @@ pub enum Control {
     Reload,
     /// Reopen log files (SIGUSR1).
     Reopen,
-    /// Fast stop (SIGTERM, SIGINT).
+    /// Fast stop (SIGINT; a second stop signal during a drain).
     Stop,
+    /// SIGTERM: a fast stop for nginx configurations (as nginx), a graceful one for the
+    /// native format (what the kubelet and systemd send; as ghostunnel and Envoy's
+    /// sidecars drain on it). A second SIGTERM during the drain stops at once.
+    Terminate,
     /// Graceful stop: drain in-flight requests (SIGQUIT).
     Quit,
 }
@@ -135,7 +139,7 @@ impl Signals {
         loop {
             let (name, control) = tokio::select! {
                 _ = self.hup.recv() => ("SIGHUP", Control::Reload),
-                _ = self.term.recv() => ("SIGTERM", Control::Stop),
+                _ = self.term.recv() => ("SIGTERM", Control::Terminate),
                 _ = self.int.recv() => ("SIGINT", Control::Stop),
                 _ = self.quit.recv() => ("SIGQUIT", Control::Quit),
                 _ = self.usr1.recv() => ("SIGUSR1", Control::Reopen),

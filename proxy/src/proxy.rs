@@ -28,7 +28,7 @@ use crate::generation::{ConfigSource, Generation};
 use crate::keys::{KeyDefaults, PoolCache};
 use crate::site::Site;
 
-/// The drain of a fast stop (SIGTERM, SIGINT).
+/// The drain of a fast stop (SIGINT; SIGTERM for nginx configurations).
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// A proxy ready to run: keys opened and checked, sockets bound.
@@ -217,7 +217,9 @@ impl Proxy {
         }
         crate::notify::notify("READY=1");
         let mut current = generation;
-        let fast = loop {
+        // SIGTERM drains gracefully for the native format, stops fast for nginx's.
+        let native = source.as_ref().is_none_or(ConfigSource::is_native);
+        let mut fast = loop {
             match control.recv().await {
                 Some(Control::Reload) => {
                     crate::notify::reloading();
@@ -249,6 +251,7 @@ impl Proxy {
                     }
                 }
                 Some(Control::Stop) => break true,
+                Some(Control::Terminate) => break !native,
                 Some(Control::Quit) | None => break false,
             }
         };
@@ -270,13 +273,30 @@ impl Proxy {
         }
         let graceful =
             Arc::try_unwrap(graceful).expect("accept loops have ended and dropped their handles");
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("all connections drained"),
-            Err(_) => {
-                tracing::warn!(
-                    ?grace,
-                    "grace period over; closing the remaining connections"
-                )
+        let drained = graceful.shutdown();
+        tokio::pin!(drained);
+        let mut deadline = tokio::time::Instant::now() + grace;
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                () = &mut drained => {
+                    tracing::info!("all connections drained");
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(?grace, "grace period over; closing the remaining connections");
+                    break;
+                }
+                c = control.recv(), if listening && !fast => match c {
+                    // A second stop signal cuts a graceful drain short.
+                    Some(Control::Stop | Control::Terminate) => {
+                        tracing::info!("stop signal during the drain: closing the remaining connections within 1 s");
+                        fast = true;
+                        deadline = deadline.min(tokio::time::Instant::now() + FAST_STOP_GRACE);
+                    }
+                    Some(_) => {}
+                    None => listening = false,
+                },
             }
         }
         if let Some(admin) = admin {

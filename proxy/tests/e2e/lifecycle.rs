@@ -380,3 +380,71 @@ fn native_toml_reloads_on_sighup_too() {
         assert!(b.starts_with("hello from two"), "{b}\n{}", proxy.log_text());
     }
 }
+
+/// With the native format SIGTERM (what the kubelet and systemd send) drains like
+/// SIGQUIT, for `[shutdown] grace_ms`: the request in flight completes. A second SIGTERM
+/// during the drain stops within a second.
+#[test]
+fn native_sigterm_drains_and_a_second_one_cuts_the_drain_short() {
+    use crate::support::{KeyType, ProxyProcess, TestToken, config_for, curl, start_upstream};
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("echo"), "")
+        .replace("grace_ms = 2000", "grace_ms = 20000");
+    let ca = token.ca_pem.to_str().expect("utf-8").to_owned();
+    let in_flight = |proxy: &ProxyProcess, delay_ms: u32| {
+        let url = proxy.url(&format!("/slow?delay_ms={delay_ms}"));
+        let ca = ca.clone();
+        let t = std::thread::spawn(move || curl(&["--cacert", &ca, "-w", "%{http_code}", &url]));
+        std::thread::sleep(Duration::from_millis(400));
+        t
+    };
+    let wait_exit = |proxy: &mut ProxyProcess, within: Duration| {
+        let t0 = std::time::Instant::now();
+        while proxy.alive() {
+            assert!(
+                t0.elapsed() < within,
+                "still running after {within:?}:\n{}",
+                proxy.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let term = |proxy: &ProxyProcess| {
+        std::process::Command::new("kill")
+            .args(["-TERM", &proxy.pid().to_string()])
+            .status()
+            .expect("kill");
+    };
+
+    let mut proxy = ProxyProcess::start(token.path(), &config).expect("start");
+    let slow = in_flight(&proxy, 1500);
+    term(&proxy);
+    let out = slow.join().expect("curl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("200"),
+        "the request in flight completes: {out:?}\n{}",
+        proxy.log_text()
+    );
+    wait_exit(&mut proxy, Duration::from_secs(5));
+    assert!(
+        proxy.log_text().contains("all connections drained"),
+        "{}",
+        proxy.log_text()
+    );
+
+    let dir = token.path().join("second");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut proxy = ProxyProcess::start(&dir, &config).expect("start");
+    let slow = in_flight(&proxy, 8000);
+    term(&proxy);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    term(&proxy);
+    wait_exit(&mut proxy, Duration::from_secs(4));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let out = slow.join().expect("curl");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).ends_with("200"),
+        "the slow request was cut: {out:?}"
+    );
+}
