@@ -233,6 +233,14 @@ impl Overrides {
         Ok(())
     }
 
+    /// Each setting given, as `NAME=value` (variable or flag; a `pin-value` as `***`).
+    pub fn describe(&self) -> Vec<String> {
+        self.values
+            .values()
+            .map(|g| format!("{}={}", g.origin.name(), g.shown()))
+            .collect()
+    }
+
     /// The value of `setting`, if given.
     pub fn get(&self, setting: Setting) -> Option<&Given> {
         self.values.get(&setting)
@@ -299,8 +307,9 @@ fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
 }
 
 /// `s` with the value of every `pin-value=` attribute replaced by `***` (also in
-/// strings that are not valid URIs, since those are printed in errors).
-pub(crate) fn mask_pin_value(s: &str) -> String {
+/// strings that are not valid URIs, since those are printed in errors, and in whole
+/// configuration files, where the value ends at a quote or a space).
+pub fn mask_pin_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     loop {
@@ -315,7 +324,9 @@ pub(crate) fn mask_pin_value(s: &str) -> String {
             rest = tail;
             continue;
         }
-        let end = tail.find([';', '&']).unwrap_or(tail.len());
+        let end = tail
+            .find([';', '&', '"', '\'', ' ', '\t', '\r', '\n'])
+            .unwrap_or(tail.len());
         out.push_str("***");
         rest = &tail[end..];
     }
@@ -433,6 +444,10 @@ mod tests {
                 "pkcs11:object=my-pin-value=1",
             ),
             ("pin-value=", "pin-value=***"),
+            (
+                "key = \"pkcs11:token=a?pin-value=1234\"\nnext = 1",
+                "key = \"pkcs11:token=a?pin-value=***\"\nnext = 1",
+            ),
         ] {
             assert_eq!(mask_pin_value(raw), shown);
         }

@@ -163,7 +163,7 @@ mod secret;
 pub mod site;
 mod validate;
 
-pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings};
+pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings, mask_pin_value};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{

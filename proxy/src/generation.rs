@@ -67,18 +67,33 @@ impl ConfigSource {
         Ok((site, warnings))
     }
 
-    /// The `nginx -T` dump of the files read (nginx format only).
+    /// The `nginx -T` dump of the files read, and for the native format the flags and
+    /// variables over them (or instead of a file). A `pin-value` is shown as `***`.
     pub fn dump(&self) -> Result<Option<String>, ProxyError> {
-        if self.is_native() {
-            return Ok(std::fs::read_to_string(&self.path)
+        let text = if self.is_native() {
+            let mut text = std::fs::read_to_string(&self.path)
                 .ok()
-                .map(|t| format!("# configuration file {}:\n{t}\n", self.path.display())));
-        }
-        let opts = NginxOptions {
-            prefix: self.prefix.clone(),
-            globals: self.globals.clone(),
+                .map(|t| format!("# configuration file {}:\n{t}\n", self.path.display()))
+                .unwrap_or_default();
+            let given = self.overrides.describe();
+            if !given.is_empty() {
+                text.push_str(match self.path.as_os_str().is_empty() {
+                    true => "# configuration from flags and environment variables:\n",
+                    false => "# flags and environment variables over it:\n",
+                });
+                for line in given {
+                    text.push_str(&format!("#   {line}\n"));
+                }
+            }
+            text
+        } else {
+            let opts = NginxOptions {
+                prefix: self.prefix.clone(),
+                globals: self.globals.clone(),
+            };
+            hsmgate_config::nginx::load(&self.path, &opts)?.dump()
         };
-        Ok(Some(hsmgate_config::nginx::load(&self.path, &opts)?.dump()))
+        Ok((!text.is_empty()).then(|| hsmgate_config::mask_pin_value(&text)))
     }
 }
 

@@ -158,13 +158,25 @@ fn main() -> ExitCode {
     // Serving processes check a changed PIN in a child (`token check-pin`), never
     // the child itself.
     hsmgate_proxy::pin_check::install();
+    // Before the configuration is read, its log format as the flag or variable asks,
+    // for an error in the configuration itself.
+    let json = cli
+        .log_format
+        .clone()
+        .or_else(|| std::env::var("HSMGATE_LOG_FORMAT").ok())
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    JSON_ERRORS.store(json, std::sync::atomic::Ordering::Relaxed);
     let (source, format) = match config_source(&mut cli) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("hsmgate: [emerg] {e}");
+            emerg(&e);
             return ExitCode::FAILURE;
         }
     };
+    JSON_ERRORS.store(
+        matches!(format, LogFormat::Json),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match cli.command {
         Some(Command::Demo {
             listen,
@@ -218,14 +230,14 @@ fn main() -> ExitCode {
     let site = match source.load() {
         Ok((site, _)) => site,
         Err(e) => {
-            eprintln!("hsmgate: [emerg] {e}");
+            emerg(&e);
             return ExitCode::FAILURE;
         }
     };
     let reopen = match error_log(&cli, &site, format) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hsmgate: [emerg] {e}");
+            emerg(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -292,9 +304,28 @@ fn exit(result: Result<(), ProxyError>) -> ExitCode {
             if LOG_TO_FILE.load(std::sync::atomic::Ordering::Relaxed) {
                 tracing::error!("{e}");
             }
-            eprintln!("hsmgate: [emerg] {e}");
+            emerg(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether the fatal error lines on stderr are JSON (`--log-format json`).
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The fatal error that stops the process, on stderr: nginx's `hsmgate: [emerg] …` line,
+/// or with the JSON log format one JSON object as tracing-subscriber writes them.
+fn emerg(e: &dyn std::fmt::Display) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = serde_json::json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "level": "ERROR",
+            "fields": { "message": e.to_string() },
+            "target": "hsmgate",
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("hsmgate: [emerg] {e}");
     }
 }
 

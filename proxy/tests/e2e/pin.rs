@@ -228,3 +228,32 @@ fn a_reload_checks_a_changed_pin_although_the_process_is_logged_in() {
     hup("configuration reloaded");
     get("/after-the-good-reload");
 }
+
+/// `-T` prints the configuration as hsmgate reads it: the file, then the flags and
+/// variables over it; a `pin-value` in it is printed as `***`.
+#[test]
+fn dump_shows_the_overrides_and_hides_a_pin_value() {
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("echo"), "").replace(
+        &token.key_uri(),
+        &format!(
+            "pkcs11:token={};object=tls;type=private?pin-value={PIN}",
+            token.label
+        ),
+    );
+    let path = token.path().join("dump.toml");
+    std::fs::write(&path, &config).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+        .arg("-T")
+        .arg("-c")
+        .arg(&path)
+        .env("HSMGATE_LISTEN", "127.0.0.1:1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("hsmgate -T");
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(PIN), "{text}");
+    assert!(text.contains("pin-value=***\""), "{text}");
+    assert!(text.contains("HSMGATE_LISTEN=127.0.0.1:1"), "{text}");
+}
