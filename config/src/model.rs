@@ -259,6 +259,15 @@ pub struct EnvSettingError {
 impl Admission {
     /// The variable that turns admission control on or off (`on`/`off`).
     pub const ENV_ENABLED: &'static str = "HSMGATE_ADMISSION";
+    /// Every admission variable.
+    pub const ENV_ALL: [&'static str; 6] = [
+        Self::ENV_ENABLED,
+        Self::ENV_TARGET_WAIT,
+        Self::ENV_MAX_WAIT,
+        Self::ENV_MAX_WAITING,
+        Self::ENV_SIGNER_NICE,
+        Self::ENV_INLINE_SIGNING,
+    ];
     /// The variable for [`target_wait`](Self::target_wait), milliseconds.
     pub const ENV_TARGET_WAIT: &'static str = "HSMGATE_ADMISSION_TARGET_WAIT_MS";
     /// The variable for [`max_wait`](Self::max_wait), milliseconds.

@@ -317,10 +317,26 @@ pub(crate) fn build(
                     })?;
                     set(ctx, d, &mut admin, parsed)?;
                 }
-                env.push(match v.split_once('=') {
-                    Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-                    None => (v.clone(), None),
-                });
+                let (name, value) = match v.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (v.as_str(), None),
+                };
+                // Admission settings are checked here, where the directive is.
+                if name.starts_with(crate::Admission::ENV_ENABLED) {
+                    if !crate::Admission::ENV_ALL.contains(&name) {
+                        ctx.warn(
+                            arg.at,
+                            format!(
+                                "unknown admission setting {name} (known: {}); it is ignored",
+                                crate::Admission::ENV_ALL.join(", ")
+                            ),
+                        );
+                    } else if let Some(value) = value {
+                        crate::Admission::from_vars(|k| (k == name).then(|| value.to_owned()))
+                            .map_err(|e| ctx.invalid(d, arg.at, e.to_string()))?;
+                    }
+                }
+                env.push((name.to_owned(), value.map(str::to_owned)));
             }
             "ssl_engine" => {
                 let arg = ctx.one(d)?;

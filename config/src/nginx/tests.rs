@@ -512,3 +512,25 @@ fn ssl_stapling_without_a_file_is_warned_about_once() {
     );
     assert!(err(&http("ssl_stapling yes;")).contains("must be \"on\" or \"off\""));
 }
+
+#[test]
+fn admission_env_directives_are_checked_where_they_are() {
+    let server = "  server {\n    listen 127.0.0.1:20443 ssl;\n    ssl_certificate a.crt; ssl_certificate_key a.key;\n    location / { return 200; }\n  }\n";
+    let bad = format!("env HSMGATE_ADMISSION_TARGET_WAIT_MS=-5;\n{}", http(server));
+    let e = err(&bad);
+    assert!(e.contains("nginx.conf:1"), "{e}");
+    assert!(e.contains("HSMGATE_ADMISSION_TARGET_WAIT_MS"), "{e}");
+    let e = err(&format!("env HSMGATE_ADMISSION=maybe;\n{}", http(server)));
+    assert!(e.contains("nginx.conf:1") && e.contains("on or off"), "{e}");
+    let typo = format!("env HSMGATE_ADMISSION_MAXWAIT_MS=5;\n{}", http(server));
+    let c = load_str(&typo).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("unknown admission setting")),
+        "{:?}",
+        c.warnings
+    );
+    let good = format!("env HSMGATE_ADMISSION_MAX_WAITING=64;\n{}", http(server));
+    assert!(load_str(&good).unwrap().warnings.is_empty());
+}
