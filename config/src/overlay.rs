@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use crate::env::{Given, Overrides, Setting};
+use crate::env::{Given, Origin, Overrides, Setting};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::{load_str, read};
 use crate::model::{Config, Location};
@@ -180,19 +180,57 @@ impl Overrides {
     /// variable that gave the key.
     fn relocate_locations(&self, config: &mut Config, alone: Option<&Config>) {
         let layered_key = config.tls.key.location.clone();
+        // A key pair given by flags or variables: its errors (certificate, PIN, module,
+        // key) name every flag and variable that made it up.
+        let given: Vec<&Given> = [
+            Setting::Cert,
+            Setting::Key,
+            Setting::PinFile,
+            Setting::Module,
+        ]
+        .iter()
+        .filter_map(|s| self.get(*s))
+        .collect();
+        let names = |env: bool| -> Vec<&'static str> {
+            given
+                .iter()
+                .filter(|g| matches!(g.origin, Origin::Env(_)) == env)
+                .map(|g| g.origin.name())
+                .collect()
+        };
+        let mut from = Vec::new();
+        for (env, one, many) in [
+            (true, "environment variable", "environment variables"),
+            (false, "flag", "flags"),
+        ] {
+            match names(env).as_slice() {
+                [] => {}
+                [name] => from.push(format!("{one} {name}")),
+                list => from.push(format!("{many} {}", list.join(", "))),
+            }
+        }
         config.tls.key.location = match (self.get(Setting::Key), alone) {
-            (Some(g), _) => Location {
-                file: PathBuf::from(g.origin.to_string()),
+            (Some(_), _) => Location {
+                file: PathBuf::from(from.join(" and ")),
                 line: 0,
                 col: 0,
             },
             (None, Some(alone)) => alone.tls.key.location.clone(),
             (None, None) => unreachable!("without a file the key is required"),
         };
+        // The key's own warnings (a `pin-value`) are about the one setting that gave it.
+        let key_location = match self.get(Setting::Key) {
+            Some(g) => Location {
+                file: PathBuf::from(g.origin.to_string()),
+                line: 0,
+                col: 0,
+            },
+            None => config.tls.key.location.clone(),
+        };
         let source = config.source.clone();
         for w in &mut config.warnings {
             w.location = match w.location == layered_key {
-                true => config.tls.key.location.clone(),
+                true => key_location.clone(),
                 false => Location {
                     file: source.clone(),
                     line: 0,

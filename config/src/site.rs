@@ -413,7 +413,11 @@ fn server_name_text(name: &ServerName) -> String {
 
 /// Where a configuration element is written, for messages.
 pub fn at(location: &Location) -> String {
-    format!("{}:{}", location.file.display(), location.line)
+    match location.line {
+        // A value from flags or variables: `file` names them.
+        0 => location.file.display().to_string(),
+        line => format!("{}:{line}", location.file.display()),
+    }
 }
 
 #[cfg(test)]

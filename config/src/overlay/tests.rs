@@ -80,16 +80,16 @@ address = "app:8080"
 address = "127.0.0.1:9901"
 "#;
     let mut expected = load_str(same_file, Path::new(ENVIRONMENT)).unwrap();
+    // The key pair's errors name every variable that made it up.
+    let from =
+        "environment variables HSMGATE_CERT, HSMGATE_KEY, HSMGATE_PIN_FILE, HSMGATE_PKCS11_MODULE";
     expected.tls.key.location = crate::model::Location {
-        file: "environment variable HSMGATE_KEY".into(),
+        file: from.into(),
         line: 0,
         col: 0,
     };
     assert_eq!(config, expected);
-    assert_eq!(
-        config.tls.key.location.to_string(),
-        "environment variable HSMGATE_KEY"
-    );
+    assert_eq!(config.tls.key.location.to_string(), from);
     assert_eq!(config.source, Path::new(ENVIRONMENT));
 }
 
