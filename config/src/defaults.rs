@@ -17,6 +17,8 @@
 //! | upstream request timeout | [`UPSTREAM_REQUEST_TIMEOUT`] = 60 s | `upstream.request_timeout_ms` |
 //! | graceful stop | [`SHUTDOWN_GRACE`] = 10 s | `shutdown.grace_ms` (nginx files: 30 s, nginx's own) |
 //! | session lifetime | [`SESSION_TIMEOUT`] = 5 min | `tls.session_timeout_ms`, nginx's `ssl_session_timeout` |
+//! | TLS handshake (connection → handshake done) | [`HANDSHAKE_TIMEOUT`] = 10 s | `limits.handshake_timeout_ms`, nginx's `ssl_handshake_timeout` |
+//! | client limits: head and body timeouts, header buffers, HTTP/2 streams, keep-alive | nginx's ([`ClientLimits::default`](crate::nginx::ClientLimits)) | `[limits]`, nginx's `client_*`, `large_client_header_buffers`, `http2_max_concurrent_streams`, `keepalive_timeout` |
 //! | pid file of nginx configurations | [`PID_FILE`] | nginx's `pid` |
 //! | admission control | [`Admission::default`](crate::Admission) | `[admission]`, `HSMGATE_ADMISSION*` |
 
@@ -48,6 +50,12 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(3000);
 pub const UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_millis(60_000);
 /// How long a graceful stop drains (TOML configurations).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
+/// How long a client may take from its connection to the end of its TLS handshake
+/// (nginx 1.22 uses `client_header_timeout`, 60 s; 1.25.5's `ssl_handshake_timeout`
+/// defaults to 60 s too: hsmgate is stricter, a connection stuck in its handshake holds
+/// a connection slot).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// TLS session (ticket and cache) lifetime, nginx's `ssl_session_timeout`.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(300);
 

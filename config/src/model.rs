@@ -33,10 +33,33 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// What a client may take (`[limits]`).
+    pub limits: Limits,
     /// Admission control of full TLS handshakes (`[admission]`).
     pub admission: Admission,
     /// Accepted but discouraged settings; the caller should log them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// `[limits]`: timeouts and sizes for clients, nginx's defaults where it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Head and body timeouts, header buffers, HTTP/2 streams, handshake timeout.
+    pub client: crate::nginx::ClientLimits,
+    /// How long an idle keep-alive connection is kept (nginx's 75 s).
+    pub keepalive_timeout: Duration,
+    /// The largest request body (`None`: no limit, as before `[limits]`).
+    pub max_body_size: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            client: crate::nginx::ClientLimits::default(),
+            keepalive_timeout: Duration::from_secs(75),
+            max_body_size: None,
+        }
+    }
 }
 
 /// One `[[listener]]`.

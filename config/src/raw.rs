@@ -23,6 +23,22 @@ pub(crate) struct RawConfig {
     pub(crate) admin: Option<RawAdmin>,
     #[serde(default)]
     pub(crate) admission: RawAdmission,
+    #[serde(default)]
+    pub(crate) limits: RawLimits,
+}
+
+/// `[limits]`: what a client may take (nginx's `client_*` and kin).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) handshake_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) header_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) body_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) keepalive_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) header_buffers: Option<Spanned<i64>>,
+    pub(crate) header_buffer_size: Option<Spanned<i64>>,
+    pub(crate) http2_max_concurrent_streams: Option<Spanned<i64>>,
+    pub(crate) max_body_size: Option<Spanned<i64>>,
 }
 
 /// `[admission]`.

@@ -174,15 +174,14 @@ impl Site {
             proxy_connect_timeout: config.upstream.connect_timeout,
             proxy_read_timeout: config.upstream.request_timeout,
             proxy_send_timeout: config.upstream.request_timeout,
-            client_max_body_size: None,
+            client_max_body_size: config.limits.max_body_size,
             proxy_request_buffering: true,
             client_body_buffer_size: 16 << 10,
             proxy_ssl: Default::default(),
-            keepalive_timeout: Duration::from_secs(75),
+            keepalive_timeout: config.limits.keepalive_timeout,
             access_logs: vec![AccessLog::Off],
             error_logs: Vec::new(),
-            // nginx's defaults (the TOML format has no keys for them yet).
-            client: crate::nginx::ClientLimits::default(),
+            client: config.limits.client,
         };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),

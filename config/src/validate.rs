@@ -85,7 +85,9 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         }
     };
     let admission = admission(&raw.admission, src)?;
+    let limits = limits(&raw.limits, src)?;
     Ok(Config {
+        limits,
         source: src.file.to_path_buf(),
         admission,
         admin,
@@ -96,6 +98,81 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
         upstream,
         shutdown_grace: Duration::from_millis(grace),
         warnings,
+    })
+}
+
+/// `[limits]`: every value optional, defaults from [`Limits::default`] (nginx's).
+fn limits(
+    raw: &crate::raw::RawLimits,
+    src: &Source<'_>,
+) -> Result<crate::model::Limits, ConfigError> {
+    let d = crate::model::Limits::default();
+    let ms = |v: Option<&Spanned<i64>>, key, default: Duration| {
+        int(v, key, 1..=3_600_000, default.as_millis() as i64, src).map(Duration::from_millis)
+    };
+    let size = raw.header_buffer_size.as_ref();
+    let client = crate::nginx::ClientLimits {
+        handshake_timeout: ms(
+            raw.handshake_timeout_ms.as_ref(),
+            "limits.handshake_timeout_ms",
+            d.client.handshake_timeout,
+        )?,
+        header_timeout: ms(
+            raw.header_timeout_ms.as_ref(),
+            "limits.header_timeout_ms",
+            d.client.header_timeout,
+        )?,
+        body_timeout: ms(
+            raw.body_timeout_ms.as_ref(),
+            "limits.body_timeout_ms",
+            d.client.body_timeout,
+        )?,
+        large_header_buffers: (
+            int(
+                raw.header_buffers.as_ref(),
+                "limits.header_buffers",
+                1..=1024,
+                i64::from(d.client.large_header_buffers.0),
+                src,
+            )? as u32,
+            int(
+                size,
+                "limits.header_buffer_size",
+                1024..=1 << 20,
+                d.client.large_header_buffers.1 as i64,
+                src,
+            )?,
+        ),
+        http2_max_concurrent_streams: int(
+            raw.http2_max_concurrent_streams.as_ref(),
+            "limits.http2_max_concurrent_streams",
+            1..=65_536,
+            i64::from(d.client.http2_max_concurrent_streams),
+            src,
+        )? as u32,
+        ..d.client
+    };
+    let keepalive_timeout = match &raw.keepalive_timeout_ms {
+        // 0 turns keep-alive off, as nginx's `keepalive_timeout 0`.
+        Some(v) => Duration::from_millis(int(
+            Some(v),
+            "limits.keepalive_timeout_ms",
+            0..=3_600_000,
+            0,
+            src,
+        )?),
+        None => d.keepalive_timeout,
+    };
+    let max_body_size = match &raw.max_body_size {
+        Some(v) => {
+            Some(int(Some(v), "limits.max_body_size", 0..=i64::MAX, 0, src)?).filter(|&n| n > 0)
+        }
+        None => d.max_body_size,
+    };
+    Ok(crate::model::Limits {
+        client,
+        keepalive_timeout,
+        max_body_size,
     })
 }
 
@@ -663,6 +740,34 @@ mod tests {
             &[("8443\"", bad_version)],
             4,
             &["`listener[0].tls_versions[1]`", "\"1.1\""],
+        );
+    }
+
+    #[test]
+    fn limits_default_to_nginx_and_are_checked() {
+        let c = good(&[]);
+        assert_eq!(c.limits, crate::model::Limits::default());
+        assert_eq!(c.limits.client.handshake_timeout.as_secs(), 10);
+        assert_eq!(c.limits.client.body_timeout.as_secs(), 60);
+        let set = "8080\"\n\n[limits]\nhandshake_timeout_ms = 2500\nbody_timeout_ms = 3000\nheader_timeout_ms = 4000\nkeepalive_timeout_ms = 0\nheader_buffers = 2\nheader_buffer_size = 4096\nhttp2_max_concurrent_streams = 64\nmax_body_size = 1048576";
+        let c = good(&[("8080\"", set)]);
+        let l = c.limits;
+        assert_eq!(l.client.handshake_timeout.as_millis(), 2500);
+        assert_eq!(l.client.body_timeout.as_millis(), 3000);
+        assert_eq!(l.client.header_timeout.as_millis(), 4000);
+        assert_eq!(l.keepalive_timeout.as_millis(), 0);
+        assert_eq!(l.client.large_header_buffers, (2, 4096));
+        assert_eq!(l.client.http2_max_concurrent_streams, 64);
+        assert_eq!(l.max_body_size, Some(1 << 20));
+        bad(
+            &[("8080\"", "8080\"\n\n[limits]\nbody_timeout_ms = 0")],
+            15,
+            &["`limits.body_timeout_ms`", "between 1 and"],
+        );
+        bad(
+            &[("8080\"", "8080\"\n\n[limits]\nheader_buffer_size = 100")],
+            15,
+            &["`limits.header_buffer_size`"],
         );
     }
 

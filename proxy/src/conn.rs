@@ -28,9 +28,6 @@ use crate::metrics::{self, HandshakeResult};
 use crate::site::ListenSpec;
 use hsmgate_signer::Gate;
 
-/// How long a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// HTTP/2 streams a client may open and reset before they are served, per connection,
 /// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
 const H2_MAX_PENDING_RESETS: usize = 20;
@@ -173,7 +170,7 @@ async fn serve_connection(
     // Boxed: the handshake's state is freed when it ends, instead of sizing the
     // connection's task for its whole life.
     let (tls, server) = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        listener.handshake_timeout,
         Box::pin(handshake(
             stream,
             tls_listener,

@@ -106,6 +106,9 @@ pub struct ListenerRt {
     pub tls: Option<TlsListener>,
     /// The default server's `keepalive_timeout`.
     pub keepalive: Duration,
+    /// The default server's `ssl_handshake_timeout` (`[limits] handshake_timeout_ms`):
+    /// the handshake comes before a server is chosen by name.
+    pub handshake_timeout: Duration,
 }
 
 /// The TLS side of a listening address.
@@ -271,6 +274,7 @@ impl Generation {
                     spec: spec.clone(),
                     tls,
                     keepalive: server.settings.keepalive_timeout,
+                    handshake_timeout: server.settings.client.handshake_timeout,
                 },
             );
         }

@@ -35,9 +35,6 @@ use crate::vars::Vars;
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// How long reading a request body may pause (nginx's `client_body_timeout`, 60 s).
-const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed without a response (return 444)")]
@@ -389,7 +386,7 @@ async fn proxy(
     } else if settings.proxy_request_buffering {
         let max = settings.client_max_body_size;
         let memory = settings.client_body_buffer_size;
-        match crate::spool::read(body, max, memory, CLIENT_BODY_TIMEOUT).await {
+        match crate::spool::read(body, max, memory, settings.client.body_timeout).await {
             Ok(spooled) => {
                 // The body is here: nothing to continue (nginx does not pass Expect).
                 headers.remove(header::EXPECT);
@@ -403,7 +400,8 @@ async fn proxy(
                     tracing::warn!(error = %u.error, "request bodies over client_body_buffer_size are streamed (and not retried on another server): no temporary file can be made in $TMPDIR");
                 }
                 let max = max.map(|m| m.saturating_sub(u.seen));
-                let rest = ClientBody::new(u.rest, max, CLIENT_BODY_TIMEOUT, fault.clone());
+                let rest =
+                    ClientBody::new(u.rest, max, settings.client.body_timeout, fault.clone());
                 streamed = Some(crate::spool::Prefixed::new(u.head, rest).boxed());
             }
             Err(e) => {
@@ -412,7 +410,7 @@ async fn proxy(
             }
         }
     } else {
-        let timeout = CLIENT_BODY_TIMEOUT;
+        let timeout = settings.client.body_timeout;
         let client = ClientBody::new(body, settings.client_max_body_size, timeout, fault.clone());
         streamed = Some(client.boxed());
     }

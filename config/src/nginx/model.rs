@@ -349,6 +349,11 @@ pub struct ClientLimits {
     pub large_header_buffers: (u32, u64),
     /// `client_header_timeout` (default 60s): how long reading a request head may take.
     pub header_timeout: Duration,
+    /// `client_body_timeout` (default 60s): how long reading a request body may pause.
+    pub body_timeout: Duration,
+    /// `ssl_handshake_timeout` (nginx 1.25.5; default here 10 s): how long a client may
+    /// take from its connection to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
     /// `http2_max_concurrent_streams` (default 128).
     pub http2_max_concurrent_streams: u32,
 }
@@ -359,6 +364,8 @@ impl Default for ClientLimits {
             header_buffer_size: 1 << 10,
             large_header_buffers: (4, 8 << 10),
             header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
         }
     }

@@ -45,6 +45,8 @@ struct ClientScope {
     header_buffer_size: Option<u64>,
     large_header_buffers: Option<(u32, u64)>,
     header_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
     http2_max_concurrent_streams: Option<u32>,
 }
 
@@ -66,6 +68,8 @@ impl Scope {
         c.header_buffer_size = c.header_buffer_size.or(o.header_buffer_size);
         c.large_header_buffers = c.large_header_buffers.or(o.large_header_buffers);
         c.header_timeout = c.header_timeout.or(o.header_timeout);
+        c.body_timeout = c.body_timeout.or(o.body_timeout);
+        c.handshake_timeout = c.handshake_timeout.or(o.handshake_timeout);
         c.http2_max_concurrent_streams = c
             .http2_max_concurrent_streams
             .or(o.http2_max_concurrent_streams);
@@ -101,6 +105,8 @@ impl Scope {
                     header_buffer_size: c.header_buffer_size.unwrap_or(d.header_buffer_size),
                     large_header_buffers: c.large_header_buffers.unwrap_or(d.large_header_buffers),
                     header_timeout: c.header_timeout.unwrap_or(d.header_timeout),
+                    body_timeout: c.body_timeout.unwrap_or(d.body_timeout),
+                    handshake_timeout: c.handshake_timeout.unwrap_or(d.handshake_timeout),
                     http2_max_concurrent_streams: c
                         .http2_max_concurrent_streams
                         .unwrap_or(d.http2_max_concurrent_streams),
@@ -240,6 +246,14 @@ impl Scope {
             "client_header_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.header_timeout, v)?;
+            }
+            "client_body_timeout" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.body_timeout, v)?;
+            }
+            "ssl_handshake_timeout" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.handshake_timeout, v)?;
             }
             "http2_max_concurrent_streams" if level != Level::Location => {
                 let arg = ctx.one(d)?;

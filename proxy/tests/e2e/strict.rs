@@ -616,3 +616,34 @@ fn client_header_timeout_closes_a_slow_head() {
         "keep-alive outlives client_header_timeout"
     );
 }
+
+/// `ssl_handshake_timeout` and `client_body_timeout` are configurable (issue 10's
+/// limits): a connection that never sends its ClientHello is closed after the first, a
+/// request body that stops gets 408 after the second.
+#[test]
+fn ssl_handshake_timeout_and_client_body_timeout_are_configurable() {
+    use std::io::Read;
+    let g = gate("ssl_handshake_timeout 1s; client_body_timeout 1s;");
+    let mut tcp = std::net::TcpStream::connect(g.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("timeout");
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tcp.read(&mut buf);
+    let waited = t0.elapsed();
+    assert!(
+        matches!(read, Ok(0) | Err(_)) && waited >= Duration::from_millis(900),
+        "{read:?} after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+
+    let mut c = g.connect(b"http/1.1");
+    c.write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
+        .expect("write");
+    c.flush().expect("flush");
+    let t0 = Instant::now();
+    let r = crate::support::raw::read_response(&mut c);
+    assert_eq!(r.status, 408, "{r:?}\n{}", g.server.log_text());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(r.upstream().is_none(), "{r:?}");
+}
