@@ -161,7 +161,11 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls_listener) = &listener.tls else {
-        serve_http(stream, conn, &listener, generation, watcher).await;
+        let speak = match listener.spec.http2 {
+            true => Speak::Either,
+            false => Speak::Http1,
+        };
+        serve_http(stream, conn, &listener, generation, watcher, speak).await;
         return;
     };
     // Admission, then the handshake; the signer waits off the async workers.
@@ -210,8 +214,23 @@ async fn serve_connection(
         .client_auth
         .as_ref()
         .map(|auth| Arc::new(auth.check(session.peer_certificates())));
+    // What ALPN chose: HTTP/2 only after `h2`; HTTP/1.1 otherwise (an HTTP/2 preface is
+    // then a 400, as from nginx).
+    let speak = match session.alpn_protocol() {
+        Some(b"h2") => Speak::Http2,
+        _ => Speak::Http1,
+    };
     let tls = crate::tls_io::FlushingTls(tls);
-    serve_http(tls, conn, &listener, generation, watcher).await;
+    serve_http(tls, conn, &listener, generation, watcher, speak).await;
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speak {
+    Http1,
+    Http2,
+    /// A plain `listen … http2` address: HTTP/1.1, or HTTP/2 with prior knowledge.
+    Either,
 }
 
 /// Read the ClientHello, admit a full handshake (or shed it with an alert before any
@@ -345,6 +364,7 @@ async fn serve_http<I>(
     listener: &ListenerRt,
     generation: Arc<Generation>,
     watcher: Watcher,
+    speak: Speak,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -369,8 +389,14 @@ async fn serve_http<I>(
         line: size,
         total: size.saturating_mul(buffers as usize),
         timeout: limits.header_timeout,
+        http2: speak != Speak::Http1,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = match speak {
+        Speak::Http1 => builder.http1_only(),
+        Speak::Http2 => builder.http2_only(),
+        Speak::Either => builder,
+    };
     if listener.keepalive.is_zero() {
         builder.http1().keep_alive(false);
     } else {

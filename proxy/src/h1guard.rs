@@ -42,6 +42,10 @@ pub(crate) struct HeadLimits {
     pub total: usize,
     /// How long reading a head may take (60 s).
     pub timeout: Duration,
+    /// HTTP/2 may be spoken (ALPN chose `h2`, or a plain `listen … http2` address with
+    /// prior knowledge): its preface switches the guard off. Otherwise the preface is a
+    /// 400 (HTTP/1.1 was negotiated), as from nginx.
+    pub http2: bool,
 }
 
 impl Default for HeadLimits {
@@ -50,6 +54,7 @@ impl Default for HeadLimits {
             line: 8 * 1024,
             total: 4 * 8 * 1024,
             timeout: Duration::from_secs(60),
+            http2: false,
         }
     }
 }
@@ -189,7 +194,7 @@ impl<I> H1Guard<I> {
             self.head.clear();
             return rest;
         }
-        if first_line && line == b"PRI * HTTP/2.0" {
+        if first_line && self.limits.http2 && line == b"PRI * HTTP/2.0" {
             self.out.extend_from_slice(&self.head);
             self.out.extend_from_slice(rest);
             self.head.clear();
@@ -202,6 +207,7 @@ impl<I> H1Guard<I> {
         }
         // The whole head.
         self.deadline = None;
+        minor_version_as_11(&mut self.head);
         match check_head(&self.head) {
             Ok(next) => {
                 self.out.append(&mut self.head);
@@ -332,6 +338,17 @@ fn trim_ows_end(v: &[u8]) -> &[u8] {
     &v[..end]
 }
 
+/// `HTTP/1.2` to `HTTP/1.9` in the request line become `HTTP/1.1`: a later minor version
+/// is understood as the highest this server speaks (RFC 9110 §6.2; nginx answers it).
+fn minor_version_as_11(head: &mut [u8]) {
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = trim_eol(&head[..end]);
+    let len = line.len();
+    if len >= 9 && line[len - 9..len - 1] == *b" HTTP/1." && matches!(line[len - 1], b'2'..=b'9') {
+        head[len - 1] = b'1';
+    }
+}
+
 /// nginx's checks of a whole head (`ngx_http_process_request_headers` and
 /// `ngx_http_process_request_header`): the framing of its body, or the status and why.
 fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
@@ -343,6 +360,20 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
     let http11 = match version {
         b"HTTP/1.1" => true,
         b"HTTP/1.0" => false,
+        // HTTP/2's connection preface where HTTP/1.1 was negotiated: nginx's 400.
+        b"HTTP/2.0" if request_line == b"PRI * HTTP/2.0" => {
+            return Err((
+                400,
+                "client sent the HTTP/2 preface on an HTTP/1.1 connection",
+            ));
+        }
+        // HTTP/2.0 and later spoken as HTTP/1: nginx's 505 (RFC 9110 §15.6.6).
+        [b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', b'0'..=b'9'] => {
+            return Err((
+                505,
+                "client sent a request with an unsupported HTTP major version",
+            ));
+        }
         // Not HTTP/1.x: hyper refuses it.
         _ => return Ok(State::Passthrough),
     };
@@ -560,6 +591,22 @@ mod tests {
     }
 
     #[test]
+    fn versions_as_nginx_answers_them() {
+        assert_eq!(verdict("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(505));
+        assert_eq!(verdict("GET / HTTP/3.0\r\nHost: a\r\n\r\n"), Err(505));
+        let mut head = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec();
+        minor_version_as_11(&mut head);
+        assert!(head.starts_with(b"GET / HTTP/1.1\r\n"));
+        assert_eq!(
+            verdict(std::str::from_utf8(&head).unwrap()),
+            Ok(State::Head)
+        );
+        let mut other = b"GET /HTTP/1.5 HTTP/1.0\r\n\r\n".to_vec();
+        minor_version_as_11(&mut other);
+        assert!(other.starts_with(b"GET /HTTP/1.5 HTTP/1.0"));
+    }
+
+    #[test]
     fn heads_nginx_refuses() {
         let h = |rest: &str| format!("POST / HTTP/1.1\r\nHost: a\r\n{rest}\r\n");
         assert_eq!(verdict(&h("")), Ok(State::Head));
@@ -604,7 +651,13 @@ mod tests {
         );
         assert_eq!(verdict(&format!("POST / HTTP/1.0\r\n{te}\r\n")), Err(400));
         assert_eq!(verdict(&h("X-Hsmgate-Reject: 200\r\n")), Err(400));
-        assert_eq!(verdict("GET / HTTP/2.0\r\n\r\n"), Ok(State::Passthrough));
+        assert_eq!(verdict("GET / HTTP/2.0\r\n\r\n"), Err(505));
+        assert_eq!(
+            verdict("PRI * HTTP/2.0\r\n\r\n"),
+            Err(400),
+            "HTTP/2's preface"
+        );
+        assert_eq!(verdict("GET / HTTP/9\r\n\r\n"), Ok(State::Passthrough));
     }
 
     #[test]
@@ -636,6 +689,7 @@ mod tests {
             line: 64,
             total: 128,
             timeout: Duration::from_secs(1),
+            http2: true,
         };
         H1Guard::new(tokio::io::empty(), limits, ([127, 0, 0, 1], 1).into())
     }

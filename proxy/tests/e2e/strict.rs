@@ -239,6 +239,14 @@ fn request_targets_hosts_and_methods_nginx_refuses_are_400_and_never_forwarded()
         assert_eq!(r.status, 400, "{what}: {r:?}");
         assert!(r.upstream().is_none(), "{what} reached the upstream: {r:?}");
     }
+    // Versions: a later HTTP/1 minor version is served as 1.1; HTTP/2.0 spoken as
+    // HTTP/1 is 505, HTTP/2's preface on an HTTP/1.1 connection 400 (as nginx).
+    let r = g.h1(&req("GET / HTTP/1.2", "localhost"));
+    assert_eq!(r.status, 200, "HTTP/1.2: {r:?}");
+    let r = g.h1(&req("GET / HTTP/2.0", "localhost"));
+    assert_eq!(r.status, 505, "HTTP/2.0: {r:?}");
+    let r = g.h1(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    assert_eq!(r.status, 400, "HTTP/2 preface: {r:?}");
     // Both servers are still in rotation.
     let mut seen = spread(&g, 4);
     seen.sort();
