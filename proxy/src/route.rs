@@ -302,7 +302,7 @@ async fn proxy(
         return error_page(StatusCode::BAD_GATEWAY);
     };
     log.proxy_host = balancer.name.clone();
-    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri);
+    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri);
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);

@@ -84,19 +84,69 @@ fn proxy_pass_uri_replacement() {
     let c = load_str(&http(ROUTES)).unwrap();
     let locs = &c.servers[0].locations;
     let api = location_match(locs, "/api/x").unwrap();
+    let pass = |l: &LocationBlock, target: Option<&str>, raw: &str| {
+        let path = raw.split('?').next().unwrap_or(raw);
+        proxy_pass_uri(l, target, raw, &normalized(path))
+    };
+    assert_eq!(pass(api, Some("/v1/"), "/api/users?id=1"), "/v1/users?id=1");
+    assert_eq!(pass(api, None, "/api/users?id=1"), "/api/users?id=1");
+    // The normalised, decoded `$uri` is rewritten (as location matching saw it), then
+    // escaped again; the query is passed as received. Without a URI part, the raw one.
+    assert_eq!(pass(api, Some("/v1/"), "//api/a"), "/v1/a");
+    assert_eq!(pass(api, Some("/v1/"), "/api//a"), "/v1/a");
+    assert_eq!(pass(api, Some("/v1/"), "/api/a%2Fb"), "/v1/a/b");
+    assert_eq!(pass(api, Some("/v1/"), "/api/%7e%41"), "/v1/~A");
     assert_eq!(
-        proxy_pass_uri(api, Some("/v1/"), "/api/users?id=1"),
-        "/v1/users?id=1"
+        pass(api, Some("/v1/"), "/api/./x/../a%20b%3F?q=%20"),
+        "/v1/a%20b%3F?q=%20"
     );
-    assert_eq!(
-        proxy_pass_uri(api, None, "/api/users?id=1"),
-        "/api/users?id=1"
-    );
+    assert_eq!(pass(api, Some("/v1/"), "/api/%C3%A9%25"), "/v1/%C3%A9%25");
+    assert_eq!(pass(api, None, "//api/a%2Fb?x"), "//api/a%2Fb?x");
     let exact = location_match(locs, "/exact").unwrap();
-    assert_eq!(proxy_pass_uri(exact, Some("/e"), "/exact/more"), "/e/more");
-    assert_eq!(proxy_pass_uri(exact, Some("/"), "/exact"), "/");
+    assert_eq!(pass(exact, Some("/e"), "/exact/more"), "/e/more");
+    assert_eq!(pass(exact, Some("/"), "/exact"), "/");
     let regex = location_match(locs, "/api/v2").unwrap();
-    assert_eq!(proxy_pass_uri(regex, None, "/api/v2?a"), "/api/v2?a");
+    assert_eq!(pass(regex, None, "/api/v2?a"), "/api/v2?a");
+}
+
+/// `path` as the proxy normalises it before matching (`%XX` decoded, `//`, `.` and
+/// `..` resolved), for tests.
+fn normalized(path: &str) -> String {
+    let mut decoded = Vec::new();
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            path.get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
+            (b'%', Some(v)) => {
+                decoded.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8(decoded).unwrap();
+    let mut segs: Vec<&str> = Vec::new();
+    for s in decoded.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = format!("/{}", segs.join("/"));
+    if decoded.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
 }
 
 #[test]

@@ -1,0 +1,141 @@
+//! Differences from nginx found by the audit, each checked on the wire against what
+//! Debian's nginx 1.22 does with the same directives: the path `proxy_pass` with a URI
+//! part sends (the normalised `$uri`, escaped again), the upstream headers nginx hides
+//! (`Server`, `Date`, `X-Pad`, `X-Accel-*`; `proxy_hide_header`, `proxy_pass_header`),
+//! `TRACE` and `CONNECT` answered 405 without contacting the upstream, `$server_name` of
+//! wildcard and regex servers, and the variables of `log_format`s and headers.
+//!
+//! hsmgate runs on [`Gate`] (a SoftHSM key, TLS server `localhost`), with a plain-HTTP
+//! server added through the `http` block; the upstream is written by hand here so the
+//! exact request target it receives, and the headers it answers with, are known.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::raw::{Gate, H1Response, port_in_range, read_response, upstream_in_range};
+
+/// Response headers the hand-written upstream sends besides `Content-Length`.
+const UPSTREAM_HEADERS: &str = "Server: upstream-srv/1.0\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n\
+    X-Pad: avoid browser bug\r\nX-Accel-Redirect: /internal\r\nX-Accel-Buffering: no\r\n\
+    X-Accel-Expires: 10\r\nX-Secret: s\r\nX-Kept: k\r\n";
+
+/// An HTTP/1.1 upstream written by hand: it records each request head and answers
+/// `200 ok` with [`UPSTREAM_HEADERS`], one request per connection.
+struct RawUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = loop {
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port_in_range())) {
+                break l;
+            }
+        };
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                log.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\n{UPSTREAM_HEADERS}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        RawUpstream { addr, seen }
+    }
+
+    /// The request line of the last request.
+    fn last_request_line(&self) -> String {
+        let seen = self.seen.lock().expect("lock");
+        let head = seen.last().cloned().unwrap_or_default();
+        head.lines().next().unwrap_or_default().to_owned()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+/// Send `request` (raw HTTP/1.1) to plain-HTTP `port`; the response.
+fn plain(port: u16, request: &str) -> H1Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    read_response(&mut s)
+}
+
+fn get(port: u16, host: &str, target: &str) -> H1Response {
+    plain(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The value of `name` in a response head (first one), if any.
+fn header<'a>(r: &'a H1Response, name: &str) -> Option<&'a str> {
+    r.head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// hsmgate with a plain-HTTP server `compat.test` on its own port whose locations
+/// `proxy_pass` to `raw`; `server_extra` goes into that server block.
+fn start(raw: &RawUpstream, server_extra: &str) -> (Gate, u16) {
+    let http = port_in_range();
+    let up = raw.addr;
+    let extra = format!(
+        "server {{ listen 127.0.0.1:{http}; server_name compat.test;
+            location /pfx/ {{ proxy_pass http://{up}/new/; }}
+            location = /exact {{ proxy_pass http://{up}/e; }}
+            location /raw/ {{ proxy_pass http://{up}; }}
+            {server_extra}
+        }}"
+    );
+    let echo = upstream_in_range("A");
+    let gate = Gate::start(&[echo], &extra);
+    (gate, http)
+}
+
+#[test]
+fn proxy_pass_with_a_uri_part_rewrites_the_normalised_uri() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    // What Debian's nginx 1.22 sends for each (the audit's measurements).
+    for (target, want) in [
+        ("/pfx/a", "/new/a"),
+        ("//pfx/a", "/new/a"),
+        ("/pfx//a", "/new/a"),
+        ("/pfx/a%2Fb", "/new/a/b"),
+        ("/pfx/%7e%41", "/new/~A"),
+        ("/pfx/./b/../c%20d?x=%20y&z", "/new/c%20d?x=%20y&z"),
+        ("/pfx/%C3%A9", "/new/%C3%A9"),
+        ("/exact", "/e"),
+        // Without a URI part: the request URI as received.
+        ("/raw//a%2Fb?q", "/raw//a%2Fb?q"),
+    ] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(
+            raw.last_request_line(),
+            format!("GET {want} HTTP/1.1"),
+            "{target}"
+        );
+    }
+}
