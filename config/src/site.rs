@@ -170,6 +170,9 @@ impl Site {
                 header("Connection", ""),
             ],
             add_header: Vec::new(),
+            // nginx's defaults: the upstream's Server, Date, X-Pad, X-Accel-* are hidden.
+            proxy_hide_header: Vec::new(),
+            proxy_pass_header: Vec::new(),
             proxy_http_version: HttpVersion::Http11,
             proxy_connect_timeout: config.upstream.connect_timeout,
             proxy_read_timeout: config.upstream.request_timeout,

@@ -35,6 +35,9 @@ use crate::vars::Vars;
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// The `Server` of hsmgate's answers (nginx sends `nginx` with `server_tokens off`).
+const SERVER: &str = "hsmgate";
+
 /// How long reading a request body may pause (nginx's `client_body_timeout`, 60 s).
 const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -163,6 +166,11 @@ async fn serve(
             proxy(&generation, settings, location, p, parts, body, &mut log).await
         }
     };
+    // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
+    // Server`); hyper adds `Date` (the upstream's is hidden).
+    resp.headers_mut()
+        .entry(header::SERVER)
+        .or_insert(HeaderValue::from_static(SERVER));
     add_headers(&settings.add_header, &mut resp, &log);
     if upgrade {
         crate::tunnel::close_unless_switched(&mut resp);
@@ -423,6 +431,7 @@ async fn proxy(
                 balancer.succeeded(addr);
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(resp.headers_mut());
+                    hide_headers(settings, resp.headers_mut());
                     return resp.map(|b| b.boxed());
                 }
                 let Some(client) = client_upgrade else {
@@ -433,6 +442,7 @@ async fn proxy(
                 // The upstream's own Upgrade and Connection, before hop-by-hop headers go.
                 let upstream_headers = resp.headers().clone();
                 strip_hop_by_hop(resp.headers_mut());
+                hide_headers(settings, resp.headers_mut());
                 let upstream = hyper::upgrade::on(&mut resp);
                 crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
                 tokio::spawn(crate::tunnel::run(
@@ -468,6 +478,19 @@ async fn proxy(
         }
     }
     error_page(StatusCode::BAD_GATEWAY)
+}
+
+/// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and
+/// its defaults (`Server`, `Date`, `X-Pad`, `X-Accel-*`) but for `proxy_pass_header`s.
+fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
+    let hidden: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| settings.hides(n.as_str()))
+        .cloned()
+        .collect();
+    for name in hidden {
+        headers.remove(name);
+    }
 }
 
 /// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is

@@ -37,6 +37,8 @@ const KNOWN: &[&str] = &[
     "access_log",
     "proxy_set_header",
     "add_header",
+    "proxy_hide_header",
+    "proxy_pass_header",
     "proxy_http_version",
     "proxy_connect_timeout",
     "proxy_read_timeout",

@@ -191,6 +191,36 @@ fn server_selection() {
 }
 
 #[test]
+fn hidden_upstream_headers_inherit_like_nginx_arrays() {
+    let c = load_str(&http(
+        "proxy_hide_header X-Powered-By;
+         server { listen 20080;
+           location / { proxy_pass http://127.0.0.1:9000; }
+           location /p { proxy_pass_header Server; proxy_pass http://127.0.0.1:9000; }
+           location /h { proxy_hide_header X-Secret; proxy_hide_header X-Other;
+                         proxy_pass http://127.0.0.1:9000; }
+         }
+         server { listen 20081; proxy_pass_header X-Accel-Buffering;
+           location / { proxy_pass http://127.0.0.1:9000; } }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].locations;
+    let (a, p, h) = (&l[0].settings, &l[1].settings, &l[2].settings);
+    assert!(a.hides("x-powered-by") && a.hides("server") && a.hides("date"));
+    assert!(!a.hides("x-secret") && !a.hides("content-type"));
+    // A level with its own proxy_pass_header or proxy_hide_header inherits neither.
+    assert!(!p.hides("server") && !p.hides("x-powered-by") && p.hides("x-pad"));
+    assert!(h.hides("x-secret") && h.hides("x-other") && !h.hides("x-powered-by"));
+    assert!(h.hides("x-accel-redirect"));
+    let s2 = &c.servers[1].locations[0].settings;
+    assert!(!s2.hides("x-accel-buffering") && s2.hides("x-accel-expires"));
+    assert!(!s2.hides("x-powered-by"));
+    for name in HIDDEN_BY_DEFAULT {
+        assert!(a.hides(name), "{name}");
+    }
+}
+
+#[test]
 fn settings_inherit_like_nginx() {
     let c = load_str(&http(
         "proxy_set_header Host $host; proxy_set_header X-A a;

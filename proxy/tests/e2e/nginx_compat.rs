@@ -105,6 +105,9 @@ fn start(raw: &RawUpstream, server_extra: &str) -> (Gate, u16) {
             location /pfx/ {{ proxy_pass http://{up}/new/; }}
             location = /exact {{ proxy_pass http://{up}/e; }}
             location /raw/ {{ proxy_pass http://{up}; }}
+            proxy_hide_header X-Kept;
+            location /hp/ {{ proxy_pass_header Server; proxy_hide_header X-Secret;
+                proxy_pass http://{up}; }}
             {server_extra}
         }}"
     );
@@ -138,4 +141,50 @@ fn proxy_pass_with_a_uri_part_rewrites_the_normalised_uri() {
             "{target}"
         );
     }
+}
+
+#[test]
+fn upstream_server_date_and_accel_headers_are_hidden_like_nginx() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    // nginx's defaults, and the server's `proxy_hide_header X-Kept` inherited.
+    let r = get(http, "compat.test", "/raw/x");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "server"), Some("hsmgate"), "{r:?}");
+    let date = header(&r, "date").expect("a Date");
+    assert_ne!(
+        date, "Mon, 01 Jan 2001 00:00:00 GMT",
+        "the upstream's Date: {r:?}"
+    );
+    for hidden in [
+        "x-pad",
+        "x-accel-redirect",
+        "x-accel-buffering",
+        "x-accel-expires",
+        "x-kept",
+    ] {
+        assert_eq!(header(&r, hidden), None, "{hidden}: {r:?}");
+    }
+    assert_eq!(header(&r, "x-secret"), Some("s"), "{r:?}");
+    assert_eq!(
+        r.head.matches("\nserver:").count() + r.head.matches("\nServer:").count(),
+        1
+    );
+    // `proxy_pass_header Server; proxy_hide_header X-Secret;`: the location's own lists
+    // (the server's X-Kept is not inherited).
+    let r = get(http, "compat.test", "/hp/x");
+    assert_eq!(header(&r, "server"), Some("upstream-srv/1.0"), "{r:?}");
+    assert_eq!(header(&r, "x-secret"), None, "{r:?}");
+    assert_eq!(header(&r, "x-kept"), Some("k"), "{r:?}");
+    assert_eq!(header(&r, "x-pad"), None, "{r:?}");
+    assert_ne!(header(&r, "date"), Some("Mon, 01 Jan 2001 00:00:00 GMT"));
+    // hsmgate's own answers, over TLS too.
+    let r = get(http, "compat.test", "/nowhere");
+    assert_eq!((r.status, header(&r, "server")), (404, Some("hsmgate")));
+    let r = gate.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        (r.status, header(&r, "server")),
+        (200, Some("hsmgate")),
+        "{r:?}"
+    );
 }
