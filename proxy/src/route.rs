@@ -145,6 +145,13 @@ async fn serve(
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
+        _ if not_allowed(&parts) => {
+            tracing::info!(method = %parts.method, "client sent {} method: 405", parts.method);
+            let mut resp = error_page(StatusCode::METHOD_NOT_ALLOWED);
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         (None, _) => error_page(StatusCode::NOT_FOUND),
@@ -262,6 +269,16 @@ fn refusal(parts: &http::request::Parts) -> Option<u16> {
         }
         _ => None,
     }
+}
+
+/// nginx answers `TRACE` (and, since 1.21.1, `CONNECT`) with 405 once the head is read,
+/// without routing: no upstream sees them. An HTTP/2 extended CONNECT (RFC 8441, with
+/// `:protocol`, e.g. WebSocket) is not refused here (hyper accepts one only when it is
+/// enabled; HTTP/1.1 upgrades are `GET`s).
+fn not_allowed(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::TRACE
+        || (parts.method == http::Method::CONNECT
+            && parts.extensions.get::<hyper::ext::Protocol>().is_none())
 }
 
 fn refusal_page(code: u16) -> Response<ProxyBody> {
@@ -582,5 +599,32 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
         {
             resp.headers_mut().append(n, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_and_connect_are_not_allowed() {
+        let parts = |method: &str, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .expect("request")
+                .into_parts()
+                .0
+        };
+        assert!(not_allowed(&parts("TRACE", "/")));
+        assert!(not_allowed(&parts("CONNECT", "example.test:443")));
+        assert!(!not_allowed(&parts("GET", "/ws")));
+        assert!(!not_allowed(&parts("OPTIONS", "*")));
+        let mut extended = parts("CONNECT", "https://example.test/chat");
+        extended
+            .extensions
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert!(!not_allowed(&extended));
     }
 }

@@ -188,3 +188,33 @@ fn upstream_server_date_and_accel_headers_are_hidden_like_nginx() {
         "{r:?}"
     );
 }
+
+#[test]
+fn trace_and_connect_are_405_without_the_upstream() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    let before = raw.count();
+    let r = plain(
+        http,
+        "TRACE /raw/x HTTP/1.1\r\nHost: compat.test\r\nX-Secret: cookie\r\n\r\n",
+    );
+    assert_eq!(r.status, 405, "{r:?}\n{}", gate.server.log_text());
+    assert!(r.body.contains("405 Not Allowed"), "{r:?}");
+    assert!(!r.body.contains("X-Secret"), "{r:?}");
+    let r = plain(
+        http,
+        "CONNECT compat.test:80 HTTP/1.1\r\nHost: compat.test:80\r\n\r\n",
+    );
+    assert_eq!(r.status, 405, "{r:?}");
+    // Over TLS too.
+    let r = gate.h1(b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(raw.count(), before, "the upstream saw a TRACE or CONNECT");
+    // Other methods still pass.
+    let r = plain(
+        http,
+        "OPTIONS /raw/x HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(raw.last_request_line(), "OPTIONS /raw/x HTTP/1.1");
+}
