@@ -541,6 +541,10 @@ fn upstream(
 fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, ConfigError> {
     let args = ctx.args(d, 1, 6)?;
     let addr = host_port(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
+    if !super::values::resolves(&addr) {
+        let host = args[0].value.clone();
+        return Err(ctx.err(args[0].at, ConfigErrorKind::HostNotFound { host }));
+    }
     let mut s = UpstreamServer {
         addr,
         weight: 1,

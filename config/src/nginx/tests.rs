@@ -26,14 +26,14 @@ const ROUTES: &str = "
     ssl_certificate a.crt; ssl_certificate_key a.key;
     location = / { return 200 root; }
     location / { return 200 prefix; }
-    location /api/ { proxy_pass http://b/v1/;
+    location /api/ { proxy_pass http://localhost/v1/;
       location /api/admin/ { return 403; }
       location ~ \\.json$ { return 200 nested-json; }
     }
     location ^~ /static/ { return 200 static; }
     location ~* \\.(png|jpg)$ { return 200 image; }
-    location ~ ^/api/v2 { proxy_pass http://b; }
-    location /exact { proxy_pass http://b/e; }
+    location ~ ^/api/v2 { proxy_pass http://localhost; }
+    location /exact { proxy_pass http://localhost/e; }
   }";
 
 fn text_of(l: Option<&LocationBlock>) -> String {
@@ -398,9 +398,44 @@ fn errors_are_located() {
 }
 
 #[test]
+fn hosts_that_do_not_resolve_are_refused_like_nginx() {
+    // A typo'd upstream name: nginx's `[emerg] host not found in upstream "…"`.
+    let e = err(&http(
+        "server { location / { proxy_pass http://nosuchgroup.invalid; } }",
+    ));
+    assert_eq!(
+        e,
+        "/x/conf/nginx.conf:3:34: host not found in upstream \"nosuchgroup.invalid\""
+    );
+    let e = err(&http(
+        "server { location / { proxy_pass https://nosuchgroup.invalid:8443/x/; } }",
+    ));
+    assert!(
+        e.ends_with("host not found in upstream \"nosuchgroup.invalid:8443\""),
+        "{e}"
+    );
+    let e = err(&http(
+        "upstream app { server nosuch.invalid:81; }\nserver { location / { proxy_pass http://app; } }",
+    ));
+    assert!(
+        e.ends_with("host not found in upstream \"nosuch.invalid:81\""),
+        "{e}"
+    );
+    // Upstream names, addresses and names that resolve are fine.
+    for ok in [
+        "upstream app { server localhost:81; } server { location / { proxy_pass http://app; } }",
+        "server { location / { proxy_pass http://localhost:8080; } }",
+        "server { location / { proxy_pass http://127.0.0.1; } }",
+        "server { location / { proxy_pass http://[::1]:81/; } }",
+    ] {
+        load_str(&http(ok)).expect(ok);
+    }
+}
+
+#[test]
 fn upstreams() {
     let c = load_str(&http(
-        "upstream app { server 10.0.0.1:8080 weight=3 max_fails=2 fail_timeout=30s; server b backup; server c:81 down; keepalive 16; }
+        "upstream app { server 10.0.0.1:8080 weight=3 max_fails=2 fail_timeout=30s; server localhost backup; server localhost:81 down; keepalive 16; }
          server { location / { proxy_pass http://app; } }",
     ))
     .unwrap();
@@ -413,8 +448,8 @@ fn upstreams() {
             .collect::<Vec<_>>(),
         [
             ("10.0.0.1:8080", 3, 2, false, false),
-            ("b:80", 1, 1, true, false),
-            ("c:81", 1, 1, false, true)
+            ("localhost:80", 1, 1, true, false),
+            ("localhost:81", 1, 1, false, true)
         ]
     );
     assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(30));

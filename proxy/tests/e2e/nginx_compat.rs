@@ -218,3 +218,67 @@ fn trace_and_connect_are_405_without_the_upstream() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(raw.last_request_line(), "OPTIONS /raw/x HTTP/1.1");
 }
+
+/// `hsmgate -t -c conf` with the gate's PKCS#11 module.
+fn hsmgate_t(gate: &Gate, conf: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+        .arg("-t")
+        .arg("-c")
+        .arg(conf)
+        .env("HSMGATE_PKCS11_MODULE", &gate.token.module)
+        .output()
+        .expect("run hsmgate -t")
+}
+
+#[test]
+fn a_typo_in_an_upstream_name_fails_t_and_reload() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    let conf = gate.prefix.join("nginx.conf");
+    let good = std::fs::read_to_string(&conf).expect("conf");
+    // `nosuchgroup` is no `upstream` block and does not resolve: nginx's `[emerg] host
+    // not found in upstream "nosuchgroup" in FILE:LINE`, exit 1.
+    let bad = good.replacen(
+        "location /raw/ {",
+        "location /typo/ { proxy_pass http://nosuchgroup; }\n            location /raw/ {",
+        1,
+    );
+    let line = bad
+        .lines()
+        .position(|l| l.contains("nosuchgroup"))
+        .expect("line")
+        + 1;
+    std::fs::write(&conf, &bad).expect("conf");
+    let out = hsmgate_t(&gate, &conf);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nginx.conf:{line}:"))
+            && stderr.contains("host not found in upstream \"nosuchgroup\""),
+        "{stderr}"
+    );
+    // A reload keeps the old configuration serving.
+    gate.server.signal("HUP");
+    gate.server
+        .wait_log("host not found in upstream", 1, Duration::from_secs(10));
+    let r = get(http, "compat.test", "/raw/x");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(http, "compat.test", "/typo/x");
+    assert_eq!(r.status, 404, "{r:?}");
+    // Names that resolve (`localhost`) are fine.
+    let ok = good.replacen(
+        "location /raw/ {",
+        &format!(
+            "location /named/ {{ proxy_pass http://localhost:{}; }}\n            location /raw/ {{",
+            raw.addr.port()
+        ),
+        1,
+    );
+    std::fs::write(&conf, ok).expect("conf");
+    let out = hsmgate_t(&gate, &conf);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
