@@ -98,14 +98,7 @@ async fn serve(
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
-    let server_name = server
-        .server_names
-        .iter()
-        .find_map(|n| match n {
-            hsmgate_config::nginx::ServerName::Exact(e) => Some(e.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let server_name = server.server_name_variable();
     let normalized = normalize(parts.uri.path()).filter(|_| !bad_host);
     let mut log = LogCtx {
         generation: Arc::clone(&generation),

@@ -147,6 +147,29 @@ pub enum ServerName {
     Regex(Regex),
 }
 
+impl ServerName {
+    /// nginx's `$server_name` when this is the server's first name: as written
+    /// (lower-cased), `example.org` for `.example.org`, and a regex with its `~`.
+    pub fn variable_value(&self) -> String {
+        match self {
+            Self::Exact(n) => n.clone(),
+            Self::Wildcard(w) => w.strip_prefix('.').unwrap_or(w).to_owned(),
+            Self::Regex(r) => format!("~{}", r.as_str()),
+        }
+    }
+}
+
+impl Server {
+    /// nginx's `$server_name`: the first `server_name` ([`ServerName::variable_value`]),
+    /// empty when none is written.
+    pub fn server_name_variable(&self) -> String {
+        self.server_names
+            .first()
+            .map(ServerName::variable_value)
+            .unwrap_or_default()
+    }
+}
+
 /// A certificate chain and its private key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertPair {

@@ -109,7 +109,12 @@ fn start(raw: &RawUpstream, server_extra: &str) -> (Gate, u16) {
             location /hp/ {{ proxy_pass_header Server; proxy_hide_header X-Secret;
                 proxy_pass http://{up}; }}
             {server_extra}
-        }}"
+        }}
+        server {{ listen 127.0.0.1:{http}; server_name *.wild.test other.test;
+            return 200 'sn=$server_name'; }}
+        server {{ listen 127.0.0.1:{http}; server_name .dot.test; return 200 'sn=$server_name'; }}
+        server {{ listen 127.0.0.1:{http}; server_name ~^re\\d+\\.test$;
+            return 200 'sn=$server_name'; }}"
     );
     let echo = upstream_in_range("A");
     let gate = Gate::start(&[echo], &extra);
@@ -281,4 +286,21 @@ fn a_typo_in_an_upstream_name_fails_t_and_reload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn server_name_is_the_first_name_as_written_for_wildcards_and_regexes() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    for (host, want) in [
+        ("a.wild.test", "sn=*.wild.test"),
+        ("other.test", "sn=*.wild.test"),
+        ("dot.test", "sn=dot.test"),
+        ("x.dot.test", "sn=dot.test"),
+        ("re42.test", "sn=~^re\\d+\\.test$"),
+    ] {
+        let r = get(http, host, "/");
+        assert_eq!(r.status, 200, "{host}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(r.body, want, "{host}");
+    }
 }
