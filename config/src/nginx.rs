@@ -58,7 +58,8 @@
 //!   settings (the ClientHello's SNI selects the server).
 //!
 //! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
-//! must be in [`SUPPORTED_VARIABLES`] (or `$http_NAME`).
+//! must be in [`SUPPORTED_VARIABLES`] or of a family of [`SUPPORTED_PREFIXES`]
+//! (`$http_NAME`, `$sent_http_NAME`, `$arg_NAME`, `$cookie_NAME`).
 //!
 //! # Directives ignored with a warning
 //!
@@ -150,7 +151,7 @@ pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, select_server,
     select_server_index,
 };
-pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
+pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 
 use crate::error::{ConfigError, ConfigErrorKind};

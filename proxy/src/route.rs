@@ -116,6 +116,10 @@ async fn serve(
         t0,
         status: 0,
         targets: Vec::new(),
+        request_id: std::sync::OnceLock::new(),
+        upstream: Default::default(),
+        request_body_length: 0,
+        sent_headers: HeaderMap::new(),
     };
     let server_return = server_return(server, &log.vars(&parts.headers));
     let (settings, action, location) = match (server_return, &normalized) {
@@ -172,6 +176,9 @@ async fn serve(
         .entry(header::SERVER)
         .or_insert(HeaderValue::from_static(SERVER));
     add_headers(&settings.add_header, &mut resp, &log);
+    if !log.targets.is_empty() && log.logs_sent_headers() {
+        log.sent_headers = resp.headers().clone();
+    }
     if upgrade {
         crate::tunnel::close_unless_switched(&mut resp);
     }
@@ -360,6 +367,8 @@ async fn proxy(
     // it can be sent again to the next server when a connection cannot be made (nginx's
     // `proxy_next_upstream error`), and one over client_max_body_size is a 413 before any
     // upstream is contacted. `off`: streamed as it arrives, and not retried.
+    // A streamed body is counted as its Content-Length; a buffered one as read.
+    log.request_body_length = length.unwrap_or(0);
     let fault = BodyFault::default();
     let mut buffered: Option<Spooled> = None;
     let mut streamed: Option<UpstreamBody> = None;
@@ -374,6 +383,7 @@ async fn proxy(
                 headers.remove(header::EXPECT);
                 headers.remove(header::TRANSFER_ENCODING);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+                log.request_body_length = spooled.len();
                 buffered = Some(spooled);
             }
             Err(crate::spool::SpoolError::Unspooled(u)) => {
@@ -436,6 +446,11 @@ async fn proxy(
             Err(_) => UpstreamResult::Timeout,
         };
         balancer.times.record(result, sent_at.elapsed());
+        match &sent {
+            Ok(Ok(resp)) => log.upstream.answering = Some((resp.status().as_u16(), sent_at)),
+            Ok(Err(_)) => log.upstream.done.push((502, sent_at.elapsed())),
+            Err(_) => log.upstream.done.push((504, sent_at.elapsed())),
+        }
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);

@@ -98,10 +98,16 @@ fn header<'a>(r: &'a H1Response, name: &str) -> Option<&'a str> {
 /// hsmgate with a plain-HTTP server `compat.test` on its own port whose locations
 /// `proxy_pass` to `raw`; `server_extra` goes into that server block.
 fn start(raw: &RawUpstream, server_extra: &str) -> (Gate, u16) {
+    start_with(raw, "", server_extra)
+}
+
+/// [`start`] with `http_extra` in the `http` block before the servers.
+fn start_with(raw: &RawUpstream, http_extra: &str, server_extra: &str) -> (Gate, u16) {
     let http = port_in_range();
     let up = raw.addr;
     let extra = format!(
-        "server {{ listen 127.0.0.1:{http}; server_name compat.test;
+        "{http_extra}
+        server {{ listen 127.0.0.1:{http}; server_name compat.test;
             location /pfx/ {{ proxy_pass http://{up}/new/; }}
             location = /exact {{ proxy_pass http://{up}/e; }}
             location /raw/ {{ proxy_pass http://{up}; }}
@@ -303,4 +309,99 @@ fn server_name_is_the_first_name_as_written_for_wildcards_and_regexes() {
         assert_eq!(r.status, 200, "{host}: {r:?}\n{}", gate.server.log_text());
         assert_eq!(r.body, want, "{host}");
     }
+}
+
+#[test]
+fn log_format_and_header_variables_nginx_configurations_use() {
+    let raw = RawUpstream::start();
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("vars.log");
+    let http_extra = format!(
+        "log_format vars '$request_id|$upstream_status|$request_length|$sent_http_x_secret|\
+         $sent_http_server|$arg_foo|$cookie_sess|$hostname|$https|$is_args|$server_protocol|\
+         $upstream_response_time|$msec|$time_iso8601';
+        add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;"
+    );
+    let server_extra = format!(
+        "access_log {} vars;
+        location /vars/ {{ proxy_pass http://{}; proxy_set_header X-Id $request_id;
+            add_header X-Id $request_id; }}
+        location /dead/ {{ proxy_pass http://127.0.0.1:1; }}",
+        log.display(),
+        raw.addr
+    );
+    let (gate, http) = start_with(&raw, &http_extra, &server_extra);
+    let request = "GET /vars/x?foo=b%20r&foo=2 HTTP/1.1\r\nHost: compat.test\r\n\
+                   Cookie: a=1; sess=xyz\r\nConnection: close\r\n\r\n";
+    let r = plain(http, request);
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    // $request_id: 32 hex digits, the same in the forwarded header and the response.
+    let id = header(&r, "x-id").expect("X-Id").to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let seen = raw
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        seen.to_lowercase().contains(&format!("x-id: {id}")),
+        "{seen}"
+    );
+    let r2 = plain(http, request);
+    assert_ne!(
+        header(&r2, "x-id"),
+        Some(id.as_str()),
+        "a new id per request"
+    );
+    let r = get(http, "compat.test", "/dead/");
+    assert_eq!(r.status, 502);
+    // TLS variables over TLS (the http block's add_header).
+    let r = gate.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        header(&r, "x-tls"),
+        Some("sni=localhost https=on addr=127.0.0.1"),
+        "{r:?}"
+    );
+
+    let text = crate::support::poll(
+        Duration::from_secs(10),
+        || format!("three lines in {}", log.display()),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.lines().count() >= 3).then_some(text)
+        },
+    );
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let first = &lines[0];
+    assert_eq!(first[0], id, "{text}");
+    assert_eq!(first[1], "200", "{text}");
+    assert_eq!(
+        first[2],
+        request.len().to_string(),
+        "$request_length: {text}"
+    );
+    // Response headers as sent: the upstream's X-Secret, hsmgate's Server.
+    assert_eq!((first[3], first[4]), ("s", "hsmgate"), "{text}");
+    assert_eq!((first[5], first[6]), ("b%20r", "xyz"), "{text}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(first[7], hostname.trim(), "{text}");
+    assert_eq!(
+        (first[8], first[9], first[10]),
+        ("-", "?", "HTTP/1.1"),
+        "{text}"
+    );
+    let time: f64 = first[11].parse().expect("$upstream_response_time");
+    assert!((0.0..5.0).contains(&time), "{text}");
+    let (secs, ms) = first[12].split_once('.').expect("$msec");
+    assert!(secs.len() == 10 && ms.len() == 3, "{text}");
+    assert!(
+        first[13].len() == 25 && first[13].contains('T'),
+        "$time_iso8601: {text}"
+    );
+    assert_eq!(lines[2][1], "502", "{text}");
 }
