@@ -405,3 +405,34 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     );
     assert_eq!(lines[2][1], "502", "{text}");
 }
+
+#[test]
+fn v_and_capital_v_print_the_version_like_nginx() {
+    let out = crate::support::nginx::hsmgate(&["-v"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("hsmgate version: hsmgate/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(out.stdout.is_empty());
+    let out = crate::support::nginx::hsmgate(&["-V"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("hsmgate version: hsmgate/"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("built with rustls ")),
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("target: ")), "{stderr}");
+    // `--version` (no nginx flag) stays as it was: `hsmgate VERSION` on stdout.
+    let out = crate::support::nginx::hsmgate(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        format!("hsmgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
