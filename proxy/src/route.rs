@@ -5,7 +5,7 @@
 //! `client_max_body_size` (413) and the access log line once the body is sent.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
@@ -28,8 +28,9 @@ use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::spool::Spooled;
+use crate::upstream_pool::ConnectTime;
 use crate::uri::{normalize, valid_host};
-use crate::vars::Vars;
+use crate::vars::{Answering, Vars};
 
 /// One warning per process when no temporary file can be made for a request body.
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
@@ -39,7 +40,7 @@ static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
 const SERVER: &str = "hsmgate";
 
 /// How long reading a request body may pause (nginx's `client_body_timeout`, 60 s).
-const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -447,7 +448,14 @@ async fn proxy(
         };
         balancer.times.record(result, sent_at.elapsed());
         match &sent {
-            Ok(Ok(resp)) => log.upstream.answering = Some((resp.status().as_u16(), sent_at)),
+            Ok(Ok(resp)) => {
+                let connect = resp.extensions().get::<ConnectTime>();
+                log.upstream.answering = Some(Answering {
+                    status: resp.status().as_u16(),
+                    sent: sent_at,
+                    connect: connect.map_or(Duration::ZERO, |c| c.0),
+                });
+            }
             Ok(Err(_)) => log.upstream.done.push((502, sent_at.elapsed())),
             Err(_) => log.upstream.done.push((504, sent_at.elapsed())),
         }

@@ -61,13 +61,25 @@ pub(crate) struct Vars<'a> {
 pub(crate) struct UpstreamTries {
     /// Tries that ended: status (502 for an error, 504 for a timeout) and duration.
     pub done: Vec<(u16, Duration)>,
-    /// The try whose response is being sent: its status and when it was sent.
-    pub answering: Option<(u16, Instant)>,
+    /// The try whose response is being sent: its status, when it was sent and how long
+    /// connecting took.
+    pub answering: Option<Answering>,
+}
+
+/// The upstream try whose response the client gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answering {
+    /// The upstream's status.
+    pub status: u16,
+    /// When the request was sent (connecting included).
+    pub sent: Instant,
+    /// How long connecting took (zero on a kept connection).
+    pub connect: Duration,
 }
 
 impl UpstreamTries {
     fn statuses(&self) -> String {
-        let answering = self.answering.iter().map(|(s, _)| *s);
+        let answering = self.answering.iter().map(|a| a.status);
         let all: Vec<String> = (self.done.iter().map(|(s, _)| *s))
             .chain(answering)
             .map(|s| s.to_string())
@@ -78,13 +90,24 @@ impl UpstreamTries {
     /// Seconds with milliseconds; the answering try's until now (its body is done when
     /// the access log line is written).
     fn times(&self) -> String {
-        let answering = self.answering.iter().map(|(_, t)| t.elapsed());
-        let all: Vec<String> = (self.done.iter().map(|(_, d)| *d))
-            .chain(answering)
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
-            .collect();
-        all.join(", ")
+        let answering = self.answering.iter().map(|a| a.sent.elapsed());
+        let done = self.done.iter().map(|(_, d)| *d);
+        seconds(done.chain(answering))
     }
+
+    /// `$upstream_connect_time`: the answering try's; `-` for a try that failed (its
+    /// connect time is not known apart from the failure).
+    fn connect_times(&self) -> String {
+        let failed = self.done.iter().map(|_| "-".to_owned());
+        let answering = (self.answering.iter()).map(|a| seconds([a.connect].into_iter()));
+        failed.chain(answering).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Durations as nginx writes them (`0.004`), `, `-separated.
+fn seconds(times: impl Iterator<Item = Duration>) -> String {
+    let all: Vec<String> = times.map(|d| format!("{:.3}", d.as_secs_f64())).collect();
+    all.join(", ")
 }
 
 /// How deep `map` values may refer to other maps (a loop ends as an empty value).
@@ -199,6 +222,7 @@ impl Vars<'_> {
             "time_iso8601" => time_iso8601(self.started).into(),
             "upstream_status" => self.upstream.statuses().into(),
             "upstream_response_time" => self.upstream.times().into(),
+            "upstream_connect_time" => self.upstream.connect_times().into(),
             "request_length" => self.request_length().to_string().into(),
             "ssl_server_name" => self.conn.sni.as_deref().unwrap_or("").into(),
             "hostname" => hostname().into(),
@@ -401,7 +425,11 @@ mod tests {
         let request_id = OnceLock::new();
         let upstream = UpstreamTries {
             done: vec![(502, Duration::from_millis(4))],
-            answering: Some((200, Instant::now())),
+            answering: Some(Answering {
+                status: 200,
+                sent: Instant::now(),
+                connect: Duration::from_millis(2),
+            }),
         };
         let v = Vars {
             conn: &conn,
@@ -451,6 +479,7 @@ mod tests {
         assert_eq!(v.get("request_id"), id, "stable within a request");
         assert_eq!(v.get("upstream_status"), "502, 200");
         assert!(v.get("upstream_response_time").starts_with("0.004, 0.0"));
+        assert_eq!(v.get("upstream_connect_time"), "-, 0.002");
         // "GET /a/b?... HTTP/1.1\r\n", four header lines, "\r\n", the body.
         let line = "GET /a/b?x=1&Foo=b%20r&foo=2&bare HTTP/1.1\r\n".len();
         let fields = "x-forwarded-for: 1.2.3.4\r\nuser-agent: curl/8\r\n".len()

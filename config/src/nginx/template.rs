@@ -6,8 +6,7 @@ use std::fmt;
 
 /// Variables hsmgate provides, besides those of [`SUPPORTED_PREFIXES`]. Not provided
 /// (an error at `-t`): `$bytes_sent` (hsmgate counts body bytes only,
-/// `$body_bytes_sent`) and `$upstream_connect_time` (the upstream pool does not
-/// report connect times).
+/// `$body_bytes_sent`; the response head is written by hyper).
 pub const SUPPORTED_VARIABLES: &[&str] = &[
     "is_args",
     "server_addr",
@@ -18,6 +17,7 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
     "time_iso8601",
     "upstream_status",
     "upstream_response_time",
+    "upstream_connect_time",
     "request_length",
     "ssl_server_name",
     "hostname",
@@ -206,7 +206,7 @@ mod tests {
             Template::parse("$http_"),
             Err(TemplateError::Unknown(..))
         ));
-        for unsupported in ["$bytes_sent", "$upstream_connect_time", "$arg_", "$cookie_"] {
+        for unsupported in ["$bytes_sent", "$arg_", "$cookie_"] {
             assert!(
                 matches!(
                     Template::parse(unsupported),
@@ -218,7 +218,8 @@ mod tests {
         for supported in [
             "$is_args$server_addr$https$server_protocol",
             "$request_id $msec $time_iso8601 $request_length $hostname",
-            "$upstream_status $upstream_response_time $ssl_server_name",
+            "$upstream_status $upstream_response_time $upstream_connect_time",
+            "$ssl_server_name",
             "$arg_page $cookie_session $http_x_y $sent_http_content_type",
         ] {
             assert!(Template::parse(supported).is_ok(), "{supported}");

@@ -319,7 +319,7 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     let http_extra = format!(
         "log_format vars '$request_id|$upstream_status|$request_length|$sent_http_x_secret|\
          $sent_http_server|$arg_foo|$cookie_sess|$hostname|$https|$is_args|$server_protocol|\
-         $upstream_response_time|$msec|$time_iso8601';
+         $upstream_response_time|$msec|$time_iso8601|$upstream_connect_time';
         add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;"
     );
     let server_extra = format!(
@@ -403,7 +403,10 @@ fn log_format_and_header_variables_nginx_configurations_use() {
         first[13].len() == 25 && first[13].contains('T'),
         "$time_iso8601: {text}"
     );
+    let connect: f64 = first[14].parse().expect("$upstream_connect_time");
+    assert!((0.0..5.0).contains(&connect) && connect <= time, "{text}");
     assert_eq!(lines[2][1], "502", "{text}");
+    assert_eq!(lines[2][14], "-", "{text}");
 }
 
 #[test]
