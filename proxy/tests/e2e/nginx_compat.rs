@@ -316,12 +316,11 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     let raw = RawUpstream::start();
     let logs = tempfile::tempdir().expect("temp dir");
     let log = logs.path().join("vars.log");
-    let http_extra = format!(
+    let http_extra =
         "log_format vars '$request_id|$upstream_status|$request_length|$sent_http_x_secret|\
          $sent_http_server|$arg_foo|$cookie_sess|$hostname|$https|$is_args|$server_protocol|\
          $upstream_response_time|$msec|$time_iso8601|$upstream_connect_time';
-        add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;"
-    );
+        add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;";
     let server_extra = format!(
         "access_log {} vars;
         location /vars/ {{ proxy_pass http://{}; proxy_set_header X-Id $request_id;
@@ -330,7 +329,7 @@ fn log_format_and_header_variables_nginx_configurations_use() {
         log.display(),
         raw.addr
     );
-    let (gate, http) = start_with(&raw, &http_extra, &server_extra);
+    let (gate, http) = start_with(&raw, http_extra, &server_extra);
     let request = "GET /vars/x?foo=b%20r&foo=2 HTTP/1.1\r\nHost: compat.test\r\n\
                    Cookie: a=1; sess=xyz\r\nConnection: close\r\n\r\n";
     let r = plain(http, request);
