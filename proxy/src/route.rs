@@ -146,8 +146,11 @@ async fn serve(
         _ if not_allowed(&parts) => {
             tracing::info!(method = %parts.method, "client sent {} method: 405", parts.method);
             let mut resp = error_page(StatusCode::METHOD_NOT_ALLOWED);
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            // What follows a CONNECT (or a TRACE's body) is not read: HTTP/1.x closes.
+            if parts.version < Version::HTTP_2 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),

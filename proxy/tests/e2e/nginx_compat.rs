@@ -217,9 +217,25 @@ fn trace_and_connect_are_405_without_the_upstream() {
         "CONNECT compat.test:80 HTTP/1.1\r\nHost: compat.test:80\r\n\r\n",
     );
     assert_eq!(r.status, 405, "{r:?}");
-    // Over TLS too.
+    // Over TLS too, and HTTP/2.
     let r = gate.h1(b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(r.status, 405, "{r:?}");
+    let port = gate.addr.port();
+    let out = crate::support::curl(&[
+        "--http2",
+        "-X",
+        "TRACE",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        "--cacert",
+        gate.ca().to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        &format!("https://localhost:{port}/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 405", "{out:?}");
     assert_eq!(raw.count(), before, "the upstream saw a TRACE or CONNECT");
     // Other methods still pass.
     let r = plain(
