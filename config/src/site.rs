@@ -448,6 +448,11 @@ address = "127.0.0.1:9"
             matches!(&loc.action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Addr("127.0.0.1:9".into()))
         );
         assert!(site.default_server(site.listens[0].addr).is_some());
+        // nginx's hidden upstream headers apply to the native format too.
+        for name in crate::nginx::HIDDEN_BY_DEFAULT {
+            assert!(loc.settings.hides(name), "{name}");
+        }
+        assert!(!loc.settings.hides("content-type"));
         assert_eq!(site.connections, None);
         assert_eq!(connection_limit(Some(100), Some(3)), 300);
         assert!(connection_limit(None, None) >= 512);

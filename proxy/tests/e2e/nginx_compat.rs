@@ -454,3 +454,33 @@ fn v_and_capital_v_print_the_version_like_nginx() {
         format!("hsmgate {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_toml_format_hides_the_same_upstream_headers() {
+    use crate::support::hsm::{KeyType, TestToken};
+    use crate::support::proxy::{ProxyProcess, config_for};
+    let raw = RawUpstream::start();
+    let token = TestToken::new(KeyType::EcP256);
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, raw.addr, ""))
+        .expect("hsmgate with a TOML configuration");
+    let out = crate::support::curl(&[
+        "-i",
+        "--http1.1",
+        "--cacert",
+        token.ca_pem.to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{}:127.0.0.1", proxy.addr.port()),
+        &format!("https://localhost:{}/t", proxy.addr.port()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.starts_with("http/1.1 200"),
+        "{text}\n{}",
+        proxy.log_text()
+    );
+    assert!(text.contains("\r\nserver: hsmgate\r\n"), "{text}");
+    for hidden in ["upstream-srv", "x-pad:", "x-accel-", "2001 00:00:00"] {
+        assert!(!text.contains(hidden), "{hidden}: {text}");
+    }
+    assert!(text.contains("\r\nx-secret: s\r\n"), "{text}");
+}
