@@ -95,6 +95,14 @@ pub enum ConfigErrorKind {
         /// Why the value is rejected.
         reason: String,
     },
+    /// A `proxy_pass` or upstream `server` host that is neither an `upstream` block nor
+    /// an address, and that does not resolve (nginx's wording, `[emerg] host not found
+    /// in upstream "HOST" in FILE:LINE`; the location is the error's).
+    #[error("host not found in upstream \"{host}\"")]
+    HostNotFound {
+        /// The host (and port) as written.
+        host: String,
+    },
     /// The key string is not a valid PKCS#11 URI.
     #[error("`{key}`: invalid PKCS#11 URI: {source}")]
     Uri {
@@ -248,7 +256,7 @@ impl ConfigErrorKind {
             | Self::ModuleConflict { key, .. } => Some(key),
             Self::Setting { origin, .. } => Some(origin.name()),
             Self::MissingSetting { setting, .. } => Some(setting.env()),
-            Self::Read(_) | Self::Syntax(_) | Self::Value(_) => None,
+            Self::Read(_) | Self::Syntax(_) | Self::Value(_) | Self::HostNotFound { .. } => None,
         }
     }
 }

@@ -30,11 +30,16 @@
 //!   order before the server's `return`; file tests, other directives inside, and
 //!   `if` outside a `server` are refused.
 //! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http[s]://HOST[:PORT][URI]`
-//!   (a named upstream or an address; `https` per `proxy_ssl_*`), `return`, nested
-//!   `location`, settings.
+//!   (a named upstream or an address; `https` per `proxy_ssl_*`; a host that is neither
+//!   an upstream name nor an IP address must resolve, as nginx resolves it at load:
+//!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
+//!   nested `location`, settings.
 //! - settings (inherited `http` → `server` → `location`; a level with its own
 //!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
-//!   outer ones, as in nginx): `proxy_set_header`, `add_header`,
+//!   outer ones, as in nginx; one with `proxy_hide_header` or `proxy_pass_header`
+//!   inherits neither list): `proxy_set_header`, `add_header`, `proxy_hide_header`,
+//!   `proxy_pass_header` (upstream response headers hidden besides nginx's defaults,
+//!   [`HIDDEN_BY_DEFAULT`], and those of the defaults passed),
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
 //!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
@@ -58,7 +63,8 @@
 //!   settings (the ClientHello's SNI selects the server).
 //!
 //! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
-//! must be in [`SUPPORTED_VARIABLES`] (or `$http_NAME`).
+//! must be in [`SUPPORTED_VARIABLES`] or of a family of [`SUPPORTED_PREFIXES`]
+//! (`$http_NAME`, `$sent_http_NAME`, `$arg_NAME`, `$cookie_NAME`).
 //!
 //! # Directives ignored with a warning
 //!
@@ -111,6 +117,8 @@
 //! - `pkcs11:…` keys are accepted directly (nginx would read a file of that name).
 //! - `listen` takes literal addresses and `localhost` (as 127.0.0.1); other
 //!   names are not resolved.
+//! - `proxy_pass` and upstream `server` host names are resolved at load only to refuse
+//!   those that do not resolve; connections resolve them again.
 //! - Regexes use the `regex` crate, not PCRE: no look-around or backreferences.
 //! - nginx's automatic `301` for `/prefix` → `/prefix/` on `proxy_pass`
 //!   locations is not modelled by [`location_match`].
@@ -139,9 +147,9 @@ pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
-    AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HttpVersion, KeySource, Listen,
-    LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig, ProxyPass,
-    ProxySettings, Return, Server, ServerName, TokenKey, UpstreamGroup, UpstreamRef,
+    AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion,
+    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig,
+    ProxyPass, ProxySettings, Return, Server, ServerName, TokenKey, UpstreamGroup, UpstreamRef,
     UpstreamServer,
 };
 pub use self::parse::SourceFile;
@@ -150,7 +158,7 @@ pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, select_server,
     select_server_index,
 };
-pub use self::template::{SUPPORTED_VARIABLES, Template, TemplatePart};
+pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 
 use crate::error::{ConfigError, ConfigErrorKind};

@@ -170,6 +170,9 @@ impl Site {
                 header("Connection", ""),
             ],
             add_header: Vec::new(),
+            // nginx's defaults: the upstream's Server, Date, X-Pad, X-Accel-* are hidden.
+            proxy_hide_header: Vec::new(),
+            proxy_pass_header: Vec::new(),
             proxy_http_version: HttpVersion::Http11,
             proxy_connect_timeout: config.upstream.connect_timeout,
             proxy_read_timeout: config.upstream.request_timeout,
@@ -448,6 +451,11 @@ address = "127.0.0.1:9"
             matches!(&loc.action, Some(Action::ProxyPass(p)) if p.target == UpstreamRef::Addr("127.0.0.1:9".into()))
         );
         assert!(site.default_server(site.listens[0].addr).is_some());
+        // nginx's hidden upstream headers apply to the native format too.
+        for name in crate::nginx::HIDDEN_BY_DEFAULT {
+            assert!(loc.settings.hides(name), "{name}");
+        }
+        assert!(!loc.settings.hides("content-type"));
         assert_eq!(site.connections, None);
         assert_eq!(connection_limit(Some(100), Some(3)), 300);
         assert!(connection_limit(None, None) >= 512);

@@ -341,7 +341,12 @@ fn offload_corpus_passes_nginx_and_loads() -> TestResult {
                 (&UpstreamRef::Named("app".into()), Some("/files/"))
             );
             assert_eq!(
-                nginx::proxy_pass_uri(&www.locations[5], pp.uri.as_deref(), "/upload/a.bin?x=1"),
+                nginx::proxy_pass_uri(
+                    &www.locations[5],
+                    pp.uri.as_deref(),
+                    "/upload/a.bin?x=1",
+                    "/upload/a.bin"
+                ),
                 "/files/a.bin?x=1"
             );
         }

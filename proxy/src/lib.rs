@@ -46,11 +46,11 @@
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
 //!   token`: key and certificate on your own token), [`pin_check`] (a PIN checked in a
 //!   child process when this one is already logged in), [`echo_upstream`] (the built-in
-//!   echo upstream), `error`.
+//!   echo upstream), [`version`] (`hsmgate -v`, `-V`), `error`.
 #![forbid(unsafe_code)]
 
 // The modules are private: the public surface is the `pub use` list below, plus the
-// subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`), which the
+// subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`, `version`), which the
 // `hsmgate` binary and the tests call as namespaces.
 mod access_log;
 mod admin;
@@ -92,6 +92,7 @@ mod upstream_pool;
 mod upstream_tls;
 mod uri;
 mod vars;
+pub mod version;
 
 /// The runtime model, from `hsmgate-config` (`crate::site` inside this crate).
 use hsmgate_config::site;

@@ -26,8 +26,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The sidecar flags (each also an `HSMGATE_*` variable; a flag wins) replace values of
 /// a native file, or, without `-c`, the whole file.
 #[derive(Debug, Parser)]
-#[command(name = "hsmgate", version, about)]
+#[command(name = "hsmgate", about, disable_version_flag = true)]
 struct Cli {
+    /// Print the version to stderr, as nginx (`hsmgate version: hsmgate/VERSION`), and exit.
+    #[arg(short = 'v')]
+    version: bool,
+    /// Print `hsmgate VERSION` to stdout and exit.
+    #[arg(long = "version")]
+    long_version: bool,
+    /// Print the version and what hsmgate is built with, and exit.
+    #[arg(short = 'V')]
+    build_info: bool,
     /// Configuration file: `*.toml` native, anything else nginx syntax [default:
     /// /etc/hsmgate/hsmgate.toml, unless sidecar flags or variables configure hsmgate].
     #[arg(short = 'c', long = "config")]
@@ -143,6 +152,20 @@ impl From<DemoKey> for KeyKind {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if cli.long_version {
+        println!("hsmgate {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if cli.version || cli.build_info {
+        eprintln!(
+            "{}",
+            match cli.build_info {
+                true => hsmgate_proxy::version::build_info(),
+                false => hsmgate_proxy::version::version_line(),
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
     if matches!(cli.command, Some(Command::Token { .. }))
         && let Some(Command::Token { command }) = cli.command.take()
     {

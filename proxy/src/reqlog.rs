@@ -3,7 +3,7 @@
 //! counts the bytes and writes the line when the body ends or is dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -15,7 +15,7 @@ use crate::access_log::{AccessLogWriter, escape};
 use crate::body::ProxyBody;
 use crate::conn_info::ConnInfo;
 use crate::generation::Generation;
-use crate::vars::Vars;
+use crate::vars::{UpstreamTries, Vars};
 
 /// What the access log line needs, owned (it is written when the body is done).
 pub(crate) struct LogCtx {
@@ -34,6 +34,14 @@ pub(crate) struct LogCtx {
     pub(crate) t0: Instant,
     pub(crate) status: u16,
     pub(crate) targets: Vec<(Arc<std::path::PathBuf>, String)>,
+    /// `$request_id`, made when first used.
+    pub(crate) request_id: OnceLock<String>,
+    /// The upstream tries (`$upstream_status`, `$upstream_response_time`).
+    pub(crate) upstream: UpstreamTries,
+    /// Request body bytes read (`$request_length`).
+    pub(crate) request_body_length: u64,
+    /// The response headers, when a log format has `$sent_http_NAME`.
+    pub(crate) sent_headers: HeaderMap,
 }
 
 impl LogCtx {
@@ -58,7 +66,23 @@ impl LogCtx {
             started: self.started,
             elapsed: self.t0.elapsed(),
             maps: &self.generation.site.maps,
+            request_id: &self.request_id,
+            upstream: &self.upstream,
+            request_body_length: self.request_body_length,
+            sent_headers: &self.sent_headers,
         }
+    }
+
+    /// Whether a log format this request is written with uses `$sent_http_NAME`
+    /// (then the response headers are kept for the line).
+    pub(crate) fn logs_sent_headers(&self) -> bool {
+        self.targets.iter().any(|(_, format)| {
+            (self.generation.site.log_formats.get(format)).is_some_and(|f| {
+                f.template.parts.iter().any(|p| {
+                    matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if v.starts_with("sent_http_"))
+                })
+            })
+        })
     }
 
     fn write(&self, sent: u64) {

@@ -5,7 +5,7 @@
 //! `client_max_body_size` (413) and the access log line once the body is sent.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
@@ -28,12 +28,16 @@ use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::spool::Spooled;
+use crate::upstream_pool::ConnectTime;
 use crate::uri::{normalize, valid_host};
-use crate::vars::Vars;
+use crate::vars::{Answering, Vars};
 
 /// One warning per process when no temporary file can be made for a request body.
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
+
+/// The `Server` of hsmgate's answers (nginx sends `nginx` with `server_tokens off`).
+const SERVER: &str = "hsmgate";
 
 /// `return 444`: close the connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -92,14 +96,7 @@ async fn serve(
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
-    let server_name = server
-        .server_names
-        .iter()
-        .find_map(|n| match n {
-            hsmgate_config::nginx::ServerName::Exact(e) => Some(e.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let server_name = server.server_name_variable();
     let normalized = normalize(parts.uri.path()).filter(|_| !bad_host);
     let mut log = LogCtx {
         generation: Arc::clone(&generation),
@@ -117,6 +114,10 @@ async fn serve(
         t0,
         status: 0,
         targets: Vec::new(),
+        request_id: std::sync::OnceLock::new(),
+        upstream: Default::default(),
+        request_body_length: 0,
+        sent_headers: HeaderMap::new(),
     };
     let server_return = server_return(server, &log.vars(&parts.headers));
     let (settings, action, location) = match (server_return, &normalized) {
@@ -139,6 +140,16 @@ async fn serve(
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
+        _ if not_allowed(&parts) => {
+            tracing::info!(method = %parts.method, "client sent {} method: 405", parts.method);
+            let mut resp = error_page(StatusCode::METHOD_NOT_ALLOWED);
+            // What follows a CONNECT (or a TRACE's body) is not read: HTTP/1.x closes.
+            if parts.version < Version::HTTP_2 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         (None, _) => error_page(StatusCode::NOT_FOUND),
@@ -160,7 +171,15 @@ async fn serve(
             proxy(&generation, settings, location, p, parts, body, &mut log).await
         }
     };
+    // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
+    // Server`); hyper adds `Date` (the upstream's is hidden).
+    resp.headers_mut()
+        .entry(header::SERVER)
+        .or_insert(HeaderValue::from_static(SERVER));
     add_headers(&settings.add_header, &mut resp, &log);
+    if !log.targets.is_empty() && log.logs_sent_headers() {
+        log.sent_headers = resp.headers().clone();
+    }
     if upgrade {
         crate::tunnel::close_unless_switched(&mut resp);
     }
@@ -292,6 +311,16 @@ fn target_refusal(parts: &http::request::Parts) -> Option<u16> {
     None
 }
 
+/// nginx answers `TRACE` (and, since 1.21.1, `CONNECT`) with 405 once the head is read,
+/// without routing: no upstream sees them. An HTTP/2 extended CONNECT (RFC 8441, with
+/// `:protocol`, e.g. WebSocket) is not refused here (hyper accepts one only when it is
+/// enabled; HTTP/1.1 upgrades are `GET`s).
+fn not_allowed(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::TRACE
+        || (parts.method == http::Method::CONNECT
+            && parts.extensions.get::<hyper::ext::Protocol>().is_none())
+}
+
 fn refusal_page(code: u16) -> Response<ProxyBody> {
     match code {
         494 => header_too_large_page(),
@@ -338,7 +367,7 @@ async fn proxy(
         return error_page(StatusCode::BAD_GATEWAY);
     };
     log.proxy_host = balancer.name.clone();
-    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri);
+    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri);
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
@@ -378,6 +407,8 @@ async fn proxy(
     // it can be sent again to the next server when a connection cannot be made (nginx's
     // `proxy_next_upstream error`), and one over client_max_body_size is a 413 before any
     // upstream is contacted. `off`: streamed as it arrives, and not retried.
+    // A streamed body is counted as its Content-Length; a buffered one as read.
+    log.request_body_length = length.unwrap_or(0);
     let fault = BodyFault::default();
     let mut buffered: Option<Spooled> = None;
     let mut streamed: Option<UpstreamBody> = None;
@@ -392,6 +423,7 @@ async fn proxy(
                 headers.remove(header::EXPECT);
                 headers.remove(header::TRANSFER_ENCODING);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+                log.request_body_length = spooled.len();
                 buffered = Some(spooled);
             }
             Err(crate::spool::SpoolError::Unspooled(u)) => {
@@ -455,11 +487,24 @@ async fn proxy(
             Err(_) => UpstreamResult::Timeout,
         };
         balancer.times.record(result, sent_at.elapsed());
+        match &sent {
+            Ok(Ok(resp)) => {
+                let connect = resp.extensions().get::<ConnectTime>();
+                log.upstream.answering = Some(Answering {
+                    status: resp.status().as_u16(),
+                    sent: sent_at,
+                    connect: connect.map_or(Duration::ZERO, |c| c.0),
+                });
+            }
+            Ok(Err(_)) => log.upstream.done.push((502, sent_at.elapsed())),
+            Err(_) => log.upstream.done.push((504, sent_at.elapsed())),
+        }
         match sent {
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(resp.headers_mut());
+                    hide_headers(settings, resp.headers_mut());
                     return resp.map(|b| b.boxed());
                 }
                 let Some(client) = client_upgrade else {
@@ -470,6 +515,7 @@ async fn proxy(
                 // The upstream's own Upgrade and Connection, before hop-by-hop headers go.
                 let upstream_headers = resp.headers().clone();
                 strip_hop_by_hop(resp.headers_mut());
+                hide_headers(settings, resp.headers_mut());
                 let upstream = hyper::upgrade::on(&mut resp);
                 crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
                 tokio::spawn(crate::tunnel::run(
@@ -505,6 +551,19 @@ async fn proxy(
         }
     }
     error_page(StatusCode::BAD_GATEWAY)
+}
+
+/// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and
+/// its defaults (`Server`, `Date`, `X-Pad`, `X-Accel-*`) but for `proxy_pass_header`s.
+fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
+    let hidden: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| settings.hides(n.as_str()))
+        .cloned()
+        .collect();
+    for name in hidden {
+        headers.remove(name);
+    }
 }
 
 /// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is
@@ -596,5 +655,32 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
         {
             resp.headers_mut().append(n, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_and_connect_are_not_allowed() {
+        let parts = |method: &str, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .expect("request")
+                .into_parts()
+                .0
+        };
+        assert!(not_allowed(&parts("TRACE", "/")));
+        assert!(not_allowed(&parts("CONNECT", "example.test:443")));
+        assert!(!not_allowed(&parts("GET", "/ws")));
+        assert!(!not_allowed(&parts("OPTIONS", "*")));
+        let mut extended = parts("CONNECT", "https://example.test/chat");
+        extended
+            .extensions
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert!(!not_allowed(&extended));
     }
 }

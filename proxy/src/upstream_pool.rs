@@ -98,6 +98,11 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
+/// How long connecting to the server took (TCP, and TLS for `https://`), in the extensions
+/// of each response: zero on a kept connection (nginx's `$upstream_connect_time`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectTime(pub(crate) Duration);
+
 /// Why a request got no response from its server.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
@@ -153,11 +158,20 @@ impl UpstreamClient {
         }
         *req.uri_mut() = origin_form(&uri);
         loop {
+            let started = Instant::now();
             let (mut conn, reused) = match self.checkout(key) {
                 Some(conn) => (conn, true),
                 None => (self.connect(&uri).await?, false),
             };
-            match exchange(&mut conn, req).await {
+            let connect_time = ConnectTime(match reused {
+                true => Duration::ZERO,
+                false => started.elapsed(),
+            });
+            let exchanged = exchange(&mut conn, req).await.map(|mut resp| {
+                resp.extensions_mut().insert(connect_time);
+                resp
+            });
+            match exchanged {
                 Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     // The upgrade completes when the dispatcher sees the 101 through: a task
                     // of its own (the tunnel waits for it), the connection not reused.

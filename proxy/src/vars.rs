@@ -2,7 +2,8 @@
 //! evaluated for one request, and [`Template`]s expanded with them.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,69 @@ pub(crate) struct Vars<'a> {
     pub elapsed: Duration,
     /// `map` variables.
     pub maps: &'a BTreeMap<String, VarMap>,
+    /// `$request_id`, made when first asked for.
+    pub request_id: &'a OnceLock<String>,
+    /// The upstream tries so far (`$upstream_status`, `$upstream_response_time`).
+    pub upstream: &'a UpstreamTries,
+    /// Request body bytes received (part of `$request_length`; 0 until read).
+    pub request_body_length: u64,
+    /// The response headers sent (`$sent_http_NAME`; empty before the response).
+    pub sent_headers: &'a HeaderMap,
+}
+
+/// What each upstream try gave, in order (nginx's `$upstream_status` and
+/// `$upstream_response_time` list one value per server tried, `, `-separated).
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamTries {
+    /// Tries that ended: status (502 for an error, 504 for a timeout) and duration.
+    pub done: Vec<(u16, Duration)>,
+    /// The try whose response is being sent: its status, when it was sent and how long
+    /// connecting took.
+    pub answering: Option<Answering>,
+}
+
+/// The upstream try whose response the client gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answering {
+    /// The upstream's status.
+    pub status: u16,
+    /// When the request was sent (connecting included).
+    pub sent: Instant,
+    /// How long connecting took (zero on a kept connection).
+    pub connect: Duration,
+}
+
+impl UpstreamTries {
+    fn statuses(&self) -> String {
+        let answering = self.answering.iter().map(|a| a.status);
+        let all: Vec<String> = (self.done.iter().map(|(s, _)| *s))
+            .chain(answering)
+            .map(|s| s.to_string())
+            .collect();
+        all.join(", ")
+    }
+
+    /// Seconds with milliseconds; the answering try's until now (its body is done when
+    /// the access log line is written).
+    fn times(&self) -> String {
+        let answering = self.answering.iter().map(|a| a.sent.elapsed());
+        let done = self.done.iter().map(|(_, d)| *d);
+        seconds(done.chain(answering))
+    }
+
+    /// `$upstream_connect_time`: the answering try's; `-` for a try that failed (its
+    /// connect time is not known apart from the failure).
+    fn connect_times(&self) -> String {
+        let failed = self.done.iter().map(|_| "-".to_owned());
+        let answering = (self.answering.iter()).map(|a| seconds([a.connect].into_iter()));
+        failed.chain(answering).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Durations as nginx writes them (`0.004`), `, `-separated.
+fn seconds(times: impl Iterator<Item = Duration>) -> String {
+    let all: Vec<String> = times.map(|d| format!("{:.3}", d.as_secs_f64())).collect();
+    all.join(", ")
 }
 
 /// How deep `map` values may refer to other maps (a loop ends as an empty value).
@@ -153,20 +217,40 @@ impl Vars<'_> {
             "upstream_addr" => self.upstream_addr.into(),
             "connection" => self.conn.id.to_string().into(),
             "remote_user" => "".into(),
-            other => match other.strip_prefix("http_") {
-                Some(h) => {
-                    let name = h.replace('_', "-");
-                    let values: Vec<&str> = self
-                        .headers
-                        .get_all(name.as_str())
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .collect();
-                    values.join(", ").into()
+            "request_id" => self.request_id.get_or_init(request_id).as_str().into(),
+            "msec" => msec(SystemTime::now()).into(),
+            "time_iso8601" => time_iso8601(self.started).into(),
+            "upstream_status" => self.upstream.statuses().into(),
+            "upstream_response_time" => self.upstream.times().into(),
+            "upstream_connect_time" => self.upstream.connect_times().into(),
+            "request_length" => self.request_length().to_string().into(),
+            "ssl_server_name" => self.conn.sni.as_deref().unwrap_or("").into(),
+            "hostname" => hostname().into(),
+            other => {
+                if let Some(h) = other.strip_prefix("http_") {
+                    header_values(self.headers, h).into()
+                } else if let Some(h) = other.strip_prefix("sent_http_") {
+                    header_values(self.sent_headers, h).into()
+                } else if let Some(name) = other.strip_prefix("arg_") {
+                    arg(self.request_uri, name).into()
+                } else if let Some(name) = other.strip_prefix("cookie_") {
+                    cookie(self.headers, name).into()
+                } else {
+                    "".into()
                 }
-                None => "".into(),
-            },
+            }
         }
+    }
+
+    /// `$request_length`: the request line, the header lines and the body. The head is
+    /// counted as sent in the usual form (`Name: value` lines; HTTP/2 as if it were
+    /// HTTP/1.1 text), not from the bytes received.
+    fn request_length(&self) -> u64 {
+        let line = self.method.len() + self.request_uri.len() + self.protocol.len() + 4;
+        let fields: usize = (self.headers.iter())
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        (line + fields + 2) as u64 + self.request_body_length
     }
 
     /// `template` with its variables replaced.
@@ -184,6 +268,70 @@ impl Vars<'_> {
         }
         out
     }
+}
+
+/// The values of header `name` (`_` for `-`), `, `-separated.
+fn header_values(headers: &HeaderMap, name: &str) -> String {
+    let name = name.replace('_', "-");
+    let values: Vec<&str> = headers
+        .get_all(name.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values.join(", ")
+}
+
+/// `$arg_NAME`: the first `NAME=value` of the query (name compared ignoring case, the
+/// value as sent, not decoded), as nginx's `ngx_http_arg`.
+fn arg<'u>(request_uri: &'u str, name: &str) -> &'u str {
+    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map_or("", |(_, v)| v)
+}
+
+/// `$cookie_NAME`: the value of the first cookie `NAME` of the `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map_or_else(String::new, |(_, v)| v.to_owned())
+}
+
+/// `$request_id`: 16 random bytes as 32 hex digits (nginx's format).
+fn request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Not expected (the system RNG); a unique value still.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `$msec`: seconds since the epoch with milliseconds (`1796158453.150`).
+fn msec(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// `$hostname`: the system's host name (`gethostname`), read once.
+fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|n| n.trim().to_owned())
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
 }
 
 /// `host[:port]` → `host` (`[v6]:port` → `[v6]`).
@@ -204,15 +352,24 @@ pub(crate) fn time_local(t: SystemTime) -> String {
 }
 
 fn local_zone() -> &'static jiff::tz::TimeZone {
-    static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    static ZONE: OnceLock<jiff::tz::TimeZone> = OnceLock::new();
     ZONE.get_or_init(|| jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC))
 }
 
 fn time_in(t: SystemTime, zone: &jiff::tz::TimeZone) -> String {
+    formatted(t, zone, "%d/%b/%Y:%H:%M:%S %z")
+}
+
+/// nginx's `$time_iso8601`: `2026-11-27T07:42:44+01:00`, in the system's time zone.
+pub(crate) fn time_iso8601(t: SystemTime) -> String {
+    formatted(t, local_zone(), ISO8601)
+}
+
+const ISO8601: &str = "%Y-%m-%dT%H:%M:%S%:z";
+
+fn formatted(t: SystemTime, zone: &jiff::tz::TimeZone, format: &str) -> String {
     let ts = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    ts.to_zoned(zone.clone())
-        .strftime("%d/%b/%Y:%H:%M:%S %z")
-        .to_string()
+    ts.to_zoned(zone.clone()).strftime(format).to_string()
 }
 
 #[cfg(test)]
@@ -234,6 +391,10 @@ mod tests {
         }
         let fixed = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
         assert_eq!(time_in(t, &fixed), "27/Nov/2026:01:42:44 -0500");
+        assert_eq!(formatted(t, &fixed, ISO8601), "2026-11-27T01:42:44-05:00");
+        assert_eq!(formatted(t, &utc, ISO8601), "2026-11-27T06:42:44+00:00");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_158_453_050);
+        assert_eq!(msec(t), "1796158453.050");
     }
 
     #[test]
@@ -257,11 +418,24 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4".parse().expect("value"));
         headers.insert("user-agent", "curl/8".parse().expect("value"));
+        headers.append("cookie", "a=1; Sess=xyz".parse().expect("value"));
+        headers.append("cookie", "b=2".parse().expect("value"));
+        let mut sent = HeaderMap::new();
+        sent.insert("content-type", "text/plain".parse().expect("value"));
+        let request_id = OnceLock::new();
+        let upstream = UpstreamTries {
+            done: vec![(502, Duration::from_millis(4))],
+            answering: Some(Answering {
+                status: 200,
+                sent: Instant::now(),
+                connect: Duration::from_millis(2),
+            }),
+        };
         let v = Vars {
             conn: &conn,
             headers: &headers,
             method: "GET",
-            request_uri: "/a/b?x=1",
+            request_uri: "/a/b?x=1&Foo=b%20r&foo=2&bare",
             uri: "/a/b",
             protocol: "HTTP/1.1",
             http_host: Some("WWW.Example.test:443"),
@@ -273,12 +447,54 @@ mod tests {
             started: SystemTime::now(),
             elapsed: Duration::ZERO,
             maps: &BTreeMap::new(),
+            request_id: &request_id,
+            upstream: &upstream,
+            request_body_length: 5,
+            sent_headers: &sent,
         };
         assert_eq!(v.get("host"), "www.example.test");
         assert_eq!(v.get("proxy_add_x_forwarded_for"), "1.2.3.4, 10.0.0.7");
         assert_eq!(v.get("scheme"), "https");
-        assert_eq!(v.get("args"), "x=1");
+        assert_eq!(v.get("args"), "x=1&Foo=b%20r&foo=2&bare");
         assert_eq!(v.get("http_user_agent"), "curl/8");
-        assert_eq!(v.get("request"), "GET /a/b?x=1 HTTP/1.1");
+        assert_eq!(
+            v.get("request"),
+            "GET /a/b?x=1&Foo=b%20r&foo=2&bare HTTP/1.1"
+        );
+        assert_eq!(v.get("arg_foo"), "b%20r");
+        assert_eq!(
+            (v.get("arg_x"), v.get("arg_bare"), v.get("arg_no")),
+            ("1".into(), "".into(), "".into())
+        );
+        assert_eq!(v.get("cookie_sess"), "xyz");
+        assert_eq!(v.get("cookie_b"), "2");
+        assert_eq!(v.get("cookie_c"), "");
+        assert_eq!(v.get("sent_http_content_type"), "text/plain");
+        assert_eq!(v.get("sent_http_x_none"), "");
+        let id = v.get("request_id").into_owned();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert_eq!(v.get("request_id"), id, "stable within a request");
+        assert_eq!(v.get("upstream_status"), "502, 200");
+        assert!(v.get("upstream_response_time").starts_with("0.004, 0.0"));
+        assert_eq!(v.get("upstream_connect_time"), "-, 0.002");
+        // "GET /a/b?... HTTP/1.1\r\n", four header lines, "\r\n", the body.
+        let line = "GET /a/b?x=1&Foo=b%20r&foo=2&bare HTTP/1.1\r\n".len();
+        let fields = "x-forwarded-for: 1.2.3.4\r\nuser-agent: curl/8\r\n".len()
+            + "cookie: a=1; Sess=xyz\r\ncookie: b=2\r\n".len();
+        assert_eq!(v.get("request_length"), (line + fields + 2 + 5).to_string());
+        assert_eq!(v.get("ssl_server_name"), "");
+        assert_eq!(v.get("server_addr"), "127.0.0.1");
+        assert_eq!(
+            (v.get("https"), v.get("is_args")),
+            ("on".into(), "?".into())
+        );
+        assert!(!v.get("hostname").is_empty());
+        assert_eq!(
+            v.get("msec").split_once('.').map(|(_, ms)| ms.len()),
+            Some(3)
+        );
     }
 }

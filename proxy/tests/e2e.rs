@@ -39,6 +39,8 @@ mod lifecycle;
 mod measure;
 #[path = "e2e/nginx.rs"]
 mod nginx;
+#[path = "e2e/nginx_compat.rs"]
+mod nginx_compat;
 #[path = "e2e/pin.rs"]
 mod pin;
 #[path = "e2e/request_body.rs"]

@@ -37,6 +37,8 @@ const KNOWN: &[&str] = &[
     "access_log",
     "proxy_set_header",
     "add_header",
+    "proxy_hide_header",
+    "proxy_pass_header",
     "proxy_http_version",
     "proxy_connect_timeout",
     "proxy_read_timeout",
@@ -555,6 +557,10 @@ fn upstream(
 fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, ConfigError> {
     let args = ctx.args(d, 1, 6)?;
     let addr = host_port(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
+    if !super::values::resolves(&addr) {
+        let host = args[0].value.clone();
+        return Err(ctx.err(args[0].at, ConfigErrorKind::HostNotFound { host }));
+    }
     let mut s = UpstreamServer {
         addr,
         weight: 1,

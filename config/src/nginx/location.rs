@@ -11,8 +11,8 @@ use super::build::Ctx;
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
 use super::parse::Directive;
 use super::scope::{Level, Scope};
-use super::values::host_port_or;
-use crate::error::ConfigError;
+use super::values::{host_port_or, resolves};
+use crate::error::{ConfigError, ConfigErrorKind};
 
 /// One `location` (and its nested ones), merged with `outer`.
 pub(crate) fn build_location(
@@ -204,7 +204,12 @@ fn proxy_pass(
     let target = match upstreams.contains_key(host) {
         true => UpstreamRef::Named(host.to_owned()),
         false => {
-            UpstreamRef::Addr(host_port_or(host, port).map_err(|e| ctx.invalid(d, arg.at, e))?)
+            let addr = host_port_or(host, port).map_err(|e| ctx.invalid(d, arg.at, e))?;
+            if !resolves(&addr) {
+                let host = host.to_owned();
+                return Err(ctx.err(arg.at, ConfigErrorKind::HostNotFound { host }));
+            }
+            UpstreamRef::Addr(addr)
         }
     };
     Ok(ProxyPass { https, target, uri })

@@ -147,6 +147,29 @@ pub enum ServerName {
     Regex(Regex),
 }
 
+impl ServerName {
+    /// nginx's `$server_name` when this is the server's first name: as written
+    /// (lower-cased), `example.org` for `.example.org`, and a regex with its `~`.
+    pub fn variable_value(&self) -> String {
+        match self {
+            Self::Exact(n) => n.clone(),
+            Self::Wildcard(w) => w.strip_prefix('.').unwrap_or(w).to_owned(),
+            Self::Regex(r) => format!("~{}", r.as_str()),
+        }
+    }
+}
+
+impl Server {
+    /// nginx's `$server_name`: the first `server_name` ([`ServerName::variable_value`]),
+    /// empty when none is written.
+    pub fn server_name_variable(&self) -> String {
+        self.server_names
+            .first()
+            .map(ServerName::variable_value)
+            .unwrap_or_default()
+    }
+}
+
 /// A certificate chain and its private key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertPair {
@@ -306,6 +329,12 @@ pub struct ProxySettings {
     pub proxy_set_header: Vec<(String, Template)>,
     /// `add_header NAME VALUE [always]` (same inheritance rule).
     pub add_header: Vec<AddHeader>,
+    /// `proxy_hide_header`s: upstream response headers not passed to the client, besides
+    /// nginx's defaults ([`HIDDEN_BY_DEFAULT`]). Lower case. A level that sets
+    /// `proxy_hide_header` or `proxy_pass_header` inherits neither list (nginx's rule).
+    pub proxy_hide_header: Vec<String>,
+    /// `proxy_pass_header`s: headers of [`HIDDEN_BY_DEFAULT`] passed after all. Lower case.
+    pub proxy_pass_header: Vec<String>,
     /// `proxy_http_version` (default 1.0).
     pub proxy_http_version: HttpVersion,
     /// `proxy_connect_timeout` (default 60s).
@@ -333,6 +362,31 @@ pub struct ProxySettings {
     pub error_logs: Vec<ErrorLog>,
     /// What a client may send (`http` and `server` levels).
     pub client: ClientLimits,
+}
+
+/// Upstream response headers nginx does not pass to the client unless
+/// `proxy_pass_header` names them (`ngx_http_proxy_hide_headers`): it sends its own
+/// `Server` and `Date`, and the `X-Accel-*` ones are instructions to nginx itself.
+pub const HIDDEN_BY_DEFAULT: &[&str] = &[
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+];
+
+impl ProxySettings {
+    /// Whether the upstream response header `name` (lower case, as `http` keeps names)
+    /// is kept from the client: `proxy_hide_header`, or nginx's defaults unless
+    /// `proxy_pass_header` names it.
+    pub fn hides(&self, name: &str) -> bool {
+        self.proxy_hide_header.iter().any(|h| h == name)
+            || (HIDDEN_BY_DEFAULT.contains(&name)
+                && !self.proxy_pass_header.iter().any(|h| h == name))
+    }
 }
 
 /// Limits on a client's requests (`http` and `server` levels; the default server of an

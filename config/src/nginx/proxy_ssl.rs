@@ -237,12 +237,12 @@ mod tests {
 
     #[test]
     fn defaults_and_inheritance_as_nginx() {
-        let l = location("", "proxy_pass https://backend.example;");
+        let l = location("", "proxy_pass https://localhost;");
         let Some(Action::ProxyPass(p)) = &l.action else {
             panic!("proxy_pass")
         };
         assert!(p.https);
-        assert_eq!(p.target, UpstreamRef::Addr("backend.example:443".into()));
+        assert_eq!(p.target, UpstreamRef::Addr("localhost:443".into()));
         assert_eq!(l.settings.proxy_ssl, super::ProxySsl::default());
         assert!(l.settings.proxy_request_buffering);
         assert_eq!(l.settings.client_body_buffer_size, 16 << 10);
@@ -252,7 +252,7 @@ mod tests {
                     client_body_buffer_size 1m;";
         let l = location(
             http,
-            "proxy_pass https://b:8443; proxy_ssl_name $host; proxy_ssl_verify_depth 3;",
+            "proxy_pass https://localhost:8443; proxy_ssl_name $host; proxy_ssl_verify_depth 3;",
         );
         let ssl = &l.settings.proxy_ssl;
         assert!(ssl.verify);

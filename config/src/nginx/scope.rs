@@ -26,6 +26,8 @@ pub(crate) enum Level {
 pub(crate) struct Scope {
     headers: Option<Vec<(String, Template)>>,
     add_headers: Option<Vec<AddHeader>>,
+    /// `proxy_hide_header` and `proxy_pass_header` (inherited together).
+    hide_pass: Option<(Vec<String>, Vec<String>)>,
     http_version: Option<HttpVersion>,
     timeouts: [Option<Duration>; 3],
     body: Option<Option<u64>>,
@@ -58,6 +60,7 @@ impl Scope {
         fill!(
             headers,
             add_headers,
+            hide_pass,
             http_version,
             body,
             keepalive,
@@ -88,6 +91,14 @@ impl Scope {
         ProxySettings {
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
+            proxy_hide_header: self
+                .hide_pass
+                .as_ref()
+                .map_or_else(Vec::new, |h| h.0.clone()),
+            proxy_pass_header: self
+                .hide_pass
+                .as_ref()
+                .map_or_else(Vec::new, |h| h.1.clone()),
             proxy_http_version: self.http_version.unwrap_or(HttpVersion::Http10),
             proxy_connect_timeout: t(0),
             proxy_read_timeout: t(1),
@@ -158,6 +169,14 @@ impl Scope {
                         value,
                         always,
                     });
+            }
+            n @ ("proxy_hide_header" | "proxy_pass_header") => {
+                let name = ctx.one(d)?.value.to_ascii_lowercase();
+                let (hide, pass) = self.hide_pass.get_or_insert_with(Default::default);
+                match n {
+                    "proxy_hide_header" => hide.push(name),
+                    _ => pass.push(name),
+                }
             }
             "proxy_http_version" => {
                 let arg = ctx.one(d)?;

@@ -60,35 +60,56 @@ fn find<'a>(
     false
 }
 
-/// The URI sent upstream for `request_path_and_query`, as nginx builds it:
-/// with a URI part (`target_uri`, e.g. `/v1/` in `proxy_pass http://b/v1/;`)
-/// the part of the path matched by the location's prefix is replaced by it
-/// and the query is kept; without one the request URI is passed unchanged.
-/// (Regex locations cannot have a URI part; the loader rejects it.)
+/// The URI sent upstream, as nginx builds it. Without a URI part (`target_uri`
+/// `None`) the request URI (`request_uri`, path and query as received) is passed
+/// unchanged. With one (`/v1/` in `proxy_pass http://b/v1/;`) the normalised,
+/// decoded path (`uri`, nginx's `$uri`) has the location's prefix replaced by it,
+/// is escaped again as nginx's `ngx_escape_uri` does (`escape_uri`), and the
+/// request's query (`?args`, as received) is kept. So the path that selected the
+/// location is the one rewritten: `//pfx/a`, `/pfx//a` and `/pfx/%61` all become
+/// `/v1/a`. (Regex locations cannot have a URI part; the loader rejects it.)
 pub fn proxy_pass_uri(
     location: &LocationBlock,
     target_uri: Option<&str>,
-    request_path_and_query: &str,
+    request_uri: &str,
+    uri: &str,
 ) -> String {
-    let Some(uri) = target_uri else {
-        return request_path_and_query.to_owned();
-    };
-    let (path, query) = match request_path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (request_path_and_query, None),
+    let Some(target) = target_uri else {
+        return request_uri.to_owned();
     };
     let rest = match &location.matcher {
         Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) => {
-            path.strip_prefix(p.as_str()).unwrap_or(path)
+            uri.strip_prefix(p.as_str()).unwrap_or(uri)
         }
-        Matcher::Regex { .. } => return request_path_and_query.to_owned(),
+        Matcher::Regex { .. } => return request_uri.to_owned(),
     };
-    let mut out = format!("{uri}{rest}");
-    if let Some(q) = query {
+    let mut out = String::with_capacity(target.len() + rest.len() + 8);
+    out.push_str(target);
+    escape_uri(rest, &mut out);
+    if let Some((_, args)) = request_uri.split_once('?') {
         out.push('?');
-        out.push_str(q);
+        out.push_str(args);
     }
     out
+}
+
+/// Appends `path` to `out` escaped as nginx's `ngx_escape_uri(…, NGX_ESCAPE_URI)`:
+/// control characters, space, `#`, `%`, `?`, DEL and non-ASCII bytes become `%XX`
+/// (upper-case hex); `/` and the rest stay. Also `<`, `>` and `` ` ``, which nginx
+/// sends as they are but an HTTP request target cannot carry (`http::Uri` refuses
+/// them); the upstream decodes them to the same path.
+fn escape_uri(path: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in path.as_bytes() {
+        let escape = b <= 0x20 || b >= 0x7f || matches!(b, b'#' | b'%' | b'?' | b'<' | b'>' | b'`');
+        if escape {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push(b as char);
+        }
+    }
 }
 
 /// The server nginx would pick for a connection to `local_addr` with `Host`
@@ -212,7 +233,14 @@ fn longest(matches: impl Iterator<Item = (usize, usize)>) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_host;
+    use super::{escape_uri, normalize_host};
+
+    #[test]
+    fn escapes_as_ngx_escape_uri() {
+        let mut out = String::new();
+        escape_uri("a b#c%d?e/~A\u{e9}\u{7f}<`>\"{}", &mut out);
+        assert_eq!(out, "a%20b%23c%25d%3Fe/~A%C3%A9%7F%3C%60%3E\"{}");
+    }
 
     #[test]
     fn hosts_from_clients_never_panic() {

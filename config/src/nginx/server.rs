@@ -364,6 +364,17 @@ mod tests {
         ));
         assert!(matches!(server_name(""), Ok(ServerName::Exact(n)) if n.is_empty()));
         assert!(server_name("w*w.example.com").is_err());
+        // `$server_name` of a server whose first name is this one (nginx's merge of
+        // server_name: a leading dot dropped, a regex with its `~`).
+        let var = |v: &str| server_name(v).expect(v).variable_value();
+        assert_eq!(var("*.Example.com"), "*.example.com");
+        assert_eq!(var(".example.org"), "example.org");
+        assert_eq!(var("www.example.*"), "www.example.*");
+        assert_eq!(
+            var("~^(?<sub>.+)\\.Regex\\.test$"),
+            "~^(?<sub>.+)\\.Regex\\.test$"
+        );
+        assert_eq!(var("A.test"), "a.test");
         assert!(server_name("~(").is_err());
     }
 }

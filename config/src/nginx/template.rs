@@ -4,8 +4,23 @@
 
 use std::fmt;
 
-/// Variables hsmgate provides (besides `$http_NAME`, a request header).
+/// Variables hsmgate provides, besides those of [`SUPPORTED_PREFIXES`]. Not provided
+/// (an error at `-t`): `$bytes_sent` (hsmgate counts body bytes only,
+/// `$body_bytes_sent`; the response head is written by hyper).
 pub const SUPPORTED_VARIABLES: &[&str] = &[
+    "is_args",
+    "server_addr",
+    "https",
+    "server_protocol",
+    "request_id",
+    "msec",
+    "time_iso8601",
+    "upstream_status",
+    "upstream_response_time",
+    "upstream_connect_time",
+    "request_length",
+    "ssl_server_name",
+    "hostname",
     "host",
     "http_host",
     "remote_addr",
@@ -36,6 +51,11 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
     "connection",
     "remote_user",
 ];
+
+/// Families of variables hsmgate provides: `$http_NAME` (a request header),
+/// `$sent_http_NAME` (a response header; in `log_format`), `$arg_NAME` (a query
+/// argument), `$cookie_NAME` (a cookie).
+pub const SUPPORTED_PREFIXES: &[&str] = &["http_", "sent_http_", "arg_", "cookie_"];
 
 /// A parsed string: literal text and variables, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,7 +118,9 @@ impl Template {
             }
             let lower = name.to_ascii_lowercase();
             let known = SUPPORTED_VARIABLES.contains(&lower.as_str())
-                || lower.strip_prefix("http_").is_some_and(|h| !h.is_empty())
+                || SUPPORTED_PREFIXES
+                    .iter()
+                    .any(|p| lower.strip_prefix(p).is_some_and(|n| !n.is_empty()))
                 || extra(&lower);
             if !known {
                 return Err(TemplateError::Unknown(offset, name.to_owned()));
@@ -184,5 +206,23 @@ mod tests {
             Template::parse("$http_"),
             Err(TemplateError::Unknown(..))
         ));
+        for unsupported in ["$bytes_sent", "$arg_", "$cookie_"] {
+            assert!(
+                matches!(
+                    Template::parse(unsupported),
+                    Err(TemplateError::Unknown(..))
+                ),
+                "{unsupported}"
+            );
+        }
+        for supported in [
+            "$is_args$server_addr$https$server_protocol",
+            "$request_id $msec $time_iso8601 $request_length $hostname",
+            "$upstream_status $upstream_response_time $upstream_connect_time",
+            "$ssl_server_name",
+            "$arg_page $cookie_session $http_x_y $sent_http_content_type",
+        ] {
+            assert!(Template::parse(supported).is_ok(), "{supported}");
+        }
     }
 }

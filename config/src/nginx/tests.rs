@@ -26,14 +26,14 @@ const ROUTES: &str = "
     ssl_certificate a.crt; ssl_certificate_key a.key;
     location = / { return 200 root; }
     location / { return 200 prefix; }
-    location /api/ { proxy_pass http://b/v1/;
+    location /api/ { proxy_pass http://localhost/v1/;
       location /api/admin/ { return 403; }
       location ~ \\.json$ { return 200 nested-json; }
     }
     location ^~ /static/ { return 200 static; }
     location ~* \\.(png|jpg)$ { return 200 image; }
-    location ~ ^/api/v2 { proxy_pass http://b; }
-    location /exact { proxy_pass http://b/e; }
+    location ~ ^/api/v2 { proxy_pass http://localhost; }
+    location /exact { proxy_pass http://localhost/e; }
   }";
 
 fn text_of(l: Option<&LocationBlock>) -> String {
@@ -84,19 +84,69 @@ fn proxy_pass_uri_replacement() {
     let c = load_str(&http(ROUTES)).unwrap();
     let locs = &c.servers[0].locations;
     let api = location_match(locs, "/api/x").unwrap();
+    let pass = |l: &LocationBlock, target: Option<&str>, raw: &str| {
+        let path = raw.split('?').next().unwrap_or(raw);
+        proxy_pass_uri(l, target, raw, &normalized(path))
+    };
+    assert_eq!(pass(api, Some("/v1/"), "/api/users?id=1"), "/v1/users?id=1");
+    assert_eq!(pass(api, None, "/api/users?id=1"), "/api/users?id=1");
+    // The normalised, decoded `$uri` is rewritten (as location matching saw it), then
+    // escaped again; the query is passed as received. Without a URI part, the raw one.
+    assert_eq!(pass(api, Some("/v1/"), "//api/a"), "/v1/a");
+    assert_eq!(pass(api, Some("/v1/"), "/api//a"), "/v1/a");
+    assert_eq!(pass(api, Some("/v1/"), "/api/a%2Fb"), "/v1/a/b");
+    assert_eq!(pass(api, Some("/v1/"), "/api/%7e%41"), "/v1/~A");
     assert_eq!(
-        proxy_pass_uri(api, Some("/v1/"), "/api/users?id=1"),
-        "/v1/users?id=1"
+        pass(api, Some("/v1/"), "/api/./x/../a%20b%3F?q=%20"),
+        "/v1/a%20b%3F?q=%20"
     );
-    assert_eq!(
-        proxy_pass_uri(api, None, "/api/users?id=1"),
-        "/api/users?id=1"
-    );
+    assert_eq!(pass(api, Some("/v1/"), "/api/%C3%A9%25"), "/v1/%C3%A9%25");
+    assert_eq!(pass(api, None, "//api/a%2Fb?x"), "//api/a%2Fb?x");
     let exact = location_match(locs, "/exact").unwrap();
-    assert_eq!(proxy_pass_uri(exact, Some("/e"), "/exact/more"), "/e/more");
-    assert_eq!(proxy_pass_uri(exact, Some("/"), "/exact"), "/");
+    assert_eq!(pass(exact, Some("/e"), "/exact/more"), "/e/more");
+    assert_eq!(pass(exact, Some("/"), "/exact"), "/");
     let regex = location_match(locs, "/api/v2").unwrap();
-    assert_eq!(proxy_pass_uri(regex, None, "/api/v2?a"), "/api/v2?a");
+    assert_eq!(pass(regex, None, "/api/v2?a"), "/api/v2?a");
+}
+
+/// `path` as the proxy normalises it before matching (`%XX` decoded, `//`, `.` and
+/// `..` resolved), for tests.
+fn normalized(path: &str) -> String {
+    let mut decoded = Vec::new();
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            path.get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
+            (b'%', Some(v)) => {
+                decoded.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8(decoded).unwrap();
+    let mut segs: Vec<&str> = Vec::new();
+    for s in decoded.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = format!("/{}", segs.join("/"));
+    if decoded.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
 }
 
 #[test]
@@ -138,6 +188,36 @@ fn server_selection() {
         "specific address wins"
     );
     assert_eq!(pick("10.0.0.1:9".parse().unwrap(), None), None);
+}
+
+#[test]
+fn hidden_upstream_headers_inherit_like_nginx_arrays() {
+    let c = load_str(&http(
+        "proxy_hide_header X-Powered-By;
+         server { listen 20080;
+           location / { proxy_pass http://127.0.0.1:9000; }
+           location /p { proxy_pass_header Server; proxy_pass http://127.0.0.1:9000; }
+           location /h { proxy_hide_header X-Secret; proxy_hide_header X-Other;
+                         proxy_pass http://127.0.0.1:9000; }
+         }
+         server { listen 20081; proxy_pass_header X-Accel-Buffering;
+           location / { proxy_pass http://127.0.0.1:9000; } }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].locations;
+    let (a, p, h) = (&l[0].settings, &l[1].settings, &l[2].settings);
+    assert!(a.hides("x-powered-by") && a.hides("server") && a.hides("date"));
+    assert!(!a.hides("x-secret") && !a.hides("content-type"));
+    // A level with its own proxy_pass_header or proxy_hide_header inherits neither.
+    assert!(!p.hides("server") && !p.hides("x-powered-by") && p.hides("x-pad"));
+    assert!(h.hides("x-secret") && h.hides("x-other") && !h.hides("x-powered-by"));
+    assert!(h.hides("x-accel-redirect"));
+    let s2 = &c.servers[1].locations[0].settings;
+    assert!(!s2.hides("x-accel-buffering") && s2.hides("x-accel-expires"));
+    assert!(!s2.hides("x-powered-by"));
+    for name in HIDDEN_BY_DEFAULT {
+        assert!(a.hides(name), "{name}");
+    }
 }
 
 #[test]
@@ -318,9 +398,44 @@ fn errors_are_located() {
 }
 
 #[test]
+fn hosts_that_do_not_resolve_are_refused_like_nginx() {
+    // A typo'd upstream name: nginx's `[emerg] host not found in upstream "…"`.
+    let e = err(&http(
+        "server { location / { proxy_pass http://nosuchgroup.invalid; } }",
+    ));
+    assert_eq!(
+        e,
+        "/x/conf/nginx.conf:3:34: host not found in upstream \"nosuchgroup.invalid\""
+    );
+    let e = err(&http(
+        "server { location / { proxy_pass https://nosuchgroup.invalid:8443/x/; } }",
+    ));
+    assert!(
+        e.ends_with("host not found in upstream \"nosuchgroup.invalid:8443\""),
+        "{e}"
+    );
+    let e = err(&http(
+        "upstream app { server nosuch.invalid:81; }\nserver { location / { proxy_pass http://app; } }",
+    ));
+    assert!(
+        e.ends_with("host not found in upstream \"nosuch.invalid:81\""),
+        "{e}"
+    );
+    // Upstream names, addresses and names that resolve are fine.
+    for ok in [
+        "upstream app { server localhost:81; } server { location / { proxy_pass http://app; } }",
+        "server { location / { proxy_pass http://localhost:8080; } }",
+        "server { location / { proxy_pass http://127.0.0.1; } }",
+        "server { location / { proxy_pass http://[::1]:81/; } }",
+    ] {
+        load_str(&http(ok)).expect(ok);
+    }
+}
+
+#[test]
 fn upstreams() {
     let c = load_str(&http(
-        "upstream app { server 10.0.0.1:8080 weight=3 max_fails=2 fail_timeout=30s; server b backup; server c:81 down; keepalive 16; }
+        "upstream app { server 10.0.0.1:8080 weight=3 max_fails=2 fail_timeout=30s; server localhost backup; server localhost:81 down; keepalive 16; }
          server { location / { proxy_pass http://app; } }",
     ))
     .unwrap();
@@ -333,8 +448,8 @@ fn upstreams() {
             .collect::<Vec<_>>(),
         [
             ("10.0.0.1:8080", 3, 2, false, false),
-            ("b:80", 1, 1, true, false),
-            ("c:81", 1, 1, false, true)
+            ("localhost:80", 1, 1, true, false),
+            ("localhost:81", 1, 1, false, true)
         ]
     );
     assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(30));

@@ -62,6 +62,23 @@ pub(crate) fn host_port(s: &str) -> Result<String, String> {
     host_port_or(s, 80)
 }
 
+/// Whether `host_port` (`host:port`, as [`host_port_or`] gives it) is an IP address or a
+/// name the system resolver knows: nginx resolves `proxy_pass` and upstream `server`
+/// hosts when it loads the configuration and refuses one it cannot resolve.
+pub(crate) fn resolves(host_port: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok((host, port)) = split_host_port(host_port) else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    (bare, port.unwrap_or(80))
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.next().is_some())
+}
+
 /// `host[:port]` → `host:port`, with `default` when no port is written.
 pub(crate) fn host_port_or(s: &str, default: u16) -> Result<String, String> {
     let (host, port) = split_host_port(s)?;

@@ -104,6 +104,12 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         ("www.example.test", "/img/logo.PNG", vec![]),
         ("www.example.test", "/static/logo.png", vec![]),
         ("www.example.test", "/api/users?id=7", vec![]),
+        // `proxy_pass http://app/v2/` rewrites the normalised `$uri`, escaped again.
+        ("www.example.test", "//api/a", vec!["--path-as-is"]),
+        ("www.example.test", "/api//a", vec!["--path-as-is"]),
+        ("www.example.test", "/api/a%2Fb", vec![]),
+        ("www.example.test", "/api/%7e%41%20?q=%20", vec![]),
+        ("www.example.test", "/api/./x/../c", vec!["--path-as-is"]),
         ("www.example.test", "/old/page?q=2", vec![]),
         ("www.example.test", "/rel", vec![]),
         ("www.example.test", "/api", vec![]),
@@ -175,6 +181,9 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         for header in ["x-frame-options", "x-vhost"] {
             assert_eq!(n.header(header), h.header(header), "{header} of {what}");
         }
+        // Each names itself (the corpus has `server_tokens off`), whoever answered.
+        assert_eq!(n.header("server"), Some("nginx"), "{what}");
+        assert_eq!(h.header("server"), Some("hsmgate"), "{what}");
         let loc = |s: &crate::support::nginx::Seen, port: u16| {
             s.header("location")
                 .map(|l| l.replace(&format!(":{port}"), ":PORT"))

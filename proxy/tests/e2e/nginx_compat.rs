@@ -1,0 +1,486 @@
+//! Differences from nginx found by the audit, each checked on the wire against what
+//! Debian's nginx 1.22 does with the same directives: the path `proxy_pass` with a URI
+//! part sends (the normalised `$uri`, escaped again), the upstream headers nginx hides
+//! (`Server`, `Date`, `X-Pad`, `X-Accel-*`; `proxy_hide_header`, `proxy_pass_header`),
+//! `TRACE` and `CONNECT` answered 405 without contacting the upstream, `$server_name` of
+//! wildcard and regex servers, and the variables of `log_format`s and headers.
+//!
+//! hsmgate runs on [`Gate`] (a SoftHSM key, TLS server `localhost`), with a plain-HTTP
+//! server added through the `http` block; the upstream is written by hand here so the
+//! exact request target it receives, and the headers it answers with, are known.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::raw::{Gate, H1Response, port_in_range, read_response, upstream_in_range};
+
+/// Response headers the hand-written upstream sends besides `Content-Length`.
+const UPSTREAM_HEADERS: &str = "Server: upstream-srv/1.0\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n\
+    X-Pad: avoid browser bug\r\nX-Accel-Redirect: /internal\r\nX-Accel-Buffering: no\r\n\
+    X-Accel-Expires: 10\r\nX-Secret: s\r\nX-Kept: k\r\n";
+
+/// An HTTP/1.1 upstream written by hand: it records each request head and answers
+/// `200 ok` with [`UPSTREAM_HEADERS`], one request per connection.
+struct RawUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = loop {
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port_in_range())) {
+                break l;
+            }
+        };
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                log.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\n{UPSTREAM_HEADERS}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        RawUpstream { addr, seen }
+    }
+
+    /// The request line of the last request.
+    fn last_request_line(&self) -> String {
+        let seen = self.seen.lock().expect("lock");
+        let head = seen.last().cloned().unwrap_or_default();
+        head.lines().next().unwrap_or_default().to_owned()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+/// Send `request` (raw HTTP/1.1) to plain-HTTP `port`; the response.
+fn plain(port: u16, request: &str) -> H1Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    read_response(&mut s)
+}
+
+fn get(port: u16, host: &str, target: &str) -> H1Response {
+    plain(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The value of `name` in a response head (first one), if any.
+fn header<'a>(r: &'a H1Response, name: &str) -> Option<&'a str> {
+    r.head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// hsmgate with a plain-HTTP server `compat.test` on its own port whose locations
+/// `proxy_pass` to `raw`; `server_extra` goes into that server block.
+fn start(raw: &RawUpstream, server_extra: &str) -> (Gate, u16) {
+    start_with(raw, "", server_extra)
+}
+
+/// [`start`] with `http_extra` in the `http` block before the servers.
+fn start_with(raw: &RawUpstream, http_extra: &str, server_extra: &str) -> (Gate, u16) {
+    let http = port_in_range();
+    let up = raw.addr;
+    let extra = format!(
+        "{http_extra}
+        server {{ listen 127.0.0.1:{http}; server_name compat.test;
+            location /pfx/ {{ proxy_pass http://{up}/new/; }}
+            location = /exact {{ proxy_pass http://{up}/e; }}
+            location /raw/ {{ proxy_pass http://{up}; }}
+            proxy_hide_header X-Kept;
+            location /hp/ {{ proxy_pass_header Server; proxy_hide_header X-Secret;
+                proxy_pass http://{up}; }}
+            {server_extra}
+        }}
+        server {{ listen 127.0.0.1:{http}; server_name *.wild.test other.test;
+            return 200 'sn=$server_name'; }}
+        server {{ listen 127.0.0.1:{http}; server_name .dot.test; return 200 'sn=$server_name'; }}
+        server {{ listen 127.0.0.1:{http}; server_name ~^re\\d+\\.test$;
+            return 200 'sn=$server_name'; }}"
+    );
+    let echo = upstream_in_range("A");
+    let gate = Gate::start(&[echo], &extra);
+    (gate, http)
+}
+
+#[test]
+fn proxy_pass_with_a_uri_part_rewrites_the_normalised_uri() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    // What Debian's nginx 1.22 sends for each (the audit's measurements).
+    for (target, want) in [
+        ("/pfx/a", "/new/a"),
+        ("//pfx/a", "/new/a"),
+        ("/pfx//a", "/new/a"),
+        ("/pfx/a%2Fb", "/new/a/b"),
+        ("/pfx/%7e%41", "/new/~A"),
+        ("/pfx/./b/../c%20d?x=%20y&z", "/new/c%20d?x=%20y&z"),
+        ("/pfx/%C3%A9", "/new/%C3%A9"),
+        ("/exact", "/e"),
+        // Without a URI part: the request URI as received.
+        ("/raw//a%2Fb?q", "/raw//a%2Fb?q"),
+    ] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(
+            raw.last_request_line(),
+            format!("GET {want} HTTP/1.1"),
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn upstream_server_date_and_accel_headers_are_hidden_like_nginx() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    // nginx's defaults, and the server's `proxy_hide_header X-Kept` inherited.
+    let r = get(http, "compat.test", "/raw/x");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "server"), Some("hsmgate"), "{r:?}");
+    let date = header(&r, "date").expect("a Date");
+    assert_ne!(
+        date, "Mon, 01 Jan 2001 00:00:00 GMT",
+        "the upstream's Date: {r:?}"
+    );
+    for hidden in [
+        "x-pad",
+        "x-accel-redirect",
+        "x-accel-buffering",
+        "x-accel-expires",
+        "x-kept",
+    ] {
+        assert_eq!(header(&r, hidden), None, "{hidden}: {r:?}");
+    }
+    assert_eq!(header(&r, "x-secret"), Some("s"), "{r:?}");
+    assert_eq!(
+        r.head.matches("\nserver:").count() + r.head.matches("\nServer:").count(),
+        1
+    );
+    // `proxy_pass_header Server; proxy_hide_header X-Secret;`: the location's own lists
+    // (the server's X-Kept is not inherited).
+    let r = get(http, "compat.test", "/hp/x");
+    assert_eq!(header(&r, "server"), Some("upstream-srv/1.0"), "{r:?}");
+    assert_eq!(header(&r, "x-secret"), None, "{r:?}");
+    assert_eq!(header(&r, "x-kept"), Some("k"), "{r:?}");
+    assert_eq!(header(&r, "x-pad"), None, "{r:?}");
+    assert_ne!(header(&r, "date"), Some("Mon, 01 Jan 2001 00:00:00 GMT"));
+    // hsmgate's own answers, over TLS too.
+    let r = get(http, "compat.test", "/nowhere");
+    assert_eq!((r.status, header(&r, "server")), (404, Some("hsmgate")));
+    let r = gate.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        (r.status, header(&r, "server")),
+        (200, Some("hsmgate")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn trace_and_connect_are_405_without_the_upstream() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    let before = raw.count();
+    let r = plain(
+        http,
+        "TRACE /raw/x HTTP/1.1\r\nHost: compat.test\r\nX-Secret: cookie\r\n\r\n",
+    );
+    assert_eq!(r.status, 405, "{r:?}\n{}", gate.server.log_text());
+    assert!(r.body.contains("405 Not Allowed"), "{r:?}");
+    assert!(!r.body.contains("X-Secret"), "{r:?}");
+    let r = plain(
+        http,
+        "CONNECT compat.test:80 HTTP/1.1\r\nHost: compat.test:80\r\n\r\n",
+    );
+    assert_eq!(r.status, 405, "{r:?}");
+    // Over TLS too, and HTTP/2.
+    let r = gate.h1(b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(r.status, 405, "{r:?}");
+    let port = gate.addr.port();
+    let out = crate::support::curl(&[
+        "--http2",
+        "-X",
+        "TRACE",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        "--cacert",
+        gate.ca().to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        &format!("https://localhost:{port}/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 405", "{out:?}");
+    assert_eq!(raw.count(), before, "the upstream saw a TRACE or CONNECT");
+    // Other methods still pass.
+    let r = plain(
+        http,
+        "OPTIONS /raw/x HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(raw.last_request_line(), "OPTIONS /raw/x HTTP/1.1");
+}
+
+/// `hsmgate -t -c conf` with the gate's PKCS#11 module.
+fn hsmgate_t(gate: &Gate, conf: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+        .arg("-t")
+        .arg("-c")
+        .arg(conf)
+        .env("HSMGATE_PKCS11_MODULE", &gate.token.module)
+        .output()
+        .expect("run hsmgate -t")
+}
+
+#[test]
+fn a_typo_in_an_upstream_name_fails_t_and_reload() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    let conf = gate.prefix.join("nginx.conf");
+    let good = std::fs::read_to_string(&conf).expect("conf");
+    // `nosuchgroup` is no `upstream` block and does not resolve: nginx's `[emerg] host
+    // not found in upstream "nosuchgroup" in FILE:LINE`, exit 1.
+    let bad = good.replacen(
+        "location /raw/ {",
+        "location /typo/ { proxy_pass http://nosuchgroup; }\n            location /raw/ {",
+        1,
+    );
+    let line = bad
+        .lines()
+        .position(|l| l.contains("nosuchgroup"))
+        .expect("line")
+        + 1;
+    std::fs::write(&conf, &bad).expect("conf");
+    let out = hsmgate_t(&gate, &conf);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nginx.conf:{line}:"))
+            && stderr.contains("host not found in upstream \"nosuchgroup\""),
+        "{stderr}"
+    );
+    // A reload keeps the old configuration serving.
+    gate.server.signal("HUP");
+    gate.server
+        .wait_log("host not found in upstream", 1, Duration::from_secs(10));
+    let r = get(http, "compat.test", "/raw/x");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(http, "compat.test", "/typo/x");
+    assert_eq!(r.status, 404, "{r:?}");
+    // Names that resolve (`localhost`) are fine.
+    let ok = good.replacen(
+        "location /raw/ {",
+        &format!(
+            "location /named/ {{ proxy_pass http://localhost:{}; }}\n            location /raw/ {{",
+            raw.addr.port()
+        ),
+        1,
+    );
+    std::fs::write(&conf, ok).expect("conf");
+    let out = hsmgate_t(&gate, &conf);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn server_name_is_the_first_name_as_written_for_wildcards_and_regexes() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "");
+    for (host, want) in [
+        ("a.wild.test", "sn=*.wild.test"),
+        ("other.test", "sn=*.wild.test"),
+        ("dot.test", "sn=dot.test"),
+        ("x.dot.test", "sn=dot.test"),
+        ("re42.test", "sn=~^re\\d+\\.test$"),
+    ] {
+        let r = get(http, host, "/");
+        assert_eq!(r.status, 200, "{host}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(r.body, want, "{host}");
+    }
+}
+
+#[test]
+fn log_format_and_header_variables_nginx_configurations_use() {
+    let raw = RawUpstream::start();
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("vars.log");
+    let http_extra =
+        "log_format vars '$request_id|$upstream_status|$request_length|$sent_http_x_secret|\
+         $sent_http_server|$arg_foo|$cookie_sess|$hostname|$https|$is_args|$server_protocol|\
+         $upstream_response_time|$msec|$time_iso8601|$upstream_connect_time';
+        add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;";
+    let server_extra = format!(
+        "access_log {} vars;
+        location /vars/ {{ proxy_pass http://{}; proxy_set_header X-Id $request_id;
+            add_header X-Id $request_id; }}
+        location /dead/ {{ proxy_pass http://127.0.0.1:1; }}",
+        log.display(),
+        raw.addr
+    );
+    let (gate, http) = start_with(&raw, http_extra, &server_extra);
+    let request = "GET /vars/x?foo=b%20r&foo=2 HTTP/1.1\r\nHost: compat.test\r\n\
+                   Cookie: a=1; sess=xyz\r\nConnection: close\r\n\r\n";
+    let r = plain(http, request);
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    // $request_id: 32 hex digits, the same in the forwarded header and the response.
+    let id = header(&r, "x-id").expect("X-Id").to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let seen = raw
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        seen.to_lowercase().contains(&format!("x-id: {id}")),
+        "{seen}"
+    );
+    let r2 = plain(http, request);
+    assert_ne!(
+        header(&r2, "x-id"),
+        Some(id.as_str()),
+        "a new id per request"
+    );
+    let r = get(http, "compat.test", "/dead/");
+    assert_eq!(r.status, 502);
+    // TLS variables over TLS (the http block's add_header).
+    let r = gate.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        header(&r, "x-tls"),
+        Some("sni=localhost https=on addr=127.0.0.1"),
+        "{r:?}"
+    );
+
+    let text = crate::support::poll(
+        Duration::from_secs(10),
+        || format!("three lines in {}", log.display()),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.lines().count() >= 3).then_some(text)
+        },
+    );
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let first = &lines[0];
+    assert_eq!(first[0], id, "{text}");
+    assert_eq!(first[1], "200", "{text}");
+    assert_eq!(
+        first[2],
+        request.len().to_string(),
+        "$request_length: {text}"
+    );
+    // Response headers as sent: the upstream's X-Secret, hsmgate's Server.
+    assert_eq!((first[3], first[4]), ("s", "hsmgate"), "{text}");
+    assert_eq!((first[5], first[6]), ("b%20r", "xyz"), "{text}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(first[7], hostname.trim(), "{text}");
+    assert_eq!(
+        (first[8], first[9], first[10]),
+        ("-", "?", "HTTP/1.1"),
+        "{text}"
+    );
+    let time: f64 = first[11].parse().expect("$upstream_response_time");
+    assert!((0.0..5.0).contains(&time), "{text}");
+    let (secs, ms) = first[12].split_once('.').expect("$msec");
+    assert!(secs.len() == 10 && ms.len() == 3, "{text}");
+    assert!(
+        first[13].len() == 25 && first[13].contains('T'),
+        "$time_iso8601: {text}"
+    );
+    let connect: f64 = first[14].parse().expect("$upstream_connect_time");
+    assert!((0.0..5.0).contains(&connect) && connect <= time, "{text}");
+    assert_eq!(lines[2][1], "502", "{text}");
+    assert_eq!(lines[2][14], "-", "{text}");
+}
+
+#[test]
+fn v_and_capital_v_print_the_version_like_nginx() {
+    let out = crate::support::nginx::hsmgate(&["-v"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("hsmgate version: hsmgate/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(out.stdout.is_empty());
+    let out = crate::support::nginx::hsmgate(&["-V"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("hsmgate version: hsmgate/"),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("built with rustls ")),
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("target: ")), "{stderr}");
+    // `--version` (no nginx flag) stays as it was: `hsmgate VERSION` on stdout.
+    let out = crate::support::nginx::hsmgate(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        format!("hsmgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_toml_format_hides_the_same_upstream_headers() {
+    use crate::support::hsm::{KeyType, TestToken};
+    use crate::support::proxy::{ProxyProcess, config_for};
+    let raw = RawUpstream::start();
+    let token = TestToken::new(KeyType::EcP256);
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, raw.addr, ""))
+        .expect("hsmgate with a TOML configuration");
+    let out = crate::support::curl(&[
+        "-i",
+        "--http1.1",
+        "--cacert",
+        token.ca_pem.to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{}:127.0.0.1", proxy.addr.port()),
+        &format!("https://localhost:{}/t", proxy.addr.port()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.starts_with("http/1.1 200"),
+        "{text}\n{}",
+        proxy.log_text()
+    );
+    assert!(text.contains("\r\nserver: hsmgate\r\n"), "{text}");
+    for hidden in ["upstream-srv", "x-pad:", "x-accel-", "2001 00:00:00"] {
+        assert!(!text.contains(hidden), "{hidden}: {text}");
+    }
+    assert!(text.contains("\r\nx-secret: s\r\n"), "{text}");
+}
