@@ -257,7 +257,7 @@ impl Overrides {
         let Some(given) = self.get(Setting::LogFormat) else {
             return Ok(LogFormat::Text);
         };
-        match given.text.as_str() {
+        match given.text.to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             _ => Err(given.error(ConfigErrorKind::Value(

@@ -346,7 +346,11 @@ async fn reload(
             "this proxy was not started from a configuration file".into(),
         ));
     };
-    tracing::info!(config = %source.path.display(), "reloading the configuration");
+    let name = match source.path.as_os_str().is_empty() {
+        true => hsmgate_config::ENVIRONMENT.to_owned(),
+        false => source.path.display().to_string(),
+    };
+    tracing::info!(config = %name, "reloading the configuration");
     let defaults = defaults.clone();
     let previous = current.pools.clone();
     let next = tokio::task::spawn_blocking(move || {

@@ -13,7 +13,7 @@ use crate::model::{ConfigWarning, KeyRef, PinSource, Pkcs11Config};
 use crate::raw::RawPkcs11;
 
 pub(crate) const PIN_VALUE_WARNING: &str =
-    "the PIN is written in the config file (pin-value); prefer pin-source=file: or pin_env";
+    "the PIN is written in the configuration (pin-value); prefer pin-source=file: or pin_env";
 
 pub(crate) fn pkcs11(
     raw: &RawPkcs11,

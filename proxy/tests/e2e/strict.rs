@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::raw::{
     COMPRESSION_ERROR, DATA, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, Frame, GOAWAY, Gate, H2,
     HEADERS, PING, PRIORITY, PROTOCOL_ERROR, RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
-    frame, get, upstream_in_range,
+    frame, get, header_block, upstream_in_range,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -654,4 +654,35 @@ fn ssl_handshake_timeout_and_client_body_timeout_are_configurable() {
     assert_eq!(r.status, 408, "{r:?}\n{}", g.server.log_text());
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(r.upstream().is_none(), "{r:?}");
+}
+
+/// RFC 9113 §8.1: trailers with a pseudo-header field make the request malformed, a
+/// stream error (RST_STREAM PROTOCOL_ERROR); the connection goes on.
+#[test]
+fn http2_trailers_with_a_pseudo_header_are_a_stream_error() {
+    let g = gate("");
+    let post = header_block(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/"),
+        (":authority", "localhost"),
+    ]);
+    let (mut h2, end) = probe(
+        &g,
+        "trailers with :path",
+        &[
+            frame(HEADERS, 0x4, 1, &post),
+            frame(DATA, 0x0, 1, b"abc"),
+            frame(HEADERS, 0x5, 1, &header_block(&[(":path", "/x")])),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (end.kind, end.stream, end.error_code()),
+        (RST_STREAM, 1, Some(PROTOCOL_ERROR)),
+        "{end:?}\n{}",
+        g.server.log_text()
+    );
+    h2.send(&frame(HEADERS, 0x5, 3, &get(Some("localhost"), "/", &[])));
+    assert_eq!(answer_on(&mut h2, 3), (Some(200), None));
 }
