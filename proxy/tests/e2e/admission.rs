@@ -52,6 +52,19 @@ fn resuming_client(ca: &Path) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// Wait until the group's capacity, as `/metrics` says, is 0 (every member down).
+fn wait_for_no_capacity(proxy: &ProxyProcess) {
+    let admin = proxy.admin_addr();
+    crate::support::poll(
+        Duration::from_secs(10),
+        || format!("capacity never fell to 0:\n{}", proxy.log_text()),
+        || {
+            let body = admin_get_blocking(admin, "/metrics").1;
+            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
+        },
+    );
+}
+
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v.get(((v.len() as f64 - 1.0) * p).round() as usize)
@@ -252,14 +265,7 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
     drop(first);
 
     lab.kill("hsm-a");
-    crate::support::poll(
-        Duration::from_secs(10),
-        || format!("capacity never fell to 0:\n{}", proxy.log_text()),
-        || {
-            let body = admin_get_blocking(admin, "/metrics").1;
-            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
-        },
-    );
+    wait_for_no_capacity(&proxy);
 
     let fresh = client_config(&lab.ca_pem, &[b"http/1.1"]);
     let (outcome, took) = handshake(proxy.addr, fresh).await;
@@ -378,14 +384,7 @@ async fn a_ticket_the_server_cannot_resume_is_a_full_handshake() {
     drop(first);
 
     lab.kill("hsm-a");
-    crate::support::poll(
-        Duration::from_secs(10),
-        || format!("capacity never fell to 0:\n{}", other.log_text()),
-        || {
-            let body = admin_get_blocking(admin, "/metrics").1;
-            (metric(&body, "hsmgate_admission_capacity_ops_per_second", &[]) == 0.0).then_some(())
-        },
-    );
+    wait_for_no_capacity(&other);
     let (outcome, took) = handshake(other.addr, Arc::clone(&resuming)).await;
     assert_eq!(outcome, Outcome::Shed, "{}", other.log_text());
     assert!(took < Duration::from_secs(1), "shed after {took:?}");

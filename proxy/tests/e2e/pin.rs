@@ -24,6 +24,20 @@ fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// SIGHUP, then wait until `marker` appears in the log once more.
+fn hup_until(proxy: &ProxyProcess, marker: &str) {
+    let before = proxy.log_text().matches(marker).count();
+    Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .expect("kill");
+    poll(
+        Duration::from_secs(20),
+        || format!("no {marker:?} in the log:\n{}", proxy.log_text()),
+        || (proxy.log_text().matches(marker).count() > before).then_some(()),
+    );
+}
+
 #[test]
 fn no_pin_in_logs_metrics_status_or_errors() {
     let mut lab = HaLab::new(&["hsm-a", "hsm-b"]);
@@ -54,16 +68,7 @@ fn no_pin_in_logs_metrics_status_or_errors() {
 
     let reload = |config: &str, marker: &str| {
         std::fs::write(lab.path().join("hsmgate.toml"), config).expect("config");
-        let before = proxy.log_text().matches(marker).count();
-        Command::new("kill")
-            .args(["-HUP", &proxy.pid().to_string()])
-            .status()
-            .expect("kill");
-        poll(
-            Duration::from_secs(20),
-            || format!("no {marker:?} in the log:\n{}", proxy.log_text()),
-            || (proxy.log_text().matches(marker).count() > before).then_some(()),
-        );
+        hup_until(&proxy, marker);
     };
     reload(&bad, "reload failed");
     assert!(
@@ -203,18 +208,7 @@ fn a_reload_checks_a_changed_pin_although_the_process_is_logged_in() {
         assert!(out.status.success(), "{}", output_text(&out));
     };
     get("/before");
-    let hup = |marker: &str| {
-        let before = proxy.log_text().matches(marker).count();
-        Command::new("kill")
-            .args(["-HUP", &proxy.pid().to_string()])
-            .status()
-            .expect("kill");
-        poll(
-            Duration::from_secs(20),
-            || format!("no {marker:?} in the log:\n{}", proxy.log_text()),
-            || (proxy.log_text().matches(marker).count() > before).then_some(()),
-        );
-    };
+    let hup = |marker: &str| hup_until(&proxy, marker);
     std::fs::write(&token.pin_file, format!("{WRONG_FILE_PIN}\n")).expect("pin file");
     hup("reload failed");
     let log = proxy.log_text();
