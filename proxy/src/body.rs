@@ -19,8 +19,9 @@ use tokio::time::Sleep;
 
 use crate::balance::BodyError;
 
-/// The body type of every response the proxy sends.
-pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The body type of every response the proxy sends (an error ends it as cut short: no
+/// last chunk for HTTP/1.1, RST_STREAM for HTTP/2).
+pub(crate) type ProxyBody = BoxBody<Bytes, BodyError>;
 
 /// What went wrong with the client's body, shared between the body and the request.
 #[derive(Debug, Clone, Default)]

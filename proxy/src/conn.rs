@@ -39,7 +39,11 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
 pub(crate) fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyError> {
     use socket2::{Domain, Socket, Type};
     let addr = spec.addr;
-    let err = |source| ProxyError::Bind { addr, source };
+    let err = |source| ProxyError::Bind {
+        what: "listener",
+        addr,
+        source,
+    };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     if spec.reuseport {
@@ -56,12 +60,15 @@ pub(crate) fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyErro
     Ok(socket.into())
 }
 
-pub(crate) fn bind_plain(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
-    let socket =
-        std::net::TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
-    socket
-        .set_nonblocking(true)
-        .map_err(|source| ProxyError::Bind { addr, source })?;
+/// Bind the admin listener.
+pub(crate) fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, ProxyError> {
+    let err = |source| ProxyError::Bind {
+        what: "admin listener",
+        addr,
+        source,
+    };
+    let socket = std::net::TcpListener::bind(addr).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
     Ok(socket)
 }
 

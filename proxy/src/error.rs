@@ -47,8 +47,10 @@ pub enum ProxyError {
     #[error("TLS settings: {0}")]
     Tls(#[from] rustls::Error),
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// Which listener: `listen` (TLS or plain HTTP) or `admin`.
+        what: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The OS error.

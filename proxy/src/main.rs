@@ -122,7 +122,8 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Put a key and a certificate on your own token: list, init, keygen, csr.
+    /// Your own token: list, init, keygen (a key pair), csr (a CSR or self-signed
+    /// certificate the token key signs; the certificate stays a file), check-pin.
     Token {
         #[command(subcommand)]
         command: hsmgate_proxy::token_cli::TokenCommand,
@@ -218,6 +219,11 @@ fn main() -> ExitCode {
             let admin = admin
                 .or_else(|| source.overrides.get(Setting::Admin).map(|g| g.text.clone()))
                 .unwrap_or_else(|| "127.0.0.1:9901".to_owned());
+            // `http://HOST:PORT/` is taken as HOST:PORT.
+            let admin = admin
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
             let opts = hsmgate_proxy::top::TopOptions {
                 admin,
                 interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
@@ -504,8 +510,31 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
     match Proxy::check_source(source, defaults) {
         // Keys were opened to check them; their sessions close before the exit.
         Ok(generation) => {
+            // An HA group starts while one member can sign. For the test, a member that
+            // refused its configuration (a wrong PIN, another key) fails it; one that
+            // is unreachable now is a warning.
+            let mut refused = Vec::new();
+            for pool in generation.pools.pools() {
+                for m in pool.members() {
+                    let what = format!(
+                        "HSM member {} of group {}: {}",
+                        m.name,
+                        pool.group_name(),
+                        m.last_error
+                    );
+                    match m.state {
+                        hsmgate_signer::MemberState::Refused => refused.push(what),
+                        hsmgate_signer::MemberState::Up => {}
+                        _ if !quiet => eprintln!("hsmgate: [warn] {what} (not up now)"),
+                        _ => {}
+                    }
+                }
+            }
             drop(generation);
             hsmgate_signer::wait_for_workers(std::time::Duration::from_secs(3));
+            if !refused.is_empty() {
+                return failed(&format!("{} (refused)", refused.join("; ")));
+            }
         }
         Err(e) => return failed(&e),
     }

@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::conn::{accept_loop, bind, bind_plain};
+use crate::conn::{accept_loop, bind, bind_admin};
 use crate::control::Control;
 use crate::error::ProxyError;
 use crate::generation::{ConfigSource, Generation};
@@ -70,7 +70,7 @@ impl Proxy {
         source: Option<ConfigSource>,
         defaults: KeyDefaults,
     ) -> Result<Proxy, ProxyError> {
-        let admin = site.admin.map(bind_plain).transpose()?;
+        let admin = site.admin.map(bind_admin).transpose()?;
         let generation = Generation::build(site, &defaults, &PoolCache::default())?;
         let mut sockets = HashMap::new();
         for l in generation.listeners.values() {

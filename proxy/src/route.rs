@@ -321,6 +321,41 @@ fn not_allowed(parts: &http::request::Parts) -> bool {
             && parts.extensions.get::<hyper::ext::Protocol>().is_none())
 }
 
+/// RFC 9113 §8.2.3: HTTP/2 clients may split `cookie` into several fields; they are
+/// joined with `"; "` into one before the request goes on as HTTP/1.1 (as nginx does).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// An upstream response's framing made right before it goes on: the status line is
+/// HTTP/1.1 whatever the upstream spoke (an HTTP/1.0 answer would make an HTTP/1.1
+/// client close its connection; hyper chunks a close-delimited body); a
+/// `Content-Length` beside `Transfer-Encoding` is dropped (RFC 9112 §6.3: the encoding
+/// wins, and the length would promise bytes the decoded body does not have); a 1xx or
+/// 204 carries none (RFC 9110 §8.6; an HTTP/2 client refuses the response otherwise).
+fn upstream_framing<B>(resp: &mut Response<B>) {
+    *resp.version_mut() = Version::HTTP_11;
+    let status = resp.status();
+    let headers = resp.headers_mut();
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || status == StatusCode::NO_CONTENT
+        || status.is_informational()
+    {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 fn refusal_page(code: u16) -> Response<ProxyBody> {
     match code {
         494 => header_too_large_page(),
@@ -371,6 +406,11 @@ async fn proxy(
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    // nginx never passes Expect: hsmgate itself answers `100 Continue` as it reads.
+    headers.remove(header::EXPECT);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut headers);
+    }
     let (mut set_host, mut set_connection) = (false, false);
     {
         let vars = log.vars(&parts.headers);
@@ -503,8 +543,11 @@ async fn proxy(
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    upstream_framing(&mut resp);
                     strip_hop_by_hop(resp.headers_mut());
                     hide_headers(settings, resp.headers_mut());
+                    resp.body_mut()
+                        .set_read_timeout(settings.proxy_read_timeout);
                     return resp.map(|b| b.boxed());
                 }
                 let Some(client) = client_upgrade else {

@@ -160,6 +160,9 @@ pub enum TokenCliError {
     /// The key URI does not parse.
     #[error("--key: {0}")]
     Uri(#[from] UriError),
+    /// `check-pin`'s token URI does not parse.
+    #[error("--token: {0} (a pkcs11: URI, e.g. \"pkcs11:token=web\")")]
+    TokenUri(#[source] UriError),
     /// A flag's value is not usable.
     #[error("{flag} {value:?}: {reason}")]
     Flag {
@@ -296,7 +299,7 @@ pub fn run(command: TokenCommand) -> Result<(), TokenCliError> {
             token,
             pin_file,
         }) => {
-            let uri = hsmgate_config::parse_key_string(&token)?;
+            let uri = hsmgate_config::parse_key_string(&token).map_err(TokenCliError::TokenUri)?;
             let module = load(module.or_else(|| uri.module_path.as_ref().map(PathBuf::from)))?;
             let pin = match pin_file.as_os_str() == "-" {
                 true => read_pin(Path::new("/dev/stdin"))?,
@@ -445,8 +448,10 @@ fn san(name: &str) -> Result<SanType, TokenCliError> {
         Some((k, v)) if k.eq_ignore_ascii_case("DNS") || k.eq_ignore_ascii_case("IP") => {
             (k.to_ascii_uppercase(), v)
         }
+        // An IPv6 address has colons; any other prefix is a type we do not make.
         _ if name.parse::<IpAddr>().is_ok() => ("IP".to_string(), name),
-        _ => ("DNS".to_string(), name),
+        Some(_) => return Err(bad("is DNS:NAME or IP:ADDRESS (no other name type)")),
+        None => ("DNS".to_string(), name),
     };
     match kind.as_str() {
         "IP" => value
@@ -512,6 +517,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("--san \"IP:nope\": not an IP address"), "{e}");
+        let e = certificate_params("CN=a", &["URI:http://x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DNS:NAME or IP:ADDRESS"), "{e}");
+        assert!(certificate_params("CN=a", &["::1".into(), "localhost".into()]).is_ok());
         assert_eq!(parse_hex("0a1B"), Some(vec![0x0a, 0x1b]));
         assert_eq!(parse_hex("abc"), None);
         assert_eq!(parse_hex("zz"), None);

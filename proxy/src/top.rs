@@ -56,7 +56,12 @@ pub fn run(opts: &TopOptions) -> Result<(), TopError> {
     let interactive = !opts.once && std::io::stdout().is_terminal();
     if !interactive {
         let status = fetch(&opts.admin)?;
-        let frame = render(&opts.admin, Ok(&status), 200, false);
+        let mut frame = render(&opts.admin, Ok(&status), 200, false);
+        // One frame, nothing to quit.
+        if frame.last().is_some_and(|l| l.trim() == "q: quit") {
+            frame.pop();
+            frame.pop();
+        }
         let mut out = std::io::stdout().lock();
         for line in frame {
             writeln!(out, "{line}").map_err(TopError::Terminal)?;

@@ -36,6 +36,9 @@ use tower_service::Service;
 
 use crate::balance::{BodyError, UpstreamBody};
 
+/// The most header lines an upstream's response head may have.
+const MAX_RESPONSE_HEADERS: usize = 1024;
+
 /// How long an idle connection is kept (hyper's client kept them as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -157,6 +160,10 @@ impl UpstreamClient {
             });
         }
         *req.uri_mut() = origin_form(&uri);
+        // An idempotent request without a body can be sent again (once) when a kept
+        // connection closes before answering it: the server's keep-alive timeout raced
+        // it, as nginx retries a cached connection.
+        let mut again = replayable(&req);
         loop {
             let started = Instant::now();
             let (mut conn, reused) = match self.checkout(key) {
@@ -187,6 +194,7 @@ impl UpstreamClient {
                         inner,
                         conn: None,
                         pool: None,
+                        read_timeout: None,
                     }));
                 }
                 Ok(resp) => {
@@ -195,12 +203,17 @@ impl UpstreamClient {
                         inner,
                         conn: Some(conn),
                         pool,
+                        read_timeout: None,
                     }));
                 }
                 Err(Failed::Unsent(r, _)) if reused => {
                     // A kept connection the server closed under us: nothing was written,
                     // so the request goes again (on another kept one, or a new one).
                     req = *r;
+                }
+                Err(Failed::Sent(e)) if reused && e.is_incomplete_message() && again.is_some() => {
+                    tracing::debug!(error = %e, "kept upstream connection closed before answering: sending the request again");
+                    req = again.take().expect("checked");
                 }
                 Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
                 Err(Failed::Ended) => return Err(SendError::Closed),
@@ -253,7 +266,10 @@ impl UpstreamClient {
             .call(uri.clone())
             .await
             .map_err(SendError::Connect)?;
+        // An upstream's response head may have more than hyper's 100 header lines
+        // (nginx counts none, only the bytes: `proxy_buffer_size`).
         let (send, conn) = http1::Builder::new()
+            .max_headers(MAX_RESPONSE_HEADERS)
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
@@ -264,6 +280,30 @@ impl UpstreamClient {
             idle_since: Instant::now(),
         })
     }
+}
+
+/// A copy of `req` to send again, if it is idempotent (RFC 9110 §9.2.2) and has no
+/// body.
+fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    use http::Method;
+    use http_body_util::BodyExt;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// How one exchange failed.
@@ -304,7 +344,14 @@ pub(crate) struct UpstreamResponseBody {
     inner: Incoming,
     conn: Option<Conn>,
     pool: Option<(UpstreamClient, String)>,
+    /// `proxy_read_timeout` between two reads of the body, and its timer.
+    read_timeout: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
+
+/// The upstream sent nothing of the body for `proxy_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream timed out ({0:?}) while sending the response body")]
+pub(crate) struct BodyTimeout(Duration);
 
 impl std::fmt::Debug for UpstreamResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -315,6 +362,12 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
+    /// Give up (the client sees the body cut short) when the upstream sends nothing of
+    /// it for `timeout` (nginx's `proxy_read_timeout` applies between reads).
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) {
+        self.read_timeout = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
+    }
+
     /// The body is complete: the connection goes back to the pool if it can be reused.
     fn release(&mut self) {
         if let (Some(conn), Some((pool, key))) = (self.conn.take(), self.pool.take()) {
@@ -325,12 +378,12 @@ impl UpstreamResponseBody {
 
 impl Body for UpstreamResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         // What the dispatcher has already read, then more from the connection.
         let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
@@ -350,7 +403,19 @@ impl Body for UpstreamResponseBody {
             Poll::Ready(Some(Err(_))) => this.conn = None,
             _ => {}
         }
-        polled
+        if let Some((timeout, timer)) = &mut this.read_timeout {
+            match polled {
+                Poll::Ready(_) => timer.as_mut().reset(tokio::time::Instant::now() + *timeout),
+                Poll::Pending => {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        // Not reusable: the rest of the response is still to come.
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout(*timeout)))));
+                    }
+                }
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -71,6 +71,8 @@ mod tls_probes;
 mod token_cmd;
 #[path = "e2e/toml_groups.rs"]
 mod toml_groups;
+#[path = "e2e/upstream_answers.rs"]
+mod upstream_answers;
 #[path = "e2e/upstream_tls.rs"]
 mod upstream_tls;
 #[path = "e2e/websocket.rs"]

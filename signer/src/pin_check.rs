@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use cryptoki::error::RvError;
 use hsmgate_config::{Pkcs11Uri, Secret};
 use sha2::Digest;
 
@@ -87,19 +88,35 @@ pub(crate) fn already_logged_in(check: &PinCheck<'_>, slot: u64) -> Result<(), S
     Ok(())
 }
 
+/// What `C_Login` answers besides success (PKCS#11 3.0 §5.6), as a check reports them.
+const LOGIN_ANSWERS: [RvError; 17] = [
+    RvError::PinIncorrect,
+    RvError::PinInvalid,
+    RvError::PinLenRange,
+    RvError::PinLocked,
+    RvError::PinExpired,
+    RvError::UserPinNotInitialized,
+    RvError::UserTypeInvalid,
+    RvError::UserAnotherAlreadyLoggedIn,
+    RvError::UserTooManyTypes,
+    RvError::TokenNotPresent,
+    RvError::TokenNotRecognized,
+    RvError::DeviceError,
+    RvError::DeviceMemory,
+    RvError::DeviceRemoved,
+    RvError::GeneralError,
+    RvError::FunctionFailed,
+    RvError::OperationNotInitialized,
+];
+
 impl PinCheck<'_> {
     /// The token's refusal, from the CKR code's name a check elsewhere reported (e.g.
     /// `CKR_PIN_INCORRECT`): `C_Login` failed with it. An unknown name (or none) is a
     /// check that did not answer, with `detail` as its reason.
     pub fn refused(&self, ckr: Option<&str>, detail: &str) -> SignerError {
         let rv = ckr.and_then(|name| {
-            (0..=0x1ff)
-                .filter_map(
-                    |code| match cryptoki::error::Rv::from(code as std::ffi::c_ulong) {
-                        cryptoki::error::Rv::Error(rv) => Some(rv),
-                        cryptoki::error::Rv::Ok => None,
-                    },
-                )
+            LOGIN_ANSWERS
+                .into_iter()
                 .find(|rv| crate::error::ckr_name(*rv) == name)
         });
         match rv {
@@ -128,7 +145,7 @@ mod tests {
                 member: None,
                 token: c.label.to_owned(),
                 function: crate::error::Function::Login,
-                rv: cryptoki::error::RvError::PinIncorrect,
+                rv: RvError::PinIncorrect,
             })
         }
         set_pin_checker(refuse);
@@ -147,7 +164,7 @@ mod tests {
         };
         assert!(already_logged_in(&check(&good), 7).is_ok());
         let err = already_logged_in(&check(&bad), 7).unwrap_err();
-        assert_eq!(err.rv(), Some(cryptoki::error::RvError::PinIncorrect));
+        assert_eq!(err.rv(), Some(RvError::PinIncorrect));
         // Another slot's login is another login.
         assert!(already_logged_in(&check(&good), 8).is_err());
     }
@@ -165,7 +182,7 @@ mod tests {
             pin: &pin,
         };
         let err = check.refused(Some("CKR_PIN_LOCKED"), "exit status 1");
-        assert_eq!(err.rv(), Some(cryptoki::error::RvError::PinLocked));
+        assert_eq!(err.rv(), Some(RvError::PinLocked));
         assert_eq!(err.to_string(), "token web: C_Login failed: CKR_PIN_LOCKED");
         let err = check.refused(None, "timed out after 15s");
         assert!(matches!(err, SignerError::PinNotChecked { .. }), "{err}");

@@ -158,3 +158,45 @@ address = "{upstream}"
     }
     lab.signal("hsm-a", "CONT");
 }
+
+/// `-t` on an HA group: a member that refuses its configuration (here a wrong PIN) fails
+/// the test, naming it, though the group could start on the other; a member that is
+/// only unreachable now is a warning.
+#[test]
+fn t_fails_on_a_refused_member_and_warns_of_an_unreachable_one() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a", "hsm-b"])],
+        "sessions = 1\n",
+    );
+    let wrong = lab.path().join("wrong-pin");
+    std::fs::write(&wrong, "not-the-pin").expect("pin");
+    let pin = lab.pin_file.display().to_string();
+    let at = config.rfind(&pin).expect("hsm-b's pin_file");
+    let bad = format!(
+        "{}{}{}",
+        &config[..at],
+        wrong.display(),
+        &config[at + pin.len()..]
+    );
+    let text = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let out = crate::support::proxy::run_hsmgate(lab.path(), &bad, &["-t"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("HSM member hsm-b") && t.contains("CKR_PIN_INCORRECT"),
+        "{t}"
+    );
+    assert!(t.contains("test failed"), "{t}");
+
+    lab.kill("hsm-b");
+    let out = crate::support::proxy::run_hsmgate(lab.path(), &config, &["-t"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("[warn] HSM member hsm-b"), "{t}");
+}

@@ -1,0 +1,204 @@
+//! What an upstream answers, passed on as nginx passes it (found by the second audit):
+//! a `Content-Length` beside `Transfer-Encoding`, an HTTP/1.0 answer, a 204 with a
+//! length, 150 header lines, a body that stalls past `proxy_read_timeout`, and a kept
+//! connection the upstream closes as the next request arrives (sent again, as nginx
+//! does); and HTTP/2 cookies joined into one field for the HTTP/1.1 upstream.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::curl;
+use crate::support::raw::{Gate, port_in_range, upstream_in_range};
+
+/// An HTTP/1.1 upstream written by hand, answering by path (keep-alive unless the
+/// answer closes); counts the connections it accepted.
+struct Scripted {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+/// Read one request head; None at the end of the connection.
+fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+impl Scripted {
+    fn start() -> Scripted {
+        let listener = loop {
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port_in_range())) {
+                break l;
+            }
+        };
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                    let mut served = 0;
+                    while let Some(head) = read_head(&mut s) {
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        served += 1;
+                        let answer: Vec<u8> = match path.as_str() {
+                            "/clte" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+                            "/h10" => {
+                                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+                                return;
+                            }
+                            "/204" => {
+                                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+                                return;
+                            }
+                            "/many" => {
+                                let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
+                                for i in 0..150 {
+                                    a.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+                                }
+                                a.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+                                a
+                            }
+                            "/stall" => {
+                                let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+                                a.extend_from_slice(&[b'x'; 100]);
+                                let _ = s.write_all(&a);
+                                std::thread::sleep(Duration::from_secs(8));
+                                return;
+                            }
+                            // The keep-alive race: the second request on a connection
+                            // finds it closed, unanswered.
+                            "/race" if served > 1 => return,
+                            _ => {
+                                let body = head.to_ascii_lowercase();
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+                            }
+                        };
+                        if s.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { addr, connections }
+    }
+}
+
+/// hsmgate with a plain-HTTP server on its own port proxying to `up` (kept
+/// connections, `proxy_read_timeout 1s`); that port.
+fn start(up: &Scripted) -> (Gate, u16) {
+    let http = port_in_range();
+    let extra = format!(
+        "upstream scripted {{ server {up}; keepalive 4; }}
+        server {{ listen 127.0.0.1:{http}; server_name scripted.test;
+            location / {{ proxy_pass http://scripted; proxy_http_version 1.1;
+                proxy_set_header Connection \"\"; proxy_read_timeout 1s; }} }}",
+        up = up.addr
+    );
+    (Gate::start(&[upstream_in_range("A")], &extra), http)
+}
+
+fn fetch(port: u16, path: &str, extra: &[&str]) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut args = vec!["-sS", "-D", "-", "-H", "Host: scripted.test"];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn upstream_answers_are_passed_on_framed_as_nginx_frames_them() {
+    let up = Scripted::start();
+    let (_gate, http) = start(&up);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // Content-Length beside Transfer-Encoding: the encoding wins (RFC 9112 §6.3).
+    let out = fetch(http, "/clte", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let t = text(&out);
+    assert!(t.starts_with("HTTP/1.1 200") && t.ends_with("hello"), "{t}");
+    assert!(
+        !t.to_ascii_lowercase().contains("content-length: 100"),
+        "{t}"
+    );
+
+    // An HTTP/1.0 answer goes on as HTTP/1.1.
+    let t = text(&fetch(http, "/h10", &[]));
+    assert!(t.starts_with("HTTP/1.1 200") && t.ends_with("abc"), "{t}");
+
+    // 150 header lines (hyper's client took 100).
+    let t = text(&fetch(http, "/many", &[]));
+    assert!(
+        t.starts_with("HTTP/1.1 200") && t.contains("x-h149: v"),
+        "{t}"
+    );
+
+    // A 204 carries no Content-Length.
+    let t = text(&fetch(http, "/204", &[]));
+    assert!(t.starts_with("HTTP/1.1 204"), "{t}");
+    assert!(!t.to_ascii_lowercase().contains("content-length"), "{t}");
+
+    // A body that stalls past proxy_read_timeout is cut short: the client sees it.
+    let t0 = Instant::now();
+    let out = fetch(http, "/stall", &["--max-time", "6"]);
+    assert!(
+        !out.status.success(),
+        "a stalled body looked complete: {out:?}"
+    );
+    assert_eq!(out.status.code(), Some(18), "partial file: {out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_kept_connection_closed_by_the_upstream_is_retried_for_an_idempotent_request() {
+    let up = Scripted::start();
+    let (gate, http) = start(&up);
+    for i in 0..3 {
+        let out = fetch(http, "/race", &[]);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            t.starts_with("HTTP/1.1 200"),
+            "request {i}: {t}\n{}",
+            gate.server.log_text()
+        );
+    }
+    assert!(
+        up.connections.load(Ordering::SeqCst) >= 2,
+        "the kept connection was reused"
+    );
+}
+
+#[test]
+fn http2_cookie_fields_reach_the_upstream_as_one() {
+    let up = Scripted::start();
+    let (gate, _) = start(&up);
+    let port = gate.addr.port();
+    let out = curl(&[
+        "--http2",
+        "--cacert",
+        gate.ca().to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        "-H",
+        "Cookie: a=1",
+        "-H",
+        "Cookie: b=2; c=3",
+        &format!("https://localhost:{port}/cookies"),
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(body.contains("cookie: a=1; b=2; c=3"), "{body}");
+    assert_eq!(body.matches("cookie:").count(), 1, "{body}");
+}
