@@ -23,7 +23,7 @@ pub enum SignerError {
         source: CkError,
     },
     /// A PKCS#11 function returned an error code.
-    #[error("{}token {token}: C_{function:?} failed: {}", in_member(member, token), ckr_name(*rv))]
+    #[error("{}{}: C_{function:?} failed: {}{}", in_member(member, token), what(token), ckr_name(*rv), softhsm_hint(token, *function))]
     Pkcs11 {
         /// The group member whose call it was, once known (named by the group when it hands the error on).
         member: Option<String>,
@@ -52,7 +52,10 @@ pub enum SignerError {
         source: CkError,
     },
     /// No slot holds a token matching the URI.
-    #[error("no token matching {wanted} in module {module} (tokens present: {present})")]
+    #[error(
+        "no token matching {wanted} in module {module} (tokens present: {present}){}",
+        softhsm_tokens_hint(module)
+    )]
     TokenNotFound {
         /// The token attributes asked for.
         wanted: String,
@@ -356,6 +359,34 @@ pub enum PinProblem {
     EmptyVariable,
 }
 
+/// What a PKCS#11 error is about: a token by its label, or the module by its path
+/// before a token is chosen.
+fn what(token: &str) -> String {
+    match token.contains('/') {
+        true => format!("module {token}"),
+        false => format!("token {token}"),
+    }
+}
+
+/// SoftHSM fails `C_Initialize` (CKR_GENERAL_ERROR) when its configuration file cannot
+/// be read: say where it looks.
+fn softhsm_hint(token: &str, function: Function) -> &'static str {
+    match token.contains("softhsm") && matches!(function, Function::Initialize) {
+        true => " (SoftHSM: is SOFTHSM2_CONF, or /etc/softhsm/softhsm2.conf, a readable file?)",
+        false => "",
+    }
+}
+
+/// SoftHSM finds its tokens in the `directories.tokendir` of `SOFTHSM2_CONF`.
+fn softhsm_tokens_hint(module: &std::path::Path) -> &'static str {
+    match module.to_string_lossy().contains("softhsm") {
+        true => {
+            "; SoftHSM reads its tokens from the directories.tokendir of SOFTHSM2_CONF: is it set for this process, and the directory readable by its user?"
+        }
+        false => "",
+    }
+}
+
 /// "HSM member hsm-a: " before a token's error, when it names another member than the token.
 fn in_member(member: &Option<String>, token: &str) -> String {
     match member {
@@ -418,6 +449,31 @@ mod tests {
             ckr_name(RvError::UserAlreadyLoggedIn),
             "CKR_USER_ALREADY_LOGGED_IN"
         );
+    }
+
+    #[test]
+    fn a_module_error_names_the_module_and_softhsm_gets_a_hint() {
+        let module = "/usr/lib/softhsm/libsofthsm2.so";
+        let err = SignerError::pkcs11(
+            module,
+            Function::Initialize,
+            CkError::Pkcs11(RvError::GeneralError, Function::Initialize),
+        )
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "module {module}: C_Initialize failed: CKR_GENERAL_ERROR"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("SOFTHSM2_CONF"), "{err}");
+        let none = SignerError::TokenNotFound {
+            wanted: "token=web".into(),
+            module: module.into(),
+            present: "none".into(),
+        }
+        .to_string();
+        assert!(none.contains("directories.tokendir"), "{none}");
     }
 
     #[test]

@@ -87,9 +87,17 @@ pub fn generate_key_pair(
 ) -> Result<(), ProvisionError> {
     let session = token.open_rw_session()?;
     token.login(&session, pin)?;
-    for existing in [
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
+    for (existing, what, flag) in [
+        (
+            Attribute::Label(label.as_bytes().to_vec()),
+            format!("label {label:?}"),
+            "--label",
+        ),
+        (
+            Attribute::Id(id.to_vec()),
+            format!("id {}", crate::token::hex(id)),
+            "--id",
+        ),
     ] {
         let found = session
             .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), existing])
@@ -97,8 +105,8 @@ pub fn generate_key_pair(
         if !found.is_empty() {
             return Err(ProvisionError::KeyExists {
                 token: token.label().to_string(),
-                label: label.to_string(),
-                id: crate::token::hex(id),
+                what,
+                flag,
             });
         }
     }

@@ -12,15 +12,15 @@ pub enum ProvisionError {
     Signer(#[from] SignerError),
     /// The token already holds a private key with this label or id.
     #[error(
-        "token {token}: a private key labelled {label:?} or with id {id} already exists; choose another --label (and --id), or use that key"
+        "token {token}: a private key with {what} already exists; choose another {flag}, or use that key"
     )]
     KeyExists {
         /// The token.
         token: String,
-        /// The label asked for.
-        label: String,
-        /// The id asked for, in hex.
-        id: String,
+        /// What is taken: `label "tls"` or `id 01`.
+        what: String,
+        /// The flag to change: `--label` or `--id`.
+        flag: &'static str,
     },
     /// rcgen could not build the certificate or CSR from the parameters.
     #[error("cannot build the {what}: {source}")]
