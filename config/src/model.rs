@@ -81,6 +81,8 @@ pub struct TlsConfig {
     /// PEM certificate chain, resolved relative to the config file's directory
     /// (existence is not checked here).
     pub certificate_chain: PathBuf,
+    /// Where `certificate` is written (or the flag or variable that gave it).
+    pub certificate_location: Location,
     /// The private key in the token.
     pub key: KeyRef,
     /// `session_tickets` (default true): TLS 1.2 and 1.3 session tickets.
@@ -106,6 +108,8 @@ pub struct TlsConfig {
 pub struct TlsPair {
     /// PEM certificate chain, resolved relative to the config file's directory.
     pub certificate_chain: PathBuf,
+    /// Where `certificate` is written.
+    pub certificate_location: Location,
     /// The private key (in `[pkcs11]`'s token, or in the HA group its URI names).
     pub key: KeyRef,
     /// `server_names` (lower case; exact, or wildcards `*.example.com`,

@@ -218,6 +218,15 @@ impl Overrides {
             (None, Some(alone)) => alone.tls.key.location.clone(),
             (None, None) => unreachable!("without a file the key is required"),
         };
+        config.tls.certificate_location = match (self.get(Setting::Cert), alone) {
+            (Some(g), _) => Location {
+                file: PathBuf::from(g.origin.to_string()),
+                line: 0,
+                col: 0,
+            },
+            (None, Some(alone)) => alone.tls.certificate_location.clone(),
+            (None, None) => unreachable!("without a file the certificate is required"),
+        };
         // The key's own warnings (a `pin-value`) are about the one setting that gave it.
         let key_location = match self.get(Setting::Key) {
             Some(g) => Location {
@@ -241,6 +250,7 @@ impl Overrides {
         if let Some(file) = alone {
             for (p, f) in config.tls.pairs.iter_mut().zip(&file.tls.pairs) {
                 p.key.location = f.key.location.clone();
+                p.certificate_location = f.certificate_location.clone();
             }
             let members = config.hsm.iter_mut().flat_map(|g| &mut g.regions);
             let file_members = file.hsm.iter().flat_map(|g| &g.regions);

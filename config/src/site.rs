@@ -210,19 +210,24 @@ impl Site {
                 backlog: None,
             })
             .collect();
-        let pair = |chain: &PathBuf, key: &KeyRef| CertPair {
+        let pair = |chain: &PathBuf, at: &Location, key: &KeyRef| CertPair {
             cert: chain.clone(),
             key: native_key(config, key),
             location: key.location.clone(),
+            cert_location: at.clone(),
         };
         // `[tls]`'s pair, with the `[[tls.pair]]`s that list no server names beside it.
-        let mut certs = vec![pair(&config.tls.certificate_chain, &config.tls.key)];
+        let mut certs = vec![pair(
+            &config.tls.certificate_chain,
+            &config.tls.certificate_location,
+            &config.tls.key,
+        )];
         let unnamed = config
             .tls
             .pairs
             .iter()
             .filter(|p| p.server_names.is_empty());
-        certs.extend(unnamed.map(|p| pair(&p.certificate_chain, &p.key)));
+        certs.extend(unnamed.map(|p| pair(&p.certificate_chain, &p.certificate_location, &p.key)));
         let server = Server {
             listens,
             server_names: Vec::new(),
@@ -269,7 +274,8 @@ impl Site {
                 names == ours
             };
             if let Some(s) = servers.iter_mut().skip(1).find(same) {
-                s.certs.push(pair(&p.certificate_chain, &p.key));
+                s.certs
+                    .push(pair(&p.certificate_chain, &p.certificate_location, &p.key));
                 continue;
             }
             let mut named = servers[0].clone();
@@ -277,7 +283,7 @@ impl Site {
                 l.default_server = false;
             }
             named.server_names = p.server_names.iter().map(|n| server_name(n)).collect();
-            named.certs = vec![pair(&p.certificate_chain, &p.key)];
+            named.certs = vec![pair(&p.certificate_chain, &p.certificate_location, &p.key)];
             named.location = p.key.location.clone();
             servers.push(named);
         }

@@ -306,6 +306,7 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
     }
     let tls = TlsConfig {
         certificate_chain: src.dir.join(raw.certificate.get_ref()),
+        certificate_location: src.location(raw.certificate.span().start),
         key: KeyRef {
             uri,
             location: src.location(at),
@@ -486,6 +487,7 @@ fn pairs(
         }
         out.push(TlsPair {
             certificate_chain: src.dir.join(p.certificate.get_ref()),
+            certificate_location: src.location(p.certificate.span().start),
             key: KeyRef {
                 uri,
                 location: src.location(at),
@@ -741,6 +743,13 @@ mod tests {
             4,
             &["`listener[0].tls_versions[1]`", "\"1.1\""],
         );
+    }
+
+    #[test]
+    fn the_certificate_has_its_own_location() {
+        let c = good(&[]);
+        assert_eq!(c.tls.certificate_location.line, 5);
+        assert_eq!(c.tls.key.location.line, 6);
     }
 
     #[test]

@@ -66,14 +66,21 @@ impl KeyOpener<'_> {
     /// The certified key of one `ssl_certificate`/`ssl_certificate_key` pair; errors
     /// name where the key is written.
     pub(crate) fn pair(&mut self, pair: &CertPair) -> Result<KeyEntry, ProxyError> {
-        self.open(pair).map_err(|e| ProxyError::At {
-            at: crate::site::at(&pair.location),
-            source: Box::new(e),
+        self.open(pair).map_err(|e| match e {
+            located @ ProxyError::At { .. } => located,
+            e => ProxyError::At {
+                at: crate::site::at(&pair.location),
+                source: Box::new(e),
+            },
         })
     }
 
     fn open(&mut self, pair: &CertPair) -> Result<KeyEntry, ProxyError> {
-        let chain = tls::load_chain(&pair.cert)?;
+        // A certificate that cannot be read is where the certificate is named.
+        let chain = tls::load_chain(&pair.cert).map_err(|e| ProxyError::At {
+            at: crate::site::at(&pair.cert_location),
+            source: Box::new(e),
+        })?;
         match &pair.key {
             KeySource::File(path) => {
                 let der = PrivateKeyDer::from_pem_file(path).map_err(|e| ProxyError::Key {

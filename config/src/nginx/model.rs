@@ -179,6 +179,8 @@ pub struct CertPair {
     pub key: KeySource,
     /// Where `ssl_certificate_key` is.
     pub location: Location,
+    /// Where `ssl_certificate` is (TOML: `certificate`, or the flag or variable).
+    pub cert_location: Location,
 }
 
 /// Where a private key is.

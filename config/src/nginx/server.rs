@@ -293,6 +293,7 @@ fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigE
             cert: ctx.conf_path(&cert.value),
             key: source,
             location: ctx.loc(key.at),
+            cert_location: ctx.loc(cert.at),
         });
     }
     if keys.len() > certs.len() {

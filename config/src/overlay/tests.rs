@@ -88,6 +88,11 @@ address = "127.0.0.1:9901"
         line: 0,
         col: 0,
     };
+    expected.tls.certificate_location = crate::model::Location {
+        file: "environment variable HSMGATE_CERT".into(),
+        line: 0,
+        col: 0,
+    };
     assert_eq!(config, expected);
     assert_eq!(config.tls.key.location.to_string(), from);
     assert_eq!(config.source, Path::new(ENVIRONMENT));
