@@ -360,8 +360,8 @@ fn wait_for_blocking(admin: SocketAddr, want: f64) {
 
 /// A ticket this server cannot resume (here: issued by another instance, with another
 /// ticket key) asks for a full handshake: it goes through admission as one and is shed
-/// at the door with the alert, not let through as a resumption that then fails. And a
-/// TLS 1.3 client's random legacy session id on a TLS 1.2 address is no resumption.
+/// at the door with the alert, not let through as a resumption that then fails. (A
+/// TLS 1.3 client's random session id on a TLS 1.2 address: `hello.rs`'s unit tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_the_server_cannot_resume_is_a_full_handshake() {
     let mut lab = HaLab::new(&["hsm-a"]);
