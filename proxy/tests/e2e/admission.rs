@@ -437,3 +437,35 @@ async fn a_signature_that_fails_is_answered_with_an_alert() {
         assert_eq!(outcome, Outcome::Shed, "{version}: {}", proxy.log_text());
     }
 }
+
+/// On a TLS 1.2-only address, the random 32-byte session id a TLS 1.3-capable client
+/// sends (RFC 8446 §D.4) is no resumption: the handshake is admitted as a full one, not
+/// let past the limiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls13_clients_session_id_on_a_tls12_address_is_a_full_handshake() {
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("echo"), "")
+        .replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\ntls_versions = [\"1.2\"]\n",
+        )
+        .replace(
+            "\n[pkcs11]",
+            "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[pkcs11]",
+        );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    // rustls' client offers TLS 1.3 and 1.2, so it sends a random legacy session id.
+    let (outcome, _) = handshake(proxy.addr, client_config(&token.ca_pem, &[b"http/1.1"])).await;
+    assert_eq!(outcome, Outcome::Ok, "{}", proxy.log_text());
+    let (_, metrics) = admin_get(proxy.admin_addr(), "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_admitted_total", &[]),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_resumed_total", &[]),
+        0.0,
+        "{metrics}"
+    );
+}
