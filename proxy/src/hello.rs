@@ -257,6 +257,8 @@ impl HelloReader {
 /// `unexpected_message`, `record_overflow`, `illegal_parameter` (RFC 8446 §6).
 const UNEXPECTED_MESSAGE: u8 = 10;
 const PROTOCOL_VERSION: u8 = 70;
+/// Not an alert: close without answering (a [`Refusal`] of the client's own alert).
+const CLOSE_QUIETLY: u8 = 0;
 /// The ClientHello's handshake type.
 const CLIENT_HELLO: u8 = 1;
 const RECORD_OVERFLOW: u8 = 22;
@@ -285,7 +287,10 @@ impl Refusal {
     fn step(self) -> Step {
         Step::Refused {
             error: rustls::Error::General(self.reason.into()),
-            alert: self.alert().to_vec(),
+            alert: match self.description {
+                CLOSE_QUIETLY => Vec::new(),
+                _ => self.alert().to_vec(),
+            },
         }
     }
 
@@ -319,6 +324,12 @@ pub(crate) fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
         ));
     }
     match content_type {
+        // The client's own alert (a close_notify, a fatal one): the connection is over
+        // on its side; nothing is answered (RFC 8446 §6).
+        21 if len == 2 => Err(Refusal::new(
+            CLOSE_QUIETLY,
+            "the client sent an alert before its ClientHello",
+        )),
         22 if len == 0 => Err(Refusal::new(
             UNEXPECTED_MESSAGE,
             "zero-length handshake record",
@@ -684,6 +695,19 @@ mod tests {
             Step::Refused { alert, .. } => alert.last().copied(),
             _ => None,
         }
+    }
+
+    #[test]
+    fn the_clients_own_alert_is_not_answered() {
+        for alert in [[1u8, 0], [2, 40]] {
+            let record = [&[21u8, 3, 3, 0, 2][..], &alert].concat();
+            match HelloReader::default().push(&record) {
+                Step::Refused { alert, .. } => assert!(alert.is_empty(), "{alert:?}"),
+                _ => panic!("an alert record was not refused"),
+            }
+        }
+        // An empty alert record is still unexpected_message (RFC 8446 §5.4).
+        assert_eq!(refused_with(&[21, 3, 3, 0, 0]), Some(UNEXPECTED_MESSAGE));
     }
 
     #[test]
