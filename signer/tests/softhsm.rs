@@ -3,7 +3,10 @@
 //! every offered scheme signed and verified, key lookup errors, and a full queue.
 //!
 //! A PKCS#11 module is initialised once per process and SoftHSM reads its configuration
-//! then, so every test here shares one token directory.
+//! then, so every test here shares one token directory. Each test ends by waiting for
+//! the signer threads of the pools it dropped ([`settle`]): a thread still closing its
+//! session while the process exits races SoftHSM's own exit-time cleanup (a SIGSEGV
+//! after every test passed, seen once in CI), as `hsmgate` itself waits before exiting.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,6 +71,11 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// Wait until every signer thread of the pools dropped so far has closed its session.
+fn settle() {
+    hsmgate_signer::wait_for_workers(Duration::from_secs(10));
+}
+
 fn uri(object: &str) -> Pkcs11Uri {
     format!("pkcs11:token=signer-test;{object};type=private")
         .parse()
@@ -108,6 +116,8 @@ fn rsa_pool_signs_every_offered_scheme_verifiably() {
         );
     }
     assert_eq!(pool.in_flight(), 0);
+    drop(pool);
+    settle();
 }
 
 #[test]
@@ -136,6 +146,8 @@ fn ecdsa_pool_hashes_on_the_host_and_returns_der() {
         matches!(err, SignerError::UnsupportedScheme { .. }),
         "{err}"
     );
+    drop(pool);
+    settle();
 }
 
 #[test]
@@ -160,6 +172,7 @@ fn lookup_errors_name_what_was_asked_for() {
     s.uri.object = None;
     let err = SignerPool::start(&s).expect_err("ambiguous").to_string();
     assert!(err.contains("2 private key objects match"), "{err}");
+    settle();
 }
 
 #[test]
@@ -188,4 +201,6 @@ fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
     }
     assert!(ok >= 1);
     assert_eq!(pool.in_flight(), 0);
+    drop(pool);
+    settle();
 }
