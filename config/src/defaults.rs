@@ -9,7 +9,7 @@
 //! | deadline of one signature | [`SIGN_TIMEOUT`] = 2 s | `sign_timeout_ms`, nginx token keys |
 //! | deadline of one attempt on one member | [`OP_TIMEOUT`] = 500 ms | `hsm.group.op_timeout_ms` |
 //! | requests a signer thread takes per wake-up | [`BATCH_MAX`] = 32 | every pool |
-//! | health probe interval | [`PROBE_INTERVAL`] = 5 s | `hsm.group.probe_interval_ms` |
+//! | health probe interval (members idle since the last round) | [`PROBE_INTERVAL`] = 1 s | `hsm.group.probe_interval_ms`, single tokens |
 //! | recovery attempt deadline | [`RECOVERY_TIMEOUT`] = 3 s | `hsm.group.recovery_timeout_ms` |
 //! | signer threads abandoned in hung calls, at most | [`MAX_ABANDONED_THREADS`] = 64 | `hsm.group.max_abandoned_threads` |
 //! | PKCS#11 connections per member | [`CONNECTIONS`] = 1 | `hsm.group...member.connections` |
@@ -36,8 +36,9 @@ pub const SIGN_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many queued requests a signer thread takes per wake-up.
 pub const BATCH_MAX: usize = 32;
-/// How often an idle member is probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(5000);
+/// How often a member idle since the last round is probed (one that signed needs no
+/// probe): a member that dies while idle takes its capacity away within about this.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
 /// How long one recovery attempt (open, log in, find the key) may take.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_millis(3000);
 /// Signer threads left in hung calls, at most, before a member is not recovered again.

@@ -74,6 +74,9 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// What a health probe signs.
+pub(crate) const PROBE_MESSAGE: &[u8] = b"hsmgate health probe";
+
 /// One running generation of a member: its sessions on threads, and their queue.
 pub(crate) trait Generation: Send + Sync {
     /// The key it signs with.
@@ -93,6 +96,12 @@ pub(crate) trait Generation: Send + Sync {
         message: Arc<[u8]>,
         deadline: Instant,
     ) -> Result<Answer, Refused>;
+
+    /// Queue a health probe: a signature of [`PROBE_MESSAGE`] that the metrics count as
+    /// a probe, not as an operation.
+    fn submit_probe(&self, scheme: SignatureScheme, deadline: Instant) -> Result<Answer, Refused> {
+        self.submit(scheme, Arc::from(PROBE_MESSAGE), deadline)
+    }
 
     /// Sign on the calling thread, if this generation does that (`inline`: a token that
     /// computes in the process and fast) and has an idle session for it; `None` means

@@ -62,6 +62,11 @@ fn ewma(avg: &AtomicU64, sample: Duration) {
 
 impl Meter {
     /// One operation that spent `busy` inside the token.
+    /// Answers made so far (signatures and errors, probes included).
+    pub(crate) fn operations(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn record(&self, busy: Duration) {
         self.ops.fetch_add(1, Ordering::Relaxed);
         self.busy_ns

@@ -187,6 +187,7 @@ impl Inline {
             op,
             message,
             Instant::now(),
+            false,
         );
         if self.slow_on_average(took) && self.on.swap(false, Ordering::AcqRel) {
             tracing::info!(

@@ -44,6 +44,9 @@ pub(crate) struct Member {
     pub(crate) meter: Arc<Meter>,
     /// Its capacity estimate.
     pub(crate) capacity: Mutex<Capacity>,
+    /// Its operations count when it was last probed or last seen working: a member that
+    /// signed since needs no probe (its traffic shows whether it is healthy).
+    pub(crate) probe_mark: std::sync::atomic::AtomicU64,
 }
 
 /// When to try again, and which attempt is current.
@@ -126,6 +129,7 @@ impl Member {
             last_error: Mutex::new("not started".into()),
             meter: Arc::new(Meter::default()),
             capacity: Mutex::new(Capacity::new(settings.capacity)),
+            probe_mark: std::sync::atomic::AtomicU64::new(u64::MAX),
             recovery: Mutex::new(Recovery {
                 next_attempt: Instant::now(),
                 backoff: FIRST_BACKOFF,

@@ -22,6 +22,8 @@ pub(crate) fn with(labels: &[Label], key: &'static str, value: impl Into<String>
     out
 }
 
+/// Counter: health probes (a test signature of an idle member), by `result`.
+pub const PROBES: &str = "hsmgate_signer_probes_total";
 /// Counter: signing operations by `result` (`ok`, a CKR code, `expired`, `lost`, `overloaded`).
 pub const OPERATIONS: &str = "hsmgate_signer_operations_total";
 /// Histogram (seconds): time from enqueue to the token's answer.

@@ -53,6 +53,38 @@ impl Live {
             .iter()
             .find_map(|(s, op)| (*s == scheme).then_some(*op))
     }
+
+    /// Queue one request (a health probe with `probe`) without blocking.
+    fn queue_request(
+        &self,
+        scheme: SignatureScheme,
+        message: Arc<[u8]>,
+        deadline: Instant,
+        probe: bool,
+    ) -> Result<Answer, Refused> {
+        let op = self.op(scheme).ok_or(Refused::Closed)?;
+        let (reply, answer) = crate::handoff::oneshot();
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            op,
+            message,
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+            probe,
+        };
+        match self.queue.try_send(request) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => {
+                self.shared.done("overloaded".into());
+                Err(Refused::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.done("closed".into());
+                Err(Refused::Closed)
+            }
+        }
+    }
 }
 
 impl Generation for Live {
@@ -74,27 +106,12 @@ impl Generation for Live {
         message: Arc<[u8]>,
         deadline: Instant,
     ) -> Result<Answer, Refused> {
-        let op = self.op(scheme).ok_or(Refused::Closed)?;
-        let (reply, answer) = crate::handoff::oneshot();
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let request = Request {
-            op,
-            message,
-            enqueued: Instant::now(),
-            deadline,
-            reply,
-        };
-        match self.queue.try_send(request) {
-            Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => {
-                self.shared.done("overloaded".into());
-                Err(Refused::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared.done("closed".into());
-                Err(Refused::Closed)
-            }
-        }
+        self.queue_request(scheme, message, deadline, false)
+    }
+
+    fn submit_probe(&self, scheme: SignatureScheme, deadline: Instant) -> Result<Answer, Refused> {
+        let message = Arc::from(crate::backend::PROBE_MESSAGE);
+        self.queue_request(scheme, message, deadline, true)
     }
 
     fn sign_inline(

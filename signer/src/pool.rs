@@ -264,7 +264,7 @@ impl PoolSettings {
             queue_depth: self.queue_depth,
             batch_max: self.batch_max,
             standby_when_saturated: false,
-            probe_interval: Duration::from_secs(5),
+            probe_interval: hsmgate_config::defaults::PROBE_INTERVAL,
             recovery_timeout: self.sign_timeout.max(Duration::from_secs(3)),
             max_abandoned: 4 * self.sessions.max(1) + 4,
             admission: self.admission,

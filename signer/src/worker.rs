@@ -30,6 +30,8 @@ pub(crate) struct Request {
     pub(crate) enqueued: Instant,
     pub(crate) deadline: Instant,
     pub(crate) reply: Reply<Result<Vec<u8>, SignerError>>,
+    /// A health probe: counted in [`m::PROBES`], not as an operation.
+    pub(crate) probe: bool,
 }
 
 /// One signer thread's connection to the HSM: its session, the key's handle in that
@@ -256,6 +258,7 @@ fn serve(
         req.op,
         &req.message,
         req.enqueued,
+        req.probe,
     );
     // The waiter may have timed out and gone: nothing to do then.
     let _ = req.reply.send(result);
@@ -266,7 +269,9 @@ fn serve(
 /// Sign one request counted in flight (since `enqueued`) with `slot` marked busy for the
 /// call, and record it: the token's time, the CPU time this thread spent in the calls,
 /// the latency since `enqueued`, the outcome. Returns the result and that CPU time.
-/// Used by the signer threads and by signing on the caller's thread (`inline`).
+/// Used by the signer threads and by signing on the caller's thread (`inline`). A
+/// health `probe` is counted as one (`hsmgate_signer_probes_total`), not in the
+/// operations, latency and CPU series, which describe the signatures clients asked for.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sign_marked(
     session: &Session,
@@ -277,6 +282,7 @@ pub(crate) fn sign_marked(
     op: SignOp,
     message: &[u8],
     enqueued: Instant,
+    probe: bool,
 ) -> (Result<Vec<u8>, SignerError>, Duration) {
     slot.busy_since.store(now_ms(), Ordering::Release);
     let (started, cpu) = (Instant::now(), thread_cpu_time());
@@ -285,10 +291,19 @@ pub(crate) fn sign_marked(
     shared.meter.record(started.elapsed());
     shared.meter.cpu(cpu);
     slot.busy_since.store(0, Ordering::Release);
-    meters.cpu.record(cpu.as_secs_f64());
     let latency = enqueued.elapsed();
-    meters.latency.record(latency.as_secs_f64());
     shared.meter.answered(latency, result.is_ok());
+    if probe {
+        meters.in_flight.set(shared.leave() as f64);
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.rv().map(ckr_name).unwrap_or_else(|| "error".into()),
+        };
+        metrics::counter!(m::PROBES, m::with(&shared.labels, "result", outcome)).increment(1);
+        return (result, cpu);
+    }
+    meters.cpu.record(cpu.as_secs_f64());
+    meters.latency.record(latency.as_secs_f64());
     match &result {
         Ok(_) => {
             meters.in_flight.set(shared.leave() as f64);

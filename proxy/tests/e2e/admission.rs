@@ -469,3 +469,44 @@ async fn a_tls13_clients_session_id_on_a_tls12_address_is_a_full_handshake() {
         "{metrics}"
     );
 }
+
+/// With no traffic at all, a member that dies takes its capacity away within a few
+/// seconds (the default probe round, 1 s, probes members idle since the last one), and
+/// the probes are counted as probes, not as operations.
+#[test]
+fn an_idle_member_that_dies_takes_its_capacity_away() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b"]);
+    let config = lab.config(
+        start_upstream("echo"),
+        "",
+        &[("eu-1", true, &["hsm-a", "hsm-b"])],
+        "sessions = 1\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let admin = proxy.admin_addr();
+    let capacity = || {
+        let body = admin_get_blocking(admin, "/metrics").1;
+        metric(&body, "hsmgate_admission_capacity_ops_per_second", &[])
+    };
+    let both = capacity();
+    assert!(both > 0.0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let body = admin_get_blocking(admin, "/metrics").1;
+    assert!(
+        metric(&body, "hsmgate_signer_probes_total", &["result=\"ok\""]) >= 1.0,
+        "idle members are probed:\n{body}"
+    );
+    assert_eq!(
+        metric(&body, "hsmgate_signer_operations_total", &[]),
+        0.0,
+        "probes are not operations:\n{body}"
+    );
+    lab.kill("hsm-b");
+    let killed = Instant::now();
+    crate::support::poll(
+        Duration::from_secs(6),
+        || format!("capacity stayed {both}:\n{}", proxy.log_text()),
+        || (capacity() < both).then_some(()),
+    );
+    eprintln!("capacity fell {:?} after the kill", killed.elapsed());
+}

@@ -50,7 +50,7 @@ impl Group {
                         let hung = live.longest_call();
                         if let Some(t) = hung.filter(|t| *t >= self.settings.op_timeout) {
                             member.take_out(true, &hung_reason(t));
-                        } else if probe_due {
+                        } else if probe_due && idle_since_last_round(member) {
                             spawn_probe(self, i);
                         }
                     }
@@ -173,6 +173,13 @@ fn recover(group: &Group, member: &Member, attempt: u64) {
 
 /// One test signature through an up member's queue; a device error takes it out (a
 /// hang is caught by the supervisor's busy check).
+/// Whether `member` made no signature since the last probe round (then it is probed;
+/// one that signed shows its health through its traffic).
+fn idle_since_last_round(member: &Member) -> bool {
+    let ops = member.meter.operations();
+    member.probe_mark.swap(ops, Ordering::AcqRel) == ops
+}
+
 fn spawn_probe(group: &Arc<Group>, i: usize) {
     let group = Arc::clone(group);
     let _ = std::thread::Builder::new()
@@ -185,11 +192,15 @@ fn spawn_probe(group: &Arc<Group>, i: usize) {
             };
             let deadline = Instant::now() + group.settings.op_timeout;
             // A full queue means it is busy signing: healthy enough.
-            let Ok(answer) = live.submit(scheme, Arc::from(&b"hsmgate health probe"[..]), deadline)
-            else {
+            let Ok(answer) = live.submit_probe(scheme, deadline) else {
                 return;
             };
-            if let Ok(Err(e)) = answer.recv_deadline(deadline)
+            let answered = answer.recv_deadline(deadline);
+            // The probe's own answer is not traffic: the next round may probe again.
+            member
+                .probe_mark
+                .store(member.meter.operations(), Ordering::Release);
+            if let Ok(Err(e)) = answered
                 && e.is_device_error()
                 && !matches!(e, crate::error::SignerError::MemberLost { .. })
             {
