@@ -686,3 +686,79 @@ fn http2_trailers_with_a_pseudo_header_are_a_stream_error() {
     h2.send(&frame(HEADERS, 0x5, 3, &get(Some("localhost"), "/", &[])));
     assert_eq!(answer_on(&mut h2, 3), (Some(200), None));
 }
+
+/// RFC 9113 §8.1.1/§8.2.1: a malformed field (an upper-case name, a CR in a value, an
+/// unknown pseudo-header) makes that request malformed, a stream error (RST_STREAM
+/// PROTOCOL_ERROR), as nginx answers; the connection and its HPACK table go on (h2
+/// patch 3, item 12). A malformed field the client indexed stays malformed when it is
+/// referred to again, and the table's indices stay in step with the client's.
+#[test]
+fn http2_malformed_fields_are_stream_errors_and_the_connection_goes_on() {
+    let g = gate("");
+    let mut h2 = H2::open(&g);
+    h2.until(WAIT, |f| f.kind == SETTINGS && f.flags & 1 == 0);
+    let ask = |h2: &mut H2, stream: u32, block: Vec<u8>| {
+        h2.send(&frame(HEADERS, 0x5, stream, &block));
+        h2.until(WAIT, |f| {
+            f.stream == stream && (f.kind == RST_STREAM || f.kind == HEADERS) || f.kind == GOAWAY
+        })
+    };
+    let reset = |frames: Vec<Frame>, stream: u32, what: &str| {
+        let end = frames.last().expect("an answer");
+        assert_eq!(
+            (end.kind, end.stream, end.error_code()),
+            (RST_STREAM, stream, Some(PROTOCOL_ERROR)),
+            "{what}: {frames:?}\n{}",
+            g.server.log_text()
+        );
+    };
+    let with = |fields: &[(&str, &str)]| get(Some("localhost"), "/", fields);
+    reset(
+        ask(&mut h2, 1, with(&[("X-Upper", "a")])),
+        1,
+        "upper-case name",
+    );
+    reset(
+        ask(&mut h2, 3, with(&[("x-cr", "a\rb")])),
+        3,
+        "CR in a value",
+    );
+    reset(
+        ask(&mut h2, 5, with(&[(":foo", "bar")])),
+        5,
+        "unknown pseudo-header",
+    );
+    // A literal with incremental indexing and a new, upper-case name: dynamic index 62.
+    let mut indexed = with(&[]);
+    indexed.extend_from_slice(&[0x40, 7]);
+    indexed.extend_from_slice(b"X-Upper");
+    indexed.extend_from_slice(&[1, b'a']);
+    reset(ask(&mut h2, 7, indexed), 7, "indexed upper-case name");
+    let mut again = with(&[]);
+    again.push(0x80 | 62);
+    reset(ask(&mut h2, 9, again), 9, "a reference to it");
+    // A well-formed field indexed after it: 62 is now that one, 63 the malformed one.
+    let mut good = with(&[]);
+    good.extend_from_slice(&[0x40, 7]);
+    good.extend_from_slice(b"x-fine1");
+    good.extend_from_slice(&[1, b'a']);
+    h2.send(&frame(HEADERS, 0x5, 11, &good));
+    assert_eq!(
+        answer_on(&mut h2, 11),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+    let mut old_bad = with(&[]);
+    old_bad.push(0x80 | 63);
+    reset(ask(&mut h2, 13, old_bad), 13, "the older, malformed entry");
+    let mut last = with(&[]);
+    last.push(0x80 | 62);
+    h2.send(&frame(HEADERS, 0x5, 15, &last));
+    assert_eq!(
+        answer_on(&mut h2, 15),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+}

@@ -314,12 +314,16 @@ impl Decoder {
             // Read the name as a literal
             let name = name_marker.consume(buf);
             let value = value_marker.consume(buf);
-            Header::new(name, value)
+            let len = name.len() + value.len();
+            Header::new(name, value).or_else(|e| malformed_field(e, len))
         } else {
             let e = self.table.get(table_idx)?;
             let value = self.decode_string(buf)?;
+            let len = e.name().as_slice().len() + value.len();
 
-            e.name().into_entry(value)
+            e.name()
+                .into_entry(value)
+                .or_else(|e| malformed_field(e, len))
         }
     }
 
@@ -599,6 +603,34 @@ impl Table {
 }
 
 // ===== impl DecoderError =====
+
+/// hsmgate patch 3, item 12: a field that HPACK decodes but that is not a valid header
+/// (an upper-case or otherwise invalid name, a CR, LF or NUL in a value, an unknown
+/// pseudo-header, a bad `:method` or `:status`) makes its request malformed, a stream
+/// error (RFC 9113 §8.1.1, §8.2.1), not a connection error. The stream is refused through
+/// the existing malformed path: the field stands in as `te` with a value other than
+/// `trailers` (a connection-specific field, malformed in HTTP/2), of the same length, so
+/// that an indexed literal takes the same room in the dynamic table as the peer's
+/// encoder counted and every later reference to it is malformed too. `len` is the
+/// field's name and value length; a field of fewer than 2 octets stays a connection
+/// error.
+fn malformed_field(e: DecoderError, len: usize) -> Result<Header, DecoderError> {
+    match e {
+        DecoderError::InvalidUtf8
+        | DecoderError::InvalidStatusCode
+        | DecoderError::InvalidPseudoheader
+            if len >= 2 =>
+        {
+            let value = header::HeaderValue::from_bytes(&vec![b'x'; len - 2]).map_err(|_| e)?;
+            tracing::trace!(len, "malformed header field: the stream is refused");
+            Ok(Header::Field {
+                name: header::TE,
+                value,
+            })
+        }
+        e => Err(e),
+    }
+}
 
 impl From<Utf8Error> for DecoderError {
     fn from(_: Utf8Error) -> DecoderError {
