@@ -148,9 +148,9 @@ pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion,
-    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher, NginxConfig,
-    ProxyPass, ProxySettings, Return, Server, ServerName, TokenKey, UpstreamGroup, UpstreamRef,
-    UpstreamServer,
+    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
+    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, TokenKey,
+    UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

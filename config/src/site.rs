@@ -179,6 +179,7 @@ impl Site {
             proxy_send_timeout: config.upstream.request_timeout,
             client_max_body_size: config.limits.max_body_size,
             proxy_request_buffering: true,
+            proxy_next_upstream: crate::nginx::NextUpstream::default(),
             client_body_buffer_size: 16 << 10,
             proxy_ssl: Default::default(),
             keepalive_timeout: config.limits.keepalive_timeout,

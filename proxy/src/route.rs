@@ -498,7 +498,20 @@ async fn proxy(
     };
     let retry = buffered.is_some();
     let order = balancer.order();
+    // `proxy_next_upstream`: a request whose body is kept moves on after these failures,
+    // once sent only if it is idempotent (or `non_idempotent` says so).
+    let next = &settings.proxy_next_upstream;
+    let idempotent = matches!(
+        parts.method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+    );
+    let sent_may_move = idempotent || next.non_idempotent;
     for (n, addr) in order.iter().enumerate() {
+        let another = retry && n + 1 < order.len();
         log.upstream_addr = (*addr).to_owned();
         let uri = match format!("{}://{addr}{path}", balancer.scheme).parse::<http::Uri>() {
             Ok(u) => u,
@@ -540,6 +553,19 @@ async fn proxy(
             Err(_) => log.upstream.done.push((504, sent_at.elapsed())),
         }
         match sent {
+            Ok(Ok(resp))
+                if another && sent_may_move && next.statuses.contains(&resp.status().as_u16()) =>
+            {
+                let status = resp.status().as_u16();
+                log.upstream.answering = None;
+                log.upstream.done.push((status, sent_at.elapsed()));
+                // nginx counts a 500, 502, 503 or 504 against the server, not a 403,
+                // 404 or 429.
+                if matches!(status, 500 | 502..=504) {
+                    balancer.failed(addr);
+                }
+                tracing::warn!(upstream = %addr, group = %balancer.name, status, "upstream answered with a status proxy_next_upstream names; trying the next server");
+            }
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -574,9 +600,9 @@ async fn proxy(
                 tracing::info!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "client request body failed");
                 return error_page(fault.status().unwrap_or(StatusCode::BAD_REQUEST));
             }
-            Ok(Err(e)) if retry && e.is_connect() && n + 1 < order.len() => {
+            Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream connect failed; trying the next server");
+                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream failed; trying the next server");
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
@@ -585,6 +611,10 @@ async fn proxy(
             }
             Err(_) if fault.status().is_some() => {
                 return error_page(fault.status().unwrap_or(StatusCode::REQUEST_TIMEOUT));
+            }
+            Err(_) if another && next.timeout && sent_may_move => {
+                balancer.failed(addr);
+                tracing::warn!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_read_timeout, "upstream timed out; trying the next server");
             }
             Err(_) => {
                 balancer.failed(addr);

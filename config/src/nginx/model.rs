@@ -345,6 +345,9 @@ pub struct ProxySettings {
     pub proxy_read_timeout: Duration,
     /// `proxy_send_timeout` (default 60s).
     pub proxy_send_timeout: Duration,
+    /// `proxy_next_upstream` (default `error timeout`): when a request moves to the
+    /// group's next server.
+    pub proxy_next_upstream: NextUpstream,
     /// `client_max_body_size` in bytes (default 1m); `None`: unlimited (`0`).
     pub client_max_body_size: Option<u64>,
     /// `proxy_request_buffering` (default on): the whole request body is read before an
@@ -423,6 +426,34 @@ impl Default for ClientLimits {
             body_timeout: Duration::from_secs(60),
             handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
+        }
+    }
+}
+
+/// `proxy_next_upstream`: the failures after which a request is passed to the next
+/// server of its group (nginx's default `error timeout`). A request whose body was not
+/// kept (`proxy_request_buffering off`) is never passed on, and a non-idempotent one
+/// (POST, LOCK, PATCH) only with `non_idempotent`, once it has been sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// `error`: the connection failed, or the request or the response head could not
+    /// be passed (`invalid_header` is counted here too).
+    pub error: bool,
+    /// `timeout`: no response head within `proxy_read_timeout`.
+    pub timeout: bool,
+    /// `http_500`, `http_502`, `http_503`, `http_504`, `http_403`, `http_404`, `http_429`.
+    pub statuses: Vec<u16>,
+    /// `non_idempotent`.
+    pub non_idempotent: bool,
+}
+
+impl Default for NextUpstream {
+    fn default() -> Self {
+        NextUpstream {
+            error: true,
+            timeout: true,
+            statuses: Vec::new(),
+            non_idempotent: false,
         }
     }
 }

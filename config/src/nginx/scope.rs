@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use super::build::Ctx;
-use super::model::{AccessLog, AddHeader, ClientLimits, ErrorLog, HttpVersion, ProxySettings};
+use super::model::{
+    AccessLog, AddHeader, ClientLimits, ErrorLog, HttpVersion, NextUpstream, ProxySettings,
+};
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
 use super::template::Template;
@@ -39,6 +41,7 @@ pub(crate) struct Scope {
     pub(crate) proxy_ssl: ProxySslScope,
     request_buffering: Option<bool>,
     body_buffer: Option<u64>,
+    next_upstream: Option<NextUpstream>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -83,6 +86,9 @@ impl Scope {
         self.proxy_ssl.inherit(&outer.proxy_ssl);
         self.request_buffering = self.request_buffering.or(outer.request_buffering);
         self.body_buffer = self.body_buffer.or(outer.body_buffer);
+        if self.next_upstream.is_none() {
+            self.next_upstream = outer.next_upstream.clone();
+        }
     }
 
     /// The merged settings, with nginx's defaults.
@@ -105,6 +111,7 @@ impl Scope {
             proxy_send_timeout: t(2),
             client_max_body_size: self.body.unwrap_or(Some(1 << 20)),
             proxy_request_buffering: self.request_buffering.unwrap_or(true),
+            proxy_next_upstream: self.next_upstream.clone().unwrap_or_default(),
             client_body_buffer_size: self.body_buffer.unwrap_or(16 << 10),
             proxy_ssl: self.proxy_ssl.settings(),
             keepalive_timeout: self.keepalive.unwrap_or(Duration::from_secs(75)),
@@ -218,6 +225,35 @@ impl Scope {
                 let v =
                     parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
                 set(ctx, d, &mut self.body, Some(v).filter(|&v| v != 0))?;
+            }
+            "proxy_next_upstream" => {
+                let args = ctx.args(d, 1, 16)?;
+                let mut next = NextUpstream {
+                    error: false,
+                    timeout: false,
+                    statuses: Vec::new(),
+                    non_idempotent: false,
+                };
+                for arg in args {
+                    match arg.value.as_str() {
+                        "off" if args.len() == 1 => {}
+                        "error" | "invalid_header" => next.error = true,
+                        "timeout" => next.timeout = true,
+                        "non_idempotent" => next.non_idempotent = true,
+                        s => match s.strip_prefix("http_").and_then(|c| c.parse::<u16>().ok()) {
+                            Some(code @ (500 | 502 | 503 | 504 | 403 | 404 | 429)) => {
+                                next.statuses.push(code)
+                            }
+                            _ => {
+                                let reason = format!(
+                                    "invalid value \"{s}\" (error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent, off)"
+                                );
+                                return Err(ctx.invalid(d, arg.at, reason));
+                            }
+                        },
+                    }
+                }
+                set(ctx, d, &mut self.next_upstream, next)?;
             }
             "proxy_request_buffering" => {
                 let arg = ctx.one(d)?;

@@ -649,3 +649,24 @@ fn admission_env_directives_are_checked_where_they_are() {
     let good = format!("env HSMGATE_ADMISSION_MAX_WAITING=64;\n{}", http(server));
     assert!(load_str(&good).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn proxy_next_upstream_defaults_to_error_timeout_and_parses_its_values() {
+    let c = load_str(&http(
+        "server { listen 1; location / { proxy_pass http://127.0.0.1:1; } \
+         location /b { proxy_pass http://127.0.0.1:1; proxy_next_upstream http_503 non_idempotent; } \
+         location /c { proxy_pass http://127.0.0.1:1; proxy_next_upstream off; } }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].locations;
+    let d = &l[0].settings.proxy_next_upstream;
+    assert!(d.error && d.timeout && d.statuses.is_empty() && !d.non_idempotent);
+    let b = &l[1].settings.proxy_next_upstream;
+    assert!(!b.error && !b.timeout && b.statuses == [503] && b.non_idempotent);
+    let off = &l[2].settings.proxy_next_upstream;
+    assert!(!off.error && !off.timeout && off.statuses.is_empty());
+    let e = err(&http(
+        "server { listen 1; location / { proxy_pass http://127.0.0.1:1; proxy_next_upstream http_418; } }",
+    ));
+    assert!(e.contains("http_418") && e.contains("nginx.conf:3"), "{e}");
+}

@@ -18,6 +18,7 @@ use crate::support::raw::{Gate, port_in_range, upstream_in_range};
 struct Scripted {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
 }
 
 /// Read one request head; None at the end of the connection.
@@ -43,16 +44,20 @@ impl Scripted {
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&connections);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::clone(&requests);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
+                let asked = Arc::clone(&asked);
                 std::thread::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
                     let mut served = 0;
                     while let Some(head) = read_head(&mut s) {
                         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                         served += 1;
+                        asked.fetch_add(1, Ordering::SeqCst);
                         let answer: Vec<u8> = match path.as_str() {
                             "/clte" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
                             "/h10" => {
@@ -81,6 +86,11 @@ impl Scripted {
                             // The keep-alive race: the second request on a connection
                             // finds it closed, unanswered.
                             "/race" if served > 1 => return,
+                            "/hang" => {
+                                std::thread::sleep(Duration::from_secs(5));
+                                return;
+                            }
+                            "/five" | "/busy" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec(),
                             _ => {
                                 let body = head.to_ascii_lowercase();
                                 format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
@@ -93,7 +103,11 @@ impl Scripted {
                 });
             }
         });
-        Scripted { addr, connections }
+        Scripted {
+            addr,
+            connections,
+            requests,
+        }
     }
 }
 
@@ -201,4 +215,57 @@ fn http2_cookie_fields_reach_the_upstream_as_one() {
     let body = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(body.contains("cookie: a=1; b=2; c=3"), "{body}");
     assert_eq!(body.matches("cookie:").count(), 1, "{body}");
+}
+
+/// `proxy_next_upstream`: nginx's default `error timeout` moves an idempotent request to
+/// the group's next server when the first times out; `http_503` listed moves it on a 503
+/// too (not listed: the 503 is the answer); a POST, once sent, is not moved.
+#[test]
+fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses() {
+    let slow = Scripted::start();
+    let fine = upstream_in_range("B");
+    let http = port_in_range();
+    let extra = format!(
+        "upstream pair {{ server {slow} max_fails=0; server {fine} max_fails=0; }}
+        server {{ listen 127.0.0.1:{http}; server_name scripted.test;
+            proxy_read_timeout 1s;
+            location / {{ proxy_pass http://pair; }}
+            location /five {{ proxy_pass http://pair; proxy_next_upstream error timeout http_503; }} }}",
+        slow = slow.addr
+    );
+    let gate = Gate::start(&[upstream_in_range("A")], &extra);
+    let status = |path: &str, extra: &[&str]| {
+        let out = fetch(http, path, extra);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        t.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    // Round robin starts at either server: four tries reach the slow one first.
+    for i in 0..4 {
+        assert_eq!(
+            status("/hang", &[]),
+            200,
+            "GET {i}: {}",
+            gate.server.log_text()
+        );
+        assert_eq!(status("/five", &[]), 200, "GET /five {i}");
+    }
+    assert!(
+        slow.requests.load(Ordering::SeqCst) >= 4,
+        "the slow server was tried first"
+    );
+    let codes: Vec<u16> = (0..4).map(|_| status("/busy", &[])).collect();
+    assert!(
+        codes.contains(&503),
+        "without http_503 the 503 is the answer: {codes:?}"
+    );
+    let codes: Vec<u16> = (0..4)
+        .map(|_| status("/hang", &["-X", "POST", "--data", "x"]))
+        .collect();
+    assert!(
+        codes.contains(&504),
+        "a POST is not moved once sent: {codes:?}"
+    );
 }
