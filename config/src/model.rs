@@ -138,6 +138,18 @@ pub struct Location {
     pub col: usize,
 }
 
+impl Location {
+    /// No position: a whole file, or the flag or variable `file` names (line 0; shown as
+    /// `file` alone).
+    pub fn whole(file: impl Into<PathBuf>) -> Location {
+        Location {
+            file: file.into(),
+            line: 0,
+            col: 0,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {

@@ -16,7 +16,7 @@
 //! second source). Relative paths in variables and flags (certificate, PIN file) are
 //! relative to the working directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml::{Table, Value};
 
@@ -210,41 +210,25 @@ impl Overrides {
             }
         }
         config.tls.key.location = match (self.get(Setting::Key), alone) {
-            (Some(_), _) => Location {
-                file: PathBuf::from(from.join(" and ")),
-                line: 0,
-                col: 0,
-            },
+            (Some(_), _) => Location::whole(from.join(" and ")),
             (None, Some(alone)) => alone.tls.key.location.clone(),
             (None, None) => unreachable!("without a file the key is required"),
         };
         config.tls.certificate_location = match (self.get(Setting::Cert), alone) {
-            (Some(g), _) => Location {
-                file: PathBuf::from(g.origin.to_string()),
-                line: 0,
-                col: 0,
-            },
+            (Some(g), _) => Location::whole(g.origin.to_string()),
             (None, Some(alone)) => alone.tls.certificate_location.clone(),
             (None, None) => unreachable!("without a file the certificate is required"),
         };
         // The key's own warnings (a `pin-value`) are about the one setting that gave it.
         let key_location = match self.get(Setting::Key) {
-            Some(g) => Location {
-                file: PathBuf::from(g.origin.to_string()),
-                line: 0,
-                col: 0,
-            },
+            Some(g) => Location::whole(g.origin.to_string()),
             None => config.tls.key.location.clone(),
         };
         let source = config.source.clone();
         for w in &mut config.warnings {
             w.location = match w.location == layered_key {
                 true => key_location.clone(),
-                false => Location {
-                    file: source.clone(),
-                    line: 0,
-                    col: 0,
-                },
+                false => Location::whole(source.clone()),
             };
         }
         if let Some(file) = alone {

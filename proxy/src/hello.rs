@@ -394,26 +394,19 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// "protocol_version" alert"). rustls would first miss TLS 1.2's extensions and answer
 /// handshake_failure. Anything unreadable is left to rustls.
 fn version_refusal(msg: &[u8]) -> Option<Refusal> {
-    let mut hello = Cursor(msg.get(4..)?);
-    let legacy = hello.u16()?;
+    let (legacy, _, exts) = hello_parts(msg)?;
     if legacy >= 0x0303 {
         return None;
     }
-    hello.take(32)?; // random
-    hello.vec8()?; // session id
-    hello.vec16()?; // cipher suites
-    hello.vec8()?; // compression methods
     let mut newest = legacy;
-    if !hello.0.is_empty() {
-        let mut exts = Cursor(hello.vec16()?);
-        while !exts.0.is_empty() {
-            let typ = exts.u16()?;
-            let data = exts.vec16()?;
-            if typ == 43 {
-                let list = Cursor(data).vec8()?;
-                for v in list.chunks_exact(2) {
-                    newest = newest.max(usize::from(u16::from_be_bytes([v[0], v[1]])));
-                }
+    let mut exts = Cursor(exts);
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let data = exts.vec16()?;
+        if typ == 43 {
+            let list = Cursor(data).vec8()?;
+            for v in list.chunks_exact(2) {
+                newest = newest.max(usize::from(u16::from_be_bytes([v[0], v[1]])));
             }
         }
     }
@@ -540,26 +533,35 @@ fn message(raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn parse(raw: &[u8]) -> Option<Fields> {
-    let hs = message(raw)?;
-    let mut msg = Cursor(&hs);
-    if msg.u8()? != 1 {
+/// A ClientHello message's (header included) legacy_version, legacy session id and
+/// extensions (empty when it has none); None when it does not read as one.
+fn hello_parts(msg: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+    let mut m = Cursor(msg);
+    if m.u8()? != usize::from(CLIENT_HELLO) {
         return None;
     }
-    let len = msg.u24()?;
-    let mut hello = Cursor(msg.take(len)?);
-    hello.take(2 + 32)?; // legacy_version, random
+    let len = m.u24()?;
+    let mut hello = Cursor(m.take(len)?);
+    let legacy = hello.u16()?;
+    hello.take(32)?; // random
     let session_id = hello.vec8()?;
+    hello.vec16()?; // cipher suites
+    hello.vec8()?; // compression methods
+    let exts = match hello.0.is_empty() {
+        true => &[][..],
+        false => hello.vec16()?,
+    };
+    Some((legacy, session_id, exts))
+}
+
+fn parse(raw: &[u8]) -> Option<Fields> {
+    let hs = message(raw)?;
+    let (_, session_id, exts) = hello_parts(&hs)?;
     let mut f = Fields {
         session_id: (!session_id.is_empty()).then(|| session_id.to_vec()),
         ..Fields::default()
     };
-    hello.vec16()?; // cipher suites
-    hello.vec8()?; // compression methods
-    if hello.0.is_empty() {
-        return Some(f);
-    }
-    let mut exts = Cursor(hello.vec16()?);
+    let mut exts = Cursor(exts);
     while !exts.0.is_empty() {
         let typ = exts.u16()?;
         let data = exts.vec16()?;

@@ -17,8 +17,8 @@ use hsmgate_config::defaults;
 use hsmgate_config::nginx::{CertPair, KeySource};
 use hsmgate_config::{PinSource, Pkcs11Uri, Secret};
 use hsmgate_signer::{GroupSettings, PoolSettings, SignerPool};
-use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ProxyError;
 use crate::tls::{self, KeyEntry};
@@ -106,19 +106,9 @@ impl KeyOpener<'_> {
                     group: name.to_owned(),
                     key: uri.to_string(),
                 })?;
-                // The same group, key and PINs on reload: the same pool.
                 let settings =
                     GroupSettings::from_group(group, uri, self.admission()?, Some(expected))?;
-                let id = settings.identity();
-                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
-                    Some(p) => p.clone(),
-                    None => SignerPool::start_group(settings)?,
-                };
-                self.next.pools.insert(id, pool.clone());
-                Ok(KeyEntry {
-                    certified: tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())?,
-                    limiter: Some(Arc::clone(pool.limiter())),
-                })
+                self.token_entry(settings, chain, &pair.cert, &uri.to_string())
             }
             KeySource::Token(key) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;
@@ -135,34 +125,37 @@ impl KeyOpener<'_> {
                     capacity: p.capacity,
                     admission: self.admission()?,
                 };
-                // The same token settings and PIN on reload: the same pool.
                 let settings = settings.into_group(Some(expected));
-                let id = settings.identity();
-                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
-                    Some(p) => p.clone(),
-                    None => SignerPool::start_group(settings)?,
-                };
-                self.next.pools.insert(id, pool.clone());
-                Ok(KeyEntry {
-                    certified: tls::certified_key(chain, &pair.cert, &pool, &key.uri.to_string())?,
-                    limiter: Some(Arc::clone(pool.limiter())),
-                })
+                self.token_entry(settings, chain, &pair.cert, &key.uri.to_string())
             }
             KeySource::Pkcs11(uri) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;
                 let settings = self.pool_settings(uri)?.into_group(Some(expected));
-                let id = settings.identity();
-                let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
-                    Some(p) => p.clone(),
-                    None => SignerPool::start_group(settings)?,
-                };
-                self.next.pools.insert(id, pool.clone());
-                Ok(KeyEntry {
-                    certified: tls::certified_key(chain, &pair.cert, &pool, &uri.to_string())?,
-                    limiter: Some(Arc::clone(pool.limiter())),
-                })
+                self.token_entry(settings, chain, &pair.cert, &uri.to_string())
             }
         }
+    }
+
+    /// A token key's certified key through the signer pool of `settings`: the pool open
+    /// for the same settings and PINs (the previous generation's on reload, or this one's
+    /// for another certificate of the key), else a new one.
+    fn token_entry(
+        &mut self,
+        settings: GroupSettings,
+        chain: Vec<CertificateDer<'static>>,
+        cert: &Path,
+        key: &str,
+    ) -> Result<KeyEntry, ProxyError> {
+        let id = settings.identity();
+        let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
+            Some(p) => p.clone(),
+            None => SignerPool::start_group(settings)?,
+        };
+        self.next.pools.insert(id, pool.clone());
+        Ok(KeyEntry {
+            certified: tls::certified_key(chain, cert, &pool, key)?,
+            limiter: Some(Arc::clone(pool.limiter())),
+        })
     }
 
     /// The configuration's admission settings, else the defaults changed by

@@ -162,13 +162,18 @@ impl UpstreamClient {
         *req.uri_mut() = origin_form(&uri);
         // An idempotent request without a body can be sent again (once) when a kept
         // connection closes before answering it: the server's keep-alive timeout raced
-        // it, as nginx retries a cached connection.
-        let mut again = replayable(&req);
+        // it, as nginx retries a cached connection. The copy is made only for a kept
+        // connection (none without `keepalive`, nginx's default).
+        let mut sent_again = false;
         loop {
             let started = Instant::now();
             let (mut conn, reused) = match self.checkout(key) {
                 Some(conn) => (conn, true),
                 None => (self.connect(&uri).await?, false),
+            };
+            let again = match reused && !sent_again {
+                true => replayable(&req),
+                false => None,
             };
             let connect_time = ConnectTime(match reused {
                 true => Duration::ZERO,
@@ -211,9 +216,10 @@ impl UpstreamClient {
                     // so the request goes again (on another kept one, or a new one).
                     req = *r;
                 }
-                Err(Failed::Sent(e)) if reused && e.is_incomplete_message() && again.is_some() => {
+                Err(Failed::Sent(e)) if e.is_incomplete_message() && again.is_some() => {
                     tracing::debug!(error = %e, "kept upstream connection closed before answering: sending the request again");
-                    req = again.take().expect("checked");
+                    sent_again = true;
+                    req = again.expect("checked");
                 }
                 Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
                 Err(Failed::Ended) => return Err(SendError::Closed),

@@ -278,10 +278,7 @@ impl Limiter {
     ) -> Limiter {
         let now = Instant::now();
         let sessions = sessions.max(1);
-        let labels = vec![
-            metrics::Label::new("group", group.to_owned()),
-            metrics::Label::new("key", key.to_owned()),
-        ];
+        let labels = m::group_labels(group, key);
         let limiter = Limiter {
             group: group.to_string(),
             meters: Meters::new(&labels),

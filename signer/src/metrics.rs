@@ -6,13 +6,21 @@
 
 use metrics::Label;
 
-/// The labels of a member's metrics.
-pub(crate) fn member_labels(group: &crate::GroupSettings, member: &str) -> Vec<Label> {
+/// The labels of a group's (admission) metrics.
+pub(crate) fn group_labels(group: &str, key: &str) -> Vec<Label> {
     vec![
-        Label::new("group", group.name.clone()),
-        Label::new("key", group.key_label()),
-        Label::new("member", member.to_owned()),
+        Label::new("group", group.to_owned()),
+        Label::new("key", key.to_owned()),
     ]
+}
+
+/// The labels of a member's metrics: its group's and its own name.
+pub(crate) fn member_labels(group: &crate::GroupSettings, member: &str) -> Vec<Label> {
+    with(
+        &group_labels(&group.name, &group.key_label()),
+        "member",
+        member,
+    )
 }
 
 /// `labels` and one more.

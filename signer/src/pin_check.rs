@@ -56,7 +56,8 @@ type LoginKey = (PathBuf, u64, String);
 /// The PIN digest of each login this process made.
 static LOGINS: Mutex<Option<HashMap<LoginKey, [u8; 32]>>> = Mutex::new(None);
 
-fn digest(pin: &Secret) -> [u8; 32] {
+/// The PIN's SHA-256 (for comparing PINs; kept in memory only).
+pub(crate) fn digest(pin: &Secret) -> [u8; 32] {
     sha2::Sha256::digest(pin.expose().as_bytes()).into()
 }
 

@@ -93,12 +93,11 @@ impl GroupSettings {
     /// with each member's PIN as a digest (so a changed PIN starts a new pool, whose
     /// login checks it). Kept in memory only.
     pub fn identity(&self) -> String {
-        use sha2::Digest;
         let members: Vec<String> = self
             .members
             .iter()
             .map(|m| {
-                let pin = sha2::Sha256::digest(m.pin.expose().as_bytes());
+                let pin = crate::pin_check::digest(&m.pin);
                 let pin: String = pin.iter().take(8).map(|b| format!("{b:02x}")).collect();
                 format!("{m:?}|pin {pin}")
             })

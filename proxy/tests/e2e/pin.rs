@@ -10,19 +10,13 @@ use std::time::Duration;
 use crate::support::client::{admin_get_blocking, member_state, status_json};
 use crate::support::hsm::PIN;
 use crate::support::lab::HaLab;
-use crate::support::{KeyType, ProxyProcess, TestToken, config_for, curl, poll, start_upstream};
+use crate::support::{
+    KeyType, ProxyProcess, TestToken, config_for, curl, output_text, poll, start_upstream,
+};
 
 const WRONG_FILE_PIN: &str = "wrong-file-pin-40417";
 const WRONG_URI_PIN: &str = "wrong-uri-pin-58123";
 const WRONG_FLAG_PIN: &str = "wrong-flag-pin-77310";
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// SIGHUP, then wait until `marker` appears in the log once more.
 fn hup_until(proxy: &ProxyProcess, marker: &str) {

@@ -182,11 +182,8 @@ fn t_fails_on_a_refused_member_and_warns_of_an_unreachable_one() {
         wrong.display(),
         &config[at + pin.len()..]
     );
-    let text = |out: &std::process::Output| {
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
-    };
     let out = crate::support::proxy::run_hsmgate(lab.path(), &bad, &["-t"]);
-    let t = text(&out);
+    let t = crate::support::output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
         t.contains("HSM member hsm-b") && t.contains("CKR_PIN_INCORRECT"),
@@ -196,7 +193,7 @@ fn t_fails_on_a_refused_member_and_warns_of_an_unreachable_one() {
 
     lab.kill("hsm-b");
     let out = crate::support::proxy::run_hsmgate(lab.path(), &config, &["-t"]);
-    let t = text(&out);
+    let t = crate::support::output_text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("[warn] HSM member hsm-b"), "{t}");
 }

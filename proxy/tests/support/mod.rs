@@ -17,7 +17,9 @@ pub mod tls13;
 pub mod tlsraw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
-pub use net::{curl, free_port, free_port_in_range, start_upstream, start_upstream_in_range};
+pub use net::{
+    curl, free_port, free_port_in_range, output_text, start_upstream, start_upstream_in_range,
+};
 pub use proxy::{ProxyProcess, config_for, start_echo_proxy};
 
 /// Call `check` every 20 ms until it gives a value. After `within`, panic with `what()`

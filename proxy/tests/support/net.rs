@@ -66,6 +66,15 @@ pub fn free_port() -> u16 {
     bind_free(23000, 9000).local_addr().expect("addr").port()
 }
 
+/// A process's stdout and then its stderr, as text (for searching and messages).
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Run curl with `args`; `-sS --max-time 10` are added.
 pub fn curl(args: &[&str]) -> Output {
     Command::new("curl")
