@@ -4,6 +4,8 @@
 # Servers (RSA-2048 key on one SoftHSM token, 127.0.0.1 only, all pinned to SERVER_CPU):
 #   hsmgate-on    target/release/hsmgate, admission control on (the default)
 #   hsmgate-off   the same with [admission] enabled = false
+#   hsmgate-b     HSMGATE_B (another build, e.g. of another commit), configured as
+#                 hsmgate-on: an A/B of two builds in one run (SERVERS="hsmgate-on hsmgate-b ...")
 #   hsmgate-nice0 admission on, signer threads at the process's priority (signer_nice = 0;
 #                 not in the default SERVERS: an A/B of the priority of established clients)
 #   nginx-libp11  2 single-process nginx instances + libp11 (as compare.sh)
@@ -26,6 +28,7 @@
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
 # SERVER_CPU, NGINX_BASELINE (default benches/nginx-baseline), RESULTS, KEEP=1, PORT_UP (8180), PORT_TLS13 (8543),
 # PORT_HSMGATE (9543), PORT_ADMIN (9911), ON_NICE (hsmgate-on's signer_nice; default: hsmgate's), SERVERS ("hsmgate-on hsmgate-off nginx-libp11").
+# HSMGATE_B (the binary of hsmgate-b).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +44,9 @@ SCRIPT=admission
 
 [[ -d $BASE ]] || die "benches/nginx-baseline not found (or set NGINX_BASELINE)"
 dpkg -s libengine-pkcs11-openssl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libengine-pkcs11-openssl >/dev/null || die "needs libengine-pkcs11-openssl"
+if [[ " ${SERVERS[*]} " == *" hsmgate-b "* ]]; then
+  [[ -x ${HSMGATE_B:-} ]] || die "hsmgate-b needs HSMGATE_B=PATH, an executable"
+fi
 ports_free "$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" "$PORT_ADMIN"
 pin_layout
 build_release
@@ -91,7 +97,9 @@ start_server() {
     hsmgate-*)
       start_nginx file 9
       SERVER_PID=""
-      "${SERVER_PIN[@]}" "$HSMGATE" -c "$WORK/hsmgate-${1#hsmgate-}.toml" >"$WORK/$1.log" 2>&1 &
+      local bin=$HSMGATE mode=${1#hsmgate-}
+      if [[ $1 == hsmgate-b ]]; then bin=$HSMGATE_B mode=on; fi
+      "${SERVER_PIN[@]}" "$bin" -c "$WORK/hsmgate-$mode.toml" >"$WORK/$1.log" 2>&1 &
       PIDS+=($!)
       SERVER_PID=$!
       wait_port "$PORT_HSMGATE" "$WORK"
