@@ -14,6 +14,7 @@
 #                   the HSM lab's latency hop (benches/hsm-lab/delayfwd.py)
 #   python3-websockets  WebSocket client and echo server of the Upgrade test
 #   socat           the HSM lab's TCP hop (benches/hsm-lab)
+#   iproute2        ss: the socket options `listen` sets, seen on hsmgate's sockets
 set -euo pipefail
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -35,6 +36,7 @@ compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || need+
 command -v tmux >/dev/null || need+=(tmux)
 command -v python3 >/dev/null || need+=(python3)
 command -v socat >/dev/null || need+=(socat)
+command -v ss >/dev/null || need+=(iproute2)
 # A real WebSocket client and server for the Upgrade pass-through test (Debian's python3).
 /usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)
 # kubernetes-validate (PyPI): the offline schema check of deploy/k8s; pip, not apt.

@@ -23,7 +23,8 @@
 //!   [fail_timeout=T] [backup] [down]; keepalive N; }`, `log_format`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
-//!   `ipv6only=`, `backlog=`), `server_name`, `location`, `return`, settings,
+//!   `ipv6only=`, `backlog=`, `bind`, and the socket options `deferred`,
+//!   `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`), `server_name`, `location`, `return`, settings,
 //!   `http2 on|off` (nginx 1.25.1+; also in `http`: as `listen … http2` on each of
 //!   the server's addresses), and `if (CONDITION) { return …; }` (certbot's redirect
 //!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, tried in
@@ -149,8 +150,8 @@ pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion,
     KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
-    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, TokenKey,
-    UpstreamGroup, UpstreamRef, UpstreamServer,
+    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, SoKeepalive,
+    SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

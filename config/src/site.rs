@@ -17,8 +17,8 @@ use crate::model::{KeyRef, Location};
 use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, ServerName, SessionCache,
-    Template, TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup, UpstreamRef, VarMap,
-    VerifyClient,
+    SocketOptions, Template, TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup,
+    UpstreamRef, VarMap, VerifyClient,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -100,6 +100,8 @@ pub struct ListenSpec {
     pub ipv6only: bool,
     /// `listen(2)` backlog (nginx's default 511).
     pub backlog: u32,
+    /// Options of the listening socket (`listen … deferred so_keepalive=…`).
+    pub socket: SocketOptions,
     /// TLS versions forced by the native format's listener (else the default server's).
     pub protocols: Option<Vec<TlsVersion>>,
 }
@@ -209,6 +211,7 @@ impl Site {
                 reuseport: false,
                 ipv6only: None,
                 backlog: None,
+                socket: SocketOptions::default(),
             })
             .collect();
         let pair = |chain: &PathBuf, at: &Location, key: &KeyRef| CertPair {
@@ -367,6 +370,7 @@ fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
                 if let Some(b) = l.backlog {
                     spec.backlog = b;
                 }
+                spec.socket.merge(&l.socket);
             }
             None => out.push(ListenSpec {
                 addr: l.addr,
@@ -375,6 +379,7 @@ fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
                 reuseport: l.reuseport,
                 ipv6only: l.ipv6only.unwrap_or(true),
                 backlog: l.backlog.unwrap_or(511),
+                socket: l.socket.clone(),
                 protocols: None,
             }),
         }

@@ -52,12 +52,86 @@ pub(crate) fn bind(spec: &ListenSpec) -> Result<std::net::TcpListener, ProxyErro
     if addr.is_ipv6() {
         socket.set_only_v6(spec.ipv6only).map_err(err)?;
     }
+    socket_options(&socket, spec);
     socket.bind(&addr.into()).map_err(err)?;
     socket
         .listen(i32::try_from(spec.backlog).unwrap_or(511))
         .map_err(err)?;
+    // After listen(2), as nginx: Linux keeps TCP_FASTOPEN's queue from then on.
+    if let Some(queue) = spec.socket.fastopen {
+        warn_unset(
+            addr,
+            "TCP_FASTOPEN",
+            crate::sockopt::set_fastopen(&socket, queue),
+        );
+    }
     socket.set_nonblocking(true).map_err(err)?;
     Ok(socket.into())
+}
+
+/// The `listen` parameters' socket options (`deferred`, `so_keepalive=`, `rcvbuf=`,
+/// `sndbuf=`), set on the listening socket before it listens; accepted connections
+/// inherit them. As nginx, an option the system refuses is reported and the address
+/// served without it.
+fn socket_options(socket: &socket2::Socket, spec: &ListenSpec) {
+    use hsmgate_config::nginx::SoKeepalive;
+    let (addr, o) = (spec.addr, &spec.socket);
+    if let Some(size) = o.rcvbuf {
+        warn_unset(
+            addr,
+            "SO_RCVBUF",
+            socket.set_recv_buffer_size(size as usize),
+        );
+    }
+    if let Some(size) = o.sndbuf {
+        warn_unset(
+            addr,
+            "SO_SNDBUF",
+            socket.set_send_buffer_size(size as usize),
+        );
+    }
+    match o.keepalive {
+        None => {}
+        Some(SoKeepalive::Off) => warn_unset(addr, "SO_KEEPALIVE", socket.set_keepalive(false)),
+        Some(SoKeepalive::On {
+            idle,
+            interval,
+            count,
+        }) => {
+            warn_unset(addr, "SO_KEEPALIVE", socket.set_keepalive(true));
+            let secs = |n: u32| Duration::from_secs(u64::from(n));
+            let mut params = socket2::TcpKeepalive::new();
+            if let Some(n) = idle {
+                params = params.with_time(secs(n));
+            }
+            if let Some(n) = interval {
+                params = params.with_interval(secs(n));
+            }
+            if let Some(n) = count {
+                params = params.with_retries(n);
+            }
+            warn_unset(
+                addr,
+                "TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT",
+                socket.set_tcp_keepalive(&params),
+            );
+        }
+    }
+    if o.deferred {
+        // nginx's 1 s: the kernel accepts a connection that sent nothing after that, so an
+        // idle client still meets the handshake timeout.
+        warn_unset(
+            addr,
+            "TCP_DEFER_ACCEPT",
+            crate::sockopt::set_defer_accept(socket, 1),
+        );
+    }
+}
+
+fn warn_unset(addr: SocketAddr, option: &str, result: std::io::Result<()>) {
+    if let Err(e) = result {
+        tracing::warn!(%addr, option, error = %e, "setsockopt failed; the address is served without it");
+    }
 }
 
 /// Bind the admin listener.

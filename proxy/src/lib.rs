@@ -15,6 +15,7 @@
 //! - `proxy`: the [`Proxy`]: built from a configuration, served, reloaded and drained
 //!   as [`Control`] messages say; `control`: those messages and where they come from
 //!   (signals, the pid file, `-s`); `conn`: sockets, accept loops, connections;
+//!   `sockopt`: the two TCP options of `listen` that need a raw `setsockopt`;
 //!   `conn_info`: what a request knows about its connection;
 //! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
@@ -47,7 +48,8 @@
 //!   token`: key and certificate on your own token), [`pin_check`] (a PIN checked in a
 //!   child process when this one is already logged in), [`echo_upstream`] (the built-in
 //!   echo upstream), [`version`] (`hsmgate -v`, `-V`), `error`.
-#![forbid(unsafe_code)]
+// No unsafe code but in `sockopt` (one `setsockopt` call), which allows it.
+#![deny(unsafe_code)]
 
 // The modules are private: the public surface is the `pub use` list below, plus the
 // subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`, `version`), which the
@@ -79,6 +81,7 @@ mod proxy;
 mod reqlog;
 mod route;
 mod session_lifetime;
+mod sockopt;
 mod spool;
 mod status;
 mod status_page;

@@ -134,6 +134,56 @@ pub struct Listen {
     pub ipv6only: Option<bool>,
     /// `backlog=N`.
     pub backlog: Option<u32>,
+    /// `deferred`, `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`.
+    pub socket: SocketOptions,
+}
+
+/// The `listen` parameters that set options of the listening socket, as nginx sets them
+/// on Linux (accepted connections inherit them). nginx allows them on one `listen` of
+/// an address; here any `listen` of the address may give them, the last one wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `deferred`: `TCP_DEFER_ACCEPT` of 1 s, as nginx: a connection is accepted once
+    /// its first bytes (the ClientHello) have arrived.
+    pub deferred: bool,
+    /// `so_keepalive=on|off|[keepidle]:[keepintvl]:[keepcnt]`.
+    pub keepalive: Option<SoKeepalive>,
+    /// `fastopen=N`: `TCP_FASTOPEN` with a queue of N.
+    pub fastopen: Option<u32>,
+    /// `rcvbuf=SIZE`: `SO_RCVBUF`.
+    pub rcvbuf: Option<u32>,
+    /// `sndbuf=SIZE`: `SO_SNDBUF`.
+    pub sndbuf: Option<u32>,
+}
+
+impl SocketOptions {
+    /// Those of `other` that it sets replace these.
+    pub fn merge(&mut self, other: &SocketOptions) {
+        self.deferred |= other.deferred;
+        if other.keepalive.is_some() {
+            self.keepalive = other.keepalive;
+        }
+        self.fastopen = other.fastopen.or(self.fastopen);
+        self.rcvbuf = other.rcvbuf.or(self.rcvbuf);
+        self.sndbuf = other.sndbuf.or(self.sndbuf);
+    }
+}
+
+/// `so_keepalive=`: TCP keep-alive probes on accepted connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoKeepalive {
+    /// `off`: `SO_KEEPALIVE` cleared.
+    Off,
+    /// `on`, or `keepidle:keepintvl:keepcnt` with any part left empty for the system's
+    /// default (`TCP_KEEPIDLE`, `TCP_KEEPINTVL` in seconds, `TCP_KEEPCNT`).
+    On {
+        /// `TCP_KEEPIDLE`, seconds.
+        idle: Option<u32>,
+        /// `TCP_KEEPINTVL`, seconds.
+        interval: Option<u32>,
+        /// `TCP_KEEPCNT`.
+        count: Option<u32>,
+    },
 }
 
 /// One `server_name`, lower-cased.

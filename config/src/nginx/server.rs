@@ -10,10 +10,13 @@ use regex::Regex;
 use super::build::Ctx;
 use super::cond::server_if;
 use super::location::{build_location, check_duplicates, parse_return};
-use super::model::{CertPair, KeySource, Listen, LocationBlock, Server, ServerName, UpstreamGroup};
+use super::model::{
+    CertPair, KeySource, Listen, LocationBlock, Server, ServerName, SoKeepalive, SocketOptions,
+    UpstreamGroup,
+};
 use super::parse::{Directive, Pos};
 use super::scope::{Level, Scope, set};
-use super::values::{listen_addr, parse_flag};
+use super::values::{listen_addr, parse_flag, parse_size, parse_time};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::model::ConfigWarning;
 use crate::pkcs11_uri::parse_key_string;
@@ -74,6 +77,7 @@ pub(crate) fn build_server(
             reuseport: false,
             ipv6only: None,
             backlog: None,
+            socket: SocketOptions::default(),
         });
         listen_pos.push(d.at);
     }
@@ -156,7 +160,7 @@ pub(crate) fn flag(ctx: &Ctx<'_>, d: &Directive) -> Result<bool, ConfigError> {
     })
 }
 
-fn listen(ctx: &Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
+fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
     let args = ctx.args(d, 1, usize::MAX)?;
     let addr = listen_addr(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
     let mut l = Listen {
@@ -167,24 +171,107 @@ fn listen(ctx: &Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
         reuseport: false,
         ipv6only: None,
         backlog: None,
+        socket: SocketOptions::default(),
     };
+    let mut ignored = Vec::new();
     for a in &args[1..] {
         let bad = || ctx.invalid(d, a.at, format!("invalid parameter \"{}\"", a.value));
-        match a.value.as_str() {
-            "ssl" => l.ssl = true,
-            "http2" => l.http2 = true,
-            "default_server" | "default" => l.default_server = true,
-            "reuseport" => l.reuseport = true,
-            "bind" | "deferred" => {}
-            "ipv6only=on" => l.ipv6only = Some(true),
-            "ipv6only=off" => l.ipv6only = Some(false),
-            v => match v.strip_prefix("backlog=") {
-                Some(n) => l.backlog = Some(n.parse().map_err(|_| bad())?),
-                None => return Err(bad()),
-            },
+        // nginx's own words for a value it cannot read.
+        let invalid = |what: &str| ctx.invalid(d, a.at, format!("invalid {what} \"{}\"", a.value));
+        let (name, value) = a.value.split_once('=').unwrap_or((a.value.as_str(), ""));
+        match (name, a.value.contains('=')) {
+            ("ssl", false) => l.ssl = true,
+            ("http2", false) => l.http2 = true,
+            ("default_server" | "default", false) => l.default_server = true,
+            ("reuseport", false) => l.reuseport = true,
+            // Each address is bound on its own, as with `bind`.
+            ("bind", false) => {}
+            ("deferred", false) => l.socket.deferred = true,
+            ("ipv6only", true) => l.ipv6only = Some(parse_flag(value).ok_or_else(bad)?),
+            ("backlog", true) => l.backlog = Some(value.parse().map_err(|_| bad())?),
+            ("so_keepalive", true) => {
+                l.socket.keepalive = Some(so_keepalive(value).ok_or_else(|| {
+                    let reason = format!("invalid so_keepalive value: \"{value}\"");
+                    ctx.invalid(d, a.at, reason)
+                })?);
+            }
+            ("fastopen", true) => {
+                l.socket.fastopen = Some(value.parse().map_err(|_| invalid("fastopen"))?)
+            }
+            ("rcvbuf", true) => {
+                l.socket.rcvbuf = Some(buffer_size(value).ok_or_else(|| invalid("rcvbuf"))?)
+            }
+            ("sndbuf", true) => {
+                l.socket.sndbuf = Some(buffer_size(value).ok_or_else(|| invalid("sndbuf"))?)
+            }
+            // FreeBSD's; nginx on Linux says so and goes on.
+            ("accept_filter", true) => ignored.push((
+                a.at,
+                format!(
+                    "accept filters \"{}\" are not supported on this platform, ignored",
+                    a.value
+                ),
+            )),
+            ("proxy_protocol" | "quic", false) => {
+                let reason = format!("the \"{name}\" parameter is not supported by hsmgate");
+                return Err(ctx.invalid(d, a.at, reason));
+            }
+            _ => return Err(bad()),
         }
     }
+    for (at, message) in ignored {
+        ctx.warn(at, message);
+    }
     Ok(l)
+}
+
+/// `so_keepalive=` after the `=`: `on`, `off`, or `[keepidle]:[keepintvl]:[keepcnt]`
+/// (times as nginx writes them, in whole seconds; at least one part given).
+fn so_keepalive(v: &str) -> Option<SoKeepalive> {
+    match v {
+        "on" => {
+            return Some(SoKeepalive::On {
+                idle: None,
+                interval: None,
+                count: None,
+            });
+        }
+        "off" => return Some(SoKeepalive::Off),
+        _ => {}
+    }
+    let mut parts = v.split(':');
+    let (idle, interval, count) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let secs = |s: &str| -> Option<Option<u32>> {
+        match s {
+            "" => Some(None),
+            s => u32::try_from(parse_time(s)?.as_secs())
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some),
+        }
+    };
+    let count = match count {
+        "" => None,
+        c => Some(c.parse::<u32>().ok().filter(|n| *n > 0)?),
+    };
+    let (idle, interval) = (secs(idle)?, secs(interval)?);
+    if idle.is_none() && interval.is_none() && count.is_none() {
+        return None;
+    }
+    Some(SoKeepalive::On {
+        idle,
+        interval,
+        count,
+    })
+}
+
+/// `rcvbuf=` / `sndbuf=` after the `=`: an nginx size that fits the socket option (0
+/// asks for the system's smallest, as in nginx).
+fn buffer_size(v: &str) -> Option<u32> {
+    parse_size(v).and_then(|n| u32::try_from(n).ok())
 }
 
 /// `server_name` value, lower-cased (regexes are kept as written).

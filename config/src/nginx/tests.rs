@@ -670,3 +670,79 @@ fn proxy_next_upstream_defaults_to_error_timeout_and_parses_its_values() {
     ));
     assert!(e.contains("http_418") && e.contains("nginx.conf:3"), "{e}");
 }
+
+#[test]
+fn listen_socket_options_are_read_as_nginx_writes_them() {
+    let c = load_str(&http(
+        "server { listen 20443 ssl deferred so_keepalive=30m:10:3 fastopen=256 rcvbuf=64k sndbuf=1m;
+                  listen 20444 bind so_keepalive=on ipv6only=on;
+                  listen 20445 so_keepalive=off;
+                  listen 20446 so_keepalive=::5 rcvbuf=0 fastopen=0 accept_filter=dataready;
+                  ssl_certificate a.crt; ssl_certificate_key a.key; }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].listens;
+    assert_eq!(
+        l[0].socket,
+        SocketOptions {
+            deferred: true,
+            keepalive: Some(SoKeepalive::On {
+                idle: Some(1800),
+                interval: Some(10),
+                count: Some(3)
+            }),
+            fastopen: Some(256),
+            rcvbuf: Some(64 << 10),
+            sndbuf: Some(1 << 20),
+        }
+    );
+    let on = SoKeepalive::On {
+        idle: None,
+        interval: None,
+        count: None,
+    };
+    assert_eq!(l[1].socket.keepalive, Some(on));
+    assert_eq!(l[1].ipv6only, Some(true));
+    assert_eq!(l[2].socket.keepalive, Some(SoKeepalive::Off));
+    let count_only = SoKeepalive::On {
+        idle: None,
+        interval: None,
+        count: Some(5),
+    };
+    assert_eq!(l[3].socket.keepalive, Some(count_only));
+    assert_eq!(
+        (l[3].socket.rcvbuf, l[3].socket.fastopen),
+        (Some(0), Some(0))
+    );
+    assert!(c.warnings.iter().any(|w| w.message
+        == "accept filters \"accept_filter=dataready\" are not supported on this platform, ignored"));
+    // What nginx refuses, with its words, at the parameter.
+    for (param, reason) in [
+        ("so_keepalive=::", "invalid so_keepalive value: \"::\""),
+        (
+            "so_keepalive=0:0:0",
+            "invalid so_keepalive value: \"0:0:0\"",
+        ),
+        (
+            "so_keepalive=1:2:3:4",
+            "invalid so_keepalive value: \"1:2:3:4\"",
+        ),
+        ("so_keepalive=x", "invalid so_keepalive value: \"x\""),
+        ("fastopen=many", "invalid fastopen \"fastopen=many\""),
+        ("rcvbuf=-1", "invalid rcvbuf \"rcvbuf=-1\""),
+        ("sndbuf=1q", "invalid sndbuf \"sndbuf=1q\""),
+        ("ipv6only=maybe", "invalid parameter \"ipv6only=maybe\""),
+        ("deferred=1", "invalid parameter \"deferred=1\""),
+        (
+            "proxy_protocol",
+            "the \"proxy_protocol\" parameter is not supported by hsmgate",
+        ),
+    ] {
+        let e = err(&http(&format!("server {{ listen 20080 {param}; }}")));
+        assert_eq!(
+            e,
+            format!("/x/conf/nginx.conf:3:23: `listen`: {reason}"),
+            "{param}"
+        );
+    }
+}

@@ -488,3 +488,48 @@ fn the_toml_format_hides_the_same_upstream_headers() {
     }
     assert!(text.contains("\r\nx-secret: s\r\n"), "{text}");
 }
+
+/// `ss` lines (with `-m`/`-o` details) of hsmgate's sockets on `port` in `state`.
+fn ss(state: &str, port: u16) -> String {
+    let filter = format!("( sport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tnmo", "state", state, &filter])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn listen_socket_options_reach_the_sockets() {
+    // nginx's socket options of `listen` (Linux), on an address of their own: the
+    // listening socket's buffers, and TCP keep-alive on the connections it accepts
+    // (which inherit them); `deferred` and `fastopen` are set too (read back in
+    // sockopt.rs's unit test) and must not keep the address from answering.
+    let raw = RawUpstream::start();
+    let opts = port_in_range();
+    let extra = format!(
+        "server {{ listen 127.0.0.1:{opts} deferred so_keepalive=7m:11:4 rcvbuf=64k sndbuf=128k
+            fastopen=16; return 200 'opts'; }}"
+    );
+    let (_gate, _http) = start_with(&raw, &extra, "");
+    let listening = ss("listening", opts);
+    // Linux doubles what SO_RCVBUF / SO_SNDBUF ask for (its bookkeeping share).
+    assert!(
+        listening.contains("rb131072") && listening.contains("tb262144"),
+        "{listening}"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", opts)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: opts.test\r\n\r\n")
+        .expect("write");
+    let r = read_response(&mut s);
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    // The accepted connection, kept alive and idle: its keep-alive timer runs from 7 min.
+    let accepted = ss("established", opts);
+    assert!(
+        accepted.contains("timer:(keepalive,6min") || accepted.contains("timer:(keepalive,7min"),
+        "{accepted}"
+    );
+    drop(s);
+}
