@@ -44,7 +44,9 @@
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
 //!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
-//!   chosen), `client_body_buffer_size` (in memory up to it, then an unlinked temporary
+//!   chosen), `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   `proxy_next_upstream_timeout` (each inherited on its own),
+//!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
 //!   `proxy_ssl_verify_depth`, `proxy_ssl_server_name`, `proxy_ssl_name`,
 //!   `proxy_ssl_protocols`, `proxy_ssl_ciphers`, `proxy_ssl_session_reuse`,

@@ -510,8 +510,8 @@ async fn proxy(
             | http::Method::DELETE
     );
     let sent_may_move = idempotent || next.non_idempotent;
+    let first_try = Instant::now();
     for (n, addr) in order.iter().enumerate() {
-        let another = retry && n + 1 < order.len();
         log.upstream_addr = (*addr).to_owned();
         let uri = match format!("{}://{addr}{path}", balancer.scheme).parse::<http::Uri>() {
             Ok(u) => u,
@@ -540,6 +540,10 @@ async fn proxy(
             Err(_) => UpstreamResult::Timeout,
         };
         balancer.times.record(result, sent_at.elapsed());
+        // Another server is left, and `proxy_next_upstream_tries` / `_timeout` allow it
+        // (the failure decides below whether it is tried).
+        let another =
+            retry && n + 1 < order.len() && next.may_try_another(n + 1, first_try.elapsed());
         match &sent {
             Ok(Ok(resp)) => {
                 let connect = resp.extensions().get::<ConnectTime>();

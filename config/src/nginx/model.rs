@@ -495,6 +495,12 @@ pub struct NextUpstream {
     pub statuses: Vec<u16>,
     /// `non_idempotent`.
     pub non_idempotent: bool,
+    /// `proxy_next_upstream_tries N`: at most N servers tried, the first included (0,
+    /// nginx's default: no limit).
+    pub tries: u32,
+    /// `proxy_next_upstream_timeout T`: no next server once T has passed since the first
+    /// try began (0, nginx's default: no limit).
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for NextUpstream {
@@ -504,7 +510,18 @@ impl Default for NextUpstream {
             timeout: true,
             statuses: Vec::new(),
             non_idempotent: false,
+            tries: 0,
+            time_limit: None,
         }
+    }
+}
+
+impl NextUpstream {
+    /// Whether a request that has tried `tried` servers, the first `elapsed` ago, may
+    /// still move to another (the failure permitting it).
+    pub fn may_try_another(&self, tried: usize, elapsed: Duration) -> bool {
+        let within_tries = self.tries == 0 || tried < self.tries as usize;
+        within_tries && self.time_limit.is_none_or(|limit| elapsed < limit)
     }
 }
 

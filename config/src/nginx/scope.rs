@@ -42,6 +42,9 @@ pub(crate) struct Scope {
     request_buffering: Option<bool>,
     body_buffer: Option<u64>,
     next_upstream: Option<NextUpstream>,
+    /// `proxy_next_upstream_tries` and `_timeout` (each inherited on its own).
+    next_tries: Option<u32>,
+    next_time_limit: Option<Duration>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -89,6 +92,8 @@ impl Scope {
         if self.next_upstream.is_none() {
             self.next_upstream = outer.next_upstream.clone();
         }
+        self.next_tries = self.next_tries.or(outer.next_tries);
+        self.next_time_limit = self.next_time_limit.or(outer.next_time_limit);
     }
 
     /// The merged settings, with nginx's defaults.
@@ -111,7 +116,11 @@ impl Scope {
             proxy_send_timeout: t(2),
             client_max_body_size: self.body.unwrap_or(Some(1 << 20)),
             proxy_request_buffering: self.request_buffering.unwrap_or(true),
-            proxy_next_upstream: self.next_upstream.clone().unwrap_or_default(),
+            proxy_next_upstream: NextUpstream {
+                tries: self.next_tries.unwrap_or(0),
+                time_limit: self.next_time_limit.filter(|t| !t.is_zero()),
+                ..self.next_upstream.clone().unwrap_or_default()
+            },
             client_body_buffer_size: self.body_buffer.unwrap_or(16 << 10),
             proxy_ssl: self.proxy_ssl.settings(),
             keepalive_timeout: self.keepalive.unwrap_or(Duration::from_secs(75)),
@@ -226,6 +235,18 @@ impl Scope {
                     parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
                 set(ctx, d, &mut self.body, Some(v).filter(|&v| v != 0))?;
             }
+            "proxy_next_upstream_tries" => {
+                let arg = ctx.one(d)?;
+                let v = arg
+                    .value
+                    .parse::<u32>()
+                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                set(ctx, d, &mut self.next_tries, v)?;
+            }
+            "proxy_next_upstream_timeout" => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.next_time_limit, v)?;
+            }
             "proxy_next_upstream" => {
                 let args = ctx.args(d, 1, 16)?;
                 let mut next = NextUpstream {
@@ -233,6 +254,8 @@ impl Scope {
                     timeout: false,
                     statuses: Vec::new(),
                     non_idempotent: false,
+                    tries: 0,
+                    time_limit: None,
                 };
                 for arg in args {
                     match arg.value.as_str() {

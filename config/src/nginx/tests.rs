@@ -746,3 +746,32 @@ fn listen_socket_options_are_read_as_nginx_writes_them() {
         );
     }
 }
+
+#[test]
+fn proxy_next_upstream_tries_and_timeout_inherit_on_their_own() {
+    let c = load_str(&http(
+        "proxy_next_upstream_tries 3;
+         server { listen 1; proxy_next_upstream_timeout 10s;
+           location /a { proxy_pass http://127.0.0.1:1; proxy_next_upstream http_502; }
+           location /b { proxy_pass http://127.0.0.1:1; proxy_next_upstream_tries 0;
+                         proxy_next_upstream_timeout 0; } }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].locations;
+    let a = &l[0].settings.proxy_next_upstream;
+    assert_eq!((a.tries, a.time_limit), (3, Some(Duration::from_secs(10))));
+    assert_eq!(a.statuses, [502]);
+    assert!(a.may_try_another(2, Duration::from_secs(9)));
+    assert!(!a.may_try_another(3, Duration::ZERO), "three tries made");
+    assert!(!a.may_try_another(1, Duration::from_secs(10)), "time is up");
+    let b = &l[1].settings.proxy_next_upstream;
+    assert_eq!((b.tries, b.time_limit), (0, None));
+    assert!(
+        b.may_try_another(100, Duration::from_secs(3600)),
+        "0: no limit"
+    );
+    assert_eq!(
+        err(&http("server { listen 1; proxy_next_upstream_tries x; }")),
+        "/x/conf/nginx.conf:3:46: `proxy_next_upstream_tries`: invalid number"
+    );
+}

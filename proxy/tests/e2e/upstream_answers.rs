@@ -269,3 +269,45 @@ fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses
         "a POST is not moved once sent: {codes:?}"
     );
 }
+
+/// `proxy_next_upstream_tries` and `proxy_next_upstream_timeout` bound the moves: with one
+/// try, or past the time limit, a timed-out request is answered 504 instead of moving
+/// on; two tries move it to the second server as without them.
+#[test]
+fn proxy_next_upstream_tries_and_timeout_bound_the_moves() {
+    let slow = Scripted::start();
+    let fine = upstream_in_range("B");
+    let http = port_in_range();
+    let extra = format!(
+        "upstream pair {{ server {slow} max_fails=0; server {fine} max_fails=0; }}
+        server {{ listen 127.0.0.1:{http}; server_name scripted.test;
+            proxy_read_timeout 1s;
+            location = /one {{ proxy_pass http://pair/hang; proxy_next_upstream_tries 1; }}
+            location = /two {{ proxy_pass http://pair/hang; proxy_next_upstream_tries 2; }}
+            location = /late {{ proxy_pass http://pair/hang; proxy_next_upstream_timeout 500ms; }} }}",
+        slow = slow.addr
+    );
+    let _gate = Gate::start(&[upstream_in_range("A")], &extra);
+    let codes = |path: &str| -> Vec<u16> {
+        (0..4)
+            .map(|_| {
+                let out = fetch(http, path, &[]);
+                let t = String::from_utf8_lossy(&out.stdout).into_owned();
+                t.split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    // Round robin starts at either server: of four requests, two meet the slow one first.
+    let one = codes("/one");
+    assert!(one.contains(&504) && one.contains(&200), "tries 1: {one:?}");
+    let two = codes("/two");
+    assert_eq!(two, [200; 4], "tries 2");
+    let late = codes("/late");
+    assert!(
+        late.contains(&504) && late.contains(&200),
+        "timeout 500ms: {late:?}"
+    );
+}
