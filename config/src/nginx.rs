@@ -44,7 +44,8 @@
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
 //!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
-//!   chosen), `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   chosen), `allow`/`deny` (addresses, CIDR blocks, `all`, `unix:`; a level with
+//!   rules inherits none), `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
@@ -150,10 +151,10 @@ pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
-    AccessLog, Action, AddHeader, CertPair, ClientLimits, ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion,
-    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
-    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, SoKeepalive,
-    SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
+    AccessLog, AccessMatch, AccessRule, Action, AddHeader, CertPair, ClientLimits, ErrorLog,
+    HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
+    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server,
+    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

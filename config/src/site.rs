@@ -165,6 +165,7 @@ impl Site {
             )
         };
         let settings = ProxySettings {
+            access_rules: Vec::new(),
             proxy_set_header: vec![
                 header("Host", "http_host"),
                 header("X-Forwarded-For", "proxy_add_x_forwarded_for"),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
-    Action, AddHeader, LocationBlock, Matcher, ProxyPass, ProxySettings, Return, location_match,
-    proxy_pass_uri, select_server,
+    AccessRule, Action, AddHeader, LocationBlock, Matcher, ProxyPass, ProxySettings, Return,
+    location_match, proxy_pass_uri, select_server,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -152,6 +152,14 @@ async fn serve(
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         (_, None) => error_page(StatusCode::BAD_REQUEST),
+        // nginx's access phase (`allow`/`deny`): after `return` and the slash redirect
+        // (rewrite and find-config phases), before the content.
+        (None | Some(ActionRef::Proxy(_)), _)
+            if !AccessRule::allows(&settings.access_rules, conn.peer.ip()) =>
+        {
+            tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
+            error_page(StatusCode::FORBIDDEN)
+        }
         (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
             if r.code == 444 {

@@ -375,6 +375,8 @@ pub struct Return {
 /// Settings of one level, merged with nginx's inheritance rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
+    /// `allow` / `deny`, in order (a level with any inherits none of the outer ones).
+    pub access_rules: Vec<AccessRule>,
     /// `proxy_set_header`s (not inherited by a level that has its own). The
     /// proxy adds nginx's defaults `Host: $proxy_host` and `Connection: close`
     /// unless these set them.
@@ -477,6 +479,46 @@ impl Default for ClientLimits {
             handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
         }
+    }
+}
+
+/// One `allow` or `deny` rule (nginx's access module): the first rule whose addresses
+/// hold the client's decides; none matching allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    /// `allow` (else `deny`).
+    pub allow: bool,
+    /// What it matches.
+    pub matches: AccessMatch,
+}
+
+/// The addresses of an [`AccessRule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMatch {
+    /// `all`.
+    All,
+    /// An address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
+    Net(ipnet::IpNet),
+    /// `unix:`: connections over a UNIX socket, which hsmgate does not listen on.
+    Unix,
+}
+
+impl AccessRule {
+    /// Whether `rules` let `client` in: the first rule matching decides; none, allowed.
+    /// An IPv4-mapped IPv6 address is matched as the IPv4 address, as nginx does.
+    pub fn allows(rules: &[AccessRule], client: std::net::IpAddr) -> bool {
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        rules
+            .iter()
+            .find(|r| match r.matches {
+                AccessMatch::All => true,
+                AccessMatch::Net(net) => net.contains(&client),
+                AccessMatch::Unix => false,
+            })
+            .is_none_or(|r| r.allow)
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AddHeader, ClientLimits, ErrorLog, HttpVersion, NextUpstream, ProxySettings,
+    AccessLog, AccessMatch, AccessRule, AddHeader, ClientLimits, ErrorLog, HttpVersion,
+    NextUpstream, ProxySettings,
 };
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
@@ -42,6 +43,8 @@ pub(crate) struct Scope {
     request_buffering: Option<bool>,
     body_buffer: Option<u64>,
     next_upstream: Option<NextUpstream>,
+    /// `allow` / `deny` of this level, in order.
+    rules: Option<Vec<AccessRule>>,
     /// `proxy_next_upstream_tries` and `_timeout` (each inherited on its own).
     next_tries: Option<u32>,
     next_time_limit: Option<Duration>,
@@ -92,6 +95,9 @@ impl Scope {
         if self.next_upstream.is_none() {
             self.next_upstream = outer.next_upstream.clone();
         }
+        if self.rules.is_none() {
+            self.rules = outer.rules.clone();
+        }
         self.next_tries = self.next_tries.or(outer.next_tries);
         self.next_time_limit = self.next_time_limit.or(outer.next_time_limit);
     }
@@ -100,6 +106,7 @@ impl Scope {
     pub(crate) fn settings(&self) -> ProxySettings {
         let t = |i: usize| self.timeouts[i].unwrap_or(Duration::from_secs(60));
         ProxySettings {
+            access_rules: self.rules.clone().unwrap_or_default(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
             proxy_hide_header: self
@@ -234,6 +241,33 @@ impl Scope {
                 let v =
                     parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
                 set(ctx, d, &mut self.body, Some(v).filter(|&v| v != 0))?;
+            }
+            rule @ ("allow" | "deny") => {
+                let arg = ctx.one(d)?;
+                let matches = match arg.value.as_str() {
+                    "all" => AccessMatch::All,
+                    "unix:" => AccessMatch::Unix,
+                    v => match v.parse::<ipnet::IpNet>() {
+                        Ok(net) => {
+                            if net != net.trunc() {
+                                let at = arg.at;
+                                ctx.warn(at, format!("low address bits of {v} are meaningless"));
+                            }
+                            AccessMatch::Net(net.trunc())
+                        }
+                        Err(_) => match v.parse::<std::net::IpAddr>() {
+                            Ok(ip) => AccessMatch::Net(ip.into()),
+                            Err(_) => {
+                                let reason = format!("invalid parameter \"{v}\"");
+                                return Err(ctx.invalid(d, arg.at, reason));
+                            }
+                        },
+                    },
+                };
+                self.rules.get_or_insert_with(Vec::new).push(AccessRule {
+                    allow: rule == "allow",
+                    matches,
+                });
             }
             "proxy_next_upstream_tries" => {
                 let arg = ctx.one(d)?;

@@ -775,3 +775,52 @@ fn proxy_next_upstream_tries_and_timeout_inherit_on_their_own() {
         "/x/conf/nginx.conf:3:46: `proxy_next_upstream_tries`: invalid number"
     );
 }
+
+#[test]
+fn allow_and_deny_are_read_in_order_and_inherited_whole() {
+    let c = load_str(&http(
+        "allow 192.0.2.1; deny 192.0.2.0/24;
+         server { listen 1;
+           location /a { proxy_pass http://127.0.0.1:1; }
+           location /b { proxy_pass http://127.0.0.1:1; allow 10.1.2.3/8; allow 2001:db8::/32;
+                         allow unix:; deny all; } }",
+    ))
+    .unwrap();
+    let l = &c.servers[0].locations;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let a = &l[0].settings.access_rules;
+    assert_eq!(a.len(), 2, "inherited from http");
+    assert!(
+        AccessRule::allows(a, ip("192.0.2.1")),
+        "the first match decides"
+    );
+    assert!(!AccessRule::allows(a, ip("192.0.2.7")));
+    assert!(
+        !AccessRule::allows(a, ip("::ffff:192.0.2.7")),
+        "IPv4-mapped as IPv4"
+    );
+    assert!(
+        AccessRule::allows(a, ip("198.51.100.1")),
+        "no rule matches: allowed"
+    );
+    let b = &l[1].settings.access_rules;
+    assert_eq!(b.len(), 4, "a level with rules inherits none");
+    // `10.1.2.3/8`: the host bits go, as nginx does (with a warning there).
+    assert_eq!(
+        b[0].matches,
+        AccessMatch::Net("10.0.0.0/8".parse().unwrap())
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message == "low address bits of 10.1.2.3/8 are meaningless")
+    );
+    assert!(AccessRule::allows(b, ip("10.200.0.1")));
+    assert!(AccessRule::allows(b, ip("2001:db8::1")));
+    assert!(!AccessRule::allows(b, ip("192.0.2.1")), "deny all");
+    assert_eq!(b[2].matches, AccessMatch::Unix);
+    assert_eq!(
+        err(&http("server { listen 1; deny 10.0.0.0/33; }")),
+        "/x/conf/nginx.conf:3:25: `deny`: invalid parameter \"10.0.0.0/33\""
+    );
+}

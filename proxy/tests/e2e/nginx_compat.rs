@@ -533,3 +533,39 @@ fn listen_socket_options_reach_the_sockets() {
     );
     drop(s);
 }
+
+#[test]
+fn allow_and_deny_answer_403_in_nginx_phase_order() {
+    // The client is 127.0.0.1. nginx's order: a server or location `return` (rewrite
+    // phase) answers before `allow`/`deny` (access phase); a location with rules of its
+    // own inherits none of the server's.
+    let raw = RawUpstream::start();
+    let (_gate, http) = start(
+        &raw,
+        "location /denied/ { deny 127.0.0.0/8; proxy_pass http://{UP}; }
+         location /allowed/ { allow 127.0.0.1; deny all; proxy_pass http://{UP}; }
+         location /others/ { allow 10.0.0.0/8; deny all; proxy_pass http://{UP}; }
+         location = /returned { deny all; return 200 'returned'; }"
+            .replace("{UP}", &raw.addr.to_string())
+            .as_str(),
+    );
+    let seen = raw.count();
+    let denied = get(http, "compat.test", "/denied/x");
+    assert!(denied.head.starts_with("HTTP/1.1 403"), "{}", denied.head);
+    let others = get(http, "compat.test", "/others/x");
+    assert!(others.head.starts_with("HTTP/1.1 403"), "{}", others.head);
+    assert_eq!(
+        raw.count(),
+        seen,
+        "a denied request never reaches the upstream"
+    );
+    let allowed = get(http, "compat.test", "/allowed/x");
+    assert!(allowed.head.starts_with("HTTP/1.1 200"), "{}", allowed.head);
+    assert_eq!(raw.last_request_line(), "GET /allowed/x HTTP/1.1");
+    let returned = get(http, "compat.test", "/returned");
+    assert!(
+        returned.head.starts_with("HTTP/1.1 200"),
+        "{}",
+        returned.head
+    );
+}
