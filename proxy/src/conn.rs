@@ -99,22 +99,22 @@ fn socket_options(socket: &socket2::Socket, spec: &ListenSpec) {
             count,
         }) => {
             warn_unset(addr, "SO_KEEPALIVE", socket.set_keepalive(true));
+            // One option at a time, as nginx: one the kernel refuses (TCP_KEEPIDLE over
+            // 32767 s) leaves the others set.
             let secs = |n: u32| Duration::from_secs(u64::from(n));
-            let mut params = socket2::TcpKeepalive::new();
+            let one = socket2::TcpKeepalive::new;
             if let Some(n) = idle {
-                params = params.with_time(secs(n));
+                let r = socket.set_tcp_keepalive(&one().with_time(secs(n)));
+                warn_unset(addr, "TCP_KEEPIDLE", r);
             }
             if let Some(n) = interval {
-                params = params.with_interval(secs(n));
+                let r = socket.set_tcp_keepalive(&one().with_interval(secs(n)));
+                warn_unset(addr, "TCP_KEEPINTVL", r);
             }
             if let Some(n) = count {
-                params = params.with_retries(n);
+                let r = socket.set_tcp_keepalive(&one().with_retries(n));
+                warn_unset(addr, "TCP_KEEPCNT", r);
             }
-            warn_unset(
-                addr,
-                "TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT",
-                socket.set_tcp_keepalive(&params),
-            );
         }
     }
     if o.deferred {

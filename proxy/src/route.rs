@@ -154,8 +154,11 @@ async fn serve(
         (_, None) => error_page(StatusCode::BAD_REQUEST),
         // nginx's access phase (`allow`/`deny`): after `return` and the slash redirect
         // (rewrite and find-config phases), before the content.
+        // nginx checks a declared body against client_max_body_size earlier still (the
+        // find-config phase): a request too large for a denied location is a 413.
         (None | Some(ActionRef::Proxy(_)), _)
-            if !AccessRule::allows(&settings.access_rules, conn.peer.ip()) =>
+            if !AccessRule::allows(&settings.access_rules, conn.peer.ip())
+                && !body_too_large(&parts, settings) =>
         {
             tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
             error_page(StatusCode::FORBIDDEN)
@@ -387,6 +390,16 @@ impl<'a> From<&'a Action> for ActionRef<'a> {
     }
 }
 
+/// The request declares a body over `client_max_body_size` (`Content-Length`).
+fn body_too_large(parts: &http::request::Parts, settings: &ProxySettings) -> bool {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    matches!((settings.client_max_body_size, length), (Some(max), Some(len)) if len > max)
+}
+
 async fn proxy(
     generation: &Generation,
     settings: &ProxySettings,
@@ -401,9 +414,7 @@ async fn proxy(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let (Some(max), Some(len)) = (settings.client_max_body_size, length)
-        && len > max
-    {
+    if body_too_large(&parts, settings) {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let Some(balancer) = generation.balancer(pass, settings) else {

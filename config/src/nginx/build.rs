@@ -74,6 +74,11 @@ const KNOWN: &[&str] = &[
     "proxy_ssl_certificate_key",
     "proxy_request_buffering",
     "client_body_buffer_size",
+    "proxy_next_upstream",
+    "proxy_next_upstream_tries",
+    "proxy_next_upstream_timeout",
+    "allow",
+    "deny",
 ];
 
 const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";

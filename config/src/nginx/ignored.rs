@@ -169,6 +169,12 @@ const REFUSED: &[(&str, &str)] = &[
         "\"if\" is supported only in a \"server\" block, as `if ($var = value) { return …; }` \
          (the form certbot writes)",
     ),
+    (
+        "limit_except",
+        "\"limit_except\" is not supported: its \"allow\"/\"deny\" rules decide which methods \
+         a location serves, and ignoring them would let every method through; use \"allow\"/\
+         \"deny\" for the whole location",
+    ),
 ];
 
 /// How many arguments an ignored directive takes (checked as nginx would).

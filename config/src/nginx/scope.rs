@@ -271,10 +271,8 @@ impl Scope {
             }
             "proxy_next_upstream_tries" => {
                 let arg = ctx.one(d)?;
-                let v = arg
-                    .value
-                    .parse::<u32>()
-                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                let v = super::server::digits(&arg.value)
+                    .ok_or_else(|| ctx.invalid(d, arg.at, "invalid number"))?;
                 set(ctx, d, &mut self.next_tries, v)?;
             }
             "proxy_next_upstream_timeout" => {

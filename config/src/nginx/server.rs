@@ -196,7 +196,7 @@ fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
                 })?);
             }
             ("fastopen", true) => {
-                l.socket.fastopen = Some(value.parse().map_err(|_| invalid("fastopen"))?)
+                l.socket.fastopen = Some(digits(value).ok_or_else(|| invalid("fastopen"))?)
             }
             ("rcvbuf", true) => {
                 l.socket.rcvbuf = Some(buffer_size(value).ok_or_else(|| invalid("rcvbuf"))?)
@@ -225,8 +225,9 @@ fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
     Ok(l)
 }
 
-/// `so_keepalive=` after the `=`: `on`, `off`, or `[keepidle]:[keepintvl]:[keepcnt]`
-/// (times as nginx writes them, in whole seconds; at least one part given).
+/// `so_keepalive=` after the `=`: `on`, `off`, or `[keepidle][:[keepintvl][:[keepcnt]]]`
+/// as nginx reads it: times in seconds (units `s m h d w M y`, no `ms`), a part left
+/// out or 0 keeps the system's default, and at least one part must be set.
 fn so_keepalive(v: &str) -> Option<SoKeepalive> {
     match v {
         "on" => {
@@ -239,25 +240,26 @@ fn so_keepalive(v: &str) -> Option<SoKeepalive> {
         "off" => return Some(SoKeepalive::Off),
         _ => {}
     }
-    let mut parts = v.split(':');
-    let (idle, interval, count) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
+    let parts: Vec<&str> = v.split(':').collect();
+    if parts.len() > 3 {
         return None;
     }
+    let part = |i: usize| parts.get(i).copied().unwrap_or("");
     let secs = |s: &str| -> Option<Option<u32>> {
-        match s {
-            "" => Some(None),
-            s => u32::try_from(parse_time(s)?.as_secs())
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Some),
+        if s.is_empty() {
+            return Some(None);
         }
+        if s.contains("ms") || !s.starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        let n = u32::try_from(parse_time(s)?.as_secs()).ok()?;
+        Some((n > 0).then_some(n))
     };
-    let count = match count {
+    let count = match part(2) {
         "" => None,
-        c => Some(c.parse::<u32>().ok().filter(|n| *n > 0)?),
+        c => Some(digits(c)?).filter(|n| *n > 0),
     };
-    let (idle, interval) = (secs(idle)?, secs(interval)?);
+    let (idle, interval) = (secs(part(0))?, secs(part(1))?);
     if idle.is_none() && interval.is_none() && count.is_none() {
         return None;
     }
@@ -268,9 +270,21 @@ fn so_keepalive(v: &str) -> Option<SoKeepalive> {
     })
 }
 
+/// A number written with digits only (nginx's `ngx_atoi`: no sign).
+pub(crate) fn digits(v: &str) -> Option<u32> {
+    match !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        true => v.parse().ok(),
+        false => None,
+    }
+}
+
 /// `rcvbuf=` / `sndbuf=` after the `=`: an nginx size that fits the socket option (0
 /// asks for the system's smallest, as in nginx).
 fn buffer_size(v: &str) -> Option<u32> {
+    // nginx's `ngx_parse_size` here: `k` and `m` only.
+    if v.ends_with(['g', 'G']) {
+        return None;
+    }
     parse_size(v).and_then(|n| u32::try_from(n).ok())
 }
 

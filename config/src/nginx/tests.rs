@@ -678,6 +678,7 @@ fn listen_socket_options_are_read_as_nginx_writes_them() {
                   listen 20444 bind so_keepalive=on ipv6only=on;
                   listen 20445 so_keepalive=off;
                   listen 20446 so_keepalive=::5 rcvbuf=0 fastopen=0 accept_filter=dataready;
+                  listen 20447 so_keepalive=30m; listen 20448 so_keepalive=0:5:;
                   ssl_certificate a.crt; ssl_certificate_key a.key; }",
     ))
     .unwrap();
@@ -714,6 +715,19 @@ fn listen_socket_options_are_read_as_nginx_writes_them() {
         (l[3].socket.rcvbuf, l[3].socket.fastopen),
         (Some(0), Some(0))
     );
+    // Parts left out, or 0, keep the system's default (as nginx reads them).
+    let idle_only = SoKeepalive::On {
+        idle: Some(1800),
+        interval: None,
+        count: None,
+    };
+    assert_eq!(l[4].socket.keepalive, Some(idle_only));
+    let interval_only = SoKeepalive::On {
+        idle: None,
+        interval: Some(5),
+        count: None,
+    };
+    assert_eq!(l[5].socket.keepalive, Some(interval_only));
     assert!(c.warnings.iter().any(|w| w.message
         == "accept filters \"accept_filter=dataready\" are not supported on this platform, ignored"));
     // What nginx refuses, with its words, at the parameter.
@@ -728,6 +742,13 @@ fn listen_socket_options_are_read_as_nginx_writes_them() {
             "invalid so_keepalive value: \"1:2:3:4\"",
         ),
         ("so_keepalive=x", "invalid so_keepalive value: \"x\""),
+        (
+            "so_keepalive=1500ms::",
+            "invalid so_keepalive value: \"1500ms::\"",
+        ),
+        ("so_keepalive=::+5", "invalid so_keepalive value: \"::+5\""),
+        ("fastopen=+5", "invalid fastopen \"fastopen=+5\""),
+        ("rcvbuf=1g", "invalid rcvbuf \"rcvbuf=1g\""),
         ("fastopen=many", "invalid fastopen \"fastopen=many\""),
         ("rcvbuf=-1", "invalid rcvbuf \"rcvbuf=-1\""),
         ("sndbuf=1q", "invalid sndbuf \"sndbuf=1q\""),
@@ -771,7 +792,7 @@ fn proxy_next_upstream_tries_and_timeout_inherit_on_their_own() {
         "0: no limit"
     );
     assert_eq!(
-        err(&http("server { listen 1; proxy_next_upstream_tries x; }")),
+        err(&http("server { listen 1; proxy_next_upstream_tries +3; }")),
         "/x/conf/nginx.conf:3:46: `proxy_next_upstream_tries`: invalid number"
     );
 }
@@ -819,6 +840,18 @@ fn allow_and_deny_are_read_in_order_and_inherited_whole() {
     assert!(AccessRule::allows(b, ip("2001:db8::1")));
     assert!(!AccessRule::allows(b, ip("192.0.2.1")), "deny all");
     assert_eq!(b[2].matches, AccessMatch::Unix);
+    // What would bypass the rules is refused; a rule where nginx has none is "not
+    // allowed here".
+    assert!(
+        err(&http(
+            "server { listen 1; location / { limit_except GET { deny all; } } }"
+        ))
+        .contains("\"limit_except\" is not supported")
+    );
+    assert_eq!(
+        err(&http("upstream u { server 127.0.0.1:1; allow all; }")),
+        "/x/conf/nginx.conf:3:34: \"allow\" directive is not allowed here"
+    );
     assert_eq!(
         err(&http("server { listen 1; deny 10.0.0.0/33; }")),
         "/x/conf/nginx.conf:3:25: `deny`: invalid parameter \"10.0.0.0/33\""

@@ -545,7 +545,8 @@ fn allow_and_deny_answer_403_in_nginx_phase_order() {
         "location /denied/ { deny 127.0.0.0/8; proxy_pass http://{UP}; }
          location /allowed/ { allow 127.0.0.1; deny all; proxy_pass http://{UP}; }
          location /others/ { allow 10.0.0.0/8; deny all; proxy_pass http://{UP}; }
-         location = /returned { deny all; return 200 'returned'; }"
+         location = /returned { deny all; return 200 'returned'; }
+         location /small/ { deny all; client_max_body_size 10; proxy_pass http://{UP}; }"
             .replace("{UP}", &raw.addr.to_string())
             .as_str(),
     );
@@ -568,4 +569,10 @@ fn allow_and_deny_answer_403_in_nginx_phase_order() {
         "{}",
         returned.head
     );
+    // A declared body over client_max_body_size is refused before the rules (413).
+    let large = plain(
+        http,
+        "POST /small/x HTTP/1.1\r\nHost: compat.test\r\nContent-Length: 31\r\nConnection: close\r\n\r\n0123456789012345678901234567890",
+    );
+    assert!(large.head.starts_with("HTTP/1.1 413"), "{}", large.head);
 }
