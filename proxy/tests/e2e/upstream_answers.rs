@@ -217,11 +217,10 @@ fn http2_cookie_fields_reach_the_upstream_as_one() {
     assert_eq!(body.matches("cookie:").count(), 1, "{body}");
 }
 
-/// `proxy_next_upstream`: nginx's default `error timeout` moves an idempotent request to
-/// the group's next server when the first times out; `http_503` listed moves it on a 503
-/// too (not listed: the 503 is the answer); a POST, once sent, is not moved.
-#[test]
-fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses() {
+/// hsmgate with a plain-HTTP server `scripted.test` (`proxy_read_timeout 1s`) whose
+/// `locations` may proxy to `pair`: a [`Scripted`] server (its `/hang` times out) and a
+/// server that answers; returns the scripted server, the port and the proxy.
+fn slow_and_fine(locations: &str) -> (Scripted, u16, Gate) {
     let slow = Scripted::start();
     let fine = upstream_in_range("B");
     let http = port_in_range();
@@ -229,19 +228,33 @@ fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses
         "upstream pair {{ server {slow} max_fails=0; server {fine} max_fails=0; }}
         server {{ listen 127.0.0.1:{http}; server_name scripted.test;
             proxy_read_timeout 1s;
-            location / {{ proxy_pass http://pair; }}
-            location /five {{ proxy_pass http://pair; proxy_next_upstream error timeout http_503; }} }}",
+            {locations} }}",
         slow = slow.addr
     );
     let gate = Gate::start(&[upstream_in_range("A")], &extra);
-    let status = |path: &str, extra: &[&str]| {
-        let out = fetch(http, path, extra);
-        let t = String::from_utf8_lossy(&out.stdout).into_owned();
-        t.split(' ')
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .unwrap_or(0)
-    };
+    (slow, http, gate)
+}
+
+/// The status code of `path` fetched with curl (0 when there is none).
+fn status_of(port: u16, path: &str, extra: &[&str]) -> u16 {
+    let out = fetch(port, path, extra);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    t.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(0)
+}
+
+/// `proxy_next_upstream`: nginx's default `error timeout` moves an idempotent request to
+/// the group's next server when the first times out; `http_503` listed moves it on a 503
+/// too (not listed: the 503 is the answer); a POST, once sent, is not moved.
+#[test]
+fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses() {
+    let (slow, http, gate) = slow_and_fine(
+        "location / { proxy_pass http://pair; }
+         location /five { proxy_pass http://pair; proxy_next_upstream error timeout http_503; }",
+    );
+    let status = |path: &str, extra: &[&str]| status_of(http, path, extra);
     // Round robin starts at either server: four tries reach the slow one first.
     for i in 0..4 {
         assert_eq!(
@@ -275,31 +288,12 @@ fn proxy_next_upstream_moves_idempotent_requests_on_timeouts_and_listed_statuses
 /// on; two tries move it to the second server as without them.
 #[test]
 fn proxy_next_upstream_tries_and_timeout_bound_the_moves() {
-    let slow = Scripted::start();
-    let fine = upstream_in_range("B");
-    let http = port_in_range();
-    let extra = format!(
-        "upstream pair {{ server {slow} max_fails=0; server {fine} max_fails=0; }}
-        server {{ listen 127.0.0.1:{http}; server_name scripted.test;
-            proxy_read_timeout 1s;
-            location = /one {{ proxy_pass http://pair/hang; proxy_next_upstream_tries 1; }}
-            location = /two {{ proxy_pass http://pair/hang; proxy_next_upstream_tries 2; }}
-            location = /late {{ proxy_pass http://pair/hang; proxy_next_upstream_timeout 500ms; }} }}",
-        slow = slow.addr
+    let (_slow, http, _gate) = slow_and_fine(
+        "location = /one { proxy_pass http://pair/hang; proxy_next_upstream_tries 1; }
+         location = /two { proxy_pass http://pair/hang; proxy_next_upstream_tries 2; }
+         location = /late { proxy_pass http://pair/hang; proxy_next_upstream_timeout 500ms; }",
     );
-    let _gate = Gate::start(&[upstream_in_range("A")], &extra);
-    let codes = |path: &str| -> Vec<u16> {
-        (0..4)
-            .map(|_| {
-                let out = fetch(http, path, &[]);
-                let t = String::from_utf8_lossy(&out.stdout).into_owned();
-                t.split(' ')
-                    .nth(1)
-                    .and_then(|c| c.parse::<u16>().ok())
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
+    let codes = |path: &str| -> Vec<u16> { (0..4).map(|_| status_of(http, path, &[])).collect() };
     // Round robin starts at either server: of four requests, two meet the slow one first.
     let one = codes("/one");
     assert!(one.contains(&504) && one.contains(&200), "tries 1: {one:?}");
