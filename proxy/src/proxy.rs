@@ -26,7 +26,7 @@ use crate::control::Control;
 use crate::error::ProxyError;
 use crate::generation::{ConfigSource, Generation};
 use crate::keys::{KeyDefaults, PoolCache};
-use crate::site::Site;
+use crate::site::{ListenSpec, Site};
 
 /// The drain of a fast stop (SIGINT; SIGTERM for nginx configurations).
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
@@ -363,9 +363,20 @@ async fn reload(
     for spec in &next.site.listens {
         if !live.contains(&spec.addr) {
             sockets.push((spec.addr, bind(spec)?));
+        } else if let Some(old) = current.site.listens.iter().find(|o| o.addr == spec.addr)
+            && socket_changed(old, spec)
+        {
+            tracing::warn!(addr = %spec.addr, "the listen options of this address changed: they take effect when hsmgate restarts (its socket is kept across reloads)");
         }
     }
     Ok((next, sockets))
+}
+
+/// Whether a kept address's socket-level `listen` options differ (`reuseport`,
+/// `ipv6only`, `backlog`, `deferred`, `so_keepalive`, `fastopen`, `rcvbuf`, `sndbuf`).
+fn socket_changed(old: &ListenSpec, new: &ListenSpec) -> bool {
+    (old.reuseport, old.ipv6only, old.backlog, &old.socket)
+        != (new.reuseport, new.ipv6only, new.backlog, &new.socket)
 }
 
 /// Load the configuration, logging its warnings.
@@ -375,4 +386,33 @@ fn load_logged(source: &ConfigSource) -> Result<Site, ProxyError> {
         tracing::warn!("{w}");
     }
     Ok(site)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_socket_option_of_a_kept_address_is_noticed() {
+        let spec = |backlog: u32, deferred: bool| ListenSpec {
+            addr: "127.0.0.1:443".parse().unwrap(),
+            ssl: true,
+            http2: false,
+            reuseport: false,
+            ipv6only: true,
+            backlog,
+            socket: hsmgate_config::nginx::SocketOptions {
+                deferred,
+                ..Default::default()
+            },
+            protocols: None,
+        };
+        assert!(!socket_changed(&spec(511, false), &spec(511, false)));
+        assert!(socket_changed(&spec(511, false), &spec(511, true)));
+        assert!(socket_changed(&spec(511, false), &spec(1024, false)));
+        // What is not a socket option (TLS, HTTP/2) is applied by the reload itself.
+        let mut h2 = spec(511, false);
+        h2.http2 = true;
+        assert!(!socket_changed(&spec(511, false), &h2));
+    }
 }
