@@ -158,7 +158,7 @@ async fn serve(
         // find-config phase): a request too large for a denied location is a 413.
         (None | Some(ActionRef::Proxy(_)), _)
             if !AccessRule::allows(&settings.access_rules, conn.peer.ip())
-                && !body_too_large(&parts, settings) =>
+                && !body_too_large(declared_length(&parts), settings) =>
         {
             tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
             error_page(StatusCode::FORBIDDEN)
@@ -390,13 +390,17 @@ impl<'a> From<&'a Action> for ActionRef<'a> {
     }
 }
 
-/// The request declares a body over `client_max_body_size` (`Content-Length`).
-fn body_too_large(parts: &http::request::Parts, settings: &ProxySettings) -> bool {
-    let length = parts
+/// The body length a request declares (`Content-Length`), if it reads as one.
+fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A declared body `length` over `client_max_body_size`.
+fn body_too_large(length: Option<u64>, settings: &ProxySettings) -> bool {
     matches!((settings.client_max_body_size, length), (Some(max), Some(len)) if len > max)
 }
 
@@ -409,12 +413,8 @@ async fn proxy(
     body: Incoming,
     log: &mut LogCtx,
 ) -> Response<ProxyBody> {
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if body_too_large(&parts, settings) {
+    let length = declared_length(&parts);
+    if body_too_large(length, settings) {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let Some(balancer) = generation.balancer(pass, settings) else {

@@ -160,9 +160,7 @@ impl SocketOptions {
     /// Those of `other` that it sets replace these.
     pub fn merge(&mut self, other: &SocketOptions) {
         self.deferred |= other.deferred;
-        if other.keepalive.is_some() {
-            self.keepalive = other.keepalive;
-        }
+        self.keepalive = other.keepalive.or(self.keepalive);
         self.fastopen = other.fastopen.or(self.fastopen);
         self.rcvbuf = other.rcvbuf.or(self.rcvbuf);
         self.sndbuf = other.sndbuf.or(self.sndbuf);

@@ -13,7 +13,7 @@ use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
 use super::template::Template;
 use super::tls::TlsScope;
-use super::values::{parse_size, parse_time};
+use super::values::{parse_number, parse_size, parse_time};
 use crate::error::ConfigError;
 
 /// Where a [`Scope`] is.
@@ -250,8 +250,10 @@ impl Scope {
                     v => match v.parse::<ipnet::IpNet>() {
                         Ok(net) => {
                             if net != net.trunc() {
-                                let at = arg.at;
-                                ctx.warn(at, format!("low address bits of {v} are meaningless"));
+                                ctx.warn(
+                                    arg.at,
+                                    format!("low address bits of {v} are meaningless"),
+                                );
                             }
                             AccessMatch::Net(net.trunc())
                         }
@@ -271,7 +273,7 @@ impl Scope {
             }
             "proxy_next_upstream_tries" => {
                 let arg = ctx.one(d)?;
-                let v = super::server::digits(&arg.value)
+                let v = parse_number(&arg.value)
                     .ok_or_else(|| ctx.invalid(d, arg.at, "invalid number"))?;
                 set(ctx, d, &mut self.next_tries, v)?;
             }

@@ -16,7 +16,7 @@ use super::model::{
 };
 use super::parse::{Directive, Pos};
 use super::scope::{Level, Scope, set};
-use super::values::{listen_addr, parse_flag, parse_size, parse_time};
+use super::values::{listen_addr, parse_flag, parse_number, parse_size, parse_time};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::model::ConfigWarning;
 use crate::pkcs11_uri::parse_key_string;
@@ -196,7 +196,7 @@ fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
                 })?);
             }
             ("fastopen", true) => {
-                l.socket.fastopen = Some(digits(value).ok_or_else(|| invalid("fastopen"))?)
+                l.socket.fastopen = Some(parse_number(value).ok_or_else(|| invalid("fastopen"))?)
             }
             ("rcvbuf", true) => {
                 l.socket.rcvbuf = Some(buffer_size(value).ok_or_else(|| invalid("rcvbuf"))?)
@@ -257,7 +257,7 @@ fn so_keepalive(v: &str) -> Option<SoKeepalive> {
     };
     let count = match part(2) {
         "" => None,
-        c => Some(digits(c)?).filter(|n| *n > 0),
+        c => Some(parse_number(c)?).filter(|n| *n > 0),
     };
     let (idle, interval) = (secs(part(0))?, secs(part(1))?);
     if idle.is_none() && interval.is_none() && count.is_none() {
@@ -268,14 +268,6 @@ fn so_keepalive(v: &str) -> Option<SoKeepalive> {
         interval,
         count,
     })
-}
-
-/// A number written with digits only (nginx's `ngx_atoi`: no sign).
-pub(crate) fn digits(v: &str) -> Option<u32> {
-    match !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        true => v.parse().ok(),
-        false => None,
-    }
 }
 
 /// `rcvbuf=` / `sndbuf=` after the `=`: an nginx size that fits the socket option (0

@@ -48,6 +48,14 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// A number written with digits only (nginx's `ngx_atoi`: no sign, no spaces).
+pub(crate) fn parse_number(s: &str) -> Option<u32> {
+    match !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        true => s.parse().ok(),
+        false => None,
+    }
+}
+
 /// `on` / `off`.
 pub(crate) fn parse_flag(s: &str) -> Option<bool> {
     match s {
