@@ -82,6 +82,15 @@ impl ShedReason {
     /// How many reasons there are.
     const COUNT: usize = 5;
 
+    /// Every reason, in [`index`](Self::index) order.
+    const ALL: [ShedReason; ShedReason::COUNT] = [
+        ShedReason::QueueFull,
+        ShedReason::WaitTimeout,
+        ShedReason::NoCapacity,
+        ShedReason::ResumptionFallback,
+        ShedReason::Late,
+    ];
+
     /// A distinct index below [`COUNT`](Self::COUNT) (the limiter's counter handles).
     fn index(self) -> usize {
         match self {
@@ -171,19 +180,26 @@ pub struct Limiter {
 }
 
 /// The limiter's metric handles, made once rather than looked up by name and label on
-/// every decision (some are taken under the state's lock). The counters and the wait
-/// histogram are made at their first use: a series appears once it has counted
-/// something.
+/// every decision (some are taken under the state's lock). The counters are made with
+/// the limiter, every shed reason included, so that each series is on `/metrics` at 0
+/// before its first event (a `rate()` or an alert on them works from the start, as
+/// Prometheus advises for known label values); the wait histogram at its first use.
 struct Meters {
     limit: Gauge,
     in_flight: Gauge,
     waiting: Gauge,
     capacity: Gauge,
     wait: std::sync::OnceLock<Histogram>,
-    admitted: std::sync::OnceLock<Counter>,
-    resumed: std::sync::OnceLock<Counter>,
+    admitted: Counter,
+    resumed: Counter,
     /// By [`ShedReason::index`].
-    shed: [std::sync::OnceLock<Counter>; ShedReason::COUNT],
+    shed: [Counter; ShedReason::COUNT],
+}
+
+/// `counter`, registered at 0 (it is on `/metrics` before its first event).
+fn zero(counter: Counter) -> Counter {
+    counter.increment(0);
+    counter
 }
 
 impl Meters {
@@ -194,9 +210,14 @@ impl Meters {
             waiting: metrics::gauge!(m::ADMISSION_WAITING, labels.to_vec()),
             capacity: metrics::gauge!(m::ADMISSION_CAPACITY, labels.to_vec()),
             wait: std::sync::OnceLock::new(),
-            admitted: std::sync::OnceLock::new(),
-            resumed: std::sync::OnceLock::new(),
-            shed: Default::default(),
+            admitted: zero(metrics::counter!(m::ADMITTED, labels.to_vec())),
+            resumed: zero(metrics::counter!(m::RESUMED, labels.to_vec())),
+            shed: ShedReason::ALL.map(|reason| {
+                zero(metrics::counter!(
+                    m::SHED,
+                    m::with(labels, "reason", reason.as_str())
+                ))
+            }),
         }
     }
 }
@@ -459,10 +480,7 @@ impl Limiter {
     }
 
     fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
-        self.meters
-            .admitted
-            .get_or_init(|| metrics::counter!(m::ADMITTED, self.labels.clone()))
-            .increment(1);
+        self.meters.admitted.increment(1);
         self.decisions[0].fetch_add(1, Ordering::Relaxed);
         Permit {
             limiter: Arc::clone(self),
@@ -473,19 +491,12 @@ impl Limiter {
 
     /// Count a resumption attempt let through without a permit.
     pub fn note_resumption(&self) {
-        self.meters
-            .resumed
-            .get_or_init(|| metrics::counter!(m::RESUMED, self.labels.clone()))
-            .increment(1);
+        self.meters.resumed.increment(1);
         self.decisions[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn shed(&self, reason: ShedReason) -> ShedReason {
-        self.meters.shed[reason.index()]
-            .get_or_init(|| {
-                metrics::counter!(m::SHED, m::with(&self.labels, "reason", reason.as_str()))
-            })
-            .increment(1);
+        self.meters.shed[reason.index()].increment(1);
         self.decisions[2].fetch_add(1, Ordering::Relaxed);
         // One log line a second at most, with the count since the last one.
         let shed = self.shed_since_log.fetch_add(1, Ordering::Relaxed) + 1;
@@ -783,6 +794,13 @@ mod tests {
             max_waiting: 4,
             signer_nice: 0,
             inline_signing: false,
+        }
+    }
+
+    #[test]
+    fn every_shed_reason_is_listed_at_its_index() {
+        for (i, reason) in ShedReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
         }
     }
 

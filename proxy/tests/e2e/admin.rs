@@ -204,6 +204,37 @@ async fn counters_move_by_exactly_the_handshakes_and_requests_made() {
             metric(&body, "hsmgate_admission_admitted_total", &[]),
         )
     };
+    // Before any handshake, the admission counters are there at 0, every shed reason
+    // included (an alert on `rate(...shed_total[1m])` works before the first shed).
+    let (_, body) = tokio::task::spawn_blocking(move || admin_get_blocking(admin, "/metrics"))
+        .await
+        .expect("metrics");
+    let at_zero = |name: &str, label: &str| {
+        body.lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) && l.contains(label) && l.ends_with(" 0"))
+    };
+    for reason in [
+        "queue_full",
+        "wait_timeout",
+        "no_capacity",
+        "resumption_fallback",
+        "late",
+    ] {
+        let label = format!("reason=\"{reason}\"");
+        assert!(
+            at_zero("hsmgate_admission_shed_total", &label),
+            "shed_total{{{label}}} at 0 before any handshake:\n{body}"
+        );
+    }
+    for name in [
+        "hsmgate_admission_admitted_total",
+        "hsmgate_admission_resumed_total",
+    ] {
+        assert!(
+            at_zero(name, "group="),
+            "{name} at 0 before any handshake:\n{body}"
+        );
+    }
     let before = tokio::task::spawn_blocking(counts).await.expect("metrics");
     const N: usize = 3;
     const M: [usize; N] = [1, 4, 2];
