@@ -347,11 +347,14 @@ pub(crate) fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
 /// server's, not the client's).
 pub(crate) const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 
-/// Write `bytes` and close the connection, giving up after a short while. What the
-/// client still sends is read and dropped for a moment (a lingering close, as nginx's):
-/// closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the alert before the client reads it. `answered` is called once the write is done
-/// (written, failed or given up), before the lingering.
+/// Write `bytes` and close the connection, giving up after a short while. A client that
+/// is still sending has what it sends read and dropped for a moment (a lingering close,
+/// as nginx's): closing a socket with unread input makes the kernel send a reset, which
+/// can destroy the alert before the client reads it. A client that has sent nothing
+/// more (one that waits for the server's answer to its ClientHello, as every client of
+/// a shed handshake does) is not waited for: the kernel completes the close, and the
+/// connection costs no further wake-up. `answered` is called once the write is done
+/// (written, failed or given up), before any lingering.
 pub(crate) async fn write_and_close(
     stream: &mut TcpStream,
     bytes: &[u8],
@@ -359,7 +362,16 @@ pub(crate) async fn write_and_close(
 ) -> std::io::Result<()> {
     let deadline = tokio::time::Instant::now() + LINGER;
     let answer = async {
-        stream.write_all(bytes).await?;
+        // The answer and the FIN in one segment: MSG_MORE holds the bytes back (whatever
+        // TCP_NODELAY says) until the shutdown, whose FIN the kernel tacks onto them. The
+        // client gets the alert and the end of the stream in one packet, and a shed
+        // connection costs both sides one delivery less.
+        let sent = match socket2::SockRef::from(&*stream).send_with_flags(bytes, libc::MSG_MORE) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        stream.write_all(&bytes[sent..]).await?;
         stream.shutdown().await
     };
     let written = tokio::time::timeout_at(deadline, answer)
@@ -367,6 +379,13 @@ pub(crate) async fn write_and_close(
         .unwrap_or(Ok(()));
     answered();
     written?;
+    let mut next = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(&*stream).peek(&mut next) {
+        // Nothing unread (the socket is non-blocking), or the client has closed too.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+        Ok(0) => return Ok(()),
+        _ => {}
+    }
     let linger = async {
         let mut sink = [0u8; 4096];
         let mut left = LINGER_BYTES;

@@ -134,6 +134,11 @@ pub struct Args {
     #[arg(short = 'k', long)]
     pub insecure: bool,
 
+    /// Take a TLS alert from the start-up handshake as a reachable server (one that
+    /// sheds every new handshake, e.g. with no HSM capacity left), not as an error
+    #[arg(long)]
+    pub alert_ok_at_start: bool,
+
     /// Worker threads of the tokio runtime (1: single-threaded, for pinning with taskset)
     #[arg(short = 't', long, default_value_t = 1, value_parser = parse_count)]
     pub threads: usize,

@@ -56,7 +56,11 @@ pub fn run(args: &Args) -> Result<Report, LoadError> {
     runtime.block_on(async {
         let addr = target.resolve().await?;
         let shared = Arc::new(Shared::new(args, &target, addr, config));
-        shared.probe(&target).await?;
+        match shared.probe(&target).await {
+            Err(LoadError::Handshake { reason, .. })
+                if args.alert_ok_at_start && reason.starts_with("received fatal alert") => {}
+            probed => probed?,
+        }
         let outcome = match args.rate {
             Some(rate) => open_loop::run(shared, args, rate).await,
             None => closed_loop::run(shared, args).await,
