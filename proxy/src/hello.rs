@@ -616,6 +616,62 @@ mod fuzz;
 mod tests {
     use super::*;
 
+    /// A connected pair over loopback: (the server's side, the client's).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (server, client)
+    }
+
+    /// Everything the client reads until the end of the stream (or an error).
+    async fn read_to_end(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.map(|_| got)
+    }
+
+    /// A client that waits for the answer (as a shed one does) gets the alert and the end
+    /// of the stream, and the server does not wait for it to close: on a paused clock,
+    /// no time passes.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sent_nothing_more_is_not_waited_for() {
+        let (mut server, mut client) = pair().await;
+        let started = tokio::time::Instant::now();
+        write_and_close(&mut server, &SHED_ALERT, || ())
+            .await
+            .expect("answered");
+        assert_eq!(started.elapsed(), Duration::ZERO, "it lingered");
+        drop(server);
+        assert_eq!(
+            read_to_end(&mut client).await.expect("no reset"),
+            SHED_ALERT
+        );
+    }
+
+    /// A client still sending is read from until it stops or the linger ends, so that
+    /// the close is not a reset that could destroy the alert.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_still_sending_gets_a_lingering_close() {
+        let (mut server, mut client) = pair().await;
+        client.write_all(&[0u8; 3000]).await.expect("more input");
+        // Let it reach the server's socket.
+        while server.peek(&mut [0u8; 1]).await.expect("peek") == 0 {}
+        let started = tokio::time::Instant::now();
+        write_and_close(&mut server, &SHED_ALERT, || ())
+            .await
+            .expect("answered");
+        assert_eq!(started.elapsed(), LINGER, "it lingered until the deadline");
+        drop(server);
+        assert_eq!(
+            read_to_end(&mut client).await.expect("no reset"),
+            SHED_ALERT
+        );
+    }
+
     /// A ClientHello in one record, with the given session id and extensions.
     fn hello(session_id: &[u8], exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let mut body = vec![0x03, 0x03];
