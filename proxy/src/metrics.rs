@@ -46,6 +46,16 @@ pub(crate) enum HandshakeResult {
 }
 
 impl HandshakeResult {
+    /// A distinct index below 4 (the handles of [`handshake`]).
+    fn index(self) -> usize {
+        match self {
+            HandshakeResult::Ok => 0,
+            HandshakeResult::Failed => 1,
+            HandshakeResult::Shed => 2,
+            HandshakeResult::Timeout => 3,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             HandshakeResult::Ok => "ok",
@@ -64,19 +74,56 @@ pub(crate) fn handshake(
     resumed: bool,
     took: Duration,
 ) {
+    // One handle per label set, taken once (as for requests): no registry lookup per
+    // handshake, which a flood of shed ones would pay thousands of times a second.
+    const VERSIONS: [&str; 3] = ["TLSv1.3", "TLSv1.2", "unknown"];
+    static COUNTERS: [OnceLock<metrics::Counter>; 4 * 3 * 2] =
+        [const { OnceLock::new() }; 4 * 3 * 2];
+    static DURATION: [OnceLock<metrics::Histogram>; 2] = [const { OnceLock::new() }; 2];
+    static SHED: OnceLock<metrics::Histogram> = OnceLock::new();
     let kind = kind_label(resumed);
-    metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind)
-        .increment(1);
+    let count = || metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind);
+    match VERSIONS.iter().position(|v| *v == version) {
+        Some(v) => with_handle(
+            &COUNTERS[result.index() * 6 + v * 2 + usize::from(resumed)],
+            count,
+            |c| c.increment(1),
+        ),
+        None => count().increment(1),
+    }
     if result == HandshakeResult::Ok {
-        metrics::histogram!(HANDSHAKE_DURATION, "kind" => kind).record(took.as_secs_f64());
+        with_handle(
+            &DURATION[usize::from(resumed)],
+            || metrics::histogram!(HANDSHAKE_DURATION, "kind" => kind),
+            |h| h.record(took.as_secs_f64()),
+        );
     } else if result == HandshakeResult::Shed {
-        metrics::histogram!(SHED_DURATION).record(took.as_secs_f64());
+        with_handle(
+            &SHED,
+            || metrics::histogram!(SHED_DURATION),
+            |h| h.record(took.as_secs_f64()),
+        );
     }
 }
 
 /// Record a completed handshake's whole wait (see [`HANDSHAKE_WAIT`]).
 pub(crate) fn handshake_wait(resumed: bool, waited: Duration) {
-    metrics::histogram!(HANDSHAKE_WAIT, "kind" => kind_label(resumed)).record(waited.as_secs_f64());
+    static WAIT: [OnceLock<metrics::Histogram>; 2] = [const { OnceLock::new() }; 2];
+    with_handle(
+        &WAIT[usize::from(resumed)],
+        || metrics::histogram!(HANDSHAKE_WAIT, "kind" => kind_label(resumed)),
+        |h| h.record(waited.as_secs_f64()),
+    );
+}
+
+/// Use the handle `make` gives, kept in `slot` once the recorder is installed (a handle
+/// taken before would stay a no-op, so until then each use makes its own).
+fn with_handle<T>(slot: &OnceLock<T>, make: impl FnOnce() -> T, apply: impl FnOnce(&T)) {
+    if INSTALLED.load(Ordering::Acquire) {
+        apply(slot.get_or_init(make));
+    } else {
+        apply(&make());
+    }
 }
 
 /// The `kind` label of the handshake metrics.
