@@ -22,7 +22,8 @@
 # holds it), shed count (TLS alerts) and time to the alert (p50/p99
 # as the client measures it from its connect, and for hsmgate the server's own p99 from
 # accept to alert written: the bucket of hsmgate_tls_shed_duration_seconds that holds it),
-# timeouts, the keep-alive p50/p99, and the server's resident memory after the point.
+# timeouts, the keep-alive p50/p99, the server's resident memory after the point, and for
+# hsmgate the most handshakes seen waiting for admission during it (polled every 250 ms).
 #
 # Output: benches/results/admission-DATE.md (table), -raw.jsonl and .svg (plot-sweep).
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
@@ -110,6 +111,20 @@ start_server() {
 }
 rss_kb() { local t=0 p; for p in $SERVER_PID; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 load() { "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json "$@"; }
+# peak_waiting SERVER OUT: until killed, the largest number of handshakes waiting for
+# admission (hsmgate_admission_waiting, polled every 250 ms) written to OUT; "-" for nginx.
+peak_waiting() {
+  local max=0 v
+  echo "-" >"$2"
+  [[ $1 == hsmgate-* ]] || return 0
+  echo 0 >"$2"
+  while :; do
+    v=$(curl -s --max-time 1 "http://127.0.0.1:$PORT_ADMIN/metrics" 2>/dev/null \
+      | awk '/^hsmgate_admission_waiting/ {s += $NF} END {printf "%d", s}')
+    if ((${v:-0} > max)); then max=$v; echo "$max" >"$2"; fi
+    sleep 0.25
+  done
+}
 
 say "layout: load on CPU ${LOAD_CPU:-any}, servers on CPU ${SERVER_CPU:-any}"
 start_server hsmgate-off
@@ -129,8 +144,13 @@ for s in "${SERVERS[@]}"; do
     # The server's histograms from the end of the load generator's warm-up (1 s), as its own.
     (sleep 1 && server_buckets "$s" "$WORK/before") &
     scrape=$!
+    peak_waiting "$s" "$WORK/peak" &
+    peak=$!
     out=$(load --mode handshake --tls 1.3 --rate "$rate" --warmup 1s -d "$DURATION" --timeout "$SWEEP_TIMEOUT" "$SERVER_URL" 2>"$WORK/load.err") \
       || out='{"rate":0,"error_total":-1,"errors":{}}'
+    kill "$peak" 2>/dev/null || true
+    wait "$peak" 2>/dev/null || true
+    waiting=$(cat "$WORK/peak")
     wait "$scrape" || true
     wait "$ka" || true
     server_buckets "$s" "$WORK/after"
@@ -142,11 +162,11 @@ for s in "${SERVERS[@]}"; do
     alerts=$(sed -n 's/.*"tls_alert":\([0-9]*\).*/\1/p' <<<"$out"); alerts=${alerts:-0}
     timeouts=$(sed -n 's/.*"timeout":\([0-9]*\).*/\1/p' <<<"$out"); timeouts=${timeouts:-0}
     rss=$(rss_kb)
-    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"server_p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s}\n' \
+    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"server_p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s,"peak_waiting":"%s"}\n' \
       "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$srv_p99" "$alerts" \
       "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$srv_shed" "$timeouts" "$(jerrors "$out")" \
-      "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" >>"$RAW"
-    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB"
+      "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" "$waiting" >>"$RAW"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB; peak waiting $waiting"
   done
   stop_all
 done
@@ -159,13 +179,13 @@ done
   echo "Each point: $DURATION open loop of new TLS 1.3 connections at factor x capacity (timeout $SWEEP_TIMEOUT), one run;"
   echo "meanwhile one keep-alive connection opened 1 s earlier sends $KA_RATE requests/s."
   echo
-  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | server's p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | server's p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB | peak waiting |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   while read -r line; do
     g() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$line"; }
-    printf '| %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
       "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g server_p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" "$(g server_shed_p99_ms)" \
-      "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')"
+      "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')" "$(g peak_waiting)"
   done <"$RAW"
   echo
   echo "Plot: admission-$STAMP.svg (goodput and p99 against the offered rate)."
