@@ -69,11 +69,12 @@
 #        PORT_UP (8080, upstream), PORT_TLS12 (8442, nginx TLS 1.2), PORT_TLS13 (8443, nginx
 #        TLS 1.3), PORT_HSMGATE (9443): all on 127.0.0.1, checked free before anything starts;
 #        nginx-conf.sh's fixed ports are rewritten in the generated configs when changed.
-#        UPSTREAM: "inproc" (default) or "separate". inproc: each nginx instance also serves
-#        the upstream (:PORT_UP) itself, so nginx's /proxy often stays in one process and event
-#        loop, while hsmgate's upstream is a separate nginx process (instance 9). separate:
-#        every server, nginx too, proxies to that one separate upstream process (the nginx
-#        instances' own upstream listeners are moved off PORT_UP); same upstream for all.
+#        UPSTREAM: "separate" (default) or "inproc". separate: every server, nginx too,
+#        proxies to one separate upstream nginx process (the nginx instances' own upstream
+#        listeners are moved off PORT_UP): the same upstream for all, as issue 11's rules
+#        ask. inproc (the default until 2026-12-02): each nginx instance also serves the
+#        upstream (:PORT_UP) itself, so nginx's /proxy often stays in one process and event
+#        loop, while hsmgate's upstream is a separate nginx process (instance 9).
 #        HSMGATE_B=PATH: a second hsmgate binary (e.g. a build of another commit), run as
 #        "hsmgate-b" right after hsmgate in every rep with the same configuration, upstream
 #        and rows, for an A/B in one run (its ratios are in the same table).
@@ -94,7 +95,7 @@ PORT_ADMIN=${PORT_ADMIN:-9444}
 PORTS=("$PORT_UP" "$PORT_TLS12" "$PORT_TLS13" "$PORT_HSMGATE" $((PORT_UP + 1)) $((PORT_UP + 2)) $((PORT_UP + 3)) "$PORT_ADMIN")
 
 SCRIPT=compare
-UPSTREAM=${UPSTREAM:-inproc}
+UPSTREAM=${UPSTREAM:-separate}
 [[ $UPSTREAM == inproc || $UPSTREAM == separate ]] || { echo "compare: UPSTREAM is inproc or separate" >&2; exit 1; }
 BASE_ROWS="sign hs13 hs12 ka-direct ka-proxy resume sweep"
 ROWS=" ${ROWS:-all} "
