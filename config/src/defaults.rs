@@ -21,6 +21,7 @@
 //! | client limits: head and body timeouts, header buffers, HTTP/2 streams, keep-alive | nginx's ([`ClientLimits::default`](crate::nginx::ClientLimits)) | `[limits]`, nginx's `client_*`, `large_client_header_buffers`, `http2_max_concurrent_streams`, `keepalive_timeout` |
 //! | pid file of nginx configurations | [`PID_FILE`] | nginx's `pid` |
 //! | admission control | [`Admission::default`](crate::Admission) | `[admission]`, `HSMGATE_ADMISSION*` |
+//! | async runtime threads | one per CPU the process may use | `[runtime] threads`, nginx's `worker_processes N` (`auto`: this default) |
 
 use std::time::Duration;
 

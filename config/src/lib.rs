@@ -51,6 +51,10 @@
 //! [shutdown]                       # optional section
 //! grace_ms = 10000                 # optional, default 10000, 0..=600000
 //!
+//! [runtime]                        # optional section
+//! threads = 0                      # optional, default 0: one per CPU the process may use;
+//!                                  # 1..=1024 (nginx's `worker_processes N`)
+//!
 //! [admission]                      # optional: admission control of full TLS handshakes
 //! enabled = true                   # optional, default true
 //! target_wait_ms = 5               # optional, default 5, 0..=10000: shed at arrival beyond it

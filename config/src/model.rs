@@ -37,6 +37,9 @@ pub struct Config {
     pub limits: Limits,
     /// Admission control of full TLS handshakes (`[admission]`).
     pub admission: Admission,
+    /// The async runtime's threads (`[runtime] threads`, nginx's `worker_processes N`);
+    /// `None`: one per CPU the process may use.
+    pub runtime_threads: Option<u32>,
     /// Accepted but discouraged settings; the caller should log them.
     pub warnings: Vec<ConfigWarning>,
 }

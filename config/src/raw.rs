@@ -25,6 +25,15 @@ pub(crate) struct RawConfig {
     pub(crate) admission: RawAdmission,
     #[serde(default)]
     pub(crate) limits: RawLimits,
+    #[serde(default)]
+    pub(crate) runtime: RawRuntime,
+}
+
+/// `[runtime]`: the async runtime.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    pub(crate) threads: Option<Spanned<i64>>,
 }
 
 /// `[limits]`: what a client may take (nginx's `client_*` and kin).

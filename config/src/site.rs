@@ -328,7 +328,7 @@ impl Site {
                 .unwrap_or_default(),
             native: true,
             admission: Some(config.admission.clone()),
-            workers: None,
+            workers: config.runtime_threads,
             user: None,
             connections: None,
         }
@@ -455,6 +455,12 @@ address = "127.0.0.1:9"
         let config =
             crate::load_str(text, std::path::Path::new("/x/h.toml")).expect("native config");
         let site = Site::from_native(&config);
+        assert_eq!(site.workers, None, "one runtime thread per CPU by default");
+        for (threads, want) in [("0", None), ("3", Some(3))] {
+            let with = format!("{text}[runtime]\nthreads = {threads}\n");
+            let c = crate::load_str(&with, std::path::Path::new("/x/h.toml")).expect("threads");
+            assert_eq!(Site::from_native(&c).workers, want, "threads = {threads}");
+        }
         assert_eq!(site.servers.len(), 1);
         assert_eq!(site.listens.len(), 1);
         assert!(site.listens[0].ssl);

@@ -86,7 +86,16 @@ pub(crate) fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, Confi
     };
     let admission = admission(&raw.admission, src)?;
     let limits = limits(&raw.limits, src)?;
+    // 0 (as absent): one thread per CPU the process may use.
+    let threads = int(
+        raw.runtime.threads.as_ref(),
+        "runtime.threads",
+        0..=1024,
+        0,
+        src,
+    )?;
     Ok(Config {
+        runtime_threads: u32::try_from(threads).ok().filter(|&n| n > 0),
         limits,
         source: src.file.to_path_buf(),
         admission,
@@ -855,6 +864,11 @@ mod tests {
         ] {
             bad(&[(u, &format!("{u}\n{line}"))], 13, &[needle]);
         }
+        bad(
+            &[(u, "8080\"\n\n[runtime]\nthreads = 1025")],
+            15,
+            &["`runtime.threads`"],
+        );
         bad(
             &[(u, "8080\"\n\n[shutdown]\ngrace_ms = 600001")],
             15,

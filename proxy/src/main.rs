@@ -650,12 +650,17 @@ fn runtime(workers: Option<u32>) -> Result<tokio::runtime::Runtime, ProxyError> 
     if let Some(n) = workers.filter(|&n| n > 0) {
         builder.worker_threads(n as usize);
     }
-    builder
+    let runtime = builder
         .enable_all()
         .thread_name("hsmgate-rt")
         .build()
         .map_err(|source| ProxyError::Io {
             what: "start the async runtime".into(),
             source,
-        })
+        })?;
+    tracing::info!(
+        threads = runtime.metrics().num_workers(),
+        "async runtime started (`[runtime] threads`, nginx's `worker_processes`)"
+    );
+    Ok(runtime)
 }

@@ -1,6 +1,7 @@
 //! Resources with a running hsmgate: a dead upstream server (retried, then out of the
-//! rotation for fail_timeout), `worker_connections` bounding open connections, and a
-//! key removed by a reload (its signer pool closed, the other key still signing).
+//! rotation for fail_timeout), `worker_connections` bounding open connections, the
+//! runtime's threads from `worker_processes` and `[runtime] threads`, and a key removed
+//! by a reload (its signer pool closed, the other key still signing).
 
 use std::time::Duration;
 
@@ -116,6 +117,41 @@ fn worker_connections_bound_the_open_connections() {
     let n = std::io::Read::read(&mut third, &mut buf).expect("answer after a close");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
     assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+/// nginx's `worker_processes N` and the TOML's `[runtime] threads = N` both set the async
+/// runtime's threads, which the start-up log states.
+#[test]
+fn worker_processes_and_runtime_threads_set_the_runtime_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid logs/h.pid;\nworker_processes 3;\nevents {{}}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
+        ),
+    )
+    .expect("conf");
+    let server = Server::hsmgate(dir.path(), &conf, &[port]);
+    let log = server.wait_log("async runtime started", 1, Duration::from_secs(10));
+    assert!(log.contains("threads=3"), "{log}");
+    drop(server);
+
+    let token = crate::support::TestToken::new(crate::support::KeyType::EcP256);
+    let upstream = crate::support::start_upstream("echo");
+    let config = format!(
+        "{}\n[runtime]\nthreads = 5\n",
+        crate::support::config_for(&token, upstream, "")
+    );
+    let proxy = crate::support::ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let log = proxy.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("async runtime started") && l.contains("threads=5")),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
