@@ -89,8 +89,6 @@ UPSTREAM=$!
 PIDS+=("$UPSTREAM")
 wait_port "$PORT_UP" "$WORK/logs"
 
-# ticks PID: "utime stime" in clock ticks
-ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # switches PID: "voluntary involuntary" over all its threads
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v, n}'; }
 
@@ -141,9 +139,7 @@ run() { # SERVER
 say "$REPS rep(s) of $DURATION (+$WARMUP warm-up), $CONNS connections; load on CPU ${LOAD_CPU:-any}, servers on CPU ${SERVER_CPU:-any}"
 for REP in $(seq 1 "$REPS"); do
   say "rep $REP/$REPS"
-  order=("${SERVERS[@]}")
-  # Every other rep in reverse order (drift of a shared machine).
-  ((REP % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${SERVERS[@]}" | tac)
+  mapfile -t order < <(rep_order "$REP" "${SERVERS[@]}")
   for s in "${order[@]}"; do run "$s"; done
 done
 

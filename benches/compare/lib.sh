@@ -37,6 +37,11 @@ wait_port() {
   for _ in $(seq 1 150); do port_busy "$1" && return 0; sleep 0.1; done
   die "nothing listens on :$1 (logs in ${2:-the work dir})"
 }
+# ticks PID: "utime stime" clock ticks of one process
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# rep_order REP SERVER...: the servers one per line, every other rep in reverse order (the
+# drift of a shared machine falls on each side alike)
+rep_order() { local rep=$1; shift; if ((rep % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi; }
 # utime+stime clock ticks of the given PIDs
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 

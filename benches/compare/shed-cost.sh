@@ -72,7 +72,6 @@ pin_file = "$WORK/pin"
 EOF
 
 capacity() { curl -s --max-time 1 "http://127.0.0.1:$PORT_ADMIN/metrics" | awk '/^hsmgate_admission_capacity_ops_per_second/ {print $NF}'; }
-split_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 RAW="$WORK/raw.tsv"
 : >"$RAW"
 run() { # SERVER
@@ -93,9 +92,9 @@ run() { # SERVER
     >"$WORK/load.json" 2>"$WORK/load.err" &
   local load=$!
   sleep "${WARMUP%s}"
-  read -r u0 s0 < <(split_ticks "$pid")
+  read -r u0 s0 < <(ticks "$pid")
   wait "$load" || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server"; }
-  read -r u1 s1 < <(split_ticks "$pid")
+  read -r u1 s1 < <(ticks "$pid")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   out=$(cat "$WORK/load.json")
@@ -108,7 +107,7 @@ run() { # SERVER
 }
 
 for ((rep = 1; rep <= REPS; rep++)); do
-  if ((rep % 2)); then order=("${SERVERS[@]}"); else order=(); for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[i]}"); done; fi
+  mapfile -t order < <(rep_order "$rep" "${SERVERS[@]}")
   for server in "${order[@]}"; do run "$server"; done
 done
 

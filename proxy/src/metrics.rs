@@ -46,16 +46,6 @@ pub(crate) enum HandshakeResult {
 }
 
 impl HandshakeResult {
-    /// A distinct index below 4 (the handles of [`handshake`]).
-    fn index(self) -> usize {
-        match self {
-            HandshakeResult::Ok => 0,
-            HandshakeResult::Failed => 1,
-            HandshakeResult::Shed => 2,
-            HandshakeResult::Timeout => 3,
-        }
-    }
-
     fn as_str(self) -> &'static str {
         match self {
             HandshakeResult::Ok => "ok",
@@ -85,7 +75,8 @@ pub(crate) fn handshake(
     let count = || metrics::counter!(HANDSHAKES, "result" => result.as_str(), "version" => version, "kind" => kind);
     match VERSIONS.iter().position(|v| *v == version) {
         Some(v) => with_handle(
-            &COUNTERS[result.index() * 6 + v * 2 + usize::from(resumed)],
+            // The variants in declaration order index the handles (4 results).
+            &COUNTERS[result as usize * 6 + v * 2 + usize::from(resumed)],
             count,
             |c| c.increment(1),
         ),
@@ -146,8 +137,8 @@ pub(crate) fn request(status: u16) {
     static COUNTERS: [OnceLock<metrics::Counter>; 600] = [const { OnceLock::new() }; 600];
     let register = || metrics::counter!(REQUESTS, "status" => status.to_string());
     match COUNTERS.get(usize::from(status)) {
-        Some(slot) if INSTALLED.load(Ordering::Acquire) => slot.get_or_init(register).increment(1),
-        _ => register().increment(1),
+        Some(slot) => with_handle(slot, register, |c| c.increment(1)),
+        None => register().increment(1),
     }
 }
 
@@ -199,7 +190,7 @@ impl std::fmt::Debug for UpstreamTimes {
     }
 }
 
-/// Handles are kept (by [`request`]) only once a recorder is installed: one taken
+/// Handles are kept (by [`with_handle`]) only once a recorder is installed: one taken
 /// before would stay the no-op recorder's.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 

@@ -74,8 +74,10 @@ fn request(stream: &mut std::net::TcpStream) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[test]
-fn worker_connections_bound_the_open_connections() {
+/// An nginx configuration in a new directory (with its `logs/`): `main` and `events`
+/// directives around one plain server on a free port answering `return 200`. Returns
+/// the directory, the file and the port.
+fn plain_return_conf(main: &str, events: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
     let port = free_port();
@@ -83,10 +85,16 @@ fn worker_connections_bound_the_open_connections() {
     std::fs::write(
         &conf,
         format!(
-            "pid logs/h.pid;\nworker_processes 1;\nevents {{ worker_connections 2; }}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
+            "pid logs/h.pid;\n{main}\nevents {{ {events} }}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
         ),
     )
     .expect("conf");
+    (dir, conf, port)
+}
+
+#[test]
+fn worker_connections_bound_the_open_connections() {
+    let (dir, conf, port) = plain_return_conf("worker_processes 1;", "worker_connections 2;");
     let server = Server::hsmgate(dir.path(), &conf, &[]);
     let addr = ("127.0.0.1", port);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -123,17 +131,7 @@ fn worker_connections_bound_the_open_connections() {
 /// runtime's threads, which the start-up log states.
 #[test]
 fn worker_processes_and_runtime_threads_set_the_runtime_threads() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
-    let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "pid logs/h.pid;\nworker_processes 3;\nevents {{}}\nhttp {{\n  server {{ listen 127.0.0.1:{port}; return 200 \"c\\n\"; }}\n}}\n"
-        ),
-    )
-    .expect("conf");
+    let (dir, conf, port) = plain_return_conf("worker_processes 3;", "");
     let server = Server::hsmgate(dir.path(), &conf, &[port]);
     let log = server.wait_log("async runtime started", 1, Duration::from_secs(10));
     assert!(log.contains("threads=3"), "{log}");
