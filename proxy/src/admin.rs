@@ -123,10 +123,20 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
             "text/html; charset=utf-8",
         ),
         "/metrics" => match &state.metrics {
-            Some(handle) => with_type(
-                text(StatusCode::OK, handle.render()),
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
+            Some(handle) => {
+                // Gauges that mirror a state are written from it now, so a scrape right
+                // after `/status` shows the same member states.
+                state
+                    .generation
+                    .borrow()
+                    .pools
+                    .pools()
+                    .for_each(|p| p.publish_states());
+                with_type(
+                    text(StatusCode::OK, handle.render()),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            }
             None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
         },
         _ => text(

@@ -47,6 +47,9 @@ pub(crate) struct Member {
     /// Its operations count when it was last probed or last seen working: a member that
     /// signed since needs no probe (its traffic shows whether it is healthy).
     pub(crate) probe_mark: std::sync::atomic::AtomicU64,
+    /// Held while the state gauge is written, so that the last writer writes the state
+    /// as it is then (see [`Member::publish_state`]).
+    publishing: Mutex<()>,
 }
 
 /// When to try again, and which attempt is current.
@@ -138,8 +141,9 @@ impl Member {
                 out_since: Some(Instant::now()),
             }),
             settings,
+            publishing: Mutex::new(()),
         };
-        m.publish_state(MemberState::Down);
+        m.publish_state();
         m
     }
 
@@ -156,13 +160,20 @@ impl Member {
         debug_assert!(from != MemberState::Up && to != MemberState::Up);
         let done = self.state.transition(from, to).is_ok();
         if done {
-            self.publish_state(to);
+            self.publish_state();
         }
         done
     }
 
-    fn publish_state(&self, s: MemberState) {
-        metrics::gauge!(m::STATE, self.labels.clone()).set(f64::from(s as u8));
+    /// Write the state gauge from the state as it is now, not as the caller left it:
+    /// two threads that change the state one after the other may publish in the other
+    /// order, and the gauge must not be left showing the first one's state. Under the
+    /// lock, whoever writes last reads a state at least as new as every other writer's.
+    /// `/metrics` also calls it at each scrape (through [`crate::SignerPool::publish_states`]),
+    /// so a scrape shows the state `/status` shows at that moment.
+    pub(crate) fn publish_state(&self) {
+        let _one_writer = lock(&self.publishing);
+        metrics::gauge!(m::STATE, self.labels.clone()).set(f64::from(self.state() as u8));
     }
 
     /// The current generation, if the member is up.
@@ -212,7 +223,7 @@ impl Member {
             }
             *live = Some(generation);
         }
-        self.publish_state(MemberState::Up);
+        self.publish_state();
         let mut r = lock(&self.recovery);
         r.backoff = FIRST_BACKOFF;
         r.attempt_started = None;
@@ -234,18 +245,24 @@ impl Member {
         };
         let generation = {
             let mut live = lock(&self.live);
-            if self.state.transition(MemberState::Up, new_state).is_err() {
+            // Only this function leaves `Up`, and only under the `live` lock: a member
+            // seen up here is still up at the swap below. The error is recorded first, so
+            // no reader sees the member out of rotation without its reason.
+            if self.state() != MemberState::Up {
                 // Already out, or being recovered: whoever changed it owns it.
                 return false;
             }
             self.set_last_error(reason.to_string());
+            if self.state.transition(MemberState::Up, new_state).is_err() {
+                return false;
+            }
             let mut r = lock(&self.recovery);
             r.out_since = Some(Instant::now());
             r.next_attempt = Instant::now() + r.backoff;
             drop(r);
             live.take()
         };
-        self.publish_state(new_state);
+        self.publish_state();
         let Some(generation) = generation else {
             return true;
         };
@@ -392,5 +409,121 @@ mod tests {
         assert!(member.install(MemberState::Recovering, spare).is_err());
         assert_eq!(member.state(), MemberState::Down);
         assert!(member.live().is_none());
+    }
+
+    /// Gauges by name, for a test's thread-local recorder.
+    #[derive(Default)]
+    struct Gauges(Mutex<Vec<(String, Arc<std::sync::atomic::AtomicU64>)>>);
+
+    impl Gauges {
+        fn value(&self, name: &str) -> Option<f64> {
+            let g = lock(&self.0);
+            let (_, v) = g.iter().find(|(n, _)| n == name)?;
+            Some(f64::from_bits(v.load(Ordering::Acquire)))
+        }
+    }
+
+    impl metrics::Recorder for Gauges {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            let mut g = lock(&self.0);
+            let name = key.name().to_string();
+            let cell = match g.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) => Arc::clone(v),
+                None => {
+                    let v = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                    g.push((name, Arc::clone(&v)));
+                    v
+                }
+            };
+            metrics::Gauge::from_arc(cell)
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// Two state changes whose gauge writes land in the other order (the first
+    /// changer's thread was descheduled between its swap and its write) leave the gauge
+    /// showing the state the member is in, not the first changer's.
+    #[test]
+    fn a_late_gauge_write_shows_the_state_as_it_is_now() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = &g.group.members[0];
+        let gauges = Gauges::default();
+        metrics::with_local_recorder(&gauges, || {
+            assert!(member.take_out(false, "device error"));
+            assert_eq!(gauges.value(m::STATE), Some(2.0), "down is 2");
+            // A recovery attempt starts: its swap is done, its gauge write is late.
+            assert!(
+                member
+                    .state
+                    .transition(MemberState::Down, MemberState::Recovering)
+                    .is_ok()
+            );
+            // The attempt fails at once, on another thread, which publishes first.
+            assert!(member.transition(MemberState::Recovering, MemberState::Down));
+            // Now the late write.
+            member.publish_state();
+            assert_eq!(member.state(), MemberState::Down);
+            assert_eq!(
+                gauges.value(m::STATE),
+                Some(2.0),
+                "the gauge shows the state now"
+            );
+        });
+    }
+
+    /// A member taken out of rotation has its reason recorded by the time any reader
+    /// can see it out.
+    #[test]
+    fn a_member_seen_out_of_rotation_has_its_reason() {
+        let a = Fake::new("a");
+        let g = TestGroup::primaries(&[&a]);
+        let member = Arc::clone(&g.group.members[0]);
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                loop {
+                    if member.state() != MemberState::Up {
+                        return member.last_error();
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            assert!(member.take_out(false, "CKR_DEVICE_ERROR"));
+            assert_eq!(watcher.join().expect("no panic"), "CKR_DEVICE_ERROR");
+        });
     }
 }

@@ -453,6 +453,14 @@ impl SignerPool {
             .collect()
     }
 
+    /// Write every member's state gauge from its state now (called before a `/metrics`
+    /// scrape, so that the scrape agrees with `/status`).
+    pub fn publish_states(&self) {
+        for m in &self.group.members {
+            m.publish_state();
+        }
+    }
+
     /// "hsm-a up; hsm-b down (…)".
     pub fn describe_members(&self) -> String {
         self.group.describe_members()
