@@ -21,7 +21,12 @@
 # Output: a markdown table of medians (min..max) over REPS, printed and written to
 # benches/results/ka-split-DATE.md.
 # Knobs: REPS (3), DURATION (5s), WARMUP (1s), CONNS (50), HSMGATE_B, NO_BUILD=1,
-#        LOAD_CPU, SERVER_CPU, PORT_UP (18180), PORT_TLS (18543), RESULTS, KEEP=1.
+#        LOAD_CPU, SERVER_CPU, PORT_UP (18180), PORT_TLS (18543), RESULTS, KEEP=1,
+#        STEPS ("direct proxy"): what each server process does, in order: "direct" and
+#        "proxy" are the keep-alive runs; "hs" is HS_SECS (10) of full TLS 1.3 handshakes
+#        (50 connections, /proxy, not measured), after which the runs' rows are named
+#        "direct+hs" and "proxy+hs" (e.g. STEPS="proxy hs proxy": the same process before
+#        and after a handshake load, as compare.sh runs its keep-alive row).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +35,7 @@ SCRIPT=ka-split
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 REPS=${REPS:-3} DURATION=${DURATION:-5s} WARMUP=${WARMUP:-1s} CONNS=${CONNS:-50}
+STEPS=${STEPS:-direct proxy} HS_SECS=${HS_SECS:-10}
 PORT_UP=${PORT_UP:-18180} PORT_TLS=${PORT_TLS:-18543}
 RESULTS=${RESULTS:-$ROOT/benches/results}
 for t in nginx openssl curl; do command -v "$t" >/dev/null || die "missing: $t (apt-get install -y nginx openssl curl)"; done
@@ -107,7 +113,16 @@ run() { # SERVER
   curl -sfk "https://127.0.0.1:$PORT_TLS/direct" >/dev/null || die "$server: /direct does not answer"
   curl -sfk "https://127.0.0.1:$PORT_TLS/proxy" >/dev/null || die "$server: /proxy does not answer"
   hz=$(getconf CLK_TCK)
-  for path in direct proxy; do
+  local after="" label
+  for path in $STEPS; do
+    if [[ $path == hs ]]; then
+      "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --mode handshake --tls 1.3 -c 50 -d "${HS_SECS}s" \
+        "https://127.0.0.1:$PORT_TLS/proxy" >/dev/null 2>"$WORK/load.err" \
+        || { cat "$WORK/load.err" >&2; die "hsmgate-load (handshakes) failed against $server"; }
+      after=+hs
+      continue
+    fi
+    label=$path$after
     # The warm-up is left out: the counters are read once it is over.
     "${LOAD_PIN[@]}" "$LOAD" -k -t 1 --json --warmup "$WARMUP" --mode keepalive --tls 1.3 -c "$CONNS" \
       -d "$DURATION" "https://127.0.0.1:$PORT_TLS/$path" >"$WORK/load.json" 2>"$WORK/load.err" &
@@ -124,7 +139,7 @@ run() { # SERVER
     rate=$(jnum rate "$out")
     n=$(awk -v r="$rate" -v d="$(jnum duration_s "$out")" 'BEGIN{print r * d}')
     # server path rep req/s user_us kernel_us upstream_us voluntary involuntary errors
-    awk -v s="$server" -v p="$path" -v rep="$REP" -v r="$rate" -v n="$n" -v hz="$hz" \
+    awk -v s="$server" -v p="$label" -v rep="$REP" -v r="$rate" -v n="$n" -v hz="$hz" \
       -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v up=$((up1 - up0)) -v v=$((v1 - v0)) -v i=$((i1 - i0)) \
       -v e="$(jnum error_total "$out")" \
       'BEGIN{f = 1e6 / hz / n; printf "%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\n", s, p, rep, r, u * f, k * f, up * f, v / n, i / n, e}' >>"$RAW"
@@ -157,21 +172,24 @@ cell() { printf '%s (%s)' "$(col "$@" | median)" "$(col "$@" | span)"; }
   echo
   echo "| server | path | req/s | user µs/req | kernel µs/req | proxy µs/req | upstream µs/req | context switches/req (vol / invol) |"
   echo "|---|---|---|---|---|---|---|---|"
+  mapfile -t labels < <(awk -F'\t' '!seen[$2]++ {print $2}' "$RAW")
   for s in "${SERVERS[@]}"; do
-    for p in direct proxy; do
+    for p in "${labels[@]}"; do
       total=$(paste <(col "$s" "$p" 5) <(col "$s" "$p" 6) | awk '{print $1 + $2}' | median)
       printf '| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n' "$s" "/$p" "$(cell "$s" "$p" 4)" "$(cell "$s" "$p" 5)" \
         "$(cell "$s" "$p" 6)" "$total" "$(col "$s" "$p" 7 | median)" "$(col "$s" "$p" 8 | median)" "$(col "$s" "$p" 9 | median)"
     done
   done
   echo
-  echo "The upstream half of a request (the proxy's CPU through the upstream minus its CPU for \`return 200\`, medians):"
-  echo
-  for s in "${SERVERS[@]}"; do
-    printf -- '- %s: user %s µs, kernel %s µs\n' "$s" \
-      "$(awk -v a="$(col "$s" proxy 5 | median)" -v b="$(col "$s" direct 5 | median)" 'BEGIN{printf "%.1f", a - b}')" \
-      "$(awk -v a="$(col "$s" proxy 6 | median)" -v b="$(col "$s" direct 6 | median)" 'BEGIN{printf "%.1f", a - b}')"
-  done
+  if [[ " ${labels[*]} " == *" direct "* && " ${labels[*]} " == *" proxy "* ]]; then
+    echo "The upstream half of a request (the proxy's CPU through the upstream minus its CPU for \`return 200\`, medians):"
+    echo
+    for s in "${SERVERS[@]}"; do
+      printf -- '- %s: user %s µs, kernel %s µs\n' "$s" \
+        "$(awk -v a="$(col "$s" proxy 5 | median)" -v b="$(col "$s" direct 5 | median)" 'BEGIN{printf "%.1f", a - b}')" \
+        "$(awk -v a="$(col "$s" proxy 6 | median)" -v b="$(col "$s" direct 6 | median)" 'BEGIN{printf "%.1f", a - b}')"
+    done
+  fi
   errs=$(awk -F'\t' '{e += $10} END{print e + 0}' "$RAW")
   echo
   echo "Errors over all runs: $errs."

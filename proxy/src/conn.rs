@@ -159,6 +159,9 @@ pub(crate) async fn accept_loop(
     if let Err(e) = crate::arrival::enable(&listener) {
         tracing::warn!(address = %addr, error = %e, "SO_TIMESTAMPNS: admission will not see the accept queue's wait");
     }
+    // Every accepted socket has the listener's port (`$server_port`): asked once, not
+    // with a getsockname per connection.
+    let local_port = listener.local_addr().map_or(addr.port(), |a| a.port());
     loop {
         // Bounded: at the limit, stop accepting (the kernel's backlog queues) until a
         // connection closes, as nginx does when worker_connections run out.
@@ -195,7 +198,7 @@ pub(crate) async fn accept_loop(
                 let conn = ConnInfo {
                     peer,
                     listen: addr,
-                    local_port: stream.local_addr().map_or(addr.port(), |a| a.port()),
+                    local_port,
                     tls: None,
                     sni: None,
                     client_cert: None,
@@ -240,8 +243,8 @@ async fn serve_connection(
     watcher: Watcher,
     accepted: std::time::Instant,
 ) {
-    let _ = stream.set_nodelay(true);
     let Some(tls_listener) = &listener.tls else {
+        let _ = stream.set_nodelay(true);
         let speak = match listener.spec.http2 {
             true => Speak::Either,
             false => Speak::Http1,
@@ -396,6 +399,8 @@ async fn handshake(
             },
         },
     };
+    // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).
+    let _ = stream.set_nodelay(true);
     // `into_stream` processes the ClientHello, and so signs, as it is called: it must
     // run inside the scope.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
