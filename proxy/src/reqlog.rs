@@ -42,6 +42,9 @@ pub(crate) struct LogCtx {
     pub(crate) request_body_length: u64,
     /// The response headers, when a log format has `$sent_http_NAME`.
     pub(crate) sent_headers: HeaderMap,
+    /// The response head's size (`$bytes_sent` without the body), when a log format
+    /// has `$bytes_sent`; see [`head_bytes`].
+    pub(crate) head_bytes: u64,
 }
 
 impl LogCtx {
@@ -70,17 +73,29 @@ impl LogCtx {
             upstream: &self.upstream,
             request_body_length: self.request_body_length,
             sent_headers: &self.sent_headers,
+            head_bytes_sent: self.head_bytes,
         }
     }
 
     /// Whether a log format this request is written with uses `$sent_http_NAME`
     /// (then the response headers are kept for the line).
     pub(crate) fn logs_sent_headers(&self) -> bool {
+        self.logs_var(|v| v.starts_with("sent_http_"))
+    }
+
+    /// Whether a log format this request is written with uses `$bytes_sent` (then the
+    /// response head's size is counted).
+    pub(crate) fn logs_bytes_sent(&self) -> bool {
+        self.logs_var(|v| v == "bytes_sent")
+    }
+
+    fn logs_var(&self, wanted: impl Fn(&str) -> bool) -> bool {
         self.targets.iter().any(|(_, format)| {
             (self.generation.site.log_formats.get(format)).is_some_and(|f| {
-                f.template.parts.iter().any(|p| {
-                    matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if v.starts_with("sent_http_"))
-                })
+                f.template
+                    .parts
+                    .iter()
+                    .any(|p| matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if wanted(v)))
             })
         })
     }
@@ -108,6 +123,66 @@ impl LogCtx {
             AccessLogWriter::get().log(path, line);
         }
     }
+}
+
+/// The size of `resp`'s head as hyper writes it on HTTP/1.x, for `$bytes_sent`: the
+/// status line, each header (`name: value` and its line end), the `date` header hyper
+/// adds when there is none, the framing header it adds when there is none (a
+/// `content-length` for a body of known size, else `transfer-encoding: chunked` on
+/// HTTP/1.1), the `connection` header it adds for the request's `Connection` (`close`
+/// on HTTP/1.1, `keep-alive` on HTTP/1.0), and the blank line. Header names are
+/// counted as they are (hyper writes them in lower case; the length does not depend on
+/// case). Not counted: a chunked body's framing, and on HTTP/2 the frames (nginx counts
+/// those, HPACK-encoded); there this is the same count of the fields.
+pub(crate) fn head_bytes<B: Body>(
+    resp: &http::Response<B>,
+    http10: bool,
+    request: &HeaderMap,
+) -> u64 {
+    use http::{StatusCode, header};
+    let asks = |token: &str| {
+        request.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let status = resp.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    // "HTTP/1.1 200 OK\r\n"
+    let mut n = 9 + 3 + 1 + reason.len() + 2;
+    for (name, value) in resp.headers() {
+        n += name.as_str().len() + 2 + value.len() + 2;
+    }
+    let headers = resp.headers();
+    if !headers.contains_key(header::DATE) {
+        // "date: Tue, 01 Dec 2026 12:00:00 GMT\r\n"
+        n += 6 + 29 + 2;
+    }
+    let bodyless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodyless
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        match resp.body().size_hint().exact() {
+            // "content-length: N\r\n"
+            Some(len) => n += 16 + len.to_string().len() + 2,
+            // "transfer-encoding: chunked\r\n" (HTTP/1.0: delimited by the close)
+            None if !http10 => n += 28,
+            None => {}
+        }
+    }
+    if !headers.contains_key(header::CONNECTION) {
+        if !http10 && asks("close") {
+            // "connection: close\r\n"
+            n += 19;
+        } else if http10 && asks("keep-alive") {
+            // "connection: keep-alive\r\n"
+            n += 24;
+        }
+    }
+    (n + 2) as u64
 }
 
 /// A response body that counts the bytes sent and writes the access log line when
@@ -160,5 +235,93 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+    use http_body_util::{Empty, Full};
+    use hyper::body::{Body, Frame};
+
+    use super::head_bytes;
+
+    /// The bytes of a head written as these lines, for comparison.
+    fn written(lines: &[&str]) -> u64 {
+        lines.iter().map(|l| l.len() + 2).sum::<usize>() as u64 + 2
+    }
+
+    const DATE: &str = "date: Wed, 02 Dec 2026 04:27:00 GMT";
+
+    /// A body whose size is not known in advance (a streamed upstream body).
+    struct Unknown;
+
+    impl Body for Unknown {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+    }
+
+    #[test]
+    fn counts_the_headers_hyper_adds() {
+        let keep_alive = HeaderMap::new();
+        // A body of known size: hyper adds content-length and date.
+        let resp = Response::new(Full::new(Bytes::from_static(b"hello")));
+        assert_eq!(
+            head_bytes(&resp, false, &keep_alive),
+            written(&["HTTP/1.1 200 OK", "content-length: 5", DATE])
+        );
+        // An unknown size: chunked on HTTP/1.1, delimited by the close on HTTP/1.0.
+        let mut unknown = Response::new(Unknown);
+        *unknown.status_mut() = StatusCode::BAD_GATEWAY;
+        assert_eq!(
+            head_bytes(&unknown, false, &keep_alive),
+            written(&[
+                "HTTP/1.1 502 Bad Gateway",
+                "transfer-encoding: chunked",
+                DATE
+            ])
+        );
+        assert_eq!(
+            head_bytes(&unknown, true, &keep_alive),
+            written(&["HTTP/1.1 502 Bad Gateway", DATE])
+        );
+        // No body allowed: no framing header; a date already there is not added; the
+        // request's close is answered.
+        let mut close = HeaderMap::new();
+        close.insert(header::CONNECTION, HeaderValue::from_static("Close"));
+        let mut none = Response::new(Empty::<Bytes>::new());
+        *none.status_mut() = StatusCode::NO_CONTENT;
+        none.headers_mut().insert(
+            header::DATE,
+            HeaderValue::from_static("Wed, 02 Dec 2026 04:27:00 GMT"),
+        );
+        assert_eq!(
+            head_bytes(&none, false, &close),
+            written(&["HTTP/1.1 204 No Content", DATE, "connection: close"])
+        );
+        // HTTP/1.0 keep-alive is confirmed.
+        let mut ka = HeaderMap::new();
+        ka.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let resp = Response::new(Empty::<Bytes>::new());
+        assert_eq!(
+            head_bytes(&resp, true, &ka),
+            written(&[
+                "HTTP/1.1 200 OK",
+                "content-length: 0",
+                DATE,
+                "connection: keep-alive"
+            ])
+        );
     }
 }

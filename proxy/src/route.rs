@@ -118,6 +118,7 @@ async fn serve(
         upstream: Default::default(),
         request_body_length: 0,
         sent_headers: HeaderMap::new(),
+        head_bytes: 0,
     };
     let server_return = server_return(server, &log.vars(&parts.headers));
     let (settings, action, location) = match (server_return, &normalized) {
@@ -195,6 +196,9 @@ async fn serve(
         crate::tunnel::close_unless_switched(&mut resp);
     }
     log.status = resp.status().as_u16();
+    if !log.targets.is_empty() && log.logs_bytes_sent() {
+        log.head_bytes = crate::reqlog::head_bytes(&resp, log.protocol == "HTTP/1.0", &log.headers);
+    }
     let (parts, body) = resp.into_parts();
     let body = LoggedBody {
         inner: body,

@@ -53,6 +53,9 @@ pub(crate) struct Vars<'a> {
     pub request_body_length: u64,
     /// The response headers sent (`$sent_http_NAME`; empty before the response).
     pub sent_headers: &'a HeaderMap,
+    /// The response head's size (`$bytes_sent` is it plus the body's bytes; 0 when no
+    /// log format asks for it).
+    pub head_bytes_sent: u64,
 }
 
 /// What each upstream try gave, in order (nginx's `$upstream_status` and
@@ -211,6 +214,9 @@ impl Vars<'_> {
                 .into(),
             "status" => format!("{:03}", self.status).into(),
             "body_bytes_sent" => self.body_bytes_sent.to_string().into(),
+            "bytes_sent" => (self.head_bytes_sent + self.body_bytes_sent)
+                .to_string()
+                .into(),
             "request" => format!("{} {} {}", self.method, self.request_uri, self.protocol).into(),
             "time_local" => time_local(self.started).into(),
             "request_time" => format!("{:.3}", self.elapsed.as_secs_f64()).into(),
@@ -451,6 +457,7 @@ mod tests {
             upstream: &upstream,
             request_body_length: 5,
             sent_headers: &sent,
+            head_bytes_sent: 0,
         };
         assert_eq!(v.get("host"), "www.example.test");
         assert_eq!(v.get("proxy_add_x_forwarded_for"), "1.2.3.4, 10.0.0.7");

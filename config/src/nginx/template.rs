@@ -4,10 +4,12 @@
 
 use std::fmt;
 
-/// Variables hsmgate provides, besides those of [`SUPPORTED_PREFIXES`]. Not provided
-/// (an error at `-t`): `$bytes_sent` (hsmgate counts body bytes only,
-/// `$body_bytes_sent`; the response head is written by hyper).
+/// Variables hsmgate provides, besides those of [`SUPPORTED_PREFIXES`]. `$bytes_sent`
+/// is the body's bytes plus the response head's size as hyper writes it on HTTP/1.x
+/// (`reqlog::head_bytes` in the proxy: a chunked body's framing and HTTP/2's frames are
+/// not counted).
 pub const SUPPORTED_VARIABLES: &[&str] = &[
+    "bytes_sent",
     "is_args",
     "server_addr",
     "https",
@@ -206,7 +208,7 @@ mod tests {
             Template::parse("$http_"),
             Err(TemplateError::Unknown(..))
         ));
-        for unsupported in ["$bytes_sent", "$arg_", "$cookie_"] {
+        for unsupported in ["$arg_", "$cookie_"] {
             assert!(
                 matches!(
                     Template::parse(unsupported),
@@ -217,7 +219,7 @@ mod tests {
         }
         for supported in [
             "$is_args$server_addr$https$server_protocol",
-            "$request_id $msec $time_iso8601 $request_length $hostname",
+            "$request_id $msec $time_iso8601 $request_length $hostname $bytes_sent",
             "$upstream_status $upstream_response_time $upstream_connect_time",
             "$ssl_server_name",
             "$arg_page $cookie_session $http_x_y $sent_http_content_type",

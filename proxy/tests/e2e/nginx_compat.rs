@@ -576,3 +576,58 @@ fn allow_and_deny_answer_403_in_nginx_phase_order() {
     );
     assert!(large.head.starts_with("HTTP/1.1 413"), "{}", large.head);
 }
+
+/// `$bytes_sent` is what the client received, head and body, and `$body_bytes_sent` the
+/// body: for an upstream's response, a `return` with text, an error page, and a response
+/// to an HTTP/1.0 request.
+#[test]
+fn bytes_sent_is_what_the_client_received() {
+    let raw = RawUpstream::start();
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("sizes.log");
+    let http_extra = "log_format sizes '$request_uri $status $bytes_sent $body_bytes_sent';";
+    let server_extra = format!(
+        "access_log {} sizes;
+        location = /ret {{ return 200 \"hello, bytes\\n\"; }}
+        location = /redirect {{ return 302 /elsewhere; }}",
+        log.display()
+    );
+    let (gate, http) = start_with(&raw, http_extra, &server_extra);
+    let requests = [
+        "GET /raw/x HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+        "GET /ret HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+        "GET /redirect HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+        "GET /no/such/place HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+        "GET /ret HTTP/1.0\r\nHost: compat.test\r\n\r\n",
+    ];
+    let mut received = Vec::new();
+    for request in requests {
+        let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(request.as_bytes()).expect("write");
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).expect("read to the close");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        received.push((bytes.len(), body.len(), head.to_owned()));
+    }
+    let text = crate::support::poll(
+        Duration::from_secs(10),
+        || format!("{} lines in {}", requests.len(), log.display()),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.lines().count() >= requests.len()).then_some(text)
+        },
+    );
+    for (line, (total, body, head)) in text.lines().zip(&received) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(
+            (fields[2], fields[3]),
+            (total.to_string().as_str(), body.to_string().as_str()),
+            "{line}: the client received {total} bytes, {body} of body, after\n{head}\n{}",
+            gate.server.log_text()
+        );
+    }
+    assert!(text.contains("/no/such/place 404 "), "{text}");
+}
