@@ -132,14 +132,17 @@ impl LogCtx {
 /// HTTP/1.1), the `connection` header it adds for the request's `Connection` (`close`
 /// on HTTP/1.1, `keep-alive` on HTTP/1.0), and the blank line. Header names are
 /// counted as they are (hyper writes them in lower case; the length does not depend on
-/// case). Not counted: a chunked body's framing, and on HTTP/2 the frames (nginx counts
-/// those, HPACK-encoded); there this is the same count of the fields.
+/// case). Not counted: a chunked body's framing. On HTTP/2 (`h2`) it is the text size
+/// of the status line, the fields and `date`, with no framing or `connection` header:
+/// nginx counts the HPACK-encoded frames instead.
 pub(crate) fn head_bytes<B: Body>(
     resp: &http::Response<B>,
-    http10: bool,
+    protocol: &str,
     request: &HeaderMap,
 ) -> u64 {
     use http::{StatusCode, header};
+    let http10 = protocol == "HTTP/1.0";
+    let h2 = protocol.starts_with("HTTP/2");
     let asks = |token: &str| {
         request.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str()
@@ -162,6 +165,7 @@ pub(crate) fn head_bytes<B: Body>(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if !bodyless
+        && !h2
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key(header::TRANSFER_ENCODING)
     {
@@ -173,7 +177,7 @@ pub(crate) fn head_bytes<B: Body>(
             None => {}
         }
     }
-    if !headers.contains_key(header::CONNECTION) {
+    if !h2 && !headers.contains_key(header::CONNECTION) {
         if !http10 && asks("close") {
             // "connection: close\r\n"
             n += 19;
@@ -278,14 +282,14 @@ mod tests {
         // A body of known size: hyper adds content-length and date.
         let resp = Response::new(Full::new(Bytes::from_static(b"hello")));
         assert_eq!(
-            head_bytes(&resp, false, &keep_alive),
+            head_bytes(&resp, "HTTP/1.1", &keep_alive),
             written(&["HTTP/1.1 200 OK", "content-length: 5", DATE])
         );
         // An unknown size: chunked on HTTP/1.1, delimited by the close on HTTP/1.0.
         let mut unknown = Response::new(Unknown);
         *unknown.status_mut() = StatusCode::BAD_GATEWAY;
         assert_eq!(
-            head_bytes(&unknown, false, &keep_alive),
+            head_bytes(&unknown, "HTTP/1.1", &keep_alive),
             written(&[
                 "HTTP/1.1 502 Bad Gateway",
                 "transfer-encoding: chunked",
@@ -293,7 +297,12 @@ mod tests {
             ])
         );
         assert_eq!(
-            head_bytes(&unknown, true, &keep_alive),
+            head_bytes(&unknown, "HTTP/1.0", &keep_alive),
+            written(&["HTTP/1.1 502 Bad Gateway", DATE])
+        );
+        // HTTP/2: the fields' text, no framing or connection header.
+        assert_eq!(
+            head_bytes(&unknown, "HTTP/2.0", &keep_alive),
             written(&["HTTP/1.1 502 Bad Gateway", DATE])
         );
         // No body allowed: no framing header; a date already there is not added; the
@@ -307,7 +316,7 @@ mod tests {
             HeaderValue::from_static("Wed, 02 Dec 2026 04:27:00 GMT"),
         );
         assert_eq!(
-            head_bytes(&none, false, &close),
+            head_bytes(&none, "HTTP/1.1", &close),
             written(&["HTTP/1.1 204 No Content", DATE, "connection: close"])
         );
         // HTTP/1.0 keep-alive is confirmed.
@@ -315,7 +324,7 @@ mod tests {
         ka.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         let resp = Response::new(Empty::<Bytes>::new());
         assert_eq!(
-            head_bytes(&resp, true, &ka),
+            head_bytes(&resp, "HTTP/1.0", &ka),
             written(&[
                 "HTTP/1.1 200 OK",
                 "content-length: 0",

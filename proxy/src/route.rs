@@ -197,7 +197,7 @@ async fn serve(
     }
     log.status = resp.status().as_u16();
     if !log.targets.is_empty() && log.logs_bytes_sent() {
-        log.head_bytes = crate::reqlog::head_bytes(&resp, log.protocol == "HTTP/1.0", &log.headers);
+        log.head_bytes = crate::reqlog::head_bytes(&resp, log.protocol, &log.headers);
     }
     let (parts, body) = resp.into_parts();
     let body = LoggedBody {
