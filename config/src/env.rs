@@ -74,11 +74,13 @@ pub enum Setting {
     Admin,
     /// `text` or `json` logs.
     LogFormat,
+    /// PEM CAs of client certificates (`[tls] client_certificate`: required then).
+    ClientCa,
 }
 
 impl Setting {
     /// Every setting, in the order of the README's table.
-    pub const ALL: [Setting; 8] = [
+    pub const ALL: [Setting; 9] = [
         Setting::Listen,
         Setting::Upstream,
         Setting::Cert,
@@ -87,6 +89,7 @@ impl Setting {
         Setting::Module,
         Setting::Admin,
         Setting::LogFormat,
+        Setting::ClientCa,
     ];
 
     /// Its environment variable.
@@ -100,6 +103,7 @@ impl Setting {
             Setting::Module => "HSMGATE_PKCS11_MODULE",
             Setting::Admin => "HSMGATE_ADMIN",
             Setting::LogFormat => "HSMGATE_LOG_FORMAT",
+            Setting::ClientCa => "HSMGATE_CLIENT_CA",
         }
     }
 
@@ -114,6 +118,7 @@ impl Setting {
             Setting::Module => "--pkcs11-module",
             Setting::Admin => "--admin",
             Setting::LogFormat => "--log-format",
+            Setting::ClientCa => "--client-ca",
         }
     }
 

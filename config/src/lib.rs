@@ -24,6 +24,15 @@
 //! # client's); OpenSSL or IANA names, each once. Default: rustls' (AES-256-GCM first).
 //! # No TLS 1.3 suite listed: rustls' three follow; TLS 1.2 listeners need a TLS 1.2 one.
 //! # ciphers = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"]
+//! # Optional: client certificates (mTLS), as nginx's ssl_client_certificate,
+//! # ssl_verify_client and ssl_verify_depth. With client_certificate (PEM CAs, relative to
+//! # the config file's directory) verify_client defaults to "on": a request without a valid
+//! # certificate is answered 400, as nginx answers; "optional": a missing one passes, an
+//! # invalid one is a 400; "off": none asked for. verify_depth (default 1, 0..=100):
+//! # intermediate CAs allowed in a client's chain.
+//! # client_certificate = "clients-ca.pem"
+//! # verify_client = "on"
+//! # verify_depth = 1
 //!
 //! [pkcs11]
 //! # required unless the key URI has module-path; if both are given they must be equal.

@@ -100,6 +100,15 @@ pub struct TlsConfig {
     /// rustls' suites and order. With no TLS 1.3 suite listed, rustls' three follow the
     /// listed ones (as nginx, whose `ssl_ciphers` does not govern TLS 1.3).
     pub ciphers: Vec<crate::nginx::CipherSuite>,
+    /// `client_certificate` (resolved against the file's directory): the PEM CAs whose
+    /// client certificates are accepted, as nginx's `ssl_client_certificate`.
+    pub client_certificate: Option<PathBuf>,
+    /// `verify_client` (`on`, `optional`, `off`; default `on` when
+    /// `client_certificate` is set, else `off`), as nginx's `ssl_verify_client`.
+    pub verify_client: crate::nginx::VerifyClient,
+    /// `verify_depth` (default 1, nginx's `ssl_verify_depth`): intermediate CAs allowed
+    /// in a client's chain.
+    pub verify_depth: u32,
     /// `[[tls.pair]]`: more certificate/key pairs, in file order.
     pub pairs: Vec<TlsPair>,
 }

@@ -108,6 +108,10 @@ impl Overrides {
         if let Some(g) = self.get(Setting::Key) {
             table(doc, "tls").insert("key".into(), g.text.clone().into());
         }
+        if let Some(g) = self.get(Setting::ClientCa) {
+            let cas = absolute(g)?;
+            table(doc, "tls").insert("client_certificate".into(), cas.into());
+        }
         for (setting, key, drop_from_uri) in [
             (
                 Setting::PinFile,
@@ -256,6 +260,7 @@ fn suspects(key: &str) -> &'static [Setting] {
         ("admin", _) => &[Admin, Listen],
         ("upstream", _) => &[Upstream],
         (_, "tls.certificate") => &[Cert],
+        (_, "tls.client_certificate" | "tls.verify_client") => &[ClientCa],
         (_, "pkcs11.pin_file" | "pkcs11.pin_env") => &[PinFile, Key],
         (_, "pkcs11.module") => &[Module, Key],
         ("tls" | "pkcs11" | "hsm", _) => &[Key, PinFile, Module],

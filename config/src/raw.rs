@@ -139,6 +139,9 @@ pub(crate) struct RawTls {
     pub(crate) session_ticket_key_files: Option<Spanned<Vec<String>>>,
     pub(crate) session_timeout_ms: Option<Spanned<i64>>,
     pub(crate) ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) client_certificate: Option<Spanned<String>>,
+    pub(crate) verify_client: Option<Spanned<String>>,
+    pub(crate) verify_depth: Option<Spanned<i64>>,
     #[serde(default)]
     pub(crate) pair: Vec<Spanned<RawPair>>,
 }

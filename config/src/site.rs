@@ -18,7 +18,7 @@ use crate::nginx::{
     AccessLog, Action, CertPair, ErrorLog, HttpVersion, KeySource, Listen, LocationBlock,
     LogFormat, Matcher, NginxConfig, ProxyPass, ProxySettings, Server, ServerName, SessionCache,
     SocketOptions, Template, TemplatePart, TlsSettings, TlsVersion, TokenKey, UpstreamGroup,
-    UpstreamRef, VarMap, VerifyClient,
+    UpstreamRef, VarMap,
 };
 
 /// How long a graceful stop (SIGQUIT) waits for in-flight requests when the
@@ -251,9 +251,9 @@ impl Site {
                 session_timeout: config.tls.session_timeout,
                 session_tickets: config.tls.session_tickets,
                 session_ticket_keys: config.tls.session_ticket_keys.clone(),
-                client_certificate: None,
-                verify_client: VerifyClient::Off,
-                verify_depth: 1,
+                client_certificate: config.tls.client_certificate.clone(),
+                verify_client: config.tls.verify_client,
+                verify_depth: config.tls.verify_depth,
                 stapling_file: None,
             },
             server_return: None,

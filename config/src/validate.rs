@@ -13,7 +13,7 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::load::Source;
 use crate::model::{Admission, Config, KeyRef, Listener, TlsConfig, TlsPair, Upstream};
-use crate::nginx::CipherSuite;
+use crate::nginx::{CipherSuite, VerifyClient};
 use crate::pkcs11_uri::{ObjectType, Pkcs11Uri, parse_key_string};
 use crate::raw::{RawAdmission, RawConfig, RawListener, RawPair, RawTls, RawUpstream};
 
@@ -332,9 +332,65 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             src,
         )?),
         ciphers: ciphers(raw.ciphers.as_ref(), src)?,
+        client_certificate: raw
+            .client_certificate
+            .as_ref()
+            .map(|p| src.dir.join(p.get_ref())),
+        verify_client: verify_client(raw, src)?,
+        verify_depth: int(
+            raw.verify_depth.as_ref(),
+            "tls.verify_depth",
+            0..=100,
+            1,
+            src,
+        )? as u32,
         pairs: pairs(&raw.pair, grouped, src)?,
     };
     Ok((tls, at))
+}
+
+/// `tls.verify_client`: `on` (the default with a `client_certificate`), `optional` or
+/// `off` (the default without); `on` and `optional` need the CAs.
+fn verify_client(raw: &RawTls, src: &Source<'_>) -> Result<VerifyClient, ConfigError> {
+    if let Some(p) = raw
+        .client_certificate
+        .as_ref()
+        .filter(|p| p.get_ref().trim().is_empty())
+    {
+        return Err(src.invalid(
+            p.span().start,
+            "tls.client_certificate",
+            "a file name must not be empty",
+        ));
+    }
+    let has_cas = raw.client_certificate.is_some();
+    let Some(v) = raw.verify_client.as_ref() else {
+        return Ok(if has_cas {
+            VerifyClient::On
+        } else {
+            VerifyClient::Off
+        });
+    };
+    let mode = match v.get_ref().as_str() {
+        "on" => VerifyClient::On,
+        "optional" => VerifyClient::Optional,
+        "off" => VerifyClient::Off,
+        other => {
+            return Err(src.invalid(
+                v.span().start,
+                "tls.verify_client",
+                format!("\"{other}\" is not one of on, optional, off"),
+            ));
+        }
+    };
+    if mode != VerifyClient::Off && !has_cas {
+        return Err(src.invalid(
+            v.span().start,
+            "tls.verify_client",
+            "needs tls.client_certificate (the CAs that issue the clients' certificates)",
+        ));
+    }
+    Ok(mode)
 }
 
 /// `tls.ciphers`: OpenSSL's or IANA's suite names, each known to rustls and listed once.
@@ -721,6 +777,68 @@ mod tests {
             ("8443\"", "8443\"\ntls_versions = [\"1.3\"]"),
         ]);
         assert_eq!(c.tls.ciphers, [C::Tls13Aes128Gcm]);
+    }
+
+    #[test]
+    fn client_certificates_as_nginx_names_them() {
+        use crate::nginx::VerifyClient as V;
+        let c = good(&[]);
+        assert_eq!(
+            (
+                c.tls.client_certificate.as_deref(),
+                c.tls.verify_client,
+                c.tls.verify_depth
+            ),
+            (None, V::Off, 1),
+            "none asked for by default"
+        );
+        let key_line = "type=private?pin-source=file:pin.txt\"";
+        let with = |extra: &str| format!("{key_line}\n{extra}");
+        // CAs given: required, unless it says otherwise; the file is relative to the config.
+        let c = good(&[(key_line, &with("client_certificate = \"cas.pem\""))]);
+        assert_eq!(
+            (c.tls.client_certificate.as_deref(), c.tls.verify_client),
+            (Some(Path::new("/etc/hsmgate/cas.pem")), V::On)
+        );
+        let c = good(&[(
+            key_line,
+            &with(
+                "client_certificate = \"cas.pem\"\nverify_client = \"optional\"\nverify_depth = 2",
+            ),
+        )]);
+        assert_eq!((c.tls.verify_client, c.tls.verify_depth), (V::Optional, 2));
+        let c = good(&[(
+            key_line,
+            &with("client_certificate = \"cas.pem\"\nverify_client = \"off\""),
+        )]);
+        assert_eq!(c.tls.verify_client, V::Off);
+        // Located errors: no CAs to verify with, an unknown mode, an empty name, a depth.
+        bad(
+            &[(key_line, &with("verify_client = \"on\""))],
+            7,
+            &["`tls.verify_client`", "needs tls.client_certificate"],
+        );
+        bad(
+            &[(
+                key_line,
+                &with("client_certificate = \"cas.pem\"\nverify_client = \"yes\""),
+            )],
+            8,
+            &["`tls.verify_client`", "\"yes\"", "on, optional, off"],
+        );
+        bad(
+            &[(key_line, &with("client_certificate = \" \""))],
+            7,
+            &["`tls.client_certificate`", "must not be empty"],
+        );
+        bad(
+            &[(
+                key_line,
+                &with("client_certificate = \"cas.pem\"\nverify_depth = -1"),
+            )],
+            8,
+            &["`tls.verify_depth`"],
+        );
     }
 
     #[test]

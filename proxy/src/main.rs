@@ -88,6 +88,9 @@ struct Cli {
     /// Log format: text or json [env: HSMGATE_LOG_FORMAT; default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// PEM CAs whose client certificates are required (mTLS) [env: HSMGATE_CLIENT_CA].
+    #[arg(long, value_name = "PATH")]
+    client_ca: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -293,6 +296,7 @@ fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError
         (Setting::Module, cli.pkcs11_module.take()),
         (Setting::Admin, cli.admin.take()),
         (Setting::LogFormat, cli.log_format.take()),
+        (Setting::ClientCa, cli.client_ca.take()),
     ] {
         overrides.flag(setting, flag)?;
     }

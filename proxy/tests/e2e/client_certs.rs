@@ -317,3 +317,70 @@ fn bad_client_certificate_and_stapling_input_fails_t_as_in_nginx() {
         assert!(text.contains("10-www.conf:"), "hsmgate -t {lines}: {text}");
     }
 }
+
+/// The TOML format's `[tls] client_certificate` (and the sidecar's `HSMGATE_CLIENT_CA`):
+/// with CAs and no `verify_client`, certificates are required (nginx's 400s for a missing
+/// or foreign one); `optional` lets a request without one through.
+#[test]
+fn toml_client_certificates_are_required_or_optional() {
+    use crate::support::{KeyType, ProxyProcess, TestToken, config_for, curl, start_upstream};
+    let token = TestToken::new(KeyType::EcP256);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, good) = client_ca(dir.path(), "good");
+    let (_, rogue) = client_ca(dir.path(), "rogue");
+    let upstream = start_upstream("echo");
+    let base = config_for(&token, upstream, "");
+    let server_ca = token.chain_pem.display().to_string();
+    let status = |proxy: &ProxyProcess, cert: Option<&Client>| -> (u16, String) {
+        let url = proxy.url("/");
+        let mut args = vec!["--cacert", &server_ca, "-w", "\n%{http_code}"];
+        if let Some(c) = cert {
+            args.extend(["--cert", s(&c.cert), "--key", s(&c.key)]);
+        }
+        args.push(&url);
+        let out = curl(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    };
+    for (mode, want_none) in [("", 400), ("verify_client = \"optional\"\n", 200)] {
+        let config = base.replacen(
+            "[tls]\n",
+            &format!("[tls]\nclient_certificate = \"{}\"\n{mode}", ca.display()),
+            1,
+        );
+        let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+        let (code, body) = status(&proxy, None);
+        assert_eq!(code, want_none, "{mode:?} without a certificate: {body}");
+        if code == 400 {
+            assert!(
+                body.contains("No required SSL certificate was sent"),
+                "{body}"
+            );
+        }
+        let (code, body) = status(&proxy, Some(&good));
+        assert_eq!(code, 200, "{mode:?} with the CA's certificate: {body}");
+        let (code, body) = status(&proxy, Some(&rogue));
+        assert_eq!(code, 400, "{mode:?} with another CA's certificate: {body}");
+        assert!(body.contains("The SSL certificate error"), "{body}");
+    }
+    // The sidecar's variable sets the CAs over a file without them.
+    let proxy = ProxyProcess::start_with_env(
+        token.path(),
+        &base,
+        &[("HSMGATE_CLIENT_CA", &ca.display().to_string())],
+    )
+    .expect("hsmgate starts");
+    assert_eq!(status(&proxy, None).0, 400, "HSMGATE_CLIENT_CA: required");
+    assert_eq!(status(&proxy, Some(&good)).0, 200, "HSMGATE_CLIENT_CA");
+    drop(proxy);
+    // Verification without CAs is refused at load, with where.
+    let config = base.replacen("[tls]\n", "[tls]\nverify_client = \"on\"\n", 1);
+    let Err(err) = ProxyProcess::start(token.path(), &config) else {
+        panic!("verify_client without CAs was accepted");
+    };
+    assert!(
+        err.contains("tls.verify_client") && err.contains("needs tls.client_certificate"),
+        "{err}"
+    );
+}
