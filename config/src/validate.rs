@@ -352,16 +352,8 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
 /// `tls.verify_client`: `on` (the default with a `client_certificate`), `optional` or
 /// `off` (the default without); `on` and `optional` need the CAs.
 fn verify_client(raw: &RawTls, src: &Source<'_>) -> Result<VerifyClient, ConfigError> {
-    if let Some(p) = raw
-        .client_certificate
-        .as_ref()
-        .filter(|p| p.get_ref().trim().is_empty())
-    {
-        return Err(src.invalid(
-            p.span().start,
-            "tls.client_certificate",
-            "a file name must not be empty",
-        ));
+    if let Some(cas) = &raw.client_certificate {
+        certificate(cas, "tls.client_certificate", src)?;
     }
     let has_cas = raw.client_certificate.is_some();
     let Some(v) = raw.verify_client.as_ref() else {
@@ -371,17 +363,12 @@ fn verify_client(raw: &RawTls, src: &Source<'_>) -> Result<VerifyClient, ConfigE
             VerifyClient::Off
         });
     };
-    let mode = match v.get_ref().as_str() {
-        "on" => VerifyClient::On,
-        "optional" => VerifyClient::Optional,
-        "off" => VerifyClient::Off,
-        other => {
-            return Err(src.invalid(
-                v.span().start,
-                "tls.verify_client",
-                format!("\"{other}\" is not one of on, optional, off"),
-            ));
-        }
+    let Some(mode) = VerifyClient::from_name(v.get_ref()) else {
+        return Err(src.invalid(
+            v.span().start,
+            "tls.verify_client",
+            format!("\"{}\" is not one of on, optional, off", v.get_ref()),
+        ));
     };
     if mode != VerifyClient::Off && !has_cas {
         return Err(src.invalid(
@@ -435,7 +422,7 @@ fn ciphers(
     Ok(out)
 }
 
-/// A certificate chain's file name: not empty.
+/// A certificate file's name (a chain, or `tls.client_certificate`'s CAs): not empty.
 fn certificate(cert: &Spanned<String>, name: &str, src: &Source<'_>) -> Result<(), ConfigError> {
     if cert.get_ref().trim().is_empty() {
         return Err(src.invalid(cert.span().start, name, "must not be empty"));

@@ -56,6 +56,19 @@ pub enum VerifyClient {
     Optional,
 }
 
+impl VerifyClient {
+    /// The mode a value names (`on`, `optional`, `off`: nginx's `ssl_verify_client` and
+    /// the native `tls.verify_client`); None for any other.
+    pub fn from_name(name: &str) -> Option<VerifyClient> {
+        match name {
+            "on" => Some(VerifyClient::On),
+            "optional" => Some(VerifyClient::Optional),
+            "off" => Some(VerifyClient::Off),
+            _ => None,
+        }
+    }
+}
+
 /// A TLS version rustls offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
@@ -262,11 +275,9 @@ impl TlsScope {
             }
             "ssl_verify_client" => {
                 let arg = ctx.one(d)?;
-                let v = match arg.value.as_str() {
-                    "on" => VerifyClient::On,
-                    "optional" => VerifyClient::Optional,
-                    "off" => VerifyClient::Off,
-                    "optional_no_ca" => {
+                let v = match VerifyClient::from_name(&arg.value) {
+                    Some(v) => v,
+                    None if arg.value == "optional_no_ca" => {
                         return Err(ctx.invalid(
                             d,
                             arg.at,
@@ -275,12 +286,13 @@ impl TlsScope {
                              ssl_client_certificate)",
                         ));
                     }
-                    other => {
+                    None => {
                         return Err(ctx.invalid(
                             d,
                             arg.at,
                             format!(
-                                "invalid value \"{other}\", it must be \"on\", \"off\" or \"optional\""
+                                "invalid value \"{}\", it must be \"on\", \"off\" or \"optional\"",
+                                arg.value
                             ),
                         ));
                     }
