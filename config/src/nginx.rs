@@ -26,14 +26,15 @@
 //!   `ipv6only=`, `backlog=`, `bind`, and the socket options `deferred`,
 //!   `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`), `server_name`, `location`, `return`, settings,
 //!   `http2 on|off` (nginx 1.25.1+; also in `http`: as `listen … http2` on each of
-//!   the server's addresses), and `if (CONDITION) { return …; }` (certbot's redirect
-//!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, tried in
-//!   order before the server's `return`; file tests, other directives inside, and
-//!   `if` outside a `server` are refused.
+//!   the server's addresses), `if (CONDITION) { return …; }` (certbot's redirect
+//!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, and `rewrite`
+//!   (module `rewrite`), run in order before the server's `return`; file tests, other
+//!   directives inside `if`, and `if` outside a `server` are refused.
 //! - `location [=|^~|~|~*] PATTERN`: `proxy_pass http[s]://HOST[:PORT][URI]`
 //!   (a named upstream or an address; `https` per `proxy_ssl_*`; a host that is neither
 //!   an upstream name nor an IP address must resolve, as nginx resolves it at load:
 //!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
+//!   `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` (before the `return`),
 //!   nested `location`, settings.
 //! - settings (inherited `http` → `server` → `location`; a level with its own
 //!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
@@ -76,6 +77,7 @@
 //! |---|---|
 //! | `sendfile`, `open_file_cache*`, `types {}`, `default_type` | hsmgate serves no files |
 //! | `tcp_nopush`, `tcp_nodelay` | socket tuning; hsmgate sets its own options (TCP_NODELAY on) |
+//! | `rewrite_log` | each rewrite is logged at debug level |
 //! | `types_hash_*`, `server_names_hash_*` | nginx hash-table sizing |
 //! | `server_tokens` | hsmgate adds no version to responses |
 //! | `charset` | responses pass as the upstream sent them |
@@ -106,7 +108,7 @@
 //! | directive | why it cannot be ignored |
 //! |---|---|
 //! | `try_files` | its file checks decide where nginx sends a request (a file, another URI, a code); hsmgate has no files, so ignoring it would change answers. An SSL-offload site replaces it with `proxy_pass` |
-//! | `if` outside a `server`, or other than `if (…) { return …; }` | only certbot's redirect form is implemented; rewrite-module logic in locations changes answers |
+//! | `if` outside a `server`, or other than `if (…) { return …; }` | only certbot's redirect form is implemented; an `if` in a location, or `set`, changes answers |
 //!
 //! # Paths left unset
 //!
@@ -138,6 +140,7 @@ mod map;
 mod model;
 mod parse;
 mod proxy_ssl;
+mod rewrite;
 mod scope;
 mod select;
 mod server;
@@ -158,8 +161,9 @@ pub use self::model::{
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
+pub use self::rewrite::{MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep};
 pub use self::select::{
-    listening_on, location_match, normalize_host, proxy_pass_uri, select_server,
+    listening_on, location_match, normalize_host, proxy_pass_uri, request_target, select_server,
     select_server_index,
 };
 pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};

@@ -190,13 +190,16 @@ impl Site {
             error_logs: Vec::new(),
             client: config.limits.client,
         };
+        let pass = ProxyPass {
+            https: false,
+            target: UpstreamRef::Addr(config.upstream.address.clone()),
+            uri: None,
+        };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),
-            action: Some(Action::ProxyPass(ProxyPass {
-                https: false,
-                target: UpstreamRef::Addr(config.upstream.address.clone()),
-                uri: None,
-            })),
+            action: Some(Action::ProxyPass(pass.clone())),
+            rewrites: Vec::new(),
+            pass: Some(pass),
             settings: settings.clone(),
             locations: Vec::new(),
             location: at.clone(),
@@ -257,7 +260,7 @@ impl Site {
                 stapling_file: None,
             },
             server_return: None,
-            server_ifs: Vec::new(),
+            server_steps: Vec::new(),
             settings,
             locations: vec![location],
             location: at,

@@ -79,6 +79,7 @@ mod notify;
 pub mod pin_check;
 mod proxy;
 mod reqlog;
+mod rewrite_phase;
 mod route;
 mod session_lifetime;
 mod sockopt;

@@ -25,6 +25,8 @@ pub(crate) struct LogCtx {
     pub(crate) method: String,
     pub(crate) request_uri: String,
     pub(crate) uri: String,
+    /// `$args` once a `rewrite` changed them (`None`: the request's).
+    pub(crate) args: Option<String>,
     pub(crate) protocol: &'static str,
     pub(crate) http_host: Option<String>,
     pub(crate) server_name: String,
@@ -59,6 +61,7 @@ impl LogCtx {
             method: &self.method,
             request_uri: &self.request_uri,
             uri: &self.uri,
+            args: self.args.as_deref(),
             protocol: self.protocol,
             http_host: self.http_host.as_deref(),
             server_name: &self.server_name,

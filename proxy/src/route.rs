@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
-    AccessRule, Action, AddHeader, LocationBlock, Matcher, ProxyPass, ProxySettings, Return,
-    location_match, proxy_pass_uri, select_server,
+    AccessRule, AddHeader, LocationBlock, ProxyPass, ProxySettings, Return, proxy_pass_uri,
+    request_target, select_server,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -27,6 +27,7 @@ use crate::h1guard::REJECT;
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
+use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
 use crate::upstream_pool::ConnectTime;
 use crate::uri::{normalize, valid_host};
@@ -105,6 +106,7 @@ async fn serve(
         method: parts.method.to_string(),
         request_uri,
         uri: normalized.clone().unwrap_or_default(),
+        args: None,
         protocol,
         http_host,
         server_name,
@@ -120,18 +122,21 @@ async fn serve(
         sent_headers: HeaderMap::new(),
         head_bytes: 0,
     };
-    let server_return = server_return(server, &log.vars(&parts.headers));
-    let (settings, action, location) = match (server_return, &normalized) {
-        (_, None) => (&server.settings, None, None),
-        (Some(r), _) => (&server.settings, Some(ActionRef::Return(r)), None),
-        (None, Some(path)) => match auto_slash(&server.locations, path) {
-            Some(l) => (&l.settings, Some(ActionRef::AddSlash), Some(l)),
-            None => match location_match(&server.locations, path) {
-                Some(l) => (&l.settings, l.action.as_ref().map(ActionRef::from), Some(l)),
-                None => (&server.settings, None, None),
-            },
+    let routed = match &normalized {
+        None => Routed {
+            settings: &server.settings,
+            action: None,
+            location: None,
+            uri_change: UriChange::None,
         },
+        Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers),
     };
+    let Routed {
+        settings,
+        action,
+        location,
+        uri_change,
+    } = routed;
     log.targets = generation.access_logs(settings);
     if !log.targets.is_empty() {
         log.headers = parts.headers.clone();
@@ -172,15 +177,27 @@ async fn serve(
             }
             return_response(r, &log.vars(&parts.headers))
         }
-        (Some(ActionRef::AddSlash), Some(path)) => {
+        (Some(ActionRef::AddSlash), Some(_)) => {
             let vars = log.vars(&parts.headers);
             let args = vars.get("is_args").into_owned() + &vars.get("args");
-            let url = absolute(&vars, &format!("{path}/{args}"));
+            let url = absolute(&vars, &format!("{}/{args}", log.uri));
             redirect(StatusCode::MOVED_PERMANENTLY, &url)
         }
+        (Some(ActionRef::Redirect(code, url)), _) => {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND);
+            let url = absolute(&log.vars(&parts.headers), &url);
+            redirect(code, &escape_location(&url))
+        }
+        (Some(ActionRef::Cycle), _) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
         (Some(ActionRef::Proxy(p)), _) => {
             let location = location.expect("a proxy_pass action comes from a location");
-            proxy(&generation, settings, location, p, parts, body, &mut log).await
+            let to = Destination {
+                settings,
+                location,
+                pass: p,
+                uri_change,
+            };
+            proxy(&generation, to, parts, body, &mut log).await
         }
     };
     // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
@@ -237,23 +254,6 @@ fn client_cert_refusal(
         }
         _ => None,
     }
-}
-
-/// The server-level answer, if any: the first `if` whose condition holds, else the
-/// server's `return`.
-fn server_return<'s>(
-    server: &'s hsmgate_config::nginx::Server,
-    vars: &Vars<'_>,
-) -> Option<&'s Return> {
-    server
-        .server_ifs
-        .iter()
-        .find(|i| {
-            let get = |name: &str| vars.get(name).into_owned();
-            i.condition.holds(&get, &|t| vars.expand(t))
-        })
-        .map(|i| &i.ret)
-        .or(server.server_return.as_ref())
 }
 
 /// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request
@@ -378,22 +378,6 @@ fn refusal_page(code: u16) -> Response<ProxyBody> {
     }
 }
 
-enum ActionRef<'a> {
-    Proxy(&'a ProxyPass),
-    Return(&'a Return),
-    /// nginx's 301 from `/prefix` to `/prefix/` for a `proxy_pass` location `/prefix/`.
-    AddSlash,
-}
-
-impl<'a> From<&'a Action> for ActionRef<'a> {
-    fn from(a: &'a Action) -> Self {
-        match a {
-            Action::ProxyPass(p) => ActionRef::Proxy(p),
-            Action::Return(r) => ActionRef::Return(r),
-        }
-    }
-}
-
 /// The body length a request declares (`Content-Length`), if it reads as one.
 fn declared_length(parts: &http::request::Parts) -> Option<u64> {
     parts
@@ -408,15 +392,28 @@ fn body_too_large(length: Option<u64>, settings: &ProxySettings) -> bool {
     matches!((settings.client_max_body_size, length), (Some(max), Some(len)) if len > max)
 }
 
+/// Where a request is proxied: the location's settings, the location, its
+/// `proxy_pass`, and how a rewrite changed the URI.
+struct Destination<'a> {
+    settings: &'a ProxySettings,
+    location: &'a LocationBlock,
+    pass: &'a ProxyPass,
+    uri_change: UriChange,
+}
+
 async fn proxy(
     generation: &Generation,
-    settings: &ProxySettings,
-    location: &LocationBlock,
-    pass: &ProxyPass,
+    to: Destination<'_>,
     mut parts: http::request::Parts,
     body: Incoming,
     log: &mut LogCtx,
 ) -> Response<ProxyBody> {
+    let Destination {
+        settings,
+        location,
+        pass,
+        uri_change,
+    } = to;
     let length = declared_length(&parts);
     if body_too_large(length, settings) {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
@@ -425,7 +422,19 @@ async fn proxy(
         return error_page(StatusCode::BAD_GATEWAY);
     };
     log.proxy_host = balancer.name.clone();
-    let path = proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri);
+    let path = match uri_change {
+        UriChange::None => {
+            proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri)
+        }
+        UriChange::Changed | UriChange::Break => {
+            let args = log.args.as_deref().unwrap_or_default();
+            let full = request_target(&log.uri, args);
+            match uri_change {
+                UriChange::Break => full,
+                _ => proxy_pass_uri(location, pass.uri.as_deref(), &full, &log.uri),
+            }
+        }
+    };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
@@ -666,20 +675,6 @@ fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
     }
 }
 
-/// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is
-/// written for `PATH` itself: nginx answers 301 to `PATH/` (before trying regexes).
-fn auto_slash<'a>(locations: &'a [LocationBlock], path: &str) -> Option<&'a LocationBlock> {
-    let with_slash = format!("{path}/");
-    let target = locations.iter().find(|l| {
-        matches!(&l.matcher, Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if *p == with_slash)
-            && matches!(l.action, Some(Action::ProxyPass(_)))
-    })?;
-    let written = locations.iter().any(|l| {
-        matches!(&l.matcher, Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if p == path)
-    });
-    (!written).then_some(target)
-}
-
 /// nginx's `absolute_redirect on`: a redirect to `/path` names scheme, host and (when
 /// not the scheme's default) port.
 fn absolute(vars: &Vars<'_>, target: &str) -> String {
@@ -693,6 +688,19 @@ fn absolute(vars: &Vars<'_>, target: &str) -> String {
         p => format!(":{p}"),
     };
     format!("{scheme}://{}{port}{target}", vars.host())
+}
+
+/// A `rewrite`'s redirect target as a `Location` value: bytes a header cannot carry
+/// (controls, space, non-ASCII, which a capture of the decoded path may hold) as `%XX`.
+fn escape_location(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for &b in url.as_bytes() {
+        match b {
+            0x21..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// A redirect with nginx's page.

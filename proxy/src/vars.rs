@@ -23,8 +23,10 @@ pub(crate) struct Vars<'a> {
     pub method: &'a str,
     /// Path and query as received.
     pub request_uri: &'a str,
-    /// The normalised path (`$uri`).
+    /// The normalised path (`$uri`), as a `rewrite` left it.
     pub uri: &'a str,
+    /// The arguments once a `rewrite` changed them (`None`: those of `request_uri`).
+    pub args: Option<&'a str>,
     /// `HTTP/1.1`…
     pub protocol: &'a str,
     /// The `Host` (or `:authority`) as sent, with port.
@@ -166,15 +168,11 @@ impl Vars<'_> {
             "https" => if self.conn.tls.is_some() { "on" } else { "" }.into(),
             "request_uri" => self.request_uri.into(),
             "uri" => self.uri.into(),
-            "args" | "query_string" => self
-                .request_uri
-                .split_once('?')
-                .map_or("", |(_, q)| q)
-                .into(),
-            "is_args" => if self.request_uri.contains('?') {
-                "?"
-            } else {
-                ""
+            "args" | "query_string" => self.args().into(),
+            "is_args" => match self.args {
+                Some(args) if !args.is_empty() => "?",
+                None if self.request_uri.contains('?') => "?",
+                _ => "",
             }
             .into(),
             "server_name" => self.server_name.into(),
@@ -238,7 +236,7 @@ impl Vars<'_> {
                 } else if let Some(h) = other.strip_prefix("sent_http_") {
                     header_values(self.sent_headers, h).into()
                 } else if let Some(name) = other.strip_prefix("arg_") {
-                    arg(self.request_uri, name).into()
+                    arg(self.args(), name).into()
                 } else if let Some(name) = other.strip_prefix("cookie_") {
                     cookie(self.headers, name).into()
                 } else {
@@ -257,6 +255,14 @@ impl Vars<'_> {
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
         (line + fields + 2) as u64 + self.request_body_length
+    }
+
+    /// `$args`: the query as received, or as a `rewrite` changed it.
+    fn args(&self) -> &str {
+        match self.args {
+            Some(args) => args,
+            None => self.request_uri.split_once('?').map_or("", |(_, q)| q),
+        }
     }
 
     /// `template` with its variables replaced.
@@ -289,8 +295,7 @@ fn header_values(headers: &HeaderMap, name: &str) -> String {
 
 /// `$arg_NAME`: the first `NAME=value` of the query (name compared ignoring case, the
 /// value as sent, not decoded), as nginx's `ngx_http_arg`.
-fn arg<'u>(request_uri: &'u str, name: &str) -> &'u str {
-    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
+fn arg<'u>(query: &'u str, name: &str) -> &'u str {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -442,6 +447,7 @@ mod tests {
             headers: &headers,
             method: "GET",
             request_uri: "/a/b?x=1&Foo=b%20r&foo=2&bare",
+            args: None,
             uri: "/a/b",
             protocol: "HTTP/1.1",
             http_host: Some("WWW.Example.test:443"),

@@ -49,6 +49,7 @@ const KNOWN: &[&str] = &[
     "server_name",
     "location",
     "return",
+    "rewrite",
     "proxy_pass",
     "ssl_certificate",
     "ssl_certificate_key",
@@ -175,7 +176,19 @@ impl Ctx<'_> {
 
     /// `arg` of `d` as a [`Template`]; errors point into the argument.
     pub(crate) fn template(&self, d: &Directive, arg: &Arg) -> Result<Template, ConfigError> {
-        Template::parse_with(&arg.value, &|name| self.map_names.contains(name)).map_err(|e| {
+        self.template_with(d, arg, &|_| false)
+    }
+
+    /// [`template`](Self::template), also accepting the variables `extra` knows (a
+    /// `rewrite`'s captures).
+    pub(crate) fn template_with(
+        &self,
+        d: &Directive,
+        arg: &Arg,
+        extra: &dyn Fn(&str) -> bool,
+    ) -> Result<Template, ConfigError> {
+        let known = |name: &str| self.map_names.contains(name) || extra(name);
+        Template::parse_with(&arg.value, &known).map_err(|e| {
             let at = |offset: usize| Pos {
                 offset: arg.at.offset + usize::from(arg.quoted) + offset,
                 ..arg.at

@@ -19,6 +19,10 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("tcp_nodelay", "hsmgate always sets TCP_NODELAY"),
     (
+        "rewrite_log",
+        "each rewrite is logged at debug level (RUST_LOG=hsmgate_proxy=debug)",
+    ),
+    (
         "types",
         "MIME types are for static files, which hsmgate does not serve",
     ),
@@ -204,6 +208,7 @@ const SHAPES: &[(&str, Shape)] = &[
     ("sendfile", Shape::Flag),
     ("tcp_nopush", Shape::Flag),
     ("tcp_nodelay", Shape::Flag),
+    ("rewrite_log", Shape::Flag),
     ("types", Shape::Block),
     ("default_type", Shape::One),
     ("types_hash_max_size", Shape::One),

@@ -10,6 +10,7 @@ use regex::Regex;
 use super::build::Ctx;
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
 use super::parse::Directive;
+use super::rewrite::{RewriteFlag, parse_rewrite};
 use super::scope::{Level, Scope};
 use super::values::{host_port_or, resolves};
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -29,8 +30,20 @@ pub(crate) fn build_location(
     }
     let mut scope = Scope::default();
     let (mut pass, mut ret, mut nested, mut pass_at) = (None, None, vec![], None);
+    let mut rewrites = Vec::new();
     for s in body {
         match s.name.as_str() {
+            "rewrite" => {
+                let r = parse_rewrite(ctx, s)?;
+                match ret {
+                    // As in nginx: the rewrite directives run in order, `return` stops.
+                    Some(_) => ctx.warn(
+                        s.at,
+                        "\"rewrite\" is never used: a \"return\" before it answers first".into(),
+                    ),
+                    None => rewrites.push(r),
+                }
+            }
             "proxy_pass" => {
                 let p = proxy_pass(ctx, s, &matcher, upstreams)?;
                 super::scope::set(ctx, s, &mut pass, p)?;
@@ -56,16 +69,21 @@ pub(crate) fn build_location(
         locations.push(build_location(ctx, n, &scope, upstreams, Some(&matcher))?);
     }
     check_duplicates(ctx, &locations, &nested)?;
-    if ret.is_some() && pass.is_some() {
+    let breaks = rewrites.iter().any(|r| r.flag == RewriteFlag::Break);
+    if ret.is_some() && pass.is_some() && !breaks {
         ctx.warn(
             d.at,
             "\"proxy_pass\" is never used: \"return\" answers first".into(),
         );
     }
-    let action = ret.map(Action::Return).or(pass.map(Action::ProxyPass));
+    let action = ret
+        .map(Action::Return)
+        .or(pass.clone().map(Action::ProxyPass));
     Ok(LocationBlock {
         matcher,
         action,
+        rewrites,
+        pass,
         settings: scope.settings(),
         locations,
         location: ctx.loc(d.at),

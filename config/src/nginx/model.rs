@@ -106,9 +106,9 @@ pub struct Server {
     pub tls: TlsSettings,
     /// A server-level `return`, answered before any location is looked at.
     pub server_return: Option<Return>,
-    /// Server-level `if (…) { return …; }` before any `return`, tried in order
-    /// before [`server_return`](Self::server_return).
-    pub server_ifs: Vec<super::ServerIf>,
+    /// Server-level `if (…) { return …; }` and `rewrite` before any `return`, run in
+    /// order before [`server_return`](Self::server_return).
+    pub server_steps: Vec<super::ServerStep>,
     /// Settings at server level (used when no location matches).
     pub settings: ProxySettings,
     /// `location` blocks in file order.
@@ -263,6 +263,11 @@ pub struct LocationBlock {
     /// rewrite phase runs first). `None`: nginx would serve files; hsmgate
     /// answers 404.
     pub action: Option<Action>,
+    /// `rewrite`s written before any `return`, run in order before the action.
+    pub rewrites: Vec<super::Rewrite>,
+    /// The `proxy_pass`, also where a `return` answers first: a `rewrite … break`
+    /// before the `return` skips it, and the request is proxied.
+    pub pass: Option<ProxyPass>,
     /// Settings merged from `http`, `server` and enclosing locations.
     pub settings: ProxySettings,
     /// Nested `location`s.

@@ -93,6 +93,18 @@ pub fn proxy_pass_uri(
     out
 }
 
+/// The request target of a rewritten URI: the path (decoded, as `$uri`) escaped as
+/// nginx escapes it, then `?args` when there are arguments.
+pub fn request_target(uri: &str, args: &str) -> String {
+    let mut out = String::with_capacity(uri.len() + args.len() + 8);
+    escape_uri(uri, &mut out);
+    if !args.is_empty() {
+        out.push('?');
+        out.push_str(args);
+    }
+    out
+}
+
 /// Appends `path` to `out` escaped as nginx's `ngx_escape_uri(…, NGX_ESCAPE_URI)`:
 /// control characters, space, `#`, `%`, `?`, DEL and non-ASCII bytes become `%XX`
 /// (upper-case hex); `/` and the rest stay. Also `<`, `>` and `` ` ``, which nginx

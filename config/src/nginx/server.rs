@@ -15,6 +15,7 @@ use super::model::{
     UpstreamGroup,
 };
 use super::parse::{Directive, Pos};
+use super::rewrite::{ServerStep, parse_rewrite};
 use super::scope::{Level, Scope, set};
 use super::values::{listen_addr, parse_flag, parse_number, parse_size, parse_time};
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -32,7 +33,7 @@ pub(crate) fn build_server(
     let mut scope = Scope::default();
     let (mut listens, mut listen_pos, mut names, mut locations) = (vec![], vec![], vec![], vec![]);
     let mut server_return = None;
-    let (mut ifs, mut http2) = (Vec::new(), None);
+    let (mut steps, mut http2) = (Vec::new(), None);
     for s in body {
         match s.name.as_str() {
             "listen" => {
@@ -49,15 +50,21 @@ pub(crate) fn build_server(
                 let r = parse_return(ctx, s)?;
                 server_return.get_or_insert(r);
             }
-            "if" => {
-                let i = server_if(ctx, s)?;
+            "if" | "rewrite" => {
+                let step = match s.name.as_str() {
+                    "if" => ServerStep::If(server_if(ctx, s)?),
+                    _ => ServerStep::Rewrite(parse_rewrite(ctx, s)?),
+                };
                 match server_return {
                     // As in nginx: the rewrite directives run in order, `return` stops.
                     Some(_) => ctx.warn(
                         s.at,
-                        "\"if\" is never used: a \"return\" before it answers first".into(),
+                        format!(
+                            "\"{}\" is never used: a \"return\" before it answers first",
+                            s.name
+                        ),
                     ),
-                    None => ifs.push(i),
+                    None => steps.push(step),
                 }
             }
             "http2" => {
@@ -108,7 +115,7 @@ pub(crate) fn build_server(
         built.push(build_location(ctx, l, &scope, upstreams, None)?);
     }
     check_duplicates(ctx, &built, &locations)?;
-    if built.is_empty() && server_return.is_none() {
+    if built.is_empty() && server_return.is_none() && steps.is_empty() {
         let message = "this server has no \"location\" and no \"return\": nginx would serve \
                        files from its \"root\", hsmgate serves no files and answers 404"
             .to_owned();
@@ -121,7 +128,7 @@ pub(crate) fn build_server(
         certs,
         tls: scope.tls.settings(),
         server_return,
-        server_ifs: ifs,
+        server_steps: steps,
         settings: scope.settings(),
         locations: built,
         location: ctx.loc(d.at),
@@ -133,7 +140,7 @@ pub(crate) fn build_server(
 /// `root`, default `html`): hsmgate answers 404 there, which the operator must know.
 fn warn_file_locations(ctx: &mut Ctx<'_>, locations: &[LocationBlock]) {
     for l in locations {
-        if l.action.is_none() {
+        if l.action.is_none() && l.rewrites.is_empty() {
             ctx.warnings.push(ConfigWarning {
                 location: l.location.clone(),
                 message: format!(

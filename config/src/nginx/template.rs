@@ -108,6 +108,9 @@ impl Template {
                     let end = inner.find('}').ok_or(TemplateError::InvalidName(offset))?;
                     (&inner[..end], end + 2)
                 }
+                // `$1`: a regex capture is one digit (`$10` is `$1` then `0`), as nginx
+                // reads it.
+                None if after.starts_with(|c: char| c.is_ascii_digit()) => (&after[..1], 1),
                 None => {
                     let end = after
                         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -514,14 +514,20 @@ fn server_if_and_the_corpus_directives() {
     .unwrap();
     let s = &c.servers[0];
     assert!(s.listens[0].http2, "http2 on in http applies to the server");
-    assert_eq!(s.server_ifs.len(), 4);
+    let ifs: Vec<&ServerIf> = (s.server_steps.iter())
+        .filter_map(|step| match step {
+            ServerStep::If(i) => Some(i),
+            ServerStep::Rewrite(_) => None,
+        })
+        .collect();
+    assert_eq!(ifs.len(), 4);
     let holds = |i: usize, vars: &[(&str, &str)]| {
         let get = |n: &str| {
             vars.iter()
                 .find(|(k, _)| *k == n)
                 .map_or(String::new(), |(_, v)| (*v).to_owned())
         };
-        s.server_ifs[i]
+        ifs[i]
             .condition
             .holds(&get, &|t| t.as_literal().unwrap_or_default())
     };
@@ -533,7 +539,7 @@ fn server_if_and_the_corpus_directives() {
     assert!(!holds(2, &[("request_method", "GET")]));
     assert!(holds(3, &[("http_x_flag", "1")]));
     assert!(!holds(3, &[("http_x_flag", "0")]));
-    assert_eq!(s.server_ifs[0].ret.code, 301);
+    assert_eq!(ifs[0].ret.code, 301);
     assert_eq!(s.server_return.as_ref().map(|r| r.code), Some(404));
     let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
     let has = |needle: &str| w.iter().any(|w| w.contains(needle));
@@ -549,6 +555,74 @@ fn server_if_and_the_corpus_directives() {
     assert!(e.contains("try_files") && e.contains("proxy_pass"), "{e}");
     let e = err(&format!("load_module a b;\n{}", http("")));
     assert!(e.starts_with("/x/conf/nginx.conf:1:1: "), "{e}");
+}
+
+#[test]
+fn rewrites_in_servers_and_locations() {
+    let c = load_str(&http(
+        "server {
+    listen 127.0.0.1:80;
+    rewrite ^/old/(.*)$ /new/$1 last;
+    if ($host = a) { return 301 https://a/; }
+    rewrite ^(.*)$ https://$host$1 permanent;
+    return 404;
+    rewrite ^ /never;
+    location /api/ { rewrite ^/api/(.*)$ /$1 break; proxy_pass http://127.0.0.1:9/x/; }
+    location /v2/ { rewrite ^/v2/(.*)$ /api/$1?v=2? last; }
+    location /r/ { return 410; rewrite ^ /never; }
+    rewrite_log on;
+  }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let kinds: Vec<String> = (s.server_steps.iter())
+        .map(|step| match step {
+            ServerStep::If(_) => "if".to_owned(),
+            ServerStep::Rewrite(r) => format!("{}:{:?}", r.pattern, r.redirect),
+        })
+        .collect();
+    assert_eq!(kinds, ["^/old/(.*)$:None", "if", "^(.*)$:Some(301)"]);
+    let api = location_match(&s.locations, "/api/a").unwrap();
+    assert_eq!(api.rewrites.len(), 1);
+    assert_eq!(api.rewrites[0].flag, RewriteFlag::Break);
+    assert!(api.pass.is_some());
+    let v2 = location_match(&s.locations, "/v2/a").unwrap();
+    assert!(!v2.rewrites[0].keep_args);
+    assert_eq!(
+        v2.rewrites[0].apply("/v2/a", "x=1", &|_| String::new()),
+        Some(Rewritten::Uri {
+            uri: "/api/a".into(),
+            args: "v=2".into()
+        })
+    );
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    let has = |needle: &str| w.iter().any(|w| w.contains(needle));
+    assert!(has("\"rewrite\" is never used"), "{w:?}");
+    assert_eq!(
+        w.iter().filter(|w| w.contains("never used")).count(),
+        2,
+        "{w:?}"
+    );
+    assert!(
+        !has("location \"/v2/\""),
+        "a location that rewrites is not a file location: {w:?}"
+    );
+    assert!(has("\"rewrite_log\" ignored"), "{w:?}");
+
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, at, needle) in [
+        ("rewrite ^/a( /b;", "4:9", "invalid regex"),
+        ("rewrite ^ /b bogus;", "4:14", "invalid parameter \"bogus\""),
+        ("rewrite ^ b last;", "4:11", "neither a path"),
+        ("rewrite ^ /$nope;", "4:12", "unknown \"nope\" variable"),
+        ("rewrite ^;", "4:1", "invalid number of arguments"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+    let e = err(&http("rewrite ^ /a;"));
+    assert!(e.contains("not allowed here"), "{e}");
 }
 
 #[test]

@@ -631,3 +631,126 @@ fn bytes_sent_is_what_the_client_received() {
     }
     assert!(text.contains("/no/such/place 404 "), "{text}");
 }
+
+/// `rewrite` in a server and in locations, every case checked against Debian's nginx
+/// 1.22 with the same directives (2026-12-02): the request line the upstream gets,
+/// `$uri`, `$args`, `$is_args`, `$request_uri` and `$arg_NAME` after the rewrite, the
+/// redirects' `Location`, the cycle's 500, and `break` skipping a `return`.
+#[test]
+fn rewrite_as_nginx_runs_it() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "proxy_set_header X-Uri \"$uri|$args|$is_args|$request_uri|$arg_tag\";
+        rewrite ^/old/(.*)$ /raw/moved/$1 last;
+        rewrite ^/perm/(.*)$ /new-place/$1 permanent;
+        rewrite ^/ext$ https://example.com/landing redirect;
+        rewrite ^/sp/(.*)$ /raw/$1 redirect;
+        rewrite ^/cont/(.*)$ /raw/c1/$1;
+        rewrite ^/raw/c1/(.*)$ /raw/c2/$1;
+        location /api/ {{ rewrite ^/api/(.*)$ /$1 break; proxy_pass http://{up}/ignored/; }}
+        location /pre/ {{ rewrite ^/pre/(.*)$ /raw/p/$1 last; proxy_pass http://{up}/ignored/; }}
+        location /v2/ {{ rewrite ^/v2/(.*)$ /raw/v2/$1?tag=v2 last; }}
+        location /loop/ {{ rewrite ^/loop/(.*)$ /loop/$1 last; }}
+        location /drop/ {{ rewrite ^ /raw/dropped? break; proxy_pass http://{up}; }}
+        location /chain/ {{ rewrite ^/chain/a$ /chain/b; rewrite ^/chain/b$ /raw/chained; }}
+        location /topfx/ {{ rewrite ^/topfx/(.*)$ /pfx/$1 last; }}
+        location /ret/ {{ rewrite ^/ret/skip$ /raw/skipped break; return 418;
+            proxy_pass http://{up}; }}
+        location /enc/ {{ rewrite ^/enc/(.*)$ /raw/$1 break; proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let x_uri = |raw: &RawUpstream| {
+        let seen = raw.seen.lock().expect("lock");
+        let head = seen.last().cloned().unwrap_or_default();
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-uri: ").or(l.strip_prefix("X-Uri: ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (target, line, uri_vars) in [
+        (
+            "/old/x?a=1",
+            "/raw/moved/x?a=1",
+            "/raw/moved/x|a=1|?|/old/x?a=1|",
+        ),
+        ("/cont/x?z", "/raw/c2/x?z", "/raw/c2/x|z|?|/cont/x?z|"),
+        ("/api/v1/x?q=2", "/v1/x?q=2", "/v1/x|q=2|?|/api/v1/x?q=2|"),
+        ("/pre/y", "/raw/p/y", "/raw/p/y|||/pre/y|"),
+        (
+            "/v2/z?orig=1",
+            "/raw/v2/z?tag=v2&orig=1",
+            "/raw/v2/z|tag=v2&orig=1|?|/v2/z?orig=1|v2",
+        ),
+        ("/v2/z", "/raw/v2/z?tag=v2", "/raw/v2/z|tag=v2|?|/v2/z|v2"),
+        ("/drop/x?a=1", "/raw/dropped", "/raw/dropped|||/drop/x?a=1|"),
+        (
+            "/chain/a?k",
+            "/raw/chained?k",
+            "/raw/chained|k|?|/chain/a?k|",
+        ),
+        (
+            "/topfx/a%20b?m",
+            "/new/a%20b?m",
+            "/pfx/a b|m|?|/topfx/a%20b?m|",
+        ),
+        ("/ret/skip", "/raw/skipped", "/raw/skipped|||/ret/skip|"),
+        (
+            "/enc/a%20b%C3%A9",
+            "/raw/a%20b%C3%A9",
+            "/raw/a bé|||/enc/a%20b%C3%A9|",
+        ),
+    ] {
+        let before = raw.count();
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(raw.count(), before + 1, "{target}");
+        assert_eq!(
+            raw.last_request_line(),
+            format!("GET {line} HTTP/1.1"),
+            "{target}"
+        );
+        assert_eq!(x_uri(&raw), uri_vars, "{target}");
+    }
+    let before = raw.count();
+    for (target, status, location) in [
+        (
+            "/perm/x?a=1",
+            301,
+            Some(format!("http://compat.test:{http}/new-place/x?a=1")),
+        ),
+        (
+            "/ext?q=1",
+            302,
+            Some("https://example.com/landing?q=1".to_owned()),
+        ),
+        ("/ext", 302, Some("https://example.com/landing".to_owned())),
+        (
+            "/sp/a%20b",
+            302,
+            Some(format!("http://compat.test:{http}/raw/a%20b")),
+        ),
+        ("/loop/x", 500, None),
+        ("/ret/other", 418, None),
+    ] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, status, "{target}: {r:?}");
+        assert_eq!(
+            header(&r, "location").map(str::to_owned),
+            location,
+            "{target}"
+        );
+    }
+    assert_eq!(
+        raw.count(),
+        before,
+        "redirects and refusals reach no upstream"
+    );
+    assert!(
+        gate.server
+            .log_text()
+            .contains("rewrite or internal redirection cycle"),
+        "{}",
+        gate.server.log_text()
+    );
+}

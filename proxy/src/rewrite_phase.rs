@@ -1,0 +1,181 @@
+//! What a request does in its server, as nginx's rewrite and find-config phases decide
+//! it: the server's `if`s and `rewrite`s in order, then its `return`; the location for
+//! the (possibly rewritten) URI, nginx's slash redirect, the location's `rewrite`s
+//! (which may search the locations again), then the location's `return` or
+//! `proxy_pass`. The URI a rewrite makes becomes the request's `$uri` and `$args` (in
+//! [`LogCtx`]); `$request_uri` stays as received.
+
+use hsmgate_config::nginx::{
+    Action, LocationBlock, MAX_URI_CHANGES, Matcher, ProxyPass, ProxySettings, Return, Rewrite,
+    RewriteFlag, Rewritten, Server, ServerStep, location_match,
+};
+use http::HeaderMap;
+
+use crate::reqlog::LogCtx;
+
+/// What answers the request.
+pub(crate) enum ActionRef<'a> {
+    /// `proxy_pass`.
+    Proxy(&'a ProxyPass),
+    /// `return`.
+    Return(&'a Return),
+    /// nginx's 301 from `/prefix` to `/prefix/` for a `proxy_pass` location `/prefix/`.
+    AddSlash,
+    /// A `rewrite`'s redirect: the status and the target (a path not yet absolute).
+    Redirect(u16, String),
+    /// The URI changed more than [`MAX_URI_CHANGES`] times: 500.
+    Cycle,
+}
+
+impl<'a> From<&'a Action> for ActionRef<'a> {
+    fn from(a: &'a Action) -> Self {
+        match a {
+            Action::ProxyPass(p) => ActionRef::Proxy(p),
+            Action::Return(r) => ActionRef::Return(r),
+        }
+    }
+}
+
+/// How a rewrite changed the URI that `proxy_pass` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriChange {
+    /// Not changed: the request URI as received (or with the location's prefix replaced).
+    None,
+    /// Changed by a server's `rewrite` or before a location search: the new URI, with
+    /// the location's prefix replaced by `proxy_pass`'s URI part if it has one.
+    Changed,
+    /// Changed by a `rewrite … break` in the serving location: the whole new URI, as
+    /// nginx sends it whatever `proxy_pass`'s URI part.
+    Break,
+}
+
+/// The outcome: the settings that apply, the action (none: 404), the location (none
+/// when the server answered, or no location matched), and how the URI changed.
+pub(crate) struct Routed<'s> {
+    pub(crate) settings: &'s ProxySettings,
+    pub(crate) action: Option<ActionRef<'s>>,
+    pub(crate) location: Option<&'s LocationBlock>,
+    pub(crate) uri_change: UriChange,
+}
+
+/// Run the phases for a request whose normalised path is `log.uri`; rewrites update
+/// `log.uri` and `log.args`.
+pub(crate) fn route<'s>(server: &'s Server, log: &mut LogCtx, headers: &HeaderMap) -> Routed<'s> {
+    let mut changes = 0;
+    let at_server = |action| Routed {
+        settings: &server.settings,
+        action: Some(action),
+        location: None,
+        uri_change: UriChange::None,
+    };
+    let mut stopped = false;
+    for step in &server.server_steps {
+        match step {
+            ServerStep::If(i) => {
+                let vars = log.vars(headers);
+                let get = |name: &str| vars.get(name).into_owned();
+                if i.condition.holds(&get, &|t| vars.expand(t)) {
+                    return at_server(ActionRef::Return(&i.ret));
+                }
+            }
+            ServerStep::Rewrite(r) => match rewrite(r, log, headers) {
+                None => {}
+                Some(Rewritten::Redirect { code, url }) => {
+                    return at_server(ActionRef::Redirect(code, url));
+                }
+                Some(Rewritten::Uri { .. }) => {
+                    changes += 1;
+                    if matches!(r.flag, RewriteFlag::Last | RewriteFlag::Break) {
+                        stopped = true;
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    if !stopped && let Some(r) = &server.server_return {
+        return at_server(ActionRef::Return(r));
+    }
+    loop {
+        let uri_change = match changes {
+            0 => UriChange::None,
+            _ => UriChange::Changed,
+        };
+        let found = |l: &'s LocationBlock, action| Routed {
+            settings: &l.settings,
+            action,
+            location: Some(l),
+            uri_change,
+        };
+        if let Some(l) = auto_slash(&server.locations, &log.uri) {
+            return found(l, Some(ActionRef::AddSlash));
+        }
+        let Some(l) = location_match(&server.locations, &log.uri) else {
+            return Routed {
+                settings: &server.settings,
+                action: None,
+                location: None,
+                uri_change,
+            };
+        };
+        let mut search_again = false;
+        for r in &l.rewrites {
+            match rewrite(r, log, headers) {
+                None => continue,
+                Some(Rewritten::Redirect { code, url }) => {
+                    return found(l, Some(ActionRef::Redirect(code, url)));
+                }
+                Some(Rewritten::Uri { .. }) => {}
+            }
+            changes += 1;
+            if changes > MAX_URI_CHANGES {
+                tracing::error!(uri = %log.uri, "rewrite or internal redirection cycle while processing the request: 500");
+                return found(l, Some(ActionRef::Cycle));
+            }
+            search_again = true;
+            match r.flag {
+                RewriteFlag::Break => {
+                    // Served here, by the location's `proxy_pass` (a `return` after the
+                    // `break` is not run).
+                    let mut routed = found(l, l.pass.as_ref().map(ActionRef::Proxy));
+                    routed.uri_change = UriChange::Break;
+                    return routed;
+                }
+                RewriteFlag::Last => break,
+                _ => {}
+            }
+        }
+        if !search_again {
+            return found(l, l.action.as_ref().map(ActionRef::from));
+        }
+    }
+}
+
+/// Apply `r` to the request's current URI; a new URI is stored in `log`.
+fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritten> {
+    let done = {
+        let vars = log.vars(headers);
+        let args = vars.get("args").into_owned();
+        r.apply(&log.uri, &args, &|name| vars.get(name).into_owned())?
+    };
+    if let Rewritten::Uri { uri, args } = &done {
+        tracing::debug!(pattern = %r.pattern, %uri, %args, "rewritten");
+        log.uri.clone_from(uri);
+        log.args = Some(args.clone());
+    }
+    Some(done)
+}
+
+/// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is
+/// written for `PATH` itself: nginx answers 301 to `PATH/` (before trying regexes).
+fn auto_slash<'a>(locations: &'a [LocationBlock], path: &str) -> Option<&'a LocationBlock> {
+    let with_slash = format!("{path}/");
+    let target = locations.iter().find(|l| {
+        matches!(&l.matcher, Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if *p == with_slash)
+            && matches!(l.action, Some(Action::ProxyPass(_)))
+    })?;
+    let written = locations.iter().any(|l| {
+        matches!(&l.matcher, Matcher::Exact(p) | Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if p == path)
+    });
+    (!written).then_some(target)
+}
