@@ -46,7 +46,8 @@
 //!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
 //!   chosen), `allow`/`deny` (addresses, CIDR blocks, `all`, `unix:`; a level with
-//!   rules inherits none), `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
+//!   inherited on its own; the file is read by the proxy at each request), `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
@@ -154,10 +155,11 @@ pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
-    AccessLog, AccessMatch, AccessRule, Action, AddHeader, CertPair, ClientLimits, ErrorLog,
-    HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
-    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server,
-    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
+    AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
+    ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier,
+    LogEscape, LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return,
+    Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
+    UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -166,6 +166,7 @@ impl Site {
         };
         let settings = ProxySettings {
             access_rules: Vec::new(),
+            auth_basic: None,
             proxy_set_header: vec![
                 header("Host", "http_host"),
                 header("X-Forwarded-For", "proxy_add_x_forwarded_for"),

@@ -45,6 +45,7 @@ pub(crate) fn bad_request_page(why: &str) -> Response<ProxyBody> {
 pub(crate) fn page(code: StatusCode) -> String {
     // nginx's reason phrases where they differ from RFC 9110's.
     let reason = match code.as_u16() {
+        401 => "Authorization Required",
         405 => "Not Allowed",
         413 => "Request Entity Too Large",
         414 => "Request-URI Too Large",

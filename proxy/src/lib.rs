@@ -57,6 +57,7 @@
 mod access_log;
 mod admin;
 mod arrival;
+mod auth_basic;
 mod balance;
 mod body;
 mod client_cert;

@@ -142,6 +142,17 @@ async fn serve(
         log.headers = parts.headers.clone();
     }
     let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
+    // nginx's access phase also runs `auth_basic` (after `allow`/`deny`, `satisfy all`).
+    let auth_refusal = match (&action, &settings.auth_basic) {
+        (None | Some(ActionRef::Proxy(_)), Some(auth))
+            if !body_too_large(declared_length(&parts), settings) =>
+        {
+            crate::auth_basic::check(auth, &parts.headers)
+                .err()
+                .map(|e| auth_refusal(&e, auth, &log.vars(&parts.headers)))
+        }
+        _ => None,
+    };
     let mut resp = match (action, &normalized) {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
@@ -169,6 +180,7 @@ async fn serve(
             tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
             error_page(StatusCode::FORBIDDEN)
         }
+        _ if auth_refusal.is_some() => auth_refusal.expect("checked"),
         (None, _) => error_page(StatusCode::NOT_FOUND),
         (Some(ActionRef::Return(r)), _) => {
             if r.code == 444 {
@@ -254,6 +266,30 @@ fn client_cert_refusal(
         }
         _ => None,
     }
+}
+
+/// The answer to a request `auth_basic` refused: 401 with the realm's challenge, or
+/// 403 / 500 when the password file is missing / cannot be read; logged as nginx logs it.
+fn auth_refusal(
+    e: &crate::auth_basic::AuthError,
+    auth: &hsmgate_config::nginx::AuthBasic,
+    vars: &Vars<'_>,
+) -> Response<ProxyBody> {
+    use crate::auth_basic::AuthError;
+    let client = vars.conn.peer.ip();
+    match e {
+        AuthError::NoCredentials => tracing::info!(%client, "{e}"),
+        _ => tracing::error!(%client, "{e}"),
+    }
+    if e.status() != 401 {
+        return error_page(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN));
+    }
+    let mut resp = error_page(StatusCode::UNAUTHORIZED);
+    let realm = vars.expand(&auth.realm).replace('"', "\\\"");
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 /// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request

@@ -220,7 +220,10 @@ impl Vars<'_> {
             "request_time" => format!("{:.3}", self.elapsed.as_secs_f64()).into(),
             "upstream_addr" => self.upstream_addr.into(),
             "connection" => self.conn.id.to_string().into(),
-            "remote_user" => "".into(),
+            // The user of an `Authorization: Basic` header, checked or not (as nginx).
+            "remote_user" => crate::auth_basic::credentials(self.headers)
+                .map_or(String::new(), |(user, _)| user)
+                .into(),
             "request_id" => self.request_id.get_or_init(request_id).as_str().into(),
             "msec" => msec(SystemTime::now()).into(),
             "time_iso8601" => time_iso8601(self.started).into(),

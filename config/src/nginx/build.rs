@@ -80,6 +80,8 @@ const KNOWN: &[&str] = &[
     "proxy_next_upstream_timeout",
     "allow",
     "deny",
+    "auth_basic",
+    "auth_basic_user_file",
 ];
 
 const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";

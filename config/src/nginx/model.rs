@@ -380,6 +380,8 @@ pub struct Return {
 pub struct ProxySettings {
     /// `allow` / `deny`, in order (a level with any inherits none of the outer ones).
     pub access_rules: Vec<AccessRule>,
+    /// `auth_basic` with its `auth_basic_user_file` (`None`: off, or no file).
+    pub auth_basic: Option<AuthBasic>,
     /// `proxy_set_header`s (not inherited by a level that has its own). The
     /// proxy adds nginx's defaults `Host: $proxy_host` and `Connection: close`
     /// unless these set them.
@@ -483,6 +485,17 @@ impl Default for ClientLimits {
             http2_max_concurrent_streams: 128,
         }
     }
+}
+
+/// `auth_basic REALM` and `auth_basic_user_file FILE` (each inherited on its own, as in
+/// nginx): a request needs the `Authorization: Basic` of a user in the file, whose
+/// lines `user:hash[:comment]` are read at each request, as nginx does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthBasic {
+    /// The realm (`WWW-Authenticate: Basic realm="…"`), variables expanded per request.
+    pub realm: Template,
+    /// The password file (relative paths from the configuration's directory).
+    pub user_file: PathBuf,
 }
 
 /// One `allow` or `deny` rule (nginx's access module): the first rule whose addresses

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AccessMatch, AccessRule, AddHeader, ClientLimits, ErrorLog, HttpVersion,
+    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, HttpVersion,
     NextUpstream, ProxySettings,
 };
 use super::parse::{Arg, Directive};
@@ -48,6 +48,10 @@ pub(crate) struct Scope {
     /// `proxy_next_upstream_tries` and `_timeout` (each inherited on its own).
     next_tries: Option<u32>,
     next_time_limit: Option<Duration>,
+    /// `auth_basic`: the realm, `Some(None)` for `off`.
+    auth_realm: Option<Option<Template>>,
+    /// `auth_basic_user_file` (inherited on its own).
+    auth_file: Option<std::path::PathBuf>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -100,6 +104,12 @@ impl Scope {
         }
         self.next_tries = self.next_tries.or(outer.next_tries);
         self.next_time_limit = self.next_time_limit.or(outer.next_time_limit);
+        if self.auth_realm.is_none() {
+            self.auth_realm = outer.auth_realm.clone();
+        }
+        if self.auth_file.is_none() {
+            self.auth_file = outer.auth_file.clone();
+        }
     }
 
     /// The merged settings, with nginx's defaults.
@@ -107,6 +117,13 @@ impl Scope {
         let t = |i: usize| self.timeouts[i].unwrap_or(Duration::from_secs(60));
         ProxySettings {
             access_rules: self.rules.clone().unwrap_or_default(),
+            auth_basic: match (&self.auth_realm, &self.auth_file) {
+                (Some(Some(realm)), Some(file)) => Some(AuthBasic {
+                    realm: realm.clone(),
+                    user_file: file.clone(),
+                }),
+                _ => None,
+            },
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
             proxy_hide_header: self
@@ -270,6 +287,26 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "auth_basic" => {
+                let arg = ctx.one(d)?;
+                let realm = match arg.value.as_str() {
+                    "off" => None,
+                    _ => Some(ctx.template(d, arg)?),
+                };
+                set(ctx, d, &mut self.auth_realm, realm)?;
+            }
+            "auth_basic_user_file" => {
+                let arg = ctx.one(d)?;
+                if arg.value.contains('$') {
+                    return Err(ctx.invalid(
+                        d,
+                        arg.at,
+                        "variables in the file name are not supported",
+                    ));
+                }
+                let path = ctx.conf_path(&arg.value);
+                set(ctx, d, &mut self.auth_file, path)?;
             }
             "proxy_next_upstream_tries" => {
                 let arg = ctx.one(d)?;

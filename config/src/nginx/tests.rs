@@ -626,6 +626,42 @@ fn rewrites_in_servers_and_locations() {
 }
 
 #[test]
+fn auth_basic_realm_and_file_are_inherited_apart() {
+    let c = load_str(&http(
+        "auth_basic \"Staff $host\";
+  server {
+    listen 127.0.0.1:80;
+    auth_basic_user_file htpasswd;
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { auth_basic off; proxy_pass http://127.0.0.1:9; }
+    location /c/ { auth_basic_user_file /etc/other; proxy_pass http://127.0.0.1:9; }
+  }
+  server { listen 127.0.0.1:81; location / { proxy_pass http://127.0.0.1:9; } }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let auth = |path: &str| {
+        let l = location_match(&s.locations, path).unwrap();
+        l.settings
+            .auth_basic
+            .as_ref()
+            .map(|a| (a.realm.to_string(), a.user_file.clone()))
+    };
+    assert_eq!(
+        auth("/a/"),
+        Some(("Staff ${host}".into(), PathBuf::from("/x/conf/htpasswd")))
+    );
+    assert_eq!(auth("/b/"), None, "auth_basic off");
+    assert_eq!(auth("/c/").map(|a| a.1), Some(PathBuf::from("/etc/other")));
+    let other = &c.servers[1].locations[0];
+    assert_eq!(other.settings.auth_basic, None, "a realm without a file");
+    let e = err(&http(
+        "server { listen 127.0.0.1:1; auth_basic_user_file /a/$host; }",
+    ));
+    assert!(e.contains("variables in the file name"), "{e}");
+}
+
+#[test]
 fn client_certificate_settings() {
     let server = |extra: &str| {
         http(&format!(

@@ -754,3 +754,106 @@ fn rewrite_as_nginx_runs_it() {
         gate.server.log_text()
     );
 }
+
+/// `auth_basic` with an `htpasswd` file of `openssl passwd` hashes, each case checked
+/// against Debian's nginx 1.22 with the same directives (2026-12-02): 401 with the realm
+/// and nginx's page without or with wrong credentials (the upstream not contacted), the
+/// request through with `$remote_user` for each kind of hash, `auth_basic off`, a
+/// `return` answered before the access phase, `deny` first, a missing file's 403, and the
+/// file read at each request (a changed password applies without a reload).
+#[test]
+fn auth_basic_as_nginx_checks_it() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    let passwd = |args: &[&str], password: &str| {
+        let out = std::process::Command::new("openssl")
+            .arg("passwd")
+            .args(args)
+            .arg(password)
+            .output()
+            .expect("openssl passwd");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let write = |ann: &str| {
+        let text = format!(
+            "ann:{}\nbob:{}:a comment\n# carl:{{PLAIN}}commented\ncarl:{{PLAIN}}pw3\n",
+            passwd(&["-apr1"], ann),
+            passwd(&["-6"], "pw2"),
+        );
+        std::fs::write(&file, text).expect("htpasswd");
+    };
+    write("pw1");
+    let extra = format!(
+        "location /auth/ {{ auth_basic \"Staff only\"; auth_basic_user_file {file};
+            proxy_set_header X-Uri \"$remote_user\"; proxy_pass http://{up};
+            location /auth/open/ {{ auth_basic off; proxy_pass http://{up}; }}
+            location /auth/ret/ {{ return 200 \"ret $remote_user\"; }}
+            location /auth/deny/ {{ deny all; proxy_pass http://{up}; }}
+        }}
+        location /gone/ {{ auth_basic on; auth_basic_user_file {gone}; proxy_pass http://{up}; }}",
+        file = file.display(),
+        gone = dir.path().join("nope").display(),
+    );
+    let (gate, http) = start(&raw, &extra);
+    let request = |target: &str, user: Option<&str>| {
+        use base64::Engine;
+        let auth = user.map_or(String::new(), |u| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(u);
+            format!("Authorization: Basic {b64}\r\n")
+        });
+        plain(
+            http,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let x_uri = || {
+        let seen = raw.seen.lock().expect("lock");
+        let head = seen.last().cloned().unwrap_or_default();
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-uri: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for user in [None, Some("ann:bad"), Some("dave:pw1"), Some("bob:pw1")] {
+        let before = raw.count();
+        let r = request("/auth/x", user);
+        assert_eq!(r.status, 401, "{user:?}: {r:?}");
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Basic realm=\"Staff only\""),
+            "{user:?}"
+        );
+        assert!(r.body.contains("401 Authorization Required"), "{r:?}");
+        assert_eq!(raw.count(), before, "{user:?}: no upstream contacted");
+    }
+    for (user, name) in [("ann:pw1", "ann"), ("bob:pw2", "bob"), ("carl:pw3", "carl")] {
+        let r = request("/auth/x", Some(user));
+        assert_eq!(r.status, 200, "{user}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(x_uri(), name, "$remote_user");
+    }
+    assert_eq!(request("/auth/open/x", None).status, 200);
+    let r = request("/auth/ret/x", None);
+    assert_eq!((r.status, r.body.as_str()), (200, "ret "), "{r:?}");
+    let r = request("/auth/ret/x", Some("ann:whatever"));
+    assert_eq!(r.body, "ret ann", "$remote_user is the header's user");
+    assert_eq!(request("/auth/deny/x", Some("ann:pw1")).status, 403);
+    assert_eq!(request("/auth/deny/x", None).status, 403);
+    assert_eq!(request("/gone/x", Some("ann:pw1")).status, 403);
+    assert_eq!(request("/gone/x", None).status, 401);
+    // A new password applies at once: the file is read at each request.
+    write("changed");
+    assert_eq!(request("/auth/x", Some("ann:pw1")).status, 401);
+    assert_eq!(request("/auth/x", Some("ann:changed")).status, 200);
+    let log = gate.server.log_text();
+    assert!(log.contains("user \"ann\": password mismatch"), "{log}");
+    assert!(log.contains("user \"dave\" was not found in"), "{log}");
+    assert!(log.contains("open() ") && log.contains("nope"), "{log}");
+}
