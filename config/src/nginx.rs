@@ -35,7 +35,10 @@
 //!   an upstream name nor an IP address must resolve, as nginx resolves it at load:
 //!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
 //!   `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` (before the `return`),
-//!   nested `location`, settings.
+//!   nested `location`, settings; `location @name` (server level, for `error_page`).
+//! - `error_page CODE… [=[RESPONSE]] URI|@name|URL`, `proxy_intercept_errors`,
+//!   `recursive_error_pages` (settings), and `root`, read only for the pages
+//!   `error_page` names.
 //! - settings (inherited `http` → `server` → `location`; a level with its own
 //!   `proxy_set_header`, `add_header` or `access_log` inherits none of the
 //!   outer ones, as in nginx; one with `proxy_hide_header` or `proxy_pass_header`
@@ -94,7 +97,7 @@
 //! | `keepalive_requests` | connections are not closed after a request count |
 //! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
 //! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |
-//! | `root`, `index`, `log_not_found` | hsmgate serves no files. In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
+//! | `index`, `log_not_found` | hsmgate serves no files (`root` is read only for the pages `error_page` names). In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
 //! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |
 //! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
 //!
@@ -156,10 +159,10 @@ pub use self::cond::{Condition, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
-    ErrorLog, HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier,
-    LogEscape, LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return,
-    Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
-    UpstreamServer,
+    ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT, HttpVersion,
+    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
+    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, SoKeepalive,
+    SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -167,6 +167,10 @@ impl Site {
         let settings = ProxySettings {
             access_rules: Vec::new(),
             auth_basic: None,
+            error_pages: Vec::new(),
+            proxy_intercept_errors: false,
+            recursive_error_pages: false,
+            root: None,
             proxy_set_header: vec![
                 header("Host", "http_host"),
                 header("X-Forwarded-For", "proxy_add_x_forwarded_for"),

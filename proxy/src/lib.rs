@@ -68,6 +68,7 @@ pub mod demo;
 pub mod echo_upstream;
 mod error;
 mod error_page;
+mod error_redirect;
 mod file_key;
 mod generation;
 mod h1guard;

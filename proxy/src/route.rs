@@ -142,18 +142,15 @@ async fn serve(
         log.headers = parts.headers.clone();
     }
     let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
-    // nginx's access phase also runs `auth_basic` (after `allow`/`deny`, `satisfy all`).
-    let auth_refusal = match (&action, &settings.auth_basic) {
-        (None | Some(ActionRef::Proxy(_)), Some(auth))
-            if !body_too_large(declared_length(&parts), settings) =>
-        {
-            crate::auth_basic::check(auth, &parts.headers)
-                .err()
-                .map(|e| auth_refusal(&e, auth, &log.vars(&parts.headers)))
-        }
-        _ => None,
+    // Kept for an `error_page` that sends the request elsewhere (its body is not).
+    let head = (!settings.error_pages.is_empty()).then(|| RequestHead::of(&parts));
+    let routed = Routed {
+        settings,
+        action,
+        location,
+        uri_change,
     };
-    let mut resp = match (action, &normalized) {
+    let mut resp = match &normalized {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
@@ -168,50 +165,33 @@ async fn serve(
             resp
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
-        (_, None) => error_page(StatusCode::BAD_REQUEST),
-        // nginx's access phase (`allow`/`deny`): after `return` and the slash redirect
-        // (rewrite and find-config phases), before the content.
-        // nginx checks a declared body against client_max_body_size earlier still (the
-        // find-config phase): a request too large for a denied location is a 413.
-        (None | Some(ActionRef::Proxy(_)), _)
-            if !AccessRule::allows(&settings.access_rules, conn.peer.ip())
-                && !body_too_large(declared_length(&parts), settings) =>
-        {
-            tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
-            error_page(StatusCode::FORBIDDEN)
-        }
-        _ if auth_refusal.is_some() => auth_refusal.expect("checked"),
-        (None, _) => error_page(StatusCode::NOT_FOUND),
-        (Some(ActionRef::Return(r)), _) => {
-            if r.code == 444 {
-                log.status = 444;
-                return Err(Abort);
-            }
-            return_response(r, &log.vars(&parts.headers))
-        }
-        (Some(ActionRef::AddSlash), Some(_)) => {
-            let vars = log.vars(&parts.headers);
-            let args = vars.get("is_args").into_owned() + &vars.get("args");
-            let url = absolute(&vars, &format!("{}/{args}", log.uri));
-            redirect(StatusCode::MOVED_PERMANENTLY, &url)
-        }
-        (Some(ActionRef::Redirect(code, url)), _) => {
-            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND);
-            let url = absolute(&log.vars(&parts.headers), &url);
-            redirect(code, &escape_location(&url))
-        }
-        (Some(ActionRef::Cycle), _) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
-        (Some(ActionRef::Proxy(p)), _) => {
-            let location = location.expect("a proxy_pass action comes from a location");
-            let to = Destination {
-                settings,
-                location,
-                pass: p,
-                uri_change,
-            };
-            proxy(&generation, to, parts, body, &mut log).await
+        None => error_page(StatusCode::BAD_REQUEST),
+        Some(_) => {
+            answer(
+                &generation,
+                &conn,
+                routed,
+                parts,
+                Some(body),
+                &mut log,
+                false,
+            )
+            .await?
         }
     };
+    let mut settings = settings;
+    if let Some(head) = head {
+        (resp, settings) = crate::error_redirect::apply(
+            &generation,
+            &conn,
+            server,
+            settings,
+            resp,
+            &head,
+            &mut log,
+        )
+        .await?;
+    }
     // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
     // Server`); hyper adds `Date` (the upstream's is hidden).
     resp.headers_mut()
@@ -235,6 +215,96 @@ async fn serve(
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// A routed request's answer, as nginx's access and content phases give it: `allow` /
+/// `deny` (403), `auth_basic` (401), then the action: 404 without one (or, for the page
+/// of an `error_page` (`files`), the file under `root`), `return`, the slash redirect,
+/// a rewrite's redirect or cycle, `proxy_pass`. `body` is `None` for a request sent
+/// elsewhere by `error_page` (its body is not passed on).
+pub(crate) async fn answer(
+    generation: &Generation,
+    conn: &ConnInfo,
+    routed: Routed<'_>,
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+    log: &mut LogCtx,
+    files: bool,
+) -> Result<Response<ProxyBody>, Abort> {
+    let Routed {
+        settings,
+        action,
+        location,
+        uri_change,
+    } = routed;
+    let checked = matches!(action, None | Some(ActionRef::Proxy(_)))
+        && !body_too_large(declared_length(&parts), settings);
+    // nginx's access phase (`allow`/`deny`): after `return` and the slash redirect
+    // (rewrite and find-config phases), before the content.
+    // nginx checks a declared body against client_max_body_size earlier still (the
+    // find-config phase): a request too large for a denied location is a 413.
+    if checked && !AccessRule::allows(&settings.access_rules, conn.peer.ip()) {
+        tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
+        return Ok(error_page(StatusCode::FORBIDDEN));
+    }
+    // Then `auth_basic` (`satisfy all`).
+    if checked
+        && let Some(auth) = &settings.auth_basic
+        && let Err(e) = crate::auth_basic::check(auth, &parts.headers)
+    {
+        return Ok(auth_refusal(&e, auth, &log.vars(&parts.headers)));
+    }
+    Ok(match action {
+        None if files => crate::error_redirect::file(settings, &log.uri).await,
+        None => error_page(StatusCode::NOT_FOUND),
+        Some(ActionRef::Return(r)) => {
+            if r.code == 444 {
+                log.status = 444;
+                return Err(Abort);
+            }
+            return_response(r, &log.vars(&parts.headers))
+        }
+        Some(ActionRef::AddSlash) => {
+            let vars = log.vars(&parts.headers);
+            let args = vars.get("is_args").into_owned() + &vars.get("args");
+            let url = absolute(&vars, &format!("{}/{args}", log.uri));
+            redirect(StatusCode::MOVED_PERMANENTLY, &url)
+        }
+        Some(ActionRef::Redirect(code, url)) => {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND);
+            let url = absolute(&log.vars(&parts.headers), &url);
+            redirect(code, &escape_location(&url))
+        }
+        Some(ActionRef::Cycle) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+        Some(ActionRef::Proxy(p)) => {
+            let location = location.expect("a proxy_pass action comes from a location");
+            let to = Destination {
+                settings,
+                location,
+                pass: p,
+                uri_change,
+            };
+            proxy(generation, to, parts, body, log).await
+        }
+    })
+}
+
+/// What an `error_page` needs of the request to send it elsewhere: its method, version
+/// and headers.
+pub(crate) struct RequestHead {
+    pub(crate) method: http::Method,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+}
+
+impl RequestHead {
+    fn of(parts: &http::request::Parts) -> RequestHead {
+        RequestHead {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
 }
 
 /// What nginx answers instead of serving, when the server `Host` selects verifies
@@ -441,7 +511,7 @@ async fn proxy(
     generation: &Generation,
     to: Destination<'_>,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: Option<Incoming>,
     log: &mut LogCtx,
 ) -> Response<ProxyBody> {
     let Destination {
@@ -520,39 +590,42 @@ async fn proxy(
     let fault = BodyFault::default();
     let mut buffered: Option<Spooled> = None;
     let mut streamed: Option<UpstreamBody> = None;
-    if body.is_end_stream() {
-        buffered = Some(Spooled::Memory(Bytes::new()));
-    } else if settings.proxy_request_buffering {
-        let max = settings.client_max_body_size;
-        let memory = settings.client_body_buffer_size;
-        match crate::spool::read(body, max, memory, settings.client.body_timeout).await {
-            Ok(spooled) => {
-                // The body is here: nothing to continue (nginx does not pass Expect).
-                headers.remove(header::EXPECT);
-                headers.remove(header::TRANSFER_ENCODING);
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
-                log.request_body_length = spooled.len();
-                buffered = Some(spooled);
-            }
-            Err(crate::spool::SpoolError::Unspooled(u)) => {
-                let u = *u;
-                if !NO_TEMP_FILE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(error = %u.error, "request bodies over client_body_buffer_size are streamed (and not retried on another server): no temporary file can be made in $TMPDIR");
+    match body.filter(|b| !b.is_end_stream()) {
+        None => buffered = Some(Spooled::Memory(Bytes::new())),
+        Some(body) if settings.proxy_request_buffering => {
+            let max = settings.client_max_body_size;
+            let memory = settings.client_body_buffer_size;
+            match crate::spool::read(body, max, memory, settings.client.body_timeout).await {
+                Ok(spooled) => {
+                    // The body is here: nothing to continue (nginx does not pass Expect).
+                    headers.remove(header::EXPECT);
+                    headers.remove(header::TRANSFER_ENCODING);
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+                    log.request_body_length = spooled.len();
+                    buffered = Some(spooled);
                 }
-                let max = max.map(|m| m.saturating_sub(u.seen));
-                let rest =
-                    ClientBody::new(u.rest, max, settings.client.body_timeout, fault.clone());
-                streamed = Some(crate::spool::Prefixed::new(u.head, rest).boxed());
-            }
-            Err(e) => {
-                tracing::info!(path = %log.request_uri, error = %e, "request body not read");
-                return error_page(e.status());
+                Err(crate::spool::SpoolError::Unspooled(u)) => {
+                    let u = *u;
+                    if !NO_TEMP_FILE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(error = %u.error, "request bodies over client_body_buffer_size are streamed (and not retried on another server): no temporary file can be made in $TMPDIR");
+                    }
+                    let max = max.map(|m| m.saturating_sub(u.seen));
+                    let rest =
+                        ClientBody::new(u.rest, max, settings.client.body_timeout, fault.clone());
+                    streamed = Some(crate::spool::Prefixed::new(u.head, rest).boxed());
+                }
+                Err(e) => {
+                    tracing::info!(path = %log.request_uri, error = %e, "request body not read");
+                    return error_page(e.status());
+                }
             }
         }
-    } else {
-        let timeout = settings.client.body_timeout;
-        let client = ClientBody::new(body, settings.client_max_body_size, timeout, fault.clone());
-        streamed = Some(client.boxed());
+        Some(body) => {
+            let timeout = settings.client.body_timeout;
+            let client =
+                ClientBody::new(body, settings.client_max_body_size, timeout, fault.clone());
+            streamed = Some(client.boxed());
+        }
     }
     let client = {
         let vars = log.vars(&parts.headers);
@@ -775,6 +848,10 @@ fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Some(url) = location.and_then(|u| HeaderValue::from_str(&u).ok()) {
         resp.headers_mut().insert(header::LOCATION, url);
+    }
+    if !html {
+        // `return CODE TEXT`: what the configuration wrote, which `error_page` keeps.
+        resp.extensions_mut().insert(crate::error_redirect::Written);
     }
     resp
 }

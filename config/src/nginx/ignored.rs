@@ -107,11 +107,6 @@ const IGNORED: &[(&str, &str)] = &[
         "modules are built into hsmgate (the ones it implements need no loading)",
     ),
     (
-        "root",
-        "hsmgate serves no files: it matters only where nginx would serve them, and such \
-         locations are warned about",
-    ),
-    (
         "index",
         "hsmgate serves no files: it matters only where nginx would serve them, and such \
          locations are warned about",
@@ -201,7 +196,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("load_module", Shape::One),
     ("master_process", Shape::Flag),
     ("daemon", Shape::Flag),
-    ("root", Shape::One),
     ("index", Shape::Some),
     ("log_not_found", Shape::Flag),
     ("server_name_in_redirect", Shape::Flag),

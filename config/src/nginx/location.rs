@@ -25,6 +25,18 @@ pub(crate) fn build_location(
 ) -> Result<LocationBlock, ConfigError> {
     let body = ctx.block(d, 1, 2)?;
     let matcher = matcher(ctx, d)?;
+    let named = matcher.pattern().starts_with('@');
+    if named && parent.is_some() {
+        return Err(ctx.invalid(
+            d,
+            d.at,
+            format!(
+                "location \"{}\" could not be inside another location: a named location \
+                 is at the server level only",
+                matcher.pattern()
+            ),
+        ));
+    }
     if let Some(p) = parent {
         check_nesting(ctx, d, p, &matcher)?;
     }
@@ -106,7 +118,12 @@ fn matcher(ctx: &Ctx<'_>, d: &Directive) -> Result<Matcher, ConfigError> {
         _ => unreachable!("ctx.block checked 1..=2 arguments"),
     };
     if pattern.starts_with('@') {
-        return Err(ctx.invalid(d, at, "named locations are not supported"));
+        // A named location (`error_page`'s `@name`): kept as an exact location whose
+        // pattern no request path can equal (every path starts with `/`).
+        if !modifier.is_empty() || pattern.len() == 1 {
+            return Err(ctx.invalid(d, at, format!("invalid location name \"{pattern}\"")));
+        }
+        return Ok(Matcher::Exact(pattern));
     }
     let regex = |ci: bool| {
         let source = if ci {
@@ -211,11 +228,13 @@ fn proxy_pass(
         Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
         None => (rest, None),
     };
-    if uri.is_some() && matches!(m, Matcher::Regex { .. }) {
+    let named = m.pattern().starts_with('@');
+    if uri.is_some() && (named || matches!(m, Matcher::Regex { .. })) {
         return Err(ctx.invalid(
             d,
             arg.at,
-            "\"proxy_pass\" cannot have URI part in location given by regular expression",
+            "\"proxy_pass\" cannot have URI part in location given by regular expression, \
+             or inside named location",
         ));
     }
     let port = if https { 443 } else { 80 };

@@ -382,6 +382,17 @@ pub struct ProxySettings {
     pub access_rules: Vec<AccessRule>,
     /// `auth_basic` with its `auth_basic_user_file` (`None`: off, or no file).
     pub auth_basic: Option<AuthBasic>,
+    /// `error_page`s (a level with its own inherits none of the outer ones).
+    pub error_pages: Vec<ErrorPage>,
+    /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
+    /// `error_page` names is replaced as hsmgate's own errors are.
+    pub proxy_intercept_errors: bool,
+    /// `recursive_error_pages` (default off): an error of the page an `error_page` went
+    /// to may go to another.
+    pub recursive_error_pages: bool,
+    /// `root`: where a location that serves files reads them from. hsmgate reads files
+    /// only for the page of an `error_page` (nginx's `/50x.html` pattern).
+    pub root: Option<PathBuf>,
     /// `proxy_set_header`s (not inherited by a level that has its own). The
     /// proxy adds nginx's defaults `Host: $proxy_host` and `Connection: close`
     /// unless these set them.
@@ -485,6 +496,40 @@ impl Default for ClientLimits {
             http2_max_concurrent_streams: 128,
         }
     }
+}
+
+/// `error_page CODE… [=[RESPONSE]] TARGET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    /// The statuses it applies to (300–599).
+    pub codes: Vec<u16>,
+    /// The status of the answer.
+    pub status: ErrorPageStatus,
+    /// Where the request goes.
+    pub target: ErrorPageTarget,
+}
+
+/// The status of an `error_page`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPageStatus {
+    /// No `=`: the error's own status.
+    Original,
+    /// `=CODE`.
+    Set(u16),
+    /// `=` alone: the status of the page's own answer.
+    FromTarget,
+}
+
+/// Where an `error_page` sends the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorPageTarget {
+    /// `/uri[?args]`: an internal redirect (the method becomes GET, HEAD stays), the
+    /// locations searched for the URI.
+    Uri(Template),
+    /// `@name`: the named location, URI unchanged.
+    Named(String),
+    /// Anything else (`http://…`): a redirect, 302 unless `=301`, `=303`, `=307` or `=308`.
+    Redirect(Template),
 }
 
 /// `auth_basic REALM` and `auth_basic_user_file FILE` (each inherited on its own, as in

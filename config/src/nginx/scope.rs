@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, HttpVersion,
-    NextUpstream, ProxySettings,
+    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, ErrorPage,
+    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings,
 };
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
@@ -52,6 +52,10 @@ pub(crate) struct Scope {
     auth_realm: Option<Option<Template>>,
     /// `auth_basic_user_file` (inherited on its own).
     auth_file: Option<std::path::PathBuf>,
+    error_pages: Option<Vec<ErrorPage>>,
+    intercept_errors: Option<bool>,
+    recursive_error_pages: Option<bool>,
+    root: Option<std::path::PathBuf>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -110,6 +114,14 @@ impl Scope {
         if self.auth_file.is_none() {
             self.auth_file = outer.auth_file.clone();
         }
+        if self.error_pages.is_none() {
+            self.error_pages = outer.error_pages.clone();
+        }
+        if self.root.is_none() {
+            self.root = outer.root.clone();
+        }
+        self.intercept_errors = self.intercept_errors.or(outer.intercept_errors);
+        self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
     /// The merged settings, with nginx's defaults.
@@ -124,6 +136,10 @@ impl Scope {
                 }),
                 _ => None,
             },
+            error_pages: self.error_pages.clone().unwrap_or_default(),
+            proxy_intercept_errors: self.intercept_errors.unwrap_or(false),
+            recursive_error_pages: self.recursive_error_pages.unwrap_or(false),
+            root: self.root.clone(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
             proxy_hide_header: self
@@ -287,6 +303,34 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "error_page" => {
+                let page = error_page(ctx, d)?;
+                self.error_pages.get_or_insert_with(Vec::new).push(page);
+            }
+            "proxy_intercept_errors" => {
+                let on = super::server::flag(ctx, d)?;
+                set(ctx, d, &mut self.intercept_errors, on)?;
+            }
+            "recursive_error_pages" => {
+                let on = super::server::flag(ctx, d)?;
+                set(ctx, d, &mut self.recursive_error_pages, on)?;
+            }
+            "root" => {
+                // nginx's `root` is relative to its prefix; hsmgate reads only the pages
+                // `error_page` names from it, and says so.
+                let arg = ctx.one(d)?;
+                if arg.value.contains('$') {
+                    return Err(ctx.invalid(d, arg.at, "variables in the path are not supported"));
+                }
+                let path = ctx.prefix_path(&arg.value);
+                set(ctx, d, &mut self.root, path)?;
+                ctx.warn(
+                    d.at,
+                    "\"root\" is used only for the pages \"error_page\" names: hsmgate serves \
+                     no other files (locations where nginx would serve them are warned about)"
+                        .into(),
+                );
             }
             "auth_basic" => {
                 let arg = ctx.one(d)?;
@@ -486,5 +530,57 @@ pub(crate) fn error_log(ctx: &Ctx<'_>, d: &Directive) -> Result<ErrorLog, Config
     Ok(ErrorLog {
         path,
         level: level.to_owned(),
+    })
+}
+
+/// `error_page CODE… [=[RESPONSE]] TARGET`.
+fn error_page(ctx: &Ctx<'_>, d: &Directive) -> Result<ErrorPage, ConfigError> {
+    let args = ctx.args(d, 2, usize::MAX)?;
+    let (target, rest) = args.split_last().expect("at least two arguments");
+    let (status, codes) = match rest.split_last() {
+        Some((last, codes)) if last.value.starts_with('=') => {
+            let status = match &last.value[1..] {
+                "" => ErrorPageStatus::FromTarget,
+                n => ErrorPageStatus::Set(
+                    n.parse::<u16>()
+                        .ok()
+                        .filter(|c| (100..=999).contains(c))
+                        .ok_or_else(|| {
+                            ctx.invalid(d, last.at, format!("invalid value \"{}\"", last.value))
+                        })?,
+                ),
+            };
+            (status, codes)
+        }
+        _ => (ErrorPageStatus::Original, rest),
+    };
+    if codes.is_empty() {
+        return Err(ctx.invalid(d, d.at, "invalid number of arguments"));
+    }
+    let codes = codes
+        .iter()
+        .map(|a| match a.value.parse::<u16>() {
+            Ok(c) if (300..=599).contains(&c) && c != 499 => Ok(c),
+            _ => Err(ctx.invalid(
+                d,
+                a.at,
+                format!("value \"{}\" must be between 300 and 599", a.value),
+            )),
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    let target = if let Some(name) = target.value.strip_prefix('@') {
+        if name.is_empty() {
+            return Err(ctx.invalid(d, target.at, "empty location name"));
+        }
+        ErrorPageTarget::Named(target.value.clone())
+    } else if target.value.starts_with('/') {
+        ErrorPageTarget::Uri(ctx.template(d, target)?)
+    } else {
+        ErrorPageTarget::Redirect(ctx.template(d, target)?)
+    };
+    Ok(ErrorPage {
+        codes,
+        status,
+        target,
     })
 }

@@ -360,7 +360,7 @@ fn errors_are_located() {
         err(&http(
             "server { location ~ ^/a { proxy_pass http://b/x; } }"
         )),
-        "/x/conf/nginx.conf:3:38: `proxy_pass`: \"proxy_pass\" cannot have URI part in location given by regular expression"
+        "/x/conf/nginx.conf:3:38: `proxy_pass`: \"proxy_pass\" cannot have URI part in location given by regular expression, or inside named location"
     );
     let e = err(&http(
         "server { ssl_certificate a; ssl_certificate_key \"engine:pkcs11:pkcs11:token=t;colour=red\"; }",
@@ -544,7 +544,10 @@ fn server_if_and_the_corpus_directives() {
     let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
     let has = |needle: &str| w.iter().any(|w| w.contains(needle));
     assert!(has("\"if\" is never used"), "{w:?}");
-    assert!(has("\"root\" ignored") && has("\"index\" ignored"), "{w:?}");
+    assert!(
+        has("\"root\" is used only for the pages") && has("\"index\" ignored"),
+        "{w:?}"
+    );
     assert!(has("location \"/\" has no \"proxy_pass\""), "{w:?}");
     assert!(!has("location \"/app/\""), "{w:?}");
 
@@ -659,6 +662,95 @@ fn auth_basic_realm_and_file_are_inherited_apart() {
         "server { listen 127.0.0.1:1; auth_basic_user_file /a/$host; }",
     ));
     assert!(e.contains("variables in the file name"), "{e}");
+}
+
+#[test]
+fn error_pages_and_named_locations() {
+    let c = load_str(&http(
+        "error_page 500 502 503 504 /50x.html;
+  server {
+    listen 127.0.0.1:80;
+    root html;
+    location = /50x.html { root /usr/share/nginx/html; }
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { error_page 404 = @fallback; error_page 403 =200 /x?y=1;
+        proxy_intercept_errors on; recursive_error_pages on; proxy_pass http://127.0.0.1:9; }
+    location /c/ { error_page 404 =301 https://$host/nf; return 404; }
+    location @fallback { proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let settings = |path: &str| &location_match(&s.locations, path).unwrap().settings;
+    let a = settings("/a/");
+    assert_eq!(a.error_pages.len(), 1, "inherited from http");
+    assert_eq!(a.error_pages[0].codes, [500, 502, 503, 504]);
+    assert_eq!(a.error_pages[0].status, ErrorPageStatus::Original);
+    assert!(
+        matches!(&a.error_pages[0].target, ErrorPageTarget::Uri(t) if t.to_string() == "/50x.html")
+    );
+    assert_eq!(
+        a.root,
+        Some(PathBuf::from("/x/html")),
+        "root from the prefix"
+    );
+    assert!(!a.proxy_intercept_errors && !a.recursive_error_pages);
+    assert_eq!(
+        settings("/50x.html").root,
+        Some(PathBuf::from("/usr/share/nginx/html"))
+    );
+    let b = settings("/b/");
+    assert_eq!(b.error_pages.len(), 2, "a level with its own inherits none");
+    assert_eq!(b.error_pages[0].status, ErrorPageStatus::FromTarget);
+    assert_eq!(
+        b.error_pages[0].target,
+        ErrorPageTarget::Named("@fallback".into())
+    );
+    assert_eq!(b.error_pages[1].status, ErrorPageStatus::Set(200));
+    assert!(b.proxy_intercept_errors && b.recursive_error_pages);
+    let c301 = &settings("/c/").error_pages[0];
+    assert_eq!(c301.status, ErrorPageStatus::Set(301));
+    assert!(matches!(&c301.target, ErrorPageTarget::Redirect(_)));
+    let named = s
+        .locations
+        .iter()
+        .find(|l| l.matcher.pattern() == "@fallback")
+        .unwrap();
+    assert!(named.action.is_some());
+    // No request path (they all start with `/`) selects a named location.
+    let found = location_match(&s.locations, "/@fallback");
+    assert!(found.is_none_or(|l| l.matcher.pattern() != "@fallback"));
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("\"root\" is used only for the pages")),
+        "{w:?}"
+    );
+
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, at, needle) in [
+        ("error_page 200 /x;", "4:12", "must be between 300 and 599"),
+        ("error_page 499 /x;", "4:12", "must be between 300 and 599"),
+        ("error_page 404 =abc /x;", "4:16", "invalid value \"=abc\""),
+        ("error_page =200 /x;", "4:1", "invalid number of arguments"),
+        ("error_page 404;", "4:1", "invalid number of arguments"),
+        ("error_page 404 @;", "4:16", "empty location name"),
+        (
+            "location /a/ { location @n { return 200; } }",
+            "4:16",
+            "named location is at the server level only",
+        ),
+        (
+            "location @n { proxy_pass http://127.0.0.1:9/x; }",
+            "4:26",
+            "inside named location",
+        ),
+        ("root /a/$host;", "4:6", "variables in the path"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
 }
 
 #[test]

@@ -243,7 +243,7 @@ fn debian_default_site_as_ssl_offload() {
             },
         ],
         &[
-            "\"root\" ignored",
+            "\"root\" is used only for the pages",
             "\"index\" ignored",
             "\"gzip\" ignored",
             "TLSv1 is not supported",
@@ -373,7 +373,10 @@ fn certbot_managed_site() {
                 ..get("other.example.test", "/o")
             },
         ],
-        &["\"ssl_dhparam\" ignored", "\"root\" ignored"],
+        &[
+            "\"ssl_dhparam\" ignored",
+            "\"root\" is used only for the pages",
+        ],
     );
     for (what, want) in [
         ("http:example.test/p?q=1", "https://example.test/p?q=1"),

@@ -22,7 +22,8 @@ const UPSTREAM_HEADERS: &str = "Server: upstream-srv/1.0\r\nDate: Mon, 01 Jan 20
     X-Accel-Expires: 10\r\nX-Secret: s\r\nX-Kept: k\r\n";
 
 /// An HTTP/1.1 upstream written by hand: it records each request head and answers
-/// `200 ok` with [`UPSTREAM_HEADERS`], one request per connection.
+/// `200 ok` (`418` for a path with `/s418`) with [`UPSTREAM_HEADERS`], one request per
+/// connection.
 struct RawUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
@@ -50,8 +51,13 @@ impl RawUpstream {
                 log.lock()
                     .expect("lock")
                     .push(String::from_utf8_lossy(&head).into_owned());
+                // A path with `/s418` gets a 418 (for `proxy_intercept_errors`).
+                let status = match head.windows(5).any(|w| w == b"/s418") {
+                    true => "418 I'm a teapot",
+                    false => "200 OK",
+                };
                 let answer = format!(
-                    "HTTP/1.1 200 OK\r\n{UPSTREAM_HEADERS}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                    "HTTP/1.1 {status}\r\n{UPSTREAM_HEADERS}Content-Length: 2\r\nConnection: close\r\n\r\nok"
                 );
                 let _ = stream.write_all(answer.as_bytes());
             }
@@ -856,4 +862,144 @@ fn auth_basic_as_nginx_checks_it() {
     assert!(log.contains("user \"ann\": password mismatch"), "{log}");
     assert!(log.contains("user \"dave\" was not found in"), "{log}");
     assert!(log.contains("open() ") && log.contains("nope"), "{log}");
+}
+
+/// `error_page`, every case checked against Debian's nginx 1.22 with the same directives
+/// (2026-12-02): the `/50x.html` pattern (a 502 answered with the file under `root`,
+/// status kept), `=` (the page's status), `=200`, a named location (URI and arguments
+/// kept), a redirect (302, or `=301`), a `return CODE TEXT` left alone, an upstream's
+/// status replaced only with `proxy_intercept_errors on`, one page per request unless
+/// `recursive_error_pages on`, the page's own arguments, and a POST sent on as a GET.
+#[test]
+fn error_page_as_nginx_answers_it() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let html = tempfile::tempdir().expect("tempdir");
+    std::fs::write(html.path().join("50x.html"), "<h1>sorry</h1>\n").expect("page");
+    let down = port_in_range();
+    let extra = format!(
+        "proxy_set_header X-Uri \"$uri|$args\";
+        error_page 502 504 /50x.html;
+        location = /50x.html {{ root {root}; }}
+        location /down/ {{ proxy_pass http://127.0.0.1:{down}; }}
+        location /nf/ {{ error_page 404 = /raw/fallback; return 404; }}
+        location /named/ {{ error_page 404 = @up; return 404; }}
+        location @up {{ proxy_pass http://{up}; }}
+        location /set/ {{ error_page 403 =200 /50x.html; deny all; proxy_pass http://{up}; }}
+        location /redir/ {{ error_page 404 https://example.com/nf; return 404; }}
+        location /redir301/ {{ error_page 404 =301 https://example.com/nf; return 404; }}
+        location /text/ {{ error_page 404 /50x.html; return 404 \"custom text\"; }}
+        location /intercept/ {{ proxy_intercept_errors on; error_page 418 /50x.html;
+            proxy_pass http://{up}; }}
+        location /nointercept/ {{ error_page 418 /50x.html; proxy_pass http://{up}; }}
+        location /missing/ {{ error_page 404 /nofile.html; return 404; }}
+        location /rec/ {{ error_page 404 /rec2/x; return 404; }}
+        location /rec2/ {{ error_page 404 /50x.html; return 404; }}
+        location /recon/ {{ recursive_error_pages on; error_page 404 /rec2/x; return 404; }}
+        location /args/ {{ error_page 404 /raw/e?from=404; return 404; }}",
+        root = html.path().display(),
+    );
+    let (gate, http) = start(&raw, &extra);
+    let sorry = "<h1>sorry</h1>\n";
+    // (target, status, body, what the upstream got: request line and `$uri|$args`)
+    type Case<'a> = (&'a str, u16, Option<&'a str>, Option<(&'a str, &'a str)>);
+    let cases: &[Case] = &[
+        ("/down/x", 502, Some(sorry), None),
+        (
+            "/nf/x",
+            200,
+            Some("ok"),
+            Some(("GET /raw/fallback", "/raw/fallback|")),
+        ),
+        (
+            "/named/x?q=1",
+            200,
+            Some("ok"),
+            Some(("GET /named/x?q=1", "/named/x|q=1")),
+        ),
+        ("/set/x", 200, Some(sorry), None),
+        ("/text/x", 404, Some("custom text"), None),
+        (
+            "/intercept/s418",
+            418,
+            Some(sorry),
+            Some(("GET /intercept/s418", "/intercept/s418|")),
+        ),
+        (
+            "/nointercept/s418",
+            418,
+            Some("ok"),
+            Some(("GET /nointercept/s418", "/nointercept/s418|")),
+        ),
+        ("/missing/x", 404, None, None),
+        ("/rec/x", 404, None, None),
+        ("/recon/x", 404, Some(sorry), None),
+        (
+            "/args/x?a=1",
+            404,
+            Some("ok"),
+            Some(("GET /raw/e?from=404", "/raw/e|from=404")),
+        ),
+    ];
+    for &(target, status, body, upstream) in cases {
+        let before = raw.count();
+        let r = get(http, "compat.test", target);
+        assert_eq!(
+            r.status,
+            status,
+            "{target}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+        match body {
+            Some(body) => assert_eq!(r.body, body, "{target}"),
+            None => assert!(
+                r.body.contains("<title>404 Not Found</title>"),
+                "{target}: {r:?}"
+            ),
+        }
+        match upstream {
+            Some((line, uri_args)) => {
+                assert_eq!(
+                    raw.last_request_line(),
+                    format!("{line} HTTP/1.1"),
+                    "{target}"
+                );
+                let seen = raw.seen.lock().expect("lock");
+                let head = seen.last().cloned().unwrap_or_default();
+                assert!(
+                    head.contains(&format!("x-uri: {uri_args}\r\n")),
+                    "{target}: {head}"
+                );
+            }
+            None => assert_eq!(raw.count(), before, "{target}: no upstream"),
+        }
+    }
+    for (target, status) in [("/redir/x", 302), ("/redir301/x", 301)] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, status, "{target}: {r:?}");
+        assert_eq!(
+            header(&r, "location"),
+            Some("https://example.com/nf"),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        header(&get(http, "compat.test", "/down/x"), "content-type"),
+        Some("text/html")
+    );
+    // A POST goes to the page as a GET, without its body.
+    let r = plain(
+        http,
+        "POST /nf/x HTTP/1.1\r\nHost: compat.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(raw.last_request_line(), "GET /raw/fallback HTTP/1.1");
+    let seen = raw.seen.lock().expect("lock");
+    assert!(
+        !seen
+            .last()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("content-length")
+    );
 }
