@@ -145,8 +145,30 @@ impl Slot {
     }
 }
 
-/// Signer threads alive in this process (all groups, all generations).
+/// Signer threads alive in this process (all groups, all generations), and the other
+/// threads while they may call into a module or drop its last reference (a group's
+/// supervisor, probe, start-up and recovery threads: [`Busy`]).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counted in [`RUNNING`] while alive: a thread holds one for as long as it may call
+/// into a module or hold a reference whose drop finalises one, so that
+/// [`wait_for_workers`] also waits for it. Take it before the references and drop it
+/// after them.
+#[must_use = "counted only while held"]
+pub(crate) struct Busy(());
+
+impl Busy {
+    pub(crate) fn enter() -> Busy {
+        RUNNING.fetch_add(1, Ordering::AcqRel);
+        Busy(())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Wait until every signer thread has ended (their sessions closed and module instances
 /// finalised), for at most `timeout`. Call it before the process exits: some modules
@@ -354,5 +376,23 @@ pub(crate) fn sign(
         })
     } else {
         Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_wait_counts_a_busy_thread_until_it_lets_go() {
+        // A thread that may drop a module's last reference (a supervisor holding its
+        // group) is waited for like a signer thread.
+        let busy = Busy::enter();
+        let held = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(busy);
+        });
+        assert!(!wait_for_workers(Duration::from_millis(50)));
+        held.join().unwrap();
     }
 }

@@ -197,9 +197,12 @@ fn bring_up_all(
     for (i, member) in members.iter().enumerate() {
         let (member, settings, startup) =
             (Arc::clone(member), settings.clone(), Arc::clone(&startup));
+        let busy = crate::worker::Busy::enter();
         let spawned = std::thread::Builder::new()
             .name(format!("hsm-start-{}", member.name()))
             .spawn(move || {
+                let _busy = busy;
+                let (member, settings, startup) = (member, settings, startup);
                 let result = member.bring_up(&settings, settings.expected.as_ref());
                 let mut slots = startup.lock();
                 if matches!(slots[i], Handoff::GivenUp) {

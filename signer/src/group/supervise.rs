@@ -20,11 +20,16 @@ pub(super) const TICK: Duration = Duration::from_millis(50);
 pub(super) fn supervise(group: &Weak<Group>) {
     loop {
         std::thread::sleep(TICK);
+        // Counted while it holds the group: the last reference may be this one, and its
+        // drop closes sessions and finalises the module (before the process may exit).
+        let busy = crate::worker::Busy::enter();
         let Some(group) = group.upgrade() else { return };
         if group.stop.load(Ordering::Acquire) {
             return;
         }
         group.tick();
+        drop(group);
+        drop(busy);
     }
 }
 
@@ -121,9 +126,15 @@ fn maybe_recover(group: &Arc<Group>, i: usize) {
     };
     let thread_member = Arc::clone(&member);
     let group = Arc::clone(group);
+    // Counted from before the thread holds anything (moved in, dropped last).
+    let busy = crate::worker::Busy::enter();
     let spawned = std::thread::Builder::new()
         .name(format!("hsm-recover-{}", member.name()))
-        .spawn(move || recover(&group, &thread_member, attempt));
+        .spawn(move || {
+            recover(&group, &thread_member, attempt);
+            drop((group, thread_member));
+            drop(busy);
+        });
     if spawned.is_err() {
         let mut r = member.recovery.lock().unwrap_or_else(|e| e.into_inner());
         if r.claim(attempt) == Claim::Current {
@@ -182,9 +193,12 @@ fn idle_since_last_round(member: &Member) -> bool {
 
 fn spawn_probe(group: &Arc<Group>, i: usize) {
     let group = Arc::clone(group);
+    let busy = crate::worker::Busy::enter();
     let _ = std::thread::Builder::new()
         .name("hsm-probe".into())
         .spawn(move || {
+            let _busy = busy;
+            let group = group;
             let member = &group.members[i];
             let Some(live) = member.live() else { return };
             let Some(&scheme) = live.schemes().first() else {
