@@ -82,7 +82,14 @@
 //! | `sendfile`, `open_file_cache*`, `types {}`, `default_type` | hsmgate serves no files |
 //! | `tcp_nopush`, `tcp_nodelay` | socket tuning; hsmgate sets its own options (TCP_NODELAY on) |
 //! | `rewrite_log` | each rewrite is logged at debug level |
-//! | `types_hash_*`, `server_names_hash_*` | nginx hash-table sizing |
+//! | `types_hash_*`, `server_names_hash_*`, `proxy_headers_hash_*`, `variables_hash_*`, `map_hash_*` | nginx hash-table sizing |
+//! | `ssl_buffer_size` | TLS record sizing; rustls sizes its own records |
+//! | `ssl_early_data` | 0-RTT data is not accepted (nginx's default `off`) |
+//! | `reset_timedout_connection`, `lingering_*`, `keepalive_disable`, `msie_padding`, `msie_refresh` | connection teardown tuning and old-browser workarounds |
+//! | `proxy_max_temp_file_size`, `proxy_temp_file_write_size`, `output_buffers`, `postpone_output` | responses are streamed |
+//! | `http2_push`, `http2_push_preload` | no HTTP/2 server push |
+//! | `log_subrequest`, `proxy_socket_keepalive`, `proxy_ignore_headers`, `etag`, `if_modified_since` | no subrequests, no upstream TCP keep-alive probes, no cache or `X-Accel-*` handling, no static files |
+//! | `proxy_cache*` | **not cached**: the warning says so; every request goes to the upstream (`$upstream_cache_status` is empty) |
 //! | `server_tokens` | hsmgate adds no version to responses |
 //! | `charset` | responses pass as the upstream sent them |
 //! | `gzip*` | responses pass as the upstream sent them (not compressed) |

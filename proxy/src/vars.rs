@@ -221,6 +221,8 @@ impl Vars<'_> {
             "upstream_addr" => self.upstream_addr.into(),
             "connection" => self.conn.id.to_string().into(),
             // The user of an `Authorization: Basic` header, checked or not (as nginx).
+            // No response cache: empty, as nginx's without one.
+            "upstream_cache_status" => "".into(),
             "remote_user" => crate::auth_basic::credentials(self.headers)
                 .map_or(String::new(), |(user, _)| user)
                 .into(),

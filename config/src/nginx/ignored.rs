@@ -31,6 +31,76 @@ const IGNORED: &[(&str, &str)] = &[
         "MIME types are for static files, which hsmgate does not serve",
     ),
     ("types_hash_max_size", "nginx hash-table sizing"),
+    ("proxy_headers_hash_max_size", "nginx hash-table sizing"),
+    ("proxy_headers_hash_bucket_size", "nginx hash-table sizing"),
+    ("variables_hash_max_size", "nginx hash-table sizing"),
+    ("variables_hash_bucket_size", "nginx hash-table sizing"),
+    ("map_hash_max_size", "nginx hash-table sizing"),
+    ("map_hash_bucket_size", "nginx hash-table sizing"),
+    (
+        "ssl_buffer_size",
+        "TLS record sizing; rustls sizes its own records",
+    ),
+    (
+        "ssl_early_data",
+        "0-RTT data is not accepted (as nginx's default `off`): clients send their request \
+         after the handshake",
+    ),
+    (
+        "reset_timedout_connection",
+        "connection teardown tuning; hsmgate closes timed-out connections itself",
+    ),
+    ("lingering_close", "connection teardown tuning"),
+    ("lingering_time", "connection teardown tuning"),
+    ("lingering_timeout", "connection teardown tuning"),
+    (
+        "msie_padding",
+        "a workaround for old Internet Explorer error pages",
+    ),
+    (
+        "msie_refresh",
+        "a workaround for old Internet Explorer redirects",
+    ),
+    (
+        "keepalive_disable",
+        "a workaround for old browsers' keep-alive (MSIE 6, Safari); keep-alive stays on",
+    ),
+    (
+        "proxy_max_temp_file_size",
+        "responses are streamed to the client, never buffered to a file",
+    ),
+    (
+        "proxy_temp_file_write_size",
+        "responses are streamed to the client, never buffered to a file",
+    ),
+    ("output_buffers", "response buffering; hsmgate streams"),
+    ("postpone_output", "response buffering; hsmgate streams"),
+    (
+        "http2_push_preload",
+        "HTTP/2 server push is not sent (browsers have dropped it)",
+    ),
+    (
+        "http2_push",
+        "HTTP/2 server push is not sent (browsers have dropped it)",
+    ),
+    ("log_subrequest", "hsmgate makes no subrequests"),
+    (
+        "proxy_socket_keepalive",
+        "TCP keep-alive probes on upstream sockets are not set",
+    ),
+    (
+        "proxy_ignore_headers",
+        "hsmgate neither caches nor acts on X-Accel-* headers (they are hidden from \
+         clients, as nginx's defaults hide them)",
+    ),
+    (
+        "etag",
+        "ETags are for static files, which hsmgate does not serve",
+    ),
+    (
+        "if_modified_since",
+        "conditional requests are for static files; the upstream answers them",
+    ),
     ("types_hash_bucket_size", "nginx hash-table sizing"),
     ("server_names_hash_bucket_size", "nginx hash-table sizing"),
     ("server_names_hash_max_size", "nginx hash-table sizing"),
@@ -152,6 +222,11 @@ const IGNORED_PREFIXES: &[(&str, &str)] = &[
         "limit_",
         "NOT ENFORCED: rate and connection limits are not applied by hsmgate",
     ),
+    (
+        "proxy_cache",
+        "NOT CACHED: hsmgate has no response cache; every request goes to the upstream \
+         (no stale answers when it is down)",
+    ),
 ];
 
 /// Directives refused with a reason: ignoring them would change which answer a
@@ -219,6 +294,13 @@ const SHAPES: &[(&str, Shape)] = &[
     ("proxy_redirect", Shape::Some),
     ("charset", Shape::One),
     ("multi_accept", Shape::Flag),
+    ("ssl_buffer_size", Shape::One),
+    ("ssl_early_data", Shape::Flag),
+    ("reset_timedout_connection", Shape::Flag),
+    ("log_subrequest", Shape::Flag),
+    ("proxy_socket_keepalive", Shape::Flag),
+    ("etag", Shape::Flag),
+    ("http2_push_preload", Shape::Flag),
 ];
 
 /// The shape of ignored directive `name`, if it is checked.

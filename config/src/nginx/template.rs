@@ -52,6 +52,7 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
     "upstream_addr",
     "connection",
     "remote_user",
+    "upstream_cache_status",
 ];
 
 /// Families of variables hsmgate provides: `$http_NAME` (a request header),
