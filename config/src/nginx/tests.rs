@@ -754,6 +754,46 @@ fn error_pages_and_named_locations() {
 }
 
 #[test]
+fn directives_that_cannot_change_an_answer_are_warned_about() {
+    for (line, warning) in [
+        ("proxy_headers_hash_max_size 1024;", "hash-table sizing"),
+        ("variables_hash_bucket_size 128;", "hash-table sizing"),
+        ("ssl_buffer_size 4k;", "TLS record sizing"),
+        ("ssl_early_data on;", "0-RTT data is not accepted"),
+        ("reset_timedout_connection on;", "teardown"),
+        ("lingering_close always;", "teardown"),
+        ("keepalive_disable msie6;", "old browsers"),
+        ("proxy_max_temp_file_size 0;", "streamed"),
+        ("output_buffers 2 32k;", "response buffering"),
+        ("http2_push_preload on;", "server push"),
+        ("proxy_socket_keepalive on;", "keep-alive probes"),
+        ("proxy_ignore_headers X-Accel-Expires Expires;", "X-Accel"),
+        ("etag off;", "static files"),
+        (
+            "proxy_cache_path /tmp/c levels=1:2 keys_zone=c:10m;",
+            "NOT CACHED",
+        ),
+        ("proxy_cache c;", "NOT CACHED"),
+        ("proxy_cache_valid 200 1m;", "NOT CACHED"),
+    ] {
+        let c = load_str(&http(&format!(
+            "{line}\n  server {{ listen 127.0.0.1:80; location / {{ proxy_pass http://127.0.0.1:9;
+            add_header X-Cache $upstream_cache_status; }} }}"
+        )))
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+        let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.contains(warning) && w.contains("ignored")),
+            "{line}: {w:?}"
+        );
+    }
+    // Their arguments are still checked where nginx's -t checks them.
+    let e = err(&http("ssl_early_data maybe;"));
+    assert!(e.contains("ssl_early_data"), "{e}");
+}
+
+#[test]
 fn client_certificate_settings() {
     let server = |extra: &str| {
         http(&format!(
