@@ -35,7 +35,8 @@
 //!   an upstream name nor an IP address must resolve, as nginx resolves it at load:
 //!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
 //!   `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` (before the `return`),
-//!   nested `location`, settings; `location @name` (server level, for `error_page`).
+//!   nested `location`, settings; `internal`; `location @name` (server level, for
+//!   `error_page`).
 //! - `error_page CODE… [=[RESPONSE]] URI|@name|URL`, `proxy_intercept_errors`,
 //!   `recursive_error_pages` (settings), and `root`, read only for the pages
 //!   `error_page` names.
@@ -50,7 +51,8 @@
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
 //!   chosen), `allow`/`deny` (addresses, CIDR blocks, `all`, `unix:`; a level with
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
-//!   inherited on its own; the file is read by the proxy at each request), `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   inherited on its own; the file is read by the proxy at each request), `satisfy
+//!   all|any`, `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,

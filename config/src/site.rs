@@ -167,6 +167,7 @@ impl Site {
         let settings = ProxySettings {
             access_rules: Vec::new(),
             auth_basic: None,
+            satisfy_any: false,
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
             recursive_error_pages: false,
@@ -204,6 +205,7 @@ impl Site {
             matcher: Matcher::Prefix("/".into()),
             action: Some(Action::ProxyPass(pass.clone())),
             rewrites: Vec::new(),
+            internal: false,
             pass: Some(pass),
             settings: settings.clone(),
             locations: Vec::new(),

@@ -123,7 +123,7 @@ async fn go<'s>(
             };
             log.uri = uri;
             log.args = Some(args.to_owned());
-            let mut routed = crate::rewrite_phase::route(server, log, &head.headers);
+            let mut routed = crate::rewrite_phase::route(server, log, &head.headers, true);
             if routed.uri_change == UriChange::None {
                 routed.uri_change = UriChange::Changed;
             }

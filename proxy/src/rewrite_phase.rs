@@ -59,8 +59,14 @@ pub(crate) struct Routed<'s> {
 }
 
 /// Run the phases for a request whose normalised path is `log.uri`; rewrites update
-/// `log.uri` and `log.args`.
-pub(crate) fn route<'s>(server: &'s Server, log: &mut LogCtx, headers: &HeaderMap) -> Routed<'s> {
+/// `log.uri` and `log.args`. `internal`: the request was sent here by an `error_page`
+/// (an `internal` location answers it; a client's own request only after a rewrite).
+pub(crate) fn route<'s>(
+    server: &'s Server,
+    log: &mut LogCtx,
+    headers: &HeaderMap,
+    internal: bool,
+) -> Routed<'s> {
     let mut changes = 0;
     let at_server = |action| Routed {
         settings: &server.settings,
@@ -118,6 +124,10 @@ pub(crate) fn route<'s>(server: &'s Server, log: &mut LogCtx, headers: &HeaderMa
                 uri_change,
             };
         };
+        if l.internal && !internal && changes == 0 {
+            // nginx's find-config phase: an `internal` location is not the client's.
+            return found(l, None);
+        }
         let mut search_again = false;
         for r in &l.rewrites {
             match rewrite(r, log, headers) {

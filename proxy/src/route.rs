@@ -129,7 +129,7 @@ async fn serve(
             location: None,
             uri_change: UriChange::None,
         },
-        Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers),
+        Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers, false),
     };
     let Routed {
         settings,
@@ -237,22 +237,14 @@ pub(crate) async fn answer(
         location,
         uri_change,
     } = routed;
+    // nginx's access phase: after `return` and the slash redirect (rewrite and
+    // find-config phases), before the content. nginx checks a declared body against
+    // client_max_body_size earlier still (the find-config phase): a request too large
+    // for a denied location is a 413.
     let checked = matches!(action, None | Some(ActionRef::Proxy(_)))
         && !body_too_large(declared_length(&parts), settings);
-    // nginx's access phase (`allow`/`deny`): after `return` and the slash redirect
-    // (rewrite and find-config phases), before the content.
-    // nginx checks a declared body against client_max_body_size earlier still (the
-    // find-config phase): a request too large for a denied location is a 413.
-    if checked && !AccessRule::allows(&settings.access_rules, conn.peer.ip()) {
-        tracing::error!(client = %conn.peer.ip(), request = %log.request_uri, "access forbidden by rule");
-        return Ok(error_page(StatusCode::FORBIDDEN));
-    }
-    // Then `auth_basic` (`satisfy all`).
-    if checked
-        && let Some(auth) = &settings.auth_basic
-        && let Err(e) = crate::auth_basic::check(auth, &parts.headers)
-    {
-        return Ok(auth_refusal(&e, auth, &log.vars(&parts.headers)));
+    if checked && let Some(refusal) = access(settings, conn, &parts, log) {
+        return Ok(refusal);
     }
     Ok(match action {
         None if files => crate::error_redirect::file(settings, &log.uri).await,
@@ -287,6 +279,38 @@ pub(crate) async fn answer(
             proxy(generation, to, parts, body, log).await
         }
     })
+}
+
+/// nginx's access phase: `allow`/`deny` (403), then `auth_basic` (401); with `satisfy
+/// all` (the default) both must let the request through, with `satisfy any` one that is
+/// configured (the refusal then is the 401 when `auth_basic` refused, else the 403).
+fn access(
+    settings: &ProxySettings,
+    conn: &ConnInfo,
+    parts: &http::request::Parts,
+    log: &LogCtx,
+) -> Option<Response<ProxyBody>> {
+    let client = conn.peer.ip();
+    let forbidden = || {
+        tracing::error!(%client, request = %log.request_uri, "access forbidden by rule");
+        error_page(StatusCode::FORBIDDEN)
+    };
+    let rules = (!settings.access_rules.is_empty())
+        .then(|| AccessRule::allows(&settings.access_rules, client));
+    if !settings.satisfy_any && rules == Some(false) {
+        return Some(forbidden());
+    }
+    if settings.satisfy_any && rules == Some(true) {
+        return None;
+    }
+    // Here the rules let the request through (`all`) or refused it or are absent (`any`).
+    let Some(auth) = &settings.auth_basic else {
+        return (rules == Some(false)).then(forbidden);
+    };
+    match crate::auth_basic::check(auth, &parts.headers) {
+        Ok(()) => None,
+        Err(e) => Some(auth_refusal(&e, auth, &log.vars(&parts.headers))),
+    }
 }
 
 /// What an `error_page` needs of the request to send it elsewhere: its method, version

@@ -81,6 +81,12 @@ const KNOWN: &[&str] = &[
     "allow",
     "deny",
     "auth_basic",
+    "satisfy",
+    "internal",
+    "error_page",
+    "proxy_intercept_errors",
+    "recursive_error_pages",
+    "root",
     "auth_basic_user_file",
 ];
 

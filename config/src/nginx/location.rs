@@ -43,8 +43,16 @@ pub(crate) fn build_location(
     let mut scope = Scope::default();
     let (mut pass, mut ret, mut nested, mut pass_at) = (None, None, vec![], None);
     let mut rewrites = Vec::new();
+    let mut internal = false;
     for s in body {
         match s.name.as_str() {
+            "internal" => {
+                ctx.args(s, 0, 0)?;
+                if internal {
+                    return Err(ctx.duplicate(s));
+                }
+                internal = true;
+            }
             "rewrite" => {
                 let r = parse_rewrite(ctx, s)?;
                 match ret {
@@ -95,6 +103,7 @@ pub(crate) fn build_location(
         matcher,
         action,
         rewrites,
+        internal,
         pass,
         settings: scope.settings(),
         locations,

@@ -265,6 +265,9 @@ pub struct LocationBlock {
     pub action: Option<Action>,
     /// `rewrite`s written before any `return`, run in order before the action.
     pub rewrites: Vec<super::Rewrite>,
+    /// `internal`: reached only by an internal redirect (a `rewrite` or an
+    /// `error_page`); a client's request for it is a 404.
+    pub internal: bool,
     /// The `proxy_pass`, also where a `return` answers first: a `rewrite … break`
     /// before the `return` skips it, and the request is proxied.
     pub pass: Option<ProxyPass>,
@@ -382,6 +385,9 @@ pub struct ProxySettings {
     pub access_rules: Vec<AccessRule>,
     /// `auth_basic` with its `auth_basic_user_file` (`None`: off, or no file).
     pub auth_basic: Option<AuthBasic>,
+    /// `satisfy any` (true) or `all` (false, the default): whether `allow`/`deny` or
+    /// `auth_basic` alone lets a request through.
+    pub satisfy_any: bool,
     /// `error_page`s (a level with its own inherits none of the outer ones).
     pub error_pages: Vec<ErrorPage>,
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an

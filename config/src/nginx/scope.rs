@@ -53,6 +53,7 @@ pub(crate) struct Scope {
     /// `auth_basic_user_file` (inherited on its own).
     auth_file: Option<std::path::PathBuf>,
     error_pages: Option<Vec<ErrorPage>>,
+    satisfy_any: Option<bool>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
     root: Option<std::path::PathBuf>,
@@ -121,6 +122,7 @@ impl Scope {
             self.root = outer.root.clone();
         }
         self.intercept_errors = self.intercept_errors.or(outer.intercept_errors);
+        self.satisfy_any = self.satisfy_any.or(outer.satisfy_any);
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
@@ -137,6 +139,7 @@ impl Scope {
                 _ => None,
             },
             error_pages: self.error_pages.clone().unwrap_or_default(),
+            satisfy_any: self.satisfy_any.unwrap_or(false),
             proxy_intercept_errors: self.intercept_errors.unwrap_or(false),
             recursive_error_pages: self.recursive_error_pages.unwrap_or(false),
             root: self.root.clone(),
@@ -303,6 +306,21 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "satisfy" => {
+                let arg = ctx.one(d)?;
+                let any = match arg.value.as_str() {
+                    "any" => true,
+                    "all" => false,
+                    v => {
+                        return Err(ctx.invalid(
+                            d,
+                            arg.at,
+                            format!("invalid value \"{v}\", it must be \"all\" or \"any\""),
+                        ));
+                    }
+                };
+                set(ctx, d, &mut self.satisfy_any, any)?;
             }
             "error_page" => {
                 let page = error_page(ctx, d)?;

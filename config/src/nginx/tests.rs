@@ -746,6 +746,13 @@ fn error_pages_and_named_locations() {
             "inside named location",
         ),
         ("root /a/$host;", "4:6", "variables in the path"),
+        ("satisfy some;", "4:9", "it must be \"all\" or \"any\""),
+        (
+            "location /a/ { internal x; }",
+            "4:16",
+            "invalid number of arguments",
+        ),
+        ("location /a/ { internal; internal; }", "4:26", "duplicate"),
     ] {
         let e = err(&server(line));
         assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");

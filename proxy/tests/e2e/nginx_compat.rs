@@ -1003,3 +1003,88 @@ fn error_page_as_nginx_answers_it() {
             .contains("content-length")
     );
 }
+
+/// `internal` and `satisfy`, checked against Debian's nginx 1.22 with the same directives
+/// (2026-12-02): an internal location is a 404 to a client and reachable by a rewrite or
+/// an `error_page` (also a file page under `root`); `satisfy any` lets a request through
+/// when `allow` or `auth_basic` does, answering 401 when both refuse and 403 when only
+/// the rules are configured.
+#[test]
+fn internal_locations_and_satisfy_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("page.html"), "<h1>page</h1>\n").expect("page");
+    let file = dir.path().join("htpasswd");
+    let out = std::process::Command::new("openssl")
+        .args(["passwd", "-apr1", "pw1"])
+        .output()
+        .expect("openssl passwd");
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    std::fs::write(&file, format!("ann:{}\n", hash.trim())).expect("htpasswd");
+    let auth = format!("auth_basic R; auth_basic_user_file {};", file.display());
+    let extra = format!(
+        "location /int/ {{ internal; proxy_pass http://{up}; }}
+        location /toint/ {{ rewrite ^/toint/(.*)$ /int/$1 last; }}
+        location /ep/ {{ error_page 404 = /int/from-ep; return 404; }}
+        location = /page.html {{ internal; root {root}; }}
+        location /ep2/ {{ error_page 404 /page.html; return 404; }}
+        location /anyok/ {{ satisfy any; allow 127.0.0.1; deny all; {auth} proxy_pass http://{up}; }}
+        location /anyno/ {{ satisfy any; deny all; {auth} proxy_pass http://{up}; }}
+        location /anynoauth/ {{ satisfy any; deny all; proxy_pass http://{up}; }}
+        location /allno/ {{ satisfy all; allow 127.0.0.1; {auth} proxy_pass http://{up}; }}",
+        root = dir.path().display(),
+    );
+    let (gate, http) = start(&raw, &extra);
+    let request = |target: &str, user: Option<&str>| {
+        use base64::Engine;
+        let auth = user.map_or(String::new(), |u| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(u);
+            format!("Authorization: Basic {b64}\r\n")
+        });
+        plain(
+            http,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let good = Some("ann:pw1");
+    let bad = Some("ann:bad");
+    for (target, user, status, line) in [
+        ("/int/x", None, 404, None),
+        ("/int/x", good, 404, None),
+        ("/page.html", None, 404, None),
+        ("/toint/x", None, 200, Some("GET /int/x")),
+        ("/ep/x", None, 200, Some("GET /int/from-ep")),
+        ("/ep2/x", None, 404, None),
+        ("/anyok/x", None, 200, Some("GET /anyok/x")),
+        ("/anyok/x", bad, 200, Some("GET /anyok/x")),
+        ("/anyno/x", None, 401, None),
+        ("/anyno/x", bad, 401, None),
+        ("/anyno/x", good, 200, Some("GET /anyno/x")),
+        ("/anynoauth/x", good, 403, None),
+        ("/allno/x", None, 401, None),
+        ("/allno/x", good, 200, Some("GET /allno/x")),
+    ] {
+        let before = raw.count();
+        let r = request(target, user);
+        assert_eq!(
+            r.status,
+            status,
+            "{target} {user:?}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+        match line {
+            Some(line) => {
+                assert_eq!(
+                    raw.last_request_line(),
+                    format!("{line} HTTP/1.1"),
+                    "{target}"
+                )
+            }
+            None => assert_eq!(raw.count(), before, "{target} {user:?}: no upstream"),
+        }
+    }
+    assert_eq!(request("/ep2/x", None).body, "<h1>page</h1>\n");
+}
