@@ -35,8 +35,9 @@
 //!   an upstream name nor an IP address must resolve, as nginx resolves it at load:
 //!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
 //!   `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` (before the `return`),
-//!   nested `location`, settings; `internal`; `location @name` (server level, for
-//!   `error_page`).
+//!   nested `location`, settings; `internal`; `if (CONDITION) { … }` (`rewrite`,
+//!   `return`, `proxy_pass` without a URI part, settings); `location @name` (server
+//!   level, for `error_page`).
 //! - `error_page CODE… [=[RESPONSE]] URI|@name|URL`, `proxy_intercept_errors`,
 //!   `recursive_error_pages` (settings), and `root`, read only for the pages
 //!   `error_page` names.
@@ -121,7 +122,7 @@
 //! | directive | why it cannot be ignored |
 //! |---|---|
 //! | `try_files` | its file checks decide where nginx sends a request (a file, another URI, a code); hsmgate has no files, so ignoring it would change answers. An SSL-offload site replaces it with `proxy_pass` |
-//! | `if` outside a `server`, or other than `if (…) { return …; }` | only certbot's redirect form is implemented; an `if` in a location, or `set`, changes answers |
+//! | `if` inside an `if`, or in a server with more than `return` inside | nginx refuses the first; the second is not implemented (`set` neither) |
 //!
 //! # Paths left unset
 //!
@@ -164,7 +165,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
-pub use self::cond::{Condition, ServerIf};
+pub use self::cond::{Condition, LocationIf, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
@@ -175,7 +176,9 @@ pub use self::model::{
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
-pub use self::rewrite::{MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep};
+pub use self::rewrite::{
+    LocationStep, MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep,
+};
 pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, request_target, select_server,
     select_server_index,

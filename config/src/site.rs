@@ -204,7 +204,7 @@ impl Site {
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),
             action: Some(Action::ProxyPass(pass.clone())),
-            rewrites: Vec::new(),
+            steps: Vec::new(),
             internal: false,
             pass: Some(pass),
             settings: settings.clone(),

@@ -6,8 +6,8 @@
 //! [`LogCtx`]); `$request_uri` stays as received.
 
 use hsmgate_config::nginx::{
-    Action, LocationBlock, MAX_URI_CHANGES, Matcher, ProxyPass, ProxySettings, Return, Rewrite,
-    RewriteFlag, Rewritten, Server, ServerStep, location_match,
+    Action, LocationBlock, LocationStep, MAX_URI_CHANGES, Matcher, ProxyPass, ProxySettings,
+    Return, Rewrite, RewriteFlag, Rewritten, Server, ServerStep, location_match,
 };
 use http::HeaderMap;
 
@@ -128,35 +128,65 @@ pub(crate) fn route<'s>(
             // nginx's find-config phase: an `internal` location is not the client's.
             return found(l, None);
         }
+        // A matching `if` block's settings and `proxy_pass` serve the request.
+        let (mut settings, mut pass) = (&l.settings, l.pass.as_ref());
+        let at = |settings, action, uri_change| Routed {
+            settings,
+            action,
+            location: Some(l),
+            uri_change,
+        };
         let mut search_again = false;
-        for r in &l.rewrites {
-            match rewrite(r, log, headers) {
-                None => continue,
-                Some(Rewritten::Redirect { code, url }) => {
-                    return found(l, Some(ActionRef::Redirect(code, url)));
+        'steps: for step in &l.steps {
+            let (rewrites, ret) = match step {
+                LocationStep::Rewrite(r) => (std::slice::from_ref(r), None),
+                LocationStep::If(i) => {
+                    let vars = log.vars(headers);
+                    let get = |name: &str| vars.get(name).into_owned();
+                    if !i.condition.holds(&get, &|t| vars.expand(t)) {
+                        continue;
+                    }
+                    (settings, pass) = (&i.settings, i.pass.as_ref());
+                    (i.rewrites.as_slice(), i.ret.as_ref())
                 }
-                Some(Rewritten::Uri { .. }) => {}
-            }
-            changes += 1;
-            if changes > MAX_URI_CHANGES {
-                tracing::error!(uri = %log.uri, "rewrite or internal redirection cycle while processing the request: 500");
-                return found(l, Some(ActionRef::Cycle));
-            }
-            search_again = true;
-            match r.flag {
-                RewriteFlag::Break => {
-                    // Served here, by the location's `proxy_pass` (a `return` after the
+            };
+            for r in rewrites {
+                match rewrite(r, log, headers) {
+                    None => continue,
+                    Some(Rewritten::Redirect { code, url }) => {
+                        let action = Some(ActionRef::Redirect(code, url));
+                        return at(settings, action, uri_change);
+                    }
+                    Some(Rewritten::Uri { .. }) => {}
+                }
+                changes += 1;
+                if changes > MAX_URI_CHANGES {
+                    tracing::error!(uri = %log.uri, "rewrite or internal redirection cycle while processing the request: 500");
+                    return at(settings, Some(ActionRef::Cycle), uri_change);
+                }
+                search_again = true;
+                match r.flag {
+                    // Served here, by the `proxy_pass` in force (a `return` after the
                     // `break` is not run).
-                    let mut routed = found(l, l.pass.as_ref().map(ActionRef::Proxy));
-                    routed.uri_change = UriChange::Break;
-                    return routed;
+                    RewriteFlag::Break => {
+                        let action = pass.map(ActionRef::Proxy);
+                        return at(settings, action, UriChange::Break);
+                    }
+                    RewriteFlag::Last => break 'steps,
+                    _ => {}
                 }
-                RewriteFlag::Last => break,
-                _ => {}
+            }
+            if let Some(r) = ret {
+                return at(settings, Some(ActionRef::Return(r)), uri_change);
             }
         }
         if !search_again {
-            return found(l, l.action.as_ref().map(ActionRef::from));
+            let action = match &l.action {
+                Some(Action::Return(r)) => Some(ActionRef::Return(r)),
+                // The location's, or a matching `if` block's.
+                _ => pass.map(ActionRef::Proxy),
+            };
+            return at(settings, action, uri_change);
         }
     }
 }

@@ -867,9 +867,13 @@ fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
             .boxed(),
     );
     *resp.status_mut() = code;
-    let ct = if html { "text/html" } else { "text/plain" };
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    // A 204 or 304 has no body, and nginx sends no type with it (an `add_header
+    // Content-Type …` of a CORS preflight is then the only one).
+    if !matches!(r.code, 204 | 304) {
+        let ct = if html { "text/html" } else { "text/plain" };
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
     if let Some(url) = location.and_then(|u| HeaderValue::from_str(&u).ok()) {
         resp.headers_mut().insert(header::LOCATION, url);
     }

@@ -1,20 +1,23 @@
 //! `if (CONDITION) { return …; }` at server level: the form certbot writes in the
 //! port-80 server it manages (`if ($host = example.com) { return 301
 //! https://$host$request_uri; }`), and the usual `if ($scheme != "https")` or
-//! `if ($request_method !~ ^(GET|HEAD)$)` guards.
+//! `if ($request_method !~ ^(GET|HEAD)$)` guards; and [`LocationIf`], the block of an
+//! `if` in a location (built by the location reader: `rewrite`, `return`, `proxy_pass`
+//! and settings inside).
 //!
 //! Conditions as nginx's rewrite module reads them: `($var)` (true when not empty
 //! and not `0`), `($var = value)`, `($var != value)` (exact, case-sensitive;
 //! `value` may hold variables), `($var ~ re)`, `~*`, `!~`, `!~*`. File tests
-//! (`-f`, `-d`, `-e`, `-x`) are refused: hsmgate serves no files. Inside the block
-//! only `return` is accepted; an `if` anywhere but in a `server` is refused.
+//! (`-f`, `-d`, `-e`, `-x`) are refused: hsmgate serves no files. Inside a server's
+//! block only `return` is accepted; an `if` inside an `if` is refused.
 
 use regex::Regex;
 
 use super::build::Ctx;
 use super::location::parse_return;
-use super::model::Return;
+use super::model::{ProxyPass, ProxySettings, Return};
 use super::parse::{Arg, Directive};
+use super::rewrite::Rewrite;
 use super::template::{Template, TemplateError, TemplatePart};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::model::Location;
@@ -26,6 +29,26 @@ pub struct ServerIf {
     pub condition: Condition,
     /// Answered when it holds.
     pub ret: Return,
+    /// Where the `if` is.
+    pub location: Location,
+}
+
+/// `if (…) { … }` in a location: when the condition holds, the block's settings (its
+/// own, merged with the location's) serve the request, and its `rewrite`s and `return`
+/// run before the location's next directives.
+#[derive(Debug, Clone)]
+pub struct LocationIf {
+    /// What is tested.
+    pub condition: Condition,
+    /// The block's `rewrite`s written before its `return`.
+    pub rewrites: Vec<Rewrite>,
+    /// The block's `return`.
+    pub ret: Option<Return>,
+    /// The block's `proxy_pass`, else the location's.
+    pub pass: Option<ProxyPass>,
+    /// The block's settings, merged with the location's (`add_header` and the other
+    /// arrays: a block with its own inherits none).
+    pub settings: ProxySettings,
     /// Where the `if` is.
     pub location: Location,
 }
@@ -108,7 +131,7 @@ pub(crate) fn server_if(ctx: &Ctx<'_>, d: &Directive) -> Result<ServerIf, Config
     })
 }
 
-fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, ConfigError> {
+pub(crate) fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, ConfigError> {
     let invalid = |a: &Arg| ctx.invalid(d, a.at, format!("invalid condition \"{}\"", a.value));
     let first = &d.args[0];
     let last = &d.args[d.args.len() - 1];

@@ -240,8 +240,8 @@ const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "if",
-        "\"if\" is supported only in a \"server\" block, as `if ($var = value) { return …; }` \
-         (the form certbot writes)",
+        "\"if\" is supported in \"server\" blocks (`if (…) { return …; }`) and \"location\" \
+         blocks only",
     ),
     (
         "limit_except",

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::build::Ctx;
+use super::cond::{LocationIf, condition};
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
 use super::parse::Directive;
-use super::rewrite::{RewriteFlag, parse_rewrite};
+use super::rewrite::{LocationStep, Rewrite, RewriteFlag, parse_rewrite};
 use super::scope::{Level, Scope};
 use super::values::{host_port_or, resolves};
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -42,7 +43,9 @@ pub(crate) fn build_location(
     }
     let mut scope = Scope::default();
     let (mut pass, mut ret, mut nested, mut pass_at) = (None, None, vec![], None);
-    let mut rewrites = Vec::new();
+    // `rewrite`s and `if`s in order; the `if`s are built once the location's own
+    // settings are all read (a block merges with all of them).
+    let mut pending: Vec<Result<Rewrite, &Directive>> = Vec::new();
     let mut internal = false;
     for s in body {
         match s.name.as_str() {
@@ -53,15 +56,21 @@ pub(crate) fn build_location(
                 }
                 internal = true;
             }
-            "rewrite" => {
-                let r = parse_rewrite(ctx, s)?;
+            "rewrite" | "if" => {
+                let step = match s.name.as_str() {
+                    "rewrite" => Ok(parse_rewrite(ctx, s)?),
+                    _ => Err(s),
+                };
                 match ret {
                     // As in nginx: the rewrite directives run in order, `return` stops.
                     Some(_) => ctx.warn(
                         s.at,
-                        "\"rewrite\" is never used: a \"return\" before it answers first".into(),
+                        format!(
+                            "\"{}\" is never used: a \"return\" before it answers first",
+                            s.name
+                        ),
                     ),
-                    None => rewrites.push(r),
+                    None => pending.push(step),
                 }
             }
             "proxy_pass" => {
@@ -89,7 +98,20 @@ pub(crate) fn build_location(
         locations.push(build_location(ctx, n, &scope, upstreams, Some(&matcher))?);
     }
     check_duplicates(ctx, &locations, &nested)?;
-    let breaks = rewrites.iter().any(|r| r.flag == RewriteFlag::Break);
+    let mut steps = Vec::new();
+    for p in pending {
+        steps.push(match p {
+            Ok(r) => LocationStep::Rewrite(r),
+            Err(d) => {
+                let i = location_if(ctx, d, &scope, &matcher, upstreams, pass.as_ref())?;
+                LocationStep::If(Box::new(i))
+            }
+        });
+    }
+    let breaks = steps.iter().any(|s| match s {
+        LocationStep::Rewrite(r) => r.flag == RewriteFlag::Break,
+        LocationStep::If(i) => i.rewrites.iter().any(|r| r.flag == RewriteFlag::Break),
+    });
     if ret.is_some() && pass.is_some() && !breaks {
         ctx.warn(
             d.at,
@@ -102,11 +124,70 @@ pub(crate) fn build_location(
     Ok(LocationBlock {
         matcher,
         action,
-        rewrites,
+        steps,
         internal,
         pass,
         settings: scope.settings(),
         locations,
+        location: ctx.loc(d.at),
+    })
+}
+
+/// `if (CONDITION) { … }` in a location whose settings are `outer`: `rewrite`s and a
+/// `return`, a `proxy_pass` of its own, and settings (merged with the location's).
+fn location_if(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    outer: &Scope,
+    matcher: &Matcher,
+    upstreams: &BTreeMap<String, UpstreamGroup>,
+    location_pass: Option<&ProxyPass>,
+) -> Result<LocationIf, ConfigError> {
+    let body = ctx.block(d, 1, usize::MAX)?;
+    let condition = condition(ctx, d)?;
+    let mut scope = Scope::default();
+    let (mut rewrites, mut ret, mut pass) = (Vec::new(), None, None);
+    for s in body {
+        match s.name.as_str() {
+            "rewrite" if ret.is_some() => ctx.warn(
+                s.at,
+                "\"rewrite\" is never used: a \"return\" before it answers first".into(),
+            ),
+            "rewrite" => rewrites.push(parse_rewrite(ctx, s)?),
+            "return" => {
+                let r = parse_return(ctx, s)?;
+                ret.get_or_insert(r);
+            }
+            "proxy_pass" => {
+                let p = proxy_pass(ctx, s, matcher, upstreams)?;
+                if p.uri.is_some() {
+                    return Err(ctx.invalid(
+                        s,
+                        s.args[0].at,
+                        "\"proxy_pass\" cannot have URI part inside \"if\" statement",
+                    ));
+                }
+                super::scope::set(ctx, s, &mut pass, p)?;
+            }
+            "if" | "location" => {
+                return Err(ctx.err(
+                    s.at,
+                    ConfigErrorKind::NotAllowedHere {
+                        directive: s.name.clone(),
+                    },
+                ));
+            }
+            _ if scope.directive(ctx, s, Level::Location)? => {}
+            _ => ctx.other(s)?,
+        }
+    }
+    scope.inherit(outer);
+    Ok(LocationIf {
+        condition,
+        rewrites,
+        ret,
+        pass: pass.or_else(|| location_pass.cloned()),
+        settings: scope.settings(),
         location: ctx.loc(d.at),
     })
 }

@@ -263,8 +263,8 @@ pub struct LocationBlock {
     /// rewrite phase runs first). `None`: nginx would serve files; hsmgate
     /// answers 404.
     pub action: Option<Action>,
-    /// `rewrite`s written before any `return`, run in order before the action.
-    pub rewrites: Vec<super::Rewrite>,
+    /// `rewrite`s and `if`s written before any `return`, run in order before the action.
+    pub steps: Vec<super::LocationStep>,
     /// `internal`: reached only by an internal redirect (a `rewrite` or an
     /// `error_page`); a client's request for it is a 404.
     pub internal: bool,

@@ -22,7 +22,7 @@
 use regex::Regex;
 
 use super::build::Ctx;
-use super::cond::ServerIf;
+use super::cond::{LocationIf, ServerIf};
 use super::parse::Directive;
 use super::template::{Template, TemplatePart};
 use crate::error::ConfigError;
@@ -35,6 +35,15 @@ pub enum ServerStep {
     If(ServerIf),
     /// `rewrite`.
     Rewrite(Rewrite),
+}
+
+/// One rewrite-module directive of a `location`, in the order written.
+#[derive(Debug, Clone)]
+pub enum LocationStep {
+    /// `rewrite`.
+    Rewrite(Rewrite),
+    /// `if (…) { … }`.
+    If(Box<LocationIf>),
 }
 
 /// How many times one request's URI may change (nginx's `NGX_HTTP_MAX_URI_CHANGES`).

@@ -140,7 +140,7 @@ pub(crate) fn build_server(
 /// `root`, default `html`): hsmgate answers 404 there, which the operator must know.
 fn warn_file_locations(ctx: &mut Ctx<'_>, locations: &[LocationBlock]) {
     for l in locations {
-        if l.action.is_none() && l.rewrites.is_empty() {
+        if l.action.is_none() && l.steps.is_empty() {
             ctx.warnings.push(ConfigWarning {
                 location: l.location.clone(),
                 message: format!(

@@ -586,13 +586,16 @@ fn rewrites_in_servers_and_locations() {
         .collect();
     assert_eq!(kinds, ["^/old/(.*)$:None", "if", "^(.*)$:Some(301)"]);
     let api = location_match(&s.locations, "/api/a").unwrap();
-    assert_eq!(api.rewrites.len(), 1);
-    assert_eq!(api.rewrites[0].flag, RewriteFlag::Break);
+    let rewrite = |l: &LocationBlock| match &l.steps[..] {
+        [LocationStep::Rewrite(r)] => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(rewrite(api).flag, RewriteFlag::Break);
     assert!(api.pass.is_some());
     let v2 = location_match(&s.locations, "/v2/a").unwrap();
-    assert!(!v2.rewrites[0].keep_args);
+    assert!(!rewrite(v2).keep_args);
     assert_eq!(
-        v2.rewrites[0].apply("/v2/a", "x=1", &|_| String::new()),
+        rewrite(v2).apply("/v2/a", "x=1", &|_| String::new()),
         Some(Rewritten::Uri {
             uri: "/api/a".into(),
             args: "v=2".into()
@@ -747,6 +750,26 @@ fn error_pages_and_named_locations() {
         ),
         ("root /a/$host;", "4:6", "variables in the path"),
         ("satisfy some;", "4:9", "it must be \"all\" or \"any\""),
+        (
+            "location /a/ { if ($arg_x) { if ($arg_y) { return 403; } } }",
+            "4:30",
+            "\"if\" directive is not allowed here",
+        ),
+        (
+            "location /a/ { if ($arg_x) { proxy_pass http://127.0.0.1:9/u; } }",
+            "4:41",
+            "cannot have URI part inside \"if\"",
+        ),
+        (
+            "location /a/ { if ($arg_x) { bogus 1; } }",
+            "4:30",
+            "unknown directive",
+        ),
+        (
+            "location /a/ { if (-f $uri) { return 403; } }",
+            "4:19",
+            "file test",
+        ),
         (
             "location /a/ { internal x; }",
             "4:16",

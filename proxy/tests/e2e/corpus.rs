@@ -569,12 +569,12 @@ fn bad_input_for_the_corpus_directives() {
             false,
         ),
         (
-            "if in a location",
+            "if inside an if",
             "",
-            loc("if ($host = a) { return 301 /; }"),
-            7,
-            "only in a \"server\" block",
-            false,
+            loc("if ($host = a) {\n if ($host = b) { return 301 /; } }"),
+            8,
+            "\"if\" directive is not allowed here",
+            true,
         ),
         (
             "if with a file test",

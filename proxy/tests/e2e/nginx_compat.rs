@@ -1088,3 +1088,101 @@ fn internal_locations_and_satisfy_as_nginx() {
     }
     assert_eq!(request("/ep2/x", None).body, "<h1>page</h1>\n");
 }
+
+/// `if` in a location, checked against Debian's nginx 1.22 with the same directives
+/// (2026-12-02): a CORS preflight answered in the block with its `add_header`s, a block
+/// without `return` whose settings serve the request (its `add_header`s replace the
+/// location's), `rewrite … break` and `return` inside a block, a block's own
+/// `proxy_pass`, and `last` from a block searching the locations again.
+#[test]
+fn if_in_a_location_as_nginx_runs_it() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "location /api/ {{
+            if ($request_method = OPTIONS) {{
+                add_header Access-Control-Allow-Origin *;
+                add_header Access-Control-Allow-Methods \"GET, POST, OPTIONS\";
+                add_header Content-Type \"text/plain; charset=utf-8\";
+                return 204;
+            }}
+            if ($request_method = POST) {{ add_header X-From-If post; }}
+            add_header X-Loc loc;
+            proxy_pass http://{up};
+        }}
+        location /hdr/ {{
+            if ($http_x_debug) {{ rewrite ^/hdr/(.*)$ /dbg/$1 break; }}
+            if ($arg_go = away) {{ return 302 https://example.com/; }}
+            if ($http_x_block ~* ^yes) {{ return 403; }}
+            proxy_pass http://{up};
+        }}
+        location /ifpass/ {{ if ($arg_p) {{ proxy_pass http://{up}; }} }}
+        location /iflast/ {{ if ($arg_l) {{ rewrite ^/iflast/(.*)$ /api/$1 last; }}
+            return 200 stay; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let send = |method: &str, target: &str, extra: &str| {
+        plain(
+            http,
+            &format!(
+                "{method} {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let r = send("OPTIONS", "/api/x", "");
+    assert_eq!(r.status, 204, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        header(&r, "access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
+    let types: Vec<&str> = r
+        .head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .collect();
+    assert_eq!(types.len(), 1, "one Content-Type, the block's: {r:?}");
+    assert_eq!(
+        header(&r, "x-loc"),
+        None,
+        "the block's add_headers replace the location's"
+    );
+    let before = raw.count();
+    let r = send("POST", "/api/x", "");
+    assert_eq!(
+        (r.status, header(&r, "x-from-if"), header(&r, "x-loc")),
+        (200, Some("post"), None)
+    );
+    assert_eq!(
+        raw.count(),
+        before + 1,
+        "the block has the location's proxy_pass"
+    );
+    let r = send("GET", "/api/x", "");
+    assert_eq!(
+        (r.status, header(&r, "x-from-if"), header(&r, "x-loc")),
+        (200, None, Some("loc"))
+    );
+    for (target, extra, status, line) in [
+        ("/hdr/a?q", "X-Debug: 1\r\n", 200, Some("GET /dbg/a?q")),
+        ("/hdr/a?go=away", "", 302, None),
+        ("/hdr/a", "X-Block: YES\r\n", 403, None),
+        ("/hdr/a", "", 200, Some("GET /hdr/a")),
+        ("/ifpass/a?p=1", "", 200, Some("GET /ifpass/a?p=1")),
+        ("/ifpass/a", "", 404, None),
+        ("/iflast/a?l=1", "", 200, Some("GET /api/a?l=1")),
+    ] {
+        let before = raw.count();
+        let r = send("GET", target, extra);
+        assert_eq!(r.status, status, "{target}: {r:?}");
+        match line {
+            Some(line) => assert_eq!(
+                raw.last_request_line(),
+                format!("{line} HTTP/1.1"),
+                "{target}"
+            ),
+            None => assert_eq!(raw.count(), before, "{target}: no upstream"),
+        }
+    }
+    assert_eq!(send("GET", "/iflast/a", "").body, "stay");
+}
