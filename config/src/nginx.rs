@@ -23,8 +23,9 @@
 //!   [fail_timeout=T] [backup] [down]; keepalive N; }`, `log_format`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
-//!   `ipv6only=`, `backlog=`, `bind`, and the socket options `deferred`,
-//!   `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`), `server_name`, `location`, `return`, settings,
+//!   `ipv6only=`, `backlog=`, `bind`, `proxy_protocol`, and the socket options
+//!   `deferred`, `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`),
+//!   `proxy_protocol_timeout`, `server_name`, `location`, `return`, settings,
 //!   `http2 on|off` (nginx 1.25.1+; also in `http`: as `listen … http2` on each of
 //!   the server's addresses), `if (CONDITION) { return …; }` (certbot's redirect
 //!   form, module `cond`): `($var)`, `=`, `!=`, `~`, `~*`, `!~`, `!~*`, and `rewrite`
@@ -53,7 +54,8 @@
 //!   chosen), `allow`/`deny` (addresses, CIDR blocks, `all`, `unix:`; a level with
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
-//!   all|any`, `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   all|any`, `set_real_ip_from` (a level with its own inherits none),
+//!   `real_ip_header`, `real_ip_recursive`, `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
@@ -171,8 +173,8 @@ pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
     ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT, HttpVersion,
     KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
-    NextUpstream, NginxConfig, ProxyPass, ProxySettings, Return, Server, ServerName, SoKeepalive,
-    SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
+    NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader, Return, Server,
+    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -104,6 +104,8 @@ pub struct ListenSpec {
     pub socket: SocketOptions,
     /// TLS versions forced by the native format's listener (else the default server's).
     pub protocols: Option<Vec<TlsVersion>>,
+    /// `listen … proxy_protocol`: a PROXY protocol header starts every connection.
+    pub proxy_protocol: bool,
 }
 
 impl Site {
@@ -168,6 +170,7 @@ impl Site {
             access_rules: Vec::new(),
             auth_basic: None,
             satisfy_any: false,
+            real_ip: None,
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
             recursive_error_pages: false,
@@ -223,6 +226,7 @@ impl Site {
                 ipv6only: None,
                 backlog: None,
                 socket: SocketOptions::default(),
+                proxy_protocol: false,
             })
             .collect();
         let pair = |chain: &PathBuf, at: &Location, key: &KeyRef| CertPair {
@@ -382,6 +386,7 @@ fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
                     spec.backlog = b;
                 }
                 spec.socket.merge(&l.socket);
+                spec.proxy_protocol |= l.proxy_protocol;
             }
             None => out.push(ListenSpec {
                 addr: l.addr,
@@ -392,6 +397,7 @@ fn listen_specs(servers: &[Server]) -> Vec<ListenSpec> {
                 backlog: l.backlog.unwrap_or(511),
                 socket: l.socket.clone(),
                 protocols: None,
+                proxy_protocol: l.proxy_protocol,
             }),
         }
     }

@@ -121,6 +121,7 @@ fn limits(
     };
     let size = raw.header_buffer_size.as_ref();
     let client = crate::nginx::ClientLimits {
+        proxy_protocol_timeout: d.client.proxy_protocol_timeout,
         handshake_timeout: ms(
             raw.handshake_timeout_ms.as_ref(),
             "limits.handshake_timeout_ms",

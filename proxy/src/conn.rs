@@ -203,6 +203,7 @@ pub(crate) async fn accept_loop(
                     sni: None,
                     client_cert: None,
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
+                    proxy_protocol: None,
                 };
                 let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
@@ -236,13 +237,27 @@ fn warn_limit(sem: &Semaphore) {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     mut conn: ConnInfo,
     listener: ListenerRt,
     generation: Arc<Generation>,
     watcher: Watcher,
     accepted: std::time::Instant,
 ) {
+    if listener.spec.proxy_protocol {
+        let timeout = listener.proxy_protocol_timeout;
+        match tokio::time::timeout(timeout, crate::proxy_protocol::read(&mut stream)).await {
+            Ok(Ok(header)) => conn.proxy_protocol = header,
+            Ok(Err(e)) => {
+                tracing::info!(peer = %conn.peer, error = %e, "PROXY protocol header refused: connection closed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(peer = %conn.peer, ?timeout, "no PROXY protocol header in time: connection closed");
+                return;
+            }
+        }
+    }
     let Some(tls_listener) = &listener.tls else {
         let _ = stream.set_nodelay(true);
         let speak = match listener.spec.http2 {

@@ -24,4 +24,6 @@ pub(crate) struct ConnInfo {
     pub client_cert: Option<Arc<ClientCert>>,
     /// A connection number (nginx's `$connection`).
     pub id: u64,
+    /// The addresses of its PROXY protocol header (`listen … proxy_protocol`).
+    pub proxy_protocol: Option<crate::proxy_protocol::ProxyHeader>,
 }

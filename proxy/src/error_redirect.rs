@@ -26,7 +26,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::body::ProxyBody;
-use crate::conn_info::ConnInfo;
 use crate::error_page::error_page;
 use crate::generation::Generation;
 use crate::reqlog::LogCtx;
@@ -46,7 +45,6 @@ pub(crate) struct Written;
 /// settings of the location that answered.
 pub(crate) async fn apply<'s>(
     generation: &Generation,
-    conn: &ConnInfo,
     server: &'s Server,
     settings: &'s ProxySettings,
     resp: Response<ProxyBody>,
@@ -75,7 +73,7 @@ pub(crate) async fn apply<'s>(
             break;
         };
         tracing::debug!(status, target = ?page.target, "error_page");
-        let (next, next_settings) = go(generation, conn, server, settings, page, head, log).await?;
+        let (next, next_settings) = go(generation, server, settings, page, head, log).await?;
         settings = next_settings;
         resp = next;
         let code = match (page.status, &page.target) {
@@ -93,7 +91,6 @@ pub(crate) async fn apply<'s>(
 /// The answer of `page`'s target, and the settings that apply there.
 async fn go<'s>(
     generation: &Generation,
-    conn: &ConnInfo,
     server: &'s Server,
     settings: &'s ProxySettings,
     page: &ErrorPage,
@@ -150,7 +147,7 @@ async fn go<'s>(
     // To a URI the method becomes GET (a HEAD stays); a named location keeps it.
     let get = !matches!(page.target, ErrorPageTarget::Named(_));
     let parts = head.parts(&log.uri, get);
-    let resp = answer(generation, conn, routed, parts, None, log, true).await?;
+    let resp = answer(generation, routed, parts, None, log, true).await?;
     Ok((resp, next_settings))
 }
 

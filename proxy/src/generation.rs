@@ -109,6 +109,8 @@ pub struct ListenerRt {
     /// The default server's `ssl_handshake_timeout` (`[limits] handshake_timeout_ms`):
     /// the handshake comes before a server is chosen by name.
     pub handshake_timeout: Duration,
+    /// The default server's `proxy_protocol_timeout`, for `listen … proxy_protocol`.
+    pub proxy_protocol_timeout: Duration,
 }
 
 /// The TLS side of a listening address.
@@ -275,6 +277,7 @@ impl Generation {
                     tls,
                     keepalive: server.settings.keepalive_timeout,
                     handshake_timeout: server.settings.client.handshake_timeout,
+                    proxy_protocol_timeout: server.settings.client.proxy_protocol_timeout,
                 },
             );
         }

@@ -80,6 +80,8 @@ mod metrics;
 mod notify;
 pub mod pin_check;
 mod proxy;
+mod proxy_protocol;
+mod realip;
 mod reqlog;
 mod rewrite_phase;
 mod route;

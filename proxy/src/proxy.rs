@@ -406,6 +406,7 @@ mod tests {
                 ..Default::default()
             },
             protocols: None,
+            proxy_protocol: false,
         };
         assert!(!socket_changed(&spec(511, false), &spec(511, false)));
         assert!(socket_changed(&spec(511, false), &spec(511, true)));

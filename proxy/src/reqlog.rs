@@ -21,6 +21,9 @@ use crate::vars::{UpstreamTries, Vars};
 pub(crate) struct LogCtx {
     pub(crate) generation: Arc<Generation>,
     pub(crate) conn: Arc<ConnInfo>,
+    /// The client: the connection's peer, or the address `set_real_ip_from` lets a
+    /// trusted peer name (`$remote_addr`).
+    pub(crate) client: std::net::SocketAddr,
     pub(crate) headers: HeaderMap,
     pub(crate) method: String,
     pub(crate) request_uri: String,
@@ -57,6 +60,7 @@ impl LogCtx {
     fn vars_sent<'a>(&'a self, headers: &'a HeaderMap, sent: u64) -> Vars<'a> {
         Vars {
             conn: &self.conn,
+            client: self.client,
             headers,
             method: &self.method,
             request_uri: &self.request_uri,

@@ -99,9 +99,14 @@ async fn serve(
     };
     let server_name = server.server_name_variable();
     let normalized = normalize(parts.uri.path()).filter(|_| !bad_host);
+    // nginx's realip at post-read: the server's settings (http's and its own).
+    let client = (server.settings.real_ip.as_ref())
+        .and_then(|r| crate::realip::client(r, &conn, &parts.headers))
+        .unwrap_or(conn.peer);
     let mut log = LogCtx {
         generation: Arc::clone(&generation),
         conn: Arc::clone(&conn),
+        client,
         headers: HeaderMap::new(),
         method: parts.method.to_string(),
         request_uri,
@@ -166,31 +171,13 @@ async fn serve(
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         None => error_page(StatusCode::BAD_REQUEST),
-        Some(_) => {
-            answer(
-                &generation,
-                &conn,
-                routed,
-                parts,
-                Some(body),
-                &mut log,
-                false,
-            )
-            .await?
-        }
+        Some(_) => answer(&generation, routed, parts, Some(body), &mut log, false).await?,
     };
     let mut settings = settings;
     if let Some(head) = head {
-        (resp, settings) = crate::error_redirect::apply(
-            &generation,
-            &conn,
-            server,
-            settings,
-            resp,
-            &head,
-            &mut log,
-        )
-        .await?;
+        (resp, settings) =
+            crate::error_redirect::apply(&generation, server, settings, resp, &head, &mut log)
+                .await?;
     }
     // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
     // Server`); hyper adds `Date` (the upstream's is hidden).
@@ -224,7 +211,6 @@ async fn serve(
 /// elsewhere by `error_page` (its body is not passed on).
 pub(crate) async fn answer(
     generation: &Generation,
-    conn: &ConnInfo,
     routed: Routed<'_>,
     parts: http::request::Parts,
     body: Option<Incoming>,
@@ -241,9 +227,18 @@ pub(crate) async fn answer(
     // find-config phases), before the content. nginx checks a declared body against
     // client_max_body_size earlier still (the find-config phase): a request too large
     // for a denied location is a 413.
-    let checked = matches!(action, None | Some(ActionRef::Proxy(_)))
-        && !body_too_large(declared_length(&parts), settings);
-    if checked && let Some(refusal) = access(settings, conn, &parts, log) {
+    let past_rewrites = matches!(action, None | Some(ActionRef::Proxy(_)));
+    // nginx's realip again at pre-access, with the location's settings, unless the
+    // server's already changed the client (a `return` answered before this phase).
+    if past_rewrites
+        && log.client == log.conn.peer
+        && let Some(r) = &settings.real_ip
+        && let Some(c) = crate::realip::client(r, &log.conn, &parts.headers)
+    {
+        log.client = c;
+    }
+    let checked = past_rewrites && !body_too_large(declared_length(&parts), settings);
+    if checked && let Some(refusal) = access(settings, &parts, log) {
         return Ok(refusal);
     }
     Ok(match action {
@@ -286,11 +281,10 @@ pub(crate) async fn answer(
 /// configured (the refusal then is the 401 when `auth_basic` refused, else the 403).
 fn access(
     settings: &ProxySettings,
-    conn: &ConnInfo,
     parts: &http::request::Parts,
     log: &LogCtx,
 ) -> Option<Response<ProxyBody>> {
-    let client = conn.peer.ip();
+    let client = log.client.ip();
     let forbidden = || {
         tracing::error!(%client, request = %log.request_uri, "access forbidden by rule");
         error_page(StatusCode::FORBIDDEN)
@@ -370,7 +364,7 @@ fn auth_refusal(
     vars: &Vars<'_>,
 ) -> Response<ProxyBody> {
     use crate::auth_basic::AuthError;
-    let client = vars.conn.peer.ip();
+    let client = vars.client.ip();
     match e {
         AuthError::NoCredentials => tracing::info!(%client, "{e}"),
         _ => tracing::error!(%client, "{e}"),

@@ -17,6 +17,8 @@ use crate::conn_info::ConnInfo;
 pub(crate) struct Vars<'a> {
     /// The connection.
     pub conn: &'a ConnInfo,
+    /// The client (`$remote_addr`): the peer, or whom a trusted peer names (realip).
+    pub client: std::net::SocketAddr,
     /// Request headers as the client sent them.
     pub headers: &'a HeaderMap,
     /// `GET`…
@@ -143,10 +145,31 @@ impl Vars<'_> {
         match name {
             "host" => self.host().into(),
             "http_host" => self.http_host.unwrap_or("").into(),
-            "remote_addr" => self.conn.peer.ip().to_canonical().to_string().into(),
-            "remote_port" => self.conn.peer.port().to_string().into(),
+            "remote_addr" => self.client.ip().to_canonical().to_string().into(),
+            // Empty for an address a request header named (it has no port), as nginx.
+            "remote_port" => match self.client.port() {
+                0 => String::new(),
+                p => p.to_string(),
+            }
+            .into(),
+            "realip_remote_addr" => self.conn.peer.ip().to_canonical().to_string().into(),
+            "realip_remote_port" => self.conn.peer.port().to_string().into(),
+            "proxy_protocol_addr" => (self.conn.proxy_protocol)
+                .map_or(String::new(), |h| h.source.ip().to_canonical().to_string())
+                .into(),
+            "proxy_protocol_port" => (self.conn.proxy_protocol)
+                .map_or(String::new(), |h| h.source.port().to_string())
+                .into(),
+            "proxy_protocol_server_addr" => (self.conn.proxy_protocol)
+                .map_or(String::new(), |h| {
+                    h.destination.ip().to_canonical().to_string()
+                })
+                .into(),
+            "proxy_protocol_server_port" => (self.conn.proxy_protocol)
+                .map_or(String::new(), |h| h.destination.port().to_string())
+                .into(),
             "proxy_add_x_forwarded_for" => {
-                let ip = self.conn.peer.ip().to_canonical().to_string();
+                let ip = self.client.ip().to_canonical().to_string();
                 let existing: Vec<&str> = self
                     .headers
                     .get_all("x-forwarded-for")
@@ -430,6 +453,7 @@ mod tests {
             sni: None,
             client_cert: None,
             id: 9,
+            proxy_protocol: None,
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4".parse().expect("value"));
@@ -449,6 +473,7 @@ mod tests {
         };
         let v = Vars {
             conn: &conn,
+            client: conn.peer,
             headers: &headers,
             method: "GET",
             request_uri: "/a/b?x=1&Foo=b%20r&foo=2&bare",

@@ -136,6 +136,9 @@ pub struct Listen {
     pub backlog: Option<u32>,
     /// `deferred`, `so_keepalive=`, `fastopen=`, `rcvbuf=`, `sndbuf=`.
     pub socket: SocketOptions,
+    /// `proxy_protocol`: every connection starts with a PROXY protocol header (v1 or
+    /// v2) from the load balancer in front.
+    pub proxy_protocol: bool,
 }
 
 /// The `listen` parameters that set options of the listening socket, as nginx sets them
@@ -388,6 +391,9 @@ pub struct ProxySettings {
     /// `satisfy any` (true) or `all` (false, the default): whether `allow`/`deny` or
     /// `auth_basic` alone lets a request through.
     pub satisfy_any: bool,
+    /// `set_real_ip_from` with `real_ip_header` and `real_ip_recursive` (`None`: no
+    /// trusted address, the client is the connection's peer).
+    pub real_ip: Option<RealIp>,
     /// `error_page`s (a level with its own inherits none of the outer ones).
     pub error_pages: Vec<ErrorPage>,
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
@@ -489,6 +495,9 @@ pub struct ClientLimits {
     pub handshake_timeout: Duration,
     /// `http2_max_concurrent_streams` (default 128).
     pub http2_max_concurrent_streams: u32,
+    /// `proxy_protocol_timeout` (default 30s): how long the PROXY protocol header of a
+    /// `listen … proxy_protocol` connection may take.
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -500,6 +509,7 @@ impl Default for ClientLimits {
             body_timeout: Duration::from_secs(60),
             handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
+            proxy_protocol_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -536,6 +546,29 @@ pub enum ErrorPageTarget {
     Named(String),
     /// Anything else (`http://…`): a redirect, 302 unless `=301`, `=303`, `=307` or `=308`.
     Redirect(Template),
+}
+
+/// nginx's realip module: a request from a trusted address (a load balancer) names its
+/// client in a header, or in the connection's PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealIp {
+    /// `set_real_ip_from`: the trusted addresses (`unix:` never matches: hsmgate
+    /// listens on no UNIX socket).
+    pub from: Vec<AccessMatch>,
+    /// `real_ip_header` (default `X-Real-IP`).
+    pub header: RealIpHeader,
+    /// `real_ip_recursive`: with `X-Forwarded-For`, the last address that is not trusted
+    /// (else the last address).
+    pub recursive: bool,
+}
+
+/// Where [`RealIp`] reads the client's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RealIpHeader {
+    /// `proxy_protocol`: the source address of the connection's PROXY header.
+    ProxyProtocol,
+    /// A request header (lower case): `x-real-ip`, `x-forwarded-for`, or another.
+    Header(String),
 }
 
 /// `auth_basic REALM` and `auth_basic_user_file FILE` (each inherited on its own, as in

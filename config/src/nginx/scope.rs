@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::build::Ctx;
 use super::model::{
     AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, ErrorPage,
-    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings,
+    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings, RealIp,
+    RealIpHeader,
 };
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
@@ -54,6 +55,11 @@ pub(crate) struct Scope {
     auth_file: Option<std::path::PathBuf>,
     error_pages: Option<Vec<ErrorPage>>,
     satisfy_any: Option<bool>,
+    /// `set_real_ip_from` (a level with its own inherits none), `real_ip_header`,
+    /// `real_ip_recursive`.
+    real_ip_from: Option<Vec<AccessMatch>>,
+    real_ip_header: Option<RealIpHeader>,
+    real_ip_recursive: Option<bool>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
     root: Option<std::path::PathBuf>,
@@ -67,6 +73,7 @@ struct ClientScope {
     header_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
+    proxy_protocol_timeout: Option<Duration>,
     http2_max_concurrent_streams: Option<u32>,
 }
 
@@ -91,6 +98,7 @@ impl Scope {
         c.header_timeout = c.header_timeout.or(o.header_timeout);
         c.body_timeout = c.body_timeout.or(o.body_timeout);
         c.handshake_timeout = c.handshake_timeout.or(o.handshake_timeout);
+        c.proxy_protocol_timeout = c.proxy_protocol_timeout.or(o.proxy_protocol_timeout);
         c.http2_max_concurrent_streams = c
             .http2_max_concurrent_streams
             .or(o.http2_max_concurrent_streams);
@@ -123,6 +131,13 @@ impl Scope {
         }
         self.intercept_errors = self.intercept_errors.or(outer.intercept_errors);
         self.satisfy_any = self.satisfy_any.or(outer.satisfy_any);
+        if self.real_ip_from.is_none() {
+            self.real_ip_from = outer.real_ip_from.clone();
+        }
+        if self.real_ip_header.is_none() {
+            self.real_ip_header = outer.real_ip_header.clone();
+        }
+        self.real_ip_recursive = self.real_ip_recursive.or(outer.real_ip_recursive);
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
@@ -140,6 +155,16 @@ impl Scope {
             },
             error_pages: self.error_pages.clone().unwrap_or_default(),
             satisfy_any: self.satisfy_any.unwrap_or(false),
+            real_ip: self
+                .real_ip_from
+                .clone()
+                .filter(|from| !from.is_empty())
+                .map(|from| RealIp {
+                    from,
+                    header: (self.real_ip_header.clone())
+                        .unwrap_or_else(|| RealIpHeader::Header("x-real-ip".into())),
+                    recursive: self.real_ip_recursive.unwrap_or(false),
+                }),
             proxy_intercept_errors: self.intercept_errors.unwrap_or(false),
             recursive_error_pages: self.recursive_error_pages.unwrap_or(false),
             root: self.root.clone(),
@@ -177,6 +202,8 @@ impl Scope {
                     header_timeout: c.header_timeout.unwrap_or(d.header_timeout),
                     body_timeout: c.body_timeout.unwrap_or(d.body_timeout),
                     handshake_timeout: c.handshake_timeout.unwrap_or(d.handshake_timeout),
+                    proxy_protocol_timeout: (c.proxy_protocol_timeout)
+                        .unwrap_or(d.proxy_protocol_timeout),
                     http2_max_concurrent_streams: c
                         .http2_max_concurrent_streams
                         .unwrap_or(d.http2_max_concurrent_streams),
@@ -306,6 +333,45 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "set_real_ip_from" => {
+                let arg = ctx.one(d)?;
+                let m = match arg.value.as_str() {
+                    "unix:" => AccessMatch::Unix,
+                    v => AccessMatch::Net(
+                        v.parse::<ipnet::IpNet>()
+                            .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                ctx.invalid(d, arg.at, format!("invalid address \"{v}\""))
+                            })?,
+                    ),
+                };
+                self.real_ip_from.get_or_insert_with(Vec::new).push(m);
+            }
+            "real_ip_header" => {
+                let arg = ctx.one(d)?;
+                let h = match arg.value.to_ascii_lowercase().as_str() {
+                    "proxy_protocol" => RealIpHeader::ProxyProtocol,
+                    name if !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                    {
+                        RealIpHeader::Header(name.to_owned())
+                    }
+                    _ => {
+                        return Err(ctx.invalid(
+                            d,
+                            arg.at,
+                            format!("invalid header name \"{}\"", arg.value),
+                        ));
+                    }
+                };
+                set(ctx, d, &mut self.real_ip_header, h)?;
+            }
+            "real_ip_recursive" => {
+                let on = super::server::flag(ctx, d)?;
+                set(ctx, d, &mut self.real_ip_recursive, on)?;
             }
             "satisfy" => {
                 let arg = ctx.one(d)?;
@@ -461,6 +527,10 @@ impl Scope {
             "client_body_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.body_timeout, v)?;
+            }
+            "proxy_protocol_timeout" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.proxy_protocol_timeout, v)?;
             }
             "ssl_handshake_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;

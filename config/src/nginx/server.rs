@@ -85,6 +85,7 @@ pub(crate) fn build_server(
             ipv6only: None,
             backlog: None,
             socket: SocketOptions::default(),
+            proxy_protocol: false,
         });
         listen_pos.push(d.at);
     }
@@ -179,6 +180,7 @@ fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
         ipv6only: None,
         backlog: None,
         socket: SocketOptions::default(),
+        proxy_protocol: false,
     };
     let mut ignored = Vec::new();
     for a in &args[1..] {
@@ -219,7 +221,8 @@ fn listen(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Listen, ConfigError> {
                     a.value
                 ),
             )),
-            ("proxy_protocol" | "quic", false) => {
+            ("proxy_protocol", false) => l.proxy_protocol = true,
+            ("quic", false) => {
                 let reason = format!("the \"{name}\" parameter is not supported by hsmgate");
                 return Err(ctx.invalid(d, a.at, reason));
             }

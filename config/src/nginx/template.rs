@@ -53,6 +53,12 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
     "connection",
     "remote_user",
     "upstream_cache_status",
+    "realip_remote_addr",
+    "realip_remote_port",
+    "proxy_protocol_addr",
+    "proxy_protocol_port",
+    "proxy_protocol_server_addr",
+    "proxy_protocol_server_port",
 ];
 
 /// Families of variables hsmgate provides: `$http_NAME` (a request header),

@@ -824,6 +824,72 @@ fn directives_that_cannot_change_an_answer_are_warned_about() {
 }
 
 #[test]
+fn proxy_protocol_and_real_ip() {
+    let c = load_str(&http(
+        "set_real_ip_from 10.0.0.0/8; set_real_ip_from 192.0.2.1; real_ip_header X-Forwarded-For;
+  server {
+    listen 127.0.0.1:80 proxy_protocol; proxy_protocol_timeout 5s;
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { set_real_ip_from unix:; real_ip_header proxy_protocol; real_ip_recursive on;
+        proxy_pass http://127.0.0.1:9; }
+  }
+  server { listen 127.0.0.1:81; location / { proxy_pass http://127.0.0.1:9; } }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    assert!(s.listens[0].proxy_protocol);
+    assert!(!c.servers[1].listens[0].proxy_protocol);
+    assert_eq!(
+        s.settings.client.proxy_protocol_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        c.servers[1].settings.client.proxy_protocol_timeout,
+        Duration::from_secs(30)
+    );
+    let real_ip = |path: &str| {
+        location_match(&s.locations, path)
+            .unwrap()
+            .settings
+            .real_ip
+            .clone()
+            .unwrap()
+    };
+    let a = real_ip("/a/");
+    assert_eq!(a.from.len(), 2, "inherited from http");
+    assert_eq!(a.header, RealIpHeader::Header("x-forwarded-for".into()));
+    assert!(!a.recursive);
+    let b = real_ip("/b/");
+    assert_eq!(
+        b.from,
+        [AccessMatch::Unix],
+        "a level with its own inherits none"
+    );
+    assert_eq!(b.header, RealIpHeader::ProxyProtocol);
+    assert!(b.recursive);
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, at, needle) in [
+        ("set_real_ip_from 10.0.0.0/33;", "4:18", "invalid address"),
+        ("set_real_ip_from localhost;", "4:18", "invalid address"),
+        ("real_ip_header \"X Bad\";", "4:16", "invalid header name"),
+        (
+            "real_ip_recursive maybe;",
+            "4:19",
+            "must be \"on\" or \"off\"",
+        ),
+        (
+            "location / { proxy_protocol_timeout 5s; }",
+            "4:14",
+            "not allowed here",
+        ),
+    ] {
+        let e = err(&server(line));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}
+
+#[test]
 fn client_certificate_settings() {
     let server = |extra: &str| {
         http(&format!(
@@ -1026,10 +1092,7 @@ fn listen_socket_options_are_read_as_nginx_writes_them() {
         ("sndbuf=1q", "invalid sndbuf \"sndbuf=1q\""),
         ("ipv6only=maybe", "invalid parameter \"ipv6only=maybe\""),
         ("deferred=1", "invalid parameter \"deferred=1\""),
-        (
-            "proxy_protocol",
-            "the \"proxy_protocol\" parameter is not supported by hsmgate",
-        ),
+        ("quic", "the \"quic\" parameter is not supported by hsmgate"),
     ] {
         let e = err(&http(&format!("server {{ listen 20080 {param}; }}")));
         assert_eq!(

@@ -1186,3 +1186,121 @@ fn if_in_a_location_as_nginx_runs_it() {
     }
     assert_eq!(send("GET", "/iflast/a", "").body, "stay");
 }
+
+/// `listen … proxy_protocol` and the realip module, checked against Debian's nginx 1.22
+/// with the same directives (2026-12-02): v1 and v2 headers give `$proxy_protocol_addr`
+/// and, from a trusted balancer with `real_ip_header proxy_protocol`, `$remote_addr`
+/// (what `deny` tests and `$proxy_add_x_forwarded_for` appends); `UNKNOWN` keeps the
+/// connection's address; a connection without a header is closed; `X-Forwarded-For`
+/// with `real_ip_recursive`; and a TLS listener behind a balancer (curl's
+/// `--haproxy-protocol`).
+#[test]
+fn proxy_protocol_and_real_ip_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{made:?}");
+    let (pp, xff, tls) = (port_in_range(), port_in_range(), port_in_range());
+    let vars = "ra=$remote_addr pa=$proxy_protocol_addr pp=$proxy_protocol_port \
+                psa=$proxy_protocol_server_addr rr=$realip_remote_addr";
+    let http_extra = format!(
+        "server {{ listen 127.0.0.1:{pp} proxy_protocol; server_name pp.test;
+            set_real_ip_from 127.0.0.1; real_ip_header proxy_protocol;
+            location / {{ return 200 \"{vars}\"; }}
+            location /deny/ {{ deny 203.0.113.5; proxy_pass http://{up}; }}
+            location /up/ {{ proxy_set_header X-Uri $proxy_add_x_forwarded_for; proxy_pass http://{up}; }}
+        }}
+        server {{ listen 127.0.0.1:{xff}; server_name x.test;
+            set_real_ip_from 127.0.0.1; set_real_ip_from 10.0.0.0/8;
+            real_ip_header X-Forwarded-For; real_ip_recursive on;
+            location / {{ return 200 \"ra=$remote_addr\"; }}
+        }}
+        server {{ listen 127.0.0.1:{tls} ssl proxy_protocol; server_name localhost;
+            ssl_certificate {cert}; ssl_certificate_key {key};
+            location / {{ return 200 \"pa=$proxy_protocol_addr\"; }}
+        }}",
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let (gate, _http) = start_with(&raw, &http_extra, "");
+    let send = |port: u16, header: &[u8], path: &str, extra: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(header).expect("header");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: pp.test\r\n{extra}Connection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).expect("request");
+        read_response(&mut s)
+    };
+    let v1 = b"PROXY TCP4 203.0.113.5 198.51.100.1 40000 443\r\n";
+    let r = send(pp, v1, "/", "");
+    assert_eq!(
+        r.body,
+        "ra=203.0.113.5 pa=203.0.113.5 pp=40000 psa=198.51.100.1 rr=127.0.0.1",
+        "{r:?}\n{}",
+        gate.server.log_text()
+    );
+    // v2, IPv4: signature, version 2 PROXY, TCP over IPv4, 12 bytes of addresses.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([192, 0, 2, 9, 198, 51, 100, 2]);
+    v2.extend(7000u16.to_be_bytes());
+    v2.extend(443u16.to_be_bytes());
+    let r = send(pp, &v2, "/", "");
+    assert_eq!(
+        r.body,
+        "ra=192.0.2.9 pa=192.0.2.9 pp=7000 psa=198.51.100.2 rr=127.0.0.1"
+    );
+    let r = send(pp, b"PROXY UNKNOWN\r\n", "/", "");
+    assert_eq!(r.body, "ra=127.0.0.1 pa= pp= psa= rr=127.0.0.1");
+    // No header: closed without an answer.
+    let r = send(pp, b"", "/", "");
+    assert_eq!(r.status, 0, "{r:?}");
+    // The balancer's client is what `deny` tests and X-Forwarded-For gets.
+    let before = raw.count();
+    assert_eq!(send(pp, v1, "/deny/x", "").status, 403);
+    assert_eq!(raw.count(), before);
+    let r = send(pp, v1, "/up/x", "X-Forwarded-For: 198.18.0.1\r\n");
+    assert_eq!(r.status, 200);
+    let seen = raw
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        seen.contains("x-uri: 198.18.0.1, 203.0.113.5\r\n"),
+        "{seen}"
+    );
+    // X-Forwarded-For from a trusted peer, recursively past trusted hops.
+    let r = send(xff, b"", "/", "X-Forwarded-For: 203.0.113.1, 10.1.1.1\r\n");
+    assert_eq!(r.body, "ra=203.0.113.1");
+    let r = send(xff, b"", "/", "X-Forwarded-For: junk\r\n");
+    assert_eq!(r.body, "ra=127.0.0.1");
+    // TLS after the header.
+    let url = format!("https://localhost:{tls}/");
+    let resolve = format!("localhost:{tls}:127.0.0.1");
+    let out = crate::support::curl(&["-sk", "--haproxy-protocol", "--resolve", &resolve, &url]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pa=127.0.0.1",
+        "{out:?}"
+    );
+}
