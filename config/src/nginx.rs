@@ -71,7 +71,9 @@
 //!   `ssl_session_ticket_key`, `ssl_client_certificate`, `ssl_verify_client
 //!   on|optional|off` (`optional_no_ca` is refused: rustls accepts only certificates
 //!   it verifies; `on`/`optional` without `ssl_client_certificate` is nginx's error),
-//!   `ssl_verify_depth`, `ssl_stapling on|off` with `ssl_stapling_file` (the DER
+//!   `ssl_verify_depth`, `ssl_reject_handshake` (such a server needs no certificate;
+//!   a handshake that selects it gets an `unrecognized_name` alert),
+//!   `ssl_stapling on|off` with `ssl_stapling_file` (the DER
 //!   response stapled to the server's certificates; `on` without a file is warned
 //!   about: no responder is queried). Each server on a shared address keeps its own `ssl_*`
 //!   settings (the ClientHello's SNI selects the server).

@@ -269,6 +269,7 @@ impl Site {
                 verify_client: config.tls.verify_client,
                 verify_depth: config.tls.verify_depth,
                 stapling_file: None,
+                reject_handshake: false,
             },
             server_return: None,
             server_steps: Vec::new(),

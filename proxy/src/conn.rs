@@ -366,6 +366,13 @@ async fn handshake(
             return None;
         }
     };
+    if listener.resolver.rejects(&accepted.client_hello()) {
+        tracing::debug!(%peer, sni = ?accepted.client_hello().server_name(), "handshake rejected (ssl_reject_handshake)");
+        failed(false);
+        let alert = &crate::hello::UNRECOGNIZED_NAME_ALERT;
+        let _ = crate::hello::write_and_close(&mut stream, alert, || ()).await;
+        return None;
+    }
     let started = std::time::Instant::now();
     // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
     // sessions) and, through its certificate, the signer pool that admits the handshake.

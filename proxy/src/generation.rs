@@ -193,7 +193,10 @@ impl Generation {
                     pair.certified = Arc::new(certified);
                 }
             }
-            if pairs.is_empty() && server.listens.iter().any(|l| l.ssl) {
+            if pairs.is_empty()
+                && server.listens.iter().any(|l| l.ssl)
+                && !server.tls.reject_handshake
+            {
                 return Err(ProxyError::At {
                     at: at(&server.location),
                     source: Box::new(ProxyError::Invalid(

@@ -350,6 +350,10 @@ pub(crate) fn check_record(bytes: &[u8]) -> Result<Option<usize>, Refusal> {
 /// server's, not the client's).
 pub(crate) const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 
+/// A fatal `unrecognized_name` alert (RFC 6066 §3), as above: the answer of a server with
+/// `ssl_reject_handshake on` (nginx sends the same).
+pub(crate) const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
 /// Write `bytes` and close the connection, giving up after a short while. A client that
 /// is still sending has what it sends read and dropped for a moment (a lingering close,
 /// as nginx's): closing a socket with unread input makes the kernel send a reset, which

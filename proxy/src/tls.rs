@@ -145,6 +145,8 @@ pub struct SniResolver {
     listen: std::net::SocketAddr,
     /// What a ClientHello that selects no server with a certificate gets.
     fallback: Arc<ServerKeys>,
+    /// Some server of this address has `ssl_reject_handshake on`.
+    rejects: bool,
 }
 
 impl SniResolver {
@@ -166,13 +168,26 @@ impl SniResolver {
             }
             by_place.insert(k.server.clone(), k);
         }
+        let rejects = servers
+            .iter()
+            .any(|s| s.tls.reject_handshake && s.listens.iter().any(|l| l.addr == listen));
         SniResolver {
             by_name,
             by_place,
             servers,
             listen,
             fallback,
+            rejects,
         }
+    }
+
+    /// Whether the server this ClientHello selects by nginx's rules (its SNI, else the
+    /// address's default server) has `ssl_reject_handshake on`: the handshake is then
+    /// refused with an `unrecognized_name` alert, as nginx does.
+    pub fn rejects(&self, hello: &rustls::server::ClientHello<'_>) -> bool {
+        self.rejects
+            && hsmgate_config::nginx::select_server(&self.servers, self.listen, hello.server_name())
+                .is_some_and(|s| s.tls.reject_handshake)
     }
 
     /// The server a handshake with this ClientHello gets, with its keys: by SNI with

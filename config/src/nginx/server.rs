@@ -96,10 +96,13 @@ pub(crate) fn build_server(
     scope.inherit(http);
     scope.tls.check(ctx)?;
     let certs = cert_pairs(ctx, &scope)?;
+    // `ssl_reject_handshake on` (nginx 1.19.4): a server that refuses every handshake
+    // needs no certificate.
+    let rejects = scope.tls.settings().reject_handshake;
     if let Some(i) = listens
         .iter()
         .position(|l| l.ssl)
-        .filter(|_| certs.is_empty())
+        .filter(|_| certs.is_empty() && !rejects)
     {
         let reason = "no \"ssl_certificate\" is defined for the listen ... ssl directive";
         let at = listen_pos[i];

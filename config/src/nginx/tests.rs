@@ -890,6 +890,26 @@ fn proxy_protocol_and_real_ip() {
 }
 
 #[test]
+fn ssl_reject_handshake_needs_no_certificate() {
+    let c = load_str(&http(
+        "server { listen 127.0.0.1:443 ssl default_server; ssl_reject_handshake on; }
+  server { listen 127.0.0.1:443 ssl; server_name a.test;
+    ssl_certificate a.crt; ssl_certificate_key a.key; location / { return 200; } }",
+    ))
+    .unwrap();
+    assert!(c.servers[0].tls.reject_handshake && c.servers[0].certs.is_empty());
+    assert!(!c.servers[1].tls.reject_handshake);
+    let e = err(&http(
+        "server { listen 127.0.0.1:443 ssl; ssl_reject_handshake off; }",
+    ));
+    assert!(e.contains("no \"ssl_certificate\" is defined"), "{e}");
+    let e = err(&http(
+        "server { listen 127.0.0.1:443 ssl; ssl_reject_handshake maybe; }",
+    ));
+    assert!(e.contains("it must be \"on\" or \"off\""), "{e}");
+}
+
+#[test]
 fn client_certificate_settings() {
     let server = |extra: &str| {
         http(&format!(

@@ -42,6 +42,10 @@ pub struct TlsSettings {
     /// each of the server's certificates (without a file nothing is stapled: no
     /// responder is queried, and the configuration is warned about).
     pub stapling_file: Option<PathBuf>,
+    /// `ssl_reject_handshake on`: a handshake that selects this server (by SNI, or as
+    /// the default server of its address) is refused with an `unrecognized_name` alert;
+    /// such a server needs no certificate.
+    pub reject_handshake: bool,
 }
 
 /// `ssl_verify_client`.
@@ -149,6 +153,7 @@ pub(crate) struct TlsScope {
     /// `ssl_stapling` and where it was written.
     stapling: Option<(bool, super::parse::Pos)>,
     stapling_file: Option<PathBuf>,
+    reject_handshake: Option<bool>,
     pub(crate) certs: Option<Vec<Arg>>,
     pub(crate) keys: Option<Vec<Arg>>,
 }
@@ -170,6 +175,7 @@ impl TlsScope {
             verify_depth,
             stapling,
             stapling_file,
+            reject_handshake,
             certs,
             keys
         );
@@ -195,6 +201,7 @@ impl TlsScope {
                 Some((true, _)) => self.stapling_file.clone(),
                 _ => None,
             },
+            reject_handshake: self.reject_handshake.unwrap_or(false),
         }
     }
 
@@ -304,6 +311,12 @@ impl TlsScope {
                 set_flag(ctx, d, &mut on)?;
                 let on = on.expect("set_flag sets it");
                 set(ctx, d, &mut self.stapling, (on, d.at))?;
+            }
+            "ssl_reject_handshake" => {
+                let mut on = None;
+                set_flag(ctx, d, &mut on)?;
+                let on = on.expect("set_flag sets it");
+                set(ctx, d, &mut self.reject_handshake, on)?;
             }
             "ssl_stapling_file" => {
                 let arg = ctx.one(d)?;

@@ -1304,3 +1304,75 @@ fn proxy_protocol_and_real_ip_as_nginx() {
         "{out:?}"
     );
 }
+
+/// `ssl_reject_handshake on` in a default server without a certificate, checked against
+/// Debian's nginx 1.22 with the same directives (2026-12-02): a ClientHello naming the
+/// other server completes; one with an unknown name or none gets a fatal
+/// `unrecognized_name` alert (112) and no certificate.
+#[test]
+fn ssl_reject_handshake_as_nginx() {
+    let raw = RawUpstream::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=example.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{made:?}");
+    let port = port_in_range();
+    let http_extra = format!(
+        "server {{ listen 127.0.0.1:{port} ssl default_server; ssl_reject_handshake on; }}
+        server {{ listen 127.0.0.1:{port} ssl; server_name example.test;
+            ssl_certificate {cert}; ssl_certificate_key {key};
+            location / {{ return 200 ok; }} }}",
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let (gate, _http) = start_with(&raw, &http_extra, "");
+    let s_client = |name: Option<&str>| {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")]);
+        match name {
+            Some(n) => cmd.args(["-servername", n]),
+            None => cmd.arg("-noservername"),
+        };
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let ok = s_client(Some("example.test"));
+    assert!(
+        ok.contains("CN = example.test"),
+        "{ok}\n{}",
+        gate.server.log_text()
+    );
+    for name in [Some("other.test"), None] {
+        let out = s_client(name);
+        assert!(out.contains("SSL alert number 112"), "{name:?}: {out}");
+        assert!(!out.contains("BEGIN CERTIFICATE"), "{name:?}: {out}");
+    }
+    let url = format!("https://example.test:{port}/");
+    let resolve = format!("example.test:{port}:127.0.0.1");
+    let out = crate::support::curl(&["-sk", "--resolve", &resolve, &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{out:?}");
+}
