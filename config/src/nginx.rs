@@ -37,8 +37,8 @@
 //!   `host not found in upstream "HOST"`, also for an upstream's `server`), `return`,
 //!   `rewrite REGEX REPLACEMENT [last|break|redirect|permanent]` (before the `return`),
 //!   nested `location`, settings; `internal`; `if (CONDITION) { … }` (`rewrite`,
-//!   `return`, `proxy_pass` without a URI part, settings); `location @name` (server
-//!   level, for `error_page`).
+//!   `set`, `return`, `proxy_pass` without a URI part, settings); `set $NAME VALUE`
+//!   (also in a `server`); `location @name` (server level, for `error_page`).
 //! - `error_page CODE… [=[RESPONSE]] URI|@name|URL`, `proxy_intercept_errors`,
 //!   `recursive_error_pages` (settings), and `root`, read only for the pages
 //!   `error_page` names.
@@ -126,7 +126,7 @@
 //! | directive | why it cannot be ignored |
 //! |---|---|
 //! | `try_files` | its file checks decide where nginx sends a request (a file, another URI, a code); hsmgate has no files, so ignoring it would change answers. An SSL-offload site replaces it with `proxy_pass` |
-//! | `if` inside an `if`, or in a server with more than `return` inside | nginx refuses the first; the second is not implemented (`set` neither) |
+//! | `if` inside an `if`, or in a server with more than `return` inside | nginx refuses the first; the second is not implemented |
 //!
 //! # Paths left unset
 //!
@@ -181,7 +181,7 @@ pub use self::model::{
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::rewrite::{
-    LocationStep, MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep,
+    LocationStep, MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep, SetVar,
 };
 pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, request_target, select_server,
@@ -245,6 +245,7 @@ pub(crate) fn load_text(
         warnings: Vec::new(),
         log_formats: Default::default(),
         map_names: Default::default(),
+        set_names: Default::default(),
         maps: Default::default(),
         hsm_groups: Default::default(),
         http2: None,

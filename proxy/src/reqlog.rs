@@ -30,6 +30,8 @@ pub(crate) struct LogCtx {
     pub(crate) uri: String,
     /// `$args` once a `rewrite` changed them (`None`: the request's).
     pub(crate) args: Option<String>,
+    /// The variables `set` gave a value, in the order first set.
+    pub(crate) set_vars: Vec<(String, String)>,
     pub(crate) protocol: &'static str,
     pub(crate) http_host: Option<String>,
     pub(crate) server_name: String,
@@ -66,6 +68,7 @@ impl LogCtx {
             request_uri: &self.request_uri,
             uri: &self.uri,
             args: self.args.as_deref(),
+            set_vars: &self.set_vars,
             protocol: self.protocol,
             http_host: self.http_host.as_deref(),
             server_name: &self.server_name,

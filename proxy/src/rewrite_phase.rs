@@ -7,7 +7,7 @@
 
 use hsmgate_config::nginx::{
     Action, LocationBlock, LocationStep, MAX_URI_CHANGES, Matcher, ProxyPass, ProxySettings,
-    Return, Rewrite, RewriteFlag, Rewritten, Server, ServerStep, location_match,
+    Return, Rewrite, RewriteFlag, Rewritten, Server, ServerStep, SetVar, location_match,
 };
 use http::HeaderMap;
 
@@ -84,6 +84,7 @@ pub(crate) fn route<'s>(
                     return at_server(ActionRef::Return(&i.ret));
                 }
             }
+            ServerStep::Set(v) => set(v, log, headers),
             ServerStep::Rewrite(r) => match rewrite(r, log, headers) {
                 None => {}
                 Some(Rewritten::Redirect { code, url }) => {
@@ -129,65 +130,130 @@ pub(crate) fn route<'s>(
             return found(l, None);
         }
         // A matching `if` block's settings and `proxy_pass` serve the request.
-        let (mut settings, mut pass) = (&l.settings, l.pass.as_ref());
-        let at = |settings, action, uri_change| Routed {
-            settings,
-            action,
-            location: Some(l),
+        let mut run = LocationRun {
+            location: l,
+            settings: &l.settings,
+            pass: l.pass.as_ref(),
+            changes: &mut changes,
+            search_again: false,
             uri_change,
         };
-        let mut search_again = false;
-        'steps: for step in &l.steps {
-            let (rewrites, ret) = match step {
-                LocationStep::Rewrite(r) => (std::slice::from_ref(r), None),
+        match run.steps(&l.steps, log, headers) {
+            Ran::Answer(routed) => return routed,
+            Ran::Last => continue,
+            Ran::Done if run.search_again => continue,
+            Ran::Done => {
+                let action = match &l.action {
+                    Some(Action::Return(r)) => Some(ActionRef::Return(r)),
+                    // The location's, or a matching `if` block's.
+                    _ => run.pass.map(ActionRef::Proxy),
+                };
+                return run.at(action, uri_change);
+            }
+        }
+    }
+}
+
+/// What running a location's rewrite-module directives came to.
+enum Ran<'s> {
+    /// All ran; the URI may have changed (no flag).
+    Done,
+    /// A `rewrite … last`: search the locations again.
+    Last,
+    /// An answer (a `return`, a redirect, `break`'s content, a cycle).
+    Answer(Routed<'s>),
+}
+
+/// The state of one location's directives while they run.
+struct LocationRun<'s, 'c> {
+    location: &'s LocationBlock,
+    /// The settings in force: the location's, or the last matching `if` block's.
+    settings: &'s ProxySettings,
+    pass: Option<&'s ProxyPass>,
+    changes: &'c mut usize,
+    search_again: bool,
+    uri_change: UriChange,
+}
+
+impl<'s> LocationRun<'s, '_> {
+    fn at(&self, action: Option<ActionRef<'s>>, uri_change: UriChange) -> Routed<'s> {
+        Routed {
+            settings: self.settings,
+            action,
+            location: Some(self.location),
+            uri_change,
+        }
+    }
+
+    /// Run `steps` in order (a matching `if` block's where the block is).
+    fn steps(
+        &mut self,
+        steps: &'s [LocationStep],
+        log: &mut LogCtx,
+        headers: &HeaderMap,
+    ) -> Ran<'s> {
+        for step in steps {
+            let r = match step {
+                LocationStep::Set(v) => {
+                    set(v, log, headers);
+                    continue;
+                }
                 LocationStep::If(i) => {
-                    let vars = log.vars(headers);
-                    let get = |name: &str| vars.get(name).into_owned();
-                    if !i.condition.holds(&get, &|t| vars.expand(t)) {
+                    let holds = {
+                        let vars = log.vars(headers);
+                        let get = |name: &str| vars.get(name).into_owned();
+                        i.condition.holds(&get, &|t| vars.expand(t))
+                    };
+                    if !holds {
                         continue;
                     }
-                    (settings, pass) = (&i.settings, i.pass.as_ref());
-                    (i.rewrites.as_slice(), i.ret.as_ref())
+                    (self.settings, self.pass) = (&i.settings, i.pass.as_ref());
+                    match self.steps(&i.steps, log, headers) {
+                        Ran::Done => {}
+                        other => return other,
+                    }
+                    if let Some(ret) = &i.ret {
+                        return Ran::Answer(self.at(Some(ActionRef::Return(ret)), self.uri_change));
+                    }
+                    continue;
                 }
+                LocationStep::Rewrite(r) => r,
             };
-            for r in rewrites {
-                match rewrite(r, log, headers) {
-                    None => continue,
-                    Some(Rewritten::Redirect { code, url }) => {
-                        let action = Some(ActionRef::Redirect(code, url));
-                        return at(settings, action, uri_change);
-                    }
-                    Some(Rewritten::Uri { .. }) => {}
+            match rewrite(r, log, headers) {
+                None => continue,
+                Some(Rewritten::Redirect { code, url }) => {
+                    let action = Some(ActionRef::Redirect(code, url));
+                    return Ran::Answer(self.at(action, self.uri_change));
                 }
-                changes += 1;
-                if changes > MAX_URI_CHANGES {
-                    tracing::error!(uri = %log.uri, "rewrite or internal redirection cycle while processing the request: 500");
-                    return at(settings, Some(ActionRef::Cycle), uri_change);
-                }
-                search_again = true;
-                match r.flag {
-                    // Served here, by the `proxy_pass` in force (a `return` after the
-                    // `break` is not run).
-                    RewriteFlag::Break => {
-                        let action = pass.map(ActionRef::Proxy);
-                        return at(settings, action, UriChange::Break);
-                    }
-                    RewriteFlag::Last => break 'steps,
-                    _ => {}
-                }
+                Some(Rewritten::Uri { .. }) => {}
             }
-            if let Some(r) = ret {
-                return at(settings, Some(ActionRef::Return(r)), uri_change);
+            *self.changes += 1;
+            if *self.changes > MAX_URI_CHANGES {
+                tracing::error!(uri = %log.uri, "rewrite or internal redirection cycle while processing the request: 500");
+                return Ran::Answer(self.at(Some(ActionRef::Cycle), self.uri_change));
+            }
+            self.search_again = true;
+            match r.flag {
+                // Served here, by the `proxy_pass` in force (a `return` after the
+                // `break` is not run).
+                RewriteFlag::Break => {
+                    let action = self.pass.map(ActionRef::Proxy);
+                    return Ran::Answer(self.at(action, UriChange::Break));
+                }
+                RewriteFlag::Last => return Ran::Last,
+                _ => {}
             }
         }
-        if !search_again {
-            let action = match &l.action {
-                Some(Action::Return(r)) => Some(ActionRef::Return(r)),
-                // The location's, or a matching `if` block's.
-                _ => pass.map(ActionRef::Proxy),
-            };
-            return at(settings, action, uri_change);
-        }
+        Ran::Done
+    }
+}
+
+/// Run `set`: the variable takes its value now.
+fn set(v: &SetVar, log: &mut LogCtx, headers: &HeaderMap) {
+    let value = log.vars(headers).expand(&v.value);
+    match log.set_vars.iter_mut().find(|(n, _)| *n == v.name) {
+        Some((_, old)) => *old = value,
+        None => log.set_vars.push((v.name.clone(), value)),
     }
 }
 

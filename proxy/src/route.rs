@@ -112,6 +112,7 @@ async fn serve(
         request_uri,
         uri: normalized.clone().unwrap_or_default(),
         args: None,
+        set_vars: Vec::new(),
         protocol,
         http_host,
         server_name,
@@ -143,7 +144,9 @@ async fn serve(
         uri_change,
     } = routed;
     log.targets = generation.access_logs(settings);
-    if !log.targets.is_empty() {
+    // The request's headers outlive the request (the upstream takes them) where the
+    // access log or an `add_header` value reads them (`$http_origin`, `$cookie_…`).
+    if !log.targets.is_empty() || reads_request_headers(&settings.add_header) {
         log.headers = parts.headers.clone();
     }
     let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
@@ -174,9 +177,10 @@ async fn serve(
         Some(_) => answer(&generation, routed, parts, Some(body), &mut log, false).await?,
     };
     let mut settings = settings;
-    if let Some(head) = head {
+    let kept_head = head;
+    if let Some(head) = &kept_head {
         (resp, settings) =
-            crate::error_redirect::apply(&generation, server, settings, resp, &head, &mut log)
+            crate::error_redirect::apply(&generation, server, settings, resp, head, &mut log)
                 .await?;
     }
     // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
@@ -184,6 +188,13 @@ async fn serve(
     resp.headers_mut()
         .entry(header::SERVER)
         .or_insert(HeaderValue::from_static(SERVER));
+    if log.headers.is_empty()
+        && reads_request_headers(&settings.add_header)
+        && let Some(head) = &kept_head
+    {
+        // An `error_page` led to a location whose `add_header`s read the request's.
+        log.headers = head.headers.clone();
+    }
     add_headers(&settings.add_header, &mut resp, &log);
     if !log.targets.is_empty() && log.logs_sent_headers() {
         log.sent_headers = resp.headers().clone();
@@ -879,6 +890,20 @@ fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
 }
 
 /// `add_header`: only on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 unless `always`.
+/// Whether an `add_header` value reads the request's headers: `$http_NAME`,
+/// `$cookie_NAME`, `$remote_user`, `$proxy_add_x_forwarded_for`, or a `map` (which may).
+fn reads_request_headers(list: &[AddHeader]) -> bool {
+    list.iter().flat_map(|h| &h.value.parts).any(|p| match p {
+        hsmgate_config::nginx::TemplatePart::Var(v) => {
+            v.starts_with("http_")
+                || v.starts_with("cookie_")
+                || matches!(v.as_str(), "remote_user" | "proxy_add_x_forwarded_for")
+                || !crate::vars::is_builtin(v)
+        }
+        hsmgate_config::nginx::TemplatePart::Literal(_) => false,
+    })
+}
+
 fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx) {
     if list.is_empty() {
         return;
@@ -887,8 +912,8 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
         resp.status().as_u16(),
         200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
     );
-    let empty = HeaderMap::new();
-    let vars = log.vars(&empty);
+    // The request's headers when a value reads them (see `reads_request_headers`).
+    let vars = log.vars(&log.headers);
     for h in list.iter().filter(|h| ok || h.always) {
         let value = vars.expand(&h.value);
         if let (Ok(n), Ok(v)) = (

@@ -29,6 +29,8 @@ pub(crate) struct Vars<'a> {
     pub uri: &'a str,
     /// The arguments once a `rewrite` changed them (`None`: those of `request_uri`).
     pub args: Option<&'a str>,
+    /// The variables `set` gave a value (others `set` declares are empty).
+    pub set_vars: &'a [(String, String)],
     /// `HTTP/1.1`…
     pub protocol: &'a str,
     /// The `Host` (or `:authority`) as sent, with port.
@@ -135,6 +137,9 @@ impl Vars<'_> {
     }
 
     fn get_at(&self, name: &str, depth: u8) -> Cow<'_, str> {
+        if let Some((_, value)) = self.set_vars.iter().find(|(n, _)| n == name) {
+            return value.as_str().into();
+        }
         if let Some(map) = self.maps.get(name) {
             if depth >= MAP_DEPTH {
                 return "".into();
@@ -310,6 +315,15 @@ impl Vars<'_> {
     }
 }
 
+/// Whether `name` is a variable hsmgate computes itself (not a `map`'s or a `set`'s,
+/// whose values may read anything).
+pub(crate) fn is_builtin(name: &str) -> bool {
+    hsmgate_config::nginx::SUPPORTED_VARIABLES.contains(&name)
+        || hsmgate_config::nginx::SUPPORTED_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
 /// The values of header `name` (`_` for `-`), `, `-separated.
 fn header_values(headers: &HeaderMap, name: &str) -> String {
     let name = name.replace('_', "-");
@@ -478,6 +492,7 @@ mod tests {
             method: "GET",
             request_uri: "/a/b?x=1&Foo=b%20r&foo=2&bare",
             args: None,
+            set_vars: &[],
             uri: "/a/b",
             protocol: "HTTP/1.1",
             http_host: Some("WWW.Example.test:443"),

@@ -50,6 +50,7 @@ const KNOWN: &[&str] = &[
     "location",
     "return",
     "rewrite",
+    "set",
     "proxy_pass",
     "ssl_certificate",
     "ssl_certificate_key",
@@ -106,6 +107,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) log_formats: BTreeMap<String, LogFormat>,
     /// The variables `map` blocks define (known before any other `http` directive).
     pub(crate) map_names: std::collections::BTreeSet<String>,
+    /// The variables `set` declares anywhere (usable before their `set`, as in nginx).
+    pub(crate) set_names: std::collections::BTreeSet<String>,
     /// The `map` blocks, by the variable they define.
     pub(crate) maps: BTreeMap<String, VarMap>,
     /// HA groups of HSMs (`map … $hsmgate_group_NAME`), by name.
@@ -199,7 +202,9 @@ impl Ctx<'_> {
         arg: &Arg,
         extra: &dyn Fn(&str) -> bool,
     ) -> Result<Template, ConfigError> {
-        let known = |name: &str| self.map_names.contains(name) || extra(name);
+        let known = |name: &str| {
+            self.map_names.contains(name) || self.set_names.contains(name) || extra(name)
+        };
         Template::parse_with(&arg.value, &known).map_err(|e| {
             let at = |offset: usize| Pos {
                 offset: arg.at.offset + usize::from(arg.quoted) + offset,
@@ -453,10 +458,29 @@ fn events_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Option<u32>, C
 
 type Servers = (Vec<Server>, BTreeMap<String, UpstreamGroup>);
 
+/// The names `set $NAME …` declares in `block` and the blocks inside it.
+fn collect_set_names(block: &[Directive], names: &mut std::collections::BTreeSet<String>) {
+    for d in block {
+        if d.name == "set"
+            && let Some(name) = d
+                .args
+                .first()
+                .and_then(|a| super::rewrite::set_name(&a.value))
+        {
+            names.insert(name);
+        }
+        if let Some(inner) = &d.block {
+            collect_set_names(inner, names);
+        }
+    }
+}
+
 fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigError> {
     let mut scope = Scope::default();
     let mut upstreams = BTreeMap::new();
     let mut servers = Vec::new();
+    // `set` variables too may be used anywhere: their names first.
+    collect_set_names(block, &mut ctx.set_names);
     // `map` variables may be used before their block (nginx resolves them at the end):
     // their names first, then the blocks, whose values may use each other.
     for d in block.iter().filter(|d| d.name == "map") {

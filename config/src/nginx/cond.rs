@@ -17,7 +17,6 @@ use super::build::Ctx;
 use super::location::parse_return;
 use super::model::{ProxyPass, ProxySettings, Return};
 use super::parse::{Arg, Directive};
-use super::rewrite::Rewrite;
 use super::template::{Template, TemplateError, TemplatePart};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::model::Location;
@@ -40,8 +39,8 @@ pub struct ServerIf {
 pub struct LocationIf {
     /// What is tested.
     pub condition: Condition,
-    /// The block's `rewrite`s written before its `return`.
-    pub rewrites: Vec<Rewrite>,
+    /// The block's `rewrite`s and `set`s written before its `return`.
+    pub steps: Vec<super::rewrite::LocationStep>,
     /// The block's `return`.
     pub ret: Option<Return>,
     /// The block's `proxy_pass`, else the location's.
@@ -149,7 +148,10 @@ pub(crate) fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, Confi
     words.retain(|(w, a)| !w.is_empty() || a.quoted);
     // A word as a template, errors at its argument.
     let template = |w: &str, a: &Arg| {
-        Template::parse_with(w, &|n| ctx.map_names.contains(n)).map_err(|e| match e {
+        Template::parse_with(w, &|n| {
+            ctx.map_names.contains(n) || ctx.set_names.contains(n)
+        })
+        .map_err(|e| match e {
             TemplateError::Unknown(_, variable) => ctx.err(
                 a.at,
                 ConfigErrorKind::UnknownVariable {

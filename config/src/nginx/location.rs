@@ -11,7 +11,7 @@ use super::build::Ctx;
 use super::cond::{LocationIf, condition};
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
 use super::parse::Directive;
-use super::rewrite::{LocationStep, Rewrite, RewriteFlag, parse_rewrite};
+use super::rewrite::{LocationStep, RewriteFlag, parse_rewrite, parse_set};
 use super::scope::{Level, Scope};
 use super::values::{host_port_or, resolves};
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -45,7 +45,7 @@ pub(crate) fn build_location(
     let (mut pass, mut ret, mut nested, mut pass_at) = (None, None, vec![], None);
     // `rewrite`s and `if`s in order; the `if`s are built once the location's own
     // settings are all read (a block merges with all of them).
-    let mut pending: Vec<Result<Rewrite, &Directive>> = Vec::new();
+    let mut pending: Vec<Result<LocationStep, &Directive>> = Vec::new();
     let mut internal = false;
     for s in body {
         match s.name.as_str() {
@@ -56,9 +56,10 @@ pub(crate) fn build_location(
                 }
                 internal = true;
             }
-            "rewrite" | "if" => {
+            "rewrite" | "if" | "set" => {
                 let step = match s.name.as_str() {
-                    "rewrite" => Ok(parse_rewrite(ctx, s)?),
+                    "rewrite" => Ok(LocationStep::Rewrite(parse_rewrite(ctx, s)?)),
+                    "set" => Ok(LocationStep::Set(parse_set(ctx, s)?)),
                     _ => Err(s),
                 };
                 match ret {
@@ -101,17 +102,21 @@ pub(crate) fn build_location(
     let mut steps = Vec::new();
     for p in pending {
         steps.push(match p {
-            Ok(r) => LocationStep::Rewrite(r),
+            Ok(step) => step,
             Err(d) => {
                 let i = location_if(ctx, d, &scope, &matcher, upstreams, pass.as_ref())?;
                 LocationStep::If(Box::new(i))
             }
         });
     }
-    let breaks = steps.iter().any(|s| match s {
-        LocationStep::Rewrite(r) => r.flag == RewriteFlag::Break,
-        LocationStep::If(i) => i.rewrites.iter().any(|r| r.flag == RewriteFlag::Break),
-    });
+    fn breaks(steps: &[LocationStep]) -> bool {
+        steps.iter().any(|s| match s {
+            LocationStep::Rewrite(r) => r.flag == RewriteFlag::Break,
+            LocationStep::If(i) => breaks(&i.steps),
+            LocationStep::Set(_) => false,
+        })
+    }
+    let breaks = breaks(&steps);
     if ret.is_some() && pass.is_some() && !breaks {
         ctx.warn(
             d.at,
@@ -146,14 +151,18 @@ fn location_if(
     let body = ctx.block(d, 1, usize::MAX)?;
     let condition = condition(ctx, d)?;
     let mut scope = Scope::default();
-    let (mut rewrites, mut ret, mut pass) = (Vec::new(), None, None);
+    let (mut steps, mut ret, mut pass) = (Vec::new(), None, None);
     for s in body {
         match s.name.as_str() {
-            "rewrite" if ret.is_some() => ctx.warn(
+            "rewrite" | "set" if ret.is_some() => ctx.warn(
                 s.at,
-                "\"rewrite\" is never used: a \"return\" before it answers first".into(),
+                format!(
+                    "\"{}\" is never used: a \"return\" before it answers first",
+                    s.name
+                ),
             ),
-            "rewrite" => rewrites.push(parse_rewrite(ctx, s)?),
+            "rewrite" => steps.push(LocationStep::Rewrite(parse_rewrite(ctx, s)?)),
+            "set" => steps.push(LocationStep::Set(parse_set(ctx, s)?)),
             "return" => {
                 let r = parse_return(ctx, s)?;
                 ret.get_or_insert(r);
@@ -184,7 +193,7 @@ fn location_if(
     scope.inherit(outer);
     Ok(LocationIf {
         condition,
-        rewrites,
+        steps,
         ret,
         pass: pass.or_else(|| location_pass.cloned()),
         settings: scope.settings(),

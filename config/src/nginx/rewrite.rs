@@ -35,15 +35,69 @@ pub enum ServerStep {
     If(ServerIf),
     /// `rewrite`.
     Rewrite(Rewrite),
+    /// `set`.
+    Set(SetVar),
 }
 
-/// One rewrite-module directive of a `location`, in the order written.
+/// One rewrite-module directive of a `location` (or of an `if` block in one, which
+/// holds no `if`), in the order written.
 #[derive(Debug, Clone)]
 pub enum LocationStep {
     /// `rewrite`.
     Rewrite(Rewrite),
     /// `if (…) { … }`.
     If(Box<LocationIf>),
+    /// `set`.
+    Set(SetVar),
+}
+
+/// `set $NAME VALUE`: the variable (a name no built-in or `map` variable has) takes the
+/// value, variables expanded, when the directive runs; until then it is empty.
+#[derive(Debug, Clone)]
+pub struct SetVar {
+    /// The name, without `$`, lower case.
+    pub name: String,
+    /// The value.
+    pub value: Template,
+    /// Where the directive is.
+    pub location: Location,
+}
+
+/// `set $NAME VALUE;`
+pub(crate) fn parse_set(ctx: &Ctx<'_>, d: &Directive) -> Result<SetVar, ConfigError> {
+    let args = ctx.args(d, 2, 2)?;
+    let name = set_name(&args[0].value).ok_or_else(|| {
+        ctx.invalid(
+            d,
+            args[0].at,
+            format!("invalid variable name \"{}\"", args[0].value),
+        )
+    })?;
+    let builtin = super::template::SUPPORTED_VARIABLES.contains(&name.as_str())
+        || super::template::SUPPORTED_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+        || ctx.map_names.contains(&name)
+        || capture_index(&name).is_some();
+    if builtin {
+        return Err(ctx.invalid(
+            d,
+            args[0].at,
+            format!("the \"${name}\" variable cannot be set: hsmgate (or a \"map\") provides it"),
+        ));
+    }
+    Ok(SetVar {
+        value: ctx.template(d, &args[1])?,
+        name,
+        location: ctx.loc(d.at),
+    })
+}
+
+/// The name `set`'s first argument declares (`$name`, lower case), if it is one.
+pub(crate) fn set_name(arg: &str) -> Option<String> {
+    let name = arg.strip_prefix('$')?;
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then(|| name.to_ascii_lowercase())
 }
 
 /// How many times one request's URI may change (nginx's `NGX_HTTP_MAX_URI_CHANGES`).

@@ -15,7 +15,7 @@ use super::model::{
     UpstreamGroup,
 };
 use super::parse::{Directive, Pos};
-use super::rewrite::{ServerStep, parse_rewrite};
+use super::rewrite::{ServerStep, parse_rewrite, parse_set};
 use super::scope::{Level, Scope, set};
 use super::values::{listen_addr, parse_flag, parse_number, parse_size, parse_time};
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -50,9 +50,10 @@ pub(crate) fn build_server(
                 let r = parse_return(ctx, s)?;
                 server_return.get_or_insert(r);
             }
-            "if" | "rewrite" => {
+            "if" | "rewrite" | "set" => {
                 let step = match s.name.as_str() {
                     "if" => ServerStep::If(server_if(ctx, s)?),
+                    "set" => ServerStep::Set(parse_set(ctx, s)?),
                     _ => ServerStep::Rewrite(parse_rewrite(ctx, s)?),
                 };
                 match server_return {

@@ -517,7 +517,7 @@ fn server_if_and_the_corpus_directives() {
     let ifs: Vec<&ServerIf> = (s.server_steps.iter())
         .filter_map(|step| match step {
             ServerStep::If(i) => Some(i),
-            ServerStep::Rewrite(_) => None,
+            ServerStep::Rewrite(_) | ServerStep::Set(_) => None,
         })
         .collect();
     assert_eq!(ifs.len(), 4);
@@ -582,6 +582,7 @@ fn rewrites_in_servers_and_locations() {
         .map(|step| match step {
             ServerStep::If(_) => "if".to_owned(),
             ServerStep::Rewrite(r) => format!("{}:{:?}", r.pattern, r.redirect),
+            ServerStep::Set(v) => format!("set:{}", v.name),
         })
         .collect();
     assert_eq!(kinds, ["^/old/(.*)$:None", "if", "^(.*)$:Some(301)"]);
@@ -907,6 +908,42 @@ fn ssl_reject_handshake_needs_no_certificate() {
         "server { listen 127.0.0.1:443 ssl; ssl_reject_handshake maybe; }",
     ));
     assert!(e.contains("it must be \"on\" or \"off\""), "{e}");
+}
+
+#[test]
+fn set_declares_variables_usable_anywhere() {
+    let c = load_str(&http(
+        "server { listen 127.0.0.1:80;
+    location /a/ { return 200 \"$later\"; }
+    location /b/ { set $later \"$host-$Mixed\"; if ($arg_x) { set $Mixed 1; } return 200; }
+  }",
+    ))
+    .unwrap();
+    let b = location_match(&c.servers[0].locations, "/b/").unwrap();
+    let names: Vec<String> = (b.steps.iter())
+        .map(|s| match s {
+            LocationStep::Set(v) => v.name.clone(),
+            LocationStep::If(i) => match &i.steps[..] {
+                [LocationStep::Set(v)] => format!("if:{}", v.name),
+                other => panic!("{other:?}"),
+            },
+            LocationStep::Rewrite(_) => "rewrite".into(),
+        })
+        .collect();
+    assert_eq!(names, ["later", "if:mixed"]);
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, at, needle) in [
+        ("set $host x;", "4:5", "cannot be set"),
+        ("set $http_x x;", "4:5", "cannot be set"),
+        ("set $1 x;", "4:5", "cannot be set"),
+        ("set x y;", "4:5", "invalid variable name"),
+        ("set $x $nope;", "4:8", "unknown \"nope\" variable"),
+        ("set $x;", "4:1", "invalid number of arguments"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
 }
 
 #[test]

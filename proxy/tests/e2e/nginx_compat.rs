@@ -1376,3 +1376,62 @@ fn ssl_reject_handshake_as_nginx() {
     let out = crate::support::curl(&["-sk", "--resolve", &resolve, &url]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{out:?}");
 }
+
+/// `set`, checked against Debian's nginx 1.22 with the same directives (2026-12-02): in
+/// a server, a location and an `if` block, in order, a variable used before any `set`
+/// ran being empty; the CORS pattern that sets a flag in one `if` and adds headers in
+/// another, whose `add_header` reads a request header (`$http_origin`, which also works
+/// without an access log).
+#[test]
+fn set_as_nginx_runs_it() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "set $a srv;
+        location /s/ {{ set $b \"$a-loc\"; if ($arg_x) {{ set $b \"$b-if\"; }}
+            return 200 \"a=$a b=$b c=$c\"; }}
+        location /cors/ {{ set $cors \"\";
+            if ($http_origin ~* ^https://(a|b)\\.test$) {{ set $cors yes; }}
+            if ($cors = yes) {{ add_header Access-Control-Allow-Origin $http_origin; }}
+            proxy_set_header X-Uri \"cors=$cors\";
+            proxy_pass http://{up}; }}
+        location /c/ {{ set $c cee; return 200 \"c=$c\"; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let r = get(http, "compat.test", "/s/x");
+    assert_eq!(
+        r.body,
+        "a=srv b=srv-loc c=",
+        "{r:?}\n{}",
+        gate.server.log_text()
+    );
+    assert_eq!(
+        get(http, "compat.test", "/s/x?x=1").body,
+        "a=srv b=srv-loc-if c="
+    );
+    assert_eq!(get(http, "compat.test", "/c/").body, "c=cee");
+    let origin = |o: &str| {
+        plain(
+            http,
+            &format!(
+                "GET /cors/ HTTP/1.1\r\nHost: compat.test\r\nOrigin: {o}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let r = origin("https://a.test");
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://a.test"),
+        "{r:?}"
+    );
+    let seen = raw
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(seen.contains("x-uri: cors=yes\r\n"), "{seen}");
+    let r = origin("https://evil.test");
+    assert_eq!(header(&r, "access-control-allow-origin"), None, "{r:?}");
+}
