@@ -68,11 +68,27 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
     Some((user, decoded[colon + 1..].to_vec()))
 }
 
-/// Check the request's credentials against `auth`'s file.
-pub(crate) fn check(auth: &AuthBasic, headers: &HeaderMap) -> Result<(), AuthError> {
+/// Check the request's credentials against `auth`'s file. The file is read and the
+/// hash computed on a blocking thread, off the async workers: bcrypt and SHA-crypt
+/// take milliseconds of CPU by design.
+pub(crate) async fn check(auth: &AuthBasic, headers: &HeaderMap) -> Result<(), AuthError> {
     let (user, password) = credentials(headers).ok_or(AuthError::NoCredentials)?;
-    let file_name = || auth.user_file.display().to_string();
-    let text = read(&auth.user_file).map_err(|source| AuthError::File {
+    let file = auth.user_file.clone();
+    let display = file.display().to_string();
+    tokio::task::spawn_blocking(move || check_user(&file, user, &password))
+        .await
+        .unwrap_or_else(|e| {
+            Err(AuthError::File {
+                file: display,
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+}
+
+/// `user` with `password` against the file `path`.
+fn check_user(path: &Path, user: String, password: &[u8]) -> Result<(), AuthError> {
+    let file_name = || path.display().to_string();
+    let text = read(path).map_err(|source| AuthError::File {
         file: file_name(),
         source,
     })?;
@@ -87,7 +103,7 @@ pub(crate) fn check(auth: &AuthBasic, headers: &HeaderMap) -> Result<(), AuthErr
             user: user.clone(),
             file: file_name(),
         })?;
-    match verify(hash, &password) {
+    match verify(hash, password) {
         Some(true) => Ok(()),
         Some(false) => Err(AuthError::Mismatch { user }),
         None => Err(AuthError::Unsupported {

@@ -249,7 +249,7 @@ pub(crate) async fn answer(
         log.client = c;
     }
     let checked = past_rewrites && !body_too_large(declared_length(&parts), settings);
-    if checked && let Some(refusal) = access(settings, &parts, log) {
+    if checked && let Some(refusal) = access(settings, &parts, log).await {
         return Ok(refusal);
     }
     Ok(match action {
@@ -290,7 +290,7 @@ pub(crate) async fn answer(
 /// nginx's access phase: `allow`/`deny` (403), then `auth_basic` (401); with `satisfy
 /// all` (the default) both must let the request through, with `satisfy any` one that is
 /// configured (the refusal then is the 401 when `auth_basic` refused, else the 403).
-fn access(
+async fn access(
     settings: &ProxySettings,
     parts: &http::request::Parts,
     log: &LogCtx,
@@ -312,7 +312,7 @@ fn access(
     let Some(auth) = &settings.auth_basic else {
         return (rules == Some(false)).then(forbidden);
     };
-    match crate::auth_basic::check(auth, &parts.headers) {
+    match crate::auth_basic::check(auth, &parts.headers).await {
         Ok(()) => None,
         Err(e) => Some(auth_refusal(&e, auth, &log.vars(&parts.headers))),
     }
