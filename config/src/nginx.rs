@@ -55,7 +55,9 @@
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
 //!   all|any`, `set_real_ip_from` (a level with its own inherits none),
-//!   `real_ip_header`, `real_ip_recursive`, `proxy_next_upstream` with `proxy_next_upstream_tries` and
+//!   `real_ip_header`, `real_ip_recursive`, `proxy_cookie_path` and
+//!   `proxy_cookie_domain` (arrays: a level with its own inherits none; `off`),
+//!   `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
 //!   file), `proxy_ssl_verify`, `proxy_ssl_trusted_certificate`,
@@ -173,10 +175,11 @@ pub use self::cond::{Condition, LocationIf, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
-    ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT, HttpVersion,
-    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
-    NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader, Return, Server,
-    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
+    CookieMatch, CookieRewrite, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget,
+    HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
+    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader,
+    Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
+    UpstreamServer,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -171,6 +171,8 @@ impl Site {
             auth_basic: None,
             satisfy_any: false,
             real_ip: None,
+            proxy_cookie_path: Vec::new(),
+            proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
             recursive_error_pages: false,

@@ -86,6 +86,7 @@ mod reqlog;
 mod rewrite_phase;
 mod route;
 mod session_lifetime;
+mod set_cookie;
 mod sockopt;
 mod spool;
 mod status;

@@ -746,6 +746,8 @@ async fn proxy(
                     upstream_framing(&mut resp);
                     strip_hop_by_hop(resp.headers_mut());
                     hide_headers(settings, resp.headers_mut());
+                    let vars = log.vars(&parts.headers);
+                    crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);
                     resp.body_mut()
                         .set_read_timeout(settings.proxy_read_timeout);
                     return resp.map(|b| b.boxed());

@@ -84,6 +84,8 @@ const KNOWN: &[&str] = &[
     "auth_basic",
     "satisfy",
     "set_real_ip_from",
+    "proxy_cookie_path",
+    "proxy_cookie_domain",
     "real_ip_header",
     "real_ip_recursive",
     "proxy_protocol_timeout",

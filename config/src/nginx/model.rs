@@ -394,6 +394,11 @@ pub struct ProxySettings {
     /// `set_real_ip_from` with `real_ip_header` and `real_ip_recursive` (`None`: no
     /// trusted address, the client is the connection's peer).
     pub real_ip: Option<RealIp>,
+    /// `proxy_cookie_path`s: the `path` attribute of upstream `Set-Cookie`s rewritten
+    /// (the first that matches; a level with its own inherits none; `off`: none).
+    pub proxy_cookie_path: Vec<CookieRewrite>,
+    /// `proxy_cookie_domain`s: the `domain` attribute, likewise.
+    pub proxy_cookie_domain: Vec<CookieRewrite>,
     /// `error_page`s (a level with its own inherits none of the outer ones).
     pub error_pages: Vec<ErrorPage>,
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
@@ -546,6 +551,37 @@ pub enum ErrorPageTarget {
     Named(String),
     /// Anything else (`http://…`): a redirect, 302 unless `=301`, `=303`, `=307` or `=308`.
     Redirect(Template),
+}
+
+/// One `proxy_cookie_path` or `proxy_cookie_domain`: a `Set-Cookie` attribute value that
+/// matches is replaced.
+#[derive(Debug, Clone)]
+pub struct CookieRewrite {
+    /// What is matched.
+    pub from: CookieMatch,
+    /// The replacement (variables, and a regex's captures `$1`…).
+    pub to: Template,
+}
+
+impl PartialEq for CookieRewrite {
+    fn eq(&self, other: &Self) -> bool {
+        self.to == other.to
+            && match (&self.from, &other.from) {
+                (CookieMatch::Text(a), CookieMatch::Text(b)) => a == b,
+                (CookieMatch::Regex(a), CookieMatch::Regex(b)) => a.as_str() == b.as_str(),
+                _ => false,
+            }
+    }
+}
+
+/// How a [`CookieRewrite`] matches.
+#[derive(Debug, Clone)]
+pub enum CookieMatch {
+    /// A path prefix (case-sensitive), or a domain (case-insensitive, a leading dot
+    /// ignored on both sides and kept in the result), as nginx compares them.
+    Text(String),
+    /// `~regex` or `~*regex` (case-insensitive): a match replaces the whole value.
+    Regex(Regex),
 }
 
 /// nginx's realip module: a request from a trusted address (a load balancer) names its

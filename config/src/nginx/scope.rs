@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, ErrorPage,
-    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings, RealIp,
-    RealIpHeader,
+    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, CookieMatch,
+    CookieRewrite, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HttpVersion,
+    NextUpstream, ProxySettings, RealIp, RealIpHeader,
 };
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
@@ -60,6 +60,10 @@ pub(crate) struct Scope {
     real_ip_from: Option<Vec<AccessMatch>>,
     real_ip_header: Option<RealIpHeader>,
     real_ip_recursive: Option<bool>,
+    /// `proxy_cookie_path` and `proxy_cookie_domain` (each an array: a level with its
+    /// own inherits none; `off` is an empty one).
+    cookie_path: Option<Vec<CookieRewrite>>,
+    cookie_domain: Option<Vec<CookieRewrite>>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
     root: Option<std::path::PathBuf>,
@@ -138,6 +142,12 @@ impl Scope {
             self.real_ip_header = outer.real_ip_header.clone();
         }
         self.real_ip_recursive = self.real_ip_recursive.or(outer.real_ip_recursive);
+        if self.cookie_path.is_none() {
+            self.cookie_path = outer.cookie_path.clone();
+        }
+        if self.cookie_domain.is_none() {
+            self.cookie_domain = outer.cookie_domain.clone();
+        }
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
@@ -155,6 +165,8 @@ impl Scope {
             },
             error_pages: self.error_pages.clone().unwrap_or_default(),
             satisfy_any: self.satisfy_any.unwrap_or(false),
+            proxy_cookie_path: self.cookie_path.clone().unwrap_or_default(),
+            proxy_cookie_domain: self.cookie_domain.clone().unwrap_or_default(),
             real_ip: self
                 .real_ip_from
                 .clone()
@@ -333,6 +345,26 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "proxy_cookie_path" | "proxy_cookie_domain" => {
+                let list = match d.name.as_str() {
+                    "proxy_cookie_path" => &mut self.cookie_path,
+                    _ => &mut self.cookie_domain,
+                };
+                let args = ctx.args(d, 1, 2)?;
+                match args {
+                    [off] if off.value == "off" => {
+                        if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                            return Err(ctx.duplicate(d));
+                        }
+                        *list = Some(Vec::new());
+                    }
+                    [from, to] => {
+                        let rule = cookie_rewrite(ctx, d, from, to)?;
+                        list.get_or_insert_with(Vec::new).push(rule);
+                    }
+                    _ => return Err(ctx.invalid(d, args[0].at, "invalid parameter")),
+                }
             }
             "set_real_ip_from" => {
                 let arg = ctx.one(d)?;
@@ -670,5 +702,42 @@ fn error_page(ctx: &Ctx<'_>, d: &Directive) -> Result<ErrorPage, ConfigError> {
         codes,
         status,
         target,
+    })
+}
+
+/// `proxy_cookie_path|domain FROM TO`: `FROM` text or `~regex` / `~*regex`.
+fn cookie_rewrite(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    from: &Arg,
+    to: &Arg,
+) -> Result<CookieRewrite, ConfigError> {
+    let domain = d.name == "proxy_cookie_domain";
+    let from_match = match from.value.strip_prefix('~') {
+        Some(re) => {
+            // A domain regex is always case-insensitive and takes no `~*` (nginx reads
+            // the `*` as part of the regex, which then fails to compile); a path's
+            // `~*` is the case-insensitive form.
+            let (ci, re) = match re.strip_prefix('*') {
+                _ if domain => (true, re),
+                Some(re) => (true, re),
+                None => (false, re),
+            };
+            let source = if ci {
+                format!("(?i){re}")
+            } else {
+                re.to_owned()
+            };
+            let regex = regex::Regex::new(&source)
+                .map_err(|e| ctx.invalid(d, from.at, format!("invalid regex \"{re}\": {e}")))?;
+            CookieMatch::Regex(regex)
+        }
+        None => CookieMatch::Text(from.value.clone()),
+    };
+    // `$1`… are accepted for a text rule too, as nginx accepts them (empty there).
+    let to = ctx.template_with(d, to, &|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit())?;
+    Ok(CookieRewrite {
+        from: from_match,
+        to,
     })
 }

@@ -1249,3 +1249,69 @@ fn allow_and_deny_are_read_in_order_and_inherited_whole() {
         "/x/conf/nginx.conf:3:25: `deny`: invalid parameter \"10.0.0.0/33\""
     );
 }
+
+#[test]
+fn proxy_cookie_rules_are_arrays_inherited_whole() {
+    let c = load_str(&http(
+        "proxy_cookie_path /app/ /srv/;
+  server { listen 127.0.0.1:80;
+    location /a/ { proxy_cookie_path /app/ /; proxy_cookie_path ~*^/user/([^/]+) /u/$1;
+        proxy_cookie_domain ~^\\.?backend\\.(\\w+)$ x.$1; proxy_pass http://127.0.0.1:9; }
+    location /b/ { proxy_cookie_path off; proxy_pass http://127.0.0.1:9; }
+    location /c/ { proxy_cookie_domain backend.local $host; proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let settings = |path: &str| {
+        &location_match(&c.servers[0].locations, path)
+            .unwrap()
+            .settings
+    };
+    let describe = |rules: &[CookieRewrite]| -> Vec<String> {
+        (rules.iter())
+            .map(|r| match &r.from {
+                CookieMatch::Text(t) => format!("{t} -> {}", r.to),
+                CookieMatch::Regex(re) => format!("~{} -> {}", re.as_str(), r.to),
+            })
+            .collect()
+    };
+    let a = settings("/a/");
+    assert_eq!(
+        describe(&a.proxy_cookie_path),
+        ["/app/ -> /", "~(?i)^/user/([^/]+) -> /u/${1}"],
+        "a level with its own rules inherits none"
+    );
+    // A domain regex is always case-insensitive, as nginx compiles it.
+    assert_eq!(
+        describe(&a.proxy_cookie_domain),
+        ["~(?i)^\\.?backend\\.(\\w+)$ -> x.${1}"]
+    );
+    assert!(settings("/b/").proxy_cookie_path.is_empty(), "off");
+    let c_ = settings("/c/");
+    assert_eq!(describe(&c_.proxy_cookie_path), ["/app/ -> /srv/"]);
+    assert_eq!(
+        describe(&c_.proxy_cookie_domain),
+        ["backend.local -> ${host}"]
+    );
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, at, needle) in [
+        // nginx reads `~*` of a domain as a regex starting with `*`, which fails.
+        ("proxy_cookie_domain ~*^a$ b;", "4:21", "invalid regex"),
+        ("proxy_cookie_path ~^/(x /y;", "4:19", "invalid regex"),
+        (
+            "proxy_cookie_path /a/ /b/$nope;",
+            "4:26",
+            "unknown \"nope\" variable",
+        ),
+        ("proxy_cookie_path /a/;", "4:1", "invalid parameter"),
+        (
+            "proxy_cookie_path /a/ /b/; proxy_cookie_path off;",
+            "4:",
+            "is duplicate",
+        ),
+    ] {
+        let e = err(&server(line));
+        assert!(e.starts_with(&format!("{FILE}:{at}")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}

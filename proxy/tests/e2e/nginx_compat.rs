@@ -21,6 +21,12 @@ const UPSTREAM_HEADERS: &str = "Server: upstream-srv/1.0\r\nDate: Mon, 01 Jan 20
     X-Pad: avoid browser bug\r\nX-Accel-Redirect: /internal\r\nX-Accel-Buffering: no\r\n\
     X-Accel-Expires: 10\r\nX-Secret: s\r\nX-Kept: k\r\n";
 
+/// The `Set-Cookie`s the hand-written upstream sends for a path with `/ck`.
+const UPSTREAM_COOKIES: &str = "Set-Cookie: sid=1; Path=/app/x; Domain=backend.local; HttpOnly\r\n\
+    Set-Cookie: u=3; Path=/APP/y\r\n\
+    Set-Cookie: v=4; domain=.BACKEND.LOCAL; path=/user/ann/p\r\n\
+    Set-Cookie: path=/app/; w=5\r\n";
+
 /// An HTTP/1.1 upstream written by hand: it records each request head and answers
 /// `200 ok` (`418` for a path with `/s418`) with [`UPSTREAM_HEADERS`], one request per
 /// connection.
@@ -56,8 +62,13 @@ impl RawUpstream {
                     true => "418 I'm a teapot",
                     false => "200 OK",
                 };
+                // A path with `/ck` gets cookies (for `proxy_cookie_path|domain`).
+                let cookies = match head.windows(3).any(|w| w == b"/ck") {
+                    true => UPSTREAM_COOKIES,
+                    false => "",
+                };
                 let answer = format!(
-                    "HTTP/1.1 {status}\r\n{UPSTREAM_HEADERS}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                    "HTTP/1.1 {status}\r\n{UPSTREAM_HEADERS}{cookies}Content-Length: 2\r\nConnection: close\r\n\r\nok"
                 );
                 let _ = stream.write_all(answer.as_bytes());
             }
@@ -1434,4 +1445,62 @@ fn set_as_nginx_runs_it() {
     assert!(seen.contains("x-uri: cors=yes\r\n"), "{seen}");
     let r = origin("https://evil.test");
     assert_eq!(header(&r, "access-control-allow-origin"), None, "{r:?}");
+}
+
+/// `proxy_cookie_path` and `proxy_cookie_domain` rewrite the upstream's `Set-Cookie`s as
+/// Debian's nginx 1.22 did for the same rules and cookies: a case-sensitive path prefix,
+/// a whole domain in any case with its leading dot kept, a regex replacing the whole
+/// value with its captures, the first rule that matches, `off`, and a location without
+/// rules of its own taking the server's.
+#[test]
+fn proxy_cookie_rules_as_nginx_applies_them() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "proxy_cookie_path /app/ /srv/;
+        location /ck/ {{ proxy_cookie_path /app/ /; proxy_cookie_path ~^/user/([^/]+) /u/$1;
+            proxy_cookie_domain backend.local $host; proxy_pass http://{up}; }}
+        location /ckoff/ {{ proxy_cookie_path off; proxy_pass http://{up}; }}
+        location /cksrv/ {{ proxy_cookie_domain ~^\\.?backend\\.(\\w+)$ x.$1;
+            proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let cookies = |path: &str| -> Vec<String> {
+        let r = get(http, "compat.test", path);
+        assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+        (r.head.lines())
+            .filter_map(|l| {
+                l.strip_prefix("set-cookie: ")
+                    .or(l.strip_prefix("Set-Cookie: "))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        cookies("/ck/"),
+        [
+            "sid=1; Path=/x; Domain=compat.test; HttpOnly",
+            "u=3; Path=/APP/y",
+            "v=4; domain=.compat.test; path=/u/ann",
+            "path=/app/; w=5",
+        ]
+    );
+    assert_eq!(
+        cookies("/ckoff/"),
+        [
+            "sid=1; Path=/app/x; Domain=backend.local; HttpOnly",
+            "u=3; Path=/APP/y",
+            "v=4; domain=.BACKEND.LOCAL; path=/user/ann/p",
+            "path=/app/; w=5",
+        ]
+    );
+    assert_eq!(
+        cookies("/cksrv/"),
+        [
+            "sid=1; Path=/srv/x; Domain=x.local; HttpOnly",
+            "u=3; Path=/APP/y",
+            "v=4; domain=x.LOCAL; path=/user/ann/p",
+            "path=/app/; w=5",
+        ]
+    );
 }
