@@ -55,7 +55,8 @@
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
 //!   all|any`, `set_real_ip_from` (a level with its own inherits none),
-//!   `real_ip_header`, `real_ip_recursive`, `proxy_cookie_path` and
+//!   `real_ip_header`, `real_ip_recursive`, `proxy_redirect` (`default` from the
+//!   location's `proxy_pass` when none is written), `proxy_cookie_path` and
 //!   `proxy_cookie_domain` (arrays: a level with its own inherits none; `off`),
 //!   `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
@@ -107,7 +108,6 @@
 //! | `ssl_stapling_verify`, `ssl_stapling_responder`, `ssl_trusted_certificate` | no OCSP responder is queried (only `ssl_stapling_file` is stapled, as it is, like nginx); client chains are verified against `ssl_client_certificate` |
 //! | `resolver`, `resolver_timeout` | the system resolver is used |
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
-//! | `proxy_redirect` | `Location` passes unchanged, as with `proxy_redirect off` |
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
 //! | `master_process`, `daemon` | hsmgate is one process and stays in the foreground (systemd `Type=notify`) |
 //! | `keepalive_requests` | connections are not closed after a request count |
@@ -175,11 +175,11 @@ pub use self::cond::{Condition, LocationIf, ServerIf};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
-    CookieMatch, CookieRewrite, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget,
-    HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
-    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader,
-    Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
-    UpstreamServer,
+    ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT, HttpVersion,
+    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
+    NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader, Return, Server,
+    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
+    ValueMatch, ValueRewrite,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -171,6 +171,7 @@ impl Site {
             auth_basic: None,
             satisfy_any: false,
             real_ip: None,
+            proxy_redirect: Vec::new(),
             proxy_cookie_path: Vec::new(),
             proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
@@ -205,6 +206,7 @@ impl Site {
             https: false,
             target: UpstreamRef::Addr(config.upstream.address.clone()),
             uri: None,
+            url: format!("http://{}", config.upstream.address),
         };
         let location = LocationBlock {
             matcher: Matcher::Prefix("/".into()),

@@ -29,8 +29,14 @@
 //!   (admission control: [`hsmgate_signer::Limiter`]); `arrival`: when the kernel
 //!   received it (the accept queue's wait, for admission's door); `tls_io`: the TLS stream
 //!   that sends rustls' own records (alerts) after every read;
-//! - `route`: server/location choice, `return`, `proxy_pass`; `vars`: `$variables`;
+//! - `proxy_protocol`: the PROXY protocol header of `listen … proxy_protocol`;
+//!   `realip`: the client a trusted load balancer names (`set_real_ip_from`);
+//! - `route`: server/location choice, `return`, `proxy_pass`; `rewrite_phase`:
+//!   `rewrite`, `set` and `if` run in order; `auth_basic`: password files and their
+//!   hashes; `error_redirect`: `error_page` and named locations; `vars`: `$variables`;
 //!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
+//! - the upstream's answer: `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
+//!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
 //! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
 //!   `body`: the response body type, and a streamed request body whose failure is
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
@@ -81,6 +87,7 @@ mod notify;
 pub mod pin_check;
 mod proxy;
 mod proxy_protocol;
+mod proxy_redirect;
 mod realip;
 mod reqlog;
 mod rewrite_phase;
@@ -100,6 +107,7 @@ mod tunnel;
 mod upstream_pool;
 mod upstream_tls;
 mod uri;
+mod value_rewrite;
 mod vars;
 pub mod version;
 

@@ -747,6 +747,7 @@ async fn proxy(
                     strip_hop_by_hop(resp.headers_mut());
                     hide_headers(settings, resp.headers_mut());
                     let vars = log.vars(&parts.headers);
+                    crate::proxy_redirect::rewrite(settings, resp.headers_mut(), &vars);
                     crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);
                     resp.body_mut()
                         .set_read_timeout(settings.proxy_read_timeout);
@@ -817,7 +818,7 @@ fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
 
 /// nginx's `absolute_redirect on`: a redirect to `/path` names scheme, host and (when
 /// not the scheme's default) port.
-fn absolute(vars: &Vars<'_>, target: &str) -> String {
+pub(crate) fn absolute(vars: &Vars<'_>, target: &str) -> String {
     if !target.starts_with('/') {
         return target.to_owned();
     }

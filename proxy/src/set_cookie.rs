@@ -5,10 +5,11 @@
 //! matches the whole value in any case, a leading dot ignored on both sides and kept; a
 //! regex (`~`, `~*`) that matches replaces the whole value, `$1`… its captures.
 
-use hsmgate_config::nginx::{CookieMatch, CookieRewrite, ProxySettings, Template, TemplatePart};
+use hsmgate_config::nginx::{ProxySettings, ValueRewrite};
 use http::HeaderMap;
 use http::header::{HeaderValue, SET_COOKIE};
 
+use crate::value_rewrite::{Compare, apply};
 use crate::vars::Vars;
 
 /// Rewrite the `Set-Cookie`s of `headers` by `settings`' rules.
@@ -39,8 +40,8 @@ pub(crate) fn rewrite(settings: &ProxySettings, headers: &mut HeaderMap, vars: &
 /// `cookie` with its `path` and `domain` attributes rewritten (`None`: unchanged).
 fn rewrite_one(
     cookie: &str,
-    paths: &[CookieRewrite],
-    domains: &[CookieRewrite],
+    paths: &[ValueRewrite],
+    domains: &[ValueRewrite],
     var: &dyn Fn(&str) -> String,
 ) -> Option<String> {
     let mut out = String::with_capacity(cookie.len() + 16);
@@ -55,8 +56,8 @@ fn rewrite_one(
                 .flatten()
                 .and_then(|(key, value)| {
                     let rules = match key.trim().to_ascii_lowercase().as_str() {
-                        "path" => (paths, false),
-                        "domain" => (domains, true),
+                        "path" => (paths, Compare::Prefix),
+                        "domain" => (domains, Compare::Domain),
                         _ => return None,
                     };
                     let new = apply(rules.0, value, rules.1, var)?;
@@ -73,88 +74,10 @@ fn rewrite_one(
     changed.then_some(out)
 }
 
-/// The first rule of `rules` that matches `value`: the new value.
-fn apply(
-    rules: &[CookieRewrite],
-    value: &str,
-    domain: bool,
-    var: &dyn Fn(&str) -> String,
-) -> Option<String> {
-    for rule in rules {
-        match &rule.from {
-            CookieMatch::Regex(re) => {
-                if let Some(caps) = re.captures(value) {
-                    let capture = |n: usize| caps.get(n).map_or("", |m| m.as_str()).to_owned();
-                    return Some(expand(&rule.to, &capture, var));
-                }
-            }
-            CookieMatch::Text(text) if domain => {
-                let (dot, bare) = match value.strip_prefix('.') {
-                    Some(bare) => (".", bare),
-                    None => ("", value),
-                };
-                if bare.eq_ignore_ascii_case(text.trim_start_matches('.')) {
-                    let to = expand(&rule.to, &|_| String::new(), var);
-                    return Some(format!("{dot}{}", to.trim_start_matches('.')));
-                }
-            }
-            CookieMatch::Text(text) => {
-                if let Some(rest) = value.strip_prefix(text.as_str()) {
-                    return Some(expand(&rule.to, &|_| String::new(), var) + rest);
-                }
-            }
-        }
-    }
-    None
-}
-
-fn expand(t: &Template, capture: &dyn Fn(usize) -> String, var: &dyn Fn(&str) -> String) -> String {
-    let mut out = String::new();
-    for p in &t.parts {
-        match p {
-            TemplatePart::Literal(s) => out.push_str(s),
-            TemplatePart::Var(v) => match v.as_bytes() {
-                [d @ b'0'..=b'9'] => out.push_str(&capture(usize::from(d - b'0'))),
-                _ => out.push_str(&var(v)),
-            },
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(from: &str, to: &str) -> CookieRewrite {
-        let from = match from.strip_prefix('~') {
-            Some(re) => CookieMatch::Regex(regex::Regex::new(re).unwrap()),
-            None => CookieMatch::Text(from.into()),
-        };
-        // `$name` at the end, or one `$N` digit, is a variable; the rest literal.
-        let mut parts = Vec::new();
-        let mut rest = to;
-        while let Some(at) = rest.find('$') {
-            if at > 0 {
-                parts.push(TemplatePart::Literal(rest[..at].into()));
-            }
-            let name = &rest[at + 1..];
-            let len = if name.starts_with(|c: char| c.is_ascii_digit()) {
-                1
-            } else {
-                name.len()
-            };
-            parts.push(TemplatePart::Var(name[..len].into()));
-            rest = &name[len..];
-        }
-        if !rest.is_empty() {
-            parts.push(TemplatePart::Literal(rest.into()));
-        }
-        CookieRewrite {
-            from,
-            to: Template { parts },
-        }
-    }
+    use crate::value_rewrite::rule;
 
     fn var(name: &str) -> String {
         match name {

@@ -84,6 +84,7 @@ const KNOWN: &[&str] = &[
     "auth_basic",
     "satisfy",
     "set_real_ip_from",
+    "proxy_redirect",
     "proxy_cookie_path",
     "proxy_cookie_domain",
     "real_ip_header",

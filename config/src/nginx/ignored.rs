@@ -155,10 +155,6 @@ const IGNORED: &[(&str, &str)] = &[
         "hsmgate streams responses without disk buffering",
     ),
     (
-        "proxy_redirect",
-        "Location headers are passed unchanged, as with `proxy_redirect off`",
-    ),
-    (
         "multi_accept",
         "event-loop tuning; tokio accepts in its own way",
     ),
@@ -291,7 +287,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("resolver", Shape::Some),
     ("resolver_timeout", Shape::One),
     ("proxy_buffering", Shape::Flag),
-    ("proxy_redirect", Shape::Some),
     ("charset", Shape::One),
     ("multi_accept", Shape::Flag),
     ("ssl_buffer_size", Shape::One),

@@ -76,6 +76,7 @@ pub(crate) fn build_location(
             }
             "proxy_pass" => {
                 let p = proxy_pass(ctx, s, &matcher, upstreams)?;
+                scope.pass_default = Some(p.default_redirect(&matcher));
                 super::scope::set(ctx, s, &mut pass, p)?;
                 pass_at = Some(s);
             }
@@ -126,13 +127,15 @@ pub(crate) fn build_location(
     let action = ret
         .map(Action::Return)
         .or(pass.clone().map(Action::ProxyPass));
+    let mut settings = scope.settings();
+    settings.proxy_redirect = scope.redirects(scope.pass_default.as_ref());
     Ok(LocationBlock {
         matcher,
         action,
         steps,
         internal,
         pass,
-        settings: scope.settings(),
+        settings,
         locations,
         location: ctx.loc(d.at),
     })
@@ -176,6 +179,7 @@ fn location_if(
                         "\"proxy_pass\" cannot have URI part inside \"if\" statement",
                     ));
                 }
+                scope.pass_default = Some(p.default_redirect(matcher));
                 super::scope::set(ctx, s, &mut pass, p)?;
             }
             "if" | "location" => {
@@ -191,12 +195,16 @@ fn location_if(
         }
     }
     scope.inherit(outer);
+    let mut settings = scope.settings();
+    let default =
+        (scope.pass_default.clone()).or_else(|| location_pass.map(|p| p.default_redirect(matcher)));
+    settings.proxy_redirect = scope.redirects(default.as_ref());
     Ok(LocationIf {
         condition,
         steps,
         ret,
         pass: pass.or_else(|| location_pass.cloned()),
-        settings: scope.settings(),
+        settings,
         location: ctx.loc(d.at),
     })
 }
@@ -348,7 +356,13 @@ fn proxy_pass(
             UpstreamRef::Addr(addr)
         }
     };
-    Ok(ProxyPass { https, target, uri })
+    let url = v.to_owned();
+    Ok(ProxyPass {
+        https,
+        target,
+        uri,
+        url,
+    })
 }
 
 /// nginx's load-time checks of a location passing to `https://`: verification needs

@@ -12,7 +12,7 @@ use regex::Regex;
 
 use super::parse::SourceFile;
 use super::proxy_ssl::ProxySsl;
-use super::template::Template;
+use super::template::{Template, TemplatePart};
 use super::tls::TlsSettings;
 use crate::model::{ConfigWarning, Location};
 use crate::pkcs11_uri::Pkcs11Uri;
@@ -361,6 +361,27 @@ pub struct ProxyPass {
     /// The URI part (`/v1/` in `http://b/v1/`), which replaces the matched
     /// location prefix; `None`: the request URI is passed unchanged.
     pub uri: Option<String>,
+    /// The URL as written (for `proxy_redirect default`).
+    pub url: String,
+}
+
+impl ProxyPass {
+    /// nginx's `proxy_redirect default` in a location matched by `matcher`: the URL as
+    /// written becomes the location's name (`http://b/v1/` → `/api/`), or with no URI
+    /// part the URL and `/` becomes `/`.
+    pub fn default_redirect(&self, matcher: &Matcher) -> ValueRewrite {
+        let literal = |s: String| Template {
+            parts: vec![TemplatePart::Literal(s)],
+        };
+        let (from, to) = match &self.uri {
+            Some(_) => (self.url.clone(), matcher.pattern().to_owned()),
+            None => (format!("{}/", self.url), "/".to_owned()),
+        };
+        ValueRewrite {
+            from: ValueMatch::Text(literal(from)),
+            to: literal(to),
+        }
+    }
 }
 
 /// A `proxy_pass` backend.
@@ -394,11 +415,16 @@ pub struct ProxySettings {
     /// `set_real_ip_from` with `real_ip_header` and `real_ip_recursive` (`None`: no
     /// trusted address, the client is the connection's peer).
     pub real_ip: Option<RealIp>,
+    /// `proxy_redirect`s: an upstream's `Location` and `Refresh` rewritten (the first
+    /// that matches; a level with its own inherits none; `off`: none). With none written
+    /// at any level, a location's is nginx's `default`, from its `proxy_pass`
+    /// ([`ProxyPass::default_redirect`]).
+    pub proxy_redirect: Vec<ValueRewrite>,
     /// `proxy_cookie_path`s: the `path` attribute of upstream `Set-Cookie`s rewritten
     /// (the first that matches; a level with its own inherits none; `off`: none).
-    pub proxy_cookie_path: Vec<CookieRewrite>,
+    pub proxy_cookie_path: Vec<ValueRewrite>,
     /// `proxy_cookie_domain`s: the `domain` attribute, likewise.
-    pub proxy_cookie_domain: Vec<CookieRewrite>,
+    pub proxy_cookie_domain: Vec<ValueRewrite>,
     /// `error_page`s (a level with its own inherits none of the outer ones).
     pub error_pages: Vec<ErrorPage>,
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
@@ -553,33 +579,35 @@ pub enum ErrorPageTarget {
     Redirect(Template),
 }
 
-/// One `proxy_cookie_path` or `proxy_cookie_domain`: a `Set-Cookie` attribute value that
-/// matches is replaced.
+/// One `proxy_redirect`, `proxy_cookie_path` or `proxy_cookie_domain` rule: an upstream
+/// header value (`Location`, `Refresh`'s URL, a `Set-Cookie` attribute) that matches is
+/// replaced.
 #[derive(Debug, Clone)]
-pub struct CookieRewrite {
+pub struct ValueRewrite {
     /// What is matched.
-    pub from: CookieMatch,
+    pub from: ValueMatch,
     /// The replacement (variables, and a regex's captures `$1`…).
     pub to: Template,
 }
 
-impl PartialEq for CookieRewrite {
+impl PartialEq for ValueRewrite {
     fn eq(&self, other: &Self) -> bool {
         self.to == other.to
             && match (&self.from, &other.from) {
-                (CookieMatch::Text(a), CookieMatch::Text(b)) => a == b,
-                (CookieMatch::Regex(a), CookieMatch::Regex(b)) => a.as_str() == b.as_str(),
+                (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
+                (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
                 _ => false,
             }
     }
 }
 
-/// How a [`CookieRewrite`] matches.
+/// How a [`ValueRewrite`] matches.
 #[derive(Debug, Clone)]
-pub enum CookieMatch {
-    /// A path prefix (case-sensitive), or a domain (case-insensitive, a leading dot
-    /// ignored on both sides and kept in the result), as nginx compares them.
-    Text(String),
+pub enum ValueMatch {
+    /// A prefix (case-sensitive: a `Location`, a cookie path), or a whole domain
+    /// (case-insensitive, a leading dot ignored on both sides and kept in the result), as
+    /// nginx compares them; variables expanded first.
+    Text(Template),
     /// `~regex` or `~*regex` (case-insensitive): a match replaces the whole value.
     Regex(Regex),
 }

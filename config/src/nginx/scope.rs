@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, CookieMatch,
-    CookieRewrite, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HttpVersion,
-    NextUpstream, ProxySettings, RealIp, RealIpHeader,
+    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, ErrorPage,
+    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings, RealIp,
+    RealIpHeader, ValueMatch, ValueRewrite,
 };
 use super::parse::{Arg, Directive};
 use super::proxy_ssl::ProxySslScope;
@@ -62,8 +62,13 @@ pub(crate) struct Scope {
     real_ip_recursive: Option<bool>,
     /// `proxy_cookie_path` and `proxy_cookie_domain` (each an array: a level with its
     /// own inherits none; `off` is an empty one).
-    cookie_path: Option<Vec<CookieRewrite>>,
-    cookie_domain: Option<Vec<CookieRewrite>>,
+    cookie_path: Option<Vec<ValueRewrite>>,
+    cookie_domain: Option<Vec<ValueRewrite>>,
+    /// `proxy_redirect`s, likewise (`None` at every level: nginx's `default`).
+    redirect: Option<Vec<ValueRewrite>>,
+    /// A location's `proxy_pass` read so far, as the rule `proxy_redirect default`
+    /// stands for (nginx requires the `proxy_pass` first).
+    pub(crate) pass_default: Option<ValueRewrite>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
     root: Option<std::path::PathBuf>,
@@ -148,10 +153,22 @@ impl Scope {
         if self.cookie_domain.is_none() {
             self.cookie_domain = outer.cookie_domain.clone();
         }
+        if self.redirect.is_none() {
+            self.redirect = outer.redirect.clone();
+        }
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
     /// The merged settings, with nginx's defaults.
+    /// The `proxy_redirect` rules of a level that passes to `pass` (nginx's `default`
+    /// when none is written at any level).
+    pub(crate) fn redirects(&self, pass: Option<&ValueRewrite>) -> Vec<ValueRewrite> {
+        match &self.redirect {
+            Some(rules) => rules.clone(),
+            None => pass.cloned().into_iter().collect(),
+        }
+    }
+
     pub(crate) fn settings(&self) -> ProxySettings {
         let t = |i: usize| self.timeouts[i].unwrap_or(Duration::from_secs(60));
         ProxySettings {
@@ -165,6 +182,7 @@ impl Scope {
             },
             error_pages: self.error_pages.clone().unwrap_or_default(),
             satisfy_any: self.satisfy_any.unwrap_or(false),
+            proxy_redirect: self.redirects(None),
             proxy_cookie_path: self.cookie_path.clone().unwrap_or_default(),
             proxy_cookie_domain: self.cookie_domain.clone().unwrap_or_default(),
             real_ip: self
@@ -346,21 +364,41 @@ impl Scope {
                     matches,
                 });
             }
-            "proxy_cookie_path" | "proxy_cookie_domain" => {
+            "proxy_redirect" | "proxy_cookie_path" | "proxy_cookie_domain" => {
                 let list = match d.name.as_str() {
+                    "proxy_redirect" => &mut self.redirect,
                     "proxy_cookie_path" => &mut self.cookie_path,
                     _ => &mut self.cookie_domain,
                 };
                 let args = ctx.args(d, 1, 2)?;
+                // As nginx: `off` with rules at the same level is a duplicate.
+                let off = list.as_ref().is_some_and(Vec::is_empty);
                 match args {
-                    [off] if off.value == "off" => {
-                        if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                    [off_arg] if off_arg.value == "off" => {
+                        if list.is_some() {
                             return Err(ctx.duplicate(d));
                         }
                         *list = Some(Vec::new());
                     }
+                    [default] if default.value == "default" && d.name == "proxy_redirect" => {
+                        let Some(rule) = self.pass_default.clone() else {
+                            return Err(ctx.invalid(
+                                d,
+                                d.at,
+                                "\"proxy_redirect default\" should be placed after the \
+                                 \"proxy_pass\" directive",
+                            ));
+                        };
+                        if off {
+                            return Err(ctx.duplicate(d));
+                        }
+                        list.get_or_insert_with(Vec::new).push(rule);
+                    }
                     [from, to] => {
-                        let rule = cookie_rewrite(ctx, d, from, to)?;
+                        if off {
+                            return Err(ctx.duplicate(d));
+                        }
+                        let rule = value_rewrite(ctx, d, from, to)?;
                         list.get_or_insert_with(Vec::new).push(rule);
                     }
                     _ => return Err(ctx.invalid(d, args[0].at, "invalid parameter")),
@@ -705,13 +743,14 @@ fn error_page(ctx: &Ctx<'_>, d: &Directive) -> Result<ErrorPage, ConfigError> {
     })
 }
 
-/// `proxy_cookie_path|domain FROM TO`: `FROM` text or `~regex` / `~*regex`.
-fn cookie_rewrite(
+/// `proxy_redirect|proxy_cookie_path|domain FROM TO`: `FROM` text (with variables) or
+/// `~regex` / `~*regex`.
+fn value_rewrite(
     ctx: &Ctx<'_>,
     d: &Directive,
     from: &Arg,
     to: &Arg,
-) -> Result<CookieRewrite, ConfigError> {
+) -> Result<ValueRewrite, ConfigError> {
     let domain = d.name == "proxy_cookie_domain";
     let from_match = match from.value.strip_prefix('~') {
         Some(re) => {
@@ -730,13 +769,13 @@ fn cookie_rewrite(
             };
             let regex = regex::Regex::new(&source)
                 .map_err(|e| ctx.invalid(d, from.at, format!("invalid regex \"{re}\": {e}")))?;
-            CookieMatch::Regex(regex)
+            ValueMatch::Regex(regex)
         }
-        None => CookieMatch::Text(from.value.clone()),
+        None => ValueMatch::Text(ctx.template(d, from)?),
     };
     // `$1`… are accepted for a text rule too, as nginx accepts them (empty there).
     let to = ctx.template_with(d, to, &|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit())?;
-    Ok(CookieRewrite {
+    Ok(ValueRewrite {
         from: from_match,
         to,
     })

@@ -258,7 +258,8 @@ fn settings_inherit_like_nginx() {
         Some(Action::ProxyPass(ProxyPass {
             https: false,
             target: UpstreamRef::Addr("127.0.0.1:9000".into()),
-            uri: None
+            uri: None,
+            url: "http://127.0.0.1:9000".into(),
         }))
     );
 }
@@ -1267,11 +1268,11 @@ fn proxy_cookie_rules_are_arrays_inherited_whole() {
             .unwrap()
             .settings
     };
-    let describe = |rules: &[CookieRewrite]| -> Vec<String> {
+    let describe = |rules: &[ValueRewrite]| -> Vec<String> {
         (rules.iter())
             .map(|r| match &r.from {
-                CookieMatch::Text(t) => format!("{t} -> {}", r.to),
-                CookieMatch::Regex(re) => format!("~{} -> {}", re.as_str(), r.to),
+                ValueMatch::Text(t) => format!("{t} -> {}", r.to),
+                ValueMatch::Regex(re) => format!("~{} -> {}", re.as_str(), r.to),
             })
             .collect()
     };
@@ -1312,6 +1313,97 @@ fn proxy_cookie_rules_are_arrays_inherited_whole() {
     ] {
         let e = err(&server(line));
         assert!(e.starts_with(&format!("{FILE}:{at}")), "{line}: {e}");
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}
+
+#[test]
+fn proxy_redirect_default_comes_from_the_proxy_pass() {
+    let c = load_str(&http(
+        "upstream backend { server 127.0.0.1:9; }
+  server { listen 127.0.0.1:80;
+    location /one/ { proxy_pass http://127.0.0.1:9/two/; }
+    location /raw/ { proxy_pass http://backend; }
+    location /both/ { proxy_pass http://backend/u/; proxy_redirect default;
+        proxy_redirect ~*^http://([^/]+)/app/ https://$1/; }
+    location /off/ { proxy_redirect off; proxy_pass http://127.0.0.1:9; }
+    location /ret/ { return 200; }
+    location /in/ { proxy_redirect http://$host/ /;
+        location /in/x/ { proxy_pass http://127.0.0.1:9/y/; } }
+    location /if/ { if ($arg_a) { proxy_pass http://backend; } return 200; }
+  }",
+    ))
+    .unwrap();
+    let describe = |rules: &[ValueRewrite]| -> Vec<String> {
+        (rules.iter())
+            .map(|r| match &r.from {
+                ValueMatch::Text(t) => format!("{t} -> {}", r.to),
+                ValueMatch::Regex(re) => format!("~{} -> {}", re.as_str(), r.to),
+            })
+            .collect()
+    };
+    let redirects = |path: &str| {
+        let l = location_match(&c.servers[0].locations, path).unwrap();
+        describe(&l.settings.proxy_redirect)
+    };
+    assert_eq!(redirects("/one/"), ["http://127.0.0.1:9/two/ -> /one/"]);
+    assert_eq!(redirects("/raw/"), ["http://backend/ -> /"]);
+    assert_eq!(
+        redirects("/both/"),
+        [
+            "http://backend/u/ -> /both/",
+            "~(?i)^http://([^/]+)/app/ -> https://${1}/"
+        ]
+    );
+    assert!(redirects("/off/").is_empty());
+    assert!(redirects("/ret/").is_empty(), "no proxy_pass, no default");
+    assert_eq!(redirects("/in/x/"), ["http://${host}/ -> /"], "inherited whole");
+    let l = location_match(&c.servers[0].locations, "/if/").unwrap();
+    let LocationStep::If(i) = &l.steps[0] else {
+        panic!("{:?}", l.steps)
+    };
+    assert_eq!(describe(&i.settings.proxy_redirect), ["http://backend/ -> /"]);
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    let pass = "proxy_pass http://127.0.0.1:9;";
+    for (line, at, needle) in [
+        (
+            "proxy_redirect default;".to_owned(),
+            "4:1",
+            "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive",
+        ),
+        (
+            format!("location / {{ proxy_redirect default; {pass} }}"),
+            "4:14",
+            "should be placed after",
+        ),
+        (
+            format!("location / {{ proxy_redirect off; proxy_redirect http://a/ /; {pass} }}"),
+            "4:34",
+            "is duplicate",
+        ),
+        (
+            format!("location / {{ proxy_redirect http://a/ /; proxy_redirect off; {pass} }}"),
+            "4:42",
+            "is duplicate",
+        ),
+        (
+            format!("location / {{ {pass} proxy_redirect off; proxy_redirect default; }}"),
+            "4:65",
+            "is duplicate",
+        ),
+        (
+            format!("location / {{ proxy_redirect ~*^(a /; {pass} }}"),
+            "4:29",
+            "invalid regex",
+        ),
+        (
+            format!("location / {{ proxy_redirect a; {pass} }}"),
+            "4:29",
+            "invalid parameter",
+        ),
+    ] {
+        let e = err(&server(&line));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
         assert!(e.contains(needle), "{line}: {e}");
     }
 }

@@ -393,7 +393,7 @@ fn certbot_managed_site() {
 }
 
 /// Several vhosts, upstream blocks, a `map`, snippets of `proxy_set_header`s and
-/// security headers, `proxy_redirect off`, `client_max_body_size` per site and per
+/// security headers, `proxy_redirect off` (implemented), `client_max_body_size` per site and per
 /// location, `location ~* \.(js|css)$`, redirect servers and a `return 444` default.
 #[test]
 fn multi_site_reverse_proxy() {
@@ -449,7 +449,6 @@ fn multi_site_reverse_proxy() {
             },
         ],
         &[
-            "\"proxy_redirect\" ignored",
             "\"proxy_buffering\" ignored",
             "\"server_tokens\" ignored",
             "\"log_not_found\" ignored",

@@ -67,8 +67,19 @@ impl RawUpstream {
                     true => UPSTREAM_COOKIES,
                     false => "",
                 };
+                // An `X-Loc` request header comes back as `Location` and `Refresh` (for
+                // `proxy_redirect`).
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let loc = (text.lines())
+                    .find_map(|l| {
+                        l.get(..6)
+                            .filter(|n| n.eq_ignore_ascii_case("x-loc:"))
+                            .map(|_| l[6..].trim())
+                    })
+                    .map(|v| format!("Location: {v}\r\nRefresh: 3; url={v}\r\n"))
+                    .unwrap_or_default();
                 let answer = format!(
-                    "HTTP/1.1 {status}\r\n{UPSTREAM_HEADERS}{cookies}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                    "HTTP/1.1 {status}\r\n{UPSTREAM_HEADERS}{cookies}{loc}Content-Length: 2\r\nConnection: close\r\n\r\nok"
                 );
                 let _ = stream.write_all(answer.as_bytes());
             }
@@ -1503,4 +1514,207 @@ fn proxy_cookie_rules_as_nginx_applies_them() {
             "path=/app/; w=5",
         ]
     );
+}
+
+/// `proxy_redirect` rewrites the upstream's `Location` and `Refresh` as Debian's nginx 1.22
+/// did for the same rules and values (`/tmp` notes in the commit): nginx's `default` when
+/// none is written (the `proxy_pass` URL becomes the location's name, or with no URI part
+/// `URL/` becomes `/`), text prefixes (case-sensitive, with variables), regexes with
+/// captures, the first rule that matches, `default` beside other rules, `off`, a server's
+/// rules inherited by a location without its own; a `Location` made relative is made
+/// absolute with the `Host` name and the server's port, a `Refresh` URL is not.
+#[test]
+fn proxy_redirect_as_nginx_rewrites_location() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "location /one/ {{ proxy_pass http://{up}/two/; }}
+        location /ups/ {{ proxy_pass http://backend; }}
+        location /upsu/ {{ proxy_pass http://backend/u/; }}
+        location /sch/ {{ proxy_redirect http:// https://; proxy_pass http://{up}; }}
+        location /re/ {{ proxy_redirect ~^http://([^/]+)/app/(.*)$ https://$1/$2;
+            proxy_redirect ~*^HTTP://OTHER/ /o/; proxy_pass http://{up}; }}
+        location /off/ {{ proxy_redirect off; proxy_pass http://{up}/two/; }}
+        location /var/ {{ proxy_redirect http://$host/ https://$host/; proxy_pass http://{up}; }}
+        location /both/ {{ proxy_pass http://{up}/two/; proxy_redirect default;
+            proxy_redirect http://x/ /y/; }}
+        location ~ ^/rx/ {{ proxy_pass http://{up}; }}
+        location = /ex {{ proxy_pass http://{up}/two/; }}
+        location /srv/ {{ proxy_redirect http://a/ http://b/;
+            location /srv/in/ {{ proxy_pass http://{up}; }} }}"
+    );
+    let (gate, http) = start_with(
+        &raw,
+        &format!("upstream backend {{ server {up}; }}"),
+        &extra,
+    );
+    let ask = |path: &str, loc: &str, host: &str| -> (String, String) {
+        let r = plain(
+            http,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Loc: {loc}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(r.status, 200, "{path}: {r:?}\n{}", gate.server.log_text());
+        let h = |n: &str| header(&r, n).unwrap_or_default().to_owned();
+        (h("location"), h("refresh"))
+    };
+    let me = format!("http://compat.test:{http}");
+    for (path, loc, host, location, refresh) in [
+        (
+            "/one/",
+            format!("http://{up}/two/x"),
+            "compat.test",
+            format!("{me}/one/x"),
+            "/one/x".to_owned(),
+        ),
+        (
+            "/one/",
+            format!("http://{up}/twox"),
+            "compat.test",
+            format!("http://{up}/twox"),
+            format!("http://{up}/twox"),
+        ),
+        (
+            "/one/",
+            "/two/x".into(),
+            "compat.test",
+            "/two/x".into(),
+            "/two/x".into(),
+        ),
+        // The Host's port is not the server's: nginx names the server's.
+        (
+            "/one/",
+            format!("http://{up}/two/x"),
+            "compat.test:8080",
+            format!("{me}/one/x"),
+            "/one/x".into(),
+        ),
+        (
+            "/ups/",
+            "http://backend/a".into(),
+            "compat.test",
+            format!("{me}/a"),
+            "/a".into(),
+        ),
+        (
+            "/ups/",
+            format!("http://{up}/a"),
+            "compat.test",
+            format!("http://{up}/a"),
+            format!("http://{up}/a"),
+        ),
+        (
+            "/upsu/",
+            "http://backend/u/a".into(),
+            "compat.test",
+            format!("{me}/upsu/a"),
+            "/upsu/a".into(),
+        ),
+        (
+            "/sch/",
+            "http://compat.test/x".into(),
+            "compat.test",
+            "https://compat.test/x".into(),
+            "https://compat.test/x".into(),
+        ),
+        (
+            "/sch/",
+            "HTTP://compat.test/x".into(),
+            "compat.test",
+            "HTTP://compat.test/x".into(),
+            "HTTP://compat.test/x".into(),
+        ),
+        (
+            "/re/",
+            "http://h.test/app/p/q".into(),
+            "compat.test",
+            "https://h.test/p/q".into(),
+            "https://h.test/p/q".into(),
+        ),
+        (
+            "/re/",
+            "http://other/z".into(),
+            "compat.test",
+            format!("{me}/o/"),
+            "/o/".into(),
+        ),
+        (
+            "/re/",
+            "http://h.test/nope".into(),
+            "compat.test",
+            "http://h.test/nope".into(),
+            "http://h.test/nope".into(),
+        ),
+        (
+            "/off/",
+            format!("http://{up}/two/x"),
+            "compat.test",
+            format!("http://{up}/two/x"),
+            format!("http://{up}/two/x"),
+        ),
+        (
+            "/var/",
+            "http://compat.test/v".into(),
+            "compat.test",
+            "https://compat.test/v".into(),
+            "https://compat.test/v".into(),
+        ),
+        (
+            "/var/",
+            "http://Compat.test/v".into(),
+            "compat.test",
+            "http://Compat.test/v".into(),
+            "http://Compat.test/v".into(),
+        ),
+        (
+            "/both/",
+            format!("http://{up}/two/x"),
+            "compat.test",
+            format!("{me}/both/x"),
+            "/both/x".into(),
+        ),
+        (
+            "/both/",
+            "http://x/z".into(),
+            "compat.test",
+            format!("{me}/y/z"),
+            "/y/z".into(),
+        ),
+        (
+            "/rx/",
+            format!("http://{up}/a"),
+            "compat.test",
+            format!("{me}/a"),
+            "/a".into(),
+        ),
+        (
+            "/ex",
+            format!("http://{up}/two/x"),
+            "compat.test",
+            format!("{me}/exx"),
+            "/exx".into(),
+        ),
+        // The server's rule, inherited by a location without its own (no default then).
+        (
+            "/srv/in/",
+            "http://a/q".into(),
+            "compat.test",
+            "http://b/q".into(),
+            "http://b/q".into(),
+        ),
+        (
+            "/srv/in/",
+            format!("http://{up}/q"),
+            "compat.test",
+            format!("http://{up}/q"),
+            format!("http://{up}/q"),
+        ),
+    ] {
+        assert_eq!(
+            ask(path, &loc, host),
+            (location, format!("3; url={refresh}")),
+            "{path} {loc} (Host {host})"
+        );
+    }
 }
