@@ -55,7 +55,9 @@
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
 //!   all|any`, `set_real_ip_from` (a level with its own inherits none),
-//!   `real_ip_header`, `real_ip_recursive`, `proxy_redirect` (`default` from the
+//!   `real_ip_header`, `real_ip_recursive`, `limit_req` and `limit_conn` (arrays,
+//!   with `_status`, `_dry_run`, `_log_level`; their `_zone`s in `http`),
+//!   `proxy_redirect` (`default` from the
 //!   location's `proxy_pass` when none is written), `proxy_cookie_path` and
 //!   `proxy_cookie_domain` (arrays: a level with its own inherits none; `off`),
 //!   `proxy_next_upstream` with `proxy_next_upstream_tries` and
@@ -111,7 +113,7 @@
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
 //! | `master_process`, `daemon` | hsmgate is one process and stays in the foreground (systemd `Type=notify`) |
 //! | `keepalive_requests` | connections are not closed after a request count |
-//! | `limit_*` | **not enforced**: the warning says so; put limits elsewhere |
+//! | `limit_rate`, `limit_rate_after` | **not enforced** (no bandwidth limit): the warning says so |
 //! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |
 //! | `index`, `log_not_found` | hsmgate serves no files (`root` is read only for the pages `error_page` names). In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
 //! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |
@@ -155,6 +157,7 @@ mod cond;
 mod hsm_group;
 mod ignored;
 mod lexer;
+mod limits;
 mod location;
 mod map;
 mod model;
@@ -172,6 +175,9 @@ use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, LocationIf, ServerIf};
+pub use self::limits::{
+    LimitConn, LimitConnZone, LimitLogLevel, LimitReq, LimitReqZone, LimitZones, Limits,
+};
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
@@ -252,6 +258,7 @@ pub(crate) fn load_text(
         maps: Default::default(),
         hsm_groups: Default::default(),
         http2: None,
+        limit_zones: Default::default(),
     };
     let mut config = build::build(&mut ctx, &main, path)?;
     config.files = sources.files;

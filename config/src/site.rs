@@ -41,6 +41,8 @@ pub struct Site {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` variables by name (nginx format only).
     pub maps: BTreeMap<String, VarMap>,
+    /// `limit_req_zone`s and `limit_conn_zone`s (nginx format only).
+    pub limit_zones: crate::nginx::LimitZones,
     /// HA groups of HSMs keys may name (nginx format: `$hsmgate_group_` maps).
     pub hsm_groups: BTreeMap<String, crate::HsmGroup>,
     /// `pid` file (nginx format only).
@@ -124,6 +126,7 @@ impl Site {
             upstreams: config.upstreams,
             log_formats: config.log_formats,
             maps: config.maps,
+            limit_zones: config.limit_zones,
             hsm_groups: config.hsm_groups,
             pid: Some(
                 config
@@ -172,6 +175,7 @@ impl Site {
             satisfy_any: false,
             real_ip: None,
             proxy_redirect: Vec::new(),
+            limits: Default::default(),
             proxy_cookie_path: Vec::new(),
             proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
@@ -329,6 +333,7 @@ impl Site {
             listens,
             log_formats: BTreeMap::new(),
             maps: BTreeMap::new(),
+            limit_zones: Default::default(),
             hsm_groups: config
                 .hsm
                 .iter()

@@ -158,6 +158,8 @@ pub struct Generation {
     /// The opened token keys.
     pub pools: PoolCache,
     log_paths: HashMap<PathBuf, Arc<PathBuf>>,
+    /// `limit_req_zone`s and `limit_conn_zone`s (kept across a reload that keeps them).
+    pub(crate) limits: crate::limits::Zones,
 }
 
 impl Generation {
@@ -290,6 +292,7 @@ impl Generation {
             balancers: HashMap::new(),
             pools: opener.next,
             log_paths: HashMap::new(),
+            limits: crate::limits::Zones::build(&site.limit_zones),
             site,
         };
         generation.prepare_locations()?;

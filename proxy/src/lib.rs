@@ -32,7 +32,8 @@
 //! - `proxy_protocol`: the PROXY protocol header of `listen … proxy_protocol`;
 //!   `realip`: the client a trusted load balancer names (`set_real_ip_from`);
 //! - `route`: server/location choice, `return`, `proxy_pass`; `rewrite_phase`:
-//!   `rewrite`, `set` and `if` run in order; `auth_basic`: password files and their
+//!   `rewrite`, `set` and `if` run in order; `limits`: `limit_req`, `limit_conn`;
+//!   `auth_basic`: password files and their
 //!   hashes; `error_redirect`: `error_page` and named locations; `vars`: `$variables`;
 //!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
 //! - the upstream's answer: `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
@@ -82,6 +83,7 @@ mod hello;
 mod hop_by_hop;
 mod keys;
 mod kx;
+mod limits;
 mod metrics;
 mod notify;
 pub mod pin_check;

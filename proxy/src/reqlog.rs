@@ -32,6 +32,10 @@ pub(crate) struct LogCtx {
     pub(crate) args: Option<String>,
     /// The variables `set` gave a value, in the order first set.
     pub(crate) set_vars: Vec<(String, String)>,
+    /// `$limit_req_status`, `$limit_conn_status`.
+    pub(crate) limit_status: (&'static str, &'static str),
+    /// The `limit_conn` slots this request holds until its answer is sent.
+    pub(crate) limit_slots: Vec<crate::limits::ConnSlot>,
     pub(crate) protocol: &'static str,
     pub(crate) http_host: Option<String>,
     pub(crate) server_name: String,
@@ -69,6 +73,7 @@ impl LogCtx {
             uri: &self.uri,
             args: self.args.as_deref(),
             set_vars: &self.set_vars,
+            limit_status: self.limit_status,
             protocol: self.protocol,
             http_host: self.http_host.as_deref(),
             server_name: &self.server_name,
@@ -202,6 +207,8 @@ pub(crate) fn head_bytes<B: Body>(
 /// A response body that counts the bytes sent and writes the access log line when
 /// it ends (or is dropped).
 pub(crate) struct LoggedBody {
+    /// The `limit_conn` slots of the request, released when the answer has been sent.
+    pub(crate) limit_slots: Vec<crate::limits::ConnSlot>,
     pub(crate) inner: ProxyBody,
     pub(crate) sent: u64,
     pub(crate) log: Option<Box<LogCtx>>,
@@ -209,6 +216,7 @@ pub(crate) struct LoggedBody {
 
 impl LoggedBody {
     fn finish(&mut self) {
+        self.limit_slots.clear();
         if let Some(log) = self.log.take() {
             log.write(self.sent);
         }

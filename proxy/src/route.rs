@@ -113,6 +113,8 @@ async fn serve(
         uri: normalized.clone().unwrap_or_default(),
         args: None,
         set_vars: Vec::new(),
+        limit_status: ("", ""),
+        limit_slots: Vec::new(),
         protocol,
         http_host,
         server_name,
@@ -208,6 +210,7 @@ async fn serve(
     }
     let (parts, body) = resp.into_parts();
     let body = LoggedBody {
+        limit_slots: std::mem::take(&mut log.limit_slots),
         inner: body,
         sent: 0,
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
@@ -249,6 +252,14 @@ pub(crate) async fn answer(
         log.client = c;
     }
     let checked = past_rewrites && !body_too_large(declared_length(&parts), settings);
+    // nginx's pre-access phase: `limit_req` (which may wait), `limit_conn`.
+    if checked
+        && let Some(refusal) =
+            crate::limits::preaccess(&generation.limits, &settings.limits, log, &parts.headers)
+                .await
+    {
+        return Ok(refusal);
+    }
     if checked && let Some(refusal) = access(settings, &parts, log).await {
         return Ok(refusal);
     }

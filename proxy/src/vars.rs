@@ -31,6 +31,8 @@ pub(crate) struct Vars<'a> {
     pub args: Option<&'a str>,
     /// The variables `set` gave a value (others `set` declares are empty).
     pub set_vars: &'a [(String, String)],
+    /// `$limit_req_status` and `$limit_conn_status` (empty before those checks).
+    pub limit_status: (&'static str, &'static str),
     /// `HTTP/1.1`…
     pub protocol: &'a str,
     /// The `Host` (or `:authority`) as sent, with port.
@@ -150,7 +152,12 @@ impl Vars<'_> {
         match name {
             "host" => self.host().into(),
             "http_host" => self.http_host.unwrap_or("").into(),
-            "remote_addr" => self.client.ip().to_canonical().to_string().into(),
+            // As text: the same key for the same client (nginx's is the raw bytes).
+            "remote_addr" | "binary_remote_addr" => {
+                self.client.ip().to_canonical().to_string().into()
+            }
+            "limit_req_status" => self.limit_status.0.into(),
+            "limit_conn_status" => self.limit_status.1.into(),
             // Empty for an address a request header named (it has no port), as nginx.
             "remote_port" => match self.client.port() {
                 0 => String::new(),
@@ -493,6 +500,7 @@ mod tests {
             request_uri: "/a/b?x=1&Foo=b%20r&foo=2&bare",
             args: None,
             set_vars: &[],
+            limit_status: ("PASSED", ""),
             uri: "/a/b",
             protocol: "HTTP/1.1",
             http_host: Some("WWW.Example.test:443"),

@@ -85,6 +85,16 @@ const KNOWN: &[&str] = &[
     "satisfy",
     "set_real_ip_from",
     "proxy_redirect",
+    "limit_req_zone",
+    "limit_conn_zone",
+    "limit_req",
+    "limit_conn",
+    "limit_req_status",
+    "limit_conn_status",
+    "limit_req_dry_run",
+    "limit_conn_dry_run",
+    "limit_req_log_level",
+    "limit_conn_log_level",
     "proxy_cookie_path",
     "proxy_cookie_domain",
     "real_ip_header",
@@ -118,6 +128,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
     /// `http2 on|off` in `http` (nginx 1.25.1+), the default of each server.
     pub(crate) http2: Option<bool>,
+    /// `limit_req_zone`s and `limit_conn_zone`s (read before the rest of `http`).
+    pub(crate) limit_zones: super::limits::LimitZones,
 }
 
 impl Ctx<'_> {
@@ -433,6 +445,7 @@ pub(crate) fn build(
         ssl_engine_pkcs11: engine.is_some(),
         log_formats: std::mem::take(&mut ctx.log_formats),
         maps: std::mem::take(&mut ctx.maps),
+        limit_zones: std::mem::take(&mut ctx.limit_zones),
         hsm_groups: std::mem::take(&mut ctx.hsm_groups),
         prefix: ctx.prefix.to_path_buf(),
         conf_prefix: ctx.conf_prefix.to_path_buf(),
@@ -506,9 +519,10 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
         let (name, map) = super::map::var_map(ctx, d)?;
         ctx.maps.insert(name, map);
     }
+    ctx.limit_zones = super::limits::zones(ctx, block)?;
     for d in block {
         match d.name.as_str() {
-            "map" => {}
+            "map" | "limit_req_zone" | "limit_conn_zone" => {}
             "server" => servers.push(d),
             "upstream" => {
                 let body = ctx.block(d, 1, 1)?;

@@ -55,6 +55,8 @@ pub struct NginxConfig {
     pub log_formats: BTreeMap<String, LogFormat>,
     /// `map` blocks by the variable they define (lower case, without `$`).
     pub maps: BTreeMap<String, super::VarMap>,
+    /// `limit_req_zone`s and `limit_conn_zone`s.
+    pub limit_zones: super::LimitZones,
     /// HA groups of HSMs (`map … $hsmgate_group_NAME { … }`), by name; a key names one
     /// with `x-hsmgate-group=NAME` in its URI.
     pub hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
@@ -415,6 +417,8 @@ pub struct ProxySettings {
     /// `set_real_ip_from` with `real_ip_header` and `real_ip_recursive` (`None`: no
     /// trusted address, the client is the connection's peer).
     pub real_ip: Option<RealIp>,
+    /// `limit_req` and `limit_conn` with their settings.
+    pub limits: super::Limits,
     /// `proxy_redirect`s: an upstream's `Location` and `Refresh` rewritten (the first
     /// that matches; a level with its own inherits none; `off`: none). With none written
     /// at any level, a location's is nginx's `default`, from its `proxy_pass`

@@ -64,6 +64,8 @@ pub(crate) struct Scope {
     /// own inherits none; `off` is an empty one).
     cookie_path: Option<Vec<ValueRewrite>>,
     cookie_domain: Option<Vec<ValueRewrite>>,
+    /// `limit_req`, `limit_conn` and their settings.
+    limits: super::limits::LimitsScope,
     /// `proxy_redirect`s, likewise (`None` at every level: nginx's `default`).
     redirect: Option<Vec<ValueRewrite>>,
     /// A location's `proxy_pass` read so far, as the rule `proxy_redirect default`
@@ -156,6 +158,7 @@ impl Scope {
         if self.redirect.is_none() {
             self.redirect = outer.redirect.clone();
         }
+        self.limits.inherit(&outer.limits);
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
     }
 
@@ -183,6 +186,7 @@ impl Scope {
             error_pages: self.error_pages.clone().unwrap_or_default(),
             satisfy_any: self.satisfy_any.unwrap_or(false),
             proxy_redirect: self.redirects(None),
+            limits: self.limits.limits(),
             proxy_cookie_path: self.cookie_path.clone().unwrap_or_default(),
             proxy_cookie_domain: self.cookie_domain.clone().unwrap_or_default(),
             real_ip: self
@@ -255,6 +259,9 @@ impl Scope {
         let time = |ctx: &Ctx<'_>, arg: &Arg| {
             parse_time(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid time"))
         };
+        if self.limits.directive(ctx, d)? {
+            return Ok(true);
+        }
         match d.name.as_str() {
             "proxy_set_header" => {
                 let args = ctx.args(d, 2, 2)?;

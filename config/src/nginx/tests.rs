@@ -1357,12 +1357,19 @@ fn proxy_redirect_default_comes_from_the_proxy_pass() {
     );
     assert!(redirects("/off/").is_empty());
     assert!(redirects("/ret/").is_empty(), "no proxy_pass, no default");
-    assert_eq!(redirects("/in/x/"), ["http://${host}/ -> /"], "inherited whole");
+    assert_eq!(
+        redirects("/in/x/"),
+        ["http://${host}/ -> /"],
+        "inherited whole"
+    );
     let l = location_match(&c.servers[0].locations, "/if/").unwrap();
     let LocationStep::If(i) = &l.steps[0] else {
         panic!("{:?}", l.steps)
     };
-    assert_eq!(describe(&i.settings.proxy_redirect), ["http://backend/ -> /"]);
+    assert_eq!(
+        describe(&i.settings.proxy_redirect),
+        ["http://backend/ -> /"]
+    );
     let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
     let pass = "proxy_pass http://127.0.0.1:9;";
     for (line, at, needle) in [
@@ -1406,4 +1413,156 @@ fn proxy_redirect_default_comes_from_the_proxy_pass() {
         assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{line}: {e}");
         assert!(e.contains(needle), "{line}: {e}");
     }
+}
+
+#[test]
+fn limit_zones_and_limits_as_nginx_reads_them() {
+    let c = load_str(&http(
+        "limit_req zone=one burst=5;
+  limit_req_zone $binary_remote_addr zone=one:10m rate=30r/m;
+  limit_req_zone $server_name zone=srv:1m rate=5r/s;
+  limit_conn_zone $binary_remote_addr zone=addr:1m;
+  limit_req_status 429;
+  server { listen 127.0.0.1:80;
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { limit_req zone=srv nodelay; limit_req zone=one delay=2;
+        limit_conn addr 10; limit_conn_dry_run on; limit_req_log_level warn;
+        proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let one = &c.limit_zones.req["one"];
+    assert_eq!((one.size, one.rate_milli), (10 << 20, 500));
+    assert_eq!(one.key.to_string(), "${binary_remote_addr}");
+    assert_eq!(c.limit_zones.conn["addr"].size, 1 << 20);
+    let limits = |path: &str| {
+        location_match(&c.servers[0].locations, path)
+            .unwrap()
+            .settings
+            .limits
+            .clone()
+    };
+    let a = limits("/a/");
+    assert_eq!(
+        a.req,
+        [LimitReq {
+            zone: "one".into(),
+            burst: 5,
+            delay: 0
+        }],
+        "a zone may be used before its definition, as in nginx"
+    );
+    assert_eq!((a.req_status, a.conn_status), (429, 503));
+    assert!(a.conn.is_empty());
+    let b = limits("/b/");
+    assert_eq!(
+        b.req,
+        [
+            LimitReq {
+                zone: "srv".into(),
+                burst: 0,
+                delay: u64::MAX
+            },
+            LimitReq {
+                zone: "one".into(),
+                burst: 0,
+                delay: 2
+            }
+        ],
+        "a level with its own inherits none"
+    );
+    assert_eq!(
+        b.conn,
+        [LimitConn {
+            zone: "addr".into(),
+            max: 10
+        }]
+    );
+    assert!(b.conn_dry_run && !b.req_dry_run);
+    assert_eq!(b.req_log_level, LimitLogLevel::Warn);
+    let with = |lines: &str| {
+        http(&format!(
+            "limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;\n{lines}\nserver {{ listen 127.0.0.1:1; }}"
+        ))
+    };
+    for (lines, at, needle) in [
+        (
+            "limit_req zone=nope;",
+            "4:11",
+            "no \"limit_req_zone\" named \"nope\"",
+        ),
+        (
+            "limit_conn z 1;",
+            "4:12",
+            "no \"limit_conn_zone\" named \"z\"",
+        ),
+        (
+            "limit_req burst=1;",
+            "4:1",
+            "\"zone\" parameter is required",
+        ),
+        ("limit_req zone=z burst=x;", "4:18", "invalid burst value"),
+        (
+            "limit_req zone=z; limit_req zone=z;",
+            "4:19",
+            "is duplicate",
+        ),
+        (
+            "limit_req zone=z fast;",
+            "4:18",
+            "invalid parameter \"fast\"",
+        ),
+        ("limit_req_status 200;", "4:18", "between 400 and 599"),
+        (
+            "limit_req_log_level loud;",
+            "4:21",
+            "invalid value \"loud\"",
+        ),
+        (
+            "limit_req_zone $uri zone=y:1m rate=1r/h;",
+            "4:31",
+            "invalid rate",
+        ),
+        (
+            "limit_req_zone $uri zone=y:1k rate=1r/s;",
+            "4:21",
+            "zone \"y\" is too small",
+        ),
+        (
+            "limit_req_zone $uri zone=z:1m rate=1r/s;",
+            "4:21",
+            "duplicate zone \"z\"",
+        ),
+        (
+            "limit_req_zone $uri rate=1r/s rate=2r/s;",
+            "4:1",
+            "must have \"zone\" parameter",
+        ),
+        (
+            "limit_req_zone $uri zone=y:1m;",
+            "4:1",
+            "invalid number of arguments",
+        ),
+        (
+            "limit_conn_zone $uri zone=c:1m rate=1r/s;",
+            "4:1",
+            "invalid number of arguments",
+        ),
+    ] {
+        let e = err(&with(lines));
+        assert!(e.starts_with(&format!("{FILE}:{at}: ")), "{lines}: {e}");
+        assert!(e.contains(needle), "{lines}: {e}");
+    }
+    let e = err(&http(
+        "server { listen 127.0.0.1:1; limit_conn_zone $uri zone=y:1m; }",
+    ));
+    assert!(e.contains("not allowed here"), "{e}");
+    let c = load_str(&http("limit_rate 10k; server { listen 127.0.0.1:1; }")).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("NOT ENFORCED")),
+        "{:?}",
+        c.warnings
+    );
 }

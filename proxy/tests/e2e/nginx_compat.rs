@@ -62,6 +62,10 @@ impl RawUpstream {
                     true => "418 I'm a teapot",
                     false => "200 OK",
                 };
+                // A path with `/slow` is answered after a second (for `limit_conn`).
+                if head.windows(5).any(|w| w == b"/slow") {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 // A path with `/ck` gets cookies (for `proxy_cookie_path|domain`).
                 let cookies = match head.windows(3).any(|w| w == b"/ck") {
                     true => UPSTREAM_COOKIES,
@@ -1716,5 +1720,134 @@ fn proxy_redirect_as_nginx_rewrites_location() {
             (location, format!("3; url={refresh}")),
             "{path} {loc} (Host {host})"
         );
+    }
+}
+
+/// `limit_req` and `limit_conn` as Debian's nginx 1.22 applied the same directives (each
+/// case below run against it): a request over the rate refused with 503 (or
+/// `limit_req_status`), a burst passed at once with `nodelay` or spread at the rate
+/// without it, `delay=`, an empty key not limited, a `return` not limited (it answers
+/// before the pre-access phase), `limit_req_dry_run` with `$limit_req_status`, and
+/// `limit_conn` counting requests in progress; refusals in the error log as nginx words
+/// them.
+#[test]
+fn limit_req_and_limit_conn_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let mut zones = String::new();
+    for z in ["nb", "bn", "bd", "dl", "st", "ret", "dry"] {
+        zones += &format!("limit_req_zone $binary_remote_addr zone={z}:1m rate=2r/s;\n");
+    }
+    zones += "limit_req_zone $arg_k zone=byk:1m rate=60r/m;
+        limit_conn_zone $binary_remote_addr zone=addr:1m;
+        limit_conn_zone $binary_remote_addr zone=addr2:1m;";
+    let extra = format!(
+        "location /nb/ {{ limit_req zone=nb; proxy_pass http://{up}; }}
+        location /bn/ {{ limit_req zone=bn burst=2 nodelay; proxy_pass http://{up}; }}
+        location /bd/ {{ limit_req zone=bd burst=2; proxy_pass http://{up}; }}
+        location /dl/ {{ limit_req zone=dl burst=3 delay=1; proxy_pass http://{up}; }}
+        location /st/ {{ limit_req zone=st; limit_req_status 429; proxy_pass http://{up}; }}
+        location /ret/ {{ limit_req zone=ret; return 200 r; }}
+        location /k/ {{ limit_req zone=byk; proxy_pass http://{up}; }}
+        location /dry/ {{ limit_req zone=dry; limit_req_dry_run on;
+            add_header X-S $limit_req_status; proxy_pass http://{up}; }}
+        location /c/ {{ limit_conn addr 1; proxy_pass http://{up}; }}
+        location /cs/ {{ limit_conn addr2 1; limit_conn_status 429; proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start_with(&raw, &zones, &extra);
+    let statuses = |path: &str, n: usize| -> Vec<u16> {
+        (0..n)
+            .map(|_| get(http, "compat.test", path).status)
+            .collect()
+    };
+    // Several at once: each status with how long it took, in the order sent.
+    let together = |path: &str, n: usize| -> Vec<(u16, Duration)> {
+        let path = path.to_owned();
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 20 }));
+                std::thread::spawn(move || {
+                    let t = std::time::Instant::now();
+                    (get(http, "compat.test", &path).status, t.elapsed())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    };
+    assert_eq!(
+        statuses("/nb/", 3),
+        [200, 503, 503],
+        "{}",
+        gate.server.log_text()
+    );
+    assert_eq!(statuses("/bn/", 5), [200, 200, 200, 503, 503]);
+    // burst=2 without nodelay: two wait (about 0.5 s and 1 s at 2 r/s), two are refused.
+    let bd = together("/bd/", 5);
+    let mut codes: Vec<u16> = bd.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 200, 200, 503, 503], "{bd:?}");
+    let waited = bd
+        .iter()
+        .filter(|r| r.0 == 200 && r.1 >= Duration::from_millis(400));
+    assert_eq!(waited.count(), 2, "two of the burst waited: {bd:?}");
+    // burst=3 delay=1: one more passes at once, two wait, two are refused.
+    let dl = together("/dl/", 6);
+    let mut codes: Vec<u16> = dl.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 200, 200, 200, 503, 503], "{dl:?}");
+    let waited = dl
+        .iter()
+        .filter(|r| r.0 == 200 && r.1 >= Duration::from_millis(400));
+    assert_eq!(waited.count(), 2, "{dl:?}");
+    assert_eq!(statuses("/st/", 3), [200, 429, 429]);
+    assert_eq!(
+        statuses("/ret/", 3),
+        [200, 200, 200],
+        "return answers first"
+    );
+    assert_eq!(statuses("/k/?k=a", 2), [200, 503]);
+    assert_eq!(statuses("/k/?k=b", 1), [200], "another key");
+    assert_eq!(
+        statuses("/k/", 3),
+        [200, 200, 200],
+        "an empty key is not limited"
+    );
+    let dry: Vec<(u16, String)> = (0..3)
+        .map(|_| {
+            let r = get(http, "compat.test", "/dry/");
+            (r.status, header(&r, "x-s").unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        dry,
+        [
+            (200, "PASSED".to_owned()),
+            (200, "REJECTED_DRY_RUN".to_owned()),
+            (200, "REJECTED_DRY_RUN".to_owned())
+        ]
+    );
+    // One request in progress at a time: the others are refused at once.
+    let c = together("/c/slow", 3);
+    let mut codes: Vec<u16> = c.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 503, 503], "{c:?}");
+    assert_eq!(statuses("/c/", 2), [200, 200], "released when answered");
+    let cs = together("/cs/slow", 2);
+    let mut codes: Vec<u16> = cs.iter().map(|r| r.0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 429], "{cs:?}");
+    let log = gate.server.log_text();
+    for needle in [
+        "limiting requests, excess: 0.",
+        "by zone \"nb\"",
+        "limiting requests, dry run, excess:",
+        "delaying request, excess: 1.",
+        "limiting connections by zone \"addr\"",
+    ] {
+        assert!(log.contains(needle), "{needle} not in the log:\n{log}");
     }
 }
