@@ -20,7 +20,9 @@
 //!   `error_log`, `env`, `ssl_engine pkcs11` (any other engine is an error),
 //!   `events { worker_connections }`, `http`.
 //! - `http`: `server`, `upstream NAME { server ADDR [weight=N] [max_fails=N]
-//!   [fail_timeout=T] [backup] [down]; keepalive N; }`, `log_format`, and the
+//!   [fail_timeout=T] [backup] [down]; keepalive N; least_conn | ip_hash | hash KEY
+//!   [consistent] | random [two [least_conn]]; zone NAME [SIZE]; }`, `log_format`,
+//!   `limit_req_zone`, `limit_conn_zone`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
 //!   `ipv6only=`, `backlog=`, `bind`, `proxy_protocol`, and the socket options
@@ -180,9 +182,9 @@ pub use self::limits::{
 };
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
-    AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, CertPair, ClientLimits,
-    ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT, HttpVersion,
-    KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
+    AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, BalanceMethod, CertPair,
+    ClientLimits, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT,
+    HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
     NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader, Return, Server,
     ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
     ValueMatch, ValueRewrite,

@@ -1,6 +1,8 @@
-//! Upstream groups at run time: nginx's smooth weighted round-robin over the
-//! `server`s of an `upstream` block (a `proxy_pass host:port` is a group of one),
-//! with a keep-alive connection pool per group. `down` servers are skipped;
+//! Upstream groups at run time: the `server`s of an `upstream` block (a `proxy_pass
+//! host:port` is a group of one), the first one a request tries picked by the group's
+//! method ([`crate::pick`]: nginx's smooth weighted round-robin by default,
+//! `least_conn`, `ip_hash`, `hash`, `random`), the other primaries after it, with a
+//! keep-alive connection pool per group. `down` servers are skipped;
 //! `backup` servers are used only when a request could not connect to any primary.
 //! Passive health as nginx: `max_fails` failures (default 1) take a server out of the
 //! rotation for `fail_timeout` (default 10 s); when every primary is out, all are tried.
@@ -11,11 +13,12 @@
 //! a pool per value, at most [`MAX_NAMED_POOLS`] kept).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hsmgate_config::nginx::{Template, UpstreamGroup};
+use hsmgate_config::nginx::{BalanceMethod, Template, UpstreamGroup};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -47,6 +50,7 @@ pub struct Balancer {
     pub name: String,
     servers: Vec<Peer>,
     current: Mutex<Vec<i64>>,
+    method: Method,
     /// `http` or `https`.
     pub scheme: &'static str,
     connect_timeout: Duration,
@@ -59,11 +63,40 @@ pub struct Balancer {
     pub(crate) times: crate::metrics::UpstreamTimes,
 }
 
+/// [`BalanceMethod`] ready to pick.
+#[derive(Debug)]
+enum Method {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    Hash {
+        key: Template,
+        ring: Option<crate::pick::Ring>,
+    },
+    Random {
+        two: bool,
+    },
+}
+
+/// A request in progress on a server (for `least_conn`), until dropped.
+#[derive(Debug)]
+pub(crate) struct Load(Arc<AtomicUsize>);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     addr: String,
     weight: i64,
     backup: bool,
+    /// `down`: kept (the hash methods index it) but never picked.
+    down: bool,
+    /// Requests in progress.
+    active: Arc<AtomicUsize>,
     max_fails: u32,
     fail_timeout: Duration,
     health: Mutex<Health>,
@@ -81,6 +114,8 @@ impl Peer {
             addr: addr.to_owned(),
             weight: i64::from(weight.max(1)),
             backup,
+            down: false,
+            active: Arc::new(AtomicUsize::new(0)),
             max_fails,
             fail_timeout,
             health: Mutex::new(Health::default()),
@@ -88,6 +123,9 @@ impl Peer {
     }
 
     fn available(&self, now: Instant) -> bool {
+        if self.down {
+            return false;
+        }
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         h.out_until.is_none_or(|t| t <= now)
     }
@@ -102,19 +140,36 @@ impl Balancer {
         connect_timeout: Duration,
         tls: Option<UpstreamTls>,
     ) -> Balancer {
-        let servers = group
-            .servers
-            .iter()
-            .filter(|s| !s.down)
-            .map(|s| Peer::new(&s.addr, s.weight, s.backup, s.max_fails, s.fail_timeout))
+        let servers: Vec<Peer> = (group.servers.iter())
+            .map(|s| Peer {
+                down: s.down,
+                ..Peer::new(&s.addr, s.weight, s.backup, s.max_fails, s.fail_timeout)
+            })
             .collect();
-        Self::new(
+        let method = match &group.method {
+            BalanceMethod::RoundRobin => Method::RoundRobin,
+            BalanceMethod::LeastConn => Method::LeastConn,
+            BalanceMethod::IpHash => Method::IpHash,
+            BalanceMethod::Random { two } => Method::Random { two: *two },
+            BalanceMethod::Hash { key, consistent } => {
+                let primaries: Vec<&Peer> = servers.iter().filter(|p| !p.backup).collect();
+                let names: Vec<&str> = primaries.iter().map(|p| p.addr.as_str()).collect();
+                let weights: Vec<i64> = primaries.iter().map(|p| p.weight).collect();
+                Method::Hash {
+                    key: key.clone(),
+                    ring: consistent.then(|| crate::pick::Ring::new(&names, &weights)),
+                }
+            }
+        };
+        let mut b = Self::new(
             name.to_owned(),
             servers,
             group.keepalive,
             connect_timeout,
             tls,
-        )
+        );
+        b.method = method;
+        b
     }
 
     /// A group of one server (`proxy_pass http[s]://host:port`), pooled.
@@ -140,6 +195,7 @@ impl Balancer {
             name,
             servers,
             current,
+            method: Method::RoundRobin,
             connect_timeout,
             keepalive: keepalive.unwrap_or(0) as usize,
             client: None,
@@ -204,40 +260,86 @@ impl Balancer {
         Ok(client)
     }
 
-    /// The servers to try for one request, best first: primaries from the
-    /// round-robin pick on, then backups.
-    pub fn order(&self) -> Vec<&str> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+    /// The key of a `hash` group, which [`Balancer::order`] wants expanded.
+    pub(crate) fn hash_key(&self) -> Option<&Template> {
+        match &self.method {
+            Method::Hash { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// One request in progress on `addr` until the [`Load`] drops.
+    pub(crate) fn load(&self, addr: &str) -> Option<Load> {
+        let peer = self.servers.iter().find(|p| p.addr == addr)?;
+        peer.active.fetch_add(1, Ordering::Relaxed);
+        Some(Load(Arc::clone(&peer.active)))
+    }
+
+    /// The servers to try for one request from `client` (`key`: a `hash` group's key
+    /// expanded), best first: the primary the method picks, the other primaries after
+    /// it, then the backups.
+    pub fn order(&self, client: std::net::IpAddr, key: &str) -> Vec<&str> {
         let now = Instant::now();
-        let all: Vec<usize> = (0..self.servers.len())
+        // The hash methods index every primary, `down` ones included.
+        let primaries: Vec<usize> = (0..self.servers.len())
             .filter(|&i| !self.servers[i].backup)
             .collect();
-        let up: Vec<usize> = all
-            .iter()
-            .copied()
+        let all: Vec<usize> = (primaries.iter().copied())
+            .filter(|&i| !self.servers[i].down)
+            .collect();
+        let up: Vec<usize> = (all.iter().copied())
             .filter(|&i| self.servers[i].available(now))
             .collect();
-        let primaries = if up.is_empty() { all } else { up };
+        let usable = if up.is_empty() { all } else { up };
         let mut out = Vec::with_capacity(self.servers.len());
-        if !primaries.is_empty() {
-            // nginx's smooth weighted round-robin.
-            let total: i64 = primaries.iter().map(|&i| self.servers[i].weight).sum();
-            let mut best = primaries[0];
-            for &i in &primaries {
-                current[i] += self.servers[i].weight;
-                if current[i] > current[best] {
-                    best = i;
+        if !usable.is_empty() {
+            let weights: Vec<i64> = self.servers.iter().map(|p| p.weight).collect();
+            let hashed_weights: Vec<i64> = primaries.iter().map(|&i| weights[i]).collect();
+            let can = |k: usize| usable.contains(&primaries[k]);
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            let hashed = match &self.method {
+                Method::IpHash => crate::pick::ip_hash(client, &hashed_weights, can),
+                Method::Hash {
+                    ring: Some(ring), ..
+                } => ring.pick(key.as_bytes(), can),
+                Method::Hash { ring: None, .. } => {
+                    crate::pick::key_hash(key.as_bytes(), &hashed_weights, can)
                 }
+                _ => None,
             }
-            current[best] -= total;
+            .map(|k| primaries[k]);
+            let active = || -> Vec<usize> {
+                let n = self
+                    .servers
+                    .iter()
+                    .map(|p| p.active.load(Ordering::Relaxed));
+                n.collect()
+            };
+            let best = match (&self.method, hashed) {
+                (_, Some(i)) => i,
+                (Method::LeastConn, None) => {
+                    let least = crate::pick::least_loaded(&active(), &weights, &usable);
+                    crate::pick::round_robin(&mut current, &weights, &least)
+                }
+                (Method::Random { two }, None) => {
+                    let first = crate::pick::random(&weights, &usable);
+                    let rest: Vec<usize> =
+                        (usable.iter().copied()).filter(|&i| i != first).collect();
+                    match (*two, rest.is_empty()) {
+                        (true, false) => {
+                            let second = crate::pick::random(&weights, &rest);
+                            crate::pick::least_loaded(&active(), &weights, &[first, second])[0]
+                        }
+                        _ => first,
+                    }
+                }
+                // Round-robin, and the hash methods after 20 unusable tries.
+                _ => crate::pick::round_robin(&mut current, &weights, &usable),
+            };
             out.push(self.servers[best].addr.as_str());
-            let pos = primaries.iter().position(|&i| i == best).unwrap_or(0);
-            for k in 1..primaries.len() {
-                out.push(
-                    self.servers[primaries[(pos + k) % primaries.len()]]
-                        .addr
-                        .as_str(),
-                );
+            let pos = usable.iter().position(|&i| i == best).unwrap_or(0);
+            for k in 1..usable.len() {
+                out.push(self.servers[usable[(pos + k) % usable.len()]].addr.as_str());
             }
         }
         out.extend(
@@ -295,6 +397,8 @@ mod tests {
     use super::*;
     use hsmgate_config::nginx::UpstreamServer;
 
+    const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn server(addr: &str, weight: u32, backup: bool) -> UpstreamServer {
         UpstreamServer {
             addr: addr.into(),
@@ -315,6 +419,7 @@ mod tests {
                 server("c:1", 1, true),
             ],
             keepalive: Some(4),
+            method: BalanceMethod::RoundRobin,
             location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
@@ -322,10 +427,10 @@ mod tests {
             },
         };
         let b = Balancer::group("app", &group, Duration::from_secs(1), None);
-        let picks: Vec<String> = (0..12).map(|_| b.order()[0].to_owned()).collect();
+        let picks: Vec<String> = (0..12).map(|_| b.order(CLIENT, "")[0].to_owned()).collect();
         assert_eq!(picks.iter().filter(|p| *p == "a:1").count(), 10);
         assert_eq!(picks.iter().filter(|p| *p == "b:1").count(), 2);
-        assert_eq!(b.order().last().copied(), Some("c:1"));
+        assert_eq!(b.order(CLIENT, "").last().copied(), Some("c:1"));
         assert_eq!(
             Balancer::single("h:80", Duration::from_secs(1), None).name,
             "h"
@@ -339,6 +444,7 @@ mod tests {
         let group = UpstreamGroup {
             servers: vec![a, server("b:1", 1, false)],
             keepalive: None,
+            method: BalanceMethod::RoundRobin,
             location: hsmgate_config::Location {
                 file: "f".into(),
                 line: 1,
@@ -348,15 +454,96 @@ mod tests {
         let b = Balancer::group("app", &group, Duration::from_secs(1), None);
         b.failed("a:1");
         for _ in 0..4 {
-            assert_eq!(b.order(), ["b:1"]);
+            assert_eq!(b.order(CLIENT, ""), ["b:1"]);
         }
         b.failed("b:1");
-        assert_eq!(b.order().len(), 2, "all out: all are tried");
+        assert_eq!(b.order(CLIENT, "").len(), 2, "all out: all are tried");
         std::thread::sleep(Duration::from_millis(250));
-        let firsts: Vec<&str> = (0..4).map(|_| b.order()[0]).collect();
+        let firsts: Vec<&str> = (0..4).map(|_| b.order(CLIENT, "")[0]).collect();
         assert!(firsts.contains(&"a:1"), "{firsts:?}");
         let single = Balancer::single("h:1", Duration::from_secs(1), None);
         single.failed("h:1");
-        assert_eq!(single.order(), ["h:1"]);
+        assert_eq!(single.order(CLIENT, ""), ["h:1"]);
+    }
+
+    fn group(method: BalanceMethod, servers: Vec<UpstreamServer>) -> Balancer {
+        let group = UpstreamGroup {
+            servers,
+            keepalive: None,
+            method,
+            location: hsmgate_config::Location {
+                file: "f".into(),
+                line: 1,
+                col: 1,
+            },
+        };
+        Balancer::group("app", &group, Duration::from_secs(1), None)
+    }
+
+    #[tokio::test]
+    async fn least_conn_sends_to_the_least_loaded_server() {
+        let b = group(
+            BalanceMethod::LeastConn,
+            vec![
+                server("a:1", 1, false),
+                server("b:1", 1, false),
+                server("c:1", 1, true),
+            ],
+        );
+        let busy = b.load("a:1");
+        for _ in 0..3 {
+            assert_eq!(b.order(CLIENT, ""), ["b:1", "a:1", "c:1"]);
+        }
+        drop(busy);
+        let firsts: Vec<&str> = (0..4).map(|_| b.order(CLIENT, "")[0]).collect();
+        assert!(
+            firsts.contains(&"a:1") && firsts.contains(&"b:1"),
+            "ties round-robin: {firsts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hash_methods_keep_a_key_on_its_server_and_move_only_a_downed_one() {
+        let servers = || {
+            vec![
+                server("a:1", 1, false),
+                server("b:1", 1, false),
+                server("c:1", 1, false),
+            ]
+        };
+        for method in [
+            BalanceMethod::IpHash,
+            BalanceMethod::Hash {
+                key: Template { parts: Vec::new() },
+                consistent: false,
+            },
+            BalanceMethod::Hash {
+                key: Template { parts: Vec::new() },
+                consistent: true,
+            },
+        ] {
+            let b = group(method.clone(), servers());
+            let keys: Vec<(std::net::IpAddr, String)> = (0..40u8)
+                .map(|n| (std::net::IpAddr::from([10, n, 0, 1]), format!("/k{n}")))
+                .collect();
+            let first = |b: &Balancer| -> Vec<String> {
+                keys.iter()
+                    .map(|(ip, k)| b.order(*ip, k)[0].to_owned())
+                    .collect()
+            };
+            let before = first(&b);
+            assert_eq!(first(&b), before, "{method:?}: stable");
+            let mut down = servers();
+            down[1].down = true;
+            let after = first(&group(method.clone(), down));
+            for (x, y) in before.iter().zip(&after) {
+                if x != "b:1" {
+                    assert_eq!(x, y, "{method:?}: only b's keys move");
+                } else {
+                    assert_ne!(y, "b:1");
+                }
+            }
+            assert!(before.iter().any(|x| x == "b:1"), "{method:?}: {before:?}");
+        }
     }
 }

@@ -43,7 +43,8 @@
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
 //!   or an unlinked temp file;
 //! - `tunnel`: `Upgrade` (WebSocket) passed through after the upstream's `101`;
-//! - `balance`: upstream groups (weighted round-robin); `upstream_pool`: keep-alive
+//! - `balance`: upstream groups and their servers' health; `pick`: which server first
+//!   (round-robin, `least_conn`, `ip_hash`, `hash`, `random`); `upstream_pool`: keep-alive
 //!   connections to upstream servers, each driven by the request that uses it;
 //!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
@@ -86,6 +87,7 @@ mod kx;
 mod limits;
 mod metrics;
 mod notify;
+mod pick;
 pub mod pin_check;
 mod proxy;
 mod proxy_protocol;

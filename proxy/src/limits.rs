@@ -485,7 +485,9 @@ mod tests {
     fn a_reload_that_keeps_a_zone_keeps_its_state() {
         let config = |rate_milli: u64| {
             let key = Template {
-                parts: vec![hsmgate_config::nginx::TemplatePart::Var("reload_test".into())],
+                parts: vec![hsmgate_config::nginx::TemplatePart::Var(
+                    "reload_test".into(),
+                )],
             };
             let location = hsmgate_config::Location {
                 file: "/x".into(),
@@ -504,9 +506,15 @@ mod tests {
         };
         let running = Zones::build(&config(1000));
         let kept = Zones::build(&config(1000));
-        assert!(Arc::ptr_eq(&running.req["reload_test"], &kept.req["reload_test"]));
+        assert!(Arc::ptr_eq(
+            &running.req["reload_test"],
+            &kept.req["reload_test"]
+        ));
         let changed = Zones::build(&config(2000));
-        assert!(!Arc::ptr_eq(&running.req["reload_test"], &changed.req["reload_test"]));
+        assert!(!Arc::ptr_eq(
+            &running.req["reload_test"],
+            &changed.req["reload_test"]
+        ));
         drop((running, kept, changed));
         let fresh = Zones::build(&config(1000));
         assert!(fresh.req["reload_test"].states.is_empty());

@@ -678,7 +678,10 @@ async fn proxy(
         }
     };
     let retry = buffered.is_some();
-    let order = balancer.order();
+    let order = {
+        let key = (balancer.hash_key()).map(|k| log.vars(&parts.headers).expand(k));
+        balancer.order(log.client.ip(), key.as_deref().unwrap_or(""))
+    };
     // `proxy_next_upstream`: a request whose body is kept moves on after these failures,
     // once sent only if it is idempotent (or `non_idempotent` says so).
     let next = &settings.proxy_next_upstream;
@@ -714,6 +717,8 @@ async fn proxy(
             headers.clone()
         };
         let sent_at = Instant::now();
+        // In progress on `addr` (for `least_conn`) until its answer's body is read.
+        let load = balancer.load(addr);
         let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
         let result = match &sent {
             Ok(Ok(_)) => UpstreamResult::Ok,
@@ -762,6 +767,7 @@ async fn proxy(
                     crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);
                     resp.body_mut()
                         .set_read_timeout(settings.proxy_read_timeout);
+                    resp.body_mut().hold(load);
                     return resp.map(|b| b.boxed());
                 }
                 let Some(client) = client_upgrade else {

@@ -196,6 +196,7 @@ impl UpstreamClient {
                         });
                     }
                     return Ok(resp.map(|inner| UpstreamResponseBody {
+                        load: None,
                         inner,
                         conn: None,
                         pool: None,
@@ -205,6 +206,7 @@ impl UpstreamClient {
                 Ok(resp) => {
                     let pool = Some((self.clone(), key.to_owned()));
                     return Ok(resp.map(|inner| UpstreamResponseBody {
+                        load: None,
                         inner,
                         conn: Some(conn),
                         pool,
@@ -352,6 +354,8 @@ pub(crate) struct UpstreamResponseBody {
     pool: Option<(UpstreamClient, String)>,
     /// `proxy_read_timeout` between two reads of the body, and its timer.
     read_timeout: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// The request counted in progress on its server until the body is read.
+    load: Option<crate::balance::Load>,
 }
 
 /// The upstream sent nothing of the body for `proxy_read_timeout`.
@@ -374,8 +378,14 @@ impl UpstreamResponseBody {
         self.read_timeout = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
     }
 
+    /// Keeps the request counted on its server (`least_conn`) until the body is read.
+    pub(crate) fn hold(&mut self, load: Option<crate::balance::Load>) {
+        self.load = load;
+    }
+
     /// The body is complete: the connection goes back to the pool if it can be reused.
     fn release(&mut self) {
+        self.load = None;
         if let (Some(conn), Some((pool, key))) = (self.conn.take(), self.pool.take()) {
             pool.checkin(key, conn);
         }

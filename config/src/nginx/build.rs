@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::ignored;
 use super::map::VarMap;
 use super::model::Server;
-use super::model::{LogEscape, LogFormat, NginxConfig, UpstreamGroup, UpstreamServer};
+use super::model::{
+    BalanceMethod, LogEscape, LogFormat, NginxConfig, UpstreamGroup, UpstreamServer,
+};
 use super::parse::{Arg, Directive, Pos, Sources};
 use super::scope::{Level, Scope, error_log, set};
 use super::server::{build_server, check_listens};
@@ -603,14 +605,74 @@ fn upstream(
 ) -> Result<UpstreamGroup, ConfigError> {
     let mut servers = Vec::new();
     let mut keepalive = None;
+    let mut method = None;
     for s in body {
         match s.name.as_str() {
-            "server" => servers.push(upstream_server(ctx, s)?),
+            "server" => {
+                let server = upstream_server(ctx, s)?;
+                // As nginx: a method that has no backups refuses one after it.
+                if server.backup
+                    && matches!(
+                        method,
+                        Some(
+                            BalanceMethod::IpHash
+                                | BalanceMethod::Hash { .. }
+                                | BalanceMethod::Random { .. }
+                        )
+                    )
+                {
+                    let at = s
+                        .args
+                        .iter()
+                        .find(|a| a.value == "backup")
+                        .map_or(s.at, |a| a.at);
+                    return Err(ctx.invalid(
+                        s,
+                        at,
+                        "balancing method does not support parameter \"backup\"",
+                    ));
+                }
+                servers.push(server);
+            }
             "keepalive" => {
                 let arg = ctx.one(s)?;
                 let n = arg.value.parse().ok().filter(|&n| n > 0);
                 let n = n.ok_or_else(|| ctx.invalid(s, arg.at, "invalid value"))?;
                 set(ctx, s, &mut keepalive, n)?;
+            }
+            "least_conn" | "ip_hash" | "hash" | "random" => {
+                let m = balance_method(ctx, s)?;
+                if method.is_some() {
+                    return Err(ctx.invalid(s, s.at, "load balancing method redefined"));
+                }
+                method = Some(m);
+            }
+            "keepalive_timeout" | "keepalive_time" => {
+                let arg = ctx.one(s)?;
+                if parse_time(&arg.value).is_none() {
+                    return Err(ctx.invalid(s, arg.at, "invalid value"));
+                }
+                ctx.warn(
+                    s.at,
+                    format!(
+                        "\"{}\" ignored: an idle upstream connection is kept 60 s (nginx's \
+                         default keepalive_timeout), and a busy one as long as it serves",
+                        s.name
+                    ),
+                );
+            }
+            // The group's state is shared by every connection already (one process).
+            "zone" => {
+                let args = ctx.args(s, 1, 2)?;
+                if let Some(size) = args.get(1)
+                    && super::values::parse_size(&size.value).is_none()
+                {
+                    return Err(ctx.invalid(
+                        s,
+                        size.at,
+                        format!("invalid zone size \"{}\"", size.value),
+                    ));
+                }
             }
             _ => ctx.other(s)?,
         }
@@ -621,7 +683,57 @@ fn upstream(
     Ok(UpstreamGroup {
         servers,
         keepalive,
+        method: method.unwrap_or_default(),
         location: ctx.loc(d.at),
+    })
+}
+
+/// `least_conn`, `ip_hash`, `hash KEY [consistent]`, `random [two [least_conn]]`.
+fn balance_method(ctx: &Ctx<'_>, d: &Directive) -> Result<BalanceMethod, ConfigError> {
+    Ok(match d.name.as_str() {
+        "least_conn" => {
+            ctx.args(d, 0, 0)?;
+            BalanceMethod::LeastConn
+        }
+        "ip_hash" => {
+            ctx.args(d, 0, 0)?;
+            BalanceMethod::IpHash
+        }
+        "hash" => {
+            let args = ctx.args(d, 1, 2)?;
+            let consistent = match args.get(1) {
+                None => false,
+                Some(a) if a.value == "consistent" => true,
+                Some(a) => {
+                    return Err(ctx.invalid(d, a.at, format!("invalid parameter \"{}\"", a.value)));
+                }
+            };
+            let key = ctx.template(d, &args[0])?;
+            BalanceMethod::Hash { key, consistent }
+        }
+        _ => {
+            let args = ctx.args(d, 0, 2)?;
+            match args {
+                [] => BalanceMethod::Random { two: false },
+                [two] | [two, _] if two.value == "two" => {
+                    if let Some(m) = args.get(1).filter(|m| m.value != "least_conn") {
+                        return Err(ctx.invalid(
+                            d,
+                            m.at,
+                            format!("invalid parameter \"{}\"", m.value),
+                        ));
+                    }
+                    BalanceMethod::Random { two: true }
+                }
+                [other, ..] => {
+                    return Err(ctx.invalid(
+                        d,
+                        other.at,
+                        format!("invalid parameter \"{}\"", other.value),
+                    ));
+                }
+            }
+        }
     })
 }
 

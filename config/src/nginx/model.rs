@@ -807,8 +807,36 @@ pub struct UpstreamGroup {
     pub servers: Vec<UpstreamServer>,
     /// `keepalive N`: idle connections kept per worker.
     pub keepalive: Option<u32>,
+    /// How a server is picked (`least_conn`, `ip_hash`, `hash`, `random`; default
+    /// weighted round-robin).
+    pub method: BalanceMethod,
     /// Where the block starts.
     pub location: Location,
+}
+
+/// An `upstream`'s load-balancing method.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BalanceMethod {
+    /// nginx's smooth weighted round-robin (the default).
+    #[default]
+    RoundRobin,
+    /// `least_conn`: the fewest requests in progress for its weight.
+    LeastConn,
+    /// `ip_hash`: by the client's address (an IPv4 address's first three bytes).
+    IpHash,
+    /// `hash KEY [consistent]`: by a key; `consistent`: ketama, few keys move when the
+    /// servers change.
+    Hash {
+        /// The key.
+        key: Template,
+        /// `consistent`.
+        consistent: bool,
+    },
+    /// `random [two [least_conn]]`: weighted random; `two`: the less loaded of two.
+    Random {
+        /// `two`.
+        two: bool,
+    },
 }
 
 /// `server ADDR [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down]`.

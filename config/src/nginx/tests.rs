@@ -1566,3 +1566,99 @@ fn limit_zones_and_limits_as_nginx_reads_them() {
         c.warnings
     );
 }
+
+#[test]
+fn upstream_methods_as_nginx_reads_them() {
+    let group = |body: &str| {
+        http(&format!(
+            "upstream u {{ {body} }}\nserver {{ listen 127.0.0.1:1; location / {{ proxy_pass http://u; }} }}"
+        ))
+    };
+    let method = |body: &str| {
+        load_str(&group(body)).unwrap().upstreams["u"]
+            .method
+            .clone()
+    };
+    assert_eq!(method("server 127.0.0.1:1;"), BalanceMethod::RoundRobin);
+    assert_eq!(
+        method("least_conn; zone u 64k; server 127.0.0.1:1; server 127.0.0.1:2 backup;"),
+        BalanceMethod::LeastConn
+    );
+    assert_eq!(
+        method("ip_hash; server 127.0.0.1:1 down;"),
+        BalanceMethod::IpHash
+    );
+    assert_eq!(
+        method("random two least_conn; server 127.0.0.1:1;"),
+        BalanceMethod::Random { two: true }
+    );
+    assert_eq!(
+        method("random; server 127.0.0.1:1;"),
+        BalanceMethod::Random { two: false }
+    );
+    let BalanceMethod::Hash { key, consistent } =
+        method("hash $request_uri consistent; server 127.0.0.1:1;")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (key.to_string().as_str(), consistent),
+        ("${request_uri}", true)
+    );
+    // As nginx: a method without backups after them is accepted (they are the fallback).
+    assert_eq!(
+        method("server 127.0.0.1:1; server 127.0.0.1:2 backup; ip_hash;"),
+        BalanceMethod::IpHash
+    );
+    let c = load_str(&group(
+        "server 127.0.0.1:1; keepalive 8; keepalive_timeout 30s; keepalive_requests 100;",
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("\"keepalive_timeout\" ignored")),
+        "{:?}",
+        c.warnings
+    );
+    for (body, needle) in [
+        (
+            "ip_hash; server 127.0.0.1:1; server 127.0.0.1:2 backup;",
+            "balancing method does not support parameter \"backup\"",
+        ),
+        (
+            "hash $uri; server 127.0.0.1:2 backup;",
+            "does not support parameter \"backup\"",
+        ),
+        (
+            "random; server 127.0.0.1:2 backup;",
+            "does not support parameter \"backup\"",
+        ),
+        (
+            "ip_hash; least_conn; server 127.0.0.1:1;",
+            "load balancing method redefined",
+        ),
+        ("hash; server 127.0.0.1:1;", "invalid number of arguments"),
+        (
+            "hash $uri sticky; server 127.0.0.1:1;",
+            "invalid parameter \"sticky\"",
+        ),
+        (
+            "random three; server 127.0.0.1:1;",
+            "invalid parameter \"three\"",
+        ),
+        (
+            "random two fastest; server 127.0.0.1:1;",
+            "invalid parameter \"fastest\"",
+        ),
+        (
+            "least_conn on; server 127.0.0.1:1;",
+            "invalid number of arguments",
+        ),
+        ("zone u 64q; server 127.0.0.1:1;", "invalid zone size"),
+    ] {
+        let e = err(&group(body));
+        assert!(e.starts_with(&format!("{FILE}:3:")), "{body}: {e}");
+        assert!(e.contains(needle), "{body}: {e}");
+    }
+}

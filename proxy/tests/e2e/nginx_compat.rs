@@ -1851,3 +1851,70 @@ fn limit_req_and_limit_conn_as_nginx() {
         assert!(log.contains(needle), "{needle} not in the log:\n{log}");
     }
 }
+
+/// `upstream` methods: the server each request reaches is the one Debian's nginx 1.22
+/// chose for the same configuration (nginx's algorithms: `hash $arg_k` with and without
+/// weights and a `down` server, `ip_hash` for 127.0.0.1, and `least_conn` avoiding the
+/// server busy with a slow request); `hash … consistent` keeps every key whose server
+/// stays up where it was when one is marked `down` (its exact ring depends on the
+/// servers' ports, which differ from run to run).
+#[test]
+fn upstream_methods_pick_as_nginx() {
+    let raw = RawUpstream::start();
+    let [s1, s2, s3] = [
+        upstream_in_range("1"),
+        upstream_in_range("2"),
+        upstream_in_range("3"),
+    ];
+    let http_extra = format!(
+        "upstream h {{ hash $arg_k; server {s1}; server {s2}; server {s3}; }}
+        upstream hc {{ hash $arg_k consistent; server {s1}; server {s2}; server {s3}; }}
+        upstream hcd {{ hash $arg_k consistent; server {s1}; server {s2} down; server {s3}; }}
+        upstream ip {{ ip_hash; server {s1}; server {s2}; server {s3}; }}
+        upstream hw {{ hash $arg_k; server {s1} weight=2; server {s2}; server {s3} down; }}
+        upstream lc {{ least_conn; zone lc 64k; server {s1}; server {s2}; }}"
+    );
+    let mut extra = String::new();
+    for g in ["h", "hc", "hcd", "ip", "hw", "lc"] {
+        extra += &format!("location /{g}/ {{ proxy_pass http://{g}; }}\n");
+    }
+    let (gate, http) = start_with(&raw, &http_extra, &extra);
+    let picks = |group: &str| -> String {
+        (0..20)
+            .map(|k| {
+                let r = get(http, "compat.test", &format!("/{group}/?k={k}"));
+                let name = r.upstream().map(str::to_owned);
+                name.unwrap_or_else(|| panic!("{r:?}\n{}", gate.server.log_text()))
+            })
+            .collect()
+    };
+    // Debian's nginx 1.22 with servers on ports 19091, 19092, 19093 (the ports do not
+    // enter these two methods).
+    assert_eq!(picks("h"), "32321211331313323122");
+    assert_eq!(picks("hw"), "11122111111211112121");
+    assert_eq!(picks("ip"), "33333333333333333333");
+    let (hc, hcd) = (picks("hc"), picks("hcd"));
+    assert!(hc.contains('2'), "{hc}");
+    for (before, after) in hc.chars().zip(hcd.chars()) {
+        match before {
+            '2' => assert_ne!(after, '2', "{hc} / {hcd}"),
+            _ => assert_eq!(after, before, "{hc} / {hcd}"),
+        }
+    }
+    // least_conn: while one server is busy with a slow request, the others go to the
+    // other server.
+    let slow = std::thread::spawn(move || get(http, "compat.test", "/lc/slow?delay_ms=3000"));
+    std::thread::sleep(Duration::from_millis(500));
+    let during: String = (0..3)
+        .map(|_| {
+            get(http, "compat.test", "/lc/x")
+                .upstream()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    let slow = slow.join().expect("slow");
+    let slow_on = slow.upstream().and_then(|s| s.chars().next());
+    let other = if slow_on == Some('1') { "222" } else { "111" };
+    assert_eq!(during, other, "slow one on {slow_on:?}");
+}
