@@ -120,6 +120,15 @@
 //! | `index`, `log_not_found` | hsmgate serves no files (`root` is read only for the pages `error_page` names). In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
 //! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |
 //! | `client_body_temp_path`, `proxy_temp_path`, `fastcgi_`/`uwsgi_`/`scgi_temp_path` | responses are streamed; a buffered request body goes to an unlinked file in `$TMPDIR` |
+//! | `pcre_jit`, `worker_cpu_affinity`, `worker_priority`, `worker_rlimit_core`, `working_directory`, `timer_resolution`, `thread_pool`, `lock_file`, `accept_mutex_delay`, `debug_points`, `debug_connection` | process and event-loop tuning of nginx's workers (systemd settings do it for hsmgate) |
+//! | `sendfile_max_chunk`, `aio`, `aio_write`, `directio`, `directio_alignment`, `read_ahead`, `disable_symlinks`, `open_log_file_cache`, `send_lowat`, `client_body_in_single_buffer`, `subrequest_output_buffer_size`, `uninitialized_variable_warn` | file serving and I/O tuning hsmgate does not do |
+//! | `chunked_transfer_encoding`, `max_ranges`, `proxy_ignore_client_abort` | hsmgate does what nginx's default does (chunked responses, ranges answered by the upstream, the upstream request given up with the client) |
+//! | `ssl_conf_command`, `proxy_ssl_conf_command` | OpenSSL commands; rustls is set by `ssl_protocols`/`ssl_ciphers` |
+//! | `http2_idle_timeout`, `http2_max_requests`, `http2_recv_timeout`, `http2_max_field_size`, `http2_max_header_size`, `http2_chunk_size`, `http2_body_preread_size`, `http2_recv_buffer_size`, `http2_pool_size`, `http2_streams_index_size` | obsolete since nginx 1.19.7, or HTTP/2 tuning of the h2 crate's |
+//!
+//! Refused with a reason (ignoring them would change answers or security): `try_files`,
+//! `limit_except`, `proxy_bind`, `proxy_ssl_crl`, `proxy_ssl_password_file`,
+//! `sub_filter`, `mirror`, `add_trailer`.
 //!
 //! The arguments of the ignored directives real configurations use (`load_module`,
 //! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling_verify`, `resolver`,

@@ -140,7 +140,7 @@ impl Site {
                 http_at: config.http_at,
             }),
             env,
-            grace: DEFAULT_GRACE,
+            grace: config.shutdown_timeout.unwrap_or(DEFAULT_GRACE),
             admin: config.admin,
             prefix: config.prefix,
             native: false,
@@ -181,6 +181,12 @@ impl Site {
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
             recursive_error_pages: false,
+            absolute_redirect: true,
+            port_in_redirect: true,
+            merge_slashes: true,
+            // The native format passes every header hyper accepts, as before.
+            underscores_in_headers: true,
+            ignore_invalid_headers: false,
             root: None,
             proxy_set_header: vec![
                 header("Host", "http_host"),

@@ -114,7 +114,7 @@ async fn go<'s>(
         ErrorPageTarget::Uri(t) => {
             let target = log.vars(&head.headers).expand(t);
             let (path, args) = target.split_once('?').unwrap_or((&target, ""));
-            let Some(uri) = crate::uri::normalize(path) else {
+            let Some(uri) = crate::uri::normalize(path, settings.merge_slashes) else {
                 tracing::error!(target = %target, "error_page target is not a valid URI: 500");
                 return Ok((error_page(StatusCode::INTERNAL_SERVER_ERROR), settings));
             };

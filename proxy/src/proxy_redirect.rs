@@ -26,7 +26,11 @@ pub(crate) fn rewrite(settings: &ProxySettings, headers: &mut HeaderMap, vars: &
     if let Some(location) = text(headers, &LOCATION)
         && let Some(new) = apply(rules, &location, Compare::Prefix, &var)
     {
-        set(headers, LOCATION, &crate::route::absolute(vars, &new));
+        set(
+            headers,
+            LOCATION,
+            &crate::route::absolute(settings, vars, &new),
+        );
     }
     if let Some(refresh) = text(headers, &REFRESH)
         && let Some(at) = url_at(&refresh)

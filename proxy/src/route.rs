@@ -66,7 +66,7 @@ async fn serve(
 ) -> Result<Response<ProxyBody>, Abort> {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let upgrade = crate::tunnel::wants_upgrade(parts.version, &parts.headers);
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host` (nginx's
     // `$host`); for HTTP/2 it is `:authority`. Routing and forwarding use this one name.
@@ -97,8 +97,10 @@ async fn serve(
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
+    drop_invalid_headers(&server.settings, &mut parts.headers);
     let server_name = server.server_name_variable();
-    let normalized = normalize(parts.uri.path()).filter(|_| !bad_host);
+    let normalized =
+        normalize(parts.uri.path(), server.settings.merge_slashes).filter(|_| !bad_host);
     // nginx's realip at post-read: the server's settings (http's and its own).
     let client = (server.settings.real_ip.as_ref())
         .and_then(|r| crate::realip::client(r, &conn, &parts.headers))
@@ -271,17 +273,17 @@ pub(crate) async fn answer(
                 log.status = 444;
                 return Err(Abort);
             }
-            return_response(r, &log.vars(&parts.headers))
+            return_response(r, settings, &log.vars(&parts.headers))
         }
         Some(ActionRef::AddSlash) => {
             let vars = log.vars(&parts.headers);
             let args = vars.get("is_args").into_owned() + &vars.get("args");
-            let url = absolute(&vars, &format!("{}/{args}", log.uri));
+            let url = absolute(settings, &vars, &format!("{}/{args}", log.uri));
             redirect(StatusCode::MOVED_PERMANENTLY, &url)
         }
         Some(ActionRef::Redirect(code, url)) => {
             let code = StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND);
-            let url = absolute(&log.vars(&parts.headers), &url);
+            let url = absolute(settings, &log.vars(&parts.headers), &url);
             redirect(code, &escape_location(&url))
         }
         Some(ActionRef::Cycle) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
@@ -833,15 +835,40 @@ fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
     }
 }
 
-/// nginx's `absolute_redirect on`: a redirect to `/path` names scheme, host and (when
-/// not the scheme's default) port.
-pub(crate) fn absolute(vars: &Vars<'_>, target: &str) -> String {
-    if !target.starts_with('/') {
+/// nginx's `ignore_invalid_headers on` (the default): a request header whose name has
+/// other characters than letters, digits and `-` (and `_` with `underscores_in_headers
+/// on`) is dropped, for the variables and the upstream alike, and logged at info level
+/// as nginx logs it.
+fn drop_invalid_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
+    if !settings.ignore_invalid_headers {
+        return;
+    }
+    let underscores = settings.underscores_in_headers;
+    let valid = |n: &HeaderName| {
+        (n.as_str().bytes())
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscores && b == b'_'))
+    };
+    if headers.keys().all(valid) {
+        return;
+    }
+    let invalid: Vec<HeaderName> = headers.keys().filter(|n| !valid(n)).cloned().collect();
+    for name in invalid {
+        tracing::info!(header = %name, "client sent invalid header line: ignored");
+        headers.remove(name);
+    }
+}
+
+/// nginx's `absolute_redirect on` (the default): a redirect to `/path` names scheme,
+/// host and, with `port_in_redirect on` (the default), the server's port when not the
+/// scheme's default; `absolute_redirect off` leaves it as written.
+pub(crate) fn absolute(settings: &ProxySettings, vars: &Vars<'_>, target: &str) -> String {
+    if !target.starts_with('/') || !settings.absolute_redirect {
         return target.to_owned();
     }
     let scheme = vars.get("scheme");
     let default = if scheme == "https" { 443 } else { 80 };
     let port = match vars.conn.local_port {
+        _ if !settings.port_in_redirect => String::new(),
         p if p == default => String::new(),
         p => format!(":{p}"),
     };
@@ -870,14 +897,16 @@ fn redirect(code: StatusCode, url: &str) -> Response<ProxyBody> {
     resp
 }
 
-fn return_response(r: &Return, vars: &Vars<'_>) -> Response<ProxyBody> {
+fn return_response(r: &Return, settings: &ProxySettings, vars: &Vars<'_>) -> Response<ProxyBody> {
     let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
-    let text = r
-        .text_or_url
-        .as_ref()
-        .map(|t| vars.expand(t))
-        .map(|t| if redirect { absolute(vars, &t) } else { t });
+    let text = r.text_or_url.as_ref().map(|t| vars.expand(t)).map(|t| {
+        if redirect {
+            absolute(settings, vars, &t)
+        } else {
+            t
+        }
+    });
     // nginx: a redirect and a bare `return 4xx|5xx` get the standard page.
     let html = redirect || (text.is_none() && r.code >= 400);
     let (body, location): (String, Option<String>) = match (redirect, text) {

@@ -12,10 +12,11 @@ pub(crate) fn valid_host(host: &str) -> bool {
     !(host.is_empty() || bad_char || host.contains("..") || host.starts_with('.'))
 }
 
-/// nginx's URI normalisation for matching: `%XX` decoded, `//` merged, `.` and `..`
-/// resolved. None (400, as nginx) when `..` climbs above the root, a `%` is not followed
-/// by two hex digits, a byte decodes to NUL, or the path is not UTF-8.
-pub(crate) fn normalize(path: &str) -> Option<String> {
+/// nginx's URI normalisation for matching: `%XX` decoded, `//` merged (unless
+/// `merge_slashes off`: `merge` false), `.` and `..` resolved. None (400, as nginx) when
+/// `..` climbs above the root, a `%` is not followed by two hex digits, a byte decodes to
+/// NUL, or the path is not UTF-8.
+pub(crate) fn normalize(path: &str, merge: bool) -> Option<String> {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -37,8 +38,12 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
     }
     let decoded = String::from_utf8(decoded).ok()?;
     let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
+    let parts: Vec<&str> = decoded.split('/').skip(1).collect();
+    for (i, seg) in parts.iter().enumerate() {
+        match *seg {
+            // An empty segment between two slashes is kept unmerged; the last one is
+            // the trailing slash.
+            "" if !merge && i + 1 < parts.len() => segments.push(""),
             "" | "." => {}
             ".." => {
                 segments.pop()?;
@@ -48,7 +53,7 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
     }
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut out = format!("/{}", segments.join("/"));
-    if trailing && out != "/" {
+    if trailing && !segments.is_empty() {
         out.push('/');
     }
     Some(out)
@@ -71,14 +76,28 @@ mod tests {
 
     #[test]
     fn normalizes_like_nginx() {
-        assert_eq!(normalize("/a//b/./c/../d").as_deref(), Some("/a/b/d"));
-        assert_eq!(normalize("/%61pi/").as_deref(), Some("/api/"));
-        assert_eq!(normalize("/").as_deref(), Some("/"));
-        assert_eq!(normalize("/a/.."), Some("/".into()));
-        assert_eq!(normalize("/.."), None);
+        assert_eq!(normalize("/a//b/./c/../d", true).as_deref(), Some("/a/b/d"));
+        assert_eq!(normalize("/%61pi/", true).as_deref(), Some("/api/"));
+        assert_eq!(normalize("/", true).as_deref(), Some("/"));
+        assert_eq!(normalize("/a/..", true), Some("/".into()));
+        assert_eq!(normalize("/..", true), None);
         // nginx: 400 for a `%` without two hex digits, and for an encoded NUL.
-        assert_eq!(normalize("/%zz"), None);
-        assert_eq!(normalize("/a%2"), None);
-        assert_eq!(normalize("/a%00b"), None);
+        assert_eq!(normalize("/%zz", true), None);
+        assert_eq!(normalize("/a%2", true), None);
+        assert_eq!(normalize("/a%00b", true), None);
+        // `merge_slashes off`, as Debian's nginx 1.22 gave `$uri`.
+        for (path, uri) in [
+            ("/a//b", "/a//b"),
+            ("//x/y", "//x/y"),
+            ("/a//../b", "/a/b"),
+            ("/a///./c", "/a///c"),
+            ("/a//b/", "/a//b/"),
+            ("/a/b//", "/a/b//"),
+            ("//", "//"),
+            ("/", "/"),
+            ("/a/..", "/"),
+        ] {
+            assert_eq!(normalize(path, false).as_deref(), Some(uri), "{path}");
+        }
     }
 }

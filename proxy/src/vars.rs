@@ -333,12 +333,15 @@ pub(crate) fn is_builtin(name: &str) -> bool {
 
 /// The values of header `name` (`_` for `-`), `, `-separated.
 fn header_values(headers: &HeaderMap, name: &str) -> String {
-    let name = name.replace('_', "-");
-    let values: Vec<&str> = headers
-        .get_all(name.as_str())
-        .iter()
+    let dashed = name.replace('_', "-");
+    let mut values: Vec<&str> = (headers.get_all(dashed.as_str()).iter())
         .filter_map(|v| v.to_str().ok())
         .collect();
+    // nginx compares a header's name with `-` read as `_`: `$http_x_foo` is `X_Foo`
+    // too, when `underscores_in_headers` kept it.
+    if dashed != name {
+        values.extend((headers.get_all(name).iter()).filter_map(|v| v.to_str().ok()));
+    }
     values.join(", ")
 }
 

@@ -87,6 +87,12 @@ const KNOWN: &[&str] = &[
     "satisfy",
     "set_real_ip_from",
     "proxy_redirect",
+    "worker_shutdown_timeout",
+    "absolute_redirect",
+    "port_in_redirect",
+    "merge_slashes",
+    "underscores_in_headers",
+    "ignore_invalid_headers",
     "limit_req_zone",
     "limit_conn_zone",
     "limit_req",
@@ -325,6 +331,7 @@ pub(crate) fn build(
     };
     ctx.log_formats.insert("combined".into(), combined);
     let (mut user, mut workers, mut pid, mut events, mut http) = (None, None, None, None, None);
+    let mut shutdown_timeout = None;
     let mut error_logs = Vec::new();
     let mut env = Vec::new();
     let mut engine = None;
@@ -339,6 +346,12 @@ pub(crate) fn build(
                     &mut user,
                     (a[0].value.clone(), a.get(1).map(|g| g.value.clone())),
                 )?;
+            }
+            "worker_shutdown_timeout" => {
+                let arg = ctx.one(d)?;
+                let t = parse_time(&arg.value)
+                    .ok_or_else(|| ctx.invalid(d, arg.at, "invalid value"))?;
+                set(ctx, d, &mut shutdown_timeout, t)?;
             }
             "worker_processes" => {
                 let arg = ctx.one(d)?;
@@ -436,6 +449,7 @@ pub(crate) fn build(
         upstreams,
         user,
         worker_processes: workers.flatten(),
+        shutdown_timeout,
         worker_connections,
         pid,
         error_logs,

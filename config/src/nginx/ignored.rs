@@ -168,6 +168,130 @@ const IGNORED: &[(&str, &str)] = &[
         "keepalive_requests",
         "connections are not closed after a request count",
     ),
+    // Process tuning of nginx's master and workers (main context).
+    (
+        "pcre_jit",
+        "regexes are Rust's regex crate, compiled once at load",
+    ),
+    (
+        "worker_cpu_affinity",
+        "hsmgate is one process; pin it with systemd's CPUAffinity= or taskset",
+    ),
+    (
+        "worker_priority",
+        "hsmgate is one process; set its priority with systemd's Nice= or nice",
+    ),
+    (
+        "worker_rlimit_core",
+        "set the core size limit with systemd's LimitCORE= or ulimit",
+    ),
+    (
+        "working_directory",
+        "hsmgate is one process; systemd's WorkingDirectory= sets its directory",
+    ),
+    (
+        "timer_resolution",
+        "event-loop tuning; tokio keeps its own timers",
+    ),
+    ("thread_pool", "hsmgate does no file I/O on thread pools"),
+    ("lock_file", "hsmgate is one process (no accept mutex)"),
+    (
+        "accept_mutex_delay",
+        "event-loop tuning; hsmgate is one process",
+    ),
+    ("debug_points", "a debugging aid of nginx's"),
+    (
+        "debug_connection",
+        "raise the log level with RUST_LOG instead",
+    ),
+    // File serving and its I/O: hsmgate serves no files.
+    ("sendfile_max_chunk", "hsmgate serves no files"),
+    ("aio", "hsmgate serves no files"),
+    ("aio_write", "hsmgate serves no files"),
+    ("directio", "hsmgate serves no files"),
+    ("directio_alignment", "hsmgate serves no files"),
+    ("read_ahead", "hsmgate serves no files"),
+    ("disable_symlinks", "hsmgate serves no files"),
+    (
+        "open_log_file_cache",
+        "access log files are opened once, at load and on reopen",
+    ),
+    (
+        "send_lowat",
+        "socket tuning (SO_SNDLOWAT, which Linux does not support anyway)",
+    ),
+    (
+        "client_body_in_single_buffer",
+        "request bodies are kept as read (in memory up to client_body_buffer_size)",
+    ),
+    (
+        "subrequest_output_buffer_size",
+        "hsmgate makes no subrequests",
+    ),
+    (
+        "uninitialized_variable_warn",
+        "variables hsmgate does not know are refused at load, and those it knows are \
+         always set (empty when they have no value)",
+    ),
+    (
+        "chunked_transfer_encoding",
+        "HTTP/1.1 responses of unknown length are sent chunked, as nginx's default `on`",
+    ),
+    (
+        "max_ranges",
+        "range requests are passed to the upstream, which answers them",
+    ),
+    (
+        "proxy_ignore_client_abort",
+        "the upstream request is given up when the client goes away, as nginx's default \
+         `off`",
+    ),
+    (
+        "ssl_conf_command",
+        "OpenSSL configuration commands do not apply to rustls; ssl_protocols and \
+         ssl_ciphers set what rustls negotiates",
+    ),
+    (
+        "proxy_ssl_conf_command",
+        "OpenSSL configuration commands do not apply to rustls; proxy_ssl_protocols and \
+         proxy_ssl_ciphers set what rustls negotiates",
+    ),
+    // Directives nginx 1.19.7 made obsolete (nginx warns about them too).
+    (
+        "http2_idle_timeout",
+        "obsolete since nginx 1.19.7: keepalive_timeout applies",
+    ),
+    (
+        "http2_max_requests",
+        "obsolete since nginx 1.19.7 (keepalive_requests); connections are not closed \
+         after a request count",
+    ),
+    (
+        "http2_recv_timeout",
+        "obsolete since nginx 1.19.7: client_header_timeout applies",
+    ),
+    (
+        "http2_max_field_size",
+        "obsolete since nginx 1.19.7: large_client_header_buffers applies",
+    ),
+    (
+        "http2_max_header_size",
+        "obsolete since nginx 1.19.7: large_client_header_buffers applies",
+    ),
+    (
+        "http2_chunk_size",
+        "HTTP/2 frames are sized by the h2 crate",
+    ),
+    (
+        "http2_body_preread_size",
+        "HTTP/2 flow control is the h2 crate's",
+    ),
+    (
+        "http2_recv_buffer_size",
+        "HTTP/2 buffers are the h2 crate's",
+    ),
+    ("http2_pool_size", "obsolete since nginx 1.19.7"),
+    ("http2_streams_index_size", "obsolete since nginx 1.19.7"),
     (
         "load_module",
         "modules are built into hsmgate (the ones it implements need no loading)",
@@ -241,6 +365,34 @@ const REFUSED: &[(&str, &str)] = &[
          blocks only",
     ),
     (
+        "proxy_bind",
+        "\"proxy_bind\" is not supported: upstream connections come from the address the \
+         system chooses, and an upstream that allows only the bound address would refuse them",
+    ),
+    (
+        "proxy_ssl_crl",
+        "\"proxy_ssl_crl\" is not supported: upstream certificates are not checked against \
+         a revocation list, and ignoring it would accept revoked ones",
+    ),
+    (
+        "proxy_ssl_password_file",
+        "\"proxy_ssl_password_file\" is not supported: give proxy_ssl_certificate_key an \
+         unencrypted key (readable by hsmgate only)",
+    ),
+    (
+        "sub_filter",
+        "\"sub_filter\" is not supported: hsmgate passes response bodies as the upstream \
+         sent them",
+    ),
+    (
+        "mirror",
+        "\"mirror\" is not supported: hsmgate makes no subrequests",
+    ),
+    (
+        "add_trailer",
+        "\"add_trailer\" is not supported: hsmgate adds no response trailers",
+    ),
+    (
         "limit_except",
         "\"limit_except\" is not supported: its \"allow\"/\"deny\" rules decide which methods \
          a location serves, and ignoring them would let every method through; use \"allow\"/\
@@ -272,6 +424,44 @@ const SHAPES: &[(&str, Shape)] = &[
     ("log_not_found", Shape::Flag),
     ("server_name_in_redirect", Shape::Flag),
     ("sendfile", Shape::Flag),
+    ("pcre_jit", Shape::Flag),
+    ("worker_cpu_affinity", Shape::Some),
+    ("worker_priority", Shape::One),
+    ("worker_rlimit_core", Shape::One),
+    ("working_directory", Shape::One),
+    ("timer_resolution", Shape::One),
+    ("thread_pool", Shape::Some),
+    ("lock_file", Shape::One),
+    ("accept_mutex_delay", Shape::One),
+    ("debug_points", Shape::One),
+    ("debug_connection", Shape::One),
+    ("sendfile_max_chunk", Shape::One),
+    ("aio", Shape::One),
+    ("aio_write", Shape::Flag),
+    ("directio", Shape::One),
+    ("directio_alignment", Shape::One),
+    ("read_ahead", Shape::One),
+    ("disable_symlinks", Shape::Some),
+    ("open_log_file_cache", Shape::Some),
+    ("send_lowat", Shape::One),
+    ("client_body_in_single_buffer", Shape::Flag),
+    ("subrequest_output_buffer_size", Shape::One),
+    ("uninitialized_variable_warn", Shape::Flag),
+    ("chunked_transfer_encoding", Shape::Flag),
+    ("max_ranges", Shape::One),
+    ("proxy_ignore_client_abort", Shape::Flag),
+    ("ssl_conf_command", Shape::Some),
+    ("proxy_ssl_conf_command", Shape::Some),
+    ("http2_idle_timeout", Shape::One),
+    ("http2_max_requests", Shape::One),
+    ("http2_recv_timeout", Shape::One),
+    ("http2_max_field_size", Shape::One),
+    ("http2_max_header_size", Shape::One),
+    ("http2_chunk_size", Shape::One),
+    ("http2_body_preread_size", Shape::One),
+    ("http2_recv_buffer_size", Shape::One),
+    ("http2_pool_size", Shape::One),
+    ("http2_streams_index_size", Shape::One),
     ("tcp_nopush", Shape::Flag),
     ("tcp_nodelay", Shape::Flag),
     ("rewrite_log", Shape::Flag),
@@ -333,7 +523,7 @@ mod tests {
         assert_eq!(reason("limit_req_zone"), None, "implemented");
         assert!(reason("ssl_stapling_verify").is_some());
         assert_eq!(reason("proxy_pass"), None);
-        assert_eq!(reason("sendfile_max_chunk"), None);
+        assert_eq!(reason("sendfile_size"), None);
         assert!(reason("load_module").is_some());
         assert_eq!(reason("try_files"), None);
         assert!(refused("try_files").unwrap().contains("proxy_pass"));

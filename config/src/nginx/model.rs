@@ -29,6 +29,9 @@ pub struct NginxConfig {
     /// `worker_processes`: hsmgate is one multi-threaded process; the value is
     /// only recorded (`None` = `auto` or unset).
     pub worker_processes: Option<u32>,
+    /// `worker_shutdown_timeout`: how long a graceful stop waits for in-flight requests
+    /// (`None`: hsmgate's default, [`crate::site::DEFAULT_GRACE`]).
+    pub shutdown_timeout: Option<Duration>,
     /// `events { worker_connections N; }`: a connection limit hint (nginx's
     /// default is 512).
     pub worker_connections: Option<u32>,
@@ -437,6 +440,22 @@ pub struct ProxySettings {
     /// `recursive_error_pages` (default off): an error of the page an `error_page` went
     /// to may go to another.
     pub recursive_error_pages: bool,
+    /// `absolute_redirect` (default on): the redirects hsmgate makes (and `Location`s
+    /// `proxy_redirect` made relative) name scheme, host and port; off: as written.
+    pub absolute_redirect: bool,
+    /// `port_in_redirect` (default on): such a redirect names the server's port when not
+    /// the scheme's default.
+    pub port_in_redirect: bool,
+    /// `merge_slashes` (default on): `//` in a request path is one `/` for location
+    /// matching and `$uri`.
+    pub merge_slashes: bool,
+    /// `underscores_in_headers` (default off): request headers with `_` in their name
+    /// are kept (else dropped, with `ignore_invalid_headers`).
+    pub underscores_in_headers: bool,
+    /// `ignore_invalid_headers` (default on): request headers whose name has characters
+    /// other than letters, digits and `-` (and `_` with `underscores_in_headers`) are
+    /// dropped.
+    pub ignore_invalid_headers: bool,
     /// `root`: where a location that serves files reads them from. hsmgate reads files
     /// only for the page of an `error_page` (nginx's `/50x.html` pattern).
     pub root: Option<PathBuf>,

@@ -25,6 +25,15 @@ pub(crate) enum Level {
     Location,
 }
 
+/// Flags of nginx's core module hsmgate applies: name, default, allowed in a location.
+const FLAGS: [(&str, bool, bool); 5] = [
+    ("absolute_redirect", true, true),
+    ("port_in_redirect", true, true),
+    ("merge_slashes", true, false),
+    ("underscores_in_headers", false, false),
+    ("ignore_invalid_headers", true, false),
+];
+
 /// Settings of one level before merging (`None`: not set at this level).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Scope {
@@ -73,6 +82,9 @@ pub(crate) struct Scope {
     pub(crate) pass_default: Option<ValueRewrite>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
+    /// `absolute_redirect`, `port_in_redirect`, `merge_slashes`,
+    /// `underscores_in_headers`, `ignore_invalid_headers`, by that index.
+    flags: [Option<bool>; FLAGS.len()],
     root: Option<std::path::PathBuf>,
 }
 
@@ -160,6 +172,9 @@ impl Scope {
         }
         self.limits.inherit(&outer.limits);
         self.recursive_error_pages = self.recursive_error_pages.or(outer.recursive_error_pages);
+        for (mine, theirs) in self.flags.iter_mut().zip(outer.flags) {
+            *mine = mine.or(theirs);
+        }
     }
 
     /// The merged settings, with nginx's defaults.
@@ -170,6 +185,11 @@ impl Scope {
             Some(rules) => rules.clone(),
             None => pass.cloned().into_iter().collect(),
         }
+    }
+
+    /// Flag `i` of [`FLAGS`], its default where no level wrote it.
+    fn flag(&self, i: usize) -> bool {
+        self.flags[i].unwrap_or(FLAGS[i].1)
     }
 
     pub(crate) fn settings(&self) -> ProxySettings {
@@ -201,6 +221,11 @@ impl Scope {
                 }),
             proxy_intercept_errors: self.intercept_errors.unwrap_or(false),
             recursive_error_pages: self.recursive_error_pages.unwrap_or(false),
+            absolute_redirect: self.flag(0),
+            port_in_redirect: self.flag(1),
+            merge_slashes: self.flag(2),
+            underscores_in_headers: self.flag(3),
+            ignore_invalid_headers: self.flag(4),
             root: self.root.clone(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
@@ -472,6 +497,14 @@ impl Scope {
             "proxy_intercept_errors" => {
                 let on = super::server::flag(ctx, d)?;
                 set(ctx, d, &mut self.intercept_errors, on)?;
+            }
+            name if FLAGS
+                .iter()
+                .any(|(n, _, location)| *n == name && (*location || level != Level::Location)) =>
+            {
+                let on = super::server::flag(ctx, d)?;
+                let i = FLAGS.iter().position(|(n, ..)| *n == name).expect("found");
+                set(ctx, d, &mut self.flags[i], on)?;
             }
             "recursive_error_pages" => {
                 let on = super::server::flag(ctx, d)?;

@@ -1662,3 +1662,61 @@ fn upstream_methods_as_nginx_reads_them() {
         assert!(e.contains(needle), "{body}: {e}");
     }
 }
+
+#[test]
+fn core_flags_process_tuning_and_obsolete_directives() {
+    let c = load_str(
+        "pcre_jit on; worker_cpu_affinity auto; worker_priority -5; worker_rlimit_core 500M;
+worker_shutdown_timeout 45s; timer_resolution 100ms; thread_pool default threads=4;
+events {}
+http {
+  absolute_redirect off; merge_slashes off; underscores_in_headers on;
+  http2_idle_timeout 3m; http2_max_requests 100; http2_recv_timeout 30s;
+  http2_max_field_size 8k; http2_max_header_size 16k; http2_chunk_size 8k;
+  sendfile_max_chunk 1m; aio threads; directio 4m; open_log_file_cache max=10;
+  chunked_transfer_encoding off; proxy_ignore_client_abort on; ssl_conf_command Options x;
+  server { listen 127.0.0.1:80; ignore_invalid_headers off;
+    location /a/ { port_in_redirect off; absolute_redirect on; proxy_pass http://127.0.0.1:9; }
+  }
+}
+",
+    )
+    .unwrap();
+    assert_eq!(c.shutdown_timeout, Some(Duration::from_secs(45)));
+    let s = &c.servers[0].settings;
+    assert!(!s.absolute_redirect && s.port_in_redirect && !s.merge_slashes);
+    assert!(s.underscores_in_headers && !s.ignore_invalid_headers);
+    let a = &location_match(&c.servers[0].locations, "/a/")
+        .unwrap()
+        .settings;
+    assert!(a.absolute_redirect && !a.port_in_redirect && !a.merge_slashes);
+    for name in ["pcre_jit", "http2_idle_timeout", "aio", "ssl_conf_command"] {
+        let warned =
+            (c.warnings.iter()).any(|w| w.message.starts_with(&format!("\"{name}\" ignored")));
+        assert!(warned, "{name}: {:?}", c.warnings);
+    }
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, needle) in [
+        (
+            "location / { merge_slashes off; }",
+            "\"merge_slashes\" directive is not allowed here",
+        ),
+        (
+            "location / { underscores_in_headers on; }",
+            "is not allowed here",
+        ),
+        ("absolute_redirect maybe;", "it must be \"on\" or \"off\""),
+        ("proxy_bind 127.0.0.1;", "\"proxy_bind\" is not supported"),
+        ("proxy_ssl_crl a.crl;", "would accept revoked ones"),
+        (
+            "location / { sub_filter a b; }",
+            "\"sub_filter\" is not supported",
+        ),
+        ("http2_chunk_size;", "invalid number of arguments"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+    let e = err("worker_shutdown_timeout soon; events {} http {}");
+    assert!(e.contains("invalid value"), "{e}");
+}

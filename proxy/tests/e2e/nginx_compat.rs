@@ -1918,3 +1918,87 @@ fn upstream_methods_pick_as_nginx() {
     let other = if slow_on == Some('1') { "222" } else { "111" };
     assert_eq!(during, other, "slow one on {slow_on:?}");
 }
+
+/// `absolute_redirect`, `port_in_redirect`, `merge_slashes`, `underscores_in_headers` and
+/// `ignore_invalid_headers` as Debian's nginx 1.22 applied them (each case run against
+/// it): relative or port-less redirects, `//` kept in `$uri`, and request headers with
+/// `_` or other characters dropped by default (for the upstream and the variables),
+/// kept when told.
+#[test]
+fn core_flags_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let (p2, p3) = (port_in_range(), port_in_range());
+    let http_extra = format!(
+        "server {{ listen 127.0.0.1:{p2}; merge_slashes off; underscores_in_headers on;
+            location /m/ {{ return 200 \"$uri\"; }}
+            location /hd/ {{ add_header X-Seen \"$http_x_foo|$http_x_bar\"; proxy_pass http://{up}; }} }}
+        server {{ listen 127.0.0.1:{p3}; ignore_invalid_headers off;
+            location /hd/ {{ proxy_pass http://{up}; }} }}"
+    );
+    let extra = format!(
+        "location /a/ {{ absolute_redirect off; return 301 /x; }}
+        location /p/ {{ port_in_redirect off; return 302 /y; }}
+        location /s/ {{ absolute_redirect off; proxy_pass http://{up}; }}
+        location /t/ {{ port_in_redirect off; proxy_pass http://{up}; }}
+        location /r/ {{ absolute_redirect off; rewrite ^ /z redirect; }}
+        location /m/ {{ return 200 \"$uri\"; }}
+        location /hd/ {{ add_header X-Seen \"$http_x_foo|$http_x_bar\"; proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start_with(&raw, &http_extra, &extra);
+    for (path, location) in [
+        ("/a/", "/x"),
+        ("/p/", "http://compat.test/y"),
+        ("/s", "/s/"),
+        ("/t", "http://compat.test/t/"),
+        ("/r/", "/z"),
+    ] {
+        let r = get(http, "compat.test", path);
+        assert_eq!(
+            header(&r, "location"),
+            Some(location),
+            "{path}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+    }
+    assert_eq!(get(http, "compat.test", "/m//a/./b").body, "/m/a/b");
+    assert_eq!(get(p2, "compat.test", "/m//a/./b").body, "/m//a/b");
+    let headers = |port: u16| -> (String, Option<String>) {
+        let r = plain(
+            port,
+            "GET /hd/ HTTP/1.1\r\nHost: compat.test\r\nX_Foo: 1\r\nX-Bar: 2\r\nX.Baz: 3\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        let seen = raw
+            .seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        let mut names: Vec<&str> = (seen.lines())
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n))
+            .filter(|n| n.to_ascii_lowercase().starts_with('x'))
+            .collect();
+        names.sort_unstable();
+        (
+            names.join(" ").to_ascii_lowercase(),
+            header(&r, "x-seen").map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        headers(http),
+        ("x-bar".into(), Some("|2".into())),
+        "dropped by default"
+    );
+    assert_eq!(
+        headers(p2),
+        ("x-bar x_foo".into(), Some("1|2".into())),
+        "underscores_in_headers on"
+    );
+    assert_eq!(
+        headers(p3).0,
+        "x-bar x.baz x_foo",
+        "ignore_invalid_headers off"
+    );
+}
