@@ -43,6 +43,7 @@ pub(crate) struct RawLimits {
     pub(crate) handshake_timeout_ms: Option<Spanned<i64>>,
     pub(crate) header_timeout_ms: Option<Spanned<i64>>,
     pub(crate) body_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) send_timeout_ms: Option<Spanned<i64>>,
     pub(crate) keepalive_timeout_ms: Option<Spanned<i64>>,
     pub(crate) header_buffers: Option<Spanned<i64>>,
     pub(crate) header_buffer_size: Option<Spanned<i64>>,

@@ -137,6 +137,11 @@ fn limits(
             "limits.body_timeout_ms",
             d.client.body_timeout,
         )?,
+        send_timeout: ms(
+            raw.send_timeout_ms.as_ref(),
+            "limits.send_timeout_ms",
+            d.client.send_timeout,
+        )?,
         large_header_buffers: (
             int(
                 raw.header_buffers.as_ref(),

@@ -25,6 +25,7 @@ use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
 use crate::metrics::{self, HandshakeResult};
+use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
 use hsmgate_signer::Gate;
 
@@ -523,7 +524,7 @@ async fn serve_http<I>(
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         // Streams the client makes us reset with protocol errors (CVE-2025-8671 style).
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    let io = H1Guard::new(io, head, peer);
+    let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(served.into_owned()).await {

@@ -39,6 +39,7 @@
 //! - the upstream's answer: `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
 //!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
 //! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
+//!   `send_timeout`: a client that stops reading its answer is dropped;
 //!   `body`: the response body type, and a streamed request body whose failure is
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
 //!   or an unlinked temp file;
@@ -96,6 +97,7 @@ mod realip;
 mod reqlog;
 mod rewrite_phase;
 mod route;
+mod send_timeout;
 mod session_lifetime;
 mod set_cookie;
 mod sockopt;

@@ -544,6 +544,9 @@ pub struct ClientLimits {
     pub header_timeout: Duration,
     /// `client_body_timeout` (default 60s): how long reading a request body may pause.
     pub body_timeout: Duration,
+    /// `send_timeout` (default 60s): how long a write of an answer may wait for the
+    /// client to read (per connection: the address's default server's).
+    pub send_timeout: Duration,
     /// `ssl_handshake_timeout` (nginx 1.25.5; default here 10 s): how long a client may
     /// take from its connection to the end of the TLS handshake.
     pub handshake_timeout: Duration,
@@ -561,6 +564,7 @@ impl Default for ClientLimits {
             large_header_buffers: (4, 8 << 10),
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
             proxy_protocol_timeout: Duration::from_secs(30),

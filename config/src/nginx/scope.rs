@@ -95,6 +95,7 @@ struct ClientScope {
     large_header_buffers: Option<(u32, u64)>,
     header_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
     proxy_protocol_timeout: Option<Duration>,
     http2_max_concurrent_streams: Option<u32>,
@@ -120,6 +121,7 @@ impl Scope {
         c.large_header_buffers = c.large_header_buffers.or(o.large_header_buffers);
         c.header_timeout = c.header_timeout.or(o.header_timeout);
         c.body_timeout = c.body_timeout.or(o.body_timeout);
+        c.send_timeout = c.send_timeout.or(o.send_timeout);
         c.handshake_timeout = c.handshake_timeout.or(o.handshake_timeout);
         c.proxy_protocol_timeout = c.proxy_protocol_timeout.or(o.proxy_protocol_timeout);
         c.http2_max_concurrent_streams = c
@@ -260,6 +262,7 @@ impl Scope {
                     large_header_buffers: c.large_header_buffers.unwrap_or(d.large_header_buffers),
                     header_timeout: c.header_timeout.unwrap_or(d.header_timeout),
                     body_timeout: c.body_timeout.unwrap_or(d.body_timeout),
+                    send_timeout: c.send_timeout.unwrap_or(d.send_timeout),
                     handshake_timeout: c.handshake_timeout.unwrap_or(d.handshake_timeout),
                     proxy_protocol_timeout: (c.proxy_protocol_timeout)
                         .unwrap_or(d.proxy_protocol_timeout),
@@ -633,6 +636,19 @@ impl Scope {
             "client_header_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.header_timeout, v)?;
+            }
+            "send_timeout" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.send_timeout, v)?;
+            }
+            "send_timeout" => {
+                time(ctx, ctx.one(d)?)?;
+                ctx.warn(
+                    d.at,
+                    "\"send_timeout\" in a location is not used: hsmgate applies the \
+                     server's (its address's default server's) to the whole connection"
+                        .into(),
+                );
             }
             "client_body_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;

@@ -1675,14 +1675,26 @@ http {
   http2_max_field_size 8k; http2_max_header_size 16k; http2_chunk_size 8k;
   sendfile_max_chunk 1m; aio threads; directio 4m; open_log_file_cache max=10;
   chunked_transfer_encoding off; proxy_ignore_client_abort on; ssl_conf_command Options x;
+  send_timeout 10s;
   server { listen 127.0.0.1:80; ignore_invalid_headers off;
-    location /a/ { port_in_redirect off; absolute_redirect on; proxy_pass http://127.0.0.1:9; }
+    location /a/ { port_in_redirect off; absolute_redirect on; send_timeout 5s; proxy_pass http://127.0.0.1:9; }
   }
 }
 ",
     )
     .unwrap();
     assert_eq!(c.shutdown_timeout, Some(Duration::from_secs(45)));
+    assert_eq!(
+        c.servers[0].settings.client.send_timeout,
+        Duration::from_secs(10)
+    );
+    assert!(
+        (c.warnings.iter()).any(|w| w
+            .message
+            .contains("\"send_timeout\" in a location is not used")),
+        "{:?}",
+        c.warnings
+    );
     let s = &c.servers[0].settings;
     assert!(!s.absolute_redirect && s.port_in_redirect && !s.merge_slashes);
     assert!(s.underscores_in_headers && !s.ignore_invalid_headers);

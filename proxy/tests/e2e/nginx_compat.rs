@@ -21,6 +21,9 @@ const UPSTREAM_HEADERS: &str = "Server: upstream-srv/1.0\r\nDate: Mon, 01 Jan 20
     X-Pad: avoid browser bug\r\nX-Accel-Redirect: /internal\r\nX-Accel-Buffering: no\r\n\
     X-Accel-Expires: 10\r\nX-Secret: s\r\nX-Kept: k\r\n";
 
+/// The length of the hand-written upstream's answer to a path with `/big`.
+const BIG: usize = 32 << 20;
+
 /// The `Set-Cookie`s the hand-written upstream sends for a path with `/ck`.
 const UPSTREAM_COOKIES: &str = "Set-Cookie: sid=1; Path=/app/x; Domain=backend.local; HttpOnly\r\n\
     Set-Cookie: u=3; Path=/APP/y\r\n\
@@ -62,6 +65,21 @@ impl RawUpstream {
                     true => "418 I'm a teapot",
                     false => "200 OK",
                 };
+                // A path with `/big` gets 32 MiB (for `send_timeout`).
+                if head.windows(4).any(|w| w == b"/big") {
+                    let len = BIG;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    );
+                    let chunk = [b'x'; 1 << 16];
+                    let _ = stream.write_all(head.as_bytes());
+                    for _ in 0..len / chunk.len() {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 // A path with `/slow` is answered after a second (for `limit_conn`).
                 if head.windows(5).any(|w| w == b"/slow") {
                     std::thread::sleep(Duration::from_secs(1));
@@ -2000,5 +2018,48 @@ fn core_flags_as_nginx() {
         headers(p3).0,
         "x-bar x.baz x_foo",
         "ignore_invalid_headers off"
+    );
+}
+
+/// `send_timeout`: a client that stops reading its answer has its connection closed
+/// once a write has waited that long (nginx: "client timed out … while sending response
+/// to client"), where one that keeps reading gets the whole answer.
+#[test]
+fn send_timeout_drops_a_client_that_stops_reading() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!("send_timeout 1s; location /big/ {{ proxy_pass http://{up}; }}");
+    let (gate, http) = start(&raw, &extra);
+    let request = "GET /big/ HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n";
+    let read_all = |s: &mut TcpStream| -> usize {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    };
+    // Reads at once: the whole answer.
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    assert!(read_all(&mut s) > BIG, "{}", gate.server.log_text());
+    // Stops reading: closed after the timeout, short of the answer.
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_secs(4));
+    let t = std::time::Instant::now();
+    let got = read_all(&mut s);
+    assert!(got < BIG, "got {got} bytes");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "the connection was closed: {:?}",
+        t.elapsed()
     );
 }
