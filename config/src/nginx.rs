@@ -61,7 +61,8 @@
 //!   with `_status`, `_dry_run`, `_log_level`; their `_zone`s in `http`),
 //!   `proxy_redirect` (`default` from the
 //!   location's `proxy_pass` when none is written), `proxy_cookie_path` and
-//!   `proxy_cookie_domain` (arrays: a level with its own inherits none; `off`),
+//!   `proxy_cookie_domain`, `proxy_cookie_flags` (arrays: a level with its own
+//!   inherits none; `off`),
 //!   `proxy_next_upstream` with `proxy_next_upstream_tries` and
 //!   `proxy_next_upstream_timeout` (each inherited on its own),
 //!   `client_body_buffer_size` (in memory up to it, then an unlinked temporary
@@ -192,11 +193,11 @@ pub use self::limits::{
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, BalanceMethod, CertPair,
-    ClientLimits, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget, HIDDEN_BY_DEFAULT,
-    HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape, LogFormat, Matcher,
-    NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader, Return, Server,
-    ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef, UpstreamServer,
-    ValueMatch, ValueRewrite,
+    ClientLimits, CookieFlags, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget,
+    HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
+    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader,
+    Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
+    UpstreamServer, ValueMatch, ValueRewrite,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

@@ -177,6 +177,7 @@ impl Site {
             proxy_redirect: Vec::new(),
             limits: Default::default(),
             proxy_cookie_path: Vec::new(),
+            proxy_cookie_flags: Vec::new(),
             proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
             proxy_intercept_errors: false,

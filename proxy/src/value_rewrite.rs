@@ -56,7 +56,11 @@ pub(crate) fn apply(
 }
 
 /// `t` with its variables and a regex's captures (`$0`…`$9`) filled in.
-fn expand(t: &Template, capture: &dyn Fn(usize) -> String, var: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn expand(
+    t: &Template,
+    capture: &dyn Fn(usize) -> String,
+    var: &dyn Fn(&str) -> String,
+) -> String {
     let mut out = String::new();
     for p in &t.parts {
         match p {

@@ -87,6 +87,7 @@ const KNOWN: &[&str] = &[
     "satisfy",
     "set_real_ip_from",
     "proxy_redirect",
+    "proxy_cookie_flags",
     "send_timeout",
     "worker_shutdown_timeout",
     "absolute_redirect",

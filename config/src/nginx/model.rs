@@ -432,6 +432,9 @@ pub struct ProxySettings {
     pub proxy_cookie_path: Vec<ValueRewrite>,
     /// `proxy_cookie_domain`s: the `domain` attribute, likewise.
     pub proxy_cookie_domain: Vec<ValueRewrite>,
+    /// `proxy_cookie_flags`: `Secure`, `HttpOnly`, `SameSite` set or removed (the first
+    /// rule whose cookie matches; a level with its own inherits none; `off`: none).
+    pub proxy_cookie_flags: Vec<CookieFlags>,
     /// `error_page`s (a level with its own inherits none of the outer ones).
     pub error_pages: Vec<ErrorPage>,
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
@@ -621,6 +624,27 @@ impl PartialEq for ValueRewrite {
     fn eq(&self, other: &Self) -> bool {
         self.to == other.to
             && match (&self.from, &other.from) {
+                (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
+                (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
+                _ => false,
+            }
+    }
+}
+
+/// One `proxy_cookie_flags COOKIE FLAG…`.
+#[derive(Debug, Clone)]
+pub struct CookieFlags {
+    /// The cookie's name in any case, or `~regex` (`~` alone: every cookie).
+    pub cookie: ValueMatch,
+    /// `secure`, `httponly`, `samesite=strict|lax|none`, `nosecure`, `nohttponly`,
+    /// `nosamesite` (variables allowed: read when the answer comes; others do nothing).
+    pub flags: Vec<Template>,
+}
+
+impl PartialEq for CookieFlags {
+    fn eq(&self, other: &Self) -> bool {
+        self.flags == other.flags
+            && match (&self.cookie, &other.cookie) {
                 (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
                 (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
                 _ => false,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::build::Ctx;
 use super::model::{
-    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, ErrorLog, ErrorPage,
-    ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings, RealIp,
+    AccessLog, AccessMatch, AccessRule, AddHeader, AuthBasic, ClientLimits, CookieFlags, ErrorLog,
+    ErrorPage, ErrorPageStatus, ErrorPageTarget, HttpVersion, NextUpstream, ProxySettings, RealIp,
     RealIpHeader, ValueMatch, ValueRewrite,
 };
 use super::parse::{Arg, Directive};
@@ -73,6 +73,7 @@ pub(crate) struct Scope {
     /// own inherits none; `off` is an empty one).
     cookie_path: Option<Vec<ValueRewrite>>,
     cookie_domain: Option<Vec<ValueRewrite>>,
+    cookie_flags: Option<Vec<CookieFlags>>,
     /// `limit_req`, `limit_conn` and their settings.
     limits: super::limits::LimitsScope,
     /// `proxy_redirect`s, likewise (`None` at every level: nginx's `default`).
@@ -166,6 +167,9 @@ impl Scope {
         if self.cookie_path.is_none() {
             self.cookie_path = outer.cookie_path.clone();
         }
+        if self.cookie_flags.is_none() {
+            self.cookie_flags = outer.cookie_flags.clone();
+        }
         if self.cookie_domain.is_none() {
             self.cookie_domain = outer.cookie_domain.clone();
         }
@@ -211,6 +215,7 @@ impl Scope {
             limits: self.limits.limits(),
             proxy_cookie_path: self.cookie_path.clone().unwrap_or_default(),
             proxy_cookie_domain: self.cookie_domain.clone().unwrap_or_default(),
+            proxy_cookie_flags: self.cookie_flags.clone().unwrap_or_default(),
             real_ip: self
                 .real_ip_from
                 .clone()
@@ -398,6 +403,49 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "proxy_cookie_flags" => {
+                let args = ctx.args(d, 1, 5)?;
+                let list = &mut self.cookie_flags;
+                if let [off] = args
+                    && off.value == "off"
+                {
+                    if list.is_some() {
+                        return Err(ctx.duplicate(d));
+                    }
+                    *list = Some(Vec::new());
+                } else {
+                    if list.as_ref().is_some_and(Vec::is_empty) {
+                        return Err(ctx.duplicate(d));
+                    }
+                    let [cookie, flags @ ..] = args else {
+                        unreachable!("at least one argument")
+                    };
+                    if flags.is_empty() {
+                        let v = &cookie.value;
+                        return Err(ctx.invalid(
+                            d,
+                            cookie.at,
+                            format!("invalid parameter \"{v}\""),
+                        ));
+                    }
+                    let cookie_match = match cookie.value.strip_prefix('~') {
+                        Some(re) => ValueMatch::Regex(regex::Regex::new(re).map_err(|e| {
+                            ctx.invalid(d, cookie.at, format!("invalid regex \"{re}\": {e}"))
+                        })?),
+                        None => ValueMatch::Text(Template {
+                            parts: vec![super::TemplatePart::Literal(cookie.value.clone())],
+                        }),
+                    };
+                    let mut templates = Vec::new();
+                    for f in flags {
+                        templates.push(ctx.template(d, f)?);
+                    }
+                    list.get_or_insert_with(Vec::new).push(CookieFlags {
+                        cookie: cookie_match,
+                        flags: templates,
+                    });
+                }
             }
             "proxy_redirect" | "proxy_cookie_path" | "proxy_cookie_domain" => {
                 let list = match d.name.as_str() {

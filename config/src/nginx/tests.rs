@@ -1732,3 +1732,52 @@ http {
     let e = err("worker_shutdown_timeout soon; events {} http {}");
     assert!(e.contains("invalid value"), "{e}");
 }
+
+#[test]
+fn proxy_cookie_flags_as_nginx_reads_them() {
+    let c = load_str(&http(
+        "proxy_cookie_flags ~ secure httponly samesite=strict;
+  server { listen 127.0.0.1:80;
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { proxy_cookie_flags sid samesite=$cookie_mode nosecure; proxy_pass http://127.0.0.1:9; }
+    location /c/ { proxy_cookie_flags off; proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let flags = |path: &str| {
+        let l = location_match(&c.servers[0].locations, path).unwrap();
+        (l.settings.proxy_cookie_flags.iter())
+            .map(|f| {
+                let cookie = match &f.cookie {
+                    ValueMatch::Regex(re) => format!("~{}", re.as_str()),
+                    ValueMatch::Text(t) => t.to_string(),
+                };
+                let flags: Vec<String> = f.flags.iter().map(ToString::to_string).collect();
+                format!("{cookie} {}", flags.join(" "))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(flags("/a/"), ["~ secure httponly samesite=strict"]);
+    assert_eq!(
+        flags("/b/"),
+        ["sid samesite=${cookie_mode} nosecure"],
+        "its own only"
+    );
+    assert!(flags("/c/").is_empty());
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, needle) in [
+        ("proxy_cookie_flags sid;", "invalid parameter \"sid\""),
+        (
+            "proxy_cookie_flags off; proxy_cookie_flags a secure;",
+            "is duplicate",
+        ),
+        (
+            "proxy_cookie_flags a secure; proxy_cookie_flags off;",
+            "is duplicate",
+        ),
+        ("proxy_cookie_flags ~*x secure;", "invalid regex"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}

@@ -1495,7 +1495,9 @@ fn proxy_cookie_rules_as_nginx_applies_them() {
             proxy_cookie_domain backend.local $host; proxy_pass http://{up}; }}
         location /ckoff/ {{ proxy_cookie_path off; proxy_pass http://{up}; }}
         location /cksrv/ {{ proxy_cookie_domain ~^\\.?backend\\.(\\w+)$ x.$1;
-            proxy_pass http://{up}; }}"
+            proxy_pass http://{up}; }}
+        location /ckfl/ {{ proxy_cookie_path /app/ /; proxy_cookie_flags U httponly nosecure;
+            proxy_cookie_flags ~ secure samesite=lax; proxy_pass http://{up}; }}"
     );
     let (gate, http) = start(&raw, &extra);
     let cookies = |path: &str| -> Vec<String> {
@@ -1525,6 +1527,16 @@ fn proxy_cookie_rules_as_nginx_applies_them() {
             "u=3; Path=/APP/y",
             "v=4; domain=.BACKEND.LOCAL; path=/user/ann/p",
             "path=/app/; w=5",
+        ]
+    );
+    // proxy_cookie_flags beside proxy_cookie_path: the first rule naming the cookie.
+    assert_eq!(
+        cookies("/ckfl/"),
+        [
+            "sid=1; Path=/x; Domain=backend.local; HttpOnly; Secure; SameSite=Lax",
+            "u=3; Path=/APP/y; HttpOnly",
+            "v=4; domain=.BACKEND.LOCAL; path=/user/ann/p; Secure; SameSite=Lax",
+            "path=/app/; w=5; Secure; SameSite=Lax",
         ]
     );
     assert_eq!(
