@@ -178,6 +178,8 @@ impl Site {
             limits: Default::default(),
             proxy_cookie_path: Vec::new(),
             proxy_cookie_flags: Vec::new(),
+            auth_request: None,
+            auth_request_set: Vec::new(),
             proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
@@ -188,6 +190,10 @@ impl Site {
             // The native format passes every header hyper accepts, as before.
             underscores_in_headers: true,
             ignore_invalid_headers: false,
+            proxy_pass_request_body: true,
+            proxy_pass_request_headers: true,
+            proxy_method: None,
+            proxy_set_body: None,
             root: None,
             proxy_set_header: vec![
                 header("Host", "http_host"),

@@ -147,7 +147,7 @@ async fn go<'s>(
     // To a URI the method becomes GET (a HEAD stays); a named location keeps it.
     let get = !matches!(page.target, ErrorPageTarget::Named(_));
     let parts = head.parts(&log.uri, get);
-    let resp = answer(generation, routed, parts, None, log, true).await?;
+    let resp = answer(generation, server, routed, parts, None, log, true).await?;
     Ok((resp, next_settings))
 }
 

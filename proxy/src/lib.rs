@@ -33,8 +33,8 @@
 //!   `realip`: the client a trusted load balancer names (`set_real_ip_from`);
 //! - `route`: server/location choice, `return`, `proxy_pass`; `rewrite_phase`:
 //!   `rewrite`, `set` and `if` run in order; `limits`: `limit_req`, `limit_conn`;
-//!   `auth_basic`: password files and their
-//!   hashes; `error_redirect`: `error_page` and named locations; `vars`: `$variables`;
+//!   `auth_basic`: password files and their hashes; `auth_request`: the subrequest
+//!   that lets a request through; `error_redirect`: `error_page` and named locations; `vars`: `$variables`;
 //!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
 //! - the upstream's answer: `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
 //!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
@@ -67,6 +67,7 @@ mod access_log;
 mod admin;
 mod arrival;
 mod auth_basic;
+mod auth_request;
 mod balance;
 mod body;
 mod client_cert;

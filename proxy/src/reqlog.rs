@@ -56,9 +56,52 @@ pub(crate) struct LogCtx {
     /// The response head's size (`$bytes_sent` without the body), when a log format
     /// has `$bytes_sent`; see [`head_bytes`].
     pub(crate) head_bytes: u64,
+    /// The upstream's response headers (`$upstream_http_NAME`), kept when
+    /// `keep_upstream_headers` says something reads them.
+    pub(crate) upstream_headers: HeaderMap,
+    pub(crate) keep_upstream_headers: bool,
 }
 
 impl LogCtx {
+    /// The context of a subrequest to `uri` (`auth_request`): the same connection,
+    /// client, request line and variables, its own URI and upstream.
+    pub(crate) fn subrequest(&self, uri: &str, args: Option<&str>) -> LogCtx {
+        LogCtx {
+            generation: Arc::clone(&self.generation),
+            conn: Arc::clone(&self.conn),
+            client: self.client,
+            headers: self.headers.clone(),
+            method: "GET".into(),
+            request_uri: self.request_uri.clone(),
+            uri: uri.to_owned(),
+            args: Some(args.unwrap_or("").to_owned()),
+            set_vars: self.set_vars.clone(),
+            limit_status: self.limit_status,
+            limit_slots: Vec::new(),
+            protocol: self.protocol,
+            http_host: self.http_host.clone(),
+            server_name: self.server_name.clone(),
+            proxy_host: String::new(),
+            upstream_addr: String::new(),
+            started: self.started,
+            t0: Instant::now(),
+            status: 0,
+            targets: Vec::new(),
+            request_id: self.request_id.clone(),
+            upstream: UpstreamTries::default(),
+            request_body_length: 0,
+            sent_headers: HeaderMap::new(),
+            head_bytes: 0,
+            upstream_headers: HeaderMap::new(),
+            keep_upstream_headers: true,
+        }
+    }
+
+    /// Whether a log format this request is written with reads `$upstream_http_NAME`.
+    pub(crate) fn logs_upstream_headers(&self) -> bool {
+        self.logs_var(|v| v.starts_with("upstream_http_"))
+    }
+
     pub(crate) fn vars<'a>(&'a self, headers: &'a HeaderMap) -> Vars<'a> {
         self.vars_sent(headers, 0)
     }
@@ -88,6 +131,7 @@ impl LogCtx {
             upstream: &self.upstream,
             request_body_length: self.request_body_length,
             sent_headers: &self.sent_headers,
+            upstream_headers: &self.upstream_headers,
             head_bytes_sent: self.head_bytes,
         }
     }

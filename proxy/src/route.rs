@@ -131,6 +131,8 @@ async fn serve(
         request_body_length: 0,
         sent_headers: HeaderMap::new(),
         head_bytes: 0,
+        upstream_headers: HeaderMap::new(),
+        keep_upstream_headers: false,
     };
     let routed = match &normalized {
         None => Routed {
@@ -148,6 +150,8 @@ async fn serve(
         uri_change,
     } = routed;
     log.targets = generation.access_logs(settings);
+    log.keep_upstream_headers =
+        log.logs_upstream_headers() || reads_upstream_headers(&settings.add_header);
     // The request's headers outlive the request (the upstream takes them) where the
     // access log or an `add_header` value reads them (`$http_origin`, `$cookie_…`).
     if !log.targets.is_empty() || reads_request_headers(&settings.add_header) {
@@ -178,7 +182,18 @@ async fn serve(
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         None => error_page(StatusCode::BAD_REQUEST),
-        Some(_) => answer(&generation, routed, parts, Some(body), &mut log, false).await?,
+        Some(_) => {
+            answer(
+                &generation,
+                server,
+                routed,
+                parts,
+                Some(body),
+                &mut log,
+                false,
+            )
+            .await?
+        }
     };
     let mut settings = settings;
     let kept_head = head;
@@ -227,6 +242,7 @@ async fn serve(
 /// elsewhere by `error_page` (its body is not passed on).
 pub(crate) async fn answer(
     generation: &Generation,
+    server: &hsmgate_config::nginx::Server,
     routed: Routed<'_>,
     parts: http::request::Parts,
     body: Option<Incoming>,
@@ -262,7 +278,7 @@ pub(crate) async fn answer(
     {
         return Ok(refusal);
     }
-    if checked && let Some(refusal) = access(settings, &parts, log).await {
+    if checked && let Some(refusal) = access(generation, server, settings, &parts, log).await {
         return Ok(refusal);
     }
     Ok(match action {
@@ -304,31 +320,71 @@ pub(crate) async fn answer(
 /// all` (the default) both must let the request through, with `satisfy any` one that is
 /// configured (the refusal then is the 401 when `auth_basic` refused, else the 403).
 async fn access(
+    generation: &Generation,
+    server: &hsmgate_config::nginx::Server,
     settings: &ProxySettings,
     parts: &http::request::Parts,
-    log: &LogCtx,
+    log: &mut LogCtx,
 ) -> Option<Response<ProxyBody>> {
     let client = log.client.ip();
+    let any = settings.satisfy_any;
     let forbidden = || {
         tracing::error!(%client, request = %log.request_uri, "access forbidden by rule");
         error_page(StatusCode::FORBIDDEN)
     };
+    // The checks in nginx's order: `allow`/`deny`, `auth_basic`, `auth_request`. With
+    // `satisfy all` the first refusal answers; with `any` the first pass lets the
+    // request through, and if none passes the refusal is a 401 if one gave it.
     let rules = (!settings.access_rules.is_empty())
         .then(|| AccessRule::allows(&settings.access_rules, client));
-    if !settings.satisfy_any && rules == Some(false) {
-        return Some(forbidden());
+    let mut refusal = None;
+    match rules {
+        Some(false) if !any => return Some(forbidden()),
+        Some(false) => refusal = Some(forbidden()),
+        Some(true) if any => return None,
+        _ => {}
     }
-    if settings.satisfy_any && rules == Some(true) {
-        return None;
+    if let Some(auth) = &settings.auth_basic {
+        match crate::auth_basic::check(auth, &parts.headers).await {
+            Ok(()) if any => return None,
+            Ok(()) => {}
+            Err(e) => {
+                let resp = auth_refusal(&e, auth, &log.vars(&parts.headers));
+                if !any || resp.status() != StatusCode::UNAUTHORIZED {
+                    return Some(resp);
+                }
+                refusal = Some(resp);
+            }
+        }
     }
-    // Here the rules let the request through (`all`) or refused it or are absent (`any`).
-    let Some(auth) = &settings.auth_basic else {
-        return (rules == Some(false)).then(forbidden);
-    };
-    match crate::auth_basic::check(auth, &parts.headers).await {
-        Ok(()) => None,
-        Err(e) => Some(auth_refusal(&e, auth, &log.vars(&parts.headers))),
+    if let Some(uri) = &settings.auth_request {
+        use crate::auth_request::Verdict;
+        let verdict = Box::pin(crate::auth_request::check(
+            generation, server, settings, uri, parts, log,
+        ))
+        .await;
+        match verdict {
+            Verdict::Allowed if any => return None,
+            Verdict::Allowed => {}
+            Verdict::Failed => return Some(error_page(StatusCode::INTERNAL_SERVER_ERROR)),
+            Verdict::Refused(status, challenges) => {
+                let mut resp = error_page(status);
+                for c in challenges {
+                    resp.headers_mut().append(header::WWW_AUTHENTICATE, c);
+                }
+                let keep = refusal
+                    .as_ref()
+                    .is_some_and(|r| r.status() == StatusCode::UNAUTHORIZED);
+                if !any {
+                    return Some(resp);
+                }
+                if !keep {
+                    refusal = Some(resp);
+                }
+            }
+        }
     }
+    refusal
 }
 
 /// What an `error_page` needs of the request to send it elsewhere: its method, version
@@ -542,14 +598,14 @@ fn body_too_large(length: Option<u64>, settings: &ProxySettings) -> bool {
 
 /// Where a request is proxied: the location's settings, the location, its
 /// `proxy_pass`, and how a rewrite changed the URI.
-struct Destination<'a> {
-    settings: &'a ProxySettings,
-    location: &'a LocationBlock,
-    pass: &'a ProxyPass,
-    uri_change: UriChange,
+pub(crate) struct Destination<'a> {
+    pub(crate) settings: &'a ProxySettings,
+    pub(crate) location: &'a LocationBlock,
+    pub(crate) pass: &'a ProxyPass,
+    pub(crate) uri_change: UriChange,
 }
 
-async fn proxy(
+pub(crate) async fn proxy(
     generation: &Generation,
     to: Destination<'_>,
     mut parts: http::request::Parts,
@@ -583,7 +639,26 @@ async fn proxy(
             }
         }
     };
-    let mut headers = parts.headers.clone();
+    // `proxy_pass_request_headers off`: none of the client's headers but the body's
+    // framing; `proxy_pass_request_body off` / `proxy_set_body`: not the client's body.
+    let mut headers = match settings.proxy_pass_request_headers {
+        true => parts.headers.clone(),
+        false => {
+            let mut h = HeaderMap::new();
+            for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
+                if let Some(v) = parts.headers.get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+            h
+        }
+    };
+    let set_body = (settings.proxy_set_body.as_ref()).map(|t| log.vars(&parts.headers).expand(t));
+    let body = body.filter(|_| settings.proxy_pass_request_body && set_body.is_none());
+    if !settings.proxy_pass_request_body || set_body.is_some() {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+    }
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     // nginx never passes Expect: hsmgate itself answers `100 Continue` as it reads.
@@ -669,6 +744,11 @@ async fn proxy(
             streamed = Some(client.boxed());
         }
     }
+    if let Some(b) = set_body {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        buffered = Some(Spooled::Memory(Bytes::from(b)));
+        streamed = None;
+    }
     let client = {
         let vars = log.vars(&parts.headers);
         match balancer.client(|t| vars.expand(t)) {
@@ -710,7 +790,12 @@ async fn proxy(
             (None, None) => Empty::new().map_err(|never| match never {}).boxed(),
         };
         let mut req = Request::new(req_body);
-        *req.method_mut() = parts.method.clone();
+        *req.method_mut() = match &settings.proxy_method {
+            Some(m) => {
+                http::Method::from_bytes(m.as_bytes()).unwrap_or_else(|_| parts.method.clone())
+            }
+            None => parts.method.clone(),
+        };
         *req.uri_mut() = uri;
         // The last try takes the headers; earlier ones (retries) copy them.
         *req.headers_mut() = if n + 1 == order.len() {
@@ -760,6 +845,9 @@ async fn proxy(
             }
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
+                if log.keep_upstream_headers {
+                    log.upstream_headers = resp.headers().clone();
+                }
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     upstream_framing(&mut resp);
                     strip_hop_by_hop(resp.headers_mut());
@@ -897,7 +985,11 @@ fn redirect(code: StatusCode, url: &str) -> Response<ProxyBody> {
     resp
 }
 
-fn return_response(r: &Return, settings: &ProxySettings, vars: &Vars<'_>) -> Response<ProxyBody> {
+pub(crate) fn return_response(
+    r: &Return,
+    settings: &ProxySettings,
+    vars: &Vars<'_>,
+) -> Response<ProxyBody> {
     let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let redirect = matches!(r.code, 301 | 302 | 303 | 307 | 308);
     let text = r.text_or_url.as_ref().map(|t| vars.expand(t)).map(|t| {
@@ -941,6 +1033,13 @@ fn return_response(r: &Return, settings: &ProxySettings, vars: &Vars<'_>) -> Res
 /// `add_header`: only on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 unless `always`.
 /// Whether an `add_header` value reads the request's headers: `$http_NAME`,
 /// `$cookie_NAME`, `$remote_user`, `$proxy_add_x_forwarded_for`, or a `map` (which may).
+/// Whether an `add_header` value reads `$upstream_http_NAME`.
+fn reads_upstream_headers(list: &[AddHeader]) -> bool {
+    (list.iter().flat_map(|h| &h.value.parts)).any(|p| {
+        matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if v.starts_with("upstream_http_"))
+    })
+}
+
 fn reads_request_headers(list: &[AddHeader]) -> bool {
     list.iter().flat_map(|h| &h.value.parts).any(|p| match p {
         hsmgate_config::nginx::TemplatePart::Var(v) => {

@@ -61,6 +61,8 @@ pub(crate) struct Vars<'a> {
     pub request_body_length: u64,
     /// The response headers sent (`$sent_http_NAME`; empty before the response).
     pub sent_headers: &'a HeaderMap,
+    /// The upstream's response headers (`$upstream_http_NAME`; empty unless kept).
+    pub upstream_headers: &'a HeaderMap,
     /// The response head's size (`$bytes_sent` is it plus the body's bytes; 0 when no
     /// log format asks for it).
     pub head_bytes_sent: u64,
@@ -275,6 +277,8 @@ impl Vars<'_> {
                     header_values(self.headers, h).into()
                 } else if let Some(h) = other.strip_prefix("sent_http_") {
                     header_values(self.sent_headers, h).into()
+                } else if let Some(h) = other.strip_prefix("upstream_http_") {
+                    header_values(self.upstream_headers, h).into()
                 } else if let Some(name) = other.strip_prefix("arg_") {
                     arg(self.args(), name).into()
                 } else if let Some(name) = other.strip_prefix("cookie_") {
@@ -519,6 +523,7 @@ mod tests {
             upstream: &upstream,
             request_body_length: 5,
             sent_headers: &sent,
+            upstream_headers: &HeaderMap::new(),
             head_bytes_sent: 0,
         };
         assert_eq!(v.get("host"), "www.example.test");

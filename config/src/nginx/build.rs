@@ -87,6 +87,12 @@ const KNOWN: &[&str] = &[
     "satisfy",
     "set_real_ip_from",
     "proxy_redirect",
+    "auth_request",
+    "proxy_pass_request_body",
+    "proxy_pass_request_headers",
+    "proxy_method",
+    "proxy_set_body",
+    "auth_request_set",
     "proxy_cookie_flags",
     "send_timeout",
     "worker_shutdown_timeout",
@@ -495,7 +501,7 @@ type Servers = (Vec<Server>, BTreeMap<String, UpstreamGroup>);
 /// The names `set $NAME …` declares in `block` and the blocks inside it.
 fn collect_set_names(block: &[Directive], names: &mut std::collections::BTreeSet<String>) {
     for d in block {
-        if d.name == "set"
+        if (d.name == "set" || d.name == "auth_request_set")
             && let Some(name) = d
                 .args
                 .first()

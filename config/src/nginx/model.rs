@@ -420,6 +420,12 @@ pub struct ProxySettings {
     /// `set_real_ip_from` with `real_ip_header` and `real_ip_recursive` (`None`: no
     /// trusted address, the client is the connection's peer).
     pub real_ip: Option<RealIp>,
+    /// `auth_request URI` (`off`: `None`): the request is let through when a
+    /// subrequest to `URI` answers 2xx, refused with its 401 or 403, else a 500.
+    pub auth_request: Option<String>,
+    /// `auth_request_set $NAME VALUE`s: set after the subrequest, from its variables
+    /// (`$upstream_http_NAME`, `$upstream_status`); a level with its own inherits none.
+    pub auth_request_set: Vec<super::SetVar>,
     /// `limit_req` and `limit_conn` with their settings.
     pub limits: super::Limits,
     /// `proxy_redirect`s: an upstream's `Location` and `Refresh` rewritten (the first
@@ -459,6 +465,15 @@ pub struct ProxySettings {
     /// other than letters, digits and `-` (and `_` with `underscores_in_headers`) are
     /// dropped.
     pub ignore_invalid_headers: bool,
+    /// `proxy_pass_request_body` (default on): off sends the upstream no body.
+    pub proxy_pass_request_body: bool,
+    /// `proxy_pass_request_headers` (default on): off sends the upstream none of the
+    /// client's headers (only `proxy_set_header`s, `Host`, `Connection`).
+    pub proxy_pass_request_headers: bool,
+    /// `proxy_method`: the method of the upstream request (`None`: the client's).
+    pub proxy_method: Option<String>,
+    /// `proxy_set_body`: the body sent to the upstream instead of the client's.
+    pub proxy_set_body: Option<Template>,
     /// `root`: where a location that serves files reads them from. hsmgate reads files
     /// only for the page of an `error_page` (nginx's `/50x.html` pattern).
     pub root: Option<PathBuf>,

@@ -53,7 +53,7 @@ pub enum LocationStep {
 
 /// `set $NAME VALUE`: the variable (a name no built-in or `map` variable has) takes the
 /// value, variables expanded, when the directive runs; until then it is empty.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SetVar {
     /// The name, without `$`, lower case.
     pub name: String,

@@ -26,12 +26,14 @@ pub(crate) enum Level {
 }
 
 /// Flags of nginx's core module hsmgate applies: name, default, allowed in a location.
-const FLAGS: [(&str, bool, bool); 5] = [
+const FLAGS: [(&str, bool, bool); 7] = [
     ("absolute_redirect", true, true),
     ("port_in_redirect", true, true),
     ("merge_slashes", true, false),
     ("underscores_in_headers", false, false),
     ("ignore_invalid_headers", true, false),
+    ("proxy_pass_request_body", true, true),
+    ("proxy_pass_request_headers", true, true),
 ];
 
 /// Settings of one level before merging (`None`: not set at this level).
@@ -74,6 +76,11 @@ pub(crate) struct Scope {
     cookie_path: Option<Vec<ValueRewrite>>,
     cookie_domain: Option<Vec<ValueRewrite>>,
     cookie_flags: Option<Vec<CookieFlags>>,
+    /// `auth_request` (`Some(None)`: `off`) and `auth_request_set`s.
+    auth_request: Option<Option<String>>,
+    auth_request_set: Option<Vec<super::SetVar>>,
+    proxy_method: Option<String>,
+    proxy_set_body: Option<Template>,
     /// `limit_req`, `limit_conn` and their settings.
     limits: super::limits::LimitsScope,
     /// `proxy_redirect`s, likewise (`None` at every level: nginx's `default`).
@@ -167,6 +174,18 @@ impl Scope {
         if self.cookie_path.is_none() {
             self.cookie_path = outer.cookie_path.clone();
         }
+        if self.proxy_method.is_none() {
+            self.proxy_method = outer.proxy_method.clone();
+        }
+        if self.proxy_set_body.is_none() {
+            self.proxy_set_body = outer.proxy_set_body.clone();
+        }
+        if self.auth_request.is_none() {
+            self.auth_request = outer.auth_request.clone();
+        }
+        if self.auth_request_set.is_none() {
+            self.auth_request_set = outer.auth_request_set.clone();
+        }
         if self.cookie_flags.is_none() {
             self.cookie_flags = outer.cookie_flags.clone();
         }
@@ -216,6 +235,8 @@ impl Scope {
             proxy_cookie_path: self.cookie_path.clone().unwrap_or_default(),
             proxy_cookie_domain: self.cookie_domain.clone().unwrap_or_default(),
             proxy_cookie_flags: self.cookie_flags.clone().unwrap_or_default(),
+            auth_request: self.auth_request.clone().flatten(),
+            auth_request_set: self.auth_request_set.clone().unwrap_or_default(),
             real_ip: self
                 .real_ip_from
                 .clone()
@@ -233,6 +254,10 @@ impl Scope {
             merge_slashes: self.flag(2),
             underscores_in_headers: self.flag(3),
             ignore_invalid_headers: self.flag(4),
+            proxy_pass_request_body: self.flag(5),
+            proxy_pass_request_headers: self.flag(6),
+            proxy_method: self.proxy_method.clone(),
+            proxy_set_body: self.proxy_set_body.clone(),
             root: self.root.clone(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
@@ -403,6 +428,35 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "proxy_method" => {
+                let arg = ctx.one(d)?;
+                let v = &arg.value;
+                let token = !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-');
+                if !token {
+                    return Err(ctx.invalid(d, arg.at, format!("invalid method \"{v}\"")));
+                }
+                let m = v.clone();
+                set(ctx, d, &mut self.proxy_method, m)?;
+            }
+            "proxy_set_body" => {
+                let v = ctx.template(d, ctx.one(d)?)?;
+                set(ctx, d, &mut self.proxy_set_body, v)?;
+            }
+            "auth_request" => {
+                let arg = ctx.one(d)?;
+                let uri = match arg.value.as_str() {
+                    "off" => None,
+                    v if v.starts_with('/') => Some(v.to_owned()),
+                    v => return Err(ctx.invalid(d, arg.at, format!("invalid URI \"{v}\""))),
+                };
+                set(ctx, d, &mut self.auth_request, uri)?;
+            }
+            "auth_request_set" => {
+                let v = super::rewrite::parse_set(ctx, d)?;
+                self.auth_request_set.get_or_insert_with(Vec::new).push(v);
             }
             "proxy_cookie_flags" => {
                 let args = ctx.args(d, 1, 5)?;

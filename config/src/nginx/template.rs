@@ -67,7 +67,8 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
 /// Families of variables hsmgate provides: `$http_NAME` (a request header),
 /// `$sent_http_NAME` (a response header; in `log_format`), `$arg_NAME` (a query
 /// argument), `$cookie_NAME` (a cookie).
-pub const SUPPORTED_PREFIXES: &[&str] = &["http_", "sent_http_", "arg_", "cookie_"];
+pub const SUPPORTED_PREFIXES: &[&str] =
+    &["http_", "sent_http_", "upstream_http_", "arg_", "cookie_"];
 
 /// A parsed string: literal text and variables, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1781,3 +1781,53 @@ fn proxy_cookie_flags_as_nginx_reads_them() {
         assert!(e.contains(needle), "{line}: {e}");
     }
 }
+
+#[test]
+fn auth_request_and_what_it_is_used_with() {
+    let c = load_str(&http(
+        "auth_request /auth;
+  server { listen 127.0.0.1:80;
+    location = /auth { internal; proxy_pass http://127.0.0.1:9/verify; proxy_pass_request_body off;
+        proxy_pass_request_headers off; proxy_method HEAD; proxy_set_body \"u=$remote_user\"; }
+    location /a/ { auth_request_set $user $upstream_http_x_user; proxy_set_header X-User $user;
+        proxy_pass http://127.0.0.1:9; }
+    location /b/ { auth_request off; proxy_pass http://127.0.0.1:9; }
+  }",
+    ))
+    .unwrap();
+    let settings = |path: &str| {
+        &location_match(&c.servers[0].locations, path)
+            .unwrap()
+            .settings
+    };
+    let auth = settings("/auth");
+    assert!(!auth.proxy_pass_request_body && !auth.proxy_pass_request_headers);
+    assert_eq!(auth.proxy_method.as_deref(), Some("HEAD"));
+    assert_eq!(
+        auth.proxy_set_body
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("u=${remote_user}")
+    );
+    let a = settings("/a/");
+    assert_eq!(a.auth_request.as_deref(), Some("/auth"), "inherited");
+    assert_eq!(a.auth_request_set.len(), 1);
+    assert_eq!(a.auth_request_set[0].name, "user");
+    assert_eq!(
+        a.auth_request_set[0].value.to_string(),
+        "${upstream_http_x_user}"
+    );
+    assert_eq!(settings("/b/").auth_request, None);
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, needle) in [
+        ("auth_request auth;", "invalid URI \"auth\""),
+        ("auth_request /a; auth_request /b;", "is duplicate"),
+        ("auth_request_set user x;", "invalid variable name"),
+        ("auth_request_set $host x;", "cannot be set"),
+        ("proxy_method \"GET /\";", "invalid method"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}

@@ -65,6 +65,25 @@ impl RawUpstream {
                     true => "418 I'm a teapot",
                     false => "200 OK",
                 };
+                // A path with `/verify` answers as an auth service (for `auth_request`):
+                // by the request's `X-Auth`.
+                if head.windows(7).any(|w| w == b"/verify") {
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let (status, extra) = match () {
+                        _ if text.contains("x-auth: ok") => ("200 OK", "X-User: alice\r\n"),
+                        _ if text.contains("x-auth: deny") => ("403 Forbidden", ""),
+                        _ if text.contains("x-auth: weird") => ("418 I'm a teapot", ""),
+                        _ => (
+                            "401 Unauthorized",
+                            "WWW-Authenticate: Bearer realm=\"x\"\r\n",
+                        ),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: 4\r\nConnection: close\r\n\r\nauth"
+                    );
+                    let _ = stream.write_all(answer.as_bytes());
+                    continue;
+                }
                 // A path with `/big` gets 32 MiB (for `send_timeout`).
                 if head.windows(4).any(|w| w == b"/big") {
                     let len = BIG;
@@ -2073,5 +2092,132 @@ fn send_timeout_drops_a_client_that_stops_reading() {
         t.elapsed() < Duration::from_secs(15),
         "the connection was closed: {:?}",
         t.elapsed()
+    );
+}
+
+/// `auth_request` as Debian's nginx 1.22 ran it with the same directives (each case run
+/// against it): the subrequest is a GET with the request's headers and no body, through
+/// an internal location and its `proxy_set_header`s; 2xx lets the request through, 401
+/// (with the service's `WWW-Authenticate`) and 403 refuse it, another status is a 500;
+/// `auth_request_set` takes the subrequest's `$upstream_http_NAME` and
+/// `$upstream_status` whatever the outcome; `error_page 401` sends the refused request
+/// to a login; a `return` answers before the access phase; the auth location itself is
+/// internal.
+#[test]
+fn auth_request_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "location = /auth {{ internal; proxy_pass http://{up}/verify;
+            proxy_pass_request_body off; proxy_set_header Content-Length \"\";
+            proxy_set_header X-Original-URI $request_uri; }}
+        location /app/ {{ auth_request /auth; auth_request_set $user $upstream_http_x_user;
+            auth_request_set $st $upstream_status;
+            proxy_set_header X-User $user; add_header X-St $st always; proxy_pass http://{up}; }}
+        location /open/ {{ auth_request off; proxy_pass http://{up}; }}
+        location /ep/ {{ auth_request /auth; error_page 401 = @login; proxy_pass http://{up}; }}
+        location @login {{ return 302 https://sso.test/login?rd=$request_uri; }}
+        location /ret/ {{ auth_request /no; return 200 ret; }}
+        location /ret2/ {{ auth_request /no; proxy_pass http://{up}; }}
+        location = /no {{ return 403; }}
+        location /pm/ {{ auth_request off; proxy_method PUT; proxy_set_body \"b=$arg_x\";
+            proxy_pass_request_headers off; proxy_set_header X-K k; proxy_pass http://{up}; }}
+        location /nb/ {{ auth_request off; proxy_pass_request_body off; proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start_with(&raw, "auth_request /auth;", &extra);
+    let ask = |method: &str, path: &str, auth: &str| {
+        let auth = match auth {
+            "" => String::new(),
+            a => format!("X-Auth: {a}\r\n"),
+        };
+        let body = if method == "POST" { "hello=1" } else { "" };
+        plain(
+            http,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: compat.test\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let heads = |n: usize| -> Vec<String> {
+        let seen = raw.seen.lock().expect("lock");
+        seen[seen.len().saturating_sub(n)..].to_vec()
+    };
+    let r = ask("GET", "/app/x?q=1", "ok");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "x-st"), Some("200"));
+    let [sub, main] = <[String; 2]>::try_from(heads(2)).expect("two requests");
+    assert!(sub.starts_with("GET /verify HTTP/1.1\r\n"), "{sub}");
+    assert!(
+        sub.contains("x-original-uri: /app/x?q=1\r\n") && sub.contains("x-auth: ok"),
+        "{sub}"
+    );
+    assert!(
+        main.starts_with("GET /app/x?q=1 ") && main.contains("x-user: alice\r\n"),
+        "{main}"
+    );
+    // A POST: the subrequest is a GET without the body or its length.
+    let r = ask("POST", "/app/p", "ok");
+    assert_eq!(r.status, 200, "{r:?}");
+    let [sub, main] = <[String; 2]>::try_from(heads(2)).expect("two requests");
+    assert!(
+        sub.starts_with("GET /verify ") && !sub.to_ascii_lowercase().contains("content-length"),
+        "{sub}"
+    );
+    assert!(main.starts_with("POST /app/p "), "{main}");
+    let r = ask("GET", "/app/x", "deny");
+    assert_eq!((r.status, header(&r, "x-st")), (403, Some("403")), "{r:?}");
+    let r = ask("GET", "/app/x", "");
+    assert_eq!((r.status, header(&r, "x-st")), (401, Some("401")), "{r:?}");
+    assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"x\""));
+    let r = ask("GET", "/app/x", "weird");
+    assert_eq!((r.status, header(&r, "x-st")), (500, Some("418")), "{r:?}");
+    assert!(
+        gate.server
+            .log_text()
+            .contains("auth request unexpected status: 418")
+    );
+    // Inherited from http, and off.
+    let before = raw.count();
+    assert_eq!(ask("GET", "/other/", "").status, 401);
+    assert_eq!(ask("GET", "/open/", "").status, 200);
+    assert_eq!(raw.count(), before + 2, "one subrequest, one request");
+    let r = ask("GET", "/ep/x", "");
+    assert_eq!(
+        (r.status, header(&r, "location")),
+        (302, Some("https://sso.test/login?rd=/ep/x"))
+    );
+    assert_eq!(ask("GET", "/ret/", "").body, "ret", "return answers first");
+    assert_eq!(ask("GET", "/ret2/", "").status, 403);
+    assert_eq!(ask("GET", "/auth", "ok").status, 404, "internal");
+    // proxy_method, proxy_set_body, proxy_pass_request_headers off: nginx sent
+    // "PUT /pm/?x=1" with X-K, Host, Connection and Content-Length: 3 only.
+    assert_eq!(ask("GET", "/pm/?x=1", "ok").status, 200);
+    let [head] = <[String; 1]>::try_from(heads(1)).expect("one request");
+    let mut names: Vec<String> = (head.lines().skip(1))
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.to_ascii_lowercase()))
+        .collect();
+    names.sort();
+    assert!(head.starts_with("PUT /pm/?x=1 "), "{head}");
+    assert_eq!(
+        names,
+        ["connection", "content-length", "host", "x-k"],
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 3\r\n"),
+        "{head}"
+    );
+    // proxy_pass_request_body off: no body, and (unlike nginx, which still sends the
+    // client's Content-Length) no length that would make the upstream wait for one.
+    assert_eq!(ask("POST", "/nb/", "ok").status, 200);
+    let [head] = <[String; 1]>::try_from(heads(1)).expect("one request");
+    assert!(
+        head.starts_with("POST /nb/ ") && head.contains("x-auth: ok"),
+        "{head}"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
     );
 }
