@@ -57,7 +57,8 @@
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
 //!   all|any`, `set_real_ip_from` (a level with its own inherits none),
-//!   `real_ip_header`, `real_ip_recursive`, `auth_request` with `auth_request_set`,
+//!   `real_ip_header`, `real_ip_recursive`, `expires`, `auth_request` with
+//!   `auth_request_set`,
 //!   `proxy_method`, `proxy_set_body`, `proxy_pass_request_headers`,
 //!   `proxy_pass_request_body`, `limit_req` and `limit_conn` (arrays,
 //!   with `_status`, `_dry_run`, `_log_level`; their `_zone`s in `http`),
@@ -168,6 +169,7 @@
 mod build;
 mod compiled;
 mod cond;
+mod expires;
 mod hsm_group;
 mod ignored;
 mod lexer;
@@ -189,6 +191,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, LocationIf, ServerIf};
+pub use self::expires::Expires;
 pub use self::limits::{
     LimitConn, LimitConnZone, LimitLogLevel, LimitReq, LimitReqZone, LimitZones, Limits,
 };

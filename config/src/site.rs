@@ -193,6 +193,7 @@ impl Site {
             proxy_pass_request_body: true,
             proxy_pass_request_headers: true,
             proxy_method: None,
+            expires: Default::default(),
             proxy_set_body: None,
             root: None,
             proxy_set_header: vec![

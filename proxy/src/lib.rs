@@ -36,7 +36,8 @@
 //!   `auth_basic`: password files and their hashes; `auth_request`: the subrequest
 //!   that lets a request through; `error_redirect`: `error_page` and named locations; `vars`: `$variables`;
 //!   `reqlog`: a request's access log line; `uri`: `Host` check, path normalisation;
-//! - the upstream's answer: `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
+//! - the answer: `expires` (`Expires`, `Cache-Control`); the upstream's answer:
+//!   `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
 //!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
 //! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
 //!   `send_timeout`: a client that stops reading its answer is dropped;
@@ -79,6 +80,7 @@ pub mod echo_upstream;
 mod error;
 mod error_page;
 mod error_redirect;
+mod expires;
 mod file_key;
 mod generation;
 mod h1guard;

@@ -214,6 +214,7 @@ async fn serve(
         // An `error_page` led to a location whose `add_header`s read the request's.
         log.headers = head.headers.clone();
     }
+    crate::expires::apply(&settings.expires, &mut resp, &log);
     add_headers(&settings.add_header, &mut resp, &log);
     if !log.targets.is_empty() && log.logs_sent_headers() {
         log.sent_headers = resp.headers().clone();

@@ -418,7 +418,7 @@ pub(crate) fn time_local(t: SystemTime) -> String {
     time_in(t, local_zone())
 }
 
-fn local_zone() -> &'static jiff::tz::TimeZone {
+pub(crate) fn local_zone() -> &'static jiff::tz::TimeZone {
     static ZONE: OnceLock<jiff::tz::TimeZone> = OnceLock::new();
     ZONE.get_or_init(|| jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC))
 }

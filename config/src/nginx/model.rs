@@ -465,6 +465,8 @@ pub struct ProxySettings {
     /// other than letters, digits and `-` (and `_` with `underscores_in_headers`) are
     /// dropped.
     pub ignore_invalid_headers: bool,
+    /// `expires` (default off): `Expires` and `Cache-Control` of successful answers.
+    pub expires: super::Expires,
     /// `proxy_pass_request_body` (default on): off sends the upstream no body.
     pub proxy_pass_request_body: bool,
     /// `proxy_pass_request_headers` (default on): off sends the upstream none of the

@@ -80,6 +80,7 @@ pub(crate) struct Scope {
     auth_request: Option<Option<String>>,
     auth_request_set: Option<Vec<super::SetVar>>,
     proxy_method: Option<String>,
+    expires: Option<super::Expires>,
     proxy_set_body: Option<Template>,
     /// `limit_req`, `limit_conn` and their settings.
     limits: super::limits::LimitsScope,
@@ -174,6 +175,9 @@ impl Scope {
         if self.cookie_path.is_none() {
             self.cookie_path = outer.cookie_path.clone();
         }
+        if self.expires.is_none() {
+            self.expires = outer.expires.clone();
+        }
         if self.proxy_method.is_none() {
             self.proxy_method = outer.proxy_method.clone();
         }
@@ -257,6 +261,7 @@ impl Scope {
             proxy_pass_request_body: self.flag(5),
             proxy_pass_request_headers: self.flag(6),
             proxy_method: self.proxy_method.clone(),
+            expires: self.expires.clone().unwrap_or_default(),
             proxy_set_body: self.proxy_set_body.clone(),
             root: self.root.clone(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),
@@ -428,6 +433,10 @@ impl Scope {
                     allow: rule == "allow",
                     matches,
                 });
+            }
+            "expires" => {
+                let e = super::expires::expires(ctx, d)?;
+                set(ctx, d, &mut self.expires, e)?;
             }
             "proxy_method" => {
                 let arg = ctx.one(d)?;

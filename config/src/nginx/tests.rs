@@ -1831,3 +1831,51 @@ fn auth_request_and_what_it_is_used_with() {
         assert!(e.contains(needle), "{line}: {e}");
     }
 }
+
+#[test]
+fn expires_forms_and_errors() {
+    let c = load_str(&http(
+        "expires 1h;
+  server { listen 127.0.0.1:80;
+    location /a/ { proxy_pass http://127.0.0.1:9; }
+    location /b/ { expires modified +30d; proxy_pass http://127.0.0.1:9; }
+    location /c/ { expires $exp; proxy_pass http://127.0.0.1:9; }
+    location /d/ { expires off; proxy_pass http://127.0.0.1:9; }
+  }
+  map $status $exp { default off; }",
+    ))
+    .unwrap();
+    let e = |path: &str| {
+        location_match(&c.servers[0].locations, path)
+            .unwrap()
+            .settings
+            .expires
+            .clone()
+    };
+    assert_eq!(
+        e("/a/"),
+        Expires::After {
+            secs: 3600,
+            modified: false
+        }
+    );
+    assert_eq!(
+        e("/b/"),
+        Expires::After {
+            secs: 30 * 86400,
+            modified: true
+        }
+    );
+    assert!(matches!(e("/c/"), Expires::Var(_)));
+    assert_eq!(e("/d/"), Expires::Off);
+    let server = |line: &str| http(&format!("server {{ listen 127.0.0.1:1;\n{line}\n}}"));
+    for (line, needle) in [
+        ("expires soon;", "invalid value \"soon\""),
+        ("expires later 1h;", "invalid value \"later\""),
+        ("expires modified epoch;", "invalid value \"epoch\""),
+        ("expires 1h; expires 2h;", "is duplicate"),
+    ] {
+        let e = err(&server(line));
+        assert!(e.contains(needle), "{line}: {e}");
+    }
+}

@@ -2221,3 +2221,71 @@ fn auth_request_as_nginx() {
         "{head}"
     );
 }
+
+/// `expires` as Debian's nginx 1.22 set the headers with the same directives (each form
+/// run against it): `max-age` and an `Expires` that far ahead, `no-cache` for `epoch`
+/// and a time past, nginx's fixed dates for `epoch` and `max`, the upstream's
+/// `Cache-Control`/`Expires` replaced on a success and untouched on a 404, and a value
+/// from a `map`.
+#[test]
+fn expires_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "location /exp/ {{ expires 1h; proxy_pass http://{up}; }}
+        location /epoch/ {{ expires epoch; proxy_pass http://{up}; }}
+        location /max/ {{ expires max; proxy_pass http://{up}; }}
+        location /neg/ {{ expires -1; return 200 x; }}
+        location /r404/ {{ expires 1h; return 404; }}
+        location /var/ {{ expires $exp; return 200 v; }}"
+    );
+    let (gate, http) = start_with(&raw, "map $status $exp { default off; 200 2h; }", &extra);
+    let cache = |path: &str| {
+        let r = get(http, "compat.test", path);
+        let h = |n: &str| header(&r, n).map(str::to_owned);
+        (r.status, h("cache-control"), h("expires"))
+    };
+    let ahead = |expires: &str| -> i64 {
+        let t = httpdate::parse_http_date(expires).expect("an HTTP date");
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs() as i64
+        };
+        secs(t) - secs(std::time::SystemTime::now())
+    };
+    let (status, cc, exp) = cache("/exp/");
+    assert_eq!(
+        (status, cc.as_deref()),
+        (200, Some("max-age=3600")),
+        "{}",
+        gate.server.log_text()
+    );
+    assert!((3590..=3600).contains(&ahead(&exp.expect("Expires"))));
+    assert_eq!(
+        cache("/epoch/"),
+        (
+            200,
+            Some("no-cache".into()),
+            Some("Thu, 01 Jan 1970 00:00:01 GMT".into())
+        )
+    );
+    assert_eq!(
+        cache("/max/"),
+        (
+            200,
+            Some("max-age=315360000".into()),
+            Some("Thu, 31 Dec 2037 23:55:55 GMT".into())
+        )
+    );
+    let (_, cc, exp) = cache("/neg/");
+    assert_eq!(cc.as_deref(), Some("no-cache"));
+    assert!((-5..=0).contains(&ahead(&exp.expect("Expires"))));
+    assert_eq!(
+        cache("/r404/"),
+        (404, None, None),
+        "only successful answers"
+    );
+    let (_, cc, _) = cache("/var/");
+    assert_eq!(cc.as_deref(), Some("max-age=7200"));
+}
