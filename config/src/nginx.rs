@@ -57,7 +57,8 @@
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each
 //!   inherited on its own; the file is read by the proxy at each request), `satisfy
 //!   all|any`, `set_real_ip_from` (a level with its own inherits none),
-//!   `real_ip_header`, `real_ip_recursive`, `expires`, `auth_request` with
+//!   `real_ip_header`, `real_ip_recursive`, `stub_status` (a location's content),
+//!   `expires`, `auth_request` with
 //!   `auth_request_set`,
 //!   `proxy_method`, `proxy_set_body`, `proxy_pass_request_headers`,
 //!   `proxy_pass_request_body`, `limit_req` and `limit_conn` (arrays,

@@ -78,6 +78,7 @@ pub(crate) async fn check(
         Some(ActionRef::Redirect(code, _)) => StatusCode::from_u16(code)
             .ok()
             .map(crate::error_page::error_page),
+        Some(ActionRef::StubStatus) => Some(crate::error_page::error_page(StatusCode::OK)),
         Some(ActionRef::AddSlash) => {
             Some(crate::error_page::error_page(StatusCode::MOVED_PERMANENTLY))
         }

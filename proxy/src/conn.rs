@@ -208,10 +208,12 @@ pub(crate) async fn accept_loop(
                 };
                 let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
+                let active = crate::conn_stats::accepted();
                 tokio::spawn(async move {
                     serve_connection(stream, conn, listener_rt, generation, watcher, accepted)
                         .await;
                     drop(permit);
+                    drop(active);
                 });
             }
             Err(e) => {
@@ -245,6 +247,7 @@ async fn serve_connection(
     watcher: Watcher,
     accepted: std::time::Instant,
 ) {
+    let reading = crate::conn_stats::reading();
     if listener.spec.proxy_protocol {
         let timeout = listener.proxy_protocol_timeout;
         match tokio::time::timeout(timeout, crate::proxy_protocol::read(&mut stream)).await {
@@ -265,6 +268,7 @@ async fn serve_connection(
             true => Speak::Either,
             false => Speak::Http1,
         };
+        drop(reading);
         serve_http(stream, conn, &listener, generation, watcher, speak).await;
         return;
     };
@@ -321,6 +325,7 @@ async fn serve_connection(
         _ => Speak::Http1,
     };
     let tls = crate::tls_io::FlushingTls(tls);
+    drop(reading);
     serve_http(tls, conn, &listener, generation, watcher, speak).await;
 }
 

@@ -16,7 +16,8 @@
 //!   as [`Control`] messages say; `control`: those messages and where they come from
 //!   (signals, the pid file, `-s`); `conn`: sockets, accept loops, connections;
 //!   `sockopt`: the two TCP options of `listen` that need a raw `setsockopt`;
-//!   `conn_info`: what a request knows about its connection;
+//!   `conn_info`: what a request knows about its connection; `conn_stats`: the counts
+//!   of `stub_status`;
 //! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - `keys`: certificate/key pairs → signer pools (token keys) or software keys
@@ -74,6 +75,7 @@ mod body;
 mod client_cert;
 mod conn;
 mod conn_info;
+mod conn_stats;
 mod control;
 pub mod demo;
 pub mod echo_upstream;

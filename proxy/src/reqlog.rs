@@ -251,6 +251,8 @@ pub(crate) fn head_bytes<B: Body>(
 /// A response body that counts the bytes sent and writes the access log line when
 /// it ends (or is dropped).
 pub(crate) struct LoggedBody {
+    /// The request counted in progress (`stub_status`'s Writing) until its answer ends.
+    pub(crate) in_progress: Option<crate::conn_stats::Gauge>,
     /// The `limit_conn` slots of the request, released when the answer has been sent.
     pub(crate) limit_slots: Vec<crate::limits::ConnSlot>,
     pub(crate) inner: ProxyBody,
@@ -261,6 +263,7 @@ pub(crate) struct LoggedBody {
 impl LoggedBody {
     fn finish(&mut self) {
         self.limit_slots.clear();
+        self.in_progress = None;
         if let Some(log) = self.log.take() {
             log.write(self.sent);
         }

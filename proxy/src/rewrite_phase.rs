@@ -25,6 +25,8 @@ pub(crate) enum ActionRef<'a> {
     Redirect(u16, String),
     /// The URI changed more than [`MAX_URI_CHANGES`] times: 500.
     Cycle,
+    /// `stub_status`.
+    StubStatus,
 }
 
 impl<'a> From<&'a Action> for ActionRef<'a> {
@@ -32,6 +34,7 @@ impl<'a> From<&'a Action> for ActionRef<'a> {
         match a {
             Action::ProxyPass(p) => ActionRef::Proxy(p),
             Action::Return(r) => ActionRef::Return(r),
+            Action::StubStatus => ActionRef::StubStatus,
         }
     }
 }
@@ -145,6 +148,7 @@ pub(crate) fn route<'s>(
             Ran::Done => {
                 let action = match &l.action {
                     Some(Action::Return(r)) => Some(ActionRef::Return(r)),
+                    Some(Action::StubStatus) => Some(ActionRef::StubStatus),
                     // The location's, or a matching `if` block's.
                     _ => run.pass.map(ActionRef::Proxy),
                 };

@@ -64,6 +64,7 @@ async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Abort> {
+    let in_progress = crate::conn_stats::request();
     let started = SystemTime::now();
     let t0 = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -228,6 +229,7 @@ async fn serve(
     }
     let (parts, body) = resp.into_parts();
     let body = LoggedBody {
+        in_progress: Some(in_progress),
         limit_slots: std::mem::take(&mut log.limit_slots),
         inner: body,
         sent: 0,
@@ -260,7 +262,10 @@ pub(crate) async fn answer(
     // find-config phases), before the content. nginx checks a declared body against
     // client_max_body_size earlier still (the find-config phase): a request too large
     // for a denied location is a 413.
-    let past_rewrites = matches!(action, None | Some(ActionRef::Proxy(_)));
+    let past_rewrites = matches!(
+        action,
+        None | Some(ActionRef::Proxy(_) | ActionRef::StubStatus)
+    );
     // nginx's realip again at pre-access, with the location's settings, unless the
     // server's already changed the client (a `return` answered before this phase).
     if past_rewrites
@@ -304,6 +309,7 @@ pub(crate) async fn answer(
             redirect(code, &escape_location(&url))
         }
         Some(ActionRef::Cycle) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+        Some(ActionRef::StubStatus) => stub_status(&parts.method),
         Some(ActionRef::Proxy(p)) => {
             let location = location.expect("a proxy_pass action comes from a location");
             let to = Destination {
@@ -975,6 +981,21 @@ fn escape_location(url: &str) -> String {
         }
     }
     out
+}
+
+/// nginx's `stub_status` page (GET and HEAD; other methods 405, as nginx).
+fn stub_status(method: &http::Method) -> Response<ProxyBody> {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return error_page(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let mut resp = Response::new(
+        Full::new(Bytes::from(crate::conn_stats::page()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
 }
 
 /// A redirect with nginx's page.

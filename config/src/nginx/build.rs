@@ -88,6 +88,7 @@ const KNOWN: &[&str] = &[
     "set_real_ip_from",
     "proxy_redirect",
     "auth_request",
+    "stub_status",
     "expires",
     "proxy_pass_request_body",
     "proxy_pass_request_headers",

@@ -47,8 +47,13 @@ pub(crate) fn build_location(
     // settings are all read (a block merges with all of them).
     let mut pending: Vec<Result<LocationStep, &Directive>> = Vec::new();
     let mut internal = false;
+    let mut stub_status = false;
     for s in body {
         match s.name.as_str() {
+            "stub_status" => {
+                ctx.args(s, 0, 1)?;
+                stub_status = true;
+            }
             "internal" => {
                 ctx.args(s, 0, 0)?;
                 if internal {
@@ -126,7 +131,8 @@ pub(crate) fn build_location(
     }
     let action = ret
         .map(Action::Return)
-        .or(pass.clone().map(Action::ProxyPass));
+        .or(pass.clone().map(Action::ProxyPass))
+        .or(stub_status.then_some(Action::StubStatus));
     let mut settings = scope.settings();
     settings.proxy_redirect = scope.redirects(scope.pass_default.as_ref());
     Ok(LocationBlock {

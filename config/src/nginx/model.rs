@@ -354,6 +354,8 @@ pub enum Action {
     ProxyPass(ProxyPass),
     /// `return`.
     Return(Return),
+    /// `stub_status`: nginx's connection and request counts.
+    StubStatus,
 }
 
 /// `proxy_pass http[s]://TARGET[URI]`.

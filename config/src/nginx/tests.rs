@@ -48,6 +48,7 @@ fn text_of(l: Option<&LocationBlock>) -> String {
                 l.map(|l| l.matcher.pattern()).unwrap_or_default()
             ) + &p.uri.clone().unwrap_or_default()
         }
+        Some(Action::StubStatus) => "stub_status".into(),
         None => "none".into(),
     }
 }
@@ -1878,4 +1879,26 @@ fn expires_forms_and_errors() {
         let e = err(&server(line));
         assert!(e.contains(needle), "{line}: {e}");
     }
+}
+
+#[test]
+fn stub_status_is_a_location_s_content() {
+    let c = load_str(&http(
+        "server { listen 127.0.0.1:80;
+    location = /basic_status { stub_status; allow 127.0.0.1; deny all; }
+    location = /old { stub_status on; }
+  }",
+    ))
+    .unwrap();
+    for path in ["/basic_status", "/old"] {
+        let l = location_match(&c.servers[0].locations, path).unwrap();
+        assert_eq!(l.action, Some(Action::StubStatus), "{path}");
+    }
+    assert!(
+        !(c.warnings.iter()).any(|w| w.message.contains("has no \"proxy_pass\"")),
+        "{:?}",
+        c.warnings
+    );
+    let e = err(&http("server { listen 127.0.0.1:1; stub_status; }"));
+    assert!(e.contains("not allowed here"), "{e}");
 }

@@ -2289,3 +2289,55 @@ fn expires_as_nginx() {
     let (_, cc, _) = cache("/var/");
     assert_eq!(cc.as_deref(), Some("max-age=7200"));
 }
+
+/// `stub_status` as nginx writes it (the layout Debian's nginx 1.22 sent, which
+/// nginx-prometheus-exporter and monitoring scripts parse): the counts move with the
+/// traffic, the page itself is a request in progress, and `allow`/`deny` apply to it.
+#[test]
+fn stub_status_as_nginx() {
+    let raw = RawUpstream::start();
+    let extra = "location = /basic_status { stub_status; allow 127.0.0.1; deny all; }
+        location = /denied_status { stub_status on; deny all; }";
+    let (gate, http) = start(&raw, extra);
+    let numbers = || -> (Vec<u64>, String) {
+        let r = get(http, "compat.test", "/basic_status");
+        assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+        assert_eq!(header(&r, "content-type"), Some("text/plain"));
+        let n = (r.body.split(|c: char| !c.is_ascii_digit()))
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("a number"))
+            .collect();
+        (n, r.body)
+    };
+    let (first, body) = numbers();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 4, "{body}");
+    assert!(
+        lines[0].starts_with("Active connections: ") && lines[0].ends_with(' '),
+        "{body}"
+    );
+    assert_eq!(lines[1], "server accepts handled requests");
+    assert!(
+        lines[3].starts_with("Reading: ") && lines[3].ends_with(' '),
+        "{body}"
+    );
+    // active, accepts, handled, requests, reading, writing, waiting
+    assert_eq!(first.len(), 7, "{body}");
+    assert!(
+        first[0] >= 1 && first[5] >= 1,
+        "this request is active and in progress: {body}"
+    );
+    assert_eq!(first[1], first[2], "every accepted connection is handled");
+    for _ in 0..3 {
+        get(http, "compat.test", "/raw/x");
+    }
+    let (second, body) = numbers();
+    assert!(second[1] >= first[1] + 4, "{body}");
+    assert!(second[3] >= first[3] + 4, "{body}");
+    assert_eq!(get(http, "compat.test", "/denied_status").status, 403);
+    let r = plain(
+        http,
+        "POST /basic_status HTTP/1.1\r\nHost: compat.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 405);
+}
