@@ -168,6 +168,11 @@ const IGNORED: &[(&str, &str)] = &[
         "keepalive_requests",
         "connections are not closed after a request count",
     ),
+    (
+        "keepalive_time",
+        "keep-alive connections are not closed after a time (keepalive_timeout closes \
+         idle ones)",
+    ),
     // Process tuning of nginx's master and workers (main context).
     (
         "pcre_jit",
@@ -365,6 +370,47 @@ const REFUSED: &[(&str, &str)] = &[
          blocks only",
     ),
     (
+        "ssl_crl",
+        "\"ssl_crl\" is not supported yet: client certificates are not checked against a \
+         revocation list, and ignoring it would accept revoked ones",
+    ),
+    (
+        "ssl_ocsp",
+        "\"ssl_ocsp\" is not supported: client certificates are not checked with OCSP, and \
+         ignoring it would accept revoked ones",
+    ),
+    (
+        "ssl_password_file",
+        "\"ssl_password_file\" is not supported: keep the key in the HSM (an \
+         engine:pkcs11: or pkcs11: URI), or give an unencrypted PEM file readable by \
+         hsmgate only",
+    ),
+    (
+        "grpc_pass",
+        "\"grpc_pass\" is not supported: hsmgate proxies HTTP/1.1 to upstreams \
+         (proxy_pass)",
+    ),
+    (
+        "fastcgi_pass",
+        "\"fastcgi_pass\" is not supported: hsmgate proxies HTTP/1.1 to upstreams \
+         (proxy_pass)",
+    ),
+    (
+        "uwsgi_pass",
+        "\"uwsgi_pass\" is not supported: hsmgate proxies HTTP/1.1 to upstreams \
+         (proxy_pass)",
+    ),
+    (
+        "scgi_pass",
+        "\"scgi_pass\" is not supported: hsmgate proxies HTTP/1.1 to upstreams \
+         (proxy_pass)",
+    ),
+    (
+        "memcached_pass",
+        "\"memcached_pass\" is not supported: hsmgate proxies HTTP/1.1 to upstreams \
+         (proxy_pass)",
+    ),
+    (
         "proxy_bind",
         "\"proxy_bind\" is not supported: upstream connections come from the address the \
          system chooses, and an upstream that allows only the bound address would refuse them",
@@ -425,6 +471,7 @@ const SHAPES: &[(&str, Shape)] = &[
     ("server_name_in_redirect", Shape::Flag),
     ("sendfile", Shape::Flag),
     ("pcre_jit", Shape::Flag),
+    ("keepalive_time", Shape::One),
     ("worker_cpu_affinity", Shape::Some),
     ("worker_priority", Shape::One),
     ("worker_rlimit_core", Shape::One),
