@@ -22,6 +22,7 @@
 //! - `http`: `server`, `upstream NAME { server ADDR [weight=N] [max_fails=N]
 //!   [fail_timeout=T] [backup] [down]; keepalive N; least_conn | ip_hash | hash KEY
 //!   [consistent] | random [two [least_conn]]; zone NAME [SIZE]; }`, `log_format`,
+//!   `geo` (a [`VarMap`] looked up by address: [`GeoTable`]),
 //!   `limit_req_zone`, `limit_conn_zone`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
@@ -172,6 +173,7 @@ mod build;
 mod compiled;
 mod cond;
 mod expires;
+mod geo;
 mod hsm_group;
 mod ignored;
 mod lexer;
@@ -194,6 +196,7 @@ use std::path::{Path, PathBuf};
 pub use self::compiled::{CompiledPaths, compiled_paths};
 pub use self::cond::{Condition, LocationIf, ServerIf};
 pub use self::expires::Expires;
+pub use self::geo::GeoTable;
 pub use self::limits::{
     LimitConn, LimitConnZone, LimitLogLevel, LimitReq, LimitReqZone, LimitZones, Limits,
 };

@@ -88,6 +88,7 @@ const KNOWN: &[&str] = &[
     "set_real_ip_from",
     "proxy_redirect",
     "auth_request",
+    "geo",
     "stub_status",
     "expires",
     "proxy_pass_request_body",
@@ -525,6 +526,14 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
     collect_set_names(block, &mut ctx.set_names);
     // `map` variables may be used before their block (nginx resolves them at the end):
     // their names first, then the blocks, whose values may use each other.
+    for d in block.iter().filter(|d| d.name == "geo") {
+        let var = d.args.last().map(|a| a.value.as_str()).unwrap_or_default();
+        if let Some(name) = super::rewrite::set_name(var)
+            && !ctx.map_names.insert(name)
+        {
+            return Err(ctx.invalid(d, d.at, format!("duplicate \"{var}\" variable")));
+        }
+    }
     for d in block.iter().filter(|d| d.name == "map") {
         let name = super::map::defined_name(ctx, d)?;
         if !ctx.map_names.insert(name.clone()) {
@@ -534,6 +543,10 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
                 format!("duplicate \"{}\" variable", d.args[1].value),
             ));
         }
+    }
+    for d in block.iter().filter(|d| d.name == "geo") {
+        let (name, map) = super::geo::geo_map(ctx, d)?;
+        ctx.maps.insert(name, map);
     }
     for d in block.iter().filter(|d| d.name == "map") {
         let name = super::map::defined_name(ctx, d)?;
@@ -548,7 +561,7 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
     ctx.limit_zones = super::limits::zones(ctx, block)?;
     for d in block {
         match d.name.as_str() {
-            "map" | "limit_req_zone" | "limit_conn_zone" => {}
+            "map" | "geo" | "limit_req_zone" | "limit_conn_zone" => {}
             "server" => servers.push(d),
             "upstream" => {
                 let body = ctx.block(d, 1, 1)?;

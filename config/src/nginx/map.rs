@@ -31,6 +31,8 @@ pub struct VarMap {
     pub regexes: Vec<(Regex, Template)>,
     /// `default` (empty when not given).
     pub default: Template,
+    /// A `geo` block's networks: the value is chosen by address instead.
+    pub geo: Option<super::GeoTable>,
     /// The block.
     pub location: Location,
 }
@@ -68,6 +70,9 @@ impl MapKey {
 impl VarMap {
     /// The value template for a source value.
     pub fn lookup(&self, value: &str) -> &Template {
+        if let Some(geo) = &self.geo {
+            return geo.lookup(value).unwrap_or(&self.default);
+        }
         let lower = value.to_ascii_lowercase();
         if let Some(t) = self.exact.get(&lower) {
             return t;
@@ -111,6 +116,7 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
         wildcards: Vec::new(),
         regexes: Vec::new(),
         default: Template::default(),
+        geo: None,
         location: ctx.loc(d.at),
     };
     let mut hostnames = false;

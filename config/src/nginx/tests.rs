@@ -1902,3 +1902,43 @@ fn stub_status_is_a_location_s_content() {
     let e = err(&http("server { listen 127.0.0.1:1; stub_status; }"));
     assert!(e.contains("not allowed here"), "{e}");
 }
+
+#[test]
+fn geo_blocks_as_nginx_reads_them() {
+    let c = load_str(&http(
+        "geo $g { default 0; 10.0.0.0/8 1; 10.1.2.3/16 2; }
+  map $g $key { 0 $remote_addr; default \"\"; }
+  server { listen 127.0.0.1:1; return 200 $key; }",
+    ))
+    .unwrap();
+    let g = &c.maps["g"];
+    assert_eq!(
+        g.lookup("10.1.9.9").to_string(),
+        "2",
+        "host bits cleared, as nginx"
+    );
+    assert_eq!(g.lookup("10.2.0.1").to_string(), "1");
+    assert_eq!(g.lookup("11.0.0.1").to_string(), "0");
+    let with = |body: &str| http(&format!("{body}\nserver {{ listen 127.0.0.1:1; }}"));
+    for (body, needle) in [
+        (
+            "geo $g { 10.0.0.0/33 1; }",
+            "invalid network \"10.0.0.0/33\"",
+        ),
+        ("geo $g { ranges; 10.0.0.9-10.0.0.1 1; }", "invalid range"),
+        (
+            "geo $g { ranges; 10.0.0.0-10.0.0.9 1; 10.0.0.5-10.0.0.20 2; }",
+            "overlaps",
+        ),
+        ("geo $g { proxy 10.0.0.0/8; }", "set_real_ip_from"),
+        (
+            "geo $g { default; }",
+            "invalid number of the geo parameters",
+        ),
+        ("geo g { default 1; }", "invalid variable name"),
+        ("geo $g { } map $x $g { }", "duplicate"),
+    ] {
+        let e = err(&with(body));
+        assert!(e.contains(needle), "{body}: {e}");
+    }
+}

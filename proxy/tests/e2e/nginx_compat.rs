@@ -2341,3 +2341,37 @@ fn stub_status_as_nginx() {
     );
     assert_eq!(r.status, 405);
 }
+
+/// `geo` as Debian's nginx 1.22 looked the same addresses up in the same blocks: the
+/// most specific network, a single address, IPv6, an IPv4-mapped address, `delete`,
+/// `ranges`, `default`, text that is no address, and `$remote_addr` by default.
+#[test]
+fn geo_as_nginx() {
+    let raw = RawUpstream::start();
+    let http_extra =
+        "geo $arg_ip $g { default def; 10.0.0.0/8 ten; 10.1.0.0/16 ten-one; 10.1.2.3 host;
+            192.168.1.0/24 lan; 2001:db8::/32 doc6; delete 192.168.1.0/24; 127.0.0.0/8 lo; }
+        geo $arg_ip $r { ranges; default none; 10.0.0.0-10.0.0.255 r1; 10.0.1.0-10.0.1.255 r2; }
+        geo $me { default other; 127.0.0.1 local; }";
+    let (gate, http) = start_with(
+        &raw,
+        http_extra,
+        "location /geo/ { return 200 \"$g|$r|$me\"; }",
+    );
+    for (ip, want) in [
+        ("10.9.9.9", "ten|none|local"),
+        ("10.1.9.9", "ten-one|none|local"),
+        ("10.1.2.3", "host|none|local"),
+        ("192.168.1.5", "def|none|local"),
+        ("2001:db8::1", "doc6|none|local"),
+        ("::ffff:10.1.2.3", "host|none|local"),
+        ("10.0.0.200", "ten|r1|local"),
+        ("10.0.1.0", "ten|r2|local"),
+        ("bogus", "def|none|local"),
+        ("", "def|none|local"),
+        ("127.0.0.2", "lo|none|local"),
+    ] {
+        let r = get(http, "compat.test", &format!("/geo/?ip={ip}"));
+        assert_eq!(r.body, want, "{ip}: {r:?}\n{}", gate.server.log_text());
+    }
+}
