@@ -290,6 +290,7 @@ impl Site {
                 client_certificate: config.tls.client_certificate.clone(),
                 verify_client: config.tls.verify_client,
                 verify_depth: config.tls.verify_depth,
+                crl: None,
                 stapling_file: None,
                 reject_handshake: false,
             },

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hsmgate_config::nginx::{TlsSettings, VerifyClient};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -84,10 +84,16 @@ impl ClientAuth {
                 .map_err(|e| bad(format!("not a CA certificate: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated();
+        if let Some(crl) = &settings.crl {
+            // As nginx (OpenSSL's CRL_CHECK_ALL): every certificate of the chain is
+            // checked, one whose issuer has no list fails, and so does an expired list.
+            builder = builder
+                .with_crls(read_crls(crl)?)
+                .enforce_revocation_expiration();
+        }
+        let verifier = builder.build().map_err(|e| bad(e.to_string()))?;
         Ok(Some(ClientAuth {
             verifier,
             depth: settings.verify_depth as usize,
@@ -143,6 +149,9 @@ fn reason(e: &rustls::Error, alone: bool) -> String {
             }
             CertificateError::BadSignature => "certificate signature failure".into(),
             CertificateError::Revoked => "certificate revoked".into(),
+            CertificateError::UnknownRevocationStatus => "unable to get certificate CRL".into(),
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => "CRL has expired".into(),
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "unsupported certificate purpose".into()
             }
@@ -201,6 +210,23 @@ impl ClientCertVerifier for Lenient {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// The revocation lists of an `ssl_crl` file (PEM `X509 CRL` blocks).
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ProxyError> {
+    let bad = |reason: String| ProxyError::TlsFile {
+        directive: "ssl_crl",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a PEM CRL file: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad("no X509 CRL block in the file".into()));
+    }
+    Ok(crls)
 }
 
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {

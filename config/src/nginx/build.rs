@@ -88,6 +88,7 @@ const KNOWN: &[&str] = &[
     "set_real_ip_from",
     "proxy_redirect",
     "auth_request",
+    "ssl_crl",
     "geo",
     "stub_status",
     "expires",

@@ -370,11 +370,6 @@ const REFUSED: &[(&str, &str)] = &[
          blocks only",
     ),
     (
-        "ssl_crl",
-        "\"ssl_crl\" is not supported yet: client certificates are not checked against a \
-         revocation list, and ignoring it would accept revoked ones",
-    ),
-    (
         "ssl_ocsp",
         "\"ssl_ocsp\" is not supported: client certificates are not checked with OCSP, and \
          ignoring it would accept revoked ones",

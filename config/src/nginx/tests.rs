@@ -1942,3 +1942,17 @@ fn geo_blocks_as_nginx_reads_them() {
         assert!(e.contains(needle), "{body}: {e}");
     }
 }
+
+#[test]
+fn ssl_crl_is_read_beside_the_client_ca() {
+    let c = load_str(&http(
+        "ssl_crl crl.pem;
+  server { listen 127.0.0.1:20443 ssl; ssl_certificate a.crt; ssl_certificate_key a.key;
+    ssl_client_certificate ca.pem; ssl_verify_client on; location / { return 200; } }
+  server { listen 127.0.0.1:20444 ssl; ssl_certificate a.crt; ssl_certificate_key a.key;
+    ssl_crl /etc/other.pem; location / { return 200; } }",
+    ))
+    .unwrap();
+    assert_eq!(c.servers[0].tls.crl, Some(PathBuf::from("/x/conf/crl.pem")));
+    assert_eq!(c.servers[1].tls.crl, Some(PathBuf::from("/etc/other.pem")));
+}

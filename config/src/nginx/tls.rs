@@ -38,6 +38,9 @@ pub struct TlsSettings {
     pub verify_client: VerifyClient,
     /// `ssl_verify_depth` (default 1): intermediate certificates a client chain may have.
     pub verify_depth: u32,
+    /// `ssl_crl`: certificate revocation lists (PEM) client chains are checked against:
+    /// every certificate of a chain needs its issuer's list, as nginx checks them.
+    pub crl: Option<PathBuf>,
     /// `ssl_stapling on` with `ssl_stapling_file`: the DER OCSP response stapled to
     /// each of the server's certificates (without a file nothing is stapled: no
     /// responder is queried, and the configuration is warned about).
@@ -150,6 +153,7 @@ pub(crate) struct TlsScope {
     /// The value and where it was written.
     verify_client: Option<(VerifyClient, super::parse::Pos)>,
     verify_depth: Option<u32>,
+    crl: Option<PathBuf>,
     /// `ssl_stapling` and where it was written.
     stapling: Option<(bool, super::parse::Pos)>,
     stapling_file: Option<PathBuf>,
@@ -173,6 +177,7 @@ impl TlsScope {
             client_certificate,
             verify_client,
             verify_depth,
+            crl,
             stapling,
             stapling_file,
             reject_handshake,
@@ -197,6 +202,7 @@ impl TlsScope {
             client_certificate: self.client_certificate.clone(),
             verify_client: self.verify_client.map_or(VerifyClient::Off, |(v, _)| v),
             verify_depth: self.verify_depth.unwrap_or(1),
+            crl: self.crl.clone(),
             stapling_file: match self.stapling {
                 Some((true, _)) => self.stapling_file.clone(),
                 _ => None,
@@ -322,6 +328,11 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 set(ctx, d, &mut self.stapling_file, path)?;
+            }
+            "ssl_crl" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                set(ctx, d, &mut self.crl, path)?;
             }
             "ssl_verify_depth" => {
                 let arg = ctx.one(d)?;

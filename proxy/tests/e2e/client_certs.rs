@@ -384,3 +384,94 @@ fn toml_client_certificates_are_required_or_optional() {
         "{err}"
     );
 }
+
+/// A CA with two client certificates and a CRL (`dir/crl.pem`) that revokes the second.
+fn ca_with_crl(dir: &Path) -> (PathBuf, PathBuf, Client, Client) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "crl client CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let client = |cn: &str, serial: u64| {
+        let key = rcgen::KeyPair::generate().expect("client key");
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+        leaf.distinguished_name = rcgen::DistinguishedName::new();
+        leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        leaf.serial_number = Some(rcgen::SerialNumber::from(serial));
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = leaf.signed_by(&key, &issuer).expect("client cert");
+        let c = Client {
+            cert: dir.join(format!("{cn}.crt")),
+            key: dir.join(format!("{cn}.key")),
+        };
+        std::fs::write(&c.cert, cert.pem()).expect("cert");
+        std::fs::write(&c.key, key.serialize_pem()).expect("key");
+        c
+    };
+    let (good, revoked) = (client("kept", 41), client("revoked", 42));
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(42u64),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .expect("CRL");
+    let (ca_pem, crl_pem) = (dir.join("crl-ca.pem"), dir.join("crl.pem"));
+    std::fs::write(&ca_pem, ca_cert.pem()).expect("ca");
+    std::fs::write(&crl_pem, crl.pem().expect("CRL PEM")).expect("crl");
+    (ca_pem, crl_pem, good, revoked)
+}
+
+/// `ssl_crl`: a revoked client certificate fails verification (a 400 with `ssl_verify_client
+/// on|optional`, `$ssl_client_verify` `FAILED:certificate revoked`) and another of the
+/// same CA passes, as nginx answers on the same configuration side by side.
+#[test]
+fn ssl_crl_refuses_revoked_client_certificates_as_nginx() {
+    let corpus = Corpus::new();
+    let (ca, crl, good, revoked) = ca_with_crl(corpus.dir.path());
+    let rules = format!(
+        "ssl_client_certificate {};\n    ssl_verify_client optional;\n    ssl_crl {};\n    \
+         proxy_set_header X-Client-Verify $ssl_client_verify;\n    \
+         add_header X-Verify $ssl_client_verify always;",
+        ca.display(),
+        crl.display()
+    );
+    let pair = Pair::start(&corpus, "crl", &rules, "");
+    for (client, status, verify) in [
+        (Some(&good), 200, "SUCCESS"),
+        (Some(&revoked), 400, "FAILED:certificate revoked"),
+        (None, 200, "NONE"),
+    ] {
+        for (who, port, server) in [
+            ("nginx", pair.nginx_port, &pair.nginx),
+            ("hsmgate", pair.hsmgate_port, &pair.hsmgate),
+        ] {
+            let url = format!("https://www.example.test:{port}/");
+            let extra = match client {
+                Some(c) => vec!["--cert", s(&c.cert), "--key", s(&c.key)],
+                None => vec![],
+            };
+            let got = fetch(&corpus.ca_pem, "www.example.test", port, &url, &extra);
+            assert_eq!(
+                (got.status, got.header("x-verify")),
+                (status, Some(verify)),
+                "{who} {extra:?}: {got:?}\n{}",
+                server.log_text()
+            );
+        }
+    }
+}
