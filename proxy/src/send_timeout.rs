@@ -17,12 +17,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// A connection's IO whose writes give up after `timeout` without progress.
+///
+/// Cheap on the common path: a write that goes on only clears `stalled_since`; a write
+/// that waits notes when the wait began (once per wait). One timer per connection, set
+/// when it first waits and not moved on progress: when it fires early (a later wait),
+/// it is set again for that wait's deadline, so a busy connection costs at most one
+/// timer change per `timeout`.
 pub(crate) struct SendTimeout<I> {
     io: I,
     timeout: Duration,
-    /// Kept between stalls (reset, not reallocated); `armed` while a write waits.
     timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// When the current wait began (`None`: the last write went on).
+    stalled_since: Option<tokio::time::Instant>,
 }
 
 impl<I> SendTimeout<I> {
@@ -32,7 +38,7 @@ impl<I> SendTimeout<I> {
             io,
             timeout,
             timer: None,
-            armed: false,
+            stalled_since: None,
         }
     }
 
@@ -42,30 +48,36 @@ impl<I> SendTimeout<I> {
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if polled.is_ready() || self.timeout.is_zero() {
-            self.armed = false;
+        if polled.is_ready() {
+            self.stalled_since = None;
             return polled;
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        if self.timeout.is_zero() {
+            return polled;
+        }
+        let since = *self
+            .stalled_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        let deadline = since + self.timeout;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.timeout)));
-        if !self.armed {
-            timer.as_mut().reset(deadline);
-            self.armed = true;
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.armed = false;
-                Poll::Ready(Err(io::Error::new(
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.stalled_since = None;
+                return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
                         "client timed out ({:?}, send_timeout) while sending response to client",
                         self.timeout
                     ),
-                )))
+                )));
             }
-            Poll::Pending => Poll::Pending,
+            // Set for an earlier wait: now for this one.
+            timer.as_mut().reset(deadline);
         }
     }
 }
