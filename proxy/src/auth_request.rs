@@ -9,8 +9,8 @@
 //! location it reaches, as nginx's do, and its answer's body is not read.
 
 use hsmgate_config::nginx::{ProxySettings, Server};
+use http::StatusCode;
 use http::header::{self, HeaderValue};
-use http::{Request, StatusCode};
 
 use crate::generation::Generation;
 use crate::reqlog::LogCtx;
@@ -46,17 +46,12 @@ pub(crate) async fn check(
     if routed.uri_change == UriChange::None {
         routed.uri_change = UriChange::Changed;
     }
-    let (mut sub_parts, ()) = Request::new(()).into_parts();
-    sub_parts.uri = uri.parse().unwrap_or_default();
-    sub_parts.version = parts.version;
-    sub_parts.headers = parts.headers.clone();
-    for name in [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::EXPECT,
-    ] {
-        sub_parts.headers.remove(name);
-    }
+    let sub_parts = crate::error_redirect::internal_request(
+        http::Method::GET,
+        uri,
+        parts.version,
+        &parts.headers,
+    );
     let location_settings = routed.settings;
     let resp = match routed.action {
         Some(ActionRef::Proxy(p)) => {

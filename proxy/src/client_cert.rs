@@ -214,35 +214,38 @@ impl ClientCertVerifier for Lenient {
 
 /// The revocation lists of an `ssl_crl` file (PEM `X509 CRL` blocks).
 fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ProxyError> {
-    let bad = |reason: String| ProxyError::TlsFile {
-        directive: "ssl_crl",
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a PEM CRL file: {e}")))?;
-    if crls.is_empty() {
-        return Err(bad("no X509 CRL block in the file".into()));
-    }
-    Ok(crls)
+    read_pem_blocks(path, "ssl_crl", "CRL file", "X509 CRL")
 }
 
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
+    read_pem_blocks(
+        path,
+        "ssl_client_certificate",
+        "certificate bundle",
+        "CERTIFICATE",
+    )
+}
+
+/// The `label` blocks of the PEM file `path`, which `directive` names (at least one).
+fn read_pem_blocks<T: PemObject>(
+    path: &Path,
+    directive: &'static str,
+    what: &str,
+    label: &str,
+) -> Result<Vec<T>, ProxyError> {
     let bad = |reason: String| ProxyError::TlsFile {
-        directive: "ssl_client_certificate",
+        directive,
         path: path.to_path_buf(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let blocks = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no CERTIFICATE block in the file".into()));
+        .map_err(|e| bad(format!("not a PEM {what}: {e}")))?;
+    if blocks.is_empty() {
+        return Err(bad(format!("no {label} block in the file")));
     }
-    Ok(certs)
+    Ok(blocks)
 }
 
 /// The subject as OpenSSL's `X509_NAME_print_ex(.., XN_FLAG_RFC2253)` prints it (what

@@ -155,22 +155,35 @@ impl RequestHead {
     /// The request sent to an `error_page`'s target, without its body: with `get`, a
     /// GET (a HEAD stays one), else the request's method.
     fn parts(&self, uri: &str, get: bool) -> http::request::Parts {
-        let (mut parts, ()) = Request::new(()).into_parts();
-        if !get || self.method == http::Method::HEAD {
-            parts.method = self.method.clone();
-        }
-        parts.uri = uri.parse().unwrap_or_default();
-        parts.version = self.version;
-        parts.headers = self.headers.clone();
-        for name in [
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-            header::EXPECT,
-        ] {
-            parts.headers.remove(name);
-        }
-        parts
+        let method = match !get || self.method == http::Method::HEAD {
+            true => self.method.clone(),
+            false => http::Method::GET,
+        };
+        internal_request(method, uri, self.version, &self.headers)
     }
+}
+
+/// An internal request (an `error_page`'s, an `auth_request`'s subrequest) to `uri`:
+/// `headers` without those of a body, which it does not have.
+pub(crate) fn internal_request(
+    method: http::Method,
+    uri: &str,
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri.parse().unwrap_or_default();
+    parts.version = version;
+    parts.headers = headers.clone();
+    for name in [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+    ] {
+        parts.headers.remove(name);
+    }
+    parts
 }
 
 /// The file `uri` names under the location's `root` (nginx's static answer, for the

@@ -154,14 +154,7 @@ fn set_flags(cookie: &str, rules: &[CookieFlags], var: &dyn Fn(&str) -> String) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value_rewrite::rule;
-
-    fn var(name: &str) -> String {
-        match name {
-            "host" => "compat.test".into(),
-            _ => String::new(),
-        }
-    }
+    use crate::value_rewrite::{rule, test_var as var};
 
     #[test]
     fn attributes_are_rewritten_as_nginx_rewrites_them() {

@@ -74,6 +74,15 @@ pub(crate) fn expand(
     out
 }
 
+/// `$host` for tests: `compat.test`; other variables empty.
+#[cfg(test)]
+pub(crate) fn test_var(name: &str) -> String {
+    match name {
+        "host" => "compat.test".into(),
+        _ => String::new(),
+    }
+}
+
 /// A rule from nginx-like text, for tests: `~regex` or text, each with `$name` / `$N`.
 #[cfg(test)]
 pub(crate) fn rule(from: &str, to: &str) -> ValueRewrite {
@@ -113,12 +122,7 @@ pub(crate) fn rule(from: &str, to: &str) -> ValueRewrite {
 mod tests {
     use super::*;
 
-    fn var(name: &str) -> String {
-        match name {
-            "host" => "compat.test".into(),
-            _ => String::new(),
-        }
-    }
+    use test_var as var;
 
     #[test]
     fn the_first_matching_rule_rewrites() {

@@ -631,7 +631,7 @@ pub enum ErrorPageTarget {
 /// One `proxy_redirect`, `proxy_cookie_path` or `proxy_cookie_domain` rule: an upstream
 /// header value (`Location`, `Refresh`'s URL, a `Set-Cookie` attribute) that matches is
 /// replaced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ValueRewrite {
     /// What is matched.
     pub from: ValueMatch,
@@ -639,19 +639,8 @@ pub struct ValueRewrite {
     pub to: Template,
 }
 
-impl PartialEq for ValueRewrite {
-    fn eq(&self, other: &Self) -> bool {
-        self.to == other.to
-            && match (&self.from, &other.from) {
-                (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
-                (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
-                _ => false,
-            }
-    }
-}
-
 /// One `proxy_cookie_flags COOKIE FLAG…`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CookieFlags {
     /// The cookie's name in any case, or `~regex` (`~` alone: every cookie).
     pub cookie: ValueMatch,
@@ -660,14 +649,14 @@ pub struct CookieFlags {
     pub flags: Vec<Template>,
 }
 
-impl PartialEq for CookieFlags {
+/// Two regexes are equal when written alike.
+impl PartialEq for ValueMatch {
     fn eq(&self, other: &Self) -> bool {
-        self.flags == other.flags
-            && match (&self.cookie, &other.cookie) {
-                (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
-                (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
-                _ => false,
-            }
+        match (self, other) {
+            (ValueMatch::Text(a), ValueMatch::Text(b)) => a == b,
+            (ValueMatch::Regex(a), ValueMatch::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
     }
 }
 
