@@ -49,6 +49,12 @@ pub struct Balancer {
     /// `$proxy_host`: the group name or the `host:port` (without the scheme's port).
     pub name: String,
     servers: Vec<Peer>,
+    /// The servers' weights, by index.
+    weights: Vec<i64>,
+    /// The primaries' indexes (`down` ones included: the hash methods index them all)
+    /// and their weights, in that order.
+    primaries: Vec<usize>,
+    primary_weights: Vec<i64>,
     current: Mutex<Vec<i64>>,
     method: Method,
     /// `http` or `https`.
@@ -146,21 +152,6 @@ impl Balancer {
                 ..Peer::new(&s.addr, s.weight, s.backup, s.max_fails, s.fail_timeout)
             })
             .collect();
-        let method = match &group.method {
-            BalanceMethod::RoundRobin => Method::RoundRobin,
-            BalanceMethod::LeastConn => Method::LeastConn,
-            BalanceMethod::IpHash => Method::IpHash,
-            BalanceMethod::Random { two } => Method::Random { two: *two },
-            BalanceMethod::Hash { key, consistent } => {
-                let primaries: Vec<&Peer> = servers.iter().filter(|p| !p.backup).collect();
-                let names: Vec<&str> = primaries.iter().map(|p| p.addr.as_str()).collect();
-                let weights: Vec<i64> = primaries.iter().map(|p| p.weight).collect();
-                Method::Hash {
-                    key: key.clone(),
-                    ring: consistent.then(|| crate::pick::Ring::new(&names, &weights)),
-                }
-            }
-        };
         let mut b = Self::new(
             name.to_owned(),
             servers,
@@ -168,7 +159,21 @@ impl Balancer {
             connect_timeout,
             tls,
         );
-        b.method = method;
+        b.method = match &group.method {
+            BalanceMethod::RoundRobin => Method::RoundRobin,
+            BalanceMethod::LeastConn => Method::LeastConn,
+            BalanceMethod::IpHash => Method::IpHash,
+            BalanceMethod::Random { two } => Method::Random { two: *two },
+            BalanceMethod::Hash { key, consistent } => {
+                let names: Vec<&str> = (b.primaries.iter())
+                    .map(|&i| b.servers[i].addr.as_str())
+                    .collect();
+                Method::Hash {
+                    key: key.clone(),
+                    ring: consistent.then(|| crate::pick::Ring::new(&names, &b.primary_weights)),
+                }
+            }
+        };
         b
     }
 
@@ -189,7 +194,13 @@ impl Balancer {
         tls: Option<UpstreamTls>,
     ) -> Balancer {
         let current = Mutex::new(vec![0; servers.len()]);
+        let weights: Vec<i64> = servers.iter().map(|p| p.weight).collect();
+        let primaries: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].backup).collect();
+        let primary_weights = primaries.iter().map(|&i| weights[i]).collect();
         let mut b = Balancer {
+            weights,
+            primaries,
+            primary_weights,
             scheme: if tls.is_some() { "https" } else { "http" },
             times: crate::metrics::UpstreamTimes::new(&name),
             name,
@@ -280,10 +291,7 @@ impl Balancer {
     /// it, then the backups.
     pub fn order(&self, client: std::net::IpAddr, key: &str) -> Vec<&str> {
         let now = Instant::now();
-        // The hash methods index every primary, `down` ones included.
-        let primaries: Vec<usize> = (0..self.servers.len())
-            .filter(|&i| !self.servers[i].backup)
-            .collect();
+        let (primaries, weights) = (&self.primaries, &self.weights);
         let all: Vec<usize> = (primaries.iter().copied())
             .filter(|&i| !self.servers[i].down)
             .collect();
@@ -293,17 +301,15 @@ impl Balancer {
         let usable = if up.is_empty() { all } else { up };
         let mut out = Vec::with_capacity(self.servers.len());
         if !usable.is_empty() {
-            let weights: Vec<i64> = self.servers.iter().map(|p| p.weight).collect();
-            let hashed_weights: Vec<i64> = primaries.iter().map(|&i| weights[i]).collect();
             let can = |k: usize| usable.contains(&primaries[k]);
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
             let hashed = match &self.method {
-                Method::IpHash => crate::pick::ip_hash(client, &hashed_weights, can),
+                Method::IpHash => crate::pick::ip_hash(client, &self.primary_weights, can),
                 Method::Hash {
                     ring: Some(ring), ..
                 } => ring.pick(key.as_bytes(), can),
                 Method::Hash { ring: None, .. } => {
-                    crate::pick::key_hash(key.as_bytes(), &hashed_weights, can)
+                    crate::pick::key_hash(key.as_bytes(), &self.primary_weights, can)
                 }
                 _ => None,
             }
@@ -318,23 +324,23 @@ impl Balancer {
             let best = match (&self.method, hashed) {
                 (_, Some(i)) => i,
                 (Method::LeastConn, None) => {
-                    let least = crate::pick::least_loaded(&active(), &weights, &usable);
-                    crate::pick::round_robin(&mut current, &weights, &least)
+                    let least = crate::pick::least_loaded(&active(), weights, &usable);
+                    crate::pick::round_robin(&mut current, weights, &least)
                 }
                 (Method::Random { two }, None) => {
-                    let first = crate::pick::random(&weights, &usable);
+                    let first = crate::pick::random(weights, &usable);
                     let rest: Vec<usize> =
                         (usable.iter().copied()).filter(|&i| i != first).collect();
                     match (*two, rest.is_empty()) {
                         (true, false) => {
-                            let second = crate::pick::random(&weights, &rest);
-                            crate::pick::least_loaded(&active(), &weights, &[first, second])[0]
+                            let second = crate::pick::random(weights, &rest);
+                            crate::pick::least_loaded(&active(), weights, &[first, second])[0]
                         }
                         _ => first,
                     }
                 }
                 // Round-robin, and the hash methods after 20 unusable tries.
-                _ => crate::pick::round_robin(&mut current, &weights, &usable),
+                _ => crate::pick::round_robin(&mut current, weights, &usable),
             };
             out.push(self.servers[best].addr.as_str());
             let pos = usable.iter().position(|&i| i == best).unwrap_or(0);
