@@ -144,12 +144,7 @@ async fn serve(
         },
         Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers, false),
     };
-    let Routed {
-        settings,
-        action,
-        location,
-        uri_change,
-    } = routed;
+    let settings = routed.settings;
     log.targets = generation.access_logs(settings);
     log.keep_upstream_headers =
         log.logs_upstream_headers() || reads_upstream_headers(&settings.add_header);
@@ -161,12 +156,6 @@ async fn serve(
     let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
     // Kept for an `error_page` that sends the request elsewhere (its body is not).
     let head = (!settings.error_pages.is_empty()).then(|| RequestHead::of(&parts));
-    let routed = Routed {
-        settings,
-        action,
-        location,
-        uri_change,
-    };
     let mut resp = match &normalized {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
