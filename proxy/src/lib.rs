@@ -41,7 +41,8 @@
 //!   `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
 //!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
 //! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
-//!   `send_timeout`: a client that stops reading its answer is dropped;
+//!   `send_timeout`: a client that stops reading its answer is dropped; `stall_timer`:
+//!   the timer of that and of `proxy_read_timeout`, which costs nothing on progress;
 //!   `body`: the response body type, and a streamed request body whose failure is
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
 //!   or an unlinked temp file;
@@ -107,6 +108,7 @@ mod session_lifetime;
 mod set_cookie;
 mod sockopt;
 mod spool;
+mod stall_timer;
 mod status;
 mod status_page;
 mod tickets;

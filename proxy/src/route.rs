@@ -29,7 +29,7 @@ use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
-use crate::upstream_pool::ConnectTime;
+use crate::upstream_pool::{ConnectTime, SendError};
 use crate::uri::{normalize, valid_host};
 use crate::vars::{Answering, Vars};
 
@@ -307,7 +307,10 @@ pub(crate) async fn answer(
                 pass: p,
                 uri_change,
             };
-            proxy(generation, to, parts, body, log).await
+            // Boxed: the proxy's future is most of a request's state, and rustc lays an
+            // awaited future out again in each caller's; boxed here, the connection's
+            // per-request box (`conn.rs`) stays small and no layer copies it whole.
+            Box::pin(proxy(generation, to, parts, body, log)).await
         }
     })
 }
@@ -802,7 +805,12 @@ pub(crate) async fn proxy(
         let sent_at = Instant::now();
         // In progress on `addr` (for `least_conn`) until its answer's body is read.
         let load = balancer.load(addr);
-        let sent = tokio::time::timeout(settings.proxy_read_timeout, client.request(req)).await;
+        // A timeout (`proxy_read_timeout`, connecting included) apart from the other
+        // failures: nginx answers it with 504.
+        let sent = match client.request(req, settings.proxy_read_timeout).await {
+            Err(e @ SendError::TimedOut(_)) => Err(e),
+            other => Ok(other),
+        };
         let result = match &sent {
             Ok(Ok(_)) => UpstreamResult::Ok,
             Ok(Err(_)) => UpstreamResult::Error,
@@ -851,8 +859,6 @@ pub(crate) async fn proxy(
                     let vars = log.vars(&parts.headers);
                     crate::proxy_redirect::rewrite(settings, resp.headers_mut(), &vars);
                     crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);
-                    resp.body_mut()
-                        .set_read_timeout(settings.proxy_read_timeout);
                     resp.body_mut().hold(load);
                     return resp.map(|b| b.boxed());
                 }

@@ -14,21 +14,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
 
-/// A connection's IO whose writes give up after `timeout` without progress.
-///
-/// Cheap on the common path: a write that goes on only clears `stalled_since`; a write
-/// that waits notes when the wait began (once per wait). One timer per connection, set
-/// when it first waits and not moved on progress: when it fires early (a later wait),
-/// it is set again for that wait's deadline, so a busy connection costs at most one
-/// timer change per `timeout`.
+use crate::stall_timer::StallTimer;
+
+/// A connection's IO whose writes give up after `timeout` without progress (a
+/// [`StallTimer`]: nothing on the common path but clearing a field).
 pub(crate) struct SendTimeout<I> {
     io: I,
     timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// When the current wait began (`None`: the last write went on).
-    stalled_since: Option<tokio::time::Instant>,
+    stall: StallTimer,
 }
 
 impl<I> SendTimeout<I> {
@@ -37,8 +31,7 @@ impl<I> SendTimeout<I> {
         SendTimeout {
             io,
             timeout,
-            timer: None,
-            stalled_since: None,
+            stall: StallTimer::default(),
         }
     }
 
@@ -49,36 +42,19 @@ impl<I> SendTimeout<I> {
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if polled.is_ready() {
-            self.stalled_since = None;
+            self.stall.progressed();
             return polled;
         }
-        if self.timeout.is_zero() {
+        if self.timeout.is_zero() || self.stall.poll_waited(cx, self.timeout).is_pending() {
             return polled;
         }
-        let since = *self
-            .stalled_since
-            .get_or_insert_with(tokio::time::Instant::now);
-        let deadline = since + self.timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                self.stalled_since = None;
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "client timed out ({:?}, send_timeout) while sending response to client",
-                        self.timeout
-                    ),
-                )));
-            }
-            // Set for an earlier wait: now for this one.
-            timer.as_mut().reset(deadline);
-        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "client timed out ({:?}, send_timeout) while sending response to client",
+                self.timeout
+            ),
+        )))
     }
 }
 

@@ -35,6 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
 use crate::balance::{BodyError, UpstreamBody};
+use crate::stall_timer::StallTimer;
 
 /// The most header lines an upstream's response head may have.
 const MAX_RESPONSE_HEADERS: usize = 1024;
@@ -58,6 +59,9 @@ struct Conn {
     /// The dispatcher has completed (closed, failed or upgraded): never polled again.
     ended: bool,
     idle_since: Instant,
+    /// `proxy_read_timeout` of the request it serves: the wait for the response head,
+    /// then between reads of the body. One timer for the connection's life.
+    stall: StallTimer,
 }
 
 impl Conn {
@@ -118,6 +122,9 @@ pub(crate) enum SendError {
     /// The connection ended without an answer to the request.
     #[error("connection closed before the response")]
     Closed,
+    /// No response head within `proxy_read_timeout` (connecting included).
+    #[error("timed out ({0:?}) waiting for the response")]
+    TimedOut(Duration),
 }
 
 impl SendError {
@@ -142,12 +149,15 @@ impl UpstreamClient {
     }
 
     /// Send `req` (an absolute URI: `http[s]://host:port/path`) to its server and wait for
-    /// the response head, polling the connection in this task. The body of the response
-    /// keeps polling it; a `Host` is added from the URI when the request has none.
+    /// the response head, polling the connection in this task, for at most `timeout`
+    /// (`proxy_read_timeout`; connecting included). The body of the response keeps
+    /// polling it; a `Host` is added from the URI when the request has none.
     pub(crate) async fn request(
         &self,
         mut req: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendError> {
+        let called = tokio::time::Instant::now();
         let uri = req.uri().clone();
         let key = uri.authority().map_or("", |a| a.as_str());
         if let Some(host) = uri.host() {
@@ -169,8 +179,18 @@ impl UpstreamClient {
             let started = Instant::now();
             let (mut conn, reused) = match self.checkout(key) {
                 Some(conn) => (conn, true),
-                None => (self.connect(&uri).await?, false),
+                // Boxed: connecting is the rare path, and its future (the TCP and TLS
+                // connector's) would otherwise make every request's state that much larger.
+                None => {
+                    match tokio::time::timeout_at(called + timeout, Box::pin(self.connect(&uri)))
+                        .await
+                    {
+                        Ok(conn) => (conn?, false),
+                        Err(_) => return Err(SendError::TimedOut(timeout)),
+                    }
+                }
             };
+            conn.stall.begin(called);
             let again = match reused && !sent_again {
                 true => replayable(&req),
                 false => None,
@@ -179,7 +199,7 @@ impl UpstreamClient {
                 true => Duration::ZERO,
                 false => started.elapsed(),
             });
-            let exchanged = exchange(&mut conn, req).await.map(|mut resp| {
+            let exchanged = exchange(&mut conn, req, timeout).await.map(|mut resp| {
                 resp.extensions_mut().insert(connect_time);
                 resp
             });
@@ -200,7 +220,7 @@ impl UpstreamClient {
                         inner,
                         conn: None,
                         pool: None,
-                        read_timeout: None,
+                        read_timeout: timeout,
                     }));
                 }
                 Ok(resp) => {
@@ -210,7 +230,7 @@ impl UpstreamClient {
                         inner,
                         conn: Some(conn),
                         pool,
-                        read_timeout: None,
+                        read_timeout: timeout,
                     }));
                 }
                 Err(Failed::Unsent(r, _)) if reused => {
@@ -225,6 +245,7 @@ impl UpstreamClient {
                 }
                 Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
                 Err(Failed::Ended) => return Err(SendError::Closed),
+                Err(Failed::TimedOut) => return Err(SendError::TimedOut(timeout)),
             }
         }
     }
@@ -286,6 +307,7 @@ impl UpstreamClient {
             drive: Mutex::new(Box::pin(conn.with_upgrades())),
             ended: false,
             idle_since: Instant::now(),
+            stall: StallTimer::default(),
         })
     }
 }
@@ -322,25 +344,35 @@ enum Failed {
     Sent(hyper::Error),
     /// The connection ended and the request got no answer (not expected of hyper).
     Ended,
+    /// No response head within the timeout (the connection is not reusable).
+    TimedOut,
 }
 
-/// Send `req` on `conn` and wait for the response head, polling the connection here.
+/// Send `req` on `conn` and wait for the response head, polling the connection here,
+/// until `timeout` after the wait `conn.stall` began.
 async fn exchange(
     conn: &mut Conn,
     req: Request<UpstreamBody>,
+    timeout: Duration,
 ) -> Result<Response<Incoming>, Failed> {
     let mut sent = std::pin::pin!(conn.send.try_send_request(req));
     std::future::poll_fn(|cx| {
         let ended = conn.poll_ended(cx);
         match sent.as_mut().poll(cx) {
-            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
+            Poll::Ready(Ok(resp)) => {
+                conn.stall.progressed();
+                Poll::Ready(Ok(resp))
+            }
             Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
                 Some(req) => Failed::Unsent(Box::new(req), e.into_error()),
                 None => Failed::Sent(e.into_error()),
             })),
             // The dispatcher answers every request before it ends; in case it does not.
             Poll::Pending if ended => Poll::Ready(Err(Failed::Ended)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match conn.stall.poll_waited(cx, timeout) {
+                Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut)),
+                Poll::Pending => Poll::Pending,
+            },
         }
     })
     .await
@@ -352,8 +384,8 @@ pub(crate) struct UpstreamResponseBody {
     inner: Incoming,
     conn: Option<Conn>,
     pool: Option<(UpstreamClient, String)>,
-    /// `proxy_read_timeout` between two reads of the body, and its timer.
-    read_timeout: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// `proxy_read_timeout` between two reads of the body (the connection's timer).
+    read_timeout: Duration,
     /// The request counted in progress on its server until the body is read.
     load: Option<crate::balance::Load>,
 }
@@ -372,12 +404,6 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
-    /// Give up (the client sees the body cut short) when the upstream sends nothing of
-    /// it for `timeout` (nginx's `proxy_read_timeout` applies between reads).
-    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) {
-        self.read_timeout = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
-    }
-
     /// Keeps the request counted on its server (`least_conn`) until the body is read.
     pub(crate) fn hold(&mut self, load: Option<crate::balance::Load>) {
         self.load = load;
@@ -419,14 +445,18 @@ impl Body for UpstreamResponseBody {
             Poll::Ready(Some(Err(_))) => this.conn = None,
             _ => {}
         }
-        if let Some((timeout, timer)) = &mut this.read_timeout {
+        // nginx's `proxy_read_timeout` between two reads: the body is cut short (the
+        // client sees it end early) when the upstream sends nothing of it for so long. A
+        // body whose connection has ended reads only what the dispatcher already has.
+        if let Some(conn) = &mut this.conn {
             match polled {
-                Poll::Ready(_) => timer.as_mut().reset(tokio::time::Instant::now() + *timeout),
+                Poll::Ready(_) => conn.stall.progressed(),
                 Poll::Pending => {
-                    if timer.as_mut().poll(cx).is_ready() {
+                    if conn.stall.poll_waited(cx, this.read_timeout).is_ready() {
                         // Not reusable: the rest of the response is still to come.
                         this.conn = None;
-                        return Poll::Ready(Some(Err(Box::new(BodyTimeout(*timeout)))));
+                        let timeout = this.read_timeout;
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout)))));
                     }
                 }
             }
