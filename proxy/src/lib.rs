@@ -41,7 +41,8 @@
 //!   `proxy_redirect` (`Location`, `Refresh`), `set_cookie`
 //!   (`proxy_cookie_path`, `proxy_cookie_domain`), both by `value_rewrite`'s rules;
 //! - `h1guard`: HTTP/1.1 request heads checked as nginx does, `client_header_timeout`;
-//!   `send_timeout`: a client that stops reading its answer is dropped; `stall_timer`:
+//!   `send_timeout`: a client that stops reading its answer is dropped
+//!   (`h2_send_timeout`: an HTTP/2 stream whose window stays shut); `stall_timer`:
 //!   the timer of that and of `proxy_read_timeout`, which costs nothing on progress;
 //!   `body`: the response body type, and a streamed request body whose failure is
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
@@ -87,6 +88,7 @@ mod expires;
 mod file_key;
 mod generation;
 mod h1guard;
+mod h2_send_timeout;
 mod hello;
 mod hop_by_hop;
 mod keys;

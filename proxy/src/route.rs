@@ -99,6 +99,10 @@ async fn serve(
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
     drop_invalid_headers(&server.settings, &mut parts.headers);
+    let (http2, send_timeout) = (
+        parts.version == Version::HTTP_2,
+        server.settings.client.send_timeout,
+    );
     let server_name = server.server_name_variable();
     let normalized =
         normalize(parts.uri.path(), server.settings.merge_slashes).filter(|_| !bad_host);
@@ -223,8 +227,15 @@ async fn serve(
         inner: body,
         sent: 0,
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
+    }
+    .boxed();
+    // HTTP/1.x: `send_timeout` is the connection's (`conn.rs`); an HTTP/2 stream's window
+    // is its own.
+    let body = match http2 {
+        true => crate::h2_send_timeout::StreamSendTimeout::wrap(body, send_timeout),
+        false => body,
     };
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// A routed request's answer, as nginx's access and content phases give it: `allow` /

@@ -5,8 +5,9 @@
 //! on, so a slow reader that keeps reading is served however long the answer takes. It
 //! holds a connection, and the upstream connection of its answer, no longer than that.
 //!
-//! An HTTP/2 stream whose window the client keeps closed writes nothing, so it is not
-//! covered here (the connection's other streams go on).
+//! An HTTP/2 stream whose window the client keeps closed writes nothing (the
+//! connection's other streams go on), so it has a timeout of its own:
+//! [`crate::h2_send_timeout`].
 
 use std::io;
 use std::pin::Pin;

@@ -762,3 +762,109 @@ fn http2_malformed_fields_are_stream_errors_and_the_connection_goes_on() {
         g.server.log_text()
     );
 }
+
+/// An upstream that answers `/big` with an endless-looking body (64 MiB declared) and
+/// notes when its write fails (hsmgate closed the connection); other paths get a short
+/// answer. Returns its address and that moment.
+fn big_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+) {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let listener = loop {
+        if let Ok(l) =
+            std::net::TcpListener::bind(("127.0.0.1", crate::support::raw::port_in_range()))
+        {
+            break l;
+        }
+    };
+    let addr = listener.local_addr().expect("addr");
+    let closed = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if !head.windows(4).any(|w| w == b"/big") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n");
+                let chunk = vec![b'x'; 1 << 16];
+                for _ in 0..1024 {
+                    if s.write_all(&chunk).is_err() {
+                        *seen.lock().expect("lock") = Some(Instant::now());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// `send_timeout` on an HTTP/2 stream whose flow-control window the client keeps shut
+/// (no write of the connection waits, so the connection's own timeout never runs): once
+/// a chunk has waited that long the answer is dropped and its upstream connection closed
+/// (nginx finalizes the request: "client timed out"), while the connection's other
+/// streams are served; the stream is reset when the client opens its window.
+#[test]
+fn http2_stream_with_a_shut_window_frees_its_upstream_after_send_timeout() {
+    let (up, closed) = big_upstream();
+    let g = Gate::start(&[up], "send_timeout 2s;");
+    let mut h2 = H2::open(&g);
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: no stream may be sent a byte until a WINDOW_UPDATE.
+    h2.send(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    let asked = Instant::now();
+    h2.send(&frame(
+        HEADERS,
+        0x5,
+        1,
+        &get(Some("localhost"), "/big", &[]),
+    ));
+    let (status, _) = answer_on(&mut h2, 1);
+    assert_eq!(status, Some(200), "{}", g.server.log_text());
+    // The upstream connection is closed after about send_timeout, not held.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let at = loop {
+        if let Some(at) = *closed.lock().expect("lock") {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection is still held after 15 s\n{}",
+            g.server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let after = at.duration_since(asked);
+    assert!(
+        after >= Duration::from_secs(2),
+        "closed too soon: {after:?}"
+    );
+    // The connection's other streams are served meanwhile (their heads: the window is
+    // still shut for their bodies).
+    h2.send(&frame(
+        HEADERS,
+        0x5,
+        3,
+        &get(Some("localhost"), "/small", &[]),
+    ));
+    let (status, _) = answer_on(&mut h2, 3);
+    assert_eq!(status, Some(200));
+    // Opening stream 1's window: what hyper held goes out, then the stream is reset.
+    h2.send(&frame(WINDOW_UPDATE, 0, 1, &(1u32 << 20).to_be_bytes()));
+    h2.send(&frame(WINDOW_UPDATE, 0, 0, &(1u32 << 20).to_be_bytes()));
+    let frames = h2.until(WAIT, |f| f.kind == RST_STREAM && f.stream == 1);
+    assert!(
+        frames.iter().any(|f| f.kind == RST_STREAM && f.stream == 1),
+        "stream 1 reset: {frames:?}"
+    );
+}
