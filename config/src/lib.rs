@@ -61,7 +61,7 @@
 //! grace_ms = 10000                 # optional, default 10000, 0..=600000
 //!
 //! [runtime]                        # optional section
-//! threads = 0                      # optional, default 0: one per CPU the process may use;
+//! threads = 0                      # optional, default 0: one per CPU the process may use, at least 2;
 //!                                  # 1..=1024 (nginx's `worker_processes N`)
 //!
 //! [admission]                      # optional: admission control of full TLS handshakes

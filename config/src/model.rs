@@ -38,7 +38,8 @@ pub struct Config {
     /// Admission control of full TLS handshakes (`[admission]`).
     pub admission: Admission,
     /// The async runtime's threads (`[runtime] threads`, nginx's `worker_processes N`);
-    /// `None`: one per CPU the process may use.
+    /// `None`: one per CPU the process may use, at least
+    /// [`MIN_RUNTIME_THREADS`](crate::defaults::MIN_RUNTIME_THREADS).
     pub runtime_threads: Option<u32>,
     /// Accepted but discouraged settings; the caller should log them.
     pub warnings: Vec<ConfigWarning>,

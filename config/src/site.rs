@@ -65,7 +65,8 @@ pub struct Site {
     /// Admission control settings (TOML `[admission]`); `None`: the defaults, changed by
     /// `HSMGATE_ADMISSION*` variables (nginx configurations).
     pub admission: Option<crate::Admission>,
-    /// `worker_processes N`: runtime threads (None: one per CPU).
+    /// `worker_processes N`: runtime threads (None: one per CPU, at least
+    /// [`MIN_RUNTIME_THREADS`](crate::defaults::MIN_RUNTIME_THREADS)).
     pub workers: Option<u32>,
     /// `user`: recorded; hsmgate does not switch users (use systemd's `User=`).
     pub user: Option<String>,

@@ -651,9 +651,13 @@ fn run_demo(
 
 fn runtime(workers: Option<u32>) -> Result<tokio::runtime::Runtime, ProxyError> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers.filter(|&n| n > 0) {
-        builder.worker_threads(n as usize);
-    }
+    let threads = match workers.filter(|&n| n > 0) {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .max(hsmgate_config::defaults::MIN_RUNTIME_THREADS),
+    };
+    builder.worker_threads(threads);
     let runtime = builder
         .enable_all()
         .thread_name("hsmgate-rt")

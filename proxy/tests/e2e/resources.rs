@@ -152,6 +152,44 @@ fn worker_processes_and_runtime_threads_set_the_runtime_threads() {
     );
 }
 
+/// Without `worker_processes` (or `[runtime] threads`), a process that may use one CPU
+/// (`taskset`, a container's cpuset) still runs two runtime threads, so that one carries
+/// on while the other is preempted by an upstream sharing the CPU.
+#[test]
+fn one_cpu_gets_two_runtime_threads_by_default() {
+    let (dir, conf, _port) = plain_return_conf("", "");
+    let log = dir.path().join("logs/stderr");
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_hsmgate"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.path())
+        .args(["-e", "stderr"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("taskset (util-linux) starts hsmgate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("async runtime started")) {
+            break l.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start line: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("threads=2"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
     let CorpusHsmgate {
