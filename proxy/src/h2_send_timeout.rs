@@ -41,8 +41,6 @@ pub(crate) struct StreamSendTimeout {
     shared: Arc<Mutex<Shared>>,
     timeout: Duration,
     watching: bool,
-    /// The body's size hint and end, as they were when it was cut.
-    hint: SizeHint,
 }
 
 /// The body was dropped because the client kept the stream's window shut.
@@ -58,7 +56,6 @@ impl StreamSendTimeout {
         if timeout.is_zero() || body.is_end_stream() {
             return body;
         }
-        let hint = body.size_hint();
         http_body_util::BodyExt::boxed(StreamSendTimeout {
             shared: Arc::new(Mutex::new(Shared {
                 body: Some(body),
@@ -67,7 +64,6 @@ impl StreamSendTimeout {
             })),
             timeout,
             watching: false,
-            hint,
         })
     }
 
@@ -103,7 +99,8 @@ impl Body for StreamSendTimeout {
                 Poll::Ready(_) => shared.done = true,
                 Poll::Pending => {}
             }
-            (polled, !shared.done && shared.waiting_since.is_some())
+            // Set only for a chunk with more to come.
+            (polled, shared.waiting_since.is_some())
         };
         if more && !self.watching {
             self.watching = true;
@@ -119,7 +116,11 @@ impl Body for StreamSendTimeout {
 
     fn size_hint(&self) -> SizeHint {
         let shared = self.lock();
-        shared.body.as_ref().map_or(self.hint, Body::size_hint)
+        // Once cut, what is left of it is unknown (it ends with the error).
+        shared
+            .body
+            .as_ref()
+            .map_or_else(SizeHint::default, Body::size_hint)
     }
 }
 

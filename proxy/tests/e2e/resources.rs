@@ -159,7 +159,7 @@ fn worker_processes_and_runtime_threads_set_the_runtime_threads() {
 fn one_cpu_gets_two_runtime_threads_by_default() {
     let (dir, conf, _port) = plain_return_conf("", "");
     let log = dir.path().join("logs/stderr");
-    let mut child = std::process::Command::new("taskset")
+    let child = std::process::Command::new("taskset")
         .args(["-c", "0"])
         .arg(env!("CARGO_BIN_EXE_hsmgate"))
         .arg("-c")
@@ -173,20 +173,12 @@ fn one_cpu_gets_two_runtime_threads_by_default() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("taskset (util-linux) starts hsmgate");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains("async runtime started")) {
-            break l.to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no start line: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    // Killed by PID on drop, as the other servers of these tests.
+    let server = Server { child, log };
+    let text = server.wait_log("async runtime started", 1, Duration::from_secs(10));
+    let line = (text.lines())
+        .find(|l| l.contains("async runtime started"))
+        .unwrap_or_default();
     assert!(line.contains("threads=2"), "{line}");
 }
 
