@@ -55,6 +55,8 @@ pub(crate) async fn apply<'s>(
     // Whether another error may go to a page: at first yes; after a page, if the location
     // that sent the request there had `recursive_error_pages on` (as nginx decides it).
     let mut another = true;
+    // The challenges of the answers replaced so far (see `keep_challenges`).
+    let mut challenges: Vec<HeaderValue> = Vec::new();
     for _ in 0..MAX_URI_CHANGES {
         let status = resp.status().as_u16();
         let from_upstream = resp.extensions().get::<ConnectTime>().is_some();
@@ -73,6 +75,14 @@ pub(crate) async fn apply<'s>(
             break;
         };
         tracing::debug!(status, target = ?page.target, "error_page");
+        if status == 401 {
+            challenges.extend(
+                resp.headers()
+                    .get_all(header::WWW_AUTHENTICATE)
+                    .iter()
+                    .cloned(),
+            );
+        }
         let (next, next_settings) = go(generation, server, settings, page, head, log).await?;
         settings = next_settings;
         resp = next;
@@ -85,7 +95,23 @@ pub(crate) async fn apply<'s>(
             *resp.status_mut() = code;
         }
     }
+    keep_challenges(resp.headers_mut(), challenges);
     Ok((resp, settings))
+}
+
+/// nginx keeps a 401's `WWW-Authenticate` (`auth_basic`'s realm, an `auth_request`
+/// service's challenge, an intercepted upstream's) through `error_page`, whatever the page answers
+/// (a file, a named location, an upstream, a redirect): a custom 401 page still makes a
+/// browser ask for credentials. The kept challenges come first, then the page's own.
+fn keep_challenges(headers: &mut http::HeaderMap, mut challenges: Vec<HeaderValue>) {
+    if challenges.is_empty() {
+        return;
+    }
+    challenges.extend(headers.get_all(header::WWW_AUTHENTICATE).iter().cloned());
+    headers.remove(header::WWW_AUTHENTICATE);
+    for c in challenges {
+        headers.append(header::WWW_AUTHENTICATE, c);
+    }
 }
 
 /// The answer of `page`'s target, and the settings that apply there.
@@ -259,6 +285,20 @@ fn content_type(uri: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges_of_replaced_answers_come_first() {
+        let mut headers = http::HeaderMap::new();
+        keep_challenges(&mut headers, Vec::new());
+        assert!(headers.is_empty());
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Page"));
+        headers.insert(header::LOCATION, HeaderValue::from_static("/x"));
+        let kept = vec![HeaderValue::from_static("Basic realm=\"A\"")];
+        keep_challenges(&mut headers, kept);
+        let all: Vec<_> = headers.get_all(header::WWW_AUTHENTICATE).iter().collect();
+        assert_eq!(all, ["Basic realm=\"A\"", "Page"]);
+        assert_eq!(headers[header::LOCATION], "/x");
+    }
 
     #[test]
     fn content_types_of_error_pages() {

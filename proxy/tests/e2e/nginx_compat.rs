@@ -927,6 +927,78 @@ fn auth_basic_as_nginx_checks_it() {
     assert!(log.contains("open() ") && log.contains("nope"), "{log}");
 }
 
+/// A 401's `WWW-Authenticate` survives `error_page`, as in Debian's nginx 1.22 with the
+/// same directives (2026-12-02): a custom 401 page still makes a browser ask for
+/// credentials. The realm is kept whatever the page answers: a file (the 401 kept, or
+/// `=` and `=200`), a named location with an upstream (whose headers come too), a
+/// redirect.
+#[test]
+fn auth_basic_challenge_survives_error_page() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, "u:{PLAIN}p\n").expect("htpasswd");
+    std::fs::write(dir.path().join("401.html"), "custom 401\n").expect("page");
+    let auth = |realm: &str| {
+        format!(
+            "auth_basic \"{realm}\"; auth_basic_user_file {};",
+            file.display()
+        )
+    };
+    let extra = format!(
+        "location = /401.html {{ root {root}; }}
+        location /a/ {{ {a} error_page 401 /401.html; proxy_pass http://{up}; }}
+        location /d/ {{ {d} error_page 401 = /401.html; proxy_pass http://{up}; }}
+        location /e/ {{ {e} error_page 401 =200 /401.html; proxy_pass http://{up}; }}
+        location /f/ {{ {f} error_page 401 @up; proxy_pass http://{up}; }}
+        location @up {{ proxy_pass http://{up}; }}
+        location /c/ {{ {c} error_page 401 https://sso.test/login; proxy_pass http://{up}; }}",
+        root = dir.path().display(),
+        a = auth("Realm A"),
+        d = auth("Realm D"),
+        e = auth("Realm E"),
+        f = auth("Realm F"),
+        c = auth("Realm C"),
+    );
+    let (gate, http) = start(&raw, &extra);
+    for (path, status, realm) in [
+        ("/a/", 401, "Realm A"),
+        ("/d/", 200, "Realm D"),
+        ("/e/", 200, "Realm E"),
+        ("/f/", 401, "Realm F"),
+        ("/c/", 302, "Realm C"),
+    ] {
+        let r = get(http, "compat.test", path);
+        assert_eq!(
+            r.status,
+            status,
+            "{path}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+        let challenges: Vec<&str> = (r.head.lines().skip(1))
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case("www-authenticate"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert_eq!(
+            challenges,
+            [format!("Basic realm=\"{realm}\"")],
+            "{path}: {r:?}"
+        );
+    }
+    assert!(get(http, "compat.test", "/a/").body.contains("custom 401"));
+    let r = get(http, "compat.test", "/c/");
+    assert_eq!(header(&r, "location"), Some("https://sso.test/login"));
+    // With the right credentials the upstream answers, and no challenge is added.
+    let r = plain(
+        http,
+        "GET /a/ HTTP/1.1\r\nHost: compat.test\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(header(&r, "www-authenticate"), None);
+}
+
 /// `error_page`, every case checked against Debian's nginx 1.22 with the same directives
 /// (2026-12-02): the `/50x.html` pattern (a 502 answered with the file under `root`,
 /// status kept), `=` (the page's status), `=200`, a named location (URI and arguments
@@ -2186,6 +2258,11 @@ fn auth_request_as_nginx() {
     assert_eq!(
         (r.status, header(&r, "location")),
         (302, Some("https://sso.test/login?rd=/ep/x"))
+    );
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        Some("Bearer realm=\"x\""),
+        "kept through error_page, as nginx does"
     );
     assert_eq!(ask("GET", "/ret/", "").body, "ret", "return answers first");
     assert_eq!(ask("GET", "/ret2/", "").status, 403);
