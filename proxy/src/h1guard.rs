@@ -208,6 +208,7 @@ impl<I> H1Guard<I> {
         // The whole head.
         self.deadline = None;
         minor_version_as_11(&mut self.head);
+        drop_invalid_names(&mut self.head, self.peer);
         match check_head(&self.head) {
             Ok(next) => {
                 self.out.append(&mut self.head);
@@ -347,6 +348,49 @@ fn minor_version_as_11(head: &mut [u8]) {
     if len >= 9 && line[len - 9..len - 1] == *b" HTTP/1." && matches!(line[len - 1], b'2'..=b'9') {
         head[len - 1] = b'1';
     }
+}
+
+/// Whether `b` may be in a header name (RFC 9110 §5.6.2's `tchar`, as httparse checks it).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Header lines whose name has a byte nginx only ignores (`ignore_invalid_headers`, on
+/// by default: a visible character outside RFC 9110's token, such as `@`, `/` or `{`, or
+/// a byte over 0x7f) but hyper refuses (a 400 for the whole request) are taken out of
+/// the head, and logged as nginx logs them ("client sent invalid header line", at
+/// `info`). A name with a space or a control byte stays, for the 400 nginx gives it too.
+/// The names the variables and the upstream see are then filtered as `underscores_in_headers`
+/// and `ignore_invalid_headers` say ([`crate::route`]).
+fn drop_invalid_names(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
+    let invalid = |line: &[u8]| {
+        let name = match line.iter().position(|&b| b == b':') {
+            Some(colon) => &line[..colon],
+            None => return false,
+        };
+        !name.is_empty()
+            && !name.iter().all(|&b| is_tchar(b))
+            && name.iter().all(|&b| b > 0x20 && b != 0x7f)
+    };
+    // The request line is not a header; a continuation line is check_head's to refuse.
+    let Some(first) = head.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let lines = || head[first + 1..].split_inclusive(|&b| b == b'\n');
+    if !lines().any(|l| invalid(trim_eol(l))) {
+        return;
+    }
+    let mut kept = head[..first + 1].to_vec();
+    for line in lines() {
+        if invalid(trim_eol(line)) {
+            let shown = String::from_utf8_lossy(&trim_eol(line)[..trim_eol(line).len().min(256)])
+                .into_owned();
+            tracing::info!(%peer, "client sent invalid header line: {shown:?}");
+        } else {
+            kept.extend_from_slice(line);
+        }
+    }
+    *head = kept;
 }
 
 /// nginx's checks of a whole head (`ngx_http_process_request_headers` and
@@ -604,6 +648,36 @@ mod tests {
         let mut other = b"GET /HTTP/1.5 HTTP/1.0\r\n\r\n".to_vec();
         minor_version_as_11(&mut other);
         assert!(other.starts_with(b"GET /HTTP/1.5 HTTP/1.0"));
+    }
+
+    #[test]
+    fn names_nginx_ignores_are_taken_out() {
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let drop = |head: &[u8]| {
+            let mut head = head.to_vec();
+            drop_invalid_names(&mut head, peer);
+            head
+        };
+        let head = b"GET /a@b HTTP/1.1\r\nHost: a\r\nX@At: 1\r\nX_U: 2\r\nX/Y: 3\r\nX\xe9: 4\r\nA: b@c\r\n\r\n";
+        assert_eq!(
+            drop(head),
+            b"GET /a@b HTTP/1.1\r\nHost: a\r\nX_U: 2\r\nA: b@c\r\n\r\n"
+        );
+        // Left for the 400 nginx gives too: a space or a control byte, no colon.
+        for kept in [
+            &b"GET / HTTP/1.1\r\nX Y: 1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX\x7fY: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: empty\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+        ] {
+            assert_eq!(drop(kept), kept);
+        }
+        // Bare LF line ends are kept as they came.
+        assert_eq!(
+            drop(b"GET / HTTP/1.1\nA{: 1\nB: 2\n\n"),
+            b"GET / HTTP/1.1\nB: 2\n\n"
+        );
     }
 
     #[test]
