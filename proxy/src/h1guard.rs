@@ -208,7 +208,7 @@ impl<I> H1Guard<I> {
         // The whole head.
         self.deadline = None;
         minor_version_as_11(&mut self.head);
-        drop_invalid_names(&mut self.head, self.peer);
+        tidy_header_lines(&mut self.head, self.peer);
         match check_head(&self.head) {
             Ok(next) => {
                 self.out.append(&mut self.head);
@@ -355,42 +355,81 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Header lines whose name has a byte nginx only ignores (`ignore_invalid_headers`, on
-/// by default: a visible character outside RFC 9110's token, such as `@`, `/` or `{`, or
-/// a byte over 0x7f) but hyper refuses (a 400 for the whole request) are taken out of
-/// the head, and logged as nginx logs them ("client sent invalid header line", at
-/// `info`). A name with a space or a control byte stays, for the 400 nginx gives it too.
-/// The names the variables and the upstream see are then filtered as `underscores_in_headers`
-/// and `ignore_invalid_headers` say ([`crate::route`]).
-fn drop_invalid_names(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
-    let invalid = |line: &[u8]| {
-        let name = match line.iter().position(|&b| b == b':') {
-            Some(colon) => &line[..colon],
-            None => return false,
-        };
-        !name.is_empty()
-            && !name.iter().all(|&b| is_tchar(b))
-            && name.iter().all(|&b| b > 0x20 && b != 0x7f)
+/// What nginx makes of a header line's name (`ngx_http_parse_header_line`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    /// A token, followed by its colon: hyper takes the line as it is.
+    Valid,
+    /// A token without a colon: nginx takes it as a header with an empty value, hyper
+    /// refuses it; the guard adds the colon.
+    NoColon,
+    /// A visible character outside RFC 9110's token (`@`, `/`, `{`, …) or a byte over
+    /// 0x7f: nginx ignores the line (`ignore_invalid_headers`, on by default), hyper
+    /// refuses it; the guard drops it.
+    Ignored,
+    /// Empty, or with a space or a control byte: nginx's 400 ([`check_head`]).
+    Invalid,
+}
+
+fn name_of(line: &[u8]) -> Name {
+    let (name, colon) = match line.iter().position(|&b| b == b':') {
+        Some(i) => (&line[..i], true),
+        None => (line, false),
     };
+    if name.is_empty() || name.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        Name::Invalid
+    } else if !name.iter().all(|&b| is_tchar(b)) {
+        Name::Ignored
+    } else if colon {
+        Name::Valid
+    } else {
+        Name::NoColon
+    }
+}
+
+/// The header lines of `head` made what nginx makes of them where hyper would refuse
+/// the whole request (see [`Name`]): an ignored one dropped and logged as nginx logs it
+/// ("client sent invalid header line", at `info`), a bare name given its colon. The
+/// names the variables and the upstream then see are filtered as
+/// `underscores_in_headers` and `ignore_invalid_headers` say ([`crate::route`]).
+fn tidy_header_lines(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
     // The request line is not a header; a continuation line is check_head's to refuse.
     let Some(first) = head.iter().position(|&b| b == b'\n') else {
         return;
     };
-    let lines = || head[first + 1..].split_inclusive(|&b| b == b'\n');
-    if !lines().any(|l| invalid(trim_eol(l))) {
+    fn header(l: &[u8]) -> (&[u8], Name) {
+        let l = trim_eol(l);
+        let name = match l.first() {
+            None | Some(b' ' | b'\t') => Name::Valid,
+            Some(_) => name_of(l),
+        };
+        (l, name)
+    }
+    let lines = || {
+        head[first + 1..]
+            .split_inclusive(|&b| b == b'\n')
+            .map(header)
+    };
+    if lines().all(|(_, n)| n != Name::Ignored && n != Name::NoColon) {
         return;
     }
-    let mut kept = head[..first + 1].to_vec();
-    for line in lines() {
-        if invalid(trim_eol(line)) {
-            let shown = String::from_utf8_lossy(&trim_eol(line)[..trim_eol(line).len().min(256)])
-                .into_owned();
-            tracing::info!(%peer, "client sent invalid header line: {shown:?}");
-        } else {
-            kept.extend_from_slice(line);
+    let mut tidy = head[..first + 1].to_vec();
+    for (line, name) in lines() {
+        match name {
+            Name::Ignored => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(256)]).into_owned();
+                tracing::info!(%peer, "client sent invalid header line: {shown:?}");
+                continue;
+            }
+            Name::NoColon => {
+                tidy.extend_from_slice(line);
+                tidy.push(b':');
+            }
+            Name::Valid | Name::Invalid => tidy.extend_from_slice(line),
         }
+        tidy.extend_from_slice(b"\r\n");
     }
-    *head = kept;
+    *head = tidy;
 }
 
 /// nginx's checks of a whole head (`ngx_http_process_request_headers` and
@@ -428,9 +467,11 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
             return Err((400, "client sent obsolete line folding"));
         }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            // hyper refuses it.
-            continue;
+            return Err((400, "client sent invalid header line"));
         };
+        if name_of(line) == Name::Invalid {
+            return Err((400, "client sent invalid header line"));
+        }
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -651,32 +692,36 @@ mod tests {
     }
 
     #[test]
-    fn names_nginx_ignores_are_taken_out() {
+    fn header_lines_as_nginx_takes_them() {
         let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let drop = |head: &[u8]| {
+        let tidy = |head: &[u8]| {
             let mut head = head.to_vec();
-            drop_invalid_names(&mut head, peer);
+            tidy_header_lines(&mut head, peer);
             head
         };
-        let head = b"GET /a@b HTTP/1.1\r\nHost: a\r\nX@At: 1\r\nX_U: 2\r\nX/Y: 3\r\nX\xe9: 4\r\nA: b@c\r\n\r\n";
+        let head = b"GET /a@b HTTP/1.1\r\nHost: a\r\nX@At: 1\r\nX_U: 2\r\nX/Y: 3\r\nX\xe9: 4\r\nA: b@c\r\nBare\r\n\r\n";
         assert_eq!(
-            drop(head),
-            b"GET /a@b HTTP/1.1\r\nHost: a\r\nX_U: 2\r\nA: b@c\r\n\r\n"
+            tidy(head),
+            b"GET /a@b HTTP/1.1\r\nHost: a\r\nX_U: 2\r\nA: b@c\r\nBare:\r\n\r\n"
         );
-        // Left for the 400 nginx gives too: a space or a control byte, no colon.
+        // Left for check_head's 400, as nginx's: a space or a control byte in the name,
+        // an empty name; and heads with nothing to change stay as they came.
         for kept in [
             &b"GET / HTTP/1.1\r\nX Y: 1\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nX\x7fY: 1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNo Colon\r\n\r\n",
             b"GET / HTTP/1.1\r\n: empty\r\n\r\n",
             b"GET / HTTP/1.1\nHost: a\n\n",
         ] {
-            assert_eq!(drop(kept), kept);
+            assert_eq!(tidy(kept), kept);
+            assert_eq!(
+                verdict(std::str::from_utf8(kept).unwrap()).ok(),
+                (kept.ends_with(b"a\n\n")).then_some(State::Head)
+            );
         }
-        // Bare LF line ends are kept as they came.
         assert_eq!(
-            drop(b"GET / HTTP/1.1\nA{: 1\nB: 2\n\n"),
-            b"GET / HTTP/1.1\nB: 2\n\n"
+            tidy(b"GET / HTTP/1.1\nA{: 1\nB: 2\n\n"),
+            b"GET / HTTP/1.1\nB: 2\r\n\r\n"
         );
     }
 

@@ -2044,7 +2044,8 @@ fn upstream_methods_pick_as_nginx() {
 /// `ignore_invalid_headers` as Debian's nginx 1.22 applied them (each case run against
 /// it): relative or port-less redirects, `//` kept in `$uri`, and request headers with
 /// `_` or other characters dropped by default (for the upstream and the variables),
-/// kept when told; a name with `@` or `{` dropped (logged as nginx logs it), not a 400.
+/// kept when told; a name with `@` or `{` dropped (logged as nginx logs it), not a 400;
+/// a bare name (no colon) passed on with an empty value; a space in a name a 400.
 #[test]
 fn core_flags_as_nginx() {
     let raw = RawUpstream::start();
@@ -2124,6 +2125,20 @@ fn core_flags_as_nginx() {
         "x-bar x.baz x_foo",
         "ignore_invalid_headers off"
     );
+    // A bare name is a header with an empty value; a space in a name is nginx's 400 page.
+    let r = plain(
+        http,
+        "GET /hd/ HTTP/1.1\r\nHost: compat.test\r\nBare\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = raw.seen.lock().expect("lock").last().cloned();
+    assert!(seen.unwrap_or_default().contains("\r\nbare: \r\n"));
+    let r = plain(
+        http,
+        "GET /hd/ HTTP/1.1\r\nHost: compat.test\r\nX Y: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("<h1>400 Bad Request</h1>"), "{r:?}");
     assert!(
         gate.server
             .log_text()
