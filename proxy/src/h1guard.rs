@@ -472,6 +472,14 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
         if name_of(line) == Name::Invalid {
             return Err((400, "client sent invalid header line"));
         }
+        // A control byte in a value: hyper refuses it (nginx passes all but NUL and CR
+        // on; RFC 9110 §5.5 lets a recipient refuse them), so it gets nginx's 400 page.
+        if line[colon + 1..]
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err((400, "client sent invalid header line"));
+        }
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -722,6 +730,14 @@ mod tests {
         assert_eq!(
             tidy(b"GET / HTTP/1.1\nA{: 1\nB: 2\n\n"),
             b"GET / HTTP/1.1\nB: 2\r\n\r\n"
+        );
+        for value in ["a\x01b", "a\x7fb", "a\rb", "a\x00b"] {
+            let head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {value}\r\n\r\n");
+            assert_eq!(verdict(&head), Err(400), "{value:?}");
+        }
+        assert_eq!(
+            verdict("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \u{e9}\r\n\r\n"),
+            Ok(State::Head)
         );
     }
 
