@@ -207,7 +207,7 @@ impl<I> H1Guard<I> {
         }
         // The whole head.
         self.deadline = None;
-        minor_version_as_11(&mut self.head);
+        tidy_request_line(&mut self.head);
         tidy_header_lines(&mut self.head, self.peer);
         match check_head(&self.head) {
             Ok(next) => {
@@ -339,15 +339,36 @@ fn trim_ows_end(v: &[u8]) -> &[u8] {
     &v[..end]
 }
 
-/// `HTTP/1.2` to `HTTP/1.9` in the request line become `HTTP/1.1`: a later minor version
-/// is understood as the highest this server speaks (RFC 9110 §6.2; nginx answers it).
-fn minor_version_as_11(head: &mut [u8]) {
+/// The request line as nginx reads it, where hyper would refuse it: spaces (not tabs)
+/// repeated between its three words or after the last are taken as one, and a later
+/// minor version (`HTTP/1.2` to `HTTP/1.999`) is understood as the highest this server
+/// speaks, `HTTP/1.1` (RFC 9110 §6.2; nginx answers it). Any other line stays as it came.
+fn tidy_request_line(head: &mut Vec<u8>) {
     let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = trim_eol(&head[..end]);
-    let len = line.len();
-    if len >= 9 && line[len - 9..len - 1] == *b" HTTP/1." && matches!(line[len - 1], b'2'..=b'9') {
-        head[len - 1] = b'1';
+    let words: Vec<&[u8]> = line
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let [method, target, version] = words[..] else {
+        return;
+    };
+    if line.first() == Some(&b' ') {
+        return;
     }
+    let later = version
+        .strip_prefix(b"HTTP/1.")
+        .filter(|m| (1..=3).contains(&m.len()) && m.iter().all(u8::is_ascii_digit))
+        .and_then(|m| std::str::from_utf8(m).ok()?.parse::<u16>().ok())
+        .is_some_and(|m| m >= 2);
+    let single = line.len() == method.len() + target.len() + version.len() + 2;
+    if single && !later {
+        return;
+    }
+    let version: &[u8] = if later { b"HTTP/1.1" } else { version };
+    let mut tidy = [method, b" ", target, b" ", version].concat();
+    tidy.extend_from_slice(&head[line.len()..]);
+    *head = tidy;
 }
 
 /// Whether `b` may be in a header name (RFC 9110 §5.6.2's `tchar`, as httparse checks it).
@@ -457,9 +478,23 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
                 "client sent a request with an unsupported HTTP major version",
             ));
         }
-        // Not HTTP/1.x: hyper refuses it.
-        _ => return Ok(State::Passthrough),
+        // Not HTTP/1.x (HTTP/0.9 too, which nginx would answer): nginx's 400.
+        _ => return Err((400, "client sent invalid request")),
     };
+    // What hyper would refuse with a bare 400: nginx's page instead.
+    let mut words = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(_), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err((400, "client sent invalid request"));
+    };
+    if method.is_empty()
+        || !method.iter().all(|&b| is_tchar(b))
+        || target.is_empty()
+        || target.iter().any(|&b| b <= 0x20 || b == 0x7f)
+    {
+        return Err((400, "client sent invalid request"));
+    }
     let (mut hosts, mut length, mut chunked) = (0, None::<u64>, None::<bool>);
     let (mut upgrade, mut connection_upgrade) = (false, false);
     for line in lines.filter(|l| !l.is_empty()) {
@@ -688,14 +723,14 @@ mod tests {
         assert_eq!(verdict("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(505));
         assert_eq!(verdict("GET / HTTP/3.0\r\nHost: a\r\n\r\n"), Err(505));
         let mut head = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec();
-        minor_version_as_11(&mut head);
+        tidy_request_line(&mut head);
         assert!(head.starts_with(b"GET / HTTP/1.1\r\n"));
         assert_eq!(
             verdict(std::str::from_utf8(&head).unwrap()),
             Ok(State::Head)
         );
         let mut other = b"GET /HTTP/1.5 HTTP/1.0\r\n\r\n".to_vec();
-        minor_version_as_11(&mut other);
+        tidy_request_line(&mut other);
         assert!(other.starts_with(b"GET /HTTP/1.5 HTTP/1.0"));
     }
 
@@ -792,7 +827,41 @@ mod tests {
             Err(400),
             "HTTP/2's preface"
         );
-        assert_eq!(verdict("GET / HTTP/9\r\n\r\n"), Ok(State::Passthrough));
+        // Request lines hyper would refuse with a bare 400: nginx's page.
+        for line in [
+            "GET / HTTP/9",
+            "GET / HTTP/01.1",
+            "GET /x",
+            "GET /a b HTTP/1.1",
+            "G@T / HTTP/1.1",
+            "GET /\x01 HTTP/1.1",
+            "GET\t/ HTTP/1.1",
+        ] {
+            assert_eq!(
+                verdict(&format!("{line}\r\nHost: a\r\n\r\n")),
+                Err(400),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_lines_as_nginx_reads_them() {
+        let tidy = |line: &str| {
+            let mut head = format!("{line}\r\nHost: a\r\n\r\n").into_bytes();
+            tidy_request_line(&mut head);
+            let head = String::from_utf8(head).unwrap();
+            assert_eq!(verdict(&head).ok(), Some(State::Head), "{head:?}");
+            head.split_once("\r\n").unwrap().0.to_owned()
+        };
+        assert_eq!(tidy("GET /x HTTP/1.1"), "GET /x HTTP/1.1");
+        assert_eq!(tidy("GET  /x   HTTP/1.1  "), "GET /x HTTP/1.1");
+        assert_eq!(tidy("GET /x HTTP/1.10"), "GET /x HTTP/1.1");
+        assert_eq!(tidy("GET /x HTTP/1.999"), "GET /x HTTP/1.1");
+        assert_eq!(tidy("GET /x HTTP/1.0 "), "GET /x HTTP/1.0");
+        let mut untouched = b" GET /x HTTP/1.1\r\n\r\n".to_vec();
+        tidy_request_line(&mut untouched);
+        assert_eq!(untouched, b" GET /x HTTP/1.1\r\n\r\n");
     }
 
     #[test]
