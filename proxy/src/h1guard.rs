@@ -346,11 +346,10 @@ fn trim_ows_end(v: &[u8]) -> &[u8] {
 fn tidy_request_line(head: &mut Vec<u8>) {
     let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = trim_eol(&head[..end]);
-    let words: Vec<&[u8]> = line
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let [method, target, version] = words[..] else {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let (Some(method), Some(target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
         return;
     };
     if line.first() == Some(&b' ') {
