@@ -64,6 +64,8 @@
 //!   `proxy_method`, `proxy_set_body`, `proxy_pass_request_headers`,
 //!   `proxy_pass_request_body`, `limit_req` and `limit_conn` (arrays,
 //!   with `_status`, `_dry_run`, `_log_level`; their `_zone`s in `http`),
+//!   `limit_rate` and `limit_rate_after` (sizes; a variable is warned about and not
+//!   enforced),
 //!   `proxy_redirect` (`default` from the
 //!   location's `proxy_pass` when none is written), `proxy_cookie_path` and
 //!   `proxy_cookie_domain`, `proxy_cookie_flags` (arrays: a level with its own
@@ -121,7 +123,7 @@
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
 //! | `master_process`, `daemon` | hsmgate is one process and stays in the foreground (systemd `Type=notify`) |
 //! | `keepalive_requests` | connections are not closed after a request count |
-//! | `limit_rate`, `limit_rate_after` | **not enforced** (no bandwidth limit): the warning says so |
+//! | `proxy_limit_rate` | **not enforced**: the upstream's answer is read as fast as the client takes it (`limit_rate`, which is enforced, limits that) |
 //! | `load_module` | modules are built in: the ones hsmgate implements need no loading (Debian's `modules-enabled/*.conf`) |
 //! | `index`, `log_not_found` | hsmgate serves no files (`root` is read only for the pages `error_page` names). In an SSL-offload site every location proxies or returns, so nginx never reads them either; a location with neither (or a server with no location and no `return`), where nginx *would* serve files, is warned about on its own: hsmgate answers 404 there |
 //! | `server_name_in_redirect` | the redirects hsmgate makes use the client's `Host` |

@@ -184,6 +184,8 @@ impl Site {
             proxy_cookie_domain: Vec::new(),
             error_pages: Vec::new(),
             proxy_intercept_errors: false,
+            limit_rate: 0,
+            limit_rate_after: 0,
             recursive_error_pages: false,
             absolute_redirect: true,
             port_in_redirect: true,

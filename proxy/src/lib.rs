@@ -44,7 +44,7 @@
 //!   `send_timeout`: a client that stops reading its answer is dropped
 //!   (`h2_send_timeout`: an HTTP/2 stream whose window stays shut); `stall_timer`:
 //!   the timer of that and of `proxy_read_timeout`, which costs nothing on progress;
-//!   `body`: the response body type, and a streamed request body whose failure is
+//!   `limit_rate`: an answer's body sent no faster than `limit_rate`; `body`: the response body type, and a streamed request body whose failure is
 //!   the client's; `spool`: a buffered one (`proxy_request_buffering on`), in memory
 //!   or an unlinked temp file;
 //! - `tunnel`: `Upgrade` (WebSocket) passed through after the upstream's `101`;
@@ -93,6 +93,7 @@ mod hello;
 mod hop_by_hop;
 mod keys;
 mod kx;
+mod limit_rate;
 mod limits;
 mod metrics;
 mod notify;

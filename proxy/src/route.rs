@@ -221,10 +221,14 @@ async fn serve(
         log.head_bytes = crate::reqlog::head_bytes(&resp, log.protocol, &log.headers);
     }
     let (parts, body) = resp.into_parts();
+    let rate = crate::limit_rate::Rate {
+        per_second: settings.limit_rate,
+        after: settings.limit_rate_after,
+    };
     let body = LoggedBody {
         in_progress: Some(in_progress),
         limit_slots: std::mem::take(&mut log.limit_slots),
-        inner: body,
+        inner: crate::limit_rate::LimitRate::wrap(body, rate),
         sent: 0,
         log: (!log.targets.is_empty()).then(|| Box::new(log)),
     }

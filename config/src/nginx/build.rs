@@ -124,6 +124,8 @@ const KNOWN: &[&str] = &[
     "error_page",
     "proxy_intercept_errors",
     "recursive_error_pages",
+    "limit_rate",
+    "limit_rate_after",
     "root",
     "auth_basic_user_file",
 ];

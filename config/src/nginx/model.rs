@@ -448,6 +448,12 @@ pub struct ProxySettings {
     /// `proxy_intercept_errors` (default off): an upstream's answer with a status an
     /// `error_page` names is replaced as hsmgate's own errors are.
     pub proxy_intercept_errors: bool,
+    /// `limit_rate` (bytes per second; default 0, no limit): how fast an answer's body
+    /// is sent to the client, per request.
+    pub limit_rate: u64,
+    /// `limit_rate_after` (bytes; default 0): how much of a body goes before
+    /// `limit_rate` applies.
+    pub limit_rate_after: u64,
     /// `recursive_error_pages` (default off): an error of the page an `error_page` went
     /// to may go to another.
     pub recursive_error_pages: bool,

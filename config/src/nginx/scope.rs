@@ -91,6 +91,9 @@ pub(crate) struct Scope {
     pub(crate) pass_default: Option<ValueRewrite>,
     intercept_errors: Option<bool>,
     recursive_error_pages: Option<bool>,
+    /// `limit_rate`, `limit_rate_after` (bytes; 0: none).
+    limit_rate: Option<u64>,
+    limit_rate_after: Option<u64>,
     /// `absolute_redirect`, `port_in_redirect`, `merge_slashes`,
     /// `underscores_in_headers`, `ignore_invalid_headers`, by that index.
     flags: [Option<bool>; FLAGS.len()],
@@ -164,6 +167,8 @@ impl Scope {
             self.root = outer.root.clone();
         }
         self.intercept_errors = self.intercept_errors.or(outer.intercept_errors);
+        self.limit_rate = self.limit_rate.or(outer.limit_rate);
+        self.limit_rate_after = self.limit_rate_after.or(outer.limit_rate_after);
         self.satisfy_any = self.satisfy_any.or(outer.satisfy_any);
         if self.real_ip_from.is_none() {
             self.real_ip_from = outer.real_ip_from.clone();
@@ -252,6 +257,8 @@ impl Scope {
                     recursive: self.real_ip_recursive.unwrap_or(false),
                 }),
             proxy_intercept_errors: self.intercept_errors.unwrap_or(false),
+            limit_rate: self.limit_rate.unwrap_or(0),
+            limit_rate_after: self.limit_rate_after.unwrap_or(0),
             recursive_error_pages: self.recursive_error_pages.unwrap_or(false),
             absolute_redirect: self.flag(0),
             port_in_redirect: self.flag(1),
@@ -607,6 +614,27 @@ impl Scope {
             "error_page" => {
                 let page = error_page(ctx, d)?;
                 self.error_pages.get_or_insert_with(Vec::new).push(page);
+            }
+            name @ ("limit_rate" | "limit_rate_after") => {
+                let arg = ctx.one(d)?;
+                if arg.value.contains('$') {
+                    // nginx (1.17.0 and later) reads a variable's value per request.
+                    ctx.warn(
+                        d.at,
+                        format!(
+                            "\"{name}\" with a variable is NOT ENFORCED: only a size is \
+                             (responses go as fast as the client reads them)"
+                        ),
+                    );
+                    return Ok(true);
+                }
+                let v =
+                    parse_size(&arg.value).ok_or_else(|| ctx.invalid(d, arg.at, "invalid size"))?;
+                let field = match name {
+                    "limit_rate" => &mut self.limit_rate,
+                    _ => &mut self.limit_rate_after,
+                };
+                set(ctx, d, field, v)?;
             }
             "proxy_intercept_errors" => {
                 let on = super::server::flag(ctx, d)?;

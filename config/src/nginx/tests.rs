@@ -1558,14 +1558,27 @@ fn limit_zones_and_limits_as_nginx_reads_them() {
         "server { listen 127.0.0.1:1; limit_conn_zone $uri zone=y:1m; }",
     ));
     assert!(e.contains("not allowed here"), "{e}");
-    let c = load_str(&http("limit_rate 10k; server { listen 127.0.0.1:1; }")).unwrap();
-    assert!(
-        c.warnings
-            .iter()
-            .any(|w| w.message.contains("NOT ENFORCED")),
-        "{:?}",
-        c.warnings
-    );
+    // limit_rate and limit_rate_after: sizes, inherited each on its own; a variable
+    // is warned about (not enforced).
+    let c = load_str(&http(
+        "limit_rate 10k; server { listen 127.0.0.1:1; limit_rate_after 1m;
+            location /a/ { proxy_pass http://127.0.0.1:9; }
+            location /b/ { limit_rate 0; proxy_pass http://127.0.0.1:9; }
+            location /c/ { limit_rate $r; proxy_pass http://127.0.0.1:9; } }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let rate = |path: &str| {
+        let l = &location_match(&s.locations, path).unwrap().settings;
+        (l.limit_rate, l.limit_rate_after)
+    };
+    assert_eq!(rate("/a/"), (10 << 10, 1 << 20));
+    assert_eq!(rate("/b/"), (0, 1 << 20));
+    assert_eq!(rate("/c/"), (10 << 10, 1 << 20), "the variable is not read");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("NOT ENFORCED"));
+    let e = err(&http("server { listen 127.0.0.1:1; limit_rate fast; }"));
+    assert!(e.contains("invalid size"), "{e}");
 }
 
 #[test]

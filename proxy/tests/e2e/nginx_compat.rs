@@ -2191,6 +2191,42 @@ fn send_timeout_drops_a_client_that_stops_reading() {
     );
 }
 
+/// `limit_rate` and `limit_rate_after`: an answer's body goes no faster than nginx's
+/// budget, `rate × (t + 1) + after` bytes by second `t`: 32 MiB at 8 MiB/s after 8 MiB
+/// take at least two seconds (the first 16 MiB at once, the rest at the rate), whole.
+#[test]
+fn limit_rate_holds_an_answer_to_its_rate() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra =
+        format!("location /big/ {{ limit_rate 8m; limit_rate_after 8m; proxy_pass http://{up}; }}");
+    let (gate, http) = start(&raw, &extra);
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let t = std::time::Instant::now();
+    s.write_all(b"GET /big/ HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut total, mut at_half) = (0, None);
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if at_half.is_none() && total >= BIG / 2 + (1 << 20) {
+            at_half = Some(t.elapsed());
+        }
+    }
+    let took = t.elapsed();
+    assert!(total > BIG, "{total} bytes\n{}", gate.server.log_text());
+    // 16 MiB at 8 MiB/s after the first 16: two seconds, less the clock's
+    // granularity; and the part past the first 16 MiB was held back too.
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+    let half = at_half.expect("past half");
+    assert!(half >= Duration::from_millis(100), "17 MiB after {half:?}");
+}
+
 /// `auth_request` as Debian's nginx 1.22 ran it with the same directives (each case run
 /// against it): the subrequest is a GET with the request's headers and no body, through
 /// an internal location and its `proxy_set_header`s; 2xx lets the request through, 401
