@@ -65,7 +65,8 @@
 //!   `proxy_pass_request_body`, `limit_req` and `limit_conn` (arrays,
 //!   with `_status`, `_dry_run`, `_log_level`; their `_zone`s in `http`),
 //!   `limit_rate` and `limit_rate_after` (sizes; a variable is warned about and not
-//!   enforced),
+//!   enforced), `limit_except METHOD… { … }` in a location (`allow`, `deny`,
+//!   `auth_basic`, `auth_basic_user_file`, `access_log` inside),
 //!   `proxy_redirect` (`default` from the
 //!   location's `proxy_pass` when none is written), `proxy_cookie_path` and
 //!   `proxy_cookie_domain`, `proxy_cookie_flags` (arrays: a level with its own
@@ -135,7 +136,7 @@
 //! | `http2_idle_timeout`, `http2_max_requests`, `http2_recv_timeout`, `http2_max_field_size`, `http2_max_header_size`, `http2_chunk_size`, `http2_body_preread_size`, `http2_recv_buffer_size`, `http2_pool_size`, `http2_streams_index_size` | obsolete since nginx 1.19.7, or HTTP/2 tuning of the h2 crate's |
 //!
 //! Refused with a reason (ignoring them would change answers or security): `try_files`,
-//! `limit_except`, `proxy_bind`, `proxy_ssl_crl`, `proxy_ssl_password_file`,
+//! `proxy_bind`, `proxy_ssl_crl`, `proxy_ssl_password_file`,
 //! `ssl_ocsp`, `ssl_password_file`, `grpc_pass`, `fastcgi_pass`, `uwsgi_pass`,
 //! `scgi_pass`, `memcached_pass`, `sub_filter`, `mirror`, `add_trailer`.
 //!

@@ -197,6 +197,7 @@ impl Site {
             proxy_pass_request_headers: true,
             proxy_method: None,
             expires: Default::default(),
+            limit_except: None,
             proxy_set_body: None,
             root: None,
             proxy_set_header: vec![

@@ -111,14 +111,16 @@ pub(crate) fn route<'s>(
             0 => UriChange::None,
             _ => UriChange::Changed,
         };
-        let found = |l: &'s LocationBlock, action| Routed {
-            settings: &l.settings,
+        // `limit_except`: a method it does not list gets its settings (nginx switches
+        // to that implicit location when it finds the location).
+        let found = |l: &'s LocationBlock, method: &str, action| Routed {
+            settings: l.settings.for_method(method),
             action,
             location: Some(l),
             uri_change,
         };
         if let Some(l) = auto_slash(&server.locations, &log.uri) {
-            return found(l, Some(ActionRef::AddSlash));
+            return found(l, &log.method, Some(ActionRef::AddSlash));
         }
         let Some(l) = location_match(&server.locations, &log.uri) else {
             return Routed {
@@ -130,7 +132,15 @@ pub(crate) fn route<'s>(
         };
         if l.internal && !internal && changes == 0 {
             // nginx's find-config phase: an `internal` location is not the client's.
-            return found(l, None);
+            return found(l, &log.method, None);
+        }
+        // A method `limit_except` does not list: nginx's implicit location serves it,
+        // which has the `proxy_pass` but none of the rewrite module's directives (no
+        // `return`, `rewrite`, `set` or `if` runs).
+        if l.settings.limit_except.is_some()
+            && !std::ptr::eq(l.settings.for_method(&log.method), &l.settings)
+        {
+            return found(l, &log.method, l.pass.as_ref().map(ActionRef::Proxy));
         }
         // A matching `if` block's settings and `proxy_pass` serve the request.
         let mut run = LocationRun {

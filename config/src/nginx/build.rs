@@ -126,6 +126,7 @@ const KNOWN: &[&str] = &[
     "recursive_error_pages",
     "limit_rate",
     "limit_rate_after",
+    "limit_except",
     "root",
     "auth_basic_user_file",
 ];

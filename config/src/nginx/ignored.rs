@@ -433,12 +433,6 @@ const REFUSED: &[(&str, &str)] = &[
         "add_trailer",
         "\"add_trailer\" is not supported: hsmgate adds no response trailers",
     ),
-    (
-        "limit_except",
-        "\"limit_except\" is not supported: its \"allow\"/\"deny\" rules decide which methods \
-         a location serves, and ignoring them would let every method through; use \"allow\"/\
-         \"deny\" for the whole location",
-    ),
 ];
 
 /// How many arguments an ignored directive takes (checked as nginx would).

@@ -48,6 +48,7 @@ pub(crate) fn build_location(
     let mut pending: Vec<Result<LocationStep, &Directive>> = Vec::new();
     let mut internal = false;
     let mut stub_status = false;
+    let mut limit_except = None;
     for s in body {
         match s.name.as_str() {
             "stub_status" => {
@@ -90,6 +91,10 @@ pub(crate) fn build_location(
                 ret.get_or_insert(r);
             }
             "location" => nested.push(s),
+            "limit_except" => match limit_except {
+                Some(_) => return Err(ctx.duplicate(s)),
+                None => limit_except = Some(s),
+            },
             _ if scope.directive(ctx, s, Level::Location)? => {}
             _ => ctx.other(s)?,
         }
@@ -135,6 +140,9 @@ pub(crate) fn build_location(
         .or(stub_status.then_some(Action::StubStatus));
     let mut settings = scope.settings();
     settings.proxy_redirect = scope.redirects(scope.pass_default.as_ref());
+    if let Some(d) = limit_except {
+        settings.limit_except = Some(Box::new(build_limit_except(ctx, d, &scope, &settings)?));
+    }
     Ok(LocationBlock {
         matcher,
         action,
@@ -145,6 +153,72 @@ pub(crate) fn build_location(
         locations,
         location: ctx.loc(d.at),
     })
+}
+
+/// The methods `limit_except` may name (nginx's list).
+const LIMIT_EXCEPT_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "OPTIONS",
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+    "PATCH",
+];
+
+/// The directives a `limit_except` block may hold (nginx's `NGX_HTTP_LMT_CONF` ones
+/// that hsmgate implements).
+const LIMIT_EXCEPT_DIRECTIVES: &[&str] = &[
+    "allow",
+    "deny",
+    "auth_basic",
+    "auth_basic_user_file",
+    "access_log",
+];
+
+/// `limit_except METHOD… { … }` in a location whose scope is `outer` and settings
+/// `location`: as nginx's implicit location, the block's settings merged with the
+/// location's serve every method it does not list.
+fn build_limit_except(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    outer: &Scope,
+    location: &super::model::ProxySettings,
+) -> Result<super::model::LimitExcept, ConfigError> {
+    let body = ctx.block(d, 1, usize::MAX)?;
+    let mut methods = Vec::new();
+    for a in &d.args {
+        let m = a.value.to_ascii_uppercase();
+        if !LIMIT_EXCEPT_METHODS.contains(&m.as_str()) {
+            return Err(ctx.invalid(d, a.at, format!("invalid method \"{}\"", a.value)));
+        }
+        methods.push(m);
+    }
+    let mut scope = Scope::default();
+    for s in body {
+        if !LIMIT_EXCEPT_DIRECTIVES.contains(&s.name.as_str()) {
+            return Err(ctx.err(
+                s.at,
+                ConfigErrorKind::NotAllowedHere {
+                    directive: s.name.clone(),
+                },
+            ));
+        }
+        if !scope.directive(ctx, s, Level::Location)? {
+            ctx.other(s)?;
+        }
+    }
+    scope.inherit(outer);
+    let mut settings = scope.settings();
+    settings.proxy_redirect = location.proxy_redirect.clone();
+    Ok(super::model::LimitExcept { methods, settings })
 }
 
 /// `if (CONDITION) { … }` in a location whose settings are `outer`: `rewrite`s and a

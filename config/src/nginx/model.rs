@@ -409,6 +409,34 @@ pub struct Return {
     pub text_or_url: Option<Template>,
 }
 
+/// `limit_except METHOD… { … }`: nginx's implicit location for the other methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitExcept {
+    /// The methods the location's own settings serve (`GET` brings `HEAD`).
+    pub methods: Vec<String>,
+    /// The settings of every other method.
+    pub settings: ProxySettings,
+}
+
+impl LimitExcept {
+    /// Whether `method` is one the block leaves alone.
+    pub fn allows(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
+            || (method == "HEAD" && self.methods.iter().any(|m| m == "GET"))
+    }
+}
+
+impl ProxySettings {
+    /// The settings a request with `method` gets here: the `limit_except` block's for a
+    /// method it does not list, else these.
+    pub fn for_method(&self, method: &str) -> &ProxySettings {
+        match &self.limit_except {
+            Some(l) if !l.allows(method) => &l.settings,
+            _ => self,
+        }
+    }
+}
+
 /// Settings of one level, merged with nginx's inheritance rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
@@ -475,6 +503,10 @@ pub struct ProxySettings {
     pub ignore_invalid_headers: bool,
     /// `expires` (default off): `Expires` and `Cache-Control` of successful answers.
     pub expires: super::Expires,
+    /// `limit_except METHOD… { … }` of a location: the settings a request whose method
+    /// is not listed gets instead (the location's, with the block's `allow`/`deny`,
+    /// `auth_basic` and `access_log`).
+    pub limit_except: Option<Box<LimitExcept>>,
     /// `proxy_pass_request_body` (default on): off sends the upstream no body.
     pub proxy_pass_request_body: bool,
     /// `proxy_pass_request_headers` (default on): off sends the upstream none of the

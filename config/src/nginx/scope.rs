@@ -269,6 +269,7 @@ impl Scope {
             proxy_pass_request_headers: self.flag(6),
             proxy_method: self.proxy_method.clone(),
             expires: self.expires.clone().unwrap_or_default(),
+            limit_except: None,
             proxy_set_body: self.proxy_set_body.clone(),
             root: self.root.clone(),
             proxy_set_header: self.headers.clone().unwrap_or_default(),

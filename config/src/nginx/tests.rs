@@ -1234,14 +1234,7 @@ fn allow_and_deny_are_read_in_order_and_inherited_whole() {
     assert!(AccessRule::allows(b, ip("2001:db8::1")));
     assert!(!AccessRule::allows(b, ip("192.0.2.1")), "deny all");
     assert_eq!(b[2].matches, AccessMatch::Unix);
-    // What would bypass the rules is refused; a rule where nginx has none is "not
-    // allowed here".
-    assert!(
-        err(&http(
-            "server { listen 1; location / { limit_except GET { deny all; } } }"
-        ))
-        .contains("\"limit_except\" is not supported")
-    );
+    // A rule where nginx has none is "not allowed here".
     assert_eq!(
         err(&http("upstream u { server 127.0.0.1:1; allow all; }")),
         "/x/conf/nginx.conf:3:34: \"allow\" directive is not allowed here"
@@ -1968,4 +1961,61 @@ fn ssl_crl_is_read_beside_the_client_ca() {
     .unwrap();
     assert_eq!(c.servers[0].tls.crl, Some(PathBuf::from("/x/conf/crl.pem")));
     assert_eq!(c.servers[1].tls.crl, Some(PathBuf::from("/etc/other.pem")));
+}
+
+/// `limit_except`: the methods it lists keep the location's settings (`GET` brings
+/// `HEAD`); every other method gets the block's `allow`/`deny` and `auth_basic`, with the
+/// rest of the location's settings. nginx's load-time errors: a bad method, a
+/// duplicate, a directive the block may not hold, the block outside a location.
+#[test]
+fn limit_except_is_the_location_for_the_other_methods() {
+    let c = load_str(&http(
+        "server { listen 127.0.0.1:1; allow 10.0.0.0/8; deny all;
+            location / { proxy_set_header X-A a; limit_except GET post { deny all; }
+                proxy_pass http://127.0.0.1:9; }
+            location /b/ { limit_except GET { auth_basic R; auth_basic_user_file /f; }
+                proxy_pass http://127.0.0.1:9; } }",
+    ))
+    .unwrap();
+    let s = &c.servers[0];
+    let a = &location_match(&s.locations, "/").unwrap().settings;
+    let le = a.limit_except.as_ref().expect("limit_except");
+    assert_eq!(le.methods, ["GET", "POST"]);
+    for m in ["GET", "HEAD", "POST"] {
+        assert!(std::ptr::eq(a.for_method(m), a), "{m}");
+    }
+    let put = a.for_method("PUT");
+    assert_eq!(put.access_rules.len(), 1, "the block's rules only");
+    assert_eq!(put.access_rules[0].matches, AccessMatch::All);
+    assert_eq!(
+        put.proxy_set_header, a.proxy_set_header,
+        "the rest is the location's"
+    );
+    assert!(put.limit_except.is_none());
+    let b = &location_match(&s.locations, "/b/").unwrap().settings;
+    assert!(b.auth_basic.is_none());
+    let post = b.for_method("POST");
+    assert!(post.auth_basic.is_some());
+    assert_eq!(post.access_rules.len(), 2, "the server's rules, inherited");
+    for (text, needle) in [
+        (
+            "location / { limit_except FETCH { deny all; } }",
+            "invalid method \"FETCH\"",
+        ),
+        (
+            "location / { limit_except GET { deny all; } limit_except POST { deny all; } }",
+            "duplicate",
+        ),
+        (
+            "location / { limit_except GET { proxy_pass http://127.0.0.1:9; } }",
+            "\"proxy_pass\" directive is not allowed here",
+        ),
+        (
+            "limit_except GET { deny all; }",
+            "\"limit_except\" directive is not allowed here",
+        ),
+    ] {
+        let e = err(&http(&format!("server {{ listen 1; {text} }}")));
+        assert!(e.contains(needle), "{text}: {e}");
+    }
 }

@@ -2191,6 +2191,78 @@ fn send_timeout_drops_a_client_that_stops_reading() {
     );
 }
 
+/// `limit_except` as Debian's nginx 1.22 answered the same requests (2026-12-02): the
+/// methods it lists (GET bringing HEAD) are the location's; any other gets the block's
+/// `allow`/`deny` and `auth_basic` (replacing the location's rules), still proxied, but
+/// without the location's `return` (nginx's implicit location has none of the rewrite
+/// module's directives).
+#[test]
+fn limit_except_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, "u:{PLAIN}p\n").expect("htpasswd");
+    let extra = format!(
+        "location /le/ {{ limit_except GET {{ deny all; }} proxy_pass http://{up}; }}
+        location /la/ {{ limit_except GET POST {{ auth_basic R; auth_basic_user_file {f}; }}
+            proxy_pass http://{up}; }}
+        location /lr/ {{ limit_except GET {{ deny all; }} return 200 ret; }}
+        location /ln/ {{ allow 127.0.0.1; deny all; limit_except GET {{ allow 10.0.0.1; deny all; }}
+            proxy_pass http://{up}; }}",
+        f = file.display()
+    );
+    let (gate, http) = start(&raw, &extra);
+    let ask = |method: &str, path: &str, auth: bool| {
+        let auth = if auth {
+            "Authorization: Basic dTpw\r\n"
+        } else {
+            ""
+        };
+        let length = if method == "POST" || method == "PUT" {
+            "Content-Length: 0\r\n"
+        } else {
+            ""
+        };
+        plain(
+            http,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: compat.test\r\n{auth}{length}Connection: close\r\n\r\n"
+            ),
+        )
+        .status
+    };
+    for (method, path, auth, status) in [
+        ("GET", "/le/", false, 200),
+        ("HEAD", "/le/", false, 200),
+        ("POST", "/le/", false, 403),
+        ("DELETE", "/le/", false, 403),
+        ("PUT", "/la/", false, 401),
+        ("POST", "/la/", false, 200),
+        ("PUT", "/la/", true, 200),
+        ("GET", "/lr/", false, 200),
+        ("POST", "/lr/", false, 403),
+        ("GET", "/ln/", false, 200),
+        ("PUT", "/ln/", false, 403),
+    ] {
+        assert_eq!(
+            ask(method, path, auth),
+            status,
+            "{method} {path} {auth}\n{}",
+            gate.server.log_text()
+        );
+    }
+    let seen = raw.seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter().any(|h| h.starts_with("PUT /la/ ")),
+        "proxied: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|h| h.starts_with("POST /le/ ")),
+        "denied: {seen:?}"
+    );
+}
+
 /// `limit_rate` and `limit_rate_after`: an answer's body goes no faster than nginx's
 /// budget, `rate × (t + 1) + after` bytes by second `t`: 32 MiB at 8 MiB/s after 8 MiB
 /// take at least two seconds (the first 16 MiB at once, the rest at the rate), whole.
