@@ -948,4 +948,59 @@ mod tests {
         assert_eq!(g.state, State::Passthrough);
         assert_eq!(g.out.len(), 26);
     }
+
+    /// A header line of bytes from an alphabet of what matters to the guard and to
+    /// hyper: a name, mostly a colon, a value.
+    fn line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::strategy::Strategy;
+        let alphabet: &[u8] = b"aZ09-_.@/{}\"; \t\r\x01\x7f\xe9";
+        let part = || proptest::collection::vec(proptest::sample::select(alphabet), 0..6);
+        let colon = proptest::sample::select(vec![&b":"[..], b":", b":", b""]);
+        (part(), colon, part())
+            .prop_map(|(name, colon, value)| [&name[..], colon, &value[..]].concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Whatever the client sends, the guard does not panic, and a head it lets
+        /// through is one hyper's parser takes whole: no request gets hyper's bare 400.
+        #[test]
+        fn a_head_the_guard_passes_is_one_hyper_parses(
+            method in proptest::sample::select(vec!["GET", "get", "G@T", "", "POST"]),
+            target in proptest::sample::select(vec!["/", "/a b", "/x?y", "*", "/\x01", "/é"]),
+            version in proptest::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/1.10", "HTTP/01.1", "HTTP/1.1 "]),
+            gap in proptest::sample::select(vec![" ", "  ", "\t"]),
+            lines in proptest::collection::vec(line(), 0..5),
+            lf_only in proptest::bool::ANY,
+        ) {
+            let eol: &[u8] = if lf_only { b"\n" } else { b"\r\n" };
+            let mut head = format!("{method}{gap}{target}{gap}{version}").into_bytes();
+            head.extend_from_slice(eol);
+            head.extend_from_slice(b"Host: a");
+            head.extend_from_slice(eol);
+            for l in &lines {
+                head.extend_from_slice(l);
+                head.extend_from_slice(eol);
+            }
+            head.extend_from_slice(eol);
+            let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+            tidy_request_line(&mut head);
+            tidy_header_lines(&mut head, peer);
+            if let Ok(State::Head | State::Fixed(_) | State::Chunked(_)) = check_head(&head) {
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut req = httparse::Request::new(&mut headers);
+                let parsed = req.parse(&head);
+                proptest::prop_assert!(
+                    matches!(parsed, Ok(httparse::Status::Complete(_))),
+                    "{:?}: {parsed:?}",
+                    String::from_utf8_lossy(&head)
+                );
+            }
+        }
+    }
 }
