@@ -22,7 +22,8 @@
 //! - `http`: `server`, `upstream NAME { server ADDR [weight=N] [max_fails=N]
 //!   [fail_timeout=T] [backup] [down]; keepalive N; least_conn | ip_hash | hash KEY
 //!   [consistent] | random [two [least_conn]]; zone NAME [SIZE]; }`, `log_format`,
-//!   `geo` (a [`VarMap`] looked up by address: [`GeoTable`]),
+//!   `geo` (a [`VarMap`] looked up by address: [`GeoTable`]), `split_clients` (one
+//!   looked up by a string's MurmurHash2: [`SplitTable`]),
 //!   `limit_req_zone`, `limit_conn_zone`, and the
 //!   settings below.
 //! - `server`: `listen` (`ssl`, `http2`, `default_server`, `reuseport`,
@@ -190,6 +191,7 @@ mod rewrite;
 mod scope;
 mod select;
 mod server;
+mod split_clients;
 mod template;
 mod tls;
 mod values;
@@ -221,6 +223,7 @@ pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, request_target, select_server,
     select_server_index,
 };
+pub use self::split_clients::{SplitTable, murmur_hash2};
 pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 

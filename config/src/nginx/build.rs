@@ -127,6 +127,7 @@ const KNOWN: &[&str] = &[
     "limit_rate",
     "limit_rate_after",
     "limit_except",
+    "split_clients",
     "root",
     "auth_basic_user_file",
 ];
@@ -530,7 +531,10 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
     collect_set_names(block, &mut ctx.set_names);
     // `map` variables may be used before their block (nginx resolves them at the end):
     // their names first, then the blocks, whose values may use each other.
-    for d in block.iter().filter(|d| d.name == "geo") {
+    for d in block
+        .iter()
+        .filter(|d| d.name == "geo" || d.name == "split_clients")
+    {
         let var = d.args.last().map(|a| a.value.as_str()).unwrap_or_default();
         if let Some(name) = super::rewrite::set_name(var)
             && !ctx.map_names.insert(name)
@@ -552,6 +556,10 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
         let (name, map) = super::geo::geo_map(ctx, d)?;
         ctx.maps.insert(name, map);
     }
+    for d in block.iter().filter(|d| d.name == "split_clients") {
+        let (name, map) = super::split_clients::split_map(ctx, d)?;
+        ctx.maps.insert(name, map);
+    }
     for d in block.iter().filter(|d| d.name == "map") {
         let name = super::map::defined_name(ctx, d)?;
         if let Some(group) = name.strip_prefix(super::hsm_group::PREFIX) {
@@ -565,7 +573,7 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
     ctx.limit_zones = super::limits::zones(ctx, block)?;
     for d in block {
         match d.name.as_str() {
-            "map" | "geo" | "limit_req_zone" | "limit_conn_zone" => {}
+            "map" | "geo" | "split_clients" | "limit_req_zone" | "limit_conn_zone" => {}
             "server" => servers.push(d),
             "upstream" => {
                 let body = ctx.block(d, 1, 1)?;

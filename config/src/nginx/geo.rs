@@ -132,6 +132,7 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
         regexes: Vec::new(),
         default,
         geo: Some(table),
+        split: None,
         location: ctx.loc(d.at),
     };
     Ok((name, map))

@@ -33,6 +33,8 @@ pub struct VarMap {
     pub default: Template,
     /// A `geo` block's networks: the value is chosen by address instead.
     pub geo: Option<super::GeoTable>,
+    /// A `split_clients` block's shares: the value is chosen by the source's hash.
+    pub split: Option<super::SplitTable>,
     /// The block.
     pub location: Location,
 }
@@ -72,6 +74,9 @@ impl VarMap {
     pub fn lookup(&self, value: &str) -> &Template {
         if let Some(geo) = &self.geo {
             return geo.lookup(value).unwrap_or(&self.default);
+        }
+        if let Some(split) = &self.split {
+            return split.lookup(value).unwrap_or(&self.default);
         }
         let lower = value.to_ascii_lowercase();
         if let Some(t) = self.exact.get(&lower) {
@@ -117,6 +122,7 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
         regexes: Vec::new(),
         default: Template::default(),
         geo: None,
+        split: None,
         location: ctx.loc(d.at),
     };
     let mut hostnames = false;

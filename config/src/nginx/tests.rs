@@ -2019,3 +2019,48 @@ fn limit_except_is_the_location_for_the_other_methods() {
         assert!(e.contains(needle), "{text}: {e}");
     }
 }
+
+/// `split_clients`: nginx's load-time errors, each at its `file:line`.
+#[test]
+fn split_clients_errors_as_nginx() {
+    assert!(
+        load_str(&http(
+            "split_clients $remote_addr $v { 50% a; 50% b; } server { listen 127.0.0.1:1; }"
+        ))
+        .is_ok()
+    );
+    for (text, needle) in [
+        (
+            "split_clients $arg_a $v { 60% a; 50% b; }",
+            "percent total is greater than 100%",
+        ),
+        (
+            "split_clients $arg_a $v { 0% a; }",
+            "invalid percent value \"0%\"",
+        ),
+        (
+            "split_clients $arg_a $v { ten% a; }",
+            "invalid percent value",
+        ),
+        (
+            "split_clients $arg_a v { 10% a; }",
+            "invalid variable name \"v\"",
+        ),
+        (
+            "split_clients $arg_a $v { 10% a b; }",
+            "invalid number of arguments",
+        ),
+        (
+            "split_clients $arg_a $v { * a; } split_clients $arg_b $v { * b; }",
+            "duplicate \"$v\" variable",
+        ),
+        (
+            "server { listen 1; split_clients $arg_a $v { * a; } }",
+            "\"split_clients\" directive is not allowed here",
+        ),
+    ] {
+        let e = err(&http(text));
+        assert!(e.starts_with("/x/conf/nginx.conf:"), "{text}: {e}");
+        assert!(e.contains(needle), "{text}: {e}");
+    }
+}
