@@ -155,6 +155,9 @@ pub struct Generation {
     /// By configured address.
     pub listeners: HashMap<SocketAddr, ListenerRt>,
     balancers: HashMap<String, Arc<Balancer>>,
+    /// The `host:port`s a `proxy_pass` with variables named, each with its pool, at most
+    /// [`MAX_DYNAMIC_UPSTREAMS`] (more are served without a kept connection).
+    dynamic: dashmap::DashMap<String, Arc<Balancer>>,
     /// The opened token keys.
     pub pools: PoolCache,
     log_paths: HashMap<PathBuf, Arc<PathBuf>>,
@@ -290,6 +293,7 @@ impl Generation {
             servers,
             listeners,
             balancers: HashMap::new(),
+            dynamic: dashmap::DashMap::new(),
             pools: opener.next,
             log_paths: HashMap::new(),
             limits: crate::limits::Zones::build(&site.limit_zones),
@@ -309,28 +313,33 @@ impl Generation {
                 stack.extend(l.locations.iter());
                 self.prepare_settings(&l.settings)?;
                 if let Some(Action::ProxyPass(p)) = &l.action {
-                    let key = balancer_key(p, &l.settings);
-                    if !self.balancers.contains_key(&key) {
-                        let timeout = l.settings.proxy_connect_timeout;
-                        let tls = match p.https {
-                            true => Some(crate::balance::UpstreamTls {
-                                config: crate::upstream_tls::client_config(&l.settings.proxy_ssl)
-                                    .map_err(|e| ProxyError::At {
-                                    at: at(&l.location),
-                                    source: Box::new(e),
-                                })?,
-                                name: l.settings.proxy_ssl.name.clone(),
-                            }),
-                            false => None,
-                        };
-                        let b = match &p.target {
-                            UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
-                                Some(g) => Balancer::group(n, g, timeout, tls),
-                                None => Balancer::single(&format!("{n}:80"), timeout, tls),
-                            },
-                            UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls),
-                        };
-                        self.balancers.insert(key, Arc::new(b));
+                    // A host part with variables may name any upstream block.
+                    let targets = match &p.target {
+                        UpstreamRef::Dynamic(_) => (self.site.upstreams.keys())
+                            .map(|n| UpstreamRef::Named(n.clone()))
+                            .collect(),
+                        target => vec![target.clone()],
+                    };
+                    let tls = upstream_tls(p, &l.settings).map_err(|e| ProxyError::At {
+                        at: at(&l.location),
+                        source: Box::new(e),
+                    })?;
+                    for target in targets {
+                        let key = balancer_key(&target, p.https, &l.settings);
+                        if !self.balancers.contains_key(&key) {
+                            let timeout = l.settings.proxy_connect_timeout;
+                            let b = match &target {
+                                UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
+                                    Some(g) => Balancer::group(n, g, timeout, tls.clone()),
+                                    None => {
+                                        Balancer::single(&format!("{n}:80"), timeout, tls.clone())
+                                    }
+                                },
+                                UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls.clone()),
+                                UpstreamRef::Dynamic(_) => continue,
+                            };
+                            self.balancers.insert(key, Arc::new(b));
+                        }
                     }
                 }
             }
@@ -405,8 +414,50 @@ impl Generation {
     /// The upstream group of a `proxy_pass` in a location with `settings`.
     pub fn balancer(&self, pass: &ProxyPass, settings: &ProxySettings) -> Option<&Balancer> {
         self.balancers
-            .get(&balancer_key(pass, settings))
+            .get(&balancer_key(&pass.target, pass.https, settings))
             .map(|b| &**b)
+    }
+
+    /// The upstream a `proxy_pass` with variables names this time: `host`, its host part
+    /// as evaluated, is an `upstream` block's name (without regard to case) or a
+    /// `host[:port]`, resolved when connecting; or why neither (a 502).
+    pub fn dynamic_balancer(
+        &self,
+        pass: &ProxyPass,
+        settings: &ProxySettings,
+        host: &str,
+    ) -> Result<Arc<Balancer>, String> {
+        let named = (self.site.upstreams.iter()).find(|(n, _)| n.eq_ignore_ascii_case(host));
+        if let Some((name, group)) = named {
+            let key = balancer_key(&UpstreamRef::Named(name.clone()), pass.https, settings);
+            if let Some(b) = self.balancers.get(&key) {
+                return Ok(Arc::clone(b));
+            }
+            if let Some(b) = self.dynamic.get(&key) {
+                return Ok(Arc::clone(&b));
+            }
+            // Settings no location's own `proxy_pass` has (an `if` block's): a pool of
+            // their own.
+            let tls = upstream_tls(pass, settings).map_err(|e| e.to_string())?;
+            let timeout = settings.proxy_connect_timeout;
+            let b = Arc::new(Balancer::group(name, group, timeout, tls));
+            if self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
+                self.dynamic.insert(key, Arc::clone(&b));
+            }
+            return Ok(b);
+        }
+        let addr = dynamic_addr(host, if pass.https { 443 } else { 80 })
+            .ok_or_else(|| format!("invalid upstream host \"{host}\" in \"proxy_pass\""))?;
+        let key = balancer_key(&UpstreamRef::Addr(addr.clone()), pass.https, settings);
+        if let Some(b) = self.dynamic.get(&key) {
+            return Ok(Arc::clone(&b));
+        }
+        let tls = upstream_tls(pass, settings).map_err(|e| e.to_string())?;
+        let b = Arc::new(Balancer::single(&addr, settings.proxy_connect_timeout, tls));
+        if self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
+            self.dynamic.insert(key, Arc::clone(&b));
+        }
+        Ok(b)
     }
 
     /// The listening addresses.
@@ -442,15 +493,61 @@ fn exact_names(server: &Server) -> Vec<String> {
         .collect()
 }
 
+/// How many `host:port`s named by `proxy_pass` variables keep a pool of their own.
+const MAX_DYNAMIC_UPSTREAMS: usize = 256;
+
 /// One pool per (upstream, connect timeout, TLS settings).
-fn balancer_key(pass: &ProxyPass, settings: &ProxySettings) -> String {
+fn balancer_key(target: &UpstreamRef, https: bool, settings: &ProxySettings) -> String {
     let ms = settings.proxy_connect_timeout.as_millis();
-    let tls = match pass.https {
+    let tls = match https {
         true => format!("|{:?}", settings.proxy_ssl),
         false => String::new(),
     };
-    match &pass.target {
+    match target {
         UpstreamRef::Named(n) => format!("{n}|{ms}{tls}"),
         UpstreamRef::Addr(a) => format!("={a}|{ms}{tls}"),
+        UpstreamRef::Dynamic(t) => format!("${t:?}|{ms}{tls}"),
     }
+}
+
+/// The TLS settings of a `proxy_pass https://` in a location with `settings`.
+fn upstream_tls(
+    pass: &ProxyPass,
+    settings: &ProxySettings,
+) -> Result<Option<crate::balance::UpstreamTls>, ProxyError> {
+    Ok(match pass.https {
+        true => Some(crate::balance::UpstreamTls {
+            config: crate::upstream_tls::client_config(&settings.proxy_ssl)?,
+            name: settings.proxy_ssl.name.clone(),
+        }),
+        false => None,
+    })
+}
+
+/// `host[:port]` (a name, an IPv4 address or a bracketed IPv6 one) with `port` when none
+/// is written; `None` for anything else.
+fn dynamic_addr(host: &str, port: u16) -> Option<String> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, rest) = v6.split_once(']')?;
+            addr.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match rest {
+                "" => port,
+                p => p.strip_prefix(':')?.parse().ok()?,
+            };
+            (format!("[{addr}]"), port)
+        }
+        None => {
+            let (name, port) = match host.split_once(':') {
+                Some((n, p)) => (n, p.parse::<u16>().ok()?),
+                None => (host, port),
+            };
+            let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_';
+            if name.is_empty() || !name.bytes().all(valid) {
+                return None;
+            }
+            (name.to_owned(), port)
+        }
+    };
+    (port != 0).then(|| format!("{name}:{port}"))
 }

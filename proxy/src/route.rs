@@ -636,22 +636,63 @@ pub(crate) async fn proxy(
     if body_too_large(length, settings) {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    let Some(balancer) = generation.balancer(pass, settings) else {
-        return error_page(StatusCode::BAD_GATEWAY);
-    };
-    log.proxy_host = balancer.name.clone();
-    let path = match uri_change {
-        UriChange::None => {
-            proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri)
-        }
-        UriChange::Changed | UriChange::Break => {
-            let args = log.args.as_deref().unwrap_or_default();
-            let full = request_target(&log.uri, args);
-            match uri_change {
-                UriChange::Break => full,
-                _ => proxy_pass_uri(location, pass.uri.as_deref(), &full, &log.uri),
+    // A URL with variables names its upstream (and maybe the URI) per request.
+    let (dynamic, dynamic_uri);
+    let balancer = match &pass.target {
+        hsmgate_config::nginx::UpstreamRef::Dynamic(t) => {
+            let url = log.vars(&parts.headers).expand(t);
+            let (host, uri) = match url.find('/') {
+                Some(i) => (&url[..i], Some(&url[i..])),
+                None => (url.as_str(), None),
+            };
+            if let Some(uri) = uri
+                && uri.parse::<http::uri::PathAndQuery>().is_err()
+            {
+                tracing::error!(uri = %uri, "invalid URI in \"proxy_pass\" with variables: 500");
+                return error_page(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            dynamic_uri = uri.map(str::to_owned);
+            match generation.dynamic_balancer(pass, settings, host) {
+                Ok(b) => {
+                    dynamic = b;
+                    // `$proxy_host` as written, without the scheme's port.
+                    let port = if pass.https { ":443" } else { ":80" };
+                    log.proxy_host = host.strip_suffix(port).unwrap_or(host).to_owned();
+                    &*dynamic
+                }
+                Err(why) => {
+                    tracing::error!(path = %log.request_uri, "{why}: 502");
+                    return error_page(StatusCode::BAD_GATEWAY);
+                }
             }
         }
+        _ => {
+            dynamic_uri = None;
+            match generation.balancer(pass, settings) {
+                Some(b) => {
+                    log.proxy_host = b.name.clone();
+                    b
+                }
+                None => return error_page(StatusCode::BAD_GATEWAY),
+            }
+        }
+    };
+    let path = match (dynamic_uri, uri_change) {
+        // A URI part with variables replaces the request's URI whole, as nginx passes it.
+        (Some(uri), _) => uri,
+        (None, uri_change) => match uri_change {
+            UriChange::None => {
+                proxy_pass_uri(location, pass.uri.as_deref(), &log.request_uri, &log.uri)
+            }
+            UriChange::Changed | UriChange::Break => {
+                let args = log.args.as_deref().unwrap_or_default();
+                let full = request_target(&log.uri, args);
+                match uri_change {
+                    UriChange::Break => full,
+                    _ => proxy_pass_uri(location, pass.uri.as_deref(), &full, &log.uri),
+                }
+            }
+        },
     };
     // `proxy_pass_request_headers off`: none of the client's headers but the body's
     // framing; `proxy_pass_request_body off` / `proxy_set_body`: not the client's body.
@@ -698,7 +739,7 @@ pub(crate) async fn proxy(
             }
         }
     }
-    if !set_host && let Ok(v) = HeaderValue::from_str(&balancer.name) {
+    if !set_host && let Ok(v) = HeaderValue::from_str(&log.proxy_host) {
         headers.insert(header::HOST, v);
     }
     if !set_connection {

@@ -82,7 +82,8 @@ pub(crate) fn build_location(
             }
             "proxy_pass" => {
                 let p = proxy_pass(ctx, s, &matcher, upstreams)?;
-                scope.pass_default = Some(p.default_redirect(&matcher));
+                // nginx has no `proxy_redirect default` for a URL with variables.
+                scope.pass_default = (!p.has_variables()).then(|| p.default_redirect(&matcher));
                 super::scope::set(ctx, s, &mut pass, p)?;
                 pass_at = Some(s);
             }
@@ -259,7 +260,7 @@ fn location_if(
                         "\"proxy_pass\" cannot have URI part inside \"if\" statement",
                     ));
                 }
-                scope.pass_default = Some(p.default_redirect(matcher));
+                scope.pass_default = (!p.has_variables()).then(|| p.default_redirect(matcher));
                 super::scope::set(ctx, s, &mut pass, p)?;
             }
             "if" | "location" => {
@@ -403,7 +404,7 @@ fn proxy_pass(
     let arg = ctx.one(d)?;
     let v = arg.value.as_str();
     if v.contains('$') {
-        return Err(ctx.invalid(d, arg.at, "variables in \"proxy_pass\" are not supported"));
+        return dynamic_proxy_pass(ctx, d, arg);
     }
     let lower = v.to_ascii_lowercase();
     let (https, rest) = match () {
@@ -442,6 +443,38 @@ fn proxy_pass(
         target,
         uri,
         url,
+    })
+}
+
+/// `proxy_pass` with variables, as nginx evaluates it per request: what follows the
+/// scheme is expanded, then split at its first `/`: the host part names an `upstream`
+/// block (without regard to case) or is a `host[:port]` (resolved when connecting), and
+/// a URI part, if any, replaces the request's URI whole (nginx passes it "as is").
+fn dynamic_proxy_pass(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    arg: &super::parse::Arg,
+) -> Result<ProxyPass, ConfigError> {
+    let v = arg.value.as_str();
+    let lower = v.to_ascii_lowercase();
+    let (https, skip) = match () {
+        _ if lower.starts_with("http://") => (false, 7),
+        _ if lower.starts_with("https://") => (true, 8),
+        _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
+    };
+    let rest = super::parse::Arg {
+        value: v[skip..].to_owned(),
+        at: super::parse::Pos {
+            offset: arg.at.offset + skip,
+            ..arg.at
+        },
+        quoted: arg.quoted,
+    };
+    Ok(ProxyPass {
+        https,
+        target: UpstreamRef::Dynamic(ctx.template(d, &rest)?),
+        uri: None,
+        url: v.to_owned(),
     })
 }
 

@@ -373,6 +373,11 @@ pub struct ProxyPass {
 }
 
 impl ProxyPass {
+    /// Whether the URL has variables (evaluated per request).
+    pub fn has_variables(&self) -> bool {
+        matches!(self.target, UpstreamRef::Dynamic(_))
+    }
+
     /// nginx's `proxy_redirect default` in a location matched by `matcher`: the URL as
     /// written becomes the location's name (`http://b/v1/` → `/api/`), or with no URI
     /// part the URL and `/` becomes `/`.
@@ -398,6 +403,10 @@ pub enum UpstreamRef {
     Named(String),
     /// `host:port` (port 80, or 443 for `https://`, when not written).
     Addr(String),
+    /// A URL with variables (`http://$backend`, `http://app$request_uri`): what follows
+    /// the scheme, expanded per request and split at its first `/` into an `upstream`
+    /// block's name or a `host[:port]`, and a URI that replaces the request's whole.
+    Dynamic(Template),
 }
 
 /// `return code [text|URL]` or `return URL` (302).

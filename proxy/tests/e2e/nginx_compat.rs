@@ -2191,6 +2191,93 @@ fn send_timeout_drops_a_client_that_stops_reading() {
     );
 }
 
+/// `proxy_pass` with variables, each case as Debian's nginx 1.22 answered it
+/// (2026-12-02): the evaluated host part names an `upstream` block (case aside; `Host`
+/// is the name as evaluated) or is a `host:port`; a URI part replaces the request's URI
+/// whole, `$request_uri` included; a host that is neither is a 502 (nginx: "no resolver
+/// defined"); `split_clients` chooses between blocks.
+#[test]
+fn proxy_pass_with_variables_as_nginx() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let http_extra = format!(
+        "upstream grp {{ server {up}; }}
+        map $arg_to $target {{ default grp; addr {up}; upper GRP; bad \"no such host!\"; }}
+        split_clients \"$arg_k\" $half {{ 50% grp; * {up}; }}"
+    );
+    let extra = "location /v1/ { proxy_pass http://$target; }
+        location /v2/ { proxy_pass http://grp$request_uri; }
+        location /v3/ { proxy_pass http://$target/fixed?x=$arg_x; }
+        location /v4/ { proxy_pass http://$half; }";
+    let (gate, http) = start_with(&raw, &http_extra, extra);
+    let last = || {
+        raw.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (path, status, line, host) in [
+        (
+            "/v1/a?to=x",
+            200,
+            "GET /v1/a?to=x HTTP/1.1",
+            "grp".to_owned(),
+        ),
+        (
+            "/v1/a?to=upper",
+            200,
+            "GET /v1/a?to=upper HTTP/1.1",
+            "GRP".to_owned(),
+        ),
+        (
+            "/v1/b?to=addr",
+            200,
+            "GET /v1/b?to=addr HTTP/1.1",
+            up.to_string(),
+        ),
+        ("/v2/c?z=1", 200, "GET /v2/c?z=1 HTTP/1.1", "grp".to_owned()),
+        (
+            "/v3/d?x=7",
+            200,
+            "GET /fixed?x=7 HTTP/1.1",
+            "grp".to_owned(),
+        ),
+        (
+            "/v4/e?k=user7",
+            200,
+            "GET /v4/e?k=user7 HTTP/1.1",
+            up.to_string(),
+        ),
+        ("/v4/e?k=1", 200, "GET /v4/e?k=1 HTTP/1.1", "grp".to_owned()),
+    ] {
+        let before = raw.count();
+        let r = get(http, "compat.test", path);
+        assert_eq!(
+            r.status,
+            status,
+            "{path}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+        assert_eq!(raw.count(), before + 1, "{path}");
+        let head = last();
+        assert!(head.starts_with(&format!("{line}\r\n")), "{path}: {head}");
+        assert!(
+            head.contains(&format!("\r\nhost: {host}\r\n")),
+            "{path}: {head}"
+        );
+    }
+    let before = raw.count();
+    assert_eq!(get(http, "compat.test", "/v1/x?to=bad").status, 502);
+    assert_eq!(raw.count(), before, "nothing sent");
+    assert!(
+        gate.server
+            .log_text()
+            .contains(r#"invalid upstream host "no such host!" in "proxy_pass""#)
+    );
+}
+
 /// `split_clients`: the same client string gets the same value as in Debian's nginx
 /// 1.22 (the values below are nginx's answers to the same configuration, 2026-12-02;
 /// 3,000 keys compared side by side gave no difference): shares in file order, `*` for
