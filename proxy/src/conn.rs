@@ -205,6 +205,7 @@ pub(crate) async fn accept_loop(
                     client_cert: None,
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                     proxy_protocol: None,
+                    plain_on_tls: false,
                 };
                 let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
@@ -289,8 +290,18 @@ async fn serve_connection(
     )
     .await
     {
-        Ok(Some(done)) => done,
-        Ok(None) => return,
+        Ok(Shook::Tls(tls, server)) => (tls, server),
+        Ok(Shook::Plain(stream, read)) => {
+            // nginx answers every request on it with 497 (error_page) or its 400 page.
+            tracing::info!(%peer, "client sent plain HTTP request to HTTPS port");
+            let _ = stream.set_nodelay(true);
+            conn.plain_on_tls = true;
+            drop(reading);
+            let io = crate::prefixed::Prefixed::new(read, stream);
+            serve_http(io, conn, &listener, generation, watcher, Speak::Http1).await;
+            return;
+        }
+        Ok(Shook::Failed) => return,
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
             metrics::handshake(
@@ -338,6 +349,16 @@ enum Speak {
     Either,
 }
 
+/// How a TLS address's first bytes ended.
+enum Shook {
+    /// A TLS connection, and the server whose settings it took.
+    Tls(tokio_rustls::server::TlsStream<TcpStream>, ServerTls),
+    /// Plain HTTP (nginx's 497), with the bytes read so far.
+    Plain(TcpStream, Vec<u8>),
+    /// Closed (shed, refused, failed; counted and logged).
+    Failed,
+}
+
 /// Read the ClientHello, admit a full handshake (or shed it with an alert before any
 /// key exchange), then complete the handshake with the admission in scope so that the
 /// signature claims the permit.
@@ -351,7 +372,7 @@ async fn handshake(
     peer: SocketAddr,
     accepted_at: std::time::Instant,
     resumption: &mut bool,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ServerTls)> {
+) -> Shook {
     let failed = |resumption: bool| {
         metrics::handshake(
             HandshakeResult::Failed,
@@ -366,10 +387,11 @@ async fn handshake(
         arrived,
     } = match crate::hello::read(&mut stream).await {
         Ok(hello) => hello,
+        Err(crate::hello::HelloError::Plain(read)) => return Shook::Plain(stream, read),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             failed(false);
-            return None;
+            return Shook::Failed;
         }
     };
     if listener.resolver.rejects(&accepted.client_hello()) {
@@ -377,7 +399,7 @@ async fn handshake(
         failed(false);
         let alert = &crate::hello::UNRECOGNIZED_NAME_ALERT;
         let _ = crate::hello::write_and_close(&mut stream, alert, || ()).await;
-        return None;
+        return Shook::Failed;
     }
     let started = std::time::Instant::now();
     // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
@@ -422,7 +444,7 @@ async fn handshake(
                     };
                     let alert = &crate::hello::SHED_ALERT;
                     let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
-                    return None;
+                    return Shook::Failed;
                 }
             },
         },
@@ -449,7 +471,7 @@ async fn handshake(
                 started.elapsed(),
             );
             metrics::handshake_wait(resumed, crate::arrival::waited(arrived, accepted_at));
-            Some((tls, server))
+            Shook::Tls(tls, server)
         }
         Err(e) if shed.is_some() => {
             // A resumption that fell back to a full handshake and found no slot: shed
@@ -462,12 +484,12 @@ async fn handshake(
                 accepted_at.elapsed(),
             );
             drop(e);
-            None
+            Shook::Failed
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             failed(*resumption);
-            None
+            Shook::Failed
         }
     }
 }

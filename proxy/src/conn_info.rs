@@ -26,4 +26,7 @@ pub(crate) struct ConnInfo {
     pub id: u64,
     /// The addresses of its PROXY protocol header (`listen … proxy_protocol`).
     pub proxy_protocol: Option<crate::proxy_protocol::ProxyHeader>,
+    /// Plain HTTP on a TLS address: every request is nginx's 497 (see
+    /// [`crate::route`]).
+    pub plain_on_tls: bool,
 }

@@ -184,6 +184,13 @@ impl<I> H1Guard<I> {
             self.reject(code);
             return &[];
         }
+        // A method nginx refuses is refused at once, as nginx's parser does, without
+        // waiting for the rest of the head (garbage has no end of head).
+        if first_line && !method_so_far(trim_eol(&self.head)) {
+            tracing::info!(peer = %self.peer, "client sent invalid method");
+            self.reject(400);
+            return &[];
+        }
         if !complete_line {
             return rest;
         }
@@ -368,6 +375,15 @@ fn tidy_request_line(head: &mut Vec<u8>) {
     let mut tidy = [method, b" ", target, b" ", version].concat();
     tidy.extend_from_slice(&head[line.len()..]);
     *head = tidy;
+}
+
+/// Whether the start of a request line may still be one: its method so far is made of
+/// token characters (RFC 9110 §9.1) and, once a space ends it, not empty.
+fn method_so_far(line: &[u8]) -> bool {
+    match line.iter().position(|&b| b == b' ') {
+        Some(end) => end > 0 && line[..end].iter().all(|&b| is_tchar(b)),
+        None => line.iter().all(|&b| is_tchar(b)),
+    }
 }
 
 /// Whether `b` may be in a header name (RFC 9110 §5.6.2's `tchar`, as httparse checks it).
@@ -842,6 +858,17 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_method_is_refused_before_the_head_ends() {
+        assert!(method_so_far(b""));
+        assert!(method_so_far(b"GE"));
+        assert!(method_so_far(b"GET /x HTTP/1.1"));
+        assert!(!method_so_far(b" GET /"));
+        assert!(!method_so_far(b"G\x00"));
+        assert!(!method_so_far(b"{\"json\": 1"));
+        assert!(!method_so_far(b"\x16\x03\x01"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) enum HelloError {
     Io(std::io::Error),
     /// rustls refused the ClientHello (its alert has been sent).
     Tls(rustls::Error),
+    /// Not TLS at all (nginx: a first byte other than a handshake record's or SSLv2's):
+    /// plain HTTP on the TLS port, with the bytes read so far.
+    Plain(Vec<u8>),
 }
 
 impl std::fmt::Display for HelloError {
@@ -45,6 +48,7 @@ impl std::fmt::Display for HelloError {
         match self {
             HelloError::Io(e) => write!(f, "reading the ClientHello: {e}"),
             HelloError::Tls(e) => write!(f, "bad ClientHello: {e}"),
+            HelloError::Plain(_) => write!(f, "client sent plain HTTP request to HTTPS port"),
         }
     }
 }
@@ -72,6 +76,12 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
     let (mut n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
         .await
         .map_err(HelloError::Io)?;
+    // nginx's test: a TLS handshake record, or an SSLv2 hello's high bit; anything else
+    // is read as plain HTTP.
+    if n > 0 && buf[0] != 0x16 && buf[0] & 0x80 == 0 {
+        buf.truncate(n);
+        return Err(HelloError::Plain(buf));
+    }
     loop {
         if n == 0 {
             return Err(HelloError::Io(std::io::ErrorKind::UnexpectedEof.into()));

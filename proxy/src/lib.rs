@@ -29,7 +29,8 @@
 //!   `hello`: the ClientHello read before any crypto, full handshake or resumption
 //!   (admission control: [`hsmgate_signer::Limiter`]); `arrival`: when the kernel
 //!   received it (the accept queue's wait, for admission's door); `tls_io`: the TLS stream
-//!   that sends rustls' own records (alerts) after every read;
+//!   that sends rustls' own records (alerts) after every read; `prefixed`: a plain
+//!   HTTP request on a TLS port, its first bytes given back (nginx's 497);
 //! - `proxy_protocol`: the PROXY protocol header of `listen … proxy_protocol`;
 //!   `realip`: the client a trusted load balancer names (`set_real_ip_from`);
 //! - `route`: server/location choice, `return`, `proxy_pass`; `rewrite_phase`:
@@ -99,6 +100,7 @@ mod metrics;
 mod notify;
 mod pick;
 pub mod pin_check;
+mod prefixed;
 mod proxy;
 mod proxy_protocol;
 mod proxy_redirect;

@@ -102,6 +102,7 @@ mod tests {
                 source: "203.0.113.5:40000".parse().unwrap(),
                 destination: "198.51.100.1:443".parse().unwrap(),
             }),
+            plain_on_tls: false,
         }
     }
 

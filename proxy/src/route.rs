@@ -148,7 +148,12 @@ async fn serve(
         },
         Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers, false),
     };
-    let settings = routed.settings;
+    // Plain HTTP on a TLS address: nginx answers before any location, with the server's
+    // settings (its `error_page 497`).
+    let settings = match conn.plain_on_tls {
+        true => &server.settings,
+        false => routed.settings,
+    };
     log.targets = generation.access_logs(settings);
     log.keep_upstream_headers =
         log.logs_upstream_headers() || reads_upstream_headers(&settings.add_header);
@@ -174,6 +179,11 @@ async fn serve(
             }
             resp
         }
+        _ if conn.plain_on_tls => {
+            let mut resp = error_page(StatusCode::BAD_REQUEST);
+            *resp.status_mut() = StatusCode::from_u16(TO_HTTPS).expect("a valid status");
+            resp
+        }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
         None => error_page(StatusCode::BAD_REQUEST),
         Some(_) => {
@@ -195,6 +205,14 @@ async fn serve(
         (resp, settings) =
             crate::error_redirect::apply(&generation, server, settings, resp, head, &mut log)
                 .await?;
+    }
+    if conn.plain_on_tls {
+        // No `error_page 497` took it: nginx's 400 page. Either way the connection closes.
+        if resp.status().as_u16() == TO_HTTPS {
+            resp = bad_request_page("The plain HTTP request was sent to HTTPS port");
+        }
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     // nginx's own `Server` on every answer (an upstream's only with `proxy_pass_header
     // Server`); hyper adds `Date` (the upstream's is hidden).
@@ -241,6 +259,10 @@ async fn serve(
     };
     Ok(Response::from_parts(parts, body))
 }
+
+/// nginx's internal status for plain HTTP on a TLS address (`NGX_HTTP_TO_HTTPS`), which
+/// `error_page 497` may send elsewhere; otherwise the client gets a 400.
+const TO_HTTPS: u16 = 497;
 
 /// A routed request's answer, as nginx's access and content phases give it: `allow` /
 /// `deny` (403), `auth_basic` (401), then the action: 404 without one (or, for the page

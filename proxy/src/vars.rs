@@ -482,6 +482,7 @@ mod tests {
             client_cert: None,
             id: 9,
             proxy_protocol: None,
+            plain_on_tls: false,
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4".parse().expect("value"));

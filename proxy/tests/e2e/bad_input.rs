@@ -140,7 +140,10 @@ fn pin_value_is_accepted_with_a_warning_and_never_logged() {
     assert!(!log.contains(PIN), "PIN leaked into the log: {log}");
 }
 
-/// Bytes that are not a TLS ClientHello: the connection is closed, the server keeps serving.
+/// Bytes that are not a TLS ClientHello: the connection is closed, the server keeps
+/// serving. As nginx reads a TLS address: a first byte other than a handshake record's
+/// (or SSLv2's) is plain HTTP, answered with nginx's 400 "The plain HTTP request was sent
+/// to HTTPS port" (garbage: the 400 of a request that cannot be parsed), then closed.
 #[test]
 fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
     let (token, mut proxy) = start_echo_proxy(KeyType::EcP256);
@@ -148,9 +151,24 @@ fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
     for (i, b) in garbage.iter_mut().enumerate() {
         *b = (i * 7919 % 251) as u8;
     }
-    let inputs: [&[u8]; 4] = [
-        &garbage,
-        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    for (input, page) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+            "The plain HTTP request was sent to HTTPS port",
+        ),
+        (&garbage[..], "400 Bad Request"),
+    ] {
+        let mut s = TcpStream::connect(proxy.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(11)))
+            .expect("timeout");
+        let _ = s.write_all(input);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(text.contains(page), "{text}");
+    }
+    let inputs: [&[u8]; 2] = [
         b"\x16\x03\x01\xff\xff", // a record header promising too much
         b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", // a truncated ClientHello
     ];

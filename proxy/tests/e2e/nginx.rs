@@ -587,3 +587,72 @@ fn nginx_configurations_get_the_admin_listener_from_an_env_line() {
         "{err}"
     );
 }
+
+/// Plain HTTP on a TLS address, as Debian's nginx 1.22 answered it (2026-12-02): 400
+/// "The plain HTTP request was sent to HTTPS port" and a close; with the server's
+/// `error_page 497 https://…` (the common http-to-https idiom on one port) a 302 there;
+/// TLS on the same port is unaffected.
+#[test]
+fn plain_http_on_a_tls_port_is_nginx_497() {
+    use crate::support::hsm::{KeyType, TestToken};
+    use crate::support::net::free_port;
+    let token = TestToken::new(KeyType::EcP256);
+    let d = token.path();
+    std::fs::create_dir_all(d.join("logs")).expect("logs");
+    let (plain, redirect) = (free_port(), free_port());
+    let conf = d.join("nginx.conf");
+    let tls = format!(
+        "ssl_certificate {chain};\n        ssl_certificate_key \"pkcs11:token={label};object=tls;type=private?pin-source=file:{pin}\";",
+        chain = token.chain_pem.display(),
+        label = token.label,
+        pin = token.pin_file.display(),
+    );
+    std::fs::write(
+        &conf,
+        format!(
+            "env SOFTHSM2_CONF={softhsm};\npid {dir}/logs/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
+             server {{\n        listen 127.0.0.1:{plain} ssl;\n        {tls}\n        location / {{ return 200 \"tls\\n\"; }}\n    }}\n    \
+             server {{\n        listen 127.0.0.1:{redirect} ssl;\n        {tls}\n        \
+             error_page 497 https://$host:{redirect}$request_uri;\n        location / {{ return 200 \"tls\\n\"; }}\n    }}\n}}\n",
+            softhsm = token.conf.display(),
+            dir = d.display(),
+        ),
+    )
+    .expect("conf");
+    let server = Server::hsmgate_with_env(
+        d,
+        &conf,
+        &[plain, redirect],
+        &[("HSMGATE_PKCS11_MODULE", &token.module)],
+    );
+    let curl = |url: String| {
+        let out = crate::support::net::curl(&[
+            "-s",
+            "-i",
+            "--cacert",
+            token.ca_pem.to_str().expect("utf-8"),
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let r = curl(format!("http://127.0.0.1:{plain}/x?y=1"));
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}\n{}", server.log_text());
+    assert!(
+        r.contains("The plain HTTP request was sent to HTTPS port"),
+        "{r}"
+    );
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    let r = curl(format!("http://localhost:{redirect}/x?y=1"));
+    assert!(r.starts_with("HTTP/1.1 302 "), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains(&format!("location: https://localhost:{redirect}/x?y=1")),
+        "{r}"
+    );
+    assert!(curl(format!("https://localhost:{plain}/")).ends_with("tls\n"));
+    assert!(
+        server
+            .log_text()
+            .contains("client sent plain HTTP request to HTTPS port")
+    );
+}
