@@ -38,8 +38,8 @@ pub(crate) enum HelloError {
     Io(std::io::Error),
     /// rustls refused the ClientHello (its alert has been sent).
     Tls(rustls::Error),
-    /// Not TLS at all (nginx: a first byte other than a handshake record's or SSLv2's):
-    /// plain HTTP on the TLS port, with the bytes read so far.
+    /// Not TLS but plain HTTP on the TLS port (its first byte a letter), with the bytes
+    /// read so far.
     Plain(Vec<u8>),
 }
 
@@ -76,9 +76,11 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
     let (mut n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
         .await
         .map_err(HelloError::Io)?;
-    // nginx's test: a TLS handshake record, or an SSLv2 hello's high bit; anything else
-    // is read as plain HTTP.
-    if n > 0 && buf[0] != 0x16 && buf[0] & 0x80 == 0 {
+    // Plain HTTP on the TLS port: a request's first byte is a method's letter, where a
+    // TLS record starts with its content type (20 to 24; others get RFC 8446's alerts
+    // below) and an SSLv2 hello with its high bit. (nginx reads any first byte but a
+    // handshake record's or SSLv2's as plain HTTP.)
+    if n > 0 && buf[0].is_ascii_alphabetic() {
         buf.truncate(n);
         return Err(HelloError::Plain(buf));
     }

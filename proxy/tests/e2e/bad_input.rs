@@ -141,9 +141,10 @@ fn pin_value_is_accepted_with_a_warning_and_never_logged() {
 }
 
 /// Bytes that are not a TLS ClientHello: the connection is closed, the server keeps
-/// serving. As nginx reads a TLS address: a first byte other than a handshake record's
-/// (or SSLv2's) is plain HTTP, answered with nginx's 400 "The plain HTTP request was sent
-/// to HTTPS port" (garbage: the 400 of a request that cannot be parsed), then closed.
+/// serving. Plain HTTP (a first byte that is a letter) is answered as nginx answers it,
+/// 400 "The plain HTTP request was sent to HTTPS port", then closed; a request line
+/// that cannot be one is the 400 of a request that cannot be parsed, at once; other
+/// bytes get at most an alert.
 #[test]
 fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
     let (token, mut proxy) = start_echo_proxy(KeyType::EcP256);
@@ -156,7 +157,7 @@ fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
             &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
             "The plain HTTP request was sent to HTTPS port",
         ),
-        (&garbage[..], "400 Bad Request"),
+        (&b"G\x00\x01garbage"[..], "400 Bad Request"),
     ] {
         let mut s = TcpStream::connect(proxy.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(11)))
@@ -168,7 +169,8 @@ fn garbage_and_plain_http_are_closed_and_server_keeps_serving() {
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
         assert!(text.contains(page), "{text}");
     }
-    let inputs: [&[u8]; 2] = [
+    let inputs: [&[u8]; 3] = [
+        &garbage,
         b"\x16\x03\x01\xff\xff", // a record header promising too much
         b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", // a truncated ClientHello
     ];
