@@ -53,18 +53,7 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
         [address, var] => (ctx.template(d, address)?, var),
         _ => unreachable!("one or two arguments"),
     };
-    let name = match var.value.strip_prefix('$') {
-        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-            n.to_ascii_lowercase()
-        }
-        _ => {
-            return Err(ctx.invalid(
-                d,
-                var.at,
-                format!("invalid variable name \"{}\"", var.value),
-            ));
-        }
-    };
+    let name = super::map::variable_name(ctx, d, var)?;
     let literal = |s: &str| Template {
         parts: vec![TemplatePart::Literal(s.to_owned())],
     };

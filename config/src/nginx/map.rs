@@ -97,7 +97,16 @@ impl VarMap {
 /// The variable a `map` directive defines (lower case, without `$`), checked.
 pub(crate) fn defined_name(ctx: &Ctx<'_>, d: &Directive) -> Result<String, ConfigError> {
     ctx.block(d, 2, 2)?;
-    let arg = &d.args[1];
+    variable_name(ctx, d, &d.args[1])
+}
+
+/// The variable `arg` of `d` names (`$name`: lower case, without `$`), or nginx's
+/// "invalid variable name" at it (`map`, `geo`, `split_clients`).
+pub(crate) fn variable_name(
+    ctx: &Ctx<'_>,
+    d: &Directive,
+    arg: &super::parse::Arg,
+) -> Result<String, ConfigError> {
     match arg.value.strip_prefix('$') {
         Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
             Ok(n.to_ascii_lowercase())

@@ -83,18 +83,7 @@ pub(crate) fn split_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, Var
     let body = ctx.block(d, 2, 2)?;
     let source = ctx.template(d, &d.args[0])?;
     let var = &d.args[1];
-    let name = match var.value.strip_prefix('$') {
-        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-            n.to_ascii_lowercase()
-        }
-        _ => {
-            return Err(ctx.invalid(
-                d,
-                var.at,
-                format!("invalid variable name \"{}\"", var.value),
-            ));
-        }
-    };
+    let name = super::map::variable_name(ctx, d, var)?;
     let mut table = SplitTable::default();
     let (mut sum, mut last) = (0u32, 0u64);
     for e in body {
