@@ -313,33 +313,19 @@ impl Generation {
                 stack.extend(l.locations.iter());
                 self.prepare_settings(&l.settings)?;
                 if let Some(Action::ProxyPass(p)) = &l.action {
-                    // A host part with variables may name any upstream block.
-                    let targets = match &p.target {
-                        UpstreamRef::Dynamic(_) => (self.site.upstreams.keys())
-                            .map(|n| UpstreamRef::Named(n.clone()))
-                            .collect(),
-                        target => vec![target.clone()],
-                    };
+                    // Checked at load also for a URL with variables, whose upstreams are
+                    // found per request (`dynamic_balancer`).
                     let tls = upstream_tls(p, &l.settings).map_err(|e| ProxyError::At {
                         at: at(&l.location),
                         source: Box::new(e),
                     })?;
-                    for target in targets {
-                        let key = balancer_key(&target, p.https, &l.settings);
-                        if !self.balancers.contains_key(&key) {
-                            let timeout = l.settings.proxy_connect_timeout;
-                            let b = match &target {
-                                UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
-                                    Some(g) => Balancer::group(n, g, timeout, tls.clone()),
-                                    None => {
-                                        Balancer::single(&format!("{n}:80"), timeout, tls.clone())
-                                    }
-                                },
-                                UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls.clone()),
-                                UpstreamRef::Dynamic(_) => continue,
-                            };
-                            self.balancers.insert(key, Arc::new(b));
-                        }
+                    let key = balancer_key(&p.target, p.https, &l.settings);
+                    if !matches!(p.target, UpstreamRef::Dynamic(_))
+                        && !self.balancers.contains_key(&key)
+                    {
+                        let timeout = l.settings.proxy_connect_timeout;
+                        let b = self.new_balancer(&p.target, timeout, tls);
+                        self.balancers.insert(key, Arc::new(b));
                     }
                 }
             }
@@ -427,37 +413,47 @@ impl Generation {
         settings: &ProxySettings,
         host: &str,
     ) -> Result<Arc<Balancer>, String> {
-        let named = (self.site.upstreams.iter()).find(|(n, _)| n.eq_ignore_ascii_case(host));
-        if let Some((name, group)) = named {
-            let key = balancer_key(&UpstreamRef::Named(name.clone()), pass.https, settings);
-            if let Some(b) = self.balancers.get(&key) {
-                return Ok(Arc::clone(b));
-            }
-            if let Some(b) = self.dynamic.get(&key) {
-                return Ok(Arc::clone(&b));
-            }
-            // Settings no location's own `proxy_pass` has (an `if` block's): a pool of
-            // their own.
-            let tls = upstream_tls(pass, settings).map_err(|e| e.to_string())?;
-            let timeout = settings.proxy_connect_timeout;
-            let b = Arc::new(Balancer::group(name, group, timeout, tls));
-            if self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
-                self.dynamic.insert(key, Arc::clone(&b));
-            }
-            return Ok(b);
+        let named = (self.site.upstreams.keys()).find(|n| n.eq_ignore_ascii_case(host));
+        let target = match named {
+            Some(name) => UpstreamRef::Named(name.clone()),
+            None => UpstreamRef::Addr(
+                dynamic_addr(host, if pass.https { 443 } else { 80 })
+                    .ok_or_else(|| format!("invalid upstream host \"{host}\" in \"proxy_pass\""))?,
+            ),
+        };
+        let key = balancer_key(&target, pass.https, settings);
+        // A location's own `proxy_pass` with the same settings shares its pool.
+        if let Some(b) = self.balancers.get(&key) {
+            return Ok(Arc::clone(b));
         }
-        let addr = dynamic_addr(host, if pass.https { 443 } else { 80 })
-            .ok_or_else(|| format!("invalid upstream host \"{host}\" in \"proxy_pass\""))?;
-        let key = balancer_key(&UpstreamRef::Addr(addr.clone()), pass.https, settings);
         if let Some(b) = self.dynamic.get(&key) {
             return Ok(Arc::clone(&b));
         }
         let tls = upstream_tls(pass, settings).map_err(|e| e.to_string())?;
-        let b = Arc::new(Balancer::single(&addr, settings.proxy_connect_timeout, tls));
-        if self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
+        let b = Arc::new(self.new_balancer(&target, settings.proxy_connect_timeout, tls));
+        // Upstream blocks are as many as the configuration has; addresses are bounded.
+        if named.is_some() || self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
             self.dynamic.insert(key, Arc::clone(&b));
         }
         Ok(b)
+    }
+
+    /// The pool of `target` (an `upstream` block, or one address; not
+    /// [`UpstreamRef::Dynamic`], whose targets are these per request).
+    fn new_balancer(
+        &self,
+        target: &UpstreamRef,
+        timeout: Duration,
+        tls: Option<crate::balance::UpstreamTls>,
+    ) -> Balancer {
+        match target {
+            UpstreamRef::Named(n) => match self.site.upstreams.get(n) {
+                Some(g) => Balancer::group(n, g, timeout, tls),
+                None => Balancer::single(&format!("{n}:80"), timeout, tls),
+            },
+            UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls),
+            UpstreamRef::Dynamic(_) => unreachable!("a dynamic target is resolved first"),
+        }
     }
 
     /// The listening addresses.

@@ -408,10 +408,14 @@ enum Name {
 }
 
 fn name_of(line: &[u8]) -> Name {
-    let (name, colon) = match line.iter().position(|&b| b == b':') {
-        Some(i) => (&line[..i], true),
-        None => (line, false),
-    };
+    match line.iter().position(|&b| b == b':') {
+        Some(i) => name_kind(&line[..i], true),
+        None => name_kind(line, false),
+    }
+}
+
+/// What nginx makes of `name`, written with or without its `colon`.
+fn name_kind(name: &[u8], colon: bool) -> Name {
     if name.is_empty() || name.iter().any(|&b| b <= 0x20 || b == 0x7f) {
         Name::Invalid
     } else if !name.iter().all(|&b| is_tchar(b)) {
@@ -519,7 +523,7 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return Err((400, "client sent invalid header line"));
         };
-        if name_of(line) == Name::Invalid {
+        if name_kind(&line[..colon], true) == Name::Invalid {
             return Err((400, "client sent invalid header line"));
         }
         // A control byte in a value: hyper refuses it (nginx passes all but NUL and CR

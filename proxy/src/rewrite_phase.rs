@@ -137,10 +137,15 @@ pub(crate) fn route<'s>(
         // A method `limit_except` does not list: nginx's implicit location serves it,
         // which has the `proxy_pass` but none of the rewrite module's directives (no
         // `return`, `rewrite`, `set` or `if` runs).
-        if l.settings.limit_except.is_some()
-            && !std::ptr::eq(l.settings.for_method(&log.method), &l.settings)
+        if let Some(except) = &l.settings.limit_except
+            && !except.allows(&log.method)
         {
-            return found(l, &log.method, l.pass.as_ref().map(ActionRef::Proxy));
+            return Routed {
+                settings: &except.settings,
+                action: l.pass.as_ref().map(ActionRef::Proxy),
+                location: Some(l),
+                uri_change,
+            };
         }
         // A matching `if` block's settings and `proxy_pass` serve the request.
         let mut run = LocationRun {

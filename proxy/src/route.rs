@@ -180,7 +180,8 @@ async fn serve(
             resp
         }
         _ if conn.plain_on_tls => {
-            let mut resp = error_page(StatusCode::BAD_REQUEST);
+            // nginx's page, under its internal status until `error_page` has looked.
+            let mut resp = bad_request_page(PLAIN_ON_TLS);
             *resp.status_mut() = StatusCode::from_u16(TO_HTTPS).expect("a valid status");
             resp
         }
@@ -209,7 +210,7 @@ async fn serve(
     if conn.plain_on_tls {
         // No `error_page 497` took it: nginx's 400 page. Either way the connection closes.
         if resp.status().as_u16() == TO_HTTPS {
-            resp = bad_request_page("The plain HTTP request was sent to HTTPS port");
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
         }
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -263,6 +264,9 @@ async fn serve(
 /// nginx's internal status for plain HTTP on a TLS address (`NGX_HTTP_TO_HTTPS`), which
 /// `error_page 497` may send elsewhere; otherwise the client gets a 400.
 const TO_HTTPS: u16 = 497;
+
+/// What nginx's 400 page says then.
+const PLAIN_ON_TLS: &str = "The plain HTTP request was sent to HTTPS port";
 
 /// A routed request's answer, as nginx's access and content phases give it: `allow` /
 /// `deny` (403), `auth_basic` (401), then the action: 404 without one (or, for the page

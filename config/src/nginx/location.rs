@@ -403,15 +403,16 @@ fn proxy_pass(
 ) -> Result<ProxyPass, ConfigError> {
     let arg = ctx.one(d)?;
     let v = arg.value.as_str();
-    if v.contains('$') {
-        return dynamic_proxy_pass(ctx, d, arg);
-    }
     let lower = v.to_ascii_lowercase();
-    let (https, rest) = match () {
-        _ if lower.starts_with("http://") => (false, &v[7..]),
-        _ if lower.starts_with("https://") => (true, &v[8..]),
+    let (https, skip) = match () {
+        _ if lower.starts_with("http://") => (false, 7),
+        _ if lower.starts_with("https://") => (true, 8),
         _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
     };
+    if v.contains('$') {
+        return dynamic_proxy_pass(ctx, d, arg, https, skip);
+    }
+    let rest = &v[skip..];
     let (host, uri) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
         None => (rest, None),
@@ -447,21 +448,18 @@ fn proxy_pass(
 }
 
 /// `proxy_pass` with variables, as nginx evaluates it per request: what follows the
-/// scheme is expanded, then split at its first `/`: the host part names an `upstream`
-/// block (without regard to case) or is a `host[:port]` (resolved when connecting), and
-/// a URI part, if any, replaces the request's URI whole (nginx passes it "as is").
+/// scheme (its first `skip` bytes) is expanded, then split at its first `/`: the host
+/// part names an `upstream` block (without regard to case) or is a `host[:port]`
+/// (resolved when connecting), and a URI part, if any, replaces the request's URI whole
+/// (nginx passes it "as is").
 fn dynamic_proxy_pass(
     ctx: &Ctx<'_>,
     d: &Directive,
     arg: &super::parse::Arg,
+    https: bool,
+    skip: usize,
 ) -> Result<ProxyPass, ConfigError> {
     let v = arg.value.as_str();
-    let lower = v.to_ascii_lowercase();
-    let (https, skip) = match () {
-        _ if lower.starts_with("http://") => (false, 7),
-        _ if lower.starts_with("https://") => (true, 8),
-        _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
-    };
     let rest = super::parse::Arg {
         value: v[skip..].to_owned(),
         at: super::parse::Pos {
