@@ -52,6 +52,7 @@
 //! - `balance`: upstream groups and their servers' health; `pick`: which server first
 //!   (round-robin, `least_conn`, `ip_hash`, `hash`, `random`); `upstream_pool`: keep-alive
 //!   connections to upstream servers, each driven by the request that uses it;
+//!   `upstream_h1`: hsmgate's own HTTP/1.1 client side of such a connection;
 //!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
 //! - `error_page`: the pages hsmgate answers with itself; `hop_by_hop`: headers
@@ -122,6 +123,7 @@ mod tls_io;
 pub mod token_cli;
 pub mod top;
 mod tunnel;
+mod upstream_h1;
 mod upstream_pool;
 mod upstream_tls;
 mod uri;

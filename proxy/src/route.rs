@@ -29,6 +29,7 @@ use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
+use crate::upstream_h1::Switched;
 use crate::upstream_pool::{ConnectTime, SendError};
 use crate::uri::{normalize, valid_host};
 use crate::vars::{Answering, Vars};
@@ -953,7 +954,9 @@ pub(crate) async fn proxy(
                 let upstream_headers = resp.headers().clone();
                 strip_hop_by_hop(resp.headers_mut());
                 hide_headers(settings, resp.headers_mut());
-                let upstream = hyper::upgrade::on(&mut resp);
+                let Some(upstream) = resp.extensions_mut().remove::<Switched>() else {
+                    return error_page(StatusCode::BAD_GATEWAY);
+                };
                 crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());
                 tokio::spawn(crate::tunnel::run(
                     client,

@@ -16,6 +16,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::upstream_h1::Switched;
+
 /// An HTTP/1.1 request asking to switch protocols, without a body: `Upgrade` with the
 /// `upgrade` token in `Connection` (the same test as [`crate::h1guard`]'s).
 pub(crate) fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
@@ -51,30 +53,32 @@ pub(crate) fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
-/// Copy bytes both ways between the two upgraded connections (a task of its own).
+/// Copy bytes both ways between the two upgraded connections (a task of its own): the
+/// upstream's as [`crate::upstream_h1`] left it, with what its server sent after the
+/// `101` first.
 pub(crate) async fn run(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: Switched,
     idle: Duration,
     upstream_addr: String,
 ) {
-    let (client, upstream) = tokio::join!(client, upstream);
-    let (client, upstream) = match (client, upstream) {
-        (Ok(c), Ok(u)) => (TokioIo::new(c), TokioIo::new(u)),
-        (c, u) => {
-            let why = c
-                .err()
-                .or(u.err())
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            tracing::info!(upstream = %upstream_addr, error = %why, "upgrade failed");
+    let client = match client.await {
+        Ok(c) => TokioIo::new(c),
+        Err(e) => {
+            tracing::info!(upstream = %upstream_addr, error = %e, "upgrade failed");
             return;
         }
+    };
+    let Some((upstream, early)) = upstream.take() else {
+        return;
     };
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
     let (mut from_client, mut from_upstream) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let (mut client_open, mut upstream_open) = (true, true);
+    if !early.is_empty() && cw.write_all(&early).await.is_err() {
+        return;
+    }
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     while client_open || upstream_open {

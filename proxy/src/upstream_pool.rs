@@ -1,44 +1,38 @@
 //! Keep-alive connections to upstream servers, driven by the task of the request that
 //! uses them.
 //!
-//! hyper's pooled client (`hyper_util::client::legacy`) runs every upstream connection
-//! in a task of its own: each request crosses from the client connection's task to that
-//! task and back (request, response head, body chunks), and a response with a body
-//! spawns one more task per request to return the connection to the pool. Here a request
-//! checks a connection out of the pool (or connects), and its own task polls hyper's
-//! HTTP/1 [`Connection`](hyper::client::conn::http1::Connection) while it waits for the
-//! response head and, through [`UpstreamResponseBody`], while the client is sent the
-//! body; at the end of the body the connection goes back to the pool, idle and polled by
-//! nobody. A connection is bound to a request only while it is served, as in nginx's
-//! `keepalive` cache (last in, first out; at most `keepalive` idle per server, none kept
-//! with 0; dropped after 60 s idle).
+//! A request checks a connection out of the pool (or connects), and its own task writes
+//! the request and reads the response head on it ([`crate::upstream_h1`], hsmgate's own
+//! HTTP/1.1 client connection), then, through [`UpstreamResponseBody`], the body as the
+//! client is sent it; at the end of the body the connection goes back to the pool, idle
+//! and polled by nobody. No task, channel or wake-up sits between a request and its
+//! upstream socket. A connection is bound to a request only while it is served, as in
+//! nginx's `keepalive` cache (last in, first out; at most `keepalive` idle per server,
+//! none kept with 0; dropped after 60 s idle).
 //!
 //! Taking an idle connection polls it once: one the server has closed (or written to
 //! while idle) is dropped there. A request that finds its reused connection closed before
-//! any of it was written is sent again on another (as hyper's client does); a `101`
-//! hands the connection to a task of its own, which completes the upgrade.
+//! any answer is sent again on another when it is idempotent and has no body (as nginx
+//! retries a cached connection); a `101` hands the connection to the tunnel.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use crate::balance::{BodyError, UpstreamBody};
 use crate::stall_timer::StallTimer;
-
-/// The most header lines an upstream's response head may have.
-const MAX_RESPONSE_HEADERS: usize = 1024;
+use crate::upstream_h1::{Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Switched};
 
 /// How long an idle connection is kept (hyper's client kept them as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,40 +40,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The connector of a pool: plain TCP, or TLS for `proxy_pass https://`.
 pub(crate) type Connector = HttpsConnector<HttpConnector>;
 
-/// A connection's dispatcher (hyper's `Connection`, with upgrades), polled by whichever
-/// task uses the connection.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the sending half and the dispatcher to poll.
+/// One upstream connection.
 struct Conn {
-    send: http1::SendRequest<UpstreamBody>,
-    /// In a mutex only to be `Sync` (as response bodies must be): reached by `get_mut`,
-    /// never locked.
-    drive: Mutex<Driver>,
-    /// The dispatcher has completed (closed, failed or upgraded): never polled again.
-    ended: bool,
+    h1: H1Conn,
     idle_since: Instant,
     /// `proxy_read_timeout` of the request it serves: the wait for the response head,
     /// then between reads of the body. One timer for the connection's life.
     stall: StallTimer,
-}
-
-impl Conn {
-    /// Poll the dispatcher (unless it has completed); true once it has.
-    fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
-        let drive = self.drive.get_mut().unwrap_or_else(|e| e.into_inner());
-        if !self.ended && drive.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-        }
-        self.ended
-    }
-
-    /// Poll the dispatcher once without a task (nothing is woken later): false when the
-    /// connection has ended (closed by the server, or an error).
-    fn poll_alive(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        !self.poll_ended(&mut cx) && !self.send.is_closed()
-    }
 }
 
 /// A pool of keep-alive connections to the servers of one upstream group (and TLS name);
@@ -118,10 +85,7 @@ pub(crate) enum SendError {
     Connect(#[source] BodyError),
     /// The request failed on its connection.
     #[error("request failed")]
-    Request(#[source] hyper::Error),
-    /// The connection ended without an answer to the request.
-    #[error("connection closed before the response")]
-    Closed,
+    Request(#[source] H1Error),
     /// No response head within `proxy_read_timeout` (connecting included).
     #[error("timed out ({0:?}) waiting for the response")]
     TimedOut(Duration),
@@ -199,39 +163,28 @@ impl UpstreamClient {
                 true => Duration::ZERO,
                 false => started.elapsed(),
             });
-            let exchanged = exchange(&mut conn, req, timeout).await.map(|mut resp| {
-                resp.extensions_mut().insert(connect_time);
-                resp
-            });
+            let exchanged = exchange(&mut conn, req, timeout).await;
             match exchanged {
-                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    // The upgrade completes when the dispatcher sees the 101 through: a task
-                    // of its own (the tunnel waits for it), the connection not reused.
-                    if !conn.ended {
-                        let Conn { send, drive, .. } = conn;
-                        let drive = drive.into_inner().unwrap_or_else(|e| e.into_inner());
-                        tokio::spawn(async move {
-                            let _ = drive.await;
-                            drop(send);
-                        });
-                    }
-                    return Ok(resp.map(|inner| UpstreamResponseBody {
-                        load: None,
-                        inner,
-                        conn: None,
-                        pool: None,
-                        read_timeout: timeout,
-                    }));
+                Ok(Exchanged::Switched(resp, rest)) => {
+                    // The connection now carries another protocol: the tunnel's.
+                    let mut resp = resp.map(|()| UpstreamResponseBody::done());
+                    let switched = Switched::new(conn.h1.into_io(), rest);
+                    resp.extensions_mut().insert(switched);
+                    resp.extensions_mut().insert(connect_time);
+                    return Ok(resp);
                 }
-                Ok(resp) => {
+                Ok(Exchanged::Head(resp, framing)) => {
                     let pool = Some((self.clone(), key.to_owned()));
-                    return Ok(resp.map(|inner| UpstreamResponseBody {
+                    let mut resp = resp.map(|()| UpstreamResponseBody {
+                        framing,
                         load: None,
-                        inner,
                         conn: Some(conn),
                         pool,
                         read_timeout: timeout,
-                    }));
+                        failed: None,
+                    });
+                    resp.extensions_mut().insert(connect_time);
+                    return Ok(resp);
                 }
                 Err(Failed::Unsent(r, _)) if reused => {
                     // A kept connection the server closed under us: nothing was written,
@@ -244,7 +197,6 @@ impl UpstreamClient {
                     req = again.expect("checked");
                 }
                 Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
-                Err(Failed::Ended) => return Err(SendError::Closed),
                 Err(Failed::TimedOut) => return Err(SendError::TimedOut(timeout)),
             }
         }
@@ -265,7 +217,7 @@ impl UpstreamClient {
             .count();
         list.drain(..expired);
         while let Some(mut conn) = list.pop() {
-            if conn.poll_alive() {
+            if conn.h1.poll_idle() {
                 return Some(conn);
             }
         }
@@ -275,7 +227,7 @@ impl UpstreamClient {
     /// Return a connection whose exchange is complete; dropped (closed) when it cannot
     /// take another request or the server has `keepalive` idle ones already.
     fn checkin(&self, key: String, mut conn: Conn) {
-        if self.inner.keepalive == 0 || !conn.poll_alive() || !conn.send.is_ready() {
+        if self.inner.keepalive == 0 || !conn.h1.poll_idle() {
             return;
         }
         conn.idle_since = Instant::now();
@@ -295,17 +247,8 @@ impl UpstreamClient {
             .call(uri.clone())
             .await
             .map_err(SendError::Connect)?;
-        // An upstream's response head may have more than hyper's 100 header lines
-        // (nginx counts none, only the bytes: `proxy_buffer_size`).
-        let (send, conn) = http1::Builder::new()
-            .max_headers(MAX_RESPONSE_HEADERS)
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(Box::new(e)))?;
         Ok(Conn {
-            send,
-            drive: Mutex::new(Box::pin(conn.with_upgrades())),
-            ended: false,
+            h1: H1Conn::new(TokioIo::new(io)),
             idle_since: Instant::now(),
             stall: StallTimer::default(),
         })
@@ -339,55 +282,50 @@ fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
 /// How one exchange failed.
 enum Failed {
     /// Before any of the request was written: the request is given back.
-    Unsent(Box<Request<UpstreamBody>>, hyper::Error),
+    Unsent(Box<Request<UpstreamBody>>, H1Error),
     /// After.
-    Sent(hyper::Error),
-    /// The connection ended and the request got no answer (not expected of hyper).
-    Ended,
+    Sent(H1Error),
     /// No response head within the timeout (the connection is not reusable).
     TimedOut,
 }
 
-/// Send `req` on `conn` and wait for the response head, polling the connection here,
-/// until `timeout` after the wait `conn.stall` began.
+/// Send `req` on `conn` and wait for the response head, until `timeout` after the wait
+/// `conn.stall` began.
 async fn exchange(
     conn: &mut Conn,
     req: Request<UpstreamBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, Failed> {
-    let mut sent = std::pin::pin!(conn.send.try_send_request(req));
-    std::future::poll_fn(|cx| {
-        let ended = conn.poll_ended(cx);
-        match sent.as_mut().poll(cx) {
-            Poll::Ready(Ok(resp)) => {
-                conn.stall.progressed();
-                Poll::Ready(Ok(resp))
-            }
-            Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
-                Some(req) => Failed::Unsent(Box::new(req), e.into_error()),
-                None => Failed::Sent(e.into_error()),
-            })),
-            // The dispatcher answers every request before it ends; in case it does not.
-            Poll::Pending if ended => Poll::Ready(Err(Failed::Ended)),
-            Poll::Pending => match conn.stall.poll_waited(cx, timeout) {
-                Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut)),
-                Poll::Pending => Poll::Pending,
-            },
+) -> Result<Exchanged, Failed> {
+    let mut ex = Exchange::new(req);
+    std::future::poll_fn(|cx| match conn.h1.poll_exchange(cx, &mut ex) {
+        Poll::Ready(Ok(head)) => {
+            conn.stall.progressed();
+            Poll::Ready(Ok(head))
         }
+        Poll::Ready(Err(ExchangeError::Unsent(req, e))) => Poll::Ready(Err(Failed::Unsent(req, e))),
+        Poll::Ready(Err(ExchangeError::Sent(e))) => Poll::Ready(Err(Failed::Sent(e))),
+        Poll::Pending => match conn.stall.poll_waited(cx, timeout) {
+            Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut)),
+            Poll::Pending => Poll::Pending,
+        },
     })
     .await
 }
 
-/// The body of an upstream response: reading it polls the connection, which goes back
+/// The body of an upstream response: reading it reads the connection, which goes back
 /// to the pool when the body is complete (or is dropped complete).
 pub(crate) struct UpstreamResponseBody {
-    inner: Incoming,
+    /// How much is left, and how it is delimited.
+    framing: Framing,
+    /// None once the body has ended (or failed).
     conn: Option<Conn>,
     pool: Option<(UpstreamClient, String)>,
     /// `proxy_read_timeout` between two reads of the body (the connection's timer).
     read_timeout: Duration,
     /// The request counted in progress on its server until the body is read.
     load: Option<crate::balance::Load>,
+    /// An error held for one poll (see [`Body::poll_frame`]).
+    failed: Option<BodyError>,
 }
 
 /// The upstream sent nothing of the body for `proxy_read_timeout`.
@@ -398,12 +336,24 @@ pub(crate) struct BodyTimeout(Duration);
 impl std::fmt::Debug for UpstreamResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamResponseBody")
-            .field("inner", &self.inner)
+            .field("framing", &self.framing)
             .finish_non_exhaustive()
     }
 }
 
 impl UpstreamResponseBody {
+    /// An empty body on no connection (a `101`'s).
+    fn done() -> UpstreamResponseBody {
+        UpstreamResponseBody {
+            framing: Framing::Done,
+            conn: None,
+            pool: None,
+            read_timeout: Duration::ZERO,
+            load: None,
+            failed: None,
+        }
+    }
+
     /// Keeps the request counted on its server (`least_conn`) until the body is read.
     pub(crate) fn hold(&mut self, load: Option<crate::balance::Load>) {
         self.load = load;
@@ -427,49 +377,60 @@ impl Body for UpstreamResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        // What the dispatcher has already read, then more from the connection.
-        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending() {
-            if let Some(conn) = &mut this.conn
-                && conn.poll_ended(cx)
-            {
-                // Ended (closed after this response, or failed): not reusable; the body
-                // sees the end or the error through its channel.
-                this.conn = None;
-            }
-            polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
         }
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        // nginx's `proxy_read_timeout` between two reads: the body is cut short (the
-        // client sees it end early) when the upstream sends nothing of it for so long. A
-        // body whose connection has ended reads only what the dispatcher already has.
-        if let Some(conn) = &mut this.conn {
-            match polled {
-                Poll::Ready(_) => conn.stall.progressed(),
-                Poll::Pending => {
-                    if conn.stall.poll_waited(cx, this.read_timeout).is_ready() {
-                        // Not reusable: the rest of the response is still to come.
-                        this.conn = None;
-                        let timeout = this.read_timeout;
-                        return Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout)))));
-                    }
+        let Some(conn) = &mut this.conn else {
+            return Poll::Ready(None);
+        };
+        match conn.h1.poll_body(cx, &mut this.framing) {
+            Poll::Ready(Some(Ok(frame))) => {
+                conn.stall.progressed();
+                if this.framing == Framing::Done {
+                    this.release();
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                this.load = None;
+                // What the client was given of the body goes out before the error ends
+                // its answer (hyper's server drops what it holds unwritten at an error):
+                // the error waits for the next poll, as nginx sends what it has, then
+                // closes.
+                this.failed = Some(Box::new(e));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            // nginx's `proxy_read_timeout` between two reads: the body is cut short (the
+            // client sees it end early) when the upstream sends nothing of it for so long.
+            Poll::Pending => match conn.stall.poll_waited(cx, this.read_timeout) {
+                Poll::Ready(()) => {
+                    // Not reusable: the rest of the response is still to come.
+                    this.conn = None;
+                    this.load = None;
+                    this.framing = Framing::Done;
+                    Poll::Ready(Some(Err(Box::new(BodyTimeout(this.read_timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
-        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed.is_none() && matches!(self.framing, Framing::Done | Framing::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -477,7 +438,7 @@ impl Drop for UpstreamResponseBody {
     fn drop(&mut self) {
         // Dropped complete (a body the server never had to poll, such as a HEAD's or a
         // 304's): reusable. Dropped before its end: the connection closes.
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.release();
         }
     }

@@ -90,6 +90,33 @@ impl Scripted {
                                 std::thread::sleep(Duration::from_secs(5));
                                 return;
                             }
+                            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(),
+                            "/to-close" => {
+                                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nuntil the close");
+                                return;
+                            }
+                            "/informational" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                            "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabc".to_vec(),
+                            "/short" => {
+                                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+                                return;
+                            }
+                            "/trailing-bytes" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n".to_vec(),
+                            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                            "/body" => {
+                                let length = head
+                                    .lines()
+                                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                                    .and_then(|v| v.parse::<usize>().ok())
+                                    .unwrap_or(0);
+                                let mut body = vec![0u8; length];
+                                if s.read_exact(&mut body).is_err() {
+                                    return;
+                                }
+                                let mut a = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                                a.extend_from_slice(&body);
+                                a
+                            }
                             "/five" | "/busy" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec(),
                             _ => {
                                 let body = head.to_ascii_lowercase();
@@ -174,6 +201,71 @@ fn upstream_answers_are_passed_on_framed_as_nginx_frames_them() {
     );
     assert_eq!(out.status.code(), Some(18), "partial file: {out:?}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+/// hsmgate's own upstream client (`upstream_h1`): each framing RFC 9112 §6.3 allows,
+/// 1xx answers skipped, invalid or short answers refused, and a connection kept for the
+/// next request only when its answer ended cleanly.
+#[test]
+fn upstream_bodies_are_framed_and_connections_kept_only_when_clean() {
+    let up = Scripted::start();
+    let (gate, http) = start(&up);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let connections = || up.connections.load(Ordering::SeqCst);
+    let log = || gate.server.log_text();
+
+    // Sequential requests share one kept connection.
+    for _ in 0..3 {
+        let t = text(&fetch(http, "/kept", &[]));
+        assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+    }
+    assert_eq!(connections(), 1, "{}", log());
+
+    // Chunked, with an extension and a trailer field: decoded, and the connection kept.
+    let t = text(&fetch(http, "/chunked", &[]));
+    assert!(
+        t.starts_with("HTTP/1.1 200") && t.ends_with("hello world"),
+        "{t}"
+    );
+    // A HEAD's answer has no body whatever its Content-Length says.
+    let out = fetch(http, "/head", &["-I"]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.starts_with("HTTP/1.1 200"),
+        "{out:?}"
+    );
+    assert!(t.to_ascii_lowercase().contains("content-length: 5"), "{t}");
+    // 100 and 103 skipped; the 200 after them is the answer.
+    let t = text(&fetch(http, "/informational", &[]));
+    assert!(t.starts_with("HTTP/1.1 200") && t.ends_with("ok"), "{t}");
+    assert!(!t.contains("103"), "{t}");
+    // A request body goes with its length.
+    let t = text(&fetch(http, "/body", &["--data-binary", "0123456789"]));
+    assert!(t.ends_with("0123456789"), "{t}");
+    assert_eq!(connections(), 1, "{}", log());
+
+    // A body up to the close: all of it, and the connection is not kept.
+    let t = text(&fetch(http, "/to-close", &[]));
+    assert!(
+        t.starts_with("HTTP/1.1 200") && t.ends_with("until the close"),
+        "{t}"
+    );
+    let t = text(&fetch(http, "/kept", &[]));
+    assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+    assert_eq!(connections(), 2, "{}", log());
+
+    // Bytes after a complete answer: the answer goes on, the connection does not.
+    let t = text(&fetch(http, "/trailing-bytes", &[]));
+    assert!(t.starts_with("HTTP/1.1 200") && t.ends_with("ok"), "{t}");
+    let t = text(&fetch(http, "/kept", &[]));
+    assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+    assert_eq!(connections(), 3, "{}", log());
+
+    // Two different lengths: 502, as nginx ("upstream sent duplicate header line").
+    assert_eq!(status_of(http, "/two-lengths", &[]), 502);
+    // A body shorter than its length: the client sees the answer end early.
+    let out = fetch(http, "/short", &["--max-time", "5"]);
+    assert_eq!(out.status.code(), Some(18), "partial file: {out:?}");
 }
 
 #[test]

@@ -1,0 +1,1030 @@
+//! One HTTP/1.1 connection to an upstream server, spoken by hsmgate itself.
+//!
+//! The request head is written from the request's parts into one buffer (and on the
+//! socket in one write with a small body), the response head is parsed with `httparse`,
+//! and the response body is framed as RFC 9112 §6.3 says (no body, `Content-Length`,
+//! chunked, or up to the close) by whichever task reads it. hyper's client connection
+//! puts a dispatcher between the request and the socket (a request channel, a response
+//! channel, a body channel and their wake-ups, per request); here the request's own task
+//! reads and writes the socket. [`crate::upstream_pool`] keeps these connections.
+//!
+//! What hyper's client did is kept: `Host` and the headers as given (names lower case),
+//! a body framed by the `Content-Length` or `Transfer-Encoding` it comes with, else by
+//! its known length, else chunked; 1xx answers but `101` skipped; the connection kept
+//! unless either side says `close` (or the server speaks HTTP/1.0 without
+//! `keep-alive`) or the body runs to the close.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::balance::{BodyError, UpstreamBody};
+
+/// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`).
+pub(crate) type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
+
+/// The largest response head read (hyper's client allowed as much: 8 KiB + 100 × 4 KiB).
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+
+/// The most header lines a response head may have.
+const MAX_HEADERS: usize = 1024;
+
+/// Header lines parsed on the stack before the rare head with more is parsed again.
+const HEADERS_ON_STACK: usize = 64;
+
+/// The first read's size; doubled after each read that fills it, up to [`READ_MAX`].
+const READ_MIN: usize = 8192;
+const READ_MAX: usize = 256 * 1024;
+
+/// The longest chunk-size line and the most trailer bytes of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A write buffer larger than this after a request is not kept for the next.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Why an exchange or a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    /// The server closed the connection before its answer was complete.
+    #[error("connection closed before the message completed")]
+    Incomplete,
+    #[error("writing the request")]
+    Write(#[source] io::Error),
+    #[error("reading the response")]
+    Read(#[source] io::Error),
+    #[error("invalid response head")]
+    Parse(#[source] httparse::Error),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("the request body failed")]
+    Body(#[source] BodyError),
+    /// The request body ended before its `Content-Length`, or went past it.
+    #[error("request body length differs from its Content-Length")]
+    BodyLength,
+}
+
+impl H1Error {
+    /// The server closed the connection before any answer (a kept connection the server
+    /// timed out while the request was on its way: the request may be sent again).
+    pub(crate) fn is_incomplete_message(&self) -> bool {
+        matches!(self, H1Error::Incomplete)
+    }
+}
+
+/// How a response body is delimited, and how much of it is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length` (or no body: 0) bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Up to the server's close.
+    Close,
+    /// Complete.
+    Done,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, at its line end.
+    DataEnd,
+    /// After the last chunk: trailer fields up to an empty line.
+    Trailers,
+}
+
+/// How the request body is written.
+enum Encoder {
+    Length(u64),
+    Chunked,
+}
+
+/// The outcome of [`H1Conn::poll_exchange`].
+pub(crate) enum Exchanged {
+    /// The response head (the body follows on the connection, framed as said).
+    Head(Response<()>, Framing),
+    /// A `101`: the connection now carries another protocol (with what the server sent
+    /// after the head).
+    Switched(Response<()>, Bytes),
+}
+
+/// An exchange that failed, before any of its request was written or after.
+pub(crate) enum ExchangeError {
+    Unsent(Box<Request<UpstreamBody>>, H1Error),
+    Sent(H1Error),
+}
+
+/// One request in flight on a connection.
+pub(crate) struct Exchange {
+    /// Until a byte of it is written (to be given back if none is).
+    request: Option<Request<UpstreamBody>>,
+    /// Its head is in the write buffer (or written).
+    encoded: bool,
+    /// The body still to be written.
+    body: Option<UpstreamBody>,
+    encoder: Encoder,
+    head_request: bool,
+    /// The request says `Connection: close`.
+    close: bool,
+    /// Some of it reached the socket.
+    written: bool,
+}
+
+impl Exchange {
+    pub(crate) fn new(request: Request<UpstreamBody>) -> Exchange {
+        Exchange {
+            head_request: request.method() == Method::HEAD,
+            close: has_token(request.headers(), "close"),
+            request: Some(request),
+            encoded: false,
+            body: None,
+            encoder: Encoder::Length(0),
+            written: false,
+        }
+    }
+}
+
+/// An HTTP/1.1 client connection.
+pub(crate) struct H1Conn {
+    io: Io,
+    read: BytesMut,
+    write: BytesMut,
+    /// The size of the next read.
+    read_size: usize,
+    /// Another request may follow the current one.
+    reusable: bool,
+}
+
+impl H1Conn {
+    pub(crate) fn new(io: Io) -> H1Conn {
+        H1Conn {
+            io,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            read_size: READ_MIN,
+            reusable: true,
+        }
+    }
+
+    /// An idle connection still open, the server having sent nothing since: polled once
+    /// without a task (nothing is woken later).
+    pub(crate) fn poll_idle(&mut self) -> bool {
+        if !self.reusable || !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => true,
+            // Closed (0), or bytes nobody asked for, or an error.
+            Poll::Ready(_) => {
+                self.reusable = false;
+                false
+            }
+        }
+    }
+
+    /// Read more into the read buffer: the bytes read, 0 at the server's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
+        }
+        let spare = self.read.capacity() - self.read.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        ))?;
+        if n == spare && self.read_size < READ_MAX {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Write what the write buffer holds; ready when it is empty and flushed.
+    fn poll_drain(&mut self, cx: &mut Context<'_>, written: &mut bool) -> Poll<io::Result<()>> {
+        while !self.write.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written = true;
+            self.write.advance(n);
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Send the exchange's request and read the response head, the body written while
+    /// the head is awaited (an answer before the whole body ends the writing, and the
+    /// connection is not reused).
+    pub(crate) fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        ex: &mut Exchange,
+    ) -> Poll<Result<Exchanged, ExchangeError>> {
+        if !ex.encoded
+            && let Some(req) = ex.request.take()
+        {
+            ex.encoded = true;
+            let (parts, body) = req.into_parts();
+            ex.encoder = encode_head(&parts, &body, &mut self.write);
+            if !body.is_end_stream() {
+                ex.body = Some(body);
+            }
+            // Kept until a byte is written, to be given back.
+            ex.request = Some(Request::from_parts(parts, empty_body()));
+        }
+        // The writing side, as far as it goes now.
+        let mut sending = true;
+        while sending {
+            match self.poll_drain(cx, &mut ex.written) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.failed(ex, H1Error::Write(e)))),
+                Poll::Pending => sending = false,
+                Poll::Ready(Ok(())) => {
+                    if ex.written {
+                        ex.request = None;
+                    }
+                    match ex.body.as_mut() {
+                        None => sending = false,
+                        Some(body) => match Pin::new(body).poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Ok(data) = frame.into_data()
+                                    && let Err(e) =
+                                        encode_data(&mut ex.encoder, data, &mut self.write)
+                                {
+                                    return Poll::Ready(Err(self.failed(ex, e)));
+                                }
+                            }
+                            Poll::Ready(Some(Err(e))) => {
+                                return Poll::Ready(Err(self.failed(ex, H1Error::Body(e))));
+                            }
+                            Poll::Ready(None) => {
+                                ex.body = None;
+                                if let Err(e) = encode_end(&ex.encoder, &mut self.write) {
+                                    return Poll::Ready(Err(self.failed(ex, e)));
+                                }
+                            }
+                            Poll::Pending => sending = false,
+                        },
+                    }
+                }
+            }
+        }
+        // The reading side: a head, or more bytes of one.
+        loop {
+            match self.parse_head(ex) {
+                Err(e) => return Poll::Ready(Err(self.failed(ex, e))),
+                Ok(Some(done)) => {
+                    if ex.body.is_some() || !self.write.is_empty() {
+                        // Answered before the request was all written.
+                        self.reusable = false;
+                    }
+                    ex.request = None;
+                    return Poll::Ready(Ok(done));
+                }
+                Ok(None) => {}
+            }
+            match self.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(self.failed(ex, H1Error::Incomplete)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.failed(ex, H1Error::Read(e)))),
+            }
+        }
+    }
+
+    fn failed(&mut self, ex: &mut Exchange, e: H1Error) -> ExchangeError {
+        self.reusable = false;
+        match (ex.written, ex.request.take()) {
+            (false, Some(mut req)) => {
+                // The head was never written; the body, if any, never polled.
+                if let Some(body) = ex.body.take() {
+                    *req.body_mut() = body;
+                }
+                ExchangeError::Unsent(Box::new(req), e)
+            }
+            _ => ExchangeError::Sent(e),
+        }
+    }
+
+    /// A complete response head from the read buffer (1xx answers but `101` skipped).
+    fn parse_head(&mut self, ex: &Exchange) -> Result<Option<Exchanged>, H1Error> {
+        loop {
+            let Some((resp, len)) = parse_response(&self.read)? else {
+                if self.read.len() > MAX_HEAD {
+                    return Err(H1Error::HeadTooLarge);
+                }
+                return Ok(None);
+            };
+            let head = self.read.split_to(len).freeze();
+            let resp = resp.build(&head)?;
+            let status = resp.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                self.reusable = false;
+                let rest = std::mem::take(&mut self.read).freeze();
+                return Ok(Some(Exchanged::Switched(resp, rest)));
+            }
+            if status.is_informational() {
+                continue;
+            }
+            let framing = response_framing(&resp, ex.head_request)?;
+            let keep = match resp.version() {
+                Version::HTTP_11 => !has_token(resp.headers(), "close"),
+                _ => has_token(resp.headers(), "keep-alive"),
+            };
+            if !keep || ex.close || framing == Framing::Close {
+                self.reusable = false;
+            }
+            return Ok(Some(Exchanged::Head(resp, framing)));
+        }
+    }
+
+    /// The next frame of a response body framed as `framing` (which it moves on).
+    pub(crate) fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: &mut Framing,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let polled = self.poll_body_inner(cx, framing);
+        if let Poll::Ready(Some(Err(_))) = polled {
+            self.reusable = false;
+            *framing = Framing::Done;
+        }
+        polled
+    }
+
+    fn poll_body_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: &mut Framing,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        loop {
+            match framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(0) => {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !self.read.is_empty() {
+                        let n = (*left).min(self.read.len() as u64) as usize;
+                        *left -= n as u64;
+                        let data = self.read.split_to(n).freeze();
+                        if *left == 0 {
+                            *framing = Framing::Done;
+                            self.finished();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Close => {
+                    if !self.read.is_empty() {
+                        let data = std::mem::take(&mut self.read).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(state) => match self.decode_chunked(state)? {
+                    Some(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Some(Decoded::End(trailers)) => {
+                        *framing = Framing::Done;
+                        self.finished();
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    None => {}
+                },
+            }
+            // The buffer has nothing more of the body: read.
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if *framing == Framing::Close => {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                // A TLS server that closes without close_notify ends such a body too.
+                Err(e)
+                    if *framing == Framing::Close && e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(H1Error::Incomplete))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(H1Error::Read(e)))),
+            }
+        }
+    }
+
+    /// A body ended; bytes after it are an answer nobody asked for.
+    fn finished(&mut self) {
+        if !self.read.is_empty() {
+            self.reusable = false;
+        }
+        if self.write.capacity() > KEEP_WRITE_BUFFER {
+            self.write = BytesMut::new();
+        }
+    }
+
+    /// Decode what the read buffer holds of a chunked body: data, the end (with trailer
+    /// fields, if any), or None when more must be read.
+    fn decode_chunked(&mut self, state: &mut Chunk) -> Result<Option<Decoded>, H1Error> {
+        loop {
+            match state {
+                Chunk::Size => {
+                    let Some(end) = memchr_lf(&self.read) else {
+                        if self.read.len() > MAX_CHUNK_LINE {
+                            return Err(H1Error::Invalid("chunk-size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    let size = chunk_size(&self.read[..end])?;
+                    self.read.advance(end + 1);
+                    *state = match size {
+                        0 => Chunk::Trailers,
+                        n => Chunk::Data(n),
+                    };
+                }
+                Chunk::Data(left) => {
+                    if self.read.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (*left).min(self.read.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *state = Chunk::DataEnd;
+                    }
+                    return Ok(Some(Decoded::Data(self.read.split_to(n).freeze())));
+                }
+                Chunk::DataEnd => match self.read.first() {
+                    None => return Ok(None),
+                    Some(b'\n') => {
+                        self.read.advance(1);
+                        *state = Chunk::Size;
+                    }
+                    Some(b'\r') => match self.read.get(1) {
+                        None => return Ok(None),
+                        Some(b'\n') => {
+                            self.read.advance(2);
+                            *state = Chunk::Size;
+                        }
+                        Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
+                    },
+                    Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
+                },
+                Chunk::Trailers => {
+                    // Trailer fields up to an empty line, all in the buffer at once.
+                    let Some(len) = trailers_end(&self.read) else {
+                        if self.read.len() > MAX_TRAILERS {
+                            return Err(H1Error::Invalid("trailer fields too large"));
+                        }
+                        return Ok(None);
+                    };
+                    let block = self.read.split_to(len).freeze();
+                    return Ok(Some(Decoded::End(parse_trailers(&block))));
+                }
+            }
+        }
+    }
+
+    /// The connection after a `101`, for the tunnel.
+    pub(crate) fn into_io(self) -> Io {
+        self.io
+    }
+}
+
+enum Decoded {
+    Data(Bytes),
+    End(Option<HeaderMap>),
+}
+
+fn empty_body() -> UpstreamBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Write the request head into `out`; the body's encoder (RFC 9112 §6.1–6.2, as hyper's
+/// client chose it: the framing headers given, else the body's known length, else
+/// chunked).
+fn encode_head(parts: &http::request::Parts, body: &UpstreamBody, out: &mut BytesMut) -> Encoder {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.is_empty() { "/" } else { path };
+    let size = 32 + path.len() + parts.headers.len() * 32;
+    out.reserve(size);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let empty = body.is_end_stream();
+    let mut encoder = Encoder::Length(0);
+    let mut framed = empty;
+    if !empty {
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // Whatever else it says, chunked is what is written (hyper's client: the same).
+            encoder = Encoder::Chunked;
+            framed = is_chunked(&parts.headers);
+        } else if let Some(len) = content_length(&parts.headers) {
+            encoder = Encoder::Length(len);
+            framed = true;
+        }
+    }
+    for (name, value) in &parts.headers {
+        if empty && name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if !empty && name == header::CONTENT_LENGTH && matches!(encoder, Encoder::Chunked) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !framed {
+        match (&encoder, body.size_hint().exact()) {
+            (Encoder::Chunked, _) => {
+                // A Transfer-Encoding that does not end in chunked: chunked is added.
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            (_, Some(len)) => {
+                encoder = Encoder::Length(len);
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(len.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            (_, None) => {
+                encoder = Encoder::Chunked;
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    encoder
+}
+
+/// Put one data frame of the request body into `out`, framed.
+fn encode_data(encoder: &mut Encoder, data: Bytes, out: &mut BytesMut) -> Result<(), H1Error> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    match encoder {
+        Encoder::Length(left) => {
+            let n = data.len() as u64;
+            if n > *left {
+                return Err(H1Error::BodyLength);
+            }
+            *left -= n;
+            out.extend_from_slice(&data);
+        }
+        Encoder::Chunked => {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(())
+}
+
+/// The end of the request body.
+fn encode_end(encoder: &Encoder, out: &mut BytesMut) -> Result<(), H1Error> {
+    match encoder {
+        Encoder::Length(0) => Ok(()),
+        Encoder::Length(_) => Err(H1Error::BodyLength),
+        Encoder::Chunked => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            Ok(())
+        }
+    }
+}
+
+/// A parsed response head, its header lines as ranges of the head's bytes.
+struct Parsed {
+    version: Version,
+    status: u16,
+    headers: Vec<(HeaderName, usize, usize)>,
+}
+
+/// Parse a response head at the start of `buf`: None while incomplete, else the head
+/// and its length.
+fn parse_response(buf: &[u8]) -> Result<Option<(Parsed, usize)>, H1Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut stack = [httparse::EMPTY_HEADER; HEADERS_ON_STACK];
+    match parse_with(buf, &mut stack) {
+        Err(H1Error::Parse(httparse::Error::TooManyHeaders)) => {
+            let mut heap = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_with(buf, &mut heap)
+        }
+        other => other,
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<(Parsed, usize)>, H1Error> {
+    let mut resp = httparse::Response::new(headers);
+    let len = match resp.parse(buf).map_err(H1Error::Parse)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = resp.code.unwrap_or(0);
+    let base = buf.as_ptr() as usize;
+    let mut out = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Invalid("invalid header name"))?;
+        let start = h.value.as_ptr() as usize - base;
+        out.push((name, start, start + h.value.len()));
+    }
+    Ok(Some((
+        Parsed {
+            version,
+            status,
+            headers: out,
+        },
+        len,
+    )))
+}
+
+impl Parsed {
+    /// The response, its header values slices of `head` (the bytes it was parsed from).
+    fn build(self, head: &Bytes) -> Result<Response<()>, H1Error> {
+        let status = StatusCode::from_u16(self.status)
+            .map_err(|_| H1Error::Invalid("invalid status code"))?;
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, start, end) in self.headers {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|_| H1Error::Invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = self.version;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+}
+
+/// How the body of `resp` is delimited (RFC 9112 §6.3).
+fn response_framing(resp: &Response<()>, head_request: bool) -> Result<Framing, H1Error> {
+    let status = resp.status();
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    let headers = resp.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(
+            match is_chunked(headers) && resp.version() == Version::HTTP_11 {
+                true => Framing::Chunked(Chunk::Size),
+                false => Framing::Close,
+            },
+        );
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return match content_length(headers) {
+            Some(len) => Ok(Framing::Length(len)),
+            None => Err(H1Error::Invalid("invalid Content-Length")),
+        };
+    }
+    Ok(Framing::Close)
+}
+
+/// The `Content-Length` of `headers`: one number, however often repeated; None when
+/// absent, invalid or conflicting.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// The last transfer coding is `chunked`.
+fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// `Connection` lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn memchr_lf(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// The size of a chunk-size line (without its LF): hex digits, then optional
+/// whitespace and extensions (ignored), and a CR.
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(H1Error::Invalid("invalid chunk size"));
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return Err(H1Error::Invalid("invalid chunk size"));
+    }
+    let text =
+        std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::Invalid("invalid chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| H1Error::Invalid("invalid chunk size"))
+}
+
+/// The length of a trailer section ending in an empty line, if all of it is in `buf`.
+fn trailers_end(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let lf = memchr_lf(&buf[at..])?;
+        let line = &buf[at..at + lf];
+        at += lf + 1;
+        if line.is_empty() || line == b"\r" {
+            return Some(at);
+        }
+    }
+}
+
+/// The trailer fields of a section (lines that do not parse are left out); None when
+/// there are none.
+fn parse_trailers(block: &Bytes) -> Option<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        map.append(name, value);
+    }
+    (!map.is_empty()).then_some(map)
+}
+
+/// An upstream connection switched to another protocol (a `101`), with what its server
+/// sent after the head: in the response's extensions, for the tunnel to take once.
+#[derive(Clone)]
+pub(crate) struct Switched(Arc<Mutex<Option<(Io, Bytes)>>>);
+
+impl Switched {
+    pub(crate) fn new(io: Io, rest: Bytes) -> Switched {
+        Switched(Arc::new(Mutex::new(Some((io, rest)))))
+    }
+
+    /// The connection and the bytes already read from it (once).
+    pub(crate) fn take(&self) -> Option<(Io, Bytes)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(head: &str) -> Result<Option<Response<()>>, H1Error> {
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        match parse_response(&bytes)? {
+            None => Ok(None),
+            Some((p, len)) => p.build(&bytes.slice(..len)).map(Some),
+        }
+    }
+
+    #[test]
+    fn heads_parse_with_their_values_shared() {
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-a"], "b");
+        assert_eq!(response_framing(&r, false).unwrap(), Framing::Length(5));
+        assert_eq!(response_framing(&r, true).unwrap(), Framing::Length(0));
+        assert!(resp("HTTP/1.1 200 OK\r\nX-A: b\r\n").unwrap().is_none());
+        assert!(resp("HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        // More header lines than the stack holds.
+        let many: String = (0..200).map(|i| format!("x-{i}: {i}\r\n")).collect();
+        let r = resp(&format!("HTTP/1.1 204 No Content\r\n{many}\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.headers().len(), 200);
+        assert_eq!(response_framing(&r, false).unwrap(), Framing::Length(0));
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |h: &str| response_framing(&resp(h).unwrap().unwrap(), false);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n")
+                .unwrap(),
+            Framing::Chunked(Chunk::Size)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap(),
+            Framing::Close
+        );
+        assert_eq!(f("HTTP/1.0 200 OK\r\n\r\n").unwrap(), Framing::Close);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n").unwrap(),
+            Framing::Length(7)
+        );
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 7, 8\r\n\r\n").is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
+        assert_eq!(
+            f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").unwrap(),
+            Framing::Length(0)
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size(b"1a\r").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A;ext=1\r").unwrap(), 26);
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"10 ;x\r").unwrap(), 16);
+        assert!(chunk_size(b"\r").is_err());
+        assert!(chunk_size(b"x1\r").is_err());
+        assert!(chunk_size(b"1 2\r").is_err());
+        assert!(chunk_size(b"fffffffffffffffff\r").is_err());
+        assert_eq!(trailers_end(b"a: b\r\n\r\nrest"), Some(8));
+        assert_eq!(trailers_end(b"\r\n"), Some(2));
+        assert_eq!(trailers_end(b"a: b\r\n"), None);
+        let t = parse_trailers(&Bytes::from_static(b"grpc-status: 0\r\n\r\n")).unwrap();
+        assert_eq!(t["grpc-status"], "0");
+        assert!(parse_trailers(&Bytes::from_static(b"\r\n")).is_none());
+    }
+
+    fn head_of(req: Request<UpstreamBody>) -> (String, bool) {
+        let (parts, body) = req.into_parts();
+        let mut out = BytesMut::new();
+        let enc = encode_head(&parts, &body, &mut out);
+        (
+            String::from_utf8(out.to_vec()).unwrap(),
+            matches!(enc, Encoder::Chunked),
+        )
+    }
+
+    #[test]
+    fn request_heads_are_framed_as_hyper_framed_them() {
+        use http_body_util::{BodyExt, Full};
+        let full = |s: &'static str| {
+            Full::new(Bytes::from_static(s.as_bytes()))
+                .map_err(|n| match n {})
+                .boxed()
+        };
+        let mut req = Request::new(empty_body());
+        *req.uri_mut() = "/a?b=1".parse().unwrap();
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("up"));
+        assert_eq!(head_of(req).0, "GET /a?b=1 HTTP/1.1\r\nhost: up\r\n\r\n");
+        let mut req = Request::new(full("abc"));
+        *req.method_mut() = Method::POST;
+        assert_eq!(
+            head_of(req).0,
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
+        let mut req = Request::new(Unsized.boxed());
+        *req.method_mut() = Method::POST;
+        let (head, chunked) = head_of(req);
+        assert!(chunked);
+        assert!(
+            head.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{head}"
+        );
+        let mut enc = Encoder::Chunked;
+        let mut out = BytesMut::new();
+        encode_data(
+            &mut enc,
+            Bytes::from_static(b"hello world, 26 bytes long"),
+            &mut out,
+        )
+        .unwrap();
+        encode_end(&enc, &mut out).unwrap();
+        assert_eq!(&out[..], b"1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n");
+        let mut enc = Encoder::Length(2);
+        assert!(encode_data(&mut enc, Bytes::from_static(b"abc"), &mut out).is_err());
+    }
+
+    /// A request whose head and body each fill the socket's buffers (so that writing
+    /// waits), answered one byte per write (so that every parser state waits for more).
+    #[tokio::test]
+    async fn an_exchange_survives_waiting_writes_and_split_reads() {
+        use http_body_util::{BodyExt, Full};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const BIG: usize = 6 << 20;
+        let framing = "POST /up HTTP/1.1\r\nx-big: \r\ncontent-length: 6291356\r\n\r\n".len();
+        let expected = BIG + BIG - 100 + framing;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while got.len() < expected {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short at {}", got.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+            for b in answer {
+                s.write_all(&[*b]).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            got
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut conn = H1Conn::new(TokioIo::new(MaybeHttpsStream::Http(TokioIo::new(tcp))));
+        let body = Full::new(Bytes::from(vec![b'b'; BIG - 100]))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "/up".parse().unwrap();
+        let big = HeaderValue::from_str(&"h".repeat(BIG)).unwrap();
+        req.headers_mut().insert("x-big", big);
+        let mut ex = Exchange::new(req);
+        let head = std::future::poll_fn(|cx| conn.poll_exchange(cx, &mut ex)).await;
+        let Ok(Exchanged::Head(resp, mut framing)) = head else {
+            panic!("no head");
+        };
+        assert_eq!(resp.status(), 200);
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = std::future::poll_fn(|cx| conn.poll_body(cx, &mut framing)).await {
+            match frame.unwrap().into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => trailers = f.into_trailers().ok(),
+            }
+        }
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers.unwrap()["x-t"], "1");
+        assert!(conn.reusable && framing == Framing::Done);
+        let sent = server.await.unwrap();
+        let text = String::from_utf8_lossy(&sent[..200]);
+        assert!(text.starts_with("POST /up HTTP/1.1\r\n"), "{text}");
+        assert_eq!(sent.len(), expected);
+        assert!(sent.ends_with(b"bbbb"));
+        // Once, whatever the polls: the head is encoded a single time.
+        let heads = sent.windows(9).filter(|w| w == b"HTTP/1.1\r").count();
+        assert_eq!(heads, 1);
+    }
+
+    /// A body of unknown length.
+    struct Unsized;
+    impl Body for Unsized {
+        type Data = Bytes;
+        type Error = BodyError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            Poll::Ready(None)
+        }
+    }
+}
