@@ -400,7 +400,7 @@ impl H1Conn {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                Framing::Chunked(state) => match self.decode_chunked(state)? {
+                Framing::Chunked(state) => match decode_chunked(&mut self.read, state)? {
                     Some(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Some(Decoded::End(trailers)) => {
                         *framing = Framing::Done;
@@ -440,70 +440,70 @@ impl H1Conn {
         }
     }
 
-    /// Decode what the read buffer holds of a chunked body: data, the end (with trailer
-    /// fields, if any), or None when more must be read.
-    fn decode_chunked(&mut self, state: &mut Chunk) -> Result<Option<Decoded>, H1Error> {
-        loop {
-            match state {
-                Chunk::Size => {
-                    let Some(end) = memchr_lf(&self.read) else {
-                        if self.read.len() > MAX_CHUNK_LINE {
-                            return Err(H1Error::Invalid("chunk-size line too long"));
-                        }
-                        return Ok(None);
-                    };
-                    let size = chunk_size(&self.read[..end])?;
-                    self.read.advance(end + 1);
-                    *state = match size {
-                        0 => Chunk::Trailers,
-                        n => Chunk::Data(n),
-                    };
-                }
-                Chunk::Data(left) => {
-                    if self.read.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = (*left).min(self.read.len() as u64) as usize;
-                    *left -= n as u64;
-                    if *left == 0 {
-                        *state = Chunk::DataEnd;
-                    }
-                    return Ok(Some(Decoded::Data(self.read.split_to(n).freeze())));
-                }
-                Chunk::DataEnd => match self.read.first() {
-                    None => return Ok(None),
-                    Some(b'\n') => {
-                        self.read.advance(1);
-                        *state = Chunk::Size;
-                    }
-                    Some(b'\r') => match self.read.get(1) {
-                        None => return Ok(None),
-                        Some(b'\n') => {
-                            self.read.advance(2);
-                            *state = Chunk::Size;
-                        }
-                        Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
-                    },
-                    Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
-                },
-                Chunk::Trailers => {
-                    // Trailer fields up to an empty line, all in the buffer at once.
-                    let Some(len) = trailers_end(&self.read) else {
-                        if self.read.len() > MAX_TRAILERS {
-                            return Err(H1Error::Invalid("trailer fields too large"));
-                        }
-                        return Ok(None);
-                    };
-                    let block = self.read.split_to(len).freeze();
-                    return Ok(Some(Decoded::End(parse_trailers(&block))));
-                }
-            }
-        }
-    }
-
     /// The connection after a `101`, for the tunnel.
     pub(crate) fn into_io(self) -> Io {
         self.io
+    }
+}
+
+/// Decode what the read buffer holds of a chunked body: data, the end (with trailer
+/// fields, if any), or None when more must be read.
+fn decode_chunked(read: &mut BytesMut, state: &mut Chunk) -> Result<Option<Decoded>, H1Error> {
+    loop {
+        match state {
+            Chunk::Size => {
+                let Some(end) = memchr_lf(read) else {
+                    if read.len() > MAX_CHUNK_LINE {
+                        return Err(H1Error::Invalid("chunk-size line too long"));
+                    }
+                    return Ok(None);
+                };
+                let size = chunk_size(&read[..end])?;
+                read.advance(end + 1);
+                *state = match size {
+                    0 => Chunk::Trailers,
+                    n => Chunk::Data(n),
+                };
+            }
+            Chunk::Data(left) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                let n = (*left).min(read.len() as u64) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    *state = Chunk::DataEnd;
+                }
+                return Ok(Some(Decoded::Data(read.split_to(n).freeze())));
+            }
+            Chunk::DataEnd => match read.first() {
+                None => return Ok(None),
+                Some(b'\n') => {
+                    read.advance(1);
+                    *state = Chunk::Size;
+                }
+                Some(b'\r') => match read.get(1) {
+                    None => return Ok(None),
+                    Some(b'\n') => {
+                        read.advance(2);
+                        *state = Chunk::Size;
+                    }
+                    Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
+                },
+                Some(_) => return Err(H1Error::Invalid("chunk data longer than its size")),
+            },
+            Chunk::Trailers => {
+                // Trailer fields up to an empty line, all in the buffer at once.
+                let Some(len) = trailers_end(read) else {
+                    if read.len() > MAX_TRAILERS {
+                        return Err(H1Error::Invalid("trailer fields too large"));
+                    }
+                    return Ok(None);
+                };
+                let block = read.split_to(len).freeze();
+                return Ok(Some(Decoded::End(parse_trailers(&block))));
+            }
+        }
     }
 }
 
@@ -1013,6 +1013,77 @@ mod tests {
         // Once, whatever the polls: the head is encoded a single time.
         let heads = sent.windows(9).filter(|w| w == b"HTTP/1.1\r").count();
         assert_eq!(heads, 1);
+    }
+
+    /// Decode `wire` fed in pieces of the given sizes: the data, whether it ended (with
+    /// its trailers), or the error.
+    fn decode_in_pieces(
+        wire: &[u8],
+        pieces: &[usize],
+    ) -> Result<(Vec<u8>, Option<Option<HeaderMap>>), H1Error> {
+        let (mut read, mut state, mut data) = (BytesMut::new(), Chunk::Size, Vec::new());
+        let mut rest = wire;
+        let mut sizes = pieces.iter().copied().chain(std::iter::repeat(usize::MAX));
+        loop {
+            match decode_chunked(&mut read, &mut state)? {
+                Some(Decoded::Data(d)) => data.extend_from_slice(&d),
+                Some(Decoded::End(t)) => return Ok((data, Some(t))),
+                None if rest.is_empty() => return Ok((data, None)),
+                None => {
+                    let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+                    read.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever an upstream sends as a chunked body, in whatever pieces, decoding
+        /// does not panic.
+        #[test]
+        fn chunked_decoding_never_panics(
+            wire in proptest::collection::vec(proptest::sample::select(b"0123456789abcdefABCDEFx; =\r\n:\t".to_vec()), 0..200),
+            pieces in proptest::collection::vec(1usize..8, 0..40),
+        ) {
+            let _ = decode_in_pieces(&wire, &pieces);
+            let _ = parse_response(&wire);
+        }
+
+        /// A body chunked in any sizes (with extensions, CRLF or bare LF, trailers)
+        /// decodes to the same bytes however the reads split it.
+        #[test]
+        fn chunked_bodies_decode_whole_in_any_pieces(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 0..8),
+            ext in proptest::bool::ANY,
+            bare_lf in proptest::bool::ANY,
+            trailer in proptest::bool::ANY,
+            pieces in proptest::collection::vec(1usize..16, 0..60),
+        ) {
+            let eol: &[u8] = if bare_lf { b"\n" } else { b"\r\n" };
+            let mut wire = Vec::new();
+            for c in &chunks {
+                wire.extend_from_slice(format!("{:X}", c.len()).as_bytes());
+                if ext {
+                    wire.extend_from_slice(b" ;name=\"v\"");
+                }
+                wire.extend_from_slice(eol);
+                wire.extend_from_slice(c);
+                wire.extend_from_slice(eol);
+            }
+            wire.extend_from_slice(b"0");
+            wire.extend_from_slice(eol);
+            if trailer {
+                wire.extend_from_slice(b"x-t: 1");
+                wire.extend_from_slice(eol);
+            }
+            wire.extend_from_slice(eol);
+            wire.extend_from_slice(b"next");
+            let (data, end) = decode_in_pieces(&wire, &pieces).expect("decodes");
+            proptest::prop_assert_eq!(data, chunks.concat());
+            let trailers = end.expect("ended");
+            proptest::prop_assert_eq!(trailers.is_some(), trailer);
+        }
     }
 
     /// A body of unknown length.
