@@ -699,12 +699,16 @@ fn response_framing(resp: &Response<()>, head_request: bool) -> Result<Framing, 
     }
     let headers = resp.headers();
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        return Ok(
-            match is_chunked(headers) && resp.version() == Version::HTTP_11 {
-                true => Framing::Chunked(Chunk::Size),
-                false => Framing::Close,
-            },
-        );
+        // HTTP/1.0 has no transfer codings (hyper's client refused these too).
+        if resp.version() == Version::HTTP_10 {
+            return Err(H1Error::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 response",
+            ));
+        }
+        return Ok(match is_chunked(headers) {
+            true => Framing::Chunked(Chunk::Size),
+            false => Framing::Close,
+        });
     }
     if headers.contains_key(header::CONTENT_LENGTH) {
         return match content_length(headers) {
@@ -869,6 +873,7 @@ mod tests {
             Framing::Close
         );
         assert_eq!(f("HTTP/1.0 200 OK\r\n\r\n").unwrap(), Framing::Close);
+        assert!(f("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
         assert_eq!(
             f("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n").unwrap(),
             Framing::Length(7)
