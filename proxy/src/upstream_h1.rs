@@ -144,6 +144,8 @@ pub(crate) struct Exchange {
     close: bool,
     /// Some of it reached the socket.
     written: bool,
+    /// Writing the rest failed: the server's answer may still be there to read.
+    write_failed: Option<io::Error>,
 }
 
 impl Exchange {
@@ -156,6 +158,7 @@ impl Exchange {
             body: None,
             encoder: Encoder::Length(0),
             written: false,
+            write_failed: None,
         }
     }
 }
@@ -250,10 +253,21 @@ impl H1Conn {
             ex.request = Some(Request::from_parts(parts, empty_body()));
         }
         // The writing side, as far as it goes now.
-        let mut sending = true;
+        let mut sending = ex.write_failed.is_none();
         while sending {
             match self.poll_drain(cx, &mut ex.written) {
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.failed(ex, H1Error::Write(e)))),
+                Poll::Ready(Err(e)) if !ex.written => {
+                    return Poll::Ready(Err(self.failed(ex, H1Error::Write(e))));
+                }
+                Poll::Ready(Err(e)) => {
+                    // A server that answers early (a 413 to a large body) and closes makes
+                    // the rest of the request fail: its answer may be read all the same.
+                    ex.write_failed = Some(e);
+                    self.reusable = false;
+                    ex.body = None;
+                    self.write.clear();
+                    sending = false;
+                }
                 Poll::Pending => sending = false,
                 Poll::Ready(Ok(())) => {
                     if ex.written {
@@ -299,7 +313,16 @@ impl H1Conn {
                 }
                 Ok(None) => {}
             }
-            match self.poll_fill(cx) {
+            let filled = self.poll_fill(cx);
+            // The connection is gone (reset or closed) and no answer was read: the write's
+            // error is the failure. (Until the read sees the end, the answer may still be
+            // on its way to the runtime: a reset connection reads as ready at once.)
+            if matches!(filled, Poll::Ready(Ok(0) | Err(_)))
+                && let Some(e) = ex.write_failed.take()
+            {
+                return Poll::Ready(Err(self.failed(ex, H1Error::Write(e))));
+            }
+            match filled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(self.failed(ex, H1Error::Incomplete)));

@@ -102,6 +102,12 @@ impl Scripted {
                                 return;
                             }
                             "/trailing-bytes" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n".to_vec(),
+                            // Refuses a body without reading it, and closes: what is
+                            // left unread turns the close into a reset.
+                            "/early" => {
+                                let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!");
+                                return;
+                            }
                             "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
                             "/body" => {
                                 let length = head
@@ -266,6 +272,41 @@ fn upstream_bodies_are_framed_and_connections_kept_only_when_clean() {
     // A body shorter than its length: the client sees the answer end early.
     let out = fetch(http, "/short", &["--max-time", "5"]);
     assert_eq!(out.status.code(), Some(18), "partial file: {out:?}");
+}
+
+/// An upstream that answers before it has read the request's body (a 413 to an upload)
+/// and closes: its answer reaches the client, as RFC 9112 §9.5 asks of a client that
+/// sends a body ("monitor the network connection for an error response"). nginx 1.22
+/// answers 502 here ("writev() failed (104: Connection reset by peer) while sending
+/// request to upstream"), and so did hsmgate with hyper's client.
+#[test]
+fn an_answer_before_the_whole_body_is_passed_on() {
+    let up = Scripted::start();
+    let http = port_in_range();
+    let extra = format!(
+        "server {{ listen 127.0.0.1:{http}; server_name scripted.test; client_max_body_size 0;
+            location / {{ proxy_pass http://{up}; }} }}",
+        up = up.addr
+    );
+    let gate = Gate::start(&[upstream_in_range("A")], &extra);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 16 << 20]).expect("write upload");
+    let data = format!("@{}", upload.display());
+    for streamed in [false, true] {
+        let mut extra = vec!["--data-binary", &data, "--max-time", "20"];
+        if streamed {
+            // Without a length: chunked, streamed as it comes (hsmgate still buffers it).
+            extra.extend_from_slice(&["-H", "Transfer-Encoding: chunked"]);
+        }
+        let out = fetch(http, "/early", &extra);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            t.contains("HTTP/1.1 413 ") && t.ends_with("big!"),
+            "streamed {streamed}: {out:?}\n{}",
+            gate.server.log_text()
+        );
+    }
 }
 
 #[test]
