@@ -244,7 +244,7 @@ impl Balancer {
                 .wrap_connector(http),
             _ => HttpsConnector::from((http, empty_tls())),
         };
-        UpstreamClient::new(connector, self.keepalive)
+        UpstreamClient::new(connector, self.keepalive, self.scheme)
     }
 
     /// The client (and pool) for one request: `expand` gives the value of a

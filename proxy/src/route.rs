@@ -859,12 +859,18 @@ pub(crate) async fn proxy(
     );
     let sent_may_move = idempotent || next.non_idempotent;
     let first_try = Instant::now();
+    // The request line's target (origin form), the same for every server tried.
+    // (An absolute-form URI was built before, and a path not starting with `/` made it
+    // invalid: still a 400.)
+    let target = match path.starts_with('/') {
+        true => http::Uri::try_from(path).ok(),
+        false => None,
+    };
+    let Some(target) = target else {
+        return error_page(StatusCode::BAD_REQUEST);
+    };
     for (n, addr) in order.iter().enumerate() {
         log.upstream_addr = (*addr).to_owned();
-        let uri = match format!("{}://{addr}{path}", balancer.scheme).parse::<http::Uri>() {
-            Ok(u) => u,
-            Err(_) => return error_page(StatusCode::BAD_REQUEST),
-        };
         let req_body: UpstreamBody = match (&buffered, streamed.take()) {
             (Some(b), _) if b.is_empty() => Empty::new().map_err(|never| match never {}).boxed(),
             (Some(b), _) => b.body(),
@@ -878,7 +884,7 @@ pub(crate) async fn proxy(
             }
             None => parts.method.clone(),
         };
-        *req.uri_mut() = uri;
+        *req.uri_mut() = target.clone();
         // The last try takes the headers; earlier ones (retries) copy them.
         *req.headers_mut() = if n + 1 == order.len() {
             std::mem::take(&mut headers)
@@ -890,7 +896,7 @@ pub(crate) async fn proxy(
         let load = balancer.load(addr);
         // A timeout (`proxy_read_timeout`, connecting included) apart from the other
         // failures: nginx answers it with 504.
-        let sent = match client.request(req, settings.proxy_read_timeout).await {
+        let sent = match client.request(addr, req, settings.proxy_read_timeout).await {
             Err(e @ SendError::TimedOut(_)) => Err(e),
             other => Ok(other),
         };

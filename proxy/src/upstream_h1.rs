@@ -127,12 +127,15 @@ pub(crate) enum Exchanged {
 /// An exchange that failed, before any of its request was written or after.
 pub(crate) enum ExchangeError {
     Unsent(Box<Request<UpstreamBody>>, H1Error),
-    Sent(H1Error),
+    /// With the request if it had no body and nothing of an answer was read (it may be
+    /// sent again, when idempotent).
+    Sent(H1Error, Option<Box<Request<UpstreamBody>>>),
 }
 
 /// One request in flight on a connection.
 pub(crate) struct Exchange {
-    /// Until a byte of it is written (to be given back if none is).
+    /// Until a byte of it is written (to be given back if none is), or, without a body,
+    /// until it is answered (to be sent again).
     request: Option<Request<UpstreamBody>>,
     /// Its head is in the write buffer (or written).
     encoded: bool,
@@ -146,6 +149,8 @@ pub(crate) struct Exchange {
     written: bool,
     /// Writing the rest failed: the server's answer may still be there to read.
     write_failed: Option<io::Error>,
+    /// A head (1xx included) was read.
+    answered: bool,
 }
 
 impl Exchange {
@@ -159,6 +164,7 @@ impl Exchange {
             encoder: Encoder::Length(0),
             written: false,
             write_failed: None,
+            answered: false,
         }
     }
 }
@@ -270,7 +276,7 @@ impl H1Conn {
                 }
                 Poll::Pending => sending = false,
                 Poll::Ready(Ok(())) => {
-                    if ex.written {
+                    if ex.written && ex.body.is_some() {
                         ex.request = None;
                     }
                     match ex.body.as_mut() {
@@ -343,12 +349,16 @@ impl H1Conn {
                 }
                 ExchangeError::Unsent(Box::new(req), e)
             }
-            _ => ExchangeError::Sent(e),
+            // Kept only without a body; given back only if no answer began.
+            (true, Some(req)) if self.read.is_empty() && !ex.answered => {
+                ExchangeError::Sent(e, Some(Box::new(req)))
+            }
+            _ => ExchangeError::Sent(e, None),
         }
     }
 
     /// A complete response head from the read buffer (1xx answers but `101` skipped).
-    fn parse_head(&mut self, ex: &Exchange) -> Result<Option<Exchanged>, H1Error> {
+    fn parse_head(&mut self, ex: &mut Exchange) -> Result<Option<Exchanged>, H1Error> {
         loop {
             let Some((resp, len)) = parse_response(&self.read)? else {
                 if self.read.len() > MAX_HEAD {
@@ -356,6 +366,7 @@ impl H1Conn {
                 }
                 return Ok(None);
             };
+            ex.answered = true;
             let head = self.read.split_to(len).freeze();
             let resp = resp.build(&head)?;
             let status = resp.status();

@@ -43,6 +43,8 @@ pub(crate) type Connector = HttpsConnector<HttpConnector>;
 /// One upstream connection.
 struct Conn {
     h1: H1Conn,
+    /// The server's `host:port`: its list in the pool.
+    key: String,
     idle_since: Instant,
     /// `proxy_read_timeout` of the request it serves: the wait for the response head,
     /// then between reads of the body. One timer for the connection's life.
@@ -58,6 +60,8 @@ pub(crate) struct UpstreamClient {
 
 struct Inner {
     connector: Connector,
+    /// `http` or `https` (what the connector is given to connect).
+    scheme: &'static str,
     /// Idle connections kept per server (`keepalive`; 0 keeps none).
     keepalive: usize,
     /// Idle connections by server address (`host:port`), the most recent last.
@@ -102,51 +106,50 @@ impl SendError {
 impl UpstreamClient {
     /// A pool connecting through `connector`, keeping at most `keepalive` idle
     /// connections per server.
-    pub(crate) fn new(connector: Connector, keepalive: usize) -> UpstreamClient {
+    pub(crate) fn new(
+        connector: Connector,
+        keepalive: usize,
+        scheme: &'static str,
+    ) -> UpstreamClient {
         UpstreamClient {
             inner: Arc::new(Inner {
                 connector,
+                scheme,
                 keepalive,
                 idle: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Send `req` (an absolute URI: `http[s]://host:port/path`) to its server and wait for
-    /// the response head, polling the connection in this task, for at most `timeout`
+    /// Send `req` (its URI in origin form: `/path?query`) to the server at `addr`
+    /// (`host:port`) and wait for the response head, for at most `timeout`
     /// (`proxy_read_timeout`; connecting included). The body of the response keeps
-    /// polling it; a `Host` is added from the URI when the request has none.
+    /// reading the connection; a `Host` is added from `addr` when the request has none.
     pub(crate) async fn request(
         &self,
+        addr: &str,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendError> {
         let called = tokio::time::Instant::now();
-        let uri = req.uri().clone();
-        let key = uri.authority().map_or("", |a| a.as_str());
-        if let Some(host) = uri.host() {
-            req.headers_mut().entry(HOST).or_insert_with(|| {
-                let value = match uri.port() {
-                    Some(p) if !is_default_port(&uri, p.as_u16()) => format!("{host}:{p}"),
-                    _ => host.to_owned(),
-                };
-                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""))
-            });
+        if !req.headers().contains_key(HOST) {
+            let value = HeaderValue::from_str(host_of(addr, self.inner.scheme));
+            req.headers_mut()
+                .insert(HOST, value.unwrap_or(HeaderValue::from_static("")));
         }
-        *req.uri_mut() = origin_form(&uri);
         // An idempotent request without a body can be sent again (once) when a kept
         // connection closes before answering it: the server's keep-alive timeout raced
-        // it, as nginx retries a cached connection. The copy is made only for a kept
-        // connection (none without `keepalive`, nginx's default).
+        // it, as nginx retries a cached connection (the exchange keeps such a request
+        // until it is answered, so nothing is copied).
         let mut sent_again = false;
         loop {
             let started = Instant::now();
-            let (mut conn, reused) = match self.checkout(key) {
+            let (mut conn, reused) = match self.checkout(addr) {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is the rare path, and its future (the TCP and TLS
                 // connector's) would otherwise make every request's state that much larger.
                 None => {
-                    match tokio::time::timeout_at(called + timeout, Box::pin(self.connect(&uri)))
+                    match tokio::time::timeout_at(called + timeout, Box::pin(self.connect(addr)))
                         .await
                     {
                         Ok(conn) => (conn?, false),
@@ -155,10 +158,6 @@ impl UpstreamClient {
                 }
             };
             conn.stall.begin(called);
-            let again = match reused && !sent_again {
-                true => replayable(&req),
-                false => None,
-            };
             let connect_time = ConnectTime(match reused {
                 true => Duration::ZERO,
                 false => started.elapsed(),
@@ -174,7 +173,7 @@ impl UpstreamClient {
                     return Ok(resp);
                 }
                 Ok(Exchanged::Head(resp, framing)) => {
-                    let pool = Some((self.clone(), key.to_owned()));
+                    let pool = Some(self.clone());
                     let mut resp = resp.map(|()| UpstreamResponseBody {
                         framing,
                         load: None,
@@ -191,12 +190,16 @@ impl UpstreamClient {
                     // so the request goes again (on another kept one, or a new one).
                     req = *r;
                 }
-                Err(Failed::Sent(e)) if e.is_incomplete_message() && again.is_some() => {
+                Err(Failed::Sent(e, Some(r)))
+                    if e.is_incomplete_message() && reused && !sent_again && idempotent(&r) =>
+                {
                     tracing::debug!(error = %e, "kept upstream connection closed before answering: sending the request again");
                     sent_again = true;
-                    req = again.expect("checked");
+                    req = *r;
                 }
-                Err(Failed::Unsent(_, e) | Failed::Sent(e)) => return Err(SendError::Request(e)),
+                Err(Failed::Unsent(_, e) | Failed::Sent(e, _)) => {
+                    return Err(SendError::Request(e));
+                }
                 Err(Failed::TimedOut) => return Err(SendError::TimedOut(timeout)),
             }
         }
@@ -226,19 +229,25 @@ impl UpstreamClient {
 
     /// Return a connection whose exchange is complete; dropped (closed) when it cannot
     /// take another request or the server has `keepalive` idle ones already.
-    fn checkin(&self, key: String, mut conn: Conn) {
+    fn checkin(&self, mut conn: Conn) {
         if self.inner.keepalive == 0 || !conn.h1.poll_idle() {
             return;
         }
         conn.idle_since = Instant::now();
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(key).or_default();
+        let list = match idle.get_mut(conn.key.as_str()) {
+            Some(list) => list,
+            None => idle.entry(conn.key.clone()).or_default(),
+        };
         if list.len() < self.inner.keepalive {
             list.push(conn);
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, SendError> {
+    async fn connect(&self, addr: &str) -> Result<Conn, SendError> {
+        let uri = format!("{}://{addr}/", self.inner.scheme)
+            .parse::<Uri>()
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
         let mut connector = self.inner.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -249,42 +258,28 @@ impl UpstreamClient {
             .map_err(SendError::Connect)?;
         Ok(Conn {
             h1: H1Conn::new(TokioIo::new(io)),
+            key: addr.to_owned(),
             idle_since: Instant::now(),
             stall: StallTimer::default(),
         })
     }
 }
 
-/// A copy of `req` to send again, if it is idempotent (RFC 9110 §9.2.2) and has no
-/// body.
-fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+/// A request that may be sent again (RFC 9110 §9.2.2).
+fn idempotent(req: &Request<UpstreamBody>) -> bool {
     use http::Method;
-    use http_body_util::BodyExt;
-    let idempotent = matches!(
+    matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(
-        http_body_util::Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    )
 }
 
 /// How one exchange failed.
 enum Failed {
     /// Before any of the request was written: the request is given back.
     Unsent(Box<Request<UpstreamBody>>, H1Error),
-    /// After.
-    Sent(H1Error),
+    /// After; with the request when it had no body and got no answer.
+    Sent(H1Error, Option<Box<Request<UpstreamBody>>>),
     /// No response head within the timeout (the connection is not reusable).
     TimedOut,
 }
@@ -303,7 +298,7 @@ async fn exchange(
             Poll::Ready(Ok(head))
         }
         Poll::Ready(Err(ExchangeError::Unsent(req, e))) => Poll::Ready(Err(Failed::Unsent(req, e))),
-        Poll::Ready(Err(ExchangeError::Sent(e))) => Poll::Ready(Err(Failed::Sent(e))),
+        Poll::Ready(Err(ExchangeError::Sent(e, req))) => Poll::Ready(Err(Failed::Sent(e, req))),
         Poll::Pending => match conn.stall.poll_waited(cx, timeout) {
             Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut)),
             Poll::Pending => Poll::Pending,
@@ -319,7 +314,7 @@ pub(crate) struct UpstreamResponseBody {
     framing: Framing,
     /// None once the body has ended (or failed).
     conn: Option<Conn>,
-    pool: Option<(UpstreamClient, String)>,
+    pool: Option<UpstreamClient>,
     /// `proxy_read_timeout` between two reads of the body (the connection's timer).
     read_timeout: Duration,
     /// The request counted in progress on its server until the body is read.
@@ -362,8 +357,8 @@ impl UpstreamResponseBody {
     /// The body is complete: the connection goes back to the pool if it can be reused.
     fn release(&mut self) {
         self.load = None;
-        if let (Some(conn), Some((pool, key))) = (self.conn.take(), self.pool.take()) {
-            pool.checkin(key, conn);
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
+            pool.checkin(conn);
         }
     }
 }
@@ -444,23 +439,13 @@ impl Drop for UpstreamResponseBody {
     }
 }
 
-fn is_default_port(uri: &Uri, port: u16) -> bool {
-    matches!(
-        (uri.scheme_str(), port),
-        (Some("http"), 80) | (Some("https"), 443)
-    )
-}
-
-/// `/path?query` of an absolute URI, as an HTTP/1.1 request line has it.
-fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(p) if p.as_str() != "/" => {
-            let mut parts = http::uri::Parts::default();
-            parts.path_and_query = Some(p.clone());
-            Uri::from_parts(parts).unwrap_or_default()
-        }
-        _ => Uri::default(),
-    }
+/// The `Host` of a request to `addr` (`host:port`): without the scheme's default port.
+fn host_of<'a>(addr: &'a str, scheme: &str) -> &'a str {
+    let default = match scheme {
+        "https" => ":443",
+        _ => ":80",
+    };
+    addr.strip_suffix(default).unwrap_or(addr)
 }
 
 #[cfg(test)]
@@ -468,13 +453,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origin_form_keeps_path_and_query() {
-        let u: Uri = "http://h:81/a/b?x=1".parse().unwrap();
-        assert_eq!(origin_form(&u).to_string(), "/a/b?x=1");
-        let u: Uri = "http://h:81".parse().unwrap();
-        assert_eq!(origin_form(&u).to_string(), "/");
-        let u: Uri = "https://h:443/".parse().unwrap();
-        assert!(is_default_port(&u, 443));
-        assert!(!is_default_port(&u, 80));
+    fn host_leaves_out_the_default_port() {
+        assert_eq!(host_of("app:80", "http"), "app");
+        assert_eq!(host_of("app:8080", "http"), "app:8080");
+        assert_eq!(host_of("app:443", "http"), "app:443");
+        assert_eq!(host_of("[::1]:443", "https"), "[::1]");
+        assert_eq!(host_of("10.0.0.1:80", "https"), "10.0.0.1:80");
     }
 }
