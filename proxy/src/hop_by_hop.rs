@@ -16,15 +16,29 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Remove the hop-by-hop headers and those named in `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // Headers named in Connection are hop-by-hop too. The usual tokens (`close`,
+    // `keep-alive`, `upgrade`) name no header or one removed below: nothing to collect.
+    let tokens = || {
+        (headers.get_all(header::CONNECTION).iter())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                let usual = t.is_empty()
+                    || t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"upgrade");
+                !usual
+            })
+    };
+    if tokens().next().is_some() {
+        let named: Vec<HeaderName> = tokens()
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

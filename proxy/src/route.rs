@@ -1006,12 +1006,9 @@ pub(crate) async fn proxy(
 /// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and
 /// its defaults (`Server`, `Date`, `X-Pad`, `X-Accel-*`) but for `proxy_pass_header`s.
 fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
-    let hidden: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| settings.hides(n.as_str()))
-        .cloned()
-        .collect();
-    for name in hidden {
+    // One name at a time: the hidden ones are few (`Date`, `Server`), and this allocates
+    // nothing for them.
+    while let Some(name) = headers.keys().find(|n| settings.hides(n.as_str())).cloned() {
         headers.remove(name);
     }
 }
