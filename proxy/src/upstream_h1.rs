@@ -50,8 +50,8 @@ const READ_MAX: usize = 256 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
-/// A write buffer larger than this after a request is not kept for the next.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// A read or write buffer larger than this after an exchange is not kept for the next.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Why an exchange or a response body failed.
 #[derive(Debug, thiserror::Error)]
@@ -464,12 +464,15 @@ impl H1Conn {
         }
     }
 
-    /// A body ended; bytes after it are an answer nobody asked for.
+    /// A body ended; bytes after it are an answer nobody asked for. Buffers grown for a
+    /// large exchange are not kept while the connection waits in the pool.
     fn finished(&mut self) {
         if !self.read.is_empty() {
             self.reusable = false;
+        } else if self.read.capacity() > KEEP_BUFFER {
+            self.read = BytesMut::new();
         }
-        if self.write.capacity() > KEEP_WRITE_BUFFER {
+        if self.write.capacity() > KEEP_BUFFER {
             self.write = BytesMut::new();
         }
     }
