@@ -139,9 +139,8 @@ pub(crate) struct Exchange {
     request: Option<Request<UpstreamBody>>,
     /// Its head is in the write buffer (or written).
     encoded: bool,
-    /// The body still to be written.
-    body: Option<UpstreamBody>,
-    encoder: Encoder,
+    /// It has a body (written through [`H1Conn::sending`]).
+    has_body: bool,
     head_request: bool,
     /// The request says `Connection: close`.
     close: bool,
@@ -160,8 +159,7 @@ impl Exchange {
             close: has_token(request.headers(), "close"),
             request: Some(request),
             encoded: false,
-            body: None,
-            encoder: Encoder::Length(0),
+            has_body: false,
             written: false,
             write_failed: None,
             answered: false,
@@ -178,6 +176,24 @@ pub(crate) struct H1Conn {
     read_size: usize,
     /// Another request may follow the current one.
     reusable: bool,
+    /// The request body still to be written: while the response head is awaited, and
+    /// after it while the response body is read (a server may answer before it has read
+    /// an upload, and read the rest as it answers).
+    sending: Option<Sending>,
+}
+
+/// A request body being written.
+struct Sending {
+    body: UpstreamBody,
+    encoder: Encoder,
+}
+
+/// Why writing a request stopped.
+enum SendFailure {
+    /// The connection's write failed.
+    Write(io::Error),
+    /// The body failed, or did not match its length.
+    Body(H1Error),
 }
 
 impl H1Conn {
@@ -188,6 +204,7 @@ impl H1Conn {
             write: BytesMut::new(),
             read_size: READ_MIN,
             reusable: true,
+            sending: None,
         }
     }
 
@@ -238,6 +255,35 @@ impl H1Conn {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
+    /// Write the request as far as it goes now: the write buffer, then the body's frames
+    /// as they come. Ok when it can go no further (all written, or waiting).
+    fn poll_send(&mut self, cx: &mut Context<'_>, written: &mut bool) -> Result<(), SendFailure> {
+        loop {
+            match self.poll_drain(cx, written) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(e)) => return Err(SendFailure::Write(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let H1Conn { sending, write, .. } = self;
+            let Some(s) = sending.as_mut() else {
+                return Ok(());
+            };
+            match Pin::new(&mut s.body).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        encode_data(&mut s.encoder, data, write).map_err(SendFailure::Body)?;
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Err(SendFailure::Body(H1Error::Body(e))),
+                Poll::Ready(None) => {
+                    encode_end(&s.encoder, write).map_err(SendFailure::Body)?;
+                    *sending = None;
+                }
+            }
+        }
+    }
+
     /// Send the exchange's request and read the response head, the body written while
     /// the head is awaited (an answer before the whole body ends the writing, and the
     /// connection is not reused).
@@ -251,58 +297,34 @@ impl H1Conn {
         {
             ex.encoded = true;
             let (parts, body) = req.into_parts();
-            ex.encoder = encode_head(&parts, &body, &mut self.write);
+            let encoder = encode_head(&parts, &body, &mut self.write);
             if !body.is_end_stream() {
-                ex.body = Some(body);
+                ex.has_body = true;
+                self.sending = Some(Sending { body, encoder });
             }
             // Kept until a byte is written, to be given back.
             ex.request = Some(Request::from_parts(parts, empty_body()));
         }
         // The writing side, as far as it goes now.
-        let mut sending = ex.write_failed.is_none();
-        while sending {
-            match self.poll_drain(cx, &mut ex.written) {
-                Poll::Ready(Err(e)) if !ex.written => {
+        if ex.write_failed.is_none() {
+            match self.poll_send(cx, &mut ex.written) {
+                Ok(()) => {}
+                Err(SendFailure::Write(e)) if !ex.written => {
                     return Poll::Ready(Err(self.failed(ex, H1Error::Write(e))));
                 }
-                Poll::Ready(Err(e)) => {
+                Err(SendFailure::Write(e)) => {
                     // A server that answers early (a 413 to a large body) and closes makes
                     // the rest of the request fail: its answer may be read all the same.
                     ex.write_failed = Some(e);
                     self.reusable = false;
-                    ex.body = None;
+                    self.sending = None;
                     self.write.clear();
-                    sending = false;
                 }
-                Poll::Pending => sending = false,
-                Poll::Ready(Ok(())) => {
-                    if ex.written && ex.body.is_some() {
-                        ex.request = None;
-                    }
-                    match ex.body.as_mut() {
-                        None => sending = false,
-                        Some(body) => match Pin::new(body).poll_frame(cx) {
-                            Poll::Ready(Some(Ok(frame))) => {
-                                if let Ok(data) = frame.into_data()
-                                    && let Err(e) =
-                                        encode_data(&mut ex.encoder, data, &mut self.write)
-                                {
-                                    return Poll::Ready(Err(self.failed(ex, e)));
-                                }
-                            }
-                            Poll::Ready(Some(Err(e))) => {
-                                return Poll::Ready(Err(self.failed(ex, H1Error::Body(e))));
-                            }
-                            Poll::Ready(None) => {
-                                ex.body = None;
-                                if let Err(e) = encode_end(&ex.encoder, &mut self.write) {
-                                    return Poll::Ready(Err(self.failed(ex, e)));
-                                }
-                            }
-                            Poll::Pending => sending = false,
-                        },
-                    }
-                }
+                Err(SendFailure::Body(e)) => return Poll::Ready(Err(self.failed(ex, e))),
+            }
+            // A request with a body is not sent again once any of it is written.
+            if ex.written && ex.has_body {
+                ex.request = None;
             }
         }
         // The reading side: a head, or more bytes of one.
@@ -310,8 +332,10 @@ impl H1Conn {
             match self.parse_head(ex) {
                 Err(e) => return Poll::Ready(Err(self.failed(ex, e))),
                 Ok(Some(done)) => {
-                    if ex.body.is_some() || !self.write.is_empty() {
-                        // Answered before the request was all written.
+                    if self.sending.is_some() || !self.write.is_empty() {
+                        // Answered before the request was all written: the rest goes on
+                        // as the answer is read (`poll_body`), and the connection is not
+                        // reused.
                         self.reusable = false;
                     }
                     ex.request = None;
@@ -341,11 +365,12 @@ impl H1Conn {
 
     fn failed(&mut self, ex: &mut Exchange, e: H1Error) -> ExchangeError {
         self.reusable = false;
+        let body = self.sending.take();
         match (ex.written, ex.request.take()) {
             (false, Some(mut req)) => {
                 // The head was never written; the body, if any, never polled.
-                if let Some(body) = ex.body.take() {
-                    *req.body_mut() = body;
+                if let Some(s) = body {
+                    *req.body_mut() = s.body;
                 }
                 ExchangeError::Unsent(Box::new(req), e)
             }
@@ -396,6 +421,15 @@ impl H1Conn {
         cx: &mut Context<'_>,
         framing: &mut Framing,
     ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        if self.sending.is_some() || !self.write.is_empty() {
+            // The rest of a request the server answered early; its failure ends only the
+            // writing.
+            let mut written = true;
+            if self.poll_send(cx, &mut written).is_err() {
+                self.sending = None;
+                self.write.clear();
+            }
+        }
         let polled = self.poll_body_inner(cx, framing);
         if let Poll::Ready(Some(Err(_))) = polled {
             self.reusable = false;
@@ -1126,6 +1160,64 @@ mod tests {
             let trailers = end.expect("ended");
             proptest::prop_assert_eq!(trailers.is_some(), trailer);
         }
+    }
+
+    /// A server that answers before it has read the upload and reads the rest as it
+    /// answers (full duplex): the rest of the body is written as the answer is read.
+    #[tokio::test]
+    async fn the_rest_of_a_body_goes_on_after_an_early_answer() {
+        use http_body_util::{BodyExt, Full};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const BODY: usize = 8 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nstart \r\n")
+                .await
+                .unwrap();
+            let mut body = got.len() - head_end;
+            while body < BODY {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "upload cut short at {body}");
+                body += n;
+            }
+            let end = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.to_string().len());
+            s.write_all(end.as_bytes()).await.unwrap();
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut conn = H1Conn::new(TokioIo::new(MaybeHttpsStream::Http(TokioIo::new(tcp))));
+        let body = Full::new(Bytes::from(vec![b'u'; BODY]))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::POST;
+        let mut ex = Exchange::new(req);
+        let head = std::future::poll_fn(|cx| conn.poll_exchange(cx, &mut ex)).await;
+        let Ok(Exchanged::Head(resp, mut framing)) = head else {
+            panic!("no head");
+        };
+        assert_eq!(resp.status(), 200);
+        assert!(
+            conn.sending.is_some() || !conn.write.is_empty(),
+            "answered before the upload ended"
+        );
+        let mut data = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| conn.poll_body(cx, &mut framing)).await {
+            if let Ok(d) = frame.unwrap().into_data() {
+                data.extend_from_slice(&d);
+            }
+        }
+        assert_eq!(String::from_utf8(data).unwrap(), format!("start {BODY}"));
+        assert!(!conn.reusable);
+        server.await.unwrap();
     }
 
     /// A body of unknown length.
