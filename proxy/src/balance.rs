@@ -27,6 +27,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream.
 pub(crate) type UpstreamBody = BoxBody<Bytes, BodyError>;
+
+/// An empty body to send upstream.
+pub(crate) fn empty_body() -> UpstreamBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
 /// A client with its connection pool (plain HTTP or TLS).
 pub(crate) use crate::upstream_pool::UpstreamClient;
 

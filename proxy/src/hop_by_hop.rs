@@ -14,21 +14,30 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// The tokens `Connection` lists (comma-separated, trimmed; empty ones included).
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    (headers.get_all(header::CONNECTION).iter())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// `Connection` lists `token` (case aside).
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
 /// Remove the hop-by-hop headers and those named in `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too. The usual tokens (`close`,
     // `keep-alive`, `upgrade`) name no header or one removed below: nothing to collect.
     let tokens = || {
-        (headers.get_all(header::CONNECTION).iter())
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| {
-                let usual = t.is_empty()
-                    || t.eq_ignore_ascii_case(b"close")
-                    || t.eq_ignore_ascii_case(b"keep-alive")
-                    || t.eq_ignore_ascii_case(b"upgrade");
-                !usual
-            })
+        connection_tokens(headers).filter(|t| {
+            let usual = t.is_empty()
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"upgrade");
+            !usual
+        })
     };
     if tokens().next().is_some() {
         let named: Vec<HeaderName> = tokens()

@@ -14,7 +14,7 @@ use hsmgate_config::nginx::{
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::balance::UpstreamBody;
@@ -29,7 +29,6 @@ use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
-use crate::upstream_h1::Switched;
 use crate::upstream_pool::{ConnectTime, SendError};
 use crate::uri::{normalize, valid_host};
 use crate::vars::{Answering, Vars};
@@ -872,10 +871,10 @@ pub(crate) async fn proxy(
     for (n, addr) in order.iter().enumerate() {
         log.upstream_addr = (*addr).to_owned();
         let req_body: UpstreamBody = match (&buffered, streamed.take()) {
-            (Some(b), _) if b.is_empty() => Empty::new().map_err(|never| match never {}).boxed(),
+            (Some(b), _) if b.is_empty() => crate::balance::empty_body(),
             (Some(b), _) => b.body(),
             (None, Some(b)) => b,
-            (None, None) => Empty::new().map_err(|never| match never {}).boxed(),
+            (None, None) => crate::balance::empty_body(),
         };
         let mut req = Request::new(req_body);
         *req.method_mut() = match &settings.proxy_method {
@@ -960,7 +959,7 @@ pub(crate) async fn proxy(
                 let upstream_headers = resp.headers().clone();
                 strip_hop_by_hop(resp.headers_mut());
                 hide_headers(settings, resp.headers_mut());
-                let Some(upstream) = resp.extensions_mut().remove::<Switched>() else {
+                let Some(upstream) = resp.body_mut().take_switched() else {
                     return error_page(StatusCode::BAD_GATEWAY);
                 };
                 crate::tunnel::switching_headers(&upstream_headers, resp.headers_mut());

@@ -10,13 +10,15 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::upstream_h1::Switched;
+use crate::hop_by_hop::connection_has;
+use crate::upstream_h1::Io;
 
 /// An HTTP/1.1 request asking to switch protocols, without a body: `Upgrade` with the
 /// `upgrade` token in `Connection` (the same test as [`crate::h1guard`]'s).
@@ -28,11 +30,7 @@ pub(crate) fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
         && !body
         && headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        && connection_has(headers, "upgrade")
 }
 
 /// After an upgrade request: any answer but `101` ends the connection (the guard no
@@ -58,7 +56,7 @@ pub(crate) fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
 /// `101` first.
 pub(crate) async fn run(
     client: OnUpgrade,
-    upstream: Switched,
+    (upstream, early): (Io, Bytes),
     idle: Duration,
     upstream_addr: String,
 ) {
@@ -68,9 +66,6 @@ pub(crate) async fn run(
             tracing::info!(upstream = %upstream_addr, error = %e, "upgrade failed");
             return;
         }
-    };
-    let Some((upstream, early)) = upstream.take() else {
-        return;
     };
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);

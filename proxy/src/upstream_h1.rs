@@ -16,7 +16,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,7 +27,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use crate::balance::{BodyError, UpstreamBody};
+use crate::balance::{BodyError, UpstreamBody, empty_body};
+use crate::hop_by_hop::connection_has;
 
 /// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`).
 pub(crate) type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
@@ -156,7 +156,7 @@ impl Exchange {
     pub(crate) fn new(request: Request<UpstreamBody>) -> Exchange {
         Exchange {
             head_request: request.method() == Method::HEAD,
-            close: has_token(request.headers(), "close"),
+            close: connection_has(request.headers(), "close"),
             request: Some(request),
             encoded: false,
             has_body: false,
@@ -285,8 +285,8 @@ impl H1Conn {
     }
 
     /// Send the exchange's request and read the response head, the body written while
-    /// the head is awaited (an answer before the whole body ends the writing, and the
-    /// connection is not reused).
+    /// the head is awaited (after an early answer, the rest is written as the body is
+    /// read: [`H1Conn::poll_body`]; the connection is then not reused).
     pub(crate) fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
@@ -405,8 +405,8 @@ impl H1Conn {
             }
             let framing = response_framing(&resp, ex.head_request)?;
             let keep = match resp.version() {
-                Version::HTTP_11 => !has_token(resp.headers(), "close"),
-                _ => has_token(resp.headers(), "keep-alive"),
+                Version::HTTP_11 => !connection_has(resp.headers(), "close"),
+                _ => connection_has(resp.headers(), "keep-alive"),
             };
             if !keep || ex.close || framing == Framing::Close {
                 self.reusable = false;
@@ -581,13 +581,6 @@ fn decode_chunked(read: &mut BytesMut, state: &mut Chunk) -> Result<Option<Decod
 enum Decoded {
     Data(Bytes),
     End(Option<HeaderMap>),
-}
-
-fn empty_body() -> UpstreamBody {
-    use http_body_util::BodyExt;
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 /// Write the request head into `out`; the body's encoder (RFC 9112 §6.1–6.2, as hyper's
@@ -820,15 +813,6 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// `Connection` lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 fn memchr_lf(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
@@ -881,22 +865,6 @@ fn parse_trailers(block: &Bytes) -> Option<HeaderMap> {
         map.append(name, value);
     }
     (!map.is_empty()).then_some(map)
-}
-
-/// An upstream connection switched to another protocol (a `101`), with what its server
-/// sent after the head: in the response's extensions, for the tunnel to take once.
-#[derive(Clone)]
-pub(crate) struct Switched(Arc<Mutex<Option<(Io, Bytes)>>>);
-
-impl Switched {
-    pub(crate) fn new(io: Io, rest: Bytes) -> Switched {
-        Switched(Arc::new(Mutex::new(Some((io, rest)))))
-    }
-
-    /// The connection and the bytes already read from it (once).
-    pub(crate) fn take(&self) -> Option<(Io, Bytes)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
 }
 
 #[cfg(test)]

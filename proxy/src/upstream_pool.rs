@@ -32,7 +32,7 @@ use tower_service::Service;
 
 use crate::balance::{BodyError, UpstreamBody};
 use crate::stall_timer::StallTimer;
-use crate::upstream_h1::{Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Switched};
+use crate::upstream_h1::{Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io};
 
 /// How long an idle connection is kept (hyper's client kept them as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -166,9 +166,8 @@ impl UpstreamClient {
             match exchanged {
                 Ok(Exchanged::Switched(resp, rest)) => {
                     // The connection now carries another protocol: the tunnel's.
-                    let mut resp = resp.map(|()| UpstreamResponseBody::done());
-                    let switched = Switched::new(conn.h1.into_io(), rest);
-                    resp.extensions_mut().insert(switched);
+                    let switched = Some((conn.h1.into_io(), rest));
+                    let mut resp = resp.map(|()| UpstreamResponseBody::switched(switched));
                     resp.extensions_mut().insert(connect_time);
                     return Ok(resp);
                 }
@@ -181,6 +180,7 @@ impl UpstreamClient {
                         pool,
                         read_timeout: timeout,
                         failed: None,
+                        switched: None,
                     });
                     resp.extensions_mut().insert(connect_time);
                     return Ok(resp);
@@ -321,6 +321,9 @@ pub(crate) struct UpstreamResponseBody {
     load: Option<crate::balance::Load>,
     /// An error held for one poll (see [`Body::poll_frame`]).
     failed: Option<BodyError>,
+    /// After a `101`: the connection, and what its server sent after the head, for the
+    /// tunnel to take.
+    switched: Option<(Io, Bytes)>,
 }
 
 /// The upstream sent nothing of the body for `proxy_read_timeout`.
@@ -337,8 +340,8 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
-    /// An empty body on no connection (a `101`'s).
-    fn done() -> UpstreamResponseBody {
+    /// The empty body of a `101`, holding the switched connection.
+    fn switched(switched: Option<(Io, Bytes)>) -> UpstreamResponseBody {
         UpstreamResponseBody {
             framing: Framing::Done,
             conn: None,
@@ -346,7 +349,13 @@ impl UpstreamResponseBody {
             read_timeout: Duration::ZERO,
             load: None,
             failed: None,
+            switched,
         }
+    }
+
+    /// The connection of a `101` and what followed its head (once).
+    pub(crate) fn take_switched(&mut self) -> Option<(Io, Bytes)> {
+        self.switched.take()
     }
 
     /// Keeps the request counted on its server (`least_conn`) until the body is read.
