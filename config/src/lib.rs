@@ -73,7 +73,10 @@
 //!                                  # signer threads, below the threads serving connections
 //! inline_signing = true            # optional, default true: a token that signs in this
 //!                                  # process and fast (a software token's ECDSA) signs on
-//!                                  # the connection's thread, without a signer thread
+//!                                  # the connection's thread, without a signer thread; one
+//!                                  # that signs in this process slowly (a software token's
+//!                                  # RSA) runs each full handshake's signing step on a
+//!                                  # signer thread, and no runtime thread waits for it
 //! ```
 //!
 //! Instead of `[pkcs11]` (one token), the key may live in an HA group of HSMs; the key

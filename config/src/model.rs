@@ -278,7 +278,11 @@ pub struct Admission {
     /// Sign on the thread of the connection whose handshake needs the signature, instead
     /// of handing it to a signer thread, when the token computes in this process and
     /// fast (a software token's ECDSA: the probe at start decides; HSMs elsewhere, and
-    /// slow operations such as a software token's RSA, keep the signer threads).
+    /// slow operations such as a software token's RSA, keep the signer threads). A
+    /// token that computes in this process slowly gets each full handshake's signing
+    /// step (rustls processing the ClientHello) run on a signer thread instead of the
+    /// signature alone, so that no runtime thread waits. Off: every signature is handed
+    /// to a signer thread and waited for.
     pub inline_signing: bool,
 }
 

@@ -407,13 +407,12 @@ async fn handshake(
     let started = std::time::Instant::now();
     // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
     // sessions) and, through its certificate, the signer pool that admits the handshake.
-    let (server, limiter) = {
+    let (server, limiter, pool) = {
         let hello = accepted.client_hello();
-        let limiter = listener
-            .resolver
-            .choose(&hello)
-            .and_then(|k| k.limiter.clone());
-        (listener.for_hello(&hello).clone(), limiter)
+        let key = listener.resolver.choose(&hello);
+        let limiter = key.and_then(|k| k.limiter.clone());
+        let pool = key.and_then(|k| k.pool.clone());
+        (listener.for_hello(&hello).clone(), limiter, pool)
     };
     let kind = crate::hello::classify(&raw, server.tls13, |offer| {
         crate::hello::server_knows(&server.config, offer)
@@ -454,11 +453,36 @@ async fn handshake(
     };
     // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).
     let _ = stream.set_nodelay(true);
-    // `into_stream` processes the ClientHello, and so signs, as it is called: it must
-    // run inside the scope.
+    // `into_stream` processes the ClientHello, and so signs, as it is called: the step
+    // runs with the admission in scope, and the rest of the handshake (a second
+    // ClientHello after a HelloRetryRequest signs there) with what the step left of it.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
     let config = Arc::clone(&server.config);
-    let accept = async move { start.into_stream(config).await };
+    let step = move || match gate {
+        Some(gate) => {
+            let (accept, gate) =
+                hsmgate_signer::admission_scope_sync(gate, || start.into_stream(config));
+            (accept, Some(gate))
+        }
+        None => (start.into_stream(config), None),
+    };
+    // A token that computes in this process, slowly (a software token's RSA): the step
+    // runs on a signer thread, which signs with its own session, and this task waits
+    // without holding a worker thread (see the signer's `offload`).
+    let offload = pool.filter(|p| kind == HelloKind::Full && p.offloads());
+    let (accept, gate) = match offload {
+        Some(pool) => match pool.offload(step).await {
+            Ok(done) => done,
+            // No signer thread could take it: here, the signature by the usual path.
+            Err(hsmgate_signer::Offloaded::Returned(step)) => step(),
+            Err(hsmgate_signer::Offloaded::Lost) => {
+                tracing::debug!(%peer, "TLS handshake failed: its signing step waited past the signature deadline");
+                failed(false);
+                return Shook::Failed;
+            }
+        },
+        None => step(),
+    };
     let (result, shed) = match gate {
         Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
         None => (accept.await, None),

@@ -97,6 +97,7 @@ impl KeyOpener<'_> {
                 Ok(KeyEntry {
                     certified: Arc::new(key),
                     limiter: None,
+                    pool: None,
                 })
             }
             KeySource::Pkcs11(uri) if uri.group.is_some() => {
@@ -155,6 +156,7 @@ impl KeyOpener<'_> {
         Ok(KeyEntry {
             certified: tls::certified_key(chain, cert, &pool, key)?,
             limiter: Some(Arc::clone(pool.limiter())),
+            pool: Some(pool),
         })
     }
 

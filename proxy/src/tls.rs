@@ -104,14 +104,16 @@ pub(crate) fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
     Ok(der)
 }
 
-/// A certificate with its key, and the admission limiter of the signer pool that holds
-/// the key (None for a key in a file).
+/// A certificate with its key, and the signer pool that holds the key with its
+/// admission limiter (None for a key in a file).
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     /// What rustls serves.
     pub certified: Arc<CertifiedKey>,
     /// Admission control of the full handshakes this key signs.
     pub limiter: Option<Arc<hsmgate_signer::Limiter>>,
+    /// The pool, which may run a full handshake's signing step on its own threads.
+    pub pool: Option<SignerPool>,
 }
 
 /// The server a handshake gets and what it serves: its certificate/key pairs, with the

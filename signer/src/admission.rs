@@ -760,6 +760,18 @@ pub async fn scope<F: Future>(gate: Gate, handshake: F) -> (F::Output, Option<Sh
     .await
 }
 
+/// Run `step` (a handshake's synchronous step that may sign, e.g. on a signer thread:
+/// `offload`) with `gate` as its admission, as [`scope`] does for a future; returns the
+/// step's output and the gate as the step left it (to carry into the rest of the
+/// handshake's [`scope`]).
+pub fn scope_sync<T>(gate: Gate, step: impl FnOnce() -> T) -> (T, Gate) {
+    GATE.sync_scope(RefCell::new(gate), || {
+        let out = step();
+        let gate = GATE.with(|g| std::mem::replace(&mut *g.borrow_mut(), Gate::Spent));
+        (out, gate)
+    })
+}
+
 /// The permit for a signature through `limiter`, if the caller is inside a handshake
 /// [`scope`]: the handshake's own permit, or — for a resumption that fell back to a full
 /// handshake — a slot if one is free now. Outside any scope (benchmarks, tools) `Ok(None)`:

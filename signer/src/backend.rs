@@ -119,6 +119,17 @@ pub(crate) trait Generation: Send + Sync {
         false
     }
 
+    /// Whether its signer threads run handshakes' signing steps (`offload`).
+    fn runs_jobs(&self) -> bool {
+        false
+    }
+
+    /// Queue a handshake's signing step for a signer thread without blocking; given
+    /// back when this generation does not run jobs or cannot take it now.
+    fn submit_job(&self, job: crate::offload::Job) -> Result<(), crate::offload::Job> {
+        Err(job)
+    }
+
     /// Signatures queued or being signed.
     fn in_flight(&self) -> usize;
 

@@ -56,6 +56,8 @@ pub(crate) struct Group {
     last_probe: Mutex<Instant>,
     /// Admission control of the full handshakes this group signs.
     pub(crate) limiter: Arc<Limiter>,
+    /// Unique in the process: which group a handshake job on a signer thread signs for.
+    pub(crate) id: u64,
 }
 
 impl Group {

@@ -69,7 +69,12 @@ pub(crate) struct Probe {
 impl Probe {
     /// Whether the member may sign on the caller's thread.
     pub(crate) fn eligible(&self) -> bool {
-        self.cpu_median <= MAX_CALL && self.best_share >= MIN_CPU_SHARE
+        self.cpu_median <= MAX_CALL && self.in_process()
+    }
+
+    /// Whether the token computes in this process (its calls wait for nothing else).
+    pub(crate) fn in_process(&self) -> bool {
+        self.best_share >= MIN_CPU_SHARE
     }
 }
 

@@ -21,8 +21,10 @@
 //!   `handoff` its request queue and answers (mutex + condvar, no spinning),
 //!   `priority` its CPU priority (below the threads serving connections), `inline`
 //!   signing on the caller's thread instead for a token that computes in the process
-//!   and fast (a software token's ECDSA), `cpu_time` the calling thread's CPU clock (the
-//!   probe's and each signature's CPU cost).
+//!   and fast (a software token's ECDSA), `offload` a handshake's signing step run on
+//!   a signer thread for a token that computes in the process but slowly (a software
+//!   token's RSA), `cpu_time` the calling thread's CPU clock (the probe's and each
+//!   signature's CPU cost).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
 //!   PKCS#11 mechanisms.
@@ -50,6 +52,7 @@ mod inline;
 mod member;
 pub mod metrics;
 mod module;
+mod offload;
 mod pin;
 mod pin_check;
 mod pkcs11;
@@ -63,6 +66,7 @@ mod verify;
 mod worker;
 
 /* --- the pool and its settings --- */
+pub use offload::Offloaded;
 pub use pool::{
     ExpectedKey, GroupSettings, MemberSettings, MemberStatus, PoolSettings, SignerPool,
 };
@@ -74,7 +78,10 @@ pub use capacity::CapacitySource;
 pub use member::MemberState;
 
 /* --- admission control --- */
-pub use admission::{AdmissionStatus, Gate, Limiter, Permit, ShedReason, scope as admission_scope};
+pub use admission::{
+    AdmissionStatus, Gate, Limiter, Permit, ShedReason, scope as admission_scope,
+    scope_sync as admission_scope_sync,
+};
 
 /* --- tokens and keys --- */
 pub use module::Module;

@@ -54,6 +54,13 @@ pub const RETRIES: &str = "hsmgate_signer_retries_total";
 /// Gauge: 1 when the member signs on the connections' threads (a token that computes in
 /// the process and fast), 0 when on signer threads.
 pub const INLINE: &str = "hsmgate_signer_inline";
+/// Gauge: 1 when the member's signer threads run full handshakes' signing steps (a token
+/// that computes in the process, slowly), 0 otherwise.
+pub const JOBS: &str = "hsmgate_signer_handshake_jobs";
+/// Counter: handshake signing steps queued for the member's signer threads, by result
+/// (`ran`; `returned` to the connection's task, which then signs by the usual path;
+/// `expired` after waiting past the signature deadline).
+pub const JOBS_TOTAL: &str = "hsmgate_signer_handshake_jobs_total";
 
 /// Gauge: the member's capacity in signatures/s (configured, calibrated at start, or
 /// measured while saturated).
@@ -107,6 +114,14 @@ pub fn describe() {
     metrics::describe_gauge!(
         INLINE,
         "1 when the member signs on the connections' threads, 0 on signer threads"
+    );
+    metrics::describe_gauge!(
+        JOBS,
+        "1 when the member's signer threads run full handshakes' signing steps"
+    );
+    metrics::describe_counter!(
+        JOBS_TOTAL,
+        "Handshake signing steps queued for the member's signer threads, by result"
     );
     metrics::describe_gauge!(CAPACITY, "Member capacity, signatures/s");
     metrics::describe_gauge!(RATE, "Signatures/s made by the member over the last second");

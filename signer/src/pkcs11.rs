@@ -17,11 +17,12 @@ use crate::error::{KeyDiffers, KeyProblem, SignerError};
 use crate::inline::{self, Inline};
 use crate::metrics as m;
 use crate::module::Module;
+use crate::offload::Job;
 use crate::pool::MemberSettings;
 use crate::scheme::{self, SignOp};
 use crate::token::{KeyInfo, Token};
 use crate::verify::{self, verify};
-use crate::worker::{self, Conn, Request, Shared, Slot};
+use crate::worker::{self, Conn, Request, Shared, Slot, Work};
 
 /// One member's HSM over PKCS#11.
 pub(crate) struct Pkcs11Backend {
@@ -36,14 +37,17 @@ impl Pkcs11Backend {
 
 /// A running generation: instances, sessions on threads, and their queue.
 pub(crate) struct Live {
-    queue: Sender<Request>,
-    drain: Receiver<Request>,
+    queue: Sender<Work>,
+    drain: Receiver<Work>,
     shared: Arc<Shared>,
-    ops: Vec<(SignatureScheme, SignOp)>,
+    ops: Arc<[(SignatureScheme, SignOp)]>,
     slots: Vec<Arc<Slot>>,
     key: MemberKey,
     /// Signing on callers' threads, when the probe at start found the token eligible.
     inline: Option<Inline>,
+    /// Whether its signer threads run handshakes' signing steps (`offload`): the probe
+    /// found a token that computes in the process, too slowly to sign inline.
+    runs_jobs: bool,
 }
 
 impl Live {
@@ -73,7 +77,7 @@ impl Live {
             reply,
             probe,
         };
-        match self.queue.try_send(request) {
+        match self.queue.try_send(Work::Sign(request)) {
             Ok(()) => Ok(answer),
             Err(TrySendError::Full(_)) => {
                 self.shared.done("overloaded".into());
@@ -127,6 +131,30 @@ impl Generation for Live {
         self.inline.as_ref().is_some_and(Inline::is_on)
     }
 
+    fn runs_jobs(&self) -> bool {
+        self.runs_jobs
+    }
+
+    fn submit_job(&self, job: Job) -> Result<(), Job> {
+        if !self.runs_jobs {
+            return Err(job);
+        }
+        // Counted in flight as the signature it will make (`offload::run` takes it off
+        // when it made none).
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        match self.queue.try_send(Work::Job(job)) {
+            Ok(()) => Ok(()),
+            Err(
+                TrySendError::Full(Work::Job(job)) | TrySendError::Disconnected(Work::Job(job)),
+            ) => {
+                self.shared.leave_counted();
+                self.shared.job("returned");
+                Err(job)
+            }
+            Err(_) => unreachable!("a job was sent"),
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
@@ -154,11 +182,21 @@ impl Generation for Live {
             metrics::gauge!(m::ABANDONED, self.shared.labels.clone())
                 .set(self.shared.abandoned.load(Ordering::Acquire) as f64);
         }
-        while let Ok(req) = self.drain.try_recv() {
-            self.shared.done("lost".into());
-            let _ = req.reply.send(Err(SignerError::MemberLost {
-                member: self.shared.member.clone(),
-            }));
+        while let Ok(work) = self.drain.try_recv() {
+            match work {
+                Work::Sign(req) => {
+                    self.shared.done("lost".into());
+                    let _ = req.reply.send(Err(SignerError::MemberLost {
+                        member: self.shared.member.clone(),
+                    }));
+                }
+                // Back to its caller, who signs elsewhere.
+                Work::Job(job) => {
+                    self.shared.leave_counted();
+                    self.shared.job("returned");
+                    job.give_back();
+                }
+            }
         }
         stuck
     }
@@ -212,7 +250,7 @@ impl Backend for Pkcs11Backend {
             }
         }
         let (token, key) = found.expect("at least one connection");
-        let ops = scheme::supported(&token, key.kind);
+        let ops: Arc<[(SignatureScheme, SignOp)]> = scheme::supported(&token, key.kind).into();
         let Some(&(test_scheme, test_op)) = ops.first() else {
             return Err(SignerError::UnsupportedKey {
                 token: token.label.clone(),
@@ -228,6 +266,7 @@ impl Backend for Pkcs11Backend {
             batch_max: ctx.group.batch_max.max(1),
             abandoned: Arc::clone(ctx.abandoned),
             meter: Arc::clone(ctx.meter),
+            ops: Arc::clone(&ops),
         });
         // One verified test signature through each connection (its first session).
         const MESSAGE: &[u8] = b"hsmgate member self-test";
@@ -241,12 +280,13 @@ impl Backend for Pkcs11Backend {
                 });
             }
         }
-        let inline = match ctx.group.admission.inline_signing {
+        let (inline, runs_jobs) = match ctx.group.admission.inline_signing {
             true => start_inline(&conns[0], &token, &shared, test_op, MESSAGE, s)?,
-            false => None,
+            false => (None, false),
         };
         metrics::gauge!(m::INLINE, shared.labels.clone())
             .set(f64::from(u8::from(inline.is_some())));
+        metrics::gauge!(m::JOBS, shared.labels.clone()).set(f64::from(u8::from(runs_jobs)));
         let (conns, calibrated) = if ctx.calibrate {
             let (conns, rate) = crate::capacity::calibrate(conns, &shared, test_op, MESSAGE);
             tracing::info!(member = %s.name, capacity_ops = rate.round(), sessions = conns.len(), "HSM member calibrated");
@@ -285,6 +325,7 @@ impl Backend for Pkcs11Backend {
                 slots,
                 key,
                 inline,
+                runs_jobs,
             }),
             calibrated,
         })
@@ -292,7 +333,9 @@ impl Backend for Pkcs11Backend {
 }
 
 /// Probe whether the member may sign on callers' threads (`inline`), and if so open its
-/// sessions for that (as many as it has signer threads).
+/// sessions for that (as many as it has signer threads); else whether its signer
+/// threads run handshakes' signing steps (`offload`: a token that computes in the
+/// process, slowly).
 fn start_inline(
     first: &Conn,
     token: &Token,
@@ -300,7 +343,7 @@ fn start_inline(
     op: SignOp,
     message: &[u8],
     s: &MemberSettings,
-) -> Result<Option<Inline>, SignerError> {
+) -> Result<(Option<Inline>, bool), SignerError> {
     let probe = inline::probe(first, shared, op, message)?;
     let sessions = if probe.eligible() {
         let mut sessions = Vec::new();
@@ -322,10 +365,15 @@ fn start_inline(
         wall_us = probe.wall_median.as_micros() as u64,
         cpu_share = format!("{:.2}", probe.best_share),
         "{}",
-        match sessions {
-            Some(_) => "the token signs in this process and fast: signing on the connections' threads",
-            None => "signing on signer threads (the token is slow, or waits for another process or a network)",
+        match (&sessions, probe.in_process()) {
+            (Some(_), _) => "the token signs in this process and fast: signing on the connections' threads",
+            (None, true) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads",
+            (None, false) => "signing on signer threads (the token waits for another process or a network)",
         }
     );
-    Ok(sessions.map(|sessions| Inline::new(sessions, &shared.labels, probe.cpu_median)))
+    let runs_jobs = sessions.is_none() && probe.in_process();
+    Ok((
+        sessions.map(|sessions| Inline::new(sessions, &shared.labels, probe.cpu_median)),
+        runs_jobs,
+    ))
 }

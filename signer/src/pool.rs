@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -363,6 +364,35 @@ impl SignerPool {
     /// established connections keep being served while an HSM is slow or hung.
     pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, SignerError> {
         self.group.sign(scheme, message)
+    }
+
+    /// Run `job`, a full handshake's step that signs (rustls processing the ClientHello),
+    /// on a signer thread of the member that would sign now, whose own session makes
+    /// the signature: for a token that computes in this process but slowly (see
+    /// `offload`), this spares the caller's tokio worker the wait. The future gives the
+    /// job's result; [`Offloaded::Returned`] gives the job back un-run (no member runs
+    /// jobs now, or it could not take this one: the caller runs it, and its signature
+    /// takes the usual path); [`Offloaded::Lost`] when it waited past the signature
+    /// deadline on an overloaded member, or panicked.
+    pub fn offload<F, T>(
+        &self,
+        job: F,
+    ) -> impl Future<Output = Result<T, crate::offload::Offloaded<F>>> + Send + 'static
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (job, outcome) =
+            crate::offload::wrap(job, self.group.id, self.group.settings.sign_timeout);
+        if let Err(job) = self.group.submit_job(job) {
+            job.give_back();
+        }
+        outcome
+    }
+
+    /// Whether [`offload`](Self::offload) would run a job on a signer thread now.
+    pub fn offloads(&self) -> bool {
+        self.group.runs_jobs()
     }
 
     /// The schemes the key can make, best first.

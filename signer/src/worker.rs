@@ -23,6 +23,13 @@ use crate::handoff::{Receiver, Reply};
 use crate::metrics as m;
 use crate::scheme::SignOp;
 
+/// What a member's queue carries: a signature, or a handshake's signing step
+/// (`offload`).
+pub(crate) enum Work {
+    Sign(Request),
+    Job(crate::offload::Job),
+}
+
 /// A signing request as queued.
 pub(crate) struct Request {
     pub(crate) op: SignOp,
@@ -59,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) abandoned: Arc<AtomicUsize>,
     /// Operations and time in the token, for the capacity model (all generations).
     pub(crate) meter: Arc<crate::capacity::Meter>,
+    /// The operation for each scheme the member can make (for jobs, `offload`).
+    pub(crate) ops: Arc<[(rustls::SignatureScheme, SignOp)]>,
 }
 
 impl Shared {
@@ -67,6 +76,17 @@ impl Shared {
         let left = self.leave();
         metrics::gauge!(m::IN_FLIGHT, self.labels.clone()).set(left as f64);
         metrics::counter!(m::OPERATIONS, m::with(&self.labels, "result", result)).increment(1);
+    }
+
+    /// One request fewer in flight without an outcome (a job that made no signature).
+    pub(crate) fn leave_counted(&self) {
+        let left = self.leave();
+        metrics::gauge!(m::IN_FLIGHT, self.labels.clone()).set(left as f64);
+    }
+
+    /// Count a handshake job's outcome (`offload`).
+    pub(crate) fn job(&self, result: &'static str) {
+        metrics::counter!(m::JOBS_TOTAL, m::with(&self.labels, "result", result)).increment(1);
     }
 
     /// One request fewer in flight; returns how many are left.
@@ -80,6 +100,7 @@ impl Shared {
 /// A signer thread's metric handles, looked up once when it starts (the recorder is
 /// installed before any pool), so that a signature costs no registry look-up and no
 /// label allocation. Outcomes other than success go through [`Shared::done`].
+#[derive(Clone)]
 pub(crate) struct Meters {
     latency: Histogram,
     cpu: Histogram,
@@ -199,7 +220,7 @@ pub(crate) fn spawn(
     conn: Conn,
     shared: Arc<Shared>,
     slot: Arc<Slot>,
-    queue: Receiver<Request>,
+    queue: Receiver<Work>,
     nice: u8,
 ) -> std::io::Result<JoinHandle<()>> {
     RUNNING.fetch_add(1, Ordering::AcqRel);
@@ -223,22 +244,23 @@ pub(crate) fn spawn(
 fn run(
     session: Session,
     key: ObjectHandle,
-    shared: &Shared,
-    slot: &Slot,
-    queue: &Receiver<Request>,
+    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    queue: &Receiver<Work>,
 ) {
     // The queue closes when the member generation is dropped: then the thread ends and
     // the session closes.
     let meters = Meters::new(&shared.labels);
+    let mut session = Some(session);
     'serve: while let Ok(first) = queue.recv() {
-        if !serve(&session, key, shared, &meters, slot, first) {
+        if !serve(&mut session, key, shared, &meters, slot, first) {
             break 'serve;
         }
         // Drain what is already queued before sleeping again.
         let mut batch = 1;
         while batch < shared.batch_max {
             let Ok(next) = queue.try_recv() else { break };
-            if !serve(&session, key, shared, &meters, slot, next) {
+            if !serve(&mut session, key, shared, &meters, slot, next) {
                 break 'serve;
             }
             batch += 1;
@@ -247,7 +269,7 @@ fn run(
     }
     // Closed here, not on drop: a session of a dead HSM fails to close, and that is
     // expected (cryptoki's drop would log it as an error).
-    if let Err(e) = session.close() {
+    if let Some(Err(e)) = session.map(Session::close) {
         tracing::debug!(member = %shared.member, error = %e, "closing the session failed");
     }
     // Counted as abandoned when the member was fenced while this thread was in a call:
@@ -257,15 +279,45 @@ fn run(
     }
 }
 
-/// Serve one request; false when this thread was abandoned and must end.
+/// Serve one request or job; false when this thread was abandoned and must end.
+/// `session` is lent to a job while it runs, and always back afterwards.
 fn serve(
-    session: &Session,
+    session: &mut Option<Session>,
     key: ObjectHandle,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     meters: &Meters,
-    slot: &Slot,
-    req: Request,
+    slot: &Arc<Slot>,
+    work: Work,
 ) -> bool {
+    let req = match work {
+        Work::Sign(req) => req,
+        Work::Job(job) => {
+            if Instant::now() >= job.deadline {
+                // As an expired signature: its handshake fails.
+                shared.done("expired".into());
+                shared.job("expired");
+                job.expire();
+                return true;
+            }
+            shared.job("ran");
+            let here = crate::offload::Here {
+                session: session.take().expect("the session is back after every job"),
+                key,
+                shared: Arc::clone(shared),
+                meters: meters.clone(),
+                slot: Arc::clone(slot),
+                ops: Arc::clone(&shared.ops),
+                group: job.group,
+                enqueued: job.enqueued,
+                signed: false,
+            };
+            *session = Some(crate::offload::run(job, here).session);
+            return !slot.abandoned.load(Ordering::Acquire);
+        }
+    };
+    let Some(session) = session.as_ref() else {
+        return false;
+    };
     if Instant::now() >= req.deadline {
         // The waiter has given up; signing now would only delay the requests behind it.
         shared.done("expired".into());

@@ -204,3 +204,116 @@ fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
     drop(pool);
     settle();
 }
+
+/// A full handshake's signing step on a signer thread (`SignerPool::offload`): SoftHSM's
+/// RSA-2048 computes in this process and slowly, so the pool runs such steps on its
+/// signer threads, whose own session signs; many at once all verify, a second signature
+/// in one step takes the usual path, and nothing is left in flight.
+#[test]
+fn rsa_in_the_process_runs_handshake_steps_on_its_signer_threads() {
+    let pool = SignerPool::start(&settings("object=rsa", 2, 64)).expect("pool");
+    assert!(
+        pool.offloads(),
+        "SoftHSM's RSA computes in the process, slowly"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    let steps: Vec<_> = (0..16)
+        .map(|i| {
+            let p = pool.clone();
+            let message = format!("handshake {i}");
+            pool.offload(move || {
+                let thread = std::thread::current()
+                    .name()
+                    .unwrap_or_default()
+                    .to_string();
+                let first = p.sign(scheme, message.as_bytes());
+                // A second signature in one step (none in TLS) goes the usual way.
+                let second = (i == 0).then(|| p.sign(scheme, b"second"));
+                (thread, message, first, second)
+            })
+        })
+        .collect();
+    for step in steps {
+        let Ok((thread, message, first, second)) = rt.block_on(step) else {
+            panic!("a step did not run on a signer thread");
+        };
+        assert!(thread.starts_with("sign-"), "ran on {thread:?}");
+        let sig = first.expect("signed");
+        assert!(verify(pool.spki(), scheme, message.as_bytes(), &sig));
+        if let Some(second) = second {
+            assert!(verify(
+                pool.spki(),
+                scheme,
+                b"second",
+                &second.expect("second")
+            ));
+        }
+    }
+    assert_eq!(pool.in_flight(), 0);
+    drop(pool);
+    settle();
+}
+
+/// Steps a member cannot take (its queue full) come back un-run to their caller, who
+/// signs by the usual path: none is lost. A token that signs inline (SoftHSM's P-256)
+/// takes none.
+#[test]
+fn steps_a_member_cannot_take_come_back_unrun() {
+    let pool = SignerPool::start(&settings("object=rsa", 1, 1)).expect("pool");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    // The one signer thread is held by a first step; one more fits the queue (depth 1);
+    // the rest come back.
+    let (started, is_started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    type Step = Box<dyn FnOnce() -> Result<Vec<u8>, SignerError> + Send>;
+    let p = pool.clone();
+    let first = pool.offload(Box::new(move || {
+        started.send(()).expect("test waits");
+        released.recv().expect("test releases");
+        p.sign(scheme, b"step")
+    }) as Step);
+    is_started.recv().expect("the first step runs");
+    let mut steps = vec![first];
+    steps.extend((0..5).map(|_| {
+        let p = pool.clone();
+        pool.offload(Box::new(move || p.sign(scheme, b"step")) as Step)
+    }));
+    release.send(()).expect("the first step waits");
+    let (mut ran, mut returned) = (0, 0);
+    for step in steps {
+        let sig = match rt.block_on(step) {
+            Ok(sig) => {
+                ran += 1;
+                sig
+            }
+            Err(hsmgate_signer::Offloaded::Returned(step)) => {
+                returned += 1;
+                rt.block_on(async { tokio::task::spawn(async { step() }).await })
+                    .expect("task")
+            }
+            Err(hsmgate_signer::Offloaded::Lost) => panic!("a step was lost"),
+        };
+        assert!(verify(pool.spki(), scheme, b"step", &sig.expect("signed")));
+    }
+    assert_eq!((ran, returned), (2, 4));
+    assert_eq!(pool.in_flight(), 0);
+    drop(pool);
+
+    let pool = SignerPool::start(&settings("id=%02", 1, 16)).expect("pool");
+    assert!(!pool.offloads(), "P-256 signs on the caller's thread");
+    let step = pool.offload(|| ());
+    assert!(matches!(
+        rt.block_on(step),
+        Err(hsmgate_signer::Offloaded::Returned(_))
+    ));
+    drop(pool);
+    settle();
+}

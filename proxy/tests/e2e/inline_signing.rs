@@ -1,8 +1,10 @@
 //! Signing on the connections' threads (`[admission] inline_signing`, on by default): a
 //! token that computes in the process and fast (SoftHSM's P-256) signs there; a slow
-//! operation (SoftHSM's RSA-2048) keeps the signer threads, and so does a token behind
-//! another process (p11-kit's server, in `frozen_token`), whatever its speed; the setting
-//! turns it off.
+//! operation (SoftHSM's RSA-2048) keeps the signer threads, which then run the whole
+//! signing step of each full handshake (rustls' processing of the ClientHello) so that
+//! no runtime thread waits; a token behind another process (p11-kit's server, in
+//! `frozen_token`) keeps the signer threads and signature hand-offs, whatever its speed;
+//! the setting turns both off.
 
 use std::sync::Arc;
 
@@ -55,6 +57,11 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
         log.contains("signing on the connections' threads"),
         "no log line says so:\n{log}"
     );
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_handshake_jobs", &[]),
+        0.0,
+        "{metrics}"
+    );
     // Every signature is counted as before, wherever it was made.
     let ok = metric(
         &metrics,
@@ -100,6 +107,34 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         cpu / calls > 100e-6,
         "{} µs of CPU per RSA-2048 signature\n{metrics}",
         cpu / calls * 1e6
+    );
+    // The handshakes' signing steps ran on the signer threads, and said so.
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_handshake_jobs", &[]),
+        1.0,
+        "{metrics}\n{log}"
+    );
+    let ran = metric(
+        &metrics,
+        "hsmgate_signer_handshake_jobs_total",
+        &["result=\"ran\""],
+    );
+    assert!(ran >= 8.0, "{ran} steps ran for 8 handshakes\n{metrics}");
+    assert!(
+        log.contains("handshakes' signing steps run on signer threads"),
+        "{log}"
+    );
+    let ok = metric(
+        &metrics,
+        "hsmgate_signer_operations_total",
+        &["result=\"ok\""],
+    );
+    assert!(ok >= 8.0, "{ok} signatures counted\n{metrics}");
+    let (metrics, _, log) = handshakes_with(KeyType::Rsa2048, "inline_signing = false", 8).await;
+    assert_eq!(
+        metric(&metrics, "hsmgate_signer_handshake_jobs", &[]),
+        0.0,
+        "inline_signing = false\n{metrics}\n{log}"
     );
     let (metrics, _, log) = handshakes_with(KeyType::EcP256, "inline_signing = false", 8).await;
     assert_eq!(

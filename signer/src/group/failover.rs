@@ -1,6 +1,8 @@
 //! Failover and retry: one signature, tried on one member after another until one
 //! answers or the signature's deadline passes. Each attempt signs on the calling thread
 //! when the member does that (`inline`), and otherwise queues for its signer threads.
+//! Inside a handshake job on a signer thread (`offload`) the first attempt is that
+//! thread's own session.
 //!
 //! - A device error (`CKR_DEVICE_ERROR`, `CKR_SESSION_HANDLE_INVALID`, a lost member…,
 //!   see [`SignerError::is_device_error`]) takes the member down and the signature
@@ -41,6 +43,28 @@ impl Group {
         let mut tried = vec![false; self.members.len()];
         let mut saturated = false;
         let mut last_error: Option<SignerError> = None;
+        if let Some(here) = crate::offload::sign_here(self.id, scheme, &message) {
+            let i = self.members.iter().position(|m| m.name() == here.member);
+            match here.result {
+                Ok(signature) => {
+                    self.limiter.observe(here.latency);
+                    return Ok(signature);
+                }
+                // As below: the member goes down and another one signs (this thread
+                // waits for it: it is no runtime worker).
+                Err(e) if e.is_device_error() => {
+                    if let Some(i) = i {
+                        let member = &self.members[i];
+                        member.take_out(false, &e.to_string());
+                        metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "device"))
+                            .increment(1);
+                        tried[i] = true;
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e.in_member(&here.member)),
+            }
+        }
         while let Some((i, live)) = self.pick(scheme, &tried, saturated) {
             tried[i] = true;
             let member = &self.members[i];

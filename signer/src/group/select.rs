@@ -97,6 +97,25 @@ impl Group {
         let i = choose(&candidates, standby_ok)?;
         Some((i, lives[i].clone()?))
     }
+
+    /// Queue a handshake's signing step (`offload`) on the member that would sign now,
+    /// if its signer threads run such jobs; else give it back.
+    pub(crate) fn submit_job(&self, job: crate::offload::Job) -> Result<(), crate::offload::Job> {
+        let Some(&scheme) = self.schemes.first() else {
+            return Err(job);
+        };
+        match self.pick(scheme, &vec![false; self.members.len()], false) {
+            Some((_, live)) => live.submit_job(job),
+            None => Err(job),
+        }
+    }
+
+    /// Whether a member in rotation runs handshake jobs (cheap: asked per handshake).
+    pub(crate) fn runs_jobs(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.live().is_some_and(|l| l.runs_jobs()))
+    }
 }
 
 #[cfg(test)]

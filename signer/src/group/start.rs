@@ -134,6 +134,7 @@ impl Group {
         ));
         let group = Arc::new(Group {
             limiter,
+            id: crate::offload::next_group_id(),
             expected: expected.expect("set by the first member up"),
             schemes: reference.schemes(),
             kind: key.kind,
