@@ -79,8 +79,9 @@ impl Probe {
 }
 
 /// Time up to [`PROBE_CALLS`] signatures on `conn`; stops as soon as the median is
-/// known to be over [`MAX_CALL`], or once the calls have taken [`PROBE_BUDGET`] (a slow
-/// HSM, which is then not eligible, is not kept waiting long).
+/// known to be over [`MAX_CALL`] and some call ran unpreempted enough to show the token
+/// computes in the process, or once the calls have taken [`PROBE_BUDGET`] (a slow HSM,
+/// which is then not eligible, is not kept waiting long).
 pub(crate) fn probe(
     conn: &Conn,
     shared: &Shared,
@@ -97,9 +98,12 @@ pub(crate) fn probe(
         best_share = best_share.max(cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9));
         walls.push(wall);
         cpus.push(cpu);
-        // Past half the calls over MAX_CALL the median is too: no need to go on.
+        // Past half the calls over MAX_CALL the median is too: no need to go on, once
+        // some call has shown whether the token computes in the process (a busy machine
+        // may preempt a long call; one that was not shows it).
         if started.elapsed() > PROBE_BUDGET
-            || cpus.iter().filter(|c| **c > MAX_CALL).count() > PROBE_CALLS / 2
+            || (cpus.iter().filter(|c| **c > MAX_CALL).count() > PROBE_CALLS / 2
+                && best_share >= MIN_CPU_SHARE)
         {
             break;
         }

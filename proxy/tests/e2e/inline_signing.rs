@@ -147,3 +147,47 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         "{log}"
     );
 }
+
+/// A flood of full handshakes on a slow in-process token (SoftHSM's RSA-2048), admission
+/// off: every handshake waits for the token, yet none holds a thread of its own while it
+/// waits (the signing step runs on the signer threads), so the process's threads stay
+/// those it started with, and every handshake completes. (With `inline_signing = false`,
+/// each waiting signature holds a thread in `block_in_place`: 46 threads instead of 6.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_handshakes_hold_no_thread_each() {
+    let token = TestToken::new(KeyType::Rsa2048);
+    let upstream = start_upstream("echo");
+    let config = format!(
+        "{}\n[admission]\nenabled = false\n[runtime]\nthreads = 2\n",
+        config_for(&token, upstream, "sessions = 2")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let idle = threads();
+    let client = client_config(&token.ca_pem, &[b"http/1.1"]);
+    // 64 at once: at 1–2 ms per signature on two sessions, most of them wait.
+    let flood: Vec<_> = (0..64)
+        .map(|_| tokio::spawn(connect(proxy.addr, Arc::clone(&client))))
+        .collect();
+    let mut most = idle;
+    while !flood.iter().all(|h| h.is_finished()) {
+        most = most.max(threads());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for h in flood {
+        if let Err(e) = h.await.expect("task") {
+            panic!("handshake failed: {e}\n{}", proxy.log_text());
+        }
+    }
+    // A thread or two may come and go (tokio's blocking pool for a log write or a
+    // file); a thread per waiting handshake would be dozens.
+    assert!(
+        most <= idle + 4,
+        "{idle} threads idle, {most} during 64 waiting handshakes\n{}",
+        proxy.log_text()
+    );
+}
