@@ -191,3 +191,59 @@ async fn waiting_handshakes_hold_no_thread_each() {
         proxy.log_text()
     );
 }
+
+/// A ClientHello whose key share the server does not take gets a HelloRetryRequest from
+/// the step on the signer thread (no signature yet); the second ClientHello is signed on
+/// the connection's side, under the same admission: openssl s_client offering ffdhe2048
+/// first (rustls has no finite-field groups) and X25519 second, admission on.
+#[test]
+fn a_hello_retry_is_signed_under_the_same_admission() {
+    let token = TestToken::new(KeyType::Rsa2048);
+    let upstream = start_upstream("echo");
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, upstream, "sessions = 2")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-groups", "ffdhe2048:X25519", "-msg"])
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&token.ca_pem)
+        .arg("-connect")
+        .arg(proxy.addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", proxy.log_text());
+    // The retry request is a ServerHello too: two of them, then the signature.
+    assert_eq!(text.matches(", ServerHello").count(), 2, "{text}");
+    assert!(text.contains("CertificateVerify"), "{text}");
+    assert!(text.contains("Server Temp Key: X25519"), "{text}");
+    let metrics = admin_get_blocking(proxy.admin_addr(), "/metrics").1;
+    let admitted = metric(&metrics, "hsmgate_admission_admitted_total", &[]);
+    assert_eq!(admitted, 1.0, "{metrics}");
+    // The permit went back once the signature was made.
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_in_flight", &[]),
+        0.0,
+        "{metrics}"
+    );
+    let ran = metric(
+        &metrics,
+        "hsmgate_signer_handshake_jobs_total",
+        &["result=\"ran\""],
+    );
+    assert_eq!(ran, 1.0, "{metrics}");
+    let ok = metric(
+        &metrics,
+        "hsmgate_signer_operations_total",
+        &["result=\"ok\""],
+    );
+    assert!(ok >= 1.0, "{metrics}");
+}
