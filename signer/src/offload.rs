@@ -37,7 +37,6 @@ use cryptoki::session::Session;
 use rustls::SignatureScheme;
 
 use crate::error::SignerError;
-use crate::scheme::SignOp;
 use crate::worker::{Meters, Shared, Slot};
 
 /// A queued job: run with `true` on a signer thread (with [`Here`] set), with `false`
@@ -130,7 +129,6 @@ pub(crate) struct Here {
     pub(crate) shared: Arc<Shared>,
     pub(crate) meters: Meters,
     pub(crate) slot: Arc<Slot>,
-    pub(crate) ops: Arc<[(SignatureScheme, SignOp)]>,
     pub(crate) group: u64,
     pub(crate) enqueued: Instant,
     /// Whether the job has signed (a second signature takes the usual path).
@@ -176,6 +174,7 @@ pub(crate) fn sign_here(group: u64, scheme: SignatureScheme, message: &[u8]) -> 
         let mut h = h.try_borrow_mut().ok()?;
         let here = h.as_mut().filter(|h| h.group == group && !h.signed)?;
         let op = here
+            .shared
             .ops
             .iter()
             .find_map(|(s, op)| (*s == scheme).then_some(*op))?;

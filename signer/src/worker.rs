@@ -306,7 +306,6 @@ fn serve(
                 shared: Arc::clone(shared),
                 meters: meters.clone(),
                 slot: Arc::clone(slot),
-                ops: Arc::clone(&shared.ops),
                 group: job.group,
                 enqueued: job.enqueued,
                 signed: false,
