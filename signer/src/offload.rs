@@ -14,6 +14,12 @@
 //! rustls work runs at the signer threads' lower priority, so established connections
 //! keep theirs under a flood.
 //!
+//! What it buys, measured (README, "A slow in-process token"): not CPU per handshake,
+//! which stays within the noise (the runtime threads still sleep and wake at every
+//! network event, the signature being elsewhere), but the thread each waiting handshake
+//! held: under a flood of 500 connections with admission off, 8 threads and 54 MB of
+//! resident memory instead of 511 and 1.2 GB.
+//!
 //! Which members: the probe at start (`inline`) sees that the token computes in the
 //! process (the calling thread stays on the CPU through a call) and that a call costs
 //! more than signing on the connection's thread allows. A member behind a socket (a
