@@ -111,6 +111,10 @@ pub struct MemberView {
     /// fast) rather than on signer threads.
     #[serde(default)]
     pub signs_inline: bool,
+    /// Its signer threads run full handshakes' signing steps (a token that computes in
+    /// the process, slowly).
+    #[serde(default)]
+    pub handshake_jobs: bool,
 }
 
 /// Build the document from `generation`.
@@ -170,6 +174,7 @@ fn member_view(m: MemberStatus) -> MemberView {
         last_error: m.last_error,
         abandoned_threads: m.abandoned,
         signs_inline: m.signs_inline,
+        handshake_jobs: m.handshake_jobs,
         name: m.name,
         region: m.region,
         primary: m.primary,

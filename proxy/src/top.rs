@@ -398,6 +398,7 @@ mod tests {
             rate_ops_per_second: 12.5,
             utilisation: 0.25,
             signs_inline: false,
+            handshake_jobs: false,
             latency_ms: 1.5,
             cpu_us_per_signature: 120.0,
             operations: 42,

@@ -314,6 +314,9 @@ pub struct MemberStatus {
     /// Whether it signs on the connections' threads (a token that computes in the
     /// process and fast) rather than on its signer threads.
     pub signs_inline: bool,
+    /// Whether its signer threads run full handshakes' signing steps (a token that
+    /// computes in the process, slowly).
+    pub handshake_jobs: bool,
 }
 
 /// A group of signer threads over one or more HSM members holding one key. Cheap to clone.
@@ -478,6 +481,7 @@ impl SignerPool {
                     operations: m.meter.totals().0,
                     errors: m.meter.totals().1,
                     signs_inline: m.live().is_some_and(|l| l.signs_inline()),
+                    handshake_jobs: m.live().is_some_and(|l| l.runs_jobs()),
                 }
             })
             .collect()

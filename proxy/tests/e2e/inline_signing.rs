@@ -48,6 +48,10 @@ async fn a_fast_token_in_the_process_signs_on_the_connections_threads() {
         status.contains("\"signs_inline\": true"),
         "/status: {status}\n{log}"
     );
+    assert!(
+        status.contains("\"handshake_jobs\": false"),
+        "/status: {status}"
+    );
     assert_eq!(
         metric(&metrics, "hsmgate_signer_inline", &[]),
         1.0,
@@ -109,6 +113,10 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         cpu / calls * 1e6
     );
     // The handshakes' signing steps ran on the signer threads, and said so.
+    assert!(
+        status.contains("\"handshake_jobs\": true"),
+        "/status: {status}"
+    );
     assert_eq!(
         metric(&metrics, "hsmgate_signer_handshake_jobs", &[]),
         1.0,
