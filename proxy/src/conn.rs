@@ -409,9 +409,11 @@ async fn handshake(
     // sessions) and, through its certificate, the signer pool that admits the handshake.
     let (server, limiter, pool) = {
         let hello = accepted.client_hello();
-        let key = listener.resolver.choose(&hello);
-        let limiter = key.and_then(|k| k.limiter.clone());
-        let pool = key.and_then(|k| k.pool.clone());
+        let pool = listener
+            .resolver
+            .choose(&hello)
+            .and_then(|k| k.pool.clone());
+        let limiter = pool.as_ref().map(|p| Arc::clone(p.limiter()));
         (listener.for_hello(&hello).clone(), limiter, pool)
     };
     let kind = crate::hello::classify(&raw, server.tls13, |offer| {

@@ -96,7 +96,6 @@ impl KeyOpener<'_> {
                 })?;
                 Ok(KeyEntry {
                     certified: Arc::new(key),
-                    limiter: None,
                     pool: None,
                 })
             }
@@ -155,7 +154,6 @@ impl KeyOpener<'_> {
         self.next.pools.insert(id, pool.clone());
         Ok(KeyEntry {
             certified: tls::certified_key(chain, cert, &pool, key)?,
-            limiter: Some(Arc::clone(pool.limiter())),
             pool: Some(pool),
         })
     }

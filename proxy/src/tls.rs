@@ -104,15 +104,14 @@ pub(crate) fn read_ocsp(path: &Path) -> Result<Vec<u8>, ProxyError> {
     Ok(der)
 }
 
-/// A certificate with its key, and the signer pool that holds the key with its
-/// admission limiter (None for a key in a file).
+/// A certificate with its key, and the signer pool that holds the key (None for a key
+/// in a file): its limiter admits the full handshakes the key signs, and it may run a
+/// full handshake's signing step on its own threads.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     /// What rustls serves.
     pub certified: Arc<CertifiedKey>,
-    /// Admission control of the full handshakes this key signs.
-    pub limiter: Option<Arc<hsmgate_signer::Limiter>>,
-    /// The pool, which may run a full handshake's signing step on its own threads.
+    /// The key's signer pool (None for a key in a file).
     pub pool: Option<SignerPool>,
 }
 

@@ -57,11 +57,9 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// Hand it back to its caller un-run.
-    pub(crate) fn give_back(mut self) {
-        if let Some(run) = self.run.take() {
-            run(false);
-        }
+    /// Hand it back to its caller un-run (what dropping it un-run does).
+    pub(crate) fn give_back(self) {
+        drop(self);
     }
 
     /// Drop it un-run: it waited past its deadline (its caller sees [`Offloaded::Lost`]).

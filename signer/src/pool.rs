@@ -458,6 +458,7 @@ impl SignerPool {
             .map(|(m, serving)| {
                 let cap = m.capacity.lock().unwrap_or_else(|e| e.into_inner());
                 let (rate, utilisation) = cap.observed();
+                let live = m.live();
                 MemberStatus {
                     name: m.name().to_string(),
                     region: m.settings.region.clone(),
@@ -480,8 +481,8 @@ impl SignerPool {
                     cpu_per_signature: m.meter.cpu_per_signature(),
                     operations: m.meter.totals().0,
                     errors: m.meter.totals().1,
-                    signs_inline: m.live().is_some_and(|l| l.signs_inline()),
-                    handshake_jobs: m.live().is_some_and(|l| l.runs_jobs()),
+                    signs_inline: live.as_ref().is_some_and(|l| l.signs_inline()),
+                    handshake_jobs: live.is_some_and(|l| l.runs_jobs()),
                 }
             })
             .collect()

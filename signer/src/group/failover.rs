@@ -54,10 +54,7 @@ impl Group {
                 // waits for it: it is no runtime worker).
                 Err(e) if e.is_device_error() => {
                     if let Some(i) = i {
-                        let member = &self.members[i];
-                        member.take_out(false, &e.to_string());
-                        metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "device"))
-                            .increment(1);
+                        device_failed(&self.members[i], &e);
                         tried[i] = true;
                     }
                     last_error = Some(e);
@@ -89,11 +86,7 @@ impl Group {
                     return Ok(signature);
                 }
                 Ok(Err(e)) if e.is_device_error() => {
-                    if !matches!(e, SignerError::MemberLost { .. }) {
-                        member.take_out(false, &e.to_string());
-                    }
-                    metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "device"))
-                        .increment(1);
+                    device_failed(member, &e);
                     last_error = Some(e);
                 }
                 // About the request: another member would refuse it too.
@@ -146,6 +139,15 @@ impl Group {
             detail: self.describe_members(),
         })
     }
+}
+
+/// A device error from `member`: out of rotation (unless it already is: a lost member),
+/// and a retry counted.
+fn device_failed(member: &crate::member::Member, e: &SignerError) {
+    if !matches!(e, SignerError::MemberLost { .. }) {
+        member.take_out(false, &e.to_string());
+    }
+    metrics::counter!(m::RETRIES, m::with(&member.labels, "reason", "device")).increment(1);
 }
 
 /// Why a member is fenced: the running call's age.
