@@ -130,6 +130,13 @@ pub(crate) trait Generation: Send + Sync {
         Err(job)
     }
 
+    /// Run a handshake's signing step on the calling (runtime) thread now, with a session
+    /// of this generation's (`on_runtime`); given back when it does not do that or
+    /// cannot now (no runtime thread to spare, no idle session).
+    fn run_job_here(&self, job: crate::offload::Job) -> Result<(), crate::offload::Job> {
+        Err(job)
+    }
+
     /// Signatures queued or being signed.
     fn in_flight(&self) -> usize;
 

@@ -23,7 +23,8 @@
 //!   signing on the caller's thread instead for a token that computes in the process
 //!   and fast (a software token's ECDSA), `offload` a handshake's signing step run on
 //!   a signer thread for a token that computes in the process but slowly (a software
-//!   token's RSA), `cpu_time` the calling thread's CPU clock (the probe's and each
+//!   token's RSA), `on_runtime` the same step on the connection's runtime thread where
+//!   another runtime thread stays free, `cpu_time` the calling thread's CPU clock (the probe's and each
 //!   signature's CPU cost).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔
@@ -53,6 +54,7 @@ mod member;
 pub mod metrics;
 mod module;
 mod offload;
+mod on_runtime;
 mod pin;
 mod pin_check;
 mod pkcs11;

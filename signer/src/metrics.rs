@@ -57,9 +57,11 @@ pub const INLINE: &str = "hsmgate_signer_inline";
 /// Gauge: 1 when the member's signer threads run full handshakes' signing steps (a token
 /// that computes in the process, slowly), 0 otherwise.
 pub const JOBS: &str = "hsmgate_signer_handshake_jobs";
-/// Counter: handshake signing steps queued for the member's signer threads, by result
-/// (`ran`; `returned` to the connection's task, which then signs by the usual path;
-/// `expired` after waiting past the signature deadline).
+/// Counter: full handshakes' signing steps for the member, by result (`ran` on a
+/// signer thread; `ran_inline` on the connection's runtime thread with a session of the
+/// member's, while another runtime thread stays free; `returned` to the connection's
+/// task, which then signs by the usual path; `expired` after waiting past the signature
+/// deadline).
 pub const JOBS_TOTAL: &str = "hsmgate_signer_handshake_jobs_total";
 
 /// Gauge: the member's capacity in signatures/s (configured, calibrated at start, or
@@ -121,7 +123,7 @@ pub fn describe() {
     );
     metrics::describe_counter!(
         JOBS_TOTAL,
-        "Handshake signing steps queued for the member's signer threads, by result"
+        "Full handshakes' signing steps run with the member's sessions (on signer threads or inline), by result"
     );
     metrics::describe_gauge!(CAPACITY, "Member capacity, signatures/s");
     metrics::describe_gauge!(RATE, "Signatures/s made by the member over the last second");

@@ -18,6 +18,7 @@ use crate::inline::{self, Inline};
 use crate::metrics as m;
 use crate::module::Module;
 use crate::offload::Job;
+use crate::on_runtime::OnRuntime;
 use crate::pool::MemberSettings;
 use crate::scheme::{self, SignOp};
 use crate::token::{KeyInfo, Token};
@@ -48,6 +49,8 @@ pub(crate) struct Live {
     /// Whether its signer threads run handshakes' signing steps (`offload`): the probe
     /// found a token that computes in the process, too slowly to sign inline.
     runs_jobs: bool,
+    /// Such a token's sessions for steps run on the connection's runtime thread.
+    on_runtime: Option<OnRuntime>,
 }
 
 impl Live {
@@ -155,6 +158,13 @@ impl Generation for Live {
         }
     }
 
+    fn run_job_here(&self, job: Job) -> Result<(), Job> {
+        match &self.on_runtime {
+            Some(here) => here.run(&self.shared, job),
+            None => Err(job),
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
@@ -166,6 +176,9 @@ impl Generation for Live {
     fn retire(&self, fence: bool) -> usize {
         if let Some(inline) = &self.inline {
             inline.turn_off();
+        }
+        if let Some(here) = &self.on_runtime {
+            here.turn_off();
         }
         let mut stuck = 0;
         if fence {
@@ -280,10 +293,18 @@ impl Backend for Pkcs11Backend {
                 });
             }
         }
-        let (inline, runs_jobs) = match ctx.group.admission.inline_signing {
-            true => start_inline(&conns[0], &token, &shared, test_op, MESSAGE, s)?,
-            false => (None, false),
+        let (inline, on_runtime) = match ctx.group.admission.inline_signing {
+            true => start_inline(
+                &conns[0],
+                &token,
+                &shared,
+                (test_op, MESSAGE),
+                s,
+                ctx.group.admission.signer_nice,
+            )?,
+            false => (None, None),
         };
+        let runs_jobs = on_runtime.is_some();
         metrics::gauge!(m::INLINE, shared.labels.clone())
             .set(f64::from(u8::from(inline.is_some())));
         metrics::gauge!(m::JOBS, shared.labels.clone()).set(f64::from(u8::from(runs_jobs)));
@@ -297,6 +318,12 @@ impl Backend for Pkcs11Backend {
         let (tx, rx) = crate::handoff::bounded(ctx.group.queue_depth.max(1));
         // The inline sessions' marks too: the supervisor sees a hung call there as well.
         let mut slots: Vec<Arc<Slot>> = inline.as_ref().map(Inline::marks).unwrap_or_default();
+        slots.extend(
+            on_runtime
+                .as_ref()
+                .map(OnRuntime::marks)
+                .unwrap_or_default(),
+        );
         for (i, conn) in conns.into_iter().enumerate() {
             let slot = Arc::new(Slot::default());
             worker::spawn(
@@ -326,6 +353,7 @@ impl Backend for Pkcs11Backend {
                 key,
                 inline,
                 runs_jobs,
+                on_runtime,
             }),
             calibrated,
         })
@@ -333,19 +361,20 @@ impl Backend for Pkcs11Backend {
 }
 
 /// Probe whether the member may sign on callers' threads (`inline`), and if so open its
-/// sessions for that (as many as it has signer threads); else whether its signer
-/// threads run handshakes' signing steps (`offload`: a token that computes in the
-/// process, slowly).
+/// sessions for that (as many as it has signer threads); else whether it computes in the
+/// process, slowly: then its signer threads run handshakes' signing steps (`offload`),
+/// and so do runtime threads that can be spared, with sessions of their own
+/// (`on_runtime`, as many as it has signer threads).
 fn start_inline(
     first: &Conn,
     token: &Token,
     shared: &Shared,
-    op: SignOp,
-    message: &[u8],
+    (op, message): (SignOp, &[u8]),
     s: &MemberSettings,
-) -> Result<(Option<Inline>, bool), SignerError> {
+    nice: u8,
+) -> Result<(Option<Inline>, Option<OnRuntime>), SignerError> {
     let probe = inline::probe(first, shared, op, message)?;
-    let sessions = if probe.eligible() {
+    let open = || -> Result<Vec<(Conn, Arc<Slot>)>, SignerError> {
         let mut sessions = Vec::new();
         for _ in 0..s.sessions.max(1) {
             let conn = Conn {
@@ -355,9 +384,15 @@ fn start_inline(
             };
             sessions.push((conn, Arc::new(Slot::default())));
         }
-        Some(sessions)
-    } else {
-        None
+        Ok(sessions)
+    };
+    let inline = match probe.eligible() {
+        true => Some(Inline::new(open()?, &shared.labels, probe.cpu_median)),
+        false => None,
+    };
+    let on_runtime = match inline.is_none() && probe.in_process() {
+        true => Some(OnRuntime::new(open()?, &shared.labels, nice)),
+        false => None,
     };
     tracing::info!(
         member = %s.name,
@@ -365,15 +400,11 @@ fn start_inline(
         wall_us = probe.wall_median.as_micros() as u64,
         cpu_share = format!("{:.2}", probe.best_share),
         "{}",
-        match (&sessions, probe.in_process()) {
+        match (&inline, &on_runtime) {
             (Some(_), _) => "the token signs in this process and fast: signing on the connections' threads",
-            (None, true) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads",
-            (None, false) => "signing on signer threads (the token waits for another process or a network)",
+            (None, Some(_)) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads, or on a runtime thread that can be spared",
+            (None, None) => "signing on signer threads (the token waits for another process or a network)",
         }
     );
-    let runs_jobs = sessions.is_none() && probe.in_process();
-    Ok((
-        sessions.map(|sessions| Inline::new(sessions, &shared.labels, probe.cpu_median)),
-        runs_jobs,
-    ))
+    Ok((inline, on_runtime))
 }

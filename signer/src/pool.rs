@@ -370,9 +370,11 @@ impl SignerPool {
     }
 
     /// Run `job`, a full handshake's step that signs (rustls processing the ClientHello),
-    /// on a signer thread of the member that would sign now, whose own session makes
-    /// the signature: for a token that computes in this process but slowly (see
-    /// `offload`), this spares the caller's tokio worker the wait. The future gives the
+    /// with a session of the member that would sign now: for a token that computes in
+    /// this process but slowly (see `offload`), on the calling runtime thread at once if
+    /// another runtime thread stays free to serve the rest (`on_runtime`; the future is
+    /// then ready), else on one of the member's signer threads, which spares the
+    /// caller's tokio worker the wait. The future gives the
     /// job's result; [`Offloaded::Returned`] gives the job back un-run (no member runs
     /// jobs now, or it could not take this one: the caller runs it, and its signature
     /// takes the usual path); [`Offloaded::Lost`] when it waited past the signature

@@ -15,24 +15,119 @@ pub(crate) fn lower_this_thread(nice: u8) {
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as libc::id_t;
-        // getpriority returns -1 both as a value and as an error: clear errno first.
-        // SAFETY: plain system calls on this thread's own id.
-        let current = unsafe {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, tid)
-        };
-        if current == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) {
+        let tid = this_tid();
+        let Some(current) = priority_of(tid) else {
             tracing::debug!(error = %std::io::Error::last_os_error(), "getpriority failed");
             return;
-        }
+        };
         let wanted = (current + i32::from(nice)).min(19);
         // SAFETY: as above.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), wanted, "setpriority failed");
         }
     }
+}
+
+/// The calling thread lowered by a nice value until this is dropped (`on_runtime`: a
+/// runtime thread running a handshake's signing step). Only where [`can_restore`] said
+/// the thread's priority can be given back; with 0 it does nothing.
+pub(crate) struct Lowered {
+    #[cfg(target_os = "linux")]
+    restore: Option<(libc::id_t, i32)>,
+}
+
+impl Lowered {
+    pub(crate) fn this_thread(nice: u8) -> Lowered {
+        #[cfg(target_os = "linux")]
+        {
+            if nice == 0 {
+                return Lowered { restore: None };
+            }
+            let tid = this_tid();
+            let Some(current) = priority_of(tid) else {
+                return Lowered { restore: None };
+            };
+            let wanted = (current + i32::from(nice)).min(19);
+            // SAFETY: a plain system call on this thread's own id.
+            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } == 0;
+            Lowered {
+                restore: set.then_some((tid, current)),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = nice;
+            Lowered {}
+        }
+    }
+}
+
+impl Drop for Lowered {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some((tid, was)) = self.restore {
+            // SAFETY: as above.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, was) } != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "a runtime thread's priority could not be given back");
+            }
+        }
+    }
+}
+
+/// Whether a thread of this process lowered by `nice` can be raised back (root,
+/// `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it); tried once on a thread of its
+/// own, so no thread of the process is left lowered.
+pub(crate) fn can_restore(nice: u8) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::OnceLock;
+        static CAN: OnceLock<bool> = OnceLock::new();
+        nice == 0
+            || *CAN.get_or_init(|| {
+                std::thread::Builder::new()
+                    .name("nice-check".into())
+                    .spawn(move || {
+                        let tid = this_tid();
+                        let Some(before) = priority_of(tid) else {
+                            return false;
+                        };
+                        let lowered = Lowered::this_thread(nice);
+                        let Some((_, was)) = lowered.restore else {
+                            return false;
+                        };
+                        std::mem::forget(lowered);
+                        // SAFETY: a plain system call on this thread's own id.
+                        let back = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, was) };
+                        back == 0 && priority_of(tid) == Some(before)
+                    })
+                    .ok()
+                    .and_then(|t| t.join().ok())
+                    .unwrap_or(false)
+            })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        false
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn this_tid() -> libc::id_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as libc::id_t }
+}
+
+/// A thread's nice value (`getpriority` returns -1 both as a value and as an error:
+/// errno tells them apart).
+#[cfg(target_os = "linux")]
+fn priority_of(tid: libc::id_t) -> Option<i32> {
+    // SAFETY: plain system calls on a thread id.
+    let value = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, tid)
+    };
+    (value != -1 || std::io::Error::last_os_error().raw_os_error() == Some(0)).then_some(value)
 }
 
 #[cfg(test)]
@@ -57,5 +152,31 @@ mod tests {
         .unwrap();
         assert_eq!(inside, expected);
         assert_eq!(nice_of(main), before, "the calling thread only");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn lowered_for_a_while_then_given_back_where_allowed() {
+        let can = super::can_restore(5);
+        let (before, during, after) = std::thread::spawn(move || {
+            let tid = super::this_tid();
+            let before = super::priority_of(tid).unwrap();
+            let during = {
+                let _l = super::Lowered::this_thread(if can { 5 } else { 0 });
+                super::priority_of(tid).unwrap()
+            };
+            (before, during, super::priority_of(tid).unwrap())
+        })
+        .join()
+        .unwrap();
+        if can {
+            assert_eq!(during, (before + 5).min(19));
+        } else {
+            assert_eq!(
+                during, before,
+                "not lowered where it could not be given back"
+            );
+        }
+        assert_eq!(after, before, "given back");
     }
 }

@@ -258,6 +258,92 @@ fn rsa_in_the_process_runs_handshake_steps_on_its_signer_threads() {
     settle();
 }
 
+/// Called from a task of a multi-thread runtime, a step runs on that runtime thread with
+/// a session of the member's own (`on_runtime`), while at least one runtime thread stays
+/// free: never more steps at once on runtime threads than the runtime has threads less
+/// one; the rest go to the signer threads; with one runtime thread, all of them do.
+#[test]
+fn rsa_steps_run_on_a_runtime_thread_that_can_be_spared() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NOW: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+    let pool = SignerPool::start(&settings("object=rsa", 2, 64)).expect("pool");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    for workers in [1, 2, 3] {
+        MOST.store(0, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("rt-worker")
+            .build()
+            .expect("runtime");
+        let threads: Vec<String> = rt.block_on(async {
+            let tasks: Vec<_> = (0..12)
+                .map(|i| {
+                    let p = pool.clone();
+                    tokio::spawn(async move {
+                        let signer = p.clone();
+                        let spki = p.spki().to_vec();
+                        let message = format!("handshake {i}");
+                        let step = p.offload(move || {
+                            let thread = std::thread::current()
+                                .name()
+                                .unwrap_or_default()
+                                .to_string();
+                            let here = thread == "rt-worker";
+                            if here {
+                                let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                                MOST.fetch_max(now, Ordering::SeqCst);
+                            }
+                            let sig = signer.sign(scheme, message.as_bytes());
+                            // Long enough for the other tasks to come while it runs.
+                            std::thread::sleep(Duration::from_millis(5));
+                            if here {
+                                NOW.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            (thread, message, sig)
+                        });
+                        let Ok((thread, message, sig)) = step.await else {
+                            panic!("a step did not run");
+                        };
+                        assert!(verify(
+                            &spki,
+                            scheme,
+                            message.as_bytes(),
+                            &sig.expect("signed")
+                        ));
+                        thread
+                    })
+                })
+                .collect();
+            let mut threads = Vec::new();
+            for t in tasks {
+                threads.push(t.await.expect("task"));
+            }
+            threads
+        });
+        let here = threads.iter().filter(|t| *t == "rt-worker").count();
+        assert!(
+            threads
+                .iter()
+                .all(|t| t == "rt-worker" || t.starts_with("sign-")),
+            "{threads:?}"
+        );
+        if workers == 1 {
+            assert_eq!(here, 0, "one runtime thread: none to spare");
+        } else {
+            assert!(here >= 1, "{workers} runtime threads: {threads:?}");
+            let most = MOST.load(Ordering::SeqCst);
+            assert!(
+                most < workers,
+                "{most} steps at once on {workers} runtime threads"
+            );
+        }
+        assert_eq!(pool.in_flight(), 0);
+    }
+    drop(pool);
+    settle();
+}
+
 /// Steps a member cannot take (its queue full) come back un-run to their caller, who
 /// signs by the usual path: none is lost. A token that signs inline (SoftHSM's P-256)
 /// takes none.

@@ -98,14 +98,15 @@ impl Group {
         Some((i, lives[i].clone()?))
     }
 
-    /// Queue a handshake's signing step (`offload`) on the member that would sign now,
-    /// if its signer threads run such jobs; else give it back.
+    /// Run a handshake's signing step (`offload`) with the member that would sign now:
+    /// on this runtime thread if one can be spared (`on_runtime`), else queued for its
+    /// signer threads, if it runs such jobs; else give it back.
     pub(crate) fn submit_job(&self, job: crate::offload::Job) -> Result<(), crate::offload::Job> {
         let Some(&scheme) = self.schemes.first() else {
             return Err(job);
         };
         match self.pick(scheme, &vec![false; self.members.len()], false) {
-            Some((_, live)) => live.submit_job(job),
+            Some((_, live)) => live.run_job_here(job).or_else(|job| live.submit_job(job)),
             None => Err(job),
         }
     }
