@@ -28,14 +28,14 @@
 //! thread's: a call that hangs fences the member, so that no further signature goes
 //! there, but the caller's thread stays in that call until it returns (the price of
 //! having no hand-off; the probe makes it unlikely). A new generation probes again.
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cpu_time::thread_cpu_time;
 use crate::error::SignerError;
 use crate::scheme::SignOp;
-use crate::worker::{self, Conn, Meters, Shared, Slot};
+use crate::worker::{self, Conn, IdleSessions, Meters, Shared, Slot};
 
 /// The longest median call that may run on the caller's thread.
 pub(crate) const MAX_CALL: Duration = Duration::from_micros(400);
@@ -122,8 +122,7 @@ fn median(v: &mut [Duration]) -> Duration {
 
 /// A member's sessions for signing on callers' threads.
 pub(crate) struct Inline {
-    /// Idle sessions, each with the busy mark it carries while in a call.
-    sessions: Mutex<Vec<(Conn, Arc<Slot>)>>,
+    sessions: IdleSessions,
     on: AtomicBool,
     /// Moving average of the calls' CPU time on the calling thread, nanoseconds.
     average_ns: AtomicU64,
@@ -139,7 +138,7 @@ impl Inline {
         typical: Duration,
     ) -> Inline {
         Inline {
-            sessions: Mutex::new(sessions),
+            sessions: IdleSessions::new(sessions),
             on: AtomicBool::new(true),
             average_ns: AtomicU64::new(typical.as_nanos() as u64),
             meters: Meters::new(labels),
@@ -153,10 +152,7 @@ impl Inline {
 
     /// The sessions' busy marks, for the supervisor.
     pub(crate) fn marks(&self) -> Vec<Arc<Slot>> {
-        self.lock()
-            .iter()
-            .map(|(_, slot)| Arc::clone(slot))
-            .collect()
+        self.sessions.marks()
     }
 
     /// Add one call to the moving average; true when the average is now over
@@ -185,7 +181,7 @@ impl Inline {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
-        let (conn, slot) = self.lock().pop()?;
+        let (conn, slot) = self.sessions.take()?;
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let (result, took) = worker::sign_marked(
             &conn.session,
@@ -208,13 +204,8 @@ impl Inline {
         }
         // Fenced while in the call: the generation counted this session as abandoned.
         slot.call_returned(&shared.abandoned);
-        self.lock().push((conn, slot));
+        self.sessions.put_back((conn, slot));
         Some(result)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Arc<Slot>)>> {
-        // The critical sections are a push or a pop: a poisoned lock holds valid state.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -20,6 +20,10 @@
 //! held: under a flood of 500 connections with admission off, 8 threads and 54 MB of
 //! resident memory instead of 511 and 1.2 GB.
 //!
+//! Where a runtime thread can be spared, the step runs on the connection's own thread
+//! instead, with a session of the member's (`on_runtime`): no hand-off at all. The
+//! signer threads take the steps that find none to spare.
+//!
 //! Which members: the probe at start (`inline`) sees that the token computes in the
 //! process (the calling thread stays on the CPU through a call) and that a call costs
 //! more than signing on the connection's thread allows. A member behind a socket (a

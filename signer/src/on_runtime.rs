@@ -25,14 +25,14 @@
 //!
 //! A hung call cannot happen to such a token (it computes; the probe saw it), but the
 //! sessions carry the same busy marks as the signer threads', which the supervisor reads.
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use metrics::Counter;
 
 use crate::offload::{Here, Job};
 use crate::priority;
-use crate::worker::{Conn, Meters, Shared, Slot};
+use crate::worker::{Conn, IdleSessions, Meters, Shared, Slot};
 
 /// Runtime threads of this process inside a step now (all pools).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -68,8 +68,7 @@ impl Drop for Turn {
 
 /// A member's sessions for steps run on runtime threads.
 pub(crate) struct OnRuntime {
-    /// Idle sessions, each with the busy mark it carries while in a call.
-    sessions: Mutex<Vec<(Conn, Arc<Slot>)>>,
+    sessions: IdleSessions,
     on: AtomicBool,
     meters: Meters,
     /// `hsmgate_signer_handshake_jobs_total{result="ran_inline"}`.
@@ -85,7 +84,7 @@ impl OnRuntime {
         nice: u8,
     ) -> Self {
         OnRuntime {
-            sessions: Mutex::new(sessions),
+            sessions: IdleSessions::new(sessions),
             on: AtomicBool::new(true),
             meters: Meters::new(labels),
             ran: metrics::counter!(
@@ -98,10 +97,7 @@ impl OnRuntime {
 
     /// The sessions' busy marks, for the supervisor.
     pub(crate) fn marks(&self) -> Vec<Arc<Slot>> {
-        self.lock()
-            .iter()
-            .map(|(_, slot)| Arc::clone(slot))
-            .collect()
+        self.sessions.marks()
     }
 
     /// No more steps here (the generation is retired).
@@ -118,7 +114,7 @@ impl OnRuntime {
         let Some(turn) = Turn::take() else {
             return Err(job);
         };
-        let Some((conn, slot)) = self.lock().pop() else {
+        let Some((conn, slot)) = self.sessions.take() else {
             return Err(job);
         };
         let Conn {
@@ -152,13 +148,8 @@ impl OnRuntime {
             key,
             module,
         };
-        self.lock().push((conn, slot));
+        self.sessions.put_back((conn, slot));
         Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Arc<Slot>)>> {
-        // The critical sections are a push or a pop: a poisoned lock holds valid state.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -124,6 +124,39 @@ impl Meters {
     }
 }
 
+/// Sessions signing on callers' threads (`inline`, `on_runtime`), each idle one with the
+/// busy mark it carries while in a call.
+pub(crate) struct IdleSessions(std::sync::Mutex<Vec<(Conn, Arc<Slot>)>>);
+
+impl IdleSessions {
+    pub(crate) fn new(sessions: Vec<(Conn, Arc<Slot>)>) -> IdleSessions {
+        IdleSessions(std::sync::Mutex::new(sessions))
+    }
+
+    /// An idle session, if there is one.
+    pub(crate) fn take(&self) -> Option<(Conn, Arc<Slot>)> {
+        self.lock().pop()
+    }
+
+    /// A session back after its call.
+    pub(crate) fn put_back(&self, session: (Conn, Arc<Slot>)) {
+        self.lock().push(session);
+    }
+
+    /// The sessions' busy marks, for the supervisor (taken while all are idle).
+    pub(crate) fn marks(&self) -> Vec<Arc<Slot>> {
+        self.lock()
+            .iter()
+            .map(|(_, slot)| Arc::clone(slot))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Arc<Slot>)>> {
+        // The critical sections are a push or a pop: a poisoned lock holds valid state.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A worker's busy mark, read by the supervisor.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
