@@ -24,7 +24,7 @@
 //!   and fast (a software token's ECDSA), `offload` a handshake's signing step run on
 //!   a signer thread for a token that computes in the process but slowly (a software
 //!   token's RSA), `on_runtime` the same step on the connection's runtime thread where
-//!   another runtime thread stays free, `cpu_time` the calling thread's CPU clock (the probe's and each
+//!   half the runtime threads stay free, `cpu_time` the calling thread's CPU clock (the probe's and each
 //!   signature's CPU cost).
 //! - `module`: load and initialise a PKCS#11 module; `token`: find the token and key an
 //!   RFC 7512 URI names, log in, read the public key; `scheme`: TLS signature schemes ↔

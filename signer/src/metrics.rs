@@ -59,7 +59,7 @@ pub const INLINE: &str = "hsmgate_signer_inline";
 pub const JOBS: &str = "hsmgate_signer_handshake_jobs";
 /// Counter: full handshakes' signing steps for the member, by result (`ran` on a
 /// signer thread; `ran_inline` on the connection's runtime thread with a session of the
-/// member's, while another runtime thread stays free; `returned` to the connection's
+/// member's, while half the runtime threads stay free; `returned` to the connection's
 /// task, which then signs by the usual path; `expired` after waiting past the signature
 /// deadline).
 pub const JOBS_TOTAL: &str = "hsmgate_signer_handshake_jobs_total";

@@ -1,6 +1,6 @@
 //! A full handshake's signing step run on the connection's own runtime thread, for a
-//! token that computes in this process but slowly (a software token's RSA), while
-//! another runtime thread stays free to serve everything else.
+//! token that computes in this process but slowly (a software token's RSA), while at
+//! least half the runtime threads stay free to serve everything else.
 //!
 //! `offload` moved that step (rustls processing the ClientHello: key exchange,
 //! signature, the server's first flight) to a signer thread, so that no thread waits per
@@ -11,10 +11,12 @@
 //! on the runtime thread, with a session of the member's own, as a key in a file signs
 //! (and nginx + libp11 always do). What that must not cost is the latency of
 //! established connections: a runtime thread inside a 1–2 ms signature polls nothing
-//! else. So at most one runtime thread fewer than the runtime has runs such a step at
-//! a time ([`spare`]); a handshake that finds none to spare, or no idle session here,
-//! queues its step for a signer thread as before. With one runtime thread (nginx's
-//! `worker_processes 1`) nothing runs here.
+//! else. So at most half the runtime's threads (rounded down) run such a step at a time
+//! ([`spare`]): one of the default two on a machine of one or two CPUs, four of eight;
+//! the others keep every established connection served under a flood of handshakes. A
+//! handshake that finds none to spare, or no idle session here, queues its step for a
+//! signer thread as before. With one runtime thread (nginx's `worker_processes 1`)
+//! nothing runs here.
 //!
 //! Priority: the signer threads run below the threads serving connections
 //! (`priority`). A runtime thread running a step lowers itself to the signer threads'
@@ -37,11 +39,11 @@ use crate::worker::{Conn, IdleSessions, Meters, Shared, Slot};
 /// Runtime threads of this process inside a step now (all pools).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// How many runtime threads may run a step at once: all but one of the runtime's
-/// threads; none outside a multi-thread tokio runtime.
+/// How many runtime threads may run a step at once: half the runtime's threads, rounded
+/// down; none outside a multi-thread tokio runtime.
 fn spare() -> usize {
     tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers().saturating_sub(1))
+        .map(|h| h.metrics().num_workers() / 2)
         .unwrap_or(0)
 }
 
@@ -172,15 +174,15 @@ mod tests {
     }
 
     #[test]
-    fn all_runtime_threads_but_one_may_take_a_turn() {
+    fn half_the_runtime_threads_may_take_a_turn() {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(3)
+            .worker_threads(5)
             .build()
             .expect("runtime");
         rt.block_on(async {
             let a = Turn::take().expect("first");
             let b = Turn::take().expect("second");
-            assert!(Turn::take().is_none(), "the third thread stays free");
+            assert!(Turn::take().is_none(), "three of five threads stay free");
             drop(a);
             let c = Turn::take().expect("one given back");
             drop((b, c));

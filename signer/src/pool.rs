@@ -372,7 +372,7 @@ impl SignerPool {
     /// Run `job`, a full handshake's step that signs (rustls processing the ClientHello),
     /// with a session of the member that would sign now: for a token that computes in
     /// this process but slowly (see `offload`), on the calling runtime thread at once if
-    /// another runtime thread stays free to serve the rest (`on_runtime`; the future is
+    /// half the runtime threads stay free to serve the rest (`on_runtime`; the future is
     /// then ready), else on one of the member's signer threads, which spares the
     /// caller's tokio worker the wait. The future gives the
     /// job's result; [`Offloaded::Returned`] gives the job back un-run (no member runs

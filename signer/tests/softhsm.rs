@@ -259,9 +259,9 @@ fn rsa_in_the_process_runs_handshake_steps_on_its_signer_threads() {
 }
 
 /// Called from a task of a multi-thread runtime, a step runs on that runtime thread with
-/// a session of the member's own (`on_runtime`), while at least one runtime thread stays
-/// free: never more steps at once on runtime threads than the runtime has threads less
-/// one; the rest go to the signer threads; with one runtime thread, all of them do.
+/// a session of the member's own (`on_runtime`), while at least half the runtime threads
+/// stay free: never more steps at once on runtime threads than half the runtime's
+/// threads; the rest go to the signer threads; with one runtime thread, all of them do.
 #[test]
 fn rsa_steps_run_on_a_runtime_thread_that_can_be_spared() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -269,7 +269,7 @@ fn rsa_steps_run_on_a_runtime_thread_that_can_be_spared() {
     static MOST: AtomicUsize = AtomicUsize::new(0);
     let pool = SignerPool::start(&settings("object=rsa", 2, 64)).expect("pool");
     let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
-    for workers in [1, 2, 3] {
+    for workers in [1, 2, 4] {
         MOST.store(0, Ordering::SeqCst);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -334,7 +334,7 @@ fn rsa_steps_run_on_a_runtime_thread_that_can_be_spared() {
             assert!(here >= 1, "{workers} runtime threads: {threads:?}");
             let most = MOST.load(Ordering::SeqCst);
             assert!(
-                most < workers,
+                most <= workers / 2,
                 "{most} steps at once on {workers} runtime threads"
             );
         }

@@ -2,7 +2,7 @@
 //! token that computes in the process and fast (SoftHSM's P-256) signs there; a slow
 //! operation (SoftHSM's RSA-2048) keeps the signer threads, and the whole signing step
 //! of each full handshake (rustls' processing of the ClientHello) runs on a runtime
-//! thread that can be spared (another stays free) or else on a signer thread, so that
+//! thread that can be spared (half of them stay free) or else on a signer thread, so that
 //! no runtime thread waits; a token behind another process (p11-kit's server, in
 //! `frozen_token`) keeps the signer threads and signature hand-offs, whatever its speed;
 //! the setting turns both off.
@@ -114,7 +114,7 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         cpu / calls * 1e6
     );
     // The handshakes' signing steps ran with the member's sessions, and said so: on a
-    // runtime thread while the other stayed free (`ran_inline`), else on the signer
+    // runtime thread while half of them stayed free (`ran_inline`), else on the signer
     // threads (`ran`).
     assert!(
         status.contains("\"handshake_jobs\": true"),
