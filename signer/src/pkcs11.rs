@@ -293,7 +293,7 @@ impl Backend for Pkcs11Backend {
                 });
             }
         }
-        let (inline, on_runtime) = match ctx.group.admission.inline_signing {
+        let (inline, runs_jobs, on_runtime) = match ctx.group.admission.inline_signing {
             true => start_inline(
                 &conns[0],
                 &token,
@@ -302,9 +302,8 @@ impl Backend for Pkcs11Backend {
                 s,
                 ctx.group.admission.signer_nice,
             )?,
-            false => (None, None),
+            false => (None, false, None),
         };
-        let runs_jobs = on_runtime.is_some();
         metrics::gauge!(m::INLINE, shared.labels.clone())
             .set(f64::from(u8::from(inline.is_some())));
         metrics::gauge!(m::JOBS, shared.labels.clone()).set(f64::from(u8::from(runs_jobs)));
@@ -362,9 +361,11 @@ impl Backend for Pkcs11Backend {
 
 /// Probe whether the member may sign on callers' threads (`inline`), and if so open its
 /// sessions for that (as many as it has signer threads); else whether it computes in the
-/// process, slowly: then its signer threads run handshakes' signing steps (`offload`),
-/// and so do runtime threads that can be spared, with sessions of their own
-/// (`on_runtime`, as many as it has signer threads).
+/// process, slowly: then its signer threads run handshakes' signing steps (`offload`,
+/// the `bool`), and so do runtime threads that can be spared, with sessions of their own
+/// (`on_runtime`, as many as it has signer threads), where such a thread can take the
+/// signer threads' lower priority for the step and give it back (or that is 0): a step at
+/// the runtime's priority would come before established connections under a flood.
 fn start_inline(
     first: &Conn,
     token: &Token,
@@ -372,7 +373,7 @@ fn start_inline(
     (op, message): (SignOp, &[u8]),
     s: &MemberSettings,
     nice: u8,
-) -> Result<(Option<Inline>, Option<OnRuntime>), SignerError> {
+) -> Result<(Option<Inline>, bool, Option<OnRuntime>), SignerError> {
     let probe = inline::probe(first, shared, op, message)?;
     let open = || -> Result<Vec<(Conn, Arc<Slot>)>, SignerError> {
         let mut sessions = Vec::new();
@@ -390,7 +391,8 @@ fn start_inline(
         true => Some(Inline::new(open()?, &shared.labels, probe.cpu_median)),
         false => None,
     };
-    let on_runtime = match inline.is_none() && probe.in_process() {
+    let runs_jobs = inline.is_none() && probe.in_process();
+    let on_runtime = match runs_jobs && crate::priority::can_restore(nice) {
         true => Some(OnRuntime::new(open()?, &shared.labels, nice)),
         false => None,
     };
@@ -400,11 +402,12 @@ fn start_inline(
         wall_us = probe.wall_median.as_micros() as u64,
         cpu_share = format!("{:.2}", probe.best_share),
         "{}",
-        match (&inline, &on_runtime) {
-            (Some(_), _) => "the token signs in this process and fast: signing on the connections' threads",
-            (None, Some(_)) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads, or on a runtime thread that can be spared",
-            (None, None) => "signing on signer threads (the token waits for another process or a network)",
+        match (&inline, runs_jobs, &on_runtime) {
+            (Some(_), _, _) => "the token signs in this process and fast: signing on the connections' threads",
+            (None, true, Some(_)) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads, or on a runtime thread that can be spared",
+            (None, true, None) => "the token signs in this process, slowly: handshakes' signing steps run on signer threads (not on runtime threads: this process cannot give a thread's priority back)",
+            (None, false, _) => "signing on signer threads (the token waits for another process or a network)",
         }
     );
-    Ok((inline, on_runtime))
+    Ok((inline, runs_jobs, on_runtime))
 }

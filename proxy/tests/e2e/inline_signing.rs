@@ -18,13 +18,24 @@ use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstrea
 /// of a slow machine's SoftHSM are more than admission lets wait, and these tests are
 /// about where signatures are made, not about shedding (`admission.rs` is).
 async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, String, String) {
+    handshakes_under(key, admission, n, &[]).await
+}
+
+/// As [`handshakes_with`], hsmgate started under `wrapper` (see `ProxyProcess::start_under`).
+async fn handshakes_under(
+    key: KeyType,
+    admission: &str,
+    n: usize,
+    wrapper: &[&str],
+) -> (String, String, String) {
     let token = TestToken::new(key);
     let upstream = start_upstream("echo");
     let config = format!(
         "{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n[admission]\nenabled = false\n{admission}\n",
         config_for(&token, upstream, "sessions = 2")
     );
-    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let proxy =
+        ProxyProcess::start_under(token.path(), &config, &[], wrapper).expect("hsmgate starts");
     let client = client_config(&token.ca_pem, &[b"http/1.1"]);
     for _ in 0..n.div_ceil(8) {
         let batch: Vec<_> = (0..8)
@@ -174,6 +185,47 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
     assert!(
         !log.contains("signing on the connections' threads"),
         "{log}"
+    );
+}
+
+/// A runtime thread runs a slow token's signing step only at the signer threads' lower
+/// priority, which it must be able to give back afterwards: a process that cannot raise
+/// a thread's priority again (no `CAP_SYS_NICE`, as in a non-root container) keeps every
+/// step on the signer threads, and says why; with `signer_nice = 0` there is nothing to
+/// give back and the runtime threads run them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_priority_to_give_back_the_steps_stay_on_the_signer_threads() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    // Root drops the capability; any other user has none (unless RLIMIT_NICE allows
+    // raising priorities, which the test machines do not set).
+    let wrapper: &[&str] = match root {
+        true => &["setpriv", "--bounding-set=-sys_nice"],
+        false => &[],
+    };
+    let steps = |metrics: &str, result: &str| {
+        metric(
+            metrics,
+            "hsmgate_signer_handshake_jobs_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    let (metrics, _, log) = handshakes_under(KeyType::Rsa2048, "", 8, wrapper).await;
+    let (ran, inline) = (steps(&metrics, "ran"), steps(&metrics, "ran_inline"));
+    assert!(
+        ran >= 8.0 && inline == 0.0,
+        "{ran} on signer threads, {inline} on runtime threads\n{metrics}\n{log}"
+    );
+    assert!(
+        log.contains("cannot give a thread's priority back"),
+        "{log}"
+    );
+    let (metrics, _, log) = handshakes_under(KeyType::Rsa2048, "signer_nice = 0", 8, wrapper).await;
+    assert!(
+        steps(&metrics, "ran_inline") >= 1.0,
+        "signer_nice = 0: nothing to give back\n{metrics}\n{log}"
     );
 }
 

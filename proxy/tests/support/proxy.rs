@@ -66,8 +66,27 @@ impl ProxyProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Result<ProxyProcess, String> {
+        Self::start_under(dir, config, env, &[])
+    }
+
+    /// As [`start_with_env`](Self::start_with_env), under `wrapper` (a program and its
+    /// arguments that exec hsmgate in the same process, e.g. `setpriv …`).
+    pub fn start_under(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<ProxyProcess, String> {
         let (path, log) = write_config(dir, config);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsmgate"));
+        let hsmgate = env!("CARGO_BIN_EXE_hsmgate");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(hsmgate);
+                cmd
+            }
+            None => Command::new(hsmgate),
+        };
         cmd.arg("-c")
             .arg(&path)
             .env("RUST_LOG", "info")
