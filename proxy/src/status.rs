@@ -111,8 +111,8 @@ pub struct MemberView {
     /// fast) rather than on signer threads.
     #[serde(default)]
     pub signs_inline: bool,
-    /// Its signer threads run full handshakes' signing steps (a token that computes in
-    /// the process, slowly).
+    /// Full handshakes' signing steps run with its sessions, on its signer threads or a
+    /// spare runtime thread (a token that computes in the process, slowly).
     #[serde(default)]
     pub handshake_jobs: bool,
 }

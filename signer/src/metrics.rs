@@ -54,8 +54,9 @@ pub const RETRIES: &str = "hsmgate_signer_retries_total";
 /// Gauge: 1 when the member signs on the connections' threads (a token that computes in
 /// the process and fast), 0 when on signer threads.
 pub const INLINE: &str = "hsmgate_signer_inline";
-/// Gauge: 1 when the member's signer threads run full handshakes' signing steps (a token
-/// that computes in the process, slowly), 0 otherwise.
+/// Gauge: 1 when full handshakes' signing steps run with the member's sessions, on its
+/// signer threads or a spare runtime thread (a token that computes in the process,
+/// slowly), 0 otherwise.
 pub const JOBS: &str = "hsmgate_signer_handshake_jobs";
 /// Counter: full handshakes' signing steps for the member, by result (`ran` on a
 /// signer thread; `ran_inline` on the connection's runtime thread with a session of the
@@ -119,7 +120,7 @@ pub fn describe() {
     );
     metrics::describe_gauge!(
         JOBS,
-        "1 when the member's signer threads run full handshakes' signing steps"
+        "1 when full handshakes' signing steps run with the member's sessions (signer threads or a spare runtime thread)"
     );
     metrics::describe_counter!(
         JOBS_TOTAL,

@@ -314,8 +314,8 @@ pub struct MemberStatus {
     /// Whether it signs on the connections' threads (a token that computes in the
     /// process and fast) rather than on its signer threads.
     pub signs_inline: bool,
-    /// Whether its signer threads run full handshakes' signing steps (a token that
-    /// computes in the process, slowly).
+    /// Whether full handshakes' signing steps run with its sessions, on its signer
+    /// threads or a spare runtime thread (a token that computes in the process, slowly).
     pub handshake_jobs: bool,
 }
 
