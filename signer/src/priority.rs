@@ -21,7 +21,7 @@ pub(crate) fn lower_this_thread(nice: u8) {
             return;
         };
         let wanted = (current + i32::from(nice)).min(19);
-        // SAFETY: as above.
+        // SAFETY: a plain system call on this thread's own id.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), wanted, "setpriority failed");
         }
