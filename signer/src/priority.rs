@@ -10,22 +10,26 @@
 /// Add `nice` to the calling thread's nice value (capped at 19). A failure is logged
 /// once per thread at debug level and otherwise ignored: the thread still signs.
 pub(crate) fn lower_this_thread(nice: u8) {
-    if nice == 0 {
-        return;
-    }
     #[cfg(target_os = "linux")]
-    {
-        let tid = this_tid();
-        let Some(current) = priority_of(tid) else {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "getpriority failed");
-            return;
-        };
-        let wanted = (current + i32::from(nice)).min(19);
-        // SAFETY: a plain system call on this thread's own id.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), wanted, "setpriority failed");
-        }
+    if let Err(e) = lower(nice) {
+        tracing::debug!(error = %e, nice, "lowering the thread's priority failed");
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// Lower the calling thread by `nice` (capped at 19); the thread and its nice value
+/// before, to give back (`None` with 0: nothing changed).
+#[cfg(target_os = "linux")]
+fn lower(nice: u8) -> std::io::Result<Option<(libc::id_t, i32)>> {
+    if nice == 0 {
+        return Ok(None);
+    }
+    let tid = this_tid();
+    let current = priority_of(tid).ok_or_else(std::io::Error::last_os_error)?;
+    let wanted = (current + i32::from(nice)).min(19);
+    set_priority(tid, wanted)?;
+    Ok(Some((tid, current)))
 }
 
 /// The calling thread lowered by a nice value until this is dropped (`on_runtime`: a
@@ -40,18 +44,8 @@ impl Lowered {
     pub(crate) fn this_thread(nice: u8) -> Lowered {
         #[cfg(target_os = "linux")]
         {
-            if nice == 0 {
-                return Lowered { restore: None };
-            }
-            let tid = this_tid();
-            let Some(current) = priority_of(tid) else {
-                return Lowered { restore: None };
-            };
-            let wanted = (current + i32::from(nice)).min(19);
-            // SAFETY: a plain system call on this thread's own id.
-            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } == 0;
             Lowered {
-                restore: set.then_some((tid, current)),
+                restore: lower(nice).ok().flatten(),
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -65,11 +59,10 @@ impl Lowered {
 impl Drop for Lowered {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
-        if let Some((tid, was)) = self.restore {
-            // SAFETY: as above.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, was) } != 0 {
-                tracing::warn!(error = %std::io::Error::last_os_error(), "a runtime thread's priority could not be given back");
-            }
+        if let Some((tid, was)) = self.restore
+            && let Err(e) = set_priority(tid, was)
+        {
+            tracing::warn!(error = %e, "a runtime thread's priority could not be given back");
         }
     }
 }
@@ -86,19 +79,11 @@ pub(crate) fn can_restore(nice: u8) -> bool {
             || *CAN.get_or_init(|| {
                 std::thread::Builder::new()
                     .name("nice-check".into())
-                    .spawn(move || {
-                        let tid = this_tid();
-                        let Some(before) = priority_of(tid) else {
-                            return false;
-                        };
-                        let lowered = Lowered::this_thread(nice);
-                        let Some((_, was)) = lowered.restore else {
-                            return false;
-                        };
-                        std::mem::forget(lowered);
-                        // SAFETY: a plain system call on this thread's own id.
-                        let back = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, was) };
-                        back == 0 && priority_of(tid) == Some(before)
+                    .spawn(move || match lower(nice) {
+                        Ok(Some((tid, was))) => {
+                            set_priority(tid, was).is_ok() && priority_of(tid) == Some(was)
+                        }
+                        _ => false,
                     })
                     .ok()
                     .and_then(|t| t.join().ok())
@@ -128,6 +113,16 @@ fn priority_of(tid: libc::id_t) -> Option<i32> {
         libc::getpriority(libc::PRIO_PROCESS, tid)
     };
     (value != -1 || std::io::Error::last_os_error().raw_os_error() == Some(0)).then_some(value)
+}
+
+/// Set a thread's nice value.
+#[cfg(target_os = "linux")]
+fn set_priority(tid: libc::id_t, nice: i32) -> std::io::Result<()> {
+    // SAFETY: a plain system call on a thread id of this process.
+    match unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,16 @@ async fn handshakes_with(key: KeyType, admission: &str, n: usize) -> (String, St
     handshakes_under(key, admission, n, &[]).await
 }
 
+/// Full handshakes' signing steps counted with `result` (`ran` on signer threads,
+/// `ran_inline` on runtime threads) in a /metrics page.
+fn steps(metrics: &str, result: &str) -> f64 {
+    metric(
+        metrics,
+        "hsmgate_signer_handshake_jobs_total",
+        &[&format!("result=\"{result}\"")],
+    )
+}
+
 /// As [`handshakes_with`], hsmgate started under `wrapper` (see `ProxyProcess::start_under`).
 async fn handshakes_under(
     key: KeyType,
@@ -136,13 +146,6 @@ async fn a_slow_operation_or_the_setting_keeps_the_signer_threads() {
         1.0,
         "{metrics}\n{log}"
     );
-    let steps = |metrics: &str, result: &str| {
-        metric(
-            metrics,
-            "hsmgate_signer_handshake_jobs_total",
-            &[&format!("result=\"{result}\"")],
-        )
-    };
     let (ran, inline) = (steps(&metrics, "ran"), steps(&metrics, "ran_inline"));
     assert!(
         ran + inline >= 8.0,
@@ -204,13 +207,6 @@ async fn without_a_priority_to_give_back_the_steps_stay_on_the_signer_threads() 
     let wrapper: &[&str] = match root {
         true => &["setpriv", "--bounding-set=-sys_nice"],
         false => &[],
-    };
-    let steps = |metrics: &str, result: &str| {
-        metric(
-            metrics,
-            "hsmgate_signer_handshake_jobs_total",
-            &[&format!("result=\"{result}\"")],
-        )
     };
     let (metrics, _, log) = handshakes_under(KeyType::Rsa2048, "", 8, wrapper).await;
     let (ran, inline) = (steps(&metrics, "ran"), steps(&metrics, "ran_inline"));
@@ -316,14 +312,11 @@ fn a_hello_retry_is_signed_under_the_same_admission() {
         "{metrics}"
     );
     // One step, wherever it ran (on a runtime thread that could be spared, here).
-    let ran = |result: &str| {
-        metric(
-            &metrics,
-            "hsmgate_signer_handshake_jobs_total",
-            &[&format!("result=\"{result}\"")],
-        )
-    };
-    assert_eq!(ran("ran") + ran("ran_inline"), 1.0, "{metrics}");
+    assert_eq!(
+        steps(&metrics, "ran") + steps(&metrics, "ran_inline"),
+        1.0,
+        "{metrics}"
+    );
     let ok = metric(
         &metrics,
         "hsmgate_signer_operations_total",
