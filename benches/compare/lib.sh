@@ -130,7 +130,8 @@ start_nginx_instance() {
 
 # token_toml [EXTRA]: hsmgate's TOML for the comparison's token key ($WORK/rsa-token.crt,
 # token "proxy", PIN in $WORK/pin, module $MODULE with $SOFTHSM2_CONF), TLS 1.2 + 1.3 on
-# PORT_HSMGATE, everything proxied to PORT_UP; EXTRA (TOML lines) goes before [shutdown].
+# PORT_HSMGATE, everything proxied to PORT_UP, keep-alive connections not closed after
+# 1000 requests (as the nginx servers beside it); EXTRA (TOML lines) goes before [shutdown].
 token_toml() {
   cat <<EOT
 [[listener]]
@@ -145,6 +146,8 @@ sessions = 4
 env = { SOFTHSM2_CONF = "$SOFTHSM2_CONF" }
 [upstream]
 address = "127.0.0.1:$PORT_UP"
+[limits]
+keepalive_requests = 1000000
 ${1:-}
 [shutdown]
 grace_ms = 500

@@ -19,7 +19,7 @@
 //! | session lifetime | [`SESSION_TIMEOUT`] = 5 min | `tls.session_timeout_ms`, nginx's `ssl_session_timeout` |
 //! | client certificates | asked for and required (`on`) when CAs are given, else not asked for; depth 1 | `tls.client_certificate`, `tls.verify_client`, `tls.verify_depth`; nginx's `ssl_verify_client` (default `off` even with CAs), `ssl_verify_depth` |
 //! | TLS handshake (connection → handshake done) | [`HANDSHAKE_TIMEOUT`] = 10 s | `limits.handshake_timeout_ms`, nginx's `ssl_handshake_timeout` |
-//! | client limits: head and body timeouts, header buffers, HTTP/2 streams, keep-alive | nginx's ([`ClientLimits::default`](crate::nginx::ClientLimits)) | `[limits]`, nginx's `client_*`, `large_client_header_buffers`, `http2_max_concurrent_streams`, `keepalive_timeout` |
+//! | client limits: head and body timeouts, header buffers, HTTP/2 streams, keep-alive | nginx's ([`ClientLimits::default`](crate::nginx::ClientLimits)) | `[limits]`, nginx's `client_*`, `large_client_header_buffers`, `http2_max_concurrent_streams`, `keepalive_timeout`, `keepalive_requests`, `keepalive_time` |
 //! | pid file of nginx configurations | [`PID_FILE`] | nginx's `pid` |
 //! | admission control | [`Admission::default`](crate::Admission) | `[admission]`, `HSMGATE_ADMISSION*` |
 //! | async runtime threads | one per CPU the process may use, at least [`MIN_RUNTIME_THREADS`] = 2 | `[runtime] threads`, nginx's `worker_processes N` (`auto`: this default) |

@@ -53,7 +53,7 @@
 //!   `proxy_pass_header` (upstream response headers hidden besides nginx's defaults,
 //!   [`HIDDEN_BY_DEFAULT`], and those of the defaults passed),
 //!   `proxy_http_version`, `proxy_{connect,read,send}_timeout`,
-//!   `client_max_body_size`, `keepalive_timeout`, `access_log`, `error_log`,
+//!   `client_max_body_size`, `keepalive_timeout` (`keepalive_requests`, `keepalive_time`: server level), `access_log`, `error_log`,
 //!   `proxy_request_buffering` (default on: bodies read whole before an upstream is
 //!   chosen), `allow`/`deny` (addresses, CIDR blocks, `all`, `unix:`; a level with
 //!   rules inherits none), `auth_basic REALM|off` and `auth_basic_user_file FILE` (each

@@ -45,6 +45,8 @@ pub(crate) struct RawLimits {
     pub(crate) body_timeout_ms: Option<Spanned<i64>>,
     pub(crate) send_timeout_ms: Option<Spanned<i64>>,
     pub(crate) keepalive_timeout_ms: Option<Spanned<i64>>,
+    pub(crate) keepalive_requests: Option<Spanned<i64>>,
+    pub(crate) keepalive_time_ms: Option<Spanned<i64>>,
     pub(crate) header_buffers: Option<Spanned<i64>>,
     pub(crate) header_buffer_size: Option<Spanned<i64>>,
     pub(crate) http2_max_concurrent_streams: Option<Spanned<i64>>,

@@ -165,6 +165,22 @@ fn limits(
             i64::from(d.client.http2_max_concurrent_streams),
             src,
         )? as u32,
+        keepalive_requests: int(
+            raw.keepalive_requests.as_ref(),
+            "limits.keepalive_requests",
+            1..=i64::MAX,
+            d.client.keepalive_requests as i64,
+            src,
+        )?,
+        // Up to a week (nginx takes any time; its default is an hour).
+        keepalive_time: int(
+            raw.keepalive_time_ms.as_ref(),
+            "limits.keepalive_time_ms",
+            1..=604_800_000,
+            d.client.keepalive_time.as_millis() as i64,
+            src,
+        )
+        .map(Duration::from_millis)?,
         ..d.client
     };
     let keepalive_timeout = match &raw.keepalive_timeout_ms {
@@ -878,9 +894,11 @@ mod tests {
         assert_eq!(c.limits, crate::model::Limits::default());
         assert_eq!(c.limits.client.handshake_timeout.as_secs(), 10);
         assert_eq!(c.limits.client.body_timeout.as_secs(), 60);
-        let set = "8080\"\n\n[limits]\nhandshake_timeout_ms = 2500\nbody_timeout_ms = 3000\nheader_timeout_ms = 4000\nkeepalive_timeout_ms = 0\nheader_buffers = 2\nheader_buffer_size = 4096\nhttp2_max_concurrent_streams = 64\nmax_body_size = 1048576";
+        let set = "8080\"\n\n[limits]\nhandshake_timeout_ms = 2500\nbody_timeout_ms = 3000\nheader_timeout_ms = 4000\nkeepalive_timeout_ms = 0\nheader_buffers = 2\nheader_buffer_size = 4096\nhttp2_max_concurrent_streams = 64\nmax_body_size = 1048576\nkeepalive_requests = 100\nkeepalive_time_ms = 90000";
         let c = good(&[("8080\"", set)]);
         let l = c.limits;
+        assert_eq!(l.client.keepalive_requests, 100);
+        assert_eq!(l.client.keepalive_time.as_secs(), 90);
         assert_eq!(l.client.handshake_timeout.as_millis(), 2500);
         assert_eq!(l.client.body_timeout.as_millis(), 3000);
         assert_eq!(l.client.header_timeout.as_millis(), 4000);

@@ -12,7 +12,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -24,6 +23,7 @@ use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
+use crate::keepalive_limits::ConnLimits;
 use crate::metrics::{self, HandshakeResult};
 use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
@@ -151,7 +151,7 @@ pub(crate) async fn accept_loop(
     addr: SocketAddr,
     listener: TcpListener,
     mut generations: watch::Receiver<Arc<Generation>>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: Arc<crate::drain::Drain>,
     mut stop: watch::Receiver<bool>,
     ids: Arc<AtomicU64>,
     limit: Option<Arc<Semaphore>>,
@@ -245,7 +245,7 @@ async fn serve_connection(
     mut conn: ConnInfo,
     listener: ListenerRt,
     generation: Arc<Generation>,
-    watcher: Watcher,
+    watcher: crate::drain::Watcher,
     accepted: std::time::Instant,
 ) {
     let reading = crate::conn_stats::reading();
@@ -270,7 +270,10 @@ async fn serve_connection(
             false => Speak::Http1,
         };
         drop(reading);
-        serve_http(stream, conn, &listener, generation, watcher, speak).await;
+        serve_http(
+            stream, conn, &listener, generation, watcher, speak, accepted,
+        )
+        .await;
         return;
     };
     // Admission, then the handshake; the signer waits off the async workers.
@@ -298,7 +301,16 @@ async fn serve_connection(
             conn.plain_on_tls = true;
             drop(reading);
             let io = crate::prefixed::Prefixed::new(read, stream);
-            serve_http(io, conn, &listener, generation, watcher, Speak::Http1).await;
+            serve_http(
+                io,
+                conn,
+                &listener,
+                generation,
+                watcher,
+                Speak::Http1,
+                accepted,
+            )
+            .await;
             return;
         }
         Ok(Shook::Failed) => return,
@@ -337,7 +349,7 @@ async fn serve_connection(
     };
     let tls = crate::tls_io::FlushingTls(tls);
     drop(reading);
-    serve_http(tls, conn, &listener, generation, watcher, speak).await;
+    serve_http(tls, conn, &listener, generation, watcher, speak, accepted).await;
 }
 
 /// Which HTTP a connection speaks.
@@ -528,8 +540,9 @@ async fn serve_http<I>(
     conn: ConnInfo,
     listener: &ListenerRt,
     generation: Arc<Generation>,
-    watcher: Watcher,
+    mut watcher: crate::drain::Watcher,
     speak: Speak,
+    accepted: std::time::Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -539,14 +552,29 @@ async fn serve_http<I>(
         .map(|s| s.settings.client)
         .unwrap_or_default();
     let conn = Arc::new(conn);
+    let keepalive = Arc::new(ConnLimits::new(
+        accepted,
+        limits.keepalive_requests,
+        limits.keepalive_time,
+    ));
+    let counted = Arc::clone(&keepalive);
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
-    let service = service_fn(move |req| {
-        Box::pin(crate::route::handle(
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (last, version) = (counted.count(), req.version());
+        let answer = Box::pin(crate::route::handle(
             Arc::clone(&generation),
             Arc::clone(&conn),
             req,
-        ))
+        ));
+        let counted = Arc::clone(&counted);
+        async move {
+            let mut response = answer.await?;
+            if last {
+                counted.close_after(version, &mut response);
+            }
+            Ok::<_, crate::route::Abort>(response)
+        }
     });
     let (buffers, size) = limits.large_header_buffers;
     let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -583,7 +611,21 @@ async fn serve_http<I>(
     let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(served.into_owned()).await {
+    tokio::pin!(served);
+    // Served to its end; told to finish (HTTP/1.1: after the request in progress,
+    // HTTP/2: GOAWAY) when the drain begins or its last request is served.
+    let mut finishing = false;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            ended = served.as_mut() => break ended,
+            () = watcher.draining(), if !finishing => {}
+            () = keepalive.spent(), if !finishing => {}
+        }
+        finishing = true;
+        served.as_mut().graceful_shutdown();
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

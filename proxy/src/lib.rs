@@ -17,7 +17,8 @@
 //!   (signals, the pid file, `-s`); `conn`: sockets, accept loops, connections;
 //!   `sockopt`: the two TCP options of `listen` that need a raw `setsockopt`;
 //!   `conn_info`: what a request knows about its connection; `conn_stats`: the counts
-//!   of `stub_status`;
+//!   of `stub_status`; `keepalive_limits`: `keepalive_requests` and `keepalive_time`
+//!   close a client connection; `drain`: the graceful drain of client connections;
 //! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - `keys`: certificate/key pairs → signer pools (token keys) or software keys
@@ -82,6 +83,7 @@ mod conn_info;
 mod conn_stats;
 mod control;
 pub mod demo;
+mod drain;
 pub mod echo_upstream;
 mod error;
 mod error_page;
@@ -93,6 +95,7 @@ mod h1guard;
 mod h2_send_timeout;
 mod hello;
 mod hop_by_hop;
+mod keepalive_limits;
 mod keys;
 mod kx;
 mod limit_rate;

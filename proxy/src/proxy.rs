@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use hsmgate_config::Config;
 use hsmgate_signer::SignerPool;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -183,7 +182,7 @@ impl Proxy {
             on_reopen,
             ..
         } = self;
-        let graceful = Arc::new(GracefulShutdown::new());
+        let graceful = Arc::new(crate::drain::Drain::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let ids = Arc::new(AtomicU64::new(0));
         // Sized by the configuration at start (a reload does not resize it).

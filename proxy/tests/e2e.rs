@@ -33,6 +33,8 @@ mod inline_signing;
 mod install;
 #[path = "e2e/k8s.rs"]
 mod k8s;
+#[path = "e2e/keepalive_limits.rs"]
+mod keepalive_limits;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/measure.rs"]

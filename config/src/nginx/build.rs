@@ -99,6 +99,8 @@ const KNOWN: &[&str] = &[
     "auth_request_set",
     "proxy_cookie_flags",
     "send_timeout",
+    "keepalive_requests",
+    "keepalive_time",
     "worker_shutdown_timeout",
     "absolute_redirect",
     "port_in_redirect",

@@ -164,14 +164,10 @@ const IGNORED: &[(&str, &str)] = &[
         "worker_rlimit_nofile",
         "raise the file limit with systemd/ulimit instead",
     ),
+    // In an `upstream` block (the client side's are settings, in scope.rs).
     (
         "keepalive_requests",
-        "connections are not closed after a request count",
-    ),
-    (
-        "keepalive_time",
-        "keep-alive connections are not closed after a time (keepalive_timeout closes \
-         idle ones)",
+        "a kept upstream connection is not closed after a request count",
     ),
     // Process tuning of nginx's master and workers (main context).
     (
@@ -268,8 +264,7 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     (
         "http2_max_requests",
-        "obsolete since nginx 1.19.7 (keepalive_requests); connections are not closed \
-         after a request count",
+        "obsolete since nginx 1.19.7: keepalive_requests applies",
     ),
     (
         "http2_recv_timeout",
@@ -460,7 +455,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("server_name_in_redirect", Shape::Flag),
     ("sendfile", Shape::Flag),
     ("pcre_jit", Shape::Flag),
-    ("keepalive_time", Shape::One),
     ("worker_cpu_affinity", Shape::Some),
     ("worker_priority", Shape::One),
     ("worker_rlimit_core", Shape::One),

@@ -624,6 +624,13 @@ pub struct ClientLimits {
     /// `proxy_protocol_timeout` (default 30s): how long the PROXY protocol header of a
     /// `listen … proxy_protocol` connection may take.
     pub proxy_protocol_timeout: Duration,
+    /// `keepalive_requests` (default 1000): how many requests one client connection
+    /// serves; the answer to the last one closes it (HTTP/1.1 `Connection: close`,
+    /// HTTP/2 GOAWAY), as nginx does.
+    pub keepalive_requests: u64,
+    /// `keepalive_time` (default 1h): how long one client connection serves
+    /// requests; the first answer after that closes it, as for `keepalive_requests`.
+    pub keepalive_time: Duration,
 }
 
 impl Default for ClientLimits {
@@ -637,6 +644,8 @@ impl Default for ClientLimits {
             handshake_timeout: crate::defaults::HANDSHAKE_TIMEOUT,
             http2_max_concurrent_streams: 128,
             proxy_protocol_timeout: Duration::from_secs(30),
+            keepalive_requests: 1000,
+            keepalive_time: Duration::from_secs(3600),
         }
     }
 }

@@ -111,6 +111,8 @@ struct ClientScope {
     handshake_timeout: Option<Duration>,
     proxy_protocol_timeout: Option<Duration>,
     http2_max_concurrent_streams: Option<u32>,
+    keepalive_requests: Option<u64>,
+    keepalive_time: Option<Duration>,
 }
 
 impl Scope {
@@ -139,6 +141,8 @@ impl Scope {
         c.http2_max_concurrent_streams = c
             .http2_max_concurrent_streams
             .or(o.http2_max_concurrent_streams);
+        c.keepalive_requests = c.keepalive_requests.or(o.keepalive_requests);
+        c.keepalive_time = c.keepalive_time.or(o.keepalive_time);
         for (t, o) in self.timeouts.iter_mut().zip(outer.timeouts) {
             *t = t.or(o);
         }
@@ -312,6 +316,8 @@ impl Scope {
                     http2_max_concurrent_streams: c
                         .http2_max_concurrent_streams
                         .unwrap_or(d.http2_max_concurrent_streams),
+                    keepalive_requests: c.keepalive_requests.unwrap_or(d.keepalive_requests),
+                    keepalive_time: c.keepalive_time.unwrap_or(d.keepalive_time),
                 }
             },
         }
@@ -809,6 +815,35 @@ impl Scope {
                     .parse::<u32>()
                     .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
                 set(ctx, d, &mut self.client.http2_max_concurrent_streams, v)?;
+            }
+            "keepalive_requests" if level != Level::Location => {
+                let arg = ctx.one(d)?;
+                let v = arg
+                    .value
+                    .parse::<u64>()
+                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                set(ctx, d, &mut self.client.keepalive_requests, v)?;
+            }
+            "keepalive_time" if level != Level::Location => {
+                let v = time(ctx, ctx.one(d)?)?;
+                set(ctx, d, &mut self.client.keepalive_time, v)?;
+            }
+            n @ ("keepalive_requests" | "keepalive_time") => {
+                let arg = ctx.one(d)?;
+                let valid = match n {
+                    "keepalive_requests" => arg.value.parse::<u64>().is_ok(),
+                    _ => time(ctx, arg).is_ok(),
+                };
+                if !valid {
+                    return Err(ctx.invalid(d, arg.at, "invalid value"));
+                }
+                ctx.warn(
+                    d.at,
+                    format!(
+                        "\"{n}\" in a location is not used: hsmgate applies the server's \
+                         (its address's default server's) to the whole connection"
+                    ),
+                );
             }
             _ if level != Level::Location => return self.tls.directive(ctx, d),
             _ => return Ok(false),

@@ -2064,3 +2064,61 @@ fn split_clients_errors_as_nginx() {
         assert!(e.contains(needle), "{text}: {e}");
     }
 }
+
+#[test]
+fn keepalive_requests_and_time_limit_a_client_connection_as_nginx() {
+    // nginx's defaults: 1000 requests, an hour.
+    let c = load_str(&http("server { listen 127.0.0.1:1; }")).unwrap();
+    let client = c.servers[0].settings.client;
+    assert_eq!(client.keepalive_requests, 1000);
+    assert_eq!(client.keepalive_time, Duration::from_secs(3600));
+    // http's values reach the servers that set none; a server's own win.
+    let c = load_str(&http(
+        "keepalive_requests 50; keepalive_time 10m;
+         server { listen 127.0.0.1:1; }
+         server { listen 127.0.0.1:2; keepalive_requests 7; keepalive_time 30s;
+           location / { keepalive_requests 3; keepalive_time 1s; } }",
+    ))
+    .unwrap();
+    let (a, b) = (c.servers[0].settings.client, c.servers[1].settings.client);
+    assert_eq!(
+        (a.keepalive_requests, a.keepalive_time.as_secs()),
+        (50, 600)
+    );
+    assert_eq!((b.keepalive_requests, b.keepalive_time.as_secs()), (7, 30));
+    for name in ["keepalive_requests", "keepalive_time"] {
+        assert!(
+            (c.warnings.iter()).any(|w| w
+                .message
+                .contains(&format!("\"{name}\" in a location is not used"))),
+            "{name}: {:?}",
+            c.warnings
+        );
+    }
+    // Bad values and duplicates are errors naming the line.
+    for (line, needle) in [
+        ("keepalive_requests many;", "invalid number"),
+        ("keepalive_time forever;", "keepalive_time"),
+        ("keepalive_requests 5; keepalive_requests 6;", "duplicate"),
+        ("location / { keepalive_requests -1; }", "invalid value"),
+    ] {
+        let e = load_str(&http(&format!("server {{ listen 127.0.0.1:1; {line} }}")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(needle) && e.contains("nginx.conf:3:"),
+            "{line}: {e}"
+        );
+    }
+    // In an upstream block (kept upstream connections) it is still ignored.
+    let c = load_str(&http(
+        "upstream u { server 127.0.0.1:1; keepalive 8; keepalive_requests 100; }
+         server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }",
+    ))
+    .unwrap();
+    assert!(
+        (c.warnings.iter()).any(|w| w.message.contains("\"keepalive_requests\" ignored")),
+        "{:?}",
+        c.warnings
+    );
+}

@@ -231,6 +231,12 @@ impl Frame {
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// The last stream a GOAWAY names.
+    pub fn last_stream(&self) -> Option<u32> {
+        let b = self.payload.get(..4).filter(|_| self.kind == GOAWAY)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+    }
+
     /// A response's `:status` when the server sent it as a static-table index.
     pub fn status(&self) -> Option<u16> {
         let statuses = [200, 204, 206, 304, 400, 404, 500];

@@ -1,0 +1,97 @@
+//! The graceful drain of client connections: one signal that every connection
+//! watches, and a wait until all of them have ended.
+//!
+//! Each connection holds a [`Watcher`] for its whole life; [`Drain::shutdown`] tells
+//! them all to finish (HTTP/1.1: after the request in progress; HTTP/2: GOAWAY, the
+//! open streams completed) and resolves once the last watcher is dropped. It is a
+//! `tokio::sync::watch` channel: the signal is its value, the count its receivers.
+//! hyper-util's `GracefulShutdown` does the same but hides its signal inside a future
+//! of its own that takes the connection, so a connection could not also be closed
+//! for its own reasons (`keepalive_requests`, see `keepalive_limits`).
+
+use tokio::sync::watch;
+
+/// The sender's side: hands out watchers, then signals and waits.
+#[derive(Debug)]
+pub(crate) struct Drain {
+    signal: watch::Sender<bool>,
+}
+
+/// One connection's view of the drain.
+#[derive(Debug)]
+pub(crate) struct Watcher {
+    signal: watch::Receiver<bool>,
+}
+
+impl Drain {
+    pub(crate) fn new() -> Drain {
+        Drain {
+            signal: watch::Sender::new(false),
+        }
+    }
+
+    /// A watcher for one more connection: it counts until dropped.
+    pub(crate) fn watcher(&self) -> Watcher {
+        Watcher {
+            signal: self.signal.subscribe(),
+        }
+    }
+
+    /// Tells every connection to finish, then waits until all have ended.
+    pub(crate) async fn shutdown(self) {
+        self.signal.send_replace(true);
+        self.signal.closed().await;
+    }
+}
+
+impl Watcher {
+    /// Resolves once the drain has begun (never, if the drain was dropped without
+    /// one: the process is stopping at once then).
+    pub(crate) async fn draining(&mut self) {
+        if self.signal.wait_for(|&drain| drain).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn shutdown_signals_every_watcher_and_waits_for_the_last() {
+        let drain = Drain::new();
+        let mut a = drain.watcher();
+        let mut b = drain.watcher();
+        // Nothing is signalled before the drain.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), a.draining())
+                .await
+                .is_err()
+        );
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            drain.shutdown().await;
+            let _ = done_tx.send(());
+        });
+        a.draining().await;
+        b.draining().await;
+        drop(a);
+        // One connection still open: the drain is not over.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(done_rx.try_recv().is_err());
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), done_rx)
+            .await
+            .expect("drained once the last watcher is dropped")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_drain_with_no_connections_ends_at_once() {
+        tokio::time::timeout(Duration::from_secs(5), Drain::new().shutdown())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,102 @@
+//! nginx's `keepalive_requests` (default 1000) and `keepalive_time` (default 1 h) for
+//! one client connection: the answer to its last request, or the first answer after
+//! its time, closes it.
+//!
+//! As nginx: HTTP/1.x answers that last request with `Connection: close` (hyper then
+//! closes after it, and a client never sends a request the server will not read);
+//! HTTP/2 sends GOAWAY and completes the streams already open (the connection's
+//! driver in `conn` calls hyper's graceful shutdown when [`ConnLimits::spent`]
+//! resolves). Long-lived connections are thereby spread again across the instances
+//! behind a load balancer, and a connection's memory is given back now and then.
+//! The limits are the address's default server's, as for the connection's other
+//! client limits (nginx applies a location's).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Response, StatusCode, Version, header};
+use tokio::sync::Notify;
+
+/// One connection's count of requests, its start, and its limits.
+#[derive(Debug)]
+pub(crate) struct ConnLimits {
+    requests: AtomicU64,
+    started: Instant,
+    max_requests: u64,
+    max_time: Duration,
+    spent: Notify,
+}
+
+impl ConnLimits {
+    pub(crate) fn new(started: Instant, max_requests: u64, max_time: Duration) -> ConnLimits {
+        ConnLimits {
+            requests: AtomicU64::new(0),
+            started,
+            max_requests,
+            max_time,
+            spent: Notify::new(),
+        }
+    }
+
+    /// Counts one request; true when the connection may serve no more after it.
+    pub(crate) fn count(&self) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        n >= self.max_requests || self.started.elapsed() >= self.max_time
+    }
+
+    /// Makes the answer to a connection's last request close it: `Connection: close`
+    /// on HTTP/1.x (not on a `101`, whose connection becomes the tunnel), GOAWAY on
+    /// HTTP/2.
+    pub(crate) fn close_after<B>(&self, version: Version, response: &mut Response<B>) {
+        if version == Version::HTTP_2 {
+            self.spent.notify_one();
+        } else if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+
+    /// Resolves once an HTTP/2 connection has served its last request.
+    pub(crate) async fn spent(&self) {
+        self.spent.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_request_is_the_nth_or_the_first_after_the_time() {
+        let l = ConnLimits::new(Instant::now(), 3, Duration::from_secs(3600));
+        assert_eq!([l.count(), l.count(), l.count()], [false, false, true]);
+        let old = Instant::now() - Duration::from_secs(2);
+        let l = ConnLimits::new(old, 1000, Duration::from_secs(1));
+        assert!(l.count());
+    }
+
+    #[test]
+    fn http1_answers_say_close_but_a_101_does_not() {
+        let l = ConnLimits::new(Instant::now(), 1, Duration::from_secs(1));
+        let mut ok = Response::new(());
+        l.close_after(Version::HTTP_11, &mut ok);
+        assert_eq!(ok.headers()[header::CONNECTION], "close");
+        let mut upgrade = Response::new(());
+        *upgrade.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        l.close_after(Version::HTTP_11, &mut upgrade);
+        assert!(upgrade.headers().get(header::CONNECTION).is_none());
+    }
+
+    #[tokio::test]
+    async fn http2_is_told_to_go_away() {
+        let l = ConnLimits::new(Instant::now(), 1, Duration::from_secs(1));
+        let mut ok = Response::new(());
+        l.close_after(Version::HTTP_2, &mut ok);
+        assert!(ok.headers().get(header::CONNECTION).is_none());
+        // The notification is kept until the connection's driver looks.
+        tokio::time::timeout(Duration::from_secs(1), l.spent())
+            .await
+            .unwrap();
+    }
+}
