@@ -614,13 +614,15 @@ async fn serve_http<I>(
     tokio::pin!(served);
     // Served to its end; told to finish (HTTP/1.1: after the request in progress,
     // HTTP/2: GOAWAY) when the drain begins or its last request is served.
-    let mut finishing = false;
+    // (An HTTP/1.1 connection's last answer closes it by its `Connection: close`: only
+    // HTTP/2 needs the wake-up, and only HTTP/2 polls for it.)
+    let (mut finishing, http2) = (false, speak != Speak::Http1);
     let ended = loop {
         tokio::select! {
             biased;
             ended = served.as_mut() => break ended,
             () = watcher.draining(), if !finishing => {}
-            () = keepalive.spent(), if !finishing => {}
+            () = keepalive.spent(), if !finishing && http2 => {}
         }
         finishing = true;
         served.as_mut().graceful_shutdown();
