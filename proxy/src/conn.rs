@@ -552,10 +552,12 @@ async fn serve_http<I>(
         .map(|s| s.settings.client)
         .unwrap_or_default();
     let conn = Arc::new(conn);
+    let mut retired = generation.retired.watcher();
     let keepalive = Arc::new(ConnLimits::new(
         accepted,
         limits.keepalive_requests,
         limits.keepalive_time,
+        [watcher.clone(), retired.clone()],
     ));
     let counted = Arc::clone(&keepalive);
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
@@ -570,7 +572,7 @@ async fn serve_http<I>(
         let counted = Arc::clone(&counted);
         async move {
             let mut response = answer.await?;
-            if last {
+            if last || counted.draining() {
                 counted.close_after(version, &mut response);
             }
             Ok::<_, crate::route::Abort>(response)
@@ -612,16 +614,19 @@ async fn serve_http<I>(
     // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
-    // Served to its end; told to finish (HTTP/1.1: after the request in progress,
-    // HTTP/2: GOAWAY) when the drain begins or its last request is served.
-    // (An HTTP/1.1 connection's last answer closes it by its `Connection: close`: only
-    // HTTP/2 needs the wake-up, and only HTTP/2 polls for it.)
+    // Served to its end; told to finish (HTTP/1.1: after the request in progress, or
+    // at once when idle; HTTP/2: GOAWAY) when the drain begins. When a reload replaces
+    // its configuration, or its last request has been served, HTTP/2 is told the same;
+    // HTTP/1.1 closes after its next answer, which says `Connection: close` (an idle
+    // connection closed by the server races with the client's next request, which
+    // would be lost; a client told `close` sends none).
     let (mut finishing, http2) = (false, speak != Speak::Http1);
     let ended = loop {
         tokio::select! {
             biased;
             ended = served.as_mut() => break ended,
             () = watcher.draining(), if !finishing => {}
+            () = retired.draining(), if !finishing && http2 => {}
             () = keepalive.spent(), if !finishing && http2 => {}
         }
         finishing = true;

@@ -2,8 +2,12 @@
 //! watches, and a wait until all of them have ended.
 //!
 //! Each connection holds a [`Watcher`] for its whole life; [`Drain::shutdown`] tells
-//! them all to finish (HTTP/1.1: after the request in progress; HTTP/2: GOAWAY, the
-//! open streams completed) and resolves once the last watcher is dropped. It is a
+//! them all to finish (HTTP/1.1: the answer in progress says `Connection: close`, or an
+//! idle connection is closed; HTTP/2: GOAWAY, the open streams completed) and resolves
+//! once the last watcher is dropped. A configuration's generation has a drain of its
+//! own, only signalled ([`Drain::signal`]) when a reload replaces it: its connections
+//! finish as nginx's old workers finish theirs, and their clients come back to the
+//! new configuration. It is a
 //! `tokio::sync::watch` channel: the signal is its value, the count its receivers.
 //! hyper-util's `GracefulShutdown` does the same but hides its signal inside a future
 //! of its own that takes the connection, so a connection could not also be closed
@@ -17,8 +21,8 @@ pub(crate) struct Drain {
     signal: watch::Sender<bool>,
 }
 
-/// One connection's view of the drain.
-#[derive(Debug)]
+/// One connection's view of the drain (a clone counts as one more).
+#[derive(Debug, Clone)]
 pub(crate) struct Watcher {
     signal: watch::Receiver<bool>,
 }
@@ -37,14 +41,24 @@ impl Drain {
         }
     }
 
+    /// Tells every connection to finish.
+    pub(crate) fn signal(&self) {
+        self.signal.send_replace(true);
+    }
+
     /// Tells every connection to finish, then waits until all have ended.
     pub(crate) async fn shutdown(self) {
-        self.signal.send_replace(true);
+        self.signal();
         self.signal.closed().await;
     }
 }
 
 impl Watcher {
+    /// Whether the drain has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        *self.signal.borrow()
+    }
+
     /// Resolves once the drain has begun (never, if the drain was dropped without
     /// one: the process is stopping at once then).
     pub(crate) async fn draining(&mut self) {
@@ -65,6 +79,7 @@ mod tests {
         let mut a = drain.watcher();
         let mut b = drain.watcher();
         // Nothing is signalled before the drain.
+        assert!(!a.is_draining());
         assert!(
             tokio::time::timeout(Duration::from_millis(20), a.draining())
                 .await
@@ -77,6 +92,7 @@ mod tests {
         });
         a.draining().await;
         b.draining().await;
+        assert!(a.is_draining() && b.is_draining());
         drop(a);
         // One connection still open: the drain is not over.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -86,6 +102,16 @@ mod tests {
             .await
             .expect("drained once the last watcher is dropped")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_signal_alone_waits_for_nobody() {
+        let drain = Drain::new();
+        let mut w = drain.watcher();
+        drain.signal();
+        w.draining().await;
+        // A watcher taken after the signal sees it at once.
+        assert!(drain.watcher().is_draining());
     }
 
     #[tokio::test]

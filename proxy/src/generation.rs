@@ -163,6 +163,8 @@ pub struct Generation {
     log_paths: HashMap<PathBuf, Arc<PathBuf>>,
     /// `limit_req_zone`s and `limit_conn_zone`s (kept across a reload that keeps them).
     pub(crate) limits: crate::limits::Zones,
+    /// Signalled when a reload replaces this generation: its client connections finish.
+    pub(crate) retired: crate::drain::Drain,
 }
 
 impl Generation {
@@ -297,6 +299,7 @@ impl Generation {
             pools: opener.next,
             log_paths: HashMap::new(),
             limits: crate::limits::Zones::build(&site.limit_zones),
+            retired: crate::drain::Drain::new(),
             site,
         };
         generation.prepare_locations()?;

@@ -1,6 +1,7 @@
 //! nginx's `keepalive_requests` (default 1000) and `keepalive_time` (default 1 h) for
 //! one client connection: the answer to its last request, or the first answer after
-//! its time, closes it.
+//! its time, closes it. So does the first answer after a drain began (`drain`: the
+//! process's, on SIGQUIT/SIGTERM, or its configuration's, replaced by a reload).
 //!
 //! As nginx: HTTP/1.x answers that last request with `Connection: close` (hyper then
 //! closes after it, and a client never sends a request the server will not read);
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Response, StatusCode, Version, header};
 use tokio::sync::Notify;
 
+use crate::drain::Watcher;
+
 /// One connection's count of requests, its start, and its limits.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
@@ -25,16 +28,24 @@ pub(crate) struct ConnLimits {
     max_requests: u64,
     max_time: Duration,
     spent: Notify,
+    /// The process's drain and the connection's configuration's.
+    drains: [Watcher; 2],
 }
 
 impl ConnLimits {
-    pub(crate) fn new(started: Instant, max_requests: u64, max_time: Duration) -> ConnLimits {
+    pub(crate) fn new(
+        started: Instant,
+        max_requests: u64,
+        max_time: Duration,
+        drains: [Watcher; 2],
+    ) -> ConnLimits {
         ConnLimits {
             requests: AtomicU64::new(0),
             started,
             max_requests,
             max_time,
             spent: Notify::new(),
+            drains,
         }
     }
 
@@ -42,6 +53,11 @@ impl ConnLimits {
     pub(crate) fn count(&self) -> bool {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         n >= self.max_requests || self.started.elapsed() >= self.max_time
+    }
+
+    /// Whether a drain has begun: the answer in progress is the connection's last.
+    pub(crate) fn draining(&self) -> bool {
+        self.drains.iter().any(Watcher::is_draining)
     }
 
     /// Makes the answer to a connection's last request close it: `Connection: close`
@@ -66,19 +82,30 @@ impl ConnLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drain::Drain;
+
+    fn limits(started: Instant, max_requests: u64, max_time: Duration) -> ConnLimits {
+        let drain = Drain::new();
+        ConnLimits::new(
+            started,
+            max_requests,
+            max_time,
+            [drain.watcher(), drain.watcher()],
+        )
+    }
 
     #[test]
     fn the_last_request_is_the_nth_or_the_first_after_the_time() {
-        let l = ConnLimits::new(Instant::now(), 3, Duration::from_secs(3600));
+        let l = limits(Instant::now(), 3, Duration::from_secs(3600));
         assert_eq!([l.count(), l.count(), l.count()], [false, false, true]);
         let old = Instant::now() - Duration::from_secs(2);
-        let l = ConnLimits::new(old, 1000, Duration::from_secs(1));
+        let l = limits(old, 1000, Duration::from_secs(1));
         assert!(l.count());
     }
 
     #[test]
     fn http1_answers_say_close_but_a_101_does_not() {
-        let l = ConnLimits::new(Instant::now(), 1, Duration::from_secs(1));
+        let l = limits(Instant::now(), 1, Duration::from_secs(1));
         let mut ok = Response::new(());
         l.close_after(Version::HTTP_11, &mut ok);
         assert_eq!(ok.headers()[header::CONNECTION], "close");
@@ -90,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn http2_is_told_to_go_away() {
-        let l = ConnLimits::new(Instant::now(), 1, Duration::from_secs(1));
+        let l = limits(Instant::now(), 1, Duration::from_secs(1));
         let mut ok = Response::new(());
         l.close_after(Version::HTTP_2, &mut ok);
         assert!(ok.headers().get(header::CONNECTION).is_none());
@@ -98,5 +125,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), l.spent())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn either_drain_makes_the_answer_the_last() {
+        let (process, generation) = (Drain::new(), Drain::new());
+        let l = ConnLimits::new(
+            Instant::now(),
+            1000,
+            Duration::from_secs(3600),
+            [process.watcher(), generation.watcher()],
+        );
+        assert!(!l.draining());
+        generation.signal();
+        assert!(l.draining());
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! It obeys one control path ([`Control`] messages, from [`crate::control`]): `Reload` builds the next generation off the async
 //! workers and swaps it in only if everything opened (sockets of unchanged addresses
-//! are kept, new ones bound, removed ones closed; open connections finish on their
-//! generation); `Quit` stops accepting and drains for the grace period; `Stop` does the
+//! are kept, new ones bound, removed ones closed; open connections finish their requests
+//! in progress on their generation, then close, as nginx's old workers do); `Quit` stops accepting and drains for the grace period; `Stop` does the
 //! same with a one-second grace; `Reopen` reopens the log files.
 
 use std::collections::{HashMap, HashSet};
@@ -225,6 +225,9 @@ impl Proxy {
                     match reload(source.as_ref(), &defaults, &current, &live).await {
                         Ok((next, sockets)) => {
                             live = next.addrs().into_iter().collect();
+                            // The old generation's connections finish (after their
+                            // answers in progress) and their clients reconnect to this one.
+                            current.retired.signal();
                             current = Arc::new(next);
                             let _ = gen_tx.send(Arc::clone(&current));
                             for (addr, socket) in sockets {

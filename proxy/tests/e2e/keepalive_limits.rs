@@ -1,12 +1,13 @@
 //! `keepalive_requests` and `keepalive_time`: a client connection serves so many
 //! requests, for so long, then the answer to its last request closes it, as nginx
 //! does (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY with the open streams answered).
+//! A reload finishes the old configuration's connections the same way.
 
 use std::io::Write;
 use std::time::Duration;
 
 use crate::support::raw::{
-    GOAWAY, Gate, H2, HEADERS, PING, Tls, frame, get, read_response, upstream_in_range,
+    Frame, GOAWAY, Gate, H2, HEADERS, PING, Tls, frame, get, read_response, tls, upstream_in_range,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -25,6 +26,24 @@ fn says_close(head: &str) -> bool {
             n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
         })
     })
+}
+
+/// Frames up to the GOAWAY naming `last`: hyper's graceful GOAWAY is one naming the
+/// highest stream, a PING, and once that is acknowledged one naming the last stream
+/// it took.
+fn until_goaway(h2: &mut H2, last: u32) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while let Some(f) = h2.next(WAIT) {
+        if f.kind == PING && f.flags & 1 == 0 {
+            h2.send(&frame(PING, 1, 0, &f.payload));
+        }
+        let done = f.kind == GOAWAY && f.last_stream() == Some(last);
+        frames.push(f);
+        if done {
+            break;
+        }
+    }
+    frames
 }
 
 #[test]
@@ -79,38 +98,101 @@ fn http2_gets_goaway_after_the_nth_stream_and_its_answers() {
     // Two streams at once: both are answered, then GOAWAY names the last one.
     h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
     h2.send(&frame(HEADERS, 0x5, 3, &get(Some("localhost"), "/", &[])));
-    // hyper's graceful GOAWAY: one naming the highest stream, a PING, and once that
-    // is acknowledged one naming the last stream it took.
-    let mut frames = Vec::new();
-    while let Some(f) = h2.next(WAIT) {
-        if f.kind == PING && f.flags & 1 == 0 {
-            h2.send(&frame(PING, 1, 0, &f.payload));
-        }
-        let done = f.kind == GOAWAY && f.last_stream() == Some(3);
-        frames.push(f);
-        if done {
-            break;
-        }
-    }
-    for stream in [1, 3] {
-        let status = frames
-            .iter()
-            .filter(|f| f.stream == stream)
-            .find_map(|f| f.status());
-        assert_eq!(status, Some(200), "stream {stream}: {frames:?}");
-    }
-    let goaway = frames.iter().rev().find(|f| f.kind == GOAWAY);
+    let mut frames = until_goaway(&mut h2, 3);
+    let goaway = frames.last().map(|f| (f.last_stream(), f.error_code()));
     assert_eq!(
-        goaway.map(|f| (f.last_stream(), f.error_code())),
+        goaway,
         Some((Some(3), Some(0))),
         "a graceful GOAWAY (NO_ERROR) naming stream 3: {frames:?}\n{}",
         g.server.log_text()
     );
-    // A stream opened after it is not served; the connection ends.
+    // A stream opened after it is not served; the two before it are answered (one may
+    // still be on its way after the GOAWAY), then the connection ends.
     h2.send(&frame(HEADERS, 0x5, 5, &get(Some("localhost"), "/", &[])));
-    let rest = h2.until(WAIT, |_| false);
-    assert!(
-        !rest.iter().any(|f| f.stream == 5 && f.status().is_some()),
-        "{rest:?}"
+    frames.extend(h2.until(WAIT, |_| false));
+    let status = |stream: u32| {
+        frames
+            .iter()
+            .filter(|f| f.stream == stream)
+            .find_map(|f| f.status())
+    };
+    assert_eq!(
+        [status(1), status(3), status(5)],
+        [Some(200), Some(200), None],
+        "{frames:?}"
     );
+}
+
+#[test]
+fn a_reload_finishes_the_old_configurations_connections() {
+    use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
+    let token = TestToken::new(KeyType::EcP256);
+    let (one, two) = (start_upstream("one"), start_upstream("two"));
+    let proxy = ProxyProcess::start(token.path(), &config_for(&token, one, "")).expect("start");
+    let connect = |alpn: &[u8]| tls(proxy.addr, &token.ca_pem, alpn);
+    let (mut idle, mut busy) = (connect(b"http/1.1"), connect(b"http/1.1"));
+    for s in [&mut idle, &mut busy] {
+        send(s, GET);
+        let r = read_response(s);
+        assert_eq!(r.status, 200, "{r:?}\n{}", proxy.log_text());
+        assert!(
+            r.body.starts_with("hello from one") && !says_close(&r.head),
+            "{r:?}"
+        );
+    }
+    let mut h2 = H2::over(connect(b"h2"));
+    h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
+    let answered = h2.until(WAIT, |f| f.kind == HEADERS && f.stream == 1);
+    assert_eq!(
+        answered.last().and_then(Frame::status),
+        Some(200),
+        "{answered:?}"
+    );
+    send(
+        &mut busy,
+        b"GET /slow?delay_ms=1500 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    std::fs::write(
+        token.path().join("hsmgate.toml"),
+        config_for(&token, two, ""),
+    )
+    .expect("rewrite");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !proxy.log_text().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let r = read_response(&mut busy);
+    assert_eq!(r.status, 200, "the request in flight is answered: {r:?}");
+    assert!(
+        r.body.starts_with("hello from one") && says_close(&r.head),
+        "by the old configuration, and the connection's last: {r:?}"
+    );
+    let _ = busy.write_all(GET);
+    let _ = busy.flush();
+    assert_eq!(read_response(&mut busy).status, 0);
+    send(&mut idle, GET);
+    let r = read_response(&mut idle);
+    assert_eq!((r.status, says_close(&r.head)), (200, true), "{r:?}");
+    let _ = idle.write_all(GET);
+    let _ = idle.flush();
+    assert_eq!(read_response(&mut idle).status, 0);
+    let frames = until_goaway(&mut h2, 1);
+    assert_eq!(
+        frames.last().map(|f| (f.kind, f.error_code())),
+        Some((GOAWAY, Some(0))),
+        "{frames:?}"
+    );
+    let mut fresh = connect(b"http/1.1");
+    send(&mut fresh, GET);
+    let r = read_response(&mut fresh);
+    assert!(r.body.starts_with("hello from two"), "{r:?}");
 }

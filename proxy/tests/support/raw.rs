@@ -301,7 +301,11 @@ pub struct H2 {
 
 impl H2 {
     pub fn open(gate: &Gate) -> H2 {
-        let mut s = gate.connect(b"h2");
+        H2::over(gate.connect(b"h2"))
+    }
+
+    /// The preface and SETTINGS on a TLS connection that negotiated `h2`.
+    pub fn over(mut s: Tls) -> H2 {
         assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]), "h2 negotiated");
         s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .expect("preface");
