@@ -564,19 +564,18 @@ async fn serve_http<I>(
     // connection's whole life; a box holds a request's state only while it is served.
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (last, version) = (counted.count(), req.version());
-        let answer = Box::pin(crate::route::handle(
+        let (generation, conn, counted) = (
             Arc::clone(&generation),
             Arc::clone(&conn),
-            req,
-        ));
-        let counted = Arc::clone(&counted);
-        async move {
-            let mut response = answer.await?;
+            Arc::clone(&counted),
+        );
+        Box::pin(async move {
+            let mut response = crate::route::handle(generation, conn, req).await?;
             if last || counted.draining() {
                 counted.close_after(version, &mut response);
             }
             Ok::<_, crate::route::Abort>(response)
-        }
+        })
     });
     let (buffers, size) = limits.large_header_buffers;
     let size = usize::try_from(size).unwrap_or(usize::MAX);

@@ -13,24 +13,31 @@
 //! of its own that takes the connection, so a connection could not also be closed
 //! for its own reasons (`keepalive_requests`, see `keepalive_limits`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 
 /// The sender's side: hands out watchers, then signals and waits.
 #[derive(Debug)]
 pub(crate) struct Drain {
     signal: watch::Sender<bool>,
+    /// The same, read with one load per answer (`Watcher::is_draining`).
+    begun: Arc<AtomicBool>,
 }
 
 /// One connection's view of the drain (a clone counts as one more).
 #[derive(Debug, Clone)]
 pub(crate) struct Watcher {
     signal: watch::Receiver<bool>,
+    begun: Arc<AtomicBool>,
 }
 
 impl Drain {
     pub(crate) fn new() -> Drain {
         Drain {
             signal: watch::Sender::new(false),
+            begun: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -38,11 +45,13 @@ impl Drain {
     pub(crate) fn watcher(&self) -> Watcher {
         Watcher {
             signal: self.signal.subscribe(),
+            begun: Arc::clone(&self.begun),
         }
     }
 
     /// Tells every connection to finish.
     pub(crate) fn signal(&self) {
+        self.begun.store(true, Ordering::Release);
         self.signal.send_replace(true);
     }
 
@@ -56,7 +65,7 @@ impl Drain {
 impl Watcher {
     /// Whether the drain has begun.
     pub(crate) fn is_draining(&self) -> bool {
-        *self.signal.borrow()
+        self.begun.load(Ordering::Acquire)
     }
 
     /// Resolves once the drain has begun (never, if the drain was dropped without
