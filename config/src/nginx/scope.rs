@@ -809,19 +809,11 @@ impl Scope {
                 set(ctx, d, &mut self.client.handshake_timeout, v)?;
             }
             "http2_max_concurrent_streams" if level != Level::Location => {
-                let arg = ctx.one(d)?;
-                let v = arg
-                    .value
-                    .parse::<u32>()
-                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                let v = number(ctx, d)?;
                 set(ctx, d, &mut self.client.http2_max_concurrent_streams, v)?;
             }
             "keepalive_requests" if level != Level::Location => {
-                let arg = ctx.one(d)?;
-                let v = arg
-                    .value
-                    .parse::<u64>()
-                    .map_err(|_| ctx.invalid(d, arg.at, "invalid number"))?;
+                let v = number(ctx, d)?;
                 set(ctx, d, &mut self.client.keepalive_requests, v)?;
             }
             "keepalive_time" if level != Level::Location => {
@@ -850,6 +842,12 @@ impl Scope {
         }
         Ok(true)
     }
+}
+
+/// The one argument of `d`, a number.
+fn number<T: std::str::FromStr>(ctx: &Ctx<'_>, d: &Directive) -> Result<T, ConfigError> {
+    let arg = ctx.one(d)?;
+    (arg.value.parse::<T>()).map_err(|_| ctx.invalid(d, arg.at, "invalid number"))
 }
 
 pub(crate) fn set<T>(

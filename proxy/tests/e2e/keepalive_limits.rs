@@ -19,6 +19,17 @@ fn send(s: &mut Tls, request: &[u8]) {
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
+/// The server has closed `s`: a further request gets no answer.
+fn assert_closed(s: &mut Tls) {
+    let _ = s.write_all(GET);
+    let _ = s.flush();
+    let r = read_response(s);
+    assert_eq!(
+        r.status, 0,
+        "answered after the connection's last answer: {r:?}"
+    );
+}
+
 /// Whether the head has `Connection: close`.
 fn says_close(head: &str) -> bool {
     head.lines().any(|l| {
@@ -58,10 +69,7 @@ fn http11_the_nth_answer_says_close_and_the_connection_ends() {
             assert_eq!(says_close(&r.head), n == 3, "request {n}: {}", r.head);
         }
         // The server closed after the third answer: a fourth gets nothing.
-        let _ = s.write_all(GET);
-        let _ = s.flush();
-        let r = read_response(&mut s);
-        assert_eq!(r.status, 0, "after the last request: {r:?}");
+        assert_closed(&mut s);
     }
     // Pipelined past the limit: the third is answered with close, the fourth never.
     let mut s = g.connect(b"http/1.1");
@@ -86,9 +94,7 @@ fn http11_the_first_answer_after_keepalive_time_says_close() {
     send(&mut s, GET);
     let r = read_response(&mut s);
     assert_eq!((r.status, says_close(&r.head)), (200, true), "{r:?}");
-    let _ = s.write_all(GET);
-    let _ = s.flush();
-    assert_eq!(read_response(&mut s).status, 0);
+    assert_closed(&mut s);
 }
 
 #[test]
@@ -159,16 +165,7 @@ fn a_reload_finishes_the_old_configurations_connections() {
         config_for(&token, two, ""),
     )
     .expect("rewrite");
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !proxy.log_text().contains("configuration reloaded") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    proxy.reload();
 
     let r = read_response(&mut busy);
     assert_eq!(r.status, 200, "the request in flight is answered: {r:?}");
@@ -176,15 +173,11 @@ fn a_reload_finishes_the_old_configurations_connections() {
         r.body.starts_with("hello from one") && says_close(&r.head),
         "by the old configuration, and the connection's last: {r:?}"
     );
-    let _ = busy.write_all(GET);
-    let _ = busy.flush();
-    assert_eq!(read_response(&mut busy).status, 0);
+    assert_closed(&mut busy);
     send(&mut idle, GET);
     let r = read_response(&mut idle);
     assert_eq!((r.status, says_close(&r.head)), (200, true), "{r:?}");
-    let _ = idle.write_all(GET);
-    let _ = idle.flush();
-    assert_eq!(read_response(&mut idle).status, 0);
+    assert_closed(&mut idle);
     let frames = until_goaway(&mut h2, 1);
     assert_eq!(
         frames.last().map(|f| (f.kind, f.error_code())),

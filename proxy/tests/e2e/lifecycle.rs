@@ -357,17 +357,7 @@ fn native_toml_reloads_on_sighup_too() {
         config_for(&token, two, ""),
     )
     .expect("rewrite");
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !proxy.log_text().contains("configuration reloaded") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    proxy.reload();
     assert!(
         body(&proxy).starts_with("hello from two"),
         "{}",

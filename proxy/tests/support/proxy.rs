@@ -188,6 +188,20 @@ impl ProxyProcess {
         format!("https://{}{path}", self.addr)
     }
 
+    /// SIGHUP, then wait (up to 20 s) for the log to say the configuration reloaded.
+    pub fn reload(&self) {
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log_text().contains("configuration reloaded") {
+            assert!(Instant::now() < deadline, "{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()
