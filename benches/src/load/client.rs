@@ -267,7 +267,9 @@ impl Lane {
         match &mut self.conn {
             Conn::OneShot => one_shot(shared, &mut self.buf, &mut self.handshake).await,
             Conn::H1(slot) => keepalive(shared, slot, &mut self.handshake).await,
-            Conn::H2 { group, sender } => h2(shared, group, sender, &mut self.handshake).await,
+            Conn::H2 { group, sender } => {
+                h2(shared, group, sender, &mut self.handshake, &mut false).await
+            }
         }
     }
 }
@@ -340,6 +342,7 @@ async fn h2(
     group: &H2Group,
     sender: &mut Option<http2::SendRequest<Body>>,
     handshake: &mut Option<bool>,
+    retried: &mut bool,
 ) -> Result<Instant, ErrorKind> {
     let hyper_err = |e: hyper::Error| ErrorKind::from_hyper(&e);
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
@@ -369,7 +372,40 @@ async fn h2(
         *sender = None;
         return Err(hyper_err(e));
     }
-    exchange(s.send_request(shared.hyper_request())).await
+    let answer = s.send_request(shared.hyper_request()).await;
+    match answer {
+        // A stream the server never processed (RFC 9113 §8.7: a GOAWAY that did not take
+        // it, REFUSED_STREAM) is sent again, once, on the group's next connection, as
+        // browsers do; a server's keepalive_requests GOAWAY then costs no request.
+        Err(e) if !*retried && unprocessed(&e) => {
+            *sender = None;
+            *retried = true;
+            Box::pin(h2(shared, group, sender, handshake, retried)).await
+        }
+        answer => exchange(std::future::ready(answer)).await,
+    }
+}
+
+/// Whether a stream's failure says the server did not process it, so that it may be
+/// sent again: never sent (the connection had closed), refused, or past a GOAWAY's last
+/// stream.
+fn unprocessed(e: &hyper::Error) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return unprocessed_h2(h2);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The HTTP/2 part of [`unprocessed`]: refused, or past the server's GOAWAY.
+fn unprocessed_h2(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
 }
 
 /// Awaits the response, reads the body to its end (discarding it), classifies the status.
@@ -387,5 +423,22 @@ async fn exchange(
     match ErrorKind::from_status(status) {
         Some(kind) => Err(kind),
         None => Ok(done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unprocessed_h2;
+
+    #[test]
+    fn only_a_refused_stream_is_sent_again() {
+        assert!(unprocessed_h2(&h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        for reason in [
+            h2::Reason::INTERNAL_ERROR,
+            h2::Reason::CANCEL,
+            h2::Reason::PROTOCOL_ERROR,
+        ] {
+            assert!(!unprocessed_h2(&h2::Error::from(reason)), "{reason:?}");
+        }
     }
 }
