@@ -267,9 +267,7 @@ impl Lane {
         match &mut self.conn {
             Conn::OneShot => one_shot(shared, &mut self.buf, &mut self.handshake).await,
             Conn::H1(slot) => keepalive(shared, slot, &mut self.handshake).await,
-            Conn::H2 { group, sender } => {
-                h2(shared, group, sender, &mut self.handshake, &mut false).await
-            }
+            Conn::H2 { group, sender } => h2(shared, group, sender, &mut self.handshake).await,
         }
     }
 }
@@ -336,53 +334,53 @@ async fn keepalive(
     result
 }
 
-/// h2: (re)connect the group's connection when needed, then one stream.
+/// h2: (re)connect the group's connection when needed, then one stream. A stream the
+/// server never processed (RFC 9113 §8.7: a GOAWAY that did not take it,
+/// REFUSED_STREAM) is sent again, once, on the group's next connection, as browsers do;
+/// a server's keepalive_requests GOAWAY then costs no request.
 async fn h2(
     shared: &Shared,
     group: &H2Group,
     sender: &mut Option<http2::SendRequest<Body>>,
     handshake: &mut Option<bool>,
-    retried: &mut bool,
 ) -> Result<Instant, ErrorKind> {
     let hyper_err = |e: hyper::Error| ErrorKind::from_hyper(&e);
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
-        *sender = None;
-        let mut current = group.0.lock().await;
-        if current.as_ref().is_none_or(|s| s.is_closed()) {
-            *current = None;
-            let (tls, resumed) = shared.connect_tls().await?;
-            *handshake = Some(resumed);
-            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(ErrorKind::Protocol);
-            }
-            let (s, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(hyper_err)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            *current = Some(s);
-        }
-        *sender = current.clone();
-    }
-    let Some(s) = sender.as_mut() else {
-        return Err(ErrorKind::Reset);
-    };
-    if let Err(e) = s.ready().await {
-        *sender = None;
-        return Err(hyper_err(e));
-    }
-    let answer = s.send_request(shared.hyper_request()).await;
-    match answer {
-        // A stream the server never processed (RFC 9113 §8.7: a GOAWAY that did not take
-        // it, REFUSED_STREAM) is sent again, once, on the group's next connection, as
-        // browsers do; a server's keepalive_requests GOAWAY then costs no request.
-        Err(e) if !*retried && unprocessed(&e) => {
+    let mut retried = false;
+    loop {
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
             *sender = None;
-            *retried = true;
-            Box::pin(h2(shared, group, sender, handshake, retried)).await
+            let mut current = group.0.lock().await;
+            if current.as_ref().is_none_or(|s| s.is_closed()) {
+                *current = None;
+                let (tls, resumed) = shared.connect_tls().await?;
+                *handshake = Some(resumed);
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(ErrorKind::Protocol);
+                }
+                let (s, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(hyper_err)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                *current = Some(s);
+            }
+            *sender = current.clone();
         }
-        answer => exchange(std::future::ready(answer)).await,
+        let Some(s) = sender.as_mut() else {
+            return Err(ErrorKind::Reset);
+        };
+        if let Err(e) = s.ready().await {
+            *sender = None;
+            return Err(hyper_err(e));
+        }
+        match s.send_request(shared.hyper_request()).await {
+            Err(e) if !retried && unprocessed(&e) => {
+                *sender = None;
+                retried = true;
+            }
+            answer => return exchange(std::future::ready(answer)).await,
+        }
     }
 }
 
