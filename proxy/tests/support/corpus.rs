@@ -400,10 +400,7 @@ server {{
 pub fn layout() -> Layout {
     Layout {
         https: super::free_port(),
-        https6: std::net::TcpListener::bind("[::1]:0")
-            .and_then(|l| l.local_addr())
-            .expect("an IPv6 loopback port")
-            .port(),
+        https6: super::free_port6(),
         http: super::free_port(),
         app_a: super::start_upstream("app-a"),
         app_b: super::start_upstream("app-b"),

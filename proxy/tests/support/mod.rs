@@ -18,7 +18,8 @@ pub mod tlsraw;
 
 pub use hsm::{KeyType, P11KitServer, TestToken};
 pub use net::{
-    curl, free_port, free_port_in_range, output_text, start_upstream, start_upstream_in_range,
+    curl, free_port, free_port_in_range, free_port6, output_text, start_upstream,
+    start_upstream_in_range,
 };
 pub use proxy::{ProxyProcess, config_for, start_echo_proxy};
 

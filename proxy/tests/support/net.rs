@@ -24,18 +24,18 @@ pub fn free_port_in_range() -> u16 {
 
 /// Binds 127.0.0.1 on a free port of 21000-21999.
 fn bind_in_range() -> std::net::TcpListener {
-    bind_free(21000, 1000)
+    bind_free("127.0.0.1", 21000, 1000)
 }
 
-/// Binds 127.0.0.1 on a free port of `first..first + count`, starting at a place that
+/// Binds `host` on a free port of `first..first + count`, starting at a place that
 /// differs between processes and calls so parallel tests rarely race for one.
-fn bind_free(first: u16, count: u16) -> std::net::TcpListener {
+fn bind_free(host: &str, first: u16, count: u16) -> std::net::TcpListener {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() as u16).wrapping_mul(7) % count;
     for _ in 0..count {
         let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % count;
-        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", first + offset)) {
+        if let Ok(socket) = std::net::TcpListener::bind((host, first + offset)) {
             return socket;
         }
     }
@@ -63,7 +63,18 @@ pub fn serve_upstream(socket: std::net::TcpListener, name: &'static str) -> Sock
 /// from there (`bind(0)`) can become another test's client source port between its
 /// release and the server's bind, which then fails with "Address already in use".
 pub fn free_port() -> u16 {
-    bind_free(23000, 9000).local_addr().expect("addr").port()
+    bind_free("127.0.0.1", 23000, 9000)
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// [`free_port`] on the IPv6 loopback `[::1]`, from the same range for the same reason.
+pub fn free_port6() -> u16 {
+    bind_free("::1", 23000, 9000)
+        .local_addr()
+        .expect("an IPv6 loopback port")
+        .port()
 }
 
 /// A process's stdout and then its stderr, as text (for searching and messages).

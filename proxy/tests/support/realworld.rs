@@ -62,18 +62,12 @@ pub struct Ports {
 impl Ports {
     /// Fresh ports; the upstreams are `upstreams`' (shared by nginx and hsmgate).
     pub fn new(upstreams: [SocketAddr; 4]) -> Ports {
-        let v6 = || {
-            std::net::TcpListener::bind("[::1]:0")
-                .and_then(|l| l.local_addr())
-                .expect("an IPv6 loopback port")
-                .port()
-        };
         let [app_a, app_b, api, statics] = upstreams;
         Ports {
             https: super::free_port(),
-            https6: v6(),
+            https6: super::free_port6(),
             http: super::free_port(),
-            http6: v6(),
+            http6: super::free_port6(),
             app_a,
             app_b,
             api,
