@@ -6,7 +6,10 @@
 //! SSL certificate was sent" for `on` without one, "The SSL certificate error" for a
 //! failed one), as nginx does. The result gives `$ssl_client_verify` (`SUCCESS`,
 //! `NONE`, `FAILED:reason` with OpenSSL's reason strings where they map),
-//! `$ssl_client_s_dn` (RFC 2253, as nginx ≥ 1.11.6) and `$ssl_client_escaped_cert`.
+//! `$ssl_client_s_dn` and `$ssl_client_i_dn` (RFC 2253, as nginx ≥ 1.11.6),
+//! `$ssl_client_serial`, `$ssl_client_fingerprint`, `$ssl_client_raw_cert`,
+//! `$ssl_client_escaped_cert` and the validity (`$ssl_client_v_start`, `_v_end`,
+//! `_v_remain`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +40,26 @@ pub struct ClientCert {
     pub s_dn: String,
     /// `$ssl_client_escaped_cert` (empty without a certificate).
     pub escaped_cert: String,
+    /// What else nginx's `$ssl_client_*` variables read from the certificate (`None`
+    /// without one, or one that does not parse).
+    pub details: Option<CertDetails>,
+}
+
+/// A client certificate's fields as nginx's variables print them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDetails {
+    /// `$ssl_client_i_dn`: the issuer, RFC 2253 as `s_dn`.
+    pub i_dn: String,
+    /// `$ssl_client_serial`: upper-case hex, as OpenSSL's `i2a_ASN1_INTEGER`.
+    pub serial: String,
+    /// `$ssl_client_fingerprint`: the SHA-1 of the DER certificate, lower-case hex.
+    pub fingerprint: String,
+    /// `$ssl_client_raw_cert`: the PEM certificate.
+    pub raw_cert: String,
+    /// notBefore and notAfter, seconds since the epoch.
+    pub not_before: i64,
+    /// See `not_before`.
+    pub not_after: i64,
 }
 
 /// `$ssl_client_verify`.
@@ -114,6 +137,7 @@ impl ClientAuth {
                 verify: Verify::None,
                 s_dn: String::new(),
                 escaped_cert: String::new(),
+                details: None,
             };
         };
         let now = UnixTime::now();
@@ -124,10 +148,12 @@ impl ClientAuth {
             Ok(_) => Verify::Success,
             Err(e) => Verify::Failed(reason(&e, intermediates.is_empty())),
         };
+        let raw_cert = pem(leaf);
         ClientCert {
             verify,
             s_dn: subject_dn(leaf),
-            escaped_cert: escape_uri_component(&pem(leaf)),
+            escaped_cert: escape_uri_component(&raw_cert),
+            details: details(leaf, raw_cert),
         }
     }
 }
@@ -252,11 +278,39 @@ fn read_pem_blocks<T: PemObject>(
 /// nginx ≥ 1.11.6 gives for `$ssl_client_s_dn`): last RDN first, `,` between RDNs,
 /// `+` inside one, RFC 2253 escapes; values that are not strings as `#` and hex DER.
 pub(crate) fn subject_dn(leaf: &CertificateDer<'_>) -> String {
-    let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
-        return String::new();
-    };
-    let mut rdns: Vec<String> = cert
-        .subject()
+    match X509Certificate::from_der(leaf) {
+        Ok((_, cert)) => rfc2253(cert.subject()),
+        Err(_) => String::new(),
+    }
+}
+
+/// The certificate's issuer, serial, fingerprint and validity (None if it does not
+/// parse); `raw_cert` is its PEM.
+fn details(leaf: &CertificateDer<'_>, raw_cert: String) -> Option<CertDetails> {
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    // The integer's content octets without DER's sign padding (OpenSSL keeps the
+    // magnitude): at least one octet.
+    let raw = cert.raw_serial();
+    let skip = raw
+        .iter()
+        .take_while(|&&b| b == 0)
+        .count()
+        .min(raw.len().saturating_sub(1));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf);
+    let validity = cert.validity();
+    Some(CertDetails {
+        i_dn: rfc2253(cert.issuer()),
+        serial: hex(&raw[skip..]),
+        fingerprint: hex(digest.as_ref()).to_ascii_lowercase(),
+        raw_cert,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
+/// A name as OpenSSL's `X509_NAME_print_ex(.., XN_FLAG_RFC2253)` prints it.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut rdns: Vec<String> = name
         .iter()
         .map(|rdn| {
             rdn.iter()

@@ -16,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use hsmgate_config::nginx::select_server;
+use hsmgate_config::nginx::{CipherSuite, select_server};
 
-use crate::conn_info::ConnInfo;
+use crate::conn_info::{ConnInfo, TlsInfo};
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
@@ -206,6 +206,7 @@ pub(crate) async fn accept_loop(
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                     proxy_protocol: None,
                     plain_on_tls: false,
+                    requests: Default::default(),
                 };
                 let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
@@ -326,16 +327,18 @@ async fn serve_connection(
         }
     };
     let session = tls.get_ref().1;
-    conn.tls = Some((
-        match session.protocol_version() {
-            v @ Some(_) => metrics::version_label(v).into(),
-            None => String::new(),
+    conn.tls = Some(TlsInfo {
+        protocol: match session.protocol_version() {
+            v @ Some(_) => metrics::version_label(v),
+            None => "",
         },
-        session
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default(),
-    ));
+        cipher: (session.negotiated_cipher_suite())
+            .and_then(|s| CipherSuite::from_name(&format!("{:?}", s.suite())))
+            .map_or("", CipherSuite::openssl_name),
+        curve: (session.negotiated_key_exchange_group())
+            .map_or("", |g| crate::conn_info::curve_name(g.name())),
+        resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+    });
     conn.sni = session.server_name().map(str::to_owned);
     conn.client_cert = server
         .client_auth

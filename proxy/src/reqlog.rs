@@ -60,6 +60,8 @@ pub(crate) struct LogCtx {
     /// `keep_upstream_headers` says something reads them.
     pub(crate) upstream_headers: HeaderMap,
     pub(crate) keep_upstream_headers: bool,
+    /// The request's number on its connection (`$connection_requests`).
+    pub(crate) connection_requests: u64,
 }
 
 impl LogCtx {
@@ -94,6 +96,7 @@ impl LogCtx {
             head_bytes: 0,
             upstream_headers: HeaderMap::new(),
             keep_upstream_headers: true,
+            connection_requests: self.connection_requests,
         }
     }
 
@@ -103,10 +106,16 @@ impl LogCtx {
     }
 
     pub(crate) fn vars<'a>(&'a self, headers: &'a HeaderMap) -> Vars<'a> {
-        self.vars_sent(headers, 0)
+        self.vars_sent(headers, 0, false)
     }
 
-    fn vars_sent<'a>(&'a self, headers: &'a HeaderMap, sent: u64) -> Vars<'a> {
+    /// Whether a log format this request is written with uses
+    /// `$upstream_response_length` (then the upstream's body bytes are counted).
+    pub(crate) fn logs_upstream_length(&self) -> bool {
+        self.logs_var(|v| v == "upstream_response_length")
+    }
+
+    fn vars_sent<'a>(&'a self, headers: &'a HeaderMap, sent: u64, completed: bool) -> Vars<'a> {
         Vars {
             conn: &self.conn,
             client: self.client,
@@ -133,6 +142,8 @@ impl LogCtx {
             sent_headers: &self.sent_headers,
             upstream_headers: &self.upstream_headers,
             head_bytes_sent: self.head_bytes,
+            connection_requests: self.connection_requests,
+            completed,
         }
     }
 
@@ -159,8 +170,8 @@ impl LogCtx {
         })
     }
 
-    fn write(&self, sent: u64) {
-        let vars = self.vars_sent(&self.headers, sent);
+    fn write(&self, sent: u64, completed: bool) {
+        let vars = self.vars_sent(&self.headers, sent, completed);
         for (path, format) in &self.targets {
             let Some(f) = self.generation.site.log_formats.get(format) else {
                 continue;
@@ -261,11 +272,12 @@ pub(crate) struct LoggedBody {
 }
 
 impl LoggedBody {
-    fn finish(&mut self) {
+    /// The answer ended: `completed` when all of it was sent.
+    fn finish(&mut self, completed: bool) {
         self.limit_slots.clear();
         self.in_progress = None;
         if let Some(log) = self.log.take() {
-            log.write(self.sent);
+            log.write(self.sent, completed);
         }
     }
 }
@@ -286,7 +298,7 @@ impl Body for LoggedBody {
                     this.sent += d.len() as u64;
                 }
             }
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => this.finish(true),
             _ => {}
         }
         polled
@@ -303,7 +315,9 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.finish();
+        // A body known to be empty (a HEAD's, a 204's) is not polled: it is complete.
+        let completed = self.inner.is_end_stream();
+        self.finish(completed);
     }
 }
 

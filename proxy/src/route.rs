@@ -31,7 +31,7 @@ use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
 use crate::upstream_pool::{ConnectTime, SendError};
 use crate::uri::{normalize, valid_host};
-use crate::vars::{Answering, Vars};
+use crate::vars::{Answering, Tried, Vars};
 
 /// One warning per process when no temporary file can be made for a request body.
 static NO_TEMP_FILE_WARNED: std::sync::atomic::AtomicBool =
@@ -138,6 +138,7 @@ async fn serve(
         head_bytes: 0,
         upstream_headers: HeaderMap::new(),
         keep_upstream_headers: false,
+        connection_requests: conn.requests.next(),
     };
     let routed = match &normalized {
         None => Routed {
@@ -916,18 +917,32 @@ pub(crate) async fn proxy(
                     status: resp.status().as_u16(),
                     sent: sent_at,
                     connect: connect.map_or(Duration::ZERO, |c| c.0),
+                    header: sent_at.elapsed(),
+                    received: None,
                 });
             }
-            Ok(Err(_)) => log.upstream.done.push((502, sent_at.elapsed())),
-            Err(_) => log.upstream.done.push((504, sent_at.elapsed())),
+            Ok(Err(_)) => log.upstream.done.push(Tried {
+                status: 502,
+                time: sent_at.elapsed(),
+                header: None,
+            }),
+            Err(_) => log.upstream.done.push(Tried {
+                status: 504,
+                time: sent_at.elapsed(),
+                header: None,
+            }),
         }
         match sent {
             Ok(Ok(resp))
                 if another && sent_may_move && next.statuses.contains(&resp.status().as_u16()) =>
             {
                 let status = resp.status().as_u16();
-                log.upstream.answering = None;
-                log.upstream.done.push((status, sent_at.elapsed()));
+                let header = log.upstream.answering.take().map(|a| a.header);
+                log.upstream.done.push(Tried {
+                    status,
+                    time: sent_at.elapsed(),
+                    header,
+                });
                 // nginx counts a 500, 502, 503 or 504 against the server, not a 403,
                 // 404 or 429.
                 if matches!(status, 500 | 502..=504) {
@@ -948,6 +963,13 @@ pub(crate) async fn proxy(
                     crate::proxy_redirect::rewrite(settings, resp.headers_mut(), &vars);
                     crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);
                     resp.body_mut().hold(load);
+                    if log.logs_upstream_length()
+                        && let Some(answering) = &mut log.upstream.answering
+                    {
+                        let received = Arc::default();
+                        resp.body_mut().count_into(Arc::clone(&received));
+                        answering.received = Some(received);
+                    }
                     return resp.map(|b| b.boxed());
                 }
                 let Some(client) = client_upgrade else {

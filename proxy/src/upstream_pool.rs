@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -181,6 +182,7 @@ impl UpstreamClient {
                         read_timeout: timeout,
                         failed: None,
                         switched: None,
+                        received: None,
                     });
                     resp.extensions_mut().insert(connect_time);
                     return Ok(resp);
@@ -324,6 +326,8 @@ pub(crate) struct UpstreamResponseBody {
     /// After a `101`: the connection, and what its server sent after the head, for the
     /// tunnel to take.
     switched: Option<(Io, Bytes)>,
+    /// Where the body's bytes are counted, when something reads the count.
+    received: Option<Arc<AtomicU64>>,
 }
 
 /// The upstream sent nothing of the body for `proxy_read_timeout`.
@@ -350,6 +354,7 @@ impl UpstreamResponseBody {
             load: None,
             failed: None,
             switched,
+            received: None,
         }
     }
 
@@ -361,6 +366,11 @@ impl UpstreamResponseBody {
     /// Keeps the request counted on its server (`least_conn`) until the body is read.
     pub(crate) fn hold(&mut self, load: Option<crate::balance::Load>) {
         self.load = load;
+    }
+
+    /// Adds the body's bytes to `received` as they come (`$upstream_response_length`).
+    pub(crate) fn count_into(&mut self, received: Arc<AtomicU64>) {
+        self.received = Some(received);
     }
 
     /// The body is complete: the connection goes back to the pool if it can be reused.
@@ -390,6 +400,9 @@ impl Body for UpstreamResponseBody {
         match conn.h1.poll_body(cx, &mut this.framing) {
             Poll::Ready(Some(Ok(frame))) => {
                 conn.stall.progressed();
+                if let (Some(received), Some(data)) = (&this.received, frame.data_ref()) {
+                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if this.framing == Framing::Done {
                     this.release();
                 }

@@ -66,21 +66,36 @@ pub(crate) struct Vars<'a> {
     /// The response head's size (`$bytes_sent` is it plus the body's bytes; 0 when no
     /// log format asks for it).
     pub head_bytes_sent: u64,
+    /// The request's number on its connection (`$connection_requests`).
+    pub connection_requests: u64,
+    /// The whole answer was sent (`$request_completion`; the access log's line knows).
+    pub completed: bool,
 }
 
 /// What each upstream try gave, in order (nginx's `$upstream_status` and
 /// `$upstream_response_time` list one value per server tried, `, `-separated).
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamTries {
-    /// Tries that ended: status (502 for an error, 504 for a timeout) and duration.
-    pub done: Vec<(u16, Duration)>,
+    /// Tries that ended before the one answering.
+    pub done: Vec<Tried>,
     /// The try whose response is being sent: its status, when it was sent and how long
     /// connecting took.
     pub answering: Option<Answering>,
 }
 
-/// The upstream try whose response the client gets.
+/// An upstream try that ended without being the answer.
 #[derive(Debug, Clone, Copy)]
+pub(crate) struct Tried {
+    /// The upstream's status, or 502 for an error and 504 for a timeout.
+    pub status: u16,
+    /// How long it took.
+    pub time: Duration,
+    /// When its response head came (None: none came).
+    pub header: Option<Duration>,
+}
+
+/// The upstream try whose response the client gets.
+#[derive(Debug, Clone)]
 pub(crate) struct Answering {
     /// The upstream's status.
     pub status: u16,
@@ -88,12 +103,17 @@ pub(crate) struct Answering {
     pub sent: Instant,
     /// How long connecting took (zero on a kept connection).
     pub connect: Duration,
+    /// From the request sent to the response head received (`$upstream_header_time`).
+    pub header: Duration,
+    /// The response body's bytes received from the upstream so far
+    /// (`$upstream_response_length`; counted only when a log format reads it).
+    pub received: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl UpstreamTries {
     fn statuses(&self) -> String {
         let answering = self.answering.iter().map(|a| a.status);
-        let all: Vec<String> = (self.done.iter().map(|(s, _)| *s))
+        let all: Vec<String> = (self.done.iter().map(|t| t.status))
             .chain(answering)
             .map(|s| s.to_string())
             .collect();
@@ -104,7 +124,7 @@ impl UpstreamTries {
     /// the access log line is written).
     fn times(&self) -> String {
         let answering = self.answering.iter().map(|a| a.sent.elapsed());
-        let done = self.done.iter().map(|(_, d)| *d);
+        let done = self.done.iter().map(|t| t.time);
         seconds(done.chain(answering))
     }
 
@@ -115,11 +135,36 @@ impl UpstreamTries {
         let answering = (self.answering.iter()).map(|a| seconds([a.connect].into_iter()));
         failed.chain(answering).collect::<Vec<_>>().join(", ")
     }
+
+    /// `$upstream_header_time`: each try's time to its response head; `-` for a try
+    /// that got none.
+    fn header_times(&self) -> String {
+        let done = (self.done.iter()).map(|t| t.header.map_or("-".to_owned(), one_time));
+        let answering = self.answering.iter().map(|a| one_time(a.header));
+        done.chain(answering).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `$upstream_response_length`: each try's response body bytes (0 for one whose
+    /// body was not read).
+    fn lengths(&self) -> String {
+        let done = self.done.iter().map(|_| "0".to_owned());
+        let answering = (self.answering.iter()).map(|a| {
+            (a.received.as_ref())
+                .map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed))
+                .to_string()
+        });
+        done.chain(answering).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A duration as nginx writes it (`0.004`).
+fn one_time(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
 }
 
 /// Durations as nginx writes them (`0.004`), `, `-separated.
 fn seconds(times: impl Iterator<Item = Duration>) -> String {
-    let all: Vec<String> = times.map(|d| format!("{:.3}", d.as_secs_f64())).collect();
+    let all: Vec<String> = times.map(one_time).collect();
     all.join(", ")
 }
 
@@ -203,6 +248,31 @@ impl Vars<'_> {
             }
             .into(),
             "https" => if self.conn.tls.is_some() { "on" } else { "" }.into(),
+            // nginx: `h2` over TLS, `h2c` in the clear, empty for HTTP/1.x.
+            "http2" => match (self.protocol, &self.conn.tls) {
+                ("HTTP/2.0", Some(_)) => "h2",
+                ("HTTP/2.0", None) => "h2c",
+                _ => "",
+            }
+            .into(),
+            "document_uri" => self.uri.into(),
+            "content_type" => header_values(self.headers, "content_type").into(),
+            "content_length" => header_values(self.headers, "content_length").into(),
+            "pid" => std::process::id().to_string().into(),
+            "connection_requests" => self.connection_requests.to_string().into(),
+            "request_completion" => if self.completed { "OK" } else { "" }.into(),
+            "upstream_header_time" => self.upstream.header_times().into(),
+            "upstream_response_length" => self.upstream.lengths().into(),
+            "ssl_session_reused" => match &self.conn.tls {
+                Some(t) if t.resumed => "r",
+                Some(_) => ".",
+                None => "",
+            }
+            .into(),
+            "ssl_curve" => self.conn.tls.as_ref().map_or("", |t| t.curve).into(),
+            // 0-RTT data is never accepted (`ssl_early_data` stays off), so no request
+            // comes in early data.
+            "ssl_early_data" => "".into(),
             "request_uri" => self.request_uri.into(),
             "uri" => self.uri.into(),
             "args" | "query_string" => self.args().into(),
@@ -218,18 +288,8 @@ impl Vars<'_> {
             "request_method" => self.method.into(),
             "server_protocol" => self.protocol.into(),
             "proxy_host" => self.proxy_host.into(),
-            "ssl_protocol" => self
-                .conn
-                .tls
-                .as_ref()
-                .map_or("", |(p, _)| p.as_str())
-                .into(),
-            "ssl_cipher" => self
-                .conn
-                .tls
-                .as_ref()
-                .map_or("", |(_, c)| c.as_str())
-                .into(),
+            "ssl_protocol" => self.conn.tls.as_ref().map_or("", |t| t.protocol).into(),
+            "ssl_cipher" => self.conn.tls.as_ref().map_or("", |t| t.cipher).into(),
             "ssl_client_verify" => match (&self.conn.tls, &self.conn.client_cert) {
                 (None, _) => "".into(),
                 (Some(_), None) => "NONE".into(),
@@ -247,6 +307,18 @@ impl Vars<'_> {
                 .as_ref()
                 .map_or("", |c| c.escaped_cert.as_str())
                 .into(),
+            "ssl_client_i_dn" => self.cert(|c| c.i_dn.as_str().into()),
+            "ssl_client_serial" => self.cert(|c| c.serial.as_str().into()),
+            "ssl_client_fingerprint" => self.cert(|c| c.fingerprint.as_str().into()),
+            "ssl_client_raw_cert" => self.cert(|c| c.raw_cert.as_str().into()),
+            "ssl_client_v_start" => self.cert(|c| openssl_time(c.not_before).into()),
+            "ssl_client_v_end" => self.cert(|c| openssl_time(c.not_after).into()),
+            "ssl_client_v_remain" => self.cert(|c| {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                days_remaining(c.not_after, now).to_string().into()
+            }),
             "status" => format!("{:03}", self.status).into(),
             "body_bytes_sent" => self.body_bytes_sent.to_string().into(),
             "bytes_sent" => (self.head_bytes_sent + self.body_bytes_sent)
@@ -287,6 +359,22 @@ impl Vars<'_> {
                     "".into()
                 }
             }
+        }
+    }
+
+    /// `read` of the client certificate's details; empty without one.
+    fn cert(
+        &self,
+        read: impl for<'c> Fn(&'c crate::client_cert::CertDetails) -> Cow<'c, str>,
+    ) -> Cow<'_, str> {
+        match self
+            .conn
+            .client_cert
+            .as_ref()
+            .and_then(|c| c.details.as_ref())
+        {
+            Some(details) => read(details),
+            None => "".into(),
         }
     }
 
@@ -333,6 +421,24 @@ pub(crate) fn is_builtin(name: &str) -> bool {
         || hsmgate_config::nginx::SUPPORTED_PREFIXES
             .iter()
             .any(|p| name.starts_with(p))
+}
+
+/// A time as OpenSSL's `ASN1_TIME_print` writes it (nginx's `$ssl_client_v_start`):
+/// `Dec  3 08:00:00 2026 GMT`.
+fn openssl_time(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%b %e %H:%M:%S %Y GMT").to_string())
+        .unwrap_or_default()
+}
+
+/// `$ssl_client_v_remain`: whole days until `not_after`, 0 within the last day or
+/// after it (as nginx counts).
+fn days_remaining(not_after: i64, now: i64) -> i64 {
+    if not_after < now.saturating_add(86_400) {
+        0
+    } else {
+        (not_after - now) / 86_400
+    }
 }
 
 /// The values of header `name` (`_` for `-`), `, `-separated.
@@ -477,27 +583,47 @@ mod tests {
             peer: "10.0.0.7:5000".parse().expect("addr"),
             listen: "127.0.0.1:443".parse().expect("addr"),
             local_port: 443,
-            tls: Some(("TLSv1.3".into(), "TLS13_AES_128_GCM_SHA256".into())),
+            tls: Some(crate::conn_info::TlsInfo {
+                protocol: "TLSv1.3",
+                cipher: "TLS_AES_128_GCM_SHA256",
+                curve: "X25519",
+                resumed: true,
+            }),
             sni: None,
             client_cert: None,
             id: 9,
             proxy_protocol: None,
             plain_on_tls: false,
+            requests: Default::default(),
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4".parse().expect("value"));
         headers.insert("user-agent", "curl/8".parse().expect("value"));
         headers.append("cookie", "a=1; Sess=xyz".parse().expect("value"));
         headers.append("cookie", "b=2".parse().expect("value"));
+        headers.insert("content-type", "application/json".parse().expect("value"));
         let mut sent = HeaderMap::new();
         sent.insert("content-type", "text/plain".parse().expect("value"));
         let request_id = OnceLock::new();
         let upstream = UpstreamTries {
-            done: vec![(502, Duration::from_millis(4))],
+            done: vec![
+                Tried {
+                    status: 502,
+                    time: Duration::from_millis(4),
+                    header: None,
+                },
+                Tried {
+                    status: 503,
+                    time: Duration::from_millis(9),
+                    header: Some(Duration::from_millis(7)),
+                },
+            ],
             answering: Some(Answering {
                 status: 200,
                 sent: Instant::now(),
                 connect: Duration::from_millis(2),
+                header: Duration::from_millis(3),
+                received: Some(std::sync::Arc::new(12.into())),
             }),
         };
         let v = Vars {
@@ -526,6 +652,8 @@ mod tests {
             sent_headers: &sent,
             upstream_headers: &HeaderMap::new(),
             head_bytes_sent: 0,
+            connection_requests: 3,
+            completed: true,
         };
         assert_eq!(v.get("host"), "www.example.test");
         assert_eq!(v.get("proxy_add_x_forwarded_for"), "1.2.3.4, 10.0.0.7");
@@ -552,13 +680,40 @@ mod tests {
             "{id}"
         );
         assert_eq!(v.get("request_id"), id, "stable within a request");
-        assert_eq!(v.get("upstream_status"), "502, 200");
-        assert!(v.get("upstream_response_time").starts_with("0.004, 0.0"));
-        assert_eq!(v.get("upstream_connect_time"), "-, 0.002");
-        // "GET /a/b?... HTTP/1.1\r\n", four header lines, "\r\n", the body.
+        assert_eq!(v.get("upstream_status"), "502, 503, 200");
+        assert!(
+            v.get("upstream_response_time")
+                .starts_with("0.004, 0.009, 0.0")
+        );
+        assert_eq!(v.get("upstream_connect_time"), "-, -, 0.002");
+        assert_eq!(v.get("upstream_header_time"), "-, 0.007, 0.003");
+        assert_eq!(v.get("upstream_response_length"), "0, 0, 12");
+        assert_eq!(v.get("connection_requests"), "3");
+        assert_eq!(v.get("request_completion"), "OK");
+        assert_eq!(
+            (v.get("ssl_protocol"), v.get("ssl_cipher")),
+            ("TLSv1.3".into(), "TLS_AES_128_GCM_SHA256".into())
+        );
+        assert_eq!(
+            (v.get("ssl_session_reused"), v.get("ssl_curve")),
+            ("r".into(), "X25519".into())
+        );
+        assert_eq!(
+            (v.get("http2"), v.get("ssl_early_data")),
+            ("".into(), "".into())
+        );
+        assert_eq!(v.get("document_uri"), "/a/b");
+        assert_eq!(
+            (v.get("content_type"), v.get("content_length")),
+            ("application/json".into(), "".into())
+        );
+        assert_eq!(v.get("pid"), std::process::id().to_string());
+        assert_eq!(v.get("ssl_client_serial"), "", "no client certificate");
+        // "GET /a/b?... HTTP/1.1\r\n", five header lines, "\r\n", the body.
         let line = "GET /a/b?x=1&Foo=b%20r&foo=2&bare HTTP/1.1\r\n".len();
         let fields = "x-forwarded-for: 1.2.3.4\r\nuser-agent: curl/8\r\n".len()
-            + "cookie: a=1; Sess=xyz\r\ncookie: b=2\r\n".len();
+            + "cookie: a=1; Sess=xyz\r\ncookie: b=2\r\n".len()
+            + "content-type: application/json\r\n".len();
         assert_eq!(v.get("request_length"), (line + fields + 2 + 5).to_string());
         assert_eq!(v.get("ssl_server_name"), "");
         assert_eq!(v.get("server_addr"), "127.0.0.1");
@@ -571,5 +726,17 @@ mod tests {
             v.get("msec").split_once('.').map(|(_, ms)| ms.len()),
             Some(3)
         );
+    }
+
+    #[test]
+    fn certificate_times_as_openssl_prints_them() {
+        // 2026-12-03 08:00:00 UTC; a one-digit day is padded with a space.
+        assert_eq!(openssl_time(1_796_284_800), "Dec  3 08:00:00 2026 GMT");
+        assert_eq!(openssl_time(1_797_494_399), "Dec 17 07:59:59 2026 GMT");
+        let now = 1_796_284_800;
+        assert_eq!(days_remaining(now + 86_399, now), 0, "within the last day");
+        assert_eq!(days_remaining(now - 5, now), 0, "expired");
+        assert_eq!(days_remaining(now + 86_400, now), 1);
+        assert_eq!(days_remaining(now + 30 * 86_400 + 5, now), 30);
     }
 }

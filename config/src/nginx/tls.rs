@@ -115,6 +115,10 @@ macro_rules! suites {
             pub fn rustls_name(self) -> &'static str {
                 match self { $(Self::$v => $rustls,)* }
             }
+            /// The OpenSSL name (nginx's `ssl_ciphers` and `$ssl_cipher`).
+            pub fn openssl_name(self) -> &'static str {
+                match self { $(Self::$v => $openssl,)* }
+            }
             /// The suite named by its OpenSSL name or its rustls (IANA) name.
             pub fn from_name(name: &str) -> Option<CipherSuite> {
                 match name { $($openssl | $rustls => Some(Self::$v),)* _ => None }

@@ -116,7 +116,15 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
     let headers = "proxy_set_header X-Client-Verify $ssl_client_verify;\n    \
                    proxy_set_header X-Client-DN $ssl_client_s_dn;\n    \
                    proxy_set_header X-Client-Cert $ssl_client_escaped_cert;\n    \
-                   add_header X-Verify $ssl_client_verify always;";
+                   proxy_set_header X-Client-I-DN $ssl_client_i_dn;\n    \
+                   proxy_set_header X-Client-Serial $ssl_client_serial;\n    \
+                   proxy_set_header X-Client-Fingerprint $ssl_client_fingerprint;\n    \
+                   proxy_set_header X-Client-V-Start $ssl_client_v_start;\n    \
+                   proxy_set_header X-Client-V-End $ssl_client_v_end;\n    \
+                   proxy_set_header X-Client-V-Remain $ssl_client_v_remain;\n    \
+                   add_header X-Verify $ssl_client_verify always;\n    \
+                   add_header X-Tls \"$ssl_protocol $ssl_cipher $ssl_curve $ssl_session_reused \
+                   $connection_requests [$ssl_early_data] [$request_completion]\" always;";
     let www = format!(
         "ssl_client_certificate {};\n    ssl_verify_client optional;\n    {headers}",
         ca.display()
@@ -166,6 +174,11 @@ fn client_certificates_are_verified_and_forwarded_as_nginx_does() {
             n.header("x-verify"),
             h.header("x-verify"),
             "$ssl_client_verify of {host}{path} {extra:?}"
+        );
+        assert_eq!(
+            n.header("x-tls"),
+            h.header("x-tls"),
+            "the session's variables, {host}{path} {extra:?}"
         );
         assert_eq!(
             client_headers(n),

@@ -408,7 +408,9 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     let http_extra =
         "log_format vars '$request_id|$upstream_status|$request_length|$sent_http_x_secret|\
          $sent_http_server|$arg_foo|$cookie_sess|$hostname|$https|$is_args|$server_protocol|\
-         $upstream_response_time|$msec|$time_iso8601|$upstream_connect_time';
+         $upstream_response_time|$msec|$time_iso8601|$upstream_connect_time|\
+         $upstream_header_time|$upstream_response_length|$connection_requests|\
+         $request_completion|$document_uri|$content_type|$pid|$http2|$ssl_session_reused';
         add_header X-Tls 'sni=$ssl_server_name https=$https addr=$server_addr' always;";
     let server_extra = format!(
         "access_log {} vars;
@@ -420,7 +422,7 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     );
     let (gate, http) = start_with(&raw, http_extra, &server_extra);
     let request = "GET /vars/x?foo=b%20r&foo=2 HTTP/1.1\r\nHost: compat.test\r\n\
-                   Cookie: a=1; sess=xyz\r\nConnection: close\r\n\r\n";
+                   Cookie: a=1; sess=xyz\r\nContent-Type: text/x-test\r\nConnection: close\r\n\r\n";
     let r = plain(http, request);
     assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
     // $request_id: 32 hex digits, the same in the forwarded header and the response.
@@ -495,6 +497,84 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     assert!((0.0..5.0).contains(&connect) && connect <= time, "{text}");
     assert_eq!(lines[2][1], "502", "{text}");
     assert_eq!(lines[2][14], "-", "{text}");
+    // $upstream_header_time: the head came before the whole answer.
+    let header_time: f64 = first[15].parse().expect("$upstream_header_time");
+    assert!((0.0..=time).contains(&header_time), "{text}");
+    // The upstream's body ("ok"), the request's number on its connection, the answer
+    // sent whole, $uri, a request header, this server's process.
+    assert_eq!(
+        (first[16], first[17], first[18]),
+        ("2", "1", "OK"),
+        "{text}"
+    );
+    assert_eq!((first[19], first[20]), ("/vars/x", "text/x-test"), "{text}");
+    assert_eq!(first[21], gate.server.pid().to_string(), "{text}");
+    // Plain HTTP/1.1: no HTTP/2, no TLS session (nginx writes `-` for empty values).
+    assert_eq!((first[22], first[23]), ("-", "-"), "{text}");
+    // A failed try: no head, no body.
+    assert_eq!((lines[2][15], lines[2][16]), ("-", "0"), "{text}");
+}
+
+/// The TLS session's variables on hsmgate's own connections: `$connection_requests`
+/// counts a keep-alive connection's requests, `$ssl_session_reused` is `r` for a resumed
+/// handshake (a TLS 1.3 ticket) and `.` for a full one, `$http2` is `h2` for HTTP/2;
+/// `$ssl_curve` names the key exchange group as OpenSSL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_variables_count_requests_and_tell_resumptions() {
+    use crate::support::client::{KeepAlive, ca_roots};
+    let gate = Gate::start(
+        &[upstream_in_range("A")],
+        "add_header X-Sess \"$ssl_session_reused $connection_requests [$http2] $ssl_protocol \
+         $ssl_curve [$ssl_early_data]\" always;",
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(ca_roots(gate.ca()))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    let config = Arc::new(config);
+    let sess = |head: &http::HeaderMap| {
+        (head.get("x-sess").and_then(|v| v.to_str().ok()))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut first = KeepAlive::open_with(gate.addr, Arc::clone(&config)).await;
+    let mut seen = Vec::new();
+    for path in ["/a", "/b", "/c"] {
+        let (status, head, _) = first.get_with_head(path).await;
+        assert_eq!(status, 200, "{}", gate.server.log_text());
+        seen.push(sess(&head));
+    }
+    drop(first);
+    let mut second = KeepAlive::open_with(gate.addr, config).await;
+    assert_eq!(
+        second.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    let (status, head, _) = second.get_with_head("/d").await;
+    assert_eq!(status, 200);
+    seen.push(sess(&head));
+    assert_eq!(
+        seen,
+        [
+            ". 1 [] TLSv1.3 X25519 []",
+            ". 2 [] TLSv1.3 X25519 []",
+            ". 3 [] TLSv1.3 X25519 []",
+            "r 1 [] TLSv1.3 X25519 []",
+        ]
+    );
+    // HTTP/2: `h2`.
+    let (alpn, status, head, _) =
+        crate::support::client::h2_get_with_head(gate.addr, gate.ca(), "/e").await;
+    assert_eq!((alpn.as_deref(), status), (Some(&b"h2"[..]), 200));
+    assert_eq!(
+        sess(&head),
+        ". 1 [h2] TLSv1.3 X25519 []",
+        "a new client: a full handshake"
+    );
 }
 
 #[test]

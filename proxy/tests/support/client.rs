@@ -77,6 +77,12 @@ impl KeepAlive {
 
     /// GET `path`; the status and body.
     pub async fn get(&mut self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get_with_head(path).await;
+        (status, body)
+    }
+
+    /// GET `path`; the status, the response headers and the body.
+    pub async fn get_with_head(&mut self, path: &str) -> (u16, http::HeaderMap, String) {
         self.sender.ready().await.expect("connection still open");
         let req = http::Request::get(path)
             .header("host", self.addr.to_string())
@@ -87,13 +93,24 @@ impl KeepAlive {
             .expect("response within 5 s")
             .expect("response");
         let status = resp.status().as_u16();
+        let head = resp.headers().clone();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (status, head, String::from_utf8_lossy(&body).into_owned())
     }
 }
 
 /// One HTTP/2 GET on a new connection; the negotiated ALPN, status and body.
 pub async fn h2_get(addr: SocketAddr, ca_pem: &Path, path: &str) -> (Option<Vec<u8>>, u16, String) {
+    let (alpn, status, _, body) = h2_get_with_head(addr, ca_pem, path).await;
+    (alpn, status, body)
+}
+
+/// [`h2_get`], with the response headers.
+pub async fn h2_get_with_head(
+    addr: SocketAddr,
+    ca_pem: &Path,
+    path: &str,
+) -> (Option<Vec<u8>>, u16, http::HeaderMap, String) {
     let tls = connect(addr, client_config(ca_pem, &[b"h2", b"http/1.1"]))
         .await
         .expect("handshake");
@@ -108,8 +125,14 @@ pub async fn h2_get(addr: SocketAddr, ca_pem: &Path, path: &str) -> (Option<Vec<
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
+    let head = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (alpn, status, String::from_utf8_lossy(&body).into_owned())
+    (
+        alpn,
+        status,
+        head,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// GET `path` on the (plain HTTP) admin listener: (status, body).
