@@ -100,9 +100,10 @@ impl LogCtx {
         }
     }
 
-    /// Whether a log format this request is written with reads `$upstream_http_NAME`.
+    /// Whether a log format this request is written with reads the upstream's headers
+    /// (`$upstream_http_NAME`, `$upstream_cookie_NAME`).
     pub(crate) fn logs_upstream_headers(&self) -> bool {
-        self.logs_var(|v| v.starts_with("upstream_http_"))
+        self.logs_var(crate::vars::reads_upstream_headers)
     }
 
     pub(crate) fn vars<'a>(&'a self, headers: &'a HeaderMap) -> Vars<'a> {

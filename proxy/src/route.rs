@@ -1156,16 +1156,16 @@ pub(crate) fn return_response(
     resp
 }
 
-/// `add_header`: only on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 unless `always`.
-/// Whether an `add_header` value reads the request's headers: `$http_NAME`,
-/// `$cookie_NAME`, `$remote_user`, `$proxy_add_x_forwarded_for`, or a `map` (which may).
-/// Whether an `add_header` value reads `$upstream_http_NAME`.
+/// Whether an `add_header` value reads the upstream's headers (`$upstream_http_NAME`,
+/// `$upstream_cookie_NAME`).
 fn reads_upstream_headers(list: &[AddHeader]) -> bool {
     (list.iter().flat_map(|h| &h.value.parts)).any(|p| {
-        matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if v.starts_with("upstream_http_"))
+        matches!(p, hsmgate_config::nginx::TemplatePart::Var(v) if crate::vars::reads_upstream_headers(v))
     })
 }
 
+/// Whether an `add_header` value reads the request's headers: `$http_NAME`,
+/// `$cookie_NAME`, `$remote_user`, `$proxy_add_x_forwarded_for`, or a `map` (which may).
 fn reads_request_headers(list: &[AddHeader]) -> bool {
     list.iter().flat_map(|h| &h.value.parts).any(|p| match p {
         hsmgate_config::nginx::TemplatePart::Var(v) => {
@@ -1178,6 +1178,7 @@ fn reads_request_headers(list: &[AddHeader]) -> bool {
     })
 }
 
+/// `add_header`: only on 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 unless `always`.
 fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx) {
     if list.is_empty() {
         return;

@@ -355,6 +355,8 @@ impl Vars<'_> {
                     arg(self.args(), name).into()
                 } else if let Some(name) = other.strip_prefix("cookie_") {
                     cookie(self.headers, name).into()
+                } else if let Some(name) = other.strip_prefix("upstream_cookie_") {
+                    set_cookie(self.upstream_headers, name).into()
                 } else {
                     "".into()
                 }
@@ -475,6 +477,21 @@ fn cookie(headers: &HeaderMap, name: &str) -> String {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map_or_else(String::new, |(_, v)| v.to_owned())
+}
+
+/// `$upstream_cookie_NAME`: the value of the first `Set-Cookie` of that name (compared
+/// ignoring case, as nginx), up to its first `;`.
+fn set_cookie(headers: &HeaderMap, name: &str) -> String {
+    (headers.get_all(http::header::SET_COOKIE).iter())
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map_or_else(String::new, |(_, v)| v.trim().to_owned())
+}
+
+/// Whether variable `name` reads the upstream's response headers.
+pub(crate) fn reads_upstream_headers(name: &str) -> bool {
+    name.starts_with("upstream_http_") || name.starts_with("upstream_cookie_")
 }
 
 /// `$request_id`: 16 random bytes as 32 hex digits (nginx's format).
@@ -604,6 +621,10 @@ mod tests {
         headers.insert("content-type", "application/json".parse().expect("value"));
         let mut sent = HeaderMap::new();
         sent.insert("content-type", "text/plain".parse().expect("value"));
+        let mut from_upstream = HeaderMap::new();
+        for c in ["sid=1; Path=/", "Theme = dark ; HttpOnly", "sid=2"] {
+            from_upstream.append("set-cookie", c.parse().expect("value"));
+        }
         let request_id = OnceLock::new();
         let upstream = UpstreamTries {
             done: vec![
@@ -650,7 +671,7 @@ mod tests {
             upstream: &upstream,
             request_body_length: 5,
             sent_headers: &sent,
-            upstream_headers: &HeaderMap::new(),
+            upstream_headers: &from_upstream,
             head_bytes_sent: 0,
             connection_requests: 3,
             completed: true,
@@ -709,6 +730,15 @@ mod tests {
         );
         assert_eq!(v.get("pid"), std::process::id().to_string());
         assert_eq!(v.get("ssl_client_serial"), "", "no client certificate");
+        assert_eq!(
+            (v.get("upstream_cookie_sid"), v.get("upstream_cookie_theme")),
+            ("1".into(), "dark".into())
+        );
+        assert_eq!(v.get("upstream_cookie_none"), "");
+        assert_eq!(
+            v.get("upstream_http_set_cookie"),
+            "sid=1; Path=/, Theme = dark ; HttpOnly, sid=2"
+        );
         // "GET /a/b?... HTTP/1.1\r\n", five header lines, "\r\n", the body.
         let line = "GET /a/b?x=1&Foo=b%20r&foo=2&bare HTTP/1.1\r\n".len();
         let fields = "x-forwarded-for: 1.2.3.4\r\nuser-agent: curl/8\r\n".len()

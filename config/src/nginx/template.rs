@@ -84,10 +84,17 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
 ];
 
 /// Families of variables hsmgate provides: `$http_NAME` (a request header),
-/// `$sent_http_NAME` (a response header; in `log_format`), `$arg_NAME` (a query
-/// argument), `$cookie_NAME` (a cookie).
-pub const SUPPORTED_PREFIXES: &[&str] =
-    &["http_", "sent_http_", "upstream_http_", "arg_", "cookie_"];
+/// `$sent_http_NAME` (a response header; in `log_format`), `$upstream_http_NAME` (the
+/// upstream's response header), `$arg_NAME` (a query argument), `$cookie_NAME` (a
+/// cookie), `$upstream_cookie_NAME` (a cookie the upstream set).
+pub const SUPPORTED_PREFIXES: &[&str] = &[
+    "http_",
+    "sent_http_",
+    "upstream_http_",
+    "arg_",
+    "cookie_",
+    "upstream_cookie_",
+];
 
 /// A parsed string: literal text and variables, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
