@@ -206,14 +206,16 @@ pub(crate) async fn accept_loop(
                     id: ids.fetch_add(1, Ordering::Relaxed) + 1,
                     proxy_protocol: None,
                     plain_on_tls: false,
-                    requests: Default::default(),
                 };
                 let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
                 let active = crate::conn_stats::accepted();
+                let configs = Configs {
+                    accepted: generation,
+                    live: generations.clone(),
+                };
                 tokio::spawn(async move {
-                    serve_connection(stream, conn, listener_rt, generation, watcher, accepted)
-                        .await;
+                    serve_connection(stream, conn, listener_rt, configs, watcher, accepted).await;
                     drop(permit);
                     drop(active);
                 });
@@ -241,11 +243,36 @@ fn warn_limit(sem: &Semaphore) {
     }
 }
 
+/// The configuration a connection was accepted under, and the live one. A request the
+/// connection begins after a reload has retired its configuration is served with the
+/// live one (and the connection closes after it): no request begun after a reload sees
+/// the configuration it replaced, as from nginx, whose old workers close their idle
+/// connections at a reload (where a request the client sends at that moment is lost).
+#[derive(Debug, Clone)]
+struct Configs {
+    accepted: Arc<Generation>,
+    live: watch::Receiver<Arc<Generation>>,
+}
+
+impl Configs {
+    /// The configuration of a request begun now on a connection to `listen` whose own
+    /// configuration is `retired` or not: the live one if it still listens there.
+    fn for_request(&self, retired: bool, listen: SocketAddr) -> Arc<Generation> {
+        if retired {
+            let live = self.live.borrow();
+            if live.listeners.contains_key(&listen) {
+                return Arc::clone(&live);
+            }
+        }
+        Arc::clone(&self.accepted)
+    }
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     mut conn: ConnInfo,
     listener: ListenerRt,
-    generation: Arc<Generation>,
+    configs: Configs,
     watcher: crate::drain::Watcher,
     accepted: std::time::Instant,
 ) {
@@ -271,10 +298,7 @@ async fn serve_connection(
             false => Speak::Http1,
         };
         drop(reading);
-        serve_http(
-            stream, conn, &listener, generation, watcher, speak, accepted,
-        )
-        .await;
+        serve_http(stream, conn, &listener, configs, watcher, speak, accepted).await;
         return;
     };
     // Admission, then the handshake; the signer waits off the async workers.
@@ -306,7 +330,7 @@ async fn serve_connection(
                 io,
                 conn,
                 &listener,
-                generation,
+                configs,
                 watcher,
                 Speak::Http1,
                 accepted,
@@ -352,7 +376,7 @@ async fn serve_connection(
     };
     let tls = crate::tls_io::FlushingTls(tls);
     drop(reading);
-    serve_http(tls, conn, &listener, generation, watcher, speak, accepted).await;
+    serve_http(tls, conn, &listener, configs, watcher, speak, accepted).await;
 }
 
 /// Which HTTP a connection speaks.
@@ -542,13 +566,14 @@ async fn serve_http<I>(
     io: I,
     conn: ConnInfo,
     listener: &ListenerRt,
-    generation: Arc<Generation>,
+    configs: Configs,
     mut watcher: crate::drain::Watcher,
     speak: Speak,
     accepted: std::time::Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let generation = &configs.accepted;
     let peer = conn.peer;
     // The default server of the address sets the client limits (as in nginx).
     let limits = select_server(&generation.servers, listener.spec.addr, None)
@@ -566,14 +591,14 @@ async fn serve_http<I>(
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (last, version) = (counted.count(), req.version());
+        let ((number, last), version) = (counted.count(), req.version());
         let (generation, conn, counted) = (
-            Arc::clone(&generation),
+            configs.for_request(counted.retired(), conn.listen),
             Arc::clone(&conn),
             Arc::clone(&counted),
         );
         Box::pin(async move {
-            let mut response = crate::route::handle(generation, conn, req).await?;
+            let mut response = crate::route::handle(generation, conn, req, number).await?;
             if last || counted.draining() {
                 counted.close_after(version, &mut response);
             }
@@ -621,7 +646,8 @@ async fn serve_http<I>(
     // its configuration, or its last request has been served, HTTP/2 is told the same;
     // HTTP/1.1 closes after its next answer, which says `Connection: close` (an idle
     // connection closed by the server races with the client's next request, which
-    // would be lost; a client told `close` sends none).
+    // would be lost; a client told `close` sends none), and which the live
+    // configuration gives if that request begins after the reload (`Configs`).
     let (mut finishing, http2) = (false, speak != Speak::Http1);
     let ended = loop {
         tokio::select! {

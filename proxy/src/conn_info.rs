@@ -1,11 +1,9 @@
 //! [`ConnInfo`]: what is known about the connection a request came on (addresses, TLS
-//! version, cipher, group and resumption, SNI, client certificate, connection number and
-//! its requests so far), filled in by [`crate::conn`] and read by routing, `$variables`
-//! and the access log.
+//! version, cipher, group and resumption, SNI, client certificate, connection number),
+//! filled in by [`crate::conn`] and read by routing, `$variables` and the access log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::client_cert::ClientCert;
 
@@ -31,8 +29,6 @@ pub(crate) struct ConnInfo {
     /// Plain HTTP on a TLS address: every request is nginx's 497 (see
     /// [`crate::route`]).
     pub plain_on_tls: bool,
-    /// Requests begun on the connection (nginx's `$connection_requests`).
-    pub requests: RequestCount,
 }
 
 /// What the handshake agreed, as nginx's `$ssl_*` variables give it.
@@ -47,23 +43,6 @@ pub(crate) struct TlsInfo {
     pub curve: &'static str,
     /// `$ssl_session_reused`: the handshake resumed a session.
     pub resumed: bool,
-}
-
-/// A connection's request count, read and advanced by each request.
-#[derive(Debug, Default)]
-pub(crate) struct RequestCount(AtomicU64);
-
-impl RequestCount {
-    /// Counts a request; its number on the connection (the first is 1).
-    pub(crate) fn next(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
-impl Clone for RequestCount {
-    fn clone(&self) -> Self {
-        RequestCount(AtomicU64::new(self.0.load(Ordering::Relaxed)))
-    }
 }
 
 /// OpenSSL's name of a key exchange group, as nginx's `$ssl_curve` gives it.
@@ -88,15 +67,6 @@ pub(crate) fn curve_name(group: rustls::NamedGroup) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_are_numbered_from_one() {
-        let count = RequestCount::default();
-        assert_eq!(count.next(), 1);
-        assert_eq!(count.next(), 2);
-        assert_eq!(count.clone().next(), 3, "a copy starts where the count was");
-        assert_eq!(count.next(), 3);
-    }
 
     #[test]
     fn curves_have_openssls_names() {

@@ -49,15 +49,24 @@ impl ConnLimits {
         }
     }
 
-    /// Counts one request; true when the connection may serve no more after it.
-    pub(crate) fn count(&self) -> bool {
+    /// Counts one request: its number on the connection (the first is 1; nginx's
+    /// `$connection_requests`), and whether the connection may serve no more after it.
+    pub(crate) fn count(&self) -> (u64, bool) {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        n >= self.max_requests || self.started.elapsed() >= self.max_time
+        (
+            n,
+            n >= self.max_requests || self.started.elapsed() >= self.max_time,
+        )
     }
 
     /// Whether a drain has begun: the answer in progress is the connection's last.
     pub(crate) fn draining(&self) -> bool {
         self.drains.iter().any(Watcher::is_draining)
+    }
+
+    /// Whether a reload has retired the connection's configuration.
+    pub(crate) fn retired(&self) -> bool {
+        self.drains[1].is_draining()
     }
 
     /// Makes the answer to a connection's last request close it: `Connection: close`
@@ -97,10 +106,13 @@ mod tests {
     #[test]
     fn the_last_request_is_the_nth_or_the_first_after_the_time() {
         let l = limits(Instant::now(), 3, Duration::from_secs(3600));
-        assert_eq!([l.count(), l.count(), l.count()], [false, false, true]);
+        assert_eq!(
+            [l.count(), l.count(), l.count()],
+            [(1, false), (2, false), (3, true)]
+        );
         let old = Instant::now() - Duration::from_secs(2);
         let l = limits(old, 1000, Duration::from_secs(1));
-        assert!(l.count());
+        assert!(l.count().1);
     }
 
     #[test]

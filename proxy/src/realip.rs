@@ -103,7 +103,6 @@ mod tests {
                 destination: "198.51.100.1:443".parse().unwrap(),
             }),
             plain_on_tls: false,
-            requests: Default::default(),
         }
     }
 

@@ -45,13 +45,15 @@ const SERVER: &str = "hsmgate";
 #[error("connection closed without a response (return 444)")]
 pub(crate) struct Abort;
 
-/// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
+/// Serve one request, the `number`th on its connection, counted in
+/// [`REQUESTS`](crate::metrics::REQUESTS) by status.
 pub(crate) async fn handle(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    number: u64,
 ) -> Result<Response<ProxyBody>, Abort> {
-    let answer = serve(generation, conn, req).await;
+    let answer = serve(generation, conn, req, number).await;
     crate::metrics::request(match &answer {
         Ok(resp) => resp.status().as_u16(),
         Err(Abort) => 444,
@@ -63,6 +65,7 @@ async fn serve(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    number: u64,
 ) -> Result<Response<ProxyBody>, Abort> {
     let in_progress = crate::conn_stats::request();
     let started = SystemTime::now();
@@ -138,7 +141,7 @@ async fn serve(
         head_bytes: 0,
         upstream_headers: HeaderMap::new(),
         keep_upstream_headers: false,
-        connection_requests: conn.requests.next(),
+        connection_requests: number,
     };
     let routed = match &normalized {
         None => Routed {

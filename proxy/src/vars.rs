@@ -611,7 +611,6 @@ mod tests {
             id: 9,
             proxy_protocol: None,
             plain_on_tls: false,
-            requests: Default::default(),
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.2.3.4".parse().expect("value"));

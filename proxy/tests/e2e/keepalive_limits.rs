@@ -185,9 +185,12 @@ fn a_reload_finishes_the_old_configurations_connections() {
         "by the old configuration, and the connection's last: {r:?}"
     );
     assert_closed(&mut busy);
+    // The idle connection's next request, begun after the reload: the new
+    // configuration's upstream, and the connection's last.
     send(&mut idle, GET);
     let r = read_response(&mut idle);
     assert_eq!((r.status, says_close(&r.head)), (200, true), "{r:?}");
+    assert!(r.body.starts_with("hello from two"), "{r:?}");
     assert_closed(&mut idle);
     let frames = until_goaway(&mut h2, 1);
     assert_eq!(
