@@ -588,23 +588,6 @@ async fn serve_http<I>(
         [watcher.clone(), retired.clone()],
     ));
     let counted = Arc::clone(&keepalive);
-    // Boxed: hyper keeps one slot per connection sized for the service's future, for the
-    // connection's whole life; a box holds a request's state only while it is served.
-    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let ((number, last), version) = (counted.count(), req.version());
-        let (generation, conn, counted) = (
-            configs.for_request(counted.retired(), conn.listen),
-            Arc::clone(&conn),
-            Arc::clone(&counted),
-        );
-        Box::pin(async move {
-            let mut response = crate::route::handle(generation, conn, req, number).await?;
-            if last || counted.draining() {
-                counted.close_after(version, &mut response);
-            }
-            Ok::<_, crate::route::Abort>(response)
-        })
-    });
     let (buffers, size) = limits.large_header_buffers;
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let head = HeadLimits {
@@ -613,6 +596,29 @@ async fn serve_http<I>(
         timeout: limits.header_timeout,
         http2: speak != Speak::Http1,
     };
+    let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
+    let pipelined = io.pipelined();
+    // Boxed: hyper keeps one slot per connection sized for the service's future, for the
+    // connection's whole life; a box holds a request's state only while it is served.
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let ((number, last), version) = (counted.count(), req.version());
+        let on_conn = crate::route::OnConn {
+            number,
+            pipelined: pipelined.take(number),
+        };
+        let (generation, conn, counted) = (
+            configs.for_request(counted.retired(), conn.listen),
+            Arc::clone(&conn),
+            Arc::clone(&counted),
+        );
+        Box::pin(async move {
+            let mut response = crate::route::handle(generation, conn, req, on_conn).await?;
+            if last || counted.draining() {
+                counted.close_after(version, &mut response);
+            }
+            Ok::<_, crate::route::Abort>(response)
+        })
+    });
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut builder = match speak {
         Speak::Http1 => builder.http1_only(),
@@ -637,7 +643,6 @@ async fn serve_http<I>(
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         // Streams the client makes us reset with protocol errors (CVE-2025-8671 style).
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);

@@ -16,11 +16,15 @@
 //!
 //! It also enforces `client_header_timeout`: a head must be complete within it, counted from
 //! the connection's start for the first request and from the first byte for later ones (the
-//! wait between requests is `keepalive_timeout`, hyper's `header_read_timeout`).
+//! wait between requests is `keepalive_timeout`, hyper's `header_read_timeout`), and it
+//! notes which requests were pipelined ([`Pipelined`], nginx's `$pipe`).
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -76,6 +80,55 @@ pub(crate) struct H1Guard<I> {
     linger: Option<Pin<Box<Sleep>>>,
     /// The write side is shut (the answer and close_notify are out).
     shut: bool,
+    /// Request heads passed on so far (the last one's number on the connection).
+    heads: u64,
+    /// The head being read began in the read that ended the request before it.
+    next_pipelined: bool,
+    /// The pipelined requests' numbers, for `$pipe`.
+    pipelined: Arc<Pipelined>,
+}
+
+/// The numbers of a connection's requests that were pipelined: their head came in the
+/// same read as the end of the request before it (nginx's `$pipe`: `p`). Written by the
+/// guard as it passes heads on, read by the request it names.
+#[derive(Debug, Default)]
+pub(crate) struct Pipelined {
+    /// Whether `numbers` holds any (read without the lock).
+    any: AtomicBool,
+    numbers: Mutex<VecDeque<u64>>,
+}
+
+/// The most pipelined requests remembered ahead of the one being served (hyper reads
+/// ahead at most its buffer); past it, more are not marked.
+const PIPELINED_MAX: usize = 1024;
+
+impl Pipelined {
+    fn mark(&self, number: u64) {
+        let mut numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        if numbers.len() < PIPELINED_MAX {
+            numbers.push_back(number);
+            self.any.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether request `number` was pipelined; the marks up to it are forgotten.
+    pub(crate) fn take(&self, number: u64) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        while numbers.front().is_some_and(|&n| n < number) {
+            numbers.pop_front();
+        }
+        let hit = numbers.front() == Some(&number);
+        if hit {
+            numbers.pop_front();
+        }
+        if numbers.is_empty() {
+            self.any.store(false, Ordering::Release);
+        }
+        hit
+    }
 }
 
 /// How long a refused connection keeps reading (and discarding) what the client still
@@ -133,14 +186,38 @@ impl<I> H1Guard<I> {
             deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
             linger: None,
             shut: false,
+            heads: 0,
+            next_pipelined: false,
+            pipelined: Arc::default(),
+        }
+    }
+
+    /// Which of the connection's requests were pipelined.
+    pub(crate) fn pipelined(&self) -> Arc<Pipelined> {
+        Arc::clone(&self.pipelined)
+    }
+
+    /// A request head is passed on: counted, and marked if it was pipelined.
+    fn passed_head(&mut self) {
+        self.heads += 1;
+        if std::mem::take(&mut self.next_pipelined) {
+            self.pipelined.mark(self.heads);
         }
     }
 
     /// Take `input`, moving what is checked to `out`.
     fn feed(&mut self, mut input: &[u8]) {
+        // A request ended in this read: a head that begins in it was pipelined.
+        let mut request_ended = false;
         while !input.is_empty() {
+            let (state, heads) = (self.state, self.heads);
             match self.state {
-                State::Head => input = self.feed_head(input),
+                State::Head => {
+                    if self.head.is_empty() && request_ended {
+                        self.next_pipelined = true;
+                    }
+                    input = self.feed_head(input);
+                }
                 State::Fixed(left) => {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
                     self.out.extend_from_slice(&input[..n]);
@@ -156,6 +233,14 @@ impl<I> H1Guard<I> {
                     return;
                 }
                 State::Done | State::Refused | State::Broken => return,
+            }
+            // Back to a new head, from a body or after a head without one (not after
+            // an empty line before a request line).
+            if self.state == State::Head
+                && self.head.is_empty()
+                && (state != State::Head || self.heads != heads)
+            {
+                request_ended = true;
             }
         }
     }
@@ -220,6 +305,7 @@ impl<I> H1Guard<I> {
             Ok(next) => {
                 self.out.append(&mut self.head);
                 self.state = next;
+                self.passed_head();
             }
             Err((code, why)) => {
                 tracing::info!(peer = %self.peer, code, "{why}");
@@ -313,6 +399,7 @@ impl<I> H1Guard<I> {
         self.head.clear();
         self.deadline = None;
         self.state = State::Refused;
+        self.passed_head();
     }
 }
 
@@ -964,6 +1051,42 @@ mod tests {
             String::from_utf8_lossy(&g.out).contains("reject: 494"),
             "total"
         );
+    }
+
+    #[tokio::test]
+    async fn marks_the_heads_that_came_with_the_end_of_the_request_before() {
+        let mut g = guard();
+        let marks = g.pipelined();
+        // 1 alone; 2 and 3 in one read after a body's end (3 after an empty line);
+        // 4 in a read of its own after 3's body ended.
+        g.feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        g.feed(b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n");
+        g.feed(b"hiGET /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n");
+        g.feed(b"x");
+        g.feed(b"\r\nGET /4 HTTP/1.1\r\nHost: a\r\n\r\nGET /5 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(g.heads, 5);
+        let seen: Vec<bool> = (1..=5).map(|n| marks.take(n)).collect();
+        assert_eq!(seen, [false, false, true, false, true]);
+        assert!(!marks.take(5), "taken once");
+    }
+
+    #[test]
+    fn pipelined_marks_are_bounded_and_forgotten_once_passed() {
+        let marks = Pipelined::default();
+        for n in 1..=(PIPELINED_MAX as u64 + 10) {
+            marks.mark(n);
+        }
+        assert_eq!(marks.numbers.lock().expect("lock").len(), PIPELINED_MAX);
+        assert!(
+            marks.take(7),
+            "an earlier number's mark is dropped on the way"
+        );
+        assert_eq!(marks.numbers.lock().expect("lock").front(), Some(&8));
+        assert!(
+            !marks.take(PIPELINED_MAX as u64 + 5),
+            "past the bound: not marked"
+        );
+        assert!(!marks.any.load(Ordering::Acquire));
     }
 
     #[tokio::test]

@@ -60,8 +60,9 @@ pub(crate) struct LogCtx {
     /// `keep_upstream_headers` says something reads them.
     pub(crate) upstream_headers: HeaderMap,
     pub(crate) keep_upstream_headers: bool,
-    /// The request's number on its connection (`$connection_requests`).
-    pub(crate) connection_requests: u64,
+    /// The request's number on its connection and whether it was pipelined
+    /// (`$connection_requests`, `$pipe`).
+    pub(crate) on_conn: crate::route::OnConn,
 }
 
 impl LogCtx {
@@ -96,7 +97,7 @@ impl LogCtx {
             head_bytes: 0,
             upstream_headers: HeaderMap::new(),
             keep_upstream_headers: true,
-            connection_requests: self.connection_requests,
+            on_conn: self.on_conn,
         }
     }
 
@@ -143,7 +144,8 @@ impl LogCtx {
             sent_headers: &self.sent_headers,
             upstream_headers: &self.upstream_headers,
             head_bytes_sent: self.head_bytes,
-            connection_requests: self.connection_requests,
+            connection_requests: self.on_conn.number,
+            pipelined: self.on_conn.pipelined,
             completed,
         }
     }

@@ -45,15 +45,23 @@ const SERVER: &str = "hsmgate";
 #[error("connection closed without a response (return 444)")]
 pub(crate) struct Abort;
 
-/// Serve one request, the `number`th on its connection, counted in
-/// [`REQUESTS`](crate::metrics::REQUESTS) by status.
+/// Where a request stands on its connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OnConn {
+    /// Its number (the first is 1; `$connection_requests`).
+    pub number: u64,
+    /// Its head came in the read that ended the request before it (`$pipe`).
+    pub pipelined: bool,
+}
+
+/// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
 pub(crate) async fn handle(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    number: u64,
+    on_conn: OnConn,
 ) -> Result<Response<ProxyBody>, Abort> {
-    let answer = serve(generation, conn, req, number).await;
+    let answer = serve(generation, conn, req, on_conn).await;
     crate::metrics::request(match &answer {
         Ok(resp) => resp.status().as_u16(),
         Err(Abort) => 444,
@@ -65,7 +73,7 @@ async fn serve(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    number: u64,
+    on_conn: OnConn,
 ) -> Result<Response<ProxyBody>, Abort> {
     let in_progress = crate::conn_stats::request();
     let started = SystemTime::now();
@@ -141,7 +149,7 @@ async fn serve(
         head_bytes: 0,
         upstream_headers: HeaderMap::new(),
         keep_upstream_headers: false,
-        connection_requests: number,
+        on_conn,
     };
     let routed = match &normalized {
         None => Routed {

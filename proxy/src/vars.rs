@@ -68,6 +68,8 @@ pub(crate) struct Vars<'a> {
     pub head_bytes_sent: u64,
     /// The request's number on its connection (`$connection_requests`).
     pub connection_requests: u64,
+    /// Its head came in the read that ended the request before it (`$pipe`).
+    pub pipelined: bool,
     /// The whole answer was sent (`$request_completion`; the access log's line knows).
     pub completed: bool,
 }
@@ -260,6 +262,10 @@ impl Vars<'_> {
             "content_length" => header_values(self.headers, "content_length").into(),
             "pid" => std::process::id().to_string().into(),
             "connection_requests" => self.connection_requests.to_string().into(),
+            "pipe" => if self.pipelined { "p" } else { "." }.into(),
+            // hsmgate does not compress answers (`gzip` is ignored): no ratio, as from
+            // nginx without gzip.
+            "gzip_ratio" => "".into(),
             "request_completion" => if self.completed { "OK" } else { "" }.into(),
             "upstream_header_time" => self.upstream.header_times().into(),
             "upstream_response_length" => self.upstream.lengths().into(),
@@ -673,6 +679,7 @@ mod tests {
             upstream_headers: &from_upstream,
             head_bytes_sent: 0,
             connection_requests: 3,
+            pipelined: true,
             completed: true,
         };
         assert_eq!(v.get("host"), "www.example.test");
@@ -709,6 +716,10 @@ mod tests {
         assert_eq!(v.get("upstream_header_time"), "-, 0.007, 0.003");
         assert_eq!(v.get("upstream_response_length"), "0, 0, 12");
         assert_eq!(v.get("connection_requests"), "3");
+        assert_eq!(
+            (v.get("pipe"), v.get("gzip_ratio")),
+            ("p".into(), "".into())
+        );
         assert_eq!(v.get("request_completion"), "OK");
         assert_eq!(
             (v.get("ssl_protocol"), v.get("ssl_cipher")),

@@ -63,6 +63,8 @@ pub const SUPPORTED_VARIABLES: &[&str] = &[
     "proxy_protocol_server_addr",
     "proxy_protocol_server_port",
     "connection_requests",
+    "pipe",
+    "gzip_ratio",
     "request_completion",
     "document_uri",
     "content_type",

@@ -515,6 +515,43 @@ fn log_format_and_header_variables_nginx_configurations_use() {
     assert_eq!((lines[2][15], lines[2][16]), ("-", "0"), "{text}");
 }
 
+/// `$pipe` and `$connection_requests` on one HTTP/1.1 connection: a request sent alone
+/// is `.`, one that came in the same read as the end of the request before it is `p`.
+#[test]
+fn pipe_tells_pipelined_requests() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start_with(
+        &raw,
+        "",
+        "location = /pipe { return 200 \"pipe=$pipe n=$connection_requests\\n\"; }",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let get = "GET /pipe HTTP/1.1\r\nHost: compat.test\r\n\r\n";
+    let mut text = String::new();
+    let read_until = |s: &mut TcpStream, text: &mut String, want: &str| {
+        let mut buf = [0u8; 4096];
+        while !text.contains(want) {
+            let n = s.read(&mut buf).expect("read");
+            assert!(
+                n > 0,
+                "closed before {want:?}: {text}\n{}",
+                gate.server.log_text()
+            );
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    s.write_all(get.as_bytes()).expect("write");
+    read_until(&mut s, &mut text, "n=1\n");
+    // Two requests in one write: the second came with the end of the first.
+    let two = format!("{get}GET /pipe HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n");
+    s.write_all(two.as_bytes()).expect("write");
+    read_until(&mut s, &mut text, "n=3\n");
+    let bodies: Vec<&str> = text.lines().filter(|l| l.starts_with("pipe=")).collect();
+    assert_eq!(bodies, ["pipe=. n=1", "pipe=. n=2", "pipe=p n=3"], "{text}");
+}
+
 /// The TLS session's variables on hsmgate's own connections: `$connection_requests`
 /// counts a keep-alive connection's requests, `$ssl_session_reused` is `r` for a resumed
 /// handshake (a TLS 1.3 ticket) and `.` for a full one, `$http2` is `h2` for HTTP/2;
