@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::support::corpus::{Corpus, Keys};
 use crate::support::nginx::{Seen, Server, fetch_at, nginx_t};
@@ -77,6 +78,8 @@ struct Answers {
     corpus: Corpus,
     /// hsmgate's tree (token keys).
     hsmgate: RealWorld,
+    /// nginx's tree (file keys).
+    nginx: RealWorld,
 }
 
 impl Answers {
@@ -205,6 +208,7 @@ fn differential(name: &str, sites: &[&str], requests: &[Req], expect_warnings: &
         seen,
         corpus,
         hsmgate: h,
+        nginx: n,
     }
 }
 
@@ -480,6 +484,60 @@ fn multi_site_reverse_proxy() {
         (r.status, r.header("location")),
         (301, Some("https://www.example.test/cart"))
     );
+    // The api site's JSON access log (Grafana's format): the same fields from both,
+    // line by line (one request per connection, in the same order).
+    let json_log = |w: &RealWorld| -> Vec<serde_json::Value> {
+        let path = w.root.join("var/log/nginx/api.json.log");
+        let text = crate::support::poll(
+            Duration::from_secs(10),
+            || format!("four lines in {}", path.display()),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                (text.lines().count() >= 4).then_some(text)
+            },
+        );
+        (text.lines())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let (nginx, hsmgate) = (json_log(&a.nginx), json_log(&a.hsmgate));
+    assert_eq!(nginx.len(), hsmgate.len(), "{nginx:?}\n{hsmgate:?}");
+    for (n, h) in nginx.iter().zip(&hsmgate) {
+        for key in [
+            "connection_requests",
+            "remote_user",
+            "request",
+            "request_uri",
+            "args",
+            "status",
+            "http_x_forwarded_for",
+            "server_name",
+            "upstream_cache_status",
+            "ssl_protocol",
+            "ssl_cipher",
+            "scheme",
+            "request_method",
+            "server_protocol",
+            "pipe",
+            "gzip_ratio",
+            "http_cf_ray",
+        ] {
+            assert_eq!(n[key], h[key], "{key}: nginx {n}\nhsmgate {h}");
+        }
+        // Proxied requests: a head time no later than the response time.
+        let secs = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+        if n["upstream"] != "" {
+            let (head, all) = (
+                secs(&h["upstream_header_time"]),
+                secs(&h["upstream_response_time"]),
+            );
+            assert!(matches!((head, all), (Some(x), Some(y)) if x <= y), "{h}");
+            assert!(
+                secs(&h["upstream_response_length"]).is_some_and(|l| l > 0.0),
+                "{h}"
+            );
+        }
+    }
 }
 
 /// Unknown names on the multi-site front: `return 444` closes the connection on both.
