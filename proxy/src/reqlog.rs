@@ -144,8 +144,7 @@ impl LogCtx {
             sent_headers: &self.sent_headers,
             upstream_headers: &self.upstream_headers,
             head_bytes_sent: self.head_bytes,
-            connection_requests: self.on_conn.number,
-            pipelined: self.on_conn.pipelined,
+            on_conn: self.on_conn,
             completed,
         }
     }

@@ -66,10 +66,9 @@ pub(crate) struct Vars<'a> {
     /// The response head's size (`$bytes_sent` is it plus the body's bytes; 0 when no
     /// log format asks for it).
     pub head_bytes_sent: u64,
-    /// The request's number on its connection (`$connection_requests`).
-    pub connection_requests: u64,
-    /// Its head came in the read that ended the request before it (`$pipe`).
-    pub pipelined: bool,
+    /// The request's number on its connection and whether it was pipelined
+    /// (`$connection_requests`, `$pipe`).
+    pub on_conn: crate::route::OnConn,
     /// The whole answer was sent (`$request_completion`; the access log's line knows).
     pub completed: bool,
 }
@@ -134,7 +133,7 @@ impl UpstreamTries {
     /// connect time is not known apart from the failure).
     fn connect_times(&self) -> String {
         let failed = self.done.iter().map(|_| "-".to_owned());
-        let answering = (self.answering.iter()).map(|a| seconds([a.connect].into_iter()));
+        let answering = self.answering.iter().map(|a| one_time(a.connect));
         failed.chain(answering).collect::<Vec<_>>().join(", ")
     }
 
@@ -261,8 +260,8 @@ impl Vars<'_> {
             "content_type" => header_values(self.headers, "content_type").into(),
             "content_length" => header_values(self.headers, "content_length").into(),
             "pid" => std::process::id().to_string().into(),
-            "connection_requests" => self.connection_requests.to_string().into(),
-            "pipe" => if self.pipelined { "p" } else { "." }.into(),
+            "connection_requests" => self.on_conn.number.to_string().into(),
+            "pipe" => if self.on_conn.pipelined { "p" } else { "." }.into(),
             // hsmgate does not compress answers (`gzip` is ignored): no ratio, as from
             // nginx without gzip.
             "gzip_ratio" => "".into(),
@@ -678,8 +677,10 @@ mod tests {
             sent_headers: &sent,
             upstream_headers: &from_upstream,
             head_bytes_sent: 0,
-            connection_requests: 3,
-            pipelined: true,
+            on_conn: crate::route::OnConn {
+                number: 3,
+                pipelined: true,
+            },
             completed: true,
         };
         assert_eq!(v.get("host"), "www.example.test");
