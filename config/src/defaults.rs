@@ -18,6 +18,7 @@
 //! | graceful stop | [`SHUTDOWN_GRACE`] = 10 s | `shutdown.grace_ms` (nginx files: 30 s, nginx's own) |
 //! | session lifetime | [`SESSION_TIMEOUT`] = 5 min | `tls.session_timeout_ms`, nginx's `ssl_session_timeout` |
 //! | client certificates | asked for and required (`on`) when CAs are given, else not asked for; depth 1 | `tls.client_certificate`, `tls.verify_client`, `tls.verify_depth`; nginx's `ssl_verify_client` (default `off` even with CAs), `ssl_verify_depth` |
+//! | OCSP stapling | off; when on: the certificate's responder, response not verified, fetched again hourly (or 5 min before `nextUpdate`), retried after 5 s doubling to 5 min | `tls.ocsp_stapling`, `tls.ocsp_responder`, `tls.ocsp_verify`; nginx's `ssl_stapling`, `ssl_stapling_responder`, `ssl_stapling_verify` |
 //! | TLS handshake (connection → handshake done) | [`HANDSHAKE_TIMEOUT`] = 10 s | `limits.handshake_timeout_ms`, nginx's `ssl_handshake_timeout` |
 //! | client limits: head and body timeouts, header buffers, HTTP/2 streams, keep-alive | nginx's ([`ClientLimits::default`](crate::nginx::ClientLimits)) | `[limits]`, nginx's `client_*`, `large_client_header_buffers`, `http2_max_concurrent_streams`, `keepalive_timeout`, `keepalive_requests`, `keepalive_time` |
 //! | pid file of nginx configurations | [`PID_FILE`] | nginx's `pid` |

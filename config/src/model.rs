@@ -110,6 +110,11 @@ pub struct TlsConfig {
     /// `verify_depth` (default 1, nginx's `ssl_verify_depth`): intermediate CAs allowed
     /// in a client's chain.
     pub verify_depth: u32,
+    /// `ocsp_stapling = true` (default false): each certificate's OCSP response fetched
+    /// from its responder and stapled, as nginx's `ssl_stapling on` without a file;
+    /// `ocsp_responder` (an `http://` URL) and `ocsp_verify` are nginx's
+    /// `ssl_stapling_responder` and `ssl_stapling_verify`.
+    pub ocsp: Option<crate::nginx::OcspFetch>,
     /// `[[tls.pair]]`: more certificate/key pairs, in file order.
     pub pairs: Vec<TlsPair>,
 }

@@ -91,8 +91,10 @@
 //!   `ssl_verify_depth`, `ssl_reject_handshake` (such a server needs no certificate;
 //!   a handshake that selects it gets an `unrecognized_name` alert),
 //!   `ssl_stapling on|off` with `ssl_stapling_file` (the DER
-//!   response stapled to the server's certificates; `on` without a file is warned
-//!   about: no responder is queried). Each server on a shared address keeps its own `ssl_*`
+//!   response stapled to the server's certificates) or without it (each certificate's
+//!   response fetched from its responder, `ssl_stapling_responder`,
+//!   `ssl_stapling_verify`, `ssl_trusted_certificate` for the issuer; the proxy's
+//!   `ocsp` module). Each server on a shared address keeps its own `ssl_*`
 //!   settings (the ClientHello's SNI selects the server).
 //!
 //! Variables in `proxy_set_header`, `add_header`, `return` and `log_format`
@@ -119,8 +121,7 @@
 //! | `gzip*` | responses pass as the upstream sent them (not compressed) |
 //! | `ssl_dhparam` | rustls has no DHE suites |
 //! | `ssl_ecdh_curve` | rustls negotiates its own groups |
-//! | `ssl_stapling_verify`, `ssl_stapling_responder`, `ssl_trusted_certificate` | no OCSP responder is queried (only `ssl_stapling_file` is stapled, as it is, like nginx); client chains are verified against `ssl_client_certificate` |
-//! | `resolver`, `resolver_timeout` | the system resolver is used |
+//! | `resolver`, `resolver_timeout` | the system resolver is used (upstreams, OCSP responders) |
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
 //! | `master_process`, `daemon` | hsmgate is one process and stays in the foreground (systemd `Type=notify`) |
@@ -142,10 +143,10 @@
 //! `scgi_pass`, `memcached_pass`, `sub_filter`, `mirror`, `add_trailer`.
 //!
 //! The arguments of the ignored directives real configurations use (`load_module`,
-//! `root`, `index`, `types {}`, `gzip*`, `ssl_stapling_verify`, `resolver`,
+//! `root`, `index`, `types {}`, `gzip*`, `resolver`,
 //! `proxy_buffering`, …) are still checked as nginx's `-t` checks them (count, `on`/`off`,
-//! block), and the files of `ssl_dhparam` and `ssl_trusted_certificate` must be
-//! readable: bad input is an error at its `file:line` (`ignored::SHAPES`).
+//! block), and the file of `ssl_dhparam` must be readable (as that of
+//! `ssl_trusted_certificate`, which is used): bad input is an error at its `file:line` (`ignored::SHAPES`).
 //!
 //! # Directives refused with a reason
 //!
@@ -225,7 +226,7 @@ pub use self::select::{
 };
 pub use self::split_clients::{SplitTable, murmur_hash2};
 pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
-pub use self::tls::{CipherSuite, SessionCache, TlsSettings, TlsVersion, VerifyClient};
+pub use self::tls::{CipherSuite, OcspFetch, SessionCache, TlsSettings, TlsVersion, VerifyClient};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 

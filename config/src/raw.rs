@@ -145,6 +145,9 @@ pub(crate) struct RawTls {
     pub(crate) client_certificate: Option<Spanned<String>>,
     pub(crate) verify_client: Option<Spanned<String>>,
     pub(crate) verify_depth: Option<Spanned<i64>>,
+    pub(crate) ocsp_stapling: Option<Spanned<bool>>,
+    pub(crate) ocsp_responder: Option<Spanned<String>>,
+    pub(crate) ocsp_verify: Option<Spanned<bool>>,
     #[serde(default)]
     pub(crate) pair: Vec<Spanned<RawPair>>,
 }

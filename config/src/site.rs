@@ -296,6 +296,7 @@ impl Site {
                 verify_depth: config.tls.verify_depth,
                 crl: None,
                 stapling_file: None,
+                stapling_fetch: config.tls.ocsp.clone(),
                 reject_handshake: false,
             },
             server_return: None,

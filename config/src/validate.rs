@@ -366,9 +366,51 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             1,
             src,
         )? as u32,
+        ocsp: ocsp(raw, src)?,
         pairs: pairs(&raw.pair, grouped, src)?,
     };
     Ok((tls, at))
+}
+
+/// `tls.ocsp_stapling`, `tls.ocsp_responder` (`http://` only, as nginx) and
+/// `tls.ocsp_verify`; the last two need the first.
+fn ocsp(raw: &RawTls, src: &Source<'_>) -> Result<Option<crate::nginx::OcspFetch>, ConfigError> {
+    let on = raw.ocsp_stapling.as_ref().filter(|o| *o.get_ref());
+    if on.is_none() {
+        if let Some(r) = &raw.ocsp_responder {
+            return Err(src.invalid(
+                r.span().start,
+                "tls.ocsp_responder",
+                "needs tls.ocsp_stapling = true",
+            ));
+        }
+        if let Some(v) = &raw.ocsp_verify {
+            return Err(src.invalid(
+                v.span().start,
+                "tls.ocsp_verify",
+                "needs tls.ocsp_stapling = true",
+            ));
+        }
+        return Ok(None);
+    }
+    let responder = match &raw.ocsp_responder {
+        Some(r) if !r.get_ref().starts_with("http://") => {
+            return Err(src.invalid(
+                r.span().start,
+                "tls.ocsp_responder",
+                "only http:// OCSP responders are supported (as in nginx)",
+            ));
+        }
+        r => r.as_ref().map(|r| r.get_ref().clone()),
+    };
+    Ok(Some(crate::nginx::OcspFetch {
+        responder,
+        verify: raw.ocsp_verify.as_ref().is_some_and(|v| *v.get_ref()),
+        trusted: None,
+        at: on
+            .map(|o| src.location(o.span().start).to_string())
+            .unwrap_or_default(),
+    }))
 }
 
 /// `tls.verify_client`: `on` (the default with a `client_certificate`), `optional` or
@@ -786,6 +828,45 @@ mod tests {
             ("8443\"", "8443\"\ntls_versions = [\"1.3\"]"),
         ]);
         assert_eq!(c.tls.ciphers, [C::Tls13Aes128Gcm]);
+    }
+
+    #[test]
+    fn ocsp_stapling_as_nginx_names_it() {
+        assert_eq!(good(&[]).tls.ocsp, None, "off by default");
+        let key_line = "type=private?pin-source=file:pin.txt\"";
+        let with = |extra: &str| format!("{key_line}\n{extra}");
+        let c = good(&[(key_line, &with("ocsp_stapling = true"))]);
+        let o = c.tls.ocsp.expect("on");
+        assert_eq!((o.responder, o.verify, o.trusted), (None, false, None));
+        assert!(o.at.ends_with(":7:17"), "{}", o.at);
+        let c = good(&[(
+            key_line,
+            &with(
+                "ocsp_stapling = true\nocsp_responder = \"http://ocsp.test:8080/\"\nocsp_verify = true",
+            ),
+        )]);
+        let o = c.tls.ocsp.expect("on");
+        assert_eq!(
+            (o.responder.as_deref(), o.verify),
+            (Some("http://ocsp.test:8080/"), true)
+        );
+        assert_eq!(
+            good(&[(key_line, &with("ocsp_stapling = false"))]).tls.ocsp,
+            None
+        );
+        bad(
+            &[(
+                key_line,
+                &with("ocsp_stapling = true\nocsp_responder = \"https://ocsp.test/\""),
+            )],
+            8,
+            &["`tls.ocsp_responder`", "only http://"],
+        );
+        bad(
+            &[(key_line, &with("ocsp_verify = true"))],
+            7,
+            &["`tls.ocsp_verify`", "needs tls.ocsp_stapling = true"],
+        );
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Drain {
         self.signal.send_replace(true);
     }
 
+    /// Whether [`Drain::signal`] was called.
+    pub(crate) fn is_signalled(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
+    }
+
     /// Tells every connection to finish, then waits until all have ended.
     pub(crate) async fn shutdown(self) {
         self.signal();

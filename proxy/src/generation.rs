@@ -165,6 +165,10 @@ pub struct Generation {
     pub(crate) limits: crate::limits::Zones,
     /// Signalled when a reload replaces this generation: its client connections finish.
     pub(crate) retired: crate::drain::Drain,
+    /// The certificates whose OCSP responses are fetched (`ssl_stapling on`).
+    staples: Vec<Arc<crate::ocsp::Staple>>,
+    /// What building found wrong but served around (`file:line: message`), for `-t`.
+    pub warnings: Vec<String>,
 }
 
 impl Generation {
@@ -184,6 +188,8 @@ impl Generation {
         };
         // Each server's pairs, by where the server is written.
         let mut keys: HashMap<Location, Arc<ServerKeys>> = HashMap::new();
+        let mut staples = Vec::new();
+        let mut warnings = Vec::new();
         for server in &site.servers {
             let mut pairs = Vec::new();
             for pair in &server.certs {
@@ -198,6 +204,23 @@ impl Generation {
                     let mut certified = CertifiedKey::clone(&pair.certified);
                     certified.ocsp = Some(ocsp.clone());
                     pair.certified = Arc::new(certified);
+                }
+            }
+            if let Some(fetch) = &server.tls.stapling_fetch {
+                for pair in &mut pairs {
+                    match crate::ocsp::Staple::new(Arc::clone(&pair.certified), fetch) {
+                        Ok(s) => {
+                            let s = Arc::new(s);
+                            staples.push(Arc::clone(&s));
+                            pair.staple = Some(s);
+                        }
+                        // nginx's warning: the server serves without stapling.
+                        Err(e) => {
+                            let w = format!("{}: \"ssl_stapling\" ignored, {e}", fetch.at);
+                            tracing::warn!("{w}");
+                            warnings.push(w);
+                        }
+                    }
                 }
             }
             if pairs.is_empty()
@@ -300,10 +323,26 @@ impl Generation {
             log_paths: HashMap::new(),
             limits: crate::limits::Zones::build(&site.limit_zones),
             retired: crate::drain::Drain::new(),
+            staples,
+            warnings,
             site,
         };
         generation.prepare_locations()?;
         Ok(generation)
+    }
+
+    /// Starts keeping this generation's OCSP responses fresh (one task per stapled
+    /// certificate, ending when a reload replaces the generation or it is dropped).
+    pub(crate) fn start_stapling(self: &Arc<Self>) {
+        for staple in &self.staples {
+            let generation = Arc::downgrade(self);
+            let retired = move || {
+                generation
+                    .upgrade()
+                    .is_none_or(|g| g.retired.is_signalled())
+            };
+            tokio::spawn(crate::ocsp::run(Arc::downgrade(staple), retired));
+        }
     }
 
     /// Upstream groups and access logs of every location.

@@ -97,6 +97,7 @@ impl KeyOpener<'_> {
                 Ok(KeyEntry {
                     certified: Arc::new(key),
                     pool: None,
+                    staple: None,
                 })
             }
             KeySource::Pkcs11(uri) if uri.group.is_some() => {
@@ -155,6 +156,7 @@ impl KeyOpener<'_> {
         Ok(KeyEntry {
             certified: tls::certified_key(chain, cert, &pool, key)?,
             pool: Some(pool),
+            staple: None,
         })
     }
 

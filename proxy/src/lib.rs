@@ -26,7 +26,8 @@
 //! - `tickets`: session tickets from `ssl_session_ticket_key` files (shared, rotated);
 //!   `session_lifetime`: `ssl_session_timeout` enforced on cached and ticket sessions;
 //! - `tls`: rustls settings per address, certificate choice by SNI and key type;
-//!   `kx`: the P-521 key exchange rustls' provider lacks;
+//!   `kx`: the P-521 key exchange rustls' provider lacks; `ocsp`: OCSP responses
+//!   fetched from the certificate's responder and stapled (`ssl_stapling on`);
 //!   `hello`: the ClientHello read before any crypto, full handshake or resumption
 //!   (admission control: [`hsmgate_signer::Limiter`]); `arrival`: when the kernel
 //!   received it (the accept queue's wait, for admission's door); `tls_io`: the TLS stream
@@ -102,6 +103,7 @@ mod limit_rate;
 mod limits;
 mod metrics;
 mod notify;
+mod ocsp;
 mod pick;
 pub mod pin_check;
 mod prefixed;

@@ -514,6 +514,11 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
     match Proxy::check_source(source, defaults) {
         // Keys were opened to check them; their sessions close before the exit.
         Ok(generation) => {
+            if !quiet {
+                for w in &generation.warnings {
+                    eprintln!("hsmgate: [warn] {w}");
+                }
+            }
             // An HA group starts while one member can sign. For the test, a member that
             // refused its configuration (a wrong PIN, another key) fails it; one that
             // is unreachable now is a warning.

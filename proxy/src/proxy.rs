@@ -215,6 +215,7 @@ impl Proxy {
             accept_loops.push(spawn_loop(addr, socket)?);
         }
         crate::notify::notify("READY=1");
+        generation.start_stapling();
         let mut current = generation;
         // SIGTERM drains gracefully for the native format, stops fast for nginx's.
         let native = source.as_ref().is_none_or(ConfigSource::is_native);
@@ -229,6 +230,7 @@ impl Proxy {
                             // answers in progress) and their clients reconnect to this one.
                             current.retired.signal();
                             current = Arc::new(next);
+                            current.start_stapling();
                             let _ = gen_tx.send(Arc::clone(&current));
                             for (addr, socket) in sockets {
                                 // A socket tokio cannot take is logged; the proxy serves on.

@@ -113,6 +113,9 @@ pub struct KeyEntry {
     pub certified: Arc<CertifiedKey>,
     /// The key's signer pool (None for a key in a file).
     pub pool: Option<SignerPool>,
+    /// The OCSP response fetched for it (`ssl_stapling on` without a file): what
+    /// handshakes get is the staple's current certified key.
+    pub(crate) staple: Option<Arc<crate::ocsp::Staple>>,
 }
 
 /// The server a handshake gets and what it serves: its certificate/key pairs, with the
@@ -231,7 +234,10 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.choose(&hello).map(|k| Arc::clone(&k.certified))
+        self.choose(&hello).map(|k| match &k.staple {
+            Some(s) => s.current(),
+            None => Arc::clone(&k.certified),
+        })
     }
 }
 

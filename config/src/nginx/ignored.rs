@@ -118,21 +118,8 @@ const IGNORED: &[(&str, &str)] = &[
         "rustls negotiates its own groups (X25519, P-256, P-384)",
     ),
     (
-        "ssl_trusted_certificate",
-        "only used to verify OCSP responses fetched from a responder (hsmgate fetches none) and \
-         client-certificate chains (use `ssl_client_certificate`)",
-    ),
-    (
-        "ssl_stapling_verify",
-        "the response of `ssl_stapling_file` is stapled as it is (nginx does not verify it either)",
-    ),
-    (
-        "ssl_stapling_responder",
-        "no OCSP responder is queried: only `ssl_stapling_file` is stapled",
-    ),
-    (
         "resolver",
-        "upstream names are resolved with the system resolver",
+        "upstream and OCSP responder names are resolved with the system resolver",
     ),
     (
         "resolver_timeout",
@@ -503,8 +490,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("gzip_vary", Shape::Flag),
     ("gzip_types", Shape::Some),
     ("ssl_dhparam", Shape::File),
-    ("ssl_trusted_certificate", Shape::File),
-    ("ssl_stapling_verify", Shape::Flag),
     ("resolver", Shape::Some),
     ("resolver_timeout", Shape::One),
     ("proxy_buffering", Shape::Flag),
@@ -552,7 +537,8 @@ mod tests {
         assert_eq!(reason("limit_rate_after"), None, "implemented");
         assert!(reason("proxy_limit_rate").unwrap().contains("NOT ENFORCED"));
         assert_eq!(reason("limit_req_zone"), None, "implemented");
-        assert!(reason("ssl_stapling_verify").is_some());
+        assert!(reason("ssl_dhparam").is_some());
+        assert_eq!(reason("ssl_stapling_verify"), None);
         assert_eq!(reason("proxy_pass"), None);
         assert_eq!(reason("sendfile_size"), None);
         assert!(reason("load_module").is_some());

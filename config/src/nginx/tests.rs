@@ -986,7 +986,7 @@ fn client_certificate_settings() {
 }
 
 #[test]
-fn ssl_stapling_without_a_file_is_warned_about_once() {
+fn ssl_stapling_without_a_file_fetches_from_the_responder() {
     let server = |name: &str| {
         format!(
             "  server {{\n    listen 127.0.0.1:20443 ssl;\n    server_name {name};\n    ssl_certificate a.crt; ssl_certificate_key a.key;\n    location / {{ return 200; }}\n  }}\n"
@@ -994,15 +994,51 @@ fn ssl_stapling_without_a_file_is_warned_about_once() {
     };
     let text = http(&format!("ssl_stapling on;\n{}{}", server("a"), server("b")));
     let c = load_str(&text).unwrap();
-    let w: Vec<String> = c
-        .warnings
-        .iter()
-        .map(|w| w.to_string())
-        .filter(|w| w.contains("ssl_stapling_file"))
-        .collect();
-    assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("nginx.conf:3"), "{w:?}");
-    assert!(c.servers.iter().all(|s| s.tls.stapling_file.is_none()));
+    assert!(c.warnings.iter().all(|w| !w.to_string().contains("stapl")));
+    for s in &c.servers {
+        assert!(s.tls.stapling_file.is_none());
+        let fetch = s.tls.stapling_fetch.as_ref().expect("fetched");
+        assert_eq!(fetch.responder, None);
+        assert!(!fetch.verify);
+        assert_eq!(fetch.trusted, None);
+        assert!(fetch.at.ends_with("nginx.conf:3:1"), "{}", fetch.at);
+    }
+    // The server's own settings over http's.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let text = http(&format!(
+        "ssl_stapling on; ssl_stapling_verify on; ssl_trusted_certificate {};\n{}",
+        ca.display(),
+        server("a").replace(
+            "location",
+            "ssl_stapling_responder http://ocsp.example.test:8080/ocsp;\n    location"
+        )
+    ));
+    let c = load_str(&text).unwrap();
+    let fetch = c.servers[0].tls.stapling_fetch.as_ref().expect("fetched");
+    assert_eq!(
+        fetch.responder.as_deref(),
+        Some("http://ocsp.example.test:8080/ocsp")
+    );
+    assert!(fetch.verify);
+    assert_eq!(fetch.trusted.as_deref(), Some(ca.as_path()));
+    // As nginx -t: the file must be readable.
+    let e = err(&http("ssl_trusted_certificate missing.pem;"));
+    assert!(e.contains("cannot read \"/x/conf/missing.pem\""), "{e}");
+    let e = err(&http("ssl_stapling_responder https://ocsp.example.test/;"));
+    assert!(
+        e.contains("ssl_stapling_responder") && e.contains("only http://"),
+        "{e}"
+    );
+    assert!(err(&http("ssl_stapling_verify maybe;")).contains("must be \"on\" or \"off\""));
+    let off = http(&format!("ssl_stapling off;\n{}", server("a")));
+    assert!(
+        load_str(&off).unwrap().servers[0]
+            .tls
+            .stapling_fetch
+            .is_none()
+    );
     let with_file = http(&format!(
         "ssl_stapling on; ssl_stapling_file ocsp.der;\n{}",
         server("a")
@@ -1012,6 +1048,7 @@ fn ssl_stapling_without_a_file_is_warned_about_once() {
         c.servers[0].tls.stapling_file.as_deref(),
         Some(Path::new("/x/conf/ocsp.der"))
     );
+    assert!(c.servers[0].tls.stapling_fetch.is_none());
     let off = http(&format!(
         "ssl_stapling off; ssl_stapling_file ocsp.der;\n{}",
         server("a")

@@ -42,13 +42,31 @@ pub struct TlsSettings {
     /// every certificate of a chain needs its issuer's list, as nginx checks them.
     pub crl: Option<PathBuf>,
     /// `ssl_stapling on` with `ssl_stapling_file`: the DER OCSP response stapled to
-    /// each of the server's certificates (without a file nothing is stapled: no
-    /// responder is queried, and the configuration is warned about).
+    /// each of the server's certificates, as it is.
     pub stapling_file: Option<PathBuf>,
+    /// `ssl_stapling on` without `ssl_stapling_file`: each certificate's OCSP response
+    /// fetched from its responder, kept fresh, and stapled.
+    pub stapling_fetch: Option<OcspFetch>,
     /// `ssl_reject_handshake on`: a handshake that selects this server (by SNI, or as
     /// the default server of its address) is refused with an `unrecognized_name` alert;
     /// such a server needs no certificate.
     pub reject_handshake: bool,
+}
+
+/// `ssl_stapling on` without a file: where and how OCSP responses are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcspFetch {
+    /// `ssl_stapling_responder`: the `http://` URL asked instead of the certificate's
+    /// Authority Information Access one.
+    pub responder: Option<String>,
+    /// `ssl_stapling_verify` (default off): the response's signature is checked against
+    /// the certificate's issuer (or a responder certificate the issuer signed for OCSP).
+    pub verify: bool,
+    /// `ssl_trusted_certificate`: where the issuer is looked for when the
+    /// `ssl_certificate` chain does not hold it.
+    pub trusted: Option<PathBuf>,
+    /// Where `ssl_stapling on` is written (`file:line`), for the log.
+    pub at: String,
 }
 
 /// `ssl_verify_client`.
@@ -161,6 +179,11 @@ pub(crate) struct TlsScope {
     /// `ssl_stapling` and where it was written.
     stapling: Option<(bool, super::parse::Pos)>,
     stapling_file: Option<PathBuf>,
+    stapling_responder: Option<String>,
+    stapling_verify: Option<bool>,
+    trusted_certificate: Option<PathBuf>,
+    /// `ssl_stapling on`'s place as `file:line` (set with `stapling`).
+    stapling_at: Option<String>,
     reject_handshake: Option<bool>,
     pub(crate) certs: Option<Vec<Arg>>,
     pub(crate) keys: Option<Vec<Arg>>,
@@ -184,6 +207,10 @@ impl TlsScope {
             crl,
             stapling,
             stapling_file,
+            stapling_responder,
+            stapling_verify,
+            trusted_certificate,
+            stapling_at,
             reject_handshake,
             certs,
             keys
@@ -211,27 +238,21 @@ impl TlsScope {
                 Some((true, _)) => self.stapling_file.clone(),
                 _ => None,
             },
+            stapling_fetch: match (self.stapling, &self.stapling_file) {
+                (Some((true, _)), None) => Some(OcspFetch {
+                    responder: self.stapling_responder.clone(),
+                    verify: self.stapling_verify.unwrap_or(false),
+                    trusted: self.trusted_certificate.clone(),
+                    at: self.stapling_at.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            },
             reject_handshake: self.reject_handshake.unwrap_or(false),
         }
     }
 
-    /// nginx's check of a merged server: verifying clients needs a CA bundle. Warns
-    /// about `ssl_stapling on` without `ssl_stapling_file`.
+    /// nginx's check of a merged server: verifying clients needs a CA bundle.
     pub(crate) fn check(&self, ctx: &mut Ctx<'_>) -> Result<(), ConfigError> {
-        if let (Some((true, at)), None) = (self.stapling, &self.stapling_file) {
-            let msg = "ssl_stapling: no \"ssl_stapling_file\", nothing is stapled (hsmgate \
-                       queries no OCSP responder)"
-                .to_owned();
-            // Once, also when `http`'s line is inherited by every server.
-            let location = ctx.loc(at);
-            if !ctx
-                .warnings
-                .iter()
-                .any(|w| w.location == location && w.message == msg)
-            {
-                ctx.warn(at, msg);
-            }
-        }
         match self.verify_client {
             Some((VerifyClient::On | VerifyClient::Optional, at))
                 if self.client_certificate.is_none() =>
@@ -321,6 +342,29 @@ impl TlsScope {
                 set_flag(ctx, d, &mut on)?;
                 let on = on.expect("set_flag sets it");
                 set(ctx, d, &mut self.stapling, (on, d.at))?;
+                self.stapling_at = Some(ctx.loc(d.at).to_string());
+            }
+            "ssl_stapling_verify" => set_flag(ctx, d, &mut self.stapling_verify)?,
+            "ssl_stapling_responder" => {
+                let arg = ctx.one(d)?;
+                if !arg.value.starts_with("http://") {
+                    return Err(ctx.invalid(
+                        d,
+                        arg.at,
+                        "invalid URL prefix (only http:// OCSP responders are supported, as in nginx)",
+                    ));
+                }
+                set(ctx, d, &mut self.stapling_responder, arg.value.clone())?;
+            }
+            "ssl_trusted_certificate" => {
+                let arg = ctx.one(d)?;
+                let path = ctx.conf_path(&arg.value);
+                // As `nginx -t`, which loads it whether or not it is used.
+                if let Err(e) = std::fs::File::open(&path) {
+                    let reason = format!("cannot read \"{}\": {e}", path.display());
+                    return Err(ctx.invalid(d, arg.at, reason));
+                }
+                set(ctx, d, &mut self.trusted_certificate, path)?;
             }
             "ssl_reject_handshake" => {
                 let mut on = None;

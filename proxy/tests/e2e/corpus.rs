@@ -329,7 +329,10 @@ fn mozilla(site: &str) {
         "mozilla",
         &[site],
         &requests,
-        &["no \"ssl_stapling_file\"", "\"resolver\" ignored"],
+        &[
+            "\"ssl_stapling\" ignored, no OCSP responder URL",
+            "\"resolver\" ignored",
+        ],
     );
     let r = a.of("www.example.test/");
     assert_eq!(

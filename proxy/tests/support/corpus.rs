@@ -128,6 +128,8 @@ impl Corpus {
             rcgen::KeyUsagePurpose::CrlSign,
         ];
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        // Kept for tests that sign as the CA (an OCSP responder's answers).
+        std::fs::write(root.join("ca.key"), ca_key.serialize_pem()).expect("ca.key");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let ca_pem = root.join("ca.pem");
         std::fs::write(&ca_pem, ca_cert.pem()).expect("ca.pem");
