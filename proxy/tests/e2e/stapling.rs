@@ -13,8 +13,9 @@ use crate::nginx::s;
 use crate::server_tls::Pair;
 use crate::support::corpus::{Corpus, Keys, layout};
 use crate::support::hsm::run;
+use crate::support::hsm::{KeyType, TestToken};
 use crate::support::nginx::{Server, hsmgate};
-use crate::support::{free_port, poll};
+use crate::support::{ProxyProcess, config_for, free_port, poll, start_upstream};
 
 /// A DER OCSP response ("good", serial 1) from a throw-away responder CA, made with
 /// `openssl ocsp` against an index file.
@@ -302,6 +303,11 @@ fn ssl_stapling_fetches_the_response_from_the_certificates_responder_as_nginx_do
             let log = server.log_text();
             assert!(log.contains("OCSP response stapled"), "{log}");
             assert!(log.contains("127.0.0.1:"), "{log}");
+            // A reload's configuration fetches its own.
+            server.signal("HUP");
+            server.wait_log("OCSP response stapled", 2, Duration::from_secs(10));
+            let text = wait_stapled(port, &pki.path("ca.pem"), &server);
+            assert!(text.contains("Cert Status: good"), "{text}");
         }
     }
 }
@@ -455,4 +461,64 @@ fn token_keys_certificates_get_their_responders_answer_as_with_nginx() {
             "{who}: {api}"
         );
     }
+}
+
+#[test]
+fn the_toml_format_staples_with_ocsp_stapling() {
+    // A token key whose chain file also holds its issuer (the TOML format has no
+    // ssl_trusted_certificate).
+    let token = TestToken::new(KeyType::Rsa2048);
+    let dir = token.path().to_path_buf();
+    let chain = dir.join("chain-with-ca.pem");
+    let text = std::fs::read_to_string(&token.chain_pem).expect("chain")
+        + &std::fs::read_to_string(&token.ca_pem).expect("ca");
+    std::fs::write(&chain, text).expect("chain");
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&token.chain_pem));
+    let serial = out.trim().trim_start_matches("serial=");
+    let pki = Pki {
+        dir: tempfile::tempdir().expect("tempdir"),
+        port: free_port(),
+    };
+    std::fs::write(
+        pki.path("index.txt"),
+        format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN=leaf\n"),
+    )
+    .expect("index");
+    std::fs::copy(&token.ca_pem, pki.path("ca.pem")).expect("ca");
+    std::fs::copy(dir.join("ca.key"), pki.path("ca.key")).expect("ca key");
+    let _responder = pki.responder("ca");
+    let config = config_for(&token, start_upstream("echo"), "")
+        .replace(
+            &token.chain_pem.display().to_string(),
+            &chain.display().to_string(),
+        )
+        .replacen(
+            "\n[pkcs11]",
+            &format!(
+                "ocsp_stapling = true\nocsp_responder = \"http://127.0.0.1:{}/\"\nocsp_verify = true\n\n[pkcs11]",
+                pki.port
+            ),
+            1,
+        );
+    let proxy = ProxyProcess::start(&dir, &config).expect("hsmgate starts");
+    let text = poll(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "nothing stapled:\n{}",
+                std::fs::read_to_string(&proxy.log).unwrap_or_default()
+            )
+        },
+        || {
+            let t = status(proxy.addr.port(), &token.ca_pem, "localhost");
+            t.contains("OCSP Response Status: successful").then_some(t)
+        },
+    );
+    assert!(text.contains("Cert Status: good"), "{text}");
+    assert!(
+        text.contains("Responder Id: CN = hsmgate test CA"),
+        "{text}"
+    );
 }

@@ -211,6 +211,8 @@ pub fn issue_certificate_for(dir: &Path, spki: &[u8]) -> (PathBuf, PathBuf) {
         rcgen::KeyUsagePurpose::CrlSign,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+    // Kept for tests that sign as the CA (an OCSP responder's answers).
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).expect("ca.key");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let leaf_key = rcgen::SubjectPublicKeyInfo::from_der(spki).expect("token public key");
