@@ -32,6 +32,13 @@ pub(crate) const FILE_KEY_SIGN_CPU: &str = "hsmgate_tls_file_key_sign_cpu_second
 /// Counter: access log lines dropped because the writer's queue was full.
 pub(crate) const ACCESS_LOG_DROPPED: &str = "hsmgate_access_log_dropped_total";
 
+/// Counter: OCSP responses fetched for stapling, by `certificate` (its subject) and
+/// `result` (`stapled`, `error`).
+pub(crate) const OCSP_FETCHES: &str = "hsmgate_ocsp_fetches_total";
+/// Gauge: the `nextUpdate` (Unix seconds) of the OCSP response stapled now to
+/// `certificate`'s handshakes; 0 while none is (not yet fetched, refused or expired).
+pub(crate) const OCSP_NEXT_UPDATE: &str = "hsmgate_ocsp_staple_next_update_seconds";
+
 /// How a handshake ended, for [`HANDSHAKES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeResult {
@@ -225,6 +232,15 @@ pub fn describe() {
         UPSTREAM_DURATION,
         metrics::Unit::Seconds,
         "Time from sending a request upstream to its response head, by upstream and result"
+    );
+    metrics::describe_counter!(
+        OCSP_FETCHES,
+        "OCSP responses fetched for stapling, by certificate and result (stapled, error)"
+    );
+    metrics::describe_gauge!(
+        OCSP_NEXT_UPDATE,
+        metrics::Unit::Seconds,
+        "nextUpdate (Unix time) of the OCSP response stapled now, by certificate; 0 while none is stapled"
     );
     metrics::describe_counter!(
         ACCESS_LOG_DROPPED,

@@ -175,7 +175,18 @@ impl Staple {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn set(&self, der: Option<Vec<u8>>) {
+    fn set(&self, der: Option<Vec<u8>>, next_update: Option<SystemTime>) {
+        let secs = match (&der, next_update) {
+            (None, _) => 0.0,
+            (Some(_), Some(t)) => t
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            // No nextUpdate: good until replaced (far in the future).
+            (Some(_), None) => f64::from(u32::MAX),
+        };
+        metrics::gauge!(crate::metrics::OCSP_NEXT_UPDATE, "certificate" => self.target.subject.clone())
+            .set(secs);
         let next = match der {
             Some(der) => {
                 let mut c = CertifiedKey::clone(&self.base);
@@ -215,13 +226,15 @@ pub(crate) async fn run(staple: Weak<Staple>, retired: impl Fn() -> bool) {
                     tracing::info!(certificate = %t.subject, responder = %t.url.text, at = %t.at, next_update = ?checked.next_update.map(rfc3339), "OCSP response stapled");
                 }
                 valid_until = checked.next_update;
-                s.set(Some(checked.der));
+                s.set(Some(checked.der), checked.next_update);
+                fetched(t, "stapled");
                 retry = RETRY_MIN;
                 refresh_after(now, checked.next_update)
             }
             Err(e) => {
                 let wait = retry;
                 retry = (retry * 2).min(RETRY_MAX);
+                fetched(t, "error");
                 tracing::warn!(certificate = %t.subject, responder = %t.url.text, at = %t.at, retry_in = ?wait, stapled = s.stapled(), "OCSP stapling: {e}");
                 wait
             }
@@ -237,7 +250,7 @@ pub(crate) async fn run(staple: Weak<Staple>, retired: impl Fn() -> bool) {
                 && s.stapled()
             {
                 tracing::warn!(certificate = %s.target.subject, at = %s.target.at, "OCSP response expired (nextUpdate passed): nothing is stapled until a new one is fetched");
-                s.set(None);
+                s.set(None, None);
             }
             valid_until = None;
         }
@@ -247,6 +260,11 @@ pub(crate) async fn run(staple: Weak<Staple>, retired: impl Fn() -> bool) {
         }
         tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
     }
+}
+
+fn fetched(t: &Target, result: &'static str) {
+    metrics::counter!(crate::metrics::OCSP_FETCHES, "certificate" => t.subject.clone(), "result" => result)
+        .increment(1);
 }
 
 /// nginx's refresh: an hour after the fetch or five minutes before `nextUpdate`,

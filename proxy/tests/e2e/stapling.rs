@@ -502,6 +502,8 @@ fn the_toml_format_staples_with_ocsp_stapling() {
             ),
             1,
         );
+    let admin = free_port();
+    let config = format!("{config}\n[admin]\naddress = \"127.0.0.1:{admin}\"\n");
     let proxy = ProxyProcess::start(&dir, &config).expect("hsmgate starts");
     let text = poll(
         Duration::from_secs(20),
@@ -520,5 +522,39 @@ fn the_toml_format_staples_with_ocsp_stapling() {
     assert!(
         text.contains("Responder Id: CN = hsmgate test CA"),
         "{text}"
+    );
+    // The metrics tell what is stapled and until when.
+    let metrics = String::from_utf8_lossy(
+        &Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{admin}/metrics")])
+            .output()
+            .expect("curl")
+            .stdout,
+    )
+    .into_owned();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}: {metrics}"))
+            .to_owned()
+    };
+    assert!(
+        line("hsmgate_ocsp_fetches_total").contains("result=\"stapled\"}"),
+        "{metrics}"
+    );
+    let next: f64 = line("hsmgate_ocsp_staple_next_update_seconds")
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // openssl ocsp -ndays 1.
+    assert!(
+        next > now + 80_000.0 && next < now + 90_000.0,
+        "{next} vs {now}"
     );
 }
