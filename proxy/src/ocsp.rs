@@ -762,20 +762,11 @@ fn request_der(id: &CertId) -> Vec<u8> {
     })
 }
 
-/// A DER `INTEGER` of the content bytes `value` (as the certificate holds them).
+/// A DER `INTEGER` of the content bytes `value` (two's complement, as the certificate
+/// holds them).
 fn der_integer(value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x02];
-    let n = value.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes = n.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(value);
-    out
+    let positive = value.first().is_none_or(|b| b & 0x80 == 0);
+    yasna::construct_der(|w| w.write_bigint_bytes(value, positive))
 }
 
 fn sha1(data: &[u8]) -> Vec<u8> {
@@ -1170,9 +1161,10 @@ mod tests {
     fn der_integers_keep_the_certificates_bytes() {
         assert_eq!(der_integer(&[0x01]), vec![0x02, 0x01, 0x01]);
         assert_eq!(der_integer(&[0x00, 0x80]), vec![0x02, 0x02, 0x00, 0x80]);
-        let long = vec![0x11; 200];
+        assert_eq!(der_integer(&[0xff, 0x7f]), vec![0x02, 0x02, 0xff, 0x7f]);
+        let long = [&[0x11][..], &[0x22; 199]].concat();
         let der = der_integer(&long);
         assert_eq!(&der[..3], &[0x02, 0x81, 200]);
-        assert_eq!(der.len(), 203);
+        assert_eq!(&der[3..], &long[..]);
     }
 }

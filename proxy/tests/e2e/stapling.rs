@@ -244,6 +244,38 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// hsmgate on a configuration of one server (`extra` in it) in `pki/name`.
+    fn hsmgate(&self, name: &str, extra: &str) -> (Server, u16) {
+        let prefix = self.path(name);
+        let port = free_port();
+        let conf = self.conf(&prefix, &[(port, extra)]);
+        (Server::hsmgate(&prefix, &conf, &[port]), port)
+    }
+
+    /// A responder's directory for an existing CA (`ca.pem`, `ca.key`) whose index says
+    /// each of `certs` is good.
+    fn for_ca(ca_pem: &Path, ca_key: &Path, certs: &[&Path]) -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+        };
+        let mut index = String::new();
+        for (i, cert) in certs.iter().enumerate() {
+            let out = run(Command::new("openssl")
+                .args(["x509", "-noout", "-serial", "-in"])
+                .arg(cert));
+            let serial = out.trim().trim_start_matches("serial=");
+            // Distinct names: the index's subjects must be unique.
+            index += &format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN=cert{i}\n");
+        }
+        std::fs::write(pki.path("index.txt"), index).expect("index");
+        std::fs::copy(ca_pem, pki.path("ca.pem")).expect("ca");
+        std::fs::copy(ca_key, pki.path("ca.key")).expect("ca key");
+        pki
+    }
+}
+
 struct Responder(Child);
 
 impl Drop for Responder {
@@ -315,10 +347,7 @@ fn ssl_stapling_fetches_the_response_from_the_certificates_responder_as_nginx_do
 #[test]
 fn a_responder_that_is_down_is_asked_again_and_its_answer_stapled_once_it_is_up() {
     let pki = Pki::new(false);
-    let prefix = pki.path("hsmgate");
-    let port = free_port();
-    let conf = pki.conf(&prefix, &[(port, "")]);
-    let server = Server::hsmgate(&prefix, &conf, &[port]);
+    let (server, port) = pki.hsmgate("hsmgate", "");
     server.wait_log("OCSP stapling:", 1, Duration::from_secs(10));
     let log = server.log_text();
     assert!(
@@ -337,10 +366,7 @@ fn revoked_and_unverifiable_answers_are_not_stapled() {
     // Revoked: logged with the status, nothing stapled (as nginx).
     let pki = Pki::new(true);
     let _responder = pki.responder("ca");
-    let prefix = pki.path("revoked");
-    let port = free_port();
-    let conf = pki.conf(&prefix, &[(port, "")]);
-    let server = Server::hsmgate(&prefix, &conf, &[port]);
+    let (server, port) = pki.hsmgate("revoked", "");
     let log = server.wait_log("certificate status \"revoked\"", 1, Duration::from_secs(10));
     assert!(!log.contains("OCSP response stapled"), "{log}");
     let text = status(port, &pki.path("ca.pem"), "localhost");
@@ -412,23 +438,8 @@ fn token_keys_certificates_get_their_responders_answer_as_with_nginx() {
     // responder URL and their chain files hold no CA: `ssl_stapling_responder` names
     // the responder and `ssl_trusted_certificate` the issuer, as for nginx.
     let corpus = Corpus::new();
-    let dir = corpus.dir.path();
-    let mut index = String::new();
-    for (i, cert) in corpus.certs.iter().enumerate() {
-        let out = run(Command::new("openssl")
-            .args(["x509", "-noout", "-serial", "-in"])
-            .arg(cert));
-        let serial = out.trim().trim_start_matches("serial=");
-        // Distinct names: the index's subjects must be unique.
-        index += &format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN=cert{i}\n");
-    }
-    let pki = Pki {
-        dir: tempfile::tempdir().expect("tempdir"),
-        port: free_port(),
-    };
-    std::fs::write(pki.path("index.txt"), index).expect("index");
-    std::fs::copy(&corpus.ca_pem, pki.path("ca.pem")).expect("ca");
-    std::fs::copy(dir.join("ca.key"), pki.path("ca.key")).expect("ca key");
+    let certs: Vec<&Path> = corpus.certs.iter().map(PathBuf::as_path).collect();
+    let pki = Pki::for_ca(&corpus.ca_pem, &corpus.dir.path().join("ca.key"), &certs);
     let _responder = pki.responder("ca");
     let www = format!(
         "ssl_stapling on;\n    ssl_stapling_responder http://127.0.0.1:{}/;\n    ssl_stapling_verify on;\n    ssl_trusted_certificate {};",
@@ -473,21 +484,7 @@ fn the_toml_format_staples_with_ocsp_stapling() {
     let text = std::fs::read_to_string(&token.chain_pem).expect("chain")
         + &std::fs::read_to_string(&token.ca_pem).expect("ca");
     std::fs::write(&chain, text).expect("chain");
-    let out = run(Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(&token.chain_pem));
-    let serial = out.trim().trim_start_matches("serial=");
-    let pki = Pki {
-        dir: tempfile::tempdir().expect("tempdir"),
-        port: free_port(),
-    };
-    std::fs::write(
-        pki.path("index.txt"),
-        format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN=leaf\n"),
-    )
-    .expect("index");
-    std::fs::copy(&token.ca_pem, pki.path("ca.pem")).expect("ca");
-    std::fs::copy(dir.join("ca.key"), pki.path("ca.key")).expect("ca key");
+    let pki = Pki::for_ca(&token.ca_pem, &dir.join("ca.key"), &[&token.chain_pem]);
     let _responder = pki.responder("ca");
     let config = config_for(&token, start_upstream("echo"), "")
         .replace(
