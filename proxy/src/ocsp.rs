@@ -66,12 +66,9 @@ pub(crate) enum OcspError {
         "the issuer certificate was not found in \"ssl_certificate\" or \"ssl_trusted_certificate\""
     )]
     NoIssuer,
-    #[error("reading {path}: {source}")]
-    Trusted {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    /// `ssl_trusted_certificate` could not be read as PEM certificates.
+    #[error(transparent)]
+    Trusted(Box<crate::error::ProxyError>),
     #[error("certificate: {0}")]
     Cert(String),
     #[error("{url}: {source}")]
@@ -689,14 +686,7 @@ fn find_issuer(
         return Ok(c.clone());
     }
     if let Some(path) = trusted {
-        let text = std::fs::read(path).map_err(|source| OcspError::Trusted {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let certs: Vec<CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_slice_iter(&text)
-                .filter_map(Result::ok)
-                .collect();
+        let certs = crate::tls::load_chain(path).map_err(|e| OcspError::Trusted(Box::new(e)))?;
         if let Some(c) = certs.into_iter().find(|c| issues(c)) {
             return Ok(c);
         }
@@ -789,10 +779,9 @@ fn time(t: &yasna::models::GeneralizedTime) -> SystemTime {
     }
 }
 
+/// `t` as RFC 3339 (UTC), for the log and errors.
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    x509_parser::time::ASN1Time::from_timestamp(secs)
-        .map_or_else(|_| secs.to_string(), |t| t.to_string())
+    jiff::Timestamp::try_from(t).map_or_else(|_| format!("{t:?}"), |t| t.to_string())
 }
 
 #[cfg(test)]

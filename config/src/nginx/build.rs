@@ -328,15 +328,22 @@ impl Ctx<'_> {
                 }
             }
             Shape::File => {
-                let arg = self.one(d)?;
-                let path = self.conf_path(&arg.value);
-                if let Err(e) = std::fs::File::open(&path) {
-                    let reason = format!("cannot read \"{}\": {e}", path.display());
-                    return Err(self.invalid(d, arg.at, reason));
-                }
+                self.readable_file(d)?;
             }
         }
         Ok(())
+    }
+
+    /// The one argument of `d` as a file under the conf prefix, which must be readable
+    /// (as `nginx -t` loads it).
+    pub(crate) fn readable_file(&self, d: &Directive) -> Result<PathBuf, ConfigError> {
+        let arg = self.one(d)?;
+        let path = self.conf_path(&arg.value);
+        if let Err(e) = std::fs::File::open(&path) {
+            let reason = format!("cannot read \"{}\": {e}", path.display());
+            return Err(self.invalid(d, arg.at, reason));
+        }
+        Ok(path)
     }
 }
 

@@ -357,13 +357,8 @@ impl TlsScope {
                 set(ctx, d, &mut self.stapling_responder, arg.value.clone())?;
             }
             "ssl_trusted_certificate" => {
-                let arg = ctx.one(d)?;
-                let path = ctx.conf_path(&arg.value);
                 // As `nginx -t`, which loads it whether or not it is used.
-                if let Err(e) = std::fs::File::open(&path) {
-                    let reason = format!("cannot read \"{}\": {e}", path.display());
-                    return Err(ctx.invalid(d, arg.at, reason));
-                }
+                let path = ctx.readable_file(d)?;
                 set(ctx, d, &mut self.trusted_certificate, path)?;
             }
             "ssl_reject_handshake" => {
