@@ -64,8 +64,10 @@
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
 //!   token`: key and certificate on your own token), [`pin_check`] (a PIN checked in a
 //!   child process when this one is already logged in), [`echo_upstream`] (the built-in
-//!   echo upstream), [`version`] (`hsmgate -v`, `-V`), `error`.
-// No unsafe code but in `sockopt` (one `setsockopt` call), which allows it.
+//!   echo upstream), [`version`] (`hsmgate -v`, `-V`), `error`; [`allocator`]: the
+//!   process's allocator (mimalloc, plain blocks where they align enough).
+// No unsafe code but in `sockopt` (one `setsockopt` call) and `allocator` (the global
+// allocator's calls into mimalloc), which allow it.
 #![deny(unsafe_code)]
 
 // The modules are private: the public surface is the `pub use` list below, plus the
@@ -73,6 +75,7 @@
 // `hsmgate` binary and the tests call as namespaces.
 mod access_log;
 mod admin;
+pub mod allocator;
 mod arrival;
 mod auth_basic;
 mod auth_request;

@@ -17,7 +17,7 @@ use hsmgate_proxy::{
 use hsmgate_signer::KeyKind;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hsmgate_proxy::allocator::Allocator = hsmgate_proxy::allocator::Allocator;
 
 /// TLS-terminating reverse proxy whose private keys stay in PKCS#11 tokens.
 ///

@@ -30,8 +30,10 @@ use tokio::net::TcpStream;
 use crate::balance::{BodyError, UpstreamBody, empty_body};
 use crate::hop_by_hop::connection_has;
 
-/// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`).
-pub(crate) type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
+/// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`). Boxed: a
+/// TLS client's state is about a kilobyte, and a connection moves with each request it
+/// serves (out of the pool, into the response body, back), where a box moves a pointer.
+pub(crate) type Io = Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
 
 /// The largest response head read (hyper's client allowed as much: 8 KiB + 100 × 4 KiB).
 const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -1024,7 +1026,9 @@ mod tests {
             got
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut conn = H1Conn::new(TokioIo::new(MaybeHttpsStream::Http(TokioIo::new(tcp))));
+        let mut conn = H1Conn::new(Box::new(TokioIo::new(MaybeHttpsStream::Http(
+            TokioIo::new(tcp),
+        ))));
         let body = Full::new(Bytes::from(vec![b'b'; BIG - 100]))
             .map_err(|never| match never {})
             .boxed();
@@ -1161,7 +1165,9 @@ mod tests {
             s.write_all(end.as_bytes()).await.unwrap();
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut conn = H1Conn::new(TokioIo::new(MaybeHttpsStream::Http(TokioIo::new(tcp))));
+        let mut conn = H1Conn::new(Box::new(TokioIo::new(MaybeHttpsStream::Http(
+            TokioIo::new(tcp),
+        ))));
         let body = Full::new(Bytes::from(vec![b'u'; BODY]))
             .map_err(|never| match never {})
             .boxed();

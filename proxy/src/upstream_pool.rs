@@ -259,7 +259,7 @@ impl UpstreamClient {
             .await
             .map_err(SendError::Connect)?;
         Ok(Conn {
-            h1: H1Conn::new(TokioIo::new(io)),
+            h1: H1Conn::new(Box::new(TokioIo::new(io))),
             key: addr.to_owned(),
             idle_since: Instant::now(),
             stall: StallTimer::default(),

@@ -194,9 +194,48 @@ impl DeframerVecBuffer {
 }
 
 #[cfg(feature = "std")]
+std::thread_local! {
+    /// hsmgate patch: where a read with nothing buffered lands first (see
+    /// [`DeframerVecBuffer::read`]); one first read's worth, as `prepare_read` gives.
+    static SCRATCH: core::cell::RefCell<Vec<u8>> = core::cell::RefCell::new(alloc::vec![0; 4096]);
+}
+
+#[cfg(feature = "std")]
 impl DeframerVecBuffer {
     /// Read some bytes from `rd`, and add them to the buffer.
     pub(crate) fn read(&mut self, rd: &mut dyn io::Read, in_handshake: bool) -> io::Result<usize> {
+        // hsmgate patch: with nothing buffered, read into this thread's scratch buffer
+        // and copy what came. A connection polled with nothing to read then neither
+        // allocates nor zeroes 4 KiB to find that out (with the patch below, each such
+        // poll would), and an idle one keeps no buffer.
+        if self.used == 0 {
+            let read = SCRATCH.with(|cell| {
+                // Not re-entered (the transport does not call back into rustls); if it
+                // were, the read below takes the usual path.
+                let mut scratch = cell.try_borrow_mut().ok()?;
+                Some(match rd.read(&mut scratch) {
+                    Ok(n) => {
+                        // What a large handshake message grew is not kept for a 4 KiB read.
+                        match self.buf.capacity() > MAX_WIRE_SIZE {
+                            true => self.buf = Vec::new(),
+                            false => self.buf.clear(),
+                        }
+                        self.buf.extend_from_slice(&scratch[..n]);
+                        self.used = n;
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            self.buf = Vec::new();
+                        }
+                        Err(e)
+                    }
+                })
+            });
+            if let Some(read) = read {
+                return read;
+            }
+        }
         if let Err(err) = self.prepare_read(in_handshake) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, err));
         }
@@ -205,17 +244,7 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
-            Ok(n) => n,
-            Err(e) => {
-                // hsmgate patch: nothing buffered and nothing to read (an idle
-                // connection): give the buffer back; the next read makes it again.
-                if self.used == 0 && e.kind() == io::ErrorKind::WouldBlock {
-                    self.buf = Vec::new();
-                }
-                return Err(e);
-            }
-        };
+        let new_bytes = rd.read(&mut self.buf[self.used..])?;
         self.used += new_bytes;
         Ok(new_bytes)
     }
