@@ -155,6 +155,12 @@ pub struct Generation {
     /// By configured address.
     pub listeners: HashMap<SocketAddr, ListenerRt>,
     balancers: HashMap<String, Arc<Balancer>>,
+    /// The same pools as the requests found them: by a `proxy_pass` and the settings in
+    /// force, each by its address in `servers` (which this generation keeps, unchanged,
+    /// for its life; a location's, an `if` block's or a `limit_except`'s), filled on
+    /// first use so that the next request finds its pool without building its key.
+    /// Bounded by the configuration's `proxy_pass` and settings blocks.
+    by_location: dashmap::DashMap<(usize, usize), Arc<Balancer>>,
     /// The `host:port`s a `proxy_pass` with variables named, each with its pool, at most
     /// [`MAX_DYNAMIC_UPSTREAMS`] (more are served without a kept connection).
     dynamic: dashmap::DashMap<String, Arc<Balancer>>,
@@ -318,6 +324,7 @@ impl Generation {
             servers,
             listeners,
             balancers: HashMap::new(),
+            by_location: dashmap::DashMap::new(),
             dynamic: dashmap::DashMap::new(),
             pools: opener.next,
             log_paths: HashMap::new(),
@@ -440,10 +447,16 @@ impl Generation {
     }
 
     /// The upstream group of a `proxy_pass` in a location with `settings`.
-    pub fn balancer(&self, pass: &ProxyPass, settings: &ProxySettings) -> Option<&Balancer> {
-        self.balancers
-            .get(&balancer_key(&pass.target, pass.https, settings))
-            .map(|b| &**b)
+    pub fn balancer(&self, pass: &ProxyPass, settings: &ProxySettings) -> Option<Arc<Balancer>> {
+        let at = location_key(pass, settings);
+        if let Some(b) = self.by_location.get(&at) {
+            return Some(Arc::clone(&b));
+        }
+        let b = self
+            .balancers
+            .get(&balancer_key(&pass.target, pass.https, settings))?;
+        self.by_location.insert(at, Arc::clone(b));
+        Some(Arc::clone(b))
     }
 
     /// The upstream a `proxy_pass` with variables names this time: `host`, its host part
@@ -533,6 +546,14 @@ fn exact_names(server: &Server) -> Vec<String> {
 
 /// How many `host:port`s named by `proxy_pass` variables keep a pool of their own.
 const MAX_DYNAMIC_UPSTREAMS: usize = 256;
+
+/// A location's `proxy_pass` and settings by their addresses (see `by_location`).
+fn location_key(pass: &ProxyPass, settings: &ProxySettings) -> (usize, usize) {
+    (
+        std::ptr::from_ref(pass) as usize,
+        std::ptr::from_ref(settings) as usize,
+    )
+}
 
 /// One pool per (upstream, connect timeout, TLS settings).
 fn balancer_key(target: &UpstreamRef, https: bool, settings: &ProxySettings) -> String {

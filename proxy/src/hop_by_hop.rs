@@ -47,8 +47,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Most heads carry none of them or one (`Connection`): a look at the few names
+    // there is cheaper than seven hashed removals.
+    let present = (headers.keys())
+        .filter_map(|k| HOP_BY_HOP.iter().position(|h| h == k))
+        .fold(0u8, |seen, i| seen | 1 << i);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
 }
 

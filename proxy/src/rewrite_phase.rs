@@ -294,9 +294,10 @@ fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritt
 /// The `proxy_pass` location `PATH/` when the request is `PATH` and no location is
 /// written for `PATH` itself: nginx answers 301 to `PATH/` (before trying regexes).
 fn auto_slash<'a>(locations: &'a [LocationBlock], path: &str) -> Option<&'a LocationBlock> {
-    let with_slash = format!("{path}/");
+    // `p == path + "/"`, without building that string for every request.
+    let is_with_slash = |p: &str| p.strip_suffix('/') == Some(path);
     let target = locations.iter().find(|l| {
-        matches!(&l.matcher, Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if *p == with_slash)
+        matches!(&l.matcher, Matcher::Prefix(p) | Matcher::PrefixNoRegex(p) if is_with_slash(p))
             && matches!(l.action, Some(Action::ProxyPass(_)))
     })?;
     let written = locations.iter().any(|l| {

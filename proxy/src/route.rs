@@ -687,8 +687,9 @@ pub(crate) async fn proxy(
     if body_too_large(length, settings) {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    // A URL with variables names its upstream (and maybe the URI) per request.
-    let (dynamic, dynamic_uri);
+    // A URL with variables names its upstream (and maybe the URI) per request; `held`
+    // keeps the upstream group found for the request.
+    let (held, dynamic_uri);
     let balancer = match &pass.target {
         hsmgate_config::nginx::UpstreamRef::Dynamic(t) => {
             let url = log.vars(&parts.headers).expand(t);
@@ -705,11 +706,11 @@ pub(crate) async fn proxy(
             dynamic_uri = uri.map(str::to_owned);
             match generation.dynamic_balancer(pass, settings, host) {
                 Ok(b) => {
-                    dynamic = b;
+                    held = b;
                     // `$proxy_host` as written, without the scheme's port.
                     let port = if pass.https { ":443" } else { ":80" };
                     log.proxy_host = host.strip_suffix(port).unwrap_or(host).to_owned();
-                    &*dynamic
+                    &*held
                 }
                 Err(why) => {
                     tracing::error!(path = %log.request_uri, "{why}: 502");
@@ -721,8 +722,9 @@ pub(crate) async fn proxy(
             dynamic_uri = None;
             match generation.balancer(pass, settings) {
                 Some(b) => {
-                    log.proxy_host = b.name.clone();
-                    b
+                    held = b;
+                    log.proxy_host = held.name.clone();
+                    &*held
                 }
                 None => return error_page(StatusCode::BAD_GATEWAY),
             }
