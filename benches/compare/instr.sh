@@ -49,39 +49,9 @@ make_work instr
 mkdir -p "$WORK/logs" "$RESULTS"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" \
   -days 2 -subj /CN=localhost 2>/dev/null
-cat >"$WORK/upstream.conf" <<EOF
-daemon off; master_process off; worker_processes 1;
-pid $WORK/upstream.pid; error_log $WORK/logs/upstream.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:$PORT_UP reuseport backlog=4096;
-        keepalive_requests 1000000;
-        location / { return 200 "hello from upstream\n"; }
-    }
-}
-EOF
-cat >"$WORK/hsmgate.conf" <<EOF
-env HSMGATE_ADMIN=127.0.0.1:$PORT_ADMIN;
-pid $WORK/hsmgate.pid;
-error_log $WORK/logs/proxy.err warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    upstream up { server 127.0.0.1:$PORT_UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$PORT_TLS ssl reuseport backlog=4096;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache off;
-        keepalive_requests 1000000;
-        location /direct { return 200 "hello\n"; }
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+ka_upstream_conf >"$WORK/upstream.conf"
+ka_proxy_conf "env HSMGATE_ADMIN=127.0.0.1:$PORT_ADMIN;
+pid $WORK/hsmgate.pid;" >"$WORK/hsmgate.conf"
 nginx -p "$WORK" -c "$WORK/upstream.conf" &
 PIDS+=($!)
 wait_port "$PORT_UP" "$WORK/logs"

@@ -188,3 +188,44 @@ bucket_quantile() {
         for (i = 1; i <= NR; i++) if (c[i] >= q * n) { if (le[i] >= 1e9) print "inf"; else printf "%g\n", le[i] * 1000; exit }
       }'
 }
+
+# The keep-alive configuration of ka-split.sh and instr.sh, written into WORK (which holds
+# cert.pem and key.pem): ka_upstream_conf prints the upstream nginx's (`return 200` on
+# PORT_UP); ka_proxy_conf NGINX_HEAD prints the proxy's (nginx and hsmgate read the same
+# file): `/direct` answered by the proxy, `/` proxied to the upstream with kept connections.
+ka_upstream_conf() {
+  cat <<EOF
+daemon off; master_process off; worker_processes 1;
+pid $WORK/upstream.pid; error_log $WORK/logs/upstream.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$PORT_UP reuseport backlog=4096;
+        keepalive_requests 1000000;
+        location / { return 200 "hello from upstream\n"; }
+    }
+}
+EOF
+}
+ka_proxy_conf() {
+  cat <<EOF
+$1
+error_log $WORK/logs/proxy.err warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:$PORT_UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PORT_TLS ssl reuseport backlog=4096;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        keepalive_requests 1000000;
+        location /direct { return 200 "hello\n"; }
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+}
