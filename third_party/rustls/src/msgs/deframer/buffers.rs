@@ -206,8 +206,8 @@ impl DeframerVecBuffer {
     pub(crate) fn read(&mut self, rd: &mut dyn io::Read, in_handshake: bool) -> io::Result<usize> {
         // hsmgate patch: with nothing buffered, read into this thread's scratch buffer
         // and copy what came. A connection polled with nothing to read then neither
-        // allocates nor zeroes 4 KiB to find that out (with the patch below, each such
-        // poll would), and an idle one keeps no buffer.
+        // allocates nor zeroes 4 KiB to find that out (`prepare_read` would), and one
+        // that finds nothing (`WouldBlock`: an idle connection) gives its buffer back.
         if self.used == 0 {
             let read = SCRATCH.with(|cell| {
                 // Not re-entered (the transport does not call back into rustls); if it
