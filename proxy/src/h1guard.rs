@@ -250,12 +250,8 @@ impl<I> H1Guard<I> {
             // The first byte of a later request: its head must follow in time.
             self.deadline = Some(Box::pin(tokio::time::sleep(self.limits.timeout)));
         }
-        let line_start = self
-            .head
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let (take, complete_line) = match input.iter().position(|&b| b == b'\n') {
+        let line_start = memchr::memrchr(b'\n', &self.head).map_or(0, |i| i + 1);
+        let (take, complete_line) = match memchr::memchr(b'\n', input) {
             Some(i) => (i + 1, true),
             None => (input.len(), false),
         };
@@ -475,7 +471,66 @@ fn method_so_far(line: &[u8]) -> bool {
 
 /// Whether `b` may be in a header name (RFC 9110 §5.6.2's `tchar`, as httparse checks it).
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// [`is_tchar`] as a table: every byte of every head's names goes through it.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+};
+
+/// A byte hyper refuses in a header value: a control byte other than a tab, or DEL.
+const VALUE_CTL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = (i < 0x20 && i != b'\t' as usize) || i == 0x7f;
+        i += 1;
+    }
+    table
+};
+
+/// The lines of `head`, split at each `\n` (the `\r` before it trimmed), as
+/// `split(|&b| b == b'\n')` gives them: an empty last line after a final `\n`.
+fn lines_of(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(trim_eol(&r[..i]))
+            }
+            None => {
+                rest = None;
+                Some(trim_eol(r))
+            }
+        }
+    })
 }
 
 /// What nginx makes of a header line's name (`ngx_http_parse_header_line`).
@@ -495,7 +550,7 @@ enum Name {
 }
 
 fn name_of(line: &[u8]) -> Name {
-    match line.iter().position(|&b| b == b':') {
+    match memchr::memchr(b':', line) {
         Some(i) => name_kind(&line[..i], true),
         None => name_kind(line, false),
     }
@@ -503,14 +558,18 @@ fn name_of(line: &[u8]) -> Name {
 
 /// What nginx makes of `name`, written with or without its `colon`.
 fn name_kind(name: &[u8], colon: bool) -> Name {
-    if name.is_empty() || name.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+    // A token has no space, control byte or DEL: one pass decides the common case.
+    if name.is_empty() {
         Name::Invalid
-    } else if !name.iter().all(|&b| is_tchar(b)) {
-        Name::Ignored
-    } else if colon {
-        Name::Valid
+    } else if name.iter().all(|&b| is_tchar(b)) {
+        match colon {
+            true => Name::Valid,
+            false => Name::NoColon,
+        }
+    } else if name.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        Name::Invalid
     } else {
-        Name::NoColon
+        Name::Ignored
     }
 }
 
@@ -521,7 +580,7 @@ fn name_kind(name: &[u8], colon: bool) -> Name {
 /// `underscores_in_headers` and `ignore_invalid_headers` say ([`crate::route`]).
 fn tidy_header_lines(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
     // The request line is not a header; a continuation line is check_head's to refuse.
-    let Some(first) = head.iter().position(|&b| b == b'\n') else {
+    let Some(first) = memchr::memchr(b'\n', head) else {
         return;
     };
     fn header(l: &[u8]) -> (&[u8], Name) {
@@ -537,7 +596,11 @@ fn tidy_header_lines(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
             .split_inclusive(|&b| b == b'\n')
             .map(header)
     };
-    if lines().all(|(_, n)| n != Name::Ignored && n != Name::NoColon) {
+    let clean = |l: &[u8]| match l.first() {
+        None | Some(b' ' | b'\t') => true,
+        Some(_) => !matches!(name_of(l), Name::Ignored | Name::NoColon),
+    };
+    if lines_of(&head[first + 1..]).all(clean) {
         return;
     }
     let mut tidy = head[..first + 1].to_vec();
@@ -562,7 +625,7 @@ fn tidy_header_lines(head: &mut Vec<u8>, peer: std::net::SocketAddr) {
 /// nginx's checks of a whole head (`ngx_http_process_request_headers` and
 /// `ngx_http_process_request_header`): the framing of its body, or the status and why.
 fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
-    let mut lines = head.split(|&b| b == b'\n').map(trim_eol);
+    let mut lines = lines_of(head);
     let request_line = lines.next().unwrap_or_default();
     let Some(version) = request_line.rsplit(|&b| b == b' ').next() else {
         return Ok(State::Head);
@@ -607,7 +670,7 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err((400, "client sent obsolete line folding"));
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err((400, "client sent invalid header line"));
         };
         if name_kind(&line[..colon], true) == Name::Invalid {
@@ -615,10 +678,7 @@ fn check_head(head: &[u8]) -> Result<State, (u16, &'static str)> {
         }
         // A control byte in a value: hyper refuses it (nginx passes all but NUL and CR
         // on; RFC 9110 §5.5 lets a recipient refuse them), so it gets nginx's 400 page.
-        if line[colon + 1..]
-            .iter()
-            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-        {
+        if line[colon + 1..].iter().any(|&b| VALUE_CTL[usize::from(b)]) {
             return Err((400, "client sent invalid header line"));
         }
         let (name, value) = (&line[..colon], &line[colon + 1..]);
@@ -838,6 +898,26 @@ mod tests {
         let mut other = b"GET /HTTP/1.5 HTTP/1.0\r\n\r\n".to_vec();
         tidy_request_line(&mut other);
         assert!(other.starts_with(b"GET /HTTP/1.5 HTTP/1.0"));
+    }
+
+    #[test]
+    fn the_tables_and_the_line_splitter_say_what_their_definitions_say() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "tchar {b:#x}");
+            let ctl = (b < 0x20 && b != b'\t') || b == 0x7f;
+            assert_eq!(VALUE_CTL[usize::from(b)], ctl, "value control byte {b:#x}");
+        }
+        for head in [
+            &b""[..],
+            b"\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"a\nb\r\n\r",
+            b"no end",
+        ] {
+            let split: Vec<&[u8]> = head.split(|&b| b == b'\n').map(trim_eol).collect();
+            assert_eq!(lines_of(head).collect::<Vec<_>>(), split);
+        }
     }
 
     #[test]

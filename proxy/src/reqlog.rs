@@ -136,7 +136,7 @@ impl LogCtx {
             status: self.status,
             body_bytes_sent: sent,
             started: self.started,
-            elapsed: self.t0.elapsed(),
+            t0: self.t0,
             maps: &self.generation.site.maps,
             request_id: &self.request_id,
             upstream: &self.upstream,

@@ -1053,10 +1053,24 @@ pub(crate) async fn proxy(
 /// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and
 /// its defaults (`Server`, `Date`, `X-Pad`, `X-Accel-*`) but for `proxy_pass_header`s.
 fn hide_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
-    // One name at a time: the hidden ones are few (`Date`, `Server`), and this allocates
-    // nothing for them.
-    while let Some(name) = headers.keys().find(|n| settings.hides(n.as_str())).cloned() {
-        headers.remove(name);
+    // One pass finds the hidden names present (few: an upstream's `Date` and `Server`),
+    // kept without allocating; more than fit are found by further passes.
+    loop {
+        let mut found: [Option<HeaderName>; 4] = Default::default();
+        let mut n = 0;
+        for name in headers.keys().filter(|n| settings.hides(n.as_str())) {
+            if n == found.len() {
+                break;
+            }
+            found[n] = Some(name.clone());
+            n += 1;
+        }
+        for name in found.iter_mut().filter_map(Option::take) {
+            headers.remove(name);
+        }
+        if n < found.len() {
+            return;
+        }
     }
 }
 
@@ -1230,6 +1244,32 @@ fn add_headers(list: &[AddHeader], resp: &mut Response<ProxyBody>, log: &LogCtx)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_upstream_headers_are_all_removed_however_many() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        let text = "events {} http { server { listen 127.0.0.1:1;
+            location / { proxy_hide_header X-Secret; proxy_pass http://127.0.0.1:9; } } }";
+        std::fs::write(&path, text).expect("write");
+        let config = hsmgate_config::nginx::load(&path, &Default::default()).expect("load");
+        let settings = &config.servers[0].locations[0].settings;
+        let mut headers = HeaderMap::new();
+        // More hidden names than one pass keeps (`Date`, `Server`, `X-Accel-*`, …).
+        for name in hsmgate_config::nginx::HIDDEN_BY_DEFAULT.iter().chain(&[
+            "x-secret",
+            "content-type",
+            "x-kept",
+        ]) {
+            headers.append(*name, HeaderValue::from_static("1"));
+            headers.append(*name, HeaderValue::from_static("2"));
+        }
+        hide_headers(settings, &mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+        assert_eq!(headers.get_all("x-kept").iter().count(), 2);
+    }
 
     #[test]
     fn trace_and_connect_are_not_allowed() {

@@ -49,8 +49,9 @@ pub(crate) struct Vars<'a> {
     pub body_bytes_sent: u64,
     /// When the request started.
     pub started: SystemTime,
-    /// How long it took so far.
-    pub elapsed: Duration,
+    /// When the request started, by the monotonic clock (`$request_time` is read from
+    /// it when asked for: most requests never ask).
+    pub t0: Instant,
     /// `map` variables.
     pub maps: &'a BTreeMap<String, VarMap>,
     /// `$request_id`, made when first asked for.
@@ -331,7 +332,7 @@ impl Vars<'_> {
                 .into(),
             "request" => format!("{} {} {}", self.method, self.request_uri, self.protocol).into(),
             "time_local" => time_local(self.started).into(),
-            "request_time" => format!("{:.3}", self.elapsed.as_secs_f64()).into(),
+            "request_time" => format!("{:.3}", self.t0.elapsed().as_secs_f64()).into(),
             "upstream_addr" => self.upstream_addr.into(),
             "connection" => self.conn.id.to_string().into(),
             // The user of an `Authorization: Basic` header, checked or not (as nginx).
@@ -669,7 +670,7 @@ mod tests {
             status: 200,
             body_bytes_sent: 0,
             started: SystemTime::now(),
-            elapsed: Duration::ZERO,
+            t0: Instant::now(),
             maps: &BTreeMap::new(),
             request_id: &request_id,
             upstream: &upstream,

@@ -145,6 +145,11 @@ pub fn select_server_index(
     local_addr: SocketAddr,
     host: Option<&str>,
 ) -> Option<usize> {
+    // One server on the address: it answers whatever the Host (every rule below ends at
+    // it), so no list and no lower-cased copy of the name (once per request).
+    if let Some(only) = sole_server(servers, local_addr) {
+        return Some(only);
+    }
     let candidates = listening_on(servers, local_addr);
     let fallback = candidates
         .iter()
@@ -215,6 +220,29 @@ pub fn listening_on(servers: &[Server], local_addr: SocketAddr) -> Vec<(usize, b
         SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
     on(SocketAddr::new(any, local_addr.port()))
+}
+
+/// The server listening on `local_addr` when it is the only one (looking at the port's
+/// wildcard address, as [`listening_on`] does, when none names the address itself).
+fn sole_server(servers: &[Server], local_addr: SocketAddr) -> Option<usize> {
+    let on = |want: SocketAddr| {
+        let mut them = (servers.iter().enumerate())
+            .filter(move |(_, s)| s.listens.iter().any(|l| l.addr == want))
+            .map(|(i, _)| i);
+        (them.next(), them.next())
+    };
+    let any = match local_addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    match on(local_addr) {
+        (Some(i), None) => Some(i),
+        (Some(_), Some(_)) => None,
+        (None, _) => match on(SocketAddr::new(any, local_addr.port())) {
+            (Some(i), None) => Some(i),
+            _ => None,
+        },
+    }
 }
 
 /// Lower-cased, without a port and a trailing dot (as server names are kept).

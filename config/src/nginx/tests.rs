@@ -189,6 +189,32 @@ fn server_selection() {
         "specific address wins"
     );
     assert_eq!(pick("10.0.0.1:9".parse().unwrap(), None), None);
+
+    // One server on an address (named or through its port's wildcard) answers every Host.
+    let c = load_str(&http(
+        "server { listen 20080; server_name only.test; }
+         server { listen 127.0.0.1:20081; server_name a.test; }
+         server { listen 20081; server_name b.test; }",
+    ))
+    .unwrap();
+    let pick = |addr: &str, host| {
+        select_server(&c.servers, addr.parse().unwrap(), host)
+            .map(|s| c.servers.iter().position(|x| std::ptr::eq(x, s)).unwrap())
+    };
+    assert_eq!(pick("10.0.0.1:20080", Some("other.test")), Some(0));
+    assert_eq!(pick("10.0.0.1:20080", Some("[::1")), Some(0));
+    assert_eq!(pick("10.0.0.1:20080", None), Some(0));
+    assert_eq!(
+        pick("127.0.0.1:20081", Some("b.test")),
+        Some(1),
+        "the address's own server"
+    );
+    assert_eq!(
+        pick("10.0.0.2:20081", Some("a.test")),
+        Some(2),
+        "the wildcard's only one"
+    );
+    assert_eq!(pick("10.0.0.2:20082", None), None);
 }
 
 #[test]
