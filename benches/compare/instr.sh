@@ -18,11 +18,12 @@
 # bytes, where the hardware's `rep stosb`/`rep movsb` is one instruction for any size):
 # large zeroing and copying weigh more here than in cycles.
 #
-# Servers: hsmgate (target/release/hsmgate) and, with HSMGATE_B=PATH, hsmgate-b,
-# alternating REPS times. Output: a markdown table (instructions per request, median and
+# Servers: hsmgate (target/release/hsmgate), with HSMGATE_B=PATH hsmgate-b, and with
+# NGINX=1 nginx (one process, `master_process off`, the same file but for its process
+# directives; requests counted by `stub_status` on the admin port), alternating REPS times. Output: a markdown table (instructions per request, median and
 # min..max, per server and path), printed and written to benches/results/instr-DATE.md.
 # Knobs: REPS (2), PATHS ("direct proxy"), DURATION (6), WARMUP (2), CONNS (10),
-# HSMGATE_B, NO_BUILD=1, PORT_UP (18280), PORT_TLS (18643), PORT_ADMIN (18943), TOP=N
+# HSMGATE_B, NGINX=1, NO_BUILD=1, PORT_UP (18280), PORT_TLS (18643), PORT_ADMIN (18943), TOP=N
 # (also print each run's N costliest functions, self cost), RESULTS, KEEP=1.
 set -euo pipefail
 
@@ -45,6 +46,7 @@ if [[ -n ${HSMGATE_B:-} ]]; then
   [[ -x $HSMGATE_B ]] || die "HSMGATE_B=$HSMGATE_B is not an executable"
   SERVERS+=(hsmgate-b)
 fi
+[[ ${NGINX:-0} == 1 ]] && SERVERS+=(nginx)
 make_work instr
 mkdir -p "$WORK/logs" "$RESULTS"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" \
@@ -52,18 +54,34 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/ce
 ka_upstream_conf >"$WORK/upstream.conf"
 ka_proxy_conf "env HSMGATE_ADMIN=127.0.0.1:$PORT_ADMIN;
 pid $WORK/hsmgate.pid;" >"$WORK/hsmgate.conf"
+# nginx: the same file with nginx's process directives, and its request counter on the
+# admin port (a server block added before the http block's end).
+ka_proxy_conf "daemon off; master_process off; worker_processes 1; pid $WORK/nginx.pid;" |
+  sed '$d' >"$WORK/nginx.conf"
+cat >>"$WORK/nginx.conf" <<EOF
+    server { listen 127.0.0.1:$PORT_ADMIN; location = /status { stub_status; } }
+}
+EOF
 nginx -p "$WORK" -c "$WORK/upstream.conf" &
 PIDS+=($!)
 wait_port "$PORT_UP" "$WORK/logs"
 
-requests() { curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" | awk '/^hsmgate_http_requests_total/ {s += $NF} END {print s + 0}'; }
+# Requests the server has counted (nginx's stub_status counts the reading request too).
+requests() {
+  case $1 in
+    nginx) curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/status" | awk 'NR == 3 {print $3 - 1}' ;;
+    *) curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" | awk '/^hsmgate_http_requests_total/ {s += $NF} END {print s + 0}' ;;
+  esac
+}
 RAW="$WORK/raw.tsv"
 : >"$RAW"
 run() { # SERVER PATH
   local server=$1 path=$2 bin=$HSMGATE vg load r0 r1 ir out=$WORK/cg.$1.$2.$REP
   [[ $server == hsmgate-b ]] && bin=$HSMGATE_B
+  local cmd=("$bin" -c "$WORK/hsmgate.conf")
+  [[ $server == nginx ]] && cmd=(nginx -p "$WORK" -c "$WORK/nginx.conf")
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-    "$bin" -c "$WORK/hsmgate.conf" >"$WORK/logs/$server.vg" 2>&1 &
+    "${cmd[@]}" >"$WORK/logs/$server.vg" 2>&1 &
   vg=$!
   PIDS+=("$vg")
   local _
@@ -74,9 +92,9 @@ run() { # SERVER PATH
   load=$!
   sleep "$WARMUP"
   callgrind_control --instr=on "$vg" >/dev/null
-  r0=$(requests)
+  r0=$(requests "$server")
   sleep "$DURATION"
-  r1=$(requests)
+  r1=$(requests "$server")
   callgrind_control --dump "$vg" >/dev/null
   wait "$load" || { cat "$WORK/load.err" >&2; die "hsmgate-load failed against $server /$path"; }
   kill -TERM "$vg" 2>/dev/null || true
