@@ -31,7 +31,6 @@ use crate::generation::Generation;
 use crate::reqlog::LogCtx;
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::route::{Abort, RequestHead, answer};
-use crate::upstream_pool::ConnectTime;
 
 /// The largest file an `error_page` answers with (error pages are small; a larger file
 /// is an error, not something to load into memory).
@@ -40,6 +39,11 @@ const MAX_PAGE_FILE: u64 = 1 << 20;
 /// In the extensions of an answer `error_page` must not replace: a `return CODE TEXT`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Written;
+
+/// In the extensions of an answer its upstream sent, where the location has `error_page`s
+/// (`proxy_intercept_errors` decides whether they replace it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FromUpstream;
 
 /// `resp`, or what the `error_page` of `settings` for its status answers instead; the
 /// settings of the location that answered.
@@ -59,7 +63,7 @@ pub(crate) async fn apply<'s>(
     let mut challenges: Vec<HeaderValue> = Vec::new();
     for _ in 0..MAX_URI_CHANGES {
         let status = resp.status().as_u16();
-        let from_upstream = resp.extensions().get::<ConnectTime>().is_some();
+        let from_upstream = resp.extensions().get::<FromUpstream>().is_some();
         if !another
             || (from_upstream && !settings.proxy_intercept_errors)
             || resp.extensions().get::<Written>().is_some()

@@ -5,7 +5,7 @@
 //! `client_max_body_size` (413) and the access log line once the body is sent.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
@@ -29,7 +29,7 @@ use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
-use crate::upstream_pool::{ConnectTime, SendError};
+use crate::upstream_pool::SendError;
 use crate::uri::{normalize, valid_host};
 use crate::vars::{Answering, Tried, Vars};
 
@@ -938,11 +938,10 @@ pub(crate) async fn proxy(
             retry && n + 1 < order.len() && next.may_try_another(n + 1, first_try.elapsed());
         match &sent {
             Ok(Ok(resp)) => {
-                let connect = resp.extensions().get::<ConnectTime>();
                 log.upstream.answering = Some(Answering {
                     status: resp.status().as_u16(),
                     sent: sent_at,
-                    connect: connect.map_or(Duration::ZERO, |c| c.0),
+                    connect: resp.body().connect_time(),
                     header: sent_at.elapsed(),
                     received: None,
                 });
@@ -978,6 +977,10 @@ pub(crate) async fn proxy(
             }
             Ok(Ok(mut resp)) => {
                 balancer.succeeded(addr);
+                if !settings.error_pages.is_empty() {
+                    resp.extensions_mut()
+                        .insert(crate::error_redirect::FromUpstream);
+                }
                 if log.keep_upstream_headers {
                     log.upstream_headers = resp.headers().clone();
                 }

@@ -77,11 +77,6 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
-/// How long connecting to the server took (TCP, and TLS for `https://`), in the extensions
-/// of each response: zero on a kept connection (nginx's `$upstream_connect_time`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectTime(pub(crate) Duration);
-
 /// Why a request got no response from its server.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
@@ -159,23 +154,24 @@ impl UpstreamClient {
                 }
             };
             conn.stall.begin(called);
-            let connect_time = ConnectTime(match reused {
+            let connect_time = match reused {
                 true => Duration::ZERO,
                 false => started.elapsed(),
-            });
+            };
             let exchanged = exchange(&mut conn, req, timeout).await;
             match exchanged {
                 Ok(Exchanged::Switched(resp, rest)) => {
                     // The connection now carries another protocol: the tunnel's.
                     let switched = Some((conn.h1.into_io(), rest));
-                    let mut resp = resp.map(|()| UpstreamResponseBody::switched(switched));
-                    resp.extensions_mut().insert(connect_time);
+                    let resp =
+                        resp.map(|()| UpstreamResponseBody::switched(switched, connect_time));
                     return Ok(resp);
                 }
                 Ok(Exchanged::Head(resp, framing)) => {
                     let pool = Some(self.clone());
-                    let mut resp = resp.map(|()| UpstreamResponseBody {
+                    let resp = resp.map(|()| UpstreamResponseBody {
                         framing,
+                        connect_time,
                         load: None,
                         conn: Some(conn),
                         pool,
@@ -184,7 +180,6 @@ impl UpstreamClient {
                         switched: None,
                         received: None,
                     });
-                    resp.extensions_mut().insert(connect_time);
                     return Ok(resp);
                 }
                 Err(Failed::Unsent(r, _)) if reused => {
@@ -328,6 +323,10 @@ pub(crate) struct UpstreamResponseBody {
     switched: Option<(Io, Bytes)>,
     /// Where the body's bytes are counted, when something reads the count.
     received: Option<Arc<AtomicU64>>,
+    /// How long connecting to the server took (TCP, and TLS for `https://`): zero on a
+    /// kept connection (nginx's `$upstream_connect_time`). Carried here rather than in
+    /// the response's extensions, which would cost two allocations per response.
+    connect_time: Duration,
 }
 
 /// The upstream sent nothing of the body for `proxy_read_timeout`.
@@ -345,8 +344,9 @@ impl std::fmt::Debug for UpstreamResponseBody {
 
 impl UpstreamResponseBody {
     /// The empty body of a `101`, holding the switched connection.
-    fn switched(switched: Option<(Io, Bytes)>) -> UpstreamResponseBody {
+    fn switched(switched: Option<(Io, Bytes)>, connect_time: Duration) -> UpstreamResponseBody {
         UpstreamResponseBody {
+            connect_time,
             framing: Framing::Done,
             conn: None,
             pool: None,
@@ -356,6 +356,11 @@ impl UpstreamResponseBody {
             switched,
             received: None,
         }
+    }
+
+    /// How long connecting to the server took (zero on a kept connection).
+    pub(crate) fn connect_time(&self) -> Duration {
+        self.connect_time
     }
 
     /// The connection of a `101` and what followed its head (once).
