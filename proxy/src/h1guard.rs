@@ -246,10 +246,6 @@ impl<I> H1Guard<I> {
     }
 
     fn feed_head<'a>(&mut self, input: &'a [u8]) -> &'a [u8] {
-        if self.head.is_empty() && self.deadline.is_none() {
-            // The first byte of a later request: its head must follow in time.
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limits.timeout)));
-        }
         let line_start = memchr::memrchr(b'\n', &self.head).map_or(0, |i| i + 1);
         let (take, complete_line) = match memchr::memchr(b'\n', input) {
             Some(i) => (i + 1, true),
@@ -810,7 +806,16 @@ impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
                     this.state = State::Done;
                     continue;
                 }
-                Poll::Ready(Ok(())) => this.feed(rb.filled()),
+                Poll::Ready(Ok(())) => {
+                    this.feed(rb.filled());
+                    // A later request's head begun in this read and not ended: it must
+                    // follow in time, counted from here (its first byte came in this
+                    // read). A head read whole in one read needs no timer.
+                    if this.deadline.is_none() && this.state == State::Head && !this.head.is_empty()
+                    {
+                        this.deadline = Some(Box::pin(tokio::time::sleep(this.limits.timeout)));
+                    }
+                }
                 other => return other,
             }
         }

@@ -660,6 +660,25 @@ fn client_header_timeout_closes_a_slow_head() {
         200,
         "keep-alive outlives client_header_timeout"
     );
+    // A later request's head that stops half-way: timed from its first byte.
+    let mut later = g.connect(b"http/1.1");
+    later
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    later.flush().expect("flush");
+    assert_eq!(crate::support::raw::read_response(&mut later).status, 200);
+    let t1 = Instant::now();
+    later
+        .write_all(b"GET / HTTP/1.1\r\nHost: local")
+        .expect("write");
+    later.flush().expect("flush");
+    let r = crate::support::raw::read_response(&mut later);
+    let waited = t1.elapsed();
+    assert_eq!(r.status, 0, "closed without a response: {r:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "a later head that stopped was closed after {waited:?}"
+    );
 }
 
 /// `ssl_handshake_timeout` and `client_body_timeout` are configurable (issue 10's
