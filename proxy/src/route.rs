@@ -892,7 +892,7 @@ pub(crate) async fn proxy(
         true => http::Uri::try_from(path).ok(),
         false => None,
     };
-    let Some(target) = target else {
+    let Some(mut target) = target else {
         return error_page(StatusCode::BAD_REQUEST);
     };
     for (n, addr) in order.iter().enumerate() {
@@ -910,12 +910,16 @@ pub(crate) async fn proxy(
             }
             None => parts.method.clone(),
         };
-        *req.uri_mut() = target.clone();
-        // The last try takes the headers; earlier ones (retries) copy them.
-        *req.headers_mut() = if n + 1 == order.len() {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
+        // The last try takes the target and the headers; earlier ones (retries) copy them
+        // (the first copy of a target made from a `String` would allocate).
+        let last = n + 1 == order.len();
+        *req.uri_mut() = match last {
+            true => std::mem::take(&mut target),
+            false => target.clone(),
+        };
+        *req.headers_mut() = match last {
+            true => std::mem::take(&mut headers),
+            false => headers.clone(),
         };
         let sent_at = Instant::now();
         // In progress on `addr` (for `least_conn`) until its answer's body is read.
