@@ -25,7 +25,7 @@ pub(crate) struct LogCtx {
     /// trusted peer name (`$remote_addr`).
     pub(crate) client: std::net::SocketAddr,
     pub(crate) headers: HeaderMap,
-    pub(crate) method: String,
+    pub(crate) method: http::Method,
     pub(crate) request_uri: String,
     pub(crate) uri: String,
     /// `$args` once a `rewrite` changed them (`None`: the request's).
@@ -74,7 +74,7 @@ impl LogCtx {
             conn: Arc::clone(&self.conn),
             client: self.client,
             headers: self.headers.clone(),
-            method: "GET".into(),
+            method: http::Method::GET,
             request_uri: self.request_uri.clone(),
             uri: uri.to_owned(),
             args: Some(args.unwrap_or("").to_owned()),
@@ -122,7 +122,7 @@ impl LogCtx {
             conn: &self.conn,
             client: self.client,
             headers,
-            method: &self.method,
+            method: self.method.as_str(),
             request_uri: &self.request_uri,
             uri: &self.uri,
             args: self.args.as_deref(),

@@ -120,7 +120,7 @@ pub(crate) fn route<'s>(
             uri_change,
         };
         if let Some(l) = auto_slash(&server.locations, &log.uri) {
-            return found(l, &log.method, Some(ActionRef::AddSlash));
+            return found(l, log.method.as_str(), Some(ActionRef::AddSlash));
         }
         let Some(l) = location_match(&server.locations, &log.uri) else {
             return Routed {
@@ -132,13 +132,13 @@ pub(crate) fn route<'s>(
         };
         if l.internal && !internal && changes == 0 {
             // nginx's find-config phase: an `internal` location is not the client's.
-            return found(l, &log.method, None);
+            return found(l, log.method.as_str(), None);
         }
         // A method `limit_except` does not list: nginx's implicit location serves it,
         // which has the `proxy_pass` but none of the rewrite module's directives (no
         // `return`, `rewrite`, `set` or `if` runs).
         if let Some(except) = &l.settings.limit_except
-            && !except.allows(&log.method)
+            && !except.allows(log.method.as_str())
         {
             return Routed {
                 settings: &except.settings,

@@ -103,9 +103,6 @@ async fn serve(
     // A Host nginx refuses: 400 from the default server (and logged there).
     let bad_host = refused.is_some() || http_host.as_deref().is_some_and(|h| !valid_host(h));
     let http_host = http_host.filter(|_| !bad_host);
-    let http_host_name = http_host
-        .as_deref()
-        .map(|h| crate::vars::strip_port(h).to_ascii_lowercase());
     let Some(server) = select_server(&generation.servers, conn.listen, http_host.as_deref()) else {
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
@@ -117,6 +114,8 @@ async fn serve(
     let server_name = server.server_name_variable();
     let normalized =
         normalize(parts.uri.path(), server.settings.merge_slashes).filter(|_| !bad_host);
+    // A path that normalises (and a Host nginx takes): the request is routed.
+    let uri_ok = normalized.is_some();
     // nginx's realip at post-read: the server's settings (http's and its own).
     let client = (server.settings.real_ip.as_ref())
         .and_then(|r| crate::realip::client(r, &conn, &parts.headers))
@@ -126,9 +125,9 @@ async fn serve(
         conn: Arc::clone(&conn),
         client,
         headers: HeaderMap::new(),
-        method: parts.method.to_string(),
+        method: parts.method.clone(),
         request_uri,
-        uri: normalized.clone().unwrap_or_default(),
+        uri: normalized.unwrap_or_default(),
         args: None,
         set_vars: Vec::new(),
         limit_status: ("", ""),
@@ -151,14 +150,14 @@ async fn serve(
         keep_upstream_headers: false,
         on_conn,
     };
-    let routed = match &normalized {
-        None => Routed {
+    let routed = match uri_ok {
+        false => Routed {
             settings: &server.settings,
             action: None,
             location: None,
             uri_change: UriChange::None,
         },
-        Some(_) => crate::rewrite_phase::route(server, &mut log, &parts.headers, false),
+        true => crate::rewrite_phase::route(server, &mut log, &parts.headers, false),
     };
     // Plain HTTP on a TLS address: nginx answers before any location, with the server's
     // settings (its `error_page 497`).
@@ -174,10 +173,12 @@ async fn serve(
     if !log.targets.is_empty() || reads_request_headers(&settings.add_header) {
         log.headers = parts.headers.clone();
     }
-    let cert_refusal = client_cert_refusal(&conn, server, http_host_name.as_deref());
+    // The Host's name against the SNI (compared without regard to case).
+    let host_name = log.http_host.as_deref().map(crate::vars::strip_port);
+    let cert_refusal = client_cert_refusal(&conn, server, host_name);
     // Kept for an `error_page` that sends the request elsewhere (its body is not).
     let head = (!settings.error_pages.is_empty()).then(|| RequestHead::of(&parts));
-    let mut resp = match &normalized {
+    let mut resp = match uri_ok {
         _ if refused.is_some() => {
             refused.map_or_else(|| error_page(StatusCode::BAD_REQUEST), refusal_page)
         }
@@ -198,8 +199,8 @@ async fn serve(
             resp
         }
         _ if cert_refusal.is_some() => cert_refusal.expect("checked"),
-        None => error_page(StatusCode::BAD_REQUEST),
-        Some(_) => {
+        false => error_page(StatusCode::BAD_REQUEST),
+        true => {
             answer(
                 &generation,
                 server,
