@@ -371,12 +371,7 @@ impl<I> H1Guard<I> {
 
     /// Replace the head being read by the stand-in request carrying `code`.
     fn reject(&mut self, code: u16) {
-        let line = self
-            .head
-            .split(|&b| b == b'\n')
-            .next()
-            .map(trim_eol)
-            .unwrap_or_default();
+        let line = lines_of(&self.head).next().unwrap_or_default();
         // The client's method and target (for the access log), always answered as 1.1.
         let request_line = match std::str::from_utf8(line) {
             Ok(l) if l.len() <= self.limits.line && plausible_request_line(l) => {
@@ -430,8 +425,7 @@ fn trim_ows_end(v: &[u8]) -> &[u8] {
 /// minor version (`HTTP/1.2` to `HTTP/1.999`) is understood as the highest this server
 /// speaks, `HTTP/1.1` (RFC 9110 §6.2; nginx answers it). Any other line stays as it came.
 fn tidy_request_line(head: &mut Vec<u8>) {
-    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = trim_eol(&head[..end]);
+    let line = lines_of(head).next().unwrap_or_default();
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let (Some(method), Some(target), Some(version), None) =
         (words.next(), words.next(), words.next(), words.next())

@@ -215,11 +215,17 @@ pub fn listening_on(servers: &[Server], local_addr: SocketAddr) -> Vec<(usize, b
     if !candidates.is_empty() {
         return candidates;
     }
-    let any = match local_addr {
+    on(port_wildcard(local_addr))
+}
+
+/// The wildcard address (`0.0.0.0` or `::`) of `addr`'s port, whose servers take the
+/// connections to an address no server names.
+fn port_wildcard(addr: SocketAddr) -> SocketAddr {
+    let any = match addr {
         SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
-    on(SocketAddr::new(any, local_addr.port()))
+    SocketAddr::new(any, addr.port())
 }
 
 /// The server listening on `local_addr` when it is the only one (looking at the port's
@@ -231,14 +237,10 @@ fn sole_server(servers: &[Server], local_addr: SocketAddr) -> Option<usize> {
             .map(|(i, _)| i);
         (them.next(), them.next())
     };
-    let any = match local_addr {
-        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
     match on(local_addr) {
         (Some(i), None) => Some(i),
         (Some(_), Some(_)) => None,
-        (None, _) => match on(SocketAddr::new(any, local_addr.port())) {
+        (None, _) => match on(port_wildcard(local_addr)) {
             (Some(i), None) => Some(i),
             _ => None,
         },
