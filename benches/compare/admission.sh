@@ -23,7 +23,9 @@
 # as the client measures it from its connect, and for hsmgate the server's own p99 from
 # accept to alert written: the bucket of hsmgate_tls_shed_duration_seconds that holds it),
 # timeouts, the keep-alive p50/p99, the server's resident memory after the point, and for
-# hsmgate the most handshakes seen waiting for admission during it (polled every 250 ms).
+# hsmgate the most handshakes seen waiting for admission during it (polled every 250 ms)
+# and how many of its shed handshakes the accept loop shed itself (no task; see
+# proxy/src/door.rs).
 #
 # Output: benches/results/admission-DATE.md (table), -raw.jsonl and .svg (plot-sweep).
 # Knobs: SWEEP, DURATION (5s), SWEEP_TIMEOUT (3s), CONNS (50), KA_RATE (50), LOAD_CPU,
@@ -76,9 +78,14 @@ done
 server_buckets() {
   : >"$2.shed"
   : >"$2.wait"
+  echo 0 >"$2.inline"
   [[ $1 == hsmgate-* ]] || return 0
   hist_buckets "$PORT_ADMIN" hsmgate_tls_shed_duration_seconds_bucket "$2.shed"
   wait_buckets "$PORT_ADMIN" "$2.wait"
+  # Handshakes shed by the accept loop itself (builds before 2026-12-03 evening: none).
+  curl -s --max-time 2 "http://127.0.0.1:$PORT_ADMIN/metrics" 2>/dev/null \
+    | awk 'index($0, "hsmgate_tls_answered_at_accept_total{result=\"shed\"}") == 1 { v = $NF }
+           END { print v + 0 }' >"$2.inline"
 }
 
 SERVER_PID=""
@@ -157,16 +164,17 @@ for s in "${SERVERS[@]}"; do
     srv_shed=$(bucket_quantile 0.99 "$WORK/before.shed" "$WORK/after.shed")
     [[ $srv_shed == inf ]] && srv_shed='">5000"'
     srv_p99=$(bucket_quantile 0.99 "$WORK/before.wait" "$WORK/after.wait")
+    at_accept=$(( $(cat "$WORK/after.inline") - $(cat "$WORK/before.inline") ))
     [[ $srv_p99 == inf ]] && srv_p99='">5000"'
     kao=$(cat "$WORK/ka.json")
     alerts=$(sed -n 's/.*"tls_alert":\([0-9]*\).*/\1/p' <<<"$out"); alerts=${alerts:-0}
     timeouts=$(sed -n 's/.*"timeout":\([0-9]*\).*/\1/p' <<<"$out"); timeouts=${timeouts:-0}
     rss=$(rss_kb)
-    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"server_p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s,"peak_waiting":"%s"}\n' \
+    printf '{"server":"%s","factor":%s,"offered":%s,"goodput":%s,"p50_ms":%s,"p99_ms":%s,"server_p99_ms":%s,"shed":%s,"shed_p50_ms":%s,"shed_p99_ms":%s,"server_shed_p99_ms":%s,"timeouts":%s,"errors":%s,"ka_p50_ms":%s,"ka_p99_ms":%s,"ka_errors":%s,"rss_kb":%s,"peak_waiting":"%s","shed_at_accept":%s}\n' \
       "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$srv_p99" "$alerts" \
       "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$srv_shed" "$timeouts" "$(jerrors "$out")" \
-      "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" "$waiting" >>"$RAW"
-    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB; peak waiting $waiting"
+      "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" "$waiting" "$at_accept" >>"$RAW"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB; peak waiting $waiting; shed at accept $at_accept"
   done
   stop_all
 done
@@ -179,13 +187,13 @@ done
   echo "Each point: $DURATION open loop of new TLS 1.3 connections at factor x capacity (timeout $SWEEP_TIMEOUT), one run;"
   echo "meanwhile one keep-alive connection opened 1 s earlier sends $KA_RATE requests/s."
   echo
-  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | server's p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB | peak waiting |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | x | offered/s | goodput/s | goodput/cap | p50 ms | p99 ms | server's p99 ms | shed | shed p50 ms | shed p99 ms | server's shed p99 ms | timeouts | keep-alive p50 / p99 ms | RSS MB | peak waiting | shed at accept |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   while read -r line; do
     g() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$line"; }
-    printf '| %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | ≤ %s | %s | %s | %s | ≤ %s | %s | %s / %s | %s | %s | %s |\n' "$(g server)" "$(g factor)" "$(g offered)" \
       "$(g goodput)" "$(ratio "$(g goodput)" "$CAP")" "$(g p50_ms)" "$(g p99_ms)" "$(g server_p99_ms)" "$(g shed)" "$(g shed_p50_ms)" "$(g shed_p99_ms)" "$(g server_shed_p99_ms)" \
-      "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')" "$(g peak_waiting)"
+      "$(g timeouts)" "$(g ka_p50_ms)" "$(g ka_p99_ms)" "$(awk -v k="$(g rss_kb)" 'BEGIN{printf "%.1f", k/1024}')" "$(g peak_waiting)" "$(g shed_at_accept)"
   done <"$RAW"
   echo
   echo "Plot: admission-$STAMP.svg (goodput and p99 against the offered rate)."

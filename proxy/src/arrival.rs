@@ -42,7 +42,10 @@ pub(crate) async fn recv_stamped(
 }
 
 /// One non-blocking `recvmsg`.
-fn recv_once(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+pub(crate) fn recv_once(
+    stream: &TcpStream,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SystemTime>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let msg = recvmsg::<()>(

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use hsmgate_config::nginx::{CipherSuite, select_server};
 
 use crate::conn_info::{ConnInfo, TlsInfo};
+use crate::door::{AtAccept, Early, Pass, Verdict};
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
@@ -207,15 +208,27 @@ pub(crate) async fn accept_loop(
                     proxy_protocol: None,
                     plain_on_tls: false,
                 };
-                let watcher = graceful.watcher();
                 let accepted = std::time::Instant::now();
                 let active = crate::conn_stats::accepted();
+                // A TLS connection whose ClientHello is here already: shed or refused
+                // right here (see `door`), or its task takes what was read and decided.
+                let early = match &listener_rt.tls {
+                    Some(tls) if !listener_rt.spec.proxy_protocol => {
+                        match crate::door::at_accept(&stream, tls, peer, accepted) {
+                            AtAccept::Done => continue,
+                            AtAccept::Hand(early) => early,
+                        }
+                    }
+                    _ => Early::Nothing,
+                };
+                let watcher = graceful.watcher();
                 let configs = Configs {
                     accepted: generation,
                     live: generations.clone(),
                 };
                 tokio::spawn(async move {
-                    serve_connection(stream, conn, listener_rt, configs, watcher, accepted).await;
+                    serve_connection(stream, conn, listener_rt, configs, watcher, accepted, early)
+                        .await;
                     drop(permit);
                     drop(active);
                 });
@@ -268,88 +281,116 @@ impl Configs {
     }
 }
 
-async fn serve_connection(
+// A function returning an `async move` block, not an `async fn`: an `async fn` keeps
+// its arguments twice in its state (as passed and as its locals; rust-lang/rust#62958),
+// and this state is every connection's task.
+#[allow(clippy::manual_async_fn)]
+fn serve_connection(
     mut stream: TcpStream,
     mut conn: ConnInfo,
     listener: ListenerRt,
     configs: Configs,
     watcher: crate::drain::Watcher,
     accepted: std::time::Instant,
-) {
-    let reading = crate::conn_stats::reading();
-    if listener.spec.proxy_protocol {
-        let timeout = listener.proxy_protocol_timeout;
-        match tokio::time::timeout(timeout, crate::proxy_protocol::read(&mut stream)).await {
-            Ok(Ok(header)) => conn.proxy_protocol = header,
-            Ok(Err(e)) => {
-                tracing::info!(peer = %conn.peer, error = %e, "PROXY protocol header refused: connection closed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(peer = %conn.peer, ?timeout, "no PROXY protocol header in time: connection closed");
-                return;
+    early: Early,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let reading = crate::conn_stats::reading();
+        if listener.spec.proxy_protocol {
+            let timeout = listener.proxy_protocol_timeout;
+            // Boxed, as the handshake below: its timer is not kept in every task.
+            match Box::pin(tokio::time::timeout(
+                timeout,
+                crate::proxy_protocol::read(&mut stream),
+            ))
+            .await
+            {
+                Ok(Ok(header)) => conn.proxy_protocol = header,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %conn.peer, error = %e, "PROXY protocol header refused: connection closed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(peer = %conn.peer, ?timeout, "no PROXY protocol header in time: connection closed");
+                    return;
+                }
             }
         }
-    }
-    let Some(tls_listener) = &listener.tls else {
-        let _ = stream.set_nodelay(true);
-        let speak = match listener.spec.http2 {
-            true => Speak::Either,
-            false => Speak::Http1,
-        };
-        drop(reading);
-        serve_http(stream, conn, &listener, configs, watcher, speak, accepted).await;
-        return;
-    };
-    // Admission, then the handshake; the signer waits off the async workers.
-    let peer = conn.peer;
-    let mut resumption = false;
-    // Boxed: the handshake's state is freed when it ends, instead of sizing the
-    // connection's task for its whole life.
-    let (tls, server) = match tokio::time::timeout(
-        listener.handshake_timeout,
-        Box::pin(handshake(
-            stream,
-            tls_listener,
-            peer,
-            accepted,
-            &mut resumption,
-        )),
-    )
-    .await
-    {
-        Ok(Shook::Tls(tls, server)) => (tls, server),
-        Ok(Shook::Plain(stream, read)) => {
-            // nginx answers every request on it with 497 (error_page) or its 400 page.
-            tracing::info!(%peer, "client sent plain HTTP request to HTTPS port");
+        let Some(tls_listener) = &listener.tls else {
             let _ = stream.set_nodelay(true);
-            conn.plain_on_tls = true;
+            let speak = match listener.spec.http2 {
+                true => Speak::Either,
+                false => Speak::Http1,
+            };
             drop(reading);
-            let io = crate::prefixed::Prefixed::new(read, stream);
-            serve_http(
-                io,
-                conn,
-                &listener,
-                configs,
-                watcher,
-                Speak::Http1,
-                accepted,
-            )
+            Box::pin(serve_http(
+                stream, conn, &listener, configs, watcher, speak, accepted,
+            ))
             .await;
             return;
-        }
-        Ok(Shook::Failed) => return,
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            metrics::handshake(
-                HandshakeResult::Timeout,
-                "unknown",
-                resumption,
-                Duration::ZERO,
-            );
-            return;
-        }
-    };
+        };
+        // Admission, then the handshake; the signer waits off the async workers.
+        let peer = conn.peer;
+        let mut resumption = false;
+        // Boxed, with its timer: the handshake's state is freed when it ends, instead of
+        // sizing the connection's task for its whole life. Its result is taken apart in a
+        // block of its own, so that it is not kept in the task's state either.
+        let served = {
+            let shook = Box::pin(tokio::time::timeout(
+                listener.handshake_timeout,
+                handshake(stream, tls_listener, peer, accepted, &mut resumption, early),
+            ))
+            .await;
+            match shook {
+                Ok(Shook::Tls(tls, server)) => {
+                    drop(reading);
+                    served_tls(tls, server, conn, &listener, configs, watcher, accepted)
+                }
+                Ok(Shook::Plain(stream, read)) => {
+                    // nginx answers every request on it with 497 (error_page) or its 400 page.
+                    tracing::info!(%peer, "client sent plain HTTP request to HTTPS port");
+                    let _ = stream.set_nodelay(true);
+                    conn.plain_on_tls = true;
+                    drop(reading);
+                    let io = crate::prefixed::Prefixed::new(read, stream);
+                    let speak = Speak::Http1;
+                    Box::pin(serve_http(
+                        io, conn, &listener, configs, watcher, speak, accepted,
+                    ))
+                }
+                Ok(Shook::Failed) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    metrics::handshake(
+                        HandshakeResult::Timeout,
+                        "unknown",
+                        resumption,
+                        Duration::ZERO,
+                    );
+                    return;
+                }
+            }
+        };
+        served.await;
+    }
+}
+
+/// A connection's HTTP, boxed (as every connection's HTTP part: hyper's connection,
+/// with HTTP/1.1's and HTTP/2's states side by side, and the TLS session are most of a
+/// connection's state, and held in the task they would size it, about 10 KB, from the
+/// accept on, a shed connection's too, copied whole when spawned and when finished).
+type Served<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The HTTP of a TLS connection whose handshake is done, on the settings of `server`.
+fn served_tls<'a>(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    server: ServerTls,
+    mut conn: ConnInfo,
+    listener: &'a ListenerRt,
+    configs: Configs,
+    watcher: crate::drain::Watcher,
+    accepted: std::time::Instant,
+) -> Served<'a> {
     let session = tls.get_ref().1;
     conn.tls = Some(TlsInfo {
         protocol: match session.protocol_version() {
@@ -375,8 +416,9 @@ async fn serve_connection(
         _ => Speak::Http1,
     };
     let tls = crate::tls_io::FlushingTls(tls);
-    drop(reading);
-    serve_http(tls, conn, &listener, configs, watcher, speak, accepted).await;
+    Box::pin(serve_http(
+        tls, conn, listener, configs, watcher, speak, accepted,
+    ))
 }
 
 /// Which HTTP a connection speaks.
@@ -401,9 +443,9 @@ enum Shook {
     Failed,
 }
 
-/// Read the ClientHello, admit a full handshake (or shed it with an alert before any
-/// key exchange), then complete the handshake with the admission in scope so that the
-/// signature claims the permit.
+/// Read the ClientHello (or take what the accept loop read and decided, `early`), admit
+/// a full handshake (or shed it with an alert before any key exchange), then complete
+/// the handshake with the admission in scope so that the signature claims the permit.
 ///
 /// Counts the handshake in [`HANDSHAKES`](crate::metrics::HANDSHAKES) (the caller
 /// counts a timeout); `resumption` is set when the ClientHello attempts one. Returns
@@ -414,6 +456,7 @@ async fn handshake(
     peer: SocketAddr,
     accepted_at: std::time::Instant,
     resumption: &mut bool,
+    early: Early,
 ) -> Shook {
     let failed = |resumption: bool| {
         metrics::handshake(
@@ -423,73 +466,64 @@ async fn handshake(
             Duration::ZERO,
         )
     };
-    let crate::hello::Hello {
-        accepted,
-        raw,
-        arrived,
-    } = match crate::hello::read(&mut stream).await {
-        Ok(hello) => hello,
-        Err(crate::hello::HelloError::Plain(read)) => return Shook::Plain(stream, read),
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            failed(false);
+    let first = match early {
+        Early::Decided(decided) => Ok(*decided),
+        Early::Closing { state, alert, shed } => {
+            let answered = || crate::door::answered(shed, accepted_at);
+            let _ = crate::hello::close_after(&mut stream, alert, state, answered).await;
             return Shook::Failed;
         }
+        Early::Read(first) => Err(Some(first)),
+        Early::Nothing => Err(None),
     };
-    if listener.resolver.rejects(&accepted.client_hello()) {
-        tracing::debug!(%peer, sni = ?accepted.client_hello().server_name(), "handshake rejected (ssl_reject_handshake)");
-        failed(false);
-        let alert = &crate::hello::UNRECOGNIZED_NAME_ALERT;
-        let _ = crate::hello::write_and_close(&mut stream, alert, || ()).await;
-        return Shook::Failed;
-    }
-    let started = std::time::Instant::now();
-    // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
-    // sessions) and, through its certificate, the signer pool that admits the handshake.
-    let (server, limiter, pool) = {
-        let hello = accepted.client_hello();
-        let pool = listener
-            .resolver
-            .choose(&hello)
-            .and_then(|k| k.pool.clone());
-        let limiter = pool.as_ref().map(|p| Arc::clone(p.limiter()));
-        (listener.for_hello(&hello).clone(), limiter, pool)
+    let (hello, verdict) = match first {
+        Ok(decided) => decided,
+        Err(first) => match crate::hello::read(&mut stream, first).await {
+            Ok(hello) => {
+                let verdict = crate::door::decide(listener, &hello, accepted_at);
+                (hello, verdict)
+            }
+            Err(crate::hello::HelloError::Plain(read)) => return Shook::Plain(stream, read),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                failed(false);
+                return Shook::Failed;
+            }
+        },
     };
-    let kind = crate::hello::classify(&raw, server.tls13, |offer| {
-        crate::hello::server_knows(&server.config, offer)
-    });
+    let shed = |mut stream: TcpStream, reason: hsmgate_signer::ShedReason| async move {
+        tracing::debug!(%peer, %reason, "handshake shed");
+        let alert = &crate::hello::SHED_ALERT;
+        let answered = || crate::door::answered(true, accepted_at);
+        let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
+        Shook::Failed
+    };
+    let crate::door::Go {
+        server,
+        pool,
+        kind,
+        pass,
+        started,
+    } = match verdict {
+        Verdict::Go(go) => go,
+        Verdict::Reject => {
+            crate::door::rejected(peer, &hello);
+            let alert = &crate::hello::UNRECOGNIZED_NAME_ALERT;
+            let answered = || crate::door::answered(false, accepted_at);
+            let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
+            return Shook::Failed;
+        }
+        Verdict::Shed(reason) => return shed(stream, reason).await,
+    };
+    let (accepted, arrived) = (hello.accepted, hello.arrived);
     *resumption = kind == HelloKind::Resumption;
-    let gate = match limiter {
-        None => None,
-        Some(limiter) => match kind {
-            HelloKind::Resumption => {
-                limiter.note_resumption();
-                Some(Gate::Resumption)
-            }
-            HelloKind::Full => match async {
-                // A standing queue in front of the door (the proxy saturated) sheds
-                // the late ones before they take a slot.
-                // Its wait counts from the kernel's receipt of the ClientHello where
-                // the listener timestamps: the accept queue is part of the queue.
-                let waited = crate::arrival::waited(arrived, accepted_at);
-                limiter.door(waited.max(accepted_at.elapsed()))?;
-                limiter.acquire().await
-            }
-            .await
-            {
-                Ok(permit) => Some(Gate::Admitted(permit)),
-                Err(reason) => {
-                    tracing::debug!(%peer, %reason, "handshake shed");
-                    // Timed to the alert written, not to the client's close.
-                    let answered = || {
-                        let took = accepted_at.elapsed();
-                        metrics::handshake(HandshakeResult::Shed, "unknown", false, took);
-                    };
-                    let alert = &crate::hello::SHED_ALERT;
-                    let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
-                    return Shook::Failed;
-                }
-            },
+    let gate = match pass {
+        Pass::Open => None,
+        Pass::Resumption => Some(Gate::Resumption),
+        Pass::Admitted(permit) => Some(Gate::Admitted(permit)),
+        Pass::Wait(ticket) => match ticket.wait().await {
+            Ok(permit) => Some(Gate::Admitted(permit)),
+            Err(reason) => return shed(stream, reason).await,
         },
     };
     // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).

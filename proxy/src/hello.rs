@@ -64,18 +64,66 @@ pub(crate) struct Hello {
     pub(crate) arrived: Option<std::time::SystemTime>,
 }
 
-/// Read records until rustls has a whole ClientHello. Any failure that has an alert
-/// sends it and closes the connection without a reset.
-pub(crate) async fn read(stream: &mut TcpStream) -> Result<Hello, HelloError> {
+/// A connection's first read, made by the accept loop ([`read_now`]).
+pub(crate) struct FirstRead {
+    buf: Vec<u8>,
+    n: usize,
+    arrived: Option<std::time::SystemTime>,
+}
+
+/// Read what the connection has sent so far, without waiting (`None`: nothing yet, or
+/// an error that [`read`] will meet again). Straight from the socket, not through
+/// tokio's readiness, which a socket just accepted does not have yet.
+pub(crate) fn read_now(stream: &TcpStream) -> Option<FirstRead> {
+    let mut buf = vec![0u8; FIRST_READ];
+    match crate::arrival::recv_once(stream, &mut buf) {
+        Ok((n, arrived)) if n > 0 => Some(FirstRead { buf, n, arrived }),
+        _ => None,
+    }
+}
+
+/// The ClientHello in `first`, if it is exactly one whole ClientHello that rustls
+/// accepts (anything else, [`read`] goes on with).
+pub(crate) fn whole(first: &FirstRead) -> Option<Hello> {
+    let bytes = &first.buf[..first.n];
+    if bytes[0].is_ascii_alphabetic() {
+        return None;
+    }
     let mut reader = HelloReader::default();
-    // Large enough for a whole ClientHello of today's clients (about 2 KB with a
-    // post-quantum key share) in one read; a larger one takes more reads. Zeroing a
-    // whole record's 16 KB for each connection showed in the profile of a flood.
-    let mut buf = vec![0u8; 4096];
+    match reader.push(bytes) {
+        Step::Hello(accepted) => Some(Hello {
+            accepted: *accepted,
+            raw: reader.raw,
+            arrived: first.arrived,
+        }),
+        _ => None,
+    }
+}
+
+/// Large enough for a whole ClientHello of today's clients (about 2 KB with a
+/// post-quantum key share) in one read; a larger one takes more reads. Zeroing a whole
+/// record's 16 KB for each connection showed in the profile of a flood.
+const FIRST_READ: usize = 4096;
+
+/// Read records until rustls has a whole ClientHello, starting with what the accept
+/// loop read (`first`), if anything. Any failure that has an alert sends it and closes
+/// the connection without a reset.
+pub(crate) async fn read(
+    stream: &mut TcpStream,
+    first: Option<FirstRead>,
+) -> Result<Hello, HelloError> {
+    let mut reader = HelloReader::default();
     // The first read also takes the kernel's receive time of the ClientHello.
-    let (mut n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
-        .await
-        .map_err(HelloError::Io)?;
+    let (mut buf, mut n, arrived) = match first {
+        Some(FirstRead { buf, n, arrived }) => (buf, n, arrived),
+        None => {
+            let mut buf = vec![0u8; FIRST_READ];
+            let (n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
+                .await
+                .map_err(HelloError::Io)?;
+            (buf, n, arrived)
+        }
+    };
     // Plain HTTP on the TLS port: a request's first byte is a method's letter, where a
     // TLS record starts with its content type (20 to 24; others get RFC 8446's alerts
     // below) and an SSLv2 hello with its high bit. (nginx reads any first byte but a
@@ -379,31 +427,88 @@ pub(crate) async fn write_and_close(
     bytes: &[u8],
     answered: impl FnOnce(),
 ) -> std::io::Result<()> {
-    let deadline = tokio::time::Instant::now() + LINGER;
-    let answer = async {
-        // The answer and the FIN in one segment: MSG_MORE holds the bytes back (whatever
-        // TCP_NODELAY says) until the shutdown, whose FIN the kernel tacks onto them. The
-        // client gets the alert and the end of the stream in one packet, and a shed
-        // connection costs both sides one delivery less.
-        let sent = match socket2::SockRef::from(&*stream).send_with_flags(bytes, libc::MSG_MORE) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
-        };
-        stream.write_all(&bytes[sent..]).await?;
-        stream.shutdown().await
+    match answer_now(stream, bytes) {
+        Ok(state) => close_after(stream, bytes, state, answered).await,
+        Err(e) => {
+            answered();
+            Err(e)
+        }
+    }
+}
+
+/// How far [`answer_now`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// Written and the write side shut, nothing unread: dropping the socket closes it.
+    Closed,
+    /// Written and shut, but the client is still sending: read and drop for a moment
+    /// before closing.
+    Linger,
+    /// This many bytes written; the rest must wait for the socket.
+    Rest(usize),
+}
+
+/// The part of [`write_and_close`] that does not wait. The answer and the FIN go in one
+/// segment: MSG_MORE holds the bytes back (whatever TCP_NODELAY says) until the
+/// shutdown, whose FIN the kernel tacks onto them. The client gets the alert and the end
+/// of the stream in one packet, and a refused connection costs both sides one delivery
+/// less.
+pub(crate) fn answer_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<Answered> {
+    let sock = socket2::SockRef::from(stream);
+    let sent = match sock.send_with_flags(bytes, libc::MSG_MORE) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
     };
-    let written = tokio::time::timeout_at(deadline, answer)
-        .await
-        .unwrap_or(Ok(()));
-    answered();
-    written?;
+    if sent < bytes.len() {
+        return Ok(Answered::Rest(sent));
+    }
+    sock.shutdown(std::net::Shutdown::Write)?;
+    Ok(match unread(stream) {
+        true => Answered::Linger,
+        false => Answered::Closed,
+    })
+}
+
+/// Whether the client has sent bytes not read yet (the socket is non-blocking).
+fn unread(stream: &TcpStream) -> bool {
     let mut next = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(&*stream).peek(&mut next) {
-        // Nothing unread (the socket is non-blocking), or the client has closed too.
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-        Ok(0) => return Ok(()),
-        _ => {}
+    match socket2::SockRef::from(stream).peek(&mut next) {
+        // Nothing unread, or the client has closed too.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Ok(0) => false,
+        _ => true,
+    }
+}
+
+/// The rest of [`write_and_close`] after [`answer_now`] got as far as `state`.
+pub(crate) async fn close_after(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    state: Answered,
+    answered: impl FnOnce(),
+) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    match state {
+        Answered::Closed => {
+            answered();
+            return Ok(());
+        }
+        Answered::Linger => answered(),
+        Answered::Rest(sent) => {
+            let rest = async {
+                stream.write_all(&bytes[sent..]).await?;
+                stream.shutdown().await
+            };
+            let written = tokio::time::timeout_at(deadline, rest)
+                .await
+                .unwrap_or(Ok(()));
+            answered();
+            written?;
+            if !unread(stream) {
+                return Ok(());
+            }
+        }
     }
     let linger = async {
         let mut sink = [0u8; 4096];
@@ -684,6 +789,94 @@ mod tests {
             .await
             .expect("answered");
         assert_eq!(started.elapsed(), LINGER, "it lingered until the deadline");
+        drop(server);
+        assert_eq!(
+            read_to_end(&mut client).await.expect("no reset"),
+            SHED_ALERT
+        );
+    }
+
+    /// The client's ClientHello, in the server's socket before anyone reads.
+    async fn sent(client: &mut TcpStream, server: &TcpStream, bytes: &[u8]) {
+        client.write_all(bytes).await.expect("send");
+        let mut probe = vec![0u8; bytes.len() + 1];
+        while server.peek(&mut probe).await.expect("peek") < bytes.len() {}
+    }
+
+    /// A whole ClientHello already received is read and judged without waiting (the
+    /// accept loop's path), and the answer and the close need no wait either.
+    #[tokio::test]
+    async fn a_hello_already_received_is_whole_at_once_and_answered_at_once() {
+        let (server, mut client) = pair().await;
+        let bytes = super::fuzz::records(22, &super::fuzz::client_hello(0, false), 1 << 14);
+        sent(&mut client, &server, &bytes).await;
+        let first = read_now(&server).expect("the bytes are there");
+        let hello = whole(&first).expect("a whole ClientHello");
+        assert_eq!(
+            hello.accepted.client_hello().server_name(),
+            Some("localhost")
+        );
+        assert_eq!(hello.raw, bytes);
+        assert_eq!(
+            answer_now(&server, &SHED_ALERT).expect("answered"),
+            Answered::Closed
+        );
+        drop(server);
+        assert_eq!(
+            read_to_end(&mut client).await.expect("no reset"),
+            SHED_ALERT
+        );
+    }
+
+    /// Nothing received yet: nothing read, and the task reads as before.
+    #[tokio::test]
+    async fn nothing_received_yet_is_nothing_read() {
+        let (server, _client) = pair().await;
+        assert!(read_now(&server).is_none());
+    }
+
+    /// A ClientHello cut in two: the first part is not whole, and [`read`] goes on from
+    /// it to the whole ClientHello.
+    #[tokio::test]
+    async fn a_partial_hello_is_read_on_from_what_was_read() {
+        let (mut server, mut client) = pair().await;
+        let bytes = super::fuzz::records(22, &super::fuzz::client_hello(300, true), 1 << 14);
+        let (head, tail) = bytes.split_at(100);
+        sent(&mut client, &server, head).await;
+        let first = read_now(&server).expect("the first part");
+        assert!(whole(&first).is_none());
+        client.write_all(tail).await.expect("the rest");
+        let hello = read(&mut server, Some(first)).await.expect("read on");
+        assert_eq!(hello.raw, bytes);
+        assert_eq!(classify(&hello.raw, true, |_| true), HelloKind::Resumption);
+    }
+
+    /// Plain HTTP on the TLS port is not a ClientHello, and [`read`] says so from the
+    /// bytes the accept loop read.
+    #[tokio::test]
+    async fn plain_http_read_first_is_plain() {
+        let (mut server, mut client) = pair().await;
+        sent(&mut client, &server, b"GET / HTTP/1.1\r\n").await;
+        let first = read_now(&server).expect("the request's start");
+        assert!(whole(&first).is_none());
+        match read(&mut server, Some(first)).await {
+            Err(HelloError::Plain(got)) => assert_eq!(got, b"GET / HTTP/1.1\r\n"),
+            Err(e) => panic!("not plain: {e}"),
+            Ok(_) => panic!("not plain: a ClientHello"),
+        }
+    }
+
+    /// A client still sending when answered at once: the close is left to a lingering
+    /// read ([`close_after`]), which ends with the alert delivered, not reset.
+    #[tokio::test(start_paused = true)]
+    async fn answered_at_once_while_the_client_sends_lingers() {
+        let (mut server, mut client) = pair().await;
+        sent(&mut client, &server, &[0u8; 3000]).await;
+        let state = answer_now(&server, &SHED_ALERT).expect("answered");
+        assert_eq!(state, Answered::Linger);
+        close_after(&mut server, &SHED_ALERT, state, || ())
+            .await
+            .expect("closed");
         drop(server);
         assert_eq!(
             read_to_end(&mut client).await.expect("no reset"),

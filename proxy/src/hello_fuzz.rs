@@ -17,7 +17,7 @@ fn ext(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
 
 /// A ClientHello handshake message rustls accepts: TLS 1.3 and 1.2, SNI `localhost`,
 /// `pad` bytes of padding, a PSK extension if `psk`.
-fn client_hello(pad: usize, psk: bool) -> Vec<u8> {
+pub(super) fn client_hello(pad: usize, psk: bool) -> Vec<u8> {
     let mut body = vec![0x03, 0x03];
     body.extend_from_slice(&[0x5a; 32]);
     body.push(32);
@@ -50,7 +50,7 @@ fn client_hello(pad: usize, psk: bool) -> Vec<u8> {
     msg
 }
 
-fn records(ct: u8, payload: &[u8], max: usize) -> Vec<u8> {
+pub(super) fn records(ct: u8, payload: &[u8], max: usize) -> Vec<u8> {
     payload
         .chunks(max)
         .flat_map(|c| {

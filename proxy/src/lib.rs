@@ -29,7 +29,9 @@
 //!   `kx`: the P-521 key exchange rustls' provider lacks; `ocsp`: OCSP responses
 //!   fetched from the certificate's responder and stapled (`ssl_stapling on`);
 //!   `hello`: the ClientHello read before any crypto, full handshake or resumption
-//!   (admission control: [`hsmgate_signer::Limiter`]); `arrival`: when the kernel
+//!   (admission control: [`hsmgate_signer::Limiter`]); `door`: what a ClientHello gets
+//!   before any crypto (refused, shed, admitted, queued), decided without waiting, and
+//!   the accept loop's own answer to the ones shed; `arrival`: when the kernel
 //!   received it (the accept queue's wait, for admission's door); `tls_io`: the TLS stream
 //!   that sends rustls' own records (alerts) after every read; `prefixed`: a plain
 //!   HTTP request on a TLS port, its first bytes given back (nginx's 497);
@@ -87,6 +89,7 @@ mod conn_info;
 mod conn_stats;
 mod control;
 pub mod demo;
+mod door;
 mod drain;
 pub mod echo_upstream;
 mod error;

@@ -20,6 +20,10 @@ pub(crate) const HANDSHAKE_WAIT: &str = "hsmgate_tls_handshake_wait_seconds";
 /// Histogram (seconds): a shed handshake's accept → its alert written (the server's
 /// side of the time a shed client waits for its answer).
 pub(crate) const SHED_DURATION: &str = "hsmgate_tls_shed_duration_seconds";
+/// Counter: handshakes shed (or refused by `ssl_reject_handshake`) by the accept loop
+/// itself, their ClientHello in the socket when accepted: no task, no timer (a part of
+/// [`HANDSHAKES`]' `shed` and `failed`).
+pub(crate) const ANSWERED_AT_ACCEPT: &str = "hsmgate_tls_answered_at_accept_total";
 /// Counter: HTTP requests answered, by `status` (the code sent, or 444 for a closed one).
 pub(crate) const REQUESTS: &str = "hsmgate_http_requests_total";
 /// Histogram (seconds): request sent upstream → response head, by `upstream` and
@@ -102,6 +106,17 @@ pub(crate) fn handshake(
             |h| h.record(took.as_secs_f64()),
         );
     }
+}
+
+/// Count a handshake shed (`shed`) or refused by the accept loop itself.
+pub(crate) fn answered_at_accept(shed: bool) {
+    static COUNTERS: [OnceLock<metrics::Counter>; 2] = [const { OnceLock::new() }; 2];
+    let result = if shed { "shed" } else { "rejected" };
+    with_handle(
+        &COUNTERS[usize::from(shed)],
+        || metrics::counter!(ANSWERED_AT_ACCEPT, "result" => result),
+        |c| c.increment(1),
+    );
 }
 
 /// Record a completed handshake's whole wait (see [`HANDSHAKE_WAIT`]).
@@ -226,6 +241,10 @@ pub fn describe() {
         SHED_DURATION,
         metrics::Unit::Seconds,
         "Time from accepting a shed handshake's connection to its alert written"
+    );
+    metrics::describe_counter!(
+        ANSWERED_AT_ACCEPT,
+        "Handshakes shed or refused by the accept loop itself (ClientHello already received), by result"
     );
     metrics::describe_counter!(REQUESTS, "HTTP requests answered, by status code");
     metrics::describe_histogram!(

@@ -391,75 +391,66 @@ impl Limiter {
 
     /// Admit a full handshake, waiting (bounded) for a slot; `Err` means shed it now.
     pub async fn acquire(self: &Arc<Self>) -> Result<Permit, ShedReason> {
+        match self.enter()? {
+            Entry::Admitted(permit) => Ok(permit),
+            Entry::Wait(ticket) => ticket.wait().await,
+        }
+    }
+
+    /// The part of [`acquire`](Self::acquire) that does not wait: admitted now, shed
+    /// now (`Err`), or a place in the queue ([`Ticket::wait`] for the slot). So a caller
+    /// that must not wait (the accept loop) sheds at once and hands the rest on.
+    pub fn enter(self: &Arc<Self>) -> Result<Entry, ShedReason> {
         if !self.settings.enabled {
-            return Ok(self.admitted(false));
+            return Ok(Entry::Admitted(self.admitted(false)));
         }
-        let (id, mut rx, max_wait) = {
-            let mut s = self.lock();
-            if s.capacity <= 0.0 {
-                drop(s);
-                return Err(self.shed(ShedReason::NoCapacity));
-            }
-            if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
-                s.in_flight += 1;
-                self.publish(&s);
-                drop(s);
-                self.wait_histogram().record(0.0);
-                return Ok(self.admitted(true));
-            }
-            // Each slot frees about every hold/limit seconds. A waiter may expect to wait
-            // the target, or one handshake's own time if that is longer (a slow HSM).
-            let floor = s.floor.get();
-            let hold = if s.hold > 0.0 {
-                s.hold
-            } else if floor.is_finite() {
-                floor
-            } else {
-                0.0 // nothing measured yet: queue up to max_waiting
-            };
-            let per_slot = hold / s.limit.max(MIN_LIMIT);
-            let expected = (s.waiters.len() + 1) as f64 * per_slot;
-            let target = self.settings.target_wait.as_secs_f64().max(s.hold);
-            if s.waiters.len() >= self.settings.max_waiting
-                || expected.is_nan()
-                || expected > target
-            {
-                drop(s);
-                return Err(self.shed(ShedReason::QueueFull));
-            }
-            let (tx, rx) = oneshot::channel();
-            let id = s.next_id;
-            s.next_id += 1;
-            s.waiters.push_back(Waiter { id, tx });
+        let mut s = self.lock();
+        if s.capacity <= 0.0 {
+            drop(s);
+            return Err(self.shed(ShedReason::NoCapacity));
+        }
+        if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+            s.in_flight += 1;
             self.publish(&s);
-            let max_wait = self
-                .settings
-                .max_wait
-                .max(Duration::from_secs_f64((2.0 * target).min(60.0)));
-            (id, rx, max_wait)
-        };
-        // Leaves the queue if the handshake is dropped while waiting (client gone).
-        let mut guard = WaitGuard {
-            limiter: self,
-            id,
-            armed: true,
-        };
-        let started = Instant::now();
-        let granted = tokio::select! {
-            r = &mut rx => r.is_ok(),
-            _ = tokio::time::sleep(max_wait) => {
-                // Granted just as the wait ended? Then the slot is ours.
-                !guard.leave() && rx.try_recv().is_ok()
-            }
-        };
-        guard.armed = false;
-        if granted {
-            self.wait_histogram()
-                .record(started.elapsed().as_secs_f64());
-            Ok(self.admitted(true))
-        } else {
-            Err(self.shed(ShedReason::WaitTimeout))
+            drop(s);
+            self.wait_histogram().record(0.0);
+            return Ok(Entry::Admitted(self.admitted(true)));
         }
+        // Each slot frees about every hold/limit seconds. A waiter may expect to wait
+        // the target, or one handshake's own time if that is longer (a slow HSM).
+        let floor = s.floor.get();
+        let hold = if s.hold > 0.0 {
+            s.hold
+        } else if floor.is_finite() {
+            floor
+        } else {
+            0.0 // nothing measured yet: queue up to max_waiting
+        };
+        let per_slot = hold / s.limit.max(MIN_LIMIT);
+        let expected = (s.waiters.len() + 1) as f64 * per_slot;
+        let target = self.settings.target_wait.as_secs_f64().max(s.hold);
+        if s.waiters.len() >= self.settings.max_waiting || expected.is_nan() || expected > target {
+            drop(s);
+            return Err(self.shed(ShedReason::QueueFull));
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.waiters.push_back(Waiter { id, tx });
+        self.publish(&s);
+        drop(s);
+        let max_wait = self
+            .settings
+            .max_wait
+            .max(Duration::from_secs_f64((2.0 * target).min(60.0)));
+        Ok(Entry::Wait(Ticket {
+            limiter: Arc::clone(self),
+            id,
+            rx,
+            deadline: tokio::time::Instant::now() + max_wait,
+            started: Instant::now(),
+            armed: true,
+        }))
     }
 
     /// Admit without waiting, if a slot is free (a resumption that fell back to a full
@@ -666,13 +657,50 @@ fn max_limit(capacity: f64, sessions: usize, floor: f64) -> f64 {
 }
 
 /// Removes a waiter that gave up (or whose handshake was dropped) from the queue.
-struct WaitGuard<'a> {
-    limiter: &'a Limiter,
+/// What [`Limiter::enter`] decided.
+#[derive(Debug)]
+pub enum Entry {
+    /// A slot now.
+    Admitted(Permit),
+    /// A place in the queue: [`Ticket::wait`] for the slot.
+    Wait(Ticket),
+}
+
+/// A full handshake's place in the admission queue. Dropped before its slot comes (the
+/// client went away), it leaves the queue, and gives back a slot granted meanwhile.
+#[derive(Debug)]
+pub struct Ticket {
+    limiter: Arc<Limiter>,
     id: u64,
+    rx: oneshot::Receiver<()>,
+    deadline: tokio::time::Instant,
+    started: Instant,
     armed: bool,
 }
 
-impl WaitGuard<'_> {
+impl Ticket {
+    /// Wait for the slot, at most the queue's maximum wait from [`Limiter::enter`];
+    /// `Err(WaitTimeout)`: shed.
+    pub async fn wait(mut self) -> Result<Permit, ShedReason> {
+        let granted = tokio::select! {
+            r = &mut self.rx => r.is_ok(),
+            _ = tokio::time::sleep_until(self.deadline) => {
+                // Granted just as the wait ended? Then the slot is ours.
+                !self.leave() && self.rx.try_recv().is_ok()
+            }
+        };
+        self.armed = false;
+        let limiter = Arc::clone(&self.limiter);
+        if granted {
+            limiter
+                .wait_histogram()
+                .record(self.started.elapsed().as_secs_f64());
+            Ok(limiter.admitted(true))
+        } else {
+            Err(limiter.shed(ShedReason::WaitTimeout))
+        }
+    }
+
     /// Leave the queue; false if the waiter was no longer in it (it was granted a slot).
     fn leave(&mut self) -> bool {
         self.armed = false;
@@ -686,11 +714,11 @@ impl WaitGuard<'_> {
     }
 }
 
-impl Drop for WaitGuard<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         if self.armed {
             // Dropped while waiting: leave the queue; a slot granted meanwhile is the
-            // oneshot's, whose receiver is gone, so give it back.
+            // oneshot's, whose receiver is going, so give it back.
             if !self.leave() {
                 self.limiter.release(Duration::ZERO, true);
             }

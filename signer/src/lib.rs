@@ -81,7 +81,7 @@ pub use member::MemberState;
 
 /* --- admission control --- */
 pub use admission::{
-    AdmissionStatus, Gate, Limiter, Permit, ShedReason, scope as admission_scope,
+    AdmissionStatus, Entry, Gate, Limiter, Permit, ShedReason, Ticket, scope as admission_scope,
     scope_sync as admission_scope_sync,
 };
 

@@ -295,6 +295,79 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
     );
 }
 
+/// Connections that queue while the proxy cannot run (a stopped process: what a saturated
+/// one looks like to its accept queue) have their ClientHello in the socket when they are
+/// accepted: the accept loop sheds the full handshakes itself, with the alert, and hands
+/// the resumption among them on, which resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_queued_in_the_kernel_are_shed_by_the_accept_loop() {
+    let mut lab = HaLab::new(&["hsm-a"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "",
+        &[("eu-1", true, &["hsm-a"])],
+        "sessions = 2\n",
+    );
+    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let admin = proxy.admin_addr();
+    let resuming = resuming_client(&lab.ca_pem);
+    let mut first = KeepAlive::open_with(proxy.addr, Arc::clone(&resuming)).await;
+    assert_eq!(first.get("/first").await.0, 200);
+    drop(first);
+    lab.kill("hsm-a");
+    wait_for_no_capacity(&proxy);
+    let at_accept = |metrics: &str| {
+        metric(
+            metrics,
+            "hsmgate_tls_answered_at_accept_total",
+            &["result=\"shed\""],
+        )
+    };
+    let before = at_accept(&admin_get(admin, "/metrics").await.1);
+
+    // Stopped, the proxy accepts nothing: the kernel completes the TCP handshakes and
+    // queues the connections with their ClientHellos.
+    let kill = |signal: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([signal, &proxy.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {signal}");
+    };
+    kill("-STOP");
+    const FULL: usize = 12;
+    let fresh = client_config(&lab.ca_pem, &[b"http/1.1"]);
+    let full: Vec<_> = (0..FULL)
+        .map(|_| tokio::spawn(handshake(proxy.addr, Arc::clone(&fresh))))
+        .collect();
+    let resumed = tokio::spawn({
+        let resuming = Arc::clone(&resuming);
+        async move {
+            let mut c = KeepAlive::open_with(proxy.addr, resuming).await;
+            let status = c.get("/resumed").await.0;
+            (status, c.handshake_kind())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill("-CONT");
+
+    for h in full {
+        let (outcome, _) = h.await.expect("client task");
+        assert_eq!(outcome, Outcome::Shed, "{}", proxy.log_text());
+    }
+    let (status, kind) = resumed.await.expect("resuming client");
+    assert_eq!(status, 200);
+    assert_eq!(kind, Some(rustls::HandshakeKind::Resumed));
+    let after = at_accept(&admin_get(admin, "/metrics").await.1);
+    assert_eq!(
+        after - before,
+        FULL as f64,
+        "every queued full handshake shed by the accept loop"
+    );
+}
+
 /// The group's capacity is the sum over its serving members: a killed member takes its
 /// share away, a restarted one gives it back; handshakes meanwhile either complete or
 /// are shed with the alert, never anything else.

@@ -1,0 +1,193 @@
+//! The door of a TLS address: what a ClientHello gets before any crypto, decided
+//! without waiting ([`decide`]): refused (`ssl_reject_handshake`), shed by admission
+//! control, let through as a resumption attempt, admitted, or given a place in the
+//! admission queue.
+//!
+//! The accept loop asks first ([`at_accept`]): where the ClientHello is already in the
+//! socket when the connection is accepted (always, once the proxy falls behind), a
+//! handshake to shed or refuse gets its alert and its close right there, with no task,
+//! no timer and no wait behind the runtime's other work; so shedding stays cheap and
+//! prompt exactly when the proxy is overloaded. Everything else goes to the
+//! connection's task with what was read and decided ([`Early`]), which finishes the
+//! same steps (`conn::handshake`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hsmgate_signer::{Entry, Permit, ShedReason, SignerPool, Ticket};
+use tokio::net::TcpStream;
+
+use crate::generation::{ServerTls, TlsListener};
+use crate::hello::{self, Answered, FirstRead, Hello, HelloKind};
+use crate::metrics::{self, HandshakeResult};
+
+/// What the door decided for one ClientHello.
+pub(crate) enum Verdict {
+    /// A server with `ssl_reject_handshake on`: `unrecognized_name`, then close.
+    Reject,
+    /// Shed by admission control: `internal_error`, then close.
+    Shed(ShedReason),
+    /// On to the handshake.
+    Go(Go),
+}
+
+/// A handshake let through the door.
+pub(crate) struct Go {
+    /// The server the ClientHello selected (its TLS settings).
+    pub(crate) server: ServerTls,
+    /// The signer pool of the certificate it will get, if a token's.
+    pub(crate) pool: Option<SignerPool>,
+    /// A full handshake or a resumption attempt.
+    pub(crate) kind: HelloKind,
+    /// What admission control gave it.
+    pub(crate) pass: Pass,
+    /// When the door let it through (the handshake's duration counts from here).
+    pub(crate) started: Instant,
+}
+
+/// Admission control's answer to a handshake let through.
+pub(crate) enum Pass {
+    /// No limiter (a key from a file, or admission off for its pool).
+    Open,
+    /// A resumption attempt: never throttled, no permit.
+    Resumption,
+    /// A full handshake with its slot.
+    Admitted(Permit),
+    /// A full handshake with a place in the queue (it waits on its own task).
+    Wait(Ticket),
+}
+
+/// The door's decision for `hello`, received on a connection accepted at `accepted_at`.
+/// Counts what it decides (admitted, resumed or shed, in admission's counters).
+pub(crate) fn decide(listener: &TlsListener, hello: &Hello, accepted_at: Instant) -> Verdict {
+    let client_hello = hello.accepted.client_hello();
+    if listener.resolver.rejects(&client_hello) {
+        return Verdict::Reject;
+    }
+    let started = Instant::now();
+    // The server the ClientHello selects sets the TLS settings (protocols, ciphers,
+    // sessions) and, through its certificate, the signer pool that admits the handshake.
+    let pool = (listener.resolver.choose(&client_hello)).and_then(|k| k.pool.clone());
+    let server = listener.for_hello(&client_hello).clone();
+    let kind = hello::classify(&hello.raw, server.tls13, |offer| {
+        hello::server_knows(&server.config, offer)
+    });
+    let pass = match pool.as_ref().map(|p| p.limiter()) {
+        None => Pass::Open,
+        Some(limiter) => match kind {
+            HelloKind::Resumption => {
+                limiter.note_resumption();
+                Pass::Resumption
+            }
+            HelloKind::Full => {
+                // A standing queue in front of the door (the proxy saturated) sheds the
+                // late ones before they take a slot. The wait counts from the kernel's
+                // receipt of the ClientHello where the listener timestamps: the accept
+                // queue is part of the queue.
+                let waited = crate::arrival::waited(hello.arrived, accepted_at);
+                let entry = limiter
+                    .door(waited.max(accepted_at.elapsed()))
+                    .and_then(|()| limiter.enter());
+                match entry {
+                    Ok(Entry::Admitted(permit)) => Pass::Admitted(permit),
+                    Ok(Entry::Wait(ticket)) => Pass::Wait(ticket),
+                    Err(reason) => return Verdict::Shed(reason),
+                }
+            }
+        },
+    };
+    Verdict::Go(Go {
+        server,
+        pool,
+        kind,
+        pass,
+        started,
+    })
+}
+
+/// What the accept loop did with a connection.
+pub(crate) enum AtAccept {
+    /// Answered and closed (or left to the kernel to close): nothing more to do.
+    Done,
+    /// For the connection's task, with what was read and decided.
+    Hand(Early),
+}
+
+/// What the accept loop hands a TLS connection's task.
+pub(crate) enum Early {
+    /// Nothing read yet.
+    Nothing,
+    /// The first bytes, not a whole ClientHello (or not one the door could judge).
+    Read(FirstRead),
+    /// A whole ClientHello and the door's verdict (boxed: rustls' view of the
+    /// ClientHello is large).
+    Decided(Box<(Hello, Verdict)>),
+    /// Refused or shed, the alert begun: what is left of the close (counted when the
+    /// alert is written).
+    Closing {
+        state: Answered,
+        alert: &'static [u8],
+        shed: bool,
+    },
+}
+
+/// The accept loop's look at a new TLS connection (see the module documentation):
+/// what is in the socket now, and, for a whole ClientHello, the door's verdict; a
+/// refused or shed handshake is answered here without waiting.
+pub(crate) fn at_accept(
+    stream: &TcpStream,
+    listener: &TlsListener,
+    peer: SocketAddr,
+    accepted_at: Instant,
+) -> AtAccept {
+    let Some(first) = hello::read_now(stream) else {
+        return AtAccept::Hand(Early::Nothing);
+    };
+    let Some(whole) = hello::whole(&first) else {
+        return AtAccept::Hand(Early::Read(first));
+    };
+    let (alert, shed): (&'static [u8], bool) = match decide(listener, &whole, accepted_at) {
+        Verdict::Reject => {
+            rejected(peer, &whole);
+            (&hello::UNRECOGNIZED_NAME_ALERT, false)
+        }
+        Verdict::Shed(reason) => {
+            tracing::debug!(%peer, %reason, "handshake shed");
+            (&hello::SHED_ALERT, true)
+        }
+        go => return AtAccept::Hand(Early::Decided(Box::new((whole, go)))),
+    };
+    match hello::answer_now(stream, alert) {
+        Ok(Answered::Closed) | Err(_) => {
+            answered(shed, accepted_at);
+            metrics::answered_at_accept(shed);
+            AtAccept::Done
+        }
+        // Not all written, or the client still sends: its task finishes the close.
+        Ok(state) => AtAccept::Hand(Early::Closing { state, alert, shed }),
+    }
+}
+
+/// Count a refused or shed handshake whose alert has been written (or failed).
+pub(crate) fn answered(shed: bool, accepted_at: Instant) {
+    match shed {
+        // Timed to the alert written, not to the client's close.
+        true => metrics::handshake(
+            HandshakeResult::Shed,
+            "unknown",
+            false,
+            accepted_at.elapsed(),
+        ),
+        false => metrics::handshake(HandshakeResult::Failed, "unknown", false, Duration::ZERO),
+    }
+}
+
+/// Log a handshake refused by `ssl_reject_handshake`.
+pub(crate) fn rejected(peer: SocketAddr, hello: &Hello) {
+    let sni = hello
+        .accepted
+        .client_hello()
+        .server_name()
+        .map(str::to_owned);
+    tracing::debug!(%peer, ?sni, "handshake rejected (ssl_reject_handshake)");
+}
