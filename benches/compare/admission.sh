@@ -86,6 +86,11 @@ server_buckets() {
   curl -s --max-time 2 "http://127.0.0.1:$PORT_ADMIN/metrics" 2>/dev/null \
     | awk 'index($0, "hsmgate_tls_answered_at_accept_total{result=\"shed\"}") == 1 { v = $NF }
            END { print v + 0 }' >"$2.inline"
+  # Shed handshakes by reason (queue_full, late, ...), cumulative since the server started.
+  curl -s --max-time 2 "http://127.0.0.1:$PORT_ADMIN/metrics" 2>/dev/null \
+    | awk 'index($0, "hsmgate_admission_shed_total{") == 1 {
+             r = $0; sub(/.*reason="/, "", r); sub(/".*/, "", r); n[r] += $NF }
+           END { for (r in n) if (n[r] > 0) printf "%s=%d ", r, n[r] }' >"$2.reasons"
 }
 
 SERVER_PID=""
@@ -174,7 +179,7 @@ for s in "${SERVERS[@]}"; do
       "$s" "$f" "$rate" "$(jnum rate "$out")" "$(jnum p50_ms "$out")" "$(jnum p99_ms "$out")" "$srv_p99" "$alerts" \
       "$(jnum alert_p50_ms "$out")" "$(jnum alert_p99_ms "$out")" "$srv_shed" "$timeouts" "$(jerrors "$out")" \
       "$(jnum p50_ms "$kao")" "$(jnum p99_ms "$kao")" "$(jnum error_total "$kao")" "$rss" "$waiting" "$at_accept" >>"$RAW"
-    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB; peak waiting $waiting; shed at accept $at_accept"
+    say "  $s ${f}x=$rate/s: goodput $(jnum rate "$out")/s p99 $(jnum p99_ms "$out") ms (server ≤ $srv_p99 ms), shed $alerts (p99 $(jnum alert_p99_ms "$out") ms, server ≤ $srv_shed ms), timeouts $timeouts; keep-alive p99 $(jnum p99_ms "$kao") ms; rss ${rss} kB; peak waiting $waiting; shed at accept $at_accept; shed so far by reason: $(cat "$WORK/after.reasons")"
   done
   stop_all
 done

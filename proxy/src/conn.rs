@@ -28,7 +28,7 @@ use crate::keepalive_limits::ConnLimits;
 use crate::metrics::{self, HandshakeResult};
 use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
-use hsmgate_signer::Gate;
+use hsmgate_signer::{Entry, Gate};
 
 /// HTTP/2 streams a client may open and reset before they are served, per connection,
 /// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
@@ -480,7 +480,7 @@ async fn handshake(
         Ok(decided) => decided,
         Err(first) => match crate::hello::read(&mut stream, first).await {
             Ok(hello) => {
-                let verdict = crate::door::decide(listener, &hello, accepted_at);
+                let verdict = crate::door::decide(listener, &hello, accepted_at, false);
                 (hello, verdict)
             }
             Err(crate::hello::HelloError::Plain(read)) => return Shook::Plain(stream, read),
@@ -525,6 +525,19 @@ async fn handshake(
             Ok(permit) => Some(Gate::Admitted(permit)),
             Err(reason) => return shed(stream, reason).await,
         },
+        Pass::Later => {
+            let limiter = pool.as_ref().map(|p| p.limiter());
+            let entry = limiter.map(|l| crate::door::admit(l, arrived, accepted_at));
+            match entry {
+                None => None,
+                Some(Ok(Entry::Admitted(permit))) => Some(Gate::Admitted(permit)),
+                Some(Ok(Entry::Wait(ticket))) => match ticket.wait().await {
+                    Ok(permit) => Some(Gate::Admitted(permit)),
+                    Err(reason) => return shed(stream, reason).await,
+                },
+                Some(Err(reason)) => return shed(stream, reason).await,
+            }
+        }
     };
     // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).
     let _ = stream.set_nodelay(true);

@@ -12,9 +12,10 @@
 //! same steps (`conn::handshake`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hsmgate_signer::{Entry, Permit, ShedReason, SignerPool, Ticket};
+use hsmgate_signer::{Entry, Limiter, Permit, ShedReason, SignerPool, Ticket};
 use tokio::net::TcpStream;
 
 use crate::generation::{ServerTls, TlsListener};
@@ -55,11 +56,22 @@ pub(crate) enum Pass {
     Admitted(Permit),
     /// A full handshake with a place in the queue (it waits on its own task).
     Wait(Ticket),
+    /// A full handshake the accept loop did not shed: admitted (or not) by its task,
+    /// [`admit`].
+    Later,
 }
 
 /// The door's decision for `hello`, received on a connection accepted at `accepted_at`.
-/// Counts what it decides (admitted, resumed or shed, in admission's counters).
-pub(crate) fn decide(listener: &TlsListener, hello: &Hello, accepted_at: Instant) -> Verdict {
+/// Counts what it decides (admitted, resumed or shed, in admission's counters). In the
+/// accept loop (`at_accept`), a full handshake is only shed or not: admitting it (the
+/// door's check of the queue in front of it, and its slot) is left to its task, since
+/// a slot taken here would be held while the task waits to run.
+pub(crate) fn decide(
+    listener: &TlsListener,
+    hello: &Hello,
+    accepted_at: Instant,
+    at_accept: bool,
+) -> Verdict {
     let client_hello = hello.accepted.client_hello();
     if listener.resolver.rejects(&client_hello) {
         return Verdict::Reject;
@@ -79,21 +91,15 @@ pub(crate) fn decide(listener: &TlsListener, hello: &Hello, accepted_at: Instant
                 limiter.note_resumption();
                 Pass::Resumption
             }
-            HelloKind::Full => {
-                // A standing queue in front of the door (the proxy saturated) sheds the
-                // late ones before they take a slot. The wait counts from the kernel's
-                // receipt of the ClientHello where the listener timestamps: the accept
-                // queue is part of the queue.
-                let waited = crate::arrival::waited(hello.arrived, accepted_at);
-                let entry = limiter
-                    .door(waited.max(accepted_at.elapsed()))
-                    .and_then(|()| limiter.enter());
-                match entry {
-                    Ok(Entry::Admitted(permit)) => Pass::Admitted(permit),
-                    Ok(Entry::Wait(ticket)) => Pass::Wait(ticket),
-                    Err(reason) => return Verdict::Shed(reason),
-                }
-            }
+            HelloKind::Full if at_accept => match limiter.shed_now() {
+                Ok(()) => Pass::Later,
+                Err(reason) => return Verdict::Shed(reason),
+            },
+            HelloKind::Full => match admit(limiter, hello.arrived, accepted_at) {
+                Ok(Entry::Admitted(permit)) => Pass::Admitted(permit),
+                Ok(Entry::Wait(ticket)) => Pass::Wait(ticket),
+                Err(reason) => return Verdict::Shed(reason),
+            },
         },
     };
     Verdict::Go(Go {
@@ -103,6 +109,21 @@ pub(crate) fn decide(listener: &TlsListener, hello: &Hello, accepted_at: Instant
         pass,
         started,
     })
+}
+
+/// Admission of a full handshake whose ClientHello the kernel received at `arrived`
+/// (where the listener timestamps) on a connection accepted at `accepted_at`.
+pub(crate) fn admit(
+    limiter: &Arc<Limiter>,
+    arrived: Option<std::time::SystemTime>,
+    accepted_at: Instant,
+) -> Result<Entry, ShedReason> {
+    // A standing queue in front of the door (the proxy saturated) sheds the late ones
+    // before they take a slot. The wait counts from the kernel's receipt of the
+    // ClientHello where the listener timestamps: the accept queue is part of the queue.
+    let waited = crate::arrival::waited(arrived, accepted_at);
+    limiter.door(waited.max(accepted_at.elapsed()))?;
+    limiter.enter()
 }
 
 /// What the accept loop did with a connection.
@@ -146,7 +167,7 @@ pub(crate) fn at_accept(
     let Some(whole) = hello::whole(&first) else {
         return AtAccept::Hand(Early::Read(first));
     };
-    let (alert, shed): (&'static [u8], bool) = match decide(listener, &whole, accepted_at) {
+    let (alert, shed): (&'static [u8], bool) = match decide(listener, &whole, accepted_at, true) {
         Verdict::Reject => {
             rejected(peer, &whole);
             (&hello::UNRECOGNIZED_NAME_ALERT, false)

@@ -808,7 +808,7 @@ mod tests {
     #[tokio::test]
     async fn a_hello_already_received_is_whole_at_once_and_answered_at_once() {
         let (server, mut client) = pair().await;
-        let bytes = super::fuzz::records(22, &super::fuzz::client_hello(0, false), 1 << 14);
+        let bytes = fuzz::records(22, &fuzz::client_hello(0, false), 1 << 14);
         sent(&mut client, &server, &bytes).await;
         let first = read_now(&server).expect("the bytes are there");
         let hello = whole(&first).expect("a whole ClientHello");
@@ -840,7 +840,7 @@ mod tests {
     #[tokio::test]
     async fn a_partial_hello_is_read_on_from_what_was_read() {
         let (mut server, mut client) = pair().await;
-        let bytes = super::fuzz::records(22, &super::fuzz::client_hello(300, true), 1 << 14);
+        let bytes = fuzz::records(22, &fuzz::client_hello(300, true), 1 << 14);
         let (head, tail) = bytes.split_at(100);
         sent(&mut client, &server, head).await;
         let first = read_now(&server).expect("the first part");

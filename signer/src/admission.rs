@@ -405,34 +405,20 @@ impl Limiter {
             return Ok(Entry::Admitted(self.admitted(false)));
         }
         let mut s = self.lock();
-        if s.capacity <= 0.0 {
-            drop(s);
-            return Err(self.shed(ShedReason::NoCapacity));
-        }
-        if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
-            s.in_flight += 1;
-            self.publish(&s);
-            drop(s);
-            self.wait_histogram().record(0.0);
-            return Ok(Entry::Admitted(self.admitted(true)));
-        }
-        // Each slot frees about every hold/limit seconds. A waiter may expect to wait
-        // the target, or one handshake's own time if that is longer (a slow HSM).
-        let floor = s.floor.get();
-        let hold = if s.hold > 0.0 {
-            s.hold
-        } else if floor.is_finite() {
-            floor
-        } else {
-            0.0 // nothing measured yet: queue up to max_waiting
+        let target = match self.judge(&s) {
+            Judged::Shed(reason) => {
+                drop(s);
+                return Err(self.shed(reason));
+            }
+            Judged::Admit => {
+                s.in_flight += 1;
+                self.publish(&s);
+                drop(s);
+                self.wait_histogram().record(0.0);
+                return Ok(Entry::Admitted(self.admitted(true)));
+            }
+            Judged::Queue { target } => target,
         };
-        let per_slot = hold / s.limit.max(MIN_LIMIT);
-        let expected = (s.waiters.len() + 1) as f64 * per_slot;
-        let target = self.settings.target_wait.as_secs_f64().max(s.hold);
-        if s.waiters.len() >= self.settings.max_waiting || expected.is_nan() || expected > target {
-            drop(s);
-            return Err(self.shed(ShedReason::QueueFull));
-        }
         let (tx, rx) = oneshot::channel();
         let id = s.next_id;
         s.next_id += 1;
@@ -451,6 +437,48 @@ impl Limiter {
             started: Instant::now(),
             armed: true,
         }))
+    }
+
+    /// Shed now (counted) if [`enter`](Self::enter) would, taking nothing otherwise: for
+    /// a caller that sheds at once but leaves admitting to later (the accept loop: a
+    /// slot taken there would be held while the handshake's task waits to run, time the
+    /// HSMs could be signing in).
+    pub fn shed_now(&self) -> Result<(), ShedReason> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let judged = self.judge(&self.lock());
+        match judged {
+            Judged::Shed(reason) => Err(self.shed(reason)),
+            _ => Ok(()),
+        }
+    }
+
+    /// What [`enter`](Self::enter) does with a full handshake arriving now.
+    fn judge(&self, s: &State) -> Judged {
+        if s.capacity <= 0.0 {
+            return Judged::Shed(ShedReason::NoCapacity);
+        }
+        if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+            return Judged::Admit;
+        }
+        // Each slot frees about every hold/limit seconds. A waiter may expect to wait
+        // the target, or one handshake's own time if that is longer (a slow HSM).
+        let floor = s.floor.get();
+        let hold = if s.hold > 0.0 {
+            s.hold
+        } else if floor.is_finite() {
+            floor
+        } else {
+            0.0 // nothing measured yet: queue up to max_waiting
+        };
+        let per_slot = hold / s.limit.max(MIN_LIMIT);
+        let expected = (s.waiters.len() + 1) as f64 * per_slot;
+        let target = self.settings.target_wait.as_secs_f64().max(s.hold);
+        if s.waiters.len() >= self.settings.max_waiting || expected.is_nan() || expected > target {
+            return Judged::Shed(ShedReason::QueueFull);
+        }
+        Judged::Queue { target }
     }
 
     /// Admit without waiting, if a slot is free (a resumption that fell back to a full
@@ -657,6 +685,13 @@ fn max_limit(capacity: f64, sessions: usize, floor: f64) -> f64 {
 }
 
 /// Removes a waiter that gave up (or whose handshake was dropped) from the queue.
+/// [`Limiter::judge`]'s answer.
+enum Judged {
+    Admit,
+    Queue { target: f64 },
+    Shed(ShedReason),
+}
+
 /// What [`Limiter::enter`] decided.
 #[derive(Debug)]
 pub enum Entry {
@@ -973,6 +1008,34 @@ mod tests {
             assert!(started.elapsed() < Duration::from_millis(50));
             drop(p);
             assert_eq!(first.await.expect("join"), Ok(()));
+        });
+    }
+
+    /// `shed_now` sheds (and counts) exactly where `enter` would, and takes nothing:
+    /// no slot, no place in the queue.
+    #[test]
+    fn shed_now_sheds_where_enter_would_and_takes_nothing() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
+            assert_eq!(l.shed_now(), Ok(()));
+            assert_eq!((l.status().in_flight, l.status().waiting), (0, 0));
+            let p = l.acquire().await.expect("the slot");
+            l.lock().hold = 0.1;
+            // One waiter may still queue: not shed, and nothing taken.
+            assert_eq!(l.shed_now(), Ok(()));
+            assert_eq!((l.status().in_flight, l.status().waiting), (1, 0));
+            let l2 = Arc::clone(&l);
+            let first = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+            tokio::task::yield_now().await;
+            // A second would wait past the target: shed, counted as enter counts it.
+            let shed_before = l.decisions[2].load(Ordering::Relaxed);
+            assert_eq!(l.shed_now(), Err(ShedReason::QueueFull));
+            assert_eq!(l.decisions[2].load(Ordering::Relaxed), shed_before + 1);
+            assert_eq!(l.status().waiting, 1);
+            drop(p);
+            assert_eq!(first.await.expect("join"), Ok(()));
+            l.set_capacity(0.0, 1);
+            assert_eq!(l.shed_now(), Err(ShedReason::NoCapacity));
         });
     }
 
