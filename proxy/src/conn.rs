@@ -210,10 +210,11 @@ pub(crate) async fn accept_loop(
                 };
                 let accepted = std::time::Instant::now();
                 let active = crate::conn_stats::accepted();
-                // A TLS connection whose ClientHello is here already: shed or refused
-                // right here (see `door`), or its task takes what was read and decided.
+                // While admission control would not admit a full handshake at once, a
+                // TLS connection whose ClientHello is here already is shed right here if
+                // it must be (see `door`), or its task takes what was read and decided.
                 let early = match &listener_rt.tls {
-                    Some(tls) if !listener_rt.spec.proxy_protocol => {
+                    Some(tls) if !listener_rt.spec.proxy_protocol && tls.resolver.saturated() => {
                         match crate::door::at_accept(&stream, tls, peer, accepted) {
                             AtAccept::Done => continue,
                             AtAccept::Hand(early) => early,

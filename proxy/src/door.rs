@@ -3,11 +3,13 @@
 //! control, let through as a resumption attempt, admitted, or given a place in the
 //! admission queue.
 //!
-//! The accept loop asks first ([`at_accept`]): where the ClientHello is already in the
-//! socket when the connection is accepted (always, once the proxy falls behind), a
-//! handshake to shed or refuse gets its alert and its close right there, with no task,
-//! no timer and no wait behind the runtime's other work; so shedding stays cheap and
-//! prompt exactly when the proxy is overloaded. Everything else goes to the
+//! While admission control would not admit a full handshake at once (every slot taken,
+//! a queue, or no capacity), the accept loop asks first ([`at_accept`]): where the
+//! ClientHello is already in the socket when the connection is accepted (always, once
+//! the proxy falls behind), a handshake to shed or refuse gets its alert and its close
+//! right there, with no task, no timer and no wait behind the runtime's other work; so
+//! shedding stays prompt exactly when the proxy is overloaded. Otherwise the accept loop
+//! only accepts, and each connection's task reads its own ClientHello. Everything else goes to the
 //! connection's task with what was read and decided ([`Early`]), which finishes the
 //! same steps (`conn::handshake`).
 

@@ -151,6 +151,8 @@ pub struct SniResolver {
     fallback: Arc<ServerKeys>,
     /// Some server of this address has `ssl_reject_handshake on`.
     rejects: bool,
+    /// The admission limiters of the address's token keys (each once).
+    limiters: Vec<Arc<hsmgate_signer::Limiter>>,
 }
 
 impl SniResolver {
@@ -175,6 +177,15 @@ impl SniResolver {
         let rejects = servers
             .iter()
             .any(|s| s.tls.reject_handshake && s.listens.iter().any(|l| l.addr == listen));
+        let mut limiters: Vec<Arc<hsmgate_signer::Limiter>> = Vec::new();
+        let pools = (by_place.values().chain([&fallback]))
+            .flat_map(|k| k.pairs.iter())
+            .filter_map(|pair| pair.pool.as_ref());
+        for pool in pools {
+            if !limiters.iter().any(|l| Arc::ptr_eq(l, pool.limiter())) {
+                limiters.push(Arc::clone(pool.limiter()));
+            }
+        }
         SniResolver {
             by_name,
             by_place,
@@ -182,7 +193,15 @@ impl SniResolver {
             listen,
             fallback,
             rejects,
+            limiters,
         }
+    }
+
+    /// Whether admission control of some token key of this address would not admit a
+    /// full handshake at once now ([`hsmgate_signer::Limiter::saturated`]): only then
+    /// does the accept loop read ClientHellos itself, to shed where it can.
+    pub fn saturated(&self) -> bool {
+        self.limiters.iter().any(|l| l.saturated())
     }
 
     /// Whether the server this ClientHello selects by nginx's rules (its SNI, else the

@@ -51,7 +51,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,8 @@ pub struct Limiter {
     last_log_second: AtomicU64,
     /// Decisions since start (for `/status`): admitted, resumed, shed.
     decisions: [AtomicU64; 3],
+    /// Every slot taken, a queue, or no capacity ([`Limiter::saturated`]).
+    saturated: AtomicBool,
     meters: Meters,
 }
 
@@ -334,6 +336,7 @@ impl Limiter {
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
             decisions: Default::default(),
+            saturated: AtomicBool::new(false),
         };
         limiter.publish(&limiter.lock());
         limiter
@@ -437,6 +440,15 @@ impl Limiter {
             started: Instant::now(),
             armed: true,
         }))
+    }
+
+    /// Whether a full handshake arriving now would not be admitted at once (every slot
+    /// taken, handshakes waiting, or no capacity): the only time [`shed_now`] can shed,
+    /// read without the lock (the accept loop asks it for every connection).
+    ///
+    /// [`shed_now`]: Self::shed_now
+    pub fn saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
     }
 
     /// Shed now (counted) if [`enter`](Self::enter) would, taking nothing otherwise: for
@@ -652,6 +664,10 @@ impl Limiter {
     }
 
     fn publish(&self, s: &State) {
+        let saturated = s.capacity <= 0.0
+            || !s.waiters.is_empty()
+            || (s.in_flight as f64) >= s.limit.floor().max(MIN_LIMIT);
+        (self.saturated).store(self.settings.enabled && saturated, Ordering::Relaxed);
         self.meters.limit.set(s.limit.floor());
         self.meters.in_flight.set(s.in_flight as f64);
         self.meters.waiting.set(s.waiters.len() as f64);
@@ -1014,12 +1030,14 @@ mod tests {
     /// `shed_now` sheds (and counts) exactly where `enter` would, and takes nothing:
     /// no slot, no place in the queue.
     #[test]
-    fn shed_now_sheds_where_enter_would_and_takes_nothing() {
+    fn shed_now_sheds_where_enter_would_and_takes_nothing_and_saturated_says_when() {
         rt().block_on(async {
             let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
             assert_eq!(l.shed_now(), Ok(()));
+            assert!(!l.saturated());
             assert_eq!((l.status().in_flight, l.status().waiting), (0, 0));
             let p = l.acquire().await.expect("the slot");
+            assert!(l.saturated(), "every slot taken");
             l.lock().hold = 0.1;
             // One waiter may still queue: not shed, and nothing taken.
             assert_eq!(l.shed_now(), Ok(()));
@@ -1034,7 +1052,9 @@ mod tests {
             assert_eq!(l.status().waiting, 1);
             drop(p);
             assert_eq!(first.await.expect("join"), Ok(()));
+            assert!(!l.saturated(), "the slot given back");
             l.set_capacity(0.0, 1);
+            assert!(l.saturated(), "no capacity");
             assert_eq!(l.shed_now(), Err(ShedReason::NoCapacity));
         });
     }
