@@ -243,10 +243,10 @@ fn thread_nices(pid: u32) -> Vec<(String, i64)> {
     out
 }
 
-/// With the only HSM dead, a full handshake is refused at once with the alert (not after
-/// the signing deadline), while a client holding a ticket resumes: no signature needed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resumptions_pass_while_full_handshakes_are_shed() {
+/// hsmgate on a lab of one HSM, which is then killed: every full handshake is shed
+/// (`no_capacity`). Returned with a client that holds tickets from a first handshake
+/// made before (its resumptions need no signature).
+async fn shedding_everything() -> (HaLab, ProxyProcess, Arc<rustls::ClientConfig>) {
     let mut lab = HaLab::new(&["hsm-a"]);
     let upstream = start_upstream("echo");
     let config = lab.config(
@@ -256,16 +256,22 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
         "sessions = 2\n",
     );
     let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
-    let admin = proxy.admin_addr();
-
     // A first full handshake and a request: the client keeps the TLS 1.3 tickets.
     let resuming = resuming_client(&lab.ca_pem);
     let mut first = KeepAlive::open_with(proxy.addr, Arc::clone(&resuming)).await;
     assert_eq!(first.get("/first").await.0, 200);
     drop(first);
-
     lab.kill("hsm-a");
     wait_for_no_capacity(&proxy);
+    (lab, proxy, resuming)
+}
+
+/// With the only HSM dead, a full handshake is refused at once with the alert (not after
+/// the signing deadline), while a client holding a ticket resumes: no signature needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumptions_pass_while_full_handshakes_are_shed() {
+    let (lab, proxy, resuming) = shedding_everything().await;
+    let admin = proxy.admin_addr();
 
     let fresh = client_config(&lab.ca_pem, &[b"http/1.1"]);
     let (outcome, took) = handshake(proxy.addr, fresh).await;
@@ -301,22 +307,8 @@ async fn resumptions_pass_while_full_handshakes_are_shed() {
 /// the resumption among them on, which resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_queued_in_the_kernel_are_shed_by_the_accept_loop() {
-    let mut lab = HaLab::new(&["hsm-a"]);
-    let upstream = start_upstream("echo");
-    let config = lab.config(
-        upstream,
-        "",
-        &[("eu-1", true, &["hsm-a"])],
-        "sessions = 2\n",
-    );
-    let proxy = ProxyProcess::start(lab.path(), &config).expect("hsmgate starts on the lab");
+    let (lab, proxy, resuming) = shedding_everything().await;
     let admin = proxy.admin_addr();
-    let resuming = resuming_client(&lab.ca_pem);
-    let mut first = KeepAlive::open_with(proxy.addr, Arc::clone(&resuming)).await;
-    assert_eq!(first.get("/first").await.0, 200);
-    drop(first);
-    lab.kill("hsm-a");
-    wait_for_no_capacity(&proxy);
     let at_accept = |metrics: &str| {
         metric(
             metrics,
