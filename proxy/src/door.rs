@@ -8,10 +8,10 @@
 //! ClientHello is already in the socket when the connection is accepted (always, once
 //! the proxy falls behind), a handshake to shed or refuse gets its alert and its close
 //! right there, with no task, no timer and no wait behind the runtime's other work; so
-//! shedding stays prompt exactly when the proxy is overloaded. Otherwise the accept loop
-//! only accepts, and each connection's task reads its own ClientHello. Everything else goes to the
-//! connection's task with what was read and decided ([`Early`]), which finishes the
-//! same steps (`conn::handshake`).
+//! shedding stays prompt exactly when the proxy is overloaded. Any other connection
+//! goes to its task with what was read and decided ([`Early`]), and the task finishes
+//! the same steps (`conn::handshake`); when admission control has room, the accept loop
+//! only accepts, and each task reads its own ClientHello.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,8 +148,11 @@ pub(crate) enum Early {
     /// Refused or shed, the alert begun: what is left of the close (counted when the
     /// alert is written).
     Closing {
+        /// How far the answer got.
         state: Answered,
+        /// The alert being sent.
         alert: &'static [u8],
+        /// Shed (else refused by `ssl_reject_handshake`).
         shed: bool,
     },
 }
