@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use hsmgate_config::nginx::{CipherSuite, select_server};
 
 use crate::conn_info::{ConnInfo, TlsInfo};
-use crate::door::{AtAccept, Early, Pass, Verdict};
+use crate::door::{AtAccept, Early, Pass, Refusal, Verdict};
 use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
@@ -28,7 +28,7 @@ use crate::keepalive_limits::ConnLimits;
 use crate::metrics::{self, HandshakeResult};
 use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
-use hsmgate_signer::{Entry, Gate};
+use hsmgate_signer::Gate;
 
 /// HTTP/2 streams a client may open and reset before they are served, per connection,
 /// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
@@ -469,9 +469,9 @@ async fn handshake(
     };
     let first = match early {
         Early::Decided(decided) => Ok(*decided),
-        Early::Closing { state, alert, shed } => {
-            let answered = || crate::door::answered(shed, accepted_at);
-            let _ = crate::hello::close_after(&mut stream, alert, state, answered).await;
+        Early::Closing(state, refusal) => {
+            let answered = || refusal.answered(accepted_at);
+            let _ = crate::hello::close_after(&mut stream, refusal.alert, state, answered).await;
             return Shook::Failed;
         }
         Early::Read(first) => Err(Some(first)),
@@ -492,13 +492,6 @@ async fn handshake(
             }
         },
     };
-    let shed = |mut stream: TcpStream, reason: hsmgate_signer::ShedReason| async move {
-        tracing::debug!(%peer, %reason, "handshake shed");
-        let alert = &crate::hello::SHED_ALERT;
-        let answered = || crate::door::answered(true, accepted_at);
-        let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
-        Shook::Failed
-    };
     let crate::door::Go {
         server,
         pool,
@@ -508,36 +501,44 @@ async fn handshake(
     } = match verdict {
         Verdict::Go(go) => go,
         Verdict::Reject => {
-            crate::door::rejected(peer, &hello);
-            let alert = &crate::hello::UNRECOGNIZED_NAME_ALERT;
-            let answered = || crate::door::answered(false, accepted_at);
-            let _ = crate::hello::write_and_close(&mut stream, alert, answered).await;
+            Refusal::reject(peer, &hello)
+                .send(&mut stream, accepted_at)
+                .await;
             return Shook::Failed;
         }
-        Verdict::Shed(reason) => return shed(stream, reason).await,
+        Verdict::Shed(reason) => {
+            Refusal::shed(peer, reason)
+                .send(&mut stream, accepted_at)
+                .await;
+            return Shook::Failed;
+        }
     };
     let (accepted, arrived) = (hello.accepted, hello.arrived);
     *resumption = kind == HelloKind::Resumption;
+    // A full handshake the accept loop let through is admitted here.
+    let pass = match (pass, &pool) {
+        (Some(pass), _) => Ok(pass),
+        (None, Some(pool)) => crate::door::admit(pool.limiter(), arrived, accepted_at),
+        (None, None) => Ok(Pass::Open),
+    };
     let gate = match pass {
-        Pass::Open => None,
-        Pass::Resumption => Some(Gate::Resumption),
-        Pass::Admitted(permit) => Some(Gate::Admitted(permit)),
-        Pass::Wait(ticket) => match ticket.wait().await {
+        Ok(Pass::Open) => None,
+        Ok(Pass::Resumption) => Some(Gate::Resumption),
+        Ok(Pass::Admitted(permit)) => Some(Gate::Admitted(permit)),
+        Ok(Pass::Wait(ticket)) => match ticket.wait().await {
             Ok(permit) => Some(Gate::Admitted(permit)),
-            Err(reason) => return shed(stream, reason).await,
-        },
-        Pass::Later => {
-            let limiter = pool.as_ref().map(|p| p.limiter());
-            let entry = limiter.map(|l| crate::door::admit(l, arrived, accepted_at));
-            match entry {
-                None => None,
-                Some(Ok(Entry::Admitted(permit))) => Some(Gate::Admitted(permit)),
-                Some(Ok(Entry::Wait(ticket))) => match ticket.wait().await {
-                    Ok(permit) => Some(Gate::Admitted(permit)),
-                    Err(reason) => return shed(stream, reason).await,
-                },
-                Some(Err(reason)) => return shed(stream, reason).await,
+            Err(reason) => {
+                Refusal::shed(peer, reason)
+                    .send(&mut stream, accepted_at)
+                    .await;
+                return Shook::Failed;
             }
+        },
+        Err(reason) => {
+            Refusal::shed(peer, reason)
+                .send(&mut stream, accepted_at)
+                .await;
+            return Shook::Failed;
         }
     };
     // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).

@@ -42,8 +42,9 @@ pub(crate) struct Go {
     pub(crate) pool: Option<SignerPool>,
     /// A full handshake or a resumption attempt.
     pub(crate) kind: HelloKind,
-    /// What admission control gave it.
-    pub(crate) pass: Pass,
+    /// What admission control gave it; `None`: a full handshake the accept loop did
+    /// not shed, which its task admits ([`admit`]).
+    pub(crate) pass: Option<Pass>,
     /// When the door let it through (the handshake's duration counts from here).
     pub(crate) started: Instant,
 }
@@ -58,9 +59,6 @@ pub(crate) enum Pass {
     Admitted(Permit),
     /// A full handshake with a place in the queue (it waits on its own task).
     Wait(Ticket),
-    /// A full handshake the accept loop did not shed: admitted (or not) by its task,
-    /// [`admit`].
-    Later,
 }
 
 /// The door's decision for `hello`, received on a connection accepted at `accepted_at`.
@@ -87,19 +85,18 @@ pub(crate) fn decide(
         hello::server_knows(&server.config, offer)
     });
     let pass = match pool.as_ref().map(|p| p.limiter()) {
-        None => Pass::Open,
+        None => Some(Pass::Open),
         Some(limiter) => match kind {
             HelloKind::Resumption => {
                 limiter.note_resumption();
-                Pass::Resumption
+                Some(Pass::Resumption)
             }
             HelloKind::Full if at_accept => match limiter.shed_now() {
-                Ok(()) => Pass::Later,
+                Ok(()) => None,
                 Err(reason) => return Verdict::Shed(reason),
             },
             HelloKind::Full => match admit(limiter, hello.arrived, accepted_at) {
-                Ok(Entry::Admitted(permit)) => Pass::Admitted(permit),
-                Ok(Entry::Wait(ticket)) => Pass::Wait(ticket),
+                Ok(pass) => Some(pass),
                 Err(reason) => return Verdict::Shed(reason),
             },
         },
@@ -119,13 +116,16 @@ pub(crate) fn admit(
     limiter: &Arc<Limiter>,
     arrived: Option<std::time::SystemTime>,
     accepted_at: Instant,
-) -> Result<Entry, ShedReason> {
+) -> Result<Pass, ShedReason> {
     // A standing queue in front of the door (the proxy saturated) sheds the late ones
     // before they take a slot. The wait counts from the kernel's receipt of the
     // ClientHello where the listener timestamps: the accept queue is part of the queue.
     let waited = crate::arrival::waited(arrived, accepted_at);
     limiter.door(waited.max(accepted_at.elapsed()))?;
-    limiter.enter()
+    Ok(match limiter.enter()? {
+        Entry::Admitted(permit) => Pass::Admitted(permit),
+        Entry::Wait(ticket) => Pass::Wait(ticket),
+    })
 }
 
 /// What the accept loop did with a connection.
@@ -147,14 +147,7 @@ pub(crate) enum Early {
     Decided(Box<(Hello, Verdict)>),
     /// Refused or shed, the alert begun: what is left of the close (counted when the
     /// alert is written).
-    Closing {
-        /// How far the answer got.
-        state: Answered,
-        /// The alert being sent.
-        alert: &'static [u8],
-        /// Shed (else refused by `ssl_reject_handshake`).
-        shed: bool,
-    },
+    Closing(Answered, Refusal),
 }
 
 /// The accept loop's look at a new TLS connection (see the module documentation):
@@ -172,48 +165,73 @@ pub(crate) fn at_accept(
     let Some(whole) = hello::whole(&first) else {
         return AtAccept::Hand(Early::Read(first));
     };
-    let (alert, shed): (&'static [u8], bool) = match decide(listener, &whole, accepted_at, true) {
-        Verdict::Reject => {
-            rejected(peer, &whole);
-            (&hello::UNRECOGNIZED_NAME_ALERT, false)
-        }
-        Verdict::Shed(reason) => {
-            tracing::debug!(%peer, %reason, "handshake shed");
-            (&hello::SHED_ALERT, true)
-        }
+    let refusal = match decide(listener, &whole, accepted_at, true) {
+        Verdict::Reject => Refusal::reject(peer, &whole),
+        Verdict::Shed(reason) => Refusal::shed(peer, reason),
         go => return AtAccept::Hand(Early::Decided(Box::new((whole, go)))),
     };
-    match hello::answer_now(stream, alert) {
+    match hello::answer_now(stream, refusal.alert) {
         Ok(Answered::Closed) | Err(_) => {
-            answered(shed, accepted_at);
-            metrics::answered_at_accept(shed);
+            refusal.answered(accepted_at);
+            metrics::answered_at_accept(refusal.shed);
             AtAccept::Done
         }
         // Not all written, or the client still sends: its task finishes the close.
-        Ok(state) => AtAccept::Hand(Early::Closing { state, alert, shed }),
+        Ok(state) => AtAccept::Hand(Early::Closing(state, refusal)),
     }
 }
 
-/// Count a refused or shed handshake whose alert has been written (or failed).
-pub(crate) fn answered(shed: bool, accepted_at: Instant) {
-    match shed {
-        // Timed to the alert written, not to the client's close.
-        true => metrics::handshake(
-            HandshakeResult::Shed,
-            "unknown",
-            false,
-            accepted_at.elapsed(),
-        ),
-        false => metrics::handshake(HandshakeResult::Failed, "unknown", false, Duration::ZERO),
-    }
+/// A handshake refused before any crypto: the alert it gets, and whether admission
+/// control shed it (else `ssl_reject_handshake` refused it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal {
+    /// The alert record sent before the close.
+    pub(crate) alert: &'static [u8],
+    /// Shed (counted as `shed`), else refused (counted as `failed`).
+    pub(crate) shed: bool,
 }
 
-/// Log a handshake refused by `ssl_reject_handshake`.
-pub(crate) fn rejected(peer: SocketAddr, hello: &Hello) {
-    let sni = hello
-        .accepted
-        .client_hello()
-        .server_name()
-        .map(str::to_owned);
-    tracing::debug!(%peer, ?sni, "handshake rejected (ssl_reject_handshake)");
+impl Refusal {
+    /// Shed by admission control (`internal_error`), logged.
+    pub(crate) fn shed(peer: SocketAddr, reason: ShedReason) -> Refusal {
+        tracing::debug!(%peer, %reason, "handshake shed");
+        Refusal {
+            alert: &hello::SHED_ALERT,
+            shed: true,
+        }
+    }
+
+    /// Refused by `ssl_reject_handshake` (`unrecognized_name`), logged.
+    pub(crate) fn reject(peer: SocketAddr, hello: &Hello) -> Refusal {
+        let sni = hello
+            .accepted
+            .client_hello()
+            .server_name()
+            .map(str::to_owned);
+        tracing::debug!(%peer, ?sni, "handshake rejected (ssl_reject_handshake)");
+        Refusal {
+            alert: &hello::UNRECOGNIZED_NAME_ALERT,
+            shed: false,
+        }
+    }
+
+    /// Count it, its alert written (or failed).
+    pub(crate) fn answered(self, accepted_at: Instant) {
+        match self.shed {
+            // Timed to the alert written, not to the client's close.
+            true => metrics::handshake(
+                HandshakeResult::Shed,
+                "unknown",
+                false,
+                accepted_at.elapsed(),
+            ),
+            false => metrics::handshake(HandshakeResult::Failed, "unknown", false, Duration::ZERO),
+        }
+    }
+
+    /// Send the alert and close (from the connection's task), then count it.
+    pub(crate) async fn send(self, stream: &mut TcpStream, accepted_at: Instant) {
+        let answered = || self.answered(accepted_at);
+        let _ = hello::write_and_close(stream, self.alert, answered).await;
+    }
 }

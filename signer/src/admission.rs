@@ -239,6 +239,14 @@ struct State {
     window: Window,
 }
 
+impl State {
+    /// Fewer handshakes admitted and not yet signed than the limit (at least
+    /// [`MIN_LIMIT`]).
+    fn slot_free(&self) -> bool {
+        (self.in_flight as f64) < self.limit.floor().max(MIN_LIMIT)
+    }
+}
+
 /// The door's CoDel state: the shortest accept→admission wait of the current interval,
 /// and whether the last whole interval's shortest was over the target.
 struct Door {
@@ -471,7 +479,7 @@ impl Limiter {
         if s.capacity <= 0.0 {
             return Judged::Shed(ShedReason::NoCapacity);
         }
-        if s.waiters.is_empty() && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+        if s.waiters.is_empty() && s.slot_free() {
             return Judged::Admit;
         }
         // Each slot frees about every hold/limit seconds. A waiter may expect to wait
@@ -500,7 +508,7 @@ impl Limiter {
             return Ok(self.admitted(false));
         }
         let mut s = self.lock();
-        if s.capacity > 0.0 && (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+        if s.capacity > 0.0 && s.slot_free() {
             s.in_flight += 1;
             self.publish(&s);
             drop(s);
@@ -568,7 +576,7 @@ impl Limiter {
 
     /// Hand free slots to the oldest waiters.
     fn dispatch(&self, s: &mut State) {
-        while (s.in_flight as f64) < s.limit.floor().max(MIN_LIMIT) {
+        while s.slot_free() {
             let Some(w) = s.waiters.pop_front() else {
                 break;
             };
@@ -664,9 +672,7 @@ impl Limiter {
     }
 
     fn publish(&self, s: &State) {
-        let saturated = s.capacity <= 0.0
-            || !s.waiters.is_empty()
-            || (s.in_flight as f64) >= s.limit.floor().max(MIN_LIMIT);
+        let saturated = s.capacity <= 0.0 || !s.waiters.is_empty() || !s.slot_free();
         (self.saturated).store(self.settings.enabled && saturated, Ordering::Relaxed);
         self.meters.limit.set(s.limit.floor());
         self.meters.in_flight.set(s.in_flight as f64);
