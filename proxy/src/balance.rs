@@ -22,6 +22,7 @@ use hsmgate_config::nginx::{BalanceMethod, Template, UpstreamGroup};
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use smallvec::SmallVec;
 
 /// Errors of a request body on its way upstream.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +57,10 @@ pub struct UpstreamTls {
 pub struct Balancer {
     /// `$proxy_host`: the group name or the `host:port` (without the scheme's port).
     pub name: String,
+    /// The same, shared with each request's log context, and as the upstream request's
+    /// default `Host` (made once, not per request).
+    pub(crate) proxy_host: Arc<str>,
+    pub(crate) host_header: Option<http::HeaderValue>,
     servers: Vec<Peer>,
     /// The servers' weights, by index.
     weights: Vec<i64>,
@@ -145,6 +150,13 @@ impl Peer {
     }
 }
 
+/// The servers to try for one request, best first (on the stack for up to four: no
+/// allocation per request for the usual group).
+pub(crate) type Order<'a> = SmallVec<[&'a str; 4]>;
+
+/// Indices of servers, on the stack for up to eight.
+type Servers = SmallVec<[usize; 8]>;
+
 impl Balancer {
     /// A group from an `upstream` block; `connect_timeout` from the location; `tls` for
     /// `proxy_pass https://`.
@@ -211,6 +223,8 @@ impl Balancer {
             primary_weights,
             scheme: if tls.is_some() { "https" } else { "http" },
             times: crate::metrics::UpstreamTimes::new(&name),
+            proxy_host: Arc::from(name.as_str()),
+            host_header: http::HeaderValue::from_str(&name).ok(),
             name,
             servers,
             current,
@@ -297,17 +311,17 @@ impl Balancer {
     /// The servers to try for one request from `client` (`key`: a `hash` group's key
     /// expanded), best first: the primary the method picks, the other primaries after
     /// it, then the backups.
-    pub fn order(&self, client: std::net::IpAddr, key: &str) -> Vec<&str> {
+    pub fn order(&self, client: std::net::IpAddr, key: &str) -> Order<'_> {
         let now = Instant::now();
         let (primaries, weights) = (&self.primaries, &self.weights);
-        let all: Vec<usize> = (primaries.iter().copied())
+        let all: Servers = (primaries.iter().copied())
             .filter(|&i| !self.servers[i].down)
             .collect();
-        let up: Vec<usize> = (all.iter().copied())
+        let up: Servers = (all.iter().copied())
             .filter(|&i| self.servers[i].available(now))
             .collect();
         let usable = if up.is_empty() { all } else { up };
-        let mut out = Vec::with_capacity(self.servers.len());
+        let mut out = Order::new();
         if !usable.is_empty() {
             let can = |k: usize| usable.contains(&primaries[k]);
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,7 +482,7 @@ mod tests {
         let b = Balancer::group("app", &group, Duration::from_secs(1), None);
         b.failed("a:1");
         for _ in 0..4 {
-            assert_eq!(b.order(CLIENT, ""), ["b:1"]);
+            assert_eq!(&b.order(CLIENT, "")[..], ["b:1"]);
         }
         b.failed("b:1");
         assert_eq!(b.order(CLIENT, "").len(), 2, "all out: all are tried");
@@ -477,7 +491,7 @@ mod tests {
         assert!(firsts.contains(&"a:1"), "{firsts:?}");
         let single = Balancer::single("h:1", Duration::from_secs(1), None);
         single.failed("h:1");
-        assert_eq!(single.order(CLIENT, ""), ["h:1"]);
+        assert_eq!(&single.order(CLIENT, "")[..], ["h:1"]);
     }
 
     fn group(method: BalanceMethod, servers: Vec<UpstreamServer>) -> Balancer {
@@ -506,7 +520,7 @@ mod tests {
         );
         let busy = b.load("a:1");
         for _ in 0..3 {
-            assert_eq!(b.order(CLIENT, ""), ["b:1", "a:1", "c:1"]);
+            assert_eq!(&b.order(CLIENT, "")[..], ["b:1", "a:1", "c:1"]);
         }
         drop(busy);
         let firsts: Vec<&str> = (0..4).map(|_| b.order(CLIENT, "")[0]).collect();

@@ -9,13 +9,14 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hsmgate_config::nginx::{
-    AccessRule, AddHeader, LocationBlock, ProxyPass, ProxySettings, Return, proxy_pass_uri,
-    request_target, select_server,
+    AccessRule, AddHeader, LocationBlock, ProxyPass, ProxySettings, Return, Template,
+    proxy_pass_uri, request_target, select_server,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
+use smallvec::SmallVec;
 
 use crate::balance::UpstreamBody;
 use crate::body::{BodyFault, ClientBody, ProxyBody};
@@ -24,11 +25,12 @@ use crate::error::error_chain;
 use crate::error_page::{bad_request_page, error_page, header_too_large_page, page};
 use crate::generation::Generation;
 use crate::h1guard::REJECT;
-use crate::hop_by_hop::strip_hop_by_hop;
+use crate::hop_by_hop::{copy_end_to_end, strip_hop_by_hop};
 use crate::metrics::UpstreamResult;
 use crate::reqlog::{LogCtx, LoggedBody};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
+use crate::upstream_h1::LeaveOut;
 use crate::upstream_pool::SendError;
 use crate::uri::{normalize, valid_host};
 use crate::vars::{Answering, Tried, Vars};
@@ -135,7 +137,7 @@ async fn serve(
         protocol,
         http_host,
         server_name,
-        proxy_host: String::new(),
+        proxy_host: Arc::default(),
         upstream_addr: String::new(),
         started,
         t0,
@@ -710,7 +712,7 @@ pub(crate) async fn proxy(
                     held = b;
                     // `$proxy_host` as written, without the scheme's port.
                     let port = if pass.https { ":443" } else { ":80" };
-                    log.proxy_host = host.strip_suffix(port).unwrap_or(host).to_owned();
+                    log.proxy_host = Arc::from(host.strip_suffix(port).unwrap_or(host));
                     &*held
                 }
                 Err(why) => {
@@ -724,7 +726,7 @@ pub(crate) async fn proxy(
             match generation.balancer(pass, settings) {
                 Some(b) => {
                     held = b;
-                    log.proxy_host = held.name.clone();
+                    log.proxy_host = Arc::clone(&held.proxy_host);
                     &*held
                 }
                 None => return error_page(StatusCode::BAD_GATEWAY),
@@ -750,8 +752,21 @@ pub(crate) async fn proxy(
     };
     // `proxy_pass_request_headers off`: none of the client's headers but the body's
     // framing; `proxy_pass_request_body off` / `proxy_set_body`: not the client's body.
+    // The `proxy_set_header` names (an invalid one is left out, as before).
+    let set: SmallVec<[(HeaderName, &Template); 8]> = (settings.proxy_set_header.iter())
+        .filter_map(|(name, t)| Some((HeaderName::from_bytes(name.as_bytes()).ok()?, t)))
+        .collect();
     let mut headers = match settings.proxy_pass_request_headers {
-        true => parts.headers.clone(),
+        // Without the hop-by-hop headers, `Host` (set below), `Expect` (nginx never passes
+        // it: hsmgate itself answers `100 Continue` as it reads) and those set below.
+        true => {
+            let skip = |name: &HeaderName| {
+                name == header::HOST
+                    || name == header::EXPECT
+                    || set.iter().any(|(set, _)| set == name)
+            };
+            copy_end_to_end(&parts.headers, set.len() + 2, skip)
+        }
         false => {
             let mut h = HeaderMap::new();
             for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
@@ -768,33 +783,40 @@ pub(crate) async fn proxy(
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
     }
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    // nginx never passes Expect: hsmgate itself answers `100 Continue` as it reads.
-    headers.remove(header::EXPECT);
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut headers);
     }
     let (mut set_host, mut set_connection) = (false, false);
     {
         let vars = log.vars(&parts.headers);
-        for (name, template) in &settings.proxy_set_header {
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
+        for (i, (name, template)) in set.iter().enumerate() {
             set_host |= name == header::HOST;
             set_connection |= name == header::CONNECTION;
-            headers.remove(&name);
             let value = vars.expand(template);
-            if let Ok(v) = HeaderValue::from_str(&value)
-                && !value.is_empty()
-            {
-                headers.insert(name, v);
+            match HeaderValue::from_str(&value) {
+                Ok(v) if !value.is_empty() => {
+                    headers.insert(name.clone(), v);
+                }
+                // An empty value sends no such header: none of the client's (left out of
+                // the copy, or kept as the body's framing without it) nor one set before.
+                _ if !settings.proxy_pass_request_headers
+                    || set[..i].iter().any(|(earlier, _)| earlier == name) =>
+                {
+                    headers.remove(name);
+                }
+                _ => {}
             }
         }
     }
-    if !set_host && let Ok(v) = HeaderValue::from_str(&log.proxy_host) {
-        headers.insert(header::HOST, v);
+    if !set_host {
+        // The group's own value, made once, unless the name came from variables.
+        let value = match Arc::ptr_eq(&log.proxy_host, &balancer.proxy_host) {
+            true => balancer.host_header.clone(),
+            false => HeaderValue::from_str(&log.proxy_host).ok(),
+        };
+        if let Some(v) = value {
+            headers.insert(header::HOST, v);
+        }
     }
     if !set_connection {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -896,6 +918,17 @@ pub(crate) async fn proxy(
     let Some(mut target) = target else {
         return error_page(StatusCode::BAD_REQUEST);
     };
+    // The upstream's hop-by-hop and hidden headers are left out as its head is read,
+    // unless something reads the headers as they came (`$upstream_http_…`): then they
+    // are removed after the copy below.
+    let hidden = |name: &str| settings.hides(name);
+    let leave_out = match log.keep_upstream_headers {
+        true => LeaveOut::default(),
+        false => LeaveOut {
+            hop_by_hop: true,
+            hidden: Some(&hidden),
+        },
+    };
     for (n, addr) in order.iter().enumerate() {
         log.upstream_addr = (*addr).to_owned();
         let req_body: UpstreamBody = match (&buffered, streamed.take()) {
@@ -927,7 +960,10 @@ pub(crate) async fn proxy(
         let load = balancer.load(addr);
         // A timeout (`proxy_read_timeout`, connecting included) apart from the other
         // failures: nginx answers it with 504.
-        let sent = match client.request(addr, req, settings.proxy_read_timeout).await {
+        let sent = match client
+            .request(addr, req, settings.proxy_read_timeout, leave_out)
+            .await
+        {
             Err(e @ SendError::TimedOut(_)) => Err(e),
             other => Ok(other),
         };
@@ -991,8 +1027,10 @@ pub(crate) async fn proxy(
                 }
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     upstream_framing(&mut resp);
-                    strip_hop_by_hop(resp.headers_mut());
-                    hide_headers(settings, resp.headers_mut());
+                    if log.keep_upstream_headers {
+                        strip_hop_by_hop(resp.headers_mut());
+                        hide_headers(settings, resp.headers_mut());
+                    }
                     let vars = log.vars(&parts.headers);
                     crate::proxy_redirect::rewrite(settings, resp.headers_mut(), &vars);
                     crate::set_cookie::rewrite(settings, resp.headers_mut(), &vars);

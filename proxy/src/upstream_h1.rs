@@ -28,7 +28,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::balance::{BodyError, UpstreamBody, empty_body};
-use crate::hop_by_hop::connection_has;
+use crate::hop_by_hop::{connection_has, is_hop_by_hop};
 
 /// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`). Boxed: a
 /// TLS client's state is about a kilobyte, and a connection moves with each request it
@@ -134,8 +134,22 @@ pub(crate) enum ExchangeError {
     Sent(H1Error, Option<Box<Request<UpstreamBody>>>),
 }
 
+/// What a response head is built without: the proxy's removals made as the head is
+/// read, instead of from the built header map (a removal costs about as much as an
+/// insertion). The framing and `Connection` are read from all the lines first.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LeaveOut<'a> {
+    /// The hop-by-hop headers (RFC 9110 §7.6.1), those `Connection` names, and a
+    /// `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.3). Never from a `101`,
+    /// whose `Upgrade` and `Connection` the tunnel needs.
+    pub(crate) hop_by_hop: bool,
+    /// The headers this says (given lower-case names): `proxy_hide_header` and nginx's
+    /// hidden defaults.
+    pub(crate) hidden: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+}
+
 /// One request in flight on a connection.
-pub(crate) struct Exchange {
+pub(crate) struct Exchange<'a> {
     /// Until a byte of it is written (to be given back if none is), or, without a body,
     /// until it is answered (to be sent again).
     request: Option<Request<UpstreamBody>>,
@@ -152,11 +166,14 @@ pub(crate) struct Exchange {
     write_failed: Option<io::Error>,
     /// A head (1xx included) was read.
     answered: bool,
+    /// What the final response head is built without.
+    leave_out: LeaveOut<'a>,
 }
 
-impl Exchange {
-    pub(crate) fn new(request: Request<UpstreamBody>) -> Exchange {
+impl<'a> Exchange<'a> {
+    pub(crate) fn new(request: Request<UpstreamBody>, leave_out: LeaveOut<'a>) -> Exchange<'a> {
         Exchange {
+            leave_out,
             head_request: request.method() == Method::HEAD,
             close: connection_has(request.headers(), "close"),
             request: Some(request),
@@ -292,7 +309,7 @@ impl H1Conn {
     pub(crate) fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
-        ex: &mut Exchange,
+        ex: &mut Exchange<'_>,
     ) -> Poll<Result<Exchanged, ExchangeError>> {
         if !ex.encoded
             && let Some(req) = ex.request.take()
@@ -365,7 +382,7 @@ impl H1Conn {
         }
     }
 
-    fn failed(&mut self, ex: &mut Exchange, e: H1Error) -> ExchangeError {
+    fn failed(&mut self, ex: &mut Exchange<'_>, e: H1Error) -> ExchangeError {
         self.reusable = false;
         let body = self.sending.take();
         match (ex.written, ex.request.take()) {
@@ -385,9 +402,9 @@ impl H1Conn {
     }
 
     /// A complete response head from the read buffer (1xx answers but `101` skipped).
-    fn parse_head(&mut self, ex: &mut Exchange) -> Result<Option<Exchanged>, H1Error> {
+    fn parse_head(&mut self, ex: &mut Exchange<'_>) -> Result<Option<Exchanged>, H1Error> {
         loop {
-            let Some((resp, len)) = parse_response(&self.read)? else {
+            let Some((parsed, len)) = parse_response(&self.read)? else {
                 if self.read.len() > MAX_HEAD {
                     return Err(H1Error::HeadTooLarge);
                 }
@@ -395,9 +412,10 @@ impl H1Conn {
             };
             ex.answered = true;
             let head = self.read.split_to(len).freeze();
-            let resp = resp.build(&head)?;
-            let status = resp.status();
+            let status = StatusCode::from_u16(parsed.status)
+                .map_err(|_| H1Error::Invalid("invalid status code"))?;
             if status == StatusCode::SWITCHING_PROTOCOLS {
+                let resp = parsed.build(&head, &Facts::default(), LeaveOut::default())?;
                 self.reusable = false;
                 let rest = std::mem::take(&mut self.read).freeze();
                 return Ok(Some(Exchanged::Switched(resp, rest)));
@@ -405,11 +423,13 @@ impl H1Conn {
             if status.is_informational() {
                 continue;
             }
-            let framing = response_framing(&resp, ex.head_request)?;
-            let keep = match resp.version() {
-                Version::HTTP_11 => !connection_has(resp.headers(), "close"),
-                _ => connection_has(resp.headers(), "keep-alive"),
+            let facts = parsed.facts(&head);
+            let framing = response_framing(status, parsed.version, &facts, ex.head_request)?;
+            let keep = match parsed.version {
+                Version::HTTP_11 => !facts.close,
+                _ => facts.keep_alive,
             };
+            let resp = parsed.build(&head, &facts, ex.leave_out)?;
             if !keep || ex.close || framing == Framing::Close {
                 self.reusable = false;
             }
@@ -734,16 +754,92 @@ fn parse_with<'b>(
     )))
 }
 
+/// What a response head's framing and `Connection` lines say, read in one pass over
+/// its lines (before any is left out of the header map).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Facts {
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+    /// `Content-Length`: absent (None), one number however often repeated (Some(Some)),
+    /// or invalid or conflicting (Some(None)).
+    content_length: Option<Option<u64>>,
+    /// `Connection` lists `close`, `keep-alive`, and header names (other tokens).
+    close: bool,
+    keep_alive: bool,
+    names_headers: bool,
+}
+
 impl Parsed {
-    /// The response, its header values slices of `head` (the bytes it was parsed from).
-    fn build(self, head: &Bytes) -> Result<Response<()>, H1Error> {
+    /// The value of line `i`, in `head`.
+    fn value<'h>(&self, head: &'h [u8], i: usize) -> &'h [u8] {
+        let (_, start, end) = &self.headers[i];
+        &head[*start..*end]
+    }
+
+    fn facts(&self, head: &[u8]) -> Facts {
+        let mut facts = Facts::default();
+        for (i, (name, _, _)) in self.headers.iter().enumerate() {
+            let value = self.value(head, i);
+            if name == header::TRANSFER_ENCODING {
+                facts.transfer_encoding = true;
+                facts.chunked = last_coding_is_chunked(value);
+            } else if name == header::CONTENT_LENGTH {
+                facts.content_length = Some(match facts.content_length {
+                    None => add_length(None, value),
+                    Some(found) => found.and_then(|n| add_length(Some(n), value)),
+                });
+            } else if name == header::CONNECTION {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        facts.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        facts.keep_alive = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                        facts.names_headers = true;
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    /// The response, its header values slices of `head` (the bytes it was parsed from),
+    /// without what `leave_out` says.
+    fn build(
+        self,
+        head: &Bytes,
+        facts: &Facts,
+        leave_out: LeaveOut<'_>,
+    ) -> Result<Response<()>, H1Error> {
         let status = StatusCode::from_u16(self.status)
             .map_err(|_| H1Error::Invalid("invalid status code"))?;
+        // The header names `Connection` lists (rare: only when it names any).
+        let named = |name: &HeaderName| {
+            (self.headers.iter().enumerate())
+                .filter(|(_, (n, _, _))| n == header::CONNECTION)
+                .flat_map(|(i, _)| self.value(head, i).split(|&b| b == b','))
+                .any(|t| {
+                    t.trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+        };
+        let left_out = |name: &HeaderName| {
+            let hop = leave_out.hop_by_hop
+                && (is_hop_by_hop(name)
+                    || (facts.transfer_encoding && name == header::CONTENT_LENGTH)
+                    || (facts.names_headers && named(name)));
+            hop || leave_out.hidden.is_some_and(|hidden| hidden(name.as_str()))
+        };
         let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, start, end) in self.headers {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+        for (name, start, end) in &self.headers {
+            if left_out(name) {
+                continue;
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice(*start..*end))
                 .map_err(|_| H1Error::Invalid("invalid header value"))?;
-            headers.append(name, value);
+            headers.append(name.clone(), value);
         }
         let mut resp = Response::new(());
         *resp.status_mut() = status;
@@ -754,8 +850,12 @@ impl Parsed {
 }
 
 /// How the body of `resp` is delimited (RFC 9112 §6.3).
-fn response_framing(resp: &Response<()>, head_request: bool) -> Result<Framing, H1Error> {
-    let status = resp.status();
+fn response_framing(
+    status: StatusCode,
+    version: Version,
+    facts: &Facts,
+    head_request: bool,
+) -> Result<Framing, H1Error> {
     if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -763,26 +863,23 @@ fn response_framing(resp: &Response<()>, head_request: bool) -> Result<Framing, 
     {
         return Ok(Framing::Length(0));
     }
-    let headers = resp.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if facts.transfer_encoding {
         // HTTP/1.0 has no transfer codings (hyper's client refused these too).
-        if resp.version() == Version::HTTP_10 {
+        if version == Version::HTTP_10 {
             return Err(H1Error::Invalid(
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
-        return Ok(match is_chunked(headers) {
+        return Ok(match facts.chunked {
             true => Framing::Chunked(Chunk::Size),
             false => Framing::Close,
         });
     }
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return match content_length(headers) {
-            Some(len) => Ok(Framing::Length(len)),
-            None => Err(H1Error::Invalid("invalid Content-Length")),
-        };
+    match facts.content_length {
+        Some(Some(len)) => Ok(Framing::Length(len)),
+        Some(None) => Err(H1Error::Invalid("invalid Content-Length")),
+        None => Ok(Framing::Close),
     }
-    Ok(Framing::Close)
 }
 
 /// The `Content-Length` of `headers`: one number, however often repeated; None when
@@ -790,28 +887,40 @@ fn response_framing(resp: &Response<()>, head_request: bool) -> Result<Framing, 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+        found = Some(add_length(found, value.as_bytes())?);
+    }
+    found
+}
+
+/// One more `Content-Length` value (`found`: the number so far): the number, or None
+/// when invalid or different.
+fn add_length(mut found: Option<u64>, value: &[u8]) -> Option<u64> {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
     }
     found
 }
 
 /// The last transfer coding is `chunked`.
 fn is_chunked(headers: &HeaderMap) -> bool {
-    headers
+    (headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .next_back())
+    .is_some_and(|v| last_coding_is_chunked(v.as_bytes()))
+}
+
+/// The last coding of a `Transfer-Encoding` value is `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    (value.rsplit(|&b| b == b',').next())
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -874,36 +983,83 @@ mod tests {
     use super::*;
 
     fn resp(head: &str) -> Result<Option<Response<()>>, H1Error> {
+        resp_without(head, LeaveOut::default())
+    }
+
+    fn resp_without(head: &str, leave_out: LeaveOut<'_>) -> Result<Option<Response<()>>, H1Error> {
         let bytes = Bytes::copy_from_slice(head.as_bytes());
         match parse_response(&bytes)? {
             None => Ok(None),
-            Some((p, len)) => p.build(&bytes.slice(..len)).map(Some),
+            Some((p, len)) => {
+                let head = bytes.slice(..len);
+                let facts = p.facts(&head);
+                p.build(&head, &facts, leave_out).map(Some)
+            }
         }
+    }
+
+    /// How the body of the response `head` is delimited.
+    fn framing(head: &str, head_request: bool) -> Result<Framing, H1Error> {
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        let (p, len) = parse_response(&bytes)?.expect("a whole head");
+        let status = StatusCode::from_u16(p.status).expect("a status");
+        response_framing(status, p.version, &p.facts(&bytes[..len]), head_request)
     }
 
     #[test]
     fn heads_parse_with_their_values_shared() {
-        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
-            .unwrap()
-            .unwrap();
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
+        let r = resp(head).unwrap().unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-a"], "b");
-        assert_eq!(response_framing(&r, false).unwrap(), Framing::Length(5));
-        assert_eq!(response_framing(&r, true).unwrap(), Framing::Length(0));
+        assert_eq!(framing(head, false).unwrap(), Framing::Length(5));
+        assert_eq!(framing(head, true).unwrap(), Framing::Length(0));
         assert!(resp("HTTP/1.1 200 OK\r\nX-A: b\r\n").unwrap().is_none());
         assert!(resp("HTTP/1.1 2000 OK\r\n\r\n").is_err());
         // More header lines than the stack holds.
         let many: String = (0..200).map(|i| format!("x-{i}: {i}\r\n")).collect();
-        let r = resp(&format!("HTTP/1.1 204 No Content\r\n{many}\r\n"))
-            .unwrap()
-            .unwrap();
+        let head = format!("HTTP/1.1 204 No Content\r\n{many}\r\n");
+        let r = resp(&head).unwrap().unwrap();
         assert_eq!(r.headers().len(), 200);
-        assert_eq!(response_framing(&r, false).unwrap(), Framing::Length(0));
+        assert_eq!(framing(&head, false).unwrap(), Framing::Length(0));
+    }
+
+    #[test]
+    fn heads_are_built_without_what_the_proxy_leaves_out() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
+            Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\
+            Date: today\r\nServer: up\r\nX-Kept: 1\r\nSet-Cookie: a=1\r\n\r\n";
+        let hidden = |n: &str| n == "date" || n == "server";
+        let all = LeaveOut {
+            hop_by_hop: true,
+            hidden: Some(&hidden),
+        };
+        let r = resp_without(head, all).unwrap().unwrap();
+        let names: Vec<&str> = r.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "set-cookie"]);
+        // The framing and the connection were read before: chunked, not kept.
+        assert_eq!(framing(head, false).unwrap(), Framing::Chunked(Chunk::Size));
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        let (p, len) = parse_response(&bytes).unwrap().unwrap();
+        let facts = p.facts(&bytes[..len]);
+        assert!(facts.close && facts.names_headers && facts.transfer_encoding && facts.chunked);
+        // Only the hop-by-hop ones; nothing left out by default.
+        let hop = LeaveOut {
+            hop_by_hop: true,
+            hidden: None,
+        };
+        assert_eq!(resp_without(head, hop).unwrap().unwrap().headers().len(), 4);
+        assert_eq!(resp(head).unwrap().unwrap().headers().len(), 9);
+        // A `Content-Length` without `Transfer-Encoding` stays.
+        let plain = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+        let r = resp_without(plain, hop).unwrap().unwrap();
+        assert_eq!(r.headers().len(), 1);
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let f = |h: &str| response_framing(&resp(h).unwrap().unwrap(), false);
+        let f = |h: &str| framing(h, false);
         assert_eq!(
             f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n")
                 .unwrap(),
@@ -1037,7 +1193,7 @@ mod tests {
         *req.uri_mut() = "/up".parse().unwrap();
         let big = HeaderValue::from_str(&"h".repeat(BIG)).unwrap();
         req.headers_mut().insert("x-big", big);
-        let mut ex = Exchange::new(req);
+        let mut ex = Exchange::new(req, LeaveOut::default());
         let head = std::future::poll_fn(|cx| conn.poll_exchange(cx, &mut ex)).await;
         let Ok(Exchanged::Head(resp, mut framing)) = head else {
             panic!("no head");
@@ -1173,7 +1329,7 @@ mod tests {
             .boxed();
         let mut req = Request::new(body);
         *req.method_mut() = Method::POST;
-        let mut ex = Exchange::new(req);
+        let mut ex = Exchange::new(req, LeaveOut::default());
         let head = std::future::poll_fn(|cx| conn.poll_exchange(cx, &mut ex)).await;
         let Ok(Exchanged::Head(resp, mut framing)) = head else {
             panic!("no head");

@@ -33,7 +33,9 @@ use tower_service::Service;
 
 use crate::balance::{BodyError, UpstreamBody};
 use crate::stall_timer::StallTimer;
-use crate::upstream_h1::{Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io};
+use crate::upstream_h1::{
+    Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io, LeaveOut,
+};
 
 /// How long an idle connection is kept (hyper's client kept them as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,6 +128,7 @@ impl UpstreamClient {
         addr: &str,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
+        leave_out: LeaveOut<'_>,
     ) -> Result<Response<UpstreamResponseBody>, SendError> {
         let called = tokio::time::Instant::now();
         if !req.headers().contains_key(HOST) {
@@ -158,7 +161,7 @@ impl UpstreamClient {
                 true => Duration::ZERO,
                 false => started.elapsed(),
             };
-            let exchanged = exchange(&mut conn, req, timeout).await;
+            let exchanged = exchange(&mut conn, req, timeout, leave_out).await;
             match exchanged {
                 Ok(Exchanged::Switched(resp, rest)) => {
                     // The connection now carries another protocol: the tunnel's.
@@ -287,8 +290,9 @@ async fn exchange(
     conn: &mut Conn,
     req: Request<UpstreamBody>,
     timeout: Duration,
+    leave_out: LeaveOut<'_>,
 ) -> Result<Exchanged, Failed> {
-    let mut ex = Exchange::new(req);
+    let mut ex = Exchange::new(req, leave_out);
     std::future::poll_fn(|cx| match conn.h1.poll_exchange(cx, &mut ex) {
         Poll::Ready(Ok(head)) => {
             conn.stall.progressed();

@@ -591,9 +591,12 @@ impl ProxySettings {
     /// is kept from the client: `proxy_hide_header`, or nginx's defaults unless
     /// `proxy_pass_header` names it.
     pub fn hides(&self, name: &str) -> bool {
+        // Asked for every header of every response: the defaults all begin with `d`, `s`
+        // or `x`, which most names do not.
+        let default = matches!(name.as_bytes().first(), Some(b'd' | b's' | b'x'))
+            && HIDDEN_BY_DEFAULT.contains(&name);
         self.proxy_hide_header.iter().any(|h| h == name)
-            || (HIDDEN_BY_DEFAULT.contains(&name)
-                && !self.proxy_pass_header.iter().any(|h| h == name))
+            || (default && !self.proxy_pass_header.iter().any(|h| h == name))
     }
 }
 

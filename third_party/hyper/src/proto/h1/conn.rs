@@ -276,10 +276,12 @@ where
             }
         };
 
+        // hsmgate patch: the timer is kept for the next head (reset, not made again: one
+        // allocation and a timer registration less per request on a keep-alive
+        // connection); a deadline passing meanwhile only wakes the task once.
         #[cfg(feature = "server")]
         {
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
