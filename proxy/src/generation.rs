@@ -160,7 +160,7 @@ pub struct Generation {
     /// for its life; a location's, an `if` block's or a `limit_except`'s), filled on
     /// first use so that the next request finds its pool without building its key.
     /// Bounded by the configuration's `proxy_pass` and settings blocks.
-    by_location: dashmap::DashMap<(usize, usize), Arc<Balancer>>,
+    by_location: dashmap::DashMap<(usize, usize), Arc<Balancer>, foldhash::fast::RandomState>,
     /// The `host:port`s a `proxy_pass` with variables named, each with its pool, at most
     /// [`MAX_DYNAMIC_UPSTREAMS`] (more are served without a kept connection).
     dynamic: dashmap::DashMap<String, Arc<Balancer>>,
@@ -324,7 +324,7 @@ impl Generation {
             servers,
             listeners,
             balancers: HashMap::new(),
-            by_location: dashmap::DashMap::new(),
+            by_location: dashmap::DashMap::default(),
             dynamic: dashmap::DashMap::new(),
             pools: opener.next,
             log_paths: HashMap::new(),

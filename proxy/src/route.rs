@@ -881,8 +881,8 @@ pub(crate) async fn proxy(
         streamed = None;
     }
     let client = {
-        let vars = log.vars(&parts.headers);
-        match balancer.client(|t| vars.expand(t)) {
+        // The variables only for a TLS name with variables.
+        match balancer.client(|t| log.vars(&parts.headers).expand(t)) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(upstream = %balancer.name, error = %e, "upstream TLS name: 502");

@@ -68,7 +68,7 @@ struct Inner {
     /// Idle connections kept per server (`keepalive`; 0 keeps none).
     keepalive: usize,
     /// Idle connections by server address (`host:port`), the most recent last.
-    idle: Mutex<HashMap<String, Vec<Conn>>>,
+    idle: Mutex<HashMap<String, Vec<Conn>, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -114,7 +114,7 @@ impl UpstreamClient {
                 connector,
                 scheme,
                 keepalive,
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(HashMap::default()),
             }),
         }
     }
