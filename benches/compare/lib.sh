@@ -224,7 +224,7 @@ http {
         ssl_session_cache off;
         keepalive_requests 1000000;
         location /direct { return 200 "hello\n"; }
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; }
     }
 }
 EOF

@@ -17,6 +17,7 @@ use hsmgate_config::nginx::{
     AccessLog, Action, LocationBlock, NginxOptions, ProxyPass, ProxySettings, Server, ServerName,
     UpstreamRef,
 };
+use http::HeaderName;
 
 use crate::balance::Balancer;
 use crate::client_cert::ClientAuth;
@@ -161,6 +162,9 @@ pub struct Generation {
     /// first use so that the next request finds its pool without building its key.
     /// Bounded by the configuration's `proxy_pass` and settings blocks.
     by_location: dashmap::DashMap<(usize, usize), Arc<Balancer>, foldhash::fast::RandomState>,
+    /// The `proxy_set_header` names of each settings block (by its address, as above),
+    /// parsed once instead of per request (an invalid one: None, left out).
+    set_names: dashmap::DashMap<usize, Arc<[Option<HeaderName>]>, foldhash::fast::RandomState>,
     /// The `host:port`s a `proxy_pass` with variables named, each with its pool, at most
     /// [`MAX_DYNAMIC_UPSTREAMS`] (more are served without a kept connection).
     dynamic: dashmap::DashMap<String, Arc<Balancer>>,
@@ -325,6 +329,7 @@ impl Generation {
             listeners,
             balancers: HashMap::new(),
             by_location: dashmap::DashMap::default(),
+            set_names: dashmap::DashMap::default(),
             dynamic: dashmap::DashMap::new(),
             pools: opener.next,
             log_paths: HashMap::new(),
@@ -457,6 +462,19 @@ impl Generation {
             .get(&balancer_key(&pass.target, pass.https, settings))?;
         self.by_location.insert(at, Arc::clone(b));
         Some(Arc::clone(b))
+    }
+
+    /// The names of `settings.proxy_set_header`, in order (None: an invalid name).
+    pub(crate) fn set_header_names(&self, settings: &ProxySettings) -> Arc<[Option<HeaderName>]> {
+        let at = std::ptr::from_ref(settings) as usize;
+        if let Some(names) = self.set_names.get(&at) {
+            return Arc::clone(&names);
+        }
+        let names: Arc<[Option<HeaderName>]> = (settings.proxy_set_header.iter())
+            .map(|(name, _)| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        self.set_names.insert(at, Arc::clone(&names));
+        names
     }
 
     /// The upstream a `proxy_pass` with variables names this time: `host`, its host part

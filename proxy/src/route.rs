@@ -752,10 +752,13 @@ pub(crate) async fn proxy(
     };
     // `proxy_pass_request_headers off`: none of the client's headers but the body's
     // framing; `proxy_pass_request_body off` / `proxy_set_body`: not the client's body.
-    // The `proxy_set_header` names (an invalid one is left out, as before).
-    let set: SmallVec<[(HeaderName, &Template); 8]> = (settings.proxy_set_header.iter())
-        .filter_map(|(name, t)| Some((HeaderName::from_bytes(name.as_bytes()).ok()?, t)))
-        .collect();
+    // The `proxy_set_header` names, parsed once per configuration (an invalid one is
+    // left out, as before).
+    let names = generation.set_header_names(settings);
+    let set: SmallVec<[(&HeaderName, &Template); 8]> =
+        (names.iter().zip(&settings.proxy_set_header))
+            .filter_map(|(name, (_, t))| Some((name.as_ref()?, t)))
+            .collect();
     let mut headers = match settings.proxy_pass_request_headers {
         // Without the hop-by-hop headers, `Host` (set below), `Expect` (nginx never passes
         // it: hsmgate itself answers `100 Continue` as it reads) and those set below.
@@ -789,12 +792,13 @@ pub(crate) async fn proxy(
     let (mut set_host, mut set_connection) = (false, false);
     {
         let vars = log.vars(&parts.headers);
-        for (i, (name, template)) in set.iter().enumerate() {
-            set_host |= name == header::HOST;
-            set_connection |= name == header::CONNECTION;
-            let value = vars.expand(template);
-            match HeaderValue::from_str(&value) {
-                Ok(v) if !value.is_empty() => {
+        for (i, &(name, template)) in set.iter().enumerate() {
+            set_host |= *name == header::HOST;
+            set_connection |= *name == header::CONNECTION;
+            // The expanded text becomes the value without a copy.
+            let value = Bytes::from(vars.expand(template));
+            match HeaderValue::from_maybe_shared(value) {
+                Ok(v) if !v.is_empty() => {
                     headers.insert(name.clone(), v);
                 }
                 // An empty value sends no such header: none of the client's (left out of
@@ -907,7 +911,8 @@ pub(crate) async fn proxy(
             | http::Method::DELETE
     );
     let sent_may_move = idempotent || next.non_idempotent;
-    let first_try = Instant::now();
+    // When the first try was sent (`proxy_next_upstream_timeout`).
+    let mut first_try = None;
     // The request line's target (origin form), the same for every server tried.
     // (An absolute-form URI was built before, and a path not starting with `/` made it
     // invalid: still a 400.)
@@ -956,6 +961,7 @@ pub(crate) async fn proxy(
             false => headers.clone(),
         };
         let sent_at = Instant::now();
+        let first_try = *first_try.get_or_insert(sent_at);
         // In progress on `addr` (for `least_conn`) until its answer's body is read.
         let load = balancer.load(addr);
         // A timeout (`proxy_read_timeout`, connecting included) apart from the other
@@ -972,7 +978,9 @@ pub(crate) async fn proxy(
             Ok(Err(_)) => UpstreamResult::Error,
             Err(_) => UpstreamResult::Timeout,
         };
-        balancer.times.record(result, sent_at.elapsed());
+        // One clock read for the try's times (its log entries and the group's metrics).
+        let took = sent_at.elapsed();
+        balancer.times.record(result, took);
         // Another server is left, and `proxy_next_upstream_tries` / `_timeout` allow it
         // (the failure decides below whether it is tried).
         let another =
@@ -983,18 +991,18 @@ pub(crate) async fn proxy(
                     status: resp.status().as_u16(),
                     sent: sent_at,
                     connect: resp.body().connect_time(),
-                    header: sent_at.elapsed(),
+                    header: took,
                     received: None,
                 });
             }
             Ok(Err(_)) => log.upstream.done.push(Tried {
                 status: 502,
-                time: sent_at.elapsed(),
+                time: took,
                 header: None,
             }),
             Err(_) => log.upstream.done.push(Tried {
                 status: 504,
-                time: sent_at.elapsed(),
+                time: took,
                 header: None,
             }),
         }
@@ -1128,10 +1136,21 @@ fn drop_invalid_headers(settings: &ProxySettings, headers: &mut HeaderMap) {
     if !settings.ignore_invalid_headers {
         return;
     }
+    // Names are lower case here: letters, digits and `-`, by a table (asked of every
+    // byte of every request's names).
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+            b += 1;
+        }
+        t
+    };
     let underscores = settings.underscores_in_headers;
     let valid = |n: &HeaderName| {
-        (n.as_str().bytes())
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscores && b == b'_'))
+        (n.as_str().bytes()).all(|b| PLAIN[usize::from(b)] || (underscores && b == b'_'))
     };
     if headers.keys().all(valid) {
         return;
