@@ -226,7 +226,13 @@ fn proxy_pass_with_a_uri_part_rewrites_the_normalised_uri() {
 #[test]
 fn upstream_server_date_and_accel_headers_are_hidden_like_nginx() {
     let raw = RawUpstream::start();
-    let (gate, http) = start(&raw, "");
+    // A location whose answers read the upstream's headers as they came.
+    let seen = format!(
+        "location /seen/ {{ add_header X-Up-Server $upstream_http_server always;
+            add_header X-Up-Pad $upstream_http_x_pad always; proxy_pass http://{}; }}",
+        raw.addr
+    );
+    let (gate, http) = start(&raw, &seen);
     // nginx's defaults, and the server's `proxy_hide_header X-Kept` inherited.
     let r = get(http, "compat.test", "/raw/x");
     assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
@@ -258,6 +264,13 @@ fn upstream_server_date_and_accel_headers_are_hidden_like_nginx() {
     assert_eq!(header(&r, "x-kept"), Some("k"), "{r:?}");
     assert_eq!(header(&r, "x-pad"), None, "{r:?}");
     assert_ne!(header(&r, "date"), Some("Mon, 01 Jan 2001 00:00:00 GMT"));
+    // Hidden from the client, still there for `$upstream_http_…`.
+    let r = get(http, "compat.test", "/seen/x");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(header(&r, "server"), Some("hsmgate"), "{r:?}");
+    assert_eq!(header(&r, "x-pad"), None, "{r:?}");
+    assert_eq!(header(&r, "x-up-server"), Some("upstream-srv/1.0"), "{r:?}");
+    assert_eq!(header(&r, "x-up-pad"), Some("avoid browser bug"), "{r:?}");
     // hsmgate's own answers, over TLS too.
     let r = get(http, "compat.test", "/nowhere");
     assert_eq!((r.status, header(&r, "server")), (404, Some("hsmgate")));
