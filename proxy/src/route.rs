@@ -770,12 +770,12 @@ pub(crate) async fn proxy(
             };
             copy_end_to_end(&parts.headers, set.len() + 2, skip)
         }
+        // Only the body's length (a chunked body is framed again by the upstream
+        // client, as the hop-by-hop `Transfer-Encoding` is never passed on).
         false => {
             let mut h = HeaderMap::new();
-            for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
-                if let Some(v) = parts.headers.get(&name) {
-                    h.insert(name, v.clone());
-                }
+            if let Some(v) = parts.headers.get(header::CONTENT_LENGTH) {
+                h.insert(header::CONTENT_LENGTH, v.clone());
             }
             h
         }
