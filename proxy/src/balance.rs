@@ -312,6 +312,16 @@ impl Balancer {
     /// expanded), best first: the primary the method picks, the other primaries after
     /// it, then the backups.
     pub fn order(&self, client: std::net::IpAddr, key: &str) -> Order<'_> {
+        // A group of one server (no backup): it, unless `down`. nginx never takes a
+        // lone server out of the rotation, so its health needs no look.
+        if let [only] = &self.servers[..]
+            && !only.backup
+        {
+            return match only.down {
+                true => Order::new(),
+                false => smallvec::smallvec![only.addr.as_str()],
+            };
+        }
         let now = Instant::now();
         let (primaries, weights) = (&self.primaries, &self.weights);
         let all: Servers = (primaries.iter().copied())

@@ -554,9 +554,21 @@ pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_inclusive(']').next().unwrap_or(host);
     }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => host,
+    // One pass over the bytes (asked for every request's Host): the only colon, followed
+    // by digits alone, begins the port.
+    let mut colon = None;
+    for (i, &b) in host.as_bytes().iter().enumerate() {
+        match b {
+            b':' if colon.is_some() => return host,
+            b':' => colon = Some(i),
+            b'0'..=b'9' => {}
+            _ if colon.is_some() => return host,
+            _ => {}
+        }
+    }
+    match colon {
+        Some(i) => &host[..i],
+        None => host,
     }
 }
 
@@ -640,6 +652,10 @@ mod tests {
         assert_eq!(strip_port("Example.com:8443"), "Example.com");
         assert_eq!(strip_port("[::1]:443"), "[::1]");
         assert_eq!(strip_port("a.b"), "a.b");
+        assert_eq!(strip_port("a.b:"), "a.b");
+        assert_eq!(strip_port("a:b:1"), "a:b:1");
+        assert_eq!(strip_port("a.b:1x"), "a.b:1x");
+        assert_eq!(strip_port("a1.b2:80"), "a1.b2");
     }
 
     #[test]
