@@ -26,6 +26,15 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u
         .map(<[u8]>::trim_ascii)
 }
 
+/// A `Connection` token that names a header (anything but empty, `close`, `keep-alive`
+/// and `upgrade`, which name none or one removed anyway).
+pub(crate) fn names_a_header(token: &[u8]) -> bool {
+    !(token.is_empty()
+        || token.eq_ignore_ascii_case(b"close")
+        || token.eq_ignore_ascii_case(b"keep-alive")
+        || token.eq_ignore_ascii_case(b"upgrade"))
+}
+
 /// `Connection` lists `token` (case aside).
 pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
@@ -35,15 +44,7 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too. The usual tokens (`close`,
     // `keep-alive`, `upgrade`) name no header or one removed below: nothing to collect.
-    let tokens = || {
-        connection_tokens(headers).filter(|t| {
-            let usual = t.is_empty()
-                || t.eq_ignore_ascii_case(b"close")
-                || t.eq_ignore_ascii_case(b"keep-alive")
-                || t.eq_ignore_ascii_case(b"upgrade");
-            !usual
-        })
-    };
+    let tokens = || connection_tokens(headers).filter(|t| names_a_header(t));
     if tokens().next().is_some() {
         let named: Vec<HeaderName> = tokens()
             .filter_map(|name| HeaderName::from_bytes(name).ok())
@@ -72,20 +73,14 @@ pub(crate) fn copy_end_to_end(
     more: usize,
     skip: impl Fn(&HeaderName) -> bool,
 ) -> HeaderMap {
-    let named = |name: &HeaderName| {
-        connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
-    };
-    // Whether `Connection` names anything but the usual tokens (then each name is looked
-    // up in it).
-    let names_any = connection_tokens(headers).any(|t| {
-        !(t.is_empty()
-            || t.eq_ignore_ascii_case(b"close")
-            || t.eq_ignore_ascii_case(b"keep-alive")
-            || t.eq_ignore_ascii_case(b"upgrade"))
-    });
+    // Whether `Connection` names any header (then each name is looked up in it).
+    let names_any = connection_tokens(headers).any(names_a_header);
     let mut out = HeaderMap::with_capacity(headers.len() + more);
     for (name, value) in headers {
-        if is_hop_by_hop(name) || skip(name) || (names_any && named(name)) {
+        if is_hop_by_hop(name)
+            || skip(name)
+            || (names_any && connection_has(headers, name.as_str()))
+        {
             continue;
         }
         out.append(name.clone(), value.clone());

@@ -28,7 +28,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::balance::{BodyError, UpstreamBody, empty_body};
-use crate::hop_by_hop::{connection_has, is_hop_by_hop};
+use crate::hop_by_hop::{connection_has, is_hop_by_hop, names_a_header};
 
 /// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`). Boxed: a
 /// TLS client's state is about a kilobyte, and a connection moves with each request it
@@ -412,10 +412,9 @@ impl H1Conn {
             };
             ex.answered = true;
             let head = self.read.split_to(len).freeze();
-            let status = StatusCode::from_u16(parsed.status)
-                .map_err(|_| H1Error::Invalid("invalid status code"))?;
+            let status = parsed.status()?;
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                let resp = parsed.build(&head, &Facts::default(), LeaveOut::default())?;
+                let resp = parsed.build(&head, status, &Facts::default(), LeaveOut::default())?;
                 self.reusable = false;
                 let rest = std::mem::take(&mut self.read).freeze();
                 return Ok(Some(Exchanged::Switched(resp, rest)));
@@ -429,7 +428,7 @@ impl H1Conn {
                 Version::HTTP_11 => !facts.close,
                 _ => facts.keep_alive,
             };
-            let resp = parsed.build(&head, &facts, ex.leave_out)?;
+            let resp = parsed.build(&head, status, &facts, ex.leave_out)?;
             if !keep || ex.close || framing == Framing::Close {
                 self.reusable = false;
             }
@@ -778,6 +777,11 @@ impl Parsed {
         &head[*start..*end]
     }
 
+    /// Its status code, which must be a valid one.
+    fn status(&self) -> Result<StatusCode, H1Error> {
+        StatusCode::from_u16(self.status).map_err(|_| H1Error::Invalid("invalid status code"))
+    }
+
     fn facts(&self, head: &[u8]) -> Facts {
         let mut facts = Facts::default();
         for (i, (name, _, _)) in self.headers.iter().enumerate() {
@@ -796,7 +800,7 @@ impl Parsed {
                         facts.close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         facts.keep_alive = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                    } else if names_a_header(token) {
                         facts.names_headers = true;
                     }
                 }
@@ -810,11 +814,10 @@ impl Parsed {
     fn build(
         self,
         head: &Bytes,
+        status: StatusCode,
         facts: &Facts,
         leave_out: LeaveOut<'_>,
     ) -> Result<Response<()>, H1Error> {
-        let status = StatusCode::from_u16(self.status)
-            .map_err(|_| H1Error::Invalid("invalid status code"))?;
         // The header names `Connection` lists (rare: only when it names any).
         let named = |name: &HeaderName| {
             (self.headers.iter().enumerate())
@@ -992,8 +995,8 @@ mod tests {
             None => Ok(None),
             Some((p, len)) => {
                 let head = bytes.slice(..len);
-                let facts = p.facts(&head);
-                p.build(&head, &facts, leave_out).map(Some)
+                let (status, facts) = (p.status()?, p.facts(&head));
+                p.build(&head, status, &facts, leave_out).map(Some)
             }
         }
     }
@@ -1002,7 +1005,7 @@ mod tests {
     fn framing(head: &str, head_request: bool) -> Result<Framing, H1Error> {
         let bytes = Bytes::copy_from_slice(head.as_bytes());
         let (p, len) = parse_response(&bytes)?.expect("a whole head");
-        let status = StatusCode::from_u16(p.status).expect("a status");
+        let status = p.status()?;
         response_framing(status, p.version, &p.facts(&bytes[..len]), head_request)
     }
 
