@@ -78,6 +78,9 @@
 #        HSMGATE_B=PATH: a second hsmgate binary (e.g. a build of another commit), run as
 #        "hsmgate-b" right after hsmgate in every rep with the same configuration, upstream
 #        and rows, for an A/B in one run (its ratios are in the same table).
+#        HSMGATE_A=PATH: the hsmgate binary under test instead of target/release/hsmgate
+#        (every script of benches/compare takes it), e.g. scripts/pgo.sh's
+#        target/pgo/hsmgate with HSMGATE_B=target/release/hsmgate beside it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -508,7 +511,7 @@ target() {
   echo
   echo "Host: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr). $LAYOUT."
   echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version 2>/dev/null), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release)."
+  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version 2>/dev/null), hsmgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (release${HSMGATE_A:+; the hsmgate rows but B run $HSMGATE_A})."
   echo "Load: hsmgate-load, 1 thread, $CONNS connections (closed loop), $DURATION measured after $WARMUP warm-up, \`-k\` (no chain check; handshake signatures verified)."
   echo "Rows: $ROWS. Median of $REPS rep(s) (min..max). Servers are run back to back within each rep. Server CPU = utime+stime of every server process (nginx instances, upstream, hsmgate) over the run / requests."
   echo "Context switches: voluntary + involuntary of every live thread of those processes over the run / requests (threads that ended during the run are not counted); threads: their count at the end of the run."

@@ -81,8 +81,8 @@ pin_layout() {
   fi
 }
 
-# build_release: hsmgate, hsmgate-load, plot-sweep and file-sign (release); sets HSMGATE,
-# LOAD, PLOT, FILE_SIGN. The binaries are where cargo puts them (CARGO_TARGET_DIR if set).
+# build_release: hsmgate, hsmgate-load, plot-sweep and file-sign (release); sets HSMGATE
+# (or HSMGATE_A), LOAD, PLOT, FILE_SIGN. The binaries are where cargo puts them (CARGO_TARGET_DIR if set).
 # NO_BUILD=1 takes the binaries as they are (e.g. while another cargo holds the target dir).
 build_release() {
   if [[ ${NO_BUILD:-0} == 1 ]]; then
@@ -94,6 +94,13 @@ build_release() {
   fi
   local bin=${CARGO_TARGET_DIR:-$ROOT/target}/release
   HSMGATE="$bin/hsmgate" LOAD="$bin/hsmgate-load" PLOT="$bin/plot-sweep" FILE_SIGN="$bin/file-sign"
+  # HSMGATE_A=PATH: another hsmgate binary as the one under test (e.g. scripts/pgo.sh's
+  # target/pgo/hsmgate), with HSMGATE_B beside it as before.
+  if [[ -n ${HSMGATE_A:-} ]]; then
+    [[ -x $HSMGATE_A ]] || die "HSMGATE_A=$HSMGATE_A is not an executable"
+    HSMGATE=$HSMGATE_A
+    say "hsmgate under test: $HSMGATE"
+  fi
 }
 
 # start_nginx_instance VARIANT INSTANCE [SED_EXPR...]: one single-process nginx from
