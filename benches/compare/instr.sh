@@ -24,7 +24,8 @@
 # min..max, per server and path), printed and written to benches/results/instr-DATE.md.
 # Knobs: REPS (2), PATHS ("direct proxy"), DURATION (6), WARMUP (2), CONNS (10),
 # HSMGATE_B, NGINX=1, NO_BUILD=1, PORT_UP (18280), PORT_TLS (18643), PORT_ADMIN (18943), TOP=N
-# (also print each run's N costliest functions, self cost), RESULTS, KEEP=1.
+# (also print each run's N costliest functions, self cost), RESULTS, KEEP=1, VG_OPTS (more
+# valgrind options, e.g. "--dump-instr=yes" to attribute costs to call sites with addr2line -i).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -80,7 +81,8 @@ run() { # SERVER PATH
   [[ $server == hsmgate-b ]] && bin=$HSMGATE_B
   local cmd=("$bin" -c "$WORK/hsmgate.conf")
   [[ $server == nginx ]] && cmd=(nginx -p "$WORK" -c "$WORK/nginx.conf")
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+  # shellcheck disable=SC2086 # VG_OPTS: more valgrind options, word-split on purpose
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" ${VG_OPTS:-} \
     "${cmd[@]}" >"$WORK/logs/$server.vg" 2>&1 &
   vg=$!
   PIDS+=("$vg")
