@@ -52,7 +52,7 @@ say "1/3: instrumented build (target/pgo-gen)"
   cargo build --release -q --locked --target "$TRIPLE" -p hsmgate-proxy --bin hsmgate)
 (cd "$ROOT" && cargo build --release -q --locked -p hsmgate-benches --bin hsmgate-load)
 GEN="$ROOT/target/pgo-gen/$TRIPLE/release/hsmgate"
-LOAD="$ROOT/target/release/hsmgate-load"
+LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/hsmgate-load"
 
 say "2/3: training (token, upstream, load)"
 "$BASE/setup-token.sh" "$WORK" >"$WORK/setup.log" 2>&1 || { cat "$WORK/setup.log" >&2; die "setup-token.sh failed"; }
