@@ -82,7 +82,7 @@ server_block() { # PORT CERT KEY SUITE
         ssl_session_ticket_key $WORK/ticket.key;
         keepalive_requests 1000000;
         location /direct { return 200 "hello\n"; }
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; }
+        location / { $PROXY_TO_UP }
     }
 EOF
 }

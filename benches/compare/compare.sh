@@ -215,7 +215,7 @@ http {
         ssl_prefer_server_ciphers on;
         ssl_session_cache off;
         ssl_session_tickets off;
-        location = /proxy { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; }
+        location = /proxy { $PROXY_TO_UP }
     }
 }
 EOF

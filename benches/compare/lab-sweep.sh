@@ -170,7 +170,7 @@ start_nginx() { # CASE
       printf '        ssl_certificate_key "engine:pkcs11:pkcs11:token=hsm-%s;object=tls-rsa;type=private;pin-value=%s";\n' "$member" "$LAB_PIN"
       printf '        ssl_protocols TLSv1.3; ssl_session_cache off; ssl_session_tickets off;\n'
       printf '        keepalive_requests 1000000;\n'
-      printf '        location = /proxy { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; }\n    }\n}\n'
+      printf '        location = /proxy { %s }\n    }\n}\n' "$PROXY_TO_UP"
     } >"$d/nginx.conf"
     P11_KIT_SERVER_ADDRESS=$(addr "$1" "$member") OPENSSL_CONF="$WORK/openssl-pkcs11.cnf" \
       "${SERVER_PIN[@]}" nginx -c "$d/nginx.conf" -p "$d" >"$d/stdout" 2>&1 &

@@ -196,6 +196,12 @@ bucket_quantile() {
       }'
 }
 
+# PROXY_TO_UP: what every proxied location of the comparisons does, nginx's and hsmgate's
+# alike: proxy_pass to the group `up` over kept connections, with the request headers
+# hsmgate's native format sets (so both proxies do the same work per request).
+# shellcheck disable=SC2016 # nginx's variables, not the shell's
+PROXY_TO_UP='proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme;'
+
 # The keep-alive configuration of ka-split.sh and instr.sh, written into WORK (which holds
 # cert.pem and key.pem): ka_upstream_conf prints the upstream nginx's (`return 200` on
 # PORT_UP); ka_proxy_conf NGINX_HEAD prints the proxy's (nginx and hsmgate read the same
@@ -231,7 +237,7 @@ http {
         ssl_session_cache off;
         keepalive_requests 1000000;
         location /direct { return 200 "hello\n"; }
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; }
+        location / { $PROXY_TO_UP }
     }
 }
 EOF
