@@ -573,8 +573,10 @@ async fn handshake(
         },
         None => step(),
     };
+    // A slot the step did not sign with (it answered with a HelloRetryRequest) is given
+    // back: the rest of the handshake waits for the client, which may never answer.
     let (result, shed) = match gate {
-        Some(gate) => hsmgate_signer::admission_scope(gate, accept).await,
+        Some(gate) => hsmgate_signer::admission_scope(gate.after_first_step(), accept).await,
         None => (accept.await, None),
     };
     match result {

@@ -413,7 +413,7 @@ impl Limiter {
     /// that must not wait (the accept loop) sheds at once and hands the rest on.
     pub fn enter(self: &Arc<Self>) -> Result<Entry, ShedReason> {
         if !self.settings.enabled {
-            return Ok(Entry::Admitted(self.admitted(false)));
+            return Ok(Entry::Admitted(self.admitted(false, true)));
         }
         let mut s = self.lock();
         let target = match self.judge(&s) {
@@ -426,7 +426,7 @@ impl Limiter {
                 self.publish(&s);
                 drop(s);
                 self.wait_histogram().record(0.0);
-                return Ok(Entry::Admitted(self.admitted(true)));
+                return Ok(Entry::Admitted(self.admitted(true, true)));
             }
             Judged::Queue { target } => target,
         };
@@ -504,27 +504,36 @@ impl Limiter {
     /// Admit without waiting, if a slot is free (a resumption that fell back to a full
     /// handshake, or a signature made outside any handshake scope).
     pub fn try_acquire(self: &Arc<Self>, reason: ShedReason) -> Result<Permit, ShedReason> {
+        self.try_slot(reason, true)
+    }
+
+    /// A free slot now, for a handshake counted as admitted already (see
+    /// [`Gate::Returned`]); shed (and counted) if there is none.
+    fn try_slot(self: &Arc<Self>, reason: ShedReason, count: bool) -> Result<Permit, ShedReason> {
         if !self.settings.enabled {
-            return Ok(self.admitted(false));
+            return Ok(self.admitted(false, count));
         }
         let mut s = self.lock();
         if s.capacity > 0.0 && s.slot_free() {
             s.in_flight += 1;
             self.publish(&s);
             drop(s);
-            return Ok(self.admitted(true));
+            return Ok(self.admitted(true, count));
         }
         drop(s);
         Err(self.shed(reason))
     }
 
-    fn admitted(self: &Arc<Self>, counted: bool) -> Permit {
-        self.meters.admitted.increment(1);
-        self.decisions[0].fetch_add(1, Ordering::Relaxed);
+    fn admitted(self: &Arc<Self>, counted: bool, count: bool) -> Permit {
+        if count {
+            self.meters.admitted.increment(1);
+            self.decisions[0].fetch_add(1, Ordering::Relaxed);
+        }
         Permit {
             limiter: Arc::clone(self),
             since: Instant::now(),
             counted,
+            unused: false,
         }
     }
 
@@ -559,17 +568,21 @@ impl Limiter {
         reason
     }
 
-    fn release(&self, held: Duration, counted: bool) {
+    /// Give a slot back; `held`: how long a signature held it (`None`: the slot went
+    /// unused, which says nothing about how long slots are held).
+    fn release(&self, held: Option<Duration>, counted: bool) {
         if !counted {
             return;
         }
         let mut s = self.lock();
-        let held = held.as_secs_f64();
-        s.hold = if s.hold == 0.0 {
-            held
-        } else {
-            0.9 * s.hold + 0.1 * held
-        };
+        if let Some(held) = held {
+            let held = held.as_secs_f64();
+            s.hold = if s.hold == 0.0 {
+                held
+            } else {
+                0.9 * s.hold + 0.1 * held
+            };
+        }
         s.in_flight = s.in_flight.saturating_sub(1);
         self.dispatch(&mut s);
     }
@@ -752,7 +765,7 @@ impl Ticket {
             limiter
                 .wait_histogram()
                 .record(self.started.elapsed().as_secs_f64());
-            Ok(limiter.admitted(true))
+            Ok(limiter.admitted(true, true))
         } else {
             Err(limiter.shed(ShedReason::WaitTimeout))
         }
@@ -777,7 +790,7 @@ impl Drop for Ticket {
             // Dropped while waiting: leave the queue; a slot granted meanwhile is the
             // oneshot's, whose receiver is going, so give it back.
             if !self.leave() {
-                self.limiter.release(Duration::ZERO, true);
+                self.limiter.release(None, true);
             }
         }
     }
@@ -789,6 +802,8 @@ pub struct Permit {
     limiter: Arc<Limiter>,
     since: Instant,
     counted: bool,
+    /// Given back without a signature ([`Gate::after_first_step`]).
+    unused: bool,
 }
 
 impl Permit {
@@ -808,7 +823,8 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release(self.since.elapsed(), self.counted);
+        let held = (!self.unused).then(|| self.since.elapsed());
+        self.limiter.release(held, self.counted);
     }
 }
 
@@ -821,9 +837,30 @@ pub enum Gate {
     Resumption,
     /// The permit was claimed by a signature already.
     Spent,
+    /// A full handshake whose first step answered without signing (a HelloRetryRequest:
+    /// the client must send a second ClientHello) and gave its slot back, so that a
+    /// client that never sends it holds no slot. Its signature takes a free slot, if
+    /// there is one, or the handshake is shed; it is not counted as admitted twice.
+    Returned,
     /// A signature found no slot (a resumption that fell back to a full handshake, or
     /// a second signature): the handshake was shed.
     Shed(ShedReason),
+}
+
+impl Gate {
+    /// The gate for the rest of a handshake whose first step (the ClientHello processed,
+    /// the server's first flight made) is done: a permit the step did not spend is given
+    /// back ([`Gate::Returned`]), since the handshake now waits for the client.
+    pub fn after_first_step(self) -> Gate {
+        match self {
+            Gate::Admitted(mut permit) => {
+                permit.unused = true;
+                drop(permit);
+                Gate::Returned
+            }
+            other => other,
+        }
+    }
 }
 
 tokio::task_local! {
@@ -872,6 +909,7 @@ pub(crate) fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason
             limiter.try_acquire(ShedReason::QueueFull)
         }
         Ok(Gate::Resumption) => limiter.try_acquire(ShedReason::ResumptionFallback),
+        Ok(Gate::Returned) => limiter.try_slot(ShedReason::QueueFull, false),
     };
     if let Err(reason) = claimed {
         let _ = GATE.try_with(|g| *g.borrow_mut() = Gate::Shed(reason));
@@ -1170,6 +1208,39 @@ mod tests {
                 scope(Gate::Resumption, async { claim(&l).map(|p| p.is_some()) }).await;
             assert_eq!(ok, Ok(true));
             assert_eq!(reported, None);
+        });
+    }
+
+    #[test]
+    fn a_permit_the_first_step_did_not_sign_with_is_given_back() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
+            let p = l.acquire().await.expect("admit");
+            let hold_before = l.lock().hold;
+            let admitted = l.decisions[0].load(Ordering::Relaxed);
+            // A HelloRetryRequest: the step signed nothing, the slot is free again while
+            // the client is asked for a second ClientHello, and no hold time is learnt.
+            let gate = Gate::Admitted(p).after_first_step();
+            assert!(matches!(gate, Gate::Returned));
+            assert_eq!(l.status().in_flight, 0);
+            assert_eq!(l.lock().hold, hold_before);
+            // Its signature then takes a free slot, not counted as a second admission…
+            let (got, reported) = scope(gate, async { claim(&l).map(|p| p.is_some()) }).await;
+            assert_eq!((got, reported), (Ok(true), None));
+            assert_eq!(l.decisions[0].load(Ordering::Relaxed), admitted);
+            assert_eq!(l.status().in_flight, 0, "released after the signature");
+            // …or, with every slot taken (by a handshake admitted meanwhile), is shed.
+            let held = l.acquire().await.expect("admit");
+            let (shed, reported) = scope(Gate::Returned, async { claim(&l).map(|_| ()) }).await;
+            assert_eq!(shed, Err(ShedReason::QueueFull));
+            assert_eq!(reported, Some(ShedReason::QueueFull));
+            drop(held);
+            // A spent or resumption gate is left as it is.
+            assert!(matches!(Gate::Spent.after_first_step(), Gate::Spent));
+            assert!(matches!(
+                Gate::Resumption.after_first_step(),
+                Gate::Resumption
+            ));
         });
     }
 

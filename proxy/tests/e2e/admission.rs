@@ -575,3 +575,80 @@ fn an_idle_member_that_dies_takes_its_capacity_away() {
     );
     eprintln!("capacity fell {:?} after the kill", killed.elapsed());
 }
+
+/// A client that is sent a HelloRetryRequest (its one key share is for a group the
+/// server does not take) and never sends its second ClientHello holds no admission slot
+/// while the server waits for it: more such clients than the limit has slots each get
+/// their retry request, none is shed, and another client's full handshake is admitted
+/// at once. (Before, each held its slot until the handshake timed out: a few stalled
+/// connections shed every other client's full handshake.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalled_after_a_hello_retry_hold_no_admission_slot() {
+    use crate::support::tlsraw::{HANDSHAKE, Offer, client_hello, read_answer, record};
+    use std::io::Write;
+    /// SHA-256("HelloRetryRequest"), a retry request's random (RFC 8446 §4.1.3).
+    const RETRY: [u8; 8] = [0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11];
+
+    let token = TestToken::new(KeyType::Rsa2048);
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, start_upstream("echo"), "sessions = 1")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let limit = metric(
+        &admin_get(admin, "/metrics").await.1,
+        "hsmgate_admission_limit",
+        &[],
+    );
+    assert!(limit >= 1.0, "limit {limit}");
+    let addr = proxy.addr;
+    let stalled = tokio::task::spawn_blocking(move || {
+        let hello = record(HANDSHAKE, &client_hello(Offer::Tls13Retry, 0));
+        (0..limit as usize + 2)
+            .map(|i| {
+                let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                s.write_all(&hello).expect("send the ClientHello");
+                let answer = read_answer(&mut s, Duration::from_millis(300));
+                let retry = answer.records.first().is_some_and(|(ct, p)| {
+                    *ct == HANDSHAKE && p.first() == Some(&2) && p.get(6..14) == Some(&RETRY)
+                });
+                assert!(retry, "client {i}: no HelloRetryRequest: {answer:?}");
+                s
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the stalled clients");
+
+    let (outcome, took) = handshake(proxy.addr, client_config(&token.ca_pem, &[b"http/1.1"])).await;
+    assert_eq!(
+        outcome,
+        Outcome::Ok,
+        "with {} clients stalled after a retry request\n{}",
+        stalled.len(),
+        proxy.log_text()
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    for reason in ["queue_full", "wait_timeout", "late", "no_capacity"] {
+        let label = format!("reason=\"{reason}\"");
+        assert_eq!(
+            metric(&metrics, "hsmgate_admission_shed_total", &[label.as_str()]),
+            0.0,
+            "{metrics}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_in_flight", &[]),
+        0.0,
+        "{metrics}"
+    );
+    // Each is a full handshake admitted once; the completed one too.
+    assert_eq!(
+        metric(&metrics, "hsmgate_admission_admitted_total", &[]),
+        stalled.len() as f64 + 1.0,
+        "{metrics}"
+    );
+    drop(stalled);
+}

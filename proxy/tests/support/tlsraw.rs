@@ -24,6 +24,9 @@ pub enum Offer {
     Tls13,
     /// TLS 1.2 only (no supported_versions).
     Tls12,
+    /// TLS 1.3 only, its one key share for ffdhe2048, which rustls does not take, with
+    /// X25519 among the groups: the server must answer with a HelloRetryRequest.
+    Tls13Retry,
 }
 
 fn ext(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
@@ -40,7 +43,7 @@ pub fn client_hello(offer: Offer, size: usize) -> Vec<u8> {
     body.push(32);
     body.extend_from_slice(&[0x11; 32]); // legacy session id (middlebox compatibility)
     let suites: &[u8] = match offer {
-        Offer::Tls13 => &[0x13, 0x01, 0x13, 0x02, 0x13, 0x03],
+        Offer::Tls13 | Offer::Tls13Retry => &[0x13, 0x01, 0x13, 0x02, 0x13, 0x03],
         Offer::Tls12 => &[0xc0, 0x2b, 0xc0, 0x2c, 0xc0, 0x2f, 0xc0, 0x30, 0xcc, 0xa9],
     };
     body.extend_from_slice(&u16::try_from(suites.len()).expect("suites").to_be_bytes());
@@ -48,14 +51,29 @@ pub fn client_hello(offer: Offer, size: usize) -> Vec<u8> {
     body.extend_from_slice(&[1, 0]); // null compression
     let mut exts = Vec::new();
     ext(&mut exts, 0, b"\x00\x0c\x00\x00\x09localhost"); // server_name
-    ext(&mut exts, 10, &[0, 4, 0x00, 0x1d, 0x00, 0x17]); // groups: x25519, secp256r1
+    match offer {
+        // groups: ffdhe2048, x25519
+        Offer::Tls13Retry => ext(&mut exts, 10, &[0, 4, 0x01, 0x00, 0x00, 0x1d]),
+        // groups: x25519, secp256r1
+        _ => ext(&mut exts, 10, &[0, 4, 0x00, 0x1d, 0x00, 0x17]),
+    }
     ext(&mut exts, 11, &[1, 0]); // ec_point_formats: uncompressed
     ext(&mut exts, 13, &[0, 4, 0x04, 0x03, 0x08, 0x04]); // ecdsa_p256_sha256, rsa_pss_sha256
     ext(&mut exts, 0xff01, &[0]); // renegotiation_info (empty)
-    if offer == Offer::Tls13 {
+    if offer != Offer::Tls12 {
         ext(&mut exts, 43, &[2, 0x03, 0x04]); // supported_versions: TLS 1.3
-        let mut share = vec![0, 36, 0x00, 0x1d, 0, 32];
-        share.extend_from_slice(&[0x42; 32]); // any 32 bytes are an X25519 public key
+        let share = match offer {
+            Offer::Tls13Retry => {
+                let mut share = vec![1, 4, 0x01, 0x00, 1, 0];
+                share.extend_from_slice(&[0x42; 256]); // a 2048-bit group element
+                share
+            }
+            _ => {
+                let mut share = vec![0, 36, 0x00, 0x1d, 0, 32];
+                share.extend_from_slice(&[0x42; 32]); // any 32 bytes are an X25519 key
+                share
+            }
+        };
         ext(&mut exts, 51, &share); // key_share
     }
     // header (4) + body + extensions length (2) + exts + padding header (4) + padding
