@@ -108,9 +108,10 @@ enum Command {
         /// SoftHSM's PKCS#11 module (found in the usual places when not given).
         #[arg(long)]
         module: Option<PathBuf>,
-        /// Admin listener (/healthz, /readyz, /metrics, /status), plain HTTP.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: SocketAddr,
+        /// Admin listener (/healthz, /readyz, /metrics, /status), plain HTTP
+        /// [default: 127.0.0.1:9901, or a free port when that one is taken].
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
     /// Watch a running hsmgate's HSMs: polls the admin `/status` and redraws like top
     /// (q or Ctrl-C quits).
@@ -585,12 +586,24 @@ fn run(
     })
 }
 
+/// The demo's admin address when none is given: 127.0.0.1:9901, or a port the system
+/// picks when that one is taken (a second demo, another program), so that the demo
+/// starts anyway; the lines it prints give the port.
+fn demo_admin() -> SocketAddr {
+    let usual = SocketAddr::from(([127, 0, 0, 1], 9901));
+    match std::net::TcpListener::bind(usual) {
+        Ok(_) => usual,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
 fn run_demo(
     listen: SocketAddr,
     kind: KeyKind,
     module: Option<PathBuf>,
-    admin: SocketAddr,
+    admin: Option<SocketAddr>,
 ) -> Result<(), ProxyError> {
+    let admin = admin.unwrap_or_else(demo_admin);
     let metrics = hsmgate_proxy::install_recorder();
     hsmgate_signer::metrics::describe();
     hsmgate_proxy::describe_metrics();

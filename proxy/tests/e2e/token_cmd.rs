@@ -416,16 +416,16 @@ fn start_up_error_is_printed_once_for_a_single_token() {
     assert!(!all.contains("\"\""), "{all}");
 }
 
-#[test]
-fn demo_prints_an_access_line_per_request() {
+/// `hsmgate demo ARGS` with its stdout's lines coming through the receiver.
+fn spawn_demo(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--key", "p256"])
+        .arg("demo")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start hsmgate demo");
-    let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
@@ -436,24 +436,40 @@ fn demo_prints_an_access_line_per_request() {
             }
         }
     });
-    let next = |what: &str, pred: &dyn Fn(&str) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("the demo printed no {what}"),
-            }
+    (child, rx)
+}
+
+/// The demo's next line of stdout that `pred` accepts (within 30 s).
+fn next_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pred: &dyn Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("the demo printed no {what}"),
         }
-    };
-    let curl_line = next("curl line", &|l| l.starts_with("curl --cacert "));
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn demo_prints_an_access_line_per_request() {
+    let (child, rx) = spawn_demo(&["--listen", "127.0.0.1:0", "--key", "p256"]);
+    let curl_line = next_line(&rx, "curl line", &|l| l.starts_with("curl --cacert "));
     let args: Vec<&str> = curl_line.split_whitespace().skip(1).collect();
     let url = format!("{}demo-path?x=1", args[2]);
     let out = curl(&[args[0], args[1], "-A", "token-test-agent", &url]);
-    let access = next("access line", &|l| l.starts_with("access: "));
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    let access = next_line(&rx, "access line", &|l| l.starts_with("access: "));
+    stop(child);
     assert!(
         out.status.success(),
         "{}",
@@ -464,6 +480,23 @@ fn demo_prints_an_access_line_per_request() {
             && access.contains("\"token-test-agent\""),
         "{access}"
     );
+}
+
+/// With the default admin port taken (here by the test; as by a first demo), the demo
+/// serves its admin endpoints on a port the system picks and prints it, instead of
+/// failing to start.
+#[test]
+fn demo_takes_another_admin_port_when_the_default_is_taken() {
+    // Held for the test's length, unless something else holds it already.
+    let _taken = std::net::TcpListener::bind("127.0.0.1:9901");
+    let (child, rx) = spawn_demo(&["--listen", "127.0.0.1:0", "--key", "p256"]);
+    next_line(&rx, "curl line", &|l| l.starts_with("curl --cacert "));
+    let healthz = next_line(&rx, "healthz line", &|l| l.starts_with("healthz: "));
+    let url = healthz.trim_start_matches("healthz: ").to_string();
+    let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+    stop(child);
+    assert!(!url.contains(":9901/"), "{healthz}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{url}");
 }
 
 /// A free port of 127.0.0.1 in 26000-26999 (bound, then released).
