@@ -264,7 +264,7 @@ pub struct HsmMember {
 /// otherwise it waits in a bounded queue when its expected wait is within
 /// `target_wait`, and is shed at once (a TLS alert, before any key exchange) when it
 /// is not. A waiter not admitted within `max_wait` is shed too.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Admission {
     /// Admission control on (the default) or off.
     pub enabled: bool,

@@ -371,7 +371,7 @@ impl Site {
                 .map(PathBuf::from)
                 .unwrap_or_default(),
             native: true,
-            admission: Some(config.admission.clone()),
+            admission: Some(config.admission),
             workers: config.runtime_threads,
             user: None,
             connections: None,

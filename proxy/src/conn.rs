@@ -522,11 +522,13 @@ async fn handshake(
         (None, None) => Ok(Pass::Open),
     };
     let gate = match pass {
-        Ok(Pass::Open) => None,
-        Ok(Pass::Resumption) => Some(Gate::Resumption),
-        Ok(Pass::Admitted(permit)) => Some(Gate::Admitted(permit)),
+        // No limiter for the key the door saw; rustls may choose a token's key when it
+        // signs all the same (see `Gate::Unadmitted`).
+        Ok(Pass::Open) => Gate::Unadmitted,
+        Ok(Pass::Resumption) => Gate::Resumption,
+        Ok(Pass::Admitted(permit)) => Gate::Admitted(permit),
         Ok(Pass::Wait(ticket)) => match ticket.wait().await {
-            Ok(permit) => Some(Gate::Admitted(permit)),
+            Ok(permit) => Gate::Admitted(permit),
             Err(reason) => {
                 Refusal::shed(peer, reason)
                     .send(&mut stream, accepted_at)
@@ -548,14 +550,7 @@ async fn handshake(
     // ClientHello after a HelloRetryRequest signs there) with what the step left of it.
     let start = tokio_rustls::StartHandshake::from_parts(accepted, stream);
     let config = Arc::clone(&server.config);
-    let step = move || match gate {
-        Some(gate) => {
-            let (accept, gate) =
-                hsmgate_signer::admission_scope_sync(gate, || start.into_stream(config));
-            (accept, Some(gate))
-        }
-        None => (start.into_stream(config), None),
-    };
+    let step = move || hsmgate_signer::admission_scope_sync(gate, || start.into_stream(config));
     // A token that computes in this process, slowly (a software token's RSA): the step
     // runs on a signer thread, which signs with its own session, and this task waits
     // without holding a worker thread (see the signer's `offload`).
@@ -575,10 +570,7 @@ async fn handshake(
     };
     // A slot the step did not sign with (it answered with a HelloRetryRequest) is given
     // back: the rest of the handshake waits for the client, which may never answer.
-    let (result, shed) = match gate {
-        Some(gate) => hsmgate_signer::admission_scope(gate.after_first_step(), accept).await,
-        None => (accept.await, None),
-    };
+    let (result, shed) = hsmgate_signer::admission_scope(gate.after_first_step(), accept).await;
     match result {
         Ok(tls) => {
             let session = tls.get_ref().1;

@@ -149,7 +149,11 @@ impl KeyOpener<'_> {
     ) -> Result<KeyEntry, ProxyError> {
         let id = settings.identity();
         let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
-            Some(p) => p.clone(),
+            Some(p) => {
+                // Kept across a reload: the new configuration's admission settings.
+                p.limiter().update(settings.admission);
+                p.clone()
+            }
             None => SignerPool::start_group(settings)?,
         };
         self.next.pools.insert(id, pool.clone());
@@ -164,7 +168,7 @@ impl KeyOpener<'_> {
     /// `HSMGATE_ADMISSION*` variables.
     fn admission(&self) -> Result<hsmgate_config::Admission, ProxyError> {
         match self.admission {
-            Some(a) => Ok(a.clone()),
+            Some(a) => Ok(*a),
             None => admission_settings(self.env),
         }
     }

@@ -168,7 +168,8 @@ pub struct Limiter {
     group: String,
     /// Its metrics' labels: `group` and `key`.
     labels: Vec<metrics::Label>,
-    settings: Admission,
+    /// Changed in place by a reload ([`Limiter::update`]).
+    settings: std::sync::RwLock<Admission>,
     state: Mutex<State>,
     door: Mutex<Door>,
     /// Sheds since the last log line, and the second of that line.
@@ -314,7 +315,7 @@ impl Limiter {
             group: group.to_string(),
             meters: Meters::new(&labels),
             labels,
-            settings,
+            settings: std::sync::RwLock::new(settings),
             state: Mutex::new(State {
                 limit: sessions as f64,
                 max_limit: max_limit(capacity, sessions, f64::INFINITY),
@@ -356,12 +357,29 @@ impl Limiter {
 
     /// Whether admission control is on (off: every handshake is admitted).
     pub fn enabled(&self) -> bool {
-        self.settings.enabled
+        self.settings().enabled
     }
 
     /// The settings.
-    pub fn settings(&self) -> &Admission {
-        &self.settings
+    pub fn settings(&self) -> Admission {
+        *self.settings.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take a reloaded configuration's settings (the pool itself kept: same members,
+    /// same sessions). `signer_nice` and `inline_signing` shape the pool's threads and
+    /// sessions, so a change of those starts a new pool instead (`GroupSettings::identity`).
+    pub fn update(&self, settings: Admission) {
+        let changed = {
+            let mut current = self.settings.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *current != settings;
+            *current = settings;
+            changed
+        };
+        if changed {
+            tracing::info!(group = %self.group, enabled = settings.enabled, target_wait = ?settings.target_wait, max_wait = ?settings.max_wait, max_waiting = settings.max_waiting, "admission settings reloaded");
+            let mut s = self.lock();
+            self.dispatch(&mut s);
+        }
     }
 
     /// The pool's name.
@@ -373,7 +391,7 @@ impl Limiter {
     /// after the kernel received it (or after its accept; see the module documentation): `Err(Late)` when
     /// there is a standing queue in front of admission and this one waited in it.
     pub fn door(&self, waited: Duration) -> Result<(), ShedReason> {
-        if !self.settings.enabled {
+        if !self.settings().enabled {
             return Ok(());
         }
         let now = Instant::now();
@@ -412,7 +430,7 @@ impl Limiter {
     /// now (`Err`), or a place in the queue ([`Ticket::wait`] for the slot). So a caller
     /// that must not wait (the accept loop) sheds at once and hands the rest on.
     pub fn enter(self: &Arc<Self>) -> Result<Entry, ShedReason> {
-        if !self.settings.enabled {
+        if !self.settings().enabled {
             return Ok(Entry::Admitted(self.admitted(false, true)));
         }
         let mut s = self.lock();
@@ -437,7 +455,7 @@ impl Limiter {
         self.publish(&s);
         drop(s);
         let max_wait = self
-            .settings
+            .settings()
             .max_wait
             .max(Duration::from_secs_f64((2.0 * target).min(60.0)));
         Ok(Entry::Wait(Ticket {
@@ -464,7 +482,7 @@ impl Limiter {
     /// slot taken there would be held while the handshake's task waits to run, time the
     /// HSMs could be signing in).
     pub fn shed_now(&self) -> Result<(), ShedReason> {
-        if !self.settings.enabled {
+        if !self.settings().enabled {
             return Ok(());
         }
         let judged = self.judge(&self.lock());
@@ -494,8 +512,9 @@ impl Limiter {
         };
         let per_slot = hold / s.limit.max(MIN_LIMIT);
         let expected = (s.waiters.len() + 1) as f64 * per_slot;
-        let target = self.settings.target_wait.as_secs_f64().max(s.hold);
-        if s.waiters.len() >= self.settings.max_waiting || expected.is_nan() || expected > target {
+        let settings = self.settings();
+        let target = settings.target_wait.as_secs_f64().max(s.hold);
+        if s.waiters.len() >= settings.max_waiting || expected.is_nan() || expected > target {
             return Judged::Shed(ShedReason::QueueFull);
         }
         Judged::Queue { target }
@@ -510,7 +529,7 @@ impl Limiter {
     /// A free slot now, for a handshake counted as admitted already (see
     /// [`Gate::Returned`]); shed (and counted) if there is none.
     fn try_slot(self: &Arc<Self>, reason: ShedReason, count: bool) -> Result<Permit, ShedReason> {
-        if !self.settings.enabled {
+        if !self.settings().enabled {
             return Ok(self.admitted(false, count));
         }
         let mut s = self.lock();
@@ -668,7 +687,7 @@ impl Limiter {
     pub fn status(&self) -> AdmissionStatus {
         let s = self.lock();
         AdmissionStatus {
-            enabled: self.settings.enabled,
+            enabled: self.settings().enabled,
             limit: s.limit,
             in_flight: s.in_flight,
             waiting: s.waiters.len(),
@@ -686,7 +705,7 @@ impl Limiter {
 
     fn publish(&self, s: &State) {
         let saturated = s.capacity <= 0.0 || !s.waiters.is_empty() || !s.slot_free();
-        (self.saturated).store(self.settings.enabled && saturated, Ordering::Relaxed);
+        (self.saturated).store(self.settings().enabled && saturated, Ordering::Relaxed);
         self.meters.limit.set(s.limit.floor());
         self.meters.in_flight.set(s.in_flight as f64);
         self.meters.waiting.set(s.waiters.len() as f64);
@@ -750,24 +769,29 @@ pub struct Ticket {
 
 impl Ticket {
     /// Wait for the slot, at most the queue's maximum wait from [`Limiter::enter`];
-    /// `Err(WaitTimeout)`: shed.
+    /// `Err(WaitTimeout)`: shed (`Err(NoCapacity)`: the queue was emptied because no
+    /// member can sign).
     pub async fn wait(mut self) -> Result<Permit, ShedReason> {
         let granted = tokio::select! {
-            r = &mut self.rx => r.is_ok(),
-            _ = tokio::time::sleep_until(self.deadline) => {
-                // Granted just as the wait ended? Then the slot is ours.
-                !self.leave() && self.rx.try_recv().is_ok()
-            }
+            // The sender dropped unsent: cleared from the queue (`set_capacity`).
+            r = &mut self.rx => r.map_err(|_| ShedReason::NoCapacity),
+            _ = tokio::time::sleep_until(self.deadline) => match self.leave() {
+                true => Err(ShedReason::WaitTimeout),
+                // Out of the queue already: granted just as the wait ended (then the
+                // slot is ours), or cleared.
+                false => self.rx.try_recv().map_err(|_| ShedReason::NoCapacity),
+            },
         };
         self.armed = false;
         let limiter = Arc::clone(&self.limiter);
-        if granted {
-            limiter
-                .wait_histogram()
-                .record(self.started.elapsed().as_secs_f64());
-            Ok(limiter.admitted(true, true))
-        } else {
-            Err(limiter.shed(ShedReason::WaitTimeout))
+        match granted {
+            Ok(()) => {
+                limiter
+                    .wait_histogram()
+                    .record(self.started.elapsed().as_secs_f64());
+                Ok(limiter.admitted(true, true))
+            }
+            Err(reason) => Err(limiter.shed(reason)),
         }
     }
 
@@ -788,8 +812,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if self.armed {
             // Dropped while waiting: leave the queue; a slot granted meanwhile is the
-            // oneshot's, whose receiver is going, so give it back.
-            if !self.leave() {
+            // oneshot's, whose receiver is going, so give it back (a waiter cleared from
+            // the queue was granted nothing).
+            if !self.leave() && self.rx.try_recv().is_ok() {
                 self.limiter.release(None, true);
             }
         }
@@ -838,10 +863,18 @@ pub enum Gate {
     /// The permit was claimed by a signature already.
     Spent,
     /// A full handshake whose first step answered without signing (a HelloRetryRequest:
-    /// the client must send a second ClientHello) and gave its slot back, so that a
-    /// client that never sends it holds no slot. Its signature takes a free slot, if
-    /// there is one, or the handshake is shed; it is not counted as admitted twice.
-    Returned,
+    /// the client must send a second ClientHello) and gave back its slot of this
+    /// limiter, so that a client that never sends it holds no slot. Its signature takes
+    /// a free slot, if there is one, or the handshake is shed; by the same limiter it is
+    /// not counted as admitted twice.
+    Returned(Arc<Limiter>),
+    /// A handshake the door let through with no limiter: its ClientHello chose a key
+    /// from a file (or a pool with admission off). rustls chooses again when it signs,
+    /// from what the ClientHello allows with the cipher suite it picks (TLS 1.2), or
+    /// from a second ClientHello (after a HelloRetryRequest): if that choice is a
+    /// token's key after all, its signature takes a free slot of that key's limiter or
+    /// the handshake is shed, as a resumption that falls back is.
+    Unadmitted,
     /// A signature found no slot (a resumption that fell back to a full handshake, or
     /// a second signature): the handshake was shed.
     Shed(ShedReason),
@@ -855,8 +888,7 @@ impl Gate {
         match self {
             Gate::Admitted(mut permit) => {
                 permit.unused = true;
-                drop(permit);
-                Gate::Returned
+                Gate::Returned(Arc::clone(&permit.limiter))
             }
             other => other,
         }
@@ -903,13 +935,22 @@ pub(crate) fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason
     let claimed = match taken {
         Err(_) => return Ok(None),
         Ok(Gate::Admitted(p)) if p.is_for(limiter) => return Ok(Some(p)),
-        // Admitted for another key (cannot happen with one resolver) or a second
-        // signature in one handshake: only a free slot will do.
-        Ok(Gate::Admitted(_) | Gate::Spent | Gate::Shed(_)) => {
+        // Admitted for another key (rustls chose another certificate than the door
+        // did): that slot goes back unused, and only a free slot of this key's will do.
+        Ok(Gate::Admitted(mut other)) => {
+            other.unused = true;
+            drop(other);
+            limiter.try_acquire(ShedReason::QueueFull)
+        }
+        // A second signature in one handshake, or a handshake the door saw no limiter
+        // for: only a free slot will do.
+        Ok(Gate::Spent | Gate::Shed(_) | Gate::Unadmitted) => {
             limiter.try_acquire(ShedReason::QueueFull)
         }
         Ok(Gate::Resumption) => limiter.try_acquire(ShedReason::ResumptionFallback),
-        Ok(Gate::Returned) => limiter.try_slot(ShedReason::QueueFull, false),
+        Ok(Gate::Returned(gave)) => {
+            limiter.try_slot(ShedReason::QueueFull, !Arc::ptr_eq(&gave, limiter))
+        }
     };
     if let Err(reason) = claimed {
         let _ = GATE.try_with(|g| *g.borrow_mut() = Gate::Shed(reason));
@@ -1153,6 +1194,29 @@ mod tests {
     }
 
     #[test]
+    fn waiters_cleared_for_no_capacity_are_shed_as_such_and_take_no_slot() {
+        rt().block_on(async {
+            let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 1));
+            let held = l.acquire().await.expect("first");
+            let Ok(Entry::Wait(waiting)) = l.enter() else {
+                panic!("the second waits")
+            };
+            let Ok(Entry::Wait(dropped)) = l.enter() else {
+                panic!("the third waits")
+            };
+            assert_eq!(l.status().waiting, 2);
+            l.set_capacity(0.0, 0);
+            assert_eq!(waiting.wait().await.err(), Some(ShedReason::NoCapacity));
+            // One cleared from the queue and then dropped was granted nothing: the
+            // slot still held stays counted.
+            drop(dropped);
+            assert_eq!(l.status().in_flight, 1);
+            drop(held);
+            assert_eq!(l.status().in_flight, 0);
+        });
+    }
+
+    #[test]
     fn the_limit_follows_the_latency() {
         let l = Arc::new(Limiter::new("g", "k", settings(), 1000.0, 4));
         let start = l.status().limit;
@@ -1221,7 +1285,7 @@ mod tests {
             // A HelloRetryRequest: the step signed nothing, the slot is free again while
             // the client is asked for a second ClientHello, and no hold time is learnt.
             let gate = Gate::Admitted(p).after_first_step();
-            assert!(matches!(gate, Gate::Returned));
+            assert!(matches!(&gate, Gate::Returned(by) if Arc::ptr_eq(by, &l)));
             assert_eq!(l.status().in_flight, 0);
             assert_eq!(l.lock().hold, hold_before);
             // Its signature then takes a free slot, not counted as a second admission…
@@ -1231,7 +1295,8 @@ mod tests {
             assert_eq!(l.status().in_flight, 0, "released after the signature");
             // …or, with every slot taken (by a handshake admitted meanwhile), is shed.
             let held = l.acquire().await.expect("admit");
-            let (shed, reported) = scope(Gate::Returned, async { claim(&l).map(|_| ()) }).await;
+            let gate = Gate::Returned(Arc::clone(&l));
+            let (shed, reported) = scope(gate, async { claim(&l).map(|_| ()) }).await;
             assert_eq!(shed, Err(ShedReason::QueueFull));
             assert_eq!(reported, Some(ShedReason::QueueFull));
             drop(held);
@@ -1241,6 +1306,48 @@ mod tests {
                 Gate::Resumption.after_first_step(),
                 Gate::Resumption
             ));
+        });
+    }
+
+    #[test]
+    fn a_signature_by_another_key_than_the_doors_takes_a_slot_of_its_own() {
+        rt().block_on(async {
+            let token = Arc::new(Limiter::new("g", "token", settings(), 1000.0, 1));
+            let other = Arc::new(Limiter::new("g", "other", settings(), 1000.0, 1));
+            let admitted = |l: &Limiter| l.decisions[0].load(Ordering::Relaxed);
+            // The door saw a key from a file (no limiter); rustls signs with the token's.
+            let (got, reported) = scope(Gate::Unadmitted, async {
+                let p = claim(&token).expect("a free slot");
+                assert_eq!(token.status().in_flight, 1);
+                p.is_some()
+            })
+            .await;
+            assert!(got && reported.is_none());
+            assert_eq!((admitted(&token), token.status().in_flight), (1, 0));
+            // With the token's slot taken, it is shed, not signed past the limit.
+            let held = token.acquire().await.expect("admit");
+            let (shed, reported) =
+                scope(Gate::Unadmitted, async { claim(&token).map(|_| ()) }).await;
+            assert_eq!(
+                (shed, reported),
+                (Err(ShedReason::QueueFull), Some(ShedReason::QueueFull))
+            );
+            drop(held);
+            // Admitted by another key's limiter: that slot goes back, this key's counts.
+            let p = other.acquire().await.expect("admit");
+            let (got, _) = scope(Gate::Admitted(p), async {
+                let got = claim(&token).expect("a free slot").is_some();
+                assert_eq!(other.status().in_flight, 0, "the door's slot given back");
+                got
+            })
+            .await;
+            assert!(got);
+            // Returned by another key's limiter: this key counts its admission.
+            let before = admitted(&token);
+            let gate = Gate::Returned(Arc::clone(&other));
+            let (got, _) = scope(gate, async { claim(&token).map(|p| p.is_some()) }).await;
+            assert_eq!(got, Ok(true));
+            assert_eq!(admitted(&token), before + 1);
         });
     }
 

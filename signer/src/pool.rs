@@ -90,9 +90,11 @@ pub struct GroupSettings {
 
 impl GroupSettings {
     /// What makes two settings the same pool on reload: everything but the expected
-    /// key (the certificate is checked against the pool's key anyway) and admission,
-    /// with each member's PIN as a digest (so a changed PIN starts a new pool, whose
-    /// login checks it). Kept in memory only.
+    /// key (the certificate is checked against the pool's key anyway) and admission's
+    /// limiter settings (a kept pool takes those in place: `Limiter::update`), with each
+    /// member's PIN as a digest (so a changed PIN starts a new pool, whose login checks
+    /// it). Admission's `signer_nice` and `inline_signing` are part of it: they shape
+    /// the pool's threads and sessions. Kept in memory only.
     pub fn identity(&self) -> String {
         let members: Vec<String> = self
             .members
@@ -104,7 +106,7 @@ impl GroupSettings {
             })
             .collect();
         format!(
-            "{}|{members:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{}",
+            "{}|{members:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{}|nice {}|inline {}",
             self.name,
             self.sign_timeout,
             self.op_timeout,
@@ -114,6 +116,8 @@ impl GroupSettings {
             self.probe_interval,
             self.recovery_timeout,
             self.max_abandoned,
+            self.admission.signer_nice,
+            self.admission.inline_signing,
         )
     }
 
@@ -141,7 +145,7 @@ impl GroupSettings {
         let Some(g) = config.hsm.iter().find(|g| Some(g.name.as_str()) == group) else {
             return Ok(PoolSettings::from_config(config)?.into_group(expected));
         };
-        Self::from_group(g, &config.tls.key.uri, config.admission.clone(), expected)
+        Self::from_group(g, &config.tls.key.uri, config.admission, expected)
     }
 
     /// Settings of HA group `g` holding the key `key` names (its object and id; each
@@ -230,7 +234,7 @@ impl PoolSettings {
             sign_timeout: p.sign_timeout,
             batch_max: hsmgate_config::defaults::BATCH_MAX,
             capacity: p.capacity,
-            admission: config.admission.clone(),
+            admission: config.admission,
         })
     }
 
@@ -533,8 +537,21 @@ mod tests {
         assert_eq!(a, settings("1234").identity());
         assert_ne!(a, settings("4321").identity());
         assert!(!a.contains("1234"), "{a}");
+        // The limiter's settings are changed in place on a kept pool…
         let mut other = settings("1234");
         other.admission.enabled = false;
-        assert_eq!(a, other.identity(), "admission is not the pool's identity");
+        other.admission.max_waiting = 7;
+        assert_eq!(
+            a,
+            other.identity(),
+            "the limiter's settings are not the pool's identity"
+        );
+        // …the signer threads' priority and where signatures are made are not.
+        let mut nicer = settings("1234");
+        nicer.admission.signer_nice += 1;
+        assert_ne!(a, nicer.identity());
+        let mut inline = settings("1234");
+        inline.admission.inline_signing = !inline.admission.inline_signing;
+        assert_ne!(a, inline.identity());
     }
 }

@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::client::{KeepAlive, admin_get, admin_get_blocking, client_config, metric};
 use crate::support::lab::HaLab;
+use crate::support::net::free_port;
 use crate::support::{KeyType, ProxyProcess, TestToken, config_for, start_upstream};
 
 /// How one handshake ended, and how long it took.
@@ -651,4 +652,163 @@ async fn clients_stalled_after_a_hello_retry_hold_no_admission_slot() {
         "{metrics}"
     );
     drop(stalled);
+}
+
+/// A server with a token's RSA key and a file's ECDSA key. The door chooses the key
+/// from the ClientHello as sent; rustls chooses again when it signs, from the schemes
+/// its TLS 1.2 cipher suite allows, or from a second ClientHello after a retry request.
+/// Where that choice is the token's key, the signature is admitted by the token's
+/// limiter all the same (a free slot, or shed), not made past the limit unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signature_rustls_chooses_past_the_doors_choice_is_admitted() {
+    use crate::support::tlsraw::{
+        HANDSHAKE, Offer, SIGALGS, client_hello_signed, read_answer, record,
+    };
+    use std::io::Write;
+
+    let corpus = crate::support::corpus::Corpus::new();
+    let upstream = start_upstream("echo");
+    let (https, admin) = (free_port(), free_port());
+    let d = corpus.dir.path().join("two-keys");
+    std::fs::create_dir_all(d.join("logs")).expect("logs");
+    let token = &corpus.token;
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "env HSMGATE_ADMIN=127.0.0.1:{admin};\nenv SOFTHSM2_CONF={softhsm};\n\
+             pid {dir}/logs/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
+             server {{\n        listen 127.0.0.1:{https} ssl;\n        \
+             ssl_protocols TLSv1.2 TLSv1.3;\n        \
+             ssl_certificate {rsa_cert};\n        \
+             ssl_certificate_key \"engine:pkcs11:pkcs11:token={label};object=tls;type=private?pin-source=file:{pin}&module-path={module}\";\n        \
+             ssl_certificate {ec_cert};\n        ssl_certificate_key {ec_key};\n        \
+             location / {{ proxy_pass http://{upstream}; }}\n    }}\n}}\n",
+            softhsm = token.conf.display(),
+            dir = d.display(),
+            rsa_cert = corpus.certs[0].display(),
+            label = token.label,
+            pin = token.pin_file.display(),
+            module = token.module.display(),
+            ec_cert = corpus.certs[3].display(),
+            ec_key = corpus.file_keys[1].display(),
+        ),
+    )
+    .expect("conf");
+    let proxy = crate::support::nginx::Server::hsmgate(&d, &conf, &[https, admin]);
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    let admitted = move || {
+        metric(
+            &admin_get_blocking(admin, "/metrics").1,
+            "hsmgate_admission_admitted_total",
+            &[],
+        )
+    };
+
+    // TLS 1.2: ECDSA schemes offered (the door sees the file key), RSA suites only
+    // (rustls can sign only with the RSA key, the token's).
+    let before = tokio::task::spawn_blocking(admitted)
+        .await
+        .expect("metrics");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ])
+        .args(["-servername", "localhost", "-connect"])
+        .arg(format!("127.0.0.1:{https}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Peer signature type: RSA"),
+        "{text}\n{}",
+        proxy.log_text()
+    );
+    let after = tokio::task::spawn_blocking(admitted)
+        .await
+        .expect("metrics");
+    assert_eq!(
+        after,
+        before + 1.0,
+        "TLS 1.2: the token's signature admitted"
+    );
+
+    // TLS 1.3: a first ClientHello that gets a retry request with the ECDSA key's
+    // schemes offered too, then a second one offering RSA-PSS only.
+    let before = after;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", https)).expect("connect");
+        let first = client_hello_signed(Offer::Tls13Retry, SIGALGS, 0);
+        s.write_all(&record(HANDSHAKE, &first)).expect("send");
+        let retry = read_answer(&mut s, Duration::from_millis(500));
+        assert!(
+            retry.records.first().is_some_and(
+                |(ct, p)| *ct == HANDSHAKE && p.get(6..10) == Some(&[0xcf, 0x21, 0xad, 0x74])
+            ),
+            "no retry request: {retry:?}"
+        );
+        let second = client_hello_signed(Offer::Tls13Retried, &[0x0804], 0);
+        s.write_all(&record(HANDSHAKE, &second)).expect("send");
+        read_answer(&mut s, Duration::from_millis(1500))
+    })
+    .await
+    .expect("the raw client");
+    assert!(
+        answer.server_hello(),
+        "the second ClientHello was answered: {answer:?}\n{}",
+        proxy.log_text()
+    );
+    let after = tokio::task::spawn_blocking(admitted)
+        .await
+        .expect("metrics");
+    assert_eq!(after, before + 1.0, "TLS 1.3 after a retry: admitted");
+}
+
+/// A reload that changes only `[admission]` keeps the key's signer pool (no new login,
+/// no calibration) and applies the new settings to it: admission turned on by a reload
+/// is on, and off by the next one is off.
+#[test]
+fn a_reload_applies_new_admission_settings_to_a_kept_pool() {
+    let token = TestToken::new(KeyType::EcP256);
+    let upstream = start_upstream("echo");
+    let config = |enabled: bool| {
+        format!(
+            "{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n[admission]\nenabled = {enabled}\n",
+            config_for(&token, upstream, "")
+        )
+    };
+    let path = token.path().join("hsmgate.toml");
+    let proxy = ProxyProcess::start(token.path(), &config(false)).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let enabled = || {
+        let status = admin_get_blocking(admin, "/status?format=json")
+            .1
+            .replace(' ', "");
+        match (
+            status.contains("\"enabled\":true"),
+            status.contains("\"enabled\":false"),
+        ) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => panic!("no one admission state in /status: {status}"),
+        }
+    };
+    assert!(!enabled());
+    let logins = |proxy: &ProxyProcess| proxy.log_text().matches("signer pool started").count();
+    let started = logins(&proxy);
+    for on in [true, false] {
+        std::fs::write(&path, config(on)).expect("rewrite");
+        proxy.reload();
+        assert_eq!(enabled(), on, "{}", proxy.log_text());
+    }
+    assert_eq!(
+        logins(&proxy),
+        started,
+        "the pool was kept: {}",
+        proxy.log_text()
+    );
 }

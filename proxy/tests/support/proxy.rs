@@ -188,15 +188,18 @@ impl ProxyProcess {
         format!("https://{}{path}", self.addr)
     }
 
-    /// SIGHUP, then wait (up to 20 s) for the log to say the configuration reloaded.
+    /// SIGHUP, then wait (up to 20 s) for the log to say the configuration reloaded
+    /// (once more than before).
     pub fn reload(&self) {
+        let reloaded = |text: String| text.matches("configuration reloaded").count();
+        let before = reloaded(self.log_text());
         let hup = Command::new("kill")
             .args(["-HUP", &self.pid().to_string()])
             .status()
             .expect("kill");
         assert!(hup.success());
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log_text().contains("configuration reloaded") {
+        while reloaded(self.log_text()) == before {
             assert!(Instant::now() < deadline, "{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -27,7 +27,13 @@ pub enum Offer {
     /// TLS 1.3 only, its one key share for ffdhe2048, which rustls does not take, with
     /// X25519 among the groups: the server must answer with a HelloRetryRequest.
     Tls13Retry,
+    /// The second ClientHello after [`Offer::Tls13Retry`]'s retry request: the same
+    /// groups, an X25519 key share.
+    Tls13Retried,
 }
+
+/// ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256: what [`client_hello`] offers.
+pub const SIGALGS: &[u16] = &[0x0403, 0x0804];
 
 fn ext(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
     out.extend_from_slice(&typ.to_be_bytes());
@@ -38,12 +44,19 @@ fn ext(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
 /// A ClientHello handshake message (with its 4-byte header) for `localhost`, padded
 /// with a padding extension to `size` bytes in all (at least its natural size).
 pub fn client_hello(offer: Offer, size: usize) -> Vec<u8> {
+    client_hello_signed(offer, SIGALGS, size)
+}
+
+/// [`client_hello`] offering the signature schemes `sigalgs`.
+pub fn client_hello_signed(offer: Offer, sigalgs: &[u16], size: usize) -> Vec<u8> {
     let mut body = vec![0x03, 0x03];
     body.extend_from_slice(&[0x5a; 32]); // random
     body.push(32);
     body.extend_from_slice(&[0x11; 32]); // legacy session id (middlebox compatibility)
     let suites: &[u8] = match offer {
-        Offer::Tls13 | Offer::Tls13Retry => &[0x13, 0x01, 0x13, 0x02, 0x13, 0x03],
+        Offer::Tls13 | Offer::Tls13Retry | Offer::Tls13Retried => {
+            &[0x13, 0x01, 0x13, 0x02, 0x13, 0x03]
+        }
         Offer::Tls12 => &[0xc0, 0x2b, 0xc0, 0x2c, 0xc0, 0x2f, 0xc0, 0x30, 0xcc, 0xa9],
     };
     body.extend_from_slice(&u16::try_from(suites.len()).expect("suites").to_be_bytes());
@@ -53,12 +66,20 @@ pub fn client_hello(offer: Offer, size: usize) -> Vec<u8> {
     ext(&mut exts, 0, b"\x00\x0c\x00\x00\x09localhost"); // server_name
     match offer {
         // groups: ffdhe2048, x25519
-        Offer::Tls13Retry => ext(&mut exts, 10, &[0, 4, 0x01, 0x00, 0x00, 0x1d]),
+        Offer::Tls13Retry | Offer::Tls13Retried => {
+            ext(&mut exts, 10, &[0, 4, 0x01, 0x00, 0x00, 0x1d]);
+        }
         // groups: x25519, secp256r1
         _ => ext(&mut exts, 10, &[0, 4, 0x00, 0x1d, 0x00, 0x17]),
     }
     ext(&mut exts, 11, &[1, 0]); // ec_point_formats: uncompressed
-    ext(&mut exts, 13, &[0, 4, 0x04, 0x03, 0x08, 0x04]); // ecdsa_p256_sha256, rsa_pss_sha256
+    let schemes: Vec<u8> = sigalgs.iter().flat_map(|s| s.to_be_bytes()).collect();
+    let mut signature_algorithms = u16::try_from(schemes.len())
+        .expect("schemes")
+        .to_be_bytes()
+        .to_vec();
+    signature_algorithms.extend_from_slice(&schemes);
+    ext(&mut exts, 13, &signature_algorithms);
     ext(&mut exts, 0xff01, &[0]); // renegotiation_info (empty)
     if offer != Offer::Tls12 {
         ext(&mut exts, 43, &[2, 0x03, 0x04]); // supported_versions: TLS 1.3

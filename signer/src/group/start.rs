@@ -128,7 +128,7 @@ impl Group {
         let limiter = Arc::new(Limiter::new(
             &settings.name,
             &settings.key_label(),
-            settings.admission.clone(),
+            settings.admission,
             0.0,
             1,
         ));
