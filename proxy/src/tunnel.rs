@@ -23,10 +23,15 @@ use crate::upstream_h1::Io;
 /// An HTTP/1.1 request asking to switch protocols, without a body: `Upgrade` with the
 /// `upgrade` token in `Connection` (the same test as [`crate::h1guard`]'s).
 pub(crate) fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    // A length of zero however written (`0`, `00`): the guard reads the number, and the
+    // two must agree on what an upgrade is, or the guard stops checking a connection
+    // this side does not close.
+    let zero = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(|&b| b == b'0');
     let body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| !zero(v));
     version == Version::HTTP_11
         && !body
         && headers.contains_key(header::UPGRADE)
@@ -136,6 +141,11 @@ mod tests {
         assert!(!wants_upgrade(Version::HTTP_11, &headers(&ws[..1])));
         let with_body = [ws[0], ws[1], ("content-length", "3")];
         assert!(!wants_upgrade(Version::HTTP_11, &headers(&with_body)));
+        // A zero length however written is no body (the guard reads it as a number).
+        for zero in ["0", "00", "000"] {
+            let empty = [ws[0], ws[1], ("content-length", zero)];
+            assert!(wants_upgrade(Version::HTTP_11, &headers(&empty)), "{zero}");
+        }
         let mut resp = Response::new(());
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         close_unless_switched(&mut resp);

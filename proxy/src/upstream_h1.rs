@@ -619,26 +619,40 @@ fn encode_head(parts: &http::request::Parts, body: &UpstreamBody, out: &mut Byte
     let empty = body.is_end_stream();
     let mut encoder = Encoder::Length(0);
     let mut framed = empty;
-    if !empty {
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            // Whatever else it says, chunked is what is written (hyper's client: the same).
-            encoder = Encoder::Chunked;
-            framed = is_chunked(&parts.headers);
-        } else if let Some(len) = content_length(&parts.headers) {
-            encoder = Encoder::Length(len);
-            framed = true;
-        }
-    }
+    // The request's own `Content-Length` fields are never copied: one is written for
+    // what is sent, so that no value this side read one way (an empty one, `00`, a
+    // repeated field from HTTP/2, where the client's framing is the frames) reaches a
+    // kept upstream connection for its parser to read another way.
+    let length = if empty {
+        // No body: a zero length, where the request gave one.
+        parts
+            .headers
+            .contains_key(header::CONTENT_LENGTH)
+            .then_some(0)
+    } else if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // Whatever else it says, chunked is what is written (hyper's client: the same).
+        encoder = Encoder::Chunked;
+        framed = is_chunked(&parts.headers);
+        None
+    } else if let Some(len) = content_length(&parts.headers) {
+        encoder = Encoder::Length(len);
+        framed = true;
+        Some(len)
+    } else {
+        None
+    };
     for (name, value) in &parts.headers {
-        if empty && name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        if !empty && name == header::CONTENT_LENGTH && matches!(encoder, Encoder::Chunked) {
+        if name == header::CONTENT_LENGTH || (empty && name == header::TRANSFER_ENCODING) {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(len) = length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(len.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !framed {
@@ -835,14 +849,34 @@ impl Parsed {
                     || (facts.names_headers && named(name)));
             hop || leave_out.hidden.is_some_and(|hidden| hidden(name.as_str()))
         };
+        // A length the body is framed by goes on as one field, its number written as a
+        // number (the upstream's own bytes when they are that already): `5, 5`, `05`
+        // or two fields are read as 5 here, and an HTTP/2 client refuses them.
+        let length = match facts.content_length {
+            Some(Some(n)) if !facts.transfer_encoding => Some(n),
+            _ => None,
+        };
+        let mut length_kept = false;
         let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (name, start, end) in &self.headers {
+        for (i, (name, start, end)) in self.headers.iter().enumerate() {
             if left_out(name) {
                 continue;
+            }
+            if length.is_some() && name == header::CONTENT_LENGTH {
+                let plain = |v: &[u8]| {
+                    !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v == b"0" || v[0] != b'0')
+                };
+                if length_kept || !plain(self.value(head, i)) {
+                    continue;
+                }
+                length_kept = true;
             }
             let value = HeaderValue::from_maybe_shared(head.slice(*start..*end))
                 .map_err(|_| H1Error::Invalid("invalid header value"))?;
             headers.append(name.clone(), value);
+        }
+        if let Some(n) = length.filter(|_| !length_kept && !left_out(&header::CONTENT_LENGTH)) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
         let mut resp = Response::new(());
         *resp.status_mut() = status;
@@ -1061,6 +1095,33 @@ mod tests {
     }
 
     #[test]
+    fn the_length_a_body_is_framed_by_goes_on_as_one_number() {
+        for (fields, want) in [
+            ("Content-Length: 5\r\n", "5"),
+            ("Content-Length: 5, 5\r\n", "5"),
+            ("Content-Length: 05\r\n", "5"),
+            ("Content-Length: 0\r\n", "0"),
+            ("Content-Length: 5\r\nContent-Length: 5\r\n", "5"),
+            ("Content-Length: 005\r\nContent-Length: 5\r\n", "5"),
+        ] {
+            let r = resp(&format!("HTTP/1.1 200 OK\r\n{fields}X-A: b\r\n\r\n"))
+                .unwrap()
+                .unwrap();
+            let lengths: Vec<_> = r.headers().get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(lengths, [want], "{fields:?}");
+            assert_eq!(r.headers()["x-a"], "b");
+        }
+        // Hidden (`proxy_hide_header`), it stays hidden.
+        let hidden = |n: &str| n == "content-length";
+        let hide = LeaveOut {
+            hop_by_hop: true,
+            hidden: Some(&hidden),
+        };
+        let r = resp_without("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", hide);
+        assert!(r.unwrap().unwrap().headers().is_empty());
+    }
+
+    #[test]
     fn framing_follows_rfc_9112() {
         let f = |h: &str| framing(h, false);
         assert_eq!(
@@ -1153,6 +1214,43 @@ mod tests {
         assert_eq!(&out[..], b"1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n");
         let mut enc = Encoder::Length(2);
         assert!(encode_data(&mut enc, Bytes::from_static(b"abc"), &mut out).is_err());
+    }
+
+    #[test]
+    fn the_requests_own_content_length_fields_are_written_once_as_a_number() {
+        use http_body_util::{BodyExt, Full};
+        let with = |body: UpstreamBody, lengths: &[&'static str]| {
+            let mut req = Request::new(body);
+            *req.method_mut() = Method::POST;
+            for v in lengths {
+                req.headers_mut()
+                    .append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            head_of(req).0
+        };
+        // No body: an empty, `00` or repeated length is one `0`; none stays none.
+        for lengths in [&[""][..], &["00"], &["0", "00"], &["3"]] {
+            assert_eq!(
+                with(empty_body(), lengths),
+                "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+                "{lengths:?}"
+            );
+        }
+        assert_eq!(with(empty_body(), &[]), "POST / HTTP/1.1\r\n\r\n");
+        // A body: its length, once.
+        let abc = || {
+            Full::new(Bytes::from_static(b"abc"))
+                .map_err(|n| match n {})
+                .boxed()
+        };
+        assert_eq!(
+            with(abc(), &["3", "3"]),
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(
+            with(abc(), &["003"]),
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+        );
     }
 
     /// A request whose head and body each fill the socket's buffers (so that writing

@@ -129,6 +129,42 @@ fn http11_host_and_framing_nginx_refuses_are_refused() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// An upgrade request the upstream does not switch ends the connection (what follows
+/// it is not checked as a request head): also with its zero length written `00`, which
+/// the guard and the proxy both read as no body. Before, the proxy took `00` for a body,
+/// kept the connection, and the next request passed unchecked (duplicate `Host`,
+/// `Content-Length` with `Transfer-Encoding`).
+#[test]
+fn an_upgrade_request_not_switched_ends_the_connection_however_its_zero_length_is_written() {
+    let g = gate("");
+    for zero in ["0", "00", "000"] {
+        let mut s = g.connect(b"http/1.1");
+        let requests = format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: x\r\nConnection: upgrade\r\n\
+             Content-Length: {zero}\r\n\r\nPOST / HTTP/1.1\r\nHost: localhost\r\n\
+             Host: evil.invalid\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+             0\r\n\r\n"
+        );
+        let _ = s.write_all(requests.as_bytes());
+        let _ = s.flush();
+        let first = crate::support::raw::read_response(&mut s);
+        assert_eq!(first.status, 200, "{zero}: {first:?}");
+        assert!(
+            first
+                .head
+                .to_ascii_lowercase()
+                .contains("connection: close"),
+            "{zero}: {}",
+            first.head
+        );
+        let second = crate::support::raw::read_response(&mut s);
+        assert!(
+            matches!(second.status, 0 | 400) && second.upstream().is_none(),
+            "{zero}: the request after it was served: {second:?}"
+        );
+    }
+}
+
 #[test]
 fn headers_over_large_client_header_buffers_are_refused_and_the_limits_are_configurable() {
     let g = gate("");
