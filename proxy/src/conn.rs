@@ -656,7 +656,12 @@ async fn serve_http<I>(
         );
         Box::pin(async move {
             let mut response = crate::route::handle(generation, conn, req, on_conn).await?;
-            if last || counted.draining() {
+            let delimited = ConnLimits::close_delimited(version, &response);
+            if delimited {
+                // An HTTP/1.0 answer: hyper adds `keep-alive` to any other version's.
+                *response.version_mut() = http::Version::HTTP_10;
+            }
+            if last || counted.draining() || delimited {
                 counted.close_after(version, &mut response);
             }
             Ok::<_, crate::route::Abort>(response)

@@ -82,6 +82,23 @@ impl ConnLimits {
         }
     }
 
+    /// Whether an HTTP/1.0 client's answer is delimited by the close: a body of no
+    /// known length (an upstream's chunked answer) cannot be framed for HTTP/1.0 any
+    /// other way. The answer then says `Connection: close` (as nginx's does), not the
+    /// `keep-alive` the client asked for, which hyper would send before closing.
+    pub(crate) fn close_delimited<B: hyper::body::Body>(
+        version: Version,
+        response: &Response<B>,
+    ) -> bool {
+        let status = response.status();
+        version == Version::HTTP_10
+            && !(status.is_informational()
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED)
+            && !response.headers().contains_key(header::CONTENT_LENGTH)
+            && response.body().size_hint().exact().is_none()
+    }
+
     /// Resolves once an HTTP/2 connection has served its last request.
     pub(crate) async fn spent(&self) {
         self.spent.notified().await;

@@ -97,6 +97,7 @@ impl Scripted {
                             }
                             "/informational" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                             "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabc".to_vec(),
+                            "/length-list" => b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 05\r\n\r\nhello".to_vec(),
                             "/short" => {
                                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
                                 return;
@@ -190,6 +191,43 @@ fn upstream_answers_are_passed_on_framed_as_nginx_frames_them() {
     let t = text(&fetch(http, "/many", &[]));
     assert!(
         t.starts_with("HTTP/1.1 200") && t.contains("x-h149: v"),
+        "{t}"
+    );
+
+    // One length however the upstream wrote it (`5, 5` and `05` beside it): one field,
+    // one number (an HTTP/2 client refuses anything else).
+    let t = text(&fetch(http, "/length-list", &[]));
+    let lengths: Vec<&str> = t
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+        .collect();
+    assert_eq!(lengths, ["content-length: 5"], "{t}");
+    assert!(t.ends_with("hello"), "{t}");
+
+    // An HTTP/1.0 client asking to keep its connection, and an answer of no known length
+    // (the upstream's chunked one): delimited by the close, and it says so.
+    let t = text(&fetch(
+        http,
+        "/chunked",
+        &["--http1.0", "-H", "Connection: keep-alive"],
+    ));
+    assert!(
+        t.starts_with("HTTP/1.0 200") && t.ends_with("hello world"),
+        "{t}"
+    );
+    let lower = t.to_ascii_lowercase();
+    assert!(
+        lower.contains("connection: close") && !lower.contains("keep-alive"),
+        "{t}"
+    );
+    // With a length, the connection is kept as asked.
+    let t = text(&fetch(
+        http,
+        "/h10",
+        &["--http1.0", "-H", "Connection: keep-alive"],
+    ));
+    assert!(
+        t.to_ascii_lowercase().contains("connection: keep-alive"),
         "{t}"
     );
 
