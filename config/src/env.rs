@@ -313,27 +313,39 @@ fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
 
 /// `s` with the value of every `pin-value=` attribute replaced by `***` (also in
 /// strings that are not valid URIs, since those are printed in errors, and in whole
-/// configuration files, where the value ends at a quote or a space).
+/// configuration files). The name is matched in any case, and as `pin_value` too; the
+/// value ends at the next `;`, `&` or line end (a PIN may hold spaces and quotes), a
+/// closing quote just before that end kept.
 pub fn mask_pin_value(s: &str) -> String {
+    const NAMES: [&str; 2] = ["pin-value=", "pin_value="];
+    let lower = s.to_ascii_lowercase();
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
+    let mut from = 0;
     loop {
-        let Some(at) = rest.find("pin-value=") else {
-            out.push_str(rest);
+        let Some((at, name)) = NAMES
+            .iter()
+            .filter_map(|n| lower[from..].find(n).map(|i| (from + i, n.len())))
+            .min()
+        else {
+            out.push_str(&s[from..]);
             return out;
         };
-        let starts_attribute = at == 0 || rest[..at].ends_with([';', '?', '&', ':']);
-        let (head, tail) = rest.split_at(at + "pin-value=".len());
-        out.push_str(head);
+        let value = at + name;
+        out.push_str(&s[from..value]);
+        let starts_attribute =
+            at == 0 || s[..at].ends_with([';', '?', '&', ':', ' ', '\t', '"', '\'']);
         if !starts_attribute {
-            rest = tail;
+            from = value;
             continue;
         }
-        let end = tail
-            .find([';', '&', '"', '\'', ' ', '\t', '\r', '\n'])
-            .unwrap_or(tail.len());
+        let mut end = s[value..]
+            .find([';', '&', '\r', '\n'])
+            .map_or(s.len(), |i| value + i);
         out.push_str("***");
-        rest = &tail[end..];
+        if end > value && s[..end].ends_with(['"', '\'']) {
+            end -= 1;
+        }
+        from = end;
     }
 }
 
@@ -449,6 +461,18 @@ mod tests {
                 "pkcs11:object=my-pin-value=1",
             ),
             ("pin-value=", "pin-value=***"),
+            // Any case, `pin_value`, after a space; a value with spaces and quotes.
+            ("pkcs11:a?PIN-VALUE=1234", "pkcs11:a?PIN-VALUE=***"),
+            ("pkcs11:a?pin_value=1234", "pkcs11:a?pin_value=***"),
+            ("pkcs11:a; pin-value=1234", "pkcs11:a; pin-value=***"),
+            (
+                "key = \"pkcs11:a?pin-value=12 34\"\nnext = 1",
+                "key = \"pkcs11:a?pin-value=***\"\nnext = 1",
+            ),
+            (
+                "ssl_certificate_key \"pkcs11:a;pin-value=12\"34\";\n",
+                "ssl_certificate_key \"pkcs11:a;pin-value=***\";\n",
+            ),
             (
                 "key = \"pkcs11:token=a?pin-value=1234\"\nnext = 1",
                 "key = \"pkcs11:token=a?pin-value=***\"\nnext = 1",

@@ -37,7 +37,14 @@ pub fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        let message = plain_types(e.message().lines().next().unwrap_or("invalid TOML"));
+        let mut message = plain_types(e.message().lines().next().unwrap_or("invalid TOML"));
+        if message.starts_with("invalid ")
+            && src.line_of(offset).to_ascii_lowercase().contains("pin")
+        {
+            // A PIN setting's value (`pin_file = 1234`, the PIN itself by mistake) is
+            // not repeated.
+            message = hide_quoted(&message);
+        }
         src.error(
             offset,
             ConfigErrorKind::Syntax(src.name_key(offset, &message)),
@@ -54,7 +61,34 @@ pub(crate) struct Source<'a> {
     pub(crate) dir: &'a Path,
 }
 
+/// `message` with every backquoted value replaced by `***`.
+fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        out.push_str(if i % 2 == 0 { "***" } else { part });
+    }
+    out
+}
+
 impl Source<'_> {
+    /// The line of the text that holds byte `offset`.
+    pub(crate) fn line_of(&self, offset: usize) -> &str {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        &self.text[start..end]
+    }
+
     /// The 1-based line and column (in characters) of byte `offset`.
     pub(crate) fn location(&self, offset: usize) -> Location {
         let mut offset = offset.min(self.text.len());
@@ -205,6 +239,17 @@ mod tests {
         let text = doc_example().replace("inline_signing = true", "inline_signing = false");
         std::fs::write(&path, text).unwrap();
         assert!(!load(&path).unwrap().admission.inline_signing);
+    }
+
+    #[test]
+    fn a_pin_settings_wrong_value_is_not_repeated() {
+        let with = |line: &str| doc_example().replace("[pkcs11]\n", &format!("[pkcs11]\n{line}\n"));
+        assert_ne!(with("x"), doc_example());
+        let e = syntax_error(&with("pin_env = 4711")).to_string();
+        assert!(e.contains("invalid type") && !e.contains("4711"), "{e}");
+        // Names are still given.
+        let e = syntax_error(&with("pin_fil = \"pin.txt\"")).to_string();
+        assert!(e.contains("unknown field `pin_fil`"), "{e}");
     }
 
     #[test]

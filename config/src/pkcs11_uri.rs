@@ -130,8 +130,13 @@ impl Pkcs11Uri {
     /// Sets one `name=value` attribute found at byte `pos`.
     fn set(&mut self, part: Part, attr: &str, pos: usize) -> Result<(), UriError> {
         let Some((name, raw)) = attr.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+            // Not echoed where it may be (part of) a PIN: anything in the query (a PIN
+            // with an unescaped `&` leaves its tail there), or a `pin-value` missing
+            // its `=`. The byte offset says where.
+            let secret = part == Part::Query || attr.to_ascii_lowercase().starts_with("pin");
             let (attribute, reason) = match attr.is_empty() || attr.starts_with('=') {
                 true => (None, UriErrorReason::EmptyAttribute),
+                false if secret => (None, UriErrorReason::MissingEquals),
                 false => (Some(attr.to_owned()), UriErrorReason::MissingEquals),
             };
             return Err(UriError {
@@ -427,6 +432,17 @@ mod tests {
         // that does not echo the PIN.
         let u = parse_key_string("pkcs11:token=shop;object=k;type=private;pin-value=1234").unwrap();
         assert_eq!(u.pin_value.as_ref().map(Secret::expose), Some("1234"));
+        // An attribute without `=` where it may be a PIN (a typo for `pin-value=`, or
+        // the tail of a PIN with an unescaped `&`) is not echoed.
+        for uri in [
+            "pkcs11:token=a;pin-value1234",
+            "pkcs11:token=a?pin-value=12&34",
+            "pkcs11:token=a?PIN-VALUE:1234",
+        ] {
+            let e = fail(uri);
+            assert_eq!(e.reason, UriErrorReason::MissingEquals, "{uri}");
+            assert!(!e.to_string().contains("34"), "{uri}: {e}");
+        }
         let e = fail("pkcs11:token=a;pin-value=1234?pin-value=1234");
         assert!(
             e.reason == UriErrorReason::Duplicate && !e.to_string().contains("1234"),

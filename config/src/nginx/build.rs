@@ -291,6 +291,15 @@ impl Ctx<'_> {
             self.warn(d.at, format!("\"{}\" ignored: {why}", d.name));
             return Ok(());
         }
+        if d.name.contains('=') {
+            // No directive has a `=`: the rest of an unquoted PKCS#11 URI, cut at a `;`
+            // (its PIN not echoed).
+            let kind = ConfigErrorKind::Invalid {
+                key: crate::env::mask_pin_value(&d.name),
+                reason: "is not a directive: quote a PKCS#11 URI (\"engine:pkcs11:pkcs11:…\"), whose `;` otherwise ends the directive".into(),
+            };
+            return Err(self.err(d.at, kind));
+        }
         let directive = d.name.clone();
         Err(self.err(
             d.at,

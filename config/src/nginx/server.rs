@@ -338,9 +338,7 @@ fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigE
                 },
             )
         };
-        if cert.value.contains('$')
-            || cert.value.starts_with("data:")
-            || cert.value.starts_with("engine:")
+        if cert.value.contains('$') || cert.value.starts_with("data:") || names_a_token(&cert.value)
         {
             let kind = ConfigErrorKind::Invalid {
                 key: "ssl_certificate".into(),
@@ -348,7 +346,7 @@ fn cert_pairs(ctx: &mut Ctx<'_>, scope: &Scope) -> Result<Vec<CertPair>, ConfigE
             };
             return Err(ctx.err(cert.at, kind));
         }
-        let source = if key.value.starts_with("engine:") || key.value.starts_with("pkcs11:") {
+        let source = if names_a_token(&key.value) {
             let uri = parse_key_string(&key.value).map_err(|e| {
                 let at = Pos {
                     offset: key.at.offset + usize::from(key.quoted) + e.offset,
@@ -443,6 +441,16 @@ pub(crate) fn check_listens(
         (l.ssl, l.http2) = (ssl, http2);
     }
     Ok(())
+}
+
+/// Whether a certificate or key value names a token (`engine:…` or `pkcs11:…`), in any
+/// case and after blanks (RFC 7512's scheme is case-insensitive): such a value is never
+/// taken for a file path, whose error would print it, PIN and all.
+fn names_a_token(value: &str) -> bool {
+    let v = value.trim_start().as_bytes();
+    [&b"engine:"[..], b"pkcs11:"]
+        .iter()
+        .any(|p| v.len() >= p.len() && v[..p.len()].eq_ignore_ascii_case(p))
 }
 
 #[cfg(test)]

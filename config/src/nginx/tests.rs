@@ -368,6 +368,37 @@ fn main_context_and_globals() {
     );
 }
 
+/// A PIN in a key that is not accepted is not repeated by the error: a URI scheme in
+/// another case (read as a URI, not a file path), a typo for `pin-value=`, an unquoted
+/// URI whose `;` splits it into directives.
+#[test]
+fn a_refused_keys_pin_is_not_repeated() {
+    let server = |key: &str| {
+        http(&format!(
+            "server {{ listen 20443 ssl; ssl_certificate a.crt; ssl_certificate_key {key}; }}"
+        ))
+    };
+    for key in [
+        "\"PKCS11:token=t;object=k;type=private;pin-value=Zq7PIN;bad\"",
+        "\"Engine:pkcs11:pkcs11:token=t;object=k;pin-value=Zq7PIN;x=1\"",
+        "\" engine:pkcs11:pkcs11:token=t;object=k;pin-value=Zq7PIN;x=1\"",
+        "\"pkcs11:token=t;object=k;pin-valueZq7PIN\"",
+        "\"pkcs11:token=t;object=k?pin-value=Zq7&PIN\"",
+        "engine:pkcs11:pkcs11:token=t;pin-value=Zq7PIN;object=k",
+    ] {
+        let e = err(&server(key));
+        assert!(!e.contains("Zq7") && !e.contains("PIN"), "{key}: {e}");
+    }
+    // As certificate, a token's URI is refused as such, not looked for as a file.
+    let e = err(&http(
+        "server { listen 20443 ssl; ssl_certificate \"PKCS11:token=t;pin-value=Zq7PIN\"; ssl_certificate_key k.pem; }",
+    ));
+    assert!(
+        e.contains("only a PEM file path") && !e.contains("Zq7"),
+        "{e}"
+    );
+}
+
 #[test]
 fn errors_are_located() {
     let e = err(&http("server { listen 20080; foo on; }"));
