@@ -245,7 +245,7 @@ pub fn load(path: &Path, opts: &NginxOptions) -> Result<NginxConfig, ConfigError
         Some(prefix) if path.is_relative() => prefix.join(path),
         _ => path.to_path_buf(),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+    let text = parse::read_text(&path).map_err(|e| ConfigError {
         file: path.clone(),
         line: 0,
         col: 0,

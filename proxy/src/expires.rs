@@ -76,8 +76,8 @@ fn headers(e: &Expires, resp: &Response<ProxyBody>) -> Option<(String, String)> 
                 .and_then(|v| httpdate::parse_http_date(v).ok())
                 .map(unix);
             let base = last_modified.filter(|_| *modified).unwrap_or(now);
-            let at = base + secs;
-            (at, at - now)
+            let at = base.saturating_add(*secs);
+            (at, at.saturating_sub(now))
         }
         Expires::DayTime(secs) => {
             let zone = crate::vars::local_zone();
@@ -94,11 +94,57 @@ fn headers(e: &Expires, resp: &Response<ProxyBody>) -> Option<(String, String)> 
         n if n < 0 => "no-cache".to_owned(),
         n => format!("max-age={n}"),
     };
-    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(at.max(0)).unwrap_or(0));
+    // The latest date an HTTP date can say (`expires 10000y`, or an upstream's
+    // `Last-Modified` in 9999 plus the time given, would be past it).
+    const LAST: i64 = 253_402_300_799; // Fri, 31 Dec 9999 23:59:59 GMT
+    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(at.clamp(0, LAST)).unwrap_or(0));
     Some((httpdate::fmt_http_date(when), cache_control))
 }
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    fn response(last_modified: Option<&'static str>) -> Response<ProxyBody> {
+        let mut resp = Response::new(Empty::new().map_err(|n| match n {}).boxed());
+        if let Some(v) = last_modified {
+            resp.headers_mut()
+                .insert(LAST_MODIFIED, http::HeaderValue::from_static(v));
+        }
+        resp
+    }
+
+    /// A date past what an HTTP date can say is the last one it can (httpdate panics
+    /// past year 9999): from the configuration, or from an upstream's `Last-Modified`.
+    #[test]
+    fn dates_past_year_9999_are_the_last_one() {
+        let last = "Fri, 31 Dec 9999 23:59:59 GMT";
+        let far = Expires::After {
+            secs: 10_000 * 365 * 24 * 3600,
+            modified: false,
+        };
+        let (at, cache) = headers(&far, &response(None)).expect("headers");
+        assert_eq!(at, last);
+        assert!(cache.starts_with("max-age="), "{cache}");
+        let modified = Expires::After {
+            secs: 24 * 3600,
+            modified: true,
+        };
+        let (at, _) = headers(&modified, &response(Some(last))).expect("headers");
+        assert_eq!(at, last);
+        let huge = Expires::After {
+            secs: i64::MAX,
+            modified: true,
+        };
+        assert_eq!(
+            headers(&huge, &response(Some(last))).expect("headers").0,
+            last
+        );
+    }
 }

@@ -128,7 +128,9 @@ impl Ring {
             base.update(&[0]);
             base.update(port.as_bytes());
             let mut prev: u32 = 0;
-            for _ in 0..weight.max(1) * 160 {
+            // 160 points per unit of weight, as nginx; at most 10,000 units' worth (a
+            // weight of billions must not ask for billions of points).
+            for _ in 0..weight.clamp(1, 10_000) * 160 {
                 let mut h = base.clone();
                 h.update(&prev.to_le_bytes());
                 prev = h.finalize();

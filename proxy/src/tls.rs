@@ -21,6 +21,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::{KeyMismatch, ProxyError};
 
+/// The most sessions a TLS session cache holds (`ssl_session_cache`), whatever size it
+/// is given.
+const MAX_SESSIONS: usize = 1 << 20;
+
 /// Read a PEM certificate chain (leaf first).
 pub(crate) fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
     let bad = |reason: String| ProxyError::Certificate {
@@ -329,6 +333,19 @@ pub(crate) fn server_config(
                 .or(builtin.map(|n| n as usize))
                 .unwrap_or(20480)
                 .max(16);
+            // rustls' cache takes its whole capacity at once: a size of gigabytes
+            // (`shared:SSL:100g`, nginx's 4,000 sessions per megabyte) must not. About a
+            // million sessions (nginx's 256m) at most.
+            let n = if n > MAX_SESSIONS {
+                tracing::warn!(
+                    sessions = n,
+                    kept = MAX_SESSIONS,
+                    "ssl_session_cache: more sessions than hsmgate keeps; the cache holds {MAX_SESSIONS}"
+                );
+                MAX_SESSIONS
+            } else {
+                n
+            };
             config.session_storage = match shared {
                 Some((zone, _)) => Arc::clone(
                     caches

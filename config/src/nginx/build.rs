@@ -825,7 +825,13 @@ fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, Confi
     for a in &args[1..] {
         let bad = || ctx.invalid(d, a.at, format!("invalid parameter \"{}\"", a.value));
         match a.value.split_once('=') {
-            Some(("weight", n)) => s.weight = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?,
+            Some(("weight", n)) => {
+                s.weight = n
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= 1_000_000)
+                    .ok_or_else(bad)?;
+            }
             Some(("max_fails", n)) => s.max_fails = n.parse().map_err(|_| bad())?,
             Some(("fail_timeout", t)) => s.fail_timeout = parse_time(t).ok_or_else(bad)?,
             None if a.value == "backup" => s.backup = true,

@@ -60,6 +60,10 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
     let mut table = GeoTable::default();
     let mut default = Template::default();
     let mut ranges = false;
+    // Where each network is in `table.nets`, and the ranges by their start: lookups
+    // while reading (a GeoIP list has hundreds of thousands of lines), not scans.
+    let mut net_at: std::collections::HashMap<IpNet, usize> = Default::default();
+    let mut range_ends: std::collections::BTreeMap<IpAddr, IpAddr> = Default::default();
     for e in body {
         if e.block.is_some() {
             return Err(ctx.arguments(e, "unexpected \"{\""));
@@ -80,7 +84,12 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                 let net = parse_net(&net.value).ok_or_else(|| {
                     ctx.invalid(e, net.at, format!("invalid network \"{}\"", net.value))
                 })?;
-                table.nets.retain(|(n, _)| *n != net);
+                if net_at.remove(&net).is_some() {
+                    table.nets.retain(|(n, _)| *n != net);
+                    net_at = (table.nets.iter().enumerate())
+                        .map(|(i, (n, _))| (*n, i))
+                        .collect();
+                }
             }
             (_, [v]) if ranges => {
                 let (from, to) = key
@@ -88,23 +97,30 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                     .and_then(|(a, b)| Some((a.parse::<IpAddr>().ok()?, b.parse::<IpAddr>().ok()?)))
                     .filter(|(a, b)| a.is_ipv4() == b.is_ipv4() && a <= b)
                     .ok_or_else(|| ctx.invalid(e, e.at, format!("invalid range \"{key}\"")))?;
-                if let Some((a, b, _)) =
-                    (table.ranges.iter()).find(|(a, b, _)| from <= *b && *a <= to)
-                {
+                // The ranges kept do not overlap: only the last one starting at or
+                // before `to` can overlap this one.
+                let overlap = (range_ends.range(..=to).next_back())
+                    .filter(|(_, b)| from <= **b)
+                    .map(|(a, b)| (*a, *b));
+                if let Some((a, b)) = overlap {
                     return Err(ctx.invalid(
                         e,
                         e.at,
                         format!("range \"{key}\" overlaps \"{a}-{b}\""),
                     ));
                 }
+                range_ends.insert(from, to);
                 table.ranges.push((from, to, literal(&v.value)));
             }
             (_, [v]) => {
                 let net = parse_net(key)
                     .ok_or_else(|| ctx.invalid(e, e.at, format!("invalid network \"{key}\"")))?;
-                match table.nets.iter_mut().find(|(n, _)| *n == net) {
-                    Some(slot) => slot.1 = literal(&v.value),
-                    None => table.nets.push((net, literal(&v.value))),
+                match net_at.get(&net) {
+                    Some(&i) => table.nets[i].1 = literal(&v.value),
+                    None => {
+                        net_at.insert(net, table.nets.len());
+                        table.nets.push((net, literal(&v.value)));
+                    }
                 }
             }
             _ => return Err(ctx.arguments(e, "invalid number of the geo parameters")),

@@ -40,7 +40,7 @@ pub struct VarMap {
 }
 
 /// A `hostnames` wildcard key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MapKey {
     /// `*.example.com` (subdomains) or `.example.com` (the name and its subdomains),
     /// stored as `.example.com`; `bare` when the name itself matches too.
@@ -136,6 +136,8 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
     };
     let mut hostnames = false;
     let mut default_seen = false;
+    // The wildcard keys so far (a lookup per line, not a scan of the list).
+    let mut wildcards_seen = std::collections::HashSet::new();
     for e in body {
         if e.block.is_some() {
             return Err(ctx.arguments(e, "unexpected \"{\""));
@@ -187,8 +189,9 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                 _ => None,
             };
             let duplicate = match wildcard {
-                Some(w) if map.wildcards.iter().any(|(k, _)| *k == w) => true,
+                Some(w) if wildcards_seen.contains(&w) => true,
                 Some(w) => {
+                    wildcards_seen.insert(w.clone());
                     map.wildcards.push((w, value));
                     false
                 }

@@ -100,7 +100,14 @@ pub(crate) struct Parser<'a> {
     pub(crate) sources: Sources,
     conf_prefix: &'a Path,
     stack: Vec<PathBuf>,
+    /// Blocks open around the tokens being read (across includes).
+    depth: usize,
 }
+
+/// The deepest blocks may nest (`http { server { location { location { … } } } }`):
+/// far more than any configuration needs, and few enough that reading and building
+/// them (both recursive) stay well within a thread's stack, also on a reload's.
+pub(crate) const MAX_DEPTH: usize = 32;
 
 impl<'a> Parser<'a> {
     pub(crate) fn new(conf_prefix: &'a Path) -> Self {
@@ -108,6 +115,7 @@ impl<'a> Parser<'a> {
             sources: Sources::default(),
             conf_prefix,
             stack: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -180,9 +188,18 @@ impl<'a> Parser<'a> {
                         out.push(d);
                     }
                 }
+                Tok::Open if self.depth >= MAX_DEPTH => {
+                    let kind = ConfigErrorKind::Invalid {
+                        key: words.first().map_or_else(String::new, |w| w.value.clone()),
+                        reason: format!("blocks nested more than {MAX_DEPTH} deep"),
+                    };
+                    return Err(self.sources.error(at, kind));
+                }
                 Tok::Open => {
-                    let block = self.list(file, toks, i, true)?;
-                    out.push(directive(std::mem::take(&mut words), Some(block)));
+                    self.depth += 1;
+                    let block = self.list(file, toks, i, true);
+                    self.depth -= 1;
+                    out.push(directive(std::mem::take(&mut words), Some(block?)));
                 }
                 Tok::Close if !words.is_empty() || !nested => {
                     return Err(unexpected("\"}\"", None, &words));
@@ -236,7 +253,7 @@ impl<'a> Parser<'a> {
                 };
                 return Err(self.sources.error(d.at, kind));
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| {
+            let text = read_text(&path).map_err(|source| {
                 let kind = ConfigErrorKind::Include {
                     directive: d.name.clone(),
                     path: path.clone(),
@@ -248,6 +265,17 @@ impl<'a> Parser<'a> {
         }
         Ok(out)
     }
+}
+
+/// A configuration file's text. nginx reads bytes: a file in another encoding than
+/// UTF-8 (a Latin-1 `# café` comment) loads, each byte that is not UTF-8 read as
+/// U+FFFD (`�`), which changes nothing in a comment.
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 fn directive(mut words: Vec<Arg>, block: Option<Vec<Directive>>) -> Directive {

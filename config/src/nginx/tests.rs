@@ -399,6 +399,30 @@ fn a_refused_keys_pin_is_not_repeated() {
     );
 }
 
+/// Blocks nested past [`parse::MAX_DEPTH`] are refused where the first too many opens
+/// (reading and building them recurse: a few hundred levels overflowed a reload
+/// thread's stack and ended the process), also across an `include`.
+#[test]
+fn blocks_nested_too_deep_are_refused_at_their_line() {
+    let nested = |n: usize| {
+        let open: String = (0..n).map(|_| "location /a {\n").collect();
+        http(&format!(
+            "server {{ listen 20080;\n{open}return 200;\n{}}}",
+            "}\n".repeat(n)
+        ))
+    };
+    let deep = super::parse::MAX_DEPTH + 5;
+    let e = err(&nested(deep));
+    // `http` and `server` are two of the levels; location k opens on line 3 + k, and
+    // the first too many is the (MAX_DEPTH - 1)th.
+    let line = 3 + super::parse::MAX_DEPTH - 1;
+    assert!(
+        e.starts_with(&format!("/x/conf/nginx.conf:{line}:")) && e.contains("nested more than"),
+        "{e}"
+    );
+    assert!(load_str(&nested(super::parse::MAX_DEPTH - 3)).is_ok());
+}
+
 #[test]
 fn errors_are_located() {
     let e = err(&http("server { listen 20080; foo on; }"));
@@ -2215,4 +2239,18 @@ fn keepalive_requests_and_time_limit_a_client_connection_as_nginx() {
         "{:?}",
         c.warnings
     );
+}
+
+/// A file that is not UTF-8 (a Latin-1 comment, as nginx reads bytes) loads, in the
+/// main file and in an include.
+#[test]
+fn a_latin1_comment_loads_as_in_nginx() {
+    let dir = tempfile::tempdir().expect("dir");
+    let main = dir.path().join("nginx.conf");
+    let mut text = b"# caf\xe9\nevents {}\nhttp {\n include extra.conf;\n".to_vec();
+    text.extend_from_slice(b" server { listen 20080; location / { return 200 ok; } }\n}\n");
+    std::fs::write(&main, text).expect("write");
+    std::fs::write(dir.path().join("extra.conf"), b"# r\xe9sum\xe9\n").expect("write");
+    let c = load(&main, &NginxOptions::default()).expect("loads");
+    assert_eq!(c.servers.len(), 1);
 }
