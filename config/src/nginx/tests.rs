@@ -411,16 +411,16 @@ fn blocks_nested_too_deep_are_refused_at_their_line() {
             "}\n".repeat(n)
         ))
     };
-    let deep = super::parse::MAX_DEPTH + 5;
+    let deep = parse::MAX_DEPTH + 5;
     let e = err(&nested(deep));
     // `http` and `server` are two of the levels; location k opens on line 3 + k, and
     // the first too many is the (MAX_DEPTH - 1)th.
-    let line = 3 + super::parse::MAX_DEPTH - 1;
+    let line = 3 + parse::MAX_DEPTH - 1;
     assert!(
         e.starts_with(&format!("/x/conf/nginx.conf:{line}:")) && e.contains("nested more than"),
         "{e}"
     );
-    assert!(load_str(&nested(super::parse::MAX_DEPTH - 3)).is_ok());
+    assert!(load_str(&nested(parse::MAX_DEPTH - 3)).is_ok());
 }
 
 #[test]
