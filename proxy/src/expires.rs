@@ -115,7 +115,7 @@ mod tests {
         let mut resp = Response::new(Empty::new().map_err(|n| match n {}).boxed());
         if let Some(v) = last_modified {
             resp.headers_mut()
-                .insert(LAST_MODIFIED, http::HeaderValue::from_static(v));
+                .insert(LAST_MODIFIED, HeaderValue::from_static(v));
         }
         resp
     }
