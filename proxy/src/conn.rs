@@ -30,6 +30,9 @@ use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
 use hsmgate_signer::Gate;
 
+/// An HTTP/2 stream's send buffer (`max_send_buf_size`): 64 KB, a default window's.
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
 /// HTTP/2 streams a client may open and reset before they are served, per connection,
 /// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
 const H2_MAX_PENDING_RESETS: usize = 20;
@@ -685,6 +688,10 @@ async fn serve_http<I>(
     builder
         .http2()
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        // What a stream may hold of its answer beyond what the client's window lets
+        // out (hyper's default, 400 KB, is about 100 MB for a connection of 128 streams
+        // whose client stops reading).
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .max_header_list_size(u32::try_from(head.total).unwrap_or(u32::MAX))
         // Rapid reset (CVE-2023-44487): streams the client opens and resets before they
         // are served; h2's default, stated.

@@ -41,6 +41,9 @@ pub(crate) struct StreamSendTimeout {
     shared: Arc<Mutex<Shared>>,
     timeout: Duration,
     watching: bool,
+    /// Ends the watchdog when the stream goes (reset by the client, or its
+    /// connection closed) before its deadline.
+    gone: Arc<tokio::sync::Notify>,
 }
 
 /// The body was dropped because the client kept the stream's window shut.
@@ -64,6 +67,7 @@ impl StreamSendTimeout {
             })),
             timeout,
             watching: false,
+            gone: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -104,7 +108,11 @@ impl Body for StreamSendTimeout {
         };
         if more && !self.watching {
             self.watching = true;
-            tokio::spawn(watch(Arc::clone(&self.shared), timeout));
+            tokio::spawn(watch(
+                Arc::clone(&self.shared),
+                timeout,
+                Arc::clone(&self.gone),
+            ));
         }
         polled
     }
@@ -126,16 +134,29 @@ impl Body for StreamSendTimeout {
 
 impl Drop for StreamSendTimeout {
     fn drop(&mut self) {
-        self.lock().done = true;
+        // The stream is gone (ended, reset, or its connection closed): the rest of the
+        // answer goes now (its upstream connection closes or returns to the pool, the
+        // access log line is written), not when the watchdog next wakes, up to
+        // `send_timeout` later; dropped outside the lock.
+        let body = {
+            let mut shared = self.lock();
+            shared.done = true;
+            shared.body.take()
+        };
+        drop(body);
+        self.gone.notify_one();
     }
 }
 
 /// Wake at each chunk's deadline; drop the body once one has waited `timeout`.
-async fn watch(shared: Arc<Mutex<Shared>>, timeout: Duration) {
+async fn watch(shared: Arc<Mutex<Shared>>, timeout: Duration, gone: Arc<tokio::sync::Notify>) {
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut deadline = Instant::now() + timeout;
     loop {
-        tokio::time::sleep_until(deadline).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = gone.notified() => return,
+        }
         let cut = {
             let mut s = lock();
             if s.done || s.body.is_none() {
@@ -216,6 +237,30 @@ mod tests {
         // When the stream is polled again it ends with the error (hyper resets it).
         let err = body.frame().await.expect("an error").expect_err("cut");
         assert!(err.to_string().contains("send_timeout"), "{err}");
+    }
+
+    /// A stream that goes (reset by the client, or its connection closed) while a chunk
+    /// waits lets go of the rest of its answer at once, and its watchdog ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_dropped_while_waiting_lets_go_of_its_body_at_once() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut body = StreamSendTimeout::wrap(
+            Endless(Arc::clone(&dropped)).boxed(),
+            Duration::from_secs(60),
+        );
+        body.frame().await.expect("a frame").expect("data");
+        tokio::task::yield_now().await;
+        drop(body);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the upstream body is dropped"
+        );
+        // The watchdog ends too (nothing of it left once it has run).
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let metrics = tokio::runtime::Handle::current().metrics();
+        assert_eq!(metrics.num_alive_tasks(), 0, "the watchdog ended");
     }
 
     #[tokio::test(start_paused = true)]
