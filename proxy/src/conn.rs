@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
-use crate::keepalive_limits::ConnLimits;
+use crate::keepalive_limits::{ConnLimits, StreamBody};
 use crate::metrics::{self, HandshakeResult};
 use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
@@ -644,6 +644,7 @@ async fn serve_http<I>(
     };
     let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     let pipelined = io.pipelined();
+    let may_be_h2 = speak != Speak::Http1;
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -657,8 +658,14 @@ async fn serve_http<I>(
             Arc::clone(&conn),
             Arc::clone(&counted),
         );
+        // On a connection that may speak HTTP/2, a request (an HTTP/2 stream) is open,
+        // for `keepalive_timeout`, until its answer is done.
+        let open = may_be_h2.then(|| counted.stream());
         Box::pin(async move {
             let mut response = crate::route::handle(generation, conn, req, on_conn).await?;
+            if let Some(open) = open {
+                response = response.map(|body| StreamBody::wrap(body, open));
+            }
             let delimited = ConnLimits::close_delimited(version, &response);
             if delimited {
                 // An HTTP/1.0 answer: hyper adds `keep-alive` to any other version's.
@@ -716,6 +723,9 @@ async fn serve_http<I>(
             () = watcher.draining(), if !finishing => {}
             () = retired.draining(), if !finishing && http2 => {}
             () = keepalive.spent(), if !finishing && http2 => {}
+            () = keepalive.idle(listener.keepalive), if !finishing && http2 && !listener.keepalive.is_zero() => {
+                tracing::debug!(%peer, "HTTP/2 connection idle for keepalive_timeout: GOAWAY");
+            }
         }
         finishing = true;
         served.as_mut().graceful_shutdown();

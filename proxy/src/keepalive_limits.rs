@@ -11,8 +11,16 @@
 //! behind a load balancer, and a connection's memory is given back now and then.
 //! The limits are the address's default server's, as for the connection's other
 //! client limits (nginx applies a location's).
+//!
+//! `keepalive_timeout` for HTTP/2 too (hyper's HTTP/1.1 has its own): a connection
+//! with no stream open for that long gets GOAWAY and closes, as from nginx since 1.19.7
+//! ([`ConnLimits::idle`]; each stream is counted open until its answer's body is done,
+//! [`ConnLimits::stream`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, Version, header};
@@ -30,6 +38,10 @@ pub(crate) struct ConnLimits {
     spent: Notify,
     /// The process's drain and the connection's configuration's.
     drains: [Watcher; 2],
+    /// HTTP/2 streams open (from the request to its answer's end).
+    streams: AtomicUsize,
+    /// When the last of them ended (milliseconds after `started`).
+    last_stream_end: AtomicU64,
 }
 
 impl ConnLimits {
@@ -46,6 +58,32 @@ impl ConnLimits {
             max_time,
             spent: Notify::new(),
             drains,
+            streams: AtomicUsize::new(0),
+            last_stream_end: AtomicU64::new(0),
+        }
+    }
+
+    /// An HTTP/2 stream begun: counted open until the guard is dropped (with the
+    /// answer's body: [`StreamBody`]).
+    pub(crate) fn stream(self: &Arc<Self>) -> StreamOpen {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamOpen(Arc::clone(self))
+    }
+
+    /// Resolves once the connection has had no stream open for `timeout`.
+    pub(crate) async fn idle(&self, timeout: Duration) {
+        loop {
+            let deadline = match self.streams.load(Ordering::Acquire) {
+                0 => {
+                    let ended = self.last_stream_end.load(Ordering::Acquire);
+                    self.started + Duration::from_millis(ended) + timeout
+                }
+                _ => Instant::now() + timeout,
+            };
+            if Instant::now() >= deadline && self.streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep_until(deadline.max(Instant::now()).into()).await;
         }
     }
 
@@ -102,6 +140,51 @@ impl ConnLimits {
     /// Resolves once an HTTP/2 connection has served its last request.
     pub(crate) async fn spent(&self) {
         self.spent.notified().await;
+    }
+}
+
+/// One HTTP/2 stream counted open ([`ConnLimits::stream`]).
+#[derive(Debug)]
+pub(crate) struct StreamOpen(Arc<ConnLimits>);
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        let limits = &self.0;
+        let now = u64::try_from(limits.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        limits.last_stream_end.fetch_max(now, Ordering::Release);
+        limits.streams.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// An HTTP/2 answer's body that keeps its stream counted open until it is done.
+pub(crate) struct StreamBody {
+    inner: crate::body::ProxyBody,
+    _open: StreamOpen,
+}
+
+impl StreamBody {
+    pub(crate) fn wrap(inner: crate::body::ProxyBody, open: StreamOpen) -> crate::body::ProxyBody {
+        http_body_util::BodyExt::boxed(StreamBody { inner, _open: open })
+    }
+}
+
+impl hyper::body::Body for StreamBody {
+    type Data = bytes::Bytes;
+    type Error = crate::balance::BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -384,6 +384,40 @@ fn http2_settings_carry_nginx_limits() {
     assert!(settings.settings().contains(&(0x3, 8)), "{settings:?}");
 }
 
+/// `keepalive_timeout` for HTTP/2 too (nginx since 1.19.7): a connection with no stream
+/// open for that long gets GOAWAY (NO_ERROR) and closes; one whose stream's answer takes
+/// longer than that is not told to go before the answer (a stream is open until its
+/// answer is done). Before, an idle HTTP/2 connection stayed until `keepalive_time`.
+#[test]
+fn http2_keepalive_timeout_closes_idle_connections_not_busy_ones() {
+    let g = gate("keepalive_timeout 2s;");
+    let mut h2 = H2::open(&g);
+    h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
+    assert_eq!(answer_on(&mut h2, 1), (Some(200), None));
+    let idle = Instant::now();
+    let frames = h2.until(Duration::from_secs(8), |f| f.kind == GOAWAY);
+    let goaway = frames
+        .iter()
+        .find(|f| f.kind == GOAWAY)
+        .unwrap_or_else(|| panic!("no GOAWAY: {frames:?}\n{}", g.server.log_text()));
+    assert_eq!(goaway.error_code(), Some(0), "{goaway:?}");
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "GOAWAY after {after:?}"
+    );
+    // Busy: an answer that takes longer than the timeout comes before any GOAWAY.
+    let mut h2 = H2::open(&g);
+    let slow = get(Some("localhost"), "/?delay_ms=3500", &[]);
+    h2.send(&frame(HEADERS, 0x5, 1, &slow));
+    assert_eq!(
+        answer_on(&mut h2, 1),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+}
+
 /// Sends `bytes` on a new connection once the server's SETTINGS are in, and returns
 /// the frames up to the first GOAWAY or RST_STREAM (which must come).
 fn probe(g: &Gate, what: &str, bytes: &[u8]) -> (H2, Frame) {
