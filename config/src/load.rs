@@ -76,12 +76,18 @@ fn hide_quoted(message: &str) -> String {
 }
 
 impl Source<'_> {
-    /// The line of the text that holds byte `offset`.
-    pub(crate) fn line_of(&self, offset: usize) -> &str {
+    /// `offset` within the text, moved back to a character's start.
+    fn at_char(&self, offset: usize) -> usize {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
+        offset
+    }
+
+    /// The line of the text that holds byte `offset`.
+    pub(crate) fn line_of(&self, offset: usize) -> &str {
+        let offset = self.at_char(offset);
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let end = self.text[offset..]
             .find('\n')
@@ -91,10 +97,7 @@ impl Source<'_> {
 
     /// The 1-based line and column (in characters) of byte `offset`.
     pub(crate) fn location(&self, offset: usize) -> Location {
-        let mut offset = offset.min(self.text.len());
-        while !self.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
+        let offset = self.at_char(offset);
         let before = &self.text[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Location {

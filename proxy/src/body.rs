@@ -23,6 +23,14 @@ use crate::balance::BodyError;
 /// last chunk for HTTP/1.1, RST_STREAM for HTTP/2).
 pub(crate) type ProxyBody = BoxBody<Bytes, BodyError>;
 
+/// Whether an answer of `status` has no body whatever its headers say (1xx, 204, 304;
+/// RFC 9112 §6.3).
+pub(crate) fn bodyless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
 /// What went wrong with the client's body, shared between the body and the request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BodyFault(Arc<AtomicU8>);

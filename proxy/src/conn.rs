@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::generation::{Generation, ListenerRt, ServerTls, TlsListener};
 use crate::h1guard::{H1Guard, HeadLimits};
 use crate::hello::HelloKind;
-use crate::keepalive_limits::{ConnLimits, StreamBody};
+use crate::keepalive_limits::ConnLimits;
 use crate::metrics::{self, HandshakeResult};
 use crate::send_timeout::SendTimeout;
 use crate::site::ListenSpec;
@@ -634,17 +634,18 @@ async fn serve_http<I>(
         [watcher.clone(), retired.clone()],
     ));
     let counted = Arc::clone(&keepalive);
+    // A connection that may speak HTTP/2.
+    let http2 = speak != Speak::Http1;
     let (buffers, size) = limits.large_header_buffers;
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let head = HeadLimits {
         line: size,
         total: size.saturating_mul(buffers as usize),
         timeout: limits.header_timeout,
-        http2: speak != Speak::Http1,
+        http2,
     };
     let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     let pipelined = io.pipelined();
-    let may_be_h2 = speak != Speak::Http1;
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -660,12 +661,9 @@ async fn serve_http<I>(
         );
         // On a connection that may speak HTTP/2, a request (an HTTP/2 stream) is open,
         // for `keepalive_timeout`, until its answer is done.
-        let open = may_be_h2.then(|| counted.stream());
+        let stream = http2.then(|| counted.stream());
         Box::pin(async move {
-            let mut response = crate::route::handle(generation, conn, req, on_conn).await?;
-            if let Some(open) = open {
-                response = response.map(|body| StreamBody::wrap(body, open));
-            }
+            let mut response = crate::route::handle(generation, conn, req, on_conn, stream).await?;
             let delimited = ConnLimits::close_delimited(version, &response);
             if delimited {
                 // An HTTP/1.0 answer: hyper adds `keep-alive` to any other version's.
@@ -715,7 +713,7 @@ async fn serve_http<I>(
     // connection closed by the server races with the client's next request, which
     // would be lost; a client told `close` sends none), and which the live
     // configuration gives if that request begins after the reload (`Configs`).
-    let (mut finishing, http2) = (false, speak != Speak::Http1);
+    let mut finishing = false;
     let ended = loop {
         tokio::select! {
             biased;

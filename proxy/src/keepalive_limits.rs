@@ -17,10 +17,8 @@
 //! ([`ConnLimits::idle`]; each stream is counted open until its answer's body is done,
 //! [`ConnLimits::stream`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, Version, header};
@@ -63,8 +61,8 @@ impl ConnLimits {
         }
     }
 
-    /// An HTTP/2 stream begun: counted open until the guard is dropped (with the
-    /// answer's body: [`StreamBody`]).
+    /// An HTTP/2 stream begun: counted open until the guard is dropped (when its answer
+    /// has been sent: `reqlog::LoggedBody`).
     pub(crate) fn stream(self: &Arc<Self>) -> StreamOpen {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamOpen(Arc::clone(self))
@@ -128,11 +126,8 @@ impl ConnLimits {
         version: Version,
         response: &Response<B>,
     ) -> bool {
-        let status = response.status();
         version == Version::HTTP_10
-            && !(status.is_informational()
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED)
+            && !crate::body::bodyless(response.status())
             && !response.headers().contains_key(header::CONTENT_LENGTH)
             && response.body().size_hint().exact().is_none()
     }
@@ -153,38 +148,6 @@ impl Drop for StreamOpen {
         let now = u64::try_from(limits.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         limits.last_stream_end.fetch_max(now, Ordering::Release);
         limits.streams.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// An HTTP/2 answer's body that keeps its stream counted open until it is done.
-pub(crate) struct StreamBody {
-    inner: crate::body::ProxyBody,
-    _open: StreamOpen,
-}
-
-impl StreamBody {
-    pub(crate) fn wrap(inner: crate::body::ProxyBody, open: StreamOpen) -> crate::body::ProxyBody {
-        http_body_util::BodyExt::boxed(StreamBody { inner, _open: open })
-    }
-}
-
-impl hyper::body::Body for StreamBody {
-    type Data = bytes::Bytes;
-    type Error = crate::balance::BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

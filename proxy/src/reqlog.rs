@@ -212,7 +212,7 @@ pub(crate) fn head_bytes<B: Body>(
     protocol: &str,
     request: &HeaderMap,
 ) -> u64 {
-    use http::{StatusCode, header};
+    use http::header;
     let http10 = protocol == "HTTP/1.0";
     let h2 = protocol.starts_with("HTTP/2");
     let asks = |token: &str| {
@@ -233,10 +233,7 @@ pub(crate) fn head_bytes<B: Body>(
         // "date: Tue, 01 Dec 2026 12:00:00 GMT\r\n"
         n += 6 + 29 + 2;
     }
-    let bodyless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    if !bodyless
+    if !crate::body::bodyless(status)
         && !h2
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key(header::TRANSFER_ENCODING)
@@ -266,6 +263,8 @@ pub(crate) fn head_bytes<B: Body>(
 pub(crate) struct LoggedBody {
     /// The request counted in progress (`stub_status`'s Writing) until its answer ends.
     pub(crate) in_progress: Option<crate::conn_stats::Gauge>,
+    /// The HTTP/2 stream counted open on its connection until its answer ends.
+    pub(crate) stream: Option<crate::keepalive_limits::StreamOpen>,
     /// The `limit_conn` slots of the request, released when the answer has been sent.
     pub(crate) limit_slots: Vec<crate::limits::ConnSlot>,
     pub(crate) inner: ProxyBody,
@@ -278,6 +277,7 @@ impl LoggedBody {
     fn finish(&mut self, completed: bool) {
         self.limit_slots.clear();
         self.in_progress = None;
+        self.stream = None;
         if let Some(log) = self.log.take() {
             log.write(self.sent, completed);
         }

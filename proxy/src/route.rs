@@ -56,14 +56,17 @@ pub(crate) struct OnConn {
     pub pipelined: bool,
 }
 
-/// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status.
+/// Serve one request, counted in [`REQUESTS`](crate::metrics::REQUESTS) by status;
+/// `stream`, an HTTP/2 stream's count on its connection (`keepalive_timeout`), is held
+/// until the answer has been sent, as the request's other counts are.
 pub(crate) async fn handle(
     generation: Arc<Generation>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     on_conn: OnConn,
+    stream: Option<crate::keepalive_limits::StreamOpen>,
 ) -> Result<Response<ProxyBody>, Abort> {
-    let answer = serve(generation, conn, req, on_conn).await;
+    let answer = serve(generation, conn, req, on_conn, stream).await;
     crate::metrics::request(match &answer {
         Ok(resp) => resp.status().as_u16(),
         Err(Abort) => 444,
@@ -76,6 +79,7 @@ async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     on_conn: OnConn,
+    stream: Option<crate::keepalive_limits::StreamOpen>,
 ) -> Result<Response<ProxyBody>, Abort> {
     let in_progress = crate::conn_stats::request();
     let started = SystemTime::now();
@@ -272,6 +276,7 @@ async fn serve(
     };
     let body = LoggedBody {
         in_progress: Some(in_progress),
+        stream,
         limit_slots: std::mem::take(&mut log.limit_slots),
         inner: crate::limit_rate::LimitRate::wrap(body, rate),
         sent: 0,

@@ -26,12 +26,9 @@ pub(crate) fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
     // A length of zero however written (`0`, `00`): the guard reads the number, and the
     // two must agree on what an upgrade is, or the guard stops checking a connection
     // this side does not close.
-    let zero = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(|&b| b == b'0');
     let body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| !zero(v));
+        || (headers.contains_key(header::CONTENT_LENGTH)
+            && crate::upstream_h1::content_length(headers) != Some(0));
     version == Version::HTTP_11
         && !body
         && headers.contains_key(header::UPGRADE)

@@ -893,11 +893,7 @@ fn response_framing(
     facts: &Facts,
     head_request: bool,
 ) -> Result<Framing, H1Error> {
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if head_request || crate::body::bodyless(status) {
         return Ok(Framing::Length(0));
     }
     if facts.transfer_encoding {
@@ -921,7 +917,7 @@ fn response_framing(
 
 /// The `Content-Length` of `headers`: one number, however often repeated; None when
 /// absent, invalid or conflicting.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         found = Some(add_length(found, value.as_bytes())?);
