@@ -189,4 +189,4 @@ pub use model::{
 pub use nginx::{NginxConfig, NginxOptions};
 pub use overlay::ENVIRONMENT;
 pub use pkcs11_uri::{ObjectType, Pkcs11Uri, UriError, UriErrorReason, parse_key_string};
-pub use secret::Secret;
+pub use secret::{Secret, may_be_a_pin};

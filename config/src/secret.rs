@@ -30,9 +30,28 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Whether `name`, given as the name of a PIN's file or environment variable, could be
+/// the PIN itself typed in its place, and so must not be printed: a name with none of
+/// `.`, `-`, `_` (`pin.txt`, `hsm-pin`, `HSMGATE_PIN` are shown; `1234`, `s3cret` and
+/// `pin` are not). Used where the name is printed and nothing proves it a name (the
+/// file does not exist, the variable is not set).
+pub fn may_be_a_pin(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['.', '-', '_'])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_may_be_pins() {
+        for pin in ["1234", "s3cret", "pin", "My!P@ss"] {
+            assert!(may_be_a_pin(pin), "{pin}");
+        }
+        for name in ["pin.txt", "hsm-pin", "HSMGATE_PIN", ""] {
+            assert!(!may_be_a_pin(name), "{name}");
+        }
+    }
 
     #[test]
     fn never_printed() {

@@ -546,6 +546,16 @@ async fn handshake(
             return Shook::Failed;
         }
     };
+    // A client that closed or reset while its full handshake waited (in the accept
+    // queue, the admission queue) is not signed for.
+    if kind == HelloKind::Full && crate::hello::client_gone(&stream) {
+        tracing::debug!(%peer, "TLS handshake not begun: the client closed before its signature");
+        if let Gate::Admitted(permit) = gate {
+            permit.give_back_unused();
+        }
+        failed(false);
+        return Shook::Failed;
+    }
     // Admitted (a shed connection needs no socket option: its alert leaves with its FIN).
     let _ = stream.set_nodelay(true);
     // `into_stream` processes the ClientHello, and so signs, as it is called: the step

@@ -481,6 +481,19 @@ fn unread(stream: &TcpStream) -> bool {
     }
 }
 
+/// Whether the client has closed or reset its connection: the end of its stream (or an
+/// error) is next in the socket. A client that sent a ClientHello and then its FIN can
+/// never finish a handshake, so one waiting for its signature that has done so is not
+/// signed for (the HSM's time goes to a client still there).
+pub(crate) fn client_gone(stream: &TcpStream) -> bool {
+    let mut next = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut next) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
 /// The rest of [`write_and_close`] after [`answer_now`] got as far as `state`.
 pub(crate) async fn close_after(
     stream: &mut TcpStream,

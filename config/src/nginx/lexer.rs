@@ -75,9 +75,15 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, LexError> {
                     .next()
                     .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n' | ';' | '{' | ')'));
                 if let Some(c) = bad_follower {
+                    // A quote inside a PIN ends the quoted string early: the character
+                    // after it is the PIN's, so it is not shown then.
+                    let found = match text.to_ascii_lowercase().contains("pin") {
+                        true => "character after a quoted value that holds a PIN".into(),
+                        false => format!("\"{c}\""),
+                    };
                     return Err(LexError {
                         offset: i,
-                        found: format!("\"{c}\""),
+                        found,
                         expecting: None,
                     });
                 }
@@ -171,5 +177,8 @@ mod tests {
         assert_eq!((e.offset, e.found.as_str()), (4, "end of file"));
         let e = tokenize("a \"b\"c;").unwrap_err();
         assert_eq!((e.offset, e.found.as_str()), (5, "\"c\""));
+        let e = tokenize("k \"pkcs11:t?pin-value=12\"34\";").unwrap_err();
+        assert_eq!(e.offset, 25);
+        assert!(!e.found.contains('3'), "{}", e.found);
     }
 }

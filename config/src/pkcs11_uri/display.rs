@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::Pkcs11Uri;
+use crate::may_be_a_pin;
 
 const PATH_SAFE: &[u8] = b":[]@!$&'()*+,=";
 const QUERY_SAFE: &[u8] = b":[]@!$'()*+,;/?|";
@@ -24,7 +25,18 @@ fn encode(bytes: &[u8], safe: &[u8]) -> String {
     out
 }
 
-/// Prints the URI back in RFC 7512 form; a PIN is printed as `pin-value=***`.
+/// A `pin-source` whose last name may be a PIN typed in place of a file name (see
+/// [`may_be_a_pin`]) with that name printed as `***`.
+fn hide_pin_name(source: &str) -> String {
+    let at = source.rfind(['/', ':']).map_or(0, |i| i + 1);
+    match may_be_a_pin(&source[at..]) {
+        true => format!("{}***", &source[..at]),
+        false => source.to_owned(),
+    }
+}
+
+/// Prints the URI back in RFC 7512 form; a PIN is printed as `pin-value=***`, and a
+/// `pin-source` file name that may be a PIN as `***`.
 impl fmt::Display for Pkcs11Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = |v: &Option<String>| v.as_deref().map(|v| encode(v.as_bytes(), PATH_SAFE));
@@ -45,7 +57,10 @@ impl fmt::Display for Pkcs11Uri {
             ("id", self.id.as_deref().map(|id| encode(id, b""))),
         ];
         let query = [
-            ("pin-source", q(&self.pin_source)),
+            (
+                "pin-source",
+                q(&self.pin_source.as_deref().map(hide_pin_name)),
+            ),
             (
                 "pin-value",
                 self.pin_value.as_ref().map(|_| "***".to_owned()),
@@ -89,6 +104,10 @@ mod tests {
             u.to_string(),
             "pkcs11:token=t;object=k?pin-value=***&module-name=m"
         );
+        let typed = Pkcs11Uri::parse("pkcs11:token=t?pin-source=file:/etc/4711").unwrap();
+        assert_eq!(typed.to_string(), "pkcs11:token=t?pin-source=file:/etc/***");
+        let typed = Pkcs11Uri::parse("pkcs11:token=t?pin-source=4711").unwrap();
+        assert_eq!(typed.to_string(), "pkcs11:token=t?pin-source=***");
         assert_eq!(
             format!("{:?} {}", u.pin_value, u.pin_value.as_ref().unwrap()),
             "Some(***) ***"

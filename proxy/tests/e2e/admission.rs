@@ -654,6 +654,68 @@ async fn clients_stalled_after_a_hello_retry_hold_no_admission_slot() {
     drop(stalled);
 }
 
+/// A client whose ClientHello arrives with its FIN (it has given up, as one does after a
+/// timeout while its handshake waited in the accept queue or admission's queue) can never
+/// finish a handshake: it gets no signature, and its slot goes back unused. A client
+/// that stays is signed for as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_signature_is_not_signed_for() {
+    use crate::support::tlsraw::{HANDSHAKE, Offer, client_hello, read_answer, record};
+    use std::io::Write;
+
+    let token = TestToken::new(KeyType::Rsa2048);
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, start_upstream("echo"), "sessions = 1")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let count = move |name: &'static str, labels: &'static [&'static str]| {
+        metric(&admin_get_blocking(admin, "/metrics").1, name, labels)
+    };
+    const OPS: &str = "hsmgate_signer_operations_total";
+    const FAILED: &[&str] = &["result=\"failed\""];
+    let addr = proxy.addr;
+    let hello = record(HANDSHAKE, &client_hello(Offer::Tls13, 0));
+    let check = tokio::task::spawn_blocking(move || {
+        let (ops, failed) = (
+            count(OPS, &[]),
+            count("hsmgate_tls_handshakes_total", FAILED),
+        );
+        const GONE: usize = 5;
+        for i in 0..GONE {
+            let s = std::net::TcpStream::connect(addr).expect("connect");
+            // Corked: the ClientHello and the FIN leave in one segment, so the server
+            // finds both whenever it reads.
+            socket2::SockRef::from(&s).set_tcp_cork(true).expect("cork");
+            (&s).write_all(&hello).expect("send the ClientHello");
+            s.shutdown(std::net::Shutdown::Write).expect("FIN");
+            let mut s = s;
+            let answer = read_answer(&mut s, Duration::from_secs(5));
+            assert!(
+                !answer.server_hello(),
+                "client {i} got a ServerHello: {answer:?}"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count("hsmgate_tls_handshakes_total", FAILED) < failed + GONE as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "the gone clients' handshakes not counted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count(OPS, &[]), ops, "signed for a client that had gone");
+        // A client that stays is signed for.
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(&hello).expect("send the ClientHello");
+        let answer = read_answer(&mut s, Duration::from_secs(5));
+        assert!(answer.server_hello(), "{answer:?}");
+        assert_eq!(count(OPS, &[]), ops + 1.0);
+    });
+    check.await.expect("the clients");
+}
+
 /// A server with a token's RSA key and a file's ECDSA key. The door chooses the key
 /// from the ClientHello as sent; rustls chooses again when it signs, from the schemes
 /// its TLS 1.2 cipher suite allows, or from a second ClientHello after a retry request.
