@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use hsmgate_config::nginx::{CipherSuite, select_server};
 
@@ -168,21 +168,6 @@ pub(crate) async fn accept_loop(
     // with a getsockname per connection.
     let local_port = listener.local_addr().map_or(addr.port(), |a| a.port());
     loop {
-        // Bounded: at the limit, stop accepting (the kernel's backlog queues) until a
-        // connection closes, as nginx does when worker_connections run out.
-        let permit = match &limit {
-            None => None,
-            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    warn_limit(sem);
-                    tokio::select! {
-                        p = Arc::clone(sem).acquire_owned() => p.ok(),
-                        _ = stop.changed() => break,
-                    }
-                }
-            },
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.changed() => break,
@@ -196,6 +181,16 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Bounded: at the limit, idle connections make room; with none idle, the
+                // new connection waits (the next ones in the kernel's backlog) until one
+                // closes.
+                let permit = match &limit {
+                    None => None,
+                    Some(sem) => match room(sem, &mut stop).await {
+                        Some(permit) => Some(permit),
+                        None => break,
+                    },
+                };
                 let generation = Arc::clone(&generations.borrow());
                 let Some(listener_rt) = generation.listeners.get(&addr).cloned() else {
                     break;
@@ -246,7 +241,33 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// "worker_connections are not enough", at most once a second.
+/// A slot of the connection limit for a connection accepted: at once if one is free;
+/// else, as nginx, idle connections are told to close (`reusable`), again every
+/// [`ROOM_RETRY`] while none is free. `None`: the server stops.
+async fn room(
+    sem: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = Arc::clone(sem).try_acquire_owned() {
+        return Some(permit);
+    }
+    warn_limit(sem);
+    loop {
+        crate::reusable::reclaim();
+        tokio::select! {
+            p = Arc::clone(sem).acquire_owned() => return p.ok(),
+            _ = stop.changed() => return None,
+            () = tokio::time::sleep(ROOM_RETRY) => {}
+        }
+    }
+}
+
+/// How often a connection waiting for room asks idle connections to close again (those
+/// busy when it first asked may have finished their request).
+const ROOM_RETRY: Duration = Duration::from_millis(250);
+
+/// nginx's "worker_connections are not enough, reusing connections", at most once a
+/// second.
 fn warn_limit(sem: &Semaphore) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
@@ -255,7 +276,7 @@ fn warn_limit(sem: &Semaphore) {
     if LAST.swap(now, Ordering::Relaxed) != now {
         tracing::warn!(
             available = sem.available_permits(),
-            "connection limit reached (worker_connections × worker_processes): not accepting until a connection closes"
+            "connection limit reached (worker_connections × worker_processes): idle connections closed to make room; with none idle, not accepting until a connection closes"
         );
     }
 }
@@ -654,7 +675,10 @@ async fn serve_http<I>(
         timeout: limits.header_timeout,
         http2,
     };
-    let io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
+    let mut io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
+    io.note_heads(Arc::clone(keepalive.head_begun()));
+    // At the connection limit, an idle connection may be closed for a new one.
+    let _registered = crate::reusable::register(conn.id, &keepalive);
     let pipelined = io.pipelined();
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
@@ -669,9 +693,9 @@ async fn serve_http<I>(
             Arc::clone(&conn),
             Arc::clone(&counted),
         );
-        // On a connection that may speak HTTP/2, a request (an HTTP/2 stream) is open,
-        // for `keepalive_timeout`, until its answer is done.
-        let stream = http2.then(|| counted.stream());
+        // A request (an HTTP/2 stream) is open until its answer is done: for HTTP/2's
+        // `keepalive_timeout`, and for whether the connection is idle (`reusable`).
+        let stream = Some(counted.stream());
         Box::pin(async move {
             let mut response = crate::route::handle(generation, conn, req, on_conn, stream).await?;
             let delimited = ConnLimits::close_delimited(version, &response);
@@ -733,6 +757,9 @@ async fn serve_http<I>(
             () = keepalive.spent(), if !finishing && http2 => {}
             () = keepalive.idle(listener.keepalive), if !finishing && http2 && !listener.keepalive.is_zero() => {
                 tracing::debug!(%peer, "HTTP/2 connection idle for keepalive_timeout: GOAWAY");
+            }
+            () = keepalive.closed_for_room(), if !finishing => {
+                tracing::debug!(%peer, "idle connection closed for a new one at the connection limit");
             }
         }
         finishing = true;

@@ -86,6 +86,8 @@ pub(crate) struct H1Guard<I> {
     next_pipelined: bool,
     /// The pipelined requests' numbers, for `$pipe`.
     pipelined: Arc<Pipelined>,
+    /// Set while a head is part-way read, for whoever asked ([`H1Guard::note_heads`]).
+    head_begun: Option<Arc<AtomicBool>>,
 }
 
 /// The numbers of a connection's requests that were pipelined: their head came in the
@@ -189,7 +191,14 @@ impl<I> H1Guard<I> {
             heads: 0,
             next_pipelined: false,
             pipelined: Arc::default(),
+            head_begun: None,
         }
+    }
+
+    /// Keeps `flag` set while a request head is part-way read (a connection reading a
+    /// request is not idle; `reusable`).
+    pub(crate) fn note_heads(&mut self, flag: Arc<AtomicBool>) {
+        self.head_begun = Some(flag);
     }
 
     /// Which of the connection's requests were pipelined.
@@ -802,6 +811,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
                 }
                 Poll::Ready(Ok(())) => {
                     this.feed(rb.filled());
+                    if let Some(flag) = &this.head_begun {
+                        let begun = this.state == State::Head && !this.head.is_empty();
+                        if flag.load(Ordering::Relaxed) != begun {
+                            flag.store(begun, Ordering::Release);
+                        }
+                    }
                     // A later request's head begun in this read and not ended: it must
                     // follow in time, counted from here (its first byte came in this
                     // read). A head read whole in one read needs no timer.

@@ -18,7 +18,7 @@
 //! [`ConnLimits::stream`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, Version, header};
@@ -36,10 +36,15 @@ pub(crate) struct ConnLimits {
     spent: Notify,
     /// The process's drain and the connection's configuration's.
     drains: [Watcher; 2],
-    /// HTTP/2 streams open (from the request to its answer's end).
+    /// Requests open, HTTP/2 streams or HTTP/1.x requests (from the request to its
+    /// answer's end).
     streams: AtomicUsize,
     /// When the last of them ended (milliseconds after `started`).
     last_stream_end: AtomicU64,
+    /// An HTTP/1.x request head is part-way read (set by the connection's `H1Guard`).
+    head_begun: Arc<AtomicBool>,
+    /// Told to close to make room for a new connection (`reusable`).
+    for_room: Notify,
 }
 
 impl ConnLimits {
@@ -58,11 +63,34 @@ impl ConnLimits {
             drains,
             streams: AtomicUsize::new(0),
             last_stream_end: AtomicU64::new(0),
+            head_begun: Arc::default(),
+            for_room: Notify::new(),
         }
     }
 
-    /// An HTTP/2 stream begun: counted open until the guard is dropped (when its answer
-    /// has been sent: `reqlog::LoggedBody`).
+    /// The flag the connection's request-head reader sets while a head is part-way read.
+    pub(crate) fn head_begun(&self) -> &Arc<AtomicBool> {
+        &self.head_begun
+    }
+
+    /// Whether the connection waits for a request: none in progress (no answer being
+    /// sent, no HTTP/2 stream open, no head part-way read).
+    pub(crate) fn waiting_for_request(&self) -> bool {
+        self.streams.load(Ordering::Acquire) == 0 && !self.head_begun.load(Ordering::Acquire)
+    }
+
+    /// Tells the connection to close to make room (`reusable`).
+    pub(crate) fn close_for_room(&self) {
+        self.for_room.notify_one();
+    }
+
+    /// Resolves once the connection has been told to close to make room.
+    pub(crate) async fn closed_for_room(&self) {
+        self.for_room.notified().await;
+    }
+
+    /// A request begun (an HTTP/2 stream, or an HTTP/1.x request): counted open until
+    /// the guard is dropped (when its answer has been sent: `reqlog::LoggedBody`).
     pub(crate) fn stream(self: &Arc<Self>) -> StreamOpen {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamOpen(Arc::clone(self))

@@ -18,7 +18,8 @@
 //!   `sockopt`: the two TCP options of `listen` that need a raw `setsockopt`;
 //!   `conn_info`: what a request knows about its connection; `conn_stats`: the counts
 //!   of `stub_status`; `keepalive_limits`: `keepalive_requests` and `keepalive_time`
-//!   close a client connection; `drain`: the graceful drain of client connections;
+//!   close a client connection; `reusable`: idle connections closed for new ones at the
+//!   connection limit; `drain`: the graceful drain of client connections;
 //! - `generation`: everything one configuration builds, swapped whole on reload
 //!   (the format is chosen by file name: `*.toml` native, anything else nginx);
 //! - `keys`: certificate/key pairs → signer pools (token keys) or software keys
@@ -118,6 +119,7 @@ mod proxy_protocol;
 mod proxy_redirect;
 mod realip;
 mod reqlog;
+mod reusable;
 mod rewrite_phase;
 mod route;
 mod send_timeout;

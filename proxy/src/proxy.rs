@@ -190,6 +190,9 @@ impl Proxy {
             .site
             .connections
             .map(|n| Arc::new(Semaphore::new(n)));
+        if limit.is_some() {
+            crate::reusable::enable();
+        }
         let mut accept_loops = Vec::new();
         let mut live: HashSet<SocketAddr> = HashSet::new();
         let spawn_loop = |addr: SocketAddr, socket: std::net::TcpListener| {

@@ -92,8 +92,13 @@ fn plain_return_conf(main: &str, events: &str) -> (tempfile::TempDir, std::path:
     (dir, conf, port)
 }
 
+/// `worker_connections` bounds the open connections; at the limit, as in nginx, idle
+/// keep-alive connections are closed to make room for new ones, the oldest first, and a
+/// connection part-way through a request is not: with none idle, a new connection waits
+/// until one is.
 #[test]
-fn worker_connections_bound_the_open_connections() {
+fn worker_connections_bound_the_open_connections_and_idle_ones_make_room() {
+    use std::io::{Read, Write};
     let (dir, conf, port) = plain_return_conf("worker_processes 1;", "worker_connections 2;");
     let server = Server::hsmgate(dir.path(), &conf, &[]);
     let addr = ("127.0.0.1", port);
@@ -112,19 +117,39 @@ fn worker_connections_bound_the_open_connections() {
     let mut second = std::net::TcpStream::connect(addr).expect("connect");
     assert_eq!(request(&mut first).as_deref(), Some("HTTP/1.1 200 OK"));
     assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
-    // The third connection waits in the backlog: no answer while two are open…
-    let mut third = std::net::TcpStream::connect(addr).expect("connect (backlog)");
-    assert_eq!(request(&mut third), None);
+    // Both idle: a third connection is served, the oldest idle one closed for it.
+    let mut third = std::net::TcpStream::connect(addr).expect("connect");
+    assert_eq!(request(&mut third).as_deref(), Some("HTTP/1.1 200 OK"));
     server.wait_log("connection limit reached", 1, Duration::from_secs(5));
-    // …and is served once one closes.
-    drop(first);
-    let mut buf = [0u8; 512];
-    third
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let n = std::io::Read::read(&mut third, &mut buf).expect("answer after a close");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    let closed = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        matches!(s.read(&mut [0u8; 64]), Ok(0) | Err(_))
+    };
+    assert!(closed(&mut first), "the oldest idle connection is closed");
     assert_eq!(request(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+
+    // Both part-way through a request head: a new connection waits…
+    for s in [&mut second, &mut third] {
+        s.write_all(b"GET /c HTTP/1.1\r\n").expect("half a head");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fourth = std::net::TcpStream::connect(addr).expect("connect (waits)");
+    assert_eq!(request(&mut fourth), None, "served while no connection was idle");
+    // …until one has its answer and is idle: then it is closed for the new one.
+    second.write_all(b"Host: x\r\n\r\n").expect("the rest");
+    let mut buf = [0u8; 512];
+    second.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let n = second.read(&mut buf).expect("the answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    fourth.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let n = fourth.read(&mut buf).expect("answer once one is idle");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    assert!(closed(&mut second), "the connection made idle is closed for the new one");
+    // The one still reading its head was left alone.
+    third.write_all(b"Host: x\r\n\r\n").expect("the rest");
+    third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let n = third.read(&mut buf).expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
 }
 
 /// nginx's `worker_processes N` and the TOML's `[runtime] threads = N` both set the async
