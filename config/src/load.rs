@@ -19,7 +19,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// The text of the config file at `path`.
 pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    crate::nginx::parse::read_text(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         col: 0,

@@ -186,7 +186,7 @@ mod limits;
 mod location;
 mod map;
 mod model;
-mod parse;
+pub(crate) mod parse;
 mod proxy_ssl;
 mod rewrite;
 mod scope;

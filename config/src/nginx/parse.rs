@@ -267,11 +267,28 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The largest configuration file read (a `geo` table of a million networks is about
+/// 30 MB).
+pub(crate) const MAX_FILE: u64 = 128 << 20;
+
 /// A configuration file's text. nginx reads bytes: a file in another encoding than
 /// UTF-8 (a Latin-1 `# café` comment) loads, each byte that is not UTF-8 read as
 /// U+FFFD (`�`), which changes nothing in a comment.
+///
+/// At most [`MAX_FILE`] bytes are read: a larger file, or an endless one (an `include`
+/// of `/dev/zero`), is an error instead of memory taken until the process ends.
 pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB: not read", MAX_FILE >> 20),
+        ));
+    }
     Ok(match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -291,6 +308,12 @@ fn directive(mut words: Vec<Arg>, block: Option<Vec<Directive>>) -> Directive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_file_is_an_error_not_all_memory() {
+        let e = read_text(Path::new("/dev/zero")).expect_err("endless");
+        assert!(e.to_string().contains("larger than 128 MiB"), "{e}");
+    }
 
     fn parse(text: &str) -> Result<Vec<Directive>, ConfigError> {
         Parser::new(Path::new("/nonexistent")).parse_text("t.conf".into(), text.into())
