@@ -21,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use crate::balance::{BodyError, UpstreamBody};
@@ -98,7 +97,9 @@ pub(crate) async fn read(
     timeout: Duration,
 ) -> Result<Spooled, SpoolError> {
     let mut buf = BytesMut::new();
-    let mut file: Option<tokio::fs::File> = None;
+    // Once past `memory`: the file, its length so far, and `buf` holds what is to be
+    // written next (at most about WRITE_BATCH).
+    let mut file: Option<(Arc<File>, u64)> = None;
     let mut seen: u64 = 0;
     loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
@@ -114,17 +115,20 @@ pub(crate) async fn read(
         if let Some(max) = max.filter(|&m| seen > m) {
             return Err(SpoolError::TooLarge(max));
         }
+        buf.extend_from_slice(&data);
         match &mut file {
-            Some(f) => f.write_all(&data).await?,
+            Some((f, written)) if buf.len() >= WRITE_BATCH => {
+                *written = write_at(f, buf.split().freeze(), *written).await?;
+            }
+            Some(_) => {}
             None if seen > memory => {
                 let made = tokio::task::spawn_blocking(tempfile::tempfile)
                     .await
                     .map_err(io::Error::other)
                     .and_then(|r| r);
-                let std = match made {
-                    Ok(f) => f,
+                let f = match made {
+                    Ok(f) => Arc::new(f),
                     Err(error) => {
-                        buf.extend_from_slice(&data);
                         let head = buf.freeze();
                         let rest = body;
                         let u = Unspooled {
@@ -136,25 +140,42 @@ pub(crate) async fn read(
                         return Err(SpoolError::Unspooled(Box::new(u)));
                     }
                 };
-                let mut f = tokio::fs::File::from_std(std);
-                f.write_all(&buf).await?;
-                f.write_all(&data).await?;
-                buf = BytesMut::new();
-                file = Some(f);
+                let written = write_at(&f, buf.split().freeze(), 0).await?;
+                file = Some((f, written));
             }
-            None => buf.extend_from_slice(&data),
+            None => {}
         }
     }
     Ok(match file {
         None => Spooled::Memory(buf.freeze()),
-        Some(mut f) => {
-            f.flush().await?;
-            Spooled::File {
-                file: Arc::new(f.into_std().await),
-                len: seen,
-            }
+        Some((f, written)) => {
+            write_at(&f, buf.freeze(), written).await?;
+            Spooled::File { file: f, len: seen }
         }
     })
+}
+
+/// A spooled body is written to its file in batches of about this size, not a write
+/// (a task of the blocking pool) per frame read: an HTTP/2 upload comes in frames of
+/// 16 KB.
+const WRITE_BATCH: usize = 128 * 1024;
+
+/// Blocking writes of spooled bodies at once, process-wide: many uploads at once share
+/// them instead of taking a thread of the blocking pool each.
+static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Writes `bytes` to `file` at `offset` on the blocking pool (one of [`WRITERS`]);
+/// returns the offset after them.
+async fn write_at(file: &Arc<File>, bytes: Bytes, offset: u64) -> io::Result<u64> {
+    if bytes.is_empty() {
+        return Ok(offset);
+    }
+    let _writer = WRITERS.acquire().await.map_err(io::Error::other)?;
+    let (file, end) = (Arc::clone(file), offset + bytes.len() as u64);
+    tokio::task::spawn_blocking(move || file.write_all_at(&bytes, offset))
+        .await
+        .map_err(io::Error::other)??;
+    Ok(end)
 }
 
 // === impl Spooled ===
@@ -283,11 +304,15 @@ mod tests {
     #[tokio::test]
     async fn a_file_body_is_sent_whole_and_again() -> Result<(), Box<dyn std::error::Error>> {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut f = tokio::fs::File::from_std(tempfile::tempfile()?);
-        f.write_all(&data).await?;
-        f.flush().await?;
+        // Written as `read` writes it, in batches at their offsets.
+        let file = Arc::new(tempfile::tempfile()?);
+        let mut end = 0;
+        for part in data.chunks(WRITE_BATCH / 2 + 7) {
+            end = write_at(&file, Bytes::copy_from_slice(part), end).await?;
+        }
+        assert_eq!(end, data.len() as u64);
         let spooled = Spooled::File {
-            file: Arc::new(f.into_std().await),
+            file,
             len: data.len() as u64,
         };
         for _ in 0..2 {
