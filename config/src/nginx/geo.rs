@@ -7,6 +7,7 @@
 //! `limit_req` key, so that trusted networks are not limited. `proxy` and
 //! `proxy_recursive` are refused: `set_real_ip_from` does that job.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -17,26 +18,57 @@ use super::parse::Directive;
 use super::template::{Template, TemplatePart};
 use crate::error::ConfigError;
 
-/// The networks and ranges of a `geo` block.
+/// The networks and ranges of a `geo` block, indexed for lookups that do not scan the
+/// table (a GeoIP list has hundreds of thousands of lines): a hash lookup per prefix
+/// length in use, longest first, and a binary search of the ranges.
 #[derive(Debug, Clone, Default)]
 pub struct GeoTable {
     /// Networks, the longest prefix first.
-    pub nets: Vec<(IpNet, Template)>,
-    /// `ranges` lines, in file order.
-    pub ranges: Vec<(IpAddr, IpAddr, Template)>,
+    nets: Vec<(IpNet, Template)>,
+    /// Where each network is in `nets`.
+    net_at: HashMap<IpNet, usize>,
+    /// The prefix lengths in use, longest first: IPv4's, IPv6's.
+    lens: [Vec<u8>; 2],
+    /// `ranges` lines, by their start (they do not overlap).
+    ranges: Vec<(IpAddr, IpAddr, Template)>,
 }
 
 impl GeoTable {
+    /// The table of `nets` and `ranges` (which must not overlap).
+    fn new(mut nets: Vec<(IpNet, Template)>, mut ranges: Vec<(IpAddr, IpAddr, Template)>) -> Self {
+        nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let net_at = (nets.iter().enumerate())
+            .map(|(i, (n, _))| (*n, i))
+            .collect();
+        let mut lens: [Vec<u8>; 2] = Default::default();
+        for (n, _) in &nets {
+            let family = &mut lens[usize::from(matches!(n, IpNet::V6(_)))];
+            if family.last() != Some(&n.prefix_len()) {
+                family.push(n.prefix_len());
+            }
+        }
+        ranges.sort_by_key(|(from, ..)| *from);
+        GeoTable {
+            nets,
+            net_at,
+            lens,
+            ranges,
+        }
+    }
+
     /// The value for `address` (a text address, IPv4-mapped IPv6 read as IPv4), if a
-    /// network or range holds it.
+    /// network or range holds it: the most specific network, else the range.
     pub fn lookup(&self, address: &str) -> Option<&Template> {
         let ip = address.trim().parse::<IpAddr>().ok()?.to_canonical();
-        if let Some((_, t)) = self.nets.iter().find(|(n, _)| n.contains(&ip)) {
-            return Some(t);
+        for &len in &self.lens[usize::from(ip.is_ipv6())] {
+            let net = IpNet::new(ip, len).ok()?.trunc();
+            if let Some(&i) = self.net_at.get(&net) {
+                return Some(&self.nets[i].1);
+            }
         }
-        (self.ranges.iter())
-            .find(|(from, to, _)| from.is_ipv4() == ip.is_ipv4() && *from <= ip && ip <= *to)
-            .map(|(_, _, t)| t)
+        let after = self.ranges.partition_point(|(from, ..)| *from <= ip);
+        let (from, to, t) = self.ranges.get(after.checked_sub(1)?)?;
+        (from.is_ipv4() == ip.is_ipv4() && ip <= *to).then_some(t)
     }
 }
 
@@ -57,12 +89,13 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
     let literal = |s: &str| Template {
         parts: vec![TemplatePart::Literal(s.to_owned())],
     };
-    let mut table = GeoTable::default();
+    let mut nets: Vec<(IpNet, Template)> = Vec::new();
+    let mut range_list: Vec<(IpAddr, IpAddr, Template)> = Vec::new();
     let mut default = Template::default();
     let mut ranges = false;
     // Where each network is in `table.nets`, and the ranges by their start: lookups
     // while reading (a GeoIP list has hundreds of thousands of lines), not scans.
-    let mut net_at: std::collections::HashMap<IpNet, usize> = Default::default();
+    let mut net_at: HashMap<IpNet, usize> = Default::default();
     let mut range_ends: std::collections::BTreeMap<IpAddr, IpAddr> = Default::default();
     for e in body {
         if e.block.is_some() {
@@ -85,8 +118,8 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                     ctx.invalid(e, net.at, format!("invalid network \"{}\"", net.value))
                 })?;
                 if net_at.remove(&net).is_some() {
-                    table.nets.retain(|(n, _)| *n != net);
-                    net_at = (table.nets.iter().enumerate())
+                    nets.retain(|(n, _)| *n != net);
+                    net_at = (nets.iter().enumerate())
                         .map(|(i, (n, _))| (*n, i))
                         .collect();
                 }
@@ -110,30 +143,27 @@ pub(crate) fn geo_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                     ));
                 }
                 range_ends.insert(from, to);
-                table.ranges.push((from, to, literal(&v.value)));
+                range_list.push((from, to, literal(&v.value)));
             }
             (_, [v]) => {
                 let net = parse_net(key)
                     .ok_or_else(|| ctx.invalid(e, e.at, format!("invalid network \"{key}\"")))?;
                 match net_at.get(&net) {
-                    Some(&i) => table.nets[i].1 = literal(&v.value),
+                    Some(&i) => nets[i].1 = literal(&v.value),
                     None => {
-                        net_at.insert(net, table.nets.len());
-                        table.nets.push((net, literal(&v.value)));
+                        net_at.insert(net, nets.len());
+                        nets.push((net, literal(&v.value)));
                     }
                 }
             }
             _ => return Err(ctx.arguments(e, "invalid number of the geo parameters")),
         }
     }
-    // The most specific network first.
-    table
-        .nets
-        .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    let table = GeoTable::new(nets, range_list);
     let map = VarMap {
         source,
         exact: Default::default(),
-        wildcards: Vec::new(),
+        wildcards: Default::default(),
         regexes: Vec::new(),
         default,
         geo: Some(table),

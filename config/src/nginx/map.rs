@@ -26,7 +26,7 @@ pub struct VarMap {
     /// Exact keys, lower-cased.
     pub exact: HashMap<String, Template>,
     /// `hostnames` wildcard keys.
-    pub wildcards: Vec<(MapKey, Template)>,
+    pub wildcards: Wildcards,
     /// `~` / `~*` keys, in file order.
     pub regexes: Vec<(Regex, Template)>,
     /// `default` (empty when not given).
@@ -54,18 +54,63 @@ pub enum MapKey {
     Prefix(String),
 }
 
-impl MapKey {
-    fn matches(&self, value: &str) -> Option<usize> {
-        match self {
-            MapKey::Suffix { suffix, bare } => {
-                let hit = value.ends_with(suffix.as_str()) && value.len() > suffix.len()
-                    || *bare && value == &suffix[1..];
-                hit.then_some(suffix.len())
+/// A map's `hostnames` wildcard keys, by their fixed part: a lookup tries each of the
+/// value's suffixes and prefixes at a dot (a few hash lookups), not every key.
+#[derive(Debug, Clone, Default)]
+pub struct Wildcards {
+    /// `*.example.com` by `.example.com`.
+    star: HashMap<String, Template>,
+    /// `.example.com` by `example.com` (it matches that name too).
+    dotted: HashMap<String, Template>,
+    /// `www.example.*` by `www.example.`.
+    prefixes: HashMap<String, Template>,
+}
+
+impl Wildcards {
+    /// Adds `key`; false if the same key was there already.
+    fn insert(&mut self, key: MapKey, value: Template) -> bool {
+        let (map, fixed) = match key {
+            MapKey::Suffix {
+                suffix,
+                bare: false,
+            } => (&mut self.star, suffix),
+            MapKey::Suffix { suffix, bare: true } => (&mut self.dotted, suffix[1..].to_owned()),
+            MapKey::Prefix(prefix) => (&mut self.prefixes, prefix),
+        };
+        match map.entry(fixed) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(value);
+                true
             }
-            MapKey::Prefix(prefix) => (value.starts_with(prefix.as_str())
-                && value.len() > prefix.len())
-            .then_some(prefix.len()),
         }
+    }
+
+    /// The value for `name` (lower case), as nginx: the longest suffix wildcard that
+    /// matches (`.example.com` matches `example.com` itself too), else the longest
+    /// prefix wildcard.
+    pub fn lookup(&self, name: &str) -> Option<&Template> {
+        if let Some(t) = self.dotted.get(name) {
+            return Some(t);
+        }
+        if !self.star.is_empty() || !self.dotted.is_empty() {
+            for (i, _) in name.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(t) =
+                    (self.star.get(&name[i..])).or_else(|| self.dotted.get(&name[i + 1..]))
+                {
+                    return Some(t);
+                }
+            }
+        }
+        if !self.prefixes.is_empty() {
+            let dots = name.rmatch_indices('.').filter(|(i, _)| i + 1 < name.len());
+            for (i, _) in dots {
+                if let Some(t) = self.prefixes.get(&name[..=i]) {
+                    return Some(t);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -82,10 +127,7 @@ impl VarMap {
         if let Some(t) = self.exact.get(&lower) {
             return t;
         }
-        let wildcard = (self.wildcards.iter())
-            .filter_map(|(k, t)| k.matches(&lower).map(|len| (len, t)))
-            .max_by_key(|(len, _)| *len);
-        if let Some((_, t)) = wildcard {
+        if let Some(t) = self.wildcards.lookup(&lower) {
             return t;
         }
         (self.regexes.iter())
@@ -127,7 +169,7 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
     let mut map = VarMap {
         source,
         exact: HashMap::new(),
-        wildcards: Vec::new(),
+        wildcards: Wildcards::default(),
         regexes: Vec::new(),
         default: Template::default(),
         geo: None,
@@ -136,8 +178,6 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
     };
     let mut hostnames = false;
     let mut default_seen = false;
-    // The wildcard keys so far (a lookup per line, not a scan of the list).
-    let mut wildcards_seen = std::collections::HashSet::new();
     for e in body {
         if e.block.is_some() {
             return Err(ctx.arguments(e, "unexpected \"{\""));
@@ -189,12 +229,7 @@ pub(crate) fn var_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, VarMa
                 _ => None,
             };
             let duplicate = match wildcard {
-                Some(w) if wildcards_seen.contains(&w) => true,
-                Some(w) => {
-                    wildcards_seen.insert(w.clone());
-                    map.wildcards.push((w, value));
-                    false
-                }
+                Some(w) => !map.wildcards.insert(w, value),
                 None => map.exact.insert(key.clone(), value).is_some(),
             };
             if duplicate {
@@ -258,6 +293,25 @@ mod tests {
             assert_eq!(var(m.lookup(host)), want, "{host}");
         }
         assert_eq!(var(c.maps["pool"].lookup("x")), "$tenant");
+        // As nginx: a suffix wildcard before any prefix one; the longest of each first.
+        let c = load(
+            "map $http_host $w {\n hostnames;\n default none;\n *.example.org suf;\n\
+             www.example.* pre;\n www.* short;\n *.b.example.org deep;\n .example.net dot;\n}",
+        )
+        .unwrap();
+        for (host, want) in [
+            ("www.example.org", "suf"),
+            ("a.b.example.org", "deep"),
+            ("b.example.org", "suf"),
+            ("www.example.com", "pre"),
+            ("www.other.com", "short"),
+            ("example.net", "dot"),
+            ("x.y.example.net", "dot"),
+            ("example.org", "none"),
+            ("www.", "none"),
+        ] {
+            assert_eq!(var(c.maps["w"].lookup(host)), want, "{host}");
+        }
     }
 
     #[test]

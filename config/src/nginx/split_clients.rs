@@ -118,7 +118,7 @@ pub(crate) fn split_map(ctx: &mut Ctx<'_>, d: &Directive) -> Result<(String, Var
     let map = VarMap {
         source,
         exact: Default::default(),
-        wildcards: Vec::new(),
+        wildcards: Default::default(),
         regexes: Vec::new(),
         default: Template::default(),
         geo: None,

@@ -2043,6 +2043,41 @@ fn geo_blocks_as_nginx_reads_them() {
     );
     assert_eq!(g.lookup("10.2.0.1").to_string(), "1");
     assert_eq!(g.lookup("11.0.0.1").to_string(), "0");
+    let c = load_str(&http(
+        "geo $g { default d; 10.0.0.0/8 a; 10.1.0.0/16 b; 10.1.2.3 c; 2001:db8::/32 v6;
+           2001:db8:1::/48 v6b; 0.0.0.0/0 any4; delete 10.1.0.0/16; }
+  geo $r { ranges; default d; 10.0.0.5-10.0.0.9 r1; 10.0.0.10-10.0.0.10 r2;
+           ::1-::5 r6; 192.168.0.0-192.168.255.255 lan; }
+  server { listen 127.0.0.1:1; return 200 $g$r; }",
+    ))
+    .unwrap();
+    let (g, r) = (&c.maps["g"], &c.maps["r"]);
+    for (addr, want) in [
+        ("10.1.2.3", "c"),
+        ("10.1.2.4", "a"), // the /16 deleted
+        ("::ffff:10.1.2.3", "c"),
+        ("10.9.9.9", "a"),
+        ("11.0.0.1", "any4"),
+        ("2001:db8:1::7", "v6b"),
+        ("2001:db8:2::7", "v6"),
+        ("2002::1", "d"),
+        ("not an address", "d"),
+    ] {
+        assert_eq!(g.lookup(addr).to_string(), want, "{addr}");
+    }
+    for (addr, want) in [
+        ("10.0.0.4", "d"),
+        ("10.0.0.5", "r1"),
+        ("10.0.0.9", "r1"),
+        ("10.0.0.10", "r2"),
+        ("10.0.0.11", "d"),
+        ("192.168.7.7", "lan"),
+        ("::3", "r6"),
+        ("::6", "d"),
+        ("255.255.255.255", "d"),
+    ] {
+        assert_eq!(r.lookup(addr).to_string(), want, "{addr}");
+    }
     let with = |body: &str| http(&format!("{body}\nserver {{ listen 127.0.0.1:1; }}"));
     for (body, needle) in [
         (

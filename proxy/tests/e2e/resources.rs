@@ -122,7 +122,8 @@ fn worker_connections_bound_the_open_connections_and_idle_ones_make_room() {
     assert_eq!(request(&mut third).as_deref(), Some("HTTP/1.1 200 OK"));
     server.wait_log("connection limit reached", 1, Duration::from_secs(5));
     let closed = |s: &mut std::net::TcpStream| {
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         matches!(s.read(&mut [0u8; 64]), Ok(0) | Err(_))
     };
     assert!(closed(&mut first), "the oldest idle connection is closed");
@@ -134,20 +135,33 @@ fn worker_connections_bound_the_open_connections_and_idle_ones_make_room() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let mut fourth = std::net::TcpStream::connect(addr).expect("connect (waits)");
-    assert_eq!(request(&mut fourth), None, "served while no connection was idle");
+    assert_eq!(
+        request(&mut fourth),
+        None,
+        "served while no connection was idle"
+    );
     // …until one has its answer and is idle: then it is closed for the new one.
     second.write_all(b"Host: x\r\n\r\n").expect("the rest");
     let mut buf = [0u8; 512];
-    second.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let n = second.read(&mut buf).expect("the answer");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
-    fourth.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let n = fourth.read(&mut buf).expect("answer once one is idle");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
-    assert!(closed(&mut second), "the connection made idle is closed for the new one");
+    assert!(
+        closed(&mut second),
+        "the connection made idle is closed for the new one"
+    );
     // The one still reading its head was left alone.
     third.write_all(b"Host: x\r\n\r\n").expect("the rest");
-    third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let n = third.read(&mut buf).expect("answer");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
 }
