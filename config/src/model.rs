@@ -184,10 +184,14 @@ pub struct Pkcs11Config {
     /// The module (shared library) to load, as written (a bare file name is
     /// left to the dynamic loader's search path).
     pub module: PathBuf,
+    /// Where the module is set (`[pkcs11].module`, or the key's `module-path`).
+    pub module_at: Location,
     /// Environment applied while the module is loaded and initialised.
     pub env: BTreeMap<String, String>,
     /// Where the PIN comes from (authoritative over the URI's PIN attributes).
     pub pin: PinSource,
+    /// Where that is set (`pin_file`, `pin_env`, or the key's PIN attribute).
+    pub pin_at: Location,
     /// Number of token sessions (signing workers).
     pub sessions: usize,
     /// Maximum number of queued signing requests.

@@ -235,6 +235,25 @@ impl Overrides {
                 false => Location::whole(source.clone()),
             };
         }
+        // The module and the PIN: the flag or variable that set them, else where the
+        // file sets them, else the key (a URI's attributes).
+        if let Some(p) = &mut config.pkcs11 {
+            let file = alone.and_then(|f| f.pkcs11.as_ref());
+            for (setting, at, file_at) in [
+                (
+                    Setting::Module,
+                    &mut p.module_at,
+                    file.map(|f| &f.module_at),
+                ),
+                (Setting::PinFile, &mut p.pin_at, file.map(|f| &f.pin_at)),
+            ] {
+                *at = match (self.get(setting), file_at) {
+                    (Some(g), _) => Location::whole(g.origin.to_string()),
+                    (None, Some(f)) => f.clone(),
+                    (None, None) => config.tls.key.location.clone(),
+                };
+            }
+        }
         if let Some(file) = alone {
             for (p, f) in config.tls.pairs.iter_mut().zip(&file.tls.pairs) {
                 p.key.location = f.key.location.clone();

@@ -118,7 +118,10 @@ impl KeyOpener<'_> {
                     module: p.module.clone(),
                     env: p.env.clone(),
                     uri: key.uri.clone(),
-                    pin: hsmgate_signer::read_pin(&p.pin)?,
+                    pin: hsmgate_signer::read_pin(&p.pin).map_err(|e| ProxyError::At {
+                        at: crate::site::at(&p.pin_at),
+                        source: Box::new(e.into()),
+                    })?,
                     sessions: p.sessions,
                     queue_depth: p.queue_depth,
                     sign_timeout: p.sign_timeout,
@@ -127,7 +130,17 @@ impl KeyOpener<'_> {
                     admission: self.admission()?,
                 };
                 let settings = settings.into_group(Some(expected));
-                self.token_entry(settings, chain, &pair.cert, &key.uri.to_string())
+                let entry = self.token_entry(settings, chain, &pair.cert, &key.uri.to_string());
+                // A module that cannot be loaded is where the module is named.
+                entry.map_err(|e| match e {
+                    e @ ProxyError::Signer(hsmgate_signer::SignerError::Load { .. }) => {
+                        ProxyError::At {
+                            at: crate::site::at(&p.module_at),
+                            source: Box::new(e),
+                        }
+                    }
+                    e => e,
+                })
             }
             KeySource::Pkcs11(uri) => {
                 let expected = tls::expected_key(&chain, &pair.cert)?;

@@ -93,6 +93,9 @@ address = "127.0.0.1:9901"
         line: 0,
         col: 0,
     };
+    let p = expected.pkcs11.as_mut().expect("one token");
+    p.module_at = crate::model::Location::whole("environment variable HSMGATE_PKCS11_MODULE");
+    p.pin_at = crate::model::Location::whole("environment variable HSMGATE_PIN_FILE");
     assert_eq!(config, expected);
     assert_eq!(config.tls.key.location.to_string(), from);
     assert_eq!(config.source, Path::new(ENVIRONMENT));

@@ -34,8 +34,8 @@ pub(crate) fn pkcs11(
                 ConfigErrorKind::ModuleConflict { key, config, uri },
             ));
         }
-        (Some(m), _) => PathBuf::from(m.get_ref()),
-        (None, Some(uri)) => uri,
+        (Some(m), _) => (PathBuf::from(m.get_ref()), src.location(m.span().start)),
+        (None, Some(uri)) => (uri, key.location.clone()),
         (None, None) => {
             return Err(src.error(
                 key_at,
@@ -53,7 +53,9 @@ pub(crate) fn pkcs11(
             message: message.into(),
         });
     }
-    let pin = pin(raw, key, key_at, src, warnings)?;
+    let (module, module_at) = module;
+    let (pin, pin_at) = pin(raw, key, key_at, src, warnings)?;
+    let pin_at = src.location(pin_at);
     let env = match &raw.env {
         None => BTreeMap::new(),
         Some(env) => {
@@ -73,8 +75,10 @@ pub(crate) fn pkcs11(
     let count = |v, key, range, default| int(v, key, range, default, src).map(|n| n as usize);
     Ok(Pkcs11Config {
         module,
+        module_at,
         env,
         pin,
+        pin_at,
         sessions: count(
             raw.sessions.as_ref(),
             "pkcs11.sessions",
@@ -114,14 +118,15 @@ pub(crate) fn capacity(
     }
 }
 
-/// Exactly one of: URI `pin-source=file:`, URI `pin-value`, `pin_file`, `pin_env`.
+/// Exactly one of: URI `pin-source=file:`, URI `pin-value`, `pin_file`, `pin_env`; and
+/// where it is set (a byte offset).
 fn pin(
     raw: &RawPkcs11,
     key: &KeyRef,
     key_at: usize,
     src: &Source<'_>,
     warnings: &mut Vec<ConfigWarning>,
-) -> Result<PinSource, ConfigError> {
+) -> Result<(PinSource, usize), ConfigError> {
     let mut found: Vec<(&str, usize, PinSource)> = Vec::new();
     if let Some(source) = &key.uri.pin_source {
         let path = source
@@ -179,7 +184,10 @@ fn pin(
                 key: "tls.key".into(),
             },
         )),
-        1 => Ok(found.remove(0).2),
+        1 => {
+            let (_, at, pin) = found.remove(0);
+            Ok((pin, at))
+        }
         _ => {
             let (name, at) = (found[1].0, found[1].1);
             let key = name.rsplit(' ').next().unwrap_or(name).to_owned();
@@ -194,6 +202,30 @@ mod tests {
     use std::path::Path;
 
     use super::super::fixture::{bad, good};
+
+    /// Errors about the module or the PIN (raised when they are used) name the line
+    /// that sets them: `[pkcs11]`'s, else the key's URI.
+    #[test]
+    fn the_module_and_the_pin_know_where_they_are_set() {
+        let c = good(&[]);
+        let p = c.pkcs11.as_ref().expect("single token");
+        assert_eq!((p.module_at.line, p.pin_at.line), (9, 6));
+        let c = good(&[
+            (
+                "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+                "module = \"/usr/lib/softhsm/libsofthsm2.so\"\npin_file = \"/run/pin\"",
+            ),
+            ("?pin-source=file:pin.txt", ""),
+        ]);
+        let p = c.pkcs11.as_ref().expect("single token");
+        assert_eq!((p.module_at.line, p.pin_at.line), (9, 10));
+        let c = good(&[
+            ("module = \"/usr/lib/softhsm/libsofthsm2.so\"", ""),
+            ("pin.txt", "pin.txt&module-path=/opt/p11.so"),
+        ]);
+        let p = c.pkcs11.as_ref().expect("single token");
+        assert_eq!((p.module_at.line, p.pin_at.line), (6, 6));
+    }
 
     #[test]
     fn pin_rules() {
