@@ -104,6 +104,8 @@ pub struct TlsConfig {
     /// `client_certificate` (resolved against the file's directory): the PEM CAs whose
     /// client certificates are accepted, as nginx's `ssl_client_certificate`.
     pub client_certificate: Option<PathBuf>,
+    /// Where `client_certificate` is set.
+    pub client_certificate_at: Option<Location>,
     /// `verify_client` (`on`, `optional`, `off`; default `on` when
     /// `client_certificate` is set, else `off`), as nginx's `ssl_verify_client`.
     pub verify_client: crate::nginx::VerifyClient,

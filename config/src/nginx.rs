@@ -226,7 +226,9 @@ pub use self::select::{
 };
 pub use self::split_clients::{SplitTable, murmur_hash2};
 pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
-pub use self::tls::{CipherSuite, OcspFetch, SessionCache, TlsSettings, TlsVersion, VerifyClient};
+pub use self::tls::{
+    CipherSuite, OcspFetch, SessionCache, TlsFilesAt, TlsSettings, TlsVersion, VerifyClient,
+};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 

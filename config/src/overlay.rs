@@ -235,6 +235,11 @@ impl Overrides {
                 false => Location::whole(source.clone()),
             };
         }
+        config.tls.client_certificate_at = match (self.get(Setting::ClientCa), alone) {
+            (Some(g), _) => Some(Location::whole(g.origin.to_string())),
+            (None, Some(alone)) => alone.tls.client_certificate_at.clone(),
+            (None, None) => None,
+        };
         // The module and the PIN: the flag or variable that set them, else where the
         // file sets them, else the key (a URI's attributes).
         if let Some(p) = &mut config.pkcs11 {

@@ -295,6 +295,11 @@ impl Site {
                 verify_client: config.tls.verify_client,
                 verify_depth: config.tls.verify_depth,
                 crl: None,
+                files_at: crate::nginx::TlsFilesAt {
+                    client_certificate: (config.tls.client_certificate_at.as_ref())
+                        .map(|at| at.to_string()),
+                    crl: None,
+                },
                 stapling_file: None,
                 stapling_fetch: config.tls.ocsp.clone(),
                 reject_handshake: false,

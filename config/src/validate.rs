@@ -358,6 +358,8 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
             .client_certificate
             .as_ref()
             .map(|p| src.dir.join(p.get_ref())),
+        client_certificate_at: (raw.client_certificate.as_ref())
+            .map(|p| src.location(p.span().start)),
         verify_client: verify_client(raw, src)?,
         verify_depth: int(
             raw.verify_depth.as_ref(),

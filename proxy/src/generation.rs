@@ -279,9 +279,12 @@ impl Generation {
                     if k.pairs.is_empty() && k.server != fallback.server {
                         continue;
                     }
-                    let located = |e| ProxyError::At {
-                        at: at(&s.location),
-                        source: Box::new(e),
+                    let located = |e| match e {
+                        located @ ProxyError::At { .. } => located,
+                        e => ProxyError::At {
+                            at: at(&s.location),
+                            source: Box::new(e),
+                        },
                     };
                     let client_auth = ClientAuth::load(&s.tls).map_err(located)?.map(Arc::new);
                     let config = tls::server_config(

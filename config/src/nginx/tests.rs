@@ -1047,6 +1047,13 @@ fn client_certificate_settings() {
         Some(Path::new("/x/conf/ca.pem"))
     );
     assert_eq!(tls.verify_depth, 2);
+    // Where the file is named, for errors about its content (read when served).
+    let at = tls
+        .files_at
+        .client_certificate
+        .as_deref()
+        .unwrap_or_default();
+    assert!(at.ends_with("nginx.conf:7:5"), "{at}");
     let off = load_str(&server("")).unwrap();
     assert_eq!(off.servers[0].tls.verify_client, VerifyClient::Off);
     // nginx -t: "no ssl_client_certificate for ssl_verify_client".

@@ -41,6 +41,9 @@ pub struct TlsSettings {
     /// `ssl_crl`: certificate revocation lists (PEM) client chains are checked against:
     /// every certificate of a chain needs its issuer's list, as nginx checks them.
     pub crl: Option<PathBuf>,
+    /// Where `ssl_client_certificate` and `ssl_crl` are set (`file:line`), for errors
+    /// about the files they name.
+    pub files_at: TlsFilesAt,
     /// `ssl_stapling on` with `ssl_stapling_file`: the DER OCSP response stapled to
     /// each of the server's certificates, as it is.
     pub stapling_file: Option<PathBuf>,
@@ -51,6 +54,15 @@ pub struct TlsSettings {
     /// the default server of its address) is refused with an `unrecognized_name` alert;
     /// such a server needs no certificate.
     pub reject_handshake: bool,
+}
+
+/// Where the client-certificate files of [`TlsSettings`] are set (`file:line`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFilesAt {
+    /// `ssl_client_certificate` (TOML: `client_certificate`).
+    pub client_certificate: Option<String>,
+    /// `ssl_crl`.
+    pub crl: Option<String>,
 }
 
 /// `ssl_stapling on` without a file: where and how OCSP responses are fetched.
@@ -172,6 +184,8 @@ pub(crate) struct TlsScope {
     tickets: Option<bool>,
     ticket_keys: Option<Vec<PathBuf>>,
     client_certificate: Option<PathBuf>,
+    client_certificate_at: Option<String>,
+    crl_at: Option<String>,
     /// The value and where it was written.
     verify_client: Option<(VerifyClient, super::parse::Pos)>,
     verify_depth: Option<u32>,
@@ -202,6 +216,8 @@ impl TlsScope {
             tickets,
             ticket_keys,
             client_certificate,
+            client_certificate_at,
+            crl_at,
             verify_client,
             verify_depth,
             crl,
@@ -234,6 +250,10 @@ impl TlsScope {
             verify_client: self.verify_client.map_or(VerifyClient::Off, |(v, _)| v),
             verify_depth: self.verify_depth.unwrap_or(1),
             crl: self.crl.clone(),
+            files_at: TlsFilesAt {
+                client_certificate: self.client_certificate_at.clone(),
+                crl: self.crl_at.clone(),
+            },
             stapling_file: match self.stapling {
                 Some((true, _)) => self.stapling_file.clone(),
                 _ => None,
@@ -310,6 +330,7 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 set(ctx, d, &mut self.client_certificate, path)?;
+                self.client_certificate_at = Some(ctx.loc(d.at).to_string());
             }
             "ssl_verify_client" => {
                 let arg = ctx.one(d)?;
@@ -376,6 +397,7 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 set(ctx, d, &mut self.crl, path)?;
+                self.crl_at = Some(ctx.loc(d.at).to_string());
             }
             "ssl_verify_depth" => {
                 let arg = ctx.one(d)?;
