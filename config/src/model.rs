@@ -94,6 +94,8 @@ pub struct TlsConfig {
     /// `session_ticket_key_files` (resolved against the file's directory): the first
     /// encrypts, all decrypt; none: a random key per configuration.
     pub session_ticket_keys: Vec<PathBuf>,
+    /// Where `session_ticket_key_files` is set.
+    pub session_ticket_keys_at: Option<Location>,
     /// `session_timeout_ms` (default 300000, nginx's `ssl_session_timeout`): tickets'
     /// and cached sessions' lifetime.
     pub session_timeout: Duration,

@@ -299,6 +299,11 @@ impl Site {
                     client_certificate: (config.tls.client_certificate_at.as_ref())
                         .map(|at| at.to_string()),
                     crl: None,
+                    stapling_file: None,
+                    ticket_keys: (config.tls.session_ticket_keys.iter())
+                        .filter_map(|_| config.tls.session_ticket_keys_at.as_ref())
+                        .map(|at| at.to_string())
+                        .collect(),
                 },
                 stapling_file: None,
                 stapling_fetch: config.tls.ocsp.clone(),

@@ -346,6 +346,7 @@ fn tls(raw: &RawTls, grouped: bool, src: &Source<'_>) -> Result<(TlsConfig, usiz
         session_ticket_keys: files
             .map(|f| f.get_ref().iter().map(|p| src.dir.join(p)).collect())
             .unwrap_or_default(),
+        session_ticket_keys_at: files.map(|f| src.location(f.span().start)),
         session_timeout: Duration::from_millis(int(
             raw.session_timeout_ms.as_ref(),
             "tls.session_timeout_ms",

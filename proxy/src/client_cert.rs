@@ -87,28 +87,7 @@ impl std::fmt::Display for Verify {
 
 impl ClientAuth {
     /// The rules of `settings` (None with `ssl_verify_client off`).
-    /// Errors about a file name where it is set (`ssl_client_certificate`, `ssl_crl`, or
-    /// TOML's `client_certificate`) when that is known; the caller names the server.
     pub fn load(settings: &TlsSettings) -> Result<Option<ClientAuth>, ProxyError> {
-        Self::load_files(settings).map_err(|e| {
-            let at = match &e {
-                ProxyError::TlsFile { directive, .. } if *directive == "ssl_crl" => {
-                    &settings.files_at.crl
-                }
-                ProxyError::TlsFile { .. } => &settings.files_at.client_certificate,
-                _ => &None,
-            };
-            match at {
-                Some(at) => ProxyError::At {
-                    at: at.clone(),
-                    source: Box::new(e),
-                },
-                None => e,
-            }
-        })
-    }
-
-    fn load_files(settings: &TlsSettings) -> Result<Option<ClientAuth>, ProxyError> {
         if settings.verify_client == VerifyClient::Off {
             return Ok(None);
         }

@@ -206,10 +206,8 @@ impl Generation {
                 pairs.push(opener.pair(pair)?);
             }
             if let Some(path) = &server.tls.stapling_file {
-                let ocsp = tls::read_ocsp(path).map_err(|e| ProxyError::At {
-                    at: at(&server.location),
-                    source: Box::new(e),
-                })?;
+                let ocsp =
+                    tls::read_ocsp(path).map_err(|e| located(e, &server.tls, &server.location))?;
                 for pair in &mut pairs {
                     let mut certified = CertifiedKey::clone(&pair.certified);
                     certified.ocsp = Some(ocsp.clone());
@@ -279,13 +277,7 @@ impl Generation {
                     if k.pairs.is_empty() && k.server != fallback.server {
                         continue;
                     }
-                    let located = |e| match e {
-                        located @ ProxyError::At { .. } => located,
-                        e => ProxyError::At {
-                            at: at(&s.location),
-                            source: Box::new(e),
-                        },
-                    };
+                    let located = |e| located(e, &s.tls, &s.location);
                     let client_auth = ClientAuth::load(&s.tls).map_err(located)?.map(Arc::new);
                     let config = tls::server_config(
                         spec,
@@ -630,4 +622,25 @@ fn dynamic_addr(host: &str, port: u16) -> Option<String> {
         }
     };
     (port != 0).then(|| format!("{name}:{port}"))
+}
+
+/// `e` placed where the configuration names what failed: the directive that names the
+/// file, if known, else the server.
+fn located(
+    e: ProxyError,
+    tls: &hsmgate_config::nginx::TlsSettings,
+    server: &Location,
+) -> ProxyError {
+    let named = match &e {
+        ProxyError::At { .. } => return e,
+        ProxyError::TlsFile {
+            directive, path, ..
+        } => tls.files_at.of(directive, path, tls),
+        ProxyError::TicketKey { file, .. } => tls.files_at.of("ssl_session_ticket_key", file, tls),
+        _ => None,
+    };
+    ProxyError::At {
+        at: named.map_or_else(|| at(server), str::to_owned),
+        source: Box::new(e),
+    }
 }

@@ -1054,6 +1054,16 @@ fn client_certificate_settings() {
         .as_deref()
         .unwrap_or_default();
     assert!(at.ends_with("nginx.conf:7:5"), "{at}");
+    let files = load_str(&server(
+        "    ssl_session_ticket_key a.key;\n    ssl_session_ticket_key b.key;\n    \
+         ssl_stapling on;\n    ssl_stapling_file r.der;",
+    ))
+    .unwrap();
+    let tls = &files.servers[0].tls;
+    let of = |d: &str, p: &str| tls.files_at.of(d, Path::new(p), tls).unwrap_or_default();
+    assert!(of("ssl_session_ticket_key", "/x/conf/b.key").ends_with(":8:5"));
+    assert!(of("ssl_session_ticket_key", "/x/conf/a.key").ends_with(":7:5"));
+    assert!(of("ssl_stapling_file", "/x/conf/r.der").ends_with(":10:5"));
     let off = load_str(&server("")).unwrap();
     assert_eq!(off.servers[0].tls.verify_client, VerifyClient::Off);
     // nginx -t: "no ssl_client_certificate for ssl_verify_client".

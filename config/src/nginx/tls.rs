@@ -56,13 +56,39 @@ pub struct TlsSettings {
     pub reject_handshake: bool,
 }
 
-/// Where the client-certificate files of [`TlsSettings`] are set (`file:line`).
+/// Where the files of [`TlsSettings`] are named (`file:line`), for errors about their
+/// content, which is read when the configuration is served.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFilesAt {
     /// `ssl_client_certificate` (TOML: `client_certificate`).
     pub client_certificate: Option<String>,
     /// `ssl_crl`.
     pub crl: Option<String>,
+    /// `ssl_stapling_file`.
+    pub stapling_file: Option<String>,
+    /// Each `ssl_session_ticket_key`, in the order of `session_ticket_keys`.
+    pub ticket_keys: Vec<String>,
+}
+
+impl TlsFilesAt {
+    /// Where the directive `directive` names `path`, if known.
+    pub fn of(
+        &self,
+        directive: &str,
+        path: &std::path::Path,
+        settings: &TlsSettings,
+    ) -> Option<&str> {
+        match directive {
+            "ssl_client_certificate" => self.client_certificate.as_deref(),
+            "ssl_crl" => self.crl.as_deref(),
+            "ssl_stapling_file" => self.stapling_file.as_deref(),
+            "ssl_session_ticket_key" => (settings.session_ticket_keys.iter())
+                .position(|k| k == path)
+                .and_then(|i| self.ticket_keys.get(i))
+                .map(String::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// `ssl_stapling on` without a file: where and how OCSP responses are fetched.
@@ -186,6 +212,8 @@ pub(crate) struct TlsScope {
     client_certificate: Option<PathBuf>,
     client_certificate_at: Option<String>,
     crl_at: Option<String>,
+    stapling_file_at: Option<String>,
+    ticket_keys_at: Option<Vec<String>>,
     /// The value and where it was written.
     verify_client: Option<(VerifyClient, super::parse::Pos)>,
     verify_depth: Option<u32>,
@@ -218,6 +246,8 @@ impl TlsScope {
             client_certificate,
             client_certificate_at,
             crl_at,
+            stapling_file_at,
+            ticket_keys_at,
             verify_client,
             verify_depth,
             crl,
@@ -253,6 +283,8 @@ impl TlsScope {
             files_at: TlsFilesAt {
                 client_certificate: self.client_certificate_at.clone(),
                 crl: self.crl_at.clone(),
+                stapling_file: self.stapling_file_at.clone(),
+                ticket_keys: self.ticket_keys_at.clone().unwrap_or_default(),
             },
             stapling_file: match self.stapling {
                 Some((true, _)) => self.stapling_file.clone(),
@@ -325,6 +357,8 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 self.ticket_keys.get_or_insert_with(Vec::new).push(path);
+                let at = ctx.loc(d.at).to_string();
+                self.ticket_keys_at.get_or_insert_with(Vec::new).push(at);
             }
             "ssl_client_certificate" => {
                 let arg = ctx.one(d)?;
@@ -392,6 +426,7 @@ impl TlsScope {
                 let arg = ctx.one(d)?;
                 let path = ctx.conf_path(&arg.value);
                 set(ctx, d, &mut self.stapling_file, path)?;
+                self.stapling_file_at = Some(ctx.loc(d.at).to_string());
             }
             "ssl_crl" => {
                 let arg = ctx.one(d)?;
