@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ignored;
+use super::lexer::raw_offset;
 use super::map::VarMap;
 use super::model::Server;
 use super::model::{
@@ -250,8 +251,14 @@ impl Ctx<'_> {
             self.map_names.contains(name) || self.set_names.contains(name) || extra(name)
         };
         Template::parse_with(&arg.value, &known).map_err(|e| {
+            // `offset` is into the unescaped value: back to the text as written.
+            let start = arg.at.offset + usize::from(arg.quoted);
+            let text = &self.sources.files[arg.at.file].text;
             let at = |offset: usize| Pos {
-                offset: arg.at.offset + usize::from(arg.quoted) + offset,
+                offset: start
+                    + text
+                        .get(start..)
+                        .map_or(offset, |raw| raw_offset(raw, offset)),
                 ..arg.at
             };
             match e {

@@ -142,9 +142,42 @@ fn unescape(raw: &str) -> String {
     out
 }
 
+/// The byte offset in `raw` (a word as written, without its quotes) of the character at
+/// byte `offset` of its [`unescape`]d text: an error about a variable after a `\n` points
+/// at the variable as written.
+pub(crate) fn raw_offset(raw: &str, offset: usize) -> usize {
+    let (mut out, mut chars) = (0, raw.char_indices().peekable());
+    while let Some((at, c)) = chars.next() {
+        if out >= offset {
+            return at;
+        }
+        let escaped = c == '\\'
+            && chars
+                .peek()
+                .is_some_and(|(_, e)| matches!(e, '"' | '\'' | '\\' | 't' | 'r' | 'n'));
+        if escaped {
+            chars.next();
+            out += 1;
+        } else {
+            out += c.len_utf8();
+        }
+    }
+    raw.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_in_the_unescaped_text_map_back_to_the_text_as_written() {
+        let raw = r#"a\nb\"c $x"#;
+        let text = unescape(raw);
+        let at = text.find('$').expect("$");
+        assert_eq!(&raw[raw_offset(raw, at)..], "$x");
+        assert_eq!(raw_offset("é$y", 2), 2);
+        assert_eq!(raw_offset("ab", 0), 0);
+    }
 
     fn words(s: &str) -> Vec<String> {
         tokenize(s)

@@ -435,6 +435,11 @@ fn errors_are_located() {
         err(&http("server { return 301 https://$host$reqest_uri; }")),
         "/x/conf/nginx.conf:3:34: unknown \"reqest_uri\" variable in \"return\" directive"
     );
+    // Escapes before the variable: its column as written.
+    assert_eq!(
+        err(&http(r#"server { return 200 "a\n\"b\" $nope"; }"#)),
+        "/x/conf/nginx.conf:3:31: unknown \"nope\" variable in \"return\" directive"
+    );
     assert_eq!(
         err("events {}\nssl_engine foo;\n"),
         "/x/conf/nginx.conf:2:12: `ssl_engine`: engine \"foo\" is not supported: only \"pkcs11\" (keys named by PKCS#11 URIs)"
