@@ -58,6 +58,74 @@ impl BodyFault {
     }
 }
 
+/// A client's request body as hyper gives it, and what happens when it is dropped
+/// before its end (the answer was made without reading it all: a 413, a 403, a
+/// `return`): on HTTP/2 the stream is then reset (`RST_STREAM(NO_ERROR)`, RFC 9113
+/// §8.1). Dropped at once, the reset leaves in the same write as the answer, and a
+/// client still sending (curl 7.88) takes the stream for closed before it reads the
+/// answer; so the body is kept [`RESET_AFTER`] longer, and the reset follows the answer
+/// as nginx's does.
+#[derive(Debug)]
+pub(crate) struct RequestBody {
+    inner: Option<Incoming>,
+    http2: bool,
+}
+
+/// How long an HTTP/2 request body dropped before its end is kept (see [`RequestBody`]).
+const RESET_AFTER: Duration = Duration::from_millis(100);
+
+impl RequestBody {
+    /// The body of a request of `version`.
+    pub(crate) fn new(inner: Incoming, version: http::Version) -> Self {
+        RequestBody {
+            inner: Some(inner),
+            http2: version == http::Version::HTTP_2,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.inner {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if self.http2
+            && !inner.is_end_stream()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                tokio::time::sleep(RESET_AFTER).await;
+                drop(inner);
+            });
+        }
+    }
+}
+
 /// Why the body ended early (the error the upstream request sees).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClientBodyError {
@@ -74,7 +142,7 @@ pub(crate) enum ClientBodyError {
 
 /// The client's body, limited and timed, recording its faults.
 pub(crate) struct ClientBody {
-    inner: Incoming,
+    inner: RequestBody,
     fault: BodyFault,
     max: Option<u64>,
     seen: u64,
@@ -85,7 +153,7 @@ pub(crate) struct ClientBody {
 impl ClientBody {
     /// Wrap `inner`: at most `max` bytes, and at most `timeout` between two reads.
     pub(crate) fn new(
-        inner: Incoming,
+        inner: RequestBody,
         max: Option<u64>,
         timeout: Duration,
         fault: BodyFault,

@@ -85,6 +85,7 @@ async fn serve(
     let started = SystemTime::now();
     let t0 = Instant::now();
     let (mut parts, body) = req.into_parts();
+    let body = crate::body::RequestBody::new(body, parts.version);
     let upgrade = crate::tunnel::wants_upgrade(parts.version, &parts.headers);
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over `Host` (nginx's
     // `$host`); for HTTP/2 it is `:authority`. Routing and forwarding use this one name.
@@ -309,7 +310,7 @@ pub(crate) async fn answer(
     server: &hsmgate_config::nginx::Server,
     routed: Routed<'_>,
     parts: http::request::Parts,
-    body: Option<Incoming>,
+    body: Option<crate::body::RequestBody>,
     log: &mut LogCtx,
     files: bool,
 ) -> Result<Response<ProxyBody>, Abort> {
@@ -682,7 +683,7 @@ pub(crate) async fn proxy(
     generation: &Generation,
     to: Destination<'_>,
     mut parts: http::request::Parts,
-    body: Option<Incoming>,
+    body: Option<crate::body::RequestBody>,
     log: &mut LogCtx,
 ) -> Response<ProxyBody> {
     let Destination {

@@ -20,10 +20,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 use crate::balance::{BodyError, UpstreamBody};
+use crate::body::RequestBody;
 
 /// How much of a spooled file is read at a time when sending it.
 const CHUNK: u64 = 64 * 1024;
@@ -71,7 +72,7 @@ pub(crate) struct Unspooled {
     /// The bytes read so far.
     pub head: Bytes,
     /// The rest of the client's body.
-    pub rest: Incoming,
+    pub rest: RequestBody,
     /// How many bytes `head` has.
     pub seen: u64,
 }
@@ -91,7 +92,7 @@ impl SpoolError {
 /// Read `body` whole: at most `max` bytes, in memory up to `memory` bytes, at most
 /// `timeout` between two reads.
 pub(crate) async fn read(
-    mut body: Incoming,
+    mut body: RequestBody,
     max: Option<u64>,
     memory: u64,
     timeout: Duration,

@@ -124,6 +124,69 @@ fn a_chunked_body_over_the_limit_is_413_before_any_upstream() {
     assert_eq!(connections(&upstream), 0, "the upstream saw no connection");
 }
 
+/// HTTP/2: an answer made while the client is still sending its body (a 413 over
+/// client_max_body_size, a 403) reaches curl as that answer. The stream's reset
+/// (`RST_STREAM(NO_ERROR)`, RFC 9113 §8.1) follows the answer instead of leaving with
+/// it, which curl reads as the stream closed before any answer (status 000).
+#[test]
+fn http2_answers_made_before_the_body_is_read_reach_the_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = start_upstream("live");
+    let http = "    client_max_body_size 1k;";
+    let server = format!(
+        "        location / {{ proxy_pass http://{upstream}; }}\n        \
+         location /no/ {{ deny all; proxy_pass http://{upstream}; }}"
+    );
+    let hp = free_port();
+    let (prefix, conf) = front(dir.path(), "hsmgate", hp, http, &server);
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    let text = text.replace(
+        &format!("listen 127.0.0.1:{hp};"),
+        &format!("listen 127.0.0.1:{hp} http2;"),
+    );
+    std::fs::write(&conf, text).expect("conf");
+    let mine = Server::hsmgate(&prefix, &conf, &[hp]);
+    let body = dir.path().join("body");
+    std::fs::write(&body, payload(3 << 20)).expect("body");
+    for (path, chunked, want) in [
+        ("/up", true, "413"),
+        ("/up", false, "413"),
+        ("/no/x", true, "403"),
+    ] {
+        for _ in 0..3 {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code} %{http_version}"]);
+            match chunked {
+                true => cmd.arg("-T").arg(&body),
+                false => cmd.arg("--data-binary").arg(format!("@{}", body.display())),
+            };
+            if chunked {
+                cmd.args(["-H", "Transfer-Encoding: chunked"]);
+            }
+            let out = cmd
+                .arg(format!("http://127.0.0.1:{hp}{path}"))
+                .output()
+                .expect("curl");
+            let got = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                got,
+                format!("{want} 2"),
+                "{path} chunked={chunked}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                mine.log_text()
+            );
+        }
+    }
+}
+
 /// Sends a request head and the first `first` bytes of a `total`-byte body, then waits:
 /// does a connection reach `upstream` with the body's first bytes meanwhile?
 fn upstream_sees_early_bytes(
