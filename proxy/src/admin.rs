@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -79,29 +79,72 @@ pub(crate) struct AdminState {
     pub started: Instant,
 }
 
+/// The most admin connections open at once (a scraper, probes, `hsmgate top`): past it,
+/// the oldest is closed for the new one, so that the admin port can neither take the
+/// file descriptors the proxy and the HSM's module need nor be filled up with idle
+/// connections that keep the kubelet's probes out.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a request head may take, and an idle connection may stay.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may last, whatever it does.
+const MAX_LIFETIME: Duration = Duration::from_secs(120);
+
 /// Serve the admin endpoints on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
+    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn_accept(&e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
+        open.retain(|task| !task.is_finished());
+        if open.len() >= MAX_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            oldest.abort();
+        }
         let state = state.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&req, &state)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(MAX_LIFETIME, served).await;
         });
+        open.push_back(task.abort_handle());
+    }
+}
+
+/// An `accept` failure (out of file descriptors), logged at most once a minute (the
+/// accept loops retry every 50 ms).
+pub(crate) fn warn_accept(e: &std::io::Error) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        *last = Some(Instant::now());
+        tracing::warn!(error = %e, "accept failed (logged at most once a minute)");
     }
 }
 
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    let known = matches!(
+        req.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | "/status"
+    );
+    if known && req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+        (answer.headers_mut()).insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return answer;
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),

@@ -234,7 +234,7 @@ pub(crate) async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                crate::admin::warn_accept(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

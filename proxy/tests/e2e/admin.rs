@@ -445,3 +445,50 @@ fn two_keys_on_one_token_keep_their_metrics_apart() {
         .count();
     assert_eq!(limits, 2, "one admission series per key:\n{body}");
 }
+
+/// The admin port cannot be filled up: past its connection limit the oldest connection
+/// is closed for the new one, so probes are answered while idle and half-sent
+/// connections pile up; a method other than GET or HEAD on an endpoint is a 405 with
+/// `Allow`.
+#[test]
+fn idle_admin_connections_keep_no_probe_out() {
+    use std::io::{Read, Write};
+    let token = TestToken::new(KeyType::EcP256);
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, start_upstream("echo"), "")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let mut half = std::net::TcpStream::connect(admin).expect("connect");
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a head");
+    let idle: Vec<_> = (0..150)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect"))
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(admin_get_blocking(admin, "/healthz").0, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The oldest were closed for the newer ones.
+    let mut first = idle.into_iter().next().expect("one");
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(matches!(first.read(&mut [0u8; 16]), Ok(0) | Err(_)));
+    let (code, _) = {
+        let mut s = std::net::TcpStream::connect(admin).expect("connect");
+        s.write_all(
+            b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .expect("post");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        assert!(
+            answer.to_ascii_lowercase().contains("allow: get, head"),
+            "{answer}"
+        );
+        (answer[9..12].to_owned(), ())
+    };
+    assert_eq!(code, "405");
+    drop(half);
+}
