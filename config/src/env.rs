@@ -311,42 +311,99 @@ fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
     }
 }
 
-/// `s` with the value of every `pin-value=` attribute replaced by `***` (also in
-/// strings that are not valid URIs, since those are printed in errors, and in whole
-/// configuration files). The name is matched in any case, and as `pin_value` too; the
-/// value ends at the next `;`, `&` or line end (a PIN may hold spaces and quotes), a
-/// closing quote just before that end kept.
+/// `s` with every PIN replaced by `***` (also in strings that are not valid URIs, since
+/// those are printed in errors, and in whole configuration files): the value of every
+/// attribute or setting named `pin`, `pin-…` or `pin_…` (any case, `%`-escapes read,
+/// blanks before the `=` allowed: `pin-value`, `PIN_VALUE`, `pin%2Dvalue`), but for
+/// those that name where the PIN is (`pin-source`, `pin_file`, `pin_env`), of which only
+/// a last name that may be a PIN typed in its place is hidden
+/// ([`may_be_a_pin`](crate::may_be_a_pin)). A value ends at the next `;`, `&` or line
+/// end (a PIN may hold spaces and quotes), a closing quote just before that end kept.
 pub fn mask_pin_value(s: &str) -> String {
-    const NAMES: [&str; 2] = ["pin-value=", "pin_value="];
     let lower = s.to_ascii_lowercase();
     let mut out = String::with_capacity(s.len());
-    let mut from = 0;
-    loop {
-        let Some((at, name)) = NAMES
-            .iter()
-            .filter_map(|n| lower[from..].find(n).map(|i| (from + i, n.len())))
-            .min()
-        else {
-            out.push_str(&s[from..]);
-            return out;
-        };
-        let value = at + name;
-        out.push_str(&s[from..value]);
+    let (mut from, mut search) = (0, 0);
+    while let Some(found) = lower[search..].find("pin") {
+        let at = search + found;
+        search = at + 3;
         let starts_attribute =
             at == 0 || s[..at].ends_with([';', '?', '&', ':', ' ', '\t', '"', '\'']);
         if !starts_attribute {
-            from = value;
             continue;
         }
+        let Some(eq) = s[at..].find(['=', ';', '&', '?', '\r', '\n']) else {
+            break;
+        };
+        if s.as_bytes()[at + eq] != b'=' {
+            continue;
+        }
+        let name = percent_decoded(s[at..at + eq].trim()).to_ascii_lowercase();
+        let pin_name = name == "pin"
+            || name.starts_with("pin-")
+            || name.starts_with("pin_")
+            || name.starts_with("pinvalue");
+        if !pin_name
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            continue;
+        }
+        let value = at + eq + 1;
         let mut end = s[value..]
             .find([';', '&', '\r', '\n'])
             .map_or(s.len(), |i| value + i);
-        out.push_str("***");
         if end > value && s[..end].ends_with(['"', '\'']) {
             end -= 1;
         }
+        let names_a_place = matches!(
+            name.replace('_', "-").as_str(),
+            "pin-source" | "pin-file" | "pin-env"
+        );
+        let shown = match names_a_place {
+            false => "***".to_owned(),
+            true => {
+                let text = &s[value..end];
+                let lead = text.len() - text.trim_start_matches([' ', '\t', '"', '\'']).len();
+                let last = text.rfind(['/', ':']).map_or(lead, |i| (i + 1).max(lead));
+                match crate::may_be_a_pin(text[last..].trim()) {
+                    true => format!("{}***", &text[..last]),
+                    false => text.to_owned(),
+                }
+            }
+        };
+        out.push_str(&s[from..value]);
+        out.push_str(&shown);
         from = end;
+        search = end.max(search);
     }
+    out.push_str(&s[from..]);
+    out
+}
+
+/// `s` with its `%XX` escapes decoded (others left as they are).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -461,6 +518,29 @@ mod tests {
                 "pkcs11:object=my-pin-value=1",
             ),
             ("pin-value=", "pin-value=***"),
+            // Typed in other ways, and where a place belongs.
+            ("pkcs11:a?pin%2Dvalue=1234", "pkcs11:a?pin%2Dvalue=***"),
+            ("pkcs11:a?pin-value =1234", "pkcs11:a?pin-value =***"),
+            (
+                "pkcs11:a;type=private&pin-value=1234",
+                "pkcs11:a;type=private&pin-value=***",
+            ),
+            ("pkcs11:a?pin-source=1234", "pkcs11:a?pin-source=***"),
+            (
+                "pkcs11:a?pin-source=file:/etc/1234",
+                "pkcs11:a?pin-source=file:/etc/***",
+            ),
+            (
+                "pkcs11:a?pin-source=file:/etc/pin.txt",
+                "pkcs11:a?pin-source=file:/etc/pin.txt",
+            ),
+            (
+                "pin_file = \"/run/secrets/hsm-pin\"",
+                "pin_file = \"/run/secrets/hsm-pin\"",
+            ),
+            ("pin_env = \"4711\"", "pin_env = \"***\""),
+            ("pin_env = \"HSM_PIN\"", "pin_env = \"HSM_PIN\""),
+            ("pinned = 1", "pinned = 1"),
             // Any case, `pin_value`, after a space; a value with spaces and quotes.
             ("pkcs11:a?PIN-VALUE=1234", "pkcs11:a?PIN-VALUE=***"),
             ("pkcs11:a?pin_value=1234", "pkcs11:a?pin_value=***"),

@@ -13,12 +13,15 @@ pub struct UriError {
     pub reason: UriErrorReason,
 }
 
+/// The message, with any PIN in what it quotes masked (a value that swallowed a
+/// `pin-value=…` typed after `&` instead of `?`).
 impl fmt::Display for UriError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.attribute {
-            Some(name) => write!(f, "attribute \"{name}\": {}", self.reason),
-            None => write!(f, "at byte {}: {}", self.offset, self.reason),
-        }
+        let text = match &self.attribute {
+            Some(name) => format!("attribute \"{name}\": {}", self.reason),
+            None => format!("at byte {}: {}", self.offset, self.reason),
+        };
+        f.write_str(&crate::env::mask_pin_value(&text))
     }
 }
 
