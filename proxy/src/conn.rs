@@ -682,7 +682,13 @@ async fn serve_http<I>(
     let pipelined = io.pipelined();
     // Boxed: hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life; a box holds a request's state only while it is served.
-    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    // An upgrade request carries the connection's drain watcher to its tunnel, which
+    // outlives the connection's HTTP (`tunnel::run`).
+    let tunnel_drain = watcher.clone();
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(tunnel_drain.clone());
+        }
         let ((number, last), version) = (counted.count(), req.version());
         let on_conn = crate::route::OnConn {
             number,
@@ -747,13 +753,25 @@ async fn serve_http<I>(
     // connection closed by the server races with the client's next request, which
     // would be lost; a client told `close` sends none), and which the live
     // configuration gives if that request begins after the reload (`Configs`).
+    // A drain (or, for HTTP/2, a reload) closes the connection once it is idle after a
+    // request: one still in its TLS handshake, its HTTP/2 preface, or the head of a
+    // request is served first (that request's answer then closes it), as nginx closes
+    // only its idle keep-alive connections when it stops.
     let mut finishing = false;
+    let mut told = false;
     let ended = loop {
         tokio::select! {
             biased;
             ended = served.as_mut() => break ended,
-            () = watcher.draining(), if !finishing => {}
-            () = retired.draining(), if !finishing && http2 => {}
+            () = watcher.draining(), if !told => {
+                told = true;
+                continue;
+            }
+            () = retired.draining(), if !told && http2 => {
+                told = true;
+                continue;
+            }
+            () = keepalive.served_and_idle(), if told && !finishing => {}
             () = keepalive.spent(), if !finishing && http2 => {}
             () = keepalive.idle(listener.keepalive), if !finishing && http2 && !listener.keepalive.is_zero() => {
                 tracing::debug!(%peer, "HTTP/2 connection idle for keepalive_timeout: GOAWAY");

@@ -45,6 +45,8 @@ pub(crate) struct ConnLimits {
     head_begun: Arc<AtomicBool>,
     /// Told to close to make room for a new connection (`reusable`).
     for_room: Notify,
+    /// Woken when the last open request ends ([`ConnLimits::served_and_idle`]).
+    quiet: Notify,
 }
 
 impl ConnLimits {
@@ -65,6 +67,24 @@ impl ConnLimits {
             last_stream_end: AtomicU64::new(0),
             head_begun: Arc::default(),
             for_room: Notify::new(),
+            quiet: Notify::new(),
+        }
+    }
+
+    /// Resolves once the connection has served a request and waits for the next (none
+    /// in progress, no head part-way read): the moment a drain or a reload may close
+    /// it without losing a request that is on its way. A new connection is left to send
+    /// its first request (which is answered, and its answer closes the connection);
+    /// one with a request in progress finishes it first.
+    pub(crate) async fn served_and_idle(&self) {
+        loop {
+            let quiet = self.quiet.notified();
+            tokio::pin!(quiet);
+            quiet.as_mut().enable();
+            if self.requests.load(Ordering::Acquire) > 0 && self.waiting_for_request() {
+                return;
+            }
+            quiet.await;
         }
     }
 
@@ -175,7 +195,9 @@ impl Drop for StreamOpen {
         let limits = &self.0;
         let now = u64::try_from(limits.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         limits.last_stream_end.fetch_max(now, Ordering::Release);
-        limits.streams.fetch_sub(1, Ordering::Release);
+        if limits.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            limits.quiet.notify_waiters();
+        }
     }
 }
 

@@ -1076,6 +1076,7 @@ pub(crate) async fn proxy(
                     upstream,
                     settings.proxy_read_timeout,
                     (*addr).to_owned(),
+                    parts.extensions.remove::<crate::drain::Watcher>(),
                 ));
                 return resp.map(|b| b.boxed());
             }

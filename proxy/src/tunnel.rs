@@ -56,12 +56,18 @@ pub(crate) fn switching_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
 /// Copy bytes both ways between the two upgraded connections (a task of its own): the
 /// upstream's as [`crate::upstream_h1`] left it, with what its server sent after the
 /// `101` first.
+///
+/// `drain`, the client connection's watcher of the process's drain, is held until the
+/// tunnel ends: a graceful stop waits for open tunnels as for requests (as nginx's
+/// does), within its grace period.
 pub(crate) async fn run(
     client: OnUpgrade,
     (upstream, early): (Io, Bytes),
     idle: Duration,
     upstream_addr: String,
+    drain: Option<crate::drain::Watcher>,
 ) {
+    let _drain = drain;
     let client = match client.await {
         Ok(c) => TokioIo::new(c),
         Err(e) => {

@@ -19,6 +19,8 @@ mod clients;
 mod container;
 #[path = "e2e/corpus.rs"]
 mod corpus;
+#[path = "e2e/drain.rs"]
+mod drain;
 #[path = "e2e/file_key.rs"]
 mod file_key;
 #[path = "e2e/frozen_token.rs"]
