@@ -205,16 +205,18 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Reads every `HSMGATE_*` variable of the table. A set but empty variable, or
-    /// one that is not UTF-8, is an error naming it.
+    /// Reads every `HSMGATE_*` variable of the table, without blanks around its value.
+    /// A set but empty variable, or one that is not UTF-8, is an error naming it.
     pub fn from_env(env: &(impl Strings + ?Sized)) -> Result<Overrides, ConfigError> {
         let mut values = BTreeMap::new();
         for setting in Setting::ALL {
             let Some(raw) = env.get(setting.env()) else {
                 continue;
             };
+            // Blanks around a value are not part of it (a YAML `value: |` block ends
+            // with a newline).
             let given = Given {
-                text: raw.to_string_lossy().into_owned(),
+                text: raw.to_string_lossy().trim().to_owned(),
                 origin: Origin::Env(setting),
             };
             if raw.to_str().is_none() {
@@ -458,10 +460,16 @@ mod tests {
 
     #[test]
     fn empty_values_are_errors_naming_the_variable_or_flag() {
+        // Blanks around a value are not part of it.
+        let o = Overrides::from_env(&[("HSMGATE_UPSTREAM", "127.0.0.1:8080\n")]).unwrap();
+        assert_eq!(
+            o.get(Setting::Upstream).map(|g| g.text.as_str()),
+            Some("127.0.0.1:8080")
+        );
         let e = Overrides::from_env(&[("HSMGATE_CERT", " ")]).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("environment variable HSMGATE_CERT=\" \": is empty"),
+                .starts_with("environment variable HSMGATE_CERT=\"\": is empty"),
             "{e}"
         );
         assert_eq!(e.kind.key(), Some("HSMGATE_CERT"));

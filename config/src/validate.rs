@@ -640,6 +640,11 @@ fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError
 
 /// Checks `host:port`; the reason is wrapped with a location by the caller.
 fn check_host_port(s: &str) -> Result<(), String> {
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!(
+            "\"{s}\" is a URL: give the address alone (host:port, without \"{scheme}://\")"
+        ));
+    }
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| format!("\"{s}\" has no port (expected host:port)"))?;

@@ -84,8 +84,12 @@ pub(crate) fn decide(
     let kind = hello::classify(&hello.raw, server.tls13, |offer| {
         hello::server_knows(&server.config, offer)
     });
+    // A ClientHello that offers no cipher suite of this server's fails in rustls before
+    // any signature: not admitted (no slot, no `admitted` count for nothing).
+    let hopeless = kind == HelloKind::Full && !offers_a_suite(&server.config, &client_hello);
     let pass = match pool.as_ref().map(|p| p.limiter()) {
         None => Some(Pass::Open),
+        Some(_) if hopeless => Some(Pass::Open),
         Some(limiter) => match kind {
             HelloKind::Resumption => {
                 limiter.note_resumption();
@@ -108,6 +112,12 @@ pub(crate) fn decide(
         pass,
         started,
     })
+}
+
+/// Whether `hello` offers a cipher suite `config` has.
+fn offers_a_suite(config: &rustls::ServerConfig, hello: &rustls::server::ClientHello<'_>) -> bool {
+    let ours = &config.crypto_provider().cipher_suites;
+    (hello.cipher_suites().iter()).any(|offered| ours.iter().any(|s| s.suite() == *offered))
 }
 
 /// Admission of a full handshake whose ClientHello the kernel received at `arrived`

@@ -248,6 +248,11 @@ pub fn describe() {
     );
     metrics::describe_counter!(REQUESTS, "HTTP requests answered, by status code");
     metrics::describe_histogram!(
+        FILE_KEY_SIGN_CPU,
+        metrics::Unit::Seconds,
+        "CPU time of one signature with a key from a file (in software), on the thread that made it"
+    );
+    metrics::describe_histogram!(
         UPSTREAM_DURATION,
         metrics::Unit::Seconds,
         "Time from sending a request upstream to its response head, by upstream and result"

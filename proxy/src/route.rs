@@ -1085,6 +1085,16 @@ pub(crate) async fn proxy(
                 tracing::info!(upstream = %addr, path = %log.request_uri, error = %error_chain(&e), "client request body failed");
                 return error_page(fault.status().unwrap_or(StatusCode::BAD_REQUEST));
             }
+            // A connect timeout is a timeout, as nginx counts it.
+            Ok(Err(e)) if e.is_connect_timeout() && another && next.timeout => {
+                balancer.failed(addr);
+                tracing::warn!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting; trying the next server");
+            }
+            Ok(Err(e)) if e.is_connect_timeout() => {
+                balancer.failed(addr);
+                tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
+                return error_page(StatusCode::GATEWAY_TIMEOUT);
+            }
             Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
                 balancer.failed(addr);
                 tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream failed; trying the next server");

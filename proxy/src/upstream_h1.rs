@@ -491,10 +491,14 @@ impl H1Conn {
                 }
                 Framing::Chunked(state) => match decode_chunked(&mut self.read, state)? {
                     Some(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Some(Decoded::End(trailers)) => {
+                    Some(Decoded::End(_trailers)) => {
                         *framing = Framing::Done;
                         self.finished();
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                        // An upstream's trailer fields are not passed on, as nginx (1.22)
+                        // passes none: unfiltered, they would reach HTTP/2 clients with
+                        // fields that end the stream (`connection`, `content-length`) or
+                        // that `proxy_hide_header` and `proxy_cookie_*` never saw.
+                        return Poll::Ready(None);
                     }
                     None => {}
                 },
@@ -716,6 +720,9 @@ fn encode_end(encoder: &Encoder, out: &mut BytesMut) -> Result<(), H1Error> {
 struct Parsed {
     version: Version,
     status: u16,
+    /// The reason phrase's place in the head, when it is not the status's usual one
+    /// (`499 Client Closed`): passed on to HTTP/1.1 clients as nginx passes it.
+    reason: Option<(usize, usize)>,
     headers: Vec<(HeaderName, usize, usize)>,
 }
 
@@ -750,6 +757,17 @@ fn parse_with<'b>(
     };
     let status = resp.code.unwrap_or(0);
     let base = buf.as_ptr() as usize;
+    let usual = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    let reason = (resp.reason)
+        .filter(|r| !r.is_empty() && Some(*r) != usual)
+        .map(|r| {
+            (
+                r.as_ptr() as usize - base,
+                r.as_ptr() as usize - base + r.len(),
+            )
+        });
     let mut out = Vec::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -761,6 +779,7 @@ fn parse_with<'b>(
         Parsed {
             version,
             status,
+            reason,
             headers: out,
         },
         len,
@@ -882,6 +901,11 @@ impl Parsed {
         *resp.status_mut() = status;
         *resp.version_mut() = self.version;
         *resp.headers_mut() = headers;
+        if let Some((start, end)) = self.reason
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.slice(start..end))
+        {
+            resp.extensions_mut().insert(reason);
+        }
         Ok(resp)
     }
 }
@@ -1304,7 +1328,7 @@ mod tests {
             }
         }
         assert_eq!(data, b"hello world");
-        assert_eq!(trailers.unwrap()["x-t"], "1");
+        assert!(trailers.is_none(), "upstream trailers are not passed on");
         assert!(conn.reusable && framing == Framing::Done);
         let sent = server.await.unwrap();
         let text = String::from_utf8_lossy(&sent[..200]);

@@ -99,6 +99,25 @@ impl SendError {
     pub(crate) fn is_connect(&self) -> bool {
         matches!(self, SendError::Connect(_))
     }
+
+    /// The connect timeout (`proxy_connect_timeout`) ran out: a timeout, as nginx counts
+    /// it (504, `proxy_next_upstream timeout`), not an error.
+    pub(crate) fn is_connect_timeout(&self) -> bool {
+        let SendError::Connect(e) = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+        while let Some(c) = cause {
+            if c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                || c.is::<tokio::time::error::Elapsed>()
+            {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
 }
 
 impl UpstreamClient {

@@ -14,8 +14,8 @@ pub(crate) fn valid_host(host: &str) -> bool {
 
 /// nginx's URI normalisation for matching: `%XX` decoded, `//` merged (unless
 /// `merge_slashes off`: `merge` false), `.` and `..` resolved. None (400, as nginx) when
-/// `..` climbs above the root, a `%` is not followed by two hex digits, a byte decodes to
-/// NUL, or the path is not UTF-8.
+/// `..` climbs above the root, a `%` is not followed by two hex digits, or a byte decodes
+/// to NUL.
 pub(crate) fn normalize(path: &str, merge: bool) -> Option<String> {
     // Most paths are normal already (one copy, where the full walk makes six).
     if already_normal(path) {
@@ -53,7 +53,13 @@ fn normalize_walk(path: &str, merge: bool) -> Option<String> {
         decoded.push(bytes[i]);
         i += 1;
     }
-    let decoded = String::from_utf8(decoded).ok()?;
+    // A path whose bytes are not UTF-8 (a Latin-1 `%E9`) is served, as nginx serves it:
+    // `$uri` holds `�` for such bytes, and a `proxy_pass` without a URI part sends the
+    // request target as it came.
+    let decoded = match String::from_utf8(decoded) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     let mut segments: Vec<&str> = Vec::new();
     let parts: Vec<&str> = decoded.split('/').skip(1).collect();
     for (i, seg) in parts.iter().enumerate() {
@@ -116,6 +122,8 @@ mod tests {
         assert_eq!(normalize("/%zz", true), None);
         assert_eq!(normalize("/a%2", true), None);
         assert_eq!(normalize("/a%00b", true), None);
+        // Bytes that are not UTF-8 are not a 400 (nginx passes them on).
+        assert_eq!(normalize("/caf%E9", true).as_deref(), Some("/caf\u{FFFD}"));
         // `merge_slashes off`, as Debian's nginx 1.22 gave `$uri`.
         for (path, uri) in [
             ("/a//b", "/a//b"),

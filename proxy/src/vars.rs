@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use std::collections::BTreeMap;
 
 use hsmgate_config::nginx::{Template, TemplatePart, VarMap};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::conn_info::ConnInfo;
 
@@ -174,10 +174,19 @@ fn seconds(times: impl Iterator<Item = Duration>) -> String {
 const MAP_DEPTH: u8 = 8;
 
 impl Vars<'_> {
-    /// `$host`: `Host` without the port, lower-cased, else the server name.
+    /// `$host`: `Host` without the port (as nginx's `ngx_http_validate_host`, all after
+    /// the first `:` outside brackets) and without a trailing dot, lower-cased, else the
+    /// server name.
     pub(crate) fn host(&self) -> String {
         match self.http_host {
-            Some(h) if !h.is_empty() => strip_port(h).to_ascii_lowercase(),
+            Some(h) if !h.is_empty() => {
+                let name = match h.starts_with('[') {
+                    true => strip_port(h),
+                    false => h.split(':').next().unwrap_or(h),
+                };
+                let name = name.strip_suffix('.').unwrap_or(name);
+                name.to_ascii_lowercase()
+            }
             _ => self.server_name.to_owned(),
         }
     }
@@ -468,18 +477,22 @@ fn days_remaining(not_after: i64, now: i64) -> i64 {
     }
 }
 
-/// The values of header `name` (`_` for `-`), `, `-separated.
+/// The values of header `name` (`_` for `-`), `, `-separated (`; ` for `Cookie`, as
+/// nginx joins cookie fields); bytes that are not UTF-8 (a Latin-1 `é`) read as `�`
+/// rather than the value lost.
 fn header_values(headers: &HeaderMap, name: &str) -> String {
     let dashed = name.replace('_', "-");
-    let mut values: Vec<&str> = (headers.get_all(dashed.as_str()).iter())
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let mut values: Vec<String> = headers.get_all(dashed.as_str()).iter().map(text).collect();
     // nginx compares a header's name with `-` read as `_`: `$http_x_foo` is `X_Foo`
     // too, when `underscores_in_headers` kept it.
     if dashed != name {
-        values.extend((headers.get_all(name).iter()).filter_map(|v| v.to_str().ok()));
+        values.extend(headers.get_all(name).iter().map(text));
     }
-    values.join(", ")
+    match dashed == "cookie" {
+        true => values.join("; "),
+        false => values.join(", "),
+    }
 }
 
 /// `$arg_NAME`: the first `NAME=value` of the query (name compared ignoring case, the

@@ -309,6 +309,7 @@ impl Member {
             before > 0,
             "an abandoned thread was counted before it returned"
         );
+        metrics::gauge!(m::ABANDONED, self.labels.clone()).set(before.saturating_sub(1) as f64);
     }
 
     /// Refuse the member for good (wrong PIN, another key), from `from`.

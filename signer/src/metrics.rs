@@ -93,6 +93,10 @@ pub const ADMISSION_CAPACITY: &str = "hsmgate_admission_capacity_ops_per_second"
 /// Describe the metrics (help text and units) to the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(OPERATIONS, "Private-key operations by member and result");
+    metrics::describe_counter!(
+        PROBES,
+        "Health probes (a test signature of an idle member, not counted in operations), by result"
+    );
     metrics::describe_histogram!(
         LATENCY,
         metrics::Unit::Seconds,

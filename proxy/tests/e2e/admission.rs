@@ -874,3 +874,50 @@ fn a_reload_applies_new_admission_settings_to_a_kept_pool() {
         proxy.log_text()
     );
 }
+
+/// A ClientHello that offers no cipher suite the server has fails before any signature:
+/// it is not admitted (no slot taken, no `admitted` count), and the handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_no_common_cipher_suite_is_not_admitted() {
+    let token = TestToken::new(KeyType::Rsa2048);
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_for(&token, start_upstream("echo"), "")
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    let addr = proxy.addr;
+    let counts = tokio::task::spawn_blocking(move || {
+        let admitted = || {
+            metric(
+                &admin_get_blocking(admin, "/metrics").1,
+                "hsmgate_admission_admitted_total",
+                &[],
+            )
+        };
+        let before = admitted();
+        for cipher in [
+            ["-tls1_2", "-cipher", "AES128-SHA"],
+            ["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"],
+        ] {
+            let out = std::process::Command::new("openssl")
+                .arg("s_client")
+                .args(cipher)
+                .args(["-connect", &addr.to_string()])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("openssl");
+            assert!(
+                !out.status.success(),
+                "{cipher:?}: the handshake cannot succeed"
+            );
+        }
+        (before, admitted())
+    })
+    .await
+    .expect("clients");
+    assert_eq!(
+        counts.0, counts.1,
+        "no admission for a hopeless ClientHello"
+    );
+}

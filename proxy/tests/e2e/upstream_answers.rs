@@ -124,6 +124,8 @@ impl Scripted {
                                 a.extend_from_slice(&body);
                                 a
                             }
+                            "/reason" => b"HTTP/1.1 499 Client Closed\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                            "/bad-trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nConnection: close\r\nContent-Length: 99\r\nX-T: 1\r\n\r\n".to_vec(),
                             "/five" | "/busy" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec(),
                             _ => {
                                 let body = head.to_ascii_lowercase();
@@ -153,7 +155,9 @@ fn start(up: &Scripted) -> (Gate, u16) {
         "upstream scripted {{ server {up}; keepalive 4; }}
         server {{ listen 127.0.0.1:{http}; server_name scripted.test;
             location / {{ proxy_pass http://scripted; proxy_http_version 1.1;
-                proxy_set_header Connection \"\"; proxy_read_timeout 1s; }} }}",
+                proxy_set_header Connection \"\"; proxy_read_timeout 1s; }}
+            location /vars/ {{ proxy_pass http://scripted; proxy_set_header X-Host $host;
+                proxy_set_header X-Cookie $http_cookie; proxy_set_header X-In $http_x_in; }} }}",
         up = up.addr
     );
     (Gate::start(&[upstream_in_range("A")], &extra), http)
@@ -475,4 +479,86 @@ fn proxy_next_upstream_tries_and_timeout_bound_the_moves() {
         late.contains(&504) && late.contains(&200),
         "timeout 500ms: {late:?}"
     );
+}
+
+/// What a review against nginx 1.22 found (2026-12-04): an upstream's own reason phrase
+/// reaches HTTP/1.1 clients; its trailer fields are not passed on (nginx passes none),
+/// so fields that would end an HTTP/2 stream cannot; a path whose bytes are not UTF-8
+/// is served; `$http_cookie` joins cookie fields with `; `, a value that is not UTF-8
+/// is not lost; `$host` drops a trailing dot and anything after the first `:`.
+#[test]
+fn reason_phrases_trailers_odd_bytes_and_variables_as_nginx() {
+    let up = Scripted::start();
+    let (gate, http) = start(&up);
+    let head = String::from_utf8_lossy(&fetch(http, "/reason", &[]).stdout).into_owned();
+    assert!(head.starts_with("HTTP/1.1 499 Client Closed\r\n"), "{head}");
+    let out = fetch(http, "/caf%E9", &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("get /caf%e9 http/1.1"),
+        "the target as it came: {text}"
+    );
+    let out = fetch(
+        http,
+        "/vars/x",
+        &[
+            "-H",
+            "Cookie: a=1",
+            "-H",
+            "Cookie: b=2",
+            "-H",
+            "X-In: caf\u{e9}",
+            "-H",
+            "Host: Scripted.Test.:x",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.contains("x-cookie: a=1; b=2"), "{text}");
+    assert!(text.contains("x-host: scripted.test\r\n"), "{text}");
+    assert!(text.contains("x-in: caf"), "{text}");
+    drop(gate);
+    // HTTP/2 (prior knowledge on a plain address).
+    let h2 = port_in_range();
+    let extra = format!(
+        "server {{ listen 127.0.0.1:{h2} http2; server_name scripted.test;
+            location / {{ proxy_pass http://{up}; }} }}",
+        up = up.addr
+    );
+    let _h2_gate = Gate::start(&[upstream_in_range("A")], &extra);
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: scripted.test",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{h2}/bad-trailers"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 200", "{out:?}");
+}
+
+/// `proxy_connect_timeout` running out is a timeout, as nginx counts it: 504.
+#[test]
+fn a_connect_timeout_is_a_504() {
+    // A listener whose backlog is full: further connections get no answer.
+    let hole =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    hole.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    hole.listen(0).expect("listen");
+    let addr = hole.local_addr().expect("addr").as_socket().expect("inet");
+    let fill: Vec<_> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    let http = port_in_range();
+    let extra = format!(
+        "server {{ listen 127.0.0.1:{http}; server_name scripted.test;
+            location / {{ proxy_pass http://{addr}; proxy_connect_timeout 1s; }} }}"
+    );
+    let _gate = Gate::start(&[upstream_in_range("A")], &extra);
+    let started = Instant::now();
+    let head = String::from_utf8_lossy(&fetch(http, "/ct", &[]).stdout).into_owned();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(fill);
 }
