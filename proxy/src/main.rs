@@ -575,7 +575,8 @@ fn run(
         proxy = proxy.on_reopen(hook);
     }
     let pid_path = proxy.generation().pid_file();
-    runtime(workers)?.block_on(async move {
+    let runtime = runtime(workers)?;
+    let result = runtime.block_on(async move {
         let signals = Signals::install()?;
         let _pid = pid_path.as_deref().map(PidFile::create).transpose()?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -583,7 +584,11 @@ fn run(
         let result = proxy.run_controlled(rx).await;
         forwarder.abort();
         result
-    })
+    });
+    // Blocking work still running (a reload abandoned on a hung HSM or PIN source) does
+    // not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// The demo's admin address when none is given: 127.0.0.1:9901, or a port the system

@@ -226,7 +226,33 @@ impl Proxy {
             match control.recv().await {
                 Some(Control::Reload) => {
                     crate::notify::reloading();
-                    match reload(source.as_ref(), &defaults, &current, &live).await {
+                    // Signals are read while the reload runs (a token's login or a name
+                    // lookup may hang): a stop abandons it, and the old configuration
+                    // stops as it would have.
+                    let (outcome, stop) = {
+                        let reloading = reload(source.as_ref(), &defaults, &current, &live);
+                        tokio::pin!(reloading);
+                        loop {
+                            tokio::select! {
+                                r = &mut reloading => break (Some(r), None),
+                                c = control.recv() => match c {
+                                    Some(Control::Reopen) => reopen_logs(on_reopen.as_ref()),
+                                    Some(Control::Reload) => {
+                                        tracing::info!("reload signal during a reload: ignored");
+                                    }
+                                    Some(Control::Stop) => break (None, Some(true)),
+                                    Some(Control::Terminate) => break (None, Some(!native)),
+                                    Some(Control::Quit) | None => break (None, Some(false)),
+                                },
+                            }
+                        }
+                    };
+                    if let Some(fast) = stop {
+                        tracing::warn!("stop signal during a reload: the reload is abandoned");
+                        break fast;
+                    }
+                    let Some(outcome) = outcome else { continue };
+                    match outcome {
                         Ok((next, sockets)) => {
                             live = next.addrs().into_iter().collect();
                             // The old generation's connections finish (after their
@@ -250,13 +276,7 @@ impl Proxy {
                     }
                     crate::notify::notify("READY=1");
                 }
-                Some(Control::Reopen) => {
-                    tracing::info!("reopening log files");
-                    crate::access_log::AccessLogWriter::get().reopen();
-                    if let Some(f) = &on_reopen {
-                        (f.0)();
-                    }
-                }
+                Some(Control::Reopen) => reopen_logs(on_reopen.as_ref()),
                 Some(Control::Stop) => break true,
                 Some(Control::Terminate) => break !native,
                 Some(Control::Quit) | None => break false,
@@ -338,6 +358,15 @@ impl Proxy {
             started: std::time::Instant::now(),
         };
         Ok(Some(tokio::spawn(crate::admin::serve(listener, state))))
+    }
+}
+
+/// SIGUSR1: the access logs, and the error log through `hook`, reopened.
+fn reopen_logs(hook: Option<&ReopenHook>) {
+    tracing::info!("reopening log files");
+    crate::access_log::AccessLogWriter::get().reopen();
+    if let Some(f) = hook {
+        (f.0)();
     }
 }
 

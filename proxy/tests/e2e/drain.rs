@@ -196,3 +196,50 @@ fn a_graceful_stop_waits_for_an_open_tunnel() {
     drop(tunnel);
     assert!(server.wait_exit(Duration::from_secs(5)).success());
 }
+
+/// A stop signal is obeyed while a reload hangs (here on a PIN source that never
+/// answers, as a hung HSM login would): the reload is abandoned and the process stops.
+#[test]
+fn a_stop_signal_is_not_held_up_by_a_hanging_reload() {
+    use crate::support::{KeyType, ProxyProcess, TestToken, config_for};
+    let token = TestToken::new(KeyType::EcP256);
+    let config = config_for(&token, start_upstream("live"), "");
+    let mut proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate starts");
+    let fifo = token.path().join("pin-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let pin = token.pin_file.display().to_string();
+    let hanging = config.replace(&pin, &fifo.display().to_string());
+    assert_ne!(
+        hanging, config,
+        "the PIN file is named in the configuration"
+    );
+    std::fs::write(token.path().join("hsmgate.toml"), hanging).expect("config");
+    let kill = |signal: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &proxy.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    };
+    kill("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy.log_text().contains("reloading the configuration") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    kill("-INT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while proxy.alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGINT during a hanging reload\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
