@@ -78,7 +78,20 @@ fn open(path: &Path) -> std::io::Result<File> {
 fn write_loop(rx: Receiver<Msg>) {
     let mut files: HashMap<Arc<PathBuf>, std::io::BufWriter<File>> = HashMap::new();
     let mut failed: HashMap<Arc<PathBuf>, ()> = HashMap::new();
-    while let Ok(first) = rx.recv() {
+    // When each open file was last written: one no configuration writes to any more (a
+    // reload changed `access_log`) is closed after IDLE_CLOSE, and reopened if written
+    // to again.
+    let mut used: HashMap<Arc<PathBuf>, std::time::Instant> = HashMap::new();
+    loop {
+        let first = match rx.recv_timeout(IDLE_CLOSE) {
+            Ok(first) => first,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                close_idle(&mut files, &mut used);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        close_idle(&mut files, &mut used);
         let mut next = Some(first);
         // Drain what is queued, then flush once.
         while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
@@ -101,6 +114,7 @@ fn write_loop(rx: Receiver<Msg>) {
                     if let Some(f) = files.get_mut(&path) {
                         let _ = f.write_all(line.as_bytes());
                         let _ = f.write_all(b"\n");
+                        used.insert(path, std::time::Instant::now());
                     }
                 }
                 Msg::Reopen => {
@@ -122,6 +136,23 @@ fn write_loop(rx: Receiver<Msg>) {
             let _ = f.flush();
         }
     }
+}
+
+/// How long an access log file nothing writes to stays open.
+const IDLE_CLOSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Closes the files not written for [`IDLE_CLOSE`].
+fn close_idle(
+    files: &mut HashMap<Arc<PathBuf>, std::io::BufWriter<File>>,
+    used: &mut HashMap<Arc<PathBuf>, std::time::Instant>,
+) {
+    used.retain(|path, at| {
+        let idle = at.elapsed() >= IDLE_CLOSE;
+        if idle && let Some(mut f) = files.remove(path) {
+            let _ = f.flush();
+        }
+        !idle
+    });
 }
 
 /// A variable's value escaped as `log_format escape=` says.

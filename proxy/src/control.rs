@@ -4,7 +4,6 @@
 //! `-s reload|stop|quit|reopen` (a signal sent to the pid in that file).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -89,17 +88,16 @@ pub fn send_signal(pid_file: &Path, signal: &str) -> Result<u32, ProxyError> {
             pid_file.display()
         ))
     })?;
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .map_err(|source| ProxyError::Io {
-            what: "run kill".into(),
-            source,
-        })?;
-    if !status.success() {
+    // Sent directly (no `kill` program needed on the PATH of a minimal image).
+    let number: nix::sys::signal::Signal = format!("SIG{signal}")
+        .parse()
+        .map_err(|_| ProxyError::Invalid(format!("unknown signal {signal}")))?;
+    let target = i32::try_from(pid)
+        .map(nix::unistd::Pid::from_raw)
+        .map_err(|_| ProxyError::Invalid(format!("invalid PID number {pid}")))?;
+    if let Err(e) = nix::sys::signal::kill(target, number) {
         return Err(ProxyError::Invalid(format!(
-            "kill -{signal} {pid} failed ({status}): is hsmgate running?"
+            "kill -{signal} {pid} failed ({e}): is hsmgate running?"
         )));
     }
     Ok(pid)

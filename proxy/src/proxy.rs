@@ -395,6 +395,13 @@ async fn reload(
     })
     .await
     .map_err(|e| ProxyError::Invalid(format!("reload task failed: {e}")))??;
+    if next.site.admin != current.site.admin {
+        tracing::warn!(
+            was = ?current.site.admin,
+            now = ?next.site.admin,
+            "the admin listener's address changed: it takes effect when hsmgate restarts"
+        );
+    }
     let mut sockets = Vec::new();
     for spec in &next.site.listens {
         if !live.contains(&spec.addr) {
