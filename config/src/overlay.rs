@@ -66,16 +66,33 @@ impl Overrides {
 
     fn over_file(&self, path: &Path) -> Result<Config, ConfigError> {
         let text = read(path)?;
-        let alone = load_str(&text, path)?;
+        let alone = load_str(&text, path);
         if !self.configure() {
-            return Ok(alone);
+            return alone;
         }
-        let original: Table = toml::from_str(&text).expect("the file just loaded");
+        // The file may leave out what the settings give (a base file without
+        // `[upstream]` under HSMGATE_UPSTREAM): then it need not validate alone. Any
+        // other error of the file is its own, at its own line.
+        let incomplete = matches!(&alone, Err(e) if e.to_string().contains("missing field"));
+        if alone.is_err() && !incomplete {
+            return alone;
+        }
+        let Ok(original) = toml::from_str::<Table>(&text) else {
+            return alone;
+        };
         let mut doc = original.clone();
         self.lay_over(&mut doc, &original)?;
-        let text = toml::to_string(&doc).expect("a table read from TOML serializes");
-        let mut config = load_str(&text, path).map_err(|e| self.relocate(e, path))?;
-        self.relocate_locations(&mut config, Some(&alone));
+        let laid = toml::to_string(&doc).expect("a table read from TOML serializes");
+        let mut config = load_str(&laid, path).map_err(|e| self.relocate(e, path))?;
+        match alone {
+            Ok(alone) => self.relocate_locations(&mut config, Some(&alone)),
+            // Where the file is incomplete alone, its settings are named by the file
+            // (the lines of the laid-over document are not the file's).
+            Err(_) => {
+                self.relocate_locations(&mut config, None);
+                whole_file_locations(&mut config, path);
+            }
+        }
         Ok(config)
     }
 
@@ -216,12 +233,12 @@ impl Overrides {
         config.tls.key.location = match (self.get(Setting::Key), alone) {
             (Some(_), _) => Location::whole(from.join(" and ")),
             (None, Some(alone)) => alone.tls.key.location.clone(),
-            (None, None) => unreachable!("without a file the key is required"),
+            (None, None) => Location::whole(config.source.clone()),
         };
         config.tls.certificate_location = match (self.get(Setting::Cert), alone) {
             (Some(g), _) => Location::whole(g.origin.to_string()),
             (None, Some(alone)) => alone.tls.certificate_location.clone(),
-            (None, None) => unreachable!("without a file the certificate is required"),
+            (None, None) => Location::whole(config.source.clone()),
         };
         // The key's own warnings (a `pin-value`) are about the one setting that gave it.
         let key_location = match self.get(Setting::Key) {
@@ -272,6 +289,43 @@ impl Overrides {
                 }
             }
         }
+    }
+}
+
+/// Every location in `path` made a whole-file one (no line: the laid-over document's
+/// lines are not the file's).
+fn whole_file_locations(config: &mut Config, path: &Path) {
+    let fix = |at: &mut Location| {
+        if at.file == path {
+            *at = Location::whole(path);
+        }
+    };
+    fix(&mut config.tls.key.location);
+    fix(&mut config.tls.certificate_location);
+    if let Some(at) = &mut config.tls.client_certificate_at {
+        fix(at);
+    }
+    if let Some(at) = &mut config.tls.session_ticket_keys_at {
+        fix(at);
+    }
+    for p in &mut config.tls.pairs {
+        fix(&mut p.key.location);
+        fix(&mut p.certificate_location);
+    }
+    if let Some(p) = &mut config.pkcs11 {
+        fix(&mut p.module_at);
+        fix(&mut p.pin_at);
+    }
+    for m in config
+        .hsm
+        .iter_mut()
+        .flat_map(|g| &mut g.regions)
+        .flat_map(|r| &mut r.members)
+    {
+        fix(&mut m.location);
+    }
+    for w in &mut config.warnings {
+        fix(&mut w.location);
     }
 }
 

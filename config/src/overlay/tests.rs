@@ -402,3 +402,27 @@ fn pairs_and_several_groups_keep_their_file_positions_under_variables() {
     assert_eq!((second.name.as_str(), second.location.line), ("g2-a", 29));
     assert_eq!(config.upstream.address, "b:1");
 }
+
+/// A base file may leave out what variables give (a ConfigMap without `[upstream]` under
+/// HSMGATE_UPSTREAM); its settings are then named by the file, without a line.
+#[test]
+fn a_file_may_leave_out_what_the_settings_give() {
+    let base = FILE.replace(
+        "[upstream]\naddress = \"127.0.0.1:8080\"\nconnect_timeout_ms = 5\n",
+        "",
+    );
+    assert!(!base.contains("[upstream]"));
+    let (_dir, path) = file_in_tempdir(&base);
+    let alone = crate::load(&path).expect_err("incomplete alone");
+    assert!(alone.to_string().contains("missing field"), "{alone}");
+    let o = overrides(&[("HSMGATE_UPSTREAM", "app:80")], &[]);
+    let config = o.load(Some(&path)).unwrap();
+    assert_eq!(config.upstream.address, "app:80");
+    assert_eq!(
+        config.tls.key.location.to_string(),
+        path.display().to_string()
+    );
+    // Without the variable, the file's own error.
+    let e = err(&overrides(&[], &[]), Some(&path));
+    assert!(e.contains("missing field"), "{e}");
+}
