@@ -1095,6 +1095,18 @@ pub(crate) async fn proxy(
                 tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
+            // An invalid response head moves on only with `invalid_header`, as nginx.
+            Ok(Err(e))
+                if e.is_invalid_head() && another && next.invalid_header && sent_may_move =>
+            {
+                balancer.failed(addr);
+                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head; trying the next server");
+            }
+            Ok(Err(e)) if e.is_invalid_head() => {
+                balancer.failed(addr);
+                tracing::warn!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream sent an invalid response head: 502");
+                return error_page(StatusCode::BAD_GATEWAY);
+            }
             Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
                 balancer.failed(addr);
                 tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream failed; trying the next server");

@@ -100,6 +100,15 @@ impl SendError {
         matches!(self, SendError::Connect(_))
     }
 
+    /// The server's response head was invalid (nginx's `invalid_header`, for
+    /// `proxy_next_upstream`; an `error` otherwise).
+    pub(crate) fn is_invalid_head(&self) -> bool {
+        matches!(
+            self,
+            SendError::Request(H1Error::Parse(_) | H1Error::HeadTooLarge | H1Error::Invalid(_))
+        )
+    }
+
     /// The connect timeout (`proxy_connect_timeout`) ran out: a timeout, as nginx counts
     /// it (504, `proxy_next_upstream timeout`), not an error.
     pub(crate) fn is_connect_timeout(&self) -> bool {

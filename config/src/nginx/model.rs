@@ -810,9 +810,11 @@ impl AccessRule {
 /// (POST, LOCK, PATCH) only with `non_idempotent`, once it has been sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextUpstream {
-    /// `error`: the connection failed, or the request or the response head could not
-    /// be passed (`invalid_header` is counted here too).
+    /// `error`: the connection failed, or the request could not be passed, or the
+    /// response head not read (the connection closed or failed).
     pub error: bool,
+    /// `invalid_header`: the response head was empty or invalid.
+    pub invalid_header: bool,
     /// `timeout`: no response head within `proxy_read_timeout`.
     pub timeout: bool,
     /// `http_500`, `http_502`, `http_503`, `http_504`, `http_403`, `http_404`, `http_429`.
@@ -831,6 +833,7 @@ impl Default for NextUpstream {
     fn default() -> Self {
         NextUpstream {
             error: true,
+            invalid_header: false,
             timeout: true,
             statuses: Vec::new(),
             non_idempotent: false,

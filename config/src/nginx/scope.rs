@@ -709,6 +709,7 @@ impl Scope {
                 let args = ctx.args(d, 1, 16)?;
                 let mut next = NextUpstream {
                     error: false,
+                    invalid_header: false,
                     timeout: false,
                     statuses: Vec::new(),
                     non_idempotent: false,
@@ -718,7 +719,8 @@ impl Scope {
                 for arg in args {
                     match arg.value.as_str() {
                         "off" if args.len() == 1 => {}
-                        "error" | "invalid_header" => next.error = true,
+                        "error" => next.error = true,
+                        "invalid_header" => next.invalid_header = true,
                         "timeout" => next.timeout = true,
                         "non_idempotent" => next.non_idempotent = true,
                         s => match s.strip_prefix("http_").and_then(|c| c.parse::<u16>().ok()) {

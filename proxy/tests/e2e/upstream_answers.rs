@@ -124,6 +124,7 @@ impl Scripted {
                                 a.extend_from_slice(&body);
                                 a
                             }
+                            "/bad-head" => b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                             "/reason" => b"HTTP/1.1 499 Client Closed\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                             "/bad-trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nConnection: close\r\nContent-Length: 99\r\nX-T: 1\r\n\r\n".to_vec(),
                             "/five" | "/busy" => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec(),
@@ -561,4 +562,24 @@ fn a_connect_timeout_is_a_504() {
     assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(fill);
+}
+
+/// An invalid response head moves a request to the next server only with
+/// `proxy_next_upstream … invalid_header` (nginx's default `error timeout` answers 502).
+#[test]
+fn an_invalid_head_moves_on_only_with_invalid_header() {
+    let (slow, http, _gate) = slow_and_fine(
+        "location = /bad-head { proxy_pass http://pair; }
+         location = /moved { proxy_pass http://pair/bad-head;
+             proxy_next_upstream error timeout invalid_header; }",
+    );
+    let codes: Vec<u16> = (0..4).map(|_| status_of(http, "/bad-head", &[])).collect();
+    assert!(
+        codes.contains(&502),
+        "by default the invalid head is a 502: {codes:?}"
+    );
+    for i in 0..4 {
+        assert_eq!(status_of(http, "/moved", &[]), 200, "try {i}");
+    }
+    assert!(slow.requests.load(Ordering::SeqCst) >= 4);
 }
