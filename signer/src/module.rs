@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -26,13 +27,20 @@ pub struct Module {
     path: PathBuf,
     /// The environment it was loaded with.
     env: BTreeMap<String, String>,
+    /// An instance with a state of its own (p11-kit-client gives one, with its own
+    /// connection, per C_GetFunctionList): finalised when dropped, whoever else uses the
+    /// path. Known when `C_Initialize` succeeded while another instance of the path was
+    /// live (a module with one global state would have answered
+    /// CKR_CRYPTOKI_ALREADY_INITIALIZED).
+    independent: bool,
 }
 
 /// Live instances per module path, and the environment the first was initialised
 /// with. A module with one global state (SoftHSM) gives every instance the same state,
-/// so C_Finalize waits until the last instance of that path is dropped; a module with
-/// independent instances (p11-kit-client) just keeps a dead member's instance until
-/// then, which costs nothing (its connection is gone).
+/// so C_Finalize waits until the last instance of that path is dropped; an independent
+/// instance (p11-kit-client's after the first) is finalised when it goes, so that a
+/// member re-initialised after its HSM froze and came back does not keep the old
+/// connection (and the HSM's session) open.
 static INSTANCES: Mutex<Option<Instances>> = Mutex::new(None);
 
 /// Path → (live instances, environment of the first).
@@ -47,18 +55,33 @@ type Key = (PathBuf, BTreeMap<String, String>);
 /// Modules loaded by this process. Weak, so a module nobody uses is finalised.
 static LOADED: Mutex<Option<HashMap<Key, Weak<Module>>>> = Mutex::new(None);
 
+/// The lock that applies a module's environment: held while its environment is set
+/// (for `dlopen` + `C_GetFunctionList`, and `C_Initialize` up to [`ENV_HOLD`]).
+static ENVIRONMENT: Mutex<()> = Mutex::new(());
+
+/// How long a module's `C_Initialize` runs with its environment applied (and the lock
+/// held): long enough for a module that reads it there (SoftHSM's `SOFTHSM2_CONF`),
+/// short, so that one that hangs there (p11-kit-client connecting to a frozen server)
+/// keeps no other member from starting. It then goes on without the lock.
+const ENV_HOLD: Duration = Duration::from_millis(250);
+
 impl Module {
     /// Load `path` with `env` applied, or return the instance this process already has.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Arc<Module>, SignerError> {
-        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-        let map = loaded.get_or_insert_with(HashMap::new);
         let key = (path.to_path_buf(), env.clone());
-        if let Some(module) = map.get(&key).and_then(Weak::upgrade) {
+        let shared = |loaded: &mut Option<HashMap<Key, Weak<Module>>>| {
+            (loaded.get_or_insert_with(HashMap::new).get(&key)).and_then(Weak::upgrade)
+        };
+        if let Some(module) = shared(&mut LOADED.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(module);
         }
-        // The lock on LOADED is held: no other thread of ours loads a module now.
         let module = Arc::new(Self::init(path, env)?);
-        map.insert(key, Arc::downgrade(&module));
+        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have loaded it meanwhile: one instance is shared.
+        if let Some(first) = shared(&mut loaded) {
+            return Ok(first);
+        }
+        (loaded.get_or_insert_with(HashMap::new)).insert(key, Arc::downgrade(&module));
         Ok(module)
     }
 
@@ -69,38 +92,68 @@ impl Module {
         path: &Path,
         env: &BTreeMap<String, String>,
     ) -> Result<Arc<Module>, SignerError> {
-        let _guard = LOADED.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Arc::new(Self::init(path, env)?))
     }
 
-    /// dlopen + C_GetFunctionList + C_Initialize with `env` applied. Caller holds LOADED.
+    /// dlopen + C_GetFunctionList + C_Initialize with `env` applied (see [`ENV_HOLD`]).
     fn init(path: &Path, env: &BTreeMap<String, String>) -> Result<Module, SignerError> {
-        let ctx = with_env(env, || {
-            let ctx = Pkcs11::new(path).map_err(|source| SignerError::Load {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-                Ok(()) => Ok(ctx),
-                Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
-                    // A module that keeps one global state (SoftHSM does) was initialised
-                    // earlier in this process: its first configuration stays in effect.
-                    let first_env = instances()
-                        .as_ref()
-                        .and_then(|m| m.get(path))
-                        .map(|(_, e)| e.clone());
-                    if first_env.is_some_and(|first| first != *env) {
-                        tracing::warn!(module = %path.display(), "PKCS#11 module already initialised in this process with another environment; the first one stays in effect");
-                    }
-                    Ok(ctx)
+        let live_before = instances()
+            .as_ref()
+            .and_then(|m| m.get(path))
+            .is_some_and(|(n, _)| *n > 0);
+        let (ctx, initialised) = {
+            let _env = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+            with_env(env, || {
+                let ctx = Pkcs11::new(path).map_err(|source| SignerError::Load {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let (tx, rx) = std::sync::mpsc::channel();
+                let initialising = ctx.clone();
+                let flags = || CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK);
+                let spawned = std::thread::Builder::new()
+                    .name("hsmgate-c-init".into())
+                    .spawn(move || {
+                        let _ = tx.send(initialising.initialize(flags()));
+                    });
+                // Done within the hold, or later without the environment and the lock
+                // (here, if no thread could be made).
+                let early = match spawned {
+                    Ok(_) => rx.recv_timeout(ENV_HOLD).ok(),
+                    Err(_) => Some(ctx.initialize(flags())),
+                };
+                Ok::<_, SignerError>((ctx, early.ok_or(rx)))
+            })?
+        };
+        let initialised = match initialised {
+            Ok(done) => done,
+            Err(rx) => rx.recv().unwrap_or(Err(CkError::Pkcs11(
+                RvError::GeneralError,
+                Function::Initialize,
+            ))),
+        };
+        let independent = match initialised {
+            Ok(()) => live_before,
+            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+                // A module that keeps one global state (SoftHSM does) was initialised
+                // earlier in this process: its first configuration stays in effect.
+                let first_env = instances()
+                    .as_ref()
+                    .and_then(|m| m.get(path))
+                    .map(|(_, e)| e.clone());
+                if first_env.is_some_and(|first| first != *env) {
+                    tracing::warn!(module = %path.display(), "PKCS#11 module already initialised in this process with another environment; the first one stays in effect");
                 }
-                Err(e) => Err(SignerError::pkcs11(
+                false
+            }
+            Err(e) => {
+                return Err(SignerError::pkcs11(
                     &path.display().to_string(),
                     Function::Initialize,
                     e,
-                )),
+                ));
             }
-        })?;
+        };
         instances()
             .get_or_insert_with(HashMap::new)
             .entry(path.to_path_buf())
@@ -110,6 +163,7 @@ impl Module {
             ctx,
             path: path.to_path_buf(),
             env: env.clone(),
+            independent,
         })
     }
 
@@ -130,8 +184,9 @@ impl Module {
 }
 
 impl Drop for Module {
-    /// The last instance of a module path finalises it. This may block for as long as
-    /// the module does, so the last holders are signer threads, never async workers.
+    /// The last instance of a module path finalises it, and an independent instance
+    /// itself. This may block for as long as the module does, so the last holders are
+    /// signer threads, never async workers.
     fn drop(&mut self) {
         let last = {
             let mut map = instances();
@@ -147,7 +202,9 @@ impl Drop for Module {
                 }
             }
         };
-        if last && let Err(e) = self.ctx.clone().finalize() {
+        if (last || self.independent)
+            && let Err(e) = self.ctx.clone().finalize()
+        {
             tracing::debug!(module = %self.path.display(), error = %e, "C_Finalize failed");
         }
     }
@@ -164,7 +221,7 @@ fn with_env<T>(env: &BTreeMap<String, String>, f: impl FnOnce() -> T) -> T {
         .collect();
     for (k, v) in env {
         // SAFETY: setenv races only with concurrent getenv/setenv from other threads.
-        // hsmgate loads modules at start-up and on reload while holding LOADED; its own
+        // hsmgate loads modules at start-up and on reload while holding ENVIRONMENT; its own
         // code reads the environment only while parsing the configuration, before any
         // module is loaded, and tokio/rustls do not read it. The module loaded here is
         // the reader we are setting it for.

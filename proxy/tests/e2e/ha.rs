@@ -377,3 +377,50 @@ async fn an_nginx_configuration_names_an_ha_group() {
     let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A member whose HSM is frozen (its `C_Initialize` never returns) keeps no other member
+/// from starting: hsmgate starts and serves on the others. Freezes and thaws of a member
+/// leave no connection to its HSM behind (each re-initialised instance is finalised).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_keeps_no_other_from_starting_and_thaws_leak_nothing() {
+    let mut lab = HaLab::new(&["hsm-a", "hsm-b"]);
+    let upstream = start_upstream("echo");
+    let config = lab.config(
+        upstream,
+        "op_timeout_ms = 300\nprobe_interval_ms = 200",
+        &[("eu-1", true, &["hsm-a", "hsm-b"])],
+        "",
+    );
+    lab.signal("hsm-a", "STOP");
+    let started = ProxyProcess::start(lab.path(), &config);
+    lab.signal("hsm-a", "CONT");
+    let proxy = started.expect("hsmgate starts on hsm-b while hsm-a is frozen");
+    let config = client_config(&lab.ca_pem, &[b"http/1.1"]);
+    let tls = connect(proxy.addr, config.clone()).await;
+    assert!(tls.is_ok(), "a handshake on hsm-b: {}", proxy.log_text());
+    drop(tls);
+    wait_readyz(proxy.admin_addr(), "hsm-a up", Duration::from_secs(15)).await;
+
+    // Freeze and thaw hsm-a a few times: the file descriptors come back to where they were.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let admin = proxy.admin_addr();
+    for _ in 0..4 {
+        let fences = fence_lines(&proxy, "hsm-a");
+        lab.signal("hsm-a", "STOP");
+        wait_fenced(admin, &proxy, "hsm-a", fences, Duration::from_secs(5)).await;
+        lab.signal("hsm-a", "CONT");
+        wait_readyz(admin, "hsm-a up", Duration::from_secs(15)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = fds();
+    assert!(
+        after <= before + 1,
+        "file descriptors {before} → {after} over four freezes\n{}",
+        proxy.log_text()
+    );
+}
