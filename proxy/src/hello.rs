@@ -273,6 +273,19 @@ impl HelloReader {
             };
             match self.feed(&feed) {
                 Step::More => {}
+                // 0-RTT offered: what follows the ClientHello at once is the
+                // compatibility ChangeCipherSpec and early data, which the server does
+                // not take and skips (RFC 8446 §4.2.10); rustls would skip them too.
+                // Whole records of those are dropped, and the handshake goes on in 1-RTT.
+                Step::Hello(accepted)
+                    if parse(&self.raw).is_some_and(|f| f.early_data)
+                        && whole_records(
+                            &self.pending[at..],
+                            &[CHANGE_CIPHER_SPEC, APPLICATION_DATA],
+                        ) =>
+                {
+                    break Step::Hello(accepted);
+                }
                 Step::Hello(accepted) if at != self.pending.len() => {
                     drop(accepted);
                     break Refusal::new(
@@ -628,6 +641,27 @@ struct Fields {
     ticket: Option<Vec<u8>>,
     /// A non-empty legacy session id.
     session_id: Option<Vec<u8>>,
+    /// The `early_data` extension (TLS 1.3 0-RTT offered).
+    early_data: bool,
+}
+
+/// Record content types: ChangeCipherSpec, application data.
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const APPLICATION_DATA: u8 = 23;
+
+/// Whether `bytes` is whole records (none cut short), each of one of `types`.
+fn whole_records(mut bytes: &[u8], types: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Some(header) = bytes.get(..5) else {
+            return false;
+        };
+        let len = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if !types.contains(&header[0]) || bytes.len() < len {
+            return false;
+        }
+        bytes = &bytes[len..];
+    }
+    true
 }
 
 /// A byte cursor that fails (None) on any overrun.
@@ -733,6 +767,7 @@ fn parse(raw: &[u8]) -> Option<Fields> {
             }
             // session_ticket (RFC 5077): empty asks for a new ticket, non-empty resumes
             35 => f.ticket = (!data.is_empty()).then(|| data.to_vec()),
+            42 => f.early_data = true,
             // supported_versions
             43 => {
                 let mut v = Cursor(data);
@@ -997,6 +1032,30 @@ mod tests {
             Step::Refused { alert, .. } => alert.last().copied(),
             _ => None,
         }
+    }
+
+    /// 0-RTT offered (`early_data`): the ChangeCipherSpec and early data right behind the
+    /// ClientHello are dropped (the server does not take early data; RFC 8446 §4.2.10)
+    /// and the handshake goes on; without the offer, data there is refused; a record
+    /// cut short is refused too.
+    #[test]
+    fn early_data_behind_a_hello_that_offers_it_is_dropped() {
+        let ccs = [20u8, 3, 3, 0, 1, 1];
+        let early = [&[23u8, 3, 3, 0, 4][..], b"abcd"].concat();
+        let sigalgs = (13, vec![0, 2, 0x08, 0x04]);
+        let offered = hello(&[], &[versions13(), sigalgs.clone(), (42, vec![])]);
+        let bytes = [&offered[..], &ccs, &early].concat();
+        let step = HelloReader::default().push(&bytes);
+        let what = match &step {
+            Step::Hello(_) => "hello".to_owned(),
+            Step::More => "more".to_owned(),
+            Step::Refused { error, .. } => format!("refused: {error}"),
+        };
+        assert!(matches!(step, Step::Hello(_)), "{what}");
+        let cut = [&offered[..], &ccs, &early[..6]].concat();
+        assert!(refused_with(&cut).is_some());
+        let not_offered = [&hello(&[], &[versions13(), sigalgs])[..], &ccs, &early].concat();
+        assert!(refused_with(&not_offered).is_some());
     }
 
     #[test]
