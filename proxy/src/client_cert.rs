@@ -221,7 +221,7 @@ impl ClientCertVerifier for Lenient {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        unreadable_is_unverified(self.0.verify_tls12_signature(message, cert, dss))
     }
 
     fn verify_tls13_signature(
@@ -230,11 +230,38 @@ impl ClientCertVerifier for Lenient {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        unreadable_is_unverified(self.0.verify_tls13_signature(message, cert, dss))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+/// A client certificate webpki cannot read (an X.509 v1 certificate, which OpenSSL still
+/// makes; bad DER) fails the handshake's signature check before the certificate is
+/// judged: the handshake goes on, and the certificate is judged as any other
+/// ([`ClientAuth::check`], which reads it with the same parser and so finds it
+/// unverified: nginx's 400 "The SSL certificate error" with `ssl_verify_client on` or
+/// `optional`, `$ssl_client_verify` `FAILED:…`), instead of a fatal alert that leaves
+/// the client with no answer. A signature that does not verify is still an error.
+fn unreadable_is_unverified(
+    checked: Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use rustls::{CertificateError, Error};
+    match checked {
+        Err(Error::InvalidCertificate(CertificateError::BadEncoding)) => {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        Err(Error::InvalidCertificate(CertificateError::Other(other)))
+            if other
+                .0
+                .downcast_ref::<webpki::Error>()
+                .is_some_and(|e| matches!(e, webpki::Error::UnsupportedCertVersion)) =>
+        {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        other => other,
     }
 }
 
@@ -438,6 +465,25 @@ fn escape_uri_component(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// A certificate webpki cannot read goes on to be judged (and found unverified); a
+    /// bad signature stays an error.
+    #[test]
+    fn an_unreadable_client_certificate_is_judged_not_refused() {
+        use rustls::{CertificateError, Error};
+        let unreadable = Err(Error::InvalidCertificate(CertificateError::BadEncoding));
+        assert!(unreadable_is_unverified(unreadable).is_ok());
+        let v1 = Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(webpki::Error::UnsupportedCertVersion),
+        )));
+        assert!(unreadable_is_unverified(Err(v1)).is_ok());
+        let forged = Err(Error::InvalidCertificate(CertificateError::BadSignature));
+        assert!(unreadable_is_unverified(forged).is_err());
+        let scheme = Err(Error::InvalidCertificate(
+            CertificateError::UnsupportedSignatureAlgorithm,
+        ));
+        assert!(unreadable_is_unverified(scheme).is_err());
+    }
     use super::*;
 
     #[test]
