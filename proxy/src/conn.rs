@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -677,6 +677,9 @@ async fn serve_http<I>(
     };
     let mut io = H1Guard::new(SendTimeout::new(io, limits.send_timeout), head, peer);
     io.note_heads(Arc::clone(keepalive.head_begun()));
+    if !listener.keepalive.is_zero() {
+        io.keepalive(Arc::clone(&keepalive), listener.keepalive);
+    }
     // At the connection limit, an idle connection may be closed for a new one.
     let _registered = crate::reusable::register(conn.id, &keepalive);
     let pipelined = io.pipelined();
@@ -721,14 +724,10 @@ async fn serve_http<I>(
         Speak::Http2 => builder.http2_only(),
         Speak::Either => builder,
     };
+    // The wait for the next request is the guard's (`H1Guard::keepalive`), and so is a
+    // head's own timeout.
     if listener.keepalive.is_zero() {
         builder.http1().keep_alive(false);
-    } else {
-        // The wait for the next request (the head itself is bounded by the guard).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(listener.keepalive);
     }
     builder
         .http2()

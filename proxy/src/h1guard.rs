@@ -88,6 +88,11 @@ pub(crate) struct H1Guard<I> {
     pipelined: Arc<Pipelined>,
     /// Set while a head is part-way read, for whoever asked ([`H1Guard::note_heads`]).
     head_begun: Option<Arc<AtomicBool>>,
+    /// `keepalive_timeout` ([`H1Guard::keepalive`]): the connection's requests, and how
+    /// long it may wait for the next one.
+    keepalive: Option<(Arc<crate::keepalive_limits::ConnLimits>, Duration)>,
+    /// The wait for the next request, while one is armed.
+    idle: Option<Pin<Box<Sleep>>>,
 }
 
 /// The numbers of a connection's requests that were pipelined: their head came in the
@@ -192,7 +197,48 @@ impl<I> H1Guard<I> {
             next_pipelined: false,
             pipelined: Arc::default(),
             head_begun: None,
+            keepalive: None,
+            idle: None,
         }
+    }
+
+    /// nginx's `keepalive_timeout`: after an answer (`limits` counts the requests in
+    /// progress), the next request must begin within `timeout`, else the stream ends
+    /// as if the client had closed, and hyper closes the connection as it closes any
+    /// (TLS: with `close_notify`, as nginx; RFC 8446 §6.1).
+    pub(crate) fn keepalive(
+        &mut self,
+        limits: Arc<crate::keepalive_limits::ConnLimits>,
+        timeout: Duration,
+    ) {
+        self.keepalive = Some((limits, timeout));
+    }
+
+    /// Whether the keep-alive wait is over (`cx` woken when it may be): the client sent
+    /// nothing for `keepalive_timeout` after the last answer.
+    fn keepalive_over(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((limits, timeout)) = &self.keepalive else {
+            return false;
+        };
+        if self.state != State::Head || !self.head.is_empty() || self.heads == 0 {
+            self.idle = None;
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        // A request in progress (its answer not done): look again in `timeout`.
+        let until = limits.quiet_since().map_or(now + *timeout, |since| {
+            tokio::time::Instant::from_std(since) + *timeout
+        });
+        if until <= now {
+            return true;
+        }
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if timer.deadline() != until {
+            timer.as_mut().reset(until);
+        }
+        timer.as_mut().poll(cx).is_ready() && limits.quiet_since().is_some()
     }
 
     /// Keeps `flag` set while a request head is part-way read (a connection reading a
@@ -785,6 +831,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for H1Guard<I> {
                     return Poll::Ready(Ok(()));
                 }
                 State::Head | State::Chunked(_) => {}
+            }
+            if this.keepalive_over(cx) {
+                tracing::debug!(peer = %this.peer, "keepalive_timeout: connection closed");
+                this.state = State::Done;
+                this.idle = None;
+                return Poll::Ready(Ok(()));
             }
             if let Some(deadline) = this.deadline.as_mut()
                 && deadline.as_mut().poll(cx).is_ready()

@@ -99,6 +99,16 @@ impl ConnLimits {
         self.streams.load(Ordering::Acquire) == 0 && !self.head_begun.load(Ordering::Acquire)
     }
 
+    /// Since when no request has been in progress (the last answer's end, or the
+    /// connection's start); None while one is.
+    pub(crate) fn quiet_since(&self) -> Option<Instant> {
+        if self.streams.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ended = self.last_stream_end.load(Ordering::Acquire);
+        Some(self.started + Duration::from_millis(ended))
+    }
+
     /// Tells the connection to close to make room (`reusable`).
     pub(crate) fn close_for_room(&self) {
         self.for_room.notify_one();

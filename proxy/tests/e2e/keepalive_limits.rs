@@ -203,3 +203,35 @@ fn a_reload_finishes_the_old_configurations_connections() {
     let r = read_response(&mut fresh);
     assert!(r.body.starts_with("hello from two"), "{r:?}");
 }
+
+/// `keepalive_timeout` over HTTP/1.1 on TLS: an idle connection is closed after it with
+/// `close_notify` first (RFC 8446 §6.1; as nginx), not a bare TCP close that clients
+/// report as a truncation; a slow answer longer than the timeout is not cut.
+#[test]
+fn http11_keepalive_timeout_closes_with_close_notify_and_spares_slow_answers() {
+    let g = Gate::start(&[upstream_in_range("A")], "keepalive_timeout 1s;");
+    let mut s = g.connect(b"http/1.1");
+    send(&mut s, GET);
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200, "{r:?}");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // rustls' StreamOwned reads Ok(0) only after the peer's close_notify; a TCP close
+    // without it is an UnexpectedEof error.
+    let end = s.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0)),
+        "closed without close_notify: {end:?}\n{}",
+        g.server.log_text()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // An answer that takes longer than keepalive_timeout is waited for.
+    let mut s = g.connect(b"http/1.1");
+    send(&mut s, b"GET /?delay_ms=1800 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200, "{r:?}");
+}
