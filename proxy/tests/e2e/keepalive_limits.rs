@@ -231,7 +231,10 @@ fn http11_keepalive_timeout_closes_with_close_notify_and_spares_slow_answers() {
     );
     // An answer that takes longer than keepalive_timeout is waited for.
     let mut s = g.connect(b"http/1.1");
-    send(&mut s, b"GET /?delay_ms=1800 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    send(
+        &mut s,
+        b"GET /?delay_ms=1800 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     let r = read_response(&mut s);
     assert_eq!(r.status, 200, "{r:?}");
 }
