@@ -65,6 +65,16 @@ impl ConfigSource {
         if let Some(addr) = self.overrides.admin_addr()? {
             site.admin = Some(addr);
         }
+        // The admin listener cannot share a proxy address (TOML refuses it where it is
+        // written; here, before a bind fails at start).
+        if let Some(addr) = site.admin.filter(|a| a.port() != 0)
+            && site.listens.iter().any(|l| l.addr == addr)
+        {
+            return Err(ProxyError::Invalid(format!(
+                "the admin address {addr} is also a \"listen\" address of {}; give the admin listener a port of its own",
+                self.path.display()
+            )));
+        }
         Ok((site, warnings))
     }
 

@@ -284,3 +284,24 @@ async fn a_key_dropped_by_reload_is_closed_and_the_other_keeps_signing() {
         server.log_text()
     );
 }
+
+/// An admin address that is also a `listen` address of an nginx configuration (by
+/// `--admin`, `HSMGATE_ADMIN` or the file's `env` line) fails `-t`, naming both, instead
+/// of passing it and failing to bind at start.
+#[test]
+fn an_admin_address_on_a_listen_address_fails_the_test() {
+    let (_dir, conf, port) = plain_return_conf("", "");
+    let conf = conf.to_str().expect("utf-8");
+    let same = format!("127.0.0.1:{port}");
+    let out = crate::support::nginx::hsmgate(&["-t", "-c", conf, "--admin", &same]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&same) && text.contains("listen"), "{text}");
+    let other = format!("127.0.0.1:{}", free_port());
+    let out = crate::support::nginx::hsmgate(&["-t", "-c", conf, "--admin", &other]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
