@@ -397,6 +397,17 @@ pub(crate) fn sign_marked(
     let (started, cpu) = (Instant::now(), thread_cpu_time());
     let result = sign(session, key, shared, op, message);
     let cpu = thread_cpu_time().saturating_sub(cpu);
+    // Given up on while it ran (the member fenced as hung): its answer went nowhere, and
+    // its time (the HSM's freeze) says nothing of the member's speed. It is counted
+    // `lost`, not `ok`, and left out of the latency, CPU and capacity figures.
+    if slot.abandoned.load(Ordering::Acquire) {
+        slot.busy_since.store(0, Ordering::Release);
+        match probe {
+            true => meters.in_flight.set(shared.leave() as f64),
+            false => shared.done("lost".into()),
+        }
+        return (result, cpu);
+    }
     shared.meter.record(started.elapsed());
     shared.meter.cpu(cpu);
     slot.busy_since.store(0, Ordering::Release);
