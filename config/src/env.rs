@@ -339,7 +339,13 @@ pub fn mask_pin_value(s: &str) -> String {
         if s.as_bytes()[at + eq] != b'=' {
             continue;
         }
-        let name = percent_decoded(s[at..at + eq].trim()).to_ascii_lowercase();
+        let raw_name = s[at..at + eq].trim();
+        let name = crate::pkcs11_uri::decode(raw_name)
+            .map_or_else(
+                |_| raw_name.to_owned(),
+                |b| String::from_utf8_lossy(&b).into_owned(),
+            )
+            .to_ascii_lowercase();
         let pin_name = name == "pin"
             || name.starts_with("pin-")
             || name.starts_with("pin_")
@@ -364,15 +370,7 @@ pub fn mask_pin_value(s: &str) -> String {
         );
         let shown = match names_a_place {
             false => "***".to_owned(),
-            true => {
-                let text = &s[value..end];
-                let lead = text.len() - text.trim_start_matches([' ', '\t', '"', '\'']).len();
-                let last = text.rfind(['/', ':']).map_or(lead, |i| (i + 1).max(lead));
-                match crate::may_be_a_pin(text[last..].trim()) {
-                    true => format!("{}***", &text[..last]),
-                    false => text.to_owned(),
-                }
-            }
+            true => crate::secret::hide_pin_name(&s[value..end]),
         };
         out.push_str(&s[from..value]);
         out.push_str(&shown);
@@ -381,31 +379,6 @@ pub fn mask_pin_value(s: &str) -> String {
     }
     out.push_str(&s[from..]);
     out
-}
-
-/// `s` with its `%XX` escapes decoded (others left as they are).
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h * 16 + l);
-                i += 3;
-            }
-            (c, ..) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

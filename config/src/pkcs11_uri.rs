@@ -293,7 +293,7 @@ fn is_version(v: &str) -> bool {
 }
 
 /// Percent-decodes `raw`; on error returns the byte index and the bad escape.
-fn decode(raw: &str) -> Result<Vec<u8>, (usize, String)> {
+pub(crate) fn decode(raw: &str) -> Result<Vec<u8>, (usize, String)> {
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -39,6 +39,18 @@ pub fn may_be_a_pin(name: &str) -> bool {
     !name.is_empty() && !name.contains(['.', '-', '_'])
 }
 
+/// `place` (where a PIN is read from: a `pin-source`, a `pin_file`, a `pin_env`, as
+/// written, blanks or a quote before it kept) with its last name printed as `***` when
+/// that [`may_be_a_pin`].
+pub(crate) fn hide_pin_name(place: &str) -> String {
+    let lead = place.len() - place.trim_start_matches([' ', '\t', '"', '\'']).len();
+    let last = place.rfind(['/', ':']).map_or(lead, |i| (i + 1).max(lead));
+    match may_be_a_pin(place[last..].trim()) {
+        true => format!("{}***", &place[..last]),
+        false => place.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

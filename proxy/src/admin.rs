@@ -98,7 +98,7 @@ pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                warn_accept(&e);
+                crate::conn::warn_accept(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -122,17 +122,6 @@ pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
             let _ = tokio::time::timeout(MAX_LIFETIME, served).await;
         });
         open.push_back(task.abort_handle());
-    }
-}
-
-/// An `accept` failure (out of file descriptors), logged at most once a minute (the
-/// accept loops retry every 50 ms).
-pub(crate) fn warn_accept(e: &std::io::Error) {
-    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-        *last = Some(Instant::now());
-        tracing::warn!(error = %e, "accept failed (logged at most once a minute)");
     }
 }
 

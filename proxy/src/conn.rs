@@ -234,7 +234,7 @@ pub(crate) async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                crate::admin::warn_accept(&e);
+                warn_accept(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -266,14 +266,33 @@ async fn room(
 /// busy when it first asked may have finished their request).
 const ROOM_RETRY: Duration = Duration::from_millis(250);
 
+/// Whether a warning last given at `last` (seconds since the epoch) may be given again,
+/// `every` seconds apart; if so, `last` is now.
+fn may_warn(last: &AtomicU64, every: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let before = last.load(Ordering::Relaxed);
+    (before == 0 || now >= before + every)
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// An `accept` failure (out of file descriptors), logged at most once a minute (the
+/// accept loops, the proxy's and the admin listener's, retry every 50 ms).
+pub(crate) fn warn_accept(e: &std::io::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if may_warn(&LAST, 60) {
+        tracing::warn!(error = %e, "accept failed (logged at most once a minute)");
+    }
+}
+
 /// nginx's "worker_connections are not enough, reusing connections", at most once a
 /// second.
 fn warn_limit(sem: &Semaphore) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, Ordering::Relaxed) != now {
+    if may_warn(&LAST, 1) {
         tracing::warn!(
             available = sem.available_permits(),
             "connection limit reached (worker_connections × worker_processes): idle connections closed to make room; with none idle, not accepting until a connection closes"

@@ -221,24 +221,28 @@ impl<I> H1Guard<I> {
             return false;
         };
         if self.state != State::Head || !self.head.is_empty() || self.heads == 0 {
-            self.idle = None;
             return false;
         }
         let now = tokio::time::Instant::now();
-        // A request in progress (its answer not done): look again in `timeout`.
-        let until = limits.quiet_since().map_or(now + *timeout, |since| {
-            tokio::time::Instant::from_std(since) + *timeout
-        });
+        let Some(since) = limits.quiet_since() else {
+            // A request in progress (its answer not done): look again in `timeout` (a
+            // timer armed already is kept, not moved on every poll).
+            let timer = (self.idle).get_or_insert_with(|| Box::pin(tokio::time::sleep(*timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                timer.as_mut().reset(now + *timeout);
+                let _ = timer.as_mut().poll(cx);
+            }
+            return false;
+        };
+        let until = tokio::time::Instant::from_std(since) + *timeout;
         if until <= now {
             return true;
         }
-        let timer = self
-            .idle
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        let timer = (self.idle).get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
         if timer.deadline() != until {
             timer.as_mut().reset(until);
         }
-        timer.as_mut().poll(cx).is_ready() && limits.quiet_since().is_some()
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// Keeps `flag` set while a request head is part-way read (a connection reading a

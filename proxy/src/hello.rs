@@ -483,15 +483,33 @@ pub(crate) fn answer_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<An
     })
 }
 
-/// Whether the client has sent bytes not read yet (the socket is non-blocking).
-fn unread(stream: &TcpStream) -> bool {
+/// What is next in a (non-blocking) socket, looked at without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing yet.
+    Nothing,
+    /// Bytes not read yet.
+    Data,
+    /// The end of the client's stream.
+    Closed,
+    /// An error (a reset).
+    Failed,
+}
+
+fn peek(stream: &TcpStream) -> Next {
     let mut next = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     match socket2::SockRef::from(stream).peek(&mut next) {
-        // Nothing unread, or the client has closed too.
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Ok(0) => false,
-        _ => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Nothing,
+        Err(_) => Next::Failed,
+        Ok(0) => Next::Closed,
+        Ok(_) => Next::Data,
     }
+}
+
+/// Whether the client has sent bytes not read yet (or the socket failed: the close then
+/// lingers as for unread bytes).
+fn unread(stream: &TcpStream) -> bool {
+    matches!(peek(stream), Next::Data | Next::Failed)
 }
 
 /// Whether the client has closed or reset its connection: the end of its stream (or an
@@ -499,12 +517,7 @@ fn unread(stream: &TcpStream) -> bool {
 /// never finish a handshake, so one waiting for its signature that has done so is not
 /// signed for (the HSM's time goes to a client still there).
 pub(crate) fn client_gone(stream: &TcpStream) -> bool {
-    let mut next = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut next) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    }
+    matches!(peek(stream), Next::Closed | Next::Failed)
 }
 
 /// The rest of [`write_and_close`] after [`answer_now`] got as far as `state`.

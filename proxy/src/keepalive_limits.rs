@@ -129,14 +129,8 @@ impl ConnLimits {
     /// Resolves once the connection has had no stream open for `timeout`.
     pub(crate) async fn idle(&self, timeout: Duration) {
         loop {
-            let deadline = match self.streams.load(Ordering::Acquire) {
-                0 => {
-                    let ended = self.last_stream_end.load(Ordering::Acquire);
-                    self.started + Duration::from_millis(ended) + timeout
-                }
-                _ => Instant::now() + timeout,
-            };
-            if Instant::now() >= deadline && self.streams.load(Ordering::Acquire) == 0 {
+            let deadline = self.quiet_since().unwrap_or_else(Instant::now) + timeout;
+            if Instant::now() >= deadline && self.quiet_since().is_some() {
                 return;
             }
             tokio::time::sleep_until(deadline.max(Instant::now()).into()).await;

@@ -482,17 +482,24 @@ fn days_remaining(not_after: i64, now: i64) -> i64 {
 /// rather than the value lost.
 fn header_values(headers: &HeaderMap, name: &str) -> String {
     let dashed = name.replace('_', "-");
-    let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
-    let mut values: Vec<String> = headers.get_all(dashed.as_str()).iter().map(text).collect();
+    let mut values: Vec<Cow<'_, str>> = (headers.get_all(dashed.as_str()).iter())
+        .map(|v| lossy(v))
+        .collect();
     // nginx compares a header's name with `-` read as `_`: `$http_x_foo` is `X_Foo`
     // too, when `underscores_in_headers` kept it.
     if dashed != name {
-        values.extend(headers.get_all(name).iter().map(text));
+        values.extend(headers.get_all(name).iter().map(|v| lossy(v)));
     }
     match dashed == "cookie" {
         true => values.join("; "),
         false => values.join(", "),
     }
+}
+
+/// A header value as text, bytes that are not UTF-8 read as `�` (borrowed when it is
+/// UTF-8 already).
+fn lossy(value: &HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(value.as_bytes())
 }
 
 /// `$arg_NAME`: the first `NAME=value` of the query (name compared ignoring case, the

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Pkcs11Uri;
-use crate::may_be_a_pin;
+use crate::secret::hide_pin_name;
 
 const PATH_SAFE: &[u8] = b":[]@!$&'()*+,=";
 const QUERY_SAFE: &[u8] = b":[]@!$'()*+,;/?|";
@@ -23,16 +23,6 @@ fn encode(bytes: &[u8], safe: &[u8]) -> String {
         }
     }
     out
-}
-
-/// A `pin-source` whose last name may be a PIN typed in place of a file name (see
-/// [`may_be_a_pin`]) with that name printed as `***`.
-fn hide_pin_name(source: &str) -> String {
-    let at = source.rfind(['/', ':']).map_or(0, |i| i + 1);
-    match may_be_a_pin(&source[at..]) {
-        true => format!("{}***", &source[..at]),
-        false => source.to_owned(),
-    }
 }
 
 /// Prints the URI back in RFC 7512 form; a PIN is printed as `pin-value=***`, and a
