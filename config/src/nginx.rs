@@ -120,7 +120,6 @@
 //! | `charset` | responses pass as the upstream sent them |
 //! | `gzip*` | responses pass as the upstream sent them (not compressed) |
 //! | `ssl_dhparam` | rustls has no DHE suites |
-//! | `ssl_ecdh_curve` | rustls negotiates its own groups |
 //! | `resolver`, `resolver_timeout` | the system resolver is used (upstreams, OCSP responders) |
 //! | `proxy_buffering`, `proxy_buffers`, `proxy_buffer_size`, `proxy_busy_buffers_size` | hsmgate streams |
 //! | `multi_accept`, `use`, `accept_mutex`, `worker_rlimit_nofile` | event-loop and process tuning |
@@ -227,7 +226,8 @@ pub use self::select::{
 pub use self::split_clients::{SplitTable, murmur_hash2};
 pub use self::template::{SUPPORTED_PREFIXES, SUPPORTED_VARIABLES, Template, TemplatePart};
 pub use self::tls::{
-    CipherSuite, OcspFetch, SessionCache, TlsFilesAt, TlsSettings, TlsVersion, VerifyClient,
+    CipherSuite, KxGroup, OcspFetch, SessionCache, TlsFilesAt, TlsSettings, TlsVersion,
+    VerifyClient,
 };
 
 use crate::error::{ConfigError, ConfigErrorKind};

@@ -308,6 +308,7 @@ impl Site {
                 stapling_file: None,
                 stapling_fetch: config.tls.ocsp.clone(),
                 reject_handshake: false,
+                ecdh_curves: Vec::new(),
             },
             server_return: None,
             server_steps: Vec::new(),

@@ -242,7 +242,8 @@ pub(crate) async fn accept_loop(
 }
 
 /// A slot of the connection limit for a connection accepted: at once if one is free;
-/// else, as nginx, idle connections are told to close (`reusable`), again every
+/// else, as nginx, idle connections are told to close (`reusable`; not while most
+/// connections are in their handshake, a flood of new ones), again every
 /// [`ROOM_RETRY`] while none is free. `None`: the server stops.
 async fn room(
     sem: &Arc<Semaphore>,
@@ -253,7 +254,7 @@ async fn room(
     }
     warn_limit(sem);
     loop {
-        crate::reusable::reclaim();
+        crate::reusable::reclaim(sem.available_permits());
         tokio::select! {
             p = Arc::clone(sem).acquire_owned() => return p.ok(),
             _ = stop.changed() => return None,
@@ -607,6 +608,7 @@ async fn handshake(
     // A token that computes in this process, slowly (a software token's RSA): the step
     // runs on a signer thread, which signs with its own session, and this task waits
     // without holding a worker thread (see the signer's `offload`).
+    let limiter = pool.as_ref().map(|p| Arc::clone(p.limiter()));
     let offload = pool.filter(|p| kind == HelloKind::Full && p.offloads());
     let (accept, gate) = match offload {
         Some(pool) => match pool.offload(step).await {
@@ -628,6 +630,11 @@ async fn handshake(
         Ok(tls) => {
             let session = tls.get_ref().1;
             let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            // Counted once resumed: a resumption attempt that fell back to a full
+            // handshake is counted admitted or shed instead, not both.
+            if let Some(limiter) = limiter.filter(|_| resumed) {
+                limiter.note_resumption();
+            }
             metrics::handshake(
                 HandshakeResult::Ok,
                 metrics::version_label(session.protocol_version()),

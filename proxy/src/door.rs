@@ -91,10 +91,8 @@ pub(crate) fn decide(
         None => Some(Pass::Open),
         Some(_) if hopeless => Some(Pass::Open),
         Some(limiter) => match kind {
-            HelloKind::Resumption => {
-                limiter.note_resumption();
-                Some(Pass::Resumption)
-            }
+            // Counted as resumed when it has (`conn::handshake`): it may fall back.
+            HelloKind::Resumption => Some(Pass::Resumption),
             HelloKind::Full if at_accept => match limiter.shed_now() {
                 Ok(()) => None,
                 Err(reason) => return Verdict::Shed(reason),

@@ -163,8 +163,10 @@ impl KeyOpener<'_> {
         let id = settings.identity();
         let pool = match self.previous.pools.get(&id).or(self.next.pools.get(&id)) {
             Some(p) => {
-                // Kept across a reload: the new configuration's admission settings.
+                // Kept across a reload: the new configuration's admission settings, and
+                // members refused before are tried again (not for a PIN known wrong).
                 p.limiter().update(settings.admission);
+                p.retry_refused();
                 p.clone()
             }
             None => SignerPool::start_group(settings)?,

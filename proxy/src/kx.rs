@@ -9,6 +9,18 @@ use aws_lc_rs::rand::SystemRandom;
 use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::{Error, NamedGroup, PeerMisbehaved};
 
+/// The TLS name of a group `ssl_ecdh_curve` names.
+pub(crate) fn named(group: hsmgate_config::nginx::KxGroup) -> NamedGroup {
+    use hsmgate_config::nginx::KxGroup;
+    match group {
+        KxGroup::X25519 => NamedGroup::X25519,
+        KxGroup::P256 => NamedGroup::secp256r1,
+        KxGroup::P384 => NamedGroup::secp384r1,
+        KxGroup::P521 => NamedGroup::secp521r1,
+        KxGroup::X25519MlKem768 => NamedGroup::X25519MLKEM768,
+    }
+}
+
 /// Ephemeral ECDH on secp521r1.
 pub(crate) static SECP521R1: &dyn SupportedKxGroup = &P521;
 

@@ -156,7 +156,16 @@ impl From<DemoKey> for KeyKind {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help goes where clap puts it; a bad command line exits 1 as nginx's does
+        // (clap's own code is 2), with clap's message naming the option.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.long_version {
         println!("hsmgate {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -257,7 +266,13 @@ fn main() -> ExitCode {
     if cli.test || cli.dump {
         // Warnings are printed nginx-style by test_config; the log shows errors only.
         init_logging(None, "error", format);
-        return test_config(&source, &defaults, cli.quiet, cli.dump);
+        return test_config(
+            &source,
+            &defaults,
+            cli.error_log.as_deref(),
+            cli.quiet,
+            cli.dump,
+        );
     }
     // The error log comes from the configuration; a broken one is reported on stderr.
     let site = match source.load() {
@@ -401,16 +416,7 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
         Some(_) => "error",
         None => "info",
     };
-    let path = match &cli.error_log {
-        Some(p) if p == Path::new("stderr") => None,
-        Some(p) => Some(p.clone()),
-        // No error_log: the replaced nginx's compiled-in one (stderr for Debian's).
-        None if configured.is_none() && !site.native => {
-            hsmgate_config::nginx::compiled_paths().error_log.clone()
-        }
-        None => configured.and_then(|l| l.path.clone()),
-    };
-    let Some(path) = path else {
+    let Some(path) = error_log_path(cli.error_log.as_deref(), site) else {
         init_logging(None, level, format);
         return Ok(None);
     };
@@ -422,6 +428,60 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
             eprintln!("hsmgate: [alert] {e}");
         }
     }))))
+}
+
+/// The error log's file (`None`: stderr): `-e`, else the configuration's first
+/// main-level `error_log`, else for nginx files the replaced nginx's compiled-in one.
+fn error_log_path(flag: Option<&Path>, site: &Site) -> Option<PathBuf> {
+    let configured = site.error_logs.first();
+    match flag {
+        Some(p) if p == Path::new("stderr") => None,
+        // As nginx: a relative `-e` path is under the prefix.
+        Some(p) => Some(site.prefix.join(p)),
+        // No error_log: the replaced nginx's compiled-in one (stderr for Debian's).
+        None if configured.is_none() && !site.native => {
+            hsmgate_config::nginx::compiled_paths().error_log.clone()
+        }
+        None => configured.and_then(|l| l.path.clone()),
+    }
+}
+
+/// What `-t` opens besides the configuration, as nginx's does: the error log (created
+/// if missing, as the start would) and the pid file's place (an existing file is opened
+/// without being changed; a missing one is created and removed again), so that a path
+/// that would stop the start fails the test instead. Only paths the configuration or
+/// `-e` names: the defaults (`/run/hsmgate/`, made by the systemd unit; the replaced
+/// nginx's compiled-in error log) may not exist where a configuration is only checked.
+fn check_files(flag: Option<&Path>, site: &Site) -> Result<(), ProxyError> {
+    let named = flag.is_some() || !site.error_logs.is_empty();
+    if let Some(path) = error_log_path(flag, site).filter(|_| named) {
+        LogFile::open_file(&path)?;
+    }
+    let default = Path::new(hsmgate_config::defaults::PID_FILE);
+    let Some(pid) = (site.pid.as_ref())
+        .filter(|p| p.as_path() != default)
+        .map(|p| site.prefix.join(p))
+    else {
+        return Ok(());
+    };
+    let failed = |source| ProxyError::Io {
+        what: format!("open() \"{}\" failed", pid.display()),
+        source,
+    };
+    if pid.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&pid)
+            .map_err(failed)?;
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&pid)
+            .map_err(failed)?;
+        let _ = std::fs::remove_file(&pid);
+    }
+    Ok(())
 }
 
 /// The error log file, reopened on SIGUSR1.
@@ -492,7 +552,13 @@ fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
     hsmgate_proxy::send_signal(&pid_file, signal).map(drop)
 }
 
-fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump: bool) -> ExitCode {
+fn test_config(
+    source: &ConfigSource,
+    defaults: &KeyDefaults,
+    error_log: Option<&Path>,
+    quiet: bool,
+    dump: bool,
+) -> ExitCode {
     let path = describe(source);
     let failed = |e: &dyn std::fmt::Display| {
         // A build that failed after opening keys has signer threads winding down: they
@@ -503,7 +569,10 @@ fn test_config(source: &ConfigSource, defaults: &KeyDefaults, quiet: bool, dump:
         ExitCode::FAILURE
     };
     let warnings = match source.load() {
-        Ok((_, warnings)) => warnings,
+        Ok((site, warnings)) => match check_files(error_log, &site) {
+            Ok(()) => warnings,
+            Err(e) => return failed(&e),
+        },
         Err(e) => return failed(&e),
     };
     if !quiet {

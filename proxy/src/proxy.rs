@@ -186,13 +186,10 @@ impl Proxy {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ids = Arc::new(AtomicU64::new(0));
         // Sized by the configuration at start (a reload does not resize it).
-        let limit = generation
-            .site
-            .connections
-            .map(|n| Arc::new(Semaphore::new(n)));
-        if limit.is_some() {
-            crate::reusable::enable();
-        }
+        let limit = generation.site.connections.map(|n| {
+            crate::reusable::enable(n);
+            Arc::new(Semaphore::new(n))
+        });
         let mut accept_loops = Vec::new();
         let mut live: HashSet<SocketAddr> = HashSet::new();
         let spawn_loop = |addr: SocketAddr, socket: std::net::TcpListener| {

@@ -11,11 +11,18 @@
 //! is closed at once; an HTTP/2 one gets GOAWAY. Connections in their TLS handshake,
 //! with a request in progress or a tunnel open are never closed for room.
 //!
+//! Unlike nginx, established connections are not closed for room while at least half
+//! of the connections are still in their TLS handshake: that is a flood of new
+//! connections (most of which admission control sheds a moment later), and clients
+//! that already paid for a signature keep their connections (issue 9's priority of
+//! established connections). New connections then wait in the kernel's backlog until
+//! handshakes end (shed, done, or at `ssl_handshake_timeout`).
+//!
 //! Connections are registered only while a limit is set ([`enable`]); the register is
 //! one lock taken at a connection's HTTP start and end.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::keepalive_limits::ConnLimits;
@@ -24,11 +31,14 @@ use crate::keepalive_limits::ConnLimits;
 const MOST_AT_ONCE: usize = 32;
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// The connection limit (connections of every state).
+static LIMIT: AtomicUsize = AtomicUsize::new(0);
 /// The connections serving HTTP, by connection id (the order of their accept).
 static CONNS: Mutex<BTreeMap<u64, Weak<ConnLimits>>> = Mutex::new(BTreeMap::new());
 
-/// A connection limit is set: connections register from now on.
-pub(crate) fn enable() {
+/// A connection limit of `limit` is set: connections register from now on.
+pub(crate) fn enable(limit: usize) {
+    LIMIT.store(limit, Ordering::Relaxed);
     ON.store(true, Ordering::Relaxed);
 }
 
@@ -55,11 +65,16 @@ pub(crate) fn register(id: u64, limits: &Arc<ConnLimits>) -> Option<Registered> 
     Some(Registered(id))
 }
 
-/// The limit is reached: tells the oldest idle connections to close (see the module
-/// documentation). Returns how many were told.
-pub(crate) fn reclaim() -> usize {
+/// The limit is reached with `free` slots left (none, or a few freed meanwhile): tells
+/// the oldest idle connections to close, unless most connections are still in their
+/// handshake (see the module documentation). Returns how many were told.
+pub(crate) fn reclaim(free: usize) -> usize {
     let idle: Vec<Arc<ConnLimits>> = {
         let conns = conns();
+        let in_use = LIMIT.load(Ordering::Relaxed).saturating_sub(free);
+        if in_use.saturating_sub(conns.len()) * 2 >= in_use {
+            return 0;
+        }
         let idle: Vec<_> = conns
             .values()
             .filter_map(Weak::upgrade)
@@ -94,7 +109,7 @@ mod tests {
     /// The register is the process's: one test covers it (ids of its own).
     #[tokio::test]
     async fn the_oldest_idle_connections_are_told_to_close_busy_ones_never() {
-        enable();
+        enable(1);
         let base = u64::MAX - 100;
         let conns: Vec<_> = (0..20).map(|_| conn()).collect();
         let registered: Vec<_> = conns
@@ -114,7 +129,15 @@ mod tests {
                 .poll(&mut std::task::Context::from_waker(waker))
                 .is_ready()
         };
-        assert!(reclaim() >= 1);
+        // A flood of new connections: two in three slots held by handshakes (not
+        // registered), so no established connection is closed for them.
+        let registered_now = super::conns().len();
+        enable(registered_now * 3);
+        assert_eq!(reclaim(0), 0);
+        assert!(conns.iter().all(|c| !told(c)));
+        // Every slot held by an established connection: the oldest idle ones go.
+        enable(registered_now);
+        assert!(reclaim(0) >= 1);
         assert!(!told(&conns[0]) && !told(&conns[1]));
         assert!(told(&conns[2]), "the oldest idle connection");
         drop(registered);

@@ -538,11 +538,18 @@ fn auth_refusal(
 /// refused before routing: by [`crate::h1guard`] (HTTP/1.x), or an HTTP/2 request whose
 /// `host` disagrees with `:authority` or that has two (RFC 9113 §8.3.1).
 fn refusal(parts: &http::request::Parts) -> Option<u16> {
-    if let Some(code) = parts.headers.get(REJECT) {
+    // Only the HTTP/1 guard writes this header (and refuses a client's own); over
+    // HTTP/2 it is a client's header like any other, forwarded as nginx forwards it.
+    if let Some(code) = parts
+        .headers
+        .get(REJECT)
+        .filter(|_| parts.version < Version::HTTP_2)
+    {
         return Some(
             code.to_str()
                 .ok()
                 .and_then(|c| c.parse().ok())
+                .filter(|c| (400..=599).contains(c))
                 .unwrap_or(400),
         );
     }
@@ -694,6 +701,12 @@ pub(crate) async fn proxy(
     } = to;
     let length = declared_length(&parts);
     if body_too_large(length, settings) {
+        // nginx's words and level, so that log watchers (fail2ban) find it.
+        tracing::error!(
+            path = %log.request_uri,
+            "client intended to send too large body: {} bytes",
+            length.unwrap_or_default()
+        );
         return error_page(StatusCode::PAYLOAD_TOO_LARGE);
     }
     // A URL with variables names its upstream (and maybe the URI) per request; `held`
@@ -895,7 +908,7 @@ pub(crate) async fn proxy(
         match balancer.client(|t| log.vars(&parts.headers).expand(t)) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(upstream = %balancer.name, error = %e, "upstream TLS name: 502");
+                tracing::error!(upstream = %balancer.name, error = %e, "upstream TLS name: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
         }
@@ -1060,7 +1073,7 @@ pub(crate) async fn proxy(
                 }
                 let Some(client) = client_upgrade else {
                     // A 101 nobody asked for cannot be passed on.
-                    tracing::warn!(upstream = %addr, "upstream switched protocols unasked: 502");
+                    tracing::error!(upstream = %addr, "upstream switched protocols unasked: 502");
                     return error_page(StatusCode::BAD_GATEWAY);
                 };
                 // The upstream's own Upgrade and Connection, before hop-by-hop headers go.
@@ -1088,11 +1101,11 @@ pub(crate) async fn proxy(
             // A connect timeout is a timeout, as nginx counts it.
             Ok(Err(e)) if e.is_connect_timeout() && another && next.timeout => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting; trying the next server");
+                tracing::error!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting; trying the next server");
             }
             Ok(Err(e)) if e.is_connect_timeout() => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
+                tracing::error!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
             // An invalid response head moves on only with `invalid_header`, as nginx.
@@ -1100,20 +1113,20 @@ pub(crate) async fn proxy(
                 if e.is_invalid_head() && another && next.invalid_header && sent_may_move =>
             {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head; trying the next server");
+                tracing::error!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head; trying the next server");
             }
             Ok(Err(e)) if e.is_invalid_head() => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream sent an invalid response head: 502");
+                tracing::error!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream sent an invalid response head: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream failed; trying the next server");
+                tracing::error!(upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream failed; trying the next server");
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
+                tracing::error!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) if fault.status().is_some() => {
@@ -1121,11 +1134,11 @@ pub(crate) async fn proxy(
             }
             Err(_) if another && next.timeout && sent_may_move => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_read_timeout, "upstream timed out; trying the next server");
+                tracing::error!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_read_timeout, "upstream timed out; trying the next server");
             }
             Err(_) => {
                 balancer.failed(addr);
-                tracing::warn!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
+                tracing::error!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
         }

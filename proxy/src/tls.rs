@@ -293,6 +293,17 @@ pub(crate) fn server_config(
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     // P-521 last (nginx's `ssl_ecdh_curve auto` on OpenSSL accepts it; rustls lacks it).
     provider.kx_groups.push(crate::kx::SECP521R1);
+    if !settings.ecdh_curves.is_empty() {
+        // `ssl_ecdh_curve A:B:…`: those groups only, in that order.
+        let all = std::mem::take(&mut provider.kx_groups);
+        provider.kx_groups = (settings.ecdh_curves.iter())
+            .filter_map(|c| {
+                all.iter()
+                    .find(|g| g.name() == crate::kx::named(*c))
+                    .copied()
+            })
+            .collect();
+    }
     if !settings.ciphers.is_empty() {
         let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
         let wanted: Vec<&str> = settings.ciphers.iter().map(|c| c.rustls_name()).collect();

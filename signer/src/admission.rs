@@ -25,7 +25,9 @@
 //! adapts to the signing latency the pool observes, TCP-Vegas style: with `floor` the
 //! unloaded latency and `rtt` the recent one, `limit × (1 − floor/rtt)` estimates how many
 //! signatures are queued rather than being signed. Fewer than α queued: the HSMs have
-//! room, the limit grows; more than β: it shrinks. So the HSMs stay busy with a short
+//! room, the limit grows; more than β: it shrinks (α and β are 3 and 6 scaled by
+//! log10 of the limit: a limit under about 7 never shrinks for latency, so each instance
+//! keeps up to that many signatures at shared HSMs; see the README). So the HSMs stay busy with a short
 //! queue, and several hsmgate instances sharing the same HSMs each back off as the
 //! latency rises: together they neither overload the HSMs nor leave them idle, with no
 //! coordinator. The limit follows the members that serve ([`Limiter::set_capacity`]): a
@@ -175,6 +177,8 @@ pub struct Limiter {
     /// Sheds since the last log line, and the second of that line.
     shed_since_log: AtomicU64,
     last_log_second: AtomicU64,
+    /// The last shed's [`ShedReason::index`].
+    last_reason: AtomicU64,
     /// Decisions since start (for `/status`): admitted, resumed, shed.
     decisions: [AtomicU64; 3],
     /// Every slot taken, a queue, or no capacity ([`Limiter::saturated`]).
@@ -344,6 +348,7 @@ impl Limiter {
             }),
             shed_since_log: AtomicU64::new(0),
             last_log_second: AtomicU64::new(0),
+            last_reason: AtomicU64::new(0),
             decisions: Default::default(),
             saturated: AtomicBool::new(false),
         };
@@ -556,7 +561,8 @@ impl Limiter {
         }
     }
 
-    /// Count a resumption attempt let through without a permit.
+    /// Count a handshake that resumed (let through without a permit; one that fell back
+    /// to a full handshake is counted admitted or shed instead).
     pub fn note_resumption(&self) {
         self.meters.resumed.increment(1);
         self.decisions[1].fetch_add(1, Ordering::Relaxed);
@@ -565,26 +571,58 @@ impl Limiter {
     fn shed(&self, reason: ShedReason) -> ShedReason {
         self.meters.shed[reason.index()].increment(1);
         self.decisions[2].fetch_add(1, Ordering::Relaxed);
-        // One log line a second at most, with the count since the last one.
-        let shed = self.shed_since_log.fetch_add(1, Ordering::Relaxed) + 1;
+        self.last_reason
+            .store(reason.index() as u64, Ordering::Relaxed);
+        self.shed_since_log.fetch_add(1, Ordering::Relaxed);
+        self.log_shed(false);
+        reason
+    }
+
+    /// The shed log line: at most one a second, with the count since the last one and
+    /// the last reason. At nginx's level for `limit_req`'s refusals (`error`), so that
+    /// an `error_log` without a level shows it. `tail`: called by the group's supervisor
+    /// tick, it writes the count of a burst that ended since the last line (which no
+    /// later shed would write until the next burst).
+    fn log_shed(&self, tail: bool) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if self.last_log_second.swap(now, Ordering::Relaxed) != now {
-            self.shed_since_log.store(0, Ordering::Relaxed);
-            let st = self.status();
-            tracing::warn!(
-                group = %self.group,
-                shed,
-                last_reason = reason.as_str(),
-                limit = st.limit.floor(),
-                in_flight = st.in_flight,
-                waiting = st.waiting,
-                capacity_ops = st.capacity.round(),
-                "shedding full TLS handshakes: more offered than the HSMs can sign"
-            );
+        if self.last_log_second.load(Ordering::Relaxed) == now
+            || (tail && self.shed_since_log.load(Ordering::Relaxed) == 0)
+            || self.last_log_second.swap(now, Ordering::Relaxed) == now
+        {
+            return;
         }
-        reason
+        let shed = self.shed_since_log.swap(0, Ordering::Relaxed);
+        if shed == 0 {
+            return;
+        }
+        let reason = ShedReason::ALL
+            .get(self.last_reason.load(Ordering::Relaxed) as usize)
+            .copied()
+            .unwrap_or(ShedReason::QueueFull);
+        let st = self.status();
+        tracing::error!(
+            group = %self.group,
+            shed,
+            last_reason = reason.as_str(),
+            limit = st.limit.floor(),
+            in_flight = st.in_flight,
+            waiting = st.waiting,
+            capacity_ops = st.capacity.round(),
+            "shedding full TLS handshakes: {}",
+            match reason {
+                // The log line's words follow the reason it names: with every
+                // member down nothing is "offered beyond" anything.
+                ShedReason::NoCapacity | ShedReason::Late => reason.to_string(),
+                _ => "more offered than the HSMs can sign".to_string(),
+            }
+        );
+    }
+
+    /// The supervisor's tick: the shed count of a burst that ended is logged.
+    pub(crate) fn flush_shed_log(&self) {
+        self.log_shed(true);
     }
 
     /// Give a slot back; `held`: how long a signature held it (`None`: the slot went
@@ -641,12 +679,13 @@ impl Limiter {
         let limit = s.limit;
         let queued = limit * (1.0 - floor / mean);
         let step = limit.log10().max(1.0);
-        if queued < ALPHA * step {
+        let (alpha, beta) = (ALPHA * step, BETA * step);
+        if queued < alpha {
             // Grow only when the limit is what holds handshakes back.
             if (s.in_flight as f64) * 2.0 >= limit || !s.waiters.is_empty() {
                 s.limit = (limit + step).min(s.max_limit);
             }
-        } else if queued > BETA * step {
+        } else if queued > beta {
             s.limit = (limit - step).max(MIN_LIMIT);
         }
         self.dispatch(&mut s);

@@ -192,6 +192,7 @@ impl Inline {
             op,
             message,
             Instant::now(),
+            None,
             false,
         );
         if self.slow_on_average(took) && self.on.swap(false, Ordering::AcqRel) {

@@ -13,7 +13,7 @@ use state::StateCell;
 
 use crate::backend::{Backend, Generation, StartCtx};
 use crate::capacity::{Capacity, Meter};
-use crate::error::SignerError;
+use crate::error::{RvError, SignerError};
 use crate::metrics as m;
 use crate::pool::{ExpectedKey, GroupSettings, MemberSettings};
 
@@ -38,6 +38,12 @@ pub(crate) struct Member {
     /// see that it was given up); the thread subtracts itself when it returns.
     pub(crate) abandoned: Arc<AtomicUsize>,
     pub(crate) last_error: Mutex<String>,
+    /// What took it out of rotation (or kept it from starting): recovery errors are
+    /// shown after it, not in its place, so `/status` keeps the first cause.
+    cause: Mutex<String>,
+    /// Refused because its PIN is wrong: a reload with the same PIN does not try it
+    /// again (a changed PIN starts a new pool).
+    refused_for_its_pin: std::sync::atomic::AtomicBool,
     /// Recovery bookkeeping (see [`Recovery`]).
     pub(crate) recovery: Mutex<Recovery>,
     /// What its signer threads did (all generations).
@@ -130,6 +136,8 @@ impl Member {
             live: Mutex::new(None),
             abandoned: Arc::new(AtomicUsize::new(0)),
             last_error: Mutex::new("not started".into()),
+            cause: Mutex::new(String::new()),
+            refused_for_its_pin: std::sync::atomic::AtomicBool::new(false),
             meter: Arc::new(Meter::default()),
             capacity: Mutex::new(Capacity::new(settings.capacity)),
             probe_mark: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -193,6 +201,31 @@ impl Member {
         *lock(&self.last_error) = text;
     }
 
+    /// Record why the member is out of rotation (taken out, or down at start): the
+    /// first cause, which later recovery errors do not replace.
+    pub(crate) fn set_cause(&self, text: String) {
+        lock(&self.cause).clone_from(&text);
+        self.set_last_error(text);
+    }
+
+    /// A recovery attempt failed with `text`: the last error becomes the cause followed
+    /// by it. Returns whether that changed the last error (a new failure, worth a log
+    /// line; the same one again is not).
+    pub(crate) fn recovery_failed(&self, text: &str) -> bool {
+        let cause = lock(&self.cause).clone();
+        let shown = if cause.is_empty() || cause == text {
+            text.to_string()
+        } else {
+            format!("{cause}; recovery: {text}")
+        };
+        let mut last = lock(&self.last_error);
+        if *last == shown {
+            return false;
+        }
+        *last = shown;
+        true
+    }
+
     /// Signatures/s it can make (configured, calibrated or measured; 0 if not known).
     pub(crate) fn capacity(&self) -> f64 {
         lock(&self.capacity).current()
@@ -252,7 +285,7 @@ impl Member {
                 // Already out, or being recovered: whoever changed it owns it.
                 return false;
             }
-            self.set_last_error(reason.to_string());
+            self.set_cause(reason.to_string());
             if self.state.transition(MemberState::Up, new_state).is_err() {
                 return false;
             }
@@ -316,7 +349,34 @@ impl Member {
     pub(crate) fn refuse(&self, from: MemberState, e: &SignerError) {
         tracing::error!(member = %self.name(), error = %e, "HSM member refused: it will not be used");
         self.set_last_error(e.to_string());
+        let wrong_pin = matches!(
+            e.rv(),
+            Some(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange)
+        ) || matches!(e, SignerError::Pin { .. });
+        self.refused_for_its_pin.store(wrong_pin, Ordering::Release);
         self.transition(from, MemberState::Refused);
+    }
+
+    /// A reload kept this member: if it was refused for anything but its PIN (another
+    /// key on the HSM, a locked or expired PIN that an officer may have reset), put it
+    /// back to `Down` so that the supervisor tries it again at once. Returns whether it
+    /// did.
+    pub(crate) fn retry_refused(&self) -> bool {
+        if self.state() != MemberState::Refused || self.refused_for_its_pin.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        {
+            let mut r = lock(&self.recovery);
+            r.next_attempt = Instant::now();
+            r.backoff = FIRST_BACKOFF;
+            r.out_since = Some(Instant::now());
+        }
+        if !self.transition(MemberState::Refused, MemberState::Down) {
+            return false;
+        }
+        tracing::info!(member = %self.name(), "HSM member refused before: trying it again (reload)");
+        true
     }
 }
 

@@ -32,7 +32,8 @@ pub(crate) fn with(labels: &[Label], key: &'static str, value: impl Into<String>
 
 /// Counter: health probes (a test signature of an idle member), by `result`.
 pub const PROBES: &str = "hsmgate_signer_probes_total";
-/// Counter: signing operations by `result` (`ok`, a CKR code, `expired`, `lost`, `overloaded`).
+/// Counter: signing operations by `result` (`ok`, a CKR code, `expired`, `late`, `lost`,
+/// `overloaded`).
 pub const OPERATIONS: &str = "hsmgate_signer_operations_total";
 /// Histogram (seconds): time from enqueue to the token's answer.
 pub const LATENCY: &str = "hsmgate_signer_latency_seconds";

@@ -196,6 +196,7 @@ pub(crate) fn sign_here(group: u64, scheme: SignatureScheme, message: &[u8]) -> 
             op,
             message,
             here.enqueued,
+            None,
             false,
         );
         Some(SignedHere {

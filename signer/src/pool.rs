@@ -444,6 +444,17 @@ impl SignerPool {
         self.group.ready()
     }
 
+    /// A reload keeps this pool: members refused for anything but a wrong PIN (another
+    /// key on the HSM, a locked PIN) are tried again, as nginx's reload would load the
+    /// key again. Returns how many.
+    pub fn retry_refused(&self) -> usize {
+        self.group
+            .members
+            .iter()
+            .filter(|m| m.retry_refused())
+            .count()
+    }
+
     /// The admission limiter of full handshakes signed by this pool.
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.group.limiter

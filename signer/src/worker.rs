@@ -367,6 +367,7 @@ fn serve(
         req.op,
         &req.message,
         req.enqueued,
+        Some(req.deadline),
         req.probe,
     );
     // The waiter may have timed out and gone: nothing to do then.
@@ -381,6 +382,8 @@ fn serve(
 /// Used by the signer threads and by signing on the caller's thread (`inline`). A
 /// health `probe` is counted as one (`hsmgate_signer_probes_total`), not in the
 /// operations, latency and CPU series, which describe the signatures clients asked for.
+/// A signature that succeeds after `deadline`, when its waiter has given up, is counted
+/// `late`, not `ok`: its answer went nowhere (its time still counts: the HSM took it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sign_marked(
     session: &Session,
@@ -391,6 +394,7 @@ pub(crate) fn sign_marked(
     op: SignOp,
     message: &[u8],
     enqueued: Instant,
+    deadline: Option<Instant>,
     probe: bool,
 ) -> (Result<Vec<u8>, SignerError>, Duration) {
     slot.busy_since.store(now_ms(), Ordering::Release);
@@ -425,6 +429,7 @@ pub(crate) fn sign_marked(
     meters.cpu.record(cpu.as_secs_f64());
     meters.latency.record(latency.as_secs_f64());
     match &result {
+        Ok(_) if deadline.is_some_and(|d| Instant::now() >= d) => shared.done("late".into()),
         Ok(_) => {
             meters.in_flight.set(shared.leave() as f64);
             meters.ok.increment(1);

@@ -403,3 +403,130 @@ fn steps_a_member_cannot_take_come_back_unrun() {
     drop(pool);
     settle();
 }
+
+/// Counters by name and labels, for the tests that read what the pool counted (gauges
+/// and histograms are not kept).
+#[derive(Default)]
+struct Counters(std::sync::Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicU64>>>);
+
+impl Counters {
+    /// The process's recorder (installed on first use).
+    fn installed() -> &'static Counters {
+        static COUNTERS: OnceLock<&'static Counters> = OnceLock::new();
+        COUNTERS.get_or_init(|| {
+            let counters: &'static Counters = Box::leak(Box::default());
+            metrics::set_global_recorder(counters).expect("no other recorder");
+            counters
+        })
+    }
+
+    /// The sum over every counter named `name` with a label `label`.
+    fn sum(&self, name: &str, label: (&str, &str)) -> u64 {
+        let all = self.0.lock().expect("counters");
+        all.iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+            .filter(|(k, _)| k.contains(&format!("{}=\"{}\"", label.0, label.1)))
+            .map(|(_, v)| v.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let mut all = self.0.lock().expect("counters");
+        metrics::Counter::from_arc(Arc::clone(all.entry(name).or_default()))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// A signature whose caller gave up at its deadline while the token was still signing
+/// it is counted `late`, not `ok`: its answer went nowhere. One signer session and a
+/// deadline of a few signatures' time, then a burst: the last signature to start before
+/// its deadline almost always ends after it (the next one found its deadline passed and
+/// was not signed, `expired`); "almost": the check after the call and the next one's
+/// pick are microseconds apart, so a burst is tried again if none was late.
+#[test]
+fn a_signature_that_returns_after_its_deadline_is_counted_late() {
+    let counters = Counters::installed();
+    let mut s = settings("object=rsa", 1, 64);
+    s.sign_timeout = Duration::from_millis(3);
+    // A call running past the operation timeout fences the member (its answer is then
+    // `lost`); a token slowed down by a busy machine must not be fenced here.
+    let mut group = s.into_group(None);
+    group.op_timeout = Duration::from_secs(10);
+    group.recovery_timeout = Duration::from_secs(10);
+    let pool = SignerPool::start_group(group).expect("pool");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    let ops = "hsmgate_signer_operations_total";
+    let late_before = counters.sum(ops, ("result", "late"));
+    let mut late = 0;
+    for _burst in 0..5 {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..24)
+                .map(|_| s.spawn(|| pool.sign(scheme, b"burst")))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for r in &results {
+            match r {
+                Ok(sig) => assert!(verify(pool.spki(), scheme, b"burst", sig)),
+                Err(SignerError::Timeout { .. }) => {}
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        // The signer thread ends the burst on its own time.
+        let t = std::time::Instant::now();
+        while pool.in_flight() > 0 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.in_flight(), 0);
+        late = counters.sum(ops, ("result", "late")) - late_before;
+        if late > 0 {
+            break;
+        }
+    }
+    assert!(late >= 1, "no signature was counted late");
+    drop(pool);
+    settle();
+}

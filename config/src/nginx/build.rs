@@ -60,6 +60,7 @@ const KNOWN: &[&str] = &[
     "ssl_protocols",
     "ssl_ciphers",
     "ssl_prefer_server_ciphers",
+    "ssl_ecdh_curve",
     "ssl_session_cache",
     "ssl_session_timeout",
     "ssl_session_tickets",
@@ -67,6 +68,7 @@ const KNOWN: &[&str] = &[
     "map",
     "if",
     "http2",
+    "ssl",
     "proxy_ssl_verify",
     "proxy_ssl_trusted_certificate",
     "proxy_ssl_verify_depth",
@@ -378,6 +380,7 @@ pub(crate) fn build(
     let mut shutdown_timeout = None;
     let mut error_logs = Vec::new();
     let mut env = Vec::new();
+    let mut admission_vars: Vec<(String, String, &Directive, Pos)> = Vec::new();
     let mut engine = None;
     let mut admin = None;
     for d in main {
@@ -412,7 +415,17 @@ pub(crate) fn build(
                 let path = ctx.prefix_path(&ctx.one(d)?.value);
                 set(ctx, d, &mut pid, path)?;
             }
-            "error_log" => error_logs.push(error_log(ctx, d)?),
+            "error_log" => {
+                if !error_logs.is_empty() {
+                    ctx.warn(
+                        d.at,
+                        "a second main-level \"error_log\" is checked but not written: \
+                         hsmgate writes to the first one only"
+                            .into(),
+                    );
+                }
+                error_logs.push(error_log(ctx, d)?);
+            }
             "env" => {
                 let arg = ctx.one(d)?;
                 let v = &arg.value;
@@ -443,8 +456,9 @@ pub(crate) fn build(
                             ),
                         );
                     } else if let Some(value) = value {
-                        crate::Admission::from_vars(|k| (k == name).then(|| value.to_owned()))
-                            .map_err(|e| ctx.invalid(d, arg.at, e.to_string()))?;
+                        // Checked together after the last line (the maximum wait is
+                        // checked against the target set on another line).
+                        admission_vars.push((name.to_owned(), value.to_owned(), d, arg.at));
                     }
                 }
                 env.push((name.to_owned(), value.map(str::to_owned)));
@@ -471,6 +485,19 @@ pub(crate) fn build(
             }
             _ => ctx.other(d)?,
         }
+    }
+    // The admission settings of every `env` line, as one set (the last line of a name
+    // wins, as for the process's variables); an error is located at its variable's line.
+    if let Err(e) = crate::Admission::from_vars(|k| {
+        (admission_vars.iter().rev())
+            .find(|(name, ..)| name == k)
+            .map(|(_, value, ..)| value.clone())
+    }) {
+        let (_, _, d, at) = (admission_vars.iter().rev())
+            .find(|(name, ..)| *name == e.var)
+            .or(admission_vars.last())
+            .expect("an error comes from a variable set on an env line");
+        return Err(ctx.invalid(d, *at, e.to_string()));
     }
     let Some(worker_connections) = events else {
         return Err(ConfigError {

@@ -114,10 +114,6 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("ssl_dhparam", "rustls has no DHE suites"),
     (
-        "ssl_ecdh_curve",
-        "rustls negotiates its own groups (X25519, P-256, P-384)",
-    ),
-    (
         "resolver",
         "upstream and OCSP responder names are resolved with the system resolver",
     ),

@@ -760,6 +760,13 @@ impl Scope {
             }
             "error_log" => {
                 let log = error_log(ctx, d)?;
+                // Checked as nginx checks it, but one process log serves every block.
+                ctx.warn(
+                    d.at,
+                    "\"error_log\" in an http, server or location block is checked but \
+                     not used: every error goes to the main-level error_log (the first one)"
+                        .into(),
+                );
                 self.errors.get_or_insert_with(Vec::new).push(log);
             }
             "client_header_buffer_size" if level != Level::Location => {

@@ -33,7 +33,7 @@ pub(crate) fn build_server(
     let mut scope = Scope::default();
     let (mut listens, mut listen_pos, mut names, mut locations) = (vec![], vec![], vec![], vec![]);
     let mut server_return = None;
-    let (mut steps, mut http2) = (Vec::new(), None);
+    let (mut steps, mut http2, mut ssl) = (Vec::new(), None, None);
     for s in body {
         match s.name.as_str() {
             "listen" => {
@@ -72,6 +72,17 @@ pub(crate) fn build_server(
                 let on = flag(ctx, s)?;
                 set(ctx, s, &mut http2, on)?;
             }
+            // nginx before 1.25: `ssl on;` makes every listen of the server a TLS one.
+            "ssl" => {
+                let on = flag(ctx, s)?;
+                set(ctx, s, &mut ssl, on)?;
+                ctx.warn(
+                    s.at,
+                    "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" \
+                     directive instead"
+                        .into(),
+                );
+            }
             _ if scope.directive(ctx, s, Level::Server)? => {}
             _ => ctx.other(s)?,
         }
@@ -89,6 +100,9 @@ pub(crate) fn build_server(
             proxy_protocol: false,
         });
         listen_pos.push(d.at);
+    }
+    if ssl == Some(true) {
+        listens.iter_mut().for_each(|l| l.ssl = true);
     }
     if http2.or(ctx.http2) == Some(true) {
         // `http2 on;` (nginx 1.25.1+): as `listen … http2` on each address.

@@ -1185,6 +1185,25 @@ fn admission_env_directives_are_checked_where_they_are() {
     );
     let good = format!("env HSMGATE_ADMISSION_MAX_WAITING=64;\n{}", http(server));
     assert!(load_str(&good).unwrap().warnings.is_empty());
+    // Lines checked as one set: a target over the default maximum with a maximum above
+    // it, in either order, passes; a maximum below the target fails at its own line.
+    for pair in [
+        "env HSMGATE_ADMISSION_TARGET_WAIT_MS=500;\nenv HSMGATE_ADMISSION_MAX_WAIT_MS=1000;",
+        "env HSMGATE_ADMISSION_MAX_WAIT_MS=1000;\nenv HSMGATE_ADMISSION_TARGET_WAIT_MS=500;",
+    ] {
+        assert!(
+            load_str(&format!("{pair}\n{}", http(server))).is_ok(),
+            "{pair}"
+        );
+    }
+    let e = err(&format!(
+        "env HSMGATE_ADMISSION_TARGET_WAIT_MS=50;\nenv HSMGATE_ADMISSION_MAX_WAIT_MS=20;\n{}",
+        http(server)
+    ));
+    assert!(
+        e.contains("nginx.conf:2") && e.contains("HSMGATE_ADMISSION_MAX_WAIT_MS=\"20\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -2310,4 +2329,80 @@ fn a_latin1_comment_loads_as_in_nginx() {
     std::fs::write(dir.path().join("extra.conf"), b"# r\xe9sum\xe9\n").expect("write");
     let c = load(&main, &NginxOptions::default()).expect("loads");
     assert_eq!(c.servers.len(), 1);
+}
+
+/// nginx before 1.25: `ssl on;` in a server makes its listens TLS ones (deprecated,
+/// warned with nginx's words); `error_log` in a server, or a second main-level one, is
+/// checked and warned as not written.
+#[test]
+fn ssl_on_and_error_logs_hsmgate_does_not_write() {
+    let c = load_str(&http(
+        "server { listen 20443; ssl on; ssl_certificate a.crt; ssl_certificate_key a.key;
+                  error_log logs/site.log; location / { return 200; } }
+         server { listen 20080; ssl off; location / { return 200; } }",
+    ))
+    .unwrap();
+    assert!(c.servers[0].listens[0].ssl);
+    assert!(!c.servers[1].listens[0].ssl);
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("\"ssl\" directive is deprecated")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("\"error_log\" in an http, server or location block")),
+        "{w:?}"
+    );
+    assert!(err(&http("server { listen 1; ssl maybe; }")).contains("ssl"));
+    let c = load_str(&format!(
+        "error_log logs/a.log; error_log logs/b.log; {}",
+        http("server { listen 1; location / { return 200; } }")
+    ))
+    .unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("second main-level \"error_log\"")),
+        "{w:?}"
+    );
+}
+
+/// `ssl_ecdh_curve`: OpenSSL's names in the server's order (aliases folded, duplicates
+/// dropped), `auto` for every group; a name hsmgate lacks is warned and left out, an
+/// unknown one fails as nginx's `SSL_CTX_set1_curves_list` does.
+#[test]
+fn ssl_ecdh_curve_names_the_groups() {
+    use super::KxGroup;
+    let server = |curve: &str| {
+        http(&format!(
+            "ssl_ecdh_curve {curve}; server {{ listen 1 ssl; ssl_certificate a.crt; \
+             ssl_certificate_key a.key; location / {{ return 200; }} }}"
+        ))
+    };
+    let c = load_str(&server("X25519:prime256v1:secp384r1:P-256")).unwrap();
+    assert_eq!(
+        c.servers[0].tls.ecdh_curves,
+        [KxGroup::X25519, KxGroup::P256, KxGroup::P384]
+    );
+    assert!(
+        load_str(&server("auto")).unwrap().servers[0]
+            .tls
+            .ecdh_curves
+            .is_empty()
+    );
+    let c = load_str(&server("X448:secp521r1")).unwrap();
+    assert_eq!(c.servers[0].tls.ecdh_curves, [KxGroup::P521]);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("\"X448\" is not offered"))
+    );
+    let e = err(&server("bogus"));
+    assert!(
+        e.contains("unknown curve \"bogus\"") && e.contains("nginx.conf:"),
+        "{e}"
+    );
+    assert!(err(&server("X448")).contains("none of these curves"));
 }

@@ -23,6 +23,9 @@ pub struct TlsSettings {
     pub ciphers: Vec<CipherSuite>,
     /// `ssl_prefer_server_ciphers` (default off).
     pub prefer_server_ciphers: bool,
+    /// `ssl_ecdh_curve`: the key exchange groups offered, in the server's order; empty:
+    /// `auto` (nginx's default), every group hsmgate has.
+    pub ecdh_curves: Vec<KxGroup>,
     /// `ssl_session_cache` (default `none`).
     pub session_cache: SessionCache,
     /// `ssl_session_timeout` (default 5m).
@@ -199,12 +202,89 @@ suites! {
     Tls13Chacha20 = "TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256";
 }
 
+/// A key exchange group `ssl_ecdh_curve` may name (OpenSSL's names and aliases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KxGroup {
+    /// `X25519`.
+    X25519,
+    /// `prime256v1`, `secp256r1`, `P-256`.
+    P256,
+    /// `secp384r1`, `P-384`.
+    P384,
+    /// `secp521r1`, `P-521`.
+    P521,
+    /// `X25519MLKEM768` (the hybrid post-quantum group).
+    X25519MlKem768,
+}
+
+impl KxGroup {
+    /// The group an OpenSSL curve name names, if hsmgate has it.
+    pub fn from_openssl(name: &str) -> Option<KxGroup> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "x25519" => KxGroup::X25519,
+            "prime256v1" | "secp256r1" | "p-256" => KxGroup::P256,
+            "secp384r1" | "p-384" => KxGroup::P384,
+            "secp521r1" | "p-521" => KxGroup::P521,
+            "x25519mlkem768" => KxGroup::X25519MlKem768,
+            _ => return None,
+        })
+    }
+}
+
+/// `ssl_ecdh_curve auto | NAME[:NAME…]`: `auto` (empty) or the groups named, in order.
+/// A name OpenSSL knows but hsmgate lacks (X448, the Brainpool curves, FFDHE groups) is
+/// left out with a warning; a name nobody knows fails, as nginx's `SSL_CTX_set1_curves_list`
+/// does, and so does a list of which hsmgate has nothing.
+fn ecdh_curves(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<KxGroup>, ConfigError> {
+    const LACKED: [&str; 9] = [
+        "x448",
+        "brainpoolp256r1",
+        "brainpoolp384r1",
+        "brainpoolp512r1",
+        "ffdhe2048",
+        "ffdhe3072",
+        "ffdhe4096",
+        "ffdhe6144",
+        "ffdhe8192",
+    ];
+    let arg = ctx.one(d)?.clone();
+    if arg.value == "auto" {
+        return Ok(Vec::new());
+    }
+    let mut groups = Vec::new();
+    for name in arg.value.split(':') {
+        match KxGroup::from_openssl(name) {
+            Some(g) if !groups.contains(&g) => groups.push(g),
+            Some(_) => {}
+            None if LACKED.contains(&name.to_ascii_lowercase().as_str()) => ctx.warn(
+                d.at,
+                format!("\"ssl_ecdh_curve\": \"{name}\" is not offered (rustls lacks it)"),
+            ),
+            None => {
+                return Err(ctx.invalid(
+                    d,
+                    arg.at,
+                    format!(
+                        "unknown curve \"{name}\" (known: X25519, prime256v1, secp384r1, \
+                         secp521r1, X25519MLKEM768, or auto)"
+                    ),
+                ));
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err(ctx.invalid(d, arg.at, "none of these curves is one hsmgate has"));
+    }
+    Ok(groups)
+}
+
 /// `ssl_*` values of one level, before merging.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsScope {
     protocols: Option<Vec<TlsVersion>>,
     ciphers: Option<Vec<CipherSuite>>,
     prefer: Option<bool>,
+    curves: Option<Vec<KxGroup>>,
     cache: Option<SessionCache>,
     timeout: Option<Duration>,
     tickets: Option<bool>,
@@ -239,6 +319,7 @@ impl TlsScope {
             protocols,
             ciphers,
             prefer,
+            curves,
             cache,
             timeout,
             tickets,
@@ -272,6 +353,7 @@ impl TlsScope {
                 .unwrap_or(vec![TlsVersion::Tls12, TlsVersion::Tls13]),
             ciphers: self.ciphers.clone().unwrap_or_default(),
             prefer_server_ciphers: self.prefer.unwrap_or(false),
+            ecdh_curves: self.curves.clone().unwrap_or_default(),
             session_cache: self.cache.clone().unwrap_or(SessionCache::None),
             session_timeout: self.timeout.unwrap_or(Duration::from_secs(300)),
             session_tickets: self.tickets.unwrap_or(true),
@@ -346,6 +428,10 @@ impl TlsScope {
                 set(ctx, d, &mut self.ciphers, out)?;
             }
             "ssl_prefer_server_ciphers" => set_flag(ctx, d, &mut self.prefer)?,
+            "ssl_ecdh_curve" => {
+                let out = ecdh_curves(ctx, d)?;
+                set(ctx, d, &mut self.curves, out)?;
+            }
             "ssl_session_tickets" => set_flag(ctx, d, &mut self.tickets)?,
             "ssl_session_timeout" => {
                 let arg = ctx.one(d)?;

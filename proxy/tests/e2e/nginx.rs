@@ -340,6 +340,71 @@ fn small(dir: &Path, body: &str) -> std::path::PathBuf {
     conf
 }
 
+/// `-t` opens the pid file's place and the error log a configuration (or `-e`) names,
+/// as nginx's does: a path the start could not open fails the test, at the test; a
+/// relative `-e` is under the prefix; a bad option exits 1, as nginx's.
+#[test]
+fn t_checks_the_pid_and_error_log_paths_and_e_is_under_the_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = s(dir.path());
+    for (main, what) in [
+        ("pid /nonexistent/dir/x.pid;", "/nonexistent/dir/x.pid"),
+        (
+            "error_log /nonexistent/dir/e.log;",
+            "/nonexistent/dir/e.log",
+        ),
+    ] {
+        let conf = dir.path().join("bad.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{main}\nevents {{}}\nhttp {{ server {{ listen 127.0.0.1:1; return 204; }} }}\n"
+            ),
+        )
+        .expect("conf");
+        let out = hsmgate(&["-t", "-c", s(&conf), "-p", p]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{main}: {err}");
+        assert!(
+            err.contains(what) && err.contains("test failed"),
+            "{main}: {err}"
+        );
+    }
+    // A pid file that exists is opened, not changed; a missing one is not left behind.
+    let conf = dir.path().join("good.conf");
+    std::fs::write(
+        &conf,
+        "pid logs/t.pid;\nevents {}\nhttp { server { listen 127.0.0.1:1; return 204; } }\n",
+    )
+    .expect("conf");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs");
+    let ok = hsmgate(&["-t", "-c", s(&conf), "-p", p, "-e", "logs/e.log"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !dir.path().join("logs/t.pid").exists(),
+        "-t leaves no pid file"
+    );
+    assert!(
+        dir.path().join("logs/e.log").exists(),
+        "-e logs/e.log is under the prefix"
+    );
+    std::fs::write(dir.path().join("logs/t.pid"), "4242\n").expect("pid");
+    assert!(hsmgate(&["-t", "-c", s(&conf), "-p", p]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("logs/t.pid")).expect("pid"),
+        "4242\n"
+    );
+    // A bad command line: exit 1, the option named.
+    let bad = hsmgate(&["-x"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("-x"), "{err}");
+}
+
 #[test]
 fn g_adds_main_directives_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -358,6 +358,17 @@ fn http2_host_that_differs_from_authority_is_400() {
     assert_eq!(status, Some(200));
     let (status, _) = ask(get(None, "/", &[("host", "localhost")]));
     assert_eq!(status, Some(200));
+    // hsmgate's internal refusal header, sent by an HTTP/2 client, is a header like any
+    // other (forwarded, as nginx does): it picks no status (a 101 or 204 page with a body
+    // broke RFC 9113 §8.1 and RFC 9110).
+    for code in ["101", "204", "999", "403"] {
+        let (status, reset) = ask(get(Some("localhost"), "/", &[("x-hsmgate-reject", code)]));
+        assert_eq!(
+            (status, reset),
+            (Some(200), None),
+            "x-hsmgate-reject: {code}"
+        );
+    }
 }
 
 #[test]

@@ -305,6 +305,51 @@ fn a_client_offering_only_p521_completes_the_handshake() {
     );
 }
 
+/// `openssl s_client -tls1_3 -groups GROUPS` against `g`: whether the handshake
+/// completed, and what openssl printed.
+fn s_client_groups(g: &Gate, groups: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-groups", groups, "-connect"])
+        .arg(g.addr.to_string())
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(g.ca())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("Server Temp Key"),
+        text,
+    )
+}
+
+/// `ssl_ecdh_curve` (Mozilla's intermediate `X25519:prime256v1:secp384r1`) is the set
+/// of key exchange groups offered, as in nginx: a client offering only P-521 fails, one
+/// offering P-384 gets it.
+#[test]
+fn ssl_ecdh_curve_limits_the_key_exchange_groups() {
+    let g = Gate::start(
+        &[upstream_in_range("A")],
+        "ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+    );
+    let (ok, text) = s_client_groups(&g, "P-521");
+    assert!(!ok, "P-521 is not in ssl_ecdh_curve: {text}");
+    let (ok, text) = s_client_groups(&g, "P-384");
+    assert!(
+        ok && (text.contains("P-384") || text.contains("secp384r1")),
+        "{text}"
+    );
+}
+
 /// One malformed thing sent by the hand-written TLS 1.3 client after the server's
 /// Finished, under the client's handshake keys.
 struct Encrypted {

@@ -95,6 +95,11 @@ impl Fake {
         self
     }
 
+    /// The default key again (the HSM's key put right).
+    pub(crate) fn set_default_key(&self) {
+        *lock(&self.0.spki) = spki(4);
+    }
+
     /// Sign on the caller's thread (`sign_inline`) where the behaviour allows: `Sign`
     /// and `Fail` answer there; `Full` and `Hang` fall back to the queue, as a busy
     /// inline pool does.

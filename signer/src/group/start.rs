@@ -69,7 +69,7 @@ impl Group {
                 }
                 Err(e @ SignerError::StartTimeout { .. }) => {
                     tracing::warn!(member = %member.name(), error = %e, "HSM member down at start");
-                    member.set_last_error(e.to_string());
+                    member.set_cause(e.to_string());
                     errors.push(e);
                 }
                 Ok(live) => {
@@ -107,7 +107,7 @@ impl Group {
                         member.refuse(MemberState::Down, &e);
                     } else {
                         tracing::warn!(member = %member.name(), error = %e, "HSM member down at start");
-                        member.set_last_error(e.to_string());
+                        member.set_cause(e.to_string());
                     }
                     errors.push(e.in_member(member.name()));
                 }

@@ -40,6 +40,7 @@ impl Group {
         self.update_capacity();
         let (capacity, sessions) = self.serving_capacity();
         self.limiter.set_capacity(capacity, sessions);
+        self.limiter.flush_shed_log();
         let probe_due = {
             let mut last = self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
             let due = last.elapsed() >= self.settings.probe_interval;
@@ -78,8 +79,8 @@ impl Group {
         // Under the recovery lock: the thread cannot see that it was given up before
         // it has been counted.
         member.abandoned.fetch_add(1, Ordering::AcqRel);
-        member.set_last_error(format!(
-            "recovery attempt hung for {:?}",
+        member.recovery_failed(&format!(
+            "attempt hung for {:?}",
             self.settings.recovery_timeout
         ));
         member.transition(MemberState::Recovering, MemberState::Down);
@@ -171,9 +172,8 @@ fn recover(group: &Group, member: &Member, attempt: u64) {
             r.retry_later();
             drop(r);
             let text = e.to_string();
-            if member.last_error() != text {
+            if member.recovery_failed(&text) {
                 tracing::warn!(member = %member.name(), error = %text, "HSM member recovery failed; retrying");
-                member.set_last_error(text);
             } else {
                 tracing::debug!(member = %member.name(), error = %text, "HSM member recovery failed");
             }
@@ -272,10 +272,20 @@ mod tests {
         let g = TestGroup::primaries(&[&a, &b]);
         assert_eq!(g.group.sign(SCHEME, b"m").expect("b"), b"b");
         assert_eq!(g.state(0), MemberState::Down);
-        // Still broken: recovery attempts fail and it stays out.
-        a.set_start(Err(RvError::DeviceError));
+        let cause = g.group.members[0].last_error();
+        assert!(cause.contains("CKR_DEVICE_ERROR"), "{cause}");
+        // Still broken: recovery attempts fail and it stays out, its first cause still
+        // shown before the recovery's error.
+        a.set_start(Err(RvError::TokenNotPresent));
         assert!(tick_until(&g, || a.starts() >= 2));
         assert_ne!(g.state(0), MemberState::Up);
+        let shown = g.group.members[0].last_error();
+        assert!(
+            shown.starts_with(&cause)
+                && shown.contains("; recovery: ")
+                && shown.contains("CKR_TOKEN_NOT_PRESENT"),
+            "{shown}"
+        );
         // Repaired: the next attempt puts it back, and it signs again.
         a.set_start(Ok(()));
         a.set_signing(Behaviour::Sign);
@@ -340,5 +350,33 @@ mod tests {
                 .last_error()
                 .contains("CKR_PIN_INCORRECT")
         );
+    }
+
+    #[test]
+    fn a_reload_tries_a_member_refused_for_its_key_again_but_not_a_wrong_pin() {
+        let a = Fake::new("a");
+        let b = Fake::new("b").with_other_key();
+        let c = Fake::new("c");
+        let g = TestGroup::primaries(&[&a, &b, &c]);
+        assert_eq!(g.state(1), MemberState::Refused);
+        assert!(g.group.members[2].take_out(false, "CKR_DEVICE_ERROR"));
+        c.set_start(Err(RvError::PinIncorrect));
+        assert!(tick_until(&g, || g.state(2) == MemberState::Refused));
+        // Ticks alone try neither again.
+        let (b_starts, c_starts) = (b.starts(), c.starts());
+        std::thread::sleep(Duration::from_millis(150));
+        g.group.tick();
+        assert_eq!((b.starts(), c.starts()), (b_starts, c_starts));
+        // The HSM's key is put right and the configuration reloaded: b comes back; c,
+        // refused for the same PIN, is left alone.
+        b.set_default_key();
+        c.set_start(Ok(()));
+        assert!(g.group.members[1].retry_refused());
+        assert!(!g.group.members[2].retry_refused());
+        assert!(tick_until(&g, || g.state(1) == MemberState::Up));
+        assert_eq!(g.state(2), MemberState::Refused);
+        assert_eq!(c.starts(), c_starts);
+        // Up already: nothing to try again.
+        assert!(!g.group.members[1].retry_refused());
     }
 }

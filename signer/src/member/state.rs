@@ -12,13 +12,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 ///   │                   └──attempt ok── Recovering ◀──supervisor── Down | Fenced
 ///   │                         attempt failed or hung ──▶ Down
 ///   └──wrong PIN, other key──▶ Refused ◀──permanent error── Recovering
+///                                 │
+///   Down ◀──a reload asks again───┘   (not after a wrong PIN: the same PIN again
+///                                      would only count against the token's tries)
 /// ```
 ///
 /// Invariant: a state changes only by `StateCell::transition`, a compare-and-swap from
 /// the state its caller saw along one of the edges drawn above (`may_become`); a caller whose
 /// swap fails did not make the change and must not act as if it had. So exactly one
 /// caller takes a member out of rotation (the first to see its failure), a recovery
-/// attempt is the only writer while the member is `Recovering`, and `Refused` is final.
+/// attempt is the only writer while the member is `Recovering`, and `Refused` is left
+/// only when a reload keeps the member and asks for it to be tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum MemberState {
@@ -69,6 +73,8 @@ impl MemberState {
             | (Down | Fenced, Recovering)
             // The attempt's owner ends it.
             | (Recovering, Up | Down | Refused)
+            // A reload that keeps the member tries it again.
+            | (Refused, Down)
         )
     }
 }
@@ -124,6 +130,7 @@ mod tests {
             (Recovering, Up),
             (Recovering, Down),
             (Recovering, Refused),
+            (Refused, Down),
         ] {
             let cell = StateCell::new(from);
             assert_eq!(cell.transition(from, to), Ok(()), "{from} → {to}");
@@ -138,7 +145,7 @@ mod tests {
             .flat_map(|&f| ALL.iter().map(move |&t| (f, t)))
             .filter(|(f, t)| f.may_become(*t))
             .count();
-        assert_eq!(allowed, 9);
+        assert_eq!(allowed, 10);
         for from in ALL {
             for to in ALL.into_iter().filter(|t| !from.may_become(*t)) {
                 let cell = StateCell::new(from);
@@ -146,8 +153,9 @@ mod tests {
                 assert_eq!(cell.get(), from);
             }
         }
-        // Refused is final; a fenced member is never put straight back.
-        assert!(ALL.iter().all(|t| !Refused.may_become(*t)));
+        // Refused is left only for Down (a reload); a fenced member is never put
+        // straight back.
+        assert!(ALL.iter().all(|t| !Refused.may_become(*t) || *t == Down));
         assert!(!Fenced.may_become(Up));
     }
 
