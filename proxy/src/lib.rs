@@ -60,6 +60,7 @@
 //!   `upstream_h1`: hsmgate's own HTTP/1.1 client side of such a connection;
 //!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
+//! - `error_line`: nginx's error log line, for nginx configurations;
 //! - `error_page`: the pages hsmgate answers with itself; `hop_by_hop`: headers
 //!   never forwarded; `access_log`: the log writer; `notify`: systemd `sd_notify`;
 //! - `admin` (`/healthz`, `/readyz`, `/metrics`, `/status`), `status` (the status
@@ -94,6 +95,7 @@ mod door;
 mod drain;
 pub mod echo_upstream;
 mod error;
+mod error_line;
 mod error_page;
 mod error_redirect;
 mod expires;
@@ -159,3 +161,4 @@ pub use metrics::describe as describe_metrics;
 
 /* --- errors --- */
 pub use error::ProxyError;
+pub use error_line::NginxLine;

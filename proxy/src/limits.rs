@@ -403,9 +403,10 @@ fn emit(level: LimitLogLevel, lower: bool, message: &str, log: &LogCtx) {
     let server = &log.server_name;
     let request = format!("{} {} {}", log.method, log.request_uri, log.protocol);
     let host = log.http_host.as_deref().unwrap_or("");
+    let conn = log.conn.id;
     macro_rules! at {
         ($m:ident) => {
-            tracing::$m!(%client, %server, %request, %host, "{message}")
+            tracing::$m!(conn, %client, %server, %request, %host, "{message}")
         };
     }
     match (level, lower) {

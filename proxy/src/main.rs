@@ -387,7 +387,23 @@ fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
 }
 
 fn init_logging(file: Option<Arc<LogFile>>, level: &str, format: LogFormat) {
+    init_logging_as(file, level, format, false);
+}
+
+/// [`init_logging`]; `nginx`: text lines in nginx's error log format (an nginx
+/// configuration's log, read by tools written for nginx's).
+fn init_logging_as(file: Option<Arc<LogFile>>, level: &str, format: LogFormat, nginx: bool) {
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter(level));
+    if nginx && format == LogFormat::Text {
+        let builder = builder.event_format(hsmgate_proxy::NginxLine);
+        match file {
+            Some(f) => builder
+                .with_writer(move || LogWriter(Arc::clone(&f)))
+                .init(),
+            None => builder.with_writer(std::io::stderr).init(),
+        }
+        return;
+    }
     match (file, format) {
         (Some(f), LogFormat::Text) => builder
             .with_ansi(false)
@@ -416,13 +432,14 @@ fn error_log(cli: &Cli, site: &Site, format: LogFormat) -> Result<Option<ReopenH
         Some(_) => "error",
         None => "info",
     };
+    let nginx = !site.native;
     let Some(path) = error_log_path(cli.error_log.as_deref(), site) else {
-        init_logging(None, level, format);
+        init_logging_as(None, level, format, nginx);
         return Ok(None);
     };
     let file = Arc::new(LogFile::open(path)?);
     LOG_TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
-    init_logging(Some(Arc::clone(&file)), level, format);
+    init_logging_as(Some(Arc::clone(&file)), level, format, nginx);
     Ok(Some(ReopenHook(Arc::new(move || {
         if let Err(e) = file.reopen() {
             eprintln!("hsmgate: [alert] {e}");
@@ -448,40 +465,41 @@ fn error_log_path(flag: Option<&Path>, site: &Site) -> Option<PathBuf> {
 
 /// What `-t` opens besides the configuration, as nginx's does: the error log (created
 /// if missing, as the start would) and the pid file's place (an existing file is opened
-/// without being changed; a missing one is created and removed again), so that a path
-/// that would stop the start fails the test instead. Only paths the configuration or
-/// `-e` names: the defaults (`/run/hsmgate/`, made by the systemd unit; the replaced
-/// nginx's compiled-in error log) may not exist where a configuration is only checked.
-fn check_files(flag: Option<&Path>, site: &Site) -> Result<(), ProxyError> {
+/// without being changed; a missing one is created and removed again). A path that
+/// would stop the start is a warning, where nginx fails the test: configurations are
+/// often checked where their pid and log directories do not exist yet. Only paths the
+/// configuration or `-e` names (the defaults, `/run/hsmgate/` made by the systemd unit
+/// and the replaced nginx's compiled-in error log, are left alone).
+fn check_files(flag: Option<&Path>, site: &Site) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let will_not_start = |e: &dyn std::fmt::Display| format!("{e}: hsmgate will not start with it");
     let named = flag.is_some() || !site.error_logs.is_empty();
-    if let Some(path) = error_log_path(flag, site).filter(|_| named) {
-        LogFile::open_file(&path)?;
+    let log = error_log_path(flag, site).filter(|_| named);
+    if let Some(Err(e)) = log.map(|path| LogFile::open_file(&path)) {
+        warnings.push(will_not_start(&e));
     }
     let default = Path::new(hsmgate_config::defaults::PID_FILE);
     let Some(pid) = (site.pid.as_ref())
         .filter(|p| p.as_path() != default)
         .map(|p| site.prefix.join(p))
     else {
-        return Ok(());
+        return warnings;
     };
-    let failed = |source| ProxyError::Io {
-        what: format!("open() \"{}\" failed", pid.display()),
-        source,
-    };
-    if pid.exists() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&pid)
-            .map_err(failed)?;
-    } else {
-        std::fs::OpenOptions::new()
+    let opened = match pid.exists() {
+        true => std::fs::OpenOptions::new().write(true).open(&pid).map(drop),
+        false => std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&pid)
-            .map_err(failed)?;
-        let _ = std::fs::remove_file(&pid);
+            .map(|_| {
+                let _ = std::fs::remove_file(&pid);
+            }),
+    };
+    if let Err(e) = opened {
+        let e = format!("open() \"{}\" failed: {e}", pid.display());
+        warnings.push(will_not_start(&e));
     }
-    Ok(())
+    warnings
 }
 
 /// The error log file, reopened on SIGUSR1.
@@ -568,15 +586,15 @@ fn test_config(
         eprintln!("hsmgate: configuration file {path} test failed");
         ExitCode::FAILURE
     };
-    let warnings = match source.load() {
-        Ok((site, warnings)) => match check_files(error_log, &site) {
-            Ok(()) => warnings,
-            Err(e) => return failed(&e),
-        },
+    let (warnings, files) = match source.load() {
+        Ok((site, warnings)) => (warnings, check_files(error_log, &site)),
         Err(e) => return failed(&e),
     };
     if !quiet {
         for w in warnings {
+            eprintln!("hsmgate: [warn] {w}");
+        }
+        for w in files {
             eprintln!("hsmgate: [warn] {w}");
         }
         eprintln!("hsmgate: the configuration file {path} syntax is ok");

@@ -518,10 +518,15 @@ fn auth_refusal(
     vars: &Vars<'_>,
 ) -> Response<ProxyBody> {
     use crate::auth_basic::AuthError;
-    let client = vars.client.ip();
+    // With nginx's context (what fail2ban's `nginx-http-auth` filter reads).
+    let (conn, client, server) = (vars.conn.id, vars.client.ip(), vars.server_name);
+    let request = format!("{} {} {}", vars.method, vars.request_uri, vars.protocol);
+    let host = vars.http_host.unwrap_or("");
     match e {
-        AuthError::NoCredentials => tracing::info!(%client, "{e}"),
-        _ => tracing::error!(%client, "{e}"),
+        AuthError::NoCredentials => {
+            tracing::info!(conn, %client, server, %request, host, "{e}");
+        }
+        _ => tracing::error!(conn, %client, server, %request, host, "{e}"),
     }
     if e.status() != 401 {
         return error_page(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN));

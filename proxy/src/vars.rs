@@ -607,6 +607,11 @@ fn time_in(t: SystemTime, zone: &jiff::tz::TimeZone) -> String {
     formatted(t, zone, "%d/%b/%Y:%H:%M:%S %z")
 }
 
+/// The time of an nginx error log line: `2026/11/27 07:42:44`, in the system's time zone.
+pub(crate) fn time_error_log(t: SystemTime) -> String {
+    formatted(t, local_zone(), "%Y/%m/%d %H:%M:%S")
+}
+
 /// nginx's `$time_iso8601`: `2026-11-27T07:42:44+01:00`, in the system's time zone.
 pub(crate) fn time_iso8601(t: SystemTime) -> String {
     formatted(t, local_zone(), ISO8601)

@@ -341,8 +341,8 @@ fn small(dir: &Path, body: &str) -> std::path::PathBuf {
 }
 
 /// `-t` opens the pid file's place and the error log a configuration (or `-e`) names,
-/// as nginx's does: a path the start could not open fails the test, at the test; a
-/// relative `-e` is under the prefix; a bad option exits 1, as nginx's.
+/// as nginx's does: a path the start could not open is warned (nginx fails the test);
+/// a relative `-e` is under the prefix; a bad option exits 1, as nginx's.
 #[test]
 fn t_checks_the_pid_and_error_log_paths_and_e_is_under_the_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -364,9 +364,9 @@ fn t_checks_the_pid_and_error_log_paths_and_e_is_under_the_prefix() {
         .expect("conf");
         let out = hsmgate(&["-t", "-c", s(&conf), "-p", p]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{main}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{main}: {err}");
         assert!(
-            err.contains(what) && err.contains("test failed"),
+            err.contains("[warn]") && err.contains(what) && err.contains("will not start"),
             "{main}: {err}"
         );
     }

@@ -1054,6 +1054,18 @@ fn auth_basic_as_nginx_checks_it() {
     let log = gate.server.log_text();
     assert!(log.contains("user \"ann\": password mismatch"), "{log}");
     assert!(log.contains("user \"dave\" was not found in"), "{log}");
+    // In nginx's error log format, as fail2ban's stock `nginx-http-auth` filter reads it.
+    let fail2ban = regex::Regex::new(
+        r#"(?m)^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[error\] \d+#\d+: \*\d+ user "(?:[^"]+|.*?)":? (?:password mismatch|was not found in "[^\"]*"), client: (?P<host>\S+), server: \S*, request: "\S+ \S+ HTTP/\d+\.\d+", host: "\S+"(?:, referrer: "\S+")?\s*$"#,
+    )
+    .expect("regex");
+    let hosts: Vec<&str> = (fail2ban.captures_iter(&log))
+        .map(|c| c.get(1).map_or("", |m| m.as_str()))
+        .collect();
+    assert!(
+        hosts.len() >= 2 && hosts.iter().all(|h| *h == "127.0.0.1"),
+        "{log}"
+    );
     assert!(log.contains("open() ") && log.contains("nope"), "{log}");
 }
 
@@ -2101,6 +2113,17 @@ fn limit_req_and_limit_conn_as_nginx() {
     ] {
         assert!(log.contains(needle), "{needle} not in the log:\n{log}");
     }
+    // In nginx's error log format, as fail2ban's stock `nginx-limit-req` filter reads it.
+    let fail2ban = regex::Regex::new(
+        r#"(?m)^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[[a-z]+\] \d+#\d+: \*\d+ limiting requests, excess: [\d\.]+ by zone "(?:[^"]+)", client: (?P<host>\S+),"#,
+    )
+    .expect("regex");
+    assert!(
+        fail2ban
+            .captures_iter(&log)
+            .any(|c| &c["host"] == "127.0.0.1"),
+        "{log}"
+    );
 }
 
 /// `upstream` methods: the server each request reaches is the one Debian's nginx 1.22

@@ -351,7 +351,7 @@ fn a_responder_that_is_down_is_asked_again_and_its_answer_stapled_once_it_is_up(
     server.wait_log("OCSP stapling:", 1, Duration::from_secs(10));
     let log = server.log_text();
     assert!(
-        log.contains(&format!("http://127.0.0.1:{}/", pki.port)) && log.contains("retry_in=5s"),
+        log.contains(&format!("http://127.0.0.1:{}/", pki.port)) && log.contains("retry_in: 5s"),
         "{log}"
     );
     let text = status(port, &pki.path("ca.pem"), "localhost");
