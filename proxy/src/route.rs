@@ -608,6 +608,16 @@ fn target_refusal(parts: &http::request::Parts) -> Option<u16> {
             tracing::info!(target = %uri, "client sent an absolute URI with userinfo or no host: 400");
             return Some(400);
         }
+        // RFC 3986 §3.2.3: a port is digits (or empty); `http://evil:abc/` was taken as
+        // host `evil` (nginx: 400).
+        let text = authority.as_str();
+        let after_host = &text[text.rfind(']').map_or(0, |i| i + 1)..];
+        if let Some((_, port)) = after_host.rsplit_once(':')
+            && !port.bytes().all(|b| b.is_ascii_digit())
+        {
+            tracing::info!(target = %uri, "client sent an authority with an invalid port: 400");
+            return Some(400);
+        }
     }
     if !uri.path().starts_with('/') {
         tracing::info!(target = %uri, "client sent a request target not starting with /: 400");

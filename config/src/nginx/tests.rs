@@ -309,7 +309,18 @@ fn tls_keys_and_warnings() {
     assert!(matches!(&s.certs[0].key, KeySource::Pkcs11(u) if u.object.as_deref() == Some("k")));
     assert_eq!(s.certs[1].key, KeySource::File("/k/ec.pem".into()));
     assert_eq!(s.tls.protocols, [TlsVersion::Tls12, TlsVersion::Tls13]);
-    assert_eq!(s.tls.ciphers, [CipherSuite::EcdheRsaAes128Gcm]);
+    // OpenSSL's syntax: the named suite first, then what HIGH adds, in OpenSSL's order.
+    assert_eq!(
+        s.tls.ciphers,
+        [
+            CipherSuite::EcdheRsaAes128Gcm,
+            CipherSuite::EcdheEcdsaAes256Gcm,
+            CipherSuite::EcdheRsaAes256Gcm,
+            CipherSuite::EcdheEcdsaChacha20,
+            CipherSuite::EcdheRsaChacha20,
+            CipherSuite::EcdheEcdsaAes128Gcm,
+        ]
+    );
     assert_eq!(
         s.tls.session_cache,
         SessionCache::Cache {
@@ -326,7 +337,26 @@ fn tls_keys_and_warnings() {
         w[0].starts_with("/x/conf/nginx.conf:3:15: ssl_protocols: TLSv1 "),
         "{w:?}"
     );
-    assert!(w[1].contains("DHE-RSA-AES128-SHA:HIGH"), "{w:?}");
+    assert!(
+        w[1].contains("not available in rustls, left out: DHE-RSA-AES128-SHA"),
+        "{w:?}"
+    );
+    // A list OpenSSL recognises nothing in fails (nginx: "no cipher match"); one of
+    // suites rustls lacks falls back to rustls' defaults, with a warning.
+    let e = err(&http("ssl_ciphers BOGUS; server { listen 1; return 200; }"));
+    assert!(e.contains("no cipher match in \"BOGUS\""), "{e}");
+    let c = load_str(&http(
+        "ssl_ciphers AES128-SHA:DHE-RSA-AES256-SHA; server { listen 1; return 200; }",
+    ))
+    .unwrap();
+    assert!(c.servers[0].tls.ciphers.is_empty());
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("rustls' default suites are used")),
+        "{:?}",
+        c.warnings
+    );
     assert!(w[2].contains("\"sendfile\" ignored"), "{w:?}");
     assert_eq!(
         c.prefix,

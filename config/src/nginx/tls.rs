@@ -616,30 +616,237 @@ pub(crate) fn protocols(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<TlsVersi
 /// The suites of `ssl_ciphers` / `proxy_ssl_ciphers` that map to rustls ones, in order;
 /// the others are ignored with one warning.
 pub(crate) fn ciphers(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<CipherSuite>, ConfigError> {
-    let arg = ctx.one(d)?;
-    let mut out = Vec::new();
-    let mut ignored = Vec::new();
-    for name in arg.value.split([':', ',', ' ']).filter(|s| !s.is_empty()) {
-        match CipherSuite::ALL.iter().find(|(_, n)| *n == name) {
-            Some((s, _)) if !out.contains(s) => out.push(*s),
-            Some(_) => {}
-            None => ignored.push(name),
-        }
-    }
-    if !ignored.is_empty() {
+    let arg = ctx.one(d)?.clone();
+    let listed = openssl_cipher_list(&arg.value);
+    if !listed.unavailable.is_empty() {
         let msg = format!(
-            "{}: not mapped to a rustls suite, ignored: {}{}",
+            "{}: not available in rustls, left out: {}",
             d.name,
-            ignored.join(":"),
-            if out.is_empty() {
-                " (rustls' default suites are used)"
-            } else {
-                ""
-            }
+            listed.unavailable.join(":")
         );
         ctx.warn(arg.at, msg);
     }
-    Ok(out)
+    if listed.suites.is_empty() {
+        if !listed.recognised {
+            // Nothing OpenSSL knows either: its SSL_CTX_set_cipher_list fails, and nginx.
+            return Err(ctx.invalid(
+                d,
+                arg.at,
+                format!(
+                    "no cipher match in \"{}\" (OpenSSL's cipher list syntax)",
+                    arg.value
+                ),
+            ));
+        }
+        let msg = format!(
+            "{}: \"{}\" selects no suite rustls has: rustls' default suites are used",
+            d.name, arg.value
+        );
+        ctx.warn(arg.at, msg);
+    }
+    Ok(listed.suites)
+}
+
+/// What an OpenSSL cipher list string selects among the suites hsmgate has.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Listed {
+    /// The TLS 1.2 suites selected, in OpenSSL's resulting order, then TLS 1.3 suites
+    /// named in it (`ssl_ciphers` does not govern TLS 1.3 in OpenSSL; named ones are kept
+    /// as hsmgate always kept them).
+    suites: Vec<CipherSuite>,
+    /// Some word is a suite name or an alias OpenSSL knows (a list of nothing else is
+    /// refused, as OpenSSL refuses it).
+    recognised: bool,
+    /// Suite names OpenSSL knows that rustls lacks (CBC, DHE, RSA key exchange…).
+    unavailable: Vec<String>,
+}
+
+/// OpenSSL's order of the TLS 1.2 suites hsmgate has (its `DEFAULT` sorted by strength).
+const OPENSSL_ORDER: [CipherSuite; 6] = [
+    CipherSuite::EcdheEcdsaAes256Gcm,
+    CipherSuite::EcdheRsaAes256Gcm,
+    CipherSuite::EcdheEcdsaChacha20,
+    CipherSuite::EcdheRsaChacha20,
+    CipherSuite::EcdheEcdsaAes128Gcm,
+    CipherSuite::EcdheRsaAes128Gcm,
+];
+
+/// The TLS 1.2 suites (of [`OPENSSL_ORDER`]) an OpenSSL cipher alias selects; `None`: not
+/// an alias OpenSSL knows.
+fn alias(word: &str) -> Option<Vec<CipherSuite>> {
+    use CipherSuite::*;
+    let all = OPENSSL_ORDER.to_vec();
+    let pick = |f: &dyn Fn(CipherSuite) -> bool| all.iter().copied().filter(|s| f(*s)).collect();
+    let ecdsa = |s: CipherSuite| {
+        matches!(
+            s,
+            EcdheEcdsaAes128Gcm | EcdheEcdsaAes256Gcm | EcdheEcdsaChacha20
+        )
+    };
+    let aes128 = |s: CipherSuite| matches!(s, EcdheEcdsaAes128Gcm | EcdheRsaAes128Gcm);
+    let aes256 = |s: CipherSuite| matches!(s, EcdheEcdsaAes256Gcm | EcdheRsaAes256Gcm);
+    let chacha = |s: CipherSuite| matches!(s, EcdheEcdsaChacha20 | EcdheRsaChacha20);
+    Some(match word {
+        "ALL" | "DEFAULT" | "HIGH" | "TLSv1.2" | "AEAD" | "ECDHE" | "EECDH" | "kECDHE"
+        | "kEECDH" | "ECDH" | "kECDH" | "FIPS" | "SUITEB128" | "SUITEB192" | "SUITEB128ONLY"
+        | "SUITEB128C2" => all,
+        "aRSA" => pick(&|s| !ecdsa(s)),
+        "aECDSA" | "ECDSA" => pick(&ecdsa),
+        "AESGCM" | "AES" => pick(&|s| !chacha(s)),
+        "AES128" => pick(&aes128),
+        "AES256" => pick(&aes256),
+        "CHACHA20" => pick(&chacha),
+        "SHA256" => pick(&|s| !aes256(s)),
+        "SHA384" => pick(&aes256),
+        "COMPLEMENTOFDEFAULT"
+        | "COMPLEMENTOFALL"
+        | "aNULL"
+        | "eNULL"
+        | "NULL"
+        | "MD5"
+        | "SHA1"
+        | "SHA"
+        | "RC4"
+        | "3DES"
+        | "DES"
+        | "IDEA"
+        | "SEED"
+        | "CAMELLIA"
+        | "CAMELLIA128"
+        | "CAMELLIA256"
+        | "ARIA"
+        | "ARIA128"
+        | "ARIA256"
+        | "AESCCM"
+        | "AESCCM8"
+        | "EXP"
+        | "EXPORT"
+        | "LOW"
+        | "MEDIUM"
+        | "DH"
+        | "DHE"
+        | "EDH"
+        | "kDHE"
+        | "kEDH"
+        | "ADH"
+        | "AECDH"
+        | "kRSA"
+        | "RSA"
+        | "PSK"
+        | "kPSK"
+        | "aPSK"
+        | "SRP"
+        | "kSRP"
+        | "DSS"
+        | "aDSS"
+        | "ECDHEPSK"
+        | "DHEPSK"
+        | "RSAPSK"
+        | "kECDHEPSK"
+        | "kDHEPSK"
+        | "kRSAPSK"
+        | "GOST"
+        | "kGOST"
+        | "aGOST"
+        | "SSLv3"
+        | "TLSv1"
+        | "TLSv1.0"
+        | "CBC" => Vec::new(),
+        _ => return None,
+    })
+}
+
+/// OpenSSL's cipher list syntax (`ciphers(1)`): words separated by `:`, `,` or spaces;
+/// `!X` removes X for good, `-X` removes it, `+X` moves it to the end, `X+Y` selects
+/// what both select, `@STRENGTH` sorts by key length, `@SECLEVEL=n` is ignored; a suite
+/// name or an alias (`HIGH`, `ECDHE`, `aRSA`, `AESGCM`, `CHACHA20`, …). Unknown words
+/// are skipped, as OpenSSL skips them.
+fn openssl_cipher_list(text: &str) -> Listed {
+    let mut listed = Listed::default();
+    let mut list: Vec<CipherSuite> = Vec::new();
+    let mut killed: Vec<CipherSuite> = Vec::new();
+    let mut tls13: Vec<CipherSuite> = Vec::new();
+    for word in text.split([':', ',', ' ', ';']).filter(|w| !w.is_empty()) {
+        if word == "@STRENGTH" {
+            list.sort_by_key(|s| OPENSSL_ORDER.iter().position(|o| o == s));
+            continue;
+        }
+        if word.starts_with('@') {
+            continue;
+        }
+        let (op, spec) = match word.as_bytes()[0] {
+            b'!' | b'-' | b'+' => (word.as_bytes()[0], &word[1..]),
+            _ => (b' ', word),
+        };
+        // `X+Y`: the intersection; a part no one knows makes it select nothing.
+        let mut selected: Option<Vec<CipherSuite>> = None;
+        for part in spec.split('+') {
+            let matched = match CipherSuite::from_name(part) {
+                Some(s) if s.is_tls13() => {
+                    listed.recognised = true;
+                    if op == b' ' && !tls13.contains(&s) {
+                        tls13.push(s);
+                    }
+                    Vec::new()
+                }
+                Some(s) => {
+                    listed.recognised = true;
+                    vec![s]
+                }
+                None => match alias(part) {
+                    Some(v) => {
+                        listed.recognised = true;
+                        v
+                    }
+                    None => {
+                        let looks_like_a_suite = part.contains('-')
+                            && part
+                                .bytes()
+                                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+                        listed.recognised |= looks_like_a_suite;
+                        if looks_like_a_suite
+                            && op == b' '
+                            && !listed.unavailable.iter().any(|u| u == part)
+                        {
+                            listed.unavailable.push(part.to_owned());
+                        }
+                        Vec::new()
+                    }
+                },
+            };
+            selected = Some(match selected {
+                None => matched,
+                Some(before) => before.into_iter().filter(|s| matched.contains(s)).collect(),
+            });
+        }
+        let selected = selected.unwrap_or_default();
+        match op {
+            b'!' => {
+                list.retain(|s| !selected.contains(s));
+                killed.extend(selected);
+            }
+            b'-' => list.retain(|s| !selected.contains(s)),
+            b'+' => {
+                let moved: Vec<CipherSuite> = list
+                    .iter()
+                    .copied()
+                    .filter(|s| selected.contains(s))
+                    .collect();
+                list.retain(|s| !moved.contains(s));
+                list.extend(moved);
+            }
+            _ => {
+                for s in selected {
+                    if !list.contains(&s) && !killed.contains(&s) {
+                        list.push(s);
+                    }
+                }
+            }
+        }
+    }
+    list.extend(tls13);
+    listed.suites = list;
+    listed
 }
 
 #[cfg(test)]
@@ -663,5 +870,70 @@ mod tests {
         let s = TlsScope::default().settings();
         assert_eq!(s.protocols, [TlsVersion::Tls12, TlsVersion::Tls13]);
         assert_eq!(s.session_cache, SessionCache::None);
+    }
+
+    /// OpenSSL's cipher list syntax over the suites hsmgate has, as `openssl ciphers`
+    /// (3.0) lists them for the same strings.
+    #[test]
+    fn openssl_cipher_lists() {
+        use CipherSuite::*;
+        let suites = |t: &str| openssl_cipher_list(t).suites;
+        // nginx's default and cipherli.st's: every suite, and the GCM ones only.
+        assert_eq!(suites("HIGH:!aNULL:!MD5"), OPENSSL_ORDER);
+        assert_eq!(
+            suites("EECDH+AESGCM:EDH+AESGCM"),
+            [
+                EcdheEcdsaAes256Gcm,
+                EcdheRsaAes256Gcm,
+                EcdheEcdsaAes128Gcm,
+                EcdheRsaAes128Gcm
+            ]
+        );
+        // Mozilla intermediate: named suites in order; DHE ones are not in rustls.
+        let mozilla = openssl_cipher_list(
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256",
+        );
+        assert_eq!(
+            mozilla.suites,
+            [EcdheEcdsaAes128Gcm, EcdheRsaAes128Gcm, EcdheEcdsaChacha20]
+        );
+        assert_eq!(mozilla.unavailable, ["DHE-RSA-AES128-GCM-SHA256"]);
+        // !, -, + and @STRENGTH.
+        assert_eq!(
+            suites("ECDHE:!CHACHA20:-aECDSA"),
+            [EcdheRsaAes256Gcm, EcdheRsaAes128Gcm]
+        );
+        assert_eq!(
+            suites("AES128:AES256:+AES128"),
+            [
+                EcdheEcdsaAes256Gcm,
+                EcdheRsaAes256Gcm,
+                EcdheEcdsaAes128Gcm,
+                EcdheRsaAes128Gcm
+            ]
+        );
+        assert_eq!(
+            suites("!CHACHA20:ALL"),
+            [
+                EcdheEcdsaAes256Gcm,
+                EcdheRsaAes256Gcm,
+                EcdheEcdsaAes128Gcm,
+                EcdheRsaAes128Gcm
+            ]
+        );
+        assert_eq!(
+            suites("AES128:AES256:@STRENGTH"),
+            [
+                EcdheEcdsaAes256Gcm,
+                EcdheRsaAes256Gcm,
+                EcdheEcdsaAes128Gcm,
+                EcdheRsaAes128Gcm
+            ]
+        );
+        // Nothing hsmgate has: empty (the directive then fails, as nginx's).
+        assert!(suites("BOGUS").is_empty());
+        assert!(suites("AES128-SHA:DHE-RSA-AES256-SHA").is_empty());
+        assert!(suites("aNULL").is_empty());
+        assert_eq!(suites("TLS_AES_128_GCM_SHA256"), [Tls13Aes128Gcm]);
     }
 }

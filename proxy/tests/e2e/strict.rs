@@ -257,6 +257,10 @@ fn request_targets_hosts_and_methods_nginx_refuses_are_400_and_never_forwarded()
             "empty host in an absolute URI",
             req("GET https://:443/ HTTP/1.1", "localhost"),
         ),
+        (
+            "a port that is not digits in an absolute URI",
+            req("GET http://evil.invalid:abc/x HTTP/1.1", "localhost"),
+        ),
         ("space in Host", req("GET / HTTP/1.1", "evil.invalid x")),
         (
             "tab in Host",
