@@ -338,7 +338,20 @@ fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError
 fn describe(source: &ConfigSource) -> String {
     match source.path.as_os_str().is_empty() {
         true => hsmgate_config::ENVIRONMENT.to_owned(),
-        false => source.path.display().to_string(),
+        // As nginx's messages: the file as opened (a relative `-c` is under `-p` for an
+        // nginx file, else under the working directory), absolute.
+        false => {
+            let opened = match &source.prefix {
+                Some(prefix) if source.path.is_relative() && !source.is_native() => {
+                    prefix.join(&source.path)
+                }
+                _ => source.path.clone(),
+            };
+            std::path::absolute(&opened)
+                .unwrap_or(opened)
+                .display()
+                .to_string()
+        }
     }
 }
 
@@ -590,14 +603,14 @@ fn test_config(
         Ok((site, warnings)) => (warnings, check_files(error_log, &site)),
         Err(e) => return failed(&e),
     };
+    // "syntax is ok" comes once the certificates and keys have loaded, as nginx's. `-q`
+    // prints errors only: nginx's prints its warnings, but hsmgate warns of every
+    // directive it ignores (`sendfile`, `types`…), which a unit's `ExecStartPre=… -t -q`
+    // would write to the journal at each start.
     if !quiet {
-        for w in warnings {
+        for w in warnings.iter().map(ToString::to_string).chain(files) {
             eprintln!("hsmgate: [warn] {w}");
         }
-        for w in files {
-            eprintln!("hsmgate: [warn] {w}");
-        }
-        eprintln!("hsmgate: the configuration file {path} syntax is ok");
     }
     match Proxy::check_source(source, defaults) {
         // Keys were opened to check them; their sessions close before the exit.
@@ -636,6 +649,7 @@ fn test_config(
         Err(e) => return failed(&e),
     }
     if !quiet {
+        eprintln!("hsmgate: the configuration file {path} syntax is ok");
         eprintln!("hsmgate: configuration file {path} test is successful");
     }
     if dump {
