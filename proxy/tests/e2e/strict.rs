@@ -399,6 +399,37 @@ fn http2_settings_carry_nginx_limits() {
     assert!(settings.settings().contains(&(0x3, 8)), "{settings:?}");
 }
 
+/// At the connection limit (`worker_connections` × `worker_processes`: 256 × one per
+/// CPU here) nginx closes idle
+/// connections to make room; hsmgate does not while most connections are still in their
+/// TLS handshake (a flood of new connections): an established HTTP/2 connection, idle
+/// between requests, keeps being served (issue 9: established clients first). Before,
+/// the flood's connections closed it with GOAWAY.
+#[test]
+fn a_flood_of_new_connections_does_not_close_established_idle_ones() {
+    let g = gate("");
+    let mut h2 = H2::open(&g);
+    h2.send(&frame(HEADERS, 0x5, 1, &get(Some("localhost"), "/", &[])));
+    assert_eq!(answer_on(&mut h2, 1), (Some(200), None));
+    // Connections that send nothing (still in their handshake), more than the limit.
+    let limit = 256 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let flood: Vec<std::net::TcpStream> = (0..limit + 50)
+        .filter_map(|_| std::net::TcpStream::connect(g.addr).ok())
+        .collect();
+    assert!(flood.len() > limit, "{} connected", flood.len());
+    g.server
+        .wait_log("connection limit reached", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(600));
+    h2.send(&frame(HEADERS, 0x5, 3, &get(Some("localhost"), "/", &[])));
+    assert_eq!(
+        answer_on(&mut h2, 3),
+        (Some(200), None),
+        "{}",
+        g.server.log_text()
+    );
+    drop(flood);
+}
+
 /// `keepalive_timeout` for HTTP/2 too (nginx since 1.19.7): a connection with no stream
 /// open for that long gets GOAWAY (NO_ERROR) and closes; one whose stream's answer takes
 /// longer than that is not told to go before the answer (a stream is open until its

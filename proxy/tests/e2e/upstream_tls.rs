@@ -363,7 +363,7 @@ fn upstream_tls_as_nginx() {
         "{log}"
     );
     assert!(log.contains("proxy_ssl_verify_depth 0"), "{log}");
-    assert!(log.contains("ignored: UNKNOWN-CIPHER"), "{log}");
+    assert!(log.contains("left out: UNKNOWN-CIPHER"), "{log}");
     drop(theirs);
 }
 
