@@ -289,6 +289,7 @@ pub(crate) fn load_text(
         maps: Default::default(),
         hsm_groups: Default::default(),
         http2: None,
+        ssl: None,
         limit_zones: Default::default(),
     };
     let mut config = build::build(&mut ctx, &main, path)?;

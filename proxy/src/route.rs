@@ -609,10 +609,12 @@ fn target_refusal(parts: &http::request::Parts) -> Option<u16> {
             return Some(400);
         }
         // RFC 3986 §3.2.3: a port is digits (or empty); `http://evil:abc/` was taken as
-        // host `evil` (nginx: 400).
+        // host `evil` (nginx: 400). HTTP/1 absolute form only: nginx does not check an
+        // HTTP/2 `:authority`'s port.
         let text = authority.as_str();
         let after_host = &text[text.rfind(']').map_or(0, |i| i + 1)..];
         if let Some((_, port)) = after_host.rsplit_once(':')
+            && parts.version < Version::HTTP_2
             && !port.bytes().all(|b| b.is_ascii_digit())
         {
             tracing::info!(target = %uri, "client sent an authority with an invalid port: 400");
@@ -716,9 +718,16 @@ pub(crate) async fn proxy(
     } = to;
     let length = declared_length(&parts);
     if body_too_large(length, settings) {
-        // nginx's words and level, so that log watchers (fail2ban) find it.
+        // nginx's words, level and context (a log watcher finds the client).
+        let (conn, client, server) = (log.conn.id, log.client.ip(), &log.server_name);
+        let request = format!("{} {} {}", log.method, log.request_uri, log.protocol);
+        let host = log.http_host.as_deref().unwrap_or("");
         tracing::error!(
-            path = %log.request_uri,
+            conn,
+            %client,
+            %server,
+            %request,
+            host,
             "client intended to send too large body: {} bytes",
             length.unwrap_or_default()
         );

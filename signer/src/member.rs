@@ -257,6 +257,7 @@ impl Member {
             *live = Some(generation);
         }
         self.publish_state();
+        lock(&self.cause).clear();
         let mut r = lock(&self.recovery);
         r.backoff = FIRST_BACKOFF;
         r.attempt_started = None;
@@ -348,7 +349,7 @@ impl Member {
     /// Refuse the member for good (wrong PIN, another key), from `from`.
     pub(crate) fn refuse(&self, from: MemberState, e: &SignerError) {
         tracing::error!(member = %self.name(), error = %e, "HSM member refused: it will not be used");
-        self.set_last_error(e.to_string());
+        self.set_cause(e.to_string());
         let wrong_pin = matches!(
             e.rv(),
             Some(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange)

@@ -160,6 +160,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) hsm_groups: BTreeMap<String, crate::model::HsmGroup>,
     /// `http2 on|off` in `http` (nginx 1.25.1+), the default of each server.
     pub(crate) http2: Option<bool>,
+    /// `ssl on|off` in `http` (nginx before 1.25), the default of each server.
+    pub(crate) ssl: Option<bool>,
     /// `limit_req_zone`s and `limit_conn_zone`s (read before the rest of `http`).
     pub(crate) limit_zones: super::limits::LimitZones,
 }
@@ -649,6 +651,18 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
                 let mut slot = ctx.http2;
                 set(ctx, d, &mut slot, on)?;
                 ctx.http2 = slot;
+            }
+            "ssl" => {
+                let on = super::server::flag(ctx, d)?;
+                let mut slot = ctx.ssl;
+                set(ctx, d, &mut slot, on)?;
+                ctx.ssl = slot;
+                ctx.warn(
+                    d.at,
+                    "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" \
+                     directive instead"
+                        .into(),
+                );
             }
             _ if scope.directive(ctx, d, Level::Http)? => {}
             _ => ctx.other(d)?,

@@ -101,7 +101,7 @@ pub(crate) fn build_server(
         });
         listen_pos.push(d.at);
     }
-    if ssl == Some(true) {
+    if ssl.or(ctx.ssl) == Some(true) {
         listens.iter_mut().for_each(|l| l.ssl = true);
     }
     if http2.or(ctx.http2) == Some(true) {

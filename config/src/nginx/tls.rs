@@ -231,22 +231,32 @@ impl KxGroup {
     }
 }
 
+/// Whether `name` is a curve or group OpenSSL 3.0 knows (`openssl ecparam -list_curves`,
+/// X448, the FFDHE groups) that hsmgate lacks.
+fn openssl_curve(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "secp",
+        "prime",
+        "sect",
+        "brainpool",
+        "ffdhe",
+        "c2pnb",
+        "c2tnb",
+        "wap-wsg",
+        "sm2",
+        "p-",
+        "x448",
+    ]
+    .iter()
+    .any(|family| name.starts_with(family))
+}
+
 /// `ssl_ecdh_curve auto | NAME[:NAME…]`: `auto` (empty) or the groups named, in order.
 /// A name OpenSSL knows but hsmgate lacks (X448, the Brainpool curves, FFDHE groups) is
 /// left out with a warning; a name nobody knows fails, as nginx's `SSL_CTX_set1_curves_list`
 /// does, and so does a list of which hsmgate has nothing.
 fn ecdh_curves(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<KxGroup>, ConfigError> {
-    const LACKED: [&str; 9] = [
-        "x448",
-        "brainpoolp256r1",
-        "brainpoolp384r1",
-        "brainpoolp512r1",
-        "ffdhe2048",
-        "ffdhe3072",
-        "ffdhe4096",
-        "ffdhe6144",
-        "ffdhe8192",
-    ];
     let arg = ctx.one(d)?.clone();
     if arg.value == "auto" {
         return Ok(Vec::new());
@@ -256,7 +266,7 @@ fn ecdh_curves(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<KxGroup>, ConfigE
         match KxGroup::from_openssl(name) {
             Some(g) if !groups.contains(&g) => groups.push(g),
             Some(_) => {}
-            None if LACKED.contains(&name.to_ascii_lowercase().as_str()) => ctx.warn(
+            None if openssl_curve(name) => ctx.warn(
                 d.at,
                 format!("\"ssl_ecdh_curve\": \"{name}\" is not offered (rustls lacks it)"),
             ),
@@ -627,22 +637,21 @@ pub(crate) fn ciphers(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<CipherSuit
         ctx.warn(arg.at, msg);
     }
     if listed.suites.is_empty() {
-        if !listed.recognised {
-            // Nothing OpenSSL knows either: its SSL_CTX_set_cipher_list fails, and nginx.
-            return Err(ctx.invalid(
-                d,
-                arg.at,
-                format!(
-                    "no cipher match in \"{}\" (OpenSSL's cipher list syntax)",
-                    arg.value
-                ),
-            ));
-        }
-        let msg = format!(
-            "{}: \"{}\" selects no suite rustls has: rustls' default suites are used",
-            d.name, arg.value
-        );
-        ctx.warn(arg.at, msg);
+        // OpenSSL 3.0's SSL_CTX_set_cipher_list fails when nothing is selected, and so
+        // does nginx; hsmgate also when what is selected is only suites rustls lacks.
+        let reason = match listed.unavailable.is_empty() {
+            true => format!(
+                "no cipher match in \"{}\" (OpenSSL's cipher list syntax)",
+                arg.value
+            ),
+            false => format!(
+                "\"{}\" selects no TLS 1.2 suite rustls has (only {}); rustls has \
+                 ECDHE-ECDSA/ECDHE-RSA with AES-GCM or CHACHA20-POLY1305",
+                arg.value,
+                listed.unavailable.join(":")
+            ),
+        };
+        return Err(ctx.invalid(d, arg.at, reason));
     }
     Ok(listed.suites)
 }
@@ -650,15 +659,21 @@ pub(crate) fn ciphers(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<CipherSuit
 /// What an OpenSSL cipher list string selects among the suites hsmgate has.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Listed {
-    /// The TLS 1.2 suites selected, in OpenSSL's resulting order, then TLS 1.3 suites
-    /// named in it (`ssl_ciphers` does not govern TLS 1.3 in OpenSSL; named ones are kept
-    /// as hsmgate always kept them).
+    /// The TLS 1.2 suites selected, in OpenSSL's resulting order (`ssl_ciphers` does not
+    /// govern TLS 1.3 in OpenSSL: its suites stay on).
     suites: Vec<CipherSuite>,
-    /// Some word is a suite name or an alias OpenSSL knows (a list of nothing else is
-    /// refused, as OpenSSL refuses it).
+    /// Some word is a suite name or an alias OpenSSL knows.
     recognised: bool,
     /// Suite names OpenSSL knows that rustls lacks (CBC, DHE, RSA key exchange…).
     unavailable: Vec<String>,
+}
+
+/// A suite's key bits (OpenSSL's `@STRENGTH`).
+fn bits(s: CipherSuite) -> u32 {
+    match s {
+        CipherSuite::EcdheEcdsaAes128Gcm | CipherSuite::EcdheRsaAes128Gcm => 128,
+        _ => 256,
+    }
 }
 
 /// OpenSSL's order of the TLS 1.2 suites hsmgate has (its `DEFAULT` sorted by strength).
@@ -687,17 +702,21 @@ fn alias(word: &str) -> Option<Vec<CipherSuite>> {
     let aes256 = |s: CipherSuite| matches!(s, EcdheEcdsaAes256Gcm | EcdheRsaAes256Gcm);
     let chacha = |s: CipherSuite| matches!(s, EcdheEcdsaChacha20 | EcdheRsaChacha20);
     Some(match word {
-        "ALL" | "DEFAULT" | "HIGH" | "TLSv1.2" | "AEAD" | "ECDHE" | "EECDH" | "kECDHE"
-        | "kEECDH" | "ECDH" | "kECDH" | "FIPS" | "SUITEB128" | "SUITEB192" | "SUITEB128ONLY"
-        | "SUITEB128C2" => all,
+        // As OpenSSL 3.0's `openssl ciphers -v` lists them (`DEFAULT` is the caller's:
+        // it is special only as the first word).
+        "ALL" | "HIGH" | "TLSv1.2" | "ECDHE" | "EECDH" | "kECDHE" | "kEECDH" | "ECDH" => all,
+        "FIPS" => pick(&|s| !chacha(s)),
+        "SUITEB128" | "SUITEB128C2" => pick(&|s| ecdsa(s) && !chacha(s)),
+        "SUITEB128ONLY" => pick(&|s| ecdsa(s) && aes128(s)),
+        "SUITEB192" => pick(&|s| ecdsa(s) && aes256(s)),
         "aRSA" => pick(&|s| !ecdsa(s)),
         "aECDSA" | "ECDSA" => pick(&ecdsa),
         "AESGCM" | "AES" => pick(&|s| !chacha(s)),
         "AES128" => pick(&aes128),
         "AES256" => pick(&aes256),
         "CHACHA20" => pick(&chacha),
-        "SHA256" => pick(&|s| !aes256(s)),
-        "SHA384" => pick(&aes256),
+        // MACs: these AEAD suites have none (OpenSSL's `Mac=AEAD`).
+        "SHA256" | "SHA384" => Vec::new(),
         "COMPLEMENTOFDEFAULT"
         | "COMPLEMENTOFALL"
         | "aNULL"
@@ -765,10 +784,22 @@ fn openssl_cipher_list(text: &str) -> Listed {
     let mut listed = Listed::default();
     let mut list: Vec<CipherSuite> = Vec::new();
     let mut killed: Vec<CipherSuite> = Vec::new();
-    let mut tls13: Vec<CipherSuite> = Vec::new();
-    for word in text.split([':', ',', ' ', ';']).filter(|w| !w.is_empty()) {
+    for (i, word) in text
+        .split([':', ',', ' ', ';'])
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
         if word == "@STRENGTH" {
-            list.sort_by_key(|s| OPENSSL_ORDER.iter().position(|o| o == s));
+            // A stable sort by key bits (ChaCha20 and AES-256 alike).
+            list.sort_by_key(|s| std::cmp::Reverse(bits(*s)));
+            continue;
+        }
+        if word == "DEFAULT" {
+            // Special only as the first word (OpenSSL); elsewhere an unknown one.
+            if i == 0 {
+                listed.recognised = true;
+                list.extend(OPENSSL_ORDER);
+            }
             continue;
         }
         if word.starts_with('@') {
@@ -782,13 +813,9 @@ fn openssl_cipher_list(text: &str) -> Listed {
         let mut selected: Option<Vec<CipherSuite>> = None;
         for part in spec.split('+') {
             let matched = match CipherSuite::from_name(part) {
-                Some(s) if s.is_tls13() => {
-                    listed.recognised = true;
-                    if op == b' ' && !tls13.contains(&s) {
-                        tls13.push(s);
-                    }
-                    Vec::new()
-                }
+                // OpenSSL's cipher list does not govern TLS 1.3 (its suites stay on,
+                // whatever the list names): a name of one is skipped, as OpenSSL skips it.
+                Some(s) if s.is_tls13() => Vec::new(),
                 Some(s) => {
                     listed.recognised = true;
                     vec![s]
@@ -844,7 +871,6 @@ fn openssl_cipher_list(text: &str) -> Listed {
             }
         }
     }
-    list.extend(tls13);
     listed.suites = list;
     listed
 }
@@ -934,6 +960,34 @@ mod tests {
         assert!(suites("BOGUS").is_empty());
         assert!(suites("AES128-SHA:DHE-RSA-AES256-SHA").is_empty());
         assert!(suites("aNULL").is_empty());
-        assert_eq!(suites("TLS_AES_128_GCM_SHA256"), [Tls13Aes128Gcm]);
+        // TLS 1.3 names are skipped (OpenSSL's list does not govern TLS 1.3).
+        assert!(suites("TLS_AES_128_GCM_SHA256").is_empty());
+        assert_eq!(suites("HIGH:TLS_AES_256_GCM_SHA384"), OPENSSL_ORDER);
+        // MAC aliases select none of these AEAD suites; DEFAULT counts only first;
+        // @STRENGTH is a stable sort by key bits; FIPS and Suite B as OpenSSL 3.0.
+        assert_eq!(suites("ECDHE:!SHA256:!SHA384"), OPENSSL_ORDER);
+        assert!(suites("SHA256").is_empty());
+        assert_eq!(
+            suites("ECDHE-RSA-AES128-GCM-SHA256:DEFAULT"),
+            [EcdheRsaAes128Gcm]
+        );
+        assert_eq!(suites("DEFAULT:!CHACHA20").len(), 4);
+        assert_eq!(
+            suites("CHACHA20:AES256:AES128:@STRENGTH"),
+            [
+                EcdheEcdsaChacha20,
+                EcdheRsaChacha20,
+                EcdheEcdsaAes256Gcm,
+                EcdheRsaAes256Gcm,
+                EcdheEcdsaAes128Gcm,
+                EcdheRsaAes128Gcm
+            ]
+        );
+        assert_eq!(suites("FIPS").len(), 4);
+        assert_eq!(
+            suites("SUITEB128"),
+            [EcdheEcdsaAes256Gcm, EcdheEcdsaAes128Gcm]
+        );
+        assert!(suites("AEAD").is_empty() && suites("kECDH").is_empty());
     }
 }
