@@ -65,7 +65,28 @@ pub(crate) struct LogCtx {
     pub(crate) on_conn: crate::route::OnConn,
 }
 
+/// What nginx writes after an error log line's message about a request: its connection
+/// number and `client: …, server: …, request: "…", host: "…"` (see `error_line`).
+pub(crate) struct ErrorContext {
+    pub(crate) conn: u64,
+    pub(crate) client: std::net::IpAddr,
+    pub(crate) server: String,
+    pub(crate) request: String,
+    pub(crate) host: String,
+}
+
 impl LogCtx {
+    /// This request's [`ErrorContext`].
+    pub(crate) fn error_context(&self) -> ErrorContext {
+        ErrorContext {
+            conn: self.conn.id,
+            client: self.client.ip().to_canonical(),
+            server: self.server_name.clone(),
+            request: format!("{} {} {}", self.method, self.request_uri, self.protocol),
+            host: self.http_host.clone().unwrap_or_default(),
+        }
+    }
+
     /// The context of a subrequest to `uri` (`auth_request`): the same connection,
     /// client, request line and variables, its own URI and upstream.
     pub(crate) fn subrequest(&self, uri: &str, args: Option<&str>) -> LogCtx {

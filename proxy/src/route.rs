@@ -539,6 +539,22 @@ fn auth_refusal(
     resp
 }
 
+/// An error log line about a request, with nginx's context after its own fields
+/// (connection, client, server, request, host: what log watchers read).
+macro_rules! request_error {
+    ($log:expr, $($rest:tt)*) => {{
+        let c = $log.error_context();
+        tracing::error!(
+            conn = c.conn,
+            client = %c.client,
+            server = %c.server,
+            request = %c.request,
+            host = %c.host,
+            $($rest)*
+        )
+    }};
+}
+
 /// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request
 /// refused before routing: by [`crate::h1guard`] (HTTP/1.x), or an HTTP/2 request whose
 /// `host` disagrees with `:authority` or that has two (RFC 9113 §8.3.1).
@@ -719,15 +735,8 @@ pub(crate) async fn proxy(
     let length = declared_length(&parts);
     if body_too_large(length, settings) {
         // nginx's words, level and context (a log watcher finds the client).
-        let (conn, client, server) = (log.conn.id, log.client.ip(), &log.server_name);
-        let request = format!("{} {} {}", log.method, log.request_uri, log.protocol);
-        let host = log.http_host.as_deref().unwrap_or("");
-        tracing::error!(
-            conn,
-            %client,
-            %server,
-            %request,
-            host,
+        request_error!(
+            log,
             "client intended to send too large body: {} bytes",
             length.unwrap_or_default()
         );
@@ -1129,7 +1138,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) if e.is_connect_timeout() => {
                 balancer.failed(addr);
-                tracing::error!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
+                request_error!(log, upstream = %addr, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
             // An invalid response head moves on only with `invalid_header`, as nginx.
@@ -1141,7 +1150,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) if e.is_invalid_head() => {
                 balancer.failed(addr);
-                tracing::error!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream sent an invalid response head: 502");
+                request_error!(log, upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
@@ -1150,7 +1159,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
-                tracing::error!(upstream = %addr, group = %balancer.name, path = %log.request_uri, error = %error_chain(&e), "upstream request failed: 502");
+                request_error!(log, upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) if fault.status().is_some() => {
@@ -1162,7 +1171,7 @@ pub(crate) async fn proxy(
             }
             Err(_) => {
                 balancer.failed(addr);
-                tracing::error!(upstream = %addr, path = %log.request_uri, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
+                request_error!(log, upstream = %addr, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
         }

@@ -222,4 +222,12 @@ fn upstream_down_is_a_502_with_a_log_line() {
     let log = proxy.log_text();
     assert!(log.contains("upstream request failed: 502"), "{log}");
     assert!(log.contains(&dead.to_string()), "names the upstream: {log}");
+    // With the request's context, as nginx writes it (here tracing's key=value form).
+    let line = (log.lines())
+        .find(|l| l.contains("upstream request failed: 502"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("client=127.0.0.1") && line.contains("request=GET /x HTTP/"),
+        "{line}"
+    );
 }
