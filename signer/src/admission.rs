@@ -528,17 +528,29 @@ impl Limiter {
     /// Admit without waiting, if a slot is free (a resumption that fell back to a full
     /// handshake, or a signature made outside any handshake scope).
     pub fn try_acquire(self: &Arc<Self>, reason: ShedReason) -> Result<Permit, ShedReason> {
-        self.try_slot(reason, true)
+        self.try_slot(reason, true, false)
     }
 
-    /// A free slot now, for a handshake counted as admitted already (see
-    /// [`Gate::Returned`]); shed (and counted) if there is none.
-    fn try_slot(self: &Arc<Self>, reason: ShedReason, count: bool) -> Result<Permit, ShedReason> {
+    /// A free slot now (counted as admitted if `count`); shed (and counted) if there is
+    /// none. `spare`: a handshake admitted once already, whose first step gave its slot
+    /// back with a HelloRetryRequest ([`Gate::Returned`]), may also take one of a few
+    /// slots past the limit (a quarter of it, at least one): under a standing queue no
+    /// slot is ever free when its second ClientHello comes, and such clients were all
+    /// shed. The overshoot is bounded, and a client that never sends its second
+    /// ClientHello holds nothing.
+    fn try_slot(
+        self: &Arc<Self>,
+        reason: ShedReason,
+        count: bool,
+        spare: bool,
+    ) -> Result<Permit, ShedReason> {
         if !self.settings().enabled {
             return Ok(self.admitted(false, count));
         }
         let mut s = self.lock();
-        if s.capacity > 0.0 && s.slot_free() {
+        let limit = s.limit.floor().max(MIN_LIMIT);
+        let spare_room = (s.in_flight as f64) < limit + (limit / 4.0).floor().max(1.0);
+        if s.capacity > 0.0 && (s.slot_free() || (spare && spare_room)) {
             s.in_flight += 1;
             self.publish(&s);
             drop(s);
@@ -912,8 +924,8 @@ pub enum Gate {
     /// A full handshake whose first step answered without signing (a HelloRetryRequest:
     /// the client must send a second ClientHello) and gave back its slot of this
     /// limiter, so that a client that never sends it holds no slot. Its signature takes
-    /// a free slot, if there is one, or the handshake is shed; by the same limiter it is
-    /// not counted as admitted twice.
+    /// a free slot, or one of a few spare ones past the limit, or the handshake is shed;
+    /// by the same limiter it is not counted as admitted twice.
     Returned(Arc<Limiter>),
     /// A handshake the door let through with no limiter: its ClientHello chose a key
     /// from a file (or a pool with admission off). rustls chooses again when it signs,
@@ -996,7 +1008,7 @@ pub(crate) fn claim(limiter: &Arc<Limiter>) -> Result<Option<Permit>, ShedReason
         }
         Ok(Gate::Resumption) => limiter.try_acquire(ShedReason::ResumptionFallback),
         Ok(Gate::Returned(gave)) => {
-            limiter.try_slot(ShedReason::QueueFull, !Arc::ptr_eq(&gave, limiter))
+            limiter.try_slot(ShedReason::QueueFull, !Arc::ptr_eq(&gave, limiter), true)
         }
     };
     if let Err(reason) = claimed {
@@ -1340,12 +1352,23 @@ mod tests {
             assert_eq!((got, reported), (Ok(true), None));
             assert_eq!(l.decisions[0].load(Ordering::Relaxed), admitted);
             assert_eq!(l.status().in_flight, 0, "released after the signature");
-            // …or, with every slot taken (by a handshake admitted meanwhile), is shed.
+            // …or, with every slot taken (by a handshake admitted meanwhile), a spare
+            // one past the limit (one here: a quarter of the limit, at least one)…
             let held = l.acquire().await.expect("admit");
+            let (spare, reported) = scope(Gate::Returned(Arc::clone(&l)), async {
+                claim(&l).map(|p| p.expect("a permit"))
+            })
+            .await;
+            let spare = spare.expect("a spare slot for a handshake admitted once");
+            assert_eq!((reported, l.status().in_flight), (None, 2));
+            // …and with the spare slots taken too, it is shed; a fresh full handshake
+            // gets no spare slot.
             let gate = Gate::Returned(Arc::clone(&l));
             let (shed, reported) = scope(gate, async { claim(&l).map(|_| ()) }).await;
             assert_eq!(shed, Err(ShedReason::QueueFull));
             assert_eq!(reported, Some(ShedReason::QueueFull));
+            drop(spare);
+            assert!(l.try_acquire(ShedReason::QueueFull).is_err());
             drop(held);
             // A spent or resumption gate is left as it is.
             assert!(matches!(Gate::Spent.after_first_step(), Gate::Spent));
