@@ -279,29 +279,11 @@ fn renegotiation_gets_no_renegotiation_on_the_wire() {
 #[test]
 fn a_client_offering_only_p521_completes_the_handshake() {
     let g = gate();
-    let version = "-tls1_3";
-    let out = Command::new("openssl")
-        .args(["s_client", version, "-groups", "P-521", "-connect"])
-        .arg(g.addr.to_string())
-        .args([
-            "-servername",
-            "localhost",
-            "-verify_return_error",
-            "-CAfile",
-        ])
-        .arg(g.ca())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{version}: {text}");
+    let (ok, text) = s_client_groups(&g, "P-521");
+    assert!(ok, "-tls1_3: {text}");
     assert!(
         text.contains("P-521") || text.contains("secp521r1"),
-        "{version}: {text}"
+        "-tls1_3: {text}"
     );
 }
 
