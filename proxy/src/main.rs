@@ -322,12 +322,23 @@ fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError
         None if overrides.configure() => PathBuf::new(),
         None => PathBuf::from("/etc/hsmgate/hsmgate.toml"),
     };
-    let source = ConfigSource {
+    let mut source = ConfigSource {
         path,
         prefix: cli.prefix.clone(),
         globals: cli.globals.clone(),
         overrides,
     };
+    // The file as opened (a relative `-c` is under `-p` for an nginx file, else under
+    // the working directory), absolute: errors name it as nginx's do ("in /abs:10").
+    if !source.path.as_os_str().is_empty() {
+        let opened = match &source.prefix {
+            Some(prefix) if source.path.is_relative() && !source.is_native() => {
+                prefix.join(&source.path)
+            }
+            _ => source.path.clone(),
+        };
+        source.path = std::path::absolute(&opened).unwrap_or(opened);
+    }
     if !source.is_native() {
         source.overrides.check_nginx(&source.path)?;
     }
@@ -338,20 +349,8 @@ fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError
 fn describe(source: &ConfigSource) -> String {
     match source.path.as_os_str().is_empty() {
         true => hsmgate_config::ENVIRONMENT.to_owned(),
-        // As nginx's messages: the file as opened (a relative `-c` is under `-p` for an
-        // nginx file, else under the working directory), absolute.
-        false => {
-            let opened = match &source.prefix {
-                Some(prefix) if source.path.is_relative() && !source.is_native() => {
-                    prefix.join(&source.path)
-                }
-                _ => source.path.clone(),
-            };
-            std::path::absolute(&opened)
-                .unwrap_or(opened)
-                .display()
-                .to_string()
-        }
+        // Absolute already (`config_source`), as nginx's messages name it.
+        false => source.path.display().to_string(),
     }
 }
 
