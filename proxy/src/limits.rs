@@ -399,14 +399,9 @@ fn status(code: u16) -> StatusCode {
 /// Logs `message` at `level` (`lower`: one level below, as nginx logs delays), with the
 /// request's client, server, request line and host as nginx's error log names them.
 fn emit(level: LimitLogLevel, lower: bool, message: &str, log: &LogCtx) {
-    let client = log.client.ip().to_canonical();
-    let server = &log.server_name;
-    let request = format!("{} {} {}", log.method, log.request_uri, log.protocol);
-    let host = log.http_host.as_deref().unwrap_or("");
-    let conn = log.conn.id;
     macro_rules! at {
         ($m:ident) => {
-            tracing::$m!(conn, %client, %server, %request, %host, "{message}")
+            crate::reqlog::request_event!($m, log.error_context(), "{message}")
         };
     }
     match (level, lower) {

@@ -65,6 +65,24 @@ pub(crate) struct LogCtx {
     pub(crate) on_conn: crate::route::OnConn,
 }
 
+/// An event about a request at tracing level `$level`, with nginx's context before its
+/// own fields (connection, client, server, request, host: what `error_line` writes and
+/// log watchers read). `$ctx` is an [`ErrorContext`].
+macro_rules! request_event {
+    ($level:ident, $ctx:expr, $($rest:tt)*) => {{
+        let c: $crate::reqlog::ErrorContext = $ctx;
+        tracing::$level!(
+            conn = c.conn,
+            client = %c.client,
+            server = %c.server,
+            request = %c.request,
+            host = %c.host,
+            $($rest)*
+        )
+    }};
+}
+pub(crate) use request_event;
+
 /// What nginx writes after an error log line's message about a request: its connection
 /// number and `client: …, server: …, request: "…", host: "…"` (see `error_line`).
 pub(crate) struct ErrorContext {

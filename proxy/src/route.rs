@@ -27,7 +27,7 @@ use crate::generation::Generation;
 use crate::h1guard::REJECT;
 use crate::hop_by_hop::{copy_end_to_end, strip_hop_by_hop};
 use crate::metrics::UpstreamResult;
-use crate::reqlog::{LogCtx, LoggedBody};
+use crate::reqlog::{LogCtx, LoggedBody, request_event};
 use crate::rewrite_phase::{ActionRef, Routed, UriChange};
 use crate::spool::Spooled;
 use crate::upstream_h1::LeaveOut;
@@ -423,7 +423,7 @@ async fn access(
             Ok(()) if any => return None,
             Ok(()) => {}
             Err(e) => {
-                let resp = auth_refusal(&e, auth, &log.vars(&parts.headers));
+                let resp = auth_refusal(&e, auth, &log.vars(&parts.headers), log.error_context());
                 if !any || resp.status() != StatusCode::UNAUTHORIZED {
                     return Some(resp);
                 }
@@ -516,17 +516,13 @@ fn auth_refusal(
     e: &crate::auth_basic::AuthError,
     auth: &hsmgate_config::nginx::AuthBasic,
     vars: &Vars<'_>,
+    context: crate::reqlog::ErrorContext,
 ) -> Response<ProxyBody> {
     use crate::auth_basic::AuthError;
     // With nginx's context (what fail2ban's `nginx-http-auth` filter reads).
-    let (conn, client, server) = (vars.conn.id, vars.client.ip(), vars.server_name);
-    let request = format!("{} {} {}", vars.method, vars.request_uri, vars.protocol);
-    let host = vars.http_host.unwrap_or("");
     match e {
-        AuthError::NoCredentials => {
-            tracing::info!(conn, %client, server, %request, host, "{e}");
-        }
-        _ => tracing::error!(conn, %client, server, %request, host, "{e}"),
+        AuthError::NoCredentials => request_event!(info, context, "{e}"),
+        _ => request_event!(error, context, "{e}"),
     }
     if e.status() != 401 {
         return error_page(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN));
@@ -537,22 +533,6 @@ fn auth_refusal(
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
-}
-
-/// An error log line about a request, with nginx's context after its own fields
-/// (connection, client, server, request, host: what log watchers read).
-macro_rules! request_error {
-    ($log:expr, $($rest:tt)*) => {{
-        let c = $log.error_context();
-        tracing::error!(
-            conn = c.conn,
-            client = %c.client,
-            server = %c.server,
-            request = %c.request,
-            host = %c.host,
-            $($rest)*
-        )
-    }};
 }
 
 /// The status (nginx's internal 494 for "Request Header Or Cookie Too Large") of a request
@@ -735,8 +715,9 @@ pub(crate) async fn proxy(
     let length = declared_length(&parts);
     if body_too_large(length, settings) {
         // nginx's words, level and context (a log watcher finds the client).
-        request_error!(
-            log,
+        request_event!(
+            error,
+            log.error_context(),
             "client intended to send too large body: {} bytes",
             length.unwrap_or_default()
         );
@@ -1138,7 +1119,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) if e.is_connect_timeout() => {
                 balancer.failed(addr);
-                request_error!(log, upstream = %addr, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
+                request_event!(error, log.error_context(), upstream = %addr, timeout = ?settings.proxy_connect_timeout, "upstream timed out while connecting: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
             // An invalid response head moves on only with `invalid_header`, as nginx.
@@ -1150,7 +1131,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) if e.is_invalid_head() => {
                 balancer.failed(addr);
-                request_error!(log, upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head: 502");
+                request_event!(error, log.error_context(), upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream sent an invalid response head: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Ok(Err(e)) if another && next.error && (e.is_connect() || sent_may_move) => {
@@ -1159,7 +1140,7 @@ pub(crate) async fn proxy(
             }
             Ok(Err(e)) => {
                 balancer.failed(addr);
-                request_error!(log, upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream request failed: 502");
+                request_event!(error, log.error_context(), upstream = %addr, group = %balancer.name, error = %error_chain(&e), "upstream request failed: 502");
                 return error_page(StatusCode::BAD_GATEWAY);
             }
             Err(_) if fault.status().is_some() => {
@@ -1171,7 +1152,7 @@ pub(crate) async fn proxy(
             }
             Err(_) => {
                 balancer.failed(addr);
-                request_error!(log, upstream = %addr, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
+                request_event!(error, log.error_context(), upstream = %addr, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
         }

@@ -26,9 +26,9 @@
 //! unloaded latency and `rtt` the recent one, `limit × (1 − floor/rtt)` estimates how many
 //! signatures are queued rather than being signed. Fewer than α queued: the HSMs have
 //! room, the limit grows; more than β: it shrinks (α and β are 3 and 6 scaled by
-//! log10 of the limit: a limit under about 7 never shrinks for latency, so each instance
-//! keeps up to that many signatures at shared HSMs; see the README). So the HSMs stay busy with a short
-//! queue, and several hsmgate instances sharing the same HSMs each back off as the
+//! log10 of the limit: a limit under about 7 never shrinks for latency, so each
+//! instance keeps up to that many signatures at shared HSMs; see the README). So the
+//! HSMs stay busy with a short queue, and several hsmgate instances sharing the same HSMs each back off as the
 //! latency rises: together they neither overload the HSMs nor leave them idle, with no
 //! coordinator. The limit follows the members that serve ([`Limiter::set_capacity`]): a
 //! member that dies takes its share of the limit away at once, one that comes back gives
@@ -691,13 +691,12 @@ impl Limiter {
         let limit = s.limit;
         let queued = limit * (1.0 - floor / mean);
         let step = limit.log10().max(1.0);
-        let (alpha, beta) = (ALPHA * step, BETA * step);
-        if queued < alpha {
+        if queued < ALPHA * step {
             // Grow only when the limit is what holds handshakes back.
             if (s.in_flight as f64) * 2.0 >= limit || !s.waiters.is_empty() {
                 s.limit = (limit + step).min(s.max_limit);
             }
-        } else if queued > beta {
+        } else if queued > BETA * step {
             s.limit = (limit - step).max(MIN_LIMIT);
         }
         self.dispatch(&mut s);

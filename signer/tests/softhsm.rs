@@ -175,19 +175,28 @@ fn lookup_errors_name_what_was_asked_for() {
     settle();
 }
 
-#[test]
-fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
-    let pool = SignerPool::start(&settings("object=rsa", 1, 1)).expect("pool");
-    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
-    let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..32)
+/// `n` signatures of `b"burst"` asked for at once, each from its own thread.
+fn burst(
+    pool: &SignerPool,
+    scheme: rustls::SignatureScheme,
+    n: usize,
+) -> Vec<Result<Vec<u8>, SignerError>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
             .map(|_| s.spawn(|| pool.sign(scheme, b"burst")))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("thread"))
             .collect()
-    });
+    })
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_and_everything_accepted_verifies() {
+    let pool = SignerPool::start(&settings("object=rsa", 1, 1)).expect("pool");
+    let scheme = rustls::SignatureScheme::RSA_PSS_SHA256;
+    let results = burst(&pool, scheme, 32);
     let mut ok = 0;
     for r in results {
         match r {
@@ -499,15 +508,7 @@ fn a_signature_that_returns_after_its_deadline_is_counted_late() {
     let late_before = counters.sum(ops, ("result", "late"));
     let mut late = 0;
     for _burst in 0..5 {
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..24)
-                .map(|_| s.spawn(|| pool.sign(scheme, b"burst")))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("thread"))
-                .collect()
-        });
+        let results = burst(&pool, scheme, 24);
         for r in &results {
             match r {
                 Ok(sig) => assert!(verify(pool.spki(), scheme, b"burst", sig)),

@@ -653,16 +653,9 @@ fn http_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Servers, ConfigE
                 ctx.http2 = slot;
             }
             "ssl" => {
-                let on = super::server::flag(ctx, d)?;
                 let mut slot = ctx.ssl;
-                set(ctx, d, &mut slot, on)?;
+                super::server::ssl_on(ctx, d, &mut slot)?;
                 ctx.ssl = slot;
-                ctx.warn(
-                    d.at,
-                    "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" \
-                     directive instead"
-                        .into(),
-                );
             }
             _ if scope.directive(ctx, d, Level::Http)? => {}
             _ => ctx.other(d)?,

@@ -72,17 +72,7 @@ pub(crate) fn build_server(
                 let on = flag(ctx, s)?;
                 set(ctx, s, &mut http2, on)?;
             }
-            // nginx before 1.25: `ssl on;` makes every listen of the server a TLS one.
-            "ssl" => {
-                let on = flag(ctx, s)?;
-                set(ctx, s, &mut ssl, on)?;
-                ctx.warn(
-                    s.at,
-                    "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" \
-                     directive instead"
-                        .into(),
-                );
-            }
+            "ssl" => ssl_on(ctx, s, &mut ssl)?,
             _ if scope.directive(ctx, s, Level::Server)? => {}
             _ => ctx.other(s)?,
         }
@@ -175,6 +165,22 @@ fn warn_file_locations(ctx: &mut Ctx<'_>, locations: &[LocationBlock]) {
 }
 
 /// `on` or `off`.
+/// `ssl on|off` (nginx before 1.25, in `http` or a server): every `listen` it covers is
+/// a TLS one; warned as deprecated, in nginx's words.
+pub(crate) fn ssl_on(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    slot: &mut Option<bool>,
+) -> Result<(), ConfigError> {
+    let on = flag(ctx, d)?;
+    set(ctx, d, slot, on)?;
+    ctx.warn(
+        d.at,
+        "the \"ssl\" directive is deprecated, use the \"listen ... ssl\" directive instead".into(),
+    );
+    Ok(())
+}
+
 pub(crate) fn flag(ctx: &Ctx<'_>, d: &Directive) -> Result<bool, ConfigError> {
     let arg = ctx.one(d)?;
     parse_flag(&arg.value).ok_or_else(|| {
