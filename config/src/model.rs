@@ -423,7 +423,8 @@ pub enum PinSource {
 /// `[upstream]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// `host:port`; the host may be a name, an IPv4 or a bracketed IPv6 address.
+    /// `host:port`; the host may be a name, an IPv4 or a bracketed IPv6 address; or
+    /// `unix:/path`, a Unix domain socket.
     pub address: String,
     /// Time limit for connecting to the upstream.
     pub connect_timeout: Duration,

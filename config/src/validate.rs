@@ -640,6 +640,14 @@ fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError
 
 /// Checks `host:port`; the reason is wrapped with a location by the caller.
 fn check_host_port(s: &str) -> Result<(), String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        // A Unix domain socket (`sun_path`: 108 bytes with the NUL).
+        return match path.len() {
+            0 => Err(format!("\"{s}\" has no socket path (expected unix:/path)")),
+            108.. => Err(format!("\"{s}\": the socket path is over 107 bytes")),
+            _ => Ok(()),
+        };
+    }
     if let Some((scheme, _)) = s.split_once("://") {
         return Err(format!(
             "\"{s}\" is a URL: give the address alone (host:port, without \"{scheme}://\")"
@@ -1099,6 +1107,7 @@ mod tests {
             ("::1:8080", "brackets"),
             ("[::g]:8080", "IPv6"),
             (":8080", "host name"),
+            ("unix:", "no socket path"),
         ] {
             bad(
                 &[("127.0.0.1:8080", addr)],
@@ -1116,6 +1125,12 @@ mod tests {
                 c.upstream.connect_timeout.as_millis()
             ),
             ("backend.internal:80", 5)
+        );
+        assert_eq!(
+            good(&[("127.0.0.1:8080", "unix:/run/app.sock")])
+                .upstream
+                .address,
+            "unix:/run/app.sock"
         );
         assert_eq!(
             good(&[("127.0.0.1:8080", "[::1]:8080")]).upstream.address,

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::upstream_stream::Dial;
 use bytes::Bytes;
 use hsmgate_config::nginx::{BalanceMethod, Template, UpstreamGroup};
 use http_body_util::combinators::BoxBody;
@@ -203,7 +204,13 @@ impl Balancer {
         let name = addr.strip_suffix(port).unwrap_or(addr).to_owned();
         // nginx: a lone server is never taken out of the rotation.
         let peer = Peer::new(addr, 1, false, 0, Duration::ZERO);
-        Self::new(name, vec![peer], Some(256), connect_timeout, tls)
+        let mut b = Self::new(name, vec![peer], Some(256), connect_timeout, tls);
+        if crate::upstream_stream::unix_path(addr).is_some() {
+            // nginx's `$proxy_host` (and so the `Host` sent) for a Unix socket.
+            b.proxy_host = Arc::from("localhost");
+            b.host_header = Some(http::HeaderValue::from_static("localhost"));
+        }
+        b
     }
 
     fn new(
@@ -263,8 +270,8 @@ impl Balancer {
                 .https_or_http()
                 .with_server_name_resolver(FixedServerNameResolver::new(name))
                 .enable_http1()
-                .wrap_connector(http),
-            _ => HttpsConnector::from((http, empty_tls())),
+                .wrap_connector(Dial(http)),
+            _ => HttpsConnector::from((Dial(http), empty_tls())),
         };
         UpstreamClient::new(connector, self.keepalive, self.scheme)
     }

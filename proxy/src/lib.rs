@@ -58,6 +58,7 @@
 //!   (round-robin, `least_conn`, `ip_hash`, `hash`, `random`); `upstream_pool`: keep-alive
 //!   connections to upstream servers, each driven by the request that uses it;
 //!   `upstream_h1`: hsmgate's own HTTP/1.1 client side of such a connection;
+//!   `upstream_stream`: its socket, TCP or a Unix socket;
 //!   `upstream_tls`: TLS to upstreams (`proxy_pass https://`, `proxy_ssl_*`);
 //! - `client_cert`: client certificates (`ssl_verify_client`) and their variables;
 //! - `error_line`: nginx's error log line, for nginx configurations;
@@ -140,6 +141,7 @@ pub mod top;
 mod tunnel;
 mod upstream_h1;
 mod upstream_pool;
+mod upstream_stream;
 mod upstream_tls;
 mod uri;
 mod value_rewrite;

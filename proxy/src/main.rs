@@ -70,7 +70,7 @@ struct Cli {
     /// TLS listen address(es), comma-separated [env: HSMGATE_LISTEN].
     #[arg(long, value_name = "ADDR[,ADDR...]")]
     listen: Option<String>,
-    /// Upstream `host:port` [env: HSMGATE_UPSTREAM].
+    /// Upstream `host:port`, or `unix:/path` (a Unix socket) [env: HSMGATE_UPSTREAM].
     #[arg(long, value_name = "HOST:PORT")]
     upstream: Option<String>,
     /// PEM certificate chain, leaf first [env: HSMGATE_CERT].

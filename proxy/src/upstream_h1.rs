@@ -25,15 +25,16 @@ use hyper::body::{Body, Frame};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 
 use crate::balance::{BodyError, UpstreamBody, empty_body};
 use crate::hop_by_hop::{connection_has, is_hop_by_hop, names_a_header};
+use crate::upstream_stream::UpstreamStream;
 
-/// A connection's byte stream: TCP, or TLS over it (`proxy_pass https://`). Boxed: a
-/// TLS client's state is about a kilobyte, and a connection moves with each request it
-/// serves (out of the pool, into the response body, back), where a box moves a pointer.
-pub(crate) type Io = Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
+/// A connection's byte stream: TCP or a Unix socket, or TLS over TCP (`proxy_pass
+/// https://`). Boxed: a TLS client's state is about a kilobyte, and a connection moves
+/// with each request it serves (out of the pool, into the response body, back), where a
+/// box moves a pointer.
+pub(crate) type Io = Box<TokioIo<MaybeHttpsStream<UpstreamStream>>>;
 
 /// The largest response head read (hyper's client allowed as much: 8 KiB + 100 × 4 KiB).
 const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -1302,9 +1303,9 @@ mod tests {
             }
             got
         });
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut conn = H1Conn::new(Box::new(TokioIo::new(MaybeHttpsStream::Http(
-            TokioIo::new(tcp),
+            UpstreamStream::Tcp(TokioIo::new(tcp)),
         ))));
         let body = Full::new(Bytes::from(vec![b'b'; BIG - 100]))
             .map_err(|never| match never {})
@@ -1441,9 +1442,9 @@ mod tests {
             let end = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.to_string().len());
             s.write_all(end.as_bytes()).await.unwrap();
         });
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut conn = H1Conn::new(Box::new(TokioIo::new(MaybeHttpsStream::Http(
-            TokioIo::new(tcp),
+            UpstreamStream::Tcp(TokioIo::new(tcp)),
         ))));
         let body = Full::new(Bytes::from(vec![b'u'; BODY]))
             .map_err(|never| match never {})

@@ -26,8 +26,7 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
@@ -36,12 +35,14 @@ use crate::stall_timer::StallTimer;
 use crate::upstream_h1::{
     Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io, LeaveOut,
 };
+use crate::upstream_stream::{Dial, UpstreamStream, connect_unix, unix_path};
 
 /// How long an idle connection is kept (hyper's client kept them as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The connector of a pool: plain TCP, or TLS for `proxy_pass https://`.
-pub(crate) type Connector = HttpsConnector<HttpConnector>;
+/// The connector of a pool: plain TCP, or TLS for `proxy_pass https://` (a Unix socket
+/// is connected without it, [`crate::upstream_stream::connect_unix`]).
+pub(crate) type Connector = HttpsConnector<Dial>;
 
 /// One upstream connection.
 struct Conn {
@@ -273,6 +274,12 @@ impl UpstreamClient {
     }
 
     async fn connect(&self, addr: &str) -> Result<Conn, SendError> {
+        if let Some(path) = unix_path(addr) {
+            let io = connect_unix(path)
+                .await
+                .map_err(|e| SendError::Connect(Box::new(e)))?;
+            return Ok(Conn::new(MaybeHttpsStream::Http(io), addr));
+        }
         let uri = format!("{}://{addr}/", self.inner.scheme)
             .parse::<Uri>()
             .map_err(|e| SendError::Connect(Box::new(e)))?;
@@ -284,12 +291,19 @@ impl UpstreamClient {
             .call(uri.clone())
             .await
             .map_err(SendError::Connect)?;
-        Ok(Conn {
+        Ok(Conn::new(io, addr))
+    }
+}
+
+impl Conn {
+    /// A new connection to the server at `addr`.
+    fn new(io: MaybeHttpsStream<UpstreamStream>, addr: &str) -> Conn {
+        Conn {
             h1: H1Conn::new(Box::new(TokioIo::new(io))),
             key: addr.to_owned(),
             idle_since: Instant::now(),
             stall: StallTimer::default(),
-        })
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use super::parse::{Arg, Directive, Pos, Sources};
 use super::scope::{Level, Scope, error_log, set};
 use super::server::{build_server, check_listens};
 use super::template::{Template, TemplateError};
-use super::values::{host_port, parse_time};
+use super::values::{parse_time, upstream_addr};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::model::{ConfigWarning, Location};
 
@@ -850,8 +850,8 @@ fn balance_method(ctx: &Ctx<'_>, d: &Directive) -> Result<BalanceMethod, ConfigE
 
 fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, ConfigError> {
     let args = ctx.args(d, 1, 6)?;
-    let addr = host_port(&args[0].value).map_err(|e| ctx.invalid(d, args[0].at, e))?;
-    if !super::values::resolves(&addr) {
+    let addr = upstream_addr(&args[0].value, 80).map_err(|e| ctx.invalid(d, args[0].at, e))?;
+    if !addr.starts_with("unix:") && !super::values::resolves(&addr) {
         let host = args[0].value.clone();
         return Err(ctx.err(args[0].at, ConfigErrorKind::HostNotFound { host }));
     }

@@ -13,7 +13,7 @@ use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGr
 use super::parse::Directive;
 use super::rewrite::{LocationStep, RewriteFlag, parse_rewrite, parse_set};
 use super::scope::{Level, Scope};
-use super::values::{host_port_or, resolves};
+use super::values::{host_port_or, resolves, unix_socket};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// One `location` (and its nested ones), merged with `outer`.
@@ -413,9 +413,11 @@ fn proxy_pass(
         return dynamic_proxy_pass(ctx, d, arg, https, skip);
     }
     let rest = &v[skip..];
-    let (host, uri) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
-        None => (rest, None),
+    let unix = unix_socket(rest, true).map_err(|e| ctx.invalid(d, arg.at, e))?;
+    let (host, uri) = match (&unix, rest.find('/')) {
+        (Some((addr, uri)), _) => (addr.as_str(), uri.clone()),
+        (None, Some(i)) => (&rest[..i], Some(rest[i..].to_owned())),
+        (None, None) => (rest, None),
     };
     let named = m.pattern().starts_with('@');
     if uri.is_some() && (named || matches!(m, Matcher::Regex { .. })) {
@@ -427,8 +429,19 @@ fn proxy_pass(
         ));
     }
     let port = if https { 443 } else { 80 };
+    let unix_servers = |name: &str| {
+        (upstreams.get(name)).is_some_and(|g| g.servers.iter().any(|s| s.addr.starts_with("unix:")))
+    };
+    if https && (unix.is_some() || unix_servers(host)) {
+        return Err(ctx.invalid(
+            d,
+            arg.at,
+            "TLS to an upstream on a unix domain socket is not supported (use http://)",
+        ));
+    }
     let target = match upstreams.contains_key(host) {
         true => UpstreamRef::Named(host.to_owned()),
+        false if unix.is_some() => UpstreamRef::Addr(host.to_owned()),
         false => {
             let addr = host_port_or(host, port).map_err(|e| ctx.invalid(d, arg.at, e))?;
             if !resolves(&addr) {

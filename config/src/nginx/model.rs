@@ -401,7 +401,8 @@ impl ProxyPass {
 pub enum UpstreamRef {
     /// An `upstream` block of that name.
     Named(String),
-    /// `host:port` (port 80, or 443 for `https://`, when not written).
+    /// `host:port` (port 80, or 443 for `https://`, when not written), or `unix:/path`
+    /// (`http://unix:/path:/uri`: a Unix domain socket, plain HTTP only).
     Addr(String),
     /// A URL with variables (`http://$backend`, `http://app$request_uri`): what follows
     /// the scheme, expanded per request and split at its first `/` into an `upstream`
@@ -959,7 +960,7 @@ pub enum BalanceMethod {
 /// `server ADDR [weight=N] [max_fails=N] [fail_timeout=T] [backup] [down]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamServer {
-    /// `host:port` (port 80 when not written).
+    /// `host:port` (port 80 when not written), or `unix:/path` (a Unix domain socket).
     pub addr: String,
     /// `weight` (default 1).
     pub weight: u32,

@@ -65,11 +65,6 @@ pub(crate) fn parse_flag(s: &str) -> Option<bool> {
     }
 }
 
-/// `host[:port]` → `host:port` (port 80 by default; IPv6 in brackets).
-pub(crate) fn host_port(s: &str) -> Result<String, String> {
-    host_port_or(s, 80)
-}
-
 /// Whether `host_port` (`host:port`, as [`host_port_or`] gives it) is an IP address or a
 /// name the system resolver knows: nginx resolves `proxy_pass` and upstream `server`
 /// hosts when it loads the configuration and refuses one it cannot resolve.
@@ -85,6 +80,43 @@ pub(crate) fn resolves(host_port: &str) -> bool {
     (bare, port.unwrap_or(80))
         .to_socket_addrs()
         .is_ok_and(|mut a| a.next().is_some())
+}
+
+/// The longest path of a Unix socket (`sun_path` holds 108 bytes with its NUL).
+const UNIX_PATH_MAX: usize = 107;
+
+/// An upstream server's address: `unix:PATH` (a Unix domain socket, kept as written, as
+/// `$upstream_addr` shows it) or `host[:port]` as [`host_port_or`] gives it. With
+/// `uri_part` (`proxy_pass`), a Unix socket's path ends at the first `:` and what follows
+/// it is the URI: `http://unix:/run/app.sock:/api/` → (`unix:/run/app.sock`, `/api/`).
+pub(crate) fn upstream_addr(s: &str, default: u16) -> Result<String, String> {
+    match unix_socket(s, false)? {
+        Some((addr, _)) => Ok(addr),
+        None => host_port_or(s, default),
+    }
+}
+
+/// `unix:PATH[:URI]` → (`unix:PATH`, the URI when `uri_part` and one is written); `None`
+/// when `s` is not a Unix socket's address (`unix:` as nginx reads it, in any case).
+pub(crate) fn unix_socket(
+    s: &str,
+    uri_part: bool,
+) -> Result<Option<(String, Option<String>)>, String> {
+    if !s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("unix:")) {
+        return Ok(None);
+    }
+    let rest = &s[5..];
+    let (path, uri) = match rest.split_once(':') {
+        Some((path, uri)) if uri_part => (path, Some(uri).filter(|u| !u.is_empty())),
+        _ => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(format!("no path in the unix domain socket \"{s}\""));
+    }
+    if path.len() > UNIX_PATH_MAX {
+        return Err(format!("too long path in the unix domain socket \"{s}\""));
+    }
+    Ok(Some((format!("unix:{path}"), uri.map(str::to_owned))))
 }
 
 /// `host[:port]` → `host:port`, with `default` when no port is written.
@@ -185,9 +217,29 @@ mod tests {
                 .contains("not a literal IP")
         );
         assert!(a("1.2.3.4:0").is_err() && a("unix:/x").is_err());
-        assert_eq!(host_port("backend").unwrap(), "backend:80");
-        assert_eq!(host_port("10.0.0.1:8080").unwrap(), "10.0.0.1:8080");
-        assert_eq!(host_port("[::1]:81").unwrap(), "[::1]:81");
-        assert!(host_port("a:x").is_err());
+        assert_eq!(upstream_addr("backend", 80).unwrap(), "backend:80");
+        assert_eq!(upstream_addr("10.0.0.1:8080", 80).unwrap(), "10.0.0.1:8080");
+        assert_eq!(upstream_addr("[::1]:81", 80).unwrap(), "[::1]:81");
+        assert!(upstream_addr("a:x", 80).is_err());
+        assert_eq!(
+            upstream_addr("unix:/run/a.sock", 80).unwrap(),
+            "unix:/run/a.sock"
+        );
+        assert_eq!(
+            upstream_addr("UNIX:/run/a.sock", 80).unwrap(),
+            "unix:/run/a.sock"
+        );
+        assert_eq!(upstream_addr("app", 443).unwrap(), "app:443");
+        assert!(upstream_addr("unix:", 80).unwrap_err().contains("no path"));
+        let long = format!("unix:/{}", "a".repeat(107));
+        assert!(upstream_addr(&long, 80).unwrap_err().contains("too long"));
+        let u = |s| unix_socket(s, true).unwrap();
+        assert_eq!(
+            u("unix:/a.sock:/api/"),
+            Some(("unix:/a.sock".into(), Some("/api/".into())))
+        );
+        assert_eq!(u("unix:/a.sock:"), Some(("unix:/a.sock".into(), None)));
+        assert_eq!(u("unix:/a.sock"), Some(("unix:/a.sock".into(), None)));
+        assert_eq!(u("app:80"), None);
     }
 }

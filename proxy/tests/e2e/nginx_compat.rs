@@ -2850,3 +2850,151 @@ fn geo_as_nginx() {
         assert_eq!(r.body, want, "{ip}: {r:?}\n{}", gate.server.log_text());
     }
 }
+
+/// An HTTP/1.1 upstream on a Unix socket, written by hand: keep-alive, each request head
+/// recorded with the number of its connection, answered `200` with `Content-Length`.
+fn unix_upstream(path: &std::path::Path) -> Arc<Mutex<Vec<(usize, String)>>> {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind unix socket");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for (conn, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    if !head.ends_with(b"\r\n\r\n") {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    log.lock().expect("lock").push((conn, text));
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nunix";
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// Upstreams on Unix domain sockets as nginx takes them: `server unix:PATH` in an
+/// `upstream` block (kept alive when it says `keepalive`) and `proxy_pass
+/// http://unix:PATH:/uri`, whose `Host` is `localhost` (nginx's `$proxy_host` for a Unix
+/// socket) and whose `$upstream_addr` is `unix:PATH`; `https://` to a Unix socket fails
+/// `-t` with the line; a socket nobody listens on is a 502.
+#[test]
+fn unix_socket_upstreams_as_nginx() {
+    let raw = RawUpstream::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("app.sock");
+    let seen = unix_upstream(&sock);
+    let sock = sock.display();
+    let gone = dir.path().join("gone.sock");
+    let gone = gone.display();
+    let http_extra = format!(
+        "upstream viasock {{ server unix:{sock}; keepalive 4; }}
+        upstream nobody {{ server unix:{gone}; }}"
+    );
+    let server_extra = format!(
+        "location /g/ {{ proxy_pass http://viasock; proxy_http_version 1.1;
+            proxy_set_header Connection \"\"; add_header X-UA $upstream_addr; }}
+        location /d/ {{ proxy_pass http://unix:{sock}:/inner/; add_header X-UA $upstream_addr; }}
+        location /n/ {{ proxy_pass http://unix:{sock}; }}
+        location /gone/ {{ proxy_pass http://nobody; }}"
+    );
+    let (gate, http) = start_with(&raw, &http_extra, &server_extra);
+    let requests = |seen: &Arc<Mutex<Vec<(usize, String)>>>| seen.lock().expect("lock").clone();
+
+    for _ in 0..3 {
+        let r = get(http, "compat.test", "/g/a?x=1");
+        assert_eq!((r.status, r.body.as_str()), (200, "unix"), "{r:?}");
+        assert_eq!(header(&r, "x-ua"), Some(format!("unix:{sock}").as_str()));
+    }
+    let got = requests(&seen);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[0].1.starts_with("GET /g/a?x=1 HTTP/1.1\r\n"), "{got:?}");
+    // The group's name is `$proxy_host`, sent as `Host` (nginx's default).
+    assert!(
+        got[0]
+            .1
+            .to_ascii_lowercase()
+            .contains("\r\nhost: viasock\r\n"),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().all(|(conn, _)| *conn == got[0].0),
+        "keepalive: one upstream connection for the three requests: {got:?}"
+    );
+
+    let r = get(http, "compat.test", "/d/b");
+    assert_eq!((r.status, r.body.as_str()), (200, "unix"), "{r:?}");
+    assert_eq!(header(&r, "x-ua"), Some(format!("unix:{sock}").as_str()));
+    let r = get(http, "compat.test", "/n/c");
+    assert_eq!(r.status, 200, "{r:?}");
+    let got = requests(&seen);
+    let (d, n) = (&got[3].1, &got[4].1);
+    assert!(d.starts_with("GET /inner/b HTTP/1.1\r\n"), "{d}");
+    assert!(
+        d.to_ascii_lowercase().contains("\r\nhost: localhost\r\n"),
+        "{d}"
+    );
+    assert!(n.starts_with("GET /n/c HTTP/1.1\r\n"), "{n}");
+
+    let r = get(http, "compat.test", "/gone/x");
+    assert_eq!(r.status, 502, "{r:?}");
+
+    // TLS to a Unix socket is refused by `-t`, naming the line.
+    let conf = gate.prefix.join("nginx.conf");
+    let good = std::fs::read_to_string(&conf).expect("conf");
+    let bad = good.replacen(
+        "location /n/ {",
+        &format!("location /tls/ {{ proxy_pass https://unix:{sock}:/; }}\n        location /n/ {{"),
+        1,
+    );
+    let line = bad.lines().position(|l| l.contains("/tls/")).expect("line") + 1;
+    std::fs::write(&conf, &bad).expect("conf");
+    let out = hsmgate_t(&gate, &conf);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nginx.conf:{line}:")) && stderr.contains("unix domain socket"),
+        "{stderr}"
+    );
+    std::fs::write(&conf, &good).expect("conf");
+}
+
+/// The TOML format's `[upstream] address = "unix:PATH"`: requests reach the socket.
+#[test]
+fn the_toml_format_takes_a_unix_socket_upstream() {
+    use crate::support::hsm::{KeyType, TestToken};
+    use crate::support::proxy::{ProxyProcess, config_for};
+    let token = TestToken::new(KeyType::EcP256);
+    let sock = token.path().join("app.sock");
+    let seen = unix_upstream(&sock);
+    let placeholder: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let config = config_for(&token, placeholder, "").replace(
+        "address = \"127.0.0.1:9\"",
+        &format!("address = \"unix:{}\"", sock.display()),
+    );
+    let proxy = ProxyProcess::start(token.path(), &config).expect("hsmgate on a unix upstream");
+    let out = crate::support::curl(&[
+        "-si",
+        "--cacert",
+        token.ca_pem.to_str().expect("utf-8"),
+        "--resolve",
+        &format!("localhost:{}:127.0.0.1", proxy.addr.port()),
+        &format!("https://localhost:{}/t?q=1", proxy.addr.port()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("unix"), "{text}\n{}", proxy.log_text());
+    let got = seen.lock().expect("lock").clone();
+    assert!(got[0].1.starts_with("GET /t?q=1 HTTP/1.1\r\n"), "{got:?}");
+}
