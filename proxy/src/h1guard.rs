@@ -480,9 +480,12 @@ fn trim_ows_end(v: &[u8]) -> &[u8] {
 }
 
 /// The request line as nginx reads it, where hyper would refuse it: spaces (not tabs)
-/// repeated between its three words or after the last are taken as one, and a later
+/// repeated between its three words or after the last are taken as one, a later
 /// minor version (`HTTP/1.2` to `HTTP/1.999`) is understood as the highest this server
-/// speaks, `HTTP/1.1` (RFC 9110 §6.2; nginx answers it). Any other line stays as it came.
+/// speaks, `HTTP/1.1` (RFC 9110 §6.2; nginx answers it), and the characters RFC 3986
+/// does not allow in a URI that nginx takes as they come and hyper's URI parser refuses
+/// (`<` and `>`, a backquote in the path, `"` in the query; curl sends them unencoded)
+/// are percent-encoded, as a browser sends them. Any other line stays as it came.
 fn tidy_request_line(head: &mut Vec<u8>) {
     let line = lines_of(head).next().unwrap_or_default();
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
@@ -500,13 +503,41 @@ fn tidy_request_line(head: &mut Vec<u8>) {
         .and_then(|m| std::str::from_utf8(m).ok()?.parse::<u16>().ok())
         .is_some_and(|m| m >= 2);
     let single = line.len() == method.len() + target.len() + version.len() + 2;
-    if single && !later {
+    let encoded = encode_refused(target);
+    if single && !later && encoded.is_none() {
         return;
     }
     let version: &[u8] = if later { b"HTTP/1.1" } else { version };
+    let target = encoded.as_deref().unwrap_or(target);
     let mut tidy = [method, b" ", target, b" ", version].concat();
     tidy.extend_from_slice(&head[line.len()..]);
     *head = tidy;
+}
+
+/// `target` with the characters hyper's URI parser refuses where they are percent-encoded
+/// (`<`, `>`; a backquote before the query, `"` in it), or `None` when it has none.
+fn encode_refused(target: &[u8]) -> Option<Vec<u8>> {
+    let query = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    let refused = |i: usize, b: u8| match b {
+        b'<' | b'>' => true,
+        b'`' => i < query,
+        b'"' => i > query,
+        _ => false,
+    };
+    if !target.iter().enumerate().any(|(i, &b)| refused(i, b)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(target.len() + 8);
+    for (i, &b) in target.iter().enumerate() {
+        match refused(i, b) {
+            true => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
+            false => out.push(b),
+        }
+    }
+    Some(out)
 }
 
 /// Whether the start of a request line may still be one: its method so far is made of
@@ -1126,6 +1157,14 @@ mod tests {
         assert_eq!(tidy("GET /x HTTP/1.10"), "GET /x HTTP/1.1");
         assert_eq!(tidy("GET /x HTTP/1.999"), "GET /x HTTP/1.1");
         assert_eq!(tidy("GET /x HTTP/1.0 "), "GET /x HTTP/1.0");
+        assert_eq!(
+            tidy("GET /a<b>`c\"?q=\"<x>`&r={} HTTP/1.1"),
+            "GET /a%3Cb%3E%60c\"?q=%22%3Cx%3E`&r={} HTTP/1.1"
+        );
+        assert_eq!(
+            tidy("GET  /q?a=\"1\"  HTTP/1.2"),
+            "GET /q?a=%221%22 HTTP/1.1"
+        );
         let mut untouched = b" GET /x HTTP/1.1\r\n\r\n".to_vec();
         tidy_request_line(&mut untouched);
         assert_eq!(untouched, b" GET /x HTTP/1.1\r\n\r\n");

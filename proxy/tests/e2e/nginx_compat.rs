@@ -2998,3 +2998,22 @@ fn the_toml_format_takes_a_unix_socket_upstream() {
     let got = seen.lock().expect("lock").clone();
     assert!(got[0].1.starts_with("GET /t?q=1 HTTP/1.1\r\n"), "{got:?}");
 }
+
+/// Characters RFC 3986 leaves out of URIs that nginx takes in a request line as they come
+/// and curl sends unencoded (`"` and `<`, `>` in a query, a backquote in the path): the
+/// request is served, and the upstream gets them percent-encoded as a browser sends them
+/// (hyper's URI parser refuses them raw).
+#[test]
+fn unencoded_quotes_and_angle_brackets_in_a_target_are_served() {
+    let raw = RawUpstream::start();
+    let (_gate, http) = start(&raw, "");
+    for (target, upstream) in [
+        ("/raw/s?q=\"x\"", "/raw/s?q=%22x%22"),
+        ("/raw/s?q=<b>&r=`{}`", "/raw/s?q=%3Cb%3E&r=`{}`"),
+        ("/raw/a<b>`c\"", "/raw/a%3Cb%3E%60c\""),
+    ] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        assert_eq!(raw.last_request_line(), format!("GET {upstream} HTTP/1.1"));
+    }
+}
