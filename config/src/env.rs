@@ -304,6 +304,46 @@ impl Overrides {
     }
 }
 
+/// The admission variables, read for nginx configurations only (TOML: `[admission]`).
+const ADMISSION_VARS: [&str; 6] = [
+    "HSMGATE_ADMISSION",
+    "HSMGATE_ADMISSION_TARGET_WAIT_MS",
+    "HSMGATE_ADMISSION_MAX_WAIT_MS",
+    "HSMGATE_ADMISSION_MAX_WAITING",
+    "HSMGATE_ADMISSION_SIGNER_NICE",
+    "HSMGATE_ADMISSION_INLINE_SIGNING",
+];
+
+/// What is wrong with each `HSMGATE_*` variable of `names` that hsmgate does not read
+/// for this kind of configuration (`nginx`: an nginx file, else the native format or
+/// variables alone): a name it does not know at all (a typo, most likely), or an
+/// admission variable under the native format. Names with `PIN` in them are left out:
+/// a configuration's `pin_env` may name any variable.
+pub fn unread_variables<'a>(names: impl IntoIterator<Item = &'a str>, nginx: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names {
+        if !name.starts_with("HSMGATE_")
+            || name.contains("PIN")
+            || Setting::ALL.iter().any(|s| s.env() == name)
+        {
+            continue;
+        }
+        match ADMISSION_VARS.contains(&name) {
+            true if nginx => {}
+            true => out.push(format!(
+                "{name} is read for nginx configurations only: it is ignored here (set \
+                 [admission] in a TOML file)"
+            )),
+            false => out.push(format!(
+                "{name} is not a variable hsmgate reads: it is ignored (the variables are \
+                 {}, and for nginx configurations HSMGATE_ADMISSION…)",
+                Setting::ALL.map(Setting::env).join(", ")
+            )),
+        }
+    }
+    out
+}
+
 fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
     match given.text.trim().is_empty() {
         true => Err(given.error(ConfigErrorKind::Value(
@@ -384,6 +424,29 @@ pub fn mask_pin_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_hsmgate_does_not_read_are_named() {
+        let names = [
+            "HSMGATE_LISTN",
+            "HSMGATE_LISTEN",
+            "HSMGATE_ADMISSION",
+            "HSMGATE_PIN",
+            "HSMGATE_PIN_EU_A",
+            "PATH",
+        ];
+        let native = unread_variables(names, false);
+        assert_eq!(native.len(), 2, "{native:?}");
+        assert!(native[0].starts_with("HSMGATE_LISTN is not a variable hsmgate reads"));
+        assert!(native[0].contains("HSMGATE_LISTEN"), "{}", native[0]);
+        assert!(
+            native[1].contains("nginx configurations only"),
+            "{}",
+            native[1]
+        );
+        let nginx = unread_variables(names, true);
+        assert_eq!(nginx.len(), 1, "{nginx:?}");
+    }
 
     #[test]
     fn reads_every_variable_and_flags_win() {

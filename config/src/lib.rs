@@ -179,7 +179,9 @@ mod secret;
 pub mod site;
 mod validate;
 
-pub use env::{LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings, mask_pin_value};
+pub use env::{
+    LogFormat, Origin, Overrides, ProcessEnv, Setting, Strings, mask_pin_value, unread_variables,
+};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{

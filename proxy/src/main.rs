@@ -289,6 +289,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in unread_variables(&source) {
+        tracing::warn!("{warning}");
+    }
     if let Some(user) = &site.user {
         tracing::warn!(
             user,
@@ -582,6 +585,15 @@ fn send_signal(source: &ConfigSource, name: &str) -> Result<(), ProxyError> {
     hsmgate_proxy::send_signal(&pid_file, signal).map(drop)
 }
 
+/// The process's `HSMGATE_*` variables that this configuration does not read (see
+/// [`hsmgate_config::unread_variables`]), as warnings.
+fn unread_variables(source: &ConfigSource) -> Vec<String> {
+    let names: Vec<String> = (std::env::vars_os())
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    hsmgate_config::unread_variables(names.iter().map(String::as_str), !source.is_native())
+}
+
 fn test_config(
     source: &ConfigSource,
     defaults: &KeyDefaults,
@@ -602,6 +614,7 @@ fn test_config(
         Ok((site, warnings)) => (warnings, check_files(error_log, &site)),
         Err(e) => return failed(&e),
     };
+    let files = files.into_iter().chain(unread_variables(source));
     // "syntax is ok" comes once the certificates and keys have loaded, as nginx's. `-q`
     // prints errors only: nginx's prints its warnings, but hsmgate warns of every
     // directive it ignores (`sendfile`, `types`…), which a unit's `ExecStartPre=… -t -q`

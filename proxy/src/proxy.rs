@@ -338,6 +338,10 @@ impl Proxy {
         generation: watch::Receiver<Arc<Generation>>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, ProxyError> {
         let Some(socket) = self.admin.take() else {
+            tracing::info!(
+                "no admin listener (/healthz /readyz /metrics /status): set one with [admin] \
+                 address, --admin, HSMGATE_ADMIN, or `env HSMGATE_ADMIN=ADDR;` in an nginx file"
+            );
             return Ok(None);
         };
         let addr = socket.local_addr().ok();

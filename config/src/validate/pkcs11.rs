@@ -12,8 +12,9 @@ use crate::load::Source;
 use crate::model::{ConfigWarning, KeyRef, PinSource, Pkcs11Config};
 use crate::raw::RawPkcs11;
 
-pub(crate) const PIN_VALUE_WARNING: &str =
-    "the PIN is written in the configuration (pin-value); prefer pin-source=file: or pin_env";
+pub(crate) const PIN_VALUE_WARNING: &str = "the PIN is written in the configuration (pin-value), where whoever reads the file (or, \
+     given on the command line, `ps`) sees it; prefer a PIN file: pin-source=file: in the \
+     URI, pin_file in [pkcs11], --pin-file or HSMGATE_PIN_FILE";
 
 pub(crate) fn pkcs11(
     raw: &RawPkcs11,
