@@ -502,7 +502,11 @@ fn client_cert_refusal(
     }
     let verify = conn.client_cert.as_ref().map(|c| &c.verify);
     match (server.tls.verify_client, verify) {
-        (_, Some(Verify::Failed(_))) => Some(bad_request_page("The SSL certificate error")),
+        (_, Some(Verify::Failed(why))) => {
+            // nginx's line, at its level (`info`).
+            tracing::info!(client = %conn.peer, "client SSL certificate verify error: ({why}): 400");
+            Some(bad_request_page("The SSL certificate error"))
+        }
         (VerifyClient::On, None | Some(Verify::None)) => {
             Some(bad_request_page("No required SSL certificate was sent"))
         }
