@@ -93,6 +93,49 @@ const MAX_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Serve the admin endpoints on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
+    serve_with(listener, move |req| route(req, &state)).await;
+}
+
+/// The admin endpoints while hsmgate waits to start (see `crate::waiting`): alive, not
+/// ready, and why (`why`, updated by the waiting loop); `/metrics` as when serving.
+pub(crate) async fn serve_waiting(
+    listener: TcpListener,
+    why: Arc<std::sync::Mutex<String>>,
+    metrics: Option<PrometheusHandle>,
+) {
+    serve_with(listener, move |req| {
+        let why = why.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(refused) = refuse_method(req) {
+            return refused;
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" | "/status" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: not started: {why}\n"),
+            ),
+            "/metrics" => match &metrics {
+                Some(handle) => with_type(
+                    text(StatusCode::OK, handle.render()),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz, /readyz, /metrics, /status\n".into(),
+            ),
+        }
+    })
+    .await;
+}
+
+/// Accept admin connections (at most [`MAX_CONNECTIONS`] open) and answer each request
+/// with `answer`.
+async fn serve_with(
+    listener: TcpListener,
+    answer: impl Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+) {
     let mut open: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
     loop {
         let stream = match listener.accept().await {
@@ -109,11 +152,11 @@ pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
         {
             oldest.abort();
         }
-        let state = state.clone();
+        let answer = answer.clone();
         let task = tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
+                let response = answer(&req);
+                async move { Ok::<_, Infallible>(response) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -125,7 +168,8 @@ pub(crate) async fn serve(listener: TcpListener, state: AdminState) {
     }
 }
 
-fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+/// `405` for a method other than GET and HEAD on one of the endpoints.
+fn refuse_method(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     let known = matches!(
         req.uri().path(),
         "/healthz" | "/readyz" | "/metrics" | "/status"
@@ -133,7 +177,14 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     if known && req.method() != Method::GET && req.method() != Method::HEAD {
         let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
         (answer.headers_mut()).insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return answer;
+        return Some(answer);
+    }
+    None
+}
+
+fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    if let Some(refused) = refuse_method(req) {
+        return refused;
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),

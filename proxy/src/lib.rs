@@ -64,6 +64,8 @@
 //! - `error_line`: nginx's error log line, for nginx configurations;
 //! - `error_page`: the pages hsmgate answers with itself; `hop_by_hop`: headers
 //!   never forwarded; `access_log`: the log writer; `notify`: systemd `sd_notify`;
+//! - [`waiting`]: a native-format start-up that waits, alive and not ready, for an HSM
+//!   that cannot be used yet (down, hung, or a PIN that must not be tried again);
 //! - `admin` (`/healthz`, `/readyz`, `/metrics`, `/status`), `status` (the status
 //!   document), `status_page` (its HTML page), [`top`] (`hsmgate top`), `metrics`
 //!   (the proxy's metric names), [`demo`] (`hsmgate demo`), [`token_cli`] (`hsmgate
@@ -76,7 +78,8 @@
 #![deny(unsafe_code)]
 
 // The modules are private: the public surface is the `pub use` list below, plus the
-// subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`, `version`), which the
+// subcommands' modules (`demo`, `token_cli`, `top`, `echo_upstream`, `version`) and
+// `waiting` (the binary's start-up), which the
 // `hsmgate` binary and the tests call as namespaces.
 mod access_log;
 mod admin;
@@ -147,6 +150,7 @@ mod uri;
 mod value_rewrite;
 mod vars;
 pub mod version;
+pub mod waiting;
 
 /// The runtime model, from `hsmgate-config` (`crate::site` inside this crate).
 use hsmgate_config::site;

@@ -683,17 +683,23 @@ fn run(
     let metrics = hsmgate_proxy::install_recorder();
     hsmgate_signer::metrics::describe();
     hsmgate_proxy::describe_metrics();
-    let mut proxy = Proxy::from_source(source, defaults)?.with_metrics(metrics);
-    if let Some(hook) = reopen {
-        proxy = proxy.on_reopen(hook);
-    }
-    let pid_path = proxy.generation().pid_file();
     let runtime = runtime(workers)?;
     let result = runtime.block_on(async move {
         let signals = Signals::install()?;
-        let _pid = pid_path.as_deref().map(PidFile::create).transpose()?;
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let forwarder = tokio::spawn(signals.forward(tx));
+        // Native formats wait, alive and not ready, for an HSM that cannot be used yet.
+        let started = hsmgate_proxy::waiting::start(source, defaults, &mut rx, metrics.clone());
+        let Some(proxy) = started.await? else {
+            forwarder.abort();
+            return Ok(());
+        };
+        let mut proxy = proxy.with_metrics(metrics);
+        if let Some(hook) = reopen {
+            proxy = proxy.on_reopen(hook);
+        }
+        let pid_path = proxy.generation().pid_file();
+        let _pid = pid_path.as_deref().map(PidFile::create).transpose()?;
         let result = proxy.run_controlled(rx).await;
         forwarder.abort();
         result

@@ -55,21 +55,40 @@ impl std::fmt::Debug for ReopenHook {
 impl Proxy {
     /// From a native configuration (no reload source). Needs no async runtime.
     pub fn build(config: &Config) -> Result<Proxy, ProxyError> {
-        Self::from_site(Site::from_native(config), None, KeyDefaults::default())
+        Self::from_site(
+            Site::from_native(config),
+            None,
+            KeyDefaults::default(),
+            None,
+        )
     }
 
     /// From a configuration file (either format), reloadable.
     pub fn from_source(source: ConfigSource, defaults: KeyDefaults) -> Result<Proxy, ProxyError> {
+        Self::from_source_with_admin(source, defaults, None)
+    }
+
+    /// [`from_source`](Self::from_source) with its admin listener already bound (`admin`;
+    /// `None`: bound from the configuration), as [`crate::waiting`] hands it over.
+    pub(crate) fn from_source_with_admin(
+        source: ConfigSource,
+        defaults: KeyDefaults,
+        admin: Option<std::net::TcpListener>,
+    ) -> Result<Proxy, ProxyError> {
         let site = load_logged(&source)?;
-        Self::from_site(site, Some(source), defaults)
+        Self::from_site(site, Some(source), defaults, admin)
     }
 
     fn from_site(
         site: Site,
         source: Option<ConfigSource>,
         defaults: KeyDefaults,
+        admin: Option<std::net::TcpListener>,
     ) -> Result<Proxy, ProxyError> {
-        let admin = site.admin.map(bind_admin).transpose()?;
+        let admin = match admin {
+            Some(bound) => Some(bound),
+            None => site.admin.map(bind_admin).transpose()?,
+        };
         let generation = Generation::build(site, &defaults, &PoolCache::default())?;
         let mut sockets = HashMap::new();
         for l in generation.listeners.values() {

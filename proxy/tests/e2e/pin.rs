@@ -4,6 +4,7 @@
 //! (`pin-value`) and as a flag; then the log, every output, `/metrics`, `/readyz` and
 //! `/status` (JSON and HTML) are searched for each PIN.
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -144,14 +145,49 @@ fn no_pin_in_logs_metrics_status_or_errors() {
         .output()
         .expect("hsmgate -t with flags");
     assert!(!t_flag.status.success(), "{}", output_text(&t_flag));
-    // A start that fails on the wrong PIN.
-    let start = Command::new(env!("CARGO_BIN_EXE_hsmgate"))
-        .arg("-c")
-        .arg(&bad_path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("hsmgate");
-    assert!(!start.status.success());
+    // A start on the wrong PIN, with an admin listener: it stays up, not ready, and
+    // does not try the PIN again by itself (each try counts towards the token's lock).
+    let log = dir.path().join("bad-start.log");
+    let mut child = crate::support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+            .arg("-c")
+            .arg(&bad_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("hsmgate"),
+    );
+    let start = poll(
+        Duration::from_secs(20),
+        || "no \"cannot start\" in the log".to_owned(),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("cannot start").then_some(text)
+        },
+    );
+    let waiting: SocketAddr = (start.lines())
+        .filter(|l| l.contains("while waiting to start"))
+        .find_map(|l| l.split("address=").nth(1))
+        .and_then(|a| a.trim().parse().ok())
+        .expect("the waiting admin listener's address");
+    let (status, why) = admin_get_blocking(waiting, "/readyz");
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("CKR_PIN_INCORRECT"), "{why}");
+    std::thread::sleep(Duration::from_secs(2));
+    let start = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        start.matches("cannot start").count(),
+        1,
+        "tried again:\n{start}"
+    );
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "exited:\n{start}"
+    );
+    let _ = Command::new("kill").arg(child.0.id().to_string()).status();
+    let stopped = child.0.wait().expect("wait");
+    assert!(stopped.success(), "a stop while waiting exits 0: {stopped}");
 
     texts.extend([
         ("the log", proxy.log_text()),
@@ -165,7 +201,7 @@ fn no_pin_in_logs_metrics_status_or_errors() {
         ("-t with a wrong PIN file", output_text(&t_file)),
         ("-t with a wrong pin-value", output_text(&t_uri)),
         ("-t with a wrong pin-value flag", output_text(&t_flag)),
-        ("a start with a wrong PIN", output_text(&start)),
+        ("a start with a wrong PIN", start.clone()),
     ]);
     for (what, text) in &texts {
         assert!(!text.is_empty(), "{what} is empty");
@@ -179,11 +215,7 @@ fn no_pin_in_logs_metrics_status_or_errors() {
         "{}",
         output_text(&t_uri)
     );
-    assert!(
-        output_text(&start).contains("CKR_PIN_INCORRECT"),
-        "{}",
-        output_text(&start)
-    );
+    assert!(start.contains("CKR_PIN_INCORRECT"), "{start}");
 }
 
 /// SoftHSM in the process keeps one login for the whole process: a reload's new pool

@@ -173,3 +173,72 @@ fn bad_values_name_the_variable_and_never_the_pin() {
         assert!(!stderr.contains(PIN), "the PIN leaked:\n{stderr}");
     }
 }
+
+/// Started while its HSM cannot be used (here: SoftHSM's token store is away), a
+/// sidecar with an admin listener does not exit into the kubelet's restart loop: it is
+/// alive (`/healthz` 200) and not ready (`/readyz` 503 with the reason), tries the HSM
+/// again with a back-off, and serves once the token is back, without a restart.
+#[test]
+fn a_sidecar_whose_hsm_is_away_at_start_waits_alive_and_not_ready() {
+    use crate::support::client::admin_get_blocking;
+    let token = TestToken::new(KeyType::EcP256);
+    let upstream = start_upstream_in_range("app");
+    let (listen, admin) = (local(free_port_in_range()), local(free_port_in_range()));
+    let mut env = sidecar_env(&token, listen, upstream);
+    env.push(("HSMGATE_ADMIN".into(), admin.to_string()));
+    let store = token.path().join("tokens");
+    let away = token.path().join("tokens.away");
+    std::fs::rename(&store, &away).expect("move the token store away");
+    std::fs::create_dir(&store).expect("an empty token store");
+    let log = token.path().join("waiting.log");
+    let mut child = crate::support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+            .current_dir(token.path())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start hsmgate"),
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Polled with curl, which tells a refused or reset connection from an answer.
+    let readyz = || {
+        let url = format!("http://{admin}/readyz");
+        let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    crate::support::poll(
+        std::time::Duration::from_secs(20),
+        || format!("not answering 503 while waiting:\n{}", text()),
+        || (readyz() == "503").then_some(()),
+    );
+    let (status, why) = admin_get_blocking(admin, "/readyz");
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("no token matching"), "{why}");
+    assert_eq!(admin_get_blocking(admin, "/healthz").0, 200);
+    assert!(
+        std::net::TcpStream::connect(listen).is_err(),
+        "serving without its key"
+    );
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "exited:\n{}",
+        text()
+    );
+
+    std::fs::remove_dir(&store).expect("remove the empty store");
+    std::fs::rename(&away, &store).expect("the token store is back");
+    crate::support::poll(
+        std::time::Duration::from_secs(30),
+        || format!("never ready:\n{}", text()),
+        || (readyz() == "200").then_some(()),
+    );
+    let (status, body) = get(&format!("https://{listen}/after/the/wait"), &token.ca_pem);
+    assert_eq!(status, "200", "{body}\n{}", text());
+    assert!(text().matches("cannot start").count() >= 1, "{}", text());
+    assert!(!text().contains(PIN), "the PIN was logged");
+    let _ = Command::new("kill").arg(child.0.id().to_string()).status();
+    assert!(child.0.wait().expect("wait").success(), "{}", text());
+}

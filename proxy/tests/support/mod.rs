@@ -39,3 +39,13 @@ pub fn poll<T>(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A child process killed (and reaped) however the test that started it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
