@@ -396,9 +396,13 @@ fn emerg(e: &dyn std::fmt::Display) {
 /// Whether logs go to a file (`error_log`, `-e FILE`) rather than stderr.
 static LOG_TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `RUST_LOG` if set, else `default` with rustls' own lines at `error` only: its
+/// warnings are what a peer sent (a renegotiation request, an IP address as SNI), so
+/// any client could write them into the log at will; the handshake failures they lead
+/// to are counted in `/metrics` and logged by hsmgate at `debug`.
 fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},rustls=error")))
 }
 
 fn init_logging(file: Option<Arc<LogFile>>, level: &str, format: LogFormat) {

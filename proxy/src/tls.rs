@@ -234,24 +234,51 @@ impl SniResolver {
     /// The pair a handshake with this ClientHello gets (what [`resolve`] returns).
     ///
     /// [`resolve`]: ResolvesServerCert::resolve
+    ///
+    /// An ECDSA pair when the client could use it (its key signs with a scheme the client
+    /// offers, and the client offers a TLS 1.3 suite or an ECDHE-ECDSA one), else an RSA
+    /// pair it could use, else the first: a client offering ECDSA signatures only for
+    /// another curve than the ECDSA key's (`ecdsa_secp384r1_sha384` beside a P-256 key),
+    /// or only ECDHE-RSA suites, gets the RSA certificate, as OpenSSL chooses, rather
+    /// than a failed handshake.
     pub fn choose(&self, hello: &rustls::server::ClientHello<'_>) -> Option<&KeyEntry> {
+        use rustls::CipherSuite as S;
         let pairs = &self.server(hello).pairs;
-        let wants_ecdsa = hello.signature_schemes().iter().any(|s| {
-            matches!(
-                s,
-                rustls::SignatureScheme::ECDSA_NISTP256_SHA256
-                    | rustls::SignatureScheme::ECDSA_NISTP384_SHA384
-                    | rustls::SignatureScheme::ECDSA_NISTP521_SHA512
-            )
-        });
-        let is_ecdsa =
-            |k: &&KeyEntry| k.certified.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
-        let pick = if wants_ecdsa {
-            pairs.iter().find(is_ecdsa)
-        } else {
-            pairs.iter().find(|k| !is_ecdsa(k))
+        if pairs.len() < 2 {
+            return pairs.first();
+        }
+        let offered = hello.signature_schemes();
+        let suites = hello.cipher_suites();
+        let tls13 = suites
+            .iter()
+            .any(|s| (0x1301..=0x1305).contains(&u16::from(*s)));
+        let suite_for = |ecdsa: bool| {
+            tls13
+                || suites.iter().any(|s| match ecdsa {
+                    true => matches!(
+                        s,
+                        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                            | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    ),
+                    false => matches!(
+                        s,
+                        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                            | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+                    ),
+                })
         };
-        pick.or(pairs.first())
+        let is_ecdsa =
+            |k: &KeyEntry| k.certified.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
+        let usable = |k: &&KeyEntry, ecdsa: bool| {
+            is_ecdsa(k) == ecdsa
+                && suite_for(ecdsa)
+                && k.certified.key.choose_scheme(offered).is_some()
+        };
+        (pairs.iter().find(|k| usable(k, true)))
+            .or_else(|| pairs.iter().find(|k| usable(k, false)))
+            .or(pairs.first())
     }
 }
 

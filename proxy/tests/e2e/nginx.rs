@@ -257,6 +257,11 @@ fn differential_nginx_and_hsmgate_answer_alike() {
         assert_eq!(peer_key(port, "ECDSA+SHA256:RSA-PSS+SHA256"), "ECDSA");
         assert_eq!(peer_key(port, "RSA-PSS+SHA256:RSA+SHA256"), "RSA");
     }
+    // ECDSA offered only with SHA-384 (the ECDSA key is P-256): nginx signs with the
+    // P-256 key and SHA-384 (TLS 1.2 allows it), hsmgate serves the RSA certificate; the
+    // handshake completes on both (hsmgate's failed before, choosing the ECDSA pair).
+    assert_eq!(peer_key(nl.https, "ECDSA+SHA384:RSA-PSS+SHA256"), "ECDSA");
+    assert_eq!(peer_key(hl.https, "ECDSA+SHA384:RSA-PSS+SHA256"), "RSA");
     // Access logs: the same lines as nginx's (but for the time), in the configured
     // format and in nginx's default `combined`; `access_log off` honoured.
     for file in ["logs/access.log", "logs/api.log"] {
