@@ -355,7 +355,8 @@ fn check_not_empty(given: &Given) -> Result<(), ConfigError> {
 
 /// `s` with every PIN replaced by `***` (also in strings that are not valid URIs, since
 /// those are printed in errors, and in whole configuration files): the value of every
-/// attribute or setting named `pin`, `pin-…` or `pin_…` (any case, `%`-escapes read,
+/// attribute or setting named `pin`, `pin-…` or `pin_…`, or ending so after a `_`
+/// (`env HSMGATE_PIN=…;`, `HSMGATE_PIN_EU_A=…`) (any case, `%`-escapes read,
 /// blanks before the `=` allowed: `pin-value`, `PIN_VALUE`, `pin%2Dvalue`), but for
 /// those that name where the PIN is (`pin-source`, `pin_file`, `pin_env`), of which only
 /// a last name that may be a PIN typed in its place is hidden
@@ -369,7 +370,7 @@ pub fn mask_pin_value(s: &str) -> String {
         let at = search + found;
         search = at + 3;
         let starts_attribute =
-            at == 0 || s[..at].ends_with([';', '?', '&', ':', ' ', '\t', '"', '\'']);
+            at == 0 || s[..at].ends_with([';', '?', '&', ':', ' ', '\t', '"', '\'', '_']);
         if !starts_attribute {
             continue;
         }
@@ -585,6 +586,14 @@ mod tests {
             ("pin_env = \"4711\"", "pin_env = \"***\""),
             ("pin_env = \"HSM_PIN\"", "pin_env = \"HSM_PIN\""),
             ("pinned = 1", "pinned = 1"),
+            // A variable named so in nginx's `env` directive.
+            ("env HSMGATE_PIN=1234;", "env HSMGATE_PIN=***;"),
+            ("env HSMGATE_PIN_EU_A=1234;", "env HSMGATE_PIN_EU_A=***;"),
+            (
+                "HSMGATE_PIN_FILE=/run/hsm-pin",
+                "HSMGATE_PIN_FILE=/run/hsm-pin",
+            ),
+            ("env SSL_PINNING=1;", "env SSL_PINNING=1;"),
             // Any case, `pin_value`, after a space; a value with spaces and quotes.
             ("pkcs11:a?PIN-VALUE=1234", "pkcs11:a?PIN-VALUE=***"),
             ("pkcs11:a?pin_value=1234", "pkcs11:a?pin_value=***"),

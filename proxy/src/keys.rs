@@ -204,6 +204,9 @@ impl KeyOpener<'_> {
             PinSource::File(PathBuf::from(s.strip_prefix("file:").unwrap_or(s)))
         } else if let Some(pin) = engine.and_then(|e| e.pin) {
             PinSource::Value(pin)
+        } else if let Some(pin) = self.env.get(PIN_ENV) {
+            // nginx's `env HSMGATE_PIN=…;`, which sets the variable for the process.
+            PinSource::Value(Secret::new(pin.clone()))
         } else {
             PinSource::Env(PIN_ENV.into())
         };
