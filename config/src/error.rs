@@ -164,6 +164,9 @@ pub enum ConfigErrorKind {
         /// When it is not required.
         unless: Option<&'static str>,
     },
+    /// Without a configuration file, several required settings are not given.
+    #[error("{} are required without a configuration file (-c)", .0.iter().map(|s| format!("{} (or {})", s.env(), s.flag())).collect::<Vec<_>>().join(", "))]
+    MissingSettings(Vec<Setting>),
     /// A value is rejected (for settings from flags and the environment).
     #[error("{0}")]
     Value(String),
@@ -256,6 +259,7 @@ impl ConfigErrorKind {
             | Self::ModuleConflict { key, .. } => Some(key),
             Self::Setting { origin, .. } => Some(origin.name()),
             Self::MissingSetting { setting, .. } => Some(setting.env()),
+            Self::MissingSettings(settings) => settings.first().map(|s| s.env()),
             Self::Read(_) | Self::Syntax(_) | Self::Value(_) | Self::HostNotFound { .. } => None,
         }
     }

@@ -49,11 +49,22 @@ impl Overrides {
     }
 
     fn standalone(&self) -> Result<Config, ConfigError> {
-        if let Some(&setting) = REQUIRED.iter().find(|&&s| self.get(s).is_none()) {
-            return Err(ConfigError::setting(ConfigErrorKind::MissingSetting {
-                setting,
-                unless: None,
-            }));
+        let missing: Vec<Setting> = (REQUIRED.iter().copied())
+            .filter(|&s| self.get(s).is_none())
+            .collect();
+        match missing[..] {
+            [] => {}
+            [setting] => {
+                return Err(ConfigError::setting(ConfigErrorKind::MissingSetting {
+                    setting,
+                    unless: None,
+                }));
+            }
+            _ => {
+                return Err(ConfigError::setting(ConfigErrorKind::MissingSettings(
+                    missing,
+                )));
+            }
         }
         let mut doc = Table::new();
         self.lay_over(&mut doc, &Table::new())?;

@@ -259,6 +259,15 @@ fn main() -> ExitCode {
             .get(Setting::Module)
             .map(|g| PathBuf::from(&g.text)),
     };
+    if source.path == Path::new(DEFAULT_CONFIG) && !source.path.exists() {
+        emerg(&format!(
+            "no configuration: {DEFAULT_CONFIG} does not exist; give a file with -c FILE (TOML, \
+             or nginx syntax), or configure hsmgate with the variables HSMGATE_LISTEN, \
+             HSMGATE_UPSTREAM, HSMGATE_CERT, HSMGATE_KEY (and HSMGATE_PIN_FILE, \
+             HSMGATE_PKCS11_MODULE, HSMGATE_ADMIN) or their flags (hsmgate --help)"
+        ));
+        return ExitCode::FAILURE;
+    }
     if let Some(name) = &cli.signal {
         init_logging(None, "warn", format);
         return exit(send_signal(&source, name));
@@ -301,6 +310,9 @@ fn main() -> ExitCode {
     exit(run(source, defaults, site.workers, reopen))
 }
 
+/// The configuration file read when neither `-c` nor the sidecar's settings are given.
+const DEFAULT_CONFIG: &str = "/etc/hsmgate/hsmgate.toml";
+
 /// The configuration: `-c FILE` with the sidecar flags and `HSMGATE_*` variables over
 /// it (native format), or those alone when there is no `-c` and they configure
 /// something, else the default file. Also the log format.
@@ -323,7 +335,7 @@ fn config_source(cli: &mut Cli) -> Result<(ConfigSource, LogFormat), ConfigError
     let path = match cli.config.take() {
         Some(path) => path,
         None if overrides.configure() => PathBuf::new(),
-        None => PathBuf::from("/etc/hsmgate/hsmgate.toml"),
+        None => PathBuf::from(DEFAULT_CONFIG),
     };
     let mut source = ConfigSource {
         path,

@@ -136,6 +136,15 @@ fn without_a_file_the_four_are_required() {
             "{e}"
         );
     }
+    // Several missing: named together.
+    let env: Vec<_> = sidecar_env()
+        .into_iter()
+        .filter(|(k, _)| *k != "HSMGATE_CERT" && *k != "HSMGATE_KEY")
+        .collect();
+    assert_eq!(
+        err(&overrides(&env, &[]), None),
+        "HSMGATE_CERT (or --cert), HSMGATE_KEY (or --key) are required without a configuration file (-c)"
+    );
     let env: Vec<_> = sidecar_env()
         .into_iter()
         .filter(|(k, _)| !k.starts_with("HSMGATE_PKCS11") && !k.starts_with("HSMGATE_PIN"))
