@@ -280,6 +280,8 @@ impl Site {
             tls: TlsSettings {
                 protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
                 ciphers: config.tls.ciphers.clone(),
+                // `[tls] ciphers` lists TLS 1.3 suites itself.
+                tls13_suites: Vec::new(),
                 // The server's order (`[tls] ciphers`, or rustls': AES-256-GCM,
                 // AES-128-GCM, ChaCha20 per version, forward-secret ECDHE only): scanners
                 // flag the client's order.

@@ -352,6 +352,21 @@ pub(crate) fn server_config(
         }
         provider.cipher_suites = suites;
     }
+    // `ssl_conf_command Ciphersuites`: these TLS 1.3 suites, in this order.
+    if !settings.tls13_suites.is_empty() {
+        let is13 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS13;
+        let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+        let all = std::mem::take(&mut provider.cipher_suites);
+        for wanted in &settings.tls13_suites {
+            let found = all
+                .iter()
+                .find(|s| is13(s) && named(s) == wanted.rustls_name());
+            provider.cipher_suites.extend(found.copied());
+        }
+        provider
+            .cipher_suites
+            .extend(all.iter().filter(|s| !is13(s)).copied());
+    }
     let builder = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)?;
     let builder = match client_auth {

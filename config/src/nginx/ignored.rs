@@ -231,11 +231,6 @@ const IGNORED: &[(&str, &str)] = &[
          `off`",
     ),
     (
-        "ssl_conf_command",
-        "OpenSSL configuration commands do not apply to rustls; ssl_protocols and \
-         ssl_ciphers set what rustls negotiates",
-    ),
-    (
         "proxy_ssl_conf_command",
         "OpenSSL configuration commands do not apply to rustls; proxy_ssl_protocols and \
          proxy_ssl_ciphers set what rustls negotiates",
@@ -463,7 +458,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("chunked_transfer_encoding", Shape::Flag),
     ("max_ranges", Shape::One),
     ("proxy_ignore_client_abort", Shape::Flag),
-    ("ssl_conf_command", Shape::Some),
     ("proxy_ssl_conf_command", Shape::Some),
     ("http2_idle_timeout", Shape::One),
     ("http2_max_requests", Shape::One),

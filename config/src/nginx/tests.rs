@@ -1905,7 +1905,7 @@ http {
         .unwrap()
         .settings;
     assert!(a.absolute_redirect && !a.port_in_redirect && !a.merge_slashes);
-    for name in ["pcre_jit", "http2_idle_timeout", "aio", "ssl_conf_command"] {
+    for name in ["pcre_jit", "http2_idle_timeout", "aio"] {
         let warned =
             (c.warnings.iter()).any(|w| w.message.starts_with(&format!("\"{name}\" ignored")));
         assert!(warned, "{name}: {:?}", c.warnings);
@@ -2178,6 +2178,40 @@ fn geo_blocks_as_nginx_reads_them() {
         let e = err(&with(body));
         assert!(e.contains(needle), "{body}: {e}");
     }
+}
+
+/// `ssl_conf_command`: `Ciphersuites` and the `SessionTicket` / `ServerPreference`
+/// options are applied (after nginx's own settings, as OpenSSL applies them); a level
+/// with any `ssl_conf_command` inherits none; the rest is warned about.
+#[test]
+fn ssl_conf_command_sets_tls13_suites_and_options() {
+    let c = load_str(&http(
+        "ssl_conf_command Ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_CCM_SHA256;
+         ssl_conf_command Options -SessionTicket,ServerPreference,PrioritizeChaCha;
+         ssl_conf_command Groups X25519;
+         server { listen 20443 ssl; ssl_certificate a.crt; ssl_certificate_key /k/a.pem;
+                  ssl_session_tickets on; return 204; }
+         server { listen 20444 ssl; ssl_certificate a.crt; ssl_certificate_key /k/a.pem;
+                  ssl_conf_command Options SessionTicket; return 204; }",
+    ))
+    .unwrap();
+    let (a, b) = (&c.servers[0].tls, &c.servers[1].tls);
+    assert_eq!(
+        a.tls13_suites,
+        [CipherSuite::Tls13Chacha20, CipherSuite::Tls13Aes256Gcm]
+    );
+    assert!(!a.session_tickets && a.prefer_server_ciphers);
+    assert!(b.tls13_suites.is_empty() && b.session_tickets && !b.prefer_server_ciphers);
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    for needle in ["TLS_AES_128_CCM_SHA256", "PrioritizeChaCha", "Groups"] {
+        assert!(w.iter().any(|w| w.contains(needle)), "{needle}: {w:?}");
+    }
+    let e = load_str(&http(
+        "ssl_conf_command Ciphersuites TLS_AES_128_CCM_SHA256; server { listen 1; return 204; }",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("selects no TLS 1.3 suite"), "{e}");
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub struct TlsSettings {
     /// `ssl_ciphers` mapped to rustls suites, in order; empty: rustls' defaults
     /// (nginx's default `HIGH:!aNULL:!MD5` maps to nothing more specific).
     pub ciphers: Vec<CipherSuite>,
+    /// The TLS 1.3 suites, in order, from `ssl_conf_command Ciphersuites`; empty: all
+    /// three (OpenSSL's default; `ssl_ciphers` does not govern TLS 1.3).
+    pub tls13_suites: Vec<CipherSuite>,
     /// `ssl_prefer_server_ciphers` (default off).
     pub prefer_server_ciphers: bool,
     /// `ssl_ecdh_curve`: the key exchange groups offered, in the server's order; empty:
@@ -288,6 +291,99 @@ fn ecdh_curves(ctx: &mut Ctx<'_>, d: &Directive) -> Result<Vec<KxGroup>, ConfigE
     Ok(groups)
 }
 
+/// What a level's `ssl_conf_command`s set that rustls can do.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConfCommands {
+    /// `Ciphersuites`.
+    tls13: Option<Vec<CipherSuite>>,
+    /// `Options [-]SessionTicket`.
+    tickets: Option<bool>,
+    /// `Options [-]ServerPreference`.
+    prefer: Option<bool>,
+}
+
+/// `ssl_conf_command NAME VALUE`, OpenSSL's `SSL_CONF_cmd` as nginx applies it (names in
+/// any case): `Ciphersuites` (the TLS 1.3 suites, in order) and the `SessionTicket` and
+/// `ServerPreference` flags of `Options` are applied; other commands and options have no
+/// rustls counterpart and are warned about and left out.
+fn conf_command(
+    ctx: &mut Ctx<'_>,
+    d: &Directive,
+    conf: &mut ConfCommands,
+) -> Result<(), ConfigError> {
+    let args = ctx.args(d, 2, 2)?;
+    let (name, value) = (&args[0], &args[1]);
+    if name.value.eq_ignore_ascii_case("Ciphersuites") {
+        let mut suites = Vec::new();
+        let mut unknown = Vec::new();
+        for n in value
+            .value
+            .split(':')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            match CipherSuite::from_name(n).filter(|c| c.is_tls13()) {
+                Some(c) if !suites.contains(&c) => suites.push(c),
+                Some(_) => {}
+                None => unknown.push(n),
+            }
+        }
+        if !unknown.is_empty() {
+            let msg = format!(
+                "ssl_conf_command Ciphersuites: not TLS 1.3 suites rustls has, left out: {}",
+                unknown.join(":")
+            );
+            ctx.warn(value.at, msg);
+        }
+        if suites.is_empty() {
+            return Err(ctx.invalid(
+                d,
+                value.at,
+                format!(
+                    "\"{}\" selects no TLS 1.3 suite rustls has (TLS_AES_128_GCM_SHA256, \
+                     TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256); to turn TLS 1.3 \
+                     off, leave TLSv1.3 out of ssl_protocols",
+                    value.value
+                ),
+            ));
+        }
+        conf.tls13 = Some(suites);
+    } else if name.value.eq_ignore_ascii_case("Options") {
+        for option in value
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let (on, flag) = match option.strip_prefix('-') {
+                Some(flag) => (false, flag),
+                None => (true, option),
+            };
+            if flag.eq_ignore_ascii_case("SessionTicket") {
+                conf.tickets = Some(on);
+            } else if flag.eq_ignore_ascii_case("ServerPreference") {
+                conf.prefer = Some(on);
+            } else {
+                let msg = format!(
+                    "ssl_conf_command Options {option}: no rustls counterpart, left out \
+                     (SessionTicket and ServerPreference are applied)"
+                );
+                ctx.warn(value.at, msg);
+            }
+        }
+    } else {
+        let msg = format!(
+            "ssl_conf_command {}: an OpenSSL configuration command without a rustls \
+             counterpart, left out (Ciphersuites and Options SessionTicket / \
+             ServerPreference are applied; ssl_protocols, ssl_ciphers and ssl_ecdh_curve set \
+             the rest)",
+            name.value
+        );
+        ctx.warn(name.at, msg);
+    }
+    Ok(())
+}
+
 /// `ssl_*` values of one level, before merging.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsScope {
@@ -317,6 +413,9 @@ pub(crate) struct TlsScope {
     /// `ssl_stapling on`'s place as `file:line` (set with `stapling`).
     stapling_at: Option<String>,
     reject_handshake: Option<bool>,
+    /// `ssl_conf_command`s of one level (inherited whole, as nginx: only by a level
+    /// with none).
+    conf: Option<ConfCommands>,
     pub(crate) certs: Option<Vec<Arg>>,
     pub(crate) keys: Option<Vec<Arg>>,
 }
@@ -349,6 +448,7 @@ impl TlsScope {
             trusted_certificate,
             stapling_at,
             reject_handshake,
+            conf,
             certs,
             keys
         );
@@ -362,11 +462,19 @@ impl TlsScope {
                 .clone()
                 .unwrap_or(vec![TlsVersion::Tls12, TlsVersion::Tls13]),
             ciphers: self.ciphers.clone().unwrap_or_default(),
-            prefer_server_ciphers: self.prefer.unwrap_or(false),
+            tls13_suites: (self.conf.as_ref())
+                .and_then(|c| c.tls13.clone())
+                .unwrap_or_default(),
+            // OpenSSL applies the configuration commands after nginx's own settings.
+            prefer_server_ciphers: (self.conf.as_ref().and_then(|c| c.prefer))
+                .or(self.prefer)
+                .unwrap_or(false),
             ecdh_curves: self.curves.clone().unwrap_or_default(),
             session_cache: self.cache.clone().unwrap_or(SessionCache::None),
             session_timeout: self.timeout.unwrap_or(Duration::from_secs(300)),
-            session_tickets: self.tickets.unwrap_or(true),
+            session_tickets: (self.conf.as_ref().and_then(|c| c.tickets))
+                .or(self.tickets)
+                .unwrap_or(true),
             session_ticket_keys: self.ticket_keys.clone().unwrap_or_default(),
             client_certificate: self.client_certificate.clone(),
             verify_client: self.verify_client.map_or(VerifyClient::Off, |(v, _)| v),
@@ -511,6 +619,10 @@ impl TlsScope {
                 // As `nginx -t`, which loads it whether or not it is used.
                 let path = ctx.readable_file(d)?;
                 set(ctx, d, &mut self.trusted_certificate, path)?;
+            }
+            "ssl_conf_command" => {
+                let conf = self.conf.get_or_insert_with(ConfCommands::default);
+                conf_command(ctx, d, conf)?;
             }
             "ssl_reject_handshake" => {
                 let mut on = None;

@@ -152,3 +152,60 @@ fn tls_ciphers_in_toml_set_the_servers_suites_and_order() {
         "AES-256-GCM is not listed, so not offered: {text}"
     );
 }
+
+/// `ssl_conf_command Ciphersuites` restricts and orders the TLS 1.3 suites (as OpenSSL's
+/// `SSL_CONF_cmd` does for nginx); `Options ServerPreference` makes that order win and
+/// `Options -SessionTicket` turns tickets off.
+#[test]
+fn ssl_conf_command_ciphersuites_and_options_apply() {
+    let upstream = upstream_in_range("A");
+    let g = Gate::start(
+        &[upstream],
+        "ssl_conf_command Ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384;
+         ssl_conf_command Options ServerPreference,-SessionTicket;",
+    );
+    let got = negotiated(
+        g.addr,
+        g.ca(),
+        "-tls1_3",
+        "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+    );
+    assert_eq!(
+        got,
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "{}",
+        g.server.log_text()
+    );
+    // A suite left out is refused.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_GCM_SHA256",
+        ])
+        .arg("-connect")
+        .arg(g.addr.to_string())
+        .args(["-servername", "localhost", "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("handshake failure"),
+        "{text}"
+    );
+    // No TLS 1.2 ticket (`-SessionTicket`): the session has no ticket.
+    let out = Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect"])
+        .arg(g.addr.to_string())
+        .args(["-servername", "localhost"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("New, TLSv1.2") && !text.contains("TLS session ticket:"),
+        "{text}"
+    );
+}
