@@ -33,6 +33,11 @@ use hsmgate_signer::Gate;
 /// An HTTP/2 stream's send buffer (`max_send_buf_size`): 64 KB, a default window's.
 const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
+/// How long a connection told to finish (HTTP/2: GOAWAY, then a PING whose answer lets
+/// the final GOAWAY go) may take before it is closed once idle: a PING's round trip on
+/// any real network, with room to spare.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
+
 /// HTTP/2 streams a client may open and reset before they are served, per connection,
 /// before the connection is closed with ENHANCE_YOUR_CALM (h2's default).
 const H2_MAX_PENDING_RESETS: usize = 20;
@@ -784,10 +789,18 @@ async fn serve_http<I>(
     // only its idle keep-alive connections when it stops.
     let mut finishing = false;
     let mut told = false;
+    let mut finish_began = std::time::Instant::now();
+    let overstay = u64::from(limits.http2_max_concurrent_streams);
     let ended = loop {
         tokio::select! {
             biased;
             ended = served.as_mut() => break ended,
+            // A client that does not answer the GOAWAY's PING (or keeps opening streams
+            // after it) is closed once idle after FINISH_GRACE.
+            () = keepalive.finished_late(finish_began, FINISH_GRACE, overstay), if finishing => {
+                tracing::debug!(%peer, "connection told to finish did not within {FINISH_GRACE:?}: closed");
+                break Ok(());
+            }
             () = watcher.draining(), if !told => {
                 told = true;
                 continue;
@@ -806,6 +819,7 @@ async fn serve_http<I>(
             }
         }
         finishing = true;
+        finish_began = std::time::Instant::now();
         served.as_mut().graceful_shutdown();
     };
     if let Err(e) = ended {

@@ -27,6 +27,10 @@ use tokio::sync::Notify;
 use crate::drain::Watcher;
 
 /// One connection's count of requests, its start, and its limits.
+/// How long a connection finishing late must have had no request in progress.
+const QUIET: Duration = Duration::from_millis(100);
+const QUIET_POLL: Duration = Duration::from_millis(50);
+
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     requests: AtomicU64,
@@ -124,6 +128,31 @@ impl ConnLimits {
     pub(crate) fn stream(self: &Arc<Self>) -> StreamOpen {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamOpen(Arc::clone(self))
+    }
+
+    /// Resolves when a connection told to finish at `since` (HTTP/2: a GOAWAY and a PING
+    /// whose acknowledgement lets the final GOAWAY go) has taken `grace` without
+    /// finishing, and then either has no request in progress (for [`QUIET`]) or has
+    /// begun more than `overstay` requests since the grace ended. h2 waits for the PING's
+    /// acknowledgement without a limit, so a client that never sends it would keep the
+    /// connection, its slot, and its old configuration, open for good; nginx closes an
+    /// idle HTTP/2 connection at once.
+    pub(crate) async fn finished_late(&self, since: Instant, grace: Duration, overstay: u64) {
+        tokio::time::sleep_until((since + grace).into()).await;
+        let base = self.requests.load(Ordering::Relaxed);
+        let mut quiet_polls = 0;
+        loop {
+            quiet_polls = match self.waiting_for_request() {
+                true => quiet_polls + 1,
+                false => 0,
+            };
+            if quiet_polls * QUIET_POLL >= QUIET
+                || self.requests.load(Ordering::Relaxed).saturating_sub(base) > overstay
+            {
+                return;
+            }
+            tokio::time::sleep(QUIET_POLL).await;
+        }
     }
 
     /// Resolves once the connection has had no stream open for `timeout`.

@@ -238,3 +238,61 @@ fn http11_keepalive_timeout_closes_with_close_notify_and_spares_slow_answers() {
     let r = read_response(&mut s);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// A client that never acknowledges the GOAWAY's PING (h2 sends the final GOAWAY only
+/// after that acknowledgement) is closed anyway: idle HTTP/2 connections past
+/// `keepalive_timeout` end within the finishing grace (2 s), and so do those a client
+/// keeps opening streams on after being told to go away (`keepalive_requests`); before,
+/// such a client held its connection (and a connection slot) for good.
+#[test]
+fn http2_clients_that_ignore_the_goaway_ping_are_closed() {
+    let g = Gate::start(
+        &[upstream_in_range("A")],
+        "keepalive_timeout 1s; keepalive_requests 3;",
+    );
+    // Idle: preface and SETTINGS only, no request, PINGs never acknowledged.
+    let started = std::time::Instant::now();
+    let mut idle = H2::open(&g);
+    let frames = idle.until(Duration::from_secs(15), |_| false);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "still open after {took:?}: {frames:?}\n{}",
+        g.server.log_text()
+    );
+    assert!(frames.iter().any(|f| f.kind == GOAWAY), "{frames:?}");
+    let mut rest = [0u8; 64];
+    assert!(
+        matches!(idle.s.read(&mut rest), Ok(0) | Err(_)),
+        "the connection was not closed"
+    );
+    // Past keepalive_requests, streams opened after the GOAWAY: served for the grace and
+    // at most a window of streams more, then the connection closes.
+    let mut busy = H2::open(&g);
+    // The connection's window opened wide (the answers' bytes would shut it).
+    busy.send(&frame(8, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+    let started = std::time::Instant::now();
+    let mut id = 1;
+    let mut served = 0;
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        busy.send(&frame(HEADERS, 0x5, id, &get(Some("localhost"), "/", &[])));
+        id += 2;
+        let frames = busy.until(Duration::from_millis(500), |f| f.status().is_some());
+        served += frames.iter().filter(|f| f.status().is_some()).count();
+        if frames.is_empty() && matches!(busy.s.read(&mut rest), Ok(0) | Err(_)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "still serving after 15 s ({served} answers)\n{}",
+        g.server.log_text()
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "closed after {took:?} ({served} answers)"
+    );
+}
