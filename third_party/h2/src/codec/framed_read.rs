@@ -42,7 +42,19 @@ struct FrameDecoder {
     max_continuation_frames: usize,
 
     partial: Option<Partial>,
+
+    /// hsmgate patch: bytes of every frame read, and of the payloads that carry requests
+    /// (DATA, HEADERS, CONTINUATION), for [`FLOOD_ALLOWANCE`].
+    total_bytes: u64,
+    payload_bytes: u64,
 }
+
+/// hsmgate patch: nginx's flood detection (`ngx_http_v2_read_handler`, "http2 flood
+/// detected"): a connection whose frames carry more than eight times as many bytes as
+/// its request payloads, beyond this allowance, is a flood of control frames (PING,
+/// SETTINGS, WINDOW_UPDATE, PRIORITY, empty frames), each cheap to send and each costing
+/// the server work (and an answer, for PING and SETTINGS): GOAWAY ENHANCE_YOUR_CALM.
+const FLOOD_ALLOWANCE: u64 = 1 << 20;
 
 /// Partially loaded headers frame
 #[derive(Debug)]
@@ -127,6 +139,8 @@ impl FrameDecoder {
                 max_frame_size,
             ),
             partial: None,
+            total_bytes: 0,
+            payload_bytes: 0,
         }
     }
 
@@ -531,6 +545,19 @@ where
             };
 
             tracing::trace!(read.bytes = bytes.len());
+            // hsmgate patch: flood detection, see FLOOD_ALLOWANCE.
+            let len = bytes.len() as u64;
+            self.decoder.total_bytes += len;
+            if matches!(bytes.get(3), Some(0x0 | 0x1 | 0x9)) {
+                self.decoder.payload_bytes += len.saturating_sub(frame::HEADER_LEN as u64);
+            }
+            if self.decoder.total_bytes / 8 > self.decoder.payload_bytes + FLOOD_ALLOWANCE {
+                tracing::debug!("connection error ENHANCE_YOUR_CALM -- flood of control frames");
+                return Poll::Ready(Some(Err(Error::library_go_away_data(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too_many_control_frames",
+                ))));
+            }
             if let Some(frame) = self.decoder.decode(bytes)? {
                 tracing::debug!(?frame, "received");
                 return Poll::Ready(Some(Ok(frame)));
