@@ -114,17 +114,8 @@ pub(crate) async fn serve_waiting(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: not started: {why}\n"),
             ),
-            "/metrics" => match &metrics {
-                Some(handle) => with_type(
-                    text(StatusCode::OK, handle.render()),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ),
-                None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
-            },
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /metrics, /status\n".into(),
-            ),
+            "/metrics" => metrics_page(metrics.as_ref()),
+            _ => not_found(),
         }
     })
     .await;
@@ -205,28 +196,32 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
             text(StatusCode::OK, crate::status_page::PAGE.to_owned()),
             "text/html; charset=utf-8",
         ),
-        "/metrics" => match &state.metrics {
-            Some(handle) => {
-                // Gauges that mirror a state are written from it now, so a scrape right
-                // after `/status` shows the same member states.
-                state
-                    .generation
-                    .borrow()
-                    .pools
-                    .pools()
-                    .for_each(|p| p.publish_states());
-                with_type(
-                    text(StatusCode::OK, handle.render()),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
-            }
-            None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
-        },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics, /status\n".into(),
-        ),
+        "/metrics" => {
+            // Gauges that mirror a state are written from it now, so a scrape right
+            // after `/status` shows the same member states.
+            (state.generation.borrow().pools.pools()).for_each(|p| p.publish_states());
+            metrics_page(state.metrics.as_ref())
+        }
+        _ => not_found(),
     }
+}
+
+/// `/metrics`: the Prometheus exposition, or 404 without a recorder.
+fn metrics_page(handle: Option<&PrometheusHandle>) -> Response<Full<Bytes>> {
+    match handle {
+        Some(handle) => with_type(
+            text(StatusCode::OK, handle.render()),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),
+    }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: try /healthz, /readyz, /metrics, /status\n".into(),
+    )
 }
 
 /// Ready when not draining and every key of the current generation has a member that
