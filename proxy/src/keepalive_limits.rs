@@ -26,11 +26,12 @@ use tokio::sync::Notify;
 
 use crate::drain::Watcher;
 
-/// One connection's count of requests, its start, and its limits.
-/// How long a connection finishing late must have had no request in progress.
+/// How long a connection finishing late must have had no request in progress, and how
+/// often that is looked at ([`ConnLimits::finished_late`]).
 const QUIET: Duration = Duration::from_millis(100);
 const QUIET_POLL: Duration = Duration::from_millis(50);
 
+/// One connection's count of requests, its start, and its limits.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     requests: AtomicU64,
