@@ -186,7 +186,8 @@ pub use error::{ConfigError, ConfigErrorKind};
 pub use load::{load, load_str};
 pub use model::{
     Admission, Config, ConfigWarning, EnvSettingError, HsmGroup, HsmMember, HsmRegion, KeyRef,
-    Listener, Location, PinSource, Pkcs11Config, TlsConfig, TlsPair, Upstream,
+    Listener, Location, PinSource, Pkcs11Config, TlsConfig, TlsPair, UNIX_PATH_MAX, Upstream,
+    unix_socket_path,
 };
 pub use nginx::{NginxConfig, NginxOptions};
 pub use overlay::ENVIRONMENT;

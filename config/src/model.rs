@@ -420,6 +420,16 @@ pub enum PinSource {
     Value(Secret),
 }
 
+/// The socket's path when an upstream address (TOML's `[upstream] address`, an nginx
+/// `server` or `proxy_pass` address as the configuration keeps it) names a Unix domain
+/// socket: `unix:/run/app.sock` → `/run/app.sock`.
+pub fn unix_socket_path(addr: &str) -> Option<&str> {
+    addr.strip_prefix("unix:")
+}
+
+/// The longest path of a Unix socket (`sun_path` holds 108 bytes with its NUL).
+pub const UNIX_PATH_MAX: usize = 107;
+
 /// `[upstream]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

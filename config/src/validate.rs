@@ -640,11 +640,13 @@ fn upstream(raw: &RawUpstream, src: &Source<'_>) -> Result<Upstream, ConfigError
 
 /// Checks `host:port`; the reason is wrapped with a location by the caller.
 fn check_host_port(s: &str) -> Result<(), String> {
-    if let Some(path) = s.strip_prefix("unix:") {
-        // A Unix domain socket (`sun_path`: 108 bytes with the NUL).
+    if let Some(path) = crate::unix_socket_path(s) {
         return match path.len() {
             0 => Err(format!("\"{s}\" has no socket path (expected unix:/path)")),
-            108.. => Err(format!("\"{s}\": the socket path is over 107 bytes")),
+            n if n > crate::UNIX_PATH_MAX => Err(format!(
+                "\"{s}\": the socket path is over {} bytes",
+                crate::UNIX_PATH_MAX
+            )),
             _ => Ok(()),
         };
     }

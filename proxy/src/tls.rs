@@ -331,8 +331,9 @@ pub(crate) fn server_config(
             })
             .collect();
     }
+    // A suite by its rustls name (`CipherSuite::rustls_name`).
+    let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
     if !settings.ciphers.is_empty() {
-        let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
         let wanted: Vec<&str> = settings.ciphers.iter().map(|c| c.rustls_name()).collect();
         let lists_tls13 = wanted.iter().any(|w| w.starts_with("TLS13_"));
         let mut suites: Vec<rustls::SupportedCipherSuite> = Vec::new();
@@ -355,7 +356,6 @@ pub(crate) fn server_config(
     // `ssl_conf_command Ciphersuites`: these TLS 1.3 suites, in this order.
     if !settings.tls13_suites.is_empty() {
         let is13 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS13;
-        let named = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
         let all = std::mem::take(&mut provider.cipher_suites);
         for wanted in &settings.tls13_suites {
             let found = all

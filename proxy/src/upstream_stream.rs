@@ -21,13 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 use tower_service::Service;
 
-/// The prefix of a Unix socket's address (`unix:/run/app.sock`).
-pub(crate) const UNIX_PREFIX: &str = "unix:";
-
-/// The socket's path when `addr` is a Unix socket's address.
-pub(crate) fn unix_path(addr: &str) -> Option<&str> {
-    addr.strip_prefix(UNIX_PREFIX)
-}
+/// The socket's path when `addr` is a Unix socket's address (the configuration's rule).
+pub(crate) use hsmgate_config::unix_socket_path as unix_path;
 
 /// A connected upstream socket.
 #[derive(Debug)]

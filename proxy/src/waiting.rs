@@ -53,15 +53,16 @@ pub async fn start(
     metrics: Option<PrometheusHandle>,
 ) -> Result<Option<Proxy>, ProxyError> {
     // The admin listener, bound first and handed to each attempt, so that it stays open
-    // (answering probes) from the first attempt to the proxy that starts.
-    let address = source.load().ok().and_then(|(site, _)| site.admin);
+    // (answering probes) from the first attempt to the proxy that starts. An nginx
+    // configuration never waits: its build binds its own, without reading the file twice.
+    let address = (source.is_native())
+        .then(|| source.load().ok().and_then(|(site, _)| site.admin))
+        .flatten();
     let admin = address.map(bind_admin).transpose()?;
     let (mut failed, mut admin) = match build(&source, &defaults, admin).await {
         Ok(proxy) => return Ok(Some(proxy)),
         // Without an admin listener nobody could see that it is not ready: it exits.
-        Err((e, Some(admin))) if source.is_native() && signer_error(&e).is_some() => {
-            (e, Some(admin))
-        }
+        Err((e, Some(admin))) if signer_error(&e).is_some() => (e, Some(admin)),
         Err((e, _)) => return Err(e),
     };
     let why = Arc::new(Mutex::new(String::new()));

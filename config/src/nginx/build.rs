@@ -851,7 +851,7 @@ fn balance_method(ctx: &Ctx<'_>, d: &Directive) -> Result<BalanceMethod, ConfigE
 fn upstream_server(ctx: &Ctx<'_>, d: &Directive) -> Result<UpstreamServer, ConfigError> {
     let args = ctx.args(d, 1, 6)?;
     let addr = upstream_addr(&args[0].value, 80).map_err(|e| ctx.invalid(d, args[0].at, e))?;
-    if !addr.starts_with("unix:") && !super::values::resolves(&addr) {
+    if crate::unix_socket_path(&addr).is_none() && !super::values::resolves(&addr) {
         let host = args[0].value.clone();
         return Err(ctx.err(args[0].at, ConfigErrorKind::HostNotFound { host }));
     }

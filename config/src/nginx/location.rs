@@ -430,7 +430,11 @@ fn proxy_pass(
     }
     let port = if https { 443 } else { 80 };
     let unix_servers = |name: &str| {
-        (upstreams.get(name)).is_some_and(|g| g.servers.iter().any(|s| s.addr.starts_with("unix:")))
+        (upstreams.get(name)).is_some_and(|g| {
+            g.servers
+                .iter()
+                .any(|s| crate::unix_socket_path(&s.addr).is_some())
+        })
     };
     if https && (unix.is_some() || unix_servers(host)) {
         return Err(ctx.invalid(

@@ -82,9 +82,6 @@ pub(crate) fn resolves(host_port: &str) -> bool {
         .is_ok_and(|mut a| a.next().is_some())
 }
 
-/// The longest path of a Unix socket (`sun_path` holds 108 bytes with its NUL).
-const UNIX_PATH_MAX: usize = 107;
-
 /// An upstream server's address: `unix:PATH` (a Unix domain socket, kept as written, as
 /// `$upstream_addr` shows it) or `host[:port]` as [`host_port_or`] gives it. With
 /// `uri_part` (`proxy_pass`), a Unix socket's path ends at the first `:` and what follows
@@ -113,7 +110,7 @@ pub(crate) fn unix_socket(
     if path.is_empty() {
         return Err(format!("no path in the unix domain socket \"{s}\""));
     }
-    if path.len() > UNIX_PATH_MAX {
+    if path.len() > crate::UNIX_PATH_MAX {
         return Err(format!("too long path in the unix domain socket \"{s}\""));
     }
     Ok(Some((format!("unix:{path}"), uri.map(str::to_owned))))
