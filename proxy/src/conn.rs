@@ -471,6 +471,35 @@ fn served_tls<'a>(
     ))
 }
 
+pin_project_lite::pin_project! {
+    /// hyper-util's connection with or without HTTP/1.1 upgrades, told to finish alike.
+    #[project = HttpConnProj]
+    enum HttpConn<A, B> {
+        Plain { #[pin] conn: A },
+        Upgrades { #[pin] conn: B },
+    }
+}
+
+type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<A, B> Future for HttpConn<A, B>
+where
+    A: Future<Output = Result<(), ServeError>>,
+    B: Future<Output = Result<(), ServeError>>,
+{
+    type Output = Result<(), ServeError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            HttpConnProj::Plain { conn } => conn.poll(cx),
+            HttpConnProj::Upgrades { conn } => conn.poll(cx),
+        }
+    }
+}
+
 /// Which HTTP a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Speak {
@@ -773,8 +802,18 @@ async fn serve_http<I>(
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         // Streams the client makes us reset with protocol errors (CVE-2025-8671 style).
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    // With upgrades: a `101` answer hands the connection to the tunnel (route.rs).
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    // HTTP/1.1 with upgrades: a `101` answer hands the connection to the tunnel
+    // (route.rs). After ALPN `h2`, HTTP/2 alone: a client that then speaks HTTP/1.1 fails
+    // the preface, as with nginx (hyper-util's upgradeable connection reads the version
+    // from the first bytes whatever the builder says).
+    let served = match speak {
+        Speak::Http2 => HttpConn::Plain {
+            conn: builder.serve_connection(TokioIo::new(io), service),
+        },
+        Speak::Http1 | Speak::Either => HttpConn::Upgrades {
+            conn: builder.serve_connection_with_upgrades(TokioIo::new(io), service),
+        },
+    };
     tokio::pin!(served);
     // Served to its end; told to finish (HTTP/1.1: after the request in progress, or
     // at once when idle; HTTP/2: GOAWAY) when the drain begins. When a reload replaces
@@ -820,7 +859,11 @@ async fn serve_http<I>(
         }
         finishing = true;
         finish_began = std::time::Instant::now();
-        served.as_mut().graceful_shutdown();
+        // HTTP/1.1: close after the request in progress; HTTP/2: GOAWAY.
+        match served.as_mut().project() {
+            HttpConnProj::Plain { conn } => conn.graceful_shutdown(),
+            HttpConnProj::Upgrades { conn } => conn.graceful_shutdown(),
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -1091,3 +1091,28 @@ fn http2_control_frame_floods_get_enhance_your_calm() {
     let frames = h2.until(WAIT, |f| f.kind == GOAWAY);
     assert!(!frames.iter().any(|f| f.kind == GOAWAY), "{frames:?}");
 }
+
+/// RFC 9113 §3.2: after ALPN `h2` the client's first bytes must be the HTTP/2 preface.
+/// An HTTP/1.1 request there fails the connection, as with nginx (it was served as
+/// HTTP/1.1 before, hyper-util reading the version from the first bytes); the same
+/// request after ALPN `http/1.1` is served.
+#[test]
+fn http11_on_a_connection_that_negotiated_h2_is_not_served() {
+    let g = gate("");
+    let mut s = g.connect(b"h2");
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    s.flush().expect("flush");
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    assert!(t.elapsed() < WAIT, "the connection stayed open");
+    assert!(
+        !got.starts_with(b"HTTP/1."),
+        "served as HTTP/1.1: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let r = g.h1(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+}
