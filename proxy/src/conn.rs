@@ -584,6 +584,10 @@ async fn handshake(
                 .await;
             return Shook::Failed;
         }
+        Verdict::Fallback => {
+            Refusal::fallback(peer).send(&mut stream, accepted_at).await;
+            return Shook::Failed;
+        }
         Verdict::Shed(reason) => {
             Refusal::shed(peer, reason)
                 .send(&mut stream, accepted_at)

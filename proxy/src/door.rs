@@ -28,6 +28,9 @@ use crate::metrics::{self, HandshakeResult};
 pub(crate) enum Verdict {
     /// A server with `ssl_reject_handshake on`: `unrecognized_name`, then close.
     Reject,
+    /// A downgrade signalled with `TLS_FALLBACK_SCSV` (RFC 7507): `inappropriate_fallback`,
+    /// then close.
+    Fallback,
     /// Shed by admission control: `internal_error`, then close.
     Shed(ShedReason),
     /// On to the handshake.
@@ -81,6 +84,13 @@ pub(crate) fn decide(
     // sessions) and, through its certificate, the signer pool that admits the handshake.
     let pool = (listener.resolver.choose(&client_hello)).and_then(|k| k.pool.clone());
     let server = listener.for_hello(&client_hello).clone();
+    // The signal is looked for in rustls' parsed list first: the bytes are read only for
+    // the rare ClientHello that carries it.
+    let scsv =
+        (client_hello.cipher_suites().iter()).any(|s| u16::from(*s) == hello::TLS_FALLBACK_SCSV);
+    if scsv && hello::inappropriate_fallback(&hello.raw, server.tls13) {
+        return Verdict::Fallback;
+    }
     let kind = hello::classify(&hello.raw, server.tls13, |offer| {
         hello::server_knows(&server.config, offer)
     });
@@ -175,6 +185,7 @@ pub(crate) fn at_accept(
     };
     let refusal = match decide(listener, &whole, accepted_at, true) {
         Verdict::Reject => Refusal::reject(peer, &whole),
+        Verdict::Fallback => Refusal::fallback(peer),
         Verdict::Shed(reason) => Refusal::shed(peer, reason),
         go => return AtAccept::Hand(Early::Decided(Box::new((whole, go)))),
     };
@@ -219,6 +230,15 @@ impl Refusal {
         tracing::debug!(%peer, ?sni, "handshake rejected (ssl_reject_handshake)");
         Refusal {
             alert: &hello::UNRECOGNIZED_NAME_ALERT,
+            shed: false,
+        }
+    }
+
+    /// A downgrade refused (`inappropriate_fallback`), logged.
+    pub(crate) fn fallback(peer: SocketAddr) -> Refusal {
+        tracing::debug!(%peer, "handshake refused: TLS_FALLBACK_SCSV from a client offering TLS 1.2 at most (RFC 7507)");
+        Refusal {
+            alert: &hello::INAPPROPRIATE_FALLBACK_ALERT,
             shed: false,
         }
     }

@@ -427,6 +427,66 @@ pub(crate) const SHED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 80];
 /// `ssl_reject_handshake on` (nginx sends the same).
 pub(crate) const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
+/// A fatal `inappropriate_fallback` alert (RFC 7507 §3), as above: the answer to a
+/// ClientHello with `TLS_FALLBACK_SCSV` from a client whose newest version is older than
+/// the server's (a downgrade, by a client retrying or by an attacker); OpenSSL, and so
+/// nginx, send the same.
+pub(crate) const INAPPROPRIATE_FALLBACK_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 86];
+
+/// `TLS_FALLBACK_SCSV` (RFC 7507), a cipher suite value that is a signal.
+pub(crate) const TLS_FALLBACK_SCSV: u16 = 0x5600;
+
+/// Whether the ClientHello in `raw` signals a fallback (`TLS_FALLBACK_SCSV`) while
+/// offering nothing newer than TLS 1.2 to a server whose newest version is TLS 1.3
+/// (`tls13`); RFC 7507 §3: the server "MUST respond with a fatal inappropriate_fallback
+/// alert". The client's newest version is that of `supported_versions` where it is sent
+/// (GREASE and unknown values left out), else its `legacy_version`. A server whose newest
+/// is TLS 1.2 never refuses (hsmgate speaks nothing older). Anything unreadable is left
+/// to rustls.
+pub(crate) fn inappropriate_fallback(raw: &[u8], tls13: bool) -> bool {
+    if !tls13 {
+        return false;
+    }
+    let Some(msg) = message(raw) else {
+        return false;
+    };
+    let Some(HelloParts {
+        legacy,
+        suites,
+        exts,
+        ..
+    }) = hello_parts(&msg)
+    else {
+        return false;
+    };
+    let scsv = TLS_FALLBACK_SCSV.to_be_bytes();
+    if !suites.chunks_exact(2).any(|s| s == scsv) {
+        return false;
+    }
+    newest_version(legacy, exts).is_some_and(|newest| newest < 0x0304)
+}
+
+/// A ClientHello's newest TLS version: the highest of `supported_versions` that is a TLS
+/// version (0x03xx), else `legacy`; None when its extensions do not read.
+fn newest_version(legacy: usize, exts: &[u8]) -> Option<usize> {
+    let mut exts = Cursor(exts);
+    let mut listed: Option<usize> = None;
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let data = exts.vec16()?;
+        if typ == 43 {
+            let list = Cursor(data).vec8()?;
+            for v in list.chunks_exact(2) {
+                let v = usize::from(u16::from_be_bytes([v[0], v[1]]));
+                if (0x0300..=0x03ff).contains(&v) {
+                    listed = Some(listed.map_or(v, |n| n.max(v)));
+                }
+            }
+        }
+    }
+    Some(listed.unwrap_or(legacy))
+}
+
 /// Write `bytes` and close the connection, giving up after a short while. A client that
 /// is still sending has what it sends read and dropped for a moment (a lingering close,
 /// as nginx's): closing a socket with unread input makes the kernel send a reset, which
@@ -576,23 +636,11 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// "protocol_version" alert"). rustls would first miss TLS 1.2's extensions and answer
 /// handshake_failure. Anything unreadable is left to rustls.
 fn version_refusal(msg: &[u8]) -> Option<Refusal> {
-    let (legacy, _, exts) = hello_parts(msg)?;
+    let HelloParts { legacy, exts, .. } = hello_parts(msg)?;
     if legacy >= 0x0303 {
         return None;
     }
-    let mut newest = legacy;
-    let mut exts = Cursor(exts);
-    while !exts.0.is_empty() {
-        let typ = exts.u16()?;
-        let data = exts.vec16()?;
-        if typ == 43 {
-            let list = Cursor(data).vec8()?;
-            for v in list.chunks_exact(2) {
-                newest = newest.max(usize::from(u16::from_be_bytes([v[0], v[1]])));
-            }
-        }
-    }
-    (newest < 0x0303)
+    (newest_version(legacy, exts)? < 0x0303)
         .then(|| Refusal::new(PROTOCOL_VERSION, "the client offers only TLS 1.1 or older"))
 }
 
@@ -736,9 +784,20 @@ fn message(raw: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// A ClientHello message's (header included) legacy_version, legacy session id and
-/// extensions (empty when it has none); None when it does not read as one.
-fn hello_parts(msg: &[u8]) -> Option<(usize, &[u8], &[u8])> {
+/// The parts of a ClientHello message read here.
+struct HelloParts<'a> {
+    /// `legacy_version`.
+    legacy: usize,
+    /// The legacy session id.
+    session_id: &'a [u8],
+    /// The cipher suites, two bytes each.
+    suites: &'a [u8],
+    /// The extensions (empty when it has none).
+    exts: &'a [u8],
+}
+
+/// A ClientHello message's (header included) parts; None when it does not read as one.
+fn hello_parts(msg: &[u8]) -> Option<HelloParts<'_>> {
     let mut m = Cursor(msg);
     if m.u8()? != usize::from(CLIENT_HELLO) {
         return None;
@@ -748,18 +807,25 @@ fn hello_parts(msg: &[u8]) -> Option<(usize, &[u8], &[u8])> {
     let legacy = hello.u16()?;
     hello.take(32)?; // random
     let session_id = hello.vec8()?;
-    hello.vec16()?; // cipher suites
+    let suites = hello.vec16()?;
     hello.vec8()?; // compression methods
     let exts = match hello.0.is_empty() {
         true => &[][..],
         false => hello.vec16()?,
     };
-    Some((legacy, session_id, exts))
+    Some(HelloParts {
+        legacy,
+        session_id,
+        suites,
+        exts,
+    })
 }
 
 fn parse(raw: &[u8]) -> Option<Fields> {
     let hs = message(raw)?;
-    let (_, session_id, exts) = hello_parts(&hs)?;
+    let HelloParts {
+        session_id, exts, ..
+    } = hello_parts(&hs)?;
     let mut f = Fields {
         session_id: (!session_id.is_empty()).then(|| session_id.to_vec()),
         ..Fields::default()
@@ -947,11 +1013,25 @@ mod tests {
 
     /// A ClientHello in one record, with the given session id and extensions.
     fn hello(session_id: &[u8], exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut body = vec![0x03, 0x03];
+        hello_with(0x0303, session_id, &[0x1301], exts)
+    }
+
+    /// A ClientHello in one record, with this legacy_version, session id, suites and
+    /// extensions.
+    fn hello_with(
+        legacy: u16,
+        session_id: &[u8],
+        suites: &[u16],
+        exts: &[(u16, Vec<u8>)],
+    ) -> Vec<u8> {
+        let mut body = legacy.to_be_bytes().to_vec();
         body.extend_from_slice(&[7u8; 32]);
         body.push(session_id.len() as u8);
         body.extend_from_slice(session_id);
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
+        body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+        for suite in suites {
+            body.extend_from_slice(&suite.to_be_bytes());
+        }
         body.extend_from_slice(&[1, 0]); // null compression
         let mut e = Vec::new();
         for (t, d) in exts {
@@ -968,6 +1048,29 @@ mod tests {
         rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
         rec.extend_from_slice(&hs);
         rec
+    }
+
+    /// RFC 7507 §3: the signal with a newest version older than the server's is a
+    /// downgrade; with the server's newest, or to a server whose newest is TLS 1.2, it is
+    /// not. GREASE in `supported_versions` is no version.
+    #[test]
+    fn fallback_scsv_below_the_servers_newest_version_is_inappropriate() {
+        let scsv = &[0xc02f, TLS_FALLBACK_SCSV];
+        let tls12_only = hello_with(0x0303, &[], scsv, &[]);
+        assert!(inappropriate_fallback(&tls12_only, true));
+        assert!(!inappropriate_fallback(&tls12_only, false));
+        let listed12 = hello_with(0x0303, &[], scsv, &[(43, vec![4, 0x0a, 0x0a, 0x03, 0x03])]);
+        assert!(inappropriate_fallback(&listed12, true));
+        let listed13 = hello_with(0x0303, &[], scsv, &[(43, vec![4, 0x03, 0x04, 0x03, 0x03])]);
+        assert!(!inappropriate_fallback(&listed13, true));
+        let tls11 = hello_with(0x0302, &[], scsv, &[]);
+        assert!(inappropriate_fallback(&tls11, true));
+        let no_signal = hello_with(0x0303, &[], &[0xc02f], &[]);
+        assert!(!inappropriate_fallback(&no_signal, true));
+        assert!(
+            !inappropriate_fallback(&tls12_only[..20], true),
+            "cut short"
+        );
     }
 
     fn versions13() -> (u16, Vec<u8>) {

@@ -457,3 +457,44 @@ fn malformed_encrypted_tls13_records_get_the_rfc_8446_alert() {
     let got = p.verdict();
     assert_eq!(got.alert, None, "{got:?}");
 }
+
+/// `openssl s_client ARGS` against `g`: whether the handshake completed, and what
+/// openssl printed.
+fn s_client(g: &Gate, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .arg("s_client")
+        .args(args)
+        .arg("-connect")
+        .arg(g.addr.to_string())
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(g.ca())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = out.status.success() && text.contains("Verify return code: 0");
+    (ok, text)
+}
+
+/// RFC 7507: a client signalling a fallback (`TLS_FALLBACK_SCSV`) with TLS 1.2 at most to
+/// a server that speaks TLS 1.3 is refused with `inappropriate_fallback`, as OpenSSL (and
+/// so nginx) refuses it; the signal with TLS 1.3 offered, TLS 1.2 without the signal, and
+/// the signal to a server whose newest is TLS 1.2 all complete.
+#[test]
+fn tls_fallback_scsv_below_tls13_gets_inappropriate_fallback() {
+    let g = gate();
+    let (ok, text) = s_client(&g, &["-tls1_2", "-fallback_scsv"]);
+    assert!(!ok, "a downgrade completed: {text}");
+    assert!(text.contains("inappropriate fallback"), "{text}");
+    for args in [&["-tls1_2"][..], &["-fallback_scsv"][..]] {
+        let (ok, text) = s_client(&g, args);
+        assert!(ok, "{args:?}: {text}");
+    }
+    let tls12 = Gate::start(&[upstream_in_range("A")], "ssl_protocols TLSv1.2;");
+    let (ok, text) = s_client(&tls12, &["-tls1_2", "-fallback_scsv"]);
+    assert!(ok, "ssl_protocols TLSv1.2: {text}");
+}
