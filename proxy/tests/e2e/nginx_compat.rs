@@ -3017,3 +3017,35 @@ fn unencoded_quotes_and_angle_brackets_in_a_target_are_served() {
         assert_eq!(raw.last_request_line(), format!("GET {upstream} HTTP/1.1"));
     }
 }
+
+/// The same characters in an HTTP/2 `:path` (curl's default for https sends them as
+/// typed): served, and percent-encoded to the upstream as over HTTP/1.1 (the h2 crate
+/// reset such a stream before third_party/h2's patch 14).
+#[test]
+fn unencoded_quotes_and_angle_brackets_in_an_http2_path_are_served() {
+    let raw = RawUpstream::start();
+    let h2 = port_in_range();
+    let (_gate, _http) = start(&raw, &format!("listen 127.0.0.1:{h2} http2;"));
+    for (target, upstream) in [
+        ("/raw/s?q=\"x\"", "/raw/s?q=%22x%22"),
+        ("/raw/s?q={\"a\":1}", "/raw/s?q={%22a%22:1}"),
+        ("/raw/a<b>`c\"", "/raw/a%3Cb%3E%60c\""),
+    ] {
+        let out = crate::support::curl(&[
+            "-s",
+            "-g",
+            "--path-as-is",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            "-H",
+            "Host: compat.test",
+            &format!("http://127.0.0.1:{h2}{target}"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "200 2", "{target}");
+        assert_eq!(raw.last_request_line(), format!("GET {upstream} HTTP/1.1"));
+    }
+}

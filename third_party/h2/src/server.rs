@@ -1640,6 +1640,32 @@ impl Peer {
     }
 }
 
+/// hsmgate patch 14: a `:path` with characters RFC 3986 leaves out of URIs that the
+/// `http` crate refuses raw (`<` and `>` anywhere, `"` in the query, a backquote in the
+/// path), which curl sends unencoded and nginx takes as they come, with those characters
+/// percent-encoded as a browser sends them; None when it has none of them. Anything else
+/// the `http` crate refuses is still malformed.
+fn encode_unsafe(path: &[u8]) -> Option<Vec<u8>> {
+    let query = path.iter().position(|&b| b == b'?').unwrap_or(path.len());
+    let unsafe_at = |i: usize, b: u8| match b {
+        b'<' | b'>' => true,
+        b'`' => i < query,
+        b'"' => i > query,
+        _ => false,
+    };
+    if !path.iter().enumerate().any(|(i, &b)| unsafe_at(i, b)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(path.len() + 8);
+    for (i, &b) in path.iter().enumerate() {
+        match unsafe_at(i, b) {
+            true => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
+            false => out.push(b),
+        }
+    }
+    Some(out)
+}
+
 impl proto::Peer for Peer {
     type Poll = Request<()>;
 
@@ -1745,7 +1771,15 @@ impl proto::Peer for Peer {
                 malformed!("malformed headers: missing path");
             }
 
-            let maybe_path = uri::PathAndQuery::from_maybe_shared(path.clone().into_inner());
+            let maybe_path = uri::PathAndQuery::from_maybe_shared(path.clone().into_inner())
+                .or_else(|why| {
+                    // hsmgate patch 14: `"`, `<`, `>` and a backquote, percent-encoded.
+                    match encode_unsafe(path.as_str().as_bytes()) {
+                        Some(encoded) => uri::PathAndQuery::from_maybe_shared(Bytes::from(encoded))
+                            .map_err(|_| why),
+                        None => Err(why),
+                    }
+                });
             parts.path_and_query = Some(maybe_path.or_else(|why| {
                 malformed!("malformed headers: malformed path ({:?}): {}", path, why,)
             })?);
