@@ -76,8 +76,9 @@ pub(crate) struct H1Guard<I> {
     out_pos: usize,
     /// The deadline of the head being read (None between requests).
     deadline: Option<Pin<Box<Sleep>>>,
-    /// After a refusal: the end of the lingering close (nginx's `lingering_close`).
-    linger: Option<Pin<Box<Sleep>>>,
+    /// In a lingering close (nginx's `lingering_close`): the wait for the client's next
+    /// bytes, and when the whole close must end.
+    linger: Option<(Pin<Box<Sleep>>, tokio::time::Instant)>,
     /// The write side is shut (the answer and close_notify are out).
     shut: bool,
     /// Request heads passed on so far (the last one's number on the connection).
@@ -138,9 +139,15 @@ impl Pipelined {
     }
 }
 
-/// How long a refused connection keeps reading (and discarding) what the client still
-/// sends after the answer, so that the client can read the answer instead of a reset.
+/// How long a connection closed while its client may still send (a refused head, a body
+/// not read to its end) waits for the client's next bytes, reading and discarding what
+/// it sends after the answer, so that the client can read the answer instead of a reset
+/// (nginx's `lingering_timeout`, 5 s there).
 const LINGER: Duration = Duration::from_secs(2);
+
+/// The longest such a close lasts however the client keeps sending (nginx's
+/// `lingering_time`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -945,22 +952,32 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.state != State::Refused {
+        // The client may still be sending: the rest of a refused head, or a request body
+        // not read to its end (an answer given before it: a 413, a 403, an upstream's
+        // early answer).
+        let client_sending = match this.state {
+            State::Refused | State::Chunked(_) => true,
+            State::Fixed(left) => left > 0,
+            State::Head | State::Passthrough | State::Done | State::Broken => false,
+        };
+        if !this.shut && !client_sending {
             return Pin::new(&mut this.io).poll_shutdown(cx);
         }
         // Lingering close: the answer goes out with our half closed, then what the client
-        // is still sending (the rest of a huge head) is read and dropped until it stops,
-        // for at most LINGER; closing at once would reset the connection and the client
-        // could lose the answer.
+        // is still sending is read and dropped until it stops (LINGER without a byte) or
+        // LINGER_TIME; closing at once would reset the connection and the client could
+        // lose the answer (or, still writing, fail with a broken pipe before reading it).
         if !this.shut {
             ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             this.shut = true;
-            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+            let end = tokio::time::Instant::now() + LINGER_TIME;
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), end));
         }
+        let Some((wait, end)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         loop {
-            if let Some(linger) = this.linger.as_mut()
-                && linger.as_mut().poll(cx).is_ready()
-            {
+            if wait.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(()));
             }
             let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
@@ -968,7 +985,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<I> {
             let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
             let n = rb.filled().len();
             match polled {
-                Poll::Ready(Ok(())) if n > 0 => continue,
+                Poll::Ready(Ok(())) if n > 0 => {
+                    let next = (tokio::time::Instant::now() + LINGER).min(*end);
+                    wait.as_mut().reset(next);
+                }
                 // End of stream or an error: nothing more to wait for.
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,

@@ -187,6 +187,46 @@ fn http2_answers_made_before_the_body_is_read_reach_the_client() {
     }
 }
 
+/// HTTP/1.1 over TLS: an answer made while the client is still sending its body (a 413
+/// over client_max_body_size) reaches curl as that answer, as from nginx. The connection
+/// closes with a lingering close (nginx's `lingering_close`): what the client still sends
+/// is read and dropped; closed at once, the client's next write met a reset, and curl
+/// reported a broken pipe (status 000) for a quarter to a half of such uploads.
+#[test]
+fn http11_answers_made_before_the_body_is_read_reach_the_client() {
+    use crate::support::raw::{Gate, upstream_in_range};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = Gate::start(&[upstream_in_range("A")], "client_max_body_size 1k;");
+    let body = dir.path().join("body");
+    std::fs::write(&body, payload(5 << 20)).expect("body");
+    let port = g.addr.port();
+    for chunked in [false, true] {
+        for _ in 0..8 {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sS", "--http1.1", "--max-time", "20", "-o", "/dev/null"])
+                .args(["-w", "%{http_code}", "-H", "Expect:", "--cacert"])
+                .arg(g.ca())
+                .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+            if chunked {
+                cmd.args(["-H", "Transfer-Encoding: chunked"]);
+            }
+            let out = cmd
+                .arg(format!("https://localhost:{port}/up"))
+                .output()
+                .expect("curl");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "413",
+                "chunked={chunked}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                g.server.log_text()
+            );
+        }
+    }
+}
+
 /// Sends a request head and the first `first` bytes of a `total`-byte body, then waits:
 /// does a connection reach `upstream` with the body's first bytes meanwhile?
 fn upstream_sees_early_bytes(
