@@ -1001,13 +1001,21 @@ pub(crate) async fn proxy(
         let first_try = *first_try.get_or_insert(sent_at);
         // In progress on `addr` (for `least_conn`) until its answer's body is read.
         let load = balancer.load(addr);
-        // A timeout (`proxy_read_timeout`, connecting included) apart from the other
-        // failures: nginx answers it with 504.
+        // A timeout (`proxy_send_timeout`, `proxy_read_timeout`, connecting included)
+        // apart from the other failures: nginx answers it with 504.
         let sent = match client
-            .request(addr, req, settings.proxy_read_timeout, leave_out)
+            .request(
+                addr,
+                req,
+                crate::upstream_pool::Timeouts {
+                    send: settings.proxy_send_timeout,
+                    read: settings.proxy_read_timeout,
+                },
+                leave_out,
+            )
             .await
         {
-            Err(e @ SendError::TimedOut(_)) => Err(e),
+            Err(e @ SendError::TimedOut(..)) => Err(e),
             other => Ok(other),
         };
         let result = match &sent {
@@ -1150,13 +1158,13 @@ pub(crate) async fn proxy(
             Err(_) if fault.status().is_some() => {
                 return error_page(fault.status().unwrap_or(StatusCode::REQUEST_TIMEOUT));
             }
-            Err(_) if another && next.timeout && sent_may_move => {
+            Err(e) if another && next.timeout && sent_may_move => {
                 balancer.failed(addr);
-                tracing::error!(upstream = %addr, group = %balancer.name, timeout = ?settings.proxy_read_timeout, "upstream timed out; trying the next server");
+                tracing::error!(upstream = %addr, group = %balancer.name, error = %e, "upstream timed out; trying the next server");
             }
-            Err(_) => {
+            Err(e) => {
                 balancer.failed(addr);
-                request_event!(error, log.error_context(), upstream = %addr, timeout = ?settings.proxy_read_timeout, "upstream timed out: 504");
+                request_event!(error, log.error_context(), upstream = %addr, error = %e, "upstream timed out: 504");
                 return error_page(StatusCode::GATEWAY_TIMEOUT);
             }
         }

@@ -200,6 +200,21 @@ pub(crate) struct H1Conn {
     /// after it while the response body is read (a server may answer before it has read
     /// an upload, and read the rest as it answers).
     sending: Option<Sending>,
+    /// Bytes written to the server so far (wrapping): whether a wait saw progress.
+    sent: u64,
+}
+
+/// Where the writing of a request stands, as [`H1Conn::poll_exchange`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendPhase {
+    /// The server takes no more bytes now (nginx's `proxy_send_timeout` runs).
+    Blocked,
+    /// Waiting for more of the request body from the client (whose
+    /// `client_body_timeout` runs, not the upstream's).
+    AwaitingBody,
+    /// All written (or the writing failed): the answer is awaited
+    /// (`proxy_read_timeout` runs).
+    Sent,
 }
 
 /// A request body being written.
@@ -225,6 +240,21 @@ impl H1Conn {
             read_size: READ_MIN,
             reusable: true,
             sending: None,
+            sent: 0,
+        }
+    }
+
+    /// Bytes written to the server so far (wrapping).
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Where the writing of the request stands.
+    pub(crate) fn send_phase(&self) -> SendPhase {
+        match (self.write.is_empty(), self.sending.is_some()) {
+            (false, _) => SendPhase::Blocked,
+            (true, true) => SendPhase::AwaitingBody,
+            (true, false) => SendPhase::Sent,
         }
     }
 
@@ -270,6 +300,7 @@ impl H1Conn {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             *written = true;
+            self.sent = self.sent.wrapping_add(n as u64);
             self.write.advance(n);
         }
         Pin::new(&mut self.io).poll_flush(cx)

@@ -33,7 +33,7 @@ use tower_service::Service;
 use crate::balance::{BodyError, UpstreamBody};
 use crate::stall_timer::StallTimer;
 use crate::upstream_h1::{
-    Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io, LeaveOut,
+    Exchange, ExchangeError, Exchanged, Framing, H1Conn, H1Error, Io, LeaveOut, SendPhase,
 };
 use crate::upstream_stream::{Dial, UpstreamStream, connect_unix, unix_path};
 
@@ -89,9 +89,13 @@ pub(crate) enum SendError {
     /// The request failed on its connection.
     #[error("request failed")]
     Request(#[source] H1Error),
-    /// No response head within `proxy_read_timeout` (connecting included).
-    #[error("timed out ({0:?}) waiting for the response")]
-    TimedOut(Duration),
+    /// The server took none of the request for `proxy_send_timeout`, or sent no
+    /// response head within `proxy_read_timeout` (of connecting or of the request's end).
+    #[error("timed out ({1:?}) {while_}", while_ = match .0 {
+        Stalled::Send => "sending the request",
+        Stalled::Read => "waiting for the response",
+    })]
+    TimedOut(Stalled, Duration),
 }
 
 impl SendError {
@@ -149,14 +153,16 @@ impl UpstreamClient {
     }
 
     /// Send `req` (its URI in origin form: `/path?query`) to the server at `addr`
-    /// (`host:port`) and wait for the response head, for at most `timeout`
-    /// (`proxy_read_timeout`; connecting included). The body of the response keeps
+    /// (`host:port`) and wait for the response head: `timeouts.read`
+    /// (`proxy_read_timeout`) bounds connecting and the wait from the request's end to the
+    /// head, `timeouts.send` (`proxy_send_timeout`) a wait for the server to take more of
+    /// the request. The body of the response keeps
     /// reading the connection; a `Host` is added from `addr` when the request has none.
     pub(crate) async fn request(
         &self,
         addr: &str,
         mut req: Request<UpstreamBody>,
-        timeout: Duration,
+        timeouts: Timeouts,
         leave_out: LeaveOut<'_>,
     ) -> Result<Response<UpstreamResponseBody>, SendError> {
         let called = tokio::time::Instant::now();
@@ -177,11 +183,14 @@ impl UpstreamClient {
                 // Boxed: connecting is the rare path, and its future (the TCP and TLS
                 // connector's) would otherwise make every request's state that much larger.
                 None => {
-                    match tokio::time::timeout_at(called + timeout, Box::pin(self.connect(addr)))
-                        .await
+                    match tokio::time::timeout_at(
+                        called + timeouts.read,
+                        Box::pin(self.connect(addr)),
+                    )
+                    .await
                     {
                         Ok(conn) => (conn?, false),
-                        Err(_) => return Err(SendError::TimedOut(timeout)),
+                        Err(_) => return Err(SendError::TimedOut(Stalled::Read, timeouts.read)),
                     }
                 }
             };
@@ -190,7 +199,7 @@ impl UpstreamClient {
                 true => Duration::ZERO,
                 false => started.elapsed(),
             };
-            let exchanged = exchange(&mut conn, req, timeout, leave_out).await;
+            let exchanged = exchange(&mut conn, req, timeouts, leave_out).await;
             match exchanged {
                 Ok(Exchanged::Switched(resp, rest)) => {
                     // The connection now carries another protocol: the tunnel's.
@@ -207,7 +216,7 @@ impl UpstreamClient {
                         load: None,
                         conn: Some(conn),
                         pool,
-                        read_timeout: timeout,
+                        read_timeout: timeouts.read,
                         failed: None,
                         switched: None,
                         received: None,
@@ -229,7 +238,9 @@ impl UpstreamClient {
                 Err(Failed::Unsent(_, e) | Failed::Sent(e, _)) => {
                     return Err(SendError::Request(e));
                 }
-                Err(Failed::TimedOut) => return Err(SendError::TimedOut(timeout)),
+                Err(Failed::TimedOut(which, after)) => {
+                    return Err(SendError::TimedOut(which, after));
+                }
             }
         }
     }
@@ -322,32 +333,70 @@ enum Failed {
     Unsent(Box<Request<UpstreamBody>>, H1Error),
     /// After; with the request when it had no body and got no answer.
     Sent(H1Error, Option<Box<Request<UpstreamBody>>>),
-    /// No response head within the timeout (the connection is not reusable).
-    TimedOut,
+    /// A wait ran out (the connection is not reusable).
+    TimedOut(Stalled, Duration),
 }
 
-/// Send `req` on `conn` and wait for the response head, until `timeout` after the wait
-/// `conn.stall` began.
+/// Send `req` on `conn` and wait for the response head, each wait bounded by its timeout
+/// of `timeouts` (the first counted from when `conn.stall` began).
 async fn exchange(
     conn: &mut Conn,
     req: Request<UpstreamBody>,
-    timeout: Duration,
+    timeouts: Timeouts,
     leave_out: LeaveOut<'_>,
 ) -> Result<Exchanged, Failed> {
     let mut ex = Exchange::new(req, leave_out);
-    std::future::poll_fn(|cx| match conn.h1.poll_exchange(cx, &mut ex) {
-        Poll::Ready(Ok(head)) => {
-            conn.stall.progressed();
-            Poll::Ready(Ok(head))
+    std::future::poll_fn(|cx| {
+        let sent = conn.h1.sent();
+        match conn.h1.poll_exchange(cx, &mut ex) {
+            Poll::Ready(Ok(head)) => {
+                conn.stall.progressed();
+                Poll::Ready(Ok(head))
+            }
+            Poll::Ready(Err(ExchangeError::Unsent(req, e))) => {
+                Poll::Ready(Err(Failed::Unsent(req, e)))
+            }
+            Poll::Ready(Err(ExchangeError::Sent(e, req))) => Poll::Ready(Err(Failed::Sent(e, req))),
+            Poll::Pending => {
+                // As nginx: `proxy_send_timeout` between two writes the server takes,
+                // `proxy_read_timeout` from the request's end to its answer; a wait for
+                // the client's body is the client's (`client_body_timeout`).
+                if conn.h1.sent() != sent {
+                    conn.stall.progressed();
+                }
+                let (timeout, which) = match conn.h1.send_phase() {
+                    SendPhase::Blocked => (timeouts.send, Stalled::Send),
+                    SendPhase::Sent => (timeouts.read, Stalled::Read),
+                    SendPhase::AwaitingBody => {
+                        conn.stall.progressed();
+                        return Poll::Pending;
+                    }
+                };
+                match conn.stall.poll_waited(cx, timeout) {
+                    Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut(which, timeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
-        Poll::Ready(Err(ExchangeError::Unsent(req, e))) => Poll::Ready(Err(Failed::Unsent(req, e))),
-        Poll::Ready(Err(ExchangeError::Sent(e, req))) => Poll::Ready(Err(Failed::Sent(e, req))),
-        Poll::Pending => match conn.stall.poll_waited(cx, timeout) {
-            Poll::Ready(()) => Poll::Ready(Err(Failed::TimedOut)),
-            Poll::Pending => Poll::Pending,
-        },
     })
     .await
+}
+
+/// An upstream exchange's two timeouts (nginx's `proxy_send_timeout` and
+/// `proxy_read_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) send: Duration,
+    pub(crate) read: Duration,
+}
+
+/// Which of an exchange's waits ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stalled {
+    /// The server took none of the request for `proxy_send_timeout`.
+    Send,
+    /// Connecting, or the answer, for `proxy_read_timeout`.
+    Read,
 }
 
 /// The body of an upstream response: reading it reads the connection, which goes back

@@ -348,3 +348,88 @@ fn without_a_temporary_file_large_bodies_are_streamed() {
         "warned once"
     );
 }
+
+/// An upstream that reads each request's head and then, with `read_body`, its whole
+/// `Content-Length` body and answers 200, or else reads nothing more and holds the
+/// connection for 20 s.
+fn body_upstream(read_body: bool) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
+                    head.push(byte[0]);
+                }
+                if !read_body {
+                    std::thread::sleep(Duration::from_secs(20));
+                    return;
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len: u64 = (text.lines())
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let got = std::io::copy(&mut (&mut s).take(len), &mut std::io::sink());
+                let body = format!("{}", got.unwrap_or(0));
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// `proxy_send_timeout` bounds a wait for the upstream to take more of the request (504,
+/// as nginx), and `proxy_read_timeout` runs only once the request is sent: a streamed
+/// upload that lasts longer than it, to an upstream that takes it, is answered (before
+/// 2026-12-04 the read timeout ran from the request's start, and this upload got a 504;
+/// the send timeout was not enforced, so the first case waited for the upstream's close).
+#[test]
+fn proxy_send_timeout_bounds_the_upload_and_proxy_read_timeout_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = body_upstream(false);
+    let taker = body_upstream(true);
+    let http = "    client_max_body_size 0;";
+    let server = format!(
+        "        location /stuck/ {{ proxy_send_timeout 2s; proxy_read_timeout 30s; proxy_pass http://{stuck}; }}\n        \
+         location /slow/ {{ proxy_request_buffering off; proxy_read_timeout 2s; proxy_pass http://{taker}; }}"
+    );
+    let hp = free_port();
+    let (prefix, conf) = front(dir.path(), "hsmgate", hp, http, &server);
+    let mine = Server::hsmgate(&prefix, &conf, &[hp]);
+    let big = dir.path().join("big");
+    std::fs::write(&big, payload(32 << 20)).expect("body");
+    let t = Instant::now();
+    let (status, _) = post(hp, "/stuck/x", &big, false);
+    let took = t.elapsed();
+    assert_eq!(status, 504, "{}", mine.log_text());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    // About 4 s of upload at 100 KB/s, the read timeout 2 s.
+    let small = dir.path().join("small");
+    std::fs::write(&small, payload(400_000)).expect("body");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "--limit-rate",
+            "100k",
+            "-H",
+            "Expect:",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", small.display()))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{hp}/slow/x"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "400000\n200", "{}", mine.log_text());
+}
