@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use hsmgate_config::Location;
 use hsmgate_config::nginx::{
-    AccessLog, Action, LocationBlock, NginxOptions, ProxyPass, ProxySettings, Server, ServerName,
-    UpstreamRef,
+    AccessLog, Action, LocationBlock, LocationStep, NginxOptions, ProxyPass, ProxySettings, Server,
+    ServerName, UpstreamRef,
 };
 use http::HeaderName;
 
@@ -372,22 +372,41 @@ impl Generation {
                 stack.extend(l.locations.iter());
                 self.prepare_settings(&l.settings)?;
                 if let Some(Action::ProxyPass(p)) = &l.action {
-                    // Checked at load also for a URL with variables, whose upstreams are
-                    // found per request (`dynamic_balancer`).
-                    let tls = upstream_tls(p, &l.settings).map_err(|e| ProxyError::At {
-                        at: at(&l.location),
-                        source: Box::new(e),
-                    })?;
-                    let key = balancer_key(&p.target, p.https, &l.settings);
-                    if !matches!(p.target, UpstreamRef::Dynamic(_))
-                        && !self.balancers.contains_key(&key)
-                    {
-                        let timeout = l.settings.proxy_connect_timeout;
-                        let b = self.new_balancer(&p.target, timeout, tls);
-                        self.balancers.insert(key, Arc::new(b));
+                    self.prepare_pass(p, &l.settings, &l.location)?;
+                }
+                // An `if` block's own `proxy_pass`, with the block's settings.
+                let mut steps: Vec<&LocationStep> = l.steps.iter().collect();
+                while let Some(step) = steps.pop() {
+                    if let LocationStep::If(block) = step {
+                        steps.extend(block.steps.iter());
+                        self.prepare_settings(&block.settings)?;
+                        if let Some(p) = &block.pass {
+                            self.prepare_pass(p, &block.settings, &block.location)?;
+                        }
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The upstream group of a `proxy_pass` with the `settings` of its block at
+    /// `location`. Checked at load also for a URL with variables, whose upstreams are
+    /// found per request (`dynamic_balancer`).
+    fn prepare_pass(
+        &mut self,
+        p: &ProxyPass,
+        settings: &ProxySettings,
+        location: &Location,
+    ) -> Result<(), ProxyError> {
+        let tls = upstream_tls(p, settings).map_err(|e| ProxyError::At {
+            at: at(location),
+            source: Box::new(e),
+        })?;
+        let key = balancer_key(&p.target, p.https, settings);
+        if !matches!(p.target, UpstreamRef::Dynamic(_)) && !self.balancers.contains_key(&key) {
+            let b = self.new_balancer(&p.target, settings.proxy_connect_timeout, tls);
+            self.balancers.insert(key, Arc::new(b));
         }
         Ok(())
     }

@@ -766,7 +766,11 @@ pub(crate) async fn proxy(
                     log.proxy_host = Arc::clone(&held.proxy_host);
                     &*held
                 }
-                None => return error_page(StatusCode::BAD_GATEWAY),
+                None => {
+                    // Every static `proxy_pass` has its group made at load: a bug if not.
+                    tracing::error!(path = %log.request_uri, target = ?pass.target, "no upstream group was prepared for this proxy_pass: 502");
+                    return error_page(StatusCode::BAD_GATEWAY);
+                }
             }
         }
     };

@@ -1375,6 +1375,10 @@ fn internal_locations_and_satisfy_as_nginx() {
 fn if_in_a_location_as_nginx_runs_it() {
     let raw = RawUpstream::start();
     let up = raw.addr;
+    // Named by an `if` block's `proxy_pass` only (its group was never made: a silent
+    // 502 before 2026-12-04).
+    let alt = RawUpstream::start();
+    let alt_addr = alt.addr;
     let extra = format!(
         "location /api/ {{
             if ($request_method = OPTIONS) {{
@@ -1394,6 +1398,8 @@ fn if_in_a_location_as_nginx_runs_it() {
             proxy_pass http://{up};
         }}
         location /ifpass/ {{ if ($arg_p) {{ proxy_pass http://{up}; }} }}
+        location /ifalt/ {{ if ($http_x_alt) {{ proxy_pass http://{alt_addr}; }}
+            proxy_pass http://{up}; }}
         location /iflast/ {{ if ($arg_l) {{ rewrite ^/iflast/(.*)$ /api/$1 last; }}
             return 200 stay; }}"
     );
@@ -1462,6 +1468,13 @@ fn if_in_a_location_as_nginx_runs_it() {
         }
     }
     assert_eq!(send("GET", "/iflast/a", "").body, "stay");
+    let r = send("GET", "/ifalt/a", "X-Alt: 1\r\n");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(alt.last_request_line(), "GET /ifalt/a HTTP/1.1");
+    let before = alt.count();
+    assert_eq!(send("GET", "/ifalt/b", "").status, 200);
+    assert_eq!(raw.last_request_line(), "GET /ifalt/b HTTP/1.1");
+    assert_eq!(alt.count(), before, "without X-Alt: the location's upstream");
 }
 
 /// `listen … proxy_protocol` and the realip module, checked against Debian's nginx 1.22
