@@ -199,7 +199,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
-pub use self::cond::{Condition, LocationIf, ServerIf};
+pub use self::cond::{Condition, LocationIf, ServerIf, captures_of};
 pub use self::expires::Expires;
 pub use self::geo::GeoTable;
 pub use self::limits::{
@@ -218,6 +218,7 @@ pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::rewrite::{
     LocationStep, MAX_URI_CHANGES, Rewrite, RewriteFlag, Rewritten, ServerStep, SetVar,
+    capture_index,
 };
 pub use self::select::{
     listening_on, location_match, normalize_host, proxy_pass_uri, request_target, select_server,

@@ -81,9 +81,15 @@ pub(crate) fn route<'s>(
     for step in &server.server_steps {
         match step {
             ServerStep::If(i) => {
-                let vars = log.vars(headers);
-                let get = |name: &str| vars.get(name).into_owned();
-                if i.condition.holds(&get, &|t| vars.expand(t)) {
+                let (holds, caps) = {
+                    let vars = log.vars(headers);
+                    let get = |name: &str| vars.get(name).into_owned();
+                    i.condition.holds_capturing(&get, &|t| vars.expand(t))
+                };
+                if let Some(caps) = caps {
+                    set_captures(log, caps);
+                }
+                if holds {
                     return at_server(ActionRef::Return(&i.ret));
                 }
             }
@@ -130,6 +136,12 @@ pub(crate) fn route<'s>(
                 uri_change,
             };
         };
+        // A regex location's captures are `$1`… for what follows.
+        if let Matcher::Regex { regex, .. } = &l.matcher
+            && let Some(caps) = hsmgate_config::nginx::captures_of(regex, &log.uri)
+        {
+            set_captures(log, caps);
+        }
         if l.internal && !internal && changes == 0 {
             // nginx's find-config phase: an `internal` location is not the client's.
             return found(l, log.method.as_str(), None);
@@ -218,11 +230,14 @@ impl<'s> LocationRun<'s, '_> {
                     continue;
                 }
                 LocationStep::If(i) => {
-                    let holds = {
+                    let (holds, caps) = {
                         let vars = log.vars(headers);
                         let get = |name: &str| vars.get(name).into_owned();
-                        i.condition.holds(&get, &|t| vars.expand(t))
+                        i.condition.holds_capturing(&get, &|t| vars.expand(t))
                     };
+                    if let Some(caps) = caps {
+                        set_captures(log, caps);
+                    }
                     if !holds {
                         continue;
                     }
@@ -276,6 +291,18 @@ fn set(v: &SetVar, log: &mut LogCtx, headers: &HeaderMap) {
     }
 }
 
+/// The captures of the regex that matched last, as `$0`…`$9` (those it does not have
+/// are empty), in place of the earlier ones.
+fn set_captures(log: &mut LogCtx, caps: Vec<String>) {
+    let is_capture = |n: &str| hsmgate_config::nginx::capture_index(n).is_some();
+    log.set_vars.retain(|(n, _)| !is_capture(n));
+    log.set_vars.extend(
+        caps.into_iter()
+            .enumerate()
+            .map(|(i, c)| (i.to_string(), c)),
+    );
+}
+
 /// Apply `r` to the request's current URI; a new URI is stored in `log`.
 fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritten> {
     let done = {
@@ -283,6 +310,10 @@ fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritt
         let args = vars.get("args").into_owned();
         r.apply(&log.uri, &args, &|name| vars.get(name).into_owned())?
     };
+    // Its captures are `$1`… for what follows (a `return`, a `proxy_pass`).
+    if let Some(caps) = hsmgate_config::nginx::captures_of(&r.regex, &log.uri) {
+        set_captures(log, caps);
+    }
     if let Rewritten::Uri { uri, args } = &done {
         tracing::debug!(pattern = %r.pattern, %uri, %args, "rewritten");
         log.uri.clone_from(uri);

@@ -205,7 +205,10 @@ impl Vars<'_> {
                 return "".into();
             }
             let source = self.expand_at(&map.source, depth + 1);
-            return self.expand_at(map.lookup(&source), depth + 1).into();
+            return match map.lookup_capturing(&source) {
+                (value, None) => self.expand_at(value, depth + 1).into(),
+                (value, Some(caps)) => self.expand_captured(value, &caps, depth + 1).into(),
+            };
         }
         match name {
             "host" => self.host().into(),
@@ -411,6 +414,22 @@ impl Vars<'_> {
     /// `template` with its variables replaced.
     pub(crate) fn expand(&self, template: &Template) -> String {
         self.expand_at(template, 0)
+    }
+
+    /// `template` with `$0`…`$9` from `caps` (a `map` key's regex) and the other
+    /// variables as usual.
+    fn expand_captured(&self, template: &Template, caps: &[String], depth: u8) -> String {
+        let mut out = String::new();
+        for p in &template.parts {
+            match p {
+                TemplatePart::Literal(s) => out.push_str(s),
+                TemplatePart::Var(v) => match hsmgate_config::nginx::capture_index(v) {
+                    Some(n) => out.push_str(caps.get(n).map_or("", String::as_str)),
+                    None => out.push_str(&self.get_at(v, depth)),
+                },
+            }
+        }
+        out
     }
 
     fn expand_at(&self, template: &Template, depth: u8) -> String {

@@ -251,8 +251,13 @@ impl Ctx<'_> {
         arg: &Arg,
         extra: &dyn Fn(&str) -> bool,
     ) -> Result<Template, ConfigError> {
+        // `$0`…`$9`: the captures of the regex that matched last (a location's, an
+        // `if`'s, a `rewrite`'s; in a `map` value, its key's), empty without one.
         let known = |name: &str| {
-            self.map_names.contains(name) || self.set_names.contains(name) || extra(name)
+            self.map_names.contains(name)
+                || self.set_names.contains(name)
+                || super::rewrite::capture_index(name).is_some()
+                || extra(name)
         };
         Template::parse_with(&arg.value, &known).map_err(|e| {
             // `offset` is into the unescaped value: back to the text as written.

@@ -94,6 +94,44 @@ impl Condition {
             Self::Matches { var, regex, negate } => regex.is_match(&get(var)) != *negate,
         }
     }
+
+    /// [`holds`](Self::holds), and for a regex that matched (`~`, `~*`), its captures
+    /// (`$0`…`$9` after it, as nginx sets them).
+    pub fn holds_capturing(
+        &self,
+        get: &dyn Fn(&str) -> String,
+        expand: &dyn Fn(&Template) -> String,
+    ) -> (bool, Option<Vec<String>>) {
+        match self {
+            Self::Matches {
+                var,
+                regex,
+                negate: false,
+            } => {
+                let subject = get(var);
+                match captures_of(regex, &subject) {
+                    Some(caps) => (true, Some(caps)),
+                    None => (false, None),
+                }
+            }
+            _ => (self.holds(get, expand), None),
+        }
+    }
+}
+
+/// What `regex` captures in `subject` (`$0`, the whole match, first; a group that took
+/// no part is empty), None when it does not match.
+pub fn captures_of(regex: &Regex, subject: &str) -> Option<Vec<String>> {
+    if regex.captures_len() == 1 {
+        return regex.find(subject).map(|m| vec![m.as_str().to_owned()]);
+    }
+    let caps = regex.captures(subject)?;
+    Some(
+        caps.iter()
+            .take(10)
+            .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
+            .collect(),
+    )
 }
 
 /// `if (…) { return …; }` in a server block.

@@ -134,6 +134,26 @@ impl VarMap {
             .find(|(r, _)| r.is_match(value))
             .map_or(&self.default, |(_, t)| t)
     }
+
+    /// [`lookup`](Self::lookup), with the captures of the `~regex` key that chose the
+    /// value when the value uses them (`~^/old/(.*)$ /new/$1;`).
+    pub fn lookup_capturing(&self, value: &str) -> (&Template, Option<Vec<String>>) {
+        let t = self.lookup(value);
+        let uses = t.parts.iter().any(|p| {
+            matches!(p, super::template::TemplatePart::Var(v) if super::rewrite::capture_index(v).is_some())
+        });
+        if !uses || self.geo.is_some() || self.split.is_some() {
+            return (t, None);
+        }
+        let lower = value.to_ascii_lowercase();
+        if self.exact.contains_key(&lower) || self.wildcards.lookup(&lower).is_some() {
+            return (t, None);
+        }
+        match self.regexes.iter().find(|(r, _)| r.is_match(value)) {
+            Some((r, t)) => (t, super::cond::captures_of(r, value)),
+            None => (t, None),
+        }
+    }
 }
 
 /// The variable a `map` directive defines (lower case, without `$`), checked.

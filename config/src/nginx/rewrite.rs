@@ -211,7 +211,7 @@ impl Rewrite {
 }
 
 /// `$0`…`$9`: the capture's index.
-fn capture_index(name: &str) -> Option<usize> {
+pub fn capture_index(name: &str) -> Option<usize> {
     match name.as_bytes() {
         [d @ b'0'..=b'9'] => Some(usize::from(d - b'0')),
         _ => None,

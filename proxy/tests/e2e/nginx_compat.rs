@@ -1474,7 +1474,11 @@ fn if_in_a_location_as_nginx_runs_it() {
     let before = alt.count();
     assert_eq!(send("GET", "/ifalt/b", "").status, 200);
     assert_eq!(raw.last_request_line(), "GET /ifalt/b HTTP/1.1");
-    assert_eq!(alt.count(), before, "without X-Alt: the location's upstream");
+    assert_eq!(
+        alt.count(),
+        before,
+        "without X-Alt: the location's upstream"
+    );
 }
 
 /// `listen … proxy_protocol` and the realip module, checked against Debian's nginx 1.22
@@ -3061,4 +3065,51 @@ fn unencoded_quotes_and_angle_brackets_in_an_http2_path_are_served() {
         assert_eq!(text, "200 2", "{target}");
         assert_eq!(raw.last_request_line(), format!("GET {upstream} HTTP/1.1"));
     }
+}
+
+/// Regex captures `$1`… outside `rewrite`, as nginx sets them: a regex location's for
+/// its `return` and its `proxy_pass`, an `if`'s (server and location) for a `return` and
+/// a `set`, and a `map` key's for its value (before 2026-12-04 `-t` refused each with
+/// `unknown "1" variable`).
+#[test]
+fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "if ($http_x_www ~* ^www\\.(.*)$) {{ return 301 https://$1$request_uri; }}
+        location ~ ^/old/(.*)$ {{ return 301 /new/$1; }}
+        location ~ ^/user/(\\d+)/profile$ {{ proxy_pass http://{up}/profile?id=$1; }}
+        location /sub/ {{ if ($http_x_sub ~ \"^(.+)\\.example\\.com$\") {{ set $sub $1; }}
+            return 200 \"sub=$sub\"; }}
+        location /m/ {{ return 200 \"map=$mapped\"; }}"
+    );
+    let http_extra = "map $uri $mapped { ~^/m/(?:a|b)/(.*)$ /mapped/$1; default none; }";
+    let (gate, http) = start_with(&raw, http_extra, &extra);
+    let send = |target: &str, extra: &str| {
+        plain(
+            http,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let r = send("/x?y=1", "X-Www: www.example.org\r\n");
+    assert_eq!(r.status, 301, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "location"), Some("https://example.org/x?y=1"));
+    let r = send("/old/a/b.html", "");
+    assert_eq!(r.status, 301, "{r:?}");
+    assert!(
+        header(&r, "location").is_some_and(|l| l.ends_with("/new/a/b.html")),
+        "{r:?}"
+    );
+    let r = send("/user/42/profile", "");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(raw.last_request_line(), "GET /profile?id=42 HTTP/1.1");
+    assert_eq!(
+        send("/sub/", "X-Sub: shop.example.com\r\n").body,
+        "sub=shop"
+    );
+    assert_eq!(send("/sub/", "X-Sub: other.org\r\n").body, "sub=");
+    assert_eq!(send("/m/b/c/d", "").body, "map=/mapped/c/d");
+    assert_eq!(send("/m/z", "").body, "map=none");
 }
