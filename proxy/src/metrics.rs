@@ -42,6 +42,41 @@ pub(crate) const OCSP_FETCHES: &str = "hsmgate_ocsp_fetches_total";
 /// Gauge: the `nextUpdate` (Unix seconds) of the OCSP response stapled now to
 /// `certificate`'s handshakes; 0 while none is (not yet fetched, refused or expired).
 pub(crate) const OCSP_NEXT_UPDATE: &str = "hsmgate_ocsp_staple_next_update_seconds";
+/// Gauge: 1 when the last load of the configuration (the start, or a reload) succeeded,
+/// 0 when a reload failed and the previous configuration serves on (Prometheus's own
+/// `prometheus_config_last_reload_successful`).
+pub(crate) const CONFIG_RELOAD_OK: &str = "hsmgate_config_last_reload_successful";
+/// Gauge: when (Unix seconds) the configuration serving now was loaded.
+pub(crate) const CONFIG_RELOAD_TIME: &str = "hsmgate_config_last_reload_success_timestamp_seconds";
+/// Counter: reloads by `result` (`ok`, `failed`).
+pub(crate) const CONFIG_RELOADS: &str = "hsmgate_config_reloads_total";
+/// Gauge: 1, with the `version` running.
+pub(crate) const BUILD_INFO: &str = "hsmgate_build_info";
+
+/// A configuration loaded (`reload`: by a reload, else at start) or a reload failed.
+pub(crate) fn config_loaded(ok: bool, reload: bool) {
+    metrics::gauge!(CONFIG_RELOAD_OK).set(f64::from(u8::from(ok)));
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!(CONFIG_RELOAD_TIME).set(now.floor());
+    }
+    let (done, failed) = (
+        metrics::counter!(CONFIG_RELOADS, "result" => "ok"),
+        metrics::counter!(CONFIG_RELOADS, "result" => "failed"),
+    );
+    match (reload, ok) {
+        (false, _) => {
+            // Both series from the start, so that a rate or an alert has data.
+            done.increment(0);
+            failed.increment(0);
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        }
+        (true, true) => done.increment(1),
+        (true, false) => failed.increment(1),
+    }
+}
 
 /// How a handshake ended, for [`HANDSHAKES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +300,23 @@ pub fn describe() {
         OCSP_NEXT_UPDATE,
         metrics::Unit::Seconds,
         "nextUpdate (Unix time) of the OCSP response stapled now, by certificate; 0 while none is stapled"
+    );
+    metrics::describe_gauge!(
+        CONFIG_RELOAD_OK,
+        "1 when the last load of the configuration (start or reload) succeeded, 0 when a reload failed and the previous configuration serves on"
+    );
+    metrics::describe_gauge!(
+        CONFIG_RELOAD_TIME,
+        metrics::Unit::Seconds,
+        "When (Unix time) the configuration serving now was loaded"
+    );
+    metrics::describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads, by result (ok, failed)"
+    );
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the version of hsmgate running"
     );
     metrics::describe_counter!(
         ACCESS_LOG_DROPPED,

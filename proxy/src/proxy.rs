@@ -234,6 +234,7 @@ impl Proxy {
             accept_loops.push(spawn_loop(addr, socket)?);
         }
         crate::notify::notify("READY=1");
+        crate::metrics::config_loaded(true, false);
         generation.start_stapling();
         let mut current = generation;
         // SIGTERM drains gracefully for the native format, stops fast for nginx's.
@@ -285,10 +286,14 @@ impl Proxy {
                                 }
                             }
                             tracing::info!(config = %current.site.source.display(), "configuration reloaded");
+                            crate::metrics::config_loaded(true, true);
                         }
-                        Err(e) => tracing::error!(
-                            "reload failed, the previous configuration keeps serving: {e}"
-                        ),
+                        Err(e) => {
+                            tracing::error!(
+                                "reload failed, the previous configuration keeps serving: {e}"
+                            );
+                            crate::metrics::config_loaded(false, true);
+                        }
                     }
                     crate::notify::notify("READY=1");
                 }

@@ -122,7 +122,7 @@ pub fn fetch(admin: &str) -> Result<Status, TopError> {
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fetch_err)?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(fetch_err)?;
     write!(
         stream,
@@ -130,7 +130,14 @@ pub fn fetch(admin: &str) -> Result<Status, TopError> {
     )
     .map_err(fetch_err)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(fetch_err)?;
+    stream.read_to_end(&mut raw).map_err(|e| match e.kind() {
+        // The read timeout (a hung or stopped server), as it is.
+        std::io::ErrorKind::WouldBlock => fetch_err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer within 2 s",
+        )),
+        _ => fetch_err(e),
+    })?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status_line = head.lines().next().unwrap_or("").to_owned();
@@ -279,8 +286,20 @@ fn paint_state(line: &str, state: &str) -> String {
     format!("{before}\x1b[{code}m{word}\x1b[0m{after}")
 }
 
+/// The first `n` characters of `s`, control characters written out (`\u{1b}`): a key
+/// label, a token label in an error, a CKR text come from the HSM or another tenant, and
+/// written raw they could drive the terminal (set its title, colours, or worse).
 fn cut(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+    s.chars()
+        .flat_map(|c| {
+            let shown: Box<dyn Iterator<Item = char>> = match c.is_control() {
+                true => Box::new(c.escape_default()),
+                false => Box::new(std::iter::once(c)),
+            };
+            shown
+        })
+        .take(n)
+        .collect()
 }
 
 fn fit(s: &str, width: usize) -> String {
@@ -452,6 +471,19 @@ mod tests {
         // Narrow terminals cut lines instead of wrapping them.
         let narrow = render("x", Ok(&status), 40, false);
         assert!(narrow.iter().all(|l| l.chars().count() <= 40));
+    }
+
+    /// A key or error text holding terminal controls (an HSM's label, another tenant's)
+    /// is shown with them written out, never sent to the terminal.
+    #[test]
+    fn control_characters_from_the_server_are_written_out() {
+        let mut m = member("esc\x1b[31mRED\x1b]0;PWN\x07x", "down");
+        m.last_error = "tokens present: \x1b]0;TITLE\x07".into();
+        let line = member_line(&m);
+        let shown = cut(&line, 500);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("esc\\u{1b}[31"), "{shown:?}");
+        assert!(shown.contains("\\u{7}"), "{shown:?}");
     }
 
     #[test]

@@ -99,6 +99,55 @@ fn readyz_follows_members_and_reloads_to_another_key() {
     lab_b.restart("hsm-b");
     let body = wait_ready(admin, 200, &proxy);
     assert!(body.contains("hsm-b up"), "{body}");
+
+    // Reloads are in /metrics: one that worked, then one that failed (the previous
+    // configuration serves on, and only the log said so before).
+    let metrics = admin_get_blocking(admin, "/metrics").1;
+    let reloads = |m: &str, result: &str| {
+        metric(
+            m,
+            "hsmgate_config_reloads_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    assert_eq!(reloads(&metrics, "ok"), 1.0, "{metrics}");
+    assert_eq!(reloads(&metrics, "failed"), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "hsmgate_config_last_reload_successful", &[]),
+        1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "hsmgate_config_last_reload_success_timestamp_seconds",
+            &[]
+        ) > 1.7e9
+    );
+    assert_eq!(metric(&metrics, "hsmgate_build_info", &["version=\""]), 1.0);
+    std::fs::write(lab_a.path().join("hsmgate.toml"), "[listen\n").expect("write");
+    let failed = proxy.log_text().matches("reload failed").count();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &proxy.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let metrics = poll(
+        Duration::from_secs(20),
+        || format!("no failed reload:\n{}", proxy.log_text()),
+        || {
+            let m = admin_get_blocking(admin, "/metrics").1;
+            (reloads(&m, "failed") == 1.0).then_some(m)
+        },
+    );
+    assert!(proxy.log_text().matches("reload failed").count() > failed);
+    assert_eq!(
+        metric(&metrics, "hsmgate_config_last_reload_successful", &[]),
+        0.0
+    );
+    assert_eq!(reloads(&metrics, "ok"), 1.0);
+    assert_eq!(admin_get_blocking(admin, "/readyz").0, 200, "serves on");
 }
 
 #[test]
