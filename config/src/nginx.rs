@@ -210,9 +210,9 @@ pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, BalanceMethod, CertPair,
     ClientLimits, CookieFlags, ErrorLog, ErrorPage, ErrorPageStatus, ErrorPageTarget,
     HIDDEN_BY_DEFAULT, HttpVersion, KeySource, Listen, LocationBlock, LocationModifier, LogEscape,
-    LogFormat, Matcher, NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp, RealIpHeader,
-    Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup, UpstreamRef,
-    UpstreamServer, ValueMatch, ValueRewrite,
+    LogFormat, Matcher, MimeTypes, NextUpstream, NginxConfig, ProxyPass, ProxySettings, RealIp,
+    RealIpHeader, Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup,
+    UpstreamRef, UpstreamServer, ValueMatch, ValueRewrite,
 };
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};

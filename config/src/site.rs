@@ -200,6 +200,7 @@ impl Site {
             limit_except: None,
             proxy_set_body: None,
             root: None,
+            mime: crate::nginx::MimeTypes::default(),
             proxy_set_header: vec![
                 header("Host", "http_host"),
                 header("X-Forwarded-For", "proxy_add_x_forwarded_for"),

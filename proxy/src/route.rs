@@ -1319,9 +1319,14 @@ pub(crate) fn return_response(
     // A 204 or 304 has no body, and nginx sends no type with it (an `add_header
     // Content-Type …` of a CORS preflight is then the only one).
     if !matches!(r.code, 204 | 304) {
-        let ct = if html { "text/html" } else { "text/plain" };
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        // Text the configuration wrote: typed as nginx types it, by the URI's extension
+        // (`types`), else `default_type`.
+        let ct = match html {
+            true => HeaderValue::from_static("text/html"),
+            false => HeaderValue::from_str(settings.mime.for_uri(vars.uri))
+                .unwrap_or(HeaderValue::from_static("text/plain")),
+        };
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     if let Some(url) = location.and_then(|u| HeaderValue::from_str(&u).ok()) {
         resp.headers_mut().insert(header::LOCATION, url);

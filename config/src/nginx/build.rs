@@ -339,9 +339,6 @@ impl Ctx<'_> {
             Shape::Some => {
                 self.args(d, 1, usize::MAX)?;
             }
-            Shape::Block => {
-                self.block(d, 0, 0)?;
-            }
             Shape::Flag => {
                 let arg = self.one(d)?;
                 if super::values::parse_flag(&arg.value).is_none() {

@@ -22,14 +22,6 @@ const IGNORED: &[(&str, &str)] = &[
         "rewrite_log",
         "each rewrite is logged at debug level (RUST_LOG=hsmgate_proxy=debug)",
     ),
-    (
-        "types",
-        "MIME types are for static files, which hsmgate does not serve",
-    ),
-    (
-        "default_type",
-        "MIME types are for static files, which hsmgate does not serve",
-    ),
     ("types_hash_max_size", "nginx hash-table sizing"),
     ("proxy_headers_hash_max_size", "nginx hash-table sizing"),
     ("proxy_headers_hash_bucket_size", "nginx hash-table sizing"),
@@ -417,8 +409,6 @@ pub(crate) enum Shape {
     Some,
     /// `on` or `off`.
     Flag,
-    /// A block without arguments.
-    Block,
     /// One file that must be readable (nginx reads it at `-t`).
     File,
 }
@@ -472,8 +462,6 @@ const SHAPES: &[(&str, Shape)] = &[
     ("tcp_nopush", Shape::Flag),
     ("tcp_nodelay", Shape::Flag),
     ("rewrite_log", Shape::Flag),
-    ("types", Shape::Block),
-    ("default_type", Shape::One),
     ("types_hash_max_size", Shape::One),
     ("server_tokens", Shape::One),
     ("gzip", Shape::Flag),

@@ -529,6 +529,9 @@ pub struct ProxySettings {
     /// `root`: where a location that serves files reads them from. hsmgate reads files
     /// only for the page of an `error_page` (nginx's `/50x.html` pattern).
     pub root: Option<PathBuf>,
+    /// `types` and `default_type`: the `Content-Type` of a `return CODE TEXT` answer,
+    /// by the request URI's extension as nginx chooses it.
+    pub mime: MimeTypes,
     /// `proxy_set_header`s (not inherited by a level that has its own). The
     /// proxy adds nginx's defaults `Host: $proxy_host` and `Connection: close`
     /// unless these set them.
@@ -972,4 +975,52 @@ pub struct UpstreamServer {
     pub backup: bool,
     /// `down`.
     pub down: bool,
+}
+
+/// `types { TYPE EXT…; }` and `default_type TYPE` of a level (nginx's
+/// `ngx_http_set_content_type`, for the answers hsmgate makes itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MimeTypes {
+    /// Extension (lower case) → type; nginx's built-in three where no `types` is written.
+    pub by_ext: std::sync::Arc<std::collections::HashMap<String, String>>,
+    /// `default_type` (nginx's default: `text/plain`).
+    pub default: String,
+}
+
+impl Default for MimeTypes {
+    fn default() -> Self {
+        MimeTypes {
+            by_ext: std::sync::Arc::new(builtin_types()),
+            default: "text/plain".into(),
+        }
+    }
+}
+
+/// nginx's `types` where none is configured.
+pub(crate) fn builtin_types() -> std::collections::HashMap<String, String> {
+    [
+        ("html", "text/html"),
+        ("gif", "image/gif"),
+        ("jpg", "image/jpeg"),
+    ]
+    .into_iter()
+    .map(|(e, t)| (e.to_owned(), t.to_owned()))
+    .collect()
+}
+
+impl MimeTypes {
+    /// The type of an answer to `uri` (the normalised path): by the extension of its
+    /// last segment (case-insensitive), else `default_type`.
+    pub fn for_uri(&self, uri: &str) -> &str {
+        let last = uri.rsplit('/').next().unwrap_or(uri);
+        let ext = match last.rsplit_once('.') {
+            Some((_, ext)) if !ext.is_empty() => ext,
+            _ => return &self.default,
+        };
+        let found = match ext.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => self.by_ext.get(&ext.to_ascii_lowercase()),
+            false => self.by_ext.get(ext),
+        };
+        found.map_or(&self.default, String::as_str)
+    }
 }

@@ -98,6 +98,9 @@ pub(crate) struct Scope {
     /// `underscores_in_headers`, `ignore_invalid_headers`, by that index.
     flags: [Option<bool>; FLAGS.len()],
     root: Option<std::path::PathBuf>,
+    /// `types` (a level's own list replaces the inherited one) and `default_type`.
+    types: Option<std::sync::Arc<std::collections::HashMap<String, String>>>,
+    default_type: Option<String>,
 }
 
 /// The [`ClientLimits`] directives of one level.
@@ -169,6 +172,12 @@ impl Scope {
         }
         if self.root.is_none() {
             self.root = outer.root.clone();
+        }
+        if self.types.is_none() {
+            self.types = outer.types.clone();
+        }
+        if self.default_type.is_none() {
+            self.default_type = outer.default_type.clone();
         }
         self.intercept_errors = self.intercept_errors.or(outer.intercept_errors);
         self.limit_rate = self.limit_rate.or(outer.limit_rate);
@@ -276,6 +285,13 @@ impl Scope {
             limit_except: None,
             proxy_set_body: self.proxy_set_body.clone(),
             root: self.root.clone(),
+            mime: {
+                let d = super::model::MimeTypes::default();
+                super::model::MimeTypes {
+                    by_ext: self.types.clone().unwrap_or(d.by_ext),
+                    default: self.default_type.clone().unwrap_or(d.default),
+                }
+            },
             proxy_set_header: self.headers.clone().unwrap_or_default(),
             add_header: self.add_headers.clone().unwrap_or_default(),
             proxy_hide_header: self
@@ -340,6 +356,23 @@ impl Scope {
             return Ok(true);
         }
         match d.name.as_str() {
+            "default_type" => self.default_type = Some(ctx.one(d)?.value.clone()),
+            "types" => {
+                let mut by_ext = std::collections::HashMap::new();
+                for t in ctx.block(d, 0, 0)? {
+                    if t.args.is_empty() {
+                        return Err(ctx.arguments(t, "invalid number of arguments"));
+                    }
+                    for ext in &t.args {
+                        // The first type given for an extension is kept, as nginx warns
+                        // and keeps it.
+                        by_ext
+                            .entry(ext.value.to_ascii_lowercase())
+                            .or_insert_with(|| t.name.clone());
+                    }
+                }
+                self.types = Some(std::sync::Arc::new(by_ext));
+            }
             "proxy_set_header" => {
                 let args = ctx.args(d, 2, 2)?;
                 let value = ctx.template(d, &args[1])?;

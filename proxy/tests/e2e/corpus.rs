@@ -252,7 +252,6 @@ fn debian_default_site_as_ssl_offload() {
             "\"index\" ignored",
             "\"gzip\" ignored",
             "TLSv1 is not supported",
-            "\"types\" ignored",
         ],
     );
     let r = a.of("www.example.test/");

@@ -3113,3 +3113,40 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
     assert_eq!(send("/m/b/c/d", "").body, "map=/mapped/c/d");
     assert_eq!(send("/m/z", "").body, "map=none");
 }
+
+/// `return CODE TEXT` is typed as nginx types it: by the URI's extension through
+/// `types` (Debian's `include mime.types`), else `default_type` (Debian's
+/// `application/octet-stream`; a health check's `default_type application/json;`), and
+/// `text/plain` where neither is written. Before 2026-12-04 both were ignored and every
+/// such answer was `text/plain`.
+#[test]
+fn return_text_is_typed_by_types_and_default_type() {
+    let raw = RawUpstream::start();
+    let extra = "location /t/ { return 200 'text'; }
+        location = /healthz { default_type application/json; return 200 '{\"status\":\"ok\"}'; }";
+    let http_extra = "types { text/html html htm; application/json json; } \
+        default_type application/octet-stream;";
+    let (gate, http) = start_with(&raw, http_extra, extra);
+    let get_type = |target: &str| {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}\n{}", gate.server.log_text());
+        header(&r, "content-type").map(str::to_owned)
+    };
+    assert_eq!(
+        get_type("/t/a").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(get_type("/t/a.json").as_deref(), Some("application/json"));
+    assert_eq!(get_type("/t/a.HTM").as_deref(), Some("text/html"));
+    assert_eq!(get_type("/healthz").as_deref(), Some("application/json"));
+    // No `types` or `default_type` anywhere: nginx's text/plain.
+    let raw2 = RawUpstream::start();
+    let (gate2, http2) = start(&raw2, "location /t/ { return 200 'text'; }");
+    let r = get(http2, "compat.test", "/t/x.json");
+    assert_eq!(
+        header(&r, "content-type"),
+        Some("text/plain"),
+        "{}",
+        gate2.server.log_text()
+    );
+}
