@@ -399,12 +399,12 @@ impl Generation {
         settings: &ProxySettings,
         location: &Location,
     ) -> Result<(), ProxyError> {
-        let tls = upstream_tls(p, settings).map_err(|e| ProxyError::At {
+        let tls = upstream_tls(p.https, settings).map_err(|e| ProxyError::At {
             at: at(location),
             source: Box::new(e),
         })?;
         let key = balancer_key(&p.target, p.https, settings);
-        if !matches!(p.target, UpstreamRef::Dynamic(_)) && !self.balancers.contains_key(&key) {
+        if !p.has_variables() && !self.balancers.contains_key(&key) {
             let b = self.new_balancer(&p.target, settings.proxy_connect_timeout, tls);
             self.balancers.insert(key, Arc::new(b));
         }
@@ -506,7 +506,7 @@ impl Generation {
     /// `host[:port]`, resolved when connecting; or why neither (a 502).
     pub fn dynamic_balancer(
         &self,
-        pass: &ProxyPass,
+        https: bool,
         settings: &ProxySettings,
         host: &str,
     ) -> Result<Arc<Balancer>, String> {
@@ -514,11 +514,11 @@ impl Generation {
         let target = match named {
             Some(name) => UpstreamRef::Named(name.clone()),
             None => UpstreamRef::Addr(
-                dynamic_addr(host, if pass.https { 443 } else { 80 })
+                dynamic_addr(host, if https { 443 } else { 80 })
                     .ok_or_else(|| format!("invalid upstream host \"{host}\" in \"proxy_pass\""))?,
             ),
         };
-        let key = balancer_key(&target, pass.https, settings);
+        let key = balancer_key(&target, https, settings);
         // A location's own `proxy_pass` with the same settings shares its pool.
         if let Some(b) = self.balancers.get(&key) {
             return Ok(Arc::clone(b));
@@ -526,7 +526,7 @@ impl Generation {
         if let Some(b) = self.dynamic.get(&key) {
             return Ok(Arc::clone(&b));
         }
-        let tls = upstream_tls(pass, settings).map_err(|e| e.to_string())?;
+        let tls = upstream_tls(https, settings).map_err(|e| e.to_string())?;
         let b = Arc::new(self.new_balancer(&target, settings.proxy_connect_timeout, tls));
         // Upstream blocks are as many as the configuration has; addresses are bounded.
         if named.is_some() || self.dynamic.len() < MAX_DYNAMIC_UPSTREAMS {
@@ -549,7 +549,9 @@ impl Generation {
                 None => Balancer::single(&format!("{n}:80"), timeout, tls),
             },
             UpstreamRef::Addr(a) => Balancer::single(a, timeout, tls),
-            UpstreamRef::Dynamic(_) => unreachable!("a dynamic target is resolved first"),
+            UpstreamRef::Dynamic(_) | UpstreamRef::DynamicUrl(_) => {
+                unreachable!("a dynamic target is resolved first")
+            }
         }
     }
 
@@ -608,15 +610,16 @@ fn balancer_key(target: &UpstreamRef, https: bool, settings: &ProxySettings) -> 
         UpstreamRef::Named(n) => format!("{n}|{ms}{tls}"),
         UpstreamRef::Addr(a) => format!("={a}|{ms}{tls}"),
         UpstreamRef::Dynamic(t) => format!("${t:?}|{ms}{tls}"),
+        UpstreamRef::DynamicUrl(t) => format!("$${t:?}|{ms}{tls}"),
     }
 }
 
 /// The TLS settings of a `proxy_pass https://` in a location with `settings`.
 fn upstream_tls(
-    pass: &ProxyPass,
+    https: bool,
     settings: &ProxySettings,
 ) -> Result<Option<crate::balance::UpstreamTls>, ProxyError> {
-    Ok(match pass.https {
+    Ok(match https {
         true => Some(crate::balance::UpstreamTls {
             config: crate::upstream_tls::client_config(&settings.proxy_ssl)?,
             name: settings.proxy_ssl.name.clone(),

@@ -731,11 +731,25 @@ pub(crate) async fn proxy(
     // keeps the upstream group found for the request.
     let (held, dynamic_uri);
     let balancer = match &pass.target {
-        hsmgate_config::nginx::UpstreamRef::Dynamic(t) => {
-            let url = log.vars(&parts.headers).expand(t);
+        hsmgate_config::nginx::UpstreamRef::Dynamic(t)
+        | hsmgate_config::nginx::UpstreamRef::DynamicUrl(t) => {
+            let expanded = log.vars(&parts.headers).expand(t);
+            // The scheme too from a variable: read from the value, as nginx reads it.
+            let (https, url) = match &pass.target {
+                hsmgate_config::nginx::UpstreamRef::DynamicUrl(_) => {
+                    match dynamic_scheme(&expanded) {
+                        Some((https, skip)) => (https, &expanded[skip..]),
+                        None => {
+                            tracing::error!(url = %expanded, "invalid URL prefix in \"proxy_pass\" with variables: 500");
+                            return error_page(StatusCode::INTERNAL_SERVER_ERROR);
+                        }
+                    }
+                }
+                _ => (pass.https, expanded.as_str()),
+            };
             let (host, uri) = match url.find('/') {
                 Some(i) => (&url[..i], Some(&url[i..])),
-                None => (url.as_str(), None),
+                None => (url, None),
             };
             if let Some(uri) = uri
                 && uri.parse::<http::uri::PathAndQuery>().is_err()
@@ -744,11 +758,11 @@ pub(crate) async fn proxy(
                 return error_page(StatusCode::INTERNAL_SERVER_ERROR);
             }
             dynamic_uri = uri.map(str::to_owned);
-            match generation.dynamic_balancer(pass, settings, host) {
+            match generation.dynamic_balancer(https, settings, host) {
                 Ok(b) => {
                     held = b;
                     // `$proxy_host` as written, without the scheme's port.
-                    let port = if pass.https { ":443" } else { ":80" };
+                    let port = if https { ":443" } else { ":80" };
                     log.proxy_host = Arc::from(host.strip_suffix(port).unwrap_or(host));
                     &*held
                 }
@@ -1174,6 +1188,20 @@ pub(crate) async fn proxy(
         }
     }
     error_page(StatusCode::BAD_GATEWAY)
+}
+
+/// The scheme of a `proxy_pass` URL made of variables: whether it is `https://`, and
+/// its length; None for any other (nginx's "invalid URL prefix").
+fn dynamic_scheme(url: &str) -> Option<(bool, usize)> {
+    let starts = |p: &str| {
+        url.get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    match () {
+        _ if starts("http://") => Some((false, 7)),
+        _ if starts("https://") => Some((true, 8)),
+        _ => None,
+    }
 }
 
 /// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and

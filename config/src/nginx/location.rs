@@ -407,6 +407,15 @@ fn proxy_pass(
     let (https, skip) = match () {
         _ if lower.starts_with("http://") => (false, 7),
         _ if lower.starts_with("https://") => (true, 8),
+        // The scheme from a variable (`$backend`, `$proto://…`): read per request.
+        _ if v.starts_with('$') => {
+            return Ok(ProxyPass {
+                https: false,
+                target: UpstreamRef::DynamicUrl(ctx.template(d, arg)?),
+                uri: None,
+                url: v.to_owned(),
+            });
+        }
         _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
     };
     if v.contains('$') {

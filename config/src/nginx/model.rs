@@ -375,7 +375,10 @@ pub struct ProxyPass {
 impl ProxyPass {
     /// Whether the URL has variables (evaluated per request).
     pub fn has_variables(&self) -> bool {
-        matches!(self.target, UpstreamRef::Dynamic(_))
+        matches!(
+            self.target,
+            UpstreamRef::Dynamic(_) | UpstreamRef::DynamicUrl(_)
+        )
     }
 
     /// nginx's `proxy_redirect default` in a location matched by `matcher`: the URL as
@@ -408,6 +411,11 @@ pub enum UpstreamRef {
     /// the scheme, expanded per request and split at its first `/` into an `upstream`
     /// block's name or a `host[:port]`, and a URI that replaces the request's whole.
     Dynamic(Template),
+    /// A URL whose scheme is a variable's too (`proxy_pass $backend;`,
+    /// `proxy_pass $upstream_proto://$upstream_app:$upstream_port;`): expanded per
+    /// request, it must start with `http://` or `https://` (else nginx's 500), and the
+    /// rest is read as [`UpstreamRef::Dynamic`]'s.
+    DynamicUrl(Template),
 }
 
 /// `return code [text|URL]` or `return URL` (302).

@@ -3150,3 +3150,31 @@ fn return_text_is_typed_by_types_and_default_type() {
         gate2.server.log_text()
     );
 }
+
+/// `proxy_pass` whose scheme is a variable's too, as linuxserver/SWAG's proxy confs and
+/// Authelia's snippet write it (`set $backend http://…; proxy_pass $backend;`,
+/// `proxy_pass $upstream_proto://$upstream_app:$upstream_port;`): the URL is read per
+/// request; a value that is not `http://` or `https://` is nginx's 500 (before
+/// 2026-12-04 `-t` refused both forms with "invalid URL prefix").
+#[test]
+fn proxy_pass_with_the_scheme_in_a_variable() {
+    let raw = RawUpstream::start();
+    let (ip, port) = (raw.addr.ip(), raw.addr.port());
+    let extra = format!(
+        "location /whole/ {{ set $backend http://{ip}:{port}; proxy_pass $backend; }}
+        location /parts/ {{ set $upstream_proto http; set $upstream_app {ip};
+            set $upstream_port {port};
+            proxy_pass $upstream_proto://$upstream_app:$upstream_port; }}
+        location /bad/ {{ set $bad ftp://{ip}:{port}; proxy_pass $bad; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    for target in ["/whole/a?x=1", "/parts/b"] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(r.status, 200, "{target}: {r:?}\n{}", gate.server.log_text());
+        assert_eq!(raw.last_request_line(), format!("GET {target} HTTP/1.1"));
+    }
+    let before = raw.count();
+    assert_eq!(get(http, "compat.test", "/bad/c").status, 500);
+    assert_eq!(raw.count(), before);
+    assert!(gate.server.log_text().contains("invalid URL prefix"));
+}
