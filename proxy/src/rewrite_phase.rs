@@ -77,38 +77,11 @@ pub(crate) fn route<'s>(
         location: None,
         uri_change: UriChange::None,
     };
-    let mut stopped = false;
-    for step in &server.server_steps {
-        match step {
-            ServerStep::If(i) => {
-                let (holds, caps) = {
-                    let vars = log.vars(headers);
-                    let get = |name: &str| vars.get(name).into_owned();
-                    i.condition.holds_capturing(&get, &|t| vars.expand(t))
-                };
-                if let Some(caps) = caps {
-                    set_captures(log, caps);
-                }
-                if holds {
-                    return at_server(ActionRef::Return(&i.ret));
-                }
-            }
-            ServerStep::Set(v) => set(v, log, headers),
-            ServerStep::Rewrite(r) => match rewrite(r, log, headers) {
-                None => {}
-                Some(Rewritten::Redirect { code, url }) => {
-                    return at_server(ActionRef::Redirect(code, url));
-                }
-                Some(Rewritten::Uri { .. }) => {
-                    changes += 1;
-                    if matches!(r.flag, RewriteFlag::Last | RewriteFlag::Break) {
-                        stopped = true;
-                        break;
-                    }
-                }
-            },
-        }
-    }
+    let stopped = match server_steps(&server.server_steps, log, headers, &mut changes) {
+        ServerRan::Answer(action) => return at_server(action),
+        ServerRan::Stopped => true,
+        ServerRan::Done => false,
+    };
     if !stopped && let Some(r) = &server.server_return {
         return at_server(ActionRef::Return(r));
     }
@@ -183,6 +156,64 @@ pub(crate) fn route<'s>(
             }
         }
     }
+}
+
+/// What running a server's rewrite-module directives came to.
+enum ServerRan<'s> {
+    /// All ran (the URI may have changed).
+    Done,
+    /// A `rewrite … last` or `break`: the server's other directives are skipped.
+    Stopped,
+    /// An answer (a `return`, a redirect).
+    Answer(ActionRef<'s>),
+}
+
+/// Run a server's (or a matching server `if` block's) `set`, `rewrite` and `if` in
+/// order; `changes` counts the URI's changes.
+fn server_steps<'s>(
+    steps: &'s [ServerStep],
+    log: &mut LogCtx,
+    headers: &HeaderMap,
+    changes: &mut usize,
+) -> ServerRan<'s> {
+    for step in steps {
+        match step {
+            ServerStep::If(i) => {
+                let (holds, caps) = {
+                    let vars = log.vars(headers);
+                    let get = |name: &str| vars.get(name).into_owned();
+                    i.condition.holds_capturing(&get, &|t| vars.expand(t))
+                };
+                if let Some(caps) = caps {
+                    set_captures(log, caps);
+                }
+                if !holds {
+                    continue;
+                }
+                match server_steps(&i.steps, log, headers, changes) {
+                    ServerRan::Done => {}
+                    other => return other,
+                }
+                if let Some(ret) = &i.ret {
+                    return ServerRan::Answer(ActionRef::Return(ret));
+                }
+            }
+            ServerStep::Set(v) => set(v, log, headers),
+            ServerStep::Rewrite(r) => match rewrite(r, log, headers) {
+                None => {}
+                Some(Rewritten::Redirect { code, url }) => {
+                    return ServerRan::Answer(ActionRef::Redirect(code, url));
+                }
+                Some(Rewritten::Uri { .. }) => {
+                    *changes += 1;
+                    if matches!(r.flag, RewriteFlag::Last | RewriteFlag::Break) {
+                        return ServerRan::Stopped;
+                    }
+                }
+            },
+        }
+    }
+    ServerRan::Done
 }
 
 /// What running a location's rewrite-module directives came to.

@@ -26,8 +26,11 @@ use crate::model::Location;
 pub struct ServerIf {
     /// What is tested.
     pub condition: Condition,
-    /// Answered when it holds.
-    pub ret: Return,
+    /// The block's `set`s and `rewrite`s written before its `return`, run in order when
+    /// it holds.
+    pub steps: Vec<super::rewrite::ServerStep>,
+    /// Answered when it holds (after the steps), if the block has one.
+    pub ret: Option<Return>,
     /// Where the `if` is.
     pub location: Location,
 }
@@ -134,35 +137,42 @@ pub fn captures_of(regex: &Regex, subject: &str) -> Option<Vec<String>> {
     )
 }
 
-/// `if (…) { return …; }` in a server block.
-pub(crate) fn server_if(ctx: &Ctx<'_>, d: &Directive) -> Result<ServerIf, ConfigError> {
+/// `if (…) { … }` in a server block: `set`, `rewrite` and `return`, as nginx's rewrite
+/// module allows there (certbot's `if ($host = …) { return 301 …; }`, the AWS load
+/// balancer's `if ($http_x_forwarded_proto != 'https') { set $r 1; }`, the old
+/// `if ($host = 'www.…') { rewrite ^/(.*)$ https://…/$1 permanent; }`).
+pub(crate) fn server_if(ctx: &mut Ctx<'_>, d: &Directive) -> Result<ServerIf, ConfigError> {
+    use super::rewrite::{ServerStep, parse_rewrite, parse_set};
     let body = ctx.block(d, 1, usize::MAX)?;
     let condition = condition(ctx, d)?;
     let mut ret = None;
+    let mut steps = Vec::new();
     for s in body {
         match s.name.as_str() {
             "return" if ret.is_none() => ret = Some(parse_return(ctx, s)?),
             "return" => {}
+            "set" | "rewrite" if ret.is_some() => ctx.warn(
+                s.at,
+                format!(
+                    "\"{}\" is never used: a \"return\" before it answers first",
+                    s.name
+                ),
+            ),
+            "set" => steps.push(ServerStep::Set(parse_set(ctx, s)?)),
+            "rewrite" => steps.push(ServerStep::Rewrite(parse_rewrite(ctx, s)?)),
             _ => {
                 return Err(ctx.invalid(
                     s,
                     s.at,
-                    "only \"return\" is supported inside \"if\" (hsmgate implements the \
-                     `if ($var = value) { return …; }` form certbot writes)",
+                    "only \"return\", \"rewrite\" and \"set\" are supported inside an \"if\" \
+                     in a server block",
                 ));
             }
         }
     }
-    let ret = ret.ok_or_else(|| {
-        ctx.invalid(
-            d,
-            d.at,
-            "an \"if\" block without \"return\" is not supported (hsmgate implements the \
-             `if ($var = value) { return …; }` form certbot writes)",
-        )
-    })?;
     Ok(ServerIf {
         condition,
+        steps,
         ret,
         location: ctx.loc(d.at),
     })

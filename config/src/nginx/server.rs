@@ -52,7 +52,7 @@ pub(crate) fn build_server(
             }
             "if" | "rewrite" | "set" => {
                 let step = match s.name.as_str() {
-                    "if" => ServerStep::If(server_if(ctx, s)?),
+                    "if" => ServerStep::If(server_if(&mut *ctx, s)?),
                     "set" => ServerStep::Set(parse_set(ctx, s)?),
                     _ => ServerStep::Rewrite(parse_rewrite(ctx, s)?),
                 };

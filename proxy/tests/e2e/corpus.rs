@@ -645,20 +645,12 @@ fn bad_input_for_the_corpus_directives() {
             false,
         ),
         (
-            "if without return",
-            "",
-            srv("if ($host = a) { }"),
-            7,
-            "without \"return\"",
-            false,
-        ),
-        (
             "if with another directive",
             "",
-            srv("if ($host = a) {\n add_header X y; }"),
+            srv("if ($host = a) {\n proxy_pass http://127.0.0.1:9; }"),
             8,
-            "only \"return\"",
-            false,
+            "only \"return\", \"rewrite\" and \"set\"",
+            true,
         ),
         (
             "if without parentheses",

@@ -3178,3 +3178,40 @@ fn proxy_pass_with_the_scheme_in_a_variable() {
     assert_eq!(raw.count(), before);
     assert!(gate.server.log_text().contains("invalid URL prefix"));
 }
+
+/// A server-level `if` with `set` and `rewrite`, as nginx runs them: the AWS load
+/// balancer's redirect (`set $redirect 0; if (…) { set $redirect 1; } if ($redirect =
+/// 1) { return 301 …; }`) and the old www redirect with `rewrite … permanent` (before
+/// 2026-12-04 `-t` accepted only `return` in a server's `if`).
+#[test]
+fn server_if_blocks_with_set_and_rewrite() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "set $redirect 0;
+        if ($http_x_forwarded_proto != 'https') {{ set $redirect 1; }}
+        if ($http_user_agent ~* ELB-HealthChecker) {{ set $redirect 0; }}
+        if ($redirect = 1) {{ return 301 https://$host$request_uri; }}
+        if ($http_x_www = 'yes') {{ rewrite ^/(.*)$ https://example.org/$1 permanent; }}
+        location / {{ proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let send = |target: &str, extra: &str| {
+        plain(
+            http,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let r = send("/a?b=1", "");
+    assert_eq!(r.status, 301, "{r:?}\n{}", gate.server.log_text());
+    assert_eq!(header(&r, "location"), Some("https://compat.test/a?b=1"));
+    let r = send("/a", "X-Forwarded-Proto: https\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = send("/health", "User-Agent: ELB-HealthChecker/2.0\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = send("/p/q", "X-Forwarded-Proto: https\r\nX-Www: yes\r\n");
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(header(&r, "location"), Some("https://example.org/p/q"));
+}
