@@ -199,6 +199,7 @@ fn server_steps<'s>(
                 }
             }
             ServerStep::Set(v) => set(v, log, headers),
+            ServerStep::Break => return ServerRan::Stopped,
             ServerStep::Rewrite(r) => match rewrite(r, log, headers) {
                 None => {}
                 Some(Rewritten::Redirect { code, url }) => {
@@ -259,6 +260,21 @@ impl<'s> LocationRun<'s, '_> {
                 LocationStep::Set(v) => {
                     set(v, log, headers);
                     continue;
+                }
+                // Served here: by the `proxy_pass` in force (or `stub_status`); a
+                // `return` after it is not run.
+                LocationStep::Break => {
+                    let action = match &self.location.action {
+                        Some(Action::StubStatus) => Some(ActionRef::StubStatus),
+                        _ => self.pass.map(ActionRef::Proxy),
+                    };
+                    // A URI a `rewrite` changed before it is served here, whole (as
+                    // after `rewrite … break`).
+                    let change = match self.search_again {
+                        true => UriChange::Break,
+                        false => self.uri_change,
+                    };
+                    return Ran::Answer(self.at(action, change));
                 }
                 LocationStep::If(i) => {
                     let (holds, caps) = {

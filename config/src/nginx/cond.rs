@@ -151,7 +151,7 @@ pub(crate) fn server_if(ctx: &mut Ctx<'_>, d: &Directive) -> Result<ServerIf, Co
         match s.name.as_str() {
             "return" if ret.is_none() => ret = Some(parse_return(ctx, s)?),
             "return" => {}
-            "set" | "rewrite" if ret.is_some() => ctx.warn(
+            "set" | "rewrite" | "break" if ret.is_some() => ctx.warn(
                 s.at,
                 format!(
                     "\"{}\" is never used: a \"return\" before it answers first",
@@ -160,12 +160,16 @@ pub(crate) fn server_if(ctx: &mut Ctx<'_>, d: &Directive) -> Result<ServerIf, Co
             ),
             "set" => steps.push(ServerStep::Set(parse_set(ctx, s)?)),
             "rewrite" => steps.push(ServerStep::Rewrite(parse_rewrite(ctx, s)?)),
+            "break" => {
+                ctx.args(s, 0, 0)?;
+                steps.push(ServerStep::Break);
+            }
             _ => {
                 return Err(ctx.invalid(
                     s,
                     s.at,
-                    "only \"return\", \"rewrite\" and \"set\" are supported inside an \"if\" \
-                     in a server block",
+                    "only \"return\", \"rewrite\", \"set\" and \"break\" are supported inside \
+                     an \"if\" in a server block",
                 ));
             }
         }

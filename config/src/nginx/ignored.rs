@@ -104,6 +104,47 @@ const IGNORED: &[(&str, &str)] = &[
         "charset",
         "responses are passed as the upstream sent them (no charset added or converted)",
     ),
+    (
+        "charset_types",
+        "responses are passed as the upstream sent them (no charset added or converted)",
+    ),
+    (
+        "source_charset",
+        "responses are passed as the upstream sent them (no charset added or converted)",
+    ),
+    (
+        "proxy_no_cache",
+        "NOT CACHED: hsmgate has no response cache; every request goes to the upstream",
+    ),
+    (
+        "alias",
+        "hsmgate serves no files: a location that would serve them answers 404 (it is warned \
+         about)",
+    ),
+    (
+        "autoindex",
+        "hsmgate serves no files, nor lists directories",
+    ),
+    (
+        "autoindex_exact_size",
+        "hsmgate serves no files, nor lists directories",
+    ),
+    (
+        "autoindex_format",
+        "hsmgate serves no files, nor lists directories",
+    ),
+    (
+        "autoindex_localtime",
+        "hsmgate serves no files, nor lists directories",
+    ),
+    (
+        "proxy_force_ranges",
+        "range requests are passed to the upstream, which answers them (or not) itself",
+    ),
+    (
+        "client_body_in_file_only",
+        "request bodies are spooled to a temporary file only when large, and never kept",
+    ),
     ("ssl_dhparam", "rustls has no DHE suites"),
     (
         "resolver",

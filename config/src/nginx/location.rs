@@ -62,10 +62,14 @@ pub(crate) fn build_location(
                 }
                 internal = true;
             }
-            "rewrite" | "if" | "set" => {
+            "rewrite" | "if" | "set" | "break" => {
                 let step = match s.name.as_str() {
                     "rewrite" => Ok(LocationStep::Rewrite(parse_rewrite(ctx, s)?)),
                     "set" => Ok(LocationStep::Set(parse_set(ctx, s)?)),
+                    "break" => {
+                        ctx.args(s, 0, 0)?;
+                        Ok(LocationStep::Break)
+                    }
                     _ => Err(s),
                 };
                 match ret {
@@ -125,6 +129,7 @@ pub(crate) fn build_location(
         steps.iter().any(|s| match s {
             LocationStep::Rewrite(r) => r.flag == RewriteFlag::Break,
             LocationStep::If(i) => breaks(&i.steps),
+            LocationStep::Break => true,
             LocationStep::Set(_) => false,
         })
     }
@@ -238,7 +243,7 @@ fn location_if(
     let (mut steps, mut ret, mut pass) = (Vec::new(), None, None);
     for s in body {
         match s.name.as_str() {
-            "rewrite" | "set" if ret.is_some() => ctx.warn(
+            "rewrite" | "set" | "break" if ret.is_some() => ctx.warn(
                 s.at,
                 format!(
                     "\"{}\" is never used: a \"return\" before it answers first",
@@ -247,6 +252,10 @@ fn location_if(
             ),
             "rewrite" => steps.push(LocationStep::Rewrite(parse_rewrite(ctx, s)?)),
             "set" => steps.push(LocationStep::Set(parse_set(ctx, s)?)),
+            "break" => {
+                ctx.args(s, 0, 0)?;
+                steps.push(LocationStep::Break);
+            }
             "return" => {
                 let r = parse_return(ctx, s)?;
                 ret.get_or_insert(r);

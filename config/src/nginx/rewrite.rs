@@ -37,6 +37,8 @@ pub enum ServerStep {
     Rewrite(Rewrite),
     /// `set`.
     Set(SetVar),
+    /// `break`: the server's other rewrite-module directives are skipped.
+    Break,
 }
 
 /// One rewrite-module directive of a `location` (or of an `if` block in one, which
@@ -49,6 +51,9 @@ pub enum LocationStep {
     If(Box<LocationIf>),
     /// `set`.
     Set(SetVar),
+    /// `break`: the location's other rewrite-module directives (its `return` too) are
+    /// skipped, and the request is served in it.
+    Break,
 }
 
 /// `set $NAME VALUE`: the variable (a name no built-in or `map` variable has) takes the

@@ -842,6 +842,15 @@ impl Scope {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.body_timeout, v)?;
             }
+            "client_body_timeout" => {
+                time(ctx, ctx.one(d)?)?;
+                ctx.warn(
+                    d.at,
+                    "\"client_body_timeout\" in a location is not used: hsmgate applies the \
+                     server's (its address's default server's) to the whole connection"
+                        .into(),
+                );
+            }
             "proxy_protocol_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.proxy_protocol_timeout, v)?;

@@ -50,10 +50,14 @@ pub(crate) fn build_server(
                 let r = parse_return(ctx, s)?;
                 server_return.get_or_insert(r);
             }
-            "if" | "rewrite" | "set" => {
+            "if" | "rewrite" | "set" | "break" => {
                 let step = match s.name.as_str() {
                     "if" => ServerStep::If(server_if(&mut *ctx, s)?),
                     "set" => ServerStep::Set(parse_set(ctx, s)?),
+                    "break" => {
+                        ctx.args(s, 0, 0)?;
+                        ServerStep::Break
+                    }
                     _ => ServerStep::Rewrite(parse_rewrite(ctx, s)?),
                 };
                 match server_return {

@@ -642,7 +642,7 @@ fn server_if_and_the_corpus_directives() {
     let ifs: Vec<&ServerIf> = (s.server_steps.iter())
         .filter_map(|step| match step {
             ServerStep::If(i) => Some(i),
-            ServerStep::Rewrite(_) | ServerStep::Set(_) => None,
+            ServerStep::Rewrite(_) | ServerStep::Set(_) | ServerStep::Break => None,
         })
         .collect();
     assert_eq!(ifs.len(), 4);
@@ -708,6 +708,7 @@ fn rewrites_in_servers_and_locations() {
             ServerStep::If(_) => "if".to_owned(),
             ServerStep::Rewrite(r) => format!("{}:{:?}", r.pattern, r.redirect),
             ServerStep::Set(v) => format!("set:{}", v.name),
+            ServerStep::Break => "break".to_owned(),
         })
         .collect();
     assert_eq!(kinds, ["^/old/(.*)$:None", "if", "^(.*)$:Some(301)"]);
@@ -1053,6 +1054,7 @@ fn set_declares_variables_usable_anywhere() {
                 other => panic!("{other:?}"),
             },
             LocationStep::Rewrite(_) => "rewrite".into(),
+            LocationStep::Break => "break".into(),
         })
         .collect();
     assert_eq!(names, ["later", "if:mixed"]);

@@ -649,7 +649,7 @@ fn bad_input_for_the_corpus_directives() {
             "",
             srv("if ($host = a) {\n proxy_pass http://127.0.0.1:9; }"),
             8,
-            "only \"return\", \"rewrite\" and \"set\"",
+            "only \"return\", \"rewrite\", \"set\" and \"break\"",
             true,
         ),
         (

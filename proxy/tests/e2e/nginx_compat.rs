@@ -3215,3 +3215,37 @@ fn server_if_blocks_with_set_and_rewrite() {
     assert_eq!(r.status, 301, "{r:?}");
     assert_eq!(header(&r, "location"), Some("https://example.org/p/q"));
 }
+
+/// `break` stops the rewrite-module directives where it is: in a location (or its
+/// `if`) the request is served there by its `proxy_pass`, a later `return` or `rewrite`
+/// not run; in a server, its later `rewrite`s and `return` are skipped (before
+/// 2026-12-04 `-t` refused `break`).
+#[test]
+fn break_stops_the_rewrite_directives() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "if ($http_x_stop) {{ break; }}
+        rewrite ^/srv/(.*)$ /moved/$1 last;
+        location /b/ {{ if ($http_x_pass) {{ break; }} return 403; proxy_pass http://{up}; }}
+        location /moved/ {{ return 200 moved; }}
+        location /srv/ {{ proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    let send = |target: &str, extra: &str| {
+        plain(
+            http,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    assert_eq!(send("/b/x", "").status, 403, "{}", gate.server.log_text());
+    let r = send("/b/x", "X-Pass: 1\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(raw.last_request_line(), "GET /b/x HTTP/1.1");
+    assert_eq!(send("/srv/y", "").body, "moved");
+    let r = send("/srv/y", "X-Stop: 1\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(raw.last_request_line(), "GET /srv/y HTTP/1.1");
+}
