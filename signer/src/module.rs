@@ -31,20 +31,33 @@ pub struct Module {
     /// connection, per C_GetFunctionList): finalised when dropped, whoever else uses the
     /// path. Known when `C_Initialize` succeeded while another instance of the path was
     /// live (a module with one global state would have answered
-    /// CKR_CRYPTOKI_ALREADY_INITIALIZED).
+    /// CKR_CRYPTOKI_ALREADY_INITIALIZED); the first instance of such a path learns it
+    /// from the path's record ([`PathInstances::independent`]).
     independent: bool,
 }
 
 /// Live instances per module path, and the environment the first was initialised
 /// with. A module with one global state (SoftHSM) gives every instance the same state,
 /// so C_Finalize waits until the last instance of that path is dropped; an independent
-/// instance (p11-kit-client's after the first) is finalised when it goes, so that a
-/// member re-initialised after its HSM froze and came back does not keep the old
-/// connection (and the HSM's session) open.
+/// instance (every p11-kit-client instance, once a second one was initialised) is
+/// finalised when it goes, so that a member re-initialised after its HSM froze or a
+/// reload does not keep the old connection (and the HSM's session) open.
 static INSTANCES: Mutex<Option<Instances>> = Mutex::new(None);
 
-/// Path → (live instances, environment of the first).
-type Instances = HashMap<PathBuf, (usize, BTreeMap<String, String>)>;
+/// Path → its live instances.
+type Instances = HashMap<PathBuf, PathInstances>;
+
+/// The live instances of one module path.
+#[derive(Debug)]
+struct PathInstances {
+    live: usize,
+    /// The environment of the first.
+    env: BTreeMap<String, String>,
+    /// An instance was initialised while another was live: the module gives independent
+    /// instances (p11-kit-client), so each is finalised when it goes, the first too
+    /// (which could not know it when it was made).
+    independent: bool,
+}
 
 fn instances() -> std::sync::MutexGuard<'static, Option<Instances>> {
     INSTANCES.lock().unwrap_or_else(|e| e.into_inner())
@@ -97,10 +110,6 @@ impl Module {
 
     /// dlopen + C_GetFunctionList + C_Initialize with `env` applied (see [`ENV_HOLD`]).
     fn init(path: &Path, env: &BTreeMap<String, String>) -> Result<Module, SignerError> {
-        let live_before = instances()
-            .as_ref()
-            .and_then(|m| m.get(path))
-            .is_some_and(|(n, _)| *n > 0);
         let (ctx, initialised) = {
             let _env = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
             with_env(env, || {
@@ -132,15 +141,15 @@ impl Module {
                 Function::Initialize,
             ))),
         };
-        let independent = match initialised {
-            Ok(()) => live_before,
+        let own_state = match initialised {
+            Ok(()) => true,
             Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
                 // A module that keeps one global state (SoftHSM does) was initialised
                 // earlier in this process: its first configuration stays in effect.
                 let first_env = instances()
                     .as_ref()
                     .and_then(|m| m.get(path))
-                    .map(|(_, e)| e.clone());
+                    .map(|p| p.env.clone());
                 if first_env.is_some_and(|first| first != *env) {
                     tracing::warn!(module = %path.display(), "PKCS#11 module already initialised in this process with another environment; the first one stays in effect");
                 }
@@ -154,11 +163,22 @@ impl Module {
                 ));
             }
         };
-        instances()
-            .get_or_insert_with(HashMap::new)
-            .entry(path.to_path_buf())
-            .or_insert_with(|| (0, env.clone()))
-            .0 += 1;
+        // Registered under the lock: of instances initialised at the same time (members
+        // start in parallel), every one but the first to get here sees another live.
+        let independent = {
+            let mut map = instances();
+            let entry = (map.get_or_insert_with(HashMap::new))
+                .entry(path.to_path_buf())
+                .or_insert_with(|| PathInstances {
+                    live: 0,
+                    env: env.clone(),
+                    independent: false,
+                });
+            let independent = own_state && entry.live > 0;
+            entry.independent |= independent;
+            entry.live += 1;
+            independent
+        };
         Ok(Module {
             ctx,
             path: path.to_path_buf(),
@@ -188,13 +208,13 @@ impl Drop for Module {
     /// itself. This may block for as long as the module does, so the last holders are
     /// signer threads, never async workers.
     fn drop(&mut self) {
-        let last = {
+        let finalise = {
             let mut map = instances();
             let map = map.get_or_insert_with(HashMap::new);
             match map.get_mut(&self.path) {
-                Some((n, _)) if *n > 1 => {
-                    *n -= 1;
-                    false
+                Some(p) if p.live > 1 => {
+                    p.live -= 1;
+                    p.independent
                 }
                 _ => {
                     map.remove(&self.path);
@@ -202,7 +222,7 @@ impl Drop for Module {
                 }
             }
         };
-        if (last || self.independent)
+        if (finalise || self.independent)
             && let Err(e) = self.ctx.clone().finalize()
         {
             tracing::debug!(module = %self.path.display(), error = %e, "C_Finalize failed");

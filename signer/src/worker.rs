@@ -312,6 +312,8 @@ fn run(
     // it has returned now.
     if slot.call_returned(&shared.abandoned) {
         tracing::info!(member = %shared.member, "a signer thread abandoned in a hung call has returned");
+        metrics::gauge!(m::ABANDONED, shared.labels.clone())
+            .set(shared.abandoned.load(Ordering::Acquire) as f64);
     }
 }
 

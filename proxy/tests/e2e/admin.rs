@@ -541,3 +541,48 @@ fn idle_admin_connections_keep_no_probe_out() {
     assert_eq!(code, "405");
     drop(half);
 }
+
+/// Reloads that rebuild an HA group's pool (its members' session count changes) leave
+/// no connection to the HSMs behind: every p11-kit-client instance is finalised when its
+/// pool goes, the first one of each member too (before 2026-12-04 the first instance of
+/// each module path was kept until exit: one open HSM connection and session per member
+/// after the first rebuild).
+#[test]
+fn reloads_that_rebuild_the_pool_keep_no_old_hsm_connection() {
+    let lab = HaLab::new(&["hsm-a", "hsm-b"]);
+    let upstream = start_upstream("echo");
+    let regions: &[(&str, bool, &[&str])] = &[("eu-1", true, &["hsm-a", "hsm-b"])];
+    let config = |sessions: u32| {
+        lab.config(
+            upstream,
+            FAST_PROBES,
+            regions,
+            &format!("sessions = {sessions}\n"),
+        )
+    };
+    let proxy = ProxyProcess::start(lab.path(), &config(1)).expect("hsmgate starts");
+    let admin = proxy.admin_addr();
+    wait_ready(admin, 200, &proxy);
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = sockets();
+    for sessions in [2, 1, 2, 1] {
+        reload(&proxy, lab.path(), &config(sessions));
+        wait_ready(admin, 200, &proxy);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = sockets();
+    assert!(
+        after <= before,
+        "sockets {before} → {after} over four reloads that rebuilt the pool\n{}",
+        proxy.log_text()
+    );
+}

@@ -423,4 +423,27 @@ async fn a_frozen_member_keeps_no_other_from_starting_and_thaws_leak_nothing() {
         "file descriptors {before} → {after} over four freezes\n{}",
         proxy.log_text()
     );
+    // The threads abandoned in the frozen calls have returned: the gauge says so too
+    // (it stayed at its highest before 2026-12-04, while /status said 0).
+    let abandoned = |body: &str| {
+        crate::support::client::metric(
+            body,
+            "hsmgate_signer_abandoned_threads",
+            &["member=\"hsm-a\""],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = admin_get(admin, "/metrics").await;
+        if abandoned(&body) == 0.0 && body.contains("hsmgate_signer_abandoned_threads") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "abandoned threads still {} after the thaws\n{}",
+            abandoned(&body),
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
