@@ -210,7 +210,10 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
 fn metrics_page(handle: Option<&PrometheusHandle>) -> Response<Full<Bytes>> {
     match handle {
         Some(handle) => with_type(
-            text(StatusCode::OK, handle.render()),
+            text(
+                StatusCode::OK,
+                hsmgate_signer::metrics::hide_retired(&handle.render()),
+            ),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         None => text(StatusCode::NOT_FOUND, "no metrics recorder\n".into()),

@@ -184,6 +184,8 @@ pub struct Limiter {
     /// Every slot taken, a queue, or no capacity ([`Limiter::saturated`]).
     saturated: AtomicBool,
     meters: Meters,
+    /// Its series are on `/metrics` while it lives.
+    _series: m::SeriesOwner,
 }
 
 /// The limiter's metric handles, made once rather than looked up by name and label on
@@ -318,6 +320,7 @@ impl Limiter {
         let limiter = Limiter {
             group: group.to_string(),
             meters: Meters::new(&labels),
+            _series: m::SeriesOwner::new(&labels),
             labels,
             settings: std::sync::RwLock::new(settings),
             state: Mutex::new(State {

@@ -56,6 +56,8 @@ pub(crate) struct Member {
     /// Held while the state gauge is written, so that the last writer writes the state
     /// as it is then (see [`Member::publish_state`]).
     publishing: Mutex<()>,
+    /// Its series are on `/metrics` while it lives.
+    _series: m::SeriesOwner,
 }
 
 /// When to try again, and which attempt is current.
@@ -129,6 +131,7 @@ impl Member {
         backend: Box<dyn Backend>,
     ) -> Member {
         let m = Member {
+            _series: m::SeriesOwner::new(&labels),
             labels,
             primary: settings.primary,
             backend,

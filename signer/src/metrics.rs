@@ -23,6 +23,125 @@ pub(crate) fn member_labels(group: &crate::GroupSettings, member: &str) -> Vec<L
     )
 }
 
+/// The owner of a label set (a member's `group`, `key`, `member`; a limiter's `group`,
+/// `key`) while it lives. The Prometheus exporter never forgets a series, so the series
+/// of label sets that no one owns any more (a member or a pool a reload removed) are
+/// left out of `/metrics` by [`hide_retired`] instead of staying at their last values
+/// (a removed member's `member_state` "down" for good, a removed pool's capacity).
+#[derive(Debug)]
+pub(crate) struct SeriesOwner(SeriesId);
+
+/// `group`, `key` and, for a member, `member`, as the exporter writes them.
+type SeriesId = (String, String, Option<String>);
+
+/// Live owners per label set; a label set at 0 is retired.
+static OWNERS: std::sync::Mutex<Option<std::collections::HashMap<SeriesId, usize>>> =
+    std::sync::Mutex::new(None);
+
+fn owners() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<SeriesId, usize>>> {
+    OWNERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SeriesOwner {
+    /// Owns the label set of `labels` (its `group`, `key` and `member`).
+    pub(crate) fn new(labels: &[Label]) -> SeriesOwner {
+        let value = |name: &str| {
+            (labels.iter())
+                .find(|l| l.key() == name)
+                .map(|l| escape(l.value()))
+        };
+        let id = (
+            value("group").unwrap_or_default(),
+            value("key").unwrap_or_default(),
+            value("member"),
+        );
+        *owners()
+            .get_or_insert_with(Default::default)
+            .entry(id.clone())
+            .or_insert(0) += 1;
+        SeriesOwner(id)
+    }
+}
+
+impl Drop for SeriesOwner {
+    fn drop(&mut self) {
+        if let Some(n) = owners().as_mut().and_then(|m| m.get_mut(&self.0)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// A label value as the Prometheus text format writes it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `text` (the Prometheus exposition) without the series of retired label sets (see
+/// [`SeriesOwner`]); everything else as it is.
+pub fn hide_retired(text: &str) -> String {
+    let guard = owners();
+    let Some(map) = guard.as_ref().filter(|m| m.values().any(|&n| n == 0)) else {
+        return text.to_owned();
+    };
+    let retired = |line: &str| {
+        let Some(labels) = series_labels(line) else {
+            return false;
+        };
+        let get = |name: &str| {
+            (labels.iter())
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let (Some(group), Some(key)) = (get("group"), get("key")) else {
+            return false;
+        };
+        map.get(&(group, key, get("member"))) == Some(&0)
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if !retired(line) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The label pairs of a series line (`name{a="1",b="x\"y"} 3`), values as written
+/// (escaped); None for a comment or a line without labels.
+fn series_labels(line: &str) -> Option<Vec<(&str, &str)>> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let open = line.find('{')?;
+    let mut pairs = Vec::new();
+    let mut rest = &line[open + 1..];
+    loop {
+        let eq = rest.find("=\"")?;
+        let name = rest[..eq].trim_start_matches(',');
+        let body = &rest[eq + 2..];
+        let mut escaped = false;
+        let end = body.char_indices().find_map(|(i, c)| match (escaped, c) {
+            (true, _) => {
+                escaped = false;
+                None
+            }
+            (false, '\\') => {
+                escaped = true;
+                None
+            }
+            (false, '"') => Some(i),
+            _ => None,
+        })?;
+        pairs.push((name, &body[..end]));
+        rest = &body[end + 1..];
+        if !rest.starts_with(',') {
+            return Some(pairs);
+        }
+    }
+}
+
 /// `labels` and one more.
 pub(crate) fn with(labels: &[Label], key: &'static str, value: impl Into<String>) -> Vec<Label> {
     let mut out = labels.to_vec();
@@ -155,4 +274,39 @@ pub fn describe() {
         ADMISSION_CAPACITY,
         "Signatures/s the group's serving members can make"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A label set no one owns any more is left out of the page; one owned again is
+    /// back; other series are untouched.
+    #[test]
+    fn retired_label_sets_are_left_out_of_the_page() {
+        let member = |name: &str| {
+            vec![
+                Label::new("group", "g-test"),
+                Label::new("key", "k\"1"),
+                Label::new("member", name.to_owned()),
+            ]
+        };
+        let page = "# TYPE m gauge\nm{group=\"g-test\",key=\"k\\\"1\",member=\"a\"} 0\n\
+                    m{group=\"g-test\",key=\"k\\\"1\",member=\"b\"} 2\n\
+                    n{key=\"k\\\"1\",group=\"g-test\",result=\"ok\",member=\"b\"} 5\n\
+                    other 1\n";
+        let a = SeriesOwner::new(&member("a"));
+        let b = SeriesOwner::new(&member("b"));
+        assert_eq!(hide_retired(page), page);
+        drop(b);
+        let shown = hide_retired(page);
+        assert!(
+            shown.contains("member=\"a\"} 0") && shown.contains("other 1"),
+            "{shown}"
+        );
+        assert!(!shown.contains("member=\"b\""), "{shown}");
+        let b = SeriesOwner::new(&member("b"));
+        assert_eq!(hide_retired(page), page);
+        drop((a, b));
+    }
 }

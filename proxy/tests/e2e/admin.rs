@@ -89,6 +89,21 @@ fn readyz_follows_members_and_reloads_to_another_key() {
         body.contains("hsm-b up") && !body.contains("hsm-a"),
         "/readyz after the reload: {body}"
     );
+    // The old key's series leave /metrics once its pool is gone (the exporter keeps
+    // them; before 2026-12-04 hsm-a's state stayed there at its last value for good).
+    poll(
+        Duration::from_secs(15),
+        || {
+            format!(
+                "hsm-a's series stay: {}",
+                admin_get_blocking(admin, "/metrics").1
+            )
+        },
+        || {
+            let m = admin_get_blocking(admin, "/metrics").1;
+            (!m.contains("member=\"hsm-a\"") && m.contains("member=\"hsm-b\"")).then_some(())
+        },
+    );
     // The old key's HSM dying changes nothing now.
     lab_a.kill("hsm-a");
     std::thread::sleep(Duration::from_millis(1000));
