@@ -200,10 +200,17 @@ pub(crate) async fn accept_loop(
                 let Some(listener_rt) = generation.listeners.get(&addr).cloned() else {
                     break;
                 };
+                // A wildcard address's connections say which address they reached (one
+                // getsockname each); a listen address names it.
+                let local_ip = match addr.ip().is_unspecified() {
+                    true => stream.local_addr().map_or(addr.ip(), |a| a.ip()),
+                    false => addr.ip(),
+                };
                 let conn = ConnInfo {
                     peer,
                     listen: addr,
                     local_port,
+                    local_ip,
                     tls: None,
                     sni: None,
                     client_cert: None,

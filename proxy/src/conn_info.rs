@@ -16,6 +16,9 @@ pub(crate) struct ConnInfo {
     pub listen: SocketAddr,
     /// The port the client connected to.
     pub local_port: u16,
+    /// The address the client connected to (`$server_addr`): the listen address's, or
+    /// for a wildcard one (`listen 443`) the connection's own.
+    pub local_ip: std::net::IpAddr,
     /// The TLS session, when TLS.
     pub tls: Option<TlsInfo>,
     /// The server name the client sent in its ClientHello (SNI).

@@ -94,6 +94,7 @@ mod tests {
             peer: peer.parse().unwrap(),
             listen: "127.0.0.1:443".parse().unwrap(),
             local_port: 443,
+            local_ip: [127, 0, 0, 1].into(),
             tls: None,
             sni: None,
             client_cert: None,

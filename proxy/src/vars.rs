@@ -296,7 +296,7 @@ impl Vars<'_> {
             .into(),
             "server_name" => self.server_name.into(),
             "server_port" => self.conn.local_port.to_string().into(),
-            "server_addr" => self.conn.listen.ip().to_string().into(),
+            "server_addr" => self.conn.local_ip.to_string().into(),
             "request_method" => self.method.into(),
             "server_protocol" => self.protocol.into(),
             "proxy_host" => self.proxy_host.into(),
@@ -708,6 +708,7 @@ mod tests {
             peer: "10.0.0.7:5000".parse().expect("addr"),
             listen: "127.0.0.1:443".parse().expect("addr"),
             local_port: 443,
+            local_ip: [127, 0, 0, 1].into(),
             tls: Some(crate::conn_info::TlsInfo {
                 protocol: "TLSv1.3",
                 cipher: "TLS_AES_128_GCM_SHA256",

@@ -3249,3 +3249,30 @@ fn break_stops_the_rewrite_directives() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(raw.last_request_line(), "GET /srv/y HTTP/1.1");
 }
+
+/// `$server_addr` on a wildcard `listen PORT` is the address the client connected to,
+/// as nginx gives it (it was `0.0.0.0` before 2026-12-04); on a listen address, that one.
+#[test]
+fn server_addr_is_the_address_the_client_reached() {
+    let raw = RawUpstream::start();
+    let wild = port_in_range();
+    let extra =
+        format!("listen {wild}; location = /addr {{ return 200 \"$server_addr:$server_port\"; }}");
+    let (gate, http) = start(&raw, &extra);
+    let ask = |ip: &str, port: u16| {
+        let mut s = TcpStream::connect((ip, port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"GET /addr HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        read_response(&mut s).body
+    };
+    assert_eq!(
+        ask("127.0.0.2", wild),
+        format!("127.0.0.2:{wild}"),
+        "{}",
+        gate.server.log_text()
+    );
+    assert_eq!(ask("127.0.0.1", wild), format!("127.0.0.1:{wild}"));
+    assert_eq!(ask("127.0.0.1", http), format!("127.0.0.1:{http}"));
+}
