@@ -570,6 +570,11 @@ async fn handshake(
                 (hello, verdict)
             }
             Err(crate::hello::HelloError::Plain(read)) => return Shook::Plain(stream, read),
+            // A TCP health check: no handshake was attempted, none is counted.
+            Err(crate::hello::HelloError::Silent) => {
+                tracing::trace!(%peer, "connection closed before a ClientHello");
+                return Shook::Failed;
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 failed(false);

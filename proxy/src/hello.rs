@@ -36,6 +36,9 @@ pub(crate) enum HelloKind {
 pub(crate) enum HelloError {
     /// The socket failed or closed first.
     Io(std::io::Error),
+    /// The client closed (or reset) the connection before sending a byte: a TCP health
+    /// check (a kubelet's `tcpSocket` probe, a load balancer's), not a handshake.
+    Silent,
     /// rustls refused the ClientHello (its alert has been sent).
     Tls(rustls::Error),
     /// Not TLS but plain HTTP on the TLS port (its first byte a letter), with the bytes
@@ -47,6 +50,7 @@ impl std::fmt::Display for HelloError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HelloError::Io(e) => write!(f, "reading the ClientHello: {e}"),
+            HelloError::Silent => write!(f, "the client closed before sending anything"),
             HelloError::Tls(e) => write!(f, "bad ClientHello: {e}"),
             HelloError::Plain(_) => write!(f, "client sent plain HTTP request to HTTPS port"),
         }
@@ -120,7 +124,10 @@ pub(crate) async fn read(
             let mut buf = vec![0u8; FIRST_READ];
             let (n, arrived) = crate::arrival::recv_stamped(stream, &mut buf)
                 .await
-                .map_err(HelloError::Io)?;
+                .map_err(|_| HelloError::Silent)?;
+            if n == 0 {
+                return Err(HelloError::Silent);
+            }
             (buf, n, arrived)
         }
     };
