@@ -238,7 +238,10 @@ pub fn parse_key_string(s: &str) -> Result<Pkcs11Uri, UriError> {
         return parse_at(s, 0);
     };
     match rest.split_once(':') {
-        Some(("pkcs11", uri)) => parse_at(uri, "engine:pkcs11:".len()),
+        Some(("pkcs11", uri)) => match libp11_key_id(uri) {
+            Some(legacy) => Ok(legacy),
+            None => parse_at(uri, "engine:pkcs11:".len()),
+        },
         other => {
             let engine = other.map_or(rest, |(name, _)| name).to_owned();
             let reason = UriErrorReason::UnsupportedEngine(engine);
@@ -249,6 +252,50 @@ pub fn parse_key_string(s: &str) -> Result<Pkcs11Uri, UriError> {
             })
         }
     }
+}
+
+/// libp11's key identifiers before RFC 7512 URIs (its engine still reads them, and older
+/// nginx guides write them): `id_HEX`, `label_TEXT`, `slot_N-id_HEX`, `slot_N-label_TEXT`,
+/// `N:HEX`, or a bare `HEX` id; the slot as `slot-id` (decimal). None for anything else
+/// (a URI, or an error the URI parser then names).
+fn libp11_key_id(s: &str) -> Option<Pkcs11Uri> {
+    let hex = |h: &str| -> Option<Vec<u8>> {
+        if h.is_empty() || !h.len().is_multiple_of(2) {
+            return None;
+        }
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+            .collect()
+    };
+    let slot = |n: &str| n.parse::<u64>().ok();
+    let mut uri = Pkcs11Uri::default();
+    let (slot_id, object) = match s.strip_prefix("slot_") {
+        Some(rest) => {
+            let (n, object) = rest.split_once('-')?;
+            (Some(slot(n)?), object)
+        }
+        None => match s.split_once(':') {
+            Some((n, id)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                uri.slot_id = Some(slot(n)?);
+                uri.id = Some(hex(id)?);
+                return Some(uri);
+            }
+            _ => (None, s),
+        },
+    };
+    uri.slot_id = slot_id;
+    if let Some(id) = object.strip_prefix("id_") {
+        uri.id = Some(hex(id)?);
+    } else if let Some(label) = object.strip_prefix("label_") {
+        (!label.is_empty()).then_some(())?;
+        uri.object = Some(label.to_owned());
+    } else if slot_id.is_none() && !object.contains(':') {
+        uri.id = Some(hex(object)?);
+    } else {
+        return None;
+    }
+    Some(uri)
 }
 
 fn parse_at(s: &str, base: usize) -> Result<Pkcs11Uri, UriError> {
@@ -379,6 +426,38 @@ mod tests {
         assert_eq!(e.reason, UriErrorReason::UnsupportedEngine("tpm2".into()));
         assert!(e.to_string().contains("engine \"tpm2\""), "{e}");
         // offsets count from the start of the whole string
+        for (legacy, slot, id, object) in [
+            ("engine:pkcs11:id_45", None, Some(vec![0x45]), None),
+            ("engine:pkcs11:label_tls", None, None, Some("tls")),
+            (
+                "engine:pkcs11:slot_0-id_01ab",
+                Some(0),
+                Some(vec![0x01, 0xab]),
+                None,
+            ),
+            (
+                "engine:pkcs11:slot_2-label_web key",
+                Some(2),
+                None,
+                Some("web key"),
+            ),
+            ("engine:pkcs11:0:01", Some(0), Some(vec![0x01]), None),
+            ("engine:pkcs11:0102", None, Some(vec![0x01, 0x02]), None),
+        ] {
+            let u = parse_key_string(legacy).unwrap_or_else(|e| panic!("{legacy}: {e}"));
+            assert_eq!(
+                (u.slot_id, u.id, u.object.as_deref()),
+                (slot, id, object),
+                "{legacy}"
+            );
+        }
+        for bad in [
+            "engine:pkcs11:id_4",
+            "engine:pkcs11:slot_x-id_01",
+            "engine:pkcs11:label_",
+        ] {
+            assert!(parse_key_string(bad).is_err(), "{bad}");
+        }
         let e = fail("engine:pkcs11:pkcs11:token=%G1");
         assert_eq!((e.offset, e.attribute.as_deref()), (27, Some("token")));
         assert_eq!(fail("/etc/key.pem").reason, UriErrorReason::NotPkcs11);

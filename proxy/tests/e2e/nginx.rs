@@ -726,3 +726,74 @@ fn plain_http_on_a_tls_port_is_nginx_497() {
             .contains("client sent plain HTTP request to HTTPS port")
     );
 }
+
+/// libp11's older key identifiers, which its engine still reads and older nginx guides
+/// write (`engine:pkcs11:label_tls`, `engine:pkcs11:id_…`): the key is found on the
+/// module's token as libp11 finds it (before 2026-12-04 `-t` refused them with "expected
+/// a pkcs11: URI"); the PIN from an `env HSMGATE_PIN=…;` line, as libp11's comes from its
+/// engine's configuration.
+#[test]
+fn libp11_legacy_key_identifiers_are_read() {
+    use crate::support::hsm::{KeyType, PIN, TestToken};
+    use crate::support::net::free_port;
+    let token = TestToken::new(KeyType::EcP256);
+    let d = token.path();
+    std::fs::create_dir_all(d.join("logs")).expect("logs");
+    for key in [
+        "engine:pkcs11:label_tls",
+        "engine:pkcs11:slot_999999-label_tls",
+    ] {
+        let https = free_port();
+        let conf = d.join("legacy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "env SOFTHSM2_CONF={softhsm};\nenv HSMGATE_PIN={PIN};\npid {dir}/logs/legacy.pid;\n\
+                 events {{}}\nhttp {{\n    access_log off;\n    server {{\n        \
+                 listen 127.0.0.1:{https} ssl;\n        ssl_certificate {chain};\n        \
+                 ssl_certificate_key \"{key}\";\n        location / {{ return 200 \"ok\\n\"; }}\n    }}\n}}\n",
+                softhsm = token.conf.display(),
+                dir = d.display(),
+                chain = token.chain_pem.display(),
+            ),
+        )
+        .expect("conf");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hsmgate"))
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .env("HSMGATE_PKCS11_MODULE", &token.module)
+            .output()
+            .expect("hsmgate -t");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if key.contains("slot_999999") {
+            // No slot of that id: the token is not found, and the error says so.
+            assert!(!out.status.success(), "{key}: {err}");
+            assert!(
+                err.contains("slot") || err.contains("token"),
+                "{key}: {err}"
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{key}: {err}");
+        let server = Server::hsmgate_with_env(
+            d,
+            &conf,
+            &[https],
+            &[("HSMGATE_PKCS11_MODULE", &token.module)],
+        );
+        let out = crate::support::net::curl(&[
+            "-s",
+            "--cacert",
+            &token.ca_pem.display().to_string(),
+            "--resolve",
+            &format!("localhost:{https}:127.0.0.1"),
+            &format!("https://localhost:{https}/"),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{}",
+            server.log_text()
+        );
+    }
+}
