@@ -6,8 +6,9 @@
 //! [`LogCtx`]); `$request_uri` stays as received.
 
 use hsmgate_config::nginx::{
-    Action, LocationBlock, LocationStep, MAX_URI_CHANGES, Matcher, ProxyPass, ProxySettings,
-    Return, Rewrite, RewriteFlag, Rewritten, Server, ServerStep, SetVar, location_match,
+    Action, Condition, LocationBlock, LocationStep, MAX_URI_CHANGES, Matcher, ProxyPass,
+    ProxySettings, Return, Rewrite, RewriteFlag, Rewritten, Server, ServerStep, SetVar,
+    location_match,
 };
 use http::HeaderMap;
 
@@ -179,15 +180,7 @@ fn server_steps<'s>(
     for step in steps {
         match step {
             ServerStep::If(i) => {
-                let (holds, caps) = {
-                    let vars = log.vars(headers);
-                    let get = |name: &str| vars.get(name).into_owned();
-                    i.condition.holds_capturing(&get, &|t| vars.expand(t))
-                };
-                if let Some(caps) = caps {
-                    set_captures(log, caps);
-                }
-                if !holds {
+                if !holds(&i.condition, log, headers) {
                     continue;
                 }
                 match server_steps(&i.steps, log, headers, changes) {
@@ -277,15 +270,7 @@ impl<'s> LocationRun<'s, '_> {
                     return Ran::Answer(self.at(action, change));
                 }
                 LocationStep::If(i) => {
-                    let (holds, caps) = {
-                        let vars = log.vars(headers);
-                        let get = |name: &str| vars.get(name).into_owned();
-                        i.condition.holds_capturing(&get, &|t| vars.expand(t))
-                    };
-                    if let Some(caps) = caps {
-                        set_captures(log, caps);
-                    }
-                    if !holds {
+                    if !holds(&i.condition, log, headers) {
                         continue;
                     }
                     (self.settings, self.pass) = (&i.settings, i.pass.as_ref());
@@ -336,6 +321,20 @@ fn set(v: &SetVar, log: &mut LogCtx, headers: &HeaderMap) {
         Some((_, old)) => *old = value,
         None => log.set_vars.push((v.name.clone(), value)),
     }
+}
+
+/// Whether an `if`'s condition holds for the request; a regex that matched leaves its
+/// captures as `$1`….
+fn holds(condition: &Condition, log: &mut LogCtx, headers: &HeaderMap) -> bool {
+    let (holds, caps) = {
+        let vars = log.vars(headers);
+        let get = |name: &str| vars.get(name).into_owned();
+        condition.holds_capturing(&get, &|t| vars.expand(t))
+    };
+    if let Some(caps) = caps {
+        set_captures(log, caps);
+    }
+    holds
 }
 
 /// The captures of the regex that matched last, as `$0`…`$9` (those it does not have

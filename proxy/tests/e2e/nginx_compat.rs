@@ -156,6 +156,14 @@ fn get(port: u16, host: &str, target: &str) -> H1Response {
     )
 }
 
+/// A GET of `target` for `compat.test` with `extra` header lines.
+fn get_with(port: u16, target: &str, extra: &str) -> H1Response {
+    plain(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
 /// The value of `name` in a response head (first one), if any.
 fn header<'a>(r: &'a H1Response, name: &str) -> Option<&'a str> {
     r.head.lines().skip(1).find_map(|l| {
@@ -3085,33 +3093,25 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
     );
     let http_extra = "map $uri $mapped { ~^/m/(?:a|b)/(.*)$ /mapped/$1; default none; }";
     let (gate, http) = start_with(&raw, http_extra, &extra);
-    let send = |target: &str, extra: &str| {
-        plain(
-            http,
-            &format!(
-                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
-            ),
-        )
-    };
-    let r = send("/x?y=1", "X-Www: www.example.org\r\n");
+    let r = get_with(http, "/x?y=1", "X-Www: www.example.org\r\n");
     assert_eq!(r.status, 301, "{r:?}\n{}", gate.server.log_text());
     assert_eq!(header(&r, "location"), Some("https://example.org/x?y=1"));
-    let r = send("/old/a/b.html", "");
+    let r = get_with(http, "/old/a/b.html", "");
     assert_eq!(r.status, 301, "{r:?}");
     assert!(
         header(&r, "location").is_some_and(|l| l.ends_with("/new/a/b.html")),
         "{r:?}"
     );
-    let r = send("/user/42/profile", "");
+    let r = get_with(http, "/user/42/profile", "");
     assert_eq!(r.status, 200, "{r:?}\n{}", gate.server.log_text());
     assert_eq!(raw.last_request_line(), "GET /profile?id=42 HTTP/1.1");
     assert_eq!(
-        send("/sub/", "X-Sub: shop.example.com\r\n").body,
+        get_with(http, "/sub/", "X-Sub: shop.example.com\r\n").body,
         "sub=shop"
     );
-    assert_eq!(send("/sub/", "X-Sub: other.org\r\n").body, "sub=");
-    assert_eq!(send("/m/b/c/d", "").body, "map=/mapped/c/d");
-    assert_eq!(send("/m/z", "").body, "map=none");
+    assert_eq!(get_with(http, "/sub/", "X-Sub: other.org\r\n").body, "sub=");
+    assert_eq!(get_with(http, "/m/b/c/d", "").body, "map=/mapped/c/d");
+    assert_eq!(get_with(http, "/m/z", "").body, "map=none");
 }
 
 /// `return CODE TEXT` is typed as nginx types it: by the URI's extension through
@@ -3196,22 +3196,14 @@ fn server_if_blocks_with_set_and_rewrite() {
         location / {{ proxy_pass http://{up}; }}"
     );
     let (gate, http) = start(&raw, &extra);
-    let send = |target: &str, extra: &str| {
-        plain(
-            http,
-            &format!(
-                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
-            ),
-        )
-    };
-    let r = send("/a?b=1", "");
+    let r = get_with(http, "/a?b=1", "");
     assert_eq!(r.status, 301, "{r:?}\n{}", gate.server.log_text());
     assert_eq!(header(&r, "location"), Some("https://compat.test/a?b=1"));
-    let r = send("/a", "X-Forwarded-Proto: https\r\n");
+    let r = get_with(http, "/a", "X-Forwarded-Proto: https\r\n");
     assert_eq!(r.status, 200, "{r:?}");
-    let r = send("/health", "User-Agent: ELB-HealthChecker/2.0\r\n");
+    let r = get_with(http, "/health", "User-Agent: ELB-HealthChecker/2.0\r\n");
     assert_eq!(r.status, 200, "{r:?}");
-    let r = send("/p/q", "X-Forwarded-Proto: https\r\nX-Www: yes\r\n");
+    let r = get_with(http, "/p/q", "X-Forwarded-Proto: https\r\nX-Www: yes\r\n");
     assert_eq!(r.status, 301, "{r:?}");
     assert_eq!(header(&r, "location"), Some("https://example.org/p/q"));
 }
@@ -3232,20 +3224,17 @@ fn break_stops_the_rewrite_directives() {
         location /srv/ {{ proxy_pass http://{up}; }}"
     );
     let (gate, http) = start(&raw, &extra);
-    let send = |target: &str, extra: &str| {
-        plain(
-            http,
-            &format!(
-                "GET {target} HTTP/1.1\r\nHost: compat.test\r\n{extra}Connection: close\r\n\r\n"
-            ),
-        )
-    };
-    assert_eq!(send("/b/x", "").status, 403, "{}", gate.server.log_text());
-    let r = send("/b/x", "X-Pass: 1\r\n");
+    assert_eq!(
+        get_with(http, "/b/x", "").status,
+        403,
+        "{}",
+        gate.server.log_text()
+    );
+    let r = get_with(http, "/b/x", "X-Pass: 1\r\n");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(raw.last_request_line(), "GET /b/x HTTP/1.1");
-    assert_eq!(send("/srv/y", "").body, "moved");
-    let r = send("/srv/y", "X-Stop: 1\r\n");
+    assert_eq!(get_with(http, "/srv/y", "").body, "moved");
+    let r = get_with(http, "/srv/y", "X-Stop: 1\r\n");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(raw.last_request_line(), "GET /srv/y HTTP/1.1");
 }

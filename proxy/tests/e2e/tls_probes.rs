@@ -290,28 +290,8 @@ fn a_client_offering_only_p521_completes_the_handshake() {
 /// `openssl s_client -tls1_3 -groups GROUPS` against `g`: whether the handshake
 /// completed, and what openssl printed.
 fn s_client_groups(g: &Gate, groups: &str) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(["s_client", "-tls1_3", "-groups", groups, "-connect"])
-        .arg(g.addr.to_string())
-        .args([
-            "-servername",
-            "localhost",
-            "-verify_return_error",
-            "-CAfile",
-        ])
-        .arg(g.ca())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success() && text.contains("Server Temp Key"),
-        text,
-    )
+    let (ok, text) = s_client(g, &["-tls1_3", "-groups", groups, "-verify_return_error"]);
+    (ok && text.contains("Server Temp Key"), text)
 }
 
 /// `ssl_ecdh_curve` (Mozilla's intermediate `X25519:prime256v1:secp384r1`) is the set
