@@ -456,21 +456,31 @@ impl Generation {
             .collect()
     }
 
-    /// Access log targets of a level: (file, format name).
-    pub fn access_logs(&self, settings: &ProxySettings) -> Vec<(Arc<PathBuf>, String)> {
+    /// Access log targets of a level.
+    pub fn access_logs(&self, settings: &ProxySettings) -> Vec<LogTarget> {
         if settings.access_logs.is_empty() {
             return (self.site.default_access_log.iter())
                 .filter_map(|d| self.log_paths.get(&d.path))
-                .map(|p| (Arc::clone(p), "combined".to_owned()))
+                .map(|p| LogTarget {
+                    path: Arc::clone(p),
+                    format: "combined".to_owned(),
+                    condition: None,
+                })
                 .collect();
         }
         (settings.access_logs.iter())
             .filter_map(|l| match l {
                 AccessLog::Off => None,
-                AccessLog::File { path, format, .. } => self
-                    .log_paths
-                    .get(path)
-                    .map(|p| (Arc::clone(p), format.clone())),
+                AccessLog::File {
+                    path,
+                    format,
+                    condition,
+                    ..
+                } => self.log_paths.get(path).map(|p| LogTarget {
+                    path: Arc::clone(p),
+                    format: format.clone(),
+                    condition: condition.clone(),
+                }),
             })
             .collect()
     }
@@ -597,6 +607,14 @@ fn location_key(pass: &ProxyPass, settings: &ProxySettings) -> (usize, usize) {
         std::ptr::from_ref(pass) as usize,
         std::ptr::from_ref(settings) as usize,
     )
+}
+
+/// Where a request is logged: a file, a `log_format` name, and nginx's `if=` condition.
+#[derive(Debug, Clone)]
+pub struct LogTarget {
+    pub path: Arc<PathBuf>,
+    pub format: String,
+    pub condition: Option<Arc<hsmgate_config::nginx::Template>>,
 }
 
 /// One pool per (upstream, connect timeout, TLS settings).

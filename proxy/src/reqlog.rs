@@ -44,7 +44,7 @@ pub(crate) struct LogCtx {
     pub(crate) started: SystemTime,
     pub(crate) t0: Instant,
     pub(crate) status: u16,
-    pub(crate) targets: Vec<(Arc<std::path::PathBuf>, String)>,
+    pub(crate) targets: Vec<crate::generation::LogTarget>,
     /// `$request_id`, made when first used.
     pub(crate) request_id: OnceLock<String>,
     /// The upstream tries (`$upstream_status`, `$upstream_response_time`).
@@ -201,8 +201,8 @@ impl LogCtx {
     }
 
     fn logs_var(&self, wanted: impl Fn(&str) -> bool) -> bool {
-        self.targets.iter().any(|(_, format)| {
-            (self.generation.site.log_formats.get(format)).is_some_and(|f| {
+        self.targets.iter().any(|t| {
+            (self.generation.site.log_formats.get(&t.format)).is_some_and(|f| {
                 f.template
                     .parts
                     .iter()
@@ -213,10 +213,17 @@ impl LogCtx {
 
     fn write(&self, sent: u64, completed: bool) {
         let vars = self.vars_sent(&self.headers, sent, completed);
-        for (path, format) in &self.targets {
-            let Some(f) = self.generation.site.log_formats.get(format) else {
+        for target in &self.targets {
+            let Some(f) = self.generation.site.log_formats.get(&target.format) else {
                 continue;
             };
+            // `if=`: not logged when the condition is empty or `0`.
+            if let Some(condition) = &target.condition {
+                let value = vars.expand(condition);
+                if value.is_empty() || value == "0" {
+                    continue;
+                }
+            }
             let mut line = String::new();
             for p in &f.template.parts {
                 match p {
@@ -231,7 +238,7 @@ impl LogCtx {
                     }
                 }
             }
-            AccessLogWriter::get().log(path, line);
+            AccessLogWriter::get().log(&target.path, line);
         }
     }
 }

@@ -895,6 +895,9 @@ pub enum AccessLog {
         path: PathBuf,
         /// A key of [`NginxConfig::log_formats`].
         format: String,
+        /// `if=CONDITION`: a request is logged unless the condition's value is empty or
+        /// `0` (nginx's conditional logging).
+        condition: Option<std::sync::Arc<Template>>,
         /// The `access_log` directive.
         at: Location,
     },

@@ -929,8 +929,20 @@ pub(crate) fn access_log(ctx: &Ctx<'_>, d: &Directive) -> Result<AccessLog, Conf
     {
         return Err(ctx.invalid(d, a.at, format!("unknown log format \"{format}\"")));
     }
+    let mut condition = None;
     for a in args.iter().skip(2) {
-        if !(a.value.starts_with("buffer=") || a.value.starts_with("flush=")) {
+        if let Some(cond) = a.value.strip_prefix("if=") {
+            let skip = "if=".len();
+            let arg = Arg {
+                value: cond.to_owned(),
+                at: super::parse::Pos {
+                    offset: a.at.offset + skip,
+                    ..a.at
+                },
+                quoted: a.quoted,
+            };
+            condition = Some(std::sync::Arc::new(ctx.template(d, &arg)?));
+        } else if !(a.value.starts_with("buffer=") || a.value.starts_with("flush=")) {
             return Err(ctx.invalid(
                 d,
                 a.at,
@@ -944,6 +956,7 @@ pub(crate) fn access_log(ctx: &Ctx<'_>, d: &Directive) -> Result<AccessLog, Conf
     Ok(AccessLog::File {
         path: ctx.prefix_path(&args[0].value),
         format: format.to_owned(),
+        condition,
         at: ctx.loc(d.at),
     })
 }

@@ -3265,3 +3265,36 @@ fn server_addr_is_the_address_the_client_reached() {
     assert_eq!(ask("127.0.0.1", wild), format!("127.0.0.1:{wild}"));
     assert_eq!(ask("127.0.0.1", http), format!("127.0.0.1:{http}"));
 }
+
+/// `access_log … if=CONDITION` (nginx's documented conditional logging: a `map` of
+/// `$status` that leaves 2xx and 3xx out): a request is logged unless the condition is
+/// empty or `0` (before 2026-12-04 `-t` refused the parameter).
+#[test]
+fn access_log_if_leaves_out_requests_whose_condition_is_empty_or_zero() {
+    let raw = RawUpstream::start();
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("cond.log");
+    let http_extra = "map $status $loggable { ~^[23] 0; default 1; }
+        log_format st '$status $request_uri';";
+    let server_extra = format!(
+        "access_log {} st if=$loggable;
+        location /ok/ {{ return 200 ok; }}
+        location /gone/ {{ return 410; }}",
+        log.display()
+    );
+    let (gate, http) = start_with(&raw, http_extra, &server_extra);
+    for target in ["/ok/1", "/gone/2", "/ok/3", "/missing/4"] {
+        get(http, "compat.test", target);
+    }
+    let text = crate::support::poll(
+        Duration::from_secs(10),
+        || format!("two lines in {}: {}", log.display(), gate.server.log_text()),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (text.lines().count() >= 2).then_some(text)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    assert_eq!(text, "410 /gone/2\n404 /missing/4\n");
+}
