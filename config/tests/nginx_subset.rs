@@ -317,7 +317,11 @@ fn offload_corpus_passes_nginx_and_loads() -> TestResult {
     assert_eq!(root.proxy_connect_timeout, Duration::from_secs(5));
     assert_eq!(root.keepalive_timeout, Duration::from_secs(65));
     match &root.access_logs[..] {
-        [nginx::AccessLog::File { path, format, at }] => {
+        [
+            nginx::AccessLog::File {
+                path, format, at, ..
+            },
+        ] => {
             assert_eq!(path, &p.join("logs/access.log"));
             assert_eq!(format, "offload");
             assert!(at.line > 0, "{at}");
