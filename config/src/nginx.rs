@@ -199,7 +199,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
-pub use self::cond::{Condition, LocationIf, ServerIf, captures_of};
+pub use self::cond::{Captures, Condition, LocationIf, ServerIf, captures_of};
 pub use self::expires::Expires;
 pub use self::geo::GeoTable;
 pub use self::limits::{

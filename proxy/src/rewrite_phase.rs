@@ -338,15 +338,18 @@ fn holds(condition: &Condition, log: &mut LogCtx, headers: &HeaderMap) -> bool {
 }
 
 /// The captures of the regex that matched last, as `$0`…`$9` (those it does not have
-/// are empty), in place of the earlier ones.
-fn set_captures(log: &mut LogCtx, caps: Vec<String>) {
+/// are empty) in place of the earlier ones, and its named groups as variables of their
+/// names (kept until another match sets them, as nginx keeps them).
+fn set_captures(log: &mut LogCtx, caps: hsmgate_config::nginx::Captures) {
     let is_capture = |n: &str| hsmgate_config::nginx::capture_index(n).is_some();
     log.set_vars.retain(|(n, _)| !is_capture(n));
-    log.set_vars.extend(
-        caps.into_iter()
-            .enumerate()
-            .map(|(i, c)| (i.to_string(), c)),
-    );
+    (log.set_vars).extend((caps.numbered.into_iter().enumerate()).map(|(i, c)| (i.to_string(), c)));
+    for (name, value) in caps.named {
+        match log.set_vars.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = value,
+            None => log.set_vars.push((name, value)),
+        }
+    }
 }
 
 /// Apply `r` to the request's current URI; a new URI is stored in `log`.

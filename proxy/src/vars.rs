@@ -416,15 +416,20 @@ impl Vars<'_> {
         self.expand_at(template, 0)
     }
 
-    /// `template` with `$0`…`$9` from `caps` (a `map` key's regex) and the other
-    /// variables as usual.
-    fn expand_captured(&self, template: &Template, caps: &[String], depth: u8) -> String {
+    /// `template` with `$0`…`$9` and named groups from `caps` (a `map` key's regex) and
+    /// the other variables as usual.
+    fn expand_captured(
+        &self,
+        template: &Template,
+        caps: &hsmgate_config::nginx::Captures,
+        depth: u8,
+    ) -> String {
         let mut out = String::new();
         for p in &template.parts {
             match p {
                 TemplatePart::Literal(s) => out.push_str(s),
-                TemplatePart::Var(v) => match hsmgate_config::nginx::capture_index(v) {
-                    Some(n) => out.push_str(caps.get(n).map_or("", String::as_str)),
+                TemplatePart::Var(v) => match caps.get(v) {
+                    Some(value) => out.push_str(value),
                     None => out.push_str(&self.get_at(v, depth)),
                 },
             }

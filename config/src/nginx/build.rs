@@ -565,9 +565,16 @@ fn events_block(ctx: &mut Ctx<'_>, block: &[Directive]) -> Result<Option<u32>, C
 
 type Servers = (Vec<Server>, BTreeMap<String, UpstreamGroup>);
 
-/// The names `set $NAME …` declares in `block` and the blocks inside it.
+/// The names `set $NAME …` declares in `block` and the blocks inside it, and the named
+/// groups of the regexes written there (a location's, an `if`'s, a `rewrite`'s, a `map`
+/// key's): variables a request may give a value.
 fn collect_set_names(block: &[Directive], names: &mut std::collections::BTreeSet<String>) {
     for d in block {
+        for text in std::iter::once(&d.name).chain(d.args.iter().map(|a| &a.value)) {
+            if text.contains("(?") {
+                names.extend(super::cond::capture_group_names(text));
+            }
+        }
         if (d.name == "set" || d.name == "auth_request_set")
             && let Some(name) = d
                 .args

@@ -104,7 +104,7 @@ impl Condition {
         &self,
         get: &dyn Fn(&str) -> String,
         expand: &dyn Fn(&Template) -> String,
-    ) -> (bool, Option<Vec<String>>) {
+    ) -> (bool, Option<Captures>) {
         match self {
             Self::Matches {
                 var,
@@ -122,19 +122,65 @@ impl Condition {
     }
 }
 
-/// What `regex` captures in `subject` (`$0`, the whole match, first; a group that took
-/// no part is empty), None when it does not match.
-pub fn captures_of(regex: &Regex, subject: &str) -> Option<Vec<String>> {
+/// What a regex captured: `$0`…`$9` (`$0` the whole match; a group that took no part
+/// is empty) and its named groups (`(?<name>…)`, nginx's `$name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captures {
+    /// `$0`, `$1`, … (at most ten).
+    pub numbered: Vec<String>,
+    /// Named groups that took part, by name (lower case, as variables are).
+    pub named: Vec<(String, String)>,
+}
+
+impl Captures {
+    /// The value of variable `name` if it is one of these captures.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match super::rewrite::capture_index(name) {
+            Some(n) => Some(self.numbered.get(n).map_or("", String::as_str)),
+            None => (self.named.iter())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+}
+
+/// What `regex` captures in `subject`; None when it does not match.
+pub fn captures_of(regex: &Regex, subject: &str) -> Option<Captures> {
     if regex.captures_len() == 1 {
-        return regex.find(subject).map(|m| vec![m.as_str().to_owned()]);
+        return regex.find(subject).map(|m| Captures {
+            numbered: vec![m.as_str().to_owned()],
+            named: Vec::new(),
+        });
     }
     let caps = regex.captures(subject)?;
-    Some(
-        caps.iter()
-            .take(10)
-            .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
-            .collect(),
-    )
+    let numbered = (caps.iter().take(10))
+        .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
+        .collect();
+    let named = (regex.capture_names().flatten())
+        .filter_map(|n| Some((n.to_ascii_lowercase(), caps.name(n)?.as_str().to_owned())))
+        .collect();
+    Some(Captures { numbered, named })
+}
+
+/// The names of the named groups (`(?<name>…)`, `(?P<name>…)`) written in `text`, lower
+/// case: the variables a regex there may set (found before the regexes are compiled, so
+/// that any directive may use them, as in nginx).
+pub(crate) fn capture_group_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, _) in text.match_indices("(?") {
+        let rest = &text[i + 2..];
+        let rest = rest.strip_prefix('P').unwrap_or(rest);
+        let Some(rest) = rest.strip_prefix('<') else {
+            continue;
+        };
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if end > 0 && rest[end..].starts_with('>') {
+            names.push(rest[..end].to_ascii_lowercase());
+        }
+    }
+    names
 }
 
 /// `if (…) { … }` in a server block: `set`, `rewrite` and `return`, as nginx's rewrite
@@ -259,5 +305,26 @@ pub(crate) fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, Confi
             }
         }
         _ => Err(invalid(first)),
+    }
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+
+    #[test]
+    fn named_groups_are_found_before_compiling_and_captured() {
+        assert_eq!(
+            capture_group_names("~(?i)^(?<start>.*)(?P<Temp>x)(?<=y)(?:z)(?<rest>.*)$"),
+            ["start", "temp", "rest"]
+        );
+        let re = Regex::new("^/app/(?<app>[a-z]+)/(.*)$").expect("regex");
+        let caps = captures_of(&re, "/app/shop/x").expect("matches");
+        assert_eq!(caps.get("1"), Some("shop"));
+        assert_eq!(caps.get("2"), Some("x"));
+        assert_eq!(caps.get("9"), Some(""));
+        assert_eq!(caps.get("app"), Some("shop"));
+        assert_eq!(caps.get("host"), None);
+        assert!(captures_of(&re, "/other").is_none());
     }
 }

@@ -3,7 +3,8 @@
 //! (with `hostnames`) wildcard names (`*.example.com`, `.example.com`, `www.example.*`,
 //! the longest first), then `~regex` / `~*regex` keys in order, then `default` (empty when
 //! not given). Values may hold variables, including other maps'. `volatile` is accepted
-//! (hsmgate caches no map value); named captures in values are not supported.
+//! (hsmgate caches no map value). A value may use its `~regex` key's captures, `$1`…
+//! and named groups.
 //!
 //! The usual use is WebSocket proxying:
 //! `map $http_upgrade $connection_upgrade { default upgrade; '' close; }`.
@@ -136,13 +137,13 @@ impl VarMap {
     }
 
     /// [`lookup`](Self::lookup), with the captures of the `~regex` key that chose the
-    /// value when the value uses them (`~^/old/(.*)$ /new/$1;`).
-    pub fn lookup_capturing(&self, value: &str) -> (&Template, Option<Vec<String>>) {
+    /// value when the value may use them (`~^/old/(.*)$ /new/$1;`, a named group).
+    pub fn lookup_capturing(&self, value: &str) -> (&Template, Option<super::cond::Captures>) {
         let t = self.lookup(value);
         let uses = t.parts.iter().any(|p| {
             matches!(p, super::template::TemplatePart::Var(v) if super::rewrite::capture_index(v).is_some())
         });
-        if !uses || self.geo.is_some() || self.split.is_some() {
+        if self.regexes.is_empty() || self.geo.is_some() || self.split.is_some() {
             return (t, None);
         }
         let lower = value.to_ascii_lowercase();
@@ -150,7 +151,10 @@ impl VarMap {
             return (t, None);
         }
         match self.regexes.iter().find(|(r, _)| r.is_match(value)) {
-            Some((r, t)) => (t, super::cond::captures_of(r, value)),
+            Some((r, t)) if uses || r.capture_names().flatten().next().is_some() => {
+                (t, super::cond::captures_of(r, value))
+            }
+            Some((_, t)) => (t, None),
             None => (t, None),
         }
     }

@@ -3089,9 +3089,14 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
         location ~ ^/user/(\\d+)/profile$ {{ proxy_pass http://{up}/profile?id=$1; }}
         location /sub/ {{ if ($http_x_sub ~ \"^(.+)\\.example\\.com$\") {{ set $sub $1; }}
             return 200 \"sub=$sub\"; }}
-        location /m/ {{ return 200 \"map=$mapped\"; }}"
+        location /m/ {{ return 200 \"map=$mapped\"; }}
+        location ~ ^/app/(?<app>[a-z]+)/ {{ return 200 \"app=$app\"; }}
+        location /gl/ {{ return 200 \"$gitlab_temp_request_uri_1\"; }}"
     );
-    let http_extra = "map $uri $mapped { ~^/m/(?:a|b)/(.*)$ /mapped/$1; default none; }";
+    // GitLab's log filter (its source install's nginx config), named groups in a map.
+    let http_extra = "map $uri $mapped { ~^/m/(?:a|b)/(.*)$ /mapped/$1; default none; }
+        map $request_uri $gitlab_temp_request_uri_1 { default $request_uri;
+            ~(?i)^(?<start>.*)(?<temp>[\\?&]private[\\-_]token)=[^&]*(?<rest>.*)$ \"$start$temp=[FILTERED]$rest\"; }";
     let (gate, http) = start_with(&raw, http_extra, &extra);
     let r = get_with(http, "/x?y=1", "X-Www: www.example.org\r\n");
     assert_eq!(r.status, 301, "{r:?}\n{}", gate.server.log_text());
@@ -3112,6 +3117,12 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
     assert_eq!(get_with(http, "/sub/", "X-Sub: other.org\r\n").body, "sub=");
     assert_eq!(get_with(http, "/m/b/c/d", "").body, "map=/mapped/c/d");
     assert_eq!(get_with(http, "/m/z", "").body, "map=none");
+    assert_eq!(get_with(http, "/app/shop/x", "").body, "app=shop");
+    assert_eq!(
+        get_with(http, "/gl/x?private_token=secret&a=1", "").body,
+        "/gl/x?private_token=[FILTERED]&a=1"
+    );
+    assert_eq!(get_with(http, "/gl/y?a=1", "").body, "/gl/y?a=1");
 }
 
 /// `return CODE TEXT` is typed as nginx types it: by the URI's extension through
