@@ -185,6 +185,7 @@ mod limits;
 mod location;
 mod map;
 mod model;
+mod ngx_regex;
 pub(crate) mod parse;
 mod proxy_ssl;
 mod rewrite;
@@ -214,6 +215,7 @@ pub use self::model::{
     RealIpHeader, Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup,
     UpstreamRef, UpstreamServer, ValueMatch, ValueRewrite,
 };
+pub use self::ngx_regex::NgxRegex;
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::rewrite::{

@@ -112,7 +112,7 @@ pub(crate) fn route<'s>(
         };
         // A regex location's captures are `$1`… for what follows.
         if let Matcher::Regex { regex, .. } = &l.matcher
-            && let Some(caps) = hsmgate_config::nginx::captures_of(regex, &log.uri)
+            && let Some(caps) = regex.captures(&log.uri)
         {
             set_captures(log, caps);
         }

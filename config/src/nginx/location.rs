@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
-
 use super::build::Ctx;
 use super::cond::{LocationIf, condition};
 use super::model::{Action, LocationBlock, Matcher, ProxyPass, Return, UpstreamGroup, UpstreamRef};
@@ -328,7 +326,7 @@ fn matcher(ctx: &Ctx<'_>, d: &Directive) -> Result<Matcher, ConfigError> {
         } else {
             pattern.clone()
         };
-        Regex::new(&source)
+        super::ngx_regex::NgxRegex::new(&source)
             .map_err(|e| ctx.invalid(d, at, format!("invalid regex \"{pattern}\": {e}")))
     };
     Ok(match modifier {

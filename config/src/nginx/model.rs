@@ -303,7 +303,7 @@ pub enum Matcher {
         /// The pattern as written.
         pattern: String,
         /// Compiled (with `(?i)` for `~*`).
-        regex: Regex,
+        regex: super::ngx_regex::NgxRegex,
     },
 }
 

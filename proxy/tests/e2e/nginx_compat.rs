@@ -3309,3 +3309,31 @@ fn access_log_if_leaves_out_requests_whose_condition_is_empty_or_zero() {
     let text = std::fs::read_to_string(&log).unwrap_or(text);
     assert_eq!(text, "410 /gone/2\n404 /missing/4\n");
 }
+
+/// h5bp's "deny dotfiles but the ACME challenge" rule, `location ~* /\.(?!well-known\/)
+/// { deny all; }`, needs PCRE's look-ahead: served as nginx serves it (before 2026-12-04
+/// `-t` refused the regex).
+#[test]
+fn a_location_regex_with_look_ahead_works() {
+    let raw = RawUpstream::start();
+    let up = raw.addr;
+    let extra = format!(
+        "location ~* /\\.(?!well-known\\/) {{ deny all; }}
+        location / {{ proxy_pass http://{up}; }}"
+    );
+    let (gate, http) = start(&raw, &extra);
+    for (target, status) in [
+        ("/.git/config", 403),
+        ("/app/.ENV", 403),
+        ("/.well-known/acme-challenge/t", 200),
+        ("/index.html", 200),
+    ] {
+        let r = get(http, "compat.test", target);
+        assert_eq!(
+            r.status,
+            status,
+            "{target}: {r:?}\n{}",
+            gate.server.log_text()
+        );
+    }
+}
