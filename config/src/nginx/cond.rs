@@ -73,8 +73,8 @@ pub enum Condition {
     Matches {
         /// The variable tested.
         var: String,
-        /// Compiled (with `(?i)` for `~*`).
-        regex: Regex,
+        /// Compiled (with `(?i)` for `~*`; PCRE's look-around too).
+        regex: super::ngx_regex::NgxRegex,
         /// `!~`, `!~*`.
         negate: bool,
     },
@@ -112,7 +112,7 @@ impl Condition {
                 negate: false,
             } => {
                 let subject = get(var);
-                match captures_of(regex, &subject) {
+                match regex.captures(&subject) {
                     Some(caps) => (true, Some(caps)),
                     None => (false, None),
                 }
@@ -292,7 +292,7 @@ pub(crate) fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, Confi
                     } else {
                         value.clone()
                     };
-                    let regex = Regex::new(&source).map_err(|e| {
+                    let regex = super::ngx_regex::NgxRegex::new(&source).map_err(|e| {
                         ctx.invalid(d, value_arg.at, format!("invalid regex \"{value}\": {e}"))
                     })?;
                     Ok(Condition::Matches {

@@ -3319,6 +3319,7 @@ fn a_location_regex_with_look_ahead_works() {
     let up = raw.addr;
     let extra = format!(
         "location ~* /\\.(?!well-known\\/) {{ deny all; }}
+        location /ua/ {{ if ($http_x_t ~ \"^(?!ok)\") {{ return 418; }} return 200 fine; }}
         location / {{ proxy_pass http://{up}; }}"
     );
     let (gate, http) = start(&raw, &extra);
@@ -3336,4 +3337,7 @@ fn a_location_regex_with_look_ahead_works() {
             gate.server.log_text()
         );
     }
+    // An `if` regex with look-ahead too.
+    assert_eq!(get_with(http, "/ua/x", "X-T: ok\r\n").status, 200);
+    assert_eq!(get_with(http, "/ua/x", "X-T: no\r\n").status, 418);
 }
