@@ -185,7 +185,7 @@ pub struct Limiter {
     saturated: AtomicBool,
     meters: Meters,
     /// Its series are on `/metrics` while it lives.
-    _series: m::SeriesOwner,
+    series: m::SeriesOwner,
 }
 
 /// The limiter's metric handles, made once rather than looked up by name and label on
@@ -320,7 +320,7 @@ impl Limiter {
         let limiter = Limiter {
             group: group.to_string(),
             meters: Meters::new(&labels),
-            _series: m::SeriesOwner::new(&labels),
+            series: m::SeriesOwner::new(&labels),
             labels,
             settings: std::sync::RwLock::new(settings),
             state: Mutex::new(State {
@@ -738,6 +738,8 @@ impl Limiter {
 
     /// A snapshot of the state.
     pub fn status(&self) -> AdmissionStatus {
+        // Since start: with what the limiters of its pool a reload replaced counted.
+        let before = self.series.retired_counts();
         let s = self.lock();
         AdmissionStatus {
             enabled: self.settings().enabled,
@@ -750,9 +752,9 @@ impl Limiter {
             } else {
                 0.0
             }),
-            admitted: self.decisions[0].load(Ordering::Relaxed),
-            resumed: self.decisions[1].load(Ordering::Relaxed),
-            shed: self.decisions[2].load(Ordering::Relaxed),
+            admitted: before[0] + self.decisions[0].load(Ordering::Relaxed),
+            resumed: before[1] + self.decisions[1].load(Ordering::Relaxed),
+            shed: before[2] + self.decisions[2].load(Ordering::Relaxed),
         }
     }
 
@@ -768,6 +770,14 @@ impl Limiter {
         self.meters
             .wait
             .get_or_init(|| metrics::histogram!(m::ADMISSION_WAIT, self.labels.clone()))
+    }
+}
+
+impl Drop for Limiter {
+    /// Its counts go on in the next limiter of its pool (a reload that rebuilt it).
+    fn drop(&mut self) {
+        let counts = self.decisions.each_ref().map(|d| d.load(Ordering::Relaxed));
+        self.series.retire_counts(counts);
     }
 }
 

@@ -57,7 +57,15 @@ pub(crate) struct Member {
     /// as it is then (see [`Member::publish_state`]).
     publishing: Mutex<()>,
     /// Its series are on `/metrics` while it lives.
-    _series: m::SeriesOwner,
+    series: m::SeriesOwner,
+}
+
+impl Drop for Member {
+    /// Its counts go on in the next member of its name (a reload that rebuilt the pool).
+    fn drop(&mut self) {
+        let (ops, errors) = self.meter.totals();
+        self.series.retire_counts([ops, errors, 0]);
+    }
 }
 
 /// When to try again, and which attempt is current.
@@ -131,7 +139,7 @@ impl Member {
         backend: Box<dyn Backend>,
     ) -> Member {
         let m = Member {
-            _series: m::SeriesOwner::new(&labels),
+            series: m::SeriesOwner::new(&labels),
             labels,
             primary: settings.primary,
             backend,
@@ -337,6 +345,14 @@ impl Member {
         }
         metrics::gauge!(m::CAPACITY, self.labels.clone()).set(self.capacity());
         Ok(started.generation)
+    }
+
+    /// Its operations and errors since start: its own, and those of the members of its
+    /// name a reload replaced.
+    pub(crate) fn totals_since_start(&self) -> (u64, u64) {
+        let (ops, errors) = self.meter.totals();
+        let [before_ops, before_errors, _] = self.series.retired_counts();
+        (ops + before_ops, errors + before_errors)
     }
 
     /// A thread of this member that was given up on has returned.

@@ -71,6 +71,34 @@ impl Drop for SeriesOwner {
     }
 }
 
+/// What the owners of a label set that are gone had counted for `/status` (a member's
+/// operations and errors; a limiter's admitted, resumed, shed), so that a pool a reload
+/// rebuilt shows counts since start, as `/metrics` does.
+static RETIRED: std::sync::Mutex<Option<std::collections::HashMap<SeriesId, [u64; 3]>>> =
+    std::sync::Mutex::new(None);
+
+impl SeriesOwner {
+    /// Add what a going owner counted to its label set's retired counts.
+    pub(crate) fn retire_counts(&self, counts: [u64; 3]) {
+        let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (retired.get_or_insert_with(Default::default))
+            .entry(self.0.clone())
+            .or_default();
+        for (total, n) in slot.iter_mut().zip(counts) {
+            *total = total.saturating_add(n);
+        }
+    }
+
+    /// What earlier owners of this label set counted.
+    pub(crate) fn retired_counts(&self) -> [u64; 3] {
+        let retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+        (retired.as_ref())
+            .and_then(|m| m.get(&self.0))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
 /// A label value as the Prometheus text format writes it.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")

@@ -496,8 +496,8 @@ impl SignerPool {
                     sessions: m.threads(),
                     latency: m.meter.latency(),
                     cpu_per_signature: m.meter.cpu_per_signature(),
-                    operations: m.meter.totals().0,
-                    errors: m.meter.totals().1,
+                    operations: m.totals_since_start().0,
+                    errors: m.totals_since_start().1,
                     signs_inline: live.as_ref().is_some_and(|l| l.signs_inline()),
                     handshake_jobs: live.is_some_and(|l| l.runs_jobs()),
                 }

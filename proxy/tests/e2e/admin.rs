@@ -596,6 +596,13 @@ fn reloads_that_rebuild_the_pool_keep_no_old_hsm_connection() {
             })
             .unwrap_or(0)
     };
+    // Full handshakes before the reloads: /status counts them since start, also once
+    // the pool was rebuilt (it started again at 0 before 2026-12-04; /metrics counted on).
+    let ca = lab.ca_pem.display().to_string();
+    for _ in 0..3 {
+        let out = crate::support::curl(&["--cacert", &ca, &proxy.url("/")]);
+        assert!(out.status.success(), "{out:?}");
+    }
     let before = sockets();
     for sessions in [2, 1, 2, 1] {
         reload(&proxy, lab.path(), &config(sessions));
@@ -608,4 +615,11 @@ fn reloads_that_rebuild_the_pool_keep_no_old_hsm_connection() {
         "sockets {before} → {after} over four reloads that rebuilt the pool\n{}",
         proxy.log_text()
     );
+    let status = status_json(admin);
+    let key = &status["keys"][0];
+    assert!(key["admission"]["admitted"].as_u64() >= Some(3), "{status}");
+    let signed: u64 = (key["members"].as_array().expect("members").iter())
+        .filter_map(|m| m["operations"].as_u64())
+        .sum();
+    assert!(signed >= 3, "{status}");
 }
