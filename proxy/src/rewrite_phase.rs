@@ -331,18 +331,26 @@ fn holds(condition: &Condition, log: &mut LogCtx, headers: &HeaderMap) -> bool {
         let get = |name: &str| vars.get(name).into_owned();
         condition.holds_capturing(&get, &|t| vars.expand(t))
     };
-    if let Some(caps) = caps {
-        set_captures(log, caps);
+    match caps {
+        Some(Some(caps)) => set_captures(log, caps),
+        Some(None) => clear_captures(log),
+        None => {}
     }
     holds
+}
+
+/// A rewrite-module regex that did not match: `$1`… are empty after it, as nginx sets
+/// `r->ncaptures = 0` (named groups keep their values).
+fn clear_captures(log: &mut LogCtx) {
+    let is_capture = |n: &str| hsmgate_config::nginx::capture_index(n).is_some();
+    log.set_vars.retain(|(n, _)| !is_capture(n));
 }
 
 /// The captures of the regex that matched last, as `$0`…`$9` (those it does not have
 /// are empty) in place of the earlier ones, and its named groups as variables of their
 /// names (kept until another match sets them, as nginx keeps them).
 fn set_captures(log: &mut LogCtx, caps: hsmgate_config::nginx::Captures) {
-    let is_capture = |n: &str| hsmgate_config::nginx::capture_index(n).is_some();
-    log.set_vars.retain(|(n, _)| !is_capture(n));
+    clear_captures(log);
     (log.set_vars).extend((caps.numbered.into_iter().enumerate()).map(|(i, c)| (i.to_string(), c)));
     for (name, value) in caps.named {
         match log.set_vars.iter_mut().find(|(n, _)| *n == name) {
@@ -354,10 +362,14 @@ fn set_captures(log: &mut LogCtx, caps: hsmgate_config::nginx::Captures) {
 
 /// Apply `r` to the request's current URI; a new URI is stored in `log`.
 fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritten> {
-    let done = {
+    let applied = {
         let vars = log.vars(headers);
         let args = vars.get("args").into_owned();
-        r.apply(&log.uri, &args, &|name| vars.get(name).into_owned())?
+        r.apply(&log.uri, &args, &|name| vars.get(name).into_owned())
+    };
+    let Some(done) = applied else {
+        clear_captures(log);
+        return None;
     };
     // Its captures are `$1`… for what follows (a `return`, a `proxy_pass`).
     if let Some(caps) = hsmgate_config::nginx::captures_of(&r.regex, &log.uri) {

@@ -328,6 +328,21 @@ pub(crate) async fn answer(
         action,
         None | Some(ActionRef::Proxy(_) | ActionRef::StubStatus)
     );
+    // A location's own answers (`return`, a rewrite's redirect, the slash redirect) come
+    // after that check too: a declared body too large is a 413 (a server's `return`
+    // answers before it).
+    if !past_rewrites && location.is_some() {
+        let length = declared_length(&parts);
+        if body_too_large(length, settings) {
+            request_event!(
+                error,
+                log.error_context(),
+                "client intended to send too large body: {} bytes",
+                length.unwrap_or_default()
+            );
+            return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+    }
     // nginx's realip again at pre-access, with the location's settings, unless the
     // server's already changed the client (a `return` answered before this phase).
     if past_rewrites
@@ -747,17 +762,28 @@ pub(crate) async fn proxy(
                 }
                 _ => (pass.https, expanded.as_str()),
             };
-            let (host, uri) = match url.find('/') {
-                Some(i) => (&url[..i], Some(&url[i..])),
+            // The host ends at the URI part, or at arguments written right after it
+            // (`http://b?q=1` sends `/?q=1`, as nginx).
+            let (host, uri) = match url.find(['/', '?']) {
+                Some(i) if url.as_bytes()[i] == b'?' => {
+                    (&url[..i], Some(format!("/{}", &url[i..])))
+                }
+                Some(i) => (&url[..i], Some(url[i..].to_owned())),
                 None => (url, None),
             };
-            if let Some(uri) = uri
+            // Bytes a request target cannot carry (a space or non-ASCII, which a capture
+            // of the decoded path may hold) go as `%XX`, as nginx sends them.
+            let uri = uri.map(|u| match u.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                true => u,
+                false => escape_location(&u),
+            });
+            if let Some(uri) = &uri
                 && uri.parse::<http::uri::PathAndQuery>().is_err()
             {
                 tracing::error!(uri = %uri, "invalid URI in \"proxy_pass\" with variables: 500");
                 return error_page(StatusCode::INTERNAL_SERVER_ERROR);
             }
-            dynamic_uri = uri.map(str::to_owned);
+            dynamic_uri = uri;
             match generation.dynamic_balancer(https, settings, host) {
                 Ok(b) => {
                     held = b;
@@ -1279,7 +1305,8 @@ pub(crate) fn absolute(settings: &ProxySettings, vars: &Vars<'_>, target: &str) 
     format!("{scheme}://{}{port}{target}", vars.host())
 }
 
-/// A `rewrite`'s redirect target as a `Location` value: bytes a header cannot carry
+/// A `rewrite`'s redirect target as a `Location` value, or a `proxy_pass` URI made of
+/// variables: bytes a header or a request target cannot carry
 /// (controls, space, non-ASCII, which a capture of the decoded path may hold) as `%XX`.
 fn escape_location(url: &str) -> String {
     let mut out = String::with_capacity(url.len());

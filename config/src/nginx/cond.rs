@@ -98,24 +98,20 @@ impl Condition {
         }
     }
 
-    /// [`holds`](Self::holds), and for a regex that matched (`~`, `~*`), its captures
-    /// (`$0`…`$9` after it, as nginx sets them).
+    /// [`holds`](Self::holds), and what a regex condition (`~`, `~*`, `!~`, `!~*`) did to
+    /// the captures, as nginx's rewrite module does: `Some(Some(…))` when its regex
+    /// matched (the negated forms too), `Some(None)` when it did not (nginx then empties
+    /// `$1`…), `None` for a condition without a regex.
     pub fn holds_capturing(
         &self,
         get: &dyn Fn(&str) -> String,
         expand: &dyn Fn(&Template) -> String,
-    ) -> (bool, Option<Captures>) {
+    ) -> (bool, Option<Option<Captures>>) {
         match self {
-            Self::Matches {
-                var,
-                regex,
-                negate: false,
-            } => {
+            Self::Matches { var, regex, negate } => {
                 let subject = get(var);
-                match regex.captures(&subject) {
-                    Some(caps) => (true, Some(caps)),
-                    None => (false, None),
-                }
+                let caps = regex.captures(&subject);
+                (caps.is_some() != *negate, Some(caps))
             }
             _ => (self.holds(get, expand), None),
         }

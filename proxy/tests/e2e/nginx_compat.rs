@@ -3091,6 +3091,10 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
             return 200 \"sub=$sub\"; }}
         location /m/ {{ return 200 \"map=$mapped\"; }}
         location ~ ^/app/(?<app>[a-z]+)/ {{ return 200 \"app=$app\"; }}
+        location ~ ^/clr/(\\w+) {{ if ($arg_a ~ ^(k)) {{ }} return 200 \"1=$1\"; }}
+        location ~ ^/rw/(\\w+) {{ rewrite ^/nomatch$ /x; return 200 \"1=$1\"; }}
+        location ~ ^/neg/(\\w+) {{ if ($arg_a !~ ^(y+)) {{ return 200 \"in 1=$1\"; }}
+            return 200 \"out 1=$1\"; }}
         location /gl/ {{ return 200 \"$gitlab_temp_request_uri_1\"; }}"
     );
     // GitLab's log filter (its source install's nginx config), named groups in a map.
@@ -3118,6 +3122,13 @@ fn regex_captures_serve_return_proxy_pass_set_and_map_values() {
     assert_eq!(get_with(http, "/m/b/c/d", "").body, "map=/mapped/c/d");
     assert_eq!(get_with(http, "/m/z", "").body, "map=none");
     assert_eq!(get_with(http, "/app/shop/x", "").body, "app=shop");
+    // A rewrite-module regex that does not match empties `$1`… (nginx's
+    // `r->ncaptures = 0`); a negated one that matches sets them.
+    assert_eq!(get_with(http, "/clr/x", "").body, "1=");
+    assert_eq!(get_with(http, "/clr/x?a=k", "").body, "1=k");
+    assert_eq!(get_with(http, "/rw/x", "").body, "1=");
+    assert_eq!(get_with(http, "/neg/x?a=yy", "").body, "out 1=yy");
+    assert_eq!(get_with(http, "/neg/x?a=z", "").body, "in 1=");
     assert_eq!(
         get_with(http, "/gl/x?private_token=secret&a=1", "").body,
         "/gl/x?private_token=[FILTERED]&a=1"
@@ -3176,7 +3187,9 @@ fn proxy_pass_with_the_scheme_in_a_variable() {
         location /parts/ {{ set $upstream_proto http; set $upstream_app {ip};
             set $upstream_port {port};
             proxy_pass $upstream_proto://$upstream_app:$upstream_port; }}
-        location /bad/ {{ set $bad ftp://{ip}:{port}; proxy_pass $bad; }}"
+        location /bad/ {{ set $bad ftp://{ip}:{port}; proxy_pass $bad; }}
+        location /query/ {{ set $q \"http://{ip}:{port}?q=1\"; proxy_pass $q; }}
+        location ~ ^/sp/(.*)$ {{ set $s http://{ip}:{port}/q/$1; proxy_pass $s; }}"
     );
     let (gate, http) = start(&raw, &extra);
     for target in ["/whole/a?x=1", "/parts/b"] {
@@ -3188,6 +3201,12 @@ fn proxy_pass_with_the_scheme_in_a_variable() {
     assert_eq!(get(http, "compat.test", "/bad/c").status, 500);
     assert_eq!(raw.count(), before);
     assert!(gate.server.log_text().contains("invalid URL prefix"));
+    // Arguments right after the host: the URI is `/?…`, as nginx sends it.
+    assert_eq!(get(http, "compat.test", "/query/x").status, 200);
+    assert_eq!(raw.last_request_line(), "GET /?q=1 HTTP/1.1");
+    // A decoded capture with a space goes percent-encoded (it was a 500).
+    assert_eq!(get(http, "compat.test", "/sp/a%20b").status, 200);
+    assert_eq!(raw.last_request_line(), "GET /q/a%20b HTTP/1.1");
 }
 
 /// A server-level `if` with `set` and `rewrite`, as nginx runs them: the AWS load
@@ -3340,4 +3359,30 @@ fn a_location_regex_with_look_ahead_works() {
     // An `if` regex with look-ahead too.
     assert_eq!(get_with(http, "/ua/x", "X-T: ok\r\n").status, 200);
     assert_eq!(get_with(http, "/ua/x", "X-T: no\r\n").status, 418);
+}
+
+/// A declared body over `client_max_body_size` is a 413 also where the location answers
+/// itself (`return`), as nginx checks it when it finds the location, before the
+/// location's rewrite phase (it was the `return`'s 200 before 2026-12-04).
+#[test]
+fn a_body_too_large_for_a_returning_location_is_413() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(
+        &raw,
+        "location /r/ { client_max_body_size 1k; return 200 ok; }",
+    );
+    let body = "x".repeat(2000);
+    let r = plain(
+        http,
+        &format!(
+            "POST /r/ HTTP/1.1\r\nHost: compat.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(r.status, 413, "{r:?}\n{}", gate.server.log_text());
+    let r = plain(
+        http,
+        "POST /r/ HTTP/1.1\r\nHost: compat.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 }
