@@ -331,17 +331,11 @@ pub(crate) async fn answer(
     // A location's own answers (`return`, a rewrite's redirect, the slash redirect) come
     // after that check too: a declared body too large is a 413 (a server's `return`
     // answers before it).
-    if !past_rewrites && location.is_some() {
-        let length = declared_length(&parts);
-        if body_too_large(length, settings) {
-            request_event!(
-                error,
-                log.error_context(),
-                "client intended to send too large body: {} bytes",
-                length.unwrap_or_default()
-            );
-            return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE));
-        }
+    if !past_rewrites
+        && location.is_some()
+        && let Some(refusal) = too_large(&parts, settings, log)
+    {
+        return Ok(refusal);
     }
     // nginx's realip again at pre-access, with the location's settings, unless the
     // server's already changed the client (a `return` answered before this phase).
@@ -705,6 +699,26 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
 }
 
 /// A declared body `length` over `client_max_body_size`.
+/// nginx's 413 for a declared body over `client_max_body_size`, logged in its words,
+/// level and context (a log watcher finds the client).
+fn too_large(
+    parts: &http::request::Parts,
+    settings: &ProxySettings,
+    log: &LogCtx,
+) -> Option<Response<ProxyBody>> {
+    let length = declared_length(parts);
+    if !body_too_large(length, settings) {
+        return None;
+    }
+    request_event!(
+        error,
+        log.error_context(),
+        "client intended to send too large body: {} bytes",
+        length.unwrap_or_default()
+    );
+    Some(error_page(StatusCode::PAYLOAD_TOO_LARGE))
+}
+
 fn body_too_large(length: Option<u64>, settings: &ProxySettings) -> bool {
     matches!((settings.client_max_body_size, length), (Some(max), Some(len)) if len > max)
 }
@@ -731,17 +745,10 @@ pub(crate) async fn proxy(
         pass,
         uri_change,
     } = to;
-    let length = declared_length(&parts);
-    if body_too_large(length, settings) {
-        // nginx's words, level and context (a log watcher finds the client).
-        request_event!(
-            error,
-            log.error_context(),
-            "client intended to send too large body: {} bytes",
-            length.unwrap_or_default()
-        );
-        return error_page(StatusCode::PAYLOAD_TOO_LARGE);
+    if let Some(refusal) = too_large(&parts, settings, log) {
+        return refusal;
     }
+    let length = declared_length(&parts);
     // A URL with variables names its upstream (and maybe the URI) per request; `held`
     // keeps the upstream group found for the request.
     let (held, dynamic_uri);

@@ -829,28 +829,21 @@ impl Scope {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.send_timeout, v)?;
             }
-            "send_timeout" => {
+            n @ ("send_timeout" | "client_body_timeout") if level == Level::Location => {
                 time(ctx, ctx.one(d)?)?;
                 ctx.warn(
                     d.at,
-                    "\"send_timeout\" in a location is not used: hsmgate applies the \
-                     server's (its address's default server's) to the whole connection"
-                        .into(),
+                    format!(
+                        "\"{n}\" in a location is not used: hsmgate applies the server's (its \
+                         address's default server's) to the whole connection"
+                    ),
                 );
             }
             "client_body_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.body_timeout, v)?;
             }
-            "client_body_timeout" => {
-                time(ctx, ctx.one(d)?)?;
-                ctx.warn(
-                    d.at,
-                    "\"client_body_timeout\" in a location is not used: hsmgate applies the \
-                     server's (its address's default server's) to the whole connection"
-                        .into(),
-                );
-            }
+
             "proxy_protocol_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.proxy_protocol_timeout, v)?;
