@@ -109,19 +109,45 @@ impl Body for RequestBody {
     }
 }
 
+/// HTTP/1.1: the most of a body left unread by its answer that is read and dropped so
+/// that the connection goes on (nginx's `ngx_http_discard_request_body`), and how long
+/// that reading may wait for a byte. A longer body, or a client that stops sending,
+/// closes the connection (with the lingering close) instead.
+const DISCARD_MAX: u64 = 1 << 20;
+const DISCARD_IDLE: Duration = Duration::from_secs(5);
+
 impl Drop for RequestBody {
     fn drop(&mut self) {
         let Some(inner) = self.inner.take() else {
             return;
         };
-        if self.http2
-            && !inner.is_end_stream()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        if inner.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.http2 {
             runtime.spawn(async move {
                 tokio::time::sleep(RESET_AFTER).await;
                 drop(inner);
             });
+        } else if inner.size_hint().upper().is_none_or(|n| n <= DISCARD_MAX) {
+            // The answer (a `return`, an error page, an upstream's early answer) goes
+            // out meanwhile; the requests pipelined after the body are served after it.
+            runtime.spawn(discard(inner));
+        }
+    }
+}
+
+/// Read an HTTP/1.1 request body to its end and drop it (see [`DISCARD_MAX`]).
+async fn discard(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let mut read = 0u64;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(DISCARD_IDLE, body.frame()).await {
+        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if read > DISCARD_MAX {
+            return;
         }
     }
 }

@@ -3386,3 +3386,32 @@ fn a_body_too_large_for_a_returning_location_is_413() {
     );
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// Requests pipelined after a body the answer did not read (a `return` location, 50 kB)
+/// are served: the body is read and dropped as nginx discards it, and the connection
+/// goes on (before 2026-12-04 it closed after the first answer and the others were lost).
+#[test]
+fn requests_pipelined_after_an_unread_body_are_served() {
+    let raw = RawUpstream::start();
+    let (gate, http) = start(&raw, "location /r/ { return 200 ok; }");
+    let body = "x".repeat(50_000);
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let requests = format!(
+        "POST /r/a HTTP/1.1\r\nHost: compat.test\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /r/b HTTP/1.1\r\nHost: compat.test\r\n\r\n\
+         GET /r/c HTTP/1.1\r\nHost: compat.test\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(requests.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        3,
+        "{text}\n{}",
+        gate.server.log_text()
+    );
+}
