@@ -200,12 +200,13 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use self::compiled::{CompiledPaths, compiled_paths};
-pub use self::cond::{Captures, Condition, LocationIf, ServerIf, captures_of};
+pub use self::cond::{Condition, LocationIf, ServerIf};
 pub use self::expires::Expires;
 pub use self::geo::GeoTable;
 pub use self::limits::{
     LimitConn, LimitConnZone, LimitLogLevel, LimitReq, LimitReqZone, LimitZones, Limits,
 };
+pub use self::location::url_scheme;
 pub use self::map::{MapKey, VarMap};
 pub use self::model::{
     AccessLog, AccessMatch, AccessRule, Action, AddHeader, AuthBasic, BalanceMethod, CertPair,
@@ -215,7 +216,7 @@ pub use self::model::{
     RealIpHeader, Return, Server, ServerName, SoKeepalive, SocketOptions, TokenKey, UpstreamGroup,
     UpstreamRef, UpstreamServer, ValueMatch, ValueRewrite,
 };
-pub use self::ngx_regex::NgxRegex;
+pub use self::ngx_regex::{Captures, NgxRegex};
 pub use self::parse::SourceFile;
 pub use self::proxy_ssl::{ClientCert, ProxySsl};
 pub use self::rewrite::{

@@ -367,14 +367,12 @@ fn rewrite(r: &Rewrite, log: &mut LogCtx, headers: &HeaderMap) -> Option<Rewritt
         let args = vars.get("args").into_owned();
         r.apply(&log.uri, &args, &|name| vars.get(name).into_owned())
     };
-    let Some(done) = applied else {
+    let Some((done, caps)) = applied else {
         clear_captures(log);
         return None;
     };
     // Its captures are `$1`… for what follows (a `return`, a `proxy_pass`).
-    if let Some(caps) = hsmgate_config::nginx::captures_of(&r.regex, &log.uri) {
-        set_captures(log, caps);
-    }
+    set_captures(log, caps);
     if let Rewritten::Uri { uri, args } = &done {
         tracing::debug!(pattern = %r.pattern, %uri, %args, "rewritten");
         log.uri.clone_from(uri);

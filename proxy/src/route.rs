@@ -698,7 +698,6 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// A declared body `length` over `client_max_body_size`.
 /// nginx's 413 for a declared body over `client_max_body_size`, logged in its words,
 /// level and context (a log watcher finds the client).
 fn too_large(
@@ -719,6 +718,7 @@ fn too_large(
     Some(error_page(StatusCode::PAYLOAD_TOO_LARGE))
 }
 
+/// A declared body `length` over `client_max_body_size`.
 fn body_too_large(length: Option<u64>, settings: &ProxySettings) -> bool {
     matches!((settings.client_max_body_size, length), (Some(max), Some(len)) if len > max)
 }
@@ -759,7 +759,7 @@ pub(crate) async fn proxy(
             // The scheme too from a variable: read from the value, as nginx reads it.
             let (https, url) = match &pass.target {
                 hsmgate_config::nginx::UpstreamRef::DynamicUrl(_) => {
-                    match dynamic_scheme(&expanded) {
+                    match hsmgate_config::nginx::url_scheme(&expanded) {
                         Some((https, skip)) => (https, &expanded[skip..]),
                         None => {
                             tracing::error!(url = %expanded, "invalid URL prefix in \"proxy_pass\" with variables: 500");
@@ -1221,20 +1221,6 @@ pub(crate) async fn proxy(
         }
     }
     error_page(StatusCode::BAD_GATEWAY)
-}
-
-/// The scheme of a `proxy_pass` URL made of variables: whether it is `https://`, and
-/// its length; None for any other (nginx's "invalid URL prefix").
-fn dynamic_scheme(url: &str) -> Option<(bool, usize)> {
-    let starts = |p: &str| {
-        url.get(..p.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(p))
-    };
-    match () {
-        _ if starts("http://") => Some((false, 7)),
-        _ if starts("https://") => Some((true, 8)),
-        _ => None,
-    }
 }
 
 /// Removes the upstream response headers nginx would not pass: `proxy_hide_header`s and

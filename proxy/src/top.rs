@@ -292,11 +292,9 @@ fn paint_state(line: &str, state: &str) -> String {
 fn cut(s: &str, n: usize) -> String {
     s.chars()
         .flat_map(|c| {
-            let shown: Box<dyn Iterator<Item = char>> = match c.is_control() {
-                true => Box::new(c.escape_default()),
-                false => Box::new(std::iter::once(c)),
-            };
-            shown
+            let control = c.is_control();
+            let escaped = control.then(|| c.escape_default()).into_iter().flatten();
+            (!control).then_some(c).into_iter().chain(escaped)
         })
         .take(n)
         .collect()

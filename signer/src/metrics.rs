@@ -34,12 +34,22 @@ pub(crate) struct SeriesOwner(SeriesId);
 /// `group`, `key` and, for a member, `member`, as the exporter writes them.
 type SeriesId = (String, String, Option<String>);
 
-/// Live owners per label set; a label set at 0 is retired.
-static OWNERS: std::sync::Mutex<Option<std::collections::HashMap<SeriesId, usize>>> =
+/// A label set's owners alive now (at 0 it is retired), and what the owners that are
+/// gone had counted for `/status` (a member's operations and errors; a limiter's
+/// admitted, resumed, shed), so that a pool a reload rebuilt shows counts since start,
+/// as `/metrics` does.
+#[derive(Debug, Default)]
+struct Series {
+    owners: usize,
+    retired: [u64; 3],
+}
+
+/// Every label set an owner ever had.
+static SERIES: std::sync::Mutex<Option<std::collections::HashMap<SeriesId, Series>>> =
     std::sync::Mutex::new(None);
 
-fn owners() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<SeriesId, usize>>> {
-    OWNERS.lock().unwrap_or_else(|e| e.into_inner())
+fn series() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<SeriesId, Series>>> {
+    SERIES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SeriesOwner {
@@ -55,47 +65,35 @@ impl SeriesOwner {
             value("key").unwrap_or_default(),
             value("member"),
         );
-        *owners()
-            .get_or_insert_with(Default::default)
+        (series().get_or_insert_with(Default::default))
             .entry(id.clone())
-            .or_insert(0) += 1;
+            .or_default()
+            .owners += 1;
         SeriesOwner(id)
     }
-}
 
-impl Drop for SeriesOwner {
-    fn drop(&mut self) {
-        if let Some(n) = owners().as_mut().and_then(|m| m.get_mut(&self.0)) {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
-
-/// What the owners of a label set that are gone had counted for `/status` (a member's
-/// operations and errors; a limiter's admitted, resumed, shed), so that a pool a reload
-/// rebuilt shows counts since start, as `/metrics` does.
-static RETIRED: std::sync::Mutex<Option<std::collections::HashMap<SeriesId, [u64; 3]>>> =
-    std::sync::Mutex::new(None);
-
-impl SeriesOwner {
     /// Add what a going owner counted to its label set's retired counts.
     pub(crate) fn retire_counts(&self, counts: [u64; 3]) {
-        let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = (retired.get_or_insert_with(Default::default))
-            .entry(self.0.clone())
-            .or_default();
-        for (total, n) in slot.iter_mut().zip(counts) {
-            *total = total.saturating_add(n);
+        if let Some(s) = series().as_mut().and_then(|m| m.get_mut(&self.0)) {
+            for (total, n) in s.retired.iter_mut().zip(counts) {
+                *total = total.saturating_add(n);
+            }
         }
     }
 
     /// What earlier owners of this label set counted.
     pub(crate) fn retired_counts(&self) -> [u64; 3] {
-        let retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-        (retired.as_ref())
+        (series().as_ref())
             .and_then(|m| m.get(&self.0))
-            .copied()
-            .unwrap_or_default()
+            .map_or_else(Default::default, |s| s.retired)
+    }
+}
+
+impl Drop for SeriesOwner {
+    fn drop(&mut self) {
+        if let Some(s) = series().as_mut().and_then(|m| m.get_mut(&self.0)) {
+            s.owners = s.owners.saturating_sub(1);
+        }
     }
 }
 
@@ -109,8 +107,8 @@ fn escape(v: &str) -> String {
 /// `text` (the Prometheus exposition) without the series of retired label sets (see
 /// [`SeriesOwner`]); everything else as it is.
 pub fn hide_retired(text: &str) -> String {
-    let guard = owners();
-    let Some(map) = guard.as_ref().filter(|m| m.values().any(|&n| n == 0)) else {
+    let guard = series();
+    let Some(map) = guard.as_ref().filter(|m| m.values().any(|s| s.owners == 0)) else {
         return text.to_owned();
     };
     let retired = |line: &str| {
@@ -125,7 +123,8 @@ pub fn hide_retired(text: &str) -> String {
         let (Some(group), Some(key)) = (get("group"), get("key")) else {
             return false;
         };
-        map.get(&(group, key, get("member"))) == Some(&0)
+        map.get(&(group, key, get("member")))
+            .is_some_and(|s| s.owners == 0)
     };
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {

@@ -11,8 +11,6 @@
 //! (`-f`, `-d`, `-e`, `-x`) are refused: hsmgate serves no files. Inside a server's
 //! block only `return` is accepted; an `if` inside an `if` is refused.
 
-use regex::Regex;
-
 use super::build::Ctx;
 use super::location::parse_return;
 use super::model::{ProxyPass, ProxySettings, Return};
@@ -106,7 +104,7 @@ impl Condition {
         &self,
         get: &dyn Fn(&str) -> String,
         expand: &dyn Fn(&Template) -> String,
-    ) -> (bool, Option<Option<Captures>>) {
+    ) -> (bool, Option<Option<super::ngx_regex::Captures>>) {
         match self {
             Self::Matches { var, regex, negate } => {
                 let subject = get(var);
@@ -116,46 +114,6 @@ impl Condition {
             _ => (self.holds(get, expand), None),
         }
     }
-}
-
-/// What a regex captured: `$0`…`$9` (`$0` the whole match; a group that took no part
-/// is empty) and its named groups (`(?<name>…)`, nginx's `$name`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captures {
-    /// `$0`, `$1`, … (at most ten).
-    pub numbered: Vec<String>,
-    /// Named groups that took part, by name (lower case, as variables are).
-    pub named: Vec<(String, String)>,
-}
-
-impl Captures {
-    /// The value of variable `name` if it is one of these captures.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        match super::rewrite::capture_index(name) {
-            Some(n) => Some(self.numbered.get(n).map_or("", String::as_str)),
-            None => (self.named.iter())
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str()),
-        }
-    }
-}
-
-/// What `regex` captures in `subject`; None when it does not match.
-pub fn captures_of(regex: &Regex, subject: &str) -> Option<Captures> {
-    if regex.captures_len() == 1 {
-        return regex.find(subject).map(|m| Captures {
-            numbered: vec![m.as_str().to_owned()],
-            named: Vec::new(),
-        });
-    }
-    let caps = regex.captures(subject)?;
-    let numbered = (caps.iter().take(10))
-        .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
-        .collect();
-    let named = (regex.capture_names().flatten())
-        .filter_map(|n| Some((n.to_ascii_lowercase(), caps.name(n)?.as_str().to_owned())))
-        .collect();
-    Some(Captures { numbered, named })
 }
 
 /// The names of the named groups (`(?<name>…)`, `(?P<name>…)`) written in `text`, lower
@@ -307,6 +265,7 @@ pub(crate) fn condition(ctx: &Ctx<'_>, d: &Directive) -> Result<Condition, Confi
 #[cfg(test)]
 mod capture_tests {
     use super::*;
+    use regex::Regex;
 
     #[test]
     fn named_groups_are_found_before_compiling_and_captured() {
@@ -315,12 +274,12 @@ mod capture_tests {
             ["start", "temp", "rest"]
         );
         let re = Regex::new("^/app/(?<app>[a-z]+)/(.*)$").expect("regex");
-        let caps = captures_of(&re, "/app/shop/x").expect("matches");
+        let caps = super::super::ngx_regex::captures_of(&re, "/app/shop/x").expect("matches");
         assert_eq!(caps.get("1"), Some("shop"));
         assert_eq!(caps.get("2"), Some("x"));
         assert_eq!(caps.get("9"), Some(""));
         assert_eq!(caps.get("app"), Some("shop"));
         assert_eq!(caps.get("host"), None);
-        assert!(captures_of(&re, "/other").is_none());
+        assert!(super::super::ngx_regex::captures_of(&re, "/other").is_none());
     }
 }

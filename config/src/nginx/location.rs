@@ -410,12 +410,10 @@ fn proxy_pass(
 ) -> Result<ProxyPass, ConfigError> {
     let arg = ctx.one(d)?;
     let v = arg.value.as_str();
-    let lower = v.to_ascii_lowercase();
-    let (https, skip) = match () {
-        _ if lower.starts_with("http://") => (false, 7),
-        _ if lower.starts_with("https://") => (true, 8),
+    let (https, skip) = match url_scheme(v) {
+        Some(scheme) => scheme,
         // The scheme from a variable (`$backend`, `$proto://…`): read per request.
-        _ if v.starts_with('$') => {
+        None if v.starts_with('$') => {
             return Ok(ProxyPass {
                 https: false,
                 target: UpstreamRef::DynamicUrl(ctx.template(d, arg)?),
@@ -423,7 +421,7 @@ fn proxy_pass(
                 url: v.to_owned(),
             });
         }
-        _ => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
+        None => return Err(ctx.invalid(d, arg.at, "invalid URL prefix")),
     };
     if v.contains('$') {
         return dynamic_proxy_pass(ctx, d, arg, https, skip);
@@ -480,6 +478,21 @@ fn proxy_pass(
     })
 }
 
+/// The scheme of a `proxy_pass` URL (case aside): whether it is `https://`, and its
+/// length; None for any other (nginx's "invalid URL prefix"). Read at load, and per
+/// request for a URL whose scheme is a variable's.
+pub fn url_scheme(url: &str) -> Option<(bool, usize)> {
+    let starts = |p: &str| {
+        url.get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    match () {
+        _ if starts("http://") => Some((false, 7)),
+        _ if starts("https://") => Some((true, 8)),
+        _ => None,
+    }
+}
+
 /// `proxy_pass` with variables, as nginx evaluates it per request: what follows the
 /// scheme (its first `skip` bytes) is expanded, then split at its first `/`: the host
 /// part names an `upstream` block (without regard to case) or is a `host[:port]`
@@ -492,20 +505,11 @@ fn dynamic_proxy_pass(
     https: bool,
     skip: usize,
 ) -> Result<ProxyPass, ConfigError> {
-    let v = arg.value.as_str();
-    let rest = super::parse::Arg {
-        value: v[skip..].to_owned(),
-        at: super::parse::Pos {
-            offset: arg.at.offset + skip,
-            ..arg.at
-        },
-        quoted: arg.quoted,
-    };
     Ok(ProxyPass {
         https,
-        target: UpstreamRef::Dynamic(ctx.template(d, &rest)?),
+        target: UpstreamRef::Dynamic(ctx.template(d, &arg.tail(skip))?),
         uri: None,
-        url: v.to_owned(),
+        url: arg.value.clone(),
     })
 }
 

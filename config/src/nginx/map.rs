@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use regex::{Regex, RegexBuilder};
 
 use super::build::Ctx;
+use super::ngx_regex::{Captures, captures_of};
 use super::parse::Directive;
-use super::template::Template;
+use super::template::{Template, TemplatePart};
 use crate::error::ConfigError;
 use crate::model::Location;
 
@@ -118,44 +119,41 @@ impl Wildcards {
 impl VarMap {
     /// The value template for a source value.
     pub fn lookup(&self, value: &str) -> &Template {
-        if let Some(geo) = &self.geo {
-            return geo.lookup(value).unwrap_or(&self.default);
-        }
-        if let Some(split) = &self.split {
-            return split.lookup(value).unwrap_or(&self.default);
-        }
-        let lower = value.to_ascii_lowercase();
-        if let Some(t) = self.exact.get(&lower) {
-            return t;
-        }
-        if let Some(t) = self.wildcards.lookup(&lower) {
-            return t;
-        }
-        (self.regexes.iter())
-            .find(|(r, _)| r.is_match(value))
-            .map_or(&self.default, |(_, t)| t)
+        self.choose(value).0
     }
 
     /// [`lookup`](Self::lookup), with the captures of the `~regex` key that chose the
     /// value when the value may use them (`~^/old/(.*)$ /new/$1;`, a named group).
-    pub fn lookup_capturing(&self, value: &str) -> (&Template, Option<super::cond::Captures>) {
-        let t = self.lookup(value);
-        let uses = t.parts.iter().any(|p| {
-            matches!(p, super::template::TemplatePart::Var(v) if super::rewrite::capture_index(v).is_some())
-        });
-        if self.regexes.is_empty() || self.geo.is_some() || self.split.is_some() {
-            return (t, None);
+    pub fn lookup_capturing(&self, value: &str) -> (&Template, Option<Captures>) {
+        let (t, regex) = self.choose(value);
+        let uses = |r: &Regex| {
+            r.capture_names().flatten().next().is_some()
+                || t.parts.iter().any(|p| {
+                    matches!(p, TemplatePart::Var(v) if super::rewrite::capture_index(v).is_some())
+                })
+        };
+        match regex {
+            Some(r) if uses(r) => (t, captures_of(r, value)),
+            _ => (t, None),
+        }
+    }
+
+    /// The value template for a source value, and the `~regex` key that chose it, if
+    /// one did.
+    fn choose(&self, value: &str) -> (&Template, Option<&Regex>) {
+        if let Some(geo) = &self.geo {
+            return (geo.lookup(value).unwrap_or(&self.default), None);
+        }
+        if let Some(split) = &self.split {
+            return (split.lookup(value).unwrap_or(&self.default), None);
         }
         let lower = value.to_ascii_lowercase();
-        if self.exact.contains_key(&lower) || self.wildcards.lookup(&lower).is_some() {
+        if let Some(t) = (self.exact.get(&lower)).or_else(|| self.wildcards.lookup(&lower)) {
             return (t, None);
         }
         match self.regexes.iter().find(|(r, _)| r.is_match(value)) {
-            Some((r, t)) if uses || r.capture_names().flatten().next().is_some() => {
-                (t, super::cond::captures_of(r, value))
-            }
-            Some((_, t)) => (t, None),
-            None => (t, None),
+            Some((r, t)) => (t, Some(r)),
+            None => (&self.default, None),
         }
     }
 }

@@ -1,10 +1,62 @@
-//! A location's regex as nginx (PCRE) reads it: the `regex` crate's linear-time engine
+//! A location's or an `if`'s regex as nginx (PCRE) reads it, and what a regex
+//! captured ([`Captures`], nginx's `$1`… and named groups): the `regex` crate's linear-time engine
 //! where the pattern allows, else `fancy-regex`'s backtracking one for what only PCRE
 //! has: look-around (h5bp's `location ~ /\.(?!well-known)`, the common "deny dotfiles
 //! but the ACME challenge" rule) and back-references. A backtracking match that exceeds
 //! its step limit (a hostile path against a pathological pattern) counts as no match.
 
-use super::cond::Captures;
+/// What a regex captured: `$0`…`$9` (`$0` the whole match; a group that took no part
+/// is empty) and its named groups (`(?<name>…)`, nginx's `$name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captures {
+    /// `$0`, `$1`, … (at most ten).
+    pub numbered: Vec<String>,
+    /// Named groups that took part, by name (lower case, as variables are).
+    pub named: Vec<(String, String)>,
+}
+
+impl Captures {
+    /// The value of variable `name` if it is one of these captures.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match super::rewrite::capture_index(name) {
+            Some(n) => Some(self.numbered.get(n).map_or("", String::as_str)),
+            None => (self.named.iter())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+
+    /// From a match's groups in order (`$0` first) and its named groups, whichever
+    /// engine made it.
+    fn collect<'t>(
+        groups: impl Iterator<Item = Option<&'t str>>,
+        named: impl Iterator<Item = (&'t str, Option<&'t str>)>,
+    ) -> Captures {
+        Captures {
+            numbered: (groups.take(10))
+                .map(|g| g.unwrap_or_default().to_owned())
+                .collect(),
+            named: named
+                .filter_map(|(n, v)| Some((n.to_ascii_lowercase(), v?.to_owned())))
+                .collect(),
+        }
+    }
+}
+
+/// What `regex` captures in `subject`; None when it does not match.
+pub(crate) fn captures_of(regex: &regex::Regex, subject: &str) -> Option<Captures> {
+    if regex.captures_len() == 1 {
+        return regex.find(subject).map(|m| Captures {
+            numbered: vec![m.as_str().to_owned()],
+            named: Vec::new(),
+        });
+    }
+    let caps = regex.captures(subject)?;
+    Some(Captures::collect(
+        caps.iter().map(|m| m.map(|m| m.as_str())),
+        (regex.capture_names().flatten()).map(|n| (n, caps.name(n).map(|m| m.as_str()))),
+    ))
+}
 
 /// A compiled location regex.
 #[derive(Debug, Clone)]
@@ -39,18 +91,13 @@ impl NgxRegex {
     /// What it captures in `subject` (see [`Captures`]); None when it does not match.
     pub fn captures(&self, subject: &str) -> Option<Captures> {
         match self {
-            NgxRegex::Linear(re) => super::cond::captures_of(re, subject),
+            NgxRegex::Linear(re) => captures_of(re, subject),
             NgxRegex::Backtracking(re) => {
                 let caps = re.captures(subject).ok()??;
-                let numbered = (caps.iter().take(10))
-                    .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
-                    .collect();
-                let named = (re.capture_names().flatten())
-                    .filter_map(|n| {
-                        Some((n.to_ascii_lowercase(), caps.name(n)?.as_str().to_owned()))
-                    })
-                    .collect();
-                Some(Captures { numbered, named })
+                Some(Captures::collect(
+                    caps.iter().map(|m| m.map(|m| m.as_str())),
+                    (re.capture_names().flatten()).map(|n| (n, caps.name(n).map(|m| m.as_str()))),
+                ))
             }
         }
     }

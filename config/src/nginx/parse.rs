@@ -70,6 +70,22 @@ pub(crate) struct Arg {
     pub(crate) quoted: bool,
 }
 
+impl Arg {
+    /// The argument from byte `skip` of its value on (what follows `http://` in a
+    /// `proxy_pass`, `if=` in an `access_log`), placed where it is written, so that an
+    /// error in it points there.
+    pub(crate) fn tail(&self, skip: usize) -> Arg {
+        Arg {
+            value: self.value[skip..].to_owned(),
+            at: Pos {
+                offset: self.at.offset + skip,
+                ..self.at
+            },
+            quoted: self.quoted,
+        }
+    }
+}
+
 /// `name arg…;` or `name arg… { … }`.
 #[derive(Debug, Clone)]
 pub(crate) struct Directive {

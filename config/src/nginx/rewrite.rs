@@ -163,10 +163,16 @@ pub enum Rewritten {
 }
 
 impl Rewrite {
-    /// The rewrite of a request whose path is `uri` and arguments `args`, if the regex
-    /// matches; `var` gives a variable's value.
-    pub fn apply(&self, uri: &str, args: &str, var: &dyn Fn(&str) -> String) -> Option<Rewritten> {
-        let caps = self.regex.captures(uri)?;
+    /// The rewrite of a request whose path is `uri` and arguments `args` (`var` gives a
+    /// variable's value), if the regex matches, and what it captured (`$1`… for the
+    /// directives after it), from the one match.
+    pub fn apply(
+        &self,
+        uri: &str,
+        args: &str,
+        var: &dyn Fn(&str) -> String,
+    ) -> Option<(Rewritten, super::ngx_regex::Captures)> {
+        let caps = super::ngx_regex::captures_of(&self.regex, uri)?;
         // The first `?` written in the replacement starts its arguments (one inside a
         // variable's value does not).
         let mut text = String::new();
@@ -182,7 +188,7 @@ impl Rewrite {
                     text.push_str(s);
                 }
                 TemplatePart::Var(name) => match capture_index(name) {
-                    Some(n) => text.push_str(caps.get(n).map_or("", |m| m.as_str())),
+                    Some(n) => text.push_str(caps.numbered.get(n).map_or("", String::as_str)),
                     None => text.push_str(&var(name)),
                 },
             }
@@ -193,7 +199,7 @@ impl Rewrite {
                 text.push(if query_at.is_some() { '&' } else { '?' });
                 text.push_str(args);
             }
-            return Some(Rewritten::Redirect { code, url: text });
+            return Some((Rewritten::Redirect { code, url: text }, caps));
         }
         let (uri, new_args) = match query_at {
             Some(i) => {
@@ -208,10 +214,11 @@ impl Rewrite {
             None if self.keep_args => (text, args.to_owned()),
             None => (text, String::new()),
         };
-        Some(Rewritten::Uri {
+        let done = Rewritten::Uri {
             uri,
             args: new_args,
-        })
+        };
+        Some((done, caps))
     }
 }
 
@@ -327,33 +334,51 @@ mod tests {
     #[test]
     fn captures_replace_the_path_and_the_arguments_stay() {
         let r = rewrite("^/api/(.*)$", "/$1", RewriteFlag::Break);
-        assert_eq!(r.apply("/api/v1/users", "", &var), uri("/v1/users", ""));
-        assert_eq!(r.apply("/api/x", "a=1", &var), uri("/x", "a=1"));
-        assert_eq!(r.apply("/other", "a=1", &var), None);
+        assert_eq!(
+            r.apply("/api/v1/users", "", &var).map(|(d, _)| d),
+            uri("/v1/users", "")
+        );
+        assert_eq!(
+            r.apply("/api/x", "a=1", &var).map(|(d, _)| d),
+            uri("/x", "a=1")
+        );
+        assert_eq!(r.apply("/other", "a=1", &var).map(|(d, _)| d), None);
         // `$10` is `$1` then `0`; `$0` is the whole match.
         let r = rewrite("^/(a)(b)$", "/$10/$0/$2", RewriteFlag::Last);
-        assert_eq!(r.apply("/ab", "", &var), uri("/a0//ab/b", ""));
+        assert_eq!(
+            r.apply("/ab", "", &var).map(|(d, _)| d),
+            uri("/a0//ab/b", "")
+        );
     }
 
     #[test]
     fn arguments_in_the_replacement_come_first_and_a_trailing_question_mark_drops_the_requests() {
         let r = rewrite("^/users/(.*)$", "/show?user=$1", RewriteFlag::Last);
         assert_eq!(
-            r.apply("/users/ann", "x=1", &var),
+            r.apply("/users/ann", "x=1", &var).map(|(d, _)| d),
             uri("/show", "user=ann&x=1")
         );
-        assert_eq!(r.apply("/users/ann", "", &var), uri("/show", "user=ann"));
+        assert_eq!(
+            r.apply("/users/ann", "", &var).map(|(d, _)| d),
+            uri("/show", "user=ann")
+        );
         let r = rewrite("^/users/(.*)$", "/show?user=$1?", RewriteFlag::Last);
-        assert_eq!(r.apply("/users/ann", "x=1", &var), uri("/show", "user=ann"));
+        assert_eq!(
+            r.apply("/users/ann", "x=1", &var).map(|(d, _)| d),
+            uri("/show", "user=ann")
+        );
         let r = rewrite("^/old$", "/new?", RewriteFlag::Break);
-        assert_eq!(r.apply("/old", "x=1", &var), uri("/new", ""));
+        assert_eq!(
+            r.apply("/old", "x=1", &var).map(|(d, _)| d),
+            uri("/new", "")
+        );
     }
 
     #[test]
     fn redirects_by_flag_or_by_scheme_keep_the_arguments_unless_told() {
         let r = rewrite("^(.*)$", "https://$host$1", RewriteFlag::Permanent);
         assert_eq!(
-            r.apply("/a b", "q=1", &var),
+            r.apply("/a b", "q=1", &var).map(|(d, _)| d),
             Some(Rewritten::Redirect {
                 code: 301,
                 url: "https://example.com/a b?q=1".into()
@@ -361,7 +386,7 @@ mod tests {
         );
         let r = rewrite("^", "$scheme://$host/x?y=1", RewriteFlag::Continue);
         assert_eq!(
-            r.apply("/", "q=1", &var),
+            r.apply("/", "q=1", &var).map(|(d, _)| d),
             Some(Rewritten::Redirect {
                 code: 302,
                 url: "https://example.com/x?y=1&q=1".into()
@@ -369,7 +394,7 @@ mod tests {
         );
         let r = rewrite("^", "https://$host$request_uri?", RewriteFlag::Permanent);
         assert_eq!(
-            r.apply("/p", "q=1", &var),
+            r.apply("/p", "q=1", &var).map(|(d, _)| d),
             Some(Rewritten::Redirect {
                 code: 301,
                 url: "https://example.com".into()
@@ -377,7 +402,7 @@ mod tests {
         );
         let r = rewrite("^/old/(.*)", "/new/$1", RewriteFlag::Redirect);
         assert_eq!(
-            r.apply("/old/x", "", &var),
+            r.apply("/old/x", "", &var).map(|(d, _)| d),
             Some(Rewritten::Redirect {
                 code: 302,
                 url: "/new/x".into()

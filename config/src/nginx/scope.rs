@@ -843,7 +843,6 @@ impl Scope {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.body_timeout, v)?;
             }
-
             "proxy_protocol_timeout" if level != Level::Location => {
                 let v = time(ctx, ctx.one(d)?)?;
                 set(ctx, d, &mut self.client.proxy_protocol_timeout, v)?;
@@ -924,16 +923,8 @@ pub(crate) fn access_log(ctx: &Ctx<'_>, d: &Directive) -> Result<AccessLog, Conf
     }
     let mut condition = None;
     for a in args.iter().skip(2) {
-        if let Some(cond) = a.value.strip_prefix("if=") {
-            let skip = "if=".len();
-            let arg = Arg {
-                value: cond.to_owned(),
-                at: super::parse::Pos {
-                    offset: a.at.offset + skip,
-                    ..a.at
-                },
-                quoted: a.quoted,
-            };
+        if a.value.starts_with("if=") {
+            let arg = a.tail("if=".len());
             condition = Some(std::sync::Arc::new(ctx.template(d, &arg)?));
         } else if !(a.value.starts_with("buffer=") || a.value.starts_with("flush=")) {
             return Err(ctx.invalid(

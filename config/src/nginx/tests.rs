@@ -722,7 +722,9 @@ fn rewrites_in_servers_and_locations() {
     let v2 = location_match(&s.locations, "/v2/a").unwrap();
     assert!(!rewrite(v2).keep_args);
     assert_eq!(
-        rewrite(v2).apply("/v2/a", "x=1", &|_| String::new()),
+        rewrite(v2)
+            .apply("/v2/a", "x=1", &|_| String::new())
+            .map(|(d, _)| d),
         Some(Rewritten::Uri {
             uri: "/api/a".into(),
             args: "v=2".into()
